@@ -1,0 +1,263 @@
+//! What a parser may see and do besides answering with operations: the connection's metadata,
+//! the policy check for a request, injection of bytes, and access logging.
+//!
+//! This module defines the interfaces only. The policy behind [`RequestPolicy`] and the log
+//! behind [`AccessLog`] are supplied by whoever runs the parser (the datapath and the runtime);
+//! nothing here performs I/O.
+
+use std::any::Any;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// One of the two byte streams of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Flow {
+    /// From the connection's client to its upstream (Cilium's "original direction").
+    Request,
+    /// From the upstream back to the client (Cilium's "reply").
+    Reply,
+}
+
+impl Flow {
+    /// The opposite stream.
+    pub fn other(self) -> Flow {
+        match self {
+            Flow::Request => Flow::Reply,
+            Flow::Reply => Flow::Request,
+        }
+    }
+
+    /// 0 for `Request`, 1 for `Reply`: for per-flow arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Which side of the guarded endpoint a connection is on, as policies write it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// The guarded endpoint is the server; the remote is the client.
+    Ingress,
+    /// The guarded endpoint is the client; the remote is the upstream.
+    Egress,
+}
+
+/// Facts about a connection that hold for its whole life.
+#[derive(Debug, Clone)]
+pub struct ConnectionMeta {
+    /// A number unique within the process.
+    pub id: u64,
+    /// The name of the listener that accepted the connection.
+    pub listener: Arc<str>,
+    /// Ingress or egress, seen from the guarded endpoint.
+    pub direction: Direction,
+    /// The client's address.
+    pub source: SocketAddr,
+    /// The upstream's address.
+    pub destination: SocketAddr,
+    /// Numeric security identity of the client.
+    pub source_identity: u32,
+    /// Numeric security identity of the upstream.
+    pub destination_identity: u32,
+    /// Labels of the client's identity, as `key=value`.
+    pub source_labels: Arc<[String]>,
+    /// Labels of the upstream's identity, as `key=value`.
+    pub destination_labels: Arc<[String]>,
+}
+
+impl ConnectionMeta {
+    /// The port that policy is looked up by: the upstream's.
+    pub fn destination_port(&self) -> u16 {
+        self.destination.port()
+    }
+}
+
+/// The outcome of a policy check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict<'p> {
+    /// Whether the request may proceed.
+    pub allowed: bool,
+    /// The policy that allowed it, or for a denial the policy that denied it (empty when the
+    /// request was denied because nothing allowed it).
+    pub policy_name: &'p str,
+}
+
+/// The L7 part of the policy in force for one connection.
+///
+/// Implemented by the policy engine; parsers reach it through [`Context::check`].
+pub trait RequestPolicy: Send + Sync {
+    /// Decides a request. `matches` is called with the compiled L7 rule set of each rule that
+    /// could allow the request (the value a protocol's [`crate::Protocol::compile_rules`]
+    /// produced) and answers whether the request satisfies it. Rules without L7 constraints
+    /// allow without calling `matches`.
+    fn check(&self, matches: &mut dyn FnMut(&(dyn Any + Send + Sync)) -> bool) -> Verdict<'_>;
+}
+
+/// The kind of an access-log entry, with Cilium's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryType {
+    /// An allowed request.
+    Request,
+    /// A reply.
+    Response,
+    /// A denied request, a refused connection, or a connection closed for a protocol error.
+    Denied,
+}
+
+impl EntryType {
+    /// The name used in the access log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryType::Request => "Request",
+            EntryType::Response => "Response",
+            EntryType::Denied => "Denied",
+        }
+    }
+}
+
+/// One generic key/value field of an access-log entry. Values are bytes because they often come
+/// straight from the wire; the log writes them as text, replacing invalid UTF-8.
+#[derive(Debug, Clone, Copy)]
+pub struct Field<'a> {
+    /// The field's name.
+    pub key: &'a str,
+    /// The field's value.
+    pub value: &'a [u8],
+}
+
+impl<'a> Field<'a> {
+    /// A field whose value is text.
+    pub fn text(key: &'a str, value: &'a str) -> Self {
+        Field { key, value: value.as_bytes() }
+    }
+
+    /// A field whose value is raw bytes.
+    pub fn bytes(key: &'a str, value: &'a [u8]) -> Self {
+        Field { key, value }
+    }
+}
+
+/// One access-log entry, borrowed for the duration of the call that writes it.
+#[derive(Debug, Clone, Copy)]
+pub struct LogEntry<'a> {
+    /// Request, Response or Denied.
+    pub entry_type: EntryType,
+    /// The connection the entry is about.
+    pub meta: &'a ConnectionMeta,
+    /// The policy that decided, if any.
+    pub policy_name: &'a str,
+    /// The L7 protocol, when the connection is parsed.
+    pub proto: Option<&'a str>,
+    /// Protocol-defined fields (`generic_l7.fields`).
+    pub fields: &'a [Field<'a>],
+}
+
+/// Where access-log entries go. Implementations must never block the caller.
+pub trait AccessLog: Send + Sync {
+    /// Records one entry.
+    fn log(&self, entry: &LogEntry<'_>);
+}
+
+/// A bounded buffer of bytes waiting to be injected into one flow.
+#[derive(Debug)]
+pub struct InjectBuffer {
+    bytes: Vec<u8>,
+    capacity: usize,
+}
+
+impl InjectBuffer {
+    /// An empty buffer that holds at most `capacity` bytes.
+    pub fn new(capacity: usize) -> Self {
+        InjectBuffer { bytes: Vec::with_capacity(capacity), capacity }
+    }
+
+    /// Appends as much of `data` as fits and returns how much that was.
+    pub fn push(&mut self, data: &[u8]) -> usize {
+        let n = data.len().min(self.room());
+        self.bytes.extend_from_slice(&data[..n]);
+        n
+    }
+
+    /// Bytes that can still be pushed.
+    pub fn room(&self) -> usize {
+        self.capacity - self.bytes.len()
+    }
+
+    /// Bytes waiting.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// True when no bytes are waiting.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// The waiting bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Forgets the first `n` waiting bytes (after they were emitted).
+    pub fn consume(&mut self, n: usize) {
+        self.bytes.drain(..n.min(self.bytes.len()));
+    }
+}
+
+/// The per-call handle a parser gets: metadata, policy, injection and logging.
+pub struct Context<'c> {
+    meta: &'c ConnectionMeta,
+    proto: &'c str,
+    policy: &'c dyn RequestPolicy,
+    log: &'c dyn AccessLog,
+    inject: &'c mut [InjectBuffer; 2],
+}
+
+impl<'c> Context<'c> {
+    /// Assembles a context; called by the datapath for every parser call.
+    pub fn new(
+        meta: &'c ConnectionMeta,
+        proto: &'c str,
+        policy: &'c dyn RequestPolicy,
+        log: &'c dyn AccessLog,
+        inject: &'c mut [InjectBuffer; 2],
+    ) -> Self {
+        Context { meta, proto, policy, log, inject }
+    }
+
+    /// The connection's metadata.
+    pub fn meta(&self) -> &'c ConnectionMeta {
+        self.meta
+    }
+
+    /// Checks a request against the policy in force. `R` is the type the protocol's rule compiler
+    /// produced; `matches` says whether the request satisfies one such rule set. A rule set of
+    /// another type never matches, so a mix-up fails closed.
+    pub fn check<R: Any>(&self, mut matches: impl FnMut(&R) -> bool) -> Verdict<'c> {
+        self.policy
+            .check(&mut |rules| rules.downcast_ref::<R>().is_some_and(&mut matches))
+    }
+
+    /// Places bytes in `flow`'s inject buffer and returns how many fit. Bytes for the flow being
+    /// parsed must be emitted with [`crate::Op::Inject`]; bytes for the other flow are emitted by
+    /// the datapath at that flow's next frame boundary, at once if it is at one.
+    pub fn inject(&mut self, flow: Flow, bytes: &[u8]) -> usize {
+        self.inject[flow.index()].push(bytes)
+    }
+
+    /// Room left in `flow`'s inject buffer.
+    pub fn inject_room(&self, flow: Flow) -> usize {
+        self.inject[flow.index()].room()
+    }
+
+    /// Writes an access-log entry about this connection.
+    pub fn log(&self, entry_type: EntryType, policy_name: &str, fields: &[Field<'_>]) {
+        self.log.log(&LogEntry {
+            entry_type,
+            meta: self.meta,
+            policy_name,
+            proto: Some(self.proto),
+            fields,
+        });
+    }
+}

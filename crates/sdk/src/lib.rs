@@ -1,0 +1,23 @@
+//! The Axoneme parser SDK: everything a protocol parser depends on, and nothing else.
+//!
+//! A parser answers each piece of input with one [`Op`] (MORE, PASS, DROP, INJECT, ERROR, NOP),
+//! reads its input through the zero-copy [`Input`] view, checks requests and writes access-log
+//! entries through its [`Context`], and is created by a [`Protocol`] registered by name in a
+//! [`Registry`]. This crate does no I/O and knows no specific protocol; applying operations to
+//! byte streams belongs to the datapath crate.
+
+mod context;
+mod input;
+mod op;
+mod protocol;
+
+pub use context::{
+    AccessLog, ConnectionMeta, Context, Direction, EntryType, Field, Flow, InjectBuffer, LogEntry,
+    RequestPolicy, Verdict,
+};
+pub use input::Input;
+pub use op::{ErrorCode, Op, ParseError};
+pub use protocol::{
+    reject_unknown_keys, CompiledRules, DuplicateProtocol, L7RuleMap, Parser, Protocol, Registry,
+    RuleError,
+};
