@@ -128,7 +128,10 @@ pub struct Field<'a> {
 impl<'a> Field<'a> {
     /// A field whose value is text.
     pub fn text(key: &'a str, value: &'a str) -> Self {
-        Field { key, value: value.as_bytes() }
+        Field {
+            key,
+            value: value.as_bytes(),
+        }
     }
 
     /// A field whose value is raw bytes.
@@ -168,7 +171,10 @@ pub struct InjectBuffer {
 impl InjectBuffer {
     /// An empty buffer that holds at most `capacity` bytes.
     pub fn new(capacity: usize) -> Self {
-        InjectBuffer { bytes: Vec::with_capacity(capacity), capacity }
+        InjectBuffer {
+            bytes: Vec::with_capacity(capacity),
+            capacity,
+        }
     }
 
     /// Appends as much of `data` as fits and returns how much that was.
@@ -222,7 +228,13 @@ impl<'c> Context<'c> {
         log: &'c dyn AccessLog,
         inject: &'c mut [InjectBuffer; 2],
     ) -> Self {
-        Context { meta, proto, policy, log, inject }
+        Context {
+            meta,
+            proto,
+            policy,
+            log,
+            inject,
+        }
     }
 
     /// The connection's metadata.

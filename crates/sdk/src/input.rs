@@ -22,7 +22,11 @@ impl<'a> Input<'a> {
     /// A view over all bytes of `slices`, in order.
     pub fn new(slices: &'a [&'a [u8]]) -> Self {
         let len = slices.iter().map(|s| s.len()).sum();
-        Input { slices, offset: 0, len }
+        Input {
+            slices,
+            offset: 0,
+            len,
+        }
     }
 
     /// Bytes in the view.
@@ -51,7 +55,11 @@ impl<'a> Input<'a> {
             slices = rest;
             offset = 0;
         }
-        Input { slices, offset, len }
+        Input {
+            slices,
+            offset,
+            len,
+        }
     }
 
     /// The non-empty chunks of the view, in order.
@@ -160,7 +168,11 @@ impl<'a> Input<'a> {
 
     /// True when the view starts with `prefix`.
     pub fn starts_with(&self, prefix: &[u8]) -> bool {
-        prefix.len() <= self.len && prefix.iter().enumerate().all(|(i, &b)| self.byte(i) == Some(b))
+        prefix.len() <= self.len
+            && prefix
+                .iter()
+                .enumerate()
+                .all(|(i, &b)| self.byte(i) == Some(b))
     }
 
     /// The bytes in `range` as one slice: borrowed when they lie in one chunk, otherwise copied

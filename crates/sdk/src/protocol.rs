@@ -17,8 +17,13 @@ use crate::op::Op;
 pub trait Parser: Send {
     /// Looks at `input` (which starts at a frame boundary) of `flow` and answers with one
     /// operation. `end_stream` is true when the sender has closed its side after this input.
-    fn on_data(&mut self, ctx: &mut Context<'_>, flow: Flow, end_stream: bool, input: Input<'_>)
-        -> Op;
+    fn on_data(
+        &mut self,
+        ctx: &mut Context<'_>,
+        flow: Flow,
+        end_stream: bool,
+        input: Input<'_>,
+    ) -> Op;
 }
 
 /// One element of a policy's `l7` list: string keys to string values.
@@ -43,12 +48,20 @@ pub struct RuleError {
 impl RuleError {
     /// A rejection of the map at `index`, blaming `key` when given.
     pub fn new(index: usize, key: Option<&str>, reason: impl Into<String>) -> Self {
-        RuleError { index, key: key.map(str::to_owned), reason: reason.into() }
+        RuleError {
+            index,
+            key: key.map(str::to_owned),
+            reason: reason.into(),
+        }
     }
 }
 
 /// Rejects any key of `rule` that is not in `known`, naming the protocol's keys in the message.
-pub fn reject_unknown_keys(index: usize, rule: &L7RuleMap, known: &[&str]) -> Result<(), RuleError> {
+pub fn reject_unknown_keys(
+    index: usize,
+    rule: &L7RuleMap,
+    known: &[&str],
+) -> Result<(), RuleError> {
     match rule.keys().find(|k| !known.contains(&k.as_str())) {
         Some(key) => Err(RuleError::new(
             index,

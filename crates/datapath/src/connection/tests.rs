@@ -1,0 +1,479 @@
+//! Engine tests with small test parsers: the operation semantics, the contract checks, the panic
+//! sandbox, and the chunking property.
+
+use std::any::Any;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axoneme_sdk::{
+    AccessLog, ConnectionMeta, Context, Direction, ErrorCode, Flow, Input, LogEntry, Op,
+    ParseError, Parser, RequestPolicy, Verdict,
+};
+use proptest::prelude::*;
+
+use super::*;
+
+struct AllowAll;
+
+impl RequestPolicy for AllowAll {
+    fn check(&self, _: &mut dyn FnMut(&(dyn Any + Send + Sync)) -> bool) -> Verdict<'_> {
+        Verdict {
+            allowed: true,
+            policy_name: "allow-all",
+        }
+    }
+}
+
+#[derive(Default)]
+struct RecordingLog(Mutex<Vec<String>>);
+
+impl AccessLog for RecordingLog {
+    fn log(&self, entry: &LogEntry<'_>) {
+        let fields: Vec<String> = entry
+            .fields
+            .iter()
+            .map(|f| format!("{}={}", f.key, String::from_utf8_lossy(f.value)))
+            .collect();
+        self.0.lock().unwrap().push(format!(
+            "{} {}",
+            entry.entry_type.as_str(),
+            fields.join(" ")
+        ));
+    }
+}
+
+impl RecordingLog {
+    fn entries(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+#[derive(Default, Debug, PartialEq, Eq)]
+struct Sent {
+    to_upstream: Vec<u8>,
+    to_client: Vec<u8>,
+}
+
+impl Output for Sent {
+    fn emit(&mut self, flow: Flow, bytes: &[u8]) {
+        match flow {
+            Flow::Request => self.to_upstream.extend_from_slice(bytes),
+            Flow::Reply => self.to_client.extend_from_slice(bytes),
+        }
+    }
+}
+
+fn meta() -> ConnectionMeta {
+    let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+    ConnectionMeta {
+        id: 1,
+        listener: "test".into(),
+        direction: Direction::Ingress,
+        source: addr,
+        destination: addr,
+        source_identity: 256,
+        destination_identity: 257,
+        source_labels: Arc::from(Vec::new()),
+        destination_labels: Arc::from(Vec::new()),
+    }
+}
+
+/// Frames are `type, length (u16 BE), payload`. Requests: `p` passes, `d` is dropped and
+/// answered with `DENIED` on the reply flow, `i` is preceded by an injected `HI`, `x` panics,
+/// `e` is a protocol error. Replies pass frame by frame.
+#[derive(Default)]
+struct FrameParser {
+    injected_before_frame: bool,
+}
+
+impl Parser for FrameParser {
+    fn on_data(&mut self, ctx: &mut Context<'_>, flow: Flow, _: bool, input: Input<'_>) -> Op {
+        let Some([kind, hi, lo]) = input.peek::<3>(0) else {
+            return Op::More(3 - input.len());
+        };
+        let len = 3 + usize::from(u16::from_be_bytes([hi, lo]));
+        if flow == Flow::Reply {
+            return Op::Pass(len);
+        }
+        match kind {
+            b'p' => Op::Pass(len),
+            b'd' => {
+                ctx.log(EntryType::Denied, "", &[Field::text("kind", "d")]);
+                ctx.inject(Flow::Reply, b"DENIED");
+                Op::Drop(len)
+            }
+            b'i' if !self.injected_before_frame => {
+                self.injected_before_frame = true;
+                ctx.inject(Flow::Request, b"HI");
+                Op::Inject(2)
+            }
+            b'i' => {
+                self.injected_before_frame = false;
+                Op::Pass(len)
+            }
+            b'x' => panic!("boom"),
+            _ => Op::Error(ParseError::new(
+                ErrorCode::InvalidFrameType,
+                "unknown frame type",
+            )),
+        }
+    }
+}
+
+/// One step of a [`Scripted`] parser: bytes to place in an inject buffer, then the answer.
+type Step = (Option<(Flow, &'static [u8])>, Op);
+
+/// Answers with a fixed script of operations, then NOP.
+struct Scripted {
+    steps: Vec<Step>,
+}
+
+impl Parser for Scripted {
+    fn on_data(&mut self, ctx: &mut Context<'_>, _: Flow, _: bool, _: Input<'_>) -> Op {
+        if self.steps.is_empty() {
+            return Op::Nop;
+        }
+        let (inject, op) = self.steps.remove(0);
+        if let Some((flow, bytes)) = inject {
+            ctx.inject(flow, bytes);
+        }
+        op
+    }
+}
+
+fn frame(kind: u8, payload_len: usize) -> Vec<u8> {
+    let mut f = vec![kind];
+    f.extend_from_slice(&(payload_len as u16).to_be_bytes());
+    f.extend((0..payload_len).map(|i| (i % 251) as u8));
+    f
+}
+
+fn run(
+    conn: &mut Connection,
+    log: &RecordingLog,
+    sent: &mut Sent,
+    flow: Flow,
+    data: &[u8],
+) -> Result<(), ConnectionError> {
+    let env = Env {
+        policy: &AllowAll,
+        log,
+    };
+    conn.on_data(flow, data, false, &env, sent)
+}
+
+fn frame_conn() -> Connection {
+    Connection::new(
+        Box::<FrameParser>::default(),
+        meta(),
+        "frame",
+        Limits::default(),
+    )
+}
+
+#[test]
+fn a_large_frame_passes_as_it_streams_without_being_kept() {
+    let mut conn = frame_conn();
+    let log = RecordingLog::default();
+    let mut sent = Sent::default();
+    let big = frame(b'p', 60_000);
+    for chunk in big.chunks(1000) {
+        run(&mut conn, &log, &mut sent, Flow::Request, chunk).unwrap();
+        assert!(
+            conn.flows[0].kept.is_empty(),
+            "a passing frame is never buffered"
+        );
+    }
+    assert_eq!(sent.to_upstream, big);
+}
+
+#[test]
+fn a_denial_reaches_the_client_at_once_even_if_the_upstream_is_silent() {
+    let mut conn = frame_conn();
+    let log = RecordingLog::default();
+    let mut sent = Sent::default();
+    let mut data = frame(b'p', 2);
+    data.extend(frame(b'd', 5));
+    run(&mut conn, &log, &mut sent, Flow::Request, &data).unwrap();
+    assert_eq!(sent.to_upstream, frame(b'p', 2));
+    assert_eq!(sent.to_client, b"DENIED");
+    assert_eq!(log.entries(), vec!["Denied kind=d"]);
+}
+
+#[test]
+fn a_denial_waits_for_the_reply_frame_in_flight() {
+    let mut conn = frame_conn();
+    let log = RecordingLog::default();
+    let mut sent = Sent::default();
+    let reply = frame(b'r', 100);
+    run(&mut conn, &log, &mut sent, Flow::Reply, &reply[..50]).unwrap();
+    run(&mut conn, &log, &mut sent, Flow::Request, &frame(b'd', 1)).unwrap();
+    assert_eq!(
+        sent.to_client,
+        &reply[..50],
+        "no injection into the middle of a frame"
+    );
+    run(&mut conn, &log, &mut sent, Flow::Reply, &reply[50..]).unwrap();
+    let mut expected = reply.clone();
+    expected.extend_from_slice(b"DENIED");
+    assert_eq!(sent.to_client, expected);
+}
+
+#[test]
+fn inject_into_the_parsed_flow_lands_before_the_frame() {
+    let mut conn = frame_conn();
+    let log = RecordingLog::default();
+    let mut sent = Sent::default();
+    let mut data = frame(b'i', 1);
+    data.extend(frame(b'i', 2));
+    run(&mut conn, &log, &mut sent, Flow::Request, &data).unwrap();
+    let mut expected = b"HI".to_vec();
+    expected.extend(frame(b'i', 1));
+    expected.extend_from_slice(b"HI");
+    expected.extend(frame(b'i', 2));
+    assert_eq!(sent.to_upstream, expected);
+}
+
+#[test]
+fn more_waits_for_the_bytes_it_asked_for() {
+    let mut conn = frame_conn();
+    let log = RecordingLog::default();
+    let mut sent = Sent::default();
+    let f = frame(b'p', 4);
+    run(&mut conn, &log, &mut sent, Flow::Request, &f[..1]).unwrap();
+    assert_eq!(conn.flows[0].need, 3);
+    run(&mut conn, &log, &mut sent, Flow::Request, &f[1..2]).unwrap();
+    assert!(sent.to_upstream.is_empty());
+    run(&mut conn, &log, &mut sent, Flow::Request, &f[2..]).unwrap();
+    assert_eq!(sent.to_upstream, f);
+}
+
+#[test]
+fn a_panicking_parser_closes_only_its_connection_and_is_logged() {
+    let mut conn = frame_conn();
+    let mut other = frame_conn();
+    let log = RecordingLog::default();
+    let mut sent = Sent::default();
+    let err = run(&mut conn, &log, &mut sent, Flow::Request, &frame(b'x', 1)).unwrap_err();
+    assert_eq!(err, ConnectionError::Panic("boom".into()));
+    assert_eq!(log.entries(), vec!["Denied status=Panic: boom"]);
+    assert_eq!(
+        run(&mut conn, &log, &mut sent, Flow::Request, b"p"),
+        Err(ConnectionError::Closed)
+    );
+    run(&mut other, &log, &mut sent, Flow::Request, &frame(b'p', 1)).unwrap();
+    assert_eq!(sent.to_upstream, frame(b'p', 1));
+}
+
+#[test]
+fn a_protocol_error_closes_and_logs_its_reason() {
+    let mut conn = frame_conn();
+    let log = RecordingLog::default();
+    let mut sent = Sent::default();
+    let err = run(&mut conn, &log, &mut sent, Flow::Request, &frame(b'?', 1)).unwrap_err();
+    assert!(matches!(err, ConnectionError::Parse(e) if e.code == ErrorCode::InvalidFrameType));
+    assert_eq!(
+        log.entries(),
+        vec!["Denied status=Error: protocol error: invalid_frame_type: unknown frame type"]
+    );
+}
+
+fn scripted(steps: Vec<Step>) -> Result<Sent, ConnectionError> {
+    let mut conn = Connection::new(Box::new(Scripted { steps }), meta(), "s", Limits::default());
+    let log = RecordingLog::default();
+    let mut sent = Sent::default();
+    run(&mut conn, &log, &mut sent, Flow::Request, b"abcdef").map(|()| sent)
+}
+
+#[test]
+fn contract_violations_close_the_connection() {
+    for op in [Op::More(0), Op::Pass(0), Op::Drop(0), Op::Inject(0)] {
+        assert_eq!(
+            scripted(vec![(None, op)]),
+            Err(ContractViolation::ZeroLength(op).into())
+        );
+    }
+    assert_eq!(
+        scripted(vec![(Some((Flow::Request, b"ab")), Op::Inject(3))]),
+        Err(ContractViolation::InjectTooLong {
+            requested: 3,
+            available: 2
+        }
+        .into())
+    );
+    assert_eq!(
+        scripted(vec![(Some((Flow::Request, b"ab")), Op::Pass(1))]),
+        Err(ContractViolation::InjectLeftBehind(2).into())
+    );
+    let endless = vec![Op::Inject(1); MAX_OPS_WITHOUT_PROGRESS + 1];
+    let mut conn = Connection::new(
+        Box::new(Refill { ops: endless }),
+        meta(),
+        "s",
+        Limits::default(),
+    );
+    let log = RecordingLog::default();
+    assert_eq!(
+        run(&mut conn, &log, &mut Sent::default(), Flow::Request, b"a"),
+        Err(ContractViolation::NoProgress(MAX_OPS_WITHOUT_PROGRESS).into())
+    );
+}
+
+/// Injects one byte into its own flow before every operation.
+struct Refill {
+    ops: Vec<Op>,
+}
+
+impl Parser for Refill {
+    fn on_data(&mut self, ctx: &mut Context<'_>, flow: Flow, _: bool, _: Input<'_>) -> Op {
+        ctx.inject(flow, b"!");
+        self.ops.pop().unwrap_or(Op::Nop)
+    }
+}
+
+#[test]
+fn more_beyond_the_buffer_limit_closes_the_connection() {
+    let limits = Limits {
+        inject_capacity: 64,
+        max_buffered: 100,
+    };
+    let mut conn = Connection::new(
+        Box::new(Scripted {
+            steps: vec![(None, Op::More(95))],
+        }),
+        meta(),
+        "s",
+        limits,
+    );
+    let log = RecordingLog::default();
+    assert_eq!(
+        run(
+            &mut conn,
+            &log,
+            &mut Sent::default(),
+            Flow::Request,
+            b"abcdef"
+        ),
+        Err(ConnectionError::BufferLimit {
+            needed: 101,
+            limit: 100
+        })
+    );
+}
+
+#[test]
+fn pass_and_drop_within_the_input_call_the_parser_again_even_when_nothing_remains() {
+    let sent = scripted(vec![
+        (None, Op::Pass(2)),
+        (Some((Flow::Reply, b"late")), Op::Drop(4)),
+        (Some((Flow::Request, b"end")), Op::Inject(3)),
+    ])
+    .unwrap();
+    assert_eq!(sent.to_upstream, b"abend");
+    assert_eq!(sent.to_client, b"late");
+}
+
+fn split(data: &[u8], mut points: Vec<usize>) -> Vec<&[u8]> {
+    points.retain(|&p| p <= data.len());
+    points.sort_unstable();
+    let mut out = Vec::new();
+    let mut last = 0;
+    for p in points {
+        out.push(&data[last..p]);
+        last = p;
+    }
+    out.push(&data[last..]);
+    out
+}
+
+fn frames_strategy() -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(
+        (prop_oneof![Just(b'p'), Just(b'd'), Just(b'i')], 0usize..300),
+        0..20,
+    )
+    .prop_map(|frames| frames.into_iter().flat_map(|(k, n)| frame(k, n)).collect())
+}
+
+proptest! {
+    #[test]
+    fn any_chunking_gives_identical_output_and_verdicts(
+        requests in frames_strategy(),
+        replies in proptest::collection::vec(0usize..300, 0..10),
+        req_points in proptest::collection::vec(0usize..6000, 0..30),
+        rep_points in proptest::collection::vec(0usize..3000, 0..30),
+        interleave in proptest::collection::vec(any::<bool>(), 0..80),
+    ) {
+        let replies: Vec<u8> = replies.into_iter().flat_map(|n| frame(b'r', n)).collect();
+        let reference = {
+            let mut conn = frame_conn();
+            let log = RecordingLog::default();
+            let mut sent = Sent::default();
+            run(&mut conn, &log, &mut sent, Flow::Request, &requests).unwrap();
+            run(&mut conn, &log, &mut sent, Flow::Reply, &replies).unwrap();
+            (sent, log.entries())
+        };
+        let mut conn = frame_conn();
+        let log = RecordingLog::default();
+        let mut sent = Sent::default();
+        let mut req_chunks = split(&requests, req_points).into_iter();
+        let mut rep_chunks = split(&replies, rep_points).into_iter();
+        let mut choose = interleave.into_iter();
+        let mut rep_done = false;
+        // Requests always lead replies, so that a denial meant for an idle reply flow is sent
+        // at once in both runs; replies are interleaved otherwise freely.
+        for chunk in req_chunks.by_ref() {
+            run(&mut conn, &log, &mut sent, Flow::Request, chunk).unwrap();
+            if choose.next().unwrap_or(false) {
+                match rep_chunks.next() {
+                    Some(c) => run(&mut conn, &log, &mut sent, Flow::Reply, c).unwrap(),
+                    None => rep_done = true,
+                }
+            }
+        }
+        if !rep_done {
+            for chunk in rep_chunks {
+                run(&mut conn, &log, &mut sent, Flow::Reply, chunk).unwrap();
+            }
+        }
+        prop_assert_eq!(&sent.to_upstream, &reference.0.to_upstream);
+        prop_assert_eq!(log.entries(), reference.1);
+        let client = sent.to_client.clone();
+        let expected = reference.0.to_client.clone();
+        // Denials go out at the first reply frame boundary after the request was seen, so their
+        // position relative to reply frames depends on timing; the bytes of each stream do not.
+        let denials = |v: &[u8]| v.windows(6).filter(|w| w == b"DENIED").count();
+        prop_assert_eq!(denials(&client), denials(&expected));
+        prop_assert_eq!(strip_denials(&client), strip_denials(&expected));
+    }
+}
+
+fn strip_denials(stream: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < stream.len() {
+        if stream[i..].starts_with(b"DENIED") && (i == 0 || at_frame_boundary(&stream[..i])) {
+            i += 6;
+        } else {
+            out.push(stream[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// True when `prefix` (with earlier denials removed) ends exactly after a whole number of
+/// frames: denials are only ever placed there.
+fn at_frame_boundary(prefix: &[u8]) -> bool {
+    let mut i = 0;
+    while i < prefix.len() {
+        if prefix[i..].starts_with(b"DENIED") {
+            i += 6;
+            continue;
+        }
+        if i + 3 > prefix.len() {
+            return false;
+        }
+        i += 3 + usize::from(u16::from_be_bytes([prefix[i + 1], prefix[i + 2]]));
+    }
+    i == prefix.len()
+}
