@@ -1,0 +1,397 @@
+//! The R2-D2 parser: frames requests and replies by line, checks each request against policy,
+//! and answers a denied request with `ERROR\r\n` exactly where the server's reply would have been.
+//!
+//! Every request gets one reply line. The parser keeps the order of expected replies (the
+//! server's, or its own denials) in a run-length queue, so pipelined clients see replies in
+//! request order. It holds no other state and never blocks or allocates per request once warm.
+
+use std::collections::VecDeque;
+
+use axoneme_sdk::{Context, EntryType, ErrorCode, Field, Flow, Input, Op, ParseError, Parser};
+
+use crate::request::Request;
+use crate::rules::RuleSet;
+
+/// The reply injected for a denied request.
+pub const DENIAL: &[u8] = b"ERROR\r\n";
+
+/// Longest line, `\r\n` included, in either direction.
+pub const MAX_LINE: usize = 8 * 1024;
+
+/// Most runs of pending replies before the connection is closed (bounds memory per connection
+/// against a client that pipelines without ever reading).
+pub const MAX_PENDING_RUNS: usize = 4096;
+
+/// A run of consecutive expected replies of one kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    /// This many replies will come from the server.
+    Server(u32),
+    /// This many denials are to be injected, once the server replies before them have passed.
+    Denied(u32),
+}
+
+/// Parser state for one R2-D2 connection.
+#[derive(Debug, Default)]
+pub struct R2d2Parser {
+    pending: VecDeque<Pending>,
+    /// Scratch space for a line that straddles input slices.
+    line: Vec<u8>,
+}
+
+impl Parser for R2d2Parser {
+    fn on_data(
+        &mut self,
+        ctx: &mut Context<'_>,
+        flow: Flow,
+        _end_stream: bool,
+        input: Input<'_>,
+    ) -> Op {
+        match flow {
+            Flow::Request => self.on_request(ctx, input),
+            Flow::Reply => self.on_reply(ctx, input),
+        }
+    }
+}
+
+impl R2d2Parser {
+    fn on_request(&mut self, ctx: &mut Context<'_>, input: Input<'_>) -> Op {
+        let Some(end) = input.find_crlf(0) else {
+            return more_or_too_long(input);
+        };
+        if end + 2 > MAX_LINE {
+            return Op::Error(LINE_TOO_LONG);
+        }
+        let Some(line) = input.contiguous(0..end, &mut self.line) else {
+            return Op::Error(ParseError::new(
+                ErrorCode::MalformedFrame,
+                "line out of range",
+            ));
+        };
+        let request = match Request::parse(line) {
+            Ok(request) => request,
+            Err(error) => return Op::Error(error),
+        };
+        let verdict = ctx.check::<RuleSet>(|rules| rules.matches(&request));
+        let fields = [
+            Field::text("cmd", request.command.as_str()),
+            Field::bytes("file", request.file.unwrap_or_default()),
+        ];
+        if verdict.allowed {
+            ctx.log(EntryType::Request, verdict.policy_name, &fields);
+            if !push_run(&mut self.pending, Pending::Server(1)) {
+                return Op::Error(TOO_MANY_PENDING);
+            }
+            return Op::Pass(end + 2);
+        }
+        ctx.log(EntryType::Denied, verdict.policy_name, &fields);
+        if self.pending.is_empty() {
+            // Nothing is owed before this reply: it goes to the client at once.
+            if ctx.inject_room(Flow::Reply) < DENIAL.len() {
+                return Op::Error(TOO_MANY_PENDING);
+            }
+            ctx.inject(Flow::Reply, DENIAL);
+        } else if !push_run(&mut self.pending, Pending::Denied(1)) {
+            return Op::Error(TOO_MANY_PENDING);
+        }
+        Op::Drop(end + 2)
+    }
+
+    fn on_reply(&mut self, ctx: &mut Context<'_>, input: Input<'_>) -> Op {
+        if let Some(Pending::Denied(count)) = self.pending.front_mut() {
+            let fit = (ctx.inject_room(Flow::Reply) / DENIAL.len()).min(*count as usize);
+            for _ in 0..fit {
+                ctx.inject(Flow::Reply, DENIAL);
+            }
+            *count -= fit as u32;
+            if *count == 0 {
+                self.pending.pop_front();
+            }
+            return Op::Inject(fit * DENIAL.len());
+        }
+        if input.is_empty() {
+            return Op::Nop;
+        }
+        let Some(end) = input.find_crlf(0) else {
+            return more_or_too_long(input);
+        };
+        if end + 2 > MAX_LINE {
+            return Op::Error(LINE_TOO_LONG);
+        }
+        if let Some(Pending::Server(count)) = self.pending.front_mut() {
+            *count -= 1;
+            if *count == 0 {
+                self.pending.pop_front();
+            }
+        }
+        Op::Pass(end + 2)
+    }
+}
+
+const LINE_TOO_LONG: ParseError =
+    ParseError::new(ErrorCode::FrameTooLarge, "line longer than 8 KiB");
+const TOO_MANY_PENDING: ParseError =
+    ParseError::new(ErrorCode::StateLimit, "too many requests awaiting replies");
+
+/// Asks for more of an unterminated line, unless it is already too long to be valid.
+fn more_or_too_long(input: Input<'_>) -> Op {
+    if input.len() >= MAX_LINE {
+        Op::Error(LINE_TOO_LONG)
+    } else {
+        Op::More(1)
+    }
+}
+
+/// Appends one expected reply, merging it into the last run when of the same kind. False when the
+/// queue is full.
+fn push_run(pending: &mut VecDeque<Pending>, next: Pending) -> bool {
+    let full = pending.len() >= MAX_PENDING_RUNS;
+    match (pending.back_mut(), next) {
+        (Some(Pending::Server(n)), Pending::Server(_))
+        | (Some(Pending::Denied(n)), Pending::Denied(_)) => {
+            *n = n.saturating_add(1);
+            true
+        }
+        _ if full => false,
+        _ => {
+            pending.push_back(next);
+            true
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::any::Any;
+    use std::sync::{Arc, Mutex};
+
+    use axoneme_datapath::{Connection, ConnectionError, Env, Limits, Output};
+    use axoneme_sdk::{
+        AccessLog, CompiledRules, ConnectionMeta, Direction, L7RuleMap, LogEntry, Protocol,
+        RequestPolicy, Verdict,
+    };
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::R2d2;
+
+    /// The rules of one policy, compiled by the real rule compiler.
+    struct Rules(CompiledRules);
+
+    impl RequestPolicy for Rules {
+        fn check(&self, matches: &mut dyn FnMut(&(dyn Any + Send + Sync)) -> bool) -> Verdict<'_> {
+            let allowed = matches(self.0.as_ref());
+            Verdict {
+                allowed,
+                policy_name: if allowed { "droids" } else { "" },
+            }
+        }
+    }
+
+    fn rules(maps: &[&[(&str, &str)]]) -> Rules {
+        let maps: Vec<L7RuleMap> = maps
+            .iter()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            })
+            .collect();
+        Rules(R2d2.compile_rules(&maps).unwrap())
+    }
+
+    #[derive(Default)]
+    struct Log(Mutex<Vec<String>>);
+
+    impl AccessLog for Log {
+        fn log(&self, e: &LogEntry<'_>) {
+            let fields: Vec<_> = e
+                .fields
+                .iter()
+                .map(|f| format!("{}={}", f.key, String::from_utf8_lossy(f.value)))
+                .collect();
+            self.0.lock().unwrap().push(format!(
+                "{} {} {}",
+                e.entry_type.as_str(),
+                e.policy_name,
+                fields.join(" ")
+            ));
+        }
+    }
+
+    #[derive(Default)]
+    struct Sent {
+        upstream: Vec<u8>,
+        client: Vec<u8>,
+    }
+
+    impl Output for Sent {
+        fn emit(&mut self, flow: Flow, bytes: &[u8]) {
+            match flow {
+                Flow::Request => self.upstream.extend_from_slice(bytes),
+                Flow::Reply => self.client.extend_from_slice(bytes),
+            }
+        }
+    }
+
+    fn connection() -> Connection {
+        let addr = "127.0.0.1:4001".parse().unwrap();
+        let meta = ConnectionMeta {
+            id: 7,
+            listener: "r2d2".into(),
+            direction: Direction::Ingress,
+            source: addr,
+            destination: addr,
+            source_identity: 256,
+            destination_identity: 257,
+            source_labels: Arc::from(Vec::new()),
+            destination_labels: Arc::from(Vec::new()),
+        };
+        Connection::new(R2d2.new_parser(&meta), meta, "r2d2", Limits::default())
+    }
+
+    struct Session {
+        conn: Connection,
+        policy: Rules,
+        log: Log,
+        sent: Sent,
+    }
+
+    impl Session {
+        fn new(policy: Rules) -> Self {
+            Session {
+                conn: connection(),
+                policy,
+                log: Log::default(),
+                sent: Sent::default(),
+            }
+        }
+
+        fn send(&mut self, flow: Flow, data: &[u8]) -> Result<(), ConnectionError> {
+            let env = Env {
+                policy: &self.policy,
+                log: &self.log,
+            };
+            self.conn.on_data(flow, data, false, &env, &mut self.sent)
+        }
+
+        fn log(&self) -> Vec<String> {
+            self.log.0.lock().unwrap().clone()
+        }
+    }
+
+    fn droid_rules() -> Rules {
+        rules(&[
+            &[("cmd", "READ"), ("file", "/public/.*")],
+            &[("cmd", "HALT")],
+        ])
+    }
+
+    #[test]
+    fn allowed_requests_pass_and_denied_ones_get_error() {
+        let mut s = Session::new(droid_rules());
+        s.send(Flow::Request, b"READ /public/plans\r\n").unwrap();
+        assert_eq!(s.sent.upstream, b"READ /public/plans\r\n");
+        s.send(Flow::Reply, b"OK plans\r\n").unwrap();
+        s.send(Flow::Request, b"WRITE /public/plans\r\n").unwrap();
+        assert_eq!(
+            s.sent.upstream, b"READ /public/plans\r\n",
+            "denied request never reaches upstream"
+        );
+        assert_eq!(s.sent.client, b"OK plans\r\nERROR\r\n");
+        assert_eq!(
+            s.log(),
+            vec![
+                "Request droids cmd=READ file=/public/plans",
+                "Denied  cmd=WRITE file=/public/plans"
+            ]
+        );
+    }
+
+    #[test]
+    fn pipelined_denials_keep_their_place_among_replies() {
+        let mut s = Session::new(droid_rules());
+        s.send(
+            Flow::Request,
+            b"READ /public/a\r\nRESET\r\nRESET\r\nHALT\r\nREAD /x\r\n",
+        )
+        .unwrap();
+        assert_eq!(s.sent.upstream, b"READ /public/a\r\nHALT\r\n");
+        assert!(
+            s.sent.client.is_empty(),
+            "denials wait for the reply ahead of them"
+        );
+        s.send(Flow::Reply, b"OK a\r\n").unwrap();
+        assert_eq!(s.sent.client, b"OK a\r\nERROR\r\nERROR\r\n");
+        s.send(Flow::Reply, b"OK halted\r\n").unwrap();
+        assert_eq!(
+            s.sent.client,
+            b"OK a\r\nERROR\r\nERROR\r\nOK halted\r\nERROR\r\n"
+        );
+    }
+
+    #[test]
+    fn malformed_and_oversized_lines_close_the_connection() {
+        let mut s = Session::new(droid_rules());
+        let err = s.send(Flow::Request, b"FLY away\r\n").unwrap_err();
+        assert!(matches!(err, ConnectionError::Parse(e) if e.code == ErrorCode::InvalidFrameType));
+        let mut s = Session::new(droid_rules());
+        let err = s.send(Flow::Request, &vec![b'A'; MAX_LINE]).unwrap_err();
+        assert!(matches!(err, ConnectionError::Parse(e) if e.code == ErrorCode::FrameTooLarge));
+    }
+
+    const REQUESTS: [&[u8]; 6] = [
+        b"READ /public/a\r\n",
+        b"READ /secret\r\n",
+        b"HALT\r\n",
+        b"RESET\r\n",
+        b"WRITE /public/b\r\n",
+        b"READ /public/c/d\r\n",
+    ];
+
+    fn split(data: &[u8], mut points: Vec<usize>) -> Vec<&[u8]> {
+        points.retain(|&p| p <= data.len());
+        points.sort_unstable();
+        let mut last = 0;
+        let mut out: Vec<&[u8]> = points
+            .iter()
+            .map(|&p| {
+                let c = &data[last..p];
+                last = p;
+                c
+            })
+            .collect();
+        out.push(&data[last..]);
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn any_chunking_gives_the_same_streams_and_verdicts(
+            picks in proptest::collection::vec(0usize..REQUESTS.len(), 1..40),
+            req_points in proptest::collection::vec(0usize..700, 0..20),
+            rep_points in proptest::collection::vec(0usize..400, 0..20),
+        ) {
+            let requests: Vec<u8> = picks.iter().flat_map(|&i| REQUESTS[i].iter().copied()).collect();
+            let allowed = picks.iter().filter(|&&i| [0, 2, 5].contains(&i)).count();
+            let replies: Vec<u8> = (0..allowed).flat_map(|i| format!("OK {i}\r\n").into_bytes()).collect();
+
+            let mut whole = Session::new(droid_rules());
+            whole.send(Flow::Request, &requests).unwrap();
+            whole.send(Flow::Reply, &replies).unwrap();
+
+            let mut chunked = Session::new(droid_rules());
+            for chunk in split(&requests, req_points) {
+                chunked.send(Flow::Request, chunk).unwrap();
+            }
+            for chunk in split(&replies, rep_points) {
+                chunked.send(Flow::Reply, chunk).unwrap();
+            }
+            prop_assert_eq!(&chunked.sent.upstream, &whole.sent.upstream);
+            prop_assert_eq!(&chunked.sent.client, &whole.sent.client);
+            prop_assert_eq!(chunked.log(), whole.log());
+            let lines = whole.sent.client.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count();
+            prop_assert_eq!(lines, picks.len(), "one reply per request, in order");
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! R2-D2's L7 rules: `cmd` (exact) and `file` (a regular expression that must match the whole
+//! file name).
+//!
+//! Compiling policy maps into matchers and matching requests; nothing here sees the wire.
+
+use axoneme_sdk::{reject_unknown_keys, L7RuleMap, RuleError};
+use regex::bytes::Regex;
+
+use crate::request::{Command, Request};
+
+/// One compiled `l7` map.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    command: Option<Command>,
+    file: Option<Regex>,
+}
+
+impl Rule {
+    /// Whether `request` satisfies every constraint of this rule.
+    pub fn matches(&self, request: &Request<'_>) -> bool {
+        self.command.is_none_or(|c| c == request.command)
+            && self
+                .file
+                .as_ref()
+                .is_none_or(|re| request.file.is_some_and(|file| re.is_match(file)))
+    }
+}
+
+/// A compiled `l7` list: a request is allowed when any rule matches.
+#[derive(Debug, Clone)]
+pub struct RuleSet(Vec<Rule>);
+
+impl RuleSet {
+    /// Compiles the maps of one `l7` list.
+    pub fn compile(maps: &[L7RuleMap]) -> Result<RuleSet, RuleError> {
+        maps.iter()
+            .enumerate()
+            .map(|(i, map)| compile_rule(i, map))
+            .collect::<Result<_, _>>()
+            .map(RuleSet)
+    }
+
+    /// Whether any rule allows `request`.
+    pub fn matches(&self, request: &Request<'_>) -> bool {
+        self.0.iter().any(|rule| rule.matches(request))
+    }
+}
+
+fn compile_rule(index: usize, map: &L7RuleMap) -> Result<Rule, RuleError> {
+    reject_unknown_keys(index, map, &["cmd", "file"])?;
+    let command = match map.get("cmd") {
+        None => None,
+        Some(name) => Some(Command::from_name(name.as_bytes()).ok_or_else(|| {
+            RuleError::new(
+                index,
+                Some("cmd"),
+                format!("unknown command {name:?} (expected READ, WRITE, HALT or RESET)"),
+            )
+        })?),
+    };
+    let file = match map.get("file") {
+        None => None,
+        Some(_) if command.is_some_and(|c| !c.takes_file()) => {
+            return Err(RuleError::new(
+                index,
+                Some("file"),
+                "only READ and WRITE name a file",
+            ));
+        }
+        Some(pattern) => Some(Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
+            RuleError::new(
+                index,
+                Some("file"),
+                format!("invalid regex {pattern:?}: {e}"),
+            )
+        })?),
+    };
+    Ok(Rule { command, file })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> L7RuleMap {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn read(file: &[u8]) -> Request<'_> {
+        Request {
+            command: Command::Read,
+            file: Some(file),
+        }
+    }
+
+    #[test]
+    fn command_and_anchored_file_regex() {
+        let rules = RuleSet::compile(&[map(&[("cmd", "READ"), ("file", "/public/.*")])]).unwrap();
+        assert!(rules.matches(&read(b"/public/plans")));
+        assert!(
+            !rules.matches(&read(b"/secret/public/plans")),
+            "the regex must match the whole name"
+        );
+        assert!(!rules.matches(&Request {
+            command: Command::Write,
+            file: Some(b"/public/x")
+        }));
+        assert!(!rules.matches(&Request {
+            command: Command::Halt,
+            file: None
+        }));
+    }
+
+    #[test]
+    fn an_empty_map_allows_everything_and_maps_add_up() {
+        let rules = RuleSet::compile(&[map(&[("cmd", "HALT")]), map(&[("file", "a")])]).unwrap();
+        assert!(rules.matches(&Request {
+            command: Command::Halt,
+            file: None
+        }));
+        assert!(rules.matches(&Request {
+            command: Command::Write,
+            file: Some(b"a")
+        }));
+        assert!(!rules.matches(&Request {
+            command: Command::Reset,
+            file: None
+        }));
+        assert!(RuleSet::compile(&[map(&[])]).unwrap().matches(&Request {
+            command: Command::Reset,
+            file: None
+        }));
+    }
+
+    #[test]
+    fn bad_rules_say_which_key_and_why() {
+        let err = |pairs: &[(&str, &str)]| {
+            RuleSet::compile(&[map(&[]), map(pairs)])
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            err(&[("cmd", "READ"), ("path", "x")]),
+            "l7[1].path: unknown key (expected one of: cmd, file)"
+        );
+        assert_eq!(
+            err(&[("cmd", "read")]),
+            "l7[1].cmd: unknown command \"read\" (expected READ, WRITE, HALT or RESET)"
+        );
+        assert_eq!(
+            err(&[("cmd", "HALT"), ("file", "x")]),
+            "l7[1].file: only READ and WRITE name a file"
+        );
+        assert!(err(&[("file", "(")]).starts_with("l7[1].file: invalid regex \"(\": "));
+    }
+}
