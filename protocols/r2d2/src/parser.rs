@@ -77,14 +77,19 @@ impl R2d2Parser {
             Field::text("cmd", request.command.as_str()),
             Field::bytes("file", request.file.unwrap_or_default()),
         ];
+        let fields = if request.file.is_some() {
+            &fields[..]
+        } else {
+            &fields[..1]
+        };
         if verdict.allowed {
-            ctx.log(EntryType::Request, verdict.policy_name, &fields);
+            ctx.log(EntryType::Request, verdict.policy_name, fields);
             if !push_run(&mut self.pending, Pending::Server(1)) {
                 return Op::Error(TOO_MANY_PENDING);
             }
             return Op::Pass(end + 2);
         }
-        ctx.log(EntryType::Denied, verdict.policy_name, &fields);
+        ctx.log(EntryType::Denied, verdict.policy_name, fields);
         if self.pending.is_empty() {
             // Nothing is owed before this reply: it goes to the client at once.
             if ctx.inject_room(Flow::Reply) < DENIAL.len() {

@@ -1,0 +1,245 @@
+//! The `axoneme run` configuration file: what it may contain and how it is read.
+//!
+//! Reading and validating only. Relative policy paths are resolved against the directory of the
+//! configuration file, so a configuration works from any working directory. Nothing here binds a
+//! socket or compiles a policy.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use axoneme_policy::EndpointSpec;
+use axoneme_sdk::Direction;
+use serde::Deserialize;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Config {
+    /// Where access-log entries go; none when absent.
+    #[serde(default)]
+    pub access_log: Option<AccessLogConfig>,
+    /// Addresses of the host itself (the `host` identity).
+    #[serde(default, rename = "hostIPs")]
+    pub host_ips: Vec<IpAddr>,
+    /// The endpoints whose labels give identities.
+    #[serde(default)]
+    pub endpoints: Vec<EndpointSpec>,
+    /// Policy files and directories.
+    #[serde(default)]
+    pub policies: Vec<PathBuf>,
+    /// The proxy's listeners.
+    #[serde(default)]
+    pub listeners: Vec<ListenerConfig>,
+    /// Per-connection memory bounds.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// The access log's destination.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogConfig {
+    /// `-` for standard output, otherwise a file appended to.
+    pub path: String,
+    /// Entries that may wait for the writer before new ones are dropped (and counted).
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+}
+
+fn default_queue() -> usize {
+    8192
+}
+
+/// One listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ListenerConfig {
+    /// A name for logs.
+    pub name: String,
+    /// The address to accept connections on.
+    pub listen: SocketAddr,
+    /// Where accepted connections are forwarded.
+    pub upstream: SocketAddr,
+    /// The endpoint this listener guards.
+    pub endpoint: String,
+    /// Ingress (the endpoint is the upstream) or egress (the endpoint is the client).
+    #[serde(with = "direction_name")]
+    pub direction: Direction,
+    /// The parser to use; when absent, the one the policy names for the upstream's port.
+    #[serde(default)]
+    pub l7proto: Option<String>,
+}
+
+/// Per-connection memory bounds.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LimitsConfig {
+    /// Capacity of each flow's inject buffer, in bytes.
+    #[serde(default = "default_inject_buffer")]
+    pub inject_buffer: usize,
+    /// Most bytes a parser may keep buffered per flow.
+    #[serde(default = "default_max_buffered")]
+    pub max_buffered: usize,
+}
+
+fn default_inject_buffer() -> usize {
+    axoneme_datapath::Limits::default().inject_capacity
+}
+
+fn default_max_buffered() -> usize {
+    axoneme_datapath::Limits::default().max_buffered
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            inject_buffer: default_inject_buffer(),
+            max_buffered: default_max_buffered(),
+        }
+    }
+}
+
+mod direction_name {
+    use axoneme_sdk::Direction;
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Direction, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "ingress" => Ok(Direction::Ingress),
+            "egress" => Ok(Direction::Egress),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown direction {other:?}, expected \"ingress\" or \"egress\""
+            ))),
+        }
+    }
+}
+
+/// A configuration that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid configuration.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and where.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and checks the configuration at `path`, resolving relative policy paths against the
+    /// file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, base).map_err(|message| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// Parses configuration text; relative policy paths are resolved against `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
+        // serde_yaml's messages already name the field path and the line and column.
+        let mut config: Config = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+        for policy in &mut config.policies {
+            if policy.is_relative() {
+                *policy = base.join(&*policy);
+            }
+        }
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let mut names = BTreeMap::new();
+        for (i, listener) in self.listeners.iter().enumerate() {
+            if let Some(first) = names.insert(listener.name.as_str(), i) {
+                return Err(format!(
+                    "listeners[{i}].name: {:?} is already used by listeners[{first}]",
+                    listener.name
+                ));
+            }
+            if !self.endpoints.iter().any(|e| e.name == listener.endpoint) {
+                return Err(format!(
+                    "listeners[{i}].endpoint: no endpoint is named {:?}",
+                    listener.endpoint
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+accessLog: {path: "-"}
+endpoints:
+  - {name: r2d2, ips: ["127.0.0.1"], labels: {app: r2d2}}
+  - {name: luke, ips: ["127.0.0.21"], labels: {app: luke}}
+policies: [policy.yaml, /abs/dir]
+listeners:
+  - name: r2d2
+    listen: 127.0.0.1:4000
+    upstream: 127.0.0.1:4001
+    endpoint: r2d2
+    direction: ingress
+"#;
+
+    #[test]
+    fn reads_the_documented_example() {
+        let config = Config::parse(EXAMPLE, Path::new("examples/r2d2")).unwrap();
+        assert_eq!(
+            config.policies,
+            vec![
+                PathBuf::from("examples/r2d2/policy.yaml"),
+                PathBuf::from("/abs/dir")
+            ]
+        );
+        assert_eq!(config.listeners[0].direction, Direction::Ingress);
+        assert_eq!(config.listeners[0].l7proto, None);
+        assert_eq!(config.endpoints[1].labels["app"], "luke");
+        assert_eq!(config.access_log.unwrap().queue, 8192);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let err = Config::parse(
+            &EXAMPLE.replace("direction: ingress", "direction: inbound"),
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            "listeners[0]: unknown direction \"inbound\", expected \"ingress\" or \"egress\" at line 8 column 5"
+        );
+        let err = Config::parse(
+            &EXAMPLE.replace("endpoint: r2d2", "endpoint: c3po"),
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert_eq!(err, "listeners[0].endpoint: no endpoint is named \"c3po\"");
+        let err =
+            Config::parse(&EXAMPLE.replace("listen:", "listne:"), Path::new(".")).unwrap_err();
+        assert!(
+            err.starts_with("listeners[0]: unknown field `listne`, expected one of"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,398 @@
+//! One proxied connection, from accept to close: the L3/L4 decision, the upstream connection,
+//! and forwarding, either as plain bytes or through the datapath engine and a parser.
+//!
+//! One task serves both directions of a connection, so its parser needs no locks. Reads stop
+//! while too much output is waiting (backpressure); each side's end of stream is passed on as a
+//! half-close once what precedes it is written.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axoneme_datapath::{Connection, ConnectionError, Env, Limits, Output};
+use axoneme_policy::{ConnectionVerdict, PortPolicy, Snapshot};
+use axoneme_sdk::{
+    AccessLog, ConnectionMeta, Direction, EntryType, Field, Flow, LogEntry, Protocol,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::state::PolicyState;
+
+/// Bytes read from a socket at a time.
+const READ_SIZE: usize = 16 * 1024;
+
+/// Output waiting toward one side above which no more input is read.
+const HIGH_WATER: usize = 256 * 1024;
+
+/// How long connecting to an upstream may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What every connection of a proxy shares.
+pub(crate) struct Shared {
+    pub policy: Arc<PolicyState>,
+    pub log: Arc<dyn AccessLog>,
+    pub limits: Limits,
+    pub next_id: AtomicU64,
+}
+
+/// What a listener tells its connections.
+#[derive(Debug)]
+pub(crate) struct Route {
+    pub listener: Arc<str>,
+    pub upstream: SocketAddr,
+    pub endpoint: String,
+    pub direction: Direction,
+    pub l7proto: Option<String>,
+}
+
+impl Route {
+    /// The remote side's address, whose identity policy is checked for.
+    fn remote(&self, client: SocketAddr) -> SocketAddr {
+        match self.direction {
+            Direction::Ingress => client,
+            Direction::Egress => self.upstream,
+        }
+    }
+}
+
+/// How a connection will be handled.
+enum Plan {
+    Refuse { policy_name: String, reason: String },
+    Forward,
+    Parse(Arc<dyn Protocol>),
+}
+
+/// Serves one accepted connection until both sides are done or an error closes it.
+pub(crate) async fn serve(
+    client: TcpStream,
+    client_addr: SocketAddr,
+    route: Arc<Route>,
+    shared: Arc<Shared>,
+) {
+    let snapshot = shared.policy.snapshot();
+    let meta = connection_meta(
+        &snapshot,
+        &route,
+        client_addr,
+        shared.next_id.fetch_add(1, Ordering::Relaxed),
+    );
+    let remote = route.remote(client_addr);
+    let verdict = snapshot.decide_connection(
+        &route.endpoint,
+        route.direction,
+        remote.ip(),
+        route.upstream.port(),
+    );
+    let plan = plan(&route, verdict, &shared.policy);
+    if let Plan::Refuse {
+        policy_name,
+        reason,
+    } = &plan
+    {
+        shared.log.log(&LogEntry {
+            entry_type: EntryType::Denied,
+            meta: &meta,
+            policy_name,
+            proto: route.l7proto.as_deref(),
+            fields: &[Field::text("status", reason)],
+        });
+        tracing::debug!(conn = meta.id, %client_addr, reason, "connection refused");
+        return;
+    }
+    let upstream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(route.upstream))
+        .await
+    {
+        Ok(Ok(upstream)) => upstream,
+        Ok(Err(error)) => {
+            tracing::warn!(conn = meta.id, upstream = %route.upstream, %error, "upstream unreachable; closing client");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(conn = meta.id, upstream = %route.upstream, "upstream connect timed out; closing client");
+            return;
+        }
+    };
+    let _ = client.set_nodelay(true);
+    let _ = upstream.set_nodelay(true);
+    let id = meta.id;
+    let result = match plan {
+        Plan::Forward => forward_plain(client, upstream).await.map_err(Closed::Io),
+        Plan::Parse(protocol) => {
+            let parser = protocol.new_parser(&meta);
+            let engine = Connection::new(parser, meta, protocol.name(), shared.limits);
+            ParsedConnection::new(engine, &route, remote, &shared, &snapshot)
+                .run(client, upstream)
+                .await
+        }
+        Plan::Refuse { .. } => unreachable!("refused above"),
+    };
+    match result {
+        Ok(()) => tracing::debug!(conn = id, "connection closed"),
+        Err(Closed::Io(error)) => {
+            tracing::debug!(conn = id, %error, "connection ended by a socket error")
+        }
+        Err(Closed::Engine(error)) => {
+            tracing::info!(conn = id, %error, "connection closed by the datapath")
+        }
+    }
+}
+
+fn connection_meta(
+    snapshot: &Snapshot,
+    route: &Route,
+    client: SocketAddr,
+    id: u64,
+) -> ConnectionMeta {
+    let guarded = snapshot
+        .endpoint(&route.endpoint)
+        .map(|e| e.identity.clone());
+    let identity = |addr: SocketAddr| snapshot.identity_of(addr.ip()).clone();
+    let (source, destination) = match route.direction {
+        Direction::Ingress => (
+            identity(client),
+            guarded.unwrap_or_else(|| identity(route.upstream)),
+        ),
+        Direction::Egress => (
+            guarded.unwrap_or_else(|| identity(client)),
+            identity(route.upstream),
+        ),
+    };
+    ConnectionMeta {
+        id,
+        listener: Arc::clone(&route.listener),
+        direction: route.direction,
+        source: client,
+        destination: route.upstream,
+        source_identity: source.id,
+        destination_identity: destination.id,
+        source_labels: source.labels,
+        destination_labels: destination.labels,
+    }
+}
+
+fn plan(route: &Route, verdict: ConnectionVerdict, policy: &PolicyState) -> Plan {
+    let by_name = |name: &str| match policy.registry().get(name) {
+        Some(protocol) => Plan::Parse(Arc::clone(protocol)),
+        None => Plan::Refuse {
+            policy_name: String::new(),
+            reason: format!("no parser for l7proto {name:?}"),
+        },
+    };
+    match verdict {
+        ConnectionVerdict::Refused {
+            policy_name,
+            reason,
+        } => Plan::Refuse {
+            policy_name,
+            reason,
+        },
+        ConnectionVerdict::Unrestricted | ConnectionVerdict::Allowed { l7: None, .. } => {
+            match &route.l7proto {
+                Some(name) => by_name(name),
+                None => Plan::Forward,
+            }
+        }
+        ConnectionVerdict::Allowed {
+            policy_name,
+            l7: Some(port_policy),
+        } => {
+            let required = port_policy.proto().unwrap_or_default();
+            match &route.l7proto {
+                Some(name) if name != required => Plan::Refuse {
+                    policy_name,
+                    reason: format!(
+                        "listener parses {name:?} but policy requires l7proto {required:?} on port {}",
+                        route.upstream.port()
+                    ),
+                },
+                _ => by_name(required),
+            }
+        }
+    }
+}
+
+/// Why a connection ended early.
+enum Closed {
+    Io(std::io::Error),
+    Engine(ConnectionError),
+}
+
+impl From<std::io::Error> for Closed {
+    fn from(error: std::io::Error) -> Self {
+        Closed::Io(error)
+    }
+}
+
+/// Copies bytes both ways, passing on half-closes; for connections that are not parsed.
+async fn forward_plain(mut client: TcpStream, mut upstream: TcpStream) -> std::io::Result<()> {
+    tokio::io::copy_bidirectional(&mut client, &mut upstream)
+        .await
+        .map(|_| ())
+}
+
+/// Bytes waiting to be written to one socket.
+#[derive(Default)]
+struct OutBuf {
+    bytes: Vec<u8>,
+    written: usize,
+}
+
+impl OutBuf {
+    fn pending(&self) -> &[u8] {
+        &self.bytes[self.written..]
+    }
+
+    fn is_empty(&self) -> bool {
+        self.written == self.bytes.len()
+    }
+
+    fn advance(&mut self, n: usize) {
+        self.written += n;
+        if self.is_empty() {
+            self.bytes.clear();
+            self.written = 0;
+        }
+    }
+}
+
+/// The engine's output, per destination socket.
+#[derive(Default)]
+struct Outbox {
+    to_upstream: OutBuf,
+    to_client: OutBuf,
+}
+
+impl Output for Outbox {
+    fn emit(&mut self, flow: Flow, bytes: &[u8]) {
+        match flow {
+            Flow::Request => self.to_upstream.bytes.extend_from_slice(bytes),
+            Flow::Reply => self.to_client.bytes.extend_from_slice(bytes),
+        }
+    }
+}
+
+impl Outbox {
+    fn has_room(&self) -> bool {
+        self.to_upstream.pending().len() < HIGH_WATER && self.to_client.pending().len() < HIGH_WATER
+    }
+}
+
+/// A connection forwarded through the datapath engine.
+struct ParsedConnection<'s> {
+    engine: Connection,
+    shared: &'s Shared,
+    route: &'s Route,
+    remote: SocketAddr,
+    /// The request-level policy as of `revision`; refreshed when policy changes, so that a live
+    /// connection follows the new policy from its next request on.
+    policy: Arc<PortPolicy>,
+    revision: u64,
+}
+
+impl<'s> ParsedConnection<'s> {
+    fn new(
+        engine: Connection,
+        route: &'s Route,
+        remote: SocketAddr,
+        shared: &'s Shared,
+        snapshot: &Snapshot,
+    ) -> Self {
+        let policy = request_policy(snapshot, route, remote);
+        ParsedConnection {
+            engine,
+            shared,
+            route,
+            remote,
+            policy,
+            revision: snapshot.revision(),
+        }
+    }
+
+    /// Hands bytes from one side to the engine.
+    fn feed(
+        &mut self,
+        flow: Flow,
+        data: &[u8],
+        end_stream: bool,
+        outbox: &mut Outbox,
+    ) -> Result<(), Closed> {
+        if self.shared.policy.revision() != self.revision {
+            let snapshot = self.shared.policy.snapshot();
+            self.policy = request_policy(&snapshot, self.route, self.remote);
+            self.revision = snapshot.revision();
+        }
+        let env = Env {
+            policy: self.policy.as_ref(),
+            log: self.shared.log.as_ref(),
+        };
+        self.engine
+            .on_data(flow, data, end_stream, &env, outbox)
+            .map_err(Closed::Engine)
+    }
+
+    async fn run(mut self, mut client: TcpStream, mut upstream: TcpStream) -> Result<(), Closed> {
+        let (mut client_rd, mut client_wr) = client.split();
+        let (mut upstream_rd, mut upstream_wr) = upstream.split();
+        let mut client_buf = vec![0u8; READ_SIZE];
+        let mut upstream_buf = vec![0u8; READ_SIZE];
+        let mut outbox = Outbox::default();
+        // Whether each side may still send to us, and whether we have closed our sending side
+        // toward it.
+        let (mut client_reading, mut upstream_reading) = (true, true);
+        let (mut client_shut, mut upstream_shut) = (false, false);
+        loop {
+            // A side that has finished sending is passed on as a half-close once everything
+            // before it has been written.
+            if !client_reading && outbox.to_upstream.is_empty() && !upstream_shut {
+                upstream_wr.shutdown().await?;
+                upstream_shut = true;
+            }
+            if !upstream_reading && outbox.to_client.is_empty() && !client_shut {
+                client_wr.shutdown().await?;
+                client_shut = true;
+            }
+            if client_shut && upstream_shut {
+                return Ok(());
+            }
+            let room = outbox.has_room();
+            tokio::select! {
+                read = client_rd.read(&mut client_buf), if client_reading && room => {
+                    let n = read?;
+                    client_reading = n > 0;
+                    self.feed(Flow::Request, &client_buf[..n], n == 0, &mut outbox)?;
+                }
+                read = upstream_rd.read(&mut upstream_buf), if upstream_reading && room => {
+                    let n = read?;
+                    upstream_reading = n > 0;
+                    self.feed(Flow::Reply, &upstream_buf[..n], n == 0, &mut outbox)?;
+                }
+                written = upstream_wr.write(outbox.to_upstream.pending()), if !outbox.to_upstream.is_empty() => {
+                    outbox.to_upstream.advance(nonzero(written?)?);
+                }
+                written = client_wr.write(outbox.to_client.pending()), if !outbox.to_client.is_empty() => {
+                    outbox.to_client.advance(nonzero(written?)?);
+                }
+                else => return Ok(()),
+            }
+        }
+    }
+}
+
+fn request_policy(snapshot: &Snapshot, route: &Route, remote: SocketAddr) -> Arc<PortPolicy> {
+    snapshot.request_policy(
+        &route.endpoint,
+        route.direction,
+        remote.ip(),
+        route.upstream.port(),
+    )
+}
+
+/// A write that accepted no bytes means the socket can take no more.
+fn nonzero(written: usize) -> std::io::Result<usize> {
+    match written {
+        0 => Err(std::io::ErrorKind::WriteZero.into()),
+        n => Ok(n),
+    }
+}

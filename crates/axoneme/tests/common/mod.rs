@@ -1,0 +1,193 @@
+//! Shared pieces of the integration tests: a recording R2-D2 upstream, clients with chosen
+//! source addresses, a proxy started from YAML, and the access log read back as JSON.
+
+#![allow(dead_code)]
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axoneme::config::Config;
+use axoneme::Proxy;
+use axoneme_sdk::Registry;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+/// What the upstream received, per connection, and whether it saw each connection's end.
+#[derive(Default, Debug)]
+pub struct Received {
+    pub bytes: Vec<u8>,
+    pub eof_seen: bool,
+}
+
+/// An R2-D2 upstream that records every byte and answers each line with `OK <line>`.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub connections: Arc<Mutex<Vec<Arc<Mutex<Received>>>>>,
+}
+
+impl Upstream {
+    pub async fn start() -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections: Arc<Mutex<Vec<Arc<Mutex<Received>>>>> = Arc::default();
+        let all = Arc::clone(&connections);
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let received = Arc::new(Mutex::new(Received::default()));
+                all.lock().unwrap().push(Arc::clone(&received));
+                tokio::spawn(answer_lines(stream, received));
+            }
+        });
+        Upstream { addr, connections }
+    }
+
+    /// Everything received on all connections so far, in connection order.
+    pub fn received(&self) -> Vec<u8> {
+        self.connections
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|c| c.lock().unwrap().bytes.clone())
+            .collect()
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.connections.lock().unwrap().len()
+    }
+
+    pub fn saw_eof(&self, connection: usize) -> bool {
+        self.connections.lock().unwrap()[connection]
+            .lock()
+            .unwrap()
+            .eof_seen
+    }
+}
+
+async fn answer_lines(stream: TcpStream, received: Arc<Mutex<Received>>) {
+    let (rd, mut wr) = stream.into_split();
+    let mut rd = BufReader::new(rd);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match rd.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                received.lock().unwrap().bytes.extend_from_slice(&line);
+                let mut reply = b"OK ".to_vec();
+                reply.extend_from_slice(line.strip_suffix(b"\r\n").unwrap_or(&line));
+                reply.extend_from_slice(b"\r\n");
+                if wr.write_all(&reply).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    received.lock().unwrap().eof_seen = true;
+    let _ = wr.shutdown().await;
+}
+
+/// A client connection from `source` (a loopback address standing for an identity).
+pub async fn connect_from(source: &str, to: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(source.parse::<IpAddr>().unwrap(), 0))
+        .unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+/// Sends `request` and reads one reply line (empty when the connection was closed).
+pub async fn request(stream: &mut TcpStream, request: &str) -> String {
+    stream.write_all(request.as_bytes()).await.unwrap();
+    read_line(stream).await
+}
+
+/// Reads one `\n`-terminated line, byte by byte so nothing is left buffered; empty at EOF.
+pub async fn read_line(stream: &mut TcpStream) -> String {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut byte)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(_)) => {
+                line.push(byte[0]);
+                if byte[0] == b'\n' {
+                    break;
+                }
+            }
+            Err(_) => panic!(
+                "no reply within 5 s (got {:?} so far)",
+                String::from_utf8_lossy(&line)
+            ),
+        }
+    }
+    String::from_utf8(line).unwrap()
+}
+
+/// A fresh directory for one test's files.
+pub fn temp_dir(name: &str) -> PathBuf {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "axoneme-test-{}-{}-{}",
+        name,
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A proxy started from configuration text, with its access log in the test's directory.
+pub struct TestProxy {
+    pub proxy: Proxy,
+    pub dir: PathBuf,
+}
+
+impl TestProxy {
+    /// Writes `policy` and a configuration (`config` followed by an access log and the policy
+    /// file) to a fresh directory and starts a proxy from it.
+    pub async fn start(name: &str, config: &str, policy: &str, registry: Registry) -> TestProxy {
+        let dir = temp_dir(name);
+        std::fs::write(dir.join("policy.yaml"), policy).unwrap();
+        let text = format!(
+            "{config}\naccessLog: {{path: {:?}}}\npolicies: [policy.yaml]\n",
+            dir.join("access.log").display().to_string()
+        );
+        std::fs::write(dir.join("config.yaml"), &text).unwrap();
+        let config = Config::load(&dir.join("config.yaml")).unwrap();
+        let proxy = Proxy::start(&config, registry).await.unwrap();
+        TestProxy { proxy, dir }
+    }
+
+    pub fn addr(&self, listener: &str) -> SocketAddr {
+        self.proxy.local_addr(listener).unwrap()
+    }
+
+    pub fn write_policy(&self, policy: &str) {
+        std::fs::write(self.dir.join("policy.yaml"), policy).unwrap();
+    }
+
+    /// Waits until the access log holds at least `n` entries, and returns them all.
+    pub async fn log_entries(&self, n: usize) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let entries = read_log(&self.dir.join("access.log"));
+            if entries.len() >= n || Instant::now() > deadline {
+                return entries;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn read_log(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON: {line}: {e}")))
+        .collect()
+}
