@@ -351,3 +351,27 @@ async fn a_live_connection_follows_a_policy_change_and_a_bad_policy_changes_noth
         "OK WRITE /public/plans\r\n"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_upstream_closes_the_client() {
+    let closed_port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let config = format!(
+        r#"
+endpoints:
+  - {{name: r2d2, ips: ["127.0.0.1"], labels: {{app: r2d2}}}}
+  - {{name: luke, ips: ["{LUKE}"], labels: {{app: luke}}}}
+listeners:
+  - {{name: r2d2, listen: "127.0.0.1:0", upstream: "127.0.0.1:{closed_port}", endpoint: r2d2, direction: ingress}}
+"#
+    );
+    let proxy =
+        TestProxy::start("unreachable", &config, &policy(closed_port, READ_PUBLIC), builtin_protocols()).await;
+    let mut luke = connect_from(LUKE, proxy.addr("r2d2")).await;
+    let _ = luke.write_all(b"READ /public/plans\r\n").await;
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), luke.read_to_end(&mut rest)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "the client is closed: {read:?}");
+}

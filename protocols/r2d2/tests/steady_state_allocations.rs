@@ -93,7 +93,7 @@ spec:
     // Pipelined allowed and denied requests, with lines split across reads.
     let requests: &[&[u8]] = &[b"READ /public/a\r\nWRITE /x\r\nREA", b"D /public/b\r\n"];
     let replies: &[&[u8]] = &[b"OK a\r\nOK", b" b\r\n"];
-    let mut round = |conn: &mut Connection| {
+    let round = |conn: &mut Connection| {
         for chunk in requests {
             conn.on_data(Flow::Request, chunk, false, &env, &mut Sink)
                 .unwrap();

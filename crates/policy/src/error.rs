@@ -1,0 +1,145 @@
+//! The crate's one error type and how it reads.
+//!
+//! Every message names where the problem is (file, policy or document, field path) and why.
+//! This module only formats; deciding what is an error belongs to the loading and compiling
+//! modules.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// Why policies could not be loaded or compiled.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// A file or directory could not be read.
+    #[error("{}: {error}", path.display())]
+    Io {
+        /// The path that failed.
+        path: PathBuf,
+        /// What the system said.
+        #[source]
+        error: std::io::Error,
+    },
+    /// The text is not valid YAML.
+    #[error("{file}: line {line} column {column}: {message}")]
+    Syntax {
+        /// The file (or other source name) holding the text.
+        file: String,
+        /// One-based line of the problem.
+        line: usize,
+        /// One-based column of the problem.
+        column: usize,
+        /// What the YAML parser said.
+        message: String,
+    },
+    /// A document is valid YAML but not a policy Axoneme accepts.
+    #[error("{file}: {subject}: {}{message}", FieldPrefix(field))]
+    Invalid {
+        /// The file (or other source name) holding the document.
+        file: String,
+        /// The policy, or the document when its name is unknown.
+        subject: Subject,
+        /// Path of the offending field, e.g. `spec.ingress[0].toPorts[0].rules.l7proto`; empty
+        /// when the document as a whole is at fault.
+        field: String,
+        /// Why it was rejected.
+        message: String,
+    },
+    /// Two rules put different L7 protocols on the same port of one endpoint and direction.
+    #[error(
+        "endpoint {endpoint:?}: {direction} port {port}: conflicting l7proto: {first} and {second}"
+    )]
+    Conflict {
+        /// The endpoint both rules select.
+        endpoint: String,
+        /// `ingress` or `egress`.
+        direction: &'static str,
+        /// The port both rules name.
+        port: u16,
+        /// The first rule, in policy order.
+        first: Box<L7Origin>,
+        /// The rule that disagrees with it.
+        second: Box<L7Origin>,
+    },
+    /// An endpoint description is inconsistent.
+    #[error("endpoint {name:?}: {message}")]
+    Endpoint {
+        /// The endpoint's name.
+        name: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+/// What an [`PolicyError::Invalid`] is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    /// A policy, by `metadata.name`.
+    Policy(String),
+    /// A document whose name could not be read, by its one-based position in the file.
+    Document(usize),
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Subject::Policy(name) => write!(f, "policy {name:?}"),
+            Subject::Document(index) => write!(f, "document {index}"),
+        }
+    }
+}
+
+/// Where an `l7proto` in conflict was set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct L7Origin {
+    /// The protocol name.
+    pub proto: String,
+    /// The file of the policy.
+    pub file: String,
+    /// The policy's name.
+    pub policy: String,
+    /// Path of the `toPorts` element.
+    pub field: String,
+}
+
+impl fmt::Display for L7Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:?} ({}: policy {:?}: {})",
+            self.proto, self.file, self.policy, self.field
+        )
+    }
+}
+
+/// Writes `field: ` when there is a field to name.
+struct FieldPrefix<'a>(&'a str);
+
+impl fmt::Display for FieldPrefix<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            write!(f, "{}: ", self.0)
+        }
+    }
+}
+
+/// A problem found in one field of a policy, before the file and policy are attached to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FieldError {
+    /// Path of the offending field.
+    pub field: String,
+    /// Why it was rejected.
+    pub message: String,
+}
+
+impl FieldError {
+    /// A problem with `field`.
+    pub(crate) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}

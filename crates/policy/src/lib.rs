@@ -1,0 +1,29 @@
+//! The CiliumNetworkPolicy engine of Axoneme.
+//!
+//! Policies are read from YAML ([`parse_policies`], [`load_paths`]) into checked [`Policy`]
+//! values, then compiled with the endpoints, the host's addresses and the registered protocols
+//! into an immutable [`Snapshot`]. The runtime asks a snapshot for a [`ConnectionVerdict`] once
+//! per connection; a parsed connection then checks each request against its [`PortPolicy`].
+//! This crate does no network I/O and knows no specific protocol.
+
+mod compile;
+mod endpoint;
+mod error;
+mod identity;
+mod load;
+mod model;
+mod peer;
+mod policy;
+mod ports;
+mod rule;
+mod selector;
+mod snapshot;
+mod verdict;
+
+pub use endpoint::{EndpointInfo, EndpointSpec};
+pub use error::{L7Origin, PolicyError, Subject};
+pub use identity::Identity;
+pub use load::{load_paths, parse_policies};
+pub use policy::{Policy, PolicyKind};
+pub use snapshot::Snapshot;
+pub use verdict::{ConnectionVerdict, PortPolicy};

@@ -1,0 +1,75 @@
+//! A loaded policy: its identity (name, namespace, kind, source) and its checked rules.
+//!
+//! Owns how errors about one policy are attributed to it. It must not read files or YAML, and
+//! must not compile anything against endpoints or protocols.
+
+use crate::error::{FieldError, PolicyError, Subject};
+use crate::rule::Rule;
+
+/// The two kinds of policy document Axoneme reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyKind {
+    /// `CiliumNetworkPolicy`.
+    Namespaced,
+    /// `CiliumClusterwideNetworkPolicy`.
+    Clusterwide,
+}
+
+impl PolicyKind {
+    /// The `kind` as documents write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyKind::Namespaced => "CiliumNetworkPolicy",
+            PolicyKind::Clusterwide => "CiliumClusterwideNetworkPolicy",
+        }
+    }
+
+    /// The kind named by a document's `kind`.
+    pub(crate) fn from_kind(kind: &str) -> Option<PolicyKind> {
+        [PolicyKind::Namespaced, PolicyKind::Clusterwide]
+            .into_iter()
+            .find(|k| k.as_str() == kind)
+    }
+}
+
+/// One parsed and checked CiliumNetworkPolicy or CiliumClusterwideNetworkPolicy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub(crate) name: String,
+    pub(crate) namespace: Option<String>,
+    pub(crate) kind: PolicyKind,
+    pub(crate) source: String,
+    pub(crate) rules: Vec<Rule>,
+}
+
+impl Policy {
+    /// `metadata.name`: the name verdicts and access-log entries carry.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `metadata.namespace`, when given.
+    pub fn namespace(&self) -> Option<&str> {
+        self.namespace.as_deref()
+    }
+
+    /// Which kind of document it came from.
+    pub fn kind(&self) -> PolicyKind {
+        self.kind
+    }
+
+    /// Where it came from: a file path, or whatever name the caller gave the text.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Attributes a field error to this policy.
+    pub(crate) fn error(&self, error: FieldError) -> PolicyError {
+        PolicyError::Invalid {
+            file: self.source.clone(),
+            subject: Subject::Policy(self.name.clone()),
+            field: error.field,
+            message: error.message,
+        }
+    }
+}

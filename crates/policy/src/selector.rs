@@ -1,0 +1,224 @@
+//! Label selectors (`endpointSelector`, `fromEndpoints`, `toEndpoints`) and label keys.
+//!
+//! Owns the meaning of `matchLabels` / `matchExpressions`, of label source prefixes, and of the
+//! reserved labels that name the host and the world. It matches one label set at a time and must
+//! not know about endpoints, addresses or rules.
+
+use std::collections::BTreeMap;
+
+use crate::error::FieldError;
+use crate::model::{Operator, SelectorModel};
+
+/// The label sources whose prefix is dropped: `k8s:app` matches the label `app`.
+const PLAIN_SOURCES: [&str; 4] = ["k8s", "any", "container", "unspec"];
+
+/// The source of the labels of reserved identities (`reserved:host`, `reserved:world`).
+const RESERVED_SOURCE: &str = "reserved";
+
+/// A label key with its source prefix resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LabelKey {
+    /// An ordinary label, without any source prefix.
+    Plain(String),
+    /// A reserved label, kept whole (`reserved:host`).
+    Reserved(String),
+}
+
+/// Resolves the source prefix of `key`, rejecting sources Axoneme does not know.
+pub(crate) fn parse_label_key(key: &str) -> Result<LabelKey, String> {
+    let parsed = match key.split_once(':') {
+        None => LabelKey::Plain(key.to_owned()),
+        Some((source, rest)) if PLAIN_SOURCES.contains(&source) => LabelKey::Plain(rest.to_owned()),
+        Some((RESERVED_SOURCE, _)) => LabelKey::Reserved(key.to_owned()),
+        Some((source, _)) => {
+            return Err(format!(
+                "unsupported label source {source:?} (supported: {}, {RESERVED_SOURCE})",
+                PLAIN_SOURCES.join(", ")
+            ))
+        }
+    };
+    match &parsed {
+        LabelKey::Plain(k) if k.is_empty() => Err("empty label key".to_owned()),
+        LabelKey::Reserved(k) if k.len() == RESERVED_SOURCE.len() + 1 => {
+            Err("empty label key".to_owned())
+        }
+        _ => Ok(parsed),
+    }
+}
+
+/// The labels of one identity as selectors see them: plain keys for endpoints, the single key
+/// `reserved:<name>` for a reserved identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LabelSet {
+    /// Key to value.
+    pub labels: BTreeMap<String, String>,
+    /// True for reserved identities, which only selectors naming a reserved label can select.
+    pub reserved: bool,
+}
+
+/// A compiled label selector.
+#[derive(Debug, Clone)]
+pub(crate) struct Selector {
+    requirements: Vec<Requirement>,
+    names_reserved: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Requirement {
+    key: String,
+    test: Test,
+}
+
+#[derive(Debug, Clone)]
+enum Test {
+    Equals(String),
+    In(Vec<String>),
+    NotIn(Vec<String>),
+    Exists,
+    DoesNotExist,
+}
+
+impl Selector {
+    /// Checks and compiles a selector written at `path`.
+    pub(crate) fn parse(model: &SelectorModel, path: &str) -> Result<Selector, FieldError> {
+        let mut requirements = Vec::new();
+        let mut names_reserved = false;
+        let mut resolve = |key: &str, field: String| match parse_label_key(key) {
+            Ok(LabelKey::Plain(k)) => Ok(k),
+            Ok(LabelKey::Reserved(k)) => {
+                names_reserved = true;
+                Ok(k)
+            }
+            Err(message) => Err(FieldError::new(field, message)),
+        };
+        for (key, value) in model.match_labels.iter().flatten() {
+            let key = resolve(key, format!("{path}.matchLabels.{key}"))?;
+            requirements.push(Requirement {
+                key,
+                test: Test::Equals(value.clone()),
+            });
+        }
+        for (index, expression) in model.match_expressions.iter().flatten().enumerate() {
+            let at = format!("{path}.matchExpressions[{index}]");
+            let key = resolve(&expression.key, format!("{at}.key"))?;
+            let values = expression.values.clone().unwrap_or_default();
+            let test = match expression.operator {
+                Operator::In | Operator::NotIn if values.is_empty() => {
+                    return Err(FieldError::new(
+                        format!("{at}.values"),
+                        format!(
+                            "operator {:?} needs at least one value",
+                            expression.operator
+                        ),
+                    ))
+                }
+                Operator::Exists | Operator::DoesNotExist if !values.is_empty() => {
+                    return Err(FieldError::new(
+                        format!("{at}.values"),
+                        format!("operator {:?} takes no values", expression.operator),
+                    ))
+                }
+                Operator::In => Test::In(values),
+                Operator::NotIn => Test::NotIn(values),
+                Operator::Exists => Test::Exists,
+                Operator::DoesNotExist => Test::DoesNotExist,
+            };
+            requirements.push(Requirement { key, test });
+        }
+        Ok(Selector {
+            requirements,
+            names_reserved,
+        })
+    }
+
+    /// Whether the selector selects an identity with these labels. A selector that names no
+    /// reserved label never selects a reserved identity, not even the empty selector.
+    pub(crate) fn matches(&self, set: &LabelSet) -> bool {
+        if set.reserved && !self.names_reserved {
+            return false;
+        }
+        self.requirements.iter().all(|r| {
+            let value = set.labels.get(&r.key);
+            match &r.test {
+                Test::Equals(wanted) => value == Some(wanted),
+                Test::In(values) => value.is_some_and(|v| values.contains(v)),
+                Test::NotIn(values) => !value.is_some_and(|v| values.contains(v)),
+                Test::Exists => value.is_some(),
+                Test::DoesNotExist => value.is_none(),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn selector(yaml: &str) -> Selector {
+        let model: SelectorModel = serde_yaml::from_str(yaml).unwrap();
+        Selector::parse(&model, "s").unwrap()
+    }
+
+    fn endpoint(labels: &[(&str, &str)]) -> LabelSet {
+        LabelSet {
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            reserved: false,
+        }
+    }
+
+    fn reserved(name: &str) -> LabelSet {
+        LabelSet {
+            labels: [(format!("reserved:{name}"), String::new())].into(),
+            reserved: true,
+        }
+    }
+
+    #[test]
+    fn label_keys() {
+        assert_eq!(parse_label_key("app"), Ok(LabelKey::Plain("app".into())));
+        assert_eq!(
+            parse_label_key("k8s:app"),
+            Ok(LabelKey::Plain("app".into()))
+        );
+        assert_eq!(
+            parse_label_key("container:a:b"),
+            Ok(LabelKey::Plain("a:b".into()))
+        );
+        assert_eq!(
+            parse_label_key("reserved:host"),
+            Ok(LabelKey::Reserved("reserved:host".into()))
+        );
+        assert!(parse_label_key("k8s:").is_err());
+        assert!(parse_label_key("reserved:").is_err());
+        assert!(parse_label_key("fqdn:x").is_err());
+    }
+
+    #[test]
+    fn match_labels_and_expressions() {
+        let web = endpoint(&[("app", "web"), ("tier", "front")]);
+        let db = endpoint(&[("app", "db")]);
+        let s = selector("{matchLabels: {'k8s:app': web}}");
+        assert!(s.matches(&web) && !s.matches(&db));
+        let s = selector("{matchLabels: {app: web}, matchExpressions: [{key: tier, operator: NotIn, values: [back]}]}");
+        assert!(s.matches(&web) && !s.matches(&db));
+        let s = selector("{matchExpressions: [{key: tier, operator: DoesNotExist}, {key: app, operator: In, values: [db, x]}]}");
+        assert!(!s.matches(&web) && s.matches(&db));
+    }
+
+    #[test]
+    fn reserved_identities_need_a_reserved_selector() {
+        let empty = selector("{}");
+        assert!(empty.matches(&endpoint(&[])) && !empty.matches(&reserved("host")));
+        let not_in = selector("{matchExpressions: [{key: app, operator: NotIn, values: [x]}]}");
+        assert!(!not_in.matches(&reserved("world")));
+        let host = selector("{matchLabels: {'reserved:host': ''}}");
+        assert!(host.matches(&reserved("host")));
+        assert!(!host.matches(&reserved("world")));
+        assert!(!host.matches(&endpoint(&[("app", "web")])));
+        let world = selector("{matchExpressions: [{key: 'reserved:world', operator: Exists}]}");
+        assert!(world.matches(&reserved("world")) && !world.matches(&reserved("host")));
+    }
+}

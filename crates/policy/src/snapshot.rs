@@ -1,0 +1,264 @@
+//! The compiled, immutable policy state the runtime decides connections with.
+//!
+//! Owns building a snapshot (endpoints, identities, compiled rules) and the connection-level
+//! decision. It must not change after it is built: a new policy or endpoint set means a new
+//! snapshot.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axoneme_sdk::{Direction, Registry};
+
+use crate::compile::{compile, covers, slot, DirectionPolicy, Target};
+use crate::endpoint::{EndpointInfo, EndpointSpec};
+use crate::error::PolicyError;
+use crate::identity::{Identity, IdentityTable, IdentityView};
+use crate::policy::Policy;
+use crate::selector::LabelSet;
+use crate::verdict::{ConnectionVerdict, PortPolicy, RequestRule};
+
+/// One endpoint with its compiled policy.
+#[derive(Debug)]
+struct Guarded {
+    info: EndpointInfo,
+    /// Ingress, then egress.
+    directions: [DirectionPolicy; 2],
+}
+
+/// An immutable, compiled view of the policies over a set of endpoints.
+#[derive(Debug)]
+pub struct Snapshot {
+    revision: u64,
+    policies: Vec<Policy>,
+    identities: IdentityTable,
+    endpoints: HashMap<String, Guarded>,
+    owners: HashMap<IpAddr, Identity>,
+    host_ips: HashSet<IpAddr>,
+    host: Identity,
+    world: Identity,
+}
+
+impl Snapshot {
+    /// Compiles `policies` for `endpoints`. `host_ips` are the addresses of the local host.
+    /// `previous`, the snapshot in force, keeps identity numbers stable and sets the revision.
+    ///
+    /// Fails on an unknown `l7proto`, L7 rules the protocol rejects, two L7 protocols on one
+    /// port of one endpoint and direction, and inconsistent endpoints (a name or an address
+    /// used twice, bad label keys).
+    pub fn build(
+        policies: Vec<Policy>,
+        endpoints: &[EndpointSpec],
+        host_ips: &[IpAddr],
+        registry: &Registry,
+        previous: Option<&Snapshot>,
+    ) -> Result<Snapshot, PolicyError> {
+        let mut names = HashSet::new();
+        let mut owner_names: HashMap<IpAddr, &str> = HashMap::new();
+        let mut prepared = Vec::with_capacity(endpoints.len());
+        for spec in endpoints {
+            if !names.insert(spec.name.as_str()) {
+                return Err(PolicyError::Endpoint {
+                    name: spec.name.clone(),
+                    message: "the name is used by two endpoints".to_owned(),
+                });
+            }
+            for ip in &spec.ips {
+                if let Some(other) = owner_names.insert(ip.to_canonical(), &spec.name) {
+                    return Err(PolicyError::Endpoint {
+                        name: spec.name.clone(),
+                        message: format!("address {ip} already belongs to endpoint {other:?}"),
+                    });
+                }
+            }
+            let labels = spec.plain_labels()?;
+            let mut strings: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            strings.sort();
+            prepared.push((spec, labels, strings));
+        }
+
+        let sets: BTreeSet<Vec<String>> = prepared.iter().map(|(_, _, s)| s.clone()).collect();
+        let identities = IdentityTable::allocate(previous.map(|p| &p.identities), sets)
+            .ok_or_else(|| PolicyError::Endpoint {
+                name: String::new(),
+                message: "identity numbers are exhausted".to_owned(),
+            })?;
+        let host = Identity::host();
+        let world = Identity::world();
+        let mut views: Vec<IdentityView> = vec![host.reserved_view(), world.reserved_view()];
+        let mut infos = Vec::with_capacity(prepared.len());
+        let mut label_sets = Vec::with_capacity(prepared.len());
+        for (spec, labels, strings) in prepared {
+            let id = identities.id(&strings).unwrap_or_default();
+            let identity = Identity {
+                id,
+                labels: Arc::from(strings),
+            };
+            if !views.iter().any(|v| v.id == id) {
+                views.push(identity.view(&labels));
+            }
+            label_sets.push(LabelSet {
+                labels,
+                reserved: false,
+            });
+            infos.push(EndpointInfo {
+                name: spec.name.clone(),
+                ips: spec.ips.clone(),
+                identity,
+            });
+        }
+
+        let targets: Vec<Target<'_>> = infos
+            .iter()
+            .zip(&label_sets)
+            .map(|(info, labels)| Target {
+                name: &info.name,
+                labels,
+            })
+            .collect();
+        let compiled = compile(&policies, &targets, &views, registry)?;
+
+        let mut owners = HashMap::new();
+        let mut guarded = HashMap::with_capacity(infos.len());
+        for (info, directions) in infos.into_iter().zip(compiled) {
+            for ip in &info.ips {
+                owners.insert(ip.to_canonical(), info.identity.clone());
+            }
+            guarded.insert(info.name.clone(), Guarded { info, directions });
+        }
+        Ok(Snapshot {
+            revision: previous.map_or(1, |p| p.revision.saturating_add(1)),
+            policies,
+            identities,
+            endpoints: guarded,
+            owners,
+            host_ips: host_ips.iter().map(|ip| ip.to_canonical()).collect(),
+            host,
+            world,
+        })
+    }
+
+    /// The snapshot's number: one more than the previous snapshot's, 1 for the first.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// The policies it was built from, in order.
+    pub fn policies(&self) -> &[Policy] {
+        &self.policies
+    }
+
+    /// The identity of a remote address: the endpoint owning it, else the host when it is one
+    /// of the host's addresses, else the world.
+    pub fn identity_of(&self, addr: IpAddr) -> &Identity {
+        let addr = addr.to_canonical();
+        match self.owners.get(&addr) {
+            Some(identity) => identity,
+            None if self.host_ips.contains(&addr) => &self.host,
+            None => &self.world,
+        }
+    }
+
+    /// An endpoint by name.
+    pub fn endpoint(&self, name: &str) -> Option<&EndpointInfo> {
+        self.endpoints.get(name).map(|g| &g.info)
+    }
+
+    /// Decides a new connection of `endpoint` with the remote `remote`, on `port` (the
+    /// upstream's port: the endpoint's own for ingress, the remote's for egress).
+    ///
+    /// A deny rule that matches refuses, whatever allows. Otherwise an endpoint that no rule
+    /// puts in default deny this way is unrestricted; one that is needs an allow rule matching
+    /// the remote and the port. When the port has an L7 protocol, the verdict carries the
+    /// request-level policy of this remote.
+    pub fn decide_connection(
+        &self,
+        endpoint: &str,
+        direction: Direction,
+        remote: IpAddr,
+        port: u16,
+    ) -> ConnectionVerdict {
+        let Some(guarded) = self.endpoints.get(endpoint) else {
+            return ConnectionVerdict::Refused {
+                policy_name: String::new(),
+                reason: format!("unknown endpoint {endpoint:?}"),
+            };
+        };
+        let policy = &guarded.directions[slot(direction)];
+        let remote = remote.to_canonical();
+        let id = self.identity_of(remote).id;
+        if let Some(deny) = policy
+            .deny
+            .iter()
+            .find(|d| covers(&d.peers, &d.ranges, id, remote, port))
+        {
+            let section = match direction {
+                Direction::Ingress => "ingressDeny",
+                Direction::Egress => "egressDeny",
+            };
+            return ConnectionVerdict::Refused {
+                policy_name: deny.policy.to_string(),
+                reason: format!("denied by {section} rule"),
+            };
+        }
+        if !policy.enforced {
+            return ConnectionVerdict::Unrestricted;
+        }
+        let mut allowing = policy
+            .allow
+            .iter()
+            .filter(|a| covers(&a.peers, &a.ranges, id, remote, port))
+            .peekable();
+        let Some(first) = allowing.peek() else {
+            return ConnectionVerdict::Refused {
+                policy_name: String::new(),
+                reason: format!("no rule allows this remote on port {port}"),
+            };
+        };
+        let policy_name = first.policy.to_string();
+        let l7 = policy.l7_proto(port).map(|proto| {
+            let rules = allowing
+                .map(|entry| RequestRule {
+                    policy: entry.policy.clone(),
+                    rules: entry.l7.as_ref().and_then(|l7| l7.rules.clone()),
+                })
+                .collect();
+            Arc::new(PortPolicy::allowing(Some(proto.clone()), rules))
+        });
+        ConnectionVerdict::Allowed { policy_name, l7 }
+    }
+
+    /// The request-level policy a connection already open on `endpoint` falls under in this
+    /// snapshot: deny-all if the connection would now be refused, allow-all if it would be
+    /// unrestricted or allowed without L7, else the L7 rules for its remote.
+    pub fn request_policy(
+        &self,
+        endpoint: &str,
+        direction: Direction,
+        remote: IpAddr,
+        port: u16,
+    ) -> Arc<PortPolicy> {
+        let proto = self
+            .endpoints
+            .get(endpoint)
+            .and_then(|g| g.directions[slot(direction)].l7_proto(port))
+            .map(|p| &**p);
+        match self.decide_connection(endpoint, direction, remote, port) {
+            ConnectionVerdict::Unrestricted => Arc::new(PortPolicy::allow_all(proto)),
+            ConnectionVerdict::Refused { policy_name, .. } => {
+                Arc::new(PortPolicy::deny_all(proto, &policy_name))
+            }
+            ConnectionVerdict::Allowed { l7: Some(l7), .. } => l7,
+            ConnectionVerdict::Allowed {
+                policy_name,
+                l7: None,
+            } => Arc::new(PortPolicy::allowing(
+                proto.map(Arc::from),
+                vec![RequestRule {
+                    policy: Arc::from(policy_name),
+                    rules: None,
+                }],
+            )),
+        }
+    }
+}

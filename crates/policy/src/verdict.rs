@@ -1,0 +1,115 @@
+//! What the engine answers: the verdict on a connection, and the request-level policy a parsed
+//! connection checks each request against.
+//!
+//! Owns the per-request check, which runs on the data path: it iterates a prepared list and
+//! must never allocate. Deciding which list applies belongs to `snapshot.rs`.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use axoneme_sdk::{CompiledRules, RequestPolicy, Verdict};
+
+/// The decision on one new connection.
+#[derive(Debug, Clone)]
+pub enum ConnectionVerdict {
+    /// No policy enforces anything on the endpoint in that direction: everything is allowed and
+    /// nothing is parsed.
+    Unrestricted,
+    /// The connection must be refused.
+    Refused {
+        /// The policy whose deny rule matched; empty when nothing allowed the connection.
+        policy_name: String,
+        /// Why, in a few words.
+        reason: String,
+    },
+    /// The connection may proceed.
+    Allowed {
+        /// The first policy that allows it.
+        policy_name: String,
+        /// The request-level policy when the port has an L7 protocol; `None`: forward the bytes
+        /// unparsed.
+        l7: Option<Arc<PortPolicy>>,
+    },
+}
+
+/// One way a request can be allowed: by a policy, with or without L7 rules.
+#[derive(Debug, Clone)]
+pub(crate) struct RequestRule {
+    /// The policy that allows.
+    pub policy: Arc<str>,
+    /// Its compiled L7 rules; `None` allows every request.
+    pub rules: Option<CompiledRules>,
+}
+
+/// The request-level policy of one connection: the L7 protocol and the rules that may allow
+/// its requests.
+#[derive(Debug)]
+pub struct PortPolicy {
+    proto: Option<Arc<str>>,
+    denied_by: Option<Arc<str>>,
+    rules: Vec<RequestRule>,
+}
+
+impl PortPolicy {
+    /// A policy under which every request is allowed (with an empty policy name).
+    pub fn allow_all(proto: Option<&str>) -> PortPolicy {
+        PortPolicy::allowing(
+            proto.map(Arc::from),
+            vec![RequestRule {
+                policy: Arc::from(""),
+                rules: None,
+            }],
+        )
+    }
+
+    /// A policy under which every request is denied in the name of `policy_name` (empty for a
+    /// denial because nothing allows).
+    pub fn deny_all(proto: Option<&str>, policy_name: &str) -> PortPolicy {
+        PortPolicy {
+            proto: proto.map(Arc::from),
+            denied_by: Some(Arc::from(policy_name)),
+            rules: Vec::new(),
+        }
+    }
+
+    /// A policy that allows a request when one of `rules` does.
+    pub(crate) fn allowing(proto: Option<Arc<str>>, rules: Vec<RequestRule>) -> PortPolicy {
+        PortPolicy {
+            proto,
+            denied_by: None,
+            rules,
+        }
+    }
+
+    /// The L7 protocol of the port, when it has one.
+    pub fn proto(&self) -> Option<&str> {
+        self.proto.as_deref()
+    }
+}
+
+impl RequestPolicy for PortPolicy {
+    fn check(&self, matches: &mut dyn FnMut(&(dyn Any + Send + Sync)) -> bool) -> Verdict<'_> {
+        if let Some(name) = &self.denied_by {
+            return Verdict {
+                allowed: false,
+                policy_name: name,
+            };
+        }
+        for rule in &self.rules {
+            let allowed = match &rule.rules {
+                None => true,
+                Some(compiled) => matches(&**compiled),
+            };
+            if allowed {
+                return Verdict {
+                    allowed: true,
+                    policy_name: &rule.policy,
+                };
+            }
+        }
+        Verdict {
+            allowed: false,
+            policy_name: "",
+        }
+    }
+}

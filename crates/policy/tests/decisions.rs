@@ -1,0 +1,468 @@
+//! Connection and request decisions of compiled snapshots.
+
+mod common;
+
+use axoneme_policy::{parse_policies, ConnectionVerdict, Snapshot};
+use axoneme_sdk::Direction;
+use common::*;
+
+const HEAD: &str = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\n";
+
+fn policy(name: &str, spec: &str) -> String {
+    let spec: String = spec.lines().map(|l| format!("  {l}\n")).collect();
+    format!("{HEAD}metadata:\n  name: {name}\nspec:\n{spec}")
+}
+
+#[test]
+fn unselected_endpoint_is_unrestricted() {
+    let snap = snapshot(&policy(
+        "db-only",
+        "endpointSelector: {matchLabels: {app: db}}\ningress: [{fromEndpoints: [{matchLabels: {app: web}}]}]",
+    ));
+    assert_eq!(ingress(&snap, "web", WORLD, 80), "unrestricted");
+    assert_eq!(egress(&snap, "db", WORLD, 80), "unrestricted");
+    assert_eq!(ingress(&snap, "db", WEB, 5432), "allowed:db-only");
+    assert_eq!(ingress(&snap, "db", CACHE, 5432), "refused:");
+    match snap.decide_connection("db", Direction::Ingress, ip(CACHE), 5432) {
+        ConnectionVerdict::Refused { reason, .. } => {
+            assert_eq!(reason, "no rule allows this remote on port 5432")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(ingress(&snap, "nobody", WEB, 1), "refused:");
+}
+
+#[test]
+fn match_expressions_operators() {
+    let cases = [
+        (
+            "{key: tier, operator: In, values: [front, back]}",
+            [true, true, false],
+        ),
+        (
+            "{key: tier, operator: NotIn, values: [front]}",
+            [false, true, true],
+        ),
+        ("{key: tier, operator: Exists}", [true, true, false]),
+        ("{key: tier, operator: DoesNotExist}", [false, false, true]),
+        (
+            "{key: 'k8s:app', operator: In, values: [cache]}",
+            [false, false, true],
+        ),
+    ];
+    for (expression, expected) in cases {
+        let snap = snapshot(&policy(
+            "p",
+            &format!(
+                "endpointSelector: {{matchLabels: {{app: db}}}}\n\
+                 ingress: [{{fromEndpoints: [{{matchExpressions: [{expression}]}}]}}]"
+            ),
+        ));
+        let got: Vec<bool> = [WEB, DB, CACHE]
+            .iter()
+            .map(|remote| ingress(&snap, "db", remote, 1) == "allowed:p")
+            .collect();
+        assert_eq!(got, expected, "{expression}");
+        assert_eq!(ingress(&snap, "db", HOST, 1), "refused:", "{expression}");
+    }
+}
+
+#[test]
+fn empty_selector_selects_every_endpoint_but_not_reserved_identities() {
+    let snap = snapshot(&policy(
+        "all",
+        "endpointSelector: {}\ningress: [{fromEndpoints: [{}]}]",
+    ));
+    for endpoint in ["web", "db", "cache"] {
+        assert_eq!(ingress(&snap, endpoint, CACHE, 1), "allowed:all");
+        assert_eq!(ingress(&snap, endpoint, HOST, 1), "refused:");
+        assert_eq!(ingress(&snap, endpoint, WORLD, 1), "refused:");
+    }
+    let snap = snapshot(&policy(
+        "host",
+        "endpointSelector: {}\ningress: [{fromEndpoints: [{matchLabels: {'reserved:host': ''}}]}]",
+    ));
+    assert_eq!(ingress(&snap, "web", HOST, 1), "allowed:host");
+    assert_eq!(ingress(&snap, "web", DB, 1), "refused:");
+}
+
+#[test]
+fn to_endpoints_for_egress() {
+    let snap = snapshot(&policy(
+        "web-out",
+        "endpointSelector: {matchLabels: {'any:app': web}}\negress: [{toEndpoints: [{matchLabels: {tier: back}}]}]",
+    ));
+    assert_eq!(egress(&snap, "web", DB, 5432), "allowed:web-out");
+    assert_eq!(egress(&snap, "web", CACHE, 11211), "refused:");
+    assert_eq!(ingress(&snap, "web", CACHE, 80), "unrestricted");
+}
+
+#[test]
+fn cidr_and_cidr_set_match_only_the_world() {
+    let snap = snapshot(&policy(
+        "cidr",
+        "endpointSelector: {matchLabels: {app: web}}\n\
+         ingress:\n\
+         - fromCIDR: [10.0.0.0/8, 2001:db8::/64]\n\
+         - fromCIDRSet: [{cidr: 198.51.100.0/24, except: [198.51.100.128/25]}, {cidr: 'fd01::/16', except: ['fd01:1::/32']}]\n\
+         - fromCIDR: [203.0.113.77]",
+    ));
+    assert_eq!(ingress(&snap, "web", "10.9.9.9", 1), "allowed:cidr");
+    assert_eq!(
+        ingress(&snap, "web", DB, 1),
+        "refused:",
+        "endpoints are not selected by CIDR"
+    );
+    assert_eq!(ingress(&snap, "web", "2001:db8::9", 1), "allowed:cidr");
+    assert_eq!(ingress(&snap, "web", "2001:db8:1::9", 1), "refused:");
+    assert_eq!(ingress(&snap, "web", "198.51.100.1", 1), "allowed:cidr");
+    assert_eq!(ingress(&snap, "web", "198.51.100.200", 1), "refused:");
+    assert_eq!(ingress(&snap, "web", "fd01:2::1", 1), "allowed:cidr");
+    assert_eq!(ingress(&snap, "web", "fd01:1::1", 1), "refused:");
+    assert_eq!(ingress(&snap, "web", "203.0.113.77", 1), "allowed:cidr");
+    assert_eq!(ingress(&snap, "web", "203.0.113.78", 1), "refused:");
+    assert_eq!(ingress(&snap, "web", "::ffff:10.1.1.1", 1), "allowed:cidr");
+}
+
+#[test]
+fn entities() {
+    let cases = [
+        ("world", [false, false, true]),
+        ("host", [false, true, false]),
+        ("cluster", [true, true, false]),
+        ("all", [true, true, true]),
+        ("kube-apiserver", [false, false, false]),
+    ];
+    for (entity, expected) in cases {
+        let snap = snapshot(&policy(
+            "e",
+            &format!("endpointSelector: {{matchLabels: {{app: db}}}}\ningress: [{{fromEntities: [{entity}]}}]"),
+        ));
+        let got: Vec<bool> = [WEB, HOST, WORLD]
+            .iter()
+            .map(|r| ingress(&snap, "db", r, 1) == "allowed:e")
+            .collect();
+        assert_eq!(got, expected, "{entity}");
+    }
+}
+
+#[test]
+fn deny_wins_over_allow() {
+    let snap = snapshot(&format!(
+        "{}---\n{}",
+        policy(
+            "allow-all",
+            "endpointSelector: {}\ningress: [{fromEntities: [all]}]\negress: [{toEntities: [all]}]"
+        ),
+        policy(
+            "no-world",
+            "endpointSelector: {matchLabels: {app: db}}\n\
+             ingressDeny: [{fromEntities: [world]}, {fromEndpoints: [{matchLabels: {app: web}}], toPorts: [{ports: [{port: 22}]}]}]\n\
+             egressDeny: [{toCIDR: [203.0.113.0/24]}]"
+        )
+    ));
+    assert_eq!(ingress(&snap, "db", WORLD, 5432), "refused:no-world");
+    assert_eq!(ingress(&snap, "db", WEB, 22), "refused:no-world");
+    assert_eq!(ingress(&snap, "db", WEB, 5432), "allowed:allow-all");
+    assert_eq!(egress(&snap, "db", WORLD, 443), "refused:no-world");
+    assert_eq!(egress(&snap, "web", WORLD, 443), "allowed:allow-all");
+    match snap.decide_connection("db", Direction::Egress, ip(WORLD), 443) {
+        ConnectionVerdict::Refused { reason, .. } => {
+            assert_eq!(reason, "denied by egressDeny rule")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn ports_numbers_strings_wildcards_ranges_and_protocols() {
+    let snap = snapshot(&policy(
+        "ports",
+        "endpointSelector: {matchLabels: {app: db}}\n\
+         ingress:\n\
+         - fromEndpoints: [{matchLabels: {app: web}}]\n\
+         \x20 toPorts: [{ports: [{port: 80}, {port: '443'}, {port: '8000', endPort: 8010}, {port: 53, protocol: UDP}, {port: 9000, protocol: ANY}]}]\n\
+         - fromEndpoints: [{matchLabels: {app: cache}}]\n\
+         \x20 toPorts: [{ports: [{port: '0'}]}]\n\
+         - fromEntities: [host]\n\
+         \x20 toPorts: [{ports: [{protocol: TCP}]}]",
+    ));
+    for (port, allowed) in [
+        (80, true),
+        (443, true),
+        (8000, true),
+        (8010, true),
+        (8011, false),
+        (53, false),
+        (9000, true),
+        (81, false),
+    ] {
+        assert_eq!(
+            ingress(&snap, "db", WEB, port) == "allowed:ports",
+            allowed,
+            "port {port}"
+        );
+    }
+    assert_eq!(ingress(&snap, "db", CACHE, 12345), "allowed:ports");
+    assert_eq!(ingress(&snap, "db", HOST, 1), "allowed:ports");
+}
+
+#[test]
+fn l4_only_rules_need_no_parsing() {
+    let snap = snapshot(&policy(
+        "l4",
+        "endpointSelector: {matchLabels: {app: db}}\ningress: [{toPorts: [{ports: [{port: 5432}]}]}]",
+    ));
+    assert_eq!(ingress(&snap, "db", WORLD, 5432), "allowed:l4");
+    assert_eq!(ingress(&snap, "db", HOST, 5432), "allowed:l4");
+    assert_eq!(ingress(&snap, "db", WORLD, 5433), "refused:");
+}
+
+#[test]
+fn empty_rule_only_turns_default_deny_on() {
+    let snap = snapshot(&policy(
+        "lock",
+        "endpointSelector: {matchLabels: {app: db}}\ningress: [{}]",
+    ));
+    assert_eq!(ingress(&snap, "db", WEB, 1), "refused:");
+    assert_eq!(egress(&snap, "db", WEB, 1), "unrestricted");
+    let snap = snapshot(&policy(
+        "empty-list",
+        "endpointSelector: {matchLabels: {app: db}}\ningress: []",
+    ));
+    assert_eq!(ingress(&snap, "db", WEB, 1), "unrestricted");
+}
+
+#[test]
+fn l7_rules_and_allow_all_forms() {
+    let snap = snapshot(&policy(
+        "l7",
+        "endpointSelector: {matchLabels: {app: db}}\n\
+         ingress:\n\
+         - fromEndpoints: [{matchLabels: {app: web}}]\n\
+         \x20 toPorts:\n\
+         \x20 - ports: [{port: 7000}]\n\
+         \x20   rules: {l7proto: test, l7: [{cmd: get}, {cmd: put}]}\n\
+         \x20 - ports: [{port: 7001}]\n\
+         \x20   rules: {l7proto: test, l7: [{}]}\n\
+         \x20 - ports: [{port: 7002}]\n\
+         \x20   rules: {l7proto: test, l7: []}\n\
+         \x20 - ports: [{port: 7003}]\n\
+         \x20   rules: {l7proto: test}",
+    ));
+    let strict = l7_policy(&snap, "db", Direction::Ingress, WEB, 7000);
+    assert_eq!(strict.proto(), Some("test"));
+    assert_eq!(request(&strict, "get"), "allow:l7");
+    assert_eq!(request(&strict, "put"), "allow:l7");
+    assert_eq!(request(&strict, "del"), "deny:");
+    for port in [7001, 7002, 7003] {
+        let open = l7_policy(&snap, "db", Direction::Ingress, WEB, port);
+        assert_eq!(open.proto(), Some("test"));
+        assert_eq!(request(&open, "del"), "allow:l7", "port {port}");
+    }
+    assert_eq!(ingress(&snap, "db", CACHE, 7000), "refused:");
+}
+
+#[test]
+fn l7_port_with_an_l4_rule_for_another_remote() {
+    let snap = snapshot(&format!(
+        "{}---\n{}",
+        policy(
+            "strict",
+            "endpointSelector: {matchLabels: {app: db}}\n\
+             ingress: [{fromEndpoints: [{matchLabels: {app: web}}], toPorts: [{ports: [{port: 7000}], rules: {l7proto: test, l7: [{cmd: get}]}}]}]"
+        ),
+        policy(
+            "loose",
+            "endpointSelector: {matchLabels: {app: db}}\n\
+             ingress: [{fromEndpoints: [{matchLabels: {app: cache}}]}]"
+        ),
+    ));
+    let web = l7_policy(&snap, "db", Direction::Ingress, WEB, 7000);
+    assert_eq!(request(&web, "get"), "allow:strict");
+    assert_eq!(request(&web, "put"), "deny:");
+    let cache = l7_policy(&snap, "db", Direction::Ingress, CACHE, 7000);
+    assert_eq!(cache.proto(), Some("test"));
+    assert_eq!(request(&cache, "put"), "allow:loose");
+    assert_eq!(ingress(&snap, "db", CACHE, 7001), "allowed:loose");
+}
+
+#[test]
+fn rules_add_up_across_policies() {
+    let rule = |name: &str, cmd: &str| {
+        policy(
+            name,
+            &format!(
+                "endpointSelector: {{matchLabels: {{app: web}}}}\n\
+                 egress: [{{toEndpoints: [{{matchLabels: {{app: db}}}}], toPorts: [{{ports: [{{port: 7000}}], rules: {{l7proto: test, l7: [{{cmd: {cmd}}}]}}}}]}}]"
+            ),
+        )
+    };
+    let snap = snapshot(&format!(
+        "{}---\n{}",
+        rule("reads", "get"),
+        rule("writes", "put")
+    ));
+    let l7 = l7_policy(&snap, "web", Direction::Egress, DB, 7000);
+    assert_eq!(request(&l7, "get"), "allow:reads");
+    assert_eq!(request(&l7, "put"), "allow:writes");
+    assert_eq!(request(&l7, "del"), "deny:");
+}
+
+#[test]
+fn enable_default_deny_false() {
+    let snap = snapshot(&policy(
+        "soft",
+        "endpointSelector: {matchLabels: {app: db}}\n\
+         enableDefaultDeny: {ingress: false}\n\
+         ingress: [{fromEndpoints: [{matchLabels: {app: web}}]}]\n\
+         ingressDeny: [{fromEntities: [world]}]",
+    ));
+    assert_eq!(ingress(&snap, "db", CACHE, 1), "unrestricted");
+    assert_eq!(ingress(&snap, "db", WORLD, 1), "refused:soft");
+    let snap = snapshot(&format!(
+        "{}---\n{}",
+        policy(
+            "soft",
+            "endpointSelector: {}\nenableDefaultDeny: {ingress: false}\ningress: [{fromEntities: [host]}]"
+        ),
+        policy("hard", "endpointSelector: {matchLabels: {app: db}}\ningress: [{fromEndpoints: [{matchLabels: {app: web}}]}]"),
+    ));
+    assert_eq!(ingress(&snap, "web", WORLD, 1), "unrestricted");
+    assert_eq!(ingress(&snap, "db", HOST, 1), "allowed:soft");
+    assert_eq!(ingress(&snap, "db", CACHE, 1), "refused:");
+}
+
+#[test]
+fn clusterwide_policies_and_specs_lists() {
+    let snap = snapshot(
+        "apiVersion: cilium.io/v2\nkind: CiliumClusterwideNetworkPolicy\nmetadata: {name: cw}\n\
+         specs:\n\
+         - endpointSelector: {matchLabels: {app: db}}\n\
+         \x20 ingress: [{fromEndpoints: [{matchLabels: {app: web}}]}]\n\
+         - endpointSelector: {matchLabels: {app: cache}}\n\
+         \x20 ingress: [{fromEndpoints: [{matchLabels: {app: db}}]}]\n",
+    );
+    assert_eq!(ingress(&snap, "db", WEB, 1), "allowed:cw");
+    assert_eq!(ingress(&snap, "cache", DB, 1), "allowed:cw");
+    assert_eq!(ingress(&snap, "cache", WEB, 1), "refused:");
+}
+
+#[test]
+fn request_policy_follows_the_snapshot() {
+    let snap = snapshot(&format!(
+        "{}---\n{}",
+        policy(
+            "strict",
+            "endpointSelector: {matchLabels: {app: db}}\n\
+             ingress: [{fromEndpoints: [{matchLabels: {app: web}}], toPorts: [{ports: [{port: 7000}], rules: {l7proto: test, l7: [{cmd: get}]}}]}]"
+        ),
+        policy("deny-cache", "endpointSelector: {matchLabels: {app: db}}\ningressDeny: [{fromEndpoints: [{matchLabels: {app: cache}}]}]"),
+    ));
+    let real = snap.request_policy("db", Direction::Ingress, ip(WEB), 7000);
+    assert_eq!(request(&real, "get"), "allow:strict");
+    assert_eq!(request(&real, "put"), "deny:");
+    let denied = snap.request_policy("db", Direction::Ingress, ip(CACHE), 7000);
+    assert_eq!(denied.proto(), Some("test"));
+    assert_eq!(request(&denied, "get"), "deny:deny-cache");
+    let default = snap.request_policy("db", Direction::Ingress, ip(HOST), 7000);
+    assert_eq!(request(&default, "get"), "deny:");
+    let free = snap.request_policy("web", Direction::Ingress, ip(HOST), 7000);
+    assert_eq!(request(&free, "get"), "allow:");
+    let snap = snapshot(&policy(
+        "l3",
+        "endpointSelector: {matchLabels: {app: db}}\ningress: [{fromEntities: [host]}]",
+    ));
+    let l3 = snap.request_policy("db", Direction::Ingress, ip(HOST), 7000);
+    assert_eq!(l3.proto(), None);
+    assert_eq!(request(&l3, "anything"), "allow:l3");
+}
+
+#[test]
+fn identities_are_stable_across_rebuilds() {
+    let registry = registry();
+    let first = Snapshot::build(Vec::new(), &endpoints(), &[ip(HOST)], &registry, None).unwrap();
+    assert_eq!(first.revision(), 1);
+    assert_eq!(first.identity_of(ip(HOST)).id, 1);
+    assert_eq!(
+        &*first.identity_of(ip(HOST)).labels,
+        ["reserved:host".to_owned()]
+    );
+    assert_eq!(first.identity_of(ip(WORLD)).id, 2);
+    assert_eq!(
+        &*first.identity_of(ip(WORLD)).labels,
+        ["reserved:world".to_owned()]
+    );
+    let web = first.identity_of(ip(WEB)).clone();
+    assert!(web.id >= 256);
+    assert_eq!(
+        &*web.labels,
+        ["app=web".to_owned(), "tier=front".to_owned()]
+    );
+    assert_eq!(first.identity_of(ip("fd00::1")), &web);
+    assert_eq!(first.endpoint("web").unwrap().identity, web);
+
+    let mut changed = endpoints();
+    changed.remove(1);
+    changed[1].labels.insert("k8s:zone".into(), "a".into());
+    changed.push(common_endpoint(
+        "web-2",
+        "10.0.0.9",
+        &[("app", "web"), ("tier", "front")],
+    ));
+    let policies = parse_policies(
+        "p.yaml",
+        &policy("p", "endpointSelector: {}\ningress: [{}]"),
+    )
+    .unwrap();
+    let second = Snapshot::build(policies, &changed, &[], &registry, Some(&first)).unwrap();
+    assert_eq!(second.revision(), 2);
+    assert_eq!(second.policies().len(), 1);
+    assert_eq!(second.identity_of(ip(WEB)).id, web.id);
+    assert_eq!(second.identity_of(ip("10.0.0.9")).id, web.id);
+    let cache = second.identity_of(ip(CACHE));
+    assert_eq!(
+        &*cache.labels,
+        ["app=cache".to_owned(), "zone=a".to_owned()]
+    );
+    let used: Vec<u32> = [WEB, DB, CACHE]
+        .iter()
+        .map(|a| first.identity_of(ip(a)).id)
+        .collect();
+    assert!(
+        !used.contains(&cache.id),
+        "a new label set gets a new number"
+    );
+    assert_eq!(
+        second.identity_of(ip(DB)).id,
+        2,
+        "a removed endpoint's address is world"
+    );
+    assert_eq!(
+        second.identity_of(ip(HOST)).id,
+        2,
+        "host addresses come from host_ips"
+    );
+}
+
+fn common_endpoint(
+    name: &str,
+    addr: &str,
+    labels: &[(&str, &str)],
+) -> axoneme_policy::EndpointSpec {
+    axoneme_policy::EndpointSpec {
+        name: name.into(),
+        ips: vec![ip(addr)],
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    }
+}
+
+#[test]
+fn snapshots_are_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Snapshot>();
+    check::<axoneme_policy::PortPolicy>();
+}
