@@ -367,11 +367,23 @@ listeners:
   - {{name: r2d2, listen: "127.0.0.1:0", upstream: "127.0.0.1:{closed_port}", endpoint: r2d2, direction: ingress}}
 "#
     );
-    let proxy =
-        TestProxy::start("unreachable", &config, &policy(closed_port, READ_PUBLIC), builtin_protocols()).await;
+    let proxy = TestProxy::start(
+        "unreachable",
+        &config,
+        &policy(closed_port, READ_PUBLIC),
+        builtin_protocols(),
+    )
+    .await;
     let mut luke = connect_from(LUKE, proxy.addr("r2d2")).await;
     let _ = luke.write_all(b"READ /public/plans\r\n").await;
     let mut rest = Vec::new();
-    let read = tokio::time::timeout(std::time::Duration::from_secs(5), luke.read_to_end(&mut rest)).await;
-    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "the client is closed: {read:?}");
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        luke.read_to_end(&mut rest),
+    )
+    .await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "the client is closed: {read:?}"
+    );
 }
