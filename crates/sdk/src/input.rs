@@ -212,20 +212,8 @@ impl std::fmt::Debug for Input<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axoneme_testkit::split_at_points;
     use proptest::prelude::*;
-
-    fn split_at_points(data: &[u8], mut points: Vec<usize>) -> Vec<&[u8]> {
-        points.retain(|&p| p <= data.len());
-        points.sort_unstable();
-        let mut out = Vec::new();
-        let mut last = 0;
-        for p in points {
-            out.push(&data[last..p]);
-            last = p;
-        }
-        out.push(&data[last..]);
-        out
-    }
 
     #[test]
     fn crlf_straddling_two_slices_is_found() {

@@ -2,38 +2,18 @@
 //! engine, allowed and denied, with the access log off. Also reports heap allocations per
 //! request in steady state (the target is zero).
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use axoneme_datapath::{Connection, Env, Limits, Output};
+use axoneme_datapath::{Connection, Env, Limits};
 use axoneme_policy::{parse_policies, EndpointSpec, PortPolicy, Snapshot};
 use axoneme_r2d2::R2d2;
-use axoneme_sdk::{AccessLog, ConnectionMeta, Direction, Flow, LogEntry, Protocol, Registry};
+use axoneme_sdk::{Direction, Flow, Protocol, Registry};
+use axoneme_testkit::{CountingAllocator, Discard, NullLog};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-/// Counts every allocation, to report allocations per request.
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        System.alloc(layout)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        System.realloc(ptr, layout, new_size)
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 const POLICY: &str = r#"
 apiVersion: cilium.io/v2
@@ -51,22 +31,6 @@ spec:
               - {cmd: READ, file: "/public/.*"}
               - {cmd: HALT}
 "#;
-
-struct Off;
-
-impl AccessLog for Off {
-    fn log(&self, _: &LogEntry<'_>) {}
-}
-
-/// Discards output but keeps the compiler from discarding the work.
-#[derive(Default)]
-struct Sink(usize);
-
-impl Output for Sink {
-    fn emit(&mut self, _: Flow, bytes: &[u8]) {
-        self.0 += bytes.len();
-    }
-}
 
 fn port_policy() -> Arc<PortPolicy> {
     let mut registry = Registry::new();
@@ -88,21 +52,17 @@ fn port_policy() -> Arc<PortPolicy> {
 }
 
 fn connection() -> Connection {
-    let meta = ConnectionMeta {
-        id: 1,
-        listener: "bench".into(),
-        direction: Direction::Ingress,
-        source: "10.0.0.21:40000".parse().unwrap(),
-        destination: "10.0.0.1:4001".parse().unwrap(),
-        source_identity: 257,
-        destination_identity: 256,
-        source_labels: Arc::from(vec!["app=luke".to_string()]),
-        destination_labels: Arc::from(vec!["app=r2d2".to_string()]),
-    };
+    let meta = axoneme_testkit::meta("10.0.0.21:40000", "10.0.0.1:4001");
     Connection::new(R2d2.new_parser(&meta), meta, "r2d2", Limits::default())
 }
 
-fn round_trip(conn: &mut Connection, env: &Env<'_>, sink: &mut Sink, request: &[u8], reply: &[u8]) {
+fn round_trip(
+    conn: &mut Connection,
+    env: &Env<'_>,
+    sink: &mut Discard,
+    request: &[u8],
+    reply: &[u8],
+) {
     conn.on_data(Flow::Request, request, false, env, sink)
         .unwrap();
     if !reply.is_empty() {
@@ -112,23 +72,23 @@ fn round_trip(conn: &mut Connection, env: &Env<'_>, sink: &mut Sink, request: &[
 
 fn allocations_per_request(env: &Env<'_>, request: &[u8], reply: &[u8]) -> f64 {
     let mut conn = connection();
-    let mut sink = Sink::default();
+    let mut sink = Discard::default();
     for _ in 0..1000 {
         round_trip(&mut conn, env, &mut sink, request, reply);
     }
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let before = CountingAllocator::count();
     const N: u64 = 100_000;
     for _ in 0..N {
         round_trip(&mut conn, env, &mut sink, request, reply);
     }
-    (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / N as f64
+    (CountingAllocator::count() - before) as f64 / N as f64
 }
 
 fn bench(c: &mut Criterion) {
     let policy = port_policy();
     let env = Env {
         policy: policy.as_ref(),
-        log: &Off,
+        log: &NullLog,
     };
     let cases: [(&str, &[u8], &[u8]); 2] = [
         (
@@ -144,7 +104,7 @@ fn bench(c: &mut Criterion) {
         let allocs = allocations_per_request(&env, request, reply);
         println!("r2d2/{name}: {allocs:.3} heap allocations per request in steady state");
         let mut conn = connection();
-        let mut sink = Sink::default();
+        let mut sink = Discard::default();
         group.bench_function(name, |b| {
             b.iter(|| round_trip(&mut conn, &env, &mut sink, request, reply))
         });

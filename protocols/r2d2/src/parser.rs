@@ -168,13 +168,10 @@ fn push_run(pending: &mut VecDeque<Pending>, next: Pending) -> bool {
 #[cfg(test)]
 mod tests {
     use std::any::Any;
-    use std::sync::{Arc, Mutex};
 
-    use axoneme_datapath::{Connection, ConnectionError, Env, Limits, Output};
-    use axoneme_sdk::{
-        AccessLog, CompiledRules, ConnectionMeta, Direction, L7RuleMap, LogEntry, Protocol,
-        RequestPolicy, Verdict,
-    };
+    use axoneme_datapath::{Connection, ConnectionError, Env, Limits};
+    use axoneme_sdk::{CompiledRules, L7RuleMap, Protocol, RequestPolicy, Verdict};
+    use axoneme_testkit::{split_at_points, Capture, RecordingLog};
     use proptest::prelude::*;
 
     use super::*;
@@ -205,61 +202,16 @@ mod tests {
         Rules(R2d2.compile_rules(&maps).unwrap())
     }
 
-    #[derive(Default)]
-    struct Log(Mutex<Vec<String>>);
-
-    impl AccessLog for Log {
-        fn log(&self, e: &LogEntry<'_>) {
-            let fields: Vec<_> = e
-                .fields
-                .iter()
-                .map(|f| format!("{}={}", f.key, String::from_utf8_lossy(f.value)))
-                .collect();
-            self.0.lock().unwrap().push(format!(
-                "{} {} {}",
-                e.entry_type.as_str(),
-                e.policy_name,
-                fields.join(" ")
-            ));
-        }
-    }
-
-    #[derive(Default)]
-    struct Sent {
-        upstream: Vec<u8>,
-        client: Vec<u8>,
-    }
-
-    impl Output for Sent {
-        fn emit(&mut self, flow: Flow, bytes: &[u8]) {
-            match flow {
-                Flow::Request => self.upstream.extend_from_slice(bytes),
-                Flow::Reply => self.client.extend_from_slice(bytes),
-            }
-        }
-    }
-
     fn connection() -> Connection {
-        let addr = "127.0.0.1:4001".parse().unwrap();
-        let meta = ConnectionMeta {
-            id: 7,
-            listener: "r2d2".into(),
-            direction: Direction::Ingress,
-            source: addr,
-            destination: addr,
-            source_identity: 256,
-            destination_identity: 257,
-            source_labels: Arc::from(Vec::new()),
-            destination_labels: Arc::from(Vec::new()),
-        };
+        let meta = axoneme_testkit::meta("127.0.0.21:5000", "127.0.0.1:4001");
         Connection::new(R2d2.new_parser(&meta), meta, "r2d2", Limits::default())
     }
 
     struct Session {
         conn: Connection,
         policy: Rules,
-        log: Log,
-        sent: Sent,
+        log: RecordingLog,
+        sent: Capture,
     }
 
     impl Session {
@@ -267,8 +219,8 @@ mod tests {
             Session {
                 conn: connection(),
                 policy,
-                log: Log::default(),
-                sent: Sent::default(),
+                log: RecordingLog::default(),
+                sent: Capture::default(),
             }
         }
 
@@ -281,7 +233,7 @@ mod tests {
         }
 
         fn log(&self) -> Vec<String> {
-            self.log.0.lock().unwrap().clone()
+            self.log.entries()
         }
     }
 
@@ -354,22 +306,6 @@ mod tests {
         b"READ /public/c/d\r\n",
     ];
 
-    fn split(data: &[u8], mut points: Vec<usize>) -> Vec<&[u8]> {
-        points.retain(|&p| p <= data.len());
-        points.sort_unstable();
-        let mut last = 0;
-        let mut out: Vec<&[u8]> = points
-            .iter()
-            .map(|&p| {
-                let c = &data[last..p];
-                last = p;
-                c
-            })
-            .collect();
-        out.push(&data[last..]);
-        out
-    }
-
     proptest! {
         #[test]
         fn any_chunking_gives_the_same_streams_and_verdicts(
@@ -386,10 +322,10 @@ mod tests {
             whole.send(Flow::Reply, &replies).unwrap();
 
             let mut chunked = Session::new(droid_rules());
-            for chunk in split(&requests, req_points) {
+            for chunk in split_at_points(&requests, req_points) {
                 chunked.send(Flow::Request, chunk).unwrap();
             }
-            for chunk in split(&replies, rep_points) {
+            for chunk in split_at_points(&replies, rep_points) {
                 chunked.send(Flow::Reply, chunk).unwrap();
             }
             prop_assert_eq!(&chunked.sent.upstream, &whole.sent.upstream);

@@ -1,47 +1,16 @@
 //! The datapath plus the R2-D2 parser and a compiled policy must not allocate per request once
 //! warm. Counted with a counting global allocator (a count, not a timing).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use axoneme_datapath::{Connection, Env, Limits, Output};
+use axoneme_datapath::{Connection, Env, Limits};
 use axoneme_policy::{parse_policies, EndpointSpec, Snapshot};
 use axoneme_r2d2::R2d2;
-use axoneme_sdk::{AccessLog, ConnectionMeta, Direction, Flow, LogEntry, Protocol, Registry};
-
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        System.alloc(layout)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        System.realloc(ptr, layout, new_size)
-    }
-}
+use axoneme_sdk::{Direction, Flow, Protocol, Registry};
+use axoneme_testkit::{CountingAllocator, Discard, NullLog};
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-struct Off;
-
-impl AccessLog for Off {
-    fn log(&self, _: &LogEntry<'_>) {}
-}
-
-struct Sink;
-
-impl Output for Sink {
-    fn emit(&mut self, _: Flow, _: &[u8]) {}
-}
+static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 #[test]
 fn no_heap_allocation_per_request_once_warm() {
@@ -74,41 +43,31 @@ spec:
         "10.9.9.9".parse().unwrap(),
         4001,
     );
-    let meta = ConnectionMeta {
-        id: 1,
-        listener: "t".into(),
-        direction: Direction::Ingress,
-        source: "10.9.9.9:1000".parse().unwrap(),
-        destination: "10.0.0.1:4001".parse().unwrap(),
-        source_identity: 2,
-        destination_identity: 256,
-        source_labels: Arc::from(Vec::new()),
-        destination_labels: Arc::from(Vec::new()),
-    };
+    let meta = axoneme_testkit::meta("10.9.9.9:1000", "10.0.0.1:4001");
     let mut conn = Connection::new(R2d2.new_parser(&meta), meta, "r2d2", Limits::default());
     let env = Env {
         policy: policy.as_ref(),
-        log: &Off,
+        log: &NullLog,
     };
     // Pipelined allowed and denied requests, with lines split across reads.
     let requests: &[&[u8]] = &[b"READ /public/a\r\nWRITE /x\r\nREA", b"D /public/b\r\n"];
     let replies: &[&[u8]] = &[b"OK a\r\nOK", b" b\r\n"];
     let round = |conn: &mut Connection| {
         for chunk in requests {
-            conn.on_data(Flow::Request, chunk, false, &env, &mut Sink)
+            conn.on_data(Flow::Request, chunk, false, &env, &mut Discard::default())
                 .unwrap();
         }
         for chunk in replies {
-            conn.on_data(Flow::Reply, chunk, false, &env, &mut Sink)
+            conn.on_data(Flow::Reply, chunk, false, &env, &mut Discard::default())
                 .unwrap();
         }
     };
     for _ in 0..100 {
         round(&mut conn);
     }
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let before = CountingAllocator::count();
     for _ in 0..10_000 {
         round(&mut conn);
     }
-    assert_eq!(ALLOCATIONS.load(Ordering::Relaxed) - before, 0);
+    assert_eq!(CountingAllocator::count() - before, 0);
 }

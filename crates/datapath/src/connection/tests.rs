@@ -2,13 +2,11 @@
 //! sandbox, and the chunking property.
 
 use std::any::Any;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 
 use axoneme_sdk::{
-    AccessLog, ConnectionMeta, Context, Direction, ErrorCode, Flow, Input, LogEntry, Op,
-    ParseError, Parser, RequestPolicy, Verdict,
+    ConnectionMeta, Context, ErrorCode, Flow, Input, Op, ParseError, Parser, RequestPolicy, Verdict,
 };
+use axoneme_testkit::{split_at_points, RecordingLog};
 use proptest::prelude::*;
 
 use super::*;
@@ -21,30 +19,6 @@ impl RequestPolicy for AllowAll {
             allowed: true,
             policy_name: "allow-all",
         }
-    }
-}
-
-#[derive(Default)]
-struct RecordingLog(Mutex<Vec<String>>);
-
-impl AccessLog for RecordingLog {
-    fn log(&self, entry: &LogEntry<'_>) {
-        let fields: Vec<String> = entry
-            .fields
-            .iter()
-            .map(|f| format!("{}={}", f.key, String::from_utf8_lossy(f.value)))
-            .collect();
-        self.0.lock().unwrap().push(format!(
-            "{} {}",
-            entry.entry_type.as_str(),
-            fields.join(" ")
-        ));
-    }
-}
-
-impl RecordingLog {
-    fn entries(&self) -> Vec<String> {
-        self.0.lock().unwrap().clone()
     }
 }
 
@@ -64,18 +38,7 @@ impl Output for Sent {
 }
 
 fn meta() -> ConnectionMeta {
-    let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
-    ConnectionMeta {
-        id: 1,
-        listener: "test".into(),
-        direction: Direction::Ingress,
-        source: addr,
-        destination: addr,
-        source_identity: 256,
-        destination_identity: 257,
-        source_labels: Arc::from(Vec::new()),
-        destination_labels: Arc::from(Vec::new()),
-    }
+    axoneme_testkit::meta("127.0.0.1:1", "127.0.0.1:1")
 }
 
 /// Frames are `type, length (u16 BE), payload`. Requests: `p` passes, `d` is dropped and
@@ -197,7 +160,7 @@ fn a_denial_reaches_the_client_at_once_even_if_the_upstream_is_silent() {
     run(&mut conn, &log, &mut sent, Flow::Request, &data).unwrap();
     assert_eq!(sent.to_upstream, frame(b'p', 2));
     assert_eq!(sent.to_client, b"DENIED");
-    assert_eq!(log.entries(), vec!["Denied kind=d"]);
+    assert_eq!(log.entries(), vec!["Denied  kind=d"]);
 }
 
 #[test]
@@ -256,7 +219,7 @@ fn a_panicking_parser_closes_only_its_connection_and_is_logged() {
     let mut sent = Sent::default();
     let err = run(&mut conn, &log, &mut sent, Flow::Request, &frame(b'x', 1)).unwrap_err();
     assert_eq!(err, ConnectionError::Panic("boom".into()));
-    assert_eq!(log.entries(), vec!["Denied status=Panic: boom"]);
+    assert_eq!(log.entries(), vec!["Denied  status=Panic: boom"]);
     assert_eq!(
         run(&mut conn, &log, &mut sent, Flow::Request, b"p"),
         Err(ConnectionError::Closed)
@@ -274,7 +237,7 @@ fn a_protocol_error_closes_and_logs_its_reason() {
     assert!(matches!(err, ConnectionError::Parse(e) if e.code == ErrorCode::InvalidFrameType));
     assert_eq!(
         log.entries(),
-        vec!["Denied status=Error: protocol error: invalid_frame_type: unknown frame type"]
+        vec!["Denied  status=Error: protocol error: invalid_frame_type: unknown frame type"]
     );
 }
 
@@ -373,19 +336,6 @@ fn pass_and_drop_within_the_input_call_the_parser_again_even_when_nothing_remain
     assert_eq!(sent.to_client, b"late");
 }
 
-fn split(data: &[u8], mut points: Vec<usize>) -> Vec<&[u8]> {
-    points.retain(|&p| p <= data.len());
-    points.sort_unstable();
-    let mut out = Vec::new();
-    let mut last = 0;
-    for p in points {
-        out.push(&data[last..p]);
-        last = p;
-    }
-    out.push(&data[last..]);
-    out
-}
-
 fn frames_strategy() -> impl Strategy<Value = Vec<u8>> {
     proptest::collection::vec(
         (prop_oneof![Just(b'p'), Just(b'd'), Just(b'i')], 0usize..300),
@@ -415,8 +365,8 @@ proptest! {
         let mut conn = frame_conn();
         let log = RecordingLog::default();
         let mut sent = Sent::default();
-        let mut req_chunks = split(&requests, req_points).into_iter();
-        let mut rep_chunks = split(&replies, rep_points).into_iter();
+        let mut req_chunks = split_at_points(&requests, req_points).into_iter();
+        let mut rep_chunks = split_at_points(&replies, rep_points).into_iter();
         let mut choose = interleave.into_iter();
         let mut rep_done = false;
         // Requests always lead replies, so that a denial meant for an idle reply flow is sent

@@ -5,11 +5,11 @@
 #![no_main]
 
 use std::any::Any;
-use std::sync::Arc;
 
-use axoneme_datapath::{Connection, ConnectionError, Env, Limits, Output};
+use axoneme_datapath::{Connection, ConnectionError, Env, Limits};
 use axoneme_r2d2::{R2d2, RuleSet};
-use axoneme_sdk::{AccessLog, ConnectionMeta, Direction, Flow, LogEntry, Protocol, RequestPolicy, Verdict};
+use axoneme_sdk::{Flow, Protocol, RequestPolicy, Verdict};
+use axoneme_testkit::{meta, Discard, NullLog};
 use libfuzzer_sys::fuzz_target;
 
 /// Allows `READ` of files under `/public/`, through the real rule compiler.
@@ -21,36 +21,13 @@ impl RequestPolicy for Policy {
     }
 }
 
-struct Off;
-
-impl AccessLog for Off {
-    fn log(&self, _: &LogEntry<'_>) {}
-}
-
-struct Sink;
-
-impl Output for Sink {
-    fn emit(&mut self, _: Flow, _: &[u8]) {}
-}
-
 fuzz_target!(|data: &[u8]| {
     let rules = [[("cmd".to_string(), "READ".to_string()), ("file".to_string(), "/public/.*".to_string())].into()];
     let policy = Policy(RuleSet::compile(&rules).unwrap());
-    let addr = "127.0.0.1:4001".parse().unwrap();
-    let meta = ConnectionMeta {
-        id: 1,
-        listener: "fuzz".into(),
-        direction: Direction::Ingress,
-        source: addr,
-        destination: addr,
-        source_identity: 256,
-        destination_identity: 257,
-        source_labels: Arc::from(Vec::new()),
-        destination_labels: Arc::from(Vec::new()),
-    };
+    let meta = meta("127.0.0.21:5000", "127.0.0.1:4001");
     let limits = Limits { inject_capacity: 64, max_buffered: 16 * 1024 };
     let mut conn = Connection::new(R2d2.new_parser(&meta), meta, "r2d2", limits);
-    let env = Env { policy: &policy, log: &Off };
+    let env = Env { policy: &policy, log: &NullLog };
     // Each read: one control byte (flow in the top bit, length in the rest), then the bytes.
     let mut rest = data;
     while let Some((&control, tail)) = rest.split_first() {
@@ -58,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
         let len = usize::from(control & 0x7f).min(tail.len());
         let (chunk, tail) = tail.split_at(len);
         rest = tail;
-        match conn.on_data(flow, chunk, rest.is_empty(), &env, &mut Sink) {
+        match conn.on_data(flow, chunk, rest.is_empty(), &env, &mut Discard::default()) {
             Ok(()) => {}
             Err(ConnectionError::Panic(message)) => panic!("parser panicked: {message}"),
             Err(_) => return,
