@@ -251,4 +251,61 @@ mod tests {
             )
         );
     }
+
+    /// A sink whose writes wait until the gate opens, standing for a slow disk.
+    struct Gated {
+        gate: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+        written: Arc<std::sync::Mutex<Vec<u8>>>,
+    }
+
+    impl Write for Gated {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let (open, opened) = &*self.gate;
+            let mut open = open.lock().unwrap();
+            while !*open {
+                open = opened.wait(open).unwrap();
+            }
+            self.written.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_slow_writer_never_blocks_logging_and_drops_are_counted() {
+        let gate = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+        let written = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = Gated {
+            gate: Arc::clone(&gate),
+            written: Arc::clone(&written),
+        };
+        let log = JsonAccessLog::with_sink(Box::new(sink), 1);
+        let meta = meta();
+        let entry = LogEntry {
+            entry_type: EntryType::Request,
+            meta: &meta,
+            policy_name: "p",
+            proto: None,
+            fields: &[],
+        };
+        for _ in 0..10 {
+            log.log(&entry);
+        }
+        // At most one entry is with the blocked writer and one waits in the queue.
+        let dropped = log.dropped();
+        assert!(dropped >= 8, "dropped {dropped}");
+        *gate.0.lock().unwrap() = true;
+        gate.1.notify_all();
+        drop(log);
+        let lines = written
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count() as u64;
+        assert_eq!(lines + dropped, 10);
+    }
 }

@@ -37,21 +37,29 @@ pub(crate) struct Shared {
     pub next_id: AtomicU64,
 }
 
-/// What a listener tells its connections.
+/// What a listener tells its connections. Where each connection goes is decided per connection
+/// by the listener and handed to [`serve`], so a listener may send every connection to one
+/// upstream or each to its own original destination.
 #[derive(Debug)]
 pub(crate) struct Route {
     pub listener: Arc<str>,
-    pub upstream: SocketAddr,
     pub endpoint: String,
     pub direction: Direction,
     pub l7proto: Option<String>,
 }
 
-impl Route {
+/// The two ends of one proxied connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ends {
+    pub client: SocketAddr,
+    pub upstream: SocketAddr,
+}
+
+impl Ends {
     /// The remote side's address, whose identity policy is checked for.
-    fn remote(&self, client: SocketAddr) -> SocketAddr {
-        match self.direction {
-            Direction::Ingress => client,
+    fn remote(&self, direction: Direction) -> SocketAddr {
+        match direction {
+            Direction::Ingress => self.client,
             Direction::Egress => self.upstream,
         }
     }
@@ -65,68 +73,48 @@ enum Plan {
 }
 
 /// Serves one accepted connection until both sides are done or an error closes it.
-pub(crate) async fn serve(
-    client: TcpStream,
-    client_addr: SocketAddr,
-    route: Arc<Route>,
-    shared: Arc<Shared>,
-) {
+pub(crate) async fn serve(client: TcpStream, ends: Ends, route: Arc<Route>, shared: Arc<Shared>) {
     let snapshot = shared.policy.snapshot();
-    let meta = connection_meta(
-        &snapshot,
-        &route,
-        client_addr,
-        shared.next_id.fetch_add(1, Ordering::Relaxed),
-    );
-    let remote = route.remote(client_addr);
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let meta = connection_meta(&snapshot, &route, ends, id);
+    let port = ends.upstream.port();
     let verdict = snapshot.decide_connection(
         &route.endpoint,
         route.direction,
-        remote.ip(),
-        route.upstream.port(),
+        ends.remote(route.direction).ip(),
+        port,
     );
-    let plan = plan(&route, verdict, &shared.policy);
-    if let Plan::Refuse {
-        policy_name,
-        reason,
-    } = &plan
-    {
-        shared.log.log(&LogEntry {
-            entry_type: EntryType::Denied,
-            meta: &meta,
+    let result = match plan(&route, verdict, port, &shared.policy) {
+        Plan::Refuse {
             policy_name,
-            proto: route.l7proto.as_deref(),
-            fields: &[Field::text("status", reason)],
-        });
-        tracing::debug!(conn = meta.id, %client_addr, reason, "connection refused");
-        return;
-    }
-    let upstream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(route.upstream))
-        .await
-    {
-        Ok(Ok(upstream)) => upstream,
-        Ok(Err(error)) => {
-            tracing::warn!(conn = meta.id, upstream = %route.upstream, %error, "upstream unreachable; closing client");
+            reason,
+        } => {
+            shared.log.log(&LogEntry {
+                entry_type: EntryType::Denied,
+                meta: &meta,
+                policy_name: &policy_name,
+                proto: route.l7proto.as_deref(),
+                fields: &[Field::text("status", &reason)],
+            });
+            tracing::debug!(conn = id, client = %ends.client, reason, "connection refused");
             return;
         }
-        Err(_) => {
-            tracing::warn!(conn = meta.id, upstream = %route.upstream, "upstream connect timed out; closing client");
-            return;
+        Plan::Forward => {
+            let Some(upstream) = connect_upstream(id, ends.upstream).await else {
+                return;
+            };
+            forward_plain(client, upstream).await.map_err(Closed::Io)
         }
-    };
-    let _ = client.set_nodelay(true);
-    let _ = upstream.set_nodelay(true);
-    let id = meta.id;
-    let result = match plan {
-        Plan::Forward => forward_plain(client, upstream).await.map_err(Closed::Io),
         Plan::Parse(protocol) => {
+            let Some(upstream) = connect_upstream(id, ends.upstream).await else {
+                return;
+            };
             let parser = protocol.new_parser(&meta);
             let engine = Connection::new(parser, meta, protocol.name(), shared.limits);
-            ParsedConnection::new(engine, &route, remote, &shared, &snapshot)
+            ParsedConnection::new(engine, &route, ends, &shared, &snapshot)
                 .run(client, upstream)
                 .await
         }
-        Plan::Refuse { .. } => unreachable!("refused above"),
     };
     match result {
         Ok(()) => tracing::debug!(conn = id, "connection closed"),
@@ -139,32 +127,45 @@ pub(crate) async fn serve(
     }
 }
 
-fn connection_meta(
-    snapshot: &Snapshot,
-    route: &Route,
-    client: SocketAddr,
-    id: u64,
-) -> ConnectionMeta {
+/// Connects to the upstream; on failure the client is closed (by dropping it) and it is logged.
+async fn connect_upstream(id: u64, upstream: SocketAddr) -> Option<TcpStream> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(upstream)).await {
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            Some(stream)
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(conn = id, %upstream, %error, "upstream unreachable; closing client");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(conn = id, %upstream, "upstream connect timed out; closing client");
+            None
+        }
+    }
+}
+
+fn connection_meta(snapshot: &Snapshot, route: &Route, ends: Ends, id: u64) -> ConnectionMeta {
     let guarded = snapshot
         .endpoint(&route.endpoint)
         .map(|e| e.identity.clone());
     let identity = |addr: SocketAddr| snapshot.identity_of(addr.ip()).clone();
     let (source, destination) = match route.direction {
         Direction::Ingress => (
-            identity(client),
-            guarded.unwrap_or_else(|| identity(route.upstream)),
+            identity(ends.client),
+            guarded.unwrap_or_else(|| identity(ends.upstream)),
         ),
         Direction::Egress => (
-            guarded.unwrap_or_else(|| identity(client)),
-            identity(route.upstream),
+            guarded.unwrap_or_else(|| identity(ends.client)),
+            identity(ends.upstream),
         ),
     };
     ConnectionMeta {
         id,
         listener: Arc::clone(&route.listener),
         direction: route.direction,
-        source: client,
-        destination: route.upstream,
+        source: ends.client,
+        destination: ends.upstream,
         source_identity: source.id,
         destination_identity: destination.id,
         source_labels: source.labels,
@@ -172,7 +173,7 @@ fn connection_meta(
     }
 }
 
-fn plan(route: &Route, verdict: ConnectionVerdict, policy: &PolicyState) -> Plan {
+fn plan(route: &Route, verdict: ConnectionVerdict, port: u16, policy: &PolicyState) -> Plan {
     let by_name = |name: &str| match policy.registry().get(name) {
         Some(protocol) => Plan::Parse(Arc::clone(protocol)),
         None => Plan::Refuse {
@@ -202,10 +203,7 @@ fn plan(route: &Route, verdict: ConnectionVerdict, policy: &PolicyState) -> Plan
             match &route.l7proto {
                 Some(name) if name != required => Plan::Refuse {
                     policy_name,
-                    reason: format!(
-                        "listener parses {name:?} but policy requires l7proto {required:?} on port {}",
-                        route.upstream.port()
-                    ),
+                    reason: format!("listener parses {name:?} but policy requires l7proto {required:?} on port {port}"),
                 },
                 _ => by_name(required),
             }
@@ -284,7 +282,7 @@ struct ParsedConnection<'s> {
     engine: Connection,
     shared: &'s Shared,
     route: &'s Route,
-    remote: SocketAddr,
+    ends: Ends,
     /// The request-level policy as of `revision`; refreshed when policy changes, so that a live
     /// connection follows the new policy from its next request on.
     policy: Arc<PortPolicy>,
@@ -295,16 +293,16 @@ impl<'s> ParsedConnection<'s> {
     fn new(
         engine: Connection,
         route: &'s Route,
-        remote: SocketAddr,
+        ends: Ends,
         shared: &'s Shared,
         snapshot: &Snapshot,
     ) -> Self {
-        let policy = request_policy(snapshot, route, remote);
+        let policy = request_policy(snapshot, route, ends);
         ParsedConnection {
             engine,
             shared,
             route,
-            remote,
+            ends,
             policy,
             revision: snapshot.revision(),
         }
@@ -320,7 +318,7 @@ impl<'s> ParsedConnection<'s> {
     ) -> Result<(), Closed> {
         if self.shared.policy.revision() != self.revision {
             let snapshot = self.shared.policy.snapshot();
-            self.policy = request_policy(&snapshot, self.route, self.remote);
+            self.policy = request_policy(&snapshot, self.route, self.ends);
             self.revision = snapshot.revision();
         }
         let env = Env {
@@ -380,12 +378,13 @@ impl<'s> ParsedConnection<'s> {
     }
 }
 
-fn request_policy(snapshot: &Snapshot, route: &Route, remote: SocketAddr) -> Arc<PortPolicy> {
+fn request_policy(snapshot: &Snapshot, route: &Route, ends: Ends) -> Arc<PortPolicy> {
+    let remote = ends.remote(route.direction).ip();
     snapshot.request_policy(
         &route.endpoint,
         route.direction,
-        remote.ip(),
-        route.upstream.port(),
+        remote,
+        ends.upstream.port(),
     )
 }
 

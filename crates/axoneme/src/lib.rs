@@ -46,6 +46,7 @@ impl AccessLog for NoAccessLog {
 /// A running proxy: its listeners accept until [`Proxy::shutdown`] or drop.
 pub struct Proxy {
     policy: Arc<PolicyState>,
+    access_log: Option<Arc<JsonAccessLog>>,
     sources: PolicySources,
     addrs: BTreeMap<String, SocketAddr>,
     accept_tasks: Vec<JoinHandle<()>>,
@@ -71,12 +72,16 @@ impl Proxy {
             host_ips: config.host_ips.clone(),
         };
         let policy = Arc::new(PolicyState::new(registry, &sources)?);
-        let log: Arc<dyn AccessLog> = match &config.access_log {
-            Some(access_log) => Arc::new(
+        let access_log = match &config.access_log {
+            Some(access_log) => Some(Arc::new(
                 JsonAccessLog::open(&access_log.path, access_log.queue).with_context(|| {
                     format!("accessLog.path: cannot open {:?}", access_log.path)
                 })?,
-            ),
+            )),
+            None => None,
+        };
+        let log: Arc<dyn AccessLog> = match &access_log {
+            Some(access_log) => Arc::clone(access_log) as Arc<dyn AccessLog>,
             None => Arc::new(NoAccessLog),
         };
         let shared = Arc::new(Shared {
@@ -95,7 +100,6 @@ impl Proxy {
             addrs.insert(listener.name.clone(), socket.local_addr()?);
             let route = Arc::new(Route {
                 listener: listener.name.as_str().into(),
-                upstream: listener.upstream,
                 endpoint: listener.endpoint.clone(),
                 direction: listener.direction,
                 l7proto: listener.l7proto.clone(),
@@ -103,12 +107,14 @@ impl Proxy {
             tracing::info!(listener = %listener.name, addr = %addrs[&listener.name], upstream = %listener.upstream, "listening");
             accept_tasks.push(tokio::spawn(listener::accept_loop(
                 socket,
+                listener.upstream,
                 route,
                 Arc::clone(&shared),
             )));
         }
         Ok(Proxy {
             policy,
+            access_log,
             sources,
             addrs,
             accept_tasks,
@@ -123,6 +129,11 @@ impl Proxy {
     /// The policy state in force.
     pub fn policy(&self) -> &Arc<PolicyState> {
         &self.policy
+    }
+
+    /// Access-log entries dropped so far because the writer fell behind.
+    pub fn access_log_dropped(&self) -> u64 {
+        self.access_log.as_ref().map_or(0, |log| log.dropped())
     }
 
     /// Re-reads the configured policy files; on error the policy in force stays.

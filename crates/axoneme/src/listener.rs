@@ -1,6 +1,7 @@
 //! Listeners: bind an address and hand each accepted connection to its own task.
 //!
-//! A listener knows where its connections go ([`Route`]); it decides nothing about policy.
+//! A listener decides where each connection goes (today: its configured upstream) and knows what
+//! its connections guard ([`Route`]); it decides nothing about policy.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,19 +9,20 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::connection::{serve, Route, Shared};
+use crate::connection::{serve, Ends, Route, Shared};
 
-/// Accepts connections until the task is aborted.
-pub(crate) async fn accept_loop(listener: TcpListener, route: Arc<Route>, shared: Arc<Shared>) {
+/// Accepts connections until the task is aborted, sending each to `upstream`.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    upstream: SocketAddr,
+    route: Arc<Route>,
+    shared: Arc<Shared>,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, client)) => {
-                tokio::spawn(serve(
-                    stream,
-                    client,
-                    Arc::clone(&route),
-                    Arc::clone(&shared),
-                ));
+                let ends = Ends { client, upstream };
+                tokio::spawn(serve(stream, ends, Arc::clone(&route), Arc::clone(&shared)));
             }
             Err(error) => {
                 // Usually out of file descriptors: wait a little rather than spin.

@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use axoneme::config::Config;
 use axoneme::{builtin_protocols, Proxy};
 use clap::{Parser, Subcommand};
+use tokio::signal::unix::{signal, SignalKind};
 
 /// Axoneme: an L7 policy proxy for non-HTTP protocols, enforcing CiliumNetworkPolicy L7 rules.
 #[derive(Parser)]
@@ -52,14 +53,20 @@ fn run(config_path: PathBuf) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
         let proxy = Proxy::start(&config, builtin_protocols()).await?;
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .context("installing the SIGTERM handler")?;
-        tokio::select! {
-            signal = tokio::signal::ctrl_c() => signal.context("waiting for SIGINT")?,
-            _ = terminate.recv() => {}
+        let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+        loop {
+            tokio::select! {
+                _ = terminate.recv() => break,
+                _ = interrupt.recv() => break,
+                _ = hangup.recv() => match proxy.reload_policy() {
+                    Ok(revision) => tracing::info!(revision, "policy reloaded"),
+                    Err(error) => tracing::error!(%error, "policy reload rejected; the policy in force stays"),
+                },
+            }
         }
-        tracing::info!("stopping");
+        tracing::info!(dropped_access_log_entries = proxy.access_log_dropped(), "stopping");
         proxy.shutdown();
         Ok(())
     })
