@@ -20,4 +20,17 @@ if cargo fmt --version >/dev/null 2>&1; then
   cargo fmt --all -- --check
 fi
 
-cargo test --workspace --all-targets --locked
+# Runs a test suite, keeping its output to count what passed and failed.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+set +e
+cargo test --workspace --all-targets --locked 2>&1 | tee "$log"
+cargo_status=${PIPESTATUS[0]}
+set -e
+passed=$(awk '/^test result:/ { for (i = 2; i <= NF; i++) if ($i ~ /^passed;?$/) n += $(i - 1) } END { print n + 0 }' "$log")
+failed=$(awk '/^test result:/ { for (i = 2; i <= NF; i++) if ($i ~ /^failed;?$/) n += $(i - 1) } END { print n + 0 }' "$log")
+
+echo
+echo "total: $passed passed, $failed failed"
+exit "$cargo_status"
