@@ -227,6 +227,9 @@ impl Connection {
         let mut consumed = 0;
         let mut without_progress = 0;
         loop {
+            // Bytes injected toward the other flow go out as soon as it is at a frame boundary,
+            // so a long batch of denials never fills its inject buffer.
+            self.flush_injected(flow.other(), out);
             let input = whole.skip(consumed);
             let op = self.call_parser(flow, end_stream, input, env)?;
             match op {
