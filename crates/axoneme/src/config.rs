@@ -34,6 +34,39 @@ pub struct Config {
     /// Per-connection memory bounds.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Settings of the built-in protocols.
+    #[serde(default)]
+    pub protocols: ProtocolsConfig,
+}
+
+/// Settings of the built-in protocols.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProtocolsConfig {
+    /// Memcached.
+    #[serde(default)]
+    pub memcache: MemcacheConfig,
+}
+
+/// Memcached settings.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MemcacheConfig {
+    /// Longest value a request may carry; a longer one closes the connection.
+    #[serde(default = "default_max_value_bytes")]
+    pub max_value_bytes: usize,
+}
+
+fn default_max_value_bytes() -> usize {
+    axoneme_memcache::DEFAULT_MAX_VALUE
+}
+
+impl Default for MemcacheConfig {
+    fn default() -> Self {
+        MemcacheConfig {
+            max_value_bytes: default_max_value_bytes(),
+        }
+    }
 }
 
 /// The access log's destination.

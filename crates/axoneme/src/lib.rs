@@ -19,20 +19,28 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use axoneme_datapath::Limits;
-use axoneme_sdk::{AccessLog, LogEntry, Registry};
+use axoneme_sdk::{AccessLog, LogEntry, Protocol, Registry};
 use tokio::task::JoinHandle;
 
 use crate::access_log::JsonAccessLog;
-use crate::config::Config;
+use crate::config::{Config, ProtocolsConfig};
 use crate::connection::{Route, Shared};
 use crate::state::{PolicySources, PolicyState};
 
-/// The protocols built into the `axoneme` binary.
-pub fn builtin_protocols() -> Registry {
+/// The protocols built into the `axoneme` binary, with their settings.
+pub fn builtin_protocols(settings: &ProtocolsConfig) -> Registry {
     let mut registry = Registry::new();
-    registry
-        .register(Arc::new(axoneme_r2d2::R2d2))
-        .expect("built-in protocol names are distinct");
+    let protocols: [Arc<dyn Protocol>; 2] = [
+        Arc::new(axoneme_r2d2::R2d2),
+        Arc::new(axoneme_memcache::Memcache::new(
+            settings.memcache.max_value_bytes,
+        )),
+    ];
+    for protocol in protocols {
+        registry
+            .register(protocol)
+            .expect("built-in protocol names are distinct");
+    }
     registry
 }
 

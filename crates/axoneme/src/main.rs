@@ -52,7 +52,7 @@ fn run(config_path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&config_path)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
-        let proxy = Proxy::start(&config, builtin_protocols()).await?;
+        let proxy = Proxy::start(&config, builtin_protocols(&config.protocols)).await?;
         let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
         let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;

@@ -106,7 +106,7 @@ impl Protocol for Panicky {
 
 async fn setup(name: &str) -> (Upstream, TestProxy) {
     let upstream = Upstream::start().await;
-    let mut registry = builtin_protocols();
+    let mut registry = builtin_protocols(&Default::default());
     registry.register(Arc::new(Panicky)).unwrap();
     let proxy = TestProxy::start(
         name,
@@ -371,7 +371,7 @@ listeners:
         "unreachable",
         &config,
         &policy(closed_port, READ_PUBLIC),
-        builtin_protocols(),
+        builtin_protocols(&Default::default()),
     )
     .await;
     let mut luke = connect_from(LUKE, proxy.addr("r2d2")).await;

@@ -1,0 +1,354 @@
+//! The memcached parser: detects the wire protocol, frames requests and replies, checks each
+//! request against policy, and answers denied ones where the server's reply would have been.
+//!
+//! Requests are framed by their own structure (a line and the data block it announces, or a
+//! binary header and its body) and passed or dropped whole, streaming large values without
+//! buffering them. Reply order is kept by [`Pending`]. The parser never allocates per request
+//! once warm: lines that straddle input slices and joined keys for the log go through scratch
+//! buffers that keep their capacity.
+
+use axoneme_sdk::{Context, EntryType, ErrorCode, Field, Flow, Input, Op, ParseError, Parser};
+
+use crate::base64;
+use crate::binary::{self, Header, HEADER_LEN, NOOP, RESPONSE_MAGIC, STAT};
+use crate::command::Command;
+use crate::pending::{Denial, DenyAction, Element, ElementAction, Pending};
+use crate::rules::RuleSet;
+use crate::text::request::{is_retrieval, Answer, TextRequest, MAX_LINE, MAX_RETRIEVAL_LINE};
+use crate::text::{self, response};
+
+/// Which protocol a connection speaks, decided by its first byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wire {
+    Text,
+    Binary,
+}
+
+/// Parser state for one memcached connection.
+#[derive(Debug)]
+pub struct MemcacheParser {
+    max_value: usize,
+    wire: Option<Wire>,
+    pending: Pending,
+    /// A barrier must be sent to the server before the next request.
+    barrier_due: bool,
+    /// Scratch space for a line or key that straddles input slices.
+    line: Vec<u8>,
+    /// Scratch space for the keys of a multi-key request, joined for the access log.
+    keys: Vec<u8>,
+}
+
+const TOO_MANY_PENDING: ParseError =
+    ParseError::new(ErrorCode::StateLimit, "too many requests awaiting replies");
+const LINE_TOO_LONG: ParseError = ParseError::new(
+    ErrorCode::FrameTooLarge,
+    "command line longer than memcached accepts",
+);
+
+impl MemcacheParser {
+    /// A parser that refuses data blocks longer than `max_value` bytes.
+    pub fn new(max_value: usize) -> Self {
+        MemcacheParser {
+            max_value,
+            wire: None,
+            pending: Pending::default(),
+            barrier_due: false,
+            line: Vec::new(),
+            keys: Vec::new(),
+        }
+    }
+}
+
+impl Parser for MemcacheParser {
+    fn on_data(
+        &mut self,
+        ctx: &mut Context<'_>,
+        flow: Flow,
+        _end_stream: bool,
+        input: Input<'_>,
+    ) -> Op {
+        match flow {
+            Flow::Request => self.on_request(ctx, input),
+            Flow::Reply => self.on_reply(ctx, input),
+        }
+    }
+}
+
+impl MemcacheParser {
+    fn on_request(&mut self, ctx: &mut Context<'_>, input: Input<'_>) -> Op {
+        if self.barrier_due {
+            self.barrier_due = false;
+            let barrier = binary::barrier();
+            let bytes = match self.wire {
+                Some(Wire::Binary) => &barrier[..],
+                _ => text::BARRIER,
+            };
+            return inject_all(ctx, Flow::Request, bytes);
+        }
+        let Some(first) = input.byte(0) else {
+            return Op::Nop;
+        };
+        let wire = *self.wire.get_or_insert(if first == binary::REQUEST_MAGIC {
+            Wire::Binary
+        } else {
+            Wire::Text
+        });
+        let result = match wire {
+            Wire::Text => self.text_request(ctx, input),
+            Wire::Binary => self.binary_request(ctx, input),
+        };
+        result.unwrap_or_else(Op::Error)
+    }
+
+    fn text_request(&mut self, ctx: &mut Context<'_>, input: Input<'_>) -> Result<Op, ParseError> {
+        let mut head = [0u8; 5];
+        let head_len = input.len().min(head.len());
+        input.copy_to(0, &mut head[..head_len]);
+        let limit = if is_retrieval(&head[..head_len]) {
+            MAX_RETRIEVAL_LINE
+        } else {
+            MAX_LINE
+        };
+        let Some(newline) = input.find_byte(b'\n', 0) else {
+            return if input.len() >= limit {
+                Err(LINE_TOO_LONG)
+            } else {
+                Ok(Op::More(1))
+            };
+        };
+        if newline >= limit {
+            return Err(LINE_TOO_LONG);
+        }
+        let end = if newline > 0 && input.byte(newline - 1) == Some(b'\r') {
+            newline - 1
+        } else {
+            newline
+        };
+        let line = input.contiguous(0..end, &mut self.line).unwrap_or_default();
+        let request = TextRequest::parse(line, self.max_value)?;
+        let frame = newline + 1 + request.data_len.map_or(0, |len| len + 2);
+        if request.answer == Answer::Noop {
+            self.pending.barrier(false).map_err(|_| TOO_MANY_PENDING)?;
+            return Ok(Op::Pass(frame));
+        }
+        let mut decoded = [0u8; MAX_LINE];
+        let keys: &[u8] = match request.base64_key {
+            true => base64::decode(request.keys, &mut decoded).map_or(&[], |n| &decoded[..n]),
+            false => request.keys,
+        };
+        // A decoded key is one key, whatever bytes it holds; otherwise keys are space-separated.
+        let split = !request.base64_key;
+        let key_list = keys
+            .split(move |&b| split && b == b' ')
+            .filter(|k| !k.is_empty());
+        let verdict =
+            ctx.check::<RuleSet>(|rules| rules.matches(request.command, key_list.clone()));
+        let command: &[u8] = match request.command {
+            Command::Other => request.verb,
+            known => known.name().as_bytes(),
+        };
+        let logged_keys = join_keys(&mut self.keys, key_list);
+        let fields = [
+            Field::bytes("command", command),
+            Field::bytes("keys", logged_keys),
+        ];
+        if verdict.allowed {
+            ctx.log(EntryType::Request, verdict.policy_name, &fields);
+            let expected = match request.answer {
+                Answer::One(shape) => self.pending.expect(shape),
+                Answer::Maybe => self.pending.expect_maybe(),
+                Answer::Noop | Answer::Nothing => Ok(()),
+            };
+            expected.map_err(|_| TOO_MANY_PENDING)?;
+            return Ok(Op::Pass(frame));
+        }
+        ctx.log(EntryType::Denied, verdict.policy_name, &fields);
+        if request.answer_denial {
+            self.deny(ctx, Denial::Text)?;
+        }
+        Ok(Op::Drop(frame))
+    }
+
+    fn binary_request(
+        &mut self,
+        ctx: &mut Context<'_>,
+        input: Input<'_>,
+    ) -> Result<Op, ParseError> {
+        let Some(header) = input.peek::<HEADER_LEN>(0) else {
+            return Ok(Op::More(HEADER_LEN - input.len()));
+        };
+        let header = Header::parse(&header);
+        header.check_request(self.max_value)?;
+        let key_end = header.key_end();
+        if input.len() < key_end {
+            return Ok(Op::More(key_end - input.len()));
+        }
+        let opcode = binary::opcode(header.opcode);
+        let frame = header.packet_len();
+        if opcode.command == Command::Noop {
+            self.pending.barrier(false).map_err(|_| TOO_MANY_PENDING)?;
+            return Ok(Op::Pass(frame));
+        }
+        let key_start = key_end - usize::from(header.key_len);
+        let key = input
+            .contiguous(key_start..key_end, &mut self.line)
+            .unwrap_or_default();
+        let key_list = Some(key).into_iter().filter(|k| !k.is_empty());
+        let verdict = ctx.check::<RuleSet>(|rules| rules.matches(opcode.command, key_list.clone()));
+        let mut number = [0u8; 3];
+        let fields = [
+            Field::text("command", opcode.command.name()),
+            Field::bytes("keys", key),
+            Field::bytes("opcode", decimal(header.opcode, &mut number)),
+        ];
+        if verdict.allowed {
+            ctx.log(EntryType::Request, verdict.policy_name, &fields);
+            let expected = match opcode.quiet {
+                true => self.pending.expect_maybe(),
+                false => self.pending.expect(opcode.shape),
+            };
+            expected.map_err(|_| TOO_MANY_PENDING)?;
+            return Ok(Op::Pass(frame));
+        }
+        ctx.log(EntryType::Denied, verdict.policy_name, &fields);
+        self.deny(
+            ctx,
+            Denial::Binary {
+                opcode: header.opcode,
+                opaque: header.opaque,
+            },
+        )?;
+        Ok(Op::Drop(frame))
+    }
+
+    /// Places a denial's reply: toward the client now, in the queue, or behind a barrier.
+    fn deny(&mut self, ctx: &mut Context<'_>, denial: Denial) -> Result<(), ParseError> {
+        match self.pending.deny(denial).map_err(|_| TOO_MANY_PENDING)? {
+            DenyAction::InjectNow => {
+                let packet = binary_denial(denial);
+                let bytes = match denial {
+                    Denial::Text => text::DENIAL,
+                    Denial::Binary { .. } => &packet[..],
+                };
+                if ctx.inject_room(Flow::Reply) < bytes.len() {
+                    return Err(TOO_MANY_PENDING);
+                }
+                ctx.inject(Flow::Reply, bytes);
+            }
+            DenyAction::Queued => {}
+            DenyAction::SendBarrier => self.barrier_due = true,
+        }
+        Ok(())
+    }
+
+    fn on_reply(&mut self, ctx: &mut Context<'_>, input: Input<'_>) -> Op {
+        if let Some((denial, count)) = self.pending.due_denials() {
+            return self.inject_denials(ctx, denial, count);
+        }
+        if input.is_empty() {
+            return Op::Nop;
+        }
+        if self.pending.watching() {
+            return Op::Pass(input.len());
+        }
+        let element = match self.wire {
+            Some(Wire::Binary) => binary_reply(input),
+            _ => response::next_element(input, &mut self.line),
+        };
+        match element {
+            Ok(Some((element, len))) => match self.pending.on_element(element) {
+                ElementAction::Pass => Op::Pass(len),
+                ElementAction::Drop => Op::Drop(len),
+            },
+            Ok(None) => Op::More(1),
+            Err(error) => Op::Error(error),
+        }
+    }
+
+    /// Injects as many of the due denials as fit into the reply flow, here in the stream.
+    fn inject_denials(&mut self, ctx: &mut Context<'_>, denial: Denial, count: u32) -> Op {
+        let packet = binary_denial(denial);
+        let bytes = match denial {
+            Denial::Text => text::DENIAL,
+            Denial::Binary { .. } => &packet[..],
+        };
+        let fit = (ctx.inject_room(Flow::Reply) / bytes.len()).min(count as usize);
+        if fit == 0 {
+            return Op::Error(TOO_MANY_PENDING);
+        }
+        for _ in 0..fit {
+            ctx.inject(Flow::Reply, bytes);
+        }
+        self.pending.denials_sent(fit as u32);
+        Op::Inject(fit * bytes.len())
+    }
+}
+
+/// The binary denial packet for `denial` (unused for text denials).
+fn binary_denial(denial: Denial) -> [u8; binary::DENIAL_LEN] {
+    match denial {
+        Denial::Binary { opcode, opaque } => binary::denial(opcode, opaque),
+        Denial::Text => [0; binary::DENIAL_LEN],
+    }
+}
+
+/// Injects `bytes` into `flow` here in the stream.
+fn inject_all(ctx: &mut Context<'_>, flow: Flow, bytes: &[u8]) -> Op {
+    if ctx.inject(flow, bytes) < bytes.len() {
+        return Op::Error(TOO_MANY_PENDING);
+    }
+    Op::Inject(bytes.len())
+}
+
+/// Frames one binary response packet.
+fn binary_reply(input: Input<'_>) -> Result<Option<(Element, usize)>, ParseError> {
+    let Some(header) = input.peek::<HEADER_LEN>(0) else {
+        return Ok(None);
+    };
+    let header = Header::parse(&header);
+    if header.magic != RESPONSE_MAGIC {
+        return Err(ParseError::new(
+            ErrorCode::InvalidFrameType,
+            "binary response with a bad magic byte",
+        ));
+    }
+    let element = match header.opcode {
+        NOOP => Element::Noop,
+        STAT if header.key_len == 0 => Element::StatEnd,
+        _ => Element::Line,
+    };
+    Ok(Some((element, header.packet_len())))
+}
+
+/// Keys as the access log shows them: one key as it is, several joined with ", " in `scratch`.
+fn join_keys<'k>(scratch: &'k mut Vec<u8>, mut keys: impl Iterator<Item = &'k [u8]>) -> &'k [u8] {
+    let Some(first) = keys.next() else {
+        return b"";
+    };
+    let Some(second) = keys.next() else {
+        return first;
+    };
+    scratch.clear();
+    scratch.extend_from_slice(first);
+    for key in std::iter::once(second).chain(keys) {
+        scratch.extend_from_slice(b", ");
+        scratch.extend_from_slice(key);
+    }
+    scratch
+}
+
+/// `n` in decimal, written into `buf`.
+fn decimal(n: u8, buf: &mut [u8; 3]) -> &[u8] {
+    let digits = [n / 100, n / 10 % 10, n % 10];
+    let skip = if n >= 100 {
+        0
+    } else if n >= 10 {
+        1
+    } else {
+        2
+    };
+    for (slot, digit) in buf.iter_mut().zip(digits) {
+        *slot = b'0' + digit;
+    }
+    &buf[skip..]
+}

@@ -1,0 +1,224 @@
+//! Memcached's L7 rules: `command` (a command or group) and at most one of `keyExact`,
+//! `keyPrefix`, `keyRegex`.
+//!
+//! Compiles policy maps into matchers and matches a request's command and keys against them.
+//! A key rule constrains every key of a request; a request without keys never satisfies a key
+//! rule (so `{command: flush_all, keyPrefix: a/}` cannot flush everyone's keys). `keyRegex`
+//! must match the whole key, like every regex in Axoneme's policies.
+
+use axoneme_sdk::{reject_unknown_keys, L7RuleMap, RuleError};
+use regex::bytes::Regex;
+
+use crate::command::{Command, CommandSet};
+
+const KEYS: [&str; 4] = ["command", "keyExact", "keyPrefix", "keyRegex"];
+
+/// How a rule constrains keys.
+#[derive(Debug, Clone)]
+enum KeyMatch {
+    Any,
+    Exact(Box<[u8]>),
+    Prefix(Box<[u8]>),
+    Regex(Regex),
+}
+
+impl KeyMatch {
+    fn matches(&self, key: &[u8]) -> bool {
+        match self {
+            KeyMatch::Any => true,
+            KeyMatch::Exact(exact) => key == &exact[..],
+            KeyMatch::Prefix(prefix) => key.starts_with(prefix),
+            KeyMatch::Regex(regex) => regex.is_match(key),
+        }
+    }
+}
+
+/// One compiled `l7` map.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    commands: CommandSet,
+    key: KeyMatch,
+}
+
+impl Rule {
+    /// Whether a request for `command` on `keys` satisfies this rule.
+    pub fn matches<'k>(&self, command: Command, keys: impl Iterator<Item = &'k [u8]>) -> bool {
+        if !self.commands.contains(command) {
+            return false;
+        }
+        if let KeyMatch::Any = self.key {
+            return true;
+        }
+        let mut any = false;
+        for key in keys {
+            if !self.key.matches(key) {
+                return false;
+            }
+            any = true;
+        }
+        any
+    }
+}
+
+/// A compiled `l7` list: a request is allowed when any rule matches.
+#[derive(Debug, Clone)]
+pub struct RuleSet(Vec<Rule>);
+
+impl RuleSet {
+    /// Compiles the maps of one `l7` list.
+    pub fn compile(maps: &[L7RuleMap]) -> Result<RuleSet, RuleError> {
+        maps.iter()
+            .enumerate()
+            .map(|(i, map)| compile_rule(i, map))
+            .collect::<Result<_, _>>()
+            .map(RuleSet)
+    }
+
+    /// Whether any rule allows `command` on `keys` (an iterator that can be restarted).
+    pub fn matches<'k, K>(&self, command: Command, keys: K) -> bool
+    where
+        K: Iterator<Item = &'k [u8]> + Clone,
+    {
+        self.0
+            .iter()
+            .any(|rule| rule.matches(command, keys.clone()))
+    }
+}
+
+fn compile_rule(index: usize, map: &L7RuleMap) -> Result<Rule, RuleError> {
+    reject_unknown_keys(index, map, &KEYS)?;
+    let commands = match map.get("command") {
+        None => CommandSet::ALL,
+        Some(name) => CommandSet::from_name(name).ok_or_else(|| {
+            RuleError::new(
+                index,
+                Some("command"),
+                format!("unknown memcached command or group {name:?}"),
+            )
+        })?,
+    };
+    let mut key_fields = KEYS[1..].iter().filter_map(|&k| map.get(k).map(|v| (k, v)));
+    let key = match (key_fields.next(), key_fields.next()) {
+        (None, _) => KeyMatch::Any,
+        (Some((first, _)), Some((second, _))) => {
+            return Err(RuleError::new(
+                index,
+                Some(second),
+                format!("a rule takes one key matcher, and {first} is already given"),
+            ));
+        }
+        (Some((field, _)), None) if !map.contains_key("command") => {
+            return Err(RuleError::new(
+                index,
+                Some(field),
+                "a key rule needs a command",
+            ));
+        }
+        (Some(("keyExact", value)), None) => KeyMatch::Exact(value.as_bytes().into()),
+        (Some(("keyPrefix", value)), None) => KeyMatch::Prefix(value.as_bytes().into()),
+        (Some((_, pattern)), None) => {
+            KeyMatch::Regex(Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
+                RuleError::new(
+                    index,
+                    Some("keyRegex"),
+                    format!("invalid regex {pattern:?}: {e}"),
+                )
+            })?)
+        }
+    };
+    Ok(Rule { commands, key })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compile(maps: &[&[(&str, &str)]]) -> Result<RuleSet, String> {
+        let maps: Vec<L7RuleMap> = maps
+            .iter()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            })
+            .collect();
+        RuleSet::compile(&maps).map_err(|e| e.to_string())
+    }
+
+    fn keys<'a>(keys: &'a [&'a str]) -> impl Iterator<Item = &'a [u8]> + Clone {
+        keys.iter().map(|k| k.as_bytes())
+    }
+
+    #[test]
+    fn the_rebels_rules() {
+        let maintenance = compile(&[
+            &[("command", "writeGroup"), ("keyPrefix", "alliance/fleet/")],
+            &[("command", "get"), ("keyPrefix", "alliance/fleet/")],
+        ])
+        .unwrap();
+        assert!(maintenance.matches(Command::Set, keys(&["alliance/fleet/xwing"])));
+        assert!(maintenance.matches(Command::Delete, keys(&["alliance/fleet/xwing"])));
+        assert!(maintenance.matches(
+            Command::Get,
+            keys(&["alliance/fleet/a", "alliance/fleet/b"])
+        ));
+        assert!(!maintenance.matches(Command::Get, keys(&["alliance/fleet/a", "empire/plans"])));
+        assert!(!maintenance.matches(Command::Set, keys(&["empire/plans"])));
+        assert!(!maintenance.matches(Command::FlushAll, keys(&[])));
+        assert!(!maintenance.matches(Command::Gat, keys(&["alliance/fleet/a"])));
+    }
+
+    #[test]
+    fn key_matchers() {
+        let exact = compile(&[&[("command", "get"), ("keyExact", "a")]]).unwrap();
+        assert!(exact.matches(Command::Get, keys(&["a"])));
+        assert!(!exact.matches(Command::Get, keys(&["ab"])));
+        let regex = compile(&[&[("command", "get"), ("keyRegex", "user:[0-9]+")]]).unwrap();
+        assert!(regex.matches(Command::Get, keys(&["user:42"])));
+        assert!(
+            !regex.matches(Command::Get, keys(&["xuser:42"])),
+            "anchored at the start"
+        );
+        assert!(
+            !regex.matches(Command::Get, keys(&["user:42x"])),
+            "anchored at the end"
+        );
+        assert!(
+            !regex.matches(Command::Get, keys(&[])),
+            "no key satisfies no key rule"
+        );
+    }
+
+    #[test]
+    fn rules_without_keys_or_commands() {
+        let all = compile(&[&[]]).unwrap();
+        assert!(all.matches(Command::Other, keys(&[])));
+        assert!(all.matches(Command::FlushAll, keys(&[])));
+        let stats = compile(&[&[("command", "stats")]]).unwrap();
+        assert!(stats.matches(Command::Stats, keys(&[])));
+        assert!(!stats.matches(Command::Get, keys(&["a"])));
+    }
+
+    #[test]
+    fn bad_rules_say_which_key_and_why() {
+        assert_eq!(
+            compile(&[&[("keyPrefix", "a")]]).unwrap_err(),
+            "l7[0].keyPrefix: a key rule needs a command"
+        );
+        assert_eq!(
+            compile(&[&[("command", "gets")]]).unwrap_err(),
+            "l7[0].command: unknown memcached command or group \"gets\""
+        );
+        assert_eq!(
+            compile(&[&[("command", "get"), ("keyExact", "a"), ("keyPrefix", "b")]]).unwrap_err(),
+            "l7[0].keyPrefix: a rule takes one key matcher, and keyExact is already given"
+        );
+        assert_eq!(
+            compile(&[&[("command", "get"), ("key", "a")]]).unwrap_err(),
+            "l7[0].key: unknown key (expected one of: command, keyExact, keyPrefix, keyRegex)"
+        );
+        assert!(compile(&[&[("command", "get"), ("keyRegex", "(")]])
+            .unwrap_err()
+            .starts_with("l7[0].keyRegex: invalid regex \"(\": "));
+    }
+}
