@@ -5,11 +5,16 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use axoneme_datapath::Output;
-use axoneme_sdk::{AccessLog, ConnectionMeta, Direction, Flow, LogEntry};
+use std::any::Any;
+use std::cell::Cell;
+
+use axoneme_datapath::{Connection, ConnectionError, Env, Limits, Output};
+use axoneme_sdk::{
+    AccessLog, CompiledRules, ConnectionMeta, Direction, Flow, L7RuleMap, LogEntry, Protocol,
+    RequestPolicy, Verdict,
+};
 
 /// Connection metadata for a test connection from `source` to `destination`.
 pub fn meta(source: &str, destination: &str) -> ConnectionMeta {
@@ -101,24 +106,32 @@ pub fn split_at_points(data: &[u8], mut points: Vec<usize>) -> Vec<&[u8]> {
     chunks
 }
 
-/// A global allocator that counts allocations, for allocations-per-request figures:
+/// A global allocator that counts allocations per thread, for allocations-per-request figures
+/// that other threads (a test harness, a logger) cannot disturb:
 /// `#[global_allocator] static ALLOC: CountingAllocator = CountingAllocator;`.
 pub struct CountingAllocator;
 
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
 
 impl CountingAllocator {
-    /// Allocations (and reallocations) so far, process-wide.
+    /// Allocations (and reallocations) made so far by the calling thread.
     pub fn count() -> u64 {
-        ALLOCATIONS.load(Ordering::Relaxed)
+        ALLOCATIONS.with(Cell::get)
+    }
+
+    fn record() {
+        // During thread teardown the counter may be gone; such allocations are not counted.
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
     }
 }
 
-// SAFETY: every call is forwarded unchanged to the system allocator; counting has no effect on
-// the memory handed out.
+// SAFETY: every call is forwarded unchanged to the system allocator; counting touches only a
+// const-initialised thread-local, which never allocates.
 unsafe impl GlobalAlloc for CountingAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        CountingAllocator::record();
         System.alloc(layout)
     }
 
@@ -127,7 +140,90 @@ unsafe impl GlobalAlloc for CountingAllocator {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        CountingAllocator::record();
         System.realloc(ptr, layout, new_size)
+    }
+}
+
+/// A policy of one compiled `l7` list, allowing in the name of `name`: the L7 part of a policy
+/// without the L3/L4 part, for parser tests.
+pub struct RulesPolicy {
+    rules: CompiledRules,
+    name: &'static str,
+}
+
+impl RulesPolicy {
+    /// Compiles `maps` (each a list of key/value pairs) with `protocol`'s rule compiler.
+    pub fn compile(
+        protocol: &dyn Protocol,
+        name: &'static str,
+        maps: &[&[(&str, &str)]],
+    ) -> RulesPolicy {
+        let maps: Vec<L7RuleMap> = maps
+            .iter()
+            .map(|map| {
+                map.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            })
+            .collect();
+        let rules = protocol.compile_rules(&maps).expect("test rules compile");
+        RulesPolicy { rules, name }
+    }
+}
+
+impl RequestPolicy for RulesPolicy {
+    fn check(&self, matches: &mut dyn FnMut(&(dyn Any + Send + Sync)) -> bool) -> Verdict<'_> {
+        let allowed = matches(self.rules.as_ref());
+        Verdict {
+            allowed,
+            policy_name: if allowed { self.name } else { "" },
+        }
+    }
+}
+
+/// One connection of a protocol through the real datapath engine, with its policy, access log
+/// and output kept for inspection.
+pub struct Session {
+    /// The engine with the protocol's parser.
+    pub conn: Connection,
+    /// The policy requests are checked against.
+    pub policy: RulesPolicy,
+    /// What was logged.
+    pub log: RecordingLog,
+    /// What was emitted.
+    pub sent: Capture,
+}
+
+impl Session {
+    /// A connection parsed by `protocol` under `policy`.
+    pub fn new(protocol: &dyn Protocol, policy: RulesPolicy) -> Session {
+        let meta = meta("127.0.0.11:40000", "127.0.0.1:11211");
+        let conn = Connection::new(
+            protocol.new_parser(&meta),
+            meta,
+            protocol.name(),
+            Limits::default(),
+        );
+        Session {
+            conn,
+            policy,
+            log: RecordingLog::default(),
+            sent: Capture::default(),
+        }
+    }
+
+    /// Hands `data` arriving on `flow` to the engine.
+    pub fn send(&mut self, flow: Flow, data: &[u8]) -> Result<(), ConnectionError> {
+        let env = Env {
+            policy: &self.policy,
+            log: &self.log,
+        };
+        self.conn.on_data(flow, data, false, &env, &mut self.sent)
+    }
+
+    /// The access-log entries so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.entries()
     }
 }

@@ -352,3 +352,6 @@ fn decimal(n: u8, buf: &mut [u8; 3]) -> &[u8] {
     }
     &buf[skip..]
 }
+
+#[cfg(test)]
+mod tests;

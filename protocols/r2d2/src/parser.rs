@@ -167,86 +167,28 @@ fn push_run(pending: &mut VecDeque<Pending>, next: Pending) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::any::Any;
-
-    use axoneme_datapath::{Connection, ConnectionError, Env, Limits};
-    use axoneme_sdk::{CompiledRules, L7RuleMap, Protocol, RequestPolicy, Verdict};
-    use axoneme_testkit::{split_at_points, Capture, RecordingLog};
+    use axoneme_datapath::ConnectionError;
+    use axoneme_testkit::{split_at_points, RulesPolicy, Session};
     use proptest::prelude::*;
 
     use super::*;
     use crate::R2d2;
 
-    /// The rules of one policy, compiled by the real rule compiler.
-    struct Rules(CompiledRules);
-
-    impl RequestPolicy for Rules {
-        fn check(&self, matches: &mut dyn FnMut(&(dyn Any + Send + Sync)) -> bool) -> Verdict<'_> {
-            let allowed = matches(self.0.as_ref());
-            Verdict {
-                allowed,
-                policy_name: if allowed { "droids" } else { "" },
-            }
-        }
-    }
-
-    fn rules(maps: &[&[(&str, &str)]]) -> Rules {
-        let maps: Vec<L7RuleMap> = maps
-            .iter()
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect()
-            })
-            .collect();
-        Rules(R2d2.compile_rules(&maps).unwrap())
-    }
-
-    fn connection() -> Connection {
-        let meta = axoneme_testkit::meta("127.0.0.21:5000", "127.0.0.1:4001");
-        Connection::new(R2d2.new_parser(&meta), meta, "r2d2", Limits::default())
-    }
-
-    struct Session {
-        conn: Connection,
-        policy: Rules,
-        log: RecordingLog,
-        sent: Capture,
-    }
-
-    impl Session {
-        fn new(policy: Rules) -> Self {
-            Session {
-                conn: connection(),
-                policy,
-                log: RecordingLog::default(),
-                sent: Capture::default(),
-            }
-        }
-
-        fn send(&mut self, flow: Flow, data: &[u8]) -> Result<(), ConnectionError> {
-            let env = Env {
-                policy: &self.policy,
-                log: &self.log,
-            };
-            self.conn.on_data(flow, data, false, &env, &mut self.sent)
-        }
-
-        fn log(&self) -> Vec<String> {
-            self.log.entries()
-        }
-    }
-
-    fn droid_rules() -> Rules {
-        rules(&[
-            &[("cmd", "READ"), ("file", "/public/.*")],
-            &[("cmd", "HALT")],
-        ])
+    fn droid_session() -> Session {
+        let rules = RulesPolicy::compile(
+            &R2d2,
+            "droids",
+            &[
+                &[("cmd", "READ"), ("file", "/public/.*")],
+                &[("cmd", "HALT")],
+            ],
+        );
+        Session::new(&R2d2, rules)
     }
 
     #[test]
     fn allowed_requests_pass_and_denied_ones_get_error() {
-        let mut s = Session::new(droid_rules());
+        let mut s = droid_session();
         s.send(Flow::Request, b"READ /public/plans\r\n").unwrap();
         assert_eq!(s.sent.upstream, b"READ /public/plans\r\n");
         s.send(Flow::Reply, b"OK plans\r\n").unwrap();
@@ -267,7 +209,7 @@ mod tests {
 
     #[test]
     fn pipelined_denials_keep_their_place_among_replies() {
-        let mut s = Session::new(droid_rules());
+        let mut s = droid_session();
         s.send(
             Flow::Request,
             b"READ /public/a\r\nRESET\r\nRESET\r\nHALT\r\nREAD /x\r\n",
@@ -289,10 +231,10 @@ mod tests {
 
     #[test]
     fn malformed_and_oversized_lines_close_the_connection() {
-        let mut s = Session::new(droid_rules());
+        let mut s = droid_session();
         let err = s.send(Flow::Request, b"FLY away\r\n").unwrap_err();
         assert!(matches!(err, ConnectionError::Parse(e) if e.code == ErrorCode::InvalidFrameType));
-        let mut s = Session::new(droid_rules());
+        let mut s = droid_session();
         let err = s.send(Flow::Request, &vec![b'A'; MAX_LINE]).unwrap_err();
         assert!(matches!(err, ConnectionError::Parse(e) if e.code == ErrorCode::FrameTooLarge));
     }
@@ -317,11 +259,11 @@ mod tests {
             let allowed = picks.iter().filter(|&&i| [0, 2, 5].contains(&i)).count();
             let replies: Vec<u8> = (0..allowed).flat_map(|i| format!("OK {i}\r\n").into_bytes()).collect();
 
-            let mut whole = Session::new(droid_rules());
+            let mut whole = droid_session();
             whole.send(Flow::Request, &requests).unwrap();
             whole.send(Flow::Reply, &replies).unwrap();
 
-            let mut chunked = Session::new(droid_rules());
+            let mut chunked = droid_session();
             for chunk in split_at_points(&requests, req_points) {
                 chunked.send(Flow::Request, chunk).unwrap();
             }
