@@ -148,6 +148,8 @@ pub fn format_entry(out: &mut Vec<u8>, entry: &LogEntry<'_>, now: SystemTime) {
     json_list(out, &meta.destination_labels);
     out.extend_from_slice(b",\"listener\":");
     json_string(out, meta.listener.as_bytes());
+    out.extend_from_slice(b",\"endpoint\":");
+    json_string(out, meta.endpoint.as_bytes());
     out.extend_from_slice(b",\"generic_l7\":{\"proto\":");
     json_string(out, entry.proto.unwrap_or("").as_bytes());
     out.extend_from_slice(b",\"fields\":{");
@@ -213,6 +215,7 @@ mod tests {
         ConnectionMeta {
             id: 1,
             listener: "r2d2".into(),
+            endpoint: "r2d2".into(),
             direction: Direction::Ingress,
             source: "127.0.0.21:5000".parse().unwrap(),
             destination: "127.0.0.1:4001".parse().unwrap(),
@@ -245,7 +248,7 @@ mod tests {
                 r#"{"timestamp":42,"is_ingress":true,"entry_type":"Denied","policy_name":"rule1","#,
                 r#""source_security_id":257,"destination_security_id":256,"#,
                 r#""source_address":"127.0.0.21:5000","destination_address":"127.0.0.1:4001","#,
-                r#""source_labels":["app=luke"],"destination_labels":["app=r2d2"],"listener":"r2d2","#,
+                r#""source_labels":["app=luke"],"destination_labels":["app=r2d2"],"listener":"r2d2","endpoint":"r2d2","#,
                 r#""generic_l7":{"proto":"r2d2","fields":{"cmd":"READ","file":"/tmp/\"x\"\n�"}}}"#,
                 "\n"
             )

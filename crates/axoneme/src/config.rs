@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use axoneme_policy::EndpointSpec;
 use axoneme_sdk::Direction;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -37,6 +37,59 @@ pub struct Config {
     /// Settings of the built-in protocols.
     #[serde(default)]
     pub protocols: ProtocolsConfig,
+    /// The REST API.
+    #[serde(default)]
+    pub api: ApiConfig,
+    /// The Prometheus metrics listener.
+    #[serde(default)]
+    pub metrics: Option<MetricsConfig>,
+    /// Seconds a removed listener (or a stopping agent) lets open connections finish.
+    #[serde(default = "default_drain_timeout")]
+    pub drain_timeout: u64,
+}
+
+fn default_drain_timeout() -> u64 {
+    10
+}
+
+/// Where the REST API listens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// The Unix socket (created with mode 0600).
+    #[serde(default = "default_api_socket")]
+    pub socket: PathBuf,
+    /// Also listen on this TCP address; needs `token`.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// The bearer token TCP clients must present.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+/// The API socket used when the configuration names none (and the CLI's default).
+pub const DEFAULT_API_SOCKET: &str = "/var/run/axoneme/api.sock";
+
+fn default_api_socket() -> PathBuf {
+    PathBuf::from(DEFAULT_API_SOCKET)
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            socket: default_api_socket(),
+            listen: None,
+            token: None,
+        }
+    }
+}
+
+/// Where Prometheus scrapes metrics.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// The TCP address serving `/metrics`.
+    pub listen: SocketAddr,
 }
 
 /// Settings of the built-in protocols.
@@ -85,7 +138,7 @@ fn default_queue() -> usize {
 }
 
 /// One listener.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ListenerConfig {
     /// A name for logs.
@@ -100,7 +153,7 @@ pub struct ListenerConfig {
     #[serde(with = "direction_name")]
     pub direction: Direction,
     /// The parser to use; when absent, the one the policy names for the upstream's port.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub l7proto: Option<String>,
 }
 
@@ -135,7 +188,14 @@ impl Default for LimitsConfig {
 
 mod direction_name {
     use axoneme_sdk::Direction;
-    use serde::{Deserialize, Deserializer};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(direction: &Direction, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(match direction {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
+        })
+    }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Direction, D::Error> {
         match String::deserialize(d)?.as_str() {
@@ -193,7 +253,14 @@ impl Config {
                 *policy = base.join(&*policy);
             }
         }
+        if config.api.socket.is_relative() {
+            config.api.socket = base.join(&config.api.socket);
+        }
         config.check()?;
+        if config.api.listen.is_some() && config.api.token.as_deref().unwrap_or_default().is_empty()
+        {
+            return Err("api.listen: a TCP API needs api.token".into());
+        }
         Ok(config)
     }
 

@@ -3,22 +3,27 @@
 //!
 //! One task serves both directions of a connection, so its parser needs no locks. Reads stop
 //! while too much output is waiting (backpressure); each side's end of stream is passed on as a
-//! half-close once what precedes it is written.
+//! half-close once what precedes it is written. A connection ends early only on an error or
+//! when its listener's drain time is over.
 
+use std::any::Any;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axoneme_datapath::{Connection, ConnectionError, Env, Limits, Output};
 use axoneme_policy::{ConnectionVerdict, PortPolicy, Snapshot};
 use axoneme_sdk::{
     AccessLog, ConnectionMeta, Direction, EntryType, Field, Flow, LogEntry, Protocol,
+    RequestPolicy, Verdict,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 
-use crate::state::PolicyState;
+use crate::metrics::{Metrics, ProtocolMetrics, VerdictCounters};
+use crate::state::State;
 
 /// Bytes read from a socket at a time.
 const READ_SIZE: usize = 16 * 1024;
@@ -29,10 +34,11 @@ const HIGH_WATER: usize = 256 * 1024;
 /// How long connecting to an upstream may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What every connection of a proxy shares.
+/// What every connection of an agent shares.
 pub(crate) struct Shared {
-    pub policy: Arc<PolicyState>,
+    pub state: Arc<State>,
     pub log: Arc<dyn AccessLog>,
+    pub metrics: Arc<Metrics>,
     pub limits: Limits,
     pub next_id: AtomicU64,
 }
@@ -43,7 +49,7 @@ pub(crate) struct Shared {
 #[derive(Debug)]
 pub(crate) struct Route {
     pub listener: Arc<str>,
-    pub endpoint: String,
+    pub endpoint: Arc<str>,
     pub direction: Direction,
     pub l7proto: Option<String>,
 }
@@ -72,9 +78,18 @@ enum Plan {
     Parse(Arc<dyn Protocol>),
 }
 
-/// Serves one accepted connection until both sides are done or an error closes it.
-pub(crate) async fn serve(client: TcpStream, ends: Ends, route: Arc<Route>, shared: Arc<Shared>) {
-    let snapshot = shared.policy.snapshot();
+/// Serves one accepted connection until both sides are done, an error closes it, or `closing`
+/// says its drain time is over.
+pub(crate) async fn serve(
+    client: TcpStream,
+    ends: Ends,
+    route: Arc<Route>,
+    shared: Arc<Shared>,
+    mut closing: watch::Receiver<bool>,
+) {
+    let metrics = &shared.metrics;
+    metrics.connections_total.fetch_add(1, Ordering::Relaxed);
+    let snapshot = shared.state.snapshot();
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let meta = connection_meta(&snapshot, &route, ends, id);
     let port = ends.upstream.port();
@@ -84,45 +99,65 @@ pub(crate) async fn serve(client: TcpStream, ends: Ends, route: Arc<Route>, shar
         ends.remote(route.direction).ip(),
         port,
     );
-    let result = match plan(&route, verdict, port, &shared.policy) {
-        Plan::Refuse {
+    let plan = plan(&route, verdict, port, &shared.state);
+    if let Plan::Refuse {
+        policy_name,
+        reason,
+    } = &plan
+    {
+        metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
+        shared.log.log(&LogEntry {
+            entry_type: EntryType::Denied,
+            meta: &meta,
             policy_name,
-            reason,
-        } => {
-            shared.log.log(&LogEntry {
-                entry_type: EntryType::Denied,
-                meta: &meta,
-                policy_name: &policy_name,
-                proto: route.l7proto.as_deref(),
-                fields: &[Field::text("status", &reason)],
-            });
-            tracing::debug!(conn = id, client = %ends.client, reason, "connection refused");
-            return;
-        }
-        Plan::Forward => {
-            let Some(upstream) = connect_upstream(id, ends.upstream).await else {
-                return;
-            };
-            forward_plain(client, upstream).await.map_err(Closed::Io)
-        }
+            proto: route.l7proto.as_deref(),
+            fields: &[Field::text("status", reason)],
+        });
+        tracing::debug!(conn = id, client = %ends.client, reason, "connection refused");
+        return;
+    }
+    let Some(upstream) = connect_upstream(id, ends.upstream).await else {
+        return;
+    };
+    metrics.connections_active.fetch_add(1, Ordering::Relaxed);
+    let _ = client.set_nodelay(true);
+    let result = match plan {
         Plan::Parse(protocol) => {
-            let Some(upstream) = connect_upstream(id, ends.upstream).await else {
-                return;
-            };
             let parser = protocol.new_parser(&meta);
             let engine = Connection::new(parser, meta, protocol.name(), shared.limits);
-            ParsedConnection::new(engine, &route, ends, &shared, &snapshot)
-                .run(client, upstream)
-                .await
+            let connection = ParsedConnection::new(engine, &route, ends, &shared, &snapshot);
+            connection.run(client, upstream, &mut closing).await
         }
+        _ => forward_plain(client, upstream, metrics, &mut closing).await,
     };
+    metrics.connections_active.fetch_sub(1, Ordering::Relaxed);
     match result {
         Ok(()) => tracing::debug!(conn = id, "connection closed"),
+        Err(Closed::Drained) => tracing::info!(
+            conn = id,
+            "connection closed: its listener's drain time is over"
+        ),
         Err(Closed::Io(error)) => {
             tracing::debug!(conn = id, %error, "connection ended by a socket error")
         }
         Err(Closed::Engine(error)) => {
-            tracing::info!(conn = id, %error, "connection closed by the datapath")
+            match &error {
+                ConnectionError::Panic(_) => metrics.parser_panics.fetch_add(1, Ordering::Relaxed),
+                ConnectionError::Parse(e) => {
+                    metrics.parser_error(e.code.as_str());
+                    0
+                }
+                ConnectionError::Contract(_) => {
+                    metrics.parser_error("contract_violation");
+                    0
+                }
+                ConnectionError::BufferLimit { .. } => {
+                    metrics.parser_error("buffer_limit");
+                    0
+                }
+                ConnectionError::Closed => 0,
+            };
+            tracing::info!(conn = id, %error, "connection closed by the datapath");
         }
     }
 }
@@ -163,6 +198,7 @@ fn connection_meta(snapshot: &Snapshot, route: &Route, ends: Ends, id: u64) -> C
     ConnectionMeta {
         id,
         listener: Arc::clone(&route.listener),
+        endpoint: Arc::clone(&route.endpoint),
         direction: route.direction,
         source: ends.client,
         destination: ends.upstream,
@@ -173,8 +209,8 @@ fn connection_meta(snapshot: &Snapshot, route: &Route, ends: Ends, id: u64) -> C
     }
 }
 
-fn plan(route: &Route, verdict: ConnectionVerdict, port: u16, policy: &PolicyState) -> Plan {
-    let by_name = |name: &str| match policy.registry().get(name) {
+fn plan(route: &Route, verdict: ConnectionVerdict, port: u16, state: &State) -> Plan {
+    let by_name = |name: &str| match state.registry().get(name) {
         Some(protocol) => Plan::Parse(Arc::clone(protocol)),
         None => Plan::Refuse {
             policy_name: String::new(),
@@ -215,6 +251,7 @@ fn plan(route: &Route, verdict: ConnectionVerdict, port: u16, policy: &PolicySta
 enum Closed {
     Io(std::io::Error),
     Engine(ConnectionError),
+    Drained,
 }
 
 impl From<std::io::Error> for Closed {
@@ -224,10 +261,28 @@ impl From<std::io::Error> for Closed {
 }
 
 /// Copies bytes both ways, passing on half-closes; for connections that are not parsed.
-async fn forward_plain(mut client: TcpStream, mut upstream: TcpStream) -> std::io::Result<()> {
-    tokio::io::copy_bidirectional(&mut client, &mut upstream)
-        .await
-        .map(|_| ())
+async fn forward_plain(
+    mut client: TcpStream,
+    mut upstream: TcpStream,
+    metrics: &Metrics,
+    closing: &mut watch::Receiver<bool>,
+) -> Result<(), Closed> {
+    tokio::select! {
+        copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+            let (to_upstream, to_client) = copied?;
+            metrics.bytes_to_upstream.fetch_add(to_upstream, Ordering::Relaxed);
+            metrics.bytes_to_client.fetch_add(to_client, Ordering::Relaxed);
+            Ok(())
+        }
+        () = drained(closing) => Err(Closed::Drained),
+    }
+}
+
+/// Completes when the listener's drain time is over; never if the listener is gone.
+async fn drained(closing: &mut watch::Receiver<bool>) {
+    if closing.wait_for(|closing| *closing).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Bytes waiting to be written to one socket.
@@ -277,6 +332,27 @@ impl Outbox {
     }
 }
 
+/// A connection's request-level policy, counting its verdicts.
+struct CountedPolicy<'m> {
+    policy: Arc<PortPolicy>,
+    verdicts: Option<&'m VerdictCounters>,
+}
+
+impl RequestPolicy for CountedPolicy<'_> {
+    fn check(&self, matches: &mut dyn FnMut(&(dyn Any + Send + Sync)) -> bool) -> Verdict<'_> {
+        let verdict = self.policy.check(matches);
+        if let Some(counters) = self.verdicts {
+            let counter = if verdict.allowed {
+                &counters.allowed
+            } else {
+                &counters.denied
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        verdict
+    }
+}
+
 /// A connection forwarded through the datapath engine.
 struct ParsedConnection<'s> {
     engine: Connection,
@@ -285,8 +361,11 @@ struct ParsedConnection<'s> {
     ends: Ends,
     /// The request-level policy as of `revision`; refreshed when policy changes, so that a live
     /// connection follows the new policy from its next request on.
-    policy: Arc<PortPolicy>,
+    policy: CountedPolicy<'s>,
     revision: u64,
+    protocol_metrics: Option<&'s ProtocolMetrics>,
+    /// When the oldest request not yet answered arrived.
+    waiting_since: Option<Instant>,
 }
 
 impl<'s> ParsedConnection<'s> {
@@ -297,7 +376,11 @@ impl<'s> ParsedConnection<'s> {
         shared: &'s Shared,
         snapshot: &Snapshot,
     ) -> Self {
-        let policy = request_policy(snapshot, route, ends);
+        let protocol_metrics = shared.metrics.protocol(engine.proto());
+        let policy = CountedPolicy {
+            policy: request_policy(snapshot, route, ends),
+            verdicts: protocol_metrics.map(|m| m.verdicts(route.direction)),
+        };
         ParsedConnection {
             engine,
             shared,
@@ -305,6 +388,8 @@ impl<'s> ParsedConnection<'s> {
             ends,
             policy,
             revision: snapshot.revision(),
+            protocol_metrics,
+            waiting_since: None,
         }
     }
 
@@ -316,13 +401,13 @@ impl<'s> ParsedConnection<'s> {
         end_stream: bool,
         outbox: &mut Outbox,
     ) -> Result<(), Closed> {
-        if self.shared.policy.revision() != self.revision {
-            let snapshot = self.shared.policy.snapshot();
-            self.policy = request_policy(&snapshot, self.route, self.ends);
+        if self.shared.state.revision() != self.revision {
+            let snapshot = self.shared.state.snapshot();
+            self.policy.policy = request_policy(&snapshot, self.route, self.ends);
             self.revision = snapshot.revision();
         }
         let env = Env {
-            policy: self.policy.as_ref(),
+            policy: &self.policy,
             log: self.shared.log.as_ref(),
         };
         self.engine
@@ -330,7 +415,37 @@ impl<'s> ParsedConnection<'s> {
             .map_err(Closed::Engine)
     }
 
-    async fn run(mut self, mut client: TcpStream, mut upstream: TcpStream) -> Result<(), Closed> {
+    /// Counts bytes that arrived on `flow` and starts the latency clock for a request.
+    fn arrived(&mut self, flow: Flow, n: usize) {
+        let metrics = &self.shared.metrics;
+        match flow {
+            Flow::Request => {
+                metrics
+                    .bytes_to_upstream
+                    .fetch_add(n as u64, Ordering::Relaxed);
+                self.waiting_since.get_or_insert_with(Instant::now);
+            }
+            Flow::Reply => {
+                metrics
+                    .bytes_to_client
+                    .fetch_add(n as u64, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Stops the latency clock when an answer reached the client.
+    fn answered(&mut self) {
+        if let (Some(since), Some(metrics)) = (self.waiting_since.take(), self.protocol_metrics) {
+            metrics.latency.observe(since.elapsed());
+        }
+    }
+
+    async fn run(
+        mut self,
+        mut client: TcpStream,
+        mut upstream: TcpStream,
+        closing: &mut watch::Receiver<bool>,
+    ) -> Result<(), Closed> {
         let (mut client_rd, mut client_wr) = client.split();
         let (mut upstream_rd, mut upstream_wr) = upstream.split();
         let mut client_buf = vec![0u8; READ_SIZE];
@@ -359,11 +474,13 @@ impl<'s> ParsedConnection<'s> {
                 read = client_rd.read(&mut client_buf), if client_reading && room => {
                     let n = read?;
                     client_reading = n > 0;
+                    self.arrived(Flow::Request, n);
                     self.feed(Flow::Request, &client_buf[..n], n == 0, &mut outbox)?;
                 }
                 read = upstream_rd.read(&mut upstream_buf), if upstream_reading && room => {
                     let n = read?;
                     upstream_reading = n > 0;
+                    self.arrived(Flow::Reply, n);
                     self.feed(Flow::Reply, &upstream_buf[..n], n == 0, &mut outbox)?;
                 }
                 written = upstream_wr.write(outbox.to_upstream.pending()), if !outbox.to_upstream.is_empty() => {
@@ -371,8 +488,9 @@ impl<'s> ParsedConnection<'s> {
                 }
                 written = client_wr.write(outbox.to_client.pending()), if !outbox.to_client.is_empty() => {
                     outbox.to_client.advance(nonzero(written?)?);
+                    self.answered();
                 }
-                else => return Ok(()),
+                () = drained(closing) => return Err(Closed::Drained),
             }
         }
     }

@@ -1,11 +1,15 @@
-//! The `axoneme` command line.
+//! The `axoneme` command line: `axoneme run` starts the agent; the other commands talk to a
+//! running agent's API.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
+use axoneme::cli::{self, ApiArgs, ClientCommand};
 use axoneme::config::Config;
-use axoneme::{builtin_protocols, Proxy};
+use axoneme::{api, builtin_protocols, watch, Agent};
 use clap::{Parser, Subcommand};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -13,31 +17,33 @@ use tokio::signal::unix::{signal, SignalKind};
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
+    #[command(flatten)]
+    api: ApiArgs,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Runs the proxy with a configuration file.
+    /// Runs the agent with a configuration file.
     Run {
         /// The configuration file (YAML).
         #[arg(long, short)]
         config: PathBuf,
     },
+    #[command(flatten)]
+    Client(ClientCommand),
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("AXONEME_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { config } => run(config),
+        Command::Client(command) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")
+            .and_then(|runtime| runtime.block_on(cli::run(cli.api, command))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -49,25 +55,57 @@ fn main() -> ExitCode {
 }
 
 fn run(config_path: PathBuf) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("AXONEME_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let config = Config::load(&config_path)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
-        let proxy = Proxy::start(&config, builtin_protocols(&config.protocols)).await?;
+        let registry = builtin_protocols(&config.protocols);
+        let agent = Agent::start(&config, registry, Some(config_path.clone())).await?;
+        let mut tasks = tokio::task::JoinSet::new();
+        let socket = config.api.socket.clone();
+        let api_agent = Arc::clone(&agent);
+        tasks.spawn(async move { api::serve_unix(api_agent, &socket).await });
+        if let (Some(address), Some(token)) = (config.api.listen, config.api.token.clone()) {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("api.listen: cannot listen on {address}"))?;
+            tasks.spawn(api::serve_tcp(Arc::clone(&agent), listener, token));
+        }
+        if let Some(metrics) = &config.metrics {
+            let listener = tokio::net::TcpListener::bind(metrics.listen)
+                .await
+                .with_context(|| format!("metrics.listen: cannot listen on {}", metrics.listen))?;
+            tasks.spawn(api::serve_metrics(Arc::clone(&agent), listener));
+        }
+        let watcher = tokio::spawn(watch::watch_files(Arc::clone(&agent), config_path.clone(), config.clone()));
         let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
         let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-        loop {
+        let outcome = loop {
             tokio::select! {
-                _ = terminate.recv() => break,
-                _ = interrupt.recv() => break,
-                _ = hangup.recv() => match proxy.reload_policy() {
+                _ = terminate.recv() => break Ok(()),
+                _ = interrupt.recv() => break Ok(()),
+                _ = hangup.recv() => match agent.state().reload_files() {
                     Ok(revision) => tracing::info!(revision, "policy reloaded"),
                     Err(error) => tracing::error!(%error, "policy reload rejected; the policy in force stays"),
                 },
+                Some(ended) = tasks.join_next() => {
+                    break ended.context("a server task failed").and_then(|result| result);
+                }
             }
-        }
-        tracing::info!(dropped_access_log_entries = proxy.access_log_dropped(), "stopping");
-        proxy.shutdown();
-        Ok(())
+        };
+        watcher.abort();
+        tracing::info!("stopping: draining open connections");
+        agent.shutdown().await;
+        tracing::info!(dropped_access_log_entries = agent.access_log_dropped(), "stopped");
+        let _ = std::fs::remove_file(&config.api.socket);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        outcome
     })
 }

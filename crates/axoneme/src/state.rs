@@ -1,57 +1,131 @@
-//! The policy in force: an immutable compiled snapshot, swapped atomically when policy changes.
+//! The agent's state: endpoints, policies (from files and from the API), and the compiled
+//! snapshot in force.
 //!
-//! Connections read the current snapshot without locks; a change builds a new snapshot from
-//! scratch and either swaps it in whole or leaves the old one in force with the error. This
-//! module does not watch files or serve an API; it is told what to load.
+//! Every change builds a new snapshot from the whole desired state and either swaps it in with
+//! a new revision or leaves everything as it was and returns the error: a bad change never
+//! reaches traffic. Connections read the snapshot without locks. This module does not watch
+//! files, serve the API or run listeners; it is told what changed.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
-use axoneme_policy::{load_paths, EndpointSpec, PolicyError, Snapshot};
+use axoneme_policy::{load_paths, parse_policies, EndpointSpec, Policy, PolicyError, Snapshot};
 use axoneme_sdk::Registry;
 
-/// What a snapshot is built from.
+/// What the configuration file contributes.
 #[derive(Debug, Clone, Default)]
-pub struct PolicySources {
-    /// Policy files and directories.
-    pub paths: Vec<PathBuf>,
-    /// Endpoints, whose labels give identities.
-    pub endpoints: Vec<EndpointSpec>,
-    /// Addresses of the host.
+pub struct ConfigSources {
+    /// Addresses of the host identity.
     pub host_ips: Vec<IpAddr>,
+    /// Endpoints declared in the configuration.
+    pub endpoints: Vec<EndpointSpec>,
+    /// Policy files and directories.
+    pub policy_paths: Vec<PathBuf>,
 }
 
-/// The shared policy state of a running proxy.
-pub struct PolicyState {
+/// Everything a snapshot is built from.
+#[derive(Debug, Clone, Default)]
+struct Desired {
+    config: ConfigSources,
+    file_policies: Vec<Policy>,
+    /// Endpoints put through the API, by name; they win over configured ones of the same name.
+    api_endpoints: BTreeMap<String, EndpointSpec>,
+    /// Endpoints deleted through the API although the configuration declares them.
+    deleted_endpoints: Vec<String>,
+    /// Policies imported through the API, by name.
+    api_policies: BTreeMap<String, Policy>,
+}
+
+impl Desired {
+    fn endpoints(&self) -> Vec<EndpointSpec> {
+        let mut endpoints: BTreeMap<&str, &EndpointSpec> = BTreeMap::new();
+        for endpoint in &self.config.endpoints {
+            if !self.deleted_endpoints.contains(&endpoint.name) {
+                endpoints.insert(&endpoint.name, endpoint);
+            }
+        }
+        for (name, endpoint) in &self.api_endpoints {
+            endpoints.insert(name, endpoint);
+        }
+        endpoints.into_values().cloned().collect()
+    }
+
+    fn policies(&self) -> Vec<Policy> {
+        self.file_policies
+            .iter()
+            .chain(self.api_policies.values())
+            .cloned()
+            .collect()
+    }
+}
+
+/// A change that was refused; the state is as it was.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The resulting policy would be invalid.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// No policy has that name.
+    #[error("no policy is named {0:?}")]
+    PolicyNotFound(String),
+    /// The policy is defined in a file, which the API does not change.
+    #[error("policy {name:?} is defined in {file}; change that file instead")]
+    PolicyInFile {
+        /// The policy.
+        name: String,
+        /// Its file.
+        file: String,
+    },
+    /// No endpoint has that name.
+    #[error("no endpoint is named {0:?}")]
+    EndpointNotFound(String),
+    /// The request itself is unusable.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The result of a policy import.
+#[derive(Debug, Clone)]
+pub struct Imported {
+    /// The policy revision in force after the import (unchanged when only validating).
+    pub revision: u64,
+    /// The names of the imported policies.
+    pub names: Vec<String>,
+}
+
+/// The shared state of a running agent.
+pub struct State {
     registry: Registry,
+    desired: Mutex<Desired>,
     current: ArcSwap<Snapshot>,
     /// Mirror of `current`'s revision, for a cheap per-request "has policy changed?" check.
     revision: AtomicU64,
+    import_errors: AtomicU64,
 }
 
-impl PolicyState {
-    /// Builds the first snapshot; an error here means the proxy cannot start.
-    pub fn new(registry: Registry, sources: &PolicySources) -> Result<PolicyState, PolicyError> {
-        let snapshot = build(&registry, sources, None)?;
+impl State {
+    /// Loads the configured policy files and builds the first snapshot; an error means the
+    /// agent cannot start.
+    pub fn new(registry: Registry, config: ConfigSources) -> Result<State, StateError> {
+        let file_policies = load_paths(&config.policy_paths)?;
+        let desired = Desired {
+            config,
+            file_policies,
+            ..Desired::default()
+        };
+        let snapshot = build(&registry, &desired, None)?;
         let revision = AtomicU64::new(snapshot.revision());
-        Ok(PolicyState {
+        Ok(State {
             registry,
+            desired: Mutex::new(desired),
             current: ArcSwap::from_pointee(snapshot),
             revision,
+            import_errors: AtomicU64::new(0),
         })
-    }
-
-    /// Rebuilds from `sources` and swaps the result in. On error the snapshot in force stays.
-    pub fn reload(&self, sources: &PolicySources) -> Result<u64, PolicyError> {
-        let previous = self.current.load_full();
-        let snapshot = build(&self.registry, sources, Some(&previous))?;
-        let revision = snapshot.revision();
-        self.current.store(Arc::new(snapshot));
-        self.revision.store(revision, Ordering::Release);
-        Ok(revision)
     }
 
     /// The snapshot in force.
@@ -64,22 +138,170 @@ impl PolicyState {
         self.revision.load(Ordering::Acquire)
     }
 
-    /// The protocols known to this proxy.
+    /// Changes refused because the resulting policy was invalid.
+    pub fn import_errors(&self) -> u64 {
+        self.import_errors.load(Ordering::Relaxed)
+    }
+
+    /// The protocols known to this agent.
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// Every policy in force: those from files, then those imported through the API.
+    pub fn policies(&self) -> Vec<Policy> {
+        self.lock().policies()
+    }
+
+    /// Every endpoint.
+    pub fn endpoints(&self) -> Vec<EndpointSpec> {
+        self.lock().endpoints()
+    }
+
+    /// Imports the policies in `text` (YAML or JSON, one or more documents), replacing imported
+    /// policies of the same names. With `validate_only`, checks everything and changes nothing.
+    pub fn import(
+        &self,
+        source: &str,
+        text: &str,
+        validate_only: bool,
+    ) -> Result<Imported, StateError> {
+        let mut desired = self.lock();
+        let policies = parse_policies(source, text).inspect_err(|_| self.count_import_error())?;
+        if policies.is_empty() {
+            return Err(StateError::Invalid("no policy in the request".into()));
+        }
+        let names: Vec<String> = policies.iter().map(|p| p.name().to_owned()).collect();
+        if let Some(clash) = desired
+            .file_policies
+            .iter()
+            .find(|p| names.iter().any(|n| n == p.name()))
+        {
+            return Err(StateError::PolicyInFile {
+                name: clash.name().into(),
+                file: clash.source().into(),
+            });
+        }
+        let mut candidate = desired.clone();
+        for policy in policies {
+            candidate
+                .api_policies
+                .insert(policy.name().to_owned(), policy);
+        }
+        let revision = if validate_only {
+            build(&self.registry, &candidate, Some(&self.snapshot()))
+                .inspect_err(|_| self.count_import_error())?;
+            self.revision()
+        } else {
+            self.commit(&mut desired, candidate)?
+        };
+        Ok(Imported { revision, names })
+    }
+
+    /// Deletes the imported policy `name`, or every imported policy when `None`.
+    pub fn delete_policy(&self, name: Option<&str>) -> Result<u64, StateError> {
+        let mut desired = self.lock();
+        let mut candidate = desired.clone();
+        match name {
+            None => candidate.api_policies.clear(),
+            Some(name) => {
+                if candidate.api_policies.remove(name).is_none() {
+                    return Err(
+                        match desired.file_policies.iter().find(|p| p.name() == name) {
+                            Some(p) => StateError::PolicyInFile {
+                                name: name.into(),
+                                file: p.source().into(),
+                            },
+                            None => StateError::PolicyNotFound(name.into()),
+                        },
+                    );
+                }
+            }
+        }
+        self.commit(&mut desired, candidate)
+    }
+
+    /// Creates or replaces an endpoint.
+    pub fn put_endpoint(&self, endpoint: EndpointSpec) -> Result<u64, StateError> {
+        let mut desired = self.lock();
+        let mut candidate = desired.clone();
+        candidate.deleted_endpoints.retain(|n| *n != endpoint.name);
+        candidate
+            .api_endpoints
+            .insert(endpoint.name.clone(), endpoint);
+        self.commit(&mut desired, candidate)
+    }
+
+    /// Deletes an endpoint.
+    pub fn delete_endpoint(&self, name: &str) -> Result<u64, StateError> {
+        let mut desired = self.lock();
+        if !desired.endpoints().iter().any(|e| e.name == name) {
+            return Err(StateError::EndpointNotFound(name.into()));
+        }
+        let mut candidate = desired.clone();
+        candidate.api_endpoints.remove(name);
+        if candidate.config.endpoints.iter().any(|e| e.name == name) {
+            candidate.deleted_endpoints.push(name.into());
+        }
+        self.commit(&mut desired, candidate)
+    }
+
+    /// Re-reads the policy files (after one of them changed).
+    pub fn reload_files(&self) -> Result<u64, StateError> {
+        let mut desired = self.lock();
+        let mut candidate = desired.clone();
+        candidate.file_policies = load_paths(&candidate.config.policy_paths)
+            .inspect_err(|_| self.count_import_error())?;
+        self.commit(&mut desired, candidate)
+    }
+
+    /// Takes what a changed configuration file says about endpoints, host addresses and policy
+    /// files; what was changed through the API stays.
+    pub fn set_config(&self, config: ConfigSources) -> Result<u64, StateError> {
+        let mut desired = self.lock();
+        let mut candidate = desired.clone();
+        candidate.file_policies =
+            load_paths(&config.policy_paths).inspect_err(|_| self.count_import_error())?;
+        candidate.config = config;
+        self.commit(&mut desired, candidate)
+    }
+
+    /// Builds a snapshot of `candidate` and swaps it in, or returns why not.
+    fn commit(
+        &self,
+        desired: &mut MutexGuard<'_, Desired>,
+        candidate: Desired,
+    ) -> Result<u64, StateError> {
+        let snapshot = build(&self.registry, &candidate, Some(&self.snapshot()))
+            .inspect_err(|_| self.count_import_error())?;
+        let revision = snapshot.revision();
+        **desired = candidate;
+        self.current.store(Arc::new(snapshot));
+        self.revision.store(revision, Ordering::Release);
+        Ok(revision)
+    }
+
+    fn count_import_error(&self) {
+        self.import_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Desired> {
+        // A panic while holding the lock leaves a consistent `Desired` (it is replaced whole).
+        self.desired
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 fn build(
     registry: &Registry,
-    sources: &PolicySources,
+    desired: &Desired,
     previous: Option<&Snapshot>,
 ) -> Result<Snapshot, PolicyError> {
-    let policies = load_paths(&sources.paths)?;
     Snapshot::build(
-        policies,
-        &sources.endpoints,
-        &sources.host_ips,
+        desired.policies(),
+        &desired.endpoints(),
+        &desired.config.host_ips,
         registry,
         previous,
     )

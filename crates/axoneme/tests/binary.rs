@@ -1,12 +1,12 @@
 //! The `axoneme` binary as an operator runs it: `run --config`, SIGHUP reloads policy (a bad
-//! policy is rejected and the last good one stays), SIGTERM stops it with exit code 0.
+//! policy is rejected and the last good one stays), SIGTERM drains and stops it with exit code 0.
 
 mod common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{connect_from, request, temp_dir, Upstream};
+use common::{connect_from, read_line, request, temp_dir, Upstream};
 
 fn policy(port: u16, rule: &str) -> String {
     format!(
@@ -62,6 +62,8 @@ async fn sighup_reloads_policy_and_sigterm_stops_cleanly() {
         format!(
             r#"endpoints: [{{name: r2d2, ips: ["127.0.0.1"], labels: {{app: r2d2}}}}]
 policies: [policy.yaml]
+api: {{socket: api.sock}}
+drainTimeout: 1
 listeners:
   - {{name: r2d2, listen: "127.0.0.1:{listen_port}", upstream: "{}", endpoint: r2d2, direction: ingress}}
 "#,
@@ -105,6 +107,7 @@ listeners:
         "the last good policy stays"
     );
 
+    // SIGTERM: the idle client gets the drain time (1 s) to finish, then is closed.
     signal(child, "TERM");
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -118,4 +121,10 @@ listeners:
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert_eq!(
+        read_line(&mut client).await,
+        "",
+        "the drained connection is closed"
+    );
+    assert!(!dir.join("api.sock").exists(), "the API socket is removed");
 }

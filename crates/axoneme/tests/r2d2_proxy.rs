@@ -329,7 +329,7 @@ async fn a_live_connection_follows_a_policy_change_and_a_bad_policy_changes_noth
     );
 
     proxy.write_policy(&policy(port, "              - {cmd: WRITE}"));
-    let revision = proxy.proxy.reload_policy().unwrap();
+    let revision = proxy.agent.state().reload_files().unwrap();
     assert_eq!(revision, 2);
     assert_eq!(
         request(&mut luke, "WRITE /public/plans\r\n").await,
@@ -341,11 +341,11 @@ async fn a_live_connection_follows_a_policy_change_and_a_bad_policy_changes_noth
     );
 
     proxy.write_policy(&policy(port, "              - {cmd: WRITE, file: \"(\"}"));
-    let error = proxy.proxy.reload_policy().unwrap_err().to_string();
+    let error = proxy.agent.state().reload_files().unwrap_err().to_string();
     assert!(error.contains("policy.yaml"), "{error}");
     assert!(error.contains("r2d2-obeys-luke"), "{error}");
     assert!(error.contains("l7[0].file"), "{error}");
-    assert_eq!(proxy.proxy.policy().revision(), 2);
+    assert_eq!(proxy.agent.state().revision(), 2);
     assert_eq!(
         request(&mut luke, "WRITE /public/plans\r\n").await,
         "OK WRITE /public/plans\r\n"

@@ -103,6 +103,7 @@ fn yaml_error(source: &str, document: usize, error: &serde_yaml::Error) -> Polic
 }
 
 fn parse_document(source: &str, number: usize, value: Value) -> Result<Policy, PolicyError> {
+    let original = value.clone();
     let name = value
         .get("metadata")
         .and_then(|m| m.get("name"))
@@ -196,5 +197,6 @@ fn parse_document(source: &str, number: usize, value: Value) -> Result<Policy, P
         kind,
         source: source.to_owned(),
         rules,
+        document: original,
     })
 }

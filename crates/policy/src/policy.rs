@@ -40,6 +40,7 @@ pub struct Policy {
     pub(crate) kind: PolicyKind,
     pub(crate) source: String,
     pub(crate) rules: Vec<Rule>,
+    pub(crate) document: serde_yaml::Value,
 }
 
 impl Policy {
@@ -61,6 +62,11 @@ impl Policy {
     /// Where it came from: a file path, or whatever name the caller gave the text.
     pub fn source(&self) -> &str {
         &self.source
+    }
+
+    /// The document as it was read, for showing the policy back.
+    pub fn document(&self) -> &serde_yaml::Value {
+        &self.document
     }
 
     /// Attributes a field error to this policy.

@@ -159,6 +159,11 @@ impl Snapshot {
         }
     }
 
+    /// The reserved identities: host, then world.
+    pub fn reserved_identities(&self) -> [&Identity; 2] {
+        [&self.host, &self.world]
+    }
+
     /// An endpoint by name.
     pub fn endpoint(&self, name: &str) -> Option<&EndpointInfo> {
         self.endpoints.get(name).map(|g| &g.info)

@@ -49,6 +49,8 @@ pub struct ConnectionMeta {
     pub id: u64,
     /// The name of the listener that accepted the connection.
     pub listener: Arc<str>,
+    /// The name of the endpoint the listener guards.
+    pub endpoint: Arc<str>,
     /// Ingress or egress, seen from the guarded endpoint.
     pub direction: Direction,
     /// The client's address.

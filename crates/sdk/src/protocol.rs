@@ -5,8 +5,7 @@
 //! compiles its L7 rules. This module must stay free of any knowledge of specific protocols.
 
 use std::any::Any;
-use std::collections::BTreeMap;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::context::{ConnectionMeta, Context, Flow};
@@ -83,6 +82,18 @@ pub trait Protocol: Send + Sync + 'static {
     /// Compiles a non-empty `l7` list into the rule set the parser checks requests against. A
     /// request is allowed by the list when it satisfies any of its maps.
     fn compile_rules(&self, rules: &[L7RuleMap]) -> Result<CompiledRules, RuleError>;
+
+    /// Says whether a request described by `fields` (as `axoneme policy trace` takes them, e.g.
+    /// `command=get key=a`) satisfies `rules`, a rule set this protocol compiled. Protocols
+    /// that cannot describe a request by fields keep this default, which says so.
+    fn trace(
+        &self,
+        rules: &(dyn Any + Send + Sync),
+        fields: &BTreeMap<String, String>,
+    ) -> Result<bool, String> {
+        let _ = (rules, fields);
+        Err(format!("{} requests cannot be traced", self.name()))
+    }
 }
 
 /// A second protocol was registered under a name already taken.

@@ -22,6 +22,7 @@ pub fn meta(source: &str, destination: &str) -> ConnectionMeta {
     ConnectionMeta {
         id: 1,
         listener: "test".into(),
+        endpoint: "test".into(),
         direction: Direction::Ingress,
         source: addr(source),
         destination: addr(destination),

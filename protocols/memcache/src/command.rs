@@ -120,6 +120,11 @@ const NAMES: [(Command, &str); 51] = [
 ];
 
 impl Command {
+    /// The command a policy names (not a group).
+    pub fn from_name(name: &str) -> Option<Command> {
+        NAMES.iter().find(|(_, n)| *n == name).map(|&(c, _)| c)
+    }
+
     /// The policy name (`"unknown"` for [`Command::Other`]).
     pub fn name(self) -> &'static str {
         NAMES.get(self as usize).map_or("unknown", |(_, name)| name)

@@ -16,6 +16,8 @@ pub mod pending;
 pub mod rules;
 pub mod text;
 
+use std::any::Any;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axoneme_sdk::{CompiledRules, ConnectionMeta, L7RuleMap, Parser, Protocol, RuleError};
@@ -57,5 +59,37 @@ impl Protocol for Memcache {
 
     fn compile_rules(&self, rules: &[L7RuleMap]) -> Result<CompiledRules, RuleError> {
         Ok(Arc::new(RuleSet::compile(rules)?))
+    }
+
+    /// Traces `command=<name>` with `key=<key>` or `keys=<k1,k2,...>`.
+    fn trace(
+        &self,
+        rules: &(dyn Any + Send + Sync),
+        fields: &BTreeMap<String, String>,
+    ) -> Result<bool, String> {
+        let rules = rules
+            .downcast_ref::<RuleSet>()
+            .ok_or("not a memcache rule set")?;
+        if let Some(unknown) = fields
+            .keys()
+            .find(|k| !["command", "key", "keys"].contains(&k.as_str()))
+        {
+            return Err(format!(
+                "unknown memcache field {unknown:?} (expected command, key, keys)"
+            ));
+        }
+        let name = fields
+            .get("command")
+            .ok_or("memcache requests need command")?;
+        let command =
+            Command::from_name(name).ok_or_else(|| format!("unknown memcache command {name:?}"))?;
+        let keys: Vec<&[u8]> = fields
+            .get("key")
+            .into_iter()
+            .chain(fields.get("keys"))
+            .flat_map(|k| k.split(',').map(str::trim).filter(|k| !k.is_empty()))
+            .map(str::as_bytes)
+            .collect();
+        Ok(rules.matches(command, keys.iter().copied()))
     }
 }

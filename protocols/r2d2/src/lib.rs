@@ -9,6 +9,8 @@ mod parser;
 mod request;
 mod rules;
 
+use std::any::Any;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axoneme_sdk::{CompiledRules, ConnectionMeta, L7RuleMap, Parser, Protocol, RuleError};
@@ -32,5 +34,28 @@ impl Protocol for R2d2 {
 
     fn compile_rules(&self, rules: &[L7RuleMap]) -> Result<CompiledRules, RuleError> {
         Ok(Arc::new(RuleSet::compile(rules)?))
+    }
+
+    fn trace(
+        &self,
+        rules: &(dyn Any + Send + Sync),
+        fields: &BTreeMap<String, String>,
+    ) -> Result<bool, String> {
+        let rules = rules
+            .downcast_ref::<RuleSet>()
+            .ok_or("not an r2d2 rule set")?;
+        if let Some(unknown) = fields
+            .keys()
+            .find(|k| !["cmd", "file"].contains(&k.as_str()))
+        {
+            return Err(format!(
+                "unknown r2d2 field {unknown:?} (expected cmd, file)"
+            ));
+        }
+        let cmd = fields.get("cmd").ok_or("r2d2 requests need cmd")?;
+        let command = Command::from_name(cmd.as_bytes())
+            .ok_or_else(|| format!("unknown r2d2 command {cmd:?}"))?;
+        let file = fields.get("file").map(String::as_bytes);
+        Ok(rules.matches(&Request { command, file }))
     }
 }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axoneme::config::Config;
-use axoneme::Proxy;
+use axoneme::Agent;
 use axoneme_sdk::Registry;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -143,7 +143,7 @@ pub fn temp_dir(name: &str) -> PathBuf {
 
 /// A proxy started from configuration text, with its access log in the test's directory.
 pub struct TestProxy {
-    pub proxy: Proxy,
+    pub agent: Arc<Agent>,
     pub dir: PathBuf,
 }
 
@@ -159,12 +159,12 @@ impl TestProxy {
         );
         std::fs::write(dir.join("config.yaml"), &text).unwrap();
         let config = Config::load(&dir.join("config.yaml")).unwrap();
-        let proxy = Proxy::start(&config, registry).await.unwrap();
-        TestProxy { proxy, dir }
+        let agent = Agent::start(&config, registry, None).await.unwrap();
+        TestProxy { agent, dir }
     }
 
     pub fn addr(&self, listener: &str) -> SocketAddr {
-        self.proxy.local_addr(listener).unwrap()
+        self.agent.local_addr(listener).unwrap()
     }
 
     pub fn write_policy(&self, policy: &str) {

@@ -1,0 +1,562 @@
+//! The REST API (JSON under `/v1`): policies, endpoints, identities, listeners, the live access
+//! log, health, status and metrics, on a Unix socket and optionally on TCP with a bearer token.
+//!
+//! Handlers translate HTTP to calls on the [`Agent`] and its state, and errors to 4xx answers
+//! that name the problem; they hold no state of their own. The OpenAPI document describing
+//! every route is `openapi.json` beside this file, served at `/v1/openapi.json`.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use axoneme_policy::{ConnectionVerdict, EndpointSpec};
+use axoneme_sdk::{Direction, RequestPolicy};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path as UrlPath, Query, Request, State as Shared};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::stream;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::config::ListenerConfig;
+use crate::monitor::Filter;
+use crate::state::StateError;
+use crate::{Agent, ListenerError};
+
+/// The OpenAPI document of this API.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// An error answer: a status and a message naming the problem.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<StateError> for ApiError {
+    fn from(error: StateError) -> Self {
+        let status = match error {
+            StateError::PolicyNotFound(_) | StateError::EndpointNotFound(_) => {
+                StatusCode::NOT_FOUND
+            }
+            StateError::PolicyInFile { .. } => StatusCode::CONFLICT,
+            StateError::Policy(_) | StateError::Invalid(_) => StatusCode::BAD_REQUEST,
+        };
+        ApiError(status, error.to_string())
+    }
+}
+
+impl From<ListenerError> for ApiError {
+    fn from(error: ListenerError) -> Self {
+        let status = match error {
+            ListenerError::NotFound(_) => StatusCode::NOT_FOUND,
+            ListenerError::Invalid(_) | ListenerError::Bind(_) => StatusCode::BAD_REQUEST,
+        };
+        ApiError(status, error.to_string())
+    }
+}
+
+fn bad_request(message: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, message.into())
+}
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+/// The routes of the API.
+pub fn router(agent: Arc<Agent>) -> Router {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/status", get(status))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/metrics", get(metrics))
+        .route(
+            "/v1/policy",
+            get(list_policies)
+                .put(import_policies)
+                .delete(delete_all_policies),
+        )
+        .route("/v1/policy/{name}", get(get_policy).delete(delete_policy))
+        .route("/v1/policy-trace", post(trace))
+        .route("/v1/endpoint", get(list_endpoints))
+        .route(
+            "/v1/endpoint/{name}",
+            get(get_endpoint).put(put_endpoint).delete(delete_endpoint),
+        )
+        .route("/v1/identity", get(list_identities))
+        .route("/v1/listener", get(list_listeners))
+        .route(
+            "/v1/listener/{name}",
+            get(get_listener).put(put_listener).delete(delete_listener),
+        )
+        .route("/v1/monitor", get(monitor))
+        .with_state(agent)
+}
+
+/// Serves the API on the Unix socket `path` (mode 0600), replacing a stale socket file.
+pub async fn serve_unix(agent: Arc<Agent>, path: &Path) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    if path.exists() {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            anyhow::bail!("api.socket: {} is in use by another agent", path.display());
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)
+        .map_err(|e| anyhow::anyhow!("api.socket: cannot listen on {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    tracing::info!(socket = %path.display(), "API listening");
+    axum::serve(listener, router(agent)).await?;
+    Ok(())
+}
+
+/// Serves the API on TCP; every request must carry `Authorization: Bearer <token>`.
+pub async fn serve_tcp(
+    agent: Arc<Agent>,
+    listener: TcpListener,
+    token: String,
+) -> anyhow::Result<()> {
+    let expected = Arc::new(format!("Bearer {token}"));
+    let app = router(agent).layer(middleware::from_fn(move |request: Request, next: Next| {
+        let expected = Arc::clone(&expected);
+        async move {
+            let given = request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            if given != Some(expected.as_str()) {
+                return ApiError(
+                    StatusCode::UNAUTHORIZED,
+                    "missing or wrong bearer token".into(),
+                )
+                .into_response();
+            }
+            next.run(request).await
+        }
+    }));
+    tracing::info!(address = %listener.local_addr()?, "API listening on TCP");
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+/// Serves Prometheus metrics at `/metrics`.
+pub async fn serve_metrics(agent: Arc<Agent>, listener: TcpListener) -> anyhow::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(agent);
+    tracing::info!(address = %listener.local_addr()?, "metrics listening");
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn status(Shared(agent): Shared<Arc<Agent>>) -> Json<Value> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let m = agent.metrics();
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": agent.uptime().as_secs(),
+        "policy_revision": agent.state().revision(),
+        "listeners": agent.listeners(),
+        "counters": {
+            "connections_active": m.connections_active.load(Relaxed),
+            "connections_total": m.connections_total.load(Relaxed),
+            "connections_refused": m.connections_refused.load(Relaxed),
+            "parser_panics": m.parser_panics.load(Relaxed),
+            "policy_import_errors": agent.state().import_errors(),
+            "access_log_dropped": agent.access_log_dropped(),
+        },
+    }))
+}
+
+async fn openapi() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        OPENAPI,
+    )
+        .into_response()
+}
+
+async fn metrics(Shared(agent): Shared<Arc<Agent>>) -> Response {
+    let content_type = HeaderValue::from_static("text/plain; version=0.0.4");
+    ([(header::CONTENT_TYPE, content_type)], agent.metrics_text()).into_response()
+}
+
+fn policy_json(policy: &axoneme_policy::Policy) -> Value {
+    json!({
+        "name": policy.name(),
+        "namespace": policy.namespace(),
+        "kind": policy.kind().as_str(),
+        "source": policy.source(),
+        "document": serde_json::to_value(policy.document()).unwrap_or(Value::Null),
+    })
+}
+
+async fn list_policies(Shared(agent): Shared<Arc<Agent>>) -> Json<Value> {
+    let policies: Vec<Value> = agent.state().policies().iter().map(policy_json).collect();
+    Json(json!({ "revision": agent.state().revision(), "policies": policies }))
+}
+
+async fn get_policy(
+    Shared(agent): Shared<Arc<Agent>>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<Value>> {
+    let policies = agent.state().policies();
+    let policy = policies
+        .iter()
+        .find(|p| p.name() == name)
+        .ok_or(StateError::PolicyNotFound(name))?;
+    Ok(Json(policy_json(policy)))
+}
+
+#[derive(Deserialize)]
+struct ImportOptions {
+    #[serde(default)]
+    validate: bool,
+}
+
+async fn import_policies(
+    Shared(agent): Shared<Arc<Agent>>,
+    Query(options): Query<ImportOptions>,
+    body: Bytes,
+) -> Result<Json<Value>> {
+    let text = std::str::from_utf8(&body)
+        .map_err(|e| bad_request(format!("the body is not UTF-8: {e}")))?;
+    let imported = agent.state().import("<api>", text, options.validate)?;
+    Ok(Json(
+        json!({ "revision": imported.revision, "policies": imported.names, "validated_only": options.validate }),
+    ))
+}
+
+async fn delete_policy(
+    Shared(agent): Shared<Arc<Agent>>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<Value>> {
+    let revision = agent.state().delete_policy(Some(&name))?;
+    Ok(Json(json!({ "revision": revision })))
+}
+
+async fn delete_all_policies(Shared(agent): Shared<Arc<Agent>>) -> Result<Json<Value>> {
+    let revision = agent.state().delete_policy(None)?;
+    Ok(Json(json!({ "revision": revision })))
+}
+
+/// An endpoint with its identity.
+#[derive(Serialize)]
+struct EndpointView {
+    name: String,
+    ips: Vec<IpAddr>,
+    labels: BTreeMap<String, String>,
+    identity: Option<u32>,
+}
+
+fn endpoint_views(agent: &Agent) -> Vec<EndpointView> {
+    let snapshot = agent.state().snapshot();
+    agent
+        .state()
+        .endpoints()
+        .into_iter()
+        .map(|e| EndpointView {
+            identity: snapshot.endpoint(&e.name).map(|info| info.identity.id),
+            name: e.name,
+            ips: e.ips,
+            labels: e.labels,
+        })
+        .collect()
+}
+
+async fn list_endpoints(Shared(agent): Shared<Arc<Agent>>) -> Json<Vec<EndpointView>> {
+    Json(endpoint_views(&agent))
+}
+
+async fn get_endpoint(
+    Shared(agent): Shared<Arc<Agent>>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<EndpointView>> {
+    let view = endpoint_views(&agent).into_iter().find(|e| e.name == name);
+    Ok(Json(view.ok_or(StateError::EndpointNotFound(name))?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EndpointBody {
+    #[serde(default)]
+    ips: Vec<IpAddr>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+async fn put_endpoint(
+    Shared(agent): Shared<Arc<Agent>>,
+    UrlPath(name): UrlPath<String>,
+    body: Bytes,
+) -> Result<Json<Value>> {
+    let body: EndpointBody =
+        serde_json::from_slice(&body).map_err(|e| bad_request(format!("endpoint: {e}")))?;
+    let revision = agent.state().put_endpoint(EndpointSpec {
+        name,
+        ips: body.ips,
+        labels: body.labels,
+    })?;
+    Ok(Json(json!({ "revision": revision })))
+}
+
+async fn delete_endpoint(
+    Shared(agent): Shared<Arc<Agent>>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<Value>> {
+    if let Some(listener) = agent
+        .listeners()
+        .into_iter()
+        .find(|l| l.config.endpoint == name)
+    {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!(
+                "endpoint {name:?} is guarded by listener {:?}; delete the listener first",
+                listener.config.name
+            ),
+        ));
+    }
+    let revision = agent.state().delete_endpoint(&name)?;
+    Ok(Json(json!({ "revision": revision })))
+}
+
+async fn list_identities(Shared(agent): Shared<Arc<Agent>>) -> Json<Value> {
+    let snapshot = agent.state().snapshot();
+    let mut identities: BTreeMap<u32, (Vec<String>, Vec<String>)> = BTreeMap::new();
+    for reserved in snapshot.reserved_identities() {
+        identities
+            .entry(reserved.id)
+            .or_insert_with(|| (reserved.labels.to_vec(), Vec::new()));
+    }
+    for endpoint in agent.state().endpoints() {
+        if let Some(info) = snapshot.endpoint(&endpoint.name) {
+            let entry = identities
+                .entry(info.identity.id)
+                .or_insert_with(|| (info.identity.labels.to_vec(), Vec::new()));
+            entry.1.push(endpoint.name);
+        }
+    }
+    let list: Vec<Value> = identities
+        .into_iter()
+        .map(|(id, (labels, endpoints))| json!({ "id": id, "labels": labels, "endpoints": endpoints }))
+        .collect();
+    Json(Value::Array(list))
+}
+
+async fn list_listeners(Shared(agent): Shared<Arc<Agent>>) -> Json<Value> {
+    Json(json!(agent.listeners()))
+}
+
+async fn get_listener(
+    Shared(agent): Shared<Arc<Agent>>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<Value>> {
+    let listener = agent
+        .listeners()
+        .into_iter()
+        .find(|l| l.config.name == name);
+    Ok(Json(json!(listener.ok_or(ListenerError::NotFound(name))?)))
+}
+
+async fn put_listener(
+    Shared(agent): Shared<Arc<Agent>>,
+    UrlPath(name): UrlPath<String>,
+    body: Bytes,
+) -> Result<Json<Value>> {
+    let mut body: Value =
+        serde_json::from_slice(&body).map_err(|e| bad_request(format!("listener: {e}")))?;
+    if let Some(fields) = body.as_object_mut() {
+        fields.insert("name".into(), Value::String(name));
+    }
+    let config: ListenerConfig =
+        serde_json::from_value(body).map_err(|e| bad_request(format!("listener: {e}")))?;
+    let address = agent.put_listener(config, false).await?;
+    Ok(Json(json!({ "address": address })))
+}
+
+async fn delete_listener(
+    Shared(agent): Shared<Arc<Agent>>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<Value>> {
+    agent.delete_listener(&name)?;
+    Ok(Json(json!({ "draining": name })))
+}
+
+#[derive(Deserialize)]
+struct MonitorOptions {
+    #[serde(rename = "type")]
+    entry_type: Option<String>,
+    proto: Option<String>,
+    endpoint: Option<String>,
+}
+
+async fn monitor(
+    Shared(agent): Shared<Arc<Agent>>,
+    Query(options): Query<MonitorOptions>,
+) -> Result<Response> {
+    if let Some(t) = &options.entry_type {
+        if !["request", "response", "denied"].contains(&t.to_ascii_lowercase().as_str()) {
+            return Err(bad_request(format!(
+                "type: {t:?} is not request, response or denied"
+            )));
+        }
+    }
+    let filter = Filter {
+        entry_type: options.entry_type,
+        proto: options.proto,
+        endpoint: options.endpoint,
+    };
+    let receiver = agent.monitor().watch();
+    let lines = stream::unfold((receiver, filter), |(mut receiver, filter)| async move {
+        loop {
+            match receiver.recv().await {
+                Ok(event) if filter.matches(&event) => {
+                    let line = Bytes::from(event.line.clone());
+                    return Some((Ok::<_, Infallible>(line), (receiver, filter)));
+                }
+                Ok(_) => continue,
+                Err(RecvError::Lagged(missed)) => {
+                    let note = format!("{{\"monitor_dropped\":{missed}}}\n");
+                    return Some((Ok(Bytes::from(note)), (receiver, filter)));
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    });
+    let content_type = HeaderValue::from_static("application/x-ndjson");
+    Ok((
+        [(header::CONTENT_TYPE, content_type)],
+        Body::from_stream(lines),
+    )
+        .into_response())
+}
+
+/// A question to `policy trace`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TraceRequest {
+    /// The remote side: an address, or labels of a known endpoint.
+    #[serde(default)]
+    address: Option<IpAddr>,
+    #[serde(default)]
+    labels: Option<BTreeMap<String, String>>,
+    /// The guarded endpoint.
+    endpoint: String,
+    #[serde(default)]
+    egress: bool,
+    /// The upstream's port.
+    port: u16,
+    /// L7 fields of a request, e.g. `{"command": "get", "key": "a"}`.
+    #[serde(default)]
+    l7: BTreeMap<String, String>,
+}
+
+async fn trace(Shared(agent): Shared<Arc<Agent>>, body: Bytes) -> Result<Json<Value>> {
+    let request: TraceRequest =
+        serde_json::from_slice(&body).map_err(|e| bad_request(format!("trace: {e}")))?;
+    let state = agent.state();
+    let snapshot = state.snapshot();
+    if snapshot.endpoint(&request.endpoint).is_none() {
+        return Err(StateError::EndpointNotFound(request.endpoint).into());
+    }
+    let remote = match (request.address, &request.labels) {
+        (Some(address), _) => address,
+        (None, Some(labels)) => state
+            .endpoints()
+            .into_iter()
+            .find(|e| &e.labels == labels)
+            .and_then(|e| e.ips.first().copied())
+            .ok_or_else(|| {
+                bad_request("no endpoint with an address has exactly these labels; give an address")
+            })?,
+        (None, None) => return Err(bad_request("trace: give the remote's address or labels")),
+    };
+    let direction = if request.egress {
+        Direction::Egress
+    } else {
+        Direction::Ingress
+    };
+    let remote_identity = snapshot.identity_of(remote).clone();
+    let answer = |allowed: bool, stage: &str, policy: &str, reason: String| {
+        Json(json!({
+            "allowed": allowed,
+            "stage": stage,
+            "policy_name": policy,
+            "reason": reason,
+            "remote_identity": remote_identity.id,
+            "remote_labels": remote_identity.labels.to_vec(),
+        }))
+    };
+    let port_policy =
+        match snapshot.decide_connection(&request.endpoint, direction, remote, request.port) {
+            ConnectionVerdict::Refused {
+                policy_name,
+                reason,
+            } => return Ok(answer(false, "l3l4", &policy_name, reason)),
+            ConnectionVerdict::Unrestricted => {
+                return Ok(answer(
+                    true,
+                    "l3l4",
+                    "",
+                    "no policy selects the endpoint in this direction".into(),
+                ))
+            }
+            ConnectionVerdict::Allowed {
+                policy_name,
+                l7: None,
+            } => {
+                return Ok(answer(
+                    true,
+                    "l3l4",
+                    &policy_name,
+                    "allowed at L3/L4; the port has no L7 rules".into(),
+                ))
+            }
+            ConnectionVerdict::Allowed {
+                l7: Some(port_policy),
+                ..
+            } => port_policy,
+        };
+    let proto = port_policy.proto().unwrap_or_default().to_owned();
+    let protocol = state
+        .registry()
+        .get(&proto)
+        .ok_or_else(|| bad_request(format!("unknown l7proto {proto:?}")))?;
+    let mut failure = None;
+    let verdict = port_policy.check(&mut |rules| match protocol.trace(rules, &request.l7) {
+        Ok(matched) => matched,
+        Err(error) => {
+            failure.get_or_insert(error);
+            false
+        }
+    });
+    if let Some(error) = failure {
+        return Err(bad_request(format!("l7: {error}")));
+    }
+    let reason = match verdict.allowed {
+        true => format!("{proto} request allowed"),
+        false => format!("no {proto} rule allows this request"),
+    };
+    Ok(answer(verdict.allowed, "l7", verdict.policy_name, reason))
+}

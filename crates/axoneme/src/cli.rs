@@ -1,0 +1,601 @@
+//! The command line's client side: `axoneme policy|endpoint|identity|listener|monitor|metrics|
+//! status`, shaped like Cilium's CLI, talking to a running agent's REST API.
+//!
+//! Each command is one API call (or a stream, for `monitor`) and a rendering: a table for
+//! people, or the API's JSON with `-o json`. Errors come back as one line for `main` to print.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Subcommand, ValueEnum};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpStream, UnixStream};
+
+use crate::config::DEFAULT_API_SOCKET;
+
+/// How results are shown.
+#[derive(Debug, Clone, Copy, Default, ValueEnum)]
+pub enum Output {
+    /// Aligned columns, for people.
+    #[default]
+    Table,
+    /// The API's JSON, for scripts.
+    Json,
+}
+
+/// Where the agent's API is, and how to show results.
+#[derive(Debug, Clone, Args)]
+pub struct ApiArgs {
+    /// The agent's API: a Unix socket path, or http://HOST:PORT.
+    #[arg(long, global = true, env = "AXONEME_API", default_value = DEFAULT_API_SOCKET)]
+    pub api: String,
+    /// Bearer token for a TCP API.
+    #[arg(long, global = true, env = "AXONEME_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// The client commands.
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Manage policies.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Manage endpoints.
+    #[command(subcommand)]
+    Endpoint(EndpointCommand),
+    /// Show identities.
+    #[command(subcommand)]
+    Identity(IdentityCommand),
+    /// Manage listeners.
+    #[command(subcommand)]
+    Listener(ListenerCommand),
+    /// Stream the access log.
+    Monitor {
+        /// Only entries of this type: request, response or denied.
+        #[arg(long = "type")]
+        entry_type: Option<String>,
+        /// Only entries of this protocol.
+        #[arg(long)]
+        proto: Option<String>,
+        /// Only entries about this endpoint.
+        #[arg(long)]
+        endpoint: Option<String>,
+    },
+    /// Show metrics.
+    #[command(subcommand)]
+    Metrics(MetricsCommand),
+    /// Show the agent's status.
+    Status,
+}
+
+/// `axoneme policy ...`
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Import policies from files (YAML or JSON).
+    Import {
+        /// Policy files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Check policies without importing them.
+    Validate {
+        /// Policy files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Show every policy, or one.
+    Get {
+        /// A policy name.
+        name: Option<String>,
+    },
+    /// Delete an imported policy, or all of them.
+    Delete {
+        /// A policy name.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        name: Option<String>,
+        /// Delete every imported policy.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Say whether a remote may reach an endpoint, and a request pass, and by which rule.
+    Trace {
+        /// The remote's address.
+        #[arg(long = "src-address", conflicts_with = "src_labels")]
+        src_address: Option<std::net::IpAddr>,
+        /// Labels of the remote (an endpoint with exactly these labels), as key=value.
+        #[arg(long = "src-labels", value_delimiter = ',')]
+        src_labels: Vec<String>,
+        /// The guarded endpoint.
+        #[arg(long = "dst-endpoint")]
+        endpoint: String,
+        /// The upstream's port.
+        #[arg(long = "dport")]
+        port: u16,
+        /// Trace the endpoint's egress instead of its ingress.
+        #[arg(long)]
+        egress: bool,
+        /// L7 fields of the request, e.g. command=get key=alliance/fleet/x.
+        fields: Vec<String>,
+    },
+}
+
+/// `axoneme endpoint ...`
+#[derive(Debug, Subcommand)]
+pub enum EndpointCommand {
+    /// List endpoints.
+    List,
+    /// Add or replace an endpoint.
+    Add {
+        /// Its name.
+        name: String,
+        /// Its addresses.
+        #[arg(long = "ip", required = true)]
+        ips: Vec<std::net::IpAddr>,
+        /// Its labels, as key=value.
+        #[arg(long = "label")]
+        labels: Vec<String>,
+    },
+    /// Delete an endpoint.
+    Delete {
+        /// Its name.
+        name: String,
+    },
+}
+
+/// `axoneme identity ...`
+#[derive(Debug, Subcommand)]
+pub enum IdentityCommand {
+    /// List identities.
+    List,
+}
+
+/// `axoneme listener ...`
+#[derive(Debug, Subcommand)]
+pub enum ListenerCommand {
+    /// List listeners.
+    List,
+    /// Start a listener (or replace one).
+    Add {
+        /// Its name.
+        name: String,
+        /// The address to accept on.
+        #[arg(long)]
+        listen: String,
+        /// Where connections go.
+        #[arg(long)]
+        upstream: String,
+        /// The endpoint it guards.
+        #[arg(long)]
+        endpoint: String,
+        /// ingress or egress.
+        #[arg(long, default_value = "ingress")]
+        direction: String,
+        /// The parser to use.
+        #[arg(long)]
+        l7proto: Option<String>,
+    },
+    /// Stop a listener; its connections get the drain time to finish.
+    Delete {
+        /// Its name.
+        name: String,
+    },
+}
+
+/// `axoneme metrics ...`
+#[derive(Debug, Subcommand)]
+pub enum MetricsCommand {
+    /// List metrics and their values.
+    List,
+}
+
+/// A connection to the agent's API.
+struct Client {
+    api: String,
+    token: Option<String>,
+}
+
+impl Client {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> anyhow::Result<Response<Incoming>> {
+        let (content_type, body) = body.unwrap_or(("application/json", Vec::new()));
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "axoneme")
+            .header("content-type", content_type);
+        if let Some(token) = &self.token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let request = request.body(Full::new(hyper::body::Bytes::from(body)))?;
+        macro_rules! over {
+            ($stream:expr) => {{
+                let (mut sender, connection) =
+                    hyper::client::conn::http1::handshake(TokioIo::new($stream)).await?;
+                tokio::spawn(connection);
+                Ok(sender.send_request(request).await?)
+            }};
+        }
+        match self.api.strip_prefix("http://") {
+            Some(address) => {
+                let stream = TcpStream::connect(address)
+                    .await
+                    .with_context(|| format!("cannot reach the API at {}", self.api))?;
+                over!(stream)
+            }
+            None => {
+                let stream = UnixStream::connect(&self.api).await.with_context(|| {
+                    format!(
+                        "cannot reach the API at {} (is `axoneme run` running?)",
+                        self.api
+                    )
+                })?;
+                over!(stream)
+            }
+        }
+    }
+
+    /// One call; the answer's JSON, or its error message.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> anyhow::Result<Value> {
+        let response = self.send(method, path, body).await?;
+        let status = response.status();
+        let bytes = response.into_body().collect().await?.to_bytes();
+        let value: Value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        if !status.is_success() {
+            let message = value
+                .get("error")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .unwrap_or_else(|| value.to_string());
+            bail!("{message}");
+        }
+        Ok(value)
+    }
+
+    async fn text(&self, path: &str) -> anyhow::Result<String> {
+        match self.call(Method::GET, path, None).await? {
+            Value::String(text) => Ok(text),
+            other => Ok(other.to_string()),
+        }
+    }
+}
+
+fn key_values(pairs: &[String], what: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    pairs
+        .iter()
+        .map(|pair| match pair.split_once('=') {
+            Some((k, v)) => Ok((k.to_owned(), v.to_owned())),
+            None => bail!("{what} {pair:?}: expected key=value"),
+        })
+        .collect()
+}
+
+/// Runs a client command against the agent.
+pub async fn run(args: ApiArgs, command: ClientCommand) -> anyhow::Result<()> {
+    let client = Client {
+        api: args.api,
+        token: args.token,
+    };
+    let json_out = matches!(args.output, Output::Json);
+    let value = match command {
+        ClientCommand::Policy(command) => policy(&client, command).await?,
+        ClientCommand::Endpoint(EndpointCommand::List) => {
+            client.call(Method::GET, "/v1/endpoint", None).await?
+        }
+        ClientCommand::Endpoint(EndpointCommand::Add { name, ips, labels }) => {
+            let body = json!({ "ips": ips, "labels": key_values(&labels, "label")? });
+            client
+                .call(
+                    Method::PUT,
+                    &format!("/v1/endpoint/{}", encode(&name)),
+                    Some(("application/json", body.to_string().into_bytes())),
+                )
+                .await?
+        }
+        ClientCommand::Endpoint(EndpointCommand::Delete { name }) => {
+            client
+                .call(
+                    Method::DELETE,
+                    &format!("/v1/endpoint/{}", encode(&name)),
+                    None,
+                )
+                .await?
+        }
+        ClientCommand::Identity(IdentityCommand::List) => {
+            client.call(Method::GET, "/v1/identity", None).await?
+        }
+        ClientCommand::Listener(ListenerCommand::List) => {
+            client.call(Method::GET, "/v1/listener", None).await?
+        }
+        ClientCommand::Listener(ListenerCommand::Add {
+            name,
+            listen,
+            upstream,
+            endpoint,
+            direction,
+            l7proto,
+        }) => {
+            let mut body = json!({ "listen": listen, "upstream": upstream, "endpoint": endpoint, "direction": direction });
+            if let Some(l7proto) = l7proto {
+                body["l7proto"] = Value::String(l7proto);
+            }
+            client
+                .call(
+                    Method::PUT,
+                    &format!("/v1/listener/{}", encode(&name)),
+                    Some(("application/json", body.to_string().into_bytes())),
+                )
+                .await?
+        }
+        ClientCommand::Listener(ListenerCommand::Delete { name }) => {
+            client
+                .call(
+                    Method::DELETE,
+                    &format!("/v1/listener/{}", encode(&name)),
+                    None,
+                )
+                .await?
+        }
+        ClientCommand::Monitor {
+            entry_type,
+            proto,
+            endpoint,
+        } => {
+            return monitor(&client, entry_type, proto, endpoint).await;
+        }
+        ClientCommand::Metrics(MetricsCommand::List) => {
+            let text = client.text("/v1/metrics").await?;
+            return print_metrics(&text, json_out);
+        }
+        ClientCommand::Status => client.call(Method::GET, "/v1/status", None).await?,
+    };
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        println!("{}", render(&value));
+    }
+    Ok(())
+}
+
+async fn policy(client: &Client, command: PolicyCommand) -> anyhow::Result<Value> {
+    match command {
+        PolicyCommand::Import { files } => import(client, &files, false).await,
+        PolicyCommand::Validate { files } => import(client, &files, true).await,
+        PolicyCommand::Get { name: None } => client.call(Method::GET, "/v1/policy", None).await,
+        PolicyCommand::Get { name: Some(name) } => {
+            client
+                .call(Method::GET, &format!("/v1/policy/{}", encode(&name)), None)
+                .await
+        }
+        PolicyCommand::Delete {
+            name: Some(name), ..
+        } => {
+            client
+                .call(
+                    Method::DELETE,
+                    &format!("/v1/policy/{}", encode(&name)),
+                    None,
+                )
+                .await
+        }
+        PolicyCommand::Delete { name: None, .. } => {
+            client.call(Method::DELETE, "/v1/policy", None).await
+        }
+        PolicyCommand::Trace {
+            src_address,
+            src_labels,
+            endpoint,
+            port,
+            egress,
+            fields,
+        } => {
+            let mut body = json!({ "endpoint": endpoint, "port": port, "egress": egress, "l7": key_values(&fields, "field")? });
+            match (src_address, src_labels.is_empty()) {
+                (Some(address), _) => body["address"] = json!(address),
+                (None, false) => body["labels"] = json!(key_values(&src_labels, "label")?),
+                (None, true) => bail!("give --src-address or --src-labels"),
+            }
+            client
+                .call(
+                    Method::POST,
+                    "/v1/policy-trace",
+                    Some(("application/json", body.to_string().into_bytes())),
+                )
+                .await
+        }
+    }
+}
+
+async fn import(client: &Client, files: &[PathBuf], validate: bool) -> anyhow::Result<Value> {
+    let mut text = String::new();
+    for file in files {
+        let content = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        text.push_str("---\n");
+        text.push_str(&content);
+        text.push('\n');
+    }
+    let path = if validate {
+        "/v1/policy?validate=true"
+    } else {
+        "/v1/policy"
+    };
+    client
+        .call(
+            Method::PUT,
+            path,
+            Some(("application/yaml", text.into_bytes())),
+        )
+        .await
+}
+
+async fn monitor(
+    client: &Client,
+    entry_type: Option<String>,
+    proto: Option<String>,
+    endpoint: Option<String>,
+) -> anyhow::Result<()> {
+    let mut query = Vec::new();
+    for (key, value) in [
+        ("type", entry_type),
+        ("proto", proto),
+        ("endpoint", endpoint),
+    ] {
+        if let Some(value) = value {
+            query.push(format!("{key}={}", encode(&value)));
+        }
+    }
+    let path = format!("/v1/monitor?{}", query.join("&"));
+    let response = client.send(Method::GET, &path, None).await?;
+    if !response.status().is_success() {
+        let bytes = response.into_body().collect().await?.to_bytes();
+        let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        bail!(
+            "{}",
+            value
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("monitor refused")
+        );
+    }
+    let mut body = response.into_body();
+    let mut stdout = tokio::io::stdout();
+    while let Some(frame) = body.frame().await {
+        if let Some(data) = frame?.data_ref() {
+            stdout.write_all(data).await?;
+            stdout.flush().await?;
+        }
+    }
+    Ok(())
+}
+
+fn print_metrics(text: &str, json_out: bool) -> anyhow::Result<()> {
+    let samples: Vec<(String, String)> = text
+        .lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .filter_map(|line| {
+            line.rsplit_once(' ')
+                .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        })
+        .collect();
+    if json_out {
+        let list: Vec<Value> = samples
+            .iter()
+            .map(|(m, v)| json!({ "metric": m, "value": v }))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+    } else {
+        let rows: Vec<Vec<String>> = samples.into_iter().map(|(m, v)| vec![m, v]).collect();
+        println!("{}", table(&["METRIC", "VALUE"], &rows));
+    }
+    Ok(())
+}
+
+/// Percent-encodes a path segment or query value.
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Renders an API answer for people: arrays of objects as tables, objects as key: value lines.
+fn render(value: &Value) -> String {
+    match value {
+        Value::Array(items) if items.iter().all(Value::is_object) && !items.is_empty() => {
+            let mut columns: Vec<String> = Vec::new();
+            for item in items {
+                for key in item.as_object().into_iter().flat_map(|o| o.keys()) {
+                    if !columns.contains(key) && key != "document" {
+                        columns.push(key.clone());
+                    }
+                }
+            }
+            let rows: Vec<Vec<String>> = items
+                .iter()
+                .map(|item| {
+                    columns
+                        .iter()
+                        .map(|c| cell(item.get(c).unwrap_or(&Value::Null)))
+                        .collect()
+                })
+                .collect();
+            let headers: Vec<String> = columns.iter().map(|c| c.to_uppercase()).collect();
+            let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+            table(&headers, &rows)
+        }
+        Value::Object(fields) => fields
+            .iter()
+            .map(|(key, value)| match value {
+                Value::Array(items) if items.iter().all(Value::is_object) && !items.is_empty() => {
+                    format!("{key}:\n{}", render(value))
+                }
+                _ => format!("{key}: {}", cell(value)),
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Value::Array(items) if items.is_empty() => "(none)".into(),
+        other => cell(other),
+    }
+}
+
+fn cell(value: &Value) -> String {
+    match value {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        Value::Array(items) => items.iter().map(cell).collect::<Vec<_>>().join(", "),
+        Value::Object(fields) => fields
+            .iter()
+            .map(|(k, v)| format!("{k}={}", cell(v)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        other => other.to_string(),
+    }
+}
+
+fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("   ")
+            .trim_end()
+            .to_owned()
+    };
+    let mut out = vec![line(headers.to_vec())];
+    out.extend(
+        rows.iter()
+            .map(|row| line(row.iter().map(String::as_str).collect())),
+    );
+    out.join("\n")
+}

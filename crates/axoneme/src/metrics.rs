@@ -1,0 +1,301 @@
+//! Prometheus metrics: counters and gauges the proxy updates as it works, rendered in the
+//! Prometheus text format.
+//!
+//! Hot-path updates are single relaxed atomic operations on counters resolved when a connection
+//! starts; rare events (parser errors) go through a lock. This module only counts and renders;
+//! serving the text is the API's and the metrics listener's job.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use axoneme_sdk::Direction;
+
+/// Upper bounds of the latency histogram's buckets, in seconds.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// Verdict counters of one protocol in one direction.
+#[derive(Debug, Default)]
+pub struct VerdictCounters {
+    /// Requests allowed.
+    pub allowed: AtomicU64,
+    /// Requests denied.
+    pub denied: AtomicU64,
+}
+
+/// A latency histogram.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|&bound| seconds <= bound) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos.fetch_add(
+            elapsed.as_nanos().min(u128::from(u64::MAX)) as u64,
+            Ordering::Relaxed,
+        );
+    }
+}
+
+/// Per-protocol metrics.
+#[derive(Debug, Default)]
+pub struct ProtocolMetrics {
+    /// Verdicts for ingress connections.
+    pub ingress: VerdictCounters,
+    /// Verdicts for egress connections.
+    pub egress: VerdictCounters,
+    /// Time from a request's arrival to the first byte of its answer reaching the client.
+    pub latency: Histogram,
+}
+
+impl ProtocolMetrics {
+    /// The verdict counters of `direction`.
+    pub fn verdicts(&self, direction: Direction) -> &VerdictCounters {
+        match direction {
+            Direction::Ingress => &self.ingress,
+            Direction::Egress => &self.egress,
+        }
+    }
+}
+
+/// Everything the proxy counts.
+#[derive(Debug)]
+pub struct Metrics {
+    protocols: BTreeMap<&'static str, ProtocolMetrics>,
+    /// Connections open now.
+    pub connections_active: AtomicI64,
+    /// Connections accepted.
+    pub connections_total: AtomicU64,
+    /// Connections refused at L3/L4.
+    pub connections_refused: AtomicU64,
+    /// Bytes from clients to upstreams.
+    pub bytes_to_upstream: AtomicU64,
+    /// Bytes from upstreams (and the proxy's own replies) to clients.
+    pub bytes_to_client: AtomicU64,
+    /// Parser panics.
+    pub parser_panics: AtomicU64,
+    parser_errors: Mutex<BTreeMap<String, u64>>,
+}
+
+/// Values the metrics do not hold themselves, read when rendering.
+#[derive(Debug, Clone, Copy)]
+pub struct Gauges {
+    /// The policy revision in force.
+    pub policy_revision: u64,
+    /// Policy changes refused.
+    pub policy_import_errors: u64,
+    /// Access-log entries dropped.
+    pub access_log_dropped: u64,
+}
+
+impl Metrics {
+    /// Metrics for the given protocols.
+    pub fn new(protocols: &[&'static str]) -> Metrics {
+        Metrics {
+            protocols: protocols
+                .iter()
+                .map(|&p| (p, ProtocolMetrics::default()))
+                .collect(),
+            connections_active: AtomicI64::new(0),
+            connections_total: AtomicU64::new(0),
+            connections_refused: AtomicU64::new(0),
+            bytes_to_upstream: AtomicU64::new(0),
+            bytes_to_client: AtomicU64::new(0),
+            parser_panics: AtomicU64::new(0),
+            parser_errors: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The metrics of `protocol`, if it is known.
+    pub fn protocol(&self, protocol: &str) -> Option<&ProtocolMetrics> {
+        self.protocols.get(protocol)
+    }
+
+    /// Counts a connection closed for a protocol error of kind `reason`.
+    pub fn parser_error(&self, reason: &str) {
+        if let Ok(mut errors) = self.parser_errors.lock() {
+            *errors.entry(reason.to_owned()).or_default() += 1;
+        }
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn render(&self, gauges: Gauges) -> String {
+        let mut out = String::new();
+        let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        family(
+            &mut out,
+            "axoneme_l7_requests_total",
+            "counter",
+            "L7 requests by protocol, verdict and direction.",
+        );
+        for (proto, m) in &self.protocols {
+            for (direction, counters) in [("ingress", &m.ingress), ("egress", &m.egress)] {
+                for (verdict, n) in [("allowed", &counters.allowed), ("denied", &counters.denied)] {
+                    let _ = writeln!(
+                        out,
+                        "axoneme_l7_requests_total{{protocol=\"{proto}\",verdict=\"{verdict}\",direction=\"{direction}\"}} {}",
+                        load(n)
+                    );
+                }
+            }
+        }
+        family(
+            &mut out,
+            "axoneme_connections_active",
+            "gauge",
+            "Connections open now.",
+        );
+        let _ = writeln!(
+            out,
+            "axoneme_connections_active {}",
+            self.connections_active.load(Ordering::Relaxed)
+        );
+        let counters = [
+            (
+                "axoneme_connections_total",
+                "Connections accepted.",
+                load(&self.connections_total),
+            ),
+            (
+                "axoneme_connections_refused_total",
+                "Connections refused at L3/L4.",
+                load(&self.connections_refused),
+            ),
+            (
+                "axoneme_parser_panics_total",
+                "Parser panics (each closed its connection).",
+                load(&self.parser_panics),
+            ),
+            (
+                "axoneme_access_log_dropped_total",
+                "Access-log entries dropped because the writer fell behind.",
+                gauges.access_log_dropped,
+            ),
+            (
+                "axoneme_policy_import_errors_total",
+                "Policy changes refused as invalid.",
+                gauges.policy_import_errors,
+            ),
+        ];
+        for (name, help, value) in counters {
+            family(&mut out, name, "counter", help);
+            let _ = writeln!(out, "{name} {value}");
+        }
+        family(
+            &mut out,
+            "axoneme_policy_revision",
+            "gauge",
+            "The policy revision in force.",
+        );
+        let _ = writeln!(out, "axoneme_policy_revision {}", gauges.policy_revision);
+        family(
+            &mut out,
+            "axoneme_bytes_total",
+            "counter",
+            "Bytes received from clients (to_upstream) and from upstreams (to_client).",
+        );
+        let _ = writeln!(
+            out,
+            "axoneme_bytes_total{{direction=\"to_upstream\"}} {}",
+            load(&self.bytes_to_upstream)
+        );
+        let _ = writeln!(
+            out,
+            "axoneme_bytes_total{{direction=\"to_client\"}} {}",
+            load(&self.bytes_to_client)
+        );
+        family(
+            &mut out,
+            "axoneme_parser_errors_total",
+            "counter",
+            "Connections closed for a protocol error, by reason.",
+        );
+        if let Ok(errors) = self.parser_errors.lock() {
+            for (reason, n) in errors.iter() {
+                let _ = writeln!(
+                    out,
+                    "axoneme_parser_errors_total{{reason=\"{reason}\"}} {n}"
+                );
+            }
+        }
+        family(
+            &mut out,
+            "axoneme_request_duration_seconds",
+            "histogram",
+            "Time from a request's arrival to the first byte of its answer reaching the client.",
+        );
+        for (proto, m) in &self.protocols {
+            let mut cumulative = 0;
+            for (bound, n) in LATENCY_BUCKETS.iter().zip(&m.latency.buckets) {
+                cumulative += load(n);
+                let _ = writeln!(
+                    out,
+                    "axoneme_request_duration_seconds_bucket{{protocol=\"{proto}\",le=\"{bound}\"}} {cumulative}"
+                );
+            }
+            let count = load(&m.latency.count);
+            let _ = writeln!(out, "axoneme_request_duration_seconds_bucket{{protocol=\"{proto}\",le=\"+Inf\"}} {count}");
+            let sum = load(&m.latency.sum_nanos) as f64 / 1e9;
+            let _ = writeln!(
+                out,
+                "axoneme_request_duration_seconds_sum{{protocol=\"{proto}\"}} {sum}"
+            );
+            let _ = writeln!(
+                out,
+                "axoneme_request_duration_seconds_count{{protocol=\"{proto}\"}} {count}"
+            );
+        }
+        out
+    }
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let metrics = Metrics::new(&["memcache"]);
+        let m = metrics.protocol("memcache").unwrap();
+        m.verdicts(Direction::Ingress)
+            .denied
+            .fetch_add(2, Ordering::Relaxed);
+        m.latency.observe(Duration::from_micros(300));
+        metrics.parser_error("frame_too_large");
+        let text = metrics.render(Gauges {
+            policy_revision: 3,
+            policy_import_errors: 1,
+            access_log_dropped: 0,
+        });
+        for line in [
+            "axoneme_l7_requests_total{protocol=\"memcache\",verdict=\"denied\",direction=\"ingress\"} 2",
+            "axoneme_l7_requests_total{protocol=\"memcache\",verdict=\"allowed\",direction=\"egress\"} 0",
+            "axoneme_policy_revision 3",
+            "axoneme_policy_import_errors_total 1",
+            "axoneme_parser_errors_total{reason=\"frame_too_large\"} 1",
+            "axoneme_request_duration_seconds_bucket{protocol=\"memcache\",le=\"0.00025\"} 0",
+            "axoneme_request_duration_seconds_bucket{protocol=\"memcache\",le=\"0.0005\"} 1",
+            "axoneme_request_duration_seconds_count{protocol=\"memcache\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
+        }
+    }
+}
