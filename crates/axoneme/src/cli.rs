@@ -525,7 +525,11 @@ fn encode(text: &str) -> String {
 fn render(value: &Value) -> String {
     match value {
         Value::Array(items) if items.iter().all(Value::is_object) && !items.is_empty() => {
+            // Names first: they are what people look for.
             let mut columns: Vec<String> = Vec::new();
+            if items.iter().any(|item| item.get("name").is_some()) {
+                columns.push("name".into());
+            }
             for item in items {
                 for key in item.as_object().into_iter().flat_map(|o| o.keys()) {
                     if !columns.contains(key) && key != "document" {

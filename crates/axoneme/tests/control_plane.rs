@@ -1,0 +1,461 @@
+//! The control plane against a running `axoneme run`, driven through the CLI as an operator
+//! would: policy import/get/delete/validate/trace changing verdicts on open connections, a bad
+//! policy refused with a 400 and no change, endpoints and identities, listeners added and
+//! drained at runtime, the live monitor, metrics, and edits of a watched policy file.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{connect_from, request, temp_dir, Upstream};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const LUKE: &str = "127.0.0.21";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn policy(name: &str, port: u16, rules: &str) -> String {
+    format!(
+        r#"apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {{name: {name}}}
+spec:
+  endpointSelector: {{matchLabels: {{app: r2d2}}}}
+  ingress:
+    - fromEndpoints: [{{matchLabels: {{app: luke}}}}]
+      toPorts:
+        - ports: [{{port: "{port}"}}]
+          rules: {{l7proto: r2d2, l7: [{rules}]}}
+"#
+    )
+}
+
+/// A running agent process and how to reach it.
+struct Running {
+    child: Child,
+    dir: PathBuf,
+    proxy_port: u16,
+    metrics_port: u16,
+    upstream_port: u16,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Running {
+    async fn start(name: &str, upstream: &Upstream) -> Running {
+        let dir = temp_dir(name);
+        let (proxy_port, metrics_port) = (free_port(), free_port());
+        let upstream_port = upstream.addr.port();
+        std::fs::write(
+            dir.join("policy.yaml"),
+            policy("base", upstream_port, "{cmd: HALT}"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("config.yaml"),
+            format!(
+                r#"accessLog: {{path: access.log}}
+api: {{socket: api.sock}}
+metrics: {{listen: "127.0.0.1:{metrics_port}"}}
+drainTimeout: 2
+endpoints:
+  - {{name: r2d2, ips: ["127.0.0.1"], labels: {{app: r2d2}}}}
+  - {{name: luke, ips: ["{LUKE}"], labels: {{app: luke}}}}
+policies: [policy.yaml]
+listeners:
+  - {{name: r2d2, listen: "127.0.0.1:{proxy_port}", upstream: "{}", endpoint: r2d2, direction: ingress}}
+"#,
+                upstream.addr
+            ),
+        )
+        .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_axoneme"))
+            .current_dir(&dir)
+            .args(["run", "--config", "config.yaml"])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let running = Running {
+            child,
+            dir,
+            proxy_port,
+            metrics_port,
+            upstream_port,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !running.dir.join("api.sock").exists()
+            || running.cli(&["status"]).status.code() != Some(0)
+        {
+            assert!(Instant::now() < deadline, "the agent did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        running
+    }
+
+    fn proxy(&self) -> std::net::SocketAddr {
+        format!("127.0.0.1:{}", self.proxy_port).parse().unwrap()
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_axoneme"))
+            .current_dir(&self.dir)
+            .arg("--api")
+            .arg(self.dir.join("api.sock"))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Runs a CLI command that must succeed, returning its standard output.
+    fn ok(&self, args: &[&str]) -> String {
+        let output = self.cli(args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "axoneme {args:?} failed: {stderr}");
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    /// Runs a CLI command that must fail, returning its one-line error.
+    fn fails(&self, args: &[&str]) -> String {
+        let output = self.cli(args);
+        assert!(!output.status.success(), "axoneme {args:?} should fail");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+        stderr
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        serde_json::from_str(&self.ok(&all)).unwrap()
+    }
+
+    fn revision(&self) -> u64 {
+        self.json(&["status"])["policy_revision"].as_u64().unwrap()
+    }
+
+    fn write(&self, file: &str, text: &str) -> String {
+        std::fs::write(self.dir.join(file), text).unwrap();
+        file.to_owned()
+    }
+
+    async fn metrics(&self) -> String {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.metrics_port))
+            .await
+            .unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        response
+    }
+}
+
+/// Sends one raw HTTP request to the API's Unix socket and returns the status line and body.
+async fn raw_api(running: &Running, request: &str) -> (String, String) {
+    let mut stream = tokio::net::UnixStream::connect(running.dir.join("api.sock"))
+        .await
+        .unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response.lines().next().unwrap_or_default().to_owned();
+    let body = response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_import_get_delete_and_trace_apply_to_open_connections() {
+    let upstream = Upstream::start().await;
+    let agent = Running::start("cp-policy", &upstream).await;
+    let port = agent.upstream_port.to_string();
+    let mut luke = connect_from(LUKE, agent.proxy()).await;
+    assert_eq!(request(&mut luke, "WRITE /plans\r\n").await, "ERROR\r\n");
+    assert_eq!(agent.revision(), 1);
+
+    let writers = agent.write(
+        "writers.yaml",
+        &policy("writers", agent.upstream_port, "{cmd: WRITE}"),
+    );
+    let imported = agent.json(&["policy", "import", &writers]);
+    assert_eq!(imported["revision"], 2);
+    assert_eq!(
+        request(&mut luke, "WRITE /plans\r\n").await,
+        "OK WRITE /plans\r\n",
+        "same connection, new policy"
+    );
+
+    let table = agent.ok(&["policy", "get"]);
+    assert!(table.lines().any(|l| l.starts_with("NAME ")), "{table}");
+    assert!(
+        table.contains("writers") && table.contains("base"),
+        "{table}"
+    );
+    let one = agent.json(&["policy", "get", "writers"]);
+    assert_eq!(one["source"], "<api>");
+    assert_eq!(one["document"]["metadata"]["name"], "writers");
+
+    let trace = agent.json(&[
+        "policy",
+        "trace",
+        "--src-labels",
+        "app=luke",
+        "--dst-endpoint",
+        "r2d2",
+        "--dport",
+        &port,
+        "cmd=WRITE",
+        "file=/plans",
+    ]);
+    assert_eq!(
+        (trace["allowed"].as_bool(), trace["policy_name"].as_str()),
+        (Some(true), Some("writers"))
+    );
+    let trace = agent.json(&[
+        "policy",
+        "trace",
+        "--src-address",
+        "127.0.0.99",
+        "--dst-endpoint",
+        "r2d2",
+        "--dport",
+        &port,
+    ]);
+    assert_eq!(
+        (trace["allowed"].as_bool(), trace["stage"].as_str()),
+        (Some(false), Some("l3l4"))
+    );
+
+    agent.ok(&["policy", "delete", "writers"]);
+    assert_eq!(agent.revision(), 3);
+    assert_eq!(
+        request(&mut luke, "WRITE /plans\r\n").await,
+        "ERROR\r\n",
+        "and back"
+    );
+    let error = agent.fails(&["policy", "delete", "base"]);
+    assert!(
+        error.contains("is defined in") && error.contains("policy.yaml"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_policy_is_refused_with_its_reason_and_changes_nothing() {
+    let upstream = Upstream::start().await;
+    let agent = Running::start("cp-bad", &upstream).await;
+    let bad = agent.write(
+        "bad.yaml",
+        &policy("bad", agent.upstream_port, "{cmd: FLY}"),
+    );
+    let error = agent.fails(&["policy", "import", &bad]);
+    assert!(
+        error.contains("policy \"bad\"") && error.contains("l7[0].cmd") && error.contains("FLY"),
+        "{error}"
+    );
+    let error = agent.fails(&["policy", "validate", &bad]);
+    assert!(error.contains("l7[0].cmd"), "{error}");
+    let good = agent.write(
+        "good.yaml",
+        &policy("good", agent.upstream_port, "{cmd: RESET}"),
+    );
+    assert_eq!(
+        agent.json(&["policy", "validate", &good])["revision"],
+        1,
+        "validation changes nothing"
+    );
+    assert_eq!(agent.revision(), 1);
+
+    let (status, body) = raw_api(
+        &agent,
+        "PUT /v1/policy HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 17\r\n\r\nkind: [unclosed\n\n",
+    )
+    .await;
+    assert!(status.contains(" 400 "), "{status}");
+    assert!(
+        body.contains("\"error\"") && body.contains("line"),
+        "{body}"
+    );
+    assert_eq!(agent.revision(), 1);
+    let (status, _) = raw_api(
+        &agent,
+        "GET /v1/policy/nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(status.contains(" 404 "), "{status}");
+    let (status, body) = raw_api(
+        &agent,
+        "GET /v1/openapi.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        status.contains(" 200 ") && body.contains("\"openapi\""),
+        "{status}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_identities_and_listeners_change_at_runtime() {
+    let upstream = Upstream::start().await;
+    let agent = Running::start("cp-listeners", &upstream).await;
+    agent.ok(&[
+        "endpoint",
+        "add",
+        "leia",
+        "--ip",
+        "127.0.0.22",
+        "--label",
+        "app=luke",
+        "--label",
+        "tier=royal",
+    ]);
+    let endpoints = agent.json(&["endpoint", "list"]);
+    assert!(endpoints
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["name"] == "leia"));
+    let identities = agent.json(&["identity", "list"]);
+    assert!(identities
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|i| i["endpoints"][0] == "leia"));
+    assert!(identities
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|i| i["labels"][0] == "reserved:world"));
+    let error = agent.fails(&["endpoint", "delete", "r2d2"]);
+    assert!(error.contains("guarded by listener"), "{error}");
+    agent.ok(&["endpoint", "delete", "leia"]);
+
+    let extra_port = free_port();
+    let listen = format!("127.0.0.1:{extra_port}");
+    let upstream_address = upstream.addr.to_string();
+    agent.ok(&[
+        "listener",
+        "add",
+        "extra",
+        "--listen",
+        &listen,
+        "--upstream",
+        &upstream_address,
+        "--endpoint",
+        "r2d2",
+    ]);
+    let mut luke = connect_from(LUKE, listen.parse().unwrap()).await;
+    assert_eq!(request(&mut luke, "HALT\r\n").await, "OK HALT\r\n");
+    assert!(agent.ok(&["listener", "list"]).contains("extra"));
+
+    agent.ok(&["listener", "delete", "extra"]);
+    let refused = tokio::net::TcpStream::connect(&listen).await;
+    assert!(refused.is_err(), "a deleted listener accepts no more");
+    assert_eq!(
+        request(&mut luke, "HALT\r\n").await,
+        "OK HALT\r\n",
+        "its open connection drains"
+    );
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), luke.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0))),
+        "closed when the drain time (2 s) is over: {closed:?}"
+    );
+    let error = agent.fails(&["listener", "delete", "extra"]);
+    assert!(error.contains("no listener is named"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitor_metrics_and_a_watched_policy_file() {
+    let upstream = Upstream::start().await;
+    let agent = Running::start("cp-monitor", &upstream).await;
+    let mut monitor = Command::new(env!("CARGO_BIN_EXE_axoneme"))
+        .arg("--api")
+        .arg(agent.dir.join("api.sock"))
+        .args(["monitor", "--type", "denied"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = monitor.stdout.take().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut luke = connect_from(LUKE, agent.proxy()).await;
+    assert_eq!(request(&mut luke, "HALT\r\n").await, "OK HALT\r\n");
+    assert_eq!(request(&mut luke, "RESET\r\n").await, "ERROR\r\n");
+    let line = lines_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the monitor shows the denial");
+    let entry: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(entry["entry_type"], "Denied");
+    assert_eq!(entry["generic_l7"]["fields"]["cmd"], "RESET");
+    let _ = monitor.kill();
+    let _ = monitor.wait();
+
+    let metrics = agent.metrics().await;
+    for sample in [
+        "axoneme_l7_requests_total{protocol=\"r2d2\",verdict=\"allowed\",direction=\"ingress\"} 1",
+        "axoneme_l7_requests_total{protocol=\"r2d2\",verdict=\"denied\",direction=\"ingress\"} 1",
+        "axoneme_connections_active 1",
+        "axoneme_policy_revision 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == sample),
+            "missing {sample} in\n{metrics}"
+        );
+    }
+    let listed = agent.ok(&["metrics", "list"]);
+    assert!(listed.contains("axoneme_connections_total"), "{listed}");
+
+    agent.write(
+        "policy.yaml",
+        &policy("base", agent.upstream_port, "{cmd: HALT}, {cmd: RESET}"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while request(&mut luke, "RESET\r\n").await != "OK RESET\r\n" {
+        assert!(
+            Instant::now() < deadline,
+            "the edit of the watched file did not apply"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    agent.write("policy.yaml", "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: base}\nspec: [broken");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        request(&mut luke, "RESET\r\n").await,
+        "OK RESET\r\n",
+        "a bad edit leaves the last good policy"
+    );
+    let metrics = agent.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "axoneme_policy_import_errors_total 1"),
+        "{metrics}"
+    );
+}
