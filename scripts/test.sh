@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace on a fresh machine: installs what the tests need, checks
-# formatting, then builds and runs all unit, property, integration and bench-smoke tests.
+# formatting, builds and runs all unit, property, integration and bench-smoke tests, then the
+# Python end-to-end tests against a real memcached (tests/python) and schemathesis against the
+# REST API (tests/api).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,22 +17,47 @@ apt_install() {
 # The R2-D2 demo's upstream and client are Python (standard library only).
 command -v python3 >/dev/null || apt_install python3
 command -v cargo >/dev/null || { echo "cargo (Rust toolchain) is required" >&2; exit 1; }
+# The end-to-end tests run a real memcached and the client libraries in a virtualenv.
+command -v memcached >/dev/null || apt_install memcached
+if [ ! -x .venv/bin/python ]; then
+  # Debian's python3 makes virtualenvs only with python3-venv installed.
+  python3 -m venv --clear .venv 2>/dev/null || { apt_install python3-venv && python3 -m venv --clear .venv; }
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt -r tests/api/requirements.txt
 
 if cargo fmt --version >/dev/null 2>&1; then
   cargo fmt --all -- --check
 fi
 
-# Runs a test suite, keeping its output to count what passed and failed.
+# Runs the test suites, keeping their output to count what passed and failed.
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+pytest_log=$(mktemp)
+trap 'rm -f "$log" "$pytest_log"' EXIT
 
 set +e
 cargo test --workspace --all-targets --locked 2>&1 | tee "$log"
 cargo_status=${PIPESTATUS[0]}
+cargo build -p axoneme --locked
+build_status=$?
+PYTHONDONTWRITEBYTECODE=1 AXONEME_BIN="$PWD/target/debug/axoneme" \
+  .venv/bin/python -m pytest -p no:cacheprovider tests/python 2>&1 | tee "$pytest_log"
+pytest_status=${PIPESTATUS[0]}
+# The REST API against its OpenAPI document: no generated request may get a server error.
+tests/api/schemathesis.sh .venv/bin/schemathesis "$PWD/target/debug/axoneme"
+schemathesis_status=$?
 set -e
 passed=$(awk '/^test result:/ { for (i = 2; i <= NF; i++) if ($i ~ /^passed;?$/) n += $(i - 1) } END { print n + 0 }' "$log")
 failed=$(awk '/^test result:/ { for (i = 2; i <= NF; i++) if ($i ~ /^failed;?$/) n += $(i - 1) } END { print n + 0 }' "$log")
-
+# pytest's closing line, e.g. "==== 2 failed, 38 passed, 1 error in 4.20s ====".
+pytest_count() {
+  awk -v what="$1" '/^=+ .* in [0-9.]+s/ { line = $0 }
+    END { n = split(line, w, " "); for (i = 2; i <= n; i++) if (w[i] ~ "^(" what "),?$") c += w[i - 1]; print c + 0 }' "$pytest_log"
+}
+passed=$((passed + $(pytest_count passed)))
+failed=$((failed + $(pytest_count 'failed|errors?')))
+if [ "$schemathesis_status" = 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 echo
 echo "total: $passed passed, $failed failed"
-exit "$cargo_status"
+for status in "$cargo_status" "$build_status" "$pytest_status" "$schemathesis_status"; do
+  [ "$status" = 0 ] || exit "$status"
+done

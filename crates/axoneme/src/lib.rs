@@ -275,7 +275,7 @@ impl Agent {
             Arc::clone(&self.shared),
             Arc::clone(&tracker),
         ));
-        tracing::info!(listener = %config.name, %address, upstream = %config.upstream, "listening");
+        tracing::info!(listener = %config.name, addr = %address, upstream = %config.upstream, "listening");
         let running = RunningListener {
             config: config.clone(),
             address,

@@ -242,8 +242,8 @@ impl MemcacheParser {
     }
 
     fn on_reply(&mut self, ctx: &mut Context<'_>, input: Input<'_>) -> Op {
-        if let Some((denial, count)) = self.pending.due_denials() {
-            return self.inject_denials(ctx, denial, count);
+        if let Some(op) = self.inject_denials(ctx) {
+            return op;
         }
         if input.is_empty() {
             return Op::Nop;
@@ -265,22 +265,31 @@ impl MemcacheParser {
         }
     }
 
-    /// Injects as many of the due denials as fit into the reply flow, here in the stream.
-    fn inject_denials(&mut self, ctx: &mut Context<'_>, denial: Denial, count: u32) -> Op {
-        let packet = binary_denial(denial);
-        let bytes = match denial {
-            Denial::Text => text::DENIAL,
-            Denial::Binary { .. } => &packet[..],
-        };
-        let fit = (ctx.inject_room(Flow::Reply) / bytes.len()).min(count as usize);
-        if fit == 0 {
-            return Op::Error(TOO_MANY_PENDING);
+    /// Injects as many of the due denials as fit into the reply flow, here in the stream (one
+    /// operation for all of them, so a long run of denials costs few operations).
+    fn inject_denials(&mut self, ctx: &mut Context<'_>) -> Option<Op> {
+        let mut injected = 0;
+        while let Some((denial, count)) = self.pending.due_denials() {
+            let packet = binary_denial(denial);
+            let bytes = match denial {
+                Denial::Text => text::DENIAL,
+                Denial::Binary { .. } => &packet[..],
+            };
+            let fit = (ctx.inject_room(Flow::Reply) / bytes.len()).min(count as usize);
+            if fit == 0 {
+                break;
+            }
+            for _ in 0..fit {
+                ctx.inject(Flow::Reply, bytes);
+            }
+            self.pending.denials_sent(fit as u32);
+            injected += fit * bytes.len();
         }
-        for _ in 0..fit {
-            ctx.inject(Flow::Reply, bytes);
+        match injected {
+            0 if self.pending.due_denials().is_some() => Some(Op::Error(TOO_MANY_PENDING)),
+            0 => None,
+            n => Some(Op::Inject(n)),
         }
-        self.pending.denials_sent(fit as u32);
-        Op::Inject(fit * bytes.len())
     }
 }
 

@@ -329,3 +329,19 @@ DELETED\r\n\
 CLIENT_ERROR access denied\r\n"
     );
 }
+
+#[test]
+fn a_thousand_binary_denials_behind_one_reply_keep_their_order() {
+    let mut s = maintenance();
+    let mut requests = binary_request(0x00, b"alliance/fleet/a", b"", 0);
+    for opaque in 1..=1000 {
+        requests.extend(binary_request(0x00, b"empire/x", b"", opaque));
+    }
+    s.send(Flow::Request, &requests).unwrap();
+    let reply = binary_response(0x00, b"", 0);
+    s.send(Flow::Reply, &reply).unwrap();
+    let denials: Vec<u8> = (1..=1000)
+        .flat_map(|opaque| binary::denial(0x00, opaque))
+        .collect();
+    assert_eq!(s.sent.client, [reply, denials].concat());
+}

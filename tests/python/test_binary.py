@@ -1,0 +1,235 @@
+"""The binary protocol through the proxy under the Rebels policy: python-binary-memcached as
+applications use it, and raw sockets for the exact bytes of denials, quiet opcodes and NOOP."""
+
+import struct
+
+import pytest
+from bmemcached.exceptions import MemcachedException
+
+from conftest import (BINARY_HEADER, JEDI, MAINTENANCE, MIB, MONITORING, POLICY_NAME, STRANGER,
+                      binary_client, binary_request, connect_from, expect_closed, read_exactly,
+                      read_binary_response)
+
+FLEET = "alliance/fleet/"
+GET, SET, DELETE, INCREMENT = 0x00, 0x01, 0x04, 0x05
+GETQ, NOOP, VERSION, GETK, STAT, SETQ = 0x09, 0x0A, 0x0B, 0x0C, 0x10, 0x11
+ACCESS_DENIED = 0x0008
+# A value holding request and response magic bytes and text-protocol terminators.
+TRICKY = bytes([0x80, 0x81, 0x00, 0x01]) + b"\r\nEND\r\n" + BINARY_HEADER.pack(
+    0x81, GET, 0, 0, 0, 0, 0, 0, 0)
+
+
+def storage_extras(flags: int = 0, expiry: int = 0) -> bytes:
+    return struct.pack("!LL", flags, expiry)
+
+
+def denial(opcode: int, opaque: int) -> bytes:
+    """The exact bytes the proxy answers a denied binary request with."""
+    return BINARY_HEADER.pack(0x81, opcode, 0, 0, 0, ACCESS_DENIED, 13, opaque, 0) + b"access denied"
+
+
+def test_maintenance_may_write_and_read_the_fleet_keys(proxy, memcached):
+    droid = binary_client(proxy, MAINTENANCE)
+    key, counter = FLEET + "x-wing", FLEET + "count"
+    assert droid.set(key, b"red five") is True
+    assert droid.get(key) == b"red five"
+    assert droid.replace(key, b"red leader") is True
+    assert droid.add(counter, b"40") is True
+    assert droid.incr(counter, 2) == 42
+    assert droid.decr(counter, 1) == 41
+    assert droid.delete(counter) is True
+    assert droid.get_multi([key, counter]) == {key: b"red leader"}
+    assert memcached.get(key) == b"red leader"
+    assert memcached.get(counter) is None
+    entries = proxy.entries(9)
+    assert [e["entry_type"] for e in entries] == ["Request"] * 9
+    assert {e["policy_name"] for e in entries} == {POLICY_NAME}
+    assert [(e["generic_l7"]["fields"]["opcode"], e["generic_l7"]["fields"]["keys"])
+            for e in entries] == [
+        ("1", key), ("0", key), ("3", key), ("2", counter), ("5", counter), ("6", counter),
+        ("4", counter), ("13", key), ("12", counter)]
+    assert [e["generic_l7"]["fields"]["command"] for e in entries[:4]] == [
+        "set", "get", "replace", "add"]
+    assert entries[0]["generic_l7"]["proto"] == "memcache"
+
+
+def test_denials_raise_status_8_and_change_nothing(proxy, memcached):
+    memcached.put(FLEET + "falcon", b"original")
+    memcached.put("empire/plans", b"P")
+    monitor = binary_client(proxy, MONITORING)
+    connection = next(monitor.servers).connection
+    for attempt in (lambda: monitor.set(FLEET + "falcon", b"scrap"),
+                    lambda: monitor.add(FLEET + "new", b"1"),
+                    lambda: monitor.delete(FLEET + "falcon"),
+                    lambda: monitor.incr(FLEET + "falcon", 1),
+                    lambda: monitor.get("empire/plans"),
+                    lambda: monitor.get_multi([FLEET + "falcon", "empire/plans"])):
+        with pytest.raises(MemcachedException) as denied:
+            attempt()
+        assert denied.value.code == ACCESS_DENIED
+        assert "access denied" in str(denied.value)
+    assert monitor.get(FLEET + "falcon") == b"original"
+    assert next(monitor.servers).connection is connection, "denials keep the connection open"
+    assert memcached.get(FLEET + "falcon") == b"original"
+    assert memcached.get(FLEET + "new") is None
+    assert [(t, k) for t, _, k in proxy.summary(8)] == [
+        ("Denied", FLEET + "falcon"), ("Denied", FLEET + "new"), ("Denied", FLEET + "falcon"),
+        ("Denied", FLEET + "falcon"), ("Denied", "empire/plans"),
+        ("Request", FLEET + "falcon"), ("Denied", "empire/plans"), ("Request", FLEET + "falcon")]
+
+
+def test_a_quiet_multi_set_reports_only_the_denied_keys(proxy, memcached):
+    droid = binary_client(proxy, MAINTENANCE)
+    failed = droid.set_multi({FLEET + "a": b"A", "empire/plans": b"stolen", FLEET + "b": b"B"})
+    assert failed == ["empire/plans"]
+    assert memcached.get(FLEET + "a") == b"A"
+    assert memcached.get(FLEET + "b") == b"B"
+    assert memcached.get("empire/plans") is None
+    assert droid.get_multi([FLEET + "a", FLEET + "b"]) == {FLEET + "a": b"A", FLEET + "b": b"B"}
+
+
+def test_values_with_magic_bytes_and_one_mebibyte_pass_intact(proxy, memcached):
+    big = (TRICKY + bytes(range(256))) * (MIB // (len(TRICKY) + 256) + 1)
+    big = big[:MIB]
+    droid = binary_client(proxy, MAINTENANCE)
+    assert droid.set(FLEET + "tricky", TRICKY) is True
+    assert droid.set(FLEET + "big", big) is True
+    assert memcached.get(FLEET + "big") == big
+    assert memcached.get(FLEET + "tricky") == TRICKY
+    monitor = binary_client(proxy, MONITORING)
+    assert monitor.get(FLEET + "big") == big
+    assert monitor.get_multi([FLEET + "tricky", FLEET + "big"]) == {
+        FLEET + "tricky": TRICKY, FLEET + "big": big}
+    with pytest.raises(MemcachedException):
+        monitor.set(FLEET + "big", big[::-1])
+    assert monitor.get(FLEET + "big") == big
+    # Pipelined: the denial waits until the 1 MiB response before it has gone through.
+    raw = connect_from(MONITORING, proxy.addr)
+    raw.sendall(binary_request(GET, b"alliance/fleet/big", opaque=1)
+                + binary_request(SET, b"alliance/fleet/big", storage_extras(), b"Z", opaque=2)
+                + binary_request(GET, b"alliance/fleet/big", opaque=3))
+    first = read_binary_response(raw)
+    assert (first["opaque"], first["status"], first["value"]) == (1, 0, big)
+    assert read_exactly(raw, 24 + 13) == denial(SET, 2)
+    last = read_binary_response(raw)
+    assert (last["opaque"], last["status"], last["value"]) == (3, 0, big)
+
+
+def test_a_denial_copies_opcode_and_opaque_with_status_8(proxy, memcached):
+    monitor = connect_from(MONITORING, proxy.addr)
+    monitor.sendall(binary_request(SET, b"alliance/fleet/a", storage_extras(), b"Z",
+                                   opaque=0xDEADBEEF, cas=7))
+    assert read_exactly(monitor, 24 + 13) == denial(SET, 0xDEADBEEF)
+    monitor.sendall(binary_request(GET, b"empire/plans", opaque=1))
+    assert read_exactly(monitor, 24 + 13) == denial(GET, 1)
+    assert memcached.get(FLEET + "a") is None
+
+
+def test_pipelined_requests_get_their_replies_and_denials_in_order(proxy, memcached):
+    memcached.put(FLEET + "a", b"A")
+    memcached.put(FLEET + "b", TRICKY)
+    pipeline = (binary_request(GET, b"alliance/fleet/a", opaque=1)
+                + binary_request(SET, b"alliance/fleet/a", storage_extras(), b"Z", opaque=2)
+                + binary_request(DELETE, b"alliance/fleet/b", opaque=3)
+                + binary_request(GETK, b"alliance/fleet/b", opaque=4)
+                + binary_request(INCREMENT, b"alliance/fleet/a", bytes(20), opaque=5)
+                + binary_request(NOOP, opaque=6))
+    for chunk_size in (len(pipeline), 1):
+        monitor = connect_from(MONITORING, proxy.addr)
+        for start in range(0, len(pipeline), chunk_size):
+            monitor.sendall(pipeline[start:start + chunk_size])
+        replies = [read_binary_response(monitor) for _ in range(6)]
+        assert [(r["opcode"], r["opaque"], r["status"]) for r in replies] == [
+            (GET, 1, 0), (SET, 2, ACCESS_DENIED), (DELETE, 3, ACCESS_DENIED), (GETK, 4, 0),
+            (INCREMENT, 5, ACCESS_DENIED), (NOOP, 6, 0)], f"sent in chunks of {chunk_size}"
+        assert replies[0]["value"] == b"A"
+        assert (replies[3]["key"], replies[3]["value"]) == (b"alliance/fleet/b", TRICKY)
+    assert memcached.get(FLEET + "a") == b"A"
+    assert memcached.get(FLEET + "b") == TRICKY
+
+
+def test_a_thousand_denials_pipelined_behind_an_allowed_request(proxy, memcached):
+    memcached.put(FLEET + "a", b"A")
+    monitor = connect_from(MONITORING, proxy.addr)
+    monitor.sendall(binary_request(GET, b"alliance/fleet/a", opaque=0) + b"".join(
+        binary_request(DELETE, b"empire/plans", opaque=i) for i in range(1, 1001)))
+    hit = read_binary_response(monitor)
+    assert (hit["opaque"], hit["status"], hit["value"]) == (0, 0, b"A")
+    for opaque in range(1, 1001):
+        assert read_exactly(monitor, 24 + 13) == denial(DELETE, opaque)
+
+
+def test_quiet_opcodes_are_answered_when_denied_and_noop_flushes(proxy, memcached):
+    memcached.put(FLEET + "a", b"A")
+    monitor = connect_from(MONITORING, proxy.addr)
+    monitor.sendall(binary_request(GETQ, b"alliance/fleet/missing", opaque=1)
+                    + binary_request(GETQ, b"empire/plans", opaque=2)
+                    + binary_request(GETQ, b"alliance/fleet/a", opaque=3)
+                    + binary_request(SETQ, b"alliance/fleet/a", storage_extras(), b"Z", opaque=4)
+                    + binary_request(NOOP, opaque=5))
+    assert read_exactly(monitor, 24 + 13) == denial(GETQ, 2)
+    hit = read_binary_response(monitor)
+    assert (hit["opcode"], hit["opaque"], hit["status"], hit["value"]) == (GETQ, 3, 0, b"A")
+    assert read_exactly(monitor, 24 + 13) == denial(SETQ, 4)
+    assert read_exactly(monitor, 24) == BINARY_HEADER.pack(0x81, NOOP, 0, 0, 0, 0, 0, 5, 0)
+    droid = connect_from(MAINTENANCE, proxy.addr)
+    droid.sendall(binary_request(SETQ, b"alliance/fleet/q", storage_extras(), b"Q", opaque=1)
+                  + binary_request(NOOP, opaque=2))
+    assert read_exactly(droid, 24) == BINARY_HEADER.pack(0x81, NOOP, 0, 0, 0, 0, 0, 2, 0)
+    assert memcached.get(FLEET + "q") == b"Q"
+    assert memcached.get(FLEET + "a") == b"A"
+    assert proxy.keyed_summary(5) == [
+        ("Request", "get", FLEET + "missing"), ("Denied", "get", "empire/plans"),
+        ("Request", "get", FLEET + "a"), ("Denied", "set", FLEET + "a"),
+        ("Request", "set", FLEET + "q")]
+    opcodes = [e["generic_l7"]["fields"]["opcode"] for e in proxy.entries(5)
+               if e["generic_l7"]["fields"].get("keys")]
+    assert opcodes == [str(GETQ)] * 3 + [str(SETQ)] * 2
+
+
+def test_a_denial_after_quiet_requests_adds_no_reply_of_its_own(proxy, memcached):
+    droid = connect_from(MAINTENANCE, proxy.addr)
+    droid.sendall(binary_request(SETQ, b"alliance/fleet/q", storage_extras(), b"Q", opaque=1)
+                  + binary_request(SET, b"empire/plans", storage_extras(), b"Z", opaque=2)
+                  + binary_request(GET, b"alliance/fleet/q", opaque=3)
+                  + binary_request(GET, b"empire/plans", opaque=4))
+    assert read_exactly(droid, 24 + 13) == denial(SET, 2)
+    hit = read_binary_response(droid)
+    assert (hit["opcode"], hit["opaque"], hit["status"], hit["value"]) == (GET, 3, 0, b"Q")
+    assert read_exactly(droid, 24 + 13) == denial(GET, 4), "nothing extra came before this reply"
+    assert memcached.get(FLEET + "q") == b"Q"
+    assert memcached.get("empire/plans") is None
+
+
+def test_commands_without_keys_need_a_rule_without_keys(proxy, memcached):
+    for source, status in ((MAINTENANCE, ACCESS_DENIED), (MONITORING, ACCESS_DENIED), (JEDI, 0)):
+        sock = connect_from(source, proxy.addr)
+        sock.sendall(binary_request(VERSION, opaque=1) + binary_request(STAT, opaque=2)
+                     + binary_request(NOOP, opaque=3))
+        version = read_binary_response(sock)
+        assert (version["opcode"], version["status"]) == (VERSION, status), source
+        stat = read_binary_response(sock)
+        while stat["status"] == 0 and stat["key"]:  # STAT streams one response per statistic
+            stat = read_binary_response(sock)
+        assert (stat["opcode"], stat["status"]) == (STAT, status), source
+        noop = read_binary_response(sock)
+        assert (noop["opcode"], noop["opaque"], noop["status"]) == (NOOP, 3, 0), source
+
+
+def test_a_binary_body_over_the_limit_closes_the_connection(start_proxy, memcached):
+    proxy = start_proxy("protocols: {memcache: {maxValueBytes: 16}}\n")
+    droid = connect_from(MAINTENANCE, proxy.addr)
+    droid.sendall(binary_request(SET, b"alliance/fleet/s", storage_extras(), b"0123456789abcdef"))
+    assert read_binary_response(droid)["status"] == 0
+    droid.sendall(binary_request(SET, b"alliance/fleet/s", storage_extras(), b"0123456789abcdefg"))
+    expect_closed(droid)
+    assert memcached.get(FLEET + "s") == b"0123456789abcdef"
+
+
+def test_a_stranger_is_refused_at_connect(proxy, memcached):
+    stranger = connect_from(STRANGER, proxy.addr)
+    try:
+        stranger.sendall(binary_request(NOOP))
+    except ConnectionResetError:
+        pass
+    expect_closed(stranger)
