@@ -459,3 +459,58 @@ async fn monitor_metrics_and_a_watched_policy_file() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_of_the_watched_configuration_applies_without_a_restart() {
+    let upstream = Upstream::start().await;
+    let agent = Running::start("cp-config", &upstream).await;
+    let config = std::fs::read_to_string(agent.dir.join("config.yaml")).unwrap();
+    let extra_port = free_port();
+    let edited = config
+        .replace(
+            "policies: [policy.yaml]",
+            "  - {name: han, ips: [\"127.0.0.30\"], labels: {app: luke}}\npolicies: [policy.yaml]",
+        )
+        .replace(
+            "listeners:\n",
+            &format!(
+                "listeners:\n  - {{name: second, listen: \"127.0.0.1:{extra_port}\", upstream: \"{}\", endpoint: r2d2, direction: ingress}}\n",
+                upstream.addr
+            ),
+        );
+    agent.write("config.yaml", &edited);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !agent.ok(&["listener", "list"]).contains("second") {
+        assert!(
+            Instant::now() < deadline,
+            "the edited configuration did not apply"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let endpoints = agent.json(&["endpoint", "list"]);
+    assert!(endpoints
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["name"] == "han"));
+    let mut han = connect_from(
+        "127.0.0.30",
+        format!("127.0.0.1:{extra_port}").parse().unwrap(),
+    )
+    .await;
+    assert_eq!(
+        request(&mut han, "HALT\r\n").await,
+        "OK HALT\r\n",
+        "han has luke's labels"
+    );
+
+    agent.write(
+        "config.yaml",
+        &edited.replace("listeners:", "listeners: [oops"),
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        agent.ok(&["listener", "list"]).contains("second"),
+        "a bad edit leaves the last good state"
+    );
+}
