@@ -6,7 +6,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{connect_from, read_line, request, temp_dir, Upstream};
+use common::{connect_from, free_port, read_line, request, temp_dir, Upstream};
 
 fn policy(port: u16, rule: &str) -> String {
     format!(
@@ -21,14 +21,6 @@ spec:
           rules: {{l7proto: r2d2, l7: [{rule}]}}
 "#
     )
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The proxy process, killed if the test fails before stopping it.

@@ -10,19 +10,11 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{connect_from, request, temp_dir, Upstream};
+use common::{connect_from, free_port, request, temp_dir, Upstream};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const LUKE: &str = "127.0.0.21";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn policy(name: &str, port: u16, rules: &str) -> String {
     format!(

@@ -354,10 +354,7 @@ async fn a_live_connection_follows_a_policy_change_and_a_bad_policy_changes_noth
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_upstream_closes_the_client() {
-    let closed_port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
+    let closed_port = common::free_port();
     let config = format!(
         r#"
 endpoints:

@@ -127,6 +127,15 @@ pub async fn read_line(stream: &mut TcpStream) -> String {
     String::from_utf8(line).unwrap()
 }
 
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A fresh directory for one test's files.
 pub fn temp_dir(name: &str) -> PathBuf {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
