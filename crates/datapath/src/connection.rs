@@ -223,7 +223,12 @@ impl Connection {
         out: &mut dyn Output,
     ) -> Result<Stop, ConnectionError> {
         let slices = [kept, data];
-        let whole = Input::new(&slices);
+        // Usually nothing was kept: the parser then sees one slice.
+        let whole = Input::new(if kept.is_empty() {
+            &slices[1..]
+        } else {
+            &slices
+        });
         let mut consumed = 0;
         let mut without_progress = 0;
         loop {

@@ -79,6 +79,12 @@ impl<'a> Input<'a> {
 
     /// The byte at `at`, if the view is that long.
     pub fn byte(&self, at: usize) -> Option<u8> {
+        // Most input is one slice: answer from it without iterating.
+        if let Some(first) = self.slices.first() {
+            if let Some(&b) = first.get(self.offset + at) {
+                return Some(b);
+            }
+        }
         let mut at = at;
         for chunk in self.chunks() {
             if at < chunk.len() {
@@ -120,6 +126,10 @@ impl<'a> Input<'a> {
 
     /// Position of the first `needle` byte at or after `from`.
     pub fn find_byte(&self, needle: u8, from: usize) -> Option<usize> {
+        if let [only] = self.slices {
+            let chunk = only.get(self.offset + from..)?;
+            return memchr::memchr(needle, chunk).map(|i| from + i);
+        }
         let mut base = 0;
         for chunk in self.chunks() {
             let end = base + chunk.len();

@@ -36,6 +36,8 @@ pub struct MemcacheParser {
     line: Vec<u8>,
     /// Scratch space for the keys of a multi-key request, joined for the access log.
     keys: Vec<u8>,
+    /// Scratch space for a base64 key, decoded.
+    decoded: Vec<u8>,
 }
 
 const TOO_MANY_PENDING: ParseError =
@@ -55,6 +57,7 @@ impl MemcacheParser {
             barrier_due: false,
             line: Vec::new(),
             keys: Vec::new(),
+            decoded: Vec::new(),
         }
     }
 }
@@ -131,9 +134,11 @@ impl MemcacheParser {
             self.pending.barrier(false).map_err(|_| TOO_MANY_PENDING)?;
             return Ok(Op::Pass(frame));
         }
-        let mut decoded = [0u8; MAX_LINE];
         let keys: &[u8] = match request.base64_key {
-            true => base64::decode(request.keys, &mut decoded).map_or(&[], |n| &decoded[..n]),
+            true => {
+                self.decoded.resize(request.keys.len(), 0);
+                base64::decode(request.keys, &mut self.decoded).map_or(&[], |n| &self.decoded[..n])
+            }
             false => request.keys,
         };
         // A decoded key is one key, whatever bytes it holds; otherwise keys are space-separated.

@@ -46,7 +46,7 @@ const REPLY_LINE_TOO_LONG: ParseError =
     ParseError::new(ErrorCode::FrameTooLarge, "reply line longer than 8 KiB");
 
 fn classify(line: &[u8]) -> Result<Element, ParseError> {
-    let word = line.split(|&b| b == b' ').next().unwrap_or_default();
+    let word = &line[..line.iter().position(|&b| b == b' ').unwrap_or(line.len())];
     Ok(match word {
         b"VALUE" | b"VA" => Element::Value,
         b"MN" => Element::Noop,
