@@ -96,12 +96,18 @@ pub enum ElementAction {
 /// Most slots kept per connection; more means a client pipelining without reading.
 pub const MAX_SLOTS: usize = 4096;
 
+/// Most denials waiting for their turn per connection: all of them can then be injected as one
+/// run within the datapath's operation bounds.
+pub const MAX_QUEUED_DENIALS: u32 = 65_536;
+
 /// The queue of what the server owes and what the proxy will inject, in reply order.
 #[derive(Debug, Default)]
 pub struct Pending {
     slots: VecDeque<Slot>,
     /// True when the last slot is `Unattributed` (no barrier after it yet).
     open_unattributed: bool,
+    /// Denials in `Denied` slots.
+    queued_denials: u32,
 }
 
 /// The queue is full.
@@ -145,6 +151,10 @@ impl Pending {
         if self.slots.is_empty() {
             return Ok(DenyAction::InjectNow);
         }
+        if self.queued_denials >= MAX_QUEUED_DENIALS {
+            return Err(Full);
+        }
+        self.queued_denials += 1;
         let action = if self.open_unattributed {
             self.barrier(true)?;
             DenyAction::SendBarrier
@@ -175,6 +185,7 @@ impl Pending {
     /// `n` of the due denials were injected.
     pub fn denials_sent(&mut self, n: u32) {
         if let Some(Slot::Denied { count, .. }) = self.slots.front_mut() {
+            self.queued_denials -= n.min(*count);
             *count -= n.min(*count);
             if *count == 0 {
                 self.slots.pop_front();

@@ -22,6 +22,9 @@ pub const MAX_LINE: usize = 8 * 1024;
 /// against a client that pipelines without ever reading).
 pub const MAX_PENDING_RUNS: usize = 4096;
 
+/// Most denials in one run.
+const MAX_DENIALS_PER_RUN: u32 = 65_536;
+
 /// A run of consecutive expected replies of one kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pending {
@@ -105,6 +108,9 @@ impl R2d2Parser {
     fn on_reply(&mut self, ctx: &mut Context<'_>, input: Input<'_>) -> Op {
         if let Some(Pending::Denied(count)) = self.pending.front_mut() {
             let fit = (ctx.inject_room(Flow::Reply) / DENIAL.len()).min(*count as usize);
+            if fit == 0 {
+                return Op::Error(TOO_MANY_PENDING);
+            }
             for _ in 0..fit {
                 ctx.inject(Flow::Reply, DENIAL);
             }
@@ -152,6 +158,8 @@ fn more_or_too_long(input: Input<'_>) -> Op {
 fn push_run(pending: &mut VecDeque<Pending>, next: Pending) -> bool {
     let full = pending.len() >= MAX_PENDING_RUNS;
     match (pending.back_mut(), next) {
+        // A run of denials stays small enough to be injected within the datapath's bounds.
+        (Some(Pending::Denied(n)), Pending::Denied(_)) if *n >= MAX_DENIALS_PER_RUN => false,
         (Some(Pending::Server(n)), Pending::Server(_))
         | (Some(Pending::Denied(n)), Pending::Denied(_)) => {
             *n = n.saturating_add(1);

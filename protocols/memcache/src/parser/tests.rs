@@ -345,3 +345,39 @@ fn a_thousand_binary_denials_behind_one_reply_keep_their_order() {
         .collect();
     assert_eq!(s.sent.client, [reply, denials].concat());
 }
+
+#[test]
+fn a_request_cannot_be_smuggled_inside_a_data_block_memcached_would_not_read() {
+    let smuggled: [&[u8]; 4] = [
+        b"set alliance/fleet/a x 0 16\r\nget empire/plans\r\n",
+        b"set alliance/fleet/a 0 0 19 extra junk\r\ndelete empire/plans\r\n",
+        b"set alliance/fleet/a\0 0 0 16\r\nget empire/plans\r\n",
+        b"cas alliance/fleet/a 0 0 16 noreply\r\nget empire/plans\r\n",
+    ];
+    for bytes in smuggled {
+        let mut s = maintenance();
+        assert!(
+            s.send(Flow::Request, bytes).is_err(),
+            "{:?}",
+            String::from_utf8_lossy(bytes)
+        );
+        assert!(s.sent.upstream.is_empty(), "nothing reaches memcached");
+    }
+}
+
+#[test]
+fn a_malformed_noreply_command_owes_no_reply() {
+    let mut s = maintenance();
+    s.send(
+        Flow::Request,
+        b"touch alliance/fleet/a noreply\r\nget alliance/fleet/a\r\nget empire/x\r\n",
+    )
+    .unwrap();
+    // The touch may or may not be answered; the denial waits behind a barrier of the proxy's.
+    assert_eq!(
+        s.sent.upstream,
+        b"touch alliance/fleet/a noreply\r\nget alliance/fleet/a\r\nmn\r\n"
+    );
+    s.send(Flow::Reply, b"END\r\nMN\r\n").unwrap();
+    assert_eq!(s.sent.client, [&b"END\r\n"[..], DENIED].concat());
+}

@@ -91,11 +91,62 @@ impl<'l> Tokens<'l> {
     }
 }
 
-fn number(token: &[u8], what: &'static str) -> Result<usize, ParseError> {
-    if token.is_empty() || token.len() > 19 || !token.iter().all(u8::is_ascii_digit) {
-        return Err(ParseError::new(ErrorCode::InvalidFrameLength, what));
+/// Longest key memcached accepts; a longer one makes it refuse the command line.
+pub const MAX_KEY: usize = 250;
+
+/// Most flags a meta command may carry here (memcached refuses a few more than this).
+pub const MAX_META_FLAGS: usize = 16;
+
+/// Rejects a command line memcached would refuse without reading its data block, so that the
+/// proxy and the server never disagree on where the next command starts.
+fn refused(what: &'static str) -> ParseError {
+    ParseError::new(ErrorCode::MalformedFrame, what)
+}
+
+/// An unsigned decimal that fits in `max`.
+fn unsigned(token: &[u8], max: u64, what: &'static str) -> Result<u64, ParseError> {
+    if token.is_empty() || token.len() > 20 || !token.iter().all(u8::is_ascii_digit) {
+        return Err(refused(what));
     }
-    Ok(token.iter().fold(0, |n, &d| n * 10 + usize::from(d - b'0')))
+    token
+        .iter()
+        .try_fold(0u64, |n, &d| {
+            n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })
+        .filter(|&n| n <= max)
+        .ok_or(refused(what))
+}
+
+/// A signed 32-bit decimal (an expiration time).
+fn signed(token: &[u8], what: &'static str) -> Result<i64, ParseError> {
+    let (negative, digits) = match token.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, token),
+    };
+    let magnitude = unsigned(
+        digits,
+        u64::from(i32::MAX.unsigned_abs()) + u64::from(negative),
+        what,
+    )?;
+    Ok(if negative {
+        -(magnitude as i64)
+    } else {
+        magnitude as i64
+    })
+}
+
+/// A data length memcached accepts (at most `i32::MAX - 2`).
+fn data_length(token: &[u8]) -> Result<usize, ParseError> {
+    unsigned(token, i32::MAX as u64 - 2, "bad data length")
+        .map(|n| n as usize)
+        .map_err(|e| ParseError::new(ErrorCode::InvalidFrameLength, e.reason))
+}
+
+fn key(token: &[u8]) -> Result<&[u8], ParseError> {
+    match token.len() <= MAX_KEY {
+        true => Ok(token),
+        false => Err(refused("key longer than 250 bytes")),
+    }
 }
 
 impl<'l> TextRequest<'l> {
@@ -122,6 +173,11 @@ impl<'l> TextRequest<'l> {
 
     /// Parses a command line. A data block longer than `max_value` is an error.
     pub fn parse(line: &'l [u8], max_value: usize) -> Result<TextRequest<'l>, ParseError> {
+        // memcached reads a line as a C string: a NUL or another control byte would make it see
+        // a different command than the proxy.
+        if line.iter().any(|&b| b < b' ' || b == 0x7f) {
+            return Err(refused("control byte in a command line"));
+        }
         let mut tokens = Tokens { rest: line };
         let verb = tokens.required("empty command line")?;
         let one = Answer::One(Shape::Single);
@@ -150,17 +206,29 @@ impl<'l> TextRequest<'l> {
                     b"prepend" => Command::Prepend,
                     _ => Command::Cas,
                 };
-                let key = tokens.required("storage command without key")?;
-                tokens.required("storage command without flags")?;
-                tokens.required("storage command without expiration time")?;
-                let bytes = number(
-                    tokens.required("storage command without length")?,
-                    "bad data length",
+                // memcached refuses these lines without reading the data block: so must we.
+                let key = key(tokens.required("storage command without key")?)?;
+                unsigned(
+                    tokens.required("storage command without flags")?,
+                    u64::from(u32::MAX),
+                    "bad flags",
                 )?;
+                signed(
+                    tokens.required("storage command without expiration time")?,
+                    "bad expiration time",
+                )?;
+                let bytes = data_length(tokens.required("storage command without length")?)?;
                 if command == Command::Cas {
-                    tokens.required("cas without unique value")?;
+                    unsigned(
+                        tokens.required("cas without unique value")?,
+                        u64::MAX,
+                        "bad cas value",
+                    )?;
                 }
-                let noreply = tokens.next() == Some(b"noreply");
+                let noreply = tokens.ends_with_noreply();
+                if tokens.next().is_some() && tokens.next().is_some() {
+                    return Err(refused("too many tokens in a storage command"));
+                }
                 let mut request = TextRequest::new(command, verb, key, one).noreply(noreply);
                 request.data_len = Some(bytes);
                 request
@@ -172,8 +240,8 @@ impl<'l> TextRequest<'l> {
                     Command::Decr
                 };
                 let key = tokens.required("incr/decr without key")?;
+                let noreply = tokens.ends_with_noreply();
                 tokens.required("incr/decr without value")?;
-                let noreply = tokens.next() == Some(b"noreply");
                 TextRequest::new(command, verb, key, one).noreply(noreply)
             }
             b"delete" => {
@@ -183,8 +251,8 @@ impl<'l> TextRequest<'l> {
             }
             b"touch" => {
                 let key = tokens.required("touch without key")?;
+                let noreply = tokens.ends_with_noreply();
                 tokens.required("touch without expiration time")?;
-                let noreply = tokens.next() == Some(b"noreply");
                 TextRequest::new(Command::Touch, verb, key, one).noreply(noreply)
             }
             b"flush_all" | b"verbosity" | b"cache_memlimit" => {
@@ -231,19 +299,28 @@ fn meta<'l>(verb: &'l [u8], mut tokens: Tokens<'l>) -> Result<TextRequest<'l>, P
     if verb == b"mn" {
         return Ok(TextRequest::new(Command::Noop, verb, b"", Answer::Noop));
     }
-    let key = tokens.required("meta command without key")?;
+    let key = key(tokens.required("meta command without key")?)?;
     let data_len = match verb {
-        b"ms" => Some(number(
-            tokens.required("ms without data length")?,
-            "bad data length",
-        )?),
+        b"ms" => Some(data_length(tokens.required("ms without data length")?)?),
         _ => None,
     };
     let mut flags = Tokens {
         rest: tokens.rest(),
     };
     let (mut quiet, mut base64, mut touch, mut cas, mut mode) = (false, false, false, false, b'S');
+    let mut count = 0;
+    // `me` reads its key as base64 only when the one token after it is exactly `b`.
+    if verb == b"me" {
+        base64 = flags.rest() == b"b";
+    }
     while let Some(flag) = flags.next() {
+        count += 1;
+        if count > MAX_META_FLAGS {
+            return Err(refused("too many meta flags"));
+        }
+        if verb == b"me" {
+            continue;
+        }
         match flag[0] {
             b'q' => quiet = true,
             b'b' => base64 = true,
@@ -333,6 +410,60 @@ mod tests {
         assert_eq!(error("set k 0 0"), ErrorCode::MalformedFrame);
         assert_eq!(error("set k 0 0 1025"), ErrorCode::FrameTooLarge);
         assert_eq!(error("cas k 0 0 1"), ErrorCode::MalformedFrame);
+    }
+
+    #[test]
+    fn lines_memcached_refuses_without_reading_their_data_are_refused() {
+        let long_key = format!("set {} 0 0 1", "k".repeat(251));
+        for line in [
+            "set alliance/fleet/a x 0 16",
+            "set alliance/fleet/a 0 0 19 extra junk",
+            "set alliance/fleet/a 4294967296 0 1",
+            "set alliance/fleet/a 0 99999999999 1",
+            "set alliance/fleet/a 0 0 2147483646",
+            "cas alliance/fleet/a 0 0 16 noreply",
+            "cas alliance/fleet/a 0 0 16 x",
+            &long_key,
+            "set alliance/fleet/a\0 0 0 16",
+            "ms alliance/fleet/a 2 a b c d e f g h i j k l m n o p q",
+        ] {
+            assert!(
+                TextRequest::parse(line.as_bytes(), usize::MAX).is_err(),
+                "{line:?}"
+            );
+        }
+        let with_nul = b"set alliance/fleet/a\0 0 0 16";
+        assert_eq!(
+            TextRequest::parse(with_nul, 1024).unwrap_err().code,
+            ErrorCode::MalformedFrame
+        );
+        assert_eq!(
+            parse("set k 0 -5 3 junk").data_len,
+            Some(3),
+            "one extra token is ignored, as memcached does"
+        );
+        assert_eq!(
+            parse("me Zm9v bx").base64_key,
+            false,
+            "me decodes only with exactly `b`"
+        );
+    }
+
+    #[test]
+    fn noreply_is_the_last_token_whatever_comes_before() {
+        for line in [
+            "incr k noreply",
+            "touch k noreply",
+            "decr k 1 noreply",
+            "delete k noreply",
+        ] {
+            let request = parse(line);
+            assert_eq!(
+                (request.answer, request.answer_denial),
+                (Answer::Maybe, false),
+                "{line}"
+            );
+        }
     }
 
     #[test]
