@@ -19,6 +19,8 @@ command -v python3 >/dev/null || apt_install python3
 command -v cargo >/dev/null || { echo "cargo (Rust toolchain) is required" >&2; exit 1; }
 # The end-to-end tests run a real memcached and the client libraries in a virtualenv.
 command -v memcached >/dev/null || apt_install memcached
+# The transparent-redirection tests (crates/axoneme/tests/transparent.rs) install nftables rules.
+command -v nft >/dev/null || apt_install nftables
 if [ ! -x .venv/bin/python ]; then
   # Debian's python3 makes virtualenvs only with python3-venv installed.
   python3 -m venv --clear .venv 2>/dev/null || { apt_install python3-venv && python3 -m venv --clear .venv; }

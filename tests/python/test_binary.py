@@ -13,6 +13,7 @@ from conftest import (BINARY_HEADER, JEDI, MAINTENANCE, MIB, MONITORING, POLICY_
 FLEET = "alliance/fleet/"
 GET, SET, DELETE, INCREMENT = 0x00, 0x01, 0x04, 0x05
 GETQ, NOOP, VERSION, GETK, STAT, SETQ = 0x09, 0x0A, 0x0B, 0x0C, 0x10, 0x11
+TOUCH, GAT, GATQ = 0x1C, 0x1D, 0x1E
 ACCESS_DENIED = 0x0008
 # A value holding request and response magic bytes and text-protocol terminators.
 TRICKY = bytes([0x80, 0x81, 0x00, 0x01]) + b"\r\nEND\r\n" + BINARY_HEADER.pack(
@@ -199,6 +200,24 @@ def test_a_denial_after_quiet_requests_adds_no_reply_of_its_own(proxy, memcached
     assert read_exactly(droid, 24 + 13) == denial(GET, 4), "nothing extra came before this reply"
     assert memcached.get(FLEET + "q") == b"Q"
     assert memcached.get("empire/plans") is None
+
+
+def test_touch_is_in_the_write_group_and_gat_needs_its_own_rule(proxy, memcached):
+    memcached.put(FLEET + "a", b"A")
+    expiry = struct.pack("!L", 60)
+    for source, statuses in ((MAINTENANCE, [0, ACCESS_DENIED, ACCESS_DENIED]),
+                             (MONITORING, [ACCESS_DENIED] * 3), (JEDI, [0, 0, 0])):
+        sock = connect_from(source, proxy.addr)
+        sock.sendall(binary_request(TOUCH, b"alliance/fleet/a", expiry, opaque=1)
+                     + binary_request(GAT, b"alliance/fleet/a", expiry, opaque=2)
+                     + binary_request(GATQ, b"alliance/fleet/a", expiry, opaque=3))
+        replies = [read_binary_response(sock) for _ in range(3)]
+        assert [(r["opcode"], r["opaque"], r["status"]) for r in replies] == [
+            (TOUCH, 1, statuses[0]), (GAT, 2, statuses[1]), (GATQ, 3, statuses[2])], source
+    assert [(e["entry_type"], e["generic_l7"]["fields"]["command"]) for e in proxy.entries(9)] == [
+        ("Request", "touch"), ("Denied", "gat"), ("Denied", "gat"),
+        ("Denied", "touch"), ("Denied", "gat"), ("Denied", "gat"),
+        ("Request", "touch"), ("Request", "gat"), ("Request", "gat")]
 
 
 def test_commands_without_keys_need_a_rule_without_keys(proxy, memcached):

@@ -30,7 +30,7 @@ use tokio::sync::broadcast::error::RecvError;
 use crate::config::ListenerConfig;
 use crate::monitor::Filter;
 use crate::state::StateError;
-use crate::{Agent, ListenerError};
+use crate::{Agent, ListenerError, RedirectError};
 
 /// The OpenAPI document of this API.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -68,6 +68,16 @@ impl From<ListenerError> for ApiError {
     }
 }
 
+impl From<RedirectError> for ApiError {
+    fn from(error: RedirectError) -> Self {
+        let status = match error {
+            RedirectError::NotManaged => StatusCode::CONFLICT,
+            RedirectError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(status, error.to_string())
+    }
+}
+
 fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, message.into())
 }
@@ -99,6 +109,12 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route(
             "/v1/listener/{name}",
             get(get_listener).put(put_listener).delete(delete_listener),
+        )
+        .route(
+            "/v1/redirect",
+            get(list_redirects)
+                .put(apply_redirects)
+                .delete(flush_redirects),
         )
         .route("/v1/monitor", get(monitor))
         .with_state(agent)
@@ -327,7 +343,7 @@ async fn delete_endpoint(
     if let Some(listener) = agent
         .listeners()
         .into_iter()
-        .find(|l| l.config.endpoint == name)
+        .find(|l| l.config.endpoint.as_deref() == Some(name.as_str()))
     {
         return Err(ApiError(
             StatusCode::CONFLICT,
@@ -401,6 +417,20 @@ async fn delete_listener(
 ) -> Result<Json<Value>> {
     agent.delete_listener(&name)?;
     Ok(Json(json!({ "draining": name })))
+}
+
+async fn list_redirects(Shared(agent): Shared<Arc<Agent>>) -> Json<Value> {
+    Json(json!(agent.redirect_status().await))
+}
+
+async fn apply_redirects(Shared(agent): Shared<Arc<Agent>>) -> Result<Json<Value>> {
+    agent.apply_redirects().await?;
+    Ok(Json(json!(agent.redirect_status().await)))
+}
+
+async fn flush_redirects(Shared(agent): Shared<Arc<Agent>>) -> Result<Json<Value>> {
+    agent.flush_redirects().await?;
+    Ok(Json(json!(agent.redirect_status().await)))
 }
 
 #[derive(Deserialize)]

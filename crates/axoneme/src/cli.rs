@@ -1,5 +1,5 @@
-//! The command line's client side: `axoneme policy|endpoint|identity|listener|monitor|metrics|
-//! status`, shaped like Cilium's CLI, talking to a running agent's REST API.
+//! The command line's client side: `axoneme policy|endpoint|identity|listener|redirect|monitor|
+//! metrics|status`, shaped like Cilium's CLI, talking to a running agent's REST API.
 //!
 //! Each command is one API call (or a stream, for `monitor`) and a rendering: a table for
 //! people, or the API's JSON with `-o json`. Errors come back as one line for `main` to print.
@@ -58,6 +58,10 @@ pub enum ClientCommand {
     /// Manage listeners.
     #[command(subcommand)]
     Listener(ListenerCommand),
+    /// Show, install or remove the transparent redirection rules (nftables table `inet
+    /// axoneme`) of an agent that manages them.
+    #[command(subcommand)]
+    Redirect(RedirectCommand),
     /// Stream the access log.
     Monitor {
         /// Only entries of this type: request, response or denied.
@@ -170,24 +174,41 @@ pub enum ListenerCommand {
         /// The address to accept on.
         #[arg(long)]
         listen: String,
-        /// Where connections go.
+        /// proxy (clients dial it), tproxy or redirect (transparent).
+        #[arg(long, default_value = "proxy")]
+        mode: String,
+        /// Where connections go (proxy mode).
         #[arg(long)]
-        upstream: String,
-        /// The endpoint it guards.
+        upstream: Option<String>,
+        /// The endpoint it guards (a transparent listener without one guards every endpoint).
         #[arg(long)]
-        endpoint: String,
+        endpoint: Option<String>,
         /// ingress or egress.
         #[arg(long, default_value = "ingress")]
         direction: String,
         /// The parser to use.
         #[arg(long)]
         l7proto: Option<String>,
+        /// tproxy mode: connect upstream from the client's address.
+        #[arg(long)]
+        keep_client_address: bool,
     },
     /// Stop a listener; its connections get the drain time to finish.
     Delete {
         /// Its name.
         name: String,
     },
+}
+
+/// `axoneme redirect ...`
+#[derive(Debug, Subcommand)]
+pub enum RedirectCommand {
+    /// Show the redirects policy calls for and the listeners receiving them.
+    List,
+    /// Install the rules now, and keep them in step with policy again after a flush.
+    Apply,
+    /// Remove the rules; they stay removed until applied again.
+    Flush,
 }
 
 /// `axoneme metrics ...`
@@ -328,14 +349,25 @@ pub async fn run(args: ApiArgs, command: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::Listener(ListenerCommand::Add {
             name,
             listen,
+            mode,
             upstream,
             endpoint,
             direction,
             l7proto,
+            keep_client_address,
         }) => {
-            let mut body = json!({ "listen": listen, "upstream": upstream, "endpoint": endpoint, "direction": direction });
-            if let Some(l7proto) = l7proto {
-                body["l7proto"] = Value::String(l7proto);
+            let mut body = json!({ "listen": listen, "mode": mode, "direction": direction });
+            for (key, value) in [
+                ("upstream", upstream),
+                ("endpoint", endpoint),
+                ("l7proto", l7proto),
+            ] {
+                if let Some(value) = value {
+                    body[key] = Value::String(value);
+                }
+            }
+            if keep_client_address {
+                body["keepClientAddress"] = Value::Bool(true);
             }
             client
                 .call(
@@ -353,6 +385,14 @@ pub async fn run(args: ApiArgs, command: ClientCommand) -> anyhow::Result<()> {
                     None,
                 )
                 .await?
+        }
+        ClientCommand::Redirect(command) => {
+            let method = match command {
+                RedirectCommand::List => Method::GET,
+                RedirectCommand::Apply => Method::PUT,
+                RedirectCommand::Flush => Method::DELETE,
+            };
+            client.call(method, "/v1/redirect", None).await?
         }
         ClientCommand::Monitor {
             entry_type,

@@ -43,6 +43,9 @@ pub struct Config {
     /// The Prometheus metrics listener.
     #[serde(default)]
     pub metrics: Option<MetricsConfig>,
+    /// Transparent redirection.
+    #[serde(default)]
+    pub redirect: RedirectConfig,
     /// Seconds a removed listener (or a stopping agent) lets open connections finish.
     #[serde(default = "default_drain_timeout")]
     pub drain_timeout: u64,
@@ -137,6 +140,37 @@ fn default_queue() -> usize {
     8192
 }
 
+/// How a listener learns where a connection goes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerMode {
+    /// Clients dial the listener; every connection goes to its `upstream`.
+    #[default]
+    Proxy,
+    /// Connections steered by TPROXY rules; each goes to its original destination, the
+    /// accepted socket's local address.
+    Tproxy,
+    /// Connections steered by REDIRECT rules; each goes to its original destination, as
+    /// connection tracking recorded it.
+    Redirect,
+}
+
+impl ListenerMode {
+    /// Whether connections arrive by redirection rather than by dialing the listener.
+    pub fn is_transparent(self) -> bool {
+        self != ListenerMode::Proxy
+    }
+
+    /// The mode's name in the configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            ListenerMode::Proxy => "proxy",
+            ListenerMode::Tproxy => "tproxy",
+            ListenerMode::Redirect => "redirect",
+        }
+    }
+}
+
 /// One listener.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -145,16 +179,100 @@ pub struct ListenerConfig {
     pub name: String,
     /// The address to accept connections on.
     pub listen: SocketAddr,
-    /// Where accepted connections are forwarded.
-    pub upstream: SocketAddr,
-    /// The endpoint this listener guards.
-    pub endpoint: String,
+    /// How connections arrive and where they go.
+    #[serde(default)]
+    pub mode: ListenerMode,
+    /// Where accepted connections are forwarded (proxy mode only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<SocketAddr>,
+    /// The endpoint this listener guards. A transparent listener without one guards every
+    /// endpoint: the one owning the destination (ingress) or the client (egress) address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
     /// Ingress (the endpoint is the upstream) or egress (the endpoint is the client).
     #[serde(with = "direction_name")]
     pub direction: Direction,
     /// The parser to use; when absent, the one the policy names for the upstream's port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub l7proto: Option<String>,
+    /// tproxy mode: connect upstream from the client's address, so that the server sees the
+    /// real client.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_client_address: bool,
+}
+
+impl ListenerConfig {
+    /// Checks what deserialization cannot: the fields each mode needs and refuses.
+    pub fn check(&self) -> Result<(), String> {
+        if self.name.is_empty() {
+            return Err("name: must not be empty".into());
+        }
+        match (self.mode, self.upstream) {
+            (ListenerMode::Proxy, None) => {
+                return Err("upstream: a proxy-mode listener needs an upstream".into())
+            }
+            (ListenerMode::Tproxy | ListenerMode::Redirect, Some(_)) => {
+                return Err(format!(
+                    "upstream: a {} listener sends each connection to its original destination \
+                     and takes no upstream",
+                    self.mode.name()
+                ))
+            }
+            _ => {}
+        }
+        if self.mode == ListenerMode::Proxy && self.endpoint.is_none() {
+            return Err("endpoint: a proxy-mode listener needs the endpoint it guards".into());
+        }
+        if self.keep_client_address && self.mode != ListenerMode::Tproxy {
+            return Err(
+                "keepClientAddress: only a tproxy listener can keep the client's address".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Transparent redirection: the socket mark of the proxy's own connections, and whether the
+/// agent keeps the nftables rules in step with policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RedirectConfig {
+    /// Whether the agent installs the rules at start, keeps them in step with policy,
+    /// endpoints and listeners, and removes them when it stops.
+    #[serde(default)]
+    pub manage: bool,
+    /// The mark of the upstream sockets of transparent listeners; the rules skip such traffic.
+    #[serde(default = "default_mark")]
+    pub mark: u32,
+    /// The mark that routes TPROXY-steered packets to the local stack.
+    #[serde(default = "default_tproxy_mark")]
+    pub tproxy_mark: u32,
+    /// The routing table holding the local route for `tproxyMark`.
+    #[serde(default = "default_route_table")]
+    pub route_table: u32,
+}
+
+fn default_mark() -> u32 {
+    0x4158
+}
+
+fn default_tproxy_mark() -> u32 {
+    0x4159
+}
+
+fn default_route_table() -> u32 {
+    4158
+}
+
+impl Default for RedirectConfig {
+    fn default() -> Self {
+        RedirectConfig {
+            manage: false,
+            mark: default_mark(),
+            tproxy_mark: default_tproxy_mark(),
+            route_table: default_route_table(),
+        }
+    }
 }
 
 /// Per-connection memory bounds.
@@ -186,15 +304,20 @@ impl Default for LimitsConfig {
     }
 }
 
-mod direction_name {
+pub(crate) mod direction_name {
     use axoneme_sdk::Direction;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(direction: &Direction, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(match direction {
+    /// The direction's name in the configuration.
+    pub fn name(direction: Direction) -> &'static str {
+        match direction {
             Direction::Ingress => "ingress",
             Direction::Egress => "egress",
-        })
+        }
+    }
+
+    pub fn serialize<S: Serializer>(direction: &Direction, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(name(*direction))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Direction, D::Error> {
@@ -257,6 +380,14 @@ impl Config {
             config.api.socket = base.join(&config.api.socket);
         }
         config.check()?;
+        if config.redirect.mark == 0 || config.redirect.mark == config.redirect.tproxy_mark {
+            return Err(
+                "redirect.mark: must be non-zero and differ from redirect.tproxyMark".into(),
+            );
+        }
+        if config.redirect.tproxy_mark == 0 {
+            return Err("redirect.tproxyMark: must be non-zero".into());
+        }
         if config.api.listen.is_some() && config.api.token.as_deref().unwrap_or_default().is_empty()
         {
             return Err("api.listen: a TCP API needs api.token".into());
@@ -273,11 +404,15 @@ impl Config {
                     listener.name
                 ));
             }
-            if !self.endpoints.iter().any(|e| e.name == listener.endpoint) {
-                return Err(format!(
-                    "listeners[{i}].endpoint: no endpoint is named {:?}",
-                    listener.endpoint
-                ));
+            listener
+                .check()
+                .map_err(|message| format!("listeners[{i}].{message}"))?;
+            if let Some(endpoint) = &listener.endpoint {
+                if !self.endpoints.iter().any(|e| e.name == *endpoint) {
+                    return Err(format!(
+                        "listeners[{i}].endpoint: no endpoint is named {endpoint:?}"
+                    ));
+                }
             }
         }
         Ok(())
@@ -341,5 +476,86 @@ listeners:
             err.starts_with("listeners[0]: unknown field `listne`, expected one of"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn listener_modes() {
+        let transparent = EXAMPLE.replace(
+            "    upstream: 127.0.0.1:4001\n    endpoint: r2d2\n",
+            "    mode: tproxy\n    keepClientAddress: true\n",
+        );
+        let config = Config::parse(
+            &format!("{transparent}redirect: {{manage: true, mark: 0x10}}\n"),
+            Path::new("."),
+        )
+        .unwrap();
+        let listener = &config.listeners[0];
+        assert_eq!(listener.mode, ListenerMode::Tproxy);
+        assert_eq!(
+            (listener.upstream, listener.endpoint.as_deref()),
+            (None, None)
+        );
+        assert!(listener.keep_client_address);
+        assert_eq!(
+            (
+                config.redirect.manage,
+                config.redirect.mark,
+                config.redirect.tproxy_mark
+            ),
+            (true, 0x10, 0x4159)
+        );
+        assert_eq!(
+            Config::parse(EXAMPLE, Path::new(".")).unwrap().listeners[0].mode,
+            ListenerMode::Proxy
+        );
+        let err = Config::parse(
+            &EXAMPLE.replace(
+                "direction: ingress",
+                "direction: ingress\n    mode: redirect",
+            ),
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            "listeners[0].upstream: a redirect listener sends each connection to its original \
+             destination and takes no upstream"
+        );
+        let err = Config::parse(
+            &EXAMPLE.replace("    upstream: 127.0.0.1:4001\n", ""),
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            "listeners[0].upstream: a proxy-mode listener needs an upstream"
+        );
+        let err = Config::parse(
+            &transparent.replace("mode: tproxy", "mode: redirect"),
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            "listeners[0].keepClientAddress: only a tproxy listener can keep the client's address"
+        );
+        let err = Config::parse(
+            &EXAMPLE.replace(
+                "direction: ingress",
+                "direction: ingress\n    mode: sideways",
+            ),
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("listeners[0].mode: unknown variant `sideways`"),
+            "{err}"
+        );
+        let err = Config::parse(
+            &format!("{EXAMPLE}redirect: {{marks: 1}}\n"),
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert!(err.starts_with("redirect: unknown field `marks`"), "{err}");
     }
 }

@@ -23,6 +23,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::metrics::{Metrics, ProtocolMetrics, VerdictCounters};
+use crate::sockets::{self, UpstreamOptions};
 use crate::state::State;
 
 /// Bytes read from a socket at a time.
@@ -49,9 +50,39 @@ pub(crate) struct Shared {
 #[derive(Debug)]
 pub(crate) struct Route {
     pub listener: Arc<str>,
-    pub endpoint: Arc<str>,
+    pub guards: Guards,
     pub direction: Direction,
     pub l7proto: Option<String>,
+    pub upstream: UpstreamOptions,
+}
+
+/// The endpoint whose policy a listener's connections fall under.
+#[derive(Debug)]
+pub(crate) enum Guards {
+    /// Always this one.
+    Endpoint(Arc<str>),
+    /// The one owning the connection's local end: the destination for ingress, the client for
+    /// egress (a transparent listener guarding many endpoints).
+    ByAddress,
+}
+
+impl Route {
+    /// The guarded endpoint of a connection, or why there is none.
+    fn endpoint(&self, snapshot: &Snapshot, ends: Ends) -> Result<Arc<str>, String> {
+        match &self.guards {
+            Guards::Endpoint(name) => Ok(Arc::clone(name)),
+            Guards::ByAddress => {
+                let local = match self.direction {
+                    Direction::Ingress => ends.upstream,
+                    Direction::Egress => ends.client,
+                };
+                snapshot
+                    .endpoint_at(local.ip())
+                    .map(|e| Arc::from(e.name.as_str()))
+                    .ok_or_else(|| format!("no endpoint owns {}", local.ip()))
+            }
+        }
+    }
 }
 
 /// The two ends of one proxied connection.
@@ -91,14 +122,26 @@ pub(crate) async fn serve(
     metrics.connections_total.fetch_add(1, Ordering::Relaxed);
     let snapshot = shared.state.snapshot();
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    let meta = connection_meta(&snapshot, &route, ends, id);
     let port = ends.upstream.port();
-    let verdict = snapshot.decide_connection(
-        &route.endpoint,
-        route.direction,
-        ends.remote(route.direction).ip(),
-        port,
-    );
+    let (endpoint, verdict) = match route.endpoint(&snapshot, ends) {
+        Ok(endpoint) => {
+            let verdict = snapshot.decide_connection(
+                &endpoint,
+                route.direction,
+                ends.remote(route.direction).ip(),
+                port,
+            );
+            (endpoint, verdict)
+        }
+        Err(reason) => (
+            Arc::from(""),
+            ConnectionVerdict::Refused {
+                policy_name: String::new(),
+                reason,
+            },
+        ),
+    };
+    let meta = connection_meta(&snapshot, &route, &endpoint, ends, id);
     let plan = plan(&route, verdict, port, &shared.state);
     if let Plan::Refuse {
         policy_name,
@@ -116,7 +159,7 @@ pub(crate) async fn serve(
         tracing::debug!(conn = id, client = %ends.client, reason, "connection refused");
         return;
     }
-    let Some(upstream) = connect_upstream(id, ends.upstream).await else {
+    let Some(upstream) = connect_upstream(id, ends, route.upstream).await else {
         return;
     };
     metrics.connections_active.fetch_add(1, Ordering::Relaxed);
@@ -125,7 +168,8 @@ pub(crate) async fn serve(
         Plan::Parse(protocol) => {
             let parser = protocol.new_parser(&meta);
             let engine = Connection::new(parser, meta, protocol.name(), shared.limits);
-            let connection = ParsedConnection::new(engine, &route, ends, &shared, &snapshot);
+            let connection =
+                ParsedConnection::new(engine, &route, endpoint, ends, &shared, &snapshot);
             connection.run(client, upstream, &mut closing).await
         }
         _ => forward_plain(client, upstream, metrics, &mut closing).await,
@@ -163,8 +207,10 @@ pub(crate) async fn serve(
 }
 
 /// Connects to the upstream; on failure the client is closed (by dropping it) and it is logged.
-async fn connect_upstream(id: u64, upstream: SocketAddr) -> Option<TcpStream> {
-    match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(upstream)).await {
+async fn connect_upstream(id: u64, ends: Ends, options: UpstreamOptions) -> Option<TcpStream> {
+    let upstream = ends.upstream;
+    let connect = sockets::connect(upstream, ends.client, options);
+    match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
             Some(stream)
@@ -180,10 +226,14 @@ async fn connect_upstream(id: u64, upstream: SocketAddr) -> Option<TcpStream> {
     }
 }
 
-fn connection_meta(snapshot: &Snapshot, route: &Route, ends: Ends, id: u64) -> ConnectionMeta {
-    let guarded = snapshot
-        .endpoint(&route.endpoint)
-        .map(|e| e.identity.clone());
+fn connection_meta(
+    snapshot: &Snapshot,
+    route: &Route,
+    endpoint: &Arc<str>,
+    ends: Ends,
+    id: u64,
+) -> ConnectionMeta {
+    let guarded = snapshot.endpoint(endpoint).map(|e| e.identity.clone());
     let identity = |addr: SocketAddr| snapshot.identity_of(addr.ip()).clone();
     let (source, destination) = match route.direction {
         Direction::Ingress => (
@@ -198,7 +248,7 @@ fn connection_meta(snapshot: &Snapshot, route: &Route, ends: Ends, id: u64) -> C
     ConnectionMeta {
         id,
         listener: Arc::clone(&route.listener),
-        endpoint: Arc::clone(&route.endpoint),
+        endpoint: Arc::clone(endpoint),
         direction: route.direction,
         source: ends.client,
         destination: ends.upstream,
@@ -358,6 +408,7 @@ struct ParsedConnection<'s> {
     engine: Connection,
     shared: &'s Shared,
     route: &'s Route,
+    endpoint: Arc<str>,
     ends: Ends,
     /// The request-level policy as of `revision`; refreshed when policy changes, so that a live
     /// connection follows the new policy from its next request on.
@@ -372,19 +423,21 @@ impl<'s> ParsedConnection<'s> {
     fn new(
         engine: Connection,
         route: &'s Route,
+        endpoint: Arc<str>,
         ends: Ends,
         shared: &'s Shared,
         snapshot: &Snapshot,
     ) -> Self {
         let protocol_metrics = shared.metrics.protocol(engine.proto());
         let policy = CountedPolicy {
-            policy: request_policy(snapshot, route, ends),
+            policy: request_policy(snapshot, route, &endpoint, ends),
             verdicts: protocol_metrics.map(|m| m.verdicts(route.direction)),
         };
         ParsedConnection {
             engine,
             shared,
             route,
+            endpoint,
             ends,
             policy,
             revision: snapshot.revision(),
@@ -403,7 +456,7 @@ impl<'s> ParsedConnection<'s> {
     ) -> Result<(), Closed> {
         if self.shared.state.revision() != self.revision {
             let snapshot = self.shared.state.snapshot();
-            self.policy.policy = request_policy(&snapshot, self.route, self.ends);
+            self.policy.policy = request_policy(&snapshot, self.route, &self.endpoint, self.ends);
             self.revision = snapshot.revision();
         }
         let env = Env {
@@ -496,14 +549,14 @@ impl<'s> ParsedConnection<'s> {
     }
 }
 
-fn request_policy(snapshot: &Snapshot, route: &Route, ends: Ends) -> Arc<PortPolicy> {
+fn request_policy(
+    snapshot: &Snapshot,
+    route: &Route,
+    endpoint: &str,
+    ends: Ends,
+) -> Arc<PortPolicy> {
     let remote = ends.remote(route.direction).ip();
-    snapshot.request_policy(
-        &route.endpoint,
-        route.direction,
-        remote,
-        ends.upstream.port(),
-    )
+    snapshot.request_policy(endpoint, route.direction, remote, ends.upstream.port())
 }
 
 /// A write that accepted no bytes means the socket can take no more.

@@ -4,8 +4,9 @@
 //! endpoints, policies and the compiled snapshot in force ([`state`]), runs listeners that can
 //! be added and drained at runtime ([`listener`]), moves each connection's bytes through the
 //! datapath engine ([`connection`]), writes the access log ([`access_log`]) and offers it live
-//! ([`monitor`]), counts ([`metrics`]), serves the REST API ([`api`]) and follows edits of its
-//! files ([`watch`]). Protocol logic lives in the protocol crates, policy logic in
+//! ([`monitor`]), counts ([`metrics`]), serves the REST API ([`api`]), follows edits of its
+//! files ([`watch`]) and keeps the transparent redirection rules in step with policy
+//! ([`redirect`]). Protocol logic lives in the protocol crates, policy logic in
 //! `axoneme-policy`.
 
 pub mod access_log;
@@ -16,6 +17,8 @@ mod connection;
 mod listener;
 pub mod metrics;
 pub mod monitor;
+pub mod redirect;
+mod sockets;
 pub mod state;
 pub mod watch;
 
@@ -23,21 +26,24 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use axoneme_datapath::Limits;
 use axoneme_sdk::{AccessLog, LogEntry, Protocol, Registry};
 use serde::Serialize;
+use tokio::sync::{watch as channel, Notify};
 use tokio::task::JoinHandle;
 
 use crate::access_log::JsonAccessLog;
-use crate::config::{Config, ListenerConfig, ProtocolsConfig};
-use crate::connection::{Route, Shared};
-use crate::listener::Tracker;
+use crate::config::{Config, ListenerConfig, ProtocolsConfig, RedirectConfig};
+use crate::connection::{Guards, Route, Shared};
+use crate::listener::{Destination, Tracker};
 use crate::metrics::{Gauges, Metrics};
 use crate::monitor::Monitor;
+use crate::redirect::Redirect;
+use crate::sockets::UpstreamOptions;
 use crate::state::{ConfigSources, State};
 
 /// The protocols built into the `axoneme` binary, with their settings.
@@ -78,6 +84,39 @@ pub enum ListenerError {
     Bind(#[from] std::io::Error),
 }
 
+/// A redirect change that was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RedirectError {
+    /// The configuration leaves the rules to someone else.
+    #[error(
+        "this agent does not manage redirect rules (redirect.manage is false in its configuration)"
+    )]
+    NotManaged,
+    /// `nft` or `ip` failed.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// What the agent knows of the redirect rules it manages.
+#[derive(Debug, Default)]
+struct Installed {
+    /// The ruleset last installed; `None` when none is.
+    ruleset: Option<String>,
+    /// Flushed on request: the rules stay removed until applied again.
+    paused: bool,
+}
+
+/// The redirect rules as the API shows them.
+#[derive(Debug, Clone, Serialize)]
+pub struct RedirectStatus {
+    /// Whether this agent keeps the rules in step with policy.
+    pub managed: bool,
+    /// Whether the rules were flushed on request and stay so until applied again.
+    pub paused: bool,
+    /// What policy calls for.
+    pub redirects: Vec<Redirect>,
+}
+
 /// A running listener as the API shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ListenerStatus {
@@ -110,6 +149,11 @@ pub struct Agent {
     drain_timeout: Duration,
     started: Instant,
     config_path: Option<PathBuf>,
+    redirect: RedirectConfig,
+    installed: tokio::sync::Mutex<Installed>,
+    /// Woken when listeners change (policy changes come from the state).
+    listeners_changed: Arc<Notify>,
+    keeper: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Agent {
@@ -154,12 +198,28 @@ impl Agent {
             drain_timeout: Duration::from_secs(config.drain_timeout),
             started: Instant::now(),
             config_path,
+            redirect: config.redirect,
+            installed: tokio::sync::Mutex::new(Installed::default()),
+            listeners_changed: Arc::new(Notify::new()),
+            keeper: Mutex::new(None),
         });
         for listener in &config.listeners {
             agent
                 .put_listener(listener.clone(), true)
                 .await
                 .map_err(anyhow::Error::from)?;
+        }
+        if agent.redirect.manage {
+            agent
+                .apply_redirects()
+                .await
+                .context("redirect.manage: cannot install the redirect rules")?;
+            let keeper = tokio::spawn(keep_redirects(
+                Arc::downgrade(&agent),
+                agent.state.subscribe(),
+                Arc::clone(&agent.listeners_changed),
+            ));
+            *agent.keeper.lock().unwrap_or_else(|p| p.into_inner()) = Some(keeper);
         }
         Ok(agent)
     }
@@ -227,6 +287,7 @@ impl Agent {
         config: ListenerConfig,
         from_config: bool,
     ) -> Result<SocketAddr, ListenerError> {
+        config.check().map_err(ListenerError::Invalid)?;
         if let Some(name) = &config.l7proto {
             if self.state.registry().get(name).is_none() {
                 return Err(ListenerError::Invalid(format!(
@@ -235,19 +296,12 @@ impl Agent {
                 )));
             }
         }
-        if !self
-            .state
-            .endpoints()
-            .iter()
-            .any(|e| e.name == config.endpoint)
-        {
-            return Err(ListenerError::Invalid(format!(
-                "endpoint: no endpoint is named {:?}",
-                config.endpoint
-            )));
-        }
-        if config.name.is_empty() {
-            return Err(ListenerError::Invalid("name: must not be empty".into()));
+        if let Some(endpoint) = &config.endpoint {
+            if !self.state.endpoints().iter().any(|e| e.name == *endpoint) {
+                return Err(ListenerError::Invalid(format!(
+                    "endpoint: no endpoint is named {endpoint:?}"
+                )));
+            }
         }
         // A replaced listener on the same address gives it up first, so that the new one can
         // bind it; otherwise the old one keeps running until the new one is bound.
@@ -258,24 +312,43 @@ impl Agent {
         if same_address {
             self.stop_listener(&config.name);
         }
-        let socket = listener::bind(&config.name, config.listen).await?;
+        let socket = listener::bind(&config.name, config.listen, config.mode)?;
         self.stop_listener(&config.name);
         let address = socket.local_addr()?;
+        let transparent = config.mode.is_transparent();
         let route = Arc::new(Route {
             listener: config.name.as_str().into(),
-            endpoint: config.endpoint.as_str().into(),
+            guards: match &config.endpoint {
+                Some(endpoint) => Guards::Endpoint(endpoint.as_str().into()),
+                None => Guards::ByAddress,
+            },
             direction: config.direction,
             l7proto: config.l7proto.clone(),
+            upstream: UpstreamOptions {
+                mark: transparent.then_some(self.redirect.mark),
+                keep_client_address: config.keep_client_address,
+            },
         });
+        let destination = match config.upstream {
+            Some(upstream) => Destination::Upstream(upstream),
+            None => Destination::Original(config.mode),
+        };
         let tracker = Tracker::new();
         let accept = tokio::spawn(listener::accept_loop(
             socket,
-            config.upstream,
+            destination,
             route,
             Arc::clone(&self.shared),
             Arc::clone(&tracker),
         ));
-        tracing::info!(listener = %config.name, addr = %address, upstream = %config.upstream, "listening");
+        match config.upstream {
+            Some(upstream) => {
+                tracing::info!(listener = %config.name, addr = %address, %upstream, "listening")
+            }
+            None => {
+                tracing::info!(listener = %config.name, addr = %address, mode = config.mode.name(), "listening transparently")
+            }
+        }
         let running = RunningListener {
             config: config.clone(),
             address,
@@ -284,6 +357,7 @@ impl Agent {
             from_config,
         };
         self.lock_listeners().insert(config.name, running);
+        self.listeners_changed.notify_one();
         Ok(address)
     }
 
@@ -312,6 +386,7 @@ impl Agent {
             drains.retain(|d| !d.is_finished());
             drains.push(drain);
         }
+        self.listeners_changed.notify_one();
         true
     }
 
@@ -344,8 +419,12 @@ impl Agent {
     }
 
     /// Stops accepting on every listener and waits until their connections have finished, for
-    /// at most the drain time.
+    /// at most the drain time; then removes the redirect rules it manages. (Removing them
+    /// earlier would cut the open connections that TPROXY steers.)
     pub async fn shutdown(&self) {
+        if let Some(keeper) = self.keeper.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            keeper.abort();
+        }
         let names: Vec<String> = self.lock_listeners().keys().cloned().collect();
         for name in names {
             self.stop_listener(&name);
@@ -354,12 +433,114 @@ impl Agent {
         for drain in drains {
             let _ = drain.await;
         }
+        if self.redirect.manage {
+            match self.flush_redirects().await {
+                Ok(()) => tracing::info!("redirect rules removed"),
+                Err(error) => tracing::error!(%error, "cannot remove the redirect rules"),
+            }
+        }
+    }
+
+    /// The redirects policy calls for, with the listeners that receive them.
+    pub fn redirects(&self) -> Vec<Redirect> {
+        redirect::plan(&self.state.snapshot(), &self.listeners())
+    }
+
+    /// The redirect rules as the API shows them.
+    pub async fn redirect_status(&self) -> RedirectStatus {
+        RedirectStatus {
+            managed: self.redirect.manage,
+            paused: self.installed.lock().await.paused,
+            redirects: self.redirects(),
+        }
+    }
+
+    /// Installs the rules policy calls for now, and keeps them in step again after a flush.
+    pub async fn apply_redirects(&self) -> Result<Vec<Redirect>, RedirectError> {
+        self.sync_redirects(true).await
+    }
+
+    /// Removes the rules; they stay removed until applied again (or the agent restarts).
+    pub async fn flush_redirects(&self) -> Result<(), RedirectError> {
+        if !self.redirect.manage {
+            return Err(RedirectError::NotManaged);
+        }
+        let mut installed = self.installed.lock().await;
+        let settings = self.redirect;
+        blocking(move || redirect::remove(&settings)).await?;
+        installed.ruleset = None;
+        installed.paused = true;
+        Ok(())
+    }
+
+    /// Installs the rules policy calls for when they differ from the installed ones (or, when
+    /// `force`d, in any case and even after a flush).
+    async fn sync_redirects(&self, force: bool) -> Result<Vec<Redirect>, RedirectError> {
+        if !self.redirect.manage {
+            return Err(RedirectError::NotManaged);
+        }
+        let mut installed = self.installed.lock().await;
+        let redirects = self.redirects();
+        if installed.paused && !force {
+            return Ok(redirects);
+        }
+        let ruleset = redirect::ruleset(&redirects, &self.redirect);
+        if force || installed.ruleset.as_ref() != Some(&ruleset) {
+            for unserved in redirects.iter().filter(|r| r.listener.is_none()) {
+                tracing::warn!(
+                    endpoint = %unserved.endpoint,
+                    port = unserved.port,
+                    l7proto = %unserved.l7proto,
+                    "no transparent listener fits; this traffic is not redirected"
+                );
+            }
+            let (settings, list) = (self.redirect, redirects.clone());
+            blocking(move || redirect::install(&list, &settings)).await?;
+            tracing::info!(
+                redirects = redirects.iter().filter(|r| r.listener.is_some()).count(),
+                "redirect rules installed"
+            );
+            installed.ruleset = Some(ruleset);
+            installed.paused = false;
+        }
+        Ok(redirects)
     }
 
     fn lock_listeners(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, RunningListener>> {
         self.listeners
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Runs a blocking redirect operation off the async workers.
+async fn blocking(
+    work: impl FnOnce() -> Result<(), String> + Send + 'static,
+) -> Result<(), RedirectError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| RedirectError::Failed(e.to_string()))?
+        .map_err(RedirectError::Failed)
+}
+
+/// Keeps the redirect rules in step with the state and the listeners, until the agent is gone.
+async fn keep_redirects(
+    agent: Weak<Agent>,
+    mut changes: channel::Receiver<u64>,
+    listeners_changed: Arc<Notify>,
+) {
+    loop {
+        let Some(agent) = agent.upgrade() else {
+            return;
+        };
+        if let Err(error) = agent.sync_redirects(false).await {
+            tracing::error!(%error, "cannot update the redirect rules; the installed ones stay");
+        }
+        drop(agent);
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { return },
+            () = listeners_changed.notified() => {}
+        }
     }
 }
 

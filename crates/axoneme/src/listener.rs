@@ -1,7 +1,8 @@
 //! Listeners: bind an address, hand each accepted connection to its own task, and drain.
 //!
-//! A listener decides where each connection goes (today: its configured upstream) and knows what
-//! its connections guard ([`Route`]); it decides nothing about policy. Its [`Tracker`] counts
+//! A listener decides where each connection goes (its configured upstream, or for a transparent
+//! listener the connection's original destination) and knows what its connections guard
+//! ([`Route`]); it decides nothing about policy. Its [`Tracker`] counts
 //! open connections so that a removed listener can let them finish, and closes the stragglers
 //! when the drain time is over.
 
@@ -10,10 +11,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 
+use crate::config::ListenerMode;
 use crate::connection::{serve, Ends, Route, Shared};
+use crate::sockets;
 
 /// The open connections of one listener.
 #[derive(Debug)]
@@ -81,18 +84,70 @@ impl Drop for Open {
     }
 }
 
-/// Accepts connections until the task is aborted, sending each to `upstream`.
+/// Where a listener's connections go.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Destination {
+    /// Every connection to this upstream.
+    Upstream(SocketAddr),
+    /// Each connection to its original destination, as the listener's mode learns it.
+    Original(ListenerMode),
+}
+
+impl Destination {
+    /// The upstream of one accepted connection, or why it has none.
+    fn of(self, stream: &TcpStream, listening: SocketAddr) -> Result<SocketAddr, String> {
+        let original = match self {
+            Destination::Upstream(upstream) => return Ok(upstream),
+            Destination::Original(ListenerMode::Redirect) => sockets::original_destination(stream)
+                .map_err(|e| format!("no original destination (not redirected?): {e}"))?,
+            Destination::Original(_) => stream
+                .local_addr()
+                .map_err(|e| format!("no local address: {e}"))?,
+        };
+        let original = canonical(original);
+        // A client that dialed the listener itself has no other destination: forwarding it
+        // would connect the proxy to itself.
+        if original.port() == listening.port()
+            && (listening.ip().is_unspecified() || canonical(listening).ip() == original.ip())
+        {
+            return Err(format!(
+                "{original} is the listener itself, not a redirected destination"
+            ));
+        }
+        Ok(original)
+    }
+}
+
+/// The address with an IPv4-mapped IPv6 address written as IPv4.
+pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+/// Accepts connections until the task is aborted, sending each where `destination` says.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
-    upstream: SocketAddr,
+    destination: Destination,
     route: Arc<Route>,
     shared: Arc<Shared>,
     tracker: Arc<Tracker>,
 ) {
+    let listening = listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     loop {
         match listener.accept().await {
             Ok((stream, client)) => {
-                let ends = Ends { client, upstream };
+                let upstream = match destination.of(&stream, listening) {
+                    Ok(upstream) => upstream,
+                    Err(reason) => {
+                        tracing::warn!(listener = %route.listener, %client, reason, "connection closed");
+                        continue;
+                    }
+                };
+                let ends = Ends {
+                    client: canonical(client),
+                    upstream,
+                };
                 let open = Open::new(&tracker);
                 let closing = tracker.close.subscribe();
                 let (route, shared) = (Arc::clone(&route), Arc::clone(&shared));
@@ -110,9 +165,13 @@ pub(crate) async fn accept_loop(
     }
 }
 
-/// Binds `addr`, with a clear error naming the listener.
-pub(crate) async fn bind(name: &str, addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|error| {
+/// Binds `addr` (transparently for a tproxy listener), with a clear error naming the listener.
+pub(crate) fn bind(
+    name: &str,
+    addr: SocketAddr,
+    mode: ListenerMode,
+) -> std::io::Result<TcpListener> {
+    sockets::listen(addr, mode == ListenerMode::Tproxy).map_err(|error| {
         std::io::Error::new(
             error.kind(),
             format!("listener {name:?}: cannot listen on {addr}: {error}"),

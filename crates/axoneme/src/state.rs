@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use arc_swap::ArcSwap;
 use axoneme_policy::{load_paths, parse_policies, EndpointSpec, Policy, PolicyError, Snapshot};
 use axoneme_sdk::Registry;
+use tokio::sync::watch;
 
 /// What the configuration file contributes.
 #[derive(Debug, Clone, Default)]
@@ -104,6 +105,8 @@ pub struct State {
     current: ArcSwap<Snapshot>,
     /// Mirror of `current`'s revision, for a cheap per-request "has policy changed?" check.
     revision: AtomicU64,
+    /// Announces each new revision, for what follows the state (the redirect rules).
+    changes: watch::Sender<u64>,
     import_errors: AtomicU64,
 }
 
@@ -122,6 +125,7 @@ impl State {
         Ok(State {
             registry,
             desired: Mutex::new(desired),
+            changes: watch::Sender::new(snapshot.revision()),
             current: ArcSwap::from_pointee(snapshot),
             revision,
             import_errors: AtomicU64::new(0),
@@ -136,6 +140,11 @@ impl State {
     /// The revision of the snapshot in force.
     pub fn revision(&self) -> u64 {
         self.revision.load(Ordering::Acquire)
+    }
+
+    /// Sees every revision swapped in from now on.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// Changes refused because the resulting policy was invalid.
@@ -278,6 +287,7 @@ impl State {
         **desired = candidate;
         self.current.store(Arc::new(snapshot));
         self.revision.store(revision, Ordering::Release);
+        self.changes.send_replace(revision);
         Ok(revision)
     }
 

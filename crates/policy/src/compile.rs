@@ -41,6 +41,11 @@ impl DirectionPolicy {
             .and_then(|i| self.l7_ports.get(i))
             .map(|(_, proto)| proto)
     }
+
+    /// Every port with an L7 protocol, sorted by port.
+    pub(crate) fn l7_ports(&self) -> &[(u16, Arc<str>)] {
+        &self.l7_ports
+    }
 }
 
 /// A deny rule, ready to match.

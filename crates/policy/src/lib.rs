@@ -25,5 +25,5 @@ pub use error::{L7Origin, PolicyError, Subject};
 pub use identity::Identity;
 pub use load::{load_paths, parse_policies};
 pub use policy::{Policy, PolicyKind};
-pub use snapshot::Snapshot;
+pub use snapshot::{L7Port, Snapshot};
 pub use verdict::{ConnectionVerdict, PortPolicy};

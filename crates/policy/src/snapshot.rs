@@ -18,6 +18,22 @@ use crate::policy::Policy;
 use crate::selector::LabelSet;
 use crate::verdict::{ConnectionVerdict, PortPolicy, RequestRule};
 
+/// A port of an endpoint, in one direction, whose traffic policy inspects at L7: the traffic a
+/// transparent proxy must receive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct L7Port {
+    /// The endpoint's name.
+    pub endpoint: String,
+    /// The endpoint's addresses.
+    pub ips: Vec<IpAddr>,
+    /// Ingress (the endpoint is the destination) or egress (the endpoint is the source).
+    pub direction: Direction,
+    /// The destination port.
+    pub port: u16,
+    /// The L7 protocol the policy names for it.
+    pub proto: Arc<str>,
+}
+
 /// One endpoint with its compiled policy.
 #[derive(Debug)]
 struct Guarded {
@@ -167,6 +183,42 @@ impl Snapshot {
     /// An endpoint by name.
     pub fn endpoint(&self, name: &str) -> Option<&EndpointInfo> {
         self.endpoints.get(name).map(|g| &g.info)
+    }
+
+    /// The endpoint owning `addr`, if any.
+    pub fn endpoint_at(&self, addr: IpAddr) -> Option<&EndpointInfo> {
+        let addr = addr.to_canonical();
+        self.endpoints
+            .values()
+            .map(|g| &g.info)
+            .find(|info| info.ips.iter().any(|ip| ip.to_canonical() == addr))
+    }
+
+    /// Every endpoint, direction and port with L7 rules, sorted by endpoint name, direction
+    /// (ingress first) and port.
+    pub fn l7_ports(&self) -> Vec<L7Port> {
+        let mut ports = Vec::new();
+        for guarded in self.endpoints.values() {
+            for direction in [Direction::Ingress, Direction::Egress] {
+                for (port, proto) in guarded.directions[slot(direction)].l7_ports() {
+                    ports.push(L7Port {
+                        endpoint: guarded.info.name.clone(),
+                        ips: guarded.info.ips.clone(),
+                        direction,
+                        port: *port,
+                        proto: Arc::clone(proto),
+                    });
+                }
+            }
+        }
+        ports.sort_by(|a, b| {
+            (a.endpoint.as_str(), slot(a.direction), a.port).cmp(&(
+                b.endpoint.as_str(),
+                slot(b.direction),
+                b.port,
+            ))
+        });
+        ports
     }
 
     /// Decides a new connection of `endpoint` with the remote `remote`, on `port` (the

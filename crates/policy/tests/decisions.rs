@@ -466,3 +466,49 @@ fn snapshots_are_send_and_sync() {
     check::<Snapshot>();
     check::<axoneme_policy::PortPolicy>();
 }
+
+#[test]
+fn l7_ports_list_every_endpoint_direction_and_port_with_l7_rules() {
+    let snap = snapshot(&format!(
+        "{}---\n{}",
+        policy(
+            "db-l7",
+            "endpointSelector: {matchLabels: {tier: back}}\n\
+             ingress: [{toPorts: [{ports: [{port: \"7001\"}, {port: \"7000\"}], rules: {l7proto: test, l7: [{cmd: get}]}}]},\n\
+             \x20         {toPorts: [{ports: [{port: \"5432\"}]}]}]"
+        ),
+        policy(
+            "web-out",
+            "endpointSelector: {matchLabels: {app: web}}\n\
+             egress: [{toEndpoints: [{matchLabels: {app: db}}], toPorts: [{ports: [{port: \"9000\"}], rules: {l7proto: other}}]}]"
+        ),
+    ));
+    let ports: Vec<String> = snap
+        .l7_ports()
+        .iter()
+        .map(|p| {
+            let ips: Vec<String> = p.ips.iter().map(|ip| ip.to_string()).collect();
+            format!(
+                "{} {:?} {} {} [{}]",
+                p.endpoint,
+                p.direction,
+                p.port,
+                p.proto,
+                ips.join(" ")
+            )
+        })
+        .collect();
+    assert_eq!(
+        ports,
+        [
+            "db Ingress 7000 test [10.0.0.2]",
+            "db Ingress 7001 test [10.0.0.2]",
+            "web Egress 9000 other [10.0.0.1 fd00::1]",
+        ]
+    );
+    assert_eq!(
+        snap.endpoint_at(ip("fd00::1")).map(|e| e.name.as_str()),
+        Some("web")
+    );
+    assert_eq!(snap.endpoint_at(ip(WORLD)), None);
+}

@@ -1,0 +1,608 @@
+//! Transparent redirection across network namespaces: two client hosts (luke and vader), a
+//! server host running a real memcached (cache), and a node routing between them. Clients dial
+//! memcached at its real address; the rules the agent derives from policy steer them through
+//! the proxy, per node (TPROXY, in the node namespace) or as an egress sidecar (REDIRECT, in a
+//! client's namespace), over IPv4 and IPv6.
+//!
+//! Needs root, `ip`, `nft` and `memcached` (scripts/test.sh installs them). Where the kernel
+//! refuses network namespaces or TPROXY, a test says so loudly and passes without checking.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const AXONEME: &str = env!("CARGO_BIN_EXE_axoneme");
+
+const LUKE: [&str; 2] = ["10.71.1.2", "fd71:1::2"];
+const VADER: [&str; 2] = ["10.71.2.2", "fd71:2::2"];
+const CACHE: [&str; 2] = ["10.71.3.2", "fd71:3::2"];
+
+/// Says loudly why a test checks nothing.
+fn skip(test: &str, why: &str) {
+    eprintln!();
+    eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
+    eprintln!("!!! SKIPPED {test}: {why}");
+    eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
+    eprintln!();
+}
+
+fn run(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
+}
+
+fn must(program: &str, args: &[&str]) -> String {
+    let output = run(program, args);
+    assert!(
+        output.status.success(),
+        "{program} {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The namespaces of one test, the processes running in them, and its files; all removed on
+/// drop, also when the test fails.
+struct Lab {
+    prefix: String,
+    namespaces: Vec<String>,
+    children: Vec<Child>,
+    agent: Option<Child>,
+    dir: PathBuf,
+}
+
+impl Lab {
+    /// Builds the hosts `c1` (luke), `c2` (vader) and `srv` (cache), each linked to `node` by a
+    /// veth pair with IPv4 and IPv6 addresses, `node` forwarding between them. `None` when the
+    /// kernel refuses network namespaces.
+    fn new(tag: &str) -> Result<Lab, String> {
+        let prefix = format!("axt{}{tag}", std::process::id());
+        let dir = std::env::temp_dir().join(format!("{prefix}-files"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut lab = Lab {
+            prefix,
+            namespaces: Vec::new(),
+            children: Vec::new(),
+            agent: None,
+            dir,
+        };
+        for host in ["node", "c1", "c2", "srv"] {
+            let name = lab.ns(host);
+            let output = run("ip", &["netns", "add", &name]);
+            if !output.status.success() {
+                return Err(format!(
+                    "`ip netns add` failed: {}",
+                    String::from_utf8_lossy(&output.stderr).trim()
+                ));
+            }
+            lab.namespaces.push(name);
+            lab.exec(host, &["ip", "link", "set", "lo", "up"]);
+        }
+        lab.exec("node", &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        lab.exec("node", &["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+        for (index, host) in ["c1", "c2", "srv"].iter().enumerate() {
+            let net = index + 1;
+            let peer = lab.ns(host);
+            lab.exec(
+                "node",
+                &[
+                    "ip", "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns",
+                    &peer,
+                ],
+            );
+            for (ns, dev, v4, v6) in [
+                (
+                    "node",
+                    *host,
+                    format!("10.71.{net}.1/24"),
+                    format!("fd71:{net}::1/64"),
+                ),
+                (
+                    *host,
+                    "eth0",
+                    format!("10.71.{net}.2/24"),
+                    format!("fd71:{net}::2/64"),
+                ),
+            ] {
+                lab.exec(ns, &["ip", "addr", "add", &v4, "dev", dev]);
+                lab.exec(ns, &["ip", "-6", "addr", "add", &v6, "dev", dev, "nodad"]);
+                lab.exec(ns, &["ip", "link", "set", dev, "up"]);
+            }
+            lab.exec(
+                host,
+                &[
+                    "ip",
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    &format!("10.71.{net}.1"),
+                ],
+            );
+            lab.exec(
+                host,
+                &[
+                    "ip",
+                    "-6",
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    &format!("fd71:{net}::1"),
+                ],
+            );
+        }
+        Ok(lab)
+    }
+
+    fn ns(&self, host: &str) -> String {
+        format!("{}-{host}", self.prefix)
+    }
+
+    /// Runs a command in a host's namespace; it must succeed. Its output.
+    fn exec(&self, host: &str, args: &[&str]) -> String {
+        let ns = self.ns(host);
+        let mut full = vec!["netns", "exec", &ns];
+        full.extend_from_slice(args);
+        must("ip", &full)
+    }
+
+    /// Runs a command in a host's namespace, whatever its outcome.
+    fn try_exec(&self, host: &str, args: &[&str]) -> Output {
+        let ns = self.ns(host);
+        let mut full = vec!["netns", "exec", &ns];
+        full.extend_from_slice(args);
+        run("ip", &full)
+    }
+
+    /// Starts a long-running process in a host's namespace, its output going to `log`.
+    fn spawn(&self, host: &str, args: &[&str], log: &str) -> Child {
+        let log = File::create(self.dir.join(log)).unwrap();
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns(host)])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    /// Starts memcached on the server host and waits until it answers.
+    fn start_memcached(&mut self) {
+        assert!(
+            Command::new("memcached").arg("-V").output().is_ok(),
+            "memcached is required (scripts/test.sh installs it)"
+        );
+        let memcached = self.spawn(
+            "srv",
+            &["memcached", "-u", "root", "-p", "11211", "-U", "0"],
+            "memcached.log",
+        );
+        self.children.push(memcached);
+        wait_for("memcached to answer", || {
+            self.in_host("node", || {
+                connect(&format!("{}:11211", CACHE[0]))
+                    .is_some_and(|mut s| exchange(&mut s, "version\r\n").starts_with("VERSION"))
+            })
+        });
+    }
+
+    /// Starts the agent in a host's namespace with `config`. `Err` with its log when it exits
+    /// before its redirect rules are installed.
+    fn start_agent(&mut self, host: &str, config: &str) -> Result<(), String> {
+        std::fs::write(self.dir.join("config.yaml"), config).unwrap();
+        let config_path = self.dir.join("config.yaml");
+        let agent = self.spawn(
+            host,
+            &[AXONEME, "run", "--config", config_path.to_str().unwrap()],
+            "agent.log",
+        );
+        self.agent = Some(agent);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let exited = self.agent.as_mut().unwrap().try_wait().unwrap();
+            if exited.is_none() && self.table(host).is_some() && self.api().exists() {
+                return Ok(());
+            }
+            if exited.is_some() || Instant::now() > deadline {
+                return Err(self.agent_log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn agent_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    }
+
+    fn api(&self) -> PathBuf {
+        self.dir.join("api.sock")
+    }
+
+    /// Runs the CLI against the agent; its output, or its error.
+    fn cli(&self, args: &[&str]) -> Result<String, String> {
+        let api = self.api();
+        let mut full = vec!["--api", api.to_str().unwrap()];
+        full.extend_from_slice(args);
+        let output = run(AXONEME, &full);
+        match output.status.success() {
+            true => Ok(String::from_utf8_lossy(&output.stdout).into_owned()),
+            false => Err(String::from_utf8_lossy(&output.stderr).into_owned()),
+        }
+    }
+
+    /// The table `inet axoneme` of a host, as `nft` lists it; `None` when it is absent.
+    fn table(&self, host: &str) -> Option<String> {
+        let output = self.try_exec(host, &["nft", "list", "table", "inet", "axoneme"]);
+        output
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// Waits until the host's table satisfies `check`.
+    fn wait_table(&self, host: &str, what: &str, check: impl Fn(Option<&str>) -> bool) {
+        wait_for(what, || check(self.table(host).as_deref()));
+    }
+
+    /// Stops the agent with SIGTERM and waits for it to exit; its exit status must be success.
+    fn stop_agent(&mut self) {
+        let mut agent = self.agent.take().expect("the agent runs");
+        must("kill", &["-TERM", &agent.id().to_string()]);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let status = loop {
+            if let Some(status) = agent.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "the agent did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(
+            status.success(),
+            "agent exit: {status}\n{}",
+            self.agent_log()
+        );
+    }
+
+    /// Runs `work` on a thread inside a host's network namespace: its sockets live there.
+    fn in_host<T: Send>(&self, host: &str, work: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/var/run/netns/{}", self.ns(host));
+        std::thread::scope(|scope| {
+            scope
+                .spawn(move || {
+                    let ns = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+                    // SAFETY: the descriptor is an open network namespace file for the whole
+                    // call; setns only changes the namespace of this thread, which ends with
+                    // the scope.
+                    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+                    assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+                    work()
+                })
+                .join()
+                .unwrap()
+        })
+    }
+
+    /// One connection from a host to `to`, each request followed by its reply.
+    fn session(&self, host: &str, to: &str, requests: &[&str]) -> Vec<String> {
+        self.in_host(host, || {
+            let mut stream = connect(to).unwrap_or_else(|| panic!("{host} cannot connect to {to}"));
+            requests.iter().map(|r| exchange(&mut stream, r)).collect()
+        })
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for child in self.children.iter_mut().chain(&mut self.agent) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- agent log ---\n{}", self.agent_log());
+        }
+        for ns in &self.namespaces {
+            let _ = run("ip", &["netns", "del", ns]);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn connect(to: &str) -> Option<TcpStream> {
+    let addr: SocketAddr = to.parse().unwrap();
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    Some(stream)
+}
+
+/// Sends a request and reads its whole reply: up to `END` after `VALUE` or `STAT` lines,
+/// otherwise one line; empty when the connection was closed.
+fn exchange(stream: &mut TcpStream, request: &str) -> String {
+    if stream.write_all(request.as_bytes()).is_err() {
+        return String::new();
+    }
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&reply);
+        let multi = text.starts_with("VALUE") || text.starts_with("STAT");
+        if (multi && text.ends_with("END\r\n")) || (!multi && text.ends_with("\r\n")) {
+            return text.into_owned();
+        }
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return text.into_owned(),
+            Ok(n) => reply.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+fn addr(ip: &str, port: u16) -> String {
+    SocketAddr::new(ip.parse().unwrap(), port).to_string()
+}
+
+fn endpoints() -> String {
+    let list = |ips: [&str; 2]| format!("[\"{}\", \"{}\"]", ips[0], ips[1]);
+    format!(
+        "endpoints:\n  - {{name: cache, ips: {}, labels: {{app: cache}}}}\n  - {{name: luke, ips: {}, labels: {{app: luke}}}}\n  - {{name: vader, ips: {}, labels: {{app: vader}}}}\n",
+        list(CACHE),
+        list(LUKE),
+        list(VADER)
+    )
+}
+
+const HEAD: &str = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\n";
+
+/// cache's ingress on 11211: luke may set, get and read stats; vader may only get.
+fn ingress_policy() -> String {
+    format!(
+        "{HEAD}metadata: {{name: cache-ingress}}\nspec:\n  endpointSelector: {{matchLabels: {{app: cache}}}}\n  ingress:\n\
+         \x20   - fromEndpoints: [{{matchLabels: {{app: luke}}}}]\n\
+         \x20     toPorts: [{{ports: [{{port: \"11211\"}}], rules: {{l7proto: memcache, l7: [{{command: set, keyPrefix: alliance/}}, {{command: get, keyPrefix: alliance/}}, {{command: stats}}]}}}}]\n\
+         \x20   - fromEndpoints: [{{matchLabels: {{app: vader}}}}]\n\
+         \x20     toPorts: [{{ports: [{{port: \"11211\"}}], rules: {{l7proto: memcache, l7: [{{command: get, keyPrefix: alliance/}}]}}}}]\n"
+    )
+}
+
+const DENIED: &str = "CLIENT_ERROR access denied\r\n";
+
+#[test]
+fn per_node_tproxy_follows_policy_and_keeps_client_addresses() {
+    let name = "per_node_tproxy_follows_policy_and_keeps_client_addresses";
+    let mut lab = match Lab::new("tp") {
+        Ok(lab) => lab,
+        Err(why) => {
+            return skip(
+                name,
+                &format!("the kernel refuses network namespaces: {why}"),
+            )
+        }
+    };
+    lab.start_memcached();
+    std::fs::write(lab.dir.join("policy.yaml"), ingress_policy()).unwrap();
+    let config = format!(
+        "api: {{socket: api.sock}}\ndrainTimeout: 1\nredirect: {{manage: true}}\n{}policies: [policy.yaml]\n\
+         listeners:\n  - {{name: cache-in, listen: \"[::]:15001\", mode: tproxy, direction: ingress, keepClientAddress: true}}\n",
+        endpoints()
+    );
+    if let Err(log) = lab.start_agent("node", &config) {
+        if log.contains("tproxy") && log.contains("nft") {
+            return skip(name, &format!("the kernel refuses TPROXY rules:\n{log}"));
+        }
+        panic!("the agent did not start:\n{log}");
+    }
+    let table = lab.table("node").unwrap();
+    assert!(
+        table.contains("ip daddr 10.71.3.2 tcp dport 11211"),
+        "{table}"
+    );
+    assert!(
+        table.contains("ip6 daddr fd71:3::2 tcp dport 11211"),
+        "{table}"
+    );
+    assert!(table.contains("tproxy"), "{table}");
+
+    for family in 0..2 {
+        let memcached = addr(CACHE[family], 11211);
+        // No proxy address anywhere: the clients dial memcached itself.
+        let luke = lab.session(
+            "c1",
+            &memcached,
+            &[
+                "set alliance/plans 0 0 5\r\nr2-d2\r\n",
+                "get alliance/plans\r\n",
+                "stats conns\r\n",
+            ],
+        );
+        assert_eq!(luke[0], "STORED\r\n");
+        assert_eq!(luke[1], "VALUE alliance/plans 0 5\r\nr2-d2\r\nEND\r\n");
+        // memcached sees luke's own address, not the node's.
+        assert!(luke[2].contains(LUKE[family]), "{}", luke[2]);
+        let node = ["10.71.3.1", "fd71:3::1"][family];
+        assert!(!luke[2].contains(node), "{}", luke[2]);
+
+        let vader = lab.session(
+            "c2",
+            &memcached,
+            &[
+                "set alliance/plans 0 0 4\r\ndark\r\n",
+                "get alliance/plans\r\n",
+                "stats conns\r\n",
+            ],
+        );
+        assert_eq!(vader[0], DENIED);
+        assert_eq!(vader[1], "VALUE alliance/plans 0 5\r\nr2-d2\r\nEND\r\n");
+        assert_eq!(vader[2], DENIED);
+    }
+
+    // Policy changes move the rules: a new port, a new endpoint address, and back.
+    let extra = lab.dir.join("extra.yaml");
+    std::fs::write(
+        &extra,
+        format!(
+            "{HEAD}metadata: {{name: cache-extra}}\nspec:\n  endpointSelector: {{matchLabels: {{app: cache}}}}\n\
+             \x20 ingress: [{{toPorts: [{{ports: [{{port: \"11311\"}}], rules: {{l7proto: memcache}}}}]}}]\n"
+        ),
+    )
+    .unwrap();
+    lab.cli(&["policy", "import", extra.to_str().unwrap()])
+        .unwrap();
+    lab.wait_table("node", "the rule for port 11311", |t| {
+        t.is_some_and(|t| t.contains("tcp dport 11311"))
+    });
+    lab.cli(&[
+        "endpoint",
+        "add",
+        "cache2",
+        "--ip",
+        "10.71.3.3",
+        "--label",
+        "app=cache",
+    ])
+    .unwrap();
+    lab.wait_table("node", "the rule for the new endpoint", |t| {
+        t.is_some_and(|t| t.contains("10.71.3.3"))
+    });
+    lab.cli(&["policy", "delete", "cache-extra"]).unwrap();
+    lab.cli(&["endpoint", "delete", "cache2"]).unwrap();
+    lab.wait_table("node", "the rules to go back", |t| {
+        t.is_some_and(|t| !t.contains("11311") && !t.contains("10.71.3.3"))
+    });
+
+    // The CLI shows, removes and reinstalls the rules.
+    let list = lab.cli(&["-o", "json", "redirect", "list"]).unwrap();
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(list["managed"], true);
+    assert_eq!(list["redirects"][0]["endpoint"], "cache");
+    assert_eq!(list["redirects"][0]["port"], 11211);
+    assert_eq!(list["redirects"][0]["listener"]["name"], "cache-in");
+    lab.cli(&["redirect", "flush"]).unwrap();
+    assert_eq!(lab.table("node"), None);
+    assert!(lab
+        .exec("node", &["ip", "rule", "list", "fwmark", "0x4159"])
+        .trim()
+        .is_empty());
+    lab.cli(&["redirect", "apply"]).unwrap();
+    assert!(lab.table("node").is_some_and(|t| t.contains("dport 11211")));
+    let luke = lab.session("c1", &addr(CACHE[0], 11211), &["get alliance/plans\r\n"]);
+    assert_eq!(luke[0], "VALUE alliance/plans 0 5\r\nr2-d2\r\nEND\r\n");
+
+    // Shutdown removes the rules and the TPROXY route.
+    lab.stop_agent();
+    assert_eq!(lab.table("node"), None);
+    for family in ["-4", "-6"] {
+        assert!(lab
+            .exec("node", &["ip", family, "rule", "list", "fwmark", "0x4159"])
+            .trim()
+            .is_empty());
+    }
+    // And traffic flows directly again, unchecked.
+    let vader = lab.session(
+        "c2",
+        &addr(CACHE[0], 11211),
+        &["set alliance/plans 0 0 4\r\ndark\r\n"],
+    );
+    assert_eq!(vader[0], "STORED\r\n");
+}
+
+#[test]
+fn egress_sidecar_with_redirect_enforces_its_endpoints_policy() {
+    let name = "egress_sidecar_with_redirect_enforces_its_endpoints_policy";
+    let mut lab = match Lab::new("sc") {
+        Ok(lab) => lab,
+        Err(why) => {
+            return skip(
+                name,
+                &format!("the kernel refuses network namespaces: {why}"),
+            )
+        }
+    };
+    lab.start_memcached();
+    // vader has no sidecar: it writes directly.
+    for key in ["alliance/base", "empire/base"] {
+        let vader = lab.session(
+            "c2",
+            &addr(CACHE[0], 11211),
+            &[&format!("set {key} 0 0 4\r\nhoth\r\n")],
+        );
+        assert_eq!(vader[0], "STORED\r\n");
+    }
+    std::fs::write(
+        lab.dir.join("policy.yaml"),
+        format!(
+            "{HEAD}metadata: {{name: luke-egress}}\nspec:\n  endpointSelector: {{matchLabels: {{app: luke}}}}\n  egress:\n\
+             \x20   - toEndpoints: [{{matchLabels: {{app: cache}}}}]\n\
+             \x20     toPorts: [{{ports: [{{port: \"11211\"}}], rules: {{l7proto: memcache, l7: [{{command: get, keyPrefix: alliance/}}]}}}}]\n"
+        ),
+    )
+    .unwrap();
+    let config = format!(
+        "api: {{socket: api.sock}}\ndrainTimeout: 1\naccessLog: {{path: {}}}\nredirect: {{manage: true}}\n{}policies: [policy.yaml]\n\
+         listeners:\n  - {{name: luke-out, listen: \"[::]:15002\", mode: redirect, endpoint: luke, direction: egress}}\n",
+        lab.dir.join("access.log").display(),
+        endpoints()
+    );
+    if let Err(log) = lab.start_agent("c1", &config) {
+        panic!("the agent did not start:\n{log}");
+    }
+    let table = lab.table("c1").unwrap();
+    assert!(
+        table.contains("ip saddr 10.71.1.2 tcp dport 11211"),
+        "{table}"
+    );
+    assert!(table.contains("redirect to :15002"), "{table}");
+
+    for ip in CACHE {
+        let luke = lab.session(
+            "c1",
+            &addr(ip, 11211),
+            &[
+                "get alliance/base\r\n",
+                "get empire/base\r\n",
+                "set alliance/base 0 0 4\r\nfarm\r\n",
+            ],
+        );
+        assert_eq!(luke[0], "VALUE alliance/base 0 4\r\nhoth\r\nEND\r\n");
+        assert_eq!(luke[1], DENIED);
+        assert_eq!(luke[2], DENIED);
+    }
+    let denied = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(lab.dir.join("access.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .filter(|e: &serde_json::Value| e["entry_type"] == "Denied")
+            .collect()
+    };
+    wait_for("four denials in the access log", || denied().len() == 4);
+    let denied = denied();
+    assert!(denied[0]["source_address"]
+        .as_str()
+        .unwrap()
+        .starts_with("10.71.1.2:"));
+    assert_eq!(denied[0]["destination_address"], "10.71.3.2:11211");
+    assert_eq!(denied[2]["destination_address"], "[fd71:3::2]:11211");
+
+    lab.stop_agent();
+    assert_eq!(lab.table("c1"), None);
+    let luke = lab.session("c1", &addr(CACHE[0], 11211), &["get empire/base\r\n"]);
+    assert_eq!(luke[0], "VALUE empire/base 0 4\r\nhoth\r\nEND\r\n");
+}

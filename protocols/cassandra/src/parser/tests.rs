@@ -1,0 +1,304 @@
+//! The Cassandra parser through the real datapath engine: the Empire's rules on queries,
+//! prepared statements (including a policy change between PREPARE and EXECUTE), batches,
+//! USE, compression, and malformed input.
+
+use axoneme_datapath::ConnectionError;
+use axoneme_sdk::{ErrorCode, Flow};
+use axoneme_testkit::{RulesPolicy, Session};
+
+use crate::compression::Compression;
+use crate::frame::{opcode, Header, HEADER_LEN, UNAUTHORIZED, UNPREPARED};
+use crate::Cassandra;
+
+fn outpost_rules() -> RulesPolicy {
+    RulesPolicy::compile(
+        &Cassandra::default(),
+        "empire",
+        &[
+            &[("query_action", "select"), ("query_table", "system\\..*")],
+            &[
+                ("query_action", "select"),
+                ("query_table", "system_schema\\..*"),
+            ],
+            &[
+                ("query_action", "insert"),
+                ("query_table", "attendance.daily_records"),
+            ],
+        ],
+    )
+}
+
+fn outpost() -> Session {
+    Session::new(&Cassandra::default(), outpost_rules())
+}
+
+fn frame(version: u8, flags: u8, stream: i16, opcode: u8, body: &[u8]) -> Vec<u8> {
+    let mut f = vec![version, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.push(opcode);
+    f.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    f.extend_from_slice(body);
+    f
+}
+
+fn long_string(s: &str) -> Vec<u8> {
+    [&(s.len() as i32).to_be_bytes()[..], s.as_bytes()].concat()
+}
+
+fn query(stream: i16, cql: &str) -> Vec<u8> {
+    frame(
+        4,
+        0,
+        stream,
+        opcode::QUERY,
+        &[long_string(cql), vec![0, 1, 0]].concat(),
+    )
+}
+
+fn prepare(stream: i16, cql: &str) -> Vec<u8> {
+    frame(4, 0, stream, opcode::PREPARE, &long_string(cql))
+}
+
+fn execute(stream: i16, id: &[u8]) -> Vec<u8> {
+    let body = [&(id.len() as u16).to_be_bytes()[..], id, &[0, 1, 0]].concat();
+    frame(4, 0, stream, opcode::EXECUTE, &body)
+}
+
+fn prepared_result(stream: i16, id: &[u8]) -> Vec<u8> {
+    let body = [
+        &4i32.to_be_bytes()[..],
+        &(id.len() as u16).to_be_bytes(),
+        id,
+        &[0; 12],
+    ]
+    .concat();
+    frame(0x84, 0, stream, opcode::RESULT, &body)
+}
+
+fn void_result(stream: i16) -> Vec<u8> {
+    frame(0x84, 0, stream, opcode::RESULT, &1i32.to_be_bytes())
+}
+
+/// The error code and stream of an ERROR frame.
+fn error_of(bytes: &[u8]) -> (i16, u32) {
+    let header = Header::parse(bytes[..HEADER_LEN].try_into().unwrap());
+    assert_eq!((header.opcode, header.response), (opcode::ERROR, true));
+    (
+        header.stream,
+        u32::from_be_bytes(bytes[HEADER_LEN..HEADER_LEN + 4].try_into().unwrap()),
+    )
+}
+
+#[test]
+fn queries_are_checked_by_action_and_table() {
+    let mut s = outpost();
+    let allowed = query(1, "SELECT * FROM system.local WHERE key = 'local'");
+    let denied = query(2, "SELECT * FROM attendance.daily_records");
+    let insert = query(3, "INSERT INTO attendance.daily_records(creation, loc, present) VALUES (now(), 'Endor', true)");
+    s.send(
+        Flow::Request,
+        &[allowed.clone(), denied, insert.clone()].concat(),
+    )
+    .unwrap();
+    assert_eq!(s.sent.upstream, [allowed, insert].concat());
+    assert_eq!(error_of(&s.sent.client), (2, UNAUTHORIZED));
+    assert_eq!(
+        s.log(),
+        vec![
+            "Request empire query_action=select query_table=system.local",
+            "Denied  query_action=select query_table=attendance.daily_records",
+            "Request empire query_action=insert query_table=attendance.daily_records",
+        ]
+    );
+}
+
+#[test]
+fn use_sets_the_keyspace_for_unqualified_tables() {
+    let mut s = outpost();
+    s.send(Flow::Request, &query(1, "USE Attendance")).unwrap();
+    s.send(
+        Flow::Request,
+        &query(2, "INSERT INTO daily_records (a) VALUES (1)"),
+    )
+    .unwrap();
+    s.send(Flow::Request, &query(3, "INSERT INTO other (a) VALUES (1)"))
+        .unwrap();
+    assert_eq!(
+        s.sent.upstream,
+        [
+            query(1, "USE Attendance"),
+            query(2, "INSERT INTO daily_records (a) VALUES (1)")
+        ]
+        .concat()
+    );
+    assert_eq!(error_of(&s.sent.client), (3, UNAUTHORIZED));
+}
+
+#[test]
+fn prepared_statements_are_checked_against_the_policy_in_force_at_execution() {
+    let mut s = outpost();
+    let insert = "INSERT INTO attendance.daily_records (a) VALUES (?)";
+    s.send(Flow::Request, &prepare(5, insert)).unwrap();
+    s.send(Flow::Reply, &prepared_result(5, b"\x0a\x0b"))
+        .unwrap();
+    s.send(Flow::Request, &execute(6, b"\x0a\x0b")).unwrap();
+    assert!(s.sent.upstream.ends_with(&execute(6, b"\x0a\x0b")));
+    // The policy changes: inserts are no longer allowed, and the next EXECUTE is denied.
+    s.policy = RulesPolicy::compile(
+        &Cassandra::default(),
+        "empire",
+        &[&[("query_action", "select")]],
+    );
+    s.send(Flow::Request, &execute(7, b"\x0a\x0b")).unwrap();
+    let client = s.sent.client[prepared_result(5, b"\x0a\x0b").len()..].to_vec();
+    assert_eq!(error_of(&client), (7, UNAUTHORIZED));
+}
+
+#[test]
+fn an_unknown_prepared_id_gets_unprepared_with_the_id() {
+    let mut s = outpost();
+    s.send(Flow::Request, &execute(9, b"\x01\x02\x03")).unwrap();
+    assert!(s.sent.upstream.is_empty());
+    assert_eq!(error_of(&s.sent.client), (9, UNPREPARED));
+    assert!(s.sent.client.ends_with(&[0, 3, 1, 2, 3]));
+    assert_eq!(s.log(), vec!["Denied  error=unknown prepared statement id"]);
+}
+
+#[test]
+fn a_denied_prepare_is_answered_and_never_remembered() {
+    let mut s = outpost();
+    s.send(
+        Flow::Request,
+        &prepare(1, "DELETE FROM attendance.daily_records WHERE k = ?"),
+    )
+    .unwrap();
+    assert_eq!(error_of(&s.sent.client), (1, UNAUTHORIZED));
+    assert!(s.sent.upstream.is_empty());
+}
+
+fn batch(entries: &[&str]) -> Vec<u8> {
+    let mut body = vec![0u8];
+    body.extend_from_slice(&(entries.len() as u16).to_be_bytes());
+    for entry in entries {
+        body.push(0);
+        body.extend(long_string(entry));
+        body.extend_from_slice(&0u16.to_be_bytes());
+    }
+    body.extend_from_slice(&[0, 1, 0]);
+    frame(4, 0, 4, opcode::BATCH, &body)
+}
+
+#[test]
+fn a_batch_with_one_denied_statement_is_denied_whole() {
+    let mut s = outpost();
+    let allowed = batch(&["INSERT INTO attendance.daily_records (a) VALUES (1)"]);
+    s.send(Flow::Request, &allowed).unwrap();
+    assert_eq!(s.sent.upstream, allowed);
+    let mixed = batch(&[
+        "INSERT INTO attendance.daily_records (a) VALUES (1)",
+        "DELETE FROM attendance.daily_records WHERE a = 1",
+    ]);
+    s.send(Flow::Request, &mixed).unwrap();
+    assert_eq!(
+        s.sent.upstream, allowed,
+        "nothing of the mixed batch reaches the server"
+    );
+    assert_eq!(error_of(&s.sent.client), (4, UNAUTHORIZED));
+    let text = query(8, "BEGIN BATCH INSERT INTO attendance.daily_records (a) VALUES (1); UPDATE attendance.daily_records SET b = 2 WHERE a = 1; APPLY BATCH");
+    s.send(Flow::Request, &text).unwrap();
+    assert_eq!(s.sent.upstream, allowed);
+}
+
+#[test]
+fn queries_that_cannot_be_classified_are_refused() {
+    let mut s = outpost();
+    s.send(
+        Flow::Request,
+        &query(
+            1,
+            "SELECT * FROM system.local; DROP TABLE attendance.daily_records",
+        ),
+    )
+    .unwrap();
+    assert!(s.sent.upstream.is_empty());
+    assert_eq!(error_of(&s.sent.client), (1, UNAUTHORIZED));
+    assert_eq!(
+        s.log(),
+        vec!["Denied  error=more than one statement in a query"]
+    );
+}
+
+#[test]
+fn compressed_connections_are_inspected() {
+    for (name, compression) in [("lz4", Compression::Lz4), ("snappy", Compression::Snappy)] {
+        let mut s = outpost();
+        let mut startup = 2u16.to_be_bytes().to_vec();
+        for (k, v) in [("CQL_VERSION", "3.0.0"), ("COMPRESSION", name)] {
+            startup.extend_from_slice(&(k.len() as u16).to_be_bytes());
+            startup.extend_from_slice(k.as_bytes());
+            startup.extend_from_slice(&(v.len() as u16).to_be_bytes());
+            startup.extend_from_slice(v.as_bytes());
+        }
+        s.send(Flow::Request, &frame(4, 0, 0, opcode::STARTUP, &startup))
+            .unwrap();
+        s.send(Flow::Reply, &frame(0x84, 0, 0, opcode::READY, &[]))
+            .unwrap();
+        let body = [
+            long_string("SELECT * FROM attendance.daily_records"),
+            vec![0, 1, 0],
+        ]
+        .concat();
+        let compressed = frame(4, 1, 3, opcode::QUERY, &compression.compress(&body));
+        s.send(Flow::Request, &compressed).unwrap();
+        assert!(!s.sent.upstream.ends_with(&compressed), "{name}: denied");
+        let reply = &s.sent.client[HEADER_LEN..];
+        assert_eq!(error_of(reply), (3, UNAUTHORIZED), "{name}");
+        let allowed = [long_string("SELECT * FROM system.peers"), vec![0, 1, 0]].concat();
+        let allowed = frame(4, 1, 4, opcode::QUERY, &compression.compress(&allowed));
+        s.send(Flow::Request, &allowed).unwrap();
+        assert!(
+            s.sent.upstream.ends_with(&allowed),
+            "{name}: the original bytes are forwarded"
+        );
+    }
+}
+
+#[test]
+fn other_requests_and_results_pass_untouched() {
+    let mut s = outpost();
+    let options = frame(4, 0, 0, opcode::OPTIONS, &[]);
+    s.send(Flow::Request, &options).unwrap();
+    s.send(Flow::Reply, &void_result(0)).unwrap();
+    assert_eq!(
+        (s.sent.upstream.clone(), s.sent.client.clone()),
+        (options, void_result(0))
+    );
+}
+
+#[test]
+fn bad_frames_close_the_connection() {
+    let cases: [(Vec<u8>, ErrorCode); 3] = [
+        (frame(5, 0, 0, opcode::QUERY, &[]), ErrorCode::Unsupported),
+        (
+            frame(0x84, 0, 0, opcode::RESULT, &[]),
+            ErrorCode::InvalidFrameType,
+        ),
+        (
+            frame(4, 0, 0, opcode::QUERY, &[0, 0, 0, 9, b'x']),
+            ErrorCode::MalformedFrame,
+        ),
+    ];
+    for (bytes, code) in cases {
+        let mut s = outpost();
+        let error = s.send(Flow::Request, &bytes).unwrap_err();
+        assert!(
+            matches!(error, ConnectionError::Parse(e) if e.code == code),
+            "{error:?}"
+        );
+    }
+    let mut s = outpost();
+    let mut huge = frame(4, 0, 0, opcode::QUERY, &[]);
+    huge[5..9].copy_from_slice(&(64u32 << 20).to_be_bytes());
+    let error = s.send(Flow::Request, &huge).unwrap_err();
+    assert!(matches!(error, ConnectionError::Parse(e) if e.code == ErrorCode::FrameTooLarge));
+}

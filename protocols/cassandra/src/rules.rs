@@ -1,0 +1,161 @@
+//! Cassandra's L7 rules: `query_action` (exact, Cilium's action names) and `query_table` (a
+//! regular expression over `keyspace.table`).
+//!
+//! `query_table` must match the whole name: Cilium searched unanchored, so `attendance` also
+//! matched `attendance_archive.secrets`; anchoring makes a rule mean what it says, and the
+//! usual patterns (`system\..*`, `attendance.daily_records`) behave the same either way. A
+//! table-less action (`use`, `create-role`, …) with `query_table` is an import error.
+
+use axoneme_sdk::{reject_unknown_keys, L7RuleMap, RuleError};
+use regex::Regex;
+
+use crate::statement::Action;
+
+/// One compiled `l7` map.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    action: Option<Action>,
+    table: Option<Regex>,
+}
+
+impl Rule {
+    /// Whether `action` on `table` (`keyspace.table`, `None` for table-less actions or an
+    /// unresolved name) satisfies this rule.
+    pub fn matches(&self, action: Action, table: Option<&str>) -> bool {
+        self.action.is_none_or(|a| a == action)
+            && self
+                .table
+                .as_ref()
+                .is_none_or(|re| table.is_some_and(|t| re.is_match(t)))
+    }
+}
+
+/// A compiled `l7` list: a statement is allowed when any rule matches.
+#[derive(Debug, Clone)]
+pub struct RuleSet(Vec<Rule>);
+
+impl RuleSet {
+    /// Compiles the maps of one `l7` list.
+    pub fn compile(maps: &[L7RuleMap]) -> Result<RuleSet, RuleError> {
+        maps.iter()
+            .enumerate()
+            .map(|(i, map)| compile_rule(i, map))
+            .collect::<Result<_, _>>()
+            .map(RuleSet)
+    }
+
+    /// Whether any rule allows `action` on `table`.
+    pub fn matches(&self, action: Action, table: Option<&str>) -> bool {
+        self.0.iter().any(|rule| rule.matches(action, table))
+    }
+}
+
+fn compile_rule(index: usize, map: &L7RuleMap) -> Result<Rule, RuleError> {
+    reject_unknown_keys(index, map, &["query_action", "query_table"])?;
+    let action = match map.get("query_action") {
+        None => None,
+        Some(name) => Some(Action::from_name(name).ok_or_else(|| {
+            RuleError::new(
+                index,
+                Some("query_action"),
+                format!("unknown query_action {name:?}"),
+            )
+        })?),
+    };
+    let table = match map.get("query_table") {
+        None => None,
+        Some(_) if action.is_some_and(|a| !a.has_table()) => {
+            return Err(RuleError::new(
+                index,
+                Some("query_table"),
+                format!("{} acts on no table", action.map_or("", Action::name)),
+            ));
+        }
+        Some(pattern) => Some(Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
+            RuleError::new(
+                index,
+                Some("query_table"),
+                format!("invalid regex {pattern:?}: {e}"),
+            )
+        })?),
+    };
+    Ok(Rule { action, table })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compile(maps: &[&[(&str, &str)]]) -> Result<RuleSet, String> {
+        let maps: Vec<L7RuleMap> = maps
+            .iter()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            })
+            .collect();
+        RuleSet::compile(&maps).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_empire_outpost_rules() {
+        let outpost = compile(&[
+            &[("query_action", "select"), ("query_table", "system\\..*")],
+            &[
+                ("query_action", "select"),
+                ("query_table", "system_schema\\..*"),
+            ],
+            &[
+                ("query_action", "insert"),
+                ("query_table", "attendance.daily_records"),
+            ],
+        ])
+        .unwrap();
+        assert!(outpost.matches(Action::Select, Some("system.local")));
+        assert!(outpost.matches(Action::Select, Some("system_schema.tables")));
+        assert!(outpost.matches(Action::Insert, Some("attendance.daily_records")));
+        assert!(!outpost.matches(Action::Select, Some("attendance.daily_records")));
+        assert!(
+            !outpost.matches(Action::Insert, Some("attendance.daily_records_archive")),
+            "anchored"
+        );
+        assert!(
+            !outpost.matches(Action::Select, Some("deathstar.systemx")),
+            "anchored"
+        );
+        assert!(!outpost.matches(Action::DropTable, Some("system.local")));
+        assert!(
+            !outpost.matches(Action::Insert, None),
+            "an unresolved table matches no table rule"
+        );
+    }
+
+    #[test]
+    fn rules_without_constraints() {
+        let all = compile(&[&[]]).unwrap();
+        assert!(all.matches(Action::CreateRole, None));
+        let use_any = compile(&[&[("query_action", "use")]]).unwrap();
+        assert!(use_any.matches(Action::Use, None));
+        assert!(!use_any.matches(Action::Select, Some("a.b")));
+    }
+
+    #[test]
+    fn bad_rules_say_which_key_and_why() {
+        assert_eq!(
+            compile(&[&[("query_action", "use"), ("query_table", "a")]]).unwrap_err(),
+            "l7[0].query_table: use acts on no table"
+        );
+        assert_eq!(
+            compile(&[&[("query_action", "SELECT")]]).unwrap_err(),
+            "l7[0].query_action: unknown query_action \"SELECT\""
+        );
+        assert_eq!(
+            compile(&[&[("table", "a")]]).unwrap_err(),
+            "l7[0].table: unknown key (expected one of: query_action, query_table)"
+        );
+        assert!(compile(&[&[("query_table", "(")]])
+            .unwrap_err()
+            .starts_with("l7[0].query_table: invalid regex"));
+    }
+}
