@@ -142,11 +142,11 @@ pub(crate) async fn serve(
         ),
     };
     let meta = connection_meta(&snapshot, &route, &endpoint, ends, id);
-    let plan = plan(&route, verdict, port, &shared.state);
+    let chosen = plan(&route, verdict, port, &shared.state);
     if let Plan::Refuse {
         policy_name,
         reason,
-    } = &plan
+    } = &chosen
     {
         metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
         shared.log.log(&LogEntry {
@@ -164,7 +164,7 @@ pub(crate) async fn serve(
     };
     metrics.connections_active.fetch_add(1, Ordering::Relaxed);
     let _ = client.set_nodelay(true);
-    let result = match plan {
+    let result = match chosen {
         Plan::Parse(protocol) => {
             let parser = protocol.new_parser(&meta);
             let engine = Connection::new(parser, meta, protocol.name(), shared.limits);
@@ -172,7 +172,36 @@ pub(crate) async fn serve(
                 ParsedConnection::new(engine, &route, endpoint, ends, &shared, &snapshot);
             connection.run(client, upstream, &mut closing).await
         }
-        _ => forward_plain(client, upstream, metrics, &mut closing).await,
+        _ => {
+            // A plain connection ends when a policy change would no longer let it through as
+            // plain bytes (refused, or its port now has L7 rules): it cannot start parsing
+            // mid-stream, and the client reconnects under the new policy.
+            let port = ends.upstream.port();
+            let still_plain = || {
+                let snapshot = shared.state.snapshot();
+                let remote = ends.remote(route.direction).ip();
+                let verdict = snapshot.decide_connection(&endpoint, route.direction, remote, port);
+                match plan(&route, verdict, port, &shared.state) {
+                    Plan::Forward => None,
+                    Plan::Refuse { reason, .. } => Some(reason),
+                    Plan::Parse(protocol) => {
+                        Some(format!("port {port} now has {} rules", protocol.name()))
+                    }
+                }
+            };
+            let result = forward_plain(client, upstream, &shared, still_plain, &mut closing).await;
+            if let Err(Closed::PolicyChanged(reason)) = &result {
+                let status = format!("closed by a policy change: {reason}");
+                shared.log.log(&LogEntry {
+                    entry_type: EntryType::Denied,
+                    meta: &meta,
+                    policy_name: "",
+                    proto: None,
+                    fields: &[Field::text("status", &status)],
+                });
+            }
+            result
+        }
     };
     metrics.connections_active.fetch_sub(1, Ordering::Relaxed);
     match result {
@@ -183,6 +212,9 @@ pub(crate) async fn serve(
         ),
         Err(Closed::Io(error)) => {
             tracing::debug!(conn = id, %error, "connection ended by a socket error")
+        }
+        Err(Closed::PolicyChanged(reason)) => {
+            tracing::info!(conn = id, reason, "connection closed by a policy change")
         }
         Err(Closed::Engine(error)) => {
             match &error {
@@ -302,6 +334,8 @@ enum Closed {
     Io(std::io::Error),
     Engine(ConnectionError),
     Drained,
+    /// A plain connection the policy in force no longer lets through as plain bytes.
+    PolicyChanged(String),
 }
 
 impl From<std::io::Error> for Closed {
@@ -310,21 +344,33 @@ impl From<std::io::Error> for Closed {
     }
 }
 
-/// Copies bytes both ways, passing on half-closes; for connections that are not parsed.
+/// Copies bytes both ways, passing on half-closes; for connections that are not parsed. After
+/// every policy change `still_plain` says why the connection may no longer continue, if so.
 async fn forward_plain(
     mut client: TcpStream,
     mut upstream: TcpStream,
-    metrics: &Metrics,
+    shared: &Shared,
+    still_plain: impl Fn() -> Option<String>,
     closing: &mut watch::Receiver<bool>,
 ) -> Result<(), Closed> {
-    tokio::select! {
-        copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
-            let (to_upstream, to_client) = copied?;
-            metrics.bytes_to_upstream.fetch_add(to_upstream, Ordering::Relaxed);
-            metrics.bytes_to_client.fetch_add(to_client, Ordering::Relaxed);
-            Ok(())
+    let mut revisions = shared.state.subscribe();
+    let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+    tokio::pin!(copy);
+    loop {
+        tokio::select! {
+            copied = &mut copy => {
+                let (to_upstream, to_client) = copied?;
+                shared.metrics.bytes_to_upstream.fetch_add(to_upstream, Ordering::Relaxed);
+                shared.metrics.bytes_to_client.fetch_add(to_client, Ordering::Relaxed);
+                return Ok(());
+            }
+            () = drained(closing) => return Err(Closed::Drained),
+            Ok(()) = revisions.changed() => {
+                if let Some(reason) = still_plain() {
+                    return Err(Closed::PolicyChanged(reason));
+                }
+            }
         }
-        () = drained(closing) => Err(Closed::Drained),
     }
 }
 

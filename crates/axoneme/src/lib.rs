@@ -303,14 +303,17 @@ impl Agent {
                 )));
             }
         }
-        // A replaced listener on the same address gives it up first, so that the new one can
-        // bind it; otherwise the old one keeps running until the new one is bound.
+        // A replaced listener on the same address gives it up first (its accept task is over,
+        // and its socket closed, before the new one binds); otherwise the old one keeps running
+        // until the new one is bound.
         let same_address = self
             .lock_listeners()
             .get(&config.name)
             .is_some_and(|l| l.config.listen == config.listen);
         if same_address {
-            self.stop_listener(&config.name);
+            if let Some(accept) = self.stop_listener(&config.name) {
+                let _ = accept.await;
+            }
         }
         let socket = listener::bind(&config.name, config.listen, config.mode)?;
         self.stop_listener(&config.name);
@@ -365,15 +368,15 @@ impl Agent {
     /// finish.
     pub fn delete_listener(&self, name: &str) -> Result<(), ListenerError> {
         match self.stop_listener(name) {
-            true => Ok(()),
-            false => Err(ListenerError::NotFound(name.into())),
+            Some(_) => Ok(()),
+            None => Err(ListenerError::NotFound(name.into())),
         }
     }
 
-    fn stop_listener(&self, name: &str) -> bool {
-        let Some(running) = self.lock_listeners().remove(name) else {
-            return false;
-        };
+    /// Stops a listener's accepting and starts draining its connections; returns its accept
+    /// task, which is over (and the socket closed) once awaited.
+    fn stop_listener(&self, name: &str) -> Option<JoinHandle<()>> {
+        let running = self.lock_listeners().remove(name)?;
         running.accept.abort();
         tracing::info!(
             listener = name,
@@ -387,7 +390,7 @@ impl Agent {
             drains.push(drain);
         }
         self.listeners_changed.notify_one();
-        true
+        Some(running.accept)
     }
 
     /// Makes the running listeners match `configured` (from a changed configuration file):

@@ -506,3 +506,71 @@ async fn an_edit_of_the_watched_configuration_applies_without_a_restart() {
         "a bad edit leaves the last good state"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_replaced_on_its_own_address_keeps_listening() {
+    let upstream = Upstream::start().await;
+    let agent = Running::start("cp-replace", &upstream).await;
+    let listen = format!("127.0.0.1:{}", free_port());
+    let upstream_address = upstream.addr.to_string();
+    for _ in 0..5 {
+        agent.ok(&[
+            "listener",
+            "add",
+            "same",
+            "--listen",
+            &listen,
+            "--upstream",
+            &upstream_address,
+            "--endpoint",
+            "r2d2",
+        ]);
+        let mut luke = connect_from(LUKE, listen.parse().unwrap()).await;
+        assert_eq!(request(&mut luke, "HALT\r\n").await, "OK HALT\r\n");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_connection_ends_when_policy_no_longer_lets_it_through() {
+    let upstream = Upstream::start().await;
+    let agent = Running::start("cp-plain", &upstream).await;
+    agent.ok(&[
+        "endpoint",
+        "add",
+        "c3po",
+        "--ip",
+        "127.0.0.3",
+        "--label",
+        "app=c3po",
+    ]);
+    let listen = format!("127.0.0.1:{}", free_port());
+    let upstream_address = upstream.addr.to_string();
+    agent.ok(&[
+        "listener",
+        "add",
+        "plain",
+        "--listen",
+        &listen,
+        "--upstream",
+        &upstream_address,
+        "--endpoint",
+        "c3po",
+    ]);
+    let mut anyone = connect_from(LUKE, listen.parse().unwrap()).await;
+    assert_eq!(
+        request(&mut anyone, "anything\r\n").await,
+        "OK anything\r\n",
+        "unselected: plain bytes"
+    );
+    let lockdown = agent.write(
+        "lockdown.yaml",
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: lockdown}\nspec:\n  endpointSelector: {matchLabels: {app: c3po}}\n  ingress: [{}]\n",
+    );
+    agent.ok(&["policy", "import", &lockdown]);
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), anyone.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "closed by the policy change: {closed:?}"
+    );
+}
