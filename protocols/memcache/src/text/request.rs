@@ -442,9 +442,8 @@ mod tests {
             Some(3),
             "one extra token is ignored, as memcached does"
         );
-        assert_eq!(
-            parse("me Zm9v bx").base64_key,
-            false,
+        assert!(
+            !parse("me Zm9v bx").base64_key,
             "me decodes only with exactly `b`"
         );
     }
