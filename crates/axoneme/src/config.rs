@@ -102,6 +102,30 @@ pub struct ProtocolsConfig {
     /// Memcached.
     #[serde(default)]
     pub memcache: MemcacheConfig,
+    /// Cassandra.
+    #[serde(default)]
+    pub cassandra: CassandraConfig,
+}
+
+/// Cassandra settings.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CassandraConfig {
+    /// Longest frame a connection may carry; a longer one closes the connection.
+    #[serde(default = "default_max_frame_bytes")]
+    pub max_frame_bytes: usize,
+}
+
+fn default_max_frame_bytes() -> usize {
+    axoneme_cassandra::DEFAULT_MAX_FRAME
+}
+
+impl Default for CassandraConfig {
+    fn default() -> Self {
+        CassandraConfig {
+            max_frame_bytes: default_max_frame_bytes(),
+        }
+    }
 }
 
 /// Memcached settings.

@@ -49,10 +49,13 @@ use crate::state::{ConfigSources, State};
 /// The protocols built into the `axoneme` binary, with their settings.
 pub fn builtin_protocols(settings: &ProtocolsConfig) -> Registry {
     let mut registry = Registry::new();
-    let protocols: [Arc<dyn Protocol>; 2] = [
+    let protocols: [Arc<dyn Protocol>; 3] = [
         Arc::new(axoneme_r2d2::R2d2),
         Arc::new(axoneme_memcache::Memcache::new(
             settings.memcache.max_value_bytes,
+        )),
+        Arc::new(axoneme_cassandra::Cassandra::new(
+            settings.cassandra.max_frame_bytes,
         )),
     ];
     for protocol in protocols {
