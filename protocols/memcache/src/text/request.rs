@@ -46,8 +46,10 @@ pub struct TextRequest<'l> {
 /// retrieval commands, whose many keys may make longer lines.
 pub const MAX_LINE: usize = 2048;
 
-/// Longest retrieval command line (`get`, `gets`, `gat`, `gats`).
-pub const MAX_RETRIEVAL_LINE: usize = 64 * 1024;
+/// Longest retrieval command line (`get`, `gets`, `gat`, `gats`): memcached reads multi-gets of
+/// thousands of keys; a line must still fit what the datapath may buffer (`limits.maxBuffered`,
+/// 1 MiB by default), which closes the connection first when it is lower.
+pub const MAX_RETRIEVAL_LINE: usize = 1024 * 1024;
 
 /// Whether an unterminated line may grow to [`MAX_RETRIEVAL_LINE`].
 pub fn is_retrieval(line_start: &[u8]) -> bool {

@@ -1,0 +1,41 @@
+//! Arbitrary bytes on both flows of a Cassandra connection, cut into arbitrary reads, and the
+//! same bytes as CQL text: frame decoding, decompression, the lexer and the classifier must
+//! never panic (the datapath would catch it; here it is a failure).
+
+#![no_main]
+
+use axoneme_cassandra::{classify, Cassandra};
+use axoneme_datapath::ConnectionError;
+use axoneme_sdk::Flow;
+use axoneme_testkit::{RulesPolicy, Session};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = classify(text);
+    }
+    let cassandra = Cassandra::new(64 * 1024);
+    let rules = RulesPolicy::compile(
+        &cassandra,
+        "fuzz",
+        &[&[("query_action", "select")], &[("query_action", "insert")]],
+    );
+    let mut session = Session::new(&cassandra, rules);
+    // Each read: one control byte (flow in the top bit, length in the rest), then the bytes.
+    let mut rest = data;
+    while let Some((&control, tail)) = rest.split_first() {
+        let flow = if control & 0x80 == 0 {
+            Flow::Request
+        } else {
+            Flow::Reply
+        };
+        let len = usize::from(control & 0x7f).min(tail.len());
+        let (chunk, tail) = tail.split_at(len);
+        rest = tail;
+        match session.send(flow, chunk) {
+            Ok(()) => {}
+            Err(ConnectionError::Panic(message)) => panic!("parser panicked: {message}"),
+            Err(_) => return,
+        }
+    }
+});
