@@ -19,5 +19,5 @@ pub use input::Input;
 pub use op::{ErrorCode, Op, ParseError};
 pub use protocol::{
     reject_unknown_keys, CompiledRules, DuplicateProtocol, L7RuleMap, Parser, Protocol, Registry,
-    RuleError,
+    RuleError, RuleList,
 };

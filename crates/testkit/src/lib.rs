@@ -147,7 +147,8 @@ unsafe impl GlobalAlloc for CountingAllocator {
 }
 
 /// A policy of one compiled `l7` list, allowing in the name of `name`: the L7 part of a policy
-/// without the L3/L4 part, for parser tests.
+/// without the L3/L4 part, for parser tests. Cloning shares the compiled rules.
+#[derive(Clone)]
 pub struct RulesPolicy {
     rules: CompiledRules,
     name: &'static str,
@@ -199,13 +200,13 @@ pub struct Session {
 impl Session {
     /// A connection parsed by `protocol` under `policy`.
     pub fn new(protocol: &dyn Protocol, policy: RulesPolicy) -> Session {
+        Session::with_limits(protocol, policy, Limits::default())
+    }
+
+    /// A connection parsed by `protocol` under `policy`, with the datapath's `limits`.
+    pub fn with_limits(protocol: &dyn Protocol, policy: RulesPolicy, limits: Limits) -> Session {
         let meta = meta("127.0.0.11:40000", "127.0.0.1:11211");
-        let conn = Connection::new(
-            protocol.new_parser(&meta),
-            meta,
-            protocol.name(),
-            Limits::default(),
-        );
+        let conn = Connection::new(protocol.new_parser(&meta), meta, protocol.name(), limits);
         Session {
             conn,
             policy,
@@ -226,5 +227,24 @@ impl Session {
     /// The access-log entries so far.
     pub fn log(&self) -> Vec<String> {
         self.log.entries()
+    }
+
+    /// Replays arbitrary bytes as a sequence of reads, as fuzz targets do: each read is one
+    /// control byte (its flow in the top bit, its length in the other seven) and that many
+    /// bytes. Stops at the first error, which it returns.
+    pub fn replay(&mut self, data: &[u8]) -> Result<(), ConnectionError> {
+        let mut rest = data;
+        while let Some((&control, tail)) = rest.split_first() {
+            let flow = if control & 0x80 == 0 {
+                Flow::Request
+            } else {
+                Flow::Reply
+            };
+            let len = usize::from(control & 0x7f).min(tail.len());
+            let (chunk, tail) = tail.split_at(len);
+            rest = tail;
+            self.send(flow, chunk)?;
+        }
+        Ok(())
     }
 }

@@ -56,7 +56,7 @@ impl Protocol for Cassandra {
     }
 
     fn compile_rules(&self, rules: &[L7RuleMap]) -> Result<CompiledRules, RuleError> {
-        Ok(Arc::new(RuleSet::compile(rules)?))
+        Ok(Arc::new(rules::compile(rules)?))
     }
 
     /// Traces `query_action=<action>` with `query_table=<keyspace.table>`.
@@ -81,6 +81,7 @@ impl Protocol for Cassandra {
             .ok_or("cassandra requests need query_action")?;
         let action =
             Action::from_name(name).ok_or_else(|| format!("unknown query_action {name:?}"))?;
-        Ok(rules.matches(action, fields.get("query_table").map(String::as_str)))
+        let table = fields.get("query_table").map(String::as_str);
+        Ok(rules.any(|rule| rule.matches(action, table)))
     }
 }

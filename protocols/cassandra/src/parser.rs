@@ -296,7 +296,7 @@ impl CassandraParser {
                 continue;
             }
             let verdict = ctx.check::<RuleSet>(|rules| {
-                rules.matches(statement.action, statement.table.as_deref())
+                rules.any(|rule| rule.matches(statement.action, statement.table.as_deref()))
             });
             policy_name = verdict.policy_name;
             if !verdict.allowed {

@@ -6,7 +6,7 @@
 //! usual patterns (`system\..*`, `attendance.daily_records`) behave the same either way. A
 //! table-less action (`use`, `create-role`, …) with `query_table` is an import error.
 
-use axoneme_sdk::{reject_unknown_keys, L7RuleMap, RuleError};
+use axoneme_sdk::{reject_unknown_keys, L7RuleMap, RuleError, RuleList};
 use regex::Regex;
 
 use crate::statement::Action;
@@ -30,24 +30,12 @@ impl Rule {
     }
 }
 
-/// A compiled `l7` list: a statement is allowed when any rule matches.
-#[derive(Debug, Clone)]
-pub struct RuleSet(Vec<Rule>);
+/// A compiled `l7` list of Cassandra rules: a statement is allowed when any rule matches.
+pub type RuleSet = RuleList<Rule>;
 
-impl RuleSet {
-    /// Compiles the maps of one `l7` list.
-    pub fn compile(maps: &[L7RuleMap]) -> Result<RuleSet, RuleError> {
-        maps.iter()
-            .enumerate()
-            .map(|(i, map)| compile_rule(i, map))
-            .collect::<Result<_, _>>()
-            .map(RuleSet)
-    }
-
-    /// Whether any rule allows `action` on `table`.
-    pub fn matches(&self, action: Action, table: Option<&str>) -> bool {
-        self.0.iter().any(|rule| rule.matches(action, table))
-    }
+/// Compiles the maps of one `l7` list.
+pub fn compile(maps: &[L7RuleMap]) -> Result<RuleSet, RuleError> {
+    RuleList::compile(maps, compile_rule)
 }
 
 fn compile_rule(index: usize, map: &L7RuleMap) -> Result<Rule, RuleError> {
@@ -86,6 +74,10 @@ fn compile_rule(index: usize, map: &L7RuleMap) -> Result<Rule, RuleError> {
 mod tests {
     use super::*;
 
+    fn matches(rules: &RuleSet, action: Action, table: Option<&str>) -> bool {
+        rules.any(|rule| rule.matches(action, table))
+    }
+
     fn compile(maps: &[&[(&str, &str)]]) -> Result<RuleSet, String> {
         let maps: Vec<L7RuleMap> = maps
             .iter()
@@ -95,7 +87,7 @@ mod tests {
                     .collect()
             })
             .collect();
-        RuleSet::compile(&maps).map_err(|e| e.to_string())
+        super::compile(&maps).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -112,21 +104,37 @@ mod tests {
             ],
         ])
         .unwrap();
-        assert!(outpost.matches(Action::Select, Some("system.local")));
-        assert!(outpost.matches(Action::Select, Some("system_schema.tables")));
-        assert!(outpost.matches(Action::Insert, Some("attendance.daily_records")));
-        assert!(!outpost.matches(Action::Select, Some("attendance.daily_records")));
+        assert!(matches(&outpost, Action::Select, Some("system.local")));
+        assert!(matches(
+            &outpost,
+            Action::Select,
+            Some("system_schema.tables")
+        ));
+        assert!(matches(
+            &outpost,
+            Action::Insert,
+            Some("attendance.daily_records")
+        ));
+        assert!(!matches(
+            &outpost,
+            Action::Select,
+            Some("attendance.daily_records")
+        ));
         assert!(
-            !outpost.matches(Action::Insert, Some("attendance.daily_records_archive")),
+            !matches(
+                &outpost,
+                Action::Insert,
+                Some("attendance.daily_records_archive")
+            ),
             "anchored"
         );
         assert!(
-            !outpost.matches(Action::Select, Some("deathstar.systemx")),
+            !matches(&outpost, Action::Select, Some("deathstar.systemx")),
             "anchored"
         );
-        assert!(!outpost.matches(Action::DropTable, Some("system.local")));
+        assert!(!matches(&outpost, Action::DropTable, Some("system.local")));
         assert!(
-            !outpost.matches(Action::Insert, None),
+            !matches(&outpost, Action::Insert, None),
             "an unresolved table matches no table rule"
         );
     }
@@ -134,10 +142,10 @@ mod tests {
     #[test]
     fn rules_without_constraints() {
         let all = compile(&[&[]]).unwrap();
-        assert!(all.matches(Action::CreateRole, None));
+        assert!(matches(&all, Action::CreateRole, None));
         let use_any = compile(&[&[("query_action", "use")]]).unwrap();
-        assert!(use_any.matches(Action::Use, None));
-        assert!(!use_any.matches(Action::Select, Some("a.b")));
+        assert!(matches(&use_any, Action::Use, None));
+        assert!(!matches(&use_any, Action::Select, Some("a.b")));
     }
 
     #[test]

@@ -58,7 +58,7 @@ impl Protocol for Memcache {
     }
 
     fn compile_rules(&self, rules: &[L7RuleMap]) -> Result<CompiledRules, RuleError> {
-        Ok(Arc::new(RuleSet::compile(rules)?))
+        Ok(Arc::new(rules::compile(rules)?))
     }
 
     /// Traces `command=<name>` with `key=<key>` or `keys=<k1,k2,...>`.
@@ -90,6 +90,6 @@ impl Protocol for Memcache {
             .flat_map(|k| k.split(',').map(str::trim).filter(|k| !k.is_empty()))
             .map(str::as_bytes)
             .collect();
-        Ok(rules.matches(command, keys.iter().copied()))
+        Ok(rules.any(|rule| rule.matches(command, keys.iter().copied())))
     }
 }

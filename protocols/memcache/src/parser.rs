@@ -146,8 +146,9 @@ impl MemcacheParser {
         let key_list = keys
             .split(move |&b| split && b == b' ')
             .filter(|k| !k.is_empty());
-        let verdict =
-            ctx.check::<RuleSet>(|rules| rules.matches(request.command, key_list.clone()));
+        let verdict = ctx.check::<RuleSet>(|rules| {
+            rules.any(|rule| rule.matches(request.command, key_list.clone()))
+        });
         let command: &[u8] = match request.command {
             Command::Other => request.verb,
             known => known.name().as_bytes(),
@@ -199,7 +200,9 @@ impl MemcacheParser {
             .contiguous(key_start..key_end, &mut self.line)
             .unwrap_or_default();
         let key_list = Some(key).into_iter().filter(|k| !k.is_empty());
-        let verdict = ctx.check::<RuleSet>(|rules| rules.matches(opcode.command, key_list.clone()));
+        let verdict = ctx.check::<RuleSet>(|rules| {
+            rules.any(|rule| rule.matches(opcode.command, key_list.clone()))
+        });
         let mut number = [0u8; 3];
         let fields = [
             Field::text("command", opcode.command.name()),

@@ -6,7 +6,7 @@
 //! rule (so `{command: flush_all, keyPrefix: a/}` cannot flush everyone's keys). `keyRegex`
 //! must match the whole key, like every regex in Axoneme's policies.
 
-use axoneme_sdk::{reject_unknown_keys, L7RuleMap, RuleError};
+use axoneme_sdk::{reject_unknown_keys, L7RuleMap, RuleError, RuleList};
 use regex::bytes::Regex;
 
 use crate::command::{Command, CommandSet};
@@ -60,29 +60,12 @@ impl Rule {
     }
 }
 
-/// A compiled `l7` list: a request is allowed when any rule matches.
-#[derive(Debug, Clone)]
-pub struct RuleSet(Vec<Rule>);
+/// A compiled `l7` list of memcached rules: a request is allowed when any rule matches.
+pub type RuleSet = RuleList<Rule>;
 
-impl RuleSet {
-    /// Compiles the maps of one `l7` list.
-    pub fn compile(maps: &[L7RuleMap]) -> Result<RuleSet, RuleError> {
-        maps.iter()
-            .enumerate()
-            .map(|(i, map)| compile_rule(i, map))
-            .collect::<Result<_, _>>()
-            .map(RuleSet)
-    }
-
-    /// Whether any rule allows `command` on `keys` (an iterator that can be restarted).
-    pub fn matches<'k, K>(&self, command: Command, keys: K) -> bool
-    where
-        K: Iterator<Item = &'k [u8]> + Clone,
-    {
-        self.0
-            .iter()
-            .any(|rule| rule.matches(command, keys.clone()))
-    }
+/// Compiles the maps of one `l7` list.
+pub fn compile(maps: &[L7RuleMap]) -> Result<RuleSet, RuleError> {
+    RuleList::compile(maps, compile_rule)
 }
 
 fn compile_rule(index: usize, map: &L7RuleMap) -> Result<Rule, RuleError> {
@@ -142,7 +125,15 @@ mod tests {
                     .collect()
             })
             .collect();
-        RuleSet::compile(&maps).map_err(|e| e.to_string())
+        super::compile(&maps).map_err(|e| e.to_string())
+    }
+
+    fn matches<'k>(
+        rules: &RuleSet,
+        command: Command,
+        keys: impl Iterator<Item = &'k [u8]> + Clone,
+    ) -> bool {
+        rules.any(|rule| rule.matches(command, keys.clone()))
     }
 
     fn keys<'a>(keys: &'a [&'a str]) -> impl Iterator<Item = &'a [u8]> + Clone {
@@ -156,35 +147,56 @@ mod tests {
             &[("command", "get"), ("keyPrefix", "alliance/fleet/")],
         ])
         .unwrap();
-        assert!(maintenance.matches(Command::Set, keys(&["alliance/fleet/xwing"])));
-        assert!(maintenance.matches(Command::Delete, keys(&["alliance/fleet/xwing"])));
-        assert!(maintenance.matches(
+        assert!(matches(
+            &maintenance,
+            Command::Set,
+            keys(&["alliance/fleet/xwing"])
+        ));
+        assert!(matches(
+            &maintenance,
+            Command::Delete,
+            keys(&["alliance/fleet/xwing"])
+        ));
+        assert!(matches(
+            &maintenance,
             Command::Get,
             keys(&["alliance/fleet/a", "alliance/fleet/b"])
         ));
-        assert!(!maintenance.matches(Command::Get, keys(&["alliance/fleet/a", "empire/plans"])));
-        assert!(!maintenance.matches(Command::Set, keys(&["empire/plans"])));
-        assert!(!maintenance.matches(Command::FlushAll, keys(&[])));
-        assert!(!maintenance.matches(Command::Gat, keys(&["alliance/fleet/a"])));
+        assert!(!matches(
+            &maintenance,
+            Command::Get,
+            keys(&["alliance/fleet/a", "empire/plans"])
+        ));
+        assert!(!matches(
+            &maintenance,
+            Command::Set,
+            keys(&["empire/plans"])
+        ));
+        assert!(!matches(&maintenance, Command::FlushAll, keys(&[])));
+        assert!(!matches(
+            &maintenance,
+            Command::Gat,
+            keys(&["alliance/fleet/a"])
+        ));
     }
 
     #[test]
     fn key_matchers() {
         let exact = compile(&[&[("command", "get"), ("keyExact", "a")]]).unwrap();
-        assert!(exact.matches(Command::Get, keys(&["a"])));
-        assert!(!exact.matches(Command::Get, keys(&["ab"])));
+        assert!(matches(&exact, Command::Get, keys(&["a"])));
+        assert!(!matches(&exact, Command::Get, keys(&["ab"])));
         let regex = compile(&[&[("command", "get"), ("keyRegex", "user:[0-9]+")]]).unwrap();
-        assert!(regex.matches(Command::Get, keys(&["user:42"])));
+        assert!(matches(&regex, Command::Get, keys(&["user:42"])));
         assert!(
-            !regex.matches(Command::Get, keys(&["xuser:42"])),
+            !matches(&regex, Command::Get, keys(&["xuser:42"])),
             "anchored at the start"
         );
         assert!(
-            !regex.matches(Command::Get, keys(&["user:42x"])),
+            !matches(&regex, Command::Get, keys(&["user:42x"])),
             "anchored at the end"
         );
         assert!(
-            !regex.matches(Command::Get, keys(&[])),
+            !matches(&regex, Command::Get, keys(&[])),
             "no key satisfies no key rule"
         );
     }
@@ -192,11 +204,11 @@ mod tests {
     #[test]
     fn rules_without_keys_or_commands() {
         let all = compile(&[&[]]).unwrap();
-        assert!(all.matches(Command::Other, keys(&[])));
-        assert!(all.matches(Command::FlushAll, keys(&[])));
+        assert!(matches(&all, Command::Other, keys(&[])));
+        assert!(matches(&all, Command::FlushAll, keys(&[])));
         let stats = compile(&[&[("command", "stats")]]).unwrap();
-        assert!(stats.matches(Command::Stats, keys(&[])));
-        assert!(!stats.matches(Command::Get, keys(&["a"])));
+        assert!(matches(&stats, Command::Stats, keys(&[])));
+        assert!(!matches(&stats, Command::Get, keys(&["a"])));
     }
 
     #[test]

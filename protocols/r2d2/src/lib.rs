@@ -33,7 +33,7 @@ impl Protocol for R2d2 {
     }
 
     fn compile_rules(&self, rules: &[L7RuleMap]) -> Result<CompiledRules, RuleError> {
-        Ok(Arc::new(RuleSet::compile(rules)?))
+        Ok(Arc::new(rules::compile(rules)?))
     }
 
     fn trace(
@@ -56,6 +56,7 @@ impl Protocol for R2d2 {
         let command = Command::from_name(cmd.as_bytes())
             .ok_or_else(|| format!("unknown r2d2 command {cmd:?}"))?;
         let file = fields.get("file").map(String::as_bytes);
-        Ok(rules.matches(&Request { command, file }))
+        let request = Request { command, file };
+        Ok(rules.any(|rule| rule.matches(&request)))
     }
 }

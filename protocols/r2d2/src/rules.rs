@@ -3,7 +3,7 @@
 //!
 //! Compiling policy maps into matchers and matching requests; nothing here sees the wire.
 
-use axoneme_sdk::{reject_unknown_keys, L7RuleMap, RuleError};
+use axoneme_sdk::{reject_unknown_keys, L7RuleMap, RuleError, RuleList};
 use regex::bytes::Regex;
 
 use crate::request::{Command, Request};
@@ -26,24 +26,12 @@ impl Rule {
     }
 }
 
-/// A compiled `l7` list: a request is allowed when any rule matches.
-#[derive(Debug, Clone)]
-pub struct RuleSet(Vec<Rule>);
+/// A compiled `l7` list of R-2D2 rules: a request is allowed when any rule matches.
+pub type RuleSet = RuleList<Rule>;
 
-impl RuleSet {
-    /// Compiles the maps of one `l7` list.
-    pub fn compile(maps: &[L7RuleMap]) -> Result<RuleSet, RuleError> {
-        maps.iter()
-            .enumerate()
-            .map(|(i, map)| compile_rule(i, map))
-            .collect::<Result<_, _>>()
-            .map(RuleSet)
-    }
-
-    /// Whether any rule allows `request`.
-    pub fn matches(&self, request: &Request<'_>) -> bool {
-        self.0.iter().any(|rule| rule.matches(request))
-    }
+/// Compiles the maps of one `l7` list.
+pub fn compile(maps: &[L7RuleMap]) -> Result<RuleSet, RuleError> {
+    RuleList::compile(maps, compile_rule)
 }
 
 fn compile_rule(index: usize, map: &L7RuleMap) -> Result<Rule, RuleError> {
@@ -82,6 +70,10 @@ fn compile_rule(index: usize, map: &L7RuleMap) -> Result<Rule, RuleError> {
 mod tests {
     use super::*;
 
+    fn matches(rules: &RuleSet, request: &Request<'_>) -> bool {
+        rules.any(|rule| rule.matches(request))
+    }
+
     fn map(pairs: &[(&str, &str)]) -> L7RuleMap {
         pairs
             .iter()
@@ -98,50 +90,65 @@ mod tests {
 
     #[test]
     fn command_and_anchored_file_regex() {
-        let rules = RuleSet::compile(&[map(&[("cmd", "READ"), ("file", "/public/.*")])]).unwrap();
-        assert!(rules.matches(&read(b"/public/plans")));
+        let rules = compile(&[map(&[("cmd", "READ"), ("file", "/public/.*")])]).unwrap();
+        assert!(matches(&rules, &read(b"/public/plans")));
         assert!(
-            !rules.matches(&read(b"/secret/public/plans")),
+            !matches(&rules, &read(b"/secret/public/plans")),
             "the regex must match the whole name"
         );
-        assert!(!rules.matches(&Request {
-            command: Command::Write,
-            file: Some(b"/public/x")
-        }));
-        assert!(!rules.matches(&Request {
-            command: Command::Halt,
-            file: None
-        }));
+        assert!(!matches(
+            &rules,
+            &Request {
+                command: Command::Write,
+                file: Some(b"/public/x")
+            }
+        ));
+        assert!(!matches(
+            &rules,
+            &Request {
+                command: Command::Halt,
+                file: None
+            }
+        ));
     }
 
     #[test]
     fn an_empty_map_allows_everything_and_maps_add_up() {
-        let rules = RuleSet::compile(&[map(&[("cmd", "HALT")]), map(&[("file", "a")])]).unwrap();
-        assert!(rules.matches(&Request {
-            command: Command::Halt,
-            file: None
-        }));
-        assert!(rules.matches(&Request {
-            command: Command::Write,
-            file: Some(b"a")
-        }));
-        assert!(!rules.matches(&Request {
-            command: Command::Reset,
-            file: None
-        }));
-        assert!(RuleSet::compile(&[map(&[])]).unwrap().matches(&Request {
-            command: Command::Reset,
-            file: None
-        }));
+        let rules = compile(&[map(&[("cmd", "HALT")]), map(&[("file", "a")])]).unwrap();
+        assert!(matches(
+            &rules,
+            &Request {
+                command: Command::Halt,
+                file: None
+            }
+        ));
+        assert!(matches(
+            &rules,
+            &Request {
+                command: Command::Write,
+                file: Some(b"a")
+            }
+        ));
+        assert!(!matches(
+            &rules,
+            &Request {
+                command: Command::Reset,
+                file: None
+            }
+        ));
+        assert!(matches(
+            &compile(&[map(&[])]).unwrap(),
+            &Request {
+                command: Command::Reset,
+                file: None
+            }
+        ));
     }
 
     #[test]
     fn bad_rules_say_which_key_and_why() {
-        let err = |pairs: &[(&str, &str)]| {
-            RuleSet::compile(&[map(&[]), map(pairs)])
-                .unwrap_err()
-                .to_string()
-        };
+        let err =
+            |pairs: &[(&str, &str)]| compile(&[map(&[]), map(pairs)]).unwrap_err().to_string();
         assert_eq!(
             err(&[("cmd", "READ"), ("path", "x")]),
             "l7[1].path: unknown key (expected one of: cmd, file)"
