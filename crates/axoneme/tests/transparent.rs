@@ -1,11 +1,12 @@
 //! Transparent redirection across network namespaces: two client hosts (luke and vader), a
 //! server host running a real memcached (cache), and a node routing between them. Clients dial
 //! memcached at its real address; the rules the agent derives from policy steer them through
-//! the proxy, per node (TPROXY, in the node namespace) or as an egress sidecar (REDIRECT, in a
-//! client's namespace), over IPv4 and IPv6.
+//! the proxy, per node (TPROXY or REDIRECT, in the node namespace) or as an egress sidecar
+//! (REDIRECT, in a client's namespace), over IPv4 and IPv6.
 //!
 //! Needs root, `ip`, `nft` and `memcached` (scripts/test.sh installs them). Where the kernel
-//! refuses network namespaces or TPROXY, a test says so loudly and passes without checking.
+//! refuses network namespaces, TPROXY or NAT rules, a test says so loudly and passes without
+//! checking.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -605,4 +606,130 @@ fn egress_sidecar_with_redirect_enforces_its_endpoints_policy() {
     assert_eq!(lab.table("c1"), None);
     let luke = lab.session("c1", &addr(CACHE[0], 11211), &["get empire/base\r\n"]);
     assert_eq!(luke[0], "VALUE empire/base 0 4\r\nhoth\r\nEND\r\n");
+}
+
+#[test]
+fn per_node_redirect_follows_policy_with_original_destinations() {
+    let name = "per_node_redirect_follows_policy_with_original_destinations";
+    let mut lab = match Lab::new("rd") {
+        Ok(lab) => lab,
+        Err(why) => {
+            return skip(
+                name,
+                &format!("the kernel refuses network namespaces: {why}"),
+            )
+        }
+    };
+    lab.start_memcached();
+    std::fs::write(lab.dir.join("policy.yaml"), ingress_policy()).unwrap();
+    let access_log = lab.dir.join("access.log");
+    let config = format!(
+        "api: {{socket: api.sock}}\ndrainTimeout: 1\naccessLog: {{path: {}}}\nredirect: {{manage: true}}\n{}policies: [policy.yaml]\n\
+         listeners:\n  - {{name: cache-in, listen: \"[::]:15003\", mode: redirect, direction: ingress}}\n",
+        access_log.display(),
+        endpoints()
+    );
+    if let Err(log) = lab.start_agent("node", &config) {
+        // nft reports what the kernel refuses as "Could not process rule"; other failures
+        // (a bad ruleset, a missing listener) are bugs.
+        if log.contains("nft -f") && log.contains("Could not process rule") {
+            return skip(name, &format!("the kernel refuses NAT rules:\n{log}"));
+        }
+        panic!("the agent did not start:\n{log}");
+    }
+    let table = lab.table("node").unwrap();
+    assert!(
+        table.contains("ip daddr 10.71.3.2 tcp dport 11211"),
+        "{table}"
+    );
+    assert!(
+        table.contains("ip6 daddr fd71:3::2 tcp dport 11211"),
+        "{table}"
+    );
+    assert!(table.contains("redirect to :15003"), "{table}");
+    assert!(!table.contains("tproxy ip"), "{table}");
+    let list = lab.cli(&["-o", "json", "redirect", "list"]).unwrap();
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(list["redirects"][0]["listener"]["name"], "cache-in");
+    assert_eq!(list["redirects"][0]["listener"]["mode"], "redirect");
+
+    for family in 0..2 {
+        let memcached = addr(CACHE[family], 11211);
+        // The clients dial memcached itself; the node's prerouting hands them to the proxy.
+        let luke = lab.session(
+            "c1",
+            &memcached,
+            &[
+                "set alliance/plans 0 0 5\r\nr2-d2\r\n",
+                "get alliance/plans\r\n",
+                "stats conns\r\n",
+            ],
+        );
+        assert_eq!(luke[0], "STORED\r\n");
+        assert_eq!(luke[1], "VALUE alliance/plans 0 5\r\nr2-d2\r\nEND\r\n");
+        // memcached sees the proxy on the node, not luke: the connection went through it.
+        let node = ["10.71.3.1", "fd71:3::1"][family];
+        assert!(luke[2].contains(node), "{}", luke[2]);
+        assert!(!luke[2].contains(LUKE[family]), "{}", luke[2]);
+
+        let vader = lab.session(
+            "c2",
+            &memcached,
+            &[
+                "set alliance/plans 0 0 4\r\ndark\r\n",
+                "get alliance/plans\r\n",
+            ],
+        );
+        assert_eq!(vader[0], DENIED);
+        assert_eq!(vader[1], "VALUE alliance/plans 0 5\r\nr2-d2\r\nEND\r\n");
+    }
+
+    // The access log names each client's real address and the destination it dialed.
+    let entries = |kind: &str| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&access_log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .filter(|e: &serde_json::Value| e["entry_type"] == kind)
+            .collect()
+    };
+    wait_for("two denials in the access log", || {
+        entries("Denied").len() == 2
+    });
+    let denied = entries("Denied");
+    for (family, entry) in denied.iter().enumerate() {
+        let source = entry["source_address"].as_str().unwrap();
+        let source: SocketAddr = source.parse().unwrap();
+        assert_eq!(source.ip().to_string(), VADER[family], "{entry}");
+        assert_eq!(
+            entry["destination_address"],
+            addr(CACHE[family], 11211),
+            "{entry}"
+        );
+    }
+    let allowed = entries("Request");
+    for family in 0..2 {
+        let luke = allowed.iter().any(|e| {
+            e["source_address"]
+                .as_str()
+                .and_then(|s| s.parse::<SocketAddr>().ok())
+                .is_some_and(|s| s.ip().to_string() == LUKE[family])
+                && e["destination_address"] == addr(CACHE[family], 11211)
+        });
+        assert!(luke, "no request of luke over {}", CACHE[family]);
+    }
+
+    // Shutdown removes the rules; traffic flows directly again, unchecked.
+    lab.stop_agent();
+    assert_eq!(lab.table("node"), None);
+    for family in 0..2 {
+        let vader = lab.session(
+            "c2",
+            &addr(CACHE[family], 11211),
+            &["set alliance/plans 0 0 4\r\ndark\r\n", "stats conns\r\n"],
+        );
+        assert_eq!(vader[0], "STORED\r\n");
+        // memcached sees vader itself now.
+        assert!(vader[1].contains(VADER[family]), "{}", vader[1]);
+    }
 }
