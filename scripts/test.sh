@@ -25,7 +25,7 @@ if [ ! -x .venv/bin/python ]; then
   # Debian's python3 makes virtualenvs only with python3-venv installed.
   python3 -m venv --clear .venv 2>/dev/null || { apt_install python3-venv && python3 -m venv --clear .venv; }
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt -r tests/api/requirements.txt
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt -r tests/cql/requirements.txt -r tests/api/requirements.txt
 
 if cargo fmt --version >/dev/null 2>&1; then
   cargo fmt --all -- --check
@@ -34,26 +34,31 @@ fi
 # Runs the test suites, keeping their output to count what passed and failed.
 log=$(mktemp)
 pytest_log=$(mktemp)
+pytest_status=0
 trap 'rm -f "$log" "$pytest_log"' EXIT
 
 set +e
 cargo test --workspace --all-targets --locked 2>&1 | tee "$log"
 cargo_status=${PIPESTATUS[0]}
-cargo build -p axoneme --locked
+cargo build -p axoneme -p cql-fixture --locked
 build_status=$?
-PYTHONDONTWRITEBYTECODE=1 AXONEME_BIN="$PWD/target/debug/axoneme" \
-  .venv/bin/python -m pytest -p no:cacheprovider tests/python 2>&1 | tee "$pytest_log"
-pytest_status=${PIPESTATUS[0]}
+# The memcached and the CQL suites run as separate pytest sessions (each has its own conftest).
+for suite in tests/python tests/cql; do
+  PYTHONDONTWRITEBYTECODE=1 AXONEME_BIN="$PWD/target/debug/axoneme" CQL_FIXTURE_BIN="$PWD/target/debug/cql-fixture" \
+    .venv/bin/python -m pytest -p no:cacheprovider "$suite" 2>&1 | tee -a "$pytest_log"
+  suite_status=${PIPESTATUS[0]}
+  [ "$suite_status" = 0 ] || pytest_status=$suite_status
+done
 # The REST API against its OpenAPI document: no generated request may get a server error.
 tests/api/schemathesis.sh .venv/bin/schemathesis "$PWD/target/debug/axoneme"
 schemathesis_status=$?
 set -e
 passed=$(awk '/^test result:/ { for (i = 2; i <= NF; i++) if ($i ~ /^passed;?$/) n += $(i - 1) } END { print n + 0 }' "$log")
 failed=$(awk '/^test result:/ { for (i = 2; i <= NF; i++) if ($i ~ /^failed;?$/) n += $(i - 1) } END { print n + 0 }' "$log")
-# pytest's closing line, e.g. "==== 2 failed, 38 passed, 1 error in 4.20s ====".
+# pytest's closing lines, e.g. "==== 2 failed, 38 passed, 1 error in 4.20s ====", one per suite.
 pytest_count() {
-  awk -v what="$1" '/^=+ .* in [0-9.]+s/ { line = $0 }
-    END { n = split(line, w, " "); for (i = 2; i <= n; i++) if (w[i] ~ "^(" what "),?$") c += w[i - 1]; print c + 0 }' "$pytest_log"
+  awk -v what="$1" '/^=+ .* in [0-9.]+s/ { n = split($0, w, " "); for (i = 2; i <= n; i++) if (w[i] ~ "^(" what "),?$") c += w[i - 1] }
+    END { print c + 0 }' "$pytest_log"
 }
 passed=$((passed + $(pytest_count passed)))
 failed=$((failed + $(pytest_count 'failed|errors?')))

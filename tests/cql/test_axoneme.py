@@ -1,0 +1,233 @@
+"""Axoneme in front of cql-fixture, driven by the real Python Cassandra driver (protocol v4,
+without and with LZ4): the Empire's policy from examples/cassandra, allowed and denied queries,
+prepared statements (also across a policy change), batches, USE, quoted names and comments."""
+
+import json
+import os
+import re
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from cassandra import Unauthorized
+from cassandra.cluster import Cluster
+from cassandra.query import BatchStatement
+
+from conftest import DEADLINE, ROOT, free_port
+
+AXONEME_BIN = Path(os.environ.get("AXONEME_BIN", ROOT / "target" / "debug" / "axoneme"))
+POLICY = ROOT / "examples" / "cassandra" / "policy.yaml"
+OUTPOST = "127.0.0.31"  # app: empire-outpost
+HQ = "127.0.0.32"  # app: empire-hq
+
+
+class BoundSockets:
+    """A stand-in for the socket module whose sockets are bound to one source address, so that
+    the proxy sees the driver as that identity."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def socket(self, *args):
+        import socket
+
+        sock = socket.socket(*args)
+        sock.bind((self.source, 0))
+        return sock
+
+    def __getattr__(self, name):
+        import socket
+
+        return getattr(socket, name)
+
+
+def wait_until(condition, what):
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting for {what}")
+        time.sleep(0.05)
+
+
+class Proxy:
+    """`axoneme run` guarding cql-fixture with the Empire's policy."""
+
+    def __init__(self, workdir: Path, upstream_port: int):
+        self.workdir = workdir
+        self.upstream_port = upstream_port
+        self.port = free_port()
+        self.access_log = workdir / "access.log"
+        self.write_policy(POLICY.read_text())
+        (workdir / "config.yaml").write_text(f"""\
+accessLog: {{path: "{self.access_log}"}}
+api: {{socket: "{workdir / 'api.sock'}"}}
+drainTimeout: 0
+endpoints:
+  - {{name: cassandra, ips: ["127.0.0.1"], labels: {{app: cassandra}}}}
+  - {{name: outpost, ips: ["{OUTPOST}"], labels: {{app: empire-outpost}}}}
+  - {{name: hq, ips: ["{HQ}"], labels: {{app: empire-hq}}}}
+policies: [policy.yaml]
+listeners:
+  - {{name: cassandra, listen: "127.0.0.1:{self.port}", upstream: "127.0.0.1:{upstream_port}", endpoint: cassandra, direction: ingress}}
+""")
+        self.stderr = open(workdir / "axoneme.stderr", "wb")
+        self.process = subprocess.Popen(
+            [str(AXONEME_BIN), "run", "--config", str(workdir / "config.yaml")],
+            stdout=subprocess.DEVNULL, stderr=self.stderr,
+        )
+        wait_until(lambda: "listening" in (workdir / "axoneme.stderr").read_text(), "the proxy")
+
+    def write_policy(self, text: str):
+        (self.workdir / "policy.yaml").write_text(text.replace('port: "9042"', f'port: "{self.upstream_port}"'))
+
+    def entries(self):
+        if not self.access_log.exists():
+            return []
+        return [json.loads(line) for line in self.access_log.read_text().split("\n")[:-1]]
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(timeout=DEADLINE)
+        self.stderr.close()
+
+
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory, port):
+    if not AXONEME_BIN.exists():
+        pytest.fail(f"{AXONEME_BIN} does not exist: run `cargo build -p axoneme`")
+    running = Proxy(tmp_path_factory.mktemp("axoneme"), port)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module", params=[False, "lz4"], ids=["plain", "lz4"])
+def compression(request):
+    return request.param
+
+
+def connect(proxy, source, compression, keyspace=None):
+    connection_class = type("Bound", (Cluster.connection_class,), {"_socket_impl": BoundSockets(source)})
+    cluster = Cluster(
+        ["127.0.0.1"], port=proxy.port, protocol_version=4, compression=compression,
+        connect_timeout=DEADLINE, connection_class=connection_class,
+    )
+    session = cluster.connect(keyspace)
+    session.default_timeout = DEADLINE
+    return session
+
+
+@pytest.fixture(scope="module")
+def hq(proxy, compression):
+    session = connect(proxy, HQ, compression)
+    session.execute("CREATE KEYSPACE IF NOT EXISTS attendance WITH replication = "
+                    "{'class': 'SimpleStrategy', 'replication_factor': 1}")
+    session.execute("CREATE TABLE IF NOT EXISTS attendance.daily_records "
+                    "(loc text, creation timeuuid, present boolean, PRIMARY KEY (loc, creation))")
+    session.execute('CREATE TABLE IF NOT EXISTS attendance."Secret_Plans" (id int PRIMARY KEY, plan text)')
+    yield session
+    session.cluster.shutdown()
+
+
+@pytest.fixture(scope="module")
+def outpost(proxy, compression, hq):
+    session = connect(proxy, OUTPOST, compression)
+    yield session
+    session.cluster.shutdown()
+
+
+def count(hq, loc):
+    return hq.execute("SELECT COUNT(*) FROM attendance.daily_records WHERE loc = %s", [loc]).one()[0]
+
+
+def test_the_outpost_records_attendance_but_reads_nothing_else(proxy, hq, outpost):
+    loc = f"endor-{uuid.uuid4().hex[:8]}"
+    outpost.execute("INSERT INTO attendance.daily_records (loc, creation, present) VALUES (%s, now(), true)", [loc])
+    assert count(hq, loc) == 1
+    with pytest.raises(Unauthorized):
+        outpost.execute("SELECT * FROM attendance.daily_records")
+    with pytest.raises(Unauthorized):
+        outpost.execute("DELETE FROM attendance.daily_records WHERE loc = %s", [loc])
+    assert count(hq, loc) == 1, "the denied delete never reached the server"
+    assert outpost.execute("SELECT cluster_name FROM system.local").one() is not None
+    denied = wait_until(
+        lambda: [e for e in proxy.entries() if e["entry_type"] == "Denied"
+                 and e["generic_l7"]["fields"].get("query_action") == "delete"],
+        "the denied delete in the access log")
+    assert denied[-1]["generic_l7"]["fields"]["query_table"] == "attendance.daily_records"
+    assert denied[-1]["source_labels"] == ["app=empire-outpost"]
+
+
+def test_prepared_statements_follow_the_policy_in_force_at_execution(proxy, hq, outpost):
+    insert = outpost.prepare("INSERT INTO attendance.daily_records (loc, creation, present) VALUES (?, now(), ?)")
+    loc = f"hoth-{uuid.uuid4().hex[:8]}"
+    outpost.execute(insert, [loc, True])
+    assert count(hq, loc) == 1
+    with pytest.raises(Unauthorized):
+        outpost.prepare("SELECT * FROM attendance.daily_records WHERE loc = ?")
+    # Headquarters withdraws the outpost's insert right: the prepared insert is now refused.
+    original = POLICY.read_text()
+    proxy.write_policy(original.replace(
+        '              - query_action: insert\n                query_table: "attendance.daily_records"\n', ''))
+    try:
+        def refused():
+            try:
+                outpost.execute(insert, [loc, False])
+                return False
+            except Unauthorized:
+                return True
+        wait_until(refused, "the policy change to reach the prepared insert")
+    finally:
+        proxy.write_policy(original)
+        wait_until(lambda: _allowed(outpost, insert), "the policy to come back")
+
+
+def _allowed(session, statement):
+    try:
+        session.execute(statement, [f"restore-{uuid.uuid4().hex[:8]}", True])
+        return True
+    except Unauthorized:
+        return False
+
+
+def test_a_batch_with_one_denied_statement_is_denied_whole(hq, outpost):
+    loc = f"bespin-{uuid.uuid4().hex[:8]}"
+    batch = BatchStatement()
+    batch.add("INSERT INTO attendance.daily_records (loc, creation, present) VALUES (%s, now(), true)", [loc])
+    batch.add("DELETE FROM attendance.daily_records WHERE loc = %s", ["anything"])
+    with pytest.raises(Unauthorized):
+        outpost.execute(batch)
+    assert count(hq, loc) == 0
+    allowed = BatchStatement()
+    allowed.add("INSERT INTO attendance.daily_records (loc, creation, present) VALUES (%s, now(), true)", [loc])
+    outpost.execute(allowed)
+    assert count(hq, loc) == 1
+
+
+def test_use_lets_unqualified_names_resolve_to_the_keyspace(proxy, compression, hq):
+    session = connect(proxy, OUTPOST, compression, keyspace="attendance")
+    try:
+        loc = f"yavin-{uuid.uuid4().hex[:8]}"
+        session.execute("INSERT INTO daily_records (loc, creation, present) VALUES (%s, now(), true)", [loc])
+        assert count(hq, loc) == 1
+        with pytest.raises(Unauthorized):
+            session.execute("SELECT * FROM daily_records")
+    finally:
+        session.cluster.shutdown()
+
+
+def test_quoted_names_keep_their_case_and_comments_hide_nothing(hq, outpost):
+    with pytest.raises(Unauthorized):
+        outpost.execute('INSERT INTO attendance."Secret_Plans" (id, plan) VALUES (1, %s)', ["exhaust port"])
+    hq.execute('INSERT INTO attendance."Secret_Plans" (id, plan) VALUES (1, %s)', ["shield generator"])
+    assert hq.execute('SELECT plan FROM attendance."Secret_Plans" WHERE id = 1').one()[0] == "shield generator"
+    loc = f"dagobah-{uuid.uuid4().hex[:8]}"
+    outpost.execute("INSERT /* FROM attendance.\"Secret_Plans\" */ INTO attendance.daily_records "
+                    "(loc, creation, present) VALUES (%s, now(), true) -- or select", [loc])
+    assert count(hq, loc) == 1
+    with pytest.raises(Unauthorized):
+        outpost.execute("SELECT * FROM attendance.daily_records -- FROM system.local")
