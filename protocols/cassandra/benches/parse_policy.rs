@@ -1,0 +1,178 @@
+//! Cassandra parse + lex + policy per core: one request and its reply through the datapath
+//! engine, the Cassandra parser and the Empire's policy compiled by the policy engine, access log
+//! off: a QUERY, an EXECUTE of a prepared statement, and a BATCH of three inserts. Also reports
+//! heap allocations per request in steady state.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axoneme_cassandra::frame::opcode;
+use axoneme_cassandra::Cassandra;
+use axoneme_datapath::{Connection, Env, Limits};
+use axoneme_policy::{parse_policies, EndpointSpec, PortPolicy, Snapshot};
+use axoneme_sdk::{Direction, Flow, Protocol, Registry};
+use axoneme_testkit::{CountingAllocator, Discard, NullLog};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+const POLICY: &str = include_str!("../../../examples/cassandra/policy.yaml");
+
+fn port_policy() -> Arc<PortPolicy> {
+    let mut registry = Registry::new();
+    registry.register(Arc::new(Cassandra::default())).unwrap();
+    let endpoint = |name: &str, ip: &str, app: &str| EndpointSpec {
+        name: name.into(),
+        ips: vec![ip.parse().unwrap()],
+        labels: [("app".to_string(), app.to_string())].into(),
+    };
+    let endpoints = [
+        endpoint("cassandra", "10.0.0.1", "cassandra"),
+        endpoint("outpost", "10.0.0.31", "empire-outpost"),
+    ];
+    let policies = parse_policies("policy.yaml", POLICY).unwrap();
+    let snapshot = Snapshot::build(policies, &endpoints, &[], &registry, None).unwrap();
+    let remote: IpAddr = "10.0.0.31".parse().unwrap();
+    snapshot.request_policy("cassandra", Direction::Ingress, remote, 9042)
+}
+
+fn frame(version: u8, stream: i16, opcode: u8, body: &[u8]) -> Vec<u8> {
+    let mut f = vec![version, 0];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.push(opcode);
+    f.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    f.extend_from_slice(body);
+    f
+}
+
+fn long_string(s: &str) -> Vec<u8> {
+    [&(s.len() as i32).to_be_bytes()[..], s.as_bytes()].concat()
+}
+
+const INSERT: &str =
+    "INSERT INTO attendance.daily_records (loc, creation, present) VALUES (?, now(), ?)";
+
+/// `<consistency><flags>` with two bound values.
+fn parameters() -> Vec<u8> {
+    let mut p = vec![0, 1, 0x01, 0, 2];
+    for value in [&b"endor"[..], &[1]] {
+        p.extend_from_slice(&(value.len() as i32).to_be_bytes());
+        p.extend_from_slice(value);
+    }
+    p
+}
+
+fn void_result(stream: i16) -> Vec<u8> {
+    frame(0x84, stream, opcode::RESULT, &1i32.to_be_bytes())
+}
+
+struct Case {
+    name: &'static str,
+    request: Vec<u8>,
+    reply: Vec<u8>,
+}
+
+fn cases() -> Vec<Case> {
+    let query = frame(
+        4,
+        1,
+        opcode::QUERY,
+        &[long_string(INSERT), parameters()].concat(),
+    );
+    let execute = frame(
+        4,
+        2,
+        opcode::EXECUTE,
+        &[&[0, 2][..], b"\x0a\x0b", &parameters()].concat(),
+    );
+    let mut batch = vec![0u8, 0, 3];
+    for _ in 0..3 {
+        batch.push(0);
+        batch.extend(long_string(INSERT));
+        batch.extend_from_slice(&parameters()[3..]);
+    }
+    batch.extend_from_slice(&[0, 1, 0]);
+    vec![
+        Case {
+            name: "QUERY insert",
+            request: query,
+            reply: void_result(1),
+        },
+        Case {
+            name: "EXECUTE insert",
+            request: execute,
+            reply: void_result(2),
+        },
+        Case {
+            name: "BATCH of 3 inserts",
+            request: frame(4, 3, opcode::BATCH, &batch),
+            reply: void_result(3),
+        },
+    ]
+}
+
+/// A connection that has prepared the insert (id 0x0a0b).
+fn connection(env: &Env<'_>) -> Connection {
+    let meta = axoneme_testkit::meta("10.0.0.31:40000", "10.0.0.1:9042");
+    let mut conn = Connection::new(
+        Cassandra::default().new_parser(&meta),
+        meta,
+        "cassandra",
+        Limits::default(),
+    );
+    let prepare = frame(4, 9, opcode::PREPARE, &long_string(INSERT));
+    let prepared = frame(
+        0x84,
+        9,
+        opcode::RESULT,
+        &[&4i32.to_be_bytes()[..], &[0, 2, 0x0a, 0x0b], &[0; 12]].concat(),
+    );
+    conn.on_data(Flow::Request, &prepare, false, env, &mut Discard::default())
+        .unwrap();
+    conn.on_data(Flow::Reply, &prepared, false, env, &mut Discard::default())
+        .unwrap();
+    conn
+}
+
+fn round_trip(conn: &mut Connection, env: &Env<'_>, sink: &mut Discard, case: &Case) {
+    conn.on_data(Flow::Request, &case.request, false, env, sink)
+        .unwrap();
+    conn.on_data(Flow::Reply, &case.reply, false, env, sink)
+        .unwrap();
+}
+
+fn bench(c: &mut Criterion) {
+    let policy = port_policy();
+    let env = Env {
+        policy: policy.as_ref(),
+        log: &NullLog,
+    };
+    let mut group = c.benchmark_group("cassandra");
+    group.throughput(Throughput::Elements(1));
+    for case in cases() {
+        let mut conn = connection(&env);
+        let mut sink = Discard::default();
+        for _ in 0..1000 {
+            round_trip(&mut conn, &env, &mut sink, &case);
+        }
+        let before = CountingAllocator::count();
+        const N: u64 = 100_000;
+        for _ in 0..N {
+            round_trip(&mut conn, &env, &mut sink, &case);
+        }
+        let allocs = (CountingAllocator::count() - before) as f64 / N as f64;
+        println!(
+            "cassandra/{}: {allocs:.1} heap allocations per request in steady state",
+            case.name
+        );
+        assert!(sink.0 > 0, "the requests were allowed and forwarded");
+        group.bench_function(case.name, |b| {
+            b.iter(|| round_trip(&mut conn, &env, &mut sink, &case))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
