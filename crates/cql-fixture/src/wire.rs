@@ -2,7 +2,7 @@
 //! skips) and the response bodies it writes, in protocol v4's notation: [short], [int],
 //! [string], [long string], [short bytes], [bytes], [string map], [string multimap].
 
-use axoneme_cassandra::frame::opcode;
+use axoneme_cassandra::frame::{self, opcode, Body};
 
 use crate::store::{Bound, CqlError, Outcome, Prepared, Spec};
 
@@ -10,80 +10,29 @@ use crate::store::{Bound, CqlError, Outcome, Prepared, Spec};
 pub const SUPPORTED: u8 = 0x06;
 pub const REGISTER: u8 = 0x0b;
 
-/// A cursor over a request body.
-pub struct Reader<'b> {
-    bytes: &'b [u8],
-}
-
 /// A body shorter than what it announces, or otherwise unreadable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Malformed(pub String);
 
-impl<'b> Reader<'b> {
-    pub fn new(bytes: &'b [u8]) -> Self {
-        Reader { bytes }
+impl From<frame::Malformed> for Malformed {
+    fn from(error: frame::Malformed) -> Self {
+        Malformed(format!("truncated or malformed {}", error.what))
     }
+}
 
-    fn take(&mut self, n: usize, what: &str) -> Result<&'b [u8], Malformed> {
-        if n > self.bytes.len() {
-            return Err(Malformed(format!("truncated {what}")));
-        }
-        let (taken, rest) = self.bytes.split_at(n);
-        self.bytes = rest;
-        Ok(taken)
+/// A bound [value]: -1 is null, -2 "not set".
+fn value(body: &mut Body<'_>) -> Result<Bound, Malformed> {
+    match body.int()? {
+        -1 => Ok(Bound::Null),
+        -2 => Ok(Bound::Unset),
+        n if n < 0 => Err(Malformed(format!("value length {n}"))),
+        n => Ok(Bound::Value(body.take(n as usize, "value")?.to_vec())),
     }
+}
 
-    fn byte(&mut self) -> Result<u8, Malformed> {
-        Ok(self.take(1, "byte")?[0])
-    }
-
-    fn short(&mut self) -> Result<u16, Malformed> {
-        let b = self.take(2, "short")?;
-        Ok(u16::from_be_bytes([b[0], b[1]]))
-    }
-
-    fn int(&mut self) -> Result<i32, Malformed> {
-        let b = self.take(4, "int")?;
-        Ok(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    fn string(&mut self) -> Result<&'b str, Malformed> {
-        let len = usize::from(self.short()?);
-        std::str::from_utf8(self.take(len, "string")?).map_err(|_| Malformed("string".into()))
-    }
-
-    fn long_string(&mut self) -> Result<&'b str, Malformed> {
-        let len = usize::try_from(self.int()?).map_err(|_| Malformed("long string".into()))?;
-        std::str::from_utf8(self.take(len, "long string")?)
-            .map_err(|_| Malformed("long string".into()))
-    }
-
-    fn short_bytes(&mut self) -> Result<&'b [u8], Malformed> {
-        let len = usize::from(self.short()?);
-        self.take(len, "short bytes")
-    }
-
-    /// A [value]: -1 is null, -2 "not set".
-    fn value(&mut self) -> Result<Bound, Malformed> {
-        match self.int()? {
-            -1 => Ok(Bound::Null),
-            -2 => Ok(Bound::Unset),
-            n if n < 0 => Err(Malformed(format!("value length {n}"))),
-            n => Ok(Bound::Value(self.take(n as usize, "value")?.to_vec())),
-        }
-    }
-
-    fn values(&mut self) -> Result<Vec<Bound>, Malformed> {
-        (0..self.short()?).map(|_| self.value()).collect()
-    }
-
-    fn skip_bytes_map(&mut self) -> Result<(), Malformed> {
-        for _ in 0..self.short()? {
-            self.string()?;
-            self.value()?;
-        }
-        Ok(())
-    }
+/// A [short] count of bound values, then the values.
+fn values(body: &mut Body<'_>) -> Result<Vec<Bound>, Malformed> {
+    (0..body.short()?).map(|_| value(body)).collect()
 }
 
 /// What QUERY and EXECUTE add to a statement.
@@ -124,21 +73,21 @@ const TIMESTAMP: u8 = 0x20;
 const NAMES: u8 = 0x40;
 
 /// Reads `<consistency><flags>…` (v4).
-fn params(body: &mut Reader<'_>) -> Result<Params, Malformed> {
+fn params(body: &mut Body<'_>) -> Result<Params, Malformed> {
     body.short()?;
     let flags = body.byte()?;
     if flags & NAMES != 0 {
         return Err(Malformed("named values are not supported".into()));
     }
     let values = match flags & VALUES != 0 {
-        true => body.values()?,
+        true => values(body)?,
         false => Vec::new(),
     };
     if flags & PAGE_SIZE != 0 {
         body.int()?;
     }
     if flags & PAGING_STATE != 0 {
-        body.value()?;
+        value(body)?;
     }
     if flags & SERIAL_CONSISTENCY != 0 {
         body.short()?;
@@ -159,7 +108,7 @@ impl<'b> Request<'b> {
         custom_payload: bool,
         body: &'b [u8],
     ) -> Result<Request<'b>, Malformed> {
-        let mut body = Reader::new(body);
+        let mut body = Body::new(body);
         if custom_payload {
             body.skip_bytes_map()?;
         }
@@ -196,7 +145,7 @@ impl<'b> Request<'b> {
                         1 => BatchItem::Prepared(body.short_bytes()?),
                         kind => return Err(Malformed(format!("batch entry kind {kind}"))),
                     };
-                    entries.push((item, body.values()?));
+                    entries.push((item, values(&mut body)?));
                 }
                 body.short()?;
                 if body.byte()? & NAMES != 0 {

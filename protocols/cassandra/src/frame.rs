@@ -77,13 +77,21 @@ pub struct Malformed {
     pub what: &'static str,
 }
 
-/// A cursor over a frame body.
-struct Body<'b> {
+/// A cursor over a frame body, reading the protocol's notation ([byte], [short], [int],
+/// [string], [long string], [short bytes], [bytes], [bytes map]); each read checks the length
+/// against what is left.
+pub struct Body<'b> {
     bytes: &'b [u8],
 }
 
 impl<'b> Body<'b> {
-    fn take(&mut self, n: usize, what: &'static str) -> Result<&'b [u8], Malformed> {
+    /// A cursor at the start of `bytes`.
+    pub fn new(bytes: &'b [u8]) -> Self {
+        Body { bytes }
+    }
+
+    /// The next `n` bytes.
+    pub fn take(&mut self, n: usize, what: &'static str) -> Result<&'b [u8], Malformed> {
         if n > self.bytes.len() {
             return Err(Malformed { what });
         }
@@ -92,26 +100,31 @@ impl<'b> Body<'b> {
         Ok(taken)
     }
 
-    fn byte(&mut self) -> Result<u8, Malformed> {
+    /// A [byte].
+    pub fn byte(&mut self) -> Result<u8, Malformed> {
         Ok(self.take(1, "byte")?[0])
     }
 
-    fn short(&mut self) -> Result<u16, Malformed> {
+    /// A [short].
+    pub fn short(&mut self) -> Result<u16, Malformed> {
         let b = self.take(2, "short")?;
         Ok(u16::from_be_bytes([b[0], b[1]]))
     }
 
-    fn int(&mut self) -> Result<i32, Malformed> {
+    /// An [int].
+    pub fn int(&mut self) -> Result<i32, Malformed> {
         let b = self.take(4, "int")?;
         Ok(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 
-    fn string(&mut self) -> Result<&'b str, Malformed> {
+    /// A [string].
+    pub fn string(&mut self) -> Result<&'b str, Malformed> {
         let len = usize::from(self.short()?);
         std::str::from_utf8(self.take(len, "string")?).map_err(|_| Malformed { what: "string" })
     }
 
-    fn long_string(&mut self) -> Result<&'b str, Malformed> {
+    /// A [long string].
+    pub fn long_string(&mut self) -> Result<&'b str, Malformed> {
         let len = usize::try_from(self.int()?).map_err(|_| Malformed {
             what: "long string",
         })?;
@@ -120,13 +133,14 @@ impl<'b> Body<'b> {
         })
     }
 
-    fn short_bytes(&mut self) -> Result<&'b [u8], Malformed> {
+    /// A [short bytes].
+    pub fn short_bytes(&mut self) -> Result<&'b [u8], Malformed> {
         let len = usize::from(self.short()?);
         self.take(len, "short bytes")
     }
 
     /// A [bytes] or [value]: an [int] length, negative for null (or "not set").
-    fn skip_bytes(&mut self) -> Result<(), Malformed> {
+    pub fn skip_bytes(&mut self) -> Result<(), Malformed> {
         let len = self.int()?;
         if len > 0 {
             self.take(len as usize, "bytes")?;
@@ -134,7 +148,8 @@ impl<'b> Body<'b> {
         Ok(())
     }
 
-    fn skip_bytes_map(&mut self) -> Result<(), Malformed> {
+    /// Skips a [bytes map].
+    pub fn skip_bytes_map(&mut self) -> Result<(), Malformed> {
         for _ in 0..self.short()? {
             self.string()?;
             self.skip_bytes()?;
@@ -230,7 +245,7 @@ fn query_parameters<'b>(body: &mut Body<'b>, version: u8) -> Result<Option<&'b s
 impl<'b> Request<'b> {
     /// Reads the body of a request frame with `header`, uncompressed.
     pub fn parse(header: &Header, body: &'b [u8]) -> Result<Request<'b>, Malformed> {
-        let mut body = Body { bytes: body };
+        let mut body = Body::new(body);
         if header.flags & FLAG_CUSTOM_PAYLOAD != 0 {
             body.skip_bytes_map()?;
         }
@@ -323,7 +338,7 @@ impl<'b> Request<'b> {
 /// The id of a Prepared result (RESULT kind 0x0004), reading past what the response flags put
 /// before the body; `None` for any other result.
 pub fn prepared_id<'b>(header: &Header, body: &'b [u8]) -> Result<Option<&'b [u8]>, Malformed> {
-    let mut body = Body { bytes: body };
+    let mut body = Body::new(body);
     if header.flags & FLAG_TRACING != 0 {
         body.take(16, "tracing id")?;
     }
