@@ -12,6 +12,7 @@ pub mod frame;
 pub mod lexer;
 mod parser;
 pub mod rules;
+pub mod segment;
 pub mod statement;
 
 use std::any::Any;
