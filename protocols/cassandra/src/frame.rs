@@ -26,6 +26,7 @@ pub mod opcode {
     pub const ERROR: u8 = 0x00;
     pub const STARTUP: u8 = 0x01;
     pub const READY: u8 = 0x02;
+    pub const AUTHENTICATE: u8 = 0x03;
     pub const OPTIONS: u8 = 0x05;
     pub const QUERY: u8 = 0x07;
     pub const RESULT: u8 = 0x08;

@@ -1,12 +1,16 @@
-//! The Cassandra parser (protocol v3 and v4 framing, LZ4 and Snappy compression): checks every
-//! QUERY, PREPARE, EXECUTE and BATCH against policy and answers a denied one with an
-//! Unauthorized error on its stream.
+//! The Cassandra parser: checks every QUERY, PREPARE, EXECUTE and BATCH against policy and
+//! answers a denied one with an Unauthorized error on its stream.
 //!
-//! Frames that policy inspects are read whole (bounded by the frame limit); the others stream
-//! through. Prepared statements are remembered by id when the server's Prepared result comes
-//! back, in a bounded table, so EXECUTE and batch entries are checked against the policy in
-//! force when they run. Responses carry stream ids, so a denial needs no place among the other
-//! replies beyond a frame boundary.
+//! This module owns the connection's state (the handshake, compression, keyspace, prepared
+//! statements), the decision on one request envelope, and the reading of protocol v3 and v4
+//! frames (and of v5 before its handshake completes); [`segments`] reads v5 connections once
+//! STARTUP has been answered. Frames that policy inspects are read whole (bounded by the frame
+//! limit); the others stream through. Prepared statements are remembered by id when the server's
+//! Prepared result comes back, in a bounded table, so EXECUTE and batch entries are checked
+//! against the policy in force when they run. Responses carry stream ids, so a denial needs no
+//! place among the other replies beyond an envelope boundary.
+
+mod segments;
 
 use std::collections::{HashMap, VecDeque};
 
@@ -17,6 +21,7 @@ use crate::frame::{
     self, opcode, BatchEntry, Header, Request, HEADER_LEN, UNAUTHORIZED, UNPREPARED,
 };
 use crate::rules::RuleSet;
+use crate::segment::Format;
 use crate::statement::{classify, Action};
 
 /// Prepared statements remembered per connection; the oldest is forgotten first.
@@ -24,6 +29,9 @@ pub const MAX_PREPARED: usize = 4096;
 
 /// PREPAREs awaiting their result per connection.
 pub const MAX_PENDING_PREPARES: usize = 1024;
+
+/// The longest frame body the protocol allows (256 MiB).
+const PROTOCOL_MAX_FRAME: usize = 256 * 1024 * 1024;
 
 /// What a statement does to which table, resolved when it was read or prepared.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,31 +55,58 @@ enum Outcome {
     Unprepared(Vec<u8>),
 }
 
+/// A STARTUP on its way to the server.
+#[derive(Debug, Clone, Copy)]
+struct Startup {
+    stream: i16,
+    version: u8,
+    compression: Option<Compression>,
+}
+
 /// Parser state for one Cassandra connection.
 #[derive(Debug)]
 pub struct CassandraParser {
     max_frame: usize,
-    /// Compression asked for in STARTUP, in force from the server's answer on.
-    requested: Option<Compression>,
+    /// The STARTUP awaiting the server's answer.
+    startup: Option<Startup>,
+    /// The protocol version an answered STARTUP fixed for the connection.
+    version: Option<u8>,
+    /// v3 and v4: how frame bodies flagged as compressed are compressed.
     compression: Option<Compression>,
+    /// v5 after the handshake: how segments are framed, both ways.
+    framing: Option<Format>,
     keyspace: Option<String>,
     pending_prepares: HashMap<i16, Vec<Checked>>,
     prepared: HashMap<Vec<u8>, Vec<Checked>>,
     /// Prepared ids, oldest first.
     prepared_order: VecDeque<Vec<u8>>,
-    /// Scratch: a frame body that straddles input slices.
+    /// The state of a v5 connection's segments.
+    segments: segments::State,
+    /// Scratch: a frame or segment that straddles input slices.
     raw: Vec<u8>,
-    /// Scratch: a decompressed frame body.
+    /// Scratch: a decompressed frame body or segment payload.
     decompressed: Vec<u8>,
 }
 
 const UNSUPPORTED_VERSION: ParseError = ParseError::new(
     ErrorCode::Unsupported,
-    "CQL protocol version other than 3 or 4",
+    "CQL protocol version other than 3, 4 or 5",
+);
+const VERSION_CHANGED: ParseError = ParseError::new(
+    ErrorCode::Unsupported,
+    "frame of another protocol version than the connection's",
+);
+const SNAPPY_V5: ParseError = ParseError::new(
+    ErrorCode::Unsupported,
+    "Snappy compression on protocol v5 (only LZ4 exists there)",
 );
 const TOO_LARGE: ParseError = ParseError::new(
     ErrorCode::FrameTooLarge,
     "frame longer than the configured maximum",
+);
+const BEYOND_PROTOCOL: ParseError = ParseError::new(
+    ErrorCode::InvalidFrameLength,
+    "frame longer than the protocol allows (256 MiB)",
 );
 const WRONG_DIRECTION: ParseError =
     ParseError::new(ErrorCode::InvalidFrameType, "frame flowing the wrong way");
@@ -88,9 +123,11 @@ impl Parser for CassandraParser {
         _end_stream: bool,
         input: Input<'_>,
     ) -> Op {
-        let result = match flow {
-            Flow::Request => self.on_request(ctx, input),
-            Flow::Reply => self.on_reply(input),
+        let result = match (flow, self.framing) {
+            (Flow::Request, None) => self.on_request(ctx, input),
+            (Flow::Request, Some(format)) => self.on_request_segments(ctx, input, format),
+            (Flow::Reply, None) => self.on_reply(input),
+            (Flow::Reply, Some(format)) => self.on_reply_segments(ctx, input, format),
         };
         result.unwrap_or_else(Op::Error)
     }
@@ -109,7 +146,8 @@ fn statements(query: &str, keyspace: Option<&str>) -> Result<Vec<Checked>, Strin
         .collect())
 }
 
-/// The body of a complete frame at the start of `input`, decompressed when the frame says so.
+/// The body of a complete v3/v4 frame at the start of `input`, decompressed when the frame
+/// says so.
 fn frame_body<'s>(
     header: &Header,
     input: Input<'s>,
@@ -135,55 +173,78 @@ fn frame_body<'s>(
     }
 }
 
+/// The answer to input shorter than a header of `header_len` bytes.
+fn need_header(input: Input<'_>, header_len: usize) -> Op {
+    match input.len() {
+        0 => Op::Nop,
+        n => Op::More(header_len - n),
+    }
+}
+
 impl CassandraParser {
     /// A parser refusing frames longer than `max_frame` bytes.
     pub fn new(max_frame: usize) -> Self {
         CassandraParser {
             max_frame,
-            requested: None,
+            startup: None,
+            version: None,
             compression: None,
+            framing: None,
             keyspace: None,
             pending_prepares: HashMap::new(),
             prepared: HashMap::new(),
             prepared_order: VecDeque::new(),
+            segments: segments::State::default(),
             raw: Vec::new(),
             decompressed: Vec::new(),
         }
     }
 
-    /// Reads a frame's header, checking version, direction and length; `None` when more bytes
-    /// are needed.
-    fn header(&self, input: Input<'_>, response: bool) -> Result<Option<Header>, ParseError> {
-        let Some(bytes) = input.peek::<HEADER_LEN>(0) else {
-            return Ok(None);
-        };
-        let header = Header::parse(&bytes);
-        if !(3..=4).contains(&header.version) {
-            return Err(UNSUPPORTED_VERSION);
+    /// Reads an envelope's header, checking its version and direction.
+    fn envelope_header(
+        &self,
+        bytes: &[u8; HEADER_LEN],
+        response: bool,
+    ) -> Result<Header, ParseError> {
+        let header = Header::parse(bytes);
+        match self.version {
+            Some(version) if header.version != version => return Err(VERSION_CHANGED),
+            None if !(3..=5).contains(&header.version) => return Err(UNSUPPORTED_VERSION),
+            _ => {}
         }
         if header.response != response {
             return Err(WRONG_DIRECTION);
         }
-        if header.length as usize > self.max_frame {
-            return Err(TOO_LARGE);
+        if header.length as usize > PROTOCOL_MAX_FRAME {
+            return Err(BEYOND_PROTOCOL);
         }
-        Ok(Some(header))
+        Ok(header)
     }
 
+    /// Reads the header of a frame at the start of `input`; `None` when more bytes are needed.
+    fn frame_header(&self, input: Input<'_>, response: bool) -> Result<Option<Header>, ParseError> {
+        match input.peek::<HEADER_LEN>(0) {
+            Some(bytes) => self.envelope_header(&bytes, response).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Fails when a frame of `length` bytes would have to be held whole beyond the limit.
+    fn check_held(&self, length: usize) -> Result<(), ParseError> {
+        match length > self.max_frame {
+            true => Err(TOO_LARGE),
+            false => Ok(()),
+        }
+    }
+
+    /// A v3/v4 request frame, or a v5 one before the handshake completes.
     fn on_request(&mut self, ctx: &mut Context<'_>, input: Input<'_>) -> Result<Op, ParseError> {
-        let Some(header) = self.header(input, false)? else {
-            return Ok(if input.is_empty() {
-                Op::Nop
-            } else {
-                Op::More(HEADER_LEN - input.len())
-            });
+        let Some(header) = self.frame_header(input, false)? else {
+            return Ok(need_header(input, HEADER_LEN));
         };
+        self.check_held(header.length as usize)?;
         let frame_len = HEADER_LEN + header.length as usize;
-        let inspected = matches!(
-            header.opcode,
-            opcode::STARTUP | opcode::QUERY | opcode::PREPARE | opcode::EXECUTE | opcode::BATCH
-        );
-        if !inspected {
+        if !inspected(header.opcode) {
             return Ok(Op::Pass(frame_len));
         }
         if input.len() < frame_len {
@@ -193,7 +254,7 @@ impl CassandraParser {
             std::mem::take(&mut self.raw),
             std::mem::take(&mut self.decompressed),
         );
-        let outcome = frame_body(
+        let denial = frame_body(
             &header,
             input,
             &mut raw,
@@ -201,15 +262,32 @@ impl CassandraParser {
             self.compression,
             self.max_frame,
         )
-        .and_then(|body| self.outcome(&header, body));
+        .and_then(|body| self.inspect(ctx, &header, body));
         self.raw = raw;
         self.decompressed = decompressed;
-        match outcome? {
+        match denial? {
             None => Ok(Op::Pass(frame_len)),
-            Some(outcome) => match self.decide(ctx, &header, outcome)? {
-                true => Ok(Op::Pass(frame_len)),
-                false => Ok(Op::Drop(frame_len)),
-            },
+            Some(error) => {
+                self.answer(ctx, &error)?;
+                Ok(Op::Drop(frame_len))
+            }
+        }
+    }
+
+    /// Checks one request envelope (body uncompressed) against policy and logs the verdict;
+    /// the error envelope that answers it when it is denied.
+    fn inspect(
+        &mut self,
+        ctx: &mut Context<'_>,
+        header: &Header,
+        body: &[u8],
+    ) -> Result<Option<Vec<u8>>, ParseError> {
+        if !inspected(header.opcode) {
+            return Ok(None);
+        }
+        match self.outcome(header, body)? {
+            None => Ok(None),
+            Some(outcome) => self.decide(ctx, header, outcome),
         }
     }
 
@@ -221,7 +299,13 @@ impl CassandraParser {
             |query: &str, own: Option<&str>| statements(query, own.or(current.as_deref()));
         Ok(Some(match request {
             Request::Startup { compression } => {
-                self.requested = compression.and_then(Compression::from_name);
+                if self.version.is_none() {
+                    self.startup = Some(Startup {
+                        stream: header.stream,
+                        version: header.version,
+                        compression: compression.and_then(Compression::from_name),
+                    });
+                }
                 return Ok(None);
             }
             Request::Other(_) => return Ok(None),
@@ -256,20 +340,28 @@ impl CassandraParser {
         }))
     }
 
-    /// Checks, logs and answers an inspected request; true when it may pass.
+    /// Checks and logs an inspected request; the error envelope answering it when denied.
     fn decide(
         &mut self,
         ctx: &mut Context<'_>,
         header: &Header,
         outcome: Outcome,
-    ) -> Result<bool, ParseError> {
+    ) -> Result<Option<Vec<u8>>, ParseError> {
+        let unauthorized = || {
+            frame::error_frame(
+                header.version,
+                header.stream,
+                UNAUTHORIZED,
+                "Request Unauthorized",
+                None,
+            )
+        };
         let (checked, prepare) = match outcome {
             Outcome::Check(checked) => (checked, false),
             Outcome::Prepare(checked) => (checked, true),
             Outcome::Refuse(reason) => {
                 ctx.log(EntryType::Denied, "", &[Field::text("error", &reason)]);
-                self.deny(ctx, header, UNAUTHORIZED, "Request Unauthorized", None)?;
-                return Ok(false);
+                return Ok(Some(unauthorized()));
             }
             Outcome::Unprepared(id) => {
                 ctx.log(
@@ -277,14 +369,13 @@ impl CassandraParser {
                     "",
                     &[Field::text("error", "unknown prepared statement id")],
                 );
-                self.deny(
-                    ctx,
-                    header,
+                return Ok(Some(frame::error_frame(
+                    header.version,
+                    header.stream,
                     UNPREPARED,
                     "Unknown prepared statement",
                     Some(&id),
-                )?;
-                return Ok(false);
+                )));
             }
         };
         let mut policy_name = "";
@@ -313,8 +404,7 @@ impl CassandraParser {
         ];
         if denied.is_some() {
             ctx.log(EntryType::Denied, policy_name, &fields);
-            self.deny(ctx, header, UNAUTHORIZED, "Request Unauthorized", None)?;
-            return Ok(false);
+            return Ok(Some(unauthorized()));
         }
         ctx.log(EntryType::Request, policy_name, &fields);
         if !prepare {
@@ -328,74 +418,89 @@ impl CassandraParser {
         } else {
             self.pending_prepares.insert(header.stream, checked);
         }
-        Ok(true)
+        Ok(None)
     }
 
-    /// Injects an error answering the request of `header` toward the client.
-    fn deny(
-        &mut self,
-        ctx: &mut Context<'_>,
-        header: &Header,
-        code: u32,
-        message: &str,
-        id: Option<&[u8]>,
-    ) -> Result<(), ParseError> {
-        let frame = frame::error_frame(header.version, header.stream, code, message, id);
-        if ctx.inject_room(Flow::Reply) < frame.len() {
+    /// Sends `error` (an error envelope) toward the client, framed as the connection requires.
+    fn answer(&mut self, ctx: &mut Context<'_>, error: &[u8]) -> Result<(), ParseError> {
+        if let Some(format) = self.framing {
+            return self.segments.answer(ctx, format, error);
+        }
+        if ctx.inject_room(Flow::Reply) < error.len() {
             return Err(NO_ROOM);
         }
-        ctx.inject(Flow::Reply, &frame);
+        ctx.inject(Flow::Reply, error);
         Ok(())
     }
 
+    /// A v3/v4 response frame, or a v5 one before the handshake completes.
     fn on_reply(&mut self, input: Input<'_>) -> Result<Op, ParseError> {
-        let Some(header) = self.header(input, true)? else {
-            return Ok(if input.is_empty() {
-                Op::Nop
-            } else {
-                Op::More(HEADER_LEN - input.len())
-            });
+        let Some(header) = self.frame_header(input, true)? else {
+            return Ok(need_header(input, HEADER_LEN));
         };
         let frame_len = HEADER_LEN + header.length as usize;
-        // Compression applies from the server's first answer to STARTUP on, unless it refused.
-        if let Some(requested) = self.requested {
-            if header.opcode != opcode::ERROR {
-                self.compression = Some(requested);
-            }
-            self.requested = None;
-        }
+        self.on_startup_answer(&header)?;
         if !self.pending_prepares.contains_key(&header.stream) {
             return Ok(Op::Pass(frame_len));
         }
+        self.check_held(header.length as usize)?;
         if input.len() < frame_len {
             return Ok(Op::More(frame_len - input.len()));
         }
-        let checked = self
-            .pending_prepares
-            .remove(&header.stream)
-            .unwrap_or_default();
+        let (mut raw, mut decompressed) = (
+            std::mem::take(&mut self.raw),
+            std::mem::take(&mut self.decompressed),
+        );
+        let result = frame_body(
+            &header,
+            input,
+            &mut raw,
+            &mut decompressed,
+            self.compression,
+            self.max_frame,
+        )
+        .and_then(|body| self.on_response(&header, body));
+        self.raw = raw;
+        self.decompressed = decompressed;
+        result?;
+        Ok(Op::Pass(frame_len))
+    }
+
+    /// Completes the handshake when `header` answers the STARTUP: READY or AUTHENTICATE fix
+    /// the version and compression (and, for v5, switch both ways to segments after this
+    /// frame); an ERROR leaves the connection as it was.
+    fn on_startup_answer(&mut self, header: &Header) -> Result<(), ParseError> {
+        let Some(startup) = self.startup.filter(|s| s.stream == header.stream) else {
+            return Ok(());
+        };
+        self.startup = None;
+        if !matches!(header.opcode, opcode::READY | opcode::AUTHENTICATE) {
+            return Ok(());
+        }
+        self.version = Some(startup.version);
+        if startup.version < 5 {
+            self.compression = startup.compression;
+            return Ok(());
+        }
+        self.framing = Some(match startup.compression {
+            None => Format::Plain,
+            Some(Compression::Lz4) => Format::Lz4,
+            Some(Compression::Snappy) => return Err(SNAPPY_V5),
+        });
+        Ok(())
+    }
+
+    /// Reads a response envelope (body uncompressed) that answers a pending PREPARE.
+    fn on_response(&mut self, header: &Header, body: &[u8]) -> Result<(), ParseError> {
+        let Some(checked) = self.pending_prepares.remove(&header.stream) else {
+            return Ok(());
+        };
         if header.opcode == opcode::RESULT {
-            let (mut raw, mut decompressed) = (
-                std::mem::take(&mut self.raw),
-                std::mem::take(&mut self.decompressed),
-            );
-            let id = frame_body(
-                &header,
-                input,
-                &mut raw,
-                &mut decompressed,
-                self.compression,
-                self.max_frame,
-            )
-            .and_then(|body| frame::prepared_id(&header, body).map_err(|_| MALFORMED))
-            .map(|id| id.map(<[u8]>::to_vec));
-            self.raw = raw;
-            self.decompressed = decompressed;
-            if let Some(id) = id? {
-                self.remember(id, checked);
+            if let Some(id) = frame::prepared_id(header, body).map_err(|_| MALFORMED)? {
+                self.remember(id.to_vec(), checked);
             }
         }
-        Ok(Op::Pass(frame_len))
+        Ok(())
     }
 
     /// Remembers a prepared statement, forgetting the oldest one when the table is full.
@@ -409,6 +514,14 @@ impl CassandraParser {
             }
         }
     }
+}
+
+/// Whether requests with `opcode` are read before they pass.
+fn inspected(opcode: u8) -> bool {
+    matches!(
+        opcode,
+        opcode::STARTUP | opcode::QUERY | opcode::PREPARE | opcode::EXECUTE | opcode::BATCH
+    )
 }
 
 #[cfg(test)]

@@ -108,12 +108,11 @@ pub fn parse_header(format: Format, bytes: &[u8]) -> Option<Result<SegmentHeader
     }))
 }
 
-/// The payload of the whole segment `segment` (which starts with `header`), its CRC32 checked:
-/// borrowed when sent as is, else decompressed into `scratch`.
-pub fn decode_payload<'s>(
+/// The payload of the whole segment `segment` (which starts with `header`) as sent, its CRC32
+/// checked.
+pub fn checked_payload<'s>(
     header: &SegmentHeader,
     segment: &'s [u8],
-    scratch: &'s mut Vec<u8>,
 ) -> Result<&'s [u8], SegmentError> {
     let start = header.format.header_len();
     let (Some(payload), Some(trailer)) = (
@@ -127,6 +126,17 @@ pub fn decode_payload<'s>(
     if received != computed {
         return Err(SegmentError::PayloadCrc { received, computed });
     }
+    Ok(payload)
+}
+
+/// The payload of the whole segment `segment` (which starts with `header`), its CRC32 checked:
+/// borrowed when sent as is, else decompressed into `scratch`.
+pub fn decode_payload<'s>(
+    header: &SegmentHeader,
+    segment: &'s [u8],
+    scratch: &'s mut Vec<u8>,
+) -> Result<&'s [u8], SegmentError> {
+    let payload = checked_payload(header, segment)?;
     if header.uncompressed_len == 0 {
         return Ok(payload);
     }

@@ -278,7 +278,7 @@ fn other_requests_and_results_pass_untouched() {
 #[test]
 fn bad_frames_close_the_connection() {
     let cases: [(Vec<u8>, ErrorCode); 3] = [
-        (frame(5, 0, 0, opcode::QUERY, &[]), ErrorCode::Unsupported),
+        (frame(6, 0, 0, opcode::QUERY, &[]), ErrorCode::Unsupported),
         (
             frame(0x84, 0, 0, opcode::RESULT, &[]),
             ErrorCode::InvalidFrameType,
