@@ -60,7 +60,11 @@ fuzz_target!(|data: &[u8]| {
         let len = usize::from(u16::from_be_bytes([*hi, *lo])).min(tail.len());
         let (bytes, tail) = tail.split_at(len);
         rest = tail;
-        let flow = if control & 1 == 0 { Flow::Request } else { Flow::Reply };
+        let flow = if control & 1 == 0 {
+            Flow::Request
+        } else {
+            Flow::Reply
+        };
         let mut wire = Vec::new();
         if control & 2 != 0 {
             segment::encode(format, bytes, &mut wire);
