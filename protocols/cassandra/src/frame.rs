@@ -168,6 +168,41 @@ pub enum BatchEntry<'b> {
     Prepared(&'b [u8]),
 }
 
+/// The entries of a BATCH request, read as they are iterated (they were checked when the request
+/// was parsed, so iterating them never fails).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchEntries<'b> {
+    /// The body from the first entry on.
+    bytes: &'b [u8],
+    count: u16,
+}
+
+impl<'b> BatchEntries<'b> {
+    /// The entries, in order.
+    pub fn iter(&self) -> impl Iterator<Item = BatchEntry<'b>> {
+        let mut body = Body::new(self.bytes);
+        (0..self.count).map_while(move |_| batch_entry(&mut body).ok())
+    }
+}
+
+/// Reads one batch entry and skips its values. Their names would come only with the 0x40 flag,
+/// which follows all entries: batches with named values are refused when the flags are read.
+fn batch_entry<'b>(body: &mut Body<'b>) -> Result<BatchEntry<'b>, Malformed> {
+    let entry = match body.byte()? {
+        0 => BatchEntry::Query(body.long_string()?),
+        1 => BatchEntry::Prepared(body.short_bytes()?),
+        _ => {
+            return Err(Malformed {
+                what: "batch entry kind",
+            })
+        }
+    };
+    for _ in 0..body.short()? {
+        body.skip_bytes()?;
+    }
+    Ok(entry)
+}
+
 /// The parts of a request that policy reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request<'b> {
@@ -190,7 +225,7 @@ pub enum Request<'b> {
     },
     /// BATCH: its entries and, in v5, its keyspace.
     Batch {
-        entries: Vec<BatchEntry<'b>>,
+        entries: BatchEntries<'b>,
         keyspace: Option<&'b str>,
     },
     /// Any other request (OPTIONS, REGISTER, AUTH_RESPONSE, …), which passes once the
@@ -290,23 +325,12 @@ impl<'b> Request<'b> {
             opcode::BATCH => {
                 body.byte()?;
                 let count = body.short()?;
-                let mut entries = Vec::with_capacity(usize::from(count).min(1024));
+                let entries = BatchEntries {
+                    bytes: body.bytes,
+                    count,
+                };
                 for _ in 0..count {
-                    let entry = match body.byte()? {
-                        0 => BatchEntry::Query(body.long_string()?),
-                        1 => BatchEntry::Prepared(body.short_bytes()?),
-                        _ => {
-                            return Err(Malformed {
-                                what: "batch entry kind",
-                            })
-                        }
-                    };
-                    entries.push(entry);
-                    // Values follow; their names only with the 0x40 flag, which comes after
-                    // all entries: batches with named values are refused below.
-                    for _ in 0..body.short()? {
-                        body.skip_bytes()?;
-                    }
+                    batch_entry(&mut body)?;
                 }
                 body.short()?;
                 let flags = if version >= 5 {

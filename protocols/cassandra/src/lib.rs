@@ -23,7 +23,7 @@ use axoneme_sdk::{CompiledRules, ConnectionMeta, L7RuleMap, Parser, Protocol, Ru
 
 pub use parser::{CassandraParser, MAX_PENDING_PREPARES, MAX_PREPARED};
 pub use rules::RuleSet;
-pub use statement::{classify, Action, ClassifyError, Statement, TableName};
+pub use statement::{classify, statements, Action, ClassifyError, Name, Statement, TableName};
 
 /// The default limit on a frame's length (the protocol allows 256 MiB).
 pub const DEFAULT_MAX_FRAME: usize = 1024 * 1024;

@@ -22,7 +22,7 @@ use crate::frame::{
 };
 use crate::rules::RuleSet;
 use crate::segment::Format;
-use crate::statement::{classify, Action};
+use crate::statement::{statements, Action};
 
 /// Prepared statements remembered per connection; the oldest is forgotten first.
 pub const MAX_PREPARED: usize = 4096;
@@ -43,16 +43,57 @@ struct Checked {
     keyspace: Option<String>,
 }
 
-/// What to do with an inspected request.
-enum Outcome {
-    /// Check these statements; pass if all are allowed.
-    Check(Vec<Checked>),
-    /// A PREPARE: check, and remember the statements for its result.
-    Prepare(Vec<Checked>),
-    /// The query cannot be classified: refused, with the reason logged.
-    Refuse(String),
+/// Why a request is refused before policy is asked.
+enum Refusal<'b> {
+    /// The query cannot be classified; the reason is logged.
+    Unclassified(String),
     /// An EXECUTE or batch entry of an id this connection never saw prepared.
-    Unprepared(Vec<u8>),
+    Unprepared(&'b [u8]),
+}
+
+/// The verdict on a request's statements, gathered one statement at a time.
+struct Judgement<'c> {
+    policy_name: &'c str,
+    /// The action the access log shows: the denied statement's, else the first one's.
+    shown: Option<Action>,
+    denied: bool,
+}
+
+impl<'c> Judgement<'c> {
+    fn new() -> Self {
+        Judgement {
+            policy_name: "",
+            shown: None,
+            denied: false,
+        }
+    }
+
+    /// Checks a statement on `table`, unless one was denied already; `shown_table` keeps the
+    /// table the access log shows.
+    fn statement(
+        &mut self,
+        ctx: &Context<'c>,
+        action: Action,
+        table: Option<&str>,
+        shown_table: &mut String,
+    ) {
+        if self.denied {
+            return;
+        }
+        // USE always passes: it only sets the keyspace unqualified names resolve against,
+        // so clients that connect with a keyspace keep working under table rules.
+        if action != Action::Use {
+            let verdict =
+                ctx.check::<RuleSet>(|rules| rules.any(|rule| rule.matches(action, table)));
+            self.policy_name = verdict.policy_name;
+            self.denied = !verdict.allowed;
+        }
+        if self.shown.is_none() || self.denied {
+            self.shown = Some(action);
+            shown_table.clear();
+            shown_table.push_str(table.unwrap_or_default());
+        }
+    }
 }
 
 /// A STARTUP on its way to the server.
@@ -80,8 +121,14 @@ pub struct CassandraParser {
     prepared: HashMap<Vec<u8>, Vec<Checked>>,
     /// Prepared ids, oldest first.
     prepared_order: VecDeque<Vec<u8>>,
+    /// The keyspace a USE being checked switches to, once it passes.
+    next_keyspace: Option<String>,
     /// The state of a v5 connection's segments.
     segments: segments::State,
+    /// Scratch: the table of the statement being checked, `keyspace.table`.
+    table: String,
+    /// Scratch: the table the access log shows for the request being checked.
+    shown_table: String,
     /// Scratch: a frame or segment that straddles input slices.
     raw: Vec<u8>,
     /// Scratch: a decompressed frame body or segment payload.
@@ -133,19 +180,6 @@ impl Parser for CassandraParser {
     }
 }
 
-/// Classifies `query` and resolves its tables against `keyspace`.
-fn statements(query: &str, keyspace: Option<&str>) -> Result<Vec<Checked>, String> {
-    let statements = classify(query).map_err(|e| e.to_string())?;
-    Ok(statements
-        .into_iter()
-        .map(|s| Checked {
-            action: s.action,
-            table: s.table.and_then(|t| t.qualified(keyspace)),
-            keyspace: s.keyspace,
-        })
-        .collect())
-}
-
 /// The body of a complete v3/v4 frame at the start of `input`, decompressed when the frame
 /// says so.
 fn frame_body<'s>(
@@ -194,7 +228,10 @@ impl CassandraParser {
             pending_prepares: HashMap::new(),
             prepared: HashMap::new(),
             prepared_order: VecDeque::new(),
+            next_keyspace: None,
             segments: segments::State::default(),
+            table: String::new(),
+            shown_table: String::new(),
             raw: Vec::new(),
             decompressed: Vec::new(),
         }
@@ -285,19 +322,11 @@ impl CassandraParser {
         if !inspected(header.opcode) {
             return Ok(None);
         }
-        match self.outcome(header, body)? {
-            None => Ok(None),
-            Some(outcome) => self.decide(ctx, header, outcome),
-        }
-    }
-
-    /// What an inspected request asks; `None` for requests that simply pass.
-    fn outcome(&mut self, header: &Header, body: &[u8]) -> Result<Option<Outcome>, ParseError> {
         let request = Request::parse(header, body).map_err(|_| MALFORMED)?;
-        let current = self.keyspace.clone();
-        let resolve =
-            |query: &str, own: Option<&str>| statements(query, own.or(current.as_deref()));
-        Ok(Some(match request {
+        let mut judgement = Judgement::new();
+        self.next_keyspace = None;
+        let mut prepared = None;
+        let judged = match request {
             Request::Startup { compression } => {
                 if self.version.is_none() {
                     self.startup = Some(Startup {
@@ -309,44 +338,23 @@ impl CassandraParser {
                 return Ok(None);
             }
             Request::Other(_) => return Ok(None),
-            Request::Query { query, keyspace } => match resolve(query, keyspace) {
-                Ok(checked) => Outcome::Check(checked),
-                Err(error) => Outcome::Refuse(error),
-            },
-            Request::Prepare { query, keyspace } => match resolve(query, keyspace) {
-                Ok(checked) => Outcome::Prepare(checked),
-                Err(error) => Outcome::Refuse(error),
-            },
-            Request::Execute { id, .. } => match self.prepared.get(id) {
-                Some(checked) => Outcome::Check(checked.clone()),
-                None => Outcome::Unprepared(id.to_vec()),
-            },
-            Request::Batch { entries, keyspace } => {
-                let mut all = Vec::with_capacity(entries.len());
-                for entry in entries {
-                    match entry {
-                        BatchEntry::Query(query) => match resolve(query, keyspace) {
-                            Ok(checked) => all.extend(checked),
-                            Err(error) => return Ok(Some(Outcome::Refuse(error))),
-                        },
-                        BatchEntry::Prepared(id) => match self.prepared.get(id) {
-                            Some(checked) => all.extend(checked.iter().cloned()),
-                            None => return Ok(Some(Outcome::Unprepared(id.to_vec()))),
-                        },
-                    }
-                }
-                Outcome::Check(all)
+            Request::Query { query, keyspace } => {
+                self.judge_query(ctx, &mut judgement, query, keyspace, None)
             }
-        }))
-    }
-
-    /// Checks and logs an inspected request; the error envelope answering it when denied.
-    fn decide(
-        &mut self,
-        ctx: &mut Context<'_>,
-        header: &Header,
-        outcome: Outcome,
-    ) -> Result<Option<Vec<u8>>, ParseError> {
+            Request::Prepare { query, keyspace } => {
+                let statements = prepared.insert(Vec::new());
+                self.judge_query(ctx, &mut judgement, query, keyspace, Some(statements))
+            }
+            Request::Execute { id, .. } => self.judge_prepared(ctx, &mut judgement, id),
+            Request::Batch { entries, keyspace } => {
+                entries.iter().try_for_each(|entry| match entry {
+                    BatchEntry::Query(query) => {
+                        self.judge_query(ctx, &mut judgement, query, keyspace, None)
+                    }
+                    BatchEntry::Prepared(id) => self.judge_prepared(ctx, &mut judgement, id),
+                })
+            }
+        };
         let unauthorized = || {
             frame::error_frame(
                 header.version,
@@ -356,14 +364,13 @@ impl CassandraParser {
                 None,
             )
         };
-        let (checked, prepare) = match outcome {
-            Outcome::Check(checked) => (checked, false),
-            Outcome::Prepare(checked) => (checked, true),
-            Outcome::Refuse(reason) => {
+        match judged {
+            Ok(()) => {}
+            Err(Refusal::Unclassified(reason)) => {
                 ctx.log(EntryType::Denied, "", &[Field::text("error", &reason)]);
                 return Ok(Some(unauthorized()));
             }
-            Outcome::Unprepared(id) => {
+            Err(Refusal::Unprepared(id)) => {
                 ctx.log(
                     EntryType::Denied,
                     "",
@@ -374,51 +381,93 @@ impl CassandraParser {
                     header.stream,
                     UNPREPARED,
                     "Unknown prepared statement",
-                    Some(&id),
+                    Some(id),
                 )));
             }
-        };
-        let mut policy_name = "";
-        let mut denied = None;
-        for statement in &checked {
-            // USE always passes: it only sets the keyspace unqualified names resolve against,
-            // so clients that connect with a keyspace keep working under table rules.
-            if statement.action == Action::Use {
-                continue;
-            }
-            let verdict = ctx.check::<RuleSet>(|rules| {
-                rules.any(|rule| rule.matches(statement.action, statement.table.as_deref()))
-            });
-            policy_name = verdict.policy_name;
-            if !verdict.allowed {
-                denied = Some(statement);
-                break;
-            }
         }
-        let shown = denied.or(checked.first());
-        let action = shown.map_or("", |s| s.action.name());
-        let table = shown.and_then(|s| s.table.as_deref()).unwrap_or_default();
         let fields = [
-            Field::text("query_action", action),
-            Field::text("query_table", table),
+            Field::text("query_action", judgement.shown.map_or("", Action::name)),
+            Field::text("query_table", &self.shown_table),
         ];
-        if denied.is_some() {
-            ctx.log(EntryType::Denied, policy_name, &fields);
+        if judgement.denied {
+            ctx.log(EntryType::Denied, judgement.policy_name, &fields);
             return Ok(Some(unauthorized()));
         }
-        ctx.log(EntryType::Request, policy_name, &fields);
-        if !prepare {
-            if let Some(keyspace) = checked.iter().rev().find_map(|s| s.keyspace.clone()) {
-                self.keyspace = Some(keyspace);
+        ctx.log(EntryType::Request, judgement.policy_name, &fields);
+        match prepared {
+            None => {
+                if let Some(keyspace) = self.next_keyspace.take() {
+                    self.keyspace = Some(keyspace);
+                }
             }
-        } else if self.pending_prepares.len() >= MAX_PENDING_PREPARES
-            && !self.pending_prepares.contains_key(&header.stream)
-        {
-            return Err(TOO_MANY);
-        } else {
-            self.pending_prepares.insert(header.stream, checked);
+            Some(_)
+                if self.pending_prepares.len() >= MAX_PENDING_PREPARES
+                    && !self.pending_prepares.contains_key(&header.stream) =>
+            {
+                return Err(TOO_MANY)
+            }
+            Some(statements) => {
+                self.pending_prepares.insert(header.stream, statements);
+            }
         }
         Ok(None)
+    }
+
+    /// Judges the statements of `query`, unqualified tables resolving against `own` (a v5
+    /// request's keyspace) or else the connection's; a PREPARE's statements are kept in
+    /// `prepared`.
+    fn judge_query<'b, 'c>(
+        &mut self,
+        ctx: &Context<'c>,
+        judgement: &mut Judgement<'c>,
+        query: &str,
+        own: Option<&str>,
+        mut prepared: Option<&mut Vec<Checked>>,
+    ) -> Result<(), Refusal<'b>> {
+        for statement in statements(query) {
+            let statement = statement.map_err(|e| Refusal::Unclassified(e.to_string()))?;
+            let current = own.or(self.keyspace.as_deref());
+            let table = match statement.table {
+                Some(name) if name.qualify_into(current, &mut self.table) => {
+                    Some(self.table.as_str())
+                }
+                _ => None,
+            };
+            judgement.statement(ctx, statement.action, table, &mut self.shown_table);
+            let keyspace = statement.keyspace.map(|name| name.to_string());
+            match &mut prepared {
+                Some(prepared) => prepared.push(Checked {
+                    action: statement.action,
+                    table: table.map(str::to_owned),
+                    keyspace,
+                }),
+                None if keyspace.is_some() => self.next_keyspace = keyspace,
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Judges the statements prepared as `id`.
+    fn judge_prepared<'b, 'c>(
+        &mut self,
+        ctx: &Context<'c>,
+        judgement: &mut Judgement<'c>,
+        id: &'b [u8],
+    ) -> Result<(), Refusal<'b>> {
+        let checked = self.prepared.get(id).ok_or(Refusal::Unprepared(id))?;
+        for statement in checked {
+            judgement.statement(
+                ctx,
+                statement.action,
+                statement.table.as_deref(),
+                &mut self.shown_table,
+            );
+            if statement.keyspace.is_some() {
+                self.next_keyspace.clone_from(&statement.keyspace);
+            }
+        }
+        Ok(())
     }
 
     /// Sends `error` (an error envelope) toward the client, framed as the connection requires.

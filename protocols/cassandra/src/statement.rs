@@ -2,8 +2,9 @@
 //!
 //! Classification reads the tokens of one statement (or of a text batch, every statement of
 //! it), so `INSERT INTO t(a,b)`, quoted names and comments are understood, not split on white
-//! space. Unqualified tables resolve against the connection's keyspace. It decides nothing
-//! about policy.
+//! space. Unqualified tables resolve against the connection's keyspace. It reads the text as it
+//! goes, borrows names from it and never allocates (but for errors); it decides nothing about
+//! policy.
 
 use std::fmt;
 
@@ -127,42 +128,89 @@ impl Action {
     }
 }
 
-/// A table name, keyspace-qualified once resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TableName {
-    /// The keyspace, when the statement names one.
-    pub keyspace: Option<String>,
-    /// The table.
-    pub table: String,
+/// A name as written: unquoted (case-insensitive: it resolves lower-cased) or quoted (kept as
+/// is, `""` standing for `"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Name<'q> {
+    Unquoted(&'q str),
+    Quoted(&'q str),
 }
 
-impl TableName {
-    /// `keyspace.table`, the unqualified name resolving against `current` (the connection's
-    /// keyspace); `None` when unqualified and no keyspace is set.
-    pub fn qualified(&self, current: Option<&str>) -> Option<String> {
-        let keyspace = self.keyspace.as_deref().or(current)?;
-        Some(format!("{keyspace}.{}", self.table))
+impl Name<'_> {
+    /// Appends the name as Cassandra resolves it to `out`.
+    pub fn push_to(&self, out: &mut String) {
+        match *self {
+            Name::Unquoted(word) => out.extend(word.chars().map(|c| c.to_ascii_lowercase())),
+            Name::Quoted(quoted) => {
+                for (i, part) in quoted.split("\"\"").enumerate() {
+                    if i > 0 {
+                        out.push('"');
+                    }
+                    out.push_str(part);
+                }
+            }
+        }
     }
 }
 
-impl fmt::Display for TableName {
+impl fmt::Display for Name<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut resolved = String::new();
+        self.push_to(&mut resolved);
+        f.write_str(&resolved)
+    }
+}
+
+/// A possibly qualified table name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableName<'q> {
+    /// The keyspace, when the statement names one.
+    pub keyspace: Option<Name<'q>>,
+    /// The table.
+    pub table: Name<'q>,
+}
+
+impl TableName<'_> {
+    /// Writes `keyspace.table` into `out` (replacing what it held), an unqualified name
+    /// resolving against `current` (the connection's keyspace); false, with `out` empty, when
+    /// unqualified and no keyspace is set.
+    pub fn qualify_into(&self, current: Option<&str>, out: &mut String) -> bool {
+        out.clear();
+        match (self.keyspace, current) {
+            (Some(keyspace), _) => keyspace.push_to(out),
+            (None, Some(current)) => out.push_str(current),
+            (None, None) => return false,
+        }
+        out.push('.');
+        self.table.push_to(out);
+        true
+    }
+
+    /// `keyspace.table`, as [`TableName::qualify_into`] writes it.
+    pub fn qualified(&self, current: Option<&str>) -> Option<String> {
+        let mut out = String::new();
+        self.qualify_into(current, &mut out).then_some(out)
+    }
+}
+
+impl fmt::Display for TableName<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.keyspace {
             Some(keyspace) => write!(f, "{keyspace}.{}", self.table),
-            None => f.write_str(&self.table),
+            None => write!(f, "{}", self.table),
         }
     }
 }
 
 /// One classified statement.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Statement {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Statement<'q> {
     /// What it does.
     pub action: Action,
     /// The table, for actions on a table.
-    pub table: Option<TableName>,
+    pub table: Option<TableName<'q>>,
     /// For `USE`: the keyspace it switches to.
-    pub keyspace: Option<String>,
+    pub keyspace: Option<Name<'q>>,
 }
 
 /// A query that cannot be classified.
@@ -187,216 +235,364 @@ pub enum ClassifyError {
 
 /// Classifies a query: one statement, or a text batch of several. Returns every statement
 /// (a batch's in order).
-pub fn classify(query: &str) -> Result<Vec<Statement>, ClassifyError> {
-    let tokens: Vec<Token<'_>> = Lexer::new(query).collect::<Result<_, _>>()?;
-    let mut statements: Vec<&[Token<'_>]> = tokens
-        .split(|t| *t == Token::Punct(';'))
-        .filter(|s| !s.is_empty())
-        .collect();
-    match statements.len() {
-        0 => return Err(ClassifyError::Empty),
-        1 => {}
-        _ if statements[0].first().is_some_and(|t| t.is("BEGIN")) => {}
-        _ => return Err(ClassifyError::Several),
-    }
-    if statements[0].first().is_some_and(|t| t.is("BEGIN")) {
-        return batch(&mut statements);
-    }
-    Ok(vec![statement(statements[0])?])
+pub fn classify(query: &str) -> Result<Vec<Statement<'_>>, ClassifyError> {
+    statements(query).collect()
 }
 
-/// A text batch: `BEGIN [UNLOGGED|COUNTER] BATCH [USING …] s1; s2; … APPLY BATCH`.
-fn batch(parts: &mut [&[Token<'_>]]) -> Result<Vec<Statement>, ClassifyError> {
-    let unknown = || ClassifyError::Unknown("BEGIN".into());
-    let first = &mut parts[0];
-    let after_batch = first
-        .iter()
-        .position(|t| t.is("BATCH"))
-        .ok_or_else(unknown)?;
-    let mut rest = &first[after_batch + 1..];
-    if rest.first().is_some_and(|t| t.is("USING")) {
-        // USING TIMESTAMP <n>: skip the clause up to the first statement keyword.
-        rest = &rest[rest.len().min(3)..];
-    }
-    *first = rest;
-    let (last, body) = parts.split_last_mut().ok_or_else(unknown)?;
-    let apply = last
-        .iter()
-        .rposition(|t| t.is("APPLY"))
-        .ok_or_else(unknown)?;
-    if !last.get(apply + 1).is_some_and(|t| t.is("BATCH")) || apply + 2 != last.len() {
-        return Err(unknown());
-    }
-    let tail = &last[..apply];
-    body.iter()
-        .copied()
-        .chain(std::iter::once(tail))
-        .filter(|s| !s.is_empty())
-        .map(statement)
-        .collect()
-}
-
-/// Reads a possibly qualified name at the start of `tokens`: `t`, `ks.t`, `"Ks"."T"`.
-fn name(tokens: &[Token<'_>]) -> Option<TableName> {
-    let part = |token: &Token<'_>| match token {
-        Token::Word(w) => Some(w.to_ascii_lowercase()),
-        Token::Quoted(q) => Some(q.replace("\"\"", "\"")),
-        _ => None,
-    };
-    let first = part(tokens.first()?)?;
-    match (tokens.get(1), tokens.get(2).and_then(part)) {
-        (Some(Token::Punct('.')), Some(second)) => Some(TableName {
-            keyspace: Some(first),
-            table: second,
-        }),
-        _ => Some(TableName {
-            keyspace: None,
-            table: first,
-        }),
+/// The statements of a query, read one at a time: one statement, or every statement of a text
+/// batch; an error ends them.
+pub fn statements(query: &str) -> Statements<'_> {
+    Statements {
+        lexer: Lexer::new(query),
+        place: Place::Start,
     }
 }
 
-/// Skips `IF [NOT] EXISTS`.
-fn skip_if_exists<'t>(tokens: &'t [Token<'t>]) -> &'t [Token<'t>] {
-    match tokens {
-        [i, n, e, rest @ ..] if i.is("IF") && n.is("NOT") && e.is("EXISTS") => rest,
-        [i, e, rest @ ..] if i.is("IF") && e.is("EXISTS") => rest,
-        _ => tokens,
-    }
+/// An iterator over the statements of a query; see [`statements`].
+#[derive(Debug, Clone)]
+pub struct Statements<'q> {
+    lexer: Lexer<'q>,
+    place: Place,
 }
 
-fn statement(tokens: &[Token<'_>]) -> Result<Statement, ClassifyError> {
-    use Action::*;
-    let word = |i: usize| match tokens.get(i) {
-        Some(Token::Word(w)) => w.to_ascii_uppercase(),
-        _ => String::new(),
-    };
-    let on_table = |action: Action, at: usize| -> Result<Statement, ClassifyError> {
-        let table = name(skip_if_exists(tokens.get(at..).unwrap_or_default()))
-            .ok_or(ClassifyError::MissingName(action.name()))?;
-        Ok(Statement {
-            action,
-            table: Some(table),
-            keyspace: None,
-        })
-    };
-    let after = |keyword: &str| tokens.iter().position(|t| t.is(keyword)).map(|i| i + 1);
-    let plain = |action: Action| {
-        Ok(Statement {
-            action,
-            table: None,
-            keyspace: None,
-        })
-    };
-    let (first, second) = (word(0), word(1));
-    match (first.as_str(), second.as_str()) {
-        ("SELECT", _) => on_table(
-            Select,
-            after("FROM").ok_or(ClassifyError::MissingName("select"))?,
-        ),
-        ("INSERT", "INTO") => on_table(Insert, 2),
-        ("UPDATE", _) => on_table(Update, 1),
-        ("DELETE", _) => on_table(
-            Delete,
-            after("FROM").ok_or(ClassifyError::MissingName("delete"))?,
-        ),
-        ("TRUNCATE", "TABLE" | "COLUMNFAMILY") => on_table(TruncateTable, 2),
-        ("TRUNCATE", _) => on_table(TruncateTable, 1),
-        ("USE", _) => {
-            let keyspace = name(&tokens[1..])
-                .ok_or(ClassifyError::MissingName("use"))?
-                .table;
-            Ok(Statement {
-                action: Use,
-                table: None,
-                keyspace: Some(keyspace),
-            })
+/// Where a [`Statements`] is in its query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    Start,
+    InBatch,
+    Done,
+}
+
+impl<'q> Iterator for Statements<'q> {
+    type Item = Result<Statement<'q>, ClassifyError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let item = match self.place {
+            Place::Done => return None,
+            Place::Start => self.first(),
+            Place::InBatch => self.in_batch(),
+        };
+        if !matches!(item, Some(Ok(_))) {
+            self.place = Place::Done;
         }
-        ("CREATE" | "ALTER" | "DROP", _) => ddl(tokens, &first, &word, &on_table, &plain),
-        ("GRANT" | "REVOKE", _) => {
-            // GRANT <permission> ON <resource> TO <role> vs GRANT <role> TO <role>.
-            let on_resource = tokens.iter().any(|t| t.is("ON"));
-            match (first.as_str(), on_resource) {
-                ("GRANT", true) => plain(GrantPermission),
-                ("GRANT", false) => plain(GrantRole),
-                (_, true) => plain(RevokePermission),
-                (_, false) => plain(RevokeRole),
+        item
+    }
+}
+
+/// The next token of `lexer`, lexing errors as classification errors.
+fn next_token<'q>(lexer: &mut Lexer<'q>) -> Result<Option<Token<'q>>, ClassifyError> {
+    lexer.next().transpose().map_err(ClassifyError::from)
+}
+
+/// Skips `;` tokens; true when a token other than `;` follows.
+fn skip_semicolons(lexer: &mut Lexer<'_>) -> Result<bool, ClassifyError> {
+    loop {
+        let mut ahead = lexer.clone();
+        match next_token(&mut ahead)? {
+            Some(Token::Punct(';')) => *lexer = ahead,
+            Some(_) => return Ok(true),
+            None => return Ok(false),
+        }
+    }
+}
+
+impl<'q> Statements<'q> {
+    /// The first statement, or the first of a batch.
+    fn first(&mut self) -> Option<Result<Statement<'q>, ClassifyError>> {
+        match skip_semicolons(&mut self.lexer) {
+            Ok(true) => {}
+            Ok(false) => return Some(Err(ClassifyError::Empty)),
+            Err(error) => return Some(Err(error)),
+        }
+        let view = StatementView {
+            start: self.lexer.clone(),
+            in_batch: false,
+        };
+        if view.is(0, "BEGIN") {
+            return match self.begin_batch() {
+                Ok(()) => {
+                    self.place = Place::InBatch;
+                    self.in_batch()
+                }
+                Err(error) => Some(Err(error)),
+            };
+        }
+        let statement = view.classify().and_then(|statement| {
+            view.skip_to_end(&mut self.lexer)?;
+            match skip_semicolons(&mut self.lexer)? {
+                true => Err(ClassifyError::Several),
+                false => Ok(statement),
+            }
+        });
+        self.place = Place::Done;
+        Some(statement)
+    }
+
+    /// Reads `BEGIN [UNLOGGED|COUNTER] BATCH [USING TIMESTAMP <n>]`.
+    fn begin_batch(&mut self) -> Result<(), ClassifyError> {
+        let unknown = || ClassifyError::Unknown("BEGIN".into());
+        next_token(&mut self.lexer)?;
+        let mut token = next_token(&mut self.lexer)?.ok_or_else(unknown)?;
+        if token.is("UNLOGGED") || token.is("COUNTER") {
+            token = next_token(&mut self.lexer)?.ok_or_else(unknown)?;
+        }
+        if !token.is("BATCH") {
+            return Err(unknown());
+        }
+        let mut ahead = self.lexer.clone();
+        if next_token(&mut ahead)?.is_some_and(|t| t.is("USING")) {
+            // USING TIMESTAMP <n>
+            next_token(&mut ahead)?;
+            next_token(&mut ahead)?;
+            self.lexer = ahead;
+        }
+        Ok(())
+    }
+
+    /// The next statement of a batch; `None` after `APPLY BATCH` ends it.
+    fn in_batch(&mut self) -> Option<Result<Statement<'q>, ClassifyError>> {
+        let unknown = || ClassifyError::Unknown("BEGIN".into());
+        match skip_semicolons(&mut self.lexer) {
+            Ok(true) => {}
+            Ok(false) => return Some(Err(unknown())),
+            Err(error) => return Some(Err(error)),
+        }
+        let view = StatementView {
+            start: self.lexer.clone(),
+            in_batch: true,
+        };
+        let mut rest = self.lexer.clone();
+        if let Ok(Some(token)) = next_token(&mut rest) {
+            if view.ends(&token, &rest) {
+                // APPLY BATCH, then nothing but `;`.
+                self.place = Place::Done;
+                let end = next_token(&mut rest).and_then(|_| skip_semicolons(&mut rest));
+                return match end {
+                    Ok(false) => None,
+                    Ok(true) => Some(Err(unknown())),
+                    Err(error) => Some(Err(error)),
+                };
             }
         }
-        ("LIST", "ROLES") => plain(ListRoles),
-        ("LIST", "USERS") => plain(ListUsers),
-        ("LIST", _) => plain(ListPermissions),
-        _ => Err(ClassifyError::Unknown(match tokens.first() {
-            Some(Token::Word(w)) => (*w).to_owned(),
-            other => format!("{other:?}"),
-        })),
+        Some(
+            view.classify()
+                .and_then(|statement| view.skip_to_end(&mut self.lexer).map(|()| statement)),
+        )
     }
 }
 
-fn ddl(
-    tokens: &[Token<'_>],
-    verb: &str,
-    word: &dyn Fn(usize) -> String,
-    on_table: &dyn Fn(Action, usize) -> Result<Statement, ClassifyError>,
-    plain: &dyn Fn(Action) -> Result<Statement, ClassifyError>,
-) -> Result<Statement, ClassifyError> {
-    use Action::*;
-    // CREATE OR REPLACE FUNCTION / AGGREGATE, CREATE CUSTOM INDEX.
-    let mut object = 1;
-    while ["OR", "REPLACE", "CUSTOM"].contains(&word(object).as_str()) {
-        object += 1;
+/// One statement of a query, read from its first token up to its end: a `;`, the end of the
+/// text, or in a batch an `APPLY BATCH`.
+struct StatementView<'q> {
+    start: Lexer<'q>,
+    in_batch: bool,
+}
+
+impl<'q> StatementView<'q> {
+    /// Whether `token`, followed by what `rest` holds, ends the statement.
+    fn ends(&self, token: &Token<'_>, rest: &Lexer<'q>) -> bool {
+        match token {
+            Token::Punct(';') => true,
+            t if self.in_batch && t.is("APPLY") => {
+                let mut rest = rest.clone();
+                matches!(rest.next(), Some(Ok(t)) if t.is("BATCH"))
+            }
+            _ => false,
+        }
     }
-    let object_word = word(object);
-    let pick = |create: Action, alter: Option<Action>, drop: Action| match verb {
-        "CREATE" => Some(create),
-        "ALTER" => alter,
-        _ => Some(drop),
-    };
-    let unknown = || ClassifyError::Unknown(format!("{verb} {object_word}"));
-    match object_word.as_str() {
-        "TABLE" | "COLUMNFAMILY" => on_table(
-            pick(CreateTable, Some(AlterTable), DropTable).ok_or_else(unknown)?,
-            object + 1,
-        ),
-        "KEYSPACE" | "SCHEMA" => {
-            plain(pick(CreateKeyspace, Some(AlterKeyspace), DropKeyspace).ok_or_else(unknown)?)
+
+    /// The statement's tokens, from the one at `at` on.
+    fn tokens_from(&self, at: usize) -> impl Iterator<Item = Token<'q>> + '_ {
+        let mut lexer = self.start.clone();
+        std::iter::from_fn(move || {
+            let token = lexer.next()?.ok()?;
+            (!self.ends(&token, &lexer)).then_some(token)
+        })
+        .skip(at)
+    }
+
+    /// Whether the token at `at` is `keyword`.
+    fn is(&self, at: usize, keyword: &str) -> bool {
+        self.tokens_from(at).next().is_some_and(|t| t.is(keyword))
+    }
+
+    /// The index of the token after the first `keyword`.
+    fn after(&self, keyword: &str) -> Option<usize> {
+        self.tokens_from(0)
+            .position(|t| t.is(keyword))
+            .map(|i| i + 1)
+    }
+
+    /// A possibly qualified name at `at`, after an `IF [NOT] EXISTS`: `t`, `ks.t`,
+    /// `"Ks"."T"`.
+    fn name(&self, mut at: usize) -> Option<TableName<'q>> {
+        if self.is(at, "IF") {
+            at += if self.is(at + 1, "NOT") { 3 } else { 2 };
         }
-        "INDEX" if verb == "CREATE" => {
-            let on = tokens
-                .iter()
-                .position(|t| t.is("ON"))
-                .ok_or(ClassifyError::MissingName("create-index"))?;
-            on_table(CreateIndex, on + 1)
+        let part = |token: Token<'q>| match token {
+            Token::Word(w) => Some(Name::Unquoted(w)),
+            Token::Quoted(q) => Some(Name::Quoted(q)),
+            _ => None,
+        };
+        let mut tokens = self.tokens_from(at);
+        let first = part(tokens.next()?)?;
+        match (tokens.next(), tokens.next().and_then(part)) {
+            (Some(Token::Punct('.')), Some(second)) => Some(TableName {
+                keyspace: Some(first),
+                table: second,
+            }),
+            _ => Some(TableName {
+                keyspace: None,
+                table: first,
+            }),
         }
-        "INDEX" if verb == "DROP" => plain(DropIndex),
-        "MATERIALIZED" if word(object + 1) == "VIEW" => on_table(
-            pick(CreateMaterializedView, None, DropMaterializedView).ok_or_else(unknown)?,
-            object + 2,
-        ),
-        "TRIGGER" if verb != "ALTER" => {
-            let on = tokens
-                .iter()
-                .position(|t| t.is("ON"))
-                .ok_or(ClassifyError::MissingName("trigger"))?;
-            on_table(
+    }
+
+    /// Moves `lexer` (at the statement's start) past the statement and the `;` that ends it,
+    /// or to the `APPLY BATCH` that does; lexing errors on the way are errors.
+    fn skip_to_end(&self, lexer: &mut Lexer<'q>) -> Result<(), ClassifyError> {
+        loop {
+            let mut ahead = lexer.clone();
+            match next_token(&mut ahead)? {
+                None => return Ok(()),
+                Some(Token::Punct(';')) => {
+                    *lexer = ahead;
+                    return Ok(());
+                }
+                Some(token) if self.ends(&token, &ahead) => return Ok(()),
+                Some(_) => *lexer = ahead,
+            }
+        }
+    }
+
+    /// The keyword at `at`, upper-cased into `buf`; empty when there is no word there or it is
+    /// too long to be a keyword.
+    fn keyword<'b>(&self, at: usize, buf: &'b mut [u8; 16]) -> &'b str {
+        match self.tokens_from(at).next() {
+            Some(Token::Word(w)) if w.len() <= buf.len() => {
+                let upper = &mut buf[..w.len()];
+                upper.copy_from_slice(w.as_bytes());
+                upper.make_ascii_uppercase();
+                std::str::from_utf8(upper).unwrap_or_default()
+            }
+            _ => "",
+        }
+    }
+
+    fn classify(&self) -> Result<Statement<'q>, ClassifyError> {
+        use Action::*;
+        // Lexing errors anywhere in the statement come first.
+        self.skip_to_end(&mut self.start.clone())?;
+        let (mut first, mut second) = ([0; 16], [0; 16]);
+        let (first, second) = (self.keyword(0, &mut first), self.keyword(1, &mut second));
+        let missing = |action: Action| ClassifyError::MissingName(action.name());
+        let on_table = |action: Action, at: Option<usize>| -> Result<Statement<'q>, _> {
+            let table = at.and_then(|at| self.name(at)).ok_or(missing(action))?;
+            Ok(Statement {
+                action,
+                table: Some(table),
+                keyspace: None,
+            })
+        };
+        let plain = |action: Action| {
+            Ok(Statement {
+                action,
+                table: None,
+                keyspace: None,
+            })
+        };
+        match (first, second) {
+            ("SELECT", _) => on_table(Select, self.after("FROM")),
+            ("INSERT", "INTO") => on_table(Insert, Some(2)),
+            ("UPDATE", _) => on_table(Update, Some(1)),
+            ("DELETE", _) => on_table(Delete, self.after("FROM")),
+            ("TRUNCATE", "TABLE" | "COLUMNFAMILY") => on_table(TruncateTable, Some(2)),
+            ("TRUNCATE", _) => on_table(TruncateTable, Some(1)),
+            ("USE", _) => {
+                let keyspace = self.name(1).ok_or(missing(Use))?.table;
+                Ok(Statement {
+                    action: Use,
+                    table: None,
+                    keyspace: Some(keyspace),
+                })
+            }
+            ("CREATE" | "ALTER" | "DROP", _) => self.ddl(first, &on_table, &plain),
+            ("GRANT" | "REVOKE", _) => {
+                // GRANT <permission> ON <resource> TO <role> vs GRANT <role> TO <role>.
+                let on_resource = self.after("ON").is_some();
+                match (first, on_resource) {
+                    ("GRANT", true) => plain(GrantPermission),
+                    ("GRANT", false) => plain(GrantRole),
+                    (_, true) => plain(RevokePermission),
+                    (_, false) => plain(RevokeRole),
+                }
+            }
+            ("LIST", "ROLES") => plain(ListRoles),
+            ("LIST", "USERS") => plain(ListUsers),
+            ("LIST", _) => plain(ListPermissions),
+            _ => Err(ClassifyError::Unknown(match self.tokens_from(0).next() {
+                Some(Token::Word(w)) => w.to_owned(),
+                other => format!("{other:?}"),
+            })),
+        }
+    }
+
+    fn ddl(
+        &self,
+        verb: &str,
+        on_table: &dyn Fn(Action, Option<usize>) -> Result<Statement<'q>, ClassifyError>,
+        plain: &dyn Fn(Action) -> Result<Statement<'q>, ClassifyError>,
+    ) -> Result<Statement<'q>, ClassifyError> {
+        use Action::*;
+        // CREATE OR REPLACE FUNCTION / AGGREGATE, CREATE CUSTOM INDEX.
+        let mut object = 1;
+        while ["OR", "REPLACE", "CUSTOM"]
+            .iter()
+            .any(|keyword| self.is(object, keyword))
+        {
+            object += 1;
+        }
+        let mut buf = [0; 16];
+        let object_word = self.keyword(object, &mut buf);
+        let pick = |create: Action, alter: Option<Action>, drop: Action| match verb {
+            "CREATE" => Some(create),
+            "ALTER" => alter,
+            _ => Some(drop),
+        };
+        let unknown = || ClassifyError::Unknown(format!("{verb} {object_word}"));
+        match object_word {
+            "TABLE" | "COLUMNFAMILY" => on_table(
+                pick(CreateTable, Some(AlterTable), DropTable).ok_or_else(unknown)?,
+                Some(object + 1),
+            ),
+            "KEYSPACE" | "SCHEMA" => {
+                plain(pick(CreateKeyspace, Some(AlterKeyspace), DropKeyspace).ok_or_else(unknown)?)
+            }
+            "INDEX" if verb == "CREATE" => on_table(CreateIndex, self.after("ON")),
+            "INDEX" if verb == "DROP" => plain(DropIndex),
+            "MATERIALIZED" if self.is(object + 1, "VIEW") => on_table(
+                pick(CreateMaterializedView, None, DropMaterializedView).ok_or_else(unknown)?,
+                Some(object + 2),
+            ),
+            "TRIGGER" if verb != "ALTER" => on_table(
                 if verb == "CREATE" {
                     CreateTrigger
                 } else {
                     DropTrigger
                 },
-                on + 1,
-            )
+                self.after("ON"),
+            ),
+            "ROLE" => plain(pick(CreateRole, Some(AlterRole), DropRole).ok_or_else(unknown)?),
+            "USER" => plain(pick(CreateUser, Some(AlterUser), DropUser).ok_or_else(unknown)?),
+            "FUNCTION" if verb != "ALTER" => {
+                plain(pick(CreateFunction, None, DropFunction).ok_or_else(unknown)?)
+            }
+            "AGGREGATE" if verb != "ALTER" => {
+                plain(pick(CreateAggregate, None, DropAggregate).ok_or_else(unknown)?)
+            }
+            "TYPE" => plain(pick(CreateType, Some(AlterType), DropType).ok_or_else(unknown)?),
+            _ => Err(unknown()),
         }
-        "ROLE" => plain(pick(CreateRole, Some(AlterRole), DropRole).ok_or_else(unknown)?),
-        "USER" => plain(pick(CreateUser, Some(AlterUser), DropUser).ok_or_else(unknown)?),
-        "FUNCTION" if verb != "ALTER" => {
-            plain(pick(CreateFunction, None, DropFunction).ok_or_else(unknown)?)
-        }
-        "AGGREGATE" if verb != "ALTER" => {
-            plain(pick(CreateAggregate, None, DropAggregate).ok_or_else(unknown)?)
-        }
-        "TYPE" => plain(pick(CreateType, Some(AlterType), DropType).ok_or_else(unknown)?),
-        _ => Err(unknown()),
     }
 }
 

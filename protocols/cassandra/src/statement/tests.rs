@@ -66,10 +66,15 @@ fn every_action_is_recognised() {
 #[test]
 fn use_names_the_keyspace() {
     let statements = classify("USE \"MyKs\"").unwrap();
-    assert_eq!(statements[0].keyspace.as_deref(), Some("MyKs"));
+    let keyspace = |s: &Statement<'_>| s.keyspace.map(|k| k.to_string());
+    assert_eq!(keyspace(&statements[0]), Some("MyKs".into()));
     assert_eq!(
-        classify("use other;").unwrap()[0].keyspace.as_deref(),
-        Some("other")
+        keyspace(&classify("use Other;").unwrap()[0]),
+        Some("other".into())
+    );
+    assert_eq!(
+        keyspace(&classify(r#"USE "a""b""#).unwrap()[0]),
+        Some("a\"b".into())
     );
 }
 
