@@ -102,7 +102,6 @@ fn names_are_lower_cased_unless_quoted_and_resolve_against_the_keyspace() {
     );
     let unqualified = classify("INSERT INTO records(a) VALUES (1)").unwrap()[0]
         .table
-        .clone()
         .unwrap();
     assert_eq!(
         unqualified.qualified(Some("attendance")).as_deref(),
