@@ -317,13 +317,12 @@ impl<'q> Statements<'q> {
                 Err(error) => Some(Err(error)),
             };
         }
-        let statement = view.classify().and_then(|statement| {
-            view.skip_to_end(&mut self.lexer)?;
-            match skip_semicolons(&mut self.lexer)? {
+        let statement = view
+            .classify(&mut self.lexer)
+            .and_then(|statement| match skip_semicolons(&mut self.lexer)? {
                 true => Err(ClassifyError::Several),
                 false => Ok(statement),
-            }
-        });
+            });
         self.place = Place::Done;
         Some(statement)
     }
@@ -374,10 +373,7 @@ impl<'q> Statements<'q> {
                 };
             }
         }
-        Some(
-            view.classify()
-                .and_then(|statement| view.skip_to_end(&mut self.lexer).map(|()| statement)),
-        )
+        Some(view.classify(&mut self.lexer))
     }
 }
 
@@ -479,10 +475,12 @@ impl<'q> StatementView<'q> {
         }
     }
 
-    fn classify(&self) -> Result<Statement<'q>, ClassifyError> {
+    /// Classifies the statement and moves `lexer` (at its start) past it: see
+    /// [`StatementView::skip_to_end`].
+    fn classify(&self, lexer: &mut Lexer<'q>) -> Result<Statement<'q>, ClassifyError> {
         use Action::*;
         // Lexing errors anywhere in the statement come first.
-        self.skip_to_end(&mut self.start.clone())?;
+        self.skip_to_end(lexer)?;
         let (mut first, mut second) = ([0; 16], [0; 16]);
         let (first, second) = (self.keyword(0, &mut first), self.keyword(1, &mut second));
         let missing = |action: Action| ClassifyError::MissingName(action.name());
