@@ -4,8 +4,9 @@
 //! identifiers, string literals, comments), [`statement`] turns a query, or a text batch, into
 //! the actions and tables that rules constrain, and [`rules`] compiles `query_action` and
 //! `query_table` rules. [`frame`] reads the request frames policy inspects and composes error
-//! frames, [`compression`] handles LZ4 and Snappy bodies, and [`parser`] applies them to a
-//! connection: protocol v3 and v4.
+//! frames, [`compression`] handles LZ4 and Snappy bodies, [`segment`] the v5 segments that carry
+//! frames once STARTUP is answered, and [`parser`] applies them to a connection: protocol v3, v4
+//! and v5.
 
 pub mod compression;
 pub mod frame;
