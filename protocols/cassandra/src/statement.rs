@@ -397,42 +397,58 @@ impl<'q> StatementView<'q> {
         }
     }
 
-    /// The statement's tokens, from the one at `at` on.
-    fn tokens_from(&self, at: usize) -> impl Iterator<Item = Token<'q>> + '_ {
+    /// The token at `lexer`, moving past it; `None` at the statement's end.
+    fn next_in(&self, lexer: &mut Lexer<'q>) -> Option<Token<'q>> {
+        let token = lexer.next()?.ok()?;
+        (!self.ends(&token, lexer)).then_some(token)
+    }
+
+    /// A cursor at the statement's token number `at`; `None` past its end.
+    fn at(&self, at: usize) -> Option<Lexer<'q>> {
         let mut lexer = self.start.clone();
-        std::iter::from_fn(move || {
-            let token = lexer.next()?.ok()?;
-            (!self.ends(&token, &lexer)).then_some(token)
-        })
-        .skip(at)
+        for _ in 0..at {
+            self.next_in(&mut lexer)?;
+        }
+        Some(lexer)
     }
 
     /// Whether the token at `at` is `keyword`.
     fn is(&self, at: usize, keyword: &str) -> bool {
-        self.tokens_from(at).next().is_some_and(|t| t.is(keyword))
+        self.at(at)
+            .and_then(|mut lexer| self.next_in(&mut lexer))
+            .is_some_and(|t| t.is(keyword))
     }
 
-    /// The index of the token after the first `keyword`.
-    fn after(&self, keyword: &str) -> Option<usize> {
-        self.tokens_from(0)
-            .position(|t| t.is(keyword))
-            .map(|i| i + 1)
+    /// A cursor after the first `keyword`.
+    fn after(&self, keyword: &str) -> Option<Lexer<'q>> {
+        let mut lexer = self.start.clone();
+        while !self.next_in(&mut lexer)?.is(keyword) {}
+        Some(lexer)
     }
 
-    /// A possibly qualified name at `at`, after an `IF [NOT] EXISTS`: `t`, `ks.t`,
+    /// A possibly qualified name at `cursor`, after an `IF [NOT] EXISTS`: `t`, `ks.t`,
     /// `"Ks"."T"`.
-    fn name(&self, mut at: usize) -> Option<TableName<'q>> {
-        if self.is(at, "IF") {
-            at += if self.is(at + 1, "NOT") { 3 } else { 2 };
+    fn name(&self, mut cursor: Lexer<'q>) -> Option<TableName<'q>> {
+        let mut ahead = cursor.clone();
+        if self.next_in(&mut ahead).is_some_and(|t| t.is("IF")) {
+            let mut token = self.next_in(&mut ahead);
+            if token.is_some_and(|t| t.is("NOT")) {
+                token = self.next_in(&mut ahead);
+            }
+            if token.is_some_and(|t| t.is("EXISTS")) {
+                cursor = ahead;
+            }
         }
         let part = |token: Token<'q>| match token {
             Token::Word(w) => Some(Name::Unquoted(w)),
             Token::Quoted(q) => Some(Name::Quoted(q)),
             _ => None,
         };
-        let mut tokens = self.tokens_from(at);
-        let first = part(tokens.next()?)?;
-        match (tokens.next(), tokens.next().and_then(part)) {
+        let first = part(self.next_in(&mut cursor)?)?;
+        match (
+            self.next_in(&mut cursor),
+            self.next_in(&mut cursor).and_then(part),
+        ) {
             (Some(Token::Punct('.')), Some(second)) => Some(TableName {
                 keyspace: Some(first),
                 table: second,
@@ -464,7 +480,7 @@ impl<'q> StatementView<'q> {
     /// The keyword at `at`, upper-cased into `buf`; empty when there is no word there or it is
     /// too long to be a keyword.
     fn keyword<'b>(&self, at: usize, buf: &'b mut [u8; 16]) -> &'b str {
-        match self.tokens_from(at).next() {
+        match self.at(at).and_then(|mut lexer| self.next_in(&mut lexer)) {
             Some(Token::Word(w)) if w.len() <= buf.len() => {
                 let upper = &mut buf[..w.len()];
                 upper.copy_from_slice(w.as_bytes());
@@ -484,7 +500,7 @@ impl<'q> StatementView<'q> {
         let (mut first, mut second) = ([0; 16], [0; 16]);
         let (first, second) = (self.keyword(0, &mut first), self.keyword(1, &mut second));
         let missing = |action: Action| ClassifyError::MissingName(action.name());
-        let on_table = |action: Action, at: Option<usize>| -> Result<Statement<'q>, _> {
+        let on_table = |action: Action, at: Option<Lexer<'q>>| -> Result<Statement<'q>, _> {
             let table = at.and_then(|at| self.name(at)).ok_or(missing(action))?;
             Ok(Statement {
                 action,
@@ -501,13 +517,17 @@ impl<'q> StatementView<'q> {
         };
         match (first, second) {
             ("SELECT", _) => on_table(Select, self.after("FROM")),
-            ("INSERT", "INTO") => on_table(Insert, Some(2)),
-            ("UPDATE", _) => on_table(Update, Some(1)),
+            ("INSERT", "INTO") => on_table(Insert, self.at(2)),
+            ("UPDATE", _) => on_table(Update, self.at(1)),
             ("DELETE", _) => on_table(Delete, self.after("FROM")),
-            ("TRUNCATE", "TABLE" | "COLUMNFAMILY") => on_table(TruncateTable, Some(2)),
-            ("TRUNCATE", _) => on_table(TruncateTable, Some(1)),
+            ("TRUNCATE", "TABLE" | "COLUMNFAMILY") => on_table(TruncateTable, self.at(2)),
+            ("TRUNCATE", _) => on_table(TruncateTable, self.at(1)),
             ("USE", _) => {
-                let keyspace = self.name(1).ok_or(missing(Use))?.table;
+                let keyspace = self
+                    .at(1)
+                    .and_then(|at| self.name(at))
+                    .ok_or(missing(Use))?
+                    .table;
                 Ok(Statement {
                     action: Use,
                     table: None,
@@ -528,17 +548,19 @@ impl<'q> StatementView<'q> {
             ("LIST", "ROLES") => plain(ListRoles),
             ("LIST", "USERS") => plain(ListUsers),
             ("LIST", _) => plain(ListPermissions),
-            _ => Err(ClassifyError::Unknown(match self.tokens_from(0).next() {
-                Some(Token::Word(w)) => w.to_owned(),
-                other => format!("{other:?}"),
-            })),
+            _ => Err(ClassifyError::Unknown(
+                match self.next_in(&mut self.start.clone()) {
+                    Some(Token::Word(w)) => w.to_owned(),
+                    other => format!("{other:?}"),
+                },
+            )),
         }
     }
 
     fn ddl(
         &self,
         verb: &str,
-        on_table: &dyn Fn(Action, Option<usize>) -> Result<Statement<'q>, ClassifyError>,
+        on_table: &dyn Fn(Action, Option<Lexer<'q>>) -> Result<Statement<'q>, ClassifyError>,
         plain: &dyn Fn(Action) -> Result<Statement<'q>, ClassifyError>,
     ) -> Result<Statement<'q>, ClassifyError> {
         use Action::*;
@@ -561,7 +583,7 @@ impl<'q> StatementView<'q> {
         match object_word {
             "TABLE" | "COLUMNFAMILY" => on_table(
                 pick(CreateTable, Some(AlterTable), DropTable).ok_or_else(unknown)?,
-                Some(object + 1),
+                self.at(object + 1),
             ),
             "KEYSPACE" | "SCHEMA" => {
                 plain(pick(CreateKeyspace, Some(AlterKeyspace), DropKeyspace).ok_or_else(unknown)?)
@@ -570,7 +592,7 @@ impl<'q> StatementView<'q> {
             "INDEX" if verb == "DROP" => plain(DropIndex),
             "MATERIALIZED" if self.is(object + 1, "VIEW") => on_table(
                 pick(CreateMaterializedView, None, DropMaterializedView).ok_or_else(unknown)?,
-                Some(object + 2),
+                self.at(object + 2),
             ),
             "TRIGGER" if verb != "ALTER" => on_table(
                 if verb == "CREATE" {
