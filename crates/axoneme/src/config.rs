@@ -439,6 +439,15 @@ impl Config {
                 }
             }
         }
+        let max_frame = self.protocols.cassandra.max_frame_bytes;
+        let held = axoneme_cassandra::held_bytes(max_frame);
+        if self.limits.max_buffered < held {
+            return Err(format!(
+                "protocols.cassandra.maxFrameBytes: frames of {max_frame} bytes need \
+                 limits.maxBuffered of at least {held} (it is {})",
+                self.limits.max_buffered
+            ));
+        }
         Ok(())
     }
 }
@@ -500,6 +509,21 @@ listeners:
             err.starts_with("listeners[0]: unknown field `listne`, expected one of"),
             "{err}"
         );
+        let err = Config::parse(
+            &format!("{EXAMPLE}protocols: {{cassandra: {{maxFrameBytes: 4194304}}}}\n"),
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            "protocols.cassandra.maxFrameBytes: frames of 4194304 bytes need limits.maxBuffered \
+             of at least 4194709 (it is 1052672)"
+        );
+        let raised = format!(
+            "{EXAMPLE}protocols: {{cassandra: {{maxFrameBytes: 4194304}}}}\n\
+             limits: {{maxBuffered: 4194709}}\n"
+        );
+        assert!(Config::parse(&raised, Path::new(".")).is_ok());
     }
 
     #[test]

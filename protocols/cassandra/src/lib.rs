@@ -29,6 +29,15 @@ pub use statement::{classify, statements, Action, ClassifyError, Name, Statement
 /// The default limit on a frame's length (the protocol allows 256 MiB).
 pub const DEFAULT_MAX_FRAME: usize = 1024 * 1024;
 
+/// The most bytes a connection holds to read a frame of up to `max_frame` bytes whole: its
+/// header, and in v5 the headers and CRCs of the segments it is split over. The datapath's
+/// buffer limit must allow this much.
+pub fn held_bytes(max_frame: usize) -> usize {
+    let envelope = frame::HEADER_LEN + max_frame;
+    let segments = envelope.div_ceil(segment::MAX_PAYLOAD);
+    envelope + segments * (segment::Format::Lz4.header_len() + segment::TRAILER_LEN)
+}
+
 /// The Cassandra protocol.
 #[derive(Debug, Clone, Copy)]
 pub struct Cassandra {
