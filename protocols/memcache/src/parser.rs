@@ -32,6 +32,9 @@ pub struct MemcacheParser {
     pending: Pending,
     /// A barrier must be sent to the server before the next request.
     barrier_due: bool,
+    /// Per flow: bytes of the line at the start of the input already searched for its end in
+    /// vain, so a long line arriving in small reads is searched once, not once per read.
+    searched: [usize; 2],
     /// Scratch space for a line or key that straddles input slices.
     line: Vec<u8>,
     /// Scratch space for the keys of a multi-key request, joined for the access log.
@@ -55,6 +58,7 @@ impl MemcacheParser {
             wire: None,
             pending: Pending::default(),
             barrier_due: false,
+            searched: [0; 2],
             line: Vec::new(),
             keys: Vec::new(),
             decoded: Vec::new(),
@@ -112,13 +116,15 @@ impl MemcacheParser {
         } else {
             MAX_LINE
         };
-        let Some(newline) = input.find_byte(b'\n', 0) else {
+        let Some(newline) = input.find_byte(b'\n', self.searched[0]) else {
+            self.searched[0] = input.len();
             return if input.len() >= limit {
                 Err(LINE_TOO_LONG)
             } else {
                 Ok(Op::More(1))
             };
         };
+        self.searched[0] = 0;
         if newline >= limit {
             return Err(LINE_TOO_LONG);
         }
@@ -257,11 +263,12 @@ impl MemcacheParser {
             return Op::Nop;
         }
         if self.pending.watching() {
+            self.searched[1] = 0;
             return Op::Pass(input.len());
         }
         let element = match self.wire {
             Some(Wire::Binary) => binary_reply(input),
-            _ => response::next_element(input, &mut self.line),
+            _ => response::next_element(input, &mut self.searched[1], &mut self.line),
         };
         match element {
             Ok(Some((element, len))) => match self.pending.on_element(element) {

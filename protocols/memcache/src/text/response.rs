@@ -12,18 +12,22 @@ use crate::pending::Element;
 pub const MAX_REPLY_LINE: usize = 8 * 1024;
 
 /// The next reply element at the start of `input`, with its length in bytes; `None` when more
-/// bytes are needed to tell.
+/// bytes are needed to tell. `searched` holds how much of `input` earlier calls searched for the
+/// end of this line in vain (0 for a new line), so a long line is not searched again per read.
 pub fn next_element(
     input: Input<'_>,
+    searched: &mut usize,
     scratch: &mut Vec<u8>,
 ) -> Result<Option<(Element, usize)>, ParseError> {
-    let Some(newline) = input.find_byte(b'\n', 0) else {
+    let Some(newline) = input.find_byte(b'\n', *searched) else {
+        *searched = input.len();
         return if input.len() >= MAX_REPLY_LINE {
             Err(REPLY_LINE_TOO_LONG)
         } else {
             Ok(None)
         };
     };
+    *searched = 0;
     if newline >= MAX_REPLY_LINE {
         return Err(REPLY_LINE_TOO_LONG);
     }
@@ -81,7 +85,7 @@ mod tests {
 
     fn element(bytes: &[u8]) -> Option<(Element, usize)> {
         let slices = [bytes];
-        next_element(Input::new(&slices), &mut Vec::new()).unwrap()
+        next_element(Input::new(&slices), &mut 0, &mut Vec::new()).unwrap()
     }
 
     #[test]
@@ -113,9 +117,9 @@ mod tests {
     #[test]
     fn bad_value_lines_and_endless_lines_are_errors() {
         let slices: [&[u8]; 1] = [b"VALUE k 0 x\r\n"];
-        assert!(next_element(Input::new(&slices), &mut Vec::new()).is_err());
+        assert!(next_element(Input::new(&slices), &mut 0, &mut Vec::new()).is_err());
         let long = vec![b'a'; MAX_REPLY_LINE];
         let slices = [&long[..]];
-        assert!(next_element(Input::new(&slices), &mut Vec::new()).is_err());
+        assert!(next_element(Input::new(&slices), &mut 0, &mut Vec::new()).is_err());
     }
 }
