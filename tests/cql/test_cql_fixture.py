@@ -1,5 +1,5 @@
 """The cql-fixture, an in-memory CQL server, driven by the real Python Cassandra driver over
-protocol v4, without and with LZ4 compression."""
+protocol v4 and v5, without and with LZ4 compression."""
 
 import datetime
 import uuid
@@ -13,36 +13,72 @@ from cassandra.query import BatchStatement, BatchType, SimpleStatement, dict_fac
 
 from conftest import DEADLINE
 REPLICATION = "{'class': 'SimpleStrategy', 'replication_factor': 1}"
+COMPRESSIONS = {"plain": False, "lz4": "lz4"}
+# A value larger than a v5 segment's payload (128 KiB - 1), which LZ4 compresses.
+LARGE = "".join(f"{i:07d}," for i in range(25_000))
 
 
-@pytest.fixture(scope="module", params=[False, "lz4"], ids=["plain", "lz4"])
-def cluster(request, port):
-    cluster = Cluster(
-        ["127.0.0.1"], port=port, protocol_version=4, compression=request.param,
+def open_cluster(port, protocol_version, compression):
+    return Cluster(
+        ["127.0.0.1"], port=port, protocol_version=protocol_version, compression=compression,
         connect_timeout=DEADLINE,
     )
+
+
+@pytest.fixture(
+    scope="module",
+    params=[(version, name) for version in (4, 5) for name in COMPRESSIONS],
+    ids=lambda param: f"v{param[0]}-{param[1]}",
+)
+def cluster(request, port):
+    version, name = request.param
+    cluster = open_cluster(port, version, COMPRESSIONS[name])
     yield cluster
     cluster.shutdown()
 
 
-@pytest.fixture
-def session(cluster):
+@pytest.fixture(scope="module", params=list(COMPRESSIONS), ids=lambda name: f"v5-{name}")
+def cluster_v5(request, port):
+    """Protocol v5 only: what v4 cannot express."""
+    cluster = open_cluster(port, 5, COMPRESSIONS[request.param])
+    yield cluster
+    cluster.shutdown()
+
+
+def open_session(cluster):
     session = cluster.connect()
     session.default_timeout = DEADLINE
+    return session
+
+
+@pytest.fixture
+def session(cluster):
+    session = open_session(cluster)
+    yield session
+    session.shutdown()
+
+
+@pytest.fixture
+def session_v5(cluster_v5):
+    session = open_session(cluster_v5)
     yield session
     session.shutdown()
 
 
 def keyspace(session, name):
-    """A fresh keyspace, named per compression so both runs share one fixture."""
-    name = f"{name}_{'lz4' if session.cluster.compression else 'plain'}"
+    """A fresh keyspace, named per protocol version and compression so all runs share one
+    fixture."""
+    cluster = session.cluster
+    name = f"{name}_v{cluster.protocol_version}_{'lz4' if cluster.compression else 'plain'}"
     session.execute(f"DROP KEYSPACE IF EXISTS {name}")
     session.execute(f"CREATE KEYSPACE {name} WITH replication = {REPLICATION}")
     return name
 
 
-def test_connects_over_v4_and_reads_system_local(session):
-    assert session.cluster.protocol_version == 4
+def test_connects_and_reads_system_local(cluster, session):
+    version = cluster.protocol_version
+    # v5 carries every message after STARTUP in checksummed segments.
+    assert cluster.control_connection._connection._is_checksumming_enabled == (version == 5)
     row = session.execute("SELECT cluster_name, release_version FROM system.local WHERE key='local'").one()
     assert row.cluster_name == "cql-fixture"
     assert list(session.execute("SELECT * FROM system.peers")) == []
@@ -122,7 +158,7 @@ def test_concurrent_requests_and_connections(cluster, port, session):
         session, insert, [(i, str(i)) for i in range(300)], concurrency=50
     )
     assert all(ok for ok, _ in results)
-    other = Cluster(["127.0.0.1"], port=port, protocol_version=4, connect_timeout=DEADLINE)
+    other = open_cluster(port, cluster.protocol_version, False)
     try:
         rows = other.connect().execute(f"SELECT k, v FROM {ks}.n")
         assert sorted((r.k, r.v) for r in rows) == [(i, str(i)) for i in range(300)]
@@ -167,11 +203,61 @@ def test_errors(session):
         session.execute(f"SELECT * FROM {ks}.missing")
 
 
-def test_driver_downgrades_to_v4(port):
+def test_large_values_round_trip(session):
+    ks = keyspace(session, "large")
+    session.execute(f"CREATE TABLE {ks}.docs (id int PRIMARY KEY, body text, raw blob)")
+    insert = session.prepare(f"INSERT INTO {ks}.docs (id, body, raw) VALUES (?, ?, ?)")
+    raw = LARGE.encode()[::-1]
+    session.execute(insert, (1, LARGE, raw))
+    session.execute(f"INSERT INTO {ks}.docs (id, body) VALUES (%s, %s)", (2, LARGE[:1000]))
+    rows = {row.id: row for row in session.execute(f"SELECT * FROM {ks}.docs")}
+    assert (rows[1].body, rows[1].raw) == (LARGE, raw)
+    assert (rows[2].body, rows[2].raw) == (LARGE[:1000], None)
+
+
+def test_driver_negotiates_v5(port):
+    """Without a version the driver starts above v5 and steps down to the highest the fixture
+    speaks."""
     cluster = Cluster(["127.0.0.1"], port=port, connect_timeout=DEADLINE)
     try:
         session = cluster.connect()
-        assert cluster.protocol_version == 4
+        assert cluster.protocol_version == 5
         assert session.execute("SELECT key FROM system.local").one().key == "local"
     finally:
         cluster.shutdown()
+
+
+def test_keyspace_per_request(session_v5):
+    ks = keyspace(session_v5, "per_request")
+    session_v5.execute(f"CREATE TABLE {ks}.notes (id int PRIMARY KEY, body text)")
+    with pytest.raises(InvalidRequest, match="No keyspace has been specified"):
+        session_v5.execute("SELECT * FROM notes")
+    session_v5.execute(SimpleStatement("INSERT INTO notes (id, body) VALUES (1, 'one')", keyspace=ks))
+    select = SimpleStatement("SELECT body FROM notes WHERE id = %s", keyspace=ks)
+    assert session_v5.execute(select, (1,)).one().body == "one"
+
+    insert = session_v5.prepare("INSERT INTO notes (id, body) VALUES (?, ?)", keyspace=ks)
+    batch = BatchStatement()
+    batch.add(insert, (2, "two"))
+    batch.add(SimpleStatement("INSERT INTO notes (id, body) VALUES (3, 'three')"))
+    assert batch.keyspace == ks
+    session_v5.execute(batch)
+    rows = session_v5.execute(f"SELECT id, body FROM {ks}.notes")
+    assert sorted((r.id, r.body) for r in rows) == [(1, "one"), (2, "two"), (3, "three")]
+    assert session_v5.keyspace is None
+
+
+def test_prepared_select_after_its_table_changed(session_v5):
+    """The driver executes a prepared SELECT without asking for metadata; when the table was
+    recreated with other columns, the rows carry the new metadata and its id."""
+    ks = keyspace(session_v5, "changed")
+    session_v5.execute(f"CREATE TABLE {ks}.t (k int PRIMARY KEY, v text)")
+    session_v5.execute(f"INSERT INTO {ks}.t (k, v) VALUES (1, 'a')")
+    select = session_v5.prepare(f"SELECT * FROM {ks}.t WHERE k = ?")
+    assert select.result_metadata_id
+    assert session_v5.execute(select, (1,)).one() == (1, "a")
+    session_v5.execute(f"DROP TABLE {ks}.t")
+    session_v5.execute(f"CREATE TABLE {ks}.t (k int PRIMARY KEY, v text, w int)")
+    session_v5.execute(f"INSERT INTO {ks}.t (k, v, w) VALUES (1, 'b', 7)")
+    row = session_v5.execute(select, (1,)).one()
+    assert (row.k, row.v, row.w) == (1, "b", 7)

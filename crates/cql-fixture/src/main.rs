@@ -1,4 +1,4 @@
-//! `cql-fixture --listen ADDR`: serves CQL (protocol v4) from memory, logging to stderr.
+//! `cql-fixture --listen ADDR`: serves CQL (protocol v4 and v5) from memory, logging to stderr.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;

@@ -1,29 +1,30 @@
-//! Connections: frames in, frames out, one request at a time and in order on each
-//! connection, against one store shared by all of them.
+//! Sockets: accepts connections and moves bytes between each socket and its [`Session`],
+//! which holds all protocol logic. Each connection is its own task; all share one store.
 
 use std::io;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
-use axoneme_cassandra::compression::Compression;
-use axoneme_cassandra::frame::{
-    self, opcode, Header, FLAG_COMPRESSED, FLAG_CUSTOM_PAYLOAD, HEADER_LEN,
-};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
-use crate::store::{self, CqlError, Outcome, Store, CQL_VERSION};
-use crate::wire::{self, BatchItem, Request};
+use crate::framing::FramingError;
+use crate::session::Session;
+use crate::store::Store;
 
-/// The protocol version the fixture speaks.
-pub const VERSION: u8 = 4;
+/// How many bytes a read may take from a socket.
+const READ_LEN: usize = 64 * 1024;
 
-/// The longest frame body the protocol allows (256 MiB), also the limit on decompression.
-const MAX_BODY: usize = 256 << 20;
-
-/// Error code: Protocol error.
-const PROTOCOL_ERROR: u32 = 0x000a;
+/// Why a connection ended other than by the client closing it between requests.
+#[derive(Debug, thiserror::Error)]
+enum ConnectionError {
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    #[error(transparent)]
+    Framing(#[from] FramingError),
+    #[error("the client closed the connection in the middle of an envelope")]
+    Truncated,
+}
 
 /// Accepts connections on `listener` for ever, each served by its own task.
 pub async fn serve(listener: TcpListener, store: Arc<Mutex<Store>>) -> io::Result<()> {
@@ -40,301 +41,84 @@ pub async fn serve(listener: TcpListener, store: Arc<Mutex<Store>>) -> io::Resul
     }
 }
 
-async fn connection(mut socket: TcpStream, store: Arc<Mutex<Store>>) -> io::Result<()> {
+/// Serves one connection: reads what the client sends, and writes the responses to the
+/// requests it completes before reading on. Bytes that break the framing end it, after the
+/// responses to the requests before them.
+async fn connection(
+    mut socket: TcpStream,
+    store: Arc<Mutex<Store>>,
+) -> Result<(), ConnectionError> {
     socket.set_nodelay(true)?;
-    let mut session = Session {
-        node: socket.local_addr()?,
-        keyspace: None,
-        compression: None,
-    };
-    let (reader, writer) = socket.split();
-    let (mut reader, mut writer) = (BufReader::new(reader), BufWriter::new(writer));
+    let mut session = Session::new(socket.local_addr()?);
+    let mut received = vec![0u8; READ_LEN];
+    let mut responses = Vec::new();
     loop {
-        let mut header = [0u8; HEADER_LEN];
-        match reader.read_exact(&mut header).await {
-            Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
-            other => other?,
-        };
-        let header = Header::parse(&header);
-        let length = header.length as usize;
-        if length > MAX_BODY {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("a frame body of {length} bytes"),
-            ));
-        }
-        let mut body = vec![0u8; length];
-        reader.read_exact(&mut body).await?;
-        let response = session.respond(&header, body, &store);
-        writer.write_all(&response).await?;
-        if reader.buffer().is_empty() {
-            writer.flush().await?;
-        }
-    }
-}
-
-/// A connection's state.
-struct Session {
-    /// The address the client reached.
-    node: SocketAddr,
-    keyspace: Option<String>,
-    compression: Option<Compression>,
-}
-
-impl Session {
-    /// The response frame to a request frame.
-    fn respond(&mut self, header: &Header, mut body: Vec<u8>, store: &Mutex<Store>) -> Vec<u8> {
-        if header.version != VERSION {
-            debug!(version = header.version, "unsupported protocol version");
-            let message = format!(
-                "Invalid or unsupported protocol version ({}); supported versions are (4/v4)",
-                header.version
-            );
-            return frame::error_frame(
-                header.version,
-                header.stream,
-                PROTOCOL_ERROR,
-                &message,
-                None,
-            );
-        }
-        if header.response {
-            return self.protocol_error(
-                header.stream,
-                "a response frame where a request was expected",
-            );
-        }
-        if header.flags & FLAG_COMPRESSED != 0 {
-            let Some(compression) = self.compression else {
-                return self.protocol_error(
-                    header.stream,
-                    "compressed frame before compression was negotiated",
-                );
+        let n = socket.read(&mut received).await?;
+        if n == 0 {
+            return match session.is_partial() {
+                true => Err(ConnectionError::Truncated),
+                false => Ok(()),
             };
-            let mut plain = Vec::new();
-            if let Err(error) = compression.decompress(&body, &mut plain, MAX_BODY) {
-                return self.protocol_error(header.stream, &error.to_string());
-            }
-            body = plain;
         }
-        let request = match Request::parse(
-            header.opcode,
-            header.flags & FLAG_CUSTOM_PAYLOAD != 0,
-            &body,
-        ) {
-            Ok(request) => request,
-            Err(error) => return self.protocol_error(header.stream, &error.0),
-        };
-        let (opcode, body) = match request {
-            Request::Options => (wire::SUPPORTED, wire::supported(CQL_VERSION)),
-            Request::Startup { compression } => {
-                let chosen = match compression.map(|name| (name, Compression::from_name(name))) {
-                    None => None,
-                    Some((_, Some(chosen))) => Some(chosen),
-                    Some((name, None)) => {
-                        return self.protocol_error(
-                            header.stream,
-                            &format!("Unknown compression algorithm: {name}"),
-                        )
-                    }
-                };
-                // READY itself goes uncompressed; what follows is compressed.
-                let ready = self.frame(header.stream, opcode::READY, Vec::new());
-                self.compression = chosen;
-                info!(compression = ?chosen, "startup");
-                return ready;
-            }
-            Request::Register => (opcode::READY, Vec::new()),
-            Request::Query { query, params } => {
-                debug!(query, "query");
-                let outcome = store::parse(query).and_then(|stmt| {
-                    lock(store).execute(&stmt, self.keyspace.as_deref(), &params.values, self.node)
-                });
-                self.result(outcome, params.skip_metadata)
-            }
-            Request::Prepare { query } => {
-                debug!(query, "prepare");
-                match lock(store).prepare(query, self.keyspace.as_deref()) {
-                    Ok(prepared) => (opcode::RESULT, wire::prepared(&prepared)),
-                    Err(error) => self.error(&error),
-                }
-            }
-            Request::Execute { id, params } => {
-                let outcome = lock(store).execute_prepared(id, &params.values, self.node);
-                self.result(outcome, params.skip_metadata)
-            }
-            Request::Batch(entries) => {
-                let mut store = lock(store);
-                let outcome = entries
-                    .into_iter()
-                    .try_for_each(|(item, values)| {
-                        match item {
-                            BatchItem::Query(query) => {
-                                debug!(query, "batch query");
-                                let stmt = store::parse(query)?;
-                                store.execute(&stmt, self.keyspace.as_deref(), &values, self.node)
-                            }
-                            BatchItem::Prepared(id) => {
-                                store.execute_prepared(id, &values, self.node)
-                            }
-                        }
-                        .map(drop)
-                    })
-                    .map(|()| Outcome::Void);
-                self.result(outcome, false)
-            }
-            Request::Other(other) => {
-                return self
-                    .protocol_error(header.stream, &format!("unsupported opcode 0x{other:02x}"))
-            }
-        };
-        self.frame(header.stream, opcode, body)
+        let framed = session.receive(&received[..n], &store, &mut responses);
+        socket.write_all(&responses).await?;
+        responses.clear();
+        framed?;
     }
-
-    fn result(&mut self, outcome: Result<Outcome, CqlError>, skip_metadata: bool) -> (u8, Vec<u8>) {
-        match outcome {
-            Ok(outcome) => {
-                if let Outcome::SetKeyspace(keyspace) = &outcome {
-                    self.keyspace = Some(keyspace.clone());
-                }
-                (opcode::RESULT, wire::result(&outcome, skip_metadata))
-            }
-            Err(error) => self.error(&error),
-        }
-    }
-
-    fn error(&self, error: &CqlError) -> (u8, Vec<u8>) {
-        let message = error.message();
-        info!(code = error.code(), message, "error");
-        (
-            opcode::ERROR,
-            wire::error(error.code(), &message, Some(error)),
-        )
-    }
-
-    fn protocol_error(&self, stream: i16, message: &str) -> Vec<u8> {
-        warn!(message, "protocol error");
-        self.frame(
-            stream,
-            opcode::ERROR,
-            wire::error(PROTOCOL_ERROR, message, None),
-        )
-    }
-
-    /// A response frame, its body compressed once compression is negotiated.
-    fn frame(&self, stream: i16, opcode: u8, body: Vec<u8>) -> Vec<u8> {
-        let (flags, body) = match self.compression {
-            Some(compression) => (FLAG_COMPRESSED, compression.compress(&body)),
-            None => (0, body),
-        };
-        let mut frame = Vec::with_capacity(HEADER_LEN + body.len());
-        frame.extend_from_slice(&[0x80 | VERSION, flags]);
-        frame.extend_from_slice(&stream.to_be_bytes());
-        frame.push(opcode);
-        frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
-        frame.extend_from_slice(&body);
-        frame
-    }
-}
-
-/// The store, even if a task panicked while holding it.
-fn lock(store: &Mutex<Store>) -> MutexGuard<'_, Store> {
-    store
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axoneme_cassandra::segment::{self, Format};
 
-    fn session() -> Session {
-        Session {
-            node: "127.0.0.1:9042".parse().unwrap(),
-            keyspace: None,
-            compression: None,
-        }
+    /// A v5 QUERY envelope for `USE system`.
+    fn use_system() -> Vec<u8> {
+        let mut body = 10i32.to_be_bytes().to_vec();
+        body.extend_from_slice(b"USE system");
+        body.extend_from_slice(&[0, 1, 0, 0, 0, 0]);
+        envelope(5, 0x07, &body)
     }
 
-    fn request(
-        session: &mut Session,
-        version: u8,
-        flags: u8,
-        op: u8,
-        body: &[u8],
-        store: &Mutex<Store>,
-    ) -> (Header, Vec<u8>) {
-        let header = Header {
-            version,
-            response: false,
-            flags,
-            stream: 3,
-            opcode: op,
-            length: body.len() as u32,
-        };
-        let response = session.respond(&header, body.to_vec(), store);
-        let parsed = Header::parse(response[..HEADER_LEN].try_into().unwrap());
-        (parsed, response[HEADER_LEN..].to_vec())
+    fn envelope(version: u8, op: u8, body: &[u8]) -> Vec<u8> {
+        let mut bytes = vec![version, 0, 0, 1, op];
+        bytes.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(body);
+        bytes
     }
 
-    fn query(text: &str) -> Vec<u8> {
-        let mut body = (text.len() as i32).to_be_bytes().to_vec();
-        body.extend_from_slice(text.as_bytes());
-        body.extend_from_slice(&[0, 1, 0]);
-        body
+    async fn connected() -> TcpStream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, Arc::new(Mutex::new(Store::new()))));
+        let mut client = TcpStream::connect(address).await.unwrap();
+        client.write_all(&envelope(5, 0x01, &[0, 0])).await.unwrap();
+        let mut ready = [0u8; 9];
+        client.read_exact(&mut ready).await.unwrap();
+        assert_eq!(ready, [0x85, 0, 0, 1, 0x02, 0, 0, 0, 0]);
+        client
     }
 
-    #[test]
-    fn refuses_other_versions_on_the_same_stream() {
-        let store = Mutex::new(Store::new());
-        let (header, body) = request(&mut session(), 5, 0, opcode::OPTIONS, &[], &store);
-        assert_eq!(
-            (header.version, header.stream, header.opcode),
-            (5, 3, opcode::ERROR)
-        );
-        assert_eq!(body[..4], 0x000a_u32.to_be_bytes());
-        assert!(String::from_utf8_lossy(&body).contains("Invalid or unsupported protocol version"));
-    }
+    #[tokio::test]
+    async fn answers_segments_and_closes_on_a_bad_crc() {
+        let mut client = connected().await;
+        let mut request = Vec::new();
+        segment::encode(Format::Plain, &use_system(), &mut request);
+        client.write_all(&request).await.unwrap();
+        let mut response = vec![0u8; 6 + 9 + 4 + 2 + 6 + 4];
+        client.read_exact(&mut response).await.unwrap();
+        let header = segment::parse_header(Format::Plain, &response)
+            .unwrap()
+            .unwrap();
+        let mut scratch = Vec::new();
+        let payload = segment::decode_payload(&header, &response, &mut scratch).unwrap();
+        assert!(header.self_contained);
+        assert_eq!(payload[..5], [0x85, 0, 0, 1, 0x08]);
 
-    #[test]
-    fn compresses_after_startup_and_keeps_the_keyspace() {
-        for (name, compression) in [("lz4", Compression::Lz4), ("snappy", Compression::Snappy)] {
-            let store = Mutex::new(Store::new());
-            let mut session = session();
-            let mut startup = vec![0, 1];
-            for s in ["COMPRESSION", name] {
-                startup.extend_from_slice(&(s.len() as u16).to_be_bytes());
-                startup.extend_from_slice(s.as_bytes());
-            }
-            let (header, body) =
-                request(&mut session, VERSION, 0, opcode::STARTUP, &startup, &store);
-            assert_eq!(
-                (header.opcode, header.flags, body.len()),
-                (opcode::READY, 0, 0)
-            );
-            let create = query("CREATE KEYSPACE k WITH replication = {}");
-            let (header, body) = request(&mut session, VERSION, 0, opcode::QUERY, &create, &store);
-            assert_eq!((header.version, header.opcode), (VERSION, opcode::RESULT));
-            assert_eq!(header.flags, FLAG_COMPRESSED, "{name}");
-            let mut plain = Vec::new();
-            compression.decompress(&body, &mut plain, 1 << 20).unwrap();
-            assert_eq!(plain[..4], [0, 0, 0, 5]);
-            let use_k = compression.compress(&query("USE k"));
-            request(
-                &mut session,
-                VERSION,
-                FLAG_COMPRESSED,
-                opcode::QUERY,
-                &use_k,
-                &store,
-            );
-            assert_eq!(session.keyspace.as_deref(), Some("k"));
-            let drop = query("DROP INDEX i");
-            let (header, body) = request(&mut session, VERSION, 0, opcode::QUERY, &drop, &store);
-            assert_eq!(header.opcode, opcode::ERROR);
-            compression.decompress(&body, &mut plain, 1 << 20).unwrap();
-            assert_eq!(plain[..4], 0x2000_u32.to_be_bytes());
-            assert!(String::from_utf8_lossy(&plain).contains("does not support drop-index"));
-        }
+        let last = request.len() - 1;
+        request[last] ^= 0x80;
+        client.write_all(&request).await.unwrap();
+        let mut rest = Vec::new();
+        assert_eq!(client.read_to_end(&mut rest).await.unwrap(), 0);
     }
 }
