@@ -153,7 +153,7 @@ pub fn decode_payload<'s>(
 }
 
 /// Appends to `out` the segments carrying `payload`: one self-contained segment when it fits,
-/// else a run of segments that are not. With LZ4 a payload is compressed when that shrinks it.
+/// else a run of segments that are not. With LZ4 a payload is compressed when the result fits.
 pub fn encode(format: Format, payload: &[u8], out: &mut Vec<u8>) {
     let self_contained = payload.len() <= MAX_PAYLOAD;
     if payload.is_empty() {
@@ -165,9 +165,15 @@ pub fn encode(format: Format, payload: &[u8], out: &mut Vec<u8>) {
 }
 
 /// Appends one segment carrying `payload` (at most [`MAX_PAYLOAD`] bytes).
+///
+/// With LZ4 the payload is compressed even when that does not shrink it, as long as the result
+/// fits in a segment: the spec lets a payload go as is (uncompressed length 0), but drivers
+/// miscount the length of such a segment (the Python driver 3.30 takes it for a 3-byte header),
+/// which breaks when a read ends inside its last two bytes.
 fn encode_one(format: Format, payload: &[u8], self_contained: bool, out: &mut Vec<u8>) {
     let compressed = match format {
-        Format::Lz4 => Some(lz4_flex::block::compress(payload)).filter(|c| c.len() < payload.len()),
+        Format::Lz4 => Some(lz4_flex::block::compress(payload))
+            .filter(|c| c.len() <= MAX_PAYLOAD && !payload.is_empty()),
         Format::Plain => None,
     };
     let (sent, uncompressed_len) = match &compressed {
@@ -280,10 +286,28 @@ mod tests {
         encode(Format::Lz4, &small, &mut wire);
         let header = parse_header(Format::Lz4, &wire).unwrap().unwrap();
         assert!(header.uncompressed_len == small.len() && header.payload_len < small.len());
+        // Compressed even when it grows, unless it would not fit.
         let mut wire = Vec::new();
         encode(Format::Lz4, b"xy", &mut wire);
         let header = parse_header(Format::Lz4, &wire).unwrap().unwrap();
-        assert_eq!((header.payload_len, header.uncompressed_len), (2, 0));
+        assert_eq!((header.payload_len, header.uncompressed_len), (3, 2));
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let noise: Vec<u8> = (0..MAX_PAYLOAD)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        let mut wire = Vec::new();
+        encode(Format::Lz4, &noise, &mut wire);
+        let header = parse_header(Format::Lz4, &wire).unwrap().unwrap();
+        assert_eq!(
+            (header.payload_len, header.uncompressed_len),
+            (MAX_PAYLOAD, 0)
+        );
+        assert_eq!(decode_all(Format::Lz4, &wire), vec![(true, noise)]);
     }
 
     #[test]
