@@ -1,6 +1,7 @@
-"""Axoneme in front of cql-fixture, driven by the real Python Cassandra driver (protocol v4,
-without and with LZ4): the Empire's policy from examples/cassandra, allowed and denied queries,
-prepared statements (also across a policy change), batches, USE, quoted names and comments."""
+"""Axoneme in front of cql-fixture, driven by the real Python Cassandra driver (protocol v4 and
+v5, each without and with LZ4): the Empire's policy from examples/cassandra, allowed and denied
+queries, prepared statements (also across a policy change), batches, USE, quoted names and
+comments; on v5 also the per-request keyspace and messages split over several segments."""
 
 import json
 import os
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 from cassandra import Unauthorized
 from cassandra.cluster import Cluster
-from cassandra.query import BatchStatement
+from cassandra.query import BatchStatement, SimpleStatement
 
 from conftest import DEADLINE, ROOT, free_port
 
@@ -105,15 +106,21 @@ def proxy(tmp_path_factory, port):
     running.stop()
 
 
-@pytest.fixture(scope="module", params=[False, "lz4"], ids=["plain", "lz4"])
-def compression(request):
+@pytest.fixture(
+    scope="module",
+    params=[(4, False), (4, "lz4"), (5, False), (5, "lz4")],
+    ids=["v4-plain", "v4-lz4", "v5-plain", "v5-lz4"],
+)
+def wire(request):
+    """The protocol version and compression the driver uses."""
     return request.param
 
 
-def connect(proxy, source, compression, keyspace=None):
+def connect(proxy, source, wire, keyspace=None):
+    version, compression = wire
     connection_class = type("Bound", (Cluster.connection_class,), {"_socket_impl": BoundSockets(source)})
     cluster = Cluster(
-        ["127.0.0.1"], port=proxy.port, protocol_version=4, compression=compression,
+        ["127.0.0.1"], port=proxy.port, protocol_version=version, compression=compression,
         connect_timeout=DEADLINE, connection_class=connection_class,
     )
     session = cluster.connect(keyspace)
@@ -122,8 +129,9 @@ def connect(proxy, source, compression, keyspace=None):
 
 
 @pytest.fixture(scope="module")
-def hq(proxy, compression):
-    session = connect(proxy, HQ, compression)
+def hq(proxy, wire):
+    session = connect(proxy, HQ, wire)
+    assert session.cluster.protocol_version == wire[0]
     session.execute("CREATE KEYSPACE IF NOT EXISTS attendance WITH replication = "
                     "{'class': 'SimpleStrategy', 'replication_factor': 1}")
     session.execute("CREATE TABLE IF NOT EXISTS attendance.daily_records "
@@ -134,8 +142,8 @@ def hq(proxy, compression):
 
 
 @pytest.fixture(scope="module")
-def outpost(proxy, compression, hq):
-    session = connect(proxy, OUTPOST, compression)
+def outpost(proxy, wire, hq):
+    session = connect(proxy, OUTPOST, wire)
     yield session
     session.cluster.shutdown()
 
@@ -208,8 +216,8 @@ def test_a_batch_with_one_denied_statement_is_denied_whole(hq, outpost):
     assert count(hq, loc) == 1
 
 
-def test_use_lets_unqualified_names_resolve_to_the_keyspace(proxy, compression, hq):
-    session = connect(proxy, OUTPOST, compression, keyspace="attendance")
+def test_use_lets_unqualified_names_resolve_to_the_keyspace(proxy, wire, hq):
+    session = connect(proxy, OUTPOST, wire, keyspace="attendance")
     try:
         loc = f"yavin-{uuid.uuid4().hex[:8]}"
         session.execute("INSERT INTO daily_records (loc, creation, present) VALUES (%s, now(), true)", [loc])
@@ -231,3 +239,38 @@ def test_quoted_names_keep_their_case_and_comments_hide_nothing(hq, outpost):
     assert count(hq, loc) == 1
     with pytest.raises(Unauthorized):
         outpost.execute("SELECT * FROM attendance.daily_records -- FROM system.local")
+
+
+def test_a_request_keyspace_resolves_names_but_never_escapes_a_rule(wire, hq, outpost):
+    if wire[0] < 5:
+        pytest.skip("a keyspace per request is protocol v5")
+    loc = f"scarif-{uuid.uuid4().hex[:8]}"
+    insert = "INSERT INTO daily_records (loc, creation, present) VALUES (%s, now(), true)"
+    outpost.execute(SimpleStatement(insert, keyspace="attendance"), [loc])
+    assert count(hq, loc) == 1
+    with pytest.raises(Unauthorized):
+        outpost.execute(SimpleStatement("SELECT * FROM daily_records", keyspace="attendance"))
+    hq.execute("CREATE KEYSPACE IF NOT EXISTS rebels WITH replication = "
+               "{'class': 'SimpleStrategy', 'replication_factor': 1}")
+    hq.execute("CREATE TABLE IF NOT EXISTS rebels.daily_records "
+               "(loc text, creation timeuuid, present boolean, PRIMARY KEY (loc, creation))")
+    with pytest.raises(Unauthorized):
+        outpost.execute(SimpleStatement(insert, keyspace="rebels"), [loc])
+    assert hq.execute("SELECT COUNT(*) FROM rebels.daily_records WHERE loc = %s", [loc]).one()[0] == 0
+    insert_bound = insert.replace("%s", "?")
+    prepared = outpost.prepare(insert_bound, keyspace="attendance")
+    outpost.execute(prepared, [loc])
+    assert count(hq, loc) == 2
+    with pytest.raises(Unauthorized):
+        outpost.prepare(insert_bound, keyspace="rebels")
+
+
+def test_messages_larger_than_a_segment_pass_whole_or_are_denied_whole(hq, outpost):
+    # Over 128 KiB: on v5 the request and the result are each spread over several segments.
+    # (Compressible, as the driver misreads large LZ4 segments sent uncompressed.)
+    plan = "the shield generator is on the forest moon. " * 4000
+    hq.execute('INSERT INTO attendance."Secret_Plans" (id, plan) VALUES (2, %s)', [plan])
+    assert hq.execute('SELECT plan FROM attendance."Secret_Plans" WHERE id = 2').one()[0] == plan
+    with pytest.raises(Unauthorized):
+        outpost.execute('INSERT INTO attendance."Secret_Plans" (id, plan) VALUES (3, %s)', [plan])
+    assert hq.execute('SELECT plan FROM attendance."Secret_Plans" WHERE id = 3').one() is None
