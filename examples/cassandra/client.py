@@ -28,12 +28,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--from", dest="source", required=True, help="source IP to bind (an identity)")
     parser.add_argument("--to", default="127.0.0.1:9043", help="HOST:PORT of the proxy")
+    parser.add_argument("--protocol", type=int, help="CQL protocol version (default: negotiated, v5 here)")
+    parser.add_argument("--lz4", action="store_true", help="ask for LZ4 compression")
     parser.add_argument("statements", nargs="+", help="CQL statements")
     args = parser.parse_args()
     host, port = args.to.rsplit(":", 1)
     bound = type("Bound", (Cluster.connection_class,), {"_socket_impl": BoundSockets(args.source)})
-    cluster = Cluster([host], port=int(port), protocol_version=4, connection_class=bound)
+    versions = {} if args.protocol is None else {"protocol_version": args.protocol}
+    cluster = Cluster([host], port=int(port), connection_class=bound,
+                      compression="lz4" if args.lz4 else False, **versions)
     session = cluster.connect()
+    print(f"  (protocol v{cluster.protocol_version}{', LZ4' if args.lz4 else ''})")
     for statement in args.statements:
         try:
             rows = session.execute(statement)

@@ -274,3 +274,17 @@ def test_messages_larger_than_a_segment_pass_whole_or_are_denied_whole(hq, outpo
     with pytest.raises(Unauthorized):
         outpost.execute('INSERT INTO attendance."Secret_Plans" (id, plan) VALUES (3, %s)', [plan])
     assert hq.execute('SELECT plan FROM attendance."Secret_Plans" WHERE id = 3').one() is None
+
+
+def test_a_driver_that_names_no_version_settles_on_v5_through_the_proxy(proxy, hq):
+    connection_class = type("Bound", (Cluster.connection_class,), {"_socket_impl": BoundSockets(OUTPOST)})
+    cluster = Cluster(["127.0.0.1"], port=proxy.port, connect_timeout=DEADLINE,
+                      connection_class=connection_class)
+    try:
+        session = cluster.connect()
+        session.default_timeout = DEADLINE
+        assert cluster.protocol_version == 5
+        with pytest.raises(Unauthorized):
+            session.execute("SELECT * FROM attendance.daily_records")
+    finally:
+        cluster.shutdown()

@@ -36,6 +36,9 @@ pub mod opcode {
     pub const AUTH_SUCCESS: u8 = 0x10;
 }
 
+/// Error code of a protocol error (also an unsupported protocol version).
+pub const PROTOCOL_ERROR: u32 = 0x000A;
+
 /// Error code of a denial: Unauthorized.
 pub const UNAUTHORIZED: u32 = 0x2100;
 

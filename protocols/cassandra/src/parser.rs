@@ -18,7 +18,7 @@ use axoneme_sdk::{Context, EntryType, ErrorCode, Field, Flow, Input, Op, ParseEr
 
 use crate::compression::Compression;
 use crate::frame::{
-    self, opcode, BatchEntry, Header, Request, HEADER_LEN, UNAUTHORIZED, UNPREPARED,
+    self, opcode, BatchEntry, Header, Request, HEADER_LEN, PROTOCOL_ERROR, UNAUTHORIZED, UNPREPARED,
 };
 use crate::rules::RuleSet;
 use crate::segment::Format;
@@ -121,6 +121,9 @@ pub struct CassandraParser {
     prepared: HashMap<Vec<u8>, Vec<Checked>>,
     /// Prepared ids, oldest first.
     prepared_order: VecDeque<Vec<u8>>,
+    /// A protocol version this parser cannot police was refused: every later request is
+    /// dropped (the driver retries with a lower version on a new connection).
+    refused_version: bool,
     /// The keyspace a USE being checked switches to, once it passes.
     next_keyspace: Option<String>,
     /// The state of a v5 connection's segments.
@@ -228,6 +231,7 @@ impl CassandraParser {
             pending_prepares: HashMap::new(),
             prepared: HashMap::new(),
             prepared_order: VecDeque::new(),
+            refused_version: false,
             next_keyspace: None,
             segments: segments::State::default(),
             table: String::new(),
@@ -276,6 +280,15 @@ impl CassandraParser {
 
     /// A v3/v4 request frame, or a v5 one before the handshake completes.
     fn on_request(&mut self, ctx: &mut Context<'_>, input: Input<'_>) -> Result<Op, ParseError> {
+        if self.refused_version {
+            return Ok(match input.len() {
+                0 => Op::Nop,
+                n => Op::Drop(n),
+            });
+        }
+        if let Some(op) = self.refuse_newer_version(ctx, input)? {
+            return Ok(op);
+        }
         let Some(header) = self.frame_header(input, false)? else {
             return Ok(need_header(input, HEADER_LEN));
         };
@@ -309,6 +322,39 @@ impl CassandraParser {
                 Ok(Op::Drop(frame_len))
             }
         }
+    }
+
+    /// Answers a first request in a protocol version newer than v5 as Cassandra does, with a
+    /// protocol error naming the versions it supports, so that drivers that start high (the
+    /// Python driver starts at the DataStax versions 0x41 and 0x42) retry with v5 or lower.
+    fn refuse_newer_version(
+        &mut self,
+        ctx: &mut Context<'_>,
+        input: Input<'_>,
+    ) -> Result<Option<Op>, ParseError> {
+        let Some(bytes) = input.peek::<HEADER_LEN>(0) else {
+            return Ok(None);
+        };
+        let header = Header::parse(&bytes);
+        if self.version.is_some() || header.response || header.version <= 5 {
+            return Ok(None);
+        }
+        let message = format!(
+            "Invalid or unsupported protocol version ({}); supported versions are \
+             (3/v3, 4/v4, 5/v5)",
+            header.version
+        );
+        ctx.log(EntryType::Denied, "", &[Field::text("error", &message)]);
+        let error = frame::error_frame(
+            header.version,
+            header.stream,
+            PROTOCOL_ERROR,
+            &message,
+            None,
+        );
+        self.answer(ctx, &error)?;
+        self.refused_version = true;
+        Ok(Some(Op::Drop(input.len())))
     }
 
     /// Checks one request envelope (body uncompressed) against policy and logs the verdict;

@@ -7,7 +7,7 @@ use axoneme_sdk::{ErrorCode, Flow};
 use axoneme_testkit::{RulesPolicy, Session};
 
 use crate::compression::Compression;
-use crate::frame::{opcode, Header, HEADER_LEN, UNAUTHORIZED, UNPREPARED};
+use crate::frame::{opcode, Header, HEADER_LEN, PROTOCOL_ERROR, UNAUTHORIZED, UNPREPARED};
 use crate::Cassandra;
 
 fn outpost_rules() -> RulesPolicy {
@@ -278,7 +278,7 @@ fn other_requests_and_results_pass_untouched() {
 #[test]
 fn bad_frames_close_the_connection() {
     let cases: [(Vec<u8>, ErrorCode); 3] = [
-        (frame(6, 0, 0, opcode::QUERY, &[]), ErrorCode::Unsupported),
+        (frame(2, 0, 0, opcode::QUERY, &[]), ErrorCode::Unsupported),
         (
             frame(0x84, 0, 0, opcode::RESULT, &[]),
             ErrorCode::InvalidFrameType,
@@ -301,4 +301,24 @@ fn bad_frames_close_the_connection() {
     huge[5..9].copy_from_slice(&(64u32 << 20).to_be_bytes());
     let error = s.send(Flow::Request, &huge).unwrap_err();
     assert!(matches!(error, ConnectionError::Parse(e) if e.code == ErrorCode::FrameTooLarge));
+}
+
+#[test]
+fn a_newer_protocol_version_is_answered_so_that_drivers_step_down() {
+    let mut s = outpost();
+    let options = frame(0x42, 0, 0, opcode::OPTIONS, &[]);
+    s.send(Flow::Request, &options).unwrap();
+    assert!(s.sent.upstream.is_empty(), "nothing reaches the server");
+    let header = Header::parse(s.sent.client[..HEADER_LEN].try_into().unwrap());
+    assert_eq!(header.version, 0x42);
+    assert_eq!(error_of(&s.sent.client), (0, PROTOCOL_ERROR));
+    let message = String::from_utf8_lossy(&s.sent.client[HEADER_LEN + 6..]).into_owned();
+    assert_eq!(
+        message,
+        "Invalid or unsupported protocol version (66); supported versions are (3/v3, 4/v4, 5/v5)"
+    );
+    // Whatever else the client sends on this connection goes nowhere.
+    s.send(Flow::Request, &query(1, "SELECT * FROM system.local"))
+        .unwrap();
+    assert!(s.sent.upstream.is_empty());
 }
