@@ -20,6 +20,7 @@ pub enum Flow {
 
 impl Flow {
     /// The opposite stream.
+    #[inline]
     pub fn other(self) -> Flow {
         match self {
             Flow::Request => Flow::Reply,
@@ -28,6 +29,7 @@ impl Flow {
     }
 
     /// 0 for `Request`, 1 for `Reply`: for per-flow arrays.
+    #[inline]
     pub fn index(self) -> usize {
         self as usize
     }
@@ -69,6 +71,7 @@ pub struct ConnectionMeta {
 
 impl ConnectionMeta {
     /// The port that policy is looked up by: the upstream's.
+    #[inline]
     pub fn destination_port(&self) -> u16 {
         self.destination.port()
     }
@@ -108,6 +111,7 @@ pub enum EntryType {
 
 impl EntryType {
     /// The name used in the access log.
+    #[inline]
     pub fn as_str(self) -> &'static str {
         match self {
             EntryType::Request => "Request",
@@ -129,6 +133,7 @@ pub struct Field<'a> {
 
 impl<'a> Field<'a> {
     /// A field whose value is text.
+    #[inline]
     pub fn text(key: &'a str, value: &'a str) -> Self {
         Field {
             key,
@@ -137,6 +142,7 @@ impl<'a> Field<'a> {
     }
 
     /// A field whose value is raw bytes.
+    #[inline]
     pub fn bytes(key: &'a str, value: &'a [u8]) -> Self {
         Field { key, value }
     }
@@ -172,6 +178,7 @@ pub struct InjectBuffer {
 
 impl InjectBuffer {
     /// An empty buffer that holds at most `capacity` bytes.
+    #[inline]
     pub fn new(capacity: usize) -> Self {
         InjectBuffer {
             bytes: Vec::with_capacity(capacity),
@@ -180,6 +187,7 @@ impl InjectBuffer {
     }
 
     /// Appends as much of `data` as fits and returns how much that was.
+    #[inline]
     pub fn push(&mut self, data: &[u8]) -> usize {
         let n = data.len().min(self.room());
         self.bytes.extend_from_slice(&data[..n]);
@@ -187,26 +195,31 @@ impl InjectBuffer {
     }
 
     /// Bytes that can still be pushed.
+    #[inline]
     pub fn room(&self) -> usize {
         self.capacity - self.bytes.len()
     }
 
     /// Bytes waiting.
+    #[inline]
     pub fn len(&self) -> usize {
         self.bytes.len()
     }
 
     /// True when no bytes are waiting.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.bytes.is_empty()
     }
 
     /// The waiting bytes.
+    #[inline]
     pub fn as_slice(&self) -> &[u8] {
         &self.bytes
     }
 
     /// Forgets the first `n` waiting bytes (after they were emitted).
+    #[inline]
     pub fn consume(&mut self, n: usize) {
         self.bytes.drain(..n.min(self.bytes.len()));
     }
@@ -223,6 +236,7 @@ pub struct Context<'c> {
 
 impl<'c> Context<'c> {
     /// Assembles a context; called by the datapath for every parser call.
+    #[inline]
     pub fn new(
         meta: &'c ConnectionMeta,
         proto: &'c str,
@@ -240,6 +254,7 @@ impl<'c> Context<'c> {
     }
 
     /// The connection's metadata.
+    #[inline]
     pub fn meta(&self) -> &'c ConnectionMeta {
         self.meta
     }
@@ -247,6 +262,7 @@ impl<'c> Context<'c> {
     /// Checks a request against the policy in force. `R` is the type the protocol's rule compiler
     /// produced; `matches` says whether the request satisfies one such rule set. A rule set of
     /// another type never matches, so a mix-up fails closed.
+    #[inline]
     pub fn check<R: Any>(&self, mut matches: impl FnMut(&R) -> bool) -> Verdict<'c> {
         self.policy
             .check(&mut |rules| rules.downcast_ref::<R>().is_some_and(&mut matches))
@@ -255,16 +271,19 @@ impl<'c> Context<'c> {
     /// Places bytes in `flow`'s inject buffer and returns how many fit. Bytes for the flow being
     /// parsed must be emitted with [`crate::Op::Inject`]; bytes for the other flow are emitted by
     /// the datapath at that flow's next frame boundary, at once if it is at one.
+    #[inline]
     pub fn inject(&mut self, flow: Flow, bytes: &[u8]) -> usize {
         self.inject[flow.index()].push(bytes)
     }
 
     /// Room left in `flow`'s inject buffer.
+    #[inline]
     pub fn inject_room(&self, flow: Flow) -> usize {
         self.inject[flow.index()].room()
     }
 
     /// Writes an access-log entry about this connection.
+    #[inline]
     pub fn log(&self, entry_type: EntryType, policy_name: &str, fields: &[Field<'_>]) {
         self.log.log(&LogEntry {
             entry_type,

@@ -20,6 +20,7 @@ pub struct Input<'a> {
 
 impl<'a> Input<'a> {
     /// A view over all bytes of `slices`, in order.
+    #[inline]
     pub fn new(slices: &'a [&'a [u8]]) -> Self {
         let len = slices.iter().map(|s| s.len()).sum();
         Input {
@@ -30,16 +31,19 @@ impl<'a> Input<'a> {
     }
 
     /// Bytes in the view.
+    #[inline]
     pub fn len(&self) -> usize {
         self.len
     }
 
     /// True when the view holds no bytes.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
     /// The view without its first `n` bytes (all of it when `n >= len`).
+    #[inline]
     pub fn skip(&self, n: usize) -> Input<'a> {
         let mut n = n.min(self.len);
         let len = self.len - n;
@@ -63,6 +67,7 @@ impl<'a> Input<'a> {
     }
 
     /// The non-empty chunks of the view, in order.
+    #[inline]
     pub fn chunks(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
         let offset = self.offset;
         self.slices
@@ -73,11 +78,13 @@ impl<'a> Input<'a> {
     }
 
     /// The first contiguous chunk (empty when the view is empty).
+    #[inline]
     pub fn first_chunk(&self) -> &'a [u8] {
         self.chunks().next().unwrap_or(&[])
     }
 
     /// The byte at `at`, if the view is that long.
+    #[inline]
     pub fn byte(&self, at: usize) -> Option<u8> {
         // Most input is one slice: answer from it without iterating.
         if let Some(first) = self.slices.first() {
@@ -96,6 +103,7 @@ impl<'a> Input<'a> {
     }
 
     /// Copies `out.len()` bytes starting at `at` into `out`; false when the view is too short.
+    #[inline]
     pub fn copy_to(&self, at: usize, out: &mut [u8]) -> bool {
         if at.checked_add(out.len()).is_none_or(|end| end > self.len) {
             return false;
@@ -119,12 +127,14 @@ impl<'a> Input<'a> {
     }
 
     /// A fixed-size header at `at`, copied out even when it straddles slices.
+    #[inline]
     pub fn peek<const N: usize>(&self, at: usize) -> Option<[u8; N]> {
         let mut out = [0u8; N];
         self.copy_to(at, &mut out).then_some(out)
     }
 
     /// Position of the first `needle` byte at or after `from`.
+    #[inline]
     pub fn find_byte(&self, needle: u8, from: usize) -> Option<usize> {
         if let [only] = self.slices {
             let chunk = only.get(self.offset + from..)?;
@@ -145,6 +155,7 @@ impl<'a> Input<'a> {
     }
 
     /// Position of the first occurrence of `needle` at or after `from`, also across slices.
+    #[inline]
     pub fn find(&self, needle: &[u8], from: usize) -> Option<usize> {
         let (&first, rest) = needle.split_first()?;
         let mut at = from;
@@ -165,6 +176,7 @@ impl<'a> Input<'a> {
     }
 
     /// Position of the next `\r\n` at or after `from` (the position of its `\r`).
+    #[inline]
     pub fn find_crlf(&self, from: usize) -> Option<usize> {
         let mut at = from + 1;
         loop {
@@ -177,6 +189,7 @@ impl<'a> Input<'a> {
     }
 
     /// True when the view starts with `prefix`.
+    #[inline]
     pub fn starts_with(&self, prefix: &[u8]) -> bool {
         prefix.len() <= self.len
             && prefix
@@ -188,6 +201,7 @@ impl<'a> Input<'a> {
     /// The bytes in `range` as one slice: borrowed when they lie in one chunk, otherwise copied
     /// into `scratch` (which keeps its capacity, so steady-state parsing does not allocate).
     /// `None` when the range reaches past the view.
+    #[inline]
     pub fn contiguous<'s>(&self, range: Range<usize>, scratch: &'s mut Vec<u8>) -> Option<&'s [u8]>
     where
         'a: 's,
