@@ -183,7 +183,7 @@ for shape in "${shapes[@]}"; do
   for target in "${targets[@]}"; do
     IFS=: read -r target_name port <<<"$target"
     echo "== $shape_name -> $target_name (127.0.0.1:$port)"
-    if result=$("$loadgen" --target "127.0.0.1:$port" --source $source_ip --connections "$connections" \
+    if result=$("$loadgen" memcache --target "127.0.0.1:$port" --source $source_ip --connections "$connections" \
       --pipeline "$pipeline" --value-size "$value_size" --ratio 1:4 --keys 1000 \
       --duration "$seconds" --warmup 1 --json); then
       echo "   $result"

@@ -1,0 +1,394 @@
+//! What every load shares, whatever the protocol: its command line ([`LoadArgs`]), the schedule
+//! and mix of requests ([`Load`]), what a connection measures ([`Outcome`]), connecting from a source address, a buffer that
+//! cuts replies off a socket ([`ReadBuffer`]), the generator that picks keys ([`Random`]), and
+//! [`drive`], which runs every connection of a load and adds up what they measured.
+
+use std::io::{IsTerminal, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use hdrhistogram::Histogram;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::{timeout, Instant};
+
+/// A request that waits this long for its reply counts the connection as lost.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The command line every load shares.
+#[derive(Args)]
+pub struct LoadArgs {
+    /// HOST:PORT of the server or of a proxy in front of it.
+    #[arg(long)]
+    pub target: SocketAddr,
+    /// Connections, each run by its own tasks.
+    #[arg(long, default_value_t = 20)]
+    pub connections: usize,
+    /// Requests in flight per connection (1: request/response).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub pipeline: u16,
+    /// Seconds measured, after the warm-up.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Seconds of load before measuring.
+    #[arg(long, default_value_t = 1)]
+    pub warmup: u64,
+    /// Writes to reads, as WRITES:READS (memcached: set:get; CQL: INSERT:SELECT).
+    #[arg(long, default_value = "1:4", value_parser = parse_ratio)]
+    pub ratio: (u32, u32),
+    /// Keys in use, all written before the load starts: memcached alliance/fleet/key-0 ..
+    /// key-(N-1); CQL the rows outpost-0 .. outpost-(N-1).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub keys: u32,
+    /// Source address to connect from, the identity a proxy sees (e.g. 127.0.0.11).
+    #[arg(long)]
+    pub source: Option<IpAddr>,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl LoadArgs {
+    /// The load, its warm-up starting now.
+    pub fn start(&self) -> Load {
+        let measure_from = Instant::now() + Duration::from_secs(self.warmup);
+        Load {
+            keys: self.keys,
+            writes: self.ratio.0,
+            reads: self.ratio.1,
+            pipeline: usize::from(self.pipeline),
+            measure_from,
+            stop_at: measure_from + Duration::from_secs(self.duration),
+            replies: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Fields a load adds to the JSON report, such as its value size.
+pub type JsonFields = serde_json::Map<String, serde_json::Value>;
+
+/// Parses `WRITES:READS`, e.g. `1:4`.
+fn parse_ratio(text: &str) -> Result<(u32, u32), String> {
+    let parsed = text
+        .split_once(':')
+        .and_then(|(writes, reads)| Some((writes.parse().ok()?, reads.parse().ok()?)));
+    match parsed {
+        Some((writes, reads)) if writes + reads > 0 => Ok((writes, reads)),
+        _ => Err(format!("expected WRITES:READS such as 1:4, got {text:?}")),
+    }
+}
+
+/// What every connection sends, and when.
+pub struct Load {
+    /// Keys in use: `0..keys`.
+    pub keys: u32,
+    /// Writes per `writes + reads` requests.
+    pub writes: u32,
+    pub reads: u32,
+    /// Requests in flight per connection.
+    pub pipeline: usize,
+    /// Replies to requests sent from here on are measured; before it is the warm-up.
+    pub measure_from: Instant,
+    /// No request is sent from here on.
+    pub stop_at: Instant,
+    /// Every reply received, measured or not, for the progress indicator.
+    pub replies: AtomicU64,
+}
+
+impl Load {
+    /// Whether the `n`th request of a connection (from 0) is a write: the first `writes` of
+    /// every `writes + reads`.
+    pub fn is_write(&self, n: u64) -> bool {
+        n % u64::from(self.writes + self.reads) < u64::from(self.writes)
+    }
+}
+
+/// Whether a reply was the right one, and what is wrong with it if not.
+pub type Checked = Result<(), String>;
+
+/// What one connection measured, or all of them added up.
+pub struct Outcome {
+    /// Latency of each measured request, in nanoseconds.
+    pub latency: Histogram<u64>,
+    /// Replies checked in the measured time, wrong ones included.
+    pub ops: u64,
+    /// Wrong replies (warm-up included), plus one per connection lost.
+    pub errors: u64,
+    /// The first things that went wrong, to show.
+    pub first_errors: Vec<String>,
+}
+
+impl Outcome {
+    /// How many of the first errors an outcome keeps to show.
+    const ERRORS_KEPT: usize = 3;
+
+    pub fn new() -> Outcome {
+        Outcome {
+            // Three significant digits from 1 ns to 100 s; a longer latency is recorded as 100 s.
+            latency: Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("valid bounds"),
+            ops: 0,
+            errors: 0,
+            first_errors: Vec::new(),
+        }
+    }
+
+    /// Records the reply to a request sent at `sent`, `checked` saying whether it was right. It
+    /// is counted and timed if the request was sent in the measured time; a wrong reply is an
+    /// error even in the warm-up.
+    pub fn record(&mut self, load: &Load, sent: Instant, checked: Checked) {
+        load.replies.fetch_add(1, Ordering::Relaxed);
+        if sent >= load.measure_from {
+            self.ops += 1;
+            let elapsed = sent.elapsed().as_nanos();
+            self.latency
+                .saturating_record(u64::try_from(elapsed).unwrap_or(u64::MAX));
+        }
+        if let Err(wrong) = checked {
+            self.error(wrong);
+        }
+    }
+
+    /// Counts an error, keeping its description if it is one of the first.
+    pub fn error(&mut self, description: String) {
+        self.errors += 1;
+        if self.first_errors.len() < Self::ERRORS_KEPT {
+            self.first_errors.push(description);
+        }
+    }
+
+    /// Adds what another connection measured.
+    fn add(&mut self, other: Outcome) -> anyhow::Result<()> {
+        self.latency.add(&other.latency)?;
+        self.ops += other.ops;
+        self.errors += other.errors;
+        for description in other.first_errors {
+            if self.first_errors.len() < Self::ERRORS_KEPT {
+                self.first_errors.push(description);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Opens a connection to `target` from `source` (any port) with Nagle off.
+pub async fn connect(target: SocketAddr, source: Option<IpAddr>) -> anyhow::Result<TcpStream> {
+    let socket = if target.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if let Some(source) = source {
+        socket
+            .bind(SocketAddr::new(source, 0))
+            .with_context(|| format!("binding {source}"))?;
+    }
+    let stream = socket
+        .connect(target)
+        .await
+        .with_context(|| format!("connecting to {target}"))?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Runs `run` on every connection, each in its own task with a distinct seed, from now until
+/// `load.stop_at`, and adds up what they measured. Shows progress on stderr when it is a
+/// terminal.
+pub async fn drive<C, F, R>(load: Arc<Load>, connections: Vec<C>, run: R) -> anyhow::Result<Outcome>
+where
+    R: Fn(C, Arc<Load>, u64) -> F,
+    F: std::future::Future<Output = Outcome> + Send + 'static,
+{
+    let progress = std::io::stderr()
+        .is_terminal()
+        .then(|| tokio::spawn(show_progress(load.clone())));
+    let tasks: Vec<_> = connections
+        .into_iter()
+        .enumerate()
+        .map(|(i, connection)| {
+            // A distinct, non-zero seed per connection.
+            let seed = 0x9E37_79B9_7F4A_7C15u64.wrapping_mul(i as u64 + 1);
+            tokio::spawn(run(connection, load.clone(), seed))
+        })
+        .collect();
+    let mut total = Outcome::new();
+    for task in tasks {
+        total.add(task.await?)?;
+    }
+    if let Some(progress) = progress {
+        progress.abort();
+        eprint!("\r\x1b[K");
+    }
+    Ok(total)
+}
+
+/// Rewrites one status line on stderr every second: phase, time and the current rate.
+async fn show_progress(load: Arc<Load>) {
+    let start = Instant::now();
+    let total = load.stop_at - start;
+    let mut last = 0;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        let replies = load.replies.load(Ordering::Relaxed);
+        let phase = if now < load.measure_from {
+            "warm-up"
+        } else {
+            "measuring"
+        };
+        let elapsed = (now - start).min(total).as_secs();
+        eprint!(
+            "\r\x1b[K{phase} {elapsed}/{} s  {} ops/s",
+            total.as_secs(),
+            replies - last
+        );
+        let _ = std::io::stderr().flush();
+        last = replies;
+    }
+}
+
+/// Reads the reply stream of one connection into a buffer and cuts whole replies off it.
+pub struct ReadBuffer {
+    buf: Vec<u8>,
+    /// Bytes before `start` are consumed replies; bytes from `end` on are free.
+    start: usize,
+    end: usize,
+}
+
+impl ReadBuffer {
+    pub fn new() -> Self {
+        ReadBuffer {
+            buf: vec![0; 64 * 1024],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// Waits for the next whole reply. `cut` looks at the unconsumed bytes: it returns what it
+    /// makes of the first reply and the reply's length, `None` when the reply is not all there
+    /// yet, or an error when the bytes cannot be a reply (which loses the connection).
+    pub async fn next<T, E>(
+        &mut self,
+        reader: &mut (impl AsyncRead + Unpin),
+        mut cut: impl FnMut(&[u8]) -> Result<Option<(T, usize)>, E>,
+    ) -> anyhow::Result<T>
+    where
+        anyhow::Error: From<E>,
+    {
+        loop {
+            if let Some((reply, len)) = cut(&self.buf[self.start..self.end])? {
+                self.start += len;
+                return Ok(reply);
+            }
+            self.make_room();
+            // A read of 0 bytes is the end of the stream: the other end closed the connection.
+            let read = timeout(REPLY_TIMEOUT, reader.read(&mut self.buf[self.end..]))
+                .await
+                .context("no reply within 10 s")??;
+            if read == 0 {
+                bail!("closed by the other end");
+            }
+            self.end += read;
+        }
+    }
+
+    /// Moves the unconsumed bytes to the front, and grows the buffer when they fill it.
+    fn make_room(&mut self) {
+        self.buf.copy_within(self.start..self.end, 0);
+        self.end -= self.start;
+        self.start = 0;
+        if self.end == self.buf.len() {
+            self.buf.resize(self.buf.len() * 2, 0);
+        }
+    }
+}
+
+/// A xorshift64* generator: cheap, and good enough to spread requests over keys.
+pub struct Random(pub u64);
+
+impl Random {
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u32) -> u32 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let bits = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32;
+        ((bits * u64::from(n)) >> 32) as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ratios() {
+        assert_eq!(parse_ratio("1:4"), Ok((1, 4)));
+        assert_eq!(parse_ratio("0:1"), Ok((0, 1)));
+        assert!(parse_ratio("0:0").is_err());
+        assert!(parse_ratio("1-4").is_err());
+        assert!(parse_ratio("a:4").is_err());
+    }
+
+    #[test]
+    fn random_keys_stay_in_range_and_spread() {
+        let mut random = Random(0x9E37_79B9_7F4A_7C15);
+        let mut seen = [0u32; 10];
+        for _ in 0..10_000 {
+            seen[random.below(10) as usize] += 1;
+        }
+        assert!(
+            seen.iter().all(|&count| (800..1200).contains(&count)),
+            "{seen:?}"
+        );
+    }
+
+    #[test]
+    fn writes_come_first_in_every_period() {
+        let now = Instant::now();
+        let load = Load {
+            keys: 1,
+            writes: 1,
+            reads: 4,
+            pipeline: 1,
+            measure_from: now,
+            stop_at: now,
+            replies: AtomicU64::new(0),
+        };
+        let writes: Vec<bool> = (0..10).map(|n| load.is_write(n)).collect();
+        assert_eq!(
+            writes,
+            [true, false, false, false, false, true, false, false, false, false]
+        );
+    }
+
+    #[tokio::test]
+    async fn cuts_replies_that_arrive_in_pieces() {
+        // Replies are lines; they arrive split across reads and two in one read.
+        let (mut client, mut server) = tokio::io::duplex(64);
+        let cut_line = |buf: &[u8]| -> anyhow::Result<Option<(String, usize)>> {
+            Ok(buf.iter().position(|&b| b == b'\n').map(|end| {
+                let line = String::from_utf8_lossy(&buf[..end]).into_owned();
+                (line, end + 1)
+            }))
+        };
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            for piece in [&b"fir"[..], b"st\nsecond\nthi", b"rd\n"] {
+                server.write_all(piece).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+        });
+        let mut buffer = ReadBuffer::new();
+        for expected in ["first", "second", "third"] {
+            assert_eq!(buffer.next(&mut client, cut_line).await.unwrap(), expected);
+        }
+        let closed = buffer.next(&mut client, cut_line).await.unwrap_err();
+        assert_eq!(closed.to_string(), "closed by the other end");
+    }
+}
