@@ -56,6 +56,7 @@ pub async fn run(args: &CqlArgs) -> anyhow::Result<Outcome> {
     write_rows(&mut setup, args.load.keys)
         .await
         .context("writing the rows before the load")?;
+    drop(setup); // closed: it takes no part in the load
 
     // Open and prepare everything before the load, so a refused connection stops the run.
     let mut connections = Vec::with_capacity(args.load.connections);

@@ -102,21 +102,23 @@ impl Connection {
                 Statements::Query.insert(&mut self.out, stream as i16, key);
             }
             self.stream.write_all(&self.out).await?;
-            for key in batch {
-                let checked = self
+            for _ in batch {
+                // The row is the one written on the response's stream.
+                let (key, written) = self
                     .buffer
                     .next(&mut self.stream, |buf| {
                         let Some((frame, len)) = frame::cut(buf)? else {
                             return Ok::<_, anyhow::Error>(None);
                         };
+                        let key = first + u32::try_from(frame.stream)?;
                         let written = match Response::parse(&frame)? {
                             Response::Void => Ok(()),
                             other => Err(unexpected(&other)),
                         };
-                        Ok(Some((written, len)))
+                        Ok(Some(((key, written), len)))
                     })
                     .await?;
-                checked.with_context(|| format!("writing {}", InsertQuery(key)))?;
+                written.with_context(|| format!("writing {}", InsertQuery(key)))?;
             }
         }
         Ok(())
