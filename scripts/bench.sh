@@ -52,19 +52,40 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 command -v cargo >/dev/null || { echo "cargo (Rust toolchain) is required" >&2; exit 1; }
 
+tmp=$(mktemp -d)
+pids=()
+# Stops the servers of a part.
+stop_servers() {
+  [ ${#pids[@]} -gt 0 ] && kill "${pids[@]}" 2>/dev/null || true
+  wait 2>/dev/null || true
+  pids=()
+}
+cleanup() {
+  stop_servers
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# The binaries run from copies in $tmp/bin: a build elsewhere in this tree may replace the ones
+# in target/release while the benchmark runs.
 crates=(axoneme-loadgen)
 wanted cassandra && crates+=(cql-fixture)
+mkdir "$tmp/bin"
 if [ -n "${AXONEME_BIN:-}" ]; then
   echo "building ${crates[*]} (release); Axoneme is $AXONEME_BIN..."
-  axoneme=$AXONEME_BIN
+  cp "$AXONEME_BIN" "$tmp/bin/axoneme"
 else
   crates+=(axoneme)
   echo "building ${crates[*]} (release)..."
-  axoneme="$root/target/release/axoneme"
 fi
 cargo build --release --quiet "${crates[@]/#/--package=}"
-loadgen="$root/target/release/axoneme-loadgen"
-cql_fixture="$root/target/release/cql-fixture"
+for crate in "${crates[@]}"; do
+  cp "target/release/$crate" "$tmp/bin/"
+done
+axoneme="$tmp/bin/axoneme"
+loadgen="$tmp/bin/axoneme-loadgen"
+cql_fixture="$tmp/bin/cql-fixture"
 
 # Ports on 127.0.0.1, away from a system memcached on 11211 and a Cassandra on 9042.
 memcached_port=11311
@@ -97,21 +118,6 @@ for port in "${ports[@]}"; do
     exit 1
   fi
 done
-
-tmp=$(mktemp -d)
-pids=()
-# Stops the servers of a part.
-stop_servers() {
-  [ ${#pids[@]} -gt 0 ] && kill "${pids[@]}" 2>/dev/null || true
-  wait 2>/dev/null || true
-  pids=()
-}
-cleanup() {
-  stop_servers
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 # Waits until $1 succeeds, for up to 10 seconds.
 wait_for() {
@@ -237,7 +243,7 @@ EOF
   wait_for port_open $haproxy_port
   wait_for port_open $twemproxy_port
   # Not a probe connection to Axoneme: it would come from 127.0.0.1, be refused and logged.
-  wait_for grep -q "listening" "$tmp/axoneme.err"
+  wait_for grep -q "listening .*127.0.0.1:$axoneme_port" "$tmp/axoneme.err"
 
   printf '%s; %s; %s' "$(memcached -V)" "$(haproxy -v | head -1 | cut -d' ' -f1-3)" \
     "$(nutcracker -V 2>&1 | head -1)" >"$tmp/memcached.versions"
@@ -304,7 +310,7 @@ EOF
 
   wait_for port_open $cql_port
   wait_for port_open $cql_haproxy_port
-  wait_for grep -q "listening" "$tmp/cql-axoneme.err"
+  wait_for grep -q "listening .*127.0.0.1:$cql_axoneme_port" "$tmp/cql-axoneme.err"
 
   printf 'cql-fixture (this workspace); %s' "$(haproxy -v | head -1 | cut -d' ' -f1-3)" \
     >"$tmp/cassandra.versions"
