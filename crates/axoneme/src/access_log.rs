@@ -1,30 +1,64 @@
 //! The access log: one JSON object per line, with Cilium's field names, written by a thread of
 //! its own so that logging never blocks forwarding.
 //!
-//! Connections format an entry into a buffer taken from a pool and hand it to a bounded queue;
-//! when the queue is full the entry is dropped and counted. The writer thread writes the line
-//! and returns the buffer to the pool, so steady-state logging does not allocate. This module
-//! decides nothing: it records what it is given.
+//! Connections format an entry and append it to a shared batch; the writer thread takes the
+//! whole batch at once and writes it with one call. The writer is woken only when a batch starts
+//! (then it waits [`GATHER`] for more entries to join it) or when the batch is half full, so a
+//! busy proxy pays neither a thread wake-up nor a write per entry. A batch holds at most the
+//! configured number of entries; when the writer falls behind, further entries are dropped and
+//! counted. Written parts of a log file are handed back to the kernel's page cache (see
+//! [`FileSink`]), so a busy log does not grow the cache at the cost of everything else. This
+//! module decides nothing: it records what it is given.
 
-use std::fs::OpenOptions;
+use std::cell::RefCell;
+use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::mem;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axoneme_sdk::{AccessLog, Direction, LogEntry};
 
-/// Buffers kept for reuse; more than this are freed.
-const POOL_SIZE: usize = 256;
+/// How long the writer lets entries gather after the first one of a batch before writing them.
+const GATHER: Duration = Duration::from_millis(5);
+
+/// Entries waiting for the writer, already formatted.
+#[derive(Default)]
+struct Batch {
+    lines: Vec<u8>,
+    entries: usize,
+    /// The log is being dropped: write what is left and stop.
+    closing: bool,
+}
+
+/// What loggers and the writer thread share.
+struct Queue {
+    batch: Mutex<Batch>,
+    /// Wakes the writer: a batch has started, is half full, or the log is closing.
+    wake: Condvar,
+    /// Most entries a batch holds.
+    capacity: usize,
+    dropped: AtomicU64,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, Batch> {
+        // A logger that panicked while holding the lock left complete lines behind: appending is
+        // the only thing done under it.
+        self.batch
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
 
 /// The access log of a running proxy. Cheap to share; entries are written in the order queued.
 pub struct JsonAccessLog {
-    queue: Option<SyncSender<Vec<u8>>>,
-    pool: Arc<Mutex<Vec<Vec<u8>>>>,
-    dropped: AtomicU64,
+    queue: Arc<Queue>,
     writer: Option<thread::JoinHandle<()>>,
 }
 
@@ -35,114 +69,218 @@ impl JsonAccessLog {
         let sink: Box<dyn Write + Send> = if path == "-" {
             Box::new(io::stdout())
         } else {
-            Box::new(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(Path::new(path))?,
-            )
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(Path::new(path))?;
+            match file.metadata()? {
+                m if m.is_file() => Box::new(FileSink::new(file, m.len())),
+                _ => Box::new(file),
+            }
         };
         Ok(JsonAccessLog::with_sink(sink, queue))
     }
 
     /// A log that writes to `sink`.
     pub fn with_sink(sink: Box<dyn Write + Send>, queue: usize) -> JsonAccessLog {
-        let (tx, rx) = sync_channel(queue.max(1));
-        let pool = Arc::new(Mutex::new(Vec::new()));
-        let writer_pool = Arc::clone(&pool);
+        let queue = Arc::new(Queue {
+            batch: Mutex::new(Batch::default()),
+            wake: Condvar::new(),
+            capacity: queue.max(1),
+            dropped: AtomicU64::new(0),
+        });
+        let writer_queue = Arc::clone(&queue);
         let writer = thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || write_lines(rx, io::BufWriter::new(sink), writer_pool))
+            .spawn(move || write_batches(&writer_queue, sink))
             .expect("spawning the access-log thread");
         JsonAccessLog {
-            queue: Some(tx),
-            pool,
-            dropped: AtomicU64::new(0),
+            queue,
             writer: Some(writer),
         }
     }
 
     /// Entries dropped because the writer fell behind.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.queue.dropped.load(Ordering::Relaxed)
     }
+}
+
+thread_local! {
+    /// Where a logging thread formats its entries before appending them to the batch, so the
+    /// formatting happens outside the lock and without allocating once warm.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 impl AccessLog for JsonAccessLog {
     fn log(&self, entry: &LogEntry<'_>) {
-        let Some(queue) = &self.queue else { return };
-        let mut line = self
-            .pool
-            .lock()
-            .map(|mut p| p.pop())
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        format_entry(&mut line, entry, SystemTime::now());
-        match queue.try_send(line) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                if self.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+        SCRATCH.with_borrow_mut(|line| {
+            format_entry(line, entry, SystemTime::now());
+            let queue = &*self.queue;
+            let mut batch = queue.lock();
+            if batch.entries >= queue.capacity {
+                drop(batch);
+                if queue.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
                     tracing::warn!("access log is falling behind; entries are being dropped");
                 }
+                return;
             }
-        }
+            batch.lines.extend_from_slice(line);
+            batch.entries += 1;
+            if batch.entries == 1 || batch.entries == queue.capacity.div_ceil(2) {
+                queue.wake.notify_one();
+            }
+        });
     }
 }
 
 impl Drop for JsonAccessLog {
     /// Writes every queued entry before returning.
     fn drop(&mut self) {
-        self.queue.take();
+        self.queue.lock().closing = true;
+        self.queue.wake.notify_one();
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
         }
     }
 }
 
-fn write_lines(rx: Receiver<Vec<u8>>, mut out: impl Write, pool: Arc<Mutex<Vec<Vec<u8>>>>) {
-    while let Ok(mut line) = rx.recv() {
-        let mut result = out.write_all(&line);
-        recycle(&pool, &mut line);
-        while let Ok(mut more) = rx.try_recv() {
-            result = result.and_then(|()| out.write_all(&more));
-            recycle(&pool, &mut more);
+/// The writer thread: takes whole batches and writes each with one call, until the log closes.
+fn write_batches(queue: &Queue, mut out: Box<dyn Write + Send>) {
+    // The buffer written last, given back to the loggers as the next batch's, so that neither
+    // side allocates once both have grown to the usual batch size.
+    let mut spare = Vec::new();
+    loop {
+        let mut batch = queue.lock();
+        while batch.entries == 0 && !batch.closing {
+            batch = queue.wake.wait(batch).unwrap_or_else(|p| p.into_inner());
         }
-        if let Err(error) = result.and_then(|()| out.flush()) {
-            tracing::error!(%error, "writing the access log failed");
+        if batch.entries > 0 && !batch.closing && batch.entries < queue.capacity.div_ceil(2) {
+            // Let a batch gather; a half-full batch or closing cuts the wait short.
+            batch = queue
+                .wake
+                .wait_timeout(batch, GATHER)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        let closing = batch.closing;
+        let mut lines = mem::replace(&mut batch.lines, mem::take(&mut spare));
+        batch.entries = 0;
+        drop(batch);
+        if !lines.is_empty() {
+            if let Err(error) = out.write_all(&lines).and_then(|()| out.flush()) {
+                tracing::error!(%error, "writing the access log failed");
+            }
+        }
+        lines.clear();
+        spare = lines;
+        if closing {
+            return;
         }
     }
 }
 
-fn recycle(pool: &Mutex<Vec<Vec<u8>>>, line: &mut Vec<u8>) {
-    if let Ok(mut pool) = pool.lock() {
-        if pool.len() < POOL_SIZE {
-            line.clear();
-            pool.push(std::mem::take(line));
+/// Bytes of a log file after which their writeback is started, and their pages released from
+/// the page cache one such step later.
+const RELEASE_STEP: u64 = 8 << 20;
+
+/// A regular log file whose written pages do not stay in the page cache.
+///
+/// An access log is written once and rarely read back. Left alone, its pages fill the page
+/// cache until memory runs short: every new page is memory the kernel must find (and, on a
+/// virtual machine, often memory the host must first provide, several times slower than the
+/// copy itself). So every [`RELEASE_STEP`] bytes the writer starts the writeback of what it
+/// wrote and asks the kernel to drop the pages of the step before, which have been written back
+/// meanwhile: the log then cycles through a few megabytes of cache. Both calls are hints that
+/// never block on the disk; a page still dirty is simply kept.
+struct FileSink {
+    file: File,
+    /// File offset up to which this sink has written.
+    written: u64,
+    /// Offset up to which writeback was started.
+    flushed: u64,
+    /// Offset up to which pages were released.
+    released: u64,
+}
+
+impl FileSink {
+    fn new(file: File, len: u64) -> FileSink {
+        FileSink {
+            file,
+            written: len,
+            flushed: len,
+            released: len,
         }
+    }
+
+    fn release_written_pages(&mut self) {
+        if self.written - self.flushed < RELEASE_STEP {
+            return;
+        }
+        let fd = self.file.as_raw_fd();
+        let offset = |n: u64| libc::off_t::try_from(n).unwrap_or(libc::off_t::MAX);
+        // SAFETY: both calls only take a descriptor this sink owns and a byte range; they touch
+        // no memory of this process.
+        unsafe {
+            libc::sync_file_range(
+                fd,
+                offset(self.flushed),
+                offset(self.written - self.flushed),
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+            libc::posix_fadvise(
+                fd,
+                offset(self.released),
+                offset(self.flushed - self.released),
+                libc::POSIX_FADV_DONTNEED,
+            );
+        }
+        self.released = self.flushed;
+        self.flushed = self.written;
+    }
+}
+
+impl Write for FileSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.release_written_pages();
+        Ok(())
     }
 }
 
 /// Formats `entry` as one JSON line into `out` (which is cleared first).
+///
+/// This runs on the forwarding path for every request, so it writes bytes directly: numbers
+/// through [`push_decimal`], strings through [`json_string`], which copies plain ASCII whole.
 pub fn format_entry(out: &mut Vec<u8>, entry: &LogEntry<'_>, now: SystemTime) {
     let meta = entry.meta;
     let timestamp = now
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
     out.clear();
-    let _ = write!(
-        out,
-        "{{\"timestamp\":{timestamp},\"is_ingress\":{},\"entry_type\":\"{}\",\"policy_name\":",
-        meta.direction == Direction::Ingress,
-        entry.entry_type.as_str()
-    );
+    out.extend_from_slice(b"{\"timestamp\":");
+    push_decimal(out, timestamp);
+    out.extend_from_slice(match meta.direction {
+        Direction::Ingress => b",\"is_ingress\":true,\"entry_type\":\"",
+        Direction::Egress => b",\"is_ingress\":false,\"entry_type\":\"",
+    });
+    out.extend_from_slice(entry.entry_type.as_str().as_bytes());
+    out.extend_from_slice(b"\",\"policy_name\":");
     json_string(out, entry.policy_name.as_bytes());
-    let _ = write!(
-        out,
-        ",\"source_security_id\":{},\"destination_security_id\":{},\"source_address\":\"{}\",\"destination_address\":\"{}\",\"source_labels\":",
-        meta.source_identity, meta.destination_identity, meta.source, meta.destination
-    );
+    out.extend_from_slice(b",\"source_security_id\":");
+    push_decimal(out, meta.source_identity.into());
+    out.extend_from_slice(b",\"destination_security_id\":");
+    push_decimal(out, meta.destination_identity.into());
+    out.extend_from_slice(b",\"source_address\":\"");
+    push_address(out, meta.source);
+    out.extend_from_slice(b"\",\"destination_address\":\"");
+    push_address(out, meta.destination);
+    out.extend_from_slice(b"\",\"source_labels\":");
     json_list(out, &meta.source_labels);
     out.extend_from_slice(b",\"destination_labels\":");
     json_list(out, &meta.destination_labels);
@@ -164,6 +302,40 @@ pub fn format_entry(out: &mut Vec<u8>, entry: &LogEntry<'_>, now: SystemTime) {
     out.extend_from_slice(b"}}}\n");
 }
 
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// Appends `address` as `a.b.c.d:port` or `[v6]:port`, as its `Display` does.
+fn push_address(out: &mut Vec<u8>, address: SocketAddr) {
+    match address {
+        SocketAddr::V4(v4) => {
+            for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_decimal(out, octet.into());
+            }
+            out.push(b':');
+            push_decimal(out, v4.port().into());
+        }
+        SocketAddr::V6(_) => {
+            let _ = write!(out, "{address}");
+        }
+    }
+}
+
 fn json_list(out: &mut Vec<u8>, items: &[String]) {
     out.push(b'[');
     for (i, item) in items.iter().enumerate() {
@@ -178,6 +350,18 @@ fn json_list(out: &mut Vec<u8>, items: &[String]) {
 /// Writes `bytes` as a JSON string, replacing invalid UTF-8 with U+FFFD.
 fn json_string(out: &mut Vec<u8>, bytes: &[u8]) {
     out.push(b'"');
+    if bytes
+        .iter()
+        .all(|&b| (0x20..0x80).contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.extend_from_slice(bytes);
+    } else {
+        json_escaped(out, bytes);
+    }
+    out.push(b'"');
+}
+
+fn json_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
     for chunk in bytes.utf8_chunks() {
         for c in chunk.valid().chars() {
             match c {
@@ -199,7 +383,6 @@ fn json_string(out: &mut Vec<u8>, bytes: &[u8]) {
             out.extend_from_slice("\u{fffd}".as_bytes());
         }
     }
-    out.push(b'"');
 }
 
 #[cfg(test)]
@@ -255,6 +438,43 @@ mod tests {
         );
     }
 
+    #[test]
+    fn numbers_and_addresses_are_written_as_display_writes_them() {
+        for address in [
+            "0.0.0.0:0",
+            "255.255.255.255:65535",
+            "10.0.7.1:80",
+            "[::1]:11211",
+        ] {
+            let address: SocketAddr = address.parse().unwrap();
+            let mut out = Vec::new();
+            push_address(&mut out, address);
+            assert_eq!(String::from_utf8(out).unwrap(), address.to_string());
+        }
+        for n in [0, 9, 10, 4_294_967_295, u64::MAX] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, n);
+            assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
+        }
+    }
+
+    #[test]
+    fn strings_are_escaped_only_where_json_needs_it() {
+        for (raw, json) in [
+            (&b"alliance/fleet/key-1"[..], r#""alliance/fleet/key-1""#),
+            (
+                b"tab\there \"q\" back\\slash \x01",
+                r#""tab\there \"q\" back\\slash \u0001""#,
+            ),
+            ("x-wing ✈".as_bytes(), r#""x-wing ✈""#),
+            (b"\x7f\xc3", "\"\x7f\u{fffd}\""),
+        ] {
+            let mut out = Vec::new();
+            json_string(&mut out, raw);
+            assert_eq!(String::from_utf8(out).unwrap(), json);
+        }
+    }
+
     /// A sink whose writes wait until the gate opens, standing for a slow disk; it says when a
     /// write has started waiting.
     struct Gated {
@@ -280,6 +500,43 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn a_log_file_keeps_every_line_while_its_pages_are_released() {
+        let path = std::env::temp_dir().join(format!("axoneme-log-{}.json", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        std::fs::write(&path, b"earlier line\n").unwrap();
+        let meta = meta();
+        let fields = [Field::text("cmd", "READ")];
+        let entry = LogEntry {
+            entry_type: EntryType::Request,
+            meta: &meta,
+            policy_name: "p",
+            proto: Some("r2d2"),
+            fields: &fields,
+        };
+        let mut one = Vec::new();
+        format_entry(&mut one, &entry, SystemTime::now());
+        // Enough lines for several release steps, logged faster than the writer gathers them.
+        let lines = (3 * RELEASE_STEP as usize) / one.len() + 1;
+        let log = JsonAccessLog::open(path.to_str().unwrap(), lines).unwrap();
+        for _ in 0..lines {
+            log.log(&entry);
+        }
+        assert_eq!(log.dropped(), 0);
+        drop(log);
+        let written = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let mut rest = written.strip_prefix(b"earlier line\n".as_slice()).unwrap();
+        let mut count = 0;
+        while let Some(end) = rest.iter().position(|&b| b == b'\n') {
+            let line: serde_json::Value = serde_json::from_slice(&rest[..end]).unwrap();
+            assert_eq!(line["generic_l7"]["fields"]["cmd"], "READ");
+            rest = &rest[end + 1..];
+            count += 1;
+        }
+        assert_eq!((count, rest.len()), (lines, 0));
     }
 
     #[test]
