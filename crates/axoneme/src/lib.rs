@@ -21,6 +21,7 @@ pub mod redirect;
 mod sockets;
 pub mod state;
 pub mod watch;
+mod workers;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -45,6 +46,7 @@ use crate::monitor::Monitor;
 use crate::redirect::Redirect;
 use crate::sockets::UpstreamOptions;
 use crate::state::{ConfigSources, State};
+use crate::workers::Workers;
 
 /// The protocols built into the `axoneme` binary, with their settings.
 pub fn builtin_protocols(settings: &ProtocolsConfig) -> Registry {
@@ -145,6 +147,8 @@ struct RunningListener {
 pub struct Agent {
     state: Arc<State>,
     shared: Arc<Shared>,
+    /// Where the listeners' connections run.
+    workers: Arc<Workers>,
     monitor: Arc<Monitor>,
     access_log: Option<Arc<JsonAccessLog>>,
     listeners: Mutex<BTreeMap<String, RunningListener>>,
@@ -191,9 +195,13 @@ impl Agent {
             },
             next_id: AtomicU64::new(1),
         });
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let workers =
+            Arc::new(Workers::start(cores).context("starting the connection worker threads")?);
         let agent = Arc::new(Agent {
             state,
             shared,
+            workers,
             monitor,
             access_log,
             listeners: Mutex::new(BTreeMap::new()),
@@ -346,6 +354,7 @@ impl Agent {
             route,
             Arc::clone(&self.shared),
             Arc::clone(&tracker),
+            Arc::clone(&self.workers),
         ));
         match config.upstream {
             Some(upstream) => {

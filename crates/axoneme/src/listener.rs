@@ -1,4 +1,4 @@
-//! Listeners: bind an address, hand each accepted connection to its own task, and drain.
+//! Listeners: bind an address, hand each accepted connection to a task on a worker, and drain.
 //!
 //! A listener decides where each connection goes (its configured upstream, or for a transparent
 //! listener the connection's original destination) and knows what its connections guard
@@ -17,6 +17,7 @@ use tokio::sync::{watch, Notify};
 use crate::config::ListenerMode;
 use crate::connection::{serve, Ends, Route, Shared};
 use crate::sockets;
+use crate::workers::Workers;
 
 /// The open connections of one listener.
 #[derive(Debug)]
@@ -130,6 +131,7 @@ pub(crate) async fn accept_loop(
     route: Arc<Route>,
     shared: Arc<Shared>,
     tracker: Arc<Tracker>,
+    workers: Arc<Workers>,
 ) {
     let listening = listener
         .local_addr()
@@ -148,11 +150,24 @@ pub(crate) async fn accept_loop(
                     client: canonical(client),
                     upstream,
                 };
+                // The socket leaves this runtime's event loop for its worker's.
+                let stream = match stream.into_std() {
+                    Ok(stream) => stream,
+                    Err(error) => {
+                        tracing::warn!(listener = %route.listener, %client, %error, "connection closed");
+                        continue;
+                    }
+                };
                 let open = Open::new(&tracker);
                 let closing = tracker.close.subscribe();
                 let (route, shared) = (Arc::clone(&route), Arc::clone(&shared));
-                tokio::spawn(async move {
-                    serve(stream, ends, route, shared, closing).await;
+                workers.spawn(async move {
+                    match TcpStream::from_std(stream) {
+                        Ok(stream) => serve(stream, ends, route, shared, closing).await,
+                        Err(error) => {
+                            tracing::warn!(listener = %route.listener, %client, %error, "connection closed")
+                        }
+                    }
                     drop(open);
                 });
             }
