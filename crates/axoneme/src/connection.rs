@@ -7,9 +7,12 @@
 //! when its listener's drain time is over.
 
 use std::any::Any;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use axoneme_datapath::{Connection, ConnectionError, Env, Limits, Output};
@@ -18,7 +21,7 @@ use axoneme_sdk::{
     AccessLog, ConnectionMeta, Direction, EntryType, Field, Flow, LogEntry, Protocol,
     RequestPolicy, Verdict,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -539,60 +542,140 @@ impl<'s> ParsedConnection<'s> {
         }
     }
 
+    /// Moves bytes between the two sockets through the engine until both directions have
+    /// ended, an error closes the connection, or the drain time is over.
     async fn run(
         mut self,
-        mut client: TcpStream,
-        mut upstream: TcpStream,
+        client: TcpStream,
+        upstream: TcpStream,
         closing: &mut watch::Receiver<bool>,
     ) -> Result<(), Closed> {
-        let (mut client_rd, mut client_wr) = client.split();
-        let (mut upstream_rd, mut upstream_wr) = upstream.split();
-        let mut client_buf = vec![0u8; READ_SIZE];
-        let mut upstream_buf = vec![0u8; READ_SIZE];
-        let mut outbox = Outbox::default();
-        // Whether each side may still send to us, and whether we have closed our sending side
-        // toward it.
-        let (mut client_reading, mut upstream_reading) = (true, true);
-        let (mut client_shut, mut upstream_shut) = (false, false);
+        let mut io = Sockets {
+            client: Side::new(client),
+            upstream: Side::new(upstream),
+            outbox: Outbox::default(),
+        };
+        let drained = drained(closing);
+        tokio::pin!(drained);
+        std::future::poll_fn(|cx| {
+            if drained.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(Closed::Drained));
+            }
+            self.pump(cx, &mut io)
+        })
+        .await
+    }
+
+    /// Does all the work the sockets allow now: writes what waits, passes on half-closes, and
+    /// reads (while not too much output waits) and feeds the engine, until nothing moves.
+    /// Pending means every socket it waits on will wake the task.
+    fn pump(&mut self, cx: &mut Context<'_>, io: &mut Sockets) -> Poll<Result<(), Closed>> {
         loop {
+            let mut moved = flush(cx, &mut io.upstream.stream, &mut io.outbox.to_upstream)?;
+            if flush(cx, &mut io.client.stream, &mut io.outbox.to_client)? {
+                self.answered();
+                moved = true;
+            }
             // A side that has finished sending is passed on as a half-close once everything
             // before it has been written.
-            if !client_reading && outbox.to_upstream.is_empty() && !upstream_shut {
-                upstream_wr.shutdown().await?;
-                upstream_shut = true;
+            if !io.client.reading && io.outbox.to_upstream.is_empty() {
+                io.upstream.shut_down(cx)?;
             }
-            if !upstream_reading && outbox.to_client.is_empty() && !client_shut {
-                client_wr.shutdown().await?;
-                client_shut = true;
+            if !io.upstream.reading && io.outbox.to_client.is_empty() {
+                io.client.shut_down(cx)?;
             }
-            if client_shut && upstream_shut {
-                return Ok(());
+            if io.client.shut && io.upstream.shut {
+                return Poll::Ready(Ok(()));
             }
-            let room = outbox.has_room();
-            tokio::select! {
-                read = client_rd.read(&mut client_buf), if client_reading && room => {
-                    let n = read?;
-                    client_reading = n > 0;
-                    self.arrived(Flow::Request, n);
-                    self.feed(Flow::Request, &client_buf[..n], n == 0, &mut outbox)?;
+            for flow in [Flow::Request, Flow::Reply] {
+                if !io.outbox.has_room() {
+                    break;
                 }
-                read = upstream_rd.read(&mut upstream_buf), if upstream_reading && room => {
-                    let n = read?;
-                    upstream_reading = n > 0;
-                    self.arrived(Flow::Reply, n);
-                    self.feed(Flow::Reply, &upstream_buf[..n], n == 0, &mut outbox)?;
+                let side = match flow {
+                    Flow::Request => &mut io.client,
+                    Flow::Reply => &mut io.upstream,
+                };
+                if let Poll::Ready(n) = side.poll_read(cx)? {
+                    self.arrived(flow, n);
+                    self.feed(flow, &side.buffer[..n], n == 0, &mut io.outbox)?;
+                    moved = true;
                 }
-                written = upstream_wr.write(outbox.to_upstream.pending()), if !outbox.to_upstream.is_empty() => {
-                    outbox.to_upstream.advance(nonzero(written?)?);
-                }
-                written = client_wr.write(outbox.to_client.pending()), if !outbox.to_client.is_empty() => {
-                    outbox.to_client.advance(nonzero(written?)?);
-                    self.answered();
-                }
-                () = drained(closing) => return Err(Closed::Drained),
+            }
+            if !moved {
+                return Poll::Pending;
             }
         }
     }
+}
+
+/// The two sockets of a parsed connection and the output waiting for them.
+struct Sockets {
+    client: Side,
+    upstream: Side,
+    outbox: Outbox,
+}
+
+/// One socket of a parsed connection.
+struct Side {
+    stream: TcpStream,
+    /// Where bytes from this socket are read into.
+    buffer: Box<[u8]>,
+    /// The peer may still send: no end of stream was read yet.
+    reading: bool,
+    /// Our sending side toward this peer is closed.
+    shut: bool,
+}
+
+impl Side {
+    fn new(stream: TcpStream) -> Side {
+        Side {
+            stream,
+            buffer: vec![0; READ_SIZE].into_boxed_slice(),
+            reading: true,
+            shut: false,
+        }
+    }
+
+    /// Reads what the socket has into `buffer`: the byte count (0 at end of stream), or
+    /// Pending with the task woken when there is more.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        if !self.reading {
+            return Poll::Pending;
+        }
+        let mut buffer = ReadBuf::new(&mut self.buffer);
+        ready!(Pin::new(&mut self.stream).poll_read(cx, &mut buffer))?;
+        let n = buffer.filled().len();
+        self.reading = n > 0;
+        Poll::Ready(Ok(n))
+    }
+
+    /// Closes our sending side toward this peer, once.
+    fn shut_down(&mut self, cx: &mut Context<'_>) -> std::io::Result<()> {
+        if !self.shut {
+            // A TCP socket's shutdown completes at once; Pending cannot happen.
+            if let Poll::Ready(result) = Pin::new(&mut self.stream).poll_shutdown(cx) {
+                result?;
+                self.shut = true;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes as much of `out` to `stream` as it takes now; whether anything was written. A socket
+/// that cannot take more wakes the task when it can.
+fn flush(cx: &mut Context<'_>, stream: &mut TcpStream, out: &mut OutBuf) -> std::io::Result<bool> {
+    let mut wrote = false;
+    while !out.is_empty() {
+        match Pin::new(&mut *stream).poll_write(cx, out.pending()) {
+            Poll::Ready(written) => {
+                out.advance(nonzero(written?)?);
+                wrote = true;
+            }
+            Poll::Pending => break,
+        }
+    }
+    Ok(wrote)
 }
 
 fn request_policy(
