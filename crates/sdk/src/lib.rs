@@ -9,6 +9,7 @@
 mod context;
 mod input;
 mod op;
+mod pattern;
 mod protocol;
 
 pub use context::{
@@ -17,6 +18,7 @@ pub use context::{
 };
 pub use input::Input;
 pub use op::{ErrorCode, Op, ParseError};
+pub use pattern::WholeMatch;
 pub use protocol::{
     reject_unknown_keys, CompiledRules, DuplicateProtocol, L7RuleMap, Parser, Protocol, Registry,
     RuleError, RuleList,

@@ -6,8 +6,7 @@
 //! usual patterns (`system\..*`, `attendance.daily_records`) behave the same either way. A
 //! table-less action (`use`, `create-role`, …) with `query_table` is an import error.
 
-use axoneme_sdk::{reject_unknown_keys, L7RuleMap, RuleError, RuleList};
-use regex::Regex;
+use axoneme_sdk::{reject_unknown_keys, L7RuleMap, RuleError, RuleList, WholeMatch};
 
 use crate::statement::Action;
 
@@ -15,7 +14,7 @@ use crate::statement::Action;
 #[derive(Debug, Clone)]
 pub struct Rule {
     action: Option<Action>,
-    table: Option<Regex>,
+    table: Option<WholeMatch>,
 }
 
 impl Rule {
@@ -26,7 +25,7 @@ impl Rule {
             && self
                 .table
                 .as_ref()
-                .is_none_or(|re| table.is_some_and(|t| re.is_match(t)))
+                .is_none_or(|re| table.is_some_and(|t| re.is_match(t.as_bytes())))
     }
 }
 
@@ -59,13 +58,7 @@ fn compile_rule(index: usize, map: &L7RuleMap) -> Result<Rule, RuleError> {
                 format!("{} acts on no table", action.map_or("", Action::name)),
             ));
         }
-        Some(pattern) => Some(Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
-            RuleError::new(
-                index,
-                Some("query_table"),
-                format!("invalid regex {pattern:?}: {e}"),
-            )
-        })?),
+        Some(pattern) => Some(WholeMatch::compile(index, "query_table", pattern)?),
     };
     Ok(Rule { action, table })
 }

@@ -6,8 +6,7 @@
 //! rule (so `{command: flush_all, keyPrefix: a/}` cannot flush everyone's keys). `keyRegex`
 //! must match the whole key, like every regex in Axoneme's policies.
 
-use axoneme_sdk::{reject_unknown_keys, L7RuleMap, RuleError, RuleList};
-use regex::bytes::Regex;
+use axoneme_sdk::{reject_unknown_keys, L7RuleMap, RuleError, RuleList, WholeMatch};
 
 use crate::command::{Command, CommandSet};
 
@@ -19,7 +18,7 @@ enum KeyMatch {
     Any,
     Exact(Box<[u8]>),
     Prefix(Box<[u8]>),
-    Regex(Regex),
+    Regex(WholeMatch),
 }
 
 impl KeyMatch {
@@ -100,13 +99,7 @@ fn compile_rule(index: usize, map: &L7RuleMap) -> Result<Rule, RuleError> {
         (Some(("keyExact", value)), None) => KeyMatch::Exact(value.as_bytes().into()),
         (Some(("keyPrefix", value)), None) => KeyMatch::Prefix(value.as_bytes().into()),
         (Some((_, pattern)), None) => {
-            KeyMatch::Regex(Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
-                RuleError::new(
-                    index,
-                    Some("keyRegex"),
-                    format!("invalid regex {pattern:?}: {e}"),
-                )
-            })?)
+            KeyMatch::Regex(WholeMatch::compile(index, "keyRegex", pattern)?)
         }
     };
     Ok(Rule { commands, key })

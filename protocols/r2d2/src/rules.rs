@@ -3,8 +3,7 @@
 //!
 //! Compiling policy maps into matchers and matching requests; nothing here sees the wire.
 
-use axoneme_sdk::{reject_unknown_keys, L7RuleMap, RuleError, RuleList};
-use regex::bytes::Regex;
+use axoneme_sdk::{reject_unknown_keys, L7RuleMap, RuleError, RuleList, WholeMatch};
 
 use crate::request::{Command, Request};
 
@@ -12,7 +11,7 @@ use crate::request::{Command, Request};
 #[derive(Debug, Clone)]
 pub struct Rule {
     command: Option<Command>,
-    file: Option<Regex>,
+    file: Option<WholeMatch>,
 }
 
 impl Rule {
@@ -55,13 +54,7 @@ fn compile_rule(index: usize, map: &L7RuleMap) -> Result<Rule, RuleError> {
                 "only READ and WRITE name a file",
             ));
         }
-        Some(pattern) => Some(Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
-            RuleError::new(
-                index,
-                Some("file"),
-                format!("invalid regex {pattern:?}: {e}"),
-            )
-        })?),
+        Some(pattern) => Some(WholeMatch::compile(index, "file", pattern)?),
     };
     Ok(Rule { command, file })
 }

@@ -1,0 +1,158 @@
+//! Patterns in policy rules that must match a whole value (`file`, `keyRegex`, `query_table`).
+//!
+//! A rule's regular expression is anchored at both ends: `fleet` matches the value `fleet`, not
+//! `empire/fleet-plans`. Most patterns that policies hold are plain names (`attendance\.daily`)
+//! or a name followed by anything (`system\..*`); those are matched by comparing bytes, the rest
+//! by the compiled regex. Every pattern is compiled either way, so a bad one is always refused.
+
+use regex::bytes::Regex;
+
+use crate::protocol::RuleError;
+
+/// A compiled pattern that matches whole values.
+#[derive(Debug, Clone)]
+pub struct WholeMatch {
+    how: How,
+}
+
+#[derive(Debug, Clone)]
+enum How {
+    /// Exactly these bytes.
+    Literal(Box<[u8]>),
+    /// These bytes, then any UTF-8 text without a line break (what `.*` matches).
+    Prefix(Box<[u8]>),
+    Regex(Regex),
+}
+
+impl WholeMatch {
+    /// Compiles `pattern`, the value of the rule key `key` in the `l7` map at `index`; a bad
+    /// pattern is an error naming both.
+    pub fn compile(index: usize, key: &str, pattern: &str) -> Result<WholeMatch, RuleError> {
+        let regex = Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
+            RuleError::new(index, Some(key), format!("invalid regex {pattern:?}: {e}"))
+        })?;
+        let how = match pattern.strip_suffix(".*").and_then(literal) {
+            Some(prefix) => How::Prefix(prefix.into()),
+            None => match literal(pattern) {
+                Some(exact) => How::Literal(exact.into()),
+                None => How::Regex(regex),
+            },
+        };
+        Ok(WholeMatch { how })
+    }
+
+    /// Whether the whole of `value` matches.
+    #[inline]
+    pub fn is_match(&self, value: &[u8]) -> bool {
+        match &self.how {
+            How::Literal(exact) => value == &exact[..],
+            How::Prefix(prefix) => {
+                value.starts_with(prefix)
+                    && std::str::from_utf8(&value[prefix.len()..])
+                        .is_ok_and(|rest| !rest.contains('\n'))
+            }
+            How::Regex(regex) => regex.is_match(value),
+        }
+    }
+}
+
+/// The bytes `pattern` matches when it is a plain string: characters other than the regex
+/// syntax's special ones, and special ones escaped with `\`.
+fn literal(pattern: &str) -> Option<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(pattern.len());
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        let c = match c {
+            '\\' => chars.next().filter(|&next| is_special(next))?,
+            c if is_special(c) || c.is_whitespace() => return None,
+            c => c,
+        };
+        let mut utf8 = [0; 4];
+        bytes.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
+    }
+    Some(bytes)
+}
+
+/// Characters with a meaning in the regex syntax (those `regex::escape` escapes).
+fn is_special(c: char) -> bool {
+    matches!(
+        c,
+        '\\' | '.'
+            | '+'
+            | '*'
+            | '?'
+            | '('
+            | ')'
+            | '|'
+            | '['
+            | ']'
+            | '{'
+            | '}'
+            | '^'
+            | '$'
+            | '#'
+            | '&'
+            | '-'
+            | '~'
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn compiled(pattern: &str) -> WholeMatch {
+        WholeMatch::compile(0, "file", pattern).unwrap()
+    }
+
+    #[test]
+    fn plain_names_and_name_prefixes_are_compared_not_searched() {
+        assert!(matches!(
+            compiled(r"attendance\.daily_records").how,
+            How::Literal(_)
+        ));
+        assert!(matches!(compiled(r"system\..*").how, How::Prefix(_)));
+        assert!(matches!(compiled(r"/public/.*").how, How::Prefix(_)));
+        assert!(matches!(compiled(r"user:[0-9]+").how, How::Regex(_)));
+        assert!(matches!(compiled(r"a\d").how, How::Regex(_)));
+        assert!(matches!(compiled("a b").how, How::Regex(_)));
+    }
+
+    #[test]
+    fn matches_are_whole() {
+        let table = compiled(r"attendance\.daily_records");
+        assert!(table.is_match(b"attendance.daily_records"));
+        assert!(!table.is_match(b"attendanceXdaily_records"));
+        assert!(!table.is_match(b"attendance.daily_records_archive"));
+        let system = compiled(r"system\..*");
+        assert!(system.is_match(b"system.local"));
+        assert!(system.is_match(b"system."));
+        assert!(!system.is_match(b"system_schema.tables"));
+        assert!(!system.is_match(b"system.a\nb"));
+        assert!(!system.is_match(b"system.\xff"));
+    }
+
+    #[test]
+    fn bad_patterns_are_refused_with_their_key() {
+        let error = WholeMatch::compile(3, "keyRegex", "(").unwrap_err();
+        assert_eq!((error.index, error.key.as_deref()), (3, Some("keyRegex")));
+        assert!(error.reason.starts_with("invalid regex \"(\": "));
+    }
+
+    proptest! {
+        /// Whatever shortcut a pattern takes, it matches exactly what its regex matches.
+        #[test]
+        fn shortcuts_agree_with_the_regex(
+            pattern in r"(\\\.|[a-z./_:]|\.\*){0,8}",
+            text in r"[a-z./_:\n]{0,12}",
+            tail in proptest::collection::vec(any::<u8>(), 0..3),
+        ) {
+            let regex = Regex::new(&format!("^(?:{pattern})$")).unwrap();
+            let compiled = compiled(&pattern);
+            let value = [text.as_bytes(), &tail].concat();
+            prop_assert_eq!(compiled.is_match(&value), regex.is_match(&value));
+        }
+    }
+}
