@@ -1,9 +1,10 @@
 //! Patterns in policy rules that must match a whole value (`file`, `keyRegex`, `query_table`).
 //!
 //! A rule's regular expression is anchored at both ends: `fleet` matches the value `fleet`, not
-//! `empire/fleet-plans`. Most patterns that policies hold are plain names (`attendance\.daily`)
-//! or a name followed by anything (`system\..*`); those are matched by comparing bytes, the rest
-//! by the compiled regex. Every pattern is compiled either way, so a bad one is always refused.
+//! `empire/fleet-plans`. Most patterns that policies hold are plain names (`attendance\.daily`,
+//! or with a bare `.` for any character: `attendance.daily`) or a name followed by anything
+//! (`system\..*`); those are matched by comparing bytes, the rest by the compiled regex. Every
+//! pattern is compiled either way, so a bad one is always refused.
 
 use regex::bytes::Regex;
 
@@ -19,6 +20,13 @@ pub struct WholeMatch {
 enum How {
     /// Exactly these bytes.
     Literal(Box<[u8]>),
+    /// These bytes where `wild` is false, any character but a line break where it is true; the
+    /// regex decides for values that are not ASCII.
+    Dotted {
+        bytes: Box<[u8]>,
+        wild: Box<[bool]>,
+        regex: Regex,
+    },
     /// These bytes, then any UTF-8 text without a line break (what `.*` matches).
     Prefix(Box<[u8]>),
     Regex(Regex),
@@ -31,12 +39,21 @@ impl WholeMatch {
         let regex = Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
             RuleError::new(index, Some(key), format!("invalid regex {pattern:?}: {e}"))
         })?;
-        let how = match pattern.strip_suffix(".*").and_then(literal) {
-            Some(prefix) => How::Prefix(prefix.into()),
-            None => match literal(pattern) {
-                Some(exact) => How::Literal(exact.into()),
-                None => How::Regex(regex),
+        let prefix = pattern
+            .strip_suffix(".*")
+            .and_then(plain)
+            .filter(|pieces| pieces.iter().all(|p| p.is_some()));
+        let how = match (prefix, plain(pattern)) {
+            (Some(prefix), _) => How::Prefix(prefix.into_iter().flatten().collect()),
+            (None, Some(pieces)) if pieces.iter().all(|p| p.is_some()) => {
+                How::Literal(pieces.into_iter().flatten().collect())
+            }
+            (None, Some(pieces)) => How::Dotted {
+                bytes: pieces.iter().map(|p| p.unwrap_or(b'.')).collect(),
+                wild: pieces.iter().map(|p| p.is_none()).collect(),
+                regex,
             },
+            (None, None) => How::Regex(regex),
         };
         Ok(WholeMatch { how })
     }
@@ -51,26 +68,41 @@ impl WholeMatch {
                     && std::str::from_utf8(&value[prefix.len()..])
                         .is_ok_and(|rest| !rest.contains('\n'))
             }
+            How::Dotted { bytes, wild, regex } => {
+                if !value.is_ascii() {
+                    return regex.is_match(value);
+                }
+                value.len() == bytes.len()
+                    && value
+                        .iter()
+                        .zip(bytes.iter().zip(wild.iter()))
+                        .all(|(&v, (&b, &any))| if any { v != b'\n' } else { v == b })
+            }
             How::Regex(regex) => regex.is_match(value),
         }
     }
 }
 
-/// The bytes `pattern` matches when it is a plain string: characters other than the regex
-/// syntax's special ones, and special ones escaped with `\`.
-fn literal(pattern: &str) -> Option<Vec<u8>> {
-    let mut bytes = Vec::with_capacity(pattern.len());
+/// `pattern` as bytes to match one by one (`None`: a bare `.`, any character) when it is a
+/// plain string: characters other than the regex syntax's special ones, special ones escaped
+/// with `\`, and bare dots.
+fn plain(pattern: &str) -> Option<Vec<Option<u8>>> {
+    let mut pieces = Vec::with_capacity(pattern.len());
     let mut chars = pattern.chars();
     while let Some(c) = chars.next() {
         let c = match c {
+            '.' => {
+                pieces.push(None);
+                continue;
+            }
             '\\' => chars.next().filter(|&next| is_special(next))?,
             c if is_special(c) || c.is_whitespace() => return None,
             c => c,
         };
         let mut utf8 = [0; 4];
-        bytes.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
+        pieces.extend(c.encode_utf8(&mut utf8).bytes().map(Some));
     }
-    Some(bytes)
+    Some(pieces)
 }
 
 /// Characters with a meaning in the regex syntax (those `regex::escape` escapes).
@@ -126,6 +158,12 @@ mod tests {
         assert!(table.is_match(b"attendance.daily_records"));
         assert!(!table.is_match(b"attendanceXdaily_records"));
         assert!(!table.is_match(b"attendance.daily_records_archive"));
+        let dotted = compiled("attendance.daily_records");
+        assert!(dotted.is_match(b"attendance.daily_records"));
+        assert!(dotted.is_match(b"attendanceXdaily_records"));
+        assert!(dotted.is_match("attendanceédaily_records".as_bytes()));
+        assert!(!dotted.is_match(b"attendance\ndaily_records"));
+        assert!(!dotted.is_match(b"attendance.daily_record"));
         let system = compiled(r"system\..*");
         assert!(system.is_match(b"system.local"));
         assert!(system.is_match(b"system."));
@@ -146,7 +184,7 @@ mod tests {
         #[test]
         fn shortcuts_agree_with_the_regex(
             pattern in r"(\\\.|[a-z./_:]|\.\*){0,8}",
-            text in r"[a-z./_:\n]{0,12}",
+            text in r"[a-z./_:\né]{0,12}",
             tail in proptest::collection::vec(any::<u8>(), 0..3),
         ) {
             let regex = Regex::new(&format!("^(?:{pattern})$")).unwrap();

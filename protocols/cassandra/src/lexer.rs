@@ -43,6 +43,46 @@ pub enum LexError {
     UnterminatedComment(usize),
 }
 
+/// Byte classes, as bits of [`CLASSES`].
+const BLANK: u8 = 1;
+/// Starts a word: a letter or `_`.
+const WORD_START: u8 = 2;
+/// Continues a word: a letter, a digit or `_`.
+const WORD: u8 = 4;
+/// Continues a literal: a letter, a digit, `.`, `-` or `+`.
+const LITERAL: u8 = 8;
+
+/// The classes of every byte, looked up once per byte instead of tested one by one.
+static CLASSES: [u8; 256] = {
+    let mut classes = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        let mut class = 0;
+        if c.is_ascii_whitespace() {
+            class |= BLANK;
+        }
+        if c.is_ascii_alphabetic() || c == b'_' {
+            class |= WORD_START | WORD;
+        }
+        if c.is_ascii_digit() {
+            class |= WORD;
+        }
+        if c.is_ascii_alphanumeric() || c == b'.' || c == b'-' || c == b'+' {
+            class |= LITERAL;
+        }
+        classes[b] = class;
+        b += 1;
+    }
+    classes
+};
+
+/// Whether `b` is of `class`.
+#[inline]
+fn is(b: u8, class: u8) -> bool {
+    CLASSES[usize::from(b)] & class != 0
+}
+
 /// An iterator over the tokens of CQL text.
 #[derive(Debug, Clone)]
 pub struct Lexer<'q> {
@@ -61,11 +101,15 @@ impl<'q> Lexer<'q> {
     }
 
     /// Skips white space and comments.
+    #[inline]
     fn skip_blank(&mut self) -> Result<(), LexError> {
+        let bytes = self.text.as_bytes();
         loop {
+            while bytes.get(self.at).is_some_and(|&b| is(b, BLANK)) {
+                self.at += 1;
+            }
             let rest = self.rest();
             match rest {
-                [b, ..] if b.is_ascii_whitespace() => self.at += 1,
                 [b'-', b'-', ..] | [b'/', b'/', ..] => {
                     self.at += rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
                 }
@@ -106,59 +150,100 @@ impl<'q> Lexer<'q> {
         let Some(&first) = self.rest().first() else {
             return Ok(None);
         };
-        let token =
-            match first {
-                b'\'' => Token::Str(
-                    self.delimited(b'\'')
-                        .ok_or(LexError::UnterminatedString(start))?,
-                ),
-                b'"' => Token::Quoted(
-                    self.delimited(b'"')
-                        .ok_or(LexError::UnterminatedQuoted(start))?,
-                ),
-                b'$' if self.rest().starts_with(b"$$") => {
-                    let body = start + 2;
-                    let end = self.text[body..]
-                        .find("$$")
-                        .ok_or(LexError::UnterminatedString(start))?;
-                    self.at = body + end + 2;
-                    Token::Str(&self.text[body..body + end])
-                }
-                b'?' => {
-                    self.at += 1;
-                    Token::Marker
-                }
-                b':' if self
-                    .rest()
-                    .get(1)
-                    .is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_') =>
-                {
-                    self.at += 1;
-                    self.take_while(|b| b.is_ascii_alphanumeric() || b == b'_');
-                    Token::Marker
-                }
-                b if b.is_ascii_alphabetic() || b == b'_' => {
-                    Token::Word(self.take_while(|b| b.is_ascii_alphanumeric() || b == b'_'))
-                }
-                b if b.is_ascii_digit() => Token::Literal(self.take_while(|b| {
-                    b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'+'
-                })),
-                _ => {
-                    let c = self.text[start..].chars().next().unwrap_or('\u{fffd}');
-                    self.at += c.len_utf8();
-                    Token::Punct(c)
-                }
-            };
+        let token = match first {
+            b'\'' => Token::Str(
+                self.delimited(b'\'')
+                    .ok_or(LexError::UnterminatedString(start))?,
+            ),
+            b'"' => Token::Quoted(
+                self.delimited(b'"')
+                    .ok_or(LexError::UnterminatedQuoted(start))?,
+            ),
+            b'$' if self.rest().starts_with(b"$$") => {
+                let body = start + 2;
+                let end = self.text[body..]
+                    .find("$$")
+                    .ok_or(LexError::UnterminatedString(start))?;
+                self.at = body + end + 2;
+                Token::Str(&self.text[body..body + end])
+            }
+            b'?' => {
+                self.at += 1;
+                Token::Marker
+            }
+            b':' if self
+                .rest()
+                .get(1)
+                .is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_') =>
+            {
+                self.at += 1;
+                self.take_while(WORD);
+                Token::Marker
+            }
+            b if is(b, WORD_START) => Token::Word(self.take_while(WORD)),
+            b if b.is_ascii_digit() => Token::Literal(self.take_while(LITERAL)),
+            _ => {
+                let c = self.text[start..].chars().next().unwrap_or('\u{fffd}');
+                self.at += c.len_utf8();
+                Token::Punct(c)
+            }
+        };
         Ok(Some(token))
     }
 
-    fn take_while(&mut self, keep: impl Fn(u8) -> bool) -> &'q str {
+    /// Moves past everything up to and including the next `;` that is a token (not inside a
+    /// literal or a comment); true if there was one, false at the end of the text. It reads
+    /// exactly as the tokens would and fails where they would, but makes none, so a statement's
+    /// end is found at a fraction of the cost of tokenising it.
+    pub fn skip_statement(&mut self) -> Result<bool, LexError> {
+        let bytes = self.text.as_bytes();
+        loop {
+            self.skip_blank()?;
+            let start = self.at;
+            let Some(&first) = bytes.get(start) else {
+                return Ok(false);
+            };
+            match first {
+                b';' => {
+                    self.at += 1;
+                    return Ok(true);
+                }
+                b'\'' => {
+                    self.delimited(b'\'')
+                        .ok_or(LexError::UnterminatedString(start))?;
+                }
+                b'"' => {
+                    self.delimited(b'"')
+                        .ok_or(LexError::UnterminatedQuoted(start))?;
+                }
+                b'$' if self.rest().starts_with(b"$$") => {
+                    let end = self.text[start + 2..]
+                        .find("$$")
+                        .ok_or(LexError::UnterminatedString(start))?;
+                    self.at = start + 2 + end + 2;
+                }
+                b if is(b, WORD_START) => {
+                    self.take_while(WORD);
+                }
+                b if b.is_ascii_digit() => {
+                    self.take_while(LITERAL);
+                }
+                // `?`, `:` (a marker's name is skipped as a word), punctuation, and the bytes of
+                // any other character, none of which can start a literal or a comment.
+                _ => self.at += 1,
+            }
+        }
+    }
+
+    /// Moves past the bytes of class `class`, returning them.
+    #[inline]
+    fn take_while(&mut self, class: u8) -> &'q str {
         let start = self.at;
-        self.at += self
-            .rest()
+        let rest = self.rest();
+        self.at += rest
             .iter()
-            .position(|&b| !keep(b))
-            .unwrap_or(self.rest().len());
+            .position(|&b| !is(b, class))
+            .unwrap_or(rest.len());
         &self.text[start..self.at]
     }
 }
@@ -185,6 +270,39 @@ mod tests {
 
     fn tokens(text: &str) -> Vec<Token<'_>> {
         Lexer::new(text).collect::<Result<_, _>>().unwrap()
+    }
+
+    /// Where reading tokens up to and including the first `;` ends, as `skip_statement` must.
+    fn skip_by_tokens(lexer: &mut Lexer<'_>) -> Result<bool, LexError> {
+        loop {
+            match lexer.next_token()? {
+                None => return Ok(false),
+                Some(Token::Punct(';')) => return Ok(true),
+                Some(_) => {}
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn skipping_a_statement_ends_where_its_tokens_end(
+            text in r"([a-z0-9 ;:?.$'\x22/*+\-\n(),]|--|//|/\*|\*/|\$\$|''|é){0,40}",
+        ) {
+            let mut by_tokens = Lexer::new(&text);
+            let mut skipped = Lexer::new(&text);
+            loop {
+                let expected = skip_by_tokens(&mut by_tokens);
+                let got = skipped.skip_statement();
+                prop_assert_eq!(&got, &expected);
+                if expected.is_err() {
+                    break;
+                }
+                prop_assert_eq!(skipped.at, by_tokens.at);
+                if expected == Ok(false) {
+                    break;
+                }
+            }
+        }
     }
 
     #[test]

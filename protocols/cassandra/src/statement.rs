@@ -140,7 +140,11 @@ impl Name<'_> {
     /// Appends the name as Cassandra resolves it to `out`.
     pub fn push_to(&self, out: &mut String) {
         match *self {
-            Name::Unquoted(word) => out.extend(word.chars().map(|c| c.to_ascii_lowercase())),
+            Name::Unquoted(word) => {
+                let start = out.len();
+                out.push_str(word);
+                out[start..].make_ascii_lowercase();
+            }
             Name::Quoted(quoted) => {
                 for (i, part) in quoted.split("\"\"").enumerate() {
                     if i > 0 {
@@ -304,10 +308,7 @@ impl<'q> Statements<'q> {
             Ok(false) => return Some(Err(ClassifyError::Empty)),
             Err(error) => return Some(Err(error)),
         }
-        let view = StatementView {
-            start: self.lexer.clone(),
-            in_batch: false,
-        };
+        let view = StatementView::new(self.lexer.clone(), false);
         if view.is(0, "BEGIN") {
             return match self.begin_batch() {
                 Ok(()) => {
@@ -356,10 +357,7 @@ impl<'q> Statements<'q> {
             Ok(false) => return Some(Err(unknown())),
             Err(error) => return Some(Err(error)),
         }
-        let view = StatementView {
-            start: self.lexer.clone(),
-            in_batch: true,
-        };
+        let view = StatementView::new(self.lexer.clone(), true);
         let mut rest = self.lexer.clone();
         if let Ok(Some(token)) = next_token(&mut rest) {
             if view.ends(&token, &rest) {
@@ -380,11 +378,45 @@ impl<'q> Statements<'q> {
 /// One statement of a query, read from its first token up to its end: a `;`, the end of the
 /// text, or in a batch an `APPLY BATCH`.
 struct StatementView<'q> {
-    start: Lexer<'q>,
     in_batch: bool,
+    /// The statement's first [`HEAD`] tokens (`None` past its end), read once: classifying
+    /// looks at them again and again.
+    head: [Option<Token<'q>>; HEAD],
+    /// `cursors[i]`: a cursor after the first `i` tokens.
+    cursors: [Lexer<'q>; HEAD + 1],
 }
 
+/// Tokens a [`StatementView`] keeps at hand: enough for every statement's keywords and the name
+/// after them (`CREATE OR REPLACE FUNCTION`, `INSERT INTO ks.t`).
+const HEAD: usize = 4;
+
 impl<'q> StatementView<'q> {
+    /// The statement starting at `start`.
+    fn new(start: Lexer<'q>, in_batch: bool) -> Self {
+        let mut view = StatementView {
+            in_batch,
+            head: [None; HEAD],
+            cursors: std::array::from_fn(|_| start.clone()),
+        };
+        let mut lexer = start;
+        for i in 0..HEAD {
+            view.head[i] = view.next_in(&mut lexer);
+            if view.head[i].is_none() {
+                break;
+            }
+            view.cursors[i + 1] = lexer.clone();
+        }
+        view
+    }
+
+    /// The token at `at`; `None` past the statement's end.
+    fn token(&self, at: usize) -> Option<Token<'q>> {
+        match at {
+            at if at < HEAD => self.head[at],
+            at => self.at(at).and_then(|mut lexer| self.next_in(&mut lexer)),
+        }
+    }
+
     /// Whether `token`, followed by what `rest` holds, ends the statement.
     fn ends(&self, token: &Token<'_>, rest: &Lexer<'q>) -> bool {
         match token {
@@ -405,8 +437,12 @@ impl<'q> StatementView<'q> {
 
     /// A cursor at the statement's token number `at`; `None` past its end.
     fn at(&self, at: usize) -> Option<Lexer<'q>> {
-        let mut lexer = self.start.clone();
-        for _ in 0..at {
+        if at <= HEAD {
+            let present = at == 0 || self.head[at - 1].is_some();
+            return present.then(|| self.cursors[at].clone());
+        }
+        let mut lexer = self.cursors[HEAD].clone();
+        for _ in HEAD..at {
             self.next_in(&mut lexer)?;
         }
         Some(lexer)
@@ -414,14 +450,12 @@ impl<'q> StatementView<'q> {
 
     /// Whether the token at `at` is `keyword`.
     fn is(&self, at: usize, keyword: &str) -> bool {
-        self.at(at)
-            .and_then(|mut lexer| self.next_in(&mut lexer))
-            .is_some_and(|t| t.is(keyword))
+        self.token(at).is_some_and(|t| t.is(keyword))
     }
 
     /// A cursor after the first `keyword`.
     fn after(&self, keyword: &str) -> Option<Lexer<'q>> {
-        let mut lexer = self.start.clone();
+        let mut lexer = self.cursors[0].clone();
         while !self.next_in(&mut lexer)?.is(keyword) {}
         Some(lexer)
     }
@@ -463,6 +497,10 @@ impl<'q> StatementView<'q> {
     /// Moves `lexer` (at the statement's start) past the statement and the `;` that ends it,
     /// or to the `APPLY BATCH` that does; lexing errors on the way are errors.
     fn skip_to_end(&self, lexer: &mut Lexer<'q>) -> Result<(), ClassifyError> {
+        if !self.in_batch {
+            lexer.skip_statement()?;
+            return Ok(());
+        }
         loop {
             let mut ahead = lexer.clone();
             match next_token(&mut ahead)? {
@@ -480,7 +518,7 @@ impl<'q> StatementView<'q> {
     /// The keyword at `at`, upper-cased into `buf`; empty when there is no word there or it is
     /// too long to be a keyword.
     fn keyword<'b>(&self, at: usize, buf: &'b mut [u8; 16]) -> &'b str {
-        match self.at(at).and_then(|mut lexer| self.next_in(&mut lexer)) {
+        match self.token(at) {
             Some(Token::Word(w)) if w.len() <= buf.len() => {
                 let upper = &mut buf[..w.len()];
                 upper.copy_from_slice(w.as_bytes());
@@ -548,12 +586,10 @@ impl<'q> StatementView<'q> {
             ("LIST", "ROLES") => plain(ListRoles),
             ("LIST", "USERS") => plain(ListUsers),
             ("LIST", _) => plain(ListPermissions),
-            _ => Err(ClassifyError::Unknown(
-                match self.next_in(&mut self.start.clone()) {
-                    Some(Token::Word(w)) => w.to_owned(),
-                    other => format!("{other:?}"),
-                },
-            )),
+            _ => Err(ClassifyError::Unknown(match self.head[0] {
+                Some(Token::Word(w)) => w.to_owned(),
+                other => format!("{other:?}"),
+            })),
         }
     }
 
