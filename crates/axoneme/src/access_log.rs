@@ -22,7 +22,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axoneme_sdk::{AccessLog, Direction, LogEntry};
+use axoneme_sdk::{AccessLog, ConnectionMeta, Direction, LogEntry};
 
 /// How long the writer lets entries gather after the first one of a batch before writing them.
 const GATHER: Duration = Duration::from_millis(5);
@@ -256,7 +256,8 @@ impl Write for FileSink {
 /// Formats `entry` as one JSON line into `out` (which is cleared first).
 ///
 /// This runs on the forwarding path for every request, so it writes bytes directly: numbers
-/// through [`push_decimal`], strings through [`json_string`], which copies plain ASCII whole.
+/// through [`push_decimal`], strings through [`json_string`], which copies plain ASCII whole,
+/// and the fields a connection's entries share as rendered for its previous entry.
 pub fn format_entry(out: &mut Vec<u8>, entry: &LogEntry<'_>, now: SystemTime) {
     let meta = entry.meta;
     let timestamp = now
@@ -272,6 +273,82 @@ pub fn format_entry(out: &mut Vec<u8>, entry: &LogEntry<'_>, now: SystemTime) {
     out.extend_from_slice(entry.entry_type.as_str().as_bytes());
     out.extend_from_slice(b"\",\"policy_name\":");
     json_string(out, entry.policy_name.as_bytes());
+    CONNECTIONS.with_borrow_mut(|connections| connections.render(meta, out));
+    out.extend_from_slice(b",\"generic_l7\":{\"proto\":");
+    json_string(out, entry.proto.unwrap_or("").as_bytes());
+    out.extend_from_slice(b",\"fields\":{");
+    for (i, field) in entry.fields.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json_string(out, field.key.as_bytes());
+        out.push(b':');
+        json_string(out, field.value);
+    }
+    out.extend_from_slice(b"}}}\n");
+}
+
+/// How many connections' parts each logging thread keeps rendered.
+const RENDERED_CONNECTIONS: usize = 16;
+
+thread_local! {
+    /// The connection parts this thread rendered last.
+    static CONNECTIONS: RefCell<ConnectionParts> = const { RefCell::new(ConnectionParts::new()) };
+}
+
+/// The part of an entry that every entry of a connection shares (identities, addresses, labels,
+/// listener, endpoint), rendered once for the last few connections a thread logged for: a
+/// connection logs every request, usually from one thread.
+struct ConnectionParts {
+    parts: Vec<(ConnectionMeta, Vec<u8>)>,
+    /// The slot the next new connection takes once all are in use.
+    next: usize,
+}
+
+impl ConnectionParts {
+    const fn new() -> ConnectionParts {
+        ConnectionParts {
+            parts: Vec::new(),
+            next: 0,
+        }
+    }
+
+    /// Appends the shared part of `meta`'s entries to `out`.
+    fn render(&mut self, meta: &ConnectionMeta, out: &mut Vec<u8>) {
+        if let Some((_, rendered)) = self.parts.iter().find(|(m, _)| same_connection(m, meta)) {
+            out.extend_from_slice(rendered);
+            return;
+        }
+        let mut rendered = Vec::new();
+        render_connection(meta, &mut rendered);
+        out.extend_from_slice(&rendered);
+        let part = (meta.clone(), rendered);
+        if self.parts.len() < RENDERED_CONNECTIONS {
+            self.parts.push(part);
+        } else {
+            self.parts[self.next] = part;
+            self.next = (self.next + 1) % RENDERED_CONNECTIONS;
+        }
+    }
+}
+
+/// Whether `a` and `b` describe the same connection. The shared strings are compared by
+/// identity: a kept part holds them, so their memory cannot be reused for other values.
+fn same_connection(a: &ConnectionMeta, b: &ConnectionMeta) -> bool {
+    a.id == b.id
+        && a.source == b.source
+        && a.destination == b.destination
+        && a.source_identity == b.source_identity
+        && a.destination_identity == b.destination_identity
+        && Arc::ptr_eq(&a.listener, &b.listener)
+        && Arc::ptr_eq(&a.endpoint, &b.endpoint)
+        && Arc::ptr_eq(&a.source_labels, &b.source_labels)
+        && Arc::ptr_eq(&a.destination_labels, &b.destination_labels)
+}
+
+/// The fields of an entry that come from its connection, from `source_security_id` to
+/// `endpoint`, with the comma before them.
+fn render_connection(meta: &ConnectionMeta, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"source_security_id\":");
     push_decimal(out, meta.source_identity.into());
     out.extend_from_slice(b",\"destination_security_id\":");
@@ -288,18 +365,6 @@ pub fn format_entry(out: &mut Vec<u8>, entry: &LogEntry<'_>, now: SystemTime) {
     json_string(out, meta.listener.as_bytes());
     out.extend_from_slice(b",\"endpoint\":");
     json_string(out, meta.endpoint.as_bytes());
-    out.extend_from_slice(b",\"generic_l7\":{\"proto\":");
-    json_string(out, entry.proto.unwrap_or("").as_bytes());
-    out.extend_from_slice(b",\"fields\":{");
-    for (i, field) in entry.fields.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        json_string(out, field.key.as_bytes());
-        out.push(b':');
-        json_string(out, field.value);
-    }
-    out.extend_from_slice(b"}}}\n");
 }
 
 /// Appends `n` in decimal.
@@ -436,6 +501,40 @@ mod tests {
                 "\n"
             )
         );
+    }
+
+    #[test]
+    fn each_connection_gets_its_own_shared_fields_however_entries_interleave() {
+        let first = meta();
+        let mut second = meta();
+        second.source_labels = Arc::from(vec!["app=leia".to_string()]);
+        let mut third = meta();
+        third.source = "127.0.0.22:6000".parse().unwrap();
+        let line = |meta: &ConnectionMeta| {
+            let entry = LogEntry {
+                entry_type: EntryType::Request,
+                meta,
+                policy_name: "p",
+                proto: None,
+                fields: &[],
+            };
+            let mut out = Vec::new();
+            format_entry(&mut out, &entry, UNIX_EPOCH);
+            serde_json::from_slice::<serde_json::Value>(&out).unwrap()
+        };
+        for _ in 0..RENDERED_CONNECTIONS + 2 {
+            assert_eq!(line(&first)["source_labels"][0], "app=luke");
+            assert_eq!(line(&second)["source_labels"][0], "app=leia");
+            assert_eq!(line(&third)["source_address"], "127.0.0.22:6000");
+            assert_eq!(line(&first)["source_address"], "127.0.0.21:5000");
+        }
+        // More connections than a thread keeps rendered still log right.
+        let many: Vec<ConnectionMeta> = (0..2 * RENDERED_CONNECTIONS as u64)
+            .map(|id| ConnectionMeta { id, ..meta() })
+            .collect();
+        for meta in many.iter().chain(&many) {
+            assert_eq!(line(meta)["destination_labels"][0], "app=r2d2");
+        }
     }
 
     #[test]
