@@ -105,8 +105,17 @@ impl<'a> Input<'a> {
     /// Copies `out.len()` bytes starting at `at` into `out`; false when the view is too short.
     #[inline]
     pub fn copy_to(&self, at: usize, out: &mut [u8]) -> bool {
-        if at.checked_add(out.len()).is_none_or(|end| end > self.len) {
+        let Some(end) = at.checked_add(out.len()).filter(|&end| end <= self.len) else {
             return false;
+        };
+        // Most input is one slice: copy straight from it.
+        if let Some(bytes) = self
+            .slices
+            .first()
+            .and_then(|first| first.get(self.offset + at..self.offset + end))
+        {
+            out.copy_from_slice(bytes);
+            return true;
         }
         let mut skip = at;
         let mut filled = 0;

@@ -108,24 +108,27 @@ impl MemcacheParser {
     }
 
     fn text_request(&mut self, ctx: &mut Context<'_>, input: Input<'_>) -> Result<Op, ParseError> {
-        let mut head = [0u8; 5];
-        let head_len = input.len().min(head.len());
-        input.copy_to(0, &mut head[..head_len]);
-        let limit = if is_retrieval(&head[..head_len]) {
-            MAX_RETRIEVAL_LINE
-        } else {
-            MAX_LINE
+        // Only retrievals may be longer than MAX_LINE; the verb is looked at only past it.
+        let too_long = |len: usize| {
+            let mut head = [0u8; 5];
+            let head_len = input.len().min(head.len());
+            input.copy_to(0, &mut head[..head_len]);
+            let limit = match is_retrieval(&head[..head_len]) {
+                true => MAX_RETRIEVAL_LINE,
+                false => MAX_LINE,
+            };
+            len >= limit
         };
         let Some(newline) = input.find_byte(b'\n', self.searched[0]) else {
             self.searched[0] = input.len();
-            return if input.len() >= limit {
+            return if input.len() >= MAX_LINE && too_long(input.len()) {
                 Err(LINE_TOO_LONG)
             } else {
                 Ok(Op::More(1))
             };
         };
         self.searched[0] = 0;
-        if newline >= limit {
+        if newline >= MAX_LINE && too_long(newline) {
             return Err(LINE_TOO_LONG);
         }
         let end = if newline > 0 && input.byte(newline - 1) == Some(b'\r') {
