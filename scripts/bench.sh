@@ -102,7 +102,7 @@ source_ip=127.0.0.11
 # The source address of every CQL load connection: the Empire's outpost, which the policy lets
 # insert into attendance.daily_records and, in the benchmark's copy, select from it.
 cql_source_ip=127.0.0.31
-# Axoneme runs a tokio multi-thread runtime with one worker per core; HAProxy gets as many threads.
+# Axoneme runs one connection worker thread per core; HAProxy gets as many threads.
 cores=$(nproc)
 memcached_threads=2
 
@@ -249,8 +249,8 @@ EOF
     "$(nutcracker -V 2>&1 | head -1)" >"$tmp/memcached.versions"
   echo
   echo "memcached: every target gets the same load, one after another, from $source_ip. memcached" \
-    "runs $memcached_threads threads; HAProxy $cores threads; Axoneme $cores tokio workers (one per" \
-    "core); twemproxy one thread. This machine has $cores cores: the load generator (tokio, $cores" \
+    "runs $memcached_threads threads; HAProxy $cores threads; Axoneme $cores connection workers (one" \
+    "per core); twemproxy one thread. This machine has $cores cores: the load generator (tokio, $cores" \
     "workers), memcached and the proxy under test share them and nothing is pinned."
   echo
   busy_percent >"$tmp/memcached.busy"
@@ -317,7 +317,7 @@ EOF
   echo
   echo "Cassandra: every target gets the same load, one after another, from $cql_source_ip." \
     "cql-fixture runs a tokio runtime with one worker per core over one store behind a lock;" \
-    "HAProxy $cores threads; Axoneme $cores tokio workers."
+    "HAProxy $cores threads; Axoneme $cores connection workers."
   echo
   busy_percent >"$tmp/cassandra.busy"
   echo "cores busy before the runs: $(cat "$tmp/cassandra.busy")%"
@@ -471,7 +471,7 @@ if runs_by_part["memcached"]:
     memcached = {
         "notes": shared_notes + [
             f"memcached: {env['MEMCACHED_THREADS']} threads. HAProxy: mode tcp, nbthread {cores}. "
-            f"Axoneme: {cores} tokio workers, memcache parser, Rebels' policy, JSON access log to "
+            f"Axoneme: {cores} connection workers, memcache parser, Rebels' policy, JSON access log to "
             "a file. twemproxy: one thread, one server connection shared by all clients.",
             latency_note,
         ],
@@ -496,7 +496,7 @@ if runs_by_part["cassandra"]:
         "notes": shared_notes + [
             f"cql-fixture: the workspace's in-memory CQL server (release build; {cores} tokio "
             f"workers, one store behind a lock), not Cassandra. HAProxy: mode tcp, nbthread "
-            f"{cores}. Axoneme: {cores} tokio workers, cassandra parser, the Empire's policy "
+            f"{cores}. Axoneme: {cores} connection workers, cassandra parser, the Empire's policy "
             "with a select rule added for the outpost, JSON access log to a file.",
             "CQL protocol v4, uncompressed; each connection prepares the INSERT and the SELECT "
             "and then sends EXECUTE, rows without metadata; keys are rows outpost-0 .. "
