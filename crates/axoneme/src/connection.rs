@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
-use axoneme_datapath::{Connection, ConnectionError, Env, Limits, Output};
+use axoneme_datapath::{Connection, ConnectionError, Env, Limits};
 use axoneme_policy::{ConnectionVerdict, PortPolicy, Snapshot};
 use axoneme_sdk::{
     AccessLog, ConnectionMeta, Direction, EntryType, Field, Flow, LogEntry, Protocol,
@@ -26,6 +26,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::metrics::{Metrics, ProtocolMetrics, VerdictCounters};
+use crate::outbox::{OutBuf, Outbox};
 use crate::sockets::{self, UpstreamOptions};
 use crate::state::State;
 
@@ -384,53 +385,6 @@ async fn drained(closing: &mut watch::Receiver<bool>) {
     }
 }
 
-/// Bytes waiting to be written to one socket.
-#[derive(Default)]
-struct OutBuf {
-    bytes: Vec<u8>,
-    written: usize,
-}
-
-impl OutBuf {
-    fn pending(&self) -> &[u8] {
-        &self.bytes[self.written..]
-    }
-
-    fn is_empty(&self) -> bool {
-        self.written == self.bytes.len()
-    }
-
-    fn advance(&mut self, n: usize) {
-        self.written += n;
-        if self.is_empty() {
-            self.bytes.clear();
-            self.written = 0;
-        }
-    }
-}
-
-/// The engine's output, per destination socket.
-#[derive(Default)]
-struct Outbox {
-    to_upstream: OutBuf,
-    to_client: OutBuf,
-}
-
-impl Output for Outbox {
-    fn emit(&mut self, flow: Flow, bytes: &[u8]) {
-        match flow {
-            Flow::Request => self.to_upstream.bytes.extend_from_slice(bytes),
-            Flow::Reply => self.to_client.bytes.extend_from_slice(bytes),
-        }
-    }
-}
-
-impl Outbox {
-    fn has_room(&self) -> bool {
-        self.to_upstream.pending().len() < HIGH_WATER && self.to_client.pending().len() < HIGH_WATER
-    }
-}
-
 /// A connection's request-level policy, counting its verdicts.
 struct CountedPolicy<'m> {
     policy: Arc<PortPolicy>,
@@ -550,10 +504,12 @@ impl<'s> ParsedConnection<'s> {
         upstream: TcpStream,
         closing: &mut watch::Receiver<bool>,
     ) -> Result<(), Closed> {
+        let (client, upstream) = (Side::new(client), Side::new(upstream));
+        let outbox = Outbox::new(&client.buffer, &upstream.buffer);
         let mut io = Sockets {
-            client: Side::new(client),
-            upstream: Side::new(upstream),
-            outbox: Outbox::default(),
+            client,
+            upstream,
+            outbox,
         };
         let drained = drained(closing);
         tokio::pin!(drained);
@@ -571,33 +527,53 @@ impl<'s> ParsedConnection<'s> {
     /// Pending means every socket it waits on will wake the task.
     fn pump(&mut self, cx: &mut Context<'_>, io: &mut Sockets) -> Poll<Result<(), Closed>> {
         loop {
-            let mut moved = flush(cx, &mut io.upstream.stream, &mut io.outbox.to_upstream)?;
-            if flush(cx, &mut io.client.stream, &mut io.outbox.to_client)? {
+            let Sockets {
+                client,
+                upstream,
+                outbox,
+            } = io;
+            let mut moved = flush(
+                cx,
+                &mut upstream.stream,
+                &mut outbox.to_upstream,
+                &client.buffer,
+            )?;
+            if flush(
+                cx,
+                &mut client.stream,
+                &mut outbox.to_client,
+                &upstream.buffer,
+            )? {
                 self.answered();
                 moved = true;
             }
             // A side that has finished sending is passed on as a half-close once everything
             // before it has been written.
-            if !io.client.reading && io.outbox.to_upstream.is_empty() {
-                io.upstream.shut_down(cx)?;
+            if !client.reading && outbox.to_upstream.is_empty() {
+                upstream.shut_down(cx)?;
             }
-            if !io.upstream.reading && io.outbox.to_client.is_empty() {
-                io.client.shut_down(cx)?;
+            if !upstream.reading && outbox.to_client.is_empty() {
+                client.shut_down(cx)?;
             }
-            if io.client.shut && io.upstream.shut {
+            if client.shut && upstream.shut {
                 return Poll::Ready(Ok(()));
             }
             for flow in [Flow::Request, Flow::Reply] {
-                if !io.outbox.has_room() {
+                if !outbox.has_room(HIGH_WATER) {
                     break;
                 }
-                let side = match flow {
-                    Flow::Request => &mut io.client,
-                    Flow::Reply => &mut io.upstream,
+                let (side, borrowed_from_it) = match flow {
+                    Flow::Request => (&mut *client, &mut outbox.to_upstream),
+                    Flow::Reply => (&mut *upstream, &mut outbox.to_client),
                 };
+                if !side.reading {
+                    continue;
+                }
+                // What still waits in the buffer must be copied before the read overwrites it.
+                borrowed_from_it.release(&side.buffer);
                 if let Poll::Ready(n) = side.poll_read(cx)? {
                     self.arrived(flow, n);
-                    self.feed(flow, &side.buffer[..n], n == 0, &mut io.outbox)?;
+                    self.feed(flow, &side.buffer[..n], n == 0, outbox)?;
                     moved = true;
                 }
             }
@@ -662,12 +638,17 @@ impl Side {
     }
 }
 
-/// Writes as much of `out` to `stream` as it takes now; whether anything was written. A socket
-/// that cannot take more wakes the task when it can.
-fn flush(cx: &mut Context<'_>, stream: &mut TcpStream, out: &mut OutBuf) -> std::io::Result<bool> {
+/// Writes as much of `out` (whose borrowed runs are in `source`) to `stream` as it takes now;
+/// whether anything was written. A socket that cannot take more wakes the task when it can.
+fn flush(
+    cx: &mut Context<'_>,
+    stream: &mut TcpStream,
+    out: &mut OutBuf,
+    source: &[u8],
+) -> std::io::Result<bool> {
     let mut wrote = false;
     while !out.is_empty() {
-        match Pin::new(&mut *stream).poll_write(cx, out.pending()) {
+        match Pin::new(&mut *stream).poll_write(cx, out.pending(source)) {
             Poll::Ready(written) => {
                 out.advance(nonzero(written?)?);
                 wrote = true;

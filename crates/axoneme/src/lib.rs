@@ -17,6 +17,7 @@ mod connection;
 mod listener;
 pub mod metrics;
 pub mod monitor;
+mod outbox;
 pub mod redirect;
 mod sockets;
 pub mod state;
