@@ -12,6 +12,7 @@ pub mod compression;
 pub mod frame;
 pub mod lexer;
 mod parser;
+mod prepared;
 pub mod rules;
 pub mod segment;
 pub mod statement;

@@ -12,7 +12,7 @@
 
 mod segments;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 
 use axoneme_sdk::{Context, EntryType, ErrorCode, Field, Flow, Input, Op, ParseError, Parser};
 
@@ -20,11 +20,12 @@ use crate::compression::Compression;
 use crate::frame::{
     self, opcode, BatchEntry, Header, Request, HEADER_LEN, PROTOCOL_ERROR, UNAUTHORIZED, UNPREPARED,
 };
+use crate::prepared::Prepared;
 use crate::rules::RuleSet;
 use crate::segment::Format;
 use crate::statement::{statements, Action};
 
-/// Prepared statements remembered per connection; the oldest is forgotten first.
+/// Prepared statements remembered per connection; the least recently used is forgotten first.
 pub const MAX_PREPARED: usize = 4096;
 
 /// PREPAREs awaiting their result per connection.
@@ -118,9 +119,7 @@ pub struct CassandraParser {
     framing: Option<Format>,
     keyspace: Option<String>,
     pending_prepares: HashMap<i16, Vec<Checked>>,
-    prepared: HashMap<Vec<u8>, Vec<Checked>>,
-    /// Prepared ids, oldest first.
-    prepared_order: VecDeque<Vec<u8>>,
+    prepared: Prepared<Vec<Checked>>,
     /// A protocol version this parser cannot police was refused: every later request is
     /// dropped (the driver retries with a lower version on a new connection).
     refused_version: bool,
@@ -229,8 +228,7 @@ impl CassandraParser {
             framing: None,
             keyspace: None,
             pending_prepares: HashMap::new(),
-            prepared: HashMap::new(),
-            prepared_order: VecDeque::new(),
+            prepared: Prepared::new(MAX_PREPARED),
             refused_version: false,
             next_keyspace: None,
             segments: segments::State::default(),
@@ -592,22 +590,10 @@ impl CassandraParser {
         };
         if header.opcode == opcode::RESULT {
             if let Some(id) = frame::prepared_id(header, body).map_err(|_| MALFORMED)? {
-                self.remember(id.to_vec(), checked);
+                self.prepared.insert(id, checked);
             }
         }
         Ok(())
-    }
-
-    /// Remembers a prepared statement, forgetting the oldest one when the table is full.
-    fn remember(&mut self, id: Vec<u8>, checked: Vec<Checked>) {
-        if self.prepared.insert(id.clone(), checked).is_none() {
-            self.prepared_order.push_back(id);
-            if self.prepared_order.len() > MAX_PREPARED {
-                if let Some(oldest) = self.prepared_order.pop_front() {
-                    self.prepared.remove(&oldest);
-                }
-            }
-        }
     }
 }
 
