@@ -612,12 +612,9 @@ impl Side {
         }
     }
 
-    /// Reads what the socket has into `buffer`: the byte count (0 at end of stream), or
-    /// Pending with the task woken when there is more.
+    /// Reads what the socket has into `buffer`: the byte count (0 at end of stream, after
+    /// which it is not to be called again), or Pending with the task woken when there is more.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
-        if !self.reading {
-            return Poll::Pending;
-        }
         let mut buffer = ReadBuf::new(&mut self.buffer);
         ready!(Pin::new(&mut self.stream).poll_read(cx, &mut buffer))?;
         let n = buffer.filled().len();

@@ -125,6 +125,31 @@ impl<'q> Lexer<'q> {
         }
     }
 
+    /// Reads the `'…'` string literal at the cursor.
+    fn string(&mut self) -> Result<&'q str, LexError> {
+        let start = self.at;
+        self.delimited(b'\'')
+            .ok_or(LexError::UnterminatedString(start))
+    }
+
+    /// Reads the `"…"` identifier at the cursor.
+    fn quoted(&mut self) -> Result<&'q str, LexError> {
+        let start = self.at;
+        self.delimited(b'"')
+            .ok_or(LexError::UnterminatedQuoted(start))
+    }
+
+    /// Reads the `$$…$$` string literal at the cursor.
+    fn dollar_string(&mut self) -> Result<&'q str, LexError> {
+        let start = self.at;
+        let body = start + 2;
+        let end = self.text[body..]
+            .find("$$")
+            .ok_or(LexError::UnterminatedString(start))?;
+        self.at = body + end + 2;
+        Ok(&self.text[body..body + end])
+    }
+
     /// Reads a literal delimited by `quote`, where a doubled quote stands for one.
     fn delimited(&mut self, quote: u8) -> Option<&'q str> {
         let start = self.at + 1;
@@ -151,22 +176,9 @@ impl<'q> Lexer<'q> {
             return Ok(None);
         };
         let token = match first {
-            b'\'' => Token::Str(
-                self.delimited(b'\'')
-                    .ok_or(LexError::UnterminatedString(start))?,
-            ),
-            b'"' => Token::Quoted(
-                self.delimited(b'"')
-                    .ok_or(LexError::UnterminatedQuoted(start))?,
-            ),
-            b'$' if self.rest().starts_with(b"$$") => {
-                let body = start + 2;
-                let end = self.text[body..]
-                    .find("$$")
-                    .ok_or(LexError::UnterminatedString(start))?;
-                self.at = body + end + 2;
-                Token::Str(&self.text[body..body + end])
-            }
+            b'\'' => Token::Str(self.string()?),
+            b'"' => Token::Quoted(self.quoted()?),
+            b'$' if self.rest().starts_with(b"$$") => Token::Str(self.dollar_string()?),
             b'?' => {
                 self.at += 1;
                 Token::Marker
@@ -209,18 +221,13 @@ impl<'q> Lexer<'q> {
                     return Ok(true);
                 }
                 b'\'' => {
-                    self.delimited(b'\'')
-                        .ok_or(LexError::UnterminatedString(start))?;
+                    self.string()?;
                 }
                 b'"' => {
-                    self.delimited(b'"')
-                        .ok_or(LexError::UnterminatedQuoted(start))?;
+                    self.quoted()?;
                 }
                 b'$' if self.rest().starts_with(b"$$") => {
-                    let end = self.text[start + 2..]
-                        .find("$$")
-                        .ok_or(LexError::UnterminatedString(start))?;
-                    self.at = start + 2 + end + 2;
+                    self.dollar_string()?;
                 }
                 b if is(b, WORD_START) => {
                     self.take_while(WORD);
