@@ -288,25 +288,13 @@ fn next_token<'q>(lexer: &mut Lexer<'q>) -> Result<Option<Token<'q>>, ClassifyEr
     lexer.next().transpose().map_err(ClassifyError::from)
 }
 
-/// Skips `;` tokens; true when a token other than `;` follows.
-fn skip_semicolons(lexer: &mut Lexer<'_>) -> Result<bool, ClassifyError> {
-    loop {
-        let mut ahead = lexer.clone();
-        match next_token(&mut ahead)? {
-            Some(Token::Punct(';')) => *lexer = ahead,
-            Some(_) => return Ok(true),
-            None => return Ok(false),
-        }
-    }
-}
-
 impl<'q> Statements<'q> {
     /// The first statement, or the first of a batch.
     fn first(&mut self) -> Option<Result<Statement<'q>, ClassifyError>> {
-        match skip_semicolons(&mut self.lexer) {
+        match self.lexer.skip_semicolons() {
             Ok(true) => {}
             Ok(false) => return Some(Err(ClassifyError::Empty)),
-            Err(error) => return Some(Err(error)),
+            Err(error) => return Some(Err(error.into())),
         }
         let view = StatementView::new(self.lexer.clone(), false);
         if view.is(0, "BEGIN") {
@@ -320,7 +308,7 @@ impl<'q> Statements<'q> {
         }
         let statement = view
             .classify(&mut self.lexer)
-            .and_then(|statement| match skip_semicolons(&mut self.lexer)? {
+            .and_then(|statement| match self.lexer.skip_semicolons()? {
                 true => Err(ClassifyError::Several),
                 false => Ok(statement),
             });
@@ -352,10 +340,10 @@ impl<'q> Statements<'q> {
     /// The next statement of a batch; `None` after `APPLY BATCH` ends it.
     fn in_batch(&mut self) -> Option<Result<Statement<'q>, ClassifyError>> {
         let unknown = || ClassifyError::Unknown("BEGIN".into());
-        match skip_semicolons(&mut self.lexer) {
+        match self.lexer.skip_semicolons() {
             Ok(true) => {}
             Ok(false) => return Some(Err(unknown())),
-            Err(error) => return Some(Err(error)),
+            Err(error) => return Some(Err(error.into())),
         }
         let view = StatementView::new(self.lexer.clone(), true);
         let mut rest = self.lexer.clone();
@@ -363,7 +351,7 @@ impl<'q> Statements<'q> {
             if view.ends(&token, &rest) {
                 // APPLY BATCH, then nothing but `;`.
                 self.place = Place::Done;
-                let end = next_token(&mut rest).and_then(|_| skip_semicolons(&mut rest));
+                let end = next_token(&mut rest).and_then(|_| Ok(rest.skip_semicolons()?));
                 return match end {
                     Ok(false) => None,
                     Ok(true) => Some(Err(unknown())),
@@ -382,13 +370,36 @@ struct StatementView<'q> {
     /// The statement's first [`HEAD`] tokens (`None` past its end), read once: classifying
     /// looks at them again and again.
     head: [Option<Token<'q>>; HEAD],
-    /// `cursors[i]`: a cursor after the first `i` tokens.
-    cursors: [Lexer<'q>; HEAD + 1],
+    /// A cursor after them, when the statement has that many.
+    rest: Lexer<'q>,
 }
 
-/// Tokens a [`StatementView`] keeps at hand: enough for every statement's keywords and the name
-/// after them (`CREATE OR REPLACE FUNCTION`, `INSERT INTO ks.t`).
-const HEAD: usize = 4;
+/// Tokens a [`StatementView`] keeps at hand: enough for the keywords of the most frequent
+/// statements and the qualified name after them (`INSERT INTO ks . t`, `UPDATE ks . t SET`).
+const HEAD: usize = 5;
+
+/// A statement's tokens from one of them on: from the view's head while it lasts, then lexed.
+#[derive(Clone)]
+struct Tokens<'v, 'q> {
+    view: &'v StatementView<'q>,
+    /// The index of the next token, while it is in the head.
+    at: usize,
+    /// Past the head: the cursor the next token is lexed at.
+    lexer: Lexer<'q>,
+}
+
+impl<'q> Iterator for Tokens<'_, 'q> {
+    type Item = Token<'q>;
+
+    fn next(&mut self) -> Option<Token<'q>> {
+        if self.at < HEAD {
+            let token = self.view.head[self.at]?;
+            self.at += 1;
+            return Some(token);
+        }
+        self.view.next_in(&mut self.lexer)
+    }
+}
 
 impl<'q> StatementView<'q> {
     /// The statement starting at `start`.
@@ -396,25 +407,30 @@ impl<'q> StatementView<'q> {
         let mut view = StatementView {
             in_batch,
             head: [None; HEAD],
-            cursors: std::array::from_fn(|_| start.clone()),
+            rest: start,
         };
-        let mut lexer = start;
+        let mut lexer = view.rest.clone();
         for i in 0..HEAD {
             view.head[i] = view.next_in(&mut lexer);
             if view.head[i].is_none() {
                 break;
             }
-            view.cursors[i + 1] = lexer.clone();
         }
+        view.rest = lexer;
         view
     }
 
-    /// The token at `at`; `None` past the statement's end.
-    fn token(&self, at: usize) -> Option<Token<'q>> {
-        match at {
-            at if at < HEAD => self.head[at],
-            at => self.at(at).and_then(|mut lexer| self.next_in(&mut lexer)),
+    /// The statement's tokens from its token number `at` on.
+    fn tokens(&self, at: usize) -> Tokens<'_, 'q> {
+        let mut tokens = Tokens {
+            view: self,
+            at: at.min(HEAD),
+            lexer: self.rest.clone(),
+        };
+        for _ in HEAD..at {
+            tokens.next();
         }
+        tokens
     }
 
     /// Whether `token`, followed by what `rest` holds, ends the statement.
@@ -435,42 +451,29 @@ impl<'q> StatementView<'q> {
         (!self.ends(&token, lexer)).then_some(token)
     }
 
-    /// A cursor at the statement's token number `at`; `None` past its end.
-    fn at(&self, at: usize) -> Option<Lexer<'q>> {
-        if at <= HEAD {
-            let present = at == 0 || self.head[at - 1].is_some();
-            return present.then(|| self.cursors[at].clone());
-        }
-        let mut lexer = self.cursors[HEAD].clone();
-        for _ in HEAD..at {
-            self.next_in(&mut lexer)?;
-        }
-        Some(lexer)
-    }
-
     /// Whether the token at `at` is `keyword`.
     fn is(&self, at: usize, keyword: &str) -> bool {
-        self.token(at).is_some_and(|t| t.is(keyword))
+        self.tokens(at).next().is_some_and(|t| t.is(keyword))
     }
 
-    /// A cursor after the first `keyword`.
-    fn after(&self, keyword: &str) -> Option<Lexer<'q>> {
-        let mut lexer = self.cursors[0].clone();
-        while !self.next_in(&mut lexer)?.is(keyword) {}
-        Some(lexer)
+    /// The tokens after the first `keyword`.
+    fn after(&self, keyword: &str) -> Option<Tokens<'_, 'q>> {
+        let mut tokens = self.tokens(0);
+        while !tokens.next()?.is(keyword) {}
+        Some(tokens)
     }
 
-    /// A possibly qualified name at `cursor`, after an `IF [NOT] EXISTS`: `t`, `ks.t`,
-    /// `"Ks"."T"`.
-    fn name(&self, mut cursor: Lexer<'q>) -> Option<TableName<'q>> {
-        let mut ahead = cursor.clone();
-        if self.next_in(&mut ahead).is_some_and(|t| t.is("IF")) {
-            let mut token = self.next_in(&mut ahead);
+    /// A possibly qualified name at the start of `tokens`, after an `IF [NOT] EXISTS`: `t`,
+    /// `ks.t`, `"Ks"."T"`.
+    fn name(&self, mut tokens: Tokens<'_, 'q>) -> Option<TableName<'q>> {
+        let mut ahead = tokens.clone();
+        if ahead.next().is_some_and(|t| t.is("IF")) {
+            let mut token = ahead.next();
             if token.is_some_and(|t| t.is("NOT")) {
-                token = self.next_in(&mut ahead);
+                token = ahead.next();
             }
             if token.is_some_and(|t| t.is("EXISTS")) {
-                cursor = ahead;
+                tokens = ahead;
             }
         }
         let part = |token: Token<'q>| match token {
@@ -478,11 +481,8 @@ impl<'q> StatementView<'q> {
             Token::Quoted(q) => Some(Name::Quoted(q)),
             _ => None,
         };
-        let first = part(self.next_in(&mut cursor)?)?;
-        match (
-            self.next_in(&mut cursor),
-            self.next_in(&mut cursor).and_then(part),
-        ) {
+        let first = part(tokens.next()?)?;
+        match (tokens.next(), tokens.next().and_then(part)) {
             (Some(Token::Punct('.')), Some(second)) => Some(TableName {
                 keyspace: Some(first),
                 table: second,
@@ -518,7 +518,7 @@ impl<'q> StatementView<'q> {
     /// The keyword at `at`, upper-cased into `buf`; empty when there is no word there or it is
     /// too long to be a keyword.
     fn keyword<'b>(&self, at: usize, buf: &'b mut [u8; 16]) -> &'b str {
-        match self.token(at) {
+        match self.tokens(at).next() {
             Some(Token::Word(w)) if w.len() <= buf.len() => {
                 let upper = &mut buf[..w.len()];
                 upper.copy_from_slice(w.as_bytes());
@@ -538,7 +538,7 @@ impl<'q> StatementView<'q> {
         let (mut first, mut second) = ([0; 16], [0; 16]);
         let (first, second) = (self.keyword(0, &mut first), self.keyword(1, &mut second));
         let missing = |action: Action| ClassifyError::MissingName(action.name());
-        let on_table = |action: Action, at: Option<Lexer<'q>>| -> Result<Statement<'q>, _> {
+        let on_table = |action: Action, at: Option<Tokens<'_, 'q>>| -> Result<Statement<'q>, _> {
             let table = at.and_then(|at| self.name(at)).ok_or(missing(action))?;
             Ok(Statement {
                 action,
@@ -555,17 +555,13 @@ impl<'q> StatementView<'q> {
         };
         match (first, second) {
             ("SELECT", _) => on_table(Select, self.after("FROM")),
-            ("INSERT", "INTO") => on_table(Insert, self.at(2)),
-            ("UPDATE", _) => on_table(Update, self.at(1)),
+            ("INSERT", "INTO") => on_table(Insert, Some(self.tokens(2))),
+            ("UPDATE", _) => on_table(Update, Some(self.tokens(1))),
             ("DELETE", _) => on_table(Delete, self.after("FROM")),
-            ("TRUNCATE", "TABLE" | "COLUMNFAMILY") => on_table(TruncateTable, self.at(2)),
-            ("TRUNCATE", _) => on_table(TruncateTable, self.at(1)),
+            ("TRUNCATE", "TABLE" | "COLUMNFAMILY") => on_table(TruncateTable, Some(self.tokens(2))),
+            ("TRUNCATE", _) => on_table(TruncateTable, Some(self.tokens(1))),
             ("USE", _) => {
-                let keyspace = self
-                    .at(1)
-                    .and_then(|at| self.name(at))
-                    .ok_or(missing(Use))?
-                    .table;
+                let keyspace = self.name(self.tokens(1)).ok_or(missing(Use))?.table;
                 Ok(Statement {
                     action: Use,
                     table: None,
@@ -596,7 +592,7 @@ impl<'q> StatementView<'q> {
     fn ddl(
         &self,
         verb: &str,
-        on_table: &dyn Fn(Action, Option<Lexer<'q>>) -> Result<Statement<'q>, ClassifyError>,
+        on_table: &dyn Fn(Action, Option<Tokens<'_, 'q>>) -> Result<Statement<'q>, ClassifyError>,
         plain: &dyn Fn(Action) -> Result<Statement<'q>, ClassifyError>,
     ) -> Result<Statement<'q>, ClassifyError> {
         use Action::*;
@@ -619,7 +615,7 @@ impl<'q> StatementView<'q> {
         match object_word {
             "TABLE" | "COLUMNFAMILY" => on_table(
                 pick(CreateTable, Some(AlterTable), DropTable).ok_or_else(unknown)?,
-                self.at(object + 1),
+                Some(self.tokens(object + 1)),
             ),
             "KEYSPACE" | "SCHEMA" => {
                 plain(pick(CreateKeyspace, Some(AlterKeyspace), DropKeyspace).ok_or_else(unknown)?)
@@ -628,7 +624,7 @@ impl<'q> StatementView<'q> {
             "INDEX" if verb == "DROP" => plain(DropIndex),
             "MATERIALIZED" if self.is(object + 1, "VIEW") => on_table(
                 pick(CreateMaterializedView, None, DropMaterializedView).ok_or_else(unknown)?,
-                self.at(object + 2),
+                Some(self.tokens(object + 2)),
             ),
             "TRIGGER" if verb != "ALTER" => on_table(
                 if verb == "CREATE" {
