@@ -244,10 +244,7 @@ impl<'q> Lexer<'q> {
         let mut token_start = self.at;
         loop {
             let rest = &bytes[self.at..];
-            self.at += rest
-                .iter()
-                .position(|&b| is(b, STOP))
-                .unwrap_or(rest.len());
+            self.at += rest.iter().position(|&b| is(b, STOP)).unwrap_or(rest.len());
             let Some(&stop) = bytes.get(self.at) else {
                 return Ok(false);
             };

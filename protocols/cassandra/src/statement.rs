@@ -306,12 +306,12 @@ impl<'q> Statements<'q> {
                 Err(error) => Some(Err(error)),
             };
         }
-        let statement = view
-            .classify(&mut self.lexer)
-            .and_then(|statement| match self.lexer.skip_semicolons()? {
+        let statement = view.classify(&mut self.lexer).and_then(|statement| {
+            match self.lexer.skip_semicolons()? {
                 true => Err(ClassifyError::Several),
                 false => Ok(statement),
-            });
+            }
+        });
         self.place = Place::Done;
         Some(statement)
     }
@@ -537,22 +537,7 @@ impl<'q> StatementView<'q> {
         self.skip_to_end(lexer)?;
         let (mut first, mut second) = ([0; 16], [0; 16]);
         let (first, second) = (self.keyword(0, &mut first), self.keyword(1, &mut second));
-        let missing = |action: Action| ClassifyError::MissingName(action.name());
-        let on_table = |action: Action, at: Option<Tokens<'_, 'q>>| -> Result<Statement<'q>, _> {
-            let table = at.and_then(|at| self.name(at)).ok_or(missing(action))?;
-            Ok(Statement {
-                action,
-                table: Some(table),
-                keyspace: None,
-            })
-        };
-        let plain = |action: Action| {
-            Ok(Statement {
-                action,
-                table: None,
-                keyspace: None,
-            })
-        };
+        let on_table = |action, tokens| self.on_table(action, tokens);
         match (first, second) {
             ("SELECT", _) => on_table(Select, self.after("FROM")),
             ("INSERT", "INTO") => on_table(Insert, Some(self.tokens(2))),
@@ -568,7 +553,7 @@ impl<'q> StatementView<'q> {
                     keyspace: Some(keyspace),
                 })
             }
-            ("CREATE" | "ALTER" | "DROP", _) => self.ddl(first, &on_table, &plain),
+            ("CREATE" | "ALTER" | "DROP", _) => self.ddl(first),
             ("GRANT" | "REVOKE", _) => {
                 // GRANT <permission> ON <resource> TO <role> vs GRANT <role> TO <role>.
                 let on_resource = self.after("ON").is_some();
@@ -589,13 +574,26 @@ impl<'q> StatementView<'q> {
         }
     }
 
-    fn ddl(
+    /// An action on the table named at the start of `tokens`.
+    fn on_table(
         &self,
-        verb: &str,
-        on_table: &dyn Fn(Action, Option<Tokens<'_, 'q>>) -> Result<Statement<'q>, ClassifyError>,
-        plain: &dyn Fn(Action) -> Result<Statement<'q>, ClassifyError>,
+        action: Action,
+        tokens: Option<Tokens<'_, 'q>>,
     ) -> Result<Statement<'q>, ClassifyError> {
+        let table = tokens
+            .and_then(|tokens| self.name(tokens))
+            .ok_or(missing(action))?;
+        Ok(Statement {
+            action,
+            table: Some(table),
+            keyspace: None,
+        })
+    }
+
+    /// Classifies a `CREATE`, `ALTER` or `DROP` (`verb`).
+    fn ddl(&self, verb: &str) -> Result<Statement<'q>, ClassifyError> {
         use Action::*;
+        let on_table = |action, tokens| self.on_table(action, tokens);
         // CREATE OR REPLACE FUNCTION / AGGREGATE, CREATE CUSTOM INDEX.
         let mut object = 1;
         while ["OR", "REPLACE", "CUSTOM"]
@@ -646,6 +644,20 @@ impl<'q> StatementView<'q> {
             _ => Err(unknown()),
         }
     }
+}
+
+/// An action that names nothing policy constrains.
+fn plain<'q>(action: Action) -> Result<Statement<'q>, ClassifyError> {
+    Ok(Statement {
+        action,
+        table: None,
+        keyspace: None,
+    })
+}
+
+/// The error for a statement without the name it acts on.
+fn missing(action: Action) -> ClassifyError {
+    ClassifyError::MissingName(action.name())
 }
 
 #[cfg(test)]
