@@ -113,7 +113,7 @@ impl<'q> Lexer<'q> {
             while bytes.get(self.at).is_some_and(|&b| is(b, BLANK)) {
                 self.at += 1;
             }
-            if !self.skip_comment()? {
+            if !matches!(bytes.get(self.at), Some(b'-' | b'/')) || !self.skip_comment()? {
                 return Ok(());
             }
         }

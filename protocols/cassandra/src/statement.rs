@@ -297,7 +297,7 @@ impl<'q> Statements<'q> {
             Err(error) => return Some(Err(error.into())),
         }
         let view = StatementView::new(self.lexer.clone(), false);
-        if view.is(0, "BEGIN") {
+        if view.keyword(0) == kw::BEGIN {
             return match self.begin_batch() {
                 Ok(()) => {
                     self.place = Place::InBatch;
@@ -515,18 +515,17 @@ impl<'q> StatementView<'q> {
         }
     }
 
-    /// The keyword at `at`, upper-cased into `buf`; empty when there is no word there or it is
-    /// too long to be a keyword.
-    fn keyword<'b>(&self, at: usize, buf: &'b mut [u8; 16]) -> &'b str {
+    /// The word at `at`, as written; empty when there is none.
+    fn word(&self, at: usize) -> &'q str {
         match self.tokens(at).next() {
-            Some(Token::Word(w)) if w.len() <= buf.len() => {
-                let upper = &mut buf[..w.len()];
-                upper.copy_from_slice(w.as_bytes());
-                upper.make_ascii_uppercase();
-                std::str::from_utf8(upper).unwrap_or_default()
-            }
+            Some(Token::Word(w)) => w,
             _ => "",
         }
+    }
+
+    /// The word at `at` as a [`keyword`] number.
+    fn keyword(&self, at: usize) -> u128 {
+        keyword(self.word(at).as_bytes())
     }
 
     /// Classifies the statement and moves `lexer` (at its start) past it: see
@@ -535,17 +534,18 @@ impl<'q> StatementView<'q> {
         use Action::*;
         // Lexing errors anywhere in the statement come first.
         self.skip_to_end(lexer)?;
-        let (mut first, mut second) = ([0; 16], [0; 16]);
-        let (first, second) = (self.keyword(0, &mut first), self.keyword(1, &mut second));
+        let first = self.keyword(0);
         let on_table = |action, tokens| self.on_table(action, tokens);
-        match (first, second) {
-            ("SELECT", _) => on_table(Select, self.after("FROM")),
-            ("INSERT", "INTO") => on_table(Insert, Some(self.tokens(2))),
-            ("UPDATE", _) => on_table(Update, Some(self.tokens(1))),
-            ("DELETE", _) => on_table(Delete, self.after("FROM")),
-            ("TRUNCATE", "TABLE" | "COLUMNFAMILY") => on_table(TruncateTable, Some(self.tokens(2))),
-            ("TRUNCATE", _) => on_table(TruncateTable, Some(self.tokens(1))),
-            ("USE", _) => {
+        match (first, self.keyword(1)) {
+            (kw::SELECT, _) => on_table(Select, self.after("FROM")),
+            (kw::INSERT, kw::INTO) => on_table(Insert, Some(self.tokens(2))),
+            (kw::UPDATE, _) => on_table(Update, Some(self.tokens(1))),
+            (kw::DELETE, _) => on_table(Delete, self.after("FROM")),
+            (kw::TRUNCATE, kw::TABLE | kw::COLUMNFAMILY) => {
+                on_table(TruncateTable, Some(self.tokens(2)))
+            }
+            (kw::TRUNCATE, _) => on_table(TruncateTable, Some(self.tokens(1))),
+            (kw::USE, _) => {
                 let keyspace = self.name(self.tokens(1)).ok_or(missing(Use))?.table;
                 Ok(Statement {
                     action: Use,
@@ -553,20 +553,20 @@ impl<'q> StatementView<'q> {
                     keyspace: Some(keyspace),
                 })
             }
-            ("CREATE" | "ALTER" | "DROP", _) => self.ddl(first),
-            ("GRANT" | "REVOKE", _) => {
+            (kw::CREATE | kw::ALTER | kw::DROP, _) => self.ddl(first),
+            (kw::GRANT | kw::REVOKE, _) => {
                 // GRANT <permission> ON <resource> TO <role> vs GRANT <role> TO <role>.
                 let on_resource = self.after("ON").is_some();
                 match (first, on_resource) {
-                    ("GRANT", true) => plain(GrantPermission),
-                    ("GRANT", false) => plain(GrantRole),
+                    (kw::GRANT, true) => plain(GrantPermission),
+                    (kw::GRANT, false) => plain(GrantRole),
                     (_, true) => plain(RevokePermission),
                     (_, false) => plain(RevokeRole),
                 }
             }
-            ("LIST", "ROLES") => plain(ListRoles),
-            ("LIST", "USERS") => plain(ListUsers),
-            ("LIST", _) => plain(ListPermissions),
+            (kw::LIST, kw::ROLES) => plain(ListRoles),
+            (kw::LIST, kw::USERS) => plain(ListUsers),
+            (kw::LIST, _) => plain(ListPermissions),
             _ => Err(ClassifyError::Unknown(match self.head[0] {
                 Some(Token::Word(w)) => w.to_owned(),
                 other => format!("{other:?}"),
@@ -590,8 +590,8 @@ impl<'q> StatementView<'q> {
         })
     }
 
-    /// Classifies a `CREATE`, `ALTER` or `DROP` (`verb`).
-    fn ddl(&self, verb: &str) -> Result<Statement<'q>, ClassifyError> {
+    /// Classifies a `CREATE`, `ALTER` or `DROP` (`verb`, a [`keyword`] number).
+    fn ddl(&self, verb: u128) -> Result<Statement<'q>, ClassifyError> {
         use Action::*;
         let on_table = |action, tokens| self.on_table(action, tokens);
         // CREATE OR REPLACE FUNCTION / AGGREGATE, CREATE CUSTOM INDEX.
@@ -602,48 +602,77 @@ impl<'q> StatementView<'q> {
         {
             object += 1;
         }
-        let mut buf = [0; 16];
-        let object_word = self.keyword(object, &mut buf);
         let pick = |create: Action, alter: Option<Action>, drop: Action| match verb {
-            "CREATE" => Some(create),
-            "ALTER" => alter,
+            kw::CREATE => Some(create),
+            kw::ALTER => alter,
             _ => Some(drop),
         };
-        let unknown = || ClassifyError::Unknown(format!("{verb} {object_word}"));
-        match object_word {
-            "TABLE" | "COLUMNFAMILY" => on_table(
+        let unknown = || ClassifyError::Unknown(format!("{} {}", self.word(0), self.word(object)));
+        match self.keyword(object) {
+            kw::TABLE | kw::COLUMNFAMILY => on_table(
                 pick(CreateTable, Some(AlterTable), DropTable).ok_or_else(unknown)?,
                 Some(self.tokens(object + 1)),
             ),
-            "KEYSPACE" | "SCHEMA" => {
+            kw::KEYSPACE | kw::SCHEMA => {
                 plain(pick(CreateKeyspace, Some(AlterKeyspace), DropKeyspace).ok_or_else(unknown)?)
             }
-            "INDEX" if verb == "CREATE" => on_table(CreateIndex, self.after("ON")),
-            "INDEX" if verb == "DROP" => plain(DropIndex),
-            "MATERIALIZED" if self.is(object + 1, "VIEW") => on_table(
+            kw::INDEX if verb == kw::CREATE => on_table(CreateIndex, self.after("ON")),
+            kw::INDEX if verb == kw::DROP => plain(DropIndex),
+            kw::MATERIALIZED if self.is(object + 1, "VIEW") => on_table(
                 pick(CreateMaterializedView, None, DropMaterializedView).ok_or_else(unknown)?,
                 Some(self.tokens(object + 2)),
             ),
-            "TRIGGER" if verb != "ALTER" => on_table(
-                if verb == "CREATE" {
+            kw::TRIGGER if verb != kw::ALTER => on_table(
+                if verb == kw::CREATE {
                     CreateTrigger
                 } else {
                     DropTrigger
                 },
                 self.after("ON"),
             ),
-            "ROLE" => plain(pick(CreateRole, Some(AlterRole), DropRole).ok_or_else(unknown)?),
-            "USER" => plain(pick(CreateUser, Some(AlterUser), DropUser).ok_or_else(unknown)?),
-            "FUNCTION" if verb != "ALTER" => {
+            kw::ROLE => plain(pick(CreateRole, Some(AlterRole), DropRole).ok_or_else(unknown)?),
+            kw::USER => plain(pick(CreateUser, Some(AlterUser), DropUser).ok_or_else(unknown)?),
+            kw::FUNCTION if verb != kw::ALTER => {
                 plain(pick(CreateFunction, None, DropFunction).ok_or_else(unknown)?)
             }
-            "AGGREGATE" if verb != "ALTER" => {
+            kw::AGGREGATE if verb != kw::ALTER => {
                 plain(pick(CreateAggregate, None, DropAggregate).ok_or_else(unknown)?)
             }
-            "TYPE" => plain(pick(CreateType, Some(AlterType), DropType).ok_or_else(unknown)?),
+            kw::TYPE => plain(pick(CreateType, Some(AlterType), DropType).ok_or_else(unknown)?),
             _ => Err(unknown()),
         }
     }
+}
+
+/// A word of at most 16 bytes as a number: its bytes, upper-cased, packed into a `u128` (0 for
+/// a longer word), so that classifying compares a keyword in one step without copying it.
+/// Words are letters, digits and `_`, never a zero byte, so two words never share a number.
+const fn keyword(word: &[u8]) -> u128 {
+    if word.len() > 16 {
+        return 0;
+    }
+    let mut number = 0;
+    let mut i = 0;
+    while i < word.len() {
+        number = number << 8 | word[i].to_ascii_uppercase() as u128;
+        i += 1;
+    }
+    number
+}
+
+/// The [`keyword`] numbers of the keywords that tell statements apart.
+mod kw {
+    macro_rules! keywords {
+        ($($name:ident)*) => {
+            $(pub const $name: u128 = super::keyword(stringify!($name).as_bytes());)*
+        };
+    }
+
+    keywords!(
+        BEGIN SELECT INSERT INTO UPDATE DELETE TRUNCATE TABLE COLUMNFAMILY USE CREATE ALTER DROP
+        GRANT REVOKE LIST ROLES USERS KEYSPACE SCHEMA INDEX MATERIALIZED TRIGGER ROLE USER
+        FUNCTION AGGREGATE TYPE
+    );
 }
 
 /// An action that names nothing policy constrains.
