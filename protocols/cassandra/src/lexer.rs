@@ -197,6 +197,7 @@ impl<'q> Lexer<'q> {
         None
     }
 
+    #[inline]
     fn next_token(&mut self) -> Result<Option<Token<'q>>, LexError> {
         self.skip_blank()?;
         let start = self.at;
@@ -324,6 +325,7 @@ fn token_end(bytes: &[u8], from: usize, at: usize) -> usize {
 impl<'q> Iterator for Lexer<'q> {
     type Item = Result<Token<'q>, LexError>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         match self.next_token() {
             Ok(Some(token)) => Some(Ok(token)),
