@@ -12,7 +12,10 @@
 # written to a file). Load shapes: 20 connections request/response and 8 connections with 32
 # requests in flight.
 #
-# Every run has a 1 s warm-up, then BENCH_SECONDS measured (10 by default). Prints Markdown
+# Every run has a 1 s warm-up, then BENCH_SECONDS measured (10 by default). Each shape is run
+# BENCH_ROUNDS times against every target (3 by default), the order of the targets rotating from
+# one round to the next so that none always runs first or last; the tables show each figure's
+# median over the rounds and the spread of ops/s. Prints Markdown
 # tables with the Axoneme/HAProxy, Axoneme/twemproxy (memcached) and Axoneme/direct ratios;
 # writes target/bench/results.md and target/bench/results.json. Installs memcached, haproxy and
 # nutcracker (twemproxy) with apt when missing.
@@ -23,6 +26,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 seconds=${BENCH_SECONDS:-10}
+rounds=${BENCH_ROUNDS:-3}
+[[ "$rounds" =~ ^[1-9][0-9]*$ ]] || { echo "BENCH_ROUNDS is a positive number, not $rounds" >&2; exit 1; }
 only=${BENCH_ONLY:-}
 case "$only" in
   "" | memcached | cassandra) ;;
@@ -175,19 +180,30 @@ access_log_stats() {
     "$(grep -c '"entry_type":"Denied"' "$1" || true)" "${dropped:-unknown}" "$(stat -c %s "$1")" >"$3"
 }
 
-# Runs the load generator with "$@" and records its JSON result as a run of part $1, shape $2,
-# target $3 (named $4) in runs.tsv.
+# Runs the load generator with "$@" and records its JSON result as a run of part $1, round $2,
+# shape $3, target $4 (named $5) in runs.tsv.
 record_run() {
-  local part=$1 shape_name=$2 port=$3 target_name=$4 result
-  shift 4
-  echo "== $shape_name -> $target_name (127.0.0.1:$port)"
+  local part=$1 round=$2 shape_name=$3 port=$4 target_name=$5 result
+  shift 5
+  echo "== round $round: $shape_name -> $target_name (127.0.0.1:$port)"
   if result=$("$loadgen" "$@" --target "127.0.0.1:$port" --duration "$seconds" --warmup 1 --json); then
     echo "   $result"
   else
     result='{"failed": true}'
     echo "   failed"
   fi
-  printf '%s\t%s\t%s\t%s\n' "$part" "$shape_name" "$target_name" "$result" >>"$tmp/runs.tsv"
+  printf '%s\t%s\t%s\t%s\t%s\n' "$part" "$round" "$shape_name" "$target_name" "$result" \
+    >>"$tmp/runs.tsv"
+}
+
+# Prints the targets "$@" in the order of round $1 of $rounds: rotated by one place a round.
+round_order() {
+  local round=$1
+  shift
+  local targets=("$@") i
+  for ((i = 0; i < ${#targets[@]}; i++)); do
+    echo "${targets[(i + round - 1) % ${#targets[@]}]}"
+  done
 }
 : >"$tmp/runs.tsv"
 
@@ -261,14 +277,16 @@ EOF
     "20 conns req/resp, 16 KiB:20:1:16384" "8 conns x 32 pipelined, 16 KiB:8:32:16384")
   local targets=("direct:$memcached_port" "HAProxy:$haproxy_port" "twemproxy:$twemproxy_port"
     "Axoneme:$axoneme_port")
-  local shape target shape_name connections pipeline value_size target_name port
+  local shape target shape_name connections pipeline value_size target_name port round
   for shape in "${shapes[@]}"; do
     IFS=: read -r shape_name connections pipeline value_size <<<"$shape"
-    for target in "${targets[@]}"; do
-      IFS=: read -r target_name port <<<"$target"
-      record_run memcached "$shape_name" "$port" "$target_name" memcache --source $source_ip \
-        --connections "$connections" --pipeline "$pipeline" --value-size "$value_size" \
-        --ratio 1:4 --keys 1000
+    for ((round = 1; round <= rounds; round++)); do
+      for target in $(round_order $round "${targets[@]}"); do
+        IFS=: read -r target_name port <<<"$target"
+        record_run memcached $round "$shape_name" "$port" "$target_name" memcache \
+          --source $source_ip --connections "$connections" --pipeline "$pipeline" \
+          --value-size "$value_size" --ratio 1:4 --keys 1000
+      done
     done
   done
   access_log_stats "$tmp/access.log" "$tmp/axoneme.sock" "$tmp/memcached.access.json"
@@ -324,16 +342,19 @@ EOF
 
   # name:connections:pipeline
   local shapes=("20 conns req/resp:20:1" "8 conns x 32 pipelined:8:32")
-  # Direct comes first: its first run creates the keyspace and the table, which the policy does
-  # not let the outpost do through Axoneme.
+  # Direct comes first in the first round: its first run creates the keyspace and the table,
+  # which the policy does not let the outpost do through Axoneme.
   local targets=("direct:$cql_port" "HAProxy:$cql_haproxy_port" "Axoneme:$cql_axoneme_port")
-  local shape target shape_name connections pipeline target_name port
+  local shape target shape_name connections pipeline target_name port round
   for shape in "${shapes[@]}"; do
     IFS=: read -r shape_name connections pipeline <<<"$shape"
-    for target in "${targets[@]}"; do
-      IFS=: read -r target_name port <<<"$target"
-      record_run cassandra "$shape_name" "$port" "$target_name" cql --source $cql_source_ip \
-        --connections "$connections" --pipeline "$pipeline" --mode prepared --ratio 1:4 --keys 1000
+    for ((round = 1; round <= rounds; round++)); do
+      for target in $(round_order $round "${targets[@]}"); do
+        IFS=: read -r target_name port <<<"$target"
+        record_run cassandra $round "$shape_name" "$port" "$target_name" cql \
+          --source $cql_source_ip --connections "$connections" --pipeline "$pipeline" \
+          --mode prepared --ratio 1:4 --keys 1000
+      done
     done
   done
   access_log_stats "$tmp/cql-access.log" "$tmp/cql-axoneme.sock" "$tmp/cassandra.access.json"
@@ -344,13 +365,14 @@ if wanted memcached; then memcached_part; fi
 if wanted cassandra; then cassandra_part; fi
 
 mkdir -p target/bench
-BENCH_SECONDS=$seconds CORES=$cores MEMCACHED_THREADS=$memcached_threads \
+BENCH_SECONDS=$seconds BENCH_ROUNDS=$rounds CORES=$cores MEMCACHED_THREADS=$memcached_threads \
   python3 - "$tmp" target/bench/results.json target/bench/results.md <<'EOF'
-import json, os, platform, subprocess, sys
+import json, os, platform, statistics, subprocess, sys
 
 tmp, json_path, md_path = sys.argv[1:]
 env = os.environ
 seconds = env["BENCH_SECONDS"]
+rounds = int(env["BENCH_ROUNDS"])
 cores = env["CORES"]
 
 def read(name):
@@ -359,10 +381,10 @@ def read(name):
 
 runs_by_part = {"memcached": [], "cassandra": []}
 for line in open(os.path.join(tmp, "runs.tsv")):
-    part, shape, target, result = line.rstrip("\n").split("\t", 3)
+    part, round_number, shape, target, result = line.rstrip("\n").split("\t", 4)
     run = json.loads(result)
     run["address"] = run.pop("target", None)
-    runs_by_part[part].append({"shape": shape, "target": target, **run})
+    runs_by_part[part].append({"round": int(round_number), "shape": shape, "target": target, **run})
 
 def cpu_model():
     for line in open("/proc/cpuinfo"):
@@ -387,7 +409,10 @@ shared_notes = [
     f"All on one {cores}-core machine over 127.0.0.1: the load generator (tokio, one worker "
     "per core), the server and the proxy under test compete for the same cores; nothing is "
     "pinned.",
-    "Targets run one after another; only the one under test has load.",
+    "Targets run one after another; only the one under test has load. Each shape runs "
+    f"{rounds} round(s) over every target, the targets' order rotating by one place a round; "
+    "each figure is the median over the rounds, and ops/s also shows the lowest and highest "
+    "round.",
 ]
 latency_note = (
     "Closed-loop load: a connection sends a request when a reply frees a place in its pipeline. "
@@ -395,15 +420,38 @@ latency_note = (
 )
 metrics = [("ops_per_sec", "ops/s"), ("p50_us", "p50"), ("p99_us", "p99"), ("p99_9_us", "p99.9")]
 
-def ratios(runs, others):
-    """Axoneme's figures over each other target's, per shape."""
+def summaries(runs):
+    """Per shape and target, in the order first run: each figure's median over the rounds that
+    did not fail, the lowest and highest ops/s, and the errors of every round."""
+    found = []
+    for shape, target in dict.fromkeys((run["shape"], run["target"]) for run in runs):
+        mine = [run for run in runs if run["shape"] == shape and run["target"] == target]
+        good = [run for run in mine if not run.get("failed")]
+        summary = {"shape": shape, "target": target, "rounds": len(good), "failed": len(mine) - len(good)}
+        if good:
+            for key, _ in metrics:
+                summary[key] = statistics.median(run[key] for run in good)
+            summary["ops_per_sec_min"] = min(run["ops_per_sec"] for run in good)
+            summary["ops_per_sec_max"] = max(run["ops_per_sec"] for run in good)
+            summary["errors"] = sum(run["errors"] for run in good)
+        found.append(summary)
+    return found
+
+def ratios(runs, summary, others):
+    """Axoneme's median figures over each other target's, per shape, with the lowest and highest
+    of the per-round ops/s ratios (each round's runs are minutes apart at most)."""
     def find(shape, target):
+        for entry in summary:
+            if entry["shape"] == shape and entry["target"] == target and entry["rounds"]:
+                return entry
+
+    def ops(shape, target, round_number):
         for run in runs:
-            if run["shape"] == shape and run["target"] == target and not run.get("failed"):
-                return run
+            if (run["shape"], run["target"], run["round"]) == (shape, target, round_number):
+                return None if run.get("failed") else run["ops_per_sec"]
 
     found = []
-    for shape in dict.fromkeys(run["shape"] for run in runs):
+    for shape in dict.fromkeys(entry["shape"] for entry in summary):
         axoneme = find(shape, "Axoneme")
         for other in others:
             base = find(shape, other)
@@ -412,6 +460,14 @@ def ratios(runs, others):
             ratio = {"shape": shape, "ratio": f"Axoneme/{other}"}
             for key, _ in metrics:
                 ratio[key] = round(axoneme[key] / base[key], 2) if base[key] else None
+            per_round = []
+            for round_number in range(1, rounds + 1):
+                mine, theirs = ops(shape, "Axoneme", round_number), ops(shape, other, round_number)
+                if mine and theirs:
+                    per_round.append(mine / theirs)
+            if per_round:
+                ratio["ops_per_sec_rounds_min"] = round(min(per_round), 2)
+                ratio["ops_per_sec_rounds_max"] = round(max(per_round), 2)
             found.append(ratio)
     return found
 
@@ -421,29 +477,36 @@ def number(value, digits=1):
 def tables(section):
     """The Markdown of a part's runs, ratios, access log and notes."""
     md = [
-        "| target | shape | ops/s | p50 µs | p99 µs | p99.9 µs | errors |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| target | shape | ops/s | ops/s lowest–highest | p50 µs | p99 µs | p99.9 µs | errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for run in section["runs"]:
-        if run.get("failed"):
-            md.append(f"| {run['target']} | {run['shape']} | failed | | | | |")
+    for entry in section["summary"]:
+        failed = f" ({entry['failed']} failed)" if entry["failed"] else ""
+        if not entry["rounds"]:
+            md.append(f"| {entry['target']} | {entry['shape']} | failed | | | | | |")
             continue
         md.append(
-            f"| {run['target']} | {run['shape']} | {number(run['ops_per_sec'], 0)} | "
-            f"{number(run['p50_us'])} | {number(run['p99_us'])} | {number(run['p99_9_us'])} | "
-            f"{run['errors']} |"
+            f"| {entry['target']} | {entry['shape']} | {number(entry['ops_per_sec'], 0)}{failed} | "
+            f"{number(entry['ops_per_sec_min'], 0)}–{number(entry['ops_per_sec_max'], 0)} | "
+            f"{number(entry['p50_us'])} | {number(entry['p99_us'])} | "
+            f"{number(entry['p99_9_us'])} | {entry['errors']} |"
         )
     md += [
         "",
-        "Ratios (ops/s: above 1 is faster; latency: above 1 is slower):",
+        "Ratios of the medians (ops/s: above 1 is faster; latency: above 1 is slower), and the "
+        "lowest and highest ops/s ratio of a single round:",
         "",
-        "| shape | ratio | ops/s | p50 | p99 | p99.9 |",
-        "|---|---|---:|---:|---:|---:|",
+        "| shape | ratio | ops/s | ops/s per round | p50 | p99 | p99.9 |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for ratio in section["ratios"]:
+        spread = "-"
+        if "ops_per_sec_rounds_min" in ratio:
+            spread = f"{ratio['ops_per_sec_rounds_min']:.2f}–{ratio['ops_per_sec_rounds_max']:.2f}"
         md.append(
-            f"| {ratio['shape']} | {ratio['ratio']} | "
-            + " | ".join(number(ratio[key], 2) for key, _ in metrics)
+            f"| {ratio['shape']} | {ratio['ratio']} | {number(ratio['ops_per_sec'], 2)} | "
+            f"{spread} | "
+            + " | ".join(number(ratio[key], 2) for key, _ in metrics[1:])
             + " |"
         )
     log = section["axoneme_access_log"]
@@ -458,7 +521,8 @@ def tables(section):
 
 results = {
     "seconds": int(seconds),
-    "command": f"BENCH_SECONDS={seconds} scripts/bench.sh",
+    "rounds": rounds,
+    "command": f"BENCH_SECONDS={seconds} BENCH_ROUNDS={rounds} scripts/bench.sh",
     "machine": machine,
 }
 md = [
@@ -476,16 +540,20 @@ if runs_by_part["memcached"]:
             latency_note,
         ],
         "runs": runs_by_part["memcached"],
-        "ratios": ratios(runs_by_part["memcached"], ("HAProxy", "twemproxy", "direct")),
+        "summary": summaries(runs_by_part["memcached"]),
         "axoneme_access_log": json.loads(read("memcached.access.json")),
     }
+    memcached["ratios"] = ratios(
+        memcached["runs"], memcached["summary"], ("HAProxy", "twemproxy", "direct")
+    )
     results.update(memcached)
     md += [
         "",
         "## memcached",
         "",
         f"Servers: {machine['servers']}.",
-        f"Load: set:get 1:4 over 1000 keys, 1 s warm-up, {seconds} s measured per run. "
+        f"Load: set:get 1:4 over 1000 keys, 1 s warm-up, {seconds} s measured per run, "
+        f"{rounds} round(s). "
         f"Cores busy with other work just before the runs: {machine['cpu_busy_percent_before']}%.",
         "",
     ] + tables(memcached)
@@ -504,9 +572,10 @@ if runs_by_part["cassandra"]:
             latency_note,
         ],
         "runs": runs_by_part["cassandra"],
-        "ratios": ratios(runs_by_part["cassandra"], ("HAProxy", "direct")),
+        "summary": summaries(runs_by_part["cassandra"]),
         "axoneme_access_log": json.loads(read("cassandra.access.json")),
     }
+    cassandra["ratios"] = ratios(cassandra["runs"], cassandra["summary"], ("HAProxy", "direct"))
     results["cassandra"] = cassandra
     md += [
         "",
@@ -514,7 +583,8 @@ if runs_by_part["cassandra"]:
         "",
         f"Servers: {cassandra['servers']}.",
         f"Load: prepared INSERT:SELECT by primary key 1:4 over 1000 rows of "
-        f"attendance.daily_records, 1 s warm-up, {seconds} s measured per run. Cores busy with "
+        f"attendance.daily_records, 1 s warm-up, {seconds} s measured per run, {rounds} "
+        f"round(s). Cores busy with "
         f"other work just before the runs: {cassandra['cpu_busy_percent_before']}%.",
         "",
     ] + tables(cassandra)
