@@ -150,11 +150,10 @@ impl MemcacheParser {
             }
             false => request.keys,
         };
-        // A decoded key is one key, whatever bytes it holds; otherwise keys are space-separated.
-        let split = !request.base64_key;
-        let key_list = keys
-            .split(move |&b| split && b == b' ')
-            .filter(|k| !k.is_empty());
+        let key_list = Keys {
+            rest: keys,
+            split: !request.base64_key,
+        };
         let verdict = ctx.check::<RuleSet>(|rules| {
             rules.any(|rule| rule.matches(request.command, key_list.clone()))
         });
@@ -345,6 +344,32 @@ fn binary_reply(input: Input<'_>) -> Result<Option<(Element, usize)>, ParseError
         _ => Element::Line,
     };
     Ok(Some((element, header.packet_len())))
+}
+
+/// The keys of a request: space-separated, or one decoded key whatever bytes it holds.
+#[derive(Debug, Clone)]
+struct Keys<'k> {
+    rest: &'k [u8],
+    split: bool,
+}
+
+impl<'k> Iterator for Keys<'k> {
+    type Item = &'k [u8];
+
+    fn next(&mut self) -> Option<&'k [u8]> {
+        while !self.rest.is_empty() {
+            let rest = self.rest;
+            let (key, after) = match self.split.then(|| memchr::memchr(b' ', rest)).flatten() {
+                Some(space) => (&rest[..space], &rest[space + 1..]),
+                None => (rest, &rest[rest.len()..]),
+            };
+            self.rest = after;
+            if !key.is_empty() {
+                return Some(key);
+            }
+        }
+        None
+    }
 }
 
 /// Keys as the access log shows them: one key as it is, several joined with ", " in `scratch`.

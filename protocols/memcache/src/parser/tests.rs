@@ -9,6 +9,8 @@ use proptest::prelude::*;
 use crate::binary::{self, HEADER_LEN};
 use crate::Memcache;
 
+use super::Keys;
+
 const MAX_VALUE: usize = 1024 * 1024;
 
 /// The Rebels' fleet-maintenance rules.
@@ -380,4 +382,17 @@ fn a_malformed_noreply_command_owes_no_reply() {
     );
     s.send(Flow::Reply, b"END\r\nMN\r\n").unwrap();
     assert_eq!(s.sent.client, [&b"END\r\n"[..], DENIED].concat());
+}
+
+proptest! {
+    #[test]
+    fn keys_are_the_non_empty_words_between_spaces(text in "[ab ]{0,24}") {
+        let bytes = text.as_bytes();
+        let split: Vec<&[u8]> = Keys { rest: bytes, split: true }.collect();
+        let words: Vec<&[u8]> = bytes.split(|&b| b == b' ').filter(|k| !k.is_empty()).collect();
+        prop_assert_eq!(split, words);
+        let whole: Vec<&[u8]> = Keys { rest: bytes, split: false }.collect();
+        let expected: Vec<&[u8]> = if bytes.is_empty() { vec![] } else { vec![bytes] };
+        prop_assert_eq!(whole, expected);
+    }
 }
