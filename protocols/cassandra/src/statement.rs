@@ -143,7 +143,11 @@ impl Name<'_> {
             Name::Unquoted(word) => {
                 let start = out.len();
                 out.push_str(word);
-                out[start..].make_ascii_lowercase();
+                // Names are mostly written in lower case already; lower-casing only when needed
+                // also spares re-reading the bytes just copied.
+                if word.bytes().any(|b| b.is_ascii_uppercase()) {
+                    out[start..].make_ascii_lowercase();
+                }
             }
             Name::Quoted(quoted) => {
                 for (i, part) in quoted.split("\"\"").enumerate() {
