@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use axoneme_datapath::{Connection, ConnectionError, Env, Limits};
@@ -511,11 +511,23 @@ impl<'s> ParsedConnection<'s> {
             upstream,
             outbox,
         };
+        // Polling `drained` takes a lock shared with other connections, and this task is woken
+        // for every read and write. So it is polled again only when the drain may have begun
+        // (the watch says it changed: one atomic load) or when the task's waker is not the one
+        // it registered.
+        let signal = closing.clone();
         let drained = drained(closing);
         tokio::pin!(drained);
+        let mut registered: Option<Waker> = None;
         std::future::poll_fn(|cx| {
-            if drained.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Err(Closed::Drained));
+            let stale = registered
+                .as_ref()
+                .is_none_or(|waker| !waker.will_wake(cx.waker()));
+            if stale || signal.has_changed().unwrap_or(false) {
+                if drained.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(Closed::Drained));
+                }
+                registered = Some(cx.waker().clone());
             }
             self.pump(cx, &mut io)
         })
