@@ -39,7 +39,10 @@ fn access_log(c: &mut Criterion) {
     };
     let mut line = Vec::new();
     c.bench_function("format memcached get entry", |b| {
-        b.iter(|| format_entry(&mut line, black_box(&entry), SystemTime::now()))
+        b.iter(|| {
+            line.clear();
+            format_entry(&mut line, black_box(&entry), SystemTime::now())
+        })
     });
     let log = JsonAccessLog::open("/dev/null", 1 << 20).expect("opening /dev/null");
     c.bench_function("log memcached get entry", |b| {

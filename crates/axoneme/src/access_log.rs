@@ -31,6 +31,8 @@ const GATHER: Duration = Duration::from_millis(5);
 #[derive(Default)]
 struct Batch {
     lines: Vec<u8>,
+    /// Bytes of `lines` that are whole entries: loggers format in place, under the lock.
+    whole: usize,
     entries: usize,
     /// The log is being dropped: write what is left and stop.
     closing: bool,
@@ -48,11 +50,14 @@ struct Queue {
 
 impl Queue {
     fn lock(&self) -> MutexGuard<'_, Batch> {
-        // A logger that panicked while holding the lock left complete lines behind: appending is
-        // the only thing done under it.
-        self.batch
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        // A logger that panicked while holding the lock may have left part of a line behind:
+        // it is cut off, and the whole lines before it kept.
+        self.batch.lock().unwrap_or_else(|poisoned| {
+            let mut batch = poisoned.into_inner();
+            let whole = batch.whole;
+            batch.lines.truncate(whole);
+            batch
+        })
     }
 }
 
@@ -106,31 +111,26 @@ impl JsonAccessLog {
     }
 }
 
-thread_local! {
-    /// Where a logging thread formats its entries before appending them to the batch, so the
-    /// formatting happens outside the lock and without allocating once warm.
-    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
-
 impl AccessLog for JsonAccessLog {
+    /// Formats the entry straight into the batch, under the lock: formatting takes less time
+    /// than copying a line formatted elsewhere would, and loggers rarely meet there.
     fn log(&self, entry: &LogEntry<'_>) {
-        SCRATCH.with_borrow_mut(|line| {
-            format_entry(line, entry, SystemTime::now());
-            let queue = &*self.queue;
-            let mut batch = queue.lock();
-            if batch.entries >= queue.capacity {
-                drop(batch);
-                if queue.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
-                    tracing::warn!("access log is falling behind; entries are being dropped");
-                }
-                return;
+        let now = SystemTime::now();
+        let queue = &*self.queue;
+        let mut batch = queue.lock();
+        if batch.entries >= queue.capacity {
+            drop(batch);
+            if queue.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+                tracing::warn!("access log is falling behind; entries are being dropped");
             }
-            batch.lines.extend_from_slice(line);
-            batch.entries += 1;
-            if batch.entries == 1 || batch.entries == queue.capacity.div_ceil(2) {
-                queue.wake.notify_one();
-            }
-        });
+            return;
+        }
+        format_entry(&mut batch.lines, entry, now);
+        batch.whole = batch.lines.len();
+        batch.entries += 1;
+        if batch.entries == 1 || batch.entries == queue.capacity.div_ceil(2) {
+            queue.wake.notify_one();
+        }
     }
 }
 
@@ -164,8 +164,12 @@ fn write_batches(queue: &Queue, mut out: Box<dyn Write + Send>) {
                 .0;
         }
         let closing = batch.closing;
+        // Only whole lines: waiting above does not cut off what a dying logger left.
+        let whole = batch.whole;
+        batch.lines.truncate(whole);
         let mut lines = mem::replace(&mut batch.lines, mem::take(&mut spare));
         batch.entries = 0;
+        batch.whole = 0;
         drop(batch);
         if !lines.is_empty() {
             if let Err(error) = out.write_all(&lines).and_then(|()| out.flush()) {
@@ -253,19 +257,16 @@ impl Write for FileSink {
     }
 }
 
-/// Formats `entry` as one JSON line into `out` (which is cleared first).
+/// Appends `entry` to `out` as one JSON line.
 ///
 /// This runs on the forwarding path for every request, so it writes bytes directly: numbers
 /// through [`push_decimal`], strings through [`json_string`], which copies plain ASCII whole,
 /// and the fields a connection's entries share as rendered for its previous entry.
 pub fn format_entry(out: &mut Vec<u8>, entry: &LogEntry<'_>, now: SystemTime) {
     let meta = entry.meta;
-    let timestamp = now
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-    out.clear();
+    let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     out.extend_from_slice(b"{\"timestamp\":");
-    push_decimal(out, timestamp);
+    push_nanoseconds(out, since_epoch);
     out.extend_from_slice(match meta.direction {
         Direction::Ingress => b",\"is_ingress\":true,\"entry_type\":\"",
         Direction::Egress => b",\"is_ingress\":false,\"entry_type\":\"",
@@ -367,19 +368,51 @@ fn render_connection(meta: &ConnectionMeta, out: &mut Vec<u8>) {
     json_string(out, meta.endpoint.as_bytes());
 }
 
-/// Appends `n` in decimal.
+/// The decimal digits of 0 to 99, two by two.
+static DIGIT_PAIRS: [[u8; 2]; 100] = {
+    let mut pairs = [[0u8; 2]; 100];
+    let mut n = 0;
+    while n < 100 {
+        pairs[n] = [b'0' + (n / 10) as u8, b'0' + (n % 10) as u8];
+        n += 1;
+    }
+    pairs
+};
+
+/// Appends `n` in decimal, two digits per division.
 fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
-    loop {
+    while n >= 100 {
+        at -= 2;
+        digits[at..at + 2].copy_from_slice(&DIGIT_PAIRS[(n % 100) as usize]);
+        n /= 100;
+    }
+    if n >= 10 {
+        at -= 2;
+        digits[at..at + 2].copy_from_slice(&DIGIT_PAIRS[n as usize]);
+    } else {
         at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+        digits[at] = b'0' + n as u8;
     }
     out.extend_from_slice(&digits[at..]);
+}
+
+/// Appends `duration` as a whole number of nanoseconds: the seconds, then the nine digits of
+/// the nanoseconds (the same number, without 128-bit arithmetic).
+fn push_nanoseconds(out: &mut Vec<u8>, duration: Duration) {
+    let (seconds, mut nanos) = (duration.as_secs(), duration.subsec_nanos());
+    if seconds == 0 {
+        return push_decimal(out, nanos.into());
+    }
+    push_decimal(out, seconds);
+    let mut digits = [0u8; 9];
+    for at in [7, 5, 3, 1] {
+        digits[at..at + 2].copy_from_slice(&DIGIT_PAIRS[(nanos % 100) as usize]);
+        nanos /= 100;
+    }
+    digits[0] = b'0' + nanos as u8;
+    out.extend_from_slice(&digits);
 }
 
 /// Appends `address` as `a.b.c.d:port` or `[v6]:port`, as its `Display` does.
@@ -415,15 +448,37 @@ fn json_list(out: &mut Vec<u8>, items: &[String]) {
 /// Writes `bytes` as a JSON string, replacing invalid UTF-8 with U+FFFD.
 fn json_string(out: &mut Vec<u8>, bytes: &[u8]) {
     out.push(b'"');
-    if bytes
-        .iter()
-        .all(|&b| (0x20..0x80).contains(&b) && b != b'"' && b != b'\\')
-    {
+    if plain(bytes) {
         out.extend_from_slice(bytes);
     } else {
         json_escaped(out, bytes);
     }
     out.push(b'"');
+}
+
+/// Whether a byte can stand in a JSON string as it is: printable ASCII but `"` and `\`.
+fn plain_byte(b: u8) -> bool {
+    (0x20..0x80).contains(&b) && b != b'"' && b != b'\\'
+}
+
+/// Whether every byte of `bytes` is [`plain_byte`], tested eight at a time: a byte below 0x20,
+/// equal to `"` or `\`, or with its high bit set, sets the high bit of its place in one of the
+/// words below (a borrow can set more places, but only past a byte that does match).
+fn plain(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_le_bytes([1; 8]);
+    const HIGH: u64 = ONES * 0x80;
+    let zero_byte = |w: u64| w.wrapping_sub(ONES) & !w;
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        let w = u64::from_le_bytes(word.try_into().expect("eight bytes"));
+        let control = w.wrapping_sub(ONES * 0x20) & !w;
+        let special =
+            zero_byte(w ^ (ONES * u64::from(b'"'))) | zero_byte(w ^ (ONES * u64::from(b'\\')));
+        if (control | special | w) & HIGH != 0 {
+            return false;
+        }
+    }
+    words.remainder().iter().all(|&b| plain_byte(b))
 }
 
 fn json_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -550,10 +605,42 @@ mod tests {
             push_address(&mut out, address);
             assert_eq!(String::from_utf8(out).unwrap(), address.to_string());
         }
-        for n in [0, 9, 10, 4_294_967_295, u64::MAX] {
+        for n in [0, 9, 10, 99, 100, 4_294_967_295, u64::MAX] {
             let mut out = Vec::new();
             push_decimal(&mut out, n);
             assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decimals_and_nanoseconds_are_written_as_display_writes_them(
+            n: u64,
+            seconds in 0u64..u64::MAX / 1_000_000_000,
+            nanos in 0u32..1_000_000_000,
+        ) {
+            let mut out = Vec::new();
+            push_decimal(&mut out, n);
+            proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
+            let duration = Duration::new(seconds, nanos);
+            let mut out = Vec::new();
+            push_nanoseconds(&mut out, duration);
+            proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), duration.as_nanos().to_string());
+        }
+
+        #[test]
+        fn words_at_a_time_find_what_bytes_one_by_one_find(
+            bytes in proptest::collection::vec(
+                proptest::prop_oneof![
+                    0x20u8..0x7f,
+                    proptest::strategy::Just(b'"'),
+                    proptest::strategy::Just(b'\\'),
+                    proptest::num::u8::ANY,
+                ],
+                0..40,
+            ),
+        ) {
+            proptest::prop_assert_eq!(plain(&bytes), bytes.iter().all(|&b| plain_byte(b)));
         }
     }
 
@@ -676,5 +763,44 @@ mod tests {
             .filter(|&&b| b == b'\n')
             .count();
         assert_eq!((dropped, lines), (9, 2));
+    }
+
+    #[test]
+    fn a_logger_that_panics_mid_line_leaves_only_whole_lines() {
+        let gate = Arc::new((std::sync::Mutex::new(true), std::sync::Condvar::new()));
+        let written = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (waiting, _) = std::sync::mpsc::channel();
+        let sink = Gated {
+            gate,
+            waiting,
+            written: Arc::clone(&written),
+        };
+        let log = JsonAccessLog::with_sink(Box::new(sink), 1 << 10);
+        let meta = meta();
+        let entry = LogEntry {
+            entry_type: EntryType::Request,
+            meta: &meta,
+            policy_name: "p",
+            proto: None,
+            fields: &[],
+        };
+        log.log(&entry);
+        // A logger dies halfway through a line, poisoning the lock.
+        let queue = Arc::clone(&log.queue);
+        let died = thread::spawn(move || {
+            let mut batch = queue.lock();
+            batch.lines.extend_from_slice(b"{\"timestamp\":17");
+            panic!("a logger dies mid-line");
+        })
+        .join();
+        assert!(died.is_err());
+        log.log(&entry);
+        drop(log);
+        let written = String::from_utf8(written.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = written.lines().collect();
+        assert_eq!(lines.len(), 2, "{written}");
+        for line in lines {
+            serde_json::from_str::<serde_json::Value>(line).unwrap();
+        }
     }
 }
