@@ -566,15 +566,8 @@ mod tests {
         let mut third = meta();
         third.source = "127.0.0.22:6000".parse().unwrap();
         let line = |meta: &ConnectionMeta| {
-            let entry = LogEntry {
-                entry_type: EntryType::Request,
-                meta,
-                policy_name: "p",
-                proto: None,
-                fields: &[],
-            };
             let mut out = Vec::new();
-            format_entry(&mut out, &entry, UNIX_EPOCH);
+            format_entry(&mut out, &bare_entry(meta), UNIX_EPOCH);
             serde_json::from_slice::<serde_json::Value>(&out).unwrap()
         };
         for _ in 0..RENDERED_CONNECTIONS + 2 {
@@ -661,10 +654,13 @@ mod tests {
         }
     }
 
+    /// Whether a [`Gated`] sink's writes may go on, and the signal that they may.
+    type Gate = Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>;
+
     /// A sink whose writes wait until the gate opens, standing for a slow disk; it says when a
     /// write has started waiting.
     struct Gated {
-        gate: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+        gate: Gate,
         waiting: std::sync::mpsc::Sender<()>,
         written: Arc<std::sync::Mutex<Vec<u8>>>,
     }
@@ -685,6 +681,40 @@ mod tests {
 
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
+        }
+    }
+
+    /// A log holding at most `queue` entries over a [`Gated`] sink whose gate starts `open`;
+    /// with the gate, what was written, and the sink's word that a write is waiting.
+    fn gated_log(
+        open: bool,
+        queue: usize,
+    ) -> (
+        JsonAccessLog,
+        Gate,
+        Arc<std::sync::Mutex<Vec<u8>>>,
+        std::sync::mpsc::Receiver<()>,
+    ) {
+        let gate = Arc::new((std::sync::Mutex::new(open), std::sync::Condvar::new()));
+        let written = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (waiting_tx, waiting) = std::sync::mpsc::channel();
+        let sink = Gated {
+            gate: Arc::clone(&gate),
+            waiting: waiting_tx,
+            written: Arc::clone(&written),
+        };
+        let log = JsonAccessLog::with_sink(Box::new(sink), queue);
+        (log, gate, written, waiting)
+    }
+
+    /// A request entry of `meta` with no protocol and no fields.
+    fn bare_entry(meta: &ConnectionMeta) -> LogEntry<'_> {
+        LogEntry {
+            entry_type: EntryType::Request,
+            meta,
+            policy_name: "p",
+            proto: None,
+            fields: &[],
         }
     }
 
@@ -727,23 +757,9 @@ mod tests {
 
     #[test]
     fn a_slow_writer_never_blocks_logging_and_drops_are_counted() {
-        let gate = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
-        let written = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (waiting_tx, waiting) = std::sync::mpsc::channel();
-        let sink = Gated {
-            gate: Arc::clone(&gate),
-            waiting: waiting_tx,
-            written: Arc::clone(&written),
-        };
-        let log = JsonAccessLog::with_sink(Box::new(sink), 1);
+        let (log, gate, written, waiting) = gated_log(false, 1);
         let meta = meta();
-        let entry = LogEntry {
-            entry_type: EntryType::Request,
-            meta: &meta,
-            policy_name: "p",
-            proto: None,
-            fields: &[],
-        };
+        let entry = bare_entry(&meta);
         log.log(&entry);
         waiting
             .recv_timeout(Duration::from_secs(10))
@@ -767,23 +783,9 @@ mod tests {
 
     #[test]
     fn a_logger_that_panics_mid_line_leaves_only_whole_lines() {
-        let gate = Arc::new((std::sync::Mutex::new(true), std::sync::Condvar::new()));
-        let written = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (waiting, _) = std::sync::mpsc::channel();
-        let sink = Gated {
-            gate,
-            waiting,
-            written: Arc::clone(&written),
-        };
-        let log = JsonAccessLog::with_sink(Box::new(sink), 1 << 10);
+        let (log, _, written, _) = gated_log(true, 1 << 10);
         let meta = meta();
-        let entry = LogEntry {
-            entry_type: EntryType::Request,
-            meta: &meta,
-            policy_name: "p",
-            proto: None,
-            fields: &[],
-        };
+        let entry = bare_entry(&meta);
         log.log(&entry);
         // A logger dies halfway through a line, poisoning the lock.
         let queue = Arc::clone(&log.queue);
