@@ -1,7 +1,7 @@
 //! The access log: one JSON object per line, with Cilium's field names, written by a thread of
 //! its own so that logging never blocks forwarding.
 //!
-//! Connections format an entry and append it to a shared batch; the writer thread takes the
+//! Connections format each entry straight into a shared batch; the writer thread takes the
 //! whole batch at once and writes it with one call. The writer is woken only when a batch starts
 //! (then it waits [`GATHER`] for more entries to join it) or when the batch is half full, so a
 //! busy proxy pays neither a thread wake-up nor a write per entry. A batch holds at most the
