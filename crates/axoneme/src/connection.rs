@@ -379,10 +379,33 @@ async fn forward_plain(
 }
 
 /// Completes when the listener's drain time is over; never if the listener is gone.
+///
+/// Cheap to poll again: waiting on the watch takes a lock shared by every connection of the
+/// listener, and a connection's task is polled for every read and write. So the wait is polled
+/// again only when the drain may have begun (the watch changed: one atomic load) or when the
+/// task's waker is not the one it registered.
 async fn drained(closing: &mut watch::Receiver<bool>) {
-    if closing.wait_for(|closing| *closing).await.is_err() {
-        std::future::pending::<()>().await;
-    }
+    let signal = closing.clone();
+    let wait = async {
+        if closing.wait_for(|closing| *closing).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::pin!(wait);
+    let mut registered: Option<Waker> = None;
+    std::future::poll_fn(|cx| {
+        let stale = registered
+            .as_ref()
+            .is_none_or(|waker| !waker.will_wake(cx.waker()));
+        if stale || signal.has_changed().unwrap_or(false) {
+            if wait.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+            registered = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// A connection's request-level policy, counting its verdicts.
@@ -511,23 +534,11 @@ impl<'s> ParsedConnection<'s> {
             upstream,
             outbox,
         };
-        // Polling `drained` takes a lock shared with other connections, and this task is woken
-        // for every read and write. So it is polled again only when the drain may have begun
-        // (the watch says it changed: one atomic load) or when the task's waker is not the one
-        // it registered.
-        let signal = closing.clone();
         let drained = drained(closing);
         tokio::pin!(drained);
-        let mut registered: Option<Waker> = None;
         std::future::poll_fn(|cx| {
-            let stale = registered
-                .as_ref()
-                .is_none_or(|waker| !waker.will_wake(cx.waker()));
-            if stale || signal.has_changed().unwrap_or(false) {
-                if drained.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Err(Closed::Drained));
-                }
-                registered = Some(cx.waker().clone());
+            if drained.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(Closed::Drained));
             }
             self.pump(cx, &mut io)
         })
