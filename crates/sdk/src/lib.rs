@@ -20,6 +20,6 @@ pub use input::Input;
 pub use op::{ErrorCode, Op, ParseError};
 pub use pattern::WholeMatch;
 pub use protocol::{
-    reject_unknown_keys, CompiledRules, DuplicateProtocol, L7RuleMap, Parser, Protocol, Registry,
-    RuleError, RuleList,
+    constraints, reject_unknown_keys, CompiledRules, DuplicateProtocol, L7RuleMap, Parser,
+    Protocol, Registry, RuleError, RuleList,
 };

@@ -5,6 +5,7 @@
 //! compiles its L7 rules. This module must stay free of any knowledge of specific protocols.
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -95,6 +96,25 @@ pub fn reject_unknown_keys(
     }
 }
 
+/// The constraints of an `l7` map: the map without its keys whose value is empty.
+///
+/// An empty value (`keyExact: ""`, `file: ""`) means "no constraint on that key", as in
+/// Cilium's parsers, which skipped zero-length matchers; the policy engine warns about such
+/// values at import. Rule compilers call this after [`reject_unknown_keys`], so that a misspelt
+/// key is refused whatever its value.
+pub fn constraints(rule: &L7RuleMap) -> Cow<'_, L7RuleMap> {
+    if rule.values().any(String::is_empty) {
+        Cow::Owned(
+            rule.iter()
+                .filter(|(_, value)| !value.is_empty())
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect(),
+        )
+    } else {
+        Cow::Borrowed(rule)
+    }
+}
+
 /// A protocol: the factory of its parsers and the compiler of its L7 rules.
 pub trait Protocol: Send + Sync + 'static {
     /// The name policies use in `l7proto`.
@@ -163,5 +183,22 @@ impl Registry {
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_set().entries(self.names()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_values_constrain_nothing() {
+        let rule: L7RuleMap = [("cmd", "READ"), ("file", "")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let kept = constraints(&rule);
+        assert_eq!(kept.keys().collect::<Vec<_>>(), ["cmd"]);
+        let full: L7RuleMap = [("cmd".to_owned(), "READ".to_owned())].into();
+        assert!(matches!(constraints(&full), Cow::Borrowed(_)));
     }
 }

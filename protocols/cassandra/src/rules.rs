@@ -4,9 +4,11 @@
 //! `query_table` must match the whole name: Cilium searched unanchored, so `attendance` also
 //! matched `attendance_archive.secrets`; anchoring makes a rule mean what it says, and the
 //! usual patterns (`system\..*`, `attendance.daily_records`) behave the same either way. A
-//! table-less action (`use`, `create-role`, …) with `query_table` is an import error.
+//! table-less action (`use`, `create-role`, …) with `query_table` is an import error. An empty
+//! value is no constraint, as in Cilium: `{query_action: select, query_table: ""}` allows every
+//! select.
 
-use axoneme_sdk::{reject_unknown_keys, L7RuleMap, RuleError, RuleList, WholeMatch};
+use axoneme_sdk::{constraints, reject_unknown_keys, L7RuleMap, RuleError, RuleList, WholeMatch};
 
 use crate::statement::Action;
 
@@ -39,6 +41,7 @@ pub fn compile(maps: &[L7RuleMap]) -> Result<RuleSet, RuleError> {
 
 fn compile_rule(index: usize, map: &L7RuleMap) -> Result<Rule, RuleError> {
     reject_unknown_keys(index, map, &["query_action", "query_table"])?;
+    let map = &*constraints(map);
     let action = match map.get("query_action") {
         None => None,
         Some(name) => Some(Action::from_name(name).ok_or_else(|| {
@@ -139,6 +142,18 @@ mod tests {
         let use_any = compile(&[&[("query_action", "use")]]).unwrap();
         assert!(matches(&use_any, Action::Use, None));
         assert!(!matches(&use_any, Action::Select, Some("a.b")));
+    }
+
+    #[test]
+    fn empty_values_are_no_constraint() {
+        let selects = compile(&[&[("query_action", "select"), ("query_table", "")]]).unwrap();
+        assert!(matches(&selects, Action::Select, Some("deathstar.plans")));
+        assert!(matches(&selects, Action::Select, None));
+        assert!(!matches(&selects, Action::Insert, Some("a.b")));
+        let roles = compile(&[&[("query_action", "create-role"), ("query_table", "")]]).unwrap();
+        assert!(matches(&roles, Action::CreateRole, None));
+        let anything = compile(&[&[("query_action", ""), ("query_table", "")]]).unwrap();
+        assert!(matches(&anything, Action::DropTable, Some("a.b")));
     }
 
     #[test]

@@ -4,9 +4,10 @@
 //! Compiles policy maps into matchers and matches a request's command and keys against them.
 //! A key rule constrains every key of a request; a request without keys never satisfies a key
 //! rule (so `{command: flush_all, keyPrefix: a/}` cannot flush everyone's keys). `keyRegex`
-//! must match the whole key, like every regex in Axoneme's policies.
+//! must match the whole key, like every regex in Axoneme's policies. An empty value is no
+//! constraint, as in Cilium: `{command: get, keyExact: ""}` allows every get.
 
-use axoneme_sdk::{reject_unknown_keys, L7RuleMap, RuleError, RuleList, WholeMatch};
+use axoneme_sdk::{constraints, reject_unknown_keys, L7RuleMap, RuleError, RuleList, WholeMatch};
 
 use crate::command::{Command, CommandSet};
 
@@ -69,6 +70,7 @@ pub fn compile(maps: &[L7RuleMap]) -> Result<RuleSet, RuleError> {
 
 fn compile_rule(index: usize, map: &L7RuleMap) -> Result<Rule, RuleError> {
     reject_unknown_keys(index, map, &KEYS)?;
+    let map = &*constraints(map);
     let commands = match map.get("command") {
         None => CommandSet::ALL,
         Some(name) => CommandSet::from_name(name).ok_or_else(|| {
@@ -202,6 +204,28 @@ mod tests {
         let stats = compile(&[&[("command", "stats")]]).unwrap();
         assert!(matches(&stats, Command::Stats, keys(&[])));
         assert!(!matches(&stats, Command::Get, keys(&["a"])));
+    }
+
+    #[test]
+    fn empty_values_are_no_constraint() {
+        for key in ["keyExact", "keyPrefix", "keyRegex"] {
+            let rules = compile(&[&[("command", "get"), (key, "")]]).unwrap();
+            assert!(matches(&rules, Command::Get, keys(&["any/key"])), "{key}");
+            assert!(matches(&rules, Command::Get, keys(&[])), "{key}");
+            assert!(!matches(&rules, Command::Set, keys(&["any/key"])), "{key}");
+            let everything = compile(&[&[(key, "")]]).unwrap();
+            assert!(matches(&everything, Command::FlushAll, keys(&[])), "{key}");
+        }
+        let prefix =
+            compile(&[&[("command", "get"), ("keyExact", ""), ("keyPrefix", "a/")]]).unwrap();
+        assert!(matches(&prefix, Command::Get, keys(&["a/b"])));
+        assert!(!matches(&prefix, Command::Get, keys(&["b"])));
+        let any_command = compile(&[&[("command", "")]]).unwrap();
+        assert!(matches(&any_command, Command::Delete, keys(&["x"])));
+        assert!(
+            compile(&[&[("kye", "")]]).is_err(),
+            "a misspelt key is refused"
+        );
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! R2-D2's L7 rules: `cmd` (exact) and `file` (a regular expression that must match the whole
-//! file name).
+//! file name). An empty value is no constraint, as in Cilium: `{cmd: READ, file: ""}` allows
+//! every READ.
 //!
 //! Compiling policy maps into matchers and matching requests; nothing here sees the wire.
 
-use axoneme_sdk::{reject_unknown_keys, L7RuleMap, RuleError, RuleList, WholeMatch};
+use axoneme_sdk::{constraints, reject_unknown_keys, L7RuleMap, RuleError, RuleList, WholeMatch};
 
 use crate::request::{Command, Request};
 
@@ -35,6 +36,7 @@ pub fn compile(maps: &[L7RuleMap]) -> Result<RuleSet, RuleError> {
 
 fn compile_rule(index: usize, map: &L7RuleMap) -> Result<Rule, RuleError> {
     reject_unknown_keys(index, map, &["cmd", "file"])?;
+    let map = &*constraints(map);
     let command = match map.get("cmd") {
         None => None,
         Some(name) => Some(Command::from_name(name.as_bytes()).ok_or_else(|| {
@@ -136,6 +138,27 @@ mod tests {
                 file: None
             }
         ));
+    }
+
+    #[test]
+    fn empty_values_are_no_constraint() {
+        let reads = compile(&[map(&[("cmd", "READ"), ("file", "")])]).unwrap();
+        assert!(matches(&reads, &read(b"/secret/plans")));
+        assert!(!matches(
+            &reads,
+            &Request {
+                command: Command::Write,
+                file: Some(b"/x")
+            }
+        ));
+        let halt = compile(&[map(&[("cmd", "HALT"), ("file", "")])]).unwrap();
+        let halt_request = Request {
+            command: Command::Halt,
+            file: None,
+        };
+        assert!(matches(&halt, &halt_request));
+        let anything = compile(&[map(&[("cmd", ""), ("file", "")])]).unwrap();
+        assert!(matches(&anything, &halt_request));
     }
 
     #[test]
