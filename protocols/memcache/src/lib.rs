@@ -6,7 +6,8 @@
 //! a `command` (Cilium's command and group names) and optionally one of `keyExact`,
 //! `keyPrefix`, `keyRegex`; every key of a request must match. A denied request is dropped and
 //! answered with `CLIENT_ERROR access denied` (text, meta) or a status 0x0008 response with the
-//! request's opcode and opaque (binary), in order with the replies to other requests.
+//! request's opcode and opaque (binary), in order with the replies to other requests. `mn`,
+//! NOOP, `quit`, QUIT and QUITQ control the connection and are never denied.
 
 mod base64;
 pub mod binary;

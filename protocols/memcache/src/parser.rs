@@ -3,7 +3,10 @@
 //!
 //! Requests are framed by their own structure (a line and the data block it announces, or a
 //! binary header and its body) and passed or dropped whole, streaming large values without
-//! buffering them. Reply order is kept by [`Pending`]. The parser never allocates per request
+//! buffering them. Reply order is kept by [`Pending`]. Connection control is not data access and
+//! passes unchecked: `mn` and NOOP (barriers), and `quit`, QUIT and QUITQ, after which the server
+//! closes the connection once it has answered what came before; the proxy then drops whatever the
+//! client sends after the quit, as the server never reads it. The parser never allocates per request
 //! once warm: lines that straddle input slices and joined keys for the log go through scratch
 //! buffers that keep their capacity.
 
@@ -32,6 +35,9 @@ pub struct MemcacheParser {
     pending: Pending,
     /// A barrier must be sent to the server before the next request.
     barrier_due: bool,
+    /// The client quit: the server closes the connection and reads nothing after the quit, so
+    /// neither does the proxy.
+    quit: bool,
     /// Per flow: bytes of the line at the start of the input already searched for its end in
     /// vain, so a long line arriving in small reads is searched once, not once per read.
     searched: [usize; 2],
@@ -58,6 +64,7 @@ impl MemcacheParser {
             wire: None,
             pending: Pending::default(),
             barrier_due: false,
+            quit: false,
             searched: [0; 2],
             line: Vec::new(),
             keys: Vec::new(),
@@ -95,6 +102,9 @@ impl MemcacheParser {
         let Some(first) = input.byte(0) else {
             return Op::Nop;
         };
+        if self.quit {
+            return Op::Drop(input.len());
+        }
         let wire = *self.wire.get_or_insert(if first == binary::REQUEST_MAGIC {
             Wire::Binary
         } else {
@@ -139,9 +149,17 @@ impl MemcacheParser {
         let line = input.contiguous(0..end, &mut self.line).unwrap_or_default();
         let request = TextRequest::parse(line, self.max_value)?;
         let frame = newline + 1 + request.data_len.map_or(0, |len| len + 2);
-        if request.answer == Answer::Noop {
-            self.pending.barrier(false).map_err(|_| TOO_MANY_PENDING)?;
-            return Ok(Op::Pass(frame));
+        // Connection control, not data access: never denied, never logged.
+        match request.answer {
+            Answer::Noop => {
+                self.pending.barrier(false).map_err(|_| TOO_MANY_PENDING)?;
+                return Ok(Op::Pass(frame));
+            }
+            Answer::Close => {
+                self.quit = true;
+                return Ok(Op::Pass(frame));
+            }
+            Answer::One(_) | Answer::Maybe => {}
         }
         let keys: &[u8] = match request.base64_key {
             true => {
@@ -171,7 +189,7 @@ impl MemcacheParser {
             let expected = match request.answer {
                 Answer::One(shape) => self.pending.expect(shape),
                 Answer::Maybe => self.pending.expect_maybe(),
-                Answer::Noop | Answer::Nothing => Ok(()),
+                Answer::Noop | Answer::Close => Ok(()),
             };
             expected.map_err(|_| TOO_MANY_PENDING)?;
             return Ok(Op::Pass(frame));
@@ -199,9 +217,23 @@ impl MemcacheParser {
         }
         let opcode = binary::opcode(header.opcode);
         let frame = header.packet_len();
-        if opcode.command == Command::Noop {
-            self.pending.barrier(false).map_err(|_| TOO_MANY_PENDING)?;
-            return Ok(Op::Pass(frame));
+        // Connection control, not data access: never denied, never logged. QUIT is answered
+        // before the server closes; QUITQ is not.
+        match opcode.command {
+            Command::Noop => {
+                self.pending.barrier(false).map_err(|_| TOO_MANY_PENDING)?;
+                return Ok(Op::Pass(frame));
+            }
+            Command::Quit => {
+                if !opcode.quiet {
+                    self.pending
+                        .expect(opcode.shape)
+                        .map_err(|_| TOO_MANY_PENDING)?;
+                }
+                self.quit = true;
+                return Ok(Op::Pass(frame));
+            }
+            _ => {}
         }
         let key_start = key_end - usize::from(header.key_len);
         let key = input

@@ -396,3 +396,90 @@ proptest! {
         prop_assert_eq!(whole, expected);
     }
 }
+
+#[test]
+fn text_quit_is_never_denied_and_nothing_after_it_reaches_the_server() {
+    let mut s = maintenance();
+    s.send(
+        Flow::Request,
+        b"get alliance/fleet/a\r\nget empire/x\r\nquit\r\nget alliance/fleet/b\r\nflush_all\r\n",
+    )
+    .unwrap();
+    assert_eq!(s.sent.upstream, b"get alliance/fleet/a\r\nquit\r\n");
+    s.send(Flow::Reply, b"END\r\n").unwrap();
+    assert_eq!(
+        s.sent.client,
+        [&b"END\r\n"[..], DENIED].concat(),
+        "the denial owed before the quit is delivered before the server closes"
+    );
+    assert_eq!(
+        s.log(),
+        vec![
+            "Request rebels command=get keys=alliance/fleet/a",
+            "Denied  command=get keys=empire/x",
+        ],
+        "quit is connection control, not a request to log; what follows it is never read"
+    );
+}
+
+#[test]
+fn text_quit_passes_for_a_client_allowed_nothing() {
+    let memcache = Memcache::new(MAX_VALUE);
+    let rules = RulesPolicy::compile(
+        &memcache,
+        "nothing",
+        &[&[("command", "get"), ("keyExact", "never/stored")]],
+    );
+    let mut s = Session::new(&memcache, rules);
+    s.send(Flow::Request, b"version\r\nquit\r\n").unwrap();
+    assert_eq!(s.sent.upstream, b"quit\r\n");
+    assert_eq!(s.sent.client, DENIED);
+}
+
+#[test]
+fn binary_quit_is_answered_after_the_replies_owed_before_it() {
+    let mut s = maintenance();
+    let requests = [
+        binary_request(0x00, b"alliance/fleet/a", b"", 1),
+        binary_request(0x00, b"empire/b", b"", 2),
+        binary_request(0x07, b"", b"", 3),
+        binary_request(0x00, b"alliance/fleet/c", b"", 4),
+    ]
+    .concat();
+    s.send(Flow::Request, &requests).unwrap();
+    assert_eq!(
+        s.sent.upstream,
+        [
+            binary_request(0x00, b"alliance/fleet/a", b"", 1),
+            binary_request(0x07, b"", b"", 3),
+        ]
+        .concat()
+    );
+    let replies = [binary_response(0x00, b"", 1), binary_response(0x07, b"", 3)].concat();
+    s.send(Flow::Reply, &replies).unwrap();
+    assert_eq!(
+        s.sent.client,
+        [
+            binary_response(0x00, b"", 1),
+            binary::denial(0x00, 2).to_vec(),
+            binary_response(0x07, b"", 3),
+        ]
+        .concat()
+    );
+    assert_eq!(s.log().len(), 2, "QUIT is not logged: {:?}", s.log());
+}
+
+#[test]
+fn binary_quitq_passes_unanswered_and_ends_the_request_stream() {
+    let mut s = maintenance();
+    let requests = [
+        binary_request(0x00, b"empire/b", b"", 1),
+        binary_request(0x17, b"", b"", 2),
+        binary_request(0x08, b"", b"", 3),
+    ]
+    .concat();
+    s.send(Flow::Request, &requests).unwrap();
+    assert_eq!(s.sent.upstream, binary_request(0x17, b"", b"", 2));
+    assert_eq!(s.sent.client, binary::denial(0x00, 1));
+    assert_eq!(s.log(), vec!["Denied  command=get keys=empire/b opcode=0"]);
+}

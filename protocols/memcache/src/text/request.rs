@@ -19,8 +19,8 @@ pub enum Answer {
     Maybe,
     /// The `MN` that ends a meta pipeline.
     Noop,
-    /// Nothing: the server closes the connection (`quit`).
-    Nothing,
+    /// Nothing: the server closes the connection once it has answered what came before (`quit`).
+    Close,
 }
 
 /// One parsed request line.
@@ -278,11 +278,7 @@ impl<'l> TextRequest<'l> {
             b"slabs" => TextRequest::new(Command::Slabs, verb, b"", one),
             b"lru" => TextRequest::new(Command::Lru, verb, b"", one),
             b"misbehave" => TextRequest::new(Command::Misbehave, verb, b"", one),
-            b"quit" => {
-                let mut request = TextRequest::new(Command::Quit, verb, b"", Answer::Nothing);
-                request.answer_denial = false;
-                request
-            }
+            b"quit" => TextRequest::new(Command::Quit, verb, b"", Answer::Close),
             b"mg" | b"ms" | b"md" | b"ma" | b"me" | b"mn" => meta(verb, tokens)?,
             _ => TextRequest::new(Command::Other, verb, b"", one),
         };
@@ -487,7 +483,7 @@ mod tests {
             Answer::One(Shape::MultiLine)
         );
         assert_eq!(parse("watch fetchers").answer, Answer::One(Shape::Watch));
-        assert_eq!(parse("quit").answer, Answer::Nothing);
+        assert_eq!(parse("quit").answer, Answer::Close);
         assert_eq!(parse("version").command, Command::Version);
         assert_eq!(parse("verbosity 1").command, Command::Verbosity);
         assert_eq!(parse("shutdown").command, Command::Other);
