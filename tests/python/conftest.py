@@ -200,6 +200,25 @@ def example_policy(memcached_port: int) -> str:
     return policy.replace('port: "11211"', f'port: "{memcached_port}"')
 
 
+def allows_nothing_policy(memcached_port: int) -> str:
+    """A policy that lets fleet-monitoring connect to memcached but allows it no request: its
+    only rule names a key nothing stores or asks for."""
+    return f"""\
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {{name: monitoring-allowed-nothing}}
+spec:
+  endpointSelector: {{matchLabels: {{app: memcached}}}}
+  ingress:
+    - fromEndpoints: [{{matchLabels: {{function: fleet-monitoring}}}}]
+      toPorts:
+        - ports: [{{port: "{memcached_port}", protocol: TCP}}]
+          rules:
+            l7proto: memcache
+            l7: [{{command: get, keyExact: never/asked}}]
+"""
+
+
 def write_config(workdir: Path, memcached_port: int, policy: str, extra_config: str = "") -> Path:
     """Writes the proxy's configuration and `policy` into `workdir`; returns the config's path.
 

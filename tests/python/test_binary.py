@@ -7,12 +7,13 @@ import pytest
 from bmemcached.exceptions import MemcachedException
 
 from conftest import (BINARY_HEADER, JEDI, MAINTENANCE, MIB, MONITORING, POLICY_NAME, STRANGER,
-                      binary_client, binary_request, connect_from, expect_closed, read_exactly,
-                      read_binary_response)
+                      allows_nothing_policy, binary_client, binary_request, connect_from,
+                      expect_closed, read_exactly, read_binary_response)
 
 FLEET = "alliance/fleet/"
 GET, SET, DELETE, INCREMENT = 0x00, 0x01, 0x04, 0x05
-GETQ, NOOP, VERSION, GETK, STAT, SETQ = 0x09, 0x0A, 0x0B, 0x0C, 0x10, 0x11
+QUIT, FLUSH, GETQ, NOOP, VERSION, GETK, STAT = 0x07, 0x08, 0x09, 0x0A, 0x0B, 0x0C, 0x10
+SETQ, QUITQ = 0x11, 0x17
 TOUCH, GAT, GATQ = 0x1C, 0x1D, 0x1E
 ACCESS_DENIED = 0x0008
 # A value holding request and response magic bytes and text-protocol terminators.
@@ -252,3 +253,20 @@ def test_a_stranger_is_refused_at_connect(proxy, memcached):
     except ConnectionResetError:
         pass
     expect_closed(stranger)
+
+
+def test_quit_and_quitq_close_the_connection_of_a_client_allowed_nothing(start_proxy, memcached):
+    memcached.put(FLEET + "a", b"A")
+    proxy = start_proxy(policy=allows_nothing_policy(memcached.port))
+    monitor = connect_from(MONITORING, proxy.addr)
+    monitor.sendall(binary_request(GET, b"alliance/fleet/a", opaque=1)
+                    + binary_request(QUIT, opaque=2) + binary_request(FLUSH, opaque=3))
+    assert read_exactly(monitor, 24 + 13) == denial(GET, 1)
+    reply = read_binary_response(monitor)
+    assert (reply["opcode"], reply["opaque"], reply["status"]) == (QUIT, 2, 0)
+    assert monitor.recv(1) == b"", "closed after QUIT's own reply"
+    quiet = connect_from(MONITORING, proxy.addr)
+    quiet.sendall(binary_request(QUITQ, opaque=4) + binary_request(FLUSH, opaque=5))
+    assert quiet.recv(1) == b"", "QUITQ: closed without a reply"
+    assert memcached.get(FLEET + "a") == b"A"
+    assert proxy.summary(1) == [("Denied", "get", FLEET + "a")]

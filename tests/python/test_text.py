@@ -8,8 +8,8 @@ import pytest
 from pymemcache.exceptions import MemcacheClientError
 
 from conftest import (DEADLINE, DENIED, JEDI, MAINTENANCE, MIB, MONITORING, POLICY_NAME,
-                      STRANGER, axoneme_bin, connect_from, expect_closed, read_exactly,
-                      read_get_reply, read_line, text_client, write_config)
+                      STRANGER, allows_nothing_policy, axoneme_bin, connect_from, expect_closed,
+                      read_exactly, read_get_reply, read_line, text_client, write_config)
 
 FLEET = "alliance/fleet/"
 # A value that looks like the end of a get reply and the start of another.
@@ -388,3 +388,16 @@ spec:
     assert run.returncode != 0
     assert 'policy "keys-only"' in run.stderr, run.stderr
     assert "l7[0]" in run.stderr, run.stderr
+
+
+def test_quit_closes_the_connection_of_a_client_allowed_nothing(start_proxy, memcached):
+    memcached.put(FLEET + "a", b"A")
+    proxy = start_proxy(policy=allows_nothing_policy(memcached.port))
+    monitor = connect_from(MONITORING, proxy.addr)
+    # The denial owed before the quit is delivered, then memcached closes; what follows the quit
+    # is never read.
+    monitor.sendall(b"get alliance/fleet/a\r\nquit\r\nflush_all\r\n")
+    assert read_get_reply(monitor) == DENIED
+    assert monitor.recv(1) == b"", "closed, with nothing after the denial"
+    assert memcached.get(FLEET + "a") == b"A"
+    assert proxy.summary(1) == [("Denied", "get", FLEET + "a")]
