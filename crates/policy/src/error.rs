@@ -45,6 +45,17 @@ pub enum PolicyError {
         /// Why it was rejected.
         message: String,
     },
+    /// The text holds no policy document: it is empty, or only whitespace and comments (a
+    /// truncated file, an editor's half-written save), or a list without items. Never taken to
+    /// mean "no policies": policies are removed by deleting their file or through the API.
+    #[error(
+        "{file}: holds no policy (it is empty or only comments); to remove policies, delete the \
+         file or remove it from `policies`, or use `policy delete`"
+    )]
+    Empty {
+        /// The file (or other source name) holding the text.
+        file: String,
+    },
     /// Two rules put different L7 protocols on the same port of one endpoint and direction.
     #[error(
         "endpoint {endpoint:?}: {direction} port {port}: conflicting l7proto: {first} and {second}"
@@ -71,13 +82,31 @@ pub enum PolicyError {
     },
 }
 
-/// What an [`PolicyError::Invalid`] is about.
+/// Something in a policy that is accepted but that its author should know about, e.g. an empty
+/// L7 rule value, which constrains nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: {subject}: {}{message}", FieldPrefix(field))]
+pub struct PolicyWarning {
+    /// The file (or other source name) holding the policy.
+    pub file: String,
+    /// The policy.
+    pub subject: Subject,
+    /// Path of the field concerned.
+    pub field: String,
+    /// What it means.
+    pub message: String,
+}
+
+/// What an [`PolicyError::Invalid`] or a [`PolicyWarning`] is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Subject {
     /// A policy, by `metadata.name`.
     Policy(String),
     /// A document whose name could not be read, by its one-based position in the file.
     Document(usize),
+    /// An element of a document's `items` (a `List`) whose name could not be read: the
+    /// document's one-based position and the item's zero-based index.
+    Item(usize, usize),
 }
 
 impl fmt::Display for Subject {
@@ -85,6 +114,7 @@ impl fmt::Display for Subject {
         match self {
             Subject::Policy(name) => write!(f, "policy {name:?}"),
             Subject::Document(index) => write!(f, "document {index}"),
+            Subject::Item(document, item) => write!(f, "document {document}: items[{item}]"),
         }
     }
 }

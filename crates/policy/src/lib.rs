@@ -21,7 +21,7 @@ mod snapshot;
 mod verdict;
 
 pub use endpoint::{EndpointInfo, EndpointSpec};
-pub use error::{L7Origin, PolicyError, Subject};
+pub use error::{L7Origin, PolicyError, PolicyWarning, Subject};
 pub use identity::Identity;
 pub use load::{load_paths, parse_policies};
 pub use policy::{Policy, PolicyKind};

@@ -1,9 +1,11 @@
-//! Reading policies: files and directories to text, text to YAML documents, documents to
-//! [`Policy`] values.
+//! Reading policies: files and directories to text, text to YAML or JSON documents, documents
+//! (and the items of `List` documents, as `kubectl get -o yaml` prints them) to [`Policy`]
+//! values.
 //!
-//! Owns document-level rules (apiVersion, kind, metadata, `spec`/`specs`) and error locations
-//! (line and column for YAML syntax, field paths for everything else). It must not interpret
-//! rules itself (that is `rule.rs`) nor know about endpoints or protocols.
+//! Owns document-level rules (apiVersion, kind, metadata, `spec`/`specs`, lists, the namespace
+//! of a CiliumNetworkPolicy), the refusal of text without any policy, and error locations (line
+//! and column for syntax, field paths for everything else). It must not interpret rules itself
+//! (that is `rule.rs`) nor know about endpoints or protocols.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -11,7 +13,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_yaml::Value;
 
-use crate::error::{FieldError, PolicyError, Subject};
+use crate::endpoint::DEFAULT_NAMESPACE;
+use crate::error::{FieldError, PolicyError, PolicyWarning, Subject};
 use crate::model::Document;
 use crate::policy::{Policy, PolicyKind};
 use crate::rule::parse_rule;
@@ -22,19 +25,116 @@ const API_VERSION: &str = "cilium.io/v2";
 /// File name extensions read from a directory.
 const EXTENSIONS: [&str; 3] = ["yaml", "yml", "json"];
 
-/// Parses every policy in `text`, a stream of YAML documents separated by `---` (JSON works
-/// too). Empty documents are skipped. `source` names the text in errors, usually its file path.
+/// The `kind` of a generic list (`kubectl get -o yaml` of several objects).
+const LIST_KIND: &str = "List";
+
+/// Parses every policy in `text`: a stream of YAML documents separated by `---`, or one JSON
+/// document. A document may be a policy or a list of policies (`List`,
+/// `CiliumNetworkPolicyList`, `CiliumClusterwideNetworkPolicyList`); empty documents are
+/// skipped, but text without any policy is an error ([`PolicyError::Empty`]). `source` names
+/// the text in errors, usually its file path.
 pub fn parse_policies(source: &str, text: &str) -> Result<Vec<Policy>, PolicyError> {
+    let empty = || PolicyError::Empty {
+        file: source.to_owned(),
+    };
+    let blank = |line: &str| line.trim().is_empty() || line.trim_start().starts_with('#');
+    if text.lines().all(blank) {
+        return Err(empty());
+    }
     let mut policies = Vec::new();
-    for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let number = index + 1;
-        let value = Value::deserialize(document).map_err(|e| yaml_error(source, number, &e))?;
-        if value.is_null() {
-            continue;
+    if text.trim_start().starts_with('{') {
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| PolicyError::Syntax {
+                file: source.to_owned(),
+                line: e.line(),
+                column: e.column(),
+                message: json_message(&e),
+            })?;
+        let value = serde_yaml::to_value(value).map_err(|e| yaml_error(source, 1, &e))?;
+        parse_value(source, 1, value, &mut policies)?;
+    } else {
+        for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+            let number = index + 1;
+            let value = Value::deserialize(document).map_err(|e| yaml_error(source, number, &e))?;
+            if !value.is_null() {
+                parse_value(source, number, value, &mut policies)?;
+            }
         }
-        policies.push(parse_document(source, number, value)?);
+    }
+    if policies.is_empty() {
+        return Err(empty());
     }
     Ok(policies)
+}
+
+/// The JSON parser's message without the location it appends (ours carries it).
+fn json_message(error: &serde_json::Error) -> String {
+    let message = error.to_string();
+    let suffix = format!(" at line {} column {}", error.line(), error.column());
+    message
+        .strip_suffix(&suffix)
+        .map_or(message.clone(), str::to_owned)
+}
+
+/// Parses document `number`: a policy, or a list whose items are policies.
+fn parse_value(
+    source: &str,
+    number: usize,
+    value: Value,
+    policies: &mut Vec<Policy>,
+) -> Result<(), PolicyError> {
+    let kind = value.get("kind").and_then(Value::as_str);
+    let item_kind = match kind {
+        Some(LIST_KIND) => None,
+        Some(k) => match k.strip_suffix(LIST_KIND).and_then(PolicyKind::from_kind) {
+            Some(item_kind) => Some(item_kind),
+            None => {
+                policies.push(parse_document(source, Subject::Document(number), value)?);
+                return Ok(());
+            }
+        },
+        None => {
+            policies.push(parse_document(source, Subject::Document(number), value)?);
+            return Ok(());
+        }
+    };
+    let fail = |field: &str, message: String| PolicyError::Invalid {
+        file: source.to_owned(),
+        subject: Subject::Document(number),
+        field: field.to_owned(),
+        message,
+    };
+    let Value::Mapping(list) = value else {
+        return Err(fail("", "expected a mapping".to_owned()));
+    };
+    let mut items = None;
+    for (key, entry) in list {
+        match key.as_str() {
+            Some("items") => items = Some(entry),
+            // Set by the API server and kubectl; nothing in them concerns policy.
+            Some("apiVersion" | "kind" | "metadata") => {}
+            Some(other) => return Err(fail(other, "unknown field in a list".to_owned())),
+            None => return Err(fail("", "field names must be strings".to_owned())),
+        }
+    }
+    let items = match items {
+        Some(Value::Sequence(items)) => items,
+        Some(Value::Null) | None => Vec::new(),
+        Some(_) => return Err(fail("items", "expected a list of policies".to_owned())),
+    };
+    for (index, mut item) in items.into_iter().enumerate() {
+        // A typed list may leave its items' apiVersion and kind out.
+        if let (Some(item_kind), Value::Mapping(fields)) = (item_kind, &mut item) {
+            if !fields.contains_key("apiVersion") {
+                fields.insert("apiVersion".into(), API_VERSION.into());
+            }
+            if !fields.contains_key("kind") {
+                fields.insert("kind".into(), item_kind.as_str().into());
+            }
+        }
+        policies.push(parse_document(source, Subject::Item(number, index), item)?);
+    }
+    Ok(())
 }
 
 /// Loads the policies of files and directories, in the order given. A directory contributes
@@ -102,7 +202,8 @@ fn yaml_error(source: &str, document: usize, error: &serde_yaml::Error) -> Polic
     }
 }
 
-fn parse_document(source: &str, number: usize, value: Value) -> Result<Policy, PolicyError> {
+/// Parses one policy document; `position` names it in errors until its name is known.
+fn parse_document(source: &str, position: Subject, value: Value) -> Result<Policy, PolicyError> {
     let original = value.clone();
     let name = value
         .get("metadata")
@@ -110,9 +211,7 @@ fn parse_document(source: &str, number: usize, value: Value) -> Result<Policy, P
         .and_then(Value::as_str)
         .filter(|n| !n.is_empty())
         .map(str::to_owned);
-    let subject = name
-        .clone()
-        .map_or(Subject::Document(number), Subject::Policy);
+    let subject = name.clone().map_or(position, Subject::Policy);
     let fail = |error: FieldError| PolicyError::Invalid {
         file: source.to_owned(),
         subject: subject.clone(),
@@ -152,7 +251,7 @@ fn parse_document(source: &str, number: usize, value: Value) -> Result<Policy, P
             fail(FieldError::new(
                 "kind",
                 format!(
-                    "unsupported kind {k:?} (expected {} or {})",
+                    "unsupported kind {k:?} (expected {} or {}, or a list of them)",
                     PolicyKind::Namespaced.as_str(),
                     PolicyKind::Clusterwide.as_str()
                 ),
@@ -178,12 +277,44 @@ fn parse_document(source: &str, number: usize, value: Value) -> Result<Policy, P
     if document.metadata.name.is_empty() {
         return Err(fail(FieldError::new("metadata.name", "must not be empty")));
     }
+    let namespace = match kind {
+        PolicyKind::Namespaced => Some(
+            document
+                .metadata
+                .namespace
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned()),
+        ),
+        PolicyKind::Clusterwide => None,
+    };
+    let mut notes = Vec::new();
     let mut rules = Vec::new();
-    if let Some(spec) = &document.spec {
-        rules.push(parse_rule(spec, "spec").map_err(fail)?);
-    }
-    for (index, spec) in document.specs.iter().flatten().enumerate() {
-        rules.push(parse_rule(spec, &format!("specs[{index}]")).map_err(fail)?);
+    let specs = document
+        .spec
+        .iter()
+        .map(|spec| (spec, "spec".to_owned()))
+        .chain(
+            document
+                .specs
+                .iter()
+                .flatten()
+                .enumerate()
+                .map(|(index, spec)| (spec, format!("specs[{index}]"))),
+        );
+    for (spec, path) in specs {
+        let mut rule = parse_rule(spec, &path, &mut notes).map_err(fail)?;
+        if let Some(namespace) = &namespace {
+            for other in rule.scope_to_namespace(namespace) {
+                notes.push(FieldError::new(
+                    format!("{path}.endpointSelector"),
+                    format!(
+                        "selects in namespace {other:?}, but a CiliumNetworkPolicy applies in \
+                         its own namespace ({namespace:?}); that match is ignored, as in Cilium"
+                    ),
+                ));
+            }
+        }
+        rules.push(rule);
     }
     if rules.is_empty() {
         return Err(fail(FieldError::new(
@@ -191,12 +322,22 @@ fn parse_document(source: &str, number: usize, value: Value) -> Result<Policy, P
             "a policy needs spec or a non-empty specs",
         )));
     }
+    let warnings = notes
+        .into_iter()
+        .map(|note| PolicyWarning {
+            file: source.to_owned(),
+            subject: subject.clone(),
+            field: note.field,
+            message: note.message,
+        })
+        .collect();
     Ok(Policy {
         name: document.metadata.name,
-        namespace: document.metadata.namespace,
+        namespace,
         kind,
         source: source.to_owned(),
         rules,
         document: original,
+        warnings,
     })
 }

@@ -22,14 +22,18 @@ pub(crate) struct Document {
     pub metadata: Metadata,
     pub spec: Option<RuleModel>,
     pub specs: Option<Vec<RuleModel>>,
+    /// Free text for people (Cilium's own examples carry one).
+    #[serde(rename = "description")]
+    pub _description: Option<String>,
     /// Written by the cluster; accepted so that exported objects load.
     #[serde(rename = "status")]
     pub _status: Option<IgnoredAny>,
 }
 
-/// The object metadata: `name` and `namespace` are read, `labels` and `annotations` tolerated.
+/// The object metadata: `name` and `namespace` are read; `labels`, `annotations` and the fields
+/// the API server sets (as `kubectl get -o yaml` prints them) are tolerated.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct Metadata {
     pub name: String,
     pub namespace: Option<String>,
@@ -37,6 +41,28 @@ pub(crate) struct Metadata {
     pub _labels: Option<BTreeMap<String, String>>,
     #[serde(rename = "annotations")]
     pub _annotations: Option<BTreeMap<String, String>>,
+    #[serde(rename = "uid")]
+    pub _uid: Option<IgnoredAny>,
+    #[serde(rename = "resourceVersion")]
+    pub _resource_version: Option<IgnoredAny>,
+    #[serde(rename = "generation")]
+    pub _generation: Option<IgnoredAny>,
+    #[serde(rename = "creationTimestamp")]
+    pub _creation_timestamp: Option<IgnoredAny>,
+    #[serde(rename = "deletionTimestamp")]
+    pub _deletion_timestamp: Option<IgnoredAny>,
+    #[serde(rename = "deletionGracePeriodSeconds")]
+    pub _deletion_grace_period_seconds: Option<IgnoredAny>,
+    #[serde(rename = "managedFields")]
+    pub _managed_fields: Option<IgnoredAny>,
+    #[serde(rename = "ownerReferences")]
+    pub _owner_references: Option<IgnoredAny>,
+    #[serde(rename = "finalizers")]
+    pub _finalizers: Option<IgnoredAny>,
+    #[serde(rename = "selfLink")]
+    pub _self_link: Option<IgnoredAny>,
+    #[serde(rename = "generateName")]
+    pub _generate_name: Option<IgnoredAny>,
 }
 
 /// One rule: the endpoints it applies to and what it allows or denies each way.

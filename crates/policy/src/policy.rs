@@ -1,9 +1,10 @@
-//! A loaded policy: its identity (name, namespace, kind, source) and its checked rules.
+//! A loaded policy: its identity (name, namespace, kind, source), its checked rules and the
+//! warnings found while checking them.
 //!
-//! Owns how errors about one policy are attributed to it. It must not read files or YAML, and
+//! Owns how errors and warnings about one policy are attributed to it. It must not read files or YAML, and
 //! must not compile anything against endpoints or protocols.
 
-use crate::error::{FieldError, PolicyError, Subject};
+use crate::error::{FieldError, PolicyError, PolicyWarning, Subject};
 use crate::rule::Rule;
 
 /// The two kinds of policy document Axoneme reads.
@@ -41,6 +42,7 @@ pub struct Policy {
     pub(crate) source: String,
     pub(crate) rules: Vec<Rule>,
     pub(crate) document: serde_yaml::Value,
+    pub(crate) warnings: Vec<PolicyWarning>,
 }
 
 impl Policy {
@@ -49,7 +51,8 @@ impl Policy {
         &self.name
     }
 
-    /// `metadata.namespace`, when given.
+    /// The namespace a CiliumNetworkPolicy applies in (`metadata.namespace`, `default` when
+    /// not given); `None` for a CiliumClusterwideNetworkPolicy, which applies cluster-wide.
     pub fn namespace(&self) -> Option<&str> {
         self.namespace.as_deref()
     }
@@ -67,6 +70,11 @@ impl Policy {
     /// The document as it was read, for showing the policy back.
     pub fn document(&self) -> &serde_yaml::Value {
         &self.document
+    }
+
+    /// What was accepted but deserves its author's attention, e.g. empty L7 rule values.
+    pub fn warnings(&self) -> &[PolicyWarning] {
+        &self.warnings
     }
 
     /// Attributes a field error to this policy.

@@ -2,8 +2,9 @@
 //! error reported at its field path.
 //!
 //! Owns Cilium's rule semantics that do not depend on the deployment (directions, default deny,
-//! peers, ports, unsupported features). It must not resolve selectors against endpoints or
-//! compile L7 rules: both need a snapshot's context.
+//! peers, ports, unsupported features, the namespace scope of a CiliumNetworkPolicy's
+//! selectors), and the warnings about accepted but surprising values. It must not resolve
+//! selectors against endpoints or compile L7 rules: both need a snapshot's context.
 
 use axoneme_sdk::L7RuleMap;
 
@@ -90,8 +91,12 @@ impl Way {
     }
 }
 
-/// Checks one rule written at `path`.
-pub(crate) fn parse_rule(model: &RuleModel, path: &str) -> Result<Rule, FieldError> {
+/// Checks one rule written at `path`, adding to `warnings` what is accepted but surprising.
+pub(crate) fn parse_rule(
+    model: &RuleModel,
+    path: &str,
+    warnings: &mut Vec<FieldError>,
+) -> Result<Rule, FieldError> {
     if model.node_selector.is_some() {
         return Err(unsupported(&format!("{path}.nodeSelector"), "nodeSelector"));
     }
@@ -111,6 +116,7 @@ pub(crate) fn parse_rule(model: &RuleModel, path: &str) -> Result<Rule, FieldErr
         defaults.and_then(|d| d.ingress),
         path,
         Way::Ingress,
+        warnings,
     )?;
     let egress = parse_section(
         model.egress.as_deref(),
@@ -118,6 +124,7 @@ pub(crate) fn parse_rule(model: &RuleModel, path: &str) -> Result<Rule, FieldErr
         defaults.and_then(|d| d.egress),
         path,
         Way::Egress,
+        warnings,
     )?;
     Ok(Rule {
         subject,
@@ -126,12 +133,33 @@ pub(crate) fn parse_rule(model: &RuleModel, path: &str) -> Result<Rule, FieldErr
     })
 }
 
+impl Rule {
+    /// Scopes the rule to the namespace of its CiliumNetworkPolicy: the endpoints it applies to
+    /// and the endpoints its peers select are those of `namespace`, unless a peer selector names
+    /// the namespace itself. Returns the namespaces `endpointSelector` named that no longer
+    /// count (an `endpointSelector` always applies in the policy's namespace).
+    pub(crate) fn scope_to_namespace(&mut self, namespace: &str) -> Vec<String> {
+        let dropped = self.subject.select_in_namespace(namespace);
+        for section in [&mut self.ingress, &mut self.egress] {
+            let allow = section.allow.iter_mut().map(|r| &mut r.peers);
+            let deny = section.deny.iter_mut().map(|r| &mut r.peers);
+            for peers in allow.chain(deny) {
+                for selector in &mut peers.selectors {
+                    selector.peer_in_namespace(namespace);
+                }
+            }
+        }
+        dropped
+    }
+}
+
 fn parse_section(
     allow: Option<&[PeerRuleModel]>,
     deny: Option<&[PeerRuleModel]>,
     default_deny: Option<bool>,
     path: &str,
     way: Way,
+    warnings: &mut Vec<FieldError>,
 ) -> Result<Section, FieldError> {
     let (allow_name, deny_name) = match way {
         Way::Ingress => ("ingress", "ingressDeny"),
@@ -150,7 +178,7 @@ fn parse_section(
             Some(list) if !list.is_empty() => list
                 .iter()
                 .enumerate()
-                .map(|(i, p)| parse_port_rule(p, &format!("{at}.toPorts[{i}]")))
+                .map(|(i, p)| parse_port_rule(p, &format!("{at}.toPorts[{i}]"), warnings))
                 .collect::<Result<_, _>>()?,
             // Neither remotes nor ports: the rule only turns default deny on.
             _ if peers.is_wildcard() => Vec::new(),
@@ -176,7 +204,7 @@ fn parse_section(
                             "L7 rules are not allowed in deny rules",
                         ));
                     }
-                    ranges.extend(parse_port_rule(port_rule, &rule_at)?.ranges);
+                    ranges.extend(parse_port_rule(port_rule, &rule_at, warnings)?.ranges);
                 }
             }
             _ if peers.is_wildcard() => {}
@@ -326,7 +354,11 @@ fn parse_cidr_set(model: &CidrSetModel, at: &str) -> Result<CidrSet, FieldError>
     Ok(CidrSet { cidr, except })
 }
 
-fn parse_port_rule(model: &PortRuleModel, at: &str) -> Result<PortRule, FieldError> {
+fn parse_port_rule(
+    model: &PortRuleModel,
+    at: &str,
+    warnings: &mut Vec<FieldError>,
+) -> Result<PortRule, FieldError> {
     let tls_fields = [
         ("serverNames", model.server_names.is_some()),
         ("originatingTLS", model.originating_tls.is_some()),
@@ -349,6 +381,14 @@ fn parse_port_rule(model: &PortRuleModel, at: &str) -> Result<PortRule, FieldErr
                     format!("{at}.rules.{name}"),
                     format!("{name} rules are not supported by axoneme"),
                 ));
+            }
+            for (index, map) in rules.l7.iter().flatten().enumerate() {
+                for (key, _) in map.iter().filter(|(_, value)| value.is_empty()) {
+                    warnings.push(FieldError::new(
+                        format!("{at}.rules.l7[{index}].{key}"),
+                        format!("the empty value puts no constraint on {key} (as in Cilium)"),
+                    ));
+                }
             }
             match (&rules.l7proto, &rules.l7) {
                 (Some(proto), l7) => Some(L7Spec {

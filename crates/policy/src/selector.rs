@@ -1,7 +1,8 @@
 //! Label selectors (`endpointSelector`, `fromEndpoints`, `toEndpoints`) and label keys.
 //!
-//! Owns the meaning of `matchLabels` / `matchExpressions`, of label source prefixes, and of the
-//! reserved labels that name the host and the world. It matches one label set at a time and must
+//! Owns the meaning of `matchLabels` / `matchExpressions`, of label source prefixes, of the
+//! reserved labels that name the host and the world, and of the namespace label that scopes a
+//! CiliumNetworkPolicy's selectors to its namespace. It matches one label set at a time and must
 //! not know about endpoints, addresses or rules.
 
 use std::collections::BTreeMap;
@@ -14,6 +15,13 @@ const PLAIN_SOURCES: [&str; 4] = ["k8s", "any", "container", "unspec"];
 
 /// The source of the labels of reserved identities (`reserved:host`, `reserved:world`).
 const RESERVED_SOURCE: &str = "reserved";
+
+/// The label carrying an endpoint's namespace, as selectors see it (without its `k8s:` source).
+pub(crate) const NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
+
+/// The prefix of the labels Cilium derives from a namespace's own labels; a selector naming one
+/// chooses its namespaces itself.
+const NAMESPACE_LABELS_PREFIX: &str = "io.cilium.k8s.namespace.labels.";
 
 /// A label key with its source prefix resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,6 +139,43 @@ impl Selector {
         })
     }
 
+    /// Scopes an `endpointSelector` to `namespace`: it selects only endpoints of that
+    /// namespace, whatever namespace it names itself (as in Cilium). Returns the namespaces it
+    /// named that are not `namespace`, which no longer count.
+    pub(crate) fn select_in_namespace(&mut self, namespace: &str) -> Vec<String> {
+        let mut dropped = Vec::new();
+        self.requirements.retain(|r| match &r.test {
+            Test::Equals(value) if r.key == NAMESPACE_LABEL => {
+                if value != namespace {
+                    dropped.push(value.clone());
+                }
+                false
+            }
+            _ => true,
+        });
+        self.requirements.push(Requirement {
+            key: NAMESPACE_LABEL.to_owned(),
+            test: Test::Equals(namespace.to_owned()),
+        });
+        dropped
+    }
+
+    /// Scopes a peer selector (`fromEndpoints`, `toEndpoints`) of a CiliumNetworkPolicy to its
+    /// `namespace`, unless it names the namespace label (or a namespace's labels) itself, or
+    /// names a reserved label (reserved identities have no namespace).
+    pub(crate) fn peer_in_namespace(&mut self, namespace: &str) {
+        let names_namespace = self
+            .requirements
+            .iter()
+            .any(|r| r.key == NAMESPACE_LABEL || r.key.starts_with(NAMESPACE_LABELS_PREFIX));
+        if !names_namespace && !self.names_reserved {
+            self.requirements.push(Requirement {
+                key: NAMESPACE_LABEL.to_owned(),
+                test: Test::Equals(namespace.to_owned()),
+            });
+        }
+    }
+
     /// Whether the selector selects an identity with these labels. A selector that names no
     /// reserved label never selects a reserved identity, not even the empty selector.
     pub(crate) fn matches(&self, set: &LabelSet) -> bool {
@@ -206,6 +251,43 @@ mod tests {
         assert!(s.matches(&web) && !s.matches(&db));
         let s = selector("{matchExpressions: [{key: tier, operator: DoesNotExist}, {key: app, operator: In, values: [db, x]}]}");
         assert!(!s.matches(&web) && s.matches(&db));
+    }
+
+    #[test]
+    fn namespaces_scope_selectors() {
+        let default = endpoint(&[("app", "web"), (NAMESPACE_LABEL, "default")]);
+        let prod = endpoint(&[("app", "web"), (NAMESPACE_LABEL, "prod")]);
+        let mut subject =
+            selector("{matchLabels: {app: web, 'k8s:io.kubernetes.pod.namespace': prod}}");
+        assert_eq!(subject.select_in_namespace("default"), ["prod"]);
+        assert!(subject.matches(&default) && !subject.matches(&prod));
+        let mut peer = selector("{matchLabels: {app: web}}");
+        peer.peer_in_namespace("prod");
+        assert!(!peer.matches(&default) && peer.matches(&prod));
+        for named in [
+            "{matchLabels: {'k8s:io.kubernetes.pod.namespace': default}}",
+            "{matchLabels: {io.kubernetes.pod.namespace: default}}",
+            "{matchExpressions: [{key: 'k8s:io.kubernetes.pod.namespace', operator: In, values: [default]}]}",
+        ] {
+            let mut peer = selector(named);
+            peer.peer_in_namespace("prod");
+            assert!(peer.matches(&default) && !peer.matches(&prod), "{named}");
+        }
+        let mut any_namespace =
+            selector("{matchExpressions: [{key: io.kubernetes.pod.namespace, operator: Exists}]}");
+        any_namespace.peer_in_namespace("prod");
+        assert!(any_namespace.matches(&default) && any_namespace.matches(&prod));
+        let mut host = selector("{matchLabels: {'reserved:host': ''}}");
+        host.peer_in_namespace("prod");
+        assert!(host.matches(&reserved("host")));
+    }
+
+    #[test]
+    fn source_prefixes_match_both_ways() {
+        let plain = selector("{matchLabels: {app: web}}");
+        let prefixed = selector("{matchLabels: {'k8s:app': web}}");
+        let labelled = endpoint(&[("app", "web")]);
+        assert!(plain.matches(&labelled) && prefixed.matches(&labelled));
     }
 
     #[test]

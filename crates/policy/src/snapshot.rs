@@ -11,7 +11,7 @@ use std::sync::Arc;
 use axoneme_sdk::{Direction, Registry};
 
 use crate::compile::{compile, covers, slot, DirectionPolicy, Target};
-use crate::endpoint::{EndpointInfo, EndpointSpec};
+use crate::endpoint::{label_text, EndpointInfo, EndpointSpec};
 use crate::error::PolicyError;
 use crate::identity::{Identity, IdentityTable, IdentityView};
 use crate::policy::Policy;
@@ -87,8 +87,8 @@ impl Snapshot {
                     });
                 }
             }
-            let labels = spec.plain_labels()?;
-            let mut strings: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let labels = spec.selector_labels()?;
+            let mut strings: Vec<String> = labels.iter().map(|(k, v)| label_text(k, v)).collect();
             strings.sort();
             prepared.push((spec, labels, strings));
         }
@@ -183,6 +183,15 @@ impl Snapshot {
     /// An endpoint by name.
     pub fn endpoint(&self, name: &str) -> Option<&EndpointInfo> {
         self.endpoints.get(name).map(|g| &g.info)
+    }
+
+    /// Whether policy is enforced on the endpoint `name` in `direction` (some rule selecting it
+    /// puts it in default deny), like Cilium's `POLICY (ingress|egress) ENFORCEMENT`; `None`
+    /// for an unknown endpoint. An endpoint without enforcement allows everything that way.
+    pub fn enforced(&self, name: &str, direction: Direction) -> Option<bool> {
+        self.endpoints
+            .get(name)
+            .map(|g| g.directions[slot(direction)].enforced)
     }
 
     /// The endpoint owning `addr`, if any.

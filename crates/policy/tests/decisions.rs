@@ -397,7 +397,12 @@ fn identities_are_stable_across_rebuilds() {
     assert!(web.id >= 256);
     assert_eq!(
         &*web.labels,
-        ["app=web".to_owned(), "tier=front".to_owned()]
+        [
+            "app=web".to_owned(),
+            "k8s:io.kubernetes.pod.namespace=default".to_owned(),
+            "tier=front".to_owned()
+        ],
+        "the endpoint's labels and its namespace"
     );
     assert_eq!(first.identity_of(ip("fd00::1")), &web);
     assert_eq!(first.endpoint("web").unwrap().identity, web);
@@ -423,7 +428,11 @@ fn identities_are_stable_across_rebuilds() {
     let cache = second.identity_of(ip(CACHE));
     assert_eq!(
         &*cache.labels,
-        ["app=cache".to_owned(), "zone=a".to_owned()]
+        [
+            "app=cache".to_owned(),
+            "k8s:io.kubernetes.pod.namespace=default".to_owned(),
+            "zone=a".to_owned()
+        ]
     );
     let used: Vec<u32> = [WEB, DB, CACHE]
         .iter()
@@ -457,6 +466,7 @@ fn common_endpoint(
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+        namespace: None,
     }
 }
 
@@ -511,4 +521,110 @@ fn l7_ports_list_every_endpoint_direction_and_port_with_l7_rules() {
         Some("web")
     );
     assert_eq!(snap.endpoint_at(ip(WORLD)), None);
+}
+
+/// The common endpoints (namespace `default`) plus a web and a db in namespace `prod`.
+fn namespaced_snapshot(yaml: &str) -> Snapshot {
+    let mut all = endpoints();
+    for (name, addr, app) in [
+        ("prod-web", "10.0.1.1", "web"),
+        ("prod-db", "10.0.1.2", "db"),
+    ] {
+        let mut endpoint = common_endpoint(name, addr, &[("app", app)]);
+        endpoint.namespace = Some("prod".into());
+        all.push(endpoint);
+    }
+    let policies = parse_policies("ns.yaml", yaml).unwrap_or_else(|e| panic!("{e}"));
+    Snapshot::build(policies, &all, &[], &registry(), None).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn a_namespaced_policy_selects_and_admits_its_own_namespace() {
+    let spec = "endpointSelector: {matchLabels: {app: db}}\ningress: [{fromEndpoints: [{matchLabels: {app: web}}]}]";
+    let in_prod = policy("p", spec).replace("name: p", "name: p\n  namespace: prod");
+    let snap = namespaced_snapshot(&in_prod);
+    assert_eq!(
+        ingress(&snap, "db", WEB, 5432),
+        "unrestricted",
+        "another namespace"
+    );
+    assert_eq!(ingress(&snap, "prod-db", "10.0.1.1", 5432), "allowed:p");
+    assert_eq!(
+        ingress(&snap, "prod-db", WEB, 5432),
+        "refused:",
+        "a web of default"
+    );
+    assert_eq!(snap.enforced("prod-db", Direction::Ingress), Some(true));
+    assert_eq!(snap.enforced("db", Direction::Ingress), Some(false));
+    assert_eq!(snap.enforced("nobody", Direction::Ingress), None);
+
+    let default = namespaced_snapshot(&policy("d", spec));
+    assert_eq!(
+        ingress(&default, "db", WEB, 5432),
+        "allowed:d",
+        "default namespace"
+    );
+    assert_eq!(ingress(&default, "db", "10.0.1.1", 5432), "refused:");
+    assert_eq!(ingress(&default, "prod-db", WEB, 5432), "unrestricted");
+}
+
+#[test]
+fn a_peer_selector_naming_the_namespace_reaches_across() {
+    for key in [
+        "k8s:io.kubernetes.pod.namespace",
+        "io.kubernetes.pod.namespace",
+    ] {
+        let spec = format!(
+            "endpointSelector: {{matchLabels: {{app: db}}}}\ningress: [{{fromEndpoints: [{{matchLabels: {{app: web, '{key}': default}}}}]}}]"
+        );
+        let yaml = policy("cross", &spec).replace("name: cross", "name: cross\n  namespace: prod");
+        let snap = namespaced_snapshot(&yaml);
+        assert_eq!(
+            ingress(&snap, "prod-db", WEB, 5432),
+            "allowed:cross",
+            "{key}"
+        );
+        assert_eq!(
+            ingress(&snap, "prod-db", "10.0.1.1", 5432),
+            "refused:",
+            "{key}"
+        );
+    }
+    let any = "endpointSelector: {matchLabels: {app: db}}\ningress: [{fromEndpoints: [{matchLabels: {app: web}, matchExpressions: [{key: k8s:io.kubernetes.pod.namespace, operator: Exists}]}]}]";
+    let snap = namespaced_snapshot(&policy("any", any));
+    assert_eq!(ingress(&snap, "db", "10.0.1.1", 5432), "allowed:any");
+    assert_eq!(ingress(&snap, "db", WEB, 5432), "allowed:any");
+}
+
+#[test]
+fn a_clusterwide_policy_spans_namespaces() {
+    let spec = "endpointSelector: {matchLabels: {app: db}}\ningress: [{fromEndpoints: [{matchLabels: {'k8s:app': web}}]}]";
+    let yaml = policy("cw", spec).replace(
+        "kind: CiliumNetworkPolicy",
+        "kind: CiliumClusterwideNetworkPolicy",
+    );
+    let snap = namespaced_snapshot(&yaml);
+    for db in ["db", "prod-db"] {
+        assert_eq!(ingress(&snap, db, WEB, 5432), "allowed:cw", "{db}");
+        assert_eq!(ingress(&snap, db, "10.0.1.1", 5432), "allowed:cw", "{db}");
+        assert_eq!(ingress(&snap, db, CACHE, 5432), "refused:", "{db}");
+    }
+}
+
+#[test]
+fn an_endpoint_selector_always_applies_in_the_policy_namespace() {
+    let spec = "endpointSelector: {matchLabels: {app: db, 'k8s:io.kubernetes.pod.namespace': default}}\ningress: [{}]";
+    let yaml = policy("own", spec).replace("name: own", "name: own\n  namespace: prod");
+    let policies = parse_policies("ns.yaml", &yaml).unwrap();
+    assert_eq!(policies[0].warnings().len(), 1);
+    assert!(
+        policies[0].warnings()[0]
+            .to_string()
+            .contains("spec.endpointSelector: selects in namespace \"default\""),
+        "{}",
+        policies[0].warnings()[0]
+    );
+    let snap = namespaced_snapshot(&yaml);
+    assert_eq!(snap.enforced("prod-db", Direction::Ingress), Some(true));
+    assert_eq!(snap.enforced("db", Direction::Ingress), Some(false));
 }

@@ -123,7 +123,7 @@ fn metadata_and_document_errors() {
     );
     assert_eq!(
         build_error("apiVersion: cilium.io/v2\nkind: NetworkPolicy\nmetadata: {name: x}\n"),
-        "test.yaml: policy \"x\": kind: unsupported kind \"NetworkPolicy\" (expected CiliumNetworkPolicy or CiliumClusterwideNetworkPolicy)"
+        "test.yaml: policy \"x\": kind: unsupported kind \"NetworkPolicy\" (expected CiliumNetworkPolicy or CiliumClusterwideNetworkPolicy, or a list of them)"
     );
     assert_eq!(
         build_error(HEAD),

@@ -24,7 +24,152 @@ fn multi_document_yaml_skips_empty_documents() {
     assert_eq!(policies[0].namespace(), Some("ns"));
     assert_eq!(policies[0].kind(), PolicyKind::Namespaced);
     assert_eq!(policies[0].source(), "x.yaml");
-    assert!(parse_policies("empty.yaml", "").unwrap().is_empty());
+}
+
+#[test]
+fn text_without_a_policy_is_refused_not_taken_as_no_policy() {
+    for empty in [
+        "",
+        "  \n\t\n",
+        "# all commented out\n# apiVersion: cilium.io/v2\n",
+        "---\n---\n",
+        "apiVersion: v1\nkind: List\nitems: []\n",
+    ] {
+        let error = parse_policies("cut.yaml", empty).unwrap_err();
+        assert!(matches!(error, PolicyError::Empty { .. }), "{empty:?}");
+        assert!(
+            error
+                .to_string()
+                .starts_with("cut.yaml: holds no policy (it is empty or only comments)"),
+            "{error}"
+        );
+    }
+    let dir = scratch_dir("empty");
+    fs::write(dir.join("a.yaml"), policy("a")).unwrap();
+    fs::write(dir.join("b.yaml"), "").unwrap();
+    let error = load_paths(std::slice::from_ref(&dir)).unwrap_err();
+    assert!(
+        error.to_string().starts_with(&format!(
+            "{}: holds no policy",
+            dir.join("b.yaml").display()
+        )),
+        "{error}"
+    );
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_top_level_description_is_accepted() {
+    let text = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\ndescription: \"L7 policy to restrict access to specific HTTP call\"\nmetadata: {name: rule1}\nspec: {endpointSelector: {}}\n";
+    assert_eq!(parse_policies("d.yaml", text).unwrap()[0].name(), "rule1");
+}
+
+/// What `kubectl get cnp -o yaml` prints: a List with server-set fields and status.
+const KUBECTL_LIST: &str = r#"apiVersion: v1
+items:
+- apiVersion: cilium.io/v2
+  kind: CiliumNetworkPolicy
+  metadata:
+    annotations:
+      kubectl.kubernetes.io/last-applied-configuration: |
+        {"apiVersion":"cilium.io/v2","kind":"CiliumNetworkPolicy"}
+    creationTimestamp: "2024-05-02T10:11:12Z"
+    generation: 1
+    managedFields:
+    - apiVersion: cilium.io/v2
+      fieldsType: FieldsV1
+      fieldsV1: {"f:spec": {}}
+      manager: kubectl-client-side-apply
+      operation: Update
+      time: "2024-05-02T10:11:12Z"
+    name: rule1
+    namespace: empire
+    ownerReferences: []
+    resourceVersion: "1234"
+    uid: 5d3b2a8e-0000-4000-8000-000000000001
+  spec:
+    description: L7 policy to restrict access to specific HTTP call
+    endpointSelector:
+      matchLabels: {org: empire, class: deathstar}
+  status:
+    conditions:
+    - {lastTransitionTime: "2024-05-02T10:11:12Z", message: Policy validation succeeded, status: "True", type: Valid}
+- apiVersion: cilium.io/v2
+  kind: CiliumClusterwideNetworkPolicy
+  metadata: {name: everywhere, generation: 3, uid: x}
+  spec: {endpointSelector: {}}
+kind: List
+metadata:
+  resourceVersion: ""
+"#;
+
+#[test]
+fn kubectl_lists_load_with_server_fields_ignored() {
+    let policies = parse_policies("cnp.yaml", KUBECTL_LIST).unwrap();
+    let names: Vec<(&str, Option<&str>)> =
+        policies.iter().map(|p| (p.name(), p.namespace())).collect();
+    assert_eq!(names, [("rule1", Some("empire")), ("everywhere", None)]);
+    let typed = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicyList\nmetadata: {resourceVersion: '9'}\nitems:\n- metadata: {name: a}\n  spec: {endpointSelector: {}}\n";
+    let policies = parse_policies("typed.yaml", typed).unwrap();
+    assert_eq!(policies[0].kind(), PolicyKind::Namespaced);
+    let error = parse_policies(
+        "l.yaml",
+        "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: cilium.io/v2, kind: CiliumNetworkPolicy, metadata: {}}\n",
+    )
+    .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "l.yaml: document 1: items[0]: metadata.name: a policy needs a name"
+    );
+    let error = parse_policies("l.yaml", "apiVersion: v1\nkind: List\nitemz: []\n").unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "l.yaml: document 1: itemz: unknown field in a list"
+    );
+}
+
+#[test]
+fn kubectl_json_output_loads() {
+    let json = "{\n\t\"apiVersion\": \"v1\",\n\t\"kind\": \"List\",\n\t\"items\": [{\"apiVersion\": \"cilium.io/v2\", \"kind\": \"CiliumNetworkPolicy\",\n\t\t\"metadata\": {\"name\": \"j\", \"uid\": \"u\", \"resourceVersion\": \"7\"},\n\t\t\"spec\": {\"endpointSelector\": {}}, \"status\": {}}],\n\t\"metadata\": {\"resourceVersion\": \"\"}\n}\n";
+    let policies = parse_policies("cnp.json", json).unwrap();
+    assert_eq!(policies[0].name(), "j");
+    let error = parse_policies("bad.json", "{\n  \"kind\": \n").unwrap_err();
+    assert!(
+        error.to_string().starts_with("bad.json: line 3 column 0: "),
+        "{error}"
+    );
+}
+
+#[test]
+fn namespaces_default_as_in_kubernetes() {
+    let text = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: a}\nspec: {endpointSelector: {}}\n";
+    assert_eq!(
+        parse_policies("n.yaml", text).unwrap()[0].namespace(),
+        Some("default")
+    );
+    let clusterwide = text.replace(
+        "kind: CiliumNetworkPolicy",
+        "kind: CiliumClusterwideNetworkPolicy",
+    );
+    assert_eq!(
+        parse_policies("n.yaml", &clusterwide).unwrap()[0].namespace(),
+        None
+    );
+}
+
+#[test]
+fn empty_l7_values_are_accepted_with_a_warning() {
+    let text = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: cache}\nspec:\n  endpointSelector: {}\n  ingress:\n  - toPorts:\n    - ports: [{port: '11211'}]\n      rules:\n        l7proto: memcache\n        l7: [{command: get, keyExact: ''}]\n";
+    let policies = parse_policies("m.yaml", text).unwrap();
+    let warnings: Vec<String> = policies[0]
+        .warnings()
+        .iter()
+        .map(|w| w.to_string())
+        .collect();
+    assert_eq!(
+        warnings,
+        ["m.yaml: policy \"cache\": spec.ingress[0].toPorts[0].rules.l7[0].keyExact: the empty value puts no constraint on keyExact (as in Cilium)"]
+    );
 }
 
 #[test]

@@ -26,6 +26,7 @@ fn port_policy() -> Arc<PortPolicy> {
         name: name.into(),
         ips: vec![ip.parse().unwrap()],
         labels: [("app".to_string(), app.to_string())].into(),
+        namespace: None,
     };
     let endpoints = [
         endpoint("cassandra", "10.0.0.1", "cassandra"),

@@ -40,6 +40,7 @@ fn port_policy() -> Arc<PortPolicy> {
         name: name.into(),
         ips: vec![ip.parse().unwrap()],
         labels: [(key.to_string(), value.to_string())].into(),
+        namespace: None,
     };
     let endpoints = [
         endpoint("memcached", "10.0.0.1", "app", "memcached"),

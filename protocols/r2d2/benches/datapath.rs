@@ -39,6 +39,7 @@ fn port_policy() -> Arc<PortPolicy> {
         name: name.into(),
         ips: vec![ip.parse().unwrap()],
         labels: [("app".to_string(), name.to_string())].into(),
+        namespace: None,
     };
     let endpoints = [endpoint("r2d2", "10.0.0.1"), endpoint("luke", "10.0.0.21")];
     let policies = parse_policies("bench.yaml", POLICY).unwrap();

@@ -35,6 +35,7 @@ spec:
         name: "r2d2".into(),
         ips: vec!["10.0.0.1".parse().unwrap()],
         labels: [("app".to_string(), "r2d2".to_string())].into(),
+        namespace: None,
     }];
     let snapshot = Snapshot::build(policies, &endpoints, &[], &registry, None).unwrap();
     let policy = snapshot.request_policy(

@@ -78,6 +78,7 @@ fn endpoint(name: &str, ips: &[&str], labels: &[(&str, &str)]) -> EndpointSpec {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect::<BTreeMap<_, _>>(),
+        namespace: None,
     }
 }
 
