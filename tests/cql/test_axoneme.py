@@ -167,7 +167,10 @@ def test_the_outpost_records_attendance_but_reads_nothing_else(proxy, hq, outpos
                  and e["generic_l7"]["fields"].get("query_action") == "delete"],
         "the denied delete in the access log")
     assert denied[-1]["generic_l7"]["fields"]["query_table"] == "attendance.daily_records"
-    assert denied[-1]["source_labels"] == ["app=empire-outpost"]
+    assert denied[-1]["source_labels"] == [
+        "app=empire-outpost",
+        "k8s:io.kubernetes.pod.namespace=default",
+    ]
 
 
 def test_prepared_statements_follow_the_policy_in_force_at_execution(proxy, hq, outpost):

@@ -69,8 +69,14 @@ def test_maintenance_is_denied_keys_outside_the_fleet(proxy, memcached):
     first = proxy.entries(4)[0]
     assert first["generic_l7"]["proto"] == "memcache"
     assert first["source_address"].startswith(MAINTENANCE + ":")
-    assert first["source_labels"] == ["function=fleet-maintenance"]
-    assert first["destination_labels"] == ["app=memcached"]
+    assert first["source_labels"] == [
+        "function=fleet-maintenance",
+        "k8s:io.kubernetes.pod.namespace=default",
+    ]
+    assert first["destination_labels"] == [
+        "app=memcached",
+        "k8s:io.kubernetes.pod.namespace=default",
+    ]
     assert first["is_ingress"] is True
 
 
@@ -291,7 +297,10 @@ def test_a_stranger_is_refused_at_connect(proxy, memcached):
     expect_closed(stranger)
     [refused] = proxy.entries(1)
     assert refused["entry_type"] == "Denied"
-    assert refused["source_labels"] == ["app=empire"]
+    assert refused["source_labels"] == [
+        "app=empire",
+        "k8s:io.kubernetes.pod.namespace=default",
+    ]
 
 
 def test_an_endpoint_no_policy_selects_passes_memcached_unparsed(proxy, memcached):

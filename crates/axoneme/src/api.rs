@@ -29,7 +29,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::config::ListenerConfig;
 use crate::monitor::Filter;
-use crate::state::StateError;
+use crate::state::{PolicyText, StateError};
 use crate::{Agent, ListenerError, RedirectError};
 
 /// The OpenAPI document of this API.
@@ -244,6 +244,17 @@ async fn get_policy(
     Ok(Json(policy_json(policy)))
 }
 
+/// The name of policies imported as a bare body, in messages and as their `source`.
+const API_SOURCE: &str = "<api>";
+
+/// An import body naming the files it carries (what `axoneme policy import` sends), so that
+/// errors and warnings name the files. Any other body is the policies themselves.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFiles {
+    files: Vec<PolicyText>,
+}
+
 #[derive(Deserialize)]
 struct ImportOptions {
     #[serde(default)]
@@ -257,10 +268,20 @@ async fn import_policies(
 ) -> Result<Json<Value>> {
     let text = std::str::from_utf8(&body)
         .map_err(|e| bad_request(format!("the body is not UTF-8: {e}")))?;
-    let imported = agent.state().import("<api>", text, options.validate)?;
-    Ok(Json(
-        json!({ "revision": imported.revision, "policies": imported.names, "validated_only": options.validate }),
-    ))
+    let texts = match serde_json::from_str::<PolicyFiles>(text) {
+        Ok(files) => files.files,
+        Err(_) => vec![PolicyText {
+            source: API_SOURCE.to_owned(),
+            text: text.to_owned(),
+        }],
+    };
+    let imported = agent.state().import(&texts, options.validate)?;
+    Ok(Json(json!({
+        "revision": imported.revision,
+        "policies": imported.names,
+        "validated_only": options.validate,
+        "warnings": imported.warnings,
+    })))
 }
 
 async fn delete_policy(
@@ -276,13 +297,29 @@ async fn delete_all_policies(Shared(agent): Shared<Arc<Agent>>) -> Result<Json<V
     Ok(Json(json!({ "revision": revision })))
 }
 
-/// An endpoint with its identity.
+/// An endpoint with its identity and whether policy is enforced on it each way.
 #[derive(Serialize)]
 struct EndpointView {
     name: String,
+    namespace: String,
     ips: Vec<IpAddr>,
     labels: BTreeMap<String, String>,
     identity: Option<u32>,
+    /// `Enabled` when some policy selects the endpoint for ingress (and so only what policy
+    /// allows gets in), `Disabled` when everything is allowed in: Cilium's
+    /// `POLICY (ingress) ENFORCEMENT`.
+    policy_ingress_enforcement: &'static str,
+    /// The same for egress.
+    policy_egress_enforcement: &'static str,
+}
+
+/// Cilium's words for enforcement.
+fn enforcement(enforced: Option<bool>) -> &'static str {
+    if enforced == Some(true) {
+        "Enabled"
+    } else {
+        "Disabled"
+    }
 }
 
 fn endpoint_views(agent: &Agent) -> Vec<EndpointView> {
@@ -293,6 +330,9 @@ fn endpoint_views(agent: &Agent) -> Vec<EndpointView> {
         .into_iter()
         .map(|e| EndpointView {
             identity: snapshot.endpoint(&e.name).map(|info| info.identity.id),
+            namespace: e.namespace().to_owned(),
+            policy_ingress_enforcement: enforcement(snapshot.enforced(&e.name, Direction::Ingress)),
+            policy_egress_enforcement: enforcement(snapshot.enforced(&e.name, Direction::Egress)),
             name: e.name,
             ips: e.ips,
             labels: e.labels,
@@ -319,6 +359,8 @@ struct EndpointBody {
     ips: Vec<IpAddr>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
+    #[serde(default)]
+    namespace: Option<String>,
 }
 
 async fn put_endpoint(
@@ -332,6 +374,7 @@ async fn put_endpoint(
         name,
         ips: body.ips,
         labels: body.labels,
+        namespace: body.namespace,
     })?;
     Ok(Json(json!({ "revision": revision })))
 }
@@ -515,7 +558,7 @@ async fn trace(Shared(agent): Shared<Arc<Agent>>, body: Bytes) -> Result<Json<Va
         (None, Some(labels)) => state
             .endpoints()
             .into_iter()
-            .find(|e| &e.labels == labels)
+            .find(|e| e.has_labels(labels))
             .and_then(|e| e.ips.first().copied())
             .ok_or_else(|| {
                 bad_request("no endpoint with an address has exactly these labels; give an address")

@@ -115,7 +115,8 @@ pub enum PolicyCommand {
         /// The remote's address.
         #[arg(long = "src-address", conflicts_with = "src_labels")]
         src_address: Option<std::net::IpAddr>,
-        /// Labels of the remote (an endpoint with exactly these labels), as key=value.
+        /// Labels of the remote (an endpoint with exactly these labels, `k8s:` prefixes and
+        /// its namespace label optional), as key=value.
         #[arg(long = "src-labels", value_delimiter = ',')]
         src_labels: Vec<String>,
         /// The guarded endpoint.
@@ -147,6 +148,9 @@ pub enum EndpointCommand {
         /// Its labels, as key=value.
         #[arg(long = "label")]
         labels: Vec<String>,
+        /// Its namespace (default: `default`).
+        #[arg(long)]
+        namespace: Option<String>,
     },
     /// Delete an endpoint.
     Delete {
@@ -317,12 +321,25 @@ pub async fn run(args: ApiArgs, command: ClientCommand) -> anyhow::Result<()> {
     };
     let json_out = matches!(args.output, Output::Json);
     let value = match command {
-        ClientCommand::Policy(command) => policy(&client, command).await?,
+        ClientCommand::Policy(command) => policy(&client, command, json_out).await?,
         ClientCommand::Endpoint(EndpointCommand::List) => {
-            client.call(Method::GET, "/v1/endpoint", None).await?
+            let endpoints = client.call(Method::GET, "/v1/endpoint", None).await?;
+            if !json_out {
+                println!("{}", render_endpoints(&endpoints));
+                return Ok(());
+            }
+            endpoints
         }
-        ClientCommand::Endpoint(EndpointCommand::Add { name, ips, labels }) => {
-            let body = json!({ "ips": ips, "labels": key_values(&labels, "label")? });
+        ClientCommand::Endpoint(EndpointCommand::Add {
+            name,
+            ips,
+            labels,
+            namespace,
+        }) => {
+            let mut body = json!({ "ips": ips, "labels": key_values(&labels, "label")? });
+            if let Some(namespace) = namespace {
+                body["namespace"] = Value::String(namespace);
+            }
             client
                 .call(
                     Method::PUT,
@@ -415,10 +432,10 @@ pub async fn run(args: ApiArgs, command: ClientCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn policy(client: &Client, command: PolicyCommand) -> anyhow::Result<Value> {
+async fn policy(client: &Client, command: PolicyCommand, json_out: bool) -> anyhow::Result<Value> {
     match command {
-        PolicyCommand::Import { files } => import(client, &files, false).await,
-        PolicyCommand::Validate { files } => import(client, &files, true).await,
+        PolicyCommand::Import { files } => import(client, &files, false, json_out).await,
+        PolicyCommand::Validate { files } => import(client, &files, true, json_out).await,
         PolicyCommand::Get { name: None } => client.call(Method::GET, "/v1/policy", None).await,
         PolicyCommand::Get { name: Some(name) } => {
             client
@@ -464,27 +481,38 @@ async fn policy(client: &Client, command: PolicyCommand) -> anyhow::Result<Value
     }
 }
 
-async fn import(client: &Client, files: &[PathBuf], validate: bool) -> anyhow::Result<Value> {
-    let mut text = String::new();
+/// Imports (or validates) `files` in one request that names each file, so that errors and
+/// warnings name the file. Warnings go to standard error, one line each.
+async fn import(
+    client: &Client,
+    files: &[PathBuf],
+    validate: bool,
+    json_out: bool,
+) -> anyhow::Result<Value> {
+    let mut texts = Vec::new();
     for file in files {
-        let content = std::fs::read_to_string(file)
+        let text = std::fs::read_to_string(file)
             .with_context(|| format!("cannot read {}", file.display()))?;
-        text.push_str("---\n");
-        text.push_str(&content);
-        text.push('\n');
+        texts.push(json!({ "source": file.display().to_string(), "text": text }));
     }
     let path = if validate {
         "/v1/policy?validate=true"
     } else {
         "/v1/policy"
     };
-    client
-        .call(
-            Method::PUT,
-            path,
-            Some(("application/yaml", text.into_bytes())),
-        )
-        .await
+    let body = json!({ "files": texts }).to_string().into_bytes();
+    let mut answer = client
+        .call(Method::PUT, path, Some(("application/json", body)))
+        .await?;
+    for warning in answer["warnings"].as_array().into_iter().flatten() {
+        eprintln!("warning: {}", warning.as_str().unwrap_or_default());
+    }
+    if !json_out {
+        if let Some(fields) = answer.as_object_mut() {
+            fields.remove("warnings");
+        }
+    }
+    Ok(answer)
 }
 
 async fn monitor(
@@ -603,6 +631,41 @@ fn render(value: &Value) -> String {
         Value::Array(items) if items.is_empty() => "(none)".into(),
         other => cell(other),
     }
+}
+
+/// Renders `endpoint list` with Cilium's columns for policy enforcement.
+fn render_endpoints(endpoints: &Value) -> String {
+    let rows: Vec<Vec<String>> = endpoints
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            [
+                "name",
+                "namespace",
+                "policy_ingress_enforcement",
+                "policy_egress_enforcement",
+                "identity",
+                "labels",
+                "ips",
+            ]
+            .iter()
+            .map(|key| cell(e.get(*key).unwrap_or(&Value::Null)))
+            .collect()
+        })
+        .collect();
+    table(
+        &[
+            "ENDPOINT",
+            "NAMESPACE",
+            "POLICY (ingress) ENFORCEMENT",
+            "POLICY (egress) ENFORCEMENT",
+            "IDENTITY",
+            "LABELS",
+            "IPS",
+        ],
+        &rows,
+    )
 }
 
 fn cell(value: &Value) -> String {

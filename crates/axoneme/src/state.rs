@@ -3,8 +3,10 @@
 //!
 //! Every change builds a new snapshot from the whole desired state and either swaps it in with
 //! a new revision or leaves everything as it was and returns the error: a bad change never
-//! reaches traffic. Connections read the snapshot without locks. This module does not watch
-//! files, serve the API or run listeners; it is told what changed.
+//! reaches traffic. A change that leaves an endpoint without policy enforcement in a direction
+//! (so allowing everything that way) is logged as a warning, and so is every policy warning.
+//! Connections read the snapshot without locks. This module does not watch files, serve the API
+//! or run listeners; it is told what changed.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -14,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
 use axoneme_policy::{load_paths, parse_policies, EndpointSpec, Policy, PolicyError, Snapshot};
-use axoneme_sdk::Registry;
+use axoneme_sdk::{Direction, Registry};
 use tokio::sync::watch;
 
 /// What the configuration file contributes.
@@ -96,6 +98,19 @@ pub struct Imported {
     pub revision: u64,
     /// The names of the imported policies.
     pub names: Vec<String>,
+    /// What the imported policies contain that their authors should know about.
+    pub warnings: Vec<String>,
+}
+
+/// One text of policies to import, with the name its errors and warnings give it (a file
+/// name, or `<api>`).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyText {
+    /// The name of the text in messages, and the `source` of its policies.
+    pub source: String,
+    /// The policies: YAML or JSON, one or more documents.
+    pub text: String,
 }
 
 /// The shared state of a running agent.
@@ -115,6 +130,7 @@ impl State {
     /// agent cannot start.
     pub fn new(registry: Registry, config: ConfigSources) -> Result<State, StateError> {
         let file_policies = load_paths(&config.policy_paths)?;
+        log_warnings(&file_policies);
         let desired = Desired {
             config,
             file_policies,
@@ -167,16 +183,21 @@ impl State {
         self.lock().endpoints()
     }
 
-    /// Imports the policies in `text` (YAML or JSON, one or more documents), replacing imported
-    /// policies of the same names. With `validate_only`, checks everything and changes nothing.
+    /// Imports the policies in `texts`, all or none, replacing imported policies of the same
+    /// names. With `validate_only`, checks everything and changes nothing.
     pub fn import(
         &self,
-        source: &str,
-        text: &str,
+        texts: &[PolicyText],
         validate_only: bool,
     ) -> Result<Imported, StateError> {
         let mut desired = self.lock();
-        let policies = parse_policies(source, text).inspect_err(|_| self.count_import_error())?;
+        let mut policies = Vec::new();
+        for text in texts {
+            policies.extend(
+                parse_policies(&text.source, &text.text)
+                    .inspect_err(|_| self.count_import_error())?,
+            );
+        }
         if policies.is_empty() {
             return Err(StateError::Invalid("no policy in the request".into()));
         }
@@ -191,6 +212,11 @@ impl State {
                 file: clash.source().into(),
             });
         }
+        let warnings: Vec<String> = policies
+            .iter()
+            .flat_map(|p| p.warnings())
+            .map(ToString::to_string)
+            .collect();
         let mut candidate = desired.clone();
         for policy in policies {
             candidate
@@ -202,9 +228,17 @@ impl State {
                 .inspect_err(|_| self.count_import_error())?;
             self.revision()
         } else {
-            self.commit(&mut desired, candidate)?
+            let revision = self.commit(&mut desired, candidate)?;
+            for warning in &warnings {
+                tracing::warn!(%warning, "imported policy");
+            }
+            revision
         };
-        Ok(Imported { revision, names })
+        Ok(Imported {
+            revision,
+            names,
+            warnings,
+        })
     }
 
     /// Deletes the imported policy `name`, or every imported policy when `None`.
@@ -261,7 +295,9 @@ impl State {
         let mut candidate = desired.clone();
         candidate.file_policies = load_paths(&candidate.config.policy_paths)
             .inspect_err(|_| self.count_import_error())?;
-        self.commit(&mut desired, candidate)
+        let revision = self.commit(&mut desired, candidate)?;
+        log_warnings(&desired.file_policies);
+        Ok(revision)
     }
 
     /// Takes what a changed configuration file says about endpoints, host addresses and policy
@@ -272,7 +308,9 @@ impl State {
         candidate.file_policies =
             load_paths(&config.policy_paths).inspect_err(|_| self.count_import_error())?;
         candidate.config = config;
-        self.commit(&mut desired, candidate)
+        let revision = self.commit(&mut desired, candidate)?;
+        log_warnings(&desired.file_policies);
+        Ok(revision)
     }
 
     /// Builds a snapshot of `candidate` and swaps it in, or returns why not.
@@ -284,6 +322,16 @@ impl State {
         let snapshot = build(&self.registry, &candidate, Some(&self.snapshot()))
             .inspect_err(|_| self.count_import_error())?;
         let revision = snapshot.revision();
+        let names: Vec<String> = candidate.endpoints().into_iter().map(|e| e.name).collect();
+        for (endpoint, direction) in lost_enforcement(&self.snapshot(), &snapshot, &names) {
+            tracing::warn!(
+                endpoint,
+                direction,
+                revision,
+                "no policy selects the endpoint in this direction any more: all its {direction} \
+                 traffic is allowed"
+            );
+        }
         **desired = candidate;
         self.current.store(Arc::new(snapshot));
         self.revision.store(revision, Ordering::Release);
@@ -303,6 +351,36 @@ impl State {
     }
 }
 
+/// Logs the warnings of policies read from files.
+fn log_warnings(policies: &[Policy]) {
+    for warning in policies.iter().flat_map(|p| p.warnings()) {
+        tracing::warn!(%warning, "policy file");
+    }
+}
+
+/// The endpoints (of `names`) and directions where `before` enforced policy and `after` does
+/// not: they went back to allowing everything.
+fn lost_enforcement(
+    before: &Snapshot,
+    after: &Snapshot,
+    names: &[String],
+) -> Vec<(String, &'static str)> {
+    let mut lost = Vec::new();
+    for name in names {
+        for (direction, word) in [
+            (Direction::Ingress, "ingress"),
+            (Direction::Egress, "egress"),
+        ] {
+            if before.enforced(name, direction) == Some(true)
+                && after.enforced(name, direction) == Some(false)
+            {
+                lost.push((name.clone(), word));
+            }
+        }
+    }
+    lost
+}
+
 fn build(
     registry: &Registry,
     desired: &Desired,
@@ -315,4 +393,125 @@ fn build(
         registry,
         previous,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+    use crate::builtin_protocols;
+    use crate::config::ProtocolsConfig;
+
+    /// Log lines written while running `f`.
+    fn logged<T>(f: impl FnOnce() -> T) -> (T, String) {
+        #[derive(Clone, Default)]
+        struct Lines(Arc<Mutex<Vec<u8>>>);
+        impl Write for Lines {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let result = tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8_lossy(&lines.0.lock().unwrap_or_else(|p| p.into_inner()))
+            .into_owned();
+        (result, text)
+    }
+
+    fn endpoint(name: &str, ip: &str, app: &str) -> EndpointSpec {
+        EndpointSpec {
+            name: name.into(),
+            ips: vec![ip.parse().unwrap()],
+            labels: [("app".to_owned(), app.to_owned())].into(),
+            namespace: None,
+        }
+    }
+
+    fn state() -> State {
+        let config = ConfigSources {
+            endpoints: vec![endpoint("r2d2", "10.0.0.1", "r2d2")],
+            ..ConfigSources::default()
+        };
+        State::new(builtin_protocols(&ProtocolsConfig::default()), config).unwrap()
+    }
+
+    fn text(source: &str, text: &str) -> Vec<PolicyText> {
+        vec![PolicyText {
+            source: source.into(),
+            text: text.into(),
+        }]
+    }
+
+    const GUARD: &str = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: guard}\nspec:\n  endpointSelector: {matchLabels: {app: r2d2}}\n  ingress:\n  - toPorts:\n    - ports: [{port: '4001'}]\n      rules: {l7proto: r2d2, l7: [{cmd: READ, file: ''}]}\n";
+
+    #[test]
+    fn imports_return_and_log_warnings() {
+        let state = state();
+        let (imported, log) = logged(|| state.import(&text("guard.yaml", GUARD), false).unwrap());
+        assert_eq!(imported.names, ["guard"]);
+        assert_eq!(
+            imported.warnings,
+            ["guard.yaml: policy \"guard\": spec.ingress[0].toPorts[0].rules.l7[0].file: the empty value puts no constraint on file (as in Cilium)"]
+        );
+        assert!(
+            log.contains("WARN") && log.contains("no constraint on file"),
+            "{log}"
+        );
+        let validated = state.import(&text("guard.yaml", GUARD), true).unwrap();
+        assert_eq!(validated.warnings.len(), 1);
+    }
+
+    #[test]
+    fn an_empty_import_is_refused() {
+        let state = state();
+        let error = state
+            .import(&text("<api>", "# nothing\n"), false)
+            .unwrap_err();
+        assert!(
+            error.to_string().starts_with("<api>: holds no policy"),
+            "{error}"
+        );
+        assert_eq!(state.revision(), 1);
+    }
+
+    #[test]
+    fn losing_enforcement_is_a_warning() {
+        let state = state();
+        state.import(&text("guard.yaml", GUARD), false).unwrap();
+        let snapshot = state.snapshot();
+        assert_eq!(snapshot.enforced("r2d2", Direction::Ingress), Some(true));
+        let (_, log) = logged(|| {
+            state
+                .put_endpoint(endpoint("r2d2", "10.0.0.1", "renamed"))
+                .unwrap()
+        });
+        assert!(
+            log.contains("WARN")
+                && log.contains("endpoint=\"r2d2\"")
+                && log.contains("direction=\"ingress\"")
+                && log.contains("all its ingress traffic is allowed"),
+            "{log}"
+        );
+        assert!(!log.contains("egress"), "egress was never enforced: {log}");
+        state
+            .put_endpoint(endpoint("r2d2", "10.0.0.1", "r2d2"))
+            .unwrap();
+        let (_, log) = logged(|| state.delete_policy(Some("guard")).unwrap());
+        assert!(log.contains("all its ingress traffic is allowed"), "{log}");
+        let (_, log) = logged(|| state.delete_policy(None).unwrap());
+        assert!(log.is_empty(), "nothing was enforced: {log}");
+    }
 }

@@ -1,7 +1,9 @@
 //! The control plane against a running `axoneme run`, driven through the CLI as an operator
 //! would: policy import/get/delete/validate/trace changing verdicts on open connections, a bad
 //! policy refused with a 400 and no change, endpoints and identities, listeners added and
-//! drained at runtime, the live monitor, metrics, and edits of a watched policy file.
+//! drained at runtime, the live monitor, metrics, edits of a watched policy file (an emptied one
+//! changes nothing), policy enforcement per endpoint and its loss, namespaces, and the document
+//! forms Cilium users have (kubectl lists, JSON, empty rule values).
 
 mod common;
 
@@ -79,7 +81,7 @@ listeners:
         let child = Command::new(env!("CARGO_BIN_EXE_axoneme"))
             .current_dir(&dir)
             .args(["run", "--config", "config.yaml"])
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("agent.log")).unwrap())
             .spawn()
             .unwrap();
         let running = Running {
@@ -134,6 +136,21 @@ listeners:
         let mut all = args.to_vec();
         all.extend(["-o", "json"]);
         serde_json::from_str(&self.ok(&all)).unwrap()
+    }
+
+    /// What the agent has logged so far, without colours.
+    fn log(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default();
+        let mut plain = String::with_capacity(text.len());
+        let mut chars = text.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                chars.by_ref().find(|&c| c == 'm');
+            } else {
+                plain.push(c);
+            }
+        }
+        plain
     }
 
     fn revision(&self) -> u64 {
@@ -204,7 +221,7 @@ async fn policy_import_get_delete_and_trace_apply_to_open_connections() {
         "{table}"
     );
     let one = agent.json(&["policy", "get", "writers"]);
-    assert_eq!(one["source"], "<api>");
+    assert_eq!(one["source"], "writers.yaml", "the file the CLI imported");
     assert_eq!(one["document"]["metadata"]["name"], "writers");
 
     let trace = agent.json(&[
@@ -572,5 +589,220 @@ async fn a_plain_connection_ends_when_policy_no_longer_lets_it_through() {
     assert!(
         matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
         "closed by the policy change: {closed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watched_policy_file_that_becomes_empty_changes_nothing() {
+    let upstream = Upstream::start().await;
+    let agent = Running::start("cp-emptied", &upstream).await;
+    let mut luke = connect_from(LUKE, agent.proxy()).await;
+    assert_eq!(request(&mut luke, "RESET\r\n").await, "ERROR\r\n");
+    for truncated in [
+        "",
+        "  \n",
+        "# apiVersion: cilium.io/v2\n# kind: CiliumNetworkPolicy\n",
+    ] {
+        agent.write("policy.yaml", truncated);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(
+            request(&mut luke, "RESET\r\n").await,
+            "ERROR\r\n",
+            "{truncated:?} is no policy change: the last good policy stays"
+        );
+    }
+    assert_eq!(agent.revision(), 1);
+    let log = agent.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("ERROR") && l.contains("policy.yaml: holds no policy")),
+        "{log}"
+    );
+    let error = agent.fails(&["policy", "import", "policy.yaml"]);
+    assert!(error.contains("policy.yaml: holds no policy"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_list_shows_enforcement_and_losing_it_is_a_warning() {
+    let upstream = Upstream::start().await;
+    let agent = Running::start("cp-enforcement", &upstream).await;
+    let table = agent.ok(&["endpoint", "list"]);
+    let header = table.lines().next().unwrap_or_default();
+    assert!(
+        header.contains("POLICY (ingress) ENFORCEMENT")
+            && header.contains("POLICY (egress) ENFORCEMENT"),
+        "{table}"
+    );
+    let row = |name: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        row("r2d2")[1..4],
+        ["default", "Enabled", "Disabled"],
+        "{table}"
+    );
+    assert_eq!(
+        row("luke")[1..4],
+        ["default", "Disabled", "Disabled"],
+        "{table}"
+    );
+    let endpoints = agent.json(&["endpoint", "list"]);
+    let luke = endpoints
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "luke")
+        .unwrap();
+    assert_eq!(
+        (
+            luke["policy_ingress_enforcement"].as_str(),
+            luke["policy_egress_enforcement"].as_str()
+        ),
+        (Some("Disabled"), Some("Disabled"))
+    );
+
+    let egress = agent.write(
+        "egress.yaml",
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: luke-out}\nspec:\n  endpointSelector: {matchLabels: {app: luke}}\n  egress: [{toEndpoints: [{matchLabels: {app: r2d2}}]}]\n",
+    );
+    agent.ok(&["policy", "import", &egress]);
+    let endpoints = agent.json(&["endpoint", "list"]);
+    assert!(endpoints
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["name"] == "luke" && e["policy_egress_enforcement"] == "Enabled"));
+    assert!(!agent.log().contains("WARN"), "{}", agent.log());
+    agent.ok(&["policy", "delete", "luke-out"]);
+    let log = agent.log();
+    assert!(
+        log.lines().any(|l| l.contains("WARN")
+            && l.contains("endpoint=\"luke\"")
+            && l.contains("direction=\"egress\"")
+            && l.contains("all its egress traffic is allowed")),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imports_name_their_files_and_warn_about_empty_values() {
+    let upstream = Upstream::start().await;
+    let agent = Running::start("cp-files", &upstream).await;
+    let bad = agent.write(
+        "bad.yaml",
+        &policy("bad", agent.upstream_port, "{cmd: FLY}"),
+    );
+    let error = agent.fails(&["policy", "validate", &bad]);
+    assert!(
+        error.starts_with("axoneme: bad.yaml: policy \"bad\": "),
+        "{error}"
+    );
+    assert!(!error.contains("<api>"), "{error}");
+    let empty = agent.write("empty.yaml", "# to do\n");
+    let error = agent.fails(&["policy", "import", &empty]);
+    assert!(error.contains("empty.yaml: holds no policy"), "{error}");
+
+    let reads = agent.write(
+        "reads.yaml",
+        &policy("reads", agent.upstream_port, "{cmd: READ, file: ''}"),
+    );
+    let output = agent.cli(&["policy", "import", &reads]);
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        stderr.trim_end(),
+        "warning: reads.yaml: policy \"reads\": spec.ingress[0].toPorts[0].rules.l7[0].file: the empty value puts no constraint on file (as in Cilium)"
+    );
+    let mut luke = connect_from(LUKE, agent.proxy()).await;
+    assert_eq!(
+        request(&mut luke, "READ /any/file\r\n").await,
+        "OK READ /any/file\r\n",
+        "file: '' allows every READ"
+    );
+    assert!(agent.log().contains("no constraint on file"));
+
+    let list = agent.write(
+        "cnp.json",
+        &format!(
+            "{{\n\t\"apiVersion\": \"v1\", \"kind\": \"List\", \"metadata\": {{\"resourceVersion\": \"\"}},\n\t\"items\": [{{\"apiVersion\": \"cilium.io/v2\", \"kind\": \"CiliumNetworkPolicy\", \"description\": \"resets\",\n\t\t\"metadata\": {{\"name\": \"resets\", \"namespace\": \"default\", \"uid\": \"0f\", \"generation\": 2, \"creationTimestamp\": \"2024-01-01T00:00:00Z\"}},\n\t\t\"spec\": {{\"endpointSelector\": {{\"matchLabels\": {{\"k8s:app\": \"r2d2\"}}}}, \"ingress\": [{{\"fromEndpoints\": [{{\"matchLabels\": {{\"app\": \"luke\"}}}}], \"toPorts\": [{{\"ports\": [{{\"port\": \"{}\"}}], \"rules\": {{\"l7proto\": \"r2d2\", \"l7\": [{{\"cmd\": \"RESET\"}}]}}}}]}}]}},\n\t\t\"status\": {{\"conditions\": []}}}}]\n}}\n",
+            agent.upstream_port
+        ),
+    );
+    agent.ok(&["policy", "import", &list]);
+    assert_eq!(request(&mut luke, "RESET\r\n").await, "OK RESET\r\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespaces_scope_policies_as_in_cilium() {
+    let upstream = Upstream::start().await;
+    let agent = Running::start("cp-namespaces", &upstream).await;
+    agent.ok(&[
+        "endpoint",
+        "add",
+        "leia",
+        "--ip",
+        "127.0.0.22",
+        "--label",
+        "app=luke",
+        "--namespace",
+        "rebels",
+    ]);
+    let identities = agent.json(&["identity", "list"]);
+    let leia = identities
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["endpoints"][0] == "leia")
+        .unwrap();
+    assert_eq!(
+        leia["labels"],
+        serde_json::json!(["app=luke", "k8s:io.kubernetes.pod.namespace=rebels"])
+    );
+    let endpoints = agent.json(&["endpoint", "list"]);
+    assert!(endpoints
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["name"] == "leia" && e["namespace"] == "rebels"));
+
+    let mut leia = connect_from("127.0.0.22", agent.proxy()).await;
+    assert_eq!(
+        request(&mut leia, "HALT\r\n").await,
+        "",
+        "app=luke of another namespace is not admitted by a policy of default"
+    );
+    let port = agent.upstream_port.to_string();
+    let trace = agent.json(&[
+        "policy",
+        "trace",
+        "--src-labels",
+        "k8s:app=luke,k8s:io.kubernetes.pod.namespace=default",
+        "--dst-endpoint",
+        "r2d2",
+        "--dport",
+        &port,
+        "cmd=HALT",
+    ]);
+    assert_eq!(trace["allowed"], true, "{trace}");
+    let trace = agent.json(&[
+        "policy",
+        "trace",
+        "--src-labels",
+        "app=luke,io.kubernetes.pod.namespace=rebels",
+        "--dst-endpoint",
+        "r2d2",
+        "--dport",
+        &port,
+        "cmd=HALT",
+    ]);
+    assert_eq!(
+        (trace["allowed"].as_bool(), trace["stage"].as_str()),
+        (Some(false), Some("l3l4")),
+        "{trace}"
     );
 }

@@ -190,8 +190,14 @@ async fn allowed_requests_reach_the_upstream_byte_exact_and_denied_ones_get_erro
         .unwrap()
         .starts_with("127.0.0.21:"));
     assert_eq!(first["destination_address"], upstream.addr.to_string());
-    assert_eq!(first["source_labels"], serde_json::json!(["app=luke"]));
-    assert_eq!(first["destination_labels"], serde_json::json!(["app=r2d2"]));
+    assert_eq!(
+        first["source_labels"],
+        serde_json::json!(["app=luke", "k8s:io.kubernetes.pod.namespace=default"])
+    );
+    assert_eq!(
+        first["destination_labels"],
+        serde_json::json!(["app=r2d2", "k8s:io.kubernetes.pod.namespace=default"])
+    );
     assert!(first["timestamp"].as_u64().unwrap() > 1_600_000_000_000_000_000);
     assert!(first["source_security_id"].as_u64().unwrap() >= 256);
     assert_ne!(
@@ -214,7 +220,7 @@ async fn a_remote_without_an_l3_l4_allow_is_closed_at_connect() {
     assert_eq!(entries[0]["entry_type"], "Denied");
     assert_eq!(
         entries[0]["source_labels"],
-        serde_json::json!(["app=vader"])
+        serde_json::json!(["app=vader", "k8s:io.kubernetes.pod.namespace=default"])
     );
     assert!(
         entries[0]["generic_l7"]["fields"]["status"]
@@ -262,10 +268,13 @@ async fn egress_listeners_enforce_the_clients_policy() {
     let entries = proxy.log_entries(2).await;
     assert_eq!(entries[0]["is_ingress"], false);
     assert_eq!(entries[0]["policy_name"], "luke-talks-to-r2d2");
-    assert_eq!(entries[0]["source_labels"], serde_json::json!(["app=luke"]));
+    assert_eq!(
+        entries[0]["source_labels"],
+        serde_json::json!(["app=luke", "k8s:io.kubernetes.pod.namespace=default"])
+    );
     assert_eq!(
         entries[0]["destination_labels"],
-        serde_json::json!(["app=r2d2"])
+        serde_json::json!(["app=r2d2", "k8s:io.kubernetes.pod.namespace=default"])
     );
 }
 
