@@ -22,7 +22,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axoneme_sdk::{AccessLog, ConnectionMeta, Direction, LogEntry};
+use axoneme_sdk::{logging_denial, AccessLog, ConnectionMeta, Direction, EntryType, LogEntry};
 
 /// How long the writer lets entries gather after the first one of a batch before writing them.
 const GATHER: Duration = Duration::from_millis(5);
@@ -257,7 +257,9 @@ impl Write for FileSink {
     }
 }
 
-/// Appends `entry` to `out` as one JSON line.
+/// Appends `entry` to `out` as one JSON line. A `Denied` entry a parser wrote after a denying
+/// policy check also gets `reason`: `deny-rule` (its `policy_name` holds the deny rule) or
+/// `no-allow` (no rule allowed the request; `policy_name` is empty).
 ///
 /// This runs on the forwarding path for every request, so it writes bytes directly: numbers
 /// through [`push_decimal`], strings through [`json_string`], which copies plain ASCII whole,
@@ -274,6 +276,13 @@ pub fn format_entry(out: &mut Vec<u8>, entry: &LogEntry<'_>, now: SystemTime) {
     out.extend_from_slice(entry.entry_type.as_str().as_bytes());
     out.extend_from_slice(b"\",\"policy_name\":");
     json_string(out, entry.policy_name.as_bytes());
+    if entry.entry_type == EntryType::Denied {
+        if let Some(reason) = logging_denial() {
+            out.extend_from_slice(b",\"reason\":\"");
+            out.extend_from_slice(reason.as_str().as_bytes());
+            out.push(b'"');
+        }
+    }
     CONNECTIONS.with_borrow_mut(|connections| connections.render(meta, out));
     out.extend_from_slice(b",\"generic_l7\":{\"proto\":");
     json_string(out, entry.proto.unwrap_or("").as_bytes());
@@ -510,7 +519,8 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use axoneme_sdk::{ConnectionMeta, EntryType, Field};
+    use axoneme_sdk::{ConnectionMeta, Context, EntryType, Field, InjectBuffer, RequestPolicy};
+    use axoneme_sdk::{DenyReason, Verdict};
 
     use super::*;
 
@@ -556,6 +566,52 @@ mod tests {
                 "\n"
             )
         );
+    }
+
+    #[test]
+    fn denied_requests_say_whether_a_deny_rule_or_no_rule_decided() {
+        struct Denying(&'static str);
+        impl RequestPolicy for Denying {
+            fn check(
+                &self,
+                _: &mut dyn FnMut(&(dyn std::any::Any + Send + Sync)) -> bool,
+            ) -> Verdict<'_> {
+                Verdict {
+                    allowed: false,
+                    policy_name: self.0,
+                }
+            }
+        }
+        struct Lines(Mutex<Vec<serde_json::Value>>);
+        impl AccessLog for Lines {
+            fn log(&self, entry: &LogEntry<'_>) {
+                let mut line = Vec::new();
+                format_entry(&mut line, entry, UNIX_EPOCH);
+                let value = serde_json::from_slice(&line).unwrap();
+                self.0.lock().unwrap().push(value);
+            }
+        }
+        let meta = meta();
+        for (policy, reason) in [
+            ("", DenyReason::NoAllow),
+            ("lockdown", DenyReason::DenyRule),
+        ] {
+            let log = Lines(Mutex::new(Vec::new()));
+            let mut inject = [InjectBuffer::new(0), InjectBuffer::new(0)];
+            let denying = Denying(policy);
+            let ctx = Context::new(&meta, "r2d2", &denying, &log, &mut inject);
+            let verdict = ctx.check::<()>(|_| true);
+            ctx.log(
+                EntryType::Denied,
+                verdict.policy_name,
+                &[Field::text("cmd", "HALT")],
+            );
+            ctx.log(EntryType::Denied, "", &[Field::text("error", "bad frame")]);
+            let lines = log.0.into_inner().unwrap();
+            assert_eq!(lines[0]["policy_name"], policy);
+            assert_eq!(lines[0]["reason"], reason.as_str());
+            assert!(lines[1].get("reason").is_none(), "no check, no reason");
+        }
     }
 
     #[test]

@@ -806,3 +806,47 @@ async fn namespaces_scope_policies_as_in_cilium() {
         "{trace}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denied_entries_name_the_deny_rule_or_say_nothing_allowed() {
+    let upstream = Upstream::start().await;
+    let agent = Running::start("cp-reason", &upstream).await;
+    let mut luke = connect_from(LUKE, agent.proxy()).await;
+    assert_eq!(request(&mut luke, "RESET\r\n").await, "ERROR\r\n");
+    let deny = agent.write(
+        "deny.yaml",
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: no-luke}\nspec:\n  endpointSelector: {matchLabels: {app: r2d2}}\n  ingressDeny: [{fromEndpoints: [{matchLabels: {app: luke}}]}]\n",
+    );
+    agent.ok(&["policy", "import", &deny]);
+    assert_eq!(request(&mut luke, "HALT\r\n").await, "ERROR\r\n");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let denied = loop {
+        let log = std::fs::read_to_string(agent.dir.join("access.log")).unwrap_or_default();
+        let denied: Vec<Value> = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|e| e["entry_type"] == "Denied")
+            .collect();
+        if denied.len() >= 2 {
+            break denied;
+        }
+        assert!(Instant::now() < deadline, "two Denied entries: {log}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let summary: Vec<(&str, &str, &str)> = denied
+        .iter()
+        .map(|e| {
+            (
+                e["generic_l7"]["fields"]["cmd"]
+                    .as_str()
+                    .unwrap_or_default(),
+                e["policy_name"].as_str().unwrap_or_default(),
+                e["reason"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [("RESET", "", "no-allow"), ("HALT", "no-luke", "deny-rule")]
+    );
+}

@@ -6,6 +6,7 @@
 //! nothing here performs I/O.
 
 use std::any::Any;
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -85,6 +86,36 @@ pub struct Verdict<'p> {
     /// The policy that allowed it, or for a denial the policy that denied it (empty when the
     /// request was denied because nothing allowed it).
     pub policy_name: &'p str,
+}
+
+/// Why a request was denied: the access log's `reason` field of a `Denied` entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenyReason {
+    /// A deny rule matched; the entry's `policy_name` is the policy holding it.
+    DenyRule,
+    /// No rule allowed the request; the entry's `policy_name` is empty.
+    NoAllow,
+}
+
+impl DenyReason {
+    /// The reason of a denying verdict.
+    #[inline]
+    pub fn of(verdict: &Verdict<'_>) -> Option<DenyReason> {
+        match (verdict.allowed, verdict.policy_name.is_empty()) {
+            (true, _) => None,
+            (false, false) => Some(DenyReason::DenyRule),
+            (false, true) => Some(DenyReason::NoAllow),
+        }
+    }
+
+    /// The value of the access log's `reason` field.
+    #[inline]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DenyReason::DenyRule => "deny-rule",
+            DenyReason::NoAllow => "no-allow",
+        }
+    }
 }
 
 /// The L7 part of the policy in force for one connection.
@@ -225,13 +256,34 @@ impl InjectBuffer {
     }
 }
 
+thread_local! {
+    /// The reason of the `Denied` entry a [`Context`] is logging on this thread right now.
+    static LOGGING_DENIAL: Cell<Option<DenyReason>> = const { Cell::new(None) };
+}
+
+/// Why the `Denied` entry being written was denied, when a [`Context`] writes it after a
+/// denying [`Context::check`]: for an [`AccessLog`] to show as the entry's `reason`. It is set
+/// only for the duration of the [`AccessLog::log`] call, on the thread making it, so it reaches
+/// the log through any wrapper that forwards the entry, and [`LogEntry`] stays as it is for
+/// everyone who builds one.
+#[inline]
+pub fn logging_denial() -> Option<DenyReason> {
+    LOGGING_DENIAL.with(Cell::get)
+}
+
 /// The per-call handle a parser gets: metadata, policy, injection and logging.
+///
+/// It remembers why its last [`Context::check`] denied, and the next `Denied` entry the parser
+/// writes carries that reason (`deny-rule` or `no-allow`, see [`logging_denial`]); parsers pass
+/// the verdict's `policy_name` and nothing more. A `Denied` entry without a denying check
+/// before it (an unknown prepared statement, a malformed request) has no reason.
 pub struct Context<'c> {
     meta: &'c ConnectionMeta,
     proto: &'c str,
     policy: &'c dyn RequestPolicy,
     log: &'c dyn AccessLog,
     inject: &'c mut [InjectBuffer; 2],
+    denial: Cell<Option<DenyReason>>,
 }
 
 impl<'c> Context<'c> {
@@ -250,6 +302,7 @@ impl<'c> Context<'c> {
             policy,
             log,
             inject,
+            denial: Cell::new(None),
         }
     }
 
@@ -264,8 +317,11 @@ impl<'c> Context<'c> {
     /// another type never matches, so a mix-up fails closed.
     #[inline]
     pub fn check<R: Any>(&self, mut matches: impl FnMut(&R) -> bool) -> Verdict<'c> {
-        self.policy
-            .check(&mut |rules| rules.downcast_ref::<R>().is_some_and(&mut matches))
+        let verdict = self
+            .policy
+            .check(&mut |rules| rules.downcast_ref::<R>().is_some_and(&mut matches));
+        self.denial.set(DenyReason::of(&verdict));
+        verdict
     }
 
     /// Places bytes in `flow`'s inject buffer and returns how many fit. Bytes for the flow being
@@ -282,9 +338,17 @@ impl<'c> Context<'c> {
         self.inject[flow.index()].room()
     }
 
-    /// Writes an access-log entry about this connection.
+    /// Writes an access-log entry about this connection. While a `Denied` entry after a
+    /// denying [`Context::check`] is written, [`logging_denial`] says why.
     #[inline]
     pub fn log(&self, entry_type: EntryType, policy_name: &str, fields: &[Field<'_>]) {
+        let reason = self
+            .denial
+            .take()
+            .filter(|_| entry_type == EntryType::Denied);
+        if reason.is_some() {
+            LOGGING_DENIAL.with(|current| current.set(reason));
+        }
         self.log.log(&LogEntry {
             entry_type,
             meta: self.meta,
@@ -292,5 +356,93 @@ impl<'c> Context<'c> {
             proto: Some(self.proto),
             fields,
         });
+        if reason.is_some() {
+            LOGGING_DENIAL.with(|current| current.set(None));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// A policy that denies every request in the name of its policy (empty: nothing allows).
+    struct Denying(&'static str);
+
+    impl RequestPolicy for Denying {
+        fn check(&self, _: &mut dyn FnMut(&(dyn Any + Send + Sync)) -> bool) -> Verdict<'_> {
+            Verdict {
+                allowed: false,
+                policy_name: self.0,
+            }
+        }
+    }
+
+    /// Keeps `<type> <policy> <reason>` of each entry.
+    #[derive(Default)]
+    struct Reasons(Mutex<Vec<String>>);
+
+    impl AccessLog for Reasons {
+        fn log(&self, entry: &LogEntry<'_>) {
+            let reason = logging_denial().map_or("-", DenyReason::as_str);
+            let line = format!(
+                "{} {} {reason}",
+                entry.entry_type.as_str(),
+                entry.policy_name
+            );
+            self.0.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+        }
+    }
+
+    fn meta() -> ConnectionMeta {
+        let addr = "127.0.0.1:1".parse().unwrap();
+        ConnectionMeta {
+            id: 1,
+            listener: "l".into(),
+            endpoint: "e".into(),
+            direction: Direction::Ingress,
+            source: addr,
+            destination: addr,
+            source_identity: 256,
+            destination_identity: 257,
+            source_labels: Arc::from(Vec::new()),
+            destination_labels: Arc::from(Vec::new()),
+        }
+    }
+
+    fn logged(policy: &dyn RequestPolicy, run: impl Fn(&Context<'_>)) -> Vec<String> {
+        let (meta, log) = (meta(), Reasons::default());
+        let mut inject = [InjectBuffer::new(0), InjectBuffer::new(0)];
+        let ctx = Context::new(&meta, "p", policy, &log, &mut inject);
+        run(&ctx);
+        let lines = log.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        lines
+    }
+
+    #[test]
+    fn denied_entries_say_why_without_the_parser_saying_it() {
+        let denied = |ctx: &Context<'_>| {
+            let verdict = ctx.check::<()>(|_| true);
+            ctx.log(EntryType::Denied, verdict.policy_name, &[]);
+        };
+        assert_eq!(logged(&Denying(""), denied), ["Denied  no-allow"]);
+        assert_eq!(
+            logged(&Denying("lockdown"), denied),
+            ["Denied lockdown deny-rule"]
+        );
+        let unchecked = |ctx: &Context<'_>| ctx.log(EntryType::Denied, "", &[]);
+        assert_eq!(logged(&Denying(""), unchecked), ["Denied  -"]);
+        let twice = |ctx: &Context<'_>| {
+            denied(ctx);
+            ctx.log(EntryType::Denied, "", &[]);
+        };
+        assert_eq!(
+            logged(&Denying(""), twice),
+            ["Denied  no-allow", "Denied  -"],
+            "a reason is used once"
+        );
+        assert_eq!(logging_denial(), None, "and only while logging");
     }
 }

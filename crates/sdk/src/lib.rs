@@ -13,8 +13,8 @@ mod pattern;
 mod protocol;
 
 pub use context::{
-    AccessLog, ConnectionMeta, Context, Direction, EntryType, Field, Flow, InjectBuffer, LogEntry,
-    RequestPolicy, Verdict,
+    logging_denial, AccessLog, ConnectionMeta, Context, DenyReason, Direction, EntryType, Field,
+    Flow, InjectBuffer, LogEntry, RequestPolicy, Verdict,
 };
 pub use input::Input;
 pub use op::{ErrorCode, Op, ParseError};
