@@ -149,7 +149,7 @@ fn a_segment_with_a_denied_envelope_is_replaced_by_one_with_the_others() {
     let a = query(1, insert, None);
     let b = query(2, "DELETE FROM attendance.daily_records WHERE a = 1", None);
     let c = query(3, "SELECT * FROM system.peers", None);
-    let d = query(4, &format!("{insert} -- {}", "x".repeat(300)), None);
+    let d = query(4, &format!("{insert} -- {}\n", "x".repeat(300)), None);
     // A tiny inject buffer: the replacement goes out in several pieces.
     let limits = Limits {
         inject_capacity: 128,
