@@ -193,11 +193,10 @@ pub struct TableName<'q> {
 }
 
 impl TableName<'_> {
-    /// Writes `keyspace.table` into `out` (replacing what it held), an unqualified name
-    /// resolving against `current` (the connection's keyspace); false, with `out` empty, when
-    /// unqualified and no keyspace is set.
-    pub fn qualify_into(&self, current: Option<&str>, out: &mut String) -> bool {
-        out.clear();
+    /// Appends `keyspace.table` to `out`, an unqualified name resolving against `current`
+    /// (the connection's keyspace); false, with `out` as it was, when unqualified and no
+    /// keyspace is set.
+    pub fn push_qualified(&self, current: Option<&str>, out: &mut String) -> bool {
         match (self.keyspace, current) {
             (Some(keyspace), _) => keyspace.push_to(out),
             (None, Some(current)) => out.push_str(current),
@@ -208,10 +207,10 @@ impl TableName<'_> {
         true
     }
 
-    /// `keyspace.table`, as [`TableName::qualify_into`] writes it.
+    /// `keyspace.table`, as [`TableName::push_qualified`] writes it.
     pub fn qualified(&self, current: Option<&str>) -> Option<String> {
         let mut out = String::new();
-        self.qualify_into(current, &mut out).then_some(out)
+        self.push_qualified(current, &mut out).then_some(out)
     }
 }
 
