@@ -62,11 +62,8 @@ const WORD_START: u8 = 2;
 const WORD: u8 = 4;
 /// A single-character token: punctuation and operators.
 const PUNCT: u8 = 8;
-/// Where skipping a statement must look closer: what may start a literal or a comment, end a
-/// statement (`;`), or be no token at all.
-const STOP: u8 = 16;
 /// A hexadecimal digit.
-const HEX: u8 = 32;
+const HEX: u8 = 16;
 
 /// The classes of every byte, looked up once per byte instead of tested one by one.
 static CLASSES: [u8; 256] = {
@@ -110,10 +107,6 @@ static CLASSES: [u8; 256] = {
                 | b'%'
         ) {
             class |= PUNCT;
-        }
-        let token_byte = class & (BLANK | WORD | PUNCT) != 0 || matches!(c, b'\'' | b'"');
-        if !token_byte || matches!(c, b'\'' | b'"' | b'$' | b'-' | b'/' | b';') {
-            class |= STOP;
         }
         classes[b] = class;
         b += 1;
@@ -351,45 +344,6 @@ impl<'q> Lexer<'q> {
         Ok(Some(token))
     }
 
-    /// Moves past everything up to and including the next `;` that is a token (not inside a
-    /// literal or a comment); true if there was one, false at the end of the text. It reads
-    /// exactly as the tokens would and fails where they would, but makes none: it runs over
-    /// the bytes that cannot change what follows (words, numbers, white space, punctuation)
-    /// with one table look-up each, so a statement's end is found at a fraction of the cost of
-    /// tokenising it. No token holds `--`, `//` or `/*`, so wherever they stand outside a
-    /// literal they start a comment.
-    pub fn skip_statement(&mut self) -> Result<bool, LexError> {
-        let bytes = self.text.as_bytes();
-        loop {
-            let rest = &bytes[self.at..];
-            self.at += rest.iter().position(|&b| is(b, STOP)).unwrap_or(rest.len());
-            let Some(&stop) = bytes.get(self.at) else {
-                return Ok(false);
-            };
-            match stop {
-                b';' => {
-                    self.at += 1;
-                    return Ok(true);
-                }
-                b'\'' => {
-                    self.string()?;
-                }
-                b'"' => {
-                    self.quoted()?;
-                }
-                b'$' if self.rest().starts_with(b"$$") => {
-                    self.dollar_string()?;
-                }
-                b'-' | b'/' => {
-                    if !self.skip_comment()? {
-                        self.at += 1;
-                    }
-                }
-                _ => return Err(LexError::Unexpected(self.at)),
-            }
-        }
-    }
-
     /// Moves past the bytes of class `class`, returning them.
     #[inline]
     fn take_while(&mut self, class: u8) -> &'q str {
@@ -430,39 +384,6 @@ mod tests {
 
     fn error(text: &str) -> Option<LexError> {
         Lexer::new(text).find_map(Result::err)
-    }
-
-    /// Where reading tokens up to and including the first `;` ends, as `skip_statement` must.
-    fn skip_by_tokens(lexer: &mut Lexer<'_>) -> Result<bool, LexError> {
-        loop {
-            match lexer.next_token()? {
-                None => return Ok(false),
-                Some(Token::Punct(';')) => return Ok(true),
-                Some(_) => {}
-            }
-        }
-    }
-
-    proptest! {
-        #[test]
-        fn skipping_a_statement_ends_where_its_tokens_end(
-            text in r"([a-z0-9_ ;:?.$'\x22/*+\-\r\n(),]|--|//|/\*|\*/|\$\$|''|é|0x|1e|3h|\x0c){0,40}",
-        ) {
-            let mut by_tokens = Lexer::new(&text);
-            let mut skipped = Lexer::new(&text);
-            loop {
-                let expected = skip_by_tokens(&mut by_tokens);
-                let got = skipped.skip_statement();
-                prop_assert_eq!(&got, &expected);
-                if expected.is_err() {
-                    break;
-                }
-                prop_assert_eq!(skipped.at, by_tokens.at);
-                if expected == Ok(false) {
-                    break;
-                }
-            }
-        }
     }
 
     #[test]
@@ -593,8 +514,7 @@ mod tests {
             ("SELECT\x0c*", LexError::Unexpected(6)),
             ("SELECT #", LexError::Unexpected(7)),
         ] {
-            assert_eq!(error(text), Some(expected.clone()), "{text:?}");
-            assert_eq!(Lexer::new(text).skip_statement(), Err(expected), "{text:?}");
+            assert_eq!(error(text), Some(expected), "{text:?}");
         }
     }
 
@@ -604,7 +524,6 @@ mod tests {
             for token in Lexer::new(&text) {
                 let _ = token;
             }
-            let _ = Lexer::new(&text).skip_statement();
         }
     }
 }

@@ -252,6 +252,9 @@ pub enum ClassifyError {
     /// A statement with more than its grammar allows (`USE ks.t`, `USE a b`).
     #[error("{0}: unexpected text after the statement")]
     Trailing(&'static str),
+    /// A statement holding a word that begins another statement.
+    #[error("{0}: {1:?} begins another statement")]
+    Foreign(&'static str, String),
     /// A statement this classifier does not know.
     #[error("unrecognised statement starting with {0:?}")]
     Unknown(String),
@@ -412,6 +415,26 @@ fn starts_batch_statement(token: &Token<'_>) -> bool {
         ),
         _ => false,
     }
+}
+
+/// Whether the reserved word `word` cannot stand inside a statement read as `action` (past its
+/// first token): it begins another statement. Data statements hold none of the words that begin
+/// statements; the others may name permissions (`GRANT SELECT`), clauses (`ALTER TABLE t DROP
+/// c`, `ORDER BY c DESC`) or a view's query (`AS SELECT`), but never a data statement's verb.
+fn foreign(action: Action, word: &str) -> bool {
+    let word = keyword(word.as_bytes());
+    let data = matches!(
+        action,
+        Action::Select | Action::Insert | Action::Update | Action::Delete
+    );
+    matches!(
+        word,
+        kw::INSERT | kw::UPDATE | kw::DELETE | kw::USE | kw::TRUNCATE | kw::BEGIN | kw::APPLY
+    ) || (data
+        && matches!(
+            word,
+            kw::SELECT | kw::CREATE | kw::DROP | kw::ALTER | kw::GRANT | kw::REVOKE | kw::DESCRIBE
+        ))
 }
 
 /// Whether `token` is a reserved word that begins a statement, so that inside a batch it can
@@ -575,12 +598,14 @@ impl<'q> StatementView<'q> {
     }
 
     /// Moves `lexer` (at the statement's start) past the statement and the `;` that ends it,
-    /// or to the `APPLY BATCH` that does; lexing errors on the way are errors.
-    fn skip_to_end(&self, lexer: &mut Lexer<'q>) -> Result<(), ClassifyError> {
-        if !self.in_batch {
-            lexer.skip_statement()?;
-            return Ok(());
-        }
+    /// or to the `APPLY BATCH` or next statement that does in a batch; lexing errors on the way
+    /// are errors, and so is, outside a batch, a reserved word that the statement read as
+    /// `action` cannot hold (the start of another statement, which Cassandra refuses).
+    fn skip_to_end(
+        &self,
+        lexer: &mut Lexer<'q>,
+        action: Option<Action>,
+    ) -> Result<(), ClassifyError> {
         let mut first = true;
         loop {
             let mut ahead = lexer.clone();
@@ -590,7 +615,15 @@ impl<'q> StatementView<'q> {
                     *lexer = ahead;
                     return Ok(());
                 }
-                Some(token) if !first && self.ends(&token, &ahead) => return Ok(()),
+                Some(token) if !first && self.in_batch && self.ends(&token, &ahead) => {
+                    return Ok(())
+                }
+                Some(Token::Word(word)) if !first && !self.in_batch => {
+                    if let Some(action) = action.filter(|&a| foreign(a, word)) {
+                        return Err(ClassifyError::Foreign(action.name(), word.to_owned()));
+                    }
+                    *lexer = ahead;
+                }
                 Some(_) => *lexer = ahead,
             }
             first = false;
@@ -613,9 +646,15 @@ impl<'q> StatementView<'q> {
     /// Classifies the statement and moves `lexer` (at its start) past it: see
     /// [`StatementView::skip_to_end`].
     fn classify(&self, lexer: &mut Lexer<'q>) -> Result<Statement<'q>, ClassifyError> {
-        use Action::*;
+        let statement = self.classify_head();
         // Lexing errors anywhere in the statement come first.
-        self.skip_to_end(lexer)?;
+        self.skip_to_end(lexer, statement.as_ref().ok().map(|s| s.action))?;
+        statement
+    }
+
+    /// Classifies the statement by its first tokens.
+    fn classify_head(&self) -> Result<Statement<'q>, ClassifyError> {
+        use Action::*;
         let first = self.keyword(0);
         let on_table = |action, tokens| self.on_table(action, tokens);
         match (first, self.keyword(1)) {
@@ -770,7 +809,7 @@ mod kw {
     keywords!(
         BEGIN SELECT INSERT INTO UPDATE DELETE TRUNCATE TABLE COLUMNFAMILY USE CREATE ALTER DROP
         GRANT REVOKE LIST ROLES USERS SUPERUSERS KEYSPACE SCHEMA INDEX MATERIALIZED TRIGGER ROLE
-        USER FUNCTION AGGREGATE TYPE DESCRIBE DESC ADD IDENTITY
+        USER FUNCTION AGGREGATE TYPE DESCRIBE DESC ADD IDENTITY APPLY
     );
 }
 

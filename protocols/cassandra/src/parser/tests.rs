@@ -337,6 +337,22 @@ fn a_batch_with_one_denied_statement_is_denied_whole() {
 }
 
 #[test]
+fn batch_entries_are_read_as_cassandra_reads_them() {
+    for entry in [
+        "INSERT INTO attendance.daily_records(k)VALUES(1)--\rDELETE FROM secret.vault WHERE k=1",
+        "INSERT INTO attendance.daily_records(k)VALUES(1--)\n)",
+        "INSERT INTO attendance.daily_records(k)VALUES(0x1f--/*\n)*/)",
+    ] {
+        let mut s = outpost();
+        let request = batch(&["INSERT INTO attendance.daily_records (a) VALUES (1)", entry]);
+        s.send(Flow::Request, &request).unwrap();
+        let passed = !s.sent.upstream.is_empty();
+        let expected = !entry.contains("secret");
+        assert_eq!(passed, expected, "{entry:?}: {:?}", s.log());
+    }
+}
+
+#[test]
 fn queries_that_cannot_be_classified_are_refused() {
     let mut s = outpost();
     s.send(

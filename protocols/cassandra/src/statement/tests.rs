@@ -235,7 +235,27 @@ fn what_cassandra_refuses_is_refused() {
         "BEGIN BATCH INSERT INTO t(k) VALUES(1) APPLY BATCH SELECT",
         "BEGIN BATCH USING TIMESTAMP 1",
         "SELECT * FROM ks.t; DELETE FROM ks.t",
+        "SELECT * FROM system.local DROP KEYSPACE secret",
+        "INSERT INTO ks.t(k) VALUES(1)--\rDELETE FROM secret.vault WHERE k=1",
+        "ALTER TABLE ks.t WITH comment = 'x' DELETE FROM secret.vault",
     ] {
         assert!(classify(query).is_err(), "{query:?}: {:?}", classify(query));
+    }
+}
+
+#[test]
+fn words_that_begin_statements_may_stand_where_the_grammar_puts_them() {
+    use Action::*;
+    for (query, action) in [
+        ("SELECT * FROM ks.t WHERE k = 1 ORDER BY c DESC", Select),
+        ("ALTER TABLE ks.t DROP c", AlterTable),
+        ("ALTER TABLE ks.t ALTER c TYPE blob", AlterTable),
+        ("GRANT SELECT ON ALL KEYSPACES TO r", GrantPermission),
+        ("REVOKE DROP ON KEYSPACE ks FROM r", RevokePermission),
+        ("LIST CREATE ON ALL KEYSPACES OF r", ListPermissions),
+        ("CREATE MATERIALIZED VIEW ks.v AS SELECT * FROM ks.t WHERE k IS NOT NULL PRIMARY KEY (k)", CreateMaterializedView),
+        ("CREATE TABLE ks.t (k int PRIMARY KEY) WITH CLUSTERING ORDER BY (k DESC)", CreateTable),
+    ] {
+        assert_eq!(all(query).map(|s| s[0].0), Ok(action), "{query:?}");
     }
 }
