@@ -238,10 +238,15 @@ def test_quoted_names_keep_their_case_and_comments_hide_nothing(hq, outpost):
     assert hq.execute('SELECT plan FROM attendance."Secret_Plans" WHERE id = 1').one()[0] == "shield generator"
     loc = f"dagobah-{uuid.uuid4().hex[:8]}"
     outpost.execute("INSERT /* FROM attendance.\"Secret_Plans\" */ INTO attendance.daily_records "
-                    "(loc, creation, present) VALUES (%s, now(), true) -- or select", [loc])
+                    "(loc, creation, present) VALUES (%s, now(), true) -- or select\r", [loc])
     assert count(hq, loc) == 1
     with pytest.raises(Unauthorized):
-        outpost.execute("SELECT * FROM attendance.daily_records -- FROM system.local")
+        outpost.execute("SELECT * FROM attendance.daily_records -- FROM system.local\n")
+    # Cassandra's grammar wants a line end after a line comment: without one, it is refused.
+    with pytest.raises(Unauthorized):
+        outpost.execute("INSERT INTO attendance.daily_records (loc, creation, present) "
+                        "VALUES (%s, now(), true) -- no line end", [loc])
+    assert count(hq, loc) == 1
 
 
 def test_a_request_keyspace_resolves_names_but_never_escapes_a_rule(wire, hq, outpost):

@@ -1,7 +1,9 @@
 //! The per-connection engine: two flow state machines and the parser they share.
 //!
 //! It owns pass and drop countdowns, the bytes a parser asked to keep (MORE), the inject buffers,
-//! and the loop that calls the parser and applies its operations. It never touches a socket or a
+//! and the loop that calls the parser and applies its operations. A flow whose parser answered
+//! NOP while input was at hand holds that input: it is handed to the parser again when more
+//! arrives or when the other flow has moved (a request may wait for a reply). It never touches a socket or a
 //! clock: callers hand it bytes and receive output through [`Output`].
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -64,6 +66,8 @@ struct FlowState {
     need: usize,
     /// Unconsumed input the parser asked to keep, starting at a frame boundary.
     kept: Vec<u8>,
+    /// The parser answered NOP with `kept` non-empty: it waits for the other flow.
+    held: bool,
 }
 
 /// How a run of the parser over some input ended.
@@ -174,6 +178,13 @@ impl Connection {
         self.flush_injected(flow, out);
         self.run_parser(flow, data, end_stream, env, out)?;
         self.flush_injected(flow.other(), out);
+        // The other flow may have held its input until this one moved.
+        let other = flow.other();
+        if self.flows[other.index()].held {
+            self.flush_injected(other, out);
+            self.run_parser(other, &[], false, env, out)?;
+            self.flush_injected(flow, out);
+        }
         Ok(())
     }
 
@@ -201,12 +212,16 @@ impl Connection {
         let stop = self.apply_ops(flow, &kept, data, end_stream, env, out);
         let state = &mut self.flows[flow.index()];
         match stop? {
-            Stop::Countdown => kept.clear(),
+            Stop::Countdown => {
+                kept.clear();
+                state.held = false;
+            }
             Stop::Keep { consumed, need } => {
                 let from_kept = consumed.min(kept.len());
                 kept.drain(..from_kept);
                 kept.extend_from_slice(&data[consumed - from_kept..]);
                 state.need = need;
+                state.held = need == 0 && !kept.is_empty();
             }
         }
         state.kept = kept;

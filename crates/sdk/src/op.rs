@@ -24,7 +24,9 @@ pub enum Op {
     Inject(usize),
     /// The input violates the protocol: close the connection.
     Error(ParseError),
-    /// Nothing more to do with this input; call again when more arrives.
+    /// Nothing more to do with this input; call again when more arrives. Unconsumed input is
+    /// held: the parser is also called again once the other direction has moved, so that a
+    /// request can wait for the reply that decides how to read it.
     Nop,
 }
 

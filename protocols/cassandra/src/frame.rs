@@ -363,9 +363,19 @@ impl<'b> Request<'b> {
     }
 }
 
-/// The id of a Prepared result (RESULT kind 0x0004), reading past what the response flags put
-/// before the body; `None` for any other result.
-pub fn prepared_id<'b>(header: &Header, body: &'b [u8]) -> Result<Option<&'b [u8]>, Malformed> {
+/// What a RESULT tells the parser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome<'b> {
+    /// A Prepared result (kind 0x0004): the statement's id.
+    Prepared(&'b [u8]),
+    /// A Set_keyspace result (kind 0x0003): the keyspace a USE switched the connection to.
+    SetKeyspace(&'b str),
+    /// Any other result.
+    Other,
+}
+
+/// What the RESULT `body` says, reading past what the response flags put before it.
+pub fn result_outcome<'b>(header: &Header, body: &'b [u8]) -> Result<Outcome<'b>, Malformed> {
     let mut body = Body::new(body);
     if header.flags & FLAG_TRACING != 0 {
         body.take(16, "tracing id")?;
@@ -379,10 +389,14 @@ pub fn prepared_id<'b>(header: &Header, body: &'b [u8]) -> Result<Option<&'b [u8
         body.skip_bytes_map()?;
     }
     match body.int()? {
-        RESULT_PREPARED => Ok(Some(body.short_bytes()?)),
-        _ => Ok(None),
+        RESULT_PREPARED => Ok(Outcome::Prepared(body.short_bytes()?)),
+        RESULT_SET_KEYSPACE => Ok(Outcome::SetKeyspace(body.string()?)),
+        _ => Ok(Outcome::Other),
     }
 }
+
+/// RESULT kind of a Set_keyspace result.
+const RESULT_SET_KEYSPACE: i32 = 0x0003;
 
 /// RESULT kind of a Prepared result.
 const RESULT_PREPARED: i32 = 0x0004;

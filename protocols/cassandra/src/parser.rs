@@ -9,21 +9,33 @@
 //! Prepared result comes back, in a bounded table, so EXECUTE and batch entries are checked
 //! against the policy in force when they run. Responses carry stream ids, so a denial needs no
 //! place among the other replies beyond an envelope boundary.
+//!
+//! Every statement of a request is read before any is judged (a request one of whose statements
+//! cannot be read is refused whole, with no verdict logged for the others); then each is checked
+//! and logged with its own verdict, and the request passes only when all are allowed.
+//!
+//! The keyspace unqualified names resolve against follows the server, never the request: it
+//! changes when the server answers a USE with a Set_keyspace result (a USE that fails changes
+//! nothing). While a USE is unanswered, the requests behind it are held, unread, so that none is
+//! judged against a keyspace the server may not be using; within one v5 segment, where holding
+//! would split the segment, an unqualified name after a USE is judged against both keyspaces.
 
 mod segments;
 
 use std::collections::HashMap;
+use std::ops::Range;
 
 use axoneme_sdk::{Context, EntryType, ErrorCode, Field, Flow, Input, Op, ParseError, Parser};
 
 use crate::compression::Compression;
 use crate::frame::{
-    self, opcode, BatchEntry, Header, Request, HEADER_LEN, PROTOCOL_ERROR, UNAUTHORIZED, UNPREPARED,
+    self, opcode, BatchEntry, Header, Outcome, Request, HEADER_LEN, PROTOCOL_ERROR, UNAUTHORIZED,
+    UNPREPARED,
 };
 use crate::prepared::Prepared;
 use crate::rules::RuleSet;
 use crate::segment::Format;
-use crate::statement::{statements, Action};
+use crate::statement::{statements, Action, TableName};
 
 /// Prepared statements remembered per connection; the least recently used is forgotten first.
 pub const MAX_PREPARED: usize = 4096;
@@ -52,48 +64,63 @@ enum Refusal<'b> {
     Unprepared(&'b [u8]),
 }
 
-/// The verdict on a request's statements, gathered one statement at a time.
-struct Judgement<'c> {
-    policy_name: &'c str,
-    /// The action the access log shows: the denied statement's, else the first one's.
-    shown: Option<Action>,
-    denied: bool,
+/// A request's statements, resolved before any is judged: actions and `keyspace.table` names.
+/// Its buffers are kept from one request to the next.
+#[derive(Debug, Default)]
+struct Resolution {
+    /// Each statement's action and, for actions on a table, where its name is in `tables`.
+    statements: Vec<(Action, Option<Range<usize>>)>,
+    tables: String,
+    /// The keyspace a USE among them names.
+    use_target: Option<String>,
 }
 
-impl<'c> Judgement<'c> {
-    fn new() -> Self {
-        Judgement {
-            policy_name: "",
-            shown: None,
-            denied: false,
-        }
+impl Resolution {
+    fn clear(&mut self) {
+        self.statements.clear();
+        self.tables.clear();
+        self.use_target = None;
     }
 
-    /// Checks a statement on `table`, unless one was denied already; `shown_table` keeps the
-    /// table the access log shows.
-    fn statement(
+    /// Adds a statement whose table, if any, is `table` (`keyspace.table`).
+    fn push(&mut self, action: Action, table: Option<&str>) {
+        let range = table.map(|table| {
+            let start = self.tables.len();
+            self.tables.push_str(table);
+            start..self.tables.len()
+        });
+        self.statements.push((action, range));
+    }
+
+    /// Adds a statement on `name`, resolved against each of `keyspaces` that it needs (an
+    /// unqualified name against each, a qualified one once); false when it is unqualified
+    /// and there is no keyspace.
+    fn push_on_table(
         &mut self,
-        ctx: &Context<'c>,
         action: Action,
-        table: Option<&str>,
-        shown_table: &mut String,
-    ) {
-        if self.denied {
-            return;
+        name: &TableName<'_>,
+        keyspaces: [Option<&str>; 2],
+    ) -> bool {
+        let mut pushed = false;
+        for keyspace in keyspaces {
+            if pushed && (name.keyspace.is_some() || keyspace.is_none()) {
+                break;
+            }
+            let start = self.tables.len();
+            if name.push_qualified(keyspace, &mut self.tables) {
+                self.statements
+                    .push((action, Some(start..self.tables.len())));
+                pushed = true;
+            }
         }
-        // USE always passes: it only sets the keyspace unqualified names resolve against,
-        // so clients that connect with a keyspace keep working under table rules.
-        if action != Action::Use {
-            let verdict =
-                ctx.check::<RuleSet>(|rules| rules.any(|rule| rule.matches(action, table)));
-            self.policy_name = verdict.policy_name;
-            self.denied = !verdict.allowed;
-        }
-        if self.shown.is_none() || self.denied {
-            self.shown = Some(action);
-            shown_table.clear();
-            shown_table.push_str(table.unwrap_or_default());
-        }
+        pushed
+    }
+
+    /// Each statement's action and table.
+    fn iter(&self) -> impl Iterator<Item = (Action, Option<&str>)> {
+        self.statements
+            .iter()
+            .map(|(action, range)| (*action, range.clone().map(|r| &self.tables[r])))
     }
 }
 
@@ -117,20 +144,19 @@ pub struct CassandraParser {
     compression: Option<Compression>,
     /// v5 after the handshake: how segments are framed, both ways.
     framing: Option<Format>,
+    /// The keyspace the server last set for the connection.
     keyspace: Option<String>,
     pending_prepares: HashMap<i16, Vec<Checked>>,
+    /// USEs on their way to the server, by stream, with the keyspace each names.
+    pending_uses: Vec<(i16, String)>,
     prepared: Prepared<Vec<Checked>>,
     /// A protocol version this parser cannot police was refused: every later request is
     /// dropped (the driver retries with a lower version on a new connection).
     refused_version: bool,
-    /// The keyspace a USE being checked switches to, once it passes.
-    next_keyspace: Option<String>,
     /// The state of a v5 connection's segments.
     segments: segments::State,
-    /// Scratch: the table of the statement being checked, `keyspace.table`.
-    table: String,
-    /// Scratch: the table the access log shows for the request being checked.
-    shown_table: String,
+    /// Scratch: the statements of the request being judged.
+    resolution: Resolution,
     /// Scratch: a frame or segment that straddles input slices.
     raw: Vec<u8>,
     /// Scratch: a decompressed frame body or segment payload.
@@ -228,12 +254,11 @@ impl CassandraParser {
             framing: None,
             keyspace: None,
             pending_prepares: HashMap::new(),
+            pending_uses: Vec::new(),
             prepared: Prepared::new(MAX_PREPARED),
             refused_version: false,
-            next_keyspace: None,
             segments: segments::State::default(),
-            table: String::new(),
-            shown_table: String::new(),
+            resolution: Resolution::default(),
             raw: Vec::new(),
             decompressed: Vec::new(),
         }
@@ -295,6 +320,9 @@ impl CassandraParser {
         if !inspected(header.opcode) {
             return Ok(Op::Pass(frame_len));
         }
+        if self.holds_requests() {
+            return Ok(Op::Nop);
+        }
         if input.len() < frame_len {
             return Ok(Op::More(frame_len - input.len()));
         }
@@ -322,6 +350,13 @@ impl CassandraParser {
         }
     }
 
+    /// Whether requests that name tables must wait: a USE is unanswered, so the keyspace they
+    /// would resolve against is not known yet. Holding them costs a round trip only to
+    /// clients that pipeline behind a USE.
+    fn holds_requests(&self) -> bool {
+        !self.pending_uses.is_empty()
+    }
+
     /// Answers a first request in a protocol version newer than v5 as Cassandra does, with a
     /// protocol error naming the versions it supports, so that drivers that start high (the
     /// Python driver starts at the DataStax versions 0x41 and 0x42) retry with v5 or lower.
@@ -342,7 +377,8 @@ impl CassandraParser {
              (3/v3, 4/v4, 5/v5)",
             header.version
         );
-        ctx.log(EntryType::Denied, "", &[Field::text("error", &message)]);
+        // Version negotiation, not a policy decision: the driver steps down and goes on.
+        ctx.log(EntryType::Response, "", &[Field::text("error", &message)]);
         let error = frame::error_frame(
             header.version,
             header.stream,
@@ -367,10 +403,10 @@ impl CassandraParser {
             return Ok(None);
         }
         let request = Request::parse(header, body).map_err(|_| MALFORMED)?;
-        let mut judgement = Judgement::new();
-        self.next_keyspace = None;
+        let mut resolution = std::mem::take(&mut self.resolution);
+        resolution.clear();
         let mut prepared = None;
-        let judged = match request {
+        let resolved = match request {
             Request::Startup { compression } => {
                 if self.version.is_none() {
                     self.startup = Some(Startup {
@@ -379,26 +415,40 @@ impl CassandraParser {
                         compression: compression.and_then(Compression::from_name),
                     });
                 }
-                return Ok(None);
+                Ok(())
             }
-            Request::Other(_) => return Ok(None),
+            Request::Other(_) => Ok(()),
             Request::Query { query, keyspace } => {
-                self.judge_query(ctx, &mut judgement, query, keyspace, None)
+                self.resolve_query(&mut resolution, query, keyspace)
             }
-            Request::Prepare { query, keyspace } => {
-                let statements = prepared.insert(Vec::new());
-                self.judge_query(ctx, &mut judgement, query, keyspace, Some(statements))
-            }
-            Request::Execute { id, .. } => self.judge_prepared(ctx, &mut judgement, id),
+            Request::Prepare { query, keyspace } => self
+                .resolve_query(&mut resolution, query, keyspace)
+                .map(|()| prepared = Some(checked(&resolution))),
+            Request::Execute { id, .. } => self.resolve_prepared(&mut resolution, id),
             Request::Batch { entries, keyspace } => {
                 entries.iter().try_for_each(|entry| match entry {
                     BatchEntry::Query(query) => {
-                        self.judge_query(ctx, &mut judgement, query, keyspace, None)
+                        self.resolve_query(&mut resolution, query, keyspace)
                     }
-                    BatchEntry::Prepared(id) => self.judge_prepared(ctx, &mut judgement, id),
+                    BatchEntry::Prepared(id) => self.resolve_prepared(&mut resolution, id),
                 })
             }
         };
+        let answer = self.judge(ctx, header, &resolution, resolved, prepared);
+        self.resolution = resolution;
+        answer
+    }
+
+    /// Judges the statements `resolution` holds (or the refusal `resolved` is), logging a
+    /// verdict for each; the error envelope that answers the request when it is denied.
+    fn judge(
+        &mut self,
+        ctx: &mut Context<'_>,
+        header: &Header,
+        resolution: &Resolution,
+        resolved: Result<(), Refusal<'_>>,
+        prepared: Option<Vec<Checked>>,
+    ) -> Result<Option<Vec<u8>>, ParseError> {
         let unauthorized = || {
             frame::error_frame(
                 header.version,
@@ -408,7 +458,7 @@ impl CassandraParser {
                 None,
             )
         };
-        match judged {
+        match resolved {
             Ok(()) => {}
             Err(Refusal::Unclassified(reason)) => {
                 ctx.log(EntryType::Denied, "", &[Field::text("error", &reason)]);
@@ -429,86 +479,99 @@ impl CassandraParser {
                 )));
             }
         }
-        let fields = [
-            Field::text("query_action", judgement.shown.map_or("", Action::name)),
-            Field::text("query_table", &self.shown_table),
-        ];
-        if judgement.denied {
-            ctx.log(EntryType::Denied, judgement.policy_name, &fields);
+        let mut denied = false;
+        for (action, table) in resolution.iter() {
+            // USE always passes: it only sets the keyspace unqualified names resolve against,
+            // so clients that connect with a keyspace keep working under table rules.
+            let (entry, policy_name) = match action {
+                Action::Use => (EntryType::Request, ""),
+                _ => {
+                    let verdict =
+                        ctx.check::<RuleSet>(|rules| rules.any(|rule| rule.matches(action, table)));
+                    match verdict.allowed {
+                        true => (EntryType::Request, verdict.policy_name),
+                        false => (EntryType::Denied, verdict.policy_name),
+                    }
+                }
+            };
+            denied |= entry == EntryType::Denied;
+            let fields = [
+                Field::text("query_action", action.name()),
+                Field::text("query_table", table.unwrap_or_default()),
+            ];
+            ctx.log(entry, policy_name, &fields);
+        }
+        if denied {
             return Ok(Some(unauthorized()));
         }
-        ctx.log(EntryType::Request, judgement.policy_name, &fields);
-        match prepared {
-            None => {
-                if let Some(keyspace) = self.next_keyspace.take() {
-                    self.keyspace = Some(keyspace);
-                }
-            }
-            Some(_)
-                if self.pending_prepares.len() >= MAX_PENDING_PREPARES
-                    && !self.pending_prepares.contains_key(&header.stream) =>
+        if let Some(statements) = prepared {
+            if self.pending_prepares.len() >= MAX_PENDING_PREPARES
+                && !self.pending_prepares.contains_key(&header.stream)
             {
-                return Err(TOO_MANY)
+                return Err(TOO_MANY);
             }
-            Some(statements) => {
-                self.pending_prepares.insert(header.stream, statements);
+            self.pending_prepares.insert(header.stream, statements);
+        } else if let Some(keyspace) = &resolution.use_target {
+            if self.pending_uses.len() >= MAX_PENDING_PREPARES {
+                return Err(TOO_MANY);
             }
+            self.pending_uses.push((header.stream, keyspace.clone()));
         }
         Ok(None)
     }
 
-    /// Judges the statements of `query`, unqualified tables resolving against `own` (a v5
-    /// request's keyspace) or else the connection's; a PREPARE's statements are kept in
-    /// `prepared`.
-    fn judge_query<'b, 'c>(
-        &mut self,
-        ctx: &Context<'c>,
-        judgement: &mut Judgement<'c>,
+    /// Reads the statements of `query` into `resolution`, unqualified tables resolving
+    /// against `own` (a v5 request's keyspace) or else the connection's keyspace and, after a
+    /// USE not yet answered, that USE's keyspace as well.
+    fn resolve_query<'b>(
+        &self,
+        resolution: &mut Resolution,
         query: &str,
         own: Option<&str>,
-        mut prepared: Option<&mut Vec<Checked>>,
     ) -> Result<(), Refusal<'b>> {
+        let keyspaces = match own {
+            Some(own) => [Some(own), None],
+            None => {
+                let current = self.keyspace.as_deref();
+                let pending = self
+                    .pending_uses
+                    .last()
+                    .map(|(_, keyspace)| keyspace.as_str());
+                [current, pending.filter(|&pending| Some(pending) != current)]
+            }
+        };
         for statement in statements(query) {
             let statement = statement.map_err(|e| Refusal::Unclassified(e.to_string()))?;
-            let current = own.or(self.keyspace.as_deref());
-            let table = match statement.table {
-                Some(name) if name.qualify_into(current, &mut self.table) => {
-                    Some(self.table.as_str())
+            match (statement.table, statement.keyspace) {
+                (Some(name), _) => {
+                    if !resolution.push_on_table(statement.action, &name, keyspaces) {
+                        return Err(Refusal::Unclassified(format!(
+                            "{}: unqualified table {name} and no keyspace set",
+                            statement.action.name()
+                        )));
+                    }
                 }
-                _ => None,
-            };
-            judgement.statement(ctx, statement.action, table, &mut self.shown_table);
-            let keyspace = statement.keyspace.map(|name| name.to_string());
-            match &mut prepared {
-                Some(prepared) => prepared.push(Checked {
-                    action: statement.action,
-                    table: table.map(str::to_owned),
-                    keyspace,
-                }),
-                None if keyspace.is_some() => self.next_keyspace = keyspace,
-                None => {}
+                (None, Some(keyspace)) => {
+                    resolution.push(statement.action, None);
+                    resolution.use_target = Some(keyspace.to_string());
+                }
+                (None, None) => resolution.push(statement.action, None),
             }
         }
         Ok(())
     }
 
-    /// Judges the statements prepared as `id`.
-    fn judge_prepared<'b, 'c>(
+    /// Adds the statements prepared as `id` to `resolution`.
+    fn resolve_prepared<'b>(
         &mut self,
-        ctx: &Context<'c>,
-        judgement: &mut Judgement<'c>,
+        resolution: &mut Resolution,
         id: &'b [u8],
     ) -> Result<(), Refusal<'b>> {
         let checked = self.prepared.get(id).ok_or(Refusal::Unprepared(id))?;
         for statement in checked {
-            judgement.statement(
-                ctx,
-                statement.action,
-                statement.table.as_deref(),
-                &mut self.shown_table,
-            );
+            resolution.push(statement.action, statement.table.as_deref());
             if statement.keyspace.is_some() {
-                self.next_keyspace.clone_from(&statement.keyspace);
+                resolution.use_target.clone_from(&statement.keyspace);
             }
         }
         Ok(())
@@ -533,7 +596,7 @@ impl CassandraParser {
         };
         let frame_len = HEADER_LEN + header.length as usize;
         self.on_startup_answer(&header)?;
-        if !self.pending_prepares.contains_key(&header.stream) {
+        if !self.awaits_answer(header.stream) {
             return Ok(Op::Pass(frame_len));
         }
         self.check_held(header.length as usize)?;
@@ -583,18 +646,53 @@ impl CassandraParser {
         Ok(())
     }
 
-    /// Reads a response envelope (body uncompressed) that answers a pending PREPARE.
+    /// Whether the response on `stream` answers a PREPARE or a USE, and so must be read.
+    fn awaits_answer(&self, stream: i16) -> bool {
+        self.pending_prepares.contains_key(&stream)
+            || self.pending_uses.iter().any(|(s, _)| *s == stream)
+    }
+
+    /// Reads a response envelope (body uncompressed): the answer to a PREPARE gives the
+    /// statement its id, the answer to a USE sets the keyspace when it is a Set_keyspace
+    /// result (an error leaves it as it was).
     fn on_response(&mut self, header: &Header, body: &[u8]) -> Result<(), ParseError> {
-        let Some(checked) = self.pending_prepares.remove(&header.stream) else {
+        let prepare = self.pending_prepares.remove(&header.stream);
+        let position = self
+            .pending_uses
+            .iter()
+            .position(|(s, _)| *s == header.stream);
+        let answers_use = position.map(|at| self.pending_uses.remove(at)).is_some();
+        if header.opcode != opcode::RESULT || (prepare.is_none() && !answers_use) {
             return Ok(());
-        };
-        if header.opcode == opcode::RESULT {
-            if let Some(id) = frame::prepared_id(header, body).map_err(|_| MALFORMED)? {
-                self.prepared.insert(id, checked);
+        }
+        match frame::result_outcome(header, body).map_err(|_| MALFORMED)? {
+            Outcome::Prepared(id) => {
+                if let Some(checked) = prepare {
+                    self.prepared.insert(id, checked);
+                }
             }
+            Outcome::SetKeyspace(keyspace) if answers_use => {
+                self.keyspace = Some(keyspace.to_owned());
+            }
+            _ => {}
         }
         Ok(())
     }
+}
+
+/// The statements of a PREPARE, kept until its id comes back.
+fn checked(resolution: &Resolution) -> Vec<Checked> {
+    resolution
+        .iter()
+        .map(|(action, table)| Checked {
+            action,
+            table: table.map(str::to_owned),
+            keyspace: match action {
+                Action::Use => resolution.use_target.clone(),
+                _ => None,
+            },
+        })
+        .collect()
 }
 
 /// Whether requests with `opcode` are read before they pass.

@@ -2,8 +2,11 @@
 //!
 //! Classification reads the tokens of one statement (or of a text batch, every statement of
 //! it), so `INSERT INTO t(a,b)`, quoted names and comments are understood, not split on white
-//! space. Unqualified tables resolve against the connection's keyspace. It reads the text as it
-//! goes, borrows names from it and never allocates (but for errors); it decides nothing about
+//! space. A batch's statements end at a `;`, at `APPLY BATCH` or where the next one begins (a
+//! reserved word such as `INSERT` or `DELETE`, so never a name), as Cassandra's grammar needs
+//! no `;` between them; a batch holds only INSERT, UPDATE and DELETE. `USE` takes exactly one name.
+//! Unqualified tables resolve against the connection's keyspace. It reads the text as it goes,
+//! borrows names from it and never allocates (but for errors); it decides nothing about
 //! policy.
 
 use std::fmt;
@@ -51,10 +54,15 @@ pub enum Action {
     DropType,
     CreateTrigger,
     DropTrigger,
+    AlterMaterializedView,
+    Describe,
+    ListSuperusers,
+    AddIdentity,
+    DropIdentity,
 }
 
 /// Every action with its policy name.
-pub const ACTIONS: [(Action, &str); 38] = [
+pub const ACTIONS: [(Action, &str); 43] = [
     (Action::Select, "select"),
     (Action::Insert, "insert"),
     (Action::Update, "update"),
@@ -93,6 +101,11 @@ pub const ACTIONS: [(Action, &str); 38] = [
     (Action::DropType, "drop-type"),
     (Action::CreateTrigger, "create-trigger"),
     (Action::DropTrigger, "drop-trigger"),
+    (Action::AlterMaterializedView, "alter-materialized-view"),
+    (Action::Describe, "describe"),
+    (Action::ListSuperusers, "list-superusers"),
+    (Action::AddIdentity, "add-identity"),
+    (Action::DropIdentity, "drop-identity"),
 ];
 
 impl Action {
@@ -122,6 +135,7 @@ impl Action {
                 | CreateIndex
                 | CreateMaterializedView
                 | DropMaterializedView
+                | AlterMaterializedView
                 | CreateTrigger
                 | DropTrigger
         )
@@ -179,11 +193,10 @@ pub struct TableName<'q> {
 }
 
 impl TableName<'_> {
-    /// Writes `keyspace.table` into `out` (replacing what it held), an unqualified name
-    /// resolving against `current` (the connection's keyspace); false, with `out` empty, when
-    /// unqualified and no keyspace is set.
-    pub fn qualify_into(&self, current: Option<&str>, out: &mut String) -> bool {
-        out.clear();
+    /// Appends `keyspace.table` to `out`, an unqualified name resolving against `current`
+    /// (the connection's keyspace); false, with `out` as it was, when unqualified and no
+    /// keyspace is set.
+    pub fn push_qualified(&self, current: Option<&str>, out: &mut String) -> bool {
         match (self.keyspace, current) {
             (Some(keyspace), _) => keyspace.push_to(out),
             (None, Some(current)) => out.push_str(current),
@@ -194,10 +207,10 @@ impl TableName<'_> {
         true
     }
 
-    /// `keyspace.table`, as [`TableName::qualify_into`] writes it.
+    /// `keyspace.table`, as [`TableName::push_qualified`] writes it.
     pub fn qualified(&self, current: Option<&str>) -> Option<String> {
         let mut out = String::new();
-        self.qualify_into(current, &mut out).then_some(out)
+        self.push_qualified(current, &mut out).then_some(out)
     }
 }
 
@@ -233,6 +246,15 @@ pub enum ClassifyError {
     /// More than one statement in one query.
     #[error("more than one statement in a query")]
     Several,
+    /// A batch holding a statement other than INSERT, UPDATE or DELETE.
+    #[error("a batch holds only INSERT, UPDATE and DELETE, not a statement starting with {0:?}")]
+    NotInBatch(String),
+    /// A statement with more than its grammar allows (`USE ks.t`, `USE a b`).
+    #[error("{0}: unexpected text after the statement")]
+    Trailing(&'static str),
+    /// A statement holding a word that begins another statement.
+    #[error("{0}: {1:?} begins another statement")]
+    Foreign(&'static str, String),
     /// A statement this classifier does not know.
     #[error("unrecognised statement starting with {0:?}")]
     Unknown(String),
@@ -320,7 +342,8 @@ impl<'q> Statements<'q> {
         Some(statement)
     }
 
-    /// Reads `BEGIN [UNLOGGED|COUNTER] BATCH [USING TIMESTAMP <n>]`.
+    /// Reads `BEGIN [UNLOGGED|COUNTER] BATCH [USING …]`: the using clause runs up to the
+    /// first statement or the `APPLY BATCH` of an empty batch.
     fn begin_batch(&mut self) -> Result<(), ClassifyError> {
         let unknown = || ClassifyError::Unknown("BEGIN".into());
         next_token(&mut self.lexer)?;
@@ -333,9 +356,14 @@ impl<'q> Statements<'q> {
         }
         let mut ahead = self.lexer.clone();
         if next_token(&mut ahead)?.is_some_and(|t| t.is("USING")) {
-            // USING TIMESTAMP <n>
-            next_token(&mut ahead)?;
-            next_token(&mut ahead)?;
+            loop {
+                let mut next = ahead.clone();
+                match next_token(&mut next)? {
+                    Some(t) if starts_batch_statement(&t) || t.is("APPLY") => break,
+                    Some(Token::Punct(';')) | None => return Err(unknown()),
+                    Some(_) => ahead = next,
+                }
+            }
             self.lexer = ahead;
         }
         Ok(())
@@ -349,21 +377,89 @@ impl<'q> Statements<'q> {
             Ok(false) => return Some(Err(unknown())),
             Err(error) => return Some(Err(error.into())),
         }
-        let view = StatementView::new(self.lexer.clone(), true);
         let mut rest = self.lexer.clone();
-        if let Ok(Some(token)) = next_token(&mut rest) {
-            if view.ends(&token, &rest) {
-                // APPLY BATCH, then nothing but `;`.
-                self.place = Place::Done;
-                let end = next_token(&mut rest).and_then(|_| Ok(rest.skip_semicolons()?));
-                return match end {
-                    Ok(false) => None,
-                    Ok(true) => Some(Err(unknown())),
-                    Err(error) => Some(Err(error)),
-                };
-            }
+        let token = match next_token(&mut rest) {
+            Ok(Some(token)) => token,
+            Ok(None) => return Some(Err(unknown())),
+            Err(error) => return Some(Err(error)),
+        };
+        if token.is("APPLY") {
+            // APPLY BATCH, then nothing but `;`.
+            self.place = Place::Done;
+            let end = next_token(&mut rest).and_then(|batch| match batch {
+                Some(t) if t.is("BATCH") => Ok(rest.skip_semicolons()?),
+                _ => Ok(true),
+            });
+            return match end {
+                Ok(false) => None,
+                Ok(true) => Some(Err(unknown())),
+                Err(error) => Some(Err(error)),
+            };
         }
-        Some(view.classify(&mut self.lexer))
+        if !starts_batch_statement(&token) {
+            return Some(Err(ClassifyError::NotInBatch(match token {
+                Token::Word(w) => w.to_owned(),
+                other => format!("{other:?}"),
+            })));
+        }
+        Some(StatementView::new(self.lexer.clone(), true).classify(&mut self.lexer))
+    }
+}
+
+/// Whether `token` begins a statement a batch may hold: `INSERT`, `UPDATE` or `DELETE`.
+fn starts_batch_statement(token: &Token<'_>) -> bool {
+    match token {
+        Token::Word(word) => matches!(
+            keyword(word.as_bytes()),
+            kw::INSERT | kw::UPDATE | kw::DELETE
+        ),
+        _ => false,
+    }
+}
+
+/// Whether the reserved word `word` cannot stand inside a statement read as `action` (past its
+/// first token): it begins another statement. Data statements hold none of the words that begin
+/// statements; the others may name permissions (`GRANT SELECT`), clauses (`ALTER TABLE t DROP
+/// c`, `ORDER BY c DESC`) or a view's query (`AS SELECT`), but never a data statement's verb.
+fn foreign(action: Action, word: &str) -> bool {
+    let word = keyword(word.as_bytes());
+    let data = matches!(
+        action,
+        Action::Select | Action::Insert | Action::Update | Action::Delete
+    );
+    matches!(
+        word,
+        kw::INSERT | kw::UPDATE | kw::DELETE | kw::USE | kw::TRUNCATE | kw::BEGIN | kw::APPLY
+    ) || (data
+        && matches!(
+            word,
+            kw::SELECT | kw::CREATE | kw::DROP | kw::ALTER | kw::GRANT | kw::REVOKE | kw::DESCRIBE
+        ))
+}
+
+/// Whether `token` is a reserved word that begins a statement, so that inside a batch it can
+/// only be the start of the next one (which, unless a batch may hold it, makes the batch an
+/// error).
+fn starts_statement(token: &Token<'_>) -> bool {
+    match token {
+        Token::Word(word) => matches!(
+            keyword(word.as_bytes()),
+            kw::INSERT
+                | kw::UPDATE
+                | kw::DELETE
+                | kw::SELECT
+                | kw::USE
+                | kw::TRUNCATE
+                | kw::CREATE
+                | kw::DROP
+                | kw::ALTER
+                | kw::GRANT
+                | kw::REVOKE
+                | kw::BEGIN
+                | kw::DESCRIBE
+                | kw::DESC
+        ),
+        _ => false,
     }
 }
 
@@ -401,7 +497,7 @@ impl<'q> Iterator for Tokens<'_, 'q> {
             self.at += 1;
             return Some(token);
         }
-        self.view.next_in(&mut self.lexer)
+        self.view.next_in(&mut self.lexer, false)
     }
 }
 
@@ -415,7 +511,7 @@ impl<'q> StatementView<'q> {
         };
         let mut lexer = view.rest.clone();
         for i in 0..HEAD {
-            view.head[i] = view.next_in(&mut lexer);
+            view.head[i] = view.next_in(&mut lexer, i == 0);
             if view.head[i].is_none() {
                 break;
             }
@@ -437,10 +533,12 @@ impl<'q> StatementView<'q> {
         tokens
     }
 
-    /// Whether `token`, followed by what `rest` holds, ends the statement.
+    /// Whether `token` (not the statement's first), followed by what `rest` holds, ends the
+    /// statement: a `;`, or in a batch `APPLY BATCH` or the next statement's first word.
     fn ends(&self, token: &Token<'_>, rest: &Lexer<'q>) -> bool {
         match token {
             Token::Punct(';') => true,
+            t if self.in_batch && starts_statement(t) => true,
             t if self.in_batch && t.is("APPLY") => {
                 let mut rest = rest.clone();
                 matches!(rest.next(), Some(Ok(t)) if t.is("BATCH"))
@@ -449,10 +547,11 @@ impl<'q> StatementView<'q> {
         }
     }
 
-    /// The token at `lexer`, moving past it; `None` at the statement's end.
-    fn next_in(&self, lexer: &mut Lexer<'q>) -> Option<Token<'q>> {
+    /// The token at `lexer`, moving past it; `None` at the statement's end. The statement's
+    /// `first` token never ends it.
+    fn next_in(&self, lexer: &mut Lexer<'q>, first: bool) -> Option<Token<'q>> {
         let token = lexer.next()?.ok()?;
-        (!self.ends(&token, lexer)).then_some(token)
+        (first || !self.ends(&token, lexer)).then_some(token)
     }
 
     /// Whether the token at `at` is `keyword`.
@@ -499,12 +598,15 @@ impl<'q> StatementView<'q> {
     }
 
     /// Moves `lexer` (at the statement's start) past the statement and the `;` that ends it,
-    /// or to the `APPLY BATCH` that does; lexing errors on the way are errors.
-    fn skip_to_end(&self, lexer: &mut Lexer<'q>) -> Result<(), ClassifyError> {
-        if !self.in_batch {
-            lexer.skip_statement()?;
-            return Ok(());
-        }
+    /// or to the `APPLY BATCH` or next statement that does in a batch; lexing errors on the way
+    /// are errors, and so is, outside a batch, a reserved word that the statement read as
+    /// `action` cannot hold (the start of another statement, which Cassandra refuses).
+    fn skip_to_end(
+        &self,
+        lexer: &mut Lexer<'q>,
+        action: Option<Action>,
+    ) -> Result<(), ClassifyError> {
+        let mut first = true;
         loop {
             let mut ahead = lexer.clone();
             match next_token(&mut ahead)? {
@@ -513,9 +615,18 @@ impl<'q> StatementView<'q> {
                     *lexer = ahead;
                     return Ok(());
                 }
-                Some(token) if self.ends(&token, &ahead) => return Ok(()),
+                Some(token) if !first && self.in_batch && self.ends(&token, &ahead) => {
+                    return Ok(())
+                }
+                Some(Token::Word(word)) if !first && !self.in_batch => {
+                    if let Some(action) = action.filter(|&a| foreign(a, word)) {
+                        return Err(ClassifyError::Foreign(action.name(), word.to_owned()));
+                    }
+                    *lexer = ahead;
+                }
                 Some(_) => *lexer = ahead,
             }
+            first = false;
         }
     }
 
@@ -535,9 +646,15 @@ impl<'q> StatementView<'q> {
     /// Classifies the statement and moves `lexer` (at its start) past it: see
     /// [`StatementView::skip_to_end`].
     fn classify(&self, lexer: &mut Lexer<'q>) -> Result<Statement<'q>, ClassifyError> {
-        use Action::*;
+        let statement = self.classify_head();
         // Lexing errors anywhere in the statement come first.
-        self.skip_to_end(lexer)?;
+        self.skip_to_end(lexer, statement.as_ref().ok().map(|s| s.action))?;
+        statement
+    }
+
+    /// Classifies the statement by its first tokens.
+    fn classify_head(&self) -> Result<Statement<'q>, ClassifyError> {
+        use Action::*;
         let first = self.keyword(0);
         let on_table = |action, tokens| self.on_table(action, tokens);
         match (first, self.keyword(1)) {
@@ -550,7 +667,15 @@ impl<'q> StatementView<'q> {
             }
             (kw::TRUNCATE, _) => on_table(TruncateTable, Some(self.tokens(1))),
             (kw::USE, _) => {
-                let keyspace = self.name(self.tokens(1)).ok_or(missing(Use))?.table;
+                let mut tokens = self.tokens(1);
+                let keyspace = match tokens.next() {
+                    Some(Token::Word(w)) => Name::Unquoted(w),
+                    Some(Token::Quoted(q)) => Name::Quoted(q),
+                    _ => return Err(missing(Use)),
+                };
+                if tokens.next().is_some() {
+                    return Err(ClassifyError::Trailing(Use.name()));
+                }
                 Ok(Statement {
                     action: Use,
                     table: None,
@@ -570,6 +695,9 @@ impl<'q> StatementView<'q> {
             }
             (kw::LIST, kw::ROLES) => plain(ListRoles),
             (kw::LIST, kw::USERS) => plain(ListUsers),
+            (kw::LIST, kw::SUPERUSERS) => plain(ListSuperusers),
+            (kw::DESCRIBE | kw::DESC, _) => plain(Describe),
+            (kw::ADD, kw::IDENTITY) => plain(AddIdentity),
             (kw::LIST, _) => plain(ListPermissions),
             _ => Err(ClassifyError::Unknown(match self.head[0] {
                 Some(Token::Word(w)) => w.to_owned(),
@@ -623,9 +751,15 @@ impl<'q> StatementView<'q> {
             kw::INDEX if verb == kw::CREATE => on_table(CreateIndex, self.after("ON")),
             kw::INDEX if verb == kw::DROP => plain(DropIndex),
             kw::MATERIALIZED if self.is(object + 1, "VIEW") => on_table(
-                pick(CreateMaterializedView, None, DropMaterializedView).ok_or_else(unknown)?,
+                pick(
+                    CreateMaterializedView,
+                    Some(AlterMaterializedView),
+                    DropMaterializedView,
+                )
+                .ok_or_else(unknown)?,
                 Some(self.tokens(object + 2)),
             ),
+            kw::IDENTITY if verb == kw::DROP => plain(DropIdentity),
             kw::TRIGGER if verb != kw::ALTER => on_table(
                 if verb == kw::CREATE {
                     CreateTrigger
@@ -674,8 +808,8 @@ mod kw {
 
     keywords!(
         BEGIN SELECT INSERT INTO UPDATE DELETE TRUNCATE TABLE COLUMNFAMILY USE CREATE ALTER DROP
-        GRANT REVOKE LIST ROLES USERS KEYSPACE SCHEMA INDEX MATERIALIZED TRIGGER ROLE USER
-        FUNCTION AGGREGATE TYPE
+        GRANT REVOKE LIST ROLES USERS SUPERUSERS KEYSPACE SCHEMA INDEX MATERIALIZED TRIGGER ROLE
+        USER FUNCTION AGGREGATE TYPE DESCRIBE DESC ADD IDENTITY APPLY
     );
 }
 

@@ -427,3 +427,60 @@ fn at_frame_boundary(prefix: &[u8]) -> bool {
     }
     i == prefix.len()
 }
+
+/// Passes every frame, but holds requests (NOP with the input at hand) until a reply has
+/// passed since the last request did: a request that waits for the answer before it.
+#[derive(Default)]
+struct WaitsForReply {
+    reply_seen: bool,
+}
+
+impl Parser for WaitsForReply {
+    fn on_data(&mut self, _: &mut Context<'_>, flow: Flow, _: bool, input: Input<'_>) -> Op {
+        let Some([_, hi, lo]) = input.peek::<3>(0) else {
+            return match input.len() {
+                0 => Op::Nop,
+                n => Op::More(3 - n),
+            };
+        };
+        let len = 3 + usize::from(u16::from_be_bytes([hi, lo]));
+        match flow {
+            Flow::Reply => {
+                self.reply_seen = true;
+                Op::Pass(len)
+            }
+            Flow::Request if !self.reply_seen => Op::Nop,
+            Flow::Request => {
+                self.reply_seen = false;
+                Op::Pass(len)
+            }
+        }
+    }
+}
+
+#[test]
+fn held_input_is_handed_back_once_the_other_flow_moves() {
+    let mut conn = Connection::new(
+        Box::<WaitsForReply>::default(),
+        meta(),
+        "wait",
+        Limits::default(),
+    );
+    let log = RecordingLog::default();
+    let mut sent = Sent::default();
+    let (first, second) = (frame(b'p', 2), frame(b'q', 1));
+    run(
+        &mut conn,
+        &log,
+        &mut sent,
+        Flow::Request,
+        &[first.clone(), second.clone()].concat(),
+    )
+    .unwrap();
+    assert!(sent.to_upstream.is_empty(), "held until a reply");
+    run(&mut conn, &log, &mut sent, Flow::Reply, &frame(b'r', 0)).unwrap();
+    assert_eq!(sent.to_upstream, first, "one reply releases one request");
+    assert_eq!(sent.to_client, frame(b'r', 0));
+    run(&mut conn, &log, &mut sent, Flow::Reply, &frame(b'r', 0)).unwrap();
+    assert_eq!(sent.to_upstream, [first, second].concat());
+}

@@ -7,8 +7,10 @@
 //! in segments of their own. An envelope spread over several segments is held until all of them
 //! are at hand (bounded by the frame limit) and passes or is dropped whole.
 //!
-//! Response segments pass one by one once their CRCs check; only the answers to PREPAREs are
-//! decoded. A denial must not land between the segments of a split response envelope (drivers
+//! While a USE is unanswered, request segments are held unread (see the parser's module doc).
+//!
+//! Response segments pass one by one once their CRCs check; only the answers to PREPAREs and
+//! USEs are decoded. A denial must not land between the segments of a split response envelope (drivers
 //! join payloads), so while one is in flight denials wait here and go out after its last
 //! segment.
 
@@ -171,6 +173,9 @@ impl CassandraParser {
     ) -> Result<Op, ParseError> {
         if let Some(op) = self.segments.continue_rewrite(ctx) {
             return Ok(op);
+        }
+        if self.holds_requests() && self.segments.gathering.is_none() {
+            return Ok(Op::Nop);
         }
         let Some(first) = segment_header(input, 0, format)? else {
             return Ok(need_header(input, format.header_len()));
@@ -403,7 +408,7 @@ impl CassandraParser {
             if self.segments.reply_left > 0 {
                 return Err(SPLIT_SELF_CONTAINED);
             }
-            if self.pending_prepares.is_empty() {
+            if self.pending_prepares.is_empty() && self.pending_uses.is_empty() {
                 return segment::checked_payload(header, bytes)
                     .map(drop)
                     .map_err(segment_error);
@@ -420,7 +425,7 @@ impl CassandraParser {
                 return Err(CUT_ENVELOPE);
             }
             self.segments.reply_left = total - payload.len();
-            if self.pending_prepares.contains_key(&envelope.stream) {
+            if self.awaits_answer(envelope.stream) {
                 self.check_held(envelope.length as usize)?;
                 self.segments.reply_envelope = Some(payload.to_vec());
             }

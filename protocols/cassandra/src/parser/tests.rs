@@ -112,10 +112,33 @@ fn queries_are_checked_by_action_and_table() {
     );
 }
 
+fn set_keyspace_result(stream: i16, keyspace: &str) -> Vec<u8> {
+    let body = [
+        &3i32.to_be_bytes()[..],
+        &(keyspace.len() as u16).to_be_bytes(),
+        keyspace.as_bytes(),
+    ]
+    .concat();
+    frame(0x84, 0, stream, opcode::RESULT, &body)
+}
+
+fn invalid_error(stream: i16) -> Vec<u8> {
+    let message = "Keyspace 'nowhere' does not exist";
+    let body = [
+        &0x2200u32.to_be_bytes()[..],
+        &(message.len() as u16).to_be_bytes(),
+        message.as_bytes(),
+    ]
+    .concat();
+    frame(0x84, 0, stream, opcode::ERROR, &body)
+}
+
 #[test]
-fn use_sets_the_keyspace_for_unqualified_tables() {
+fn the_keyspace_is_the_one_the_server_sets() {
     let mut s = outpost();
     s.send(Flow::Request, &query(1, "USE Attendance")).unwrap();
+    s.send(Flow::Reply, &set_keyspace_result(1, "attendance"))
+        .unwrap();
     s.send(
         Flow::Request,
         &query(2, "INSERT INTO daily_records (a) VALUES (1)"),
@@ -131,7 +154,111 @@ fn use_sets_the_keyspace_for_unqualified_tables() {
         ]
         .concat()
     );
-    assert_eq!(error_of(&s.sent.client), (3, UNAUTHORIZED));
+    let client = &s.sent.client[set_keyspace_result(1, "attendance").len()..];
+    assert_eq!(error_of(client), (3, UNAUTHORIZED));
+    // A USE the server refuses changes nothing.
+    s.send(Flow::Request, &query(4, "USE nowhere")).unwrap();
+    s.send(Flow::Reply, &invalid_error(4)).unwrap();
+    s.send(
+        Flow::Request,
+        &query(5, "INSERT INTO daily_records (a) VALUES (2)"),
+    )
+    .unwrap();
+    assert!(s
+        .sent
+        .upstream
+        .ends_with(&query(5, "INSERT INTO daily_records (a) VALUES (2)")));
+    assert_eq!(
+        s.log()[3..],
+        [
+            "Request  query_action=use query_table=",
+            "Request empire query_action=insert query_table=attendance.daily_records",
+        ]
+    );
+}
+
+#[test]
+fn requests_behind_an_unanswered_use_wait_for_its_answer() {
+    let mut s = outpost();
+    // USE secret; USE system x (refused by the server, and by the proxy); SELECT * FROM vault.
+    let pipelined = [
+        query(1, "USE secret"),
+        query(2, "USE system x"),
+        query(3, "SELECT * FROM vault"),
+    ];
+    s.send(Flow::Request, &pipelined.concat()).unwrap();
+    assert_eq!(s.sent.upstream, pipelined[0], "held behind the USE");
+    s.send(Flow::Reply, &set_keyspace_result(1, "secret"))
+        .unwrap();
+    // The second USE cannot be read: refused; the SELECT is judged against `secret`.
+    assert_eq!(s.sent.upstream, pipelined[0]);
+    let client = &s.sent.client[set_keyspace_result(1, "secret").len()..];
+    assert_eq!(error_of(client), (2, UNAUTHORIZED));
+    let client = &client[client.len() / 2..];
+    assert_eq!(error_of(client).0, 3);
+    assert_eq!(
+        s.log()[1..],
+        [
+            "Denied  error=use: unexpected text after the statement",
+            "Denied  query_action=select query_table=secret.vault",
+        ]
+    );
+}
+
+#[test]
+fn an_unqualified_table_without_a_keyspace_is_refused() {
+    let mut s = outpost();
+    s.send(Flow::Request, &query(1, "SELECT * FROM local"))
+        .unwrap();
+    assert!(s.sent.upstream.is_empty());
+    assert_eq!(error_of(&s.sent.client), (1, UNAUTHORIZED));
+    assert_eq!(
+        s.log(),
+        ["Denied  error=select: unqualified table local and no keyspace set"]
+    );
+}
+
+#[test]
+fn statements_that_hid_another_are_read_as_cassandra_reads_them() {
+    let cases = [
+        "SELECT*FROM--\rsecret.vault/*\nsystem.local*/",
+        "SELECT 1--/*\nFROM secret.vault--*/FROM system.local\n",
+        "--\rDROP KEYSPACE secret/*\nSELECT*FROM system.local*/",
+        "BEGIN BATCH INSERT INTO attendance.daily_records(k)VALUES(1)DELETE FROM secret.vault WHERE k=1 APPLY BATCH",
+    ];
+    for cql in cases {
+        for request in [query(1, cql), prepare(1, cql)] {
+            let mut s = outpost();
+            s.send(Flow::Request, &request).unwrap();
+            assert!(s.sent.upstream.is_empty(), "{cql:?} passed");
+            assert_eq!(error_of(&s.sent.client), (1, UNAUTHORIZED), "{cql:?}");
+        }
+    }
+    for cql in [
+        "SELECT*FROM system.local WHERE k=1--;x\n",
+        "SELECT*--\rFROM system.local",
+        "SELECT * FROM system.local WHERE t = -1 -- c\r\n",
+    ] {
+        let mut s = outpost();
+        s.send(Flow::Request, &query(1, cql)).unwrap();
+        assert_eq!(s.sent.upstream, query(1, cql), "{cql:?}");
+    }
+}
+
+#[test]
+fn a_batch_logs_each_statement_with_its_own_verdict() {
+    let mut s = outpost();
+    let batch = "BEGIN BATCH USING TIMESTAMP -1 INSERT INTO attendance.daily_records(k) VALUES(1) \
+                 DELETE FROM secret.vault WHERE k=1 APPLY BATCH";
+    s.send(Flow::Request, &query(1, batch)).unwrap();
+    assert!(s.sent.upstream.is_empty());
+    assert_eq!(
+        s.log(),
+        [
+            "Request empire query_action=insert query_table=attendance.daily_records",
+            "Denied  query_action=delete query_table=secret.vault",
+        ]
+    );
 }
 
 #[test]
@@ -207,6 +334,22 @@ fn a_batch_with_one_denied_statement_is_denied_whole() {
     let text = query(8, "BEGIN BATCH INSERT INTO attendance.daily_records (a) VALUES (1); UPDATE attendance.daily_records SET b = 2 WHERE a = 1; APPLY BATCH");
     s.send(Flow::Request, &text).unwrap();
     assert_eq!(s.sent.upstream, allowed);
+}
+
+#[test]
+fn batch_entries_are_read_as_cassandra_reads_them() {
+    for entry in [
+        "INSERT INTO attendance.daily_records(k)VALUES(1)--\rDELETE FROM secret.vault WHERE k=1",
+        "INSERT INTO attendance.daily_records(k)VALUES(1--)\n)",
+        "INSERT INTO attendance.daily_records(k)VALUES(0x1f--/*\n)*/)",
+    ] {
+        let mut s = outpost();
+        let request = batch(&["INSERT INTO attendance.daily_records (a) VALUES (1)", entry]);
+        s.send(Flow::Request, &request).unwrap();
+        let passed = !s.sent.upstream.is_empty();
+        let expected = !entry.contains("secret");
+        assert_eq!(passed, expected, "{entry:?}: {:?}", s.log());
+    }
 }
 
 #[test]

@@ -53,6 +53,12 @@ fn every_action_is_recognised() {
         ("DROP TYPE ks.address", DropType, None),
         ("CREATE TRIGGER trig ON ks.t USING 'org.Trigger'", CreateTrigger, Some("ks.t")),
         ("DROP TRIGGER IF EXISTS trig ON ks.t", DropTrigger, Some("ks.t")),
+        ("ALTER MATERIALIZED VIEW ks.v WITH comment = 'x'", AlterMaterializedView, Some("ks.v")),
+        ("DESCRIBE KEYSPACE ks", Describe, None),
+        ("desc tables", Describe, None),
+        ("LIST SUPERUSERS", ListSuperusers, None),
+        ("ADD IDENTITY IF NOT EXISTS 'spiffe://x' TO ROLE r", AddIdentity, None),
+        ("DROP IDENTITY 'spiffe://x'", DropIdentity, None),
     ];
     for (query, action, table) in cases {
         assert_eq!(one(query), (*action, table.map(str::to_owned)), "{query}");
@@ -113,7 +119,7 @@ fn names_are_lower_cased_unless_quoted_and_resolve_against_the_keyspace() {
 #[test]
 fn comments_and_strings_cannot_hide_or_fake_a_table() {
     assert_eq!(
-        one("SELECT * /* FROM secret.t */ FROM public.t -- FROM secret.t"),
+        one("SELECT * /* FROM secret.t */ FROM public.t -- FROM secret.t\n"),
         (Action::Select, Some("public.t".into()))
     );
     assert_eq!(
@@ -176,4 +182,80 @@ fn what_cannot_be_classified_is_an_error() {
         classify("SELECT * FROM 't"),
         Err(ClassifyError::Lex(_))
     ));
+}
+
+/// Every (action, table) of a query, tables resolved against `ks`.
+fn all(query: &str) -> Result<Vec<(Action, Option<String>)>, ClassifyError> {
+    Ok(classify(query)?
+        .iter()
+        .map(|s| (s.action, s.table.and_then(|t| t.qualified(Some("ks")))))
+        .collect())
+}
+
+#[test]
+fn statements_read_as_cassandra_reads_them() {
+    use Action::*;
+    let cases: &[(&str, &[(Action, &str)])] = &[
+        // A line comment ends at `\r` as well as `\n`.
+        ("SELECT*FROM--\rsecret.vault/*\nsystem.local*/", &[(Select, "secret.vault")]),
+        ("--\rDROP KEYSPACE secret/*\nSELECT*FROM system.local*/", &[(DropKeyspace, "")]),
+        ("SELECT*--\rFROM system.local", &[(Select, "system.local")]),
+        // No number holds `--`.
+        ("SELECT 1--/*\nFROM secret.vault--*/FROM system.local\n", &[(Select, "secret.vault")]),
+        ("SELECT*FROM system.local WHERE k=1--;x\n", &[(Select, "system.local")]),
+        // A batch's statements need no `;` between them.
+        (
+            "BEGIN BATCH INSERT INTO attendance.daily_records(k)VALUES(1)DELETE FROM secret.vault WHERE k=1 APPLY BATCH",
+            &[(Insert, "attendance.daily_records"), (Delete, "secret.vault")],
+        ),
+        (
+            "BEGIN BATCH USING TIMESTAMP -1 UPDATE a.t SET v=1 WHERE k=1 insert into b.t(k) values(2) APPLY BATCH",
+            &[(Update, "a.t"), (Insert, "b.t")],
+        ),
+        ("BEGIN UNLOGGED BATCH APPLY BATCH;", &[]),
+    ];
+    for (query, expected) in cases {
+        let expected: Vec<(Action, Option<String>)> = expected
+            .iter()
+            .map(|(a, t)| (*a, (!t.is_empty()).then(|| t.to_string())))
+            .collect();
+        assert_eq!(all(query), Ok(expected), "{query:?}");
+    }
+}
+
+#[test]
+fn what_cassandra_refuses_is_refused() {
+    for query in [
+        "USE ks.t",
+        "USE system x",
+        "USE system -- c",
+        "SELECT * FROM t -- no line end",
+        "BEGIN BATCH SELECT * FROM t APPLY BATCH",
+        "BEGIN BATCH INSERT INTO t(k) VALUES(1) USE x APPLY BATCH",
+        "BEGIN BATCH INSERT INTO t(k) VALUES(1) APPLY BATCH SELECT",
+        "BEGIN BATCH USING TIMESTAMP 1",
+        "SELECT * FROM ks.t; DELETE FROM ks.t",
+        "SELECT * FROM system.local DROP KEYSPACE secret",
+        "INSERT INTO ks.t(k) VALUES(1)--\rDELETE FROM secret.vault WHERE k=1",
+        "ALTER TABLE ks.t WITH comment = 'x' DELETE FROM secret.vault",
+    ] {
+        assert!(classify(query).is_err(), "{query:?}: {:?}", classify(query));
+    }
+}
+
+#[test]
+fn words_that_begin_statements_may_stand_where_the_grammar_puts_them() {
+    use Action::*;
+    for (query, action) in [
+        ("SELECT * FROM ks.t WHERE k = 1 ORDER BY c DESC", Select),
+        ("ALTER TABLE ks.t DROP c", AlterTable),
+        ("ALTER TABLE ks.t ALTER c TYPE blob", AlterTable),
+        ("GRANT SELECT ON ALL KEYSPACES TO r", GrantPermission),
+        ("REVOKE DROP ON KEYSPACE ks FROM r", RevokePermission),
+        ("LIST CREATE ON ALL KEYSPACES OF r", ListPermissions),
+        ("CREATE MATERIALIZED VIEW ks.v AS SELECT * FROM ks.t WHERE k IS NOT NULL PRIMARY KEY (k)", CreateMaterializedView),
+        ("CREATE TABLE ks.t (k int PRIMARY KEY) WITH CLUSTERING ORDER BY (k DESC)", CreateTable),
+    ] {
+        assert_eq!(all(query).map(|s| s[0].0), Ok(action), "{query:?}");
+    }
 }

@@ -149,7 +149,7 @@ fn a_segment_with_a_denied_envelope_is_replaced_by_one_with_the_others() {
     let a = query(1, insert, None);
     let b = query(2, "DELETE FROM attendance.daily_records WHERE a = 1", None);
     let c = query(3, "SELECT * FROM system.peers", None);
-    let d = query(4, &format!("{insert} -- {}", "x".repeat(300)), None);
+    let d = query(4, &format!("{insert} -- {}\n", "x".repeat(300)), None);
     // A tiny inject buffer: the replacement goes out in several pieces.
     let limits = Limits {
         inject_capacity: 128,
@@ -410,4 +410,78 @@ proptest! {
         prop_assert_eq!(&cut.sent.upstream, &whole.sent.upstream);
         prop_assert_eq!(&cut.sent.client, &whole.sent.client);
     }
+}
+
+fn set_keyspace_result(stream: i16, keyspace: &str) -> Vec<u8> {
+    let body = [&3i32.to_be_bytes()[..], &string(keyspace)].concat();
+    envelope(0x85, stream, opcode::RESULT, &body)
+}
+
+#[test]
+fn segments_behind_an_unanswered_use_wait_and_a_use_in_the_same_segment_counts_both_keyspaces() {
+    for format in [Format::Plain, Format::Lz4] {
+        let mut s = v5(format, Limits::default());
+        // In one segment: USE, then an unqualified insert, judged under both keyspaces (no
+        // keyspace is set yet, so only under the USE's).
+        let first = segments(
+            format,
+            &[
+                query(1, "USE attendance", None),
+                query(2, "INSERT INTO daily_records(a) VALUES(1)", None),
+            ]
+            .concat(),
+        );
+        s.send(Flow::Request, &first).unwrap();
+        assert_eq!(s.sent.upstream, first, "{format:?}");
+        // The next segment waits for the USE's answer.
+        let second = segments(format, &query(3, "SELECT * FROM local", None));
+        s.send(Flow::Request, &second).unwrap();
+        assert_eq!(s.sent.upstream, first, "{format:?}");
+        let answers = segments(
+            format,
+            &[
+                set_keyspace_result(1, "system"),
+                envelope(0x85, 2, opcode::RESULT, &1i32.to_be_bytes()),
+            ]
+            .concat(),
+        );
+        s.send(Flow::Reply, &answers).unwrap();
+        // The server set `system`: the SELECT is judged against it and passes.
+        assert_eq!(s.sent.upstream, [first, second].concat(), "{format:?}");
+        assert_eq!(
+            s.log(),
+            [
+                "Request  query_action=use query_table=",
+                "Request empire query_action=insert query_table=attendance.daily_records",
+                "Request empire query_action=select query_table=system.local",
+            ]
+        );
+        // Now a USE and an unqualified name in one segment: both keyspaces must allow it.
+        let mixed = segments(
+            format,
+            &[
+                query(4, "USE attendance", None),
+                query(5, "SELECT * FROM local", None),
+            ]
+            .concat(),
+        );
+        s.send(Flow::Request, &mixed).unwrap();
+        assert_eq!(
+            &s.log()[3..],
+            [
+                "Request  query_action=use query_table=",
+                "Request empire query_action=select query_table=system.local",
+                "Denied  query_action=select query_table=attendance.local",
+            ]
+        );
+        assert_eq!(
+            errors(&unframe(format, &s.sent.client)[answers_len(format, &answers)..]),
+            [(5, UNAUTHORIZED)]
+        );
+    }
+}
+
+/// The length of the payloads of `wire`'s segments.
+fn answers_len(format: Format, wire: &[u8]) -> usize {
+    unframe(format, wire).len()
 }
