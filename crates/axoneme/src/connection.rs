@@ -6,7 +6,6 @@
 //! half-close once what precedes it is written. A connection ends early only on an error or
 //! when its listener's drain time is over.
 
-use std::any::Any;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -16,16 +15,16 @@ use std::task::{ready, Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use axoneme_datapath::{Connection, ConnectionError, Env, Limits};
-use axoneme_policy::{ConnectionVerdict, PortPolicy, Snapshot};
+use axoneme_policy::{ConnectionVerdict, Snapshot};
 use axoneme_sdk::{
     AccessLog, ConnectionMeta, Direction, EntryType, Field, Flow, LogEntry, Protocol,
-    RequestPolicy, Verdict,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::metrics::{Metrics, ProtocolMetrics, VerdictCounters};
+use crate::guards::{Guard, Guarded, RequestChecks};
+use crate::metrics::{Metrics, ProtocolMetrics};
 use crate::outbox::{OutBuf, Outbox};
 use crate::sockets::{self, UpstreamOptions};
 use crate::state::State;
@@ -70,25 +69,6 @@ pub(crate) enum Guards {
     ByAddress,
 }
 
-impl Route {
-    /// The guarded endpoint of a connection, or why there is none.
-    fn endpoint(&self, snapshot: &Snapshot, ends: Ends) -> Result<Arc<str>, String> {
-        match &self.guards {
-            Guards::Endpoint(name) => Ok(Arc::clone(name)),
-            Guards::ByAddress => {
-                let local = match self.direction {
-                    Direction::Ingress => ends.upstream,
-                    Direction::Egress => ends.client,
-                };
-                snapshot
-                    .endpoint_at(local.ip())
-                    .map(|e| Arc::from(e.name.as_str()))
-                    .ok_or_else(|| format!("no endpoint owns {}", local.ip()))
-            }
-        }
-    }
-}
-
 /// The two ends of one proxied connection.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Ends {
@@ -96,19 +76,14 @@ pub(crate) struct Ends {
     pub upstream: SocketAddr,
 }
 
-impl Ends {
-    /// The remote side's address, whose identity policy is checked for.
-    fn remote(&self, direction: Direction) -> SocketAddr {
-        match direction {
-            Direction::Ingress => self.client,
-            Direction::Egress => self.upstream,
-        }
-    }
-}
-
 /// How a connection will be handled.
 enum Plan {
-    Refuse { policy_name: String, reason: String },
+    /// Refused by the policy of the guarded end in `by`.
+    Refuse {
+        by: Direction,
+        policy_name: String,
+        reason: String,
+    },
     Forward,
     Parse(Arc<dyn Protocol>),
 }
@@ -126,41 +101,35 @@ pub(crate) async fn serve(
     metrics.connections_total.fetch_add(1, Ordering::Relaxed);
     let snapshot = shared.state.snapshot();
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    let port = ends.upstream.port();
-    let (endpoint, verdict) = match route.endpoint(&snapshot, ends) {
-        Ok(endpoint) => {
-            let verdict = snapshot.decide_connection(
-                &endpoint,
-                route.direction,
-                ends.remote(route.direction).ip(),
-                port,
-            );
-            (endpoint, verdict)
+    let guarded = match Guarded::of(&route, &snapshot, ends) {
+        Ok(guarded) => guarded,
+        Err(reason) => {
+            let nobody = Guard {
+                endpoint: Arc::from(""),
+                direction: route.direction,
+            };
+            let meta = connection_meta(&snapshot, &route, &nobody, ends, id);
+            refused(&shared, &route, &meta, "", &reason);
+            return;
         }
-        Err(reason) => (
-            Arc::from(""),
-            ConnectionVerdict::Refused {
-                policy_name: String::new(),
-                reason,
-            },
-        ),
     };
-    let meta = connection_meta(&snapshot, &route, &endpoint, ends, id);
-    let chosen = plan(&route, verdict, port, &shared.state);
+    let meta = connection_meta(&snapshot, &route, &guarded.own, ends, id);
+    let other_meta = guarded
+        .other
+        .as_ref()
+        .map(|other| connection_meta(&snapshot, &route, other, ends, id));
+    let chosen = plan(&route, &guarded, &snapshot, ends, &shared.state);
     if let Plan::Refuse {
+        by,
         policy_name,
         reason,
     } = &chosen
     {
-        metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
-        shared.log.log(&LogEntry {
-            entry_type: EntryType::Denied,
-            meta: &meta,
-            policy_name,
-            proto: route.l7proto.as_deref(),
-            fields: &[Field::text("status", reason)],
-        });
-        tracing::debug!(conn = id, client = %ends.client, reason, "connection refused");
+        let by_meta = other_meta
+            .as_ref()
+            .filter(|other| other.direction == *by)
+            .unwrap_or(&meta);
+        refused(&shared, &route, by_meta, policy_name, reason);
         return;
     }
     let Some(upstream) = connect_upstream(id, ends, route.upstream).await else {
@@ -171,9 +140,16 @@ pub(crate) async fn serve(
     let result = match chosen {
         Plan::Parse(protocol) => {
             let parser = protocol.new_parser(&meta);
+            let protocol_metrics = metrics.protocol(protocol.name());
+            let checks = RequestChecks::new(
+                meta.clone(),
+                other_meta,
+                &snapshot,
+                shared.log.as_ref(),
+                protocol_metrics,
+            );
             let engine = Connection::new(parser, meta, protocol.name(), shared.limits);
-            let connection =
-                ParsedConnection::new(engine, &route, endpoint, ends, &shared, &snapshot);
+            let connection = ParsedConnection::new(engine, checks, &shared, &snapshot);
             connection.run(client, upstream, &mut closing).await
         }
         _ => {
@@ -183,9 +159,7 @@ pub(crate) async fn serve(
             let port = ends.upstream.port();
             let still_plain = || {
                 let snapshot = shared.state.snapshot();
-                let remote = ends.remote(route.direction).ip();
-                let verdict = snapshot.decide_connection(&endpoint, route.direction, remote, port);
-                match plan(&route, verdict, port, &shared.state) {
+                match plan(&route, &guarded, &snapshot, ends, &shared.state) {
                     Plan::Forward => None,
                     Plan::Refuse { reason, .. } => Some(reason),
                     Plan::Parse(protocol) => {
@@ -242,6 +216,22 @@ pub(crate) async fn serve(
     }
 }
 
+/// Counts and logs a connection refused at L3/L4, under the guarded end in `meta`.
+fn refused(shared: &Shared, route: &Route, meta: &ConnectionMeta, policy_name: &str, reason: &str) {
+    shared
+        .metrics
+        .connections_refused
+        .fetch_add(1, Ordering::Relaxed);
+    shared.log.log(&LogEntry {
+        entry_type: EntryType::Denied,
+        meta,
+        policy_name,
+        proto: route.l7proto.as_deref(),
+        fields: &[Field::text("status", reason)],
+    });
+    tracing::debug!(conn = meta.id, client = %meta.source, reason, "connection refused");
+}
+
 /// Connects to the upstream; on failure the client is closed (by dropping it) and it is logged.
 async fn connect_upstream(id: u64, ends: Ends, options: UpstreamOptions) -> Option<TcpStream> {
     let upstream = ends.upstream;
@@ -265,13 +255,15 @@ async fn connect_upstream(id: u64, ends: Ends, options: UpstreamOptions) -> Opti
 fn connection_meta(
     snapshot: &Snapshot,
     route: &Route,
-    endpoint: &Arc<str>,
+    guard: &Guard,
     ends: Ends,
     id: u64,
 ) -> ConnectionMeta {
-    let guarded = snapshot.endpoint(endpoint).map(|e| e.identity.clone());
+    let guarded = snapshot
+        .endpoint(&guard.endpoint)
+        .map(|e| e.identity.clone());
     let identity = |addr: SocketAddr| snapshot.identity_of(addr.ip()).clone();
-    let (source, destination) = match route.direction {
+    let (source, destination) = match guard.direction {
         Direction::Ingress => (
             identity(ends.client),
             guarded.unwrap_or_else(|| identity(ends.upstream)),
@@ -284,8 +276,8 @@ fn connection_meta(
     ConnectionMeta {
         id,
         listener: Arc::clone(&route.listener),
-        endpoint: Arc::clone(endpoint),
-        direction: route.direction,
+        endpoint: Arc::clone(&guard.endpoint),
+        direction: guard.direction,
         source: ends.client,
         destination: ends.upstream,
         source_identity: source.id,
@@ -295,10 +287,46 @@ fn connection_meta(
     }
 }
 
-fn plan(route: &Route, verdict: ConnectionVerdict, port: u16, state: &State) -> Plan {
+/// How to handle a connection between `ends`: refused if any guarded end refuses it (the first
+/// in the order a request meets them), parsed if any end's policy or the listener asks for a
+/// protocol (one protocol for all of them), else forwarded as plain bytes.
+fn plan(route: &Route, guarded: &Guarded, snapshot: &Snapshot, ends: Ends, state: &State) -> Plan {
+    let port = ends.upstream.port();
+    let mut chosen = Plan::Forward;
+    for guard in guarded.in_order() {
+        let by = guard.direction;
+        match (plan_end(route, guard.decide(snapshot, ends), by, port, state), &chosen) {
+            (refuse @ Plan::Refuse { .. }, _) => return refuse,
+            (Plan::Parse(protocol), Plan::Parse(before)) if protocol.name() != before.name() => {
+                return Plan::Refuse {
+                    by,
+                    policy_name: String::new(),
+                    reason: format!(
+                        "the client's egress policy requires l7proto {:?} and the server's ingress policy {:?} on port {port}",
+                        before.name(),
+                        protocol.name()
+                    ),
+                }
+            }
+            (Plan::Parse(protocol), _) => chosen = Plan::Parse(protocol),
+            (Plan::Forward, _) => {}
+        }
+    }
+    chosen
+}
+
+/// How one guarded end's `verdict` (in direction `by`) would have the connection handled.
+fn plan_end(
+    route: &Route,
+    verdict: ConnectionVerdict,
+    by: Direction,
+    port: u16,
+    state: &State,
+) -> Plan {
     let by_name = |name: &str| match state.registry().get(name) {
         Some(protocol) => Plan::Parse(Arc::clone(protocol)),
         None => Plan::Refuse {
+            by,
             policy_name: String::new(),
             reason: format!("no parser for l7proto {name:?}"),
         },
@@ -308,6 +336,7 @@ fn plan(route: &Route, verdict: ConnectionVerdict, port: u16, state: &State) -> 
             policy_name,
             reason,
         } => Plan::Refuse {
+            by,
             policy_name,
             reason,
         },
@@ -324,6 +353,7 @@ fn plan(route: &Route, verdict: ConnectionVerdict, port: u16, state: &State) -> 
             let required = port_policy.proto().unwrap_or_default();
             match &route.l7proto {
                 Some(name) if name != required => Plan::Refuse {
+                    by,
                     policy_name,
                     reason: format!("listener parses {name:?} but policy requires l7proto {required:?} on port {port}"),
                 },
@@ -408,37 +438,14 @@ async fn drained(closing: &mut watch::Receiver<bool>) {
     .await
 }
 
-/// A connection's request-level policy, counting its verdicts.
-struct CountedPolicy<'m> {
-    policy: Arc<PortPolicy>,
-    verdicts: Option<&'m VerdictCounters>,
-}
-
-impl RequestPolicy for CountedPolicy<'_> {
-    fn check(&self, matches: &mut dyn FnMut(&(dyn Any + Send + Sync)) -> bool) -> Verdict<'_> {
-        let verdict = self.policy.check(matches);
-        if let Some(counters) = self.verdicts {
-            let counter = if verdict.allowed {
-                &counters.allowed
-            } else {
-                &counters.denied
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
-        verdict
-    }
-}
-
 /// A connection forwarded through the datapath engine.
 struct ParsedConnection<'s> {
     engine: Connection,
     shared: &'s Shared,
-    route: &'s Route,
-    endpoint: Arc<str>,
-    ends: Ends,
-    /// The request-level policy as of `revision`; refreshed when policy changes, so that a live
-    /// connection follows the new policy from its next request on.
-    policy: CountedPolicy<'s>,
+    /// The request-level policy and log of every guarded end as of `revision`; refreshed when
+    /// policy changes, so that a live connection follows the new policy from its next request
+    /// on.
+    checks: RequestChecks<'s>,
     revision: u64,
     protocol_metrics: Option<&'s ProtocolMetrics>,
     /// When the oldest request not yet answered arrived.
@@ -448,24 +455,15 @@ struct ParsedConnection<'s> {
 impl<'s> ParsedConnection<'s> {
     fn new(
         engine: Connection,
-        route: &'s Route,
-        endpoint: Arc<str>,
-        ends: Ends,
+        checks: RequestChecks<'s>,
         shared: &'s Shared,
         snapshot: &Snapshot,
     ) -> Self {
         let protocol_metrics = shared.metrics.protocol(engine.proto());
-        let policy = CountedPolicy {
-            policy: request_policy(snapshot, route, &endpoint, ends),
-            verdicts: protocol_metrics.map(|m| m.verdicts(route.direction)),
-        };
         ParsedConnection {
             engine,
             shared,
-            route,
-            endpoint,
-            ends,
-            policy,
+            checks,
             revision: snapshot.revision(),
             protocol_metrics,
             waiting_since: None,
@@ -482,12 +480,12 @@ impl<'s> ParsedConnection<'s> {
     ) -> Result<(), Closed> {
         if self.shared.state.revision() != self.revision {
             let snapshot = self.shared.state.snapshot();
-            self.policy.policy = request_policy(&snapshot, self.route, &self.endpoint, self.ends);
+            self.checks.refresh(&snapshot);
             self.revision = snapshot.revision();
         }
         let env = Env {
-            policy: &self.policy,
-            log: self.shared.log.as_ref(),
+            policy: &self.checks,
+            log: &self.checks,
         };
         self.engine
             .on_data(flow, data, end_stream, &env, outbox)
@@ -677,16 +675,6 @@ fn flush(
         }
     }
     Ok(wrote)
-}
-
-fn request_policy(
-    snapshot: &Snapshot,
-    route: &Route,
-    endpoint: &str,
-    ends: Ends,
-) -> Arc<PortPolicy> {
-    let remote = ends.remote(route.direction).ip();
-    snapshot.request_policy(endpoint, route.direction, remote, ends.upstream.port())
 }
 
 /// A write that accepted no bytes means the socket can take no more.

@@ -3,17 +3,18 @@
 //! The agent is thin glue around sans-IO parts: it reads the configuration ([`config`]), keeps
 //! endpoints, policies and the compiled snapshot in force ([`state`]), runs listeners that can
 //! be added and drained at runtime ([`listener`]), moves each connection's bytes through the
-//! datapath engine ([`connection`]), writes the access log ([`access_log`]) and offers it live
-//! ([`monitor`]), counts ([`metrics`]), serves the REST API ([`api`]), follows edits of its
-//! files ([`watch`]) and keeps the transparent redirection rules in step with policy
-//! ([`redirect`]). Protocol logic lives in the protocol crates, policy logic in
-//! `axoneme-policy`.
+//! datapath engine ([`connection`]) under the policy of every endpoint it guards ([`guards`]),
+//! writes the access log ([`access_log`]) and offers it live ([`monitor`]), counts
+//! ([`metrics`]), serves the REST API ([`api`]), follows edits of its files ([`watch`]) and
+//! keeps the transparent redirection rules in step with policy ([`redirect`]). Protocol logic
+//! lives in the protocol crates, policy logic in `axoneme-policy`.
 
 pub mod access_log;
 pub mod api;
 pub mod cli;
 pub mod config;
 mod connection;
+mod guards;
 mod listener;
 pub mod metrics;
 pub mod monitor;
@@ -507,7 +508,7 @@ impl Agent {
                     endpoint = %unserved.endpoint,
                     port = unserved.port,
                     l7proto = %unserved.l7proto,
-                    "no transparent listener fits; this traffic is not redirected"
+                    "no transparent listener fits; new connections of this traffic are dropped"
                 );
             }
             let (settings, list) = (self.redirect, redirects.clone());

@@ -7,6 +7,11 @@
 //! idempotent and atomic. Traffic carrying the proxy's socket mark (its own upstream
 //! connections) is never steered. TPROXY additionally needs a policy route sending packets with
 //! the TPROXY mark to the local stack; it is installed with the table and removed with it.
+//!
+//! Traffic that policy says must be parsed fails closed: when no listener fits an endpoint,
+//! direction and port, new connections of that traffic are dropped (and logged by the kernel
+//! with the prefix `axoneme-refused: `) unless another rule steers them to a listener, which
+//! then checks both ends of the flow.
 
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -36,8 +41,8 @@ pub struct Redirect {
     pub l7proto: String,
     /// The endpoint's addresses the rules match.
     pub ips: Vec<IpAddr>,
-    /// The transparent listener receiving the traffic; none when no listener fits, and then the
-    /// traffic is not steered.
+    /// The transparent listener receiving the traffic; none when no listener fits, and then
+    /// new connections of that traffic are dropped unless another rule steers them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listener: Option<Target>,
 }
@@ -138,10 +143,9 @@ pub fn ruleset(redirects: &[Redirect], settings: &RedirectConfig) -> String {
     let tproxy_mark = settings.tproxy_mark;
     let mut tproxy = Vec::new();
     let mut nat = Vec::new();
+    // Traffic no listener may take, dropped unless a rule steered it to one.
+    let mut refused = Vec::new();
     for redirect in redirects {
-        let Some(target) = &redirect.listener else {
-            continue;
-        };
         for family in [Family::V4, Family::V6] {
             let ips: Vec<String> = redirect
                 .ips
@@ -152,15 +156,6 @@ pub fn ruleset(redirects: &[Redirect], settings: &RedirectConfig) -> String {
             if ips.is_empty() {
                 continue;
             }
-            let listen = target.address.ip().to_canonical();
-            let to = if listen.is_unspecified() {
-                None
-            } else if Family::of(listen) == family {
-                Some(SocketAddr::new(listen, target.address.port()))
-            } else {
-                // A listener bound to an address of the other family cannot take this traffic.
-                continue;
-            };
             let side = match redirect.direction {
                 Direction::Ingress => "daddr",
                 Direction::Egress => "saddr",
@@ -171,6 +166,28 @@ pub fn ruleset(redirects: &[Redirect], settings: &RedirectConfig) -> String {
                 ips.join(", "),
                 redirect.port
             );
+            let Some(target) = &redirect.listener else {
+                let note = comment(&format!(
+                    "{} {} {} {}: no listener",
+                    redirect.endpoint,
+                    crate::config::direction_name::name(redirect.direction),
+                    redirect.port,
+                    redirect.l7proto,
+                ));
+                refused.push(format!(
+                    "{matches} log prefix \"axoneme-refused: \" drop comment \"{note}\""
+                ));
+                continue;
+            };
+            let listen = target.address.ip().to_canonical();
+            let to = if listen.is_unspecified() {
+                None
+            } else if Family::of(listen) == family {
+                Some(SocketAddr::new(listen, target.address.port()))
+            } else {
+                // A listener bound to an address of the other family cannot take this traffic.
+                continue;
+            };
             let note = comment(&format!(
                 "{} {} {} {} to {}",
                 redirect.endpoint,
@@ -214,15 +231,14 @@ pub fn ruleset(redirects: &[Redirect], settings: &RedirectConfig) -> String {
     let skip_own = format!("meta mark {mark:#x} return");
     let established =
         format!("meta l4proto tcp socket transparent 1 meta mark set {tproxy_mark:#x} accept");
-    format!(
-        "table inet {TABLE} {{}}\ndelete table inet {TABLE}\ntable inet {TABLE} {{\n{}{}{}}}\n",
+    let mut chains = [
         chain(
             "tproxy_prerouting",
             "prerouting",
             "filter",
             -150,
             &[skip_own.clone(), established],
-            &tproxy
+            &tproxy,
         ),
         chain(
             "redirect_prerouting",
@@ -230,7 +246,7 @@ pub fn ruleset(redirects: &[Redirect], settings: &RedirectConfig) -> String {
             "nat",
             -100,
             std::slice::from_ref(&skip_own),
-            &nat
+            &nat,
         ),
         chain(
             "redirect_output",
@@ -238,8 +254,25 @@ pub fn ruleset(redirects: &[Redirect], settings: &RedirectConfig) -> String {
             "nat",
             -100,
             std::slice::from_ref(&skip_own),
-            &nat
+            &nat,
         ),
+    ]
+    .concat();
+    if !refused.is_empty() {
+        // After the NAT chains: what TPROXY steered carries its mark, what REDIRECT or DNAT
+        // steered is DNATed, and the proxy's own connections carry theirs.
+        let steered = [
+            skip_own,
+            format!("meta mark {tproxy_mark:#x} return"),
+            "ct status dnat return".to_string(),
+        ];
+        for hook in ["prerouting", "output"] {
+            let name = format!("refuse_{hook}");
+            chains.push_str(&chain(&name, hook, "filter", -90, &steered, &refused));
+        }
+    }
+    format!(
+        "table inet {TABLE} {{}}\ndelete table inet {TABLE}\ntable inet {TABLE} {{\n{chains}}}\n"
     )
 }
 
@@ -398,8 +431,36 @@ mod tests {
         ] {
             assert!(text.contains(rule), "{rule} not in\n{text}");
         }
-        // A listener bound to an IPv4 address takes no IPv6 traffic; an unserved port no rule.
+        // A listener bound to an IPv4 address takes no IPv6 traffic.
         assert!(!text.contains("ip6 saddr"), "{text}");
-        assert_eq!(text.matches("dport 11211").count(), 4, "{text}");
+        // What no listener takes is dropped after the NAT chains, unless something steered it.
+        let refusal = "ip daddr { 10.0.0.2 } tcp dport 11211 log prefix \"axoneme-refused: \" drop";
+        let chains: Vec<&str> = text.split("chain ").skip(1).collect();
+        for (chain, hook) in [(chains[3], "prerouting"), (chains[4], "output")] {
+            assert!(
+                chain.starts_with(&format!(
+                    "refuse_{hook} {{\n\t\ttype filter hook {hook} priority -90;"
+                )),
+                "{chain}"
+            );
+            let dropped = chain.find(refusal).unwrap();
+            for steered in [
+                "meta mark 0x4158 return",
+                "meta mark 0x4159 return",
+                "ct status dnat return",
+            ] {
+                assert!(
+                    chain.find(steered).is_some_and(|at| at < dropped),
+                    "{chain}"
+                );
+            }
+        }
+        assert!(chains[..3].iter().all(|c| !c.contains("drop")), "{text}");
+        let served = ruleset(
+            &[redirect(Direction::Ingress, ListenerMode::Tproxy, "[::]:1")],
+            &settings,
+        );
+        assert!(!served.contains("refuse_"), "{served}");
+        assert_eq!(text.matches("dport 11211").count(), 8, "{text}");
     }
 }

@@ -733,3 +733,219 @@ fn per_node_redirect_follows_policy_with_original_destinations() {
         assert!(vader[1].contains(VADER[family]), "{}", vader[1]);
     }
 }
+
+/// The access log's entries so far.
+fn access_log(lab: &Lab) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(lab.dir.join("access.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Starts a per-node agent with an access log, `policy` and `listeners` (YAML list items);
+/// `Err` with why the test checks nothing when the kernel refuses the rules of `mode`.
+fn start_per_node(lab: &mut Lab, mode: &str, policy: &str, listeners: &str) -> Result<(), String> {
+    std::fs::write(lab.dir.join("policy.yaml"), policy).unwrap();
+    let config = format!(
+        "api: {{socket: api.sock}}\ndrainTimeout: 1\naccessLog: {{path: {}}}\nredirect: {{manage: true}}\n{}policies: [policy.yaml]\nlisteners:\n{listeners}",
+        lab.dir.join("access.log").display(),
+        endpoints()
+    );
+    match lab.start_agent("node", &config) {
+        Ok(()) => Ok(()),
+        Err(log) if mode == "tproxy" && log.contains("tproxy") && log.contains("nft") => {
+            Err(format!("the kernel refuses TPROXY rules:\n{log}"))
+        }
+        Err(log) if log.contains("nft -f") && log.contains("Could not process rule") => {
+            Err(format!("the kernel refuses NAT rules:\n{log}"))
+        }
+        Err(log) => panic!("the agent did not start:\n{log}"),
+    }
+}
+
+/// luke's egress to cache on 11211 allows get and set under alliance/; cache's ingress from luke
+/// allows get under alliance/ and empire/. So `get empire/...` is denied by luke's egress only,
+/// `set alliance/...` by cache's ingress only, and `get alliance/...` allowed by both.
+fn both_ends_policy() -> String {
+    format!(
+        "{HEAD}metadata: {{name: luke-egress}}\nspec:\n  endpointSelector: {{matchLabels: {{app: luke}}}}\n  egress:\n\
+         \x20   - toEndpoints: [{{matchLabels: {{app: cache}}}}]\n\
+         \x20     toPorts: [{{ports: [{{port: \"11211\"}}], rules: {{l7proto: memcache, l7: [{{command: get, keyPrefix: alliance/}}, {{command: set, keyPrefix: alliance/}}]}}}}]\n\
+         ---\n\
+         {HEAD}metadata: {{name: cache-ingress}}\nspec:\n  endpointSelector: {{matchLabels: {{app: cache}}}}\n  ingress:\n\
+         \x20   - fromEndpoints: [{{matchLabels: {{app: luke}}}}]\n\
+         \x20     toPorts: [{{ports: [{{port: \"11211\"}}], rules: {{l7proto: memcache, l7: [{{command: get, keyPrefix: alliance/}}, {{command: get, keyPrefix: empire/}}]}}}}]\n"
+    )
+}
+
+/// A per-node agent in `mode` with an ingress and an egress listener: every request of luke to
+/// cache needs luke's egress and cache's ingress policy to allow it, over IPv4 and IPv6; each
+/// end that decided is logged under its own direction, and a denial is answered once.
+fn per_node_checks_both_ends(name: &str, tag: &str, mode: &str) {
+    let mut lab = match Lab::new(tag) {
+        Ok(lab) => lab,
+        Err(why) => {
+            return skip(
+                name,
+                &format!("the kernel refuses network namespaces: {why}"),
+            )
+        }
+    };
+    lab.start_memcached();
+    let listeners = format!(
+        "  - {{name: in, listen: \"[::]:15011\", mode: {mode}, direction: ingress}}\n\
+         \x20 - {{name: out, listen: \"[::]:15012\", mode: {mode}, direction: egress}}\n"
+    );
+    if let Err(why) = start_per_node(&mut lab, mode, &both_ends_policy(), &listeners) {
+        return skip(name, &why);
+    }
+    let table = lab.table("node").unwrap();
+    for rule in [
+        "ip daddr 10.71.3.2 tcp dport 11211",
+        "ip6 saddr fd71:1::2 tcp dport 11211",
+    ] {
+        assert!(table.contains(rule), "{rule} not in\n{table}");
+    }
+
+    for ip in CACHE {
+        let luke = lab.session(
+            "c1",
+            &addr(ip, 11211),
+            &[
+                "get empire/plans\r\n",
+                "set alliance/plans 0 0 5\r\nr2-d2\r\n",
+                "get alliance/plans\r\n",
+                "get alliance/plans\r\n",
+            ],
+        );
+        // One denial each: a second one would stand in for the reply that follows.
+        assert_eq!(luke, [DENIED, DENIED, "END\r\n", "END\r\n"], "over {ip}");
+    }
+
+    let summary = |entry: &serde_json::Value| {
+        let fields = &entry["generic_l7"]["fields"];
+        format!(
+            "{} {} {} {} {} {}",
+            entry["entry_type"].as_str().unwrap(),
+            entry["endpoint"].as_str().unwrap(),
+            if entry["is_ingress"] == true {
+                "ingress"
+            } else {
+                "egress"
+            },
+            entry["policy_name"].as_str().unwrap(),
+            fields["command"].as_str().unwrap_or_default(),
+            fields["keys"].as_str().unwrap_or_default(),
+        )
+    };
+    wait_for("fourteen entries in the access log", || {
+        access_log(&lab).len() >= 14
+    });
+    let entries = access_log(&lab);
+    assert_eq!(entries.len(), 14, "{entries:#?}");
+    for (family, ip) in CACHE.iter().enumerate() {
+        let of_family: Vec<String> = entries
+            .iter()
+            .filter(|e| e["destination_address"] == addr(ip, 11211))
+            .inspect(|e| {
+                let source: SocketAddr = e["source_address"].as_str().unwrap().parse().unwrap();
+                assert_eq!(source.ip().to_string(), LUKE[family], "{e}");
+            })
+            .map(summary)
+            .collect();
+        let both = [
+            "Request luke egress luke-egress get alliance/plans",
+            "Request cache ingress cache-ingress get alliance/plans",
+        ];
+        let expected = [
+            &["Denied luke egress  get empire/plans"][..],
+            &[
+                "Request luke egress luke-egress set alliance/plans",
+                "Denied cache ingress  set alliance/plans",
+            ],
+            &both,
+            &both,
+        ]
+        .concat();
+        assert_eq!(of_family, expected, "over {ip}");
+    }
+}
+
+#[test]
+fn per_node_tproxy_checks_both_ends_of_a_flow() {
+    per_node_checks_both_ends("per_node_tproxy_checks_both_ends_of_a_flow", "bt", "tproxy");
+}
+
+#[test]
+fn per_node_redirect_checks_both_ends_of_a_flow() {
+    per_node_checks_both_ends(
+        "per_node_redirect_checks_both_ends_of_a_flow",
+        "br",
+        "redirect",
+    );
+}
+
+#[test]
+fn per_node_traffic_no_listener_can_parse_is_refused() {
+    let name = "per_node_traffic_no_listener_can_parse_is_refused";
+    let mut lab = match Lab::new("fc") {
+        Ok(lab) => lab,
+        Err(why) => {
+            return skip(
+                name,
+                &format!("the kernel refuses network namespaces: {why}"),
+            )
+        }
+    };
+    lab.start_memcached();
+    // cache's ingress must be parsed as r2d2, which neither listener parses.
+    let policy = format!(
+        "{HEAD}metadata: {{name: luke-egress}}\nspec:\n  endpointSelector: {{matchLabels: {{app: luke}}}}\n  egress:\n\
+         \x20   - toEndpoints: [{{matchLabels: {{app: cache}}}}]\n\
+         \x20     toPorts: [{{ports: [{{port: \"11211\"}}], rules: {{l7proto: memcache}}}}]\n\
+         ---\n\
+         {HEAD}metadata: {{name: cache-ingress}}\nspec:\n  endpointSelector: {{matchLabels: {{app: cache}}}}\n  ingress:\n\
+         \x20   - toPorts: [{{ports: [{{port: \"11211\"}}], rules: {{l7proto: r2d2, l7: [{{cmd: READ}}]}}}}]\n"
+    );
+    let listeners = "  - {name: in, listen: \"[::]:15021\", mode: tproxy, direction: ingress, l7proto: memcache}\n\
+                     \x20 - {name: out, listen: \"[::]:15022\", mode: tproxy, direction: egress, l7proto: memcache}\n";
+    if let Err(why) = start_per_node(&mut lab, "tproxy", &policy, listeners) {
+        return skip(name, &why);
+    }
+    let table = lab.table("node").unwrap();
+    assert!(
+        table.contains("ip daddr 10.71.3.2 tcp dport 11211 log prefix \"axoneme-refused: \" drop"),
+        "{table}"
+    );
+    let list = lab.cli(&["-o", "json", "redirect", "list"]).unwrap();
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(list["redirects"][0]["endpoint"], "cache");
+    assert!(list["redirects"][0].get("listener").is_none(), "{list}");
+
+    for ip in CACHE {
+        let memcached = addr(ip, 11211);
+        // vader's traffic matches no rule but the refusal: it never reaches memcached.
+        assert!(
+            lab.in_host("c2", || connect(&memcached)).is_none(),
+            "vader reached {memcached} unchecked:\n{table}"
+        );
+        // luke's egress steers it to `out`, which cannot parse what cache's ingress requires.
+        let luke = lab.session("c1", &memcached, &["version\r\n"]);
+        assert_eq!(luke, [""], "over {ip}");
+    }
+    wait_for("two refusals in the access log", || {
+        access_log(&lab).len() >= 2
+    });
+    let entries = access_log(&lab);
+    assert_eq!(entries.len(), 2, "{entries:#?}");
+    for (entry, ip) in entries.iter().zip(CACHE) {
+        assert_eq!(entry["entry_type"], "Denied", "{entry}");
+        assert_eq!(entry["endpoint"], "cache", "{entry}");
+        assert_eq!(entry["is_ingress"], true, "{entry}");
+        assert_eq!(entry["listener"], "out", "{entry}");
+        assert_eq!(entry["destination_address"], addr(ip, 11211), "{entry}");
+        let status = entry["generic_l7"]["fields"]["status"].as_str().unwrap();
+        assert!(status.contains("requires l7proto \"r2d2\""), "{entry}");
+    }
+}

@@ -1,0 +1,291 @@
+//! Which endpoints' policies a connection falls under, and requests checked and logged against
+//! all of them.
+//!
+//! A listener naming an endpoint guards that one. A transparent listener guarding by address
+//! guards the endpoint its direction names (the server's for ingress, the client's for egress)
+//! and, when the other end is an endpoint too, that one as well: as in Cilium, a flow between
+//! two endpoints needs the client's egress policy and the server's ingress policy to allow it,
+//! whichever rule steered it to the proxy. A request meets the ends in the order its packets
+//! would: the client's egress first, then the server's ingress; it passes only if both allow,
+//! and each end that decided writes its own access-log entry under its endpoint and direction.
+//! A denial is the parser's to answer, once. This module decides which ends there are and
+//! combines their verdicts; the connection task only applies the outcome.
+
+use std::any::Any;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axoneme_policy::{ConnectionVerdict, PortPolicy, Snapshot};
+use axoneme_sdk::{
+    AccessLog, ConnectionMeta, Direction, EntryType, LogEntry, RequestPolicy, Verdict,
+};
+
+use crate::connection::{Ends, Guards, Route};
+use crate::metrics::{ProtocolMetrics, VerdictCounters};
+
+/// One guarded end of a connection: an endpoint, and the direction its policy is read in.
+#[derive(Debug, Clone)]
+pub(crate) struct Guard {
+    /// The endpoint.
+    pub endpoint: Arc<str>,
+    /// Ingress when the endpoint is the server, egress when it is the client.
+    pub direction: Direction,
+}
+
+impl Guard {
+    /// The address of the remote side, whose identity the endpoint's policy is checked for.
+    pub fn remote(&self, ends: Ends) -> SocketAddr {
+        match self.direction {
+            Direction::Ingress => ends.client,
+            Direction::Egress => ends.upstream,
+        }
+    }
+
+    /// The endpoint's verdict on the connection.
+    pub fn decide(&self, snapshot: &Snapshot, ends: Ends) -> ConnectionVerdict {
+        snapshot.decide_connection(
+            &self.endpoint,
+            self.direction,
+            self.remote(ends).ip(),
+            ends.upstream.port(),
+        )
+    }
+}
+
+/// The guarded ends of one connection.
+#[derive(Debug, Clone)]
+pub(crate) struct Guarded {
+    /// The end the listener guards: always checked; its metadata is the connection's.
+    pub own: Guard,
+    /// The other end, when a transparent listener guarding by address finds an endpoint there.
+    pub other: Option<Guard>,
+}
+
+impl Guarded {
+    /// The ends of a connection accepted by `route`'s listener, or why it has none.
+    pub fn of(route: &Route, snapshot: &Snapshot, ends: Ends) -> Result<Guarded, String> {
+        let at = |addr: SocketAddr| snapshot.endpoint_at(addr.ip()).map(|e| Arc::from(&*e.name));
+        let side = |direction: Direction| match direction {
+            Direction::Ingress => ends.upstream,
+            Direction::Egress => ends.client,
+        };
+        match &route.guards {
+            Guards::Endpoint(name) => Ok(Guarded {
+                own: Guard {
+                    endpoint: Arc::clone(name),
+                    direction: route.direction,
+                },
+                other: None,
+            }),
+            Guards::ByAddress => {
+                let own = side(route.direction);
+                let endpoint = at(own).ok_or_else(|| format!("no endpoint owns {}", own.ip()))?;
+                let opposite = match route.direction {
+                    Direction::Ingress => Direction::Egress,
+                    Direction::Egress => Direction::Ingress,
+                };
+                Ok(Guarded {
+                    own: Guard {
+                        endpoint,
+                        direction: route.direction,
+                    },
+                    other: at(side(opposite)).map(|endpoint| Guard {
+                        endpoint,
+                        direction: opposite,
+                    }),
+                })
+            }
+        }
+    }
+
+    /// Every end, in the order a request meets them: the client's egress, then the server's
+    /// ingress.
+    pub fn in_order(&self) -> impl Iterator<Item = &Guard> {
+        let (first, second) = match (self.own.direction, &self.other) {
+            (Direction::Ingress, Some(other)) => (other, Some(&self.own)),
+            (_, other) => (&self.own, other.as_ref()),
+        };
+        std::iter::once(first).chain(second)
+    }
+}
+
+/// One guarded end as requests are checked against it.
+struct End<'s> {
+    meta: ConnectionMeta,
+    /// The end's request-level policy for this connection, as of the last refresh.
+    policy: Arc<PortPolicy>,
+    /// Whether requests are checked against this end: always for the listener's own end; for
+    /// the other end while its policy restricts the connection at all, so that an end that
+    /// enforces nothing neither decides nor doubles the access log.
+    checked: bool,
+    verdicts: Option<&'s VerdictCounters>,
+}
+
+impl<'s> End<'s> {
+    /// The end `meta` describes, with its policy in `snapshot`.
+    fn new(
+        meta: ConnectionMeta,
+        snapshot: &Snapshot,
+        always_checked: bool,
+        metrics: Option<&'s ProtocolMetrics>,
+    ) -> End<'s> {
+        let (policy, checked) = read(&meta, snapshot, always_checked);
+        End {
+            verdicts: metrics.map(|m| m.verdicts(meta.direction)),
+            meta,
+            policy,
+            checked,
+        }
+    }
+
+    fn check(&self, matches: &mut dyn FnMut(&(dyn Any + Send + Sync)) -> bool) -> Verdict<'_> {
+        let verdict = self.policy.check(matches);
+        if let Some(counters) = self.verdicts {
+            let counter = match verdict.allowed {
+                true => &counters.allowed,
+                false => &counters.denied,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        verdict
+    }
+}
+
+/// The request-level policy of the end `meta` describes, and whether it is checked.
+fn read(
+    meta: &ConnectionMeta,
+    snapshot: &Snapshot,
+    always_checked: bool,
+) -> (Arc<PortPolicy>, bool) {
+    let remote = match meta.direction {
+        Direction::Ingress => meta.source.ip(),
+        Direction::Egress => meta.destination.ip(),
+    };
+    let (endpoint, direction, port) = (&*meta.endpoint, meta.direction, meta.destination_port());
+    let policy = snapshot.request_policy(endpoint, direction, remote, port);
+    let checked = always_checked
+        || !matches!(
+            snapshot.decide_connection(endpoint, direction, remote, port),
+            ConnectionVerdict::Unrestricted
+        );
+    (policy, checked)
+}
+
+/// Which end decided the request checked last, until the parser writes its entry.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Decided {
+    /// No check since the last entry, or only one end was checked: the entry is the
+    /// connection's own.
+    #[default]
+    Alone,
+    /// The first end denied; the second was not asked.
+    First,
+    /// The first end allowed; the second decided.
+    Second,
+}
+
+#[derive(Debug, Default)]
+struct LastCheck {
+    decided: Decided,
+    /// The policy that allowed the request at the first end (reused, so a request costs no
+    /// allocation).
+    first_policy: String,
+}
+
+/// The request-level policy and the access log of one parsed connection, across its guarded
+/// ends: what the datapath engine is handed as its policy and its log.
+pub(crate) struct RequestChecks<'s> {
+    own: End<'s>,
+    other: Option<End<'s>>,
+    log: &'s dyn AccessLog,
+    last: Mutex<LastCheck>,
+}
+
+impl<'s> RequestChecks<'s> {
+    /// The checks of a connection whose ends `own` (the listener's) and `other` describe, as
+    /// of `snapshot`.
+    pub fn new(
+        own: ConnectionMeta,
+        other: Option<ConnectionMeta>,
+        snapshot: &Snapshot,
+        log: &'s dyn AccessLog,
+        metrics: Option<&'s ProtocolMetrics>,
+    ) -> RequestChecks<'s> {
+        RequestChecks {
+            own: End::new(own, snapshot, true, metrics),
+            other: other.map(|meta| End::new(meta, snapshot, false, metrics)),
+            log,
+            last: Mutex::new(LastCheck::default()),
+        }
+    }
+
+    /// Follows a policy change: the next request is checked against `snapshot`.
+    pub fn refresh(&mut self, snapshot: &Snapshot) {
+        (self.own.policy, self.own.checked) = read(&self.own.meta, snapshot, true);
+        if let Some(other) = &mut self.other {
+            (other.policy, other.checked) = read(&other.meta, snapshot, false);
+        }
+    }
+
+    /// Both ends in the order a request meets them, when both are checked.
+    fn both(&self) -> Option<(&End<'s>, &End<'s>)> {
+        let other = self.other.as_ref().filter(|o| o.checked)?;
+        Some(match self.own.meta.direction {
+            Direction::Egress => (&self.own, other),
+            Direction::Ingress => (other, &self.own),
+        })
+    }
+
+    fn last(&self) -> MutexGuard<'_, LastCheck> {
+        self.last.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl RequestPolicy for RequestChecks<'_> {
+    fn check(&self, matches: &mut dyn FnMut(&(dyn Any + Send + Sync)) -> bool) -> Verdict<'_> {
+        let Some((first, second)) = self.both() else {
+            return self.own.check(matches);
+        };
+        let mut last = self.last();
+        let verdict = first.check(matches);
+        if !verdict.allowed {
+            last.decided = Decided::First;
+            return verdict;
+        }
+        last.first_policy.clear();
+        last.first_policy.push_str(verdict.policy_name);
+        last.decided = Decided::Second;
+        second.check(matches)
+    }
+}
+
+impl AccessLog for RequestChecks<'_> {
+    /// Writes the parser's entry under the end that decided; when the second end decided, the
+    /// first end's allowing entry comes before it.
+    fn log(&self, entry: &LogEntry<'_>) {
+        let Some((first, second)) = self.both() else {
+            return self.log.log(entry);
+        };
+        let mut last = self.last();
+        match std::mem::take(&mut last.decided) {
+            Decided::Alone => self.log.log(entry),
+            Decided::First => self.log.log(&LogEntry {
+                meta: &first.meta,
+                ..*entry
+            }),
+            Decided::Second => {
+                self.log.log(&LogEntry {
+                    entry_type: EntryType::Request,
+                    meta: &first.meta,
+                    policy_name: &last.first_policy,
+                    ..*entry
+                });
+                self.log.log(&LogEntry {
+                    meta: &second.meta,
+                    ..*entry
+                });
+            }
+        }
+    }
+}
