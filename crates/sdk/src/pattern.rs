@@ -36,9 +36,18 @@ impl WholeMatch {
     /// Compiles `pattern`, the value of the rule key `key` in the `l7` map at `index`; a bad
     /// pattern is an error naming both.
     pub fn compile(index: usize, key: &str, pattern: &str) -> Result<WholeMatch, RuleError> {
-        let regex = Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
-            RuleError::new(index, Some(key), format!("invalid regex {pattern:?}: {e}"))
-        })?;
+        // The pattern is checked as written first: its errors are then in the user's terms,
+        // and a pattern that closes the anchoring group itself (`a)|(b`, which would make
+        // `^(?:a)|(b)$` match anything starting with `a`) is refused as unbalanced.
+        let invalid = |error: regex::Error| {
+            RuleError::new(
+                index,
+                Some(key),
+                format!("invalid regex {pattern:?}: {}", one_line(&error)),
+            )
+        };
+        Regex::new(pattern).map_err(invalid)?;
+        let regex = Regex::new(&format!("^(?:{pattern})$")).map_err(invalid)?;
         let prefix = pattern
             .strip_suffix(".*")
             .and_then(plain)
@@ -80,6 +89,22 @@ impl WholeMatch {
             }
             How::Regex(regex) => regex.is_match(value),
         }
+    }
+}
+
+/// The gist of a regex error on one line: the syntax error's own words without the echoed
+/// pattern and caret lines the regex crate prints above them.
+fn one_line(error: &regex::Error) -> String {
+    match error {
+        regex::Error::Syntax(text) => text
+            .lines()
+            .find_map(|line| line.trim().strip_prefix("error: "))
+            .unwrap_or_else(|| text.trim())
+            .to_owned(),
+        regex::Error::CompiledTooBig(limit) => {
+            format!("the compiled regex would exceed {limit} bytes")
+        }
+        other => other.to_string().replace('\n', " "),
     }
 }
 
@@ -176,7 +201,18 @@ mod tests {
     fn bad_patterns_are_refused_with_their_key() {
         let error = WholeMatch::compile(3, "keyRegex", "(").unwrap_err();
         assert_eq!((error.index, error.key.as_deref()), (3, Some("keyRegex")));
-        assert!(error.reason.starts_with("invalid regex \"(\": "));
+        assert_eq!(error.reason, "invalid regex \"(\": unclosed group");
+        let error = WholeMatch::compile(0, "file", "a)|(b").unwrap_err();
+        assert_eq!(
+            error.reason, "invalid regex \"a)|(b\": unopened group",
+            "one line, about the pattern as written, and it cannot escape the anchors"
+        );
+        let error = WholeMatch::compile(0, "file", "[z-a]").unwrap_err();
+        assert!(
+            !error.reason.contains('\n') && !error.reason.contains("(?:"),
+            "{}",
+            error.reason
+        );
     }
 
     proptest! {
