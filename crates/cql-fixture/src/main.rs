@@ -1,11 +1,14 @@
-//! `cql-fixture --listen ADDR`: serves CQL (protocol v4 and v5) from memory, logging to stderr.
+//! `cql-fixture --listen ADDR [--journal FILE]`: serves CQL (protocol v4 and v5) from memory,
+//! logging to stderr.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use clap::Parser;
+use cql_fixture::journal::Journal;
 use cql_fixture::server;
 use cql_fixture::store::Store;
 use tracing_subscriber::EnvFilter;
@@ -17,6 +20,10 @@ struct Args {
     /// The address to listen on.
     #[arg(long, default_value = "127.0.0.1:9042")]
     listen: SocketAddr,
+    /// A file to write the journal to: per request, the actions and tables the fixture read,
+    /// or why it refused the request.
+    #[arg(long)]
+    journal: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -33,6 +40,16 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(address = %listener.local_addr()?, "cql-fixture listening");
-    server::serve(listener, Arc::new(Mutex::new(Store::new()))).await?;
+    let journal = match &args.journal {
+        Some(path) => Journal::to_file(path)
+            .with_context(|| format!("cannot write the journal to {}", path.display()))?,
+        None => Journal::new(),
+    };
+    server::serve(
+        listener,
+        Arc::new(Mutex::new(Store::new())),
+        Arc::new(journal),
+    )
+    .await?;
     Ok(())
 }

@@ -9,6 +9,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{info, warn};
 
 use crate::framing::FramingError;
+use crate::journal::Journal;
 use crate::session::Session;
 use crate::store::Store;
 
@@ -26,14 +27,20 @@ enum ConnectionError {
     Truncated,
 }
 
-/// Accepts connections on `listener` for ever, each served by its own task.
-pub async fn serve(listener: TcpListener, store: Arc<Mutex<Store>>) -> io::Result<()> {
+/// Accepts connections on `listener` for ever, each served by its own task, recording what
+/// each request reads as in `journal`.
+pub async fn serve(
+    listener: TcpListener,
+    store: Arc<Mutex<Store>>,
+    journal: Arc<Journal>,
+) -> io::Result<()> {
     loop {
         let (socket, peer) = listener.accept().await?;
         let store = Arc::clone(&store);
+        let journal = Arc::clone(&journal);
         tokio::spawn(async move {
             info!(%peer, "connection opened");
-            match connection(socket, store).await {
+            match connection(socket, store, journal).await {
                 Ok(()) => info!(%peer, "connection closed"),
                 Err(error) => warn!(%peer, %error, "connection ended"),
             }
@@ -47,9 +54,10 @@ pub async fn serve(listener: TcpListener, store: Arc<Mutex<Store>>) -> io::Resul
 async fn connection(
     mut socket: TcpStream,
     store: Arc<Mutex<Store>>,
+    journal: Arc<Journal>,
 ) -> Result<(), ConnectionError> {
     socket.set_nodelay(true)?;
-    let mut session = Session::new(socket.local_addr()?);
+    let mut session = Session::journaled(socket.local_addr()?, journal);
     let mut received = vec![0u8; READ_LEN];
     let mut responses = Vec::new();
     loop {
@@ -90,7 +98,11 @@ mod tests {
     async fn connected() -> TcpStream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
-        tokio::spawn(serve(listener, Arc::new(Mutex::new(Store::new()))));
+        tokio::spawn(serve(
+            listener,
+            Arc::new(Mutex::new(Store::new())),
+            Arc::new(Journal::new()),
+        ));
         let mut client = TcpStream::connect(address).await.unwrap();
         client.write_all(&envelope(5, 0x01, &[0, 0])).await.unwrap();
         let mut ready = [0u8; 9];

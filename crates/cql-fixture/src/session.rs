@@ -6,17 +6,20 @@
 //! it negotiates: for v4 the compression of envelope bodies (LZ4 or Snappy), for v5 the
 //! segments every later envelope travels in, both ways (LZ4 or none). It also keeps the
 //! keyspace USE sets. Envelopes are split and wrapped by [`framing`], bodies read and written
-//! by [`wire`], statements evaluated by [`store`]; sockets belong to `server`.
+//! by [`wire`], statements read by [`cql`] and evaluated by [`store`]; what the reader made of
+//! each request goes to the [`Journal`] before evaluation. Sockets belong to `server`.
 
 use std::net::SocketAddr;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use axoneme_cassandra::compression::Compression;
 use axoneme_cassandra::frame::{self, opcode, Header, FLAG_COMPRESSED, HEADER_LEN};
 use axoneme_cassandra::segment::Format;
 use tracing::{debug, info, warn};
 
+use crate::cql::{self, Stmt};
 use crate::framing::{self, Framing, FramingError, Inbound, MAX_BODY};
+use crate::journal::{Entry, Journal, Verdict};
 use crate::store::{self, CqlError, Outcome, Store, CQL_VERSION};
 use crate::wire::{self, BatchItem, Request};
 
@@ -36,17 +39,27 @@ pub struct Session {
     /// v4: how envelope bodies are compressed once STARTUP is answered.
     compression: Option<Compression>,
     inbound: Inbound,
+    journal: Arc<Journal>,
+    /// This connection's number in the journal.
+    connection: u64,
 }
 
 impl Session {
-    /// A session for a client that reached `node`.
+    /// A session for a client that reached `node`, with a journal of its own.
     pub fn new(node: SocketAddr) -> Session {
+        Session::journaled(node, Arc::new(Journal::new()))
+    }
+
+    /// A session for a client that reached `node`, recording what it reads in `journal`.
+    pub fn journaled(node: SocketAddr, journal: Arc<Journal>) -> Session {
         Session {
             node,
             version: None,
             keyspace: None,
             compression: None,
             inbound: Inbound::default(),
+            connection: journal.connection(),
+            journal,
         }
     }
 
@@ -124,15 +137,23 @@ impl Session {
             Request::Query { query, params } => {
                 debug!(query, keyspace = params.keyspace, "query");
                 let keyspace = params.keyspace.or(self.keyspace.as_deref());
-                let outcome = store::parse(query).and_then(|stmt| {
-                    lock(store).execute(&stmt, keyspace, &params.values, self.node)
-                });
+                let outcome = self
+                    .read(header.stream, &[(query, keyspace)])
+                    .and_then(|stmts| {
+                        let mut store = lock(store);
+                        stmts.iter().try_fold(Outcome::Void, |_, stmt| {
+                            store.execute(stmt, keyspace, &params.values, self.node)
+                        })
+                    });
                 self.result(outcome, params.skip_metadata, None)
             }
             Request::Prepare { query, keyspace } => {
                 debug!(query, keyspace, "prepare");
                 let keyspace = keyspace.or(self.keyspace.as_deref());
-                match lock(store).prepare(query, keyspace) {
+                let prepared = self
+                    .read(header.stream, &[(query, keyspace)])
+                    .and_then(|_| lock(store).prepare(query, keyspace));
+                match prepared {
                     Ok(prepared) => (opcode::RESULT, wire::prepared(&prepared, header.version)),
                     Err(error) => self.error(&error),
                 }
@@ -143,29 +164,59 @@ impl Session {
                 result_metadata_id,
                 params,
             } => {
-                let outcome = lock(store).execute_prepared(id, &params.values, self.node);
+                let mut store = lock(store);
+                let outcome = match store.prepared_query(id) {
+                    Some(prepared) => self
+                        .read(header.stream, &[prepared])
+                        .and_then(|_| store.execute_prepared(id, &params.values, self.node)),
+                    None => {
+                        let error = CqlError::Unprepared(id.to_vec());
+                        self.journal(header.stream, Vec::new(), Verdict::Refused(error.message()));
+                        Err(error)
+                    }
+                };
+                drop(store);
                 self.result(outcome, params.skip_metadata, result_metadata_id)
             }
             Request::Batch(batch) => {
                 let keyspace = batch.keyspace.or(self.keyspace.as_deref());
                 let mut store = lock(store);
-                let outcome = batch
+                let queries: Option<Vec<(&str, Option<&str>)>> = batch
                     .entries
-                    .into_iter()
-                    .try_for_each(|(item, values)| {
-                        match item {
-                            BatchItem::Query(query) => {
-                                debug!(query, keyspace, "batch query");
-                                let stmt = store::parse(query)?;
-                                store.execute(&stmt, keyspace, &values, self.node)
-                            }
-                            BatchItem::Prepared(id) => {
-                                store.execute_prepared(id, &values, self.node)
-                            }
-                        }
-                        .map(drop)
+                    .iter()
+                    .map(|(item, _)| match item {
+                        BatchItem::Query(query) => Some((*query, keyspace)),
+                        BatchItem::Prepared(id) => store.prepared_query(id),
                     })
-                    .map(|()| Outcome::Void);
+                    .collect();
+                let outcome = match queries {
+                    Some(queries) => self.read(header.stream, &queries).map(drop),
+                    None => {
+                        let message = "a batch names an unknown prepared statement".to_string();
+                        self.journal(header.stream, Vec::new(), Verdict::Refused(message));
+                        Ok(())
+                    }
+                };
+                let outcome = outcome.and_then(|()| {
+                    batch
+                        .entries
+                        .into_iter()
+                        .try_for_each(|(item, values)| {
+                            match item {
+                                BatchItem::Query(query) => {
+                                    debug!(query, keyspace, "batch query");
+                                    let stmt = store::parse(query)?;
+                                    store.execute(&stmt, keyspace, &values, self.node)
+                                }
+                                BatchItem::Prepared(id) => {
+                                    store.execute_prepared(id, &values, self.node)
+                                }
+                            }
+                            .map(drop)
+                        })
+                        .map(|()| Outcome::Void)
+                });
+                drop(store);
                 self.result(outcome, false, None)
             }
             Request::Other(other) => {
@@ -173,6 +224,47 @@ impl Session {
             }
         };
         self.frame(header, opcode, body)
+    }
+
+    /// Reads a request's queries, each with the keyspace its unqualified tables resolve
+    /// against, and journals what the reader made of them: the statements, or the error that
+    /// refuses the request.
+    fn read(&self, stream: i16, queries: &[(&str, Option<&str>)]) -> Result<Vec<Stmt>, CqlError> {
+        let texts = queries.iter().map(|(q, _)| q.to_string()).collect();
+        let read = queries
+            .iter()
+            .map(|&(query, keyspace)| {
+                let stmt = store::parse(query)?;
+                let checked = stmt
+                    .checked(keyspace)
+                    .map_err(|error| CqlError::Invalid(error.to_string()))?;
+                Ok((stmt, checked))
+            })
+            .collect::<Result<Vec<(Stmt, Vec<cql::Checked>)>, CqlError>>();
+        match read {
+            Ok(read) => {
+                let (stmts, checked): (Vec<_>, Vec<_>) = read.into_iter().unzip();
+                let checked = checked.into_iter().flatten().collect();
+                self.journal(stream, texts, Verdict::Accepted(checked));
+                Ok(stmts)
+            }
+            Err(error) => {
+                self.journal(stream, texts, Verdict::Refused(error.message()));
+                Err(error)
+            }
+        }
+    }
+
+    fn journal(&self, stream: i16, queries: Vec<String>, verdict: Verdict) {
+        let entry = Entry {
+            connection: self.connection,
+            stream,
+            queries,
+            verdict,
+        };
+        if let Err(error) = self.journal.record(entry) {
+            warn!(%error, "cannot write the journal");
+        }
     }
 
     /// Answers STARTUP, which fixes the version of the connection: READY, after which v4

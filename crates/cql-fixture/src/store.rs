@@ -611,6 +611,12 @@ impl Store {
                 if is_system(keyspace) {
                     return Err(invalid(format!("{keyspace} is a read-only keyspace")));
                 }
+                if partition_key.is_empty() {
+                    return Err(invalid(format!(
+                        "No PRIMARY KEY specified for table '{}' (exactly one required)",
+                        table.name
+                    )));
+                }
                 let tables = self
                     .keyspaces
                     .get_mut(keyspace)
@@ -672,6 +678,9 @@ impl Store {
                 columns,
                 values: terms,
             } => {
+                if columns.len() != terms.len() {
+                    return Err(invalid("Unmatched column names/values"));
+                }
                 let table = self.writable(table, current)?;
                 let mut row = Vec::with_capacity(columns.len());
                 for (name, term) in columns.iter().zip(terms) {
@@ -819,11 +828,18 @@ impl Store {
                 Ok(Outcome::Rows(table.spec(&keyspace, &name, columns), rows))
             }
             Stmt::Batch(statements) => {
+                if let Some(Stmt::Unsupported { what, .. }) = statements
+                    .iter()
+                    .find(|s| matches!(s, Stmt::Unsupported { .. }))
+                {
+                    return Err(unsupported(what));
+                }
                 for stmt in statements {
                     self.evaluate(stmt, current, values, node)?;
                 }
                 Ok(Outcome::Void)
             }
+            Stmt::Unsupported { what, .. } => Err(unsupported(what)),
         }
     }
 
@@ -842,6 +858,7 @@ impl Store {
             | Stmt::Delete { table, .. } => (Some(table), None),
             Stmt::Select { table, .. } => (Some(table), Some(&stmt)),
             Stmt::Batch(_) => return Err(invalid("cql-fixture does not prepare text batches")),
+            Stmt::Unsupported { what, .. } => return Err(unsupported(what)),
             _ => (None, None),
         };
         let (bind, pk_indexes, result) = match table {
@@ -916,6 +933,13 @@ impl Store {
         Ok(prepared)
     }
 
+    /// The query of a prepared statement and the keyspace it was prepared in.
+    pub fn prepared_query(&self, id: &[u8]) -> Option<(&str, Option<&str>)> {
+        self.prepared
+            .get(id)
+            .map(|p| (p.query.as_str(), p.keyspace.as_deref()))
+    }
+
     /// Evaluates a prepared statement.
     pub fn execute_prepared(
         &mut self,
@@ -933,35 +957,14 @@ impl Store {
     }
 }
 
-/// Reads a query, naming in the error the statement `axoneme_cassandra` recognises when the
-/// fixture does not support it.
+/// Reads a query; text the grammar refuses is a syntax error.
 pub fn parse(query: &str) -> Result<Stmt, CqlError> {
-    cql::parse(query).map_err(
-        |error| match axoneme_cassandra::classify(query).ok().as_deref() {
-            Some([statement]) if !supported(statement.action) => CqlError::Syntax(format!(
-                "cql-fixture does not support {} statements",
-                statement.action.name()
-            )),
-            _ => CqlError::Syntax(format!("line 1: {}", error.0)),
-        },
-    )
+    cql::parse(query).map_err(|error| CqlError::Syntax(format!("line 1: {error}")))
 }
 
-fn supported(action: axoneme_cassandra::Action) -> bool {
-    use axoneme_cassandra::Action::*;
-    matches!(
-        action,
-        Select
-            | Insert
-            | Update
-            | Delete
-            | CreateTable
-            | DropTable
-            | TruncateTable
-            | Use
-            | CreateKeyspace
-            | DropKeyspace
-    )
+/// The error for a statement the fixture reads but does not evaluate.
+fn unsupported(what: &str) -> CqlError {
+    CqlError::Syntax(format!("cql-fixture does not support {what}"))
 }
 
 fn schema_change(change: &'static str, keyspace: &str, table: Option<&str>) -> Outcome {
