@@ -487,6 +487,20 @@ listeners:
     }
 
     #[test]
+    fn endpoints_have_a_namespace() {
+        let config = Config::parse(
+            &EXAMPLE.replace(
+                "labels: {app: luke}}",
+                "labels: {app: luke}, namespace: rebels}",
+            ),
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(config.endpoints[0].namespace(), "default");
+        assert_eq!(config.endpoints[1].namespace(), "rebels");
+    }
+
+    #[test]
     fn errors_name_the_field() {
         let err = Config::parse(
             &EXAMPLE.replace("direction: ingress", "direction: inbound"),
