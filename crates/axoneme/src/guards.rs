@@ -289,3 +289,209 @@ impl AccessLog for RequestChecks<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use axoneme_policy::{parse_policies, EndpointSpec};
+
+    use super::*;
+    use crate::builtin_protocols;
+    use crate::config::ProtocolsConfig;
+    use crate::sockets::UpstreamOptions;
+
+    const LUKE: &str = "10.0.0.1:40000";
+    const CACHE: &str = "10.0.0.2:11211";
+    const WORLD: &str = "192.0.2.9:40000";
+
+    fn endpoint(name: &str, ip: &str) -> EndpointSpec {
+        EndpointSpec {
+            name: name.into(),
+            ips: vec![ip.parse().unwrap()],
+            labels: [("app".to_owned(), name.to_owned())].into(),
+            namespace: None,
+        }
+    }
+
+    /// luke's egress and cache's ingress on 11211, each with the `l7` list given.
+    fn snapshot(egress_l7: &str, ingress_l7: &str) -> Snapshot {
+        let text = format!(
+            "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {{name: luke-out}}\nspec:\n  endpointSelector: {{matchLabels: {{app: luke}}}}\n  egress: [{{toPorts: [{{ports: [{{port: '11211'}}], rules: {{l7proto: memcache, l7: {egress_l7}}}}}]}}]\n\
+             ---\n\
+             apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {{name: cache-in}}\nspec:\n  endpointSelector: {{matchLabels: {{app: cache}}}}\n  ingress: [{{toPorts: [{{ports: [{{port: '11211'}}], rules: {{l7proto: memcache, l7: {ingress_l7}}}}}]}}]\n"
+        );
+        Snapshot::build(
+            parse_policies("policy.yaml", &text).unwrap(),
+            &[endpoint("luke", "10.0.0.1"), endpoint("cache", "10.0.0.2")],
+            &[],
+            &builtin_protocols(&ProtocolsConfig::default()),
+            None,
+        )
+        .unwrap()
+    }
+
+    fn route(guards: Guards, direction: Direction) -> Route {
+        Route {
+            listener: "node".into(),
+            guards,
+            direction,
+            l7proto: None,
+            upstream: UpstreamOptions {
+                mark: None,
+                keep_client_address: false,
+            },
+        }
+    }
+
+    fn ends(client: &str, upstream: &str) -> Ends {
+        Ends {
+            client: client.parse().unwrap(),
+            upstream: upstream.parse().unwrap(),
+        }
+    }
+
+    fn names(guarded: &Guarded) -> Vec<(String, Direction)> {
+        guarded
+            .in_order()
+            .map(|g| (g.endpoint.to_string(), g.direction))
+            .collect()
+    }
+
+    #[test]
+    fn a_listener_guarding_by_address_guards_both_endpoints_client_first() {
+        let snapshot = snapshot("[{}]", "[{}]");
+        let both = [
+            ("luke".to_owned(), Direction::Egress),
+            ("cache".to_owned(), Direction::Ingress),
+        ];
+        for direction in [Direction::Ingress, Direction::Egress] {
+            let route = route(Guards::ByAddress, direction);
+            let guarded = Guarded::of(&route, &snapshot, ends(LUKE, CACHE)).unwrap();
+            assert_eq!(guarded.own.direction, direction);
+            assert_eq!(names(&guarded), both);
+        }
+        let from_world = Guarded::of(
+            &route(Guards::ByAddress, Direction::Ingress),
+            &snapshot,
+            ends(WORLD, CACHE),
+        )
+        .unwrap();
+        assert_eq!(names(&from_world), [both[1].clone()]);
+        let egress_to_world = route(Guards::ByAddress, Direction::Egress);
+        assert_eq!(
+            Guarded::of(&egress_to_world, &snapshot, ends(WORLD, CACHE)).unwrap_err(),
+            "no endpoint owns 192.0.2.9"
+        );
+        let sidecar = route(Guards::Endpoint("cache".into()), Direction::Ingress);
+        let guarded = Guarded::of(&sidecar, &snapshot, ends(LUKE, CACHE)).unwrap();
+        assert_eq!(names(&guarded), [both[1].clone()]);
+    }
+
+    /// Records entries as `type endpoint direction policy`.
+    #[derive(Default)]
+    struct Recorded(Mutex<Vec<String>>);
+
+    impl AccessLog for Recorded {
+        fn log(&self, entry: &LogEntry<'_>) {
+            let direction = match entry.meta.direction {
+                Direction::Ingress => "ingress",
+                Direction::Egress => "egress",
+            };
+            self.0.lock().unwrap().push(format!(
+                "{} {} {direction} {}",
+                entry.entry_type.as_str(),
+                entry.meta.endpoint,
+                entry.policy_name
+            ));
+        }
+    }
+
+    /// Checks one request through both ends of luke's connection to cache, as a parser does:
+    /// `satisfies` says whether the request satisfies an L7 rule set; the verdict's policy is
+    /// logged as the parser would. The verdict and the entries written.
+    fn request(snapshot: &Snapshot, satisfies: bool) -> (bool, Vec<String>) {
+        let route = route(Guards::ByAddress, Direction::Ingress);
+        let ends = ends(LUKE, CACHE);
+        let guarded = Guarded::of(&route, snapshot, ends).unwrap();
+        let meta = |guard: &Guard| ConnectionMeta {
+            id: 1,
+            listener: "node".into(),
+            endpoint: Arc::clone(&guard.endpoint),
+            direction: guard.direction,
+            source: ends.client,
+            destination: ends.upstream,
+            source_identity: 0,
+            destination_identity: 0,
+            source_labels: Arc::new([]),
+            destination_labels: Arc::new([]),
+        };
+        let log = Recorded::default();
+        let checks = RequestChecks::new(
+            meta(&guarded.own),
+            guarded.other.as_ref().map(meta),
+            snapshot,
+            &log,
+            None,
+        );
+        let verdict = checks.check(&mut |_| satisfies);
+        let entry_type = match verdict.allowed {
+            true => EntryType::Request,
+            false => EntryType::Denied,
+        };
+        checks.log(&LogEntry {
+            entry_type,
+            meta: &meta(&guarded.own),
+            policy_name: verdict.policy_name,
+            proto: Some("memcache"),
+            fields: &[],
+        });
+        let entries = log.0.lock().unwrap().clone();
+        (verdict.allowed, entries)
+    }
+
+    #[test]
+    fn a_request_passes_only_when_both_ends_allow_and_each_deciding_end_logs() {
+        let rules = "[{command: get}]";
+        // The client's egress decides first: its denial is the only entry.
+        let (allowed, entries) = request(&snapshot(rules, "[{}]"), false);
+        assert!(!allowed);
+        assert_eq!(entries, ["Denied luke egress "]);
+        // The client's egress allows, the server's ingress denies.
+        let (allowed, entries) = request(&snapshot("[{}]", rules), false);
+        assert!(!allowed);
+        assert_eq!(
+            entries,
+            ["Request luke egress luke-out", "Denied cache ingress "]
+        );
+        // Both allow: an entry for each.
+        let (allowed, entries) = request(&snapshot(rules, rules), true);
+        assert!(allowed);
+        assert_eq!(
+            entries,
+            [
+                "Request luke egress luke-out",
+                "Request cache ingress cache-in"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_end_that_enforces_nothing_neither_decides_nor_logs() {
+        let text = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: cache-in}\nspec:\n  endpointSelector: {matchLabels: {app: cache}}\n  ingress: [{toPorts: [{ports: [{port: '11211'}], rules: {l7proto: memcache, l7: [{command: get}]}}]}]\n";
+        let snapshot = Snapshot::build(
+            parse_policies("policy.yaml", text).unwrap(),
+            &[endpoint("luke", "10.0.0.1"), endpoint("cache", "10.0.0.2")],
+            &[],
+            &builtin_protocols(&ProtocolsConfig::default()),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            request(&snapshot, true),
+            (true, vec!["Request cache ingress cache-in".into()])
+        );
+        assert_eq!(
+            request(&snapshot, false),
+            (false, vec!["Denied cache ingress ".into()])
+        );
+    }
+}
