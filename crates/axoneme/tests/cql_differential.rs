@@ -935,53 +935,38 @@ fn compare(ran: &Ran, logged: &[Logged]) -> Vec<Mismatch> {
         let (entries, tail) = rest.split_at(taken);
         rest = tail;
         let verdicts: Vec<Verdict> = run.iter().map(fixture_verdict).collect();
-        let counts: Vec<usize> = verdicts
-            .iter()
-            .map(|v| match v {
-                Verdict::Accepted(checked) => checked.len(),
-                Verdict::Refused(_) => 1,
-            })
-            .collect();
-        let exact = run.len() == 1 || counts.iter().sum::<usize>() == entries.len();
-        let mut from = 0;
-        for ((sent, verdict), count) in run.iter().zip(&verdicts).zip(&counts) {
-            let mine = match (run.len(), exact) {
-                (1, _) => entries,
-                (_, true) => &entries[from..from + count],
-                (_, false) => &[][..],
-            };
-            from += count;
-            let together = match exact {
-                true => String::new(),
-                false => format!(
-                    "\n  (the {} requests forwarded in a row logged together: {})",
-                    run.len(),
-                    show_logged(entries)
-                ),
-            };
+        for (n, mine, together) in share_out(&verdicts, entries) {
+            let (sent, verdict) = (&run[n], &verdicts[n]);
             let kind = match verdict {
-                Verdict::Refused(_) => Some("the proxy forwarded a request the fixture refuses"),
-                Verdict::Accepted(checked) => {
-                    let mut proxy: Vec<Logged> = mine.to_vec();
-                    proxy.sort();
-                    proxy.dedup();
-                    let mut fixture: Vec<Logged> = checked
-                        .iter()
-                        .map(|c| Logged::Checked(c.action.name().to_string(), c.table.clone()))
-                        .collect();
-                    fixture.sort();
-                    fixture.dedup();
-                    (proxy != fixture || !exact)
-                        .then_some("the proxy checked other statements than the fixture read")
-                }
+                Verdict::Refused(_) => Some(match cql::parse(&sent.query) {
+                    Err(cql::SyntaxError::Lexical(_)) => {
+                        "the proxy forwarded a request the fixture refuses: a lexical error"
+                    }
+                    Err(cql::SyntaxError::Grammar { .. }) => {
+                        "the proxy forwarded a request the fixture refuses: a syntax error"
+                    }
+                    Ok(_) => "the proxy forwarded a request the fixture refuses: a table with no keyspace",
+                }),
+                Verdict::Accepted(checked) => (together || !same(mine, checked))
+                    .then_some("the proxy checked other statements than the fixture read"),
             };
             if let Some(kind) = kind {
+                let together = match together {
+                    false => String::new(),
+                    true => format!(
+                        "\n  (entries of requests forwarded in a row that cannot be told apart: {})",
+                        show_logged(mine)
+                    ),
+                };
                 mismatches.push(Mismatch {
                     kind,
                     report: format!(
                         "query {:?}\n  proxy: forwarded, logged {}\n  fixture: {}{together}",
                         sent.query,
-                        show_logged(mine),
+                        match together.is_empty() {
+                            true => show_logged(mine),
+                            false => "?".to_string(),
+                        },
                         show_verdict(verdict)
                     ),
                 });
@@ -990,6 +975,69 @@ fn compare(ran: &Ran, logged: &[Logged]) -> Vec<Mismatch> {
         at = run_end;
     }
     mismatches
+}
+
+/// Whether the proxy's entries are the statements the fixture read, as sets.
+fn same(logged: &[Logged], checked: &[Checked]) -> bool {
+    let mut proxy: Vec<Logged> = logged.to_vec();
+    proxy.sort();
+    proxy.dedup();
+    let mut fixture: Vec<Logged> = checked
+        .iter()
+        .map(|c| Logged::Checked(c.action.name().to_string(), c.table.clone()))
+        .collect();
+    fixture.sort();
+    fixture.dedup();
+    proxy == fixture
+}
+
+/// Shares the entries of requests forwarded in a row out among them: from the front and from
+/// the back, each request the fixture accepted takes as many entries as it read statements
+/// while they match; what is left goes to the one request in the middle, or to the requests
+/// in the middle together. Yields each request's index, its entries and whether they are
+/// shared with others.
+fn share_out<'l>(verdicts: &[Verdict], entries: &'l [Logged]) -> Vec<(usize, &'l [Logged], bool)> {
+    let fits = |verdict: &Verdict, slice: Option<&[Logged]>| match (verdict, slice) {
+        (Verdict::Accepted(checked), Some(slice)) => same(slice, checked),
+        _ => false,
+    };
+    let len = |verdict: &Verdict| match verdict {
+        Verdict::Accepted(checked) => checked.len(),
+        Verdict::Refused(_) => 0,
+    };
+    let mut shared = Vec::new();
+    let (mut first, mut last) = (0, verdicts.len());
+    let (mut from, mut to) = (0, entries.len());
+    while first + 1 < last {
+        let n = len(&verdicts[first]);
+        if !fits(
+            &verdicts[first],
+            entries.get(from..from + n).filter(|_| from + n <= to),
+        ) {
+            break;
+        }
+        shared.push((first, &entries[from..from + n], false));
+        first += 1;
+        from += n;
+    }
+    while first + 1 < last {
+        let n = len(&verdicts[last - 1]);
+        let slice = to
+            .checked_sub(n)
+            .filter(|start| *start >= from)
+            .map(|start| &entries[start..to]);
+        if !fits(&verdicts[last - 1], slice) {
+            break;
+        }
+        shared.push((last - 1, &entries[to - n..to], false));
+        last -= 1;
+        to -= n;
+    }
+    for n in first..last {
+        shared.push((n, &entries[from..to], last - first > 1));
+    }
+    shared.sort_by_key(|(n, _, _)| *n);
+    shared
 }
 
 fn show_verdict(verdict: &Verdict) -> String {

@@ -9,6 +9,7 @@
 //! reads every other statement (or feature of one) into [`Stmt::Unsupported`]; it evaluates
 //! nothing and resolves no names against a keyspace.
 
+use std::cell::RefCell;
 use std::collections::HashSet;
 
 use super::keywords;
@@ -26,16 +27,23 @@ pub(super) fn query(tokens: Vec<Spanned<'_>>, len: usize) -> Result<Stmt> {
         markers: 0,
         unsupported: None,
         recognition: None,
+        furthest: RefCell::new(None),
         len,
     };
-    let stmt = parser.statement()?;
-    while parser.eat_p(";") {}
-    if parser.pos < parser.tokens.len() {
-        return Err(parser.expected("the end of the query"));
-    }
-    match parser.recognition {
-        Some(error) => Err(error),
-        None => Ok(stmt),
+    let read = parser.statement().and_then(|stmt| {
+        while parser.eat_p(";") {}
+        match parser.pos < parser.tokens.len() {
+            true => Err(parser.expected("the end of the query")),
+            false => Ok(stmt),
+        }
+    });
+    match (read, parser.recognition) {
+        (Err(error), _) => Err(parser
+            .furthest
+            .into_inner()
+            .map_or(error, |(_, furthest)| furthest)),
+        (Ok(_), Some(error)) => Err(error),
+        (Ok(stmt), None) => Ok(stmt),
     }
 }
 
@@ -133,6 +141,8 @@ struct Parser<'q> {
     unsupported: Option<String>,
     /// The first error found by a check made while reading (the statement reads on).
     recognition: Option<SyntaxError>,
+    /// The error found furthest into the text, alternatives included: the one to report.
+    furthest: RefCell<Option<(usize, SyntaxError)>>,
     /// The length of the text, where errors at its end are.
     len: usize,
 }
@@ -212,6 +222,15 @@ impl<'q> Parser<'q> {
     }
 
     fn expected(&self, wanted: &str) -> SyntaxError {
+        let error = self.describe_expected(wanted);
+        let mut furthest = self.furthest.borrow_mut();
+        if furthest.as_ref().map_or(true, |(pos, _)| self.pos >= *pos) {
+            *furthest = Some((self.pos, error.clone()));
+        }
+        error
+    }
+
+    fn describe_expected(&self, wanted: &str) -> SyntaxError {
         match self.tokens.get(self.pos) {
             Some(found) => SyntaxError::Grammar {
                 at: found.at,
