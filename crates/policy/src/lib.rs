@@ -1,8 +1,9 @@
 //! The CiliumNetworkPolicy engine of Axoneme.
 //!
-//! Policies are read from YAML ([`parse_policies`], [`load_paths`]) into checked [`Policy`]
-//! values, then compiled with the endpoints, the host's addresses and the registered protocols
-//! into an immutable [`Snapshot`]. The runtime asks a snapshot for a [`ConnectionVerdict`] once
+//! Policies are read from YAML or JSON, as written or as `kubectl get -o yaml|json` prints them
+//! ([`parse_policies`], [`load_paths`]), into checked [`Policy`] values (with their
+//! [`PolicyWarning`]s), then compiled with the endpoints, the host's addresses and the
+//! registered protocols into an immutable [`Snapshot`]. The runtime asks a snapshot for a [`ConnectionVerdict`] once
 //! per connection; a parsed connection then checks each request against its [`PortPolicy`].
 //! This crate does no network I/O and knows no specific protocol.
 

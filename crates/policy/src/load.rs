@@ -42,22 +42,16 @@ pub fn parse_policies(source: &str, text: &str) -> Result<Vec<Policy>, PolicyErr
         return Err(empty());
     }
     let mut policies = Vec::new();
-    if text.trim_start().starts_with('{') {
-        let value: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| PolicyError::Syntax {
-                file: source.to_owned(),
-                line: e.line(),
-                column: e.column(),
-                message: json_message(&e),
-            })?;
-        let value = serde_yaml::to_value(value).map_err(|e| yaml_error(source, 1, &e))?;
-        parse_value(source, 1, value, &mut policies)?;
-    } else {
-        for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
-            let number = index + 1;
-            let value = Value::deserialize(document).map_err(|e| yaml_error(source, number, &e))?;
-            if !value.is_null() {
-                parse_value(source, number, value, &mut policies)?;
+    match json_document(source, text)? {
+        Some(value) => parse_value(source, 1, value, &mut policies)?,
+        None => {
+            for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+                let number = index + 1;
+                let value =
+                    Value::deserialize(document).map_err(|e| yaml_error(source, number, &e))?;
+                if !value.is_null() {
+                    parse_value(source, number, value, &mut policies)?;
+                }
             }
         }
     }
@@ -65,6 +59,27 @@ pub fn parse_policies(source: &str, text: &str) -> Result<Vec<Policy>, PolicyErr
         return Err(empty());
     }
     Ok(policies)
+}
+
+/// The document of `text` when it is JSON (`kubectl get -o json` output, which YAML parsers
+/// may refuse for its tabs); `None` for YAML, including a YAML flow mapping (`{a: b}`). A
+/// `.json` source that is not valid JSON is a syntax error located by the JSON parser.
+fn json_document(source: &str, text: &str) -> Result<Option<Value>, PolicyError> {
+    if !text.trim_start().starts_with('{') {
+        return Ok(None);
+    }
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(value) => serde_yaml::to_value(value)
+            .map(Some)
+            .map_err(|e| yaml_error(source, 1, &e)),
+        Err(e) if source.ends_with(".json") => Err(PolicyError::Syntax {
+            file: source.to_owned(),
+            line: e.line(),
+            column: e.column(),
+            message: json_message(&e),
+        }),
+        Err(_) => Ok(None),
+    }
 }
 
 /// The JSON parser's message without the location it appends (ours carries it).

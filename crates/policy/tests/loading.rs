@@ -141,6 +141,12 @@ fn kubectl_json_output_loads() {
 }
 
 #[test]
+fn a_yaml_flow_mapping_is_still_yaml() {
+    let text = "{apiVersion: cilium.io/v2, kind: CiliumNetworkPolicy, metadata: {name: flow}, spec: {endpointSelector: {}}}\n";
+    assert_eq!(parse_policies("flow.yaml", text).unwrap()[0].name(), "flow");
+}
+
+#[test]
 fn namespaces_default_as_in_kubernetes() {
     let text = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: a}\nspec: {endpointSelector: {}}\n";
     assert_eq!(
