@@ -10,8 +10,10 @@
 //! bytes to the client, MORE is nothing yet. Where the Go harness handed a parser the whole
 //! input again after MORE, here only the new bytes are delivered, as the datapath keeps the rest.
 //!
-//! Axoneme's deliberate differences from Cilium (cilium-compat.md) that these cases touch are
-//! named where they apply; every other expectation is Cilium's.
+//! The Go cases do not check the access log; these tests check Axoneme's entries, one per
+//! request and none for replies (deliberate difference: Cilium logged a `Response` entry for
+//! every reply). Axoneme's other deliberate differences from Cilium (cilium-compat.md) that
+//! these cases touch are named where they apply; every other expectation is Cilium's.
 
 use std::fmt;
 
