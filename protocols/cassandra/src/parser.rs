@@ -12,7 +12,8 @@
 //!
 //! Every statement of a request is read before any is judged (a request one of whose statements
 //! cannot be read is refused whole, with no verdict logged for the others); then each is checked
-//! and logged with its own verdict, and the request passes only when all are allowed.
+//! and logged, and the request passes only when all are allowed. When one of several is
+//! denied, the others are logged as denied too, dropped with it.
 //!
 //! The keyspace unqualified names resolve against follows the server, never the request: it
 //! changes when the server answers a USE with a Set_keyspace result (a USE that fails changes
@@ -25,7 +26,9 @@ mod segments;
 use std::collections::HashMap;
 use std::ops::Range;
 
-use axoneme_sdk::{Context, EntryType, ErrorCode, Field, Flow, Input, Op, ParseError, Parser};
+use axoneme_sdk::{
+    Context, EntryType, ErrorCode, Field, Flow, Input, Op, ParseError, Parser, Verdict,
+};
 
 use crate::compression::Compression;
 use crate::frame::{
@@ -479,27 +482,37 @@ impl CassandraParser {
                 )));
             }
         }
+        // A request passes only when all its statements are allowed. When one of several is
+        // denied, none reaches the server, and every one is logged as denied (as Cilium did):
+        // the ones policy denied with their verdict, the others as dropped with them.
+        let several = resolution.statements.len() > 1;
+        let dropped = several
+            && resolution
+                .iter()
+                .any(|(action, table)| verdict(ctx, action, table).is_some_and(|v| !v.allowed));
         let mut denied = false;
         for (action, table) in resolution.iter() {
-            // USE always passes: it only sets the keyspace unqualified names resolve against,
-            // so clients that connect with a keyspace keep working under table rules.
-            let (entry, policy_name) = match action {
-                Action::Use => (EntryType::Request, ""),
-                _ => {
-                    let verdict =
-                        ctx.check::<RuleSet>(|rules| rules.any(|rule| rule.matches(action, table)));
-                    match verdict.allowed {
-                        true => (EntryType::Request, verdict.policy_name),
-                        false => (EntryType::Denied, verdict.policy_name),
-                    }
-                }
-            };
-            denied |= entry == EntryType::Denied;
+            let verdict = verdict(ctx, action, table);
+            let allowed = verdict.is_none_or(|v| v.allowed);
+            denied |= !allowed;
             let fields = [
                 Field::text("query_action", action.name()),
                 Field::text("query_table", table.unwrap_or_default()),
+                Field::text("status", DROPPED_WITH_REQUEST),
             ];
-            ctx.log(entry, policy_name, &fields);
+            match (allowed, dropped) {
+                (true, false) => ctx.log(
+                    EntryType::Request,
+                    verdict.map_or("", |v| v.policy_name),
+                    &fields[..2],
+                ),
+                (true, true) => ctx.log(EntryType::Denied, "", &fields),
+                (false, _) => ctx.log(
+                    EntryType::Denied,
+                    verdict.map_or("", |v| v.policy_name),
+                    &fields[..2],
+                ),
+            }
         }
         if denied {
             return Ok(Some(unauthorized()));
@@ -678,6 +691,17 @@ impl CassandraParser {
         }
         Ok(())
     }
+}
+
+/// The `status` of an allowed statement dropped because another of its request was denied.
+const DROPPED_WITH_REQUEST: &str = "dropped: another statement of the request was denied";
+
+/// The verdict of policy on `action` on `table`; none for USE, which always passes: it only
+/// sets the keyspace unqualified names resolve against, so clients that connect with a
+/// keyspace keep working under table rules.
+fn verdict<'c>(ctx: &Context<'c>, action: Action, table: Option<&str>) -> Option<Verdict<'c>> {
+    (action != Action::Use)
+        .then(|| ctx.check::<RuleSet>(|rules| rules.any(|rule| rule.matches(action, table))))
 }
 
 /// The statements of a PREPARE, kept until its id comes back.

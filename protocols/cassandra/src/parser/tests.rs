@@ -246,7 +246,7 @@ fn statements_that_hid_another_are_read_as_cassandra_reads_them() {
 }
 
 #[test]
-fn a_batch_logs_each_statement_with_its_own_verdict() {
+fn a_denied_batch_logs_every_statement_as_denied() {
     let mut s = outpost();
     let batch = "BEGIN BATCH USING TIMESTAMP -1 INSERT INTO attendance.daily_records(k) VALUES(1) \
                  DELETE FROM secret.vault WHERE k=1 APPLY BATCH";
@@ -255,7 +255,8 @@ fn a_batch_logs_each_statement_with_its_own_verdict() {
     assert_eq!(
         s.log(),
         [
-            "Request empire query_action=insert query_table=attendance.daily_records",
+            "Denied  query_action=insert query_table=attendance.daily_records \
+             status=dropped: another statement of the request was denied",
             "Denied  query_action=delete query_table=secret.vault",
         ]
     );

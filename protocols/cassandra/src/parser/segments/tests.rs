@@ -470,7 +470,8 @@ fn segments_behind_an_unanswered_use_wait_and_a_use_in_the_same_segment_counts_b
             &s.log()[3..],
             [
                 "Request  query_action=use query_table=",
-                "Request empire query_action=select query_table=system.local",
+                "Denied  query_action=select query_table=system.local \
+                 status=dropped: another statement of the request was denied",
                 "Denied  query_action=select query_table=attendance.local",
             ]
         );
