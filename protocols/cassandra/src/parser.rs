@@ -484,34 +484,33 @@ impl CassandraParser {
         }
         // A request passes only when all its statements are allowed. When one of several is
         // denied, none reaches the server, and every one is logged as denied (as Cilium did):
-        // the ones policy denied with their verdict, the others as dropped with them.
-        let several = resolution.statements.len() > 1;
-        let dropped = several
-            && resolution
-                .iter()
-                .any(|(action, table)| verdict(ctx, action, table).is_some_and(|v| !v.allowed));
+        // the ones policy denied with their verdict, the others as dropped with them. Verdicts
+        // are remembered between deciding and logging; a denied request's are asked again as
+        // each is logged, so that each entry says why it was denied.
+        let mut verdicts = [None; REMEMBERED_VERDICTS];
         let mut denied = false;
-        for (action, table) in resolution.iter() {
+        for (i, (action, table)) in resolution.iter().enumerate() {
             let verdict = verdict(ctx, action, table);
-            let allowed = verdict.is_none_or(|v| v.allowed);
-            denied |= !allowed;
+            denied |= verdict.is_some_and(|v| !v.allowed);
+            if let Some(remembered) = verdicts.get_mut(i) {
+                *remembered = verdict;
+            }
+        }
+        for (i, (action, table)) in resolution.iter().enumerate() {
+            let verdict = match (denied, verdicts.get(i)) {
+                (false, Some(&remembered)) => remembered,
+                _ => verdict(ctx, action, table),
+            };
             let fields = [
                 Field::text("query_action", action.name()),
                 Field::text("query_table", table.unwrap_or_default()),
                 Field::text("status", DROPPED_WITH_REQUEST),
             ];
-            match (allowed, dropped) {
-                (true, false) => ctx.log(
-                    EntryType::Request,
-                    verdict.map_or("", |v| v.policy_name),
-                    &fields[..2],
-                ),
+            let policy_name = verdict.map_or("", |v| v.policy_name);
+            match (verdict.is_none_or(|v| v.allowed), denied) {
+                (true, false) => ctx.log(EntryType::Request, policy_name, &fields[..2]),
                 (true, true) => ctx.log(EntryType::Denied, "", &fields),
-                (false, _) => ctx.log(
-                    EntryType::Denied,
-                    verdict.map_or("", |v| v.policy_name),
-                    &fields[..2],
-                ),
+                (false, _) => ctx.log(EntryType::Denied, policy_name, &fields[..2]),
             }
         }
         if denied {
@@ -692,6 +691,10 @@ impl CassandraParser {
         Ok(())
     }
 }
+
+/// Verdicts a request's judging remembers between deciding and logging (beyond, they are asked
+/// again).
+const REMEMBERED_VERDICTS: usize = 16;
 
 /// The `status` of an allowed statement dropped because another of its request was denied.
 const DROPPED_WITH_REQUEST: &str = "dropped: another statement of the request was denied";

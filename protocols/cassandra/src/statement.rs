@@ -422,6 +422,10 @@ fn starts_batch_statement(token: &Token<'_>) -> bool {
 /// statements; the others may name permissions (`GRANT SELECT`), clauses (`ALTER TABLE t DROP
 /// c`, `ORDER BY c DESC`) or a view's query (`AS SELECT`), but never a data statement's verb.
 fn foreign(action: Action, word: &str) -> bool {
+    // Most words are no such keyword; their length says so without reading them.
+    if !matches!(word.len(), 3..=6 | 8) {
+        return false;
+    }
     let word = keyword(word.as_bytes());
     let data = matches!(
         action,
@@ -607,6 +611,21 @@ impl<'q> StatementView<'q> {
         action: Option<Action>,
     ) -> Result<(), ClassifyError> {
         let mut first = true;
+        // A full head was read without error and nothing in it ends the statement: what is
+        // left to read starts after it.
+        if self.head.iter().all(Option::is_some) {
+            if let (false, Some(action)) = (self.in_batch, action) {
+                for &token in self.head[1..].iter().flatten() {
+                    if let Token::Word(word) = token {
+                        if foreign(action, word) {
+                            return Err(ClassifyError::Foreign(action.name(), word.to_owned()));
+                        }
+                    }
+                }
+            }
+            *lexer = self.rest.clone();
+            first = false;
+        }
         loop {
             let mut ahead = lexer.clone();
             match next_token(&mut ahead)? {
