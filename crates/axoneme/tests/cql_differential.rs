@@ -22,6 +22,7 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -42,7 +43,11 @@ const GENERATED: usize = 10_000;
 const WORKERS: usize = 4;
 
 /// How long to wait for an answer.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Requests left unanswered after which no more cases are started (each costs
+/// [`ANSWER_TIMEOUT`]); the ones that ran are still compared.
+const MOST_UNANSWERED: usize = 12;
 
 /// The schema every case starts from: statements that may drop these are generated too.
 const SCHEMA: [&str; 4] = [
@@ -517,7 +522,7 @@ async fn read_frame(stream: &mut TcpStream) -> Result<(i16, u8, Vec<u8>), String
         Ok::<_, std::io::Error>(body)
     };
     match tokio::time::timeout(ANSWER_TIMEOUT, read).await {
-        Err(_) => Err("no answer within 5 s".into()),
+        Err(_) => Err(format!("no answer within {} s", ANSWER_TIMEOUT.as_secs())),
         Ok(Err(error)) => Err(format!("connection ended: {error}")),
         Ok(Ok(body)) => Ok((i16::from_be_bytes([header[2], header[3]]), header[4], body)),
     }
@@ -1065,6 +1070,7 @@ async fn proxy_and_fixture_read_cql_alike() {
     let corpus_len = corpus.len();
     let mut cases = corpus;
     cases.extend(generated(seed, statements));
+    let cases_total = cases.len();
     println!(
         "seed {seed}: {corpus_len} corpus cases and {} generated cases",
         cases.len() - corpus_len
@@ -1085,17 +1091,26 @@ async fn proxy_and_fixture_read_cql_alike() {
         queues[n % WORKERS].push((n, case));
     }
     let fixtures: Vec<Arc<Fixture>> = fixtures.into_iter().map(Arc::new).collect();
+    let unanswered = Arc::new(AtomicUsize::new(0));
     let mut workers = Vec::new();
     for (w, queue) in queues.into_iter().enumerate() {
         let fixture = Arc::clone(&fixtures[w]);
         let listener = proxy.listeners[w];
+        let unanswered = Arc::clone(&unanswered);
         workers.push(tokio::spawn(async move {
             let mut ran = Vec::new();
             for (n, case) in queue {
-                ran.push((
-                    n,
-                    run_case(listener, &fixture, case, client_address(n)).await,
-                ));
+                if unanswered.load(Ordering::Relaxed) >= MOST_UNANSWERED {
+                    break;
+                }
+                let case = run_case(listener, &fixture, case, client_address(n)).await;
+                let missing = case
+                    .sent
+                    .iter()
+                    .filter(|s| matches!(s.answer, Answer::Missing(_)))
+                    .count();
+                unanswered.fetch_add(missing, Ordering::Relaxed);
+                ran.push((n, case));
             }
             ran
         }));
@@ -1106,12 +1121,19 @@ async fn proxy_and_fixture_read_cql_alike() {
     }
     ran.sort_by_key(|(n, _)| *n);
     let requests: usize = ran.iter().map(|(_, r)| r.sent.len()).sum();
-    settled_log(&proxy.log, requests / 2).await;
+    // At least an entry for each request refused by the proxy or read as a statement or more.
+    let least = ran
+        .iter()
+        .flat_map(|(_, r)| &r.sent)
+        .filter(|s| !matches!(&s.journaled, Some(Verdict::Accepted(checked)) if checked.is_empty()))
+        .count();
+    settled_log(&proxy.log, least).await;
     println!(
         "{} cases, {requests} requests in {:.1} s",
         ran.len(),
         started.elapsed().as_secs_f64()
     );
+    let skipped = cases_total - ran.len();
 
     let logged = log_by_client(&proxy.log);
     let mut by_kind: BTreeMap<&str, Vec<String>> = BTreeMap::new();
@@ -1131,10 +1153,16 @@ async fn proxy_and_fixture_read_cql_alike() {
                 .push(format!("{}{case}", mismatch.report));
         }
     }
-    if by_kind.is_empty() {
+    if by_kind.is_empty() && skipped == 0 {
         return;
     }
     let mut report = format!("the proxy and the fixture disagree (seed {seed}):\n");
+    if skipped > 0 {
+        let _ = writeln!(
+            report,
+            "{skipped} cases were not run: {MOST_UNANSWERED} requests went unanswered"
+        );
+    }
     for (kind, examples) in &by_kind {
         let _ = writeln!(
             report,
