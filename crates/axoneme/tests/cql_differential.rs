@@ -1174,5 +1174,17 @@ async fn proxy_and_fixture_read_cql_alike() {
         }
     }
     let total: usize = by_kind.values().map(Vec::len).sum();
-    panic!("{report}\n{total} disagreements in all");
+    let mut all = String::new();
+    for (kind, examples) in &by_kind {
+        let _ = writeln!(all, "== {kind}: {} requests", examples.len());
+        for example in examples {
+            let _ = writeln!(all, "- {example}");
+        }
+    }
+    let path = dir.join("disagreements.txt");
+    std::fs::write(&path, all).unwrap();
+    panic!(
+        "{report}\n{total} disagreements in all, every one in {}",
+        path.display()
+    );
 }
