@@ -447,3 +447,22 @@ fn features_the_fixture_lacks_are_read_not_evaluated() {
         Stmt::Insert { .. }
     ));
 }
+
+#[test]
+fn errors_name_where_the_text_went_wrong() {
+    let error = parse("REVOKE MODIFY ON KEYSPACE secret FROMr").unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "at 33: expected FROM, found Word(\"FROMr\")"
+    );
+    assert_eq!(
+        parse("SELECT * FROM t WHERE k = 1-1")
+            .unwrap_err()
+            .to_string(),
+        "at 27: expected the end of the query, found Integer(\"-1\")"
+    );
+    assert_eq!(
+        parse("SELECT * FROM t --").unwrap_err().to_string(),
+        "line comment at 16 has no line end"
+    );
+}
