@@ -159,6 +159,7 @@ const TEMPLATES: &[&str] = &[
     "ALTER KEYSPACE {ks} WITH durable_writes = false",
     "DROP KEYSPACE {ks}",
     "DROP KEYSPACE IF EXISTS {ks}",
+    "DROP SCHEMA {ks}",
     "DROP INDEX {ks} . idx",
     "DROP INDEX idx",
     "CREATE INDEX ON {t} ( v )",

@@ -166,13 +166,13 @@ impl<'q> Parser<'q> {
     }
 
     /// Whether the token `n` ahead is keyword `k` (`table` also spelt `columnfamily`,
-    /// `tables` also `columnfamilies`, `keyspace` also `schema`).
+    /// `tables` also `columnfamilies`). `schema` is a keyword of its own, not `keyspace`:
+    /// Cassandra's lexer lists it first, so `CREATE SCHEMA` is no statement.
     fn kw_at(&self, n: usize, k: &str) -> bool {
         self.word_at(n).is_some_and(|w| {
             w.eq_ignore_ascii_case(k)
                 || (k == "table" && w.eq_ignore_ascii_case("columnfamily"))
                 || (k == "tables" && w.eq_ignore_ascii_case("columnfamilies"))
-                || (k == "keyspace" && w.eq_ignore_ascii_case("schema"))
         })
     }
 

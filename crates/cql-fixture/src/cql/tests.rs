@@ -335,6 +335,8 @@ fn the_grammar_refuses() {
         "UPDATE t SET v = w + 1 WHERE k = 1",
         "DELETE FROM t",
         "CREATE KEYSPACE k",
+        "CREATE SCHEMA k WITH durable_writes = true",
+        "DROP SCHEMA k",
         "CREATE KEYSPACE k WITH a = 1 AND a = 2",
         "CREATE TABLE t (k int PRIMARY KEY) WITH comment = bareword",
         "CREATE TYPE interval (a int)",
