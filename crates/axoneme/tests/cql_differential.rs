@@ -1155,6 +1155,8 @@ async fn proxy_and_fixture_read_cql_alike() {
         }
     }
     if by_kind.is_empty() && skipped == 0 {
+        drop(proxy);
+        let _ = std::fs::remove_dir_all(&dir);
         return;
     }
     let mut report = format!("the proxy and the fixture disagree (seed {seed}):\n");
@@ -1188,4 +1190,132 @@ async fn proxy_and_fixture_read_cql_alike() {
         "{report}\n{total} disagreements in all, every one in {}",
         path.display()
     );
+}
+
+// The comparison itself.
+
+fn checked(action: cql::Action, table: &str) -> Checked {
+    Checked {
+        action,
+        table: table.to_string(),
+    }
+}
+
+fn sent(query: &str, answer: Answer, journaled: Option<Verdict>) -> Sent {
+    Sent {
+        query: query.to_string(),
+        answer,
+        keyspace: None,
+        journaled,
+    }
+}
+
+fn ran(sent: Vec<Sent>) -> Ran {
+    Ran {
+        case: Case {
+            requests: sent.iter().map(|s| s.query.clone()).collect(),
+            send: Send::Pipelined,
+        },
+        client: Ipv4Addr::LOCALHOST,
+        sent,
+    }
+}
+
+fn logged(action: &str, table: &str) -> Logged {
+    Logged::Checked(action.to_string(), table.to_string())
+}
+
+#[test]
+fn agreeing_requests_are_no_mismatch() {
+    let case = ran(vec![
+        sent(
+            "USE secret",
+            Answer::SetKeyspace("secret".into()),
+            Some(Verdict::Accepted(vec![checked(cql::Action::Use, "")])),
+        ),
+        sent(
+            "USE system x",
+            Answer::Error(0x2100, "Request Unauthorized".into()),
+            None,
+        ),
+        sent(
+            "BEGIN BATCH INSERT INTO t (k) VALUES (1) DELETE FROM u WHERE k = 1 APPLY BATCH",
+            Answer::Result,
+            Some(Verdict::Accepted(vec![
+                checked(cql::Action::Insert, "secret.t"),
+                checked(cql::Action::Delete, "secret.u"),
+            ])),
+        ),
+    ]);
+    let entries = [
+        logged("use", ""),
+        Logged::Refused("syntax".into()),
+        logged("delete", "secret.u"),
+        logged("insert", "secret.t"),
+    ];
+    assert!(compare(&case, &entries).is_empty());
+}
+
+#[test]
+fn disagreements_are_found_request_by_request() {
+    let case = ran(vec![
+        sent(
+            "USE secret",
+            Answer::SetKeyspace("secret".into()),
+            Some(Verdict::Accepted(vec![checked(cql::Action::Use, "")])),
+        ),
+        sent(
+            "BEGIN BATCH INSERT INTO t (k) VALUES (1) DELETE FROM u WHERE k = 1 APPLY BATCH",
+            Answer::Result,
+            Some(Verdict::Accepted(vec![
+                checked(cql::Action::Insert, "secret.t"),
+                checked(cql::Action::Delete, "secret.u"),
+            ])),
+        ),
+        sent(
+            "SELECT * FROM local",
+            Answer::Result,
+            Some(Verdict::Accepted(vec![checked(
+                cql::Action::Select,
+                "secret.local",
+            )])),
+        ),
+        sent(
+            "SELECT * FROM system.local",
+            Answer::Error(0x2100, "x".into()),
+            None,
+        ),
+    ]);
+    // The batch logged its first statement only, and a request the fixture accepts was refused.
+    let entries = [
+        logged("use", ""),
+        logged("insert", "secret.t"),
+        logged("select", "secret.local"),
+        Logged::Refused("no".into()),
+    ];
+    let mismatches = compare(&case, &entries);
+    let kinds: Vec<&str> = mismatches.iter().map(|m| m.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            "the proxy checked other statements than the fixture read",
+            "the proxy refused a request the fixture accepts"
+        ]
+    );
+    assert!(
+        mismatches[0].report.contains("BEGIN BATCH"),
+        "{}",
+        mismatches[0].report
+    );
+    assert!(mismatches[1].report.contains("(select \"system.local\")"));
+}
+
+#[test]
+fn the_corpus_reads_escapes_and_sends() {
+    let cases = corpus("# c\n\nSELECT 1--\\r\\u{0c} ⏎ USE x\nUSE a ⏸ B\\\\\n");
+    assert_eq!(cases.len(), 2);
+    assert_eq!(cases[0].requests, ["SELECT 1--\r\u{c}", "USE x"]);
+    assert_eq!(cases[0].send, Send::Pipelined);
+    assert_eq!(cases[1].requests, ["USE a", "B\\"]);
+    assert_eq!(cases[1].send, Send::InTurn);
 }
