@@ -297,22 +297,10 @@ impl Stmt {
 }
 
 /// An action as policy checks it, with `keyspace.table` (`""` for actions on no table).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Checked {
     pub action: Action,
     pub table: String,
-}
-
-impl PartialOrd for Action {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Action {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.name().cmp(other.name())
-    }
 }
 
 /// A table named without its keyspace where no keyspace is set.

@@ -335,6 +335,8 @@ fn the_grammar_refuses() {
         "UPDATE t SET v = w + 1 WHERE k = 1",
         "DELETE FROM t",
         "CREATE KEYSPACE k",
+        "CREATE SCHEMA k WITH durable_writes = true",
+        "DROP SCHEMA k",
         "CREATE KEYSPACE k WITH a = 1 AND a = 2",
         "CREATE TABLE t (k int PRIMARY KEY) WITH comment = bareword",
         "CREATE TYPE interval (a int)",
@@ -446,4 +448,23 @@ fn features_the_fixture_lacks_are_read_not_evaluated() {
         parse("INSERT INTO t (k) VALUES (1) USING TTL 3").unwrap(),
         Stmt::Insert { .. }
     ));
+}
+
+#[test]
+fn errors_name_where_the_text_went_wrong() {
+    let error = parse("REVOKE MODIFY ON KEYSPACE secret FROMr").unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "at 33: expected FROM, found Word(\"FROMr\")"
+    );
+    assert_eq!(
+        parse("SELECT * FROM t WHERE k = 1-1")
+            .unwrap_err()
+            .to_string(),
+        "at 27: expected the end of the query, found Integer(\"-1\")"
+    );
+    assert_eq!(
+        parse("SELECT * FROM t --").unwrap_err().to_string(),
+        "line comment at 16 has no line end"
+    );
 }

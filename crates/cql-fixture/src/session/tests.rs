@@ -390,3 +390,58 @@ fn a_broken_segment_is_an_error() {
     ));
     assert!(out.is_empty());
 }
+
+#[test]
+fn journals_what_each_request_read_before_evaluating_it() {
+    let journal = Arc::new(Journal::new());
+    let mut session = Session::journaled("127.0.0.1:9042".parse().unwrap(), Arc::clone(&journal));
+    let store = Mutex::new(Store::new());
+    request(&mut session, &store, 4, opcode::STARTUP, &startup(None));
+    let ask = |session: &mut Session, text: &str| {
+        let response = request(session, &store, 4, opcode::QUERY, &query(4, text, 0, &[]));
+        (response.header.opcode, response.body)
+    };
+    let checked = |action, table: &str| cql::Checked {
+        action,
+        table: table.to_string(),
+    };
+
+    let (op, body) = ask(&mut session, "SELECT * FROM local");
+    assert_eq!(
+        (op, &body[..4]),
+        (opcode::ERROR, &0x2200_u32.to_be_bytes()[..])
+    );
+    let (op, _) = ask(&mut session, "USE nowhere");
+    assert_eq!(op, opcode::ERROR);
+    let (op, body) = ask(&mut session, "USE system--\r");
+    assert_eq!((op, &body[..4]), (opcode::RESULT, &[0, 0, 0, 3][..]));
+    ask(&mut session, "SELECT * FROM local WHERE key = 'x'--;\n");
+    ask(
+        &mut session,
+        "BEGIN BATCH INSERT INTO t (k) VALUES (1) DELETE FROM ks.u WHERE k = 1 APPLY BATCH",
+    );
+    let (op, body) = ask(&mut session, "SELECT * FROM local --");
+    assert_eq!(
+        (op, &body[..4]),
+        (opcode::ERROR, &0x2000_u32.to_be_bytes()[..])
+    );
+
+    let entries = journal.of_connection(1);
+    let verdicts: Vec<&Verdict> = entries.iter().map(|e| &e.verdict).collect();
+    assert!(matches!(verdicts[0], Verdict::Refused(reason) if reason.contains("No keyspace")));
+    assert_eq!(
+        verdicts[1..5],
+        [
+            &Verdict::Accepted(vec![checked(cql::Action::Use, "")]),
+            &Verdict::Accepted(vec![checked(cql::Action::Use, "")]),
+            &Verdict::Accepted(vec![checked(cql::Action::Select, "system.local")]),
+            &Verdict::Accepted(vec![
+                checked(cql::Action::Insert, "system.t"),
+                checked(cql::Action::Delete, "ks.u"),
+            ]),
+        ]
+    );
+    assert!(matches!(verdicts[5], Verdict::Refused(reason) if reason.contains("line comment")));
+    assert_eq!(entries.len(), 6);
+    assert_eq!(entries[2].queries, ["USE system--\r"]);
+}
