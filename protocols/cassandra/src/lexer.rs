@@ -3,8 +3,10 @@
 //! What decides policy is where comments, literals and statements begin and end, so those follow
 //! Cassandra's grammar to the byte: white space is space, tab, `\n` and `\r` only; a `--` or
 //! `//` comment runs to the first `\n` or `\r` and is an error when the text ends first; `/* */`
-//! does not nest; a number (`-1`, `1.5e-3`, `0x1f`, `3h30m`, a UUID) never contains `--`, so a
-//! `--` outside a literal always starts a comment. Keywords are case-insensitive (they come out
+//! does not nest; a number (`-1`, `1.5e-3`, `0x1f`, `3h30m`, `-P1DT2H`, `-Infinity`, a UUID)
+//! never contains `--`, so a `--` outside a literal always starts a comment, and a number
+//! ends where Cassandra's ends, so a word glued to it (`-InfinityDELETE`) is read as Cassandra
+//! reads it. Keywords are case-insensitive (they come out
 //! as words; the classifier compares them without case), quoted identifiers keep their case,
 //! string literals are `'…'` with `''` escapes and `$$…$$`. A character no CQL token starts
 //! with (anything outside ASCII, a control character, a lone `$`, …) is an error. It borrows
@@ -120,10 +122,20 @@ fn is(b: u8, class: u8) -> bool {
     CLASSES[usize::from(b)] & class != 0
 }
 
-/// The units a duration literal is made of (`1h30m`, `2mo`, `500ms`), longest first where one
-/// begins another. (Cassandra also takes `µs`; outside ASCII, it is refused here.)
-const DURATION_UNITS: [&[u8]; 10] = [
-    b"mo", b"ms", b"us", b"ns", b"y", b"w", b"d", b"h", b"m", b"s",
+/// The units a duration literal is made of (`1h30m`, `2mo`, `500ms`, `3µs`), longest first where
+/// one begins another.
+const DURATION_UNITS: [&[u8]; 11] = [
+    b"mo",
+    b"ms",
+    b"us",
+    "\u{b5}s".as_bytes(),
+    b"ns",
+    b"y",
+    b"w",
+    b"d",
+    b"h",
+    b"m",
+    b"s",
 ];
 
 /// The length of the duration unit at the start of `bytes` (any case), or 0.
@@ -195,6 +207,87 @@ fn number_end(bytes: &[u8], start: usize) -> usize {
         }
         at = more;
     }
+}
+
+/// Where the ISO 8601 duration whose `P` is at `p` ends, if one does: the alternative format
+/// `PYYYY-MM-DDThh:mm:ss`, `P…W`, or a period (`P1Y2M3D`, each part optional in order) and/or
+/// time (`T1H2M3S`). Letters are upper case, as Cassandra's grammar writes them.
+fn iso_duration_end(bytes: &[u8], p: usize) -> Option<usize> {
+    const ALTERNATIVE: &[u8; 20] = b"P0000-00-00T00:00:00";
+    if bytes.len() >= p + 20
+        && bytes[p..p + 20]
+            .iter()
+            .zip(ALTERNATIVE)
+            .all(|(&b, &form)| match form {
+                b'0' => b.is_ascii_digit(),
+                _ => b == form,
+            })
+    {
+        return Some(p + 20);
+    }
+    let start = p + 1;
+    if bytes.get(start) == Some(&b'T') {
+        return iso_time_end(bytes, start);
+    }
+    let digits = digits_end(bytes, start);
+    if digits == start {
+        return None;
+    }
+    let at = match bytes.get(digits) {
+        Some(b'W') => return Some(digits + 1),
+        Some(b'Y') => {
+            let at = iso_part_end(bytes, digits + 1, b'M');
+            iso_part_end(bytes, at, b'D')
+        }
+        Some(b'M') => iso_part_end(bytes, digits + 1, b'D'),
+        Some(b'D') => digits + 1,
+        _ => return None,
+    };
+    match bytes.get(at) {
+        Some(b'T') => Some(iso_time_end(bytes, at).unwrap_or(at)),
+        _ => Some(at),
+    }
+}
+
+/// Where the ISO 8601 time designators whose `T` is at `t` end (`T1H2M3S`, parts optional in
+/// order but one at least).
+fn iso_time_end(bytes: &[u8], t: usize) -> Option<usize> {
+    let digits = digits_end(bytes, t + 1);
+    if digits == t + 1 {
+        return None;
+    }
+    match bytes.get(digits) {
+        Some(b'H') => {
+            let at = iso_part_end(bytes, digits + 1, b'M');
+            Some(iso_part_end(bytes, at, b'S'))
+        }
+        Some(b'M') => Some(iso_part_end(bytes, digits + 1, b'S')),
+        Some(b'S') => Some(digits + 1),
+        _ => None,
+    }
+}
+
+/// After an optional ISO 8601 part at `at` (digits, then `letter`), where reading goes on.
+fn iso_part_end(bytes: &[u8], at: usize, letter: u8) -> usize {
+    let digits = digits_end(bytes, at);
+    match digits > at && bytes.get(digits) == Some(&letter) {
+        true => digits + 1,
+        false => at,
+    }
+}
+
+/// Where the negative literal starting at the `-` at `start` ends, if one does there: a
+/// negative ISO duration (`-P1D`), `-NaN` or `-Infinity` (any case). Each is one token in
+/// Cassandra's grammar, so what follows it starts a new token even without a space.
+fn negative_literal_end(bytes: &[u8], start: usize) -> Option<usize> {
+    let rest = &bytes[start + 1..];
+    if rest.first() == Some(&b'P') {
+        return iso_duration_end(bytes, start + 1);
+    }
+    [&b"infinity"[..], b"nan"]
+        .into_iter()
+        .find(|word| rest.len() >= word.len() && rest[..word.len()].eq_ignore_ascii_case(word))
+        .map(|word| start + 1 + word.len())
 }
 
 /// An iterator over the tokens of CQL text.
@@ -328,11 +421,19 @@ impl<'q> Lexer<'q> {
                 self.at += 36;
                 Token::Literal(&self.text[start..self.at])
             }
+            b'P' if iso_duration_end(bytes, start) == Some(start + 20) => {
+                self.at = start + 20;
+                Token::Literal(&self.text[start..self.at])
+            }
             b if is(b, WORD_START) => Token::Word(self.take_while(WORD)),
             b if b.is_ascii_digit()
                 || (b == b'-' && second.is_some_and(|b| b.is_ascii_digit())) =>
             {
                 self.at = number_end(bytes, start);
+                Token::Literal(&self.text[start..self.at])
+            }
+            b'-' if negative_literal_end(bytes, start).is_some() => {
+                self.at = negative_literal_end(bytes, start).unwrap_or(start + 1);
                 Token::Literal(&self.text[start..self.at])
             }
             b if is(b, PUNCT) => {
@@ -481,6 +582,7 @@ mod tests {
             ("2mo", "2mo"),
             ("500ms", "500ms"),
             ("12us", "12us"),
+            ("3\u{b5}s", "3\u{b5}s"),
         ] {
             assert_eq!(tokens(text), vec![Token::Literal(number)], "{text:?}");
         }
@@ -498,6 +600,37 @@ mod tests {
             vec![Token::Literal("1"), Token::Literal("-2")]
         );
         assert_eq!(tokens("1ex"), vec![Token::Literal("1"), Token::Word("ex")]);
+    }
+
+    #[test]
+    fn negative_literals_and_iso_durations_end_where_cassandra_ends_them() {
+        for (text, literal, word) in [
+            ("-InfinityDELETE", "-Infinity", "DELETE"),
+            ("-nanInsert", "-nan", "Insert"),
+            ("-P1YDELETE", "-P1Y", "DELETE"),
+            ("-P1Y2M3DT4H5M6SDELETE", "-P1Y2M3DT4H5M6S", "DELETE"),
+            ("-PT1HDELETE", "-PT1H", "DELETE"),
+            ("-P2WDELETE", "-P2W", "DELETE"),
+            (
+                "P0001-02-03T04:05:06DELETE",
+                "P0001-02-03T04:05:06",
+                "DELETE",
+            ),
+            (
+                "-P0001-02-03T04:05:06DELETE",
+                "-P0001-02-03T04:05:06",
+                "DELETE",
+            ),
+        ] {
+            assert_eq!(
+                tokens(text),
+                vec![Token::Literal(literal), Token::Word(word)],
+                "{text:?}"
+            );
+        }
+        // Without a sign, a duration and the letters after it are one name.
+        assert_eq!(tokens("P1YDELETE"), vec![Token::Word("P1YDELETE")]);
+        assert_eq!(tokens("-Px"), vec![Token::Punct('-'), Token::Word("Px")]);
     }
 
     #[test]

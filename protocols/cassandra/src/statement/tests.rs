@@ -213,6 +213,15 @@ fn statements_read_as_cassandra_reads_them() {
             &[(Update, "a.t"), (Insert, "b.t")],
         ),
         ("BEGIN UNLOGGED BATCH APPLY BATCH;", &[]),
+        // A literal ends where Cassandra ends it, even with a word glued to it.
+        (
+            "BEGIN BATCH UPDATE a.t SET v=1 WHERE k=-InfinityDELETE FROM secret.vault WHERE k=1 APPLY BATCH",
+            &[(Update, "a.t"), (Delete, "secret.vault")],
+        ),
+        (
+            "BEGIN BATCH UPDATE a.t SET d=P0001-02-03T04:05:06DELETE FROM secret.vault WHERE k=1 APPLY BATCH",
+            &[(Update, "a.t"), (Delete, "secret.vault")],
+        ),
     ];
     for (query, expected) in cases {
         let expected: Vec<(Action, Option<String>)> = expected
