@@ -9,11 +9,12 @@ use std::sync::{Arc, Mutex};
 
 use std::any::Any;
 use std::cell::Cell;
+use std::fmt;
 
 use axoneme_datapath::{Connection, ConnectionError, Env, Limits, Output};
 use axoneme_sdk::{
-    AccessLog, CompiledRules, ConnectionMeta, Direction, Flow, L7RuleMap, LogEntry, Protocol,
-    RequestPolicy, Verdict,
+    AccessLog, CompiledRules, ConnectionMeta, Direction, ErrorCode, Flow, L7RuleMap, LogEntry,
+    Protocol, RequestPolicy, Verdict,
 };
 
 /// Connection metadata for a test connection from `source` to `destination`.
@@ -80,6 +81,46 @@ impl Output for Capture {
             Flow::Request => self.upstream.extend_from_slice(bytes),
             Flow::Reply => self.client.extend_from_slice(bytes),
         }
+    }
+}
+
+/// What one step of a test (some reads on one flow) made the proxy send on each side: the
+/// value a test compares with what it expects, as Cilium's Go cases compare operations and
+/// injected bytes.
+///
+/// Its `Debug` shows both sides as escaped text, so that a failed comparison of protocol bytes
+/// reads as the protocol does.
+#[derive(Default, PartialEq, Eq)]
+pub struct Emitted {
+    /// Bytes sent upstream (on the request flow).
+    pub upstream: Vec<u8>,
+    /// Bytes sent to the client (on the reply flow).
+    pub client: Vec<u8>,
+}
+
+impl Emitted {
+    /// `upstream` sent upstream and `client` sent to the client.
+    pub fn new(upstream: &[u8], client: &[u8]) -> Emitted {
+        Emitted {
+            upstream: upstream.to_vec(),
+            client: client.to_vec(),
+        }
+    }
+
+    /// Nothing sent on either side: what a step that leaves the proxy waiting for more emits.
+    pub fn nothing() -> Emitted {
+        Emitted::default()
+    }
+}
+
+impl fmt::Debug for Emitted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "upstream \"{}\", client \"{}\"",
+            self.upstream.escape_ascii(),
+            self.client.escape_ascii()
+        )
     }
 }
 
@@ -222,6 +263,43 @@ impl Session {
             log: &self.log,
         };
         self.conn.on_data(flow, data, false, &env, &mut self.sent)
+    }
+
+    /// Delivers `reads` on `flow`, one after another, and returns what they made the proxy
+    /// send (only what these reads made it send, not what earlier steps did).
+    ///
+    /// Panics if a read closes the connection: a step is expected to leave it open.
+    #[track_caller]
+    pub fn deliver(&mut self, flow: Flow, reads: &[&[u8]]) -> Emitted {
+        let (upstream, client) = (self.sent.upstream.len(), self.sent.client.len());
+        for read in reads {
+            self.send(flow, read).expect("the connection stays open");
+        }
+        Emitted {
+            upstream: self.sent.upstream[upstream..].to_vec(),
+            client: self.sent.client[client..].to_vec(),
+        }
+    }
+
+    /// Delivers `request`, which the parser must refuse to read with `code`: the connection
+    /// closes, the request sends nothing to either side, and the close is logged as one denial.
+    #[track_caller]
+    pub fn assert_refuses(&mut self, request: &[u8], code: ErrorCode) {
+        let (upstream, client) = (self.sent.upstream.len(), self.sent.client.len());
+        let entries = self.log().len();
+        let error = self.send(Flow::Request, request).unwrap_err();
+        assert!(
+            matches!(&error, ConnectionError::Parse(e) if e.code == code),
+            "expected a parse error {code:?}, got {error:?}"
+        );
+        assert_eq!(
+            (self.sent.upstream.len(), self.sent.client.len()),
+            (upstream, client),
+            "nothing sent"
+        );
+        let log = self.log();
+        assert_eq!(log.len(), entries + 1, "the close is logged: {log:?}");
+        assert!(log[entries].starts_with("Denied "), "{log:?}");
     }
 
     /// The access-log entries so far.

@@ -13,12 +13,9 @@
 //! Axoneme's deliberate differences from Cilium (cilium-compat.md) that these cases touch are
 //! named where they apply; every other expectation is Cilium's.
 
-use std::fmt;
-
 use axoneme_cassandra::Cassandra;
-use axoneme_datapath::ConnectionError;
 use axoneme_sdk::{ErrorCode, Flow};
-use axoneme_testkit::{RulesPolicy, Session};
+use axoneme_testkit::{Emitted, RulesPolicy, Session};
 
 /// The name the Go cases' policy has (their endpoint's address).
 const POLICY: &str = "1.1.1.1";
@@ -31,62 +28,6 @@ fn policy(rules: &[&[(&str, &str)]]) -> RulesPolicy {
 /// A connection under `rules`.
 fn session(rules: &[&[(&str, &str)]]) -> Session {
     Session::new(&Cassandra::default(), policy(rules))
-}
-
-/// What a step of a Go case made the proxy send on each side.
-#[derive(PartialEq, Eq)]
-struct Emitted {
-    upstream: Vec<u8>,
-    client: Vec<u8>,
-}
-
-impl fmt::Debug for Emitted {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "upstream \"{}\", client \"{}\"",
-            self.upstream.escape_ascii(),
-            self.client.escape_ascii()
-        )
-    }
-}
-
-/// Bytes sent upstream and to the client.
-fn emitted(upstream: &[u8], client: &[u8]) -> Emitted {
-    Emitted {
-        upstream: upstream.to_vec(),
-        client: client.to_vec(),
-    }
-}
-
-/// Delivers `reads` on `flow`, one after another, and returns what they made the proxy send.
-fn deliver(s: &mut Session, flow: Flow, reads: &[&[u8]]) -> Emitted {
-    let (upstream, client) = (s.sent.upstream.len(), s.sent.client.len());
-    for read in reads {
-        s.send(flow, read).expect("the connection stays open");
-    }
-    Emitted {
-        upstream: s.sent.upstream[upstream..].to_vec(),
-        client: s.sent.client[client..].to_vec(),
-    }
-}
-
-/// Delivers `request`, which the proxy must refuse to read: the connection closes, nothing
-/// reaches either side, and the close is logged as a denial.
-fn assert_closes_as_malformed(s: &mut Session, request: &[u8]) {
-    let (upstream, client, entries) = (s.sent.upstream.len(), s.sent.client.len(), s.log().len());
-    let error = s.send(Flow::Request, request).unwrap_err();
-    assert!(
-        matches!(&error, ConnectionError::Parse(e) if e.code == ErrorCode::MalformedFrame),
-        "{error:?}"
-    );
-    assert_eq!(
-        (s.sent.upstream.len(), s.sent.client.len()),
-        (upstream, client)
-    );
-    let log = s.log();
-    assert_eq!(log.len(), entries + 1, "{log:?}");
-    assert!(log[entries].starts_with("Denied "), "{log:?}");
 }
 
 /// Bytes from hexadecimal text, as the Go cases write their frames.
@@ -167,12 +108,15 @@ fn prepared_result(stream: u16, id: &[u8]) -> Vec<u8> {
 fn prepare_as(s: &mut Session, stream: u16, cql: &str, id: &[u8]) {
     let request = prepare(stream, cql);
     assert_eq!(
-        deliver(s, Flow::Request, &[&request]),
-        emitted(&request, b""),
+        s.deliver(Flow::Request, &[&request]),
+        Emitted::new(&request, b""),
         "{cql}"
     );
     let answer = prepared_result(stream, id);
-    assert_eq!(deliver(s, Flow::Reply, &[&answer]), emitted(b"", &answer));
+    assert_eq!(
+        s.deliver(Flow::Reply, &[&answer]),
+        Emitted::new(b"", &answer)
+    );
 }
 
 /// TestCassandraOnDataNoHeader: two bytes of a header, on a connection without policy.
@@ -180,8 +124,8 @@ fn prepare_as(s: &mut Session, stream: u16, cql: &str, id: &[u8]) {
 fn cassandra_on_data_no_header() {
     let mut s = session(&[]);
     assert_eq!(
-        deliver(&mut s, Flow::Request, &[&hex("0400")]),
-        emitted(b"", b"")
+        s.deliver(Flow::Request, &[&hex("0400")]),
+        Emitted::nothing()
     );
     assert!(s.log().is_empty());
 }
@@ -193,8 +137,8 @@ fn cassandra_on_data_options_req() {
     let mut s = session(&[&[("query_action", "select")]]);
     let options = hex(OPTIONS_HEX);
     assert_eq!(
-        deliver(&mut s, Flow::Request, &[&options]),
-        emitted(&options, b"")
+        s.deliver(Flow::Request, &[&options]),
+        Emitted::new(&options, b"")
     );
     assert!(s.log().is_empty());
 }
@@ -205,8 +149,8 @@ fn cassandra_on_data_partial_req() {
     let mut s = session(&[&[("query_table", ".*")]]);
     let query = hex(SYSTEM_LOCAL_HEX);
     assert_eq!(
-        deliver(&mut s, Flow::Request, &[&query[..query.len() - 1]]),
-        emitted(b"", b"")
+        s.deliver(Flow::Request, &[&query[..query.len() - 1]]),
+        Emitted::nothing()
     );
     assert!(s.log().is_empty());
 }
@@ -217,8 +161,8 @@ fn cassandra_on_data_query_req() {
     let mut s = session(&[&[("query_table", ".*")]]);
     let query = hex(SYSTEM_LOCAL_HEX);
     assert_eq!(
-        deliver(&mut s, Flow::Request, &[&query]),
-        emitted(&query, b"")
+        s.deliver(Flow::Request, &[&query]),
+        Emitted::new(&query, b"")
     );
     assert_eq!(s.log(), [SYSTEM_LOCAL_ALLOWED]);
 }
@@ -231,8 +175,8 @@ fn cassandra_on_data_split_query_req() {
     let query = hex(SYSTEM_LOCAL_HEX);
     let (first, second) = query.split_at(10);
     assert_eq!(
-        deliver(&mut s, Flow::Request, &[first, second]),
-        emitted(&query, b"")
+        s.deliver(Flow::Request, &[first, second]),
+        Emitted::new(&query, b"")
     );
     assert_eq!(s.log(), [SYSTEM_LOCAL_ALLOWED]);
 }
@@ -243,8 +187,8 @@ fn cassandra_on_data_multi_req() {
     let mut s = session(&[&[("query_table", ".*")]]);
     let requests = [hex(OPTIONS_HEX), hex(SYSTEM_LOCAL_HEX)].concat();
     assert_eq!(
-        deliver(&mut s, Flow::Request, &[&requests]),
-        emitted(&requests, b"")
+        s.deliver(Flow::Request, &[&requests]),
+        Emitted::new(&requests, b"")
     );
     assert_eq!(s.log(), [SYSTEM_LOCAL_ALLOWED]);
 }
@@ -257,8 +201,8 @@ fn simple_cassandra_policy() {
     let options = hex(OPTIONS_HEX);
     let requests = [options.clone(), hex(SYSTEM_LOCAL_HEX)].concat();
     assert_eq!(
-        deliver(&mut s, Flow::Request, &[&requests]),
-        emitted(&options, &unauthorized(4))
+        s.deliver(Flow::Request, &[&requests]),
+        Emitted::new(&options, &unauthorized(4))
     );
     assert_eq!(
         s.log(),
@@ -303,8 +247,8 @@ fn cassandra_batch_request_policy() {
         "the Go case's frame: a body of 60 bytes"
     );
     assert_eq!(
-        deliver(&mut s, Flow::Request, &[&request]),
-        emitted(&request, b"")
+        s.deliver(Flow::Request, &[&request]),
+        Emitted::new(&request, b"")
     );
     assert_eq!(
         s.log(),
@@ -330,8 +274,8 @@ fn cassandra_batch_request_prepared_statement() {
         "the Go case's frame: a body of 24 bytes"
     );
     assert_eq!(
-        deliver(&mut s, Flow::Request, &[&request]),
-        emitted(&request, b"")
+        s.deliver(Flow::Request, &[&request]),
+        Emitted::new(&request, b"")
     );
     assert_eq!(
         s.log()[prepared_entries..],
@@ -365,15 +309,15 @@ fn cassandra_execute_prepared_statement() {
     let rules: &[&[(&str, &str)]] = &[&[("query_table", "db3.*")]];
     let mut s = session(rules);
     prepare_as(&mut s, 1, "SELECT * FROM db3.t1", b"aaaa");
-    assert_closes_as_malformed(&mut s, &execute_aaaa_xyz());
+    s.assert_refuses(&execute_aaaa_xyz(), ErrorCode::MalformedFrame);
 
     let mut s = session(rules);
     prepare_as(&mut s, 1, "SELECT * FROM db3.t1", b"aaaa");
     let prepared_entries = s.log().len();
     let request = execute(b"aaaa");
     assert_eq!(
-        deliver(&mut s, Flow::Request, &[&request]),
-        emitted(&request, b"")
+        s.deliver(Flow::Request, &[&request]),
+        Emitted::new(&request, b"")
     );
     assert_eq!(
         s.log()[prepared_entries..],
@@ -417,10 +361,10 @@ fn cassandra_execute_prepared_statement_unknown_id() {
         9 + 6,
         "the Go case's frame: a body of 6 bytes"
     );
-    assert_closes_as_malformed(&mut s, &id_only);
+    s.assert_refuses(&id_only, ErrorCode::MalformedFrame);
 
     let mut s = session(&[]);
-    let sent = deliver(&mut s, Flow::Request, &[&execute(b"aaaa")]);
+    let sent = s.deliver(Flow::Request, &[&execute(b"aaaa")]);
     assert!(sent.upstream.is_empty(), "{sent:?}");
     assert_eq!(unprepared_id(&sent.client, 4), b"aaaa");
     let log = s.log();
@@ -435,8 +379,8 @@ fn cassandra_prepared_result_reply() {
     let mut s = session(&[&[("query_table", "db3.*")]]);
     let request = prepare(4, "SELECT * FROM db3.t1");
     assert_eq!(
-        deliver(&mut s, Flow::Request, &[&request]),
-        emitted(&request, b"")
+        s.deliver(Flow::Request, &[&request]),
+        Emitted::new(&request, b"")
     );
     let entries = s.log();
     let answer = prepared_result(4, b"aaaa");
@@ -446,14 +390,14 @@ fn cassandra_prepared_result_reply() {
         "the Go case's frame: a body of 22 bytes"
     );
     assert_eq!(
-        deliver(&mut s, Flow::Reply, &[&answer]),
-        emitted(b"", &answer)
+        s.deliver(Flow::Reply, &[&answer]),
+        Emitted::new(b"", &answer)
     );
     assert_eq!(s.log(), entries, "replies are not logged");
     let execute = execute(b"aaaa");
     assert_eq!(
-        deliver(&mut s, Flow::Request, &[&execute]),
-        emitted(&execute, b"")
+        s.deliver(Flow::Request, &[&execute]),
+        Emitted::new(&execute, b"")
     );
 }
 
@@ -480,9 +424,9 @@ const ADDITIONAL_QUERIES: [&str; 6] = [
 fn cassandra_additional_queries() {
     let rules: &[&[(&str, &str)]] = &[&[("query_table", "db4.t1")]];
     let mut s = session(rules);
-    assert_closes_as_malformed(
-        &mut s,
+    s.assert_refuses(
         &frame(5, QUERY, &long_string(ADDITIONAL_QUERIES[0])),
+        ErrorCode::MalformedFrame,
     );
 
     let mut s = session(rules);
@@ -491,8 +435,8 @@ fn cassandra_additional_queries() {
         .flat_map(|cql| frame(5, QUERY, &[long_string(cql), PARAMETERS.to_vec()].concat()))
         .collect();
     assert_eq!(
-        deliver(&mut s, Flow::Request, &[&requests]),
-        emitted(&requests, b"")
+        s.deliver(Flow::Request, &[&requests]),
+        Emitted::new(&requests, b"")
     );
     assert_eq!(
         s.log(),
@@ -518,8 +462,8 @@ fn cassandra_batch_request_policy_denied() {
         text_entry("SELECT * FROM db2.t2"),
     ]);
     assert_eq!(
-        deliver(&mut s, Flow::Request, &[&request]),
-        emitted(b"", &unauthorized(4))
+        s.deliver(Flow::Request, &[&request]),
+        Emitted::new(b"", &unauthorized(4))
     );
     assert_eq!(
         s.log(),
@@ -545,8 +489,8 @@ fn cassandra_batch_request_prepared_statement_denied() {
     s.policy = policy(&[&[("query_table", "db3.*")]]);
     let request = batch(&[prepared_entry(b"aaaa"), prepared_entry(b"bbbb")]);
     assert_eq!(
-        deliver(&mut s, Flow::Request, &[&request]),
-        emitted(b"", &unauthorized(4))
+        s.deliver(Flow::Request, &[&request]),
+        Emitted::new(b"", &unauthorized(4))
     );
     assert_eq!(
         s.log()[prepared_entries..],
@@ -598,17 +542,16 @@ fn cassandra_use_query() {
         .concat(),
     );
     assert_eq!(
-        deliver(
-            &mut s,
+        s.deliver(
             Flow::Request,
             &[&[use_db5.clone(), insert.clone()].concat()]
         ),
-        emitted(&use_db5, b"")
+        Emitted::new(&use_db5, b"")
     );
     let answer = set_keyspace_result(5, "db5");
     assert_eq!(
-        deliver(&mut s, Flow::Reply, &[&answer]),
-        emitted(&insert, &answer)
+        s.deliver(Flow::Reply, &[&answer]),
+        Emitted::new(&insert, &answer)
     );
     assert_eq!(
         s.log(),

@@ -15,12 +15,9 @@
 //! every reply). Axoneme's other deliberate differences from Cilium (cilium-compat.md) that
 //! these cases touch are named where they apply; every other expectation is Cilium's.
 
-use std::fmt;
-
-use axoneme_datapath::ConnectionError;
 use axoneme_memcache::Memcache;
 use axoneme_sdk::{ErrorCode, Flow};
-use axoneme_testkit::{RulesPolicy, Session};
+use axoneme_testkit::{Emitted, RulesPolicy, Session};
 
 /// The name the Go cases' policy has (their endpoint's address).
 const POLICY: &str = "1.1.1.1";
@@ -28,54 +25,14 @@ const POLICY: &str = "1.1.1.1";
 /// The text denial.
 const TEXT_DENIED: &[u8] = b"CLIENT_ERROR access denied\r\n";
 
+/// One `l7` rule: its key/value pairs.
+type Rule = [(&'static str, &'static str)];
+
 /// A connection under a policy of the single `l7` rule `rule`.
 fn session(rule: &[(&str, &str)]) -> Session {
     let memcache = Memcache::default();
     let policy = RulesPolicy::compile(&memcache, POLICY, &[rule]);
     Session::new(&memcache, policy)
-}
-
-/// What one `OnData` call of a Go case made the proxy send on each side.
-#[derive(PartialEq, Eq)]
-struct Emitted {
-    upstream: Vec<u8>,
-    client: Vec<u8>,
-}
-
-impl fmt::Debug for Emitted {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "upstream \"{}\", client \"{}\"",
-            self.upstream.escape_ascii(),
-            self.client.escape_ascii()
-        )
-    }
-}
-
-/// Bytes sent upstream and to the client.
-fn emitted(upstream: &[u8], client: &[u8]) -> Emitted {
-    Emitted {
-        upstream: upstream.to_vec(),
-        client: client.to_vec(),
-    }
-}
-
-/// Delivers `reads` on `flow`, one after another, and returns what they made the proxy send.
-fn deliver(s: &mut Session, flow: Flow, reads: &[&[u8]]) -> Emitted {
-    let (upstream, client) = (s.sent.upstream.len(), s.sent.client.len());
-    for read in reads {
-        s.send(flow, read).expect("the connection stays open");
-    }
-    Emitted {
-        upstream: s.sent.upstream[upstream..].to_vec(),
-        client: s.sent.client[client..].to_vec(),
-    }
-}
-
-/// Nothing sent on either side.
-fn nothing() -> Emitted {
-    emitted(b"", b"")
 }
 
 // The Go cases' text requests and replies.
@@ -123,324 +80,222 @@ fn any_key(command: &'static str) -> [(&'static str, &'static str); 2] {
     [("keyExact", ""), ("command", command)]
 }
 
-/// TestMemcache "text set pass" (proxylib/libcilium/proxylib_memcached_test.go).
+/// TestMemcache's text cases in which every request is allowed
+/// (proxylib/libcilium/proxylib_memcached_test.go): the requests pass upstream, the server's
+/// reply (where the case has one) passes to the client, and each request is logged.
 #[test]
-fn text_set_pass() {
-    let mut s = session(&any_key("set"));
-    assert_eq!(
-        deliver(&mut s, Flow::Request, &[SET_HELLO_TEXT]),
-        emitted(SET_HELLO_TEXT, b"")
-    );
-    assert_eq!(
-        deliver(&mut s, Flow::Reply, &[STORED]),
-        emitted(b"", STORED)
-    );
-    assert_eq!(s.log(), ["Request 1.1.1.1 command=set keys=key"]);
-}
-
-/// TestMemcache "text set drop" (proxylib/libcilium/proxylib_memcached_test.go).
-#[test]
-fn text_set_drop() {
-    let mut s = session(&[("keyExact", "trolo"), ("command", "set")]);
-    assert_eq!(
-        deliver(&mut s, Flow::Request, &[SET_HELLO_TEXT]),
-        emitted(b"", TEXT_DENIED),
-        "nothing is owed before the denial: it is sent at once"
-    );
-    assert_eq!(s.log(), ["Denied  command=set keys=key"]);
-}
-
-/// TestMemcache "text get pass" (proxylib/libcilium/proxylib_memcached_test.go).
-#[test]
-fn text_get_pass() {
-    let mut s = session(&any_key("get"));
+fn text_requests_pass() {
     let two_gets = [GET_KEYS_TEXT, GET_KEYS_TEXT].concat();
-    assert_eq!(
-        deliver(&mut s, Flow::Request, &[&two_gets]),
-        emitted(&two_gets, b"")
-    );
+    let two_gats = [GAT_KEYS_TEXT, GAT_KEYS_TEXT].concat();
     let two_responses = [GET_RESPONSE, GET_RESPONSE].concat();
-    assert_eq!(
-        deliver(&mut s, Flow::Reply, &[&two_responses]),
-        emitted(b"", &two_responses)
-    );
-    assert_eq!(
-        s.log(),
-        [
-            "Request 1.1.1.1 command=get keys=key1, key2, key3",
-            "Request 1.1.1.1 command=get keys=key1, key2, key3",
-        ]
-    );
-}
-
-/// TestMemcache "text get more" and "text gat more" (proxylib/libcilium/proxylib_memcached_test.go):
-/// the first five bytes of a reply line, sent as a request, are not yet a command.
-#[test]
-fn text_get_more_and_text_gat_more() {
-    for command in ["get", "gat"] {
-        let mut s = session(&any_key(command));
+    let watch_reply = WATCH_REPLY_LINES.concat();
+    let get = "Request 1.1.1.1 command=get keys=key1, key2, key3";
+    let gat = "Request 1.1.1.1 command=gat keys=key1, key2, key3";
+    // The Go case, its rule, the requests (one read), the reply (one read, where the case has
+    // one) and the log.
+    type Case<'a> = (&'a str, &'a Rule, &'a [u8], Option<&'a [u8]>, &'a [&'a str]);
+    let cases: [Case; 10] = [
+        (
+            "text set pass",
+            &any_key("set"),
+            SET_HELLO_TEXT,
+            Some(STORED),
+            &["Request 1.1.1.1 command=set keys=key"],
+        ),
+        (
+            "text get pass",
+            &any_key("get"),
+            &two_gets,
+            Some(&two_responses),
+            &[get, get],
+        ),
+        (
+            "text gat pass",
+            &any_key("gat"),
+            &two_gats,
+            Some(&two_responses),
+            &[gat, gat],
+        ),
+        (
+            "text delete pass",
+            &any_key("delete"),
+            DELETE_TEXT,
+            Some(NOT_FOUND),
+            &["Request 1.1.1.1 command=delete keys=key"],
+        ),
+        (
+            "text incr pass",
+            &any_key("incr"),
+            INCR_TEXT,
+            Some(NOT_FOUND),
+            &["Request 1.1.1.1 command=incr keys=key"],
+        ),
+        (
+            "text touch pass",
+            &[("keyExact", "key"), ("command", "touch")],
+            TOUCH_TEXT,
+            Some(NOT_FOUND),
+            &["Request 1.1.1.1 command=touch keys=key"],
+        ),
+        (
+            "text slabs pass",
+            &[("command", "slabs")],
+            SLABS_TEXT,
+            Some(OK_TEXT),
+            &["Request 1.1.1.1 command=slabs keys="],
+        ),
+        (
+            "text flush_all pass",
+            &[("command", "flush_all")],
+            FLUSH_ALL_TEXT,
+            None,
+            &["Request 1.1.1.1 command=flush_all keys="],
+        ),
+        // After `watch`, every reply line passes.
+        (
+            "text watch passed",
+            &[("command", "watch")],
+            WATCH_TEXT,
+            Some(&watch_reply),
+            &["Request 1.1.1.1 command=watch keys="],
+        ),
+        // An `l7` rule without keys allows every request.
+        (
+            "text set pass on empty rule",
+            &[],
+            SET_HELLO_TEXT,
+            Some(STORED),
+            &["Request 1.1.1.1 command=set keys=key"],
+        ),
+    ];
+    for (case, rule, requests, reply, log) in cases {
+        let mut s = session(rule);
         assert_eq!(
-            deliver(&mut s, Flow::Request, &[&GET_RESPONSE[..5]]),
-            nothing()
+            s.deliver(Flow::Request, &[requests]),
+            Emitted::new(requests, b""),
+            "{case}"
         );
-        assert!(s.log().is_empty());
+        if let Some(reply) = reply {
+            assert_eq!(
+                s.deliver(Flow::Reply, &[reply]),
+                Emitted::new(b"", reply),
+                "{case}"
+            );
+        }
+        assert_eq!(s.log(), log, "{case}");
     }
 }
 
-/// TestMemcache "text get drop" (proxylib/libcilium/proxylib_memcached_test.go).
+/// TestMemcache's text cases in which the request is denied
+/// (proxylib/libcilium/proxylib_memcached_test.go): it is dropped, answered with the text
+/// denial, and logged as denied.
 #[test]
-fn text_get_drop() {
-    let mut s = session(&any_key("set"));
-    assert_eq!(
-        deliver(&mut s, Flow::Request, &[GET_KEYS_TEXT]),
-        emitted(b"", TEXT_DENIED)
-    );
-    assert_eq!(s.log(), ["Denied  command=get keys=key1, key2, key3"]);
-}
-
-/// TestMemcache "text gat pass" (proxylib/libcilium/proxylib_memcached_test.go).
-#[test]
-fn text_gat_pass() {
-    let mut s = session(&any_key("gat"));
-    let two_gats = [GAT_KEYS_TEXT, GAT_KEYS_TEXT].concat();
-    assert_eq!(
-        deliver(&mut s, Flow::Request, &[&two_gats]),
-        emitted(&two_gats, b"")
-    );
-    let two_responses = [GET_RESPONSE, GET_RESPONSE].concat();
-    assert_eq!(
-        deliver(&mut s, Flow::Reply, &[&two_responses]),
-        emitted(b"", &two_responses)
-    );
-    assert_eq!(
-        s.log(),
-        [
-            "Request 1.1.1.1 command=gat keys=key1, key2, key3",
-            "Request 1.1.1.1 command=gat keys=key1, key2, key3",
-        ]
-    );
-}
-
-/// TestMemcache "text gat drop" (proxylib/libcilium/proxylib_memcached_test.go).
-#[test]
-fn text_gat_drop() {
-    let mut s = session(&any_key("set"));
-    assert_eq!(
-        deliver(&mut s, Flow::Request, &[GAT_KEYS_TEXT]),
-        emitted(b"", TEXT_DENIED)
-    );
-    assert_eq!(s.log(), ["Denied  command=gat keys=key1, key2, key3"]);
-}
-
-/// TestMemcache "text delete pass" (proxylib/libcilium/proxylib_memcached_test.go).
-#[test]
-fn text_delete_pass() {
-    let mut s = session(&any_key("delete"));
-    assert_eq!(
-        deliver(&mut s, Flow::Request, &[DELETE_TEXT]),
-        emitted(DELETE_TEXT, b"")
-    );
-    assert_eq!(
-        deliver(&mut s, Flow::Reply, &[NOT_FOUND]),
-        emitted(b"", NOT_FOUND)
-    );
-    assert_eq!(s.log(), ["Request 1.1.1.1 command=delete keys=key"]);
-}
-
-/// TestMemcache "text delete drop" (proxylib/libcilium/proxylib_memcached_test.go).
-#[test]
-fn text_delete_drop() {
-    let mut s = session(&any_key("set"));
-    assert_eq!(
-        deliver(&mut s, Flow::Request, &[DELETE_TEXT]),
-        emitted(b"", TEXT_DENIED)
-    );
-    assert_eq!(s.log(), ["Denied  command=delete keys=key"]);
-}
-
-/// TestMemcache "text incr pass" (proxylib/libcilium/proxylib_memcached_test.go).
-#[test]
-fn text_incr_pass() {
-    let mut s = session(&any_key("incr"));
-    assert_eq!(
-        deliver(&mut s, Flow::Request, &[INCR_TEXT]),
-        emitted(INCR_TEXT, b"")
-    );
-    assert_eq!(
-        deliver(&mut s, Flow::Reply, &[NOT_FOUND]),
-        emitted(b"", NOT_FOUND)
-    );
-    assert_eq!(s.log(), ["Request 1.1.1.1 command=incr keys=key"]);
-}
-
-/// TestMemcache "text incr drop" (proxylib/libcilium/proxylib_memcached_test.go).
-#[test]
-fn text_incr_drop() {
-    let mut s = session(&[("keyExact", "otherKey"), ("command", "incr")]);
-    assert_eq!(
-        deliver(&mut s, Flow::Request, &[INCR_TEXT]),
-        emitted(b"", TEXT_DENIED)
-    );
-    assert_eq!(s.log(), ["Denied  command=incr keys=key"]);
-}
-
-/// TestMemcache "text touch pass" (proxylib/libcilium/proxylib_memcached_test.go).
-#[test]
-fn text_touch_pass() {
-    let mut s = session(&[("keyExact", "key"), ("command", "touch")]);
-    assert_eq!(
-        deliver(&mut s, Flow::Request, &[TOUCH_TEXT]),
-        emitted(TOUCH_TEXT, b"")
-    );
-    assert_eq!(
-        deliver(&mut s, Flow::Reply, &[NOT_FOUND]),
-        emitted(b"", NOT_FOUND)
-    );
-    assert_eq!(s.log(), ["Request 1.1.1.1 command=touch keys=key"]);
-}
-
-/// TestMemcache "text touch drop" (proxylib/libcilium/proxylib_memcached_test.go).
-#[test]
-fn text_touch_drop() {
-    let mut s = session(&[("keyExact", "otherKey"), ("command", "touch")]);
-    assert_eq!(
-        deliver(&mut s, Flow::Request, &[TOUCH_TEXT]),
-        emitted(b"", TEXT_DENIED)
-    );
-    assert_eq!(s.log(), ["Denied  command=touch keys=key"]);
-}
-
-/// TestMemcache "text slabs pass" (proxylib/libcilium/proxylib_memcached_test.go).
-#[test]
-fn text_slabs_pass() {
-    let mut s = session(&[("command", "slabs")]);
-    assert_eq!(
-        deliver(&mut s, Flow::Request, &[SLABS_TEXT]),
-        emitted(SLABS_TEXT, b"")
-    );
-    assert_eq!(
-        deliver(&mut s, Flow::Reply, &[OK_TEXT]),
-        emitted(b"", OK_TEXT)
-    );
-    assert_eq!(s.log(), ["Request 1.1.1.1 command=slabs keys="]);
-}
-
-/// TestMemcache "text slabs drop" (proxylib/libcilium/proxylib_memcached_test.go).
-#[test]
-fn text_slabs_drop() {
-    let mut s = session(&[("keyExact", "otherKey"), ("command", "touch")]);
-    assert_eq!(
-        deliver(&mut s, Flow::Request, &[SLABS_TEXT]),
-        emitted(b"", TEXT_DENIED)
-    );
-    assert_eq!(s.log(), ["Denied  command=slabs keys="]);
-}
-
-/// TestMemcache "text lru_crawler response req more and pass"
-/// (proxylib/libcilium/proxylib_memcached_test.go): a reply is passed only once it is whole.
-#[test]
-fn text_lru_crawler_response_req_more_and_pass() {
-    let mut s = session(&[("command", "lru_crawler")]);
-    assert_eq!(
-        deliver(&mut s, Flow::Request, &[LRU_CRAWLER_TEXT]),
-        emitted(LRU_CRAWLER_TEXT, b"")
-    );
-    let (head, rest) = LRU_CRAWLER_RESPONSE.split_at(5);
-    assert_eq!(deliver(&mut s, Flow::Reply, &[head]), nothing());
-    assert_eq!(
-        deliver(&mut s, Flow::Reply, &[rest]),
-        emitted(b"", LRU_CRAWLER_RESPONSE)
-    );
-    assert_eq!(s.log(), ["Request 1.1.1.1 command=lru_crawler keys="]);
-}
-
-/// TestMemcache "text stats response req more and pass"
-/// (proxylib/libcilium/proxylib_memcached_test.go).
-#[test]
-fn text_stats_response_req_more_and_pass() {
-    let mut s = session(&[("command", "stats")]);
-    assert_eq!(
-        deliver(&mut s, Flow::Request, &[STATS_TEXT]),
-        emitted(STATS_TEXT, b"")
-    );
-    let (head, rest) = STATS_RESPONSE.split_at(5);
-    assert_eq!(deliver(&mut s, Flow::Reply, &[head]), nothing());
-    assert_eq!(
-        deliver(&mut s, Flow::Reply, &[rest]),
-        emitted(b"", STATS_RESPONSE)
-    );
-    assert_eq!(s.log(), ["Request 1.1.1.1 command=stats keys="]);
-}
-
-/// TestMemcache "text flush_all pass" (proxylib/libcilium/proxylib_memcached_test.go).
-#[test]
-fn text_flush_all_pass() {
-    let mut s = session(&[("command", "flush_all")]);
-    assert_eq!(
-        deliver(&mut s, Flow::Request, &[FLUSH_ALL_TEXT]),
-        emitted(FLUSH_ALL_TEXT, b"")
-    );
-    assert_eq!(s.log(), ["Request 1.1.1.1 command=flush_all keys="]);
-}
-
-/// TestMemcache "text flush_all denied" (proxylib/libcilium/proxylib_memcached_test.go).
-#[test]
-fn text_flush_all_denied() {
-    let mut s = session(&[("command", "get")]);
-    assert_eq!(
-        deliver(&mut s, Flow::Request, &[FLUSH_ALL_TEXT]),
-        emitted(b"", TEXT_DENIED)
-    );
-    assert_eq!(s.log(), ["Denied  command=flush_all keys="]);
-}
-
-/// TestMemcache "text watch passed" (proxylib/libcilium/proxylib_memcached_test.go): after
-/// `watch`, every reply line passes.
-#[test]
-fn text_watch_passed() {
-    let mut s = session(&[("command", "watch")]);
-    assert_eq!(
-        deliver(&mut s, Flow::Request, &[WATCH_TEXT]),
-        emitted(WATCH_TEXT, b"")
-    );
-    let reply = WATCH_REPLY_LINES.concat();
-    assert_eq!(
-        deliver(&mut s, Flow::Reply, &[&reply]),
-        emitted(b"", &reply)
-    );
-    assert_eq!(s.log(), ["Request 1.1.1.1 command=watch keys="]);
-}
-
-/// TestMemcache "text partial linefeed" (proxylib/libcilium/proxylib_memcached_test.go): a
-/// command line without its final `\n` is not yet a command.
-#[test]
-fn text_partial_linefeed() {
-    let mut s = session(&any_key("set"));
-    assert_eq!(
-        deliver(
-            &mut s,
-            Flow::Request,
-            &[&GET_KEYS_TEXT[..GET_KEYS_TEXT.len() - 1]]
+fn text_requests_denied() {
+    let touch_other_key: &Rule = &[("keyExact", "otherKey"), ("command", "touch")];
+    // The Go case, its rule, the request and its log entry.
+    let cases: [(&str, &Rule, &[u8], &str); 8] = [
+        (
+            "text set drop",
+            &[("keyExact", "trolo"), ("command", "set")],
+            SET_HELLO_TEXT,
+            "Denied  command=set keys=key",
         ),
-        nothing()
-    );
-    assert!(s.log().is_empty());
+        (
+            "text get drop",
+            &any_key("set"),
+            GET_KEYS_TEXT,
+            "Denied  command=get keys=key1, key2, key3",
+        ),
+        (
+            "text gat drop",
+            &any_key("set"),
+            GAT_KEYS_TEXT,
+            "Denied  command=gat keys=key1, key2, key3",
+        ),
+        (
+            "text delete drop",
+            &any_key("set"),
+            DELETE_TEXT,
+            "Denied  command=delete keys=key",
+        ),
+        (
+            "text incr drop",
+            &[("keyExact", "otherKey"), ("command", "incr")],
+            INCR_TEXT,
+            "Denied  command=incr keys=key",
+        ),
+        (
+            "text touch drop",
+            touch_other_key,
+            TOUCH_TEXT,
+            "Denied  command=touch keys=key",
+        ),
+        (
+            "text slabs drop",
+            touch_other_key,
+            SLABS_TEXT,
+            "Denied  command=slabs keys=",
+        ),
+        (
+            "text flush_all denied",
+            &[("command", "get")],
+            FLUSH_ALL_TEXT,
+            "Denied  command=flush_all keys=",
+        ),
+    ];
+    for (case, rule, request, entry) in cases {
+        let mut s = session(rule);
+        assert_eq!(
+            s.deliver(Flow::Request, &[request]),
+            Emitted::new(b"", TEXT_DENIED),
+            "{case}: nothing is owed before the denial: it is sent at once"
+        );
+        assert_eq!(s.log(), [entry], "{case}");
+    }
 }
 
-/// TestMemcache "text set pass on empty rule" (proxylib/libcilium/proxylib_memcached_test.go):
-/// an `l7` rule without keys allows every request.
+/// TestMemcache "text lru_crawler response req more and pass" and "text stats response req
+/// more and pass" (proxylib/libcilium/proxylib_memcached_test.go): a reply is passed only once
+/// it is whole.
 #[test]
-fn text_set_pass_on_empty_rule() {
-    let mut s = session(&[]);
-    assert_eq!(
-        deliver(&mut s, Flow::Request, &[SET_HELLO_TEXT]),
-        emitted(SET_HELLO_TEXT, b"")
-    );
-    assert_eq!(
-        deliver(&mut s, Flow::Reply, &[STORED]),
-        emitted(b"", STORED)
-    );
-    assert_eq!(s.log(), ["Request 1.1.1.1 command=set keys=key"]);
+fn text_response_req_more_and_pass() {
+    // The Go case, the command its rule allows, the request, the reply and the request's entry.
+    let cases = [
+        (
+            "text lru_crawler response req more and pass",
+            "lru_crawler",
+            LRU_CRAWLER_TEXT,
+            LRU_CRAWLER_RESPONSE,
+            "Request 1.1.1.1 command=lru_crawler keys=",
+        ),
+        (
+            "text stats response req more and pass",
+            "stats",
+            STATS_TEXT,
+            STATS_RESPONSE,
+            "Request 1.1.1.1 command=stats keys=",
+        ),
+    ];
+    for (case, command, request, response, entry) in cases {
+        let mut s = session(&[("command", command)]);
+        assert_eq!(
+            s.deliver(Flow::Request, &[request]),
+            Emitted::new(request, b""),
+            "{case}"
+        );
+        let (head, rest) = response.split_at(5);
+        assert_eq!(
+            s.deliver(Flow::Reply, &[head]),
+            Emitted::nothing(),
+            "{case}"
+        );
+        assert_eq!(
+            s.deliver(Flow::Reply, &[rest]),
+            Emitted::new(b"", response),
+            "{case}"
+        );
+        assert_eq!(s.log(), [entry], "{case}");
+    }
 }
 
 // The Go cases' binary packets.
@@ -496,21 +351,21 @@ const BINARY_DENIED_GET: [u8; 37] = [
 /// `opcode` and `key`, under the proto `binarymemcached`).
 #[test]
 fn bin_get_pass_exact_prefix_and_regex_key() {
-    for key_rule in [
-        ("keyExact", "Hello"),
-        ("keyPrefix", "Hell"),
-        ("keyRegex", "^.el.o$"),
+    for (case, key_rule) in [
+        ("bin get pass exact key", ("keyExact", "Hello")),
+        ("bin get pass prefix key", ("keyPrefix", "Hell")),
+        ("bin get pass regex key", ("keyRegex", "^.el.o$")),
     ] {
         let mut s = session(&[key_rule, ("command", "get")]);
         assert_eq!(
-            deliver(&mut s, Flow::Request, &[&GET_HELLO]),
-            emitted(&GET_HELLO, b""),
-            "{key_rule:?}"
+            s.deliver(Flow::Request, &[&GET_HELLO]),
+            Emitted::new(&GET_HELLO, b""),
+            "{case}"
         );
         assert_eq!(
             s.log(),
             ["Request 1.1.1.1 command=get keys=Hello opcode=0"],
-            "{key_rule:?}"
+            "{case}"
         );
     }
 }
@@ -520,22 +375,10 @@ fn bin_get_pass_exact_prefix_and_regex_key() {
 fn bin_get_drop() {
     let mut s = session(&any_key("set"));
     assert_eq!(
-        deliver(&mut s, Flow::Request, &[&GET_HELLO]),
-        emitted(b"", &BINARY_DENIED_GET)
+        s.deliver(Flow::Request, &[&GET_HELLO]),
+        Emitted::new(b"", &BINARY_DENIED_GET)
     );
     assert_eq!(s.log(), ["Denied  command=get keys=Hello opcode=0"]);
-}
-
-/// TestMemcache "bin get more" (proxylib/libcilium/proxylib_memcached_test.go): ten bytes of a
-/// header.
-#[test]
-fn bin_get_more() {
-    let mut s = session(&any_key("get"));
-    assert_eq!(
-        deliver(&mut s, Flow::Request, &[&GET_HELLO[..10]]),
-        nothing()
-    );
-    assert!(s.log().is_empty());
 }
 
 /// TestMemcache "bin get split" (proxylib/libcilium/proxylib_memcached_test.go): a packet in two
@@ -544,22 +387,41 @@ fn bin_get_more() {
 fn bin_get_split() {
     let mut s = session(&any_key("get"));
     assert_eq!(
-        deliver(&mut s, Flow::Request, &[&GET_HELLO[..10], &GET_HELLO[10..]]),
-        emitted(&GET_HELLO, b"")
+        s.deliver(Flow::Request, &[&GET_HELLO[..10], &GET_HELLO[10..]]),
+        Emitted::new(&GET_HELLO, b"")
     );
     assert_eq!(s.log(), ["Request 1.1.1.1 command=get keys=Hello opcode=0"]);
 }
 
-/// TestMemcache "bin get remaining key" (proxylib/libcilium/proxylib_memcached_test.go): the
-/// header and two bytes of the key.
+/// TestMemcache's cases in which a request is not yet whole
+/// (proxylib/libcilium/proxylib_memcached_test.go): nothing is sent and nothing is logged.
 #[test]
-fn bin_get_remaining_key() {
-    let mut s = session(&any_key("get"));
-    assert_eq!(
-        deliver(&mut s, Flow::Request, &[&GET_HELLO[..26]]),
-        nothing()
-    );
-    assert!(s.log().is_empty());
+fn requests_not_yet_whole() {
+    // The Go case, the command its rule allows (with any key) and the partial request.
+    let cases: [(&str, &str, &[u8]); 5] = [
+        // The first five bytes of a reply line, sent as a request, are not yet a command.
+        ("text get more", "get", &GET_RESPONSE[..5]),
+        ("text gat more", "gat", &GET_RESPONSE[..5]),
+        // A command line without its final `\n`.
+        (
+            "text partial linefeed",
+            "set",
+            &GET_KEYS_TEXT[..GET_KEYS_TEXT.len() - 1],
+        ),
+        // Ten bytes of a header.
+        ("bin get more", "get", &GET_HELLO[..10]),
+        // The header and two bytes of the key.
+        ("bin get remaining key", "get", &GET_HELLO[..26]),
+    ];
+    for (case, command, partial) in cases {
+        let mut s = session(&any_key(command));
+        assert_eq!(
+            s.deliver(Flow::Request, &[partial]),
+            Emitted::nothing(),
+            "{case}"
+        );
+        assert!(s.log().is_empty(), "{case}: {:?}", s.log());
+    }
 }
 
 /// TestMemcache "bin set drop and allow" (proxylib/libcilium/proxylib_memcached_test.go): the
@@ -569,12 +431,12 @@ fn bin_set_drop_and_allow() {
     let mut s = session(&any_key("set"));
     let requests = [&SET_HELLO[..], &GET_HELLO[..]].concat();
     assert_eq!(
-        deliver(&mut s, Flow::Request, &[&requests]),
-        emitted(&SET_HELLO, b"")
+        s.deliver(Flow::Request, &[&requests]),
+        Emitted::new(&SET_HELLO, b"")
     );
     assert_eq!(
-        deliver(&mut s, Flow::Reply, &[&GET_HELLO_RESP]),
-        emitted(b"", &[&GET_HELLO_RESP[..], &BINARY_DENIED_GET].concat())
+        s.deliver(Flow::Reply, &[&GET_HELLO_RESP]),
+        Emitted::new(b"", &[&GET_HELLO_RESP[..], &BINARY_DENIED_GET].concat())
     );
     assert_eq!(
         s.log(),
@@ -604,8 +466,8 @@ fn get_key_right_after_the_header() {
     let packet = binary_packet(0x00, b"", b"Test1", 5);
     let mut s = session(&[("command", "get"), ("keyExact", "Test1")]);
     assert_eq!(
-        deliver(&mut s, Flow::Request, &[&packet]),
-        emitted(&packet, b"")
+        s.deliver(Flow::Request, &[&packet]),
+        Emitted::new(&packet, b"")
     );
     assert_eq!(s.log(), ["Request 1.1.1.1 command=get keys=Test1 opcode=0"]);
 }
@@ -620,20 +482,13 @@ fn get_key_right_after_the_header() {
 fn get_key_after_extras() {
     let short_body = binary_packet(0x00, b"extr", b"Test1", 5);
     let mut s = session(&[("command", "get"), ("keyExact", "Test1")]);
-    let error = s.send(Flow::Request, &short_body).unwrap_err();
-    assert!(
-        matches!(&error, ConnectionError::Parse(e) if e.code == ErrorCode::InvalidFrameLength),
-        "{error:?}"
-    );
-    assert!(s.sent.upstream.is_empty() && s.sent.client.is_empty());
-    assert_eq!(s.log().len(), 1, "the close is logged: {:?}", s.log());
-    assert!(s.log()[0].starts_with("Denied "), "{:?}", s.log());
+    s.assert_refuses(&short_body, ErrorCode::InvalidFrameLength);
 
     let whole_body = binary_packet(0x00, b"extr", b"Test1", 9);
     let mut s = session(&[("command", "get"), ("keyExact", "Test1")]);
     assert_eq!(
-        deliver(&mut s, Flow::Request, &[&whole_body]),
-        emitted(&whole_body, b"")
+        s.deliver(Flow::Request, &[&whole_body]),
+        Emitted::new(&whole_body, b"")
     );
     assert_eq!(s.log(), ["Request 1.1.1.1 command=get keys=Test1 opcode=0"]);
 }
@@ -645,8 +500,8 @@ fn get_key_of_a_request_without_one() {
     let packet = binary_packet(0x08, &[0x00, 0x00, 0x1c, 0x20], b"", 4);
     let mut s = session(&[("command", "flush_all")]);
     assert_eq!(
-        deliver(&mut s, Flow::Request, &[&packet]),
-        emitted(&packet, b"")
+        s.deliver(Flow::Request, &[&packet]),
+        Emitted::new(&packet, b"")
     );
     assert_eq!(
         s.log(),

@@ -12,7 +12,7 @@
 
 use axoneme_r2d2::R2d2;
 use axoneme_sdk::Flow;
-use axoneme_testkit::{RulesPolicy, Session};
+use axoneme_testkit::{Emitted, RulesPolicy, Session};
 
 /// The name the Go cases' policy has (their endpoint's address).
 const POLICY: &str = "1.1.1.1";
@@ -22,27 +22,14 @@ fn session(rules: &[&[(&str, &str)]]) -> Session {
     Session::new(&R2d2, RulesPolicy::compile(&R2d2, POLICY, rules))
 }
 
-/// Delivers `reads` as requests, one after another, and returns what they made the proxy send
-/// upstream and to the client.
-fn send_requests(s: &mut Session, reads: &[&[u8]]) -> (String, String) {
-    for read in reads {
-        s.send(Flow::Request, read)
-            .expect("the connection stays open");
-    }
-    (
-        String::from_utf8(s.sent.upstream.clone()).expect("text upstream"),
-        String::from_utf8(s.sent.client.clone()).expect("text to the client"),
-    )
-}
-
 /// TestR2d2OnDataIncomplete: a request line without its line end, on a connection no rule
 /// allows anything, is not yet a request.
 #[test]
 fn r2d2_on_data_incomplete() {
     let mut s = session(&[]);
     assert_eq!(
-        send_requests(&mut s, &[b"READ xssss"]),
-        (String::new(), String::new())
+        s.deliver(Flow::Request, &[b"READ xssss"]),
+        Emitted::nothing()
     );
     assert!(s.log().is_empty());
 }
@@ -57,8 +44,8 @@ fn r2d2_on_data_basic_pass() {
     let mut s = session(&[&[]]);
     let requests = "READ sssss\r\nWRITE sssss\r\nHALT\r\nRESET\r\n";
     assert_eq!(
-        send_requests(&mut s, &[requests.as_bytes()]),
-        (requests.to_string(), String::new())
+        s.deliver(Flow::Request, &[requests.as_bytes()]),
+        Emitted::new(requests.as_bytes(), b"")
     );
     assert_eq!(
         s.log(),
@@ -76,8 +63,8 @@ fn r2d2_on_data_basic_pass() {
 fn r2d2_on_data_multiple_req() {
     let mut s = session(&[&[]]);
     assert_eq!(
-        send_requests(&mut s, &[b"RE", b"SET\r\n"]),
-        ("RESET\r\n".to_string(), String::new())
+        s.deliver(Flow::Request, &[b"RE", b"SET\r\n"]),
+        Emitted::new(b"RESET\r\n", b"")
     );
     assert_eq!(s.log(), ["Request 1.1.1.1 cmd=RESET"]);
 }
@@ -91,8 +78,8 @@ fn r2d2_on_data_multiple_req() {
 fn r2d2_on_data_allow_deny_cmd() {
     let mut s = session(&[&[("cmd", "READ")]]);
     assert_eq!(
-        send_requests(&mut s, &[b"READ xssss\r\nWRITE xssss\r\n"]),
-        ("READ xssss\r\n".to_string(), String::new()),
+        s.deliver(Flow::Request, &[b"READ xssss\r\nWRITE xssss\r\n"]),
+        Emitted::new(b"READ xssss\r\n", b""),
         "nothing to the client before the READ's reply"
     );
     s.send(Flow::Reply, b"OK xssss\r\n").unwrap();
@@ -115,8 +102,8 @@ fn r2d2_on_data_allow_deny_cmd() {
 fn r2d2_on_data_allow_deny_regex() {
     let mut s = session(&[&[("file", "s.*")]]);
     assert_eq!(
-        send_requests(&mut s, &[b"READ ssss\r\nWRITE yyyyy\r\n"]),
-        ("READ ssss\r\n".to_string(), String::new()),
+        s.deliver(Flow::Request, &[b"READ ssss\r\nWRITE yyyyy\r\n"]),
+        Emitted::new(b"READ ssss\r\n", b""),
         "nothing to the client before the READ's reply"
     );
     s.send(Flow::Reply, b"OK ssss\r\n").unwrap();
