@@ -68,6 +68,8 @@ struct FlowState {
     kept: Vec<u8>,
     /// The parser answered NOP with `kept` non-empty: it waits for the other flow.
     held: bool,
+    /// Frames decided (passed or dropped) so far.
+    decided: u64,
 }
 
 /// How a run of the parser over some input ended.
@@ -119,6 +121,17 @@ impl Connection {
     /// The name of the protocol parsing this connection.
     pub fn proto(&self) -> &'static str {
         self.proto
+    }
+
+    /// Whether `flow` is inside a frame that has not arrived whole: some of it was passed,
+    /// dropped or kept, and the rest is still to come. `None` at a frame boundary (which
+    /// includes input held until the other flow moves); otherwise the number of frames decided
+    /// on the flow so far, which changes whenever the flow moves on to a later frame. Lets a
+    /// caller bound how long a frame may take to arrive without the engine knowing of time.
+    pub fn unfinished_frame(&self, flow: Flow) -> Option<u64> {
+        let state = &self.flows[flow.index()];
+        let inside = state.pass > 0 || state.drop > 0 || (!state.kept.is_empty() && !state.held);
+        inside.then_some(state.decided)
     }
 
     /// Processes bytes that arrived on `flow` (`end_stream`: the sender closed its side after
@@ -280,6 +293,7 @@ impl Connection {
             without_progress = 0;
             match op {
                 Op::Pass(n) | Op::Drop(n) => {
+                    self.flows[flow.index()].decided += 1;
                     let at_hand = n.min(input.len());
                     if matches!(op, Op::Pass(_)) {
                         emit_prefix(out, flow, input, at_hand);

@@ -484,3 +484,59 @@ fn held_input_is_handed_back_once_the_other_flow_moves() {
     run(&mut conn, &log, &mut sent, Flow::Reply, &frame(b'r', 0)).unwrap();
     assert_eq!(sent.to_upstream, [first, second].concat());
 }
+
+#[test]
+fn an_unfinished_frame_is_reported_until_it_has_arrived() {
+    let mut conn = frame_conn();
+    let log = RecordingLog::default();
+    let mut sent = Sent::default();
+    assert_eq!(conn.unfinished_frame(Flow::Request), None);
+    let kept = frame(b'p', 4);
+    run(&mut conn, &log, &mut sent, Flow::Request, &kept[..2]).unwrap();
+    assert_eq!(conn.unfinished_frame(Flow::Request), Some(0), "kept header");
+    run(&mut conn, &log, &mut sent, Flow::Request, &kept[2..5]).unwrap();
+    assert_eq!(
+        conn.unfinished_frame(Flow::Request),
+        Some(1),
+        "passing payload"
+    );
+    run(&mut conn, &log, &mut sent, Flow::Request, &kept[5..]).unwrap();
+    assert_eq!(conn.unfinished_frame(Flow::Request), None);
+    let mut next = frame(b'd', 3);
+    next.extend(frame(b'p', 1));
+    run(&mut conn, &log, &mut sent, Flow::Request, &next[..4]).unwrap();
+    assert_eq!(
+        conn.unfinished_frame(Flow::Request),
+        Some(2),
+        "dropping payload"
+    );
+    run(&mut conn, &log, &mut sent, Flow::Request, &next[4..7]).unwrap();
+    assert_eq!(
+        conn.unfinished_frame(Flow::Request),
+        Some(2),
+        "the next frame's start kept, not yet decided"
+    );
+    let rest = [&next[7..], &frame(b'p', 1)[..2]].concat();
+    run(&mut conn, &log, &mut sent, Flow::Request, &rest).unwrap();
+    assert_eq!(
+        conn.unfinished_frame(Flow::Request),
+        Some(3),
+        "a frame decided since: the count moved on"
+    );
+    assert_eq!(conn.unfinished_frame(Flow::Reply), None);
+}
+
+#[test]
+fn input_held_for_the_other_flow_is_no_unfinished_frame() {
+    let mut conn = Connection::new(
+        Box::<WaitsForReply>::default(),
+        meta(),
+        "wait",
+        Limits::default(),
+    );
+    let log = RecordingLog::default();
+    let mut sent = Sent::default();
+    run(&mut conn, &log, &mut sent, Flow::Request, &frame(b'p', 2)).unwrap();
+    assert!(sent.to_upstream.is_empty(), "held until a reply");
+    assert_eq!(conn.unfinished_frame(Flow::Request), None);
+}
