@@ -576,7 +576,7 @@ async fn start_fixture() -> Fixture {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let store = Arc::new(Mutex::new(Store::new()));
-    let journal = Arc::new(Journal::new());
+    let journal = Arc::new(Journal::in_memory());
     tokio::spawn(server::serve(
         listener,
         Arc::clone(&store),

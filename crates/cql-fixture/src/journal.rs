@@ -35,22 +35,33 @@ pub struct Entry {
     pub verdict: Verdict,
 }
 
-/// The entries of every connection, in the order the requests were read, optionally also
-/// written to a file as lines.
+/// Where the entries go: kept in memory (for a test in the same process to read), written to
+/// a file as lines, or nowhere, so that a fixture under load keeps no record it has no use
+/// for.
 #[derive(Default)]
 pub struct Journal {
+    /// Whether entries are kept in memory.
+    keep: bool,
     entries: Mutex<Vec<Entry>>,
     connections: AtomicU64,
     file: Option<Mutex<File>>,
 }
 
 impl Journal {
-    /// A journal kept in memory only.
-    pub fn new() -> Journal {
+    /// A journal that records nothing (connections are still numbered).
+    pub fn off() -> Journal {
         Journal::default()
     }
 
-    /// A journal that also appends each entry to `path`, one line each: connection, stream,
+    /// A journal kept in memory, in order, for [`Journal::entries`] to read.
+    pub fn in_memory() -> Journal {
+        Journal {
+            keep: true,
+            ..Journal::default()
+        }
+    }
+
+    /// A journal that appends each entry to `path`, one line each: connection, stream,
     /// `accepted` with `action keyspace.table` pairs or `refused` with the reason, and the
     /// queries, separated by tabs, the reason and queries quoted.
     pub fn to_file(path: &Path) -> io::Result<Journal> {
@@ -70,16 +81,18 @@ impl Journal {
         if let Some(file) = &self.file {
             lock(file).write_all(line(&entry).as_bytes())?;
         }
-        lock(&self.entries).push(entry);
+        if self.keep {
+            lock(&self.entries).push(entry);
+        }
         Ok(())
     }
 
-    /// Every entry so far.
+    /// Every entry kept so far.
     pub fn entries(&self) -> Vec<Entry> {
         lock(&self.entries).clone()
     }
 
-    /// The entries of one connection so far.
+    /// The entries of one connection kept so far.
     pub fn of_connection(&self, connection: u64) -> Vec<Entry> {
         lock(&self.entries)
             .iter()
@@ -127,7 +140,7 @@ mod tests {
     #[test]
     fn keeps_entries_per_connection_and_writes_lines() {
         let path = std::env::temp_dir().join(format!("cql-journal-{}", std::process::id()));
-        let journal = Journal::to_file(&path).unwrap();
+        let (journal, file) = (Journal::in_memory(), Journal::to_file(&path).unwrap());
         let (first, second) = (journal.connection(), journal.connection());
         assert_eq!((first, second), (1, 2));
         let accepted = Entry {
@@ -145,10 +158,19 @@ mod tests {
             queries: vec!["SELECT *".into()],
             verdict: Verdict::Refused("expected FROM".into()),
         };
-        journal.record(accepted.clone()).unwrap();
-        journal.record(refused.clone()).unwrap();
+        for entry in [&accepted, &refused] {
+            journal.record(entry.clone()).unwrap();
+            file.record(entry.clone()).unwrap();
+        }
         assert_eq!(journal.of_connection(2), std::slice::from_ref(&refused));
-        assert_eq!(journal.entries(), [accepted, refused]);
+        assert_eq!(journal.entries(), [accepted.clone(), refused.clone()]);
+        assert!(
+            file.entries().is_empty(),
+            "a file journal keeps nothing in memory"
+        );
+        let off = Journal::off();
+        off.record(accepted).unwrap();
+        assert!(off.entries().is_empty());
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
         assert_eq!(

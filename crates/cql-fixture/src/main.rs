@@ -43,7 +43,7 @@ async fn main() -> anyhow::Result<()> {
     let journal = match &args.journal {
         Some(path) => Journal::to_file(path)
             .with_context(|| format!("cannot write the journal to {}", path.display()))?,
-        None => Journal::new(),
+        None => Journal::off(),
     };
     server::serve(
         listener,

@@ -101,7 +101,7 @@ mod tests {
         tokio::spawn(serve(
             listener,
             Arc::new(Mutex::new(Store::new())),
-            Arc::new(Journal::new()),
+            Arc::new(Journal::off()),
         ));
         let mut client = TcpStream::connect(address).await.unwrap();
         client.write_all(&envelope(5, 0x01, &[0, 0])).await.unwrap();

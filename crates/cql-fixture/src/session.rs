@@ -45,9 +45,9 @@ pub struct Session {
 }
 
 impl Session {
-    /// A session for a client that reached `node`, with a journal of its own.
+    /// A session for a client that reached `node`, recording nothing.
     pub fn new(node: SocketAddr) -> Session {
-        Session::journaled(node, Arc::new(Journal::new()))
+        Session::journaled(node, Arc::new(Journal::off()))
     }
 
     /// A session for a client that reached `node`, recording what it reads in `journal`.

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 
+use cql_fixture::journal::Journal;
 use cql_fixture::server;
 use cql_fixture::store::{self, Store};
 
@@ -17,7 +18,11 @@ fn start_fixture(store: Store) -> SocketAddr {
         .expect("a free port");
     let address = listener.local_addr().expect("a bound address");
     std::thread::spawn(move || {
-        runtime.block_on(server::serve(listener, Arc::new(Mutex::new(store))))
+        runtime.block_on(server::serve(
+            listener,
+            Arc::new(Mutex::new(store)),
+            Arc::new(Journal::off()),
+        ))
     });
     address
 }

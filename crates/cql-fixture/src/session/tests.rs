@@ -393,7 +393,7 @@ fn a_broken_segment_is_an_error() {
 
 #[test]
 fn journals_what_each_request_read_before_evaluating_it() {
-    let journal = Arc::new(Journal::new());
+    let journal = Arc::new(Journal::in_memory());
     let mut session = Session::journaled("127.0.0.1:9042".parse().unwrap(), Arc::clone(&journal));
     let store = Mutex::new(Store::new());
     request(&mut session, &store, 4, opcode::STARTUP, &startup(None));
