@@ -633,7 +633,7 @@ fn client_address(n: usize) -> Ipv4Addr {
 
 async fn run_case(proxy: SocketAddr, fixture: &Fixture, case: Case, client: Ipv4Addr) -> Ran {
     fixture.reset_schema();
-    let journaled_before = fixture.journal.entries().len();
+    let journaled_before = fixture.journal.len();
     let socket = TcpSocket::new_v4().unwrap();
     socket.bind(SocketAddr::new(IpAddr::V4(client), 0)).unwrap();
     let mut stream = socket.connect(proxy).await.unwrap();
@@ -671,7 +671,7 @@ async fn run_case(proxy: SocketAddr, fixture: &Fixture, case: Case, client: Ipv4
         }
     }
     drop(stream);
-    let journal: Vec<_> = fixture.journal.entries()[journaled_before..].to_vec();
+    let journal = fixture.journal.since(journaled_before);
     let mut keyspace: Option<String> = None;
     let mut sent = Vec::new();
     for (i, request) in case.requests.iter().enumerate() {

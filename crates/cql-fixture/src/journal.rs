@@ -89,7 +89,22 @@ impl Journal {
 
     /// Every entry kept so far.
     pub fn entries(&self) -> Vec<Entry> {
-        lock(&self.entries).clone()
+        self.since(0)
+    }
+
+    /// How many entries were kept so far.
+    pub fn len(&self) -> usize {
+        lock(&self.entries).len()
+    }
+
+    /// Whether no entry was kept so far.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The entries kept after the first `n`.
+    pub fn since(&self, n: usize) -> Vec<Entry> {
+        lock(&self.entries).get(n..).unwrap_or_default().to_vec()
     }
 
     /// The entries of one connection kept so far.
@@ -164,13 +179,15 @@ mod tests {
         }
         assert_eq!(journal.of_connection(2), std::slice::from_ref(&refused));
         assert_eq!(journal.entries(), [accepted.clone(), refused.clone()]);
+        assert_eq!(journal.since(1), std::slice::from_ref(&refused));
+        assert_eq!((journal.len(), journal.since(2).len()), (2, 0));
         assert!(
             file.entries().is_empty(),
             "a file journal keeps nothing in memory"
         );
         let off = Journal::off();
         off.record(accepted).unwrap();
-        assert!(off.entries().is_empty());
+        assert!(off.is_empty());
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
         assert_eq!(
