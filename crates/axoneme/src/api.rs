@@ -135,7 +135,7 @@ pub async fn serve_unix(agent: Arc<Agent>, path: &Path) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("api.socket: cannot listen on {}: {e}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     tracing::info!(socket = %path.display(), "API listening");
-    axum::serve(listener, router(agent)).await?;
+    crate::http_server::serve(listener, router(Arc::clone(&agent)), &agent).await;
     Ok(())
 }
 
@@ -146,6 +146,7 @@ pub async fn serve_tcp(
     token: String,
 ) -> anyhow::Result<()> {
     let expected = Arc::new(format!("Bearer {token}"));
+    let server = Arc::clone(&agent);
     let app = router(agent).layer(middleware::from_fn(move |request: Request, next: Next| {
         let expected = Arc::clone(&expected);
         async move {
@@ -164,7 +165,7 @@ pub async fn serve_tcp(
         }
     }));
     tracing::info!(address = %listener.local_addr()?, "API listening on TCP");
-    axum::serve(listener, app).await?;
+    crate::http_server::serve(listener, app, &server).await;
     Ok(())
 }
 
@@ -172,9 +173,9 @@ pub async fn serve_tcp(
 pub async fn serve_metrics(agent: Arc<Agent>, listener: TcpListener) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics))
-        .with_state(agent);
+        .with_state(Arc::clone(&agent));
     tracing::info!(address = %listener.local_addr()?, "metrics listening");
-    axum::serve(listener, app).await?;
+    crate::http_server::serve(listener, app, &agent).await;
     Ok(())
 }
 

@@ -3,8 +3,9 @@
 //!
 //! One task serves both directions of a connection, so its parser needs no locks. Reads stop
 //! while too much output is waiting (backpressure); each side's end of stream is passed on as a
-//! half-close once what precedes it is written. A connection ends early only on an error or
-//! when its listener's drain time is over.
+//! half-close once what precedes it is written. A connection ends early on an error, when its
+//! listener's drain time is over, or when a peer keeps it waiting longer than a timeout allows
+//! ([`Timeouts`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,7 +13,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axoneme_datapath::{Connection, ConnectionError, Env, Limits};
 use axoneme_policy::{ConnectionVerdict, Snapshot};
@@ -22,9 +23,11 @@ use axoneme_sdk::{
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
+use crate::config::TimeoutsConfig;
 use crate::guards::{Guard, Guarded, RequestChecks};
-use crate::metrics::{Metrics, ProtocolMetrics};
+use crate::metrics::{Metrics, ProtocolMetrics, Timeout};
 use crate::outbox::{OutBuf, Outbox};
 use crate::sockets::{self, UpstreamOptions};
 use crate::state::State;
@@ -35,16 +38,34 @@ const READ_SIZE: usize = 16 * 1024;
 /// Output waiting toward one side above which no more input is read.
 const HIGH_WATER: usize = 256 * 1024;
 
-/// How long connecting to an upstream may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// What every connection of an agent shares.
 pub(crate) struct Shared {
     pub state: Arc<State>,
     pub log: Arc<dyn AccessLog>,
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
+    pub timeouts: Timeouts,
     pub next_id: AtomicU64,
+}
+
+/// How long a connection may wait on its peers; see [`TimeoutsConfig`] for what each bounds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timeouts {
+    pub client_idle: Duration,
+    pub request_progress: Duration,
+    pub upstream_response: Duration,
+    pub upstream_connect: Duration,
+}
+
+impl From<&TimeoutsConfig> for Timeouts {
+    fn from(config: &TimeoutsConfig) -> Self {
+        Timeouts {
+            client_idle: Duration::from_secs(config.client_idle),
+            request_progress: Duration::from_secs(config.request_progress),
+            upstream_response: Duration::from_secs(config.upstream_response),
+            upstream_connect: Duration::from_secs(config.upstream_connect),
+        }
+    }
 }
 
 /// What a listener tells its connections. Where each connection goes is decided per connection
@@ -132,7 +153,7 @@ pub(crate) async fn serve(
         refused(&shared, &route, by_meta, policy_name, reason);
         return;
     }
-    let Some(upstream) = connect_upstream(id, ends, route.upstream).await else {
+    let Some(upstream) = connect_upstream(id, &route, ends, &shared).await else {
         return;
     };
     metrics.connections_active.fetch_add(1, Ordering::Relaxed);
@@ -150,7 +171,8 @@ pub(crate) async fn serve(
             );
             let engine = Connection::new(parser, meta, protocol.name(), shared.limits);
             let connection = ParsedConnection::new(engine, checks, &shared, &snapshot);
-            connection.run(client, upstream, &mut closing).await
+            let clock = Clock::new(shared.timeouts, Instant::now());
+            connection.run(client, upstream, clock, &mut closing).await
         }
         _ => {
             // A plain connection ends when a policy change would no longer let it through as
@@ -194,6 +216,7 @@ pub(crate) async fn serve(
         Err(Closed::PolicyChanged(reason)) => {
             tracing::info!(conn = id, reason, "connection closed by a policy change")
         }
+        Err(Closed::TimedOut(kind)) => timed_out(&shared, &route, ends, id, kind),
         Err(Closed::Engine(error)) => {
             match &error {
                 ConnectionError::Panic(_) => metrics.parser_panics.fetch_add(1, Ordering::Relaxed),
@@ -232,11 +255,29 @@ fn refused(shared: &Shared, route: &Route, meta: &ConnectionMeta, policy_name: &
     tracing::debug!(conn = meta.id, client = %meta.source, reason, "connection refused");
 }
 
+/// Counts and logs a connection closed for the timeout `kind`.
+fn timed_out(shared: &Shared, route: &Route, ends: Ends, id: u64, kind: Timeout) {
+    shared.metrics.timed_out(kind);
+    tracing::warn!(
+        conn = id,
+        listener = %route.listener,
+        client = %ends.client,
+        upstream = %ends.upstream,
+        kind = kind.name(),
+        "connection closed: timeout"
+    );
+}
+
 /// Connects to the upstream; on failure the client is closed (by dropping it) and it is logged.
-async fn connect_upstream(id: u64, ends: Ends, options: UpstreamOptions) -> Option<TcpStream> {
+async fn connect_upstream(
+    id: u64,
+    route: &Route,
+    ends: Ends,
+    shared: &Shared,
+) -> Option<TcpStream> {
     let upstream = ends.upstream;
-    let connect = sockets::connect(upstream, ends.client, options);
-    match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+    let connect = sockets::connect(upstream, ends.client, route.upstream);
+    match tokio::time::timeout(shared.timeouts.upstream_connect, connect).await {
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
             Some(stream)
@@ -246,7 +287,7 @@ async fn connect_upstream(id: u64, ends: Ends, options: UpstreamOptions) -> Opti
             None
         }
         Err(_) => {
-            tracing::warn!(conn = id, %upstream, "upstream connect timed out; closing client");
+            timed_out(shared, route, ends, id, Timeout::UpstreamConnect);
             None
         }
     }
@@ -370,6 +411,8 @@ enum Closed {
     Drained,
     /// A plain connection the policy in force no longer lets through as plain bytes.
     PolicyChanged(String),
+    /// A peer kept the connection waiting longer than this timeout allows.
+    TimedOut(Timeout),
 }
 
 impl From<std::io::Error> for Closed {
@@ -518,11 +561,18 @@ impl<'s> ParsedConnection<'s> {
     }
 
     /// Moves bytes between the two sockets through the engine until both directions have
-    /// ended, an error closes the connection, or the drain time is over.
+    /// ended, an error closes the connection, the drain time is over, or a timeout of `clock`
+    /// expires.
+    ///
+    /// One timer serves every timeout. It is moved only to an earlier deadline when one
+    /// appears; activity that pushes deadlines later only updates `clock`, and when the timer
+    /// fires early it is set to the deadline `clock` gives then. So most reads cost no timer
+    /// update, and the clock is read once per poll that moved something.
     async fn run(
         mut self,
         client: TcpStream,
         upstream: TcpStream,
+        mut clock: Clock,
         closing: &mut watch::Receiver<bool>,
     ) -> Result<(), Closed> {
         let (client, upstream) = (Side::new(client), Side::new(upstream));
@@ -534,19 +584,46 @@ impl<'s> ParsedConnection<'s> {
         };
         let drained = drained(closing);
         tokio::pin!(drained);
+        let timer = tokio::time::sleep_until(clock.deadline());
+        tokio::pin!(timer);
         std::future::poll_fn(|cx| {
             if drained.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Err(Closed::Drained));
             }
-            self.pump(cx, &mut io)
+            let mut moved = Moved::default();
+            ready!(self.pump(cx, &mut io, &mut moved))?;
+            // While output waits, the client is not read: an unfinished request is then not
+            // its sender's doing.
+            let reading_client = io.outbox.has_room(HIGH_WATER);
+            if moved.any() {
+                clock.note(moved, &self.engine, reading_client, Instant::now());
+                let deadline = clock.deadline();
+                if deadline < timer.deadline() {
+                    timer.as_mut().reset(deadline);
+                }
+            }
+            while timer.as_mut().poll(cx).is_ready() {
+                let now = Instant::now();
+                clock.note(Moved::default(), &self.engine, reading_client, now);
+                if let Some(kind) = clock.expired(now) {
+                    return Poll::Ready(Err(Closed::TimedOut(kind)));
+                }
+                timer.as_mut().reset(clock.deadline());
+            }
+            Poll::Pending
         })
         .await
     }
 
     /// Does all the work the sockets allow now: writes what waits, passes on half-closes, and
-    /// reads (while not too much output waits) and feeds the engine, until nothing moves.
-    /// Pending means every socket it waits on will wake the task.
-    fn pump(&mut self, cx: &mut Context<'_>, io: &mut Sockets) -> Poll<Result<(), Closed>> {
+    /// reads (while not too much output waits) and feeds the engine, until nothing moves; notes
+    /// in `noted` what moved. Pending means every socket it waits on will wake the task.
+    fn pump(
+        &mut self,
+        cx: &mut Context<'_>,
+        io: &mut Sockets,
+        noted: &mut Moved,
+    ) -> Poll<Result<(), Closed>> {
         loop {
             let Sockets {
                 client,
@@ -559,6 +636,7 @@ impl<'s> ParsedConnection<'s> {
                 &mut outbox.to_upstream,
                 &client.buffer,
             )?;
+            noted.to_upstream |= moved;
             if flush(
                 cx,
                 &mut client.stream,
@@ -593,6 +671,10 @@ impl<'s> ParsedConnection<'s> {
                 // What still waits in the buffer must be copied before the read overwrites it.
                 borrowed_from_it.release(&side.buffer);
                 if let Poll::Ready(n) = side.poll_read(cx)? {
+                    match flow {
+                        Flow::Request => noted.from_client = true,
+                        Flow::Reply => noted.from_upstream = true,
+                    }
                     self.arrived(flow, n);
                     self.feed(flow, &side.buffer[..n], n == 0, outbox)?;
                     moved = true;
@@ -602,6 +684,102 @@ impl<'s> ParsedConnection<'s> {
                 return Poll::Pending;
             }
         }
+    }
+}
+
+/// What moved during one poll of a parsed connection.
+#[derive(Debug, Default, Clone, Copy)]
+struct Moved {
+    /// Bytes or an end of stream were read from the client.
+    from_client: bool,
+    /// Bytes or an end of stream were read from the upstream.
+    from_upstream: bool,
+    /// Request bytes were written to the upstream.
+    to_upstream: bool,
+}
+
+impl Moved {
+    fn any(self) -> bool {
+        self.from_client || self.from_upstream || self.to_upstream
+    }
+}
+
+/// The timeouts of a parsed connection and the instants they count from. Knows nothing of
+/// sockets or timers: it is told what moved when, and says when the next timeout may expire
+/// and which one has.
+#[derive(Debug)]
+struct Clock {
+    timeouts: Timeouts,
+    /// When a byte last arrived from either side (at first, when the connection began).
+    last_byte: Instant,
+    /// The client's unfinished request: the engine's count of frames decided on the request
+    /// flow when it was seen, and since when the request has not moved on.
+    request: Option<(u64, Instant)>,
+    /// Since when the upstream owes an answer: a request was forwarded, or a reply begun, and
+    /// no byte came from the upstream since.
+    upstream_owes: Option<Instant>,
+}
+
+impl Clock {
+    fn new(timeouts: Timeouts, now: Instant) -> Clock {
+        Clock {
+            timeouts,
+            last_byte: now,
+            request: None,
+            upstream_owes: None,
+        }
+    }
+
+    /// Takes in what `moved` at `now`, with the engine's state after it. `reading_client`:
+    /// the client is being read; while it is not, an unfinished request's time does not run.
+    fn note(&mut self, moved: Moved, engine: &Connection, reading_client: bool, now: Instant) {
+        if moved.from_client || moved.from_upstream {
+            self.last_byte = now;
+        }
+        self.request = match (engine.unfinished_frame(Flow::Request), self.request) {
+            (None, _) => None,
+            (Some(frame), Some((seen, since))) if frame == seen && reading_client => {
+                Some((seen, since))
+            }
+            (Some(frame), _) => Some((frame, now)),
+        };
+        if moved.from_upstream {
+            self.upstream_owes = engine.unfinished_frame(Flow::Reply).map(|_| now);
+        }
+        if moved.to_upstream {
+            self.upstream_owes.get_or_insert(now);
+        }
+    }
+
+    /// The earliest instant at which a timeout may expire.
+    fn deadline(&self) -> Instant {
+        let idle = self.last_byte + self.timeouts.client_idle;
+        let request = self
+            .request
+            .map(|(_, since)| since + self.timeouts.request_progress);
+        let upstream = self
+            .upstream_owes
+            .map(|since| since + self.timeouts.upstream_response);
+        [request, upstream]
+            .into_iter()
+            .flatten()
+            .fold(idle, Instant::min)
+    }
+
+    /// The timeout that has expired at `now`, if any.
+    fn expired(&self, now: Instant) -> Option<Timeout> {
+        let over = |since: Instant, timeout: Duration| now.duration_since(since) >= timeout;
+        if let Some((_, since)) = self.request {
+            if over(since, self.timeouts.request_progress) {
+                return Some(Timeout::RequestProgress);
+            }
+        }
+        if let Some(since) = self.upstream_owes {
+            if over(since, self.timeouts.upstream_response) {
+                return Some(Timeout::UpstreamResponse);
+            }
+        }
+        over(self.last_byte, self.timeouts.client_idle).then_some(Timeout::ClientIdle)
     }
 }
 
