@@ -591,7 +591,9 @@ impl<'s> ParsedConnection<'s> {
                 return Poll::Ready(Err(Closed::Drained));
             }
             let mut moved = Moved::default();
-            ready!(self.pump(cx, &mut io, &mut moved))?;
+            if let Poll::Ready(result) = self.pump(cx, &mut io, &mut moved) {
+                return Poll::Ready(result);
+            }
             // While output waits, the client is not read: an unfinished request is then not
             // its sender's doing.
             let reading_client = io.outbox.has_room(HIGH_WATER);
