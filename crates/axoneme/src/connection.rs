@@ -423,16 +423,27 @@ impl From<std::io::Error> for Closed {
 
 /// Copies bytes both ways, passing on half-closes; for connections that are not parsed. After
 /// every policy change `still_plain` says why the connection may no longer continue, if so.
+/// A connection on which no byte arrives from either side for the client idle timeout is
+/// closed; its timer is moved on only when it fires, to the last read's time plus the timeout.
 async fn forward_plain(
-    mut client: TcpStream,
-    mut upstream: TcpStream,
+    client: TcpStream,
+    upstream: TcpStream,
     shared: &Shared,
     still_plain: impl Fn() -> Option<String>,
     closing: &mut watch::Receiver<bool>,
 ) -> Result<(), Closed> {
     let mut revisions = shared.state.subscribe();
+    let started = Instant::now();
+    let last_read = AtomicU64::new(0);
+    let (mut client, mut upstream) = (
+        Noting::new(client, started, &last_read),
+        Noting::new(upstream, started, &last_read),
+    );
     let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
     tokio::pin!(copy);
+    let idle = shared.timeouts.client_idle;
+    let timer = tokio::time::sleep_until(started + idle);
+    tokio::pin!(timer);
     loop {
         tokio::select! {
             copied = &mut copy => {
@@ -447,7 +458,79 @@ async fn forward_plain(
                     return Err(Closed::PolicyChanged(reason));
                 }
             }
+            () = &mut timer => {
+                let quiet_since = started + Duration::from_nanos(last_read.load(Ordering::Relaxed));
+                if quiet_since.elapsed() >= idle {
+                    return Err(Closed::TimedOut(Timeout::ClientIdle));
+                }
+                timer.as_mut().reset(quiet_since + idle);
+            }
         }
+    }
+}
+
+/// A socket of a plain connection that notes when it last delivered bytes: nanoseconds after
+/// `started`, in `last_read` (shared by both sockets of the connection).
+struct Noting<'a> {
+    stream: TcpStream,
+    started: Instant,
+    last_read: &'a AtomicU64,
+}
+
+impl<'a> Noting<'a> {
+    fn new(stream: TcpStream, started: Instant, last_read: &'a AtomicU64) -> Self {
+        Noting {
+            stream,
+            started,
+            last_read,
+        }
+    }
+}
+
+impl AsyncRead for Noting<'_> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            let at = self.started.elapsed().as_nanos();
+            self.last_read
+                .store(u64::try_from(at).unwrap_or(u64::MAX), Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Noting<'_> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 

@@ -23,15 +23,18 @@ const LUKE: &str = "127.0.0.21";
 const EARLIEST: Duration = Duration::from_millis(900);
 const LATEST: Duration = Duration::from_millis(2500);
 
-/// A proxy with one listener parsing R2-D2 toward `upstream`, with `timeouts`.
+/// A proxy with `timeouts` and two listeners toward `upstream`: `r2d2` parses R2-D2, `plain`
+/// forwards bytes unparsed (no policy selects its endpoint).
 async fn proxy(name: &str, upstream: SocketAddr, timeouts: &str) -> TestProxy {
     let config = format!(
         r#"
 endpoints:
   - {{name: r2d2, ips: ["127.0.0.1"], labels: {{app: r2d2}}}}
   - {{name: luke, ips: ["{LUKE}"], labels: {{app: luke}}}}
+  - {{name: c3po, ips: ["127.0.0.3"], labels: {{app: c3po}}}}
 listeners:
   - {{name: r2d2, listen: "127.0.0.1:0", upstream: "{upstream}", endpoint: r2d2, direction: ingress, l7proto: r2d2}}
+  - {{name: plain, listen: "127.0.0.1:0", upstream: "{upstream}", endpoint: c3po, direction: ingress}}
 timeouts: {timeouts}
 "#
     );
@@ -141,6 +144,23 @@ async fn an_idle_client_is_closed_after_client_idle_and_a_busy_one_is_not() {
     // Requests every 400 ms for longer than the idle timeout keep the connection open.
     for i in 0..5 {
         let line = format!("READ /public/{i}\r\n");
+        assert_eq!(request(&mut luke, &line).await, format!("OK {line}"));
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    let quiet_since = Instant::now() - Duration::from_millis(400);
+    let (rest, at) = closed(&mut luke).await;
+    assert!(rest.is_empty());
+    assert_about_one_second(quiet_since, at, "closed");
+    assert_counted(&proxy, Timeout::ClientIdle, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_plain_connection_is_closed_after_client_idle_and_a_busy_one_is_not() {
+    let upstream = Upstream::start().await;
+    let proxy = proxy("idle-plain", upstream.addr, "{clientIdle: 1}").await;
+    let mut luke = connect_from(LUKE, proxy.addr("plain")).await;
+    for i in 0..5 {
+        let line = format!("ANYTHING {i}\r\n");
         assert_eq!(request(&mut luke, &line).await, format!("OK {line}"));
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
