@@ -28,6 +28,10 @@ pub struct Config {
     /// Policy files and directories.
     #[serde(default)]
     pub policies: Vec<PathBuf>,
+    /// The longest policy text accepted, in a file or an API import; longer ones are refused
+    /// unparsed.
+    #[serde(default = "default_max_policy_bytes")]
+    pub max_policy_bytes: usize,
     /// The proxy's listeners.
     #[serde(default)]
     pub listeners: Vec<ListenerConfig>,
@@ -56,6 +60,10 @@ pub struct Config {
 
 fn default_drain_timeout() -> u64 {
     10
+}
+
+fn default_max_policy_bytes() -> usize {
+    axoneme_policy::DEFAULT_MAX_POLICY_BYTES
 }
 
 /// How long a peer may keep a connection waiting, in seconds; each must be at least 1.
@@ -136,7 +144,7 @@ impl TimeoutsConfig {
 
 /// Where the REST API listens.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ApiConfig {
     /// The Unix socket (created with mode 0600).
     #[serde(default = "default_api_socket")]
@@ -147,6 +155,16 @@ pub struct ApiConfig {
     /// The bearer token TCP clients must present.
     #[serde(default)]
     pub token: Option<String>,
+    /// The largest request body accepted; a larger one is answered 413.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+}
+
+/// The API's body limit unless configured otherwise: 16 MiB, three times a 100,000-rule policy.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 16 << 20;
+
+fn default_max_body_bytes() -> usize {
+    DEFAULT_MAX_BODY_BYTES
 }
 
 /// The API socket used when the configuration names none (and the CLI's default).
@@ -162,6 +180,7 @@ impl Default for ApiConfig {
             socket: default_api_socket(),
             listen: None,
             token: None,
+            max_body_bytes: default_max_body_bytes(),
         }
     }
 }

@@ -159,6 +159,8 @@ pub struct Agent {
     drain_timeout: Duration,
     /// How long an API or metrics client may take to send a request head.
     api_header_timeout: Duration,
+    /// The longest API request body accepted.
+    api_max_body_bytes: usize,
     started: Instant,
     config_path: Option<PathBuf>,
     redirect: RedirectConfig,
@@ -214,6 +216,7 @@ impl Agent {
             drains: Mutex::new(Vec::new()),
             drain_timeout: Duration::from_secs(config.drain_timeout),
             api_header_timeout: Duration::from_secs(config.timeouts.api_header),
+            api_max_body_bytes: config.api.max_body_bytes,
             started: Instant::now(),
             config_path,
             redirect: config.redirect,
@@ -572,5 +575,6 @@ pub fn config_sources(config: &Config) -> ConfigSources {
         host_ips: config.host_ips.clone(),
         endpoints: config.endpoints.clone(),
         policy_paths: config.policies.clone(),
+        max_policy_bytes: config.max_policy_bytes,
     }
 }
