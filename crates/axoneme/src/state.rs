@@ -550,6 +550,83 @@ mod tests {
         assert_eq!(validated.warnings.len(), 1);
     }
 
+    /// `GUARD` under another name.
+    fn guard_named(name: &str) -> String {
+        GUARD.replace("{name: guard}", &format!("{{name: {name}}}"))
+    }
+
+    #[test]
+    fn a_slow_import_holds_up_no_other_change() {
+        let state = Arc::new(state());
+        let rules = "{cmd: HALT}, ".repeat(60_000);
+        let large = guard_named("large").replace("[{cmd: READ, file: ''}]", &format!("[{rules}]"));
+        let importer = Arc::clone(&state);
+        let large = std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            let imported = importer.import(&text("large.yaml", &large), false).unwrap();
+            (imported.revision, started.elapsed())
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let small = state
+            .import(&text("small.yaml", &guard_named("small")), false)
+            .unwrap();
+        let (large_revision, large_took) = large.join().unwrap();
+        assert!(
+            large_took > std::time::Duration::from_millis(200),
+            "the large import must be slow for this test to mean something: {large_took:?}"
+        );
+        assert_eq!(
+            (small.revision, large_revision),
+            (2, 3),
+            "the small import went through while the large one was being parsed"
+        );
+        assert_eq!(state.policies().len(), 2);
+    }
+
+    #[test]
+    fn concurrent_changes_are_all_kept_with_consecutive_revisions() {
+        let state = Arc::new(state());
+        let importers: Vec<_> = (0..8)
+            .map(|i| {
+                let state = Arc::clone(&state);
+                std::thread::spawn(move || {
+                    let policy = guard_named(&format!("p{i}"));
+                    state
+                        .import(&text("p.yaml", &policy), false)
+                        .unwrap()
+                        .revision
+                })
+            })
+            .collect();
+        let mut revisions: Vec<u64> = importers.into_iter().map(|t| t.join().unwrap()).collect();
+        revisions.sort_unstable();
+        assert_eq!(revisions, (2..10).collect::<Vec<u64>>());
+        assert_eq!(state.revision(), 9);
+        assert_eq!(state.snapshot().revision(), 9);
+        assert_eq!(state.policies().len(), 8);
+    }
+
+    #[test]
+    fn texts_over_the_size_limit_are_refused_unparsed() {
+        let config = ConfigSources {
+            endpoints: vec![endpoint("r2d2", "10.0.0.1", "r2d2")],
+            max_policy_bytes: GUARD.len() - 1,
+            ..ConfigSources::default()
+        };
+        let state = State::new(builtin_protocols(&ProtocolsConfig::default()), config).unwrap();
+        let error = state.import(&text("guard.yaml", GUARD), false).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "guard.yaml: {} bytes, more than the {} bytes policy text may have \
+                 (maxPolicyBytes)",
+                GUARD.len(),
+                GUARD.len() - 1
+            )
+        );
+        assert_eq!((state.revision(), state.import_errors()), (1, 1));
+    }
+
     #[test]
     fn an_empty_import_is_refused() {
         let state = state();
