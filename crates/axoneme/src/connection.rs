@@ -681,7 +681,8 @@ impl<'s> ParsedConnection<'s> {
             // its sender's doing.
             let reading_client = io.outbox.has_room(HIGH_WATER);
             if moved.any() {
-                clock.note(moved, &self.engine, reading_client, Instant::now());
+                let frames = Unfinished::of(&self.engine);
+                clock.note(moved, frames, reading_client, Instant::now());
                 let deadline = clock.deadline();
                 if deadline < timer.deadline() {
                     timer.as_mut().reset(deadline);
@@ -689,7 +690,8 @@ impl<'s> ParsedConnection<'s> {
             }
             while timer.as_mut().poll(cx).is_ready() {
                 let now = Instant::now();
-                clock.note(Moved::default(), &self.engine, reading_client, now);
+                let frames = Unfinished::of(&self.engine);
+                clock.note(Moved::default(), frames, reading_client, now);
                 if let Some(kind) = clock.expired(now) {
                     return Poll::Ready(Err(Closed::TimedOut(kind)));
                 }
@@ -789,6 +791,22 @@ impl Moved {
     }
 }
 
+/// What the engine says of each flow's unfinished frame ([`Connection::unfinished_frame`]).
+#[derive(Debug, Default, Clone, Copy)]
+struct Unfinished {
+    request: Option<u64>,
+    reply: Option<u64>,
+}
+
+impl Unfinished {
+    fn of(engine: &Connection) -> Unfinished {
+        Unfinished {
+            request: engine.unfinished_frame(Flow::Request),
+            reply: engine.unfinished_frame(Flow::Reply),
+        }
+    }
+}
+
 /// The timeouts of a parsed connection and the instants they count from. Knows nothing of
 /// sockets or timers: it is told what moved when, and says when the next timeout may expire
 /// and which one has.
@@ -815,13 +833,13 @@ impl Clock {
         }
     }
 
-    /// Takes in what `moved` at `now`, with the engine's state after it. `reading_client`:
+    /// Takes in what `moved` at `now`, and the engine's `frames` after it. `reading_client`:
     /// the client is being read; while it is not, an unfinished request's time does not run.
-    fn note(&mut self, moved: Moved, engine: &Connection, reading_client: bool, now: Instant) {
+    fn note(&mut self, moved: Moved, frames: Unfinished, reading_client: bool, now: Instant) {
         if moved.from_client || moved.from_upstream {
             self.last_byte = now;
         }
-        self.request = match (engine.unfinished_frame(Flow::Request), self.request) {
+        self.request = match (frames.request, self.request) {
             (None, _) => None,
             (Some(frame), Some((seen, since))) if frame == seen && reading_client => {
                 Some((seen, since))
@@ -829,7 +847,7 @@ impl Clock {
             (Some(frame), _) => Some((frame, now)),
         };
         if moved.from_upstream {
-            self.upstream_owes = engine.unfinished_frame(Flow::Reply).map(|_| now);
+            self.upstream_owes = frames.reply.map(|_| now);
         }
         if moved.to_upstream {
             self.upstream_owes.get_or_insert(now);
@@ -945,5 +963,119 @@ fn nonzero(written: usize) -> std::io::Result<usize> {
     match written {
         0 => Err(std::io::ErrorKind::WriteZero.into()),
         n => Ok(n),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    fn clock(start: Instant) -> Clock {
+        Clock::new(
+            Timeouts {
+                client_idle: 10 * SECOND,
+                request_progress: 3 * SECOND,
+                upstream_response: 5 * SECOND,
+                upstream_connect: SECOND,
+            },
+            start,
+        )
+    }
+
+    const FROM_CLIENT: Moved = Moved {
+        from_client: true,
+        from_upstream: false,
+        to_upstream: false,
+    };
+
+    fn request_at(frame: u64) -> Unfinished {
+        Unfinished {
+            request: Some(frame),
+            reply: None,
+        }
+    }
+
+    #[test]
+    fn idle_counts_from_the_last_byte_either_way() {
+        let t0 = Instant::now();
+        let mut clock = clock(t0);
+        assert_eq!(clock.deadline(), t0 + 10 * SECOND);
+        let reply = Moved {
+            from_upstream: true,
+            ..Moved::default()
+        };
+        clock.note(reply, Unfinished::default(), true, t0 + 4 * SECOND);
+        assert_eq!(clock.deadline(), t0 + 14 * SECOND);
+        assert_eq!(clock.expired(t0 + 13 * SECOND), None);
+        assert_eq!(clock.expired(t0 + 14 * SECOND), Some(Timeout::ClientIdle));
+    }
+
+    #[test]
+    fn a_request_runs_from_its_first_byte_until_another_is_decided() {
+        let t0 = Instant::now();
+        let mut clock = clock(t0);
+        clock.note(FROM_CLIENT, request_at(0), true, t0);
+        // More bytes of the same request do not restart its time.
+        clock.note(FROM_CLIENT, request_at(0), true, t0 + 2 * SECOND);
+        assert_eq!(clock.deadline(), t0 + 3 * SECOND);
+        assert_eq!(
+            clock.expired(t0 + 3 * SECOND),
+            Some(Timeout::RequestProgress)
+        );
+        // A request decided meanwhile (the count moved on) starts the time afresh.
+        clock.note(FROM_CLIENT, request_at(1), true, t0 + 2 * SECOND);
+        assert_eq!(clock.expired(t0 + 3 * SECOND), None);
+        assert_eq!(clock.deadline(), t0 + 5 * SECOND);
+        // At a frame boundary nothing runs but the idle time.
+        clock.note(FROM_CLIENT, Unfinished::default(), true, t0 + 4 * SECOND);
+        assert_eq!(clock.deadline(), t0 + 14 * SECOND);
+    }
+
+    #[test]
+    fn a_request_does_not_run_while_the_client_is_not_read() {
+        let t0 = Instant::now();
+        let mut clock = clock(t0);
+        clock.note(FROM_CLIENT, request_at(0), true, t0);
+        // Output waits: the client is not read, and the request's time starts over at each
+        // look until reading resumes.
+        clock.note(Moved::default(), request_at(0), false, t0 + 2 * SECOND);
+        clock.note(Moved::default(), request_at(0), false, t0 + 4 * SECOND);
+        clock.note(Moved::default(), request_at(0), true, t0 + 5 * SECOND);
+        assert_eq!(clock.expired(t0 + 6 * SECOND), None);
+        assert_eq!(clock.deadline(), t0 + 7 * SECOND);
+    }
+
+    #[test]
+    fn the_upstream_owes_from_a_forwarded_request_until_it_sends_a_byte() {
+        let t0 = Instant::now();
+        let mut clock = clock(t0);
+        let forwarded = Moved {
+            to_upstream: true,
+            ..Moved::default()
+        };
+        clock.note(forwarded, Unfinished::default(), true, t0);
+        clock.note(forwarded, Unfinished::default(), true, t0 + SECOND);
+        assert_eq!(clock.deadline(), t0 + 5 * SECOND);
+        assert_eq!(
+            clock.expired(t0 + 5 * SECOND),
+            Some(Timeout::UpstreamResponse)
+        );
+        let replied = Moved {
+            from_upstream: true,
+            ..Moved::default()
+        };
+        // A reply begun but not whole: the upstream still owes the rest.
+        let reply_begun = Unfinished {
+            request: None,
+            reply: Some(0),
+        };
+        clock.note(replied, reply_begun, true, t0 + 2 * SECOND);
+        assert_eq!(clock.deadline(), t0 + 7 * SECOND);
+        clock.note(replied, Unfinished::default(), true, t0 + 3 * SECOND);
+        assert_eq!(clock.upstream_owes, None);
+        assert_eq!(clock.expired(t0 + 12 * SECOND), None);
+        assert_eq!(clock.deadline(), t0 + 13 * SECOND);
     }
 }
