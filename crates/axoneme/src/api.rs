@@ -32,7 +32,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::config::ListenerConfig;
 use crate::monitor::Filter;
-use crate::state::{PolicyText, StateError};
+use crate::state::{PolicyText, State, StateError};
 use crate::{Agent, ListenerError, RedirectError};
 
 /// The OpenAPI document of this API.
@@ -83,6 +83,22 @@ impl From<RedirectError> for ApiError {
 
 fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, message.into())
+}
+
+/// Runs a change of the agent's state on a blocking thread: parsing and compiling policy can
+/// take seconds, which must not hold up the runtime that serves the API and the listeners.
+async fn change<T: Send + 'static>(
+    agent: &Agent,
+    change: impl FnOnce(&State) -> std::result::Result<T, StateError> + Send + 'static,
+) -> Result<T> {
+    let state = Arc::clone(agent.state());
+    match tokio::task::spawn_blocking(move || change(&state)).await {
+        Ok(result) => Ok(result?),
+        Err(error) => Err(ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the change failed: {error}"),
+        )),
+    }
 }
 
 type Result<T> = std::result::Result<T, ApiError>;
@@ -363,7 +379,8 @@ async fn import_policies(
             text: text.to_owned(),
         }],
     };
-    let imported = agent.state().import(&texts, options.validate)?;
+    let validate = options.validate;
+    let imported = change(&agent, move |state| state.import(&texts, validate)).await?;
     Ok(Json(json!({
         "revision": imported.revision,
         "policies": imported.names,
@@ -376,12 +393,12 @@ async fn delete_policy(
     Shared(agent): Shared<Arc<Agent>>,
     UrlPath(name): UrlPath<String>,
 ) -> Result<Json<Value>> {
-    let revision = agent.state().delete_policy(Some(&name))?;
+    let revision = change(&agent, move |state| state.delete_policy(Some(&name))).await?;
     Ok(Json(json!({ "revision": revision })))
 }
 
 async fn delete_all_policies(Shared(agent): Shared<Arc<Agent>>) -> Result<Json<Value>> {
-    let revision = agent.state().delete_policy(None)?;
+    let revision = change(&agent, |state| state.delete_policy(None)).await?;
     Ok(Json(json!({ "revision": revision })))
 }
 
@@ -458,12 +475,13 @@ async fn put_endpoint(
 ) -> Result<Json<Value>> {
     let body: EndpointBody =
         serde_json::from_slice(&body).map_err(|e| bad_request(format!("endpoint: {e}")))?;
-    let revision = agent.state().put_endpoint(EndpointSpec {
+    let endpoint = EndpointSpec {
         name,
         ips: body.ips,
         labels: body.labels,
         namespace: body.namespace,
-    })?;
+    };
+    let revision = change(&agent, move |state| state.put_endpoint(endpoint)).await?;
     Ok(Json(json!({ "revision": revision })))
 }
 
@@ -484,7 +502,7 @@ async fn delete_endpoint(
             ),
         ));
     }
-    let revision = agent.state().delete_endpoint(&name)?;
+    let revision = change(&agent, move |state| state.delete_endpoint(&name)).await?;
     Ok(Json(json!({ "revision": revision })))
 }
 
