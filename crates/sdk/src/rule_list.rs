@@ -6,9 +6,11 @@
 //! pattern. Rules with equal selectors form a group, so a list has as many groups as the
 //! protocol has selectors, however many rules it holds. Within a group the values are indexed:
 //! exact values and plain-name patterns in a hash set, prefixes in sorted lists, every other
-//! pattern in a few `RegexSet`s. A check visits the groups whose selector the request satisfies
-//! and asks each index; it never looks at one rule after another, except to find which single
-//! regex matches every key of a multi-key request.
+//! pattern in a few `RegexSet`s (the patterns themselves are not kept: a set holds them in a
+//! fraction of their space). A check visits the groups whose selector the request satisfies and
+//! asks each index; it never looks at one rule after another. The one case that allocates is a
+//! request with several values (a multi-key get) each of which some pattern matches: finding
+//! one pattern that matches them all asks the set for each value's list of matches.
 //!
 //! This module knows no protocol; it must keep the meaning of a linear scan ("does any rule
 //! allow the request") exactly.
@@ -52,20 +54,19 @@ impl<S: PartialEq> RuleList<S> {
         for (index, map) in maps.iter().enumerate() {
             let (selector, value) = rule(index, map)?;
             match groups.iter_mut().find(|(s, _)| *s == selector) {
-                Some((_, filing)) => filing.add(value),
+                Some((_, filing)) => filing.add(index, value),
                 None => {
                     let mut filing = Filing::default();
-                    filing.add(value);
+                    filing.add(index, value);
                     groups.push((selector, filing));
                 }
             }
         }
-        Ok(RuleList {
-            groups: groups
-                .into_iter()
-                .map(|(selector, filing)| (selector, filing.build()))
-                .collect(),
-        })
+        let groups = groups
+            .into_iter()
+            .map(|(selector, filing)| Ok((selector, filing.build()?)))
+            .collect::<Result<_, RuleError>>()?;
+        Ok(RuleList { groups })
     }
 
     /// Whether some rule whose selector satisfies `selects` accepts `values`: a rule that
@@ -88,11 +89,13 @@ struct Filing {
     exact: HashSet<Box<[u8]>>,
     prefixes: Vec<Box<[u8]>>,
     text_prefixes: Vec<Box<[u8]>>,
-    patterns: Vec<WholeMatch>,
+    /// The anchored source of each pattern only a regex can decide, with its map's index. The
+    /// compiled pattern itself is dropped: a set holds all of them in a fraction of the space.
+    patterns: Vec<(usize, Box<str>)>,
 }
 
 impl Filing {
-    fn add(&mut self, value: ValueMatch) {
+    fn add(&mut self, index: usize, value: ValueMatch) {
         match value {
             ValueMatch::Any => self.any = true,
             ValueMatch::Exact(exact) => {
@@ -104,18 +107,18 @@ impl Filing {
                     self.exact.insert(exact.into());
                 }
                 Shape::TextPrefix(prefix) => self.text_prefixes.push(prefix.into()),
-                Shape::Regex(_) => self.patterns.push(pattern),
+                Shape::Regex(source) => self.patterns.push((index, source.into())),
             },
         }
     }
 
-    fn build(self) -> ValueIndex {
+    fn build(self) -> Result<ValueIndex, RuleError> {
         if self.any {
             // A rule that requires nothing makes the others of its group irrelevant.
-            return ValueIndex {
+            return Ok(ValueIndex {
                 any: true,
                 ..ValueIndex::default()
-            };
+            });
         }
         let sorted = |mut list: Vec<Box<[u8]>>| {
             list.sort_unstable();
@@ -124,14 +127,13 @@ impl Filing {
         };
         let mut exact = self.exact;
         exact.shrink_to_fit();
-        ValueIndex {
+        Ok(ValueIndex {
             any: false,
             exact,
             prefixes: sorted(self.prefixes),
             text_prefixes: sorted(self.text_prefixes),
-            sets: regex_sets(&self.patterns),
-            patterns: self.patterns.into_boxed_slice(),
-        }
+            sets: regex_sets(&self.patterns)?,
+        })
     }
 }
 
@@ -144,26 +146,8 @@ struct ValueIndex {
     prefixes: Box<[Box<[u8]>]>,
     /// Sorted: prefixes after which a text tail ([`is_text_tail`]) must follow.
     text_prefixes: Box<[Box<[u8]>]>,
-    /// The patterns only a regex can decide, one by one and in `sets`.
-    patterns: Box<[WholeMatch]>,
-    sets: Box<[PatternSet]>,
-}
-
-/// Patterns that are asked together whether any of them matches.
-#[derive(Debug, Clone)]
-enum PatternSet {
-    Many(RegexSet),
-    /// A pattern that does not fit in a set with others (the compiled set would be too big).
-    One(WholeMatch),
-}
-
-impl PatternSet {
-    fn is_match(&self, value: &[u8]) -> bool {
-        match self {
-            PatternSet::Many(set) => set.is_match(value),
-            PatternSet::One(pattern) => pattern.is_match(value),
-        }
-    }
+    /// The patterns only a regex can decide.
+    sets: Box<[RegexSet]>,
 }
 
 /// How many patterns one `RegexSet` holds at most: a check costs one pass over the value per
@@ -172,27 +156,30 @@ const PATTERNS_PER_SET: usize = 2048;
 
 /// The patterns as sets of at most [`PATTERNS_PER_SET`]; a set that would be too big to
 /// compile is split in halves, down to single patterns.
-fn regex_sets(patterns: &[WholeMatch]) -> Box<[PatternSet]> {
-    fn add(patterns: &[WholeMatch], sets: &mut Vec<PatternSet>) {
-        let sources = patterns.iter().filter_map(|pattern| match pattern.shape() {
-            Shape::Regex(source) => Some(source),
-            Shape::Literal(_) | Shape::TextPrefix(_) => None,
-        });
-        match RegexSetBuilder::new(sources).build() {
-            Ok(set) => sets.push(PatternSet::Many(set)),
-            Err(_) if patterns.len() == 1 => sets.push(PatternSet::One(patterns[0].clone())),
+fn regex_sets(patterns: &[(usize, Box<str>)]) -> Result<Box<[RegexSet]>, RuleError> {
+    fn add(patterns: &[(usize, Box<str>)], sets: &mut Vec<RegexSet>) -> Result<(), RuleError> {
+        match RegexSetBuilder::new(patterns.iter().map(|(_, source)| source)).build() {
+            Ok(set) => sets.push(set),
+            Err(error) if patterns.len() == 1 => {
+                return Err(RuleError::new(
+                    patterns[0].0,
+                    None,
+                    format!("the pattern cannot be indexed: {error}"),
+                ));
+            }
             Err(_) => {
                 let (left, right) = patterns.split_at(patterns.len() / 2);
-                add(left, sets);
-                add(right, sets);
+                add(left, sets)?;
+                add(right, sets)?;
             }
         }
+        Ok(())
     }
     let mut sets = Vec::new();
     for chunk in patterns.chunks(PATTERNS_PER_SET) {
-        add(chunk, &mut sets);
+        add(chunk, &mut sets)?;
     }
-    sets.into_boxed_slice()
+    Ok(sets.into_boxed_slice())
 }
 
 impl ValueIndex {
@@ -206,7 +193,6 @@ impl ValueIndex {
         let Some(first) = rest.next() else {
             return false;
         };
-        let single = rest.clone().next().is_none();
         // Whatever a rule's prefix is, it is a prefix of what all the values have in common.
         let common = &first[..rest.clone().fold(first.len(), |common, value| {
             common_prefix(&first[..common], value)
@@ -215,28 +201,33 @@ impl ValueIndex {
             || prefixes_of(&self.prefixes, common).next().is_some()
             || prefixes_of(&self.text_prefixes, common)
                 .any(|len| values.clone().all(|value| is_text_tail(&value[len..])))
-            || self.patterns_accept(first, single, values)
+            || self.patterns_accept(first, rest)
     }
 
-    /// Whether one of the group's regex-only patterns matches every item of `values`, whose
-    /// first is `first` (and only item when `single`).
+    /// Whether one of the group's regex-only patterns matches `first` and every item of
+    /// `rest`.
     fn patterns_accept<'v>(
         &self,
         first: &[u8],
-        single: bool,
-        values: impl Iterator<Item = &'v [u8]> + Clone,
+        rest: impl Iterator<Item = &'v [u8]> + Clone,
     ) -> bool {
-        if single {
+        if rest.clone().next().is_none() {
             return self.sets.iter().any(|set| set.is_match(first));
         }
-        // Every value must match some pattern before it is worth finding one that matches all.
-        values
-            .clone()
+        // Every value must match some pattern before it is worth finding one that matches
+        // all; finding it allocates the list of each value's matches, for this set only.
+        rest.clone()
             .all(|value| self.sets.iter().any(|set| set.is_match(value)))
             && self
-                .patterns
+                .sets
                 .iter()
-                .any(|pattern| values.clone().all(|value| pattern.is_match(value)))
+                .filter(|set| set.is_match(first))
+                .any(|set| {
+                    let others: Vec<_> = rest.clone().map(|value| set.matches(value)).collect();
+                    set.matches(first)
+                        .iter()
+                        .any(|pattern| others.iter().all(|matches| matches.matched(pattern)))
+                })
     }
 }
 
