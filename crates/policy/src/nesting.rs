@@ -123,10 +123,15 @@ enum BlockScalar {
     Fixed(usize),
 }
 
+/// Where a scan is and what is open there.
 struct Scan<'a> {
+    /// The text, its lines ended by `\n` only.
     text: &'a [u8],
+    /// The byte being looked at.
     pos: usize,
+    /// Where the current line begins.
     line_start: usize,
+    /// The current line's one-based number.
     line: usize,
     /// The open block collections, innermost last (YAML's indentation stack).
     indents: Vec<Block>,
@@ -170,7 +175,7 @@ impl Scan<'_> {
 
     /// Whether the byte at `at` ends a token: white space, a line end or the end of the text.
     fn blank_at(&self, at: usize) -> bool {
-        matches!(self.byte(at), None | Some(b' ' | b'\t' | b'\r' | b'\n'))
+        matches!(self.byte(at), None | Some(b' ' | b'\t' | b'\n'))
     }
 
     fn flow_indicator_at(&self, at: usize) -> bool {
@@ -184,7 +189,7 @@ impl Scan<'_> {
     }
 
     fn skip_spaces(&mut self) {
-        while matches!(self.byte(self.pos), Some(b' ' | b'\t' | b'\r')) {
+        while matches!(self.byte(self.pos), Some(b' ' | b'\t')) {
             self.pos += 1;
         }
     }
@@ -289,7 +294,7 @@ impl Scan<'_> {
         while self.byte(self.pos + indent) == Some(b' ') {
             indent += 1;
         }
-        let blank = matches!(self.byte(self.pos + indent), None | Some(b'\n' | b'\r'));
+        let blank = matches!(self.byte(self.pos + indent), None | Some(b'\n'));
         if let Some(scalar) = self.block_scalar {
             match scalar {
                 _ if blank => {
