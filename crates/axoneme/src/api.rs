@@ -2,8 +2,11 @@
 //! log, health, status and metrics, on a Unix socket and optionally on TCP with a bearer token.
 //!
 //! Handlers translate HTTP to calls on the [`Agent`] and its state, and errors to 4xx answers
-//! that name the problem; they hold no state of their own. The OpenAPI document describing
-//! every route is `openapi.json` beside this file, served at `/v1/openapi.json`.
+//! that name the problem; they hold no state of their own. A request body longer than
+//! `api.maxBodyBytes` is refused with a 413 naming that limit, before any handler runs. The
+//! Unix socket is never reachable with a mode other than 0600, and the TCP bearer token is
+//! compared in constant time. The OpenAPI document describing every route is `openapi.json`
+//! beside this file, served at `/v1/openapi.json`.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -15,7 +18,7 @@ use std::sync::Arc;
 use axoneme_policy::{ConnectionVerdict, EndpointSpec};
 use axoneme_sdk::{Direction, RequestPolicy};
 use axum::body::{Body, Bytes};
-use axum::extract::{Path as UrlPath, Query, Request, State as Shared};
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, Request, State as Shared};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -29,7 +32,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::config::ListenerConfig;
 use crate::monitor::Filter;
-use crate::state::{PolicyText, StateError};
+use crate::state::{PolicyText, State, StateError};
 use crate::{Agent, ListenerError, RedirectError};
 
 /// The OpenAPI document of this API.
@@ -82,10 +85,27 @@ fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, message.into())
 }
 
+/// Runs a change of the agent's state on a blocking thread: parsing and compiling policy can
+/// take seconds, which must not hold up the runtime that serves the API and the listeners.
+async fn change<T: Send + 'static>(
+    agent: &Agent,
+    change: impl FnOnce(&State) -> std::result::Result<T, StateError> + Send + 'static,
+) -> Result<T> {
+    let state = Arc::clone(agent.state());
+    match tokio::task::spawn_blocking(move || change(&state)).await {
+        Ok(result) => Ok(result?),
+        Err(error) => Err(ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the change failed: {error}"),
+        )),
+    }
+}
+
 type Result<T> = std::result::Result<T, ApiError>;
 
 /// The routes of the API.
 pub fn router(agent: Arc<Agent>) -> Router {
+    let limit = agent.api_max_body_bytes;
     Router::new()
         .route("/v1/health", get(health))
         .route("/v1/status", get(status))
@@ -117,7 +137,45 @@ pub fn router(agent: Arc<Agent>) -> Router {
                 .delete(flush_redirects),
         )
         .route("/v1/monitor", get(monitor))
+        .layer(middleware::from_fn(move |request: Request, next: Next| {
+            limit_body(limit, request, next)
+        }))
+        .layer(DefaultBodyLimit::max(limit))
         .with_state(agent)
+}
+
+/// Reads the request body whole, refusing one longer than `limit` bytes (by its announced
+/// length when it has one, before reading it) with a 413 that names the limit.
+async fn limit_body(limit: usize, request: Request, next: Next) -> Response {
+    let too_large = || {
+        ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is longer than api.maxBodyBytes ({limit} bytes)"),
+        )
+        .into_response()
+    };
+    let announced = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|length| length > limit as u64) {
+        return too_large();
+    }
+    let (parts, body) = request.into_parts();
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            let error = error.into_inner();
+            if error.is::<http_body_util::LengthLimitError>() {
+                return too_large();
+            }
+            return bad_request(format!("the request body could not be read: {error}"))
+                .into_response();
+        }
+    };
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
 /// Serves the API on the Unix socket `path` (mode 0600), replacing a stale socket file.
@@ -131,12 +189,57 @@ pub async fn serve_unix(agent: Arc<Agent>, path: &Path) -> anyhow::Result<()> {
         }
         std::fs::remove_file(path)?;
     }
-    let listener = UnixListener::bind(path)
+    let listener = bind_private(path)
         .map_err(|e| anyhow::anyhow!("api.socket: cannot listen on {}: {e}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     tracing::info!(socket = %path.display(), "API listening");
-    axum::serve(listener, router(agent)).await?;
+    crate::http_server::serve(listener, router(Arc::clone(&agent)), &agent).await;
     Ok(())
+}
+
+/// Binds a Unix socket at `path` that nobody but its owner can ever connect to: it is bound in a
+/// directory only the owner can enter, given mode 0600 there, and only then renamed to `path`
+/// (a socket's mode follows the umask when it is bound; changing it at `path` would leave a
+/// moment when others could connect). The mode at `path` is checked.
+fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::DirBuilderExt;
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("the path names no file"))?;
+    let mut private = path.as_os_str().to_owned();
+    private.push(format!(".{}.bind", std::process::id()));
+    let private = std::path::PathBuf::from(private);
+    if private.exists() {
+        std::fs::remove_dir_all(&private)?;
+    }
+    std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+    let inside = private.join(name);
+    let bound = UnixListener::bind(&inside).and_then(|listener| {
+        std::fs::set_permissions(&inside, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::rename(&inside, path)?;
+        Ok(listener)
+    });
+    let cleaned = std::fs::remove_dir_all(&private);
+    let listener = bound?;
+    cleaned?;
+    let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
+    if mode != 0o600 {
+        return Err(std::io::Error::other(format!(
+            "the socket has mode {mode:o}, not 600"
+        )));
+    }
+    Ok(listener)
+}
+
+/// Whether `given` is `expected`, in a time that depends on their lengths only: every byte of
+/// `expected` is compared whatever differs first, and a length difference is folded into the
+/// same result, so that timing tells nothing about how much of a guess was right.
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    let mut difference = given.len() ^ expected.len();
+    for (index, byte) in expected.iter().enumerate() {
+        let other = given.get(index).copied().unwrap_or(0);
+        difference |= usize::from(byte ^ other);
+    }
+    std::hint::black_box(difference) == 0
 }
 
 /// Serves the API on TCP; every request must carry `Authorization: Bearer <token>`.
@@ -146,14 +249,15 @@ pub async fn serve_tcp(
     token: String,
 ) -> anyhow::Result<()> {
     let expected = Arc::new(format!("Bearer {token}"));
+    let server = Arc::clone(&agent);
     let app = router(agent).layer(middleware::from_fn(move |request: Request, next: Next| {
         let expected = Arc::clone(&expected);
         async move {
             let given = request
                 .headers()
                 .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok());
-            if given != Some(expected.as_str()) {
+                .map_or(&b""[..], HeaderValue::as_bytes);
+            if !same_secret(given, expected.as_bytes()) {
                 return ApiError(
                     StatusCode::UNAUTHORIZED,
                     "missing or wrong bearer token".into(),
@@ -164,7 +268,7 @@ pub async fn serve_tcp(
         }
     }));
     tracing::info!(address = %listener.local_addr()?, "API listening on TCP");
-    axum::serve(listener, app).await?;
+    crate::http_server::serve(listener, app, &server).await;
     Ok(())
 }
 
@@ -172,9 +276,9 @@ pub async fn serve_tcp(
 pub async fn serve_metrics(agent: Arc<Agent>, listener: TcpListener) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics))
-        .with_state(agent);
+        .with_state(Arc::clone(&agent));
     tracing::info!(address = %listener.local_addr()?, "metrics listening");
-    axum::serve(listener, app).await?;
+    crate::http_server::serve(listener, app, &agent).await;
     Ok(())
 }
 
@@ -275,7 +379,8 @@ async fn import_policies(
             text: text.to_owned(),
         }],
     };
-    let imported = agent.state().import(&texts, options.validate)?;
+    let validate = options.validate;
+    let imported = change(&agent, move |state| state.import(&texts, validate)).await?;
     Ok(Json(json!({
         "revision": imported.revision,
         "policies": imported.names,
@@ -288,12 +393,12 @@ async fn delete_policy(
     Shared(agent): Shared<Arc<Agent>>,
     UrlPath(name): UrlPath<String>,
 ) -> Result<Json<Value>> {
-    let revision = agent.state().delete_policy(Some(&name))?;
+    let revision = change(&agent, move |state| state.delete_policy(Some(&name))).await?;
     Ok(Json(json!({ "revision": revision })))
 }
 
 async fn delete_all_policies(Shared(agent): Shared<Arc<Agent>>) -> Result<Json<Value>> {
-    let revision = agent.state().delete_policy(None)?;
+    let revision = change(&agent, |state| state.delete_policy(None)).await?;
     Ok(Json(json!({ "revision": revision })))
 }
 
@@ -370,12 +475,13 @@ async fn put_endpoint(
 ) -> Result<Json<Value>> {
     let body: EndpointBody =
         serde_json::from_slice(&body).map_err(|e| bad_request(format!("endpoint: {e}")))?;
-    let revision = agent.state().put_endpoint(EndpointSpec {
+    let endpoint = EndpointSpec {
         name,
         ips: body.ips,
         labels: body.labels,
         namespace: body.namespace,
-    })?;
+    };
+    let revision = change(&agent, move |state| state.put_endpoint(endpoint)).await?;
     Ok(Json(json!({ "revision": revision })))
 }
 
@@ -396,7 +502,7 @@ async fn delete_endpoint(
             ),
         ));
     }
-    let revision = agent.state().delete_endpoint(&name)?;
+    let revision = change(&agent, move |state| state.delete_endpoint(&name)).await?;
     Ok(Json(json!({ "revision": revision })))
 }
 
@@ -632,4 +738,47 @@ async fn trace(Shared(agent): Shared<Arc<Agent>>, body: Bytes) -> Result<Json<Va
         false => format!("no {proto} rule allows this request"),
     };
     Ok(answer(verdict.allowed, "l7", verdict.policy_name, reason))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_equal_only_when_every_byte_and_the_length_are() {
+        let expected = b"Bearer s3cret";
+        assert!(same_secret(b"Bearer s3cret", expected));
+        for given in [
+            &b"Bearer s3creT"[..],
+            b"bearer s3cret",
+            b"Bearer s3cre",
+            b"Bearer s3crett",
+            b"Bearer s3cret\0",
+            b"",
+        ] {
+            assert!(!same_secret(given, expected), "{given:?}");
+        }
+        assert!(same_secret(b"", b""));
+    }
+
+    #[test]
+    fn a_socket_is_bound_with_mode_0600_and_nothing_else_is_left() {
+        let dir = std::env::temp_dir().join(format!("axoneme-api-bind-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("api.sock");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _listener = runtime.block_on(async { bind_private(&path).unwrap() });
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left, ["api.sock"], "the private directory is gone");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -28,6 +28,10 @@ pub struct Config {
     /// Policy files and directories.
     #[serde(default)]
     pub policies: Vec<PathBuf>,
+    /// The longest policy text accepted, in a file or an API import; longer ones are refused
+    /// unparsed.
+    #[serde(default = "default_max_policy_bytes")]
+    pub max_policy_bytes: usize,
     /// The proxy's listeners.
     #[serde(default)]
     pub listeners: Vec<ListenerConfig>,
@@ -49,15 +53,98 @@ pub struct Config {
     /// Seconds a removed listener (or a stopping agent) lets open connections finish.
     #[serde(default = "default_drain_timeout")]
     pub drain_timeout: u64,
+    /// How long a peer may keep a connection waiting.
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
 }
 
 fn default_drain_timeout() -> u64 {
     10
 }
 
+fn default_max_policy_bytes() -> usize {
+    axoneme_policy::DEFAULT_MAX_POLICY_BYTES
+}
+
+/// How long a peer may keep a connection waiting, in seconds; each must be at least 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TimeoutsConfig {
+    /// A parsed connection on which no byte arrived from either side for this long is closed.
+    #[serde(default = "default_client_idle")]
+    pub client_idle: u64,
+    /// A request begun but not arrived whole this long after its first byte (or, with requests
+    /// streaming in back to back, after the last one was decided) closes the connection. Time
+    /// during which the proxy does not read the client, because output waits, does not count.
+    #[serde(default = "default_request_progress")]
+    pub request_progress: u64,
+    /// A request forwarded, or a reply begun, after which the upstream sends no byte for this
+    /// long closes the connection.
+    #[serde(default = "default_upstream_response")]
+    pub upstream_response: u64,
+    /// Connecting to an upstream may take this long; then the client is closed.
+    #[serde(default = "default_upstream_connect")]
+    pub upstream_connect: u64,
+    /// An API client must send a whole request head within this long of connecting (or of its
+    /// previous request), before authentication; otherwise it is closed.
+    #[serde(default = "default_api_header")]
+    pub api_header: u64,
+}
+
+fn default_client_idle() -> u64 {
+    300
+}
+
+fn default_request_progress() -> u64 {
+    30
+}
+
+fn default_upstream_response() -> u64 {
+    60
+}
+
+fn default_upstream_connect() -> u64 {
+    10
+}
+
+fn default_api_header() -> u64 {
+    10
+}
+
+impl Default for TimeoutsConfig {
+    fn default() -> Self {
+        TimeoutsConfig {
+            client_idle: default_client_idle(),
+            request_progress: default_request_progress(),
+            upstream_response: default_upstream_response(),
+            upstream_connect: default_upstream_connect(),
+            api_header: default_api_header(),
+        }
+    }
+}
+
+impl TimeoutsConfig {
+    /// Checks that every timeout is at least one second; the error names the field.
+    pub fn check(&self) -> Result<(), String> {
+        let fields = [
+            ("clientIdle", self.client_idle),
+            ("requestProgress", self.request_progress),
+            ("upstreamResponse", self.upstream_response),
+            ("upstreamConnect", self.upstream_connect),
+            ("apiHeader", self.api_header),
+        ];
+        match fields.iter().find(|(_, seconds)| *seconds == 0) {
+            Some((name, _)) => Err(format!(
+                "timeouts.{name}: must be at least 1 second (it is 0)"
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Where the REST API listens.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ApiConfig {
     /// The Unix socket (created with mode 0600).
     #[serde(default = "default_api_socket")]
@@ -68,6 +155,16 @@ pub struct ApiConfig {
     /// The bearer token TCP clients must present.
     #[serde(default)]
     pub token: Option<String>,
+    /// The largest request body accepted; a larger one is answered 413.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+}
+
+/// The API's body limit unless configured otherwise: 16 MiB, three times a 100,000-rule policy.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 16 << 20;
+
+fn default_max_body_bytes() -> usize {
+    DEFAULT_MAX_BODY_BYTES
 }
 
 /// The API socket used when the configuration names none (and the CLI's default).
@@ -83,6 +180,7 @@ impl Default for ApiConfig {
             socket: default_api_socket(),
             listen: None,
             token: None,
+            max_body_bytes: default_max_body_bytes(),
         }
     }
 }
@@ -404,6 +502,7 @@ impl Config {
             config.api.socket = base.join(&config.api.socket);
         }
         config.check()?;
+        config.timeouts.check()?;
         if config.redirect.mark == 0 || config.redirect.mark == config.redirect.tproxy_mark {
             return Err(
                 "redirect.mark: must be non-zero and differ from redirect.tproxyMark".into(),
@@ -538,6 +637,62 @@ listeners:
              limits: {{maxBuffered: 4194709}}\n"
         );
         assert!(Config::parse(&raised, Path::new(".")).is_ok());
+    }
+
+    #[test]
+    fn timeouts_have_defaults_and_refuse_zero() {
+        let config = Config::parse(EXAMPLE, Path::new(".")).unwrap();
+        assert_eq!(config.timeouts, TimeoutsConfig::default());
+        assert_eq!(
+            (
+                config.timeouts.client_idle,
+                config.timeouts.request_progress,
+                config.timeouts.upstream_response,
+                config.timeouts.upstream_connect,
+                config.timeouts.api_header
+            ),
+            (300, 30, 60, 10, 10)
+        );
+        let config = Config::parse(
+            &format!("{EXAMPLE}timeouts: {{clientIdle: 2, upstreamConnect: 3}}\n"),
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                config.timeouts.client_idle,
+                config.timeouts.upstream_connect,
+                config.timeouts.request_progress
+            ),
+            (2, 3, 30)
+        );
+        let err = Config::parse(
+            &format!("{EXAMPLE}timeouts: {{upstreamResponse: 0}}\n"),
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            "timeouts.upstreamResponse: must be at least 1 second (it is 0)"
+        );
+        let err = Config::parse(
+            &format!("{EXAMPLE}timeouts: {{apiHeader: -1}}\n"),
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("timeouts.apiHeader: invalid type: integer `-1`, expected u64"),
+            "{err}"
+        );
+        let err = Config::parse(
+            &format!("{EXAMPLE}timeouts: {{clientIdel: 5}}\n"),
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("timeouts: unknown field `clientIdel`"),
+            "{err}"
+        );
     }
 
     #[test]

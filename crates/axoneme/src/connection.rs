@@ -3,8 +3,9 @@
 //!
 //! One task serves both directions of a connection, so its parser needs no locks. Reads stop
 //! while too much output is waiting (backpressure); each side's end of stream is passed on as a
-//! half-close once what precedes it is written. A connection ends early only on an error or
-//! when its listener's drain time is over.
+//! half-close once what precedes it is written. A connection ends early on an error, when its
+//! listener's drain time is over, or when a peer keeps it waiting longer than a timeout allows
+//! ([`Timeouts`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,7 +13,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axoneme_datapath::{Connection, ConnectionError, Env, Limits};
 use axoneme_policy::{ConnectionVerdict, Snapshot};
@@ -22,9 +23,11 @@ use axoneme_sdk::{
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
+use crate::config::TimeoutsConfig;
 use crate::guards::{Guard, Guarded, RequestChecks};
-use crate::metrics::{Metrics, ProtocolMetrics};
+use crate::metrics::{Metrics, ProtocolMetrics, Timeout};
 use crate::outbox::{OutBuf, Outbox};
 use crate::sockets::{self, UpstreamOptions};
 use crate::state::State;
@@ -35,16 +38,34 @@ const READ_SIZE: usize = 16 * 1024;
 /// Output waiting toward one side above which no more input is read.
 const HIGH_WATER: usize = 256 * 1024;
 
-/// How long connecting to an upstream may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// What every connection of an agent shares.
 pub(crate) struct Shared {
     pub state: Arc<State>,
     pub log: Arc<dyn AccessLog>,
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
+    pub timeouts: Timeouts,
     pub next_id: AtomicU64,
+}
+
+/// How long a connection may wait on its peers; see [`TimeoutsConfig`] for what each bounds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timeouts {
+    pub client_idle: Duration,
+    pub request_progress: Duration,
+    pub upstream_response: Duration,
+    pub upstream_connect: Duration,
+}
+
+impl From<&TimeoutsConfig> for Timeouts {
+    fn from(config: &TimeoutsConfig) -> Self {
+        Timeouts {
+            client_idle: Duration::from_secs(config.client_idle),
+            request_progress: Duration::from_secs(config.request_progress),
+            upstream_response: Duration::from_secs(config.upstream_response),
+            upstream_connect: Duration::from_secs(config.upstream_connect),
+        }
+    }
 }
 
 /// What a listener tells its connections. Where each connection goes is decided per connection
@@ -132,7 +153,7 @@ pub(crate) async fn serve(
         refused(&shared, &route, by_meta, policy_name, reason);
         return;
     }
-    let Some(upstream) = connect_upstream(id, ends, route.upstream).await else {
+    let Some(upstream) = connect_upstream(id, &route, ends, &shared).await else {
         return;
     };
     metrics.connections_active.fetch_add(1, Ordering::Relaxed);
@@ -150,7 +171,8 @@ pub(crate) async fn serve(
             );
             let engine = Connection::new(parser, meta, protocol.name(), shared.limits);
             let connection = ParsedConnection::new(engine, checks, &shared, &snapshot);
-            connection.run(client, upstream, &mut closing).await
+            let clock = Clock::new(shared.timeouts, Instant::now());
+            connection.run(client, upstream, clock, &mut closing).await
         }
         _ => {
             // A plain connection ends when a policy change would no longer let it through as
@@ -194,6 +216,7 @@ pub(crate) async fn serve(
         Err(Closed::PolicyChanged(reason)) => {
             tracing::info!(conn = id, reason, "connection closed by a policy change")
         }
+        Err(Closed::TimedOut(kind)) => timed_out(&shared, &route, ends, id, kind),
         Err(Closed::Engine(error)) => {
             match &error {
                 ConnectionError::Panic(_) => metrics.parser_panics.fetch_add(1, Ordering::Relaxed),
@@ -232,11 +255,29 @@ fn refused(shared: &Shared, route: &Route, meta: &ConnectionMeta, policy_name: &
     tracing::debug!(conn = meta.id, client = %meta.source, reason, "connection refused");
 }
 
+/// Counts and logs a connection closed for the timeout `kind`.
+fn timed_out(shared: &Shared, route: &Route, ends: Ends, id: u64, kind: Timeout) {
+    shared.metrics.timed_out(kind);
+    tracing::warn!(
+        conn = id,
+        listener = %route.listener,
+        client = %ends.client,
+        upstream = %ends.upstream,
+        kind = kind.name(),
+        "connection closed: timeout"
+    );
+}
+
 /// Connects to the upstream; on failure the client is closed (by dropping it) and it is logged.
-async fn connect_upstream(id: u64, ends: Ends, options: UpstreamOptions) -> Option<TcpStream> {
+async fn connect_upstream(
+    id: u64,
+    route: &Route,
+    ends: Ends,
+    shared: &Shared,
+) -> Option<TcpStream> {
     let upstream = ends.upstream;
-    let connect = sockets::connect(upstream, ends.client, options);
-    match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+    let connect = sockets::connect(upstream, ends.client, route.upstream);
+    match tokio::time::timeout(shared.timeouts.upstream_connect, connect).await {
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
             Some(stream)
@@ -246,7 +287,7 @@ async fn connect_upstream(id: u64, ends: Ends, options: UpstreamOptions) -> Opti
             None
         }
         Err(_) => {
-            tracing::warn!(conn = id, %upstream, "upstream connect timed out; closing client");
+            timed_out(shared, route, ends, id, Timeout::UpstreamConnect);
             None
         }
     }
@@ -370,6 +411,8 @@ enum Closed {
     Drained,
     /// A plain connection the policy in force no longer lets through as plain bytes.
     PolicyChanged(String),
+    /// A peer kept the connection waiting longer than this timeout allows.
+    TimedOut(Timeout),
 }
 
 impl From<std::io::Error> for Closed {
@@ -380,16 +423,27 @@ impl From<std::io::Error> for Closed {
 
 /// Copies bytes both ways, passing on half-closes; for connections that are not parsed. After
 /// every policy change `still_plain` says why the connection may no longer continue, if so.
+/// A connection on which no byte arrives from either side for the client idle timeout is
+/// closed; its timer is moved on only when it fires, to the last read's time plus the timeout.
 async fn forward_plain(
-    mut client: TcpStream,
-    mut upstream: TcpStream,
+    client: TcpStream,
+    upstream: TcpStream,
     shared: &Shared,
     still_plain: impl Fn() -> Option<String>,
     closing: &mut watch::Receiver<bool>,
 ) -> Result<(), Closed> {
     let mut revisions = shared.state.subscribe();
+    let started = Instant::now();
+    let last_read = AtomicU64::new(0);
+    let (mut client, mut upstream) = (
+        Noting::new(client, started, &last_read),
+        Noting::new(upstream, started, &last_read),
+    );
     let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
     tokio::pin!(copy);
+    let idle = shared.timeouts.client_idle;
+    let timer = tokio::time::sleep_until(started + idle);
+    tokio::pin!(timer);
     loop {
         tokio::select! {
             copied = &mut copy => {
@@ -404,7 +458,79 @@ async fn forward_plain(
                     return Err(Closed::PolicyChanged(reason));
                 }
             }
+            () = &mut timer => {
+                let quiet_since = started + Duration::from_nanos(last_read.load(Ordering::Relaxed));
+                if quiet_since.elapsed() >= idle {
+                    return Err(Closed::TimedOut(Timeout::ClientIdle));
+                }
+                timer.as_mut().reset(quiet_since + idle);
+            }
         }
+    }
+}
+
+/// A socket of a plain connection that notes when it last delivered bytes: nanoseconds after
+/// `started`, in `last_read` (shared by both sockets of the connection).
+struct Noting<'a> {
+    stream: TcpStream,
+    started: Instant,
+    last_read: &'a AtomicU64,
+}
+
+impl<'a> Noting<'a> {
+    fn new(stream: TcpStream, started: Instant, last_read: &'a AtomicU64) -> Self {
+        Noting {
+            stream,
+            started,
+            last_read,
+        }
+    }
+}
+
+impl AsyncRead for Noting<'_> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            let at = self.started.elapsed().as_nanos();
+            self.last_read
+                .store(u64::try_from(at).unwrap_or(u64::MAX), Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Noting<'_> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
@@ -518,11 +644,18 @@ impl<'s> ParsedConnection<'s> {
     }
 
     /// Moves bytes between the two sockets through the engine until both directions have
-    /// ended, an error closes the connection, or the drain time is over.
+    /// ended, an error closes the connection, the drain time is over, or a timeout of `clock`
+    /// expires.
+    ///
+    /// One timer serves every timeout. It is moved only to an earlier deadline when one
+    /// appears; activity that pushes deadlines later only updates `clock`, and when the timer
+    /// fires early it is set to the deadline `clock` gives then. So most reads cost no timer
+    /// update, and the clock is read once per poll that moved something.
     async fn run(
         mut self,
         client: TcpStream,
         upstream: TcpStream,
+        mut clock: Clock,
         closing: &mut watch::Receiver<bool>,
     ) -> Result<(), Closed> {
         let (client, upstream) = (Side::new(client), Side::new(upstream));
@@ -534,19 +667,50 @@ impl<'s> ParsedConnection<'s> {
         };
         let drained = drained(closing);
         tokio::pin!(drained);
+        let timer = tokio::time::sleep_until(clock.deadline());
+        tokio::pin!(timer);
         std::future::poll_fn(|cx| {
             if drained.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Err(Closed::Drained));
             }
-            self.pump(cx, &mut io)
+            let mut moved = Moved::default();
+            if let Poll::Ready(result) = self.pump(cx, &mut io, &mut moved) {
+                return Poll::Ready(result);
+            }
+            // While output waits, the client is not read: an unfinished request is then not
+            // its sender's doing.
+            let reading_client = io.outbox.has_room(HIGH_WATER);
+            if moved.any() {
+                let frames = Unfinished::of(&self.engine);
+                clock.note(moved, frames, reading_client, Instant::now());
+                let deadline = clock.deadline();
+                if deadline < timer.deadline() {
+                    timer.as_mut().reset(deadline);
+                }
+            }
+            while timer.as_mut().poll(cx).is_ready() {
+                let now = Instant::now();
+                let frames = Unfinished::of(&self.engine);
+                clock.note(Moved::default(), frames, reading_client, now);
+                if let Some(kind) = clock.expired(now) {
+                    return Poll::Ready(Err(Closed::TimedOut(kind)));
+                }
+                timer.as_mut().reset(clock.deadline());
+            }
+            Poll::Pending
         })
         .await
     }
 
     /// Does all the work the sockets allow now: writes what waits, passes on half-closes, and
-    /// reads (while not too much output waits) and feeds the engine, until nothing moves.
-    /// Pending means every socket it waits on will wake the task.
-    fn pump(&mut self, cx: &mut Context<'_>, io: &mut Sockets) -> Poll<Result<(), Closed>> {
+    /// reads (while not too much output waits) and feeds the engine, until nothing moves; notes
+    /// in `noted` what moved. Pending means every socket it waits on will wake the task.
+    fn pump(
+        &mut self,
+        cx: &mut Context<'_>,
+        io: &mut Sockets,
+        noted: &mut Moved,
+    ) -> Poll<Result<(), Closed>> {
         loop {
             let Sockets {
                 client,
@@ -559,6 +723,7 @@ impl<'s> ParsedConnection<'s> {
                 &mut outbox.to_upstream,
                 &client.buffer,
             )?;
+            noted.to_upstream |= moved;
             if flush(
                 cx,
                 &mut client.stream,
@@ -593,6 +758,10 @@ impl<'s> ParsedConnection<'s> {
                 // What still waits in the buffer must be copied before the read overwrites it.
                 borrowed_from_it.release(&side.buffer);
                 if let Poll::Ready(n) = side.poll_read(cx)? {
+                    match flow {
+                        Flow::Request => noted.from_client = true,
+                        Flow::Reply => noted.from_upstream = true,
+                    }
                     self.arrived(flow, n);
                     self.feed(flow, &side.buffer[..n], n == 0, outbox)?;
                     moved = true;
@@ -602,6 +771,118 @@ impl<'s> ParsedConnection<'s> {
                 return Poll::Pending;
             }
         }
+    }
+}
+
+/// What moved during one poll of a parsed connection.
+#[derive(Debug, Default, Clone, Copy)]
+struct Moved {
+    /// Bytes or an end of stream were read from the client.
+    from_client: bool,
+    /// Bytes or an end of stream were read from the upstream.
+    from_upstream: bool,
+    /// Request bytes were written to the upstream.
+    to_upstream: bool,
+}
+
+impl Moved {
+    fn any(self) -> bool {
+        self.from_client || self.from_upstream || self.to_upstream
+    }
+}
+
+/// What the engine says of each flow's unfinished frame ([`Connection::unfinished_frame`]).
+#[derive(Debug, Default, Clone, Copy)]
+struct Unfinished {
+    request: Option<u64>,
+    reply: Option<u64>,
+}
+
+impl Unfinished {
+    fn of(engine: &Connection) -> Unfinished {
+        Unfinished {
+            request: engine.unfinished_frame(Flow::Request),
+            reply: engine.unfinished_frame(Flow::Reply),
+        }
+    }
+}
+
+/// The timeouts of a parsed connection and the instants they count from. Knows nothing of
+/// sockets or timers: it is told what moved when, and says when the next timeout may expire
+/// and which one has.
+#[derive(Debug)]
+struct Clock {
+    timeouts: Timeouts,
+    /// When a byte last arrived from either side (at first, when the connection began).
+    last_byte: Instant,
+    /// The client's unfinished request: the engine's count of frames decided on the request
+    /// flow when it was seen, and since when the request has not moved on.
+    request: Option<(u64, Instant)>,
+    /// Since when the upstream owes an answer: a request was forwarded, or a reply begun, and
+    /// no byte came from the upstream since.
+    upstream_owes: Option<Instant>,
+}
+
+impl Clock {
+    fn new(timeouts: Timeouts, now: Instant) -> Clock {
+        Clock {
+            timeouts,
+            last_byte: now,
+            request: None,
+            upstream_owes: None,
+        }
+    }
+
+    /// Takes in what `moved` at `now`, and the engine's `frames` after it. `reading_client`:
+    /// the client is being read; while it is not, an unfinished request's time does not run.
+    fn note(&mut self, moved: Moved, frames: Unfinished, reading_client: bool, now: Instant) {
+        if moved.from_client || moved.from_upstream {
+            self.last_byte = now;
+        }
+        self.request = match (frames.request, self.request) {
+            (None, _) => None,
+            (Some(frame), Some((seen, since))) if frame == seen && reading_client => {
+                Some((seen, since))
+            }
+            (Some(frame), _) => Some((frame, now)),
+        };
+        if moved.from_upstream {
+            self.upstream_owes = frames.reply.map(|_| now);
+        }
+        if moved.to_upstream {
+            self.upstream_owes.get_or_insert(now);
+        }
+    }
+
+    /// The earliest instant at which a timeout may expire.
+    fn deadline(&self) -> Instant {
+        let idle = self.last_byte + self.timeouts.client_idle;
+        let request = self
+            .request
+            .map(|(_, since)| since + self.timeouts.request_progress);
+        let upstream = self
+            .upstream_owes
+            .map(|since| since + self.timeouts.upstream_response);
+        [request, upstream]
+            .into_iter()
+            .flatten()
+            .fold(idle, Instant::min)
+    }
+
+    /// The timeout that has expired at `now`, if any.
+    fn expired(&self, now: Instant) -> Option<Timeout> {
+        let over = |since: Instant, timeout: Duration| now.duration_since(since) >= timeout;
+        if let Some((_, since)) = self.request {
+            if over(since, self.timeouts.request_progress) {
+                return Some(Timeout::RequestProgress);
+            }
+        }
+        if let Some(since) = self.upstream_owes {
+            if over(since, self.timeouts.upstream_response) {
+                return Some(Timeout::UpstreamResponse);
+            }
+        }
+        over(self.last_byte, self.timeouts.client_idle).then_some(Timeout::ClientIdle)
     }
 }
 
@@ -682,5 +963,119 @@ fn nonzero(written: usize) -> std::io::Result<usize> {
     match written {
         0 => Err(std::io::ErrorKind::WriteZero.into()),
         n => Ok(n),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    fn clock(start: Instant) -> Clock {
+        Clock::new(
+            Timeouts {
+                client_idle: 10 * SECOND,
+                request_progress: 3 * SECOND,
+                upstream_response: 5 * SECOND,
+                upstream_connect: SECOND,
+            },
+            start,
+        )
+    }
+
+    const FROM_CLIENT: Moved = Moved {
+        from_client: true,
+        from_upstream: false,
+        to_upstream: false,
+    };
+
+    fn request_at(frame: u64) -> Unfinished {
+        Unfinished {
+            request: Some(frame),
+            reply: None,
+        }
+    }
+
+    #[test]
+    fn idle_counts_from_the_last_byte_either_way() {
+        let t0 = Instant::now();
+        let mut clock = clock(t0);
+        assert_eq!(clock.deadline(), t0 + 10 * SECOND);
+        let reply = Moved {
+            from_upstream: true,
+            ..Moved::default()
+        };
+        clock.note(reply, Unfinished::default(), true, t0 + 4 * SECOND);
+        assert_eq!(clock.deadline(), t0 + 14 * SECOND);
+        assert_eq!(clock.expired(t0 + 13 * SECOND), None);
+        assert_eq!(clock.expired(t0 + 14 * SECOND), Some(Timeout::ClientIdle));
+    }
+
+    #[test]
+    fn a_request_runs_from_its_first_byte_until_another_is_decided() {
+        let t0 = Instant::now();
+        let mut clock = clock(t0);
+        clock.note(FROM_CLIENT, request_at(0), true, t0);
+        // More bytes of the same request do not restart its time.
+        clock.note(FROM_CLIENT, request_at(0), true, t0 + 2 * SECOND);
+        assert_eq!(clock.deadline(), t0 + 3 * SECOND);
+        assert_eq!(
+            clock.expired(t0 + 3 * SECOND),
+            Some(Timeout::RequestProgress)
+        );
+        // A request decided meanwhile (the count moved on) starts the time afresh.
+        clock.note(FROM_CLIENT, request_at(1), true, t0 + 2 * SECOND);
+        assert_eq!(clock.expired(t0 + 3 * SECOND), None);
+        assert_eq!(clock.deadline(), t0 + 5 * SECOND);
+        // At a frame boundary nothing runs but the idle time.
+        clock.note(FROM_CLIENT, Unfinished::default(), true, t0 + 4 * SECOND);
+        assert_eq!(clock.deadline(), t0 + 14 * SECOND);
+    }
+
+    #[test]
+    fn a_request_does_not_run_while_the_client_is_not_read() {
+        let t0 = Instant::now();
+        let mut clock = clock(t0);
+        clock.note(FROM_CLIENT, request_at(0), true, t0);
+        // Output waits: the client is not read, and the request's time starts over at each
+        // look until reading resumes.
+        clock.note(Moved::default(), request_at(0), false, t0 + 2 * SECOND);
+        clock.note(Moved::default(), request_at(0), false, t0 + 4 * SECOND);
+        clock.note(Moved::default(), request_at(0), true, t0 + 5 * SECOND);
+        assert_eq!(clock.expired(t0 + 6 * SECOND), None);
+        assert_eq!(clock.deadline(), t0 + 7 * SECOND);
+    }
+
+    #[test]
+    fn the_upstream_owes_from_a_forwarded_request_until_it_sends_a_byte() {
+        let t0 = Instant::now();
+        let mut clock = clock(t0);
+        let forwarded = Moved {
+            to_upstream: true,
+            ..Moved::default()
+        };
+        clock.note(forwarded, Unfinished::default(), true, t0);
+        clock.note(forwarded, Unfinished::default(), true, t0 + SECOND);
+        assert_eq!(clock.deadline(), t0 + 5 * SECOND);
+        assert_eq!(
+            clock.expired(t0 + 5 * SECOND),
+            Some(Timeout::UpstreamResponse)
+        );
+        let replied = Moved {
+            from_upstream: true,
+            ..Moved::default()
+        };
+        // A reply begun but not whole: the upstream still owes the rest.
+        let reply_begun = Unfinished {
+            request: None,
+            reply: Some(0),
+        };
+        clock.note(replied, reply_begun, true, t0 + 2 * SECOND);
+        assert_eq!(clock.deadline(), t0 + 7 * SECOND);
+        clock.note(replied, Unfinished::default(), true, t0 + 3 * SECOND);
+        assert_eq!(clock.upstream_owes, None);
+        assert_eq!(clock.expired(t0 + 12 * SECOND), None);
+        assert_eq!(clock.deadline(), t0 + 13 * SECOND);
     }
 }

@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 mod connection;
 mod guards;
+mod http_server;
 mod listener;
 pub mod metrics;
 pub mod monitor;
@@ -41,7 +42,7 @@ use tokio::task::JoinHandle;
 
 use crate::access_log::JsonAccessLog;
 use crate::config::{Config, ListenerConfig, ProtocolsConfig, RedirectConfig};
-use crate::connection::{Guards, Route, Shared};
+use crate::connection::{Guards, Route, Shared, Timeouts};
 use crate::listener::{Destination, Tracker};
 use crate::metrics::{Gauges, Metrics};
 use crate::monitor::Monitor;
@@ -156,6 +157,10 @@ pub struct Agent {
     listeners: Mutex<BTreeMap<String, RunningListener>>,
     drains: Mutex<Vec<JoinHandle<()>>>,
     drain_timeout: Duration,
+    /// How long an API or metrics client may take to send a request head.
+    api_header_timeout: Duration,
+    /// The longest API request body accepted.
+    api_max_body_bytes: usize,
     started: Instant,
     config_path: Option<PathBuf>,
     redirect: RedirectConfig,
@@ -195,6 +200,7 @@ impl Agent {
                 inject_capacity: config.limits.inject_buffer,
                 max_buffered: config.limits.max_buffered,
             },
+            timeouts: Timeouts::from(&config.timeouts),
             next_id: AtomicU64::new(1),
         });
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -209,6 +215,8 @@ impl Agent {
             listeners: Mutex::new(BTreeMap::new()),
             drains: Mutex::new(Vec::new()),
             drain_timeout: Duration::from_secs(config.drain_timeout),
+            api_header_timeout: Duration::from_secs(config.timeouts.api_header),
+            api_max_body_bytes: config.api.max_body_bytes,
             started: Instant::now(),
             config_path,
             redirect: config.redirect,
@@ -567,5 +575,6 @@ pub fn config_sources(config: &Config) -> ConfigSources {
         host_ips: config.host_ips.clone(),
         endpoints: config.endpoints.clone(),
         policy_paths: config.policies.clone(),
+        max_policy_bytes: config.max_policy_bytes,
     }
 }

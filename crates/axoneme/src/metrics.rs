@@ -71,6 +71,43 @@ impl ProtocolMetrics {
     }
 }
 
+/// Why a connection was closed for waiting too long; see `timeouts` in the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timeout {
+    /// No byte from either side of a parsed connection.
+    ClientIdle,
+    /// A frame begun and not arrived whole.
+    RequestProgress,
+    /// A request forwarded and no byte from the upstream since.
+    UpstreamResponse,
+    /// Connecting to the upstream.
+    UpstreamConnect,
+    /// An API client that did not send a whole request head.
+    ApiHeader,
+}
+
+impl Timeout {
+    /// Every kind, in the order the metrics show them.
+    pub const ALL: [Timeout; 5] = [
+        Timeout::ClientIdle,
+        Timeout::RequestProgress,
+        Timeout::UpstreamResponse,
+        Timeout::UpstreamConnect,
+        Timeout::ApiHeader,
+    ];
+
+    /// The kind's label in metrics and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Timeout::ClientIdle => "client_idle",
+            Timeout::RequestProgress => "request_progress",
+            Timeout::UpstreamResponse => "upstream_response",
+            Timeout::UpstreamConnect => "upstream_connect",
+            Timeout::ApiHeader => "api_header",
+        }
+    }
+}
+
 /// Everything the proxy counts.
 #[derive(Debug)]
 pub struct Metrics {
@@ -88,6 +125,8 @@ pub struct Metrics {
     /// Parser panics.
     pub parser_panics: AtomicU64,
     parser_errors: Mutex<BTreeMap<String, u64>>,
+    /// Connections closed for a timeout, indexed like [`Timeout::ALL`].
+    timeouts: [AtomicU64; Timeout::ALL.len()],
 }
 
 /// Values the metrics do not hold themselves, read when rendering.
@@ -116,6 +155,7 @@ impl Metrics {
             bytes_to_client: AtomicU64::new(0),
             parser_panics: AtomicU64::new(0),
             parser_errors: Mutex::new(BTreeMap::new()),
+            timeouts: Default::default(),
         }
     }
 
@@ -129,6 +169,16 @@ impl Metrics {
         if let Ok(mut errors) = self.parser_errors.lock() {
             *errors.entry(reason.to_owned()).or_default() += 1;
         }
+    }
+
+    /// Counts a connection closed for the timeout `kind`.
+    pub fn timed_out(&self, kind: Timeout) {
+        self.timeouts[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Connections closed so far for the timeout `kind`.
+    pub fn timeouts(&self, kind: Timeout) -> u64 {
+        self.timeouts[kind as usize].load(Ordering::Relaxed)
     }
 
     /// The metrics in the Prometheus text format.
@@ -233,6 +283,20 @@ impl Metrics {
         }
         family(
             &mut out,
+            "axoneme_timeouts_total",
+            "counter",
+            "Connections closed for waiting too long, by kind of timeout.",
+        );
+        for kind in Timeout::ALL {
+            let _ = writeln!(
+                out,
+                "axoneme_timeouts_total{{kind=\"{}\"}} {}",
+                kind.name(),
+                self.timeouts(kind)
+            );
+        }
+        family(
+            &mut out,
             "axoneme_request_duration_seconds",
             "histogram",
             "Time from a request's arrival to the first byte of its answer reaching the client.",
@@ -280,6 +344,8 @@ mod tests {
             .fetch_add(2, Ordering::Relaxed);
         m.latency.observe(Duration::from_micros(300));
         metrics.parser_error("frame_too_large");
+        metrics.timed_out(Timeout::RequestProgress);
+        metrics.timed_out(Timeout::RequestProgress);
         let text = metrics.render(Gauges {
             policy_revision: 3,
             policy_import_errors: 1,
@@ -291,6 +357,8 @@ mod tests {
             "axoneme_policy_revision 3",
             "axoneme_policy_import_errors_total 1",
             "axoneme_parser_errors_total{reason=\"frame_too_large\"} 1",
+            "axoneme_timeouts_total{kind=\"request_progress\"} 2",
+            "axoneme_timeouts_total{kind=\"api_header\"} 0",
             "axoneme_request_duration_seconds_bucket{protocol=\"memcache\",le=\"0.00025\"} 0",
             "axoneme_request_duration_seconds_bucket{protocol=\"memcache\",le=\"0.0005\"} 1",
             "axoneme_request_duration_seconds_count{protocol=\"memcache\"} 1",

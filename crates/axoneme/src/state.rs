@@ -5,8 +5,14 @@
 //! a new revision or leaves everything as it was and returns the error: a bad change never
 //! reaches traffic. A change that leaves an endpoint without policy enforcement in a direction
 //! (so allowing everything that way) is logged as a warning, and so is every policy warning.
-//! Connections read the snapshot without locks. This module does not watch files, serve the API
-//! or run listeners; it is told what changed.
+//! Connections read the snapshot without locks.
+//!
+//! Reading, parsing and compiling policy happen outside the lock that orders changes, so a slow
+//! or hostile policy text holds up neither the file watcher nor other imports: the lock is held
+//! only to take the state a change starts from and to swap in its result. A change whose starting
+//! state was replaced meanwhile is made again on the new one, so that none is lost and revisions
+//! follow each other. This module does not watch files, serve the API or run listeners; it is
+//! told what changed.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -15,12 +21,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
-use axoneme_policy::{load_paths, parse_policies, EndpointSpec, Policy, PolicyError, Snapshot};
+use axoneme_policy::{
+    load_paths, parse_policies, EndpointSpec, Policy, PolicyError, Snapshot,
+    DEFAULT_MAX_POLICY_BYTES,
+};
 use axoneme_sdk::{Direction, Registry};
 use tokio::sync::watch;
 
 /// What the configuration file contributes.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ConfigSources {
     /// Addresses of the host identity.
     pub host_ips: Vec<IpAddr>,
@@ -28,6 +37,19 @@ pub struct ConfigSources {
     pub endpoints: Vec<EndpointSpec>,
     /// Policy files and directories.
     pub policy_paths: Vec<PathBuf>,
+    /// The longest policy text accepted, from a file or an import.
+    pub max_policy_bytes: usize,
+}
+
+impl Default for ConfigSources {
+    fn default() -> Self {
+        ConfigSources {
+            host_ips: Vec::new(),
+            endpoints: Vec::new(),
+            policy_paths: Vec::new(),
+            max_policy_bytes: DEFAULT_MAX_POLICY_BYTES,
+        }
+    }
 }
 
 /// Everything a snapshot is built from.
@@ -129,8 +151,8 @@ impl State {
     /// Loads the configured policy files and builds the first snapshot; an error means the
     /// agent cannot start.
     pub fn new(registry: Registry, config: ConfigSources) -> Result<State, StateError> {
-        let file_policies = load_paths(&config.policy_paths)?;
-        log_warnings(&file_policies);
+        let file_policies = load_paths(&config.policy_paths, config.max_policy_bytes)?;
+        log_warnings(&warnings_of(&file_policies));
         let desired = Desired {
             config,
             file_policies,
@@ -184,51 +206,47 @@ impl State {
     }
 
     /// Imports the policies in `texts`, all or none, replacing imported policies of the same
-    /// names. With `validate_only`, checks everything and changes nothing.
+    /// names. With `validate_only`, checks everything and changes nothing. The texts are parsed
+    /// before the state is locked.
     pub fn import(
         &self,
         texts: &[PolicyText],
         validate_only: bool,
     ) -> Result<Imported, StateError> {
-        let mut desired = self.lock();
-        let mut policies = Vec::new();
-        for text in texts {
-            policies.extend(
-                parse_policies(&text.source, &text.text)
-                    .inspect_err(|_| self.count_import_error())?,
-            );
-        }
+        let policies = self
+            .parse(texts)
+            .inspect_err(|_| self.count_import_error())?;
         if policies.is_empty() {
             return Err(StateError::Invalid("no policy in the request".into()));
         }
         let names: Vec<String> = policies.iter().map(|p| p.name().to_owned()).collect();
-        if let Some(clash) = desired
-            .file_policies
-            .iter()
-            .find(|p| names.iter().any(|n| n == p.name()))
-        {
-            return Err(StateError::PolicyInFile {
-                name: clash.name().into(),
-                file: clash.source().into(),
-            });
-        }
-        let warnings: Vec<String> = policies
-            .iter()
-            .flat_map(|p| p.warnings())
-            .map(ToString::to_string)
-            .collect();
-        let mut candidate = desired.clone();
-        for policy in policies {
-            candidate
-                .api_policies
-                .insert(policy.name().to_owned(), policy);
-        }
+        let warnings = warnings_of(&policies);
+        let with_imports = |base: &Desired| {
+            if let Some(clash) = base
+                .file_policies
+                .iter()
+                .find(|p| names.iter().any(|n| n == p.name()))
+            {
+                return Err(StateError::PolicyInFile {
+                    name: clash.name().into(),
+                    file: clash.source().into(),
+                });
+            }
+            let mut candidate = base.clone();
+            for policy in &policies {
+                candidate
+                    .api_policies
+                    .insert(policy.name().to_owned(), policy.clone());
+            }
+            Ok(candidate)
+        };
         let revision = if validate_only {
-            build(&self.registry, &candidate, Some(&self.snapshot()))
+            let (base, previous) = self.base();
+            build(&self.registry, &with_imports(&base)?, Some(&previous))
                 .inspect_err(|_| self.count_import_error())?;
-            self.revision()
+            previous.revision()
         } else {
-            let revision = self.commit(&mut desired, candidate)?;
+            let revision = self.change(with_imports)?;
             for warning in &warnings {
                 tracing::warn!(%warning, "imported policy");
             }
@@ -241,102 +259,151 @@ impl State {
         })
     }
 
+    /// The policies of `texts`, each refused unparsed when longer than the configured limit.
+    fn parse(&self, texts: &[PolicyText]) -> Result<Vec<Policy>, PolicyError> {
+        let limit = self.lock().config.max_policy_bytes;
+        let mut policies = Vec::new();
+        for text in texts {
+            if text.text.len() > limit {
+                return Err(PolicyError::TooLarge {
+                    file: text.source.clone(),
+                    size: text.text.len() as u64,
+                    limit,
+                });
+            }
+            policies.extend(parse_policies(&text.source, &text.text)?);
+        }
+        Ok(policies)
+    }
+
     /// Deletes the imported policy `name`, or every imported policy when `None`.
     pub fn delete_policy(&self, name: Option<&str>) -> Result<u64, StateError> {
-        let mut desired = self.lock();
-        let mut candidate = desired.clone();
-        match name {
-            None => candidate.api_policies.clear(),
-            Some(name) => {
-                if candidate.api_policies.remove(name).is_none() {
-                    return Err(
-                        match desired.file_policies.iter().find(|p| p.name() == name) {
+        self.change(|base| {
+            let mut candidate = base.clone();
+            match name {
+                None => candidate.api_policies.clear(),
+                Some(name) => {
+                    if candidate.api_policies.remove(name).is_none() {
+                        return Err(match base.file_policies.iter().find(|p| p.name() == name) {
                             Some(p) => StateError::PolicyInFile {
                                 name: name.into(),
                                 file: p.source().into(),
                             },
                             None => StateError::PolicyNotFound(name.into()),
-                        },
-                    );
+                        });
+                    }
                 }
             }
-        }
-        self.commit(&mut desired, candidate)
+            Ok(candidate)
+        })
     }
 
     /// Creates or replaces an endpoint.
     pub fn put_endpoint(&self, endpoint: EndpointSpec) -> Result<u64, StateError> {
-        let mut desired = self.lock();
-        let mut candidate = desired.clone();
-        candidate.deleted_endpoints.retain(|n| *n != endpoint.name);
-        candidate
-            .api_endpoints
-            .insert(endpoint.name.clone(), endpoint);
-        self.commit(&mut desired, candidate)
+        self.change(|base| {
+            let mut candidate = base.clone();
+            candidate.deleted_endpoints.retain(|n| *n != endpoint.name);
+            candidate
+                .api_endpoints
+                .insert(endpoint.name.clone(), endpoint.clone());
+            Ok(candidate)
+        })
     }
 
     /// Deletes an endpoint.
     pub fn delete_endpoint(&self, name: &str) -> Result<u64, StateError> {
-        let mut desired = self.lock();
-        if !desired.endpoints().iter().any(|e| e.name == name) {
-            return Err(StateError::EndpointNotFound(name.into()));
-        }
-        let mut candidate = desired.clone();
-        candidate.api_endpoints.remove(name);
-        if candidate.config.endpoints.iter().any(|e| e.name == name) {
-            candidate.deleted_endpoints.push(name.into());
-        }
-        self.commit(&mut desired, candidate)
+        self.change(|base| {
+            if !base.endpoints().iter().any(|e| e.name == name) {
+                return Err(StateError::EndpointNotFound(name.into()));
+            }
+            let mut candidate = base.clone();
+            candidate.api_endpoints.remove(name);
+            if candidate.config.endpoints.iter().any(|e| e.name == name) {
+                candidate.deleted_endpoints.push(name.into());
+            }
+            Ok(candidate)
+        })
     }
 
     /// Re-reads the policy files (after one of them changed).
     pub fn reload_files(&self) -> Result<u64, StateError> {
-        let mut desired = self.lock();
-        let mut candidate = desired.clone();
-        candidate.file_policies = load_paths(&candidate.config.policy_paths)
-            .inspect_err(|_| self.count_import_error())?;
-        let revision = self.commit(&mut desired, candidate)?;
-        log_warnings(&desired.file_policies);
+        let mut warnings = Vec::new();
+        let revision = self.change(|base| {
+            let mut candidate = base.clone();
+            candidate.file_policies = self.load(&base.config, &mut warnings)?;
+            Ok(candidate)
+        })?;
+        log_warnings(&warnings);
         Ok(revision)
     }
 
-    /// Takes what a changed configuration file says about endpoints, host addresses and policy
-    /// files; what was changed through the API stays.
+    /// Takes what a changed configuration file says about endpoints, host addresses, policy
+    /// files and the policy size limit; what was changed through the API stays.
     pub fn set_config(&self, config: ConfigSources) -> Result<u64, StateError> {
-        let mut desired = self.lock();
-        let mut candidate = desired.clone();
-        candidate.file_policies =
-            load_paths(&config.policy_paths).inspect_err(|_| self.count_import_error())?;
-        candidate.config = config;
-        let revision = self.commit(&mut desired, candidate)?;
-        log_warnings(&desired.file_policies);
+        let mut warnings = Vec::new();
+        let revision = self.change(|base| {
+            let mut candidate = base.clone();
+            candidate.file_policies = self.load(&config, &mut warnings)?;
+            candidate.config = config.clone();
+            Ok(candidate)
+        })?;
+        log_warnings(&warnings);
         Ok(revision)
     }
 
-    /// Builds a snapshot of `candidate` and swaps it in, or returns why not.
-    fn commit(
+    /// Loads the policy files `config` names, keeping their warnings in `warnings`.
+    fn load(
         &self,
-        desired: &mut MutexGuard<'_, Desired>,
-        candidate: Desired,
-    ) -> Result<u64, StateError> {
-        let snapshot = build(&self.registry, &candidate, Some(&self.snapshot()))
+        config: &ConfigSources,
+        warnings: &mut Vec<String>,
+    ) -> Result<Vec<Policy>, StateError> {
+        let policies = load_paths(&config.policy_paths, config.max_policy_bytes)
             .inspect_err(|_| self.count_import_error())?;
-        let revision = snapshot.revision();
-        let names: Vec<String> = candidate.endpoints().into_iter().map(|e| e.name).collect();
-        for (endpoint, direction) in lost_enforcement(&self.snapshot(), &snapshot, &names) {
-            tracing::warn!(
-                endpoint,
-                direction,
-                revision,
-                "no policy selects the endpoint in this direction any more: all its {direction} \
-                 traffic is allowed"
-            );
+        *warnings = warnings_of(&policies);
+        Ok(policies)
+    }
+
+    /// The desired state and the snapshot built from it, taken together.
+    fn base(&self) -> (Desired, Arc<Snapshot>) {
+        let desired = self.lock();
+        (desired.clone(), self.snapshot())
+    }
+
+    /// Makes the desired state `edit` derives from the current one, builds its snapshot and
+    /// swaps it in, or returns why not. Only taking the current state and the swap hold the lock;
+    /// when another change was swapped in while `edit` and the build ran, they run again on that
+    /// change's state.
+    fn change(
+        &self,
+        mut edit: impl FnMut(&Desired) -> Result<Desired, StateError>,
+    ) -> Result<u64, StateError> {
+        loop {
+            let (base, previous) = self.base();
+            let candidate = edit(&base)?;
+            drop(base);
+            let snapshot = build(&self.registry, &candidate, Some(&previous))
+                .inspect_err(|_| self.count_import_error())?;
+            let mut desired = self.lock();
+            if self.revision() != previous.revision() {
+                continue;
+            }
+            let revision = snapshot.revision();
+            let names: Vec<String> = candidate.endpoints().into_iter().map(|e| e.name).collect();
+            for (endpoint, direction) in lost_enforcement(&previous, &snapshot, &names) {
+                tracing::warn!(
+                    endpoint,
+                    direction,
+                    revision,
+                    "no policy selects the endpoint in this direction any more: all its \
+                     {direction} traffic is allowed"
+                );
+            }
+            *desired = candidate;
+            self.current.store(Arc::new(snapshot));
+            self.revision.store(revision, Ordering::Release);
+            self.changes.send_replace(revision);
+            return Ok(revision);
         }
-        **desired = candidate;
-        self.current.store(Arc::new(snapshot));
-        self.revision.store(revision, Ordering::Release);
-        self.changes.send_replace(revision);
-        Ok(revision)
     }
 
     fn count_import_error(&self) {
@@ -351,9 +418,18 @@ impl State {
     }
 }
 
+/// What `policies` contain that their authors should know about.
+fn warnings_of(policies: &[Policy]) -> Vec<String> {
+    policies
+        .iter()
+        .flat_map(|p| p.warnings())
+        .map(ToString::to_string)
+        .collect()
+}
+
 /// Logs the warnings of policies read from files.
-fn log_warnings(policies: &[Policy]) {
-    for warning in policies.iter().flat_map(|p| p.warnings()) {
+fn log_warnings(warnings: &[String]) {
+    for warning in warnings {
         tracing::warn!(%warning, "policy file");
     }
 }
@@ -472,6 +548,83 @@ mod tests {
         );
         let validated = state.import(&text("guard.yaml", GUARD), true).unwrap();
         assert_eq!(validated.warnings.len(), 1);
+    }
+
+    /// `GUARD` under another name.
+    fn guard_named(name: &str) -> String {
+        GUARD.replace("{name: guard}", &format!("{{name: {name}}}"))
+    }
+
+    #[test]
+    fn a_slow_import_holds_up_no_other_change() {
+        let state = Arc::new(state());
+        let rules = "{cmd: HALT}, ".repeat(60_000);
+        let large = guard_named("large").replace("[{cmd: READ, file: ''}]", &format!("[{rules}]"));
+        let importer = Arc::clone(&state);
+        let large = std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            let imported = importer.import(&text("large.yaml", &large), false).unwrap();
+            (imported.revision, started.elapsed())
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let small = state
+            .import(&text("small.yaml", &guard_named("small")), false)
+            .unwrap();
+        let (large_revision, large_took) = large.join().unwrap();
+        assert!(
+            large_took > std::time::Duration::from_millis(200),
+            "the large import must be slow for this test to mean something: {large_took:?}"
+        );
+        assert_eq!(
+            (small.revision, large_revision),
+            (2, 3),
+            "the small import went through while the large one was being parsed"
+        );
+        assert_eq!(state.policies().len(), 2);
+    }
+
+    #[test]
+    fn concurrent_changes_are_all_kept_with_consecutive_revisions() {
+        let state = Arc::new(state());
+        let importers: Vec<_> = (0..8)
+            .map(|i| {
+                let state = Arc::clone(&state);
+                std::thread::spawn(move || {
+                    let policy = guard_named(&format!("p{i}"));
+                    state
+                        .import(&text("p.yaml", &policy), false)
+                        .unwrap()
+                        .revision
+                })
+            })
+            .collect();
+        let mut revisions: Vec<u64> = importers.into_iter().map(|t| t.join().unwrap()).collect();
+        revisions.sort_unstable();
+        assert_eq!(revisions, (2..10).collect::<Vec<u64>>());
+        assert_eq!(state.revision(), 9);
+        assert_eq!(state.snapshot().revision(), 9);
+        assert_eq!(state.policies().len(), 8);
+    }
+
+    #[test]
+    fn texts_over_the_size_limit_are_refused_unparsed() {
+        let config = ConfigSources {
+            endpoints: vec![endpoint("r2d2", "10.0.0.1", "r2d2")],
+            max_policy_bytes: GUARD.len() - 1,
+            ..ConfigSources::default()
+        };
+        let state = State::new(builtin_protocols(&ProtocolsConfig::default()), config).unwrap();
+        let error = state.import(&text("guard.yaml", GUARD), false).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "guard.yaml: {} bytes, more than the {} bytes policy text may have \
+                 (maxPolicyBytes)",
+                GUARD.len(),
+                GUARD.len() - 1
+            )
+        );
+        assert_eq!((state.revision(), state.import_errors()), (1, 1));
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //!
 //! Files are polled (their modification times and sizes), which works on every filesystem and
 //! catches editors that replace a file instead of writing it. A change that does not load
-//! leaves the last good state in force and is logged. This module only notices changes and
-//! hands them to the agent.
+//! leaves the last good state in force and is logged. Files are read and parsed on a blocking
+//! thread, not on the agent's runtime. This module only notices changes and hands them to the
+//! agent.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -62,11 +63,13 @@ pub async fn watch_files(agent: Arc<Agent>, config_path: PathBuf, mut config: Co
         let now = stamp(&config.policies);
         if now != policy_stamp {
             policy_stamp = now;
-            match agent.state().reload_files() {
-                Ok(revision) => tracing::info!(revision, "policy files reloaded"),
-                Err(error) => {
+            let state = Arc::clone(agent.state());
+            match tokio::task::spawn_blocking(move || state.reload_files()).await {
+                Ok(Ok(revision)) => tracing::info!(revision, "policy files reloaded"),
+                Ok(Err(error)) => {
                     tracing::error!(%error, "policy change rejected; the last good policy stays")
                 }
+                Err(error) => tracing::error!(%error, "policy reload failed"),
             }
         }
     }
@@ -74,11 +77,13 @@ pub async fn watch_files(agent: Arc<Agent>, config_path: PathBuf, mut config: Co
 
 async fn reload_config(agent: &Agent, path: &Path) -> anyhow::Result<Config> {
     let config = Config::load(path)?;
-    let revision = agent.state().set_config(config_sources(&config))?;
+    let state = Arc::clone(agent.state());
+    let sources = config_sources(&config);
+    let revision = tokio::task::spawn_blocking(move || state.set_config(sources)).await??;
     agent.reconcile_listeners(&config.listeners).await?;
     tracing::info!(
         revision,
-        "configuration reloaded (access log, API, metrics and limits need a restart)"
+        "configuration reloaded (access log, API, metrics, limits and timeouts need a restart)"
     );
     Ok(config)
 }

@@ -8,6 +8,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -41,6 +42,8 @@ struct Running {
     proxy_port: u16,
     metrics_port: u16,
     upstream_port: u16,
+    /// The mode of the API socket when it was first seen.
+    socket_mode: u32,
 }
 
 impl Drop for Running {
@@ -52,6 +55,11 @@ impl Drop for Running {
 
 impl Running {
     async fn start(name: &str, upstream: &Upstream) -> Running {
+        Running::start_with_api(name, upstream, "{socket: api.sock}").await
+    }
+
+    /// Starts an agent whose configuration has `api: <api>`.
+    async fn start_with_api(name: &str, upstream: &Upstream, api: &str) -> Running {
         let dir = temp_dir(name);
         let (proxy_port, metrics_port) = (free_port(), free_port());
         let upstream_port = upstream.addr.port();
@@ -64,7 +72,7 @@ impl Running {
             dir.join("config.yaml"),
             format!(
                 r#"accessLog: {{path: access.log}}
-api: {{socket: api.sock}}
+api: {api}
 metrics: {{listen: "127.0.0.1:{metrics_port}"}}
 drainTimeout: 2
 endpoints:
@@ -84,14 +92,24 @@ listeners:
             .stderr(std::fs::File::create(dir.join("agent.log")).unwrap())
             .spawn()
             .unwrap();
+        let socket = dir.join("api.sock");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // Looked at as often as possible, to see the socket as soon as it has a name.
+        let socket_mode = loop {
+            if let Ok(metadata) = std::fs::symlink_metadata(&socket) {
+                break metadata.permissions().mode() & 0o777;
+            }
+            assert!(Instant::now() < deadline, "the agent made no socket");
+            std::thread::yield_now();
+        };
         let running = Running {
             child,
             dir,
             proxy_port,
             metrics_port,
             upstream_port,
+            socket_mode,
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
         while !running.dir.join("api.sock").exists()
             || running.cli(&["status"]).status.code() != Some(0)
         {
@@ -849,4 +867,149 @@ async fn denied_entries_name_the_deny_rule_or_say_nothing_allowed() {
         summary,
         [("RESET", "", "no-allow"), ("HALT", "no-luke", "deny-rule")]
     );
+}
+
+/// A `PUT /v1/policy` request carrying `body`.
+fn put_policy(body: &str) -> String {
+    format!(
+        "PUT /v1/policy HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deeply_nested_policy_is_refused_at_once_without_holding_up_other_imports() {
+    let upstream = Upstream::start().await;
+    let agent = Running::start("cp-nested", &upstream).await;
+    let sequences = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let mappings = format!("{}{}", "{a: ".repeat(40_000), "}".repeat(40_000));
+    let json = format!("{}1{}", "{\"a\":".repeat(30_000), "}".repeat(30_000));
+    let files = serde_json::json!({"files": [{"source": "deep.json", "text": json}]}).to_string();
+    let good = put_policy(&policy("good", agent.upstream_port, "{cmd: WRITE}"));
+    let hostile = [&sequences, &mappings, &files].map(|body| put_policy(body));
+    let started = Instant::now();
+    let (a, b, c, imported) = tokio::join!(
+        raw_api(&agent, &hostile[0]),
+        raw_api(&agent, &hostile[1]),
+        raw_api(&agent, &hostile[2]),
+        raw_api(&agent, &good),
+    );
+    let elapsed = started.elapsed();
+    for (source, (status, body)) in [("<api>", a), ("<api>", b), ("deep.json", c)] {
+        assert!(status.contains(" 400 "), "{status}");
+        let error: Value = serde_json::from_str(&body).unwrap();
+        let error = error["error"].as_str().unwrap();
+        assert!(
+            error.starts_with(&format!("{source}: line 1 column "))
+                && error
+                    .ends_with("nested deeper than 64 levels, the most a policy document may have"),
+            "{error}"
+        );
+    }
+    assert!(imported.0.contains(" 200 "), "{imported:?}");
+    assert!(
+        elapsed < Duration::from_millis(500),
+        "four imports, three of them hostile, took {elapsed:?}"
+    );
+    assert_eq!(agent.revision(), 2);
+    let status = agent.json(&["status"]);
+    assert_eq!(status["counters"]["policy_import_errors"], 3);
+}
+
+/// A policy of `rules` memcache rules, each an exact key.
+fn many_rules(rules: usize) -> String {
+    let mut text = String::from(
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: many}\nspec:\n  \
+         endpointSelector: {matchLabels: {app: r2d2}}\n  ingress:\n  - toPorts:\n    - ports: \
+         [{port: '11211'}]\n      rules:\n        l7proto: memcache\n        l7:\n",
+    );
+    for rule in 0..rules {
+        text.push_str(&format!(
+            "        - {{command: get, keyExact: key-{rule:07}}}\n"
+        ));
+    }
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_takes_bodies_up_to_its_configured_limit_and_names_it_beyond() {
+    let upstream = Upstream::start().await;
+    let agent = Running::start_with_api(
+        "cp-body",
+        &upstream,
+        "{socket: api.sock, maxBodyBytes: 3000000}",
+    )
+    .await;
+    let large = many_rules(50_000);
+    assert!(
+        large.len() > 2 << 20 && large.len() < 3_000_000,
+        "{}",
+        large.len()
+    );
+    let (status, body) = raw_api(&agent, &put_policy(&large)).await;
+    assert!(status.contains(" 200 "), "{status} {body}");
+    assert_eq!(agent.revision(), 2);
+
+    let (status, body) = raw_api(
+        &agent,
+        "PUT /v1/policy HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 3000001\r\n\r\n",
+    )
+    .await;
+    assert!(status.contains(" 413 "), "{status}");
+    let error: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        error["error"],
+        "the request body is longer than api.maxBodyBytes (3000000 bytes)"
+    );
+    assert_eq!(agent.revision(), 2);
+}
+
+/// Sends one request to the agent's TCP API with `authorization` and returns the status line.
+async fn tcp_api(port: u16, authorization: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let request = format!(
+        "GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: {authorization}\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response.lines().next().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_socket_is_private_from_the_start_and_the_token_must_match_whole() {
+    let upstream = Upstream::start().await;
+    let port = free_port();
+    let agent = Running::start_with_api(
+        "cp-private",
+        &upstream,
+        &format!("{{socket: api.sock, listen: \"127.0.0.1:{port}\", token: s3cret-token}}"),
+    )
+    .await;
+    assert_eq!(agent.socket_mode, 0o600, "{:o}", agent.socket_mode);
+    let mode = std::fs::metadata(agent.dir.join("api.sock"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    let leftovers: Vec<_> = std::fs::read_dir(&agent.dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("api.sock."))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert!(tcp_api(port, "Bearer s3cret-token").await.contains(" 200 "));
+    for wrong in [
+        "Bearer s3cret-tokeN",
+        "Bearer S3cret-token",
+        "Bearer s3cret-toke",
+        "Bearer s3cret-tokenX",
+        "s3cret-token",
+    ] {
+        let status = tcp_api(port, wrong).await;
+        assert!(status.contains(" 401 "), "{wrong:?}: {status}");
+    }
 }

@@ -32,6 +32,33 @@ pub enum PolicyError {
         /// What the YAML parser said.
         message: String,
     },
+    /// The text is longer than policy text may be; it was not parsed.
+    #[error(
+        "{file}: {size} bytes, more than the {limit} bytes policy text may have (maxPolicyBytes)"
+    )]
+    TooLarge {
+        /// The file (or other source name) holding the text.
+        file: String,
+        /// The length of the text (at least this much, for a file that kept growing).
+        size: u64,
+        /// The most that is accepted.
+        limit: usize,
+    },
+    /// The text nests collections deeper than a policy document may; it was not parsed.
+    #[error(
+        "{file}: line {line} column {column}: nested deeper than {limit} levels, the most a \
+         policy document may have"
+    )]
+    TooDeep {
+        /// The file (or other source name) holding the text.
+        file: String,
+        /// One-based line where the limit is passed.
+        line: usize,
+        /// One-based column where the limit is passed.
+        column: usize,
+        /// The deepest nesting accepted.
+        limit: usize,
+    },
     /// A document is valid YAML but not a policy Axoneme accepts.
     #[error("{file}: {subject}: {}{message}", FieldPrefix(field))]
     Invalid {

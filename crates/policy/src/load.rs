@@ -8,6 +8,7 @@
 //! (that is `rule.rs`) nor know about endpoints or protocols.
 
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -16,6 +17,7 @@ use serde_yaml::Value;
 use crate::endpoint::DEFAULT_NAMESPACE;
 use crate::error::{FieldError, PolicyError, PolicyWarning, Subject};
 use crate::model::Document;
+use crate::nesting::{too_deep, MAX_DEPTH};
 use crate::policy::{Policy, PolicyKind};
 use crate::rule::parse_rule;
 
@@ -25,14 +27,19 @@ const API_VERSION: &str = "cilium.io/v2";
 /// File name extensions read from a directory.
 const EXTENSIONS: [&str; 3] = ["yaml", "yml", "json"];
 
+/// The longest policy text accepted unless configured otherwise: 16 MiB, three times a
+/// 100,000-rule policy.
+pub const DEFAULT_MAX_POLICY_BYTES: usize = 16 << 20;
+
 /// The `kind` of a generic list (`kubectl get -o yaml` of several objects).
 const LIST_KIND: &str = "List";
 
 /// Parses every policy in `text`: a stream of YAML documents separated by `---`, or one JSON
 /// document. A document may be a policy or a list of policies (`List`,
 /// `CiliumNetworkPolicyList`, `CiliumClusterwideNetworkPolicyList`); empty documents are
-/// skipped, but text without any policy is an error ([`PolicyError::Empty`]). `source` names
-/// the text in errors, usually its file path.
+/// skipped, but text without any policy is an error ([`PolicyError::Empty`]). Text nesting
+/// deeper than [`MAX_DEPTH`] is refused before it is parsed ([`PolicyError::TooDeep`]).
+/// `source` names the text in errors, usually its file path.
 pub fn parse_policies(source: &str, text: &str) -> Result<Vec<Policy>, PolicyError> {
     let empty = || PolicyError::Empty {
         file: source.to_owned(),
@@ -40,6 +47,14 @@ pub fn parse_policies(source: &str, text: &str) -> Result<Vec<Policy>, PolicyErr
     let blank = |line: &str| line.trim().is_empty() || line.trim_start().starts_with('#');
     if text.lines().all(blank) {
         return Err(empty());
+    }
+    if let Some(at) = too_deep(text, MAX_DEPTH) {
+        return Err(PolicyError::TooDeep {
+            file: source.to_owned(),
+            line: at.line,
+            column: at.column,
+            limit: MAX_DEPTH,
+        });
     }
     let mut policies = Vec::new();
     match json_document(source, text)? {
@@ -153,8 +168,9 @@ fn parse_value(
 }
 
 /// Loads the policies of files and directories, in the order given. A directory contributes
-/// its `*.yaml`, `*.yml` and `*.json` files, sorted by name; subdirectories are not entered.
-pub fn load_paths(paths: &[PathBuf]) -> Result<Vec<Policy>, PolicyError> {
+/// its `*.yaml`, `*.yml` and `*.json` files, sorted by name; subdirectories are not entered. A
+/// file longer than `max_bytes` is refused unread ([`PolicyError::TooLarge`]).
+pub fn load_paths(paths: &[PathBuf], max_bytes: usize) -> Result<Vec<Policy>, PolicyError> {
     let mut policies = Vec::new();
     for path in paths {
         let metadata = fs::metadata(path).map_err(io_error(path))?;
@@ -172,18 +188,37 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Vec<Policy>, PolicyError> {
             }
             files.sort();
             for file in files {
-                policies.extend(load_file(&file)?);
+                policies.extend(load_file(&file, max_bytes)?);
             }
         } else {
-            policies.extend(load_file(path)?);
+            policies.extend(load_file(path, max_bytes)?);
         }
     }
     Ok(policies)
 }
 
-fn load_file(path: &Path) -> Result<Vec<Policy>, PolicyError> {
-    let text = fs::read_to_string(path).map_err(io_error(path))?;
-    parse_policies(&path.display().to_string(), &text)
+fn load_file(path: &Path, max_bytes: usize) -> Result<Vec<Policy>, PolicyError> {
+    let source = path.display().to_string();
+    let too_large = |size: u64| PolicyError::TooLarge {
+        file: source.clone(),
+        size,
+        limit: max_bytes,
+    };
+    let file = fs::File::open(path).map_err(io_error(path))?;
+    let size = file.metadata().map_err(io_error(path))?.len();
+    if size > max_bytes as u64 {
+        return Err(too_large(size));
+    }
+    // Read one byte more than allowed, so that a file grown since its size was taken is noticed
+    // without being read whole.
+    let mut text = String::new();
+    file.take(max_bytes as u64 + 1)
+        .read_to_string(&mut text)
+        .map_err(io_error(path))?;
+    if text.len() > max_bytes {
+        return Err(too_large(text.len() as u64));
+    }
+    parse_policies(&source, &text)
 }
 
 fn io_error(path: &Path) -> impl Fn(std::io::Error) -> PolicyError + '_ {

@@ -3,7 +3,9 @@
 use std::fs;
 use std::path::PathBuf;
 
-use axoneme_policy::{load_paths, parse_policies, PolicyError, PolicyKind};
+use axoneme_policy::{
+    load_paths, parse_policies, PolicyError, PolicyKind, DEFAULT_MAX_POLICY_BYTES, MAX_DEPTH,
+};
 
 const POLICY: &str = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: NAME\n  namespace: ns\n  labels: {a: b}\n  annotations: {c: d}\nspec:\n  description: d\n  labels: [{key: k, value: v}]\n  endpointSelector: {}\n";
 
@@ -47,7 +49,7 @@ fn text_without_a_policy_is_refused_not_taken_as_no_policy() {
     let dir = scratch_dir("empty");
     fs::write(dir.join("a.yaml"), policy("a")).unwrap();
     fs::write(dir.join("b.yaml"), "").unwrap();
-    let error = load_paths(std::slice::from_ref(&dir)).unwrap_err();
+    let error = load_paths(std::slice::from_ref(&dir), DEFAULT_MAX_POLICY_BYTES).unwrap_err();
     assert!(
         error.to_string().starts_with(&format!(
             "{}: holds no policy",
@@ -203,7 +205,7 @@ fn directories_are_read_sorted_and_not_recursively() {
     fs::write(dir.join("notes.txt"), "not a policy").unwrap();
     fs::write(dir.join("nested/d.yaml"), policy("from-d")).unwrap();
     let single = dir.join("nested/d.yaml");
-    let policies = load_paths(&[dir.clone(), single]).unwrap();
+    let policies = load_paths(&[dir.clone(), single], DEFAULT_MAX_POLICY_BYTES).unwrap();
     let names: Vec<&str> = policies.iter().map(|p| p.name()).collect();
     assert_eq!(names, ["from-a", "from-b", "from-c", "from-d"]);
     assert_eq!(
@@ -218,7 +220,7 @@ fn file_errors_name_the_file() {
     let dir = scratch_dir("err");
     let bad = dir.join("bad.yaml");
     fs::write(&bad, "apiVersion: cilium.io/v2\nkind: [\n").unwrap();
-    let error = load_paths(std::slice::from_ref(&dir)).unwrap_err();
+    let error = load_paths(std::slice::from_ref(&dir), DEFAULT_MAX_POLICY_BYTES).unwrap_err();
     assert!(matches!(error, PolicyError::Syntax { .. }));
     assert!(
         error
@@ -227,7 +229,7 @@ fn file_errors_name_the_file() {
         "{error}"
     );
     let missing = dir.join("missing.yaml");
-    let error = load_paths(std::slice::from_ref(&missing)).unwrap_err();
+    let error = load_paths(std::slice::from_ref(&missing), DEFAULT_MAX_POLICY_BYTES).unwrap_err();
     assert!(matches!(error, PolicyError::Io { .. }));
     assert!(
         error
@@ -235,5 +237,75 @@ fn file_errors_name_the_file() {
             .starts_with(&format!("{}: ", missing.display())),
         "{error}"
     );
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn deeply_nested_text_is_refused_before_it_is_parsed() {
+    let bodies = [
+        format!("{}{}", "[".repeat(50_000), "]".repeat(50_000)),
+        format!("{}{}", "{a: ".repeat(50_000), "}".repeat(50_000)),
+        format!("{}1{}", "{\"a\":".repeat(40_000), "}".repeat(40_000)),
+        (0..2_000)
+            .map(|i| format!("{}a{i}:\n", " ".repeat(i)))
+            .collect(),
+    ];
+    for body in bodies {
+        let start = std::time::Instant::now();
+        let error = parse_policies("<api>", &body).unwrap_err();
+        assert!(
+            start.elapsed() < std::time::Duration::from_millis(100),
+            "took {:?}",
+            start.elapsed()
+        );
+        assert!(matches!(
+            error,
+            PolicyError::TooDeep {
+                limit: MAX_DEPTH,
+                ..
+            }
+        ));
+        let message = error.to_string();
+        assert!(message.starts_with("<api>: line "), "{message}");
+        assert!(
+            message.ends_with("nested deeper than 64 levels, the most a policy document may have"),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn kubectl_output_is_far_from_the_depth_limit() {
+    let mut deep = String::from("apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: deep\n  managedFields:\n");
+    let mut indent = String::from("  ");
+    deep.push_str("  - fieldsV1:\n");
+    for level in 0..40 {
+        indent.push_str("  ");
+        deep.push_str(&format!("{indent}  f:level{level}:\n"));
+    }
+    deep.push_str(&format!("{indent}    {{}}\n"));
+    deep.push_str("spec:\n  endpointSelector: {matchLabels: {app: db}}\n  ingress: [{toPorts: [{ports: [{port: '80'}], rules: {l7proto: r2d2, l7: [{cmd: READ, file: \"/x[0-9]\"}]}}]}]\n");
+    assert_eq!(
+        parse_policies("deep.yaml", &deep).unwrap()[0].name(),
+        "deep"
+    );
+}
+
+#[test]
+fn files_longer_than_the_limit_are_refused_unread() {
+    let dir = scratch_dir("large");
+    let file = dir.join("large.yaml");
+    fs::write(&file, policy("large")).unwrap();
+    let size = fs::metadata(&file).unwrap().len();
+    let limit = size as usize - 1;
+    let error = load_paths(std::slice::from_ref(&file), limit).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "{}: {size} bytes, more than the {limit} bytes policy text may have (maxPolicyBytes)",
+            file.display()
+        )
+    );
+    assert_eq!(load_paths(&[file], limit + 1).unwrap()[0].name(), "large");
     fs::remove_dir_all(&dir).unwrap();
 }

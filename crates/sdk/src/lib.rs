@@ -11,6 +11,7 @@ mod input;
 mod op;
 mod pattern;
 mod protocol;
+mod rule_list;
 
 pub use context::{
     logging_denial, AccessLog, ConnectionMeta, Context, DenyReason, Direction, EntryType, Field,
@@ -21,5 +22,6 @@ pub use op::{ErrorCode, Op, ParseError};
 pub use pattern::WholeMatch;
 pub use protocol::{
     constraints, reject_unknown_keys, CompiledRules, DuplicateProtocol, L7RuleMap, Parser,
-    Protocol, Registry, RuleError, RuleList,
+    Protocol, Registry, RuleError,
 };
+pub use rule_list::{RuleList, ValueMatch};

@@ -4,7 +4,9 @@
 //! `empire/fleet-plans`. Most patterns that policies hold are plain names (`attendance\.daily`,
 //! or with a bare `.` for any character: `attendance.daily`) or a name followed by anything
 //! (`system\..*`); those are matched by comparing bytes, the rest by the compiled regex. Every
-//! pattern is compiled either way, so a bad one is always refused.
+//! pattern is compiled either way, so a bad one is always refused. The same distinction lets a
+//! rule index ([`crate::RuleList`]) file plain names with exact values, name prefixes with
+//! prefixes, and only the rest with regexes.
 
 use regex::bytes::Regex;
 
@@ -73,9 +75,7 @@ impl WholeMatch {
         match &self.how {
             How::Literal(exact) => value == &exact[..],
             How::Prefix(prefix) => {
-                value.starts_with(prefix)
-                    && std::str::from_utf8(&value[prefix.len()..])
-                        .is_ok_and(|rest| !rest.contains('\n'))
+                value.starts_with(prefix) && is_text_tail(&value[prefix.len()..])
             }
             How::Dotted { bytes, wild, regex } => {
                 if !value.is_ascii() {
@@ -90,6 +90,32 @@ impl WholeMatch {
             How::Regex(regex) => regex.is_match(value),
         }
     }
+}
+
+/// What an index needs to know of a [`WholeMatch`] to file it.
+pub(crate) enum Shape<'a> {
+    /// Exactly these bytes.
+    Literal(&'a [u8]),
+    /// These bytes, then a tail that [`is_text_tail`] accepts.
+    TextPrefix(&'a [u8]),
+    /// Only the regex can tell; this is its source, anchored at both ends.
+    Regex(&'a str),
+}
+
+impl WholeMatch {
+    /// How an index can hold this pattern.
+    pub(crate) fn shape(&self) -> Shape<'_> {
+        match &self.how {
+            How::Literal(exact) => Shape::Literal(exact),
+            How::Prefix(prefix) => Shape::TextPrefix(prefix),
+            How::Dotted { regex, .. } | How::Regex(regex) => Shape::Regex(regex.as_str()),
+        }
+    }
+}
+
+/// Whether `rest` is what `.*` matches: UTF-8 text without a line break.
+pub(crate) fn is_text_tail(rest: &[u8]) -> bool {
+    std::str::from_utf8(rest).is_ok_and(|rest| !rest.contains('\n'))
 }
 
 /// The gist of a regex error on one line: the syntax error's own words without the echoed

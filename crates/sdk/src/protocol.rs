@@ -33,30 +33,6 @@ pub type L7RuleMap = BTreeMap<String, String>;
 /// it back, typed, through [`Context::check`].
 pub type CompiledRules = Arc<dyn Any + Send + Sync>;
 
-/// A compiled `l7` list: a request is allowed when any of its rules allows it. A protocol
-/// compiles each map into its own rule type `R`; its parser asks [`RuleList::any`].
-#[derive(Debug, Clone)]
-pub struct RuleList<R>(Vec<R>);
-
-impl<R> RuleList<R> {
-    /// Compiles each map of an `l7` list with `rule`, which gets the map's index for its errors.
-    pub fn compile(
-        maps: &[L7RuleMap],
-        mut rule: impl FnMut(usize, &L7RuleMap) -> Result<R, RuleError>,
-    ) -> Result<RuleList<R>, RuleError> {
-        maps.iter()
-            .enumerate()
-            .map(|(i, map)| rule(i, map))
-            .collect::<Result<_, _>>()
-            .map(RuleList)
-    }
-
-    /// Whether any rule satisfies `allows`.
-    pub fn any(&self, allows: impl FnMut(&R) -> bool) -> bool {
-        self.0.iter().any(allows)
-    }
-}
-
 /// A rule that a protocol's compiler rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("l7[{index}]{}: {reason}", key.as_ref().map(|k| format!(".{k}")).unwrap_or_default())]

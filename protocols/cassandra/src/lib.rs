@@ -94,6 +94,6 @@ impl Protocol for Cassandra {
         let action =
             Action::from_name(name).ok_or_else(|| format!("unknown query_action {name:?}"))?;
         let table = fields.get("query_table").map(String::as_str);
-        Ok(rules.any(|rule| rule.matches(action, table)))
+        Ok(rules.allows(action, table))
     }
 }

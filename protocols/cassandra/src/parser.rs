@@ -703,8 +703,7 @@ const DROPPED_WITH_REQUEST: &str = "dropped: another statement of the request wa
 /// sets the keyspace unqualified names resolve against, so clients that connect with a
 /// keyspace keep working under table rules.
 fn verdict<'c>(ctx: &Context<'c>, action: Action, table: Option<&str>) -> Option<Verdict<'c>> {
-    (action != Action::Use)
-        .then(|| ctx.check::<RuleSet>(|rules| rules.any(|rule| rule.matches(action, table))))
+    (action != Action::Use).then(|| ctx.check::<RuleSet>(|rules| rules.allows(action, table)))
 }
 
 /// The statements of a PREPARE, kept until its id comes back.

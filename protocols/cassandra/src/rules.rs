@@ -8,38 +8,35 @@
 //! value is no constraint, as in Cilium: `{query_action: select, query_table: ""}` allows every
 //! select.
 
-use axoneme_sdk::{constraints, reject_unknown_keys, L7RuleMap, RuleError, RuleList, WholeMatch};
+use axoneme_sdk::{
+    constraints, reject_unknown_keys, L7RuleMap, RuleError, RuleList, ValueMatch, WholeMatch,
+};
 
 use crate::statement::Action;
 
-/// One compiled `l7` map.
+/// A compiled `l7` list of Cassandra rules: a statement is allowed when any rule matches. Its
+/// rules are grouped by their `query_action` and their tables indexed (see [`RuleList`]).
 #[derive(Debug, Clone)]
-pub struct Rule {
-    action: Option<Action>,
-    table: Option<WholeMatch>,
-}
+pub struct RuleSet(RuleList<Option<Action>>);
 
-impl Rule {
-    /// Whether `action` on `table` (`keyspace.table`, `None` for table-less actions or an
-    /// unresolved name) satisfies this rule.
-    pub fn matches(&self, action: Action, table: Option<&str>) -> bool {
-        self.action.is_none_or(|a| a == action)
-            && self
-                .table
-                .as_ref()
-                .is_none_or(|re| table.is_some_and(|t| re.is_match(t.as_bytes())))
+impl RuleSet {
+    /// Whether a rule allows `action` on `table` (`keyspace.table`, `None` for table-less
+    /// actions or an unresolved name): one rule with that action or none, and no table
+    /// constraint or one that `table` matches.
+    pub fn allows(&self, action: Action, table: Option<&str>) -> bool {
+        self.0.allows(
+            |rule| rule.is_none_or(|a| a == action),
+            table.map(str::as_bytes).into_iter(),
+        )
     }
 }
 
-/// A compiled `l7` list of Cassandra rules: a statement is allowed when any rule matches.
-pub type RuleSet = RuleList<Rule>;
-
 /// Compiles the maps of one `l7` list.
 pub fn compile(maps: &[L7RuleMap]) -> Result<RuleSet, RuleError> {
-    RuleList::compile(maps, compile_rule)
+    RuleList::compile(maps, compile_rule).map(RuleSet)
 }
 
-fn compile_rule(index: usize, map: &L7RuleMap) -> Result<Rule, RuleError> {
+fn compile_rule(index: usize, map: &L7RuleMap) -> Result<(Option<Action>, ValueMatch), RuleError> {
     reject_unknown_keys(index, map, &["query_action", "query_table"])?;
     let map = &*constraints(map);
     let action = match map.get("query_action") {
@@ -53,7 +50,7 @@ fn compile_rule(index: usize, map: &L7RuleMap) -> Result<Rule, RuleError> {
         })?),
     };
     let table = match map.get("query_table") {
-        None => None,
+        None => ValueMatch::Any,
         Some(_) if action.is_some_and(|a| !a.has_table()) => {
             return Err(RuleError::new(
                 index,
@@ -61,17 +58,110 @@ fn compile_rule(index: usize, map: &L7RuleMap) -> Result<Rule, RuleError> {
                 format!("{} acts on no table", action.map_or("", Action::name)),
             ));
         }
-        Some(pattern) => Some(WholeMatch::compile(index, "query_table", pattern)?),
+        Some(pattern) => ValueMatch::Pattern(WholeMatch::compile(index, "query_table", pattern)?),
     };
-    Ok(Rule { action, table })
+    Ok((action, table))
 }
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+    use crate::statement::ACTIONS;
+
+    /// The check as a linear scan, each rule on its own: the oracle for the index.
+    fn linear(maps: &[L7RuleMap], action: Action, table: Option<&str>) -> bool {
+        maps.iter()
+            .enumerate()
+            .map(|(index, map)| compile_rule(index, map).unwrap())
+            .any(|(rule_action, rule_table)| {
+                rule_action.is_none_or(|a| a == action)
+                    && match rule_table {
+                        ValueMatch::Any => true,
+                        ValueMatch::Pattern(re) => table.is_some_and(|t| re.is_match(t.as_bytes())),
+                        ValueMatch::Exact(exact) => {
+                            table.is_some_and(|t| t.as_bytes() == &exact[..])
+                        }
+                        ValueMatch::Prefix(prefix) => {
+                            table.is_some_and(|t| t.as_bytes().starts_with(&prefix))
+                        }
+                    }
+            })
+    }
+
+    fn action() -> impl Strategy<Value = Action> {
+        prop::sample::select(
+            ACTIONS
+                .iter()
+                .map(|&(action, _)| action)
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    fn rule_map() -> impl Strategy<Value = L7RuleMap> {
+        let name = prop::option::of(prop_oneof![
+            Just(String::new()),
+            action().prop_map(|a| a.name().to_owned()),
+            Just("select".to_owned()),
+        ]);
+        let table = prop::option::of(prop_oneof![
+            "[ab.]{0,4}",
+            prop::sample::select(vec![
+                r"a\..*",
+                "a..*",
+                ".*",
+                "a.b",
+                r"a\.b",
+                "[ab]+\\.b",
+                "a.b|b.a",
+                r"(a|b)\..*",
+                "é.*",
+            ])
+            .prop_map(str::to_owned),
+        ]);
+        (name, table).prop_map(|(name, table)| {
+            let mut map = L7RuleMap::new();
+            if let Some(name) = name {
+                map.insert("query_action".to_owned(), name);
+            }
+            if let Some(table) = table {
+                map.insert("query_table".to_owned(), table);
+            }
+            map
+        })
+    }
+
+    proptest! {
+        /// The index allows exactly what a scan of the rules allows.
+        #[test]
+        fn the_index_agrees_with_a_linear_scan(
+            maps in prop::collection::vec(rule_map(), 0..24),
+            requests in prop::collection::vec(
+                (
+                    prop_oneof![Just(Action::Select), Just(Action::Insert), action()],
+                    prop::option::of("[ab.é\\n]{0,4}"),
+                ),
+                1..16,
+            ),
+        ) {
+            let maps: Vec<L7RuleMap> = maps
+                .into_iter()
+                .filter(|map| compile_rule(0, map).is_ok())
+                .collect();
+            let rules = super::compile(&maps).unwrap();
+            for (action, table) in &requests {
+                prop_assert_eq!(
+                    rules.allows(*action, table.as_deref()),
+                    linear(&maps, *action, table.as_deref()),
+                    "{:?} {:?}", action, table
+                );
+            }
+        }
+    }
 
     fn matches(rules: &RuleSet, action: Action, table: Option<&str>) -> bool {
-        rules.any(|rule| rule.matches(action, table))
+        rules.allows(action, table)
     }
 
     fn compile(maps: &[&[(&str, &str)]]) -> Result<RuleSet, String> {

@@ -91,6 +91,6 @@ impl Protocol for Memcache {
             .flat_map(|k| k.split(',').map(str::trim).filter(|k| !k.is_empty()))
             .map(str::as_bytes)
             .collect();
-        Ok(rules.any(|rule| rule.matches(command, keys.iter().copied())))
+        Ok(rules.allows(command, keys.iter().copied()))
     }
 }

@@ -172,9 +172,7 @@ impl MemcacheParser {
             rest: keys,
             split: !request.base64_key,
         };
-        let verdict = ctx.check::<RuleSet>(|rules| {
-            rules.any(|rule| rule.matches(request.command, key_list.clone()))
-        });
+        let verdict = ctx.check::<RuleSet>(|rules| rules.allows(request.command, key_list.clone()));
         let command: &[u8] = match request.command {
             Command::Other => request.verb,
             known => known.name().as_bytes(),
@@ -240,9 +238,7 @@ impl MemcacheParser {
             .contiguous(key_start..key_end, &mut self.line)
             .unwrap_or_default();
         let key_list = Some(key).into_iter().filter(|k| !k.is_empty());
-        let verdict = ctx.check::<RuleSet>(|rules| {
-            rules.any(|rule| rule.matches(opcode.command, key_list.clone()))
-        });
+        let verdict = ctx.check::<RuleSet>(|rules| rules.allows(opcode.command, key_list.clone()));
         let mut number = [0u8; 3];
         let fields = [
             Field::text("command", opcode.command.name()),

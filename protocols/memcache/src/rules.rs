@@ -7,68 +7,37 @@
 //! must match the whole key, like every regex in Axoneme's policies. An empty value is no
 //! constraint, as in Cilium: `{command: get, keyExact: ""}` allows every get.
 
-use axoneme_sdk::{constraints, reject_unknown_keys, L7RuleMap, RuleError, RuleList, WholeMatch};
+use axoneme_sdk::{
+    constraints, reject_unknown_keys, L7RuleMap, RuleError, RuleList, ValueMatch, WholeMatch,
+};
 
 use crate::command::{Command, CommandSet};
 
 const KEYS: [&str; 4] = ["command", "keyExact", "keyPrefix", "keyRegex"];
 
-/// How a rule constrains keys.
+/// A compiled `l7` list of memcached rules: a request is allowed when any rule matches. Its
+/// rules are grouped by their `command` and their keys indexed (see [`RuleList`]).
 #[derive(Debug, Clone)]
-enum KeyMatch {
-    Any,
-    Exact(Box<[u8]>),
-    Prefix(Box<[u8]>),
-    Regex(WholeMatch),
-}
+pub struct RuleSet(RuleList<CommandSet>);
 
-impl KeyMatch {
-    fn matches(&self, key: &[u8]) -> bool {
-        match self {
-            KeyMatch::Any => true,
-            KeyMatch::Exact(exact) => key == &exact[..],
-            KeyMatch::Prefix(prefix) => key.starts_with(prefix),
-            KeyMatch::Regex(regex) => regex.is_match(key),
-        }
+impl RuleSet {
+    /// Whether a rule allows `command` on `keys`: one rule whose command set holds `command`
+    /// and that either constrains no key or matches every key of a request with keys.
+    pub fn allows<'k>(
+        &self,
+        command: Command,
+        keys: impl Iterator<Item = &'k [u8]> + Clone,
+    ) -> bool {
+        self.0.allows(|commands| commands.contains(command), keys)
     }
 }
-
-/// One compiled `l7` map.
-#[derive(Debug, Clone)]
-pub struct Rule {
-    commands: CommandSet,
-    key: KeyMatch,
-}
-
-impl Rule {
-    /// Whether a request for `command` on `keys` satisfies this rule.
-    pub fn matches<'k>(&self, command: Command, keys: impl Iterator<Item = &'k [u8]>) -> bool {
-        if !self.commands.contains(command) {
-            return false;
-        }
-        if let KeyMatch::Any = self.key {
-            return true;
-        }
-        let mut any = false;
-        for key in keys {
-            if !self.key.matches(key) {
-                return false;
-            }
-            any = true;
-        }
-        any
-    }
-}
-
-/// A compiled `l7` list of memcached rules: a request is allowed when any rule matches.
-pub type RuleSet = RuleList<Rule>;
 
 /// Compiles the maps of one `l7` list.
 pub fn compile(maps: &[L7RuleMap]) -> Result<RuleSet, RuleError> {
-    RuleList::compile(maps, compile_rule)
+    RuleList::compile(maps, compile_rule).map(RuleSet)
 }
 
-fn compile_rule(index: usize, map: &L7RuleMap) -> Result<Rule, RuleError> {
+fn compile_rule(index: usize, map: &L7RuleMap) -> Result<(CommandSet, ValueMatch), RuleError> {
     reject_unknown_keys(index, map, &KEYS)?;
     let map = &*constraints(map);
     let commands = match map.get("command") {
@@ -83,7 +52,7 @@ fn compile_rule(index: usize, map: &L7RuleMap) -> Result<Rule, RuleError> {
     };
     let mut key_fields = KEYS[1..].iter().filter_map(|&k| map.get(k).map(|v| (k, v)));
     let key = match (key_fields.next(), key_fields.next()) {
-        (None, _) => KeyMatch::Any,
+        (None, _) => ValueMatch::Any,
         (Some((first, _)), Some((second, _))) => {
             return Err(RuleError::new(
                 index,
@@ -98,18 +67,143 @@ fn compile_rule(index: usize, map: &L7RuleMap) -> Result<Rule, RuleError> {
                 "a key rule needs a command",
             ));
         }
-        (Some(("keyExact", value)), None) => KeyMatch::Exact(value.as_bytes().into()),
-        (Some(("keyPrefix", value)), None) => KeyMatch::Prefix(value.as_bytes().into()),
+        (Some(("keyExact", value)), None) => ValueMatch::Exact(value.as_bytes().into()),
+        (Some(("keyPrefix", value)), None) => ValueMatch::Prefix(value.as_bytes().into()),
         (Some((_, pattern)), None) => {
-            KeyMatch::Regex(WholeMatch::compile(index, "keyRegex", pattern)?)
+            ValueMatch::Pattern(WholeMatch::compile(index, "keyRegex", pattern)?)
         }
     };
-    Ok(Rule { commands, key })
+    Ok((commands, key))
 }
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    /// The check as a linear scan, each rule on its own: the oracle for the index.
+    fn linear<'k>(
+        maps: &[L7RuleMap],
+        command: Command,
+        keys: impl Iterator<Item = &'k [u8]> + Clone,
+    ) -> bool {
+        maps.iter()
+            .enumerate()
+            .map(|(index, map)| compile_rule(index, map).unwrap())
+            .any(|(commands, key)| {
+                if !commands.contains(command) {
+                    return false;
+                }
+                if let ValueMatch::Any = key {
+                    return true;
+                }
+                let mut any = false;
+                for k in keys.clone() {
+                    let matches = match &key {
+                        ValueMatch::Any => true,
+                        ValueMatch::Exact(exact) => k == &exact[..],
+                        ValueMatch::Prefix(prefix) => k.starts_with(prefix),
+                        ValueMatch::Pattern(regex) => regex.is_match(k),
+                    };
+                    if !matches {
+                        return false;
+                    }
+                    any = true;
+                }
+                any
+            })
+    }
+
+    fn rule_map() -> impl Strategy<Value = L7RuleMap> {
+        let command = prop::sample::select(vec![
+            None,
+            Some(""),
+            Some("get"),
+            Some("get"),
+            Some("get"),
+            Some("set"),
+            Some("storage"),
+            Some("writeGroup"),
+            Some("delete"),
+            Some("stats"),
+        ]);
+        let plain = prop_oneof![2 => "[ab]{0,2}", 1 => "[ab/]{0,3}"];
+        let pattern = prop_oneof![
+            1 => "[ab]{0,2}",
+            4 => prop::sample::select(vec![
+                "a.*", "a/.*", ".*", "a.b", "[ab]+", "a|b/a", "(a|b)/.*", "a/b", r"a\.", "é.*",
+                "b.*a", "a[/b]",
+            ])
+            .prop_map(str::to_owned),
+        ];
+        let key = prop_oneof![
+            1 => Just(None),
+            1 => (prop::sample::select(vec!["keyExact", "keyPrefix"]), plain).prop_map(Some),
+            2 => pattern.prop_map(|pattern| Some(("keyRegex", pattern))),
+        ];
+        (command, key).prop_map(|(command, key)| {
+            let mut map = L7RuleMap::new();
+            if let Some(command) = command {
+                map.insert("command".to_owned(), command.to_owned());
+            }
+            if let Some((key, value)) = key {
+                map.insert(key.to_owned(), value);
+            }
+            map
+        })
+    }
+
+    fn request_key() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            4 => "[ab]{0,3}".prop_map(String::into_bytes),
+            4 => prop::sample::select(vec!["a", "ab", "a/b", "b/a", "a.", "aXb", "a/"])
+                .prop_map(|key| key.as_bytes().to_vec()),
+            2 => "[ab/]{0,4}".prop_map(String::into_bytes),
+            1 => "[ab/.é\n]{0,4}".prop_map(String::into_bytes),
+            1 => ("[ab/]{0,3}", any::<u8>()).prop_map(|(key, byte)| [key.as_bytes(), &[byte]].concat()),
+        ]
+    }
+
+    proptest! {
+        /// The index allows exactly what a scan of the rules allows.
+        #[test]
+        fn the_index_agrees_with_a_linear_scan(
+            maps in prop::collection::vec(rule_map(), 0..24),
+            requests in prop::collection::vec(
+                (
+                    prop::sample::select(vec![
+                        Command::Get,
+                        Command::Get,
+                        Command::Get,
+                        Command::Set,
+                        Command::Delete,
+                        Command::Touch,
+                        Command::Stats,
+                        Command::FlushAll,
+                        Command::Gat,
+                        Command::Other,
+                    ]),
+                    prop::collection::vec(request_key(), 0..4),
+                ),
+                1..16,
+            ),
+        ) {
+            let maps: Vec<L7RuleMap> = maps
+                .into_iter()
+                .filter(|map| compile_rule(0, map).is_ok())
+                .collect();
+            let rules = super::compile(&maps).unwrap();
+            for (command, keys) in &requests {
+                let keys = keys.iter().map(Vec::as_slice);
+                prop_assert_eq!(
+                    rules.allows(*command, keys.clone()),
+                    linear(&maps, *command, keys.clone()),
+                    "{:?} {:?}", command, keys.collect::<Vec<_>>()
+                );
+            }
+        }
+    }
 
     fn compile(maps: &[&[(&str, &str)]]) -> Result<RuleSet, String> {
         let maps: Vec<L7RuleMap> = maps
@@ -128,7 +222,7 @@ mod tests {
         command: Command,
         keys: impl Iterator<Item = &'k [u8]> + Clone,
     ) -> bool {
-        rules.any(|rule| rule.matches(command, keys.clone()))
+        rules.allows(command, keys)
     }
 
     fn keys<'a>(keys: &'a [&'a str]) -> impl Iterator<Item = &'a [u8]> + Clone {

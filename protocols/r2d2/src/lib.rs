@@ -17,7 +17,7 @@ use axoneme_sdk::{CompiledRules, ConnectionMeta, L7RuleMap, Parser, Protocol, Ru
 
 pub use parser::{R2d2Parser, DENIAL, MAX_LINE, MAX_PENDING_RUNS};
 pub use request::{Command, Request};
-pub use rules::{Rule, RuleSet};
+pub use rules::RuleSet;
 
 /// The R2-D2 protocol, registered as `r2d2`.
 #[derive(Debug, Default, Clone, Copy)]
@@ -57,6 +57,6 @@ impl Protocol for R2d2 {
             .ok_or_else(|| format!("unknown r2d2 command {cmd:?}"))?;
         let file = fields.get("file").map(String::as_bytes);
         let request = Request { command, file };
-        Ok(rules.any(|rule| rule.matches(&request)))
+        Ok(rules.allows(&request))
     }
 }

@@ -75,7 +75,7 @@ impl R2d2Parser {
             Ok(request) => request,
             Err(error) => return Op::Error(error),
         };
-        let verdict = ctx.check::<RuleSet>(|rules| rules.any(|rule| rule.matches(&request)));
+        let verdict = ctx.check::<RuleSet>(|rules| rules.allows(&request));
         let fields = [
             Field::text("cmd", request.command.as_str()),
             Field::bytes("file", request.file.unwrap_or_default()),

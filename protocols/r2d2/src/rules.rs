@@ -4,37 +4,34 @@
 //!
 //! Compiling policy maps into matchers and matching requests; nothing here sees the wire.
 
-use axoneme_sdk::{constraints, reject_unknown_keys, L7RuleMap, RuleError, RuleList, WholeMatch};
+use axoneme_sdk::{
+    constraints, reject_unknown_keys, L7RuleMap, RuleError, RuleList, ValueMatch, WholeMatch,
+};
 
 use crate::request::{Command, Request};
 
-/// One compiled `l7` map.
+/// A compiled `l7` list of R2-D2 rules: a request is allowed when any rule matches. Its rules
+/// are grouped by their `cmd` and their file patterns indexed (see [`RuleList`]).
 #[derive(Debug, Clone)]
-pub struct Rule {
-    command: Option<Command>,
-    file: Option<WholeMatch>,
-}
+pub struct RuleSet(RuleList<Option<Command>>);
 
-impl Rule {
-    /// Whether `request` satisfies every constraint of this rule.
-    pub fn matches(&self, request: &Request<'_>) -> bool {
-        self.command.is_none_or(|c| c == request.command)
-            && self
-                .file
-                .as_ref()
-                .is_none_or(|re| request.file.is_some_and(|file| re.is_match(file)))
+impl RuleSet {
+    /// Whether a rule allows `request`: one rule with its command or none, and no file
+    /// constraint or one that the request's file matches.
+    pub fn allows(&self, request: &Request<'_>) -> bool {
+        self.0.allows(
+            |rule| rule.is_none_or(|c| c == request.command),
+            request.file.into_iter(),
+        )
     }
 }
 
-/// A compiled `l7` list of R-2D2 rules: a request is allowed when any rule matches.
-pub type RuleSet = RuleList<Rule>;
-
 /// Compiles the maps of one `l7` list.
 pub fn compile(maps: &[L7RuleMap]) -> Result<RuleSet, RuleError> {
-    RuleList::compile(maps, compile_rule)
+    RuleList::compile(maps, compile_rule).map(RuleSet)
 }
 
-fn compile_rule(index: usize, map: &L7RuleMap) -> Result<Rule, RuleError> {
+fn compile_rule(index: usize, map: &L7RuleMap) -> Result<(Option<Command>, ValueMatch), RuleError> {
     reject_unknown_keys(index, map, &["cmd", "file"])?;
     let map = &*constraints(map);
     let command = match map.get("cmd") {
@@ -48,7 +45,7 @@ fn compile_rule(index: usize, map: &L7RuleMap) -> Result<Rule, RuleError> {
         })?),
     };
     let file = match map.get("file") {
-        None => None,
+        None => ValueMatch::Any,
         Some(_) if command.is_some_and(|c| !c.takes_file()) => {
             return Err(RuleError::new(
                 index,
@@ -56,17 +53,100 @@ fn compile_rule(index: usize, map: &L7RuleMap) -> Result<Rule, RuleError> {
                 "only READ and WRITE name a file",
             ));
         }
-        Some(pattern) => Some(WholeMatch::compile(index, "file", pattern)?),
+        Some(pattern) => ValueMatch::Pattern(WholeMatch::compile(index, "file", pattern)?),
     };
-    Ok(Rule { command, file })
+    Ok((command, file))
 }
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
+    /// The check as a linear scan, each rule on its own: the oracle for the index.
+    fn linear(maps: &[L7RuleMap], request: &Request<'_>) -> bool {
+        maps.iter()
+            .enumerate()
+            .map(|(index, map)| compile_rule(index, map).unwrap())
+            .any(|(command, file)| {
+                command.is_none_or(|c| c == request.command)
+                    && match file {
+                        ValueMatch::Any => true,
+                        ValueMatch::Exact(exact) => request.file == Some(&exact[..]),
+                        ValueMatch::Prefix(prefix) => {
+                            request.file.is_some_and(|f| f.starts_with(&prefix))
+                        }
+                        ValueMatch::Pattern(re) => request.file.is_some_and(|f| re.is_match(f)),
+                    }
+            })
+    }
+
+    const COMMANDS: [Command; 4] = [Command::Read, Command::Write, Command::Halt, Command::Reset];
+
+    fn rule_map() -> impl Strategy<Value = L7RuleMap> {
+        let cmd = prop::option::of(prop::sample::select(vec![
+            "", "READ", "WRITE", "HALT", "RESET",
+        ]));
+        let file = prop::option::of(prop_oneof![
+            "[ab/]{0,4}",
+            prop::sample::select(vec![
+                "/a/.*",
+                "/.*",
+                ".*",
+                "/a.b",
+                "/[ab]+",
+                "/a|/b/.*",
+                "(/a|/b)/.*",
+                "é.*",
+                r"/a\..*",
+            ])
+            .prop_map(str::to_owned),
+        ]);
+        (cmd, file).prop_map(|(cmd, file)| {
+            let mut map = L7RuleMap::new();
+            if let Some(cmd) = cmd {
+                map.insert("cmd".to_owned(), cmd.to_owned());
+            }
+            if let Some(file) = file {
+                map.insert("file".to_owned(), file);
+            }
+            map
+        })
+    }
+
+    proptest! {
+        /// The index allows exactly what a scan of the rules allows.
+        #[test]
+        fn the_index_agrees_with_a_linear_scan(
+            maps in prop::collection::vec(rule_map(), 0..24),
+            requests in prop::collection::vec(
+                (
+                    prop::sample::select(COMMANDS.to_vec()),
+                    prop::option::of(prop_oneof![
+                        4 => "[ab/.]{0,5}".prop_map(String::into_bytes),
+                        1 => "[ab/é\\n]{0,4}".prop_map(String::into_bytes),
+                        1 => ("/[ab]{0,3}", any::<u8>())
+                            .prop_map(|(file, byte)| [file.as_bytes(), &[byte]].concat()),
+                    ]),
+                ),
+                1..16,
+            ),
+        ) {
+            let maps: Vec<L7RuleMap> = maps
+                .into_iter()
+                .filter(|map| compile_rule(0, map).is_ok())
+                .collect();
+            let rules = super::compile(&maps).unwrap();
+            for (command, file) in &requests {
+                let request = Request { command: *command, file: file.as_deref() };
+                prop_assert_eq!(rules.allows(&request), linear(&maps, &request), "{:?}", request);
+            }
+        }
+    }
+
     fn matches(rules: &RuleSet, request: &Request<'_>) -> bool {
-        rules.any(|rule| rule.matches(request))
+        rules.allows(request)
     }
 
     fn map(pairs: &[(&str, &str)]) -> L7RuleMap {
