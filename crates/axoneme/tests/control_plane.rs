@@ -1013,3 +1013,30 @@ async fn the_api_socket_is_private_from_the_start_and_the_token_must_match_whole
         assert!(status.contains(" 401 "), "{wrong:?}: {status}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deeply_nested_policy_file_is_refused_at_once_and_the_last_good_one_stays() {
+    let upstream = Upstream::start().await;
+    let agent = Running::start("cp-nested-file", &upstream).await;
+    agent.write(
+        "policy.yaml",
+        &format!("{}{}", "{a: ".repeat(50_000), "}".repeat(50_000)),
+    );
+    let expected = "policy.yaml: line 1 column 257: nested deeper than 64 levels, the most a \
+                    policy document may have";
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !agent.log().contains(expected) {
+        assert!(
+            Instant::now() < deadline,
+            "the change was not refused in time: {}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(agent.revision(), 1, "the last good policy stays");
+    let good = agent.write(
+        "good.yaml",
+        &policy("good", agent.upstream_port, "{cmd: WRITE}"),
+    );
+    assert_eq!(agent.json(&["policy", "import", &good])["revision"], 2);
+}
