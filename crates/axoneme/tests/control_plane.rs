@@ -961,6 +961,25 @@ async fn the_api_takes_bodies_up_to_its_configured_limit_and_names_it_beyond() {
         error["error"],
         "the request body is longer than api.maxBodyBytes (3000000 bytes)"
     );
+
+    // Without a length announced, the body is read up to the limit and no further.
+    let mut stream = tokio::net::UnixStream::connect(agent.dir.join("api.sock"))
+        .await
+        .unwrap();
+    let chunked = format!(
+        "PUT /v1/policy HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{}\r\n0\r\n\r\n",
+        3_000_001,
+        "#".repeat(3_000_001)
+    );
+    // The agent stops reading at the limit, so the rest may not be written.
+    let _ = stream.write_all(chunked.as_bytes()).await;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 413 "), "{response}");
+    assert!(
+        response.contains("api.maxBodyBytes (3000000 bytes)"),
+        "{response}"
+    );
     assert_eq!(agent.revision(), 2);
 }
 
