@@ -28,6 +28,10 @@ use axoneme_policy::{
 use axoneme_sdk::{Direction, Registry};
 use tokio::sync::watch;
 
+/// How many times a change is made before it holds the lock while it is built (see
+/// [`State::change`]).
+const ATTEMPTS: u32 = 3;
+
 /// What the configuration file contributes.
 #[derive(Debug, Clone)]
 pub struct ConfigSources {
@@ -372,18 +376,23 @@ impl State {
     /// Makes the desired state `edit` derives from the current one, builds its snapshot and
     /// swaps it in, or returns why not. Only taking the current state and the swap hold the lock;
     /// when another change was swapped in while `edit` and the build ran, they run again on that
-    /// change's state.
+    /// change's state. The last of [`ATTEMPTS`] holds the lock throughout, so that a slow change
+    /// is not overtaken forever.
     fn change(
         &self,
         mut edit: impl FnMut(&Desired) -> Result<Desired, StateError>,
     ) -> Result<u64, StateError> {
+        let mut attempt = 0;
         loop {
-            let (base, previous) = self.base();
+            attempt += 1;
+            let held = self.lock();
+            let (base, previous) = (held.clone(), self.snapshot());
+            let held = (attempt >= ATTEMPTS).then_some(held);
             let candidate = edit(&base)?;
             drop(base);
             let snapshot = build(&self.registry, &candidate, Some(&previous))
                 .inspect_err(|_| self.count_import_error())?;
-            let mut desired = self.lock();
+            let mut desired = held.unwrap_or_else(|| self.lock());
             if self.revision() != previous.revision() {
                 continue;
             }
@@ -604,6 +613,38 @@ mod tests {
         assert_eq!(state.revision(), 9);
         assert_eq!(state.snapshot().revision(), 9);
         assert_eq!(state.policies().len(), 8);
+    }
+
+    #[test]
+    fn a_change_overtaken_again_and_again_holds_the_lock_at_its_last_attempt() {
+        let state = Arc::new(state());
+        let mut edits = 0;
+        let revision = state
+            .change(|base| {
+                edits += 1;
+                // Whenever the lock is free, another change overtakes this one.
+                if state.desired.try_lock().is_ok() {
+                    let other = Arc::clone(&state);
+                    let (name, ip) = (format!("other{edits}"), format!("10.0.1.{edits}"));
+                    std::thread::spawn(move || other.put_endpoint(endpoint(&name, &ip, "x")))
+                        .join()
+                        .unwrap()
+                        .unwrap();
+                }
+                Ok(base.clone())
+            })
+            .unwrap();
+        assert_eq!(edits, ATTEMPTS);
+        assert_eq!(
+            revision,
+            1 + u64::from(ATTEMPTS),
+            "one overtaker per attempt but the last, then this change"
+        );
+        assert_eq!(
+            state.endpoints().len(),
+            ATTEMPTS as usize,
+            "r2d2 and the overtakers"
+        );
     }
 
     #[test]

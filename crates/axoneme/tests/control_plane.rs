@@ -961,6 +961,25 @@ async fn the_api_takes_bodies_up_to_its_configured_limit_and_names_it_beyond() {
         error["error"],
         "the request body is longer than api.maxBodyBytes (3000000 bytes)"
     );
+
+    // Without a length announced, the body is read up to the limit and no further.
+    let mut stream = tokio::net::UnixStream::connect(agent.dir.join("api.sock"))
+        .await
+        .unwrap();
+    let chunked = format!(
+        "PUT /v1/policy HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{}\r\n0\r\n\r\n",
+        3_000_001,
+        "#".repeat(3_000_001)
+    );
+    // The agent stops reading at the limit, so the rest may not be written.
+    let _ = stream.write_all(chunked.as_bytes()).await;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 413 "), "{response}");
+    assert!(
+        response.contains("api.maxBodyBytes (3000000 bytes)"),
+        "{response}"
+    );
     assert_eq!(agent.revision(), 2);
 }
 
@@ -1012,4 +1031,31 @@ async fn the_api_socket_is_private_from_the_start_and_the_token_must_match_whole
         let status = tcp_api(port, wrong).await;
         assert!(status.contains(" 401 "), "{wrong:?}: {status}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deeply_nested_policy_file_is_refused_at_once_and_the_last_good_one_stays() {
+    let upstream = Upstream::start().await;
+    let agent = Running::start("cp-nested-file", &upstream).await;
+    agent.write(
+        "policy.yaml",
+        &format!("{}{}", "{a: ".repeat(50_000), "}".repeat(50_000)),
+    );
+    let expected = "policy.yaml: line 1 column 257: nested deeper than 64 levels, the most a \
+                    policy document may have";
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !agent.log().contains(expected) {
+        assert!(
+            Instant::now() < deadline,
+            "the change was not refused in time: {}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(agent.revision(), 1, "the last good policy stays");
+    let good = agent.write(
+        "good.yaml",
+        &policy("good", agent.upstream_port, "{cmd: WRITE}"),
+    );
+    assert_eq!(agent.json(&["policy", "import", &good])["revision"], 2);
 }

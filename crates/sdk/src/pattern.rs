@@ -4,13 +4,19 @@
 //! `empire/fleet-plans`. Most patterns that policies hold are plain names (`attendance\.daily`,
 //! or with a bare `.` for any character: `attendance.daily`) or a name followed by anything
 //! (`system\..*`); those are matched by comparing bytes, the rest by the compiled regex. Every
-//! pattern is compiled either way, so a bad one is always refused. The same distinction lets a
-//! rule index ([`crate::RuleList`]) file plain names with exact values, name prefixes with
-//! prefixes, and only the rest with regexes.
+//! other pattern is compiled, so a bad one is always refused; a plain name cannot be bad. The
+//! same distinction lets a rule index ([`crate::RuleList`]) file plain names with exact values,
+//! name prefixes with prefixes, and only the rest with regexes.
 
 use regex::bytes::Regex;
 
 use crate::protocol::RuleError;
+
+/// Plain names (and name prefixes) up to this length are valid regexes far within the regex
+/// crate's size limit, so they are not compiled at all: a policy of 100,000 table names imports
+/// in milliseconds instead of seconds. Longer ones are compiled, so that the limit refuses
+/// them as it refuses any other pattern.
+const PLAIN_UNCOMPILED_MAX: usize = 1024;
 
 /// A compiled pattern that matches whole values.
 #[derive(Debug, Clone)]
@@ -48,8 +54,10 @@ impl WholeMatch {
                 format!("invalid regex {pattern:?}: {}", one_line(&error)),
             )
         };
-        Regex::new(pattern).map_err(invalid)?;
-        let regex = Regex::new(&format!("^(?:{pattern})$")).map_err(invalid)?;
+        let compiled = || {
+            Regex::new(pattern).map_err(invalid)?;
+            Regex::new(&format!("^(?:{pattern})$")).map_err(invalid)
+        };
         let prefix = pattern
             .strip_suffix(".*")
             .and_then(plain)
@@ -62,10 +70,13 @@ impl WholeMatch {
             (None, Some(pieces)) => How::Dotted {
                 bytes: pieces.iter().map(|p| p.unwrap_or(b'.')).collect(),
                 wild: pieces.iter().map(|p| p.is_none()).collect(),
-                regex,
+                regex: compiled()?,
             },
-            (None, None) => How::Regex(regex),
+            (None, None) => How::Regex(compiled()?),
         };
+        if matches!(how, How::Literal(_) | How::Prefix(_)) && pattern.len() > PLAIN_UNCOMPILED_MAX {
+            compiled()?;
+        }
         Ok(WholeMatch { how })
     }
 
@@ -242,6 +253,28 @@ mod tests {
     }
 
     proptest! {
+        /// A pattern taken as a plain name or name prefix, which is not compiled, is a valid
+        /// regex: nothing that a compilation would refuse gets through uncompiled.
+        #[test]
+        fn plain_names_are_valid_regexes(
+            pieces in proptest::collection::vec(
+                prop_oneof![
+                    any::<char>().prop_map(String::from),
+                    "\\\\[-\\\\.+*?()|\\[\\]{}^$#&~a-z]",
+                    Just(".*".to_owned()),
+                ],
+                0..8,
+            ),
+        ) {
+            let pattern = pieces.concat();
+            if let Ok(WholeMatch { how: How::Literal(_) | How::Prefix(_) }) =
+                WholeMatch::compile(0, "file", &pattern)
+            {
+                prop_assert!(Regex::new(&pattern).is_ok(), "{:?}", pattern);
+                prop_assert!(Regex::new(&format!("^(?:{pattern})$")).is_ok(), "{:?}", pattern);
+            }
+        }
+
         /// Whatever shortcut a pattern takes, it matches exactly what its regex matches.
         #[test]
         fn shortcuts_agree_with_the_regex(
