@@ -91,10 +91,18 @@ fn run(config_path: PathBuf) -> anyhow::Result<()> {
             tokio::select! {
                 _ = terminate.recv() => break Ok(()),
                 _ = interrupt.recv() => break Ok(()),
-                _ = hangup.recv() => match agent.state().reload_files() {
-                    Ok(revision) => tracing::info!(revision, "policy reloaded"),
-                    Err(error) => tracing::error!(%error, "policy reload rejected; the policy in force stays"),
-                },
+                // Reading and compiling policy is blocking work, done off the runtime and off
+                // this loop, so that a slow reload delays no signal.
+                _ = hangup.recv() => {
+                    let state = Arc::clone(agent.state());
+                    tokio::spawn(async move {
+                        match tokio::task::spawn_blocking(move || state.reload_files()).await {
+                            Ok(Ok(revision)) => tracing::info!(revision, "policy reloaded"),
+                            Ok(Err(error)) => tracing::error!(%error, "policy reload rejected; the policy in force stays"),
+                            Err(error) => tracing::error!(%error, "policy reload failed"),
+                        }
+                    });
+                }
                 Some(ended) = tasks.join_next() => {
                     break ended.context("a server task failed").and_then(|result| result);
                 }
