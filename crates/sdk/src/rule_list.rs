@@ -5,12 +5,14 @@
 //! value (a key, a file name, a table): nothing, an exact value, a prefix or a [`WholeMatch`]
 //! pattern. Rules with equal selectors form a group, so a list has as many groups as the
 //! protocol has selectors, however many rules it holds. Within a group the values are indexed:
-//! exact values and plain-name patterns in a hash set, prefixes in sorted lists, every other
-//! pattern in a few `RegexSet`s (the patterns themselves are not kept: a set holds them in a
-//! fraction of their space). A check visits the groups whose selector the request satisfies and
-//! asks each index; it never looks at one rule after another. The one case that allocates is a
-//! request with several values (a multi-key get) each of which some pattern matches: finding
-//! one pattern that matches them all asks the set for each value's list of matches.
+//! exact values and plain-name patterns in a hash set (a list, when few), prefixes in sorted
+//! lists, every other pattern tried one by one when the group has few, else in a few
+//! `RegexSet`s (the patterns themselves are then not kept: a set holds them in a fraction of
+//! their space). A check visits the groups whose selector the request satisfies and
+//! asks each index; it never looks at one rule after another (but for the few patterns of a
+//! small group). The one case that allocates is a request with several values (a multi-key
+//! get) each of which some pattern of a large group matches: finding one pattern that matches
+//! them all asks the set for each value's list of matches.
 //!
 //! This module knows no protocol; it must keep the meaning of a linear scan ("does any rule
 //! allow the request") exactly.
@@ -89,9 +91,10 @@ struct Filing {
     exact: HashSet<Box<[u8]>>,
     prefixes: Vec<Box<[u8]>>,
     text_prefixes: Vec<Box<[u8]>>,
-    /// The anchored source of each pattern only a regex can decide, with its map's index. The
-    /// compiled pattern itself is dropped: a set holds all of them in a fraction of the space.
-    patterns: Vec<(usize, Box<str>)>,
+    /// Each pattern only a regex can decide in general, with its map's index. A group with
+    /// few keeps them whole (a bare-dot name is then compared byte by byte); a group with more
+    /// keeps their anchored sources in sets, which hold them in a fraction of the space.
+    patterns: Vec<(usize, WholeMatch)>,
 }
 
 impl Filing {
@@ -107,7 +110,7 @@ impl Filing {
                     self.exact.insert(exact.into());
                 }
                 Shape::TextPrefix(prefix) => self.text_prefixes.push(prefix.into()),
-                Shape::Regex(source) => self.patterns.push((index, source.into())),
+                Shape::Regex(_) => self.patterns.push((index, pattern)),
             },
         }
     }
@@ -125,15 +128,65 @@ impl Filing {
             list.dedup();
             list.into_boxed_slice()
         };
-        let mut exact = self.exact;
-        exact.shrink_to_fit();
         Ok(ValueIndex {
             any: false,
-            exact,
+            exact: ExactValues::new(self.exact),
             prefixes: sorted(self.prefixes),
             text_prefixes: sorted(self.text_prefixes),
-            sets: regex_sets(&self.patterns)?,
+            patterns: match self.patterns.len() <= FEW_PATTERNS {
+                true => Patterns::Few(self.patterns.into_iter().map(|(_, p)| p).collect()),
+                false => {
+                    let sources: Vec<(usize, Box<str>)> = self
+                        .patterns
+                        .iter()
+                        .map(|(index, pattern)| match pattern.shape() {
+                            Shape::Regex(source) => (*index, source.into()),
+                            Shape::Literal(_) | Shape::TextPrefix(_) => {
+                                unreachable!("filed as a pattern only a regex can decide")
+                            }
+                        })
+                        .collect();
+                    Patterns::Sets(regex_sets(&sources)?)
+                }
+            },
         })
+    }
+}
+
+/// Exact values a group accepts: a few in a list compared one by one (cheaper than hashing
+/// the value), more in a hash set.
+#[derive(Debug, Clone)]
+enum ExactValues {
+    Few(Box<[Box<[u8]>]>),
+    Many(HashSet<Box<[u8]>>),
+}
+
+/// Up to how many exact values a group compares one by one.
+const FEW_EXACT_VALUES: usize = 8;
+
+impl ExactValues {
+    fn new(values: HashSet<Box<[u8]>>) -> ExactValues {
+        match values.len() <= FEW_EXACT_VALUES {
+            true => ExactValues::Few(values.into_iter().collect()),
+            false => {
+                let mut values = values;
+                values.shrink_to_fit();
+                ExactValues::Many(values)
+            }
+        }
+    }
+
+    fn contains(&self, value: &[u8]) -> bool {
+        match self {
+            ExactValues::Few(values) => values.iter().any(|v| **v == *value),
+            ExactValues::Many(values) => values.contains(value),
+        }
+    }
+}
+
+impl Default for ExactValues {
+    fn default() -> Self {
+        ExactValues::Few(Box::default())
     }
 }
 
@@ -141,13 +194,31 @@ impl Filing {
 #[derive(Debug, Clone, Default)]
 struct ValueIndex {
     any: bool,
-    exact: HashSet<Box<[u8]>>,
+    exact: ExactValues,
     /// Sorted: prefixes after which anything may follow.
     prefixes: Box<[Box<[u8]>]>,
     /// Sorted: prefixes after which a text tail ([`is_text_tail`]) must follow.
     text_prefixes: Box<[Box<[u8]>]>,
-    /// The patterns only a regex can decide.
-    sets: Box<[RegexSet]>,
+    /// The patterns only a regex can decide in general.
+    patterns: Patterns,
+}
+
+/// Up to how many regex patterns a group keeps whole and tries one by one.
+const FEW_PATTERNS: usize = 8;
+
+/// A group's patterns that only a regex can decide in general.
+#[derive(Debug, Clone)]
+enum Patterns {
+    /// Few: each kept whole and tried in turn (a bare-dot name compares bytes, no regex runs).
+    Few(Box<[WholeMatch]>),
+    /// More: their sources in sets of at most [`PATTERNS_PER_SET`].
+    Sets(Box<[RegexSet]>),
+}
+
+impl Default for Patterns {
+    fn default() -> Self {
+        Patterns::Few(Box::default())
+    }
 }
 
 /// How many patterns one `RegexSet` holds at most: a check costs one pass over the value per
@@ -211,23 +282,27 @@ impl ValueIndex {
         first: &[u8],
         rest: impl Iterator<Item = &'v [u8]> + Clone,
     ) -> bool {
+        let sets = match &self.patterns {
+            Patterns::Few(patterns) => {
+                return patterns
+                    .iter()
+                    .any(|p| p.is_match(first) && rest.clone().all(|value| p.is_match(value)))
+            }
+            Patterns::Sets(sets) => sets,
+        };
         if rest.clone().next().is_none() {
-            return self.sets.iter().any(|set| set.is_match(first));
+            return sets.iter().any(|set| set.is_match(first));
         }
         // Every value must match some pattern before it is worth finding one that matches
         // all; finding it allocates the list of each value's matches, for this set only.
         rest.clone()
-            .all(|value| self.sets.iter().any(|set| set.is_match(value)))
-            && self
-                .sets
-                .iter()
-                .filter(|set| set.is_match(first))
-                .any(|set| {
-                    let others: Vec<_> = rest.clone().map(|value| set.matches(value)).collect();
-                    set.matches(first)
-                        .iter()
-                        .any(|pattern| others.iter().all(|matches| matches.matched(pattern)))
-                })
+            .all(|value| sets.iter().any(|set| set.is_match(value)))
+            && sets.iter().filter(|set| set.is_match(first)).any(|set| {
+                let others: Vec<_> = rest.clone().map(|value| set.matches(value)).collect();
+                set.matches(first)
+                    .iter()
+                    .any(|pattern| others.iter().all(|matches| matches.matched(pattern)))
+            })
     }
 }
 
@@ -314,6 +389,36 @@ mod tests {
     }
 
     proptest! {
+        /// Patterns tried one by one (few in a group) and in sets (many) allow what a scan of
+        /// the patterns allows, for one value and for several.
+        #[test]
+        fn patterns_few_and_many_agree_with_a_scan(
+            sources in proptest::collection::vec(
+                prop::sample::select(vec![
+                    "a.b", "a[0-9]", "b.", "..", "a", "a.*", "a|b", "(a|b)[0-9]", r"b\.a", ".[0-9]b",
+                ]),
+                1..20,
+            ),
+            values in proptest::collection::vec("[ab.0-9]{0,3}", 1..4),
+        ) {
+            let patterns: Vec<WholeMatch> = sources
+                .iter()
+                .map(|source| WholeMatch::compile(0, "key", source).unwrap())
+                .collect();
+            let maps = vec![L7RuleMap::new(); patterns.len()];
+            let list = RuleList::compile(&maps, |i, _| {
+                Ok(((), ValueMatch::Pattern(patterns[i].clone())))
+            })
+            .unwrap();
+            let scanned = patterns
+                .iter()
+                .any(|p| values.iter().all(|v| p.is_match(v.as_bytes())));
+            prop_assert_eq!(
+                list.allows(|_| true, values.iter().map(|v| v.as_bytes())),
+                scanned
+            );
+        }
+
         /// The prefix search finds what a scan finds.
         #[test]
         fn prefix_search_agrees_with_a_scan(
