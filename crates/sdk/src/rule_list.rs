@@ -269,8 +269,8 @@ impl ValueIndex {
             common_prefix(&first[..common], value)
         })];
         (self.exact.contains(first) && rest.clone().all(|value| value == first))
-            || prefixes_of(&self.prefixes, common).next().is_some()
-            || prefixes_of(&self.text_prefixes, common)
+            || matching_prefixes(&self.prefixes, common).next().is_some()
+            || matching_prefixes(&self.text_prefixes, common)
                 .any(|len| values.clone().all(|value| is_text_tail(&value[len..])))
             || self.patterns_accept(first, rest)
     }
@@ -304,6 +304,29 @@ impl ValueIndex {
                     .any(|pattern| others.iter().all(|matches| matches.matched(pattern)))
             })
     }
+}
+
+/// Up to how many prefixes a group compares one by one rather than by binary search.
+const FEW_PREFIXES: usize = 8;
+
+/// The lengths of the items of `sorted` (sorted, without duplicates) that are prefixes of
+/// `value`: compared one by one when there are few, else found by [`prefixes_of`].
+fn matching_prefixes<'a>(
+    sorted: &'a [Box<[u8]>],
+    value: &'a [u8],
+) -> impl Iterator<Item = usize> + 'a {
+    let few = sorted.len() <= FEW_PREFIXES;
+    let scanned = few.then(|| {
+        sorted
+            .iter()
+            .filter(move |prefix| value.starts_with(prefix))
+            .map(|prefix| prefix.len())
+    });
+    let searched = (!few).then(|| prefixes_of(sorted, value));
+    scanned
+        .into_iter()
+        .flatten()
+        .chain(searched.into_iter().flatten())
 }
 
 /// The length of the longest common prefix of `a` and `b`.
@@ -422,7 +445,7 @@ mod tests {
         /// The prefix search finds what a scan finds.
         #[test]
         fn prefix_search_agrees_with_a_scan(
-            items in proptest::collection::vec("[ab/]{0,4}", 0..12),
+            items in proptest::collection::vec("[ab/]{0,4}", 0..24),
             value in "[ab/]{0,6}",
         ) {
             let items = sorted(&items.iter().map(String::as_str).collect::<Vec<_>>());
@@ -432,7 +455,10 @@ mod tests {
                 .map(|item| item.len())
                 .collect();
             scanned.reverse();
-            prop_assert_eq!(prefixes_of(&items, value.as_bytes()).collect::<Vec<_>>(), scanned);
+            prop_assert_eq!(prefixes_of(&items, value.as_bytes()).collect::<Vec<_>>(), scanned.clone());
+            let mut matched: Vec<usize> = matching_prefixes(&items, value.as_bytes()).collect();
+            matched.sort_unstable_by(|a, b| b.cmp(a));
+            prop_assert_eq!(matched, scanned);
         }
     }
 }
