@@ -134,6 +134,13 @@ impl Output for Discard {
     }
 }
 
+/// Whether a bench binary runs as a benchmark (`cargo bench` passes `--bench`) rather than as
+/// the smoke test `cargo test --all-targets` makes of it, running each bench once: set-ups too
+/// slow to build unoptimised (100,000 regex rules) are then left out.
+pub fn benchmarking() -> bool {
+    std::env::args().any(|arg| arg == "--bench")
+}
+
 /// `data` cut at `points` (out-of-range points are ignored), as reads might deliver it.
 pub fn split_at_points(data: &[u8], mut points: Vec<usize>) -> Vec<&[u8]> {
     points.retain(|&p| p <= data.len());
