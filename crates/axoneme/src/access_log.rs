@@ -9,6 +9,12 @@
 //! counted. Written parts of a log file are handed back to the kernel's page cache (see
 //! [`FileSink`]), so a busy log does not grow the cache at the cost of everything else. This
 //! module decides nothing: it records what it is given.
+//!
+//! A log file can be rotated: [`JsonAccessLog::reopen`] opens its path anew and the writer
+//! writes the next batches there, so that "move, then signal" works. The writer also notices,
+//! at most every [`CHECK_EVERY`] and only when it has a batch to write, that its file was
+//! deleted or replaced, and opens the path anew. Failed writes are counted and logged at most
+//! once per [`ERROR_LOG_EVERY`].
 
 use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
@@ -16,16 +22,23 @@ use std::io::{self, Write};
 use std::mem;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axoneme_sdk::{logging_denial, AccessLog, ConnectionMeta, Direction, EntryType, LogEntry};
 
 /// How long the writer lets entries gather after the first one of a batch before writing them.
 const GATHER: Duration = Duration::from_millis(5);
+
+/// How often, at most, the writer checks that its file is still the one at the log's path.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// How often, at most, failed writes are logged (with their count since the last such line).
+const ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Entries waiting for the writer, already formatted.
 #[derive(Default)]
@@ -36,6 +49,8 @@ struct Batch {
     entries: usize,
     /// The log is being dropped: write what is left and stop.
     closing: bool,
+    /// A file opened anew at the log's path, for the writer to write to from its next batch.
+    reopened: Option<LogFile>,
 }
 
 /// What loggers and the writer thread share.
@@ -46,6 +61,8 @@ struct Queue {
     /// Most entries a batch holds.
     capacity: usize,
     dropped: AtomicU64,
+    /// Writes that failed.
+    write_errors: AtomicU64,
 }
 
 impl Queue {
@@ -64,43 +81,75 @@ impl Queue {
 /// The access log of a running proxy. Cheap to share; entries are written in the order queued.
 pub struct JsonAccessLog {
     queue: Arc<Queue>,
+    /// The log file's path; none when the log goes to standard output or another sink.
+    path: Option<PathBuf>,
     writer: Option<thread::JoinHandle<()>>,
+}
+
+/// A log file opened at the log's path, and the identity it had there.
+struct LogFile {
+    sink: Box<dyn Write + Send>,
+    /// The device and inode of the file when opened.
+    id: (u64, u64),
+}
+
+impl LogFile {
+    /// Opens (creating it if needed) the file at `path` for appending.
+    fn open(path: &Path) -> io::Result<LogFile> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let metadata = file.metadata()?;
+        let id = (metadata.dev(), metadata.ino());
+        let sink: Box<dyn Write + Send> = if metadata.is_file() {
+            Box::new(FileSink::new(file, metadata.len()))
+        } else {
+            Box::new(file)
+        };
+        Ok(LogFile { sink, id })
+    }
 }
 
 impl JsonAccessLog {
     /// A log that writes to `path` (`-` for standard output), holding at most `queue` entries
     /// waiting for the writer.
     pub fn open(path: &str, queue: usize) -> io::Result<JsonAccessLog> {
-        let sink: Box<dyn Write + Send> = if path == "-" {
-            Box::new(io::stdout())
-        } else {
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(Path::new(path))?;
-            match file.metadata()? {
-                m if m.is_file() => Box::new(FileSink::new(file, m.len())),
-                _ => Box::new(file),
-            }
+        if path == "-" {
+            return Ok(JsonAccessLog::with_sink(Box::new(io::stdout()), queue));
+        }
+        let path = PathBuf::from(path);
+        let file = LogFile::open(&path)?;
+        let output = Output {
+            sink: file.sink,
+            file: Some(WatchedFile {
+                path: path.clone(),
+                id: file.id,
+                checked: Instant::now(),
+                missing: false,
+            }),
         };
-        Ok(JsonAccessLog::with_sink(sink, queue))
+        Ok(JsonAccessLog::start(output, Some(path), queue))
     }
 
     /// A log that writes to `sink`.
     pub fn with_sink(sink: Box<dyn Write + Send>, queue: usize) -> JsonAccessLog {
+        JsonAccessLog::start(Output { sink, file: None }, None, queue)
+    }
+
+    fn start(output: Output, path: Option<PathBuf>, queue: usize) -> JsonAccessLog {
         let queue = Arc::new(Queue {
             batch: Mutex::new(Batch::default()),
             wake: Condvar::new(),
             capacity: queue.max(1),
             dropped: AtomicU64::new(0),
+            write_errors: AtomicU64::new(0),
         });
         let writer_queue = Arc::clone(&queue);
         let writer = thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || write_batches(&writer_queue, sink))
+            .spawn(move || write_batches(&writer_queue, output))
             .expect("spawning the access-log thread");
         JsonAccessLog {
             queue,
+            path,
             writer: Some(writer),
         }
     }
@@ -108,6 +157,30 @@ impl JsonAccessLog {
     /// Entries dropped because the writer fell behind.
     pub fn dropped(&self) -> u64 {
         self.queue.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Writes that failed (a full disk, say); their entries are lost.
+    pub fn write_errors(&self) -> u64 {
+        self.queue.write_errors.load(Ordering::Relaxed)
+    }
+
+    /// The log file's path; none when the log goes to standard output.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Opens the log file's path anew (creating the file if needed); the writer writes its next
+    /// batches there. Entries queued before are written to whichever file the writer holds when
+    /// it takes them. Does nothing for a log on standard output.
+    pub fn reopen(&self) -> io::Result<()> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let file = LogFile::open(path)?;
+        self.queue.lock().reopened = Some(file);
+        // The writer lets go of the old file at once, not only with the next entry.
+        self.queue.wake.notify_one();
+        Ok(())
     }
 }
 
@@ -145,14 +218,108 @@ impl Drop for JsonAccessLog {
     }
 }
 
+/// Where the writer writes.
+struct Output {
+    sink: Box<dyn Write + Send>,
+    /// The log file, when the log is written to one.
+    file: Option<WatchedFile>,
+}
+
+/// A log file the writer checks is still the one at its path.
+struct WatchedFile {
+    path: PathBuf,
+    /// The device and inode of the open file.
+    id: (u64, u64),
+    /// When the path was last checked.
+    checked: Instant,
+    /// The path was found without the open file and could not be opened anew: said once.
+    missing: bool,
+}
+
+impl Output {
+    /// Takes a file opened anew by [`JsonAccessLog::reopen`], or, at most every
+    /// [`CHECK_EVERY`], opens the path anew if the file there is no longer the open one.
+    fn follow_path(&mut self, reopened: Option<LogFile>) {
+        let Some(file) = &mut self.file else {
+            return;
+        };
+        if let Some(reopened) = reopened {
+            self.sink = reopened.sink;
+            file.id = reopened.id;
+            file.missing = false;
+            return;
+        }
+        let now = Instant::now();
+        if now.duration_since(file.checked) < CHECK_EVERY {
+            return;
+        }
+        file.checked = now;
+        let at_path = std::fs::metadata(&file.path).map(|m| (m.dev(), m.ino()));
+        if at_path.as_ref().is_ok_and(|&id| id == file.id) {
+            return;
+        }
+        match LogFile::open(&file.path) {
+            Ok(reopened) => {
+                tracing::warn!(
+                    path = %file.path.display(),
+                    "the access-log file was deleted or replaced; writing to the path anew"
+                );
+                self.sink = reopened.sink;
+                file.id = reopened.id;
+                file.missing = false;
+            }
+            Err(error) if !file.missing => {
+                file.missing = true;
+                tracing::error!(
+                    path = %file.path.display(),
+                    %error,
+                    "the access-log file was deleted or replaced and cannot be opened anew"
+                );
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// Failed writes since the last line that said so, which [`ERROR_LOG_EVERY`] spaces out.
+struct WriteErrors {
+    unreported: u64,
+    reported: Option<Instant>,
+}
+
+impl WriteErrors {
+    fn count(&mut self, queue: &Queue, error: &io::Error) {
+        queue.write_errors.fetch_add(1, Ordering::Relaxed);
+        self.unreported += 1;
+        let now = Instant::now();
+        if self
+            .reported
+            .is_some_and(|at| now.duration_since(at) < ERROR_LOG_EVERY)
+        {
+            return;
+        }
+        tracing::error!(
+            %error,
+            failed_writes = self.unreported,
+            "writing the access log failed; those entries are lost"
+        );
+        self.unreported = 0;
+        self.reported = Some(now);
+    }
+}
+
 /// The writer thread: takes whole batches and writes each with one call, until the log closes.
-fn write_batches(queue: &Queue, mut out: Box<dyn Write + Send>) {
+fn write_batches(queue: &Queue, mut out: Output) {
+    let mut errors = WriteErrors {
+        unreported: 0,
+        reported: None,
+    };
     // The buffer written last, given back to the loggers as the next batch's, so that neither
     // side allocates once both have grown to the usual batch size.
     let mut spare = Vec::new();
     loop {
         let mut batch = queue.lock();
-        while batch.entries == 0 && !batch.closing {
+        while batch.entries == 0 && !batch.closing && batch.reopened.is_none() {
             batch = queue.wake.wait(batch).unwrap_or_else(|p| p.into_inner());
         }
         if batch.entries > 0 && !batch.closing && batch.entries < queue.capacity.div_ceil(2) {
@@ -164,6 +331,7 @@ fn write_batches(queue: &Queue, mut out: Box<dyn Write + Send>) {
                 .0;
         }
         let closing = batch.closing;
+        let reopened = batch.reopened.take();
         // Only whole lines: waiting above does not cut off what a dying logger left.
         let whole = batch.whole;
         batch.lines.truncate(whole);
@@ -171,9 +339,13 @@ fn write_batches(queue: &Queue, mut out: Box<dyn Write + Send>) {
         batch.entries = 0;
         batch.whole = 0;
         drop(batch);
+        if !lines.is_empty() || reopened.is_some() {
+            out.follow_path(reopened);
+        }
         if !lines.is_empty() {
-            if let Err(error) = out.write_all(&lines).and_then(|()| out.flush()) {
-                tracing::error!(%error, "writing the access log failed");
+            let sink = &mut out.sink;
+            if let Err(error) = sink.write_all(&lines).and_then(|()| sink.flush()) {
+                errors.count(queue, &error);
             }
         }
         lines.clear();
@@ -809,6 +981,91 @@ mod tests {
             count += 1;
         }
         assert_eq!((count, rest.len()), (lines, 0));
+    }
+
+    /// The lines of the file at `path` once it has `n` of them (what it has after 5 s).
+    fn lines_once(path: &Path, n: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+            if lines.len() >= n || Instant::now() > deadline {
+                return lines;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// A fresh directory for one test's log files.
+    fn log_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("axoneme-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_reopened_log_writes_to_its_path_anew_and_the_moved_file_keeps_the_old_entries() {
+        let dir = log_dir("reopen");
+        let path = dir.join("access.log");
+        let moved = dir.join("access.log.1");
+        let log = JsonAccessLog::open(path.to_str().unwrap(), 16).unwrap();
+        let meta = meta();
+        let entry = bare_entry(&meta);
+        log.log(&entry);
+        assert_eq!(lines_once(&path, 1).len(), 1);
+        std::fs::rename(&path, &moved).unwrap();
+        log.reopen().unwrap();
+        log.log(&entry);
+        log.log(&entry);
+        assert_eq!(lines_once(&path, 2).len(), 2);
+        drop(log);
+        assert_eq!(lines_once(&moved, 1).len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_deleted_log_file_is_made_anew_within_a_check() {
+        let dir = log_dir("deleted");
+        let path = dir.join("access.log");
+        let log = JsonAccessLog::open(path.to_str().unwrap(), 16).unwrap();
+        let meta = meta();
+        let entry = bare_entry(&meta);
+        log.log(&entry);
+        assert_eq!(lines_once(&path, 1).len(), 1);
+        std::fs::remove_file(&path).unwrap();
+        let deadline = Instant::now() + 3 * CHECK_EVERY;
+        while !path.exists() {
+            assert!(Instant::now() < deadline, "the log file was not made anew");
+            log.log(&entry);
+            thread::sleep(Duration::from_millis(50));
+        }
+        let before = lines_once(&path, 1).len();
+        log.log(&entry);
+        assert_eq!(lines_once(&path, before + 1).len(), before + 1);
+        drop(log);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn failed_writes_are_counted() {
+        let log = JsonAccessLog::open("/dev/full", 16).unwrap();
+        let meta = meta();
+        let entry = bare_entry(&meta);
+        log.log(&entry);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while log.write_errors() == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the failed write was not counted"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+        // Logged again within ERROR_LOG_EVERY: still counted.
+        log.log(&entry);
+        let queue = Arc::clone(&log.queue);
+        drop(log);
+        assert_eq!(queue.write_errors.load(Ordering::Relaxed), 2);
     }
 
     #[test]

@@ -136,6 +136,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
                 .put(apply_redirects)
                 .delete(flush_redirects),
         )
+        .route("/v1/access-log/reopen", post(reopen_access_log))
         .route("/v1/monitor", get(monitor))
         .layer(middleware::from_fn(move |request: Request, next: Next| {
             limit_body(limit, request, next)
@@ -580,6 +581,25 @@ async fn apply_redirects(Shared(agent): Shared<Arc<Agent>>) -> Result<Json<Value
 async fn flush_redirects(Shared(agent): Shared<Arc<Agent>>) -> Result<Json<Value>> {
     agent.flush_redirects().await?;
     Ok(Json(json!(agent.redirect_status().await)))
+}
+
+/// Opens the access-log file's path anew, as after a rotation (as SIGHUP does too).
+async fn reopen_access_log(Shared(agent): Shared<Arc<Agent>>) -> Result<Json<Value>> {
+    match tokio::task::spawn_blocking(move || agent.reopen_access_log()).await {
+        Ok(Ok(Some(path))) => Ok(Json(json!({ "path": path.display().to_string() }))),
+        Ok(Ok(None)) => Err(ApiError(
+            StatusCode::CONFLICT,
+            "the agent writes no access-log file (accessLog is absent or \"-\")".into(),
+        )),
+        Ok(Err(error)) => Err(ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the access-log file cannot be opened: {error}"),
+        )),
+        Err(error) => Err(ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the reopen failed: {error}"),
+        )),
+    }
 }
 
 #[derive(Deserialize)]

@@ -1,5 +1,5 @@
 //! The command line's client side: `axoneme policy|endpoint|identity|listener|redirect|monitor|
-//! metrics|status`, shaped like Cilium's CLI, talking to a running agent's REST API.
+//! access-log|metrics|status`, shaped like Cilium's CLI, talking to a running agent's REST API.
 //!
 //! Each command is one API call (or a stream, for `monitor`) and a rendering: a table for
 //! people, or the API's JSON with `-o json`. Errors come back as one line for `main` to print.
@@ -74,6 +74,9 @@ pub enum ClientCommand {
         #[arg(long)]
         endpoint: Option<String>,
     },
+    /// Manage the access-log file.
+    #[command(subcommand)]
+    AccessLog(AccessLogCommand),
     /// Show metrics.
     #[command(subcommand)]
     Metrics(MetricsCommand),
@@ -213,6 +216,13 @@ pub enum RedirectCommand {
     Apply,
     /// Remove the rules; they stay removed until applied again.
     Flush,
+}
+
+/// `axoneme access-log ...`
+#[derive(Debug, Subcommand)]
+pub enum AccessLogCommand {
+    /// Open the access-log file's path anew, after it was moved for rotation.
+    Reopen,
 }
 
 /// `axoneme metrics ...`
@@ -417,6 +427,11 @@ pub async fn run(args: ApiArgs, command: ClientCommand) -> anyhow::Result<()> {
             endpoint,
         } => {
             return monitor(&client, entry_type, proto, endpoint).await;
+        }
+        ClientCommand::AccessLog(AccessLogCommand::Reopen) => {
+            client
+                .call(Method::POST, "/v1/access-log/reopen", None)
+                .await?
         }
         ClientCommand::Metrics(MetricsCommand::List) => {
             let text = client.text("/v1/metrics").await?;

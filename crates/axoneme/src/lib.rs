@@ -271,6 +271,7 @@ impl Agent {
             policy_revision: self.state.revision(),
             policy_import_errors: self.state.import_errors(),
             access_log_dropped: self.access_log_dropped(),
+            access_log_write_errors: self.access_log_write_errors(),
         })
     }
 
@@ -282,6 +283,21 @@ impl Agent {
     /// Access-log entries dropped so far because the writer fell behind.
     pub fn access_log_dropped(&self) -> u64 {
         self.access_log.as_ref().map_or(0, |log| log.dropped())
+    }
+
+    /// Access-log writes that failed so far.
+    pub fn access_log_write_errors(&self) -> u64 {
+        self.access_log.as_ref().map_or(0, |log| log.write_errors())
+    }
+
+    /// Opens the access-log file's path anew, for rotation, and returns that path; none when
+    /// no access log is configured or it goes to standard output.
+    pub fn reopen_access_log(&self) -> std::io::Result<Option<PathBuf>> {
+        let Some(log) = self.access_log.as_deref() else {
+            return Ok(None);
+        };
+        log.reopen()?;
+        Ok(log.path().map(std::path::Path::to_path_buf))
     }
 
     /// The address a listener is bound to (useful when it was configured with port 0).

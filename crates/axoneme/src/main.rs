@@ -91,12 +91,21 @@ fn run(config_path: PathBuf) -> anyhow::Result<()> {
             tokio::select! {
                 _ = terminate.recv() => break Ok(()),
                 _ = interrupt.recv() => break Ok(()),
-                // Reading and compiling policy is blocking work, done off the runtime and off
-                // this loop, so that a slow reload delays no signal.
+                // SIGHUP opens the access-log file anew (for rotation) and re-reads policy.
+                // Both are blocking work, done off the runtime and off this loop, so that a
+                // slow reload delays no signal.
                 _ = hangup.recv() => {
-                    let state = Arc::clone(agent.state());
+                    let agent = Arc::clone(&agent);
                     tokio::spawn(async move {
-                        match tokio::task::spawn_blocking(move || state.reload_files()).await {
+                        let reload = move || {
+                            match agent.reopen_access_log() {
+                                Ok(Some(path)) => tracing::info!(path = %path.display(), "access log reopened"),
+                                Ok(None) => {}
+                                Err(error) => tracing::error!(%error, "reopening the access log failed; it stays where it was"),
+                            }
+                            agent.state().reload_files()
+                        };
+                        match tokio::task::spawn_blocking(reload).await {
                             Ok(Ok(revision)) => tracing::info!(revision, "policy reloaded"),
                             Ok(Err(error)) => tracing::error!(%error, "policy reload rejected; the policy in force stays"),
                             Err(error) => tracing::error!(%error, "policy reload failed"),

@@ -138,6 +138,8 @@ pub struct Gauges {
     pub policy_import_errors: u64,
     /// Access-log entries dropped.
     pub access_log_dropped: u64,
+    /// Access-log writes that failed.
+    pub access_log_write_errors: u64,
 }
 
 impl Metrics {
@@ -233,6 +235,11 @@ impl Metrics {
                 "axoneme_access_log_dropped_total",
                 "Access-log entries dropped because the writer fell behind.",
                 gauges.access_log_dropped,
+            ),
+            (
+                "axoneme_access_log_write_errors_total",
+                "Access-log writes that failed (their entries are lost).",
+                gauges.access_log_write_errors,
             ),
             (
                 "axoneme_policy_import_errors_total",
@@ -350,12 +357,14 @@ mod tests {
             policy_revision: 3,
             policy_import_errors: 1,
             access_log_dropped: 0,
+            access_log_write_errors: 2,
         });
         for line in [
             "axoneme_l7_requests_total{protocol=\"memcache\",verdict=\"denied\",direction=\"ingress\"} 2",
             "axoneme_l7_requests_total{protocol=\"memcache\",verdict=\"allowed\",direction=\"egress\"} 0",
             "axoneme_policy_revision 3",
             "axoneme_policy_import_errors_total 1",
+            "axoneme_access_log_write_errors_total 2",
             "axoneme_parser_errors_total{reason=\"frame_too_large\"} 1",
             "axoneme_timeouts_total{kind=\"request_progress\"} 2",
             "axoneme_timeouts_total{kind=\"api_header\"} 0",
