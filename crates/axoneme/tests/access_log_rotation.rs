@@ -5,10 +5,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::{Child, Output};
 use std::time::{Duration, Instant};
 
-use common::{connect_from, free_port, request, temp_dir, Upstream};
+use common::{agent_cli, connect_from, free_port, request, spawn_agent, temp_dir, Upstream};
 
 const LUKE: &str = "127.0.0.21";
 
@@ -64,12 +64,7 @@ listeners:
             ),
         )
         .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_axoneme"))
-            .current_dir(&dir)
-            .args(["run", "--config", "config.yaml"])
-            .stderr(std::fs::File::create(dir.join("agent.log")).unwrap())
-            .spawn()
-            .unwrap();
+        let child = spawn_agent(&dir);
         let running = Running {
             child,
             dir,
@@ -84,13 +79,7 @@ listeners:
     }
 
     fn cli(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_axoneme"))
-            .current_dir(&self.dir)
-            .arg("--api")
-            .arg(self.dir.join("api.sock"))
-            .args(args)
-            .output()
-            .unwrap()
+        agent_cli(&self.dir, args)
     }
 
     fn path(&self, file: &str) -> PathBuf {

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{connect_from, free_port, request, temp_dir, Upstream};
+use common::{agent_cli, connect_from, free_port, request, spawn_agent, temp_dir, Upstream};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -86,12 +86,7 @@ listeners:
             ),
         )
         .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_axoneme"))
-            .current_dir(&dir)
-            .args(["run", "--config", "config.yaml"])
-            .stderr(std::fs::File::create(dir.join("agent.log")).unwrap())
-            .spawn()
-            .unwrap();
+        let child = spawn_agent(&dir);
         let socket = dir.join("api.sock");
         let deadline = Instant::now() + Duration::from_secs(10);
         // Looked at as often as possible, to see the socket as soon as it has a name.
@@ -124,13 +119,7 @@ listeners:
     }
 
     fn cli(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_axoneme"))
-            .current_dir(&self.dir)
-            .arg("--api")
-            .arg(self.dir.join("api.sock"))
-            .args(args)
-            .output()
-            .unwrap()
+        agent_cli(&self.dir, args)
     }
 
     /// Runs a CLI command that must succeed, returning its standard output.

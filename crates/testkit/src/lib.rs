@@ -137,8 +137,17 @@ impl Output for Discard {
 /// Whether a bench binary runs as a benchmark (`cargo bench` passes `--bench`) rather than as
 /// the smoke test `cargo test --all-targets` makes of it, running each bench once: set-ups too
 /// slow to build unoptimised (100,000 regex rules) are then left out.
-pub fn benchmarking() -> bool {
+fn benchmarking() -> bool {
     std::env::args().any(|arg| arg == "--bench")
+}
+
+/// The list sizes a rule bench runs at: all of `sizes` as a benchmark, all but the last (the
+/// largest) as a test (see [`benchmarking`]).
+pub fn bench_sizes(sizes: &[usize]) -> &[usize] {
+    match benchmarking() {
+        true => sizes,
+        false => &sizes[..sizes.len().saturating_sub(1)],
+    }
 }
 
 /// `data` cut at `points` (out-of-range points are ignored), as reads might deliver it.

@@ -13,15 +13,6 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 
 const SIZES: [usize; 3] = [10, 1_000, 100_000];
 
-/// [`SIZES`], but for the largest when the bench runs as a test (see
-/// [`axoneme_testkit::benchmarking`]).
-fn sizes() -> &'static [usize] {
-    match axoneme_testkit::benchmarking() {
-        true => &SIZES,
-        false => &SIZES[..2],
-    }
-}
-
 /// The kind of rule `i` in a list of `kind`; `mixed` takes each kind in turn.
 fn kind_of(kind: &str, i: usize) -> &str {
     match kind {
@@ -57,7 +48,7 @@ fn allowed_table(kind: &str, i: usize) -> String {
 fn checks(c: &mut Criterion) {
     let mut group = c.benchmark_group("cassandra_rules");
     for kind in ["name", "keyspace", "regex", "mixed"] {
-        for &size in sizes() {
+        for &size in axoneme_testkit::bench_sizes(&SIZES) {
             let maps: Vec<L7RuleMap> = (0..size).map(|i| map(kind, i)).collect();
             let started = Instant::now();
             let rules = rules::compile(&maps).unwrap();

@@ -44,15 +44,6 @@ static ALLOCATOR: LiveBytes = LiveBytes;
 
 const SIZES: [usize; 3] = [10, 1_000, 100_000];
 
-/// [`SIZES`], but for the largest when the bench runs as a test (see
-/// [`axoneme_testkit::benchmarking`]).
-fn sizes() -> &'static [usize] {
-    match axoneme_testkit::benchmarking() {
-        true => &SIZES,
-        false => &SIZES[..2],
-    }
-}
-
 /// The `l7` map of rule `i` of a list of `kind`; `mixed` takes each kind in turn.
 fn map(kind: &str, i: usize) -> L7RuleMap {
     let kind = match kind {
@@ -86,7 +77,7 @@ fn allowed_key(kind: &str, i: usize) -> String {
 fn checks(c: &mut Criterion) {
     let mut group = c.benchmark_group("memcache_rules");
     for kind in ["exact", "prefix", "regex", "mixed"] {
-        for &size in sizes() {
+        for &size in axoneme_testkit::bench_sizes(&SIZES) {
             let maps: Vec<L7RuleMap> = (0..size).map(|i| map(kind, i)).collect();
             let before = LIVE.load(Ordering::Relaxed);
             let started = Instant::now();

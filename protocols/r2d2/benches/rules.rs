@@ -13,15 +13,6 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 
 const SIZES: [usize; 3] = [10, 1_000, 100_000];
 
-/// [`SIZES`], but for the largest when the bench runs as a test (see
-/// [`axoneme_testkit::benchmarking`]).
-fn sizes() -> &'static [usize] {
-    match axoneme_testkit::benchmarking() {
-        true => &SIZES,
-        false => &SIZES[..2],
-    }
-}
-
 /// The kind of rule `i` in a list of `kind`; `mixed` takes each kind in turn.
 fn kind_of(kind: &str, i: usize) -> &str {
     match kind {
@@ -61,7 +52,7 @@ fn read(file: &str) -> Request<'_> {
 fn checks(c: &mut Criterion) {
     let mut group = c.benchmark_group("r2d2_rules");
     for kind in ["name", "directory", "regex", "mixed"] {
-        for &size in sizes() {
+        for &size in axoneme_testkit::bench_sizes(&SIZES) {
             let maps: Vec<L7RuleMap> = (0..size).map(|i| map(kind, i)).collect();
             let started = Instant::now();
             let compiled = R2d2.compile_rules(&maps).unwrap();

@@ -127,6 +127,28 @@ pub async fn read_line(stream: &mut TcpStream) -> String {
     String::from_utf8(line).unwrap()
 }
 
+/// Starts `axoneme run` on `config.yaml` in `dir`, the agent's own log going to `agent.log`
+/// there.
+pub fn spawn_agent(dir: &Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_axoneme"))
+        .current_dir(dir)
+        .args(["run", "--config", "config.yaml"])
+        .stderr(std::fs::File::create(dir.join("agent.log")).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// Runs the CLI with `args` against the agent whose API socket is `api.sock` in `dir`.
+pub fn agent_cli(dir: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_axoneme"))
+        .current_dir(dir)
+        .arg("--api")
+        .arg(dir.join("api.sock"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
