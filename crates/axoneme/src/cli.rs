@@ -199,6 +199,9 @@ pub enum ListenerCommand {
         /// tproxy mode: connect upstream from the client's address.
         #[arg(long)]
         keep_client_address: bool,
+        /// Most connections open at once through it; more are refused.
+        #[arg(long)]
+        max_connections: Option<usize>,
     },
     /// Stop a listener; its connections get the drain time to finish.
     Delete {
@@ -382,6 +385,7 @@ pub async fn run(args: ApiArgs, command: ClientCommand) -> anyhow::Result<()> {
             direction,
             l7proto,
             keep_client_address,
+            max_connections,
         }) => {
             let mut body = json!({ "listen": listen, "mode": mode, "direction": direction });
             for (key, value) in [
@@ -395,6 +399,9 @@ pub async fn run(args: ApiArgs, command: ClientCommand) -> anyhow::Result<()> {
             }
             if keep_client_address {
                 body["keepClientAddress"] = Value::Bool(true);
+            }
+            if let Some(max) = max_connections {
+                body["maxConnections"] = json!(max);
             }
             client
                 .call(

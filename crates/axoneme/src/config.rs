@@ -321,6 +321,10 @@ pub struct ListenerConfig {
     /// real client.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub keep_client_address: bool,
+    /// Most connections open at once through this listener; more are refused. Unbounded
+    /// (beyond `limits.maxConnections`) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
 }
 
 impl ListenerConfig {
@@ -349,6 +353,9 @@ impl ListenerConfig {
             return Err(
                 "keepClientAddress: only a tproxy listener can keep the client's address".into(),
             );
+        }
+        if self.max_connections == Some(0) {
+            return Err("maxConnections: must be at least 1".into());
         }
         Ok(())
     }
@@ -397,7 +404,7 @@ impl Default for RedirectConfig {
     }
 }
 
-/// Per-connection memory bounds.
+/// Per-connection memory bounds, and the agent's bounds over all connections.
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct LimitsConfig {
@@ -407,6 +414,18 @@ pub struct LimitsConfig {
     /// Most bytes a parser may keep buffered per flow.
     #[serde(default = "default_max_buffered")]
     pub max_buffered: usize,
+    /// Most connections open at once over all listeners; when absent, as many as the agent's
+    /// open-file limit allows (two files each).
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    /// Bytes all parsed connections together may buffer: at 90 % listeners stop accepting
+    /// (until below 80 %), above it the connections holding the most are closed.
+    #[serde(default = "default_buffered_bytes")]
+    pub buffered_bytes: usize,
+}
+
+fn default_buffered_bytes() -> usize {
+    1 << 30
 }
 
 fn default_inject_buffer() -> usize {
@@ -422,6 +441,8 @@ impl Default for LimitsConfig {
         LimitsConfig {
             inject_buffer: default_inject_buffer(),
             max_buffered: default_max_buffered(),
+            max_connections: None,
+            buffered_bytes: default_buffered_bytes(),
         }
     }
 }
@@ -537,6 +558,16 @@ impl Config {
                     ));
                 }
             }
+        }
+        if self.limits.max_connections == Some(0) {
+            return Err("limits.maxConnections: must be at least 1".into());
+        }
+        if self.limits.buffered_bytes < self.limits.max_buffered {
+            return Err(format!(
+                "limits.bufferedBytes: must be at least limits.maxBuffered ({}), or one \
+                 connection could never finish a frame",
+                self.limits.max_buffered
+            ));
         }
         let max_frame = self.protocols.cassandra.max_frame_bytes;
         let held = axoneme_cassandra::held_bytes(max_frame);

@@ -29,6 +29,7 @@ use crate::config::TimeoutsConfig;
 use crate::guards::{Guard, Guarded, RequestChecks};
 use crate::metrics::{Metrics, ProtocolMetrics, Timeout};
 use crate::outbox::{OutBuf, Outbox};
+use crate::overload::{Overload, Registered};
 use crate::sockets::{self, UpstreamOptions};
 use crate::state::State;
 
@@ -43,6 +44,7 @@ pub(crate) struct Shared {
     pub state: Arc<State>,
     pub log: Arc<dyn AccessLog>,
     pub metrics: Arc<Metrics>,
+    pub overload: Arc<Overload>,
     pub limits: Limits,
     pub timeouts: Timeouts,
     pub next_id: AtomicU64,
@@ -172,7 +174,10 @@ pub(crate) async fn serve(
             let engine = Connection::new(parser, meta, protocol.name(), shared.limits);
             let connection = ParsedConnection::new(engine, checks, &shared, &snapshot);
             let clock = Clock::new(shared.timeouts, Instant::now());
-            connection.run(client, upstream, clock, &mut closing).await
+            let load = shared.overload.register(id);
+            connection
+                .run(client, upstream, clock, &load, &mut closing)
+                .await
         }
         _ => {
             // A plain connection ends when a policy change would no longer let it through as
@@ -217,6 +222,10 @@ pub(crate) async fn serve(
             tracing::info!(conn = id, reason, "connection closed by a policy change")
         }
         Err(Closed::TimedOut(kind)) => timed_out(&shared, &route, ends, id, kind),
+        Err(Closed::Overloaded) => tracing::debug!(
+            conn = id,
+            "connection closed: the agent buffered more than limits.bufferedBytes"
+        ),
         Err(Closed::Engine(error)) => {
             match &error {
                 ConnectionError::Panic(_) => metrics.parser_panics.fetch_add(1, Ordering::Relaxed),
@@ -413,6 +422,8 @@ enum Closed {
     PolicyChanged(String),
     /// A peer kept the connection waiting longer than this timeout allows.
     TimedOut(Timeout),
+    /// The agent buffered more than its budget and this connection held the most.
+    Overloaded,
 }
 
 impl From<std::io::Error> for Closed {
@@ -644,8 +655,9 @@ impl<'s> ParsedConnection<'s> {
     }
 
     /// Moves bytes between the two sockets through the engine until both directions have
-    /// ended, an error closes the connection, the drain time is over, or a timeout of `clock`
-    /// expires.
+    /// ended, an error closes the connection, the drain time is over, a timeout of `clock`
+    /// expires, or the agent sheds `load` to relieve its buffered-bytes budget. After every poll
+    /// `load` is told what the connection buffers.
     ///
     /// One timer serves every timeout. It is moved only to an earlier deadline when one
     /// appears; activity that pushes deadlines later only updates `clock`, and when the timer
@@ -656,6 +668,7 @@ impl<'s> ParsedConnection<'s> {
         client: TcpStream,
         upstream: TcpStream,
         mut clock: Clock,
+        load: &Registered,
         closing: &mut watch::Receiver<bool>,
     ) -> Result<(), Closed> {
         let (client, upstream) = (Side::new(client), Side::new(upstream));
@@ -667,14 +680,21 @@ impl<'s> ParsedConnection<'s> {
         };
         let drained = drained(closing);
         tokio::pin!(drained);
+        let shed = load.shed();
+        tokio::pin!(shed);
         let timer = tokio::time::sleep_until(clock.deadline());
         tokio::pin!(timer);
         std::future::poll_fn(|cx| {
             if drained.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Err(Closed::Drained));
             }
+            if shed.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(Closed::Overloaded));
+            }
             let mut moved = Moved::default();
-            if let Poll::Ready(result) = self.pump(cx, &mut io, &mut moved) {
+            let pumped = self.pump(cx, &mut io, &mut moved);
+            load.set(self.engine.buffered_bytes() + io.outbox.len());
+            if let Poll::Ready(result) = pumped {
                 return Poll::Ready(result);
             }
             // While output waits, the client is not read: an unfinished request is then not

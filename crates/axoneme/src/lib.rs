@@ -20,6 +20,7 @@ mod listener;
 pub mod metrics;
 pub mod monitor;
 mod outbox;
+mod overload;
 pub mod redirect;
 mod sockets;
 pub mod state;
@@ -46,6 +47,7 @@ use crate::connection::{Guards, Route, Shared, Timeouts};
 use crate::listener::{Destination, Tracker};
 use crate::metrics::{Gauges, Metrics};
 use crate::monitor::Monitor;
+use crate::overload::Overload;
 use crate::redirect::Redirect;
 use crate::sockets::UpstreamOptions;
 use crate::state::{ConfigSources, State};
@@ -168,6 +170,8 @@ pub struct Agent {
     /// Woken when listeners change (policy changes come from the state).
     listeners_changed: Arc<Notify>,
     keeper: Mutex<Option<JoinHandle<()>>>,
+    /// Closes the connections holding the most when the buffered-bytes budget is exceeded.
+    shedder: JoinHandle<()>,
 }
 
 impl Agent {
@@ -192,10 +196,22 @@ impl Agent {
             None => Arc::new(NoAccessLog),
         };
         let monitor = Arc::new(Monitor::new(sink));
+        let metrics = Arc::new(Metrics::new(&names));
+        let max_connections = config
+            .limits
+            .max_connections
+            .unwrap_or_else(overload::max_connections_by_file_limit);
+        let overload = Overload::new(
+            max_connections,
+            config.limits.buffered_bytes,
+            Arc::clone(&metrics),
+        );
+        let shedder = tokio::spawn(Arc::clone(&overload).shed());
         let shared = Arc::new(Shared {
             state: Arc::clone(&state),
             log: Arc::clone(&monitor) as Arc<dyn AccessLog>,
-            metrics: Arc::new(Metrics::new(&names)),
+            metrics,
+            overload,
             limits: Limits {
                 inject_capacity: config.limits.inject_buffer,
                 max_buffered: config.limits.max_buffered,
@@ -223,6 +239,7 @@ impl Agent {
             installed: tokio::sync::Mutex::new(Installed::default()),
             listeners_changed: Arc::new(Notify::new()),
             keeper: Mutex::new(None),
+            shedder,
         });
         for listener in &config.listeners {
             agent
@@ -272,6 +289,7 @@ impl Agent {
             policy_import_errors: self.state.import_errors(),
             access_log_dropped: self.access_log_dropped(),
             access_log_write_errors: self.access_log_write_errors(),
+            buffered_bytes: self.shared.overload.buffered() as u64,
         })
     }
 
@@ -373,7 +391,7 @@ impl Agent {
             Some(upstream) => Destination::Upstream(upstream),
             None => Destination::Original(config.mode),
         };
-        let tracker = Tracker::new();
+        let tracker = Tracker::new(config.max_connections);
         let accept = tokio::spawn(listener::accept_loop(
             socket,
             destination,
@@ -474,6 +492,7 @@ impl Agent {
         for drain in drains {
             let _ = drain.await;
         }
+        self.shedder.abort();
         if self.redirect.manage {
             match self.flush_redirects().await {
                 Ok(()) => tracing::info!("redirect rules removed"),

@@ -4,7 +4,8 @@
 //! listener the connection's original destination) and knows what its connections guard
 //! ([`Route`]); it decides nothing about policy. Its [`Tracker`] counts
 //! open connections so that a removed listener can let them finish, and closes the stragglers
-//! when the drain time is over.
+//! when the drain time is over. A listener refuses connections over its own `maxConnections` and
+//! the agent's, and stops accepting while the agent is overloaded ([`crate::overload`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,6 +17,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::config::ListenerMode;
 use crate::connection::{serve, Ends, Route, Shared};
+use crate::metrics::LimitHit;
 use crate::sockets;
 use crate::workers::Workers;
 
@@ -23,14 +25,18 @@ use crate::workers::Workers;
 #[derive(Debug)]
 pub(crate) struct Tracker {
     active: AtomicUsize,
+    /// Most connections open at once.
+    max: usize,
     idle: Notify,
     close: watch::Sender<bool>,
 }
 
 impl Tracker {
-    pub(crate) fn new() -> Arc<Tracker> {
+    /// A tracker for a listener holding at most `max` connections at once.
+    pub(crate) fn new(max: Option<usize>) -> Arc<Tracker> {
         Arc::new(Tracker {
             active: AtomicUsize::new(0),
+            max: max.unwrap_or(usize::MAX),
             idle: Notify::new(),
             close: watch::Sender::new(false),
         })
@@ -71,9 +77,15 @@ impl Tracker {
 struct Open(Arc<Tracker>);
 
 impl Open {
-    fn new(tracker: &Arc<Tracker>) -> Open {
-        tracker.active.fetch_add(1, Ordering::AcqRel);
-        Open(Arc::clone(tracker))
+    /// Counts one more connection, or `None` when the listener holds its maximum.
+    fn new(tracker: &Arc<Tracker>) -> Option<Open> {
+        tracker
+            .active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |active| {
+                (active < tracker.max).then_some(active + 1)
+            })
+            .ok()?;
+        Some(Open(Arc::clone(tracker)))
     }
 }
 
@@ -124,7 +136,9 @@ pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
-/// Accepts connections until the task is aborted, sending each where `destination` says.
+/// Accepts connections until the task is aborted, sending each where `destination` says. Does
+/// not accept while the agent is overloaded; refuses (closes at once) connections over the
+/// listener's or the agent's maximum.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     destination: Destination,
@@ -137,8 +151,22 @@ pub(crate) async fn accept_loop(
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     loop {
+        shared.overload.accepting().await;
         match listener.accept().await {
             Ok((stream, client)) => {
+                let Some(open) = Open::new(&tracker) else {
+                    shared.overload.hit(
+                        LimitHit::ListenerConnections,
+                        format_args!(
+                            "connection from {client} refused: listener {} holds its maxConnections ({})",
+                            route.listener, tracker.max
+                        ),
+                    );
+                    continue;
+                };
+                let Some(admitted) = shared.overload.admit() else {
+                    continue;
+                };
                 let upstream = match destination.of(&stream, listening) {
                     Ok(upstream) => upstream,
                     Err(reason) => {
@@ -158,7 +186,6 @@ pub(crate) async fn accept_loop(
                         continue;
                     }
                 };
-                let open = Open::new(&tracker);
                 let closing = tracker.close.subscribe();
                 let (route, shared) = (Arc::clone(&route), Arc::clone(&shared));
                 workers.spawn(async move {
@@ -168,7 +195,7 @@ pub(crate) async fn accept_loop(
                             tracing::warn!(listener = %route.listener, %client, %error, "connection closed")
                         }
                     }
-                    drop(open);
+                    drop((open, admitted));
                 });
             }
             Err(error) => {

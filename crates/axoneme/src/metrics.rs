@@ -108,6 +108,40 @@ impl Timeout {
     }
 }
 
+/// Kinds of limit hits, each counted in `axoneme_limit_hits_total{limit}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitHit {
+    /// A connection refused because its listener held its `maxConnections`.
+    ListenerConnections,
+    /// A connection refused because the agent held `limits.maxConnections`.
+    AgentConnections,
+    /// Listeners stopped accepting because buffered bytes neared `limits.bufferedBytes`.
+    AcceptPaused,
+    /// A connection closed because buffered bytes went over `limits.bufferedBytes` and it was
+    /// among those holding the most.
+    BufferedBytes,
+}
+
+impl LimitHit {
+    /// Every kind, in the order the metrics show them.
+    pub const ALL: [LimitHit; 4] = [
+        LimitHit::ListenerConnections,
+        LimitHit::AgentConnections,
+        LimitHit::AcceptPaused,
+        LimitHit::BufferedBytes,
+    ];
+
+    /// The kind's label in metrics and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            LimitHit::ListenerConnections => "listener_connections",
+            LimitHit::AgentConnections => "agent_connections",
+            LimitHit::AcceptPaused => "accept_paused",
+            LimitHit::BufferedBytes => "buffered_bytes",
+        }
+    }
+}
+
 /// Everything the proxy counts.
 #[derive(Debug)]
 pub struct Metrics {
@@ -127,6 +161,8 @@ pub struct Metrics {
     parser_errors: Mutex<BTreeMap<String, u64>>,
     /// Connections closed for a timeout, indexed like [`Timeout::ALL`].
     timeouts: [AtomicU64; Timeout::ALL.len()],
+    /// Limit hits, indexed like [`LimitHit::ALL`].
+    limit_hits: [AtomicU64; LimitHit::ALL.len()],
 }
 
 /// Values the metrics do not hold themselves, read when rendering.
@@ -140,6 +176,8 @@ pub struct Gauges {
     pub access_log_dropped: u64,
     /// Access-log writes that failed.
     pub access_log_write_errors: u64,
+    /// Bytes parsed connections buffer now.
+    pub buffered_bytes: u64,
 }
 
 impl Metrics {
@@ -158,6 +196,7 @@ impl Metrics {
             parser_panics: AtomicU64::new(0),
             parser_errors: Mutex::new(BTreeMap::new()),
             timeouts: Default::default(),
+            limit_hits: Default::default(),
         }
     }
 
@@ -181,6 +220,16 @@ impl Metrics {
     /// Connections closed so far for the timeout `kind`.
     pub fn timeouts(&self, kind: Timeout) -> u64 {
         self.timeouts[kind as usize].load(Ordering::Relaxed)
+    }
+
+    /// Counts a hit of the limit `kind`; the hits so far, this one included.
+    pub fn limit_hit(&self, kind: LimitHit) -> u64 {
+        self.limit_hits[kind as usize].fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Hits of the limit `kind` so far.
+    pub fn limit_hits(&self, kind: LimitHit) -> u64 {
+        self.limit_hits[kind as usize].load(Ordering::Relaxed)
     }
 
     /// The metrics in the Prometheus text format.
@@ -304,6 +353,27 @@ impl Metrics {
         }
         family(
             &mut out,
+            "axoneme_limit_hits_total",
+            "counter",
+            "Limits reached: connections refused or closed, or accepting paused, by limit.",
+        );
+        for kind in LimitHit::ALL {
+            let _ = writeln!(
+                out,
+                "axoneme_limit_hits_total{{limit=\"{}\"}} {}",
+                kind.name(),
+                self.limit_hits(kind)
+            );
+        }
+        family(
+            &mut out,
+            "axoneme_buffered_bytes",
+            "gauge",
+            "Bytes parsed connections buffer now (kept for parsers, waiting to be written).",
+        );
+        let _ = writeln!(out, "axoneme_buffered_bytes {}", gauges.buffered_bytes);
+        family(
+            &mut out,
             "axoneme_request_duration_seconds",
             "histogram",
             "Time from a request's arrival to the first byte of its answer reaching the client.",
@@ -353,11 +423,13 @@ mod tests {
         metrics.parser_error("frame_too_large");
         metrics.timed_out(Timeout::RequestProgress);
         metrics.timed_out(Timeout::RequestProgress);
+        metrics.limit_hit(LimitHit::AcceptPaused);
         let text = metrics.render(Gauges {
             policy_revision: 3,
             policy_import_errors: 1,
             access_log_dropped: 0,
             access_log_write_errors: 2,
+            buffered_bytes: 4096,
         });
         for line in [
             "axoneme_l7_requests_total{protocol=\"memcache\",verdict=\"denied\",direction=\"ingress\"} 2",
@@ -368,6 +440,9 @@ mod tests {
             "axoneme_parser_errors_total{reason=\"frame_too_large\"} 1",
             "axoneme_timeouts_total{kind=\"request_progress\"} 2",
             "axoneme_timeouts_total{kind=\"api_header\"} 0",
+            "axoneme_buffered_bytes 4096",
+            "axoneme_limit_hits_total{limit=\"accept_paused\"} 1",
+            "axoneme_limit_hits_total{limit=\"buffered_bytes\"} 0",
             "axoneme_request_duration_seconds_bucket{protocol=\"memcache\",le=\"0.00025\"} 0",
             "axoneme_request_duration_seconds_bucket{protocol=\"memcache\",le=\"0.0005\"} 1",
             "axoneme_request_duration_seconds_count{protocol=\"memcache\"} 1",

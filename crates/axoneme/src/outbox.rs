@@ -106,6 +106,11 @@ impl Outbox {
         }
     }
 
+    /// Bytes waiting for both sockets.
+    pub(crate) fn len(&self) -> usize {
+        self.to_upstream.len() + self.to_client.len()
+    }
+
     /// Whether more input may be read: neither socket has too much waiting.
     pub(crate) fn has_room(&self, high_water: usize) -> bool {
         self.to_upstream.len() < high_water && self.to_client.len() < high_water

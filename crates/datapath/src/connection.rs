@@ -123,6 +123,13 @@ impl Connection {
         self.proto
     }
 
+    /// Bytes the connection holds now: kept for the parser and waiting to be injected, both
+    /// flows together. Lets a caller bound what all its connections buffer.
+    pub fn buffered_bytes(&self) -> usize {
+        self.flows.iter().map(|flow| flow.kept.len()).sum::<usize>()
+            + self.inject.iter().map(InjectBuffer::len).sum::<usize>()
+    }
+
     /// Whether `flow` is inside a frame that has not arrived whole: some of it was passed,
     /// dropped or kept, and the rest is still to come. `None` at a frame boundary (which
     /// includes input held until the other flow moves); otherwise the number of frames decided
