@@ -13,6 +13,7 @@ use std::convert::Infallible;
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axoneme_policy::{ConnectionVerdict, EndpointSpec};
@@ -33,6 +34,7 @@ use tokio::sync::broadcast::error::RecvError;
 use crate::config::ListenerConfig;
 use crate::monitor::Filter;
 use crate::state::{PolicyText, State, StateError};
+use crate::throttle::throttled_warn;
 use crate::{Agent, ListenerError, RedirectError};
 
 /// The OpenAPI document of this API.
@@ -251,14 +253,26 @@ pub async fn serve_tcp(
 ) -> anyhow::Result<()> {
     let expected = Arc::new(format!("Bearer {token}"));
     let server = Arc::clone(&agent);
+    let shared = Arc::clone(&agent.shared);
     let app = router(agent).layer(middleware::from_fn(move |request: Request, next: Next| {
-        let expected = Arc::clone(&expected);
+        let (expected, shared) = (Arc::clone(&expected), Arc::clone(&shared));
         async move {
             let given = request
                 .headers()
                 .get(header::AUTHORIZATION)
                 .map_or(&b""[..], HeaderValue::as_bytes);
             if !same_secret(given, expected.as_bytes()) {
+                shared
+                    .metrics
+                    .api_unauthorized
+                    .fetch_add(1, Ordering::Relaxed);
+                throttled_warn!(
+                    shared.throttle,
+                    "api_unauthorized",
+                    method = %request.method(),
+                    path = request.uri().path(),
+                    "API request refused: missing or wrong bearer token"
+                );
                 return ApiError(
                     StatusCode::UNAUTHORIZED,
                     "missing or wrong bearer token".into(),

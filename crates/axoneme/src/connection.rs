@@ -27,11 +27,12 @@ use tokio::time::Instant;
 
 use crate::config::TimeoutsConfig;
 use crate::guards::{Guard, Guarded, RequestChecks};
-use crate::metrics::{Metrics, ProtocolMetrics, Timeout};
+use crate::metrics::{Metrics, ProtocolMetrics, SocketError, Timeout};
 use crate::outbox::{OutBuf, Outbox};
 use crate::overload::{Overload, Registered};
 use crate::sockets::{self, UpstreamOptions};
 use crate::state::State;
+use crate::throttle::{throttled_warn, Throttle};
 
 /// Bytes read from a socket at a time.
 const READ_SIZE: usize = 16 * 1024;
@@ -45,6 +46,8 @@ pub(crate) struct Shared {
     pub log: Arc<dyn AccessLog>,
     pub metrics: Arc<Metrics>,
     pub overload: Arc<Overload>,
+    /// Limits the log lines of events that can come in floods.
+    pub throttle: Arc<Throttle>,
     pub limits: Limits,
     pub timeouts: Timeouts,
     pub next_id: AtomicU64,
@@ -243,7 +246,15 @@ pub(crate) async fn serve(
                 }
                 ConnectionError::Closed => 0,
             };
-            tracing::info!(conn = id, %error, "connection closed by the datapath");
+            throttled_warn!(
+                shared.throttle,
+                "datapath",
+                conn = id,
+                listener = %route.listener,
+                client = %ends.client,
+                %error,
+                "connection closed by the datapath"
+            );
         }
     }
 }
@@ -267,7 +278,9 @@ fn refused(shared: &Shared, route: &Route, meta: &ConnectionMeta, policy_name: &
 /// Counts and logs a connection closed for the timeout `kind`.
 fn timed_out(shared: &Shared, route: &Route, ends: Ends, id: u64, kind: Timeout) {
     shared.metrics.timed_out(kind);
-    tracing::warn!(
+    throttled_warn!(
+        shared.throttle,
+        kind.name(),
         conn = id,
         listener = %route.listener,
         client = %ends.client,
@@ -292,7 +305,16 @@ async fn connect_upstream(
             Some(stream)
         }
         Ok(Err(error)) => {
-            tracing::warn!(conn = id, %upstream, %error, "upstream unreachable; closing client");
+            shared.metrics.socket_error(SocketError::UpstreamConnect);
+            throttled_warn!(
+                shared.throttle,
+                SocketError::UpstreamConnect.name(),
+                conn = id,
+                listener = %route.listener,
+                %upstream,
+                %error,
+                "upstream unreachable; closing client"
+            );
             None
         }
         Err(_) => {

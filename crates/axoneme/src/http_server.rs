@@ -5,8 +5,9 @@
 //! connection running hyper's server over the router) plus hyper's header read timeout, which
 //! runs whenever the server waits for a request head: from the connection's start and again
 //! after each answer, before any authentication. A connection that sends no whole request head
-//! in time is closed; if it was never answered it is counted and logged (a connection kept alive
-//! after its requests and then left idle is closed the same way, quietly).
+//! in time is closed; if it was never answered it is counted and logged, at most once per ten
+//! seconds (a connection kept alive after its requests and then left idle is closed the same way,
+//! quietly).
 
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +21,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 
 use crate::metrics::Timeout;
+use crate::throttle::throttled_warn;
 use crate::Agent;
 
 /// Serves `router` on every connection `listener` accepts, for as long as the task runs, with
@@ -30,11 +32,11 @@ where
     L::Addr: Debug,
 {
     let header_timeout = agent.api_header_timeout;
-    let metrics = &agent.shared.metrics;
+    let (metrics, throttle) = (&agent.shared.metrics, &agent.shared.throttle);
     loop {
         let (io, client) = listener.accept().await;
         let routes = TowerToHyperService::new(router.clone());
-        let metrics = Arc::clone(metrics);
+        let (metrics, throttle) = (Arc::clone(metrics), Arc::clone(throttle));
         tokio::spawn(async move {
             let answered = Arc::new(AtomicBool::new(false));
             let noted = Arc::clone(&answered);
@@ -50,7 +52,9 @@ where
             match served {
                 Err(error) if error.is_timeout() && !answered.load(Ordering::Relaxed) => {
                     metrics.timed_out(Timeout::ApiHeader);
-                    tracing::warn!(
+                    throttled_warn!(
+                        throttle,
+                        Timeout::ApiHeader.name(),
                         ?client,
                         kind = Timeout::ApiHeader.name(),
                         "API connection closed: timeout"

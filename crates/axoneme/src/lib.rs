@@ -24,6 +24,7 @@ mod overload;
 pub mod redirect;
 mod sockets;
 pub mod state;
+mod throttle;
 pub mod watch;
 mod workers;
 
@@ -51,6 +52,7 @@ use crate::overload::Overload;
 use crate::redirect::Redirect;
 use crate::sockets::UpstreamOptions;
 use crate::state::{ConfigSources, State};
+use crate::throttle::Throttle;
 use crate::workers::Workers;
 
 /// The protocols built into the `axoneme` binary, with their settings.
@@ -201,10 +203,12 @@ impl Agent {
             .limits
             .max_connections
             .unwrap_or_else(overload::max_connections_by_file_limit);
+        let throttle = Arc::new(Throttle::default());
         let overload = Overload::new(
             max_connections,
             config.limits.buffered_bytes,
             Arc::clone(&metrics),
+            Arc::clone(&throttle),
         );
         let shedder = tokio::spawn(Arc::clone(&overload).shed());
         let shared = Arc::new(Shared {
@@ -212,6 +216,7 @@ impl Agent {
             log: Arc::clone(&monitor) as Arc<dyn AccessLog>,
             metrics,
             overload,
+            throttle,
             limits: Limits {
                 inject_capacity: config.limits.inject_buffer,
                 max_buffered: config.limits.max_buffered,

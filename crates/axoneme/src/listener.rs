@@ -7,6 +7,7 @@
 //! when the drain time is over. A listener refuses connections over its own `maxConnections` and
 //! the agent's, and stops accepting while the agent is overloaded ([`crate::overload`]).
 
+use std::fmt::Display;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -17,8 +18,9 @@ use tokio::sync::{watch, Notify};
 
 use crate::config::ListenerMode;
 use crate::connection::{serve, Ends, Route, Shared};
-use crate::metrics::LimitHit;
+use crate::metrics::{LimitHit, SocketError};
 use crate::sockets;
+use crate::throttle::throttled_warn;
 use crate::workers::Workers;
 
 /// The open connections of one listener.
@@ -170,7 +172,7 @@ pub(crate) async fn accept_loop(
                 let upstream = match destination.of(&stream, listening) {
                     Ok(upstream) => upstream,
                     Err(reason) => {
-                        tracing::warn!(listener = %route.listener, %client, reason, "connection closed");
+                        no_destination(&shared, &route, client, &reason);
                         continue;
                     }
                 };
@@ -182,7 +184,7 @@ pub(crate) async fn accept_loop(
                 let stream = match stream.into_std() {
                     Ok(stream) => stream,
                     Err(error) => {
-                        tracing::warn!(listener = %route.listener, %client, %error, "connection closed");
+                        no_destination(&shared, &route, client, &error);
                         continue;
                     }
                 };
@@ -191,20 +193,38 @@ pub(crate) async fn accept_loop(
                 workers.spawn(async move {
                     match TcpStream::from_std(stream) {
                         Ok(stream) => serve(stream, ends, route, shared, closing).await,
-                        Err(error) => {
-                            tracing::warn!(listener = %route.listener, %client, %error, "connection closed")
-                        }
+                        Err(error) => no_destination(&shared, &route, client, &error),
                     }
                     drop((open, admitted));
                 });
             }
             Err(error) => {
                 // Usually out of file descriptors: wait a little rather than spin.
-                tracing::warn!(listener = %route.listener, %error, "accept failed");
+                shared.metrics.socket_error(SocketError::Accept);
+                throttled_warn!(
+                    shared.throttle,
+                    SocketError::Accept.name(),
+                    listener = %route.listener,
+                    %error,
+                    "accept failed"
+                );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     }
+}
+
+/// Counts and logs a connection closed because it could not be sent anywhere.
+fn no_destination(shared: &Shared, route: &Route, client: SocketAddr, reason: &dyn Display) {
+    shared.metrics.socket_error(SocketError::Destination);
+    throttled_warn!(
+        shared.throttle,
+        SocketError::Destination.name(),
+        listener = %route.listener,
+        %client,
+        %reason,
+        "connection closed"
+    );
 }
 
 /// Binds `addr` (transparently for a tproxy listener), with a clear error naming the listener.

@@ -142,6 +142,38 @@ impl LimitHit {
     }
 }
 
+/// Socket errors that end a connection before it is proxied, each counted in
+/// `axoneme_socket_errors_total{kind}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketError {
+    /// Accepting failed (usually out of file descriptors).
+    Accept,
+    /// An accepted connection's destination could not be learned, or the socket could not be
+    /// handed to a worker.
+    Destination,
+    /// The upstream refused or failed the connection (a connect timeout is counted as a
+    /// timeout instead).
+    UpstreamConnect,
+}
+
+impl SocketError {
+    /// Every kind, in the order the metrics show them.
+    pub const ALL: [SocketError; 3] = [
+        SocketError::Accept,
+        SocketError::Destination,
+        SocketError::UpstreamConnect,
+    ];
+
+    /// The kind's label in metrics and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            SocketError::Accept => "accept",
+            SocketError::Destination => "destination",
+            SocketError::UpstreamConnect => "upstream_connect",
+        }
+    }
+}
+
 /// Everything the proxy counts.
 #[derive(Debug)]
 pub struct Metrics {
@@ -158,11 +190,15 @@ pub struct Metrics {
     pub bytes_to_client: AtomicU64,
     /// Parser panics.
     pub parser_panics: AtomicU64,
+    /// TCP API requests refused for a missing or wrong bearer token.
+    pub api_unauthorized: AtomicU64,
     parser_errors: Mutex<BTreeMap<String, u64>>,
     /// Connections closed for a timeout, indexed like [`Timeout::ALL`].
     timeouts: [AtomicU64; Timeout::ALL.len()],
     /// Limit hits, indexed like [`LimitHit::ALL`].
     limit_hits: [AtomicU64; LimitHit::ALL.len()],
+    /// Socket errors, indexed like [`SocketError::ALL`].
+    socket_errors: [AtomicU64; SocketError::ALL.len()],
 }
 
 /// Values the metrics do not hold themselves, read when rendering.
@@ -194,9 +230,11 @@ impl Metrics {
             bytes_to_upstream: AtomicU64::new(0),
             bytes_to_client: AtomicU64::new(0),
             parser_panics: AtomicU64::new(0),
+            api_unauthorized: AtomicU64::new(0),
             parser_errors: Mutex::new(BTreeMap::new()),
             timeouts: Default::default(),
             limit_hits: Default::default(),
+            socket_errors: Default::default(),
         }
     }
 
@@ -230,6 +268,16 @@ impl Metrics {
     /// Hits of the limit `kind` so far.
     pub fn limit_hits(&self, kind: LimitHit) -> u64 {
         self.limit_hits[kind as usize].load(Ordering::Relaxed)
+    }
+
+    /// Counts a socket error of `kind`.
+    pub fn socket_error(&self, kind: SocketError) {
+        self.socket_errors[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Socket errors of `kind` so far.
+    pub fn socket_errors(&self, kind: SocketError) -> u64 {
+        self.socket_errors[kind as usize].load(Ordering::Relaxed)
     }
 
     /// The metrics in the Prometheus text format.
@@ -279,6 +327,11 @@ impl Metrics {
                 "axoneme_parser_panics_total",
                 "Parser panics (each closed its connection).",
                 load(&self.parser_panics),
+            ),
+            (
+                "axoneme_api_unauthorized_total",
+                "TCP API requests refused for a missing or wrong bearer token.",
+                load(&self.api_unauthorized),
             ),
             (
                 "axoneme_access_log_dropped_total",
@@ -367,6 +420,20 @@ impl Metrics {
         }
         family(
             &mut out,
+            "axoneme_socket_errors_total",
+            "counter",
+            "Connections ended by a socket error before being proxied, by kind.",
+        );
+        for kind in SocketError::ALL {
+            let _ = writeln!(
+                out,
+                "axoneme_socket_errors_total{{kind=\"{}\"}} {}",
+                kind.name(),
+                self.socket_errors(kind)
+            );
+        }
+        family(
+            &mut out,
             "axoneme_buffered_bytes",
             "gauge",
             "Bytes parsed connections buffer now (kept for parsers, waiting to be written).",
@@ -424,6 +491,7 @@ mod tests {
         metrics.timed_out(Timeout::RequestProgress);
         metrics.timed_out(Timeout::RequestProgress);
         metrics.limit_hit(LimitHit::AcceptPaused);
+        metrics.socket_error(SocketError::UpstreamConnect);
         let text = metrics.render(Gauges {
             policy_revision: 3,
             policy_import_errors: 1,
@@ -443,6 +511,8 @@ mod tests {
             "axoneme_buffered_bytes 4096",
             "axoneme_limit_hits_total{limit=\"accept_paused\"} 1",
             "axoneme_limit_hits_total{limit=\"buffered_bytes\"} 0",
+            "axoneme_socket_errors_total{kind=\"upstream_connect\"} 1",
+            "axoneme_socket_errors_total{kind=\"accept\"} 0",
             "axoneme_request_duration_seconds_bucket{protocol=\"memcache\",le=\"0.00025\"} 0",
             "axoneme_request_duration_seconds_bucket{protocol=\"memcache\",le=\"0.0005\"} 1",
             "axoneme_request_duration_seconds_count{protocol=\"memcache\"} 1",

@@ -16,11 +16,11 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
 use crate::metrics::{LimitHit, Metrics};
+use crate::throttle::{throttled_warn, Throttle};
 
 /// Share of the budget at which listeners stop accepting.
 pub(crate) const PAUSE_PERCENT: usize = 90;
@@ -42,20 +42,17 @@ pub(crate) struct Overload {
     exceeded: Notify,
     loads: Mutex<HashMap<u64, Weak<Load>>>,
     metrics: Arc<Metrics>,
-    /// When a limit hit was last logged, to log at most one line per [`LOG_EVERY`].
-    logged: Mutex<[Option<Instant>; LimitHit::ALL.len()]>,
+    throttle: Arc<Throttle>,
 }
-
-/// Limit hits of one kind are logged at most once per this long (all are counted).
-const LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl Overload {
     /// Limits of `max_connections` open connections and `budget` buffered bytes; hits are
-    /// counted in `metrics`.
+    /// counted in `metrics` and logged through `throttle`.
     pub(crate) fn new(
         max_connections: usize,
         budget: usize,
         metrics: Arc<Metrics>,
+        throttle: Arc<Throttle>,
     ) -> Arc<Overload> {
         Arc::new(Overload {
             max_connections,
@@ -67,7 +64,7 @@ impl Overload {
             exceeded: Notify::new(),
             loads: Mutex::new(HashMap::new()),
             metrics,
-            logged: Mutex::new([None; LimitHit::ALL.len()]),
+            throttle,
         })
     }
 
@@ -123,18 +120,17 @@ impl Overload {
         self.buffered.load(Ordering::Relaxed)
     }
 
-    /// Counts a hit of `kind` and logs `message`, at most once per [`LOG_EVERY`] per kind with
-    /// the number of hits since the last line.
+    /// Counts a hit of `kind` and logs `message`, at most once per
+    /// [`LOG_EVERY`](crate::throttle::LOG_EVERY) per kind.
     pub(crate) fn hit(&self, kind: LimitHit, message: std::fmt::Arguments<'_>) {
-        let total = self.metrics.limit_hit(kind);
-        let now = Instant::now();
-        let mut logged = self.logged.lock().unwrap_or_else(|p| p.into_inner());
-        let last = &mut logged[kind as usize];
-        if last.is_none_or(|at| now.duration_since(at) >= LOG_EVERY) {
-            *last = Some(now);
-            drop(logged);
-            tracing::warn!(limit = kind.name(), hits_so_far = total, "{message}");
-        }
+        let hits = self.metrics.limit_hit(kind);
+        throttled_warn!(
+            self.throttle,
+            kind.name(),
+            limit = kind.name(),
+            hits,
+            "{message}"
+        );
     }
 
     /// Closes the connections holding the most whenever buffered bytes exceed the budget,
@@ -313,7 +309,7 @@ mod tests {
 
     #[test]
     fn refuses_connections_over_the_maximum_and_counts_them() {
-        let overload = Overload::new(2, 1000, Arc::new(Metrics::new(&[])));
+        let overload = Overload::new(2, 1000, Arc::new(Metrics::new(&[])), Arc::default());
         let first = overload.admit().unwrap();
         let _second = overload.admit().unwrap();
         assert!(overload.admit().is_none());
@@ -325,7 +321,7 @@ mod tests {
 
     #[test]
     fn pauses_accepting_near_the_budget_and_resumes_well_below_it() {
-        let overload = Overload::new(10, 1000, Arc::new(Metrics::new(&[])));
+        let overload = Overload::new(10, 1000, Arc::new(Metrics::new(&[])), Arc::default());
         let a = overload.register(1);
         a.set(850);
         assert!(ready(overload.accepting()));
@@ -342,7 +338,7 @@ mod tests {
 
     #[test]
     fn over_the_budget_the_largest_connections_are_closed_until_under_the_pause_mark() {
-        let overload = Overload::new(10, 1000, Arc::new(Metrics::new(&[])));
+        let overload = Overload::new(10, 1000, Arc::new(Metrics::new(&[])), Arc::default());
         let small = overload.register(1);
         let large = overload.register(2);
         let middle = overload.register(3);
@@ -360,7 +356,7 @@ mod tests {
 
     #[test]
     fn under_the_budget_nothing_is_closed() {
-        let overload = Overload::new(10, 1000, Arc::new(Metrics::new(&[])));
+        let overload = Overload::new(10, 1000, Arc::new(Metrics::new(&[])), Arc::default());
         let a = overload.register(1);
         a.set(1000);
         overload.shed_now();

@@ -1020,6 +1020,18 @@ async fn the_api_socket_is_private_from_the_start_and_the_token_must_match_whole
         let status = tcp_api(port, wrong).await;
         assert!(status.contains(" 401 "), "{wrong:?}: {status}");
     }
+    let metrics = agent.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "axoneme_api_unauthorized_total 5"),
+        "{metrics}"
+    );
+    let refusals = agent
+        .log()
+        .matches("API request refused: missing or wrong bearer token")
+        .count();
+    assert_eq!(refusals, 1, "one line for five refusals within 10 s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,8 @@
 //! Agent-wide limits over real sockets: connections over a listener's `maxConnections` or the
 //! agent's `limits.maxConnections` are refused, and when parsed connections buffer too much the
 //! listeners stop accepting and the connection holding the most is closed, while the others
-//! carry on. Each hit is counted in `axoneme_limit_hits_total`.
+//! carry on. Each hit is counted in `axoneme_limit_hits_total`; a client whose upstream cannot
+//! be reached is closed and counted in `axoneme_socket_errors_total`.
 
 mod common;
 
@@ -9,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use axoneme::builtin_protocols;
-use axoneme::metrics::LimitHit;
+use axoneme::metrics::{LimitHit, SocketError};
 use common::{connect_from, read_line, request, TestProxy, Upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -216,4 +217,22 @@ async fn a_budget_below_one_connections_buffer_is_refused_with_its_reason() {
         .unwrap_err()
         .to_string();
     assert!(error.contains("limits.maxConnections"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_of_an_unreachable_upstream_are_closed_and_counted() {
+    let closed_port = common::free_port();
+    let upstream: SocketAddr = format!("127.0.0.1:{closed_port}").parse().unwrap();
+    let proxy = proxy("unreachable", upstream, "{}", "").await;
+    for _ in 0..3 {
+        let mut luke = connect_from(LUKE, proxy.addr("r2d2")).await;
+        assert!(closed_silently(&mut luke).await);
+    }
+    let metrics = proxy.agent.metrics();
+    eventually("three upstream connect errors", || {
+        metrics.socket_errors(SocketError::UpstreamConnect) == 3
+    })
+    .await;
+    let line = "axoneme_socket_errors_total{kind=\"upstream_connect\"} 3";
+    assert!(proxy.agent.metrics_text().lines().any(|l| l == line));
 }
