@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use axoneme::builtin_protocols;
 use axoneme_sdk::{
-    reject_unknown_keys, CompiledRules, ConnectionMeta, Context, Flow, Input, L7RuleMap, Op,
-    Parser, Protocol, RuleError,
+    reject_unknown_keys, ConnectionMeta, Context, Flow, Input, L7RuleMap, Op, Parser, RuleError,
+    TypedProtocol,
 };
 use common::{connect_from, read_line, request, TestProxy, Upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -87,20 +87,23 @@ impl Parser for PanickyParser {
     }
 }
 
-impl Protocol for Panicky {
+impl TypedProtocol for Panicky {
+    type Rules = ();
+    const TRACE_FIELDS: &'static [&'static str] = &[];
+
     fn name(&self) -> &'static str {
         "panicky"
     }
 
-    fn new_parser(&self, _: &ConnectionMeta) -> Box<dyn Parser> {
+    fn parser(&self, _: &ConnectionMeta) -> Box<dyn Parser> {
         Box::new(PanickyParser)
     }
 
-    fn compile_rules(&self, rules: &[L7RuleMap]) -> Result<CompiledRules, RuleError> {
+    fn compile(&self, rules: &[L7RuleMap]) -> Result<(), RuleError> {
         for (i, rule) in rules.iter().enumerate() {
             reject_unknown_keys(i, rule, &[])?;
         }
-        Ok(Arc::new(()))
+        Ok(())
     }
 }
 

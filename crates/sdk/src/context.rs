@@ -200,6 +200,15 @@ pub trait AccessLog: Send + Sync {
     fn log(&self, entry: &LogEntry<'_>);
 }
 
+/// `matches`, over type-erased rule sets as [`RequestPolicy::check`] hands them: a rule set that
+/// is not an `R` never matches, so a mix-up fails closed.
+#[inline]
+pub fn typed<R: Any>(
+    mut matches: impl FnMut(&R) -> bool,
+) -> impl FnMut(&(dyn Any + Send + Sync)) -> bool {
+    move |rules| rules.downcast_ref::<R>().is_some_and(&mut matches)
+}
+
 /// A bounded buffer of bytes waiting to be injected into one flow.
 #[derive(Debug)]
 pub struct InjectBuffer {
@@ -316,10 +325,8 @@ impl<'c> Context<'c> {
     /// produced; `matches` says whether the request satisfies one such rule set. A rule set of
     /// another type never matches, so a mix-up fails closed.
     #[inline]
-    pub fn check<R: Any>(&self, mut matches: impl FnMut(&R) -> bool) -> Verdict<'c> {
-        let verdict = self
-            .policy
-            .check(&mut |rules| rules.downcast_ref::<R>().is_some_and(&mut matches));
+    pub fn check<R: Any>(&self, matches: impl FnMut(&R) -> bool) -> Verdict<'c> {
+        let verdict = self.policy.check(&mut typed(matches));
         self.denial.set(DenyReason::of(&verdict));
         verdict
     }

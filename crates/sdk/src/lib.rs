@@ -14,14 +14,14 @@ mod protocol;
 mod rule_list;
 
 pub use context::{
-    logging_denial, AccessLog, ConnectionMeta, Context, DenyReason, Direction, EntryType, Field,
-    Flow, InjectBuffer, LogEntry, RequestPolicy, Verdict,
+    logging_denial, typed, AccessLog, ConnectionMeta, Context, DenyReason, Direction, EntryType,
+    Field, Flow, InjectBuffer, LogEntry, RequestPolicy, Verdict,
 };
 pub use input::Input;
 pub use op::{ErrorCode, Op, ParseError};
 pub use pattern::WholeMatch;
 pub use protocol::{
     constraints, reject_unknown_keys, CompiledRules, DuplicateProtocol, L7RuleMap, Parser,
-    Protocol, Registry, RuleError,
+    Protocol, Registry, RuleError, TraceFields, TypedProtocol,
 };
 pub use rule_list::{RuleList, ValueMatch};

@@ -91,7 +91,9 @@ pub fn constraints(rule: &L7RuleMap) -> Cow<'_, L7RuleMap> {
     }
 }
 
-/// A protocol: the factory of its parsers and the compiler of its L7 rules.
+/// A protocol as the registry holds it: the factory of its parsers and the compiler of its L7
+/// rules, with the rules' type erased. Protocols implement [`TypedProtocol`] instead, which
+/// provides this.
 pub trait Protocol: Send + Sync + 'static {
     /// The name policies use in `l7proto`.
     fn name(&self) -> &'static str;
@@ -104,15 +106,104 @@ pub trait Protocol: Send + Sync + 'static {
     fn compile_rules(&self, rules: &[L7RuleMap]) -> Result<CompiledRules, RuleError>;
 
     /// Says whether a request described by `fields` (as `axoneme policy trace` takes them, e.g.
-    /// `command=get key=a`) satisfies `rules`, a rule set this protocol compiled. Protocols
-    /// that cannot describe a request by fields keep this default, which says so.
+    /// `command=get key=a`) satisfies `rules`, a rule set this protocol compiled.
+    fn trace(
+        &self,
+        rules: &(dyn Any + Send + Sync),
+        fields: &BTreeMap<String, String>,
+    ) -> Result<bool, String>;
+}
+
+/// A protocol written against its own compiled rule type. The blanket implementation makes every
+/// `TypedProtocol` a [`Protocol`]: it stores the compiled rules type-erased and gives them back
+/// typed, to the parser through [`Context::check`] and to [`TypedProtocol::trace_request`].
+pub trait TypedProtocol: Send + Sync + 'static {
+    /// An `l7` list compiled.
+    type Rules: Send + Sync + 'static;
+
+    /// The fields `axoneme policy trace` describes a request with; empty when requests cannot
+    /// be traced.
+    const TRACE_FIELDS: &'static [&'static str];
+
+    /// The name policies use in `l7proto`.
+    fn name(&self) -> &'static str;
+
+    /// A parser for a new connection.
+    fn parser(&self, meta: &ConnectionMeta) -> Box<dyn Parser>;
+
+    /// Compiles a non-empty `l7` list; a request is allowed by the list when it satisfies any of
+    /// its maps.
+    fn compile(&self, rules: &[L7RuleMap]) -> Result<Self::Rules, RuleError>;
+
+    /// Says whether the request `fields` describe satisfies `rules`. `fields` holds no key
+    /// outside [`TypedProtocol::TRACE_FIELDS`] (checked before).
+    fn trace_request(&self, rules: &Self::Rules, fields: &TraceFields<'_>) -> Result<bool, String> {
+        let _ = (rules, fields);
+        Err(format!("{} requests cannot be traced", self.name()))
+    }
+}
+
+impl<P: TypedProtocol> Protocol for P {
+    fn name(&self) -> &'static str {
+        TypedProtocol::name(self)
+    }
+
+    fn new_parser(&self, meta: &ConnectionMeta) -> Box<dyn Parser> {
+        self.parser(meta)
+    }
+
+    fn compile_rules(&self, rules: &[L7RuleMap]) -> Result<CompiledRules, RuleError> {
+        Ok(Arc::new(self.compile(rules)?))
+    }
+
     fn trace(
         &self,
         rules: &(dyn Any + Send + Sync),
         fields: &BTreeMap<String, String>,
     ) -> Result<bool, String> {
-        let _ = (rules, fields);
-        Err(format!("{} requests cannot be traced", self.name()))
+        let name = TypedProtocol::name(self);
+        if P::TRACE_FIELDS.is_empty() {
+            return Err(format!("{name} requests cannot be traced"));
+        }
+        if let Some(unknown) = fields
+            .keys()
+            .find(|k| !P::TRACE_FIELDS.contains(&k.as_str()))
+        {
+            return Err(format!(
+                "unknown {name} field {unknown:?} (expected {})",
+                P::TRACE_FIELDS.join(", ")
+            ));
+        }
+        let rules = rules
+            .downcast_ref::<P::Rules>()
+            .ok_or_else(|| format!("not a {name} rule set"))?;
+        self.trace_request(
+            rules,
+            &TraceFields {
+                protocol: name,
+                fields,
+            },
+        )
+    }
+}
+
+/// The fields of a request to trace, as `axoneme policy trace` took them.
+#[derive(Debug, Clone, Copy)]
+pub struct TraceFields<'f> {
+    protocol: &'static str,
+    fields: &'f BTreeMap<String, String>,
+}
+
+impl<'f> TraceFields<'f> {
+    /// The value of `key`, if given.
+    pub fn get(&self, key: &str) -> Option<&'f str> {
+        self.fields.get(key).map(String::as_str)
+    }
+
+    /// The value of `key`, or an error saying the protocol's requests need it.
+    pub fn require(&self, key: &str) -> Result<&'f str, String> {
+        self.get(key)
+            .ok_or_else(|| format!("{} requests need {key}", self.protocol))
     }
 }
 
@@ -165,6 +256,88 @@ impl std::fmt::Debug for Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::op::Op;
+
+    struct Nop;
+
+    impl Parser for Nop {
+        fn on_data(&mut self, _: &mut Context<'_>, _: Flow, _: bool, _: Input<'_>) -> Op {
+            Op::Nop
+        }
+    }
+
+    /// Rules of one key, `word`; a request is traced by `word` and allowed when it is listed.
+    struct Words;
+
+    impl TypedProtocol for Words {
+        type Rules = Vec<String>;
+        const TRACE_FIELDS: &'static [&'static str] = &["word"];
+
+        fn name(&self) -> &'static str {
+            "words"
+        }
+
+        fn parser(&self, _: &ConnectionMeta) -> Box<dyn Parser> {
+            Box::new(Nop)
+        }
+
+        fn compile(&self, rules: &[L7RuleMap]) -> Result<Vec<String>, RuleError> {
+            rules
+                .iter()
+                .enumerate()
+                .map(|(i, rule)| {
+                    reject_unknown_keys(i, rule, &["word"])?;
+                    rule.get("word")
+                        .cloned()
+                        .ok_or_else(|| RuleError::new(i, None, "needs word"))
+                })
+                .collect()
+        }
+
+        fn trace_request(
+            &self,
+            rules: &Vec<String>,
+            fields: &TraceFields<'_>,
+        ) -> Result<bool, String> {
+            let word = fields.require("word")?;
+            Ok(rules.iter().any(|w| w == word))
+        }
+    }
+
+    fn fields(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_typed_protocol_is_a_protocol_that_traces_over_its_own_rules() {
+        let protocol: Arc<dyn Protocol> = Arc::new(Words);
+        let rules = protocol
+            .compile_rules(&[fields(&[("word", "hello")])])
+            .unwrap();
+        assert_eq!(
+            protocol.trace(&*rules, &fields(&[("word", "hello")])),
+            Ok(true)
+        );
+        assert_eq!(
+            protocol.trace(&*rules, &fields(&[("word", "bye")])),
+            Ok(false)
+        );
+        assert_eq!(
+            protocol.trace(&*rules, &fields(&[("wrod", "hello")])),
+            Err("unknown words field \"wrod\" (expected word)".into())
+        );
+        assert_eq!(
+            protocol.trace(&*rules, &fields(&[])),
+            Err("words requests need word".into())
+        );
+        assert_eq!(
+            protocol.trace(&(), &fields(&[("word", "hello")])),
+            Err("not a words rule set".into())
+        );
+    }
 
     #[test]
     fn empty_values_constrain_nothing() {

@@ -203,6 +203,17 @@ unsafe impl GlobalAlloc for CountingAllocator {
     }
 }
 
+/// An `l7` list written as key/value pairs per map, as policies hold it.
+pub fn rule_maps(maps: &[&[(&str, &str)]]) -> Vec<L7RuleMap> {
+    maps.iter()
+        .map(|map| {
+            map.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
 /// A policy of one compiled `l7` list, allowing in the name of `name`: the L7 part of a policy
 /// without the L3/L4 part, for parser tests. Cloning shares the compiled rules.
 #[derive(Clone)]
@@ -218,15 +229,9 @@ impl RulesPolicy {
         name: &'static str,
         maps: &[&[(&str, &str)]],
     ) -> RulesPolicy {
-        let maps: Vec<L7RuleMap> = maps
-            .iter()
-            .map(|map| {
-                map.iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect()
-            })
-            .collect();
-        let rules = protocol.compile_rules(&maps).expect("test rules compile");
+        let rules = protocol
+            .compile_rules(&rule_maps(maps))
+            .expect("test rules compile");
         RulesPolicy { rules, name }
     }
 }

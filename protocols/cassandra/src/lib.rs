@@ -17,11 +17,7 @@ pub mod rules;
 pub mod segment;
 pub mod statement;
 
-use std::any::Any;
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
-use axoneme_sdk::{CompiledRules, ConnectionMeta, L7RuleMap, Parser, Protocol, RuleError};
+use axoneme_sdk::{ConnectionMeta, L7RuleMap, Parser, RuleError, TraceFields, TypedProtocol};
 
 pub use parser::{CassandraParser, MAX_PENDING_PREPARES, MAX_PREPARED};
 pub use rules::RuleSet;
@@ -58,42 +54,27 @@ impl Default for Cassandra {
     }
 }
 
-impl Protocol for Cassandra {
+impl TypedProtocol for Cassandra {
+    type Rules = RuleSet;
+    const TRACE_FIELDS: &'static [&'static str] = &["query_action", "query_table"];
+
     fn name(&self) -> &'static str {
         "cassandra"
     }
 
-    fn new_parser(&self, _meta: &ConnectionMeta) -> Box<dyn Parser> {
+    fn parser(&self, _meta: &ConnectionMeta) -> Box<dyn Parser> {
         Box::new(CassandraParser::new(self.max_frame))
     }
 
-    fn compile_rules(&self, rules: &[L7RuleMap]) -> Result<CompiledRules, RuleError> {
-        Ok(Arc::new(rules::compile(rules)?))
+    fn compile(&self, rules: &[L7RuleMap]) -> Result<RuleSet, RuleError> {
+        rules::compile(rules)
     }
 
     /// Traces `query_action=<action>` with `query_table=<keyspace.table>`.
-    fn trace(
-        &self,
-        rules: &(dyn Any + Send + Sync),
-        fields: &BTreeMap<String, String>,
-    ) -> Result<bool, String> {
-        let rules = rules
-            .downcast_ref::<RuleSet>()
-            .ok_or("not a cassandra rule set")?;
-        if let Some(unknown) = fields
-            .keys()
-            .find(|k| !["query_action", "query_table"].contains(&k.as_str()))
-        {
-            return Err(format!(
-                "unknown cassandra field {unknown:?} (expected query_action, query_table)"
-            ));
-        }
-        let name = fields
-            .get("query_action")
-            .ok_or("cassandra requests need query_action")?;
+    fn trace_request(&self, rules: &RuleSet, fields: &TraceFields<'_>) -> Result<bool, String> {
+        let name = fields.require("query_action")?;
         let action =
             Action::from_name(name).ok_or_else(|| format!("unknown query_action {name:?}"))?;
-        let table = fields.get("query_table").map(String::as_str);
-        Ok(rules.allows(action, table))
+        Ok(rules.allows(action, fields.get("query_table")))
     }
 }

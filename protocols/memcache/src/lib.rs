@@ -17,11 +17,7 @@ pub mod pending;
 pub mod rules;
 pub mod text;
 
-use std::any::Any;
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
-use axoneme_sdk::{CompiledRules, ConnectionMeta, L7RuleMap, Parser, Protocol, RuleError};
+use axoneme_sdk::{ConnectionMeta, L7RuleMap, Parser, RuleError, TraceFields, TypedProtocol};
 
 pub use command::{Command, CommandSet};
 pub use parser::MemcacheParser;
@@ -49,39 +45,25 @@ impl Default for Memcache {
     }
 }
 
-impl Protocol for Memcache {
+impl TypedProtocol for Memcache {
+    type Rules = RuleSet;
+    const TRACE_FIELDS: &'static [&'static str] = &["command", "key", "keys"];
+
     fn name(&self) -> &'static str {
         "memcache"
     }
 
-    fn new_parser(&self, _meta: &ConnectionMeta) -> Box<dyn Parser> {
+    fn parser(&self, _meta: &ConnectionMeta) -> Box<dyn Parser> {
         Box::new(MemcacheParser::new(self.max_value))
     }
 
-    fn compile_rules(&self, rules: &[L7RuleMap]) -> Result<CompiledRules, RuleError> {
-        Ok(Arc::new(rules::compile(rules)?))
+    fn compile(&self, rules: &[L7RuleMap]) -> Result<RuleSet, RuleError> {
+        rules::compile(rules)
     }
 
     /// Traces `command=<name>` with `key=<key>` or `keys=<k1,k2,...>`.
-    fn trace(
-        &self,
-        rules: &(dyn Any + Send + Sync),
-        fields: &BTreeMap<String, String>,
-    ) -> Result<bool, String> {
-        let rules = rules
-            .downcast_ref::<RuleSet>()
-            .ok_or("not a memcache rule set")?;
-        if let Some(unknown) = fields
-            .keys()
-            .find(|k| !["command", "key", "keys"].contains(&k.as_str()))
-        {
-            return Err(format!(
-                "unknown memcache field {unknown:?} (expected command, key, keys)"
-            ));
-        }
-        let name = fields
-            .get("command")
-            .ok_or("memcache requests need command")?;
+    fn trace_request(&self, rules: &RuleSet, fields: &TraceFields<'_>) -> Result<bool, String> {
+        let name = fields.require("command")?;
         let command =
             Command::from_name(name).ok_or_else(|| format!("unknown memcache command {name:?}"))?;
         let keys: Vec<&[u8]> = fields

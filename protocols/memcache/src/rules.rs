@@ -206,15 +206,7 @@ mod tests {
     }
 
     fn compile(maps: &[&[(&str, &str)]]) -> Result<RuleSet, String> {
-        let maps: Vec<L7RuleMap> = maps
-            .iter()
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect()
-            })
-            .collect();
-        super::compile(&maps).map_err(|e| e.to_string())
+        super::compile(&axoneme_testkit::rule_maps(maps)).map_err(|e| e.to_string())
     }
 
     fn matches<'k>(

@@ -7,8 +7,8 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use axoneme_r2d2::{Command, R2d2, Request, RuleSet};
-use axoneme_sdk::{L7RuleMap, Protocol};
+use axoneme_r2d2::{Command, R2d2, Request};
+use axoneme_sdk::{L7RuleMap, TypedProtocol};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 
 const SIZES: [usize; 3] = [10, 1_000, 100_000];
@@ -55,12 +55,11 @@ fn checks(c: &mut Criterion) {
         for &size in axoneme_testkit::bench_sizes(&SIZES) {
             let maps: Vec<L7RuleMap> = (0..size).map(|i| map(kind, i)).collect();
             let started = Instant::now();
-            let compiled = R2d2.compile_rules(&maps).unwrap();
+            let rules = R2d2.compile(&maps).unwrap();
             eprintln!(
                 "{kind} x {size}: compiled in {:.1} ms",
                 started.elapsed().as_secs_f64() * 1e3
             );
-            let rules = compiled.downcast_ref::<RuleSet>().unwrap();
             let hit = allowed_file(kind, size / 2);
             let miss = "/secret/plans.log";
             assert!(rules.allows(&read(&hit)));

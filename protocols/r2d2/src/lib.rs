@@ -9,11 +9,7 @@ mod parser;
 mod request;
 mod rules;
 
-use std::any::Any;
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
-use axoneme_sdk::{CompiledRules, ConnectionMeta, L7RuleMap, Parser, Protocol, RuleError};
+use axoneme_sdk::{ConnectionMeta, L7RuleMap, Parser, RuleError, TraceFields, TypedProtocol};
 
 pub use parser::{R2d2Parser, DENIAL, MAX_LINE, MAX_PENDING_RUNS};
 pub use request::{Command, Request};
@@ -23,40 +19,28 @@ pub use rules::RuleSet;
 #[derive(Debug, Default, Clone, Copy)]
 pub struct R2d2;
 
-impl Protocol for R2d2 {
+impl TypedProtocol for R2d2 {
+    type Rules = RuleSet;
+    const TRACE_FIELDS: &'static [&'static str] = &["cmd", "file"];
+
     fn name(&self) -> &'static str {
         "r2d2"
     }
 
-    fn new_parser(&self, _meta: &ConnectionMeta) -> Box<dyn Parser> {
+    fn parser(&self, _meta: &ConnectionMeta) -> Box<dyn Parser> {
         Box::<R2d2Parser>::default()
     }
 
-    fn compile_rules(&self, rules: &[L7RuleMap]) -> Result<CompiledRules, RuleError> {
-        Ok(Arc::new(rules::compile(rules)?))
+    fn compile(&self, rules: &[L7RuleMap]) -> Result<RuleSet, RuleError> {
+        rules::compile(rules)
     }
 
-    fn trace(
-        &self,
-        rules: &(dyn Any + Send + Sync),
-        fields: &BTreeMap<String, String>,
-    ) -> Result<bool, String> {
-        let rules = rules
-            .downcast_ref::<RuleSet>()
-            .ok_or("not an r2d2 rule set")?;
-        if let Some(unknown) = fields
-            .keys()
-            .find(|k| !["cmd", "file"].contains(&k.as_str()))
-        {
-            return Err(format!(
-                "unknown r2d2 field {unknown:?} (expected cmd, file)"
-            ));
-        }
-        let cmd = fields.get("cmd").ok_or("r2d2 requests need cmd")?;
+    /// Traces `cmd=<command>` with `file=<name>`.
+    fn trace_request(&self, rules: &RuleSet, fields: &TraceFields<'_>) -> Result<bool, String> {
+        let cmd = fields.require("cmd")?;
         let command = Command::from_name(cmd.as_bytes())
             .ok_or_else(|| format!("unknown r2d2 command {cmd:?}"))?;
-        let file = fields.get("file").map(String::as_bytes);
-        let request = Request { command, file };
-        Ok(rules.allows(&request))
+        let file = fields.get("file").map(str::as_bytes);
+        Ok(rules.allows(&Request { command, file }))
     }
 }

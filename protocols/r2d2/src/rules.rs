@@ -149,11 +149,8 @@ mod tests {
         rules.allows(request)
     }
 
-    fn map(pairs: &[(&str, &str)]) -> L7RuleMap {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+    fn compile(maps: &[&[(&str, &str)]]) -> Result<RuleSet, RuleError> {
+        super::compile(&axoneme_testkit::rule_maps(maps))
     }
 
     fn read(file: &[u8]) -> Request<'_> {
@@ -165,7 +162,7 @@ mod tests {
 
     #[test]
     fn command_and_anchored_file_regex() {
-        let rules = compile(&[map(&[("cmd", "READ"), ("file", "/public/.*")])]).unwrap();
+        let rules = compile(&[&[("cmd", "READ"), ("file", "/public/.*")]]).unwrap();
         assert!(matches(&rules, &read(b"/public/plans")));
         assert!(
             !matches(&rules, &read(b"/secret/public/plans")),
@@ -189,7 +186,7 @@ mod tests {
 
     #[test]
     fn an_empty_map_allows_everything_and_maps_add_up() {
-        let rules = compile(&[map(&[("cmd", "HALT")]), map(&[("file", "a")])]).unwrap();
+        let rules = compile(&[&[("cmd", "HALT")], &[("file", "a")]]).unwrap();
         assert!(matches(
             &rules,
             &Request {
@@ -212,7 +209,7 @@ mod tests {
             }
         ));
         assert!(matches(
-            &compile(&[map(&[])]).unwrap(),
+            &compile(&[&[]]).unwrap(),
             &Request {
                 command: Command::Reset,
                 file: None
@@ -222,7 +219,7 @@ mod tests {
 
     #[test]
     fn empty_values_are_no_constraint() {
-        let reads = compile(&[map(&[("cmd", "READ"), ("file", "")])]).unwrap();
+        let reads = compile(&[&[("cmd", "READ"), ("file", "")]]).unwrap();
         assert!(matches(&reads, &read(b"/secret/plans")));
         assert!(!matches(
             &reads,
@@ -231,20 +228,19 @@ mod tests {
                 file: Some(b"/x")
             }
         ));
-        let halt = compile(&[map(&[("cmd", "HALT"), ("file", "")])]).unwrap();
+        let halt = compile(&[&[("cmd", "HALT"), ("file", "")]]).unwrap();
         let halt_request = Request {
             command: Command::Halt,
             file: None,
         };
         assert!(matches(&halt, &halt_request));
-        let anything = compile(&[map(&[("cmd", ""), ("file", "")])]).unwrap();
+        let anything = compile(&[&[("cmd", ""), ("file", "")]]).unwrap();
         assert!(matches(&anything, &halt_request));
     }
 
     #[test]
     fn bad_rules_say_which_key_and_why() {
-        let err =
-            |pairs: &[(&str, &str)]| compile(&[map(&[]), map(pairs)]).unwrap_err().to_string();
+        let err = |pairs: &[(&str, &str)]| compile(&[&[], pairs]).unwrap_err().to_string();
         assert_eq!(
             err(&[("cmd", "READ"), ("path", "x")]),
             "l7[1].path: unknown key (expected one of: cmd, file)"

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use axoneme_policy::{parse_policies, ConnectionVerdict, EndpointSpec, PortPolicy, Snapshot};
 use axoneme_sdk::{
-    reject_unknown_keys, CompiledRules, ConnectionMeta, Context, Direction, Flow, Input, L7RuleMap,
-    Op, Parser, Protocol, Registry, RequestPolicy, RuleError,
+    reject_unknown_keys, typed, ConnectionMeta, Context, Direction, Flow, Input, L7RuleMap, Op,
+    Parser, Registry, RequestPolicy, RuleError, TypedProtocol,
 };
 
 /// The compiled rules of the test protocol: per map, the command it allows (`None`: any).
@@ -35,16 +35,19 @@ impl Parser for NopParser {
 /// A protocol whose rules have one key, `cmd`, matched exactly; the value `bad` is rejected.
 pub struct TestProtocol(pub &'static str);
 
-impl Protocol for TestProtocol {
+impl TypedProtocol for TestProtocol {
+    type Rules = TestRules;
+    const TRACE_FIELDS: &'static [&'static str] = &[];
+
     fn name(&self) -> &'static str {
         self.0
     }
 
-    fn new_parser(&self, _: &ConnectionMeta) -> Box<dyn Parser> {
+    fn parser(&self, _: &ConnectionMeta) -> Box<dyn Parser> {
         Box::new(NopParser)
     }
 
-    fn compile_rules(&self, rules: &[L7RuleMap]) -> Result<CompiledRules, RuleError> {
+    fn compile(&self, rules: &[L7RuleMap]) -> Result<TestRules, RuleError> {
         let mut cmds = Vec::new();
         for (index, rule) in rules.iter().enumerate() {
             reject_unknown_keys(index, rule, &["cmd"])?;
@@ -55,7 +58,7 @@ impl Protocol for TestProtocol {
                 cmd => cmds.push(cmd.cloned()),
             }
         }
-        Ok(Arc::new(TestRules(cmds)))
+        Ok(TestRules(cmds))
     }
 }
 
@@ -146,11 +149,7 @@ pub fn egress(snap: &Snapshot, endpoint: &str, remote: &str, port: u16) -> Strin
 /// The verdict of `policy` on a request with command `cmd`: `allow:<policy>` or
 /// `deny:<policy>`.
 pub fn request(policy: &PortPolicy, cmd: &str) -> String {
-    let verdict = policy.check(&mut |rules| {
-        rules
-            .downcast_ref::<TestRules>()
-            .is_some_and(|r| r.allows(cmd))
-    });
+    let verdict = policy.check(&mut typed(|rules: &TestRules| rules.allows(cmd)));
     let word = if verdict.allowed { "allow" } else { "deny" };
     format!("{word}:{}", verdict.policy_name)
 }
