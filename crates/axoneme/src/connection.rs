@@ -16,17 +16,16 @@ use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
 use axoneme_datapath::{Connection, ConnectionError, Env, Limits};
-use axoneme_policy::{ConnectionVerdict, Snapshot};
-use axoneme_sdk::{
-    AccessLog, ConnectionMeta, Direction, EntryType, Field, Flow, LogEntry, Protocol,
-};
+use axoneme_policy::Snapshot;
+use axoneme_sdk::{AccessLog, ConnectionMeta, Direction, EntryType, Field, Flow, LogEntry};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::TimeoutsConfig;
-use crate::guards::{Guard, Guarded, RequestChecks};
+use crate::decision::{decide, Decision, Outcome};
+use crate::guards::RequestChecks;
 use crate::metrics::{Metrics, ProtocolMetrics, SocketError, Timeout};
 use crate::outbox::{OutBuf, Outbox};
 use crate::overload::{Overload, Registered};
@@ -102,18 +101,6 @@ pub(crate) struct Ends {
     pub upstream: SocketAddr,
 }
 
-/// How a connection will be handled.
-enum Plan {
-    /// Refused by the policy of the guarded end in `by`.
-    Refuse {
-        by: Direction,
-        policy_name: String,
-        reason: String,
-    },
-    Forward,
-    Parse(Arc<dyn Protocol>),
-}
-
 /// Serves one accepted connection until both sides are done, an error closes it, or `closing`
 /// says its drain time is over.
 pub(crate) async fn serve(
@@ -127,35 +114,21 @@ pub(crate) async fn serve(
     metrics.connections_total.fetch_add(1, Ordering::Relaxed);
     let snapshot = shared.state.snapshot();
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    let guarded = match Guarded::of(&route, &snapshot, ends) {
-        Ok(guarded) => guarded,
-        Err(reason) => {
-            let nobody = Guard {
-                endpoint: Arc::from(""),
-                direction: route.direction,
-            };
-            let meta = connection_meta(&snapshot, &route, &nobody, ends, id);
-            refused(&shared, &route, &meta, "", &reason);
-            return;
-        }
-    };
-    let meta = connection_meta(&snapshot, &route, &guarded.own, ends, id);
-    let other_meta = guarded
-        .other
-        .as_ref()
-        .map(|other| connection_meta(&snapshot, &route, other, ends, id));
-    let chosen = plan(&route, &guarded, &snapshot, ends, &shared.state);
-    if let Plan::Refuse {
-        by,
+    let registry = shared.state.registry();
+    let decision = decide(&snapshot, registry, &route, ends, id);
+    if let Outcome::Refuse {
         policy_name,
         reason,
-    } = &chosen
+        ..
+    } = &decision.outcome
     {
-        let by_meta = other_meta
-            .as_ref()
-            .filter(|other| other.direction == *by)
-            .unwrap_or(&meta);
-        refused(&shared, &route, by_meta, policy_name, reason);
+        refused(
+            &shared,
+            &route,
+            decision.refusing_meta(),
+            policy_name,
+            reason,
+        );
         return;
     }
     let Some(upstream) = connect_upstream(id, &route, ends, &shared).await else {
@@ -163,8 +136,10 @@ pub(crate) async fn serve(
     };
     metrics.connections_active.fetch_add(1, Ordering::Relaxed);
     let _ = client.set_nodelay(true);
-    let result = match chosen {
-        Plan::Parse(protocol) => {
+    let other_meta = decision.other_meta().cloned();
+    let Decision { meta, outcome, .. } = decision;
+    let result = match outcome {
+        Outcome::Parse(protocol) => {
             let parser = protocol.new_parser(&meta);
             let protocol_metrics = metrics.protocol(protocol.name());
             let checks = RequestChecks::new(
@@ -189,10 +164,10 @@ pub(crate) async fn serve(
             let port = ends.upstream.port();
             let still_plain = || {
                 let snapshot = shared.state.snapshot();
-                match plan(&route, &guarded, &snapshot, ends, &shared.state) {
-                    Plan::Forward => None,
-                    Plan::Refuse { reason, .. } => Some(reason),
-                    Plan::Parse(protocol) => {
+                match decide(&snapshot, registry, &route, ends, id).outcome {
+                    Outcome::Forward => None,
+                    Outcome::Refuse { reason, .. } => Some(reason),
+                    Outcome::Parse(protocol) => {
                         Some(format!("port {port} now has {} rules", protocol.name()))
                     }
                 }
@@ -320,117 +295,6 @@ async fn connect_upstream(
         Err(_) => {
             timed_out(shared, route, ends, id, Timeout::UpstreamConnect);
             None
-        }
-    }
-}
-
-fn connection_meta(
-    snapshot: &Snapshot,
-    route: &Route,
-    guard: &Guard,
-    ends: Ends,
-    id: u64,
-) -> ConnectionMeta {
-    let guarded = snapshot
-        .endpoint(&guard.endpoint)
-        .map(|e| e.identity.clone());
-    let identity = |addr: SocketAddr| snapshot.identity_of(addr.ip()).clone();
-    let (source, destination) = match guard.direction {
-        Direction::Ingress => (
-            identity(ends.client),
-            guarded.unwrap_or_else(|| identity(ends.upstream)),
-        ),
-        Direction::Egress => (
-            guarded.unwrap_or_else(|| identity(ends.client)),
-            identity(ends.upstream),
-        ),
-    };
-    ConnectionMeta {
-        id,
-        listener: Arc::clone(&route.listener),
-        endpoint: Arc::clone(&guard.endpoint),
-        direction: guard.direction,
-        source: ends.client,
-        destination: ends.upstream,
-        source_identity: source.id,
-        destination_identity: destination.id,
-        source_labels: source.labels,
-        destination_labels: destination.labels,
-    }
-}
-
-/// How to handle a connection between `ends`: refused if any guarded end refuses it (the first
-/// in the order a request meets them), parsed if any end's policy or the listener asks for a
-/// protocol (one protocol for all of them), else forwarded as plain bytes.
-fn plan(route: &Route, guarded: &Guarded, snapshot: &Snapshot, ends: Ends, state: &State) -> Plan {
-    let port = ends.upstream.port();
-    let mut chosen = Plan::Forward;
-    for guard in guarded.in_order() {
-        let by = guard.direction;
-        match (plan_end(route, guard.decide(snapshot, ends), by, port, state), &chosen) {
-            (refuse @ Plan::Refuse { .. }, _) => return refuse,
-            (Plan::Parse(protocol), Plan::Parse(before)) if protocol.name() != before.name() => {
-                return Plan::Refuse {
-                    by,
-                    policy_name: String::new(),
-                    reason: format!(
-                        "the client's egress policy requires l7proto {:?} and the server's ingress policy {:?} on port {port}",
-                        before.name(),
-                        protocol.name()
-                    ),
-                }
-            }
-            (Plan::Parse(protocol), _) => chosen = Plan::Parse(protocol),
-            (Plan::Forward, _) => {}
-        }
-    }
-    chosen
-}
-
-/// How one guarded end's `verdict` (in direction `by`) would have the connection handled.
-fn plan_end(
-    route: &Route,
-    verdict: ConnectionVerdict,
-    by: Direction,
-    port: u16,
-    state: &State,
-) -> Plan {
-    let by_name = |name: &str| match state.registry().get(name) {
-        Some(protocol) => Plan::Parse(Arc::clone(protocol)),
-        None => Plan::Refuse {
-            by,
-            policy_name: String::new(),
-            reason: format!("no parser for l7proto {name:?}"),
-        },
-    };
-    match verdict {
-        ConnectionVerdict::Refused {
-            policy_name,
-            reason,
-        } => Plan::Refuse {
-            by,
-            policy_name,
-            reason,
-        },
-        ConnectionVerdict::Unrestricted | ConnectionVerdict::Allowed { l7: None, .. } => {
-            match &route.l7proto {
-                Some(name) => by_name(name),
-                None => Plan::Forward,
-            }
-        }
-        ConnectionVerdict::Allowed {
-            policy_name,
-            l7: Some(port_policy),
-        } => {
-            let required = port_policy.proto().unwrap_or_default();
-            match &route.l7proto {
-                Some(name) if name != required => Plan::Refuse {
-                    by,
-                    policy_name,
-                    reason: format!("listener parses {name:?} but policy requires l7proto {required:?} on port {port}"),
-                },
-                _ => by_name(required),
-            }
         }
     }
 }

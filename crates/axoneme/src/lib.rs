@@ -14,6 +14,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 mod connection;
+mod decision;
 mod guards;
 mod http_server;
 mod listener;
