@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -31,8 +31,11 @@ use serde_json::{json, Value};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::config::ListenerConfig;
+use crate::config::{direction_name, ListenerConfig};
+use crate::connection::{Ends, Guards, Route};
+use crate::decision::{decide, Outcome};
 use crate::monitor::Filter;
+use crate::sockets::UpstreamOptions;
 use crate::state::{PolicyText, State, StateError};
 use crate::throttle::throttled_warn;
 use crate::{Agent, ListenerError, RedirectError};
@@ -683,6 +686,11 @@ struct TraceRequest {
     /// L7 fields of a request, e.g. `{"command": "get", "key": "a"}`.
     #[serde(default)]
     l7: BTreeMap<String, String>,
+    /// The listener the connection would arrive on: its `l7proto` and what it guards count. A
+    /// listener that guards `endpoint` in the traced direction and parses nothing unless policy
+    /// says so, when absent.
+    #[serde(default)]
+    listener: Option<String>,
 }
 
 async fn trace(Shared(agent): Shared<Arc<Agent>>, body: Bytes) -> Result<Json<Value>> {
@@ -710,6 +718,47 @@ async fn trace(Shared(agent): Shared<Arc<Agent>>, body: Bytes) -> Result<Json<Va
     } else {
         Direction::Ingress
     };
+    let route = match &request.listener {
+        Some(name) => {
+            let route = agent
+                .listener_route(name)
+                .ok_or_else(|| ListenerError::NotFound(name.clone()))?;
+            if route.direction != direction {
+                return Err(bad_request(format!(
+                    "listener {name:?} guards {} connections; trace with egress: {}",
+                    direction_name::name(route.direction),
+                    route.direction == Direction::Egress
+                )));
+            }
+            route
+        }
+        None => Route {
+            listener: "trace".into(),
+            guards: Guards::Endpoint(request.endpoint.as_str().into()),
+            direction,
+            l7proto: None,
+            upstream: UpstreamOptions::default(),
+        },
+    };
+    let Some(&own_address) = snapshot
+        .endpoint(&request.endpoint)
+        .and_then(|e| e.ips.first())
+    else {
+        return Err(bad_request(format!(
+            "endpoint {:?} has no address to trace from",
+            request.endpoint
+        )));
+    };
+    let ends = match direction {
+        Direction::Ingress => Ends {
+            client: SocketAddr::new(remote, 0),
+            upstream: SocketAddr::new(own_address, request.port),
+        },
+        Direction::Egress => Ends {
+            client: SocketAddr::new(own_address, 0),
+            upstream: SocketAddr::new(remote, request.port),
+        },
+    };
     let remote_identity = snapshot.identity_of(remote).clone();
     let answer = |allowed: bool, stage: &str, policy: &str, reason: String| {
         Json(json!({
@@ -721,57 +770,74 @@ async fn trace(Shared(agent): Shared<Arc<Agent>>, body: Bytes) -> Result<Json<Va
             "remote_labels": remote_identity.labels.to_vec(),
         }))
     };
-    let port_policy =
-        match snapshot.decide_connection(&request.endpoint, direction, remote, request.port) {
-            ConnectionVerdict::Refused {
-                policy_name,
-                reason,
-            } => return Ok(answer(false, "l3l4", &policy_name, reason)),
-            ConnectionVerdict::Unrestricted => {
-                return Ok(answer(
+    let decision = decide(&snapshot, state.registry(), &route, ends, 0);
+    let protocol = match decision.outcome {
+        Outcome::Refuse {
+            policy_name,
+            reason,
+            ..
+        } => return Ok(answer(false, "l3l4", &policy_name, reason)),
+        Outcome::Forward => {
+            let own = decision
+                .ends
+                .iter()
+                .find(|end| end.guard.direction == direction);
+            return Ok(match own.map(|end| &end.verdict) {
+                Some(ConnectionVerdict::Allowed { policy_name, .. }) => answer(
+                    true,
+                    "l3l4",
+                    policy_name,
+                    "allowed at L3/L4; the port has no L7 rules".into(),
+                ),
+                _ => answer(
                     true,
                     "l3l4",
                     "",
                     "no policy selects the endpoint in this direction".into(),
-                ))
-            }
-            ConnectionVerdict::Allowed {
-                policy_name,
-                l7: None,
-            } => {
-                return Ok(answer(
-                    true,
-                    "l3l4",
-                    &policy_name,
-                    "allowed at L3/L4; the port has no L7 rules".into(),
-                ))
-            }
-            ConnectionVerdict::Allowed {
-                l7: Some(port_policy),
-                ..
-            } => port_policy,
-        };
-    let proto = port_policy.proto().unwrap_or_default().to_owned();
-    let protocol = state
-        .registry()
-        .get(&proto)
-        .ok_or_else(|| bad_request(format!("unknown l7proto {proto:?}")))?;
-    let mut failure = None;
-    let verdict = port_policy.check(&mut |rules| match protocol.trace(rules, &request.l7) {
-        Ok(matched) => matched,
-        Err(error) => {
-            failure.get_or_insert(error);
-            false
+                ),
+            });
         }
-    });
-    if let Some(error) = failure {
-        return Err(bad_request(format!("l7: {error}")));
-    }
-    let reason = match verdict.allowed {
-        true => format!("{proto} request allowed"),
-        false => format!("no {proto} rule allows this request"),
+        Outcome::Parse(protocol) => protocol,
     };
-    Ok(answer(verdict.allowed, "l7", verdict.policy_name, reason))
+    // Every end whose policy has L7 rules on the port checks the request, in the order the
+    // request meets them, as on a parsed connection; an end without them allows it.
+    let proto = protocol.name();
+    let mut allowed_by = "";
+    for end in &decision.ends {
+        let ConnectionVerdict::Allowed {
+            l7: Some(port_policy),
+            ..
+        } = &end.verdict
+        else {
+            continue;
+        };
+        let mut failure = None;
+        let verdict = port_policy.check(&mut |rules| match protocol.trace(rules, &request.l7) {
+            Ok(matched) => matched,
+            Err(error) => {
+                failure.get_or_insert(error);
+                false
+            }
+        });
+        if let Some(error) = failure {
+            return Err(bad_request(format!("l7: {error}")));
+        }
+        if !verdict.allowed {
+            let reason = format!(
+                "no {proto} rule of {}'s {} policy allows this request",
+                end.guard.endpoint,
+                direction_name::name(end.guard.direction)
+            );
+            return Ok(answer(false, "l7", "", reason));
+        }
+        allowed_by = verdict.policy_name;
+    }
+    Ok(answer(
+        true,
+        "l7",
+        allowed_by,
+        format!("{proto} request allowed"),
+    ))
 }
 
 #[cfg(test)]

@@ -131,6 +131,9 @@ pub enum PolicyCommand {
         /// Trace the endpoint's egress instead of its ingress.
         #[arg(long)]
         egress: bool,
+        /// The listener the connection arrives on (its l7proto and what it guards count).
+        #[arg(long)]
+        listener: Option<String>,
         /// L7 fields of the request, e.g. command=get key=alliance/fleet/x.
         fields: Vec<String>,
     },
@@ -484,9 +487,13 @@ async fn policy(client: &Client, command: PolicyCommand, json_out: bool) -> anyh
             endpoint,
             port,
             egress,
+            listener,
             fields,
         } => {
             let mut body = json!({ "endpoint": endpoint, "port": port, "egress": egress, "l7": key_values(&fields, "field")? });
+            if let Some(listener) = listener {
+                body["listener"] = json!(listener);
+            }
             match (src_address, src_labels.is_empty()) {
                 (Some(address), _) => body["address"] = json!(address),
                 (None, false) => body["labels"] = json!(key_values(&src_labels, "label")?),

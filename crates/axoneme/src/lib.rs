@@ -329,6 +329,29 @@ impl Agent {
         self.lock_listeners().get(listener).map(|l| l.address)
     }
 
+    /// What listener `config` tells its connections.
+    fn route_of(&self, config: &ListenerConfig) -> Route {
+        Route {
+            listener: config.name.as_str().into(),
+            guards: match &config.endpoint {
+                Some(endpoint) => Guards::Endpoint(endpoint.as_str().into()),
+                None => Guards::ByAddress,
+            },
+            direction: config.direction,
+            l7proto: config.l7proto.clone(),
+            upstream: UpstreamOptions {
+                mark: config.mode.is_transparent().then_some(self.redirect.mark),
+                keep_client_address: config.keep_client_address,
+            },
+        }
+    }
+
+    /// What the running listener `name` tells its connections.
+    pub(crate) fn listener_route(&self, name: &str) -> Option<Route> {
+        let config = self.lock_listeners().get(name)?.config.clone();
+        Some(self.route_of(&config))
+    }
+
     /// The running listeners.
     pub fn listeners(&self) -> Vec<ListenerStatus> {
         self.lock_listeners()
@@ -379,20 +402,7 @@ impl Agent {
         let socket = listener::bind(&config.name, config.listen, config.mode)?;
         self.stop_listener(&config.name);
         let address = socket.local_addr()?;
-        let transparent = config.mode.is_transparent();
-        let route = Arc::new(Route {
-            listener: config.name.as_str().into(),
-            guards: match &config.endpoint {
-                Some(endpoint) => Guards::Endpoint(endpoint.as_str().into()),
-                None => Guards::ByAddress,
-            },
-            direction: config.direction,
-            l7proto: config.l7proto.clone(),
-            upstream: UpstreamOptions {
-                mark: transparent.then_some(self.redirect.mark),
-                keep_client_address: config.keep_client_address,
-            },
-        });
+        let route = Arc::new(self.route_of(&config));
         let destination = match config.upstream {
             Some(upstream) => Destination::Upstream(upstream),
             None => Destination::Original(config.mode),
