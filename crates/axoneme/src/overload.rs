@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::Notify;
 
 use crate::metrics::{LimitHit, Metrics};
+use crate::sockets;
 use crate::throttle::{throttled_warn, Throttle};
 
 /// Share of the budget at which listeners stop accepting.
@@ -222,26 +223,7 @@ const RESERVED_FILES: u64 = 64;
 /// files each, after raising the limit to its hard maximum (as a server expecting many
 /// connections should).
 pub(crate) fn max_connections_by_file_limit() -> usize {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
-    let files = unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return 1024;
-        }
-        if limit.rlim_cur < limit.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: limit.rlim_max,
-                rlim_max: limit.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                limit.rlim_cur = limit.rlim_max;
-            }
-        }
-        limit.rlim_cur
-    };
+    let files = sockets::raise_open_file_limit().unwrap_or(1024);
     let connections = files.saturating_sub(RESERVED_FILES) / 2;
     usize::try_from(connections).unwrap_or(usize::MAX).max(1)
 }

@@ -1,7 +1,8 @@
 //! The socket options of transparent proxying: accepting connections addressed to others
 //! (IP_TRANSPARENT), marking the proxy's own upstream connections (SO_MARK), connecting from
 //! the client's address, and reading a redirected connection's original destination
-//! (SO_ORIGINAL_DST, IP6T_SO_ORIGINAL_DST).
+//! (SO_ORIGINAL_DST, IP6T_SO_ORIGINAL_DST); and the open-file limit that bounds how many sockets
+//! the agent may hold.
 //!
 //! Every `unsafe` call of the crate is here, each with what makes it sound.
 
@@ -159,4 +160,28 @@ fn get<T>(
         0 => Ok(()),
         _ => Err(io::Error::last_os_error()),
     }
+}
+
+/// Raises the soft open-file limit to the hard one; the soft limit now, or `None` when it cannot
+/// be read.
+pub(crate) fn raise_open_file_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct passed, which lives across the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return None;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit only reads the struct passed, which lives across the call.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit.rlim_cur = limit.rlim_max;
+        }
+    }
+    Some(limit.rlim_cur)
 }
