@@ -239,27 +239,16 @@ fn connection_meta(
 
 #[cfg(test)]
 mod tests {
-    use axoneme_policy::{parse_policies, EndpointSpec};
-
     use super::*;
     use crate::builtin_protocols;
     use crate::config::ProtocolsConfig;
     use crate::connection::Guards;
-    use crate::sockets::UpstreamOptions;
+    use crate::testing::{endpoint, ends, route, snapshot as snapshot_of};
 
     const LUKE: &str = "10.0.0.1:40000";
     const CACHE: &str = "10.0.0.2:11211";
     const DB: &str = "10.0.0.3:9042";
     const WORLD: &str = "192.0.2.9:40000";
-
-    fn endpoint(name: &str, ip: &str) -> EndpointSpec {
-        EndpointSpec {
-            name: name.into(),
-            ips: vec![ip.parse().unwrap()],
-            labels: [("app".to_owned(), name.to_owned())].into(),
-            namespace: None,
-        }
-    }
 
     fn policy(name: &str, app: &str, direction: &str, port: u16, rules: &str) -> String {
         format!(
@@ -271,31 +260,14 @@ mod tests {
 
     /// luke, cache and db as endpoints, under the policies given (YAML documents).
     fn snapshot(policies: &[String]) -> Snapshot {
-        Snapshot::build(
-            parse_policies("policy.yaml", &policies.join("---\n")).unwrap(),
+        snapshot_of(
+            &policies.join("---\n"),
             &[
                 endpoint("luke", "10.0.0.1"),
                 endpoint("cache", "10.0.0.2"),
                 endpoint("db", "10.0.0.3"),
             ],
-            &[],
-            &builtin_protocols(&ProtocolsConfig::default()),
-            None,
         )
-        .unwrap()
-    }
-
-    fn route(guards: Guards, direction: Direction, l7proto: Option<&str>) -> Route {
-        Route {
-            listener: "listener".into(),
-            guards,
-            direction,
-            l7proto: l7proto.map(str::to_owned),
-            upstream: UpstreamOptions {
-                mark: None,
-                keep_client_address: false,
-            },
-        }
     }
 
     fn sidecar(endpoint: &str, l7proto: Option<&str>) -> Route {
@@ -309,12 +281,8 @@ mod tests {
     /// The outcome in short: `forward`, `parse <protocol>`, or `refuse <direction> <policy>:
     /// <reason>`.
     fn outcome(snapshot: &Snapshot, route: &Route, client: &str, upstream: &str) -> String {
-        let ends = Ends {
-            client: client.parse().unwrap(),
-            upstream: upstream.parse().unwrap(),
-        };
         let registry = builtin_protocols(&ProtocolsConfig::default());
-        match decide(snapshot, &registry, route, ends, 7).outcome {
+        match decide(snapshot, &registry, route, ends(client, upstream), 7).outcome {
             Outcome::Forward => "forward".into(),
             Outcome::Parse(protocol) => format!("parse {}", protocol.name()),
             Outcome::Refuse {
@@ -396,12 +364,8 @@ mod tests {
         );
         assert_eq!(outcome(&snapshot, &egress, LUKE, DB), "forward");
 
-        let ends = Ends {
-            client: LUKE.parse().unwrap(),
-            upstream: CACHE.parse().unwrap(),
-        };
         let registry = builtin_protocols(&ProtocolsConfig::default());
-        let decision = decide(&snapshot, &registry, &ingress, ends, 7);
+        let decision = decide(&snapshot, &registry, &ingress, ends(LUKE, CACHE), 7);
         let decided: Vec<_> = decision
             .ends
             .iter()

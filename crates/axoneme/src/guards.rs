@@ -292,25 +292,12 @@ impl AccessLog for RequestChecks<'_> {
 
 #[cfg(test)]
 mod tests {
-    use axoneme_policy::{parse_policies, EndpointSpec};
-
     use super::*;
-    use crate::builtin_protocols;
-    use crate::config::ProtocolsConfig;
-    use crate::sockets::UpstreamOptions;
+    use crate::testing::{self, endpoint, ends, snapshot as snapshot_of};
 
     const LUKE: &str = "10.0.0.1:40000";
     const CACHE: &str = "10.0.0.2:11211";
     const WORLD: &str = "192.0.2.9:40000";
-
-    fn endpoint(name: &str, ip: &str) -> EndpointSpec {
-        EndpointSpec {
-            name: name.into(),
-            ips: vec![ip.parse().unwrap()],
-            labels: [("app".to_owned(), name.to_owned())].into(),
-            namespace: None,
-        }
-    }
 
     /// luke's egress and cache's ingress on 11211, each with the `l7` list given.
     fn snapshot(egress_l7: &str, ingress_l7: &str) -> Snapshot {
@@ -319,34 +306,14 @@ mod tests {
              ---\n\
              apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {{name: cache-in}}\nspec:\n  endpointSelector: {{matchLabels: {{app: cache}}}}\n  ingress: [{{toPorts: [{{ports: [{{port: '11211'}}], rules: {{l7proto: memcache, l7: {ingress_l7}}}}}]}}]\n"
         );
-        Snapshot::build(
-            parse_policies("policy.yaml", &text).unwrap(),
+        snapshot_of(
+            &text,
             &[endpoint("luke", "10.0.0.1"), endpoint("cache", "10.0.0.2")],
-            &[],
-            &builtin_protocols(&ProtocolsConfig::default()),
-            None,
         )
-        .unwrap()
     }
 
     fn route(guards: Guards, direction: Direction) -> Route {
-        Route {
-            listener: "node".into(),
-            guards,
-            direction,
-            l7proto: None,
-            upstream: UpstreamOptions {
-                mark: None,
-                keep_client_address: false,
-            },
-        }
-    }
-
-    fn ends(client: &str, upstream: &str) -> Ends {
-        Ends {
-            client: client.parse().unwrap(),
-            upstream: upstream.parse().unwrap(),
-        }
+        testing::route(guards, direction, None)
     }
 
     fn names(guarded: &Guarded) -> Vec<(String, Direction)> {
@@ -477,14 +444,10 @@ mod tests {
     #[test]
     fn an_end_that_enforces_nothing_neither_decides_nor_logs() {
         let text = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: cache-in}\nspec:\n  endpointSelector: {matchLabels: {app: cache}}\n  ingress: [{toPorts: [{ports: [{port: '11211'}], rules: {l7proto: memcache, l7: [{command: get}]}}]}]\n";
-        let snapshot = Snapshot::build(
-            parse_policies("policy.yaml", text).unwrap(),
+        let snapshot = snapshot_of(
+            text,
             &[endpoint("luke", "10.0.0.1"), endpoint("cache", "10.0.0.2")],
-            &[],
-            &builtin_protocols(&ProtocolsConfig::default()),
-            None,
-        )
-        .unwrap();
+        );
         assert_eq!(
             request(&snapshot, true),
             (true, vec!["Request cache ingress cache-in".into()])

@@ -25,6 +25,8 @@ mod overload;
 pub mod redirect;
 mod sockets;
 pub mod state;
+#[cfg(test)]
+mod testing;
 mod throttle;
 pub mod watch;
 mod workers;

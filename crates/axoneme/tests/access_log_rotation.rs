@@ -8,9 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Output};
 use std::time::{Duration, Instant};
 
-use common::{agent_cli, connect_from, free_port, request, spawn_agent, temp_dir, Upstream};
-
-const LUKE: &str = "127.0.0.21";
+use common::{agent_cli, connect_from, free_port, request, spawn_agent, temp_dir, Upstream, LUKE};
 
 /// A running agent whose access log is `access.log` in its directory.
 struct Running {

@@ -13,27 +13,11 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{agent_cli, connect_from, free_port, request, spawn_agent, temp_dir, Upstream};
+use common::{
+    agent_cli, connect_from, free_port, r2d2_policy, request, spawn_agent, temp_dir, Upstream, LUKE,
+};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const LUKE: &str = "127.0.0.21";
-
-fn policy(name: &str, port: u16, rules: &str) -> String {
-    format!(
-        r#"apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: {{name: {name}}}
-spec:
-  endpointSelector: {{matchLabels: {{app: r2d2}}}}
-  ingress:
-    - fromEndpoints: [{{matchLabels: {{app: luke}}}}]
-      toPorts:
-        - ports: [{{port: "{port}"}}]
-          rules: {{l7proto: r2d2, l7: [{rules}]}}
-"#
-    )
-}
 
 /// A running agent process and how to reach it.
 struct Running {
@@ -65,7 +49,7 @@ impl Running {
         let upstream_port = upstream.addr.port();
         std::fs::write(
             dir.join("policy.yaml"),
-            policy("base", upstream_port, "{cmd: HALT}"),
+            r2d2_policy("base", upstream_port, "{cmd: HALT}"),
         )
         .unwrap();
         std::fs::write(
@@ -211,7 +195,7 @@ async fn policy_import_get_delete_and_trace_apply_to_open_connections() {
 
     let writers = agent.write(
         "writers.yaml",
-        &policy("writers", agent.upstream_port, "{cmd: WRITE}"),
+        &r2d2_policy("writers", agent.upstream_port, "{cmd: WRITE}"),
     );
     let imported = agent.json(&["policy", "import", &writers]);
     assert_eq!(imported["revision"], 2);
@@ -282,7 +266,7 @@ async fn a_bad_policy_is_refused_with_its_reason_and_changes_nothing() {
     let agent = Running::start("cp-bad", &upstream).await;
     let bad = agent.write(
         "bad.yaml",
-        &policy("bad", agent.upstream_port, "{cmd: FLY}"),
+        &r2d2_policy("bad", agent.upstream_port, "{cmd: FLY}"),
     );
     let error = agent.fails(&["policy", "import", &bad]);
     assert!(
@@ -293,7 +277,7 @@ async fn a_bad_policy_is_refused_with_its_reason_and_changes_nothing() {
     assert!(error.contains("l7[0].cmd"), "{error}");
     let good = agent.write(
         "good.yaml",
-        &policy("good", agent.upstream_port, "{cmd: RESET}"),
+        &r2d2_policy("good", agent.upstream_port, "{cmd: RESET}"),
     );
     assert_eq!(
         agent.json(&["policy", "validate", &good])["revision"],
@@ -450,7 +434,7 @@ async fn monitor_metrics_and_a_watched_policy_file() {
 
     agent.write(
         "policy.yaml",
-        &policy("base", agent.upstream_port, "{cmd: HALT}, {cmd: RESET}"),
+        &r2d2_policy("base", agent.upstream_port, "{cmd: HALT}, {cmd: RESET}"),
     );
     let deadline = Instant::now() + Duration::from_secs(5);
     while request(&mut luke, "RESET\r\n").await != "OK RESET\r\n" {
@@ -702,7 +686,7 @@ async fn imports_name_their_files_and_warn_about_empty_values() {
     let agent = Running::start("cp-files", &upstream).await;
     let bad = agent.write(
         "bad.yaml",
-        &policy("bad", agent.upstream_port, "{cmd: FLY}"),
+        &r2d2_policy("bad", agent.upstream_port, "{cmd: FLY}"),
     );
     let error = agent.fails(&["policy", "validate", &bad]);
     assert!(
@@ -716,7 +700,7 @@ async fn imports_name_their_files_and_warn_about_empty_values() {
 
     let reads = agent.write(
         "reads.yaml",
-        &policy("reads", agent.upstream_port, "{cmd: READ, file: ''}"),
+        &r2d2_policy("reads", agent.upstream_port, "{cmd: READ, file: ''}"),
     );
     let output = agent.cli(&["policy", "import", &reads]);
     assert!(output.status.success());
@@ -874,7 +858,7 @@ async fn deeply_nested_policy_is_refused_at_once_without_holding_up_other_import
     let mappings = format!("{}{}", "{a: ".repeat(40_000), "}".repeat(40_000));
     let json = format!("{}1{}", "{\"a\":".repeat(30_000), "}".repeat(30_000));
     let files = serde_json::json!({"files": [{"source": "deep.json", "text": json}]}).to_string();
-    let good = put_policy(&policy("good", agent.upstream_port, "{cmd: WRITE}"));
+    let good = put_policy(&r2d2_policy("good", agent.upstream_port, "{cmd: WRITE}"));
     let hostile = [&sequences, &mappings, &files].map(|body| put_policy(body));
     let started = Instant::now();
     let (a, b, c, imported) = tokio::join!(
@@ -1056,7 +1040,7 @@ async fn a_deeply_nested_policy_file_is_refused_at_once_and_the_last_good_one_st
     assert_eq!(agent.revision(), 1, "the last good policy stays");
     let good = agent.write(
         "good.yaml",
-        &policy("good", agent.upstream_port, "{cmd: WRITE}"),
+        &r2d2_policy("good", agent.upstream_port, "{cmd: WRITE}"),
     );
     assert_eq!(agent.json(&["policy", "import", &good])["revision"], 2);
 }

@@ -11,11 +11,9 @@ use std::time::{Duration, Instant};
 
 use axoneme::builtin_protocols;
 use axoneme::metrics::{LimitHit, SocketError};
-use common::{connect_from, read_line, request, TestProxy, Upstream};
+use common::{connect_from, r2d2_policy, read_line, request, TestProxy, Upstream, LUKE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-const LUKE: &str = "127.0.0.21";
 
 /// A proxy parsing R2-D2 toward `upstream` on listener `r2d2`, with `limits` and the listener
 /// settings `listener` (YAML flow-mapping entries, may be empty).
@@ -31,23 +29,10 @@ limits: {limits}
 protocols: {{cassandra: {{maxFrameBytes: 8192}}}}
 "#
     );
-    let policy = format!(
-        r#"
-apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: {{name: r2d2-obeys-luke}}
-spec:
-  endpointSelector: {{matchLabels: {{app: r2d2}}}}
-  ingress:
-    - fromEndpoints: [{{matchLabels: {{app: luke}}}}]
-      toPorts:
-        - ports: [{{port: "{port}", protocol: TCP}}]
-          rules:
-            l7proto: r2d2
-            l7:
-              - {{cmd: READ, file: "/public/.*"}}
-"#,
-        port = upstream.port()
+    let policy = r2d2_policy(
+        "r2d2-obeys-luke",
+        upstream.port(),
+        r#"{cmd: READ, file: "/public/.*"}"#,
     );
     TestProxy::start(
         name,

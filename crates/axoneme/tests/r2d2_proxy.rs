@@ -10,10 +10,9 @@ use axoneme_sdk::{
     reject_unknown_keys, ConnectionMeta, Context, Flow, Input, L7RuleMap, Op, Parser, RuleError,
     TypedProtocol,
 };
-use common::{connect_from, read_line, request, TestProxy, Upstream};
+use common::{connect_from, read_line, request, TestProxy, Upstream, LUKE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const LUKE: &str = "127.0.0.21";
 const VADER: &str = "127.0.0.66";
 
 fn config(upstream: &Upstream) -> String {

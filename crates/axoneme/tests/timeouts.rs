@@ -12,11 +12,9 @@ use std::time::{Duration, Instant};
 
 use axoneme::builtin_protocols;
 use axoneme::metrics::Timeout;
-use common::{connect_from, request, TestProxy, Upstream};
+use common::{connect_from, r2d2_policy, request, TestProxy, Upstream, LUKE};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UnixStream};
-
-const LUKE: &str = "127.0.0.21";
 
 /// The earliest and latest a one-second timeout may close a connection, counted from the
 /// moment it started running.
@@ -38,23 +36,10 @@ listeners:
 timeouts: {timeouts}
 "#
     );
-    let policy = format!(
-        r#"
-apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: {{name: r2d2-obeys-luke}}
-spec:
-  endpointSelector: {{matchLabels: {{app: r2d2}}}}
-  ingress:
-    - fromEndpoints: [{{matchLabels: {{app: luke}}}}]
-      toPorts:
-        - ports: [{{port: "{port}", protocol: TCP}}]
-          rules:
-            l7proto: r2d2
-            l7:
-              - {{cmd: READ, file: "/public/.*"}}
-"#,
-        port = upstream.port()
+    let policy = r2d2_policy(
+        "r2d2-obeys-luke",
+        upstream.port(),
+        r#"{cmd: READ, file: "/public/.*"}"#,
     );
     TestProxy::start(
         name,

@@ -10,10 +10,9 @@ mod common;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::{agent_cli, connect_from, free_port, request, spawn_agent, temp_dir, Upstream};
+use common::{agent_cli, connect_from, free_port, request, spawn_agent, temp_dir, Upstream, LUKE};
 use serde_json::Value;
 
-const LUKE: &str = "127.0.0.21";
 const C3PO: &str = "127.0.0.3";
 
 struct Agent {

@@ -22,6 +22,27 @@ pub struct Received {
     pub eof_seen: bool,
 }
 
+/// The address luke's connections come from: a loopback address of luke's own.
+pub const LUKE: &str = "127.0.0.21";
+
+/// A policy named `name` under which r2d2 takes from luke, on `port`, the R2-D2 requests the
+/// `l7` list items `rules` allow (e.g. `{cmd: READ, file: "/public/.*"}`).
+pub fn r2d2_policy(name: &str, port: u16, rules: &str) -> String {
+    format!(
+        r#"apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {{name: {name}}}
+spec:
+  endpointSelector: {{matchLabels: {{app: r2d2}}}}
+  ingress:
+    - fromEndpoints: [{{matchLabels: {{app: luke}}}}]
+      toPorts:
+        - ports: [{{port: "{port}"}}]
+          rules: {{l7proto: r2d2, l7: [{rules}]}}
+"#
+    )
+}
+
 /// An R2-D2 upstream that records every byte and answers each line with `OK <line>`.
 pub struct Upstream {
     pub addr: SocketAddr,
