@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Output};
 use std::time::{Duration, Instant};
 
-use common::{agent_cli, connect_from, free_port, request, spawn_agent, temp_dir, Upstream, LUKE};
+use common::{
+    agent_cli, connect_from, free_port, r2d2_policy, request, spawn_agent, temp_dir, wait_for_api,
+    Upstream, LUKE,
+};
 
 /// A running agent whose access log is `access.log` in its directory.
 struct Running {
@@ -30,20 +33,7 @@ impl Running {
         let proxy_port = free_port();
         std::fs::write(
             dir.join("policy.yaml"),
-            format!(
-                r#"apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: {{name: base}}
-spec:
-  endpointSelector: {{matchLabels: {{app: r2d2}}}}
-  ingress:
-    - fromEndpoints: [{{matchLabels: {{app: luke}}}}]
-      toPorts:
-        - ports: [{{port: "{}"}}]
-          rules: {{l7proto: r2d2, l7: [{{cmd: READ}}]}}
-"#,
-                upstream.addr.port()
-            ),
+            r2d2_policy("base", upstream.addr.port(), "{cmd: READ}"),
         )
         .unwrap();
         std::fs::write(
@@ -68,11 +58,7 @@ listeners:
             dir,
             proxy_port,
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !running.dir.join("api.sock").exists() || !running.cli(&["status"]).status.success() {
-            assert!(Instant::now() < deadline, "the agent did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_for_api(&running.dir).await;
         running
     }
 

@@ -9,9 +9,8 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use axoneme::builtin_protocols;
 use axoneme::metrics::{LimitHit, SocketError};
-use common::{connect_from, r2d2_policy, read_line, request, TestProxy, Upstream, LUKE};
+use common::{connect_from, read_line, request, TestProxy, Upstream, LUKE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -29,18 +28,7 @@ limits: {limits}
 protocols: {{cassandra: {{maxFrameBytes: 8192}}}}
 "#
     );
-    let policy = r2d2_policy(
-        "r2d2-obeys-luke",
-        upstream.port(),
-        r#"{cmd: READ, file: "/public/.*"}"#,
-    );
-    TestProxy::start(
-        name,
-        &config,
-        &policy,
-        builtin_protocols(&Default::default()),
-    )
-    .await
+    TestProxy::reading_public(name, &config, upstream).await
 }
 
 /// Waits (up to 5 s) until `check` holds.

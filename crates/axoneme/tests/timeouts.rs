@@ -10,9 +10,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axoneme::builtin_protocols;
 use axoneme::metrics::Timeout;
-use common::{connect_from, r2d2_policy, request, TestProxy, Upstream, LUKE};
+use common::{connect_from, request, TestProxy, Upstream, LUKE};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UnixStream};
 
@@ -36,18 +35,7 @@ listeners:
 timeouts: {timeouts}
 "#
     );
-    let policy = r2d2_policy(
-        "r2d2-obeys-luke",
-        upstream.port(),
-        r#"{cmd: READ, file: "/public/.*"}"#,
-    );
-    TestProxy::start(
-        name,
-        &config,
-        &policy,
-        builtin_protocols(&Default::default()),
-    )
-    .await
+    TestProxy::reading_public(name, &config, upstream).await
 }
 
 /// Reads until the peer closes; what arrived, and when the close came. Fails after 5 s.

@@ -8,9 +8,11 @@
 mod common;
 
 use std::process::Child;
-use std::time::{Duration, Instant};
 
-use common::{agent_cli, connect_from, free_port, request, spawn_agent, temp_dir, Upstream, LUKE};
+use common::{
+    agent_cli, connect_from, free_port, request, spawn_agent, temp_dir, wait_for_api, Upstream,
+    LUKE,
+};
 use serde_json::Value;
 
 const C3PO: &str = "127.0.0.3";
@@ -86,11 +88,7 @@ listeners:
         child: spawn_agent(&dir),
         dir,
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while agent_cli(&agent.dir, &["status"]).status.code() != Some(0) {
-        assert!(Instant::now() < deadline, "the agent did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_api(&agent.dir).await;
     (agent, listeners)
 }
 

@@ -159,6 +159,16 @@ pub fn spawn_agent(dir: &Path) -> std::process::Child {
         .unwrap()
 }
 
+/// Waits (up to 10 s) until the agent whose API socket is `api.sock` in `dir` answers
+/// `status`.
+pub async fn wait_for_api(dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !dir.join("api.sock").exists() || !agent_cli(dir, &["status"]).status.success() {
+        assert!(Instant::now() < deadline, "the agent did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Runs the CLI with `args` against the agent whose API socket is `api.sock` in `dir`.
 pub fn agent_cli(dir: &Path, args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_axoneme"))
@@ -213,6 +223,23 @@ impl TestProxy {
         let config = Config::load(&dir.join("config.yaml")).unwrap();
         let agent = Agent::start(&config, registry, None).await.unwrap();
         TestProxy { agent, dir }
+    }
+
+    /// A proxy started from `config` under which r2d2 takes luke's READs of `/public/` files on
+    /// `upstream`'s port.
+    pub async fn reading_public(name: &str, config: &str, upstream: SocketAddr) -> TestProxy {
+        let policy = r2d2_policy(
+            "r2d2-obeys-luke",
+            upstream.port(),
+            r#"{cmd: READ, file: "/public/.*"}"#,
+        );
+        TestProxy::start(
+            name,
+            config,
+            &policy,
+            axoneme::builtin_protocols(&Default::default()),
+        )
+        .await
     }
 
     pub fn addr(&self, listener: &str) -> SocketAddr {
