@@ -2,7 +2,7 @@
 //!
 //! Verifying connections (text and meta commands, and binary ones) write values of varied sizes
 //! under keys each connection owns and read every one back through the proxy, byte for byte;
-//! about one request in eight is one the policy denies and must get the denial. Fault clients
+//! about one request in seven is one the policy denies and must get the denial. Fault clients
 //! reset, cut and garble connections beside them, and clients of a second listener see its
 //! upstream die. At the end a direct connection to memcached checks that no denied request
 //! reached it (denied sets absent, sentinels intact) and that every key holds what was last
