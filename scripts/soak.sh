@@ -65,12 +65,14 @@ loadgen="$tmp/bin/axoneme-loadgen"
 port_open() {
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
-# Prints a port on 127.0.0.1 that nothing listens on.
+# Prints a port on 127.0.0.1 that nothing listens on and that is not among "$@". It is below the
+# ephemeral range, so no client connection holds it when the killed upstream starts again there.
+ephemeral_start=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range)
 free_port() {
   local port
   while :; do
-    port=$((20000 + RANDOM % 30000))
-    port_open "$port" || { echo "$port"; return; }
+    port=$((10000 + RANDOM % (ephemeral_start - 10000)))
+    [[ " $* " == *" $port "* ]] || port_open "$port" || { echo "$port"; return; }
   done
 }
 # Waits until "$@" succeeds, for up to 10 seconds.
@@ -85,9 +87,9 @@ wait_for() {
 }
 
 server_port=$(free_port)
-faulty_port=$(free_port)
-proxy_port=$(free_port)
-faulty_proxy_port=$(free_port)
+faulty_port=$(free_port "$server_port")
+proxy_port=$(free_port "$server_port" "$faulty_port")
+faulty_proxy_port=$(free_port "$server_port" "$faulty_port" "$proxy_port")
 # memcached takes values up to 2 MiB (-I), so that the soak's 1 MiB values fit with their key;
 # it refuses to run as root unless told which user to be.
 memcached_args=(-l 127.0.0.1 -U 0 -t 2 -c 4096 -I 2m)
@@ -185,36 +187,41 @@ upstream_faults() {
     pid=$!
     sleep 1 & wait $!
     n=$((n + 1))
-    if [ $((n % 3)) = 0 ]; then
-      kill -STOP "$pid"
+    if [ $((n % 3)) = 0 ] && kill -STOP "$pid" 2>/dev/null; then
       sleep 0.5 & wait $!
       kill -CONT "$pid"
       echo stall >>"$tmp/upstream.log"
       sleep 1 & wait $!
     fi
-    kill -KILL "$pid"
+    # A memcached that could not start is not counted as killed.
+    if kill -KILL "$pid" 2>/dev/null; then echo kill >>"$tmp/upstream.log"; fi
     wait "$pid" 2>/dev/null || true
-    echo kill >>"$tmp/upstream.log"
     sleep 0.2 & wait $!
   done
 }
 : >"$tmp/churn.log"
 : >"$tmp/upstream.log"
 churn &
-pids+=($!)
+churn_pid=$!
+pids+=($churn_pid)
 upstream_faults &
-pids+=($!)
+upstream_pid=$!
+pids+=($upstream_pid)
 
 echo "soak: $requests requests through axoneme ($profile) on 127.0.0.1:$proxy_port to memcached on" \
   "127.0.0.1:$server_port; second listener 127.0.0.1:$faulty_proxy_port to 127.0.0.1:$faulty_port" >&2
-status=0
-summary=$("$loadgen" soak --target "127.0.0.1:$proxy_port" --server "127.0.0.1:$server_port" \
+# In the background, so that a signal to this script ends the soak at once.
+"$loadgen" soak --target "127.0.0.1:$proxy_port" --server "127.0.0.1:$server_port" \
   --requests "$requests" --connections "$connections" --pipeline "$pipeline" --seed "$seed" \
   --source 127.0.0.11 --reader-source 127.0.0.12 \
-  --upstream-fault-target "127.0.0.1:$faulty_proxy_port") || status=$?
-kill "${pids[@]:2}"
-wait "${pids[@]:2}" 2>/dev/null || true
-pids=("${pids[@]:0:2}")
+  --upstream-fault-target "127.0.0.1:$faulty_proxy_port" >"$tmp/summary" &
+driver=$!
+pids+=($driver)
+status=0
+wait "$driver" || status=$?
+kill "$churn_pid" "$upstream_pid"
+wait "$churn_pid" "$upstream_pid" 2>/dev/null || true
+summary=$(cat "$tmp/summary")
 
 count() {
   grep -c "^$1\$" "$2" || true

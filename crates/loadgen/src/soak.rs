@@ -20,7 +20,6 @@ mod faults;
 mod plan;
 mod verify;
 
-use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -190,7 +189,6 @@ async fn report_progress(progress: Arc<AtomicU64>, requests: u64) {
             "soak: {done} of {requests} requests, {:.0} s, {rate:.0}/s",
             start.elapsed().as_secs_f64()
         );
-        let _ = std::io::stderr().flush();
     }
 }
 
@@ -227,7 +225,7 @@ impl Direct {
         })
     }
 
-    /// Sends `request` and returns whether its one reply is the line `expected`.
+    /// Sends `request` and fails unless its one reply is the line `expected`.
     async fn line(&mut self, request: &[u8], expected: &[u8]) -> anyhow::Result<()> {
         self.stream.write_all(request).await?;
         let right = self
