@@ -1,13 +1,16 @@
 //! The memcached soak: `axoneme-loadgen soak --target PROXY --server MEMCACHED --requests N`.
 //!
-//! Verifying connections (text and meta commands, and binary ones) write values of varied sizes
-//! under keys each connection owns and read every one back through the proxy, byte for byte;
-//! about one request in seven is one the policy denies and must get the denial. Fault clients
-//! reset, cut and garble connections beside them, and clients of a second listener see its
-//! upstream die. At the end a direct connection to memcached checks that no denied request
-//! reached it (denied sets absent, sentinels intact) and that every key holds what was last
-//! written. It prints one summary line and fails on any lost or corrupted value, any denied
-//! request answered otherwise or found in memcached, and any other wrong reply.
+//! Verifying connections of the writing identity (text and meta commands, and binary ones)
+//! write values of varied sizes under keys each connection owns and read every one back through
+//! the proxy, byte for byte; about one of their requests in seven is one the policy denies and
+//! must get the denial. A connection of the reading identity reads shelf keys seeded directly
+//! in memcached, byte for byte, and tries sets and deletes of the shelf and of the writers' keys,
+//! which must be denied. Fault clients reset, cut and garble connections beside them, and
+//! clients of a second listener see its upstream die. At the end a direct connection to
+//! memcached checks that no denied request reached it (denied sets absent, sentinels and shelf
+//! intact) and that every key holds what was last written. It prints one summary line and fails
+//! on any lost or corrupted value, any denied request answered otherwise or found in memcached,
+//! and any other wrong reply.
 //!
 //! It flushes the server it is given at the start. Policy churn and the upstream's deaths are
 //! `scripts/soak.sh`'s; this driver must not assume any policy beyond the one it documents:
@@ -34,7 +37,7 @@ use crate::load::{self, ReadBuffer};
 use crate::memcache::protocol::{self, AnyReply};
 use check::Tally;
 use faults::{FaultCounts, FaultTargets};
-use plan::Keys;
+use plan::{Keys, Role};
 
 /// The soak's command line.
 #[derive(Args)]
@@ -48,9 +51,13 @@ pub struct SoakArgs {
     /// Requests the verifying connections send in all.
     #[arg(long, default_value_t = 100_000)]
     requests: u64,
-    /// Verifying connections; every third speaks the binary protocol.
+    /// Verifying connections of `--source`; every third speaks the binary protocol.
     #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u32).range(1..))]
     connections: u32,
+    /// Verifying connections of `--reader-source`: they read the shelf keys, and their sets and
+    /// deletes are denied.
+    #[arg(long, default_value_t = 1)]
+    readers: u32,
     /// Steps (a request, or a run of quiet ones) in flight per verifying connection.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
     pipeline: u16,
@@ -61,7 +68,8 @@ pub struct SoakArgs {
     /// `alliance/fleet/` keys.
     #[arg(long)]
     source: Option<IpAddr>,
-    /// Source address of the garbage senders: an identity that may only read those keys.
+    /// Source address of the readers and the garbage senders: an identity that may only read
+    /// those keys.
     #[arg(long)]
     reader_source: Option<IpAddr>,
     /// Clients causing faults on `--target` (resets, partial requests, garbage).
@@ -80,9 +88,12 @@ pub struct SoakArgs {
 
 /// Runs the soak and prints its summary line. Fails when anything went wrong.
 pub async fn run(args: &SoakArgs) -> anyhow::Result<()> {
+    if args.readers > 0 && args.reader_source.is_none() {
+        bail!("--readers needs --reader-source, the identity that may only read");
+    }
     let started = Instant::now();
     let mut server = Direct::connect(args.server).await?;
-    server.seed_sentinels().await.context("seeding memcached")?;
+    server.seed().await.context("seeding memcached")?;
     let targets = FaultTargets {
         target: args.target,
         upstream_fault_target: args.upstream_fault_target,
@@ -97,24 +108,38 @@ pub async fn run(args: &SoakArgs) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let fault_tasks = spawn_faults(args, targets, &stop);
 
+    // Connections 0..connections write, the ones after read.
     let mut streams = Vec::new();
-    for _ in 0..args.connections {
-        streams.push(load::connect(args.target, args.source).await?);
+    for connection in 0..args.connections + args.readers {
+        let source = if connection < args.connections {
+            args.source
+        } else {
+            args.reader_source
+        };
+        streams.push(load::connect(args.target, source).await?);
     }
     let progress = Arc::new(AtomicU64::new(0));
     let reporter = tokio::spawn(report_progress(progress.clone(), args.requests));
-    let connections = u64::from(args.connections);
+    let connections = u64::from(args.connections + args.readers);
     let verifying: Vec<_> = streams
         .into_iter()
         .zip(0..)
         .map(|(stream, connection)| {
             let share = args.requests / connections
                 + u64::from(u64::from(connection) < args.requests % connections);
+            let role = match connection {
+                c if c >= args.connections => Role::Reader {
+                    writers: args.connections,
+                    keys: args.keys,
+                },
+                c if c % 3 == 2 => Role::Binary,
+                _ => Role::Text,
+            };
             let plan = verify::Plan {
                 connection,
                 requests: share,
                 keys: args.keys,
-                binary: connection % 3 == 2,
+                role,
                 pipeline: usize::from(args.pipeline),
                 seed: args.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(connection),
             };
@@ -244,16 +269,14 @@ impl Direct {
         Ok(())
     }
 
-    /// Empties memcached and stores the sentinels.
-    async fn seed_sentinels(&mut self) -> anyhow::Result<()> {
+    /// Empties memcached and stores the sentinels and the shelf.
+    async fn seed(&mut self) -> anyhow::Result<()> {
         self.line(b"flush_all\r\n", b"OK").await?;
         let mut out = Vec::new();
         let mut value = Vec::new();
-        for n in 0..plan::SENTINELS {
-            let seed = plan::sentinel_seed(n);
+        for (key, seed) in seeded() {
             plan::fill_value(seed, &mut value);
             out.clear();
-            let key = plan::sentinel_key(n);
             protocol::encode_set_key(&mut out, &key, plan::value_flags(seed), &value, false);
             self.line(&out, b"STORED").await?;
         }
@@ -295,12 +318,12 @@ impl Direct {
     ) -> anyhow::Result<FinalCheck> {
         let mut check = FinalCheck::default();
         let mut denied = Tally::default();
-        let sentinels = (0..plan::SENTINELS)
-            .map(|n| (plan::sentinel_key(n), Some(plan::sentinel_seed(n))))
-            .collect();
-        self.compare(sentinels, &mut denied)
-            .await
-            .context("reading the sentinels directly")?;
+        let seeded: Vec<_> = seeded().map(|(key, seed)| (key, Some(seed))).collect();
+        for batch in seeded.chunks(32) {
+            self.compare(batch.to_vec(), &mut denied)
+                .await
+                .context("reading the sentinels and the shelf directly")?;
+        }
         for connection in 0..connections {
             let keys = plan::denied_keys(connection)
                 .map(|key| (key, None))
@@ -339,6 +362,14 @@ impl Direct {
         );
         Ok(check)
     }
+}
+
+/// The keys seeded directly in memcached, and their values' seeds: the sentinels, which only
+/// denied requests touch, and the shelf, which only the reader reads.
+fn seeded() -> impl Iterator<Item = (String, u64)> {
+    let sentinels = (0..plan::SENTINELS).map(|n| (plan::sentinel_key(n), plan::sentinel_seed(n)));
+    let shelf = (0..plan::SHELF).map(|n| (plan::shelf_key(n), plan::shelf_seed(n)));
+    sentinels.chain(shelf)
 }
 
 /// The summary line.

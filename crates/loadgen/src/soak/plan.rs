@@ -23,6 +23,20 @@ pub fn allowed_key(connection: u32, key: u32) -> String {
     format!("{ALLOWED_PREFIX}/{connection}/{key}")
 }
 
+/// Shelf keys: allowed keys seeded directly in memcached that only the reading identity reads
+/// through the proxy, and that its denied sets and deletes must leave alone.
+pub const SHELF: u32 = 64;
+
+/// The name of shelf key `n`.
+pub fn shelf_key(n: u32) -> String {
+    format!("alliance/fleet/shelf/{n}")
+}
+
+/// The seed of shelf key `n`'s value.
+pub fn shelf_seed(n: u32) -> u64 {
+    mix(0x54E1_F000_0000_0000 | u64::from(n))
+}
+
 /// The name of sentinel `n`.
 pub fn sentinel_key(n: u32) -> String {
     format!("empire/sentinel/{n}")
@@ -177,10 +191,22 @@ impl Keys {
     }
 }
 
+/// What a verifying connection is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The writing identity, in text and meta commands, on keys of its own.
+    Text,
+    /// The writing identity, in the binary protocol, on keys of its own.
+    Binary,
+    /// The identity that may only read: it reads the shelf, and its sets and deletes of the
+    /// shelf and of the writers' keys (`writers` connections of `keys` keys) are denied.
+    Reader { writers: u32, keys: u32 },
+}
+
 /// Writes requests for one verifying connection, and what their replies must be.
 pub struct Planner {
     pub keys: Keys,
-    binary: bool,
+    role: Role,
     random: Random,
     opaque: u32,
     value: Vec<u8>,
@@ -208,10 +234,15 @@ impl Step {
 }
 
 impl Planner {
-    pub fn new(connection: u32, keys: u32, binary: bool, seed: u64) -> Planner {
+    /// A planner for connection `connection`, owning `keys` keys unless it is a reader.
+    pub fn new(connection: u32, keys: u32, role: Role, seed: u64) -> Planner {
+        let own_keys = match role {
+            Role::Reader { .. } => 0,
+            Role::Text | Role::Binary => keys,
+        };
         Planner {
-            keys: Keys::new(connection, keys),
-            binary,
+            keys: Keys::new(connection, own_keys),
+            role,
             random: Random(seed | 1),
             opaque: 0,
             value: Vec::new(),
@@ -219,13 +250,70 @@ impl Planner {
     }
 
     /// Appends the next step's requests to `out` and returns what their replies must be, in
-    /// order. About one request in seven is denied.
+    /// order. About one request in seven of the writers is denied, and half the reader's.
     pub fn next(&mut self, out: &mut Vec<u8>) -> Step {
         let roll = self.random.below(100);
-        if self.binary {
-            self.binary_step(roll, out)
-        } else {
-            self.text_step(roll, out)
+        match self.role {
+            Role::Text => self.text_step(roll, out),
+            Role::Binary => self.binary_step(roll, out),
+            Role::Reader { writers, keys } => self.reader_step(roll, writers, keys, out),
+        }
+    }
+
+    fn reader_step(&mut self, roll: u32, writers: u32, keys: u32, out: &mut Vec<u8>) -> Step {
+        use Style::{Classic, Meta};
+        let shelf = self.random.below(SHELF);
+        let shelf_name = shelf_key(shelf);
+        let writer_key = allowed_key(self.random.below(writers), self.random.below(keys));
+        match roll {
+            0..=29 => {
+                let count = 1 + self.random.below(3);
+                let keys: Vec<_> = (0..count)
+                    .map(|_| {
+                        let n = self.random.below(SHELF);
+                        (shelf_key(n), Some(shelf_seed(n)))
+                    })
+                    .collect();
+                protocol::encode_get_keys(out, keys.iter().map(|(name, _)| name.as_str()));
+                Step::one(Expect::Get {
+                    style: Classic,
+                    keys,
+                })
+            }
+            30..=49 => {
+                protocol::encode_meta_get(out, &shelf_name);
+                Step::one(Expect::Get {
+                    style: Meta,
+                    keys: vec![(shelf_name, Some(shelf_seed(shelf)))],
+                })
+            }
+            50..=64 => {
+                let value = self.denied_value();
+                protocol::encode_set_key(out, &shelf_name, 0, &value, false);
+                Step::one(Expect::Denied(Classic))
+            }
+            65..=74 => {
+                let value = self.denied_value();
+                protocol::encode_meta_set(out, &writer_key, 0, &value, false);
+                Step::one(Expect::Denied(Meta))
+            }
+            75..=84 => {
+                protocol::encode_delete(out, &shelf_name);
+                Step::one(Expect::Denied(Classic))
+            }
+            85..=94 => {
+                protocol::encode_meta_delete(out, &writer_key);
+                Step::one(Expect::Denied(Meta))
+            }
+            _ => {
+                let value = self.denied_value();
+                protocol::encode_set_key(out, &writer_key, 0, &value, true);
+                protocol::encode_meta_noop(out);
+                Step {
+                    silent_denied: 1,
+                    ..Step::one(Expect::Noop(Meta))
+                }
+            }
         }
     }
 
@@ -627,8 +715,8 @@ mod tests {
 
     #[test]
     fn gets_expect_what_the_connection_wrote_last() {
-        for binary in [false, true] {
-            let mut planner = Planner::new(2, 4, binary, 99);
+        for role in [Role::Text, Role::Binary] {
+            let mut planner = Planner::new(2, 4, role, 99);
             let mut out = Vec::new();
             let (mut requests, mut denied) = (0, 0);
             for _ in 0..2_000 {
@@ -651,6 +739,38 @@ mod tests {
                 (10..=19).contains(&percent),
                 "{denied} denied of {requests}"
             );
+        }
+    }
+
+    #[test]
+    fn the_reader_reads_the_shelf_and_is_denied_the_rest() {
+        let mut planner = Planner::new(
+            9,
+            4,
+            Role::Reader {
+                writers: 3,
+                keys: 4,
+            },
+            5,
+        );
+        let mut out = Vec::new();
+        for _ in 0..1_000 {
+            out.clear();
+            let step = planner.next(&mut out);
+            let text = String::from_utf8_lossy(&out);
+            let verb = text.split(' ').next().unwrap();
+            match verb {
+                "get" | "mg" => assert!(!step.expects[0].is_denied()),
+                _ => assert!(
+                    step.expects[0].is_denied() || step.silent_denied == 1,
+                    "{text}"
+                ),
+            }
+            if let Expect::Get { keys, .. } = &step.expects[0] {
+                assert!(keys
+                    .iter()
+                    .all(|(name, _)| name.starts_with("alliance/fleet/shelf/")));
+            }
         }
     }
 

@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Semaphore};
 
 use super::check::Tally;
-use super::plan::{Keys, Planner, Step};
+use super::plan::{Keys, Planner, Role, Step};
 use crate::load::ReadBuffer;
 use crate::memcache::{binary, protocol};
 
@@ -22,7 +22,7 @@ pub struct Plan {
     /// Requests to send (a step may send a few more than are left).
     pub requests: u64,
     pub keys: u32,
-    pub binary: bool,
+    pub role: Role,
     pub pipeline: usize,
     pub seed: u64,
 }
@@ -33,7 +33,7 @@ pub async fn run(stream: TcpStream, plan: Plan, progress: Arc<AtomicU64>) -> (Ta
     let (reader, writer) = stream.into_split();
     let window = Arc::new(Semaphore::new(plan.pipeline));
     let (steps_tx, steps_rx) = mpsc::unbounded_channel();
-    let binary = plan.binary;
+    let binary = plan.role == Role::Binary;
     let writing = tokio::spawn(write_steps(writer, plan, window.clone(), steps_tx));
     let mut tally = Tally::default();
     let read = read_replies(reader, binary, &window, steps_rx, &mut tally, &progress).await;
@@ -53,7 +53,7 @@ async fn write_steps(
     window: Arc<Semaphore>,
     steps: mpsc::UnboundedSender<Step>,
 ) -> (anyhow::Result<()>, Keys) {
-    let mut planner = Planner::new(plan.connection, plan.keys, plan.binary, plan.seed);
+    let mut planner = Planner::new(plan.connection, plan.keys, plan.role, plan.seed);
     let mut sent = 0u64;
     let mut out = Vec::new();
     let result = async {
