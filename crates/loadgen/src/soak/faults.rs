@@ -2,7 +2,8 @@
 //! verified listener that reset or close mid-request or mid-reply, or send garbage, and clients
 //! of a second listener whose upstream memcached `scripts/soak.sh` kills, stalls and restarts.
 //! Faults are counted, never judged as failures, except a wrong reply on the second listener: a
-//! dying upstream may cost connections, never bytes. Fault clients use keys of their own.
+//! dying upstream may cost connections, never bytes. Fault clients must never touch the
+//! verifying connections' keys: they use keys of their own.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
