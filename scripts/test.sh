@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace on a fresh machine: installs what the tests need, checks
 # formatting, builds and runs all unit, property, integration and bench-smoke tests, then the
-# Python end-to-end tests against a real memcached (tests/python) and schemathesis against the
-# REST API (tests/api).
+# Python end-to-end tests against a real memcached (tests/python), schemathesis against the
+# REST API (tests/api) and a short soak (scripts/soak.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,7 +40,7 @@ trap 'rm -f "$log" "$pytest_log"' EXIT
 set +e
 cargo test --workspace --all-targets --locked 2>&1 | tee "$log"
 cargo_status=${PIPESTATUS[0]}
-cargo build -p axoneme -p cql-fixture --locked
+cargo build -p axoneme -p axoneme-loadgen -p cql-fixture --locked
 build_status=$?
 # The memcached and the CQL suites run as separate pytest sessions (each has its own conftest).
 for suite in tests/python tests/cql; do
@@ -52,6 +52,10 @@ done
 # The REST API against its OpenAPI document: no generated request may get a server error.
 tests/api/schemathesis.sh .venv/bin/schemathesis "$PWD/target/debug/axoneme"
 schemathesis_status=$?
+# A short soak with the debug build: every value read back through the proxy while policy churns
+# and clients and an upstream fail (about 10 s).
+scripts/soak.sh --debug --no-build --requests 40000
+soak_status=$?
 set -e
 passed=$(awk '/^test result:/ { for (i = 2; i <= NF; i++) if ($i ~ /^passed;?$/) n += $(i - 1) } END { print n + 0 }' "$log")
 failed=$(awk '/^test result:/ { for (i = 2; i <= NF; i++) if ($i ~ /^failed;?$/) n += $(i - 1) } END { print n + 0 }' "$log")
@@ -62,9 +66,11 @@ pytest_count() {
 }
 passed=$((passed + $(pytest_count passed)))
 failed=$((failed + $(pytest_count 'failed|errors?')))
-if [ "$schemathesis_status" = 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+for status in "$schemathesis_status" "$soak_status"; do
+  if [ "$status" = 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+done
 echo
 echo "total: $passed passed, $failed failed"
-for status in "$cargo_status" "$build_status" "$pytest_status" "$schemathesis_status"; do
+for status in "$cargo_status" "$build_status" "$pytest_status" "$schemathesis_status" "$soak_status"; do
   [ "$status" = 0 ] || exit "$status"
 done

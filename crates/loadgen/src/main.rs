@@ -13,10 +13,14 @@
 //!
 //! [`load`] holds what both protocols share; [`memcache`] and [`cql`] each own one protocol's
 //! requests, replies and connections.
+//!
+//! `axoneme-loadgen soak --target PROXY --server MEMCACHED --requests N` is not a load but a
+//! check, run by `scripts/soak.sh`: see [`soak`].
 
 mod cql;
 mod load;
 mod memcache;
+mod soak;
 
 use std::time::Duration;
 
@@ -26,6 +30,7 @@ use clap::{Parser, Subcommand};
 use cql::CqlArgs;
 use load::{JsonFields, LoadArgs, Outcome};
 use memcache::MemcacheArgs;
+use soak::SoakArgs;
 
 /// A load generator for memcached and CQL (pipelined, every reply checked, latency in HDR
 /// histograms).
@@ -42,6 +47,9 @@ enum Command {
     Memcache(MemcacheArgs),
     /// CQL, native protocol v4: INSERT and SELECT by primary key, prepared or as QUERY.
     Cql(CqlArgs),
+    /// memcached through the proxy, every value read back and compared and every denied request
+    /// checked, with faults beside; fails on any difference.
+    Soak(SoakArgs),
 }
 
 #[tokio::main]
@@ -54,6 +62,7 @@ async fn main() -> anyhow::Result<()> {
             memcache::describe(args),
         ),
         Command::Cql(args) => (&args.load, cql::run(args).await?, cql::describe(args)),
+        Command::Soak(args) => return soak::run(args).await,
     };
     for error in &total.first_errors {
         eprintln!("axoneme-loadgen: {error}");

@@ -1,9 +1,10 @@
 //! The memcached load: `set` and `get` in the text protocol over keys `alliance/fleet/key-N`,
-//! every value the same. [`protocol`] encodes requests and cuts replies; [`connection`] runs
-//! one connection of the load.
+//! every value the same. [`protocol`] (text) and [`binary`] encode requests and cut replies, for
+//! this load and for the soak; [`connection`] runs one connection of the load.
 
+pub mod binary;
 mod connection;
-mod protocol;
+pub mod protocol;
 
 use std::sync::Arc;
 
