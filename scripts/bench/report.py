@@ -128,7 +128,8 @@ def tables(section: dict) -> list:
     for ratio in section["ratios"]:
         spread = "-"
         if "ops_per_sec_rounds_min" in ratio:
-            spread = f"{ratio['ops_per_sec_rounds_min']:.2f}–{ratio['ops_per_sec_rounds_max']:.2f}"
+            lowest, highest = ratio["ops_per_sec_rounds_min"], ratio["ops_per_sec_rounds_max"]
+            spread = f"{lowest:.2f}–{highest:.2f}"
         latencies = " | ".join(number(ratio[key], 2) for key, _ in METRICS[1:])
         md.append(f"| {ratio['shape']} | {ratio['ratio']} | {number(ratio['ops_per_sec'], 2)} | "
                   f"{spread} | {latencies} |")

@@ -93,8 +93,8 @@ def run_part(part, setup: Setup, loadgen, seconds: int, rounds: int, threads: in
                     print(f"== round {round_number}: {shape.name} -> {target.name} "
                           f"(127.0.0.1:{target.port})", flush=True)
                     result = load(loadgen, part, shape, target, seconds)
-                    print(f"   {json.dumps(result, separators=(',', ':'))}" if result else "   failed",
-                          flush=True)
+                    compact = json.dumps(result, separators=(",", ":"))
+                    print(f"   {compact}" if result else "   failed", flush=True)
                     runs.append(report.run_record(round_number, shape.name, target.name, result))
         agent = next(target for target in part.targets if isinstance(target, Axoneme))
         access_log = agent.access_log_stats(setup)
