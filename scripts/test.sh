@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace on a fresh machine: installs what the tests need, checks
 # formatting, builds and runs all unit, property, integration and bench-smoke tests, then the
-# Python end-to-end tests against a real memcached (tests/python), schemathesis against the
-# REST API (tests/api) and a short soak (scripts/soak.sh).
+# Python end-to-end tests against a real memcached (tests/python) and cql-fixture (tests/cql), the
+# benchmark's own tests (tests/bench), schemathesis against the REST API (tests/api) and a short
+# soak (scripts/soak.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,7 +26,8 @@ if [ ! -x .venv/bin/python ]; then
   # Debian's python3 makes virtualenvs only with python3-venv installed.
   python3 -m venv --clear .venv 2>/dev/null || { apt_install python3-venv && python3 -m venv --clear .venv; }
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt -r tests/cql/requirements.txt -r tests/api/requirements.txt
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt -r tests/cql/requirements.txt -r tests/bench/requirements.txt \
+  -r tests/api/requirements.txt
 
 if cargo fmt --version >/dev/null 2>&1; then
   cargo fmt --all -- --check
@@ -42,8 +44,9 @@ cargo test --workspace --all-targets --locked 2>&1 | tee "$log"
 cargo_status=${PIPESTATUS[0]}
 cargo build -p axoneme -p axoneme-loadgen -p cql-fixture --locked
 build_status=$?
-# The memcached and the CQL suites run as separate pytest sessions (each has its own conftest).
-for suite in tests/python tests/cql; do
+# The memcached, the CQL and the benchmark's suites run as separate pytest sessions (each has its
+# own conftest).
+for suite in tests/python tests/cql tests/bench; do
   PYTHONDONTWRITEBYTECODE=1 AXONEME_BIN="$PWD/target/debug/axoneme" CQL_FIXTURE_BIN="$PWD/target/debug/cql-fixture" \
     .venv/bin/python -m pytest -p no:cacheprovider "$suite" 2>&1 | tee -a "$pytest_log"
   suite_status=${PIPESTATUS[0]}

@@ -5,9 +5,6 @@ comments; on v5 also the per-request keyspace and messages split over several se
 
 import json
 import os
-import re
-import subprocess
-import time
 import uuid
 from pathlib import Path
 
@@ -16,7 +13,8 @@ from cassandra import Unauthorized
 from cassandra.cluster import Cluster
 from cassandra.query import BatchStatement, SimpleStatement
 
-from conftest import DEADLINE, ROOT, free_port
+from bench.procs import DEADLINE, Agent, free_port, wait_until
+from conftest import ROOT
 
 AXONEME_BIN = Path(os.environ.get("AXONEME_BIN", ROOT / "target" / "debug" / "axoneme"))
 POLICY = ROOT / "examples" / "cassandra" / "policy.yaml"
@@ -44,17 +42,6 @@ class BoundSockets:
         return getattr(socket, name)
 
 
-def wait_until(condition, what):
-    deadline = time.monotonic() + DEADLINE
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what}")
-        time.sleep(0.05)
-
-
 class Proxy:
     """`axoneme run` guarding cql-fixture with the Empire's policy."""
 
@@ -76,12 +63,8 @@ policies: [policy.yaml]
 listeners:
   - {{name: cassandra, listen: "127.0.0.1:{self.port}", upstream: "127.0.0.1:{upstream_port}", endpoint: cassandra, direction: ingress}}
 """)
-        self.stderr = open(workdir / "axoneme.stderr", "wb")
-        self.process = subprocess.Popen(
-            [str(AXONEME_BIN), "run", "--config", str(workdir / "config.yaml")],
-            stdout=subprocess.DEVNULL, stderr=self.stderr,
-        )
-        wait_until(lambda: "listening" in (workdir / "axoneme.stderr").read_text(), "the proxy")
+        self.agent = Agent(AXONEME_BIN, workdir / "config.yaml", workdir / "axoneme.log",
+                           ["cassandra"])
 
     def write_policy(self, text: str):
         (self.workdir / "policy.yaml").write_text(text.replace('port: "9042"', f'port: "{self.upstream_port}"'))
@@ -92,9 +75,7 @@ listeners:
         return [json.loads(line) for line in self.access_log.read_text().split("\n")[:-1]]
 
     def stop(self):
-        self.process.terminate()
-        self.process.wait(timeout=DEADLINE)
-        self.stderr.close()
+        self.agent.stop()
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from cassandra.concurrent import execute_concurrent_with_args
 from cassandra.protocol import SyntaxException
 from cassandra.query import BatchStatement, BatchType, SimpleStatement, dict_factory
 
-from conftest import DEADLINE
+from bench.procs import DEADLINE
 REPLICATION = "{'class': 'SimpleStrategy', 'replication_factor': 1}"
 COMPRESSIONS = {"plain": False, "lz4": "lz4"}
 # A value larger than a v5 segment's payload (128 KiB - 1), which LZ4 compresses.

@@ -3,13 +3,11 @@ example's Rebels policy, and connections of each client library bound to an iden
 
 import json
 import os
-import re
 import shutil
 import signal
 import socket
 import struct
-import subprocess
-import time
+import sys
 from pathlib import Path
 
 import bmemcached
@@ -19,6 +17,10 @@ from meta_memcache.base.base_serializer import EncodedValue
 from pymemcache.client.base import Client as TextClient
 
 ROOT = Path(__file__).resolve().parents[2]
+# Starting and stopping servers is shared with the benchmark, in scripts/bench/procs.py.
+sys.path.insert(0, str(ROOT / "scripts"))
+from bench.procs import DEADLINE, Agent, Process, free_port, memcached_command, wait_until
+
 EXAMPLE = ROOT / "examples" / "memcached"
 AXONEME_BIN = Path(os.environ.get("AXONEME_BIN", ROOT / "target" / "debug" / "axoneme"))
 
@@ -30,16 +32,9 @@ STRANGER = "127.0.0.66"  # app: empire: no policy lets it reach memcached
 POLICY_NAME = "secure-fleet"
 
 DENIED = b"CLIENT_ERROR access denied\r\n"
-DEADLINE = 10.0  # seconds any wait in these tests may take before it fails
 MIB = 1 << 20
 
 BINARY_HEADER = struct.Struct("!BBHBBHLLQ")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def connect_from(source: str, addr: tuple[str, int]) -> socket.socket:
@@ -118,28 +113,6 @@ def read_binary_response(sock: socket.socket) -> dict:
     }
 
 
-def wait_until(condition, what: str):
-    """Polls `condition` until it returns something truthy; fails after DEADLINE seconds."""
-    deadline = time.monotonic() + DEADLINE
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what}")
-        time.sleep(0.02)
-
-
-def stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
-    if process.poll() is None:
-        process.send_signal(sig)
-        try:
-            process.wait(timeout=DEADLINE)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 class Memcached:
     """A real memcached on a free loopback port; `command` talks to it directly, past the proxy."""
 
@@ -149,21 +122,11 @@ class Memcached:
             pytest.fail("memcached is not installed (scripts/test.sh installs it)")
         self.port = free_port()
         # -I 2m: items up to 2 MiB, so a 1 MiB value plus its key and header fits one item.
-        args = [binary, "-l", "127.0.0.1", "-p", str(self.port), "-U", "0", "-I", "2m"]
-        if os.geteuid() == 0:
-            args += ["-u", "root"]
-        self.stderr = open(log_dir / "memcached.stderr", "w+b")
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self.stderr)
-        try:
-            wait_until(self._answers, f"memcached on port {self.port}")
-        except BaseException:
-            self.stop()
-            raise
+        self.process = Process(memcached_command(binary, self.port, "-I", "2m"),
+                               log_dir / "memcached.log")
+        self.process.ready(self._answers, f"memcached on port {self.port}")
 
     def _answers(self) -> bool:
-        if self.process.poll() is not None:
-            self.stderr.seek(0)
-            pytest.fail(f"memcached exited: {self.stderr.read().decode(errors='replace')}")
         try:
             return self.command(b"version\r\n").startswith(b"VERSION ")
         except OSError:
@@ -189,8 +152,7 @@ class Memcached:
 
     def stop(self) -> None:
         # It holds nothing worth a clean shutdown, which would take it most of a second.
-        stop(self.process, signal.SIGKILL)
-        self.stderr.close()
+        self.process.stop(signal.SIGKILL)
 
 
 def example_policy(memcached_port: int) -> str:
@@ -263,29 +225,10 @@ class Proxy:
         self.access_log = workdir / "access.log"
         config = write_config(workdir, memcached.port,
                               policy or example_policy(memcached.port), extra_config)
-        self.stderr_path = workdir / "axoneme.stderr"
-        self.stderr = open(self.stderr_path, "wb")
-        self.process = subprocess.Popen([str(axoneme_bin()), "run", "--config", str(config)],
-                                        stdout=subprocess.DEVNULL, stderr=self.stderr)
-        try:
-            listening = wait_until(self._listening, "the proxy's listeners")
-        except BaseException:
-            self.stop()
-            raise
-        self.addr = listening["memcached"]
-        self.unguarded_addr = listening["unguarded"]
-
-    def log_text(self) -> str:
-        return re.sub(r"\x1b\[[0-9;]*m", "", self.stderr_path.read_text(errors="replace"))
-
-    def _listening(self) -> dict[str, tuple[str, int]] | None:
-        if self.process.poll() is not None:
-            pytest.fail(f"axoneme exited with {self.process.returncode}: {self.log_text()}")
-        found = {}
-        for name, host, port in re.findall(r"listening listener=(\S+) addr=(\S+):(\d+)",
-                                           self.log_text()):
-            found[name] = (host, int(port))
-        return found if len(found) == 2 else None
+        self.agent = Agent(axoneme_bin(), config, workdir / "axoneme.log",
+                           ["memcached", "unguarded"])
+        self.addr = self.agent.addresses["memcached"]
+        self.unguarded_addr = self.agent.addresses["unguarded"]
 
     def entries(self, n: int) -> list[dict]:
         """The access log once it holds at least `n` entries (all of them, which may be more)."""
@@ -326,8 +269,7 @@ class Proxy:
         return wait_until(find, what)
 
     def stop(self) -> None:
-        stop(self.process)
-        self.stderr.close()
+        self.agent.stop()
 
 
 @pytest.fixture

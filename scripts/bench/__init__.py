@@ -1,0 +1,27 @@
+"""The end-to-end benchmark (`scripts/bench.sh`, which runs `python3 -m bench` from scripts/):
+the same load, all on 127.0.0.1, at a server directly and through HAProxy (TCP mode), twemproxy
+and Axoneme, in two parts.
+
+memcached: memcached directly and through HAProxy, twemproxy and Axoneme (the Rebels' policy, an
+access-log line per request written to a file). Load shapes (set:get 1:4, 1000 keys): 20
+connections request/response and 8 connections with 32 requests in flight, each with 64-byte
+values and again with 16 KiB values.
+
+Cassandra: the same CQL load (protocol v4; prepared INSERT and SELECT by primary key, 1:4, over
+1000 rows of the Empire example's attendance.daily_records) at cql-fixture directly and through
+HAProxy and Axoneme (the Empire's policy, an access-log line per request written to a file).
+Load shapes: 20 connections request/response and 8 connections with 32 requests in flight.
+
+Every run has a 1 s warm-up, then BENCH_SECONDS measured (10 by default). Each shape runs
+BENCH_ROUNDS times at every target (3 by default), the targets' order rotating from one round to
+the next; the tables show each figure's median over the rounds and the spread of ops/s, and
+Axoneme's ratios to the other targets. Results go to target/bench/results.md and results.json.
+
+AXONEME_BIN: use this Axoneme binary instead of building one. BENCH_ONLY=memcached or
+BENCH_ONLY=cassandra: run that part only.
+
+Modules: `parts` (the table of parts, targets and load shapes), `targets` (how each kind of
+server starts, is ready and stops), `policies` (the agent's policies and configuration as data),
+`runner` (rounds and runs), `report` (figures and tables), `procs` (processes on loopback, shared
+with the end-to-end tests). This package holds no state of its own and writes only below
+target/bench and a temporary directory."""

@@ -1,0 +1,118 @@
+"""`python3 -m bench`: reads the settings from the environment, installs the servers and
+proxies that are missing, builds the workspace's binaries, runs the chosen parts and writes
+target/bench/results.md and results.json (the package's docstring says what is measured).
+
+It runs from the repository's root and leaves nothing running: every server stops when its
+part ends, and on an error or a signal."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from . import parts, procs, report, runner
+from .targets import Setup
+
+
+def fail(message: str):
+    print(message, file=sys.stderr)
+    sys.exit(1)
+
+
+def positive(name: str, default: int) -> int:
+    text = os.environ.get(name, str(default))
+    if not text.isdigit() or int(text) < 1:
+        fail(f"{name} is a positive number, not {text}")
+    return int(text)
+
+
+def chosen_parts() -> list:
+    only = os.environ.get("BENCH_ONLY", "")
+    names = [part.name for part in parts.PARTS]
+    if only and only not in names:
+        fail(f"BENCH_ONLY is {' or '.join(names)}, not {only}")
+    return [part for part in parts.PARTS if not only or part.name == only]
+
+
+def install_missing(chosen: list) -> None:
+    """Installs with apt the chosen parts' commands that are not on the PATH."""
+    tools = dict.fromkeys(tool for part in chosen for tool in part.tools)
+    missing = [tool for tool in tools if not shutil.which(tool)]
+    if not missing:
+        return
+    print(f"installing {' '.join(missing)}...", flush=True)
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    quiet = {"stdout": subprocess.DEVNULL, "check": True}
+    subprocess.run([*sudo, "apt-get", "update", "-qq"], **quiet)
+    subprocess.run([*sudo, "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y",
+                    "-qq", *missing], **quiet)
+
+
+def build(chosen: list, bin_dir: Path) -> None:
+    """Builds the binaries the chosen parts run, in release, and copies them to `bin_dir`: a
+    build elsewhere in this tree may replace the ones in target/release while the benchmark
+    runs."""
+    crates = ["axoneme-loadgen", *dict.fromkeys(crate for part in chosen for crate in part.crates)]
+    given = os.environ.get("AXONEME_BIN")
+    if given:
+        print(f"building {' '.join(crates)} (release); Axoneme is {given}...", flush=True)
+        shutil.copy(given, bin_dir / "axoneme")
+    else:
+        crates.append("axoneme")
+        print(f"building {' '.join(crates)} (release)...", flush=True)
+    subprocess.run(["cargo", "build", "--release", "--quiet",
+                    *(f"--package={crate}" for crate in crates)], check=True)
+    release = Path(os.environ.get("CARGO_TARGET_DIR", "target")) / "release"
+    for crate in crates:
+        shutil.copy(release / crate, bin_dir / crate)
+
+
+def main() -> None:
+    seconds = positive("BENCH_SECONDS", 10)
+    rounds = positive("BENCH_ROUNDS", 3)
+    chosen = chosen_parts()
+    for part in chosen:
+        for port in (port for target in part.targets for port in target.ports):
+            if procs.port_open(port):
+                fail(f"127.0.0.1:{port} is already in use; stop what listens there first")
+    install_missing(chosen)
+    if not shutil.which("cargo"):
+        fail("cargo (Rust toolchain) is required")
+    cores = len(os.sched_getaffinity(0))
+    with tempfile.TemporaryDirectory() as tmp:
+        bin_dir = Path(tmp) / "bin"
+        bin_dir.mkdir()
+        build(chosen, bin_dir)
+        measured = []
+        for part in chosen:
+            workdir = Path(tmp) / part.name
+            workdir.mkdir()
+            measured.append(runner.run_part(part, Setup(workdir, bin_dir, cores),
+                                            bin_dir / "axoneme-loadgen", seconds, rounds,
+                                            parts.MEMCACHED_THREADS))
+    results, text = report.build(runner.machine(cores), measured, seconds, rounds,
+                                 runner.WARMUP_SECONDS)
+    out = Path("target/bench")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "results.md").write_text(text)
+    print(text)
+    print("written: target/bench/results.md, target/bench/results.json")
+
+
+def interrupted(signum, frame):
+    # Leaving through SystemExit runs every `finally`, which stops the servers.
+    sys.exit(130)
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, interrupted)
+    try:
+        main()
+    except procs.GaveUp as gave_up:
+        fail(str(gave_up))

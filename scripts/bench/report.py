@@ -1,0 +1,204 @@
+"""The benchmark's results from its runs: each figure's median over the rounds and the spread of
+ops/s, Axoneme's ratios to the other targets, the Markdown tables and the document written to
+results.json.
+
+Pure functions over plain data (the load generator's JSON per run, and what the runner noted
+about machine and servers): they read no files, run nothing and print nothing, so that
+tests/bench checks them on fixed results."""
+
+import statistics
+
+# The load generator's figures the tables show, with their column names.
+METRICS = [("ops_per_sec", "ops/s"), ("p50_us", "p50"), ("p99_us", "p99"), ("p99_9_us", "p99.9")]
+
+LATENCY_NOTE = (
+    "Closed-loop load: a connection sends a request when a reply frees a place in its pipeline. "
+    "Latency is from a request's write to its whole reply, in microseconds."
+)
+
+
+def shared_notes(cores: int, rounds: int) -> list:
+    """The notes every part's tables end with, before the part's own."""
+    return [
+        f"All on one {cores}-core machine over 127.0.0.1: the load generator (tokio, one worker "
+        "per core), the server and the proxy under test compete for the same cores; nothing is "
+        "pinned.",
+        "Targets run one after another; only the one under test has load. Each shape runs "
+        f"{rounds} round(s) over every target, the targets' order rotating by one place a round; "
+        "each figure is the median over the rounds, and ops/s also shows the lowest and highest "
+        "round.",
+    ]
+
+
+def run_record(round_number: int, shape: str, target: str, result: dict | None) -> dict:
+    """A run as results.json lists it: its round, shape and target, then the load generator's
+    result (with its `target`, the address, as `address`), or `failed` when there is none."""
+    run = dict(result) if result else {"failed": True}
+    run["address"] = run.pop("target", None)
+    return {"round": round_number, "shape": shape, "target": target, **run}
+
+
+def summaries(runs: list) -> list:
+    """Per shape and target, in the order of their first run: each figure's median over the
+    rounds that did not fail, the lowest and highest ops/s, and the errors of every round."""
+    found = []
+    for shape, target in dict.fromkeys((run["shape"], run["target"]) for run in runs):
+        mine = [run for run in runs if run["shape"] == shape and run["target"] == target]
+        good = [run for run in mine if not run.get("failed")]
+        summary = {"shape": shape, "target": target, "rounds": len(good),
+                   "failed": len(mine) - len(good)}
+        if good:
+            for key, _ in METRICS:
+                summary[key] = statistics.median(run[key] for run in good)
+            summary["ops_per_sec_min"] = min(run["ops_per_sec"] for run in good)
+            summary["ops_per_sec_max"] = max(run["ops_per_sec"] for run in good)
+            summary["errors"] = sum(run["errors"] for run in good)
+        found.append(summary)
+    return found
+
+
+def ratios(runs: list, summary: list, others: tuple, rounds: int) -> list:
+    """Axoneme's median figures over each of the `others` targets', per shape, with the lowest
+    and highest of the per-round ops/s ratios: a round's runs are minutes apart at most, so its
+    ratio is less moved by drift on the machine than the medians are."""
+    def find(shape, target):
+        for entry in summary:
+            if entry["shape"] == shape and entry["target"] == target and entry["rounds"]:
+                return entry
+        return None
+
+    def ops(shape, target, round_number):
+        for run in runs:
+            if (run["shape"], run["target"], run["round"]) == (shape, target, round_number):
+                return None if run.get("failed") else run["ops_per_sec"]
+        return None
+
+    found = []
+    for shape in dict.fromkeys(entry["shape"] for entry in summary):
+        axoneme = find(shape, "Axoneme")
+        for other in others:
+            base = find(shape, other)
+            if not (axoneme and base):
+                continue
+            ratio = {"shape": shape, "ratio": f"Axoneme/{other}"}
+            for key, _ in METRICS:
+                ratio[key] = round(axoneme[key] / base[key], 2) if base[key] else None
+            per_round = []
+            for round_number in range(1, rounds + 1):
+                mine, theirs = ops(shape, "Axoneme", round_number), ops(shape, other, round_number)
+                if mine and theirs:
+                    per_round.append(mine / theirs)
+            if per_round:
+                ratio["ops_per_sec_rounds_min"] = round(min(per_round), 2)
+                ratio["ops_per_sec_rounds_max"] = round(max(per_round), 2)
+            found.append(ratio)
+    return found
+
+
+def number(value, digits: int = 1) -> str:
+    """`value` with thousands separators and `digits` decimals; "-" for none."""
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def tables(section: dict) -> list:
+    """The Markdown lines of a part's figures, ratios, access log and notes."""
+    md = [
+        "| target | shape | ops/s | ops/s lowest–highest | p50 µs | p99 µs | p99.9 µs | errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for entry in section["summary"]:
+        if not entry["rounds"]:
+            md.append(f"| {entry['target']} | {entry['shape']} | failed | | | | | |")
+            continue
+        failed = f" ({entry['failed']} failed)" if entry["failed"] else ""
+        md.append(
+            f"| {entry['target']} | {entry['shape']} | {number(entry['ops_per_sec'], 0)}{failed} | "
+            f"{number(entry['ops_per_sec_min'], 0)}–{number(entry['ops_per_sec_max'], 0)} | "
+            f"{number(entry['p50_us'])} | {number(entry['p99_us'])} | "
+            f"{number(entry['p99_9_us'])} | {entry['errors']} |"
+        )
+    md += [
+        "",
+        "Ratios of the medians (ops/s: above 1 is faster; latency: above 1 is slower), and the "
+        "lowest and highest ops/s ratio of a single round:",
+        "",
+        "| shape | ratio | ops/s | ops/s per round | p50 | p99 | p99.9 |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for ratio in section["ratios"]:
+        spread = "-"
+        if "ops_per_sec_rounds_min" in ratio:
+            lowest, highest = ratio["ops_per_sec_rounds_min"], ratio["ops_per_sec_rounds_max"]
+            spread = f"{lowest:.2f}–{highest:.2f}"
+        latencies = " | ".join(number(ratio[key], 2) for key, _ in METRICS[1:])
+        md.append(f"| {ratio['shape']} | {ratio['ratio']} | {number(ratio['ops_per_sec'], 2)} | "
+                  f"{spread} | {latencies} |")
+    log = section["axoneme_access_log"]
+    md += [
+        "",
+        f"Axoneme access log: {log['lines']:,} lines ({log['bytes'] / 2**20:,.0f} MiB), "
+        f"{log['denied']} denied, {log['dropped']} dropped by a writer that fell behind.",
+        "",
+    ]
+    md += [f"- {note}" for note in section["notes"]]
+    return md
+
+
+def machine_line(machine: dict) -> str:
+    return (f"Machine: {machine['cores']} cores ({machine['cpu']}), {machine['memory_gib']} GiB, "
+            f"Linux {machine['kernel']}, {machine['rustc']}.")
+
+
+def section(part: dict, cores: int, rounds: int) -> dict:
+    """A measured part as results.json has it: `part` holds what the runner noted (`servers`,
+    `busy`, `runs`, `access_log`) and what the parts table says (`notes`, `compare_with`)."""
+    summary = summaries(part["runs"])
+    return {
+        "servers": part["servers"],
+        "cpu_busy_percent_before": part["busy"],
+        "notes": shared_notes(cores, rounds) + part["notes"] + [LATENCY_NOTE],
+        "runs": part["runs"],
+        "summary": summary,
+        "axoneme_access_log": part["access_log"],
+        "ratios": ratios(part["runs"], summary, part["compare_with"], rounds),
+    }
+
+
+def heading(part: dict, found: dict, seconds: int, rounds: int, warmup: int) -> list:
+    """The Markdown lines that open a part: its title, servers and load."""
+    return [
+        "",
+        f"## {part['title']}",
+        "",
+        f"Servers: {found['servers']}.",
+        f"Load: {part['load']}, {warmup} s warm-up, {seconds} s measured per run, "
+        f"{rounds} round(s). "
+        f"Cores busy with other work just before the runs: {found['cpu_busy_percent_before']}%.",
+        "",
+    ]
+
+
+def build(machine: dict, parts: list, seconds: int, rounds: int, warmup: int) -> tuple:
+    """results.json's document and results.md's text from the `machine` and the measured
+    `parts` (in the order they ran; see `section` for what each holds)."""
+    machine = dict(machine)
+    results = {
+        "seconds": seconds,
+        "rounds": rounds,
+        "command": f"BENCH_SECONDS={seconds} BENCH_ROUNDS={rounds} scripts/bench.sh",
+        "machine": machine,
+    }
+    md = [machine_line(machine)]
+    for part in parts:
+        found = section(part, machine["cores"], rounds)
+        md += heading(part, found, seconds, rounds, warmup) + tables(found)
+        if part["name"] == "memcached":
+            # memcached's section stands at the top level, its servers and busy cores under
+            # `machine`: so results.json had it before the Cassandra part came, and older
+            # results files are read the same way.
+            machine["servers"] = found.pop("servers")
+            machine["cpu_busy_percent_before"] = found.pop("cpu_busy_percent_before")
+            results.update(found)
+        else:
+            results[part["name"]] = found
+    return results, "\n".join(md) + "\n"

@@ -1,0 +1,206 @@
+"""The servers and proxies the benchmark drives load at, one class a kind: each knows its
+command line and configuration, when it is ready, how it stops and how it names its version.
+
+A target only runs itself; which targets a part has, on which ports, is the parts table's
+(parts.py), and the load is the runner's."""
+
+import json
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import policies, procs
+
+
+def first_line(args: list) -> str:
+    """The first line a command prints, on stdout or stderr."""
+    run = subprocess.run(args, capture_output=True, text=True)
+    return (run.stdout or run.stderr).strip().splitlines()[0]
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Where targets run: their configuration and logs go to `workdir`, the workspace's binaries
+    are in `bin_dir`, and the machine has `cores` cores."""
+
+    workdir: Path
+    bin_dir: Path
+    cores: int
+
+
+class Target:
+    """A server or proxy on 127.0.0.1:`port`, named `name` in the tables; ready once it accepts
+    connections there."""
+
+    name = ""
+
+    def __init__(self, port: int):
+        self.port = port
+
+    @property
+    def ports(self) -> tuple:
+        """Every port it listens on, which must be free before it starts."""
+        return (self.port,)
+
+    def command(self, setup: Setup) -> list:
+        """Its command line, after writing what configuration it needs into the workdir."""
+        raise NotImplementedError
+
+    def start(self, setup: Setup) -> procs.Process:
+        """Starts it and waits until it is ready; stopping is the process's."""
+        process = procs.Process(self.command(setup), setup.workdir / f"{self.name.lower()}.log")
+        process.ready(lambda: procs.port_open(self.port), f"{self.name} on port {self.port}")
+        return process
+
+    def version(self) -> str | None:
+        """Its name and version for the results; None for the system under test."""
+        return None
+
+
+class Memcached(Target):
+    name = "direct"
+
+    def __init__(self, port: int, threads: int):
+        super().__init__(port)
+        self.threads = threads
+
+    def command(self, setup: Setup) -> list:
+        return procs.memcached_command("memcached", self.port, "-t", str(self.threads),
+                                       "-m", "256", "-c", "1024")
+
+    def version(self) -> str:
+        return first_line(["memcached", "-V"])
+
+
+class CqlFixture(Target):
+    name = "direct"
+
+    def command(self, setup: Setup) -> list:
+        return [setup.bin_dir / "cql-fixture", "--listen", f"127.0.0.1:{self.port}"]
+
+    def version(self) -> str:
+        return "cql-fixture (this workspace)"
+
+
+class HAProxy(Target):
+    """HAProxy in TCP mode in front of 127.0.0.1:`upstream`, a thread per core."""
+
+    name = "HAProxy"
+
+    def __init__(self, port: int, upstream: int):
+        super().__init__(port)
+        self.upstream = upstream
+
+    def command(self, setup: Setup) -> list:
+        config = setup.workdir / "haproxy.cfg"
+        config.write_text(f"""\
+global
+  nbthread {setup.cores}
+  maxconn 4096
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+frontend proxied
+  bind 127.0.0.1:{self.port}
+  default_backend server
+backend server
+  server server 127.0.0.1:{self.upstream}
+""")
+        return ["haproxy", "-db", "-f", config]
+
+    def version(self) -> str:
+        return " ".join(first_line(["haproxy", "-v"]).split()[:3])
+
+
+class Twemproxy(Target):
+    """twemproxy (nutcracker) in front of the memcached at 127.0.0.1:`upstream`, its stats on
+    `stats_port`."""
+
+    name = "twemproxy"
+
+    def __init__(self, port: int, stats_port: int, upstream: int):
+        super().__init__(port)
+        self.stats_port = stats_port
+        self.upstream = upstream
+
+    @property
+    def ports(self) -> tuple:
+        return (self.port, self.stats_port)
+
+    def command(self, setup: Setup) -> list:
+        config = setup.workdir / "nutcracker.yml"
+        # One server connection shared by all clients, opened at start: how twemproxy is meant
+        # to spare a server its clients' connections.
+        config.write_text(f"""\
+memcached:
+  listen: 127.0.0.1:{self.port}
+  hash: fnv1a_64
+  distribution: ketama
+  preconnect: true
+  auto_eject_hosts: false
+  server_connections: 1
+  servers:
+    - 127.0.0.1:{self.upstream}:1
+""")
+        return ["nutcracker", "-c", config, "-a", "127.0.0.1", "-s", str(self.stats_port)]
+
+    def version(self) -> str:
+        return first_line(["nutcracker", "-V"])
+
+
+class Axoneme(Target):
+    """The agent in front of 127.0.0.1:`upstream`: one ingress listener named `listener`
+    guarding the endpoint of that name, the `endpoints` and the `policy` (a document, written
+    as JSON), and an access log to a file."""
+
+    name = "Axoneme"
+
+    def __init__(self, port: int, upstream: int, listener: str, endpoints: list, policy: dict):
+        super().__init__(port)
+        self.upstream = upstream
+        self.listener = listener
+        self.endpoints = endpoints
+        self.policy = policy
+
+    def start(self, setup: Setup) -> procs.Agent:
+        workdir = setup.workdir
+        (workdir / "policy.json").write_text(json.dumps(self.policy, indent=2))
+        config = policies.agent_config(str(workdir), self.endpoints, "policy.json",
+                                       self.listener, self.port, self.upstream)
+        # JSON is YAML, which the agent reads its configuration as.
+        (workdir / "axoneme.yaml").write_text(json.dumps(config, indent=2))
+        return procs.Agent(setup.bin_dir / "axoneme", workdir / "axoneme.yaml",
+                           workdir / "axoneme.log", [self.listener])
+
+    def access_log_stats(self, setup: Setup) -> dict:
+        """What the agent wrote to its access log: lines, denied entries, bytes, and the
+        entries dropped because the writer fell behind (from its metrics)."""
+        # The log is written off the forwarding path: the writer gets a moment to finish.
+        time.sleep(1)
+        metrics = subprocess.run(
+            [setup.bin_dir / "axoneme", "--api", setup.workdir / "axoneme.sock", "metrics", "list"],
+            capture_output=True, text=True).stdout
+        dropped = next((line.split()[1] for line in metrics.splitlines()
+                        if line.split()[:1] == ["axoneme_access_log_dropped_total"]), "unknown")
+        log = setup.workdir / "access.log"
+        lines, denied = count_lines(log, b'"entry_type":"Denied"')
+        return {"lines": lines, "denied": denied, "dropped": dropped, "bytes": log.stat().st_size}
+
+
+def count_lines(path: Path, needle: bytes, chunk: int = 1 << 24) -> tuple:
+    """The lines of the file at `path` and how many times `needle` stands in it, read in pieces
+    of `chunk` bytes: a benchmark's access log runs to gigabytes."""
+    lines = found = 0
+    carry = b""
+    with open(path, "rb") as file:
+        while piece := file.read(chunk):
+            lines += piece.count(b"\n")
+            # The end of the last piece, too short to hold the needle, joins this one so that
+            # a needle split between pieces is counted once.
+            joined = carry + piece
+            found += joined.count(needle)
+            carry = joined[max(0, len(joined) - len(needle) + 1):]
+    return lines, found

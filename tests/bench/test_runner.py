@@ -1,0 +1,46 @@
+"""The benchmark's schedule and bookkeeping: the targets' order from round to round, the load
+shapes' arguments, and counting an access log read in pieces."""
+
+import pytest
+
+from bench import parts, runner, targets
+
+
+def test_the_order_rotates_by_one_place_a_round_and_comes_back():
+    order = ("direct", "HAProxy", "twemproxy", "Axoneme")
+    assert runner.rotation(order, 1) == list(order)
+    assert runner.rotation(order, 2) == ["HAProxy", "twemproxy", "Axoneme", "direct"]
+    assert runner.rotation(order, 4) == ["Axoneme", "direct", "HAProxy", "twemproxy"]
+    assert runner.rotation(order, 5) == list(order)
+
+
+def test_over_as_many_rounds_as_targets_each_runs_once_in_every_place():
+    order = ("direct", "HAProxy", "Axoneme")
+    rounds = [runner.rotation(order, number) for number in (1, 2, 3)]
+    for place in range(3):
+        assert sorted(run[place] for run in rounds) == sorted(order)
+
+
+def test_every_part_runs_direct_first_in_the_first_round():
+    # The Cassandra part's first direct run creates the keyspace the later runs use.
+    for part in parts.PARTS:
+        assert runner.rotation(part.targets, 1)[0].name == "direct"
+
+
+def test_shapes_give_the_load_generator_their_value_size_only_when_they_have_one():
+    assert parts.Shape("s", 8, 32, 64).args() == [
+        "--connections", "8", "--pipeline", "32", "--value-size", "64"]
+    assert parts.Shape("s", 20, 1).args() == ["--connections", "20", "--pipeline", "1"]
+
+
+def test_every_target_of_a_part_has_ports_of_its_own():
+    ports = [port for part in parts.PARTS for target in part.targets for port in target.ports]
+    assert len(ports) == len(set(ports))
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 5, 7, 21, 22, 23, 1000])
+def test_lines_and_needles_are_counted_across_the_pieces_of_a_read(tmp_path, chunk):
+    log = tmp_path / "access.log"
+    log.write_bytes(b'{"entry_type":"Denied"}\n{"entry_type":"Request"}\n' * 3
+                    + b'{"entry_type":"Denied"}')
+    assert targets.count_lines(log, b'"entry_type":"Denied"', chunk) == (6, 4)
