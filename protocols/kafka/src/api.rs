@@ -1,13 +1,19 @@
-//! Kafka's API keys: each key's Kafka name, the name policies write, the versions a Kafka 4.1
-//! broker accepts and the first flexible version.
+//! Kafka's API keys: each key's Kafka name, the name policies write, the versions a broker
+//! accepts and the first flexible version.
 //!
-//! The table follows Apache Kafka 4.1's message definitions
-//! (`clients/src/main/resources/common/message/*Request.json`): `validVersions` and
-//! `flexibleVersions` of each request. Policy names are Cilium's (`pkg/policy/api/kafka`,
-//! `APIKeyMap`) for the keys 0 to 33 it named, among them `offsets` for ListOffsets; every other
-//! key is Kafka's name lower-cased without separators. Keys 4 to 7 were removed with ZooKeeper
-//! in Kafka 4.0: policies may still name them (Cilium's policies do), but no version of them
-//! is read. This module only describes keys; reading messages belongs to the message modules.
+//! The versions are the `validVersions` and `flexibleVersions` of Apache Kafka's message
+//! definitions (`clients/src/main/resources/common/message/*Request.json`): those of Kafka
+//! 4.3.0 for the APIs whose bodies this crate reads (Produce 3-13, Fetch 4-18, ListOffsets
+//! 1-11, Metadata 0-13, OffsetCommit 2-10, OffsetFetch 1-10, CreateTopics 2-7, DeleteTopics
+//! 1-6, DeleteRecords 0-2, OffsetForLeaderEpoch 2-4, AddPartitionsToTxn 0-5, TxnOffsetCommit
+//! 0-5), those of Kafka 4.1 for the others. Only the first flexible version matters for the
+//! others (their bodies are not read), and flexible versions are open-ended, so a later
+//! version's header still reads. Policy names are Cilium's (`pkg/policy/api/kafka`,
+//! `APIKeyMap`) for the keys 0 to 33 it named, among them `offsets` for ListOffsets; every
+//! other key is Kafka's name lower-cased without separators. Keys 4 to 7 were removed with
+//! ZooKeeper in Kafka 4.0: policies may still name them (Cilium's policies do), but no version
+//! of them is read. This module only describes keys; reading messages belongs to the message
+//! modules.
 
 /// One API key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,7 +24,7 @@ pub struct Api {
     pub name: &'static str,
     /// The name policies use in `apiKey` (`offsets`).
     pub policy_name: &'static str,
-    /// The lowest and highest version a Kafka 4.1 broker accepts; `None` for a removed key.
+    /// The lowest and highest version a broker accepts; `None` for a removed key.
     pub versions: Option<(i16, i16)>,
     /// The first flexible version (flexible versions are open-ended); `None` when no version
     /// is flexible.
@@ -26,7 +32,7 @@ pub struct Api {
 }
 
 impl Api {
-    /// Whether a Kafka 4.1 broker accepts `version` of this API.
+    /// Whether a broker accepts `version` of this API (see the module documentation).
     pub fn accepts(&self, version: i16) -> bool {
         self.versions
             .is_some_and(|(low, high)| (low..=high).contains(&version))
@@ -109,11 +115,11 @@ const fn api(
     }
 }
 
-/// Every API key of Kafka 4.1, indexed by key.
+/// Every API key, indexed by key.
 static APIS: &[Api] = &[
     api(0, "Produce", "produce", Some((3, 13)), Some(9)),
-    api(1, "Fetch", "fetch", Some((4, 17)), Some(12)),
-    api(2, "ListOffsets", "offsets", Some((1, 10)), Some(6)),
+    api(1, "Fetch", "fetch", Some((4, 18)), Some(12)),
+    api(2, "ListOffsets", "offsets", Some((1, 11)), Some(6)),
     api(3, "Metadata", "metadata", Some((0, 13)), Some(9)),
     api(4, "LeaderAndIsr", "leaderandisr", None, None),
     api(5, "StopReplica", "stopreplica", None, None),

@@ -22,8 +22,8 @@ pub enum Error {
     /// No API has this key.
     #[error("unknown API key {0}")]
     UnknownApiKey(i16),
-    /// The API exists but this version is not one Kafka 4.1 defines.
-    #[error("{api} v{version} is not a version Kafka 4.1 defines")]
+    /// The API exists but this version is not one a Kafka 4.x broker accepts.
+    #[error("{api} v{version} is not a version a Kafka 4.x broker accepts")]
     UnsupportedVersion {
         /// Kafka's name of the API.
         api: &'static str,

@@ -1,4 +1,4 @@
-//! Kafka L7 policy for Axoneme: Cilium's `rules.kafka` over every request version a Kafka 4.1
+//! Kafka L7 policy for Axoneme: Cilium's `rules.kafka` over every request version a Kafka 4.x
 //! broker accepts.
 //!
 //! [`header`] frames the byte streams by their 4-byte length and reads request headers;

@@ -2,7 +2,7 @@
 //! read in place; and the response that denies a request.
 //!
 //! One module per API keeps its request reading, its denial and their field layouts together,
-//! each following Kafka 4.1's `<Name>Request.json` and `<Name>Response.json`. Bodies of APIs
+//! each following Kafka 4.3's `<Name>Request.json` and `<Name>Response.json`. Bodies of APIs
 //! that name no topics are not read (policy judges them by key, version and client id), and
 //! neither are record batches. This module dispatches by API key; it decides nothing.
 
@@ -232,3 +232,6 @@ fn write_topic_ref(w: &mut Writer<'_>, topic: TopicRef<'_>, by_id: bool) {
         (TopicRef::Id(_), false) => w.string(b""),
     }
 }
+
+#[cfg(test)]
+mod tests;
