@@ -84,6 +84,8 @@ pub const HEARTBEAT: i16 = 12;
 pub const LEAVE_GROUP: i16 = 13;
 /// SyncGroup.
 pub const SYNC_GROUP: i16 = 14;
+/// ListGroups.
+pub const LIST_GROUPS: i16 = 16;
 /// ApiVersions.
 pub const API_VERSIONS: i16 = 18;
 /// CreateTopics.

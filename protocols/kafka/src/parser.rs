@@ -257,7 +257,8 @@ impl KafkaParser {
     }
 }
 
-/// Whether requests of API `key` are read whole: those whose bodies name topics.
+/// Whether requests of API `key` are read whole: those whose bodies name topics, and
+/// FindCoordinator, whose denial answers its keys.
 fn reads_body(key: i16) -> bool {
     use crate::api::*;
     matches!(
@@ -274,6 +275,7 @@ fn reads_body(key: i16) -> bool {
             | OFFSET_FOR_LEADER_EPOCH
             | ADD_PARTITIONS_TO_TXN
             | TXN_OFFSET_COMMIT
+            | FIND_COORDINATOR
     )
 }
 

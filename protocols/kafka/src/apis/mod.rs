@@ -1,5 +1,6 @@
-//! Requests as policy reads them: the header, and for the APIs that name topics the body,
-//! read in place; and the response that denies a request.
+//! Requests as policy reads them: the header, and for the APIs that name topics (and
+//! FindCoordinator, whose denial answers its keys) the body, read in place; and the response
+//! that denies a request.
 //!
 //! One module per API keeps its request reading, its denial and their field layouts together,
 //! each following Kafka 4.3's `<Name>Request.json` and `<Name>Response.json`. Bodies of APIs
@@ -7,10 +8,12 @@
 //! neither are record batches. This module dispatches by API key; it decides nothing.
 
 pub mod add_partitions_to_txn;
+pub mod api_versions;
 pub mod create_topics;
 pub mod delete_records;
 pub mod delete_topics;
 pub mod fetch;
+pub mod find_coordinator;
 pub mod group;
 pub mod list_offsets;
 pub mod metadata;
@@ -32,18 +35,32 @@ use crate::wire::{Reader, WireError, Writer};
 /// The body of a request, for the APIs whose bodies are read.
 #[derive(Debug, Clone, Copy)]
 pub enum Body<'a> {
+    /// Produce (key 0).
     Produce(produce::Request<'a>),
+    /// Fetch (key 1).
     Fetch(fetch::Request<'a>),
+    /// ListOffsets (key 2).
     ListOffsets(list_offsets::Request<'a>),
+    /// Metadata (key 3).
     Metadata(metadata::Request<'a>),
+    /// OffsetCommit (key 8).
     OffsetCommit(offset_commit::Request<'a>),
+    /// OffsetFetch (key 9).
     OffsetFetch(offset_fetch::Request<'a>),
+    /// CreateTopics (key 19).
     CreateTopics(create_topics::Request<'a>),
+    /// DeleteTopics (key 20).
     DeleteTopics(delete_topics::Request<'a>),
+    /// DeleteRecords (key 21).
     DeleteRecords(delete_records::Request<'a>),
+    /// OffsetForLeaderEpoch (key 23).
     OffsetForLeaderEpoch(offset_for_leader_epoch::Request<'a>),
+    /// AddPartitionsToTxn (key 24).
     AddPartitionsToTxn(add_partitions_to_txn::Request<'a>),
+    /// TxnOffsetCommit (key 28).
     TxnOffsetCommit(txn_offset_commit::Request<'a>),
+    /// FindCoordinator (key 10): read for its keys, which its denial answers.
+    FindCoordinator(find_coordinator::Request<'a>),
     /// An API whose body names no topic: not read.
     Unread,
 }
@@ -59,6 +76,10 @@ pub struct Request<'a> {
 
 /// Reads the body of one API.
 type ReadBody<'a> = fn(&mut Reader<'a>, i16) -> Result<Body<'a>, WireError>;
+
+/// Writes the denial body of an API whose request is not read, at a version, with an error
+/// code.
+pub type WriteDenial = fn(i16, i16, &mut Writer<'_>);
 
 /// What [`Request::write_denial`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +117,9 @@ impl<'a> Request<'a> {
             TXN_OFFSET_COMMIT => {
                 Some(|r, v| txn_offset_commit::parse(r, v).map(Body::TxnOffsetCommit))
             }
+            FIND_COORDINATOR => {
+                Some(|r, v| find_coordinator::parse(r, v).map(Body::FindCoordinator))
+            }
             _ => None,
         };
         let Some(read) = read else {
@@ -132,20 +156,29 @@ impl<'a> Request<'a> {
             Body::OffsetForLeaderEpoch(r) => NamedTopics::of(Some(&r.topics)),
             Body::AddPartitionsToTxn(r) => r.topics(),
             Body::TxnOffsetCommit(r) => NamedTopics::of(Some(&r.topics)),
+            Body::FindCoordinator(_) => NamedTopics::of(None),
             Body::Unread => NamedTopics::of(None),
         }
     }
 
     /// Appends to `out` the response that denies this request: the same API, version and
     /// correlation id, with TOPIC_AUTHORIZATION_FAILED (29) on every topic or partition it
-    /// names, GROUP_AUTHORIZATION_FAILED (30) for the group APIs and for an OffsetFetch
-    /// naming no topic, CLUSTER_AUTHORIZATION_FAILED (31) for a Metadata request naming
-    /// none (v13+, the only versions with a top-level error).
+    /// names; GROUP_AUTHORIZATION_FAILED (30) for the group APIs (JoinGroup, Heartbeat,
+    /// LeaveGroup, SyncGroup, ListGroups), for an OffsetFetch naming no topic and for
+    /// FindCoordinator (TRANSACTIONAL_ID_AUTHORIZATION_FAILED, 53, for a transactional id);
+    /// CLUSTER_AUTHORIZATION_FAILED (31) for ApiVersions and for a Metadata request naming no
+    /// topic (v13+, the only versions with a top-level error).
     pub fn write_denial(&self, out: &mut Vec<u8>) -> Denial {
         let version = self.header.api_version;
         let error = TOPIC_AUTHORIZATION_FAILED;
-        let group = group::denial(self.header.api.key, version);
-        match (&self.body, group) {
+        let key = self.header.api.key;
+        let unread = group::denial(key, version)
+            .map(|write| (write, GROUP_AUTHORIZATION_FAILED))
+            .or_else(|| {
+                api_versions::denial(key, version)
+                    .map(|write| (write, CLUSTER_AUTHORIZATION_FAILED))
+            });
+        match (&self.body, unread) {
             (Body::Produce(r), _) if r.acks == 0 => return Denial::NoResponse,
             (
                 Body::Produce(_)
@@ -155,7 +188,8 @@ impl<'a> Request<'a> {
                 | Body::OffsetCommit(_)
                 | Body::OffsetFetch(_)
                 | Body::CreateTopics(_)
-                | Body::DeleteTopics(_),
+                | Body::DeleteTopics(_)
+                | Body::FindCoordinator(_),
                 _,
             )
             | (Body::Unread, Some(_)) => {}
@@ -174,10 +208,11 @@ impl<'a> Request<'a> {
             }
             Body::CreateTopics(r) => create_topics::write_denial(r, version, error, w),
             Body::DeleteTopics(r) => delete_topics::write_denial(r, version, error, w),
-            // Checked above: only the group APIs remain, and the others write nothing.
+            Body::FindCoordinator(r) => find_coordinator::write_denial(r, version, w),
+            // Checked above: only the unread APIs with a denial remain.
             _ => {
-                if let Some(write) = group {
-                    write(version, GROUP_AUTHORIZATION_FAILED, w);
+                if let Some((write, code)) = unread {
+                    write(version, code, w);
                 }
             }
         });

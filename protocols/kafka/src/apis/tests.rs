@@ -458,6 +458,57 @@ const SYNC_GROUP_RESPONSE: &[Field] = &[
     f(Bytes, 0, ALL),
 ];
 
+// JoinGroupResponse.json, ListGroupsResponse.json, ApiVersionsResponse.json
+const JOIN_GROUP_MEMBER: &[Field] = &[f(Str, 0, ALL), n(Str, 5, ALL, 5), f(Bytes, 0, ALL)];
+const JOIN_GROUP_RESPONSE: &[Field] = &[
+    f(I32, 2, ALL),
+    r(f(I16, 0, ALL), TopError),
+    f(I32, 0, ALL),
+    n(Str, 7, ALL, 7),
+    n(Str, 0, ALL, 7),
+    f(Str, 0, ALL),
+    f(Bool, 9, ALL),
+    f(Str, 0, ALL),
+    f(Array(JOIN_GROUP_MEMBER), 0, ALL),
+];
+const LIST_GROUPS_GROUP: &[Field] = &[
+    f(Str, 0, ALL),
+    f(Str, 0, ALL),
+    f(Str, 4, ALL),
+    f(Str, 5, ALL),
+];
+const LIST_GROUPS_RESPONSE: &[Field] = &[
+    f(I32, 1, ALL),
+    r(f(I16, 0, ALL), TopError),
+    f(Array(LIST_GROUPS_GROUP), 0, ALL),
+];
+const API_VERSIONS_KEY: &[Field] = &[f(I16, 0, ALL), f(I16, 0, ALL), f(I16, 0, ALL)];
+const API_VERSIONS_RESPONSE: &[Field] = &[
+    r(f(I16, 0, ALL), TopError),
+    f(Array(API_VERSIONS_KEY), 0, ALL),
+    f(I32, 1, ALL),
+];
+
+// FindCoordinatorRequest.json, FindCoordinatorResponse.json
+const FIND_COORDINATOR_REQUEST: &[Field] = &[f(Str, 0, 3), f(I8, 1, ALL), f(Strs, 4, ALL)];
+const FIND_COORDINATOR_COORDINATOR: &[Field] = &[
+    f(Str, 4, ALL),
+    f(I32, 4, ALL),
+    f(Str, 4, ALL),
+    f(I32, 4, ALL),
+    r(f(I16, 4, ALL), TopError),
+    n(Str, 4, ALL, 4),
+];
+const FIND_COORDINATOR_RESPONSE: &[Field] = &[
+    f(I32, 1, ALL),
+    r(f(I16, 0, 3), TopError),
+    n(Str, 1, 3, 1),
+    f(I32, 0, 3),
+    f(Str, 0, 3),
+    f(I32, 0, 3),
+    f(Array(FIND_COORDINATOR_COORDINATOR), 4, ALL),
+];
+
 /// One API as the oracle knows it: key, versions, first flexible version, request and (when a
 /// denial is composed) response layouts.
 struct Message {
@@ -533,6 +584,14 @@ const MESSAGES: &[Message] = &[
         flexible: 4,
         request: DELETE_TOPICS_REQUEST,
         response: Some(DELETE_TOPICS_RESPONSE),
+    },
+    Message {
+        key: 10,
+        low: 0,
+        high: 6,
+        flexible: 3,
+        request: FIND_COORDINATOR_REQUEST,
+        response: Some(FIND_COORDINATOR_RESPONSE),
     },
     Message {
         key: 21,
@@ -1040,7 +1099,7 @@ fn check(message: &Message, version: i16, seed: u64, tags: u8) -> Result<(), Tes
         "every named partition denied"
     );
     for e in named.top_errors {
-        prop_assert!([0, 30, 31].contains(&e));
+        prop_assert!([0, 30, 31, 53].contains(&e));
     }
     Ok(())
 }
@@ -1198,11 +1257,16 @@ fn offset_fetch_for_all_topics_is_denied_for_the_group() {
 }
 
 #[test]
-fn group_api_denials_decode() {
-    for (key, layout, high, flexible) in [
-        (HEARTBEAT, HEARTBEAT_RESPONSE, 4, 4),
-        (LEAVE_GROUP, LEAVE_GROUP_RESPONSE, 5, 4),
-        (SYNC_GROUP, SYNC_GROUP_RESPONSE, 5, 4),
+fn denials_of_unread_apis_decode() {
+    let group = i64::from(GROUP_AUTHORIZATION_FAILED);
+    let cluster = i64::from(CLUSTER_AUTHORIZATION_FAILED);
+    for (key, layout, high, flexible, code) in [
+        (JOIN_GROUP, JOIN_GROUP_RESPONSE, 9, 6, group),
+        (HEARTBEAT, HEARTBEAT_RESPONSE, 4, 4, group),
+        (LEAVE_GROUP, LEAVE_GROUP_RESPONSE, 5, 4, group),
+        (SYNC_GROUP, SYNC_GROUP_RESPONSE, 5, 4, group),
+        (LIST_GROUPS, LIST_GROUPS_RESPONSE, 5, 3, group),
+        (API_VERSIONS, API_VERSIONS_RESPONSE, 4, 3, cluster),
     ] {
         for version in 0..=high {
             let message = Message {
@@ -1222,7 +1286,9 @@ fn group_api_denials_decode() {
                 bytes: &out[8..],
                 flexible: version >= flexible,
             };
-            d.tagged().unwrap();
+            if key != API_VERSIONS {
+                d.tagged().unwrap();
+            }
             let mut named = Named::default();
             walk(
                 layout,
@@ -1231,20 +1297,16 @@ fn group_api_denials_decode() {
                 None,
                 &mut named,
             );
-            assert!(d.bytes.is_empty());
-            assert_eq!(
-                named.top_errors,
-                [i64::from(GROUP_AUTHORIZATION_FAILED)],
-                "{key} v{version}"
-            );
+            assert!(d.bytes.is_empty(), "{key} v{version}");
+            assert_eq!(named.top_errors, [code], "{key} v{version}");
         }
     }
     let frame = request_frame(
         &Message {
-            key: API_VERSIONS,
-            low: 0,
+            key: 32,
+            low: 1,
             high: 4,
-            flexible: 3,
+            flexible: 4,
             request: &[],
             response: None,
         },
@@ -1259,4 +1321,34 @@ fn group_api_denials_decode() {
             .write_denial(&mut Vec::new()),
         Denial::Unsupported
     );
+}
+
+#[test]
+fn find_coordinator_denials_answer_each_key() {
+    // v4: key type 1 (transaction), keys "t1" and "t2".
+    let frame = b"\x00\x0a\x00\x04\x00\x00\x00\x03\xff\xff\x00\x01\x03\x03t1\x03t2\x00";
+    let request = Request::parse(frame).unwrap();
+    let mut out = Vec::new();
+    assert_eq!(request.write_denial(&mut out), Denial::Written);
+    let mut d = Decoder {
+        bytes: &out[8..],
+        flexible: true,
+    };
+    d.tagged().unwrap();
+    let vals = d.structure(FIND_COORDINATOR_RESPONSE, 4).unwrap();
+    let Val::Array(Some(coordinators)) = &vals[1] else {
+        panic!("{vals:?}")
+    };
+    let keys: Vec<_> = coordinators.iter().map(|c| c[0].clone()).collect();
+    assert_eq!(
+        keys,
+        [
+            Val::Str(Some(b"t1".to_vec())),
+            Val::Str(Some(b"t2".to_vec()))
+        ]
+    );
+    assert!(coordinators.iter().all(|c| c[4]
+        == Val::Int(i64::from(
+            find_coordinator::TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+        ))));
 }
