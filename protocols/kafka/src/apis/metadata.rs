@@ -1,0 +1,122 @@
+//! Metadata (key 3), v0 to v13: the topics a client asks about, whether it asks for all of
+//! them, whether it asks the broker to create missing ones, and the response that denies it.
+//!
+//! From v1 a null topic array asks for every topic (v0: an empty one). From v10 a topic entry
+//! carries an id and a nullable name; an entry with a null name names its topic by id.
+
+use crate::topics::{Entries, TopicEntry, TopicRef, Topics};
+use crate::wire::{Reader, WireError, Writer};
+
+/// A Metadata request.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// The topics asked about; `None` asks for all (v0: also an empty array).
+    pub topics: Option<Topics<'a>>,
+    /// Whether the broker may create the named topics that do not exist (v4+; always in
+    /// earlier versions).
+    pub allow_auto_topic_creation: bool,
+}
+
+impl Request<'_> {
+    /// Whether the request asks for every topic.
+    pub fn all_topics(&self, version: i16) -> bool {
+        match self.topics {
+            None => true,
+            Some(topics) => version == 0 && topics.is_empty(),
+        }
+    }
+}
+
+/// Reads a Metadata request body.
+pub fn parse<'a>(r: &mut Reader<'a>, version: i16) -> Result<Request<'a>, WireError> {
+    let topics = match version {
+        0 => Some(Entries::read(r, version, "the topics", topic)?),
+        _ => Entries::read_nullable(r, version, "the topics", topic)?,
+    };
+    let mut allow_auto_topic_creation = true;
+    if version >= 4 {
+        allow_auto_topic_creation = r.bool("allow auto topic creation")?;
+    }
+    if (8..=10).contains(&version) {
+        r.bool("include cluster authorized operations")?;
+    }
+    if version >= 8 {
+        r.bool("include topic authorized operations")?;
+    }
+    r.tagged_fields()?;
+    Ok(Request {
+        topics,
+        allow_auto_topic_creation,
+    })
+}
+
+fn topic<'a>(r: &mut Reader<'a>, version: i16) -> Result<TopicEntry<'a>, WireError> {
+    let topic = match version >= 10 {
+        true => {
+            let id = r.uuid("a topic id")?;
+            match r.nullable_string("a topic name")? {
+                Some(name) => TopicRef::Name(name),
+                None => TopicRef::Id(id),
+            }
+        }
+        false => TopicRef::Name(r.string("a topic name")?),
+    };
+    r.tagged_fields()?;
+    Ok(TopicEntry {
+        topic,
+        partitions: Entries::empty(),
+    })
+}
+
+/// Writes the response body that fails every named topic with `error`, with no brokers, no
+/// partitions and no cluster id. A request naming no topic gets no topics and, from v13, the
+/// top-level `empty_error`.
+pub fn write_denial(
+    request: &Request<'_>,
+    version: i16,
+    error: i16,
+    empty_error: i16,
+    w: &mut Writer<'_>,
+) {
+    if version >= 3 {
+        w.i32(0);
+    }
+    w.array_len(Some(0));
+    if version >= 2 {
+        w.nullable_string(None);
+    }
+    if version >= 1 {
+        w.i32(-1);
+    }
+    let topics = request.topics.unwrap_or_else(Entries::empty);
+    w.array_len(Some(topics.len()));
+    for entry in topics.iter() {
+        w.i16(error);
+        let (name, id) = match entry.topic {
+            TopicRef::Name(name) => (Some(name), [0; 16]),
+            TopicRef::Id(id) => (None, id),
+        };
+        match version >= 12 {
+            true => w.nullable_string(name),
+            false => w.string(name.unwrap_or_default()),
+        }
+        if version >= 10 {
+            w.uuid(&id);
+        }
+        if version >= 1 {
+            w.bool(false);
+        }
+        w.array_len(Some(0));
+        if version >= 8 {
+            w.i32(i32::MIN);
+        }
+        w.tagged_fields();
+    }
+    if (8..=10).contains(&version) {
+        w.i32(i32::MIN);
+    }
+    if version >= 13 {
+        w.i16(if topics.is_empty() { empty_error } else { 0 });
+    }
+    w.tagged_fields();
+}

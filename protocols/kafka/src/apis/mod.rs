@@ -1,0 +1,272 @@
+//! Requests as policy reads them: the header, and for the APIs that name topics (and
+//! FindCoordinator, whose denial answers its keys) the body, read in place; and the response
+//! that denies a request.
+//!
+//! One module per API keeps its request reading, its denial and their field layouts together,
+//! each following Kafka 4.3's `<Name>Request.json` and `<Name>Response.json`. Bodies of APIs
+//! that name no topics are not read (policy judges them by key, version and client id), and
+//! neither are record batches. This module dispatches by API key; it decides nothing.
+
+pub mod add_partitions_to_txn;
+pub mod api_versions;
+pub mod create_topics;
+pub mod delete_records;
+pub mod delete_topics;
+pub mod fetch;
+pub mod find_coordinator;
+pub mod group;
+pub mod list_offsets;
+pub mod metadata;
+pub mod offset_commit;
+pub mod offset_fetch;
+pub mod offset_for_leader_epoch;
+pub mod produce;
+pub mod txn_offset_commit;
+
+use crate::api::*;
+use crate::error::Error;
+use crate::header::{write_response, RequestHeader};
+use crate::topics::{
+    NamedTopics, TopicRef, CLUSTER_AUTHORIZATION_FAILED, GROUP_AUTHORIZATION_FAILED,
+    TOPIC_AUTHORIZATION_FAILED,
+};
+use crate::wire::{Reader, WireError, Writer};
+
+/// The body of a request, for the APIs whose bodies are read.
+#[derive(Debug, Clone, Copy)]
+pub enum Body<'a> {
+    /// Produce (key 0).
+    Produce(produce::Request<'a>),
+    /// Fetch (key 1).
+    Fetch(fetch::Request<'a>),
+    /// ListOffsets (key 2).
+    ListOffsets(list_offsets::Request<'a>),
+    /// Metadata (key 3).
+    Metadata(metadata::Request<'a>),
+    /// OffsetCommit (key 8).
+    OffsetCommit(offset_commit::Request<'a>),
+    /// OffsetFetch (key 9).
+    OffsetFetch(offset_fetch::Request<'a>),
+    /// CreateTopics (key 19).
+    CreateTopics(create_topics::Request<'a>),
+    /// DeleteTopics (key 20).
+    DeleteTopics(delete_topics::Request<'a>),
+    /// DeleteRecords (key 21).
+    DeleteRecords(delete_records::Request<'a>),
+    /// OffsetForLeaderEpoch (key 23).
+    OffsetForLeaderEpoch(offset_for_leader_epoch::Request<'a>),
+    /// AddPartitionsToTxn (key 24).
+    AddPartitionsToTxn(add_partitions_to_txn::Request<'a>),
+    /// TxnOffsetCommit (key 28).
+    TxnOffsetCommit(txn_offset_commit::Request<'a>),
+    /// FindCoordinator (key 10): read for its keys, which its denial answers.
+    FindCoordinator(find_coordinator::Request<'a>),
+    /// An API whose body names no topic: not read.
+    Unread,
+}
+
+/// A request: its header and, where it names topics, its body.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// The header.
+    pub header: RequestHeader<'a>,
+    /// The body.
+    pub body: Body<'a>,
+}
+
+/// Reads the body of one API.
+type ReadBody<'a> = fn(&mut Reader<'a>, i16) -> Result<Body<'a>, WireError>;
+
+/// Writes the denial body of an API whose request is not read, at a version, with an error
+/// code.
+pub type WriteDenial = fn(i16, i16, &mut Writer<'_>);
+
+/// What [`Request::write_denial`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denial {
+    /// A response was appended.
+    Written,
+    /// The request expects no response (Produce with `acks` 0).
+    NoResponse,
+    /// This crate composes no response for this API and version.
+    Unsupported,
+}
+
+impl<'a> Request<'a> {
+    /// Reads a request: `message` is a whole frame without its 4-byte length. The bodies of
+    /// the APIs listed in [`Body`] must follow their version's definition to the last byte.
+    pub fn parse(message: &'a [u8]) -> Result<Request<'a>, Error> {
+        let (header, mut r) = RequestHeader::parse(message)?;
+        let version = header.api_version;
+        let read: Option<ReadBody<'a>> = match header.api.key {
+            PRODUCE => Some(|r, v| produce::parse(r, v).map(Body::Produce)),
+            FETCH => Some(|r, v| fetch::parse(r, v).map(Body::Fetch)),
+            LIST_OFFSETS => Some(|r, v| list_offsets::parse(r, v).map(Body::ListOffsets)),
+            METADATA => Some(|r, v| metadata::parse(r, v).map(Body::Metadata)),
+            OFFSET_COMMIT => Some(|r, v| offset_commit::parse(r, v).map(Body::OffsetCommit)),
+            OFFSET_FETCH => Some(|r, v| offset_fetch::parse(r, v).map(Body::OffsetFetch)),
+            CREATE_TOPICS => Some(|r, v| create_topics::parse(r, v).map(Body::CreateTopics)),
+            DELETE_TOPICS => Some(|r, v| delete_topics::parse(r, v).map(Body::DeleteTopics)),
+            DELETE_RECORDS => Some(|r, v| delete_records::parse(r, v).map(Body::DeleteRecords)),
+            OFFSET_FOR_LEADER_EPOCH => {
+                Some(|r, v| offset_for_leader_epoch::parse(r, v).map(Body::OffsetForLeaderEpoch))
+            }
+            ADD_PARTITIONS_TO_TXN => {
+                Some(|r, v| add_partitions_to_txn::parse(r, v).map(Body::AddPartitionsToTxn))
+            }
+            TXN_OFFSET_COMMIT => {
+                Some(|r, v| txn_offset_commit::parse(r, v).map(Body::TxnOffsetCommit))
+            }
+            FIND_COORDINATOR => {
+                Some(|r, v| find_coordinator::parse(r, v).map(Body::FindCoordinator))
+            }
+            _ => None,
+        };
+        let Some(read) = read else {
+            return Ok(Request {
+                header,
+                body: Body::Unread,
+            });
+        };
+        if !header.api.accepts(version) {
+            return Err(Error::UnsupportedVersion {
+                api: header.api.name,
+                version,
+            });
+        }
+        let body = read(&mut r, version)?;
+        r.finish()?;
+        Ok(Request { header, body })
+    }
+
+    /// The topics the request names, in order, by name or id (a topic named twice comes
+    /// twice). Empty for a request that names none, among them a Metadata or OffsetFetch
+    /// request for all topics.
+    pub fn topics(&self) -> NamedTopics<'a> {
+        match &self.body {
+            Body::Produce(r) => NamedTopics::of(Some(&r.topics)),
+            Body::Fetch(r) => NamedTopics::of(Some(&r.topics)),
+            Body::ListOffsets(r) => NamedTopics::of(Some(&r.topics)),
+            Body::Metadata(r) => NamedTopics::of(r.topics.as_ref()),
+            Body::OffsetCommit(r) => NamedTopics::of(Some(&r.topics)),
+            Body::OffsetFetch(r) => r.topics(),
+            Body::CreateTopics(r) => NamedTopics::of(Some(&r.topics)),
+            Body::DeleteTopics(r) => NamedTopics::of(Some(&r.topics)),
+            Body::DeleteRecords(r) => NamedTopics::of(Some(&r.topics)),
+            Body::OffsetForLeaderEpoch(r) => NamedTopics::of(Some(&r.topics)),
+            Body::AddPartitionsToTxn(r) => r.topics(),
+            Body::TxnOffsetCommit(r) => NamedTopics::of(Some(&r.topics)),
+            Body::FindCoordinator(_) => NamedTopics::of(None),
+            Body::Unread => NamedTopics::of(None),
+        }
+    }
+
+    /// Appends to `out` the response that denies this request: the same API, version and
+    /// correlation id, with TOPIC_AUTHORIZATION_FAILED (29) on every topic or partition it
+    /// names; GROUP_AUTHORIZATION_FAILED (30) for the group APIs (JoinGroup, Heartbeat,
+    /// LeaveGroup, SyncGroup, ListGroups), for an OffsetFetch naming no topic and for
+    /// FindCoordinator (TRANSACTIONAL_ID_AUTHORIZATION_FAILED, 53, for a transactional id);
+    /// CLUSTER_AUTHORIZATION_FAILED (31) for ApiVersions and for a Metadata request naming no
+    /// topic (v13+, the only versions with a top-level error).
+    pub fn write_denial(&self, out: &mut Vec<u8>) -> Denial {
+        let version = self.header.api_version;
+        let error = TOPIC_AUTHORIZATION_FAILED;
+        let key = self.header.api.key;
+        let unread = group::denial(key, version)
+            .map(|write| (write, GROUP_AUTHORIZATION_FAILED))
+            .or_else(|| {
+                api_versions::denial(key, version)
+                    .map(|write| (write, CLUSTER_AUTHORIZATION_FAILED))
+            });
+        match (&self.body, unread) {
+            (Body::Produce(r), _) if r.acks == 0 => return Denial::NoResponse,
+            (
+                Body::Produce(_)
+                | Body::Fetch(_)
+                | Body::ListOffsets(_)
+                | Body::Metadata(_)
+                | Body::OffsetCommit(_)
+                | Body::OffsetFetch(_)
+                | Body::CreateTopics(_)
+                | Body::DeleteTopics(_)
+                | Body::FindCoordinator(_),
+                _,
+            )
+            | (Body::Unread, Some(_)) => {}
+            _ => return Denial::Unsupported,
+        }
+        write_response(out, &self.header, |w| match &self.body {
+            Body::Produce(r) => produce::write_denial(r, version, error, w),
+            Body::Fetch(r) => fetch::write_denial(r, version, error, w),
+            Body::ListOffsets(r) => list_offsets::write_denial(r, version, error, w),
+            Body::Metadata(r) => {
+                metadata::write_denial(r, version, error, CLUSTER_AUTHORIZATION_FAILED, w)
+            }
+            Body::OffsetCommit(r) => offset_commit::write_denial(r, version, error, w),
+            Body::OffsetFetch(r) => {
+                offset_fetch::write_denial(r, version, error, GROUP_AUTHORIZATION_FAILED, w)
+            }
+            Body::CreateTopics(r) => create_topics::write_denial(r, version, error, w),
+            Body::DeleteTopics(r) => delete_topics::write_denial(r, version, error, w),
+            Body::FindCoordinator(r) => find_coordinator::write_denial(r, version, w),
+            // Checked above: only the unread APIs with a denial remain.
+            _ => {
+                if let Some((write, code)) = unread {
+                    write(version, code, w);
+                }
+            }
+        });
+        Denial::Written
+    }
+}
+
+/// Whether requests of the API `key` carry topics, as Cilium counted them (`isTopicAPIKey`
+/// in `proxylib/kafka/kafkalib/policy.go`): a rule's `topic` constrains only these. The keys
+/// whose bodies this crate does not read (LeaderAndIsr, StopReplica, UpdateMetadata,
+/// WriteTxnMarkers, AlterReplicaLogDirs, DescribeLogDirs, CreatePartitions) then name no
+/// topic, so only rules without a topic allow them, as in Cilium.
+pub fn names_topics(key: i16) -> bool {
+    matches!(
+        key,
+        PRODUCE
+            | FETCH
+            | LIST_OFFSETS
+            | METADATA
+            | 4
+            | 5
+            | 6
+            | OFFSET_COMMIT
+            | OFFSET_FETCH
+            | CREATE_TOPICS
+            | DELETE_TOPICS
+            | DELETE_RECORDS
+            | OFFSET_FOR_LEADER_EPOCH
+            | ADD_PARTITIONS_TO_TXN
+            | 27
+            | TXN_OFFSET_COMMIT
+            | 34
+            | 35
+            | 37
+    )
+}
+
+/// Reads a topic name, or a topic id when `by_id`.
+fn topic_ref<'a>(r: &mut Reader<'a>, by_id: bool) -> Result<TopicRef<'a>, WireError> {
+    match by_id {
+        true => r.uuid("a topic id").map(TopicRef::Id),
+        false => r.string("a topic name").map(TopicRef::Name),
+    }
+}
+
+/// Writes a topic as [`topic_ref`] reads it.
+fn write_topic_ref(w: &mut Writer<'_>, topic: TopicRef<'_>, by_id: bool) {
+    match (topic, by_id) {
+        (TopicRef::Id(id), true) => w.uuid(&id),
+        (TopicRef::Name(_), true) => w.uuid(&[0; 16]),
+        (TopicRef::Name(name), false) => w.string(name),
+        (TopicRef::Id(_), false) => w.string(b""),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,72 @@
+//! OffsetCommit (key 8), v2 to v10: the group and the topics whose offsets a consumer
+//! commits, and the response that denies it. v10 names topics by id.
+
+use crate::topics::{Entries, TopicEntry, Topics};
+use crate::wire::{Reader, WireError, Writer};
+
+use super::{topic_ref, write_topic_ref};
+
+/// The first version naming topics by id.
+const TOPIC_IDS: i16 = 10;
+
+/// An OffsetCommit request.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// The group.
+    pub group_id: &'a [u8],
+    /// The topics and partitions committed.
+    pub topics: Topics<'a>,
+}
+
+/// Reads an OffsetCommit request body.
+pub fn parse<'a>(r: &mut Reader<'a>, version: i16) -> Result<Request<'a>, WireError> {
+    let group_id = r.string("the group id")?;
+    r.i32("the generation id or member epoch")?;
+    r.string("the member id")?;
+    if version >= 7 {
+        r.nullable_string("the group instance id")?;
+    }
+    if version <= 4 {
+        r.i64("the retention time")?;
+    }
+    let topics = Entries::read(r, version, "the topics", topic)?;
+    r.tagged_fields()?;
+    Ok(Request { group_id, topics })
+}
+
+fn topic<'a>(r: &mut Reader<'a>, version: i16) -> Result<TopicEntry<'a>, WireError> {
+    let topic = topic_ref(r, version >= TOPIC_IDS)?;
+    let partitions = Entries::read(r, version, "the partitions", partition)?;
+    r.tagged_fields()?;
+    Ok(TopicEntry { topic, partitions })
+}
+
+fn partition(r: &mut Reader<'_>, version: i16) -> Result<i32, WireError> {
+    let index = r.i32("a partition index")?;
+    r.i64("the committed offset")?;
+    if version >= 6 {
+        r.i32("the committed leader epoch")?;
+    }
+    r.nullable_string("the committed metadata")?;
+    r.tagged_fields()?;
+    Ok(index)
+}
+
+/// Writes the response body that fails every partition of `request` with `error`.
+pub fn write_denial(request: &Request<'_>, version: i16, error: i16, w: &mut Writer<'_>) {
+    if version >= 3 {
+        w.i32(0);
+    }
+    w.array_len(Some(request.topics.len()));
+    for entry in request.topics.iter() {
+        write_topic_ref(w, entry.topic, version >= TOPIC_IDS);
+        w.array_len(Some(entry.partitions.len()));
+        for index in entry.partitions.iter() {
+            w.i32(index);
+            w.i16(error);
+            w.tagged_fields();
+        }
+        w.tagged_fields();
+    }
+    w.tagged_fields();
+}

@@ -1,0 +1,135 @@
+//! OffsetFetch (key 9), v1 to v10: the groups and topics whose committed offsets a consumer
+//! reads, and the response that denies it.
+//!
+//! Up to v7 a request asks about one group; from v8 about several, each with its topics. From
+//! v2 a null topic array asks for every topic the group committed. v10 names topics by id.
+
+use crate::topics::{partition_index, Entries, Group, NamedTopics, TopicEntry};
+use crate::wire::{Reader, WireError, Writer};
+
+use super::{topic_ref, write_topic_ref};
+
+/// The first version asking about several groups.
+const GROUPS: i16 = 8;
+/// The first version naming topics by id.
+const TOPIC_IDS: i16 = 10;
+
+/// The groups of an OffsetFetch request.
+#[derive(Debug, Clone, Copy)]
+pub enum Groups<'a> {
+    /// v1 to v7: one group.
+    One(Group<'a>),
+    /// v8 and later.
+    Many(Entries<'a, Group<'a>>),
+}
+
+/// An OffsetFetch request.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// The groups asked about, each with its topics (`None`: all of them).
+    pub groups: Groups<'a>,
+}
+
+impl<'a> Request<'a> {
+    /// The topics named, in every group.
+    pub fn topics(&self) -> NamedTopics<'a> {
+        match &self.groups {
+            Groups::One(group) => NamedTopics::of(group.topics.as_ref()),
+            Groups::Many(groups) => NamedTopics::of_groups(groups),
+        }
+    }
+}
+
+/// Reads an OffsetFetch request body.
+pub fn parse<'a>(r: &mut Reader<'a>, version: i16) -> Result<Request<'a>, WireError> {
+    let groups = match version >= GROUPS {
+        true => Groups::Many(Entries::read(r, version, "the groups", group)?),
+        false => {
+            let id = r.string("the group id")?;
+            let topics = match version {
+                1 => Some(Entries::read(r, version, "the topics", topic)?),
+                _ => Entries::read_nullable(r, version, "the topics", topic)?,
+            };
+            Groups::One(Group { id, topics })
+        }
+    };
+    if version >= 7 {
+        r.bool("require stable")?;
+    }
+    r.tagged_fields()?;
+    Ok(Request { groups })
+}
+
+fn group<'a>(r: &mut Reader<'a>, version: i16) -> Result<Group<'a>, WireError> {
+    let id = r.string("the group id")?;
+    if version >= 9 {
+        r.nullable_string("the member id")?;
+        r.i32("the member epoch")?;
+    }
+    let topics = Entries::read_nullable(r, version, "the topics", topic)?;
+    r.tagged_fields()?;
+    Ok(Group { id, topics })
+}
+
+fn topic<'a>(r: &mut Reader<'a>, version: i16) -> Result<TopicEntry<'a>, WireError> {
+    let topic = topic_ref(r, version >= TOPIC_IDS)?;
+    let partitions = Entries::read(r, version, "the partition indexes", partition_index)?;
+    r.tagged_fields()?;
+    Ok(TopicEntry { topic, partitions })
+}
+
+/// Writes the response body that fails every named partition with `error`, and a group that
+/// names no topic with `group_error`.
+pub fn write_denial(
+    request: &Request<'_>,
+    version: i16,
+    error: i16,
+    group_error: i16,
+    w: &mut Writer<'_>,
+) {
+    if version >= 3 {
+        w.i32(0);
+    }
+    let group_error_of = |group: &Group<'_>| match group.topics {
+        Some(topics) if !topics.is_empty() => 0,
+        _ => group_error,
+    };
+    match &request.groups {
+        Groups::One(group) => {
+            write_topics(group, version, error, w);
+            if version >= 2 {
+                w.i16(group_error_of(group));
+            }
+        }
+        Groups::Many(groups) => {
+            w.array_len(Some(groups.len()));
+            for group in groups.iter() {
+                w.string(group.id);
+                write_topics(&group, version, error, w);
+                w.i16(group_error_of(&group));
+                w.tagged_fields();
+            }
+        }
+    }
+    w.tagged_fields();
+}
+
+fn write_topics(group: &Group<'_>, version: i16, error: i16, w: &mut Writer<'_>) {
+    let topics = group.topics.unwrap_or_else(Entries::empty);
+    w.array_len(Some(topics.len()));
+    for entry in topics.iter() {
+        write_topic_ref(w, entry.topic, version >= TOPIC_IDS);
+        w.array_len(Some(entry.partitions.len()));
+        for index in entry.partitions.iter() {
+            w.i32(index);
+            w.i64(-1);
+            if version >= 5 {
+                w.i32(-1);
+            }
+            w.nullable_string(Some(b""));
+            w.i16(error);
+            w.tagged_fields();
+        }
+        w.tagged_fields();
+    }
+}

@@ -1,0 +1,57 @@
+//! TxnOffsetCommit (key 28), v0 to v5: the group and topics whose offsets a transactional
+//! producer commits.
+
+use crate::topics::{Entries, TopicEntry, TopicRef, Topics};
+use crate::wire::{Reader, WireError};
+
+/// A TxnOffsetCommit request.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// The transactional id.
+    pub transactional_id: &'a [u8],
+    /// The group.
+    pub group_id: &'a [u8],
+    /// The topics and partitions committed.
+    pub topics: Topics<'a>,
+}
+
+/// Reads a TxnOffsetCommit request body.
+pub fn parse<'a>(r: &mut Reader<'a>, version: i16) -> Result<Request<'a>, WireError> {
+    let transactional_id = r.string("the transactional id")?;
+    let group_id = r.string("the group id")?;
+    r.i64("the producer id")?;
+    r.i16("the producer epoch")?;
+    if version >= 3 {
+        r.i32("the generation id")?;
+        r.string("the member id")?;
+        r.nullable_string("the group instance id")?;
+    }
+    let topics = Entries::read(r, version, "the topics", topic)?;
+    r.tagged_fields()?;
+    Ok(Request {
+        transactional_id,
+        group_id,
+        topics,
+    })
+}
+
+fn topic<'a>(r: &mut Reader<'a>, version: i16) -> Result<TopicEntry<'a>, WireError> {
+    let name = r.string("a topic name")?;
+    let partitions = Entries::read(r, version, "the partitions", partition)?;
+    r.tagged_fields()?;
+    Ok(TopicEntry {
+        topic: TopicRef::Name(name),
+        partitions,
+    })
+}
+
+fn partition(r: &mut Reader<'_>, version: i16) -> Result<i32, WireError> {
+    let index = r.i32("a partition index")?;
+    r.i64("the committed offset")?;
+    if version >= 2 {
+        r.i32("the committed leader epoch")?;
+    }
+    r.nullable_string("the committed metadata")?;
+    r.tagged_fields()?;
+    Ok(index)
+}

@@ -1,0 +1,157 @@
+//! Kafka L7 policy for Axoneme, registered as `kafka` (the name Cilium's `rules.kafka` maps to),
+//! over every request version a Kafka 4.x broker accepts.
+//!
+//! [`header`] frames the byte streams by their 4-byte length and reads request headers;
+//! [`api`] is the table of API keys (Kafka's names, the names policies use, versions,
+//! flexible versions); [`apis`] reads the bodies of the requests that name topics, in place,
+//! and writes the responses that deny them; [`rules`] compiles Cilium's `role`, `apiKey`,
+//! `apiVersion`, `clientID` and `topic` keys and judges requests as Cilium did; [`pending`]
+//! keeps responses and denials in correlation order, and [`KafkaParser`] applies all of it to
+//! a connection. [`wire`] holds Kafka's primitive types and [`topics`] the arrays of topics
+//! and partitions. Everything here is sans-IO: a function of the bytes at hand.
+
+pub mod api;
+pub mod apis;
+mod error;
+pub mod header;
+mod parser;
+pub mod pending;
+pub mod rules;
+pub mod topics;
+pub mod wire;
+
+use axoneme_sdk::{ConnectionMeta, L7RuleMap, Parser, RuleError, TraceFields, TypedProtocol};
+
+pub use api::Api;
+pub use apis::{Body, Denial, Request};
+pub use error::Error;
+pub use header::RequestHeader;
+pub use parser::KafkaParser;
+pub use rules::RuleSet;
+pub use topics::TopicRef;
+
+/// The broker's default limit on a request (`socket.request.max.bytes`, 100 MiB).
+pub const DEFAULT_MAX_REQUEST: usize = 100 * 1024 * 1024;
+
+/// The Kafka protocol.
+#[derive(Debug, Clone, Copy)]
+pub struct Kafka {
+    max_request: usize,
+}
+
+impl Kafka {
+    /// Kafka, refusing requests longer than `max_request` bytes (the connection is closed).
+    /// A request whose body names topics is held whole, so the datapath's buffer limit bounds
+    /// those too.
+    pub fn new(max_request: usize) -> Self {
+        Kafka { max_request }
+    }
+}
+
+impl Default for Kafka {
+    fn default() -> Self {
+        Kafka::new(DEFAULT_MAX_REQUEST)
+    }
+}
+
+impl TypedProtocol for Kafka {
+    type Rules = RuleSet;
+    const TRACE_FIELDS: &'static [&'static str] = &["apiKey", "apiVersion", "clientID", "topic"];
+
+    fn name(&self) -> &'static str {
+        "kafka"
+    }
+
+    fn parser(&self, _meta: &ConnectionMeta) -> Box<dyn Parser> {
+        Box::new(KafkaParser::new(self.max_request))
+    }
+
+    fn compile(&self, rules: &[L7RuleMap]) -> Result<RuleSet, RuleError> {
+        rules::compile(rules)
+    }
+
+    /// Traces `apiKey=<name>` with optional `apiVersion=<n>`, `clientID=<id>` and
+    /// `topic=<t1,t2,...>`. Without `apiVersion`, rules that name a version do not apply.
+    fn trace_request(&self, rules: &RuleSet, fields: &TraceFields<'_>) -> Result<bool, String> {
+        let name = fields.require("apiKey")?;
+        let api =
+            Api::by_policy_name(name).ok_or_else(|| format!("unknown Kafka apiKey {name:?}"))?;
+        let api_version = match fields.get("apiVersion") {
+            None => -1,
+            Some(v) => v
+                .parse::<i16>()
+                .ok()
+                .filter(|v| *v >= 0)
+                .ok_or_else(|| format!("invalid Kafka apiVersion {v:?}"))?,
+        };
+        let header = RequestHeader {
+            api,
+            api_version,
+            correlation_id: 0,
+            client_id: fields.get("clientID").map(str::as_bytes),
+        };
+        let topics = fields
+            .get("topic")
+            .into_iter()
+            .flat_map(|t| t.split(',').map(str::trim).filter(|t| !t.is_empty()))
+            .map(|t| TopicRef::Name(t.as_bytes()));
+        Ok(rules.allows(&header, topics))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use axoneme_sdk::Protocol;
+
+    use super::*;
+
+    #[test]
+    fn traces_as_connections_judge() {
+        let kafka = Kafka::default();
+        let rules = Protocol::compile_rules(
+            &kafka,
+            &axoneme_testkit::rule_maps(&[
+                &[("role", "produce"), ("topic", "deathstar-plans")],
+                &[("apiKey", "metadata"), ("apiVersion", "12")],
+            ]),
+        )
+        .unwrap();
+        let trace = |pairs: &[(&str, &str)]| {
+            let fields: BTreeMap<String, String> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            Protocol::trace(&kafka, &*rules, &fields)
+        };
+        assert_eq!(
+            trace(&[("apiKey", "produce"), ("topic", "deathstar-plans")]),
+            Ok(true)
+        );
+        assert_eq!(
+            trace(&[
+                ("apiKey", "produce"),
+                ("topic", "deathstar-plans, empire-announce")
+            ]),
+            Ok(false)
+        );
+        assert_eq!(trace(&[("apiKey", "metadata")]), Ok(false));
+        assert_eq!(
+            trace(&[("apiKey", "metadata"), ("apiVersion", "12")]),
+            Ok(true)
+        );
+        assert_eq!(
+            trace(&[("apiKey", "listoffsets")]),
+            Err("unknown Kafka apiKey \"listoffsets\"".into())
+        );
+        assert_eq!(
+            trace(&[("topic", "x")]),
+            Err("kafka requests need apiKey".into())
+        );
+        assert_eq!(
+            trace(&[("apiKey", "fetch"), ("apiVersion", "-1")]),
+            Err("invalid Kafka apiVersion \"-1\"".into())
+        );
+    }
+}

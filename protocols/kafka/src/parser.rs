@@ -1,0 +1,336 @@
+//! The Kafka parser: frames requests and responses by their length, checks each request
+//! against policy, and answers denied ones where the broker's response would have been.
+//!
+//! A request of an API whose body names topics is kept until it has arrived whole and read in
+//! place ([`Request::parse`]); any other request is judged by its header as soon as that has
+//! arrived, and passed or dropped as it streams. Responses are never read beyond their length
+//! and correlation id, which [`Pending`] matches against the requests owed. A request that
+//! cannot be read, or a denied one whose response this crate cannot compose, closes the
+//! connection. Log fields and denials are written into buffers the parser keeps, so a warm
+//! parser does not allocate per request.
+
+use std::io::Write;
+
+use axoneme_sdk::{Context, EntryType, ErrorCode, Field, Flow, Input, Op, ParseError, Parser};
+
+use crate::apis::{Body, Denial, Request};
+use crate::error::Error;
+use crate::header::{frame_len, RequestHeader, LENGTH_LEN};
+use crate::pending::{DenyAction, Pending, PendingError, ResponseAction};
+use crate::rules::RuleSet;
+use crate::topics::TopicRef;
+use crate::wire::WireError;
+
+/// How many more bytes a request whose header has not arrived whole waits for at a time.
+const HEADER_STEP: usize = 256;
+
+/// The longest request header read (a client id may take 32 KiB; tagged fields the rest).
+const MAX_HEADER_LEN: usize = 64 * 1024;
+
+/// Bytes of a response's length and correlation id.
+const RESPONSE_HEAD: usize = 8;
+
+/// Parser state for one Kafka connection.
+#[derive(Debug)]
+pub struct KafkaParser {
+    max_request: usize,
+    pending: Pending,
+    /// A request that straddles input slices, joined.
+    scratch: Vec<u8>,
+    /// The denial being composed.
+    denial: Vec<u8>,
+    /// The text of the log fields.
+    text: Vec<u8>,
+}
+
+const NO_COMPOSED_DENIAL: ParseError = ParseError::new(
+    ErrorCode::Unsupported,
+    "denied request of an API whose denial cannot be composed",
+);
+const HEADER_TOO_LONG: ParseError = ParseError::new(
+    ErrorCode::MalformedFrame,
+    "request header longer than 64 KiB",
+);
+const DENIAL_TOO_LARGE: ParseError = ParseError::new(
+    ErrorCode::StateLimit,
+    "denial larger than the inject buffer",
+);
+
+impl KafkaParser {
+    /// A parser refusing requests longer than `max_request` bytes (without their length).
+    pub fn new(max_request: usize) -> Self {
+        KafkaParser {
+            max_request,
+            pending: Pending::default(),
+            scratch: Vec::new(),
+            denial: Vec::new(),
+            text: Vec::new(),
+        }
+    }
+}
+
+impl Parser for KafkaParser {
+    fn on_data(
+        &mut self,
+        ctx: &mut Context<'_>,
+        flow: Flow,
+        _end_stream: bool,
+        input: Input<'_>,
+    ) -> Op {
+        let op = match flow {
+            Flow::Request => self.on_request(ctx, input),
+            Flow::Reply => self.on_reply(ctx, input),
+        };
+        op.unwrap_or_else(Op::Error)
+    }
+}
+
+impl KafkaParser {
+    fn on_request(&mut self, ctx: &mut Context<'_>, input: Input<'_>) -> Result<Op, ParseError> {
+        if input.is_empty() {
+            return Ok(Op::Nop);
+        }
+        let Some(frame) = frame_len(&input, self.max_request).map_err(parse_error)? else {
+            return Ok(Op::More(LENGTH_LEN - input.len()));
+        };
+        let at_hand = input.len().min(frame);
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let op = self.request(ctx, input, frame, at_hand, &mut scratch);
+        self.scratch = scratch;
+        op
+    }
+
+    fn request(
+        &mut self,
+        ctx: &mut Context<'_>,
+        input: Input<'_>,
+        frame: usize,
+        at_hand: usize,
+        scratch: &mut Vec<u8>,
+    ) -> Result<Op, ParseError> {
+        let head_end = at_hand.min(LENGTH_LEN + MAX_HEADER_LEN);
+        let Some(head) = input.contiguous(LENGTH_LEN..head_end, scratch) else {
+            return Ok(Op::More(1));
+        };
+        let header = match RequestHeader::parse(head) {
+            Ok((header, _)) => header,
+            Err(Error::Wire(WireError::Truncated(_))) if head_end < frame => {
+                if head_end < at_hand {
+                    return Err(HEADER_TOO_LONG);
+                }
+                return Ok(Op::More((frame - at_hand).min(HEADER_STEP)));
+            }
+            Err(error) => return Err(parse_error(error)),
+        };
+        if !reads_body(header.api.key) {
+            let request = Request {
+                header,
+                body: Body::Unread,
+            };
+            return self.judge(ctx, &request, frame);
+        }
+        if at_hand < frame {
+            return Ok(Op::More(frame - at_hand));
+        }
+        let Some(message) = input.contiguous(LENGTH_LEN..frame, scratch) else {
+            return Ok(Op::More(1));
+        };
+        let request = Request::parse(message).map_err(parse_error)?;
+        self.judge(ctx, &request, frame)
+    }
+
+    /// Checks a request, logs the verdict, and passes it, or drops it and answers the denial.
+    fn judge(
+        &mut self,
+        ctx: &mut Context<'_>,
+        request: &Request<'_>,
+        frame: usize,
+    ) -> Result<Op, ParseError> {
+        let header = request.header;
+        let verdict = ctx.check::<RuleSet>(|rules| rules.allows(&request.header, request.topics()));
+        self.log(
+            ctx,
+            request,
+            match verdict.allowed {
+                true => EntryType::Request,
+                false => EntryType::Denied,
+            },
+            verdict.policy_name,
+        );
+        if verdict.allowed {
+            if expects_response(request) {
+                self.pending
+                    .expect(header.correlation_id)
+                    .map_err(pending_error)?;
+            }
+            return Ok(Op::Pass(frame));
+        }
+        self.denial.clear();
+        match request.write_denial(&mut self.denial) {
+            Denial::Written => {}
+            Denial::NoResponse => return Ok(Op::Drop(frame)),
+            Denial::Unsupported => return Err(NO_COMPOSED_DENIAL),
+        }
+        if self.pending.deny(&self.denial).map_err(pending_error)? == DenyAction::InjectNow {
+            if ctx.inject_room(Flow::Reply) < self.denial.len() {
+                return Err(DENIAL_TOO_LARGE);
+            }
+            ctx.inject(Flow::Reply, &self.denial);
+        }
+        Ok(Op::Drop(frame))
+    }
+
+    fn on_reply(&mut self, ctx: &mut Context<'_>, input: Input<'_>) -> Result<Op, ParseError> {
+        if let Some(op) = self.inject_due(ctx)? {
+            return Ok(op);
+        }
+        if input.is_empty() {
+            return Ok(Op::Nop);
+        }
+        let Some(head) = input.peek::<RESPONSE_HEAD>(0) else {
+            return Ok(Op::More(RESPONSE_HEAD - input.len()));
+        };
+        let [l0, l1, l2, l3, c0, c1, c2, c3] = head;
+        let length = i32::from_be_bytes([l0, l1, l2, l3]);
+        if length < 4 {
+            return Err(ParseError::new(
+                ErrorCode::InvalidFrameLength,
+                "response shorter than its correlation id",
+            ));
+        }
+        let frame = LENGTH_LEN + length as usize;
+        match self
+            .pending
+            .response(i32::from_be_bytes([c0, c1, c2, c3]))
+            .map_err(pending_error)?
+        {
+            ResponseAction::Pass => Ok(Op::Pass(frame)),
+            ResponseAction::Discard => Ok(Op::Drop(frame)),
+        }
+    }
+
+    /// Injects as much of the denial now due as the inject buffer takes.
+    fn inject_due(&mut self, ctx: &mut Context<'_>) -> Result<Option<Op>, ParseError> {
+        let Some(due) = self.pending.due_denial() else {
+            return Ok(None);
+        };
+        let n = due.len().min(ctx.inject_room(Flow::Reply));
+        if n == 0 {
+            return Err(DENIAL_TOO_LARGE);
+        }
+        ctx.inject(Flow::Reply, &due[..n]);
+        self.pending.denial_sent(n);
+        Ok(Some(Op::Inject(n)))
+    }
+
+    /// Logs a request with Cilium's Kafka fields: `api_key` (the policy name), `api_version`,
+    /// `correlation_id` and, when it names topics, `topic` (joined with ", "; a topic named by
+    /// id shows the id as Kafka prints it).
+    fn log(&mut self, ctx: &Context<'_>, request: &Request<'_>, entry: EntryType, policy: &str) {
+        let header = &request.header;
+        self.text.clear();
+        let _ = write!(self.text, "{}", header.api_version);
+        let version_end = self.text.len();
+        let _ = write!(self.text, "{}", header.correlation_id);
+        let correlation_end = self.text.len();
+        for (i, topic) in request.topics().enumerate() {
+            if i > 0 {
+                self.text.extend_from_slice(b", ");
+            }
+            match topic {
+                TopicRef::Name(name) => self.text.extend_from_slice(name),
+                TopicRef::Id(id) => write_topic_id(&mut self.text, &id),
+            }
+        }
+        let fields = [
+            Field::text("api_key", header.api.policy_name),
+            Field::bytes("api_version", &self.text[..version_end]),
+            Field::bytes("correlation_id", &self.text[version_end..correlation_end]),
+            Field::bytes("topic", &self.text[correlation_end..]),
+        ];
+        let named = if correlation_end < self.text.len() {
+            4
+        } else {
+            3
+        };
+        ctx.log(entry, policy, &fields[..named]);
+    }
+}
+
+/// Whether requests of API `key` are read whole: those whose bodies name topics, and
+/// FindCoordinator, whose denial answers its keys.
+fn reads_body(key: i16) -> bool {
+    use crate::api::*;
+    matches!(
+        key,
+        PRODUCE
+            | FETCH
+            | LIST_OFFSETS
+            | METADATA
+            | OFFSET_COMMIT
+            | OFFSET_FETCH
+            | CREATE_TOPICS
+            | DELETE_TOPICS
+            | DELETE_RECORDS
+            | OFFSET_FOR_LEADER_EPOCH
+            | ADD_PARTITIONS_TO_TXN
+            | TXN_OFFSET_COMMIT
+            | FIND_COORDINATOR
+    )
+}
+
+/// Whether the broker answers `request`: all but Produce with `acks` 0.
+fn expects_response(request: &Request<'_>) -> bool {
+    !matches!(request.body, Body::Produce(produce) if produce.acks == 0)
+}
+
+/// Kafka's text form of a topic id: URL-safe base64 without padding.
+fn write_topic_id(out: &mut Vec<u8>, id: &[u8; 16]) {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    for chunk in id.chunks(3) {
+        let bits = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |bits, (i, &b)| bits | u32::from(b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[(bits >> (18 - 6 * i) & 0x3f) as usize]);
+        }
+    }
+}
+
+fn parse_error(error: Error) -> ParseError {
+    match error {
+        Error::NegativeLength(_) => {
+            ParseError::new(ErrorCode::InvalidFrameLength, "negative request length")
+        }
+        Error::TooLarge { .. } => ParseError::new(
+            ErrorCode::FrameTooLarge,
+            "request longer than the configured maximum",
+        ),
+        Error::UnknownApiKey(_) => ParseError::new(ErrorCode::InvalidFrameType, "unknown API key"),
+        Error::UnsupportedVersion { .. } => ParseError::new(
+            ErrorCode::Unsupported,
+            "API version the broker does not accept",
+        ),
+        Error::Wire(_) => ParseError::new(
+            ErrorCode::MalformedFrame,
+            "request that does not follow its message definition",
+        ),
+    }
+}
+
+fn pending_error(error: PendingError) -> ParseError {
+    match error {
+        PendingError::Full => ParseError::new(
+            ErrorCode::StateLimit,
+            "too many requests awaiting responses",
+        ),
+        PendingError::OutOfOrder { .. } => ParseError::new(
+            ErrorCode::MalformedFrame,
+            "response out of correlation id order",
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests;

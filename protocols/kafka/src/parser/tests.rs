@@ -1,0 +1,343 @@
+//! The parser through the real datapath engine: verdicts, denials in correlation order,
+//! requests that expect no response, streaming, refusals and chunking.
+
+use axoneme_datapath::ConnectionError;
+use axoneme_sdk::{ErrorCode, Flow};
+use axoneme_testkit::{split_at_points, Emitted, RulesPolicy, Session};
+use proptest::prelude::*;
+
+use crate::{Kafka, Request};
+
+/// A request frame: header v1, or v2 when `flexible`, then `body`.
+fn frame(key: i16, version: i16, correlation_id: i32, flexible: bool, body: &[u8]) -> Vec<u8> {
+    let mut message = Vec::new();
+    message.extend_from_slice(&key.to_be_bytes());
+    message.extend_from_slice(&version.to_be_bytes());
+    message.extend_from_slice(&correlation_id.to_be_bytes());
+    message.extend_from_slice(b"\x00\x09outpost-7");
+    if flexible {
+        message.push(0);
+    }
+    message.extend_from_slice(body);
+    let mut out = (message.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(&message);
+    out
+}
+
+/// A flexible Produce v9 request writing 5 bytes of records to partition 0 of each topic.
+fn produce(correlation_id: i32, acks: i16, topics: &[&str]) -> Vec<u8> {
+    let mut body = vec![0];
+    body.extend_from_slice(&acks.to_be_bytes());
+    body.extend_from_slice(&1000i32.to_be_bytes());
+    body.push(topics.len() as u8 + 1);
+    for topic in topics {
+        body.push(topic.len() as u8 + 1);
+        body.extend_from_slice(topic.as_bytes());
+        body.extend_from_slice(b"\x02\x00\x00\x00\x00\x06RECS!\x00\x00");
+    }
+    body.push(0);
+    frame(0, 9, correlation_id, true, &body)
+}
+
+/// A flexible Metadata v12 request for `topics` (all topics when `None`).
+fn metadata(correlation_id: i32, topics: Option<&[&str]>) -> Vec<u8> {
+    let mut body = Vec::new();
+    match topics {
+        None => body.push(0),
+        Some(topics) => {
+            body.push(topics.len() as u8 + 1);
+            for topic in topics {
+                body.extend_from_slice(&[0; 16]);
+                body.push(topic.len() as u8 + 1);
+                body.extend_from_slice(topic.as_bytes());
+                body.push(0);
+            }
+        }
+    }
+    body.extend_from_slice(b"\x00\x00\x00");
+    frame(3, 12, correlation_id, true, &body)
+}
+
+/// A flexible Fetch v16 request for partition 0 of the topic with `id`.
+fn fetch_by_id(correlation_id: i32, id: [u8; 16]) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&500i32.to_be_bytes());
+    body.extend_from_slice(&1i32.to_be_bytes());
+    body.extend_from_slice(&1_000_000i32.to_be_bytes());
+    body.push(0);
+    body.extend_from_slice(&[0; 8]);
+    body.push(2);
+    body.extend_from_slice(&id);
+    body.push(2);
+    body.extend_from_slice(&[0; 4]);
+    body.extend_from_slice(&[0xff; 4]);
+    body.extend_from_slice(&[0; 8]);
+    body.extend_from_slice(&[0xff; 4]);
+    body.extend_from_slice(&[0xff; 8]);
+    body.extend_from_slice(&1_000_000i32.to_be_bytes());
+    body.extend_from_slice(b"\x00\x00\x01\x01\x00");
+    frame(1, 16, correlation_id, true, &body)
+}
+
+/// A response frame with `correlation_id` and some body.
+fn response(correlation_id: i32) -> Vec<u8> {
+    let mut out = 12u32.to_be_bytes().to_vec();
+    out.extend_from_slice(&correlation_id.to_be_bytes());
+    out.extend_from_slice(b"\x00response");
+    let length = (out.len() - 4) as u32;
+    out[..4].copy_from_slice(&length.to_be_bytes());
+    out
+}
+
+/// The denial the crate composes for `request`.
+fn denial(request: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    Request::parse(&request[4..])
+        .unwrap()
+        .write_denial(&mut out);
+    out
+}
+
+const EMPIRE: &[&[(&str, &str)]] = &[
+    &[("role", "produce"), ("topic", "deathstar-plans")],
+    &[("role", "consume"), ("topic", "empire-announce")],
+    &[("apiKey", "apiversions")],
+    &[
+        ("apiKey", "metadata"),
+        ("apiVersion", "12"),
+        ("clientID", "outpost-7"),
+    ],
+];
+
+fn session(rules: &[&[(&str, &str)]]) -> Session {
+    let kafka = Kafka::default();
+    Session::new(&kafka, RulesPolicy::compile(&kafka, "empire", rules))
+}
+
+#[test]
+fn allowed_requests_and_their_responses_pass() {
+    let mut s = session(EMPIRE);
+    let request = produce(1, -1, &["deathstar-plans"]);
+    assert_eq!(
+        s.deliver(Flow::Request, &[&request]),
+        Emitted::new(&request, b"")
+    );
+    assert_eq!(
+        s.deliver(Flow::Reply, &[&response(1)]),
+        Emitted::new(b"", &response(1))
+    );
+    assert_eq!(
+        s.log(),
+        ["Request empire api_key=produce api_version=9 correlation_id=1 topic=deathstar-plans"]
+    );
+}
+
+#[test]
+fn a_denied_request_is_answered_in_place() {
+    let mut s = session(EMPIRE);
+    let request = produce(2, 1, &["deathstar-plans", "empire-announce"]);
+    assert_eq!(
+        s.deliver(Flow::Request, &[&request]),
+        Emitted::new(b"", &denial(&request))
+    );
+    assert_eq!(&denial(&request)[4..8], &2i32.to_be_bytes());
+    assert_eq!(
+        s.log(),
+        ["Denied  api_key=produce api_version=9 correlation_id=2 topic=deathstar-plans, empire-announce"]
+    );
+    let all = metadata(3, None);
+    assert_eq!(
+        s.deliver(Flow::Request, &[&all]),
+        Emitted::new(&all, b""),
+        "metadata v12 from outpost-7"
+    );
+}
+
+#[test]
+fn denials_keep_their_place_among_pipelined_responses() {
+    let mut s = session(EMPIRE);
+    let first = metadata(1, Some(&["empire-announce"]));
+    let denied = produce(2, 1, &["empire-announce"]);
+    let third = produce(3, 1, &["deathstar-plans"]);
+    let sent = s.deliver(
+        Flow::Request,
+        &[&[first.clone(), denied.clone(), third.clone()].concat()],
+    );
+    assert_eq!(sent, Emitted::new(&[first, third].concat(), b""));
+    assert_eq!(
+        s.deliver(Flow::Reply, &[&response(1)]),
+        Emitted::new(b"", &[response(1), denial(&denied)].concat())
+    );
+    assert_eq!(
+        s.deliver(Flow::Reply, &[&response(3)]),
+        Emitted::new(b"", &response(3))
+    );
+}
+
+#[test]
+fn acks_zero_gets_no_response_and_an_answer_anyway_is_discarded() {
+    let mut s = session(EMPIRE);
+    let denied = produce(1, 0, &["empire-announce"]);
+    assert_eq!(s.deliver(Flow::Request, &[&denied]), Emitted::nothing());
+    let allowed = produce(2, 0, &["deathstar-plans"]);
+    assert_eq!(
+        s.deliver(Flow::Request, &[&allowed]),
+        Emitted::new(&allowed, b"")
+    );
+    let acked = produce(3, 1, &["deathstar-plans"]);
+    s.deliver(Flow::Request, &[&acked]);
+    assert_eq!(
+        s.deliver(Flow::Reply, &[&[response(2), response(3)].concat()]),
+        Emitted::new(b"", &response(3)),
+        "the answer to the acks=0 request is not forwarded"
+    );
+}
+
+#[test]
+fn requests_without_topics_stream_once_their_header_is_judged() {
+    let mut s = session(&[&[("apiKey", "apiversions")]]);
+    let versions = frame(18, 3, 5, true, b"\x07rdkafka\x062.10.0\x00");
+    let (head, rest) = versions.split_at(25);
+    assert_eq!(s.deliver(Flow::Request, &[head]), Emitted::new(head, b""));
+    assert_eq!(s.deliver(Flow::Request, &[rest]), Emitted::new(rest, b""));
+    let heartbeat = frame(12, 4, 6, true, b"\x02g\x00\x00\x00\x01\x02m\x00\x00");
+    assert_eq!(
+        s.deliver(Flow::Request, &[&heartbeat]),
+        Emitted::nothing(),
+        "denied, and queued behind the ApiVersions response"
+    );
+    assert_eq!(
+        s.deliver(Flow::Reply, &[&response(5)]),
+        Emitted::new(b"", &[response(5), denial(&heartbeat)].concat())
+    );
+}
+
+#[test]
+fn topics_named_by_id_match_no_topic_rule() {
+    let id = [7; 16];
+    let mut s = session(&[&[("role", "consume"), ("topic", "empire-announce")]]);
+    let request = fetch_by_id(1, id);
+    assert_eq!(
+        s.deliver(Flow::Request, &[&request]),
+        Emitted::new(b"", &denial(&request))
+    );
+    assert_eq!(
+        s.log(),
+        ["Denied  api_key=fetch api_version=16 correlation_id=1 topic=BwcHBwcHBwcHBwcHBwcHBw"]
+    );
+    let mut s = session(&[&[("role", "consume")]]);
+    assert_eq!(
+        s.deliver(Flow::Request, &[&request]),
+        Emitted::new(&request, b"")
+    );
+}
+
+#[test]
+fn unreadable_requests_close_the_connection() {
+    let mut s = session(EMPIRE);
+    s.assert_refuses(&frame(99, 0, 1, false, b""), ErrorCode::InvalidFrameType);
+    let mut s = session(EMPIRE);
+    s.assert_refuses(b"\xff\xff\xff\xff", ErrorCode::InvalidFrameLength);
+    let mut s = session(EMPIRE);
+    let mut truncated = produce(1, 1, &["deathstar-plans"]);
+    truncated.pop();
+    truncated[3] -= 1;
+    s.assert_refuses(&truncated, ErrorCode::MalformedFrame);
+    let mut s = session(EMPIRE);
+    s.assert_refuses(&frame(0, 2, 1, false, b""), ErrorCode::Unsupported);
+    let mut s = session(EMPIRE);
+    let describe = frame(32, 4, 1, true, b"\x01\x00\x00");
+    let error = s.send(Flow::Request, &describe).unwrap_err();
+    assert!(matches!(error, ConnectionError::Parse(e) if e.code == ErrorCode::Unsupported));
+    assert_eq!(
+        s.log(),
+        [
+            "Denied  api_key=describeconfigs api_version=4 correlation_id=1",
+            "Denied  status=Error: protocol error: unsupported: denied request of an API whose denial cannot be composed",
+        ],
+        "a denied request whose denial cannot be composed is logged, then the close"
+    );
+    let kafka = Kafka::new(16);
+    let mut s = Session::new(&kafka, RulesPolicy::compile(&kafka, "all", &[&[]]));
+    s.assert_refuses(&produce(1, 1, &["a"]), ErrorCode::FrameTooLarge);
+}
+
+#[test]
+fn out_of_order_responses_close_the_connection() {
+    let mut s = session(EMPIRE);
+    s.deliver(
+        Flow::Request,
+        &[&[
+            produce(1, 1, &["deathstar-plans"]),
+            produce(2, 1, &["deathstar-plans"]),
+        ]
+        .concat()],
+    );
+    assert!(s.send(Flow::Reply, &response(2)).is_err());
+}
+
+/// Requests, then responses, of a conversation mixing allowed and denied requests.
+fn conversation() -> (Vec<u8>, Vec<u8>) {
+    let requests = [
+        frame(18, 3, 1, true, b"\x07rdkafka\x062.10.0\x00"),
+        metadata(2, Some(&["empire-announce", "deathstar-plans"])),
+        produce(3, 1, &["empire-announce"]),
+        produce(4, -1, &["deathstar-plans"]),
+        produce(5, 0, &["deathstar-plans"]),
+        fetch_by_id(6, [1; 16]),
+        metadata(7, None),
+    ]
+    .concat();
+    let responses = [response(1), response(2), response(4), response(7)].concat();
+    (requests, responses)
+}
+
+proptest! {
+    /// However the streams are cut into reads, the proxy sends the same bytes and logs the
+    /// same entries.
+    #[test]
+    fn chunking_does_not_change_anything(
+        request_cuts in prop::collection::vec(0usize..600, 0..12),
+        response_cuts in prop::collection::vec(0usize..100, 0..8),
+    ) {
+        let (requests, responses) = conversation();
+        let mut whole = session(EMPIRE);
+        let expected = (
+            whole.deliver(Flow::Request, &[&requests]),
+            whole.deliver(Flow::Reply, &[&responses]),
+            whole.log(),
+        );
+        let mut cut = session(EMPIRE);
+        let got = (
+            cut.deliver(Flow::Request, &split_at_points(&requests, request_cuts)),
+            cut.deliver(Flow::Reply, &split_at_points(&responses, response_cuts)),
+            cut.log(),
+        );
+        prop_assert_eq!(got, expected);
+    }
+}
+
+#[test]
+fn the_conversation_is_judged_as_the_empire_policy_says() {
+    let (requests, responses) = conversation();
+    let mut s = session(EMPIRE);
+    s.deliver(Flow::Request, &[&requests]);
+    s.deliver(Flow::Reply, &[&responses]);
+    let verdicts: Vec<String> = s
+        .log()
+        .iter()
+        .map(|entry| entry.split(" api_version").next().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            "Request empire api_key=apiversions",
+            "Request empire api_key=metadata",
+            "Denied  api_key=produce",
+            "Request empire api_key=produce",
+            "Request empire api_key=produce",
+            "Denied  api_key=fetch",
+            "Request empire api_key=metadata",
+        ]
+    );
+}

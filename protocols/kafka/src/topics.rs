@@ -1,0 +1,273 @@
+//! The arrays of topics, partitions and groups that requests carry, read in place.
+//!
+//! An array is read once when its request is parsed, which checks every entry, and is kept
+//! as a position in the body with the function that reads one entry; iterating reads the
+//! entries again from the borrowed bytes, so nothing is copied or allocated. This module knows
+//! the shapes shared by the messages, not any message's fields.
+
+use crate::wire::{Reader, Uuid, WireError};
+
+/// Error code: the client may not access the topic.
+pub const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
+/// Error code: the client may not access the group.
+pub const GROUP_AUTHORIZATION_FAILED: i16 = 30;
+/// Error code: the client may not perform the operation on the cluster.
+pub const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
+
+/// A topic as a request names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TopicRef<'a> {
+    /// By name, borrowed from the request.
+    Name(&'a [u8]),
+    /// By topic id (Fetch v13+, Produce v13+, OffsetCommit and OffsetFetch v10+, DeleteTopics
+    /// v6+ and Metadata v10+ when the name is null).
+    Id(Uuid),
+}
+
+/// The entries of an array in a request body, read in place.
+pub struct Entries<'a, T> {
+    reader: Reader<'a>,
+    count: usize,
+    version: i16,
+    read: fn(&mut Reader<'a>, i16) -> Result<T, WireError>,
+}
+
+impl<T> Clone for Entries<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Entries<'_, T> {}
+
+impl<T> std::fmt::Debug for Entries<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entries")
+            .field("count", &self.count)
+            .finish()
+    }
+}
+
+fn nothing<T>(_: &mut Reader<'_>, _: i16) -> Result<T, WireError> {
+    Err(WireError::Truncated("an entry of an empty array"))
+}
+
+impl<'a, T> Entries<'a, T> {
+    /// An array without entries.
+    pub fn empty() -> Self {
+        Entries {
+            reader: Reader::new(&[], false),
+            count: 0,
+            version: 0,
+            read: nothing,
+        }
+    }
+
+    /// Reads an array that may not be null whose entries `read` reads, checking each.
+    pub fn read(
+        r: &mut Reader<'a>,
+        version: i16,
+        what: &'static str,
+        read: fn(&mut Reader<'a>, i16) -> Result<T, WireError>,
+    ) -> Result<Self, WireError> {
+        let count = r.array_len(what)?;
+        Self::read_count(r, version, count, read)
+    }
+
+    /// Reads an array that may be null (`None`).
+    pub fn read_nullable(
+        r: &mut Reader<'a>,
+        version: i16,
+        what: &'static str,
+        read: fn(&mut Reader<'a>, i16) -> Result<T, WireError>,
+    ) -> Result<Option<Self>, WireError> {
+        match r.nullable_array(what)? {
+            Some(count) => Self::read_count(r, version, count, read).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn read_count(
+        r: &mut Reader<'a>,
+        version: i16,
+        count: usize,
+        read: fn(&mut Reader<'a>, i16) -> Result<T, WireError>,
+    ) -> Result<Self, WireError> {
+        let start = *r;
+        for _ in 0..count {
+            read(r, version)?;
+        }
+        Ok(Entries {
+            reader: start,
+            count,
+            version,
+            read,
+        })
+    }
+
+    /// The number of entries.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether the array has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The entries, in order.
+    pub fn iter(&self) -> EntryIter<'a, T> {
+        EntryIter {
+            reader: self.reader,
+            left: self.count,
+            version: self.version,
+            read: self.read,
+        }
+    }
+}
+
+/// An iterator over [`Entries`].
+pub struct EntryIter<'a, T> {
+    reader: Reader<'a>,
+    left: usize,
+    version: i16,
+    read: fn(&mut Reader<'a>, i16) -> Result<T, WireError>,
+}
+
+impl<T> Clone for EntryIter<'_, T> {
+    fn clone(&self) -> Self {
+        EntryIter { ..*self }
+    }
+}
+
+impl<T> Iterator for EntryIter<'_, T> {
+    type Item = T;
+
+    fn next(&mut self) -> Option<T> {
+        if self.left == 0 {
+            return None;
+        }
+        match (self.read)(&mut self.reader, self.version) {
+            Ok(entry) => {
+                self.left -= 1;
+                Some(entry)
+            }
+            // Checked when the request was parsed, so not reached; ending is the safe answer.
+            Err(_) => {
+                self.left = 0;
+                None
+            }
+        }
+    }
+}
+
+/// The partition indexes of one topic entry.
+pub type Partitions<'a> = Entries<'a, i32>;
+
+/// One topic entry: the topic and the partitions the request names for it.
+#[derive(Debug, Clone, Copy)]
+pub struct TopicEntry<'a> {
+    /// The topic.
+    pub topic: TopicRef<'a>,
+    /// Its partitions (empty for requests that name whole topics).
+    pub partitions: Partitions<'a>,
+}
+
+/// The topic entries of a request.
+pub type Topics<'a> = Entries<'a, TopicEntry<'a>>;
+
+/// A group (OffsetFetch v8+) or transaction (AddPartitionsToTxn v4+) and its topics.
+#[derive(Debug, Clone, Copy)]
+pub struct Group<'a> {
+    /// The group or transactional id.
+    pub id: &'a [u8],
+    /// Its topics; `None` is null (OffsetFetch: all the group's topics).
+    pub topics: Option<Topics<'a>>,
+}
+
+/// Reads an `int32` partition index: the entry of `[]int32` partition arrays.
+pub fn partition_index(r: &mut Reader<'_>, _version: i16) -> Result<i32, WireError> {
+    r.i32("a partition index")
+}
+
+/// The topics a request names, across its groups when it has them.
+#[derive(Clone)]
+pub struct NamedTopics<'a> {
+    groups: EntryIter<'a, Group<'a>>,
+    current: EntryIter<'a, TopicEntry<'a>>,
+}
+
+impl<'a> NamedTopics<'a> {
+    /// The topics of one array.
+    pub fn of(topics: Option<&Topics<'a>>) -> Self {
+        NamedTopics {
+            groups: Entries::empty().iter(),
+            current: topics.map_or_else(|| Entries::empty().iter(), Entries::iter),
+        }
+    }
+
+    /// The topics of every group.
+    pub fn of_groups(groups: &Entries<'a, Group<'a>>) -> Self {
+        NamedTopics {
+            groups: groups.iter(),
+            current: Entries::empty().iter(),
+        }
+    }
+}
+
+impl<'a> Iterator for NamedTopics<'a> {
+    type Item = TopicRef<'a>;
+
+    fn next(&mut self) -> Option<TopicRef<'a>> {
+        loop {
+            if let Some(entry) = self.current.next() {
+                return Some(entry.topic);
+            }
+            let group = self.groups.next()?;
+            self.current = group
+                .topics
+                .map_or_else(|| Entries::empty().iter(), |topics| topics.iter());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic<'a>(r: &mut Reader<'a>, version: i16) -> Result<TopicEntry<'a>, WireError> {
+        let name = r.string("name")?;
+        let partitions = Entries::read(r, version, "partitions", partition_index)?;
+        Ok(TopicEntry {
+            topic: TopicRef::Name(name),
+            partitions,
+        })
+    }
+
+    #[test]
+    fn entries_are_checked_once_and_read_in_place() {
+        let body =
+            b"\x00\x00\x00\x02\x00\x01a\x00\x00\x00\x01\x00\x00\x00\x07\x00\x01b\x00\x00\x00\x00!";
+        let mut r = Reader::new(body, false);
+        let topics = Entries::read(&mut r, 0, "topics", topic).unwrap();
+        assert_eq!(r.remaining(), 1);
+        let entries: Vec<_> = topics.iter().collect();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].topic, TopicRef::Name(b"a"));
+        assert_eq!(entries[0].partitions.iter().collect::<Vec<_>>(), [7]);
+        assert!(entries[1].partitions.is_empty());
+        let TopicRef::Name(name) = entries[0].topic else {
+            unreachable!()
+        };
+        assert_eq!(name.as_ptr(), body[6..].as_ptr(), "borrowed, not copied");
+    }
+
+    #[test]
+    fn a_truncated_entry_fails_the_read() {
+        let body = b"\x00\x00\x00\x02\x00\x01a\x00\x00\x00\x00";
+        assert_eq!(
+            Entries::read(&mut Reader::new(body, false), 0, "topics", topic).unwrap_err(),
+            WireError::Truncated("name")
+        );
+    }
+}
