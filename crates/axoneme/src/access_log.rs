@@ -107,8 +107,9 @@ struct Queue {
     /// Longest field value copied whole.
     max_field_bytes: usize,
     dropped: AtomicU64,
-    /// Bytes and entries held when the last entry was dropped.
-    dropped_at: (AtomicUsize, AtomicUsize),
+    /// Bytes and entries held when the last entry was dropped, and that entry's bytes (0 when
+    /// the queue was full before it was formatted).
+    dropped_at: (AtomicUsize, AtomicUsize, AtomicUsize),
     /// Writes that failed.
     write_errors: AtomicU64,
     /// Entries those writes held.
@@ -136,11 +137,13 @@ impl Queue {
         bytes >= self.max_bytes.div_ceil(2) || entries >= self.max_entries.div_ceil(2)
     }
 
-    /// Counts an entry dropped while the queue held `bytes` and `entries`.
-    fn drop_entry(&self, bytes: usize, entries: usize) {
+    /// Counts an entry of `entry_bytes` (0 when not formatted) dropped while the queue held
+    /// `bytes` and `entries`.
+    fn drop_entry(&self, bytes: usize, entries: usize, entry_bytes: usize) {
         self.dropped.fetch_add(1, Ordering::Relaxed);
         self.dropped_at.0.store(bytes, Ordering::Relaxed);
         self.dropped_at.1.store(entries, Ordering::Relaxed);
+        self.dropped_at.2.store(entry_bytes, Ordering::Relaxed);
     }
 }
 
@@ -153,6 +156,9 @@ pub struct Counts {
     pub dropped_at_bytes: usize,
     /// Entries waiting when the last entry was dropped.
     pub dropped_at_entries: usize,
+    /// Bytes of the last entry dropped, when it was formatted (not when the queue was full
+    /// before it).
+    pub dropped_entry_bytes: usize,
     /// Writes that failed (a full disk, say).
     pub write_errors: u64,
     /// Entries those writes held: lost.
@@ -230,7 +236,11 @@ impl JsonAccessLog {
             max_entries: limits.queue_entries.unwrap_or(usize::MAX).max(1),
             max_field_bytes: limits.max_field_bytes,
             dropped: AtomicU64::new(0),
-            dropped_at: (AtomicUsize::new(0), AtomicUsize::new(0)),
+            dropped_at: (
+                AtomicUsize::new(0),
+                AtomicUsize::new(0),
+                AtomicUsize::new(0),
+            ),
             write_errors: AtomicU64::new(0),
             failed_entries: AtomicU64::new(0),
             last_write_error: Mutex::new(None),
@@ -272,6 +282,7 @@ impl JsonAccessLog {
             dropped: load(&queue.dropped),
             dropped_at_bytes: queue.dropped_at.0.load(Ordering::Relaxed),
             dropped_at_entries: queue.dropped_at.1.load(Ordering::Relaxed),
+            dropped_entry_bytes: queue.dropped_at.2.load(Ordering::Relaxed),
             write_errors: load(&queue.write_errors),
             failed_entries: load(&queue.failed_entries),
             last_write_error: queue
@@ -315,15 +326,16 @@ impl AccessLog for JsonAccessLog {
         let (held, entries) = (batch.held(), batch.entries);
         if entries >= queue.max_entries || held >= queue.max_bytes {
             drop(batch);
-            queue.drop_entry(held, entries);
+            queue.drop_entry(held, entries, 0);
             return;
         }
         let start = batch.lines.len();
         let truncated = format_entry(&mut batch.lines, entry, now, queue.max_field_bytes);
         if batch.held() > queue.max_bytes {
+            let entry_bytes = batch.lines.len() - start;
             batch.lines.truncate(start);
             drop(batch);
-            queue.drop_entry(held, entries);
+            queue.drop_entry(held, entries, entry_bytes);
             return;
         }
         batch.whole = batch.lines.len();
@@ -1381,7 +1393,9 @@ mod tests {
         let fields = [Field::bytes("keys", &keys)];
         log.log(&multiget(&meta, &fields));
         log.log(&bare_entry(&meta));
-        assert_eq!(log.dropped(), 1);
+        let counts = log.counts();
+        assert_eq!(counts.dropped, 1);
+        assert!(counts.dropped_entry_bytes > 2000, "{counts:?}");
         drop(log);
         let written = written.lock().unwrap();
         assert_eq!(written.iter().filter(|&&b| b == b'\n').count(), 1);

@@ -320,6 +320,7 @@ impl Agent {
             dropped: counts.dropped,
             dropped_at_bytes: counts.dropped_at_bytes,
             dropped_at_entries: counts.dropped_at_entries,
+            dropped_entry_bytes: counts.dropped_entry_bytes,
             queue_bytes: limits.queue_bytes,
             queue_entries: limits.queue_entries,
             write_errors: counts.write_errors,

@@ -50,6 +50,8 @@ pub struct Losses {
     pub dropped_at_bytes: usize,
     /// Entries queued when the last entry was dropped.
     pub dropped_at_entries: usize,
+    /// Bytes of the last entry dropped, when known (0 otherwise).
+    pub dropped_entry_bytes: usize,
     /// `accessLog.queueBytes`.
     pub queue_bytes: usize,
     /// `accessLog.queue`, when set.
@@ -107,16 +109,20 @@ impl Reporter {
         let period = every.as_secs();
         let mut reports = Vec::new();
         if let Some(n) = self.dropped.due(losses.dropped, now, every) {
-            let entries = match losses.queue_entries {
-                Some(max) => format!(", {} of {max} entries", losses.dropped_at_entries),
-                None => String::new(),
-            };
+            let mut held = format!(
+                "{} of {} bytes held",
+                losses.dropped_at_bytes, losses.queue_bytes
+            );
+            if let Some(max) = losses.queue_entries {
+                held += &format!(", {} of {max} entries", losses.dropped_at_entries);
+            }
+            if losses.dropped_entry_bytes > 0 {
+                held += &format!(", the last entry needed {}", losses.dropped_entry_bytes);
+            }
             reports.push(Report {
                 severity: Severity::Warn,
                 message: format!(
-                    "{n} access-log entries dropped in the last {period} s: queue full ({} of {} \
-                     bytes{entries})",
-                    losses.dropped_at_bytes, losses.queue_bytes
+                    "{n} access-log entries dropped in the last {period} s: queue full ({held})"
                 ),
             });
         }
@@ -209,7 +215,7 @@ mod tests {
             [Report {
                 severity: Severity::Warn,
                 message: "5 access-log entries dropped in the last 10 s: queue full (4000 of \
-                          4096 bytes)"
+                          4096 bytes held)"
                     .into()
             }]
         );
@@ -229,6 +235,7 @@ mod tests {
         );
         losses.queue_entries = Some(8);
         losses.dropped_at_entries = 8;
+        losses.dropped_entry_bytes = 512;
         losses.dropped += 1;
         losses.write_errors = 2;
         losses.failed_entries = 12;
@@ -246,7 +253,7 @@ mod tests {
                 (
                     Severity::Warn,
                     "1 access-log entries dropped in the last 10 s: queue full (4000 of 4096 \
-                     bytes, 8 of 8 entries)"
+                     bytes held, 8 of 8 entries, the last entry needed 512)"
                         .to_string()
                 ),
                 (
