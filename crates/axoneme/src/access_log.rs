@@ -1356,20 +1356,22 @@ mod tests {
         waiting
             .recv_timeout(Duration::from_secs(10))
             .expect("the writer is stuck on the first entry");
+        let mut most = 0;
         for _ in 0..100 {
             log.log(&entry);
-            let held = log.counts().queued_bytes;
-            assert!(held <= QUEUE, "{held} bytes held");
+            most = most.max(log.counts().queued_bytes);
         }
         let counts = log.counts();
+        // The writer goes on before anything is checked: a failed check does not leave it stuck.
+        *gate.0.lock().unwrap() = true;
+        gate.1.notify_all();
+        drop(log);
+        assert!(most <= QUEUE, "{most} bytes held");
         // A megabyte of keys takes some 4.5 KiB once cut: the queue is nearly full, not over.
         assert!(counts.queued_bytes > QUEUE - 5000, "{counts:?}");
         assert!(counts.dropped > 80, "{counts:?}");
         assert!(counts.dropped_at_bytes > QUEUE - 5000, "{counts:?}");
         assert_eq!(counts.truncated, 101 - counts.dropped);
-        *gate.0.lock().unwrap() = true;
-        gate.1.notify_all();
-        drop(log);
         let written = String::from_utf8(written.lock().unwrap().clone()).unwrap();
         let lines: Vec<&str> = written.lines().collect();
         assert_eq!(lines.len() as u64 + counts.dropped, 101);
