@@ -5,9 +5,10 @@
 //! be added and drained at runtime ([`listener`]), moves each connection's bytes through the
 //! datapath engine ([`connection`]) under the policy of every endpoint it guards ([`guards`]),
 //! writes the access log ([`access_log`]) and offers it live ([`monitor`]), counts
-//! ([`metrics`]) and reports what it lost ([`report`]), serves the REST API ([`api`]), follows edits of its files ([`watch`]) and
-//! keeps the transparent redirection rules in step with policy ([`redirect`]). Protocol logic
-//! lives in the protocol crates, policy logic in `axoneme-policy`.
+//! ([`metrics`]) and reports what the log and the monitor lost ([`report`]), serves the REST
+//! API ([`api`]), follows edits of its files ([`watch`]) and keeps the transparent redirection
+//! rules in step with policy ([`redirect`]). Protocol logic lives in the protocol crates,
+//! policy logic in `axoneme-policy`.
 
 pub mod access_log;
 pub mod api;
