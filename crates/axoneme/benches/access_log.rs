@@ -5,7 +5,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use axoneme::access_log::{format_entry, JsonAccessLog};
+use axoneme::access_log::{format_entry, JsonAccessLog, Limits, DEFAULT_MAX_FIELD_BYTES};
 use axoneme_sdk::{AccessLog, ConnectionMeta, Direction, EntryType, Field, LogEntry};
 use criterion::{criterion_group, criterion_main, Criterion};
 
@@ -41,10 +41,22 @@ fn access_log(c: &mut Criterion) {
     c.bench_function("format memcached get entry", |b| {
         b.iter(|| {
             line.clear();
-            format_entry(&mut line, black_box(&entry), SystemTime::now())
+            format_entry(
+                &mut line,
+                black_box(&entry),
+                SystemTime::now(),
+                DEFAULT_MAX_FIELD_BYTES,
+            )
         })
     });
-    let log = JsonAccessLog::open("/dev/null", 1 << 20).expect("opening /dev/null");
+    let log = JsonAccessLog::open(
+        "/dev/null",
+        Limits {
+            queue_entries: Some(1 << 20),
+            ..Limits::default()
+        },
+    )
+    .expect("opening /dev/null");
     c.bench_function("log memcached get entry", |b| {
         b.iter(|| log.log(black_box(&entry)))
     });

@@ -4,17 +4,22 @@
 //! Connections format each entry straight into a shared batch; the writer thread takes the
 //! whole batch at once and writes it with one call. The writer is woken only when a batch starts
 //! (then it waits [`GATHER`] for more entries to join it) or when the batch is half full, so a
-//! busy proxy pays neither a thread wake-up nor a write per entry. A batch holds at most the
-//! configured number of entries; when the writer falls behind, further entries are dropped and
-//! counted. Written parts of a log file are handed back to the kernel's page cache (see
-//! [`FileSink`]), so a busy log does not grow the cache at the cost of everything else. This
-//! module decides nothing: it records what it is given.
+//! busy proxy pays neither a thread wake-up nor a write per entry. The queue is bounded in
+//! bytes: the formatted entries waiting, together with the batch being written, never exceed
+//! [`Limits::queue_bytes`] (nor, when set, [`Limits::queue_entries`] entries); when the writer
+//! falls behind, further entries are dropped and counted. A field value longer than
+//! [`Limits::max_field_bytes`] is cut to that length as it is formatted, never copied whole,
+//! and the entry says so in `generic_l7.truncated` (see [`format_entry`]). Written parts of a
+//! log file are handed back to the kernel's page cache (see [`FileSink`]), so a busy log does
+//! not grow the cache at the cost of everything else. This module decides nothing: it records
+//! what it is given, and counts what it could not record; saying so in the operational log is
+//! the agent's job (see [`crate::report`]).
 //!
 //! A log file can be rotated: [`JsonAccessLog::reopen`] opens its path anew and the writer
 //! writes the next batches there, so that "move, then signal" works. The writer also notices,
 //! at most every [`CHECK_EVERY`] and only when it has a batch to write, that its file was
-//! deleted or replaced, and opens the path anew. Failed writes are counted and logged at most
-//! once per [`ERROR_LOG_EVERY`].
+//! deleted or replaced, and opens the path anew. Failed writes, and the entries they held, are
+//! counted.
 
 use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
@@ -24,7 +29,7 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -37,8 +42,36 @@ const GATHER: Duration = Duration::from_millis(5);
 /// How often, at most, the writer checks that its file is still the one at the log's path.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 
-/// How often, at most, failed writes are logged (with their count since the last such line).
-const ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
+/// The bytes of entries that may wait for the writer unless configured otherwise: 16 MiB, some
+/// 40,000 entries of the usual few hundred bytes (five times the 8,192 entries the queue held
+/// before it was bounded in bytes), or over a thousand with every field cut at the default
+/// [`DEFAULT_MAX_FIELD_BYTES`].
+pub const DEFAULT_QUEUE_BYTES: usize = 16 << 20;
+
+/// The longest field value logged whole unless configured otherwise: 4 KiB, sixteen memcached
+/// keys of the longest kind (250 bytes) with room to spare, or any R2-D2 file name or CQL error.
+pub const DEFAULT_MAX_FIELD_BYTES: usize = 4096;
+
+/// How much the access log holds and copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most bytes of formatted entries held in memory, waiting or being written.
+    pub queue_bytes: usize,
+    /// Most entries waiting, when bounded by count as well.
+    pub queue_entries: Option<usize>,
+    /// Longest field value copied into an entry; longer ones are cut.
+    pub max_field_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            queue_bytes: DEFAULT_QUEUE_BYTES,
+            queue_entries: None,
+            max_field_bytes: DEFAULT_MAX_FIELD_BYTES,
+        }
+    }
+}
 
 /// Entries waiting for the writer, already formatted.
 #[derive(Default)]
@@ -47,10 +80,19 @@ struct Batch {
     /// Bytes of `lines` that are whole entries: loggers format in place, under the lock.
     whole: usize,
     entries: usize,
+    /// Bytes of the batch the writer is writing now.
+    writing: usize,
     /// The log is being dropped: write what is left and stop.
     closing: bool,
     /// A file opened anew at the log's path, for the writer to write to from its next batch.
     reopened: Option<LogFile>,
+}
+
+impl Batch {
+    /// Bytes held: waiting and being written.
+    fn held(&self) -> usize {
+        self.lines.len() + self.writing
+    }
 }
 
 /// What loggers and the writer thread share.
@@ -58,11 +100,24 @@ struct Queue {
     batch: Mutex<Batch>,
     /// Wakes the writer: a batch has started, is half full, or the log is closing.
     wake: Condvar,
+    /// Most bytes held; see [`Limits::queue_bytes`].
+    max_bytes: usize,
     /// Most entries a batch holds.
-    capacity: usize,
+    max_entries: usize,
+    /// Longest field value copied whole.
+    max_field_bytes: usize,
     dropped: AtomicU64,
+    /// Bytes and entries held when the last entry was dropped, and that entry's bytes (0 when
+    /// the queue was full before it was formatted).
+    dropped_at: (AtomicUsize, AtomicUsize, AtomicUsize),
     /// Writes that failed.
     write_errors: AtomicU64,
+    /// Entries those writes held.
+    failed_entries: AtomicU64,
+    /// What the last failed write said.
+    last_write_error: Mutex<Option<String>>,
+    /// Field values cut to `max_field_bytes`.
+    truncated: AtomicU64,
 }
 
 impl Queue {
@@ -76,11 +131,50 @@ impl Queue {
             batch
         })
     }
+
+    /// Whether a batch holding `bytes` and `entries` is half full: the writer should not wait.
+    fn half_full(&self, bytes: usize, entries: usize) -> bool {
+        bytes >= self.max_bytes.div_ceil(2) || entries >= self.max_entries.div_ceil(2)
+    }
+
+    /// Counts an entry of `entry_bytes` (0 when not formatted) dropped while the queue held
+    /// `bytes` and `entries`.
+    fn drop_entry(&self, bytes: usize, entries: usize, entry_bytes: usize) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        self.dropped_at.0.store(bytes, Ordering::Relaxed);
+        self.dropped_at.1.store(entries, Ordering::Relaxed);
+        self.dropped_at.2.store(entry_bytes, Ordering::Relaxed);
+    }
+}
+
+/// What an access log could not record, and its bounds, at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Entries dropped because the queue was full.
+    pub dropped: u64,
+    /// Bytes held when the last entry was dropped.
+    pub dropped_at_bytes: usize,
+    /// Entries waiting when the last entry was dropped.
+    pub dropped_at_entries: usize,
+    /// Bytes of the last entry dropped, when it was formatted (not when the queue was full
+    /// before it).
+    pub dropped_entry_bytes: usize,
+    /// Writes that failed (a full disk, say).
+    pub write_errors: u64,
+    /// Entries those writes held: lost.
+    pub failed_entries: u64,
+    /// What the last failed write said.
+    pub last_write_error: Option<String>,
+    /// Field values cut to [`Limits::max_field_bytes`].
+    pub truncated: u64,
+    /// Bytes held now, waiting or being written.
+    pub queued_bytes: usize,
 }
 
 /// The access log of a running proxy. Cheap to share; entries are written in the order queued.
 pub struct JsonAccessLog {
     queue: Arc<Queue>,
+    limits: Limits,
     /// The log file's path; none when the log goes to standard output or another sink.
     path: Option<PathBuf>,
     writer: Option<thread::JoinHandle<()>>,
@@ -109,11 +203,11 @@ impl LogFile {
 }
 
 impl JsonAccessLog {
-    /// A log that writes to `path` (`-` for standard output), holding at most `queue` entries
-    /// waiting for the writer.
-    pub fn open(path: &str, queue: usize) -> io::Result<JsonAccessLog> {
+    /// A log that writes to `path` (`-` for standard output), holding and copying no more than
+    /// `limits` allow.
+    pub fn open(path: &str, limits: Limits) -> io::Result<JsonAccessLog> {
         if path == "-" {
-            return Ok(JsonAccessLog::with_sink(Box::new(io::stdout()), queue));
+            return Ok(JsonAccessLog::with_sink(Box::new(io::stdout()), limits));
         }
         let path = PathBuf::from(path);
         let file = LogFile::open(&path)?;
@@ -126,21 +220,31 @@ impl JsonAccessLog {
                 missing: false,
             }),
         };
-        Ok(JsonAccessLog::start(output, Some(path), queue))
+        Ok(JsonAccessLog::start(output, Some(path), limits))
     }
 
     /// A log that writes to `sink`.
-    pub fn with_sink(sink: Box<dyn Write + Send>, queue: usize) -> JsonAccessLog {
-        JsonAccessLog::start(Output { sink, file: None }, None, queue)
+    pub fn with_sink(sink: Box<dyn Write + Send>, limits: Limits) -> JsonAccessLog {
+        JsonAccessLog::start(Output { sink, file: None }, None, limits)
     }
 
-    fn start(output: Output, path: Option<PathBuf>, queue: usize) -> JsonAccessLog {
+    fn start(output: Output, path: Option<PathBuf>, limits: Limits) -> JsonAccessLog {
         let queue = Arc::new(Queue {
             batch: Mutex::new(Batch::default()),
             wake: Condvar::new(),
-            capacity: queue.max(1),
+            max_bytes: limits.queue_bytes,
+            max_entries: limits.queue_entries.unwrap_or(usize::MAX).max(1),
+            max_field_bytes: limits.max_field_bytes,
             dropped: AtomicU64::new(0),
+            dropped_at: (
+                AtomicUsize::new(0),
+                AtomicUsize::new(0),
+                AtomicUsize::new(0),
+            ),
             write_errors: AtomicU64::new(0),
+            failed_entries: AtomicU64::new(0),
+            last_write_error: Mutex::new(None),
+            truncated: AtomicU64::new(0),
         });
         let writer_queue = Arc::clone(&queue);
         let writer = thread::Builder::new()
@@ -149,6 +253,7 @@ impl JsonAccessLog {
             .expect("spawning the access-log thread");
         JsonAccessLog {
             queue,
+            limits,
             path,
             writer: Some(writer),
         }
@@ -162,6 +267,32 @@ impl JsonAccessLog {
     /// Writes that failed (a full disk, say); their entries are lost.
     pub fn write_errors(&self) -> u64 {
         self.queue.write_errors.load(Ordering::Relaxed)
+    }
+
+    /// The bounds the log was opened with.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// What the log could not record so far, and what it holds now.
+    pub fn counts(&self) -> Counts {
+        let queue = &*self.queue;
+        let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        Counts {
+            dropped: load(&queue.dropped),
+            dropped_at_bytes: queue.dropped_at.0.load(Ordering::Relaxed),
+            dropped_at_entries: queue.dropped_at.1.load(Ordering::Relaxed),
+            dropped_entry_bytes: queue.dropped_at.2.load(Ordering::Relaxed),
+            write_errors: load(&queue.write_errors),
+            failed_entries: load(&queue.failed_entries),
+            last_write_error: queue
+                .last_write_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            truncated: load(&queue.truncated),
+            queued_bytes: queue.lock().held(),
+        }
     }
 
     /// The log file's path; none when the log goes to standard output.
@@ -186,23 +317,37 @@ impl JsonAccessLog {
 
 impl AccessLog for JsonAccessLog {
     /// Formats the entry straight into the batch, under the lock: formatting takes less time
-    /// than copying a line formatted elsewhere would, and loggers rarely meet there.
+    /// than copying a line formatted elsewhere would, and loggers rarely meet there. An entry
+    /// that would take the queue past its bytes is taken back out and dropped.
     fn log(&self, entry: &LogEntry<'_>) {
         let now = SystemTime::now();
         let queue = &*self.queue;
         let mut batch = queue.lock();
-        if batch.entries >= queue.capacity {
+        let (held, entries) = (batch.held(), batch.entries);
+        if entries >= queue.max_entries || held >= queue.max_bytes {
             drop(batch);
-            if queue.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
-                tracing::warn!("access log is falling behind; entries are being dropped");
-            }
+            queue.drop_entry(held, entries, 0);
             return;
         }
-        format_entry(&mut batch.lines, entry, now);
+        let start = batch.lines.len();
+        let truncated = format_entry(&mut batch.lines, entry, now, queue.max_field_bytes);
+        if batch.held() > queue.max_bytes {
+            let entry_bytes = batch.lines.len() - start;
+            batch.lines.truncate(start);
+            drop(batch);
+            queue.drop_entry(held, entries, entry_bytes);
+            return;
+        }
         batch.whole = batch.lines.len();
         batch.entries += 1;
-        if batch.entries == 1 || batch.entries == queue.capacity.div_ceil(2) {
+        let waiting = batch.lines.len();
+        let was_half_full = queue.half_full(start, entries);
+        if batch.entries == 1 || (!was_half_full && queue.half_full(waiting, batch.entries)) {
             queue.wake.notify_one();
+        }
+        drop(batch);
+        if truncated > 0 {
+            queue.truncated.fetch_add(truncated, Ordering::Relaxed);
         }
     }
 }
@@ -281,48 +426,18 @@ impl Output {
     }
 }
 
-/// Failed writes since the last line that said so, which [`ERROR_LOG_EVERY`] spaces out.
-struct WriteErrors {
-    unreported: u64,
-    reported: Option<Instant>,
-}
-
-impl WriteErrors {
-    fn count(&mut self, queue: &Queue, error: &io::Error) {
-        queue.write_errors.fetch_add(1, Ordering::Relaxed);
-        self.unreported += 1;
-        let now = Instant::now();
-        if self
-            .reported
-            .is_some_and(|at| now.duration_since(at) < ERROR_LOG_EVERY)
-        {
-            return;
-        }
-        tracing::error!(
-            %error,
-            failed_writes = self.unreported,
-            "writing the access log failed; those entries are lost"
-        );
-        self.unreported = 0;
-        self.reported = Some(now);
-    }
-}
-
 /// The writer thread: takes whole batches and writes each with one call, until the log closes.
 fn write_batches(queue: &Queue, mut out: Output) {
-    let mut errors = WriteErrors {
-        unreported: 0,
-        reported: None,
-    };
     // The buffer written last, given back to the loggers as the next batch's, so that neither
     // side allocates once both have grown to the usual batch size.
     let mut spare = Vec::new();
     loop {
         let mut batch = queue.lock();
+        batch.writing = 0;
         while batch.entries == 0 && !batch.closing && batch.reopened.is_none() {
             batch = queue.wake.wait(batch).unwrap_or_else(|p| p.into_inner());
         }
-        if batch.entries > 0 && !batch.closing && batch.entries < queue.capacity.div_ceil(2) {
+        if batch.entries > 0 && !batch.closing && !queue.half_full(batch.whole, batch.entries) {
             // Let a batch gather; a half-full batch or closing cuts the wait short.
             batch = queue
                 .wake
@@ -336,8 +451,9 @@ fn write_batches(queue: &Queue, mut out: Output) {
         let whole = batch.whole;
         batch.lines.truncate(whole);
         let mut lines = mem::replace(&mut batch.lines, mem::take(&mut spare));
-        batch.entries = 0;
+        let entries = mem::take(&mut batch.entries);
         batch.whole = 0;
+        batch.writing = lines.len();
         drop(batch);
         if !lines.is_empty() || reopened.is_some() {
             out.follow_path(reopened);
@@ -345,12 +461,20 @@ fn write_batches(queue: &Queue, mut out: Output) {
         if !lines.is_empty() {
             let sink = &mut out.sink;
             if let Err(error) = sink.write_all(&lines).and_then(|()| sink.flush()) {
-                errors.count(queue, &error);
+                queue.write_errors.fetch_add(1, Ordering::Relaxed);
+                queue
+                    .failed_entries
+                    .fetch_add(entries as u64, Ordering::Relaxed);
+                *queue
+                    .last_write_error
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(error.to_string());
             }
         }
         lines.clear();
         spare = lines;
         if closing {
+            queue.lock().writing = 0;
             return;
         }
     }
@@ -429,14 +553,25 @@ impl Write for FileSink {
     }
 }
 
-/// Appends `entry` to `out` as one JSON line. A `Denied` entry a parser wrote after a denying
-/// policy check also gets `reason`: `deny-rule` (its `policy_name` holds the deny rule) or
-/// `no-allow` (no rule allowed the request; `policy_name` is empty).
+/// Appends `entry` to `out` as one JSON line, and returns how many of its field values were
+/// truncated. A `Denied` entry a parser wrote after a denying policy check also gets `reason`:
+/// `deny-rule` (its `policy_name` holds the deny rule) or `no-allow` (no rule allowed the
+/// request; `policy_name` is empty).
+///
+/// A field value longer than `max_field_bytes` bytes is cut to at most that many, at a UTF-8
+/// character boundary, and only the part kept is copied. The entry then says which values were
+/// cut and how long each was, in bytes, in `generic_l7.truncated`, after `fields`:
+/// `"truncated":{"keys":1048576}`. An entry without it has every value whole.
 ///
 /// This runs on the forwarding path for every request, so it writes bytes directly: numbers
 /// through [`push_decimal`], strings through [`json_string`], which copies plain ASCII whole,
 /// and the fields a connection's entries share as rendered for its previous entry.
-pub fn format_entry(out: &mut Vec<u8>, entry: &LogEntry<'_>, now: SystemTime) {
+pub fn format_entry(
+    out: &mut Vec<u8>,
+    entry: &LogEntry<'_>,
+    now: SystemTime,
+    max_field_bytes: usize,
+) -> u64 {
     let meta = entry.meta;
     let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     out.extend_from_slice(b"{\"timestamp\":");
@@ -459,15 +594,51 @@ pub fn format_entry(out: &mut Vec<u8>, entry: &LogEntry<'_>, now: SystemTime) {
     out.extend_from_slice(b",\"generic_l7\":{\"proto\":");
     json_string(out, entry.proto.unwrap_or("").as_bytes());
     out.extend_from_slice(b",\"fields\":{");
+    let mut truncated = 0;
     for (i, field) in entry.fields.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
         json_string(out, field.key.as_bytes());
         out.push(b':');
-        json_string(out, field.value);
+        let kept = utf8_prefix(field.value, max_field_bytes);
+        truncated += u64::from(kept.len() < field.value.len());
+        json_string(out, kept);
     }
-    out.extend_from_slice(b"}}}\n");
+    out.push(b'}');
+    if truncated > 0 {
+        out.extend_from_slice(b",\"truncated\":{");
+        let cut = entry
+            .fields
+            .iter()
+            .filter(|f| f.value.len() > max_field_bytes);
+        for (i, field) in cut.enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            json_string(out, field.key.as_bytes());
+            out.push(b':');
+            push_decimal(out, field.value.len() as u64);
+        }
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"}}\n");
+    truncated
+}
+
+/// The longest start of `bytes` of at most `max` bytes that does not end inside a UTF-8
+/// character (`bytes` itself when it is no longer).
+fn utf8_prefix(bytes: &[u8], max: usize) -> &[u8] {
+    if bytes.len() <= max {
+        return bytes;
+    }
+    // Cut before the character that byte `max` belongs to, which starts at most three bytes
+    // earlier; in invalid UTF-8, longer runs of continuation bytes are cut anywhere.
+    let mut cut = max;
+    while cut > max.saturating_sub(3) && bytes[cut] & 0xc0 == 0x80 {
+        cut -= 1;
+    }
+    &bytes[..cut]
 }
 
 /// How many connections' parts each logging thread keeps rendered.
@@ -726,7 +897,7 @@ mod tests {
             proto: Some("r2d2"),
             fields: &fields,
         };
-        format_entry(&mut line, &entry, UNIX_EPOCH + Duration::from_nanos(42));
+        format_entry(&mut line, &entry, UNIX_EPOCH + Duration::from_nanos(42), 64);
         assert_eq!(
             String::from_utf8(line).unwrap(),
             concat!(
@@ -758,7 +929,7 @@ mod tests {
         impl AccessLog for Lines {
             fn log(&self, entry: &LogEntry<'_>) {
                 let mut line = Vec::new();
-                format_entry(&mut line, entry, UNIX_EPOCH);
+                format_entry(&mut line, entry, UNIX_EPOCH, 64);
                 let value = serde_json::from_slice(&line).unwrap();
                 self.0.lock().unwrap().push(value);
             }
@@ -795,7 +966,7 @@ mod tests {
         third.source = "127.0.0.22:6000".parse().unwrap();
         let line = |meta: &ConnectionMeta| {
             let mut out = Vec::new();
-            format_entry(&mut out, &bare_entry(meta), UNIX_EPOCH);
+            format_entry(&mut out, &bare_entry(meta), UNIX_EPOCH, 64);
             serde_json::from_slice::<serde_json::Value>(&out).unwrap()
         };
         for _ in 0..RENDERED_CONNECTIONS + 2 {
@@ -912,11 +1083,11 @@ mod tests {
         }
     }
 
-    /// A log holding at most `queue` entries over a [`Gated`] sink whose gate starts `open`;
-    /// with the gate, what was written, and the sink's word that a write is waiting.
+    /// A log within `limits` over a [`Gated`] sink whose gate starts `open`; with the gate,
+    /// what was written, and the sink's word that a write is waiting.
     fn gated_log(
         open: bool,
-        queue: usize,
+        limits: Limits,
     ) -> (
         JsonAccessLog,
         Gate,
@@ -931,8 +1102,16 @@ mod tests {
             waiting: waiting_tx,
             written: Arc::clone(&written),
         };
-        let log = JsonAccessLog::with_sink(Box::new(sink), queue);
+        let log = JsonAccessLog::with_sink(Box::new(sink), limits);
         (log, gate, written, waiting)
+    }
+
+    /// The default limits, but holding at most `n` entries.
+    fn entries(n: usize) -> Limits {
+        Limits {
+            queue_entries: Some(n),
+            ..Limits::default()
+        }
     }
 
     /// A request entry of `meta` with no protocol and no fields.
@@ -961,10 +1140,10 @@ mod tests {
             fields: &fields,
         };
         let mut one = Vec::new();
-        format_entry(&mut one, &entry, SystemTime::now());
+        format_entry(&mut one, &entry, SystemTime::now(), 64);
         // Enough lines for several release steps, logged faster than the writer gathers them.
         let lines = (3 * RELEASE_STEP as usize) / one.len() + 1;
-        let log = JsonAccessLog::open(path.to_str().unwrap(), lines).unwrap();
+        let log = JsonAccessLog::open(path.to_str().unwrap(), entries(lines)).unwrap();
         for _ in 0..lines {
             log.log(&entry);
         }
@@ -1009,7 +1188,7 @@ mod tests {
         let dir = log_dir("reopen");
         let path = dir.join("access.log");
         let moved = dir.join("access.log.1");
-        let log = JsonAccessLog::open(path.to_str().unwrap(), 16).unwrap();
+        let log = JsonAccessLog::open(path.to_str().unwrap(), entries(16)).unwrap();
         let meta = meta();
         let entry = bare_entry(&meta);
         log.log(&entry);
@@ -1028,7 +1207,7 @@ mod tests {
     fn a_deleted_log_file_is_made_anew_within_a_check() {
         let dir = log_dir("deleted");
         let path = dir.join("access.log");
-        let log = JsonAccessLog::open(path.to_str().unwrap(), 16).unwrap();
+        let log = JsonAccessLog::open(path.to_str().unwrap(), entries(16)).unwrap();
         let meta = meta();
         let entry = bare_entry(&meta);
         log.log(&entry);
@@ -1049,7 +1228,7 @@ mod tests {
 
     #[test]
     fn failed_writes_are_counted() {
-        let log = JsonAccessLog::open("/dev/full", 16).unwrap();
+        let log = JsonAccessLog::open("/dev/full", entries(16)).unwrap();
         let meta = meta();
         let entry = bare_entry(&meta);
         log.log(&entry);
@@ -1061,16 +1240,21 @@ mod tests {
             );
             thread::sleep(Duration::from_millis(10));
         }
-        // Logged again within ERROR_LOG_EVERY: still counted.
+        log.log(&entry);
         log.log(&entry);
         let queue = Arc::clone(&log.queue);
         drop(log);
-        assert_eq!(queue.write_errors.load(Ordering::Relaxed), 2);
+        let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        let failed = (load(&queue.write_errors), load(&queue.failed_entries));
+        // The last two entries were written together or apart.
+        assert!(failed == (2, 3) || failed == (3, 3), "{failed:?}");
+        let error = queue.last_write_error.lock().unwrap().clone().unwrap();
+        assert!(error.contains("No space left on device"), "{error}");
     }
 
     #[test]
     fn a_slow_writer_never_blocks_logging_and_drops_are_counted() {
-        let (log, gate, written, waiting) = gated_log(false, 1);
+        let (log, gate, written, waiting) = gated_log(false, entries(1));
         let meta = meta();
         let entry = bare_entry(&meta);
         log.log(&entry);
@@ -1094,9 +1278,134 @@ mod tests {
         assert_eq!((dropped, lines), (9, 2));
     }
 
+    /// A memcached request entry of `meta` with `fields`.
+    fn multiget<'a>(meta: &'a ConnectionMeta, fields: &'a [Field<'a>]) -> LogEntry<'a> {
+        LogEntry {
+            entry_type: EntryType::Request,
+            meta,
+            policy_name: "p",
+            proto: Some("memcache"),
+            fields,
+        }
+    }
+
+    #[test]
+    fn a_long_field_value_is_cut_at_a_character_boundary_and_marked_with_its_length() {
+        let meta = meta();
+        let keys = vec![b'k'; 1 << 20];
+        // "✈" is three bytes: the cut at 6 falls inside the second one, which is left out.
+        let fields = [
+            Field::bytes("keys", &keys),
+            Field::text("plane", "✈✈✈"),
+            Field::text("short", "whole"),
+        ];
+        let mut line = Vec::new();
+        let truncated = format_entry(&mut line, &multiget(&meta, &fields), UNIX_EPOCH, 5);
+        assert_eq!(truncated, 2);
+        assert!(line.len() < 1000, "only the kept parts are copied");
+        let entry: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        let l7 = &entry["generic_l7"];
+        assert_eq!(l7["fields"]["keys"], "kkkkk");
+        assert_eq!(l7["fields"]["plane"], "✈");
+        assert_eq!(l7["fields"]["short"], "whole");
+        assert_eq!(
+            l7["truncated"],
+            serde_json::json!({"keys": 1 << 20, "plane": 9})
+        );
+        let mut whole = Vec::new();
+        assert_eq!(
+            format_entry(&mut whole, &multiget(&meta, &fields[2..]), UNIX_EPOCH, 5),
+            0
+        );
+        let entry: serde_json::Value = serde_json::from_slice(&whole).unwrap();
+        assert!(
+            entry["generic_l7"].get("truncated").is_none(),
+            "whole values are not marked"
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_cut_value_is_the_longest_start_that_ends_between_characters(
+            text in "\\PC{0,40}",
+            max in 0usize..48,
+        ) {
+            let kept = utf8_prefix(text.as_bytes(), max);
+            proptest::prop_assert!(kept.len() <= max);
+            proptest::prop_assert!(text.is_char_boundary(kept.len()));
+            proptest::prop_assert!(text.as_bytes().starts_with(kept));
+            // Nothing longer would have fitted.
+            let longer = (kept.len() + 1..=max.min(text.len())).find(|&n| text.is_char_boundary(n));
+            proptest::prop_assert_eq!(longer, None);
+        }
+    }
+
+    #[test]
+    fn a_queue_bounded_in_bytes_never_holds_more_and_drops_are_counted() {
+        const QUEUE: usize = 64 << 10;
+        let limits = Limits {
+            queue_bytes: QUEUE,
+            ..Limits::default()
+        };
+        let (log, gate, written, waiting) = gated_log(false, limits);
+        let meta = meta();
+        let keys = vec![b'k'; 1 << 20];
+        let fields = [Field::text("command", "get"), Field::bytes("keys", &keys)];
+        let entry = multiget(&meta, &fields);
+        log.log(&entry);
+        waiting
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the writer is stuck on the first entry");
+        let mut most = 0;
+        for _ in 0..100 {
+            log.log(&entry);
+            most = most.max(log.counts().queued_bytes);
+        }
+        let counts = log.counts();
+        // The writer goes on before anything is checked: a failed check does not leave it stuck.
+        *gate.0.lock().unwrap() = true;
+        gate.1.notify_all();
+        drop(log);
+        assert!(most <= QUEUE, "{most} bytes held");
+        // A megabyte of keys takes some 4.5 KiB once cut: the queue is nearly full, not over.
+        assert!(counts.queued_bytes > QUEUE - 5000, "{counts:?}");
+        assert!(counts.dropped > 80, "{counts:?}");
+        assert!(counts.dropped_at_bytes > QUEUE - 5000, "{counts:?}");
+        assert_eq!(counts.truncated, 101 - counts.dropped);
+        let written = String::from_utf8(written.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = written.lines().collect();
+        assert_eq!(lines.len() as u64 + counts.dropped, 101);
+        for line in lines {
+            let entry: serde_json::Value = serde_json::from_str(line).unwrap();
+            let l7 = &entry["generic_l7"];
+            assert_eq!(l7["fields"]["keys"].as_str().unwrap().len(), 4096);
+            assert_eq!(l7["truncated"]["keys"], 1 << 20);
+        }
+    }
+
+    #[test]
+    fn an_entry_longer_than_the_whole_queue_is_dropped_and_shorter_ones_still_fit() {
+        let limits = Limits {
+            queue_bytes: 1000,
+            ..Limits::default()
+        };
+        let (log, _, written, _) = gated_log(true, limits);
+        let meta = meta();
+        let keys = vec![b'k'; 2000];
+        let fields = [Field::bytes("keys", &keys)];
+        log.log(&multiget(&meta, &fields));
+        log.log(&bare_entry(&meta));
+        let counts = log.counts();
+        assert_eq!(counts.dropped, 1);
+        assert!(counts.dropped_entry_bytes > 2000, "{counts:?}");
+        drop(log);
+        let written = written.lock().unwrap();
+        assert_eq!(written.iter().filter(|&&b| b == b'\n').count(), 1);
+    }
+
     #[test]
     fn a_logger_that_panics_mid_line_leaves_only_whole_lines() {
-        let (log, _, written, _) = gated_log(true, 1 << 10);
+        let (log, _, written, _) = gated_log(true, entries(1 << 10));
         let meta = meta();
         let entry = bare_entry(&meta);
         log.log(&entry);

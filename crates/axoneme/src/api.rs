@@ -29,12 +29,11 @@ use futures_util::stream;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::broadcast::error::RecvError;
 
 use crate::config::{direction_name, ListenerConfig};
 use crate::connection::{Ends, Guards, Route};
 use crate::decision::{decide, Outcome};
-use crate::monitor::Filter;
+use crate::monitor::{self, Filter};
 use crate::sockets::UpstreamOptions;
 use crate::state::{PolicyText, State, StateError};
 use crate::throttle::throttled_warn;
@@ -319,6 +318,7 @@ async fn status(Shared(agent): Shared<Arc<Agent>>) -> Json<Value> {
             "parser_panics": m.parser_panics.load(Relaxed),
             "policy_import_errors": agent.state().import_errors(),
             "access_log_dropped": agent.access_log_dropped(),
+            "monitor_dropped": agent.monitor().dropped(),
         },
     }))
 }
@@ -643,22 +643,15 @@ async fn monitor(
         proto: options.proto,
         endpoint: options.endpoint,
     };
-    let receiver = agent.monitor().watch();
-    let lines = stream::unfold((receiver, filter), |(mut receiver, filter)| async move {
-        loop {
-            match receiver.recv().await {
-                Ok(event) if filter.matches(&event) => {
-                    let line = Bytes::from(event.line.clone());
-                    return Some((Ok::<_, Infallible>(line), (receiver, filter)));
-                }
-                Ok(_) => continue,
-                Err(RecvError::Lagged(missed)) => {
-                    let note = format!("{{\"monitor_dropped\":{missed}}}\n");
-                    return Some((Ok(Bytes::from(note)), (receiver, filter)));
-                }
-                Err(RecvError::Closed) => return None,
+    let watch = agent.monitor().watch(filter);
+    let lines = stream::unfold(watch, |watch| async move {
+        let line = match watch.next().await {
+            monitor::Next::Entry(line) => Bytes::from_owner(line),
+            monitor::Next::Missed(missed) => {
+                Bytes::from(format!("{{\"monitor_dropped\":{missed}}}\n"))
             }
-        }
+        };
+        Some((Ok::<_, Infallible>(line), watch))
     });
     let content_type = HeaderValue::from_static("application/x-ndjson");
     Ok((

@@ -19,6 +19,9 @@ pub struct Config {
     /// Where access-log entries go; none when absent.
     #[serde(default)]
     pub access_log: Option<AccessLogConfig>,
+    /// The live view of the access log.
+    #[serde(default)]
+    pub monitor: MonitorConfig,
     /// Addresses of the host itself (the `host` identity).
     #[serde(default, rename = "hostIPs")]
     pub host_ips: Vec<IpAddr>,
@@ -247,19 +250,91 @@ impl Default for MemcacheConfig {
     }
 }
 
-/// The access log's destination.
+/// The access log's destination, and how much it may hold and copy.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AccessLogConfig {
     /// `-` for standard output, otherwise a file appended to.
     pub path: String,
-    /// Entries that may wait for the writer before new ones are dropped (and counted).
-    #[serde(default = "default_queue")]
-    pub queue: usize,
+    /// Bytes of entries that may wait for the writer (or be written) before new ones are
+    /// dropped (and counted).
+    #[serde(default = "default_queue_bytes")]
+    pub queue_bytes: usize,
+    /// Entries that may wait for the writer, when bounded by count as well.
+    #[serde(default)]
+    pub queue: Option<usize>,
+    /// Longest field value logged whole; longer ones are truncated, and marked so.
+    #[serde(default = "default_max_field_bytes")]
+    pub max_field_bytes: usize,
 }
 
-fn default_queue() -> usize {
-    8192
+fn default_queue_bytes() -> usize {
+    crate::access_log::DEFAULT_QUEUE_BYTES
+}
+
+fn default_max_field_bytes() -> usize {
+    crate::access_log::DEFAULT_MAX_FIELD_BYTES
+}
+
+/// The live view of the access log (`axoneme monitor`).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MonitorConfig {
+    /// Bytes of entries that may wait for each watcher; a watcher further behind loses its
+    /// oldest entries (and is told how many).
+    #[serde(default = "default_monitor_queue_bytes")]
+    pub queue_bytes: usize,
+}
+
+fn default_monitor_queue_bytes() -> usize {
+    crate::monitor::DEFAULT_QUEUE_BYTES
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        MonitorConfig {
+            queue_bytes: default_monitor_queue_bytes(),
+        }
+    }
+}
+
+impl Config {
+    /// The access log's bounds; the defaults when there is no access log.
+    pub fn access_log_limits(&self) -> crate::access_log::Limits {
+        match &self.access_log {
+            Some(log) => crate::access_log::Limits {
+                queue_bytes: log.queue_bytes,
+                queue_entries: log.queue,
+                max_field_bytes: log.max_field_bytes,
+            },
+            None => crate::access_log::Limits::default(),
+        }
+    }
+
+    /// The monitor's bounds: its own backlog, and the access log's truncation.
+    pub fn monitor_limits(&self) -> crate::monitor::Limits {
+        crate::monitor::Limits {
+            queue_bytes: self.monitor.queue_bytes,
+            max_field_bytes: self.access_log_limits().max_field_bytes,
+        }
+    }
+
+    /// Checks that the access log's and the monitor's bounds are at least 1; the error names
+    /// the field.
+    fn check_log_queues(&self) -> Result<(), String> {
+        let mut fields = vec![("monitor.queueBytes", Some(self.monitor.queue_bytes))];
+        if let Some(log) = &self.access_log {
+            fields.extend([
+                ("accessLog.queueBytes", Some(log.queue_bytes)),
+                ("accessLog.queue", log.queue),
+                ("accessLog.maxFieldBytes", Some(log.max_field_bytes)),
+            ]);
+        }
+        match fields.iter().find(|(_, value)| *value == Some(0)) {
+            Some((name, _)) => Err(format!("{name}: must be at least 1 (it is 0)")),
+            None => Ok(()),
+        }
+    }
 }
 
 /// How a listener learns where a connection goes.
@@ -523,6 +598,7 @@ impl Config {
             config.api.socket = base.join(&config.api.socket);
         }
         config.check()?;
+        config.check_log_queues()?;
         config.timeouts.check()?;
         if config.redirect.mark == 0 || config.redirect.mark == config.redirect.tproxy_mark {
             return Err(
@@ -613,7 +689,68 @@ listeners:
         assert_eq!(config.listeners[0].direction, Direction::Ingress);
         assert_eq!(config.listeners[0].l7proto, None);
         assert_eq!(config.endpoints[1].labels["app"], "luke");
-        assert_eq!(config.access_log.unwrap().queue, 8192);
+        let log = config.access_log.as_ref().unwrap();
+        assert_eq!(
+            (log.queue_bytes, log.queue, log.max_field_bytes),
+            (16 << 20, None, 4096)
+        );
+        assert_eq!(config.monitor.queue_bytes, 4 << 20);
+    }
+
+    #[test]
+    fn log_queues_are_bounded_in_bytes_and_an_entry_count_is_still_read() {
+        let config = Config::parse(
+            &EXAMPLE.replace(
+                r#"accessLog: {path: "-"}"#,
+                "accessLog: {path: \"-\", queue: 100, queueBytes: 65536, maxFieldBytes: 512}\n\
+                 monitor: {queueBytes: 1024}",
+            ),
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(
+            config.access_log_limits(),
+            crate::access_log::Limits {
+                queue_bytes: 65536,
+                queue_entries: Some(100),
+                max_field_bytes: 512
+            }
+        );
+        assert_eq!(
+            config.monitor_limits(),
+            crate::monitor::Limits {
+                queue_bytes: 1024,
+                max_field_bytes: 512
+            }
+        );
+        let unlogged = Config::parse(
+            &EXAMPLE.replace(r#"accessLog: {path: "-"}"#, ""),
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(unlogged.monitor_limits(), crate::monitor::Limits::default());
+        for (setting, field) in [
+            (
+                r#"accessLog: {path: "-", queueBytes: 0}"#,
+                "accessLog.queueBytes",
+            ),
+            (r#"accessLog: {path: "-", queue: 0}"#, "accessLog.queue"),
+            (
+                r#"accessLog: {path: "-", maxFieldBytes: 0}"#,
+                "accessLog.maxFieldBytes",
+            ),
+            (
+                "accessLog: {path: \"-\"}\nmonitor: {queueBytes: 0}",
+                "monitor.queueBytes",
+            ),
+        ] {
+            let text = EXAMPLE.replace(r#"accessLog: {path: "-"}"#, setting);
+            let err = Config::parse(&text, Path::new(".")).unwrap_err();
+            assert!(
+                err.starts_with(&format!("{field}: must be at least 1")),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -5,9 +5,10 @@
 //! be added and drained at runtime ([`listener`]), moves each connection's bytes through the
 //! datapath engine ([`connection`]) under the policy of every endpoint it guards ([`guards`]),
 //! writes the access log ([`access_log`]) and offers it live ([`monitor`]), counts
-//! ([`metrics`]), serves the REST API ([`api`]), follows edits of its files ([`watch`]) and
-//! keeps the transparent redirection rules in step with policy ([`redirect`]). Protocol logic
-//! lives in the protocol crates, policy logic in `axoneme-policy`.
+//! ([`metrics`]) and reports what the log and the monitor lost ([`report`]), serves the REST
+//! API ([`api`]), follows edits of its files ([`watch`]) and keeps the transparent redirection
+//! rules in step with policy ([`redirect`]). Protocol logic lives in the protocol crates,
+//! policy logic in `axoneme-policy`.
 
 pub mod access_log;
 pub mod api;
@@ -23,6 +24,7 @@ pub mod monitor;
 mod outbox;
 mod overload;
 pub mod redirect;
+pub mod report;
 mod sockets;
 pub mod state;
 #[cfg(test)]
@@ -49,7 +51,7 @@ use crate::access_log::JsonAccessLog;
 use crate::config::{Config, ListenerConfig, ProtocolsConfig, RedirectConfig};
 use crate::connection::{Guards, Route, Shared, Timeouts};
 use crate::listener::{Destination, Tracker};
-use crate::metrics::{Gauges, Metrics};
+use crate::metrics::{Gauges, LogQueueGauges, Metrics};
 use crate::monitor::Monitor;
 use crate::overload::Overload;
 use crate::redirect::Redirect;
@@ -177,6 +179,8 @@ pub struct Agent {
     keeper: Mutex<Option<JoinHandle<()>>>,
     /// Closes the connections holding the most when the buffered-bytes budget is exceeded.
     shedder: JoinHandle<()>,
+    /// Reports losses of the access log and the monitor.
+    reporter: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Agent {
@@ -191,7 +195,7 @@ impl Agent {
         let state = Arc::new(State::new(registry, config_sources(config))?);
         let access_log = match &config.access_log {
             Some(log) => Some(Arc::new(
-                JsonAccessLog::open(&log.path, log.queue)
+                JsonAccessLog::open(&log.path, config.access_log_limits())
                     .with_context(|| format!("accessLog.path: cannot open {:?}", log.path))?,
             )),
             None => None,
@@ -200,7 +204,7 @@ impl Agent {
             Some(log) => Arc::clone(log) as Arc<dyn AccessLog>,
             None => Arc::new(NoAccessLog),
         };
-        let monitor = Arc::new(Monitor::new(sink));
+        let monitor = Arc::new(Monitor::new(sink, config.monitor_limits()));
         let metrics = Arc::new(Metrics::new(&names));
         let max_connections = config
             .limits
@@ -248,7 +252,10 @@ impl Agent {
             listeners_changed: Arc::new(Notify::new()),
             keeper: Mutex::new(None),
             shedder,
+            reporter: Mutex::new(None),
         });
+        let reporter = tokio::spawn(report_losses(Arc::downgrade(&agent)));
+        *agent.reporter.lock().unwrap_or_else(|p| p.into_inner()) = Some(reporter);
         for listener in &config.listeners {
             agent
                 .put_listener(listener.clone(), true)
@@ -298,6 +305,7 @@ impl Agent {
             access_log_dropped: self.access_log_dropped(),
             access_log_write_errors: self.access_log_write_errors(),
             buffered_bytes: self.shared.overload.buffered() as u64,
+            log_queues: self.log_queue_gauges(),
         })
     }
 
@@ -314,6 +322,42 @@ impl Agent {
     /// Access-log writes that failed so far.
     pub fn access_log_write_errors(&self) -> u64 {
         self.access_log.as_ref().map_or(0, |log| log.write_errors())
+    }
+
+    /// What the access-log and monitor queues hold now, and what they lost or cut.
+    fn log_queue_gauges(&self) -> LogQueueGauges {
+        let counts = self.access_log.as_ref().map(|log| log.counts());
+        let counts = counts.unwrap_or_default();
+        LogQueueGauges {
+            access_log_queue_bytes: counts.queued_bytes,
+            access_log_failed_entries: counts.failed_entries,
+            access_log_truncated_fields: counts.truncated,
+            monitor_dropped: self.monitor.dropped(),
+            monitor_queue_bytes: self.monitor.backlog_bytes(),
+            monitor_watchers: self.monitor.watchers(),
+        }
+    }
+
+    /// What the access log and the monitor lost or cut so far, for [`report::Reporter`].
+    pub fn losses(&self) -> report::Losses {
+        let log = self.access_log.as_deref();
+        let counts = log.map(JsonAccessLog::counts).unwrap_or_default();
+        let limits = log.map(JsonAccessLog::limits).unwrap_or_default();
+        report::Losses {
+            dropped: counts.dropped,
+            dropped_at_bytes: counts.dropped_at_bytes,
+            dropped_at_entries: counts.dropped_at_entries,
+            dropped_entry_bytes: counts.dropped_entry_bytes,
+            queue_bytes: limits.queue_bytes,
+            queue_entries: limits.queue_entries,
+            write_errors: counts.write_errors,
+            failed_entries: counts.failed_entries,
+            last_write_error: counts.last_write_error,
+            truncated: counts.truncated,
+            max_field_bytes: limits.max_field_bytes,
+            monitor_dropped: self.monitor.dropped(),
+            monitor_queue_bytes: self.monitor.limits().queue_bytes,
+        }
     }
 
     /// Opens the access-log file's path anew, for rotation, and returns that path; none when
@@ -502,6 +546,14 @@ impl Agent {
         if let Some(keeper) = self.keeper.lock().unwrap_or_else(|p| p.into_inner()).take() {
             keeper.abort();
         }
+        if let Some(reporter) = self
+            .reporter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            reporter.abort();
+        }
         let names: Vec<String> = self.lock_listeners().keys().cloned().collect();
         for name in names {
             self.stop_listener(&name);
@@ -618,6 +670,30 @@ async fn keep_redirects(
         tokio::select! {
             changed = changes.changed() => if changed.is_err() { return },
             () = listeners_changed.notified() => {}
+        }
+    }
+}
+
+/// Logs what the access log and the monitor lost, every [`report::REPORT_EVERY`] while it
+/// grows, until the agent is gone.
+async fn report_losses(agent: Weak<Agent>) {
+    let mut reporter = report::Reporter::default();
+    let mut ticks = tokio::time::interval(report::REPORT_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        // The tick's own instant: ticks a period apart are never taken as too close.
+        let now = ticks.tick().await.into_std();
+        let Some(agent) = agent.upgrade() else {
+            return;
+        };
+        let losses = agent.losses();
+        drop(agent);
+        for line in reporter.due(&losses, now) {
+            match line.severity {
+                report::Severity::Info => tracing::info!("{}", line.message),
+                report::Severity::Warn => tracing::warn!("{}", line.message),
+                report::Severity::Error => tracing::error!("{}", line.message),
+            }
         }
     }
 }

@@ -214,6 +214,73 @@ pub struct Gauges {
     pub access_log_write_errors: u64,
     /// Bytes parsed connections buffer now.
     pub buffered_bytes: u64,
+    /// The access-log and monitor queues.
+    pub log_queues: LogQueueGauges,
+}
+
+/// The access-log and monitor queues: what they hold and what they lost or cut.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogQueueGauges {
+    /// Bytes of access-log entries held now, waiting or being written.
+    pub access_log_queue_bytes: usize,
+    /// Access-log entries lost in failed writes.
+    pub access_log_failed_entries: u64,
+    /// Access-log field values truncated.
+    pub access_log_truncated_fields: u64,
+    /// Monitor entries watchers lost because their backlog was full.
+    pub monitor_dropped: u64,
+    /// Bytes of monitor entries waiting for watchers now.
+    pub monitor_queue_bytes: usize,
+    /// Monitor watchers now.
+    pub monitor_watchers: usize,
+}
+
+impl LogQueueGauges {
+    /// Appends the families of the access-log and monitor queues.
+    fn render(&self, out: &mut String) {
+        let samples: [(&str, &str, &str, u64); 6] = [
+            (
+                "axoneme_access_log_queue_bytes",
+                "gauge",
+                "Bytes of access-log entries held now, waiting for the writer or being written.",
+                self.access_log_queue_bytes as u64,
+            ),
+            (
+                "axoneme_access_log_failed_entries_total",
+                "counter",
+                "Access-log entries lost because the write holding them failed.",
+                self.access_log_failed_entries,
+            ),
+            (
+                "axoneme_access_log_truncated_fields_total",
+                "counter",
+                "Access-log field values truncated to accessLog.maxFieldBytes.",
+                self.access_log_truncated_fields,
+            ),
+            (
+                "axoneme_monitor_dropped_total",
+                "counter",
+                "Monitor entries lost by watchers whose backlog was full.",
+                self.monitor_dropped,
+            ),
+            (
+                "axoneme_monitor_queue_bytes",
+                "gauge",
+                "Bytes of monitor entries waiting for watchers now.",
+                self.monitor_queue_bytes as u64,
+            ),
+            (
+                "axoneme_monitor_watchers",
+                "gauge",
+                "Monitor watchers now.",
+                self.monitor_watchers as u64,
+            ),
+        ];
+        for (name, kind, help, value) in samples {
+            family(out, name, kind, help);
+            let _ = writeln!(out, "{name} {value}");
+        }
+    }
 }
 
 impl Metrics {
@@ -335,7 +402,7 @@ impl Metrics {
             ),
             (
                 "axoneme_access_log_dropped_total",
-                "Access-log entries dropped because the writer fell behind.",
+                "Access-log entries dropped because the queue was full (accessLog.queueBytes).",
                 gauges.access_log_dropped,
             ),
             (
@@ -466,6 +533,7 @@ impl Metrics {
                 "axoneme_request_duration_seconds_count{{protocol=\"{proto}\"}} {count}"
             );
         }
+        gauges.log_queues.render(&mut out);
         out
     }
 }
@@ -498,6 +566,11 @@ mod tests {
             access_log_dropped: 0,
             access_log_write_errors: 2,
             buffered_bytes: 4096,
+            log_queues: LogQueueGauges {
+                access_log_queue_bytes: 4096,
+                monitor_dropped: 7,
+                ..LogQueueGauges::default()
+            },
         });
         for line in [
             "axoneme_l7_requests_total{protocol=\"memcache\",verdict=\"denied\",direction=\"ingress\"} 2",
@@ -516,6 +589,9 @@ mod tests {
             "axoneme_request_duration_seconds_bucket{protocol=\"memcache\",le=\"0.00025\"} 0",
             "axoneme_request_duration_seconds_bucket{protocol=\"memcache\",le=\"0.0005\"} 1",
             "axoneme_request_duration_seconds_count{protocol=\"memcache\"} 1",
+            "axoneme_access_log_queue_bytes 4096",
+            "axoneme_access_log_failed_entries_total 0",
+            "axoneme_monitor_dropped_total 7",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
         }
