@@ -10,6 +10,7 @@
 //! rules in step with policy ([`redirect`]). Protocol logic lives in the protocol crates,
 //! policy logic in `axoneme-policy`.
 
+#[allow(unsafe_code)] // the log file sink: sync_file_range and posix_fadvise on its own file
 pub mod access_log;
 pub mod api;
 pub mod cli;
@@ -25,6 +26,7 @@ mod outbox;
 mod overload;
 pub mod redirect;
 pub mod report;
+#[allow(unsafe_code)] // socket options and limits: setsockopt, getsockopt, getrlimit, setrlimit
 mod sockets;
 pub mod state;
 #[cfg(test)]

@@ -9,8 +9,8 @@ use std::process::{Child, Output};
 use std::time::{Duration, Instant};
 
 use common::{
-    agent_cli, connect_from, free_port, r2d2_policy, request, spawn_agent, temp_dir, wait_for_api,
-    Upstream, LUKE,
+    agent_cli, connect_from, free_port, r2d2_policy, request, signal, spawn_agent, temp_dir,
+    wait_for_api, Upstream, LUKE,
 };
 
 /// A running agent whose access log is `access.log` in its directory.
@@ -127,11 +127,7 @@ async fn a_moved_log_file_is_reopened_by_sighup_and_by_the_cli() {
     assert_eq!(files_logged(&log, 1).await, ["/first"]);
 
     std::fs::rename(&log, agent.path("access.log.1")).unwrap();
-    // SAFETY: kill only sends a signal to the agent this test started.
-    assert_eq!(
-        unsafe { libc::kill(agent.child.id() as i32, libc::SIGHUP) },
-        0
-    );
+    signal(&agent.child, "HUP");
     assert!(exists_soon(&log).await, "SIGHUP made no new file");
     agent.read("/second").await;
     assert_eq!(files_logged(&log, 1).await, ["/second"]);

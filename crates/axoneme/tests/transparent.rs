@@ -275,6 +275,7 @@ impl Lab {
     }
 
     /// Runs `work` on a thread inside a host's network namespace: its sockets live there.
+    #[allow(unsafe_code)] // setns has no safe wrapper in the standard library
     fn in_host<T: Send>(&self, host: &str, work: impl FnOnce() -> T + Send) -> T {
         let path = format!("/var/run/netns/{}", self.ns(host));
         std::thread::scope(|scope| {

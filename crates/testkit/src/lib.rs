@@ -5,6 +5,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use std::any::Any;
@@ -165,7 +166,8 @@ pub fn split_at_points(data: &[u8], mut points: Vec<usize>) -> Vec<&[u8]> {
 }
 
 /// A global allocator that counts allocations per thread, for allocations-per-request figures
-/// that other threads (a test harness, a logger) cannot disturb:
+/// that other threads (a test harness, a logger) cannot disturb, and the bytes live in the whole
+/// process, for what a structure holds:
 /// `#[global_allocator] static ALLOC: CountingAllocator = CountingAllocator;`.
 pub struct CountingAllocator;
 
@@ -173,10 +175,18 @@ thread_local! {
     static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
 }
 
+/// Bytes allocated and not yet freed, all threads together.
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
 impl CountingAllocator {
     /// Allocations (and reallocations) made so far by the calling thread.
     pub fn count() -> u64 {
         ALLOCATIONS.with(Cell::get)
+    }
+
+    /// Bytes allocated and not yet freed by any thread.
+    pub fn live_bytes() -> usize {
+        LIVE.load(Ordering::Relaxed)
     }
 
     fn record() {
@@ -185,21 +195,31 @@ impl CountingAllocator {
     }
 }
 
-// SAFETY: every call is forwarded unchanged to the system allocator; counting touches only a
-// const-initialised thread-local, which never allocates.
+// A global allocator can only be written with `unsafe`; this one adds counts and nothing else.
+#[allow(unsafe_code)]
+// SAFETY: every call is forwarded unchanged to the system allocator, whose contract is the
+// caller's; counting touches only an atomic and a const-initialised thread-local, which never
+// allocate.
 unsafe impl GlobalAlloc for CountingAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         CountingAllocator::record();
-        System.alloc(layout)
+        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        // SAFETY: as for the impl.
+        unsafe { System.alloc(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: as for the impl.
+        unsafe { System.dealloc(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         CountingAllocator::record();
-        System.realloc(ptr, layout, new_size)
+        LIVE.fetch_add(new_size, Ordering::Relaxed);
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: as for the impl.
+        unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
 

@@ -3,44 +3,16 @@
 //! key that a rule allows (in the middle of the list) and one that none allows. Also prints,
 //! per list, how long compiling and indexing it took and the heap bytes the compiled list holds.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use axoneme_memcache::{rules, Command};
 use axoneme_sdk::L7RuleMap;
+use axoneme_testkit::CountingAllocator;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 
-/// The system allocator, counting the bytes live at any time.
-struct LiveBytes;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every call is passed to the system allocator unchanged; only a counter is added.
-unsafe impl GlobalAlloc for LiveBytes {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
-        // SAFETY: the caller's contract for `alloc` is the system allocator's.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        // SAFETY: `ptr` was allocated by the system allocator with `layout`.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size, Ordering::Relaxed);
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        // SAFETY: `ptr` was allocated by the system allocator with `layout`.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static ALLOCATOR: LiveBytes = LiveBytes;
+static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 const SIZES: [usize; 3] = [10, 1_000, 100_000];
 
@@ -79,11 +51,11 @@ fn checks(c: &mut Criterion) {
     for kind in ["exact", "prefix", "regex", "mixed"] {
         for &size in axoneme_testkit::bench_sizes(&SIZES) {
             let maps: Vec<L7RuleMap> = (0..size).map(|i| map(kind, i)).collect();
-            let before = LIVE.load(Ordering::Relaxed);
+            let before = CountingAllocator::live_bytes();
             let started = Instant::now();
             let rules = rules::compile(&maps).unwrap();
             let took = started.elapsed();
-            let held = LIVE.load(Ordering::Relaxed).saturating_sub(before);
+            let held = CountingAllocator::live_bytes().saturating_sub(before);
             eprintln!(
                 "{kind} x {size}: compiled in {:.1} ms, holds {:.1} KiB",
                 took.as_secs_f64() * 1e3,

@@ -169,6 +169,16 @@ pub async fn wait_for_api(dir: &Path) {
     }
 }
 
+/// Sends the signal `name` (`HUP`, `TERM`...) to `child`.
+pub fn signal(child: &std::process::Child, name: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} failed");
+}
+
 /// Runs the CLI with `args` against the agent whose API socket is `api.sock` in `dir`.
 pub fn agent_cli(dir: &Path, args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_axoneme"))
