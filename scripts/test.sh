@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace on a fresh machine: installs what the tests need, checks
-# formatting, builds and runs all unit, property, integration and bench-smoke tests, then the
-# Python end-to-end tests against a real memcached (tests/python) and cql-fixture (tests/cql), the
+# formatting and lints, builds and runs all unit, property, integration and bench-smoke tests,
+# then the Python end-to-end tests against a real memcached (tests/python) and cql-fixture (tests/cql), the
 # benchmark's own tests (tests/bench), schemathesis against the REST API (tests/api) and a short
 # soak (scripts/soak.sh).
 set -euo pipefail
@@ -31,6 +31,10 @@ fi
 
 if cargo fmt --version >/dev/null 2>&1; then
   cargo fmt --all -- --check
+fi
+# The workspace's lints (Cargo.toml) and clippy's, as errors.
+if cargo clippy --version >/dev/null 2>&1; then
+  cargo clippy --workspace --all-targets --locked -- -D warnings
 fi
 
 # Runs the test suites, keeping their output to count what passed and failed.

@@ -527,18 +527,18 @@ pub(crate) mod direction_name {
     use serde::{Deserialize, Deserializer, Serializer};
 
     /// The direction's name in the configuration.
-    pub fn name(direction: Direction) -> &'static str {
+    pub(crate) fn name(direction: Direction) -> &'static str {
         match direction {
             Direction::Ingress => "ingress",
             Direction::Egress => "egress",
         }
     }
 
-    pub fn serialize<S: Serializer>(direction: &Direction, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(direction: &Direction, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(name(*direction))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Direction, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Direction, D::Error> {
         match String::deserialize(d)?.as_str() {
             "ingress" => Ok(Direction::Ingress),
             "egress" => Ok(Direction::Egress),

@@ -53,7 +53,7 @@ pub(crate) struct Decision {
 
 impl Decision {
     /// The metadata of the end that refused the connection (or of the listener's own end).
-    pub fn refusing_meta(&self) -> &ConnectionMeta {
+    pub(crate) fn refusing_meta(&self) -> &ConnectionMeta {
         let by = match &self.outcome {
             Outcome::Refuse { by, .. } => *by,
             _ => self.meta.direction,
@@ -65,7 +65,7 @@ impl Decision {
     }
 
     /// The metadata of the guarded end other than the listener's own, if there is one.
-    pub fn other_meta(&self) -> Option<&ConnectionMeta> {
+    pub(crate) fn other_meta(&self) -> Option<&ConnectionMeta> {
         self.ends
             .iter()
             .find(|end| end.guard.direction != self.meta.direction)

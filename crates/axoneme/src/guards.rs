@@ -35,7 +35,7 @@ pub(crate) struct Guard {
 
 impl Guard {
     /// The address of the remote side, whose identity the endpoint's policy is checked for.
-    pub fn remote(&self, ends: Ends) -> SocketAddr {
+    pub(crate) fn remote(&self, ends: Ends) -> SocketAddr {
         match self.direction {
             Direction::Ingress => ends.client,
             Direction::Egress => ends.upstream,
@@ -43,7 +43,7 @@ impl Guard {
     }
 
     /// The endpoint's verdict on the connection.
-    pub fn decide(&self, snapshot: &Snapshot, ends: Ends) -> ConnectionVerdict {
+    pub(crate) fn decide(&self, snapshot: &Snapshot, ends: Ends) -> ConnectionVerdict {
         snapshot.decide_connection(
             &self.endpoint,
             self.direction,
@@ -64,7 +64,7 @@ pub(crate) struct Guarded {
 
 impl Guarded {
     /// The ends of a connection accepted by `route`'s listener, or why it has none.
-    pub fn of(route: &Route, snapshot: &Snapshot, ends: Ends) -> Result<Guarded, String> {
+    pub(crate) fn of(route: &Route, snapshot: &Snapshot, ends: Ends) -> Result<Guarded, String> {
         let at = |addr: SocketAddr| snapshot.endpoint_at(addr.ip()).map(|e| Arc::from(&*e.name));
         let side = |direction: Direction| match direction {
             Direction::Ingress => ends.upstream,
@@ -101,7 +101,7 @@ impl Guarded {
 
     /// Every end, in the order a request meets them: the client's egress, then the server's
     /// ingress.
-    pub fn in_order(&self) -> impl Iterator<Item = &Guard> {
+    pub(crate) fn in_order(&self) -> impl Iterator<Item = &Guard> {
         let (first, second) = match (self.own.direction, &self.other) {
             (Direction::Ingress, Some(other)) => (other, Some(&self.own)),
             (_, other) => (&self.own, other.as_ref()),
@@ -205,7 +205,7 @@ pub(crate) struct RequestChecks<'s> {
 impl<'s> RequestChecks<'s> {
     /// The checks of a connection whose ends `own` (the listener's) and `other` describe, as
     /// of `snapshot`.
-    pub fn new(
+    pub(crate) fn new(
         own: ConnectionMeta,
         other: Option<ConnectionMeta>,
         snapshot: &Snapshot,
@@ -221,7 +221,7 @@ impl<'s> RequestChecks<'s> {
     }
 
     /// Follows a policy change: the next request is checked against `snapshot`.
-    pub fn refresh(&mut self, snapshot: &Snapshot) {
+    pub(crate) fn refresh(&mut self, snapshot: &Snapshot) {
         (self.own.policy, self.own.checked) = read(&self.own.meta, snapshot, true);
         if let Some(other) = &mut self.other {
             (other.policy, other.checked) = read(&other.meta, snapshot, false);

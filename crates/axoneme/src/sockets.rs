@@ -117,47 +117,57 @@ pub(crate) fn original_destination(stream: &TcpStream) -> io::Result<SocketAddr>
         IpAddr::V6(ip) => ip.to_ipv4_mapped().is_some(),
     };
     if ipv4 {
-        // SAFETY: `sockaddr_in` is plain data, valid when zeroed.
-        let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-        get(stream, libc::SOL_IP, libc::SO_ORIGINAL_DST, &mut addr)?;
+        let addr: libc::sockaddr_in = get(stream, libc::SOL_IP, libc::SO_ORIGINAL_DST)?;
         let ip = Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr));
         Ok(SocketAddr::new(ip.into(), u16::from_be(addr.sin_port)))
     } else {
-        // SAFETY: `sockaddr_in6` is plain data, valid when zeroed.
-        let mut addr: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
-        get(
-            stream,
-            libc::SOL_IPV6,
-            libc::IP6T_SO_ORIGINAL_DST,
-            &mut addr,
-        )?;
+        let addr: libc::sockaddr_in6 = get(stream, libc::SOL_IPV6, libc::IP6T_SO_ORIGINAL_DST)?;
         let ip = Ipv6Addr::from(addr.sin6_addr.s6_addr);
         Ok(SocketAddr::new(ip.into(), u16::from_be(addr.sin6_port)))
     }
 }
 
-/// Reads a socket option into a plain-data value.
-fn get<T>(
+/// A socket address structure a socket option may be read into: plain data, valid whatever
+/// bytes it holds, all zeroes included.
+trait SocketAddress: Sized {
+    fn zeroed() -> Self;
+}
+
+impl SocketAddress for libc::sockaddr_in {
+    fn zeroed() -> Self {
+        // SAFETY: `sockaddr_in` is integers and arrays of integers: every bit pattern is valid.
+        unsafe { std::mem::zeroed() }
+    }
+}
+
+impl SocketAddress for libc::sockaddr_in6 {
+    fn zeroed() -> Self {
+        // SAFETY: `sockaddr_in6` is integers and arrays of integers: every bit pattern is valid.
+        unsafe { std::mem::zeroed() }
+    }
+}
+
+/// Reads a socket option holding a socket address.
+fn get<T: SocketAddress>(
     stream: &TcpStream,
     level: libc::c_int,
     name: libc::c_int,
-    value: &mut T,
-) -> io::Result<()> {
+) -> io::Result<T> {
+    let mut value = T::zeroed();
     let mut len = size_of::<T>() as libc::socklen_t;
     // SAFETY: the descriptor is an open socket owned by `stream`; the kernel writes at most
-    // `len` bytes into `value`, which is exactly that large and only used for plain-data
-    // socket address types.
+    // `len` bytes into `value`, which is exactly that large, and any bytes are a valid `T`.
     let rc = unsafe {
         libc::getsockopt(
             stream.as_raw_fd(),
             level,
             name,
-            (value as *mut T).cast(),
+            (&mut value as *mut T).cast(),
             &mut len,
         )
     };
     match rc {
-        0 => Ok(()),
+        0 => Ok(value),
         _ => Err(io::Error::last_os_error()),
     }
 }

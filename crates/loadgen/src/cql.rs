@@ -18,7 +18,7 @@ use statements::Statements;
 
 /// The CQL load's command line.
 #[derive(Args)]
-pub struct CqlArgs {
+pub(crate) struct CqlArgs {
     #[command(flatten)]
     pub load: LoadArgs,
     /// How INSERT and SELECT are sent.
@@ -28,7 +28,7 @@ pub struct CqlArgs {
 
 /// How INSERT and SELECT are sent.
 #[derive(Clone, Copy, ValueEnum)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// EXECUTE of statements each connection prepares when it opens, values bound.
     Prepared,
     /// QUERY, the values written into the text of each statement.
@@ -46,7 +46,7 @@ impl Mode {
 
 /// Writes every row (creating the keyspace and table first if they do not exist), opens every
 /// connection, then runs the load and returns what it measured.
-pub async fn run(args: &CqlArgs) -> anyhow::Result<Outcome> {
+pub(crate) async fn run(args: &CqlArgs) -> anyhow::Result<Outcome> {
     // A request in flight per stream id, and v4 stream ids of requests are 0..=i16::MAX.
     if args.load.pipeline > 1 << 15 {
         bail!("CQL v4 keeps at most 32768 requests in flight on a connection");
@@ -99,7 +99,7 @@ async fn write_rows(connection: &mut Connection, keys: u32) -> anyhow::Result<()
 }
 
 /// The JSON fields and the words that describe this load in the report.
-pub fn describe(args: &CqlArgs) -> (JsonFields, String) {
+pub(crate) fn describe(args: &CqlArgs) -> (JsonFields, String) {
     let (inserts, selects) = args.load.ratio;
     let mut fields = JsonFields::new();
     fields.insert("protocol".into(), "cql".into());

@@ -17,11 +17,11 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::{timeout, Instant};
 
 /// A request that waits this long for its reply counts the connection as lost.
-pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The command line every load shares.
 #[derive(Args)]
-pub struct LoadArgs {
+pub(crate) struct LoadArgs {
     /// HOST:PORT of the server or of a proxy in front of it.
     #[arg(long)]
     pub target: SocketAddr,
@@ -54,7 +54,7 @@ pub struct LoadArgs {
 
 impl LoadArgs {
     /// The load, its warm-up starting now.
-    pub fn start(&self) -> Load {
+    pub(crate) fn start(&self) -> Load {
         let measure_from = Instant::now() + Duration::from_secs(self.warmup);
         Load {
             keys: self.keys,
@@ -69,7 +69,7 @@ impl LoadArgs {
 }
 
 /// Fields a load adds to the JSON report, such as its value size.
-pub type JsonFields = serde_json::Map<String, serde_json::Value>;
+pub(crate) type JsonFields = serde_json::Map<String, serde_json::Value>;
 
 /// Parses `WRITES:READS`, e.g. `1:4`.
 fn parse_ratio(text: &str) -> Result<(u32, u32), String> {
@@ -83,7 +83,7 @@ fn parse_ratio(text: &str) -> Result<(u32, u32), String> {
 }
 
 /// What every connection sends, and when.
-pub struct Load {
+pub(crate) struct Load {
     /// Keys in use: `0..keys`.
     pub keys: u32,
     /// Writes per `writes + reads` requests.
@@ -102,16 +102,16 @@ pub struct Load {
 impl Load {
     /// Whether the `n`th request of a connection (from 0) is a write: the first `writes` of
     /// every `writes + reads`.
-    pub fn is_write(&self, n: u64) -> bool {
+    pub(crate) fn is_write(&self, n: u64) -> bool {
         n % u64::from(self.writes + self.reads) < u64::from(self.writes)
     }
 }
 
 /// Whether a reply was the right one, and what is wrong with it if not.
-pub type Checked = Result<(), String>;
+pub(crate) type Checked = Result<(), String>;
 
 /// What one connection measured, or all of them added up.
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// Latency of each measured request, in nanoseconds.
     pub latency: Histogram<u64>,
     /// Replies checked in the measured time, wrong ones included.
@@ -126,7 +126,7 @@ impl Outcome {
     /// How many of the first errors an outcome keeps to show.
     const ERRORS_KEPT: usize = 3;
 
-    pub fn new() -> Outcome {
+    pub(crate) fn new() -> Outcome {
         Outcome {
             // Three significant digits from 1 ns to 100 s; a longer latency is recorded as 100 s.
             latency: Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("valid bounds"),
@@ -139,7 +139,7 @@ impl Outcome {
     /// Records the reply to a request sent at `sent`, `checked` saying whether it was right. It
     /// is counted and timed if the request was sent in the measured time; a wrong reply is an
     /// error even in the warm-up.
-    pub fn record(&mut self, load: &Load, sent: Instant, checked: Checked) {
+    pub(crate) fn record(&mut self, load: &Load, sent: Instant, checked: Checked) {
         load.replies.fetch_add(1, Ordering::Relaxed);
         if sent >= load.measure_from {
             self.ops += 1;
@@ -153,7 +153,7 @@ impl Outcome {
     }
 
     /// Counts an error, keeping its description if it is one of the first.
-    pub fn error(&mut self, description: String) {
+    pub(crate) fn error(&mut self, description: String) {
         self.errors += 1;
         if self.first_errors.len() < Self::ERRORS_KEPT {
             self.first_errors.push(description);
@@ -175,7 +175,10 @@ impl Outcome {
 }
 
 /// Opens a connection to `target` from `source` (any port) with Nagle off.
-pub async fn connect(target: SocketAddr, source: Option<IpAddr>) -> anyhow::Result<TcpStream> {
+pub(crate) async fn connect(
+    target: SocketAddr,
+    source: Option<IpAddr>,
+) -> anyhow::Result<TcpStream> {
     let socket = if target.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -197,7 +200,11 @@ pub async fn connect(target: SocketAddr, source: Option<IpAddr>) -> anyhow::Resu
 /// Runs `run` on every connection, each in its own task with a distinct seed, from now until
 /// `load.stop_at`, and adds up what they measured. Shows progress on stderr when it is a
 /// terminal.
-pub async fn drive<C, F, R>(load: Arc<Load>, connections: Vec<C>, run: R) -> anyhow::Result<Outcome>
+pub(crate) async fn drive<C, F, R>(
+    load: Arc<Load>,
+    connections: Vec<C>,
+    run: R,
+) -> anyhow::Result<Outcome>
 where
     R: Fn(C, Arc<Load>, u64) -> F,
     F: std::future::Future<Output = Outcome> + Send + 'static,
@@ -253,7 +260,7 @@ async fn show_progress(load: Arc<Load>) {
 }
 
 /// Reads the reply stream of one connection into a buffer and cuts whole replies off it.
-pub struct ReadBuffer {
+pub(crate) struct ReadBuffer {
     buf: Vec<u8>,
     /// Bytes before `start` are consumed replies; bytes from `end` on are free.
     start: usize,
@@ -261,7 +268,7 @@ pub struct ReadBuffer {
 }
 
 impl ReadBuffer {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         ReadBuffer {
             buf: vec![0; 64 * 1024],
             start: 0,
@@ -272,7 +279,7 @@ impl ReadBuffer {
     /// Waits for the next whole reply. `cut` looks at the unconsumed bytes: it returns what it
     /// makes of the first reply and the reply's length, `None` when the reply is not all there
     /// yet, or an error when the bytes cannot be a reply (which loses the connection).
-    pub async fn next<T, E>(
+    pub(crate) async fn next<T, E>(
         &mut self,
         reader: &mut (impl AsyncRead + Unpin),
         mut cut: impl FnMut(&[u8]) -> Result<Option<(T, usize)>, E>,
@@ -309,11 +316,11 @@ impl ReadBuffer {
 }
 
 /// A xorshift64* generator: cheap, and good enough to spread requests over keys.
-pub struct Random(pub u64);
+pub(crate) struct Random(pub u64);
 
 impl Random {
     /// A number in `0..n`.
-    pub fn below(&mut self, n: u32) -> u32 {
+    pub(crate) fn below(&mut self, n: u32) -> u32 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;

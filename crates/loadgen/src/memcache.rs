@@ -2,9 +2,9 @@
 //! every value the same. [`protocol`] (text) and [`binary`] encode requests and cut replies, for
 //! this load and for the soak; [`connection`] runs one connection of the load.
 
-pub mod binary;
+pub(crate) mod binary;
 mod connection;
-pub mod protocol;
+pub(crate) mod protocol;
 
 use std::sync::Arc;
 
@@ -15,7 +15,7 @@ use crate::load::{self, JsonFields, LoadArgs, Outcome};
 
 /// The memcached load's command line.
 #[derive(Args)]
-pub struct MemcacheArgs {
+pub(crate) struct MemcacheArgs {
     #[command(flatten)]
     pub load: LoadArgs,
     /// Bytes of every value set and got.
@@ -24,7 +24,7 @@ pub struct MemcacheArgs {
 }
 
 /// Connects, stores every key, then runs the load and returns what it measured.
-pub async fn run(args: &MemcacheArgs) -> anyhow::Result<Outcome> {
+pub(crate) async fn run(args: &MemcacheArgs) -> anyhow::Result<Outcome> {
     let value: Arc<[u8]> = (0..args.value_size)
         .map(|i| b'a' + (i % 26) as u8)
         .collect();
@@ -46,7 +46,7 @@ pub async fn run(args: &MemcacheArgs) -> anyhow::Result<Outcome> {
 }
 
 /// The JSON fields and the words that describe this load in the report.
-pub fn describe(args: &MemcacheArgs) -> (JsonFields, String) {
+pub(crate) fn describe(args: &MemcacheArgs) -> (JsonFields, String) {
     let (sets, gets) = args.load.ratio;
     let mut fields = JsonFields::new();
     fields.insert("value_size".into(), args.value_size.into());

@@ -41,7 +41,7 @@ use plan::{Keys, Role};
 
 /// The soak's command line.
 #[derive(Args)]
-pub struct SoakArgs {
+pub(crate) struct SoakArgs {
     /// HOST:PORT of the proxy's listener in front of `--server`.
     #[arg(long)]
     target: SocketAddr,
@@ -87,7 +87,7 @@ pub struct SoakArgs {
 }
 
 /// Runs the soak and prints its summary line. Fails when anything went wrong.
-pub async fn run(args: &SoakArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: &SoakArgs) -> anyhow::Result<()> {
     if args.readers > 0 && args.reader_source.is_none() {
         bail!("--readers needs --reader-source, the identity that may only read");
     }

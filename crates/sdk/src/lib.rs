@@ -6,6 +6,8 @@
 //! [`Registry`]. This crate does no I/O and knows no specific protocol; applying operations to
 //! byte streams belongs to the datapath crate.
 
+#![warn(missing_docs)]
+
 mod context;
 mod input;
 mod op;

@@ -238,13 +238,13 @@ pub enum Request<'b> {
 
 /// Query parameter flags (v3, v4: a byte; v5: an int).
 mod params {
-    pub const VALUES: u32 = 0x01;
-    pub const PAGE_SIZE: u32 = 0x04;
-    pub const PAGING_STATE: u32 = 0x08;
-    pub const SERIAL_CONSISTENCY: u32 = 0x10;
-    pub const TIMESTAMP: u32 = 0x20;
-    pub const NAMES: u32 = 0x40;
-    pub const KEYSPACE: u32 = 0x80;
+    pub(super) const VALUES: u32 = 0x01;
+    pub(super) const PAGE_SIZE: u32 = 0x04;
+    pub(super) const PAGING_STATE: u32 = 0x08;
+    pub(super) const SERIAL_CONSISTENCY: u32 = 0x10;
+    pub(super) const TIMESTAMP: u32 = 0x20;
+    pub(super) const NAMES: u32 = 0x40;
+    pub(super) const KEYSPACE: u32 = 0x80;
 }
 
 /// Reads `<consistency><flags>…` and returns the keyspace a v5 request names.

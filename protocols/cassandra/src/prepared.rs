@@ -12,7 +12,7 @@ const NONE: usize = usize::MAX;
 
 /// A bounded map from prepared ids to `V`, least recently used first out.
 #[derive(Debug)]
-pub struct Prepared<V> {
+pub(crate) struct Prepared<V> {
     index: HashMap<Box<[u8]>, usize>,
     entries: Vec<Entry<V>>,
     /// The least and the most recently used entries.
@@ -32,7 +32,7 @@ struct Entry<V> {
 
 impl<V> Prepared<V> {
     /// An empty map holding at most `capacity` ids (at least one).
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         Prepared {
             index: HashMap::new(),
             entries: Vec::new(),
@@ -43,7 +43,7 @@ impl<V> Prepared<V> {
     }
 
     /// The value of `id`, which becomes the most recently used.
-    pub fn get(&mut self, id: &[u8]) -> Option<&V> {
+    pub(crate) fn get(&mut self, id: &[u8]) -> Option<&V> {
         let at = *self.index.get(id)?;
         self.unlink(at);
         self.link_newest(at);
@@ -52,7 +52,7 @@ impl<V> Prepared<V> {
 
     /// Remembers `value` for `id` as the most recently used, forgetting the least recently used
     /// id when full.
-    pub fn insert(&mut self, id: &[u8], value: V) {
+    pub(crate) fn insert(&mut self, id: &[u8], value: V) {
         if let Some(&at) = self.index.get(id) {
             self.entries[at].value = value;
             self.unlink(at);

@@ -821,7 +821,7 @@ const fn keyword(word: &[u8]) -> u128 {
 mod kw {
     macro_rules! keywords {
         ($($name:ident)*) => {
-            $(pub const $name: u128 = super::keyword(stringify!($name).as_bytes());)*
+            $(pub(super) const $name: u128 = super::keyword(stringify!($name).as_bytes());)*
         };
     }
 

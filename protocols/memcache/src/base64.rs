@@ -14,7 +14,7 @@ fn value(c: u8) -> Option<u32> {
 
 /// Decodes `text` into the start of `out` and returns the decoded length; `None` when `text` is
 /// not valid padded base64 or `out` is too small.
-pub fn decode(text: &[u8], out: &mut [u8]) -> Option<usize> {
+pub(crate) fn decode(text: &[u8], out: &mut [u8]) -> Option<usize> {
     if text.is_empty() || !text.len().is_multiple_of(4) {
         return None;
     }

@@ -27,7 +27,7 @@ impl RuleSet {
 }
 
 /// Compiles the maps of one `l7` list.
-pub fn compile(maps: &[L7RuleMap]) -> Result<RuleSet, RuleError> {
+pub(crate) fn compile(maps: &[L7RuleMap]) -> Result<RuleSet, RuleError> {
     RuleList::compile(maps, compile_rule).map(RuleSet)
 }
 

@@ -17,17 +17,17 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 /// What the upstream received, per connection, and whether it saw each connection's end.
 #[derive(Default, Debug)]
-pub struct Received {
+pub(crate) struct Received {
     pub bytes: Vec<u8>,
     pub eof_seen: bool,
 }
 
 /// The address luke's connections come from: a loopback address of luke's own.
-pub const LUKE: &str = "127.0.0.21";
+pub(crate) const LUKE: &str = "127.0.0.21";
 
 /// A policy named `name` under which r2d2 takes from luke, on `port`, the R2-D2 requests the
 /// `l7` list items `rules` allow (e.g. `{cmd: READ, file: "/public/.*"}`).
-pub fn r2d2_policy(name: &str, port: u16, rules: &str) -> String {
+pub(crate) fn r2d2_policy(name: &str, port: u16, rules: &str) -> String {
     format!(
         r#"apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
@@ -44,13 +44,13 @@ spec:
 }
 
 /// An R2-D2 upstream that records every byte and answers each line with `OK <line>`.
-pub struct Upstream {
+pub(crate) struct Upstream {
     pub addr: SocketAddr,
     pub connections: Arc<Mutex<Vec<Arc<Mutex<Received>>>>>,
 }
 
 impl Upstream {
-    pub async fn start() -> Upstream {
+    pub(crate) async fn start() -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let connections: Arc<Mutex<Vec<Arc<Mutex<Received>>>>> = Arc::default();
@@ -67,7 +67,7 @@ impl Upstream {
     }
 
     /// Everything received on all connections so far, in connection order.
-    pub fn received(&self) -> Vec<u8> {
+    pub(crate) fn received(&self) -> Vec<u8> {
         self.connections
             .lock()
             .unwrap()
@@ -76,11 +76,11 @@ impl Upstream {
             .collect()
     }
 
-    pub fn connection_count(&self) -> usize {
+    pub(crate) fn connection_count(&self) -> usize {
         self.connections.lock().unwrap().len()
     }
 
-    pub fn saw_eof(&self, connection: usize) -> bool {
+    pub(crate) fn saw_eof(&self, connection: usize) -> bool {
         self.connections.lock().unwrap()[connection]
             .lock()
             .unwrap()
@@ -112,7 +112,7 @@ async fn answer_lines(stream: TcpStream, received: Arc<Mutex<Received>>) {
 }
 
 /// A client connection from `source` (a loopback address standing for an identity).
-pub async fn connect_from(source: &str, to: SocketAddr) -> TcpStream {
+pub(crate) async fn connect_from(source: &str, to: SocketAddr) -> TcpStream {
     let socket = TcpSocket::new_v4().unwrap();
     socket
         .bind(SocketAddr::new(source.parse::<IpAddr>().unwrap(), 0))
@@ -121,13 +121,13 @@ pub async fn connect_from(source: &str, to: SocketAddr) -> TcpStream {
 }
 
 /// Sends `request` and reads one reply line (empty when the connection was closed).
-pub async fn request(stream: &mut TcpStream, request: &str) -> String {
+pub(crate) async fn request(stream: &mut TcpStream, request: &str) -> String {
     stream.write_all(request.as_bytes()).await.unwrap();
     read_line(stream).await
 }
 
 /// Reads one `\n`-terminated line, byte by byte so nothing is left buffered; empty at EOF.
-pub async fn read_line(stream: &mut TcpStream) -> String {
+pub(crate) async fn read_line(stream: &mut TcpStream) -> String {
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
     loop {
@@ -150,7 +150,7 @@ pub async fn read_line(stream: &mut TcpStream) -> String {
 
 /// Starts `axoneme run` on `config.yaml` in `dir`, the agent's own log going to `agent.log`
 /// there.
-pub fn spawn_agent(dir: &Path) -> std::process::Child {
+pub(crate) fn spawn_agent(dir: &Path) -> std::process::Child {
     std::process::Command::new(env!("CARGO_BIN_EXE_axoneme"))
         .current_dir(dir)
         .args(["run", "--config", "config.yaml"])
@@ -161,7 +161,7 @@ pub fn spawn_agent(dir: &Path) -> std::process::Child {
 
 /// Waits (up to 10 s) until the agent whose API socket is `api.sock` in `dir` answers
 /// `status`.
-pub async fn wait_for_api(dir: &Path) {
+pub(crate) async fn wait_for_api(dir: &Path) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !dir.join("api.sock").exists() || !agent_cli(dir, &["status"]).status.success() {
         assert!(Instant::now() < deadline, "the agent did not start");
@@ -170,7 +170,7 @@ pub async fn wait_for_api(dir: &Path) {
 }
 
 /// Sends the signal `name` (`HUP`, `TERM`...) to `child`.
-pub fn signal(child: &std::process::Child, name: &str) {
+pub(crate) fn signal(child: &std::process::Child, name: &str) {
     let status = std::process::Command::new("kill")
         .arg(format!("-{name}"))
         .arg(child.id().to_string())
@@ -180,7 +180,7 @@ pub fn signal(child: &std::process::Child, name: &str) {
 }
 
 /// Runs the CLI with `args` against the agent whose API socket is `api.sock` in `dir`.
-pub fn agent_cli(dir: &Path, args: &[&str]) -> std::process::Output {
+pub(crate) fn agent_cli(dir: &Path, args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_axoneme"))
         .current_dir(dir)
         .arg("--api")
@@ -191,7 +191,7 @@ pub fn agent_cli(dir: &Path, args: &[&str]) -> std::process::Output {
 }
 
 /// A loopback port that was free a moment ago.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -200,7 +200,7 @@ pub fn free_port() -> u16 {
 }
 
 /// A fresh directory for one test's files.
-pub fn temp_dir(name: &str) -> PathBuf {
+pub(crate) fn temp_dir(name: &str) -> PathBuf {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let dir = std::env::temp_dir().join(format!(
         "axoneme-test-{}-{}-{}",
@@ -214,7 +214,7 @@ pub fn temp_dir(name: &str) -> PathBuf {
 }
 
 /// A proxy started from configuration text, with its access log in the test's directory.
-pub struct TestProxy {
+pub(crate) struct TestProxy {
     pub agent: Arc<Agent>,
     pub dir: PathBuf,
 }
@@ -222,7 +222,12 @@ pub struct TestProxy {
 impl TestProxy {
     /// Writes `policy` and a configuration (`config` followed by an access log and the policy
     /// file) to a fresh directory and starts a proxy from it.
-    pub async fn start(name: &str, config: &str, policy: &str, registry: Registry) -> TestProxy {
+    pub(crate) async fn start(
+        name: &str,
+        config: &str,
+        policy: &str,
+        registry: Registry,
+    ) -> TestProxy {
         let dir = temp_dir(name);
         std::fs::write(dir.join("policy.yaml"), policy).unwrap();
         let text = format!(
@@ -237,7 +242,11 @@ impl TestProxy {
 
     /// A proxy started from `config` under which r2d2 takes luke's READs of `/public/` files on
     /// `upstream`'s port.
-    pub async fn reading_public(name: &str, config: &str, upstream: SocketAddr) -> TestProxy {
+    pub(crate) async fn reading_public(
+        name: &str,
+        config: &str,
+        upstream: SocketAddr,
+    ) -> TestProxy {
         let policy = r2d2_policy(
             "r2d2-obeys-luke",
             upstream.port(),
@@ -252,16 +261,16 @@ impl TestProxy {
         .await
     }
 
-    pub fn addr(&self, listener: &str) -> SocketAddr {
+    pub(crate) fn addr(&self, listener: &str) -> SocketAddr {
         self.agent.local_addr(listener).unwrap()
     }
 
-    pub fn write_policy(&self, policy: &str) {
+    pub(crate) fn write_policy(&self, policy: &str) {
         std::fs::write(self.dir.join("policy.yaml"), policy).unwrap();
     }
 
     /// Waits until the access log holds at least `n` entries, and returns them all.
-    pub async fn log_entries(&self, n: usize) -> Vec<serde_json::Value> {
+    pub(crate) async fn log_entries(&self, n: usize) -> Vec<serde_json::Value> {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let entries = read_log(&self.dir.join("access.log"));

@@ -181,7 +181,7 @@ fn among(list: &[&str], word: &str) -> bool {
 }
 
 /// Whether `word` is a keyword at all (so not an identifier token).
-pub fn is_keyword(word: &str) -> bool {
+pub(super) fn is_keyword(word: &str) -> bool {
     among(&RESERVED, word)
         || among(&NATIVE_TYPES, word)
         || among(&COLUMN_ONLY, word)
@@ -190,13 +190,13 @@ pub fn is_keyword(word: &str) -> bool {
 
 /// Whether `word` is a name where any unreserved keyword is (`ident`, `cident`, keyspace
 /// and table names).
-pub fn is_name(word: &str) -> bool {
+pub(super) fn is_name(word: &str) -> bool {
     !among(&RESERVED, word)
 }
 
 /// Whether `word` names a function (`allowedFunctionName`): an identifier, a basic
 /// unreserved keyword, a native type, `token` or `count`.
-pub fn is_function_name(word: &str) -> bool {
+pub(super) fn is_function_name(word: &str) -> bool {
     !is_keyword(word)
         || among(&BASIC_UNRESERVED, word)
         || among(&NATIVE_TYPES, word)
@@ -206,16 +206,16 @@ pub fn is_function_name(word: &str) -> bool {
 
 /// Whether `word` names a user type (`non_type_ident`): an identifier, a basic unreserved
 /// keyword or `key`.
-pub fn is_type_name(word: &str) -> bool {
+pub(super) fn is_type_name(word: &str) -> bool {
     !is_keyword(word) || among(&BASIC_UNRESERVED, word) || word.eq_ignore_ascii_case("key")
 }
 
 /// Whether `word` is a native type.
-pub fn is_native_type(word: &str) -> bool {
+pub(super) fn is_native_type(word: &str) -> bool {
     among(&NATIVE_TYPES, word)
 }
 
 /// Whether `word` is a plain identifier, no keyword (`IDENT`).
-pub fn is_identifier(word: &str) -> bool {
+pub(super) fn is_identifier(word: &str) -> bool {
     !is_keyword(word)
 }

@@ -29,7 +29,7 @@ const BATCH: u32 = 100;
 
 /// The server answered a request with an ERROR.
 #[derive(Debug)]
-pub struct ServerError {
+pub(super) struct ServerError {
     pub code: i32,
     message: String,
 }
@@ -43,7 +43,7 @@ impl fmt::Display for ServerError {
 impl std::error::Error for ServerError {}
 
 /// A started connection with its read buffer.
-pub struct Connection {
+pub(super) struct Connection {
     stream: TcpStream,
     buffer: ReadBuffer,
     out: Vec<u8>,
@@ -51,7 +51,10 @@ pub struct Connection {
 
 impl Connection {
     /// Connects to `target` from `source` and starts the connection: STARTUP, answered READY.
-    pub async fn open(target: SocketAddr, source: Option<IpAddr>) -> anyhow::Result<Connection> {
+    pub(super) async fn open(
+        target: SocketAddr,
+        source: Option<IpAddr>,
+    ) -> anyhow::Result<Connection> {
         let mut connection = Connection {
             stream: load::connect(target, source).await?,
             buffer: ReadBuffer::new(),
@@ -68,7 +71,7 @@ impl Connection {
     }
 
     /// Runs `query`, which must succeed (a Void or a Set_keyspace or Schema_change RESULT).
-    pub async fn query(&mut self, query: &str) -> anyhow::Result<()> {
+    pub(super) async fn query(&mut self, query: &str) -> anyhow::Result<()> {
         self.call(
             |out, stream| frame::encode_query(out, stream, query),
             |response| match response {
@@ -81,7 +84,7 @@ impl Connection {
     }
 
     /// Prepares `query` and returns its id.
-    pub async fn prepare(&mut self, query: &str) -> anyhow::Result<Vec<u8>> {
+    pub(super) async fn prepare(&mut self, query: &str) -> anyhow::Result<Vec<u8>> {
         self.call(
             |out, stream| frame::encode_prepare(out, stream, query),
             |response| match response {
@@ -94,7 +97,7 @@ impl Connection {
     }
 
     /// Writes the rows of `keys` with QUERY, [`BATCH`] requests at a time.
-    pub async fn write_rows(&mut self, keys: Range<u32>) -> anyhow::Result<()> {
+    pub(super) async fn write_rows(&mut self, keys: Range<u32>) -> anyhow::Result<()> {
         for first in keys.clone().step_by(BATCH as usize) {
             let batch = first..keys.end.min(first + BATCH);
             self.out.clear();
@@ -148,7 +151,7 @@ impl Connection {
     }
 
     /// Runs the load on this connection until `load.stop_at` and every response is in.
-    pub async fn run(self, load: Arc<Load>, statements: Statements, seed: u64) -> Outcome {
+    pub(super) async fn run(self, load: Arc<Load>, statements: Statements, seed: u64) -> Outcome {
         let (reader, writer) = self.stream.into_split();
         let (free_tx, free_rx) = mpsc::unbounded_channel();
         for stream in 0..load.pipeline {

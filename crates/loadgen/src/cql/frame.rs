@@ -49,7 +49,7 @@ const HAS_MORE_PAGES: i32 = 0x0002;
 const NO_METADATA: i32 = 0x0004;
 
 /// Appends STARTUP, which asks for CQL 3.0.0 and no compression, on `stream`.
-pub fn encode_startup(out: &mut Vec<u8>, stream: i16) {
+pub(super) fn encode_startup(out: &mut Vec<u8>, stream: i16) {
     let start = begin(out, stream, STARTUP);
     put_short(out, 1);
     put_string(out, "CQL_VERSION");
@@ -58,7 +58,7 @@ pub fn encode_startup(out: &mut Vec<u8>, stream: i16) {
 }
 
 /// Appends QUERY of `query`, without bound values, on `stream`.
-pub fn encode_query(out: &mut Vec<u8>, stream: i16, query: impl fmt::Display) {
+pub(super) fn encode_query(out: &mut Vec<u8>, stream: i16, query: impl fmt::Display) {
     let start = begin(out, stream, QUERY);
     put_long_string(out, query);
     put_short(out, CONSISTENCY_ONE);
@@ -67,7 +67,7 @@ pub fn encode_query(out: &mut Vec<u8>, stream: i16, query: impl fmt::Display) {
 }
 
 /// Appends PREPARE of `query` on `stream`.
-pub fn encode_prepare(out: &mut Vec<u8>, stream: i16, query: &str) {
+pub(super) fn encode_prepare(out: &mut Vec<u8>, stream: i16, query: &str) {
     let start = begin(out, stream, PREPARE);
     put_long_string(out, query);
     end(out, start);
@@ -75,7 +75,7 @@ pub fn encode_prepare(out: &mut Vec<u8>, stream: i16, query: &str) {
 
 /// Appends EXECUTE of the prepared statement `id` with `values` bound to its markers in order,
 /// on `stream`. Rows come without their metadata: the load knows their columns.
-pub fn encode_execute(out: &mut Vec<u8>, stream: i16, id: &[u8], values: &[&[u8]]) {
+pub(super) fn encode_execute(out: &mut Vec<u8>, stream: i16, id: &[u8], values: &[&[u8]]) {
     let start = begin(out, stream, EXECUTE);
     put_short(out, id.len() as u16);
     out.extend_from_slice(id);
@@ -126,7 +126,7 @@ fn put_long_string(out: &mut Vec<u8>, text: impl fmt::Display) {
 
 /// A whole response frame, its body borrowed from the read buffer.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Frame<'a> {
+pub(super) struct Frame<'a> {
     pub stream: i16,
     flags: u8,
     opcode: u8,
@@ -135,7 +135,7 @@ pub struct Frame<'a> {
 
 /// The responses cannot be read any more; the connection is lost.
 #[derive(Debug, PartialEq, Eq)]
-pub struct FrameError(String);
+pub(super) struct FrameError(String);
 
 impl fmt::Display for FrameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -147,7 +147,7 @@ impl std::error::Error for FrameError {}
 
 /// Cuts the first whole frame off `buf`: the frame and how many bytes it takes, or `None` when
 /// more bytes are needed.
-pub fn cut(buf: &[u8]) -> Result<Option<(Frame<'_>, usize)>, FrameError> {
+pub(super) fn cut(buf: &[u8]) -> Result<Option<(Frame<'_>, usize)>, FrameError> {
     let Some(header) = buf.get(..HEADER_LEN) else {
         return Ok(None);
     };
@@ -175,7 +175,7 @@ pub fn cut(buf: &[u8]) -> Result<Option<(Frame<'_>, usize)>, FrameError> {
 
 /// A response, borrowing from its frame.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Response<'a> {
+pub(super) enum Response<'a> {
     Ready,
     Error {
         code: i32,
@@ -197,7 +197,7 @@ pub enum Response<'a> {
 
 impl<'a> Response<'a> {
     /// Reads the body of `frame`.
-    pub fn parse(frame: &Frame<'a>) -> Result<Response<'a>, FrameError> {
+    pub(super) fn parse(frame: &Frame<'a>) -> Result<Response<'a>, FrameError> {
         if frame.flags & FLAG_COMPRESSION != 0 {
             return Err(FrameError("a compressed response, never asked for".into()));
         }

@@ -11,9 +11,10 @@ use super::frame::{self, Response};
 use crate::load::Checked;
 
 /// Creating the keyspace and the table, as the example does, when they do not exist.
-pub const CREATE_KEYSPACE: &str = "CREATE KEYSPACE IF NOT EXISTS attendance WITH replication = \
+pub(super) const CREATE_KEYSPACE: &str =
+    "CREATE KEYSPACE IF NOT EXISTS attendance WITH replication = \
     {'class': 'SimpleStrategy', 'replication_factor': 1}";
-pub const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS attendance.daily_records \
+pub(super) const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS attendance.daily_records \
     (loc text, creation timeuuid, present boolean, PRIMARY KEY (loc, creation))";
 
 /// The statements a connection prepares, with their values bound by position.
@@ -23,7 +24,7 @@ const SELECT: &str =
     "SELECT loc, present FROM attendance.daily_records WHERE loc = ? AND creation = ?";
 
 /// The error code of a statement naming a keyspace or table that does not exist (Invalid).
-pub const INVALID: i32 = 0x2200;
+pub(super) const INVALID: i32 = 0x2200;
 
 /// Every row's `loc` starts with this.
 const LOC_PREFIX: &str = "outpost-";
@@ -33,13 +34,13 @@ const TRUE: &[u8] = &[1];
 
 /// What a request expects back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
+pub(super) enum Op {
     Insert,
     Select(u32),
 }
 
 /// How a connection sends its statements.
-pub enum Statements {
+pub(super) enum Statements {
     /// QUERY, with the values written into the text of each statement.
     Query,
     /// EXECUTE of the statements the connection prepared (by their ids), with bound values.
@@ -48,10 +49,10 @@ pub enum Statements {
 
 impl Statements {
     /// The queries to prepare for [`Statements::Prepared`]: the INSERT, then the SELECT.
-    pub const TO_PREPARE: [&'static str; 2] = [INSERT, SELECT];
+    pub(super) const TO_PREPARE: [&'static str; 2] = [INSERT, SELECT];
 
     /// Appends the INSERT of row `key` on `stream`.
-    pub fn insert(&self, out: &mut Vec<u8>, stream: i16, key: u32) {
+    pub(super) fn insert(&self, out: &mut Vec<u8>, stream: i16, key: u32) {
         match self {
             Statements::Query => frame::encode_query(out, stream, InsertQuery(key)),
             Statements::Prepared { insert, .. } => {
@@ -63,7 +64,7 @@ impl Statements {
     }
 
     /// Appends the SELECT of row `key` by its primary key on `stream`.
-    pub fn select(&self, out: &mut Vec<u8>, stream: i16, key: u32) {
+    pub(super) fn select(&self, out: &mut Vec<u8>, stream: i16, key: u32) {
         match self {
             Statements::Query => frame::encode_query(out, stream, SelectQuery(key)),
             Statements::Prepared { select, .. } => {
@@ -75,7 +76,7 @@ impl Statements {
 }
 
 /// The INSERT of row `key` as the text of a QUERY.
-pub struct InsertQuery(pub u32);
+pub(super) struct InsertQuery(pub u32);
 
 impl fmt::Display for InsertQuery {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -105,7 +106,7 @@ impl fmt::Display for SelectQuery {
 }
 
 /// Whether `response` is the right answer to `op`, and what is wrong with it if not.
-pub fn check(op: Op, response: &Response<'_>) -> Checked {
+pub(super) fn check(op: Op, response: &Response<'_>) -> Checked {
     match (op, response) {
         (Op::Insert, Response::Void) => Ok(()),
         (Op::Select(key), Response::Rows(rows)) => match rows.as_slice() {
@@ -131,7 +132,7 @@ pub fn check(op: Op, response: &Response<'_>) -> Checked {
 }
 
 /// A response in a few words, for a message.
-pub fn describe(response: &Response<'_>) -> String {
+pub(super) fn describe(response: &Response<'_>) -> String {
     match response {
         Response::Ready => "READY".into(),
         Response::Error { code, message } => format!("ERROR 0x{code:04x} {message}"),

@@ -5,15 +5,15 @@
 use super::protocol::FrameError;
 
 /// Request opcodes.
-pub const GETK: u8 = 0x0c;
-pub const SET: u8 = 0x01;
-pub const SETQ: u8 = 0x11;
-pub const DELETE: u8 = 0x04;
-pub const NOOP: u8 = 0x0a;
+pub(crate) const GETK: u8 = 0x0c;
+pub(crate) const SET: u8 = 0x01;
+pub(crate) const SETQ: u8 = 0x11;
+pub(crate) const DELETE: u8 = 0x04;
+pub(crate) const NOOP: u8 = 0x0a;
 
 /// Response statuses.
-pub const STATUS_OK: u16 = 0x0000;
-pub const STATUS_NOT_FOUND: u16 = 0x0001;
+pub(crate) const STATUS_OK: u16 = 0x0000;
+pub(crate) const STATUS_NOT_FOUND: u16 = 0x0001;
 
 const HEADER_LEN: usize = 24;
 const REQUEST_MAGIC: u8 = 0x80;
@@ -22,7 +22,14 @@ const RESPONSE_MAGIC: u8 = 0x81;
 const MAX_BODY: usize = 4 << 20;
 
 /// Appends a request packet: `extras`, `key` and `value` after the 24-byte header.
-pub fn encode(out: &mut Vec<u8>, opcode: u8, opaque: u32, extras: &[u8], key: &[u8], value: &[u8]) {
+pub(crate) fn encode(
+    out: &mut Vec<u8>,
+    opcode: u8,
+    opaque: u32,
+    extras: &[u8],
+    key: &[u8],
+    value: &[u8],
+) {
     let key_len = u16::try_from(key.len()).expect("a key of at most 250 bytes");
     let extras_len = u8::try_from(extras.len()).expect("short extras");
     let body = extras.len() + key.len() + value.len();
@@ -45,7 +52,7 @@ pub fn encode(out: &mut Vec<u8>, opcode: u8, opaque: u32, extras: &[u8], key: &[
 }
 
 /// Appends a SET (or SETQ, when `quiet`) of `value` with `flags` and no expiry.
-pub fn encode_set(
+pub(crate) fn encode_set(
     out: &mut Vec<u8>,
     quiet: bool,
     opaque: u32,
@@ -61,7 +68,7 @@ pub fn encode_set(
 
 /// One whole response packet, borrowing from the read buffer.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Response<'a> {
+pub(crate) struct Response<'a> {
     pub opcode: u8,
     pub status: u16,
     pub opaque: u32,
@@ -72,7 +79,7 @@ pub struct Response<'a> {
 
 /// Cuts the first whole response off `buf`: the response and how many bytes it takes, or `None`
 /// when more bytes are needed.
-pub fn frame(buf: &[u8]) -> Result<Option<(Response<'_>, usize)>, FrameError> {
+pub(crate) fn frame(buf: &[u8]) -> Result<Option<(Response<'_>, usize)>, FrameError> {
     if buf.len() < HEADER_LEN {
         return Ok(None);
     }

@@ -30,7 +30,7 @@ enum Op {
 }
 
 /// Stores every key once, so that every `get` of the load finds its value.
-pub async fn preload(stream: TcpStream, keys: u32, value: &[u8]) -> anyhow::Result<()> {
+pub(super) async fn preload(stream: TcpStream, keys: u32, value: &[u8]) -> anyhow::Result<()> {
     const BATCH: u32 = 100;
     let (mut reader, mut writer) = stream.into_split();
     let mut replies = ReadBuffer::new();
@@ -56,7 +56,12 @@ pub async fn preload(stream: TcpStream, keys: u32, value: &[u8]) -> anyhow::Resu
 
 /// Runs the load on `stream` until `load.stop_at` and every reply is in. Every `set` stores
 /// `value`, and every `get` expects it.
-pub async fn run(stream: TcpStream, load: Arc<Load>, value: Arc<[u8]>, seed: u64) -> Outcome {
+pub(super) async fn run(
+    stream: TcpStream,
+    load: Arc<Load>,
+    value: Arc<[u8]>,
+    seed: u64,
+) -> Outcome {
     let (reader, writer) = stream.into_split();
     let window = Arc::new(Semaphore::new(load.pipeline));
     let (in_flight_tx, in_flight_rx) = mpsc::unbounded_channel();

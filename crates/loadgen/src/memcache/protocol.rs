@@ -7,13 +7,13 @@ use std::io::Write;
 
 /// Every key starts with this prefix, which the Rebels' policy lets fleet maintenance write and
 /// read.
-pub const KEY_PREFIX: &str = "alliance/fleet/key-";
+pub(crate) const KEY_PREFIX: &str = "alliance/fleet/key-";
 
 /// A reply line longer than this without a line end is not memcached talking.
 const MAX_LINE: usize = 1024;
 
 /// Appends `set <key> 0 0 <length>` and the value's data block to `out`.
-pub fn encode_set(out: &mut Vec<u8>, key: u32, value: &[u8]) {
+pub(crate) fn encode_set(out: &mut Vec<u8>, key: u32, value: &[u8]) {
     // Writing into a Vec cannot fail.
     let _ = write!(out, "set {KEY_PREFIX}{key} 0 0 {}\r\n", value.len());
     out.extend_from_slice(value);
@@ -21,12 +21,18 @@ pub fn encode_set(out: &mut Vec<u8>, key: u32, value: &[u8]) {
 }
 
 /// Appends `get <key>` to `out`.
-pub fn encode_get(out: &mut Vec<u8>, key: u32) {
+pub(crate) fn encode_get(out: &mut Vec<u8>, key: u32) {
     let _ = write!(out, "get {KEY_PREFIX}{key}\r\n");
 }
 
 /// Appends `set <key> <flags> 0 <length>` (with `noreply` when asked) and the data block.
-pub fn encode_set_key(out: &mut Vec<u8>, key: &str, flags: u32, value: &[u8], noreply: bool) {
+pub(crate) fn encode_set_key(
+    out: &mut Vec<u8>,
+    key: &str,
+    flags: u32,
+    value: &[u8],
+    noreply: bool,
+) {
     let noreply = if noreply { " noreply" } else { "" };
     let _ = write!(out, "set {key} {flags} 0 {}{noreply}\r\n", value.len());
     out.extend_from_slice(value);
@@ -34,7 +40,7 @@ pub fn encode_set_key(out: &mut Vec<u8>, key: &str, flags: u32, value: &[u8], no
 }
 
 /// Appends `get <key> <key>...`.
-pub fn encode_get_keys<'k>(out: &mut Vec<u8>, keys: impl IntoIterator<Item = &'k str>) {
+pub(crate) fn encode_get_keys<'k>(out: &mut Vec<u8>, keys: impl IntoIterator<Item = &'k str>) {
     out.extend_from_slice(b"get");
     for key in keys {
         out.push(b' ');
@@ -44,13 +50,13 @@ pub fn encode_get_keys<'k>(out: &mut Vec<u8>, keys: impl IntoIterator<Item = &'k
 }
 
 /// Appends `delete <key>`.
-pub fn encode_delete(out: &mut Vec<u8>, key: &str) {
+pub(crate) fn encode_delete(out: &mut Vec<u8>, key: &str) {
     let _ = write!(out, "delete {key}\r\n");
 }
 
 /// Appends the meta set `ms <key> <length> F<flags> T0` (with `q`, quiet, when asked) and the
 /// data block.
-pub fn encode_meta_set(out: &mut Vec<u8>, key: &str, flags: u32, value: &[u8], quiet: bool) {
+pub(crate) fn encode_meta_set(out: &mut Vec<u8>, key: &str, flags: u32, value: &[u8], quiet: bool) {
     let quiet = if quiet { " q" } else { "" };
     let _ = write!(out, "ms {key} {} F{flags} T0{quiet}\r\n", value.len());
     out.extend_from_slice(value);
@@ -58,29 +64,29 @@ pub fn encode_meta_set(out: &mut Vec<u8>, key: &str, flags: u32, value: &[u8], q
 }
 
 /// Appends the meta get `mg <key> v f k`: the value, its flags and its key.
-pub fn encode_meta_get(out: &mut Vec<u8>, key: &str) {
+pub(crate) fn encode_meta_get(out: &mut Vec<u8>, key: &str) {
     let _ = write!(out, "mg {key} v f k\r\n");
 }
 
 /// Appends the meta delete `md <key>`.
-pub fn encode_meta_delete(out: &mut Vec<u8>, key: &str) {
+pub(crate) fn encode_meta_delete(out: &mut Vec<u8>, key: &str) {
     let _ = write!(out, "md {key}\r\n");
 }
 
 /// Appends the meta no-op `mn`, whose `MN` answer ends a run of quiet requests.
-pub fn encode_meta_noop(out: &mut Vec<u8>) {
+pub(crate) fn encode_meta_noop(out: &mut Vec<u8>) {
     out.extend_from_slice(b"mn\r\n");
 }
 
 /// The key number in a key this load generator made, if it is one.
-pub fn key_number(key: &[u8]) -> Option<u32> {
+pub(crate) fn key_number(key: &[u8]) -> Option<u32> {
     let digits = key.strip_prefix(KEY_PREFIX.as_bytes())?;
     std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 /// One whole reply, borrowing from the read buffer.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Reply<'a> {
+pub(crate) enum Reply<'a> {
     /// `STORED`: the answer to a successful `set`.
     Stored,
     /// `VALUE <key> <flags> <bytes>`, the data block and `END`: a `get` that found its key.
@@ -94,7 +100,7 @@ pub enum Reply<'a> {
 
 /// The replies cannot be cut into whole replies any more; the connection is lost.
 #[derive(Debug, PartialEq, Eq)]
-pub struct FrameError(pub(crate) &'static str);
+pub(crate) struct FrameError(pub(crate) &'static str);
 
 impl fmt::Display for FrameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -106,7 +112,7 @@ impl std::error::Error for FrameError {}
 
 /// Cuts the first whole reply off `buf`: the reply and how many bytes it takes, or `None` when
 /// more bytes are needed.
-pub fn frame(buf: &[u8]) -> Result<Option<(Reply<'_>, usize)>, FrameError> {
+pub(crate) fn frame(buf: &[u8]) -> Result<Option<(Reply<'_>, usize)>, FrameError> {
     let Some((line, after_line)) = first_line(buf)? else {
         return Ok(None);
     };
@@ -137,7 +143,7 @@ pub fn frame(buf: &[u8]) -> Result<Option<(Reply<'_>, usize)>, FrameError> {
 
 /// One whole reply of any kind the soak asks for, borrowing from the read buffer.
 #[derive(Debug, PartialEq, Eq)]
-pub enum AnyReply<'a> {
+pub(crate) enum AnyReply<'a> {
     /// The `VALUE` blocks of a classic retrieval, in order, up to its `END` (none: a miss).
     Values(Vec<ValueBlock<'a>>),
     /// A meta `VA <length> <flags>...` line's flags and its data block.
@@ -148,7 +154,7 @@ pub enum AnyReply<'a> {
 
 /// A `VALUE <key> <flags> <bytes>` line and its data block.
 #[derive(Debug, PartialEq, Eq)]
-pub struct ValueBlock<'a> {
+pub(crate) struct ValueBlock<'a> {
     pub key: &'a [u8],
     pub flags: &'a [u8],
     pub data: &'a [u8],
@@ -157,7 +163,7 @@ pub struct ValueBlock<'a> {
 }
 
 /// Cuts the first whole reply of any kind off `buf`, like [`frame`].
-pub fn frame_any(buf: &[u8]) -> Result<Option<(AnyReply<'_>, usize)>, FrameError> {
+pub(crate) fn frame_any(buf: &[u8]) -> Result<Option<(AnyReply<'_>, usize)>, FrameError> {
     let Some((line, after_line)) = first_line(buf)? else {
         return Ok(None);
     };

@@ -7,14 +7,14 @@ use crate::memcache::protocol::{AnyReply, ValueBlock};
 use super::plan::{fill_value, value_flags, Expect, Style};
 
 /// The text denial of the memcached parser.
-pub const TEXT_DENIAL: &[u8] = b"CLIENT_ERROR access denied";
+pub(super) const TEXT_DENIAL: &[u8] = b"CLIENT_ERROR access denied";
 /// The binary denial's status and body.
 const BINARY_DENIAL_STATUS: u16 = 0x0008;
 const BINARY_DENIAL_BODY: &[u8] = b"access denied";
 
 /// What the verifying traffic saw, added up over connections.
 #[derive(Default, Debug)]
-pub struct Tally {
+pub(super) struct Tally {
     /// Requests answered as they must be or not, `mn` and NOOP included.
     pub requests: u64,
     /// Of those, requests the policy allows, and denies.
@@ -41,11 +41,11 @@ impl Tally {
     const ERRORS_KEPT: usize = 5;
 
     /// Whether anything went wrong.
-    pub fn failed(&self) -> bool {
+    pub(super) fn failed(&self) -> bool {
         self.lost + self.corrupted + self.denied_passed + self.allowed_denied + self.wrong > 0
     }
 
-    pub fn add(&mut self, other: Tally) {
+    pub(super) fn add(&mut self, other: Tally) {
         self.requests += other.requests;
         self.allowed += other.allowed;
         self.denied += other.denied;
@@ -62,20 +62,20 @@ impl Tally {
     }
 
     /// Keeps `error` if it is one of the first.
-    pub fn note(&mut self, error: String) {
+    pub(super) fn note(&mut self, error: String) {
         if self.first_errors.len() < Self::ERRORS_KEPT {
             self.first_errors.push(error);
         }
     }
 
     /// Counts a request without its reply (its connection was lost).
-    pub fn unanswered(&mut self, expect: &Expect) {
+    pub(super) fn unanswered(&mut self, expect: &Expect) {
         self.count(expect);
         self.lost += 1;
     }
 
     /// Counts requests that get no reply when all is well (quiet sets, `noreply`).
-    pub fn silent(&mut self, allowed: u32, denied: u32) {
+    pub(super) fn silent(&mut self, allowed: u32, denied: u32) {
         self.requests += u64::from(allowed + denied);
         self.allowed += u64::from(allowed);
         self.denied += u64::from(denied);
@@ -91,7 +91,7 @@ impl Tally {
     }
 
     /// Judges a text or meta reply to a request that expected `expect`.
-    pub fn text(&mut self, expect: &Expect, reply: &AnyReply<'_>, scratch: &mut Vec<u8>) {
+    pub(super) fn text(&mut self, expect: &Expect, reply: &AnyReply<'_>, scratch: &mut Vec<u8>) {
         self.count(expect);
         let denial = matches!(reply, AnyReply::Line(line) if *line == TEXT_DENIAL);
         // Whether the reply is right, or wrong and already counted as such.
@@ -133,7 +133,7 @@ impl Tally {
     }
 
     /// Judges a binary response to a request that expected `expect`.
-    pub fn binary(
+    pub(super) fn binary(
         &mut self,
         expect: &Expect,
         response: &binary::Response<'_>,

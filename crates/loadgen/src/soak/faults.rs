@@ -23,7 +23,7 @@ const BIG_KEY: &str = "alliance/fleet/fault/big";
 
 /// The faults caused and what the clients of the second listener saw.
 #[derive(Default, Debug, Clone, Copy)]
-pub struct FaultCounts {
+pub(super) struct FaultCounts {
     /// A set's command line and part of its data, then a reset.
     pub reset_mid_request: u64,
     /// A get of a 1 MiB value, a few bytes of the reply read, then a reset.
@@ -45,7 +45,7 @@ pub struct FaultCounts {
 }
 
 impl FaultCounts {
-    pub fn client_faults(&self) -> u64 {
+    pub(super) fn client_faults(&self) -> u64 {
         self.reset_mid_request
             + self.reset_mid_reply
             + self.partial_then_close
@@ -54,7 +54,7 @@ impl FaultCounts {
             + self.connect_reset
     }
 
-    pub fn add(&mut self, other: &FaultCounts) {
+    pub(super) fn add(&mut self, other: &FaultCounts) {
         self.reset_mid_request += other.reset_mid_request;
         self.reset_mid_reply += other.reset_mid_reply;
         self.partial_then_close += other.partial_then_close;
@@ -69,7 +69,7 @@ impl FaultCounts {
 
 /// Where fault clients connect, and as whom.
 #[derive(Clone, Copy)]
-pub struct FaultTargets {
+pub(super) struct FaultTargets {
     /// The verified listener.
     pub target: SocketAddr,
     /// The second listener, in front of the upstream that is killed.
@@ -81,7 +81,7 @@ pub struct FaultTargets {
 }
 
 /// Stores the value the mid-reply resets read.
-pub async fn prepare(targets: FaultTargets) -> anyhow::Result<()> {
+pub(super) async fn prepare(targets: FaultTargets) -> anyhow::Result<()> {
     let mut stream = load::connect(targets.target, targets.writer).await?;
     let mut out = Vec::new();
     protocol::encode_set_key(&mut out, BIG_KEY, 0, &vec![b'f'; MAX_VALUE], false);
@@ -101,7 +101,7 @@ pub async fn prepare(targets: FaultTargets) -> anyhow::Result<()> {
 }
 
 /// Runs one client of the verified listener until `stop`, cycling through the client faults.
-pub async fn client(targets: FaultTargets, seed: u64, stop: Arc<AtomicBool>) -> FaultCounts {
+pub(super) async fn client(targets: FaultTargets, seed: u64, stop: Arc<AtomicBool>) -> FaultCounts {
     let mut counts = FaultCounts::default();
     let mut random = Random(seed | 1);
     let mut round = 0u32;
@@ -199,7 +199,7 @@ async fn drain(stream: &mut TcpStream) {
 
 /// Runs one client of the second listener until `stop`: on each connection, sets of fresh
 /// values each read back at once; a connection cut or refused is counted and made anew.
-pub async fn upstream_client(
+pub(super) async fn upstream_client(
     target: SocketAddr,
     source: Option<IpAddr>,
     task: u32,

@@ -8,43 +8,43 @@ use crate::load::Random;
 use crate::memcache::{binary, protocol};
 
 /// The prefix the policy lets the soak's identity write and read.
-pub const ALLOWED_PREFIX: &str = "alliance/fleet/soak";
+pub(super) const ALLOWED_PREFIX: &str = "alliance/fleet/soak";
 /// Sentinels: seeded directly in memcached, deleted and read through the proxy only by requests
 /// the policy denies.
-pub const SENTINELS: u32 = 32;
+pub(super) const SENTINELS: u32 = 32;
 /// Denied sets go to this many keys per connection and kind, so the final check can look at
 /// every one of them.
-pub const DENIED_KEYS: u32 = 64;
+pub(super) const DENIED_KEYS: u32 = 64;
 /// A value this long is the longest the soak writes (memcached and the proxy take 1 MiB).
-pub const MAX_VALUE: usize = 1 << 20;
+pub(super) const MAX_VALUE: usize = 1 << 20;
 
 /// The name of key `key` of verifying connection `connection`.
-pub fn allowed_key(connection: u32, key: u32) -> String {
+pub(super) fn allowed_key(connection: u32, key: u32) -> String {
     format!("{ALLOWED_PREFIX}/{connection}/{key}")
 }
 
 /// Shelf keys: allowed keys seeded directly in memcached that only the reading identity reads
 /// through the proxy, and that its denied sets and deletes must leave alone.
-pub const SHELF: u32 = 64;
+pub(super) const SHELF: u32 = 64;
 
 /// The name of shelf key `n`.
-pub fn shelf_key(n: u32) -> String {
+pub(super) fn shelf_key(n: u32) -> String {
     format!("alliance/fleet/shelf/{n}")
 }
 
 /// The seed of shelf key `n`'s value.
-pub fn shelf_seed(n: u32) -> u64 {
+pub(super) fn shelf_seed(n: u32) -> u64 {
     mix(0x54E1_F000_0000_0000 | u64::from(n))
 }
 
 /// The name of sentinel `n`.
-pub fn sentinel_key(n: u32) -> String {
+pub(super) fn sentinel_key(n: u32) -> String {
     format!("empire/sentinel/{n}")
 }
 
 /// The denied keys a connection may set: under a prefix no rule names, and under one that shares
 /// all but its last character with the allowed prefix.
-pub fn denied_keys(connection: u32) -> impl Iterator<Item = String> {
+pub(super) fn denied_keys(connection: u32) -> impl Iterator<Item = String> {
     (0..DENIED_KEYS).flat_map(move |n| {
         [
             format!("empire/plans/{connection}/{n}"),
@@ -54,12 +54,12 @@ pub fn denied_keys(connection: u32) -> impl Iterator<Item = String> {
 }
 
 /// The seed of the value stored under `key` of `connection` at `version`.
-pub fn value_seed(connection: u32, key: u32, version: u32) -> u64 {
+pub(super) fn value_seed(connection: u32, key: u32, version: u32) -> u64 {
     mix((u64::from(connection) << 48) ^ (u64::from(key) << 24) ^ u64::from(version))
 }
 
 /// The seed of sentinel `n`'s value.
-pub fn sentinel_seed(n: u32) -> u64 {
+pub(super) fn sentinel_seed(n: u32) -> u64 {
     mix(0x5E47_1AE1_0000_0000 | u64::from(n))
 }
 
@@ -73,7 +73,7 @@ fn mix(mut x: u64) -> u64 {
 
 /// The length of the value with `seed`: 70% up to 255 bytes (empty ones included), 28% up to
 /// 8 KiB, 2% up to 128 KiB and one in 2,000 up to 1 MiB (one in 10,000 exactly 1 MiB).
-pub fn value_len(seed: u64) -> usize {
+pub(super) fn value_len(seed: u64) -> usize {
     let pick = seed % 10_000;
     let spread = (seed >> 20) as usize;
     match pick {
@@ -86,7 +86,7 @@ pub fn value_len(seed: u64) -> usize {
 }
 
 /// The flags stored with the value with `seed`.
-pub fn value_flags(seed: u64) -> u32 {
+pub(super) fn value_flags(seed: u64) -> u32 {
     (seed >> 32) as u32
 }
 
@@ -102,7 +102,7 @@ const TRAPS: [&[u8]; 5] = [
 
 /// Writes the value with `seed` into `out` (replacing what it held): bytes of every value, and
 /// now and then a run that looks like a reply.
-pub fn fill_value(seed: u64, out: &mut Vec<u8>) {
+pub(super) fn fill_value(seed: u64, out: &mut Vec<u8>) {
     let len = value_len(seed);
     out.clear();
     out.reserve(len);
@@ -125,7 +125,7 @@ pub fn fill_value(seed: u64, out: &mut Vec<u8>) {
 
 /// How a request is written, and how its reply is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Style {
+pub(super) enum Style {
     /// Classic text commands: `set`, `get`, `delete`.
     Classic,
     /// Meta commands: `ms`, `mg`, `md`, `mn`.
@@ -136,7 +136,7 @@ pub enum Style {
 
 /// What the reply to one request must be.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Expect {
+pub(super) enum Expect {
     /// The value was stored.
     Stored(Style),
     /// The values of `keys` (each with its value's seed, `None` when it must be absent), in one
@@ -155,21 +155,21 @@ pub enum Expect {
 
 impl Expect {
     /// Whether the request was one the policy denies.
-    pub fn is_denied(&self) -> bool {
+    pub(super) fn is_denied(&self) -> bool {
         matches!(self, Expect::Denied(_))
     }
 }
 
 /// A verifying connection's view of its keys: which version each holds (`None`: absent), and
 /// the next version to write.
-pub struct Keys {
+pub(super) struct Keys {
     pub connection: u32,
     pub versions: Vec<Option<u32>>,
     next_version: u32,
 }
 
 impl Keys {
-    pub fn new(connection: u32, keys: u32) -> Keys {
+    pub(super) fn new(connection: u32, keys: u32) -> Keys {
         Keys {
             connection,
             versions: vec![None; keys as usize],
@@ -178,7 +178,7 @@ impl Keys {
     }
 
     /// The seed of the value `key` holds now, if it holds one.
-    pub fn seed(&self, key: u32) -> Option<u64> {
+    pub(super) fn seed(&self, key: u32) -> Option<u64> {
         self.versions[key as usize].map(|version| value_seed(self.connection, key, version))
     }
 
@@ -193,7 +193,7 @@ impl Keys {
 
 /// What a verifying connection is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
+pub(super) enum Role {
     /// The writing identity, in text and meta commands, on keys of its own.
     Text,
     /// The writing identity, in the binary protocol, on keys of its own.
@@ -204,7 +204,7 @@ pub enum Role {
 }
 
 /// Writes requests for one verifying connection, and what their replies must be.
-pub struct Planner {
+pub(super) struct Planner {
     pub keys: Keys,
     role: Role,
     random: Random,
@@ -214,7 +214,7 @@ pub struct Planner {
 
 /// What one step of the mix sent: one request, or a run of quiet requests ended by `mn` or NOOP.
 #[derive(Debug)]
-pub struct Step {
+pub(super) struct Step {
     /// The replies that must come, in order.
     pub expects: Vec<Expect>,
     /// Requests sent that get no reply when they succeed (quiet sets) or at all (`noreply`):
@@ -235,7 +235,7 @@ impl Step {
 
 impl Planner {
     /// A planner for connection `connection`, owning `keys` keys unless it is a reader.
-    pub fn new(connection: u32, keys: u32, role: Role, seed: u64) -> Planner {
+    pub(super) fn new(connection: u32, keys: u32, role: Role, seed: u64) -> Planner {
         let own_keys = match role {
             Role::Reader { .. } => 0,
             Role::Text | Role::Binary => keys,
@@ -251,7 +251,7 @@ impl Planner {
 
     /// Appends the next step's requests to `out` and returns what their replies must be, in
     /// order. About one request in seven of the writers is denied, and half the reader's.
-    pub fn next(&mut self, out: &mut Vec<u8>) -> Step {
+    pub(super) fn next(&mut self, out: &mut Vec<u8>) -> Step {
         let roll = self.random.below(100);
         match self.role {
             Role::Text => self.text_step(roll, out),

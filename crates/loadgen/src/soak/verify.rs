@@ -17,7 +17,7 @@ use crate::load::ReadBuffer;
 use crate::memcache::{binary, protocol};
 
 /// What a verifying connection sends.
-pub struct Plan {
+pub(super) struct Plan {
     pub connection: u32,
     /// Requests to send (a step may send a few more than are left).
     pub requests: u64,
@@ -29,7 +29,7 @@ pub struct Plan {
 
 /// Runs one verifying connection on `stream` to the end of its plan. Returns what it saw and
 /// the state of its keys, for the final check. `progress` counts requests answered.
-pub async fn run(stream: TcpStream, plan: Plan, progress: Arc<AtomicU64>) -> (Tally, Keys) {
+pub(super) async fn run(stream: TcpStream, plan: Plan, progress: Arc<AtomicU64>) -> (Tally, Keys) {
     let (reader, writer) = stream.into_split();
     let window = Arc::new(Semaphore::new(plan.pipeline));
     let (steps_tx, steps_rx) = mpsc::unbounded_channel();

@@ -13,7 +13,7 @@ use axoneme_sdk::{
 };
 
 /// The compiled rules of the test protocol: per map, the command it allows (`None`: any).
-pub struct TestRules(Vec<Option<String>>);
+pub(crate) struct TestRules(Vec<Option<String>>);
 
 impl TestRules {
     fn allows(&self, cmd: &str) -> bool {
@@ -33,7 +33,7 @@ impl Parser for NopParser {
 }
 
 /// A protocol whose rules have one key, `cmd`, matched exactly; the value `bad` is rejected.
-pub struct TestProtocol(pub &'static str);
+pub(crate) struct TestProtocol(pub &'static str);
 
 impl TypedProtocol for TestProtocol {
     type Rules = TestRules;
@@ -62,14 +62,14 @@ impl TypedProtocol for TestProtocol {
     }
 }
 
-pub fn registry() -> Registry {
+pub(crate) fn registry() -> Registry {
     let mut registry = Registry::new();
     registry.register(Arc::new(TestProtocol("test"))).unwrap();
     registry.register(Arc::new(TestProtocol("other"))).unwrap();
     registry
 }
 
-pub fn ip(s: &str) -> IpAddr {
+pub(crate) fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
@@ -85,13 +85,13 @@ fn endpoint(name: &str, ips: &[&str], labels: &[(&str, &str)]) -> EndpointSpec {
     }
 }
 
-pub const WEB: &str = "10.0.0.1";
-pub const DB: &str = "10.0.0.2";
-pub const CACHE: &str = "10.0.0.3";
-pub const HOST: &str = "192.168.1.1";
-pub const WORLD: &str = "203.0.113.5";
+pub(crate) const WEB: &str = "10.0.0.1";
+pub(crate) const DB: &str = "10.0.0.2";
+pub(crate) const CACHE: &str = "10.0.0.3";
+pub(crate) const HOST: &str = "192.168.1.1";
+pub(crate) const WORLD: &str = "203.0.113.5";
 
-pub fn endpoints() -> Vec<EndpointSpec> {
+pub(crate) fn endpoints() -> Vec<EndpointSpec> {
     vec![
         endpoint(
             "web",
@@ -103,13 +103,13 @@ pub fn endpoints() -> Vec<EndpointSpec> {
     ]
 }
 
-pub fn snapshot(yaml: &str) -> Snapshot {
+pub(crate) fn snapshot(yaml: &str) -> Snapshot {
     let policies = parse_policies("test.yaml", yaml).unwrap_or_else(|e| panic!("{e}"));
     Snapshot::build(policies, &endpoints(), &[ip(HOST)], &registry(), None)
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-pub fn build_error(yaml: &str) -> String {
+pub(crate) fn build_error(yaml: &str) -> String {
     match parse_policies("test.yaml", yaml) {
         Err(e) => e.to_string(),
         Ok(policies) => {
@@ -123,7 +123,7 @@ pub fn build_error(yaml: &str) -> String {
 
 /// A verdict in a few words: `unrestricted`, `refused:<policy>`, `allowed:<policy>` or
 /// `l7:<policy>` (allowed with L7).
-pub fn short(verdict: &ConnectionVerdict) -> String {
+pub(crate) fn short(verdict: &ConnectionVerdict) -> String {
     match verdict {
         ConnectionVerdict::Unrestricted => "unrestricted".to_owned(),
         ConnectionVerdict::Refused { policy_name, .. } => format!("refused:{policy_name}"),
@@ -138,24 +138,24 @@ pub fn short(verdict: &ConnectionVerdict) -> String {
     }
 }
 
-pub fn ingress(snap: &Snapshot, endpoint: &str, remote: &str, port: u16) -> String {
+pub(crate) fn ingress(snap: &Snapshot, endpoint: &str, remote: &str, port: u16) -> String {
     short(&snap.decide_connection(endpoint, Direction::Ingress, ip(remote), port))
 }
 
-pub fn egress(snap: &Snapshot, endpoint: &str, remote: &str, port: u16) -> String {
+pub(crate) fn egress(snap: &Snapshot, endpoint: &str, remote: &str, port: u16) -> String {
     short(&snap.decide_connection(endpoint, Direction::Egress, ip(remote), port))
 }
 
 /// The verdict of `policy` on a request with command `cmd`: `allow:<policy>` or
 /// `deny:<policy>`.
-pub fn request(policy: &PortPolicy, cmd: &str) -> String {
+pub(crate) fn request(policy: &PortPolicy, cmd: &str) -> String {
     let verdict = policy.check(&mut typed(|rules: &TestRules| rules.allows(cmd)));
     let word = if verdict.allowed { "allow" } else { "deny" };
     format!("{word}:{}", verdict.policy_name)
 }
 
 /// The request-level policy of an L7 verdict.
-pub fn l7_policy(
+pub(crate) fn l7_policy(
     snap: &Snapshot,
     endpoint: &str,
     direction: Direction,
