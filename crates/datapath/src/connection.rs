@@ -1,7 +1,9 @@
 //! The per-connection engine: two flow state machines and the parser they share.
 //!
 //! It owns pass and drop countdowns, the bytes a parser asked to keep (MORE), the inject buffers,
-//! and the loop that calls the parser and applies its operations. A flow whose parser answered
+//! and the loop that calls the parser and applies its operations. The kept bytes and the inject
+//! buffers give back what a large frame made them take once it is done
+//! ([`axoneme_sdk::TrimCapacity`]). A flow whose parser answered
 //! NOP while input was at hand holds that input: it is handed to the parser again when more
 //! arrives or when the other flow has moved (a request may wait for a reply). It never touches a socket or a
 //! clock: callers hand it bytes and receive output through [`Output`].
@@ -10,7 +12,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use axoneme_sdk::{
     AccessLog, ConnectionMeta, Context, EntryType, Field, Flow, InjectBuffer, Input, LogEntry, Op,
-    Parser, RequestPolicy,
+    Parser, RequestPolicy, TrimCapacity,
 };
 
 use crate::error::{ConnectionError, ContractViolation};
@@ -134,6 +136,27 @@ impl Connection {
         inside.then_some(state.decided)
     }
 
+    /// Bytes the engine holds for this connection now: input kept for the parser and injected
+    /// bytes not yet emitted, both flows.
+    pub fn buffered_bytes(&self) -> usize {
+        self.flows.iter().map(|flow| flow.kept.len()).sum::<usize>()
+            + self.inject.iter().map(InjectBuffer::len).sum::<usize>()
+    }
+
+    /// Heap the engine's own buffers take now (at least [`Connection::buffered_bytes`]); the
+    /// parser's state is not included.
+    pub fn buffer_capacity(&self) -> usize {
+        self.flows
+            .iter()
+            .map(|flow| flow.kept.capacity())
+            .sum::<usize>()
+            + self
+                .inject
+                .iter()
+                .map(InjectBuffer::allocated)
+                .sum::<usize>()
+    }
+
     /// Processes bytes that arrived on `flow` (`end_stream`: the sender closed its side after
     /// them) and emits what is to be forwarded or injected, on either flow. On error the
     /// connection is closed for good: an access-log entry says why and every later call fails.
@@ -237,6 +260,7 @@ impl Connection {
                 state.held = need == 0 && !kept.is_empty();
             }
         }
+        kept.trim_capacity();
         state.kept = kept;
         Ok(())
     }

@@ -3,8 +3,9 @@
 //! A parser answers each piece of input with one [`Op`] (MORE, PASS, DROP, INJECT, ERROR, NOP),
 //! reads its input through the zero-copy [`Input`] view, checks requests and writes access-log
 //! entries through its [`Context`], and is created by a [`Protocol`] registered by name in a
-//! [`Registry`]. This crate does no I/O and knows no specific protocol; applying operations to
-//! byte streams belongs to the datapath crate.
+//! [`Registry`]. Buffers that grew for a large frame give the memory back with
+//! [`TrimCapacity`]. This crate does no I/O and knows no specific protocol; applying operations
+//! to byte streams belongs to the datapath crate.
 
 mod context;
 mod input;
@@ -12,6 +13,7 @@ mod op;
 mod pattern;
 mod protocol;
 mod rule_list;
+mod trim;
 
 pub use context::{
     logging_denial, AccessLog, ConnectionMeta, Context, DenyReason, Direction, EntryType, Field,
@@ -25,3 +27,4 @@ pub use protocol::{
     Protocol, Registry, RuleError,
 };
 pub use rule_list::{RuleList, ValueMatch};
+pub use trim::{TrimCapacity, KEPT_CAPACITY};
