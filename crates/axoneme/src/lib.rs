@@ -20,6 +20,7 @@ mod listener;
 pub mod metrics;
 pub mod monitor;
 mod outbox;
+mod read_buffers;
 pub mod redirect;
 mod sockets;
 pub mod state;
