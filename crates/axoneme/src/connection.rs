@@ -934,19 +934,15 @@ impl Side {
     /// none: the byte count (0 at end of stream, after which it is not to be called again), or
     /// Pending with the task woken when there is more.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
-        loop {
-            ready!(self.stream.poll_read_ready(cx))?;
-            let buffer = self.buffer.get_or_insert_with(ReadBuffer::take);
-            match self.stream.try_read(buffer) {
-                Ok(n) => {
-                    self.reading = n > 0;
-                    return Poll::Ready(Ok(n));
-                }
-                // The readiness was stale; it has been cleared, and is polled again.
-                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(error) => return Poll::Ready(Err(error)),
-            }
-        }
+        ready!(self.stream.poll_read_ready(cx))?;
+        let buffer = self.buffer.get_or_insert_with(ReadBuffer::take);
+        // Read as AsyncRead does, not with try_read: a read shorter than the buffer clears the
+        // readiness, so the next poll waits instead of making a read that finds nothing.
+        let mut buffer = ReadBuf::new(buffer);
+        ready!(Pin::new(&mut self.stream).poll_read(cx, &mut buffer))?;
+        let n = buffer.filled().len();
+        self.reading = n > 0;
+        Poll::Ready(Ok(n))
     }
 
     /// Gives the read buffer back unless `out` still waits to write a run of it.
