@@ -1,12 +1,12 @@
 //! The per-connection engine: two flow state machines and the parser they share.
 //!
 //! It owns pass and drop countdowns, the bytes a parser asked to keep (MORE), the inject buffers,
-//! and the loop that calls the parser and applies its operations. The kept bytes and the inject
-//! buffers give back what a large frame made them take once it is done
-//! ([`axoneme_sdk::TrimCapacity`]). A flow whose parser answered
+//! and the loop that calls the parser and applies its operations. A flow whose parser answered
 //! NOP while input was at hand holds that input: it is handed to the parser again when more
-//! arrives or when the other flow has moved (a request may wait for a reply). It never touches a socket or a
-//! clock: callers hand it bytes and receive output through [`Output`].
+//! arrives or when the other flow has moved (a request may wait for a reply). The kept bytes
+//! and the inject buffers give back what a large frame made them take once it is done
+//! ([`axoneme_sdk::TrimCapacity`]). It never touches a socket or a clock: callers hand it bytes
+//! and receive output through [`Output`].
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
