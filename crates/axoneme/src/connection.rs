@@ -930,9 +930,9 @@ impl Side {
         self.buffer.as_deref().unwrap_or_default()
     }
 
-    /// Reads what the socket has into the read buffer, taking one first if the side holds
-    /// none: the byte count (0 at end of stream, after which it is not to be called again), or
-    /// Pending with the task woken when there is more.
+    /// Reads what the socket has into the read buffer, which is taken only once the socket is
+    /// readable if the side holds none: the byte count (0 at end of stream, after which it is
+    /// not to be called again), or Pending with the task woken when there is more.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
         ready!(self.stream.poll_read_ready(cx))?;
         let buffer = self.buffer.get_or_insert_with(ReadBuffer::take);
