@@ -6,6 +6,11 @@
 //! half-close once what precedes it is written. A connection ends early on an error, when its
 //! listener's drain time is over, or when a peer keeps it waiting longer than a timeout allows
 //! ([`Timeouts`]).
+//!
+//! A parsed connection reads into a buffer only once a socket has bytes for it, and gives the
+//! buffer back while it waits ([`crate::read_buffers`]); with the engine's and the parser's
+//! buffers giving back what a large request made them take, an idle connection holds little
+//! whatever it carried before.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -29,12 +34,10 @@ use crate::guards::RequestChecks;
 use crate::metrics::{Metrics, ProtocolMetrics, SocketError, Timeout};
 use crate::outbox::{OutBuf, Outbox};
 use crate::overload::{Overload, Registered};
+use crate::read_buffers::ReadBuffer;
 use crate::sockets::{self, UpstreamOptions};
 use crate::state::State;
 use crate::throttle::{throttled_warn, Throttle};
-
-/// Bytes read from a socket at a time.
-const READ_SIZE: usize = 16 * 1024;
 
 /// Output waiting toward one side above which no more input is read.
 const HIGH_WATER: usize = 256 * 1024;
@@ -557,12 +560,10 @@ impl<'s> ParsedConnection<'s> {
         load: &Registered,
         closing: &mut watch::Receiver<bool>,
     ) -> Result<(), Closed> {
-        let (client, upstream) = (Side::new(client), Side::new(upstream));
-        let outbox = Outbox::new(&client.buffer, &upstream.buffer);
         let mut io = Sockets {
-            client,
-            upstream,
-            outbox,
+            client: Side::new(client),
+            upstream: Side::new(upstream),
+            outbox: Outbox::new(),
         };
         let drained = drained(closing);
         tokio::pin!(drained);
@@ -627,14 +628,14 @@ impl<'s> ParsedConnection<'s> {
                 cx,
                 &mut upstream.stream,
                 &mut outbox.to_upstream,
-                &client.buffer,
+                client.bytes(),
             )?;
             noted.to_upstream |= moved;
             if flush(
                 cx,
                 &mut client.stream,
                 &mut outbox.to_client,
-                &upstream.buffer,
+                upstream.bytes(),
             )? {
                 self.answered();
                 moved = true;
@@ -662,18 +663,27 @@ impl<'s> ParsedConnection<'s> {
                     continue;
                 }
                 // What still waits in the buffer must be copied before the read overwrites it.
-                borrowed_from_it.release(&side.buffer);
-                if let Poll::Ready(n) = side.poll_read(cx)? {
-                    match flow {
-                        Flow::Request => noted.from_client = true,
-                        Flow::Reply => noted.from_upstream = true,
-                    }
-                    self.arrived(flow, n);
-                    self.feed(flow, &side.buffer[..n], n == 0, outbox)?;
-                    moved = true;
+                borrowed_from_it.release(side.bytes());
+                let Poll::Ready(n) = side.poll_read(cx)? else {
+                    continue;
+                };
+                match flow {
+                    Flow::Request => noted.from_client = true,
+                    Flow::Reply => noted.from_upstream = true,
                 }
+                self.arrived(flow, n);
+                outbox.reading_into(client.bytes(), upstream.bytes());
+                let read = match flow {
+                    Flow::Request => client.bytes(),
+                    Flow::Reply => upstream.bytes(),
+                };
+                self.feed(flow, &read[..n], n == 0, outbox)?;
+                moved = true;
             }
             if !moved {
+                // Waiting for the sockets: a read buffer none of whose bytes waits goes back.
+                client.give_back(&outbox.to_upstream);
+                upstream.give_back(&outbox.to_client);
                 return Poll::Pending;
             }
         }
@@ -802,8 +812,9 @@ struct Sockets {
 /// One socket of a parsed connection.
 struct Side {
     stream: TcpStream,
-    /// Where bytes from this socket are read into.
-    buffer: Box<[u8]>,
+    /// Where bytes from this socket are read into: taken once the socket has bytes to read,
+    /// given back while the connection waits and none of them waits to be written.
+    buffer: Option<ReadBuffer>,
     /// The peer may still send: no end of stream was read yet.
     reading: bool,
     /// Our sending side toward this peer is closed.
@@ -814,20 +825,37 @@ impl Side {
     fn new(stream: TcpStream) -> Side {
         Side {
             stream,
-            buffer: vec![0; READ_SIZE].into_boxed_slice(),
+            buffer: None,
             reading: true,
             shut: false,
         }
     }
 
-    /// Reads what the socket has into `buffer`: the byte count (0 at end of stream, after
-    /// which it is not to be called again), or Pending with the task woken when there is more.
+    /// The read buffer, empty when the side holds none.
+    fn bytes(&self) -> &[u8] {
+        self.buffer.as_deref().unwrap_or_default()
+    }
+
+    /// Reads what the socket has into the read buffer, which is taken only once the socket is
+    /// readable if the side holds none: the byte count (0 at end of stream, after which it is
+    /// not to be called again), or Pending with the task woken when there is more.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
-        let mut buffer = ReadBuf::new(&mut self.buffer);
+        ready!(self.stream.poll_read_ready(cx))?;
+        let buffer = self.buffer.get_or_insert_with(ReadBuffer::take);
+        // Read as AsyncRead does, not with try_read: a read shorter than the buffer clears the
+        // readiness, so the next poll waits instead of making a read that finds nothing.
+        let mut buffer = ReadBuf::new(buffer);
         ready!(Pin::new(&mut self.stream).poll_read(cx, &mut buffer))?;
         let n = buffer.filled().len();
         self.reading = n > 0;
         Poll::Ready(Ok(n))
+    }
+
+    /// Gives the read buffer back unless `out` still waits to write a run of it.
+    fn give_back(&mut self, out: &OutBuf) {
+        if !out.borrows() {
+            self.buffer = None;
+        }
     }
 
     /// Closes our sending side toward this peer, once.

@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod monitor;
 mod outbox;
 mod overload;
+mod read_buffers;
 pub mod redirect;
 pub mod report;
 #[allow(unsafe_code)] // socket options and limits: setsockopt, getsockopt, getrlimit, setrlimit

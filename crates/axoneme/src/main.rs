@@ -13,6 +13,13 @@ use axoneme::{api, builtin_protocols, watch, Agent};
 use clap::{Parser, Subcommand};
 use tokio::signal::unix::{signal, SignalKind};
 
+/// jemalloc, whose background threads give memory that stays free back to the system within
+/// seconds, where glibc's allocator keeps most of what a burst of requests took (BENCHMARKS.md,
+/// "Allocator"). The default feature `jemalloc`; without it, the system's allocator.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Axoneme: an L7 policy proxy for non-HTTP protocols, enforcing CiliumNetworkPolicy L7 rules.
 #[derive(Parser)]
 #[command(version)]

@@ -4,12 +4,14 @@
 //! out before anything else is read into that buffer. Such a run is kept as a range of that
 //! buffer instead of being copied; only a run its socket could not take before the buffer is
 //! read into again is copied, as is everything else (the proxy's own replies, bytes the engine
-//! kept between reads). This module moves no bytes over sockets and knows no protocol.
+//! kept between reads). A read buffer must stay where it is while a run of it waits; once none
+//! does, the connection may give it back, and the copies' buffer gives back what a burst made it
+//! take once it has been written. This module moves no bytes over sockets and knows no protocol.
 
 use std::ops::Range;
 
 use axoneme_datapath::Output;
-use axoneme_sdk::Flow;
+use axoneme_sdk::{Flow, TrimCapacity};
 
 /// Output toward one socket: first a run of the source read buffer, then copied bytes.
 #[derive(Debug, Default)]
@@ -29,6 +31,12 @@ impl OutBuf {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Whether a run of the source buffer waits: the buffer must not be read into or given
+    /// back before [`OutBuf::release`].
+    pub(crate) fn borrows(&self) -> bool {
+        self.borrowed.is_some()
     }
 
     /// The next bytes to write: the borrowed run of `source` (the buffer runs are borrowed
@@ -52,6 +60,7 @@ impl OutBuf {
         self.written += n;
         if self.written == self.copied.len() {
             self.copied.clear();
+            self.copied.trim_capacity();
             self.written = 0;
         }
     }
@@ -91,19 +100,25 @@ pub(crate) struct Outbox {
 }
 
 impl Outbox {
-    /// Output for a connection reading into `client_buffer` and `upstream_buffer`, which must
-    /// stay where they are for the connection's life.
-    pub(crate) fn new(client_buffer: &[u8], upstream_buffer: &[u8]) -> Outbox {
+    pub(crate) fn new() -> Outbox {
+        Outbox {
+            to_upstream: OutBuf::default(),
+            to_client: OutBuf::default(),
+            client_buffer: 0..0,
+            upstream_buffer: 0..0,
+        }
+    }
+
+    /// Says where the client's and the upstream's read buffers are (empty for a side that
+    /// holds none); to be called before each time the engine is fed, as a side may hold
+    /// another buffer than before.
+    pub(crate) fn reading_into(&mut self, client_buffer: &[u8], upstream_buffer: &[u8]) {
         let addresses = |buffer: &[u8]| {
             let range = buffer.as_ptr_range();
             range.start as usize..range.end as usize
         };
-        Outbox {
-            to_upstream: OutBuf::default(),
-            to_client: OutBuf::default(),
-            client_buffer: addresses(client_buffer),
-            upstream_buffer: addresses(upstream_buffer),
-        }
+        self.client_buffer = addresses(client_buffer);
+        self.upstream_buffer = addresses(upstream_buffer);
     }
 
     /// Bytes waiting for both sockets.
@@ -155,7 +170,8 @@ mod tests {
     fn runs_of_the_read_buffer_are_borrowed_and_other_bytes_copied() {
         let client = b"get a\r\nget b\r\n".to_vec();
         let upstream = vec![0u8; 16];
-        let mut outbox = Outbox::new(&client, &upstream);
+        let mut outbox = Outbox::new();
+        outbox.reading_into(&client, &upstream);
         outbox.emit(Flow::Request, &client[..7]);
         outbox.emit(Flow::Request, &client[7..]);
         assert_eq!(outbox.to_upstream.borrowed, Some(0..14));
@@ -173,12 +189,39 @@ mod tests {
     fn a_run_not_yet_written_is_copied_before_its_buffer_is_reused() {
         let mut client = b"set k 0 0 1\r\nx\r\n".to_vec();
         let upstream = vec![0u8; 16];
-        let mut outbox = Outbox::new(&client, &upstream);
+        let mut outbox = Outbox::new();
+        outbox.reading_into(&client, &upstream);
         outbox.emit(Flow::Request, &client[..]);
         outbox.to_upstream.advance(4);
         outbox.to_upstream.release(&client);
         client.fill(b'!');
         assert_eq!(drain(&mut outbox.to_upstream, &client), b"k 0 0 1\r\nx\r\n");
+    }
+
+    #[test]
+    fn bytes_of_a_buffer_no_longer_read_into_are_copied() {
+        let client = b"get a\r\n".to_vec();
+        let mut outbox = Outbox::new();
+        outbox.reading_into(&client, &[]);
+        outbox.emit(Flow::Request, &client);
+        assert!(outbox.to_upstream.borrows());
+        drain(&mut outbox.to_upstream, &client);
+        // The client side gave its buffer back: the same addresses are nobody's run now.
+        outbox.reading_into(&[], &[]);
+        outbox.emit(Flow::Request, &client);
+        assert!(!outbox.to_upstream.borrows());
+        assert_eq!(drain(&mut outbox.to_upstream, &[]), b"get a\r\n");
+    }
+
+    #[test]
+    fn copies_of_a_burst_give_their_memory_back_once_written() {
+        let mut out = OutBuf::default();
+        out.push(&vec![b'x'; 1 << 20], None);
+        out.advance(1 << 19);
+        assert!(out.copied.capacity() >= 1 << 20, "half still waits");
+        out.advance(1 << 19);
+        assert!(out.is_empty());
+        assert!(out.copied.capacity() <= axoneme_sdk::KEPT_CAPACITY);
     }
 
     proptest! {
@@ -190,7 +233,8 @@ mod tests {
         ) {
             let mut client = vec![0u8; 16];
             let upstream = vec![0u8; 16];
-            let mut outbox = Outbox::new(&client, &upstream);
+            let mut outbox = Outbox::new();
+        outbox.reading_into(&client, &upstream);
             let (mut expected, mut received) = (Vec::new(), Vec::new());
             let mut fill = 0u8;
             for (from, len, own, write) in steps {

@@ -3,14 +3,16 @@
 //! It owns pass and drop countdowns, the bytes a parser asked to keep (MORE), the inject buffers,
 //! and the loop that calls the parser and applies its operations. A flow whose parser answered
 //! NOP while input was at hand holds that input: it is handed to the parser again when more
-//! arrives or when the other flow has moved (a request may wait for a reply). It never touches a socket or a
-//! clock: callers hand it bytes and receive output through [`Output`].
+//! arrives or when the other flow has moved (a request may wait for a reply). The kept bytes
+//! and the inject buffers give back what a large frame made them take once it is done
+//! ([`axoneme_sdk::TrimCapacity`]). It never touches a socket or a clock: callers hand it bytes
+//! and receive output through [`Output`].
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use axoneme_sdk::{
     AccessLog, ConnectionMeta, Context, EntryType, Field, Flow, InjectBuffer, Input, LogEntry, Op,
-    Parser, RequestPolicy,
+    Parser, RequestPolicy, TrimCapacity,
 };
 
 use crate::error::{ConnectionError, ContractViolation};
@@ -123,13 +125,6 @@ impl Connection {
         self.proto
     }
 
-    /// Bytes the connection holds now: kept for the parser and waiting to be injected, both
-    /// flows together. Lets a caller bound what all its connections buffer.
-    pub fn buffered_bytes(&self) -> usize {
-        self.flows.iter().map(|flow| flow.kept.len()).sum::<usize>()
-            + self.inject.iter().map(InjectBuffer::len).sum::<usize>()
-    }
-
     /// Whether `flow` is inside a frame that has not arrived whole: some of it was passed,
     /// dropped or kept, and the rest is still to come. `None` at a frame boundary (which
     /// includes input held until the other flow moves); otherwise the number of frames decided
@@ -139,6 +134,27 @@ impl Connection {
         let state = &self.flows[flow.index()];
         let inside = state.pass > 0 || state.drop > 0 || (!state.kept.is_empty() && !state.held);
         inside.then_some(state.decided)
+    }
+
+    /// Bytes the engine holds for this connection now: input kept for the parser and injected
+    /// bytes not yet emitted, both flows.
+    pub fn buffered_bytes(&self) -> usize {
+        self.flows.iter().map(|flow| flow.kept.len()).sum::<usize>()
+            + self.inject.iter().map(InjectBuffer::len).sum::<usize>()
+    }
+
+    /// Heap the engine's own buffers take now (at least [`Connection::buffered_bytes`]); the
+    /// parser's state is not included.
+    pub fn buffer_capacity(&self) -> usize {
+        self.flows
+            .iter()
+            .map(|flow| flow.kept.capacity())
+            .sum::<usize>()
+            + self
+                .inject
+                .iter()
+                .map(InjectBuffer::allocated)
+                .sum::<usize>()
     }
 
     /// Processes bytes that arrived on `flow` (`end_stream`: the sender closed its side after
@@ -244,6 +260,7 @@ impl Connection {
                 state.held = need == 0 && !kept.is_empty();
             }
         }
+        kept.trim_capacity();
         state.kept = kept;
         Ok(())
     }

@@ -10,6 +10,8 @@ use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::trim::TrimCapacity;
+
 /// One of the two byte streams of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Flow {
@@ -210,6 +212,10 @@ pub fn typed<R: Any>(
 }
 
 /// A bounded buffer of bytes waiting to be injected into one flow.
+///
+/// It takes memory only when bytes are pushed, never more than its capacity, and gives back
+/// what it took beyond [`crate::KEPT_CAPACITY`] once emptied: a connection that never injects, or
+/// injected a burst long ago, holds little.
 #[derive(Debug)]
 pub struct InjectBuffer {
     bytes: Vec<u8>,
@@ -221,7 +227,7 @@ impl InjectBuffer {
     #[inline]
     pub fn new(capacity: usize) -> Self {
         InjectBuffer {
-            bytes: Vec::with_capacity(capacity),
+            bytes: Vec::new(),
             capacity,
         }
     }
@@ -230,6 +236,11 @@ impl InjectBuffer {
     #[inline]
     pub fn push(&mut self, data: &[u8]) -> usize {
         let n = data.len().min(self.room());
+        let len = self.bytes.len();
+        if self.bytes.capacity() < len + n {
+            let grown = (2 * self.bytes.capacity()).max(len + n).min(self.capacity);
+            self.bytes.reserve_exact(grown - len);
+        }
         self.bytes.extend_from_slice(&data[..n]);
         n
     }
@@ -262,6 +273,15 @@ impl InjectBuffer {
     #[inline]
     pub fn consume(&mut self, n: usize) {
         self.bytes.drain(..n.min(self.bytes.len()));
+        if self.bytes.is_empty() {
+            self.bytes.trim_capacity();
+        }
+    }
+
+    /// Bytes of memory the buffer holds now (at least [`InjectBuffer::len`]).
+    #[inline]
+    pub fn allocated(&self) -> usize {
+        self.bytes.capacity()
     }
 }
 
@@ -374,6 +394,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
+    use crate::KEPT_CAPACITY;
 
     /// A policy that denies every request in the name of its policy (empty: nothing allows).
     struct Denying(&'static str);
@@ -426,6 +447,25 @@ mod tests {
         run(&ctx);
         let lines = log.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
         lines
+    }
+
+    #[test]
+    fn an_inject_buffer_takes_memory_when_used_and_gives_a_burst_back() {
+        let mut buffer = InjectBuffer::new(16 * 1024);
+        assert_eq!(buffer.allocated(), 0);
+        assert_eq!(buffer.push(b"DENIED"), 6);
+        assert!(buffer.allocated() >= 6);
+        buffer.consume(6);
+        let small = buffer.allocated();
+        assert!(small > 0, "a small buffer is kept for the next denial");
+        let burst = vec![b'x'; 20 * 1024];
+        assert_eq!(buffer.push(&burst), 16 * 1024, "bounded by its capacity");
+        assert_eq!(buffer.allocated(), 16 * 1024);
+        assert_eq!(buffer.room(), 0);
+        buffer.consume(10 * 1024);
+        assert_eq!(buffer.allocated(), 16 * 1024, "still holding bytes");
+        buffer.consume(6 * 1024);
+        assert!(buffer.allocated() <= KEPT_CAPACITY);
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! A parser answers each piece of input with one [`Op`] (MORE, PASS, DROP, INJECT, ERROR, NOP),
 //! reads its input through the zero-copy [`Input`] view, checks requests and writes access-log
 //! entries through its [`Context`], and is created by a [`Protocol`] registered by name in a
-//! [`Registry`]. This crate does no I/O and knows no specific protocol; applying operations to
-//! byte streams belongs to the datapath crate.
+//! [`Registry`]. Buffers that grew for a large frame give the memory back with
+//! [`TrimCapacity`]. This crate does no I/O and knows no specific protocol; applying operations
+//! to byte streams belongs to the datapath crate.
 
 #![warn(missing_docs)]
 
@@ -14,6 +15,7 @@ mod op;
 mod pattern;
 mod protocol;
 mod rule_list;
+mod trim;
 
 pub use context::{
     logging_denial, typed, AccessLog, ConnectionMeta, Context, DenyReason, Direction, EntryType,
@@ -27,3 +29,4 @@ pub use protocol::{
     Protocol, Registry, RuleError, TraceFields, TypedProtocol,
 };
 pub use rule_list::{RuleList, ValueMatch};
+pub use trim::{TrimCapacity, KEPT_CAPACITY};

@@ -5,7 +5,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use std::any::Any;
@@ -166,17 +166,19 @@ pub fn split_at_points(data: &[u8], mut points: Vec<usize>) -> Vec<&[u8]> {
 }
 
 /// A global allocator that counts allocations per thread, for allocations-per-request figures
-/// that other threads (a test harness, a logger) cannot disturb, and the bytes live in the whole
-/// process, for what a structure holds:
+/// that other threads (a test harness, a logger) cannot disturb, and the bytes live in the
+/// process, for what a structure holds; threads that call [`CountingAllocator::not_this_thread`]
+/// are left out of the live count:
 /// `#[global_allocator] static ALLOC: CountingAllocator = CountingAllocator;`.
 pub struct CountingAllocator;
 
 thread_local! {
     static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+    static UNCOUNTED: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Bytes allocated and not yet freed, all threads together.
-static LIVE: AtomicUsize = AtomicUsize::new(0);
+/// Bytes allocated and not yet freed by the counted threads together.
+static LIVE: AtomicIsize = AtomicIsize::new(0);
 
 impl CountingAllocator {
     /// Allocations (and reallocations) made so far by the calling thread.
@@ -184,42 +186,70 @@ impl CountingAllocator {
         ALLOCATIONS.with(Cell::get)
     }
 
-    /// Bytes allocated and not yet freed by any thread.
+    /// Bytes allocated and not yet freed by the counted threads.
     pub fn live_bytes() -> usize {
-        LIVE.load(Ordering::Relaxed)
+        LIVE.load(Ordering::Relaxed).max(0) as usize
+    }
+
+    /// Leaves the calling thread's allocations out of [`CountingAllocator::live_bytes`] from now
+    /// on (a client or a server a test runs beside the code it measures). Such a thread must
+    /// free what it allocates itself.
+    pub fn not_this_thread() {
+        UNCOUNTED.with(|uncounted| uncounted.set(true));
     }
 
     fn record() {
         // During thread teardown the counter may be gone; such allocations are not counted.
         let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
     }
+
+    fn live(change: isize) {
+        if !UNCOUNTED.try_with(Cell::get).unwrap_or(false) {
+            LIVE.fetch_add(change, Ordering::Relaxed);
+        }
+    }
 }
 
 // A global allocator can only be written with `unsafe`; this one adds counts and nothing else.
 #[allow(unsafe_code)]
 // SAFETY: every call is forwarded unchanged to the system allocator, whose contract is the
-// caller's; counting touches only an atomic and a const-initialised thread-local, which never
+// caller's; counting touches only an atomic and const-initialised thread-locals, which never
 // allocate.
 unsafe impl GlobalAlloc for CountingAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         CountingAllocator::record();
-        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
         // SAFETY: as for the impl.
-        unsafe { System.alloc(layout) }
+        let ptr = unsafe { System.alloc(layout) };
+        if !ptr.is_null() {
+            CountingAllocator::live(layout.size() as isize);
+        }
+        ptr
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        CountingAllocator::record();
+        // SAFETY: as for the impl.
+        let ptr = unsafe { System.alloc_zeroed(layout) };
+        if !ptr.is_null() {
+            CountingAllocator::live(layout.size() as isize);
+        }
+        ptr
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
         // SAFETY: as for the impl.
-        unsafe { System.dealloc(ptr, layout) }
+        unsafe { System.dealloc(ptr, layout) };
+        CountingAllocator::live(-(layout.size() as isize));
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         CountingAllocator::record();
-        LIVE.fetch_add(new_size, Ordering::Relaxed);
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
         // SAFETY: as for the impl.
-        unsafe { System.realloc(ptr, layout, new_size) }
+        let new = unsafe { System.realloc(ptr, layout, new_size) };
+        if !new.is_null() {
+            CountingAllocator::live(new_size as isize - layout.size() as isize);
+        }
+        new
     }
 }
 

@@ -10,6 +10,10 @@
 //! against the policy in force when they run. Responses carry stream ids, so a denial needs no
 //! place among the other replies beyond an envelope boundary.
 //!
+//! Frames that straddle reads and compressed bodies are read through scratch buffers kept from
+//! one request to the next; what a large frame made them take beyond
+//! [`axoneme_sdk::KEPT_CAPACITY`] is given back once it has been read.
+//!
 //! Every statement of a request is read before any is judged (a request one of whose statements
 //! cannot be read is refused whole, with no verdict logged for the others); then each is checked
 //! and logged, and the request passes only when all are allowed. When one of several is
@@ -27,7 +31,8 @@ use std::collections::HashMap;
 use std::ops::Range;
 
 use axoneme_sdk::{
-    Context, EntryType, ErrorCode, Field, Flow, Input, Op, ParseError, Parser, Verdict,
+    Context, EntryType, ErrorCode, Field, Flow, Input, Op, ParseError, Parser, TrimCapacity,
+    Verdict,
 };
 
 use crate::compression::Compression;
@@ -83,6 +88,11 @@ impl Resolution {
         self.statements.clear();
         self.tables.clear();
         self.use_target = None;
+    }
+
+    fn trim_capacity(&mut self) {
+        self.statements.trim_capacity();
+        self.tables.trim_capacity();
     }
 
     /// Adds a statement whose table, if any, is `table` (`keyspace.table`).
@@ -207,6 +217,13 @@ impl Parser for CassandraParser {
             (Flow::Reply, None) => self.on_reply(input),
             (Flow::Reply, Some(format)) => self.on_reply_segments(ctx, input, format),
         };
+        for scratch in [&mut self.raw, &mut self.decompressed] {
+            scratch.clear();
+            scratch.trim_capacity();
+        }
+        self.resolution.clear();
+        self.resolution.trim_capacity();
+        self.segments.trim_capacity();
         result.unwrap_or_else(Op::Error)
     }
 }

@@ -8,9 +8,13 @@
 //! closes the connection once it has answered what came before; the proxy then drops whatever the
 //! client sends after the quit, as the server never reads it. The parser never allocates per request
 //! once warm: lines that straddle input slices and joined keys for the log go through scratch
-//! buffers that keep their capacity.
+//! buffers that keep their capacity up to [`KEPT_CAPACITY`]; what a long line made
+//! them take beyond that is given back once it has been read.
 
-use axoneme_sdk::{Context, EntryType, ErrorCode, Field, Flow, Input, Op, ParseError, Parser};
+use axoneme_sdk::{
+    Context, EntryType, ErrorCode, Field, Flow, Input, Op, ParseError, Parser, TrimCapacity,
+    KEPT_CAPACITY,
+};
 
 use crate::base64;
 use crate::binary::{self, Header, HEADER_LEN, NOOP, RESPONSE_MAGIC, STAT};
@@ -81,14 +85,29 @@ impl Parser for MemcacheParser {
         _end_stream: bool,
         input: Input<'_>,
     ) -> Op {
-        match flow {
+        let op = match flow {
             Flow::Request => self.on_request(ctx, input),
             Flow::Reply => self.on_reply(ctx, input),
+        };
+        let largest = self.line.capacity().max(self.keys.capacity());
+        if largest.max(self.decoded.capacity()) > KEPT_CAPACITY {
+            self.give_back_scratch();
         }
+        self.pending.trim_capacity();
+        op
     }
 }
 
 impl MemcacheParser {
+    /// Gives back what a long line made the scratch buffers take.
+    #[cold]
+    fn give_back_scratch(&mut self) {
+        for scratch in [&mut self.line, &mut self.keys, &mut self.decoded] {
+            scratch.clear();
+            scratch.trim_capacity();
+        }
+    }
+
     fn on_request(&mut self, ctx: &mut Context<'_>, input: Input<'_>) -> Op {
         if self.barrier_due {
             self.barrier_due = false;

@@ -10,6 +10,8 @@
 
 use std::collections::VecDeque;
 
+use axoneme_sdk::TrimCapacity;
+
 /// The shape of the reply to one request: when it is complete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
@@ -115,6 +117,11 @@ pub struct Pending {
 pub struct Full;
 
 impl Pending {
+    /// Gives back what a long pipeline made the queue take, once it is short again.
+    pub fn trim_capacity(&mut self) {
+        self.slots.trim_capacity();
+    }
+
     /// An allowed request whose reply has `shape`.
     pub fn expect(&mut self, shape: Shape) -> Result<(), Full> {
         if self.open_unattributed {

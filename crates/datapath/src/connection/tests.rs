@@ -4,7 +4,8 @@
 use std::any::Any;
 
 use axoneme_sdk::{
-    ConnectionMeta, Context, ErrorCode, Flow, Input, Op, ParseError, Parser, RequestPolicy, Verdict,
+    ConnectionMeta, Context, ErrorCode, Flow, Input, Op, ParseError, Parser, RequestPolicy,
+    Verdict, KEPT_CAPACITY,
 };
 use axoneme_testkit::{split_at_points, RecordingLog};
 use proptest::prelude::*;
@@ -148,6 +149,58 @@ fn a_large_frame_passes_as_it_streams_without_being_kept() {
         );
     }
     assert_eq!(sent.to_upstream, big);
+}
+
+/// Frames as [`FrameParser`] reads them, each kept until it is whole and then passed.
+struct WholeFrameParser;
+
+impl Parser for WholeFrameParser {
+    fn on_data(&mut self, _: &mut Context<'_>, _: Flow, _: bool, input: Input<'_>) -> Op {
+        let Some([_, hi, lo]) = input.peek::<3>(0) else {
+            return Op::More(3 - input.len());
+        };
+        let len = 3 + usize::from(u16::from_be_bytes([hi, lo]));
+        match input.len() < len {
+            true => Op::More(len - input.len()),
+            false => Op::Pass(len),
+        }
+    }
+}
+
+#[test]
+fn memory_kept_for_a_large_frame_is_given_back_once_it_passed() {
+    let mut conn = Connection::new(
+        Box::new(WholeFrameParser),
+        meta(),
+        "whole",
+        Limits::default(),
+    );
+    assert_eq!(conn.buffer_capacity(), 0, "nothing is allocated up front");
+    let log = RecordingLog::default();
+    let mut sent = Sent::default();
+    let big = frame(b'p', 60_000);
+    for chunk in big[..big.len() - 1].chunks(1000) {
+        run(&mut conn, &log, &mut sent, Flow::Request, chunk).unwrap();
+    }
+    assert_eq!(conn.buffered_bytes(), big.len() - 1);
+    assert!(conn.buffer_capacity() >= big.len() - 1);
+    // The last byte, with the first bytes of a small frame.
+    let small = frame(b'p', 10);
+    let mut last = big[big.len() - 1..].to_vec();
+    last.extend_from_slice(&small[..5]);
+    run(&mut conn, &log, &mut sent, Flow::Request, &last).unwrap();
+    assert_eq!(sent.to_upstream, big);
+    assert_eq!(conn.buffered_bytes(), 5);
+    assert!(conn.buffer_capacity() <= KEPT_CAPACITY);
+    // Small frames keep what is left from one to the next.
+    run(&mut conn, &log, &mut sent, Flow::Request, &small[5..]).unwrap();
+    let kept = conn.flows[0].kept.as_ptr();
+    for _ in 0..3 {
+        run(&mut conn, &log, &mut sent, Flow::Request, &small[..5]).unwrap();
+        run(&mut conn, &log, &mut sent, Flow::Request, &small[5..]).unwrap();
+        assert_eq!(conn.flows[0].kept.as_ptr(), kept, "not reallocated");
+    }
+    assert_eq!(conn.buffered_bytes(), 0);
 }
 
 #[test]

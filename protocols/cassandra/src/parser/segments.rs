@@ -14,7 +14,7 @@
 //! join payloads), so while one is in flight denials wait here and go out after its last
 //! segment.
 
-use axoneme_sdk::{Context, Flow, Input, Op, ParseError};
+use axoneme_sdk::{Context, Flow, Input, Op, ParseError, TrimCapacity};
 
 use super::{need_header, CassandraParser, MALFORMED, NO_ROOM};
 use crate::frame::{Header, HEADER_LEN};
@@ -74,6 +74,13 @@ pub(super) struct State {
 }
 
 impl State {
+    /// Gives back what a large segment made the buffers take, once they hold little again.
+    pub(super) fn trim_capacity(&mut self) {
+        self.rewrite.trim_capacity();
+        self.deferred.trim_capacity();
+        self.joined.trim_capacity();
+    }
+
     /// Sends `error` toward the client in a segment of its own, at once or, while a split
     /// response envelope is in flight, after its last segment.
     pub(super) fn answer(

@@ -3,12 +3,12 @@
 //! USE, compression, and malformed input.
 
 use axoneme_datapath::ConnectionError;
-use axoneme_sdk::{ErrorCode, Flow};
-use axoneme_testkit::{RulesPolicy, Session};
+use axoneme_sdk::{Context, ErrorCode, Flow, InjectBuffer, Input, Op, Parser, KEPT_CAPACITY};
+use axoneme_testkit::{NullLog, RulesPolicy, Session};
 
 use crate::compression::Compression;
 use crate::frame::{opcode, Header, HEADER_LEN, PROTOCOL_ERROR, UNAUTHORIZED, UNPREPARED};
-use crate::Cassandra;
+use crate::{Cassandra, CassandraParser};
 
 fn outpost_rules() -> RulesPolicy {
     RulesPolicy::compile(
@@ -465,4 +465,49 @@ fn a_newer_protocol_version_is_answered_so_that_drivers_step_down() {
     s.send(Flow::Request, &query(1, "SELECT * FROM system.local"))
         .unwrap();
     assert!(s.sent.upstream.is_empty());
+}
+
+#[test]
+fn scratch_grown_by_a_large_compressed_frame_is_given_back() {
+    let rules = RulesPolicy::compile(&Cassandra::default(), "all", &[&[]]);
+    let meta = axoneme_testkit::meta("127.0.0.31:40000", "127.0.0.1:9042");
+    let mut inject = [InjectBuffer::new(1024), InjectBuffer::new(1024)];
+    let mut parser = CassandraParser::new(1 << 20);
+    let mut call = |parser: &mut CassandraParser, flow: Flow, slices: &[&[u8]]| {
+        let mut ctx = Context::new(&meta, "cassandra", &rules, &NullLog, &mut inject);
+        parser.on_data(&mut ctx, flow, false, Input::new(slices))
+    };
+    let mut startup = 2u16.to_be_bytes().to_vec();
+    for text in ["CQL_VERSION", "3.0.0", "COMPRESSION", "lz4"] {
+        startup.extend_from_slice(&(text.len() as u16).to_be_bytes());
+        startup.extend_from_slice(text.as_bytes());
+    }
+    let startup = frame(4, 0, 0, opcode::STARTUP, &startup);
+    assert_eq!(
+        call(&mut parser, Flow::Request, &[&startup]),
+        Op::Pass(startup.len())
+    );
+    let ready = frame(0x84, 0, 0, opcode::READY, &[]);
+    assert_eq!(
+        call(&mut parser, Flow::Reply, &[&ready]),
+        Op::Pass(ready.len())
+    );
+    let value = "x".repeat(1_000_000);
+    let cql = format!("INSERT INTO attendance.daily_records (k, v) VALUES (1, '{value}')");
+    let body = [long_string(&cql), vec![0, 1, 0]].concat();
+    let query = frame(4, 1, 1, opcode::QUERY, &Compression::Lz4.compress(&body));
+    assert!(query.len() < 8 * 1024, "a small frame on the wire");
+    // Split across two reads: the frame is copied whole into scratch, then decompressed.
+    let halves: [&[u8]; 2] = [&query[..query.len() / 2], &query[query.len() / 2..]];
+    assert_eq!(
+        call(&mut parser, Flow::Request, &halves),
+        Op::Pass(query.len())
+    );
+    for (name, scratch) in [("raw", &parser.raw), ("decompressed", &parser.decompressed)] {
+        assert!(
+            scratch.capacity() <= KEPT_CAPACITY,
+            "{name} keeps {} bytes",
+            scratch.capacity()
+        );
+    }
 }

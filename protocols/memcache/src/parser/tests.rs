@@ -2,14 +2,14 @@
 //! barriers behind quiet requests, streaming of large values, limits, and the chunking property.
 
 use axoneme_datapath::ConnectionError;
-use axoneme_sdk::{ErrorCode, Flow};
-use axoneme_testkit::{split_at_points, RulesPolicy, Session};
+use axoneme_sdk::{Context, ErrorCode, Flow, InjectBuffer, Input, Op, Parser, KEPT_CAPACITY};
+use axoneme_testkit::{split_at_points, NullLog, RulesPolicy, Session};
 use proptest::prelude::*;
 
 use crate::binary::{self, HEADER_LEN};
 use crate::Memcache;
 
-use super::Keys;
+use super::{Keys, MemcacheParser};
 
 const MAX_VALUE: usize = 1024 * 1024;
 
@@ -482,4 +482,30 @@ fn binary_quitq_passes_unanswered_and_ends_the_request_stream() {
     assert_eq!(s.sent.upstream, binary_request(0x17, b"", b"", 2));
     assert_eq!(s.sent.client, binary::denial(0x00, 1));
     assert_eq!(s.log(), vec!["Denied  command=get keys=empire/b opcode=0"]);
+}
+
+#[test]
+fn scratch_grown_by_a_long_multiget_is_given_back() {
+    let memcache = Memcache::new(MAX_VALUE);
+    let rules = RulesPolicy::compile(&memcache, "gets", &[&[("command", "get")]]);
+    let meta = axoneme_testkit::meta("127.0.0.11:40000", "127.0.0.1:11211");
+    let mut inject = [InjectBuffer::new(1024), InjectBuffer::new(1024)];
+    let mut parser = MemcacheParser::new(MAX_VALUE);
+    let mut line = b"get".to_vec();
+    for key in 0..50_000 {
+        line.extend_from_slice(format!(" key-{key}").as_bytes());
+    }
+    line.extend_from_slice(b"\r\n");
+    // Split across two reads: the line is copied whole into scratch, the keys joined for the log.
+    let halves: [&[u8]; 2] = [&line[..line.len() / 2], &line[line.len() / 2..]];
+    let mut ctx = Context::new(&meta, "memcache", &rules, &NullLog, &mut inject);
+    let op = parser.on_data(&mut ctx, Flow::Request, false, Input::new(&halves));
+    assert_eq!(op, Op::Pass(line.len()));
+    for (name, scratch) in [("line", &parser.line), ("keys", &parser.keys)] {
+        assert!(
+            scratch.capacity() <= KEPT_CAPACITY,
+            "{name} keeps {} bytes",
+            scratch.capacity()
+        );
+    }
 }
