@@ -250,14 +250,10 @@ fn deeply_nested_text_is_refused_before_it_is_parsed() {
             .map(|i| format!("{}a{i}:\n", " ".repeat(i)))
             .collect(),
     ];
+    // `TooDeep` comes only from the scan that runs before the YAML parser, which took 37 s of
+    // CPU on such text; how fast the scan is belongs to benchmarks, not to this test.
     for body in bodies {
-        let start = std::time::Instant::now();
         let error = parse_policies("<api>", &body).unwrap_err();
-        assert!(
-            start.elapsed() < std::time::Duration::from_millis(100),
-            "took {:?}",
-            start.elapsed()
-        );
         assert!(matches!(
             error,
             PolicyError::TooDeep {
