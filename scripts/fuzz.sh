@@ -5,7 +5,11 @@
 # libFuzzer's final stats), executions per second, seconds, corpus files before and after
 # minimisation, and the crashes, timeouts and OOMs found (kept in the target's artifacts/).
 #
-#   scripts/fuzz.sh [--runs N | --seconds S] [target...]     # default: --seconds 60, all
+#   scripts/fuzz.sh [--runs N | --seconds S] [--sanitizer address] [target...]
+#
+# By default each target runs 60 s, all targets, built without a sanitizer: the parsers and the
+# policy crate have no `unsafe`, and AddressSanitizer halves the rate (`--sanitizer address`
+# turns it on).
 #
 # Corpora stay between runs (in each fuzz package's corpus/, not committed), so campaigns add up;
 # an empty corpus is first seeded: the policy target with the example policies and the YAML and
@@ -18,11 +22,13 @@ cd "$(dirname "$0")/.."
 root=$PWD
 
 budget=(-max_total_time=60)
+sanitizer=none
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) budget=("-runs=$2"); shift 2 ;;
     --seconds) budget=("-max_total_time=$2"); shift 2 ;;
-    -*) echo "usage: $0 [--runs N | --seconds S] [target...]" >&2; exit 2 ;;
+    --sanitizer) sanitizer=$2; shift 2 ;;
+    -*) echo "usage: $0 [--runs N | --seconds S] [--sanitizer address] [target...]" >&2; exit 2 ;;
     *) break ;;
   esac
 done
@@ -46,7 +52,9 @@ mkdir -p "$logs"
 seed() {
   case "$1" in
     policy)
-      cp examples/*/policy.yaml "$2"/
+      for file in examples/*/policy.yaml; do
+        cp "$file" "$2/$(basename "$(dirname "$file")").yaml"
+      done
       awk -v dir="$2" '/^```(yaml|json)/ { n++; on = 1; next } /^```/ { on = 0 }
         on { print > (dir "/readme-" n) }' README.md examples/*/README.md ;;
     cql_text)
@@ -69,12 +77,12 @@ for target in "${targets[@]}"; do
   log=$logs/$target.log
   mkdir -p "$corpus" "$artifacts"
   [ "$(count "$corpus")" -gt 0 ] || seed "$target" "$corpus"
-  (cd "$dir" && nice -n 19 cargo +nightly fuzz build "$target")
+  (cd "$dir" && nice -n 19 cargo +nightly fuzz build -s "$sanitizer" "$target")
   found_before=$(count "$artifacts")
-  echo "fuzzing $target (${budget[*]}), log in $log"
+  echo "fuzzing $target (${budget[*]}, sanitizer $sanitizer), log in $log"
   start=$SECONDS
   status=0
-  (cd "$dir" && nice -n 19 cargo +nightly fuzz run "$target" -- \
+  (cd "$dir" && nice -n 19 cargo +nightly fuzz run -s "$sanitizer" "$target" -- \
     -print_final_stats=1 -timeout=20 "${budget[@]}") >"$log" 2>&1 || status=$?
   seconds=$((SECONDS - start))
   executions=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
@@ -82,7 +90,7 @@ for target in "${targets[@]}"; do
   found=$(($(count "$artifacts") - found_before))
   [ "$status" = 0 ] || echo "$target stopped with status $status: see $log" >&2
   corpus_before=$(count "$corpus")
-  (cd "$dir" && nice -n 19 cargo +nightly fuzz cmin "$target") >>"$log" 2>&1 ||
+  (cd "$dir" && nice -n 19 cargo +nightly fuzz cmin -s "$sanitizer" "$target") >>"$log" 2>&1 ||
     echo "minimising the corpus of $target failed: see $log" >&2
   corpus_after=$(count "$corpus")
   figures+=("$(printf '%-10s executions %12s  exec/s %7s  seconds %6s  corpus %5s -> %5s  crashes %s' \
