@@ -8,8 +8,8 @@
 #   scripts/fuzz.sh [--runs N | --seconds S] [--sanitizer address] [target...]
 #
 # By default each target runs 60 s, all targets, built without a sanitizer: the parsers and the
-# policy crate have no `unsafe`, and AddressSanitizer halves the rate (`--sanitizer address`
-# turns it on).
+# policy crate have no `unsafe`, and AddressSanitizer costs half the rate or more
+# (`--sanitizer address` turns it on).
 #
 # Corpora stay between runs (in each fuzz package's corpus/, not committed), so campaigns add up;
 # an empty corpus is first seeded: the policy target with the example policies and the YAML and
