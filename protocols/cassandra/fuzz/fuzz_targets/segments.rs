@@ -4,6 +4,8 @@
 
 #![no_main]
 
+use std::sync::OnceLock;
+
 use axoneme_cassandra::segment::{self, Format};
 use axoneme_cassandra::Cassandra;
 use axoneme_datapath::ConnectionError;
@@ -30,6 +32,21 @@ fn startup(lz4: bool) -> Vec<u8> {
     frame
 }
 
+/// Compiled once: rule compilation is not what is being fuzzed.
+fn policy(cassandra: &Cassandra) -> &'static RulesPolicy {
+    static POLICY: OnceLock<RulesPolicy> = OnceLock::new();
+    POLICY.get_or_init(|| {
+        RulesPolicy::compile(
+            cassandra,
+            "fuzz",
+            &[
+                &[("query_action", "select")],
+                &[("query_action", "insert"), ("query_table", "ks\\..*")],
+            ],
+        )
+    })
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&first, data)) = data.split_first() else {
         return;
@@ -40,15 +57,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = segment::decode_payload(&header, data, &mut Vec::new());
     }
     let cassandra = Cassandra::new(256 * 1024);
-    let rules = RulesPolicy::compile(
-        &cassandra,
-        "fuzz",
-        &[
-            &[("query_action", "select")],
-            &[("query_action", "insert"), ("query_table", "ks\\..*")],
-        ],
-    );
-    let mut session = Session::new(&cassandra, rules);
+    let mut session = Session::new(&cassandra, policy(&cassandra).clone());
     session.send(Flow::Request, &startup(lz4)).expect("STARTUP");
     session
         .send(Flow::Reply, &[0x85, 0, 0, 0, 0x02, 0, 0, 0, 0])
