@@ -672,7 +672,6 @@ impl<'s> ParsedConnection<'s> {
                     Flow::Reply => noted.from_upstream = true,
                 }
                 self.arrived(flow, n);
-                outbox.reading_into(client.bytes(), upstream.bytes());
                 let read = match flow {
                     Flow::Request => client.bytes(),
                     Flow::Reply => upstream.bytes(),

@@ -1,8 +1,8 @@
 //! What waits to be written to the two sockets of a parsed connection.
 //!
-//! Most bytes the engine passes on are a run of the read buffer they arrived in, and are written
-//! out before anything else is read into that buffer. Such a run is kept as a range of that
-//! buffer instead of being copied; only a run its socket could not take before the buffer is
+//! Most bytes the engine passes on are a run of the read buffer they arrived in (the engine says
+//! so, and where: [`Output::pass_input`]), and are written out before anything else is read into
+//! that buffer. Such a run is kept as a range of that buffer instead of being copied; only a run its socket could not take before the buffer is
 //! read into again is copied, as is everything else (the proxy's own replies, bytes the engine
 //! kept between reads). A read buffer must stay where it is while a run of it waits; once none
 //! does, the connection may give it back, and the copies' buffer gives back what a burst made it
@@ -94,9 +94,6 @@ pub(crate) struct Outbox {
     pub(crate) to_upstream: OutBuf,
     /// Toward the client; runs are borrowed from the upstream's read buffer.
     pub(crate) to_client: OutBuf,
-    /// Addresses of the client's and the upstream's read buffers, to tell their bytes.
-    client_buffer: Range<usize>,
-    upstream_buffer: Range<usize>,
 }
 
 impl Outbox {
@@ -104,21 +101,7 @@ impl Outbox {
         Outbox {
             to_upstream: OutBuf::default(),
             to_client: OutBuf::default(),
-            client_buffer: 0..0,
-            upstream_buffer: 0..0,
         }
-    }
-
-    /// Says where the client's and the upstream's read buffers are (empty for a side that
-    /// holds none); to be called before each time the engine is fed, as a side may hold
-    /// another buffer than before.
-    pub(crate) fn reading_into(&mut self, client_buffer: &[u8], upstream_buffer: &[u8]) {
-        let addresses = |buffer: &[u8]| {
-            let range = buffer.as_ptr_range();
-            range.start as usize..range.end as usize
-        };
-        self.client_buffer = addresses(client_buffer);
-        self.upstream_buffer = addresses(upstream_buffer);
     }
 
     /// Bytes waiting for both sockets.
@@ -130,21 +113,29 @@ impl Outbox {
     pub(crate) fn has_room(&self, high_water: usize) -> bool {
         self.to_upstream.len() < high_water && self.to_client.len() < high_water
     }
+
+    fn toward(&mut self, flow: Flow) -> &mut OutBuf {
+        match flow {
+            Flow::Request => &mut self.to_upstream,
+            Flow::Reply => &mut self.to_client,
+        }
+    }
 }
 
+/// The engine is fed straight from the read buffers: a flow's input of one call is the start of
+/// the read buffer of the socket it came from, which stays where it is until the run is written
+/// or released.
 impl Output for Outbox {
     fn emit(&mut self, flow: Flow, bytes: &[u8]) {
-        if bytes.is_empty() {
-            return;
+        if !bytes.is_empty() {
+            self.toward(flow).push(bytes, None);
         }
-        let (out, source) = match flow {
-            Flow::Request => (&mut self.to_upstream, &self.client_buffer),
-            Flow::Reply => (&mut self.to_client, &self.upstream_buffer),
-        };
-        let start = bytes.as_ptr() as usize;
-        let at = (source.start <= start && start + bytes.len() <= source.end)
-            .then(|| start - source.start);
-        out.push(bytes, at);
+    }
+
+    fn pass_input(&mut self, flow: Flow, at: usize, bytes: &[u8]) {
+        if !bytes.is_empty() {
+            self.toward(flow).push(bytes, Some(at));
+        }
     }
 }
 
@@ -169,15 +160,13 @@ mod tests {
     #[test]
     fn runs_of_the_read_buffer_are_borrowed_and_other_bytes_copied() {
         let client = b"get a\r\nget b\r\n".to_vec();
-        let upstream = vec![0u8; 16];
         let mut outbox = Outbox::new();
-        outbox.reading_into(&client, &upstream);
-        outbox.emit(Flow::Request, &client[..7]);
-        outbox.emit(Flow::Request, &client[7..]);
+        outbox.pass_input(Flow::Request, 0, &client[..7]);
+        outbox.pass_input(Flow::Request, 7, &client[7..]);
         assert_eq!(outbox.to_upstream.borrowed, Some(0..14));
         assert!(outbox.to_upstream.copied.is_empty());
         outbox.emit(Flow::Request, b"mn\r\n");
-        outbox.emit(Flow::Request, &client[..3]);
+        outbox.pass_input(Flow::Request, 0, &client[..3]);
         assert_eq!(outbox.to_upstream.copied, b"mn\r\nget");
         assert_eq!(
             drain(&mut outbox.to_upstream, &client),
@@ -188,29 +177,12 @@ mod tests {
     #[test]
     fn a_run_not_yet_written_is_copied_before_its_buffer_is_reused() {
         let mut client = b"set k 0 0 1\r\nx\r\n".to_vec();
-        let upstream = vec![0u8; 16];
         let mut outbox = Outbox::new();
-        outbox.reading_into(&client, &upstream);
-        outbox.emit(Flow::Request, &client[..]);
+        outbox.pass_input(Flow::Request, 0, &client[..]);
         outbox.to_upstream.advance(4);
         outbox.to_upstream.release(&client);
         client.fill(b'!');
         assert_eq!(drain(&mut outbox.to_upstream, &client), b"k 0 0 1\r\nx\r\n");
-    }
-
-    #[test]
-    fn bytes_of_a_buffer_no_longer_read_into_are_copied() {
-        let client = b"get a\r\n".to_vec();
-        let mut outbox = Outbox::new();
-        outbox.reading_into(&client, &[]);
-        outbox.emit(Flow::Request, &client);
-        assert!(outbox.to_upstream.borrows());
-        drain(&mut outbox.to_upstream, &client);
-        // The client side gave its buffer back: the same addresses are nobody's run now.
-        outbox.reading_into(&[], &[]);
-        outbox.emit(Flow::Request, &client);
-        assert!(!outbox.to_upstream.borrows());
-        assert_eq!(drain(&mut outbox.to_upstream, &[]), b"get a\r\n");
     }
 
     #[test]
@@ -232,9 +204,7 @@ mod tests {
             steps in proptest::collection::vec((0usize..16, 0usize..16, any::<bool>(), 0usize..20), 1..30),
         ) {
             let mut client = vec![0u8; 16];
-            let upstream = vec![0u8; 16];
             let mut outbox = Outbox::new();
-        outbox.reading_into(&client, &upstream);
             let (mut expected, mut received) = (Vec::new(), Vec::new());
             let mut fill = 0u8;
             for (from, len, own, write) in steps {
@@ -244,7 +214,7 @@ mod tests {
                     outbox.emit(Flow::Request, &bytes);
                     expected.extend_from_slice(&bytes);
                 } else {
-                    outbox.emit(Flow::Request, &client[from..end]);
+                    outbox.pass_input(Flow::Request, from, &client[from..end]);
                     expected.extend_from_slice(&client[from..end]);
                 }
                 let pending = outbox.to_upstream.pending(&client);

@@ -50,11 +50,22 @@ pub struct Env<'e> {
     pub log: &'e dyn AccessLog,
 }
 
-/// Receives the bytes the engine emits, in order, per flow.
+/// Receives the bytes the engine emits, in order, per flow, saying of each run where it comes
+/// from: the input of the current [`Connection::on_data`] call, or bytes the engine holds itself.
 pub trait Output {
-    /// Appends `bytes` to what is to be sent on `flow` (toward the upstream for
-    /// [`Flow::Request`], toward the client for [`Flow::Reply`]).
+    /// Appends `bytes`, held by the engine (kept input, injected replies) and gone after the
+    /// call, to what is to be sent on `flow` (toward the upstream for [`Flow::Request`], toward
+    /// the client for [`Flow::Reply`]).
     fn emit(&mut self, flow: Flow, bytes: &[u8]);
+
+    /// Appends `bytes`, which are `data[at..at + bytes.len()]` of the current `on_data` call's
+    /// input (that call's flow is `flow`), to what is to be sent on `flow`. A caller that keeps
+    /// that input where it is until the bytes are written may send them from there instead of
+    /// copying them; by default they are treated as [`Output::emit`] treats bytes.
+    fn pass_input(&mut self, flow: Flow, at: usize, bytes: &[u8]) {
+        let _ = at;
+        self.emit(flow, bytes);
+    }
 }
 
 /// One flow's state between calls.
@@ -189,16 +200,20 @@ impl Connection {
     ) -> Result<(), ConnectionError> {
         let state = &mut self.flows[flow.index()];
         let mut countdown_completed = false;
+        // Where `data` now starts in the call's input.
+        let mut at = 0;
         if state.pass > 0 {
             let n = state.pass.min(data.len());
-            out.emit(flow, &data[..n]);
+            out.pass_input(flow, 0, &data[..n]);
             state.pass -= n;
             data = &data[n..];
+            at = n;
             countdown_completed = state.pass == 0;
         } else if state.drop > 0 {
             let n = state.drop.min(data.len());
             state.drop -= n;
             data = &data[n..];
+            at = n;
             countdown_completed = state.drop == 0;
         }
         if state.pass > 0 || state.drop > 0 {
@@ -212,13 +227,13 @@ impl Connection {
             return Ok(());
         }
         self.flush_injected(flow, out);
-        self.run_parser(flow, data, end_stream, env, out)?;
+        self.run_parser(flow, (data, at), end_stream, env, out)?;
         self.flush_injected(flow.other(), out);
         // The other flow may have held its input until this one moved.
         let other = flow.other();
         if self.flows[other.index()].held {
             self.flush_injected(other, out);
-            self.run_parser(other, &[], false, env, out)?;
+            self.run_parser(other, (&[], 0), false, env, out)?;
             self.flush_injected(flow, out);
         }
         Ok(())
@@ -234,18 +249,18 @@ impl Connection {
         }
     }
 
-    /// Calls the parser over the kept bytes followed by `data` until it stops, applying each
-    /// operation, then stores what must be kept.
+    /// Calls the parser over the kept bytes followed by `data` (the call's input from offset
+    /// `at` on) until it stops, applying each operation, then stores what must be kept.
     fn run_parser(
         &mut self,
         flow: Flow,
-        data: &[u8],
+        (data, at): (&[u8], usize),
         end_stream: bool,
         env: &Env<'_>,
         out: &mut dyn Output,
     ) -> Result<(), ConnectionError> {
         let mut kept = std::mem::take(&mut self.flows[flow.index()].kept);
-        let stop = self.apply_ops(flow, &kept, data, end_stream, env, out);
+        let stop = self.apply_ops(flow, &kept, (data, at), end_stream, env, out);
         let state = &mut self.flows[flow.index()];
         match stop? {
             Stop::Countdown => {
@@ -269,7 +284,7 @@ impl Connection {
         &mut self,
         flow: Flow,
         kept: &[u8],
-        data: &[u8],
+        (data, at): (&[u8], usize),
         end_stream: bool,
         env: &Env<'_>,
         out: &mut dyn Output,
@@ -320,7 +335,7 @@ impl Connection {
                     self.flows[flow.index()].decided += 1;
                     let at_hand = n.min(input.len());
                     if matches!(op, Op::Pass(_)) {
-                        emit_prefix(out, flow, input, at_hand);
+                        pass_on(out, flow, (kept, data, at), consumed, at_hand);
                     }
                     consumed += at_hand;
                     if n > at_hand {
@@ -402,16 +417,24 @@ impl Connection {
     }
 }
 
-/// Emits the first `n` bytes of `input`, chunk by chunk, without joining them.
-fn emit_prefix(out: &mut dyn Output, flow: Flow, input: Input<'_>, n: usize) {
-    let mut left = n;
-    for chunk in input.chunks() {
-        if left == 0 {
-            break;
-        }
-        let take = chunk.len().min(left);
-        out.emit(flow, &chunk[..take]);
-        left -= take;
+/// Passes on `n` bytes of `kept` followed by `data` (the call's input from offset `at` on),
+/// starting `from` bytes in: those of `kept` as the engine's own, those of `data` as the call's
+/// input, with their place in it.
+fn pass_on(
+    out: &mut dyn Output,
+    flow: Flow,
+    (kept, data, at): (&[u8], &[u8], usize),
+    from: usize,
+    n: usize,
+) {
+    let end = from + n;
+    if from < kept.len() {
+        out.emit(flow, &kept[from..end.min(kept.len())]);
+    }
+    if end > kept.len() {
+        let start = from.max(kept.len()) - kept.len();
+        let stop = end - kept.len();
+        out.pass_input(flow, at + start, &data[start..stop]);
     }
 }
 
