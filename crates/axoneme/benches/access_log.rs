@@ -5,7 +5,9 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use axoneme::access_log::{format_entry, JsonAccessLog, Limits, DEFAULT_MAX_FIELD_BYTES};
+use axoneme::telemetry::access_log::{
+    format_entry, JsonAccessLog, Limits, DEFAULT_MAX_FIELD_BYTES,
+};
 use axoneme_sdk::{AccessLog, ConnectionMeta, Direction, EntryType, Field, LogEntry};
 use criterion::{criterion_group, criterion_main, Criterion};
 

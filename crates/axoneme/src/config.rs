@@ -269,11 +269,11 @@ pub struct AccessLogConfig {
 }
 
 fn default_queue_bytes() -> usize {
-    crate::access_log::DEFAULT_QUEUE_BYTES
+    crate::telemetry::access_log::DEFAULT_QUEUE_BYTES
 }
 
 fn default_max_field_bytes() -> usize {
-    crate::access_log::DEFAULT_MAX_FIELD_BYTES
+    crate::telemetry::access_log::DEFAULT_MAX_FIELD_BYTES
 }
 
 /// The live view of the access log (`axoneme monitor`).
@@ -287,7 +287,7 @@ pub struct MonitorConfig {
 }
 
 fn default_monitor_queue_bytes() -> usize {
-    crate::monitor::DEFAULT_QUEUE_BYTES
+    crate::telemetry::monitor::DEFAULT_QUEUE_BYTES
 }
 
 impl Default for MonitorConfig {
@@ -300,20 +300,20 @@ impl Default for MonitorConfig {
 
 impl Config {
     /// The access log's bounds; the defaults when there is no access log.
-    pub fn access_log_limits(&self) -> crate::access_log::Limits {
+    pub fn access_log_limits(&self) -> crate::telemetry::access_log::Limits {
         match &self.access_log {
-            Some(log) => crate::access_log::Limits {
+            Some(log) => crate::telemetry::access_log::Limits {
                 queue_bytes: log.queue_bytes,
                 queue_entries: log.queue,
                 max_field_bytes: log.max_field_bytes,
             },
-            None => crate::access_log::Limits::default(),
+            None => crate::telemetry::access_log::Limits::default(),
         }
     }
 
     /// The monitor's bounds: its own backlog, and the access log's truncation.
-    pub fn monitor_limits(&self) -> crate::monitor::Limits {
-        crate::monitor::Limits {
+    pub fn monitor_limits(&self) -> crate::telemetry::monitor::Limits {
+        crate::telemetry::monitor::Limits {
             queue_bytes: self.monitor.queue_bytes,
             max_field_bytes: self.access_log_limits().max_field_bytes,
         }
@@ -710,7 +710,7 @@ listeners:
         .unwrap();
         assert_eq!(
             config.access_log_limits(),
-            crate::access_log::Limits {
+            crate::telemetry::access_log::Limits {
                 queue_bytes: 65536,
                 queue_entries: Some(100),
                 max_field_bytes: 512
@@ -718,7 +718,7 @@ listeners:
         );
         assert_eq!(
             config.monitor_limits(),
-            crate::monitor::Limits {
+            crate::telemetry::monitor::Limits {
                 queue_bytes: 1024,
                 max_field_bytes: 512
             }
@@ -728,7 +728,10 @@ listeners:
             Path::new("."),
         )
         .unwrap();
-        assert_eq!(unlogged.monitor_limits(), crate::monitor::Limits::default());
+        assert_eq!(
+            unlogged.monitor_limits(),
+            crate::telemetry::monitor::Limits::default()
+        );
         for (setting, field) in [
             (
                 r#"accessLog: {path: "-", queueBytes: 0}"#,

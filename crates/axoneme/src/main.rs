@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axoneme::cli::{self, ApiArgs, ClientCommand};
 use axoneme::config::Config;
-use axoneme::{api, builtin_protocols, watch, Agent};
+use axoneme::control::cli::{self, ApiArgs, ClientCommand};
+use axoneme::control::{api, watch};
+use axoneme::{builtin_protocols, Agent};
 use clap::{Parser, Subcommand};
 use tokio::signal::unix::{signal, SignalKind};
 

@@ -9,7 +9,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use axoneme::metrics::{LimitHit, SocketError};
+use axoneme::telemetry::metrics::{LimitHit, SocketError};
 use common::{connect_from, read_line, request, TestProxy, Upstream, LUKE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

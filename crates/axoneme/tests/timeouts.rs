@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axoneme::metrics::Timeout;
+use axoneme::telemetry::metrics::Timeout;
 use common::{connect_from, request, TestProxy, Upstream, LUKE};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UnixStream};
@@ -224,14 +224,14 @@ async fn api_proxy(name: &str) -> (TestProxy, SocketAddr, std::path::PathBuf) {
     let proxy = proxy(name, upstream.addr, "{apiHeader: 1}").await;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let tcp = listener.local_addr().unwrap();
-    tokio::spawn(axoneme::api::serve_tcp(
+    tokio::spawn(axoneme::control::api::serve_tcp(
         Arc::clone(&proxy.agent),
         listener,
         "s3cret".into(),
     ));
     let socket = proxy.dir.join("api.sock");
     let (agent, path) = (Arc::clone(&proxy.agent), socket.clone());
-    tokio::spawn(async move { axoneme::api::serve_unix(agent, &path).await });
+    tokio::spawn(async move { axoneme::control::api::serve_unix(agent, &path).await });
     wait_for_socket(&socket).await;
     (proxy, tcp, socket)
 }

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use axoneme_policy::{ConnectionVerdict, Snapshot};
 use axoneme_sdk::{ConnectionMeta, Direction, Protocol, Registry};
 
-use crate::connection::{Ends, Route};
-use crate::guards::{Guard, Guarded};
+use crate::proxy::connection::{Ends, Route};
+use crate::proxy::guards::{Guard, Guarded};
 
 /// How a connection is to be handled.
 pub(crate) enum Outcome {
@@ -242,7 +242,7 @@ mod tests {
     use super::*;
     use crate::builtin_protocols;
     use crate::config::ProtocolsConfig;
-    use crate::connection::Guards;
+    use crate::proxy::connection::Guards;
     use crate::testing::{endpoint, ends, route, snapshot as snapshot_of};
 
     const LUKE: &str = "10.0.0.1:40000";

@@ -5,7 +5,7 @@
 //! ([`Route`]); it decides nothing about policy. Its [`Tracker`] counts
 //! open connections so that a removed listener can let them finish, and closes the stragglers
 //! when the drain time is over. A listener refuses connections over its own `maxConnections` and
-//! the agent's, and stops accepting while the agent is overloaded ([`crate::overload`]).
+//! the agent's, and stops accepting while the agent is overloaded ([`crate::proxy::overload`]).
 
 use std::fmt::Display;
 use std::net::SocketAddr;
@@ -17,11 +17,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 
 use crate::config::ListenerMode;
-use crate::connection::{serve, Ends, Route, Shared};
-use crate::metrics::{LimitHit, SocketError};
-use crate::sockets;
-use crate::throttle::throttled_warn;
-use crate::workers::Workers;
+use crate::proxy::connection::{serve, Ends, Route, Shared};
+use crate::proxy::sockets;
+use crate::proxy::workers::Workers;
+use crate::telemetry::metrics::{LimitHit, SocketError};
+use crate::telemetry::throttle::throttled_warn;
 
 /// The open connections of one listener.
 #[derive(Debug)]

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::config::Config;
-use crate::{config_sources, Agent};
+use crate::control::agent::{config_sources, Agent};
 
 /// How often files are looked at.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(500);

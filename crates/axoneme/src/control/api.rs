@@ -31,13 +31,14 @@ use serde_json::{json, Value};
 use tokio::net::{TcpListener, UnixListener};
 
 use crate::config::{direction_name, ListenerConfig};
-use crate::connection::{Ends, Guards, Route};
-use crate::decision::{decide, Outcome};
-use crate::monitor::{self, Filter};
-use crate::sockets::UpstreamOptions;
-use crate::state::{PolicyText, State, StateError};
-use crate::throttle::throttled_warn;
-use crate::{Agent, ListenerError, RedirectError};
+use crate::control::state::{PolicyText, State, StateError};
+use crate::proxy::connection::{Ends, Guards, Route};
+use crate::proxy::decision::{decide, Outcome};
+use crate::proxy::sockets::UpstreamOptions;
+use crate::redirect::RedirectError;
+use crate::telemetry::monitor::{self, Filter};
+use crate::telemetry::throttle::throttled_warn;
+use crate::{Agent, ListenerError};
 
 /// The OpenAPI document of this API.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -197,7 +198,7 @@ pub async fn serve_unix(agent: Arc<Agent>, path: &Path) -> anyhow::Result<()> {
     let listener = bind_private(path)
         .map_err(|e| anyhow::anyhow!("api.socket: cannot listen on {}: {e}", path.display()))?;
     tracing::info!(socket = %path.display(), "API listening");
-    crate::http_server::serve(listener, router(Arc::clone(&agent)), &agent).await;
+    crate::control::http_server::serve(listener, router(Arc::clone(&agent)), &agent).await;
     Ok(())
 }
 
@@ -285,7 +286,7 @@ pub async fn serve_tcp(
         }
     }));
     tracing::info!(address = %listener.local_addr()?, "API listening on TCP");
-    crate::http_server::serve(listener, app, &server).await;
+    crate::control::http_server::serve(listener, app, &server).await;
     Ok(())
 }
 
@@ -295,7 +296,7 @@ pub async fn serve_metrics(agent: Arc<Agent>, listener: TcpListener) -> anyhow::
         .route("/metrics", get(metrics))
         .with_state(Arc::clone(&agent));
     tracing::info!(address = %listener.local_addr()?, "metrics listening");
-    crate::http_server::serve(listener, app, &agent).await;
+    crate::control::http_server::serve(listener, app, &agent).await;
     Ok(())
 }
 
@@ -587,17 +588,17 @@ async fn delete_listener(
 }
 
 async fn list_redirects(Shared(agent): Shared<Arc<Agent>>) -> Json<Value> {
-    Json(json!(agent.redirect_status().await))
+    Json(json!(agent.redirector().status().await))
 }
 
 async fn apply_redirects(Shared(agent): Shared<Arc<Agent>>) -> Result<Json<Value>> {
-    agent.apply_redirects().await?;
-    Ok(Json(json!(agent.redirect_status().await)))
+    agent.redirector().apply().await?;
+    Ok(Json(json!(agent.redirector().status().await)))
 }
 
 async fn flush_redirects(Shared(agent): Shared<Arc<Agent>>) -> Result<Json<Value>> {
-    agent.flush_redirects().await?;
-    Ok(Json(json!(agent.redirect_status().await)))
+    agent.redirector().flush().await?;
+    Ok(Json(json!(agent.redirector().status().await)))
 }
 
 /// Opens the access-log file's path anew, as after a rotation (as SIGHUP does too).

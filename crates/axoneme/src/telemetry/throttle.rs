@@ -3,14 +3,14 @@
 //! saying how many of that kind went unlogged since the last one. Every event is still counted
 //! in its metric; this module only decides whether a line is written. Losses the agent counts
 //! without an event to hang a line on (access-log and monitor drops) are summed up by
-//! [`crate::report`] on the same period instead.
+//! [`crate::telemetry::report`] on the same period instead.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Lines of one kind are written at most once per this long.
-pub(crate) const LOG_EVERY: Duration = crate::report::REPORT_EVERY;
+pub(crate) const LOG_EVERY: Duration = crate::telemetry::report::REPORT_EVERY;
 
 /// When each kind of event was last logged, and how many went unlogged since.
 #[derive(Debug, Default)]

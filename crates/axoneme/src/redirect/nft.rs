@@ -1,107 +1,23 @@
-//! Transparent redirection rules: which traffic goes to which transparent listener, derived from
-//! policy, and their installation in the nftables table `inet axoneme`.
+//! Installing the redirects in the nftables table `inet axoneme` (and the policy route TPROXY
+//! needs), and removing them. Each function here runs `nft` or `ip` and blocks; the ruleset is
+//! built by [`ruleset`], a pure function.
 //!
-//! As in Cilium, every endpoint, direction and port with L7 rules is steered to a transparent
-//! listener of that protocol, limited to the endpoint's addresses: ingress by destination,
-//! egress by source. The table is replaced whole in one `nft -f` transaction, so applying is
-//! idempotent and atomic. Traffic carrying the proxy's socket mark (its own upstream
-//! connections) is never steered. TPROXY additionally needs a policy route sending packets with
-//! the TPROXY mark to the local stack; it is installed with the table and removed with it.
-//!
-//! Traffic that policy says must be parsed fails closed: when no listener fits an endpoint,
-//! direction and port, new connections of that traffic are dropped (and logged by the kernel
-//! with the prefix `axoneme-refused: `) unless another rule steers them to a listener, which
-//! then checks both ends of the flow.
+//! The table is replaced whole in one `nft -f` transaction, so applying is idempotent and atomic.
+//! Traffic carrying the proxy's socket mark (its own upstream connections) is never steered.
+//! TPROXY additionally needs a policy route sending packets with the TPROXY mark to the local
+//! stack; it is installed with the table and removed with it.
 
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::process::{Command, Stdio};
 
-use axoneme_policy::Snapshot;
 use axoneme_sdk::Direction;
-use serde::Serialize;
 
+use super::plan::Redirect;
 use crate::config::{ListenerMode, RedirectConfig};
-use crate::ListenerStatus;
 
 /// The nftables table holding every rule of Axoneme (family `inet`).
 pub const TABLE: &str = "axoneme";
-
-/// One endpoint, direction and port with L7 rules, and the listener its traffic goes to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Redirect {
-    /// The endpoint.
-    pub endpoint: String,
-    /// Ingress or egress.
-    #[serde(serialize_with = "crate::config::direction_name::serialize")]
-    pub direction: Direction,
-    /// The destination port.
-    pub port: u16,
-    /// The protocol the policy names.
-    pub l7proto: String,
-    /// The endpoint's addresses the rules match.
-    pub ips: Vec<IpAddr>,
-    /// The transparent listener receiving the traffic; none when no listener fits, and then
-    /// new connections of that traffic are dropped unless another rule steers them.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub listener: Option<Target>,
-}
-
-/// A transparent listener as the rules steer to it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Target {
-    /// Its name.
-    pub name: String,
-    /// tproxy or redirect.
-    pub mode: ListenerMode,
-    /// The address it is bound to.
-    pub address: SocketAddr,
-}
-
-/// The redirects `snapshot` calls for, given the running listeners.
-///
-/// The listener for an endpoint, direction and port is a transparent listener of that direction
-/// that guards that endpoint (or every endpoint) and parses that protocol; failing that, the one
-/// such listener that names no protocol.
-pub fn plan(snapshot: &Snapshot, listeners: &[ListenerStatus]) -> Vec<Redirect> {
-    snapshot
-        .l7_ports()
-        .into_iter()
-        .map(|port| {
-            let candidates: Vec<&ListenerStatus> = listeners
-                .iter()
-                .filter(|l| {
-                    l.config.mode.is_transparent()
-                        && l.config.direction == port.direction
-                        && !matches!(&l.config.endpoint, Some(e) if *e != port.endpoint)
-                })
-                .collect();
-            let by_proto = candidates
-                .iter()
-                .find(|l| l.config.l7proto.as_deref() == Some(&*port.proto));
-            let unnamed: Vec<&&ListenerStatus> = candidates
-                .iter()
-                .filter(|l| l.config.l7proto.is_none())
-                .collect();
-            let chosen = by_proto.or(match unnamed.as_slice() {
-                [only] => Some(*only),
-                _ => None,
-            });
-            Redirect {
-                endpoint: port.endpoint,
-                direction: port.direction,
-                port: port.port,
-                l7proto: port.proto.to_string(),
-                ips: port.ips.iter().map(|ip| ip.to_canonical()).collect(),
-                listener: chosen.map(|l| Target {
-                    name: l.config.name.clone(),
-                    mode: l.config.mode,
-                    address: l.address,
-                }),
-            }
-        })
-        .collect()
-}
 
 /// An address family as nftables names it in rules.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -393,6 +309,7 @@ fn remove_tproxy_route(settings: &RedirectConfig) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::redirect::plan::Target;
 
     fn redirect(direction: Direction, mode: ListenerMode, address: &str) -> Redirect {
         Redirect {

@@ -8,7 +8,7 @@
 //! ([`Timeouts`]).
 //!
 //! A parsed connection reads into a buffer only once a socket has bytes for it, and gives the
-//! buffer back while it waits ([`crate::read_buffers`]); with the engine's and the parser's
+//! buffer back while it waits ([`crate::proxy::read_buffers`]); with the engine's and the parser's
 //! buffers giving back what a large request made them take, an idle connection holds little
 //! whatever it carried before.
 
@@ -29,15 +29,15 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::TimeoutsConfig;
-use crate::decision::{decide, Decision, Outcome};
-use crate::guards::RequestChecks;
-use crate::metrics::{Metrics, ProtocolMetrics, SocketError, Timeout};
-use crate::outbox::{OutBuf, Outbox};
-use crate::overload::{Overload, Registered};
-use crate::read_buffers::ReadBuffer;
-use crate::sockets::{self, UpstreamOptions};
-use crate::state::State;
-use crate::throttle::{throttled_warn, Throttle};
+use crate::control::state::State;
+use crate::proxy::decision::{decide, Decision, Outcome};
+use crate::proxy::guards::RequestChecks;
+use crate::proxy::outbox::{OutBuf, Outbox};
+use crate::proxy::overload::{Overload, Registered};
+use crate::proxy::read_buffers::ReadBuffer;
+use crate::proxy::sockets::{self, UpstreamOptions};
+use crate::telemetry::metrics::{Metrics, ProtocolMetrics, SocketError, Timeout};
+use crate::telemetry::throttle::{throttled_warn, Throttle};
 
 /// Output waiting toward one side above which no more input is read.
 const HIGH_WATER: usize = 256 * 1024;

@@ -19,9 +19,9 @@ use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::Notify;
 
-use crate::metrics::{LimitHit, Metrics};
-use crate::sockets;
-use crate::throttle::{throttled_warn, Throttle};
+use crate::proxy::sockets;
+use crate::telemetry::metrics::{LimitHit, Metrics};
+use crate::telemetry::throttle::{throttled_warn, Throttle};
 
 /// Share of the budget at which listeners stop accepting.
 pub(crate) const PAUSE_PERCENT: usize = 90;
@@ -122,7 +122,7 @@ impl Overload {
     }
 
     /// Counts a hit of `kind` and logs `message`, at most once per
-    /// [`LOG_EVERY`](crate::throttle::LOG_EVERY) per kind.
+    /// [`LOG_EVERY`](crate::telemetry::throttle::LOG_EVERY) per kind.
     pub(crate) fn hit(&self, kind: LimitHit, message: std::fmt::Arguments<'_>) {
         let hits = self.metrics.limit_hit(kind);
         throttled_warn!(

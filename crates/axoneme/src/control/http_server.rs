@@ -20,8 +20,8 @@ use hyper::service::{service_fn, Service as _};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 
-use crate::metrics::Timeout;
-use crate::throttle::throttled_warn;
+use crate::telemetry::metrics::Timeout;
+use crate::telemetry::throttle::throttled_warn;
 use crate::Agent;
 
 /// Serves `router` on every connection `listener` accepts, for as long as the task runs, with

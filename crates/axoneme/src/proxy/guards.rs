@@ -21,8 +21,8 @@ use axoneme_sdk::{
     AccessLog, ConnectionMeta, Direction, EntryType, LogEntry, RequestPolicy, Verdict,
 };
 
-use crate::connection::{Ends, Guards, Route};
-use crate::metrics::{ProtocolMetrics, VerdictCounters};
+use crate::proxy::connection::{Ends, Guards, Route};
+use crate::telemetry::metrics::{ProtocolMetrics, VerdictCounters};
 
 /// One guarded end of a connection: an endpoint, and the direction its policy is read in.
 #[derive(Debug, Clone)]

@@ -16,7 +16,7 @@ use std::time::SystemTime;
 use axoneme_sdk::{AccessLog, LogEntry};
 use tokio::sync::Notify;
 
-use crate::access_log::format_entry;
+use crate::telemetry::access_log::format_entry;
 
 /// The bytes of entries a watcher may lag behind unless configured otherwise: 4 MiB, some ten
 /// thousand entries of the usual size, or about a thousand with every field truncated.
@@ -113,7 +113,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             queue_bytes: DEFAULT_QUEUE_BYTES,
-            max_field_bytes: crate::access_log::DEFAULT_MAX_FIELD_BYTES,
+            max_field_bytes: crate::telemetry::access_log::DEFAULT_MAX_FIELD_BYTES,
         }
     }
 }

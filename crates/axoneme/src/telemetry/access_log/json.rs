@@ -1,0 +1,549 @@
+//! The access log's JSON: one entry as one line with Cilium's field names, written byte by byte
+//! on the forwarding path (no serializer, no intermediate values), with long field values cut
+//! and marked. It formats only; queueing and writing are the log's.
+
+use std::cell::RefCell;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axoneme_sdk::{logging_denial, ConnectionMeta, Direction, EntryType, LogEntry};
+
+/// Appends `entry` to `out` as one JSON line, and returns how many of its field values were
+/// truncated. A `Denied` entry a parser wrote after a denying policy check also gets `reason`:
+/// `deny-rule` (its `policy_name` holds the deny rule) or `no-allow` (no rule allowed the
+/// request; `policy_name` is empty).
+///
+/// A field value longer than `max_field_bytes` bytes is cut to at most that many, at a UTF-8
+/// character boundary, and only the part kept is copied. The entry then says which values were
+/// cut and how long each was, in bytes, in `generic_l7.truncated`, after `fields`:
+/// `"truncated":{"keys":1048576}`. An entry without it has every value whole.
+///
+/// This runs on the forwarding path for every request, so it writes bytes directly: numbers
+/// through [`push_decimal`], strings through [`json_string`], which copies plain ASCII whole,
+/// and the fields a connection's entries share as rendered for its previous entry.
+pub fn format_entry(
+    out: &mut Vec<u8>,
+    entry: &LogEntry<'_>,
+    now: SystemTime,
+    max_field_bytes: usize,
+) -> u64 {
+    let meta = entry.meta;
+    let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    out.extend_from_slice(b"{\"timestamp\":");
+    push_nanoseconds(out, since_epoch);
+    out.extend_from_slice(match meta.direction {
+        Direction::Ingress => b",\"is_ingress\":true,\"entry_type\":\"",
+        Direction::Egress => b",\"is_ingress\":false,\"entry_type\":\"",
+    });
+    out.extend_from_slice(entry.entry_type.as_str().as_bytes());
+    out.extend_from_slice(b"\",\"policy_name\":");
+    json_string(out, entry.policy_name.as_bytes());
+    if entry.entry_type == EntryType::Denied {
+        if let Some(reason) = logging_denial() {
+            out.extend_from_slice(b",\"reason\":\"");
+            out.extend_from_slice(reason.as_str().as_bytes());
+            out.push(b'"');
+        }
+    }
+    CONNECTIONS.with_borrow_mut(|connections| connections.render(meta, out));
+    out.extend_from_slice(b",\"generic_l7\":{\"proto\":");
+    json_string(out, entry.proto.unwrap_or("").as_bytes());
+    out.extend_from_slice(b",\"fields\":{");
+    let mut truncated = 0;
+    for (i, field) in entry.fields.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json_string(out, field.key.as_bytes());
+        out.push(b':');
+        let kept = utf8_prefix(field.value, max_field_bytes);
+        truncated += u64::from(kept.len() < field.value.len());
+        json_string(out, kept);
+    }
+    out.push(b'}');
+    if truncated > 0 {
+        out.extend_from_slice(b",\"truncated\":{");
+        let cut = entry
+            .fields
+            .iter()
+            .filter(|f| f.value.len() > max_field_bytes);
+        for (i, field) in cut.enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            json_string(out, field.key.as_bytes());
+            out.push(b':');
+            push_decimal(out, field.value.len() as u64);
+        }
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"}}\n");
+    truncated
+}
+
+/// The longest start of `bytes` of at most `max` bytes that does not end inside a UTF-8
+/// character (`bytes` itself when it is no longer).
+fn utf8_prefix(bytes: &[u8], max: usize) -> &[u8] {
+    if bytes.len() <= max {
+        return bytes;
+    }
+    // Cut before the character that byte `max` belongs to, which starts at most three bytes
+    // earlier; in invalid UTF-8, longer runs of continuation bytes are cut anywhere.
+    let mut cut = max;
+    while cut > max.saturating_sub(3) && bytes[cut] & 0xc0 == 0x80 {
+        cut -= 1;
+    }
+    &bytes[..cut]
+}
+
+/// How many connections' parts each logging thread keeps rendered.
+const RENDERED_CONNECTIONS: usize = 16;
+
+thread_local! {
+    /// The connection parts this thread rendered last.
+    static CONNECTIONS: RefCell<ConnectionParts> = const { RefCell::new(ConnectionParts::new()) };
+}
+
+/// The part of an entry that every entry of a connection shares (identities, addresses, labels,
+/// listener, endpoint), rendered once for the last few connections a thread logged for: a
+/// connection logs every request, usually from one thread.
+struct ConnectionParts {
+    parts: Vec<(ConnectionMeta, Vec<u8>)>,
+    /// The slot the next new connection takes once all are in use.
+    next: usize,
+}
+
+impl ConnectionParts {
+    const fn new() -> ConnectionParts {
+        ConnectionParts {
+            parts: Vec::new(),
+            next: 0,
+        }
+    }
+
+    /// Appends the shared part of `meta`'s entries to `out`.
+    fn render(&mut self, meta: &ConnectionMeta, out: &mut Vec<u8>) {
+        if let Some((_, rendered)) = self.parts.iter().find(|(m, _)| same_connection(m, meta)) {
+            out.extend_from_slice(rendered);
+            return;
+        }
+        let mut rendered = Vec::new();
+        render_connection(meta, &mut rendered);
+        out.extend_from_slice(&rendered);
+        let part = (meta.clone(), rendered);
+        if self.parts.len() < RENDERED_CONNECTIONS {
+            self.parts.push(part);
+        } else {
+            self.parts[self.next] = part;
+            self.next = (self.next + 1) % RENDERED_CONNECTIONS;
+        }
+    }
+}
+
+/// Whether `a` and `b` describe the same connection. The shared strings are compared by
+/// identity: a kept part holds them, so their memory cannot be reused for other values.
+fn same_connection(a: &ConnectionMeta, b: &ConnectionMeta) -> bool {
+    a.id == b.id
+        && a.source == b.source
+        && a.destination == b.destination
+        && a.source_identity == b.source_identity
+        && a.destination_identity == b.destination_identity
+        && Arc::ptr_eq(&a.listener, &b.listener)
+        && Arc::ptr_eq(&a.endpoint, &b.endpoint)
+        && Arc::ptr_eq(&a.source_labels, &b.source_labels)
+        && Arc::ptr_eq(&a.destination_labels, &b.destination_labels)
+}
+
+/// The fields of an entry that come from its connection, from `source_security_id` to
+/// `endpoint`, with the comma before them.
+fn render_connection(meta: &ConnectionMeta, out: &mut Vec<u8>) {
+    out.extend_from_slice(b",\"source_security_id\":");
+    push_decimal(out, meta.source_identity.into());
+    out.extend_from_slice(b",\"destination_security_id\":");
+    push_decimal(out, meta.destination_identity.into());
+    out.extend_from_slice(b",\"source_address\":\"");
+    push_address(out, meta.source);
+    out.extend_from_slice(b"\",\"destination_address\":\"");
+    push_address(out, meta.destination);
+    out.extend_from_slice(b"\",\"source_labels\":");
+    json_list(out, &meta.source_labels);
+    out.extend_from_slice(b",\"destination_labels\":");
+    json_list(out, &meta.destination_labels);
+    out.extend_from_slice(b",\"listener\":");
+    json_string(out, meta.listener.as_bytes());
+    out.extend_from_slice(b",\"endpoint\":");
+    json_string(out, meta.endpoint.as_bytes());
+}
+
+/// The decimal digits of 0 to 99, two by two.
+static DIGIT_PAIRS: [[u8; 2]; 100] = {
+    let mut pairs = [[0u8; 2]; 100];
+    let mut n = 0;
+    while n < 100 {
+        pairs[n] = [b'0' + (n / 10) as u8, b'0' + (n % 10) as u8];
+        n += 1;
+    }
+    pairs
+};
+
+/// Appends `n` in decimal, two digits per division.
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    while n >= 100 {
+        at -= 2;
+        digits[at..at + 2].copy_from_slice(&DIGIT_PAIRS[(n % 100) as usize]);
+        n /= 100;
+    }
+    if n >= 10 {
+        at -= 2;
+        digits[at..at + 2].copy_from_slice(&DIGIT_PAIRS[n as usize]);
+    } else {
+        at -= 1;
+        digits[at] = b'0' + n as u8;
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// Appends `duration` as a whole number of nanoseconds: the seconds, then the nine digits of
+/// the nanoseconds (the same number, without 128-bit arithmetic).
+fn push_nanoseconds(out: &mut Vec<u8>, duration: Duration) {
+    let (seconds, mut nanos) = (duration.as_secs(), duration.subsec_nanos());
+    if seconds == 0 {
+        return push_decimal(out, nanos.into());
+    }
+    push_decimal(out, seconds);
+    let mut digits = [0u8; 9];
+    for at in [7, 5, 3, 1] {
+        digits[at..at + 2].copy_from_slice(&DIGIT_PAIRS[(nanos % 100) as usize]);
+        nanos /= 100;
+    }
+    digits[0] = b'0' + nanos as u8;
+    out.extend_from_slice(&digits);
+}
+
+/// Appends `address` as `a.b.c.d:port` or `[v6]:port`, as its `Display` does.
+fn push_address(out: &mut Vec<u8>, address: SocketAddr) {
+    match address {
+        SocketAddr::V4(v4) => {
+            for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_decimal(out, octet.into());
+            }
+            out.push(b':');
+            push_decimal(out, v4.port().into());
+        }
+        SocketAddr::V6(_) => {
+            let _ = write!(out, "{address}");
+        }
+    }
+}
+
+fn json_list(out: &mut Vec<u8>, items: &[String]) {
+    out.push(b'[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json_string(out, item.as_bytes());
+    }
+    out.push(b']');
+}
+
+/// Writes `bytes` as a JSON string, replacing invalid UTF-8 with U+FFFD.
+fn json_string(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.push(b'"');
+    if plain(bytes) {
+        out.extend_from_slice(bytes);
+    } else {
+        json_escaped(out, bytes);
+    }
+    out.push(b'"');
+}
+
+/// Whether a byte can stand in a JSON string as it is: printable ASCII but `"` and `\`.
+fn plain_byte(b: u8) -> bool {
+    (0x20..0x80).contains(&b) && b != b'"' && b != b'\\'
+}
+
+/// Whether every byte of `bytes` is [`plain_byte`], tested eight at a time: a byte below 0x20,
+/// equal to `"` or `\`, or with its high bit set, sets the high bit of its place in one of the
+/// words below (a borrow can set more places, but only past a byte that does match).
+fn plain(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_le_bytes([1; 8]);
+    const HIGH: u64 = ONES * 0x80;
+    let zero_byte = |w: u64| w.wrapping_sub(ONES) & !w;
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        let w = u64::from_le_bytes(word.try_into().expect("eight bytes"));
+        let control = w.wrapping_sub(ONES * 0x20) & !w;
+        let special =
+            zero_byte(w ^ (ONES * u64::from(b'"'))) | zero_byte(w ^ (ONES * u64::from(b'\\')));
+        if (control | special | w) & HIGH != 0 {
+            return false;
+        }
+    }
+    words.remainder().iter().all(|&b| plain_byte(b))
+}
+
+fn json_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '"' => out.extend_from_slice(b"\\\""),
+                '\\' => out.extend_from_slice(b"\\\\"),
+                '\n' => out.extend_from_slice(b"\\n"),
+                '\r' => out.extend_from_slice(b"\\r"),
+                '\t' => out.extend_from_slice(b"\\t"),
+                c if (c as u32) < 0x20 => {
+                    let _ = write!(out, "\\u{:04x}", c as u32);
+                }
+                c => {
+                    let mut utf8 = [0u8; 4];
+                    out.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
+                }
+            }
+        }
+        if !chunk.invalid().is_empty() {
+            out.extend_from_slice("\u{fffd}".as_bytes());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use axoneme_sdk::{AccessLog, DenyReason, Verdict};
+    use axoneme_sdk::{ConnectionMeta, Context, EntryType, Field, InjectBuffer, RequestPolicy};
+
+    use super::*;
+    use crate::testing::{bare_entry, log_meta as meta, multiget};
+
+    #[test]
+    fn entries_are_json_with_cilium_names() {
+        let meta = meta();
+        let mut line = Vec::new();
+        let fields = [
+            Field::text("cmd", "READ"),
+            Field::bytes("file", b"/tmp/\"x\"\n\xff"),
+        ];
+        let entry = LogEntry {
+            entry_type: EntryType::Denied,
+            meta: &meta,
+            policy_name: "rule1",
+            proto: Some("r2d2"),
+            fields: &fields,
+        };
+        format_entry(&mut line, &entry, UNIX_EPOCH + Duration::from_nanos(42), 64);
+        assert_eq!(
+            String::from_utf8(line).unwrap(),
+            concat!(
+                r#"{"timestamp":42,"is_ingress":true,"entry_type":"Denied","policy_name":"rule1","#,
+                r#""source_security_id":257,"destination_security_id":256,"#,
+                r#""source_address":"127.0.0.21:5000","destination_address":"127.0.0.1:4001","#,
+                r#""source_labels":["app=luke"],"destination_labels":["app=r2d2"],"listener":"r2d2","endpoint":"r2d2","#,
+                r#""generic_l7":{"proto":"r2d2","fields":{"cmd":"READ","file":"/tmp/\"x\"\n�"}}}"#,
+                "\n"
+            )
+        );
+    }
+
+    #[test]
+    fn denied_requests_say_whether_a_deny_rule_or_no_rule_decided() {
+        struct Denying(&'static str);
+        impl RequestPolicy for Denying {
+            fn check(
+                &self,
+                _: &mut dyn FnMut(&(dyn std::any::Any + Send + Sync)) -> bool,
+            ) -> Verdict<'_> {
+                Verdict {
+                    allowed: false,
+                    policy_name: self.0,
+                }
+            }
+        }
+        struct Lines(Mutex<Vec<serde_json::Value>>);
+        impl AccessLog for Lines {
+            fn log(&self, entry: &LogEntry<'_>) {
+                let mut line = Vec::new();
+                format_entry(&mut line, entry, UNIX_EPOCH, 64);
+                let value = serde_json::from_slice(&line).unwrap();
+                self.0.lock().unwrap().push(value);
+            }
+        }
+        let meta = meta();
+        for (policy, reason) in [
+            ("", DenyReason::NoAllow),
+            ("lockdown", DenyReason::DenyRule),
+        ] {
+            let log = Lines(Mutex::new(Vec::new()));
+            let mut inject = [InjectBuffer::new(0), InjectBuffer::new(0)];
+            let denying = Denying(policy);
+            let ctx = Context::new(&meta, "r2d2", &denying, &log, &mut inject);
+            let verdict = ctx.check::<()>(|_| true);
+            ctx.log(
+                EntryType::Denied,
+                verdict.policy_name,
+                &[Field::text("cmd", "HALT")],
+            );
+            ctx.log(EntryType::Denied, "", &[Field::text("error", "bad frame")]);
+            let lines = log.0.into_inner().unwrap();
+            assert_eq!(lines[0]["policy_name"], policy);
+            assert_eq!(lines[0]["reason"], reason.as_str());
+            assert!(lines[1].get("reason").is_none(), "no check, no reason");
+        }
+    }
+
+    #[test]
+    fn each_connection_gets_its_own_shared_fields_however_entries_interleave() {
+        let first = meta();
+        let mut second = meta();
+        second.source_labels = Arc::from(vec!["app=leia".to_string()]);
+        let mut third = meta();
+        third.source = "127.0.0.22:6000".parse().unwrap();
+        let line = |meta: &ConnectionMeta| {
+            let mut out = Vec::new();
+            format_entry(&mut out, &bare_entry(meta), UNIX_EPOCH, 64);
+            serde_json::from_slice::<serde_json::Value>(&out).unwrap()
+        };
+        for _ in 0..RENDERED_CONNECTIONS + 2 {
+            assert_eq!(line(&first)["source_labels"][0], "app=luke");
+            assert_eq!(line(&second)["source_labels"][0], "app=leia");
+            assert_eq!(line(&third)["source_address"], "127.0.0.22:6000");
+            assert_eq!(line(&first)["source_address"], "127.0.0.21:5000");
+        }
+        // More connections than a thread keeps rendered still log right.
+        let many: Vec<ConnectionMeta> = (0..2 * RENDERED_CONNECTIONS as u64)
+            .map(|id| ConnectionMeta { id, ..meta() })
+            .collect();
+        for meta in many.iter().chain(&many) {
+            assert_eq!(line(meta)["destination_labels"][0], "app=r2d2");
+        }
+    }
+
+    #[test]
+    fn numbers_and_addresses_are_written_as_display_writes_them() {
+        for address in [
+            "0.0.0.0:0",
+            "255.255.255.255:65535",
+            "10.0.7.1:80",
+            "[::1]:11211",
+        ] {
+            let address: SocketAddr = address.parse().unwrap();
+            let mut out = Vec::new();
+            push_address(&mut out, address);
+            assert_eq!(String::from_utf8(out).unwrap(), address.to_string());
+        }
+        for n in [0, 9, 10, 99, 100, 4_294_967_295, u64::MAX] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, n);
+            assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decimals_and_nanoseconds_are_written_as_display_writes_them(
+            n: u64,
+            seconds in 0u64..u64::MAX / 1_000_000_000,
+            nanos in 0u32..1_000_000_000,
+        ) {
+            let mut out = Vec::new();
+            push_decimal(&mut out, n);
+            proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
+            let duration = Duration::new(seconds, nanos);
+            let mut out = Vec::new();
+            push_nanoseconds(&mut out, duration);
+            proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), duration.as_nanos().to_string());
+        }
+
+        #[test]
+        fn words_at_a_time_find_what_bytes_one_by_one_find(
+            bytes in proptest::collection::vec(
+                proptest::prop_oneof![
+                    0x20u8..0x7f,
+                    proptest::strategy::Just(b'"'),
+                    proptest::strategy::Just(b'\\'),
+                    proptest::num::u8::ANY,
+                ],
+                0..40,
+            ),
+        ) {
+            proptest::prop_assert_eq!(plain(&bytes), bytes.iter().all(|&b| plain_byte(b)));
+        }
+    }
+
+    #[test]
+    fn strings_are_escaped_only_where_json_needs_it() {
+        for (raw, json) in [
+            (&b"alliance/fleet/key-1"[..], r#""alliance/fleet/key-1""#),
+            (
+                b"tab\there \"q\" back\\slash \x01",
+                r#""tab\there \"q\" back\\slash \u0001""#,
+            ),
+            ("x-wing ✈".as_bytes(), r#""x-wing ✈""#),
+            (b"\x7f\xc3", "\"\x7f\u{fffd}\""),
+        ] {
+            let mut out = Vec::new();
+            json_string(&mut out, raw);
+            assert_eq!(String::from_utf8(out).unwrap(), json);
+        }
+    }
+
+    #[test]
+    fn a_long_field_value_is_cut_at_a_character_boundary_and_marked_with_its_length() {
+        let meta = meta();
+        let keys = vec![b'k'; 1 << 20];
+        // "✈" is three bytes: the cut at 6 falls inside the second one, which is left out.
+        let fields = [
+            Field::bytes("keys", &keys),
+            Field::text("plane", "✈✈✈"),
+            Field::text("short", "whole"),
+        ];
+        let mut line = Vec::new();
+        let truncated = format_entry(&mut line, &multiget(&meta, &fields), UNIX_EPOCH, 5);
+        assert_eq!(truncated, 2);
+        assert!(line.len() < 1000, "only the kept parts are copied");
+        let entry: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        let l7 = &entry["generic_l7"];
+        assert_eq!(l7["fields"]["keys"], "kkkkk");
+        assert_eq!(l7["fields"]["plane"], "✈");
+        assert_eq!(l7["fields"]["short"], "whole");
+        assert_eq!(
+            l7["truncated"],
+            serde_json::json!({"keys": 1 << 20, "plane": 9})
+        );
+        let mut whole = Vec::new();
+        assert_eq!(
+            format_entry(&mut whole, &multiget(&meta, &fields[2..]), UNIX_EPOCH, 5),
+            0
+        );
+        let entry: serde_json::Value = serde_json::from_slice(&whole).unwrap();
+        assert!(
+            entry["generic_l7"].get("truncated").is_none(),
+            "whole values are not marked"
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_cut_value_is_the_longest_start_that_ends_between_characters(
+            text in "\\PC{0,40}",
+            max in 0usize..48,
+        ) {
+            let kept = utf8_prefix(text.as_bytes(), max);
+            proptest::prop_assert!(kept.len() <= max);
+            proptest::prop_assert!(text.is_char_boundary(kept.len()));
+            proptest::prop_assert!(text.as_bytes().starts_with(kept));
+            // Nothing longer would have fitted.
+            let longer = (kept.len() + 1..=max.min(text.len())).find(|&n| text.is_char_boundary(n));
+            proptest::prop_assert_eq!(longer, None);
+        }
+    }
+}

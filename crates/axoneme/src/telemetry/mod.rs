@@ -1,0 +1,13 @@
+//! What the agent tells about the traffic it sees: the access log ([`access_log`], Cilium's JSON
+//! written by a thread of its own), its live view ([`monitor`]), Prometheus [`metrics`], reports
+//! of what the log and the monitor lost ([`report`]) and rate limits for operational log lines
+//! about floods of events ([`throttle`]).
+//!
+//! Everything here records and counts what it is given, bounded in bytes; it decides nothing
+//! about traffic and never blocks a connection.
+
+pub mod access_log;
+pub mod metrics;
+pub mod monitor;
+pub mod report;
+pub(crate) mod throttle;
