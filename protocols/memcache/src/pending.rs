@@ -6,11 +6,10 @@
 //! meta `q`, binary quiet opcodes) make counting impossible until the next barrier (`mn` / NOOP,
 //! which is always answered): their replies pass unattributed. A denial queued behind such
 //! requests is preceded by a barrier the proxy sends itself, whose reply it swallows. This
-//! module is pure bookkeeping: the parser frames bytes and calls it.
+//! module is pure bookkeeping over the SDK's [`ReplyOrder`]: the parser frames bytes and calls
+//! it.
 
-use std::collections::VecDeque;
-
-use axoneme_sdk::TrimCapacity;
+use axoneme_sdk::{Full, ReplyOrder, Run, Turn};
 
 /// The shape of the reply to one request: when it is complete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,16 +62,45 @@ pub enum Denial {
     Binary { opcode: u8, opaque: u32 },
 }
 
+/// What the server owes, in reply order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Slot {
+enum Expected {
     /// `count` replies of `shape` are owed; the first may be partly passed already.
     Owed { shape: Shape, count: u32 },
     /// Replies that cannot be attributed until the barrier that follows.
     Unattributed,
     /// One barrier reply; the proxy swallows it when it sent the barrier itself.
     Barrier { ours: bool },
-    /// Denials to inject, `count` times.
-    Denied { denial: Denial, count: u32 },
+}
+
+impl Run for Expected {
+    /// Replies of one shape merge (but for `watch`, which never ends); nothing else does.
+    fn absorb(&mut self, next: &Self) -> bool {
+        match (self, next) {
+            (
+                Expected::Owed { shape, count },
+                Expected::Owed {
+                    shape: next_shape,
+                    count: more,
+                },
+            ) if shape == next_shape && *shape != Shape::Watch => count.absorb(more),
+            _ => false,
+        }
+    }
+}
+
+/// Denials to inject, `count` times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Denied {
+    denial: Denial,
+    count: u32,
+}
+
+impl Run for Denied {
+    /// Text denials are all alike; binary ones each echo their own request.
+    fn absorb(&mut self, next: &Self) -> bool {
+        self.denial == Denial::Text && next.denial == Denial::Text && self.count.absorb(&next.count)
+    }
 }
 
 /// What to do with a denied request's reply.
@@ -103,23 +131,29 @@ pub const MAX_SLOTS: usize = 4096;
 pub const MAX_QUEUED_DENIALS: u32 = 65_536;
 
 /// The queue of what the server owes and what the proxy will inject, in reply order.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Pending {
-    slots: VecDeque<Slot>,
-    /// True when the last slot is `Unattributed` (no barrier after it yet).
+    order: ReplyOrder<Expected, Denied>,
+    /// True when the last entry is `Unattributed` (no barrier after it yet).
     open_unattributed: bool,
-    /// Denials in `Denied` slots.
+    /// Denials waiting in the queue.
     queued_denials: u32,
 }
 
-/// The queue is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Full;
+impl Default for Pending {
+    fn default() -> Self {
+        Pending {
+            order: ReplyOrder::new(MAX_SLOTS),
+            open_unattributed: false,
+            queued_denials: 0,
+        }
+    }
+}
 
 impl Pending {
     /// Gives back what a long pipeline made the queue take, once it is short again.
     pub fn trim_capacity(&mut self) {
-        self.slots.trim_capacity();
+        self.order.trim_capacity();
     }
 
     /// An allowed request whose reply has `shape`.
@@ -127,13 +161,7 @@ impl Pending {
         if self.open_unattributed {
             return Ok(());
         }
-        if let Some(Slot::Owed { shape: last, count }) = self.slots.back_mut() {
-            if *last == shape && shape != Shape::Watch {
-                *count = count.saturating_add(1);
-                return Ok(());
-            }
-        }
-        self.push(Slot::Owed { shape, count: 1 })
+        self.order.expect(Expected::Owed { shape, count: 1 })
     }
 
     /// An allowed request that may or may not be answered.
@@ -141,61 +169,54 @@ impl Pending {
         if self.open_unattributed {
             return Ok(());
         }
-        self.push(Slot::Unattributed)?;
+        self.order.expect(Expected::Unattributed)?;
         self.open_unattributed = true;
         Ok(())
     }
 
     /// A barrier request (`mn` or NOOP) on its way to the server; `ours` when the proxy sent it.
     pub fn barrier(&mut self, ours: bool) -> Result<(), Full> {
-        self.push(Slot::Barrier { ours })?;
+        self.order.expect(Expected::Barrier { ours })?;
         self.open_unattributed = false;
         Ok(())
     }
 
     /// A denied request whose denial is to be answered.
     pub fn deny(&mut self, denial: Denial) -> Result<DenyAction, Full> {
-        if self.slots.is_empty() {
+        if self.order.is_empty() {
             return Ok(DenyAction::InjectNow);
         }
         if self.queued_denials >= MAX_QUEUED_DENIALS {
             return Err(Full);
         }
-        self.queued_denials += 1;
         let action = if self.open_unattributed {
             self.barrier(true)?;
             DenyAction::SendBarrier
         } else {
             DenyAction::Queued
         };
-        match (self.slots.back_mut(), denial) {
-            (
-                Some(Slot::Denied {
-                    denial: Denial::Text,
-                    count,
-                }),
-                Denial::Text,
-            ) => *count = count.saturating_add(1),
-            _ => self.push(Slot::Denied { denial, count: 1 })?,
-        }
+        self.order.deny(Denied { denial, count: 1 })?;
+        self.queued_denials += 1;
         Ok(action)
     }
 
     /// The denials due now (at the front), if any.
     pub fn due_denials(&self) -> Option<(Denial, u32)> {
-        match self.slots.front() {
-            Some(&Slot::Denied { denial, count }) => Some((denial, count)),
+        match self.order.peek() {
+            Turn::Denied(&Denied { denial, count }) => Some((denial, count)),
             _ => None,
         }
     }
 
     /// `n` of the due denials were injected.
     pub fn denials_sent(&mut self, n: u32) {
-        if let Some(Slot::Denied { count, .. }) = self.slots.front_mut() {
-            self.queued_denials -= n.min(*count);
-            *count -= n.min(*count);
-            if *count == 0 {
-                self.slots.pop_front();
+        if let Turn::Denied(Denied { count, .. }) = self.order.front() {
+            let n = n.min(*count);
+            *count -= n;
+            let done = *count == 0;
+            self.queued_denials -= n;
+            if done {
+                self.order.pop_front();
             }
         }
     }
@@ -203,8 +224,8 @@ impl Pending {
     /// Whether everything the server sends from now on is a `watch` stream.
     pub fn watching(&self) -> bool {
         matches!(
-            self.slots.front(),
-            Some(Slot::Owed {
+            self.order.peek(),
+            Turn::Owed(Expected::Owed {
                 shape: Shape::Watch,
                 ..
             })
@@ -213,32 +234,34 @@ impl Pending {
 
     /// A reply element arrived: account for it and say whether to pass it.
     pub fn on_element(&mut self, element: Element) -> ElementAction {
-        match self.slots.front_mut() {
-            Some(Slot::Owed { shape, count }) => {
+        match self.order.front() {
+            Turn::Owed(Expected::Owed { shape, count }) => {
                 if shape.completed_by(element) {
                     *count -= 1;
                     if *count == 0 {
-                        self.slots.pop_front();
+                        self.order.pop_front();
                     }
                 }
                 ElementAction::Pass
             }
-            Some(Slot::Unattributed) if element == Element::Noop => {
-                self.slots.pop_front();
-                if self.slots.is_empty() {
+            Turn::Owed(Expected::Unattributed) if element == Element::Noop => {
+                self.order.pop_front();
+                if self.order.is_empty() {
                     self.open_unattributed = false;
                 }
                 self.on_barrier_reply()
             }
-            Some(Slot::Barrier { .. }) if element == Element::Noop => self.on_barrier_reply(),
+            Turn::Owed(Expected::Barrier { .. }) if element == Element::Noop => {
+                self.on_barrier_reply()
+            }
             _ => ElementAction::Pass,
         }
     }
 
     fn on_barrier_reply(&mut self) -> ElementAction {
-        match self.slots.front() {
-            Some(&Slot::Barrier { ours }) => {
-                self.slots.pop_front();
+        match self.order.peek() {
+            Turn::Owed(&Expected::Barrier { ours }) => {
+                self.order.pop_front();
                 if ours {
                     ElementAction::Drop
                 } else {
@@ -247,14 +270,6 @@ impl Pending {
             }
             _ => ElementAction::Pass,
         }
-    }
-
-    fn push(&mut self, slot: Slot) -> Result<(), Full> {
-        if self.slots.len() >= MAX_SLOTS {
-            return Err(Full);
-        }
-        self.slots.push_back(slot);
-        Ok(())
     }
 }
 
@@ -374,7 +389,7 @@ mod tests {
             quiet.expect(Shape::Single).unwrap();
         }
         assert_eq!(
-            quiet.slots.len(),
+            quiet.order.len(),
             1,
             "everything after an unattributed slot folds into it"
         );

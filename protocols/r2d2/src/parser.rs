@@ -2,12 +2,13 @@
 //! and answers a denied request with `ERROR\r\n` exactly where the server's reply would have been.
 //!
 //! Every request gets one reply line. The parser keeps the order of expected replies (the
-//! server's, or its own denials) in a run-length queue, so pipelined clients see replies in
-//! request order. It holds no other state and never blocks or allocates per request once warm.
+//! server's, or its own denials) in a [`ReplyOrder`] of runs, so pipelined clients see replies
+//! in request order. It holds no other state and never blocks or allocates per request once warm.
 
-use std::collections::VecDeque;
-
-use axoneme_sdk::{Context, EntryType, ErrorCode, Field, Flow, Input, Op, ParseError, Parser};
+use axoneme_sdk::{
+    Context, EntryType, ErrorCode, Field, Flow, Full, Input, Op, ParseError, Parser, Placed,
+    ReplyOrder, Run, Turn,
+};
 
 use crate::request::Request;
 use crate::rules::RuleSet;
@@ -22,24 +23,36 @@ pub const MAX_LINE: usize = 8 * 1024;
 /// against a client that pipelines without ever reading).
 pub const MAX_PENDING_RUNS: usize = 4096;
 
-/// Most denials in one run.
+/// Most denials in one run: a run is injected within the datapath's operation bounds.
 const MAX_DENIALS_PER_RUN: u32 = 65_536;
 
-/// A run of consecutive expected replies of one kind.
+/// A run of consecutive denials, injected together once the server's replies before them have
+/// passed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Pending {
-    /// This many replies will come from the server.
-    Server(u32),
-    /// This many denials are to be injected, once the server replies before them have passed.
-    Denied(u32),
+struct Denials(u32);
+
+impl Run for Denials {
+    fn absorb(&mut self, next: &Self) -> bool {
+        self.0 + next.0 <= MAX_DENIALS_PER_RUN && self.0.absorb(&next.0)
+    }
 }
 
 /// Parser state for one R2-D2 connection.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct R2d2Parser {
-    pending: VecDeque<Pending>,
+    /// Replies the server owes (runs of counts) and denials, in reply order.
+    pending: ReplyOrder<u32, Denials>,
     /// Scratch space for a line that straddles input slices.
     line: Vec<u8>,
+}
+
+impl Default for R2d2Parser {
+    fn default() -> Self {
+        R2d2Parser {
+            pending: ReplyOrder::new(MAX_PENDING_RUNS),
+            line: Vec::new(),
+        }
+    }
 }
 
 impl Parser for R2d2Parser {
@@ -87,26 +100,25 @@ impl R2d2Parser {
         };
         if verdict.allowed {
             ctx.log(EntryType::Request, verdict.policy_name, fields);
-            if !push_run(&mut self.pending, Pending::Server(1)) {
+            if self.pending.expect(1).is_err() {
                 return Op::Error(TOO_MANY_PENDING);
             }
             return Op::Pass(end + 2);
         }
         ctx.log(EntryType::Denied, verdict.policy_name, fields);
-        if self.pending.is_empty() {
+        match self.pending.deny(Denials(1)) {
             // Nothing is owed before this reply: it goes to the client at once.
-            if ctx.inject_room(Flow::Reply) < DENIAL.len() {
-                return Op::Error(TOO_MANY_PENDING);
+            Ok(Placed::Now) if ctx.inject_room(Flow::Reply) >= DENIAL.len() => {
+                ctx.inject(Flow::Reply, DENIAL);
             }
-            ctx.inject(Flow::Reply, DENIAL);
-        } else if !push_run(&mut self.pending, Pending::Denied(1)) {
-            return Op::Error(TOO_MANY_PENDING);
+            Ok(Placed::Queued) => {}
+            Ok(Placed::Now) | Err(Full) => return Op::Error(TOO_MANY_PENDING),
         }
         Op::Drop(end + 2)
     }
 
     fn on_reply(&mut self, ctx: &mut Context<'_>, input: Input<'_>) -> Op {
-        if let Some(Pending::Denied(count)) = self.pending.front_mut() {
+        if let Turn::Denied(Denials(count)) = self.pending.front() {
             let fit = (ctx.inject_room(Flow::Reply) / DENIAL.len()).min(*count as usize);
             if fit == 0 {
                 return Op::Error(TOO_MANY_PENDING);
@@ -129,7 +141,7 @@ impl R2d2Parser {
         if end + 2 > MAX_LINE {
             return Op::Error(LINE_TOO_LONG);
         }
-        if let Some(Pending::Server(count)) = self.pending.front_mut() {
+        if let Turn::Owed(count) = self.pending.front() {
             *count -= 1;
             if *count == 0 {
                 self.pending.pop_front();
@@ -150,26 +162,6 @@ fn more_or_too_long(input: Input<'_>) -> Op {
         Op::Error(LINE_TOO_LONG)
     } else {
         Op::More(1)
-    }
-}
-
-/// Appends one expected reply, merging it into the last run when of the same kind. False when the
-/// queue is full.
-fn push_run(pending: &mut VecDeque<Pending>, next: Pending) -> bool {
-    let full = pending.len() >= MAX_PENDING_RUNS;
-    match (pending.back_mut(), next) {
-        // A run of denials stays small enough to be injected within the datapath's bounds.
-        (Some(Pending::Denied(n)), Pending::Denied(_)) if *n >= MAX_DENIALS_PER_RUN => false,
-        (Some(Pending::Server(n)), Pending::Server(_))
-        | (Some(Pending::Denied(n)), Pending::Denied(_)) => {
-            *n = n.saturating_add(1);
-            true
-        }
-        _ if full => false,
-        _ => {
-            pending.push_back(next);
-            true
-        }
     }
 }
 
