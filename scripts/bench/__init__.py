@@ -17,8 +17,14 @@ BENCH_ROUNDS times at every target (3 by default), the targets' order rotating f
 the next; the tables show each figure's median over the rounds and the spread of ops/s, and
 Axoneme's ratios to the other targets. Results go to target/bench/results.md and results.json.
 
-AXONEME_BIN: use this Axoneme binary instead of building one. BENCH_ONLY=memcached or
-BENCH_ONLY=cassandra: run that part only.
+Every run also notes the CPU time (user and system, from /proc) the target's process used per
+request answered in the measured time: a figure less moved by other work on the machine than
+ops/s.
+
+AXONEME_BIN: use this Axoneme binary instead of building one. AXONEME_BASELINE: measure this
+second Axoneme binary too, as `baseline`, in the same rounds, and compare Axoneme with it first
+(a before/after of two builds). BENCH_ONLY=memcached or BENCH_ONLY=cassandra: run that part
+only.
 
 Modules: `parts` (the table of parts, targets and load shapes), `targets` (how each kind of
 server starts, is ready and stops), `policies` (the agent's policies and configuration as data),

@@ -35,7 +35,10 @@ def chosen_parts() -> list:
     names = [part.name for part in parts.PARTS]
     if only and only not in names:
         fail(f"BENCH_ONLY is {' or '.join(names)}, not {only}")
-    return [part for part in parts.PARTS if not only or part.name == only]
+    chosen = [part for part in parts.PARTS if not only or part.name == only]
+    if os.environ.get("AXONEME_BASELINE"):
+        chosen = [parts.with_baseline(part) for part in chosen]
+    return chosen
 
 
 def install_missing(chosen: list) -> None:
@@ -64,6 +67,10 @@ def build(chosen: list, bin_dir: Path) -> None:
     else:
         crates.append("axoneme")
         print(f"building {' '.join(crates)} (release)...", flush=True)
+    baseline = os.environ.get("AXONEME_BASELINE")
+    if baseline:
+        print(f"the baseline is {baseline}", flush=True)
+        shutil.copy(baseline, bin_dir / "axoneme-baseline")
     subprocess.run(["cargo", "build", "--release", "--quiet",
                     *(f"--package={crate}" for crate in crates)], check=True)
     release = Path(os.environ.get("CARGO_TARGET_DIR", "target")) / "release"

@@ -4,7 +4,7 @@ words the report describes them with.
 
 Only the table: starting targets and driving load is the runner's, the figures the report's."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from . import policies
 from .targets import Axoneme, CqlFixture, HAProxy, Memcached, Twemproxy
@@ -18,6 +18,8 @@ TWEMPROXY_STATS_PORT = 11315
 CQL_PORT = 9142
 CQL_AXONEME_PORT = 9143
 CQL_HAPROXY_PORT = 9144
+# A second Axoneme build measured beside the first (AXONEME_BASELINE), by part.
+BASELINE_PORTS = {"memcached": 11316, "cassandra": 9145}
 
 MEMCACHED_THREADS = 2
 
@@ -135,3 +137,11 @@ PARTS = (
         ),
     ),
 )
+
+
+def with_baseline(part: Part) -> Part:
+    """`part` with a second Axoneme, the baseline build, measured in the same rounds and
+    compared with first: a before/after of two builds under the same conditions."""
+    agent = next(target for target in part.targets if target.name == "Axoneme")
+    return replace(part, targets=(*part.targets, agent.baseline(BASELINE_PORTS[part.name])),
+                   compare_with=("baseline", *part.compare_with))

@@ -11,6 +11,15 @@ import statistics
 # The load generator's figures the tables show, with their column names.
 METRICS = [("ops_per_sec", "ops/s"), ("p50_us", "p50"), ("p99_us", "p99"), ("p99_9_us", "p99.9")]
 
+# The CPU time the target's process used per request answered (from /proc, user and system,
+# all threads, over the measured time): less moved by other work on the machine than ops/s.
+CPU = "cpu_us_per_op"
+
+CPU_NOTE = (
+    "CPU µs/op: the CPU time (user and system, all threads, from /proc) the target's own "
+    "process used in the measured time, per request answered; for `direct`, the server's."
+)
+
 LATENCY_NOTE = (
     "Closed-loop load: a connection sends a request when a reply frees a place in its pipeline. "
     "Latency is from a request's write to its whole reply, in microseconds."
@@ -53,12 +62,15 @@ def summaries(runs: list) -> list:
             summary["ops_per_sec_min"] = min(run["ops_per_sec"] for run in good)
             summary["ops_per_sec_max"] = max(run["ops_per_sec"] for run in good)
             summary["errors"] = sum(run["errors"] for run in good)
+            cpu = [run[CPU] for run in good if run.get(CPU) is not None]
+            summary[CPU] = statistics.median(cpu) if cpu else None
         found.append(summary)
     return found
 
 
 def ratios(runs: list, summary: list, others: tuple, rounds: int) -> list:
-    """Axoneme's median figures over each of the `others` targets', per shape, with the lowest
+    """Axoneme's median figures (CPU per request too, when both have it) over each of the
+    `others` targets', per shape, with the lowest
     and highest of the per-round ops/s ratios: a round's runs are minutes apart at most, so its
     ratio is less moved by drift on the machine than the medians are."""
     def find(shape, target):
@@ -81,8 +93,9 @@ def ratios(runs: list, summary: list, others: tuple, rounds: int) -> list:
             if not (axoneme and base):
                 continue
             ratio = {"shape": shape, "ratio": f"Axoneme/{other}"}
-            for key, _ in METRICS:
-                ratio[key] = round(axoneme[key] / base[key], 2) if base[key] else None
+            for key in [key for key, _ in METRICS] + [CPU]:
+                mine, theirs = axoneme.get(key), base.get(key)
+                ratio[key] = round(mine / theirs, 2) if mine is not None and theirs else None
             per_round = []
             for round_number in range(1, rounds + 1):
                 mine, theirs = ops(shape, "Axoneme", round_number), ops(shape, other, round_number)
@@ -103,27 +116,28 @@ def number(value, digits: int = 1) -> str:
 def tables(section: dict) -> list:
     """The Markdown lines of a part's figures, ratios, access log and notes."""
     md = [
-        "| target | shape | ops/s | ops/s lowest–highest | p50 µs | p99 µs | p99.9 µs | errors |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| target | shape | ops/s | ops/s lowest–highest | CPU µs/op | p50 µs | p99 µs | p99.9 µs "
+        "| errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for entry in section["summary"]:
         if not entry["rounds"]:
-            md.append(f"| {entry['target']} | {entry['shape']} | failed | | | | | |")
+            md.append(f"| {entry['target']} | {entry['shape']} | failed | | | | | | |")
             continue
         failed = f" ({entry['failed']} failed)" if entry["failed"] else ""
         md.append(
             f"| {entry['target']} | {entry['shape']} | {number(entry['ops_per_sec'], 0)}{failed} | "
             f"{number(entry['ops_per_sec_min'], 0)}–{number(entry['ops_per_sec_max'], 0)} | "
-            f"{number(entry['p50_us'])} | {number(entry['p99_us'])} | "
-            f"{number(entry['p99_9_us'])} | {entry['errors']} |"
+            f"{number(entry.get(CPU), 2)} | {number(entry['p50_us'])} | "
+            f"{number(entry['p99_us'])} | {number(entry['p99_9_us'])} | {entry['errors']} |"
         )
     md += [
         "",
-        "Ratios of the medians (ops/s: above 1 is faster; latency: above 1 is slower), and the "
-        "lowest and highest ops/s ratio of a single round:",
+        "Ratios of the medians (ops/s: above 1 is faster; CPU and latency: above 1 is more), "
+        "and the lowest and highest ops/s ratio of a single round:",
         "",
-        "| shape | ratio | ops/s | ops/s per round | p50 | p99 | p99.9 |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| shape | ratio | ops/s | ops/s per round | CPU/op | p50 | p99 | p99.9 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for ratio in section["ratios"]:
         spread = "-"
@@ -132,7 +146,7 @@ def tables(section: dict) -> list:
             spread = f"{lowest:.2f}–{highest:.2f}"
         latencies = " | ".join(number(ratio[key], 2) for key, _ in METRICS[1:])
         md.append(f"| {ratio['shape']} | {ratio['ratio']} | {number(ratio['ops_per_sec'], 2)} | "
-                  f"{spread} | {latencies} |")
+                  f"{spread} | {number(ratio.get(CPU), 2)} | {latencies} |")
     log = section["axoneme_access_log"]
     md += [
         "",
@@ -156,7 +170,7 @@ def section(part: dict, cores: int, rounds: int) -> dict:
     return {
         "servers": part["servers"],
         "cpu_busy_percent_before": part["busy"],
-        "notes": shared_notes(cores, rounds) + part["notes"] + [LATENCY_NOTE],
+        "notes": shared_notes(cores, rounds) + part["notes"] + [CPU_NOTE, LATENCY_NOTE],
         "runs": part["runs"],
         "summary": summary,
         "axoneme_access_log": part["access_log"],

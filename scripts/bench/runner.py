@@ -7,6 +7,7 @@ It prints progress as it goes and computes no figures: medians, ratios and table
 report's."""
 
 import json
+import os
 import platform
 import subprocess
 import time
@@ -61,18 +62,42 @@ def machine(cores: int) -> dict:
     }
 
 
-def load(loadgen, part, shape, target, seconds: int):
-    """One run of the load generator at `target`: its JSON result, or None when it failed."""
+def process_cpu_seconds(pid: int) -> float:
+    """The CPU time process `pid` has used so far, user and system, all its threads."""
+    with open(f"/proc/{pid}/stat") as stat:
+        # Past the command name's closing parenthesis, utime and stime are the 12th and 13th.
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_per_op(cpu_seconds: float, ops: int) -> float | None:
+    """Microseconds of CPU per request answered, to two decimals; None without requests."""
+    return round(cpu_seconds * 1e6 / ops, 2) if ops else None
+
+
+def load(loadgen, part, shape, target, seconds: int, pid: int):
+    """One run of the load generator at `target`, whose process is `pid`: its JSON result,
+    with the CPU time the target used per request answered in the measured time
+    (`cpu_us_per_op`, from /proc after the warm-up to the end), or None when it failed."""
     args = [loadgen, part.protocol, "--source", part.source, *shape.args(), *part.load_args,
             "--target", f"127.0.0.1:{target.port}", "--duration", str(seconds),
             "--warmup", str(WARMUP_SECONDS), "--json"]
-    try:
-        # A run that hangs fails rather than holding up the rest of the benchmark.
-        done = subprocess.run([str(arg) for arg in args], stdout=subprocess.PIPE, text=True,
-                              timeout=WARMUP_SECONDS + seconds + 60)
-    except subprocess.TimeoutExpired:
+    with subprocess.Popen([str(arg) for arg in args], stdout=subprocess.PIPE, text=True) as run:
+        time.sleep(WARMUP_SECONDS)
+        start = process_cpu_seconds(pid)
+        try:
+            # A run that hangs fails rather than holding up the rest of the benchmark.
+            out, _ = run.communicate(timeout=seconds + 60)
+        except subprocess.TimeoutExpired:
+            run.kill()
+            run.communicate()
+            return None
+        used = process_cpu_seconds(pid) - start
+    if run.returncode != 0:
         return None
-    return json.loads(done.stdout) if done.returncode == 0 else None
+    result = json.loads(out)
+    result["cpu_us_per_op"] = cpu_per_op(used, result["ops"])
+    return result
 
 
 def run_part(part, setup: Setup, loadgen, seconds: int, rounds: int, threads: int) -> dict:
@@ -82,6 +107,8 @@ def run_part(part, setup: Setup, loadgen, seconds: int, rounds: int, threads: in
     try:
         for target in part.targets:
             processes.append(target.start(setup))
+        pids = {target.name: process.process.pid
+                for target, process in zip(part.targets, processes)}
         servers = "; ".join(version for target in part.targets if (version := target.version()))
         print(f"\n{part.intro.format(**words)}\n")
         busy = busy_percent()
@@ -92,11 +119,11 @@ def run_part(part, setup: Setup, loadgen, seconds: int, rounds: int, threads: in
                 for target in rotation(part.targets, round_number):
                     print(f"== round {round_number}: {shape.name} -> {target.name} "
                           f"(127.0.0.1:{target.port})", flush=True)
-                    result = load(loadgen, part, shape, target, seconds)
+                    result = load(loadgen, part, shape, target, seconds, pids[target.name])
                     compact = json.dumps(result, separators=(",", ":"))
                     print(f"   {compact}" if result else "   failed", flush=True)
                     runs.append(report.run_record(round_number, shape.name, target.name, result))
-        agent = next(target for target in part.targets if isinstance(target, Axoneme))
+        agent = next(target for target in part.targets if target.name == Axoneme.name)
         access_log = agent.access_log_stats(setup)
     finally:
         for process in reversed(processes):

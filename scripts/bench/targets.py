@@ -154,38 +154,53 @@ memcached:
 class Axoneme(Target):
     """The agent in front of 127.0.0.1:`upstream`: one ingress listener named `listener`
     guarding the endpoint of that name, the `endpoints` and the `policy` (a document, written
-    as JSON), and an access log to a file."""
+    as JSON), and an access log to a file. The binary is `binary` in the setup's bin_dir; a
+    second build measured beside it (a baseline) has a name and binary of its own, and each
+    keeps its files in a directory of the workdir named after it."""
 
     name = "Axoneme"
 
-    def __init__(self, port: int, upstream: int, listener: str, endpoints: list, policy: dict):
+    def __init__(self, port: int, upstream: int, listener: str, endpoints: list, policy: dict,
+                 name: str = "Axoneme", binary: str = "axoneme"):
         super().__init__(port)
         self.upstream = upstream
         self.listener = listener
         self.endpoints = endpoints
         self.policy = policy
+        self.name = name
+        self.binary = binary
+
+    def workdir(self, setup: Setup) -> Path:
+        return setup.workdir / self.binary
 
     def start(self, setup: Setup) -> procs.Agent:
-        workdir = setup.workdir
+        workdir = self.workdir(setup)
+        workdir.mkdir(exist_ok=True)
         (workdir / "policy.json").write_text(json.dumps(self.policy, indent=2))
         config = policies.agent_config(str(workdir), self.endpoints, "policy.json",
                                        self.listener, self.port, self.upstream)
         # JSON is YAML, which the agent reads its configuration as.
         (workdir / "axoneme.yaml").write_text(json.dumps(config, indent=2))
-        return procs.Agent(setup.bin_dir / "axoneme", workdir / "axoneme.yaml",
+        return procs.Agent(setup.bin_dir / self.binary, workdir / "axoneme.yaml",
                            workdir / "axoneme.log", [self.listener])
+
+    def baseline(self, port: int) -> "Axoneme":
+        """The same agent on `port`, run from the baseline build (`axoneme-baseline`)."""
+        return Axoneme(port, self.upstream, self.listener, self.endpoints, self.policy,
+                       name="baseline", binary="axoneme-baseline")
 
     def access_log_stats(self, setup: Setup) -> dict:
         """What the agent wrote to its access log: lines, denied entries, bytes, and the
         entries dropped because the writer fell behind (from its metrics)."""
         # The log is written off the forwarding path: the writer gets a moment to finish.
         time.sleep(1)
+        workdir = self.workdir(setup)
         metrics = subprocess.run(
-            [setup.bin_dir / "axoneme", "--api", setup.workdir / "axoneme.sock", "metrics", "list"],
+            [setup.bin_dir / self.binary, "--api", workdir / "axoneme.sock", "metrics", "list"],
             capture_output=True, text=True).stdout
         dropped = next((line.split()[1] for line in metrics.splitlines()
                         if line.split()[:1] == ["axoneme_access_log_dropped_total"]), "unknown")
-        log = setup.workdir / "access.log"
+        log = workdir / "access.log"
         lines, denied = count_lines(log, b'"entry_type":"Denied"')
         return {"lines": lines, "denied": denied, "dropped": dropped, "bytes": log.stat().st_size}
 

@@ -6,10 +6,12 @@ import copy
 from bench import report
 
 
-def result(ops, p50=100.0, p99=200.0, p999=300.0, errors=0):
-    """A load generator's JSON result with the figures the report reads."""
+def result(ops, p50=100.0, p99=200.0, p999=300.0, errors=0, cpu=10.0):
+    """A load generator's JSON result with the figures the report reads, and the runner's CPU
+    time per request (None: not measured)."""
     return {"target": "127.0.0.1:1", "connections": 8, "pipeline": 32, "ops_per_sec": ops,
-            "p50_us": p50, "p99_us": p99, "p99_9_us": p999, "errors": errors}
+            "p50_us": p50, "p99_us": p99, "p99_9_us": p999, "errors": errors,
+            "cpu_us_per_op": cpu}
 
 
 def runs_of(figures):
@@ -26,7 +28,8 @@ def runs_of(figures):
 RUNS = runs_of({
     ("small", "direct"): [result(100, p50=10), result(120, p50=30), result(110, p50=20)],
     ("small", "HAProxy"): [result(50, p99=400), result(60, p99=500), result(40, p99=600)],
-    ("small", "Axoneme"): [result(45, errors=1), result(66, errors=2), result(30)],
+    ("small", "Axoneme"): [result(45, errors=1, cpu=8.0), result(66, errors=2, cpu=None),
+                           result(30, cpu=7.0)],
 })
 
 
@@ -47,9 +50,20 @@ def test_each_figure_is_the_median_over_the_rounds_with_the_spread_of_ops():
     direct, haproxy, axoneme = report.summaries(RUNS)
     assert direct == {"shape": "small", "target": "direct", "rounds": 3, "failed": 0,
                       "ops_per_sec": 110, "p50_us": 20, "p99_us": 200.0, "p99_9_us": 300.0,
-                      "ops_per_sec_min": 100, "ops_per_sec_max": 120, "errors": 0}
+                      "ops_per_sec_min": 100, "ops_per_sec_max": 120, "errors": 0,
+                      "cpu_us_per_op": 10.0}
     assert (haproxy["ops_per_sec"], haproxy["p99_us"]) == (50, 500)
     assert axoneme["errors"] == 3, "the errors of every round"
+    assert axoneme["cpu_us_per_op"] == 7.5, "the median of the rounds that measured it"
+
+
+def test_without_a_cpu_figure_in_any_round_there_is_none_and_no_cpu_ratio():
+    runs = runs_of({("small", "HAProxy"): [result(50, cpu=None)],
+                    ("small", "Axoneme"): [result(60)]})
+    haproxy, _ = report.summaries(runs)
+    assert haproxy["cpu_us_per_op"] is None
+    (ratio,) = report.ratios(runs, report.summaries(runs), ("HAProxy",), rounds=1)
+    assert ratio["cpu_us_per_op"] is None
 
 
 def test_summaries_keep_the_order_of_first_runs():
@@ -71,7 +85,7 @@ def test_ratios_divide_axoneme_by_each_other_target_with_the_per_round_spread():
     summary = report.summaries(RUNS)
     by_haproxy, by_direct = report.ratios(RUNS, summary, ("HAProxy", "direct"), rounds=3)
     assert by_haproxy == {"shape": "small", "ratio": "Axoneme/HAProxy", "ops_per_sec": 0.9,
-                          "p50_us": 1.0, "p99_us": 0.4, "p99_9_us": 1.0,
+                          "p50_us": 1.0, "p99_us": 0.4, "p99_9_us": 1.0, "cpu_us_per_op": 0.75,
                           "ops_per_sec_rounds_min": 0.75, "ops_per_sec_rounds_max": 1.1}
     assert by_direct["ops_per_sec"] == round(45 / 110, 2)
     assert (by_direct["ops_per_sec_rounds_min"], by_direct["ops_per_sec_rounds_max"]) == (
@@ -113,17 +127,17 @@ def section(runs=RUNS):
 def test_the_tables_have_a_row_per_target_and_shape_then_a_row_per_ratio():
     lines = report.tables(section())
     figures, ratios, log, notes = lines[0:5], lines[8:12], lines[13], lines[15:]
-    assert [line.count("|") for line in figures] == [9] * 5
+    assert [line.count("|") for line in figures] == [10] * 5
     assert figures[2:] == [
-        "| direct | small | 110 | 100–120 | 20.0 | 200.0 | 300.0 | 0 |",
-        "| HAProxy | small | 50 | 40–60 | 100.0 | 500.0 | 300.0 | 0 |",
-        "| Axoneme | small | 45 | 30–66 | 100.0 | 200.0 | 300.0 | 3 |",
+        "| direct | small | 110 | 100–120 | 10.00 | 20.0 | 200.0 | 300.0 | 0 |",
+        "| HAProxy | small | 50 | 40–60 | 10.00 | 100.0 | 500.0 | 300.0 | 0 |",
+        "| Axoneme | small | 45 | 30–66 | 7.50 | 100.0 | 200.0 | 300.0 | 3 |",
     ]
     assert lines[6].startswith("Ratios of the medians")
-    assert [line.count("|") for line in ratios] == [8] * 4
+    assert [line.count("|") for line in ratios] == [9] * 4
     assert ratios[2:] == [
-        "| small | Axoneme/HAProxy | 0.90 | 0.75–1.10 | 1.00 | 0.40 | 1.00 |",
-        "| small | Axoneme/direct | 0.41 | 0.27–0.55 | 5.00 | 1.00 | 1.00 |",
+        "| small | Axoneme/HAProxy | 0.90 | 0.75–1.10 | 0.75 | 1.00 | 0.40 | 1.00 |",
+        "| small | Axoneme/direct | 0.41 | 0.27–0.55 | 0.75 | 5.00 | 1.00 | 1.00 |",
     ]
     assert log == ("Axoneme access log: 1,234,567 lines (3 MiB), 0 denied, 0 dropped by a "
                    "writer that fell behind.")
@@ -135,9 +149,10 @@ def test_a_target_whose_every_round_failed_shows_failed_and_partial_failures_are
     runs = runs_of({("small", "direct"): [None], ("small", "HAProxy"): [result(50), None],
                     ("small", "Axoneme"): [result(45), result(55)]})
     lines = report.tables(section(runs))
-    assert "| direct | small | failed | | | | | |" in lines
-    assert "| HAProxy | small | 50 (1 failed) | 50–50 | 100.0 | 200.0 | 300.0 | 0 |" in lines
-    assert "| small | Axoneme/HAProxy | 1.00 | 0.90–0.90 | 1.00 | 1.00 | 1.00 |" in lines
+    assert "| direct | small | failed | | | | | | |" in lines
+    assert ("| HAProxy | small | 50 (1 failed) | 50–50 | 10.00 | 100.0 | 200.0 | 300.0 | 0 |"
+            in lines)
+    assert "| small | Axoneme/HAProxy | 1.00 | 0.90–0.90 | 1.00 | 1.00 | 1.00 | 1.00 |" in lines
 
 
 MACHINE = {"cores": 2, "cpu": "Some CPU", "memory_gib": 8, "kernel": "6.1.0", "rustc": "rustc 1.0"}
@@ -165,7 +180,7 @@ def test_results_keep_memcached_at_the_top_level_and_cassandra_in_a_section_of_i
                                           "summary", "axoneme_access_log", "ratios"]
     notes = results["cassandra"]["notes"]
     assert notes[:2] == report.shared_notes(2, 3)
-    assert notes[2:] == ["cassandra note", report.LATENCY_NOTE]
+    assert notes[2:] == ["cassandra note", report.CPU_NOTE, report.LATENCY_NOTE]
 
 
 def test_the_markdown_heads_each_part_with_its_servers_and_load():

@@ -1,6 +1,8 @@
 """The benchmark's schedule and bookkeeping: the targets' order from round to round, the load
 shapes' arguments, and counting an access log read in pieces."""
 
+import os
+
 import pytest
 
 from bench import parts, runner, targets
@@ -44,3 +46,29 @@ def test_lines_and_needles_are_counted_across_the_pieces_of_a_read(tmp_path, chu
     log.write_bytes(b'{"entry_type":"Denied"}\n{"entry_type":"Request"}\n' * 3
                     + b'{"entry_type":"Denied"}')
     assert targets.count_lines(log, b'"entry_type":"Denied"', chunk) == (6, 4)
+
+
+def test_a_process_cpu_time_is_read_from_proc_and_grows_as_it_works():
+    before = runner.process_cpu_seconds(os.getpid())
+    spin = 0
+    while runner.process_cpu_seconds(os.getpid()) - before < 0.05:
+        spin += 1
+    assert runner.process_cpu_seconds(os.getpid()) >= before + 0.05
+
+
+def test_cpu_per_request_is_in_microseconds_and_none_without_requests():
+    assert runner.cpu_per_op(2.5, 1_000_000) == 2.5
+    assert runner.cpu_per_op(1.0, 3) == 333333.33
+    assert runner.cpu_per_op(1.0, 0) is None
+
+
+def test_a_baseline_runs_the_same_agent_from_its_own_binary_and_directory(tmp_path):
+    part = parts.with_baseline(parts.PARTS[0])
+    agent, baseline = part.targets[-2:]
+    assert (baseline.name, baseline.binary) == ("baseline", "axoneme-baseline")
+    assert (baseline.policy, baseline.listener) == (agent.policy, agent.listener)
+    assert baseline.port not in [port for target in parts.PARTS[0].targets
+                                 for port in target.ports]
+    setup = targets.Setup(tmp_path, tmp_path, 2)
+    assert agent.workdir(setup) != baseline.workdir(setup)
+    assert part.compare_with[0] == "baseline"
