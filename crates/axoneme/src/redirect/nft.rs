@@ -82,14 +82,16 @@ pub fn ruleset(redirects: &[Redirect], settings: &RedirectConfig) -> String {
                 ips.join(", "),
                 redirect.port
             );
+            // What the rules are for, in their comments: "cache ingress 11211 memcache".
+            let about = format!(
+                "{} {} {} {}",
+                redirect.endpoint,
+                crate::config::direction_name::name(redirect.direction),
+                redirect.port,
+                redirect.l7proto,
+            );
             let Some(target) = &redirect.listener else {
-                let note = comment(&format!(
-                    "{} {} {} {}: no listener",
-                    redirect.endpoint,
-                    crate::config::direction_name::name(redirect.direction),
-                    redirect.port,
-                    redirect.l7proto,
-                ));
+                let note = comment(&format!("{about}: no listener"));
                 refused.push(format!(
                     "{matches} log prefix \"axoneme-refused: \" drop comment \"{note}\""
                 ));
@@ -104,14 +106,7 @@ pub fn ruleset(redirects: &[Redirect], settings: &RedirectConfig) -> String {
                 // A listener bound to an address of the other family cannot take this traffic.
                 continue;
             };
-            let note = comment(&format!(
-                "{} {} {} {} to {}",
-                redirect.endpoint,
-                crate::config::direction_name::name(redirect.direction),
-                redirect.port,
-                redirect.l7proto,
-                target.name
-            ));
+            let note = comment(&format!("{about} to {}", target.name));
             match target.mode {
                 ListenerMode::Tproxy => {
                     let to = match to {

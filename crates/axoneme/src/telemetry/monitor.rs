@@ -280,29 +280,15 @@ impl Drop for Watch {
 mod tests {
     use std::sync::Arc;
 
-    use axoneme_sdk::{ConnectionMeta, Direction, EntryType, Field};
+    use axoneme_sdk::{ConnectionMeta, EntryType, Field};
 
     use super::*;
+    use crate::testing::log_meta as meta;
 
     struct NoLog;
 
     impl AccessLog for NoLog {
         fn log(&self, _: &LogEntry<'_>) {}
-    }
-
-    fn meta() -> ConnectionMeta {
-        ConnectionMeta {
-            id: 1,
-            listener: "cache".into(),
-            endpoint: "cache".into(),
-            direction: Direction::Ingress,
-            source: "127.0.0.21:5000".parse().unwrap(),
-            destination: "127.0.0.1:11211".parse().unwrap(),
-            source_identity: 257,
-            destination_identity: 256,
-            source_labels: Arc::from(vec!["app=luke".to_string()]),
-            destination_labels: Arc::from(vec!["app=cache".to_string()]),
-        }
     }
 
     fn monitor(queue_bytes: usize) -> Monitor {
@@ -392,7 +378,7 @@ mod tests {
             ..Filter::default()
         });
         let cache = monitor.watch(Filter {
-            endpoint: Some("cache".into()),
+            endpoint: Some("r2d2".into()),
             proto: Some("memcache".into()),
             ..Filter::default()
         });
