@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll, Waker};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use axoneme_datapath::{Connection, ConnectionError, Env, Limits};
@@ -435,33 +435,10 @@ impl AsyncWrite for Noting<'_> {
 }
 
 /// Completes when the listener's drain time is over; never if the listener is gone.
-///
-/// Cheap to poll again: waiting on the watch takes a lock shared by every connection of the
-/// listener, and a connection's task is polled for every read and write. So the wait is polled
-/// again only when the drain may have begun (the watch changed: one atomic load) or when the
-/// task's waker is not the one it registered.
 async fn drained(closing: &mut watch::Receiver<bool>) {
-    let signal = closing.clone();
-    let wait = async {
-        if closing.wait_for(|closing| *closing).await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    tokio::pin!(wait);
-    let mut registered: Option<Waker> = None;
-    std::future::poll_fn(|cx| {
-        let stale = registered
-            .as_ref()
-            .is_none_or(|waker| !waker.will_wake(cx.waker()));
-        if stale || signal.has_changed().unwrap_or(false) {
-            if wait.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(());
-            }
-            registered = Some(cx.waker().clone());
-        }
-        Poll::Pending
-    })
-    .await
+    if closing.wait_for(|closing| *closing).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// A connection forwarded through the datapath engine.
