@@ -60,10 +60,39 @@ pub(crate) struct PortRule {
 /// The `rules` of a `toPorts` element.
 #[derive(Debug, Clone)]
 pub(crate) struct L7Spec {
-    /// `l7proto`.
+    /// `l7proto`, or `kafka` for `rules.kafka`.
     pub proto: String,
-    /// `l7`; empty when missing.
+    /// The rule maps (`l7` or `kafka`); empty when missing.
     pub rules: Vec<L7RuleMap>,
+    /// How the rules were written, for errors about them.
+    pub form: L7Form,
+}
+
+/// How a `toPorts` element names its L7 protocol and rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum L7Form {
+    /// `l7proto` with an `l7` list.
+    Generic,
+    /// Cilium's `kafka` list, which selects the `kafka` protocol.
+    Kafka,
+}
+
+impl L7Form {
+    /// The field that names the protocol.
+    pub(crate) fn proto_field(self) -> &'static str {
+        match self {
+            L7Form::Generic => "l7proto",
+            L7Form::Kafka => "kafka",
+        }
+    }
+
+    /// The field that holds the rule maps.
+    pub(crate) fn rules_field(self) -> &'static str {
+        match self {
+            L7Form::Generic => "l7",
+            L7Form::Kafka => "kafka",
+        }
+    }
 }
 
 /// An element of `ingressDeny` / `egressDeny`.
@@ -371,37 +400,54 @@ fn parse_port_rule(
     let l7 = match &model.rules {
         None => None,
         Some(rules) => {
-            let kinds = [
-                ("http", rules.http.is_some()),
-                ("kafka", rules.kafka.is_some()),
-                ("dns", rules.dns.is_some()),
-            ];
+            let kinds = [("http", rules.http.is_some()), ("dns", rules.dns.is_some())];
             if let Some((name, _)) = kinds.iter().find(|(_, present)| *present) {
                 return Err(FieldError::new(
                     format!("{at}.rules.{name}"),
                     format!("{name} rules are not supported by axoneme"),
                 ));
             }
-            for (index, map) in rules.l7.iter().flatten().enumerate() {
+            let form = match (&rules.kafka, &rules.l7proto, &rules.l7) {
+                (Some(_), None, None) => L7Form::Kafka,
+                (Some(_), proto, _) => {
+                    let other = if proto.is_some() { "l7proto" } else { "l7" };
+                    return Err(FieldError::new(
+                        format!("{at}.rules.{other}"),
+                        format!("{other} cannot be combined with kafka rules in one rules object (as in Cilium)"),
+                    ));
+                }
+                (None, ..) => L7Form::Generic,
+            };
+            let maps = match form {
+                L7Form::Kafka => rules.kafka.as_ref(),
+                L7Form::Generic => rules.l7.as_ref(),
+            };
+            for (index, map) in maps.iter().copied().flatten().enumerate() {
                 for (key, _) in map.iter().filter(|(_, value)| value.is_empty()) {
                     warnings.push(FieldError::new(
-                        format!("{at}.rules.l7[{index}].{key}"),
+                        format!("{at}.rules.{}[{index}].{key}", form.rules_field()),
                         format!("the empty value puts no constraint on {key} (as in Cilium)"),
                     ));
                 }
             }
-            match (&rules.l7proto, &rules.l7) {
-                (Some(proto), l7) => Some(L7Spec {
-                    proto: proto.clone(),
-                    rules: l7.clone().unwrap_or_default(),
+            match (form, &rules.l7proto, maps) {
+                (L7Form::Kafka, _, kafka) => Some(L7Spec {
+                    proto: "kafka".to_owned(),
+                    rules: kafka.cloned().unwrap_or_default(),
+                    form,
                 }),
-                (None, Some(_)) => {
+                (L7Form::Generic, Some(proto), l7) => Some(L7Spec {
+                    proto: proto.clone(),
+                    rules: l7.cloned().unwrap_or_default(),
+                    form,
+                }),
+                (L7Form::Generic, None, Some(_)) => {
                     return Err(FieldError::new(
                         format!("{at}.rules.l7proto"),
                         "l7proto is required with l7",
                     ))
                 }
-                (None, None) => None,
+                (L7Form::Generic, None, None) => None,
             }
         }
     };
