@@ -90,9 +90,13 @@ fn kafka_rules_select_the_kafka_protocol_and_judge_as_cilium() {
         "hq",
         &["deathstar-plans"]
     ));
-    assert!(allows(&port, "metadata", 12, "outpost-7", &[]));
-    assert!(!allows(&port, "metadata", 12, "outpost-8", &[]));
-    assert!(!allows(&port, "metadata", 11, "outpost-7", &[]));
+    assert!(allows(&port, "metadata", 12, "outpost-7", &["secret"]));
+    assert!(!allows(&port, "metadata", 12, "outpost-8", &["secret"]));
+    assert!(!allows(&port, "metadata", 11, "outpost-7", &["secret"]));
+    assert!(
+        allows(&port, "metadata", 11, "outpost-8", &[]),
+        "naming no topic, judged on the roles"
+    );
     let l7 = snapshot.l7_ports();
     assert_eq!(l7.len(), 1);
     assert_eq!(&*l7[0].proto, "kafka");
