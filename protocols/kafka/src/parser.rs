@@ -7,8 +7,11 @@
 //! the names the upstream's Metadata responses gave them ([`TopicIds`]). Responses are read no
 //! further than their length and correlation id, which [`Pending`] matches against the
 //! requests owed, except the answers to allowed Metadata requests (v10+, up to 1 MiB), which
-//! are held whole and read for their topic ids before they pass. A request that cannot be
-//! read, or a denied one whose response this crate cannot compose, closes the connection.
+//! are held whole and read for their topic ids before they pass. A denied Metadata request
+//! that names some allowed topics is narrowed to those, as Kafka's authorizer answers per
+//! topic, so that clients asking about all their topics at once keep learning the allowed
+//! ones. A request that cannot be read, or a denied one whose response this crate cannot
+//! compose, closes the connection.
 //! Log fields and denials are written into buffers the parser keeps, so a warm parser does
 //! not allocate per request.
 
@@ -17,12 +20,12 @@ use std::sync::Arc;
 
 use axoneme_sdk::{Context, EntryType, ErrorCode, Field, Flow, Input, Op, ParseError, Parser};
 
-use crate::apis::{Body, Denial, Request};
+use crate::apis::{metadata, Body, Denial, Request};
 use crate::error::Error;
-use crate::header::{frame_len, RequestHeader, LENGTH_LEN};
+use crate::header::{frame_len, write_request, RequestHeader, LENGTH_LEN};
 use crate::pending::{DenyAction, Pending, PendingError, ResponseAction};
 use crate::rules::RuleSet;
-use crate::topic_ids::{TopicIds, FIRST_VERSION_WITH_IDS};
+use crate::topic_ids::{Known, TopicIds, FIRST_VERSION_WITH_IDS};
 use crate::topics::TopicRef;
 use crate::wire::WireError;
 
@@ -50,8 +53,10 @@ pub struct KafkaParser {
     scratch: Vec<u8>,
     /// A Metadata response that straddles input slices, joined.
     reply_scratch: Vec<u8>,
-    /// The denial being composed.
+    /// The denial, or the narrowed Metadata request, being composed.
     denial: Vec<u8>,
+    /// A narrowed Metadata request waits in `denial`, to be injected toward the broker.
+    narrowed_due: bool,
     /// The text of the log fields.
     text: Vec<u8>,
 }
@@ -80,6 +85,7 @@ impl KafkaParser {
             topic_ids,
             scratch: Vec::new(),
             reply_scratch: Vec::new(),
+            narrowed_due: false,
             denial: Vec::new(),
             text: Vec::new(),
         }
@@ -104,6 +110,12 @@ impl Parser for KafkaParser {
 
 impl KafkaParser {
     fn on_request(&mut self, ctx: &mut Context<'_>, input: Input<'_>) -> Result<Op, ParseError> {
+        if self.narrowed_due {
+            self.narrowed_due = false;
+            // `narrow` checked that it fits.
+            let n = ctx.inject(Flow::Request, &self.denial);
+            return Ok(Op::Inject(n));
+        }
         if input.is_empty() {
             return Ok(Op::Nop);
         }
@@ -168,23 +180,28 @@ impl KafkaParser {
         let known = ids.known();
         let topics = request.topics().map(|topic| known.resolve(topic));
         let verdict = ctx.check::<RuleSet>(|rules| rules.allows(&header, topics.clone()));
-        let entry = match verdict.allowed {
-            true => EntryType::Request,
-            false => EntryType::Denied,
-        };
-        self.log(ctx, &header, topics, entry, verdict.policy_name);
-        drop(known);
         if verdict.allowed {
-            let owed = match request.body {
-                Body::Metadata(_) if header.api_version >= FIRST_VERSION_WITH_IDS => self
-                    .pending
-                    .expect_metadata(header.correlation_id, header.api_version),
-                _ if expects_response(request) => self.pending.expect(header.correlation_id),
-                _ => Ok(()),
-            };
-            owed.map_err(pending_error)?;
+            self.log(
+                ctx,
+                &header,
+                topics,
+                EntryType::Request,
+                verdict.policy_name,
+            );
+            self.owe(request)?;
             return Ok(Op::Pass(frame));
         }
+        if let Body::Metadata(metadata) = &request.body {
+            if self.narrow(ctx, request, metadata, &known) {
+                self.owe(request)?;
+                self.narrowed_due = true;
+                return Ok(Op::Drop(frame));
+            }
+        }
+        // Checked again: narrowing may have checked single topics since.
+        let verdict = ctx.check::<RuleSet>(|rules| rules.allows(&header, topics.clone()));
+        self.log(ctx, &header, topics, EntryType::Denied, verdict.policy_name);
+        drop(known);
         self.denial.clear();
         match request.write_denial(&mut self.denial) {
             Denial::Written => {}
@@ -198,6 +215,70 @@ impl KafkaParser {
             ctx.inject(Flow::Reply, &self.denial);
         }
         Ok(Op::Drop(frame))
+    }
+
+    /// Records the response an allowed (or narrowed) request is owed, if any.
+    fn owe(&mut self, request: &Request<'_>) -> Result<(), ParseError> {
+        let header = &request.header;
+        let owed = match request.body {
+            Body::Metadata(_) if header.api_version >= FIRST_VERSION_WITH_IDS => self
+                .pending
+                .expect_metadata(header.correlation_id, header.api_version),
+            _ if expects_response(request) => self.pending.expect(header.correlation_id),
+            _ => Ok(()),
+        };
+        owed.map_err(pending_error)
+    }
+
+    /// Narrows a denied Metadata request naming both topics the rules allow and topics they
+    /// deny to the allowed ones, as Kafka's authorizer answers per topic: composes that request
+    /// (to be injected toward the broker in place of the original), and logs a `Request` entry
+    /// for the allowed topics and a `Denied` one for the others. The denied topics are then
+    /// absent from the broker's response. `false` when no topic is allowed, or when the
+    /// narrowed request would not fit the inject buffer: the request is then denied whole.
+    fn narrow(
+        &mut self,
+        ctx: &Context<'_>,
+        request: &Request<'_>,
+        metadata: &metadata::Request<'_>,
+        known: &Known<'_>,
+    ) -> bool {
+        let header = request.header;
+        let allows = |topic: TopicRef<'_>| {
+            ctx.check::<RuleSet>(|rules| {
+                rules.allows(&header, std::iter::once(known.resolve(topic)))
+            })
+            .allowed
+        };
+        if !request.topics().any(allows) {
+            return false;
+        }
+        self.denial.clear();
+        write_request(&mut self.denial, &header, |w| {
+            metadata::write_request(metadata, header.api_version, allows, w);
+        });
+        if ctx.inject_room(Flow::Request) < self.denial.len() {
+            return false;
+        }
+        let kept = request
+            .topics()
+            .filter(|topic| allows(*topic))
+            .map(|topic| known.resolve(topic));
+        let verdict = ctx.check::<RuleSet>(|rules| rules.allows(&header, kept.clone()));
+        self.log(ctx, &header, kept, EntryType::Request, verdict.policy_name);
+        let dropped = request
+            .topics()
+            .filter(|topic| !allows(*topic))
+            .map(|topic| known.resolve(topic));
+        let verdict = ctx.check::<RuleSet>(|rules| rules.allows(&header, dropped.clone()));
+        self.log(
+            ctx,
+            &header,
+            dropped,
+            EntryType::Denied,
+            verdict.policy_name,
+        );
+        true
     }
 
     fn on_reply(&mut self, ctx: &mut Context<'_>, input: Input<'_>) -> Result<Op, ParseError> {

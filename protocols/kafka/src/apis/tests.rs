@@ -1287,6 +1287,54 @@ fn bytes_after_the_last_field_are_ignored_as_the_broker_ignores_them() {
     assert!(with.topics().eq(without.topics()));
 }
 
+/// A Metadata request narrowed to some of its topics is, read back by the oracle, the same
+/// request with only those topic entries (an entry that names its topic carries the zero id,
+/// as clients write it), for every version.
+#[test]
+fn narrowed_metadata_requests_keep_everything_else() {
+    let message = MESSAGES.iter().find(|m| m.key == METADATA).unwrap();
+    let mut narrowed_requests = 0;
+    for version in message.low..=message.high {
+        for seed in 1..40 {
+            let vals = generate(message.request, version, &mut Gen(seed * 7919), 0);
+            let frame = request_frame(message, version, &vals, Some(b"c"), 0);
+            let request = Request::parse(&frame).unwrap();
+            let Body::Metadata(narrowed) = request.body else {
+                unreachable!()
+            };
+            let Some(first) = request.topics().next() else {
+                continue;
+            };
+            let mut out = Vec::new();
+            crate::header::write_request(&mut out, &request.header, |w| {
+                metadata::write_request(&narrowed, version, |topic| topic == first, w);
+            });
+            let Val::Array(Some(entries)) = &vals[0] else {
+                unreachable!("a request naming a topic has topic entries")
+            };
+            let first = to_topic_ref(first);
+            let kept = entries
+                .iter()
+                .filter(|entry| topic_of(METADATA_TOPIC, version, entry).as_ref() == Some(&first))
+                .map(|entry| match (version >= 10, &first) {
+                    (true, T::Name(_)) => [vec![Val::Uuid([0; 16])], entry[1..].to_vec()].concat(),
+                    _ => entry.clone(),
+                })
+                .collect();
+            let mut expected = vals.clone();
+            expected[0] = Val::Array(Some(kept));
+            assert_eq!(
+                out[4..],
+                request_frame(message, version, &expected, Some(b"c"), 0),
+                "v{version} seed {seed}"
+            );
+            assert_eq!(out[..4], ((out.len() - 4) as u32).to_be_bytes());
+            narrowed_requests += 1;
+        }
+    }
+    assert!(narrowed_requests > 200, "{narrowed_requests}");
+}
+
 #[test]
 fn offset_fetch_for_all_topics_is_denied_for_the_group() {
     // v8: one group "g", all topics (null), require_stable false.

@@ -342,6 +342,46 @@ fn only_the_answer_to_an_allowed_metadata_request_teaches_ids() {
 }
 
 #[test]
+fn a_metadata_request_naming_allowed_and_denied_topics_is_narrowed_to_the_allowed() {
+    let rules: &[&[(&str, &str)]] = &[&[("role", "consume"), ("topic", "empire-announce")]];
+    let mut s = session(rules);
+    let both = metadata(1, Some(&["deathstar-plans", "empire-announce", "x"]));
+    let narrowed = metadata(1, Some(&["empire-announce"]));
+    assert_eq!(
+        s.deliver(Flow::Request, &[&both]),
+        Emitted::new(&narrowed, b"")
+    );
+    assert_eq!(
+        s.log(),
+        [
+            "Request empire api_key=metadata api_version=12 correlation_id=1 topic=empire-announce",
+            "Denied  api_key=metadata api_version=12 correlation_id=1 topic=deathstar-plans, x",
+        ]
+    );
+    let answer = metadata_response(1, &[("empire-announce", ANNOUNCE)]);
+    assert_eq!(
+        s.deliver(Flow::Reply, &[&answer]),
+        Emitted::new(b"", &answer)
+    );
+    let fetch = fetch_by_id(2, ANNOUNCE);
+    assert_eq!(
+        s.deliver(Flow::Request, &[&fetch]),
+        Emitted::new(&fetch, b""),
+        "the narrowed request's answer teaches ids"
+    );
+    let denied = metadata(3, Some(&["deathstar-plans", "x"]));
+    assert_eq!(
+        s.deliver(Flow::Request, &[&denied]),
+        Emitted::new(b"", b""),
+        "no topic allowed: denied whole, behind the owed Fetch response"
+    );
+    assert_eq!(
+        s.deliver(Flow::Reply, &[&response(2)]),
+        Emitted::new(b"", &[response(2), denial(&denied)].concat())
+    );
+}
+
+#[test]
 fn unreadable_requests_close_the_connection() {
     let mut s = session(EMPIRE);
     s.assert_refuses(&frame(99, 0, 1, false, b""), ErrorCode::InvalidFrameType);
