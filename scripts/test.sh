@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace on a fresh machine: installs what the tests need, checks
 # formatting and lints, builds and runs all unit, property, integration and bench-smoke tests,
-# then the Python end-to-end tests against a real memcached (tests/python) and cql-fixture (tests/cql), the
-# benchmark's own tests (tests/bench), schemathesis against the REST API (tests/api) and a short
+# then the Python end-to-end tests against a real memcached (tests/python), cql-fixture (tests/cql) and a
+# Kafka broker (tests/kafka, tansu with confluent-kafka and kafka-python), the benchmark's own tests (tests/bench), schemathesis against the REST API (tests/api) and a short
 # soak (scripts/soak.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +27,7 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv --clear .venv 2>/dev/null || { apt_install python3-venv && python3 -m venv --clear .venv; }
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt -r tests/cql/requirements.txt -r tests/bench/requirements.txt \
-  -r tests/api/requirements.txt
+  -r tests/api/requirements.txt -r tests/kafka/requirements.txt
 
 if cargo fmt --version >/dev/null 2>&1; then
   cargo fmt --all -- --check
@@ -48,9 +48,9 @@ cargo test --workspace --all-targets --locked 2>&1 | tee "$log"
 cargo_status=${PIPESTATUS[0]}
 cargo build -p axoneme -p axoneme-loadgen -p cql-fixture --locked
 build_status=$?
-# The memcached, the CQL and the benchmark's suites run as separate pytest sessions (each has its
-# own conftest).
-for suite in tests/python tests/cql tests/bench; do
+# The memcached, the CQL, the Kafka and the benchmark's suites run as separate pytest sessions (each
+# has its own conftest).
+for suite in tests/python tests/cql tests/kafka tests/bench; do
   PYTHONDONTWRITEBYTECODE=1 AXONEME_BIN="$PWD/target/debug/axoneme" CQL_FIXTURE_BIN="$PWD/target/debug/cql-fixture" \
     .venv/bin/python -m pytest -p no:cacheprovider "$suite" 2>&1 | tee -a "$pytest_log"
   suite_status=${PIPESTATUS[0]}

@@ -1,7 +1,7 @@
 """Servers run in the background on 127.0.0.1, for the benchmark and for the end-to-end tests
-(tests/python and tests/cql import this module): free ports, waiting with a deadline, a process
-whose output goes to a log file and which stops cleanly, and the command lines of memcached and
-the agent that both need.
+(tests/python, tests/cql and tests/kafka import this module): free ports, waiting with a
+deadline, a process whose output goes to a log file and which stops cleanly, and the command lines
+of memcached and the agent that both need.
 
 It knows nothing of pytest, of load or of results: a wait that gives up raises `GaveUp`, which
 a test reports as its failure and the benchmark as its reason to stop."""

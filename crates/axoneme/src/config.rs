@@ -206,6 +206,30 @@ pub struct ProtocolsConfig {
     /// Cassandra.
     #[serde(default)]
     pub cassandra: CassandraConfig,
+    /// Kafka.
+    #[serde(default)]
+    pub kafka: KafkaConfig,
+}
+
+/// Kafka settings.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KafkaConfig {
+    /// Longest request a connection may carry; a longer one closes the connection.
+    #[serde(default = "default_max_request_bytes")]
+    pub max_request_bytes: usize,
+}
+
+fn default_max_request_bytes() -> usize {
+    axoneme_kafka::DEFAULT_MAX_REQUEST
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            max_request_bytes: default_max_request_bytes(),
+        }
+    }
 }
 
 /// Cassandra settings.

@@ -29,7 +29,7 @@ pub use crate::control::agent::{Agent, ListenerError, ListenerStatus};
 /// The protocols built into the `axoneme` binary, with their settings.
 pub fn builtin_protocols(settings: &ProtocolsConfig) -> Registry {
     let mut registry = Registry::new();
-    let protocols: [Arc<dyn Protocol>; 3] = [
+    let protocols: [Arc<dyn Protocol>; 4] = [
         Arc::new(axoneme_r2d2::R2d2),
         Arc::new(axoneme_memcache::Memcache::new(
             settings.memcache.max_value_bytes,
@@ -37,6 +37,7 @@ pub fn builtin_protocols(settings: &ProtocolsConfig) -> Registry {
         Arc::new(axoneme_cassandra::Cassandra::new(
             settings.cassandra.max_frame_bytes,
         )),
+        Arc::new(axoneme_kafka::Kafka::new(settings.kafka.max_request_bytes)),
     ];
     for protocol in protocols {
         registry

@@ -16,7 +16,7 @@ use crate::identity::IdentityView;
 use crate::peer::PeerSet;
 use crate::policy::Policy;
 use crate::ports::PortRange;
-use crate::rule::{L7Spec, Section};
+use crate::rule::{L7Form, L7Spec, Section};
 use crate::selector::LabelSet;
 
 /// What one endpoint's policy says in one direction.
@@ -239,9 +239,13 @@ impl SectionContext<'_> {
             } else {
                 names.join(", ")
             };
+            let reason = match spec.form {
+                L7Form::Generic => format!("unknown l7proto {:?} (known: {known})", spec.proto),
+                L7Form::Kafka => format!("kafka rules need the kafka protocol (known: {known})"),
+            };
             self.policy.error(FieldError::new(
-                format!("{path}.rules.l7proto"),
-                format!("unknown l7proto {:?} (known: {known})", spec.proto),
+                format!("{path}.rules.{}", spec.form.proto_field()),
+                reason,
             ))
         })?;
         let rules = if spec.rules.iter().all(|map| map.is_empty()) {
@@ -250,7 +254,7 @@ impl SectionContext<'_> {
             let compiled = protocol.compile_rules(&spec.rules).map_err(|e| {
                 let key = e.key.map(|k| format!(".{k}")).unwrap_or_default();
                 self.policy.error(FieldError::new(
-                    format!("{path}.rules.l7[{}]{key}", e.index),
+                    format!("{path}.rules.{}[{}]{key}", spec.form.rules_field(), e.index),
                     e.reason,
                 ))
             })?;

@@ -188,7 +188,9 @@ pub(crate) struct L7RulesModel {
     pub l7proto: Option<String>,
     pub l7: Option<Vec<L7RuleMap>>,
     pub http: Option<IgnoredAny>,
-    pub kafka: Option<IgnoredAny>,
+    /// Cilium's `kafka` rules: maps of `role`, `apiKey`, `apiVersion`, `clientID` and `topic`,
+    /// whose keys and values the `kafka` protocol checks as it compiles them.
+    pub kafka: Option<Vec<L7RuleMap>>,
     pub dns: Option<IgnoredAny>,
 }
 

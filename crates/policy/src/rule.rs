@@ -9,7 +9,9 @@
 use axoneme_sdk::L7RuleMap;
 
 use crate::error::FieldError;
-use crate::model::{CidrSetModel, PeerRuleModel, PortRuleModel, RuleModel, SelectorModel};
+use crate::model::{
+    CidrSetModel, L7RulesModel, PeerRuleModel, PortRuleModel, RuleModel, SelectorModel,
+};
 use crate::peer::{Cidr, CidrSet, Entity, PeerSpec};
 use crate::ports::{parse_port, PortRange};
 use crate::selector::Selector;
@@ -60,10 +62,39 @@ pub(crate) struct PortRule {
 /// The `rules` of a `toPorts` element.
 #[derive(Debug, Clone)]
 pub(crate) struct L7Spec {
-    /// `l7proto`.
+    /// `l7proto`, or `kafka` for `rules.kafka`.
     pub proto: String,
-    /// `l7`; empty when missing.
+    /// The rule maps (`l7` or `kafka`); empty when missing.
     pub rules: Vec<L7RuleMap>,
+    /// How the rules were written, for errors about them.
+    pub form: L7Form,
+}
+
+/// How a `toPorts` element names its L7 protocol and rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum L7Form {
+    /// `l7proto` with an `l7` list.
+    Generic,
+    /// Cilium's `kafka` list, which selects the `kafka` protocol.
+    Kafka,
+}
+
+impl L7Form {
+    /// The field that names the protocol.
+    pub(crate) fn proto_field(self) -> &'static str {
+        match self {
+            L7Form::Generic => "l7proto",
+            L7Form::Kafka => "kafka",
+        }
+    }
+
+    /// The field that holds the rule maps.
+    pub(crate) fn rules_field(self) -> &'static str {
+        match self {
+            L7Form::Generic => "l7",
+            L7Form::Kafka => "kafka",
+        }
+    }
 }
 
 /// An element of `ingressDeny` / `egressDeny`.
@@ -354,6 +385,56 @@ fn parse_cidr_set(model: &CidrSetModel, at: &str) -> Result<CidrSet, FieldError>
     Ok(CidrSet { cidr, except })
 }
 
+/// The L7 part of a `toPorts` element's `rules`: `l7proto` with `l7`, or Cilium's `kafka`
+/// list, which selects the `kafka` protocol. Cilium allows one kind of L7 rules per object.
+fn parse_l7(
+    rules: &L7RulesModel,
+    at: &str,
+    warnings: &mut Vec<FieldError>,
+) -> Result<Option<L7Spec>, FieldError> {
+    let kinds = [("http", rules.http.is_some()), ("dns", rules.dns.is_some())];
+    if let Some((name, _)) = kinds.iter().find(|(_, present)| *present) {
+        return Err(FieldError::new(
+            format!("{at}.rules.{name}"),
+            format!("{name} rules are not supported by axoneme"),
+        ));
+    }
+    let combined = |other: &str| {
+        FieldError::new(
+            format!("{at}.rules.{other}"),
+            format!(
+                "{other} cannot be combined with kafka rules in one rules object (as in Cilium)"
+            ),
+        )
+    };
+    let (form, proto, maps) = match (&rules.kafka, &rules.l7proto, &rules.l7) {
+        (Some(kafka), None, None) => (L7Form::Kafka, "kafka", Some(kafka)),
+        (Some(_), Some(_), _) => return Err(combined("l7proto")),
+        (Some(_), None, Some(_)) => return Err(combined("l7")),
+        (None, Some(proto), l7) => (L7Form::Generic, proto.as_str(), l7.as_ref()),
+        (None, None, Some(_)) => {
+            return Err(FieldError::new(
+                format!("{at}.rules.l7proto"),
+                "l7proto is required with l7",
+            ))
+        }
+        (None, None, None) => return Ok(None),
+    };
+    for (index, map) in maps.into_iter().flatten().enumerate() {
+        for (key, _) in map.iter().filter(|(_, value)| value.is_empty()) {
+            warnings.push(FieldError::new(
+                format!("{at}.rules.{}[{index}].{key}", form.rules_field()),
+                format!("the empty value puts no constraint on {key} (as in Cilium)"),
+            ));
+        }
+    }
+    Ok(Some(L7Spec {
+        proto: proto.to_owned(),
+        rules: maps.cloned().unwrap_or_default(),
+        form,
+    }))
+}
+
 fn parse_port_rule(
     model: &PortRuleModel,
     at: &str,
@@ -370,40 +451,7 @@ fn parse_port_rule(
     }
     let l7 = match &model.rules {
         None => None,
-        Some(rules) => {
-            let kinds = [
-                ("http", rules.http.is_some()),
-                ("kafka", rules.kafka.is_some()),
-                ("dns", rules.dns.is_some()),
-            ];
-            if let Some((name, _)) = kinds.iter().find(|(_, present)| *present) {
-                return Err(FieldError::new(
-                    format!("{at}.rules.{name}"),
-                    format!("{name} rules are not supported by axoneme"),
-                ));
-            }
-            for (index, map) in rules.l7.iter().flatten().enumerate() {
-                for (key, _) in map.iter().filter(|(_, value)| value.is_empty()) {
-                    warnings.push(FieldError::new(
-                        format!("{at}.rules.l7[{index}].{key}"),
-                        format!("the empty value puts no constraint on {key} (as in Cilium)"),
-                    ));
-                }
-            }
-            match (&rules.l7proto, &rules.l7) {
-                (Some(proto), l7) => Some(L7Spec {
-                    proto: proto.clone(),
-                    rules: l7.clone().unwrap_or_default(),
-                }),
-                (None, Some(_)) => {
-                    return Err(FieldError::new(
-                        format!("{at}.rules.l7proto"),
-                        "l7proto is required with l7",
-                    ))
-                }
-                (None, None) => None,
-            }
-        }
+        Some(rules) => parse_l7(rules, at, warnings)?,
     };
     let ports = model.ports.as_deref().unwrap_or_default();
     let mut ranges = Vec::new();

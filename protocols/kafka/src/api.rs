@@ -100,6 +100,12 @@ pub const OFFSET_FOR_LEADER_EPOCH: i16 = 23;
 pub const ADD_PARTITIONS_TO_TXN: i16 = 24;
 /// TxnOffsetCommit.
 pub const TXN_OFFSET_COMMIT: i16 = 28;
+/// InitProducerId.
+pub const INIT_PRODUCER_ID: i16 = 22;
+/// GetTelemetrySubscriptions.
+pub const GET_TELEMETRY_SUBSCRIPTIONS: i16 = 71;
+/// PushTelemetry.
+pub const PUSH_TELEMETRY: i16 = 72;
 
 const fn api(
     key: i16,

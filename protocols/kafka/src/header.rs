@@ -4,8 +4,8 @@
 //!
 //! Kafka 4.x no longer has request header v0 (it served ControlledShutdown v0 only). The
 //! client id stays a classic nullable string even in header v2 (`RequestHeader.json`,
-//! `"flexibleVersions": "none"` on `ClientId`). This module reads headers and writes response
-//! frames; message bodies are the message modules' business.
+//! `"flexibleVersions": "none"` on `ClientId`). This module reads headers and writes request
+//! and response frames; message bodies are the message modules' business.
 
 use axoneme_sdk::Input;
 
@@ -78,6 +78,28 @@ impl<'a> RequestHeader<'a> {
     pub fn is_flexible(&self) -> bool {
         self.api.is_flexible(self.api_version)
     }
+}
+
+/// Appends a request frame to `out`: the length, `header` (v1, or v2 without tagged fields for
+/// flexible versions) and the body `body` writes in that version's encoding.
+pub fn write_request(
+    out: &mut Vec<u8>,
+    header: &RequestHeader<'_>,
+    body: impl FnOnce(&mut Writer<'_>),
+) {
+    let start = out.len();
+    out.extend_from_slice(&[0; LENGTH_LEN]);
+    out.extend_from_slice(&header.api.key.to_be_bytes());
+    out.extend_from_slice(&header.api_version.to_be_bytes());
+    out.extend_from_slice(&header.correlation_id.to_be_bytes());
+    Writer::new(out, false).nullable_string(header.client_id);
+    let flexible = header.is_flexible();
+    if flexible {
+        Writer::new(out, true).tagged_fields();
+    }
+    body(&mut Writer::new(out, flexible));
+    let length = (out.len() - start - LENGTH_LEN) as u32;
+    out[start..start + LENGTH_LEN].copy_from_slice(&length.to_be_bytes());
 }
 
 /// Appends a response frame to `out`: the length, the response header for `header`'s API and

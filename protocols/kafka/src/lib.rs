@@ -6,9 +6,10 @@
 //! flexible versions); [`apis`] reads the bodies of the requests that name topics, in place,
 //! and writes the responses that deny them; [`rules`] compiles Cilium's `role`, `apiKey`,
 //! `apiVersion`, `clientID` and `topic` keys and judges requests as Cilium did; [`pending`]
-//! keeps responses and denials in correlation order, and [`KafkaParser`] applies all of it to
-//! a connection. [`wire`] holds Kafka's primitive types and [`topics`] the arrays of topics
-//! and partitions. Everything here is sans-IO: a function of the bytes at hand.
+//! keeps responses and denials in correlation order, [`topic_ids`] the names of the topic ids
+//! each upstream's Metadata responses gave out, and [`KafkaParser`] applies all of it to a
+//! connection. [`wire`] holds Kafka's primitive types and [`topics`] the arrays of topics and
+//! partitions. Everything here is sans-IO: a function of the bytes at hand.
 
 pub mod api;
 pub mod apis;
@@ -17,8 +18,11 @@ pub mod header;
 mod parser;
 pub mod pending;
 pub mod rules;
+pub mod topic_ids;
 pub mod topics;
 pub mod wire;
+
+use std::sync::Arc;
 
 use axoneme_sdk::{ConnectionMeta, L7RuleMap, Parser, RuleError, TraceFields, TypedProtocol};
 
@@ -28,15 +32,18 @@ pub use error::Error;
 pub use header::RequestHeader;
 pub use parser::KafkaParser;
 pub use rules::RuleSet;
+pub use topic_ids::TopicIds;
 pub use topics::TopicRef;
 
 /// The broker's default limit on a request (`socket.request.max.bytes`, 100 MiB).
 pub const DEFAULT_MAX_REQUEST: usize = 100 * 1024 * 1024;
 
 /// The Kafka protocol.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Kafka {
     max_request: usize,
+    /// The topic ids learned per upstream, shared by its connections.
+    clusters: Arc<topic_ids::Clusters>,
 }
 
 impl Kafka {
@@ -44,7 +51,10 @@ impl Kafka {
     /// A request whose body names topics is held whole, so the datapath's buffer limit bounds
     /// those too.
     pub fn new(max_request: usize) -> Self {
-        Kafka { max_request }
+        Kafka {
+            max_request,
+            clusters: Arc::default(),
+        }
     }
 }
 
@@ -62,8 +72,11 @@ impl TypedProtocol for Kafka {
         "kafka"
     }
 
-    fn parser(&self, _meta: &ConnectionMeta) -> Box<dyn Parser> {
-        Box::new(KafkaParser::new(self.max_request))
+    fn parser(&self, meta: &ConnectionMeta) -> Box<dyn Parser> {
+        Box::new(KafkaParser::new(
+            self.max_request,
+            self.clusters.of(meta.destination),
+        ))
     }
 
     fn compile(&self, rules: &[L7RuleMap]) -> Result<RuleSet, RuleError> {
@@ -136,10 +149,15 @@ mod tests {
             ]),
             Ok(false)
         );
-        assert_eq!(trace(&[("apiKey", "metadata")]), Ok(false));
+        assert_eq!(trace(&[("apiKey", "metadata"), ("topic", "x")]), Ok(false));
         assert_eq!(
-            trace(&[("apiKey", "metadata"), ("apiVersion", "12")]),
+            trace(&[("apiKey", "metadata"), ("apiVersion", "12"), ("topic", "x")]),
             Ok(true)
+        );
+        assert_eq!(
+            trace(&[("apiKey", "metadata")]),
+            Ok(true),
+            "all topics: judged on the produce rule's role"
         );
         assert_eq!(
             trace(&[("apiKey", "listoffsets")]),

@@ -3,21 +3,29 @@
 //!
 //! A request of an API whose body names topics is kept until it has arrived whole and read in
 //! place ([`Request::parse`]); any other request is judged by its header as soon as that has
-//! arrived, and passed or dropped as it streams. Responses are never read beyond their length
-//! and correlation id, which [`Pending`] matches against the requests owed. A request that
-//! cannot be read, or a denied one whose response this crate cannot compose, closes the
-//! connection. Log fields and denials are written into buffers the parser keeps, so a warm
-//! parser does not allocate per request.
+//! arrived, and passed or dropped as it streams. Topics a request names by id are judged by
+//! the names the upstream's Metadata responses gave them ([`TopicIds`]). Responses are read no
+//! further than their length and correlation id, which [`Pending`] matches against the
+//! requests owed, except the answers to allowed Metadata requests (v10+, up to 1 MiB), which
+//! are held whole and read for their topic ids before they pass. A denied Metadata request
+//! that names some allowed topics is narrowed to those, as Kafka's authorizer answers per
+//! topic, so that clients asking about all their topics at once keep learning the allowed
+//! ones. A request that cannot be read, or a denied one whose response this crate cannot
+//! compose, closes the connection.
+//! Log fields and denials are written into buffers the parser keeps, so a warm parser does
+//! not allocate per request.
 
 use std::io::Write;
+use std::sync::Arc;
 
 use axoneme_sdk::{Context, EntryType, ErrorCode, Field, Flow, Input, Op, ParseError, Parser};
 
-use crate::apis::{Body, Denial, Request};
+use crate::apis::{metadata, Body, Denial, Request};
 use crate::error::Error;
-use crate::header::{frame_len, RequestHeader, LENGTH_LEN};
+use crate::header::{frame_len, write_request, RequestHeader, LENGTH_LEN};
 use crate::pending::{DenyAction, Pending, PendingError, ResponseAction};
 use crate::rules::RuleSet;
+use crate::topic_ids::{Known, TopicIds, FIRST_VERSION_WITH_IDS};
 use crate::topics::TopicRef;
 use crate::wire::WireError;
 
@@ -30,15 +38,25 @@ const MAX_HEADER_LEN: usize = 64 * 1024;
 /// Bytes of a response's length and correlation id.
 const RESPONSE_HEAD: usize = 8;
 
+/// The longest Metadata response held to learn topic ids; a longer one passes unread (its ids
+/// stay unknown). Within the datapath's default `maxBuffered`.
+const MAX_LEARNED_RESPONSE: usize = 1024 * 1024;
+
 /// Parser state for one Kafka connection.
 #[derive(Debug)]
 pub struct KafkaParser {
     max_request: usize,
     pending: Pending,
+    /// The topic ids of the upstream, shared with its other connections.
+    topic_ids: Arc<TopicIds>,
     /// A request that straddles input slices, joined.
     scratch: Vec<u8>,
-    /// The denial being composed.
+    /// A Metadata response that straddles input slices, joined.
+    reply_scratch: Vec<u8>,
+    /// The denial, or the narrowed Metadata request, being composed.
     denial: Vec<u8>,
+    /// A narrowed Metadata request waits in `denial`, to be injected toward the broker.
+    narrowed_due: bool,
     /// The text of the log fields.
     text: Vec<u8>,
 }
@@ -57,12 +75,17 @@ const DENIAL_TOO_LARGE: ParseError = ParseError::new(
 );
 
 impl KafkaParser {
-    /// A parser refusing requests longer than `max_request` bytes (without their length).
-    pub fn new(max_request: usize) -> Self {
+    /// A parser refusing requests longer than `max_request` bytes (without their length),
+    /// resolving topic ids with `topic_ids` and adding to it what the upstream's Metadata
+    /// responses teach.
+    pub fn new(max_request: usize, topic_ids: Arc<TopicIds>) -> Self {
         KafkaParser {
             max_request,
             pending: Pending::default(),
+            topic_ids,
             scratch: Vec::new(),
+            reply_scratch: Vec::new(),
+            narrowed_due: false,
             denial: Vec::new(),
             text: Vec::new(),
         }
@@ -87,6 +110,12 @@ impl Parser for KafkaParser {
 
 impl KafkaParser {
     fn on_request(&mut self, ctx: &mut Context<'_>, input: Input<'_>) -> Result<Op, ParseError> {
+        if self.narrowed_due {
+            self.narrowed_due = false;
+            // `narrow` checked that it fits.
+            let n = ctx.inject(Flow::Request, &self.denial);
+            return Ok(Op::Inject(n));
+        }
         if input.is_empty() {
             return Ok(Op::Nop);
         }
@@ -147,24 +176,32 @@ impl KafkaParser {
         frame: usize,
     ) -> Result<Op, ParseError> {
         let header = request.header;
-        let verdict = ctx.check::<RuleSet>(|rules| rules.allows(&request.header, request.topics()));
-        self.log(
-            ctx,
-            request,
-            match verdict.allowed {
-                true => EntryType::Request,
-                false => EntryType::Denied,
-            },
-            verdict.policy_name,
-        );
+        let ids = Arc::clone(&self.topic_ids);
+        let known = ids.known();
+        let topics = request.topics().map(|topic| known.resolve(topic));
+        let verdict = ctx.check::<RuleSet>(|rules| rules.allows(&header, topics.clone()));
         if verdict.allowed {
-            if expects_response(request) {
-                self.pending
-                    .expect(header.correlation_id)
-                    .map_err(pending_error)?;
-            }
+            self.log(
+                ctx,
+                &header,
+                topics,
+                EntryType::Request,
+                verdict.policy_name,
+            );
+            self.owe(request)?;
             return Ok(Op::Pass(frame));
         }
+        if let Body::Metadata(metadata) = &request.body {
+            if self.narrow(ctx, request, metadata, &known) {
+                self.owe(request)?;
+                self.narrowed_due = true;
+                return Ok(Op::Drop(frame));
+            }
+        }
+        // Checked again: narrowing may have checked single topics since.
+        let verdict = ctx.check::<RuleSet>(|rules| rules.allows(&header, topics.clone()));
+        self.log(ctx, &header, topics, EntryType::Denied, verdict.policy_name);
+        drop(known);
         self.denial.clear();
         match request.write_denial(&mut self.denial) {
             Denial::Written => {}
@@ -178,6 +215,70 @@ impl KafkaParser {
             ctx.inject(Flow::Reply, &self.denial);
         }
         Ok(Op::Drop(frame))
+    }
+
+    /// Records the response an allowed (or narrowed) request is owed, if any.
+    fn owe(&mut self, request: &Request<'_>) -> Result<(), ParseError> {
+        let header = &request.header;
+        let owed = match request.body {
+            Body::Metadata(_) if header.api_version >= FIRST_VERSION_WITH_IDS => self
+                .pending
+                .expect_metadata(header.correlation_id, header.api_version),
+            _ if expects_response(request) => self.pending.expect(header.correlation_id),
+            _ => Ok(()),
+        };
+        owed.map_err(pending_error)
+    }
+
+    /// Narrows a denied Metadata request naming both topics the rules allow and topics they
+    /// deny to the allowed ones, as Kafka's authorizer answers per topic: composes that request
+    /// (to be injected toward the broker in place of the original), and logs a `Request` entry
+    /// for the allowed topics and a `Denied` one for the others. The denied topics are then
+    /// absent from the broker's response. `false` when no topic is allowed, or when the
+    /// narrowed request would not fit the inject buffer: the request is then denied whole.
+    fn narrow(
+        &mut self,
+        ctx: &Context<'_>,
+        request: &Request<'_>,
+        metadata: &metadata::Request<'_>,
+        known: &Known<'_>,
+    ) -> bool {
+        let header = request.header;
+        let allows = |topic: TopicRef<'_>| {
+            ctx.check::<RuleSet>(|rules| {
+                rules.allows(&header, std::iter::once(known.resolve(topic)))
+            })
+            .allowed
+        };
+        if !request.topics().any(allows) {
+            return false;
+        }
+        self.denial.clear();
+        write_request(&mut self.denial, &header, |w| {
+            metadata::write_request(metadata, header.api_version, allows, w);
+        });
+        if ctx.inject_room(Flow::Request) < self.denial.len() {
+            return false;
+        }
+        let kept = request
+            .topics()
+            .filter(|topic| allows(*topic))
+            .map(|topic| known.resolve(topic));
+        let verdict = ctx.check::<RuleSet>(|rules| rules.allows(&header, kept.clone()));
+        self.log(ctx, &header, kept, EntryType::Request, verdict.policy_name);
+        let dropped = request
+            .topics()
+            .filter(|topic| !allows(*topic))
+            .map(|topic| known.resolve(topic));
+        let verdict = ctx.check::<RuleSet>(|rules| rules.allows(&header, dropped.clone()));
+        self.log(
+            ctx,
+            &header,
+            dropped,
+            EntryType::Denied,
+            verdict.policy_name,
+        );
+        true
     }
 
     fn on_reply(&mut self, ctx: &mut Context<'_>, input: Input<'_>) -> Result<Op, ParseError> {
@@ -199,9 +300,24 @@ impl KafkaParser {
             ));
         }
         let frame = LENGTH_LEN + length as usize;
+        let correlation_id = i32::from_be_bytes([c0, c1, c2, c3]);
+        if let Some(version) = self.pending.metadata_due(correlation_id) {
+            if frame - LENGTH_LEN <= MAX_LEARNED_RESPONSE {
+                if input.len() < frame {
+                    return Ok(Op::More(frame - input.len()));
+                }
+                let mut scratch = std::mem::take(&mut self.reply_scratch);
+                if let Some(message) = input.contiguous(LENGTH_LEN..frame, &mut scratch) {
+                    // A response that does not follow its definition teaches what came before
+                    // the fault and still goes to the client, whose business it is.
+                    let _ = self.topic_ids.learn(message, version);
+                }
+                self.reply_scratch = scratch;
+            }
+        }
         match self
             .pending
-            .response(i32::from_be_bytes([c0, c1, c2, c3]))
+            .response(correlation_id)
             .map_err(pending_error)?
         {
             ResponseAction::Pass => Ok(Op::Pass(frame)),
@@ -225,15 +341,21 @@ impl KafkaParser {
 
     /// Logs a request with Cilium's Kafka fields: `api_key` (the policy name), `api_version`,
     /// `correlation_id` and, when it names topics, `topic` (joined with ", "; a topic named by
-    /// id shows the id as Kafka prints it).
-    fn log(&mut self, ctx: &Context<'_>, request: &Request<'_>, entry: EntryType, policy: &str) {
-        let header = &request.header;
+    /// an id the upstream never named shows the id as Kafka prints it).
+    fn log<'t>(
+        &mut self,
+        ctx: &Context<'_>,
+        header: &RequestHeader<'_>,
+        topics: impl Iterator<Item = TopicRef<'t>>,
+        entry: EntryType,
+        policy: &str,
+    ) {
         self.text.clear();
         let _ = write!(self.text, "{}", header.api_version);
         let version_end = self.text.len();
         let _ = write!(self.text, "{}", header.correlation_id);
         let correlation_end = self.text.len();
-        for (i, topic) in request.topics().enumerate() {
+        for (i, topic) in topics.enumerate() {
             if i > 0 {
                 self.text.extend_from_slice(b", ");
             }

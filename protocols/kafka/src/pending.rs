@@ -6,7 +6,9 @@
 //! at once when nothing is owed, otherwise behind the responses owed before it. Requests that
 //! expect no response (Produce with `acks` 0) are not recorded, and a response to one (some
 //! brokers answer them anyway) is recognised by its correlation id being owed by no one. This
-//! module is bookkeeping only: the parser frames bytes and calls it.
+//! module is bookkeeping only: the parser frames bytes and calls it. It also says which
+//! response answers an allowed Metadata request, by its place in the order, so that only the
+//! broker's Metadata responses teach topic ids ([`crate::topic_ids`]).
 
 use std::collections::VecDeque;
 
@@ -18,8 +20,12 @@ pub const MAX_QUEUED_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Slot {
-    /// The broker owes the response with this correlation id.
-    Owed(i32),
+    /// The broker owes the response with this correlation id; `metadata` is the version of
+    /// the Metadata request it answers, when it does.
+    Owed {
+        correlation_id: i32,
+        metadata: Option<i16>,
+    },
     /// A denial of this many bytes (at the front of the queued bytes) is due here.
     Denied(usize),
 }
@@ -70,7 +76,35 @@ pub struct Pending {
 impl Pending {
     /// An allowed request that expects the response with `correlation_id`.
     pub fn expect(&mut self, correlation_id: i32) -> Result<(), PendingError> {
-        self.push(Slot::Owed(correlation_id))
+        self.push(Slot::Owed {
+            correlation_id,
+            metadata: None,
+        })
+    }
+
+    /// An allowed Metadata request of `version` that expects the response with
+    /// `correlation_id`.
+    pub fn expect_metadata(
+        &mut self,
+        correlation_id: i32,
+        version: i16,
+    ) -> Result<(), PendingError> {
+        self.push(Slot::Owed {
+            correlation_id,
+            metadata: Some(version),
+        })
+    }
+
+    /// The version of the Metadata request that a response with `correlation_id` answers,
+    /// when it answers the oldest request owed and that request is a Metadata request.
+    pub fn metadata_due(&self, correlation_id: i32) -> Option<i16> {
+        match self.slots.front() {
+            Some(&Slot::Owed {
+                correlation_id: owed,
+                metadata,
+            }) if owed == correlation_id => metadata,
+            _ => None,
+        }
     }
 
     /// A denied request answered with `denial`: injected now when nothing is owed, else
@@ -89,22 +123,25 @@ impl Pending {
 
     /// A response with `correlation_id` at a frame boundary of the reply flow.
     pub fn response(&mut self, correlation_id: i32) -> Result<ResponseAction, PendingError> {
-        match self.slots.front() {
-            Some(&Slot::Owed(owed)) if owed == correlation_id => {
+        let owed = |slot: &Slot| match *slot {
+            Slot::Owed { correlation_id, .. } => Some(correlation_id),
+            Slot::Denied(_) => None,
+        };
+        match self.slots.front().and_then(owed) {
+            Some(first) if first == correlation_id => {
                 self.slots.pop_front();
                 Ok(ResponseAction::Pass)
             }
-            _ if !self.slots.contains(&Slot::Owed(correlation_id)) => Ok(ResponseAction::Discard),
+            _ if !self
+                .slots
+                .iter()
+                .any(|slot| owed(slot) == Some(correlation_id)) =>
+            {
+                Ok(ResponseAction::Discard)
+            }
             _ => Err(PendingError::OutOfOrder {
                 got: correlation_id,
-                owed: self
-                    .slots
-                    .iter()
-                    .find_map(|slot| match slot {
-                        Slot::Owed(owed) => Some(*owed),
-                        Slot::Denied(_) => None,
-                    })
-                    .unwrap_or(correlation_id),
+                owed: self.slots.iter().find_map(owed).unwrap_or(correlation_id),
             }),
         }
     }
@@ -181,6 +218,24 @@ mod tests {
         );
         assert_eq!(p.response(1), Ok(ResponseAction::Pass));
         assert_eq!(p.response(2), Ok(ResponseAction::Pass));
+    }
+
+    #[test]
+    fn metadata_responses_are_known_by_their_place_not_their_id() {
+        let mut p = Pending::default();
+        p.expect(5).unwrap();
+        p.expect_metadata(5, 12).unwrap();
+        assert_eq!(
+            p.metadata_due(5),
+            None,
+            "the first 5 answers the other request"
+        );
+        assert_eq!(p.response(5), Ok(ResponseAction::Pass));
+        assert_eq!(p.metadata_due(4), None);
+        assert_eq!(p.metadata_due(5), Some(12));
+        assert_eq!(p.response(5), Ok(ResponseAction::Pass));
+        assert_eq!(p.metadata_due(5), None);
+        assert!(p.is_empty());
     }
 
     #[test]

@@ -6,9 +6,13 @@
 //! matches the key, version and client id of a request when each it names equals the
 //! request's; a rule without `topic`, or any matching rule for an API that carries no topics,
 //! allows the request; otherwise the request is allowed when each topic it names is the `topic`
-//! of some matching rule (different rules may allow different topics). A request of a topic
-//! API that names no topic (Metadata or OffsetFetch for all topics) is allowed only by a rule
-//! without `topic`, and so is a topic named by an id. Keys and values are checked as Cilium's
+//! of some matching rule (different rules may allow different topics). A Produce, Fetch,
+//! ListOffsets or Metadata request that names no topic (Metadata for all topics, or for none,
+//! as librdkafka first asks for the brokers) is judged on the rules' other keys, as Cilium's
+//! per-request matchers, which looked only at the client id of these, judged it; a request of
+//! another topic API that names none (OffsetFetch for all topics) is allowed only by a rule
+//! without `topic`, and so is a topic named by an id the upstream never named. Keys and values
+//! are checked as Cilium's
 //! `Sanitize` did, with Kafka's own topic syntax (at most 249 characters, not `.` or `..`).
 //! This module compiles and judges; reading requests is the message modules' business.
 
@@ -41,6 +45,10 @@ pub const CONSUME_ROLE: [i16; 11] = [
     SYNC_GROUP,
     API_VERSIONS,
 ];
+
+/// The topic APIs whose requests naming no topic are judged on the rules' other keys (see the
+/// module documentation).
+const NO_TOPIC_BY_OTHER_KEYS: [i16; 4] = [PRODUCE, FETCH, LIST_OFFSETS, METADATA];
 
 /// The API keys a rule allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,11 +115,14 @@ impl RuleSet {
             return true;
         }
         let mut topics = topics.peekable();
-        topics.peek().is_some()
-            && topics.all(|topic| match topic {
-                TopicRef::Name(name) => self.topics.allows(selects, std::iter::once(name)),
-                TopicRef::Id(_) => false,
-            })
+        if topics.peek().is_none() {
+            return NO_TOPIC_BY_OTHER_KEYS.contains(&header.api.key)
+                && self.selectors.iter().any(selects);
+        }
+        topics.all(|topic| match topic {
+            TopicRef::Name(name) => self.topics.allows(selects, std::iter::once(name)),
+            TopicRef::Id(_) => false,
+        })
     }
 }
 
@@ -262,11 +273,16 @@ mod tests {
             "each topic allowed by a different rule"
         );
         assert!(
-            !allows(METADATA, 12, None, &[]),
-            "all topics: only a rule without topic"
+            allows(METADATA, 12, None, &[]),
+            "all topics, or none: judged on the consume rule's role"
         );
-        assert!(allows(METADATA, 12, Some("outpost-7"), &[]));
-        assert!(!allows(METADATA, 11, Some("outpost-7"), &[]));
+        assert!(
+            !allows(OFFSET_FETCH, 8, None, &[]),
+            "OffsetFetch for all topics: only a rule without topic"
+        );
+        assert!(allows(METADATA, 12, Some("outpost-7"), &["x"]));
+        assert!(!allows(METADATA, 11, Some("outpost-7"), &["x"]));
+        assert!(!allows(METADATA, 12, Some("outpost-8"), &["x"]));
         assert!(allows(API_VERSIONS, 4, None, &[]));
         assert!(
             allows(HEARTBEAT, 4, None, &[]),
@@ -343,9 +359,11 @@ mod tests {
         );
     }
 
-    /// Cilium's judgement, step by step as `Rule.Matches` did it: each matching rule with a
+    /// Cilium's judgement, step by step as `MatchesRule` did it: each matching rule with a
     /// topic takes its topic out of the request's set, and the request is allowed when the set
-    /// becomes empty or a rule without a topic (or any rule, for an API without topics) matches.
+    /// becomes empty or a rule without a topic (or any rule, for an API without topics) matches;
+    /// a request naming no topic is matched by `ruleMatches`, whose matchers for Produce (0),
+    /// Fetch (1), Offsets (2) and Metadata (3) requests looked only at the client id.
     fn cilium(maps: &[L7RuleMap], header: &RequestHeader<'_>, topics: &[&str]) -> bool {
         let mut left: BTreeSet<&str> = topics.iter().copied().collect();
         maps.iter().any(|map| {
@@ -371,6 +389,9 @@ mod tests {
                 }
             }
             match map.get("topic") {
+                Some(_) if names_topics(header.api.key) && topics.is_empty() => {
+                    [0, 1, 2, 3].contains(&header.api.key)
+                }
                 Some(topic) if names_topics(header.api.key) => {
                     left.remove(topic.as_str()) && left.is_empty()
                 }
@@ -419,7 +440,7 @@ mod tests {
             maps in prop::collection::vec(rule_map(), 0..8),
             requests in prop::collection::vec(
                 (
-                    prop::sample::select(vec![PRODUCE, FETCH, METADATA, HEARTBEAT, CREATE_TOPICS, API_VERSIONS]),
+                    prop::sample::select(vec![PRODUCE, FETCH, METADATA, OFFSET_FETCH, HEARTBEAT, CREATE_TOPICS, API_VERSIONS]),
                     prop::sample::select(vec![1i16, 9]),
                     prop::option::of(prop::sample::select(vec!["c", "d"])),
                     prop::collection::vec(prop::sample::select(vec!["a", "b", "c", "d"]), 0..4),

@@ -25,9 +25,6 @@ pub enum WireError {
     /// An unsigned varint longer than 5 bytes or above 32 bits.
     #[error("{0} has an overlong varint")]
     Varint(&'static str),
-    /// Bytes are left after the last field of the message.
-    #[error("{0} bytes follow the end of the message")]
-    TrailingBytes(usize),
 }
 
 /// A cursor over a message body, reading the encoding of one message version.
@@ -195,14 +192,6 @@ impl<'a> Reader<'a> {
         }
         Ok(())
     }
-
-    /// Checks that the message ends here.
-    pub fn finish(&self) -> Result<(), WireError> {
-        match self.bytes.len() {
-            0 => Ok(()),
-            n => Err(WireError::TrailingBytes(n)),
-        }
-    }
 }
 
 /// Appends one message version's encoding to a buffer.
@@ -311,7 +300,7 @@ mod tests {
         let mut r = Reader::new(b"\x00\x03abc\xff\xff", false);
         assert_eq!(r.string("s"), Ok(&b"abc"[..]));
         assert_eq!(r.nullable_string("s"), Ok(None));
-        assert_eq!(r.finish(), Ok(()));
+        assert_eq!(r.remaining(), 0);
         let mut r = Reader::new(b"\x04abc\x00\x01", true);
         assert_eq!(r.string("s"), Ok(&b"abc"[..]));
         assert_eq!(r.string("s"), Err(WireError::Null("s")));
@@ -340,10 +329,6 @@ mod tests {
             Reader::new(b"\x80\x80\x80\x80\x80\x01", true).uvarint("v"),
             Err(WireError::Varint("v"))
         );
-        assert_eq!(
-            Reader::new(b"x", true).finish(),
-            Err(WireError::TrailingBytes(1))
-        );
     }
 
     #[test]
@@ -364,7 +349,7 @@ mod tests {
             Writer::new(&mut out, true).uvarint(value);
             let mut r = Reader::new(&out, true);
             prop_assert_eq!(r.uvarint("v"), Ok(value));
-            prop_assert_eq!(r.finish(), Ok(()));
+            prop_assert_eq!(r.remaining(), 0);
         }
 
         #[test]
@@ -380,7 +365,7 @@ mod tests {
             let mut r = Reader::new(&out, flexible);
             prop_assert_eq!(r.nullable_string("s"), Ok(value.as_deref()));
             prop_assert_eq!(r.nullable_array("a"), Ok(count));
-            prop_assert_eq!(r.finish(), Ok(()));
+            prop_assert_eq!(r.remaining(), 0);
         }
 
         #[test]

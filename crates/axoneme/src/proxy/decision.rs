@@ -307,8 +307,8 @@ mod tests {
             "parse memcache"
         );
         assert_eq!(
-            outcome(&snapshot, &sidecar("cache", Some("kafka")), LUKE, CACHE),
-            "refuse Ingress : no parser for l7proto \"kafka\""
+            outcome(&snapshot, &sidecar("cache", Some("mysql")), LUKE, CACHE),
+            "refuse Ingress : no parser for l7proto \"mysql\""
         );
     }
 

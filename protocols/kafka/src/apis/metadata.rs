@@ -1,5 +1,6 @@
 //! Metadata (key 3), v0 to v13: the topics a client asks about, whether it asks for all of
-//! them, whether it asks the broker to create missing ones, and the response that denies it.
+//! them, whether it asks the broker to create missing ones, the same request narrowed to some
+//! of its topics, and the response that denies it.
 //!
 //! From v1 a null topic array asks for every topic (v0: an empty one). From v10 a topic entry
 //! carries an id and a nullable name; an entry with a null name names its topic by id.
@@ -15,6 +16,10 @@ pub struct Request<'a> {
     /// Whether the broker may create the named topics that do not exist (v4+; always in
     /// earlier versions).
     pub allow_auto_topic_creation: bool,
+    /// Whether the response is to carry the cluster's authorized operations (v8 to v10).
+    pub include_cluster_authorized_operations: bool,
+    /// Whether the response is to carry each topic's authorized operations (v8+).
+    pub include_topic_authorized_operations: bool,
 }
 
 impl Request<'_> {
@@ -33,21 +38,25 @@ pub fn parse<'a>(r: &mut Reader<'a>, version: i16) -> Result<Request<'a>, WireEr
         0 => Some(Entries::read(r, version, "the topics", topic)?),
         _ => Entries::read_nullable(r, version, "the topics", topic)?,
     };
-    let mut allow_auto_topic_creation = true;
+    let mut request = Request {
+        topics,
+        allow_auto_topic_creation: true,
+        include_cluster_authorized_operations: false,
+        include_topic_authorized_operations: false,
+    };
     if version >= 4 {
-        allow_auto_topic_creation = r.bool("allow auto topic creation")?;
+        request.allow_auto_topic_creation = r.bool("allow auto topic creation")?;
     }
     if (8..=10).contains(&version) {
-        r.bool("include cluster authorized operations")?;
+        request.include_cluster_authorized_operations =
+            r.bool("include cluster authorized operations")?;
     }
     if version >= 8 {
-        r.bool("include topic authorized operations")?;
+        request.include_topic_authorized_operations =
+            r.bool("include topic authorized operations")?;
     }
     r.tagged_fields()?;
-    Ok(Request {
-        topics,
-        allow_auto_topic_creation,
-    })
+    Ok(request)
 }
 
 fn topic<'a>(r: &mut Reader<'a>, version: i16) -> Result<TopicEntry<'a>, WireError> {
@@ -66,6 +75,42 @@ fn topic<'a>(r: &mut Reader<'a>, version: i16) -> Result<TopicEntry<'a>, WireErr
         topic,
         partitions: Entries::empty(),
     })
+}
+
+/// Writes the body of `request` asking only for the topics `keep` retains (at least one, or a
+/// v0 request would ask for all), with the same flags and no tagged fields.
+pub fn write_request(
+    request: &Request<'_>,
+    version: i16,
+    keep: impl Fn(TopicRef<'_>) -> bool,
+    w: &mut Writer<'_>,
+) {
+    let topics = request.topics.unwrap_or_else(Entries::empty);
+    let kept = || topics.iter().filter(|entry| keep(entry.topic));
+    w.array_len(Some(kept().count()));
+    for entry in kept() {
+        let (name, id) = match entry.topic {
+            TopicRef::Name(name) => (Some(name), [0; 16]),
+            TopicRef::Id(id) => (None, id),
+        };
+        if version >= 10 {
+            w.uuid(&id);
+            w.nullable_string(name);
+        } else {
+            w.string(name.unwrap_or_default());
+        }
+        w.tagged_fields();
+    }
+    if version >= 4 {
+        w.bool(request.allow_auto_topic_creation);
+    }
+    if (8..=10).contains(&version) {
+        w.bool(request.include_cluster_authorized_operations);
+    }
+    if version >= 8 {
+        w.bool(request.include_topic_authorized_operations);
+    }
+    w.tagged_fields();
 }
 
 /// Writes the response body that fails every named topic with `error`, with no brokers, no

@@ -15,12 +15,14 @@ pub mod delete_topics;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod group;
+pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod telemetry;
 pub mod txn_offset_commit;
 
 use crate::api::*;
@@ -94,7 +96,8 @@ pub enum Denial {
 
 impl<'a> Request<'a> {
     /// Reads a request: `message` is a whole frame without its 4-byte length. The bodies of
-    /// the APIs listed in [`Body`] must follow their version's definition to the last byte.
+    /// the APIs listed in [`Body`] must hold every field of their version's definition; bytes
+    /// after the last one are ignored, as the broker ignores them.
     pub fn parse(message: &'a [u8]) -> Result<Request<'a>, Error> {
         let (header, mut r) = RequestHeader::parse(message)?;
         let version = header.api_version;
@@ -134,8 +137,11 @@ impl<'a> Request<'a> {
                 version,
             });
         }
+        // Bytes after the last field are left unread, as Kafka's broker leaves them (it
+        // parses a request's fields and never checks that the frame ends there), so the proxy
+        // and the broker read the same fields; librdkafka's Metadata request for all topics
+        // ends in three such bytes.
         let body = read(&mut r, version)?;
-        r.finish()?;
         Ok(Request { header, body })
     }
 
@@ -166,8 +172,9 @@ impl<'a> Request<'a> {
     /// names; GROUP_AUTHORIZATION_FAILED (30) for the group APIs (JoinGroup, Heartbeat,
     /// LeaveGroup, SyncGroup, ListGroups), for an OffsetFetch naming no topic and for
     /// FindCoordinator (TRANSACTIONAL_ID_AUTHORIZATION_FAILED, 53, for a transactional id);
-    /// CLUSTER_AUTHORIZATION_FAILED (31) for ApiVersions and for a Metadata request naming no
-    /// topic (v13+, the only versions with a top-level error).
+    /// CLUSTER_AUTHORIZATION_FAILED (31) for ApiVersions, InitProducerId (also for a
+    /// transactional id: the request is not read), the telemetry APIs and a Metadata request
+    /// naming no topic (v13+, the only versions with a top-level error).
     pub fn write_denial(&self, out: &mut Vec<u8>) -> Denial {
         let version = self.header.api_version;
         let error = TOPIC_AUTHORIZATION_FAILED;
@@ -176,6 +183,8 @@ impl<'a> Request<'a> {
             .map(|write| (write, GROUP_AUTHORIZATION_FAILED))
             .or_else(|| {
                 api_versions::denial(key, version)
+                    .or_else(|| init_producer_id::denial(key, version))
+                    .or_else(|| telemetry::denial(key, version))
                     .map(|write| (write, CLUSTER_AUTHORIZATION_FAILED))
             });
         match (&self.body, unread) {

@@ -458,6 +458,29 @@ const SYNC_GROUP_RESPONSE: &[Field] = &[
     f(Bytes, 0, ALL),
 ];
 
+// InitProducerIdResponse.json
+const INIT_PRODUCER_ID_RESPONSE: &[Field] = &[
+    f(I32, 0, ALL),
+    r(f(I16, 0, ALL), TopError),
+    f(I64, 0, ALL),
+    f(I16, 0, ALL),
+];
+
+// GetTelemetrySubscriptionsResponse.json, PushTelemetryResponse.json. `[]int8` is written as
+// `bytes` is (a length, then one byte per element), so it is read as one.
+const GET_TELEMETRY_SUBSCRIPTIONS_RESPONSE: &[Field] = &[
+    f(I32, 0, ALL),
+    r(f(I16, 0, ALL), TopError),
+    f(Uuid, 0, ALL),
+    f(I32, 0, ALL),
+    f(Bytes, 0, ALL),
+    f(I32, 0, ALL),
+    f(I32, 0, ALL),
+    f(Bool, 0, ALL),
+    f(Strs, 0, ALL),
+];
+const PUSH_TELEMETRY_RESPONSE: &[Field] = &[f(I32, 0, ALL), r(f(I16, 0, ALL), TopError)];
+
 // JoinGroupResponse.json, ListGroupsResponse.json, ApiVersionsResponse.json
 const JOIN_GROUP_MEMBER: &[Field] = &[f(Str, 0, ALL), n(Str, 5, ALL, 5), f(Bytes, 0, ALL)];
 const JOIN_GROUP_RESPONSE: &[Field] = &[
@@ -1232,6 +1255,86 @@ fn metadata_for_all_topics_and_auto_creation() {
     assert!(metadata.all_topics(0));
 }
 
+/// librdkafka (2.x) asks for all topics with a Metadata v12 body of `00 00 00 00 01 00 00`
+/// after its header: a null topic array, three fields, and three bytes more. Kafka's broker
+/// reads the fields and ignores the rest; so does the proxy, and reads what the broker reads.
+#[test]
+fn bytes_after_the_last_field_are_ignored_as_the_broker_ignores_them() {
+    let librdkafka =
+        b"\x00\x03\x00\x0c\x00\x00\x00\x09\x00\x07rdkafka\x00\x00\x00\x00\x00\x01\x00\x00";
+    let request = Request::parse(librdkafka).unwrap();
+    assert_eq!(request.header.client_id, Some(&b"rdkafka"[..]));
+    assert_eq!(request.header.correlation_id, 9);
+    let Body::Metadata(metadata) = request.body else {
+        unreachable!()
+    };
+    assert!(metadata.all_topics(12));
+    assert!(!metadata.allow_auto_topic_creation);
+    assert_eq!(request.topics().count(), 0);
+    let produce = request_frame(
+        &MESSAGES[0],
+        9,
+        &generate(MESSAGES[0].request, 9, &mut Gen(5), 0),
+        None,
+        1,
+    );
+    let mut longer = produce.clone();
+    longer.extend_from_slice(b"\xff\xff");
+    let (with, without) = (
+        Request::parse(&longer).unwrap(),
+        Request::parse(&produce).unwrap(),
+    );
+    assert!(with.topics().eq(without.topics()));
+}
+
+/// A Metadata request narrowed to some of its topics is, read back by the oracle, the same
+/// request with only those topic entries (an entry that names its topic carries the zero id,
+/// as clients write it), for every version.
+#[test]
+fn narrowed_metadata_requests_keep_everything_else() {
+    let message = MESSAGES.iter().find(|m| m.key == METADATA).unwrap();
+    let mut narrowed_requests = 0;
+    for version in message.low..=message.high {
+        for seed in 1..40 {
+            let vals = generate(message.request, version, &mut Gen(seed * 7919), 0);
+            let frame = request_frame(message, version, &vals, Some(b"c"), 0);
+            let request = Request::parse(&frame).unwrap();
+            let Body::Metadata(narrowed) = request.body else {
+                unreachable!()
+            };
+            let Some(first) = request.topics().next() else {
+                continue;
+            };
+            let mut out = Vec::new();
+            crate::header::write_request(&mut out, &request.header, |w| {
+                metadata::write_request(&narrowed, version, |topic| topic == first, w);
+            });
+            let Val::Array(Some(entries)) = &vals[0] else {
+                unreachable!("a request naming a topic has topic entries")
+            };
+            let first = to_topic_ref(first);
+            let kept = entries
+                .iter()
+                .filter(|entry| topic_of(METADATA_TOPIC, version, entry).as_ref() == Some(&first))
+                .map(|entry| match (version >= 10, &first) {
+                    (true, T::Name(_)) => [vec![Val::Uuid([0; 16])], entry[1..].to_vec()].concat(),
+                    _ => entry.clone(),
+                })
+                .collect();
+            let mut expected = vals.clone();
+            expected[0] = Val::Array(Some(kept));
+            assert_eq!(
+                out[4..],
+                request_frame(message, version, &expected, Some(b"c"), 0),
+                "v{version} seed {seed}"
+            );
+            assert_eq!(out[..4], ((out.len() - 4) as u32).to_be_bytes());
+            narrowed_requests += 1;
+        }
+    }
+    assert!(narrowed_requests > 200, "{narrowed_requests}");
+}
+
 #[test]
 fn offset_fetch_for_all_topics_is_denied_for_the_group() {
     // v8: one group "g", all topics (null), require_stable false.
@@ -1267,6 +1370,9 @@ fn denials_of_unread_apis_decode() {
         (SYNC_GROUP, SYNC_GROUP_RESPONSE, 5, 4, group),
         (LIST_GROUPS, LIST_GROUPS_RESPONSE, 5, 3, group),
         (API_VERSIONS, API_VERSIONS_RESPONSE, 4, 3, cluster),
+        (22, INIT_PRODUCER_ID_RESPONSE, 5, 2, cluster),
+        (71, GET_TELEMETRY_SUBSCRIPTIONS_RESPONSE, 0, 0, cluster),
+        (72, PUSH_TELEMETRY_RESPONSE, 0, 0, cluster),
     ] {
         for version in 0..=high {
             let message = Message {

@@ -232,6 +232,155 @@ fn topics_named_by_id_match_no_topic_rule() {
     );
 }
 
+/// A Metadata v12 response with `correlation_id` naming `topics` with their ids, each with no
+/// partition, written from Kafka's `MetadataResponse.json`.
+fn metadata_response(correlation_id: i32, topics: &[(&str, [u8; 16])]) -> Vec<u8> {
+    let mut message = correlation_id.to_be_bytes().to_vec();
+    message.push(0);
+    message.extend_from_slice(&0i32.to_be_bytes());
+    message.push(2);
+    message.extend_from_slice(&1i32.to_be_bytes());
+    message.extend_from_slice(b"\x0a127.0.0.1");
+    message.extend_from_slice(&9092i32.to_be_bytes());
+    message.extend_from_slice(b"\x00\x00\x00");
+    message.extend_from_slice(&1i32.to_be_bytes());
+    message.push(topics.len() as u8 + 1);
+    for (name, id) in topics {
+        message.extend_from_slice(&0i16.to_be_bytes());
+        message.push(name.len() as u8 + 1);
+        message.extend_from_slice(name.as_bytes());
+        message.extend_from_slice(id);
+        message.extend_from_slice(b"\x00\x01");
+        message.extend_from_slice(&0i32.to_be_bytes());
+        message.push(0);
+    }
+    message.push(0);
+    let mut out = (message.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(&message);
+    out
+}
+
+const ANNOUNCE: [u8; 16] = [1; 16];
+const PLANS: [u8; 16] = [2; 16];
+
+#[test]
+fn topics_named_by_id_are_judged_by_the_names_the_broker_gave_them() {
+    let kafka = Kafka::default();
+    let rules: &[&[(&str, &str)]] = &[&[("role", "consume"), ("topic", "empire-announce")]];
+    let mut s = Session::new(&kafka, RulesPolicy::compile(&kafka, "outposts", rules));
+    let unknown = fetch_by_id(1, ANNOUNCE);
+    assert_eq!(
+        s.deliver(Flow::Request, &[&unknown]),
+        Emitted::new(b"", &denial(&unknown)),
+        "no Metadata response has named the id yet"
+    );
+    let ask = metadata(2, Some(&["empire-announce"]));
+    assert_eq!(s.deliver(Flow::Request, &[&ask]), Emitted::new(&ask, b""));
+    let answer = metadata_response(
+        2,
+        &[("empire-announce", ANNOUNCE), ("deathstar-plans", PLANS)],
+    );
+    let (head, rest) = answer.split_at(30);
+    assert_eq!(
+        s.deliver(Flow::Reply, &[head]),
+        Emitted::nothing(),
+        "held until whole"
+    );
+    assert_eq!(s.deliver(Flow::Reply, &[rest]), Emitted::new(b"", &answer));
+    let announce = fetch_by_id(3, ANNOUNCE);
+    assert_eq!(
+        s.deliver(Flow::Request, &[&announce]),
+        Emitted::new(&announce, b"")
+    );
+    let plans = fetch_by_id(4, PLANS);
+    let sent = s.deliver(Flow::Request, &[&plans]);
+    assert_eq!(sent, Emitted::nothing(), "denied, behind the owed response");
+    assert_eq!(
+        s.log()[2..],
+        [
+            "Request outposts api_key=fetch api_version=16 correlation_id=3 topic=empire-announce",
+            "Denied  api_key=fetch api_version=16 correlation_id=4 topic=deathstar-plans",
+        ]
+    );
+    let mut other = Session::new(&kafka, RulesPolicy::compile(&kafka, "outposts", rules));
+    assert_eq!(
+        other.deliver(Flow::Request, &[&announce]),
+        Emitted::new(&announce, b""),
+        "another connection to the same upstream knows the id"
+    );
+}
+
+#[test]
+fn only_the_answer_to_an_allowed_metadata_request_teaches_ids() {
+    let kafka = Kafka::default();
+    let rules: &[&[(&str, &str)]] = &[
+        &[("role", "consume"), ("topic", "empire-announce")],
+        &[("apiKey", "apiversions")],
+    ];
+    let mut s = Session::new(&kafka, RulesPolicy::compile(&kafka, "outposts", rules));
+    // The client gives an ApiVersions request and a Metadata request the same correlation id;
+    // the first response with it answers ApiVersions, whatever its bytes look like.
+    let versions = frame(18, 3, 5, true, b"\x07rdkafka\x062.10.0\x00");
+    let ask = metadata(5, Some(&["empire-announce"]));
+    s.deliver(Flow::Request, &[&[versions, ask].concat()]);
+    let forged = metadata_response(5, &[("empire-announce", PLANS)]);
+    let real = metadata_response(5, &[("empire-announce", ANNOUNCE)]);
+    assert_eq!(
+        s.deliver(Flow::Reply, &[&[forged.clone(), real.clone()].concat()]),
+        Emitted::new(b"", &[forged, real].concat())
+    );
+    let plans = fetch_by_id(6, PLANS);
+    assert_eq!(
+        s.deliver(Flow::Request, &[&plans]),
+        Emitted::new(b"", &denial(&plans))
+    );
+    let announce = fetch_by_id(7, ANNOUNCE);
+    assert_eq!(
+        s.deliver(Flow::Request, &[&announce]),
+        Emitted::new(&announce, b"")
+    );
+}
+
+#[test]
+fn a_metadata_request_naming_allowed_and_denied_topics_is_narrowed_to_the_allowed() {
+    let rules: &[&[(&str, &str)]] = &[&[("role", "consume"), ("topic", "empire-announce")]];
+    let mut s = session(rules);
+    let both = metadata(1, Some(&["deathstar-plans", "empire-announce", "x"]));
+    let narrowed = metadata(1, Some(&["empire-announce"]));
+    assert_eq!(
+        s.deliver(Flow::Request, &[&both]),
+        Emitted::new(&narrowed, b"")
+    );
+    assert_eq!(
+        s.log(),
+        [
+            "Request empire api_key=metadata api_version=12 correlation_id=1 topic=empire-announce",
+            "Denied  api_key=metadata api_version=12 correlation_id=1 topic=deathstar-plans, x",
+        ]
+    );
+    let answer = metadata_response(1, &[("empire-announce", ANNOUNCE)]);
+    assert_eq!(
+        s.deliver(Flow::Reply, &[&answer]),
+        Emitted::new(b"", &answer)
+    );
+    let fetch = fetch_by_id(2, ANNOUNCE);
+    assert_eq!(
+        s.deliver(Flow::Request, &[&fetch]),
+        Emitted::new(&fetch, b""),
+        "the narrowed request's answer teaches ids"
+    );
+    let denied = metadata(3, Some(&["deathstar-plans", "x"]));
+    assert_eq!(
+        s.deliver(Flow::Request, &[&denied]),
+        Emitted::new(b"", b""),
+        "no topic allowed: denied whole, behind the owed Fetch response"
+    );
+    assert_eq!(
+        s.deliver(Flow::Reply, &[&response(2)]),
+        Emitted::new(b"", &[response(2), denial(&denied)].concat())
+    );
+}
+
 #[test]
 fn unreadable_requests_close_the_connection() {
     let mut s = session(EMPIRE);

@@ -1,0 +1,258 @@
+//! The names of the topic ids a broker gave out, learned from the Metadata responses (v10+)
+//! the proxy passes and shared by every connection to the same upstream, so that requests
+//! naming topics by id (Fetch v13+, and the other APIs [`TopicRef::Id`] lists) are judged by
+//! the topic's name.
+//!
+//! Only a response the broker sent to an allowed Metadata request teaches (the parser asks
+//! [`crate::pending`] which response that is, by its place in the response order, never by a
+//! correlation id a client chose). An id never learned stays an id, and a request naming it
+//! is judged as naming an unknown topic. This module reads a Metadata response up to its
+//! topics' ids and keeps the map; it decides nothing.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
+
+use crate::topics::TopicRef;
+use crate::wire::{Reader, Uuid, WireError};
+
+/// Most ids kept per upstream; past it the map starts anew (ids are learned again from the
+/// next Metadata responses, and unknown until then).
+pub const MAX_TOPICS: usize = 100_000;
+
+/// Most upstreams whose maps are kept while no connection uses them.
+pub const MAX_UPSTREAMS: usize = 1024;
+
+/// The first Metadata version whose response carries topic ids.
+pub const FIRST_VERSION_WITH_IDS: i16 = 10;
+
+/// The topic names of one upstream, by id.
+#[derive(Debug, Default)]
+pub struct TopicIds {
+    names: RwLock<HashMap<Uuid, Box<[u8]>>>,
+}
+
+impl TopicIds {
+    /// Learns the ids of the topics in `response`, a Metadata response of `version` (a whole
+    /// frame without its 4-byte length, header included). Versions before 10 carry no ids and
+    /// teach nothing; topics with an error or without a name are skipped. A response that
+    /// does not follow its definition teaches what was read before the fault.
+    pub fn learn(&self, response: &[u8], version: i16) -> Result<(), WireError> {
+        if version < FIRST_VERSION_WITH_IDS {
+            return Ok(());
+        }
+        // Every version with ids is flexible: response header v1, compact fields.
+        let mut r = Reader::new(response, true);
+        r.i32("the correlation id")?;
+        r.tagged_fields()?;
+        r.i32("the throttle time")?;
+        for _ in 0..r.array_len("the brokers")? {
+            r.i32("a node id")?;
+            r.string("a host")?;
+            r.i32("a port")?;
+            r.nullable_string("a rack")?;
+            r.tagged_fields()?;
+        }
+        r.nullable_string("the cluster id")?;
+        r.i32("the controller id")?;
+        let topics = r.array_len("the topics")?;
+        let mut names = self.names.write().unwrap_or_else(PoisonError::into_inner);
+        for _ in 0..topics {
+            let error = r.i16("a topic's error code")?;
+            let name = r.nullable_string("a topic name")?;
+            let id = r.uuid("a topic id")?;
+            r.bool("is internal")?;
+            for _ in 0..r.array_len("the partitions")? {
+                r.i16("a partition's error code")?;
+                r.i32("a partition index")?;
+                r.i32("a leader id")?;
+                r.i32("a leader epoch")?;
+                r.skip_array(4, "the replicas")?;
+                r.skip_array(4, "the in-sync replicas")?;
+                r.skip_array(4, "the offline replicas")?;
+                r.tagged_fields()?;
+            }
+            r.i32("the topic's authorized operations")?;
+            r.tagged_fields()?;
+            match name {
+                Some(name) if error == 0 && id != [0; 16] => {
+                    if names.get(&id).is_some_and(|known| **known == *name) {
+                        continue;
+                    }
+                    if names.len() >= MAX_TOPICS {
+                        names.clear();
+                    }
+                    names.insert(id, name.into());
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The map as it is now, to resolve the topics of one request.
+    pub fn known(&self) -> Known<'_> {
+        Known(self.names.read().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// A read view of the learned names.
+#[derive(Debug)]
+pub struct Known<'m>(RwLockReadGuard<'m, HashMap<Uuid, Box<[u8]>>>);
+
+impl Known<'_> {
+    /// `topic` by name: its own name, or the learned name of its id; an unknown id as is.
+    pub fn resolve<'t>(&'t self, topic: TopicRef<'t>) -> TopicRef<'t> {
+        match topic {
+            TopicRef::Id(id) => self.0.get(&id).map_or(topic, |name| TopicRef::Name(name)),
+            named => named,
+        }
+    }
+}
+
+/// The maps of every upstream, by address: one Kafka cluster's ids are the same on every
+/// connection to it.
+#[derive(Debug, Default)]
+pub struct Clusters(Mutex<HashMap<SocketAddr, Arc<TopicIds>>>);
+
+impl Clusters {
+    /// The map of the upstream at `address`.
+    pub fn of(&self, address: SocketAddr) -> Arc<TopicIds> {
+        let mut clusters = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if !clusters.contains_key(&address) && clusters.len() >= MAX_UPSTREAMS {
+            clusters.retain(|_, ids| Arc::strong_count(ids) > 1);
+        }
+        Arc::clone(clusters.entry(address).or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Metadata response of `version` (10 to 13), written byte by byte from Kafka's
+    /// `MetadataResponse.json`: one broker, then each topic with its error code, name and id,
+    /// one partition with replicas [1] and isr [1].
+    fn response(version: i16, topics: &[(i16, Option<&str>, [u8; 16])]) -> Vec<u8> {
+        let mut out = 7i32.to_be_bytes().to_vec(); // correlation id
+        out.push(0); // header tagged fields
+        out.extend_from_slice(&0i32.to_be_bytes()); // throttle time
+        out.push(2); // one broker
+        out.extend_from_slice(&1i32.to_be_bytes());
+        out.extend_from_slice(b"\x0a127.0.0.1");
+        out.extend_from_slice(&9092i32.to_be_bytes());
+        out.push(0); // rack: null
+        out.push(0);
+        out.extend_from_slice(b"\x08cluster"); // cluster id
+        out.extend_from_slice(&1i32.to_be_bytes()); // controller
+        out.push(topics.len() as u8 + 1);
+        for (error, name, id) in topics {
+            out.extend_from_slice(&error.to_be_bytes());
+            match name {
+                Some(name) => {
+                    out.push(name.len() as u8 + 1);
+                    out.extend_from_slice(name.as_bytes());
+                }
+                None => out.push(0),
+            }
+            out.extend_from_slice(id);
+            out.push(0); // is internal
+            out.push(2); // one partition
+            out.extend_from_slice(&0i16.to_be_bytes());
+            out.extend_from_slice(&0i32.to_be_bytes());
+            out.extend_from_slice(&1i32.to_be_bytes());
+            out.extend_from_slice(&0i32.to_be_bytes());
+            out.extend_from_slice(b"\x02\x00\x00\x00\x01"); // replicas
+            out.extend_from_slice(b"\x02\x00\x00\x00\x01"); // isr
+            out.push(1); // offline replicas: none
+            out.push(0);
+            out.extend_from_slice(&i32::MIN.to_be_bytes()); // authorized operations
+            out.push(0);
+        }
+        if version <= 10 {
+            out.extend_from_slice(&i32::MIN.to_be_bytes()); // cluster authorized operations
+        }
+        if version >= 13 {
+            out.extend_from_slice(&0i16.to_be_bytes());
+        }
+        out.push(0);
+        out
+    }
+
+    fn name(ids: &TopicIds, id: [u8; 16]) -> Option<Vec<u8>> {
+        match ids.known().resolve(TopicRef::Id(id)) {
+            TopicRef::Name(name) => Some(name.to_vec()),
+            TopicRef::Id(_) => None,
+        }
+    }
+
+    #[test]
+    fn responses_with_ids_teach_the_names_of_the_topics_without_error() {
+        for version in 10..=13 {
+            let ids = TopicIds::default();
+            let topics = [
+                (0, Some("empire-announce"), [1; 16]),
+                (3, Some("missing"), [2; 16]),
+                (0, None, [3; 16]),
+                (0, Some("no-id"), [0; 16]),
+                (0, Some("deathstar-plans"), [4; 16]),
+            ];
+            ids.learn(&response(version, &topics), version).unwrap();
+            assert_eq!(
+                name(&ids, [1; 16]).as_deref(),
+                Some(&b"empire-announce"[..])
+            );
+            assert_eq!(
+                name(&ids, [4; 16]).as_deref(),
+                Some(&b"deathstar-plans"[..])
+            );
+            for unknown in [[2; 16], [3; 16], [0; 16], [9; 16]] {
+                assert_eq!(name(&ids, unknown), None, "v{version}");
+            }
+            let known = ids.known();
+            assert_eq!(known.resolve(TopicRef::Name(b"x")), TopicRef::Name(b"x"));
+        }
+    }
+
+    #[test]
+    fn older_versions_and_unreadable_responses() {
+        let ids = TopicIds::default();
+        let topics = [(0, Some("empire-announce"), [1; 16])];
+        assert_eq!(ids.learn(&response(12, &topics), 9), Ok(()));
+        assert_eq!(name(&ids, [1; 16]), None);
+        let whole = response(12, &[(0, Some("a"), [1; 16]), (0, Some("b"), [2; 16])]);
+        let cut = &whole[..whole.len() - 20];
+        assert!(ids.learn(cut, 12).is_err());
+        assert_eq!(name(&ids, [1; 16]).as_deref(), Some(&b"a"[..]));
+        assert_eq!(name(&ids, [2; 16]), None);
+    }
+
+    #[test]
+    fn a_full_map_starts_anew() {
+        let ids = TopicIds::default();
+        for n in 0..MAX_TOPICS as u32 {
+            let mut id = [0; 16];
+            id[..4].copy_from_slice(&(n + 1).to_be_bytes());
+            ids.names.write().unwrap().insert(id, b"t"[..].into());
+        }
+        ids.learn(&response(12, &[(0, Some("new"), [0xee; 16])]), 12)
+            .unwrap();
+        assert_eq!(ids.names.read().unwrap().len(), 1);
+        assert_eq!(name(&ids, [0xee; 16]).as_deref(), Some(&b"new"[..]));
+    }
+
+    #[test]
+    fn connections_to_one_upstream_share_a_map() {
+        let clusters = Clusters::default();
+        let a: SocketAddr = "127.0.0.1:9092".parse().unwrap();
+        let b: SocketAddr = "127.0.0.2:9092".parse().unwrap();
+        let first = clusters.of(a);
+        assert!(Arc::ptr_eq(&first, &clusters.of(a)));
+        assert!(!Arc::ptr_eq(&first, &clusters.of(b)));
+        for port in 0..MAX_UPSTREAMS as u16 {
+            drop(clusters.of(SocketAddr::new(b.ip(), 10_000 + port)));
+        }
+        assert!(clusters.0.lock().unwrap().len() <= MAX_UPSTREAMS);
+        assert!(Arc::ptr_eq(&first, &clusters.of(a)), "a map in use is kept");
+    }
+}
