@@ -6,28 +6,46 @@
 //! at once when nothing is owed, otherwise behind the responses owed before it. Requests that
 //! expect no response (Produce with `acks` 0) are not recorded, and a response to one (some
 //! brokers answer them anyway) is recognised by its correlation id being owed by no one. This
-//! module is bookkeeping only: the parser frames bytes and calls it. It also says which
+//! module is bookkeeping only, over the SDK's [`ReplyOrder`]: the parser frames bytes and calls
+//! it. It also says which
 //! response answers an allowed Metadata request, by its place in the order, so that only the
 //! broker's Metadata responses teach topic ids ([`crate::topic_ids`]).
 
 use std::collections::VecDeque;
 
-/// Most slots kept per connection; more means a client pipelining without reading.
+use axoneme_sdk::{Full, ReplyOrder, Run, Turn};
+
+/// Most entries kept per connection (a run of denials counts as one); more means a client
+/// pipelining without reading.
 pub const MAX_SLOTS: usize = 4096;
 
 /// Most bytes of denials waiting for their turn per connection.
 pub const MAX_QUEUED_BYTES: usize = 1024 * 1024;
 
+/// A response the broker owes: its correlation id, and the version of the Metadata request it
+/// answers, when it does. Each is an entry of its own (correlation ids differ).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Slot {
-    /// The broker owes the response with this correlation id; `metadata` is the version of
-    /// the Metadata request it answers, when it does.
-    Owed {
-        correlation_id: i32,
-        metadata: Option<i16>,
-    },
-    /// A denial of this many bytes (at the front of the queued bytes) is due here.
-    Denied(usize),
+struct Owed {
+    correlation_id: i32,
+    metadata: Option<i16>,
+}
+
+impl Run for Owed {
+    fn absorb(&mut self, _: &Self) -> bool {
+        false
+    }
+}
+
+/// Denials of this many bytes (at the front of the queued bytes) are due here; consecutive
+/// denials are one run of their bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Denied(usize);
+
+impl Run for Denied {
+    fn absorb(&mut self, next: &Self) -> bool {
+        self.0 += next.0;
+        true
+    }
 }
 
 /// What to do with a denial.
@@ -66,20 +84,26 @@ pub enum PendingError {
 }
 
 /// The queue of responses owed and denials to inject, in response order.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Pending {
-    slots: VecDeque<Slot>,
+    order: ReplyOrder<Owed, Denied>,
     /// The bytes of the queued denials, in order.
     queued: VecDeque<u8>,
+}
+
+impl Default for Pending {
+    fn default() -> Self {
+        Pending {
+            order: ReplyOrder::new(MAX_SLOTS),
+            queued: VecDeque::new(),
+        }
+    }
 }
 
 impl Pending {
     /// An allowed request that expects the response with `correlation_id`.
     pub fn expect(&mut self, correlation_id: i32) -> Result<(), PendingError> {
-        self.push(Slot::Owed {
-            correlation_id,
-            metadata: None,
-        })
+        self.owe(correlation_id, None)
     }
 
     /// An allowed Metadata request of `version` that expects the response with
@@ -89,20 +113,14 @@ impl Pending {
         correlation_id: i32,
         version: i16,
     ) -> Result<(), PendingError> {
-        self.push(Slot::Owed {
-            correlation_id,
-            metadata: Some(version),
-        })
+        self.owe(correlation_id, Some(version))
     }
 
     /// The version of the Metadata request that a response with `correlation_id` answers,
     /// when it answers the oldest request owed and that request is a Metadata request.
     pub fn metadata_due(&self, correlation_id: i32) -> Option<i16> {
-        match self.slots.front() {
-            Some(&Slot::Owed {
-                correlation_id: owed,
-                metadata,
-            }) if owed == correlation_id => metadata,
+        match self.order.peek() {
+            Turn::Owed(owed) if owed.correlation_id == correlation_id => owed.metadata,
             _ => None,
         }
     }
@@ -110,73 +128,80 @@ impl Pending {
     /// A denied request answered with `denial`: injected now when nothing is owed, else
     /// queued (and kept here) until its turn.
     pub fn deny(&mut self, denial: &[u8]) -> Result<DenyAction, PendingError> {
-        if self.slots.is_empty() {
+        if self.order.is_empty() {
             return Ok(DenyAction::InjectNow);
         }
         if self.queued.len() + denial.len() > MAX_QUEUED_BYTES {
             return Err(PendingError::Full);
         }
-        self.push(Slot::Denied(denial.len()))?;
+        self.order.deny(Denied(denial.len()))?;
         self.queued.extend(denial);
         Ok(DenyAction::Queued)
     }
 
     /// A response with `correlation_id` at a frame boundary of the reply flow.
     pub fn response(&mut self, correlation_id: i32) -> Result<ResponseAction, PendingError> {
-        let owed = |slot: &Slot| match *slot {
-            Slot::Owed { correlation_id, .. } => Some(correlation_id),
-            Slot::Denied(_) => None,
-        };
-        match self.slots.front().and_then(owed) {
-            Some(first) if first == correlation_id => {
-                self.slots.pop_front();
+        match self.order.peek() {
+            Turn::Owed(first) if first.correlation_id == correlation_id => {
+                self.order.pop_front();
                 Ok(ResponseAction::Pass)
             }
             _ if !self
-                .slots
-                .iter()
-                .any(|slot| owed(slot) == Some(correlation_id)) =>
+                .order
+                .owed()
+                .any(|owed| owed.correlation_id == correlation_id) =>
             {
                 Ok(ResponseAction::Discard)
             }
             _ => Err(PendingError::OutOfOrder {
                 got: correlation_id,
-                owed: self.slots.iter().find_map(owed).unwrap_or(correlation_id),
+                owed: self
+                    .order
+                    .owed()
+                    .next()
+                    .map_or(correlation_id, |owed| owed.correlation_id),
             }),
         }
     }
 
-    /// The rest of the denial due now (nothing owed before it), if any.
+    /// The rest of the denials due now (nothing owed before them), if any.
     pub fn due_denial(&mut self) -> Option<&[u8]> {
-        match self.slots.front() {
-            Some(&Slot::Denied(len)) => Some(&self.queued.make_contiguous()[..len]),
+        match self.order.peek() {
+            Turn::Denied(&Denied(len)) => Some(&self.queued.make_contiguous()[..len]),
             _ => None,
         }
     }
 
-    /// `n` bytes of the due denial were injected.
+    /// `n` bytes of the due denials were injected.
     pub fn denial_sent(&mut self, n: usize) {
-        if let Some(Slot::Denied(len)) = self.slots.front_mut() {
+        if let Turn::Denied(Denied(len)) = self.order.front() {
             let n = n.min(*len);
             *len -= n;
+            let done = *len == 0;
             self.queued.drain(..n);
-            if *len == 0 {
-                self.slots.pop_front();
+            if done {
+                self.order.pop_front();
             }
         }
     }
 
     /// Whether nothing is owed and no denial waits.
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.order.is_empty()
     }
 
-    fn push(&mut self, slot: Slot) -> Result<(), PendingError> {
-        if self.slots.len() >= MAX_SLOTS {
-            return Err(PendingError::Full);
-        }
-        self.slots.push_back(slot);
+    fn owe(&mut self, correlation_id: i32, metadata: Option<i16>) -> Result<(), PendingError> {
+        self.order.expect(Owed {
+            correlation_id,
+            metadata,
+        })?;
         Ok(())
+    }
+}
+
+impl From<Full> for PendingError {
+    fn from(_: Full) -> Self {
+        PendingError::Full
     }
 }
 
