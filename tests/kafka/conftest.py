@@ -99,6 +99,21 @@ listeners:
         self.broker.stop()
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test's report ends with the agent's log and the last access-log entries, which
+    say what the proxy did with the client's requests."""
+    outcome = yield
+    report = outcome.get_result()
+    empire = item.funcargs.get("empire")
+    if report.failed and empire is not None:
+        if empire.agent is not None:
+            report.sections.append(("axoneme log", empire.agent.log_text()[-6000:]))
+        if empire.access_log.exists():
+            lines = empire.access_log.read_text().splitlines()[-30:]
+            report.sections.append(("access log (last 30 entries)", "\n".join(lines)))
+
+
 @pytest.fixture(scope="session")
 def empire(tmp_path_factory):
     """The broker and the agent for the whole session (topics and records carry over from test
