@@ -1,0 +1,409 @@
+//! Identities shared by the cluster, allocated as Cilium's kvstore allocator does.
+//!
+//! A master key per number, `identities/id/<id>`, holds the encoded labels; each node that
+//! uses a label set holds a reference `identities/value/<labels>/<node>` (the number as text)
+//! attached to its lease. Owns allocation (race-free across nodes through etcd transactions),
+//! this node's references, their restore after a fault, and the collection of numbers nobody
+//! references any more once a grace period has passed. It must not know about endpoints or
+//! policies.
+//!
+//! Why allocation is race-free: a new master key is written in one transaction with this
+//! node's reference, and only if no master key changed since the listing the number was
+//! chosen from and no reference to the label set exists. Of two nodes racing for the same
+//! label set, or for the same number, one transaction fails and that node starts over and
+//! finds the winner's number. A master key is deleted only in a transaction that checks it
+//! is unchanged and unreferenced, and a reference is only written if its master key still
+//! holds the label set, so a referenced number is never reused.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::config::IdentitySource;
+use crate::error::ClusterError;
+use crate::keys::{split_labels, LabelsKey, FIRST_CLUSTER_IDENTITY, LAST_CLUSTER_IDENTITY};
+use crate::mirror::{self, Entries};
+use crate::session::{Session, Shared};
+
+/// The cluster's identities at a revision.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdentitiesSnapshot {
+    /// The revision of the last change applied.
+    pub revision: i64,
+    /// Number → labels.
+    pub identities: BTreeMap<u32, Vec<String>>,
+    /// Address → number, as Cilium's IP cache holds it (empty with Axoneme's own identities,
+    /// where addresses come from the endpoints).
+    pub ips: BTreeMap<std::net::IpAddr, u32>,
+}
+
+/// A label set this node references.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Held {
+    pub(crate) id: u32,
+    /// How many allocations of the label set this node has not released.
+    pub(crate) count: usize,
+}
+
+impl Session {
+    /// The number of a label set, the same on every node: an existing one when the set has
+    /// one, a new one otherwise. Each call must be matched by one
+    /// [`release_identity`](Session::release_identity).
+    pub async fn allocate_identity<S: AsRef<str>>(
+        &self,
+        labels: &[S],
+    ) -> Result<u32, ClusterError> {
+        let shared = self.shared();
+        if shared.config.identity_source == IdentitySource::Cilium {
+            return Err(ClusterError::ReadOnlyIdentities);
+        }
+        let labels = LabelsKey::new(labels)?;
+        if let Some(held) = shared.owned().identities.get_mut(&labels) {
+            held.count += 1;
+            return Ok(held.id);
+        }
+        let id = claim(shared, &labels, None).await?;
+        let mut owned = shared.owned();
+        let held = owned
+            .identities
+            .entry(labels)
+            .or_insert(Held { id, count: 0 });
+        held.count += 1;
+        Ok(held.id)
+    }
+
+    /// Releases one allocation of a label set; with the last, this node's reference is
+    /// deleted. The number stays the label set's for the grace period.
+    pub async fn release_identity<S: AsRef<str>>(&self, labels: &[S]) -> Result<(), ClusterError> {
+        let shared = self.shared();
+        let labels = LabelsKey::new(labels)?;
+        let last = {
+            let mut owned = shared.owned();
+            match owned.identities.get_mut(&labels) {
+                Some(held) if held.count > 1 => {
+                    held.count -= 1;
+                    false
+                }
+                Some(_) => {
+                    owned.identities.remove(&labels);
+                    true
+                }
+                None => false,
+            }
+        };
+        if last {
+            let key = shared.keys.identity_reference(&labels, &shared.config.node);
+            let mut client = shared.client();
+            shared
+                .call(
+                    || format!("delete reference {key}"),
+                    client.delete(key.clone(), None::<DeleteOptions>),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The label sets this node references, with their numbers.
+    pub fn held_identities(&self) -> BTreeMap<LabelsKey, u32> {
+        self.shared()
+            .owned()
+            .identities
+            .iter()
+            .map(|(labels, held)| (labels.clone(), held.id))
+            .collect()
+    }
+}
+
+/// Finds or creates the number of `labels` and writes this node's reference to it.
+/// `preferred` is the number to create when the set has none (the one it had before a data
+/// loss), if it is free.
+async fn claim(
+    shared: &Shared,
+    labels: &LabelsKey,
+    preferred: Option<u32>,
+) -> Result<u32, ClusterError> {
+    let keys = &shared.keys;
+    loop {
+        // Another node's reference names the number.
+        let references = keys.identity_references(labels);
+        let mut client = shared.client();
+        let answer = shared
+            .call(
+                || format!("list {references}"),
+                client.get(references.clone(), Some(GetOptions::new().with_prefix())),
+            )
+            .await?;
+        let referenced = answer.kvs().iter().find_map(|kv| {
+            let node = crate::keys::suffix(kv.key(), &references)?;
+            if node.contains('/') {
+                return None;
+            }
+            kv.value_str().ok()?.parse::<u32>().ok()
+        });
+        if let Some(id) = referenced {
+            if reference(shared, labels, id).await? {
+                return Ok(id);
+            }
+            continue;
+        }
+        // A master key holds the label set (unreferenced, within its grace period).
+        let (masters, revision) = shared.list(&keys.identity_ids()).await?;
+        let mut taken = BTreeSet::new();
+        let mut existing = None;
+        for kv in &masters {
+            let Some(id) = crate::keys::suffix(kv.key(), &keys.identity_ids())
+                .and_then(|id| id.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            taken.insert(id);
+            if kv.value() == labels.as_str().as_bytes() {
+                existing = Some(id);
+            }
+        }
+        if let Some(id) = existing {
+            if reference(shared, labels, id).await? {
+                return Ok(id);
+            }
+            continue;
+        }
+        let id = match preferred.filter(|id| !taken.contains(id)) {
+            Some(id) => id,
+            None => next_free(&taken)?,
+        };
+        let master = keys.identity_id(id);
+        let txn = Txn::new()
+            .when([
+                Compare::mod_revision(keys.identity_ids(), CompareOp::Less, revision + 1)
+                    .with_prefix(),
+                Compare::create_revision(references.clone(), CompareOp::Equal, 0).with_prefix(),
+            ])
+            .and_then([
+                TxnOp::put(master, labels.as_str(), None),
+                TxnOp::put(
+                    keys.identity_reference(labels, &shared.config.node),
+                    id.to_string(),
+                    Some(PutOptions::new().with_lease(shared.lease())),
+                ),
+            ]);
+        let mut client = shared.client();
+        let answer = shared
+            .call(|| format!("create identity {id}"), client.txn(txn))
+            .await?;
+        if answer.succeeded() {
+            return Ok(id);
+        }
+    }
+}
+
+/// Writes this node's reference to `id` if its master key still holds `labels`.
+async fn reference(shared: &Shared, labels: &LabelsKey, id: u32) -> Result<bool, ClusterError> {
+    let keys = &shared.keys;
+    let txn = Txn::new()
+        .when([Compare::value(
+            keys.identity_id(id),
+            CompareOp::Equal,
+            labels.as_str(),
+        )])
+        .and_then([TxnOp::put(
+            keys.identity_reference(labels, &shared.config.node),
+            id.to_string(),
+            Some(PutOptions::new().with_lease(shared.lease())),
+        )]);
+    let mut client = shared.client();
+    let answer = shared
+        .call(|| format!("reference identity {id}"), client.txn(txn))
+        .await?;
+    Ok(answer.succeeded())
+}
+
+/// The number after the highest taken, or the lowest free one when the highest is the
+/// last: released numbers are reused as late as possible.
+fn next_free(taken: &BTreeSet<u32>) -> Result<u32, ClusterError> {
+    let after_highest = taken
+        .last()
+        .map_or(FIRST_CLUSTER_IDENTITY, |highest| highest + 1);
+    if after_highest <= LAST_CLUSTER_IDENTITY {
+        return Ok(after_highest.max(FIRST_CLUSTER_IDENTITY));
+    }
+    (FIRST_CLUSTER_IDENTITY..=LAST_CLUSTER_IDENTITY)
+        .find(|id| !taken.contains(id))
+        .ok_or(ClusterError::IdentitiesExhausted {
+            first: FIRST_CLUSTER_IDENTITY,
+            last: LAST_CLUSTER_IDENTITY,
+        })
+}
+
+/// Re-creates this node's references under its current lease; with `masters` (after a data
+/// loss) a missing master key is created again with the number it had, if that is free.
+pub(crate) async fn restore(shared: &Arc<Shared>, masters: bool) -> Result<(), ClusterError> {
+    let held: Vec<(LabelsKey, Held)> = shared
+        .owned()
+        .identities
+        .iter()
+        .map(|(labels, held)| (labels.clone(), *held))
+        .collect();
+    for (labels, held) in held {
+        let id = if reference(shared, &labels, held.id).await? {
+            held.id
+        } else if masters {
+            claim(shared, &labels, Some(held.id)).await?
+        } else {
+            claim(shared, &labels, None).await?
+        };
+        if id != held.id {
+            tracing::warn!(
+                labels = labels.as_str(),
+                old = held.id,
+                new = id,
+                "identity number taken by another label set during restore; renumbered"
+            );
+            if let Some(entry) = shared.owned().identities.get_mut(&labels) {
+                entry.id = id;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Starts watching the master keys.
+pub(crate) async fn watch(
+    shared: &Arc<Shared>,
+) -> Result<(watch::Receiver<IdentitiesSnapshot>, JoinHandle<()>), ClusterError> {
+    mirror::start(shared, shared.keys.identity_ids(), build).await
+}
+
+/// Decodes `<id>` → encoded labels entries (Cilium's layout and ours alike).
+pub(crate) fn build(entries: &Entries, revision: i64) -> IdentitiesSnapshot {
+    let identities = entries
+        .iter()
+        .filter_map(|(id, labels)| {
+            let id = id.parse::<u32>().ok()?;
+            let labels = std::str::from_utf8(labels).ok()?;
+            Some((id, split_labels(labels)))
+        })
+        .collect();
+    IdentitiesSnapshot {
+        revision,
+        identities,
+        ips: BTreeMap::new(),
+    }
+}
+
+/// Deletes master keys that no node has referenced for the grace period. Every node runs
+/// it; the deleting transaction checks that the key is unchanged and unreferenced, so nodes
+/// collecting at once cannot delete a number that was referenced meanwhile.
+pub(crate) async fn collect_garbage(shared: Arc<Shared>) {
+    let grace = shared.config.identity_grace;
+    let interval = (grace / 4).max(Duration::from_millis(500));
+    // Master key → (its mod revision, when it was first seen unreferenced).
+    let mut unreferenced: BTreeMap<u32, (i64, Instant)> = BTreeMap::new();
+    loop {
+        tokio::time::sleep(interval).await;
+        if let Err(error) = collect_once(&shared, grace, &mut unreferenced).await {
+            tracing::debug!(%error, "identity collection skipped");
+        }
+    }
+}
+
+async fn collect_once(
+    shared: &Shared,
+    grace: Duration,
+    unreferenced: &mut BTreeMap<u32, (i64, Instant)>,
+) -> Result<(), ClusterError> {
+    let keys = &shared.keys;
+    let (masters, _) = shared.list(&keys.identity_ids()).await?;
+    let mut seen = BTreeSet::new();
+    for kv in masters {
+        let Some(id) = crate::keys::suffix(kv.key(), &keys.identity_ids())
+            .and_then(|id| id.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        seen.insert(id);
+        let labels = LabelsKey::from_stored(kv.value_str().unwrap_or_default());
+        let references = keys.identity_references(&labels);
+        let mut client = shared.client();
+        let count = shared
+            .call(
+                || format!("count {references}"),
+                client.get(
+                    references.clone(),
+                    Some(GetOptions::new().with_prefix().with_count_only()),
+                ),
+            )
+            .await?
+            .count();
+        if count > 0 {
+            unreferenced.remove(&id);
+            continue;
+        }
+        let now = Instant::now();
+        let (revision, since) = *unreferenced
+            .entry(id)
+            .and_modify(|entry| {
+                if entry.0 != kv.mod_revision() {
+                    *entry = (kv.mod_revision(), now);
+                }
+            })
+            .or_insert((kv.mod_revision(), now));
+        if now.duration_since(since) < grace {
+            continue;
+        }
+        let txn = Txn::new()
+            .when([
+                Compare::mod_revision(keys.identity_id(id), CompareOp::Equal, revision),
+                Compare::create_revision(references, CompareOp::Equal, 0).with_prefix(),
+            ])
+            .and_then([TxnOp::delete(keys.identity_id(id), None)]);
+        let mut client = shared.client();
+        let answer = shared
+            .call(|| format!("release identity {id}"), client.txn(txn))
+            .await?;
+        if answer.succeeded() {
+            tracing::info!(id, "identity released after its grace period");
+        }
+        unreferenced.remove(&id);
+    }
+    unreferenced.retain(|id, _| seen.contains(id));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_numbers_follow_the_highest_and_wrap_to_the_lowest_free() {
+        assert_eq!(next_free(&BTreeSet::new()).unwrap(), 256);
+        assert_eq!(next_free(&BTreeSet::from([256, 300])).unwrap(), 301);
+        assert_eq!(next_free(&BTreeSet::from([256, 65535])).unwrap(), 257);
+        let all: BTreeSet<u32> = (256..=65535).collect();
+        assert!(matches!(
+            next_free(&all),
+            Err(ClusterError::IdentitiesExhausted { .. })
+        ));
+    }
+
+    #[test]
+    fn master_entries_decode_to_label_lists() {
+        let mut entries = Entries::new();
+        entries.insert(
+            "300".into(),
+            b"k8s:app=luke;k8s:io.kubernetes.pod.namespace=default;".to_vec(),
+        );
+        entries.insert("junk".into(), b"x;".to_vec());
+        let snapshot = build(&entries, 3);
+        assert_eq!(
+            snapshot.identities[&300],
+            vec!["k8s:app=luke", "k8s:io.kubernetes.pod.namespace=default"]
+        );
+        assert_eq!(snapshot.identities.len(), 1);
+    }
+}

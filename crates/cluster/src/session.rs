@@ -1,0 +1,526 @@
+//! A node's session with etcd: the connection, this node's lease and its keepalive, the
+//! health of the node's view, and the recovery of what the node owns after etcd failed.
+//!
+//! Owns the lease (every key this node owns is attached to it, so a dead node's keys vanish
+//! with it), the record of what this node owns (its endpoints and identity references), the
+//! stale flag, and the detection that etcd lost its data: the epoch key is gone or was created
+//! anew, or the store's revision went backwards. It must not decide what the owned keys hold:
+//! the identity, endpoint and policy modules do, and this module only asks them to re-create
+//! their keys.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, PutOptions,
+    TlsOptions, Txn, TxnOp,
+};
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+use crate::config::{ClusterConfig, IdentitySource};
+use crate::endpoints::EndpointsSnapshot;
+use crate::error::ClusterError;
+use crate::identity::{Held, IdentitiesSnapshot};
+use crate::keys::{Keys, LabelsKey};
+use crate::policies::PoliciesSnapshot;
+use crate::{cilium, endpoints, identity, policies};
+
+/// How a node's view of the cluster stands.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Health {
+    /// Since when etcd has not answered this node (its keepalive failed); `None` while it
+    /// answers. A stale node keeps the last state it had.
+    pub stale_since: Option<SystemTime>,
+    /// The revision of the last change this node applied from its watches.
+    pub revision: i64,
+    /// How many times this node found that etcd had lost its data and re-created its state.
+    pub data_losses: u64,
+    /// How many times this node found its lease gone (expired while it was cut off, or lost
+    /// with etcd's data) and re-created its keys under a new one.
+    pub lease_losses: u64,
+}
+
+/// What this node owns in etcd, kept to re-create it.
+#[derive(Debug, Default)]
+pub(crate) struct Owned {
+    /// Its endpoints: name → JSON as published.
+    pub(crate) endpoints: BTreeMap<String, String>,
+    /// The label sets it references, with their numbers and how often they were allocated.
+    pub(crate) identities: BTreeMap<LabelsKey, Held>,
+}
+
+/// What the session's tasks share.
+pub(crate) struct Shared {
+    pub(crate) config: ClusterConfig,
+    pub(crate) keys: Keys,
+    client: Client,
+    /// How long one request to etcd may take before the node counts it as unavailable.
+    pub(crate) request_timeout: Duration,
+    lease: AtomicI64,
+    /// The creation revision of the epoch key this node knows.
+    epoch: AtomicI64,
+    /// The highest store revision this node has seen.
+    max_revision: AtomicI64,
+    health: watch::Sender<Health>,
+    owned: Mutex<Owned>,
+    /// Counts the data losses handled; the watchers relist when it changes.
+    pub(crate) losses: watch::Sender<u64>,
+    /// Wakes the health task at once (a watcher saw the revision go backwards).
+    check_now: Notify,
+    /// The policies as last watched, for restoring them after a data loss (set once the
+    /// watch has started).
+    pub(crate) policies: OnceLock<watch::Receiver<PoliciesSnapshot>>,
+}
+
+impl Shared {
+    /// A handle for one request (the client is a cheap clone of one channel).
+    pub(crate) fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// Runs one etcd request with the session's deadline, naming the operation in the error.
+    pub(crate) async fn call<T>(
+        &self,
+        operation: impl FnOnce() -> String,
+        request: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+    ) -> Result<T, ClusterError> {
+        match tokio::time::timeout(self.request_timeout, request).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(source)) => Err(ClusterError::Kvstore {
+                operation: operation(),
+                source,
+            }),
+            Err(_) => Err(ClusterError::Unavailable {
+                operation: operation(),
+                timeout_ms: self.request_timeout.as_millis(),
+            }),
+        }
+    }
+
+    /// This node's lease.
+    pub(crate) fn lease(&self) -> i64 {
+        self.lease.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn owned(&self) -> MutexGuard<'_, Owned> {
+        self.owned
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Notes a store revision seen in an answer.
+    pub(crate) fn saw_revision(&self, revision: i64) {
+        self.max_revision.fetch_max(revision, Ordering::AcqRel);
+    }
+
+    /// Notes that a watcher applied a change of this revision.
+    pub(crate) fn applied(&self, revision: i64) {
+        self.saw_revision(revision);
+        self.health.send_if_modified(|health| {
+            let newer = revision > health.revision;
+            if newer {
+                health.revision = revision;
+            }
+            newer
+        });
+    }
+
+    /// A watcher saw the store's revision go backwards: the health task checks at once.
+    pub(crate) fn suspect_data_loss(&self) {
+        self.check_now.notify_one();
+    }
+
+    fn mark_stale(&self, error: &ClusterError) {
+        self.health.send_if_modified(|health| {
+            if health.stale_since.is_some() {
+                return false;
+            }
+            tracing::warn!(%error, "kvstore unavailable; keeping the last state");
+            health.stale_since = Some(SystemTime::now());
+            true
+        });
+    }
+
+    fn mark_fresh(&self) {
+        self.health.send_if_modified(|health| {
+            let was_stale = health.stale_since.take().is_some();
+            if was_stale {
+                tracing::info!("kvstore answers again");
+            }
+            was_stale
+        });
+    }
+
+    /// Renews the lease once; `false` when etcd no longer knows it.
+    async fn keep_alive_once(&self) -> Result<bool, ClusterError> {
+        let lease = self.lease();
+        let renew = async {
+            let mut client = self.client();
+            let (mut keeper, mut answers) = client.lease_keep_alive(lease).await?;
+            keeper.keep_alive().await?;
+            answers.message().await
+        };
+        let answer = self
+            .call(|| format!("renew lease {lease:x}"), renew)
+            .await?;
+        Ok(answer.is_some_and(|answer| answer.ttl() > 0))
+    }
+
+    /// Grants a new lease for this node.
+    async fn grant_lease(&self) -> Result<(), ClusterError> {
+        let ttl = i64::try_from(self.config.lease_ttl.as_secs()).unwrap_or(i64::MAX);
+        let mut client = self.client();
+        let granted = self
+            .call(
+                || "grant this node's lease".to_owned(),
+                client.lease_grant(ttl, None),
+            )
+            .await?;
+        self.lease.store(granted.id(), Ordering::Release);
+        Ok(())
+    }
+
+    /// Creates the epoch key if absent and returns its creation revision and the store's
+    /// revision.
+    async fn establish_epoch(&self) -> Result<(i64, i64), ClusterError> {
+        let key = self.keys.epoch();
+        let created = format!("created by {}", self.config.node);
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key.clone(), created, None)])
+            .or_else([TxnOp::get(key.clone(), None)]);
+        let mut client = self.client();
+        self.call(|| "create the epoch key".to_owned(), client.txn(txn))
+            .await?;
+        self.read_epoch()
+            .await?
+            .ok_or_else(|| ClusterError::Unavailable {
+                operation: "read the epoch key just created".to_owned(),
+                timeout_ms: self.request_timeout.as_millis(),
+            })
+    }
+
+    /// The epoch key's creation revision (`None` when it is missing) and the store's revision.
+    async fn read_epoch(&self) -> Result<Option<(i64, i64)>, ClusterError> {
+        let mut client = self.client();
+        let answer = self
+            .call(
+                || "read the epoch key".to_owned(),
+                client.get(self.keys.epoch(), None),
+            )
+            .await?;
+        let revision = answer.header().map_or(0, |h| h.revision());
+        Ok(answer
+            .kvs()
+            .first()
+            .map(|kv| (kv.create_revision(), revision)))
+    }
+
+    /// One round of the health task.
+    async fn check(self: &Arc<Self>) -> Result<(), ClusterError> {
+        let lease_alive = self.keep_alive_once().await?;
+        let epoch = self.read_epoch().await?;
+        let known = self.epoch.load(Ordering::Acquire);
+        let max_revision = self.max_revision.load(Ordering::Acquire);
+        let lost = match epoch {
+            None => true,
+            Some((created, revision)) => created != known || revision < max_revision,
+        };
+        if lost {
+            tracing::warn!("the kvstore lost its data; re-creating this node's state");
+            self.recover_data_loss().await
+        } else if !lease_alive {
+            tracing::warn!("this node's lease is gone; re-creating its keys under a new one");
+            self.grant_lease().await?;
+            self.restore_owned(false).await?;
+            self.health.send_modify(|health| health.lease_losses += 1);
+            Ok(())
+        } else {
+            if let Some((_, revision)) = epoch {
+                self.saw_revision(revision);
+            }
+            Ok(())
+        }
+    }
+
+    /// Re-creates everything after etcd lost its data.
+    async fn recover_data_loss(self: &Arc<Self>) -> Result<(), ClusterError> {
+        let (epoch, revision) = self.establish_epoch().await?;
+        self.grant_lease().await?;
+        self.restore_owned(true).await?;
+        policies::restore(self).await?;
+        self.epoch.store(epoch, Ordering::Release);
+        self.max_revision.store(revision, Ordering::Release);
+        self.health.send_modify(|health| {
+            health.data_losses += 1;
+            health.revision = revision;
+        });
+        self.losses.send_modify(|losses| *losses += 1);
+        Ok(())
+    }
+
+    /// Re-creates this node's keys under its current lease; `masters` also re-creates the
+    /// identity master keys (after a data loss), keeping their numbers where they are free.
+    async fn restore_owned(self: &Arc<Self>, masters: bool) -> Result<(), ClusterError> {
+        if self.config.identity_source == IdentitySource::Axoneme {
+            identity::restore(self, masters).await?;
+        }
+        endpoints::restore(self).await
+    }
+
+    /// Puts a key attached to this node's lease.
+    pub(crate) async fn put_owned(&self, key: String, value: String) -> Result<(), ClusterError> {
+        let options = PutOptions::new().with_lease(self.lease());
+        let mut client = self.client();
+        let answer = self
+            .call(
+                || format!("write {key}"),
+                client.put(key.clone(), value, Some(options)),
+            )
+            .await?;
+        if let Some(header) = answer.header() {
+            self.saw_revision(header.revision());
+        }
+        Ok(())
+    }
+
+    /// Lists the keys under a prefix with the store's revision.
+    pub(crate) async fn list(
+        &self,
+        prefix: &str,
+    ) -> Result<(Vec<etcd_client::KeyValue>, i64), ClusterError> {
+        let mut client = self.client();
+        let mut answer = self
+            .call(
+                || format!("list {prefix}"),
+                client.get(prefix, Some(GetOptions::new().with_prefix())),
+            )
+            .await?;
+        let revision = answer.header().map_or(0, |h| h.revision());
+        self.saw_revision(revision);
+        Ok((answer.take_kvs(), revision))
+    }
+}
+
+/// A node's session with the cluster's etcd.
+///
+/// Connecting grants the node's lease, reads the current endpoints, policies and identities,
+/// and starts the tasks that keep the lease alive, watch those prefixes and collect unused
+/// identities. Dropping the session stops its tasks and leaves its keys to expire with the
+/// lease, as a crashed node would; [`Session::close`] removes them at once.
+pub struct Session {
+    shared: Arc<Shared>,
+    tasks: Vec<JoinHandle<()>>,
+    endpoints: watch::Receiver<EndpointsSnapshot>,
+    policies: watch::Receiver<PoliciesSnapshot>,
+    identities: watch::Receiver<IdentitiesSnapshot>,
+}
+
+impl Session {
+    /// Connects to etcd, grants this node's lease and starts watching.
+    pub async fn connect(config: ClusterConfig) -> Result<Session, ClusterError> {
+        config.validate()?;
+        let request_timeout =
+            (config.lease_ttl / 3).clamp(Duration::from_secs(2), Duration::from_secs(5));
+        let options = connect_options(&config, request_timeout)?;
+        let client = match tokio::time::timeout(
+            request_timeout,
+            Client::connect(&config.kvstore.endpoints, Some(options)),
+        )
+        .await
+        {
+            Ok(Ok(client)) => client,
+            Ok(Err(source)) => {
+                return Err(ClusterError::Kvstore {
+                    operation: format!("connect to {}", config.kvstore.endpoints.join(", ")),
+                    source,
+                })
+            }
+            Err(_) => {
+                return Err(ClusterError::Unavailable {
+                    operation: format!("connect to {}", config.kvstore.endpoints.join(", ")),
+                    timeout_ms: request_timeout.as_millis(),
+                })
+            }
+        };
+        let keys = Keys::new(&config.name);
+        let (health, _) = watch::channel(Health::default());
+        let (losses, _) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            config,
+            keys,
+            client,
+            request_timeout,
+            lease: AtomicI64::new(0),
+            epoch: AtomicI64::new(0),
+            max_revision: AtomicI64::new(0),
+            health,
+            owned: Mutex::new(Owned::default()),
+            losses,
+            check_now: Notify::new(),
+            policies: OnceLock::new(),
+        });
+        let (epoch, revision) = shared.establish_epoch().await?;
+        shared.epoch.store(epoch, Ordering::Release);
+        shared.saw_revision(revision);
+        shared.grant_lease().await?;
+
+        let mut tasks = Vec::new();
+        let (endpoints, task) = endpoints::watch(&shared).await?;
+        tasks.push(task);
+        let (policies, task) = policies::watch(&shared).await?;
+        tasks.push(task);
+        // Set once, here, before the keepalive task (the only reader) starts.
+        let _ = shared.policies.set(policies.clone());
+        let identities = match shared.config.identity_source {
+            IdentitySource::Axoneme => {
+                let (identities, task) = identity::watch(&shared).await?;
+                tasks.push(task);
+                tasks.push(tokio::spawn(identity::collect_garbage(shared.clone())));
+                identities
+            }
+            IdentitySource::Cilium => {
+                let (identities, watch_tasks) = cilium::watch(&shared).await?;
+                tasks.extend(watch_tasks);
+                identities
+            }
+        };
+        tasks.push(tokio::spawn(keep_alive(shared.clone())));
+        Ok(Session {
+            shared,
+            tasks,
+            endpoints,
+            policies,
+            identities,
+        })
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// The configuration the session was started with.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.shared.config
+    }
+
+    /// The health of this node's view, as it changes.
+    pub fn health(&self) -> watch::Receiver<Health> {
+        self.shared.health.subscribe()
+    }
+
+    /// Whether etcd has stopped answering this node; the last state is kept meanwhile.
+    pub fn is_stale(&self) -> bool {
+        self.shared.health.borrow().stale_since.is_some()
+    }
+
+    /// Since when this node's view is stale.
+    pub fn stale_since(&self) -> Option<SystemTime> {
+        self.shared.health.borrow().stale_since
+    }
+
+    /// The revision of the last change this node applied.
+    pub fn revision(&self) -> i64 {
+        self.shared.health.borrow().revision
+    }
+
+    /// The id of this node's current lease.
+    pub fn lease_id(&self) -> i64 {
+        self.shared.lease()
+    }
+
+    /// Every node's endpoints, as they change.
+    pub fn endpoints(&self) -> watch::Receiver<EndpointsSnapshot> {
+        self.endpoints.clone()
+    }
+
+    /// Every policy of the cluster, as they change.
+    pub fn policies(&self) -> watch::Receiver<PoliciesSnapshot> {
+        self.policies.clone()
+    }
+
+    /// The cluster's identities (and, from Cilium, its address → identity map), as they
+    /// change.
+    pub fn identities(&self) -> watch::Receiver<IdentitiesSnapshot> {
+        self.identities.clone()
+    }
+
+    /// Stops the session and revokes its lease, so its endpoints and identity references are
+    /// removed at once rather than when the lease would expire.
+    pub async fn close(mut self) -> Result<(), ClusterError> {
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+        let lease = self.shared.lease();
+        let mut client = self.shared.client();
+        self.shared
+            .call(
+                || format!("revoke lease {lease:x}"),
+                client.lease_revoke(lease),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// The client's options: TLS and login from the configuration; HTTP/2 keepalive so that a
+/// connection to a vanished member is noticed; and requests refused by a member without a
+/// leader, so that a node cut off from the quorum knows it is stale.
+fn connect_options(
+    config: &ClusterConfig,
+    request_timeout: Duration,
+) -> Result<ConnectOptions, ClusterError> {
+    let mut options = ConnectOptions::new()
+        .with_connect_timeout(request_timeout)
+        .with_keep_alive(Duration::from_secs(1), request_timeout)
+        .with_keep_alive_while_idle(true)
+        .with_require_leader(true);
+    if let Some(tls) = &config.kvstore.tls {
+        let read = |field: &'static str, path: &String| {
+            std::fs::read(path).map_err(|source| ClusterError::TlsFile {
+                field,
+                path: path.clone(),
+                source,
+            })
+        };
+        let ca = read("ca", &tls.ca)?;
+        let cert = read("cert", &tls.cert)?;
+        let key = read("key", &tls.key)?;
+        options = options.with_tls(
+            TlsOptions::new()
+                .ca_certificate(Certificate::from_pem(ca))
+                .identity(Identity::from_pem(cert, key)),
+        );
+    }
+    if let (Some(user), Some(password)) = (&config.kvstore.username, &config.kvstore.password) {
+        options = options.with_user(user.clone(), password.clone());
+    }
+    Ok(options)
+}
+
+/// Renews the lease every third of its time to live and checks that etcd still holds this
+/// node's state; marks the node stale while etcd does not answer.
+async fn keep_alive(shared: Arc<Shared>) {
+    let interval = shared.config.lease_ttl / 3;
+    loop {
+        match shared.check().await {
+            Ok(()) => shared.mark_fresh(),
+            Err(error) => shared.mark_stale(&error),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = shared.check_now.notified() => {}
+        }
+    }
+}
