@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axoneme_policy::EndpointSpec;
-use etcd_client::{DeleteOptions, GetOptions};
+use etcd_client::GetOptions;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -41,14 +41,11 @@ impl Session {
         }
         shared.owned().endpoints = desired.clone();
         let prefix = shared.keys.node_endpoints(&shared.config.node);
-        let mut client = shared.client();
         let current = shared
-            .call(
+            .get(
                 || format!("list {prefix}"),
-                client.get(
-                    prefix.clone(),
-                    Some(GetOptions::new().with_prefix().with_keys_only()),
-                ),
+                &prefix,
+                Some(GetOptions::new().with_prefix().with_keys_only()),
             )
             .await?;
         for kv in current.kvs() {
@@ -56,12 +53,11 @@ impl Session {
                 continue;
             };
             if !desired.contains_key(name) {
-                let key = kv.key().to_vec();
-                let mut client = shared.client();
                 shared
-                    .call(
+                    .delete(
                         || format!("delete endpoint {name:?}"),
-                        client.delete(key, None::<DeleteOptions>),
+                        &format!("{prefix}{name}"),
+                        None,
                     )
                     .await?;
             }

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp};
+use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -98,12 +98,8 @@ impl Session {
         };
         if last {
             let key = shared.keys.identity_reference(&labels, &shared.config.node);
-            let mut client = shared.client();
             shared
-                .call(
-                    || format!("delete reference {key}"),
-                    client.delete(key.clone(), None::<DeleteOptions>),
-                )
+                .delete(|| format!("delete reference {key}"), &key, None)
                 .await?;
         }
         Ok(())
@@ -132,11 +128,11 @@ async fn claim(
     loop {
         // Another node's reference names the number.
         let references = keys.identity_references(labels);
-        let mut client = shared.client();
         let answer = shared
-            .call(
+            .get(
                 || format!("list {references}"),
-                client.get(references.clone(), Some(GetOptions::new().with_prefix())),
+                &references,
+                Some(GetOptions::new().with_prefix()),
             )
             .await?;
         let referenced = answer.kvs().iter().find_map(|kv| {
@@ -192,10 +188,7 @@ async fn claim(
                     Some(PutOptions::new().with_lease(shared.lease())),
                 ),
             ]);
-        let mut client = shared.client();
-        let answer = shared
-            .call(|| format!("create identity {id}"), client.txn(txn))
-            .await?;
+        let answer = shared.txn(|| format!("create identity {id}"), txn).await?;
         if answer.succeeded() {
             return Ok(id);
         }
@@ -216,9 +209,8 @@ async fn reference(shared: &Shared, labels: &LabelsKey, id: u32) -> Result<bool,
             id.to_string(),
             Some(PutOptions::new().with_lease(shared.lease())),
         )]);
-    let mut client = shared.client();
     let answer = shared
-        .call(|| format!("reference identity {id}"), client.txn(txn))
+        .txn(|| format!("reference identity {id}"), txn)
         .await?;
     Ok(answer.succeeded())
 }
@@ -329,14 +321,11 @@ async fn collect_once(
         seen.insert(id);
         let labels = LabelsKey::from_stored(kv.value_str().unwrap_or_default());
         let references = keys.identity_references(&labels);
-        let mut client = shared.client();
         let count = shared
-            .call(
+            .get(
                 || format!("count {references}"),
-                client.get(
-                    references.clone(),
-                    Some(GetOptions::new().with_prefix().with_count_only()),
-                ),
+                &references,
+                Some(GetOptions::new().with_prefix().with_count_only()),
             )
             .await?
             .count();
@@ -362,10 +351,7 @@ async fn collect_once(
                 Compare::create_revision(references, CompareOp::Equal, 0).with_prefix(),
             ])
             .and_then([TxnOp::delete(keys.identity_id(id), None)]);
-        let mut client = shared.client();
-        let answer = shared
-            .call(|| format!("release identity {id}"), client.txn(txn))
-            .await?;
+        let answer = shared.txn(|| format!("release identity {id}"), txn).await?;
         if answer.succeeded() {
             tracing::info!(id, "identity released after its grace period");
         }

@@ -48,4 +48,4 @@ pub use error::{ClusterError, ConfigError};
 pub use identity::IdentitiesSnapshot;
 pub use keys::{LabelsKey, FIRST_CLUSTER_IDENTITY, LAST_CLUSTER_IDENTITY};
 pub use policies::PoliciesSnapshot;
-pub use session::{Health, Session};
+pub use session::{Health, MemberHealth, Session};

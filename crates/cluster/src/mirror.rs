@@ -136,12 +136,15 @@ impl Mirror {
             let options = WatchOptions::new()
                 .with_prefix()
                 .with_start_revision(self.revision + 1);
-            let mut client = self.shared.client();
+            let prefix = self.prefix.clone();
             let stream = match self
                 .shared
                 .call(
-                    || format!("watch {}", self.prefix),
-                    client.watch(self.prefix.clone(), Some(options)),
+                    || format!("watch {prefix}"),
+                    |mut client| {
+                        let (prefix, options) = (prefix.clone(), options.clone());
+                        async move { client.watch(prefix, Some(options)).await }
+                    },
                 )
                 .await
             {

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use etcd_client::{Compare, CompareOp, DeleteOptions, Txn, TxnOp};
+use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -30,12 +30,8 @@ impl Session {
     pub async fn put_policy(&self, name: &str, text: &str) -> Result<i64, ClusterError> {
         let shared = self.shared();
         let key = shared.keys.policy(check_name(name)?);
-        let mut client = shared.client();
         let answer = shared
-            .call(
-                || format!("write policy {name:?}"),
-                client.put(key, text, None),
-            )
+            .put(|| format!("write policy {name:?}"), &key, text, None)
             .await?;
         Ok(answer.header().map_or(0, |h| h.revision()))
     }
@@ -53,12 +49,8 @@ impl Session {
     pub async fn delete_policy(&self, name: &str) -> Result<bool, ClusterError> {
         let shared = self.shared();
         let key = shared.keys.policy(check_name(name)?);
-        let mut client = shared.client();
         let answer = shared
-            .call(
-                || format!("delete policy {name:?}"),
-                client.delete(key, None::<DeleteOptions>),
-            )
+            .delete(|| format!("delete policy {name:?}"), &key, None)
             .await?;
         Ok(answer.deleted() > 0)
     }
@@ -69,9 +61,8 @@ async fn create_if_absent(shared: &Shared, name: &str, text: &str) -> Result<boo
     let txn = Txn::new()
         .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
         .and_then([TxnOp::put(key, text, None)]);
-    let mut client = shared.client();
     let answer = shared
-        .call(|| format!("create policy {name:?}"), client.txn(txn))
+        .txn(|| format!("create policy {name:?}"), txn)
         .await?;
     Ok(answer.succeeded())
 }

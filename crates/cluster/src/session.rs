@@ -14,11 +14,13 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, PutOptions,
-    TlsOptions, Txn, TxnOp,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, DeleteResponse,
+    GetOptions, GetResponse, Identity, PutOptions, PutResponse, TlsOptions, Txn, TxnOp,
+    TxnResponse,
 };
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::config::{ClusterConfig, IdentitySource};
 use crate::endpoints::EndpointsSnapshot;
@@ -27,6 +29,21 @@ use crate::identity::{Held, IdentitiesSnapshot};
 use crate::keys::{Keys, LabelsKey};
 use crate::policies::PoliciesSnapshot;
 use crate::{cilium, endpoints, identity, policies};
+
+/// The pause before a request that failed in transport is sent again.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// Whether an error is the transport's (a member died under the request, or answered that
+/// it has no leader) rather than etcd's answer to the request.
+fn is_transient(error: &etcd_client::Error) -> bool {
+    match error {
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        etcd_client::Error::GRpcStatus(status) => {
+            status.code() == tonic::Code::Unavailable || std::error::Error::source(status).is_some()
+        }
+        _ => false,
+    }
+}
 
 /// How a node's view of the cluster stands.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -41,6 +58,17 @@ pub struct Health {
     /// How many times this node found its lease gone (expired while it was cut off, or lost
     /// with etcd's data) and re-created its keys under a new one.
     pub lease_losses: u64,
+    /// The etcd members as this node last probed them, in configuration order.
+    pub members: Vec<MemberHealth>,
+}
+
+/// One etcd member as this node sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberHealth {
+    /// Its client URL, as configured.
+    pub endpoint: String,
+    /// Whether it answered and knew a leader at the last probe.
+    pub healthy: bool,
 }
 
 /// What this node owns in etcd, kept to re-create it.
@@ -82,22 +110,107 @@ impl Shared {
     }
 
     /// Runs one etcd request with the session's deadline, naming the operation in the error.
-    pub(crate) async fn call<T>(
+    /// A request that failed in transport (its member died under it, or has no leader) is
+    /// sent again until the deadline: the client may route it to another member.
+    pub(crate) async fn call<T, F, Fut>(
         &self,
         operation: impl FnOnce() -> String,
-        request: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T, ClusterError> {
-        match tokio::time::timeout(self.request_timeout, request).await {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(source)) => Err(ClusterError::Kvstore {
-                operation: operation(),
-                source,
-            }),
-            Err(_) => Err(ClusterError::Unavailable {
-                operation: operation(),
-                timeout_ms: self.request_timeout.as_millis(),
-            }),
+        mut request: F,
+    ) -> Result<T, ClusterError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let deadline = Instant::now() + self.request_timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, request(self.client())).await {
+                Ok(Ok(answer)) => return Ok(answer),
+                Ok(Err(source))
+                    if is_transient(&source) && Instant::now() + RETRY_PAUSE < deadline =>
+                {
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                Ok(Err(source)) => {
+                    return Err(ClusterError::Kvstore {
+                        operation: operation(),
+                        source,
+                    })
+                }
+                Err(_) => {
+                    return Err(ClusterError::Unavailable {
+                        operation: operation(),
+                        timeout_ms: self.request_timeout.as_millis(),
+                    })
+                }
+            }
         }
+    }
+
+    /// Reads keys.
+    pub(crate) async fn get(
+        &self,
+        operation: impl FnOnce() -> String,
+        key: &str,
+        options: Option<GetOptions>,
+    ) -> Result<GetResponse, ClusterError> {
+        self.call(operation, |mut client| {
+            let options = options.clone();
+            let key = key.to_owned();
+            async move { client.get(key, options).await }
+        })
+        .await
+    }
+
+    /// Writes a key.
+    pub(crate) async fn put(
+        &self,
+        operation: impl FnOnce() -> String,
+        key: &str,
+        value: &str,
+        options: Option<PutOptions>,
+    ) -> Result<PutResponse, ClusterError> {
+        let answer = self
+            .call(operation, |mut client| {
+                let (key, value, options) = (key.to_owned(), value.to_owned(), options.clone());
+                async move { client.put(key, value, options).await }
+            })
+            .await?;
+        if let Some(header) = answer.header() {
+            self.saw_revision(header.revision());
+        }
+        Ok(answer)
+    }
+
+    /// Deletes keys.
+    pub(crate) async fn delete(
+        &self,
+        operation: impl FnOnce() -> String,
+        key: &str,
+        options: Option<DeleteOptions>,
+    ) -> Result<DeleteResponse, ClusterError> {
+        self.call(operation, |mut client| {
+            let (key, options) = (key.to_owned(), options.clone());
+            async move { client.delete(key, options).await }
+        })
+        .await
+    }
+
+    /// Runs a transaction.
+    pub(crate) async fn txn(
+        &self,
+        operation: impl FnOnce() -> String,
+        txn: Txn,
+    ) -> Result<TxnResponse, ClusterError> {
+        let answer = self
+            .call(operation, |mut client| {
+                let txn = txn.clone();
+                async move { client.txn(txn).await }
+            })
+            .await?;
+        if let Some(header) = answer.header() {
+            self.saw_revision(header.revision());
+        }
+        Ok(answer)
     }
 
     /// This node's lease.
@@ -154,29 +267,34 @@ impl Shared {
         });
     }
 
-    /// Renews the lease once; `false` when etcd no longer knows it.
+    /// Renews the lease once; `false` when etcd no longer knows it. (Opening the keepalive
+    /// stream sends the first renewal and reads its answer; the client reports a lease etcd
+    /// does not know as a keepalive error.)
     async fn keep_alive_once(&self) -> Result<bool, ClusterError> {
         let lease = self.lease();
-        let renew = async {
-            let mut client = self.client();
-            let (mut keeper, mut answers) = client.lease_keep_alive(lease).await?;
-            keeper.keep_alive().await?;
-            answers.message().await
-        };
-        let answer = self
-            .call(|| format!("renew lease {lease:x}"), renew)
-            .await?;
-        Ok(answer.is_some_and(|answer| answer.ttl() > 0))
+        match self
+            .call(
+                || format!("renew lease {lease:x}"),
+                |mut client| async move { client.lease_keep_alive(lease).await },
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(ClusterError::Kvstore {
+                source: etcd_client::Error::LeaseKeepAliveError(_),
+                ..
+            }) => Ok(false),
+            Err(error) => Err(error),
+        }
     }
 
     /// Grants a new lease for this node.
     async fn grant_lease(&self) -> Result<(), ClusterError> {
         let ttl = i64::try_from(self.config.lease_ttl.as_secs()).unwrap_or(i64::MAX);
-        let mut client = self.client();
         let granted = self
             .call(
                 || "grant this node's lease".to_owned(),
-                client.lease_grant(ttl, None),
+                |mut client| async move { client.lease_grant(ttl, None).await },
             )
             .await?;
         self.lease.store(granted.id(), Ordering::Release);
@@ -192,9 +310,7 @@ impl Shared {
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key.clone(), created, None)])
             .or_else([TxnOp::get(key.clone(), None)]);
-        let mut client = self.client();
-        self.call(|| "create the epoch key".to_owned(), client.txn(txn))
-            .await?;
+        self.txn(|| "create the epoch key".to_owned(), txn).await?;
         self.read_epoch()
             .await?
             .ok_or_else(|| ClusterError::Unavailable {
@@ -205,12 +321,8 @@ impl Shared {
 
     /// The epoch key's creation revision (`None` when it is missing) and the store's revision.
     async fn read_epoch(&self) -> Result<Option<(i64, i64)>, ClusterError> {
-        let mut client = self.client();
         let answer = self
-            .call(
-                || "read the epoch key".to_owned(),
-                client.get(self.keys.epoch(), None),
-            )
+            .get(|| "read the epoch key".to_owned(), &self.keys.epoch(), None)
             .await?;
         let revision = answer.header().map_or(0, |h| h.revision());
         Ok(answer
@@ -274,16 +386,8 @@ impl Shared {
     /// Puts a key attached to this node's lease.
     pub(crate) async fn put_owned(&self, key: String, value: String) -> Result<(), ClusterError> {
         let options = PutOptions::new().with_lease(self.lease());
-        let mut client = self.client();
-        let answer = self
-            .call(
-                || format!("write {key}"),
-                client.put(key.clone(), value, Some(options)),
-            )
+        self.put(|| format!("write {key}"), &key, &value, Some(options))
             .await?;
-        if let Some(header) = answer.header() {
-            self.saw_revision(header.revision());
-        }
         Ok(())
     }
 
@@ -292,11 +396,11 @@ impl Shared {
         &self,
         prefix: &str,
     ) -> Result<(Vec<etcd_client::KeyValue>, i64), ClusterError> {
-        let mut client = self.client();
         let mut answer = self
-            .call(
+            .get(
                 || format!("list {prefix}"),
-                client.get(prefix, Some(GetOptions::new().with_prefix())),
+                prefix,
+                Some(GetOptions::new().with_prefix()),
             )
             .await?;
         let revision = answer.header().map_or(0, |h| h.revision());
@@ -389,6 +493,7 @@ impl Session {
             }
         };
         tasks.push(tokio::spawn(keep_alive(shared.clone())));
+        tasks.push(tokio::spawn(probe_members(shared.clone())));
         Ok(Session {
             shared,
             tasks,
@@ -455,11 +560,10 @@ impl Session {
             task.abort();
         }
         let lease = self.shared.lease();
-        let mut client = self.shared.client();
         self.shared
             .call(
                 || format!("revoke lease {lease:x}"),
-                client.lease_revoke(lease),
+                |mut client| async move { client.lease_revoke(lease).await },
             )
             .await?;
         Ok(())
@@ -522,5 +626,83 @@ async fn keep_alive(shared: Arc<Shared>) {
             () = tokio::time::sleep(interval) => {}
             () = shared.check_now.notified() => {}
         }
+    }
+}
+
+/// Probes every member with a client of its own, and keeps the session's client to those
+/// that answer with a leader. The client balances requests over its endpoints without
+/// failing over, so a request sent to a dead member would wait for its deadline: taking the
+/// member out of rotation (and back in when it answers) keeps a lost member without effect.
+async fn probe_members(shared: Arc<Shared>) {
+    let endpoints = shared.config.kvstore.endpoints.clone();
+    let timeout = shared.request_timeout.min(Duration::from_secs(1));
+    let mut probes: Vec<Option<Client>> = vec![None; endpoints.len()];
+    let mut in_rotation = vec![true; endpoints.len()];
+    loop {
+        let mut members = Vec::with_capacity(endpoints.len());
+        for (endpoint, probe) in endpoints.iter().zip(&mut probes) {
+            let healthy = probe_member(&shared.config, endpoint, probe, timeout).await;
+            members.push(MemberHealth {
+                endpoint: endpoint.clone(),
+                healthy,
+            });
+        }
+        // With no member healthy, all stay in rotation: nothing is gained by removing them.
+        let any_healthy = members.iter().any(|m| m.healthy);
+        for (member, in_rotation) in members.iter().zip(&mut in_rotation) {
+            let wanted = member.healthy || !any_healthy;
+            let changed = if wanted && !*in_rotation {
+                shared.client.add_endpoint(&member.endpoint).await
+            } else if !wanted && *in_rotation {
+                shared.client.remove_endpoint(&member.endpoint).await
+            } else {
+                continue;
+            };
+            match changed {
+                Ok(()) => {
+                    *in_rotation = wanted;
+                    tracing::info!(endpoint = %member.endpoint, in_rotation = wanted,
+                        "etcd member taken {}", if wanted { "back in" } else { "out of rotation" });
+                }
+                Err(error) => tracing::warn!(endpoint = %member.endpoint, %error,
+                    "cannot change the etcd client's endpoints"),
+            }
+        }
+        shared.health.send_if_modified(|health| {
+            let changed = health.members != members;
+            if changed {
+                health.members = members;
+            }
+            changed
+        });
+        tokio::time::sleep(PROBE_INTERVAL).await;
+    }
+}
+
+/// How often the members are probed.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Whether one member answers its status and knows a leader.
+async fn probe_member(
+    config: &ClusterConfig,
+    endpoint: &str,
+    probe: &mut Option<Client>,
+    timeout: Duration,
+) -> bool {
+    if probe.is_none() {
+        let Ok(options) = connect_options(config, timeout) else {
+            return false;
+        };
+        match tokio::time::timeout(timeout, Client::connect([endpoint], Some(options))).await {
+            Ok(Ok(client)) => *probe = Some(client),
+            _ => return false,
+        }
+    }
+    let Some(client) = probe.as_mut() else {
+        return false;
+    };
+    match tokio::time::timeout(timeout, client.status()).await {
+        Ok(Ok(status)) => status.leader() != 0,
+        _ => false,
     }
 }
