@@ -204,6 +204,8 @@ impl Mirror {
                 Ok(None) | Err(_) => return Ended::Resume,
             };
             if answer.compact_revision() > 0 {
+                tracing::info!(prefix = %self.prefix, applied = self.revision,
+                    compacted = answer.compact_revision(), "watched revision compacted; relisting");
                 return Ended::Compacted;
             }
             if answer.canceled() {
@@ -212,10 +214,17 @@ impl Mirror {
             if answer.created() {
                 let store_revision = answer.header().map_or(0, |h| h.revision());
                 if store_revision < self.revision {
-                    tracing::warn!(prefix = %self.prefix, store_revision, applied = self.revision,
-                        "the kvstore's revision went backwards: it lost its data");
-                    self.shared.suspect_data_loss();
-                    return Ended::DataLost;
+                    // Either the store lost its data or this member lags behind the others:
+                    // a linearizable read tells which.
+                    tracing::info!(prefix = %self.prefix, store_revision, applied = self.revision,
+                        "the kvstore's revision went backwards");
+                    return match self.shared.store_lost().await {
+                        Ok(true) => {
+                            self.shared.suspect_data_loss();
+                            Ended::DataLost
+                        }
+                        Ok(false) | Err(_) => Ended::Resume,
+                    };
                 }
                 *backoff = FIRST_BACKOFF;
                 continue;

@@ -30,6 +30,10 @@ use crate::keys::{Keys, LabelsKey};
 use crate::policies::PoliciesSnapshot;
 use crate::{cilium, endpoints, identity, policies};
 
+/// How long one request may take, retries included, before etcd counts as unavailable (as
+/// etcdctl's command timeout). A leader election under load can take seconds.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The pause before a request that failed in transport is sent again.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
@@ -331,18 +335,38 @@ impl Shared {
             .map(|kv| (kv.create_revision(), revision)))
     }
 
+    /// Whether etcd lost its data: the epoch key is missing or was created anew, or a
+    /// linearizable read returns a revision older than one this node has already seen.
+    pub(crate) async fn store_lost(&self) -> Result<bool, ClusterError> {
+        // Loaded before the read: every revision seen so far must be covered by it.
+        let max_revision = self.max_revision.load(Ordering::Acquire);
+        let known = self.epoch.load(Ordering::Acquire);
+        let lost = match self.read_epoch().await? {
+            None => true,
+            Some((created, revision)) => {
+                let lost = created != known || revision < max_revision;
+                if lost {
+                    tracing::warn!(
+                        epoch = created,
+                        known_epoch = known,
+                        revision,
+                        max_revision,
+                        "the kvstore lost its data"
+                    );
+                } else {
+                    self.saw_revision(revision);
+                }
+                lost
+            }
+        };
+        Ok(lost)
+    }
+
     /// One round of the health task.
     async fn check(self: &Arc<Self>) -> Result<(), ClusterError> {
         let lease_alive = self.keep_alive_once().await?;
-        let epoch = self.read_epoch().await?;
-        let known = self.epoch.load(Ordering::Acquire);
-        let max_revision = self.max_revision.load(Ordering::Acquire);
-        let lost = match epoch {
-            None => true,
-            Some((created, revision)) => created != known || revision < max_revision,
-        };
-        if lost {
-            tracing::warn!("the kvstore lost its data; re-creating this node's state");
+        if self.store_lost().await? {
+            tracing::warn!("re-creating this node's state");
             self.recover_data_loss().await
         } else if !lease_alive {
             tracing::warn!("this node's lease is gone; re-creating its keys under a new one");
@@ -351,9 +375,6 @@ impl Shared {
             self.health.send_modify(|health| health.lease_losses += 1);
             Ok(())
         } else {
-            if let Some((_, revision)) = epoch {
-                self.saw_revision(revision);
-            }
             Ok(())
         }
     }
@@ -427,8 +448,7 @@ impl Session {
     /// Connects to etcd, grants this node's lease and starts watching.
     pub async fn connect(config: ClusterConfig) -> Result<Session, ClusterError> {
         config.validate()?;
-        let request_timeout =
-            (config.lease_ttl / 3).clamp(Duration::from_secs(2), Duration::from_secs(5));
+        let request_timeout = REQUEST_TIMEOUT;
         let options = connect_options(&config, request_timeout)?;
         let client = match tokio::time::timeout(
             request_timeout,

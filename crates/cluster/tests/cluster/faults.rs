@@ -31,12 +31,15 @@ async fn policies_seen(session: &Session, count: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_member_changes_nothing() {
     let mut etcd = Etcd::cluster(3);
-    let a = Session::connect(etcd.config("galaxy", "node-a"))
-        .await
-        .unwrap();
-    let b = Session::connect(etcd.config("galaxy", "node-b"))
-        .await
-        .unwrap();
+    // The test does not wait for leases to expire: a longer one (as in production) keeps a
+    // leader election on a loaded machine from outliving it.
+    let config = |node: &str| {
+        let mut config = etcd.config("galaxy", node);
+        config.lease_ttl = Duration::from_secs(10);
+        config
+    };
+    let a = Session::connect(config("node-a")).await.unwrap();
+    let b = Session::connect(config("node-b")).await.unwrap();
     let id = a.allocate_identity(&["app=luke"]).await.unwrap();
     a.put_policy("p1", "one").await.unwrap();
     policies_seen(&b, 1).await;
@@ -48,8 +51,8 @@ async fn a_lost_member_changes_nothing() {
     b.publish_endpoints(&[endpoint("r2d2", "10.0.0.2")])
         .await
         .unwrap();
-    // Several keepalive rounds (a third of 3 s each) pass without the node going stale.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Keepalive rounds (a third of 10 s each) pass without the node going stale.
+    tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(!a.is_stale() && !b.is_stale());
     assert_eq!(a.health().borrow().lease_losses, 0);
     eventually("b's endpoint reaches a", Duration::from_secs(5), || {
@@ -255,4 +258,51 @@ async fn a_wiped_store_is_recreated_with_the_same_numbers() {
         );
     }
     assert!(!a.is_stale());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_while_its_revision_is_compacted_relists_and_converges() {
+    let mut etcd = Etcd::cluster(3);
+    let endpoints = etcd.endpoints();
+    // Node a reaches etcd only through member 0; node b through the two others.
+    let mut config_a = etcd.config("galaxy", "node-a");
+    config_a.kvstore.endpoints = vec![endpoints[0].clone()];
+    let mut config_b = etcd.config("galaxy", "node-b");
+    config_b.kvstore.endpoints = endpoints[1..].to_vec();
+    let a = Session::connect(config_a).await.unwrap();
+    let b = Session::connect(config_b).await.unwrap();
+    b.put_policy("p1", "one").await.unwrap();
+    policies_seen(&a, 1).await;
+
+    etcd.stop(0);
+    eventually("node a reports stale", Duration::from_secs(10), || {
+        let stale = a.is_stale();
+        async move { stale }
+    })
+    .await;
+    b.put_policy("p2", "two").await.unwrap();
+    b.delete_policy("p1").await.unwrap();
+    let revision = b.put_policy("p3", "three").await.unwrap();
+    let mut client = etcd_client::Client::connect(&endpoints[1..], None)
+        .await
+        .unwrap();
+    client.compact(revision, None).await.unwrap();
+    // Node a still enforces what it had.
+    assert_eq!(
+        a.policies().borrow().policies.keys().collect::<Vec<_>>(),
+        ["p1"]
+    );
+
+    etcd.start(0);
+    eventually("node a converges", Duration::from_secs(20), || {
+        let names: Vec<String> = a.policies().borrow().policies.keys().cloned().collect();
+        async move { names == ["p2", "p3"] }
+    })
+    .await;
+    eventually("node a fresh again", Duration::from_secs(10), || {
+        let fresh = !a.is_stale();
+        async move { fresh }
+    })
+    .await;
+    assert!(a.revision() >= revision);
 }
