@@ -15,8 +15,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::error::ClusterError;
-use crate::identity::{self, IdentitiesSnapshot};
-use crate::mirror::{self, Entries};
+use crate::identity::{IdentitiesSnapshot, MastersView};
+use crate::mirror::{self, Entries, View};
 use crate::session::Shared;
 
 /// Cilium's identity master keys.
@@ -37,9 +37,9 @@ pub(crate) async fn watch(
     shared: &Arc<Shared>,
 ) -> Result<(watch::Receiver<IdentitiesSnapshot>, Vec<JoinHandle<()>>), ClusterError> {
     let (mut identities, identities_task) =
-        mirror::start(shared, CILIUM_IDENTITIES_PREFIX.to_owned(), identity::build).await?;
+        mirror::start::<MastersView>(shared, CILIUM_IDENTITIES_PREFIX.to_owned()).await?;
     let ip_prefix = format!("{CILIUM_IP_PREFIX}{}/", shared.config.name);
-    let (mut ips, ips_task) = mirror::start(shared, ip_prefix, build_ips).await?;
+    let (mut ips, ips_task) = mirror::start::<IpCacheView>(shared, ip_prefix).await?;
     let combine =
         |identities: &IdentitiesSnapshot, ips: &(BTreeMap<IpAddr, u32>, i64)| IdentitiesSnapshot {
             revision: identities.revision.max(ips.1),
@@ -65,23 +65,28 @@ pub(crate) async fn watch(
     Ok((rx, vec![identities_task, ips_task, combiner]))
 }
 
-/// Decodes `<ip>` → `IPIdentityPair` entries; CIDR entries (`<ip>/<bits>`) and values that do
-/// not decode are left out.
-fn build_ips(entries: &Entries, revision: i64) -> (BTreeMap<IpAddr, u32>, i64) {
-    let ips = entries
-        .iter()
-        .filter_map(|(key, value)| {
-            let ip = key.parse::<IpAddr>().ok()?;
-            match serde_json::from_slice::<IpIdentityPair>(value) {
-                Ok(pair) => Some((ip, pair.id)),
-                Err(error) => {
-                    tracing::warn!(ip = %ip, %error, "Cilium IP cache entry ignored");
-                    None
-                }
+/// Cilium's IP cache: `<ip>` → `IPIdentityPair`. CIDR entries (`<ip>/<bits>`) and values that
+/// do not decode are left out.
+struct IpCacheView;
+
+impl View for IpCacheView {
+    type Value = (IpAddr, u32);
+    type Snapshot = (BTreeMap<IpAddr, u32>, i64);
+
+    fn decode(key: &str, value: &[u8]) -> Option<(IpAddr, u32)> {
+        let ip = key.parse::<IpAddr>().ok()?;
+        match serde_json::from_slice::<IpIdentityPair>(value) {
+            Ok(pair) => Some((ip, pair.id)),
+            Err(error) => {
+                tracing::warn!(ip = %ip, %error, "Cilium IP cache entry ignored");
+                None
             }
-        })
-        .collect();
-    (ips, revision)
+        }
+    }
+
+    fn build(entries: &Entries<(IpAddr, u32)>, revision: i64) -> (BTreeMap<IpAddr, u32>, i64) {
+        (entries.values().copied().collect(), revision)
+    }
 }
 
 #[cfg(test)]
@@ -90,16 +95,13 @@ mod tests {
 
     #[test]
     fn ip_cache_entries_decode_their_identity() {
-        let mut entries = Entries::new();
-        entries.insert(
-            "10.0.0.1".into(),
-            br#"{"IP":"10.0.0.1","Mask":null,"HostIP":"192.168.0.2","ID":31337,"Key":0,"Metadata":"cilium-global:default:node-a:12","K8sNamespace":"default","K8sPodName":"luke"}"#.to_vec(),
-        );
-        entries.insert("10.1.0.0/16".into(), br#"{"ID":2}"#.to_vec());
-        entries.insert("10.0.0.9".into(), b"{}".to_vec());
-        let (ips, revision) = build_ips(&entries, 4);
-        assert_eq!(revision, 4);
-        assert_eq!(ips.len(), 1);
-        assert_eq!(ips[&"10.0.0.1".parse::<IpAddr>().unwrap()], 31337);
+        let pair = br#"{"IP":"10.0.0.1","Mask":null,"HostIP":"192.168.0.2","ID":31337,"Key":0,"Metadata":"cilium-global:default:node-a:12","K8sNamespace":"default","K8sPodName":"luke"}"#;
+        let luke = IpCacheView::decode("10.0.0.1", pair).unwrap();
+        assert_eq!(luke, ("10.0.0.1".parse::<IpAddr>().unwrap(), 31337));
+        assert!(IpCacheView::decode("10.1.0.0/16", br#"{"ID":2}"#).is_none());
+        assert!(IpCacheView::decode("10.0.0.9", b"{}").is_none());
+        let entries = Entries::from([("10.0.0.1".to_owned(), luke)]);
+        let (ips, revision) = IpCacheView::build(&entries, 4);
+        assert_eq!((ips.len(), revision), (1, 4));
     }
 }

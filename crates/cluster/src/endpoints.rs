@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::error::ClusterError;
-use crate::mirror::{self, Entries};
+use crate::mirror::{self, Entries, View};
 use crate::session::{Session, Shared};
 
 /// Every node's endpoints at a revision.
@@ -83,25 +83,39 @@ pub(crate) async fn restore(shared: &Arc<Shared>) -> Result<(), ClusterError> {
 pub(crate) async fn watch(
     shared: &Arc<Shared>,
 ) -> Result<(watch::Receiver<EndpointsSnapshot>, JoinHandle<()>), ClusterError> {
-    mirror::start(shared, shared.keys.endpoints(), build).await
+    mirror::start::<EndpointsView>(shared, shared.keys.endpoints()).await
 }
 
-/// Decodes `<node>/<name>` → JSON entries; an entry that does not decode is left out (and
-/// logged), so one bad writer cannot blank the cluster's view.
-fn build(entries: &Entries, revision: i64) -> EndpointsSnapshot {
-    let mut nodes: BTreeMap<String, Vec<EndpointSpec>> = BTreeMap::new();
-    for (key, value) in entries {
-        let Some((node, name)) = key.split_once('/') else {
-            continue;
-        };
+/// Entries `<node>/<name>` → the endpoint's JSON.
+struct EndpointsView;
+
+impl View for EndpointsView {
+    type Value = EndpointSpec;
+    type Snapshot = EndpointsSnapshot;
+
+    fn decode(key: &str, value: &[u8]) -> Option<EndpointSpec> {
         match serde_json::from_slice::<EndpointSpec>(value) {
-            Ok(endpoint) => nodes.entry(node.to_owned()).or_default().push(endpoint),
+            Ok(endpoint) if key.contains('/') => Some(endpoint),
+            Ok(_) => None,
             Err(error) => {
-                tracing::warn!(node, endpoint = name, %error, "endpoint in the kvstore ignored")
+                tracing::warn!(key, %error, "endpoint in the kvstore ignored");
+                None
             }
         }
     }
-    EndpointsSnapshot { revision, nodes }
+
+    fn build(entries: &Entries<EndpointSpec>, revision: i64) -> EndpointsSnapshot {
+        let mut nodes: BTreeMap<String, Vec<EndpointSpec>> = BTreeMap::new();
+        for (key, endpoint) in entries {
+            if let Some((node, _)) = key.split_once('/') {
+                nodes
+                    .entry(node.to_owned())
+                    .or_default()
+                    .push(endpoint.clone());
+            }
+        }
+        EndpointsSnapshot { revision, nodes }
+    }
 }
 
 #[cfg(test)]
@@ -110,20 +124,19 @@ mod tests {
 
     #[test]
     fn entries_group_by_node_and_bad_values_are_left_out() {
+        let luke = br#"{"name":"luke","ips":["10.0.0.1"],"labels":{"app":"luke"}}"#;
+        let r2d2 = br#"{"name":"r2d2","ips":["10.0.0.2"]}"#;
+        assert!(EndpointsView::decode("node-b/bad", b"not json").is_none());
+        assert!(EndpointsView::decode("no-node", r2d2).is_none());
         let mut entries = Entries::new();
-        entries.insert(
-            "node-a/luke".into(),
-            br#"{"name":"luke","ips":["10.0.0.1"],"labels":{"app":"luke"}}"#.to_vec(),
-        );
-        entries.insert(
-            "node-a/r2d2".into(),
-            br#"{"name":"r2d2","ips":["10.0.0.2"]}"#.to_vec(),
-        );
-        entries.insert("node-b/bad".into(), b"not json".to_vec());
-        let snapshot = build(&entries, 7);
+        for (key, value) in [("node-a/luke", &luke[..]), ("node-a/r2d2", &r2d2[..])] {
+            entries.insert(key.to_owned(), EndpointsView::decode(key, value).unwrap());
+        }
+        let snapshot = EndpointsView::build(&entries, 7);
         assert_eq!(snapshot.revision, 7);
         assert_eq!(snapshot.nodes.len(), 1);
         let names: Vec<_> = snapshot.nodes["node-a"].iter().map(|e| &e.name).collect();
         assert_eq!(names, ["luke", "r2d2"]);
+        assert_eq!(snapshot.nodes["node-a"][0].labels["app"], "luke");
     }
 }

@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use crate::config::IdentitySource;
 use crate::error::ClusterError;
 use crate::keys::{split_labels, LabelsKey, FIRST_CLUSTER_IDENTITY, LAST_CLUSTER_IDENTITY};
-use crate::mirror::{self, Entries};
+use crate::mirror::{self, Entries, View};
 use crate::session::{Session, Shared};
 
 /// The cluster's identities at a revision.
@@ -268,23 +268,33 @@ pub(crate) async fn restore(shared: &Arc<Shared>, masters: bool) -> Result<(), C
 pub(crate) async fn watch(
     shared: &Arc<Shared>,
 ) -> Result<(watch::Receiver<IdentitiesSnapshot>, JoinHandle<()>), ClusterError> {
-    mirror::start(shared, shared.keys.identity_ids(), build).await
+    mirror::start::<MastersView>(shared, shared.keys.identity_ids()).await
 }
 
-/// Decodes `<id>` → encoded labels entries (Cilium's layout and ours alike).
-pub(crate) fn build(entries: &Entries, revision: i64) -> IdentitiesSnapshot {
-    let identities = entries
-        .iter()
-        .filter_map(|(id, labels)| {
-            let id = id.parse::<u32>().ok()?;
-            let labels = std::str::from_utf8(labels).ok()?;
-            Some((id, split_labels(labels)))
-        })
-        .collect();
-    IdentitiesSnapshot {
-        revision,
-        identities,
-        ips: BTreeMap::new(),
+/// Master keys `<id>` → encoded labels (Cilium's layout and ours alike).
+pub(crate) struct MastersView;
+
+impl View for MastersView {
+    type Value = (u32, Vec<String>);
+    type Snapshot = IdentitiesSnapshot;
+
+    fn decode(id: &str, labels: &[u8]) -> Option<(u32, Vec<String>)> {
+        let decoded = id.parse::<u32>().ok().zip(std::str::from_utf8(labels).ok());
+        if decoded.is_none() {
+            tracing::warn!(
+                key = id,
+                "identity in the kvstore ignored: not <number> → labels"
+            );
+        }
+        decoded.map(|(id, labels)| (id, split_labels(labels)))
+    }
+
+    fn build(entries: &Entries<(u32, Vec<String>)>, revision: i64) -> IdentitiesSnapshot {
+        IdentitiesSnapshot {
+            revision,
+            identities: entries.values().cloned().collect(),
+            ips: BTreeMap::new(),
+        }
     }
 }
 
@@ -311,6 +321,25 @@ async fn collect_once(
 ) -> Result<(), ClusterError> {
     let keys = &shared.keys;
     let (masters, _) = shared.list(&keys.identity_ids()).await?;
+    // Listed after the masters: a reference written between the two lists is seen, and one
+    // written later is caught by the deleting transaction.
+    let all_references = keys.all_identity_references();
+    let references = shared
+        .get(
+            || format!("list {all_references}"),
+            &all_references,
+            Some(GetOptions::new().with_prefix().with_keys_only()),
+        )
+        .await?;
+    let referenced: BTreeSet<&str> = references
+        .kvs()
+        .iter()
+        .filter_map(|kv| {
+            let rest = crate::keys::suffix(kv.key(), &all_references)?;
+            rest.rsplit_once('/').map(|(labels, _node)| labels)
+        })
+        .collect();
+    let now = Instant::now();
     let mut seen = BTreeSet::new();
     for kv in masters {
         let Some(id) = crate::keys::suffix(kv.key(), &keys.identity_ids())
@@ -319,21 +348,11 @@ async fn collect_once(
             continue;
         };
         seen.insert(id);
-        let labels = LabelsKey::from_stored(kv.value_str().unwrap_or_default());
-        let references = keys.identity_references(&labels);
-        let count = shared
-            .get(
-                || format!("count {references}"),
-                &references,
-                Some(GetOptions::new().with_prefix().with_count_only()),
-            )
-            .await?
-            .count();
-        if count > 0 {
+        let labels = kv.value_str().unwrap_or_default();
+        if referenced.contains(labels) {
             unreferenced.remove(&id);
             continue;
         }
-        let now = Instant::now();
         let (revision, since) = *unreferenced
             .entry(id)
             .and_modify(|entry| {
@@ -345,6 +364,7 @@ async fn collect_once(
         if now.duration_since(since) < grace {
             continue;
         }
+        let references = keys.identity_references(&LabelsKey::from_stored(labels));
         let txn = Txn::new()
             .when([
                 Compare::mod_revision(keys.identity_id(id), CompareOp::Equal, revision),
@@ -379,17 +399,18 @@ mod tests {
 
     #[test]
     fn master_entries_decode_to_label_lists() {
+        let labels = b"k8s:app=luke;k8s:io.kubernetes.pod.namespace=default;";
+        assert!(MastersView::decode("junk", b"x;").is_none());
         let mut entries = Entries::new();
         entries.insert(
-            "300".into(),
-            b"k8s:app=luke;k8s:io.kubernetes.pod.namespace=default;".to_vec(),
+            "300".to_owned(),
+            MastersView::decode("300", labels).unwrap(),
         );
-        entries.insert("junk".into(), b"x;".to_vec());
-        let snapshot = build(&entries, 3);
+        let snapshot = MastersView::build(&entries, 3);
         assert_eq!(
             snapshot.identities[&300],
             vec!["k8s:app=luke", "k8s:io.kubernetes.pod.namespace=default"]
         );
-        assert_eq!(snapshot.identities.len(), 1);
+        assert_eq!(snapshot.revision, 3);
     }
 }

@@ -38,9 +38,14 @@ impl Keys {
         format!("{}{id}", self.identity_ids())
     }
 
+    /// Every reference: `identities/value/`.
+    pub(crate) fn all_identity_references(&self) -> String {
+        format!("{}identities/value/", self.root)
+    }
+
     /// The references to one label set: `identities/value/<labels>/`.
     pub(crate) fn identity_references(&self, labels: &LabelsKey) -> String {
-        format!("{}identities/value/{}/", self.root, labels.as_str())
+        format!("{}{}/", self.all_identity_references(), labels.as_str())
     }
 
     /// This node's reference: `identities/value/<labels>/<node>` holds the id.

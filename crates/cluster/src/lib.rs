@@ -28,6 +28,8 @@
 //! Cilium's keys, read with `identitySource: cilium`, are `cilium/state/identities/v1/id/<id>`
 //! (labels, same encoding) and `cilium/state/ip/v1/<cluster>/<ip>` (`IPIdentityPair` JSON).
 
+#![warn(missing_docs)]
+
 mod cilium;
 mod config;
 mod endpoints;

@@ -2,10 +2,11 @@
 //! from the last revision it applied, relisting only when that revision was compacted or the
 //! store lost its data.
 //!
-//! Owns the raw key → value map of the prefix and when to publish it. After a data loss the
-//! entries missing from the relist are held for two lease times, so that their owners can
-//! re-create them without the snapshot ever losing them in between. It must not interpret
-//! the values: the caller's `build` turns the map into the snapshot it publishes.
+//! Owns the key → value map of the prefix and when to publish it. Each value is decoded once,
+//! when it arrives, by the caller's [`View`], which also assembles the published snapshot.
+//! After a data loss the entries missing from the relist are held for two lease times, so
+//! that their owners can re-create them without the snapshot ever losing them in between. It
+//! must not know what the values mean.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,21 +25,29 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// The first pause after a failed attempt.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 
-/// The keys of a prefix (relative to it) and their values, at a revision.
-pub(crate) type Entries = BTreeMap<String, Vec<u8>>;
+/// The keys of a prefix (relative to it) and their decoded values.
+pub(crate) type Entries<V> = BTreeMap<String, V>;
+
+/// What a mirror's values mean: how one is decoded and how the snapshot is assembled.
+pub(crate) trait View: Send + Sync + 'static {
+    /// One decoded value.
+    type Value: Clone + Send + Sync + 'static;
+    /// The snapshot published.
+    type Snapshot: Send + Sync + 'static;
+    /// Decodes the value of a key (relative to the prefix); `None` leaves the key out (and
+    /// says why in the log), so one bad writer cannot blank the view.
+    fn decode(key: &str, value: &[u8]) -> Option<Self::Value>;
+    /// Assembles the snapshot of all entries.
+    fn build(entries: &Entries<Self::Value>, revision: i64) -> Self::Snapshot;
+}
 
 /// Lists `prefix` and starts the task that keeps the published snapshot current.
-pub(crate) async fn start<T, F>(
+pub(crate) async fn start<V: View>(
     shared: &Arc<Shared>,
     prefix: String,
-    build: F,
-) -> Result<(watch::Receiver<T>, JoinHandle<()>), ClusterError>
-where
-    T: Send + Sync + 'static,
-    F: Fn(&Entries, i64) -> T + Send + Sync + 'static,
-{
+) -> Result<(watch::Receiver<V::Snapshot>, JoinHandle<()>), ClusterError> {
     let (kvs, revision) = shared.list(&prefix).await?;
-    let mut mirror = Mirror {
+    let mut mirror = Mirror::<V> {
         shared: shared.clone(),
         entries: Entries::new(),
         held: Entries::new(),
@@ -47,19 +56,19 @@ where
         prefix,
     };
     mirror.replace(kvs, revision, false);
-    let (tx, rx) = watch::channel(build(&mirror.view(), revision));
+    let (tx, rx) = watch::channel(V::build(&mirror.view(), revision));
     shared.applied(revision);
-    let task = tokio::spawn(mirror.run(tx, build));
+    let task = tokio::spawn(mirror.run(tx));
     Ok((rx, task))
 }
 
-struct Mirror {
+struct Mirror<V: View> {
     shared: Arc<Shared>,
     prefix: String,
     /// What etcd holds, as far as this mirror has seen.
-    entries: Entries,
+    entries: Entries<V::Value>,
     /// Entries a relist after a data loss did not find, kept until `hold_until`.
-    held: Entries,
+    held: Entries<V::Value>,
     hold_until: Option<Instant>,
     /// The revision up to which every change has been applied.
     revision: i64,
@@ -75,9 +84,9 @@ enum Ended {
     DataLost,
 }
 
-impl Mirror {
+impl<V: View> Mirror<V> {
     /// The published view: etcd's entries, plus those held after a data loss.
-    fn view(&self) -> Entries {
+    fn view(&self) -> Entries<V::Value> {
         if self.held.is_empty() {
             return self.entries.clone();
         }
@@ -90,12 +99,11 @@ impl Mirror {
     fn replace(&mut self, kvs: Vec<etcd_client::KeyValue>, revision: i64, hold: bool) {
         let mut fresh = Entries::new();
         for kv in kvs {
-            let (key, value) = kv.into_key_value();
-            if let Some(relative) = key
-                .strip_prefix(self.prefix.as_bytes())
-                .and_then(|k| String::from_utf8(k.to_vec()).ok())
-            {
-                fresh.insert(relative, value);
+            let Some(key) = crate::keys::suffix(kv.key(), &self.prefix) else {
+                continue;
+            };
+            if let Some(value) = V::decode(key, kv.value()) {
+                fresh.insert(key.to_owned(), value);
             }
         }
         if hold {
@@ -108,10 +116,7 @@ impl Mirror {
         self.revision = revision;
     }
 
-    async fn run<T, F>(mut self, tx: watch::Sender<T>, build: F)
-    where
-        F: Fn(&Entries, i64) -> T,
-    {
+    async fn run(mut self, tx: watch::Sender<V::Snapshot>) {
         let mut losses = self.shared.losses.subscribe();
         losses.mark_unchanged();
         let mut backoff = FIRST_BACKOFF;
@@ -121,7 +126,7 @@ impl Mirror {
                 match self.shared.list(&self.prefix).await {
                     Ok((kvs, revision)) => {
                         self.replace(kvs, revision, hold);
-                        tx.send_replace(build(&self.view(), self.revision));
+                        tx.send_replace(V::build(&self.view(), self.revision));
                         self.shared.applied(revision);
                         relist = None;
                     }
@@ -156,10 +161,7 @@ impl Mirror {
                     continue;
                 }
             };
-            match self
-                .follow(stream, &tx, &build, &mut losses, &mut backoff)
-                .await
-            {
+            match self.follow(stream, &tx, &mut losses, &mut backoff).await {
                 Ended::Resume => {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -171,17 +173,13 @@ impl Mirror {
     }
 
     /// Applies the events of one watch stream until it ends.
-    async fn follow<T, F>(
+    async fn follow(
         &mut self,
         mut stream: WatchStream,
-        tx: &watch::Sender<T>,
-        build: &F,
+        tx: &watch::Sender<V::Snapshot>,
         losses: &mut watch::Receiver<u64>,
         backoff: &mut Duration,
-    ) -> Ended
-    where
-        F: Fn(&Entries, i64) -> T,
-    {
+    ) -> Ended {
         loop {
             let hold_until = self.hold_until;
             let answer = tokio::select! {
@@ -195,7 +193,7 @@ impl Mirror {
                 () = sleep_until(hold_until) => {
                     self.held.clear();
                     self.hold_until = None;
-                    tx.send_replace(build(&self.view(), self.revision));
+                    tx.send_replace(V::build(&self.view(), self.revision));
                     continue;
                 }
             };
@@ -233,26 +231,23 @@ impl Mirror {
             for event in answer.events() {
                 let Some(kv) = event.kv() else { continue };
                 self.revision = self.revision.max(kv.mod_revision());
-                let Some(key) = kv
-                    .key()
-                    .strip_prefix(self.prefix.as_bytes())
-                    .and_then(|k| std::str::from_utf8(k).ok())
-                else {
+                let Some(key) = crate::keys::suffix(kv.key(), &self.prefix) else {
                     continue;
                 };
                 self.held.remove(key);
-                match event.event_type() {
-                    EventType::Put => {
-                        self.entries.insert(key.to_owned(), kv.value().to_vec());
-                    }
-                    EventType::Delete => {
-                        self.entries.remove(key);
-                    }
-                }
+                // A value that does not decode replaces the previous one by nothing.
+                let value = match event.event_type() {
+                    EventType::Put => V::decode(key, kv.value()),
+                    EventType::Delete => None,
+                };
+                match value {
+                    Some(value) => self.entries.insert(key.to_owned(), value),
+                    None => self.entries.remove(key),
+                };
                 changed = true;
             }
             if changed {
-                tx.send_replace(build(&self.view(), self.revision));
+                tx.send_replace(V::build(&self.view(), self.revision));
                 self.shared.applied(self.revision);
             }
         }

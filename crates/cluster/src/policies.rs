@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::error::ClusterError;
-use crate::mirror::{self, Entries};
+use crate::mirror::{self, Entries, View};
 use crate::session::{Session, Shared};
 
 /// The cluster's policies at a revision.
@@ -102,21 +102,32 @@ pub(crate) async fn restore(shared: &Arc<Shared>) -> Result<(), ClusterError> {
 pub(crate) async fn watch(
     shared: &Arc<Shared>,
 ) -> Result<(watch::Receiver<PoliciesSnapshot>, JoinHandle<()>), ClusterError> {
-    mirror::start(shared, shared.keys.policies(), build).await
+    mirror::start::<PoliciesView>(shared, shared.keys.policies()).await
 }
 
-fn build(entries: &Entries, revision: i64) -> PoliciesSnapshot {
-    let policies = entries
-        .iter()
-        .filter_map(|(name, text)| match String::from_utf8(text.clone()) {
-            Ok(text) => Some((name.clone(), text)),
+/// Entries `<name>` → the policy text.
+struct PoliciesView;
+
+impl View for PoliciesView {
+    type Value = String;
+    type Snapshot = PoliciesSnapshot;
+
+    fn decode(name: &str, text: &[u8]) -> Option<String> {
+        match std::str::from_utf8(text) {
+            Ok(text) => Some(text.to_owned()),
             Err(_) => {
                 tracing::warn!(policy = %name, "policy in the kvstore is not UTF-8; ignored");
                 None
             }
-        })
-        .collect();
-    PoliciesSnapshot { revision, policies }
+        }
+    }
+
+    fn build(entries: &Entries<String>, revision: i64) -> PoliciesSnapshot {
+        PoliciesSnapshot {
+            revision,
+            policies: entries.clone(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -129,5 +140,11 @@ mod tests {
         assert!(check_name("").is_err());
         let error = check_name("a/b").unwrap_err().to_string();
         assert!(error.contains("\"a/b\""), "{error}");
+    }
+
+    #[test]
+    fn texts_that_are_not_utf8_are_left_out() {
+        assert_eq!(PoliciesView::decode("p", b"text").as_deref(), Some("text"));
+        assert_eq!(PoliciesView::decode("p", &[0xff, 0xfe]), None);
     }
 }
