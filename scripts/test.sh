@@ -27,6 +27,8 @@ command -v nft >/dev/null || apt_install nftables
 command -v etcd >/dev/null || apt_install etcd-server
 command -v etcdctl >/dev/null || apt_install etcd-client
 command -v protoc >/dev/null || apt_install protobuf-compiler
+# The TLS test of the cluster crate makes its certificates with openssl.
+command -v openssl >/dev/null || apt_install openssl
 if [ ! -x .venv/bin/python ]; then
   # Debian's python3 makes virtualenvs only with python3-venv installed.
   python3 -m venv --clear .venv 2>/dev/null || { apt_install python3-venv && python3 -m venv --clear .venv; }

@@ -36,7 +36,9 @@ impl Session {
         Ok(answer.header().map_or(0, |h| h.revision()))
     }
 
-    /// Writes a policy only if none of that name exists; `true` when written.
+    /// Writes a policy only if none of that name exists; `true` when written. (`false` too in
+    /// the rare case that a first attempt was applied but its answer lost, and the repeat
+    /// found the policy in place.)
     pub async fn create_policy_if_absent(
         &self,
         name: &str,

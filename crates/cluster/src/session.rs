@@ -115,7 +115,11 @@ impl Shared {
 
     /// Runs one etcd request with the session's deadline, naming the operation in the error.
     /// A request that failed in transport (its member died under it, or has no leader) is
-    /// sent again until the deadline: the client may route it to another member.
+    /// sent again until the deadline: the client may route it to another member. So is one
+    /// that has not been answered in a third of the deadline: a member that lost its leader
+    /// holds a write until its own timeout, while a new leader is elected in a fraction of
+    /// that. Every request sent is one that may be repeated: puts and deletes are idempotent,
+    /// and each transaction's comparisons make a repeat of an applied one fail harmlessly.
     pub(crate) async fn call<T, F, Fut>(
         &self,
         operation: impl FnOnce() -> String,
@@ -127,7 +131,8 @@ impl Shared {
     {
         let deadline = Instant::now() + self.request_timeout;
         loop {
-            match tokio::time::timeout_at(deadline, request(self.client())).await {
+            let attempt_deadline = deadline.min(Instant::now() + self.request_timeout / 3);
+            match tokio::time::timeout_at(attempt_deadline, request(self.client())).await {
                 Ok(Ok(answer)) => return Ok(answer),
                 Ok(Err(source))
                     if is_transient(&source) && Instant::now() + RETRY_PAUSE < deadline =>
@@ -140,6 +145,7 @@ impl Shared {
                         source,
                     })
                 }
+                Err(_) if Instant::now() < deadline => {}
                 Err(_) => {
                     return Err(ClusterError::Unavailable {
                         operation: operation(),
@@ -628,7 +634,10 @@ fn connect_options(
         );
     }
     if let (Some(user), Some(password)) = (&config.kvstore.username, &config.kvstore.password) {
-        options = options.with_user(user.clone(), password.clone());
+        // etcd's tokens expire (after 5 minutes by default): an agent runs for longer.
+        options = options
+            .with_user(user.clone(), password.clone())
+            .with_auto_token_refresh(true);
     }
     Ok(options)
 }

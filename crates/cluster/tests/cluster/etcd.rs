@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use axoneme_cluster::ClusterConfig;
+use axoneme_cluster::{ClusterConfig, TlsConfig};
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
@@ -24,16 +24,37 @@ pub(crate) struct Etcd {
     dir: PathBuf,
     token: String,
     members: Vec<Member>,
+    /// The certificates when the members serve TLS and require client certificates.
+    tls: Option<TlsFiles>,
+}
+
+/// PEM files made for one test by `openssl`: a CA, the members' certificate (for
+/// 127.0.0.1) and a client certificate.
+struct TlsFiles {
+    ca: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
 }
 
 impl Etcd {
     /// One member.
     pub(crate) fn single() -> Etcd {
-        Etcd::cluster(1)
+        Etcd::start_cluster(1, false)
+    }
+
+    /// One member serving TLS only, requiring a client certificate signed by its CA.
+    pub(crate) fn single_tls() -> Etcd {
+        Etcd::start_cluster(1, true)
     }
 
     /// `size` members forming one cluster; returns once every member is healthy.
     pub(crate) fn cluster(size: usize) -> Etcd {
+        Etcd::start_cluster(size, false)
+    }
+
+    fn start_cluster(size: usize, tls: bool) -> Etcd {
         // The crate's log, shown for failed tests (`AXONEME_LOG=debug` for more).
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
@@ -64,10 +85,12 @@ impl Etcd {
                 child: None,
             })
             .collect();
+        let tls = tls.then(|| make_certificates(&dir));
         let mut etcd = Etcd {
             dir,
             token,
             members,
+            tls,
         };
         for i in 0..size {
             etcd.spawn(i);
@@ -78,10 +101,12 @@ impl Etcd {
 
     /// The client URLs of every member.
     pub(crate) fn endpoints(&self) -> Vec<String> {
-        self.members
-            .iter()
-            .map(|m| format!("http://127.0.0.1:{}", m.client_port))
-            .collect()
+        self.members.iter().map(|m| self.client_url(m)).collect()
+    }
+
+    fn client_url(&self, member: &Member) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", member.client_port)
     }
 
     /// A cluster configuration for `node` with a short lease and grace period.
@@ -89,6 +114,11 @@ impl Etcd {
         let mut config = ClusterConfig::new(cluster, node, self.endpoints());
         config.lease_ttl = Duration::from_secs(3);
         config.identity_grace = Duration::from_secs(1);
+        config.kvstore.tls = self.tls.as_ref().map(|tls| TlsConfig {
+            ca: tls.ca.display().to_string(),
+            cert: tls.client_cert.display().to_string(),
+            key: tls.client_key.display().to_string(),
+        });
         config
     }
 
@@ -106,9 +136,20 @@ impl Etcd {
             .append(true)
             .open(self.dir.join(format!("{}.log", member.name)))
             .unwrap();
-        let client_url = format!("http://127.0.0.1:{}", member.client_port);
+        let client_url = self.client_url(member);
         let peer_url = format!("http://127.0.0.1:{}", member.peer_port);
-        let child = Command::new("etcd")
+        let mut command = Command::new("etcd");
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--cert-file")
+                .arg(&tls.server_cert)
+                .arg("--key-file")
+                .arg(&tls.server_key)
+                .arg("--trusted-ca-file")
+                .arg(&tls.ca)
+                .arg("--client-cert-auth");
+        }
+        let child = command
             .args(["--name", &member.name])
             .arg("--data-dir")
             .arg(&data)
@@ -133,15 +174,15 @@ impl Etcd {
     pub(crate) fn wait_healthy(&self, members: &[usize]) {
         let endpoints = members
             .iter()
-            .map(|&i| format!("http://127.0.0.1:{}", self.members[i].client_port))
+            .map(|&i| self.client_url(&self.members[i]))
             .collect::<Vec<_>>()
             .join(",");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let status = Command::new("etcdctl")
-                .env("ETCDCTL_API", "3")
-                .args(["--endpoints", &endpoints, "--dial-timeout", "1s"])
-                .args(["--command-timeout", "2s", "endpoint", "health"])
+            let status = self
+                .etcdctl(&endpoints)
+                .args(["--dial-timeout", "1s", "--command-timeout", "2s"])
+                .args(["endpoint", "health"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status()
@@ -155,6 +196,45 @@ impl Etcd {
                 self.dir.display()
             );
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// An `etcdctl` command for `endpoints`, with the client certificate when TLS is on.
+    fn etcdctl(&self, endpoints: &str) -> Command {
+        let mut command = Command::new("etcdctl");
+        command
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", endpoints]);
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--cacert")
+                .arg(&tls.ca)
+                .arg("--cert")
+                .arg(&tls.client_cert)
+                .arg("--key")
+                .arg(&tls.client_key);
+        }
+        command
+    }
+
+    /// Creates the user `root` with `password` and enables authentication.
+    pub(crate) fn enable_auth(&self, password: &str) {
+        let endpoints = self.endpoints().join(",");
+        for args in [
+            vec!["user", "add", "root", "--interactive=false"],
+            vec!["auth", "enable"],
+        ] {
+            let mut command = self.etcdctl(&endpoints);
+            command.args(&args);
+            if args[0] == "user" {
+                command.arg(format!("--new-user-password={password}"));
+            }
+            let output = command.output().unwrap();
+            assert!(
+                output.status.success(),
+                "etcdctl {args:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
         }
     }
 
@@ -237,4 +317,81 @@ pub(crate) async fn dump(client: &mut etcd_client::Client, prefix: &str) -> Vec<
             )
         })
         .collect()
+}
+
+/// Makes a CA, a certificate for the members (127.0.0.1) and a client certificate with
+/// `openssl`, in `dir`.
+fn make_certificates(dir: &std::path::Path) -> TlsFiles {
+    let path = |name: &str| dir.join(name);
+    let openssl = |args: &[&str]| {
+        let output = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl must be installed");
+        assert!(
+            output.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509", "-days", "1", "-subj", "/CN=axoneme-test-ca"];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
+    ca.extend(["-addext", "basicConstraints=critical,CA:TRUE"]);
+    ca.extend(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
+    openssl(&ca);
+    for (name, usage) in [
+        ("server", "serverAuth,clientAuth"),
+        ("client", "clientAuth"),
+    ] {
+        let mut request = vec!["req", "-subj"];
+        let subject = format!("/CN=axoneme-test-{name}");
+        request.push(&subject);
+        request.extend(ec);
+        let (key, csr) = (format!("{name}.key"), format!("{name}.csr"));
+        request.extend(["-keyout", &key, "-out", &csr]);
+        openssl(&request);
+        let extensions = format!("{name}.ext");
+        std::fs::write(
+            path(&extensions),
+            format!(
+                "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+                 extendedKeyUsage={usage}\nsubjectAltName=IP:127.0.0.1\n"
+            ),
+        )
+        .unwrap();
+        let pem = format!("{name}.pem");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            &extensions,
+            "-out",
+            &pem,
+        ]);
+    }
+    TlsFiles {
+        ca: path("ca.pem"),
+        server_cert: path("server.pem"),
+        server_key: path("server.key"),
+        client_cert: path("client.pem"),
+        client_key: path("client.key"),
+    }
 }

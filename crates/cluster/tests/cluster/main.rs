@@ -7,3 +7,4 @@ mod etcd;
 mod faults;
 mod identities;
 mod policies;
+mod security;
