@@ -39,6 +39,7 @@ impl Session {
             })?;
             desired.insert(endpoint.name.clone(), json);
         }
+        let _writes = shared.writes.lock().await;
         shared.owned().endpoints = desired.clone();
         let prefix = shared.keys.node_endpoints(&shared.config.node);
         let current = shared

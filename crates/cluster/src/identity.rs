@@ -63,6 +63,7 @@ impl Session {
             return Err(ClusterError::ReadOnlyIdentities);
         }
         let labels = LabelsKey::new(labels)?;
+        let _writes = shared.writes.lock().await;
         if let Some(held) = shared.owned().identities.get_mut(&labels) {
             held.count += 1;
             return Ok(held.id);
@@ -82,6 +83,7 @@ impl Session {
     pub async fn release_identity<S: AsRef<str>>(&self, labels: &[S]) -> Result<(), ClusterError> {
         let shared = self.shared();
         let labels = LabelsKey::new(labels)?;
+        let _writes = shared.writes.lock().await;
         let last = {
             let mut owned = shared.owned();
             match owned.identities.get_mut(&labels) {
@@ -232,9 +234,10 @@ fn next_free(taken: &BTreeSet<u32>) -> Result<u32, ClusterError> {
         })
 }
 
-/// Re-creates this node's references under its current lease; with `masters` (after a data
-/// loss) a missing master key is created again with the number it had, if that is free.
-pub(crate) async fn restore(shared: &Arc<Shared>, masters: bool) -> Result<(), ClusterError> {
+/// Re-creates this node's references under its current lease. A master key that is gone
+/// (etcd lost its data, or it was collected while this node was cut off) is created again
+/// with the number it had, if that number is still free.
+pub(crate) async fn restore(shared: &Arc<Shared>) -> Result<(), ClusterError> {
     let held: Vec<(LabelsKey, Held)> = shared
         .owned()
         .identities
@@ -244,10 +247,8 @@ pub(crate) async fn restore(shared: &Arc<Shared>, masters: bool) -> Result<(), C
     for (labels, held) in held {
         let id = if reference(shared, &labels, held.id).await? {
             held.id
-        } else if masters {
-            claim(shared, &labels, Some(held.id)).await?
         } else {
-            claim(shared, &labels, None).await?
+            claim(shared, &labels, Some(held.id)).await?
         };
         if id != held.id {
             tracing::warn!(

@@ -8,15 +8,15 @@
 //! the identity, endpoint and policy modules do, and this module only asks them to re-create
 //! their keys.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, DeleteResponse,
-    GetOptions, GetResponse, Identity, PutOptions, PutResponse, TlsOptions, Txn, TxnOp,
-    TxnResponse,
+    GetOptions, GetResponse, Identity, LeaseTimeToLiveOptions, PutOptions, PutResponse, TlsOptions,
+    Txn, TxnOp, TxnResponse,
 };
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
@@ -62,6 +62,9 @@ pub struct Health {
     /// How many times this node found its lease gone (expired while it was cut off, or lost
     /// with etcd's data) and re-created its keys under a new one.
     pub lease_losses: u64,
+    /// How many times this node found keys it owns deleted under a live lease and wrote them
+    /// again.
+    pub repairs: u64,
     /// The etcd members as this node last probed them, in configuration order.
     pub members: Vec<MemberHealth>,
 }
@@ -98,6 +101,9 @@ pub(crate) struct Shared {
     max_revision: AtomicI64,
     health: watch::Sender<Health>,
     owned: Mutex<Owned>,
+    /// Held by every change to what this node owns in etcd (allocation, release,
+    /// publication, restore), so that a restore never interleaves with one.
+    pub(crate) writes: tokio::sync::Mutex<()>,
     /// Counts the data losses handled; the watchers relist when it changes.
     pub(crate) losses: watch::Sender<u64>,
     /// Wakes the health task at once (a watcher saw the revision go backwards).
@@ -368,28 +374,74 @@ impl Shared {
         Ok(lost)
     }
 
-    /// One round of the health task.
+    /// One round of the health task. The writes lock is held while owned keys are compared
+    /// and re-created, so that no allocation, release or publication interleaves.
     async fn check(self: &Arc<Self>) -> Result<(), ClusterError> {
         let lease_alive = self.keep_alive_once().await?;
         if self.store_lost().await? {
             tracing::warn!("re-creating this node's state");
+            let _writes = self.writes.lock().await;
             self.recover_data_loss().await
         } else if !lease_alive {
             tracing::warn!("this node's lease is gone; re-creating its keys under a new one");
+            let _writes = self.writes.lock().await;
             self.grant_lease().await?;
-            self.restore_owned(false).await?;
+            self.restore_owned().await?;
             self.health.send_modify(|health| health.lease_losses += 1);
             Ok(())
         } else {
+            let _writes = self.writes.lock().await;
+            if self.owned_keys_missing().await? {
+                tracing::warn!("keys this node owns were deleted; writing them again");
+                self.restore_owned().await?;
+                self.health.send_modify(|health| health.repairs += 1);
+            }
             Ok(())
         }
+    }
+
+    /// The keys this node must hold under its lease: its endpoints and identity references.
+    fn owned_keys(&self) -> BTreeSet<String> {
+        let owned = self.owned();
+        let endpoints = self.keys.node_endpoints(&self.config.node);
+        owned
+            .endpoints
+            .keys()
+            .map(|name| format!("{endpoints}{name}"))
+            .chain(
+                owned
+                    .identities
+                    .keys()
+                    .map(|labels| self.keys.identity_reference(labels, &self.config.node)),
+            )
+            .collect()
+    }
+
+    /// Whether a key this node owns is no longer attached to its lease (deleted by hand, or
+    /// by a tool that cleaned the prefix). One request: etcd lists the lease's keys.
+    async fn owned_keys_missing(&self) -> Result<bool, ClusterError> {
+        let lease = self.lease();
+        let answer = self
+            .call(
+                || format!("list the keys of lease {lease:x}"),
+                |mut client| async move {
+                    let options = LeaseTimeToLiveOptions::new().with_keys();
+                    client.lease_time_to_live(lease, Some(options)).await
+                },
+            )
+            .await?;
+        let attached: BTreeSet<&[u8]> = answer.keys().iter().map(Vec::as_slice).collect();
+        Ok(self
+            .owned_keys()
+            .iter()
+            .any(|key| !attached.contains(key.as_bytes())))
     }
 
     /// Re-creates everything after etcd lost its data.
     async fn recover_data_loss(self: &Arc<Self>) -> Result<(), ClusterError> {
         let (epoch, revision) = self.establish_epoch().await?;
         self.grant_lease().await?;
-        self.restore_owned(true).await?;
+        self.restore_owned().await?;
         policies::restore(self).await?;
         self.epoch.store(epoch, Ordering::Release);
         self.max_revision.store(revision, Ordering::Release);
@@ -401,11 +453,12 @@ impl Shared {
         Ok(())
     }
 
-    /// Re-creates this node's keys under its current lease; `masters` also re-creates the
-    /// identity master keys (after a data loss), keeping their numbers where they are free.
-    async fn restore_owned(self: &Arc<Self>, masters: bool) -> Result<(), ClusterError> {
+    /// Re-creates this node's keys under its current lease (and the master keys of its
+    /// identities where they are gone, keeping their numbers where they are free). The caller
+    /// holds the writes lock.
+    async fn restore_owned(self: &Arc<Self>) -> Result<(), ClusterError> {
         if self.config.identity_source == IdentitySource::Axoneme {
-            identity::restore(self, masters).await?;
+            identity::restore(self).await?;
         }
         endpoints::restore(self).await
     }
@@ -489,6 +542,7 @@ impl Session {
             max_revision: AtomicI64::new(0),
             health,
             owned: Mutex::new(Owned::default()),
+            writes: tokio::sync::Mutex::new(()),
             losses,
             check_now: Notify::new(),
             policies: OnceLock::new(),

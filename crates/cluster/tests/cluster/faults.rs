@@ -306,3 +306,46 @@ async fn a_node_cut_off_while_its_revision_is_compacted_relists_and_converges() 
     .await;
     assert!(a.revision() >= revision);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owned_keys_deleted_by_hand_are_written_again() {
+    let etcd = Etcd::single();
+    let a = Session::connect(etcd.config("galaxy", "node-a"))
+        .await
+        .unwrap();
+    let id = a.allocate_identity(&["app=luke"]).await.unwrap();
+    a.publish_endpoints(&[endpoint("luke", "10.0.0.1")])
+        .await
+        .unwrap();
+    let mut client = etcd.client().await;
+    for prefix in [
+        "axoneme/galaxy/endpoints/",
+        "axoneme/galaxy/identities/value/",
+    ] {
+        let options = etcd_client::DeleteOptions::new().with_prefix();
+        let deleted = client.delete(prefix, Some(options)).await.unwrap();
+        assert_eq!(deleted.deleted(), 1);
+    }
+    eventually(
+        "node a writes its keys again",
+        Duration::from_secs(5),
+        || {
+            let mut client = client.clone();
+            async move {
+                let endpoints = dump(&mut client, "axoneme/galaxy/endpoints/").await;
+                let references = dump(&mut client, "axoneme/galaxy/identities/value/").await;
+                endpoints.len() == 1 && references.len() == 1
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        dump(&mut client, "axoneme/galaxy/identities/value/").await,
+        vec![(
+            "axoneme/galaxy/identities/value/app=luke;/node-a".to_owned(),
+            id.to_string()
+        )]
+    );
+    assert!(a.health().borrow().repairs >= 1);
+    assert_eq!(a.health().borrow().data_losses, 0);
+}
