@@ -53,7 +53,7 @@ pub enum ClusterError {
         source: etcd_client::Error,
     },
     /// etcd did not answer in time: it is unreachable or has lost its quorum.
-    #[error("the kvstore did not answer in {timeout_ms} ms to {operation}: it is unreachable or has no quorum; the last state is kept")]
+    #[error("the kvstore did not answer in {timeout_ms} ms to {operation}: it is unreachable or has no quorum")]
     Unavailable {
         /// What was being done.
         operation: String,

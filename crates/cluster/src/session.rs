@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, DeleteResponse,
     GetOptions, GetResponse, Identity, LeaseTimeToLiveOptions, PutOptions, PutResponse, TlsOptions,
-    Txn, TxnOp, TxnResponse,
+    Txn, TxnOp, TxnOpResponse, TxnResponse,
 };
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
@@ -325,14 +325,24 @@ impl Shared {
         let txn = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key.clone(), created, None)])
-            .or_else([TxnOp::get(key.clone(), None)]);
-        self.txn(|| "create the epoch key".to_owned(), txn).await?;
-        self.read_epoch()
-            .await?
-            .ok_or_else(|| ClusterError::Unavailable {
-                operation: "read the epoch key just created".to_owned(),
-                timeout_ms: self.request_timeout.as_millis(),
+            .or_else([TxnOp::get(key, None)]);
+        let answer = self.txn(|| "create the epoch key".to_owned(), txn).await?;
+        let revision = answer.header().map_or(0, |h| h.revision());
+        if answer.succeeded() {
+            // Created by this transaction, at its revision.
+            return Ok((revision, revision));
+        }
+        // The key exists (the comparison failed on it), so the get in the same transaction
+        // finds it; were it ever absent, 0 matches no epoch and the next check starts over.
+        let epoch = answer
+            .op_responses()
+            .into_iter()
+            .find_map(|op| match op {
+                TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.create_revision()),
+                _ => None,
             })
+            .unwrap_or(0);
+        Ok((epoch, revision))
     }
 
     /// The epoch key's creation revision (`None` when it is missing) and the store's revision.

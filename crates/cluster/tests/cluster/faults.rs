@@ -349,3 +349,26 @@ async fn owned_keys_deleted_by_hand_are_written_again() {
     assert!(a.health().borrow().repairs >= 1);
     assert_eq!(a.health().borrow().data_losses, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connecting_without_a_reachable_etcd_fails_with_a_clear_error() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = axoneme_cluster::ClusterConfig::new(
+        "galaxy",
+        "node-a",
+        vec![format!("http://127.0.0.1:{port}")],
+    );
+    let started = std::time::Instant::now();
+    let error = Session::connect(config).await.err().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let message = error.to_string();
+    assert!(
+        message.contains("the kvstore") && message.contains("epoch"),
+        "{message}"
+    );
+}
