@@ -8,12 +8,14 @@
 //! policies.
 //!
 //! Why allocation is race-free: a new master key is written in one transaction with this
-//! node's reference, and only if no master key changed since the listing the number was
-//! chosen from and no reference to the label set exists. Of two nodes racing for the same
-//! label set, or for the same number, one transaction fails and that node starts over and
-//! finds the winner's number. A master key is deleted only in a transaction that checks it
-//! is unchanged and unreferenced, and a reference is only written if its master key still
-//! holds the label set, so a referenced number is never reused.
+//! node's reference, and only if the number has no master key and the label set no
+//! reference. Of two nodes racing for the same label set, or for the same number, one
+//! transaction fails, and that node starts over and finds the winner's number (or picks
+//! another). A master key is deleted only in a transaction that checks it is unchanged and
+//! unreferenced, and a reference is only written if its master key still holds the label
+//! set, so a referenced number is never reused. As with Cilium's allocator, a label set whose
+//! last reference vanishes in the instant another node allocates it may get a second number;
+//! the first, unreferenced, is collected after the grace period.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -127,6 +129,7 @@ async fn claim(
     preferred: Option<u32>,
 ) -> Result<u32, ClusterError> {
     let keys = &shared.keys;
+    let mut attempt = 0;
     loop {
         // Another node's reference names the number.
         let references = keys.identity_references(labels);
@@ -150,27 +153,35 @@ async fn claim(
             }
             continue;
         }
-        // A master key holds the label set (unreferenced, within its grace period).
-        let (masters, revision) = shared.list(&keys.identity_ids()).await?;
-        let mut taken = BTreeSet::new();
-        let mut existing = None;
-        for kv in &masters {
-            let Some(id) = crate::keys::suffix(kv.key(), &keys.identity_ids())
-                .and_then(|id| id.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            taken.insert(id);
-            if kv.value() == labels.as_str().as_bytes() {
-                existing = Some(id);
+        // A master key holds the label set (unreferenced, within its grace period). The
+        // first attempt looks in the watched identities; a repeat lists etcd afresh, since
+        // the watch may lag behind what made the attempt fail.
+        let masters: BTreeMap<u32, Vec<String>> = match shared.identities.get() {
+            Some(watched) if attempt == 0 => watched.borrow().identities.clone(),
+            _ => {
+                let (kvs, _) = shared.list(&keys.identity_ids()).await?;
+                kvs.iter()
+                    .filter_map(|kv| {
+                        MastersView::decode(
+                            crate::keys::suffix(kv.key(), &keys.identity_ids())?,
+                            kv.value(),
+                        )
+                    })
+                    .collect()
             }
-        }
-        if let Some(id) = existing {
+        };
+        attempt += 1;
+        let wanted = labels.labels();
+        if let Some(id) = masters
+            .iter()
+            .find_map(|(id, labels)| (*labels == wanted).then_some(*id))
+        {
             if reference(shared, labels, id).await? {
                 return Ok(id);
             }
             continue;
         }
+        let taken: BTreeSet<u32> = masters.keys().copied().collect();
         let id = match preferred.filter(|id| !taken.contains(id)) {
             Some(id) => id,
             None => next_free(&taken)?,
@@ -178,8 +189,7 @@ async fn claim(
         let master = keys.identity_id(id);
         let txn = Txn::new()
             .when([
-                Compare::mod_revision(keys.identity_ids(), CompareOp::Less, revision + 1)
-                    .with_prefix(),
+                Compare::create_revision(master.clone(), CompareOp::Equal, 0),
                 Compare::create_revision(references.clone(), CompareOp::Equal, 0).with_prefix(),
             ])
             .and_then([

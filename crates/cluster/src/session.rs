@@ -111,6 +111,9 @@ pub(crate) struct Shared {
     /// The policies as last watched, for restoring them after a data loss (set once the
     /// watch has started).
     pub(crate) policies: OnceLock<watch::Receiver<PoliciesSnapshot>>,
+    /// The identities as last watched, where allocation looks first (set once the watch has
+    /// started, with Axoneme's own identities).
+    pub(crate) identities: OnceLock<watch::Receiver<IdentitiesSnapshot>>,
 }
 
 impl Shared {
@@ -556,6 +559,7 @@ impl Session {
             losses,
             check_now: Notify::new(),
             policies: OnceLock::new(),
+            identities: OnceLock::new(),
         });
         let (epoch, revision) = shared.establish_epoch().await?;
         shared.epoch.store(epoch, Ordering::Release);
@@ -573,6 +577,8 @@ impl Session {
             IdentitySource::Axoneme => {
                 let (identities, task) = identity::watch(&shared).await?;
                 tasks.push(task);
+                // Set once, here, before any allocation can run.
+                let _ = shared.identities.set(identities.clone());
                 tasks.push(tokio::spawn(identity::collect_garbage(shared.clone())));
                 identities
             }

@@ -36,7 +36,12 @@ async fn racing_nodes_get_one_number_per_label_set() {
         for (l, labels) in label_sets().into_iter().enumerate() {
             let node = node.clone();
             tasks.push(tokio::spawn(async move {
-                let id = node.allocate_identity(&labels).await.unwrap();
+                // Bounded: an allocation that livelocks fails the test instead of hanging it.
+                let id =
+                    tokio::time::timeout(Duration::from_secs(30), node.allocate_identity(&labels))
+                        .await
+                        .expect("allocation did not finish in 30 s")
+                        .unwrap();
                 (n, l, id)
             }));
         }
