@@ -76,6 +76,15 @@ pub enum ClusterError {
         /// The last number of the range.
         last: u32,
     },
+    /// An allocation kept losing: other nodes won every race for the numbers it chose, or
+    /// etcd holds a reference to a number whose master key names other labels.
+    #[error("allocating an identity for {labels:?} failed {attempts} times: other nodes keep winning, or a reference names a number held by other labels")]
+    AllocationConflict {
+        /// The encoded labels.
+        labels: String,
+        /// How many rounds were lost.
+        attempts: u32,
+    },
     /// Identities come from Cilium, which this node only reads.
     #[error("identities are read from Cilium (identitySource: cilium); this node does not allocate them")]
     ReadOnlyIdentities,

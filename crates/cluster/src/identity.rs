@@ -120,6 +120,14 @@ impl Session {
     }
 }
 
+/// How many rounds an allocation may lose before it gives up: one is lost to each node
+/// that wins a race for the same number, or when references and master keys disagree (a
+/// reference naming a number whose master key holds other labels).
+const MAX_ATTEMPTS: u32 = 32;
+
+/// The pause after a lost round, times the number of rounds lost.
+const RETRY_PAUSE: Duration = Duration::from_millis(5);
+
 /// Finds or creates the number of `labels` and writes this node's reference to it.
 /// `preferred` is the number to create when the set has none (the one it had before a data
 /// loss), if it is free.
@@ -129,8 +137,11 @@ async fn claim(
     preferred: Option<u32>,
 ) -> Result<u32, ClusterError> {
     let keys = &shared.keys;
-    let mut attempt = 0;
-    loop {
+    for round in 0..MAX_ATTEMPTS {
+        if round > 0 {
+            // Lets the winner of the last round finish before this node looks again.
+            tokio::time::sleep(RETRY_PAUSE * round).await;
+        }
         // Another node's reference names the number.
         let references = keys.identity_references(labels);
         let answer = shared
@@ -157,7 +168,7 @@ async fn claim(
         // first attempt looks in the watched identities; a repeat lists etcd afresh, since
         // the watch may lag behind what made the attempt fail.
         let masters: BTreeMap<u32, Vec<String>> = match shared.identities.get() {
-            Some(watched) if attempt == 0 => watched.borrow().identities.clone(),
+            Some(watched) if round == 0 => watched.borrow().identities.clone(),
             _ => {
                 let (kvs, _) = shared.list(&keys.identity_ids()).await?;
                 kvs.iter()
@@ -170,7 +181,6 @@ async fn claim(
                     .collect()
             }
         };
-        attempt += 1;
         let wanted = labels.labels();
         if let Some(id) = masters
             .iter()
@@ -205,6 +215,10 @@ async fn claim(
             return Ok(id);
         }
     }
+    Err(ClusterError::AllocationConflict {
+        labels: labels.as_str().to_owned(),
+        attempts: MAX_ATTEMPTS,
+    })
 }
 
 /// Writes this node's reference to `id` if its master key still holds `labels`.

@@ -388,7 +388,8 @@ impl Shared {
     }
 
     /// One round of the health task. The writes lock is held while owned keys are compared
-    /// and re-created, so that no allocation, release or publication interleaves.
+    /// and re-created, so that no allocation, release or publication interleaves (waiting for
+    /// it only once the lease is gone anyway).
     async fn check(self: &Arc<Self>) -> Result<(), ClusterError> {
         let lease_alive = self.keep_alive_once().await?;
         if self.store_lost().await? {
@@ -403,7 +404,11 @@ impl Shared {
             self.health.send_modify(|health| health.lease_losses += 1);
             Ok(())
         } else {
-            let _writes = self.writes.lock().await;
+            // Never waits: the keepalive must not stall behind a long allocation. A busy
+            // lock defers the comparison to a later round.
+            let Ok(_writes) = self.writes.try_lock() else {
+                return Ok(());
+            };
             if self.owned_keys_missing().await? {
                 tracing::warn!("keys this node owns were deleted; writing them again");
                 self.restore_owned().await?;

@@ -205,3 +205,32 @@ async fn labels_that_would_break_the_layout_are_refused() {
         "{error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reference_to_another_label_sets_number_is_an_error_not_a_livelock() {
+    let etcd = Etcd::single();
+    let mut client = etcd.client().await;
+    // Written by hand: node-z says app=x is 999, but 999's master key holds app=y.
+    client
+        .put("axoneme/galaxy/identities/id/999", "app=y;", None)
+        .await
+        .unwrap();
+    client
+        .put("axoneme/galaxy/identities/value/app=x;/node-z", "999", None)
+        .await
+        .unwrap();
+    // A grace period longer than the test: 999, unreferenced, is not collected meanwhile.
+    let mut config = etcd.config("galaxy", "node-a");
+    config.identity_grace = Duration::from_secs(60);
+    let node = Session::connect(config).await.unwrap();
+    let error = tokio::time::timeout(Duration::from_secs(30), node.allocate_identity(&["app=x"]))
+        .await
+        .expect("the allocation gave up in time")
+        .unwrap_err();
+    assert!(
+        matches!(error, ClusterError::AllocationConflict { attempts: 32, .. }),
+        "{error}"
+    );
+    // Other label sets are not affected.
+    assert_eq!(node.allocate_identity(&["app=y"]).await.unwrap(), 999);
+}
