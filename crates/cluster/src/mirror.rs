@@ -116,6 +116,8 @@ impl<V: View> Mirror<V> {
         self.revision = revision;
     }
 
+    /// Follows the prefix for the session's life: resumes after a broken stream, relists
+    /// after a compaction or a data loss, and waits longer between failed attempts.
     async fn run(mut self, tx: watch::Sender<V::Snapshot>) {
         let mut losses = self.shared.losses.subscribe();
         losses.mark_unchanged();
