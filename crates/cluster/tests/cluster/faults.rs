@@ -382,3 +382,63 @@ async fn connecting_without_a_reachable_etcd_fails_with_a_clear_error() {
         "{message}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_longer_than_its_lease_comes_back_with_the_same_keys() {
+    let mut etcd = Etcd::cluster(3);
+    let endpoints = etcd.endpoints();
+    let mut config_a = etcd.config("galaxy", "node-a");
+    config_a.kvstore.endpoints = vec![endpoints[0].clone()];
+    let mut config_b = etcd.config("galaxy", "node-b");
+    config_b.kvstore.endpoints = endpoints[1..].to_vec();
+    let a = Session::connect(config_a).await.unwrap();
+    let b = Session::connect(config_b).await.unwrap();
+    let id = a.allocate_identity(&["app=luke"]).await.unwrap();
+    a.publish_endpoints(&[endpoint("luke", "10.0.0.1")])
+        .await
+        .unwrap();
+    let a_seen = |session: &Session| {
+        let nodes = session.endpoints().borrow().nodes.clone();
+        nodes.contains_key("node-a")
+    };
+    eventually("b sees a's endpoint", Duration::from_secs(5), || {
+        let seen = a_seen(&b);
+        async move { seen }
+    })
+    .await;
+
+    // Cut off for longer than its lease (3 s): to the others node a is dead, its keys go,
+    // and its identity, unreferenced, is collected after the grace period (1 s).
+    etcd.stop(0);
+    eventually(
+        "a's endpoint expires for b",
+        Duration::from_secs(10),
+        || {
+            let seen = a_seen(&b);
+            async move { !seen }
+        },
+    )
+    .await;
+    assert!(a_seen(&a), "node a keeps its last state while cut off");
+
+    etcd.start(0);
+    eventually(
+        "a's endpoint is back for b",
+        Duration::from_secs(20),
+        || {
+            let seen = a_seen(&b);
+            async move { seen }
+        },
+    )
+    .await;
+    assert!(a.health().borrow().lease_losses >= 1);
+    let mut client = etcd.client().await;
+    assert_eq!(
+        dump(&mut client, "axoneme/galaxy/identities/value/").await,
+        vec![(
+            "axoneme/galaxy/identities/value/app=luke;/node-a".to_owned(),
+            id.to_string()
+        )]
+    );
+    assert_eq!(b.allocate_identity(&["app=luke"]).await.unwrap(), id);
+}
