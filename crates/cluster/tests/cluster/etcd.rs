@@ -64,7 +64,7 @@ impl Etcd {
             .with_test_writer()
             .try_init();
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let token = format!("axoneme-test-{}-{n}", std::process::id());
+        let token = format!("axoneme-etcd-{}-{n}", std::process::id());
         let dir = std::env::temp_dir().join(&token);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
