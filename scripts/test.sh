@@ -22,6 +22,13 @@ command -v cargo >/dev/null || { echo "cargo (Rust toolchain) is required" >&2; 
 command -v memcached >/dev/null || apt_install memcached
 # The transparent-redirection tests (crates/axoneme/tests/transparent.rs) install nftables rules.
 command -v nft >/dev/null || apt_install nftables
+# The cluster tests (crates/cluster/tests) run real etcd members, and the etcd client crate
+# compiles etcd's protocol definitions with protoc.
+command -v etcd >/dev/null || apt_install etcd-server
+command -v etcdctl >/dev/null || apt_install etcd-client
+command -v protoc >/dev/null || apt_install protobuf-compiler
+# The TLS test of the cluster crate makes its certificates with openssl.
+command -v openssl >/dev/null || apt_install openssl
 if [ ! -x .venv/bin/python ]; then
   # Debian's python3 makes virtualenvs only with python3-venv installed.
   python3 -m venv --clear .venv 2>/dev/null || { apt_install python3-venv && python3 -m venv --clear .venv; }

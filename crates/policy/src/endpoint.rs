@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::PolicyError;
 use crate::identity::Identity;
@@ -19,7 +19,7 @@ use crate::selector::{parse_label_key, LabelKey, NAMESPACE_LABEL};
 pub(crate) const DEFAULT_NAMESPACE: &str = "default";
 
 /// An endpoint as configured: a name, its addresses and its labels.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointSpec {
     /// A name unique among endpoints; listeners refer to endpoints by it.

@@ -1,0 +1,107 @@
+//! A read-only view of the identities a Cilium cluster in kvstore mode keeps in etcd, for
+//! `identitySource: cilium`.
+//!
+//! Owns the reading of Cilium's keys: `cilium/state/identities/v1/id/<id>` holds a label
+//! array encoded as `source:key=value;` items (Cilium's `GlobalIdentity.GetKey`), and
+//! `cilium/state/ip/v1/<cluster>/<ip>` holds an `IPIdentityPair` as JSON, whose `ID` is the
+//! identity. It must never write to Cilium's keys.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::error::ClusterError;
+use crate::identity::{IdentitiesSnapshot, MastersView};
+use crate::mirror::{self, Entries, View};
+use crate::session::Shared;
+
+/// Cilium's identity master keys.
+pub const CILIUM_IDENTITIES_PREFIX: &str = "cilium/state/identities/v1/id/";
+/// Cilium's IP cache, followed by the cluster name.
+pub const CILIUM_IP_PREFIX: &str = "cilium/state/ip/v1/";
+
+/// The fields of Cilium's `IPIdentityPair` that Axoneme uses; the others are ignored.
+#[derive(Debug, Deserialize)]
+struct IpIdentityPair {
+    #[serde(rename = "ID")]
+    id: u32,
+}
+
+/// Starts watching Cilium's identities and the IP cache of the cluster named in the
+/// configuration, published together.
+pub(crate) async fn watch(
+    shared: &Arc<Shared>,
+) -> Result<(watch::Receiver<IdentitiesSnapshot>, Vec<JoinHandle<()>>), ClusterError> {
+    let (mut identities, identities_task) =
+        mirror::start::<MastersView>(shared, CILIUM_IDENTITIES_PREFIX.to_owned()).await?;
+    let ip_prefix = format!("{CILIUM_IP_PREFIX}{}/", shared.config.name);
+    let (mut ips, ips_task) = mirror::start::<IpCacheView>(shared, ip_prefix).await?;
+    let combine =
+        |identities: &IdentitiesSnapshot, ips: &(BTreeMap<IpAddr, u32>, i64)| IdentitiesSnapshot {
+            revision: identities.revision.max(ips.1),
+            identities: identities.identities.clone(),
+            ips: ips.0.clone(),
+        };
+    let (tx, rx) = watch::channel(combine(
+        &identities.borrow_and_update(),
+        &ips.borrow_and_update(),
+    ));
+    let combiner = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                changed = identities.changed() => if changed.is_err() { return },
+                changed = ips.changed() => if changed.is_err() { return },
+            }
+            tx.send_replace(combine(
+                &identities.borrow_and_update(),
+                &ips.borrow_and_update(),
+            ));
+        }
+    });
+    Ok((rx, vec![identities_task, ips_task, combiner]))
+}
+
+/// Cilium's IP cache: `<ip>` → `IPIdentityPair`. CIDR entries (`<ip>/<bits>`) and values that
+/// do not decode are left out.
+struct IpCacheView;
+
+impl View for IpCacheView {
+    type Value = (IpAddr, u32);
+    type Snapshot = (BTreeMap<IpAddr, u32>, i64);
+
+    fn decode(key: &str, value: &[u8]) -> Option<(IpAddr, u32)> {
+        let ip = key.parse::<IpAddr>().ok()?;
+        match serde_json::from_slice::<IpIdentityPair>(value) {
+            Ok(pair) => Some((ip, pair.id)),
+            Err(error) => {
+                tracing::warn!(ip = %ip, %error, "Cilium IP cache entry ignored");
+                None
+            }
+        }
+    }
+
+    fn build(entries: &Entries<(IpAddr, u32)>, revision: i64) -> (BTreeMap<IpAddr, u32>, i64) {
+        (entries.values().copied().collect(), revision)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_cache_entries_decode_their_identity() {
+        let pair = br#"{"IP":"10.0.0.1","Mask":null,"HostIP":"192.168.0.2","ID":31337,"Key":0,"Metadata":"cilium-global:default:node-a:12","K8sNamespace":"default","K8sPodName":"luke"}"#;
+        let luke = IpCacheView::decode("10.0.0.1", pair).unwrap();
+        assert_eq!(luke, ("10.0.0.1".parse::<IpAddr>().unwrap(), 31337));
+        assert!(IpCacheView::decode("10.1.0.0/16", br#"{"ID":2}"#).is_none());
+        assert!(IpCacheView::decode("10.0.0.9", b"{}").is_none());
+        let entries = Entries::from([("10.0.0.1".to_owned(), luke)]);
+        let (ips, revision) = IpCacheView::build(&entries, 4);
+        assert_eq!((ips.len(), revision), (1, 4));
+    }
+}

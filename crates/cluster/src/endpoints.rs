@@ -1,0 +1,143 @@
+//! The endpoints of every node: this node publishes its own under its lease, and every node
+//! watches all of them, so an address on any node resolves to its labels.
+//!
+//! Owns the endpoint keys (`endpoints/<node>/<name>`, JSON of the policy crate's
+//! [`EndpointSpec`]) and the snapshot of all nodes' endpoints. It must not allocate
+//! identities or compile policy.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axoneme_policy::EndpointSpec;
+use etcd_client::GetOptions;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::error::ClusterError;
+use crate::mirror::{self, Entries, View};
+use crate::session::{Session, Shared};
+
+/// Every node's endpoints at a revision.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EndpointsSnapshot {
+    /// The revision of the last change applied.
+    pub revision: i64,
+    /// Node name → its endpoints, sorted by name.
+    pub nodes: BTreeMap<String, Vec<EndpointSpec>>,
+}
+
+impl Session {
+    /// Publishes this node's endpoints, replacing those it published before. They are
+    /// attached to the node's lease: they vanish when the node dies.
+    pub async fn publish_endpoints(&self, endpoints: &[EndpointSpec]) -> Result<(), ClusterError> {
+        let shared = self.shared();
+        let mut desired = BTreeMap::new();
+        for endpoint in endpoints {
+            let json = serde_json::to_string(endpoint).map_err(|source| ClusterError::Encode {
+                what: format!("endpoint {:?}", endpoint.name),
+                source,
+            })?;
+            desired.insert(endpoint.name.clone(), json);
+        }
+        let _writes = shared.writes.lock().await;
+        shared.owned().endpoints = desired.clone();
+        let prefix = shared.keys.node_endpoints(&shared.config.node);
+        let current = shared
+            .get(
+                || format!("list {prefix}"),
+                &prefix,
+                Some(GetOptions::new().with_prefix().with_keys_only()),
+            )
+            .await?;
+        for kv in current.kvs() {
+            let Some(name) = crate::keys::suffix(kv.key(), &prefix) else {
+                continue;
+            };
+            if !desired.contains_key(name) {
+                shared
+                    .delete(
+                        || format!("delete endpoint {name:?}"),
+                        &format!("{prefix}{name}"),
+                        None,
+                    )
+                    .await?;
+            }
+        }
+        for (name, json) in desired {
+            shared.put_owned(format!("{prefix}{name}"), json).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Re-creates this node's endpoints under its current lease.
+pub(crate) async fn restore(shared: &Arc<Shared>) -> Result<(), ClusterError> {
+    let endpoints = shared.owned().endpoints.clone();
+    let prefix = shared.keys.node_endpoints(&shared.config.node);
+    for (name, json) in endpoints {
+        shared.put_owned(format!("{prefix}{name}"), json).await?;
+    }
+    Ok(())
+}
+
+/// Starts watching every node's endpoints.
+pub(crate) async fn watch(
+    shared: &Arc<Shared>,
+) -> Result<(watch::Receiver<EndpointsSnapshot>, JoinHandle<()>), ClusterError> {
+    mirror::start::<EndpointsView>(shared, shared.keys.endpoints()).await
+}
+
+/// Entries `<node>/<name>` → the endpoint's JSON.
+struct EndpointsView;
+
+impl View for EndpointsView {
+    type Value = EndpointSpec;
+    type Snapshot = EndpointsSnapshot;
+
+    fn decode(key: &str, value: &[u8]) -> Option<EndpointSpec> {
+        match serde_json::from_slice::<EndpointSpec>(value) {
+            Ok(endpoint) if key.contains('/') => Some(endpoint),
+            Ok(_) => None,
+            Err(error) => {
+                tracing::warn!(key, %error, "endpoint in the kvstore ignored");
+                None
+            }
+        }
+    }
+
+    fn build(entries: &Entries<EndpointSpec>, revision: i64) -> EndpointsSnapshot {
+        let mut nodes: BTreeMap<String, Vec<EndpointSpec>> = BTreeMap::new();
+        for (key, endpoint) in entries {
+            if let Some((node, _)) = key.split_once('/') {
+                nodes
+                    .entry(node.to_owned())
+                    .or_default()
+                    .push(endpoint.clone());
+            }
+        }
+        EndpointsSnapshot { revision, nodes }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_group_by_node_and_bad_values_are_left_out() {
+        let luke = br#"{"name":"luke","ips":["10.0.0.1"],"labels":{"app":"luke"}}"#;
+        let r2d2 = br#"{"name":"r2d2","ips":["10.0.0.2"]}"#;
+        assert!(EndpointsView::decode("node-b/bad", b"not json").is_none());
+        assert!(EndpointsView::decode("no-node", r2d2).is_none());
+        let mut entries = Entries::new();
+        for (key, value) in [("node-a/luke", &luke[..]), ("node-a/r2d2", &r2d2[..])] {
+            entries.insert(key.to_owned(), EndpointsView::decode(key, value).unwrap());
+        }
+        let snapshot = EndpointsView::build(&entries, 7);
+        assert_eq!(snapshot.revision, 7);
+        assert_eq!(snapshot.nodes.len(), 1);
+        let names: Vec<_> = snapshot.nodes["node-a"].iter().map(|e| &e.name).collect();
+        assert_eq!(names, ["luke", "r2d2"]);
+        assert_eq!(snapshot.nodes["node-a"][0].labels["app"], "luke");
+    }
+}

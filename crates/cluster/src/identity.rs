@@ -1,0 +1,441 @@
+//! Identities shared by the cluster, allocated as Cilium's kvstore allocator does.
+//!
+//! A master key per number, `identities/id/<id>`, holds the encoded labels; each node that
+//! uses a label set holds a reference `identities/value/<labels>/<node>` (the number as text)
+//! attached to its lease. Owns allocation (race-free across nodes through etcd transactions),
+//! this node's references, their restore after a fault, and the collection of numbers nobody
+//! references any more once a grace period has passed. It must not know about endpoints or
+//! policies.
+//!
+//! Why allocation is race-free: a new master key is written in one transaction with this
+//! node's reference, and only if the number has no master key and the label set no
+//! reference. Of two nodes racing for the same label set, or for the same number, one
+//! transaction fails, and that node starts over and finds the winner's number (or picks
+//! another). A master key is deleted only in a transaction that checks it is unchanged and
+//! unreferenced, and a reference is only written if its master key still holds the label
+//! set, so a referenced number is never reused. As with Cilium's allocator, a label set whose
+//! last reference vanishes in the instant another node allocates it may get a second number;
+//! the first, unreferenced, is collected after the grace period.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::config::IdentitySource;
+use crate::error::ClusterError;
+use crate::keys::{split_labels, LabelsKey, FIRST_CLUSTER_IDENTITY, LAST_CLUSTER_IDENTITY};
+use crate::mirror::{self, Entries, View};
+use crate::session::{Session, Shared};
+
+/// The cluster's identities at a revision.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdentitiesSnapshot {
+    /// The revision of the last change applied.
+    pub revision: i64,
+    /// Number → labels.
+    pub identities: BTreeMap<u32, Vec<String>>,
+    /// Address → number, as Cilium's IP cache holds it (empty with Axoneme's own identities,
+    /// where addresses come from the endpoints).
+    pub ips: BTreeMap<std::net::IpAddr, u32>,
+}
+
+/// A label set this node references.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Held {
+    pub(crate) id: u32,
+    /// How many allocations of the label set this node has not released.
+    pub(crate) count: usize,
+}
+
+impl Session {
+    /// The number of a label set, the same on every node: an existing one when the set has
+    /// one, a new one otherwise. Each call must be matched by one
+    /// [`release_identity`](Session::release_identity).
+    pub async fn allocate_identity<S: AsRef<str>>(
+        &self,
+        labels: &[S],
+    ) -> Result<u32, ClusterError> {
+        let shared = self.shared();
+        if shared.config.identity_source == IdentitySource::Cilium {
+            return Err(ClusterError::ReadOnlyIdentities);
+        }
+        let labels = LabelsKey::new(labels)?;
+        let _writes = shared.writes.lock().await;
+        if let Some(held) = shared.owned().identities.get_mut(&labels) {
+            held.count += 1;
+            return Ok(held.id);
+        }
+        let id = claim(shared, &labels, None).await?;
+        let mut owned = shared.owned();
+        let held = owned
+            .identities
+            .entry(labels)
+            .or_insert(Held { id, count: 0 });
+        held.count += 1;
+        Ok(held.id)
+    }
+
+    /// Releases one allocation of a label set; with the last, this node's reference is
+    /// deleted. The number stays the label set's for the grace period.
+    pub async fn release_identity<S: AsRef<str>>(&self, labels: &[S]) -> Result<(), ClusterError> {
+        let shared = self.shared();
+        let labels = LabelsKey::new(labels)?;
+        let _writes = shared.writes.lock().await;
+        let last = {
+            let mut owned = shared.owned();
+            match owned.identities.get_mut(&labels) {
+                Some(held) if held.count > 1 => {
+                    held.count -= 1;
+                    false
+                }
+                Some(_) => {
+                    owned.identities.remove(&labels);
+                    true
+                }
+                None => false,
+            }
+        };
+        if last {
+            let key = shared.keys.identity_reference(&labels, &shared.config.node);
+            shared
+                .delete(|| format!("delete reference {key}"), &key, None)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The label sets this node references, with their numbers.
+    pub fn held_identities(&self) -> BTreeMap<LabelsKey, u32> {
+        self.shared()
+            .owned()
+            .identities
+            .iter()
+            .map(|(labels, held)| (labels.clone(), held.id))
+            .collect()
+    }
+}
+
+/// How many rounds an allocation may lose before it gives up: one is lost to each node
+/// that wins a race for the same number, or when references and master keys disagree (a
+/// reference naming a number whose master key holds other labels).
+const MAX_ATTEMPTS: u32 = 32;
+
+/// The pause after a lost round, times the number of rounds lost.
+const RETRY_PAUSE: Duration = Duration::from_millis(5);
+
+/// Finds or creates the number of `labels` and writes this node's reference to it.
+/// `preferred` is the number to create when the set has none (the one it had before a data
+/// loss), if it is free.
+async fn claim(
+    shared: &Shared,
+    labels: &LabelsKey,
+    preferred: Option<u32>,
+) -> Result<u32, ClusterError> {
+    let keys = &shared.keys;
+    for round in 0..MAX_ATTEMPTS {
+        if round > 0 {
+            // Lets the winner of the last round finish before this node looks again.
+            tokio::time::sleep(RETRY_PAUSE * round).await;
+        }
+        // Another node's reference names the number.
+        let references = keys.identity_references(labels);
+        let answer = shared
+            .get(
+                || format!("list {references}"),
+                &references,
+                Some(GetOptions::new().with_prefix()),
+            )
+            .await?;
+        let referenced = answer.kvs().iter().find_map(|kv| {
+            let node = crate::keys::suffix(kv.key(), &references)?;
+            if node.contains('/') {
+                return None;
+            }
+            kv.value_str().ok()?.parse::<u32>().ok()
+        });
+        if let Some(id) = referenced {
+            if reference(shared, labels, id).await? {
+                return Ok(id);
+            }
+            continue;
+        }
+        // A master key holds the label set (unreferenced, within its grace period). The
+        // first attempt looks in the watched identities; a repeat lists etcd afresh, since
+        // the watch may lag behind what made the attempt fail.
+        let masters: BTreeMap<u32, Vec<String>> = match shared.identities.get() {
+            Some(watched) if round == 0 => watched.borrow().identities.clone(),
+            _ => {
+                let (kvs, _) = shared.list(&keys.identity_ids()).await?;
+                kvs.iter()
+                    .filter_map(|kv| {
+                        MastersView::decode(
+                            crate::keys::suffix(kv.key(), &keys.identity_ids())?,
+                            kv.value(),
+                        )
+                    })
+                    .collect()
+            }
+        };
+        let wanted = labels.labels();
+        if let Some(id) = masters
+            .iter()
+            .find_map(|(id, labels)| (*labels == wanted).then_some(*id))
+        {
+            if reference(shared, labels, id).await? {
+                return Ok(id);
+            }
+            continue;
+        }
+        let taken: BTreeSet<u32> = masters.keys().copied().collect();
+        let id = match preferred.filter(|id| !taken.contains(id)) {
+            Some(id) => id,
+            None => next_free(&taken)?,
+        };
+        let master = keys.identity_id(id);
+        let txn = Txn::new()
+            .when([
+                Compare::create_revision(master.clone(), CompareOp::Equal, 0),
+                Compare::create_revision(references.clone(), CompareOp::Equal, 0).with_prefix(),
+            ])
+            .and_then([
+                TxnOp::put(master, labels.as_str(), None),
+                TxnOp::put(
+                    keys.identity_reference(labels, &shared.config.node),
+                    id.to_string(),
+                    Some(PutOptions::new().with_lease(shared.lease())),
+                ),
+            ]);
+        let answer = shared.txn(|| format!("create identity {id}"), txn).await?;
+        if answer.succeeded() {
+            return Ok(id);
+        }
+    }
+    Err(ClusterError::AllocationConflict {
+        labels: labels.as_str().to_owned(),
+        attempts: MAX_ATTEMPTS,
+    })
+}
+
+/// Writes this node's reference to `id` if its master key still holds `labels`.
+async fn reference(shared: &Shared, labels: &LabelsKey, id: u32) -> Result<bool, ClusterError> {
+    let keys = &shared.keys;
+    let txn = Txn::new()
+        .when([Compare::value(
+            keys.identity_id(id),
+            CompareOp::Equal,
+            labels.as_str(),
+        )])
+        .and_then([TxnOp::put(
+            keys.identity_reference(labels, &shared.config.node),
+            id.to_string(),
+            Some(PutOptions::new().with_lease(shared.lease())),
+        )]);
+    let answer = shared
+        .txn(|| format!("reference identity {id}"), txn)
+        .await?;
+    Ok(answer.succeeded())
+}
+
+/// The number after the highest taken, or the lowest free one when the highest is the
+/// last: released numbers are reused as late as possible.
+fn next_free(taken: &BTreeSet<u32>) -> Result<u32, ClusterError> {
+    let after_highest = taken
+        .last()
+        .map_or(FIRST_CLUSTER_IDENTITY, |highest| highest + 1);
+    if after_highest <= LAST_CLUSTER_IDENTITY {
+        return Ok(after_highest.max(FIRST_CLUSTER_IDENTITY));
+    }
+    (FIRST_CLUSTER_IDENTITY..=LAST_CLUSTER_IDENTITY)
+        .find(|id| !taken.contains(id))
+        .ok_or(ClusterError::IdentitiesExhausted {
+            first: FIRST_CLUSTER_IDENTITY,
+            last: LAST_CLUSTER_IDENTITY,
+        })
+}
+
+/// Re-creates this node's references under its current lease. A master key that is gone
+/// (etcd lost its data, or it was collected while this node was cut off) is created again
+/// with the number it had, if that number is still free.
+pub(crate) async fn restore(shared: &Arc<Shared>) -> Result<(), ClusterError> {
+    let held: Vec<(LabelsKey, Held)> = shared
+        .owned()
+        .identities
+        .iter()
+        .map(|(labels, held)| (labels.clone(), *held))
+        .collect();
+    for (labels, held) in held {
+        let id = if reference(shared, &labels, held.id).await? {
+            held.id
+        } else {
+            claim(shared, &labels, Some(held.id)).await?
+        };
+        if id != held.id {
+            tracing::warn!(
+                labels = labels.as_str(),
+                old = held.id,
+                new = id,
+                "identity number taken by another label set during restore; renumbered"
+            );
+            if let Some(entry) = shared.owned().identities.get_mut(&labels) {
+                entry.id = id;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Starts watching the master keys.
+pub(crate) async fn watch(
+    shared: &Arc<Shared>,
+) -> Result<(watch::Receiver<IdentitiesSnapshot>, JoinHandle<()>), ClusterError> {
+    mirror::start::<MastersView>(shared, shared.keys.identity_ids()).await
+}
+
+/// Master keys `<id>` → encoded labels (Cilium's layout and ours alike).
+pub(crate) struct MastersView;
+
+impl View for MastersView {
+    type Value = (u32, Vec<String>);
+    type Snapshot = IdentitiesSnapshot;
+
+    fn decode(id: &str, labels: &[u8]) -> Option<(u32, Vec<String>)> {
+        let decoded = id.parse::<u32>().ok().zip(std::str::from_utf8(labels).ok());
+        if decoded.is_none() {
+            tracing::warn!(
+                key = id,
+                "identity in the kvstore ignored: not <number> → labels"
+            );
+        }
+        decoded.map(|(id, labels)| (id, split_labels(labels)))
+    }
+
+    fn build(entries: &Entries<(u32, Vec<String>)>, revision: i64) -> IdentitiesSnapshot {
+        IdentitiesSnapshot {
+            revision,
+            identities: entries.values().cloned().collect(),
+            ips: BTreeMap::new(),
+        }
+    }
+}
+
+/// Deletes master keys that no node has referenced for the grace period. Every node runs
+/// it; the deleting transaction checks that the key is unchanged and unreferenced, so nodes
+/// collecting at once cannot delete a number that was referenced meanwhile.
+pub(crate) async fn collect_garbage(shared: Arc<Shared>) {
+    let grace = shared.config.identity_grace;
+    let interval = (grace / 4).max(Duration::from_millis(500));
+    // Master key → (its mod revision, when it was first seen unreferenced).
+    let mut unreferenced: BTreeMap<u32, (i64, Instant)> = BTreeMap::new();
+    loop {
+        tokio::time::sleep(interval).await;
+        if let Err(error) = collect_once(&shared, grace, &mut unreferenced).await {
+            tracing::debug!(%error, "identity collection skipped");
+        }
+    }
+}
+
+async fn collect_once(
+    shared: &Shared,
+    grace: Duration,
+    unreferenced: &mut BTreeMap<u32, (i64, Instant)>,
+) -> Result<(), ClusterError> {
+    let keys = &shared.keys;
+    let (masters, _) = shared.list(&keys.identity_ids()).await?;
+    // Listed after the masters: a reference written between the two lists is seen, and one
+    // written later is caught by the deleting transaction.
+    let all_references = keys.all_identity_references();
+    let references = shared
+        .get(
+            || format!("list {all_references}"),
+            &all_references,
+            Some(GetOptions::new().with_prefix().with_keys_only()),
+        )
+        .await?;
+    let referenced: BTreeSet<&str> = references
+        .kvs()
+        .iter()
+        .filter_map(|kv| {
+            let rest = crate::keys::suffix(kv.key(), &all_references)?;
+            rest.rsplit_once('/').map(|(labels, _node)| labels)
+        })
+        .collect();
+    let now = Instant::now();
+    let mut seen = BTreeSet::new();
+    for kv in masters {
+        let Some(id) = crate::keys::suffix(kv.key(), &keys.identity_ids())
+            .and_then(|id| id.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        seen.insert(id);
+        let labels = kv.value_str().unwrap_or_default();
+        if referenced.contains(labels) {
+            unreferenced.remove(&id);
+            continue;
+        }
+        let (revision, since) = *unreferenced
+            .entry(id)
+            .and_modify(|entry| {
+                if entry.0 != kv.mod_revision() {
+                    *entry = (kv.mod_revision(), now);
+                }
+            })
+            .or_insert((kv.mod_revision(), now));
+        if now.duration_since(since) < grace {
+            continue;
+        }
+        let references = keys.identity_references(&LabelsKey::from_stored(labels));
+        let txn = Txn::new()
+            .when([
+                Compare::mod_revision(keys.identity_id(id), CompareOp::Equal, revision),
+                Compare::create_revision(references, CompareOp::Equal, 0).with_prefix(),
+            ])
+            .and_then([TxnOp::delete(keys.identity_id(id), None)]);
+        let answer = shared.txn(|| format!("release identity {id}"), txn).await?;
+        if answer.succeeded() {
+            tracing::info!(id, "identity released after its grace period");
+        }
+        unreferenced.remove(&id);
+    }
+    unreferenced.retain(|id, _| seen.contains(id));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_numbers_follow_the_highest_and_wrap_to_the_lowest_free() {
+        assert_eq!(next_free(&BTreeSet::new()).unwrap(), 256);
+        assert_eq!(next_free(&BTreeSet::from([256, 300])).unwrap(), 301);
+        assert_eq!(next_free(&BTreeSet::from([256, 65535])).unwrap(), 257);
+        let all: BTreeSet<u32> = (256..=65535).collect();
+        assert!(matches!(
+            next_free(&all),
+            Err(ClusterError::IdentitiesExhausted { .. })
+        ));
+    }
+
+    #[test]
+    fn master_entries_decode_to_label_lists() {
+        let labels = b"k8s:app=luke;k8s:io.kubernetes.pod.namespace=default;";
+        assert!(MastersView::decode("junk", b"x;").is_none());
+        let mut entries = Entries::new();
+        entries.insert(
+            "300".to_owned(),
+            MastersView::decode("300", labels).unwrap(),
+        );
+        let snapshot = MastersView::build(&entries, 3);
+        assert_eq!(
+            snapshot.identities[&300],
+            vec!["k8s:app=luke", "k8s:io.kubernetes.pod.namespace=default"]
+        );
+        assert_eq!(snapshot.revision, 3);
+    }
+}

@@ -1,0 +1,89 @@
+//! Endpoints: published by each node under its lease, seen by every node, gone with their
+//! node.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axoneme_cluster::Session;
+use axoneme_policy::EndpointSpec;
+
+use crate::etcd::{eventually, Etcd};
+
+fn endpoint(name: &str, ip: &str, app: &str) -> EndpointSpec {
+    EndpointSpec {
+        name: name.to_owned(),
+        ips: vec![ip.parse().unwrap()],
+        labels: BTreeMap::from([("app".to_owned(), app.to_owned())]),
+        namespace: None,
+    }
+}
+
+fn names(session: &Session) -> BTreeMap<String, Vec<String>> {
+    session
+        .endpoints()
+        .borrow()
+        .nodes
+        .iter()
+        .map(|(node, endpoints)| {
+            (
+                node.clone(),
+                endpoints.iter().map(|e| e.name.clone()).collect(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_are_published_watched_and_vanish_with_their_node() {
+    let etcd = Etcd::single();
+    let a = Session::connect(etcd.config("galaxy", "node-a"))
+        .await
+        .unwrap();
+    let b = Session::connect(etcd.config("galaxy", "node-b"))
+        .await
+        .unwrap();
+    let luke = endpoint("luke", "10.0.0.1", "luke");
+    a.publish_endpoints(&[luke.clone(), endpoint("leia", "10.0.0.2", "leia")])
+        .await
+        .unwrap();
+    b.publish_endpoints(&[endpoint("r2d2", "10.0.1.1", "r2d2")])
+        .await
+        .unwrap();
+    let both = BTreeMap::from([
+        (
+            "node-a".to_owned(),
+            vec!["leia".to_owned(), "luke".to_owned()],
+        ),
+        ("node-b".to_owned(), vec!["r2d2".to_owned()]),
+    ]);
+    for session in [&a, &b] {
+        eventually("both nodes' endpoints seen", Duration::from_secs(5), || {
+            let seen = names(session);
+            let both = both.clone();
+            async move { seen == both }
+        })
+        .await;
+    }
+    // The endpoint arrives whole, as published.
+    assert_eq!(b.endpoints().borrow().nodes["node-a"][1], luke);
+    assert!(b.revision() > 0);
+
+    // Republishing replaces: leia is gone.
+    a.publish_endpoints(std::slice::from_ref(&luke))
+        .await
+        .unwrap();
+    eventually("leia removed", Duration::from_secs(5), || {
+        let seen = names(&b);
+        async move { seen["node-a"] == ["luke"] }
+    })
+    .await;
+
+    // Node b dies: its endpoints vanish from a's view when its lease (3 s) expires.
+    drop(b);
+    eventually("node b's endpoints expire", Duration::from_secs(8), || {
+        let seen = names(&a);
+        async move { !seen.contains_key("node-b") }
+    })
+    .await;
+    assert_eq!(names(&a)["node-a"], ["luke"]);
+}

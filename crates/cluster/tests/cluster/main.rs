@@ -1,0 +1,10 @@
+//! Cluster mode against real etcd processes (Debian's `etcd-server`), one per test: a single
+//! member for most, three for the quorum tests.
+
+mod cilium;
+mod endpoints;
+mod etcd;
+mod faults;
+mod identities;
+mod policies;
+mod security;
