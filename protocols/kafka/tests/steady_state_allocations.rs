@@ -1,7 +1,7 @@
 //! The datapath plus the Kafka parser and a compiled policy must not allocate per request once
 //! warm: Produce, Fetch by topic name and by topic id, Metadata (whose response is held and
-//! read for topic ids) and a denied Produce, each with its response. Counted with a counting
-//! global allocator (a count, not a timing).
+//! read for topic ids), Metadata sent on with auto-creation turned off, and a denied Produce,
+//! each with its response. Counted with a counting global allocator (a count, not a timing).
 
 pub mod messages;
 
@@ -112,6 +112,16 @@ fn metadata_does_not_allocate_once_warm() {
         (Flow::Reply, &response[20..]),
     ];
     assert_eq!(allocations(&[], &steps, (&request, &response)), 0);
+}
+
+#[test]
+fn metadata_with_auto_creation_turned_off_does_not_allocate_once_warm() {
+    // No createtopics rule: the request goes on without leave to create the topic.
+    let request = messages::metadata(12, &["deathstar-plans"], true);
+    let rewritten = messages::metadata(12, &["deathstar-plans"], false);
+    let response = messages::metadata_response(12, &[("deathstar-plans", PLANS_ID)]);
+    let steps = [(Flow::Request, &request[..]), (Flow::Reply, &response[..])];
+    assert_eq!(allocations(&[], &steps, (&rewritten, &response)), 0);
 }
 
 #[test]
