@@ -206,12 +206,18 @@ impl KafkaParser {
                 return Ok(Op::Drop(frame));
             }
         }
-        // Checked again: narrowing may have checked single topics since. A Metadata request
-        // the rules allow is denied here for the topics it would create.
-        let verdict = ctx.check::<RuleSet>(|rules| rules.allows(&header, topics.clone()));
-        let verdict = match verdict.allowed {
-            true => ctx.check::<RuleSet>(may_create),
-            false => verdict,
+        let verdict = match metadata {
+            // Checked again, for the reason the log gives: narrowing checked single topics
+            // since. A Metadata request the rules allow is denied here for the topics it
+            // would create.
+            Some(_) => {
+                let verdict = ctx.check::<RuleSet>(|rules| rules.allows(&header, topics.clone()));
+                match verdict.allowed {
+                    true => ctx.check::<RuleSet>(may_create),
+                    false => verdict,
+                }
+            }
+            None => verdict,
         };
         self.log(ctx, &header, topics, EntryType::Denied, verdict.policy_name);
         drop(known);
