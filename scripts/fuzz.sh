@@ -13,7 +13,8 @@
 #
 # Corpora stay between runs (in each fuzz package's corpus/, not committed), so campaigns add up;
 # an empty corpus is first seeded: the policy target with the example policies and the YAML and
-# JSON of the READMEs, cql_text with the string literals of the CQL lexer and classifier tests.
+# JSON of the READMEs, cql_text with the string literals of the CQL lexer and classifier tests,
+# kafka with a few requests and responses in its script mode and one in raw reads.
 # All fuzz packages build into one target directory (target/fuzz unless CARGO_TARGET_DIR is
 # set), so the crates they share are built once; logs go to target/fuzz-logs/<target>.log and the
 # figures are also appended to target/fuzz-logs/figures.txt.
@@ -61,6 +62,21 @@ seed() {
       grep -ohE '"([^"\\]|\\.){4,}"' protocols/cassandra/src/statement/tests.rs \
         protocols/cassandra/src/lexer.rs | sed 's/^"//; s/"$//' | sort -u |
         awk -v dir="$2" '{ print > (dir "/test-" NR) }' ;;
+    kafka)
+      # Valid frames in the target's script mode (first byte odd): Metadata for `a` and its
+      # response naming `a` by id 0x11..., a Fetch by that id and its response, a denied
+      # Produce to `b`, a Metadata for `a` and `x` letting the broker create them; and the
+      # Produce as raw reads (first byte even).
+      local id='\x11\x11\x11\x11\x11\x11\x11\x11\x11\x11\x11\x11\x11\x11\x11\x11'
+      local zero='\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00'
+      local produce='\x00\xff\xff\x00\x00\x03\xe8\x02\x02b\x02\x00\x00\x00\x00\x06RECS!\x00\x00\x00'
+      printf '%b' "\x01\x00\x03\x0c\x00\x17\x02${zero}\x02a\x00\x00\x00\x00" \
+        "\x80\x00\x00\x28\x00\x00\x00\x00\x00\x01\x00\xff\xff\xff\xff\x02\x00\x00\x02a${id}\x00\x01\x80\x00\x00\x00\x00\x00" \
+        "\x07\x01\x10\x00\x4c\x00\x00\x01\xf4\x00\x00\x00\x01\x00\x0f\x42\x40\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02${id}\x02\x00\x00\x00\x00\xff\xff\xff\xff\x00\x00\x00\x00\x00\x00\x00\x00\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x00\x0f\x42\x40\x00\x00\x01\x01\x00" \
+        "\x80\x01\x00\x05\x00resp" "\x00\x00\x09\x00\x18${produce}" \
+        "\x00\x03\x0c\x00\x2a\x03${zero}\x02a\x00${zero}\x02x\x00\x01\x00\x00" >"$2/script"
+      printf '%b' "\x00\x2b\x00\x00\x00\x27\x00\x00\x00\x09\x00\x00\x00\x07\x00\x04fuzz\x00${produce}" \
+        >"$2/raw" ;;
   esac
 }
 

@@ -121,6 +121,48 @@ mod tests {
     use super::*;
 
     #[test]
+    fn leave_to_create_traces_as_createtopics_without_a_version() {
+        let kafka = Kafka::default();
+        let maps = axoneme_testkit::rule_maps(&[
+            &[("apiKey", "createtopics"), ("topic", "empire-drills")],
+            &[
+                ("apiKey", "createtopics"),
+                ("apiVersion", "7"),
+                ("topic", "deathstar-plans"),
+            ],
+            &[("apiKey", "createtopics"), ("clientID", "hq")],
+        ]);
+        let compiled = Protocol::compile_rules(&kafka, &maps).unwrap();
+        let rules = rules::compile(&maps).unwrap();
+        let mut verdicts = Vec::new();
+        for client in [None, Some("hq")] {
+            for topic in ["empire-drills", "deathstar-plans"] {
+                let header = RequestHeader {
+                    api: Api::by_key(api::METADATA).unwrap(),
+                    api_version: 12,
+                    correlation_id: 1,
+                    client_id: client.map(str::as_bytes),
+                };
+                let creates = rules
+                    .allows_creating(&header, std::iter::once(TopicRef::Name(topic.as_bytes())));
+                let fields: BTreeMap<String, String> = [("apiKey", "createtopics")]
+                    .into_iter()
+                    .chain(client.map(|client| ("clientID", client)))
+                    .chain([("topic", topic)])
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+                assert_eq!(
+                    Protocol::trace(&kafka, &*compiled, &fields),
+                    Ok(creates),
+                    "{client:?} {topic}"
+                );
+                verdicts.push(creates);
+            }
+        }
+        assert_eq!(verdicts, [true, false, true, true]);
+    }
+
+    #[test]
     fn traces_as_connections_judge() {
         let kafka = Kafka::default();
         let rules = Protocol::compile_rules(

@@ -10,7 +10,9 @@
 //! are held whole and read for their topic ids before they pass. A denied Metadata request
 //! that names some allowed topics is narrowed to those, as Kafka's authorizer answers per
 //! topic, so that clients asking about all their topics at once keep learning the allowed
-//! ones. A request that cannot be read, or a denied one whose response this crate cannot
+//! ones; and a Metadata request that would have the broker create topics the rules do not let
+//! it create (`createtopics`) goes on with auto-creation turned off (v4+), or is denied (v0 to
+//! v3, which have no flag). A request that cannot be read, or a denied one whose response this crate cannot
 //! compose, closes the connection.
 //! Log fields and denials are written into buffers the parser keeps, so a warm parser does
 //! not allocate per request.
@@ -180,7 +182,13 @@ impl KafkaParser {
         let known = ids.known();
         let topics = request.topics().map(|topic| known.resolve(topic));
         let verdict = ctx.check::<RuleSet>(|rules| rules.allows(&header, topics.clone()));
-        if verdict.allowed {
+        let metadata = match &request.body {
+            Body::Metadata(metadata) => Some(metadata),
+            _ => None,
+        };
+        let creates = metadata.is_some_and(metadata::Request::creates_topics);
+        let may_create = |rules: &RuleSet| rules.allows_creating(&header, topics.clone());
+        if verdict.allowed && (!creates || ctx.check::<RuleSet>(may_create).allowed) {
             self.log(
                 ctx,
                 &header,
@@ -191,15 +199,26 @@ impl KafkaParser {
             self.owe(request)?;
             return Ok(Op::Pass(frame));
         }
-        if let Body::Metadata(metadata) = &request.body {
+        if let Some(metadata) = metadata {
             if self.narrow(ctx, request, metadata, &known) {
                 self.owe(request)?;
                 self.narrowed_due = true;
                 return Ok(Op::Drop(frame));
             }
         }
-        // Checked again: narrowing may have checked single topics since.
-        let verdict = ctx.check::<RuleSet>(|rules| rules.allows(&header, topics.clone()));
+        let verdict = match metadata {
+            // Checked again, for the reason the log gives: narrowing checked single topics
+            // since. A Metadata request the rules allow is denied here for the topics it
+            // would create.
+            Some(_) => {
+                let verdict = ctx.check::<RuleSet>(|rules| rules.allows(&header, topics.clone()));
+                match verdict.allowed {
+                    true => ctx.check::<RuleSet>(may_create),
+                    false => verdict,
+                }
+            }
+            None => verdict,
+        };
         self.log(ctx, &header, topics, EntryType::Denied, verdict.policy_name);
         drop(known);
         self.denial.clear();
@@ -230,12 +249,16 @@ impl KafkaParser {
         owed.map_err(pending_error)
     }
 
-    /// Narrows a denied Metadata request naming both topics the rules allow and topics they
-    /// deny to the allowed ones, as Kafka's authorizer answers per topic: composes that request
-    /// (to be injected toward the broker in place of the original), and logs a `Request` entry
-    /// for the allowed topics and a `Denied` one for the others. The denied topics are then
-    /// absent from the broker's response. `false` when no topic is allowed, or when the
-    /// narrowed request would not fit the inject buffer: the request is then denied whole.
+    /// Rewrites a Metadata request the rules do not allow as it is: narrowed to the topics
+    /// they allow, as Kafka's authorizer answers per topic, and without leave to create them
+    /// unless the rules allow creating every one (as Kafka's authorizer asks Create of each
+    /// topic it would create). Composes that request (to be injected toward the broker in
+    /// place of the original), and logs a `Request` entry for the kept topics and, when some
+    /// are left out, a `Denied` one for those. The left-out topics are then absent from the
+    /// broker's response, and topics that do not exist are not created but reported unknown.
+    /// `false` when no topic is allowed, when the kept topics would be created without leave
+    /// (v0 to v3 have no flag to clear), or when the rewritten request would not fit the
+    /// inject buffer: the request is then denied whole.
     fn narrow(
         &mut self,
         ctx: &Context<'_>,
@@ -253,31 +276,41 @@ impl KafkaParser {
         if !request.topics().any(allows) {
             return false;
         }
-        self.denial.clear();
-        write_request(&mut self.denial, &header, |w| {
-            metadata::write_request(metadata, header.api_version, allows, w);
-        });
-        if ctx.inject_room(Flow::Request) < self.denial.len() {
-            return false;
-        }
         let kept = request
             .topics()
             .filter(|topic| allows(*topic))
             .map(|topic| known.resolve(topic));
+        let create = metadata.creates_topics()
+            && ctx
+                .check::<RuleSet>(|rules| rules.allows_creating(&header, kept.clone()))
+                .allowed;
+        if metadata.creates_topics() && !create && header.api_version < 4 {
+            return false;
+        }
+        self.denial.clear();
+        write_request(&mut self.denial, &header, |w| {
+            metadata::write_request(metadata, header.api_version, allows, create, w);
+        });
+        if ctx.inject_room(Flow::Request) < self.denial.len() {
+            return false;
+        }
         let verdict = ctx.check::<RuleSet>(|rules| rules.allows(&header, kept.clone()));
         self.log(ctx, &header, kept, EntryType::Request, verdict.policy_name);
-        let dropped = request
+        let mut dropped = request
             .topics()
             .filter(|topic| !allows(*topic))
-            .map(|topic| known.resolve(topic));
-        let verdict = ctx.check::<RuleSet>(|rules| rules.allows(&header, dropped.clone()));
-        self.log(
-            ctx,
-            &header,
-            dropped,
-            EntryType::Denied,
-            verdict.policy_name,
-        );
+            .map(|topic| known.resolve(topic))
+            .peekable();
+        if dropped.peek().is_some() {
+            let verdict = ctx.check::<RuleSet>(|rules| rules.allows(&header, dropped.clone()));
+            self.log(
+                ctx,
+                &header,
+                dropped,
+                EntryType::Denied,
+                verdict.policy_name,
+            );
+        }
         true
     }
 

@@ -124,6 +124,28 @@ impl RuleSet {
             TopicRef::Id(_) => false,
         })
     }
+
+    /// Whether the rules let a Metadata request with `header` have the broker create
+    /// `topics` (Kafka's authorizer asks for Create on each topic the broker would create):
+    /// judged as a CreateTopics request from the same client naming them, of no version, so
+    /// only `createtopics` rules without `apiVersion` (or rules without `apiKey` and `role`)
+    /// allow it. A request naming no topic creates none.
+    pub fn allows_creating<'t>(
+        &self,
+        header: &RequestHeader<'_>,
+        topics: impl Iterator<Item = TopicRef<'t>> + Clone,
+    ) -> bool {
+        let mut topics = topics.peekable();
+        if topics.peek().is_none() {
+            return true;
+        }
+        let create = RequestHeader {
+            api: Api::by_key(CREATE_TOPICS).expect("CreateTopics is in the API table"),
+            api_version: -1,
+            ..*header
+        };
+        self.allows(&create, topics)
+    }
 }
 
 /// Compiles the maps of one `l7` list.
@@ -240,6 +262,41 @@ mod tests {
 
     fn names<'t>(topics: &'t [&'t str]) -> impl Iterator<Item = TopicRef<'t>> + Clone {
         topics.iter().map(|t| TopicRef::Name(t.as_bytes()))
+    }
+
+    #[test]
+    fn creating_topics_is_judged_as_createtopics_of_no_version_from_the_same_client() {
+        let rules = compile(&[
+            &[("role", "produce")],
+            &[("apiKey", "createtopics"), ("topic", "empire-drills")],
+            &[
+                ("apiKey", "createtopics"),
+                ("clientID", "hq"),
+                ("topic", "deathstar-plans"),
+            ],
+            &[("apiKey", "createtopics"), ("apiVersion", "7")],
+        ])
+        .unwrap();
+        let creates = |client, topics: &[&str]| {
+            rules.allows_creating(&header(METADATA, 12, client), names(topics))
+        };
+        assert!(creates(None, &["empire-drills"]));
+        assert!(creates(Some("x"), &["empire-drills"]));
+        assert!(
+            !creates(None, &["deathstar-plans"]),
+            "the client id is kept"
+        );
+        assert!(creates(Some("hq"), &["deathstar-plans", "empire-drills"]));
+        assert!(
+            !creates(Some("hq"), &["deathstar-plans", "x"]),
+            "every topic, and a rule naming a version matches no version"
+        );
+        assert!(creates(None, &[]), "naming no topic creates none");
+        let anything = compile(&[&[("topic", "x")]]).unwrap();
+        assert!(
+            anything.allows_creating(&header(METADATA, 12, None), names(&["x"])),
+            "a rule without apiKey and role"
+        );
     }
 
     #[test]

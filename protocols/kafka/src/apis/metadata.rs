@@ -1,6 +1,6 @@
 //! Metadata (key 3), v0 to v13: the topics a client asks about, whether it asks for all of
 //! them, whether it asks the broker to create missing ones, the same request narrowed to some
-//! of its topics, and the response that denies it.
+//! of its topics or without leave to create them, and the response that denies it.
 //!
 //! From v1 a null topic array asks for every topic (v0: an empty one). From v10 a topic entry
 //! carries an id and a nullable name; an entry with a null name names its topic by id.
@@ -29,6 +29,13 @@ impl Request<'_> {
             None => true,
             Some(topics) => version == 0 && topics.is_empty(),
         }
+    }
+
+    /// Whether the request lets the broker create the topics it names that do not exist:
+    /// it names some, and allows auto-creation (which v0 to v3 always do). A request for all
+    /// topics creates none.
+    pub fn creates_topics(&self) -> bool {
+        self.allow_auto_topic_creation && self.topics.is_some_and(|topics| !topics.is_empty())
     }
 }
 
@@ -78,11 +85,14 @@ fn topic<'a>(r: &mut Reader<'a>, version: i16) -> Result<TopicEntry<'a>, WireErr
 }
 
 /// Writes the body of `request` asking only for the topics `keep` retains (at least one, or a
-/// v0 request would ask for all), with the same flags and no tagged fields.
+/// v0 request would ask for all), with the same flags but for auto-creation, allowed only
+/// when `create` (and the request allowed it), and no tagged fields. v0 to v3 have no flag:
+/// they always allow it.
 pub fn write_request(
     request: &Request<'_>,
     version: i16,
     keep: impl Fn(TopicRef<'_>) -> bool,
+    create: bool,
     w: &mut Writer<'_>,
 ) {
     let topics = request.topics.unwrap_or_else(Entries::empty);
@@ -102,7 +112,7 @@ pub fn write_request(
         w.tagged_fields();
     }
     if version >= 4 {
-        w.bool(request.allow_auto_topic_creation);
+        w.bool(request.allow_auto_topic_creation && create);
     }
     if (8..=10).contains(&version) {
         w.bool(request.include_cluster_authorized_operations);

@@ -39,8 +39,15 @@ fn produce(correlation_id: i32, acks: i16, topics: &[&str]) -> Vec<u8> {
     frame(0, 9, correlation_id, true, &body)
 }
 
-/// A flexible Metadata v12 request for `topics` (all topics when `None`).
+/// A flexible Metadata v12 request for `topics` (all topics when `None`), without leave to
+/// create them.
 fn metadata(correlation_id: i32, topics: Option<&[&str]>) -> Vec<u8> {
+    metadata_creating(correlation_id, topics, false)
+}
+
+/// A flexible Metadata v12 request for `topics` (all topics when `None`), letting the broker
+/// create those that do not exist when `create`.
+fn metadata_creating(correlation_id: i32, topics: Option<&[&str]>, create: bool) -> Vec<u8> {
     let mut body = Vec::new();
     match topics {
         None => body.push(0),
@@ -54,8 +61,20 @@ fn metadata(correlation_id: i32, topics: Option<&[&str]>) -> Vec<u8> {
             }
         }
     }
-    body.extend_from_slice(b"\x00\x00\x00");
+    // AllowAutoTopicCreation, IncludeTopicAuthorizedOperations, tagged fields.
+    body.extend_from_slice(&[u8::from(create), 0, 0]);
     frame(3, 12, correlation_id, true, &body)
+}
+
+/// A classic Metadata v3 request for `topics`: v0 to v3 have no AllowAutoTopicCreation, the
+/// broker may always create the topics they name.
+fn metadata_v3(correlation_id: i32, topics: &[&str]) -> Vec<u8> {
+    let mut body = (topics.len() as i32).to_be_bytes().to_vec();
+    for topic in topics {
+        body.extend_from_slice(&(topic.len() as i16).to_be_bytes());
+        body.extend_from_slice(topic.as_bytes());
+    }
+    frame(3, 3, correlation_id, false, &body)
 }
 
 /// A flexible Fetch v16 request for partition 0 of the topic with `id`.
@@ -378,6 +397,127 @@ fn a_metadata_request_naming_allowed_and_denied_topics_is_narrowed_to_the_allowe
     assert_eq!(
         s.deliver(Flow::Reply, &[&response(2)]),
         Emitted::new(b"", &[response(2), denial(&denied)].concat())
+    );
+}
+
+#[test]
+fn auto_creation_needs_createtopics_for_every_topic_or_is_turned_off() {
+    let produce_plans: &[(&str, &str)] = &[("role", "produce"), ("topic", "deathstar-plans")];
+    let creating = metadata_creating(1, Some(&["deathstar-plans"]), true);
+    let not_creating = metadata_creating(1, Some(&["deathstar-plans"]), false);
+    let logged =
+        ["Request empire api_key=metadata api_version=12 correlation_id=1 topic=deathstar-plans"];
+
+    let mut s = session(&[produce_plans]);
+    assert_eq!(
+        s.deliver(Flow::Request, &[&creating]),
+        Emitted::new(&not_creating, b""),
+        "no createtopics rule: the same request, auto-creation off"
+    );
+    assert_eq!(s.log(), logged);
+    assert_eq!(
+        s.deliver(Flow::Reply, &[&response(1)]),
+        Emitted::new(b"", &response(1)),
+        "the broker's answer to the rewritten request is the client's"
+    );
+
+    let versioned: &[(&str, &str)] = &[("apiKey", "createtopics"), ("apiVersion", "7")];
+    let mut s = session(&[produce_plans, versioned]);
+    assert_eq!(
+        s.deliver(Flow::Request, &[&creating]),
+        Emitted::new(&not_creating, b""),
+        "a createtopics rule naming a version does not allow auto-creation"
+    );
+
+    let other_topic: &[(&str, &str)] = &[("apiKey", "createtopics"), ("topic", "empire-drills")];
+    let mut s = session(&[produce_plans, other_topic]);
+    assert_eq!(
+        s.deliver(Flow::Request, &[&creating]),
+        Emitted::new(&not_creating, b""),
+        "createtopics for another topic"
+    );
+
+    for create in [
+        &[("apiKey", "createtopics"), ("topic", "deathstar-plans")][..],
+        &[("apiKey", "createtopics")][..],
+    ] {
+        let mut s = session(&[produce_plans, create]);
+        assert_eq!(
+            s.deliver(Flow::Request, &[&creating]),
+            Emitted::new(&creating, b""),
+            "createtopics allowed: passed as it is"
+        );
+        assert_eq!(s.log(), logged);
+    }
+
+    let mut s = session(&[produce_plans]);
+    let all = metadata_creating(2, None, true);
+    assert_eq!(
+        s.deliver(Flow::Request, &[&all]),
+        Emitted::new(&all, b""),
+        "a request for all topics creates none"
+    );
+}
+
+#[test]
+fn narrowed_metadata_requests_create_only_what_createtopics_allows() {
+    let both = metadata_creating(1, Some(&["deathstar-plans", "empire-announce"]), true);
+    let produce_plans: &[(&str, &str)] = &[("role", "produce"), ("topic", "deathstar-plans")];
+    let mut s = session(&[produce_plans]);
+    assert_eq!(
+        s.deliver(Flow::Request, &[&both]),
+        Emitted::new(
+            &metadata_creating(1, Some(&["deathstar-plans"]), false),
+            b""
+        )
+    );
+    assert_eq!(
+        s.log(),
+        [
+            "Request empire api_key=metadata api_version=12 correlation_id=1 topic=deathstar-plans",
+            "Denied  api_key=metadata api_version=12 correlation_id=1 topic=empire-announce",
+        ]
+    );
+    let create_plans: &[(&str, &str)] = &[("apiKey", "createtopics"), ("topic", "deathstar-plans")];
+    let mut s = session(&[produce_plans, create_plans]);
+    assert_eq!(
+        s.deliver(Flow::Request, &[&both]),
+        Emitted::new(&metadata_creating(1, Some(&["deathstar-plans"]), true), b""),
+        "the kept topic may be created"
+    );
+}
+
+#[test]
+fn metadata_v3_naming_topics_needs_createtopics() {
+    let produce_plans: &[(&str, &str)] = &[("role", "produce"), ("topic", "deathstar-plans")];
+    let request = metadata_v3(1, &["deathstar-plans"]);
+    let mut s = session(&[produce_plans]);
+    assert_eq!(
+        s.deliver(Flow::Request, &[&request]),
+        Emitted::new(b"", &denial(&request)),
+        "no flag to turn off: denied"
+    );
+    assert_eq!(
+        s.log(),
+        ["Denied  api_key=metadata api_version=3 correlation_id=1 topic=deathstar-plans"]
+    );
+    let both = metadata_v3(2, &["deathstar-plans", "empire-announce"]);
+    assert_eq!(
+        s.deliver(Flow::Request, &[&both]),
+        Emitted::new(b"", &denial(&both)),
+        "nor narrowed"
+    );
+    let create_plans: &[(&str, &str)] = &[("apiKey", "createtopics"), ("topic", "deathstar-plans")];
+    let mut s = session(&[produce_plans, create_plans]);
+    assert_eq!(
+        s.deliver(Flow::Request, &[&request]),
+        Emitted::new(&request, b"")
+    );
+    let narrowed = metadata_v3(2, &["deathstar-plans"]);
+    assert_eq!(
+        s.deliver(Flow::Request, &[&both]),
+        Emitted::new(&narrowed, b""),
+        "narrowed to the topic that may be created"
     );
 }
 
