@@ -86,6 +86,8 @@ pub const LEAVE_GROUP: i16 = 13;
 pub const SYNC_GROUP: i16 = 14;
 /// ListGroups.
 pub const LIST_GROUPS: i16 = 16;
+/// SaslHandshake.
+pub const SASL_HANDSHAKE: i16 = 17;
 /// ApiVersions.
 pub const API_VERSIONS: i16 = 18;
 /// CreateTopics.
@@ -102,6 +104,8 @@ pub const ADD_PARTITIONS_TO_TXN: i16 = 24;
 pub const TXN_OFFSET_COMMIT: i16 = 28;
 /// InitProducerId.
 pub const INIT_PRODUCER_ID: i16 = 22;
+/// SaslAuthenticate.
+pub const SASL_AUTHENTICATE: i16 = 36;
 /// GetTelemetrySubscriptions.
 pub const GET_TELEMETRY_SUBSCRIPTIONS: i16 = 71;
 /// PushTelemetry.

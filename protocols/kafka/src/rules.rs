@@ -14,6 +14,11 @@
 //! without `topic`, and so is a topic named by an id the upstream never named. Keys and values
 //! are checked as Cilium's
 //! `Sanitize` did, with Kafka's own topic syntax (at most 249 characters, not `.` or `..`).
+//! SASL authentication is not data access and the identity stays the peer's whatever principal
+//! it authenticates as, so `SaslHandshake` (version 1 and later, after which the exchange travels
+//! in `SaslAuthenticate` requests) and `SaslAuthenticate` pass whatever the rules say. A version 0
+//! handshake is judged like any other request: the raw tokens that follow it are no Kafka
+//! requests, and close the connection when they come.
 //! This module compiles and judges; reading requests is the message modules' business.
 
 use axoneme_sdk::{constraints, reject_unknown_keys, L7RuleMap, RuleError, RuleList, ValueMatch};
@@ -49,6 +54,16 @@ pub const CONSUME_ROLE: [i16; 11] = [
 /// The topic APIs whose requests naming no topic are judged on the rules' other keys (see the
 /// module documentation).
 const NO_TOPIC_BY_OTHER_KEYS: [i16; 4] = [PRODUCE, FETCH, LIST_OFFSETS, METADATA];
+
+/// Whether `header` is a request of SASL authentication that passes whatever the rules (see the
+/// module documentation).
+fn authenticates(header: &RequestHeader<'_>) -> bool {
+    match header.api.key {
+        SASL_HANDSHAKE => header.api_version >= 1,
+        SASL_AUTHENTICATE => true,
+        _ => false,
+    }
+}
 
 /// The API keys a rule allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +122,9 @@ impl RuleSet {
         header: &RequestHeader<'_>,
         topics: impl Iterator<Item = TopicRef<'t>> + Clone,
     ) -> bool {
+        if authenticates(header) {
+            return true;
+        }
         let selects = |selector: &Selector| selector.matches(header);
         if !names_topics(header.api.key) {
             return self.selectors.iter().any(selects);
@@ -262,6 +280,20 @@ mod tests {
 
     fn names<'t>(topics: &'t [&'t str]) -> impl Iterator<Item = TopicRef<'t>> + Clone {
         topics.iter().map(|t| TopicRef::Name(t.as_bytes()))
+    }
+
+    #[test]
+    fn sasl_authentication_passes_whatever_the_rules_but_a_v0_handshake_is_judged() {
+        let rules = compile(&[&[("role", "consume"), ("topic", "empire-announce")]]).unwrap();
+        let allows = |key, version| rules.allows(&header(key, version, None), names(&[]));
+        assert!(allows(SASL_HANDSHAKE, 1));
+        assert!(allows(SASL_AUTHENTICATE, 0));
+        assert!(allows(SASL_AUTHENTICATE, 2));
+        assert!(
+            !allows(SASL_HANDSHAKE, 0),
+            "raw tokens follow a v0 handshake"
+        );
+        assert!(!allows(CREATE_TOPICS, 7), "other APIs are still judged");
     }
 
     #[test]

@@ -152,6 +152,27 @@ fn allowed_requests_and_their_responses_pass() {
 }
 
 #[test]
+fn sasl_authentication_passes_whatever_the_rules() {
+    let mut s = session(&[&[("role", "consume"), ("topic", "empire-announce")]]);
+    // SaslHandshake v1 for PLAIN, then SaslAuthenticate v2 (flexible) with its token.
+    let handshake = frame(17, 1, 1, false, b"\x00\x05PLAIN");
+    let authenticate = frame(36, 2, 2, true, b"\x0b\x00hq\x00secret\x00");
+    for request in [&handshake, &authenticate] {
+        assert_eq!(
+            s.deliver(Flow::Request, &[request]),
+            Emitted::new(request, b"")
+        );
+    }
+    assert_eq!(
+        s.log(),
+        [
+            "Request empire api_key=saslhandshake api_version=1 correlation_id=1",
+            "Request empire api_key=saslauthenticate api_version=2 correlation_id=2"
+        ]
+    );
+}
+
+#[test]
 fn a_denied_request_is_answered_in_place() {
     let mut s = session(EMPIRE);
     let request = produce(2, 1, &["deathstar-plans", "empire-announce"]);
