@@ -2,7 +2,7 @@
 //! on the forwarding path (no serializer, no intermediate values), with long field values cut
 //! and marked. It formats only; queueing and writing are the log's.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,6 +33,9 @@ pub fn format_entry(
     let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     out.extend_from_slice(b"{\"timestamp\":");
     push_nanoseconds(out, since_epoch);
+    out.extend_from_slice(b",\"time\":\"");
+    push_rfc3339(out, since_epoch);
+    out.push(b'"');
     out.extend_from_slice(match meta.direction {
         Direction::Ingress => b",\"is_ingress\":true,\"entry_type\":\"",
         Direction::Egress => b",\"is_ingress\":false,\"entry_type\":\"",
@@ -210,11 +213,16 @@ fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
 /// Appends `duration` as a whole number of nanoseconds: the seconds, then the nine digits of
 /// the nanoseconds (the same number, without 128-bit arithmetic).
 fn push_nanoseconds(out: &mut Vec<u8>, duration: Duration) {
-    let (seconds, mut nanos) = (duration.as_secs(), duration.subsec_nanos());
+    let (seconds, nanos) = (duration.as_secs(), duration.subsec_nanos());
     if seconds == 0 {
         return push_decimal(out, nanos.into());
     }
     push_decimal(out, seconds);
+    push_nine_digits(out, nanos);
+}
+
+/// Appends `nanos` (below 10^9) as nine digits, leading zeros kept.
+fn push_nine_digits(out: &mut Vec<u8>, mut nanos: u32) {
     let mut digits = [0u8; 9];
     for at in [7, 5, 3, 1] {
         digits[at..at + 2].copy_from_slice(&DIGIT_PAIRS[(nanos % 100) as usize]);
@@ -222,6 +230,64 @@ fn push_nanoseconds(out: &mut Vec<u8>, duration: Duration) {
     }
     digits[0] = b'0' + nanos as u8;
     out.extend_from_slice(&digits);
+}
+
+/// Appends the instant `since_epoch` after 1970-01-01T00:00:00Z as RFC 3339 in UTC with
+/// nanoseconds, `2026-12-05T19:05:52.123456789Z`. Entries come many to a second, so each
+/// thread keeps the date and time of the last second it rendered and writes only the
+/// nanoseconds anew.
+fn push_rfc3339(out: &mut Vec<u8>, since_epoch: Duration) {
+    let seconds = since_epoch.as_secs();
+    LAST_SECOND.with(|last| {
+        let (rendered_second, mut text) = last.get();
+        if rendered_second != Some(seconds) {
+            text = date_and_time(seconds);
+            last.set((Some(seconds), text));
+        }
+        out.extend_from_slice(&text);
+    });
+    out.push(b'.');
+    push_nine_digits(out, since_epoch.subsec_nanos());
+    out.push(b'Z');
+}
+
+thread_local! {
+    /// The second a thread last rendered as a date and time, and that rendering.
+    static LAST_SECOND: Cell<(Option<u64>, [u8; 19])> = const { Cell::new((None, [0; 19])) };
+}
+
+/// `seconds` after the epoch as `YYYY-MM-DDTHH:MM:SS` in UTC. The date comes from the count of
+/// days by Howard Hinnant's `civil_from_days` (eras of 400 years, years starting in March so
+/// that the leap day ends them), in unsigned arithmetic: the instant is never before 1970.
+fn date_and_time(seconds: u64) -> [u8; 19] {
+    let (days, second_of_day) = (seconds / 86_400, seconds % 86_400);
+    let shifted = days + 719_468; // days since 0000-03-01
+    let era = shifted / 146_097;
+    let day_of_era = shifted % 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+    let month = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
+    };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    let mut text = *b"0000-00-00T00:00:00";
+    for (at, n) in [
+        (0, year / 100),
+        (2, year),
+        (5, month),
+        (8, day),
+        (11, second_of_day / 3_600),
+        (14, second_of_day / 60 % 60),
+        (17, second_of_day % 60),
+    ] {
+        text[at..at + 2].copy_from_slice(&DIGIT_PAIRS[(n % 100) as usize]);
+    }
+    text
 }
 
 /// Appends `address` as `a.b.c.d:port` or `[v6]:port`, as its `Display` does.
@@ -344,7 +410,8 @@ mod tests {
         assert_eq!(
             String::from_utf8(line).unwrap(),
             concat!(
-                r#"{"timestamp":42,"is_ingress":true,"entry_type":"Denied","policy_name":"rule1","#,
+                r#"{"timestamp":42,"time":"1970-01-01T00:00:00.000000042Z","#,
+                r#""is_ingress":true,"entry_type":"Denied","policy_name":"rule1","#,
                 r#""source_security_id":257,"destination_security_id":256,"#,
                 r#""source_address":"127.0.0.21:5000","destination_address":"127.0.0.1:4001","#,
                 r#""source_labels":["app=luke"],"destination_labels":["app=r2d2"],"listener":"r2d2","endpoint":"r2d2","#,
@@ -352,6 +419,80 @@ mod tests {
                 "\n"
             )
         );
+    }
+
+    /// The UTC date and time of `seconds` after the epoch, counted year by year and month by
+    /// month: slow, and independent of the date arithmetic it judges.
+    fn civil_by_counting(seconds: u64) -> (u64, u64, u64, u64, u64, u64) {
+        let leap =
+            |y: u64| y.is_multiple_of(4) && (!y.is_multiple_of(100) || y.is_multiple_of(400));
+        let (mut days, second_of_day) = (seconds / 86_400, seconds % 86_400);
+        let mut year = 1970;
+        while days >= if leap(year) { 366 } else { 365 } {
+            days -= if leap(year) { 366 } else { 365 };
+            year += 1;
+        }
+        let lengths = [
+            31,
+            if leap(year) { 29 } else { 28 },
+            31,
+            30,
+            31,
+            30,
+            31,
+            31,
+            30,
+            31,
+            30,
+            31,
+        ];
+        let mut month = 0;
+        while days >= lengths[month] {
+            days -= lengths[month];
+            month += 1;
+        }
+        let (hour, minute, second) = (
+            second_of_day / 3_600,
+            second_of_day / 60 % 60,
+            second_of_day % 60,
+        );
+        (year, month as u64 + 1, days + 1, hour, minute, second)
+    }
+
+    #[test]
+    fn times_are_rfc_3339_in_utc_with_nanoseconds() {
+        for (seconds, nanos, text) in [
+            (0, 0, "1970-01-01T00:00:00.000000000Z"),
+            (951_782_400, 1, "2000-02-29T00:00:00.000000001Z"),
+            (1_796_497_552, 123_456_789, "2026-12-05T19:05:52.123456789Z"),
+            (4_107_542_399, 999_999_999, "2100-02-28T23:59:59.999999999Z"),
+        ] {
+            let mut out = Vec::new();
+            push_rfc3339(&mut out, Duration::new(seconds, nanos));
+            assert_eq!(String::from_utf8(out).unwrap(), text);
+        }
+        // The same second again (rendered once), then the next one.
+        let mut out = Vec::new();
+        for (seconds, nanos) in [(86_399, 5), (86_399, 7), (86_400, 0)] {
+            push_rfc3339(&mut out, Duration::new(seconds, nanos));
+            out.push(b' ');
+        }
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "1970-01-01T23:59:59.000000005Z 1970-01-01T23:59:59.000000007Z \
+             1970-01-02T00:00:00.000000000Z "
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_date_and_time_agree_with_counting_days(seconds in 0u64..253_402_300_800) {
+            let mut out = Vec::new();
+            push_rfc3339(&mut out, Duration::from_secs(seconds));
+            let (y, mo, d, h, mi, s) = civil_by_counting(seconds);
+            let expected = format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.000000000Z");
+            proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), expected);
+        }
     }
 
     #[test]
