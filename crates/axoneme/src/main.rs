@@ -1,6 +1,7 @@
 //! The `axoneme` command line: `axoneme run` starts the agent; the other commands talk to a
 //! running agent's API.
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use axoneme::config::Config;
 use axoneme::control::cli::{self, ApiArgs, ClientCommand};
 use axoneme::control::{api, watch};
 use axoneme::{builtin_protocols, Agent};
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use tokio::signal::unix::{signal, SignalKind};
 
 /// jemalloc, whose background threads give memory that stays free back to the system within
@@ -38,15 +39,28 @@ enum Command {
         /// The configuration file (YAML).
         #[arg(long, short)]
         config: PathBuf,
+        /// How the agent's own log (standard error) is written: lines of text, coloured only
+        /// on a terminal, or one JSON object per event.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
     },
     #[command(flatten)]
     Client(ClientCommand),
 }
 
+/// The format of the agent's operational log.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    /// A line of text per event.
+    Text,
+    /// A JSON object per event: `timestamp`, `level`, `target` and `fields` (with `message`).
+    Json,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { config } => run(config),
+        Command::Run { config, log_format } => run(config, log_format),
         Command::Client(command) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -62,14 +76,18 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config_path: PathBuf) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
+fn run(config_path: PathBuf, log_format: LogFormat) -> anyhow::Result<()> {
+    let log = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("AXONEME_LOG")
                 .unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match log_format {
+        // Colours are for people at a terminal; in a file or a pipe they are noise.
+        LogFormat::Text => log.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => log.json().init(),
+    }
     let config = Config::load(&config_path)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {

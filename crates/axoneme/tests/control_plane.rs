@@ -129,19 +129,9 @@ listeners:
         serde_json::from_str(&self.ok(&all)).unwrap()
     }
 
-    /// What the agent has logged so far, without colours.
+    /// What the agent has logged so far (plain text: its log is no terminal).
     fn log(&self) -> String {
-        let text = std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default();
-        let mut plain = String::with_capacity(text.len());
-        let mut chars = text.chars();
-        while let Some(c) = chars.next() {
-            if c == '\u{1b}' {
-                chars.by_ref().find(|&c| c == 'm');
-            } else {
-                plain.push(c);
-            }
-        }
-        plain
+        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
     }
 
     fn revision(&self) -> u64 {
