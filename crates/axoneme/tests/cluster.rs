@@ -1,0 +1,366 @@
+//! Cluster mode between two `axoneme run` processes sharing a real etcd: a policy imported
+//! through node A's API is enforced on node B (R2-D2 requests allowed and denied through B),
+//! node-local policy files are merged with the cluster's and shown with their source; with
+//! etcd stopped both nodes say they are stale, keep enforcing the last state, and refuse
+//! imports with a clear error; with etcd back they converge. Without etcd an agent in cluster
+//! mode does not start.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Output};
+use std::time::{Duration, Instant};
+
+use common::etcd::Etcd;
+use common::{
+    agent_cli, connect_from, free_port, r2d2_policy, raw_api, request, spawn_agent, temp_dir,
+    wait_for_api, Upstream, LUKE,
+};
+use serde_json::Value;
+
+/// One node: an agent process with its own directory, API socket and listener.
+struct Node {
+    child: Child,
+    dir: PathBuf,
+    proxy_port: u16,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The configuration of node `node`: r2d2 behind a listener on `proxy_port`, the policy
+/// files `policies`, and the cluster `galaxy` in `etcd`.
+fn node_config(
+    node: &str,
+    etcd: &str,
+    upstream: &Upstream,
+    proxy_port: u16,
+    policies: &str,
+) -> String {
+    format!(
+        r#"accessLog: {{path: access.log}}
+api: {{socket: api.sock}}
+endpoints:
+  - {{name: r2d2, ips: ["127.0.0.1"], labels: {{app: r2d2}}}}
+  - {{name: luke, ips: ["{LUKE}"], labels: {{app: luke}}}}
+policies: {policies}
+listeners:
+  - {{name: r2d2, listen: "127.0.0.1:{proxy_port}", upstream: "{}", endpoint: r2d2, direction: ingress}}
+cluster:
+  name: galaxy
+  node: {node}
+  kvstore: {{endpoints: ["{etcd}"]}}
+  leaseTTL: 3s
+"#,
+        upstream.addr
+    )
+}
+
+impl Node {
+    /// Starts node `node`; `files` are policy files written into its directory first.
+    async fn start(node: &str, etcd: &Etcd, upstream: &Upstream, files: &[(&str, String)]) -> Node {
+        let dir = temp_dir(&format!("cluster-{node}"));
+        for (name, text) in files {
+            std::fs::write(dir.join(name), text).unwrap();
+        }
+        let names: Vec<&str> = files.iter().map(|(name, _)| *name).collect();
+        let proxy_port = free_port();
+        let config = node_config(
+            node,
+            &etcd.url(),
+            upstream,
+            proxy_port,
+            &format!("{names:?}"),
+        );
+        std::fs::write(dir.join("config.yaml"), config).unwrap();
+        let child = spawn_agent(&dir);
+        wait_for_api(&dir).await;
+        Node {
+            child,
+            dir,
+            proxy_port,
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        agent_cli(&self.dir, args)
+    }
+
+    /// Runs a CLI command that must succeed, returning its standard output.
+    fn ok(&self, args: &[&str]) -> String {
+        let output = self.cli(args);
+        assert!(
+            output.status.success(),
+            "axoneme {args:?} failed: {}\nagent log:\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            self.log()
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        serde_json::from_str(&self.ok(&all)).unwrap()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    }
+
+    /// luke's R2-D2 `request` through this node, and the reply line.
+    async fn r2d2(&self, line: &str) -> String {
+        let proxy = format!("127.0.0.1:{}", self.proxy_port).parse().unwrap();
+        let mut stream = connect_from(LUKE, proxy).await;
+        request(&mut stream, line).await
+    }
+
+    /// Waits (up to `seconds`) until `cluster status` says `stale`.
+    async fn wait_stale(&self, stale: bool, seconds: u64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        loop {
+            let status = self.json(&["cluster", "status"]);
+            if status["stale"] == stale {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stale is not {stale} after {seconds} s: {status}\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits (up to 10 s) until luke's `line` through this node gets `reply`.
+    async fn wait_reply(&self, line: &str, reply: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = self.r2d2(line).await;
+            if got == reply {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{line:?} got {got:?}, not {reply:?}\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Writes `text` to `name` in `dir` and returns the path, for `policy import`.
+fn policy_file(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+const READ_PUBLIC: &str = "READ /public/plans\r\n";
+const READ_SECRET: &str = "READ /secret/plans\r\n";
+const DENIED: &str = "ERROR\r\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_imported_on_one_node_is_enforced_on_another_and_survives_etcd_stopping() {
+    let mut etcd = Etcd::start("two-nodes");
+    let upstream = Upstream::start().await;
+    let port = upstream.addr.port();
+    let a = Node::start("node-a", &etcd, &upstream, &[]).await;
+    // B has a policy file of its own: luke may HALT.
+    let b = Node::start(
+        "node-b",
+        &etcd,
+        &upstream,
+        &[("local.yaml", r2d2_policy("local", port, "{cmd: HALT}"))],
+    )
+    .await;
+    assert_eq!(
+        b.r2d2(READ_PUBLIC).await,
+        DENIED,
+        "only HALT is allowed yet"
+    );
+    assert_eq!(
+        a.r2d2(READ_PUBLIC).await,
+        format!("OK {READ_PUBLIC}"),
+        "A has no policy"
+    );
+
+    for (node, name) in [(&a, "node-a"), (&b, "node-b")] {
+        let status = node.json(&["cluster", "status"]);
+        assert_eq!(status["cluster"], "galaxy");
+        assert_eq!(status["node"], name);
+        assert_eq!(status["stale"], false, "{status}");
+        assert_eq!(status["staleSince"], Value::Null);
+        assert_eq!(
+            status["members"],
+            serde_json::json!([{"endpoint": etcd.url(), "healthy": true}])
+        );
+        assert!(status["revision"].as_i64().unwrap() > 0, "{status}");
+    }
+
+    // Imported through A's API, written to etcd, enforced on B.
+    let read = policy_file(
+        &a.dir,
+        "read.yaml",
+        &r2d2_policy("read", port, r#"{cmd: READ, file: "/public/.*"}"#),
+    );
+    let imported = a.json(&["policy", "import", &read]);
+    assert_eq!(imported["policies"], serde_json::json!(["read"]));
+    assert_eq!(
+        a.r2d2(READ_SECRET).await,
+        DENIED,
+        "A applied it before answering"
+    );
+    b.wait_reply(READ_PUBLIC, &format!("OK {READ_PUBLIC}"))
+        .await;
+    assert_eq!(b.r2d2(READ_SECRET).await, DENIED);
+    assert_eq!(
+        b.r2d2("HALT\r\n").await,
+        "OK HALT\r\n",
+        "B's own file still counts"
+    );
+
+    // B shows both, each with its source.
+    let listed = b.json(&["policy", "get"]);
+    let sources: Vec<(String, String)> = listed["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().into(),
+                p["source"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sources,
+        [
+            ("local".to_owned(), "local.yaml".to_owned()),
+            ("read".to_owned(), "kvstore:read".to_owned()),
+        ]
+    );
+    let error = String::from_utf8(b.cli(&["policy", "delete", "local"]).stderr).unwrap();
+    assert!(
+        error.contains("is defined in") && error.contains("local.yaml"),
+        "{error}"
+    );
+
+    // etcd stops: both nodes say so, keep enforcing, and refuse imports.
+    etcd.stop();
+    for node in [&a, &b] {
+        let status = node.wait_stale(true, 30).await;
+        assert!(
+            status["staleSince"].as_str().unwrap().ends_with('Z'),
+            "{status}"
+        );
+        let overall = node.json(&["status"]);
+        assert_eq!(overall["cluster"]["stale"], true, "{overall}");
+        let metrics = node.json(&["metrics", "list"]);
+        let value = |name: &str| {
+            let sample = metrics
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["metric"] == name);
+            sample.unwrap_or_else(|| panic!("no {name}: {metrics}"))["value"]
+                .as_str()
+                .unwrap()
+                .parse::<f64>()
+                .unwrap()
+        };
+        assert_eq!(value("axoneme_kvstore_stale"), 1.0);
+        assert!(value("axoneme_kvstore_stale_seconds") > 0.0);
+    }
+    b.wait_reply(READ_PUBLIC, &format!("OK {READ_PUBLIC}"))
+        .await;
+    assert_eq!(
+        b.r2d2(READ_SECRET).await,
+        DENIED,
+        "the last state is enforced"
+    );
+    let write = policy_file(
+        &a.dir,
+        "write.yaml",
+        &r2d2_policy("write", port, r#"{cmd: WRITE, file: "/public/.*"}"#),
+    );
+    let refused = a.cli(&["policy", "import", &write]);
+    assert!(!refused.status.success());
+    let error = String::from_utf8(refused.stderr).unwrap();
+    assert!(
+        error.starts_with("axoneme: the kvstore has not answered since ")
+            && error.contains(
+                ": policy changes are refused until it is back; the policy in force stays"
+            ),
+        "{error}"
+    );
+    let body = r2d2_policy("write", port, "{cmd: WRITE}");
+    let (status, answer) = raw_api(
+        &a.dir,
+        &format!(
+            "PUT /v1/policy HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .await;
+    assert!(status.contains(" 503 "), "{status} {answer}");
+    assert!(
+        answer.contains("the kvstore has not answered since"),
+        "{answer}"
+    );
+    let (status, _) = raw_api(
+        &b.dir,
+        "DELETE /v1/policy/read HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(status.contains(" 503 "), "{status}");
+
+    // etcd is back: both converge, and changes flow again.
+    etcd.resume();
+    for node in [&a, &b] {
+        node.wait_stale(false, 30).await;
+    }
+    a.ok(&["policy", "import", &write]);
+    b.wait_reply("WRITE /public/plans\r\n", "OK WRITE /public/plans\r\n")
+        .await;
+    a.ok(&["policy", "delete", "read"]);
+    b.wait_reply(READ_PUBLIC, DENIED).await;
+    assert_eq!(a.r2d2(READ_PUBLIC).await, DENIED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_in_cluster_mode_does_not_start_without_etcd() {
+    let upstream = Upstream::start().await;
+    let dir = temp_dir("cluster-no-etcd");
+    let etcd = format!("http://127.0.0.1:{}", free_port());
+    std::fs::write(
+        dir.join("config.yaml"),
+        node_config("node-a", &etcd, &upstream, free_port(), "[]"),
+    )
+    .unwrap();
+    let mut child = spawn_agent(&dir);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the agent kept running without etcd");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!status.success());
+    let log = std::fs::read_to_string(dir.join("agent.log")).unwrap();
+    assert!(
+        log.contains(&format!(
+            "cluster: cannot join cluster \"galaxy\" as node \"node-a\" through the kvstore at {etcd}"
+        )),
+        "{log}"
+    );
+}
