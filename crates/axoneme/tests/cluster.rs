@@ -2,8 +2,9 @@
 //! through node A's API is enforced on node B (R2-D2 requests allowed and denied through B),
 //! node-local policy files are merged with the cluster's and shown with their source; with
 //! etcd stopped both nodes say they are stale, keep enforcing the last state, and refuse
-//! imports with a clear error; with etcd back they converge. Without etcd an agent in cluster
-//! mode does not start.
+//! imports with a clear error; with etcd back they converge. A bad policy text in etcd is
+//! refused as a whole set, the last good state staying in force, and no node starts on it.
+//! Without etcd an agent in cluster mode does not start.
 
 mod common;
 
@@ -60,23 +61,48 @@ cluster:
     )
 }
 
+/// A directory holding node `node`'s configuration and the policy files `files`, and the
+/// port of its listener.
+fn node_dir(
+    node: &str,
+    etcd: &str,
+    upstream: &Upstream,
+    files: &[(&str, String)],
+) -> (PathBuf, u16) {
+    let dir = temp_dir(&format!("cluster-{node}"));
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    let names: Vec<&str> = files.iter().map(|(name, _)| *name).collect();
+    let proxy_port = free_port();
+    let config = node_config(node, etcd, upstream, proxy_port, &format!("{names:?}"));
+    std::fs::write(dir.join("config.yaml"), config).unwrap();
+    (dir, proxy_port)
+}
+
+/// Starts the agent in `dir`, which must fail to start within 30 s; its log.
+async fn start_fails(dir: &Path) -> String {
+    let mut child = spawn_agent(dir);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the agent kept running");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!status.success());
+    std::fs::read_to_string(dir.join("agent.log")).unwrap()
+}
+
 impl Node {
     /// Starts node `node`; `files` are policy files written into its directory first.
     async fn start(node: &str, etcd: &Etcd, upstream: &Upstream, files: &[(&str, String)]) -> Node {
-        let dir = temp_dir(&format!("cluster-{node}"));
-        for (name, text) in files {
-            std::fs::write(dir.join(name), text).unwrap();
-        }
-        let names: Vec<&str> = files.iter().map(|(name, _)| *name).collect();
-        let proxy_port = free_port();
-        let config = node_config(
-            node,
-            &etcd.url(),
-            upstream,
-            proxy_port,
-            &format!("{names:?}"),
-        );
-        std::fs::write(dir.join("config.yaml"), config).unwrap();
+        let (dir, proxy_port) = node_dir(node, &etcd.url(), upstream, files);
         let child = spawn_agent(&dir);
         wait_for_api(&dir).await;
         Node {
@@ -336,31 +362,92 @@ async fn a_policy_imported_on_one_node_is_enforced_on_another_and_survives_etcd_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_in_cluster_mode_does_not_start_without_etcd() {
     let upstream = Upstream::start().await;
-    let dir = temp_dir("cluster-no-etcd");
     let etcd = format!("http://127.0.0.1:{}", free_port());
-    std::fs::write(
-        dir.join("config.yaml"),
-        node_config("node-a", &etcd, &upstream, free_port(), "[]"),
-    )
-    .unwrap();
-    let mut child = spawn_agent(&dir);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the agent kept running without etcd");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert!(!status.success());
-    let log = std::fs::read_to_string(dir.join("agent.log")).unwrap();
+    let (dir, _) = node_dir("node-a", &etcd, &upstream, &[]);
+    let log = start_fails(&dir).await;
     assert!(
         log.contains(&format!(
             "cluster: cannot join cluster \"galaxy\" as node \"node-a\" through the kvstore at {etcd}"
         )),
         "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_policy_in_etcd_leaves_the_last_good_state_and_no_node_starts_on_it() {
+    let etcd = Etcd::start("bad-policy");
+    let upstream = Upstream::start().await;
+    let port = upstream.addr.port();
+    let a = Node::start("node-a", &etcd, &upstream, &[]).await;
+    let read = policy_file(
+        &a.dir,
+        "read.yaml",
+        &r2d2_policy("read", port, r#"{cmd: READ, file: "/public/.*"}"#),
+    );
+    a.ok(&["policy", "import", &read]);
+    assert_eq!(a.r2d2(READ_SECRET).await, DENIED);
+
+    // Written behind the agents' backs: no agent would write a text that does not parse.
+    etcd.etcdctl(&["put", "axoneme/galaxy/policies/bad", "kind: [unclosed"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let status = a.json(&["cluster", "status"]);
+        if !status["policiesRefused"].is_null() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "not refused: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        status["policiesRefused"]
+            .as_str()
+            .unwrap()
+            .starts_with("kvstore:bad: "),
+        "{status}"
+    );
+    assert!(a
+        .log()
+        .contains("the cluster's policies are refused; the last good policy stays"));
+    assert_eq!(a.r2d2(READ_PUBLIC).await, format!("OK {READ_PUBLIC}"));
+    assert_eq!(
+        a.r2d2(READ_SECRET).await,
+        DENIED,
+        "the last good state is enforced"
+    );
+
+    // An import is written, but this node cannot apply the cluster's set.
+    let body = r2d2_policy("write", port, "{cmd: WRITE}");
+    let (status, answer) = raw_api(
+        &a.dir,
+        &format!(
+            "PUT /v1/policy HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .await;
+    assert!(status.contains(" 409 "), "{status} {answer}");
+    assert!(
+        answer.contains(
+            "written to the kvstore, but this node refuses the cluster's policies: kvstore:bad: "
+        ),
+        "{answer}"
+    );
+    assert_eq!(a.r2d2("WRITE /x\r\n").await, DENIED);
+
+    // A node starting now does not start without the cluster's policies.
+    let (dir, _) = node_dir("node-b", &etcd.url(), &upstream, &[]);
+    let log = start_fails(&dir).await;
+    assert!(
+        log.contains("cluster: the cluster's policies in the kvstore (revision ")
+            && log.contains("cannot be applied"),
+        "{log}"
+    );
+
+    // The bad text removed, the node applies the cluster's policies again.
+    etcd.etcdctl(&["del", "axoneme/galaxy/policies/bad"]);
+    a.wait_reply("WRITE /x\r\n", "OK WRITE /x\r\n").await;
+    assert_eq!(
+        a.json(&["cluster", "status"])["policiesRefused"],
+        Value::Null
     );
 }

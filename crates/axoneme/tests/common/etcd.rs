@@ -43,6 +43,21 @@ impl Etcd {
         format!("http://127.0.0.1:{}", self.client_port)
     }
 
+    /// Runs `etcdctl` against the member with `args`, which must succeed; its output.
+    pub(crate) fn etcdctl(&self, args: &[&str]) -> String {
+        let output = Command::new("etcdctl")
+            .args(["--endpoints", &self.url()])
+            .args(args)
+            .output()
+            .expect("etcdctl must be installed (apt package etcd-client)");
+        assert!(
+            output.status.success(),
+            "etcdctl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
     /// Kills the member, as a crash or a lost quorum would look to the agents.
     pub(crate) fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
