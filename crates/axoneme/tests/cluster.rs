@@ -315,6 +315,11 @@ async fn a_policy_imported_on_one_node_is_enforced_on_another_and_survives_etcd_
         "write.yaml",
         &r2d2_policy("write", port, r#"{cmd: WRITE, file: "/public/.*"}"#),
     );
+    let validated = a.json(&["policy", "validate", &write]);
+    assert_eq!(
+        validated["validated_only"], true,
+        "checking needs no kvstore"
+    );
     let refused = a.cli(&["policy", "import", &write]);
     assert!(!refused.status.success());
     let error = String::from_utf8(refused.stderr).unwrap();

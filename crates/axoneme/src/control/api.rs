@@ -16,6 +16,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use axoneme_cluster::ClusterError;
 use axoneme_policy::{ConnectionVerdict, EndpointSpec};
 use axoneme_sdk::{Direction, RequestPolicy};
 use axum::body::{Body, Bytes};
@@ -29,8 +30,6 @@ use futures_util::stream;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, UnixListener};
-
-use axoneme_cluster::ClusterError;
 
 use crate::config::{direction_name, ListenerConfig};
 use crate::control::cluster::{ClusterStatus, PolicyWriteError};

@@ -50,13 +50,10 @@ pub enum PolicyWriteError {
         written: Vec<String>,
     },
     /// Written, but not seen back and applied on this node in time.
-    #[error(
-        "written to the kvstore (revision {revision}) but not applied on this node within {} s",
-        APPLY_WAIT.as_secs()
-    )]
+    #[error("{change}, but not applied on this node within {} s", APPLY_WAIT.as_secs())]
     NotApplied {
-        /// The kvstore revision of the write (0 for deletions).
-        revision: i64,
+        /// What was written, e.g. `written to the kvstore at revision 42`.
+        change: String,
     },
     /// Written, but this node refuses the cluster's policies as a whole (another policy in
     /// the kvstore is bad); the last good state stays in force.
@@ -205,7 +202,8 @@ impl Cluster {
                 })?;
                 written.push(policy.name().to_owned());
             }
-            self.wait_applied(revision, |p| p.revision >= revision)
+            let change = format!("written to the kvstore at revision {revision}");
+            self.wait_applied(change, |p| p.revision >= revision)
                 .await?;
         }
         Ok(Imported {
@@ -251,7 +249,8 @@ impl Cluster {
                     written: names[..i].to_vec(),
                 })?;
         }
-        self.wait_applied(0, |p| !names.iter().any(|n| p.names.contains(n)))
+        let change = format!("deleted {names:?} from the kvstore");
+        self.wait_applied(change, |p| !names.iter().any(|n| p.names.contains(n)))
             .await?;
         Ok(self.state.revision())
     }
@@ -271,7 +270,7 @@ impl Cluster {
     /// refused here, or when it takes longer than [`APPLY_WAIT`].
     async fn wait_applied(
         &self,
-        revision: i64,
+        change: String,
         done: impl FnMut(&Processed) -> bool,
     ) -> Result<(), PolicyWriteError> {
         let mut processed = self.processed.clone();
@@ -281,7 +280,7 @@ impl Cluster {
                 Some(reason) => Err(PolicyWriteError::Refused(reason.clone())),
                 None => Ok(()),
             },
-            Ok(Err(_)) | Err(_) => Err(PolicyWriteError::NotApplied { revision }),
+            Ok(Err(_)) | Err(_) => Err(PolicyWriteError::NotApplied { change }),
         }
     }
 

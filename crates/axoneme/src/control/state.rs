@@ -126,7 +126,7 @@ pub enum StateError {
 
 /// Where imported policies are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ImportTarget {
+enum ImportTarget {
     /// This agent's own store of imported policies.
     Api,
     /// The cluster's policies (cluster mode): the import is only checked here, as if the

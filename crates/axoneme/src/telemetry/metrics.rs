@@ -639,5 +639,18 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
         }
+        let alone = metrics.render(Gauges {
+            policy_revision: 3,
+            policy_import_errors: 0,
+            access_log_dropped: 0,
+            access_log_write_errors: 0,
+            buffered_bytes: 0,
+            log_queues: LogQueueGauges::default(),
+            kvstore: None,
+        });
+        assert!(
+            !alone.contains("axoneme_kvstore"),
+            "no kvstore families without cluster mode:\n{alone}"
+        );
     }
 }
