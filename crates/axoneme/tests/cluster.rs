@@ -287,6 +287,13 @@ async fn a_policy_imported_on_one_node_is_enforced_on_another_and_survives_etcd_
         );
         let overall = node.json(&["status"]);
         assert_eq!(overall["cluster"]["stale"], true, "{overall}");
+        let table = node.ok(&["status"]);
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with("cluster: ") && l.contains("stale=true")),
+            "{table}"
+        );
         let metrics = node.json(&["metrics", "list"]);
         let value = |name: &str| {
             let sample = metrics
