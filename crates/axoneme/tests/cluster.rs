@@ -180,6 +180,36 @@ impl Node {
     }
 }
 
+/// Checks that `status` has exactly the fields the OpenAPI document's `ClusterStatus` lists,
+/// all of them required.
+fn assert_documented(status: &Value) {
+    let document: Value = serde_json::from_str(axoneme::control::api::OPENAPI).unwrap();
+    let schema = &document["components"]["schemas"]["ClusterStatus"];
+    let mut documented: Vec<&str> = schema["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut required: Vec<&str> = schema["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    let mut given: Vec<&str> = status
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    documented.sort_unstable();
+    required.sort_unstable();
+    given.sort_unstable();
+    assert_eq!(given, documented, "{status}");
+    assert_eq!(required, documented);
+}
+
 /// Writes `text` to `name` in `dir` and returns the path, for `policy import`.
 fn policy_file(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
@@ -227,6 +257,7 @@ async fn a_policy_imported_on_one_node_is_enforced_on_another_and_survives_etcd_
             serde_json::json!([{"endpoint": etcd.url(), "healthy": true}])
         );
         assert!(status["revision"].as_i64().unwrap() > 0, "{status}");
+        assert_documented(&status);
     }
 
     // Imported through A's API, written to etcd, enforced on B.
