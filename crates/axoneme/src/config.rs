@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+use axoneme_cluster::ClusterConfig;
 use axoneme_policy::EndpointSpec;
 use axoneme_sdk::Direction;
 use serde::{Deserialize, Serialize};
@@ -59,6 +60,38 @@ pub struct Config {
     /// How long a peer may keep a connection waiting.
     #[serde(default)]
     pub timeouts: TimeoutsConfig,
+    /// Cluster mode: policies shared with other nodes through etcd. Absent, the agent is on
+    /// its own. `node` defaults to the host name.
+    #[serde(default, deserialize_with = "cluster_section")]
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// Reads the `cluster` section, giving `node` the host name when it is not set.
+fn cluster_section<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<ClusterConfig>, D::Error> {
+    use serde::de::Error as _;
+    let Some(mut section) = Option::<serde_yaml::Mapping>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let node = serde_yaml::Value::from("node");
+    if !section.contains_key(&node) {
+        let host = host_name().map_err(|e| {
+            D::Error::custom(format!(
+                "cluster.node is not set and the host name cannot be read: {e}"
+            ))
+        })?;
+        section.insert(node, host.into());
+    }
+    ClusterConfig::deserialize(serde_yaml::Value::Mapping(section))
+        .map(Some)
+        .map_err(|e| D::Error::custom(format!("cluster: {e}")))
+}
+
+/// This machine's host name: the kernel's, which `gethostname` returns too.
+fn host_name() -> std::io::Result<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")?;
+    Ok(name.trim_end().to_owned())
 }
 
 fn default_drain_timeout() -> u64 {
@@ -636,6 +669,9 @@ impl Config {
         {
             return Err("api.listen: a TCP API needs api.token".into());
         }
+        if let Some(cluster) = &config.cluster {
+            cluster.validate().map_err(|e| e.to_string())?;
+        }
         Ok(config)
     }
 
@@ -969,5 +1005,58 @@ listeners:
         )
         .unwrap_err();
         assert!(err.starts_with("redirect: unknown field `marks`"), "{err}");
+    }
+
+    #[test]
+    fn a_cluster_section_is_read_checked_and_optional() {
+        assert_eq!(
+            Config::parse(EXAMPLE, Path::new(".")).unwrap().cluster,
+            None
+        );
+        let config = Config::parse(
+            &format!(
+                "{EXAMPLE}cluster:\n  name: galaxy\n  node: node-a\n  kvstore: {{endpoints: \
+                 [\"http://127.0.0.1:2379\"]}}\n  leaseTTL: 20s\n"
+            ),
+            Path::new("."),
+        )
+        .unwrap();
+        let cluster = config.cluster.unwrap();
+        assert_eq!(
+            (cluster.name.as_str(), cluster.node.as_str()),
+            ("galaxy", "node-a")
+        );
+        assert_eq!(cluster.lease_ttl, std::time::Duration::from_secs(20));
+
+        let defaulted = Config::parse(
+            &format!(
+                "{EXAMPLE}cluster: {{name: galaxy, kvstore: {{endpoints: [\"http://127.0.0.1:2379\"]}}}}\n"
+            ),
+            Path::new("."),
+        )
+        .unwrap();
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        assert_eq!(defaulted.cluster.unwrap().node, host.trim_end());
+
+        let err = Config::parse(
+            &format!(
+                "{EXAMPLE}cluster: {{name: galaxy, node: a, kvstore: {{endpoints: [\"127.0.0.1:2379\"]}}}}\n"
+            ),
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            "cluster.kvstore.endpoints[0] = \"127.0.0.1:2379\": a client URL is http://host:port \
+             or https://host:port"
+        );
+        let err = Config::parse(
+            &format!(
+                "{EXAMPLE}cluster: {{name: galaxy, node: a, kvstore: {{endpoints: []}}, ttl: 5}}\n"
+            ),
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert!(err.contains("cluster: unknown field `ttl`"), "{err}");
     }
 }

@@ -159,19 +159,7 @@ listeners:
 
 /// Sends one raw HTTP request to the API's Unix socket and returns the status line and body.
 async fn raw_api(running: &Running, request: &str) -> (String, String) {
-    let mut stream = tokio::net::UnixStream::connect(running.dir.join("api.sock"))
-        .await
-        .unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let status = response.lines().next().unwrap_or_default().to_owned();
-    let body = response
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or_default()
-        .to_owned();
-    (status, body)
+    common::raw_api(&running.dir, request).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -302,6 +290,21 @@ async fn a_bad_policy_is_refused_with_its_reason_and_changes_nothing() {
         status.contains(" 200 ") && body.contains("\"openapi\""),
         "{status}"
     );
+    let (status, body) = raw_api(
+        &agent,
+        "GET /v1/cluster HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(status.contains(" 409 "), "{status}");
+    assert_eq!(
+        body,
+        r#"{"error":"cluster mode is off: the configuration has no cluster section"}"#
+    );
+    assert_eq!(
+        agent.fails(&["cluster", "status"]).trim_end(),
+        "axoneme: cluster mode is off: the configuration has no cluster section"
+    );
+    assert_eq!(agent.json(&["status"])["cluster"], Value::Null);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

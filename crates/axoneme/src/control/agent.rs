@@ -21,6 +21,7 @@ use tokio::sync::watch as channel;
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, ListenerConfig};
+use crate::control::cluster::Cluster;
 use crate::control::state::{ConfigSources, State};
 use crate::proxy::connection::{Guards, Route, Shared, Timeouts};
 use crate::proxy::listener::{self, Destination, Tracker};
@@ -102,6 +103,8 @@ pub struct Agent {
     shedder: JoinHandle<()>,
     /// Reports losses of the access log and the monitor.
     reporter: Mutex<Option<JoinHandle<()>>>,
+    /// The node's part in the cluster, in cluster mode.
+    cluster: Option<Cluster>,
 }
 
 impl Agent {
@@ -114,6 +117,10 @@ impl Agent {
     ) -> anyhow::Result<Arc<Agent>> {
         let names = registry.names();
         let state = Arc::new(State::new(registry, config_sources(config))?);
+        let cluster = match &config.cluster {
+            Some(cluster) => Some(Cluster::start(cluster, Arc::clone(&state)).await?),
+            None => None,
+        };
         let access_log = match &config.access_log {
             Some(log) => Some(Arc::new(
                 JsonAccessLog::open(&log.path, config.access_log_limits())
@@ -175,6 +182,7 @@ impl Agent {
             redirector,
             shedder,
             reporter: Mutex::new(None),
+            cluster,
         });
         let reporter = tokio::spawn(report_losses(Arc::downgrade(&agent)));
         *agent.reporter.lock().unwrap_or_else(|p| p.into_inner()) = Some(reporter);
@@ -221,7 +229,13 @@ impl Agent {
             access_log_write_errors: self.access_log_write_errors(),
             buffered_bytes: self.shared.overload.buffered() as u64,
             log_queues: self.log_queue_gauges(),
+            kvstore: self.cluster.as_ref().map(Cluster::gauges),
         })
+    }
+
+    /// The node's part in the cluster; none without cluster mode.
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.as_ref()
     }
 
     /// The counters the status shows.

@@ -16,6 +16,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use axoneme_cluster::ClusterError;
 use axoneme_policy::{ConnectionVerdict, EndpointSpec};
 use axoneme_sdk::{Direction, RequestPolicy};
 use axum::body::{Body, Bytes};
@@ -31,6 +32,7 @@ use serde_json::{json, Value};
 use tokio::net::{TcpListener, UnixListener};
 
 use crate::config::{direction_name, ListenerConfig};
+use crate::control::cluster::{ClusterStatus, PolicyWriteError};
 use crate::control::state::{PolicyText, State, StateError};
 use crate::proxy::connection::{Ends, Guards, Route};
 use crate::proxy::decision::{decide, Outcome};
@@ -61,6 +63,23 @@ impl From<StateError> for ApiError {
             }
             StateError::PolicyInFile { .. } => StatusCode::CONFLICT,
             StateError::Policy(_) | StateError::Invalid(_) => StatusCode::BAD_REQUEST,
+        };
+        ApiError(status, error.to_string())
+    }
+}
+
+impl From<PolicyWriteError> for ApiError {
+    fn from(error: PolicyWriteError) -> Self {
+        let status = match error {
+            PolicyWriteError::State(error) => return error.into(),
+            PolicyWriteError::Kvstore {
+                source: ClusterError::InvalidPolicyName { .. },
+                ..
+            } => StatusCode::BAD_REQUEST,
+            PolicyWriteError::Refused(_) => StatusCode::CONFLICT,
+            PolicyWriteError::Stale { .. }
+            | PolicyWriteError::Kvstore { .. }
+            | PolicyWriteError::NotApplied { .. } => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError(status, error.to_string())
     }
@@ -115,6 +134,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/health", get(health))
         .route("/v1/status", get(status))
         .route("/v1/openapi.json", get(openapi))
+        .route("/v1/cluster", get(cluster_status))
         .route("/v1/metrics", get(metrics))
         .route(
             "/v1/policy",
@@ -312,6 +332,15 @@ async fn status(Shared(agent): Shared<Arc<Agent>>) -> Json<Value> {
         "uptime_seconds": agent.uptime().as_secs(),
         "policy_revision": agent.state().revision(),
         "listeners": agent.listeners(),
+        "cluster": agent.cluster().map(|cluster| {
+            let status = cluster.status();
+            json!({
+                "cluster": status.cluster,
+                "node": status.node,
+                "stale": status.stale,
+                "staleSince": status.stale_since,
+            })
+        }),
         "counters": {
             "connections_active": m.connections_active.load(Relaxed),
             "connections_total": m.connections_total.load(Relaxed),
@@ -322,6 +351,18 @@ async fn status(Shared(agent): Shared<Arc<Agent>>) -> Json<Value> {
             "monitor_dropped": agent.monitor().dropped(),
         },
     }))
+}
+
+/// This node's view of the cluster; 409 without cluster mode, like other routes of features
+/// the configuration leaves off.
+async fn cluster_status(Shared(agent): Shared<Arc<Agent>>) -> Result<Json<ClusterStatus>> {
+    match agent.cluster() {
+        Some(cluster) => Ok(Json(cluster.status())),
+        None => Err(ApiError(
+            StatusCode::CONFLICT,
+            "cluster mode is off: the configuration has no cluster section".into(),
+        )),
+    }
 }
 
 async fn openapi() -> Response {
@@ -399,7 +440,13 @@ async fn import_policies(
         }],
     };
     let validate = options.validate;
-    let imported = change(&agent, move |state| state.import(&texts, validate)).await?;
+    let imported = match agent.cluster() {
+        None => change(&agent, move |state| state.import(&texts, validate)).await?,
+        Some(cluster) => {
+            let checked = change(&agent, move |state| state.check_cluster_import(&texts)).await?;
+            cluster.import(checked, validate).await?
+        }
+    };
     Ok(Json(json!({
         "revision": imported.revision,
         "policies": imported.names,
@@ -412,12 +459,18 @@ async fn delete_policy(
     Shared(agent): Shared<Arc<Agent>>,
     UrlPath(name): UrlPath<String>,
 ) -> Result<Json<Value>> {
-    let revision = change(&agent, move |state| state.delete_policy(Some(&name))).await?;
+    let revision = match agent.cluster() {
+        None => change(&agent, move |state| state.delete_policy(Some(&name))).await?,
+        Some(cluster) => cluster.delete(Some(&name)).await?,
+    };
     Ok(Json(json!({ "revision": revision })))
 }
 
 async fn delete_all_policies(Shared(agent): Shared<Arc<Agent>>) -> Result<Json<Value>> {
-    let revision = change(&agent, |state| state.delete_policy(None)).await?;
+    let revision = match agent.cluster() {
+        None => change(&agent, |state| state.delete_policy(None)).await?,
+        Some(cluster) => cluster.delete(None).await?,
+    };
     Ok(Json(json!({ "revision": revision })))
 }
 

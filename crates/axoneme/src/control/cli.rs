@@ -82,6 +82,17 @@ pub enum ClientCommand {
     Metrics(MetricsCommand),
     /// Show the agent's status.
     Status,
+    /// Show this node's view of the cluster (cluster mode).
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+/// `axoneme cluster ...`
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// The kvstore's members and health, the revision this node has seen, and whether its
+    /// view is stale.
+    Status,
 }
 
 /// `axoneme policy ...`
@@ -448,6 +459,9 @@ pub async fn run(args: ApiArgs, command: ClientCommand) -> anyhow::Result<()> {
             return print_metrics(&text, json_out);
         }
         ClientCommand::Status => client.call(Method::GET, "/v1/status", None).await?,
+        ClientCommand::Cluster(ClusterCommand::Status) => {
+            client.call(Method::GET, "/v1/cluster", None).await?
+        }
     };
     if json_out {
         println!("{}", serde_json::to_string_pretty(&value)?);

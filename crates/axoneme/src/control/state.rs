@@ -1,5 +1,5 @@
-//! The agent's state: endpoints, policies (from files and from the API), and the compiled
-//! snapshot in force.
+//! The agent's state: endpoints, policies (from files, from the API, and in cluster mode from
+//! the kvstore), and the compiled snapshot in force.
 //!
 //! Every change builds a new snapshot from the whole desired state and either swaps it in with
 //! a new revision or leaves everything as it was and returns the error: a bad change never
@@ -31,6 +31,9 @@ use tokio::sync::watch;
 /// How many times a change is made before it holds the lock while it is built (see
 /// [`State::change`]).
 const ATTEMPTS: u32 = 3;
+
+/// The `source` of the cluster's policies, before `:` and the kvstore key's name.
+pub const CLUSTER_SOURCE: &str = "kvstore";
 
 /// What the configuration file contributes.
 #[derive(Debug, Clone)]
@@ -65,8 +68,11 @@ struct Desired {
     api_endpoints: BTreeMap<String, EndpointSpec>,
     /// Endpoints deleted through the API although the configuration declares them.
     deleted_endpoints: Vec<String>,
-    /// Policies imported through the API, by name.
+    /// Policies imported through the API, by name (none in cluster mode, where imports go to
+    /// the kvstore).
     api_policies: BTreeMap<String, Policy>,
+    /// The cluster's policies from the kvstore, by name (cluster mode only).
+    cluster_policies: BTreeMap<String, Policy>,
 }
 
 impl Desired {
@@ -87,6 +93,7 @@ impl Desired {
         self.file_policies
             .iter()
             .chain(self.api_policies.values())
+            .chain(self.cluster_policies.values())
             .cloned()
             .collect()
     }
@@ -115,6 +122,34 @@ pub enum StateError {
     /// The request itself is unusable.
     #[error("{0}")]
     Invalid(String),
+}
+
+/// Where imported policies are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ImportTarget {
+    /// This agent's own store of imported policies.
+    Api,
+    /// The cluster's policies (cluster mode): the import is only checked here, as if the
+    /// cluster's policies were changed, and written to the kvstore by the caller.
+    Cluster,
+}
+
+impl ImportTarget {
+    fn policies(self, desired: &mut Desired) -> &mut BTreeMap<String, Policy> {
+        match self {
+            ImportTarget::Api => &mut desired.api_policies,
+            ImportTarget::Cluster => &mut desired.cluster_policies,
+        }
+    }
+}
+
+/// A policy import checked against the state in force, to be written to the kvstore.
+#[derive(Debug, Clone)]
+pub struct CheckedImport {
+    /// The imported policies.
+    pub policies: Vec<Policy>,
+    /// What the imported policies contain that their authors should know about.
+    pub warnings: Vec<String>,
 }
 
 /// The result of a policy import.
@@ -199,7 +234,8 @@ impl State {
         &self.registry
     }
 
-    /// Every policy in force: those from files, then those imported through the API.
+    /// Every policy in force: those from files, then those imported through the API, then
+    /// the cluster's.
     pub fn policies(&self) -> Vec<Policy> {
         self.lock().policies()
     }
@@ -217,33 +253,9 @@ impl State {
         texts: &[PolicyText],
         validate_only: bool,
     ) -> Result<Imported, StateError> {
-        let policies = self
-            .parse(texts)
-            .inspect_err(|_| self.count_import_error())?;
-        if policies.is_empty() {
-            return Err(StateError::Invalid("no policy in the request".into()));
-        }
+        let (policies, warnings) = self.parse_import(texts)?;
         let names: Vec<String> = policies.iter().map(|p| p.name().to_owned()).collect();
-        let warnings = warnings_of(&policies);
-        let with_imports = |base: &Desired| {
-            if let Some(clash) = base
-                .file_policies
-                .iter()
-                .find(|p| names.iter().any(|n| n == p.name()))
-            {
-                return Err(StateError::PolicyInFile {
-                    name: clash.name().into(),
-                    file: clash.source().into(),
-                });
-            }
-            let mut candidate = base.clone();
-            for policy in &policies {
-                candidate
-                    .api_policies
-                    .insert(policy.name().to_owned(), policy.clone());
-            }
-            Ok(candidate)
-        };
+        let with_imports = |base: &Desired| with_imports(base, &policies, ImportTarget::Api);
         let revision = if validate_only {
             let (base, previous) = self.base();
             build(&self.registry, &with_imports(&base)?, Some(&previous))
@@ -261,6 +273,56 @@ impl State {
             names,
             warnings,
         })
+    }
+
+    /// Checks an import into the cluster's policies (cluster mode) as [`State::import`] with
+    /// `validate_only` would, and returns the parsed policies for the caller to write to the
+    /// kvstore; nothing changes here until they come back from it.
+    pub fn check_cluster_import(&self, texts: &[PolicyText]) -> Result<CheckedImport, StateError> {
+        let (policies, warnings) = self.parse_import(texts)?;
+        let (base, previous) = self.base();
+        let candidate = with_imports(&base, &policies, ImportTarget::Cluster)?;
+        build(&self.registry, &candidate, Some(&previous))
+            .inspect_err(|_| self.count_import_error())?;
+        Ok(CheckedImport { policies, warnings })
+    }
+
+    /// Replaces the cluster's policies (cluster mode) with `texts`, policy name → text as the
+    /// kvstore holds them, all or none: a text that does not parse, or a set that does not
+    /// compile, leaves the state as it was.
+    pub fn set_cluster_policies(
+        &self,
+        texts: &BTreeMap<String, String>,
+    ) -> Result<u64, StateError> {
+        let texts: Vec<PolicyText> = texts
+            .iter()
+            .map(|(name, text)| PolicyText {
+                source: format!("{CLUSTER_SOURCE}:{name}"),
+                text: text.clone(),
+            })
+            .collect();
+        let policies = self
+            .parse(&texts)
+            .inspect_err(|_| self.count_import_error())?;
+        let revision = self.change(|base| {
+            let mut candidate = base.clone();
+            candidate.cluster_policies.clear();
+            with_imports(&candidate, &policies, ImportTarget::Cluster)
+        })?;
+        log_warnings(&warnings_of(&policies));
+        Ok(revision)
+    }
+
+    /// The parsed policies of an import, and their warnings; an import without any is refused.
+    fn parse_import(&self, texts: &[PolicyText]) -> Result<(Vec<Policy>, Vec<String>), StateError> {
+        let policies = self
+            .parse(texts)
+            .inspect_err(|_| self.count_import_error())?;
+        if policies.is_empty() {
+            return Err(StateError::Invalid("no policy in the request".into()));
+        }
+        let warnings = warnings_of(&policies);
+        Ok((policies, warnings))
     }
 
     /// The policies of `texts`, each refused unparsed when longer than the configured limit.
@@ -425,6 +487,31 @@ impl State {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// `base` with `policies` added to `target`, replacing those of the same names; refused when
+/// one has the name of a policy from a file.
+fn with_imports(
+    base: &Desired,
+    policies: &[Policy],
+    target: ImportTarget,
+) -> Result<Desired, StateError> {
+    if let Some(clash) = base
+        .file_policies
+        .iter()
+        .find(|p| policies.iter().any(|n| n.name() == p.name()))
+    {
+        return Err(StateError::PolicyInFile {
+            name: clash.name().into(),
+            file: clash.source().into(),
+        });
+    }
+    let mut candidate = base.clone();
+    let store = target.policies(&mut candidate);
+    for policy in policies {
+        store.insert(policy.name().to_owned(), policy.clone());
+    }
+    Ok(candidate)
 }
 
 /// What `policies` contain that their authors should know about.
@@ -707,5 +794,70 @@ mod tests {
         assert!(log.contains("all its ingress traffic is allowed"), "{log}");
         let (_, log) = logged(|| state.delete_policy(None).unwrap());
         assert!(log.is_empty(), "nothing was enforced: {log}");
+    }
+
+    #[test]
+    fn the_cluster_policies_are_replaced_as_a_set_or_not_at_all() {
+        let state = state();
+        let set = |names: &[&str]| -> BTreeMap<String, String> {
+            names
+                .iter()
+                .map(|n| ((*n).to_owned(), guard_named(n)))
+                .collect()
+        };
+        assert_eq!(state.set_cluster_policies(&set(&["a", "b"])).unwrap(), 2);
+        let sources: Vec<(String, String)> = state
+            .policies()
+            .iter()
+            .map(|p| (p.name().to_owned(), p.source().to_owned()))
+            .collect();
+        assert_eq!(
+            sources,
+            [
+                ("a".to_owned(), "kvstore:a".to_owned()),
+                ("b".to_owned(), "kvstore:b".to_owned())
+            ]
+        );
+        assert_eq!(state.set_cluster_policies(&set(&["b"])).unwrap(), 3);
+        assert_eq!(state.policies().len(), 1, "a is gone from the cluster");
+
+        let mut bad = set(&["b", "c"]);
+        bad.insert("d".into(), "kind: [unclosed\n".into());
+        let error = state.set_cluster_policies(&bad).unwrap_err().to_string();
+        assert!(error.starts_with("kvstore:d: "), "{error}");
+        assert_eq!(state.revision(), 3, "the last good state stays");
+        assert_eq!(state.policies()[0].name(), "b");
+        assert_eq!(state.import_errors(), 1);
+    }
+
+    #[test]
+    fn a_cluster_import_is_checked_against_the_state_and_changes_nothing() {
+        let dir = std::env::temp_dir().join(format!("axoneme-state-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("guard.yaml");
+        std::fs::write(&file, GUARD).unwrap();
+        let config = ConfigSources {
+            endpoints: vec![endpoint("r2d2", "10.0.0.1", "r2d2")],
+            policy_paths: vec![file.clone()],
+            ..ConfigSources::default()
+        };
+        let state = State::new(builtin_protocols(&ProtocolsConfig::default()), config).unwrap();
+        let checked = state
+            .check_cluster_import(&text("other.yaml", &guard_named("other")))
+            .unwrap();
+        assert_eq!(checked.policies[0].name(), "other");
+        assert_eq!(checked.warnings.len(), 1);
+        assert_eq!((state.revision(), state.policies().len()), (1, 1));
+        let error = state
+            .check_cluster_import(&text("guard.yaml", GUARD))
+            .unwrap_err();
+        assert!(
+            matches!(&error, StateError::PolicyInFile { name, .. } if name == "guard"),
+            "{error}"
+        );
+        let refused = state.set_cluster_policies(&[("guard".to_owned(), GUARD.to_owned())].into());
+        assert!(matches!(refused, Err(StateError::PolicyInFile { .. })));
+        assert_eq!(state.revision(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

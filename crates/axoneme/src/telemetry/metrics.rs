@@ -216,6 +216,41 @@ pub struct Gauges {
     pub buffered_bytes: u64,
     /// The access-log and monitor queues.
     pub log_queues: LogQueueGauges,
+    /// The kvstore's health, in cluster mode.
+    pub kvstore: Option<KvstoreGauges>,
+}
+
+/// Whether this node's view of the kvstore is stale (cluster mode).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KvstoreGauges {
+    /// The kvstore stopped answering; the last state is enforced meanwhile.
+    pub stale: bool,
+    /// For how long, in seconds (0 when not stale).
+    pub stale_seconds: f64,
+}
+
+impl KvstoreGauges {
+    /// Appends the kvstore's families.
+    fn render(&self, out: &mut String) {
+        family(
+            out,
+            "axoneme_kvstore_stale",
+            "gauge",
+            "1 while the kvstore does not answer this node (the last state is enforced), else 0.",
+        );
+        let _ = writeln!(out, "axoneme_kvstore_stale {}", u8::from(self.stale));
+        family(
+            out,
+            "axoneme_kvstore_stale_seconds",
+            "gauge",
+            "Seconds since the kvstore stopped answering this node; 0 when it answers.",
+        );
+        let _ = writeln!(
+            out,
+            "axoneme_kvstore_stale_seconds {:.3}",
+            self.stale_seconds
+        );
+    }
 }
 
 /// The access-log and monitor queues: what they hold and what they lost or cut.
@@ -534,6 +569,9 @@ impl Metrics {
             );
         }
         gauges.log_queues.render(&mut out);
+        if let Some(kvstore) = gauges.kvstore {
+            kvstore.render(&mut out);
+        }
         out
     }
 }
@@ -571,6 +609,10 @@ mod tests {
                 monitor_dropped: 7,
                 ..LogQueueGauges::default()
             },
+            kvstore: Some(KvstoreGauges {
+                stale: true,
+                stale_seconds: 2.5,
+            }),
         });
         for line in [
             "axoneme_l7_requests_total{protocol=\"memcache\",verdict=\"denied\",direction=\"ingress\"} 2",
@@ -592,8 +634,23 @@ mod tests {
             "axoneme_access_log_queue_bytes 4096",
             "axoneme_access_log_failed_entries_total 0",
             "axoneme_monitor_dropped_total 7",
+            "axoneme_kvstore_stale 1",
+            "axoneme_kvstore_stale_seconds 2.500",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
         }
+        let alone = metrics.render(Gauges {
+            policy_revision: 3,
+            policy_import_errors: 0,
+            access_log_dropped: 0,
+            access_log_write_errors: 0,
+            buffered_bytes: 0,
+            log_queues: LogQueueGauges::default(),
+            kvstore: None,
+        });
+        assert!(
+            !alone.contains("axoneme_kvstore"),
+            "no kvstore families without cluster mode:\n{alone}"
+        );
     }
 }

@@ -1,7 +1,10 @@
 //! Shared pieces of the integration tests: a recording R2-D2 upstream, clients with chosen
-//! source addresses, a proxy started from YAML, and the access log read back as JSON.
+//! source addresses, a proxy started from YAML, the access log read back as JSON, raw API
+//! requests, and a real etcd for cluster mode.
 
 #![allow(dead_code)]
+
+pub(crate) mod etcd;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -188,6 +191,24 @@ pub(crate) fn agent_cli(dir: &Path, args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .unwrap()
+}
+
+/// Sends the raw HTTP `request` to the API socket `api.sock` in `dir`; the status line and the
+/// body of the answer.
+pub(crate) async fn raw_api(dir: &Path, request: &str) -> (String, String) {
+    let mut stream = tokio::net::UnixStream::connect(dir.join("api.sock"))
+        .await
+        .unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response.lines().next().unwrap_or_default().to_owned();
+    let body = response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    (status, body)
 }
 
 /// A loopback port that was free a moment ago.

@@ -1,0 +1,439 @@
+//! Cluster mode on the agent's side: the node's session with the kvstore, the cluster's
+//! policies followed into the state, policy imports and deletions written to the kvstore, and
+//! the view of the kvstore's health that the API, the status and the metrics show.
+//!
+//! It owns the [`Session`] and the task that applies every new set of the cluster's policies
+//! to the [`State`], all or none, as a local import would be: a set that does not parse or
+//! compile is logged and the last good state stays in force. It must not change the state in
+//! any other way, decide verdicts, or talk to etcd except through the session; and it must not
+//! let an unreachable kvstore change what is enforced (the last state stays, never allow-all).
+//! Identities and endpoints are not shared by the agent yet: the session's views of them are
+//! left unread.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axoneme_cluster::{ClusterConfig, ClusterError, PoliciesSnapshot, Session};
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::control::state::{CheckedImport, Imported, State, StateError};
+use crate::telemetry::metrics::KvstoreGauges;
+
+/// How long a write waits for the kvstore's answer to come back through the watch and be
+/// applied here, so that the import's answer means "in force on this node".
+const APPLY_WAIT: Duration = Duration::from_secs(10);
+
+/// A policy change through the API that cluster mode refused or could not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyWriteError {
+    /// The change itself is refused, as it would be without cluster mode.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The kvstore has not answered this node for a while: nothing is written.
+    #[error(
+        "the kvstore has not answered since {since}: policy changes are refused until it is \
+         back; the policy in force stays"
+    )]
+    Stale {
+        /// Since when, RFC 3339.
+        since: String,
+    },
+    /// The kvstore refused the write or did not answer.
+    #[error("{source}; the policy in force stays{}", written_note(.written))]
+    Kvstore {
+        /// Why.
+        source: ClusterError,
+        /// Policies of the same request written before the failure.
+        written: Vec<String>,
+    },
+    /// Written, but not seen back and applied on this node in time.
+    #[error("{change}, but not applied on this node within {} s", APPLY_WAIT.as_secs())]
+    NotApplied {
+        /// What was written, e.g. `written to the kvstore at revision 42`.
+        change: String,
+    },
+    /// Written, but this node refuses the cluster's policies as a whole (another policy in
+    /// the kvstore is bad); the last good state stays in force.
+    #[error("written to the kvstore, but this node refuses the cluster's policies: {0}")]
+    Refused(String),
+}
+
+fn written_note(written: &[String]) -> String {
+    if written.is_empty() {
+        String::new()
+    } else {
+        format!(" (written before the failure: {})", written.join(", "))
+    }
+}
+
+/// What this node last did with the cluster's policies.
+#[derive(Debug, Clone, Default)]
+struct Processed {
+    /// The kvstore revision of the set.
+    revision: i64,
+    /// The names in the set.
+    names: BTreeSet<String>,
+    /// Why the set was refused, when it was.
+    refused: Option<String>,
+}
+
+/// A member of the kvstore as `GET /v1/cluster` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberStatus {
+    /// The member's client URL, which names it.
+    pub endpoint: String,
+    /// Whether it answered its last health probe.
+    pub healthy: bool,
+}
+
+/// This node's view of the cluster, as `GET /v1/cluster` shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterStatus {
+    /// The cluster's name.
+    pub cluster: String,
+    /// This node's name.
+    pub node: String,
+    /// Whether the kvstore has stopped answering this node (the last state is enforced).
+    pub stale: bool,
+    /// Since when, RFC 3339; none when not stale.
+    pub stale_since: Option<String>,
+    /// For how long, in seconds (0 when not stale).
+    pub stale_seconds: f64,
+    /// The last kvstore revision this node has seen.
+    pub revision: i64,
+    /// The kvstore revision of the cluster's policies this node last processed.
+    pub policies_revision: i64,
+    /// Whether that set was refused here (then the last good one is in force).
+    pub policies_refused: Option<String>,
+    /// The kvstore's members and their health.
+    pub members: Vec<MemberStatus>,
+}
+
+/// The node's part in the cluster: its session and the policies it follows.
+pub struct Cluster {
+    session: Session,
+    state: Arc<State>,
+    processed: watch::Receiver<Processed>,
+    follower: JoinHandle<()>,
+}
+
+impl Cluster {
+    /// Connects to the kvstore, applies the cluster's policies as they are now and starts
+    /// following them. Fails when the kvstore cannot be reached, or when the cluster's
+    /// policies cannot be applied: starting without them could allow what they deny.
+    pub async fn start(config: &ClusterConfig, state: Arc<State>) -> anyhow::Result<Cluster> {
+        use anyhow::Context as _;
+        let endpoints = config.kvstore.endpoints.join(", ");
+        let session = Session::connect(config.clone()).await.with_context(|| {
+            format!(
+                "cluster: cannot join cluster {:?} as node {:?} through the kvstore at {endpoints}",
+                config.name, config.node
+            )
+        })?;
+        let mut policies = session.policies();
+        let first = policies.borrow_and_update().clone();
+        let revision = apply(&state, first.policies.clone())
+            .await
+            .with_context(|| {
+                format!(
+                "cluster: the cluster's policies in the kvstore (revision {}) cannot be applied",
+                first.revision
+            )
+            })?;
+        tracing::info!(
+            cluster = %config.name,
+            node = %config.node,
+            policies = first.policies.len(),
+            kvstore_revision = first.revision,
+            revision,
+            "joined the cluster"
+        );
+        let (processed_tx, processed) = watch::channel(Processed {
+            revision: first.revision,
+            names: first.policies.keys().cloned().collect(),
+            refused: None,
+        });
+        let follower = tokio::spawn(follow(
+            Arc::clone(&state),
+            policies,
+            first.policies,
+            processed_tx,
+        ));
+        Ok(Cluster {
+            session,
+            state,
+            processed,
+            follower,
+        })
+    }
+
+    /// Writes a checked import to the kvstore and waits until this node has applied it.
+    /// With `validate_only`, writes nothing.
+    pub async fn import(
+        &self,
+        checked: CheckedImport,
+        validate_only: bool,
+    ) -> Result<Imported, PolicyWriteError> {
+        let names: Vec<String> = checked
+            .policies
+            .iter()
+            .map(|p| p.name().to_owned())
+            .collect();
+        if !validate_only {
+            self.writable()?;
+            let mut written = Vec::new();
+            let mut revision = 0;
+            for policy in &checked.policies {
+                // The document as parsed, as JSON: a policy text of its own, one per key.
+                let text = serde_json::to_string(policy.document()).map_err(|e| {
+                    StateError::Invalid(format!(
+                        "policy {:?} cannot be written as JSON: {e}",
+                        policy.name()
+                    ))
+                })?;
+                let put = self.session.put_policy(policy.name(), &text).await;
+                revision = put.map_err(|source| PolicyWriteError::Kvstore {
+                    source,
+                    written: written.clone(),
+                })?;
+                written.push(policy.name().to_owned());
+            }
+            let change = format!("written to the kvstore at revision {revision}");
+            self.wait_applied(change, |p| p.revision >= revision)
+                .await?;
+        }
+        Ok(Imported {
+            revision: self.state.revision(),
+            names,
+            warnings: checked.warnings,
+        })
+    }
+
+    /// Deletes the cluster's policy `name`, or all of them when `None`, and waits until this
+    /// node has applied that. Policies from this node's files are not the cluster's.
+    pub async fn delete(&self, name: Option<&str>) -> Result<u64, PolicyWriteError> {
+        let current: Vec<String> = self
+            .session
+            .policies()
+            .borrow()
+            .policies
+            .keys()
+            .cloned()
+            .collect();
+        let names = match name {
+            None => current,
+            Some(name) if current.iter().any(|n| n == name) => vec![name.to_owned()],
+            Some(name) => {
+                let policies = self.state.policies();
+                return Err(match policies.iter().find(|p| p.name() == name) {
+                    Some(p) => StateError::PolicyInFile {
+                        name: name.into(),
+                        file: p.source().into(),
+                    },
+                    None => StateError::PolicyNotFound(name.into()),
+                }
+                .into());
+            }
+        };
+        self.writable()?;
+        for (i, name) in names.iter().enumerate() {
+            self.session
+                .delete_policy(name)
+                .await
+                .map_err(|source| PolicyWriteError::Kvstore {
+                    source,
+                    written: names[..i].to_vec(),
+                })?;
+        }
+        let change = format!("deleted {names:?} from the kvstore");
+        self.wait_applied(change, |p| !names.iter().any(|n| p.names.contains(n)))
+            .await?;
+        Ok(self.state.revision())
+    }
+
+    /// Refuses writes while the kvstore is known not to answer, rather than waiting for the
+    /// write's own timeout.
+    fn writable(&self) -> Result<(), PolicyWriteError> {
+        match self.session.stale_since() {
+            Some(since) => Err(PolicyWriteError::Stale {
+                since: rfc3339(since),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until what this node processed satisfies `done`; an error when that set was
+    /// refused here, or when it takes longer than [`APPLY_WAIT`].
+    async fn wait_applied(
+        &self,
+        change: String,
+        done: impl FnMut(&Processed) -> bool,
+    ) -> Result<(), PolicyWriteError> {
+        let mut processed = self.processed.clone();
+        let outcome = tokio::time::timeout(APPLY_WAIT, processed.wait_for(done)).await;
+        match outcome {
+            Ok(Ok(processed)) => match &processed.refused {
+                Some(reason) => Err(PolicyWriteError::Refused(reason.clone())),
+                None => Ok(()),
+            },
+            Ok(Err(_)) | Err(_) => Err(PolicyWriteError::NotApplied { change }),
+        }
+    }
+
+    /// This node's view of the cluster.
+    pub fn status(&self) -> ClusterStatus {
+        let config = self.session.config();
+        let health = self.session.health().borrow().clone();
+        let processed = self.processed.borrow().clone();
+        ClusterStatus {
+            cluster: config.name.clone(),
+            node: config.node.clone(),
+            stale: health.stale_since.is_some(),
+            stale_since: health.stale_since.map(rfc3339),
+            stale_seconds: stale_seconds(health.stale_since),
+            revision: health.revision,
+            policies_revision: processed.revision,
+            policies_refused: processed.refused,
+            members: health
+                .members
+                .iter()
+                .map(|m| MemberStatus {
+                    endpoint: m.endpoint.clone(),
+                    healthy: m.healthy,
+                })
+                .collect(),
+        }
+    }
+
+    /// The kvstore's health for the metrics.
+    pub fn gauges(&self) -> KvstoreGauges {
+        let since = self.session.stale_since();
+        KvstoreGauges {
+            stale: since.is_some(),
+            stale_seconds: stale_seconds(since),
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.follower.abort();
+    }
+}
+
+/// Applies every new set of the cluster's policies to the state, skipping sets whose texts
+/// did not change (a relist after a reconnection), until the session stops watching.
+async fn follow(
+    state: Arc<State>,
+    mut policies: watch::Receiver<PoliciesSnapshot>,
+    mut applied: BTreeMap<String, String>,
+    processed: watch::Sender<Processed>,
+) {
+    while policies.changed().await.is_ok() {
+        let snapshot = policies.borrow_and_update().clone();
+        let names = snapshot.policies.keys().cloned().collect();
+        let refused = if snapshot.policies == applied {
+            None
+        } else {
+            match apply(&state, snapshot.policies.clone()).await {
+                Ok(revision) => {
+                    tracing::info!(
+                        kvstore_revision = snapshot.revision,
+                        policies = snapshot.policies.len(),
+                        revision,
+                        "the cluster's policies applied"
+                    );
+                    applied = snapshot.policies;
+                    None
+                }
+                Err(error) => {
+                    tracing::error!(
+                        kvstore_revision = snapshot.revision,
+                        %error,
+                        "the cluster's policies are refused; the last good policy stays"
+                    );
+                    Some(format!("{error:#}"))
+                }
+            }
+        };
+        processed.send_replace(Processed {
+            revision: snapshot.revision,
+            names,
+            refused,
+        });
+    }
+    tracing::error!("the cluster's policies are no longer followed; the policy in force stays");
+}
+
+/// Applies a set of the cluster's policies on a blocking thread (parsing and compiling can
+/// take seconds); the new policy revision.
+async fn apply(state: &Arc<State>, texts: BTreeMap<String, String>) -> anyhow::Result<u64> {
+    let state = Arc::clone(state);
+    let revision =
+        tokio::task::spawn_blocking(move || state.set_cluster_policies(&texts)).await??;
+    Ok(revision)
+}
+
+/// Seconds since `since`, 0 when none.
+fn stale_seconds(since: Option<SystemTime>) -> f64 {
+    since
+        .and_then(|since| since.elapsed().ok())
+        .map_or(0.0, |elapsed| elapsed.as_secs_f64())
+}
+
+/// `time` as RFC 3339 in UTC, to the second.
+pub fn rfc3339(time: SystemTime) -> String {
+    let seconds = time
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let (days, of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's `civil_from_days`).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let mp = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        of_day / 3600,
+        of_day % 3600 / 60,
+        of_day % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_written_as_rfc3339_utc() {
+        let at = |seconds: u64| rfc3339(UNIX_EPOCH + Duration::from_secs(seconds));
+        assert_eq!(at(0), "1970-01-01T00:00:00Z");
+        // `date -u -d @951782400` and `@1796497445`.
+        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(at(1_796_497_445), "2026-12-05T19:04:05Z");
+        assert_eq!(at(4_107_542_399), "2100-02-28T23:59:59Z");
+    }
+
+    #[test]
+    fn a_failed_write_names_what_was_written_before_it() {
+        let error = PolicyWriteError::Kvstore {
+            source: ClusterError::Closed,
+            written: vec!["a".into(), "b".into()],
+        };
+        assert_eq!(
+            error.to_string(),
+            "the cluster session is closed; the policy in force stays (written before the \
+             failure: a, b)"
+        );
+    }
+}

@@ -1,0 +1,496 @@
+//! Cluster mode between two `axoneme run` processes sharing a real etcd: a policy imported
+//! through node A's API is enforced on node B (R2-D2 requests allowed and denied through B),
+//! node-local policy files are merged with the cluster's and shown with their source; with
+//! etcd stopped both nodes say they are stale, keep enforcing the last state, and refuse
+//! imports with a clear error; with etcd back they converge. A bad policy text in etcd is
+//! refused as a whole set, the last good state staying in force, and no node starts on it.
+//! Without etcd an agent in cluster mode does not start.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Output};
+use std::time::{Duration, Instant};
+
+use common::etcd::Etcd;
+use common::{
+    agent_cli, connect_from, free_port, r2d2_policy, raw_api, request, spawn_agent, temp_dir,
+    wait_for_api, Upstream, LUKE,
+};
+use serde_json::Value;
+
+/// One node: an agent process with its own directory, API socket and listener.
+struct Node {
+    child: Child,
+    dir: PathBuf,
+    proxy_port: u16,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The configuration of node `node`: r2d2 behind a listener on `proxy_port`, the policy
+/// files `policies`, and the cluster `galaxy` in `etcd`.
+fn node_config(
+    node: &str,
+    etcd: &str,
+    upstream: &Upstream,
+    proxy_port: u16,
+    policies: &str,
+) -> String {
+    format!(
+        r#"accessLog: {{path: access.log}}
+api: {{socket: api.sock}}
+endpoints:
+  - {{name: r2d2, ips: ["127.0.0.1"], labels: {{app: r2d2}}}}
+  - {{name: luke, ips: ["{LUKE}"], labels: {{app: luke}}}}
+policies: {policies}
+listeners:
+  - {{name: r2d2, listen: "127.0.0.1:{proxy_port}", upstream: "{}", endpoint: r2d2, direction: ingress}}
+cluster:
+  name: galaxy
+  node: {node}
+  kvstore: {{endpoints: ["{etcd}"]}}
+  leaseTTL: 3s
+"#,
+        upstream.addr
+    )
+}
+
+/// A directory holding node `node`'s configuration and the policy files `files`, and the
+/// port of its listener.
+fn node_dir(
+    node: &str,
+    etcd: &str,
+    upstream: &Upstream,
+    files: &[(&str, String)],
+) -> (PathBuf, u16) {
+    let dir = temp_dir(&format!("cluster-{node}"));
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    let names: Vec<&str> = files.iter().map(|(name, _)| *name).collect();
+    let proxy_port = free_port();
+    let config = node_config(node, etcd, upstream, proxy_port, &format!("{names:?}"));
+    std::fs::write(dir.join("config.yaml"), config).unwrap();
+    (dir, proxy_port)
+}
+
+/// Starts the agent in `dir`, which must fail to start within 30 s; its log.
+async fn start_fails(dir: &Path) -> String {
+    let mut child = spawn_agent(dir);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the agent kept running");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!status.success());
+    std::fs::read_to_string(dir.join("agent.log")).unwrap()
+}
+
+impl Node {
+    /// Starts node `node`; `files` are policy files written into its directory first.
+    async fn start(node: &str, etcd: &Etcd, upstream: &Upstream, files: &[(&str, String)]) -> Node {
+        let (dir, proxy_port) = node_dir(node, &etcd.url(), upstream, files);
+        let child = spawn_agent(&dir);
+        wait_for_api(&dir).await;
+        Node {
+            child,
+            dir,
+            proxy_port,
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        agent_cli(&self.dir, args)
+    }
+
+    /// Runs a CLI command that must succeed, returning its standard output.
+    fn ok(&self, args: &[&str]) -> String {
+        let output = self.cli(args);
+        assert!(
+            output.status.success(),
+            "axoneme {args:?} failed: {}\nagent log:\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            self.log()
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        serde_json::from_str(&self.ok(&all)).unwrap()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    }
+
+    /// luke's R2-D2 `request` through this node, and the reply line.
+    async fn r2d2(&self, line: &str) -> String {
+        let proxy = format!("127.0.0.1:{}", self.proxy_port).parse().unwrap();
+        let mut stream = connect_from(LUKE, proxy).await;
+        request(&mut stream, line).await
+    }
+
+    /// Waits (up to `seconds`) until `cluster status` says `stale`.
+    async fn wait_stale(&self, stale: bool, seconds: u64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        loop {
+            let status = self.json(&["cluster", "status"]);
+            if status["stale"] == stale {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stale is not {stale} after {seconds} s: {status}\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits (up to 10 s) until luke's `line` through this node gets `reply`.
+    async fn wait_reply(&self, line: &str, reply: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = self.r2d2(line).await;
+            if got == reply {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{line:?} got {got:?}, not {reply:?}\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Checks that `status` has exactly the fields the OpenAPI document's `ClusterStatus` lists,
+/// all of them required.
+fn assert_documented(status: &Value) {
+    let document: Value = serde_json::from_str(axoneme::control::api::OPENAPI).unwrap();
+    let schema = &document["components"]["schemas"]["ClusterStatus"];
+    let mut documented: Vec<&str> = schema["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut required: Vec<&str> = schema["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    let mut given: Vec<&str> = status
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    documented.sort_unstable();
+    required.sort_unstable();
+    given.sort_unstable();
+    assert_eq!(given, documented, "{status}");
+    assert_eq!(required, documented);
+}
+
+/// Writes `text` to `name` in `dir` and returns the path, for `policy import`.
+fn policy_file(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+const READ_PUBLIC: &str = "READ /public/plans\r\n";
+const READ_SECRET: &str = "READ /secret/plans\r\n";
+const DENIED: &str = "ERROR\r\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_imported_on_one_node_is_enforced_on_another_and_survives_etcd_stopping() {
+    let mut etcd = Etcd::start("two-nodes");
+    let upstream = Upstream::start().await;
+    let port = upstream.addr.port();
+    let a = Node::start("node-a", &etcd, &upstream, &[]).await;
+    // B has a policy file of its own: luke may HALT.
+    let b = Node::start(
+        "node-b",
+        &etcd,
+        &upstream,
+        &[("local.yaml", r2d2_policy("local", port, "{cmd: HALT}"))],
+    )
+    .await;
+    assert_eq!(
+        b.r2d2(READ_PUBLIC).await,
+        DENIED,
+        "only HALT is allowed yet"
+    );
+    assert_eq!(
+        a.r2d2(READ_PUBLIC).await,
+        format!("OK {READ_PUBLIC}"),
+        "A has no policy"
+    );
+
+    for (node, name) in [(&a, "node-a"), (&b, "node-b")] {
+        let status = node.json(&["cluster", "status"]);
+        assert_eq!(status["cluster"], "galaxy");
+        assert_eq!(status["node"], name);
+        assert_eq!(status["stale"], false, "{status}");
+        assert_eq!(status["staleSince"], Value::Null);
+        assert_eq!(
+            status["members"],
+            serde_json::json!([{"endpoint": etcd.url(), "healthy": true}])
+        );
+        assert!(status["revision"].as_i64().unwrap() > 0, "{status}");
+        assert_documented(&status);
+    }
+
+    // Imported through A's API, written to etcd, enforced on B.
+    let read = policy_file(
+        &a.dir,
+        "read.yaml",
+        &r2d2_policy("read", port, r#"{cmd: READ, file: "/public/.*"}"#),
+    );
+    let imported = a.json(&["policy", "import", &read]);
+    assert_eq!(imported["policies"], serde_json::json!(["read"]));
+    assert_eq!(
+        a.r2d2(READ_SECRET).await,
+        DENIED,
+        "A applied it before answering"
+    );
+    b.wait_reply(READ_PUBLIC, &format!("OK {READ_PUBLIC}"))
+        .await;
+    assert_eq!(b.r2d2(READ_SECRET).await, DENIED);
+    assert_eq!(
+        b.r2d2("HALT\r\n").await,
+        "OK HALT\r\n",
+        "B's own file still counts"
+    );
+
+    // B shows both, each with its source.
+    let listed = b.json(&["policy", "get"]);
+    let sources: Vec<(String, String)> = listed["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().into(),
+                p["source"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sources,
+        [
+            ("local".to_owned(), "local.yaml".to_owned()),
+            ("read".to_owned(), "kvstore:read".to_owned()),
+        ]
+    );
+    let error = String::from_utf8(b.cli(&["policy", "delete", "local"]).stderr).unwrap();
+    assert!(
+        error.contains("is defined in") && error.contains("local.yaml"),
+        "{error}"
+    );
+
+    // etcd stops: both nodes say so, keep enforcing, and refuse imports.
+    etcd.stop();
+    for node in [&a, &b] {
+        let status = node.wait_stale(true, 30).await;
+        assert!(
+            status["staleSince"].as_str().unwrap().ends_with('Z'),
+            "{status}"
+        );
+        let overall = node.json(&["status"]);
+        assert_eq!(overall["cluster"]["stale"], true, "{overall}");
+        let table = node.ok(&["status"]);
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with("cluster: ") && l.contains("stale=true")),
+            "{table}"
+        );
+        let metrics = node.json(&["metrics", "list"]);
+        let value = |name: &str| {
+            let sample = metrics
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["metric"] == name);
+            sample.unwrap_or_else(|| panic!("no {name}: {metrics}"))["value"]
+                .as_str()
+                .unwrap()
+                .parse::<f64>()
+                .unwrap()
+        };
+        assert_eq!(value("axoneme_kvstore_stale"), 1.0);
+        assert!(value("axoneme_kvstore_stale_seconds") > 0.0);
+    }
+    b.wait_reply(READ_PUBLIC, &format!("OK {READ_PUBLIC}"))
+        .await;
+    assert_eq!(
+        b.r2d2(READ_SECRET).await,
+        DENIED,
+        "the last state is enforced"
+    );
+    let write = policy_file(
+        &a.dir,
+        "write.yaml",
+        &r2d2_policy("write", port, r#"{cmd: WRITE, file: "/public/.*"}"#),
+    );
+    let validated = a.json(&["policy", "validate", &write]);
+    assert_eq!(
+        validated["validated_only"], true,
+        "checking needs no kvstore"
+    );
+    let refused = a.cli(&["policy", "import", &write]);
+    assert!(!refused.status.success());
+    let error = String::from_utf8(refused.stderr).unwrap();
+    assert!(
+        error.starts_with("axoneme: the kvstore has not answered since ")
+            && error.contains(
+                ": policy changes are refused until it is back; the policy in force stays"
+            ),
+        "{error}"
+    );
+    let body = r2d2_policy("write", port, "{cmd: WRITE}");
+    let (status, answer) = raw_api(
+        &a.dir,
+        &format!(
+            "PUT /v1/policy HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .await;
+    assert!(status.contains(" 503 "), "{status} {answer}");
+    assert!(
+        answer.contains("the kvstore has not answered since"),
+        "{answer}"
+    );
+    let (status, _) = raw_api(
+        &b.dir,
+        "DELETE /v1/policy/read HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(status.contains(" 503 "), "{status}");
+
+    // etcd is back: both converge, and changes flow again.
+    etcd.resume();
+    for node in [&a, &b] {
+        node.wait_stale(false, 30).await;
+    }
+    a.ok(&["policy", "import", &write]);
+    b.wait_reply("WRITE /public/plans\r\n", "OK WRITE /public/plans\r\n")
+        .await;
+    a.ok(&["policy", "delete", "read"]);
+    b.wait_reply(READ_PUBLIC, DENIED).await;
+    assert_eq!(a.r2d2(READ_PUBLIC).await, DENIED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_in_cluster_mode_does_not_start_without_etcd() {
+    let upstream = Upstream::start().await;
+    let etcd = format!("http://127.0.0.1:{}", free_port());
+    let (dir, _) = node_dir("node-a", &etcd, &upstream, &[]);
+    let log = start_fails(&dir).await;
+    assert!(
+        log.contains(&format!(
+            "cluster: cannot join cluster \"galaxy\" as node \"node-a\" through the kvstore at {etcd}"
+        )),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_policy_in_etcd_leaves_the_last_good_state_and_no_node_starts_on_it() {
+    let etcd = Etcd::start("bad-policy");
+    let upstream = Upstream::start().await;
+    let port = upstream.addr.port();
+    let a = Node::start("node-a", &etcd, &upstream, &[]).await;
+    let read = policy_file(
+        &a.dir,
+        "read.yaml",
+        &r2d2_policy("read", port, r#"{cmd: READ, file: "/public/.*"}"#),
+    );
+    a.ok(&["policy", "import", &read]);
+    assert_eq!(a.r2d2(READ_SECRET).await, DENIED);
+
+    // Written behind the agents' backs: no agent would write a text that does not parse.
+    etcd.etcdctl(&["put", "axoneme/galaxy/policies/bad", "kind: [unclosed"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let status = a.json(&["cluster", "status"]);
+        if !status["policiesRefused"].is_null() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "not refused: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        status["policiesRefused"]
+            .as_str()
+            .unwrap()
+            .starts_with("kvstore:bad: "),
+        "{status}"
+    );
+    assert!(a
+        .log()
+        .contains("the cluster's policies are refused; the last good policy stays"));
+    assert_eq!(a.r2d2(READ_PUBLIC).await, format!("OK {READ_PUBLIC}"));
+    assert_eq!(
+        a.r2d2(READ_SECRET).await,
+        DENIED,
+        "the last good state is enforced"
+    );
+
+    // An import is written, but this node cannot apply the cluster's set.
+    let body = r2d2_policy("write", port, "{cmd: WRITE}");
+    let (status, answer) = raw_api(
+        &a.dir,
+        &format!(
+            "PUT /v1/policy HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .await;
+    assert!(status.contains(" 409 "), "{status} {answer}");
+    assert!(
+        answer.contains(
+            "written to the kvstore, but this node refuses the cluster's policies: kvstore:bad: "
+        ),
+        "{answer}"
+    );
+    assert_eq!(a.r2d2("WRITE /x\r\n").await, DENIED);
+
+    // A node starting now does not start without the cluster's policies.
+    let (dir, _) = node_dir("node-b", &etcd.url(), &upstream, &[]);
+    let log = start_fails(&dir).await;
+    assert!(
+        log.contains("cluster: the cluster's policies in the kvstore (revision ")
+            && log.contains("cannot be applied"),
+        "{log}"
+    );
+
+    // The bad text removed, the node applies the cluster's policies again.
+    etcd.etcdctl(&["del", "axoneme/galaxy/policies/bad"]);
+    a.wait_reply("WRITE /x\r\n", "OK WRITE /x\r\n").await;
+    assert_eq!(
+        a.json(&["cluster", "status"])["policiesRefused"],
+        Value::Null
+    );
+}
