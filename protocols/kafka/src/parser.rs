@@ -257,7 +257,10 @@ impl KafkaParser {
                 .pending
                 .expect_metadata(header.correlation_id, header.api_version),
             _ if expects_response(request) => self.pending.expect(header.correlation_id),
-            _ => Ok(()),
+            _ => {
+                self.pending.expect_none(header.correlation_id);
+                Ok(())
+            }
         };
         owed.map_err(pending_error)
     }
