@@ -430,7 +430,7 @@ impl KafkaParser {
 
 /// Whether requests of API `key` are read whole: those whose bodies name topics, and
 /// FindCoordinator, whose denial answers its keys.
-fn reads_body(key: i16) -> bool {
+pub(crate) fn reads_body(key: i16) -> bool {
     use crate::api::*;
     matches!(
         key,
