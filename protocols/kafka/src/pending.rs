@@ -24,11 +24,6 @@ pub const MAX_SLOTS: usize = 4096;
 /// Most bytes of denials waiting for their turn per connection.
 pub const MAX_QUEUED_BYTES: usize = 1024 * 1024;
 
-/// Most correlation ids of requests expecting no response remembered while the broker may
-/// still answer them; past it, every later request counts as carrying one of them, so no
-/// Metadata response on the connection teaches ids any more.
-pub const MAX_UNANSWERED: usize = 256;
-
 /// A response the broker owes: its correlation id, the version of the Metadata request it
 /// answers, when it does and may teach, how many requests expecting no response came before
 /// it, and whether none of those the broker might still answer carried its correlation id
@@ -103,10 +98,11 @@ pub struct Pending {
     queued: VecDeque<u8>,
     /// The requests expecting no response passed so far.
     unanswered: u64,
-    /// The correlation ids of those the broker may still answer (all are settled once the
-    /// broker answers, unambiguously, a request sent after all of them); `None` when there
-    /// were too many to remember.
-    unsettled: Option<Vec<i32>>,
+    /// The range of the correlation ids of those the broker may still answer (all are settled
+    /// once the broker answers, unambiguously, a request sent after all of them): a request
+    /// with an id in it may share it with one of them. Clients count ids up, so their next
+    /// requests fall outside it. `None` when there are none.
+    unsettled: Option<(i32, i32)>,
 }
 
 impl Default for Pending {
@@ -115,7 +111,7 @@ impl Default for Pending {
             order: ReplyOrder::new(MAX_SLOTS),
             queued: VecDeque::new(),
             unanswered: 0,
-            unsettled: Some(Vec::with_capacity(MAX_UNANSWERED)),
+            unsettled: None,
         }
     }
 }
@@ -140,10 +136,10 @@ impl Pending {
     /// `acks` 0), which some brokers answer anyway.
     pub fn expect_none(&mut self, correlation_id: i32) {
         self.unanswered += 1;
-        match &mut self.unsettled {
-            Some(ids) if ids.len() < MAX_UNANSWERED => ids.push(correlation_id),
-            _ => self.unsettled = None,
-        }
+        self.unsettled = Some(match self.unsettled {
+            Some((low, high)) => (low.min(correlation_id), high.max(correlation_id)),
+            None => (correlation_id, correlation_id),
+        });
     }
 
     /// The version of the Metadata request that a response with `correlation_id` answers,
@@ -177,9 +173,7 @@ impl Pending {
                 if first.unambiguous && first.unanswered_before == self.unanswered {
                     // Its own answer, to a request sent after every request expecting none:
                     // the broker answered those before it, or never will.
-                    if let Some(ids) = &mut self.unsettled {
-                        ids.clear();
-                    }
+                    self.unsettled = None;
                 }
                 self.order.pop_front();
                 Ok(ResponseAction::Pass)
@@ -231,8 +225,7 @@ impl Pending {
     fn owe(&mut self, correlation_id: i32, metadata: Option<i16>) -> Result<(), PendingError> {
         let unambiguous = self
             .unsettled
-            .as_ref()
-            .is_some_and(|ids| !ids.contains(&correlation_id));
+            .is_none_or(|(low, high)| !(low..=high).contains(&correlation_id));
         self.order.expect(Owed {
             correlation_id,
             metadata: metadata.filter(|_| unambiguous),
@@ -326,11 +319,17 @@ mod tests {
         p.expect_metadata(5, 12).unwrap();
         assert_eq!(p.metadata_due(5), Some(12), "settled by the answer to 6");
         assert_eq!(p.response(5), Ok(ResponseAction::Pass));
-        for id in 0..=MAX_UNANSWERED as i32 {
-            p.expect_none(id + 100);
-        }
-        p.expect_metadata(7, 12).unwrap();
-        assert_eq!(p.metadata_due(7), None, "too many to remember");
+        p.expect_none(10);
+        p.expect_none(20);
+        p.expect_metadata(15, 12).unwrap();
+        assert_eq!(
+            p.metadata_due(15),
+            None,
+            "within the range of the unsettled ids"
+        );
+        p.expect_metadata(21, 12).unwrap();
+        assert_eq!(p.response(15), Ok(ResponseAction::Pass));
+        assert_eq!(p.metadata_due(21), Some(12), "clients count ids up");
     }
 
     #[test]
