@@ -84,7 +84,9 @@ impl TypedProtocol for Kafka {
     }
 
     /// Traces `apiKey=<name>` with optional `apiVersion=<n>`, `clientID=<id>` and
-    /// `topic=<t1,t2,...>`. Without `apiVersion`, rules that name a version do not apply.
+    /// `topic=<t1,t2,...>`. Without `apiVersion`, rules that name a version do not apply. The
+    /// topics of an API whose requests are not read are ignored, as connections cannot see
+    /// them.
     fn trace_request(&self, rules: &RuleSet, fields: &TraceFields<'_>) -> Result<bool, String> {
         let name = fields.require("apiKey")?;
         let api =
@@ -105,6 +107,7 @@ impl TypedProtocol for Kafka {
         };
         let topics = fields
             .get("topic")
+            .filter(|_| parser::reads_body(api.key))
             .into_iter()
             .flat_map(|t| t.split(',').map(str::trim).filter(|t| !t.is_empty()))
             .map(|t| TopicRef::Name(t.as_bytes()));
@@ -170,6 +173,7 @@ mod tests {
             &axoneme_testkit::rule_maps(&[
                 &[("role", "produce"), ("topic", "deathstar-plans")],
                 &[("apiKey", "metadata"), ("apiVersion", "12")],
+                &[("apiKey", "describetopicpartitions"), ("topic", "x")],
             ]),
         )
         .unwrap();
@@ -200,6 +204,11 @@ mod tests {
             trace(&[("apiKey", "metadata")]),
             Ok(true),
             "all topics: judged on the produce rule's role"
+        );
+        assert_eq!(
+            trace(&[("apiKey", "describetopicpartitions"), ("topic", "x")]),
+            Ok(false),
+            "its requests are not read: only a rule without topic allows them"
         );
         assert_eq!(
             trace(&[("apiKey", "listoffsets")]),

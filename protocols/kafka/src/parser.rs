@@ -12,8 +12,9 @@
 //! topic, so that clients asking about all their topics at once keep learning the allowed
 //! ones; and a Metadata request that would have the broker create topics the rules do not let
 //! it create (`createtopics`) goes on with auto-creation turned off (v4+), or is denied (v0 to
-//! v3, which have no flag). A request that cannot be read, or a denied one whose response this crate cannot
-//! compose, closes the connection.
+//! v3, which have no flag). A request that cannot be read, a denied one whose response this
+//! crate cannot compose, or anything after an allowed version 0 SaslHandshake (raw SASL tokens,
+//! which the broker does not read as requests), closes the connection.
 //! Log fields and denials are written into buffers the parser keeps, so a warm parser does
 //! not allocate per request.
 
@@ -22,6 +23,7 @@ use std::sync::Arc;
 
 use axoneme_sdk::{Context, EntryType, ErrorCode, Field, Flow, Input, Op, ParseError, Parser};
 
+use crate::api::SASL_HANDSHAKE;
 use crate::apis::{metadata, Body, Denial, Request};
 use crate::error::Error;
 use crate::header::{frame_len, write_request, RequestHeader, LENGTH_LEN};
@@ -61,6 +63,8 @@ pub struct KafkaParser {
     narrowed_due: bool,
     /// The text of the log fields.
     text: Vec<u8>,
+    /// A version 0 SaslHandshake passed: what follows are raw SASL tokens, no Kafka requests.
+    raw_tokens: bool,
 }
 
 const NO_COMPOSED_DENIAL: ParseError = ParseError::new(
@@ -70,6 +74,10 @@ const NO_COMPOSED_DENIAL: ParseError = ParseError::new(
 const HEADER_TOO_LONG: ParseError = ParseError::new(
     ErrorCode::MalformedFrame,
     "request header longer than 64 KiB",
+);
+const RAW_SASL_TOKENS: ParseError = ParseError::new(
+    ErrorCode::Unsupported,
+    "raw SASL tokens after a version 0 SaslHandshake",
 );
 const DENIAL_TOO_LARGE: ParseError = ParseError::new(
     ErrorCode::StateLimit,
@@ -90,6 +98,7 @@ impl KafkaParser {
             narrowed_due: false,
             denial: Vec::new(),
             text: Vec::new(),
+            raw_tokens: false,
         }
     }
 }
@@ -120,6 +129,9 @@ impl KafkaParser {
         }
         if input.is_empty() {
             return Ok(Op::Nop);
+        }
+        if self.raw_tokens {
+            return Err(RAW_SASL_TOKENS);
         }
         let Some(frame) = frame_len(&input, self.max_request).map_err(parse_error)? else {
             return Ok(Op::More(LENGTH_LEN - input.len()));
@@ -197,6 +209,7 @@ impl KafkaParser {
                 verdict.policy_name,
             );
             self.owe(request)?;
+            self.raw_tokens = header.api.key == SASL_HANDSHAKE && header.api_version == 0;
             return Ok(Op::Pass(frame));
         }
         if let Some(metadata) = metadata {
@@ -244,7 +257,10 @@ impl KafkaParser {
                 .pending
                 .expect_metadata(header.correlation_id, header.api_version),
             _ if expects_response(request) => self.pending.expect(header.correlation_id),
-            _ => Ok(()),
+            _ => {
+                self.pending.expect_none(header.correlation_id);
+                Ok(())
+            }
         };
         owed.map_err(pending_error)
     }
@@ -414,7 +430,7 @@ impl KafkaParser {
 
 /// Whether requests of API `key` are read whole: those whose bodies name topics, and
 /// FindCoordinator, whose denial answers its keys.
-fn reads_body(key: i16) -> bool {
+pub(crate) fn reads_body(key: i16) -> bool {
     use crate::api::*;
     matches!(
         key,

@@ -9,7 +9,9 @@
 //! module is bookkeeping only, over the SDK's [`ReplyOrder`]: the parser frames bytes and calls
 //! it. It also says which
 //! response answers an allowed Metadata request, by its place in the order, so that only the
-//! broker's Metadata responses teach topic ids ([`crate::topic_ids`]).
+//! broker's Metadata responses teach topic ids ([`crate::topic_ids`]); not the answer to a
+//! Metadata request sent with the correlation id of an earlier request expecting no response
+//! that the broker may still answer (that answer would come first, with the same id).
 
 use std::collections::VecDeque;
 
@@ -22,12 +24,17 @@ pub const MAX_SLOTS: usize = 4096;
 /// Most bytes of denials waiting for their turn per connection.
 pub const MAX_QUEUED_BYTES: usize = 1024 * 1024;
 
-/// A response the broker owes: its correlation id, and the version of the Metadata request it
-/// answers, when it does. Each is an entry of its own (correlation ids differ).
+/// A response the broker owes: its correlation id, the version of the Metadata request it
+/// answers, when it does and may teach, how many requests expecting no response came before
+/// it, and whether none of those the broker might still answer carried its correlation id
+/// (so that a response with it can only be its own). Each is an entry of its own
+/// (correlation ids differ).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Owed {
     correlation_id: i32,
     metadata: Option<i16>,
+    unanswered_before: u64,
+    unambiguous: bool,
 }
 
 impl Run for Owed {
@@ -89,6 +96,13 @@ pub struct Pending {
     order: ReplyOrder<Owed, Denied>,
     /// The bytes of the queued denials, in order.
     queued: VecDeque<u8>,
+    /// The requests expecting no response passed so far.
+    unanswered: u64,
+    /// The range of the correlation ids of those the broker may still answer (all are settled
+    /// once the broker answers, unambiguously, a request sent after all of them): a request
+    /// with an id in it may share it with one of them. Clients count ids up, so their next
+    /// requests fall outside it. `None` when there are none.
+    unsettled: Option<(i32, i32)>,
 }
 
 impl Default for Pending {
@@ -96,6 +110,8 @@ impl Default for Pending {
         Pending {
             order: ReplyOrder::new(MAX_SLOTS),
             queued: VecDeque::new(),
+            unanswered: 0,
+            unsettled: None,
         }
     }
 }
@@ -116,8 +132,19 @@ impl Pending {
         self.owe(correlation_id, Some(version))
     }
 
+    /// An allowed request that expects no response with `correlation_id` (Produce with
+    /// `acks` 0), which some brokers answer anyway.
+    pub fn expect_none(&mut self, correlation_id: i32) {
+        self.unanswered += 1;
+        self.unsettled = Some(match self.unsettled {
+            Some((low, high)) => (low.min(correlation_id), high.max(correlation_id)),
+            None => (correlation_id, correlation_id),
+        });
+    }
+
     /// The version of the Metadata request that a response with `correlation_id` answers,
-    /// when it answers the oldest request owed and that request is a Metadata request.
+    /// when it answers the oldest request owed and that request is a Metadata request sent
+    /// with a correlation id no request the broker may still answer unasked carried.
     pub fn metadata_due(&self, correlation_id: i32) -> Option<i16> {
         match self.order.peek() {
             Turn::Owed(owed) if owed.correlation_id == correlation_id => owed.metadata,
@@ -143,6 +170,11 @@ impl Pending {
     pub fn response(&mut self, correlation_id: i32) -> Result<ResponseAction, PendingError> {
         match self.order.peek() {
             Turn::Owed(first) if first.correlation_id == correlation_id => {
+                if first.unambiguous && first.unanswered_before == self.unanswered {
+                    // Its own answer, to a request sent after every request expecting none:
+                    // the broker answered those before it, or never will.
+                    self.unsettled = None;
+                }
                 self.order.pop_front();
                 Ok(ResponseAction::Pass)
             }
@@ -191,9 +223,14 @@ impl Pending {
     }
 
     fn owe(&mut self, correlation_id: i32, metadata: Option<i16>) -> Result<(), PendingError> {
+        let unambiguous = self
+            .unsettled
+            .is_none_or(|(low, high)| !(low..=high).contains(&correlation_id));
         self.order.expect(Owed {
             correlation_id,
-            metadata,
+            metadata: metadata.filter(|_| unambiguous),
+            unanswered_before: self.unanswered,
+            unambiguous,
         })?;
         Ok(())
     }
@@ -261,6 +298,38 @@ mod tests {
         assert_eq!(p.response(5), Ok(ResponseAction::Pass));
         assert_eq!(p.metadata_due(5), None);
         assert!(p.is_empty());
+    }
+
+    #[test]
+    fn an_answer_to_a_request_expecting_none_may_carry_a_metadata_requests_id() {
+        let mut p = Pending::default();
+        p.expect_none(5);
+        p.expect_none(5);
+        p.expect_metadata(5, 12).unwrap();
+        p.expect_metadata(5, 12).unwrap();
+        assert_eq!(p.metadata_due(5), None, "maybe an acks=0 answer");
+        assert_eq!(p.response(5), Ok(ResponseAction::Pass));
+        p.expect_metadata(5, 12).unwrap();
+        assert_eq!(p.metadata_due(5), None, "still maybe an acks=0 answer");
+        assert_eq!(p.response(5), Ok(ResponseAction::Pass));
+        assert_eq!(p.response(5), Ok(ResponseAction::Pass));
+        p.expect_metadata(6, 12).unwrap();
+        assert_eq!(p.metadata_due(6), Some(12), "no acks=0 request carried 6");
+        assert_eq!(p.response(6), Ok(ResponseAction::Pass));
+        p.expect_metadata(5, 12).unwrap();
+        assert_eq!(p.metadata_due(5), Some(12), "settled by the answer to 6");
+        assert_eq!(p.response(5), Ok(ResponseAction::Pass));
+        p.expect_none(10);
+        p.expect_none(20);
+        p.expect_metadata(15, 12).unwrap();
+        assert_eq!(
+            p.metadata_due(15),
+            None,
+            "within the range of the unsettled ids"
+        );
+        p.expect_metadata(21, 12).unwrap();
+        assert_eq!(p.response(15), Ok(ResponseAction::Pass));
+        assert_eq!(p.metadata_due(21), Some(12), "clients count ids up");
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub enum TopicRef<'a> {
     /// By name, borrowed from the request.
     Name(&'a [u8]),
     /// By topic id (Fetch v13+, Produce v13+, OffsetCommit and OffsetFetch v10+, DeleteTopics
-    /// v6+ and Metadata v10+ when the name is null).
+    /// v6+ when the name is null, and Metadata v10+ when the id is not zero or the name is null).
     Id(Uuid),
 }
 

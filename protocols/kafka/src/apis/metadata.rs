@@ -3,7 +3,9 @@
 //! of its topics or without leave to create them, and the response that denies it.
 //!
 //! From v1 a null topic array asks for every topic (v0: an empty one). From v10 a topic entry
-//! carries an id and a nullable name; an entry with a null name names its topic by id.
+//! carries an id and a nullable name; an entry with a non-zero id names its topic by that id,
+//! whatever its name (the broker then answers by ids and ignores names), one with a zero id by
+//! its name.
 
 use crate::topics::{Entries, TopicEntry, TopicRef, Topics};
 use crate::wire::{Reader, WireError, Writer};
@@ -67,12 +69,15 @@ pub fn parse<'a>(r: &mut Reader<'a>, version: i16) -> Result<Request<'a>, WireEr
 }
 
 fn topic<'a>(r: &mut Reader<'a>, version: i16) -> Result<TopicEntry<'a>, WireError> {
+    // The broker answers by id as soon as an entry has a non-zero one, ignoring names
+    // (`KafkaApis.handleTopicMetadataRequest`), so a non-zero id is the topic, whatever name
+    // comes with it.
     let topic = match version >= 10 {
         true => {
             let id = r.uuid("a topic id")?;
             match r.nullable_string("a topic name")? {
-                Some(name) => TopicRef::Name(name),
-                None => TopicRef::Id(id),
+                Some(name) if id == [0; 16] => TopicRef::Name(name),
+                _ => TopicRef::Id(id),
             }
         }
         false => TopicRef::Name(r.string("a topic name")?),

@@ -229,11 +229,14 @@ impl<'a> Request<'a> {
     }
 }
 
-/// Whether requests of the API `key` carry topics, as Cilium counted them (`isTopicAPIKey`
-/// in `proxylib/kafka/kafkalib/policy.go`): a rule's `topic` constrains only these. The keys
-/// whose bodies this crate does not read (LeaderAndIsr, StopReplica, UpdateMetadata,
-/// WriteTxnMarkers, AlterReplicaLogDirs, DescribeLogDirs, CreatePartitions) then name no
-/// topic, so only rules without a topic allow them, as in Cilium.
+/// Whether requests of the API `key` carry topics: the keys Cilium counted (`isTopicAPIKey`
+/// in `proxylib/kafka/kafkalib/policy.go`), and those of the later keys Cilium never knew
+/// whose requests name topics (ElectLeaders, IncrementalAlterConfigs, the partition
+/// reassignments, OffsetDelete, the KRaft quorum and replica APIs, Envelope (which carries
+/// another request), DescribeProducers,
+/// ConsumerGroupHeartbeat, DescribeTopicPartitions, the share and streams group APIs that name
+/// topics). A rule's `topic` constrains only these. The keys whose bodies this crate does not
+/// read then name no topic, so only rules without a topic allow them, as in Cilium.
 pub fn names_topics(key: i16) -> bool {
     matches!(
         key,
@@ -256,6 +259,19 @@ pub fn names_topics(key: i16) -> bool {
             | 34
             | 35
             | 37
+            | 43..=47
+            | 52..=56
+            | 58
+            | 59
+            | 61
+            | 68
+            | 73
+            | 75
+            | 76
+            | 78
+            | 79
+            | 83..=88
+            | 90..=92
     )
 }
 

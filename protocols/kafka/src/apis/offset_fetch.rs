@@ -31,10 +31,14 @@ pub struct Request<'a> {
 }
 
 impl<'a> Request<'a> {
-    /// The topics named, in every group.
+    /// The topics named, in every group; none when a group asks for all its topics, as the
+    /// request then names all of them.
     pub fn topics(&self) -> NamedTopics<'a> {
         match &self.groups {
             Groups::One(group) => NamedTopics::of(group.topics.as_ref()),
+            Groups::Many(groups) if groups.iter().any(|group| group.topics.is_none()) => {
+                NamedTopics::of(None)
+            }
             Groups::Many(groups) => NamedTopics::of_groups(groups),
         }
     }

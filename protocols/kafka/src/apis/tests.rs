@@ -34,6 +34,9 @@ enum Role {
     Topic,
     /// A topic id.
     TopicId,
+    /// A topic id that, when not zero, names the topic whatever name comes with it (Metadata:
+    /// the broker then answers by ids and ignores names).
+    RulingTopicId,
     /// A partition index (`[]int32` or `int32`).
     Partition,
     /// A topic's or partition's error code.
@@ -42,6 +45,8 @@ enum Role {
     TopError,
     /// Produce's acks.
     Acks,
+    /// A topic array whose null asks for all topics: the request then names all of them.
+    AllWhenNull,
 }
 
 #[derive(Clone, Copy)]
@@ -197,7 +202,10 @@ const LIST_OFFSETS_RESPONSE: &[Field] = &[
 ];
 
 // MetadataRequest.json
-const METADATA_TOPIC: &[Field] = &[r(f(Uuid, 10, ALL), TopicId), r(n(Str, 0, ALL, 10), Topic)];
+const METADATA_TOPIC: &[Field] = &[
+    r(f(Uuid, 10, ALL), RulingTopicId),
+    r(n(Str, 0, ALL, 10), Topic),
+];
 const METADATA_REQUEST: &[Field] = &[
     n(Array(METADATA_TOPIC), 0, ALL, 1),
     f(Bool, 4, ALL),
@@ -283,7 +291,7 @@ const OFFSET_FETCH_GROUP: &[Field] = &[
     f(Str, 8, ALL),
     n(Str, 9, ALL, 9),
     f(I32, 9, ALL),
-    n(Array(OFFSET_FETCH_GROUP_TOPIC), 8, ALL, 8),
+    r(n(Array(OFFSET_FETCH_GROUP_TOPIC), 8, ALL, 8), AllWhenNull),
 ];
 const OFFSET_FETCH_REQUEST: &[Field] = &[
     f(Str, 0, 7),
@@ -945,7 +953,8 @@ enum T {
     Id([u8; 16]),
 }
 
-/// The topic a structure names: its name when it has a non-empty one, else its id.
+/// The topic a structure names: its ruling id when not zero, else its name when it has a
+/// non-empty one, else its id.
 fn topic_of(fields: &[Field], version: i16, vals: &[Val]) -> Option<T> {
     let present = fields
         .iter()
@@ -957,6 +966,8 @@ fn topic_of(fields: &[Field], version: i16, vals: &[Val]) -> Option<T> {
         match (field.role, val) {
             (Topic, Val::Str(Some(n))) if !n.is_empty() => name = Some(T::Name(n.clone())),
             (TopicId, Val::Uuid(u)) => id = Some(T::Id(*u)),
+            (RulingTopicId, Val::Uuid(u)) if *u != [0; 16] => return Some(T::Id(*u)),
+            (RulingTopicId, Val::Uuid(u)) => id = Some(T::Id(*u)),
             _ => {}
         }
     }
@@ -971,6 +982,8 @@ struct Named {
     partitions: Vec<(T, Option<i32>)>,
     errors: Vec<(Option<T>, Option<i32>, i64)>,
     top_errors: Vec<i64>,
+    /// Some topic array asks for all topics.
+    all: bool,
 }
 
 fn walk(fields: &[Field], version: i16, vals: &[Val], topic: Option<&T>, named: &mut Named) {
@@ -1003,6 +1016,7 @@ fn walk(fields: &[Field], version: i16, vals: &[Val], topic: Option<&T>, named: 
             (Partition, _, Val::Int(p)) => partition = Some(*p as i32),
             (Fail, _, Val::Int(e)) => errors.push(*e),
             (TopError, _, Val::Int(e)) => named.top_errors.push(*e),
+            (AllWhenNull, _, Val::Array(None)) => named.all = true,
             (_, Array(inner), Val::Array(elements)) => {
                 if inner.iter().any(|f| f.role == Partition) {
                     has_partitions = true;
@@ -1056,10 +1070,14 @@ fn to_topic_ref(t: TopicRef<'_>) -> T {
 }
 
 /// The topics a Metadata v0 request with an empty array, or any request whose only topic
-/// array is null, names: none, as the oracle's walk finds.
+/// array is null, names: none, as the oracle's walk finds; and none either for a request with
+/// a topic array asking for all topics among others.
 fn expected_topics(message: &Message, version: i16, vals: &[Val]) -> Named {
     let mut named = Named::default();
     walk(message.request, version, vals, None, &mut named);
+    if named.all {
+        named.topics.clear();
+    }
     named
 }
 
@@ -1289,7 +1307,7 @@ fn bytes_after_the_last_field_are_ignored_as_the_broker_ignores_them() {
 
 /// A Metadata request narrowed to some of its topics is, read back by the oracle, the same
 /// request with only those topic entries (an entry that names its topic carries the zero id,
-/// as clients write it), and, when creating topics is not allowed, auto-creation off (v4+),
+/// as clients write it, and one that names it by id a null name), and, when creating topics is not allowed, auto-creation off (v4+),
 /// for every version.
 #[test]
 fn narrowed_metadata_requests_keep_everything_else() {
@@ -1320,6 +1338,9 @@ fn narrowed_metadata_requests_keep_everything_else() {
                 .filter(|entry| topic_of(METADATA_TOPIC, version, entry).as_ref() == Some(&first))
                 .map(|entry| match (version >= 10, &first) {
                     (true, T::Name(_)) => [vec![Val::Uuid([0; 16])], entry[1..].to_vec()].concat(),
+                    (true, T::Id(id)) => {
+                        [vec![Val::Uuid(*id), Val::Str(None)], entry[2..].to_vec()].concat()
+                    }
                     _ => entry.clone(),
                 })
                 .collect();
