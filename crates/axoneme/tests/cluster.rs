@@ -4,7 +4,8 @@
 //! etcd stopped both nodes say they are stale, keep enforcing the last state, and refuse
 //! imports with a clear error; with etcd back they converge. A bad policy text in etcd is
 //! refused as a whole set, the last good state staying in force, and no node starts on it.
-//! Without etcd an agent in cluster mode does not start.
+//! Without etcd an agent in cluster mode does not start. An endpoint hosted on node A is
+//! known on node B by its labels, which B's policy admits it by, until A's lease expires.
 
 mod common;
 
@@ -33,31 +34,55 @@ impl Drop for Node {
     }
 }
 
-/// The configuration of node `node`: r2d2 behind a listener on `proxy_port`, the policy
-/// files `policies`, and the cluster `galaxy` in `etcd`.
+/// What a node hosts: which of r2d2 (behind a listener) and luke are its endpoints.
+#[derive(Clone, Copy)]
+enum Hosts {
+    /// Both, as every node of the first tests: each knows luke as its own endpoint.
+    Both,
+    /// r2d2 only: luke, when known, is another node's endpoint.
+    R2d2,
+    /// luke only, and no listener.
+    Luke,
+}
+
+/// The configuration of node `node`: what it `hosts`, r2d2 behind a listener on
+/// `proxy_port`, the policy files `policies`, and the cluster `galaxy` in `etcd`.
 fn node_config(
     node: &str,
+    hosts: Hosts,
     etcd: &str,
     upstream: &Upstream,
     proxy_port: u16,
     policies: &str,
 ) -> String {
+    let r2d2 = r#"  - {name: r2d2, ips: ["127.0.0.1"], labels: {app: r2d2}}
+"#;
+    let luke = format!(
+        r#"  - {{name: luke, ips: ["{LUKE}"], labels: {{app: luke}}}}
+"#
+    );
+    let listener = format!(
+        r#"  - {{name: r2d2, listen: "127.0.0.1:{proxy_port}", upstream: "{}", endpoint: r2d2, direction: ingress}}
+"#,
+        upstream.addr
+    );
+    let (endpoints, listeners) = match hosts {
+        Hosts::Both => (format!("{r2d2}{luke}"), listener),
+        Hosts::R2d2 => (r2d2.to_owned(), listener),
+        Hosts::Luke => (luke, String::new()),
+    };
     format!(
         r#"accessLog: {{path: access.log}}
 api: {{socket: api.sock}}
 endpoints:
-  - {{name: r2d2, ips: ["127.0.0.1"], labels: {{app: r2d2}}}}
-  - {{name: luke, ips: ["{LUKE}"], labels: {{app: luke}}}}
-policies: {policies}
+{endpoints}policies: {policies}
 listeners:
-  - {{name: r2d2, listen: "127.0.0.1:{proxy_port}", upstream: "{}", endpoint: r2d2, direction: ingress}}
-cluster:
+{listeners}cluster:
   name: galaxy
   node: {node}
   kvstore: {{endpoints: ["{etcd}"]}}
   leaseTTL: 3s
-"#,
-        upstream.addr
+"#
     )
 }
 
@@ -65,6 +90,7 @@ cluster:
 /// port of its listener.
 fn node_dir(
     node: &str,
+    hosts: Hosts,
     etcd: &str,
     upstream: &Upstream,
     files: &[(&str, String)],
@@ -75,7 +101,14 @@ fn node_dir(
     }
     let names: Vec<&str> = files.iter().map(|(name, _)| *name).collect();
     let proxy_port = free_port();
-    let config = node_config(node, etcd, upstream, proxy_port, &format!("{names:?}"));
+    let config = node_config(
+        node,
+        hosts,
+        etcd,
+        upstream,
+        proxy_port,
+        &format!("{names:?}"),
+    );
     std::fs::write(dir.join("config.yaml"), config).unwrap();
     (dir, proxy_port)
 }
@@ -100,9 +133,21 @@ async fn start_fails(dir: &Path) -> String {
 }
 
 impl Node {
-    /// Starts node `node`; `files` are policy files written into its directory first.
+    /// Starts node `node`, hosting both endpoints; `files` are policy files written into its
+    /// directory first.
     async fn start(node: &str, etcd: &Etcd, upstream: &Upstream, files: &[(&str, String)]) -> Node {
-        let (dir, proxy_port) = node_dir(node, &etcd.url(), upstream, files);
+        Node::start_hosting(node, Hosts::Both, etcd, upstream, files).await
+    }
+
+    /// Starts node `node`, hosting what `hosts` says.
+    async fn start_hosting(
+        node: &str,
+        hosts: Hosts,
+        etcd: &Etcd,
+        upstream: &Upstream,
+        files: &[(&str, String)],
+    ) -> Node {
+        let (dir, proxy_port) = node_dir(node, hosts, &etcd.url(), upstream, files);
         let child = spawn_agent(&dir);
         wait_for_api(&dir).await;
         Node {
@@ -164,7 +209,12 @@ impl Node {
 
     /// Waits (up to 10 s) until luke's `line` through this node gets `reply`.
     async fn wait_reply(&self, line: &str, reply: &str) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        self.wait_reply_for(line, reply, 10).await;
+    }
+
+    /// Waits (up to `seconds`) until luke's `line` through this node gets `reply`.
+    async fn wait_reply_for(&self, line: &str, reply: &str, seconds: u64) {
+        let deadline = Instant::now() + Duration::from_secs(seconds);
         loop {
             let got = self.r2d2(line).await;
             if got == reply {
@@ -172,7 +222,7 @@ impl Node {
             }
             assert!(
                 Instant::now() < deadline,
-                "{line:?} got {got:?}, not {reply:?}\n{}",
+                "{line:?} got {got:?}, not {reply:?} after {seconds} s\n{}",
                 self.log()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -406,7 +456,7 @@ async fn a_policy_imported_on_one_node_is_enforced_on_another_and_survives_etcd_
 async fn an_agent_in_cluster_mode_does_not_start_without_etcd() {
     let upstream = Upstream::start().await;
     let etcd = format!("http://127.0.0.1:{}", free_port());
-    let (dir, _) = node_dir("node-a", &etcd, &upstream, &[]);
+    let (dir, _) = node_dir("node-a", Hosts::Both, &etcd, &upstream, &[]);
     let log = start_fails(&dir).await;
     assert!(
         log.contains(&format!(
@@ -478,7 +528,7 @@ async fn a_bad_policy_in_etcd_leaves_the_last_good_state_and_no_node_starts_on_i
     assert_eq!(a.r2d2("WRITE /x\r\n").await, DENIED);
 
     // A node starting now does not start without the cluster's policies.
-    let (dir, _) = node_dir("node-b", &etcd.url(), &upstream, &[]);
+    let (dir, _) = node_dir("node-b", Hosts::Both, &etcd.url(), &upstream, &[]);
     let log = start_fails(&dir).await;
     assert!(
         log.contains("cluster: the cluster's policies in the kvstore (revision ")
@@ -492,5 +542,81 @@ async fn a_bad_policy_in_etcd_leaves_the_last_good_state_and_no_node_starts_on_i
     assert_eq!(
         a.json(&["cluster", "status"])["policiesRefused"],
         Value::Null
+    );
+}
+
+/// The last access-log entry of `dir` about the file `file`, waiting (up to 5 s) for the
+/// log's writer to write it.
+async fn logged(dir: &Path, file: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = std::fs::read_to_string(dir.join("access.log")).unwrap_or_default();
+        let entry = log
+            .lines()
+            .rev()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find(|e| e["generic_l7"]["fields"]["file"] == file);
+        if let Some(entry) = entry {
+            return entry;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no entry for {file:?} in:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_of_one_node_is_known_by_its_labels_on_another_until_its_lease_expires() {
+    let etcd = Etcd::start("remote-endpoints");
+    let upstream = Upstream::start().await;
+    let port = upstream.addr.port();
+    // B guards r2d2: luke may READ /public/ only. luke is no endpoint of B's.
+    let read = r2d2_policy("read", port, r#"{cmd: READ, file: "/public/.*"}"#);
+    let b = Node::start_hosting(
+        "node-b",
+        Hosts::R2d2,
+        &etcd,
+        &upstream,
+        &[("read.yaml", read)],
+    )
+    .await;
+    assert_eq!(
+        b.r2d2(READ_PUBLIC).await,
+        "",
+        "luke's address is the world's on B: refused at connect"
+    );
+
+    // A hosts luke: B learns luke's labels from A's endpoints and lets it READ /public/.
+    let mut a = Node::start_hosting("node-a", Hosts::Luke, &etcd, &upstream, &[]).await;
+    b.wait_reply(READ_PUBLIC, &format!("OK {READ_PUBLIC}"))
+        .await;
+    assert_eq!(b.r2d2(READ_SECRET).await, DENIED, "L7 rules judge luke");
+    let entry = logged(&b.dir, "/secret/plans").await;
+    assert_eq!(entry["entry_type"], "Denied", "{entry}");
+    assert_eq!(
+        entry["source_labels"],
+        serde_json::json!(["app=luke", "k8s:io.kubernetes.pod.namespace=default"]),
+        "{entry}"
+    );
+    assert!(
+        entry["source_security_id"].as_u64().unwrap() >= 256,
+        "luke has an endpoint identity on B: {entry}"
+    );
+    let listed = b.json(&["endpoint", "list"]);
+    assert!(
+        !listed.to_string().contains("luke"),
+        "a remote endpoint is not one of B's: {listed}"
+    );
+
+    // A dies without a word: its lease expires and luke is the world's again on B.
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    b.wait_reply_for(READ_PUBLIC, "", 20).await;
+    assert!(
+        b.log().contains("the other nodes' endpoints applied"),
+        "{}",
+        b.log()
     );
 }

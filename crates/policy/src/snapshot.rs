@@ -4,7 +4,7 @@
 //! decision. It must not change after it is built: a new policy or endpoint set means a new
 //! snapshot.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -32,6 +32,55 @@ pub struct L7Port {
     pub port: u16,
     /// The L7 protocol the policy names for it.
     pub proto: Arc<str>,
+}
+
+/// A remote endpoint checked and ready to be numbered: the addresses it owns here (those no
+/// local endpoint has), its selector labels and their identity text.
+struct RemoteOwner {
+    ips: Vec<IpAddr>,
+    labels: BTreeMap<String, String>,
+    strings: Vec<String>,
+}
+
+/// Checks the remote endpoints against each other and against the local addresses `local`.
+fn prepare_remote(
+    remote: &[EndpointSpec],
+    local: &HashMap<IpAddr, &str>,
+) -> Result<Vec<RemoteOwner>, PolicyError> {
+    let mut names = HashSet::new();
+    let mut claimed: HashMap<IpAddr, &str> = HashMap::new();
+    let mut prepared = Vec::with_capacity(remote.len());
+    for spec in remote {
+        if !names.insert(spec.name.as_str()) {
+            return Err(PolicyError::Endpoint {
+                name: spec.name.clone(),
+                message: "the name is used by two remote endpoints".to_owned(),
+            });
+        }
+        let mut ips = Vec::with_capacity(spec.ips.len());
+        for ip in &spec.ips {
+            let ip = ip.to_canonical();
+            if local.contains_key(&ip) {
+                continue;
+            }
+            if let Some(other) = claimed.insert(ip, &spec.name) {
+                return Err(PolicyError::Endpoint {
+                    name: spec.name.clone(),
+                    message: format!("address {ip} already belongs to remote endpoint {other:?}"),
+                });
+            }
+            ips.push(ip);
+        }
+        let labels = spec.selector_labels()?;
+        let mut strings: Vec<String> = labels.iter().map(|(k, v)| label_text(k, v)).collect();
+        strings.sort();
+        prepared.push(RemoteOwner {
+            ips,
+            labels,
+            strings,
+        });
+    }
+    Ok(prepared)
 }
 
 /// One endpoint with its compiled policy.
@@ -69,6 +118,26 @@ impl Snapshot {
         registry: &Registry,
         previous: Option<&Snapshot>,
     ) -> Result<Snapshot, PolicyError> {
+        Snapshot::build_with_remote(policies, endpoints, &[], host_ips, registry, previous)
+    }
+
+    /// As [`Snapshot::build`], with `remote` endpoints: those other nodes host (cluster mode).
+    /// A remote endpoint is a remote identity only: its addresses resolve to its labels'
+    /// identity, which selectors match, but no listener of this node guards it, so it gets no
+    /// policy of its own and [`Snapshot::endpoint`] does not know it.
+    ///
+    /// An address of a local endpoint stays the local endpoint's: this node knows what it
+    /// hosts, and a remote claim on it is ignored. Remote names must be unique among remote
+    /// endpoints (the agent names them `<node>/<name>`), and so must their other addresses: an
+    /// address two remote endpoints claim fails the build, as two local ones do.
+    pub fn build_with_remote(
+        policies: Vec<Policy>,
+        endpoints: &[EndpointSpec],
+        remote: &[EndpointSpec],
+        host_ips: &[IpAddr],
+        registry: &Registry,
+        previous: Option<&Snapshot>,
+    ) -> Result<Snapshot, PolicyError> {
         let mut names = HashSet::new();
         let mut owner_names: HashMap<IpAddr, &str> = HashMap::new();
         let mut prepared = Vec::with_capacity(endpoints.len());
@@ -92,8 +161,14 @@ impl Snapshot {
             strings.sort();
             prepared.push((spec, labels, strings));
         }
+        let remote = prepare_remote(remote, &owner_names)?;
 
-        let sets: BTreeSet<Vec<String>> = prepared.iter().map(|(_, _, s)| s.clone()).collect();
+        let sets: BTreeSet<Vec<String>> = prepared
+            .iter()
+            .map(|(_, _, s)| s)
+            .chain(remote.iter().map(|r| &r.strings))
+            .cloned()
+            .collect();
         let identities = IdentityTable::allocate(previous.map(|p| &p.identities), sets)
             .ok_or_else(|| PolicyError::Endpoint {
                 name: String::new(),
@@ -124,6 +199,21 @@ impl Snapshot {
             });
         }
 
+        let mut owners = HashMap::new();
+        for endpoint in remote {
+            let id = identities.id(&endpoint.strings).unwrap_or_default();
+            let identity = Identity {
+                id,
+                labels: Arc::from(endpoint.strings),
+            };
+            if !views.iter().any(|v| v.id == id) {
+                views.push(identity.view(&endpoint.labels));
+            }
+            for ip in endpoint.ips {
+                owners.insert(ip, identity.clone());
+            }
+        }
+
         let targets: Vec<Target<'_>> = infos
             .iter()
             .zip(&label_sets)
@@ -134,7 +224,6 @@ impl Snapshot {
             .collect();
         let compiled = compile(&policies, &targets, &views, registry)?;
 
-        let mut owners = HashMap::new();
         let mut guarded = HashMap::with_capacity(infos.len());
         for (info, directions) in infos.into_iter().zip(compiled) {
             for ip in &info.ips {
@@ -164,8 +253,8 @@ impl Snapshot {
         &self.policies
     }
 
-    /// The identity of a remote address: the endpoint owning it, else the host when it is one
-    /// of the host's addresses, else the world.
+    /// The identity of a remote address: the endpoint owning it (local, or remote in cluster
+    /// mode), else the host when it is one of the host's addresses, else the world.
     pub fn identity_of(&self, addr: IpAddr) -> &Identity {
         let addr = addr.to_canonical();
         match self.owners.get(&addr) {

@@ -628,3 +628,82 @@ fn an_endpoint_selector_always_applies_in_the_policy_namespace() {
     assert_eq!(snap.enforced("prod-db", Direction::Ingress), Some(true));
     assert_eq!(snap.enforced("db", Direction::Ingress), Some(false));
 }
+
+#[test]
+fn remote_endpoints_are_identities_that_no_listener_guards() {
+    let policies = parse_policies(
+        "p.yaml",
+        &policy(
+            "db-from-api",
+            "endpointSelector: {matchLabels: {app: db}}\ningress: [{fromEndpoints: [{matchLabels: {app: api}}]}]",
+        ),
+    )
+    .unwrap();
+    let remote = vec![
+        common_endpoint("node-a/api", "10.1.0.1", &[("app", "api")]),
+        common_endpoint("node-a/other", "10.1.0.2", &[("app", "other")]),
+        // Claims an address of a local endpoint: the local one keeps it.
+        common_endpoint("node-c/db", DB, &[("app", "api")]),
+    ];
+    let registry = registry();
+    let snap = Snapshot::build_with_remote(
+        policies.clone(),
+        &endpoints(),
+        &remote,
+        &[],
+        &registry,
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        ingress(&snap, "db", "10.1.0.1", 5432),
+        "allowed:db-from-api"
+    );
+    assert_eq!(ingress(&snap, "db", "10.1.0.2", 5432), "refused:");
+    assert_eq!(ingress(&snap, "db", WORLD, 5432), "refused:");
+    let api = snap.identity_of(ip("10.1.0.1"));
+    assert!(api.id >= 256);
+    assert_eq!(
+        &*api.labels,
+        [
+            "app=api".to_owned(),
+            "k8s:io.kubernetes.pod.namespace=default".to_owned()
+        ]
+    );
+    assert_eq!(snap.identity_of(ip(DB)).labels[0], "app=db");
+    assert!(snap.endpoint("node-a/api").is_none(), "not guarded here");
+    assert!(snap.endpoint_at(ip("10.1.0.1")).is_none());
+    assert!(snap.l7_ports().iter().all(|p| !p.endpoint.contains('/')));
+
+    // Gone from the set, its address is the world's again.
+    let gone =
+        Snapshot::build_with_remote(policies, &endpoints(), &[], &[], &registry, Some(&snap))
+            .unwrap();
+    assert_eq!(gone.identity_of(ip("10.1.0.1")).id, 2);
+    assert_eq!(ingress(&gone, "db", "10.1.0.1", 5432), "refused:");
+}
+
+#[test]
+fn two_remote_endpoints_claiming_one_address_fail_the_build() {
+    let remote = vec![
+        common_endpoint("node-a/api", "10.1.0.1", &[("app", "api")]),
+        common_endpoint("node-b/api", "10.1.0.1", &[("app", "api")]),
+    ];
+    let error =
+        Snapshot::build_with_remote(Vec::new(), &endpoints(), &remote, &[], &registry(), None)
+            .unwrap_err()
+            .to_string();
+    assert_eq!(
+        error,
+        "endpoint \"node-b/api\": address 10.1.0.1 already belongs to remote endpoint \"node-a/api\""
+    );
+    let twice = vec![
+        common_endpoint("node-a/api", "10.1.0.1", &[("app", "api")]),
+        common_endpoint("node-a/api", "10.1.0.2", &[("app", "api")]),
+    ];
+    let error =
+        Snapshot::build_with_remote(Vec::new(), &endpoints(), &twice, &[], &registry(), None)
+            .unwrap_err()
+            .to_string();
+    assert!(error.contains("used by two remote endpoints"), "{error}");
+}

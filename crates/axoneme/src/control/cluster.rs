@@ -7,14 +7,20 @@
 //! compile is logged and the last good state stays in force. It must not change the state in
 //! any other way, decide verdicts, or talk to etcd except through the session; and it must not
 //! let an unreachable kvstore change what is enforced (the last state stays, never allow-all).
-//! Identities and endpoints are not shared by the agent yet: the session's views of them are
-//! left unread.
+//!
+//! It also publishes the endpoints this node hosts (from its configuration and API) under the
+//! node's lease, again after every change, and applies every node's endpoints to the state as
+//! remote endpoints named `<node>/<name>`: their addresses resolve to their labels' identity
+//! here, but this node's listeners never guard them. A set of remote endpoints the state
+//! refuses is logged and the last good one stays; a node whose lease expired has its endpoints
+//! gone from the set, so its addresses resolve to the world again (fail closed).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axoneme_cluster::{ClusterConfig, ClusterError, PoliciesSnapshot, Session};
+use axoneme_cluster::{ClusterConfig, ClusterError, EndpointsSnapshot, PoliciesSnapshot, Session};
+use axoneme_policy::EndpointSpec;
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -25,6 +31,9 @@ use crate::telemetry::metrics::KvstoreGauges;
 /// How long a write waits for the kvstore's answer to come back through the watch and be
 /// applied here, so that the import's answer means "in force on this node".
 const APPLY_WAIT: Duration = Duration::from_secs(10);
+
+/// How long a failed publication of this node's endpoints waits before it is tried again.
+const PUBLISH_RETRY: Duration = Duration::from_secs(1);
 
 /// A policy change through the API that cluster mode refused or could not finish.
 #[derive(Debug, thiserror::Error)]
@@ -115,10 +124,12 @@ pub struct ClusterStatus {
 
 /// The node's part in the cluster: its session and the policies it follows.
 pub struct Cluster {
-    session: Session,
+    session: Arc<Session>,
     state: Arc<State>,
     processed: watch::Receiver<Processed>,
-    follower: JoinHandle<()>,
+    /// Follows the cluster's policies, publishes this node's endpoints and follows the other
+    /// nodes' endpoints.
+    tasks: [JoinHandle<()>; 3],
 }
 
 impl Cluster {
@@ -134,6 +145,7 @@ impl Cluster {
                 config.name, config.node
             )
         })?;
+        let session = Arc::new(session);
         let mut policies = session.policies();
         let first = policies.borrow_and_update().clone();
         let revision = apply(&state, first.policies.clone())
@@ -163,11 +175,27 @@ impl Cluster {
             first.policies,
             processed_tx,
         ));
+        let local = state.endpoints();
+        session.publish_endpoints(&local).await.with_context(|| {
+            format!(
+                "cluster: cannot publish the endpoints of node {:?}",
+                config.node
+            )
+        })?;
+        let publisher = tokio::spawn(publish(Arc::clone(&session), Arc::clone(&state), local));
+        let mut endpoints = session.endpoints();
+        let current = endpoints.borrow_and_update().clone();
+        apply_remote(&state, &config.node, &current).await;
+        let remote = tokio::spawn(follow_endpoints(
+            Arc::clone(&state),
+            config.node.clone(),
+            endpoints,
+        ));
         Ok(Cluster {
             session,
             state,
             processed,
-            follower,
+            tasks: [follower, publisher, remote],
         })
     }
 
@@ -321,7 +349,9 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        self.follower.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
@@ -367,6 +397,97 @@ async fn follow(
         });
     }
     tracing::error!("the cluster's policies are no longer followed; the policy in force stays");
+}
+
+/// Publishes this node's endpoints again whenever the state's change them, until the state is
+/// dropped; a publication that fails is tried again until it succeeds or a newer one replaces
+/// it. `published` is what the kvstore holds already.
+async fn publish(session: Arc<Session>, state: Arc<State>, mut published: Vec<EndpointSpec>) {
+    let mut changes = state.subscribe();
+    let mut failed = false;
+    loop {
+        if failed {
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { return },
+                () = tokio::time::sleep(PUBLISH_RETRY) => {}
+            }
+        } else if changes.changed().await.is_err() {
+            return;
+        }
+        let local = state.endpoints();
+        if local == published && !failed {
+            continue;
+        }
+        match session.publish_endpoints(&local).await {
+            Ok(()) => {
+                tracing::info!(endpoints = local.len(), "this node's endpoints published");
+                published = local;
+                failed = false;
+            }
+            Err(error) => {
+                if !failed {
+                    tracing::warn!(%error, "this node's endpoints cannot be published; retrying");
+                }
+                failed = true;
+            }
+        }
+    }
+}
+
+/// Applies every new set of the other nodes' endpoints to the state, until the session stops
+/// watching.
+async fn follow_endpoints(
+    state: Arc<State>,
+    node: String,
+    mut endpoints: watch::Receiver<EndpointsSnapshot>,
+) {
+    while endpoints.changed().await.is_ok() {
+        let snapshot = endpoints.borrow_and_update().clone();
+        apply_remote(&state, &node, &snapshot).await;
+    }
+    tracing::error!("the other nodes' endpoints are no longer followed; the last set stays");
+}
+
+/// Applies the endpoints of the nodes other than `node` in `snapshot` to the state as remote
+/// endpoints named `<node>/<name>`; a set the state refuses is logged, the last good one stays.
+async fn apply_remote(state: &Arc<State>, node: &str, snapshot: &EndpointsSnapshot) {
+    let remote = remote_endpoints(node, snapshot);
+    let count = remote.len();
+    let state = Arc::clone(state);
+    let applied = tokio::task::spawn_blocking(move || state.set_remote_endpoints(remote)).await;
+    match applied {
+        Ok(Ok(revision)) => tracing::info!(
+            kvstore_revision = snapshot.revision,
+            remote_endpoints = count,
+            revision,
+            "the other nodes' endpoints applied"
+        ),
+        Ok(Err(error)) => tracing::error!(
+            kvstore_revision = snapshot.revision,
+            %error,
+            "the other nodes' endpoints are refused; the last good set stays"
+        ),
+        Err(error) => tracing::error!(
+            %error,
+            "applying the other nodes' endpoints failed; the last good set stays"
+        ),
+    }
+}
+
+/// The endpoints of the nodes other than `node`, each named `<its node>/<its name>` so that
+/// names never clash between nodes nor with this node's own endpoints.
+fn remote_endpoints(node: &str, snapshot: &EndpointsSnapshot) -> Vec<EndpointSpec> {
+    snapshot
+        .nodes
+        .iter()
+        .filter(|(other, _)| other.as_str() != node)
+        .flat_map(|(other, endpoints)| {
+            endpoints.iter().map(move |endpoint| EndpointSpec {
+                name: format!("{other}/{}", endpoint.name),
+                ..endpoint.clone()
+            })
+        })
+        .collect()
 }
 
 /// Applies a set of the cluster's policies on a blocking thread (parsing and compiling can

@@ -73,6 +73,9 @@ struct Desired {
     api_policies: BTreeMap<String, Policy>,
     /// The cluster's policies from the kvstore, by name (cluster mode only).
     cluster_policies: BTreeMap<String, Policy>,
+    /// The endpoints other nodes host, named `<node>/<name>` (cluster mode only): remote
+    /// identities, never guarded here.
+    remote_endpoints: Vec<EndpointSpec>,
 }
 
 impl Desired {
@@ -364,6 +367,20 @@ impl State {
         })
     }
 
+    /// Replaces the endpoints other nodes host (cluster mode), named `<node>/<name>`, all or
+    /// none: a set that does not build (two of them claiming one address) leaves the state as
+    /// it was. Unchanged sets change nothing and keep the revision.
+    pub fn set_remote_endpoints(&self, remote: Vec<EndpointSpec>) -> Result<u64, StateError> {
+        if self.lock().remote_endpoints == remote {
+            return Ok(self.revision());
+        }
+        self.change(|base| {
+            let mut candidate = base.clone();
+            candidate.remote_endpoints = remote.clone();
+            Ok(candidate)
+        })
+    }
+
     /// Creates or replaces an endpoint.
     pub fn put_endpoint(&self, endpoint: EndpointSpec) -> Result<u64, StateError> {
         self.change(|base| {
@@ -558,9 +575,10 @@ fn build(
     desired: &Desired,
     previous: Option<&Snapshot>,
 ) -> Result<Snapshot, PolicyError> {
-    Snapshot::build(
+    Snapshot::build_with_remote(
         desired.policies(),
         &desired.endpoints(),
+        &desired.remote_endpoints,
         &desired.config.host_ips,
         registry,
         previous,
@@ -859,5 +877,37 @@ mod tests {
         assert!(matches!(refused, Err(StateError::PolicyInFile { .. })));
         assert_eq!(state.revision(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn remote_endpoints_are_replaced_as_a_set_or_not_at_all() {
+        let state = state();
+        let luke: std::net::IpAddr = "10.0.1.1".parse().unwrap();
+        assert_eq!(state.snapshot().identity_of(luke).id, 2);
+        let first = state
+            .set_remote_endpoints(vec![endpoint("node-a/luke", "10.0.1.1", "luke")])
+            .unwrap();
+        assert_eq!(state.snapshot().identity_of(luke).labels[0], "app=luke");
+        assert_eq!(
+            state.endpoints().len(),
+            1,
+            "remote endpoints are not this node's"
+        );
+        assert_eq!(
+            state
+                .set_remote_endpoints(vec![endpoint("node-a/luke", "10.0.1.1", "luke")])
+                .unwrap(),
+            first,
+            "an unchanged set changes nothing"
+        );
+        let clash = vec![
+            endpoint("node-a/luke", "10.0.1.1", "luke"),
+            endpoint("node-b/leia", "10.0.1.1", "leia"),
+        ];
+        assert!(state.set_remote_endpoints(clash).is_err());
+        assert_eq!(state.revision(), first, "the last good state stays");
+        assert_eq!(state.snapshot().identity_of(luke).labels[0], "app=luke");
+        state.set_remote_endpoints(Vec::new()).unwrap();
+        assert_eq!(state.snapshot().identity_of(luke).id, 2);
     }
 }
