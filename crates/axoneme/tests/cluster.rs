@@ -41,8 +41,6 @@ enum Hosts {
     Both,
     /// r2d2 only: luke, when known, is another node's endpoint.
     R2d2,
-    /// luke only, and no listener.
-    Luke,
 }
 
 /// The configuration of node `node`: what it `hosts`, r2d2 behind a listener on
@@ -66,10 +64,9 @@ fn node_config(
 "#,
         upstream.addr
     );
-    let (endpoints, listeners) = match hosts {
-        Hosts::Both => (format!("{r2d2}{luke}"), listener),
-        Hosts::R2d2 => (r2d2.to_owned(), listener),
-        Hosts::Luke => (luke, String::new()),
+    let endpoints = match hosts {
+        Hosts::Both => format!("{r2d2}{luke}"),
+        Hosts::R2d2 => r2d2.to_owned(),
     };
     format!(
         r#"accessLog: {{path: access.log}}
@@ -77,7 +74,7 @@ api: {{socket: api.sock}}
 endpoints:
 {endpoints}policies: {policies}
 listeners:
-{listeners}cluster:
+{listener}cluster:
   name: galaxy
   node: {node}
   kvstore: {{endpoints: ["{etcd}"]}}
@@ -572,14 +569,14 @@ async fn an_endpoint_of_one_node_is_known_by_its_labels_on_another_until_its_lea
     let etcd = Etcd::start("remote-endpoints");
     let upstream = Upstream::start().await;
     let port = upstream.addr.port();
-    // B guards r2d2: luke may READ /public/ only. luke is no endpoint of B's.
+    // Both guard r2d2: luke may READ /public/ only. luke is an endpoint of A's, not of B's.
     let read = r2d2_policy("read", port, r#"{cmd: READ, file: "/public/.*"}"#);
     let b = Node::start_hosting(
         "node-b",
         Hosts::R2d2,
         &etcd,
         &upstream,
-        &[("read.yaml", read)],
+        &[("read.yaml", read.clone())],
     )
     .await;
     assert_eq!(
@@ -589,21 +586,39 @@ async fn an_endpoint_of_one_node_is_known_by_its_labels_on_another_until_its_lea
     );
 
     // A hosts luke: B learns luke's labels from A's endpoints and lets it READ /public/.
-    let mut a = Node::start_hosting("node-a", Hosts::Luke, &etcd, &upstream, &[]).await;
+    let mut a = Node::start_hosting(
+        "node-a",
+        Hosts::Both,
+        &etcd,
+        &upstream,
+        &[("read.yaml", read)],
+    )
+    .await;
     b.wait_reply(READ_PUBLIC, &format!("OK {READ_PUBLIC}"))
         .await;
     assert_eq!(b.r2d2(READ_SECRET).await, DENIED, "L7 rules judge luke");
-    let entry = logged(&b.dir, "/secret/plans").await;
-    assert_eq!(entry["entry_type"], "Denied", "{entry}");
+    assert_eq!(a.r2d2(READ_SECRET).await, DENIED);
+    let on_b = logged(&b.dir, "/secret/plans").await;
+    let on_a = logged(&a.dir, "/secret/plans").await;
+    assert_eq!(on_b["entry_type"], "Denied", "{on_b}");
     assert_eq!(
-        entry["source_labels"],
+        on_b["source_labels"],
         serde_json::json!(["app=luke", "k8s:io.kubernetes.pod.namespace=default"]),
-        "{entry}"
+        "{on_b}"
     );
-    assert!(
-        entry["source_security_id"].as_u64().unwrap() >= 256,
-        "luke has an endpoint identity on B: {entry}"
-    );
+    assert_eq!(on_a["source_labels"], on_b["source_labels"]);
+
+    // The same labels have the same number on both nodes: the cluster's.
+    for field in ["source_security_id", "destination_security_id"] {
+        assert_eq!(on_a[field], on_b[field], "{field}: {on_a} {on_b}");
+    }
+    let luke = on_b["source_security_id"].as_u64().unwrap();
+    let r2d2 = on_b["destination_security_id"].as_u64().unwrap();
+    assert_ne!(luke, r2d2);
+    for (id, labels) in [(luke, "app=luke;"), (r2d2, "app=r2d2;")] {
+        let master = etcd.etcdctl(&["get", &format!("axoneme/galaxy/identities/id/{id}")]);
+        assert!(master.contains(labels), "identity {id}: {master:?}");
+    }
     let listed = b.json(&["endpoint", "list"]);
     assert!(
         !listed.to_string().contains("luke"),

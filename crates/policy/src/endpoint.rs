@@ -73,6 +73,12 @@ impl EndpointSpec {
         Ok(labels)
     }
 
+    /// The labels of the endpoint's identity, sorted `key=value` texts (the namespace label as
+    /// `k8s:io.kubernetes.pod.namespace=<namespace>`): what an identity number stands for.
+    pub fn identity_labels(&self) -> Result<Vec<String>, PolicyError> {
+        Ok(identity_text(&self.selector_labels()?))
+    }
+
     /// Whether `labels` (keys with or without a source prefix such as `k8s:`) are exactly this
     /// endpoint's labels, with or without its namespace label: how `policy trace` finds the
     /// endpoint a set of labels describes.
@@ -95,6 +101,13 @@ pub(crate) fn label_text(key: &str, value: &str) -> String {
     } else {
         format!("{key}={value}")
     }
+}
+
+/// The identity label texts of selector labels, sorted.
+pub(crate) fn identity_text(labels: &BTreeMap<String, String>) -> Vec<String> {
+    let mut strings: Vec<String> = labels.iter().map(|(k, v)| label_text(k, v)).collect();
+    strings.sort();
+    strings
 }
 
 /// Labels with their source prefixes dropped; reserved labels and a key given twice with

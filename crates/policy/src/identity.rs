@@ -112,6 +112,41 @@ impl IdentityTable {
         Some(IdentityTable { ids, next })
     }
 
+    /// Takes the numbers of `sets` from `numbers` (the cluster's): an error naming a set left
+    /// out, a number below 256 (reserved), or a number given to two of the sets.
+    pub(crate) fn given(
+        numbers: &BTreeMap<Vec<String>, u32>,
+        sets: BTreeSet<Vec<String>>,
+    ) -> Result<IdentityTable, String> {
+        let mut ids = BTreeMap::new();
+        let mut owners: BTreeMap<u32, &Vec<String>> = BTreeMap::new();
+        let mut next = FIRST_ENDPOINT_ID;
+        for set in &sets {
+            let Some(&id) = numbers.get(set) else {
+                return Err(format!(
+                    "labels {set:?} have no identity number in the cluster"
+                ));
+            };
+            if id < FIRST_ENDPOINT_ID {
+                return Err(format!(
+                    "labels {set:?}: identity {id} is reserved, endpoints count from \
+                     {FIRST_ENDPOINT_ID}"
+                ));
+            }
+            if let Some(other) = owners.insert(id, set) {
+                return Err(format!(
+                    "identity {id} is given to both labels {other:?} and {set:?}"
+                ));
+            }
+            next = next.max(id.saturating_add(1));
+        }
+        for set in sets {
+            let id = numbers[&set];
+            ids.insert(set, id);
+        }
+        Ok(IdentityTable { ids, next })
+    }
+
     /// The number of a label set the table was built with.
     pub(crate) fn id(&self, labels: &[String]) -> Option<u32> {
         self.ids.get(labels).copied()
@@ -121,6 +156,31 @@ impl IdentityTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn given_numbers_are_taken_as_they_are_and_checked() {
+        let numbers: BTreeMap<Vec<String>, u32> = [
+            (vec!["app=a".to_owned()], 300),
+            (vec!["app=b".to_owned()], 257),
+            (vec!["app=c".to_owned()], 300),
+            (vec!["app=r".to_owned()], 2),
+        ]
+        .into();
+        let table = IdentityTable::given(&numbers, sets(&[&["app=a"], &["app=b"]])).unwrap();
+        assert_eq!(table.id(&["app=a".into()]), Some(300));
+        assert_eq!(table.id(&["app=b".into()]), Some(257));
+        assert_eq!(
+            IdentityTable::given(&numbers, sets(&[&["app=x"]])).unwrap_err(),
+            r#"labels ["app=x"] have no identity number in the cluster"#
+        );
+        assert_eq!(
+            IdentityTable::given(&numbers, sets(&[&["app=a"], &["app=c"]])).unwrap_err(),
+            r#"identity 300 is given to both labels ["app=a"] and ["app=c"]"#
+        );
+        assert!(IdentityTable::given(&numbers, sets(&[&["app=r"]]))
+            .unwrap_err()
+            .contains("identity 2 is reserved"));
+    }
 
     fn sets(list: &[&[&str]]) -> BTreeSet<Vec<String>> {
         list.iter()

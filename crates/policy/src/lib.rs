@@ -29,5 +29,5 @@ pub use identity::Identity;
 pub use load::{load_paths, parse_policies, DEFAULT_MAX_POLICY_BYTES};
 pub use nesting::MAX_DEPTH;
 pub use policy::{Policy, PolicyKind};
-pub use snapshot::{L7Port, Snapshot};
+pub use snapshot::{ClusterInputs, L7Port, Snapshot};
 pub use verdict::{ConnectionVerdict, PortPolicy};

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use axoneme_sdk::{Direction, Registry};
 
 use crate::compile::{compile, covers, slot, DirectionPolicy, Target};
-use crate::endpoint::{label_text, EndpointInfo, EndpointSpec};
+use crate::endpoint::{identity_text, EndpointInfo, EndpointSpec};
 use crate::error::PolicyError;
 use crate::identity::{Identity, IdentityTable, IdentityView};
 use crate::policy::Policy;
@@ -32,6 +32,19 @@ pub struct L7Port {
     pub port: u16,
     /// The L7 protocol the policy names for it.
     pub proto: Arc<str>,
+}
+
+/// What a node of a cluster brings to a snapshot besides its own endpoints. The default is a
+/// node alone: no remote endpoints, and identity numbers allocated locally, stable from one
+/// snapshot to the next.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClusterInputs<'a> {
+    /// The endpoints other nodes host, named uniquely (the agent names them `<node>/<name>`).
+    pub remote: &'a [EndpointSpec],
+    /// The cluster's number of every label set ([`EndpointSpec::identity_labels`]) of the
+    /// local and remote endpoints, so that the same labels have the same number on every node;
+    /// `None` numbers them locally.
+    pub numbers: Option<&'a BTreeMap<Vec<String>, u32>>,
 }
 
 /// A remote endpoint checked and ready to be numbered: the addresses it owns here (those no
@@ -72,8 +85,7 @@ fn prepare_remote(
             ips.push(ip);
         }
         let labels = spec.selector_labels()?;
-        let mut strings: Vec<String> = labels.iter().map(|(k, v)| label_text(k, v)).collect();
-        strings.sort();
+        let strings = identity_text(&labels);
         prepared.push(RemoteOwner {
             ips,
             labels,
@@ -118,11 +130,12 @@ impl Snapshot {
         registry: &Registry,
         previous: Option<&Snapshot>,
     ) -> Result<Snapshot, PolicyError> {
-        Snapshot::build_with_remote(policies, endpoints, &[], host_ips, registry, previous)
+        let cluster = ClusterInputs::default();
+        Snapshot::build_in_cluster(policies, endpoints, cluster, host_ips, registry, previous)
     }
 
-    /// As [`Snapshot::build`], with `remote` endpoints: those other nodes host (cluster mode).
-    /// A remote endpoint is a remote identity only: its addresses resolve to its labels'
+    /// As [`Snapshot::build`], for a node of a cluster: with the endpoints other nodes host,
+    /// and the cluster's identity numbers (see [`ClusterInputs`]). A remote endpoint is a remote identity only: its addresses resolve to its labels'
     /// identity, which selectors match, but no listener of this node guards it, so it gets no
     /// policy of its own and [`Snapshot::endpoint`] does not know it.
     ///
@@ -130,10 +143,14 @@ impl Snapshot {
     /// hosts, and a remote claim on it is ignored. Remote names must be unique among remote
     /// endpoints (the agent names them `<node>/<name>`), and so must their other addresses: an
     /// address two remote endpoints claim fails the build, as two local ones do.
-    pub fn build_with_remote(
+    ///
+    /// With numbers given, a label set they leave out, or a number below 256 or given to two
+    /// label sets, fails the build: an endpoint must not be numbered differently from the
+    /// cluster.
+    pub fn build_in_cluster(
         policies: Vec<Policy>,
         endpoints: &[EndpointSpec],
-        remote: &[EndpointSpec],
+        cluster: ClusterInputs<'_>,
         host_ips: &[IpAddr],
         registry: &Registry,
         previous: Option<&Snapshot>,
@@ -157,11 +174,10 @@ impl Snapshot {
                 }
             }
             let labels = spec.selector_labels()?;
-            let mut strings: Vec<String> = labels.iter().map(|(k, v)| label_text(k, v)).collect();
-            strings.sort();
+            let strings = identity_text(&labels);
             prepared.push((spec, labels, strings));
         }
-        let remote = prepare_remote(remote, &owner_names)?;
+        let remote = prepare_remote(cluster.remote, &owner_names)?;
 
         let sets: BTreeSet<Vec<String>> = prepared
             .iter()
@@ -169,11 +185,21 @@ impl Snapshot {
             .chain(remote.iter().map(|r| &r.strings))
             .cloned()
             .collect();
-        let identities = IdentityTable::allocate(previous.map(|p| &p.identities), sets)
-            .ok_or_else(|| PolicyError::Endpoint {
-                name: String::new(),
-                message: "identity numbers are exhausted".to_owned(),
-            })?;
+        let identities =
+            match cluster.numbers {
+                None => IdentityTable::allocate(previous.map(|p| &p.identities), sets).ok_or_else(
+                    || PolicyError::Endpoint {
+                        name: String::new(),
+                        message: "identity numbers are exhausted".to_owned(),
+                    },
+                )?,
+                Some(numbers) => IdentityTable::given(numbers, sets).map_err(|message| {
+                    PolicyError::Endpoint {
+                        name: String::new(),
+                        message,
+                    }
+                })?,
+            };
         let host = Identity::host();
         let world = Identity::world();
         let mut views: Vec<IdentityView> = vec![host.reserved_view(), world.reserved_view()];

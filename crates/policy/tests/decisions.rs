@@ -2,7 +2,7 @@
 
 mod common;
 
-use axoneme_policy::{parse_policies, ConnectionVerdict, Snapshot};
+use axoneme_policy::{parse_policies, ClusterInputs, ConnectionVerdict, Snapshot};
 use axoneme_sdk::Direction;
 use common::*;
 
@@ -646,10 +646,14 @@ fn remote_endpoints_are_identities_that_no_listener_guards() {
         common_endpoint("node-c/db", DB, &[("app", "api")]),
     ];
     let registry = registry();
-    let snap = Snapshot::build_with_remote(
+    let cluster = ClusterInputs {
+        remote: &remote,
+        numbers: None,
+    };
+    let snap = Snapshot::build_in_cluster(
         policies.clone(),
         &endpoints(),
-        &remote,
+        cluster,
         &[],
         &registry,
         None,
@@ -676,8 +680,9 @@ fn remote_endpoints_are_identities_that_no_listener_guards() {
     assert!(snap.l7_ports().iter().all(|p| !p.endpoint.contains('/')));
 
     // Gone from the set, its address is the world's again.
+    let alone = ClusterInputs::default();
     let gone =
-        Snapshot::build_with_remote(policies, &endpoints(), &[], &[], &registry, Some(&snap))
+        Snapshot::build_in_cluster(policies, &endpoints(), alone, &[], &registry, Some(&snap))
             .unwrap();
     assert_eq!(gone.identity_of(ip("10.1.0.1")).id, 2);
     assert_eq!(ingress(&gone, "db", "10.1.0.1", 5432), "refused:");
@@ -689,10 +694,7 @@ fn two_remote_endpoints_claiming_one_address_fail_the_build() {
         common_endpoint("node-a/api", "10.1.0.1", &[("app", "api")]),
         common_endpoint("node-b/api", "10.1.0.1", &[("app", "api")]),
     ];
-    let error =
-        Snapshot::build_with_remote(Vec::new(), &endpoints(), &remote, &[], &registry(), None)
-            .unwrap_err()
-            .to_string();
+    let error = remote_error(&remote);
     assert_eq!(
         error,
         "endpoint \"node-b/api\": address 10.1.0.1 already belongs to remote endpoint \"node-a/api\""
@@ -701,9 +703,54 @@ fn two_remote_endpoints_claiming_one_address_fail_the_build() {
         common_endpoint("node-a/api", "10.1.0.1", &[("app", "api")]),
         common_endpoint("node-a/api", "10.1.0.2", &[("app", "api")]),
     ];
-    let error =
-        Snapshot::build_with_remote(Vec::new(), &endpoints(), &twice, &[], &registry(), None)
-            .unwrap_err()
-            .to_string();
+    let error = remote_error(&twice);
     assert!(error.contains("used by two remote endpoints"), "{error}");
+}
+
+fn remote_error(remote: &[axoneme_policy::EndpointSpec]) -> String {
+    let cluster = ClusterInputs {
+        remote,
+        numbers: None,
+    };
+    Snapshot::build_in_cluster(Vec::new(), &endpoints(), cluster, &[], &registry(), None)
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn identity_numbers_come_from_the_cluster_when_it_gives_them() {
+    let remote = vec![common_endpoint("node-a/api", "10.1.0.1", &[("app", "api")])];
+    let mut numbers = std::collections::BTreeMap::new();
+    for spec in endpoints().iter().chain(&remote) {
+        let labels = spec.identity_labels().unwrap();
+        let number = 1000 + numbers.len() as u32;
+        numbers.insert(labels, number);
+    }
+    let cluster = ClusterInputs {
+        remote: &remote,
+        numbers: Some(&numbers),
+    };
+    let registry = registry();
+    let snap = Snapshot::build_in_cluster(Vec::new(), &endpoints(), cluster, &[], &registry, None)
+        .unwrap();
+    let api = remote[0].identity_labels().unwrap();
+    assert_eq!(snap.identity_of(ip("10.1.0.1")).id, numbers[&api]);
+    let web = endpoints()[0].identity_labels().unwrap();
+    assert_eq!(snap.identity_of(ip(WEB)).id, numbers[&web]);
+    assert_eq!(snap.endpoint("web").unwrap().identity.id, numbers[&web]);
+    assert_eq!(snap.identity_of(ip(WORLD)).id, 2, "reserved ones stay");
+
+    // A label set the cluster has not numbered fails the build: no local number instead.
+    numbers.remove(&api);
+    let cluster = ClusterInputs {
+        remote: &remote,
+        numbers: Some(&numbers),
+    };
+    let error = Snapshot::build_in_cluster(Vec::new(), &endpoints(), cluster, &[], &registry, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("have no identity number in the cluster"),
+        "{error}"
+    );
 }

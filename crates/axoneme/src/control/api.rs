@@ -62,6 +62,7 @@ impl From<StateError> for ApiError {
                 StatusCode::NOT_FOUND
             }
             StateError::PolicyInFile { .. } => StatusCode::CONFLICT,
+            StateError::Identities(_) => StatusCode::SERVICE_UNAVAILABLE,
             StateError::Policy(_) | StateError::Invalid(_) => StatusCode::BAD_REQUEST,
         };
         ApiError(status, error.to_string())

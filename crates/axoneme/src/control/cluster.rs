@@ -14,18 +14,24 @@
 //! here, but this node's listeners never guard them. A set of remote endpoints the state
 //! refuses is logged and the last good one stays; a node whose lease expired has its endpoints
 //! gone from the set, so its addresses resolve to the world again (fail closed).
+//!
+//! With `identitySource: axoneme` (the default), the numbers of identities come from the
+//! cluster's allocator through [`ClusterNumbers`], so the same labels have the same number on
+//! every node; the label sets no snapshot uses any more are released.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axoneme_cluster::{ClusterConfig, ClusterError, EndpointsSnapshot, PoliciesSnapshot, Session};
+use axoneme_cluster::{
+    ClusterConfig, ClusterError, EndpointsSnapshot, IdentitySource, PoliciesSnapshot, Session,
+};
 use axoneme_policy::EndpointSpec;
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::control::state::{CheckedImport, Imported, State, StateError};
+use crate::control::state::{CheckedImport, IdentityNumbers, Imported, State, StateError};
 use crate::telemetry::metrics::KvstoreGauges;
 
 /// How long a write waits for the kvstore's answer to come back through the watch and be
@@ -146,6 +152,13 @@ impl Cluster {
             )
         })?;
         let session = Arc::new(session);
+        if config.identity_source == IdentitySource::Axoneme {
+            let numbers = Arc::new(ClusterNumbers::new(Arc::clone(&session)));
+            let state = Arc::clone(&state);
+            tokio::task::spawn_blocking(move || state.use_identity_numbers(numbers))
+                .await?
+                .context("cluster: the identities of this node's endpoints cannot be allocated")?;
+        }
         let mut policies = session.policies();
         let first = policies.borrow_and_update().clone();
         let revision = apply(&state, first.policies.clone())
@@ -397,6 +410,77 @@ async fn follow(
         });
     }
     tracing::error!("the cluster's policies are no longer followed; the policy in force stays");
+}
+
+/// The cluster's identity allocator as the state asks it: each label set a snapshot uses is
+/// allocated once and held, and released once no snapshot in force uses it.
+struct ClusterNumbers {
+    session: Arc<Session>,
+    runtime: tokio::runtime::Handle,
+    held: std::sync::Mutex<BTreeMap<Vec<String>, u32>>,
+}
+
+impl ClusterNumbers {
+    /// An allocator for the session, on the current runtime.
+    fn new(session: Arc<Session>) -> ClusterNumbers {
+        ClusterNumbers {
+            session,
+            runtime: tokio::runtime::Handle::current(),
+            held: std::sync::Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, BTreeMap<Vec<String>, u32>> {
+        // A panic while holding it leaves only whole entries.
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl IdentityNumbers for ClusterNumbers {
+    fn numbers(
+        &self,
+        sets: &BTreeSet<Vec<String>>,
+    ) -> Result<BTreeMap<Vec<String>, u32>, StateError> {
+        let mut held = self.held();
+        let mut numbers = BTreeMap::new();
+        for set in sets {
+            let id = match held.get(set) {
+                Some(&id) => id,
+                None => {
+                    let allocated = self.runtime.block_on(self.session.allocate_identity(set));
+                    let id = allocated.map_err(|error| {
+                        StateError::Identities(format!("labels {set:?}: {error}"))
+                    })?;
+                    held.insert(set.clone(), id);
+                    id
+                }
+            };
+            numbers.insert(set.clone(), id);
+        }
+        Ok(numbers)
+    }
+
+    fn retain(&self, used: &BTreeSet<Vec<String>>) {
+        let mut held = self.held();
+        let unused: Vec<Vec<String>> = held
+            .keys()
+            .filter(|s| !used.contains(*s))
+            .cloned()
+            .collect();
+        for set in unused {
+            // Kept when the kvstore does not answer: given back at the next change instead.
+            match self.runtime.block_on(self.session.release_identity(&set)) {
+                Ok(()) => {
+                    held.remove(&set);
+                }
+                Err(error) => tracing::warn!(
+                    labels = ?set,
+                    %error,
+                    "an identity no longer used cannot be released yet"
+                ),
+            }
+        }
+    }
 }
 
 /// Publishes this node's endpoints again whenever the state's change them, until the state is

@@ -14,15 +14,15 @@
 //! follow each other. This module does not watch files, serve the API or run listeners; it is
 //! told what changed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use arc_swap::ArcSwap;
 use axoneme_policy::{
-    load_paths, parse_policies, EndpointSpec, Policy, PolicyError, Snapshot,
+    load_paths, parse_policies, ClusterInputs, EndpointSpec, Policy, PolicyError, Snapshot,
     DEFAULT_MAX_POLICY_BYTES,
 };
 use axoneme_sdk::{Direction, Registry};
@@ -125,6 +125,24 @@ pub enum StateError {
     /// The request itself is unusable.
     #[error("{0}")]
     Invalid(String),
+    /// The cluster's identity numbers could not be had (cluster mode): the kvstore did not
+    /// answer or refused the labels.
+    #[error("identity numbers from the kvstore: {0}")]
+    Identities(String),
+}
+
+/// Where identity numbers come from in cluster mode: the cluster's allocator, so that the same
+/// labels have the same number on every node. Asked from the blocking thread a change runs on.
+pub trait IdentityNumbers: Send + Sync {
+    /// The cluster's number of each label set of `sets`, allocating those not held yet.
+    fn numbers(
+        &self,
+        sets: &BTreeSet<Vec<String>>,
+    ) -> Result<BTreeMap<Vec<String>, u32>, StateError>;
+
+    /// Gives back the label sets held that are not in `used`, once a snapshot without them is
+    /// in force.
+    fn retain(&self, used: &BTreeSet<Vec<String>>);
 }
 
 /// Where imported policies are kept.
@@ -187,6 +205,8 @@ pub struct State {
     /// Announces each new revision, for what follows the state (the redirect rules).
     changes: watch::Sender<u64>,
     import_errors: AtomicU64,
+    /// The cluster's identity numbers, in cluster mode; local numbers without.
+    numbers: OnceLock<Arc<dyn IdentityNumbers>>,
 }
 
 impl State {
@@ -200,7 +220,7 @@ impl State {
             file_policies,
             ..Desired::default()
         };
-        let snapshot = build(&registry, &desired, None)?;
+        let snapshot = build(&registry, &desired, None, None)?;
         let revision = AtomicU64::new(snapshot.revision());
         Ok(State {
             registry,
@@ -209,7 +229,39 @@ impl State {
             current: ArcSwap::from_pointee(snapshot),
             revision,
             import_errors: AtomicU64::new(0),
+            numbers: OnceLock::new(),
         })
+    }
+
+    /// Takes identity numbers from `numbers` from now on (cluster mode), and rebuilds the
+    /// snapshot with them; on an error the state stays as it was, numbered locally. Blocks
+    /// while the numbers are allocated: call it from a blocking thread.
+    pub fn use_identity_numbers(
+        &self,
+        numbers: Arc<dyn IdentityNumbers>,
+    ) -> Result<u64, StateError> {
+        if self.numbers.set(numbers).is_err() {
+            return Err(StateError::Invalid(
+                "identity numbers already come from elsewhere".to_owned(),
+            ));
+        }
+        self.change(|base| Ok(base.clone()))
+    }
+
+    /// The cluster's numbers of the label sets of `desired`'s endpoints (local and remote),
+    /// in cluster mode.
+    fn numbers_for(
+        &self,
+        desired: &Desired,
+    ) -> Result<Option<BTreeMap<Vec<String>, u32>>, StateError> {
+        let Some(numbers) = self.numbers.get() else {
+            return Ok(None);
+        };
+        let mut sets = BTreeSet::new();
+        for endpoint in desired.endpoints().iter().chain(&desired.remote_endpoints) {
+            sets.insert(endpoint.identity_labels()?);
+        }
+        numbers.numbers(&sets).map(Some)
     }
 
     /// The snapshot in force.
@@ -261,8 +313,15 @@ impl State {
         let with_imports = |base: &Desired| with_imports(base, &policies, ImportTarget::Api);
         let revision = if validate_only {
             let (base, previous) = self.base();
-            build(&self.registry, &with_imports(&base)?, Some(&previous))
-                .inspect_err(|_| self.count_import_error())?;
+            let candidate = with_imports(&base)?;
+            let numbers = self.numbers_for(&candidate)?;
+            build(
+                &self.registry,
+                &candidate,
+                Some(&previous),
+                numbers.as_ref(),
+            )
+            .inspect_err(|_| self.count_import_error())?;
             previous.revision()
         } else {
             let revision = self.change(with_imports)?;
@@ -285,8 +344,14 @@ impl State {
         let (policies, warnings) = self.parse_import(texts)?;
         let (base, previous) = self.base();
         let candidate = with_imports(&base, &policies, ImportTarget::Cluster)?;
-        build(&self.registry, &candidate, Some(&previous))
-            .inspect_err(|_| self.count_import_error())?;
+        let numbers = self.numbers_for(&candidate)?;
+        build(
+            &self.registry,
+            &candidate,
+            Some(&previous),
+            numbers.as_ref(),
+        )
+        .inspect_err(|_| self.count_import_error())?;
         Ok(CheckedImport { policies, warnings })
     }
 
@@ -469,8 +534,14 @@ impl State {
             let held = (attempt >= ATTEMPTS).then_some(held);
             let candidate = edit(&base)?;
             drop(base);
-            let snapshot = build(&self.registry, &candidate, Some(&previous))
-                .inspect_err(|_| self.count_import_error())?;
+            let numbers = self.numbers_for(&candidate)?;
+            let snapshot = build(
+                &self.registry,
+                &candidate,
+                Some(&previous),
+                numbers.as_ref(),
+            )
+            .inspect_err(|_| self.count_import_error())?;
             let mut desired = held.unwrap_or_else(|| self.lock());
             if self.revision() != previous.revision() {
                 continue;
@@ -490,6 +561,12 @@ impl State {
             self.current.store(Arc::new(snapshot));
             self.revision.store(revision, Ordering::Release);
             self.changes.send_replace(revision);
+            // Still holding the lock: a change that starts after this one sees its numbers
+            // given back, and allocates again what it needs.
+            if let (Some(source), Some(numbers)) = (self.numbers.get(), numbers) {
+                source.retain(&numbers.into_keys().collect());
+            }
+            drop(desired);
             return Ok(revision);
         }
     }
@@ -570,15 +647,21 @@ fn lost_enforcement(
     lost
 }
 
+/// The snapshot of `desired`, numbering identities with the cluster's `numbers` when given.
 fn build(
     registry: &Registry,
     desired: &Desired,
     previous: Option<&Snapshot>,
+    numbers: Option<&BTreeMap<Vec<String>, u32>>,
 ) -> Result<Snapshot, PolicyError> {
-    Snapshot::build_with_remote(
+    let cluster = ClusterInputs {
+        remote: &desired.remote_endpoints,
+        numbers,
+    };
+    Snapshot::build_in_cluster(
         desired.policies(),
         &desired.endpoints(),
-        &desired.remote_endpoints,
+        cluster,
         &desired.config.host_ips,
         registry,
         previous,
