@@ -5,7 +5,9 @@
 //! imports with a clear error; with etcd back they converge. A bad policy text in etcd is
 //! refused as a whole set, the last good state staying in force, and no node starts on it.
 //! Without etcd an agent in cluster mode does not start. An endpoint hosted on node A is
-//! known on node B by its labels, which B's policy admits it by, until A's lease expires.
+//! known on node B by its labels, which B's policy admits it by, with the same identity number
+//! on both nodes (the cluster's); deleted, its labels are no longer referenced; and when A dies
+//! it is forgotten on B once A's lease expires.
 
 mod common;
 
@@ -624,6 +626,31 @@ async fn an_endpoint_of_one_node_is_known_by_its_labels_on_another_until_its_lea
         !listed.to_string().contains("luke"),
         "a remote endpoint is not one of B's: {listed}"
     );
+
+    // luke deleted through A's API: B denies it, and no node references its labels any more.
+    a.ok(&["endpoint", "delete", "luke"]);
+    b.wait_reply(READ_PUBLIC, "").await;
+    let references = "axoneme/galaxy/identities/value/";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let keys = etcd.etcdctl(&["get", "--prefix", "--keys-only", references]);
+        if !keys.contains("app=luke;") {
+            assert!(keys.contains("app=r2d2;"), "r2d2 is still used: {keys}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "luke's labels still referenced: {keys}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Added again, it is known on B again.
+    a.ok(&[
+        "endpoint", "add", "luke", "--ip", LUKE, "--label", "app=luke",
+    ]);
+    b.wait_reply(READ_PUBLIC, &format!("OK {READ_PUBLIC}"))
+        .await;
 
     // A dies without a word: its lease expires and luke is the world's again on B.
     a.child.kill().unwrap();

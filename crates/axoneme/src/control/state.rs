@@ -993,4 +993,76 @@ mod tests {
         state.set_remote_endpoints(Vec::new()).unwrap();
         assert_eq!(state.snapshot().identity_of(luke).id, 2);
     }
+
+    /// Numbers from a table, recording what is held: the state's side of the seam, judged
+    /// without a kvstore.
+    #[derive(Default)]
+    struct Table {
+        numbers: BTreeMap<Vec<String>, u32>,
+        held: Mutex<BTreeSet<Vec<String>>>,
+    }
+
+    impl IdentityNumbers for Table {
+        fn numbers(
+            &self,
+            sets: &BTreeSet<Vec<String>>,
+        ) -> Result<BTreeMap<Vec<String>, u32>, StateError> {
+            let mut numbers = BTreeMap::new();
+            for set in sets {
+                let id = self.numbers.get(set).copied().ok_or_else(|| {
+                    StateError::Identities(format!("labels {set:?}: not answered"))
+                })?;
+                self.held.lock().unwrap().insert(set.clone());
+                numbers.insert(set.clone(), id);
+            }
+            Ok(numbers)
+        }
+
+        fn retain(&self, used: &BTreeSet<Vec<String>>) {
+            self.held.lock().unwrap().retain(|s| used.contains(s));
+        }
+    }
+
+    fn labels_of(app: &str) -> Vec<String> {
+        vec![
+            format!("app={app}"),
+            "k8s:io.kubernetes.pod.namespace=default".to_owned(),
+        ]
+    }
+
+    #[test]
+    fn identity_numbers_come_from_the_source_and_unused_ones_are_given_back() {
+        let state = state();
+        let table = Arc::new(Table {
+            numbers: [(labels_of("r2d2"), 4000), (labels_of("luke"), 4001)].into(),
+            ..Table::default()
+        });
+        state
+            .use_identity_numbers(Arc::clone(&table) as Arc<dyn IdentityNumbers>)
+            .unwrap();
+        let r2d2: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(state.snapshot().identity_of(r2d2).id, 4000);
+        state
+            .set_remote_endpoints(vec![endpoint("node-a/luke", "10.0.1.1", "luke")])
+            .unwrap();
+        let luke: std::net::IpAddr = "10.0.1.1".parse().unwrap();
+        assert_eq!(state.snapshot().identity_of(luke).id, 4001);
+        assert_eq!(table.held.lock().unwrap().len(), 2);
+
+        // A label set the source cannot number: refused, the last state stays.
+        let revision = state.revision();
+        let error = state
+            .put_endpoint(endpoint("leia", "10.0.0.5", "leia"))
+            .unwrap_err();
+        assert!(matches!(error, StateError::Identities(_)), "{error}");
+        assert_eq!(state.revision(), revision);
+        assert!(state.snapshot().endpoint("leia").is_none());
+
+        state.set_remote_endpoints(Vec::new()).unwrap();
+        assert_eq!(
+            *table.held.lock().unwrap(),
+            BTreeSet::from([labels_of("r2d2")]),
+            "luke's labels are given back"
+        );
+    }
 }
