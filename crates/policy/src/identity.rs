@@ -1,7 +1,8 @@
 //! Security identities: the numbers and label lists that stand for "who" a remote is.
 //!
-//! Owns the reserved identities and the allocation of numbers to endpoint label sets, stable
-//! from one snapshot to the next. It must not know about policies or addresses.
+//! Owns the reserved identities and the numbers of endpoint label sets: allocated here, stable
+//! from one snapshot to the next, or taken as a cluster gives them (checked, never completed
+//! with local numbers). It must not know about policies or addresses.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

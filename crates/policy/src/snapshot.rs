@@ -1,7 +1,7 @@
 //! The compiled, immutable policy state the runtime decides connections with.
 //!
-//! Owns building a snapshot (endpoints, identities, compiled rules) and the connection-level
-//! decision. It must not change after it is built: a new policy or endpoint set means a new
+//! Owns building a snapshot (the guarded endpoints, in a cluster the other nodes' endpoints as
+//! remote identities, identities, compiled rules) and the connection-level decision. It must not change after it is built: a new policy or endpoint set means a new
 //! snapshot.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
