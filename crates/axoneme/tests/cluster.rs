@@ -206,6 +206,23 @@ impl Node {
         }
     }
 
+    /// Waits (up to 10 s) until `cluster status`'s `field` satisfies `done`; the status.
+    async fn wait_status(&self, field: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let status = self.json(&["cluster", "status"]);
+            if done(&status[field]) {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{field} not as awaited: {status}\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Waits (up to 10 s) until luke's `line` through this node gets `reply`.
     async fn wait_reply(&self, line: &str, reply: &str) {
         self.wait_reply_for(line, reply, 10).await;
@@ -626,6 +643,31 @@ async fn an_endpoint_of_one_node_is_known_by_its_labels_on_another_until_its_lea
         !listed.to_string().contains("luke"),
         "a remote endpoint is not one of B's: {listed}"
     );
+    let status = b.json(&["cluster", "status"]);
+    assert_eq!(status["remoteEndpoints"], 2, "A's r2d2 and luke: {status}");
+    assert_eq!(status["endpointsRefused"], Value::Null);
+    assert_documented(&status);
+
+    // Written behind the agents' backs: another node's endpoint claiming luke's address. B
+    // refuses the set and keeps the last good one; without it, B applies the set again.
+    let leia = format!(r#"{{"name":"leia","ips":["{LUKE}"],"labels":{{"app":"leia"}}}}"#);
+    etcd.etcdctl(&["put", "axoneme/galaxy/endpoints/node-x/leia", &leia]);
+    let refused = b.wait_status("endpointsRefused", |v| !v.is_null()).await;
+    assert!(
+        refused["endpointsRefused"]
+            .as_str()
+            .unwrap()
+            .contains("already belongs to remote endpoint"),
+        "{refused}"
+    );
+    assert_eq!(refused["remoteEndpoints"], 2, "{refused}");
+    assert_eq!(
+        b.r2d2(READ_PUBLIC).await,
+        format!("OK {READ_PUBLIC}"),
+        "the last good set is in force"
+    );
+    etcd.etcdctl(&["del", "axoneme/galaxy/endpoints/node-x/leia"]);
+    b.wait_status("endpointsRefused", Value::is_null).await;
 
     // luke deleted through A's API: B denies it, and no node references its labels any more.
     a.ok(&["endpoint", "delete", "luke"]);
@@ -645,6 +687,8 @@ async fn an_endpoint_of_one_node_is_known_by_its_labels_on_another_until_its_lea
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    b.wait_status("remoteEndpoints", |v| v == 1).await;
+
     // Added again, it is known on B again.
     a.ok(&[
         "endpoint", "add", "luke", "--ip", LUKE, "--label", "app=luke",
@@ -656,6 +700,7 @@ async fn an_endpoint_of_one_node_is_known_by_its_labels_on_another_until_its_lea
     a.child.kill().unwrap();
     a.child.wait().unwrap();
     b.wait_reply_for(READ_PUBLIC, "", 20).await;
+    b.wait_status("remoteEndpoints", |v| v == 0).await;
     assert!(
         b.log().contains("the other nodes' endpoints applied"),
         "{}",

@@ -95,6 +95,15 @@ struct Processed {
     refused: Option<String>,
 }
 
+/// What this node last did with the other nodes' endpoints.
+#[derive(Debug, Clone, Default)]
+struct RemoteView {
+    /// The remote endpoints in force.
+    endpoints: usize,
+    /// Why the last set was refused, when it was (then the last good one is in force).
+    refused: Option<String>,
+}
+
 /// A member of the kvstore as `GET /v1/cluster` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct MemberStatus {
@@ -124,6 +133,11 @@ pub struct ClusterStatus {
     pub policies_revision: i64,
     /// Whether that set was refused here (then the last good one is in force).
     pub policies_refused: Option<String>,
+    /// How many endpoints of other nodes are known here as remote identities.
+    pub remote_endpoints: usize,
+    /// Why the last set of the other nodes' endpoints was refused here (then the last good
+    /// one is in force).
+    pub endpoints_refused: Option<String>,
     /// The kvstore's members and their health.
     pub members: Vec<MemberStatus>,
 }
@@ -133,6 +147,7 @@ pub struct Cluster {
     session: Arc<Session>,
     state: Arc<State>,
     processed: watch::Receiver<Processed>,
+    remote: watch::Receiver<RemoteView>,
     /// Follows the cluster's policies, publishes this node's endpoints and follows the other
     /// nodes' endpoints.
     tasks: [JoinHandle<()>; 3],
@@ -198,17 +213,20 @@ impl Cluster {
         let publisher = tokio::spawn(publish(Arc::clone(&session), Arc::clone(&state), local));
         let mut endpoints = session.endpoints();
         let current = endpoints.borrow_and_update().clone();
-        apply_remote(&state, &config.node, &current).await;
-        let remote = tokio::spawn(follow_endpoints(
+        let (remote_tx, remote) = watch::channel(RemoteView::default());
+        apply_remote(&state, &config.node, &current, &remote_tx).await;
+        let follower_of_endpoints = tokio::spawn(follow_endpoints(
             Arc::clone(&state),
             config.node.clone(),
             endpoints,
+            remote_tx,
         ));
         Ok(Cluster {
             session,
             state,
             processed,
-            tasks: [follower, publisher, remote],
+            remote,
+            tasks: [follower, publisher, follower_of_endpoints],
         })
     }
 
@@ -330,6 +348,7 @@ impl Cluster {
         let config = self.session.config();
         let health = self.session.health().borrow().clone();
         let processed = self.processed.borrow().clone();
+        let remote = self.remote.borrow().clone();
         ClusterStatus {
             cluster: config.name.clone(),
             node: config.node.clone(),
@@ -339,6 +358,8 @@ impl Cluster {
             revision: health.revision,
             policies_revision: processed.revision,
             policies_refused: processed.refused,
+            remote_endpoints: remote.endpoints,
+            endpoints_refused: remote.refused,
             members: health
                 .members
                 .iter()
@@ -524,38 +545,51 @@ async fn follow_endpoints(
     state: Arc<State>,
     node: String,
     mut endpoints: watch::Receiver<EndpointsSnapshot>,
+    view: watch::Sender<RemoteView>,
 ) {
     while endpoints.changed().await.is_ok() {
         let snapshot = endpoints.borrow_and_update().clone();
-        apply_remote(&state, &node, &snapshot).await;
+        apply_remote(&state, &node, &snapshot, &view).await;
     }
     tracing::error!("the other nodes' endpoints are no longer followed; the last set stays");
 }
 
 /// Applies the endpoints of the nodes other than `node` in `snapshot` to the state as remote
-/// endpoints named `<node>/<name>`; a set the state refuses is logged, the last good one stays.
-async fn apply_remote(state: &Arc<State>, node: &str, snapshot: &EndpointsSnapshot) {
+/// endpoints named `<node>/<name>`, and says so in `view`; a set the state refuses is logged,
+/// the last good one stays.
+async fn apply_remote(
+    state: &Arc<State>,
+    node: &str,
+    snapshot: &EndpointsSnapshot,
+    view: &watch::Sender<RemoteView>,
+) {
     let remote = remote_endpoints(node, snapshot);
     let count = remote.len();
     let state = Arc::clone(state);
     let applied = tokio::task::spawn_blocking(move || state.set_remote_endpoints(remote)).await;
-    match applied {
-        Ok(Ok(revision)) => tracing::info!(
-            kvstore_revision = snapshot.revision,
-            remote_endpoints = count,
-            revision,
-            "the other nodes' endpoints applied"
-        ),
-        Ok(Err(error)) => tracing::error!(
-            kvstore_revision = snapshot.revision,
-            %error,
-            "the other nodes' endpoints are refused; the last good set stays"
-        ),
-        Err(error) => tracing::error!(
-            %error,
-            "applying the other nodes' endpoints failed; the last good set stays"
-        ),
-    }
+    let refused = match applied {
+        Ok(Ok(revision)) => {
+            tracing::info!(
+                kvstore_revision = snapshot.revision,
+                remote_endpoints = count,
+                revision,
+                "the other nodes' endpoints applied"
+            );
+            view.send_replace(RemoteView {
+                endpoints: count,
+                refused: None,
+            });
+            return;
+        }
+        Ok(Err(error)) => error.to_string(),
+        Err(error) => format!("applying them failed: {error}"),
+    };
+    tracing::error!(
+        kvstore_revision = snapshot.revision,
+        error = %refused,
+        "the other nodes' endpoints are refused; the last good set stays"
+    );
+    view.send_modify(|view| view.refused = Some(refused));
 }
 
 /// The endpoints of the nodes other than `node`, each named `<its node>/<its name>` so that
