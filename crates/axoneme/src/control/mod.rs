@@ -1,8 +1,8 @@
 //! The control plane of the agent: the [`agent::Agent`] that `axoneme run` starts (listeners,
 //! the access log, metrics, the redirector), its policy state ([`state`]), the REST API that
 //! changes and shows it ([`api`]), the command line's client side ([`cli`]), the watch of its
-//! files ([`watch`]) and, in cluster mode, the policies shared through the kvstore
-//! ([`cluster`]).
+//! files ([`watch`]) and, in cluster mode, the policies, endpoints and identity numbers shared
+//! through the kvstore ([`cluster`]).
 //!
 //! Changes reach traffic only as a new policy snapshot swapped in by the state, or as listeners
 //! started and drained by the agent. Nothing here reads or writes a proxied connection's bytes.
