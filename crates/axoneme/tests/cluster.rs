@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Output};
 use std::time::{Duration, Instant};
 
-use common::etcd::Etcd;
+use axoneme_testkit::etcd::Etcd;
 use common::{
     agent_cli, connect_from, free_port, r2d2_policy, raw_api, request, spawn_agent, temp_dir,
     wait_for_api, Upstream, LUKE,
@@ -146,7 +146,7 @@ impl Node {
         upstream: &Upstream,
         files: &[(&str, String)],
     ) -> Node {
-        let (dir, proxy_port) = node_dir(node, hosts, &etcd.url(), upstream, files);
+        let (dir, proxy_port) = node_dir(node, hosts, &etcd.endpoint(0), upstream, files);
         let child = spawn_agent(&dir);
         wait_for_api(&dir).await;
         Node {
@@ -289,7 +289,7 @@ const DENIED: &str = "ERROR\r\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_policy_imported_on_one_node_is_enforced_on_another_and_survives_etcd_stopping() {
-    let mut etcd = Etcd::start("two-nodes");
+    let mut etcd = Etcd::single();
     let upstream = Upstream::start().await;
     let port = upstream.addr.port();
     let a = Node::start("node-a", &etcd, &upstream, &[]).await;
@@ -320,7 +320,7 @@ async fn a_policy_imported_on_one_node_is_enforced_on_another_and_survives_etcd_
         assert_eq!(status["staleSince"], Value::Null);
         assert_eq!(
             status["members"],
-            serde_json::json!([{"endpoint": etcd.url(), "healthy": true}])
+            serde_json::json!([{"endpoint": etcd.endpoint(0), "healthy": true}])
         );
         assert!(status["revision"].as_i64().unwrap() > 0, "{status}");
         assert_documented(&status);
@@ -375,7 +375,7 @@ async fn a_policy_imported_on_one_node_is_enforced_on_another_and_survives_etcd_
     );
 
     // etcd stops: both nodes say so, keep enforcing, and refuse imports.
-    etcd.stop();
+    etcd.stop(0);
     for node in [&a, &b] {
         let status = node.wait_stale(true, 30).await;
         assert!(
@@ -456,7 +456,8 @@ async fn a_policy_imported_on_one_node_is_enforced_on_another_and_survives_etcd_
     assert!(status.contains(" 503 "), "{status}");
 
     // etcd is back: both converge, and changes flow again.
-    etcd.resume();
+    etcd.start(0);
+    etcd.wait_healthy(&[0]);
     for node in [&a, &b] {
         node.wait_stale(false, 30).await;
     }
@@ -484,7 +485,7 @@ async fn an_agent_in_cluster_mode_does_not_start_without_etcd() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_policy_in_etcd_leaves_the_last_good_state_and_no_node_starts_on_it() {
-    let etcd = Etcd::start("bad-policy");
+    let etcd = Etcd::single();
     let upstream = Upstream::start().await;
     let port = upstream.addr.port();
     let a = Node::start("node-a", &etcd, &upstream, &[]).await;
@@ -544,7 +545,7 @@ async fn a_bad_policy_in_etcd_leaves_the_last_good_state_and_no_node_starts_on_i
     assert_eq!(a.r2d2("WRITE /x\r\n").await, DENIED);
 
     // A node starting now does not start without the cluster's policies.
-    let (dir, _) = node_dir("node-b", Hosts::Both, &etcd.url(), &upstream, &[]);
+    let (dir, _) = node_dir("node-b", Hosts::Both, &etcd.endpoint(0), &upstream, &[]);
     let log = start_fails(&dir).await;
     assert!(
         log.contains("cluster: the cluster's policies in the kvstore (revision ")
@@ -585,7 +586,7 @@ async fn logged(dir: &Path, file: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_of_one_node_is_known_by_its_labels_on_another_until_its_lease_expires() {
-    let etcd = Etcd::start("remote-endpoints");
+    let etcd = Etcd::single();
     let upstream = Upstream::start().await;
     let port = upstream.addr.port();
     // Both guard r2d2: luke may READ /public/ only. luke is an endpoint of A's, not of B's.

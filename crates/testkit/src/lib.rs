@@ -3,6 +3,8 @@
 //!
 //! Only for tests, benches and fuzz targets; nothing here is used by the proxy itself.
 
+pub mod etcd;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicIsize, Ordering};

@@ -1,10 +1,8 @@
 //! Shared pieces of the integration tests: a recording R2-D2 upstream, clients with chosen
 //! source addresses, a proxy started from YAML, the access log read back as JSON, raw API
-//! requests, and a real etcd for cluster mode.
+//! requests.
 
 #![allow(dead_code)]
-
-pub(crate) mod etcd;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};

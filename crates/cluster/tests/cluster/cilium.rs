@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use axoneme_cluster::{ClusterError, IdentitySource, Session};
 
-use crate::etcd::{dump, eventually, Etcd};
+use crate::support::{dump, eventually, EtcdExt};
+use axoneme_testkit::etcd::Etcd;
 
 const LUKE_LABELS: &str = "k8s:app=luke;k8s:io.cilium.k8s.policy.cluster=default;k8s:io.kubernetes.pod.namespace=default;";
 

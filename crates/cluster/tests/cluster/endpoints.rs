@@ -7,7 +7,8 @@ use std::time::Duration;
 use axoneme_cluster::Session;
 use axoneme_policy::EndpointSpec;
 
-use crate::etcd::{eventually, Etcd};
+use crate::support::{eventually, EtcdExt};
+use axoneme_testkit::etcd::Etcd;
 
 fn endpoint(name: &str, ip: &str, app: &str) -> EndpointSpec {
     EndpointSpec {

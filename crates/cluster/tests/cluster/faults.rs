@@ -7,7 +7,8 @@ use std::time::Duration;
 use axoneme_cluster::{ClusterError, Session};
 use axoneme_policy::EndpointSpec;
 
-use crate::etcd::{dump, eventually, Etcd};
+use crate::support::{dump, eventually, EtcdExt};
+use axoneme_testkit::etcd::Etcd;
 
 fn endpoint(name: &str, ip: &str) -> EndpointSpec {
     EndpointSpec {

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use axoneme_cluster::{ClusterError, Session, FIRST_CLUSTER_IDENTITY, LAST_CLUSTER_IDENTITY};
 
-use crate::etcd::{dump, eventually, Etcd};
+use crate::support::{dump, eventually, EtcdExt};
+use axoneme_testkit::etcd::Etcd;
 
 fn label_sets() -> Vec<Vec<String>> {
     (0..6)

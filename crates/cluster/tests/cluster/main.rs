@@ -3,8 +3,8 @@
 
 mod cilium;
 mod endpoints;
-mod etcd;
 mod faults;
 mod identities;
 mod policies;
 mod security;
+mod support;

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use axoneme_cluster::{ClusterError, Session};
 
-use crate::etcd::{eventually, Etcd};
+use crate::support::{eventually, EtcdExt};
+use axoneme_testkit::etcd::Etcd;
 
 const DENY_ALL: &str = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\n";
 

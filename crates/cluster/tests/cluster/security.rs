@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use axoneme_cluster::{ClusterError, Session};
 
-use crate::etcd::{eventually, Etcd};
+use crate::support::{eventually, EtcdExt};
+use axoneme_testkit::etcd::Etcd;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_etcd_is_reached_with_the_configured_certificates() {

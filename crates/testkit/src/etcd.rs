@@ -1,16 +1,40 @@
-//! Real etcd members for the tests: started on free ports in a temporary directory, stopped,
-//! restarted and wiped on demand, and killed when the test ends.
+//! Real etcd members for the tests: one to three `etcd` processes (Debian's `etcd-server`)
+//! forming one cluster on free ports of a chosen address, with their data and logs in a
+//! temporary directory; a member is stopped, started again on its data, or the whole cluster
+//! wiped and started empty, on demand; optionally TLS only, with client certificates made by
+//! `openssl`. Every member is killed and the directory removed when the value is dropped.
+//!
+//! It knows etcd's command line and `etcdctl` only; what the tests store in etcd, and the
+//! clients they judge, are theirs.
 
-use std::future::Future;
-use std::net::TcpListener;
-use std::path::PathBuf;
+use std::net::{IpAddr, Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use axoneme_cluster::{ClusterConfig, TlsConfig};
-
 static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// How to start an etcd cluster.
+#[derive(Clone, Debug)]
+pub struct EtcdOptions {
+    /// How many members (1 to 3).
+    pub members: usize,
+    /// TLS only, requiring a client certificate signed by the test CA.
+    pub tls: bool,
+    /// The address every member listens on, for clients and peers.
+    pub host: IpAddr,
+}
+
+impl Default for EtcdOptions {
+    fn default() -> EtcdOptions {
+        EtcdOptions {
+            members: 1,
+            tls: false,
+            host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        }
+    }
+}
 
 struct Member {
     name: String,
@@ -20,64 +44,69 @@ struct Member {
 }
 
 /// An etcd cluster of one or more members, each its own `etcd` process.
-pub(crate) struct Etcd {
+pub struct Etcd {
     dir: PathBuf,
     token: String,
+    host: IpAddr,
     members: Vec<Member>,
-    /// The certificates when the members serve TLS and require client certificates.
     tls: Option<TlsFiles>,
 }
 
-/// PEM files made for one test by `openssl`: a CA, the members' certificate (for
-/// 127.0.0.1) and a client certificate.
-struct TlsFiles {
-    ca: PathBuf,
-    server_cert: PathBuf,
-    server_key: PathBuf,
-    client_cert: PathBuf,
-    client_key: PathBuf,
+/// PEM files made for one cluster by `openssl`: a CA, the members' certificate (for the
+/// cluster's address) and a client certificate.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
 }
 
 impl Etcd {
-    /// One member.
-    pub(crate) fn single() -> Etcd {
-        Etcd::start_cluster(1, false)
+    /// One member on 127.0.0.1.
+    pub fn single() -> Etcd {
+        Etcd::start_with(EtcdOptions::default())
     }
 
-    /// One member serving TLS only, requiring a client certificate signed by its CA.
-    pub(crate) fn single_tls() -> Etcd {
-        Etcd::start_cluster(1, true)
+    /// One member on 127.0.0.1 serving TLS only, requiring a client certificate.
+    pub fn single_tls() -> Etcd {
+        Etcd::start_with(EtcdOptions {
+            tls: true,
+            ..EtcdOptions::default()
+        })
     }
 
-    /// `size` members forming one cluster; returns once every member is healthy.
-    pub(crate) fn cluster(size: usize) -> Etcd {
-        Etcd::start_cluster(size, false)
+    /// `members` members on 127.0.0.1 forming one cluster.
+    pub fn cluster(members: usize) -> Etcd {
+        Etcd::start_with(EtcdOptions {
+            members,
+            ..EtcdOptions::default()
+        })
     }
 
-    fn start_cluster(size: usize, tls: bool) -> Etcd {
-        // The crate's log, shown for failed tests (`AXONEME_LOG=debug` for more).
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_env("AXONEME_LOG")
-                    .unwrap_or_else(|_| "axoneme_cluster=info".into()),
-            )
-            .with_test_writer()
-            .try_init();
+    /// Starts the cluster `options` describes; returns once every member is healthy.
+    pub fn start_with(options: EtcdOptions) -> Etcd {
+        assert!(
+            (1..=3).contains(&options.members),
+            "an etcd cluster of 1 to 3 members, not {}",
+            options.members
+        );
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let token = format!("axoneme-etcd-{}-{n}", std::process::id());
         let dir = std::env::temp_dir().join(&token);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         // Hold every listener until all ports are chosen, so none is chosen twice.
-        let listeners: Vec<TcpListener> = (0..size * 2)
-            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        let listeners: Vec<TcpListener> = (0..options.members * 2)
+            .map(|_| TcpListener::bind((options.host, 0)).unwrap())
             .collect();
         let ports: Vec<u16> = listeners
             .iter()
             .map(|l| l.local_addr().unwrap().port())
             .collect();
         drop(listeners);
-        let members = (0..size)
+        let members = (0..options.members)
             .map(|i| Member {
                 name: format!("m{i}"),
                 client_port: ports[2 * i],
@@ -85,59 +114,76 @@ impl Etcd {
                 child: None,
             })
             .collect();
-        let tls = tls.then(|| make_certificates(&dir));
+        let tls = options.tls.then(|| make_certificates(&dir, options.host));
         let mut etcd = Etcd {
             dir,
             token,
+            host: options.host,
             members,
             tls,
         };
-        for i in 0..size {
+        for i in 0..options.members {
             etcd.spawn(i);
         }
-        etcd.wait_healthy(&(0..size).collect::<Vec<_>>());
+        etcd.wait_healthy(&etcd.all());
         etcd
     }
 
+    /// The indexes of all members.
+    pub fn all(&self) -> Vec<usize> {
+        (0..self.members.len()).collect()
+    }
+
     /// The client URLs of every member.
-    pub(crate) fn endpoints(&self) -> Vec<String> {
-        self.members.iter().map(|m| self.client_url(m)).collect()
+    pub fn endpoints(&self) -> Vec<String> {
+        (0..self.members.len()).map(|i| self.endpoint(i)).collect()
     }
 
-    fn client_url(&self, member: &Member) -> String {
+    /// The client URL of member `i`.
+    pub fn endpoint(&self, i: usize) -> String {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
-        format!("{scheme}://127.0.0.1:{}", member.client_port)
+        format!(
+            "{scheme}://{}:{}",
+            self.host_in_url(),
+            self.members[i].client_port
+        )
     }
 
-    /// A cluster configuration for `node` with a short lease and grace period.
-    pub(crate) fn config(&self, cluster: &str, node: &str) -> ClusterConfig {
-        let mut config = ClusterConfig::new(cluster, node, self.endpoints());
-        config.lease_ttl = Duration::from_secs(3);
-        config.identity_grace = Duration::from_secs(1);
-        config.kvstore.tls = self.tls.as_ref().map(|tls| TlsConfig {
-            ca: tls.ca.display().to_string(),
-            cert: tls.client_cert.display().to_string(),
-            key: tls.client_key.display().to_string(),
-        });
-        config
+    fn host_in_url(&self) -> String {
+        match self.host {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("[{v6}]"),
+        }
+    }
+
+    /// The certificates, when the members serve TLS.
+    pub fn tls(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
+    }
+
+    /// The directory holding the members' data and logs (`m<i>.log`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     fn spawn(&mut self, i: usize) {
+        let host = self.host_in_url();
         let initial_cluster = self
             .members
             .iter()
-            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .map(|m| format!("{}=http://{host}:{}", m.name, m.peer_port))
             .collect::<Vec<_>>()
             .join(",");
+        let client_url = self.endpoint(i);
         let member = &self.members[i];
+        assert!(member.child.is_none(), "etcd member {i} is already running");
         let data = self.dir.join(&member.name);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.join(format!("{}.log", member.name)))
             .unwrap();
-        let client_url = self.client_url(member);
-        let peer_url = format!("http://127.0.0.1:{}", member.peer_port);
+        let peer_url = format!("http://{host}:{}", member.peer_port);
         let mut command = Command::new("etcd");
         if let Some(tls) = &self.tls {
             command
@@ -170,17 +216,18 @@ impl Etcd {
         self.members[i].child = Some(child);
     }
 
-    /// Waits until the given members answer `etcdctl endpoint health` (which needs a leader).
-    pub(crate) fn wait_healthy(&self, members: &[usize]) {
+    /// Waits (up to 30 s) until the given members answer `etcdctl endpoint health`, which
+    /// needs a leader, so a quorum.
+    pub fn wait_healthy(&self, members: &[usize]) {
         let endpoints = members
             .iter()
-            .map(|&i| self.client_url(&self.members[i]))
+            .map(|&i| self.endpoint(i))
             .collect::<Vec<_>>()
             .join(",");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let status = self
-                .etcdctl(&endpoints)
+                .etcdctl_command(&endpoints)
                 .args(["--dial-timeout", "1s", "--command-timeout", "2s"])
                 .args(["endpoint", "health"])
                 .stdout(Stdio::null())
@@ -199,8 +246,9 @@ impl Etcd {
         }
     }
 
-    /// An `etcdctl` command for `endpoints`, with the client certificate when TLS is on.
-    fn etcdctl(&self, endpoints: &str) -> Command {
+    /// An `etcdctl` command for `endpoints` (comma-separated), with the client certificate
+    /// when TLS is on.
+    pub fn etcdctl_command(&self, endpoints: &str) -> Command {
         let mut command = Command::new("etcdctl");
         command
             .env("ETCDCTL_API", "3")
@@ -217,111 +265,78 @@ impl Etcd {
         command
     }
 
-    /// Creates the user `root` with `password` and enables authentication.
-    pub(crate) fn enable_auth(&self, password: &str) {
-        let endpoints = self.endpoints().join(",");
-        for args in [
-            vec!["user", "add", "root", "--interactive=false"],
-            vec!["auth", "enable"],
-        ] {
-            let mut command = self.etcdctl(&endpoints);
-            command.args(&args);
-            if args[0] == "user" {
-                command.arg(format!("--new-user-password={password}"));
-            }
-            let output = command.output().unwrap();
-            assert!(
-                output.status.success(),
-                "etcdctl {args:?}: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
+    /// Runs `etcdctl` against every member with `args`, which must succeed; its output.
+    pub fn etcdctl(&self, args: &[&str]) -> String {
+        let output = self
+            .etcdctl_command(&self.endpoints().join(","))
+            .args(args)
+            .output()
+            .expect("etcdctl must be installed (apt package etcd-client)");
+        assert!(
+            output.status.success(),
+            "etcdctl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
     }
 
-    /// Kills member `i` (its data stays).
-    pub(crate) fn stop(&mut self, i: usize) {
+    /// Creates the user `root` with `password` and enables authentication.
+    pub fn enable_auth(&self, password: &str) {
+        self.etcdctl(&[
+            "user",
+            "add",
+            "root",
+            "--interactive=false",
+            &format!("--new-user-password={password}"),
+        ]);
+        self.etcdctl(&["auth", "enable"]);
+    }
+
+    /// Kills member `i`, as a crash would; its data stays.
+    pub fn stop(&mut self, i: usize) {
         if let Some(mut child) = self.members[i].child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 
-    /// Starts member `i` again on its data.
-    pub(crate) fn start(&mut self, i: usize) {
+    /// Starts member `i` again on its data and ports. It is healthy only once a quorum of
+    /// members runs: wait for that with [`Etcd::wait_healthy`].
+    pub fn start(&mut self, i: usize) {
         self.spawn(i);
     }
 
-    /// Stops every member, deletes their data and starts them empty.
-    pub(crate) fn wipe(&mut self) {
-        for i in 0..self.members.len() {
+    /// Stops every member, deletes their data and starts them empty; returns once they are
+    /// healthy.
+    pub fn wipe(&mut self) {
+        for i in self.all() {
             self.stop(i);
         }
         for member in &self.members {
-            std::fs::remove_dir_all(self.dir.join(&member.name)).unwrap();
+            let data = self.dir.join(&member.name);
+            if data.exists() {
+                std::fs::remove_dir_all(data).unwrap();
+            }
         }
-        for i in 0..self.members.len() {
+        for i in self.all() {
             self.spawn(i);
         }
-        self.wait_healthy(&(0..self.members.len()).collect::<Vec<_>>());
-    }
-
-    /// A plain client, for checking what etcd holds and for writing keys as others would.
-    pub(crate) async fn client(&self) -> etcd_client::Client {
-        etcd_client::Client::connect(self.endpoints(), None)
-            .await
-            .unwrap()
+        self.wait_healthy(&self.all());
     }
 }
 
 impl Drop for Etcd {
     fn drop(&mut self) {
-        for i in 0..self.members.len() {
+        for i in self.all() {
             self.stop(i);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-/// Waits until `check` holds, polling; fails the test after `timeout`.
-pub(crate) async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not within {timeout:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// The keys under `prefix` and their values, as text.
-pub(crate) async fn dump(client: &mut etcd_client::Client, prefix: &str) -> Vec<(String, String)> {
-    let answer = client
-        .get(prefix, Some(etcd_client::GetOptions::new().with_prefix()))
-        .await
-        .unwrap();
-    answer
-        .kvs()
-        .iter()
-        .map(|kv| {
-            (
-                kv.key_str().unwrap().to_owned(),
-                kv.value_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
-}
-
-/// Makes a CA, a certificate for the members (127.0.0.1) and a client certificate with
+/// Makes a CA, a certificate for the members (`host`) and a client certificate with
 /// `openssl`, in `dir`.
-fn make_certificates(dir: &std::path::Path) -> TlsFiles {
+fn make_certificates(dir: &Path, host: IpAddr) -> TlsFiles {
     let path = |name: &str| dir.join(name);
     let openssl = |args: &[&str]| {
         let output = Command::new("openssl")
@@ -364,7 +379,7 @@ fn make_certificates(dir: &std::path::Path) -> TlsFiles {
             path(&extensions),
             format!(
                 "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n\
-                 extendedKeyUsage={usage}\nsubjectAltName=IP:127.0.0.1\n"
+                 extendedKeyUsage={usage}\nsubjectAltName=IP:{host}\n"
             ),
         )
         .unwrap();
