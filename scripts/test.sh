@@ -22,6 +22,8 @@ command -v cargo >/dev/null || { echo "cargo (Rust toolchain) is required" >&2; 
 command -v memcached >/dev/null || apt_install memcached
 # The transparent-redirection tests (crates/axoneme/tests/transparent.rs) install nftables rules.
 command -v nft >/dev/null || apt_install nftables
+# The cluster fault tests and examples/cluster put nodes in network namespaces.
+command -v ip >/dev/null || apt_install iproute2
 # The cluster tests (crates/cluster/tests) run real etcd members, and the etcd client crate
 # compiles etcd's protocol definitions with protoc.
 command -v etcd >/dev/null || apt_install etcd-server

@@ -321,7 +321,7 @@ step_wipe() {
 # The identity numbers node-a's endpoints have, and the cluster's numbers in etcd.
 identity_numbers() {
   axoneme a endpoint list -o json |
-    python3 -c 'import json, sys; print(" ".join(f"{e[\"name\"]}={e[\"identity\"]}" for e in json.load(sys.stdin)))'
+    python3 -c 'import json, sys; print(" ".join("%s=%s" % (e["name"], e["identity"]) for e in json.load(sys.stdin)))'
   etcdctl_ get --prefix axoneme/galaxy/identities/id/ | paste -d ' ' - - | sed 's|axoneme/galaxy/identities/id/||'
 }
 

@@ -9,6 +9,9 @@
 //! restarted. memcached itself is the oracle: no key a denied `set` named is ever in it, and
 //! every stored key holds what the allowed `set` wrote.
 //!
+//! The README's cluster example (`examples/cluster/run.sh --check`) runs here too, with the
+//! binary under test: every fault in turn, its checks, and nothing of it left afterwards.
+//!
 //! Needs root (namespaces, veth pairs, a bridge), `ip`, `memcached`, `etcd` and `etcdctl`.
 
 mod common;
@@ -685,7 +688,7 @@ async fn client_loop(load: Arc<Load>, network: Arc<Network>, client: Client) {
     let mut sequence = 0u64;
     while !load.stop.load(Ordering::Relaxed) {
         sequence += 1;
-        let allowed = sequence % 2 == 0;
+        let allowed = sequence.is_multiple_of(2);
         let value = format!("v{sequence}");
         let key = match (client.maintenance, allowed) {
             (true, true) => format!("alliance/fleet/{}-{sequence}", client.name),
@@ -833,7 +836,7 @@ struct Galaxy {
 
 impl Galaxy {
     /// A maintenance request `line` from node A's own client, and the reply's first line.
-    async fn from_a(&self, line: &str) -> String {
+    async fn request_on_a(&self, line: &str) -> String {
         let proxy = SocketAddrV4::new(self.network.node_ip(A), LISTENER_PORT);
         let stream = self
             .network
@@ -856,7 +859,7 @@ impl Galaxy {
     /// A enforces it (within `seconds`).
     async fn import_probe(&self, step: &str, through: usize, seconds: u64) {
         let set = format!("set probe/{step}/x 0 0 1\r\nx\r\n");
-        assert_eq!(self.from_a(&set).await, DENIED, "probe-{step} is new");
+        assert_eq!(self.request_on_a(&set).await, DENIED, "probe-{step} is new");
         let agent = &self.agents[through];
         let file = agent.policy_file(&format!("probe-{step}.yaml"), &probe_policy(step));
         agent.ok(&["policy", "import", &file]);
@@ -874,7 +877,7 @@ impl Galaxy {
             }
         }
         assert_eq!(
-            self.from_a(&set).await,
+            self.request_on_a(&set).await,
             "STORED",
             "{name} is enforced on node-a"
         );
@@ -1062,7 +1065,7 @@ async fn three_nodes_enforce_through_every_etcd_fault() {
     galaxy.agents[C].ok(&["policy", "import", &file]);
     let set = "set probe/while-cut/x 0 0 1\r\nx\r\n";
     assert_eq!(
-        galaxy.from_a(set).await,
+        galaxy.request_on_a(set).await,
         DENIED,
         "node-a cannot know it yet"
     );
@@ -1075,7 +1078,7 @@ async fn three_nodes_enforce_through_every_etcd_fault() {
     galaxy.agents[A].wait_stale(false, 30).await;
     wait_published(&galaxy.etcd, NODES[A]).await;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while galaxy.from_a(set).await != "STORED" {
+    while galaxy.request_on_a(set).await != "STORED" {
         assert!(
             Instant::now() < deadline,
             "probe-while-cut not enforced on node-a after its link came back"
@@ -1170,4 +1173,71 @@ async fn three_nodes_enforce_through_every_etcd_fault() {
     }
     eprintln!("took {:?}", started.elapsed());
     drop(galaxy);
+}
+
+#[test]
+fn the_cluster_example_checks_every_fault_and_leaves_nothing_behind() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let routes = String::from_utf8(
+        Command::new("ip")
+            .args(["-4", "route", "show", "table", "all"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    // A /24 under 10.192.0.0/13, apart from the other test's.
+    let pid = std::process::id();
+    let subnet = (0..2048u32)
+        .map(|i| {
+            let n = (pid + i) % 2048;
+            format!("10.{}.{}", 192 + n / 256, n % 256)
+        })
+        .find(|s| !routes.contains(&format!("{s}.")))
+        .expect("a free 10.192.0.0/13 subnet");
+    let child = Command::new("bash")
+        .arg(format!("{root}/examples/cluster/run.sh"))
+        .arg("--check")
+        .env("AXONEME_BIN", env!("CARGO_BIN_EXE_axoneme"))
+        .env("AXONEME_CLUSTER_SUBNET", &subnet)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running the example");
+    let script = child.id();
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the example failed: {stdout}\n{stderr}"
+    );
+    assert!(stdout.ends_with("all checks passed\n"), "{stdout}");
+    for shown in [
+        "set empire/deathstar stolen                      -> CLIENT_ERROR access denied",
+        "get alliance/fleet/x-wing                        -> connection closed by the proxy",
+        "node-a: stale=True",
+        "axoneme: the kvstore has not answered since ",
+        "axoneme/galaxy/policies/secure-fleet",
+    ] {
+        assert!(stdout.contains(shown), "{shown:?} not in:\n{stdout}");
+    }
+    let namespaces = String::from_utf8(
+        Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(
+        !namespaces.contains(&format!("axoneme-cluster-{script}-")),
+        "{namespaces}"
+    );
+    let links = Command::new("ip")
+        .args(["link", "show", &format!("axc{script}")])
+        .output()
+        .unwrap();
+    assert!(!links.status.success(), "the bridge is left behind");
 }
