@@ -7,7 +7,12 @@
 //! Without etcd an agent in cluster mode does not start. An endpoint hosted on node A is
 //! known on node B by its labels, which B's policy admits it by, with the same identity number
 //! on both nodes (the cluster's); deleted, its labels are no longer referenced; and when A dies
-//! it is forgotten on B once A's lease expires.
+//! it is forgotten on B once A's lease expires. `cluster status` lists the nodes with their
+//! endpoint counts and heartbeats, and a node that stops revokes its lease, so its keys vanish
+//! at once. With `identitySource: cilium` and a real memcached, a client known only to
+//! Cilium's IP cache (keys written as Cilium writes them) gets the policy of its labels, an
+//! endpoint whose labels Cilium has no identity for is refused until Cilium has one, and
+//! Cilium's keys are never written.
 
 mod common;
 
@@ -766,10 +771,15 @@ async fn the_nodes_show_their_endpoints_and_heartbeats_and_a_stopped_node_vanish
     let table = a.ok(&["cluster", "status"]);
     let header = table
         .lines()
-        .position(|l| l.starts_with("NAME") && l.contains("ENDPOINTS") && l.contains("LASTHEARTBEAT"))
+        .position(|l| {
+            l.starts_with("NAME") && l.contains("ENDPOINTS") && l.contains("LASTHEARTBEAT")
+        })
         .unwrap_or_else(|| panic!("no table of nodes:\n{table}"));
     let rows: Vec<&str> = table.lines().skip(header + 1).take(2).collect();
-    assert!(rows[0].starts_with("node-a") && rows[1].starts_with("node-b"), "{table}");
+    assert!(
+        rows[0].starts_with("node-a") && rows[1].starts_with("node-b"),
+        "{table}"
+    );
 
     // B stops: it revokes its lease, and A sees its heartbeat, endpoints and identity
     // references gone within seconds, not after 30.
@@ -782,8 +792,16 @@ async fn the_nodes_show_their_endpoints_and_heartbeats_and_a_stopped_node_vanish
             .collect::<Vec<String>>()
     };
     let before = owned_by_b();
-    assert!(before.iter().any(|k| k.contains("identities/value/app=r2d2;")), "{before:?}");
-    assert!(before.iter().any(|k| k.contains("endpoints/node-b/r2d2")), "{before:?}");
+    assert!(
+        before
+            .iter()
+            .any(|k| k.contains("identities/value/app=r2d2;")),
+        "{before:?}"
+    );
+    assert!(
+        before.iter().any(|k| k.contains("endpoints/node-b/r2d2")),
+        "{before:?}"
+    );
     signal(&b.child, "TERM");
     let stopped = Instant::now();
     assert!(b.child.wait().unwrap().success(), "{}", b.log());
@@ -793,10 +811,17 @@ async fn the_nodes_show_their_endpoints_and_heartbeats_and_a_stopped_node_vanish
         .wait_status("nodes", |nodes| nodes.as_array().unwrap().len() == 1)
         .await;
     assert_eq!(status["nodes"][0]["name"], "node-a");
-    assert!(stopped.elapsed() < Duration::from_secs(10), "{:?}", stopped.elapsed());
+    assert!(
+        stopped.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        stopped.elapsed()
+    );
     // A still references r2d2's labels: the number stays.
     let references = etcd.etcdctl(&["get", "--prefix", "--keys-only", prefix]);
-    assert!(references.contains("app=r2d2;k8s:io.kubernetes.pod.namespace=default;/node-a"), "{references}");
+    assert!(
+        references.contains("app=r2d2;k8s:io.kubernetes.pod.namespace=default;/node-a"),
+        "{references}"
+    );
 }
 
 /// Child processes killed when the test ends, however it ends.
@@ -858,7 +883,10 @@ impl CiliumKeys<'_> {
 
     /// An identity and the reference of the Cilium node 192.168.56.11 to it.
     fn identity(&mut self, id: u32, labels: &str) {
-        self.put(format!("cilium/state/identities/v1/id/{id}"), labels.to_owned());
+        self.put(
+            format!("cilium/state/identities/v1/id/{id}"),
+            labels.to_owned(),
+        );
         self.put(
             format!("cilium/state/identities/v1/value/{labels}/192.168.56.11"),
             id.to_string(),
@@ -999,7 +1027,8 @@ cluster:
     assert_eq!(status["unidentifiedEndpoints"], serde_json::json!(["leia"]));
     assert_eq!(status["remoteEndpoints"], 2, "{status}");
     assert!(
-        node.log().contains("the cluster has no identity for the endpoint's labels"),
+        node.log()
+            .contains("the cluster has no identity for the endpoint's labels"),
         "{}",
         node.log()
     );
@@ -1016,7 +1045,11 @@ cluster:
     cilium.identity(LEIA_ID, &cilium_labels("leia"));
     let deadline = Instant::now() + Duration::from_secs(10);
     while get(leia_port, PUBLIC).await != END {
-        assert!(Instant::now() < deadline, "leia not guarded: {}", node.log());
+        assert!(
+            Instant::now() < deadline,
+            "leia not guarded: {}",
+            node.log()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(get(leia_port, SECRET).await, MEMCACHE_DENIED);

@@ -926,6 +926,79 @@ mod tests {
     }
 
     #[test]
+    fn cilium_labels_compare_without_their_sources() {
+        let cilium: Vec<String> = ["k8s:app=luke", "k8s:io.kubernetes.pod.namespace=default"]
+            .map(str::to_owned)
+            .to_vec();
+        let ours: Vec<String> = ["app=luke", "k8s:io.kubernetes.pod.namespace=default"]
+            .map(str::to_owned)
+            .to_vec();
+        assert_eq!(sourceless(&cilium), sourceless(&ours));
+        assert_eq!(
+            sourceless(&cilium),
+            ["app=luke", "io.kubernetes.pod.namespace=default"]
+        );
+        assert!(cilium_label_is_plain("k8s:app=luke"));
+        assert!(cilium_label_is_plain("app=luke"));
+        assert!(!cilium_label_is_plain("reserved:host"));
+        assert!(!cilium_label_is_plain("cidr:10.0.0.0/8"));
+    }
+
+    #[test]
+    fn the_ip_cache_becomes_remote_endpoints_of_known_plain_identities() {
+        let ip = |text: &str| text.parse::<std::net::IpAddr>().unwrap();
+        let labels = |list: &[&str]| list.iter().map(|l| (*l).to_owned()).collect::<Vec<_>>();
+        let snapshot = IdentitiesSnapshot {
+            revision: 5,
+            identities: BTreeMap::from([
+                (
+                    31337,
+                    labels(&["k8s:app=luke", "k8s:io.kubernetes.pod.namespace=rebels"]),
+                ),
+                (300, labels(&["cidr:10.0.0.0/8"])),
+                (301, labels(&["k8s:app=nobody"])),
+                (
+                    302,
+                    labels(&[
+                        "k8s:app=x",
+                        "container:app=y",
+                        "k8s:io.kubernetes.pod.namespace=d",
+                    ]),
+                ),
+            ]),
+            ips: BTreeMap::from([
+                (ip("10.0.0.1"), 31337),
+                (ip("10.0.0.2"), 300),
+                (ip("10.0.0.3"), 301),
+                (ip("10.0.0.4"), 302),
+                (ip("10.0.0.5"), 2),
+            ]),
+        };
+        let remote = cilium_remote(&snapshot);
+        assert_eq!(remote.len(), 1, "{remote:?}");
+        assert_eq!(remote[0].name, "cilium/10.0.0.1");
+        assert_eq!(remote[0].ips, [ip("10.0.0.1")]);
+        assert_eq!(remote[0].namespace.as_deref(), Some("rebels"));
+        assert_eq!(
+            remote[0].identity_labels().unwrap(),
+            ["app=luke", "k8s:io.kubernetes.pod.namespace=rebels"]
+        );
+        let numbers = CiliumNumbers {
+            identities: watch::channel(snapshot).1,
+        };
+        let sets = BTreeSet::from([
+            remote[0].identity_labels().unwrap(),
+            labels(&["app=leia", "k8s:io.kubernetes.pod.namespace=rebels"]),
+        ]);
+        let given = numbers.numbers(&sets).unwrap();
+        assert_eq!(
+            given,
+            BTreeMap::from([(remote[0].identity_labels().unwrap(), 31337)]),
+            "leia has no identity: left out"
+        );
+    }
+
+    #[test]
     fn a_failed_write_names_what_was_written_before_it() {
         let error = PolicyWriteError::Kvstore {
             source: ClusterError::Closed,

@@ -255,7 +255,10 @@ async fn a_release_stalled_on_etcd_does_not_delay_an_allocation() {
         tokio::spawn(async move { node.release_identity(&leia).await })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!releasing.is_finished(), "the release must be waiting on etcd");
+    assert!(
+        !releasing.is_finished(),
+        "the release must be waiting on etcd"
+    );
     // Meanwhile a label set the node holds is allocated again at once.
     let started = tokio::time::Instant::now();
     assert_eq!(node.allocate_identity(&luke).await.unwrap(), luke_id);
@@ -273,17 +276,13 @@ async fn a_release_stalled_on_etcd_does_not_delay_an_allocation() {
     etcd.start(0);
     etcd.wait_healthy(&[0]);
     let client = etcd.client().await;
-    eventually(
-        "leia's reference deleted",
-        Duration::from_secs(10),
-        || {
-            let mut client = client.clone();
-            async move {
-                let references = dump(&mut client, "axoneme/galaxy/identities/value/").await;
-                references.len() == 1 && references[0].0.contains("app=luke;")
-            }
-        },
-    )
+    eventually("leia's reference deleted", Duration::from_secs(10), || {
+        let mut client = client.clone();
+        async move {
+            let references = dump(&mut client, "axoneme/galaxy/identities/value/").await;
+            references.len() == 1 && references[0].0.contains("app=luke;")
+        }
+    })
     .await;
     assert_ne!(luke_id, leia_id);
 }
