@@ -4,7 +4,9 @@
 //! uses a label set holds a reference `identities/value/<labels>/<node>` (the number as text)
 //! attached to its lease. Owns allocation (race-free across nodes through etcd transactions),
 //! this node's references, their restore after a fault, and the collection of numbers nobody
-//! references any more once a grace period has passed. It must not know about endpoints or
+//! references any more once a grace period has passed. No lock is held across a request to
+//! etcd: a release deletes its reference only if its mod revision is the one this node last
+//! wrote, so an allocation of the same labels meanwhile keeps it. It must not know about endpoints or
 //! policies.
 //!
 //! Why allocation is race-free: a new master key is written in one transaction with this
@@ -75,35 +77,38 @@ impl Session {
             return Ok(held.id);
         }
         let mut lease = shared.lease();
-        let (id, revision) = claim(shared, &labels, None).await?;
-        {
+        // A claim that failed while the lease was replaced (etcd lost it) is made again
+        // under the new one.
+        let (claimed, revision) = match claim(shared, &labels, None).await {
+            Err(_) if shared.lease() != lease => {
+                lease = shared.lease();
+                claim(shared, &labels, None).await?
+            }
+            claimed => claimed?,
+        };
+        let mut id = {
             let mut owned = shared.owned();
             let held = owned.identities.entry(labels.clone()).or_insert(Held {
-                id,
+                id: claimed,
                 count: 0,
                 revision,
             });
             held.count += 1;
-        }
+            held.id
+        };
         // Recorded above before the lease is compared: a restore under a lease granted
         // after this comparison finds the label set among those it re-creates; one granted
         // while the reference was written may have missed it, so it is written again.
         while shared.lease() != lease {
             lease = shared.lease();
-            let held_id = shared.owned().identities.get(&labels).map(|held| held.id);
-            let Some(held_id) = held_id else { break };
-            let (id, revision) = claim(shared, &labels, Some(held_id)).await?;
+            let (again, revision) = claim(shared, &labels, Some(id)).await?;
+            id = again;
             if let Some(held) = shared.owned().identities.get_mut(&labels) {
-                held.id = id;
+                held.id = again;
                 held.revision = revision;
             }
         }
-        shared
-            .owned()
-            .identities
-            .get(&labels)
-            .map(|held| held.id)
-            .ok_or(ClusterError::Closed)
+        Ok(id)
     }
 
     /// Releases one allocation of a label set; with the last, this node's reference is

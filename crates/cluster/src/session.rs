@@ -2,7 +2,9 @@
 //! health of the node's view, and the recovery of what the node owns after etcd failed.
 //!
 //! Owns the lease (every key this node owns is attached to it, so a dead node's keys vanish
-//! with it), the record of what this node owns (its endpoints and identity references), the
+//! with it, and a closed session revokes it), when the node's heartbeat is written (at each
+//! renewal), the record of what this node owns (its endpoints and identity references, and the
+//! references released whose deletion is pending), the etcd members' health and names, the
 //! stale flag, and the detection that etcd lost its data: the epoch key is gone or was created
 //! anew, or the store's revision went backwards. It must not decide what the owned keys hold:
 //! the identity, endpoint and policy modules do, and this module only asks them to re-create
