@@ -7,7 +7,12 @@
 //! Without etcd an agent in cluster mode does not start. An endpoint hosted on node A is
 //! known on node B by its labels, which B's policy admits it by, with the same identity number
 //! on both nodes (the cluster's); deleted, its labels are no longer referenced; and when A dies
-//! it is forgotten on B once A's lease expires.
+//! it is forgotten on B once A's lease expires. `cluster status` lists the nodes with their
+//! endpoint counts and heartbeats, and a node that stops revokes its lease, so its keys vanish
+//! at once. With `identitySource: cilium` and a real memcached, a client known only to
+//! Cilium's IP cache (keys written as Cilium writes them) gets the policy of its labels, an
+//! endpoint whose labels Cilium has no identity for is refused until Cilium has one, and
+//! Cilium's keys are never written.
 
 mod common;
 
@@ -17,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use axoneme_testkit::etcd::Etcd;
 use common::{
-    agent_cli, connect_from, free_port, r2d2_policy, raw_api, request, spawn_agent, temp_dir,
-    wait_for_api, Upstream, LUKE,
+    agent_cli, connect_from, free_port, r2d2_policy, raw_api, request, signal, spawn_agent,
+    temp_dir, wait_for_api, Upstream, LUKE,
 };
 use serde_json::Value;
 
@@ -146,7 +151,22 @@ impl Node {
         upstream: &Upstream,
         files: &[(&str, String)],
     ) -> Node {
+        Node::start_leased(node, hosts, etcd, upstream, files, "3s").await
+    }
+
+    /// Starts node `node`, hosting what `hosts` says, with a lease of `lease_ttl`.
+    async fn start_leased(
+        node: &str,
+        hosts: Hosts,
+        etcd: &Etcd,
+        upstream: &Upstream,
+        files: &[(&str, String)],
+        lease_ttl: &str,
+    ) -> Node {
         let (dir, proxy_port) = node_dir(node, hosts, &etcd.endpoint(0), upstream, files);
+        let config = std::fs::read_to_string(dir.join("config.yaml")).unwrap();
+        let config = config.replace("leaseTTL: 3s", &format!("leaseTTL: {lease_ttl}"));
+        std::fs::write(dir.join("config.yaml"), config).unwrap();
         let child = spawn_agent(&dir);
         wait_for_api(&dir).await;
         Node {
@@ -320,7 +340,7 @@ async fn a_policy_imported_on_one_node_is_enforced_on_another_and_survives_etcd_
         assert_eq!(status["staleSince"], Value::Null);
         assert_eq!(
             status["members"],
-            serde_json::json!([{"endpoint": etcd.endpoint(0), "healthy": true}])
+            serde_json::json!([{"name": "m0", "endpoint": etcd.endpoint(0), "healthy": true}])
         );
         assert!(status["revision"].as_i64().unwrap() > 0, "{status}");
         assert_documented(&status);
@@ -707,4 +727,362 @@ async fn an_endpoint_of_one_node_is_known_by_its_labels_on_another_until_its_lea
         "{}",
         b.log()
     );
+}
+
+/// Seconds since the Unix epoch of an RFC 3339 time, as `date` reads it.
+fn epoch_seconds(rfc3339: &str) -> u64 {
+    let output = std::process::Command::new("date")
+        .args(["-u", "-d", rfc3339, "+%s"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "date cannot read {rfc3339:?}");
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nodes_show_their_endpoints_and_heartbeats_and_a_stopped_node_vanishes_at_once() {
+    let etcd = Etcd::start("nodes");
+    let upstream = Upstream::start().await;
+    // A 30 s lease: a node gone within seconds left the cluster, its lease did not expire.
+    let a = Node::start_leased("node-a", Hosts::Both, &etcd, &upstream, &[], "30s").await;
+    let mut b = Node::start_leased("node-b", Hosts::R2d2, &etcd, &upstream, &[], "30s").await;
+
+    let status = a
+        .wait_status("nodes", |nodes| nodes.as_array().unwrap().len() == 2)
+        .await;
+    assert_documented(&status);
+    assert_eq!(status["identitySource"], "axoneme");
+    assert_eq!(status["unidentifiedEndpoints"], serde_json::json!([]));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let nodes = status["nodes"].as_array().unwrap();
+    for (node, name, endpoints) in [(&nodes[0], "node-a", 2), (&nodes[1], "node-b", 1)] {
+        assert_eq!(node["name"], name, "{status}");
+        assert_eq!(node["endpoints"], endpoints, "{status}");
+        // Renewed every 10 s with a 30 s lease.
+        let beat = epoch_seconds(node["lastHeartbeat"].as_str().unwrap());
+        assert!(beat <= now + 1 && now - beat <= 12, "{node} at {now}");
+    }
+    let table = a.ok(&["cluster", "status"]);
+    let header = table
+        .lines()
+        .position(|l| {
+            l.starts_with("NAME") && l.contains("ENDPOINTS") && l.contains("LASTHEARTBEAT")
+        })
+        .unwrap_or_else(|| panic!("no table of nodes:\n{table}"));
+    let rows: Vec<&str> = table.lines().skip(header + 1).take(2).collect();
+    assert!(
+        rows[0].starts_with("node-a") && rows[1].starts_with("node-b"),
+        "{table}"
+    );
+
+    // B stops: it revokes its lease, and A sees its heartbeat, endpoints and identity
+    // references gone within seconds, not after 30.
+    let prefix = "axoneme/galaxy/";
+    let owned_by_b = || {
+        etcd.etcdctl(&["get", "--prefix", "--keys-only", prefix])
+            .lines()
+            .filter(|key| key.ends_with("/node-b") || key.contains("/node-b/"))
+            .map(str::to_owned)
+            .collect::<Vec<String>>()
+    };
+    let before = owned_by_b();
+    assert!(
+        before
+            .iter()
+            .any(|k| k.contains("identities/value/app=r2d2;")),
+        "{before:?}"
+    );
+    assert!(
+        before.iter().any(|k| k.contains("endpoints/node-b/r2d2")),
+        "{before:?}"
+    );
+    signal(&b.child, "TERM");
+    let stopped = Instant::now();
+    assert!(b.child.wait().unwrap().success(), "{}", b.log());
+    assert!(b.log().contains("left the cluster"), "{}", b.log());
+    assert_eq!(owned_by_b(), Vec::<String>::new(), "revoked with the lease");
+    let status = a
+        .wait_status("nodes", |nodes| nodes.as_array().unwrap().len() == 1)
+        .await;
+    assert_eq!(status["nodes"][0]["name"], "node-a");
+    assert!(
+        stopped.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        stopped.elapsed()
+    );
+    // A still references r2d2's labels: the number stays.
+    let references = etcd.etcdctl(&["get", "--prefix", "--keys-only", prefix]);
+    assert!(
+        references.contains("app=r2d2;k8s:io.kubernetes.pod.namespace=default;/node-a"),
+        "{references}"
+    );
+}
+
+/// Child processes killed when the test ends, however it ends.
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Starts memcached on a free loopback port and waits until it accepts connections.
+fn start_memcached(children: &mut Children) -> u16 {
+    use std::os::unix::fs::MetadataExt;
+    let port = free_port();
+    let mut command = std::process::Command::new("memcached");
+    command.args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0"]);
+    if std::fs::metadata("/proc/self").unwrap().uid() == 0 {
+        command.args(["-u", "root"]);
+    }
+    let child = command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("memcached is required (scripts/test.sh installs it)");
+    children.0.push(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "memcached did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    port
+}
+
+/// Cilium's keys as a Cilium agent in kvstore mode writes them (the formats of
+/// Documentation/kvstore.rst, "Layout", in Cilium's repository):
+/// - `cilium/state/identities/v1/id/<identity>` → the identity's labels, each
+///   `source:key=value;`, sorted (pkg/identity/key/global_identity.go `GlobalIdentity.GetKey`,
+///   pkg/labels/labels.go `Labels.SortedList`);
+/// - `cilium/state/identities/v1/value/<labels>/<node IP>` → the identity, as text (the
+///   kvstore allocator's per-node slave key, pkg/allocator);
+/// - `cilium/state/ip/v1/<cluster>/<ip>` → an `IPIdentityPair` as JSON (pkg/identity/
+///   identity.go: `IP`, `Mask`, `HostIP`, `ID`, `Key`, `Metadata`, `K8sNamespace`,
+///   `K8sPodName`), written by pkg/ipcache/kvstore.go `UpsertIPToKVStore`.
+struct CiliumKeys<'e> {
+    etcd: &'e Etcd,
+    /// Every key written, with its value, to check that the agent never changed them.
+    written: std::collections::BTreeMap<String, String>,
+}
+
+impl CiliumKeys<'_> {
+    fn put(&mut self, key: String, value: String) {
+        self.etcd.etcdctl(&["put", &key, &value]);
+        self.written.insert(key, value);
+    }
+
+    /// An identity and the reference of the Cilium node 192.168.56.11 to it.
+    fn identity(&mut self, id: u32, labels: &str) {
+        self.put(
+            format!("cilium/state/identities/v1/id/{id}"),
+            labels.to_owned(),
+        );
+        self.put(
+            format!("cilium/state/identities/v1/value/{labels}/192.168.56.11"),
+            id.to_string(),
+        );
+    }
+
+    /// `ip` of pod `pod` in namespace default, with identity `id`, in cluster `default`.
+    fn ip(&mut self, ip: &str, id: u32, pod: &str) {
+        self.put(
+            format!("cilium/state/ip/v1/default/{ip}"),
+            format!(
+                r#"{{"IP":"{ip}","Mask":null,"HostIP":"192.168.56.11","ID":{id},"Key":0,"Metadata":"cilium-global:default:k8s1:{id}","K8sNamespace":"default","K8sPodName":"{pod}"}}"#
+            ),
+        );
+    }
+
+    /// What etcd holds under `cilium/`: key → value.
+    fn stored(&self) -> std::collections::BTreeMap<String, String> {
+        let listing = self.etcd.etcdctl(&["get", "--prefix", "cilium/"]);
+        let lines: Vec<&str> = listing.lines().collect();
+        lines
+            .chunks(2)
+            .map(|pair| (pair[0].to_owned(), pair[1].to_owned()))
+            .collect()
+    }
+}
+
+const CACHE_ID: u32 = 40123;
+const LUKE_ID: u32 = 31337;
+const VADER_ID: u32 = 31338;
+const LEIA_ID: u32 = 31400;
+
+/// Cilium's label array for a pod of app `app` in namespace default of cluster default.
+fn cilium_labels(app: &str) -> String {
+    format!(
+        "k8s:app={app};k8s:io.cilium.k8s.policy.cluster=default;k8s:io.kubernetes.pod.namespace=default;"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_cilium_identities_a_client_known_only_to_ciliums_ip_cache_gets_its_labels_policy() {
+    let etcd = Etcd::start("cilium");
+    let mut cilium = CiliumKeys {
+        etcd: &etcd,
+        written: std::collections::BTreeMap::new(),
+    };
+    cilium.identity(CACHE_ID, &cilium_labels("cache"));
+    cilium.identity(LUKE_ID, &cilium_labels("luke"));
+    cilium.identity(VADER_ID, &cilium_labels("vader"));
+    // luke's address is in no configuration of the agent: only in Cilium's IP cache.
+    cilium.ip(LUKE, LUKE_ID, "luke-7d9c");
+    cilium.ip("127.0.0.1", CACHE_ID, "cache-5f2a");
+
+    let mut children = Children(Vec::new());
+    let memcached = start_memcached(&mut children);
+    let dir = temp_dir("cluster-cilium");
+    let (cache_port, leia_port) = (free_port(), free_port());
+    // luke may get public/ keys from every endpoint of the Cilium cluster `default`.
+    std::fs::write(
+        dir.join("cache.yaml"),
+        format!(
+            r#"apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {{name: cache}}
+spec:
+  endpointSelector: {{matchLabels: {{io.cilium.k8s.policy.cluster: default}}}}
+  ingress:
+    - fromEndpoints: [{{matchLabels: {{app: luke}}}}]
+      toPorts:
+        - ports: [{{port: "{memcached}"}}]
+          rules: {{l7proto: memcache, l7: [{{command: get, keyPrefix: public/}}]}}
+"#
+        ),
+    )
+    .unwrap();
+    // cache's labels are those of a Cilium identity; leia's are not, yet.
+    std::fs::write(
+        dir.join("config.yaml"),
+        format!(
+            r#"accessLog: {{path: access.log}}
+api: {{socket: api.sock}}
+endpoints:
+  - {{name: cache, ips: ["127.0.0.1"], labels: {{"k8s:app": cache, io.cilium.k8s.policy.cluster: default}}}}
+  - {{name: leia, ips: ["127.0.0.22"], labels: {{app: leia, io.cilium.k8s.policy.cluster: default}}}}
+policies: ["cache.yaml"]
+listeners:
+  - {{name: cache, listen: "127.0.0.1:{cache_port}", upstream: "127.0.0.1:{memcached}", endpoint: cache, direction: ingress, l7proto: memcache}}
+  - {{name: leia, listen: "127.0.0.1:{leia_port}", upstream: "127.0.0.1:{memcached}", endpoint: leia, direction: ingress, l7proto: memcache}}
+cluster:
+  name: default
+  node: node-a
+  kvstore: {{endpoints: ["{}"]}}
+  leaseTTL: 3s
+  identitySource: cilium
+"#,
+            etcd.endpoint(0)
+        ),
+    )
+    .unwrap();
+    let node = Node {
+        child: spawn_agent(&dir),
+        dir,
+        proxy_port: cache_port,
+    };
+    wait_for_api(&node.dir).await;
+    let get = |port: u16, line: &'static str| async move {
+        let proxy = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut stream = connect_from(LUKE, proxy).await;
+        request(&mut stream, line).await
+    };
+    const PUBLIC: &str = "get public/plans\r\n";
+    const SECRET: &str = "get secret/plans\r\n";
+    const END: &str = "END\r\n";
+    const MEMCACHE_DENIED: &str = "CLIENT_ERROR access denied\r\n";
+
+    // luke, by Cilium's IP cache, gets public keys and not secret ones.
+    assert_eq!(get(cache_port, PUBLIC).await, END, "{}", node.log());
+    assert_eq!(get(cache_port, SECRET).await, MEMCACHE_DENIED);
+    let denied = logged_memcache(&node.dir, "secret/plans").await;
+    assert_eq!(denied["entry_type"], "Denied", "{denied}");
+    assert_eq!(denied["source_security_id"], LUKE_ID, "{denied}");
+    assert_eq!(denied["destination_security_id"], CACHE_ID, "{denied}");
+    assert_eq!(
+        denied["source_labels"],
+        serde_json::json!([
+            "app=luke",
+            "io.cilium.k8s.policy.cluster=default",
+            "k8s:io.kubernetes.pod.namespace=default"
+        ]),
+        "{denied}"
+    );
+
+    // leia's labels have no Cilium identity: refused, and said so; no number is made up.
+    assert_eq!(get(leia_port, PUBLIC).await, "", "refused at connect");
+    let status = node.json(&["cluster", "status"]);
+    assert_documented(&status);
+    assert_eq!(status["identitySource"], "cilium");
+    assert_eq!(status["unidentifiedEndpoints"], serde_json::json!(["leia"]));
+    assert_eq!(status["remoteEndpoints"], 2, "{status}");
+    assert!(
+        node.log()
+            .contains("the cluster has no identity for the endpoint's labels"),
+        "{}",
+        node.log()
+    );
+    let listed = node.json(&["endpoint", "list"]);
+    let leia = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "leia")
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert_eq!(leia["identity"], Value::Null, "{leia}");
+
+    // Cilium allocates leia's identity: followed live, leia is guarded by its policy.
+    cilium.identity(LEIA_ID, &cilium_labels("leia"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(leia_port, PUBLIC).await != END {
+        assert!(
+            Instant::now() < deadline,
+            "leia not guarded: {}",
+            node.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(get(leia_port, SECRET).await, MEMCACHE_DENIED);
+    node.wait_status("unidentifiedEndpoints", |v| v == &serde_json::json!([]))
+        .await;
+
+    // Cilium gives luke's address to vader: luke's connections are vader's, and refused.
+    cilium.ip(LUKE, VADER_ID, "vader-1b3e");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !get(cache_port, PUBLIC).await.is_empty() {
+        assert!(Instant::now() < deadline, "still allowed: {}", node.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The agent only read Cilium's keys.
+    assert_eq!(cilium.stored(), cilium.written);
+}
+
+/// The last access-log entry of `dir` about the memcache key `key`, waiting (up to 5 s).
+async fn logged_memcache(dir: &Path, key: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = std::fs::read_to_string(dir.join("access.log")).unwrap_or_default();
+        let entry = log
+            .lines()
+            .rev()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find(|e| e.to_string().contains(key));
+        if let Some(entry) = entry {
+            return entry;
+        }
+        assert!(Instant::now() < deadline, "no entry for {key:?} in:\n{log}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

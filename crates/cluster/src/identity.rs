@@ -4,7 +4,9 @@
 //! uses a label set holds a reference `identities/value/<labels>/<node>` (the number as text)
 //! attached to its lease. Owns allocation (race-free across nodes through etcd transactions),
 //! this node's references, their restore after a fault, and the collection of numbers nobody
-//! references any more once a grace period has passed. It must not know about endpoints or
+//! references any more once a grace period has passed. No lock is held across a request to
+//! etcd: a release deletes its reference only if its mod revision is the one this node last
+//! wrote, so an allocation of the same labels meanwhile keeps it. It must not know about endpoints or
 //! policies.
 //!
 //! Why allocation is race-free: a new master key is written in one transaction with this
@@ -50,12 +52,17 @@ pub(crate) struct Held {
     pub(crate) id: u32,
     /// How many allocations of the label set this node has not released.
     pub(crate) count: usize,
+    /// The mod revision of this node's reference as it last wrote it: its release deletes
+    /// the reference only if nothing wrote it again since.
+    pub(crate) revision: i64,
 }
 
 impl Session {
     /// The number of a label set, the same on every node: an existing one when the set has
     /// one, a new one otherwise. Each call must be matched by one
-    /// [`release_identity`](Session::release_identity).
+    /// [`release_identity`](Session::release_identity). A label set this node holds already
+    /// is answered at once, without etcd; no lock is held while etcd is asked, so a slow
+    /// allocation or release never delays another.
     pub async fn allocate_identity<S: AsRef<str>>(
         &self,
         labels: &[S],
@@ -65,48 +72,73 @@ impl Session {
             return Err(ClusterError::ReadOnlyIdentities);
         }
         let labels = LabelsKey::new(labels)?;
-        let _writes = shared.writes.lock().await;
         if let Some(held) = shared.owned().identities.get_mut(&labels) {
             held.count += 1;
             return Ok(held.id);
         }
-        let id = claim(shared, &labels, None).await?;
-        let mut owned = shared.owned();
-        let held = owned
-            .identities
-            .entry(labels)
-            .or_insert(Held { id, count: 0 });
-        held.count += 1;
-        Ok(held.id)
+        let mut lease = shared.lease();
+        // A claim that failed while the lease was replaced (etcd lost it) is made again
+        // under the new one.
+        let (claimed, revision) = match claim(shared, &labels, None).await {
+            Err(_) if shared.lease() != lease => {
+                lease = shared.lease();
+                claim(shared, &labels, None).await?
+            }
+            claimed => claimed?,
+        };
+        let mut id = {
+            let mut owned = shared.owned();
+            let held = owned.identities.entry(labels.clone()).or_insert(Held {
+                id: claimed,
+                count: 0,
+                revision,
+            });
+            held.count += 1;
+            held.id
+        };
+        // Recorded above before the lease is compared: a restore under a lease granted
+        // after this comparison finds the label set among those it re-creates; one granted
+        // while the reference was written may have missed it, so it is written again.
+        while shared.lease() != lease {
+            lease = shared.lease();
+            let (again, revision) = claim(shared, &labels, Some(id)).await?;
+            id = again;
+            if let Some(held) = shared.owned().identities.get_mut(&labels) {
+                held.id = again;
+                held.revision = revision;
+            }
+        }
+        Ok(id)
     }
 
     /// Releases one allocation of a label set; with the last, this node's reference is
-    /// deleted. The number stays the label set's for the grace period.
+    /// deleted. The number stays the label set's for the grace period. No lock is held while
+    /// etcd is asked: the reference is deleted only if nothing wrote it again meanwhile (an
+    /// allocation of the same labels), and a deletion that fails is tried again by the
+    /// session's keepalive.
     pub async fn release_identity<S: AsRef<str>>(&self, labels: &[S]) -> Result<(), ClusterError> {
         let shared = self.shared();
         let labels = LabelsKey::new(labels)?;
-        let _writes = shared.writes.lock().await;
-        let last = {
+        let released = {
             let mut owned = shared.owned();
             match owned.identities.get_mut(&labels) {
                 Some(held) if held.count > 1 => {
                     held.count -= 1;
-                    false
+                    None
                 }
-                Some(_) => {
+                Some(held) => {
+                    let revision = held.revision;
                     owned.identities.remove(&labels);
-                    true
+                    owned.released.insert(labels.clone(), revision);
+                    Some(revision)
                 }
-                None => false,
+                None => None,
             }
         };
-        if last {
-            let key = shared.keys.identity_reference(&labels, &shared.config.node);
-            shared
-                .delete(|| format!("delete reference {key}"), &key, None)
-                .await?;
+        match released {
+            Some(revision) => delete_reference(shared, &labels, revision).await,
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// The label sets this node references, with their numbers.
@@ -135,7 +167,7 @@ async fn claim(
     shared: &Shared,
     labels: &LabelsKey,
     preferred: Option<u32>,
-) -> Result<u32, ClusterError> {
+) -> Result<(u32, i64), ClusterError> {
     let keys = &shared.keys;
     for round in 0..MAX_ATTEMPTS {
         if round > 0 {
@@ -159,8 +191,8 @@ async fn claim(
             kv.value_str().ok()?.parse::<u32>().ok()
         });
         if let Some(id) = referenced {
-            if reference(shared, labels, id).await? {
-                return Ok(id);
+            if let Some(revision) = reference(shared, labels, id).await? {
+                return Ok((id, revision));
             }
             continue;
         }
@@ -186,8 +218,8 @@ async fn claim(
             .iter()
             .find_map(|(id, labels)| (*labels == wanted).then_some(*id))
         {
-            if reference(shared, labels, id).await? {
-                return Ok(id);
+            if let Some(revision) = reference(shared, labels, id).await? {
+                return Ok((id, revision));
             }
             continue;
         }
@@ -212,7 +244,7 @@ async fn claim(
             ]);
         let answer = shared.txn(|| format!("create identity {id}"), txn).await?;
         if answer.succeeded() {
-            return Ok(id);
+            return Ok((id, answer.header().map_or(0, |h| h.revision())));
         }
     }
     Err(ClusterError::AllocationConflict {
@@ -221,8 +253,13 @@ async fn claim(
     })
 }
 
-/// Writes this node's reference to `id` if its master key still holds `labels`.
-async fn reference(shared: &Shared, labels: &LabelsKey, id: u32) -> Result<bool, ClusterError> {
+/// Writes this node's reference to `id` if its master key still holds `labels`; the
+/// reference's new mod revision when it did.
+async fn reference(
+    shared: &Shared,
+    labels: &LabelsKey,
+    id: u32,
+) -> Result<Option<i64>, ClusterError> {
     let keys = &shared.keys;
     let txn = Txn::new()
         .when([Compare::value(
@@ -238,7 +275,48 @@ async fn reference(shared: &Shared, labels: &LabelsKey, id: u32) -> Result<bool,
     let answer = shared
         .txn(|| format!("reference identity {id}"), txn)
         .await?;
-    Ok(answer.succeeded())
+    Ok(answer
+        .succeeded()
+        .then(|| answer.header().map_or(0, |h| h.revision())))
+}
+
+/// Deletes this node's reference to `labels` if it still has the mod revision `revision`
+/// (nothing wrote it again since it was released), and forgets the pending deletion.
+async fn delete_reference(
+    shared: &Shared,
+    labels: &LabelsKey,
+    revision: i64,
+) -> Result<(), ClusterError> {
+    let key = shared.keys.identity_reference(labels, &shared.config.node);
+    let txn = Txn::new()
+        .when([Compare::mod_revision(
+            key.clone(),
+            CompareOp::Equal,
+            revision,
+        )])
+        .and_then([TxnOp::delete(key.clone(), None)]);
+    shared
+        .txn(|| format!("delete reference {key}"), txn)
+        .await?;
+    let mut owned = shared.owned();
+    if owned.released.get(labels) == Some(&revision) {
+        owned.released.remove(labels);
+    }
+    Ok(())
+}
+
+/// Deletes the references released whose deletion failed (etcd did not answer then).
+pub(crate) async fn delete_released(shared: &Shared) -> Result<(), ClusterError> {
+    let pending: Vec<(LabelsKey, i64)> = shared
+        .owned()
+        .released
+        .iter()
+        .map(|(labels, revision)| (labels.clone(), *revision))
+        .collect();
+    for (labels, revision) in pending {
+        delete_reference(shared, &labels, revision).await?;
+    }
+    Ok(())
 }
 
 /// The number after the highest taken, or the lowest free one when the highest is the
@@ -269,11 +347,24 @@ pub(crate) async fn restore(shared: &Arc<Shared>) -> Result<(), ClusterError> {
         .map(|(labels, held)| (labels.clone(), *held))
         .collect();
     for (labels, held) in held {
-        let id = if reference(shared, &labels, held.id).await? {
-            held.id
-        } else {
-            claim(shared, &labels, Some(held.id)).await?
+        let (id, revision) = match reference(shared, &labels, held.id).await? {
+            Some(revision) => (held.id, revision),
+            None => claim(shared, &labels, Some(held.id)).await?,
         };
+        {
+            let mut owned = shared.owned();
+            match owned.identities.get_mut(&labels) {
+                Some(entry) => {
+                    entry.id = id;
+                    entry.revision = revision;
+                }
+                // Released while it was written again: its pending deletion targets this
+                // write.
+                None => {
+                    owned.released.insert(labels.clone(), revision);
+                }
+            }
+        }
         if id != held.id {
             tracing::warn!(
                 labels = labels.as_str(),
@@ -281,9 +372,6 @@ pub(crate) async fn restore(shared: &Arc<Shared>) -> Result<(), ClusterError> {
                 new = id,
                 "identity number taken by another label set during restore; renumbered"
             );
-            if let Some(entry) = shared.owned().identities.get_mut(&labels) {
-                entry.id = id;
-            }
         }
     }
     Ok(())

@@ -62,6 +62,15 @@ impl Keys {
         format!("{}{node}/", self.endpoints())
     }
 
+    /// Every node's heartbeat: `nodes/<node>` holds when the node last renewed its lease.
+    pub(crate) fn nodes(&self) -> String {
+        format!("{}nodes/", self.root)
+    }
+
+    pub(crate) fn node(&self, node: &str) -> String {
+        format!("{}{node}", self.nodes())
+    }
+
     /// Policies: `policies/<name>` holds the policy text.
     pub(crate) fn policies(&self) -> String {
         format!("{}policies/", self.root)
@@ -192,6 +201,7 @@ mod tests {
         );
         assert_eq!(keys.policy("p"), "axoneme/galaxy/policies/p");
         assert_eq!(keys.epoch(), "axoneme/galaxy/epoch");
+        assert_eq!(keys.node("node-a"), "axoneme/galaxy/nodes/node-a");
         assert_eq!(
             suffix(b"axoneme/galaxy/policies/p", &keys.policies()),
             Some("p")

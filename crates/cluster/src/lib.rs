@@ -3,8 +3,10 @@
 //!
 //! A node opens a [`Session`] with its [`ClusterConfig`]. The session holds a lease for the
 //! node, kept alive by a task; every key the node owns is attached to it, so a dead node's
-//! keys vanish when the lease expires. It watches every node's endpoints, the cluster's
-//! policies and its identities, each published as a snapshot on a tokio `watch` channel. It
+//! keys vanish when the lease expires, and a node that stops ([`Session::close`]) revokes it
+//! so they vanish at once. It writes a heartbeat at each renewal, and watches every node's
+//! heartbeat and endpoints, the cluster's policies and its identities, each published as a
+//! snapshot on a tokio `watch` channel. It
 //! allocates identities as Cilium's kvstore allocator does (the same labels get the same
 //! number on every node), reports whether its view is stale, and re-creates what the node
 //! owns when etcd comes back without it. With `identitySource: cilium` it reads Cilium's own
@@ -22,6 +24,7 @@
 //! | `epoch` | who created it; its creation revision tells a store that lost its data | none |
 //! | `identities/id/<id>` | the labels, sorted, each ending in `;` (master key) | none |
 //! | `identities/value/<labels>/<node>` | `<id>` (that node's reference) | the node's |
+//! | `nodes/<node>` | the node's last lease renewal, milliseconds since the Unix epoch | the node's |
 //! | `endpoints/<node>/<name>` | the endpoint as JSON (the policy crate's `EndpointSpec`) | the node's |
 //! | `policies/<name>` | the policy text | none |
 //!
@@ -37,6 +40,7 @@ mod error;
 mod identity;
 mod keys;
 mod mirror;
+mod nodes;
 mod policies;
 mod session;
 
@@ -49,5 +53,6 @@ pub use endpoints::EndpointsSnapshot;
 pub use error::{ClusterError, ConfigError};
 pub use identity::IdentitiesSnapshot;
 pub use keys::{LabelsKey, FIRST_CLUSTER_IDENTITY, LAST_CLUSTER_IDENTITY};
+pub use nodes::NodesSnapshot;
 pub use policies::PoliciesSnapshot;
 pub use session::{Health, MemberHealth, Session};

@@ -2,7 +2,9 @@
 //! health of the node's view, and the recovery of what the node owns after etcd failed.
 //!
 //! Owns the lease (every key this node owns is attached to it, so a dead node's keys vanish
-//! with it), the record of what this node owns (its endpoints and identity references), the
+//! with it, and a closed session revokes it), when the node's heartbeat is written (at each
+//! renewal), the record of what this node owns (its endpoints and identity references, and the
+//! references released whose deletion is pending), the etcd members' health and names, the
 //! stale flag, and the detection that etcd lost its data: the epoch key is gone or was created
 //! anew, or the store's revision went backwards. It must not decide what the owned keys hold:
 //! the identity, endpoint and policy modules do, and this module only asks them to re-create
@@ -27,8 +29,9 @@ use crate::endpoints::EndpointsSnapshot;
 use crate::error::ClusterError;
 use crate::identity::{Held, IdentitiesSnapshot};
 use crate::keys::{Keys, LabelsKey};
+use crate::nodes::NodesSnapshot;
 use crate::policies::PoliciesSnapshot;
-use crate::{cilium, endpoints, identity, policies};
+use crate::{cilium, endpoints, identity, nodes, policies};
 
 /// How long one request may take, retries included, before etcd counts as unavailable (as
 /// etcdctl's command timeout). A leader election under load can take seconds.
@@ -72,6 +75,8 @@ pub struct Health {
 /// One etcd member as this node sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberHealth {
+    /// Its name in etcd (`--name`), once it has answered a probe.
+    pub name: Option<String>,
     /// Its client URL, as configured.
     pub endpoint: String,
     /// Whether it answered and knew a leader at the last probe.
@@ -85,6 +90,10 @@ pub(crate) struct Owned {
     pub(crate) endpoints: BTreeMap<String, String>,
     /// The label sets it references, with their numbers and how often they were allocated.
     pub(crate) identities: BTreeMap<LabelsKey, Held>,
+    /// References released whose deletion has not been confirmed yet: label set → the mod
+    /// revision the reference had when it was released (a reference written again since is
+    /// not deleted).
+    pub(crate) released: BTreeMap<LabelsKey, i64>,
 }
 
 /// What the session's tasks share.
@@ -101,8 +110,10 @@ pub(crate) struct Shared {
     max_revision: AtomicI64,
     health: watch::Sender<Health>,
     owned: Mutex<Owned>,
-    /// Held by every change to what this node owns in etcd (allocation, release,
-    /// publication, restore), so that a restore never interleaves with one.
+    /// Held by the publication of this node's endpoints and by a restore, so that they never
+    /// interleave. Identity allocation and release do not take it (they must not wait for
+    /// one another's etcd round trips): they record what they hold in `owned` before or
+    /// after etcd answers, and check the lease and the references' revisions instead.
     pub(crate) writes: tokio::sync::Mutex<()>,
     /// Counts the data losses handled; the watchers relist when it changes.
     pub(crate) losses: watch::Sender<u64>,
@@ -388,8 +399,8 @@ impl Shared {
     }
 
     /// One round of the health task. The writes lock is held while owned keys are compared
-    /// and re-created, so that no allocation, release or publication interleaves (waiting for
-    /// it only once the lease is gone anyway).
+    /// and re-created, so that no publication interleaves (waiting for it only once the lease
+    /// is gone anyway); then the references released whose deletion failed are deleted.
     async fn check(self: &Arc<Self>) -> Result<(), ClusterError> {
         let lease_alive = self.keep_alive_once().await?;
         if self.store_lost().await? {
@@ -414,7 +425,8 @@ impl Shared {
                 self.restore_owned().await?;
                 self.health.send_modify(|health| health.repairs += 1);
             }
-            Ok(())
+            drop(_writes);
+            identity::delete_released(self).await
         }
     }
 
@@ -516,6 +528,7 @@ impl Shared {
 pub struct Session {
     shared: Arc<Shared>,
     tasks: Vec<JoinHandle<()>>,
+    nodes: watch::Receiver<NodesSnapshot>,
     endpoints: watch::Receiver<EndpointsSnapshot>,
     policies: watch::Receiver<PoliciesSnapshot>,
     identities: watch::Receiver<IdentitiesSnapshot>,
@@ -570,8 +583,11 @@ impl Session {
         shared.epoch.store(epoch, Ordering::Release);
         shared.saw_revision(revision);
         shared.grant_lease().await?;
+        nodes::beat(&shared).await?;
 
         let mut tasks = Vec::new();
+        let (nodes, task) = nodes::watch(&shared).await?;
+        tasks.push(task);
         let (endpoints, task) = endpoints::watch(&shared).await?;
         tasks.push(task);
         let (policies, task) = policies::watch(&shared).await?;
@@ -598,6 +614,7 @@ impl Session {
         Ok(Session {
             shared,
             tasks,
+            nodes,
             endpoints,
             policies,
             identities,
@@ -638,6 +655,11 @@ impl Session {
         self.shared.lease()
     }
 
+    /// Every node's last heartbeat, as they change: the nodes alive in the cluster.
+    pub fn nodes(&self) -> watch::Receiver<NodesSnapshot> {
+        self.nodes.clone()
+    }
+
     /// Every node's endpoints, as they change.
     pub fn endpoints(&self) -> watch::Receiver<EndpointsSnapshot> {
         self.endpoints.clone()
@@ -654,10 +676,11 @@ impl Session {
         self.identities.clone()
     }
 
-    /// Stops the session and revokes its lease, so its endpoints and identity references are
-    /// removed at once rather than when the lease would expire.
-    pub async fn close(mut self) -> Result<(), ClusterError> {
-        for task in self.tasks.drain(..) {
+    /// Stops the session's tasks and revokes its lease, so its heartbeat, endpoints and
+    /// identity references are removed at once rather than when the lease would expire. The
+    /// snapshots keep their last state; writes afterwards fail.
+    pub async fn close(&self) -> Result<(), ClusterError> {
+        for task in &self.tasks {
             task.abort();
         }
         let lease = self.shared.lease();
@@ -717,12 +740,16 @@ fn connect_options(
     Ok(options)
 }
 
-/// Renews the lease every third of its time to live and checks that etcd still holds this
-/// node's state; marks the node stale while etcd does not answer.
+/// Renews the lease every third of its time to live, checks that etcd still holds this node's
+/// state and writes the node's heartbeat; marks the node stale while etcd does not answer.
 async fn keep_alive(shared: Arc<Shared>) {
     let interval = shared.config.lease_ttl / 3;
     loop {
-        match shared.check().await {
+        let checked = match shared.check().await {
+            Ok(()) => nodes::beat(&shared).await,
+            Err(error) => Err(error),
+        };
+        match checked {
             Ok(()) => shared.mark_fresh(),
             Err(error) => shared.mark_stale(&error),
         }
@@ -742,11 +769,17 @@ async fn probe_members(shared: Arc<Shared>) {
     let timeout = shared.request_timeout.min(Duration::from_secs(1));
     let mut probes: Vec<Option<Client>> = vec![None; endpoints.len()];
     let mut in_rotation = vec![true; endpoints.len()];
+    // The members' names, kept while a member is down.
+    let mut names: Vec<Option<String>> = vec![None; endpoints.len()];
     loop {
         let mut members = Vec::with_capacity(endpoints.len());
-        for (endpoint, probe) in endpoints.iter().zip(&mut probes) {
-            let healthy = probe_member(&shared.config, endpoint, probe, timeout).await;
+        for ((endpoint, probe), name) in endpoints.iter().zip(&mut probes).zip(&mut names) {
+            let (healthy, id) = probe_member(&shared.config, endpoint, probe, timeout).await;
+            if let (None, Some(id), Some(client)) = (name.as_ref(), id, probe.as_mut()) {
+                *name = member_name(client, id, timeout).await;
+            }
             members.push(MemberHealth {
+                name: name.clone(),
                 endpoint: endpoint.clone(),
                 healthy,
             });
@@ -786,27 +819,43 @@ async fn probe_members(shared: Arc<Shared>) {
 /// How often the members are probed.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Whether one member answers its status and knows a leader.
+/// Whether one member answers its status and knows a leader, and its id when it answers.
 async fn probe_member(
     config: &ClusterConfig,
     endpoint: &str,
     probe: &mut Option<Client>,
     timeout: Duration,
-) -> bool {
+) -> (bool, Option<u64>) {
     if probe.is_none() {
         let Ok(options) = connect_options(config, timeout) else {
-            return false;
+            return (false, None);
         };
         match tokio::time::timeout(timeout, Client::connect([endpoint], Some(options))).await {
             Ok(Ok(client)) => *probe = Some(client),
-            _ => return false,
+            _ => return (false, None),
         }
     }
     let Some(client) = probe.as_mut() else {
-        return false;
+        return (false, None);
     };
     match tokio::time::timeout(timeout, client.status()).await {
-        Ok(Ok(status)) => status.leader() != 0,
-        _ => false,
+        Ok(Ok(status)) => (
+            status.leader() != 0,
+            status.header().map(|header| header.member_id()),
+        ),
+        _ => (false, None),
     }
+}
+
+/// The name of member `id`, from the member list as `client`'s member gives it.
+async fn member_name(client: &mut Client, id: u64, timeout: Duration) -> Option<String> {
+    let list = tokio::time::timeout(timeout, client.member_list())
+        .await
+        .ok()?
+        .ok()?;
+    list.members()
+        .iter()
+        .find(|member| member.id() == id)
+        .map(|member| member.name().to_owned())
+        .filter(|name| !name.is_empty())
 }

@@ -469,8 +469,10 @@ impl Agent {
     }
 
     /// Stops accepting on every listener and waits until their connections have finished, for
-    /// at most the drain time; then removes the redirect rules it manages. (Removing them
-    /// earlier would cut the open connections that TPROXY steers.)
+    /// at most the drain time; then removes the redirect rules it manages (removing them
+    /// earlier would cut the open connections that TPROXY steers), and in cluster mode leaves
+    /// the cluster, revoking the node's lease so that its endpoints and identity references
+    /// vanish from the other nodes' views at once.
     pub async fn shutdown(&self) {
         // Listeners stopping below must not make the redirector install rules for what is left.
         self.redirector.stop_following().await;
@@ -492,6 +494,9 @@ impl Agent {
         }
         self.shedder.abort();
         self.redirector.remove().await;
+        if let Some(cluster) = &self.cluster {
+            cluster.close().await;
+        }
     }
 
     /// The transparent redirection rules, kept in step with policy and the listeners.

@@ -17,14 +17,27 @@
 //!
 //! With `identitySource: axoneme` (the default), the numbers of identities come from the
 //! cluster's allocator through [`ClusterNumbers`], so the same labels have the same number on
-//! every node; the label sets no snapshot uses any more are released.
+//! every node; the label sets no snapshot uses any more are released, without the state
+//! waiting for etcd.
+//!
+//! With `identitySource: cilium`, it only reads Cilium's keys: a local endpoint's number is the
+//! one Cilium gave its label set ([`CiliumNumbers`]; labels compare without their sources, so
+//! `k8s:app=luke` is `app=luke`), and an endpoint whose labels Cilium has no identity for is
+//! left out of the snapshot, its traffic refused, and named in the status and the log; no
+//! number is made up. The remote identities are Cilium's IP cache: every address in it whose
+//! identity Cilium knows resolves to that identity's labels (named `cilium/<ip>`), and the
+//! other nodes' published endpoints are not used. Both follow Cilium's keys as they change.
+//!
+//! On shutdown, [`Cluster::close`] revokes the node's lease: its heartbeat, endpoints and
+//! identity references vanish from the other nodes' views at once.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axoneme_cluster::{
-    ClusterConfig, ClusterError, EndpointsSnapshot, IdentitySource, PoliciesSnapshot, Session,
+    ClusterConfig, ClusterError, EndpointsSnapshot, IdentitiesSnapshot, IdentitySource,
+    PoliciesSnapshot, Session,
 };
 use axoneme_policy::EndpointSpec;
 use serde::Serialize;
@@ -107,7 +120,9 @@ struct RemoteView {
 /// A member of the kvstore as `GET /v1/cluster` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct MemberStatus {
-    /// The member's client URL, which names it.
+    /// The member's name in etcd; none until it has answered.
+    pub name: Option<String>,
+    /// The member's client URL, as configured.
     pub endpoint: String,
     /// Whether it answered its last health probe.
     pub healthy: bool,
@@ -140,6 +155,26 @@ pub struct ClusterStatus {
     pub endpoints_refused: Option<String>,
     /// The kvstore's members and their health.
     pub members: Vec<MemberStatus>,
+    /// The nodes of the cluster: those with a heartbeat or endpoints in the kvstore.
+    pub nodes: Vec<NodeStatus>,
+    /// Where identity numbers come from: `axoneme` or `cilium`.
+    pub identity_source: &'static str,
+    /// This node's endpoints whose labels have no identity (from Cilium): left out of
+    /// policy, their traffic refused.
+    pub unidentified_endpoints: Vec<String>,
+}
+
+/// A node of the cluster as `GET /v1/cluster` shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeStatus {
+    /// Its name.
+    pub name: String,
+    /// How many endpoints it publishes.
+    pub endpoints: usize,
+    /// When it last renewed its lease (RFC 3339, UTC, by its clock); none when its lease is
+    /// gone and only its endpoints are still seen.
+    pub last_heartbeat: Option<String>,
 }
 
 /// The node's part in the cluster: its session and the policies it follows.
@@ -149,7 +184,7 @@ pub struct Cluster {
     processed: watch::Receiver<Processed>,
     remote: watch::Receiver<RemoteView>,
     /// Follows the cluster's policies, publishes this node's endpoints and follows the other
-    /// nodes' endpoints.
+    /// nodes' endpoints (or, with Cilium's identities, Cilium's).
     tasks: [JoinHandle<()>; 3],
 }
 
@@ -167,8 +202,13 @@ impl Cluster {
             )
         })?;
         let session = Arc::new(session);
-        if config.identity_source == IdentitySource::Axoneme {
-            let numbers = Arc::new(ClusterNumbers::new(Arc::clone(&session)));
+        let numbers: Arc<dyn IdentityNumbers> = match config.identity_source {
+            IdentitySource::Axoneme => Arc::new(ClusterNumbers::new(Arc::clone(&session))),
+            IdentitySource::Cilium => Arc::new(CiliumNumbers {
+                identities: session.identities(),
+            }),
+        };
+        {
             let state = Arc::clone(&state);
             tokio::task::spawn_blocking(move || state.use_identity_numbers(numbers))
                 .await?
@@ -211,16 +251,26 @@ impl Cluster {
             )
         })?;
         let publisher = tokio::spawn(publish(Arc::clone(&session), Arc::clone(&state), local));
-        let mut endpoints = session.endpoints();
-        let current = endpoints.borrow_and_update().clone();
         let (remote_tx, remote) = watch::channel(RemoteView::default());
-        apply_remote(&state, &config.node, &current, &remote_tx).await;
-        let follower_of_endpoints = tokio::spawn(follow_endpoints(
-            Arc::clone(&state),
-            config.node.clone(),
-            endpoints,
-            remote_tx,
-        ));
+        let follower_of_endpoints = match config.identity_source {
+            IdentitySource::Axoneme => {
+                let mut endpoints = session.endpoints();
+                let current = endpoints.borrow_and_update().clone();
+                apply_remote(&state, &config.node, &current, &remote_tx).await;
+                tokio::spawn(follow_endpoints(
+                    Arc::clone(&state),
+                    config.node.clone(),
+                    endpoints,
+                    remote_tx,
+                ))
+            }
+            IdentitySource::Cilium => {
+                let mut identities = session.identities();
+                let current = identities.borrow_and_update().clone();
+                apply_cilium(&state, &current, &remote_tx).await;
+                tokio::spawn(follow_cilium(Arc::clone(&state), identities, remote_tx))
+            }
+        };
         Ok(Cluster {
             session,
             state,
@@ -364,10 +414,47 @@ impl Cluster {
                 .members
                 .iter()
                 .map(|m| MemberStatus {
+                    name: m.name.clone(),
                     endpoint: m.endpoint.clone(),
                     healthy: m.healthy,
                 })
                 .collect(),
+            nodes: self.nodes(),
+            identity_source: match config.identity_source {
+                IdentitySource::Axoneme => "axoneme",
+                IdentitySource::Cilium => "cilium",
+            },
+            unidentified_endpoints: self.state.unnumbered_endpoints(),
+        }
+    }
+
+    /// Every node with a heartbeat or endpoints in the kvstore, by name.
+    fn nodes(&self) -> Vec<NodeStatus> {
+        let heartbeats = self.session.nodes().borrow().heartbeats.clone();
+        let endpoints = self.session.endpoints().borrow().nodes.clone();
+        let names: BTreeSet<&String> = heartbeats.keys().chain(endpoints.keys()).collect();
+        names
+            .into_iter()
+            .map(|name| NodeStatus {
+                name: name.clone(),
+                endpoints: endpoints.get(name).map_or(0, Vec::len),
+                last_heartbeat: heartbeats.get(name).copied().map(rfc3339),
+            })
+            .collect()
+    }
+
+    /// Stops following the cluster and revokes this node's lease, so that the other nodes
+    /// forget its endpoints and identity references at once. What is enforced here stays.
+    pub async fn close(&self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        match self.session.close().await {
+            Ok(()) => tracing::info!("left the cluster: this node's lease is revoked"),
+            Err(error) => tracing::warn!(
+                %error,
+                "leaving the cluster: the lease cannot be revoked; its keys expire with it"
+            ),
         }
     }
 
@@ -455,53 +542,228 @@ impl ClusterNumbers {
         // A panic while holding it leaves only whole entries.
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Gives one allocation of `set` back, in the background: the state never waits for the
+    /// kvstore to release (the session deletes the reference later if etcd does not answer).
+    fn release_later(&self, set: Vec<String>) {
+        let session = Arc::clone(&self.session);
+        self.runtime.spawn(async move {
+            if let Err(error) = session.release_identity(&set).await {
+                tracing::warn!(
+                    labels = ?set,
+                    %error,
+                    "an identity no longer used is released, but its reference is not deleted \
+                     yet; it will be"
+                );
+            }
+        });
+    }
 }
 
 impl IdentityNumbers for ClusterNumbers {
+    /// The lock on the held sets is never held while the kvstore is asked: a change
+    /// allocating new labels does not hold up another change giving its numbers back.
     fn numbers(
         &self,
         sets: &BTreeSet<Vec<String>>,
     ) -> Result<BTreeMap<Vec<String>, u32>, StateError> {
-        let mut held = self.held();
         let mut numbers = BTreeMap::new();
-        for set in sets {
-            let id = match held.get(set) {
-                Some(&id) => id,
-                None => {
-                    let allocated = self.runtime.block_on(self.session.allocate_identity(set));
-                    let id = allocated.map_err(|error| {
-                        StateError::Identities(format!("labels {set:?}: {error}"))
-                    })?;
-                    held.insert(set.clone(), id);
-                    id
-                }
-            };
+        let missing: Vec<&Vec<String>> = {
+            let held = self.held();
+            sets.iter()
+                .filter(|set| match held.get(*set) {
+                    Some(&id) => {
+                        numbers.insert((*set).clone(), id);
+                        false
+                    }
+                    None => true,
+                })
+                .collect()
+        };
+        for set in missing {
+            let allocated = self.runtime.block_on(self.session.allocate_identity(set));
+            let id = allocated
+                .map_err(|error| StateError::Identities(format!("labels {set:?}: {error}")))?;
+            // Another change may have allocated the set meanwhile: one allocation is held per
+            // set, and the other given back.
+            let first = self.held().insert(set.clone(), id).is_none();
+            if !first {
+                self.release_later(set.clone());
+            }
             numbers.insert(set.clone(), id);
         }
         Ok(numbers)
     }
 
     fn retain(&self, used: &BTreeSet<Vec<String>>) {
-        let mut held = self.held();
-        let unused: Vec<Vec<String>> = held
-            .keys()
-            .filter(|s| !used.contains(*s))
-            .cloned()
-            .collect();
-        for set in unused {
-            // Kept when the kvstore does not answer: given back at the next change instead.
-            match self.runtime.block_on(self.session.release_identity(&set)) {
-                Ok(()) => {
-                    held.remove(&set);
-                }
-                Err(error) => tracing::warn!(
-                    labels = ?set,
-                    %error,
-                    "an identity no longer used cannot be released yet"
-                ),
+        let unused: Vec<Vec<String>> = {
+            let mut held = self.held();
+            let unused = held
+                .keys()
+                .filter(|s| !used.contains(*s))
+                .cloned()
+                .collect::<Vec<_>>();
+            for set in &unused {
+                held.remove(set);
             }
+            unused
+        };
+        for set in unused {
+            self.release_later(set);
         }
     }
+}
+
+/// Cilium's identities as the state asks them (`identitySource: cilium`): read, never
+/// allocated. A label set has the number of the Cilium identity with the same labels, their
+/// sources left aside (`k8s:app=luke` is `app=luke`); a set Cilium has no identity for, or
+/// two, is left out, and its endpoints with it.
+struct CiliumNumbers {
+    identities: watch::Receiver<IdentitiesSnapshot>,
+}
+
+impl IdentityNumbers for CiliumNumbers {
+    fn numbers(
+        &self,
+        sets: &BTreeSet<Vec<String>>,
+    ) -> Result<BTreeMap<Vec<String>, u32>, StateError> {
+        let mut by_labels: BTreeMap<Vec<String>, Option<u32>> = BTreeMap::new();
+        for (id, labels) in &self.identities.borrow().identities {
+            if labels.iter().any(|label| !cilium_label_is_plain(label)) {
+                continue;
+            }
+            by_labels
+                .entry(sourceless(labels))
+                .and_modify(|known| *known = None)
+                .or_insert(Some(*id));
+        }
+        Ok(sets
+            .iter()
+            .filter_map(|set| {
+                let id = by_labels.get(&sourceless(set)).copied().flatten()?;
+                Some((set.clone(), id))
+            })
+            .collect())
+    }
+
+    /// Nothing is held: Cilium owns its identities.
+    fn retain(&self, _used: &BTreeSet<Vec<String>>) {}
+}
+
+/// The label sources that selectors see through (as the policy crate accepts them): other
+/// sources (`reserved`, `cidr`, `fqdn`, ...) make identities no endpoint here can have.
+const PLAIN_SOURCES: [&str; 4] = ["k8s", "container", "unspec", "any"];
+
+/// Whether a Cilium label (`source:key=value`) has a plain source, or none.
+fn cilium_label_is_plain(label: &str) -> bool {
+    let key = label.split_once('=').map_or(label, |(key, _)| key);
+    key.split_once(':')
+        .is_none_or(|(source, _)| PLAIN_SOURCES.contains(&source))
+}
+
+/// `key=value` labels with the source of each key dropped, sorted.
+fn sourceless(labels: &[String]) -> Vec<String> {
+    let mut plain: Vec<String> = labels
+        .iter()
+        .map(|label| {
+            let (key, value) = label.split_once('=').unwrap_or((label, ""));
+            let key = key.split_once(':').map_or(key, |(_, key)| key);
+            format!("{key}={value}")
+        })
+        .collect();
+    plain.sort_unstable();
+    plain.dedup();
+    plain
+}
+
+/// The namespace label Cilium gives every pod's identity.
+const NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
+
+/// The remote endpoints of Cilium's IP cache: each address whose identity Cilium knows, with
+/// that identity's labels (the namespace label as the namespace), named `cilium/<ip>`. An
+/// address whose identity is unknown here (reserved, or not yet seen) or has labels no
+/// endpoint can have stays the world's.
+fn cilium_remote(snapshot: &IdentitiesSnapshot) -> Vec<EndpointSpec> {
+    snapshot
+        .ips
+        .iter()
+        .filter_map(|(ip, id)| {
+            let labels = snapshot.identities.get(id)?;
+            let mut spec = EndpointSpec {
+                name: format!("cilium/{ip}"),
+                ips: vec![*ip],
+                labels: BTreeMap::new(),
+                namespace: None,
+            };
+            for label in labels {
+                if !cilium_label_is_plain(label) {
+                    return None;
+                }
+                let (key, value) = label.split_once('=').unwrap_or((label, ""));
+                if key.split_once(':').map_or(key, |(_, key)| key) == NAMESPACE_LABEL {
+                    spec.namespace = Some(value.to_owned());
+                } else {
+                    spec.labels.insert(key.to_owned(), value.to_owned());
+                }
+            }
+            // Labels selectors cannot take (a key given twice) leave the address the world's.
+            spec.namespace.as_ref()?;
+            spec.identity_labels().ok()?;
+            Some(spec)
+        })
+        .collect()
+}
+
+/// Applies Cilium's identities and IP cache to the state as they change, until the session
+/// stops watching.
+async fn follow_cilium(
+    state: Arc<State>,
+    mut identities: watch::Receiver<IdentitiesSnapshot>,
+    view: watch::Sender<RemoteView>,
+) {
+    while identities.changed().await.is_ok() {
+        let snapshot = identities.borrow_and_update().clone();
+        apply_cilium(&state, &snapshot, &view).await;
+    }
+    tracing::error!("Cilium's identities are no longer followed; the last set stays");
+}
+
+/// Rebuilds the state with Cilium's identities in `snapshot`: the remote endpoints of its IP
+/// cache, and the numbers of this node's endpoints; a set the state refuses is logged, the
+/// last good one stays.
+async fn apply_cilium(
+    state: &Arc<State>,
+    snapshot: &IdentitiesSnapshot,
+    view: &watch::Sender<RemoteView>,
+) {
+    let remote = cilium_remote(snapshot);
+    let count = remote.len();
+    let state = Arc::clone(state);
+    let applied = tokio::task::spawn_blocking(move || state.renumber(remote)).await;
+    let refused = match applied {
+        Ok(Ok(revision)) => {
+            tracing::info!(
+                kvstore_revision = snapshot.revision,
+                identities = snapshot.identities.len(),
+                addresses = count,
+                revision,
+                "Cilium's identities applied"
+            );
+            view.send_replace(RemoteView {
+                endpoints: count,
+                refused: None,
+            });
+            return;
+        }
+        Ok(Err(error)) => error.to_string(),
+        Err(error) => format!("applying them failed: {error}"),
+    };
+    tracing::error!(
+        kvstore_revision = snapshot.revision,
+        error = %refused,
+        "Cilium's identities are refused; the last good set stays"
+    );
+    view.send_modify(|view| view.refused = Some(refused));
 }
 
 /// Publishes this node's endpoints again whenever the state's change them, until the state is
@@ -661,6 +923,79 @@ mod tests {
         assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(at(1_796_497_445), "2026-12-05T19:04:05Z");
         assert_eq!(at(4_107_542_399), "2100-02-28T23:59:59Z");
+    }
+
+    #[test]
+    fn cilium_labels_compare_without_their_sources() {
+        let cilium: Vec<String> = ["k8s:app=luke", "k8s:io.kubernetes.pod.namespace=default"]
+            .map(str::to_owned)
+            .to_vec();
+        let ours: Vec<String> = ["app=luke", "k8s:io.kubernetes.pod.namespace=default"]
+            .map(str::to_owned)
+            .to_vec();
+        assert_eq!(sourceless(&cilium), sourceless(&ours));
+        assert_eq!(
+            sourceless(&cilium),
+            ["app=luke", "io.kubernetes.pod.namespace=default"]
+        );
+        assert!(cilium_label_is_plain("k8s:app=luke"));
+        assert!(cilium_label_is_plain("app=luke"));
+        assert!(!cilium_label_is_plain("reserved:host"));
+        assert!(!cilium_label_is_plain("cidr:10.0.0.0/8"));
+    }
+
+    #[test]
+    fn the_ip_cache_becomes_remote_endpoints_of_known_plain_identities() {
+        let ip = |text: &str| text.parse::<std::net::IpAddr>().unwrap();
+        let labels = |list: &[&str]| list.iter().map(|l| (*l).to_owned()).collect::<Vec<_>>();
+        let snapshot = IdentitiesSnapshot {
+            revision: 5,
+            identities: BTreeMap::from([
+                (
+                    31337,
+                    labels(&["k8s:app=luke", "k8s:io.kubernetes.pod.namespace=rebels"]),
+                ),
+                (300, labels(&["cidr:10.0.0.0/8"])),
+                (301, labels(&["k8s:app=nobody"])),
+                (
+                    302,
+                    labels(&[
+                        "k8s:app=x",
+                        "container:app=y",
+                        "k8s:io.kubernetes.pod.namespace=d",
+                    ]),
+                ),
+            ]),
+            ips: BTreeMap::from([
+                (ip("10.0.0.1"), 31337),
+                (ip("10.0.0.2"), 300),
+                (ip("10.0.0.3"), 301),
+                (ip("10.0.0.4"), 302),
+                (ip("10.0.0.5"), 2),
+            ]),
+        };
+        let remote = cilium_remote(&snapshot);
+        assert_eq!(remote.len(), 1, "{remote:?}");
+        assert_eq!(remote[0].name, "cilium/10.0.0.1");
+        assert_eq!(remote[0].ips, [ip("10.0.0.1")]);
+        assert_eq!(remote[0].namespace.as_deref(), Some("rebels"));
+        assert_eq!(
+            remote[0].identity_labels().unwrap(),
+            ["app=luke", "k8s:io.kubernetes.pod.namespace=rebels"]
+        );
+        let numbers = CiliumNumbers {
+            identities: watch::channel(snapshot).1,
+        };
+        let sets = BTreeSet::from([
+            remote[0].identity_labels().unwrap(),
+            labels(&["app=leia", "k8s:io.kubernetes.pod.namespace=rebels"]),
+        ]);
+        let given = numbers.numbers(&sets).unwrap();
+        assert_eq!(
+            given,
+            BTreeMap::from([(remote[0].identity_labels().unwrap(), 31337)]),
+            "leia has no identity: left out"
+        );
     }
 
     #[test]

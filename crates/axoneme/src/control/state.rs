@@ -132,9 +132,13 @@ pub enum StateError {
 }
 
 /// Where identity numbers come from in cluster mode: the cluster's allocator, so that the same
-/// labels have the same number on every node. Asked from the blocking thread a change runs on.
+/// labels have the same number on every node, or Cilium's identities. Asked from the blocking
+/// thread a change runs on.
 pub trait IdentityNumbers: Send + Sync {
-    /// The cluster's number of each label set of `sets`, allocating those not held yet.
+    /// The cluster's number of each label set of `sets`, allocating those not held yet. A set
+    /// left out of the answer has no number (Cilium has no identity for it): the endpoints
+    /// with those labels are left out of the snapshot, so a listener guarding one refuses its
+    /// traffic and a remote address of one is the world's.
     fn numbers(
         &self,
         sets: &BTreeSet<Vec<String>>,
@@ -207,6 +211,9 @@ pub struct State {
     import_errors: AtomicU64,
     /// The cluster's identity numbers, in cluster mode; local numbers without.
     numbers: OnceLock<Arc<dyn IdentityNumbers>>,
+    /// This node's endpoints left out of the snapshot in force because their labels have no
+    /// number.
+    unnumbered: Mutex<BTreeSet<String>>,
 }
 
 impl State {
@@ -230,6 +237,7 @@ impl State {
             revision,
             import_errors: AtomicU64::new(0),
             numbers: OnceLock::new(),
+            unnumbered: Mutex::new(BTreeSet::new()),
         })
     }
 
@@ -446,6 +454,28 @@ impl State {
         })
     }
 
+    /// Replaces the endpoints other nodes host and builds a new snapshot even when they are
+    /// unchanged: the identity numbers changed (with Cilium's identities, which the state
+    /// does not see change).
+    pub fn renumber(&self, remote: Vec<EndpointSpec>) -> Result<u64, StateError> {
+        self.change(|base| {
+            let mut candidate = base.clone();
+            candidate.remote_endpoints = remote.clone();
+            Ok(candidate)
+        })
+    }
+
+    /// This node's endpoints left out of the snapshot in force because the cluster has no
+    /// identity number for their labels; their traffic is refused.
+    pub fn unnumbered_endpoints(&self) -> Vec<String> {
+        self.unnumbered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
     /// Creates or replaces an endpoint.
     pub fn put_endpoint(&self, endpoint: EndpointSpec) -> Result<u64, StateError> {
         self.change(|base| {
@@ -557,6 +587,7 @@ impl State {
                      {direction} traffic is allowed"
                 );
             }
+            self.note_unnumbered(&candidate, numbers.as_ref(), revision);
             *desired = candidate;
             self.current.store(Arc::new(snapshot));
             self.revision.store(revision, Ordering::Release);
@@ -569,6 +600,39 @@ impl State {
             drop(desired);
             return Ok(revision);
         }
+    }
+
+    /// Records which of `desired`'s endpoints `numbers` leaves without a number, and logs
+    /// those that change.
+    fn note_unnumbered(
+        &self,
+        desired: &Desired,
+        numbers: Option<&BTreeMap<Vec<String>, u32>>,
+        revision: u64,
+    ) {
+        let now: BTreeSet<String> = numbers
+            .map(|numbers| {
+                desired
+                    .endpoints()
+                    .into_iter()
+                    .filter(|e| !is_numbered(e, numbers))
+                    .map(|e| e.name)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut unnumbered = self.unnumbered.lock().unwrap_or_else(|p| p.into_inner());
+        for name in now.difference(&unnumbered) {
+            tracing::error!(
+                endpoint = %name,
+                revision,
+                "the cluster has no identity for the endpoint's labels: it is left out of \
+                 policy and its traffic is refused"
+            );
+        }
+        for name in unnumbered.difference(&now) {
+            tracing::info!(endpoint = %name, revision, "the endpoint's labels have an identity again");
+        }
+        *unnumbered = now;
     }
 
     fn count_import_error(&self) {
@@ -647,20 +711,35 @@ fn lost_enforcement(
     lost
 }
 
-/// The snapshot of `desired`, numbering identities with the cluster's `numbers` when given.
+/// Whether `numbers` has a number for the labels of `endpoint` (an endpoint whose labels
+/// are invalid counts as numbered: the build says what is wrong with it).
+fn is_numbered(endpoint: &EndpointSpec, numbers: &BTreeMap<Vec<String>, u32>) -> bool {
+    endpoint
+        .identity_labels()
+        .map_or(true, |labels| numbers.contains_key(&labels))
+}
+
+/// The snapshot of `desired`, numbering identities with the cluster's `numbers` when given;
+/// the endpoints whose labels `numbers` leaves out are left out of it.
 fn build(
     registry: &Registry,
     desired: &Desired,
     previous: Option<&Snapshot>,
     numbers: Option<&BTreeMap<Vec<String>, u32>>,
 ) -> Result<Snapshot, PolicyError> {
+    let mut local = desired.endpoints();
+    let mut remote = desired.remote_endpoints.clone();
+    if let Some(numbers) = numbers {
+        local.retain(|e| is_numbered(e, numbers));
+        remote.retain(|e| is_numbered(e, numbers));
+    }
     let cluster = ClusterInputs {
-        remote: &desired.remote_endpoints,
+        remote: &remote,
         numbers,
     };
     Snapshot::build_in_cluster(
         desired.policies(),
-        &desired.endpoints(),
+        &local,
         cluster,
         &desired.config.host_ips,
         registry,

@@ -88,3 +88,56 @@ async fn endpoints_are_published_watched_and_vanish_with_their_node() {
     .await;
     assert_eq!(names(&a)["node-a"], ["luke"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_are_renewed_and_a_closed_node_vanishes_at_once() {
+    let etcd = Etcd::single();
+    // A long lease: what vanishes within seconds was removed by the close, not by expiry.
+    let long_lease = |node: &str| {
+        let mut config = etcd.config("galaxy", node);
+        config.lease_ttl = Duration::from_secs(60);
+        config
+    };
+    let mut short = etcd.config("galaxy", "node-a");
+    short.lease_ttl = Duration::from_secs(3);
+    let a = Session::connect(short).await.unwrap();
+    let b = Session::connect(long_lease("node-b")).await.unwrap();
+    b.publish_endpoints(&[endpoint("r2d2", "10.0.1.1", "r2d2")])
+        .await
+        .unwrap();
+    eventually("both heartbeats seen", Duration::from_secs(5), || {
+        let nodes: Vec<String> = a.nodes().borrow().heartbeats.keys().cloned().collect();
+        async move { nodes == ["node-a", "node-b"] }
+    })
+    .await;
+    // A's heartbeat is written at each renewal (every second with a 3 s lease), by its clock.
+    let first = b.nodes().borrow().heartbeats["node-a"];
+    let age = std::time::SystemTime::now()
+        .duration_since(first)
+        .unwrap_or_default();
+    assert!(age < Duration::from_secs(5), "heartbeat {age:?} old");
+    eventually("A's heartbeat renewed", Duration::from_secs(5), || {
+        let latest = b.nodes().borrow().heartbeats["node-a"];
+        async move { latest > first }
+    })
+    .await;
+
+    b.close().await.unwrap();
+    let closed = tokio::time::Instant::now();
+    eventually(
+        "B's heartbeat and endpoints gone",
+        Duration::from_secs(3),
+        || {
+            let beating = a.nodes().borrow().heartbeats.contains_key("node-b");
+            let hosting = names(&a).contains_key("node-b");
+            async move { !beating && !hosting }
+        },
+    )
+    .await;
+    assert!(closed.elapsed() < Duration::from_secs(3));
+    // Writes after the close fail: the lease is revoked.
+    assert!(b
+        .publish_endpoints(&[endpoint("r2d2", "10.0.1.1", "r2d2")])
+        .await
+        .is_err());
+}

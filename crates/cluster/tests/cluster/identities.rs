@@ -235,3 +235,55 @@ async fn a_reference_to_another_label_sets_number_is_an_error_not_a_livelock() {
     // Other label sets are not affected.
     assert_eq!(node.allocate_identity(&["app=y"]).await.unwrap(), 999);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_stalled_on_etcd_does_not_delay_an_allocation() {
+    let mut etcd = Etcd::single();
+    let node = Arc::new(
+        Session::connect(etcd.config("galaxy", "node-a"))
+            .await
+            .unwrap(),
+    );
+    let luke = ["app=luke"];
+    let leia = ["app=leia"];
+    let luke_id = node.allocate_identity(&luke).await.unwrap();
+    let leia_id = node.allocate_identity(&leia).await.unwrap();
+
+    // etcd stops answering: releasing leia's last allocation waits on etcd for seconds.
+    etcd.stop(0);
+    let releasing = {
+        let node = node.clone();
+        tokio::spawn(async move { node.release_identity(&leia).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !releasing.is_finished(),
+        "the release must be waiting on etcd"
+    );
+    // Meanwhile a label set the node holds is allocated again at once.
+    let started = tokio::time::Instant::now();
+    assert_eq!(node.allocate_identity(&luke).await.unwrap(), luke_id);
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "allocation took {:?}",
+        started.elapsed()
+    );
+    assert!(!releasing.is_finished(), "the release was still waiting");
+    let failed = releasing.await.unwrap();
+    assert!(failed.is_err(), "etcd was down: {failed:?}");
+
+    // etcd back: the keepalive deletes the reference whose deletion failed, and leia's
+    // number is kept by its master key for the grace period.
+    etcd.start(0);
+    etcd.wait_healthy(&[0]);
+    let client = etcd.client().await;
+    eventually("leia's reference deleted", Duration::from_secs(10), || {
+        let mut client = client.clone();
+        async move {
+            let references = dump(&mut client, "axoneme/galaxy/identities/value/").await;
+            references.len() == 1 && references[0].0.contains("app=luke;")
+        }
+    })
+    .await;
+    assert_ne!(luke_id, leia_id);
+}
