@@ -139,7 +139,7 @@ impl RuleSet {
         }
         topics.all(|topic| match topic {
             TopicRef::Name(name) => self.topics.allows(selects, std::iter::once(name)),
-            TopicRef::Id(_) => false,
+            TopicRef::Id(_) | TopicRef::Any => false,
         })
     }
 
