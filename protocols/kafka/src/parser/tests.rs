@@ -851,3 +851,324 @@ fn a_rule_for_one_topic_does_not_alter_the_configs_of_another() {
         ["Denied  api_key=alterconfigs api_version=1 correlation_id=1 topic=deathstar-plans"]
     );
 }
+
+/// A flexible Fetch v12 request in fetch session `session_id` at `epoch`, reading `topics`
+/// (each with its partitions) and forgetting `forgotten`.
+fn fetch_in_session(
+    correlation_id: i32,
+    session_id: i32,
+    epoch: i32,
+    topics: &[(&str, &[i32])],
+    forgotten: &[(&str, &[i32])],
+) -> Vec<u8> {
+    let mut body = (-1i32).to_be_bytes().to_vec();
+    body.extend_from_slice(&500i32.to_be_bytes());
+    body.extend_from_slice(&1i32.to_be_bytes());
+    body.extend_from_slice(&1_000_000i32.to_be_bytes());
+    body.push(0);
+    body.extend_from_slice(&session_id.to_be_bytes());
+    body.extend_from_slice(&epoch.to_be_bytes());
+    body.push(topics.len() as u8 + 1);
+    for (topic, partitions) in topics {
+        body.push(topic.len() as u8 + 1);
+        body.extend_from_slice(topic.as_bytes());
+        body.push(partitions.len() as u8 + 1);
+        for partition in *partitions {
+            body.extend_from_slice(&partition.to_be_bytes());
+            body.extend_from_slice(&(-1i32).to_be_bytes());
+            body.extend_from_slice(&0i64.to_be_bytes());
+            body.extend_from_slice(&(-1i32).to_be_bytes());
+            body.extend_from_slice(&(-1i64).to_be_bytes());
+            body.extend_from_slice(&1_000_000i32.to_be_bytes());
+            body.push(0);
+        }
+        body.push(0);
+    }
+    body.push(forgotten.len() as u8 + 1);
+    for (topic, partitions) in forgotten {
+        body.push(topic.len() as u8 + 1);
+        body.extend_from_slice(topic.as_bytes());
+        body.push(partitions.len() as u8 + 1);
+        for partition in *partitions {
+            body.extend_from_slice(&partition.to_be_bytes());
+        }
+        body.push(0);
+    }
+    // Rack id "", tagged fields.
+    body.extend_from_slice(b"\x01\x00");
+    frame(1, 12, correlation_id, true, &body)
+}
+
+/// A flexible Fetch v12 response with a top-level `error` and `session_id`, followed by
+/// bytes standing for the topics and records, which the proxy must not read.
+fn fetch_response(correlation_id: i32, error: i16, session_id: i32) -> Vec<u8> {
+    let mut message = correlation_id.to_be_bytes().to_vec();
+    message.push(0);
+    message.extend_from_slice(&0i32.to_be_bytes());
+    message.extend_from_slice(&error.to_be_bytes());
+    message.extend_from_slice(&session_id.to_be_bytes());
+    message.extend_from_slice(&[0xee; 300]);
+    let mut out = (message.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(&message);
+    out
+}
+
+/// The top-level error code of a flexible Fetch response.
+fn fetch_error(response: &[u8]) -> i16 {
+    i16::from_be_bytes([response[13], response[14]])
+}
+
+const ANNOUNCE_ONLY: &[&[(&str, &str)]] = &[&[("role", "consume"), ("topic", "empire-announce")]];
+const ANNOUNCE_AND_PLANS: &[&[(&str, &str)]] = &[
+    &[("role", "consume"), ("topic", "empire-announce")],
+    &[("role", "consume"), ("topic", "deathstar-plans")],
+];
+
+/// A session under `rules` in which a full fetch of `topics` created fetch session 77.
+fn with_fetch_session(rules: &[&[(&str, &str)]], topics: &[(&str, &[i32])]) -> Session {
+    let mut s = session(rules);
+    let full = fetch_in_session(1, 0, 0, topics, &[]);
+    assert_eq!(s.deliver(Flow::Request, &[&full]), Emitted::new(&full, b""));
+    let created = fetch_response(1, 0, 77);
+    assert_eq!(
+        s.deliver(Flow::Reply, &[&created]),
+        Emitted::new(b"", &created)
+    );
+    s
+}
+
+#[test]
+fn an_incremental_fetch_in_a_session_this_connection_created_is_judged_on_its_topics() {
+    let mut s = with_fetch_session(ANNOUNCE_ONLY, &[("empire-announce", &[0, 1])]);
+    let incremental = fetch_in_session(2, 77, 1, &[], &[]);
+    assert_eq!(
+        s.deliver(Flow::Request, &[&incremental]),
+        Emitted::new(&incremental, b"")
+    );
+    assert_eq!(
+        s.log()[1],
+        "Request empire api_key=fetch api_version=12 correlation_id=2 topic=empire-announce"
+    );
+    let answer = fetch_response(2, 0, 77);
+    assert_eq!(
+        s.deliver(Flow::Reply, &[&answer]),
+        Emitted::new(b"", &answer)
+    );
+    let adding = fetch_in_session(3, 77, 2, &[("deathstar-plans", &[0])], &[]);
+    assert_eq!(
+        s.deliver(Flow::Request, &[&adding]),
+        Emitted::new(b"", &denial(&adding)),
+        "a denied topic added to the session"
+    );
+    assert_eq!(fetch_error(&denial(&adding)), 70);
+    assert_eq!(
+        s.log()[2],
+        "Denied  api_key=fetch api_version=12 correlation_id=3 topic=deathstar-plans, empire-announce"
+    );
+    let again = fetch_in_session(4, 77, 2, &[], &[]);
+    assert_eq!(
+        s.deliver(Flow::Request, &[&again]),
+        Emitted::new(b"", &denial(&again)),
+        "a denied fetch forgets its session"
+    );
+}
+
+#[test]
+fn an_incremental_fetch_in_an_unknown_session_is_answered_in_order_as_the_broker_would() {
+    let mut s = session(ANNOUNCE_ONLY);
+    let full = fetch_in_session(1, 0, 0, &[("empire-announce", &[0])], &[]);
+    let foreign = fetch_in_session(2, 1234, 5, &[], &[]);
+    assert_eq!(
+        s.deliver(Flow::Request, &[&[full.clone(), foreign.clone()].concat()]),
+        Emitted::new(&full, b""),
+        "the answer waits for the broker's answer to the full fetch"
+    );
+    let created = fetch_response(1, 0, 77);
+    let answered = s.deliver(Flow::Reply, &[&created]);
+    assert_eq!(
+        answered,
+        Emitted::new(b"", &[created, denial(&foreign)].concat())
+    );
+    assert_eq!(&denial(&foreign)[4..8], &2i32.to_be_bytes());
+    assert_eq!(fetch_error(&denial(&foreign)), 70);
+    assert_eq!(
+        s.log()[1],
+        "Denied  api_key=fetch api_version=12 correlation_id=2 topic=*"
+    );
+    let mut open = session(&[&[("role", "consume")]]);
+    assert_eq!(
+        open.deliver(Flow::Request, &[&foreign]),
+        Emitted::new(&foreign, b""),
+        "a rule without topic allows every topic, those of any session too"
+    );
+}
+
+#[test]
+fn a_session_built_before_the_policy_changed_is_judged_by_the_policy_in_force() {
+    let mut s = with_fetch_session(
+        ANNOUNCE_AND_PLANS,
+        &[("empire-announce", &[0]), ("deathstar-plans", &[0])],
+    );
+    let kafka = Kafka::default();
+    s.policy = RulesPolicy::compile(&kafka, "empire", ANNOUNCE_ONLY);
+    let incremental = fetch_in_session(2, 77, 1, &[], &[]);
+    assert_eq!(
+        s.deliver(Flow::Request, &[&incremental]),
+        Emitted::new(b"", &denial(&incremental))
+    );
+    assert_eq!(
+        s.log()[1],
+        "Denied  api_key=fetch api_version=12 correlation_id=2 topic=empire-announce, deathstar-plans"
+    );
+    let full = fetch_in_session(
+        3,
+        0,
+        0,
+        &[("empire-announce", &[0]), ("deathstar-plans", &[0])],
+        &[],
+    );
+    assert_eq!(
+        s.deliver(Flow::Request, &[&full]),
+        Emitted::new(b"", &denial(&full)),
+        "the client's full fetch is judged as any"
+    );
+    assert_eq!(
+        fetch_error(&denial(&full)),
+        0,
+        "partitions fail, not the session"
+    );
+}
+
+#[test]
+fn forgotten_partitions_leave_the_session_once_the_broker_confirms() {
+    let mut s = with_fetch_session(
+        ANNOUNCE_AND_PLANS,
+        &[("empire-announce", &[0]), ("deathstar-plans", &[0, 1])],
+    );
+    let forget_one = fetch_in_session(2, 77, 1, &[], &[("deathstar-plans", &[0])]);
+    s.deliver(Flow::Request, &[&forget_one]);
+    s.deliver(Flow::Reply, &[&fetch_response(2, 0, 77)]);
+    let forget_rest = fetch_in_session(3, 77, 2, &[], &[("deathstar-plans", &[1])]);
+    s.deliver(Flow::Request, &[&forget_rest]);
+    let kafka = Kafka::default();
+    s.policy = RulesPolicy::compile(&kafka, "empire", ANNOUNCE_ONLY);
+    let early = fetch_in_session(4, 77, 3, &[], &[]);
+    assert_eq!(
+        s.deliver(Flow::Request, &[&early]),
+        Emitted::new(b"", b""),
+        "denied: the last fetch is unanswered, its partitions have not left yet"
+    );
+    let mut s = with_fetch_session(
+        ANNOUNCE_AND_PLANS,
+        &[("empire-announce", &[0]), ("deathstar-plans", &[0, 1])],
+    );
+    s.deliver(Flow::Request, &[&forget_one]);
+    s.deliver(Flow::Reply, &[&fetch_response(2, 0, 77)]);
+    s.policy = RulesPolicy::compile(&kafka, "empire", ANNOUNCE_ONLY);
+    let partly = fetch_in_session(3, 77, 2, &[], &[]);
+    assert_eq!(
+        s.deliver(Flow::Request, &[&partly]),
+        Emitted::new(b"", &denial(&partly)),
+        "partition 1 of deathstar-plans is still in the session"
+    );
+    let mut s = with_fetch_session(
+        ANNOUNCE_AND_PLANS,
+        &[("empire-announce", &[0]), ("deathstar-plans", &[0, 1])],
+    );
+    let forget_all = fetch_in_session(2, 77, 1, &[], &[("deathstar-plans", &[0, 1])]);
+    s.deliver(Flow::Request, &[&forget_all]);
+    s.deliver(Flow::Reply, &[&fetch_response(2, 0, 77)]);
+    s.policy = RulesPolicy::compile(&kafka, "empire", ANNOUNCE_ONLY);
+    let next = fetch_in_session(3, 77, 2, &[], &[]);
+    assert_eq!(s.deliver(Flow::Request, &[&next]), Emitted::new(&next, b""));
+    assert_eq!(
+        s.log().last().unwrap(),
+        "Request empire api_key=fetch api_version=12 correlation_id=3 topic=empire-announce"
+    );
+}
+
+#[test]
+fn a_failed_fetch_forgets_its_session_with_what_it_would_have_forgotten() {
+    let mut s = with_fetch_session(
+        ANNOUNCE_AND_PLANS,
+        &[("empire-announce", &[0]), ("deathstar-plans", &[0])],
+    );
+    let forget = fetch_in_session(2, 77, 9, &[], &[("deathstar-plans", &[0])]);
+    s.deliver(Flow::Request, &[&forget]);
+    // INVALID_FETCH_SESSION_EPOCH: the broker kept the session, partitions and all.
+    s.deliver(Flow::Reply, &[&fetch_response(2, 71, 0)]);
+    let next = fetch_in_session(3, 77, 1, &[], &[]);
+    assert_eq!(
+        s.deliver(Flow::Request, &[&next]),
+        Emitted::new(b"", &denial(&next))
+    );
+}
+
+#[test]
+fn the_final_epoch_and_full_fetches_close_the_session_they_name() {
+    for closing in [
+        fetch_in_session(2, 77, -1, &[("empire-announce", &[0])], &[]),
+        fetch_in_session(2, 77, 0, &[("empire-announce", &[0])], &[]),
+    ] {
+        let mut s = with_fetch_session(ANNOUNCE_ONLY, &[("empire-announce", &[0])]);
+        assert_eq!(
+            s.deliver(Flow::Request, &[&closing]),
+            Emitted::new(&closing, b"")
+        );
+        s.deliver(Flow::Reply, &[&fetch_response(2, 0, 0)]);
+        let next = fetch_in_session(3, 77, 1, &[], &[]);
+        assert_eq!(
+            s.deliver(Flow::Request, &[&next]),
+            Emitted::new(b"", &denial(&next))
+        );
+    }
+}
+
+#[test]
+fn a_session_is_created_only_by_the_answer_to_its_own_fetch() {
+    let mut s = session(ANNOUNCE_ONLY);
+    // An acks=0 Produce the broker may answer, then a full fetch with the same correlation id:
+    // the first answer with it may be the Produce's, shaped by the client.
+    let produce_rules: &[&[(&str, &str)]] = &[
+        &[("role", "consume"), ("topic", "empire-announce")],
+        &[("role", "produce"), ("topic", "empire-announce")],
+    ];
+    let kafka = Kafka::default();
+    s.policy = RulesPolicy::compile(&kafka, "empire", produce_rules);
+    let unacked = produce(5, 0, &["empire-announce"]);
+    let full = fetch_in_session(5, 0, 0, &[("empire-announce", &[0])], &[]);
+    s.deliver(Flow::Request, &[&[unacked, full].concat()]);
+    s.deliver(
+        Flow::Reply,
+        &[&[fetch_response(5, 0, 1234), fetch_response(5, 0, 77)].concat()],
+    );
+    for (id, correlation_id) in [(1234, 6), (77, 7)] {
+        let incremental = fetch_in_session(correlation_id, id, 1, &[], &[]);
+        assert_eq!(
+            s.deliver(Flow::Request, &[&incremental]),
+            Emitted::new(b"", &denial(&incremental)),
+            "session {id}"
+        );
+    }
+}
+
+#[test]
+fn a_connection_keeps_a_few_sessions_and_forgets_the_oldest() {
+    let mut s = session(ANNOUNCE_ONLY);
+    let sessions = crate::fetch_sessions::MAX_SESSIONS as i32 + 1;
+    for n in 1..=sessions {
+        let full = fetch_in_session(n, 0, 0, &[("empire-announce", &[0])], &[]);
+        s.deliver(Flow::Request, &[&full]);
+        s.deliver(Flow::Reply, &[&fetch_response(n, 0, 100 + n)]);
+    }
+    let oldest = fetch_in_session(50, 101, 1, &[], &[]);
+    assert_eq!(
+        s.deliver(Flow::Request, &[&oldest]),
+        Emitted::new(b"", &denial(&oldest))
+    );
+    for n in 2..=sessions {
+        let kept = fetch_in_session(50 + n, 100 + n, 1, &[], &[]);
+        assert_eq!(s.deliver(Flow::Request, &[&kept]), Emitted::new(&kept, b""));
+        s.deliver(Flow::Reply, &[&fetch_response(50 + n, 0, 100 + n)]);
+    }
+}
