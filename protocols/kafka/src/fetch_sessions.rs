@@ -208,9 +208,6 @@ impl FetchSessions {
             if !fetch.creates_session() {
                 return None;
             }
-            if self.sessions.len() == MAX_SESSIONS {
-                self.evict();
-            }
             let ticket = self.ticket();
             let mut session = Session {
                 id: None,
@@ -221,6 +218,9 @@ impl FetchSessions {
             };
             if !session.add(fetch) {
                 return None;
+            }
+            if self.sessions.len() == MAX_SESSIONS {
+                self.evict();
             }
             self.sessions.push(session);
             return Some(ticket);
@@ -301,5 +301,136 @@ impl FetchSessions {
         if let Some(at) = (0..self.sessions.len()).min_by_key(|&at| self.sessions[at].used) {
             self.sessions.swap_remove(at);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Request;
+
+    /// A Fetch v12 request (a whole frame without its length) in `session_id` at `epoch`.
+    fn fetch(
+        session_id: i32,
+        epoch: i32,
+        topics: &[(&str, &[i32])],
+        forgotten: &[(&str, &[i32])],
+    ) -> Vec<u8> {
+        let mut m = b"\x00\x01\x00\x0c\x00\x00\x00\x01\x00\x00\x00".to_vec();
+        m.extend_from_slice(&[0xff; 4]);
+        m.extend_from_slice(&[0; 13]);
+        m.extend_from_slice(&session_id.to_be_bytes());
+        m.extend_from_slice(&epoch.to_be_bytes());
+        for (list, full) in [(topics, true), (forgotten, false)] {
+            uvarint(&mut m, list.len() + 1);
+            for (name, partitions) in list {
+                m.push(name.len() as u8 + 1);
+                m.extend_from_slice(name.as_bytes());
+                uvarint(&mut m, partitions.len() + 1);
+                for p in *partitions {
+                    m.extend_from_slice(&p.to_be_bytes());
+                    if full {
+                        // Leader epoch, offset, last fetched epoch, log start, maximum bytes.
+                        m.extend_from_slice(&[0; 28]);
+                        m.push(0);
+                    }
+                }
+                m.push(0);
+            }
+        }
+        m.extend_from_slice(b"\x01\x00");
+        m
+    }
+
+    fn uvarint(out: &mut Vec<u8>, mut n: usize) {
+        while n >= 0x80 {
+            out.push(n as u8 | 0x80);
+            n >>= 7;
+        }
+        out.push(n as u8);
+    }
+
+    fn with<T>(message: &[u8], f: impl FnOnce(&fetch::Request<'_>) -> T) -> T {
+        match Request::parse(message).unwrap().body {
+            crate::Body::Fetch(fetch) => f(&fetch),
+            body => panic!("{body:?}"),
+        }
+    }
+
+    fn held(sessions: &FetchSessions, session_id: i32) -> Vec<String> {
+        with(&fetch(session_id, 1, &[], &[]), |f| {
+            sessions
+                .topics(f)
+                .map(|t| match t {
+                    TopicRef::Name(name) => String::from_utf8_lossy(name).into_owned(),
+                    other => format!("{other:?}"),
+                })
+                .collect()
+        })
+    }
+
+    fn create(sessions: &mut FetchSessions, id: i32, topics: &[(&str, &[i32])]) {
+        let ticket = with(&fetch(0, 0, topics, &[]), |f| sessions.forwarded(f)).unwrap();
+        sessions.answered(ticket, Some((0, id)));
+    }
+
+    #[test]
+    fn partitions_leave_when_the_broker_confirms_and_topics_with_none_left() {
+        let mut s = FetchSessions::default();
+        create(&mut s, 7, &[("a", &[0, 1]), ("b", &[0])]);
+        assert_eq!(held(&s, 7), ["a", "b"]);
+        let forget = fetch(7, 1, &[("c", &[3])], &[("a", &[0]), ("b", &[0])]);
+        let ticket = with(&forget, |f| s.forwarded(f)).unwrap();
+        assert_eq!(held(&s, 7), ["Any"], "awaiting its answer");
+        s.answered(ticket, Some((0, 7)));
+        assert_eq!(held(&s, 7), ["a", "c"]);
+        let failing = fetch(7, 2, &[], &[("a", &[1])]);
+        let ticket = with(&failing, |f| s.forwarded(f)).unwrap();
+        s.answered(ticket, Some((71, 0)));
+        assert_eq!(held(&s, 7), ["Any"], "forgotten with its error");
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn a_creation_that_the_broker_declines_or_that_is_not_read_leaves_nothing() {
+        let mut s = FetchSessions::default();
+        let ticket = with(&fetch(0, 0, &[("a", &[0])], &[]), |f| s.forwarded(f)).unwrap();
+        s.answered(ticket, Some((0, 0)));
+        assert!(s.is_empty());
+        let ticket = with(&fetch(0, 0, &[("a", &[0])], &[]), |f| s.forwarded(f)).unwrap();
+        s.answered(ticket, None);
+        assert!(s.is_empty());
+        assert_eq!(
+            with(&fetch(0, -1, &[("a", &[0])], &[]), |f| s.forwarded(f)),
+            None
+        );
+        assert!(s.is_empty(), "the final epoch creates no session");
+    }
+
+    #[test]
+    fn sessions_are_bounded_in_number_and_size() {
+        let mut s = FetchSessions::default();
+        for id in 1..=MAX_SESSIONS as i32 + 1 {
+            create(&mut s, id, &[("a", &[0])]);
+        }
+        assert_eq!(s.len(), MAX_SESSIONS);
+        assert_eq!(held(&s, 1), ["Any"], "the least recently used is forgotten");
+        assert_eq!(held(&s, 2), ["a"]);
+        let many: Vec<i32> = (0..MAX_SESSION_PARTITIONS as i32 + 1).collect();
+        let big = fetch(0, 0, &[("b", &many)], &[]);
+        assert_eq!(with(&big, |f| s.forwarded(f)), None, "too large to keep");
+        assert_eq!(held(&s, 2), ["a"], "none forgotten for a session not kept");
+    }
+
+    #[test]
+    fn the_same_session_id_given_again_replaces_the_old_session() {
+        let mut s = FetchSessions::default();
+        create(&mut s, 7, &[("a", &[0])]);
+        create(&mut s, 8, &[("b", &[0])]);
+        let ticket = with(&fetch(0, 0, &[("c", &[0])], &[]), |f| s.forwarded(f)).unwrap();
+        s.answered(ticket, Some((0, 7)));
+        assert_eq!(held(&s, 7), ["c"]);
+        assert_eq!(held(&s, 8), ["b"]);
+        assert_eq!(s.len(), 2);
     }
 }

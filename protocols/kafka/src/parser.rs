@@ -222,7 +222,11 @@ impl KafkaParser {
             Body::Fetch(fetch) => Some(*fetch),
             _ => None,
         };
-        let held = fetch.iter().flat_map(|fetch| sessions.topics(fetch));
+        // The session's topics that the request does not name itself.
+        let held = fetch
+            .iter()
+            .flat_map(|fetch| sessions.topics(fetch))
+            .filter(|held| !request.topics().any(|named| named == *held));
         let topics = request
             .topics()
             .map(|topic| known.resolve(topic))

@@ -1172,3 +1172,328 @@ fn a_connection_keeps_a_few_sessions_and_forgets_the_oldest() {
         s.deliver(Flow::Reply, &[&fetch_response(50 + n, 0, 100 + n)]);
     }
 }
+
+/// A config resource's body: its type and name, in the version's encoding.
+fn resource(out: &mut Vec<u8>, flexible: bool, kind: i8, name: &str) {
+    out.push(kind as u8);
+    match flexible {
+        true => out.push(name.len() as u8 + 1),
+        false => out.extend_from_slice(&(name.len() as i16).to_be_bytes()),
+    }
+    out.extend_from_slice(name.as_bytes());
+}
+
+/// An array length in the version's encoding.
+fn array_len(out: &mut Vec<u8>, flexible: bool, n: usize) {
+    match flexible {
+        true => out.push(n as u8 + 1),
+        false => out.extend_from_slice(&(n as i32).to_be_bytes()),
+    }
+}
+
+/// A DescribeConfigs request (v1 classic, v4 flexible) for `resources` (type, name), all
+/// their keys.
+fn describe_configs(correlation_id: i32, version: i16, resources: &[(i8, &str)]) -> Vec<u8> {
+    let flexible = version >= 4;
+    let mut body = Vec::new();
+    array_len(&mut body, flexible, resources.len());
+    for (kind, name) in resources {
+        resource(&mut body, flexible, *kind, name);
+        match flexible {
+            true => body.extend_from_slice(b"\x00\x00"),
+            false => body.extend_from_slice(&(-1i32).to_be_bytes()),
+        }
+    }
+    body.push(0);
+    if version >= 3 {
+        body.push(0);
+    }
+    if flexible {
+        body.push(0);
+    }
+    frame(32, version, correlation_id, flexible, &body)
+}
+
+/// An IncrementalAlterConfigs request (v0 classic, v1 flexible) setting retention.ms=1 on
+/// each resource.
+fn incremental_alter_configs(
+    correlation_id: i32,
+    version: i16,
+    resources: &[(i8, &str)],
+) -> Vec<u8> {
+    let flexible = version >= 1;
+    let mut body = Vec::new();
+    array_len(&mut body, flexible, resources.len());
+    for (kind, name) in resources {
+        resource(&mut body, flexible, *kind, name);
+        array_len(&mut body, flexible, 1);
+        match flexible {
+            true => body.extend_from_slice(b"\x0dretention.ms\x00\x021\x00\x00"),
+            false => body.extend_from_slice(b"\x00\x0cretention.ms\x00\x00\x011"),
+        }
+    }
+    body.push(0);
+    if flexible {
+        body.push(0);
+    }
+    frame(44, version, correlation_id, flexible, &body)
+}
+
+/// An ACL or filter: resource type, name (`None`: null, filters only), pattern type.
+type Acl<'a> = (i8, Option<&'a str>, i8);
+
+fn acl_fields(out: &mut Vec<u8>, flexible: bool, (kind, name, pattern): Acl<'_>, filter: bool) {
+    out.push(kind as u8);
+    let string = |out: &mut Vec<u8>, s: Option<&str>| match (flexible, s) {
+        (true, Some(s)) => {
+            out.push(s.len() as u8 + 1);
+            out.extend_from_slice(s.as_bytes());
+        }
+        (true, None) => out.push(0),
+        (false, Some(s)) => {
+            out.extend_from_slice(&(s.len() as i16).to_be_bytes());
+            out.extend_from_slice(s.as_bytes());
+        }
+        (false, None) => out.extend_from_slice(&(-1i16).to_be_bytes()),
+    };
+    string(out, name);
+    out.push(pattern as u8);
+    let principal = if filter { None } else { Some("User:outpost") };
+    string(out, principal);
+    string(out, if filter { None } else { Some("*") });
+    // Operation READ (3), permission ALLOW (3).
+    out.extend_from_slice(&[3, 3]);
+    if flexible {
+        out.push(0);
+    }
+}
+
+/// A CreateAcls (30), DescribeAcls (29) or DeleteAcls (31) request of `version` (v1 classic,
+/// v2 and v3 flexible).
+fn acls(key: i16, correlation_id: i32, version: i16, entries: &[Acl<'_>]) -> Vec<u8> {
+    let flexible = version >= 2;
+    let mut body = Vec::new();
+    if key == 29 {
+        acl_fields(&mut body, flexible, entries[0], true);
+        if flexible {
+            // The filter's tagged fields are the body's.
+            body.pop();
+        }
+    } else {
+        array_len(&mut body, flexible, entries.len());
+        for entry in entries {
+            acl_fields(&mut body, flexible, *entry, key == 31);
+        }
+    }
+    if flexible {
+        body.push(0);
+    }
+    frame(key, version, correlation_id, flexible, &body)
+}
+
+#[test]
+fn config_apis_are_judged_on_their_topic_resources() {
+    let rules: &[&[(&str, &str)]] = &[
+        &[("apiKey", "describeconfigs"), ("topic", "empire-announce")],
+        &[
+            ("apiKey", "incrementalalterconfigs"),
+            ("topic", "empire-announce"),
+        ],
+    ];
+    for version in [1, 4] {
+        let mut s = session(rules);
+        let allowed = describe_configs(1, version, &[(2, "empire-announce")]);
+        assert_eq!(
+            s.deliver(Flow::Request, &[&allowed]),
+            Emitted::new(&allowed, b""),
+            "v{version}"
+        );
+        s.deliver(Flow::Reply, &[&response(1)]);
+        let both = describe_configs(
+            2,
+            version,
+            &[(2, "empire-announce"), (2, "deathstar-plans")],
+        );
+        let broker = describe_configs(3, version, &[(4, "1")]);
+        let unknown = describe_configs(4, version, &[(0, "empire-announce")]);
+        for denied in [&both, &broker, &unknown] {
+            assert_eq!(
+                s.deliver(Flow::Request, &[denied]),
+                Emitted::new(b"", &denial(denied)),
+                "v{version}"
+            );
+        }
+        assert_eq!(
+            s.log()[1..],
+            [
+                format!("Denied  api_key=describeconfigs api_version={version} correlation_id=2 topic=empire-announce, deathstar-plans"),
+                format!("Denied  api_key=describeconfigs api_version={version} correlation_id=3"),
+                format!("Denied  api_key=describeconfigs api_version={version} correlation_id=4 topic=*"),
+            ]
+        );
+        let mut open = session(&[&[("apiKey", "describeconfigs")]]);
+        assert_eq!(
+            open.deliver(Flow::Request, &[&broker]),
+            Emitted::new(&broker, b""),
+            "a rule without topic allows the broker's configs"
+        );
+    }
+    for version in [0, 1] {
+        let mut s = session(rules);
+        let allowed = incremental_alter_configs(1, version, &[(2, "empire-announce")]);
+        assert_eq!(
+            s.deliver(Flow::Request, &[&allowed]),
+            Emitted::new(&allowed, b""),
+            "v{version}"
+        );
+        let denied = incremental_alter_configs(2, version, &[(2, "deathstar-plans"), (8, "1")]);
+        s.deliver(Flow::Reply, &[&response(1)]);
+        assert_eq!(
+            s.deliver(Flow::Request, &[&denied]),
+            Emitted::new(b"", &denial(&denied)),
+            "v{version}"
+        );
+    }
+}
+
+#[test]
+fn acls_name_a_topic_only_by_one_literal_name() {
+    let rules: &[&[(&str, &str)]] = &[&[("topic", "empire-announce")]];
+    const TOPIC: i8 = 2;
+    const LITERAL: i8 = 3;
+    for version in [1, 2, 3] {
+        for key in [29, 30, 31] {
+            let mut s = session(rules);
+            let literal = acls(
+                key,
+                1,
+                version,
+                &[(TOPIC, Some("empire-announce"), LITERAL)],
+            );
+            assert_eq!(
+                s.deliver(Flow::Request, &[&literal]),
+                Emitted::new(&literal, b""),
+                "key {key} v{version}"
+            );
+            s.deliver(Flow::Reply, &[&response(1)]);
+            let mut denied = vec![
+                acls(key, 2, version, &[(TOPIC, Some("empire"), 4)]),
+                acls(key, 3, version, &[(TOPIC, Some("*"), LITERAL)]),
+                acls(key, 4, version, &[(1, Some("empire-announce"), LITERAL)]),
+                acls(key, 5, version, &[(3, Some("outposts"), LITERAL)]),
+            ];
+            if key != 30 {
+                denied.push(acls(key, 6, version, &[(TOPIC, None, LITERAL)]));
+                denied.push(acls(
+                    key,
+                    7,
+                    version,
+                    &[(TOPIC, Some("empire-announce"), 1)],
+                ));
+                denied.push(acls(
+                    key,
+                    8,
+                    version,
+                    &[(TOPIC, Some("empire-announce"), 2)],
+                ));
+            }
+            if key == 31 {
+                denied.push(acls(
+                    key,
+                    9,
+                    version,
+                    &[
+                        (TOPIC, Some("empire-announce"), LITERAL),
+                        (TOPIC, Some("deathstar-plans"), LITERAL),
+                    ],
+                ));
+            }
+            for request in &denied {
+                assert_eq!(
+                    s.deliver(Flow::Request, &[request]),
+                    Emitted::new(b"", &denial(request)),
+                    "key {key} v{version}: {:?}",
+                    s.log().last()
+                );
+            }
+            let topics: Vec<String> = s.log()[1..]
+                .iter()
+                .map(|entry| entry.split(" topic=").nth(1).unwrap_or("-").to_owned())
+                .collect();
+            let mut expected = vec!["*", "*", "*", "-"];
+            if key != 30 {
+                expected.extend(["*", "*", "*"]);
+            }
+            if key == 31 {
+                expected.push("empire-announce, deathstar-plans");
+            }
+            assert_eq!(topics, expected, "key {key} v{version}");
+        }
+    }
+}
+
+/// A conversation in two rounds (requests, then responses, each): a full fetch creating
+/// session 77, an incremental fetch in a session never seen, a denied DescribeConfigs and an
+/// allowed one; then an incremental fetch in session 77 adding a partition and its answer.
+fn session_conversation() -> [(Vec<u8>, Vec<u8>); 2] {
+    let first = [
+        fetch_in_session(1, 0, 0, &[("empire-announce", &[0])], &[]),
+        fetch_in_session(2, 1234, 5, &[], &[]),
+        describe_configs(3, 4, &[(2, "deathstar-plans")]),
+        describe_configs(4, 1, &[(2, "empire-announce")]),
+    ]
+    .concat();
+    let first_answers = [fetch_response(1, 0, 77), response(4)].concat();
+    let second = fetch_in_session(5, 77, 1, &[("empire-announce", &[1])], &[]);
+    [(first, first_answers), (second, fetch_response(5, 0, 77))]
+}
+
+const SESSION_RULES: &[&[(&str, &str)]] = &[
+    &[("role", "consume"), ("topic", "empire-announce")],
+    &[("apiKey", "describeconfigs"), ("topic", "empire-announce")],
+];
+
+proptest! {
+    /// However the streams of a conversation with fetch sessions and config requests are cut
+    /// into reads, the proxy sends the same bytes and logs the same entries.
+    #[test]
+    fn chunking_does_not_change_fetch_sessions(
+        cuts in prop::collection::vec(prop::collection::vec(0usize..200, 0..8), 4),
+    ) {
+        let mut whole = session(SESSION_RULES);
+        let mut cut = session(SESSION_RULES);
+        for (round, (requests, responses)) in session_conversation().iter().enumerate() {
+            let expected = (
+                whole.deliver(Flow::Request, &[requests]),
+                whole.deliver(Flow::Reply, &[responses]),
+            );
+            let got = (
+                cut.deliver(Flow::Request, &split_at_points(requests, cuts[2 * round].clone())),
+                cut.deliver(Flow::Reply, &split_at_points(responses, cuts[2 * round + 1].clone())),
+            );
+            prop_assert_eq!(got, expected);
+        }
+        prop_assert_eq!(cut.log(), whole.log());
+    }
+}
+
+#[test]
+fn the_session_conversation_is_judged_as_its_rules_say() {
+    let mut s = session(SESSION_RULES);
+    let [(first, first_answers), (second, second_answer)] = session_conversation();
+    s.deliver(Flow::Request, &[&first]);
+    s.deliver(Flow::Reply, &[&first_answers]);
+    let emitted = s.deliver(Flow::Request, &[&second]);
+    assert_eq!(emitted, Emitted::new(&second, b""));
+    s.deliver(Flow::Reply, &[&second_answer]);
+    assert_eq!(
+        s.log(),
+        [
+            "Request empire api_key=fetch api_version=12 correlation_id=1 topic=empire-announce",
+            "Denied  api_key=fetch api_version=12 correlation_id=2 topic=*",
+            "Denied  api_key=describeconfigs api_version=4 correlation_id=3 topic=deathstar-plans",
+            "Request empire api_key=describeconfigs api_version=1 correlation_id=4 topic=empire-announce",
+            "Request empire api_key=fetch api_version=12 correlation_id=5 topic=empire-announce",
+        ]
+    );
+}
