@@ -1058,6 +1058,15 @@ fn forgotten_partitions_leave_the_session_once_the_broker_confirms() {
         Emitted::new(b"", b""),
         "denied: the last fetch is unanswered, its partitions have not left yet"
     );
+    let answer = fetch_response(3, 0, 77);
+    assert_eq!(
+        s.deliver(Flow::Reply, &[&answer]),
+        Emitted::new(b"", &[answer.clone(), denial(&early)].concat())
+    );
+    assert_eq!(
+        s.log().last().unwrap(),
+        "Denied  api_key=fetch api_version=12 correlation_id=4 topic=*"
+    );
     let mut s = with_fetch_session(
         ANNOUNCE_AND_PLANS,
         &[("empire-announce", &[0]), ("deathstar-plans", &[0, 1])],
