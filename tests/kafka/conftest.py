@@ -40,9 +40,10 @@ def tansu_binary() -> Path:
 
 
 class Empire:
-    """tansu, and the agent in front of it playing one identity at a time."""
+    """tansu, and the agent in front of it playing one identity at a time, under the Empire's
+    policy or `policy`."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, policy: Path = POLICY):
         self.workdir = workdir
         self.port = free_port()
         self.broker_port = free_port()
@@ -56,7 +57,7 @@ class Empire:
         self.broker.ready(lambda: port_open(self.broker_port, BROKER_IP),
                           f"tansu on port {self.broker_port}")
         (workdir / "policy.yaml").write_text(
-            POLICY.read_text().replace('port: "9092"', f'port: "{self.broker_port}"'))
+            policy.read_text().replace('port: "9092"', f'port: "{self.broker_port}"'))
         self.agent = None
         self.identity = None
 

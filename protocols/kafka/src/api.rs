@@ -102,6 +102,18 @@ pub const OFFSET_FOR_LEADER_EPOCH: i16 = 23;
 pub const ADD_PARTITIONS_TO_TXN: i16 = 24;
 /// TxnOffsetCommit.
 pub const TXN_OFFSET_COMMIT: i16 = 28;
+/// DescribeAcls.
+pub const DESCRIBE_ACLS: i16 = 29;
+/// CreateAcls.
+pub const CREATE_ACLS: i16 = 30;
+/// DeleteAcls.
+pub const DELETE_ACLS: i16 = 31;
+/// DescribeConfigs.
+pub const DESCRIBE_CONFIGS: i16 = 32;
+/// AlterConfigs.
+pub const ALTER_CONFIGS: i16 = 33;
+/// IncrementalAlterConfigs.
+pub const INCREMENTAL_ALTER_CONFIGS: i16 = 44;
 /// InitProducerId.
 pub const INIT_PRODUCER_ID: i16 = 22;
 /// SaslAuthenticate.

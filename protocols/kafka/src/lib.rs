@@ -7,13 +7,15 @@
 //! and writes the responses that deny them; [`rules`] compiles Cilium's `role`, `apiKey`,
 //! `apiVersion`, `clientID` and `topic` keys and judges requests as Cilium did; [`pending`]
 //! keeps responses and denials in correlation order, [`topic_ids`] the names of the topic ids
-//! each upstream's Metadata responses gave out, and [`KafkaParser`] applies all of it to a
+//! each upstream's Metadata responses gave out, [`fetch_sessions`] the fetch sessions a
+//! connection created and the topics each holds, and [`KafkaParser`] applies all of it to a
 //! connection. [`wire`] holds Kafka's primitive types and [`topics`] the arrays of topics and
 //! partitions. Everything here is sans-IO: a function of the bytes at hand.
 
 pub mod api;
 pub mod apis;
 mod error;
+pub mod fetch_sessions;
 pub mod header;
 mod parser;
 pub mod pending;

@@ -4,10 +4,13 @@
 //! A request of an API whose body names topics is kept until it has arrived whole and read in
 //! place ([`Request::parse`]); any other request is judged by its header as soon as that has
 //! arrived, and passed or dropped as it streams. Topics a request names by id are judged by
-//! the names the upstream's Metadata responses gave them ([`TopicIds`]). Responses are read no
+//! the names the upstream's Metadata responses gave them ([`TopicIds`]), and an incremental
+//! Fetch also by the topics its fetch session holds ([`FetchSessions`]). Responses are read no
 //! further than their length and correlation id, which [`Pending`] matches against the
 //! requests owed, except the answers to allowed Metadata requests (v10+, up to 1 MiB), which
-//! are held whole and read for their topic ids before they pass. A denied Metadata request
+//! are held whole and read for their topic ids before they pass, and the answers to the
+//! Fetch requests a fetch session awaits, of which the top-level error and session id are
+//! read (never the records). A denied Metadata request
 //! that names some allowed topics is narrowed to those, as Kafka's authorizer answers per
 //! topic, so that clients asking about all their topics at once keep learning the allowed
 //! ones; and a Metadata request that would have the broker create topics the rules do not let
@@ -23,15 +26,16 @@ use std::sync::Arc;
 
 use axoneme_sdk::{Context, EntryType, ErrorCode, Field, Flow, Input, Op, ParseError, Parser};
 
-use crate::api::SASL_HANDSHAKE;
+use crate::api::{Api, FETCH, SASL_HANDSHAKE};
 use crate::apis::{metadata, Body, Denial, Request};
 use crate::error::Error;
+use crate::fetch_sessions::FetchSessions;
 use crate::header::{frame_len, write_request, RequestHeader, LENGTH_LEN};
 use crate::pending::{DenyAction, Pending, PendingError, ResponseAction};
 use crate::rules::RuleSet;
 use crate::topic_ids::{Known, TopicIds, FIRST_VERSION_WITH_IDS};
 use crate::topics::TopicRef;
-use crate::wire::WireError;
+use crate::wire::{Reader, WireError};
 
 /// How many more bytes a request whose header has not arrived whole waits for at a time.
 const HEADER_STEP: usize = 256;
@@ -41,6 +45,9 @@ const MAX_HEADER_LEN: usize = 64 * 1024;
 
 /// Bytes of a response's length and correlation id.
 const RESPONSE_HEAD: usize = 8;
+
+/// Most bytes of a Fetch response's header tagged fields read to reach its session id.
+const MAX_FETCH_HEAD_TAGS: usize = 64;
 
 /// The longest Metadata response held to learn topic ids; a longer one passes unread (its ids
 /// stay unknown). Within the datapath's default `maxBuffered`.
@@ -65,6 +72,8 @@ pub struct KafkaParser {
     text: Vec<u8>,
     /// A version 0 SaslHandshake passed: what follows are raw SASL tokens, no Kafka requests.
     raw_tokens: bool,
+    /// The fetch sessions this connection created.
+    sessions: FetchSessions,
 }
 
 const NO_COMPOSED_DENIAL: ParseError = ParseError::new(
@@ -99,6 +108,7 @@ impl KafkaParser {
             denial: Vec::new(),
             text: Vec::new(),
             raw_tokens: false,
+            sessions: FetchSessions::default(),
         }
     }
 }
@@ -189,10 +199,38 @@ impl KafkaParser {
         request: &Request<'_>,
         frame: usize,
     ) -> Result<Op, ParseError> {
+        let mut sessions = std::mem::take(&mut self.sessions);
+        let op = self.judge_with(ctx, request, frame, &mut sessions);
+        self.sessions = sessions;
+        op
+    }
+
+    /// [`KafkaParser::judge`], with the fetch sessions taken out of the parser: an
+    /// incremental Fetch is judged on the topics of its session too, and a Fetch let through
+    /// updates the sessions.
+    fn judge_with(
+        &mut self,
+        ctx: &mut Context<'_>,
+        request: &Request<'_>,
+        frame: usize,
+        sessions: &mut FetchSessions,
+    ) -> Result<Op, ParseError> {
         let header = request.header;
         let ids = Arc::clone(&self.topic_ids);
         let known = ids.known();
-        let topics = request.topics().map(|topic| known.resolve(topic));
+        let fetch = match &request.body {
+            Body::Fetch(fetch) => Some(*fetch),
+            _ => None,
+        };
+        // The session's topics that the request does not name itself.
+        let held = fetch
+            .iter()
+            .flat_map(|fetch| sessions.topics(fetch))
+            .filter(|held| !request.topics().any(|named| named == *held));
+        let topics = request
+            .topics()
+            .map(|topic| known.resolve(topic))
+            .chain(held.map(|topic| known.resolve(topic)));
         let verdict = ctx.check::<RuleSet>(|rules| rules.allows(&header, topics.clone()));
         let metadata = match &request.body {
             Body::Metadata(metadata) => Some(metadata),
@@ -208,13 +246,14 @@ impl KafkaParser {
                 EntryType::Request,
                 verdict.policy_name,
             );
-            self.owe(request)?;
+            let ticket = fetch.and_then(|fetch| sessions.forwarded(&fetch));
+            self.owe(request, ticket)?;
             self.raw_tokens = header.api.key == SASL_HANDSHAKE && header.api_version == 0;
             return Ok(Op::Pass(frame));
         }
         if let Some(metadata) = metadata {
             if self.narrow(ctx, request, metadata, &known) {
-                self.owe(request)?;
+                self.owe(request, None)?;
                 self.narrowed_due = true;
                 return Ok(Op::Drop(frame));
             }
@@ -233,6 +272,9 @@ impl KafkaParser {
             None => verdict,
         };
         self.log(ctx, &header, topics, EntryType::Denied, verdict.policy_name);
+        if let Some(fetch) = fetch.filter(|fetch| fetch.is_incremental()) {
+            sessions.refused(fetch.session_id);
+        }
         drop(known);
         self.denial.clear();
         match request.write_denial(&mut self.denial) {
@@ -249,11 +291,16 @@ impl KafkaParser {
         Ok(Op::Drop(frame))
     }
 
-    /// Records the response an allowed (or narrowed) request is owed, if any.
-    fn owe(&mut self, request: &Request<'_>) -> Result<(), ParseError> {
+    /// Records the response an allowed (or narrowed) request is owed, if any; `fetch_ticket`
+    /// when a fetch session awaits it.
+    fn owe(&mut self, request: &Request<'_>, fetch_ticket: Option<u64>) -> Result<(), ParseError> {
         let header = &request.header;
-        let owed = match request.body {
-            Body::Metadata(_) if header.api_version >= FIRST_VERSION_WITH_IDS => self
+        let owed = match (request.body, fetch_ticket) {
+            (_, Some(ticket)) => {
+                self.pending
+                    .expect_fetch(header.correlation_id, header.api_version, ticket)
+            }
+            (Body::Metadata(_), _) if header.api_version >= FIRST_VERSION_WITH_IDS => self
                 .pending
                 .expect_metadata(header.correlation_id, header.api_version),
             _ if expects_response(request) => self.pending.expect(header.correlation_id),
@@ -364,6 +411,18 @@ impl KafkaParser {
                 self.reply_scratch = scratch;
             }
         }
+        if let Some((ticket, version)) = self.pending.fetch_due(correlation_id) {
+            let head_end = frame.min(RESPONSE_HEAD + MAX_FETCH_HEAD_TAGS + FETCH_OUTCOME_LEN);
+            if input.len() < head_end {
+                return Ok(Op::More(head_end - input.len()));
+            }
+            let mut scratch = std::mem::take(&mut self.reply_scratch);
+            let outcome = input
+                .contiguous(RESPONSE_HEAD..head_end, &mut scratch)
+                .and_then(|head| fetch_outcome(head, version));
+            self.reply_scratch = scratch;
+            self.sessions.answered(ticket, outcome);
+        }
         match self
             .pending
             .response(correlation_id)
@@ -411,6 +470,7 @@ impl KafkaParser {
             match topic {
                 TopicRef::Name(name) => self.text.extend_from_slice(name),
                 TopicRef::Id(id) => write_topic_id(&mut self.text, &id),
+                TopicRef::Any => self.text.push(b'*'),
             }
         }
         let fields = [
@@ -447,7 +507,28 @@ pub(crate) fn reads_body(key: i16) -> bool {
             | ADD_PARTITIONS_TO_TXN
             | TXN_OFFSET_COMMIT
             | FIND_COORDINATOR
+            | DESCRIBE_ACLS
+            | CREATE_ACLS
+            | DELETE_ACLS
+            | DESCRIBE_CONFIGS
+            | ALTER_CONFIGS
+            | INCREMENTAL_ALTER_CONFIGS
     )
+}
+
+/// Bytes of a Fetch response's throttle time, error code and session id.
+const FETCH_OUTCOME_LEN: usize = 10;
+
+/// The top-level error code and session id of a Fetch response of `version` (v7+), from
+/// `head`, its bytes after the correlation id; `None` when they are not there.
+fn fetch_outcome(head: &[u8], version: i16) -> Option<(i16, i32)> {
+    let fetch = Api::by_key(FETCH)?;
+    let mut r = Reader::new(head, fetch.is_flexible(version));
+    r.tagged_fields().ok()?;
+    r.i32("the throttle time").ok()?;
+    let error = r.i16("the error code").ok()?;
+    let session_id = r.i32("the session id").ok()?;
+    Some((error, session_id))
 }
 
 /// Whether the broker answers `request`: all but Produce with `acks` 0.

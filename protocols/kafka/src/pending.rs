@@ -11,7 +11,9 @@
 //! response answers an allowed Metadata request, by its place in the order, so that only the
 //! broker's Metadata responses teach topic ids ([`crate::topic_ids`]); not the answer to a
 //! Metadata request sent with the correlation id of an earlier request expecting no response
-//! that the broker may still answer (that answer would come first, with the same id).
+//! that the broker may still answer (that answer would come first, with the same id); and, the
+//! same way, which response answers a Fetch whose session ([`crate::fetch_sessions`]) awaits
+//! it.
 
 use std::collections::VecDeque;
 
@@ -33,6 +35,8 @@ pub const MAX_QUEUED_BYTES: usize = 1024 * 1024;
 struct Owed {
     correlation_id: i32,
     metadata: Option<i16>,
+    /// The fetch session ticket and the version of the Fetch request it answers.
+    fetch: Option<(u64, i16)>,
     unanswered_before: u64,
     unambiguous: bool,
 }
@@ -119,7 +123,18 @@ impl Default for Pending {
 impl Pending {
     /// An allowed request that expects the response with `correlation_id`.
     pub fn expect(&mut self, correlation_id: i32) -> Result<(), PendingError> {
-        self.owe(correlation_id, None)
+        self.owe(correlation_id, None, None)
+    }
+
+    /// An allowed Fetch request of `version` that expects the response with `correlation_id`,
+    /// which the fetch session awaiting `ticket` must read.
+    pub fn expect_fetch(
+        &mut self,
+        correlation_id: i32,
+        version: i16,
+        ticket: u64,
+    ) -> Result<(), PendingError> {
+        self.owe(correlation_id, None, Some((ticket, version)))
     }
 
     /// An allowed Metadata request of `version` that expects the response with
@@ -129,7 +144,7 @@ impl Pending {
         correlation_id: i32,
         version: i16,
     ) -> Result<(), PendingError> {
-        self.owe(correlation_id, Some(version))
+        self.owe(correlation_id, Some(version), None)
     }
 
     /// An allowed request that expects no response with `correlation_id` (Produce with
@@ -148,6 +163,15 @@ impl Pending {
     pub fn metadata_due(&self, correlation_id: i32) -> Option<i16> {
         match self.order.peek() {
             Turn::Owed(owed) if owed.correlation_id == correlation_id => owed.metadata,
+            _ => None,
+        }
+    }
+
+    /// The fetch session ticket and Fetch version that a response with `correlation_id`
+    /// answers, under the same conditions as [`Pending::metadata_due`].
+    pub fn fetch_due(&self, correlation_id: i32) -> Option<(u64, i16)> {
+        match self.order.peek() {
+            Turn::Owed(owed) if owed.correlation_id == correlation_id => owed.fetch,
             _ => None,
         }
     }
@@ -222,13 +246,19 @@ impl Pending {
         self.order.is_empty()
     }
 
-    fn owe(&mut self, correlation_id: i32, metadata: Option<i16>) -> Result<(), PendingError> {
+    fn owe(
+        &mut self,
+        correlation_id: i32,
+        metadata: Option<i16>,
+        fetch: Option<(u64, i16)>,
+    ) -> Result<(), PendingError> {
         let unambiguous = self
             .unsettled
             .is_none_or(|(low, high)| !(low..=high).contains(&correlation_id));
         self.order.expect(Owed {
             correlation_id,
             metadata: metadata.filter(|_| unambiguous),
+            fetch: fetch.filter(|_| unambiguous),
             unanswered_before: self.unanswered,
             unambiguous,
         })?;

@@ -11,7 +11,9 @@
 //! as librdkafka first asks for the brokers) is judged on the rules' other keys, as Cilium's
 //! per-request matchers, which looked only at the client id of these, judged it; a request of
 //! another topic API that names none (OffsetFetch for all topics) is allowed only by a rule
-//! without `topic`, and so is a topic named by an id the upstream never named. Keys and values
+//! without `topic`, and so is a topic named by an id the upstream never named, and so are the
+//! topics beyond one name that an ACL filter, a config resource of an unknown type or a fetch
+//! session this connection did not create stand for ([`TopicRef::Any`]). Keys and values
 //! are checked as Cilium's
 //! `Sanitize` did, with Kafka's own topic syntax (at most 249 characters, not `.` or `..`).
 //! SASL authentication is not data access and the identity stays the peer's whatever principal
@@ -139,7 +141,7 @@ impl RuleSet {
         }
         topics.all(|topic| match topic {
             TopicRef::Name(name) => self.topics.allows(selects, std::iter::once(name)),
-            TopicRef::Id(_) => false,
+            TopicRef::Id(_) | TopicRef::Any => false,
         })
     }
 

@@ -182,7 +182,7 @@ mod tests {
     fn name(ids: &TopicIds, id: [u8; 16]) -> Option<Vec<u8>> {
         match ids.known().resolve(TopicRef::Id(id)) {
             TopicRef::Name(name) => Some(name.to_vec()),
-            TopicRef::Id(_) => None,
+            TopicRef::Id(_) | TopicRef::Any => None,
         }
     }
 

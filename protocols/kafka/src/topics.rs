@@ -22,6 +22,23 @@ pub enum TopicRef<'a> {
     /// By topic id (Fetch v13+, Produce v13+, OffsetCommit and OffsetFetch v10+, DeleteTopics
     /// v6+ when the name is null, and Metadata v10+ when the id is not zero or the name is null).
     Id(Uuid),
+    /// Topics beyond one literal name: an ACL or ACL filter that may match any topic (a null
+    /// name, the resource type ANY, a pattern other than LITERAL, the literal wildcard `*`), or
+    /// a config resource of a type this crate does not know. Only a rule without `topic`
+    /// allows it.
+    Any,
+}
+
+/// A config or ACL resource a request names: its type and name as written, and the topic
+/// it stands for (`None`: a resource of another kind, which names no topic).
+#[derive(Debug, Clone, Copy)]
+pub struct Resource<'a> {
+    /// The resource type, in the numbering of the request's API.
+    pub kind: i8,
+    /// The name (empty when the filter's name is null).
+    pub name: &'a [u8],
+    /// The topic, if it is one.
+    pub topic: Option<TopicRef<'a>>,
 }
 
 /// The entries of an array in a request body, read in place.
@@ -190,11 +207,13 @@ pub fn partition_index(r: &mut Reader<'_>, _version: i16) -> Result<i32, WireErr
     r.i32("a partition index")
 }
 
-/// The topics a request names, across its groups when it has them.
+/// The topics a request names, across its groups or resources when it has them.
 #[derive(Clone)]
 pub struct NamedTopics<'a> {
     groups: EntryIter<'a, Group<'a>>,
     current: EntryIter<'a, TopicEntry<'a>>,
+    resources: EntryIter<'a, Resource<'a>>,
+    single: Option<TopicRef<'a>>,
 }
 
 impl<'a> NamedTopics<'a> {
@@ -203,6 +222,8 @@ impl<'a> NamedTopics<'a> {
         NamedTopics {
             groups: Entries::empty().iter(),
             current: topics.map_or_else(|| Entries::empty().iter(), Entries::iter),
+            resources: Entries::empty().iter(),
+            single: None,
         }
     }
 
@@ -210,7 +231,23 @@ impl<'a> NamedTopics<'a> {
     pub fn of_groups(groups: &Entries<'a, Group<'a>>) -> Self {
         NamedTopics {
             groups: groups.iter(),
-            current: Entries::empty().iter(),
+            ..Self::of(None)
+        }
+    }
+
+    /// The topics among config or ACL resources.
+    pub fn of_resources(resources: &Entries<'a, Resource<'a>>) -> Self {
+        NamedTopics {
+            resources: resources.iter(),
+            ..Self::of(None)
+        }
+    }
+
+    /// One topic, or none.
+    pub fn one(topic: Option<TopicRef<'a>>) -> Self {
+        NamedTopics {
+            single: topic,
+            ..Self::of(None)
         }
     }
 }
@@ -219,11 +256,16 @@ impl<'a> Iterator for NamedTopics<'a> {
     type Item = TopicRef<'a>;
 
     fn next(&mut self) -> Option<TopicRef<'a>> {
+        if let Some(topic) = self.single.take() {
+            return Some(topic);
+        }
         loop {
             if let Some(entry) = self.current.next() {
                 return Some(entry.topic);
             }
-            let group = self.groups.next()?;
+            let Some(group) = self.groups.next() else {
+                return self.resources.find_map(|resource| resource.topic);
+            };
             self.current = group
                 .topics
                 .map_or_else(|| Entries::empty().iter(), |topics| topics.iter());

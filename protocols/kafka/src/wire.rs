@@ -207,6 +207,11 @@ impl<'b> Writer<'b> {
         Writer { out, flexible }
     }
 
+    /// An `int8`.
+    pub fn i8(&mut self, value: i8) {
+        self.out.extend_from_slice(&value.to_be_bytes());
+    }
+
     /// A `bool`.
     pub fn bool(&mut self, value: bool) {
         self.out.push(u8::from(value));

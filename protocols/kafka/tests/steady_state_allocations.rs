@@ -1,7 +1,8 @@
 //! The datapath plus the Kafka parser and a compiled policy must not allocate per request once
-//! warm: Produce, Fetch by topic name and by topic id, Metadata (whose response is held and
-//! read for topic ids), Metadata sent on with auto-creation turned off, and a denied Produce,
-//! each with its response. Counted with a counting global allocator (a count, not a timing).
+//! warm: Produce, Fetch by topic name and by topic id, an incremental Fetch in a fetch session
+//! (whose response is read for its session id), Metadata (whose response is held and read for
+//! topic ids), Metadata sent on with auto-creation turned off, and a denied Produce, each with
+//! its response. Counted with a counting global allocator (a count, not a timing).
 
 pub mod messages;
 
@@ -99,6 +100,22 @@ fn fetch_by_topic_id_does_not_allocate_once_warm() {
     let request = messages::fetch(9, topic);
     let response = messages::fetch_response(9, topic, &[0x5a; 4096]);
     let steps = [(Flow::Request, &request[..]), (Flow::Reply, &response[..])];
+    assert_eq!(allocations(&prelude, &steps, (&request, &response)), 0);
+}
+
+#[test]
+fn incremental_fetch_in_a_session_does_not_allocate_once_warm() {
+    let topic = Topic::Name("deathstar-plans");
+    let create = messages::fetch_in_session(1, topic, Some(topic), 0, 0);
+    let created = messages::fetch_response_in_session(1, topic, &[0x5a; 64], 77);
+    let prelude = [(Flow::Request, &create[..]), (Flow::Reply, &created[..])];
+    let request = messages::fetch_in_session(2, topic, None, 77, 1);
+    let response = messages::fetch_response_in_session(2, topic, &[0x5a; 4096], 77);
+    let steps = [
+        (Flow::Request, &request[..]),
+        (Flow::Reply, &response[..9]),
+        (Flow::Reply, &response[9..]),
+    ];
     assert_eq!(allocations(&prelude, &steps, (&request, &response)), 0);
 }
 

@@ -5,7 +5,8 @@
 //! The first byte picks the mode. Even: the rest is arbitrary bytes cut into arbitrary reads
 //! (framing, headers, streaming). Odd: the rest is a script of messages whose frames and
 //! headers are valid and whose bodies are arbitrary, so that fuzzing gets past the framing to
-//! the body readers, the denials, the topic-id learning and the narrowing of Metadata:
+//! the body readers, the denials, the topic-id learning, the fetch sessions and the narrowing
+//! of Metadata:
 //!
 //! - a request: a control byte below 0x80, an API (one of [`APIS`], by index modulo their
 //!   number), a version (taken as it is when the API accepts it, else wrapped into its
@@ -31,7 +32,7 @@ use libfuzzer_sys::fuzz_target;
 
 /// The APIs the script's requests are of: every API whose body the parser reads, and those
 /// whose denial it composes without reading the body.
-const APIS: [i16; 22] = [
+const APIS: [i16; 28] = [
     PRODUCE,
     FETCH,
     LIST_OFFSETS,
@@ -54,6 +55,12 @@ const APIS: [i16; 22] = [
     TXN_OFFSET_COMMIT,
     GET_TELEMETRY_SUBSCRIPTIONS,
     PUSH_TELEMETRY,
+    DESCRIBE_ACLS,
+    CREATE_ACLS,
+    DELETE_ACLS,
+    DESCRIBE_CONFIGS,
+    ALTER_CONFIGS,
+    INCREMENTAL_ALTER_CONFIGS,
 ];
 
 /// Compiled once: rule compilation is not what is being fuzzed.
@@ -67,6 +74,8 @@ fn policy(kafka: &Kafka) -> &'static RulesPolicy {
                 &[("role", "produce"), ("topic", "a")],
                 &[("role", "consume"), ("topic", "b")],
                 &[("apiKey", "createtopics"), ("topic", "a")],
+                &[("apiKey", "describeconfigs"), ("topic", "b")],
+                &[("apiKey", "createacls"), ("topic", "a")],
                 &[("apiKey", "apiversions")],
             ],
         )

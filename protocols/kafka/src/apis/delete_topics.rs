@@ -50,6 +50,7 @@ pub fn write_denial(request: &Request<'_>, version: i16, error: i16, w: &mut Wri
         let (name, id) = match entry.topic {
             TopicRef::Name(name) => (Some(name), [0; 16]),
             TopicRef::Id(id) => (None, id),
+            TopicRef::Any => (None, [0; 16]),
         };
         match version >= TOPIC_ENTRIES {
             true => {

@@ -2,9 +2,12 @@
 //! denies it.
 //!
 //! v13 and later name topics by id. Forgotten topics (v7+) leave a fetch session and read
-//! nothing, so they are not among the topics the request names, as for Kafka's authorizer.
-//! A denial fails every partition and answers with session id 0, which makes the client start
-//! a new fetch session.
+//! nothing, so they are not among the topics the request names, as for Kafka's authorizer;
+//! the topics an incremental fetch reads through its session are the business of
+//! [`crate::fetch_sessions`]. A denial of a full fetch fails every partition and answers with
+//! session id 0; a denial of an incremental one answers FETCH_SESSION_ID_NOT_FOUND (70), as a
+//! broker that does not know the session does: either way the client starts over with a full
+//! fetch.
 
 use crate::topics::{partition_index, Entries, TopicEntry, Topics};
 use crate::wire::{Reader, WireError, Writer};
@@ -14,13 +17,43 @@ use super::{topic_ref, write_topic_ref};
 /// The first version naming topics by id.
 const TOPIC_IDS: i16 = 13;
 
+/// The first version with fetch sessions.
+const SESSIONS: i16 = 7;
+
+/// The epoch of a full fetch that creates a session.
+const INITIAL_EPOCH: i32 = 0;
+
+/// The epoch of a full fetch that closes its session and creates none (and of every fetch
+/// before v7).
+const FINAL_EPOCH: i32 = -1;
+
+/// Error code: the broker does not know the fetch session.
+pub const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
+
 /// A Fetch request.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
     /// The fetch session (0: none).
     pub session_id: i32,
+    /// The session epoch: 0 creates a session, -1 uses none, any other is incremental.
+    pub epoch: i32,
     /// The topics and partitions read.
     pub topics: Topics<'a>,
+    /// The topics and partitions an incremental fetch takes out of its session.
+    pub forgotten: Topics<'a>,
+}
+
+impl Request<'_> {
+    /// Whether the fetch is incremental: the broker also reads the partitions its session
+    /// holds.
+    pub fn is_incremental(&self) -> bool {
+        self.epoch != INITIAL_EPOCH && self.epoch != FINAL_EPOCH
+    }
+
+    /// Whether the fetch asks the broker for a new session.
+    pub fn creates_session(&self) -> bool {
+        self.epoch == INITIAL_EPOCH
+    }
 }
 
 /// Reads a Fetch request body.
@@ -32,20 +65,26 @@ pub fn parse<'a>(r: &mut Reader<'a>, version: i16) -> Result<Request<'a>, WireEr
     r.i32("the minimum bytes")?;
     r.i32("the maximum bytes")?;
     r.i8("the isolation level")?;
-    let mut session_id = 0;
-    if version >= 7 {
+    let (mut session_id, mut epoch) = (0, FINAL_EPOCH);
+    if version >= SESSIONS {
         session_id = r.i32("the session id")?;
-        r.i32("the session epoch")?;
+        epoch = r.i32("the session epoch")?;
     }
     let topics = Entries::read(r, version, "the topics", topic)?;
-    if version >= 7 {
-        Entries::read(r, version, "the forgotten topics", forgotten)?;
-    }
+    let forgotten = match version >= SESSIONS {
+        true => Entries::read(r, version, "the forgotten topics", forgotten)?,
+        false => Entries::empty(),
+    };
     if version >= 11 {
         r.string("the rack id")?;
     }
     r.tagged_fields()?;
-    Ok(Request { session_id, topics })
+    Ok(Request {
+        session_id,
+        epoch,
+        topics,
+        forgotten,
+    })
 }
 
 fn topic<'a>(r: &mut Reader<'a>, version: i16) -> Result<TopicEntry<'a>, WireError> {
@@ -79,10 +118,18 @@ fn forgotten<'a>(r: &mut Reader<'a>, version: i16) -> Result<TopicEntry<'a>, Wir
     Ok(TopicEntry { topic, partitions })
 }
 
-/// Writes the response body that fails every partition of `request` with `error`.
+/// Writes the response body that fails every partition of a full `request` with `error`, or
+/// an incremental one with FETCH_SESSION_ID_NOT_FOUND.
 pub fn write_denial(request: &Request<'_>, version: i16, error: i16, w: &mut Writer<'_>) {
     w.i32(0);
-    if version >= 7 {
+    if request.is_incremental() {
+        w.i16(FETCH_SESSION_ID_NOT_FOUND);
+        w.i32(0);
+        w.array_len(Some(0));
+        w.tagged_fields();
+        return;
+    }
+    if version >= SESSIONS {
         w.i16(0);
         w.i32(0);
     }

@@ -107,6 +107,7 @@ pub fn write_request(
         let (name, id) = match entry.topic {
             TopicRef::Name(name) => (Some(name), [0; 16]),
             TopicRef::Id(id) => (None, id),
+            TopicRef::Any => (None, [0; 16]),
         };
         if version >= 10 {
             w.uuid(&id);
@@ -155,6 +156,7 @@ pub fn write_denial(
         let (name, id) = match entry.topic {
             TopicRef::Name(name) => (Some(name), [0; 16]),
             TopicRef::Id(id) => (None, id),
+            TopicRef::Any => (None, [0; 16]),
         };
         match version >= 12 {
             true => w.nullable_string(name),

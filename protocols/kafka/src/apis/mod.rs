@@ -7,8 +7,10 @@
 //! that name no topics are not read (policy judges them by key, version and client id), and
 //! neither are record batches. This module dispatches by API key; it decides nothing.
 
+pub mod acls;
 pub mod add_partitions_to_txn;
 pub mod api_versions;
+pub mod configs;
 pub mod create_topics;
 pub mod delete_records;
 pub mod delete_topics;
@@ -63,6 +65,10 @@ pub enum Body<'a> {
     TxnOffsetCommit(txn_offset_commit::Request<'a>),
     /// FindCoordinator (key 10): read for its keys, which its denial answers.
     FindCoordinator(find_coordinator::Request<'a>),
+    /// DescribeConfigs (key 32), AlterConfigs (key 33), IncrementalAlterConfigs (key 44).
+    Configs(configs::Request<'a>),
+    /// DescribeAcls (key 29), CreateAcls (key 30), DeleteAcls (key 31).
+    Acls(acls::Request<'a>),
     /// An API whose body names no topic: not read.
     Unread,
 }
@@ -123,6 +129,16 @@ impl<'a> Request<'a> {
             FIND_COORDINATOR => {
                 Some(|r, v| find_coordinator::parse(r, v).map(Body::FindCoordinator))
             }
+            DESCRIBE_CONFIGS => {
+                Some(|r, v| configs::parse(r, DESCRIBE_CONFIGS, v).map(Body::Configs))
+            }
+            ALTER_CONFIGS => Some(|r, v| configs::parse(r, ALTER_CONFIGS, v).map(Body::Configs)),
+            INCREMENTAL_ALTER_CONFIGS => {
+                Some(|r, v| configs::parse(r, INCREMENTAL_ALTER_CONFIGS, v).map(Body::Configs))
+            }
+            DESCRIBE_ACLS => Some(|r, v| acls::parse(r, DESCRIBE_ACLS, v).map(Body::Acls)),
+            CREATE_ACLS => Some(|r, v| acls::parse(r, CREATE_ACLS, v).map(Body::Acls)),
+            DELETE_ACLS => Some(|r, v| acls::parse(r, DELETE_ACLS, v).map(Body::Acls)),
             _ => None,
         };
         let Some(read) = read else {
@@ -163,6 +179,9 @@ impl<'a> Request<'a> {
             Body::AddPartitionsToTxn(r) => r.topics(),
             Body::TxnOffsetCommit(r) => NamedTopics::of(Some(&r.topics)),
             Body::FindCoordinator(_) => NamedTopics::of(None),
+            Body::Configs(r) => NamedTopics::of_resources(&r.resources),
+            Body::Acls(acls::Request::Describe(filter)) => NamedTopics::one(filter.topic),
+            Body::Acls(acls::Request::Many(entries)) => NamedTopics::of_resources(entries),
             Body::Unread => NamedTopics::of(None),
         }
     }
@@ -173,8 +192,10 @@ impl<'a> Request<'a> {
     /// LeaveGroup, SyncGroup, ListGroups), for an OffsetFetch naming no topic and for
     /// FindCoordinator (TRANSACTIONAL_ID_AUTHORIZATION_FAILED, 53, for a transactional id);
     /// CLUSTER_AUTHORIZATION_FAILED (31) for ApiVersions, InitProducerId (also for a
-    /// transactional id: the request is not read), the telemetry APIs and a Metadata request
-    /// naming no topic (v13+, the only versions with a top-level error).
+    /// transactional id: the request is not read), the telemetry APIs, a Metadata request
+    /// naming no topic (v13+, the only versions with a top-level error), the ACL APIs and the
+    /// config resources that are no topic; an incremental Fetch is answered
+    /// FETCH_SESSION_ID_NOT_FOUND (70), which makes the client start over with a full one.
     pub fn write_denial(&self, out: &mut Vec<u8>) -> Denial {
         let version = self.header.api_version;
         let error = TOPIC_AUTHORIZATION_FAILED;
@@ -198,7 +219,9 @@ impl<'a> Request<'a> {
                 | Body::OffsetFetch(_)
                 | Body::CreateTopics(_)
                 | Body::DeleteTopics(_)
-                | Body::FindCoordinator(_),
+                | Body::FindCoordinator(_)
+                | Body::Configs(_)
+                | Body::Acls(_),
                 _,
             )
             | (Body::Unread, Some(_)) => {}
@@ -218,6 +241,8 @@ impl<'a> Request<'a> {
             Body::CreateTopics(r) => create_topics::write_denial(r, version, error, w),
             Body::DeleteTopics(r) => delete_topics::write_denial(r, version, error, w),
             Body::FindCoordinator(r) => find_coordinator::write_denial(r, version, w),
+            Body::Configs(r) => configs::write_denial(r, key, w),
+            Body::Acls(r) => acls::write_denial(r, key, w),
             // Checked above: only the unread APIs with a denial remain.
             _ => {
                 if let Some((write, code)) = unread {
@@ -230,7 +255,9 @@ impl<'a> Request<'a> {
 }
 
 /// Whether requests of the API `key` carry topics: the keys Cilium counted (`isTopicAPIKey`
-/// in `proxylib/kafka/kafkalib/policy.go`), and those of the later keys Cilium never knew
+/// in `proxylib/kafka/kafkalib/policy.go`); the config and ACL APIs, whose topic resources
+/// Cilium did not count (so that a rule for one topic let a client alter the configs or ACLs
+/// of any other); and those of the later keys Cilium never knew
 /// whose requests name topics (ElectLeaders, IncrementalAlterConfigs, the partition
 /// reassignments, OffsetDelete, the KRaft quorum and replica APIs, Envelope (which carries
 /// another request), DescribeProducers,
@@ -256,6 +283,11 @@ pub fn names_topics(key: i16) -> bool {
             | ADD_PARTITIONS_TO_TXN
             | 27
             | TXN_OFFSET_COMMIT
+            | DESCRIBE_ACLS
+            | CREATE_ACLS
+            | DELETE_ACLS
+            | DESCRIBE_CONFIGS
+            | ALTER_CONFIGS
             | 34
             | 35
             | 37
@@ -289,7 +321,8 @@ fn write_topic_ref(w: &mut Writer<'_>, topic: TopicRef<'_>, by_id: bool) {
         (TopicRef::Id(id), true) => w.uuid(&id),
         (TopicRef::Name(_), true) => w.uuid(&[0; 16]),
         (TopicRef::Name(name), false) => w.string(name),
-        (TopicRef::Id(_), false) => w.string(b""),
+        (TopicRef::Id(_) | TopicRef::Any, false) => w.string(b""),
+        (TopicRef::Any, true) => w.uuid(&[0; 16]),
     }
 }
 

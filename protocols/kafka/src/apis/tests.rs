@@ -47,6 +47,16 @@ enum Role {
     Acks,
     /// A topic array whose null asks for all topics: the request then names all of them.
     AllWhenNull,
+    /// Fetch's session epoch: neither 0 nor -1 makes the fetch incremental.
+    Epoch,
+    /// The resource type of a config resource (2: topic; 4, 8, 16, 32: no topic).
+    ConfigType,
+    /// The resource type of an ACL or ACL filter (2: topic; 3 to 7: no topic).
+    AclType,
+    /// The pattern type of an ACL or ACL filter (3: literal).
+    AclPattern,
+    /// A config or ACL resource's name, a topic's by its type.
+    ResourceName,
 }
 
 #[derive(Clone, Copy)]
@@ -142,7 +152,7 @@ const FETCH_REQUEST: &[Field] = &[
     f(I32, 3, ALL),
     f(I8, 4, ALL),
     f(I32, 7, ALL),
-    f(I32, 7, ALL),
+    r(f(I32, 7, ALL), Epoch),
     f(Array(FETCH_TOPIC), 0, ALL),
     f(Array(FETCH_FORGOTTEN), 7, ALL),
     f(Str, 11, ALL),
@@ -540,6 +550,128 @@ const FIND_COORDINATOR_RESPONSE: &[Field] = &[
     f(Array(FIND_COORDINATOR_COORDINATOR), 4, ALL),
 ];
 
+// DescribeConfigsRequest.json, DescribeConfigsResponse.json
+const DESCRIBE_CONFIGS_RESOURCE: &[Field] = &[
+    r(f(I8, 0, ALL), ConfigType),
+    r(f(Str, 0, ALL), ResourceName),
+    n(Strs, 0, ALL, 0),
+];
+const DESCRIBE_CONFIGS_REQUEST: &[Field] = &[
+    f(Array(DESCRIBE_CONFIGS_RESOURCE), 0, ALL),
+    f(Bool, 1, ALL),
+    f(Bool, 3, ALL),
+];
+const DESCRIBE_CONFIGS_SYNONYM: &[Field] = &[f(Str, 1, ALL), n(Str, 1, ALL, 0), f(I8, 1, ALL)];
+const DESCRIBE_CONFIGS_CONFIG: &[Field] = &[
+    f(Str, 0, ALL),
+    n(Str, 0, ALL, 0),
+    f(Bool, 0, ALL),
+    f(Bool, 0, 0),
+    f(I8, 1, ALL),
+    f(Bool, 0, ALL),
+    f(Array(DESCRIBE_CONFIGS_SYNONYM), 1, ALL),
+    f(I8, 3, ALL),
+    n(Str, 3, ALL, 0),
+];
+const DESCRIBE_CONFIGS_RESULT: &[Field] = &[
+    r(f(I16, 0, ALL), Fail),
+    n(Str, 0, ALL, 0),
+    r(f(I8, 0, ALL), ConfigType),
+    r(f(Str, 0, ALL), ResourceName),
+    f(Array(DESCRIBE_CONFIGS_CONFIG), 0, ALL),
+];
+const DESCRIBE_CONFIGS_RESPONSE: &[Field] =
+    &[f(I32, 0, ALL), f(Array(DESCRIBE_CONFIGS_RESULT), 0, ALL)];
+
+// AlterConfigsRequest.json, AlterConfigsResponse.json
+const ALTER_CONFIGS_CONFIG: &[Field] = &[f(Str, 0, ALL), n(Str, 0, ALL, 0)];
+const ALTER_CONFIGS_RESOURCE: &[Field] = &[
+    r(f(I8, 0, ALL), ConfigType),
+    r(f(Str, 0, ALL), ResourceName),
+    f(Array(ALTER_CONFIGS_CONFIG), 0, ALL),
+];
+const ALTER_CONFIGS_REQUEST: &[Field] =
+    &[f(Array(ALTER_CONFIGS_RESOURCE), 0, ALL), f(Bool, 0, ALL)];
+const ALTER_CONFIGS_RESULT: &[Field] = &[
+    r(f(I16, 0, ALL), Fail),
+    n(Str, 0, ALL, 0),
+    r(f(I8, 0, ALL), ConfigType),
+    r(f(Str, 0, ALL), ResourceName),
+];
+const ALTER_CONFIGS_RESPONSE: &[Field] = &[f(I32, 0, ALL), f(Array(ALTER_CONFIGS_RESULT), 0, ALL)];
+
+// IncrementalAlterConfigsRequest.json, IncrementalAlterConfigsResponse.json (the response's
+// layout is AlterConfigs')
+const INCREMENTAL_ALTER_CONFIGS_CONFIG: &[Field] =
+    &[f(Str, 0, ALL), f(I8, 0, ALL), n(Str, 0, ALL, 0)];
+const INCREMENTAL_ALTER_CONFIGS_RESOURCE: &[Field] = &[
+    r(f(I8, 0, ALL), ConfigType),
+    r(f(Str, 0, ALL), ResourceName),
+    f(Array(INCREMENTAL_ALTER_CONFIGS_CONFIG), 0, ALL),
+];
+const INCREMENTAL_ALTER_CONFIGS_REQUEST: &[Field] = &[
+    f(Array(INCREMENTAL_ALTER_CONFIGS_RESOURCE), 0, ALL),
+    f(Bool, 0, ALL),
+];
+
+// CreateAclsRequest.json, CreateAclsResponse.json
+const CREATE_ACLS_CREATION: &[Field] = &[
+    r(f(I8, 0, ALL), AclType),
+    r(f(Str, 0, ALL), ResourceName),
+    r(f(I8, 1, ALL), AclPattern),
+    f(Str, 0, ALL),
+    f(Str, 0, ALL),
+    f(I8, 0, ALL),
+    f(I8, 0, ALL),
+];
+const CREATE_ACLS_REQUEST: &[Field] = &[f(Array(CREATE_ACLS_CREATION), 0, ALL)];
+const CREATE_ACLS_RESULT: &[Field] = &[r(f(I16, 0, ALL), TopError), n(Str, 0, ALL, 0)];
+const CREATE_ACLS_RESPONSE: &[Field] = &[f(I32, 0, ALL), f(Array(CREATE_ACLS_RESULT), 0, ALL)];
+
+// DescribeAclsRequest.json, DescribeAclsResponse.json
+const ACL_FILTER: &[Field] = &[
+    r(f(I8, 0, ALL), AclType),
+    r(n(Str, 0, ALL, 0), ResourceName),
+    r(f(I8, 1, ALL), AclPattern),
+    n(Str, 0, ALL, 0),
+    n(Str, 0, ALL, 0),
+    f(I8, 0, ALL),
+    f(I8, 0, ALL),
+];
+const DESCRIBE_ACLS_ACL: &[Field] = &[f(Str, 0, ALL), f(Str, 0, ALL), f(I8, 0, ALL), f(I8, 0, ALL)];
+const DESCRIBE_ACLS_RESOURCE: &[Field] = &[
+    f(I8, 0, ALL),
+    f(Str, 0, ALL),
+    f(I8, 1, ALL),
+    f(Array(DESCRIBE_ACLS_ACL), 0, ALL),
+];
+const DESCRIBE_ACLS_RESPONSE: &[Field] = &[
+    f(I32, 0, ALL),
+    r(f(I16, 0, ALL), TopError),
+    n(Str, 0, ALL, 0),
+    f(Array(DESCRIBE_ACLS_RESOURCE), 0, ALL),
+];
+
+// DeleteAclsRequest.json, DeleteAclsResponse.json
+const DELETE_ACLS_REQUEST: &[Field] = &[f(Array(ACL_FILTER), 0, ALL)];
+const DELETE_ACLS_MATCHING: &[Field] = &[
+    f(I16, 0, ALL),
+    n(Str, 0, ALL, 0),
+    f(I8, 0, ALL),
+    f(Str, 0, ALL),
+    f(I8, 1, ALL),
+    f(Str, 0, ALL),
+    f(Str, 0, ALL),
+    f(I8, 0, ALL),
+    f(I8, 0, ALL),
+];
+const DELETE_ACLS_RESULT: &[Field] = &[
+    r(f(I16, 0, ALL), TopError),
+    n(Str, 0, ALL, 0),
+    f(Array(DELETE_ACLS_MATCHING), 0, ALL),
+];
+const DELETE_ACLS_RESPONSE: &[Field] = &[f(I32, 0, ALL), f(Array(DELETE_ACLS_RESULT), 0, ALL)];
+
 /// One API as the oracle knows it: key, versions, first flexible version, request and (when a
 /// denial is composed) response layouts.
 struct Message {
@@ -656,6 +788,54 @@ const MESSAGES: &[Message] = &[
         request: TXN_OFFSET_COMMIT_REQUEST,
         response: None,
     },
+    Message {
+        key: 29,
+        low: 1,
+        high: 3,
+        flexible: 2,
+        request: ACL_FILTER,
+        response: Some(DESCRIBE_ACLS_RESPONSE),
+    },
+    Message {
+        key: 30,
+        low: 1,
+        high: 3,
+        flexible: 2,
+        request: CREATE_ACLS_REQUEST,
+        response: Some(CREATE_ACLS_RESPONSE),
+    },
+    Message {
+        key: 31,
+        low: 1,
+        high: 3,
+        flexible: 2,
+        request: DELETE_ACLS_REQUEST,
+        response: Some(DELETE_ACLS_RESPONSE),
+    },
+    Message {
+        key: 32,
+        low: 1,
+        high: 4,
+        flexible: 4,
+        request: DESCRIBE_CONFIGS_REQUEST,
+        response: Some(DESCRIBE_CONFIGS_RESPONSE),
+    },
+    Message {
+        key: 33,
+        low: 0,
+        high: 2,
+        flexible: 2,
+        request: ALTER_CONFIGS_REQUEST,
+        response: Some(ALTER_CONFIGS_RESPONSE),
+    },
+    Message {
+        key: 44,
+        low: 0,
+        high: 1,
+        flexible: 1,
+        request: INCREMENTAL_ALTER_CONFIGS_REQUEST,
+        response: Some(ALTER_CONFIGS_RESPONSE),
+    },
 ];
 
 /// A decoded or generated value.
@@ -705,12 +885,21 @@ fn generate(fields: &[Field], version: i16, g: &mut Gen, depth: usize) -> Vec<Va
             match field.ty {
                 I8 | I16 | I32 | I64 | Bool => Val::Int(match field.ty {
                     Bool => g.below(2) as i64,
+                    _ if field.role == Epoch => [0, -1, 1, 7, -2][g.below(5) as usize],
+                    _ if field.role == ConfigType => {
+                        [2, 2, 2, 4, 8, 16, 32, 0, 3][g.below(9) as usize]
+                    }
+                    _ if field.role == AclType => g.below(9) as i64,
+                    _ if field.role == AclPattern => [1, 2, 3, 3, 3, 4][g.below(6) as usize],
                     I8 => g.below(3) as i64,
                     _ if field.role == Acks => [0, 1, -1][g.below(3) as usize],
                     _ => g.below(40) as i64 - 2,
                 }),
                 Uuid => Val::Uuid(std::array::from_fn(|_| g.below(3) as u8)),
                 Str if null => Val::Str(None),
+                Str if field.role == ResourceName && g.below(8) == 0 => {
+                    Val::Str(Some(b"*".to_vec()))
+                }
                 Str => Val::Str(Some(g.name())),
                 Bytes if null => Val::Str(None),
                 Bytes => Val::Str(Some((0..g.below(40)).map(|i| i as u8).collect())),
@@ -951,10 +1140,12 @@ impl Val {
 enum T {
     Name(Vec<u8>),
     Id([u8; 16]),
+    /// Topics beyond one name.
+    Any,
 }
 
 /// The topic a structure names: its ruling id when not zero, else its name when it has a
-/// non-empty one, else its id.
+/// non-empty one, else its id; for a config or ACL resource, by its type (and pattern).
 fn topic_of(fields: &[Field], version: i16, vals: &[Val]) -> Option<T> {
     let present = fields
         .iter()
@@ -962,6 +1153,25 @@ fn topic_of(fields: &[Field], version: i16, vals: &[Val]) -> Option<T> {
         .zip(vals);
     let mut id = None;
     let mut name = None;
+    let (mut config, mut acl, mut pattern, mut resource) = (None, None, 3, None);
+    for (field, val) in present.clone() {
+        match (field.role, val) {
+            (ConfigType, Val::Int(t)) => config = Some(*t),
+            (AclType, Val::Int(t)) => acl = Some(*t),
+            (AclPattern, Val::Int(p)) => pattern = *p,
+            (ResourceName, Val::Str(n)) => resource = Some(n.clone()),
+            _ => {}
+        }
+    }
+    match (config, acl, resource) {
+        (Some(2), _, Some(Some(n))) => return Some(T::Name(n)),
+        (Some(4 | 8 | 16 | 32), _, _) => return None,
+        (Some(_), _, _) => return Some(T::Any),
+        (_, Some(2), Some(Some(n))) if pattern == 3 && n != b"*" => return Some(T::Name(n)),
+        (_, Some(3..=7), _) => return None,
+        (_, Some(_), _) => return Some(T::Any),
+        _ => {}
+    }
     for (field, val) in present {
         match (field.role, val) {
             (Topic, Val::Str(Some(n))) if !n.is_empty() => name = Some(T::Name(n.clone())),
@@ -1066,6 +1276,7 @@ fn to_topic_ref(t: TopicRef<'_>) -> T {
     match t {
         TopicRef::Name(name) => T::Name(name.to_vec()),
         TopicRef::Id(id) => T::Id(id),
+        TopicRef::Any => T::Any,
     }
 }
 
@@ -1126,12 +1337,44 @@ fn check(message: &Message, version: i16, seed: u64, tags: u8) -> Result<(), Tes
     );
     let mut named = Named::default();
     walk(layout, version, &decoded.unwrap(), None, &mut named);
+    let epoch = message
+        .request
+        .iter()
+        .filter(|field| present(field, version))
+        .zip(&vals)
+        .find_map(|(field, val)| match (field.role, val) {
+            (Epoch, Val::Int(epoch)) => Some(*epoch),
+            _ => None,
+        });
+    if epoch.is_some_and(|epoch| epoch != 0 && epoch != -1) {
+        prop_assert!(
+            named.errors.is_empty(),
+            "an incremental fetch fails no partition"
+        );
+        prop_assert_eq!(
+            named.top_errors,
+            [i64::from(fetch::FETCH_SESSION_ID_NOT_FOUND)]
+        );
+        return Ok(());
+    }
+    if [DESCRIBE_ACLS, CREATE_ACLS, DELETE_ACLS].contains(&message.key) {
+        prop_assert!(named.errors.is_empty());
+        let cluster = i64::from(CLUSTER_AUTHORIZATION_FAILED);
+        prop_assert!(named.top_errors.iter().all(|e| *e == cluster));
+        return Ok(());
+    }
     let denied: Vec<(T, Option<i32>)> = named
         .errors
         .iter()
-        .map(|(t, p, e)| {
-            assert_eq!(*e, i64::from(TOPIC_AUTHORIZATION_FAILED));
-            (t.clone().unwrap(), *p)
+        .filter_map(|(t, p, e)| match t {
+            Some(t) => {
+                assert_eq!(*e, i64::from(TOPIC_AUTHORIZATION_FAILED));
+                Some((t.clone(), *p))
+            }
+            None => {
+                assert_eq!(*e, i64::from(CLUSTER_AUTHORIZATION_FAILED), "not a topic");
+                None
+            }
         })
         .collect();
     prop_assert_eq!(
@@ -1436,14 +1679,14 @@ fn denials_of_unread_apis_decode() {
     }
     let frame = request_frame(
         &Message {
-            key: 32,
-            low: 1,
-            high: 4,
-            flexible: 4,
+            key: 37,
+            low: 0,
+            high: 3,
+            flexible: 2,
             request: &[],
             response: None,
         },
-        4,
+        3,
         &[],
         None,
         0,

@@ -137,32 +137,62 @@ impl Topic<'_> {
 /// A Fetch (v12 by name, v16 by id) of partition 0 of `topic` from offset 0, outside a fetch
 /// session.
 pub fn fetch(correlation_id: i32, topic: Topic<'_>) -> Vec<u8> {
-    let version = topic.fetch_version();
+    fetch_in_session(correlation_id, topic, Some(topic), 0, -1)
+}
+
+/// A Fetch (of `version_of`'s version) in fetch session `session_id` at `epoch`, of partition
+/// 0 of `topic` from offset 0, or of no partition (an incremental fetch with nothing new).
+pub fn fetch_in_session(
+    correlation_id: i32,
+    version_of: Topic<'_>,
+    topic: Option<Topic<'_>>,
+    session_id: i32,
+    epoch: i32,
+) -> Vec<u8> {
+    let version = version_of.fetch_version();
     request(FETCH, version, correlation_id, |m| {
         if version <= 14 {
             m.i32(-1); // replica id
         }
         m.i32(500).i32(1).i32(52_428_800).i8(0); // max wait, min bytes, max bytes, isolation
-        m.i32(0).i32(-1); // session id, epoch
-        m.array(1);
-        topic.write(m);
-        m.array(1)
-            .i32(0)
-            .i32(-1)
-            .i64(0)
-            .i32(-1)
-            .i64(-1)
-            .i32(1_048_576)
-            .tags();
-        m.tags();
+        m.i32(session_id).i32(epoch);
+        match topic {
+            None => {
+                m.array(0);
+            }
+            Some(topic) => {
+                m.array(1);
+                topic.write(m);
+                m.array(1)
+                    .i32(0)
+                    .i32(-1)
+                    .i64(0)
+                    .i32(-1)
+                    .i64(-1)
+                    .i32(1_048_576)
+                    .tags();
+                m.tags();
+            }
+        }
         m.array(0).compact(b"").tags(); // forgotten topics, rack id
     })
 }
 
 /// The Fetch response (of `topic`'s version) carrying `records` for partition 0 of `topic`.
 pub fn fetch_response(correlation_id: i32, topic: Topic<'_>, records: &[u8]) -> Vec<u8> {
+    fetch_response_in_session(correlation_id, topic, records, 0)
+}
+
+/// The Fetch response of fetch session `session_id` carrying `records` for partition 0 of
+/// `topic`.
+pub fn fetch_response_in_session(
+    correlation_id: i32,
+    topic: Topic<'_>,
+    records: &[u8],
+    session_id: i32,
+) -> Vec<u8> {
     response(correlation_id, |m| {
-        m.i32(0).i16(0).i32(0); // throttle time, error, session id
+        m.i32(0).i16(0).i32(session_id); // throttle time, error, session id
         m.array(1);
         topic.write(m);
         m.array(1).i32(0).i16(0).i64(1).i64(1).i64(0); // index, error, watermarks
