@@ -745,7 +745,7 @@ fn epoch_seconds(rfc3339: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_nodes_show_their_endpoints_and_heartbeats_and_a_stopped_node_vanishes_at_once() {
-    let etcd = Etcd::start("nodes");
+    let etcd = Etcd::single();
     let upstream = Upstream::start().await;
     // A 30 s lease: a node gone within seconds left the cluster, its lease did not expire.
     let a = Node::start_leased("node-a", Hosts::Both, &etcd, &upstream, &[], "30s").await;
@@ -929,7 +929,7 @@ fn cilium_labels(app: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_cilium_identities_a_client_known_only_to_ciliums_ip_cache_gets_its_labels_policy() {
-    let etcd = Etcd::start("cilium");
+    let etcd = Etcd::single();
     let mut cilium = CiliumKeys {
         etcd: &etcd,
         written: std::collections::BTreeMap::new(),
