@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,14 @@ from bench.targets import Axoneme, HAProxy, Setup, Tansu, tansu_binary
 ROOT = Path(__file__).resolve().parents[2]
 AXONEME_BIN = Path(os.environ.get("AXONEME_BIN", ROOT / "target" / "debug" / "axoneme"))
 LOADGEN_BIN = Path(os.environ.get("LOADGEN_BIN", ROOT / "target" / "debug" / "axoneme-loadgen"))
+
+
+@pytest.fixture
+def workdir():
+    """A directory short enough by name for the agent's API socket below it (a Unix socket's
+    path has at most 107 bytes), removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="bench-kafka-") as directory:
+        yield Path(directory)
 
 
 @pytest.fixture
@@ -53,11 +62,9 @@ def kafka_part_on_free_ports(shapes: tuple):
     return dataclasses.replace(parts.KAFKA, targets=targets, shapes=shapes)
 
 
-def test_a_short_run_reports_produce_and_fetch_throughput_at_every_target(tmp_path, bin_dir):
+def test_a_short_run_reports_produce_and_fetch_throughput_at_every_target(workdir, bin_dir):
     produce, pipelined, fetch = parts.KAFKA.shapes[0], parts.KAFKA.shapes[1], parts.KAFKA.shapes[2]
     part = kafka_part_on_free_ports((produce, pipelined, fetch))
-    workdir = tmp_path / "kafka"
-    workdir.mkdir()
     measured = runner.run_part(part, Setup(workdir, bin_dir, 2), bin_dir / "axoneme-loadgen",
                                seconds=1, rounds=1, threads=parts.MEMCACHED_THREADS)
     results, text = report.build(runner.machine(2), [measured], 1, 1, runner.WARMUP_SECONDS)
@@ -96,11 +103,11 @@ def test_a_short_run_reports_produce_and_fetch_throughput_at_every_target(tmp_pa
 
 
 @pytest.fixture
-def empire(tmp_path, bin_dir):
+def empire(workdir, bin_dir):
     """tansu and the agent in front of it with the Empire's policy; yields the agent's port."""
     part = kafka_part_on_free_ports(())
     direct, _, agent = part.targets
-    setup = Setup(tmp_path, bin_dir, 2)
+    setup = Setup(workdir, bin_dir, 2)
     processes = []
     try:
         processes.append(direct.start(setup))

@@ -124,18 +124,24 @@ async fn produce_request(args: &KafkaArgs) -> anyhow::Result<Vec<u8>> {
 }
 
 /// Produces records, [`FILL_BATCH`] requests at a time, until the topic holds `--records`;
-/// returns how many it holds then.
+/// returns how many it holds then. The first request is a single record, whose offset says how
+/// many the topic held: Produce is all an identity that may produce is sure to be allowed.
 pub(crate) async fn fill(args: &KafkaArgs) -> anyhow::Result<i64> {
     const FILL_BATCH: i64 = 100;
     let mut request = produce_request(args).await?;
-    let mut held = high_watermark(args).await?;
     let mut stream = load::connect(args.load.target, args.load.source).await?;
     let mut responses = ReadBuffer::new();
     let mut correlation_id = 0;
-    while held < args.records {
+    let mut held: Option<i64> = None;
+    loop {
+        let count = match held {
+            None => 1,
+            Some(held) if held >= args.records => return Ok(held),
+            Some(held) => FILL_BATCH.min(args.records - held),
+        };
         let first = correlation_id + 1;
         let mut out = Vec::new();
-        for _ in 0..FILL_BATCH.min(args.records - held) {
+        for _ in 0..count {
             correlation_id += 1;
             wire::set_correlation_id(&mut request, correlation_id);
             out.extend_from_slice(&request);
@@ -157,10 +163,9 @@ pub(crate) async fn fill(args: &KafkaArgs) -> anyhow::Result<i64> {
             if produced.error_code != wire::NONE {
                 bail!("Produce answered error {}", produced.error_code);
             }
-            held = held.max(produced.base_offset + 1);
+            held = Some(held.unwrap_or(0).max(produced.base_offset + 1));
         }
     }
-    Ok(held)
 }
 
 /// Sends one request, `encode`d with correlation id 1, on a connection of its own and returns
@@ -196,10 +201,11 @@ async fn create_topic(args: &KafkaArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Fetches once from offset 0, at most `max_bytes`, and checks the response's error codes.
-async fn fetch_first(args: &KafkaArgs, max_bytes: i32) -> anyhow::Result<wire::Fetched> {
+/// Fetches once from offset 0, at most `--fetch-max-bytes`, and checks the response's error
+/// codes.
+async fn fetch_first(args: &KafkaArgs) -> anyhow::Result<wire::Fetched> {
     let body = call(args, |out, id| {
-        wire::encode_fetch(out, id, &args.topic, 0, max_bytes)
+        wire::encode_fetch(out, id, &args.topic, 0, args.fetch_max_bytes)
     })
     .await?;
     let fetched = wire::fetched(&body, &args.topic)?;
@@ -214,15 +220,10 @@ async fn fetch_first(args: &KafkaArgs, max_bytes: i32) -> anyhow::Result<wire::F
     Ok(fetched)
 }
 
-/// How many records the topic holds: its high watermark.
-async fn high_watermark(args: &KafkaArgs) -> anyhow::Result<i64> {
-    Ok(fetch_first(args, 1).await?.high_watermark)
-}
-
 /// Checks that the topic holds `--records` records, and returns how many a fetch of
 /// `--fetch-max-bytes` from offset 0 returns, by which each connection's next offset moves.
 async fn survey(args: &KafkaArgs) -> anyhow::Result<i64> {
-    let fetched = fetch_first(args, args.fetch_max_bytes).await?;
+    let fetched = fetch_first(args).await?;
     if fetched.high_watermark < args.records {
         bail!(
             "the topic holds {} records and the load reads {}: fill it first (--op fill)",
