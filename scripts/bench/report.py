@@ -126,8 +126,8 @@ def tables(section: dict) -> list:
     throughput = any(THROUGHPUT in entry for entry in section["summary"])
     mb_head, mb_rule = (" MB/s |", "---:|") if throughput else ("", "")
     md = [
-        f"| target | shape | ops/s |{mb_head} ops/s lowest–highest | CPU µs/op | p50 µs | p99 µs "
-        "| p99.9 µs | errors |",
+        f"| target | shape | ops/s |{mb_head} ops/s lowest–highest | CPU µs/op | p50 µs "
+        "| p99 µs | p99.9 µs | errors |",
         f"|---|---|---:|{mb_rule}---:|---:|---:|---:|---:|---:|",
     ]
     for entry in section["summary"]:

@@ -226,9 +226,10 @@ def test_runs_that_measure_mb_per_sec_get_its_median_ratio_and_a_column():
     ]
     assert ("| direct | produce | 110 (1 failed) | 12.0 | 100–120 | 10.00 | 100.0 | 200.0 | "
             "300.0 | 0 |" in lines)
-    assert "| shape | ratio | ops/s | MB/s | ops/s per round | CPU/op | p50 | p99 | p99.9 |" in lines
-    assert "| produce | Axoneme/direct | 0.55 | 0.50 | 0.50–0.50 | 1.00 | 1.00 | 1.00 | 1.00 |" \
-        in lines
+    assert ("| shape | ratio | ops/s | MB/s | ops/s per round | CPU/op | p50 | p99 | p99.9 |"
+            in lines)
+    assert ("| produce | Axoneme/direct | 0.55 | 0.50 | 0.50–0.50 | 1.00 | 1.00 | 1.00 | 1.00 |"
+            in lines)
 
 
 def test_runs_without_mb_per_sec_have_no_such_figure_nor_column():

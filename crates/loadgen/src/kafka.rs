@@ -89,7 +89,7 @@ pub(crate) async fn run(args: &KafkaArgs) -> anyhow::Result<Outcome> {
                 per_fetch,
             }
         }
-        Op::Fill => bail!("--op fill is no load: see `fill`"),
+        Op::Fill => bail!("--op fill writes records and runs no load"),
     };
     let mut streams = Vec::with_capacity(args.load.connections);
     for _ in 0..args.load.connections {
@@ -197,7 +197,10 @@ async fn create_topic(args: &KafkaArgs) -> anyhow::Result<()> {
     .await?;
     match wire::create_topic_error(&body, &args.topic)? {
         wire::NONE | wire::TOPIC_ALREADY_EXISTS => Ok(()),
-        code => bail!("CreateTopics v{} answered error {code}", wire::CREATE_TOPICS_VERSION),
+        code => bail!(
+            "CreateTopics v{} answered error {code}",
+            wire::CREATE_TOPICS_VERSION
+        ),
     }
 }
 

@@ -70,7 +70,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Cql(args) => (&args.load, cql::run(args).await?, cql::describe(args)),
         Command::Kafka(args) if matches!(args.op, kafka::Op::Fill) => {
             let held = kafka::fill(args).await?;
-            println!("{}: topic {} holds {held} records", args.load.target, args.topic);
+            println!(
+                "{}: topic {} holds {held} records",
+                args.load.target, args.topic
+            );
             return Ok(());
         }
         Command::Kafka(args) => {

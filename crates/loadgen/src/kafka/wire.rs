@@ -110,8 +110,8 @@ pub(super) fn record_batch(value: &[u8], timestamp_ms: i64) -> Vec<u8> {
 
     let mut batch = Vec::with_capacity(checked.len() + 21);
     batch.extend_from_slice(&0i64.to_be_bytes()); // base offset
-    // The batch length counts from the partition leader epoch on: 4 + 1 + 4 bytes before
-    // what the CRC covers.
+                                                  // The batch length counts from the partition leader epoch on: 4 + 1 + 4 bytes before
+                                                  // what the CRC covers.
     batch.extend_from_slice(&((checked.len() + 9) as i32).to_be_bytes());
     batch.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
     batch.push(2); // magic
@@ -239,11 +239,7 @@ struct Body<'a> {
 
 impl<'a> Body<'a> {
     fn new(bytes: &'a [u8], what: &'static str) -> Self {
-        Body {
-            bytes,
-            at: 0,
-            what,
-        }
+        Body { bytes, at: 0, what }
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
@@ -457,8 +453,9 @@ mod tests {
     }
 
     // The references below are kafka-python 3.0.12's encodings of the same messages (its
-    // DefaultRecordBatchBuilder and its ProduceRequest, FetchRequest and CreateTopicsRequest at
-    // these versions, with header, framed), captured once.
+    // DefaultRecordBatchBuilder, and its ProduceRequest, FetchRequest and CreateTopicsRequest at
+    // these versions with header v1, framed; its ProduceResponse v8 and FetchResponse v11
+    // bodies), captured once.
 
     #[test]
     fn record_batch_is_the_reference_encoding() {
@@ -539,6 +536,7 @@ mod tests {
 
     #[test]
     fn reads_a_produce_response() {
+        // kafka-python's ProduceResponse v8 body: base offset 42, no append time, log start 0.
         let body = hex(
             "00000001 0001 74 00000001 00000000 0000 000000000000002a ffffffffffffffff
              0000000000000000 00000000 ffff 00000000",
@@ -583,6 +581,8 @@ mod tests {
 
     #[test]
     fn reads_a_fetch_error_without_records() {
+        // kafka-python's FetchResponse v11 body: UNKNOWN_TOPIC_OR_PARTITION (3), null aborted
+        // transactions and records.
         let body = hex(
             "00000000 0000 00000000 00000001 0001 74 00000001 00000000 0003
              ffffffffffffffff ffffffffffffffff ffffffffffffffff ffffffff ffffffff ffffffff",
