@@ -208,3 +208,85 @@ fn check(request: &InFlight, topic: &str, frame: &wire::Frame<'_>) -> Checked {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(correlation_id: i32, offset: Option<i64>) -> InFlight {
+        InFlight {
+            sent: Instant::now(),
+            correlation_id,
+            len: 0,
+            offset,
+        }
+    }
+
+    /// A Produce v8 response body for partition 0 of topic "t" with `error_code`.
+    fn produce_body(error_code: i16) -> Vec<u8> {
+        let mut body = vec![0, 0, 0, 1, 0, 1, b't', 0, 0, 0, 1, 0, 0, 0, 0];
+        body.extend_from_slice(&error_code.to_be_bytes());
+        body.extend_from_slice(&7i64.to_be_bytes()); // base offset
+        body.extend_from_slice(&(-1i64).to_be_bytes()); // log append time
+        body.extend_from_slice(&0i64.to_be_bytes()); // log start offset
+        body.extend_from_slice(&[0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0]);
+        body
+    }
+
+    #[test]
+    fn a_response_to_another_request_is_an_error() {
+        let body = produce_body(0);
+        let frame = |correlation_id| wire::Frame {
+            correlation_id,
+            body: &body,
+        };
+        assert_eq!(check(&request(5, None), "t", &frame(5)), Ok(()));
+        assert_eq!(
+            check(&request(5, None), "t", &frame(6)),
+            Err("a response with correlation id 6 where 5 was expected".into())
+        );
+    }
+
+    #[test]
+    fn an_error_code_or_another_topic_is_an_error() {
+        let body = produce_body(29);
+        let frame = wire::Frame {
+            correlation_id: 1,
+            body: &body,
+        };
+        assert_eq!(
+            check(&request(1, None), "t", &frame),
+            Err("Produce answered error 29".into())
+        );
+        let body = produce_body(0);
+        let frame = wire::Frame {
+            correlation_id: 1,
+            body: &body,
+        };
+        assert!(check(&request(1, None), "u", &frame).is_err());
+    }
+
+    #[test]
+    fn a_fetch_must_answer_the_offset_it_asked_for() {
+        let mut batch = wire::record_batch(b"v", 0);
+        batch[..8].copy_from_slice(&10i64.to_be_bytes());
+        let mut body = vec![0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, b't'];
+        body.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 0]); // partition 0, no error
+        body.extend_from_slice(&100i64.to_be_bytes()); // high watermark
+        body.extend_from_slice(&100i64.to_be_bytes()); // last stable offset
+        body.extend_from_slice(&0i64.to_be_bytes()); // log start offset
+        body.extend_from_slice(&(-1i32).to_be_bytes()); // no aborted transactions
+        body.extend_from_slice(&(-1i32).to_be_bytes()); // preferred read replica
+        body.extend_from_slice(&(batch.len() as i32).to_be_bytes());
+        body.extend_from_slice(&batch);
+        let frame = wire::Frame {
+            correlation_id: 1,
+            body: &body,
+        };
+        assert_eq!(check(&request(1, Some(10)), "t", &frame), Ok(()));
+        assert_eq!(
+            check(&request(1, Some(11)), "t", &frame),
+            Err("Fetch from offset 11 answered records 10..=10".into())
+        );
+    }
+}
