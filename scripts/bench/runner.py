@@ -79,7 +79,8 @@ def load(loadgen, part, shape, target, seconds: int, pid: int):
     """One run of the load generator at `target`, whose process is `pid`: its JSON result,
     with the CPU time the target used per request answered in the measured time
     (`cpu_us_per_op`, from /proc after the warm-up to the end), or None when it failed."""
-    args = [loadgen, part.protocol, "--source", part.source, *shape.args(), *part.load_args,
+    args = [loadgen, part.protocol, "--source", shape.source or part.source, *shape.args(),
+            *part.load_args,
             "--target", f"127.0.0.1:{target.port}", "--duration", str(seconds),
             "--warmup", str(WARMUP_SECONDS), "--json"]
     with subprocess.Popen([str(arg) for arg in args], stdout=subprocess.PIPE, text=True) as run:
@@ -100,6 +101,15 @@ def load(loadgen, part, shape, target, seconds: int, pid: int):
     return result
 
 
+def prepare(loadgen, part, target) -> None:
+    """Runs the load generator with the part's `prepare` arguments at `target`, if it has any:
+    what the loads need written before they run."""
+    if part.prepare:
+        print(f"preparing: {' '.join(part.prepare)} -> 127.0.0.1:{target.port}", flush=True)
+        subprocess.run([str(loadgen), *part.prepare, "--target", f"127.0.0.1:{target.port}"],
+                       check=True, stdout=subprocess.DEVNULL)
+
+
 def run_part(part, setup: Setup, loadgen, seconds: int, rounds: int, threads: int) -> dict:
     """Runs `part` with its targets set up in `setup`; returns what the report takes of it."""
     words = {"cores": setup.cores, "threads": threads}
@@ -111,6 +121,7 @@ def run_part(part, setup: Setup, loadgen, seconds: int, rounds: int, threads: in
                 for target, process in zip(part.targets, processes)}
         servers = "; ".join(version for target in part.targets if (version := target.version()))
         print(f"\n{part.intro.format(**words)}\n")
+        prepare(loadgen, part, part.targets[0])
         busy = busy_percent()
         print(f"cores busy before the runs: {busy}%")
         runs = []

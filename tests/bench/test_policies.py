@@ -29,9 +29,14 @@ def test_the_empires_policy_is_the_cassandra_examples_with_a_select_for_the_outp
     assert policies.empire(9042) == policy
 
 
+def test_the_empires_kafka_policy_is_the_kafka_examples():
+    assert policies.empire_kafka(9092) == example("kafka", "policy.yaml")
+
+
 def test_the_endpoints_are_the_examples():
     assert policies.MEMCACHED_ENDPOINTS == example("memcached", "config.yaml")["endpoints"]
     assert policies.CASSANDRA_ENDPOINTS == example("cassandra", "config.yaml")["endpoints"]
+    assert policies.KAFKA_ENDPOINTS == example("kafka", "config.yaml")["endpoints"]
 
 
 def guarded_ports(policy):
@@ -55,8 +60,37 @@ def test_each_parts_agent_guards_the_server_it_forwards_to():
 def test_the_load_comes_from_an_endpoint_the_policy_admits():
     for part in parts.PARTS:
         (agent,) = [target for target in part.targets if isinstance(target, Axoneme)]
-        (source,) = [endpoint["labels"] for endpoint in agent.endpoints
-                     if part.source in endpoint["ips"]]
         admitted = [rule["fromEndpoints"][0]["matchLabels"]
                     for rule in agent.policy["spec"]["ingress"]]
-        assert source in admitted
+        for shape in part.shapes:
+            address = shape.source or part.source
+            (source,) = [endpoint["labels"] for endpoint in agent.endpoints
+                         if address in endpoint["ips"]]
+            assert source in admitted, (part.name, shape.name)
+
+
+def kafka_rules(labels):
+    policy = policies.empire_kafka(parts.KAFKA_PORT)
+    (rule,) = [rule for rule in policy["spec"]["ingress"]
+               if rule["fromEndpoints"][0]["matchLabels"] == labels]
+    return rule["toPorts"][0]["rules"]["kafka"]
+
+
+def labels_of(address):
+    (labels,) = [endpoint["labels"] for endpoint in policies.KAFKA_ENDPOINTS
+                 if address in endpoint["ips"]]
+    return labels
+
+
+def test_kafka_produce_comes_from_who_may_produce_and_fetch_from_who_may_consume_the_topic():
+    for shape in parts.KAFKA.shapes:
+        op, topic = shape.load_args[1], shape.load_args[3]
+        rules = kafka_rules(labels_of(shape.source or parts.KAFKA.source))
+        if op == "produce":
+            assert {"role": "produce"} in rules, shape.name
+        else:
+            assert {"role": "consume", "topic": topic} in rules, shape.name
+    # The records fetched are written before the runs by headquarters, who may produce them.
+    prepare = parts.KAFKA.prepare
+    assert prepare[prepare.index("--op") + 1] == "fill"
+    assert {"role": "produce"} in kafka_rules(labels_of(prepare[prepare.index("--source") + 1]))

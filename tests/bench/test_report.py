@@ -199,3 +199,48 @@ def test_the_markdown_heads_each_part_with_its_servers_and_load():
     ]
     assert lines[7].startswith("| target | shape |")
     assert text.endswith(f"- {report.LATENCY_NOTE}\n")
+
+
+def with_throughput(found, mb):
+    return {**found, "mb_per_sec": mb}
+
+
+def test_runs_that_measure_mb_per_sec_get_its_median_ratio_and_a_column():
+    runs = runs_of({
+        ("produce", "direct"): [with_throughput(result(100), 10.0),
+                                with_throughput(result(120), 14.0), None],
+        ("produce", "Axoneme"): [with_throughput(result(50), 5.0),
+                                 with_throughput(result(60), 6.0),
+                                 with_throughput(result(70), 9.0)],
+    })
+    found = section(runs)
+    direct, axoneme = found["summary"]
+    assert (direct["mb_per_sec"], axoneme["mb_per_sec"]) == (12.0, 6.0)
+    (ratio,) = found["ratios"]
+    assert ratio["mb_per_sec"] == 0.5
+    lines = report.tables(found)
+    assert lines[:2] == [
+        "| target | shape | ops/s | MB/s | ops/s lowest–highest | CPU µs/op | p50 µs | p99 µs "
+        "| p99.9 µs | errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    assert ("| direct | produce | 110 (1 failed) | 12.0 | 100–120 | 10.00 | 100.0 | 200.0 | "
+            "300.0 | 0 |" in lines)
+    assert ("| shape | ratio | ops/s | MB/s | ops/s per round | CPU/op | p50 | p99 | p99.9 |"
+            in lines)
+    assert ("| produce | Axoneme/direct | 0.55 | 0.50 | 0.50–0.50 | 1.00 | 1.00 | 1.00 | 1.00 |"
+            in lines)
+
+
+def test_runs_without_mb_per_sec_have_no_such_figure_nor_column():
+    found = section(RUNS)
+    assert all("mb_per_sec" not in entry for entry in found["summary"] + found["ratios"])
+    assert "MB/s" not in "\n".join(report.tables(found))
+
+
+def test_a_failed_target_row_has_as_many_cells_as_the_header_with_or_without_mb_per_sec():
+    for extra in ({}, {"mb_per_sec": 1.0}):
+        runs = runs_of({("s", "direct"): [None], ("s", "Axoneme"): [{**result(45), **extra}]})
+        lines = report.tables(section(runs))
+        failed = next(line for line in lines if "failed" in line)
+        assert failed.count("|") == lines[0].count("|")

@@ -33,6 +33,17 @@ def test_shapes_give_the_load_generator_their_value_size_only_when_they_have_one
     assert parts.Shape("s", 8, 32, 64).args() == [
         "--connections", "8", "--pipeline", "32", "--value-size", "64"]
     assert parts.Shape("s", 20, 1).args() == ["--connections", "20", "--pipeline", "1"]
+    assert parts.Shape("s", 8, 1, 1024, ("--op", "produce")).args() == [
+        "--connections", "8", "--pipeline", "1", "--value-size", "1024", "--op", "produce"]
+
+
+def test_the_kafka_fetch_shapes_read_another_topic_than_the_produce_shapes_grow():
+    topics = {shape.load_args[1]: set() for shape in parts.KAFKA.shapes}
+    for shape in parts.KAFKA.shapes:
+        topics[shape.load_args[1]].add(shape.load_args[3])
+    assert topics["produce"].isdisjoint(topics["fetch"])
+    prepare = parts.KAFKA.prepare
+    assert {prepare[prepare.index("--topic") + 1]} == topics["fetch"]
 
 
 def test_every_target_of_a_part_has_ports_of_its_own():

@@ -118,6 +118,8 @@ pub(crate) struct Outcome {
     pub ops: u64,
     /// Wrong replies (warm-up included), plus one per connection lost.
     pub errors: u64,
+    /// Bytes of the measured requests and their replies, for the loads that count them.
+    pub bytes: u64,
     /// The first things that went wrong, to show.
     pub first_errors: Vec<String>,
 }
@@ -132,6 +134,7 @@ impl Outcome {
             latency: Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("valid bounds"),
             ops: 0,
             errors: 0,
+            bytes: 0,
             first_errors: Vec::new(),
         }
     }
@@ -152,6 +155,14 @@ impl Outcome {
         }
     }
 
+    /// Counts `bytes` of a request sent at `sent` and its reply, if it was sent in the
+    /// measured time.
+    pub(crate) fn count_bytes(&mut self, load: &Load, sent: Instant, bytes: usize) {
+        if sent >= load.measure_from {
+            self.bytes += bytes as u64;
+        }
+    }
+
     /// Counts an error, keeping its description if it is one of the first.
     pub(crate) fn error(&mut self, description: String) {
         self.errors += 1;
@@ -165,6 +176,7 @@ impl Outcome {
         self.latency.add(&other.latency)?;
         self.ops += other.ops;
         self.errors += other.errors;
+        self.bytes += other.bytes;
         for description in other.first_errors {
             if self.first_errors.len() < Self::ERRORS_KEPT {
                 self.first_errors.push(description);

@@ -1,6 +1,7 @@
-//! `axoneme-loadgen`: a load generator for memcached (text protocol) and CQL (native protocol
-//! v4), to compare a server reached directly with the same server behind proxies:
-//! `axoneme-loadgen memcache --target HOST:PORT ...` or `axoneme-loadgen cql --target ...`.
+//! `axoneme-loadgen`: a load generator for memcached (text protocol), CQL (native protocol v4)
+//! and Kafka (Produce and Fetch), to compare a server reached directly with the same server
+//! behind proxies: `axoneme-loadgen memcache --target HOST:PORT ...`, `axoneme-loadgen cql
+//! --target ...` or `axoneme-loadgen kafka --op produce --target ...`.
 //!
 //! It opens `--connections` connections to `--target`, each keeping `--pipeline` requests in
 //! flight, and sends writes and reads in the `--ratio` over `--keys` keys for a warm-up and then
@@ -11,13 +12,15 @@
 //! The load is closed-loop: a connection sends a new request only when a reply frees a place in
 //! its pipeline, so a slower target gets fewer requests rather than a queue.
 //!
-//! [`load`] holds what both protocols share; [`memcache`] and [`cql`] each own one protocol's
-//! requests, replies and connections.
+//! [`load`] holds what the protocols share; [`memcache`], [`cql`] and [`kafka`] each own one
+//! protocol's requests, replies and connections. The Kafka load also reports the bytes its
+//! measured requests and responses carried, and MB/s.
 //!
 //! `axoneme-loadgen soak --target PROXY --server MEMCACHED --requests N` is not a load but a
 //! check, run by `scripts/soak.sh`: see [`soak`].
 
 mod cql;
+mod kafka;
 mod load;
 mod memcache;
 mod soak;
@@ -28,11 +31,12 @@ use anyhow::bail;
 use clap::{Parser, Subcommand};
 
 use cql::CqlArgs;
+use kafka::KafkaArgs;
 use load::{JsonFields, LoadArgs, Outcome};
 use memcache::MemcacheArgs;
 use soak::SoakArgs;
 
-/// A load generator for memcached and CQL (pipelined, every reply checked, latency in HDR
+/// A load generator for memcached, CQL and Kafka (pipelined, every reply checked, latency in HDR
 /// histograms).
 #[derive(Parser)]
 #[command(name = "axoneme-loadgen")]
@@ -47,6 +51,8 @@ enum Command {
     Memcache(MemcacheArgs),
     /// CQL, native protocol v4: INSERT and SELECT by primary key, prepared or as QUERY.
     Cql(CqlArgs),
+    /// Kafka: Produce of a 1 KiB record (acks=1) or Fetch of up to 64 KiB, on one topic.
+    Kafka(KafkaArgs),
     /// memcached through the proxy, every value read back and compared and every denied request
     /// checked, with faults beside; fails on any difference.
     Soak(SoakArgs),
@@ -62,6 +68,19 @@ async fn main() -> anyhow::Result<()> {
             memcache::describe(args),
         ),
         Command::Cql(args) => (&args.load, cql::run(args).await?, cql::describe(args)),
+        Command::Kafka(args) if matches!(args.op, kafka::Op::Fill) => {
+            let held = kafka::fill(args).await?;
+            println!(
+                "{}: topic {} holds {held} records",
+                args.load.target, args.topic
+            );
+            return Ok(());
+        }
+        Command::Kafka(args) => {
+            let total = kafka::run(args).await?;
+            let described = kafka::describe(args, &total);
+            (&args.load, total, described)
+        }
         Command::Soak(args) => return soak::run(args).await,
     };
     for error in &total.first_errors {
