@@ -1,0 +1,207 @@
+"""memcached through a real Envoy running Axoneme's dynamic-module filter under the Rebels policy:
+the same expectations as the standalone proxy's tests (tests/python), on raw sockets where the
+exact bytes and their order matter."""
+
+import re
+import struct
+
+from conftest import (DENIED, JEDI, MAINTENANCE, MIB, MONITORING, POLICY_NAME, STRANGER,
+                      connect_from, expect_closed, read_exactly, read_get_reply, read_line)
+
+FLEET = "alliance/fleet/"
+# A value that looks like the end of a get reply and the start of another.
+TRICKY = b"END\r\nVALUE alliance/fleet/spoof 0 3\r\nEND\r\n\r\nEND\r\n"
+
+BINARY_HEADER = struct.Struct("!BBHBBHLLQ")
+GET, SET, DELETE = 0x00, 0x01, 0x04
+ACCESS_DENIED = 0x0008
+
+
+def exchange(sock, request: bytes) -> bytes:
+    sock.sendall(request)
+    return read_get_reply(sock)
+
+
+def big_value() -> bytes:
+    """Exactly 1 MiB, with protocol terminators and every byte value inside."""
+    chunk = b"\r\nEND\r\n" + bytes(range(256))
+    return (chunk * (MIB // len(chunk) + 1))[:MIB]
+
+
+def binary_request(opcode: int, key: bytes, extras: bytes = b"", value: bytes = b"",
+                   opaque: int = 0) -> bytes:
+    body = extras + key + value
+    return BINARY_HEADER.pack(0x80, opcode, len(key), len(extras), 0, 0, len(body), opaque,
+                              0) + body
+
+
+def read_binary_response(sock) -> tuple[int, int, int, bytes]:
+    """(opcode, status, opaque, body) of one binary response."""
+    _, opcode, _, _, _, status, length, opaque, _ = BINARY_HEADER.unpack(read_exactly(sock, 24))
+    return opcode, status, opaque, read_exactly(sock, length)
+
+
+def test_maintenance_may_write_and_read_the_fleet_keys(envoy, memcached):
+    droid = connect_from(MAINTENANCE, envoy.addr)
+    key = FLEET + "x-wing"
+    assert exchange(droid, b"set %s 0 0 8\r\nred five\r\n" % key.encode()) == b"STORED\r\n"
+    assert exchange(droid, b"get %s\r\n" % key.encode()) == (
+        b"VALUE alliance/fleet/x-wing 0 8\r\nred five\r\nEND\r\n")
+    assert memcached.get(key) == b"red five"
+    entries = envoy.entries(2)
+    assert envoy.summary(2) == [("Request", "set", key), ("Request", "get", key)]
+    first = entries[0]
+    assert first["policy_name"] == POLICY_NAME
+    assert first["is_ingress"] is True
+    assert first["generic_l7"]["proto"] == "memcache"
+    assert first["source_address"].startswith(MAINTENANCE + ":")
+    assert first["destination_address"] == f"127.0.0.1:{memcached.port}"
+    assert first["source_labels"] == ["function=fleet-maintenance",
+                                      "k8s:io.kubernetes.pod.namespace=default"]
+    assert first["destination_labels"] == ["app=memcached",
+                                           "k8s:io.kubernetes.pod.namespace=default"]
+    assert (first["listener"], first["endpoint"]) == ("memcached", "memcached")
+
+
+def test_denied_requests_get_the_protocol_reply_and_never_reach_memcached(envoy, memcached):
+    memcached.put(FLEET + "falcon", b"original")
+    monitor = connect_from(MONITORING, envoy.addr)
+    assert exchange(monitor, b"set alliance/fleet/falcon 0 0 5\r\nscrap\r\n") == DENIED
+    assert exchange(monitor, b"delete alliance/fleet/falcon\r\n") == DENIED
+    assert exchange(monitor, b"get alliance/fleet/falcon empire/plans\r\n") == DENIED
+    assert exchange(monitor, b"get alliance/fleet/falcon\r\n") == (
+        b"VALUE alliance/fleet/falcon 0 8\r\noriginal\r\nEND\r\n")
+    assert memcached.get(FLEET + "falcon") == b"original"
+    assert envoy.summary(4) == [
+        ("Denied", "set", FLEET + "falcon"),
+        ("Denied", "delete", FLEET + "falcon"),
+        ("Denied", "get", "alliance/fleet/falcon, empire/plans"),
+        ("Request", "get", FLEET + "falcon"),
+    ]
+    assert envoy.entries(4)[0]["reason"] == "no-allow"
+
+
+def test_the_jedi_may_do_anything(envoy, memcached):
+    jedi = connect_from(JEDI, envoy.addr)
+    assert exchange(jedi, b"set empire/deathstar 0 0 12\r\nexhaust-port\r\n") == b"STORED\r\n"
+    assert exchange(jedi, b"delete empire/deathstar\r\n") == b"DELETED\r\n"
+    assert memcached.get("empire/deathstar") is None
+
+
+def test_a_stranger_is_refused_at_connect_and_logged(envoy, memcached):
+    stranger = connect_from(STRANGER, envoy.addr)
+    try:
+        stranger.sendall(b"set alliance/fleet/x 0 0 1\r\nZ\r\n")
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    expect_closed(stranger)
+    assert memcached.get(FLEET + "x") is None
+    refusal = envoy.entries(1)[0]
+    assert refusal["entry_type"] == "Denied"
+    assert refusal["source_address"].startswith(STRANGER + ":")
+    assert refusal["generic_l7"]["fields"]["status"] == (
+        f"no rule allows this remote on port {memcached.port}")
+
+
+def test_pipelined_requests_get_their_replies_and_denials_in_order(envoy, memcached):
+    memcached.put(FLEET + "a", b"A")
+    memcached.put(FLEET + "b", TRICKY)
+    pipeline = (b"get alliance/fleet/a\r\n"
+                b"set alliance/fleet/a 0 0 1\r\nZ\r\n"
+                b"get alliance/fleet/b\r\n"
+                b"get alliance/fleet/a empire/plans\r\n"
+                b"set alliance/fleet/a 0 0 1 noreply\r\nZ\r\n"
+                b"delete alliance/fleet/b\r\n"
+                b"gets alliance/fleet/a alliance/fleet/b\r\n")
+    expected = (b"VALUE alliance/fleet/a 0 1\r\nA\r\nEND\r\n"
+                + DENIED
+                + b"VALUE alliance/fleet/b 0 %d\r\n%s\r\nEND\r\n" % (len(TRICKY), TRICKY)
+                + DENIED
+                + DENIED)
+    for chunk_size in (len(pipeline), 1):
+        monitor = connect_from(MONITORING, envoy.addr)
+        for start in range(0, len(pipeline), chunk_size):
+            monitor.sendall(pipeline[start:start + chunk_size])
+        assert read_exactly(monitor, len(expected)) == expected, f"sent in chunks of {chunk_size}"
+        gets_reply = read_get_reply(monitor)
+        assert re.fullmatch(b"VALUE alliance/fleet/a 0 1 [0-9]+\r\nA\r\n"
+                            b"VALUE alliance/fleet/b 0 %d [0-9]+\r\n" % len(TRICKY)
+                            + re.escape(TRICKY) + b"\r\nEND\r\n", gets_reply), gets_reply
+    assert memcached.get(FLEET + "a") == b"A"
+    assert memcached.get(FLEET + "b") == TRICKY
+    assert envoy.summary(14)[:7] == [
+        ("Request", "get", FLEET + "a"),
+        ("Denied", "set", FLEET + "a"),
+        ("Request", "get", FLEET + "b"),
+        ("Denied", "get", "alliance/fleet/a, empire/plans"),
+        ("Denied", "set", FLEET + "a"),
+        ("Denied", "delete", FLEET + "b"),
+        ("Request", "get", "alliance/fleet/a, alliance/fleet/b"),
+    ]
+
+
+def test_a_thousand_denials_pipelined_behind_an_allowed_request(envoy, memcached):
+    memcached.put(FLEET + "a", b"A")
+    monitor = connect_from(MONITORING, envoy.addr)
+    monitor.sendall(b"get alliance/fleet/a\r\n" + b"delete empire/plans\r\n" * 1000)
+    expected = b"VALUE alliance/fleet/a 0 1\r\nA\r\nEND\r\n" + DENIED * 1000
+    assert read_exactly(monitor, len(expected)) == expected
+
+
+def test_a_mebibyte_value_passes_intact_through_envoys_chunks(envoy, memcached):
+    droid = connect_from(MAINTENANCE, envoy.addr)
+    value = big_value()
+    droid.sendall(b"set alliance/fleet/plans 0 0 %d\r\n" % len(value) + value + b"\r\n")
+    assert read_line(droid) == b"STORED\r\n"
+    assert memcached.get(FLEET + "plans") == value
+    assert exchange(droid, b"get alliance/fleet/plans\r\n") == (
+        b"VALUE alliance/fleet/plans 0 %d\r\n" % len(value) + value + b"\r\nEND\r\n")
+
+
+def test_meta_requests_are_checked_and_denied_in_order(envoy, memcached):
+    memcached.put(FLEET + "a", b"A")
+    monitor = connect_from(MONITORING, envoy.addr)
+    monitor.sendall(b"mg alliance/fleet/a v\r\nms alliance/fleet/a 1\r\nZ\r\nmg empire/plans v\r\n"
+                    b"mn\r\n")
+    expected = b"VA 1\r\nA\r\n" + DENIED + DENIED + b"MN\r\n"
+    assert read_exactly(monitor, len(expected)) == expected
+    assert memcached.get(FLEET + "a") == b"A"
+    assert envoy.summary(3)[:3] == [("Request", "get", FLEET + "a"),
+                                    ("Denied", "set", FLEET + "a"),
+                                    ("Denied", "get", "empire/plans")]
+
+
+def test_binary_denials_carry_status_8_and_keep_their_place(envoy, memcached):
+    memcached.put(FLEET + "a", b"A")
+    monitor = connect_from(MONITORING, envoy.addr)
+    monitor.sendall(binary_request(GET, b"alliance/fleet/a", opaque=1)
+                    + binary_request(SET, b"alliance/fleet/a", bytes(8), b"Z", opaque=2)
+                    + binary_request(DELETE, b"empire/plans", opaque=3)
+                    + binary_request(GET, b"alliance/fleet/a", opaque=4))
+    replies = [read_binary_response(monitor) for _ in range(4)]
+    assert [(opcode, status, opaque) for opcode, status, opaque, _ in replies] == [
+        (GET, 0, 1), (SET, ACCESS_DENIED, 2), (DELETE, ACCESS_DENIED, 3), (GET, 0, 4)]
+    assert replies[0][3].endswith(b"A")
+    assert replies[1][3] == b"access denied"
+    assert memcached.get(FLEET + "a") == b"A"
+
+
+def test_malformed_input_closes_only_its_connection(envoy, memcached):
+    monitor = connect_from(MONITORING, envoy.addr)
+    memcached.put(FLEET + "a", b"A")
+    assert exchange(monitor, b"get alliance/fleet/a\r\n") == b"VALUE alliance/fleet/a 0 1\r\nA\r\nEND\r\n"
+    jedi = connect_from(JEDI, envoy.addr)
+    try:
+        # A command line longer than memcached accepts: the parser's protocol error.
+        jedi.sendall(b"delete " + b"k" * 4096 + b"\r\n")
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    expect_closed(jedi)
+    # The connection opened before goes on, and new ones are served.
+    assert exchange(monitor, b"get alliance/fleet/a\r\n") == b"VALUE alliance/fleet/a 0 1\r\nA\r\nEND\r\n"
+    droid = connect_from(MAINTENANCE, envoy.addr)
+    assert exchange(droid, b"set alliance/fleet/b 0 0 1\r\nB\r\n") == b"STORED\r\n"
+    closing = [e for e in envoy.entries(4) if e["source_address"].startswith(JEDI + ":")]
+    assert len(closing) == 1
+    assert closing[0]["entry_type"] == "Denied"
+    assert closing[0]["generic_l7"]["fields"]["status"].startswith("Error: protocol error")
