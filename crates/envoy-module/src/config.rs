@@ -122,22 +122,15 @@ impl FilterConfig {
     pub(crate) fn load(filter_config: &[u8]) -> Result<FilterConfig, ConfigError> {
         let settings: Settings = serde_json::from_slice(filter_config)?;
         let registry = protocols();
-        let protocol = registry
-            .get(&settings.l7proto)
-            .cloned()
-            .ok_or_else(|| ConfigError::UnknownProtocol {
+        let protocol = registry.get(&settings.l7proto).cloned().ok_or_else(|| {
+            ConfigError::UnknownProtocol {
                 name: settings.l7proto.clone(),
                 known: registry.names().join(", "),
-            })?;
+            }
+        })?;
         let endpoints = read_endpoints(&settings.endpoints)?;
         let policies = load_paths(&settings.policies, DEFAULT_MAX_POLICY_BYTES)?;
-        let snapshot = Snapshot::build(
-            policies,
-            &endpoints,
-            &settings.host_ips,
-            &registry,
-            None,
-        )?;
+        let snapshot = Snapshot::build(policies, &endpoints, &settings.host_ips, &registry, None)?;
         if snapshot.endpoint(&settings.endpoint).is_none() {
             return Err(ConfigError::UnknownEndpoint(settings.endpoint));
         }

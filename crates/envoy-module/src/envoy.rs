@@ -84,7 +84,9 @@ impl EnvoyConnection {
             .filter(|chunk| !chunk.ptr.is_null() && chunk.length > 0)
             // SAFETY: Envoy owns each chunk and keeps it valid until the buffer changes, which
             // needs `&mut self` while the returned slices borrow `self`.
-            .map(|chunk| unsafe { std::slice::from_raw_parts(chunk.ptr.cast::<u8>(), chunk.length) })
+            .map(|chunk| unsafe {
+                std::slice::from_raw_parts(chunk.ptr.cast::<u8>(), chunk.length)
+            })
             .collect()
     }
 
@@ -97,7 +99,9 @@ impl EnvoyConnection {
                     abi::envoy_dynamic_module_callback_network_filter_drain_read_buffer(self.ptr, n)
                 }
                 Buffer::Write => {
-                    abi::envoy_dynamic_module_callback_network_filter_drain_write_buffer(self.ptr, n)
+                    abi::envoy_dynamic_module_callback_network_filter_drain_write_buffer(
+                        self.ptr, n,
+                    )
                 }
             };
         }

@@ -65,7 +65,12 @@ impl Filter {
         let id = envoy.id();
         let Some(client) = envoy.remote_address() else {
             let meta = self.meta(id, SocketAddr::from(([0, 0, 0, 0], 0)));
-            self.refuse(envoy, &meta, "", "the client's address is not an IP address");
+            self.refuse(
+                envoy,
+                &meta,
+                "",
+                "the client's address is not an IP address",
+            );
             return abi::STOP_ITERATION;
         };
         let meta = self.meta(id, client);

@@ -8,14 +8,21 @@
 //! Each connection is decided when it opens (refused ones are logged and closed) and then parsed
 //! request by request; a protocol error or a parser panic closes that connection only.
 //!
-//! Supported Envoy versions: 1.40 (built against the dynamic-module ABI of Envoy 1.40.0's
-//! `abi.h`, ABI version `v0.1.0`, and tested with the official 1.40.0 binary). Envoy promises a
-//! module built for release N works with N + 1, so 1.41 should load it too; earlier releases
-//! (network filters exist since 1.37) declare parts of the ABI differently and are not supported.
+//! Supported Envoy versions: 1.38, 1.39 and 1.40. The bindings follow the C header of the
+//! dynamic-module ABI `v0.1.0` (`abi.h`), which Envoy 1.38 and 1.39 implement; Envoy 1.40 (ABI
+//! `v0.2.0`) keeps `v0.1` modules working, as the ABI promises from one minor version to the
+//! next, and loads this one with a warning that it was built for an older ABI. The tests run the
+//! official 1.40.0 binary by default and pass with 1.38.3 and 1.39.3 (`ENVOY_BIN`). Envoy 1.37
+//! identifies its ABI by a hash of an older header and is not supported.
 //!
 //! Modules: `abi` (the C declarations), `envoy` (a safe view of one connection through Envoy's
 //! callbacks), `hooks` (the exported event hooks and the panic barrier), `config` (the filter
 //! configuration), `filter` (one connection), `access_log`.
+
+// The library has no unit tests of its own: it is tested through a real Envoy (tests/envoy). Its
+// test build is empty, because the agent's access-log formatter it compiles in carries the
+// agent's unit tests, which build only in the agent's crate.
+#![cfg(not(test))]
 
 pub mod abi;
 mod access_log;
