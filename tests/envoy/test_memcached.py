@@ -3,6 +3,7 @@ the same expectations as the standalone proxy's tests (tests/python), on raw soc
 exact bytes and their order matter."""
 
 import re
+import socket
 import struct
 
 from conftest import (DENIED, JEDI, MAINTENANCE, MIB, MONITORING, POLICY_NAME, STRANGER,
@@ -205,3 +206,14 @@ def test_malformed_input_closes_only_its_connection(envoy, memcached):
     assert len(closing) == 1
     assert closing[0]["entry_type"] == "Denied"
     assert closing[0]["generic_l7"]["fields"]["status"].startswith("Error: protocol error")
+
+
+def test_a_client_that_half_closes_still_gets_its_replies(envoy, memcached):
+    memcached.put(FLEET + "a", b"A")
+    monitor = connect_from(MONITORING, envoy.addr)
+    monitor.sendall(b"get alliance/fleet/a\r\ndelete alliance/fleet/a\r\n")
+    monitor.shutdown(socket.SHUT_WR)
+    expected = b"VALUE alliance/fleet/a 0 1\r\nA\r\nEND\r\n" + DENIED
+    assert read_exactly(monitor, len(expected)) == expected
+    expect_closed(monitor)
+    assert memcached.get(FLEET + "a") == b"A"
