@@ -4,7 +4,8 @@ server: memcached with the memcached example's Rebels policy and identities here
 the Cassandra example's in test_cassandra.py.
 
 The module is built from the workspace (`cargo build -p axoneme-envoy`) unless
-AXONEME_ENVOY_MODULE_DIR names a directory that holds libaxoneme_envoy.so already; ENVOY_BIN
+AXONEME_ENVOY_MODULE_DIR names a directory that holds libaxoneme_envoy.so already; so is its
+`fault-injection` build (test_panic.py) unless AXONEME_ENVOY_FAULT_MODULE_DIR names one. ENVOY_BIN
 picks another Envoy binary than the package's."""
 
 import json
@@ -45,6 +46,20 @@ def module_dir() -> Path:
     return target / "debug"
 
 
+def fault_module_dir(tmp: Path) -> Path:
+    """A directory with the module built with the `fault-injection` feature. Both builds write
+    the same file, so the feature's is copied away and the plain one built again."""
+    given = os.environ.get("AXONEME_ENVOY_FAULT_MODULE_DIR")
+    if given:
+        return Path(given)
+    build = ["cargo", "build", "--quiet", "-p", "axoneme-envoy"]
+    subprocess.run(build + ["--features", "fault-injection"], cwd=ROOT, check=True)
+    target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+    shutil.copy(target / "debug" / "libaxoneme_envoy.so", tmp / "libaxoneme_envoy.so")
+    subprocess.run(build, cwd=ROOT, check=True)
+    return tmp
+
+
 def envoy_bin() -> Path:
     given = os.environ.get("ENVOY_BIN")
     if given:
@@ -56,6 +71,14 @@ def envoy_bin() -> Path:
 @pytest.fixture(scope="session")
 def module() -> Path:
     directory = module_dir()
+    if not (directory / "libaxoneme_envoy.so").exists():
+        pytest.fail(f"{directory}/libaxoneme_envoy.so does not exist")
+    return directory
+
+
+@pytest.fixture(scope="session")
+def fault_module(tmp_path_factory) -> Path:
+    directory = fault_module_dir(tmp_path_factory.mktemp("fault-injection"))
     if not (directory / "libaxoneme_envoy.so").exists():
         pytest.fail(f"{directory}/libaxoneme_envoy.so does not exist")
     return directory

@@ -114,6 +114,10 @@ fn protocols() -> Registry {
             .register(protocol)
             .expect("built-in protocol names are distinct");
     }
+    #[cfg(feature = "fault-injection")]
+    registry
+        .register(Arc::new(crate::fault::FaultInjection))
+        .expect("built-in protocol names are distinct");
     registry
 }
 

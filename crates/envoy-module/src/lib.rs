@@ -17,7 +17,8 @@
 //!
 //! Modules: `abi` (the C declarations), `envoy` (a safe view of one connection through Envoy's
 //! callbacks), `hooks` (the exported event hooks and the panic barrier), `config` (the filter
-//! configuration), `filter` (one connection), `access_log`.
+//! configuration), `filter` (one connection), `access_log`; with the `fault-injection` feature,
+//! `fault` (a protocol whose parser panics on request, for the tests).
 
 // The library has no unit tests of its own: it is tested through a real Envoy (tests/envoy). Its
 // test build is empty, because the agent's access-log formatter it compiles in carries the
@@ -28,5 +29,7 @@ pub mod abi;
 mod access_log;
 mod config;
 mod envoy;
+#[cfg(feature = "fault-injection")]
+mod fault;
 mod filter;
 pub mod hooks;
