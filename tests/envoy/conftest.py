@@ -214,25 +214,30 @@ def bootstrap(listen_port: int, admin_port: int, upstream_port: int,
 
 
 class Envoy:
-    """Envoy whose listener runs the Axoneme filter (parsing `l7proto` under `policy`, with the
-    endpoints of the agent configuration `endpoints`, guarding endpoint `endpoint` on ingress)
-    in front of the server on 127.0.0.1:`upstream_port`."""
+    """Envoy whose listener runs the Axoneme filter (parsing `l7proto`, guarding endpoint
+    `endpoint` on ingress) in front of the server on 127.0.0.1:`upstream_port`. Policy and
+    identities come from `policy` (a policy's text) with the endpoints of `endpoints` (an agent
+    configuration file), or from the running agent whose API socket is `agent`."""
 
     def __init__(self, workdir: Path, module: Path, l7proto: str, upstream_port: int,
-                 policy: str, endpoints: Path, endpoint: str):
+                 endpoint: str, policy: str | None = None, endpoints: Path | None = None,
+                 agent: Path | None = None):
         self.access_log = workdir / "access.log"
-        (workdir / "policy.yaml").write_text(policy)
         filter_config = {
             "l7proto": l7proto,
             "endpoint": endpoint,
             "direction": "ingress",
             "upstream": f"127.0.0.1:{upstream_port}",
-            "policies": [str(workdir / "policy.yaml")],
-            # An example agent's own configuration file: only its endpoints are read.
-            "endpoints": str(endpoints),
             "access_log": str(self.access_log),
             "listener": endpoint,
         }
+        if agent is None:
+            (workdir / "policy.yaml").write_text(policy)
+            filter_config["policies"] = [str(workdir / "policy.yaml")]
+            filter_config["endpoints"] = str(endpoints)
+        else:
+            filter_config["agent"] = str(agent)
+            filter_config["agent_poll_ms"] = 50
         port, admin_port = free_port(), free_port()
         config = workdir / "envoy.json"
         config.write_text(json.dumps(bootstrap(port, admin_port, upstream_port, filter_config)))
@@ -285,7 +290,7 @@ def memcached(tmp_path):
 
 @pytest.fixture
 def envoy(tmp_path, memcached, module):
-    proxy = Envoy(tmp_path, module, "memcache", memcached.port, example_policy(memcached.port),
-                  EXAMPLE / "config.yaml", "memcached")
+    proxy = Envoy(tmp_path, module, "memcache", memcached.port, "memcached",
+                  policy=example_policy(memcached.port), endpoints=EXAMPLE / "config.yaml")
     yield proxy
     proxy.stop()

@@ -36,8 +36,9 @@ def envoy(tmp_path_factory, module):
     server.ready(lambda: port_open(port), f"cql-fixture on port {port}")
     policy = (EXAMPLE / "policy.yaml").read_text()
     assert 'port: "9042"' in policy, "the example policy guards port 9042"
-    proxy = Envoy(workdir, module, "cassandra", port, policy.replace('port: "9042"', f'port: "{port}"'),
-                  EXAMPLE / "config.yaml", "cassandra")
+    proxy = Envoy(workdir, module, "cassandra", port, "cassandra",
+                  policy=policy.replace('port: "9042"', f'port: "{port}"'),
+                  endpoints=EXAMPLE / "config.yaml")
     yield proxy
     proxy.stop()
     server.stop()

@@ -54,6 +54,7 @@ def good_filter_config(tmp_path: Path) -> dict:
     ({"policies": ["/nonexistent/policy.yaml"]}, "/nonexistent/policy.yaml"),
     ({"endpoints": "/nonexistent/endpoints.yaml"}, "endpoints file /nonexistent/endpoints.yaml: "),
     ({"acess_log": "typo.log"}, "filter_config: unknown field `acess_log`"),
+    ({"agent": "/run/axoneme.sock"}, "name either `policies` and `endpoints`, or `agent`"),
 ])
 def test_a_bad_filter_configuration_is_refused_with_its_reason(tmp_path, module, change, reason):
     filter_config = good_filter_config(tmp_path) | change

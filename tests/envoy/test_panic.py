@@ -29,8 +29,8 @@ spec:
   endpointSelector: {matchLabels: {app: nothing-here}}
   ingress: [{fromEndpoints: [{}]}]
 """
-    envoy = Envoy(tmp_path, fault_module, "fault-injection", memcached.port, policy,
-                  tmp_path / "endpoints.yaml", "memcached")
+    envoy = Envoy(tmp_path, fault_module, "fault-injection", memcached.port, "memcached",
+                  policy=policy, endpoints=tmp_path / "endpoints.yaml")
     try:
         survivor = connect_from(CLIENT, envoy.addr)
         assert version(survivor).startswith(b"VERSION ")

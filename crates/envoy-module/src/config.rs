@@ -1,20 +1,24 @@
 //! The filter's configuration: the JSON Envoy hands over (`filter_config`), read and checked,
-//! and what it points at loaded: the policy files (through the policy crate's loader, as the
-//! agent reads them), the endpoints file (the agent's `endpoints:` entries), the protocols and
-//! the access log. Everything is checked here, once, on Envoy's main thread; a configuration
-//! that does not hold is refused with a message saying what and where. It must not touch a
-//! connection.
+//! and what it points at loaded: the policy and identities, from files (the policy files through
+//! the policy crate's loader, as the agent reads them, and the agent's `endpoints:` entries) or
+//! from a running agent's API socket, watched for changes; the protocols; the access log.
+//! Everything is checked here, on Envoy's main thread; a configuration that does not hold is
+//! refused with a message saying what and where. It must not touch a connection.
 
 use std::fs;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use axoneme_policy::{load_paths, EndpointSpec, PolicyError, Snapshot, DEFAULT_MAX_POLICY_BYTES};
 use axoneme_sdk::{Direction, Protocol, Registry};
 use serde::Deserialize;
 
 use crate::access_log::FileLog;
+use crate::agent_source::{AgentSource, SourceError};
+use crate::watch::Watcher;
 
 /// The JSON of the filter's `filter_config`.
 #[derive(Debug, Deserialize)]
@@ -29,10 +33,19 @@ struct Settings {
     /// The upstream's address as policy sees it; its port is the port rules name.
     upstream: SocketAddr,
     /// Policy files and directories, as the agent's `policies:`.
-    policies: Vec<PathBuf>,
+    #[serde(default)]
+    policies: Option<Vec<PathBuf>>,
     /// A YAML or JSON file listing the endpoints, as the agent's `endpoints:` (a list, or a
     /// mapping with an `endpoints` key, so the agent's configuration file itself will do).
-    endpoints: PathBuf,
+    #[serde(default)]
+    endpoints: Option<PathBuf>,
+    /// A running agent's API socket, instead of `policies` and `endpoints`: its policies and
+    /// endpoints, followed as they change.
+    #[serde(default)]
+    agent: Option<PathBuf>,
+    /// How often the agent is asked whether its policy changed, in milliseconds.
+    #[serde(default = "default_agent_poll_ms")]
+    agent_poll_ms: u64,
     /// The access log's file; entries are appended as JSON lines.
     access_log: PathBuf,
     /// The local host's addresses (the `reserved:host` identity).
@@ -41,6 +54,10 @@ struct Settings {
     /// The listener name written in access-log entries.
     #[serde(default = "default_listener")]
     listener: String,
+}
+
+fn default_agent_poll_ms() -> u64 {
+    200
 }
 
 fn default_listener() -> String {
@@ -75,6 +92,12 @@ pub(crate) enum ConfigError {
     /// The policies do not load or compile.
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    /// Neither files nor an agent, or both, are named as the source of policy.
+    #[error("name either `policies` and `endpoints`, or `agent` (an agent's API socket)")]
+    Source,
+    /// The agent's policy could not be read.
+    #[error(transparent)]
+    Agent(#[from] SourceError),
     /// `endpoint` names no endpoint of the endpoints file.
     #[error("endpoint {0:?} is not in the endpoints file")]
     UnknownEndpoint(String),
@@ -96,12 +119,15 @@ pub(crate) struct FilterConfig {
     pub(crate) direction: Direction,
     pub(crate) upstream: SocketAddr,
     pub(crate) listener: Arc<str>,
-    pub(crate) snapshot: Snapshot,
+    /// The policy in force; replaced whole when the agent's changes.
+    pub(crate) snapshot: Arc<ArcSwap<Snapshot>>,
     pub(crate) log: FileLog,
+    /// Follows the agent, when the policy comes from one; stopped when the configuration goes.
+    _watcher: Option<Watcher>,
 }
 
 /// The protocols this module parses, with the agent's default settings.
-fn protocols() -> Registry {
+pub(crate) fn protocols() -> Registry {
     let mut registry = Registry::new();
     let protocols: [Arc<dyn Protocol>; 4] = [
         Arc::new(axoneme_r2d2::R2d2),
@@ -132,9 +158,29 @@ impl FilterConfig {
                 known: registry.names().join(", "),
             }
         })?;
-        let endpoints = read_endpoints(&settings.endpoints)?;
-        let policies = load_paths(&settings.policies, DEFAULT_MAX_POLICY_BYTES)?;
-        let snapshot = Snapshot::build(policies, &endpoints, &settings.host_ips, &registry, None)?;
+        let (snapshot, agent) = match (&settings.policies, &settings.endpoints, &settings.agent) {
+            (Some(policies), Some(endpoints), None) => {
+                let endpoints = read_endpoints(endpoints)?;
+                let policies = load_paths(policies, DEFAULT_MAX_POLICY_BYTES)?;
+                (
+                    Snapshot::build(policies, &endpoints, &settings.host_ips, &registry, None)?,
+                    None,
+                )
+            }
+            (None, None, Some(socket)) => {
+                let source = AgentSource::new(socket.clone());
+                let state = source.fetch()?;
+                let snapshot = Snapshot::build(
+                    state.policies,
+                    &state.endpoints,
+                    &settings.host_ips,
+                    &registry,
+                    None,
+                )?;
+                (snapshot, Some((source, state.revision)))
+            }
+            _ => return Err(ConfigError::Source),
+        };
         if snapshot.endpoint(&settings.endpoint).is_none() {
             return Err(ConfigError::UnknownEndpoint(settings.endpoint));
         }
@@ -142,6 +188,16 @@ impl FilterConfig {
             path: settings.access_log.display().to_string(),
             source,
         })?;
+        let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
+        let watcher = agent.map(|(source, revision)| {
+            Watcher::start(
+                source,
+                revision,
+                Arc::downgrade(&snapshot),
+                settings.host_ips.clone(),
+                Duration::from_millis(settings.agent_poll_ms.max(1)),
+            )
+        });
         Ok(FilterConfig {
             protocol,
             endpoint: settings.endpoint,
@@ -153,6 +209,7 @@ impl FilterConfig {
             listener: Arc::from(settings.listener),
             snapshot,
             log,
+            _watcher: watcher,
         })
     }
 }

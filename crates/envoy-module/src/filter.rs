@@ -6,11 +6,11 @@
 //! past this filter in that direction. A datapath error (protocol error, parser panic, contract
 //! violation) closes this connection only; the engine has logged it.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axoneme_datapath::{Connection, Env, Limits, Output};
-use axoneme_policy::{ConnectionVerdict, PortPolicy};
+use axoneme_policy::{ConnectionVerdict, PortPolicy, Snapshot};
 use axoneme_sdk::{AccessLog, ConnectionMeta, Direction, EntryType, Field, Flow, LogEntry};
 
 use crate::abi::{self, DataStatus};
@@ -21,10 +21,14 @@ use crate::envoy::{Buffer, EnvoyConnection};
 enum State {
     /// Created, not yet told of its connection.
     New,
-    /// Parsed with the engine under the request-level policy.
+    /// Parsed with the engine under the request-level policy of `snapshot` for the connection's
+    /// `remote` and `port`.
     Parsing {
         engine: Box<Connection>,
         policy: Arc<PortPolicy>,
+        snapshot: Arc<Snapshot>,
+        remote: IpAddr,
+        port: u16,
     },
     /// Refused or closed: nothing more passes.
     Closed,
@@ -63,8 +67,9 @@ impl Filter {
     /// Decides the new connection: parsed, or refused and closed.
     pub(crate) fn on_new_connection(&mut self, envoy: &mut EnvoyConnection) -> DataStatus {
         let id = envoy.id();
+        let snapshot = self.config.snapshot.load_full();
         let Some(client) = envoy.remote_address() else {
-            let meta = self.meta(id, SocketAddr::from(([0, 0, 0, 0], 0)));
+            let meta = self.meta(&snapshot, id, SocketAddr::from(([0, 0, 0, 0], 0)));
             self.refuse(
                 envoy,
                 &meta,
@@ -73,17 +78,14 @@ impl Filter {
             );
             return abi::STOP_ITERATION;
         };
-        let meta = self.meta(id, client);
+        let meta = self.meta(&snapshot, id, client);
         let config = &*self.config;
         let remote = match config.direction {
             Direction::Ingress => client.ip(),
             Direction::Egress => config.upstream.ip(),
         };
         let port = config.upstream.port();
-        let verdict =
-            config
-                .snapshot
-                .decide_connection(&config.endpoint, config.direction, remote, port);
+        let verdict = snapshot.decide_connection(&config.endpoint, config.direction, remote, port);
         let proto = config.protocol.name();
         match verdict {
             ConnectionVerdict::Refused {
@@ -106,15 +108,15 @@ impl Filter {
             }
             ConnectionVerdict::Unrestricted | ConnectionVerdict::Allowed { .. } => {}
         }
-        let policy =
-            config
-                .snapshot
-                .request_policy(&config.endpoint, config.direction, remote, port);
+        let policy = snapshot.request_policy(&config.endpoint, config.direction, remote, port);
         let parser = config.protocol.new_parser(&meta);
         let engine = Connection::new(parser, meta, proto, Limits::default());
         self.state = State::Parsing {
             engine: Box::new(engine),
             policy,
+            snapshot,
+            remote,
+            port,
         };
         abi::CONTINUE
     }
@@ -126,18 +128,32 @@ impl Filter {
         buffer: Buffer,
         end_stream: bool,
     ) -> DataStatus {
-        let State::Parsing { engine, policy } = &mut self.state else {
+        let State::Parsing {
+            engine,
+            policy,
+            snapshot,
+            remote,
+            port,
+        } = &mut self.state
+        else {
             let held: usize = envoy.chunks(buffer).iter().map(|c| c.len()).sum();
             envoy.drain(buffer, held);
             return abi::STOP_ITERATION;
         };
+        let config = &*self.config;
+        // A new policy (from the agent) applies from the next bytes on, as in the agent.
+        let in_force = config.snapshot.load();
+        if !Arc::ptr_eq(&in_force, snapshot) {
+            *policy = in_force.request_policy(&config.endpoint, config.direction, *remote, *port);
+            *snapshot = Arc::clone(&in_force);
+        }
         let flow = match buffer {
             Buffer::Read => Flow::Request,
             Buffer::Write => Flow::Reply,
         };
         let env = Env {
             policy: &**policy,
-            log: &self.config.log,
+            log: &config.log,
         };
         let mut out = Collected::default();
         let chunks = envoy.chunks(buffer);
@@ -219,9 +235,8 @@ impl Filter {
     }
 
     /// The connection from `client` as the guarded endpoint's policy sees it.
-    fn meta(&self, id: u64, client: SocketAddr) -> ConnectionMeta {
+    fn meta(&self, snapshot: &Snapshot, id: u64, client: SocketAddr) -> ConnectionMeta {
         let config = &*self.config;
-        let snapshot = &config.snapshot;
         let guarded = snapshot
             .endpoint(&config.endpoint)
             .map(|e| e.identity.clone());

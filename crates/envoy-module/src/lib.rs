@@ -3,8 +3,10 @@
 //! connections of an Envoy listener, in front of `tcp_proxy`.
 //!
 //! The filter's `filter_config` is JSON: the `l7proto`, the guarded `endpoint` and its
-//! `direction`, the `upstream` address policy sees, the `policies` files and the `endpoints`
-//! file in the agent's formats, and the `access_log` file, written in the agent's JSON format.
+//! `direction`, the `upstream` address policy sees, the source of policy and identities (the
+//! `policies` files and the `endpoints` file in the agent's formats, or a running `agent`'s API
+//! socket, followed as its policy changes), and the `access_log` file, written in the agent's
+//! JSON format.
 //! Each connection is decided when it opens (refused ones are logged and closed) and then parsed
 //! request by request; a protocol error or a parser panic closes that connection only.
 //!
@@ -17,7 +19,8 @@
 //!
 //! Modules: `abi` (the C declarations), `envoy` (a safe view of one connection through Envoy's
 //! callbacks), `hooks` (the exported event hooks and the panic barrier), `config` (the filter
-//! configuration), `filter` (one connection), `access_log`; with the `fault-injection` feature,
+//! configuration), `agent_source` and `watch` (policy from a running agent), `filter` (one
+//! connection), `access_log`; with the `fault-injection` feature,
 //! `fault` (a protocol whose parser panics on request, for the tests).
 
 // The library has no unit tests of its own: it is tested through a real Envoy (tests/envoy). Its
@@ -27,9 +30,11 @@
 
 pub mod abi;
 mod access_log;
+mod agent_source;
 mod config;
 mod envoy;
 #[cfg(feature = "fault-injection")]
 mod fault;
 mod filter;
 pub mod hooks;
+mod watch;

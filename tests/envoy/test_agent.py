@@ -1,0 +1,83 @@
+"""Policy from a running agent: Envoy's filter reads the policies and endpoints of an `axoneme run`
+through its API socket and follows them, so a policy change made through the agent (here an edit
+of its policy file, which the agent watches) reaches connections already open in Envoy."""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bench.procs import Agent, wait_until
+from conftest import (DENIED, EXAMPLE, MONITORING, ROOT, Envoy, bootstrap, connect_from,
+                      example_policy, read_get_reply)
+from test_config import validate
+
+AXONEME_BIN = Path(os.environ.get("AXONEME_BIN", ROOT / "target" / "debug" / "axoneme"))
+
+
+def axoneme_bin() -> Path:
+    if not AXONEME_BIN.exists():
+        subprocess.run(["cargo", "build", "--quiet", "-p", "axoneme"], cwd=ROOT, check=True)
+    return AXONEME_BIN
+
+
+@pytest.fixture
+def agent(tmp_path, memcached):
+    """`axoneme run` with the example's endpoints and policy; its one listener guards memcached
+    too, and tells when the agent is ready."""
+    (tmp_path / "agent-policy.yaml").write_text(example_policy(memcached.port))
+    endpoints = (EXAMPLE / "config.yaml").read_text().split("endpoints:\n", 1)[1].split("policies:")[0]
+    config = tmp_path / "agent.yaml"
+    config.write_text(f"""\
+accessLog: {{path: "{tmp_path / 'agent-access.log'}"}}
+api: {{socket: "{tmp_path / 'api.sock'}"}}
+drainTimeout: 0
+endpoints:
+{endpoints}policies: [agent-policy.yaml]
+listeners:
+  - {{name: memcached, listen: "127.0.0.1:0", upstream: "127.0.0.1:{memcached.port}", endpoint: memcached, direction: ingress}}
+""")
+    running = Agent(axoneme_bin(), config, tmp_path / "axoneme.log", ["memcached"])
+    yield tmp_path / "api.sock"
+    running.stop()
+
+
+def test_a_policy_change_through_the_agent_reaches_open_connections(tmp_path, memcached, module,
+                                                                   agent):
+    envoy_dir = tmp_path / "envoy"
+    envoy_dir.mkdir()
+    envoy = Envoy(envoy_dir, module, "memcache", memcached.port, "memcached", agent=agent)
+    try:
+        memcached.put("alliance/fleet/a", b"A")
+        monitor = connect_from(MONITORING, envoy.addr)
+        monitor.sendall(b"get alliance/fleet/a\r\n")
+        assert read_get_reply(monitor) == b"VALUE alliance/fleet/a 0 1\r\nA\r\nEND\r\n"
+        # The agent's policy now lets monitoring read nothing under alliance/fleet/.
+        (tmp_path / "agent-policy.yaml").write_text(
+            example_policy(memcached.port).replace("keyPrefix: alliance/fleet/",
+                                                   "keyPrefix: alliance/fleet/moon/"))
+
+        def denied() -> bool:
+            monitor.sendall(b"get alliance/fleet/a\r\n")
+            return read_get_reply(monitor) == DENIED
+
+        wait_until(denied, "the agent's new policy in the open connection")
+        assert memcached.get("alliance/fleet/a") == b"A"
+        denials = [e for e in envoy.entries(1) if e["entry_type"] == "Denied"]
+        assert denials and denials[-1]["generic_l7"]["fields"]["keys"] == "alliance/fleet/a"
+    finally:
+        envoy.stop()
+
+
+def test_an_unreachable_agent_refuses_the_configuration(tmp_path, memcached, module):
+    filter_config = {"l7proto": "memcache", "endpoint": "memcached", "direction": "ingress",
+                     "upstream": f"127.0.0.1:{memcached.port}", "agent": str(tmp_path / "no.sock"),
+                     "access_log": str(tmp_path / "access.log")}
+    config = tmp_path / "envoy.json"
+    config.write_text(json.dumps(bootstrap(11212, 9901, memcached.port, filter_config)))
+    result = validate(config, module, cwd=tmp_path)
+    assert result.returncode != 0
+    assert (f"configuration refused: agent API {tmp_path / 'no.sock'}: /v1/policy: "
+            in result.stdout + result.stderr)
