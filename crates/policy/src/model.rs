@@ -39,8 +39,8 @@ pub(crate) struct Metadata {
     pub namespace: Option<String>,
     #[serde(rename = "labels")]
     pub _labels: Option<BTreeMap<String, String>>,
-    #[serde(rename = "annotations")]
-    pub _annotations: Option<BTreeMap<String, String>>,
+    /// Read for [`crate::AUDIT_ANNOTATION`] only.
+    pub annotations: Option<BTreeMap<String, String>>,
     #[serde(rename = "uid")]
     pub _uid: Option<IgnoredAny>,
     #[serde(rename = "resourceVersion")]

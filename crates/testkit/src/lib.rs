@@ -292,6 +292,7 @@ impl RequestPolicy for RulesPolicy {
         Verdict {
             allowed,
             policy_name: if allowed { self.name } else { "" },
+            audited: false,
         }
     }
 }

@@ -168,6 +168,9 @@ pub enum EndpointCommand {
         /// Its namespace (default: `default`).
         #[arg(long)]
         namespace: Option<String>,
+        /// Audit mode: forward what policy would deny, and log it as audited.
+        #[arg(long)]
+        audit: bool,
     },
     /// Delete an endpoint.
     Delete {
@@ -362,8 +365,9 @@ pub async fn run(args: ApiArgs, command: ClientCommand) -> anyhow::Result<()> {
             ips,
             labels,
             namespace,
+            audit,
         }) => {
-            let mut body = json!({ "ips": ips, "labels": key_values(&labels, "label")? });
+            let mut body = json!({ "ips": ips, "labels": key_values(&labels, "label")?, "policyAuditMode": audit });
             if let Some(namespace) = namespace {
                 body["namespace"] = Value::String(namespace);
             }
@@ -688,6 +692,7 @@ fn render_endpoints(endpoints: &Value) -> String {
                 "namespace",
                 "policy_ingress_enforcement",
                 "policy_egress_enforcement",
+                "policyAuditMode",
                 "identity",
                 "labels",
                 "ips",
@@ -703,6 +708,7 @@ fn render_endpoints(endpoints: &Value) -> String {
             "NAMESPACE",
             "POLICY (ingress) ENFORCEMENT",
             "POLICY (egress) ENFORCEMENT",
+            "AUDIT",
             "IDENTITY",
             "LABELS",
             "IPS",

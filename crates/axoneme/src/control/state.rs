@@ -710,6 +710,7 @@ mod tests {
             ips: vec![ip.parse().unwrap()],
             labels: [("app".to_owned(), app.to_owned())].into(),
             namespace: None,
+            policy_audit_mode: false,
         }
     }
 

@@ -142,9 +142,10 @@ impl<'s> End<'s> {
     fn check(&self, matches: &mut dyn FnMut(&(dyn Any + Send + Sync)) -> bool) -> Verdict<'_> {
         let verdict = self.policy.check(matches);
         if let Some(counters) = self.verdicts {
-            let counter = match verdict.allowed {
-                true => &counters.allowed,
-                false => &counters.denied,
+            let counter = match (verdict.allowed, verdict.audited) {
+                (true, false) => &counters.allowed,
+                (true, true) => &counters.audited,
+                (false, _) => &counters.denied,
             };
             counter.fetch_add(1, Ordering::Relaxed);
         }
@@ -256,7 +257,11 @@ impl RequestPolicy for RequestChecks<'_> {
         last.first_policy.clear();
         last.first_policy.push_str(verdict.policy_name);
         last.decided = Decided::Second;
-        second.check(matches)
+        let second_verdict = second.check(matches);
+        Verdict {
+            audited: verdict.audited || second_verdict.audited,
+            ..second_verdict
+        }
     }
 }
 

@@ -82,6 +82,7 @@ fn endpoint(name: &str, ips: &[&str], labels: &[(&str, &str)]) -> EndpointSpec {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect::<BTreeMap<_, _>>(),
         namespace: None,
+        policy_audit_mode: false,
     }
 }
 

@@ -8,12 +8,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axoneme_sdk::{logging_denial, ConnectionMeta, Direction, EntryType, LogEntry};
+use axoneme_sdk::{logging_audit, logging_denial, ConnectionMeta, Direction, EntryType, LogEntry};
 
 /// Appends `entry` to `out` as one JSON line, and returns how many of its field values were
 /// truncated. A `Denied` entry a parser wrote after a denying policy check also gets `reason`:
 /// `deny-rule` (its `policy_name` holds the deny rule) or `no-allow` (no rule allowed the
 /// request; `policy_name` is empty).
+///
+/// A `Request` entry about a request that audit mode let through (see
+/// [`axoneme_sdk::logging_audit`]) gets `"verdict":"Audit"` and the `reason` it would have been
+/// denied for, after `policy_name`: `"entry_type":"Request","policy_name":"","verdict":"Audit",
+/// "reason":"no-allow"`. No other entry has a `verdict`.
 ///
 /// A field value longer than `max_field_bytes` bytes is cut to at most that many, at a UTF-8
 /// character boundary, and only the part kept is copied. The entry then says which values were
@@ -46,6 +51,12 @@ pub fn format_entry(
     if entry.entry_type == EntryType::Denied {
         if let Some(reason) = logging_denial() {
             out.extend_from_slice(b",\"reason\":\"");
+            out.extend_from_slice(reason.as_str().as_bytes());
+            out.push(b'"');
+        }
+    } else if entry.entry_type == EntryType::Request {
+        if let Some(reason) = logging_audit() {
+            out.extend_from_slice(b",\"verdict\":\"Audit\",\"reason\":\"");
             out.extend_from_slice(reason.as_str().as_bytes());
             out.push(b'"');
         }
@@ -506,6 +517,7 @@ mod tests {
                 Verdict {
                     allowed: false,
                     policy_name: self.0,
+                    audited: false,
                 }
             }
         }
