@@ -16,7 +16,7 @@ use axoneme_sdk::{
 pub(crate) struct TestRules(Vec<Option<String>>);
 
 impl TestRules {
-    fn allows(&self, cmd: &str) -> bool {
+    pub(crate) fn allows(&self, cmd: &str) -> bool {
         self.0.iter().any(|c| match c {
             None => true,
             Some(c) => c == cmd,
