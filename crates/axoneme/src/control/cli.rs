@@ -124,6 +124,9 @@ pub enum PolicyCommand {
         #[arg(long)]
         all: bool,
     },
+    /// Write the least-privilege policy for the requests access-log files recorded (offline:
+    /// no agent needed).
+    Suggest(crate::suggest::SuggestArgs),
     /// Say whether a remote may reach an endpoint, and a request pass, and by which rule.
     Trace {
         /// The remote's address.
@@ -479,6 +482,10 @@ async fn policy(client: &Client, command: PolicyCommand, json_out: bool) -> anyh
     match command {
         PolicyCommand::Import { files } => import(client, &files, false, json_out).await,
         PolicyCommand::Validate { files } => import(client, &files, true, json_out).await,
+        PolicyCommand::Suggest(args) => {
+            let yaml = crate::suggest::suggest(&args)?;
+            Ok(Value::String(yaml.trim_end().to_owned()))
+        }
         PolicyCommand::Get { name: None } => client.call(Method::GET, "/v1/policy", None).await,
         PolicyCommand::Get { name: Some(name) } => {
             client
