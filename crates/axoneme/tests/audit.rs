@@ -299,3 +299,85 @@ async fn a_request_audit_lets_through_reaches_memcached_and_is_denied_once_audit
     until_set_answers(&agent, "policy-enforced", DENIED).await;
     assert_eq!(held(memcached, "policy-enforced").await, None);
 }
+
+/// The client of the walk from audit to enforcement: what it sends, and the answers it got.
+async fn workload(agent: &Agent) -> Vec<String> {
+    let proxy = format!("127.0.0.1:{}", agent.proxy).parse().unwrap();
+    let mut luke = connect_from(LUKE, proxy).await;
+    let mut answers = vec![
+        set(&mut luke, "user:1", "a").await,
+        set(&mut luke, "user:2", "b").await,
+        set(&mut luke, "motd", "hello").await,
+    ];
+    for request in [
+        "get user:1 user:2\r\n",
+        "get motd\r\n",
+        "delete user:2\r\n",
+    ] {
+        answers.push(exchange(&mut luke, request, &ENDS).await);
+    }
+    answers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_audit_to_enforcement_the_client_keeps_working_and_what_it_never_did_is_denied() {
+    let mut children = Children(Vec::new());
+    let memcached = start_memcached(&mut children);
+    let agent = start_agent(&mut children, temp_dir("audit-walk"), memcached, true, "").await;
+    let observed = workload(&agent).await;
+    assert_eq!(
+        observed,
+        [
+            "STORED\r\n",
+            "STORED\r\n",
+            "STORED\r\n",
+            "VALUE user:1 0 1\r\na\r\nVALUE user:2 0 1\r\nb\r\nEND\r\n",
+            "VALUE motd 0 5\r\nhello\r\nEND\r\n",
+            "DELETED\r\n"
+        ]
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while log_entries(&agent.dir).len() < observed.len() {
+        assert!(Instant::now() < deadline, "the requests were not all logged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let suggested = cli(
+        &agent.dir,
+        &[
+            "policy",
+            "suggest",
+            "--from-log",
+            "access.log",
+            "--endpoint",
+            "cache",
+        ],
+    );
+    for expected in [
+        "keyPrefix: \"user:\"",
+        "keyExact: \"motd\"",
+        "# 2 request(s)",
+        "fromEndpoints:",
+        "\"app\": \"luke\"",
+    ] {
+        assert!(suggested.contains(expected), "{expected} in\n{suggested}");
+    }
+    std::fs::write(agent.dir.join("suggested.yaml"), &suggested).unwrap();
+    cli(&agent.dir, &["policy", "import", "suggested.yaml"]);
+    cli(
+        &agent.dir,
+        &["endpoint", "add", "cache", "--ip", "127.0.0.1", "--label", "app=cache"],
+    );
+
+    assert_eq!(workload(&agent).await, observed, "the client keeps working");
+    let proxy = format!("127.0.0.1:{}", agent.proxy).parse().unwrap();
+    let mut luke = connect_from(LUKE, proxy).await;
+    assert_eq!(set(&mut luke, "admin", "x").await, DENIED);
+    assert_eq!(held(memcached, "admin").await, None);
+    assert_eq!(
+        exchange(&mut luke, "delete user:1\r\n", &ENDS).await,
+        DENIED,
+        "user:2 was the only key deleted"
+    );
+    assert_eq!(held(memcached, "user:1").await.as_deref(), Some("a"));
+}
