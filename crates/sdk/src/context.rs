@@ -333,6 +333,17 @@ pub fn logging_audit() -> Option<DenyReason> {
     LOGGING_AUDIT.with(Cell::get)
 }
 
+/// Runs `log` with [`logging_audit`] saying `reason`, then restores what it said: for an
+/// [`AccessLog`] that writes an entry of its own for each of several checks of one request (the
+/// two guarded ends of a connection), so that each entry is marked by its own check.
+#[inline]
+pub fn logging_audit_as<R>(reason: Option<DenyReason>, log: impl FnOnce() -> R) -> R {
+    let before = LOGGING_AUDIT.with(|current| current.replace(reason));
+    let result = log();
+    LOGGING_AUDIT.with(|current| current.set(before));
+    result
+}
+
 /// The per-call handle a parser gets: metadata, policy, injection and logging.
 ///
 /// It remembers why its last [`Context::check`] denied, and the next `Denied` entry the parser
