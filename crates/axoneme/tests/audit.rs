@@ -127,7 +127,10 @@ async fn exchange(stream: &mut TcpStream, request: &str, ends: &[&str]) -> Strin
         if ends.iter().any(|end| text.ends_with(end)) {
             return text;
         }
-        assert!(Instant::now() < deadline, "no answer to {request:?}: {text:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no answer to {request:?}: {text:?}"
+        );
         let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
             .await
             .expect("an answer in time")
@@ -161,7 +164,10 @@ async fn set(stream: &mut TcpStream, key: &str, value: &str) -> String {
 async fn held(memcached: u16, key: &str) -> Option<String> {
     let mut direct = TcpStream::connect(("127.0.0.1", memcached)).await.unwrap();
     let answer = exchange(&mut direct, &format!("get {key}\r\n"), &["END\r\n"]).await;
-    let value = answer.lines().nth(1).filter(|_| answer.starts_with("VALUE"));
+    let value = answer
+        .lines()
+        .nth(1)
+        .filter(|_| answer.starts_with("VALUE"));
     value.map(str::to_owned)
 }
 
@@ -232,7 +238,10 @@ async fn until_set_answers(agent: &Agent, key: &str, expected: &str) {
         if set(&mut luke, key, "x").await == expected {
             return;
         }
-        assert!(Instant::now() < deadline, "set {key} never got {expected:?}");
+        assert!(
+            Instant::now() < deadline,
+            "set {key} never got {expected:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -279,7 +288,15 @@ async fn a_request_audit_lets_through_reaches_memcached_and_is_denied_once_audit
     // Audit off for the endpoint, through the API: the same request is denied.
     cli(
         &agent.dir,
-        &["endpoint", "add", "cache", "--ip", "127.0.0.1", "--label", "app=cache"],
+        &[
+            "endpoint",
+            "add",
+            "cache",
+            "--ip",
+            "127.0.0.1",
+            "--label",
+            "app=cache",
+        ],
     );
     until_set_answers(&agent, "enforced", DENIED).await;
     assert_eq!(held(memcached, "enforced").await, None);
@@ -291,7 +308,10 @@ async fn a_request_audit_lets_through_reaches_memcached_and_is_denied_once_audit
     std::fs::write(agent.dir.join("policy.yaml"), gets_only(memcached, true)).unwrap();
     signal(&children.0[1], "HUP");
     until_set_answers(&agent, "policy-audited", "STORED\r\n").await;
-    assert_eq!(held(memcached, "policy-audited").await.as_deref(), Some("x"));
+    assert_eq!(
+        held(memcached, "policy-audited").await.as_deref(),
+        Some("x")
+    );
     let audited = entry_about(&agent.dir, "Request", "set", "policy-audited").await;
     assert_eq!(audited["verdict"], "Audit");
     std::fs::write(agent.dir.join("policy.yaml"), gets_only(memcached, false)).unwrap();
@@ -309,11 +329,7 @@ async fn workload(agent: &Agent) -> Vec<String> {
         set(&mut luke, "user:2", "b").await,
         set(&mut luke, "motd", "hello").await,
     ];
-    for request in [
-        "get user:1 user:2\r\n",
-        "get motd\r\n",
-        "delete user:2\r\n",
-    ] {
+    for request in ["get user:1 user:2\r\n", "get motd\r\n", "delete user:2\r\n"] {
         answers.push(exchange(&mut luke, request, &ENDS).await);
     }
     answers
@@ -338,7 +354,10 @@ async fn from_audit_to_enforcement_the_client_keeps_working_and_what_it_never_di
     );
     let deadline = Instant::now() + Duration::from_secs(5);
     while log_entries(&agent.dir).len() < observed.len() {
-        assert!(Instant::now() < deadline, "the requests were not all logged");
+        assert!(
+            Instant::now() < deadline,
+            "the requests were not all logged"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
@@ -366,7 +385,15 @@ async fn from_audit_to_enforcement_the_client_keeps_working_and_what_it_never_di
     cli(&agent.dir, &["policy", "import", "suggested.yaml"]);
     cli(
         &agent.dir,
-        &["endpoint", "add", "cache", "--ip", "127.0.0.1", "--label", "app=cache"],
+        &[
+            "endpoint",
+            "add",
+            "cache",
+            "--ip",
+            "127.0.0.1",
+            "--label",
+            "app=cache",
+        ],
     );
 
     assert_eq!(workload(&agent).await, observed, "the client keeps working");

@@ -25,8 +25,7 @@ const PORT: u16 = 11211;
 
 /// Commands that take one key.
 const ONE_KEY: [&str; 11] = [
-    "set", "add", "replace", "append", "prepend", "cas", "incr", "decr", "delete", "touch",
-    "gat",
+    "set", "add", "replace", "append", "prepend", "cas", "incr", "decr", "delete", "touch", "gat",
 ];
 /// Commands without keys.
 const KEYLESS: [&str; 3] = ["version", "flush_all", "stats"];
@@ -81,10 +80,7 @@ fn access_log(requests: &[Request]) -> Vec<u8> {
     let mut log = Vec::new();
     for (command, keys) in requests {
         let keys = keys.join(", ");
-        let fields = [
-            Field::text("command", command),
-            Field::text("keys", &keys),
-        ];
+        let fields = [Field::text("command", command), Field::text("keys", &keys)];
         let entry = LogEntry {
             entry_type: EntryType::Request,
             meta: &meta,
@@ -130,13 +126,18 @@ fn suggested_judge(requests: &[Request], exact: bool) -> impl Fn(&str, &[&str]) 
         .unwrap_or_else(|e| panic!("the suggestion does not compile: {e}\n{yaml}"));
     let verdict =
         snapshot.decide_connection("cache", Direction::Ingress, LUKE.parse().unwrap(), PORT);
-    let ConnectionVerdict::Allowed { l7: Some(policy), .. } = verdict else {
+    let ConnectionVerdict::Allowed {
+        l7: Some(policy), ..
+    } = verdict
+    else {
         panic!("luke's connection is not parsed under the suggestion: {verdict:?}\n{yaml}");
     };
     move |command: &str, keys: &[&str]| {
         let command = Command::from_name(command).unwrap();
         let keys = keys.iter().map(|k| k.as_bytes());
-        let verdict = policy.check(&mut typed(|rules: &RuleSet| rules.allows(command, keys.clone())));
+        let verdict = policy.check(&mut typed(|rules: &RuleSet| {
+            rules.allows(command, keys.clone())
+        }));
         verdict.allowed
     }
 }

@@ -48,9 +48,7 @@ fn snapshot_with(yaml: &str, cache_audited: bool) -> Snapshot {
 
 /// The verdict on command `cmd`: `allow:<policy>`, `deny:<policy>` or `audit:<policy>`.
 fn verdict(policy: &PortPolicy, cmd: &str) -> String {
-    let verdict = policy.check(&mut typed(|rules: &TestRules| {
-        rules.allows(cmd)
-    }));
+    let verdict = policy.check(&mut typed(|rules: &TestRules| rules.allows(cmd)));
     let word = match (verdict.allowed, verdict.audited) {
         (true, false) => "allow",
         (true, true) => "audit",
@@ -68,7 +66,10 @@ fn web_to_cache(snap: &Snapshot) -> std::sync::Arc<PortPolicy> {
 fn an_endpoint_in_audit_mode_lets_what_no_rule_allows_through_as_audited() {
     let yaml = cache_policy("cache-gets", &["get"], "");
     let enforcing = snapshot_with(&yaml, false);
-    assert_eq!(verdict(&web_to_cache(&enforcing), "get"), "allow:cache-gets");
+    assert_eq!(
+        verdict(&web_to_cache(&enforcing), "get"),
+        "allow:cache-gets"
+    );
     assert_eq!(verdict(&web_to_cache(&enforcing), "set"), "deny:");
     assert!(!web_to_cache(&enforcing).is_audited());
     assert_eq!(enforcing.audited("cache"), Some(false));
@@ -105,7 +106,10 @@ fn a_policy_annotated_for_audit_audits_only_what_it_alone_governs() {
         "deny:",
         "an enforcing policy on the same connection keeps denying what no rule allows"
     );
-    assert_eq!(verdict(&web_to_cache(&both), "delete"), "allow:cache-deletes");
+    assert_eq!(
+        verdict(&web_to_cache(&both), "delete"),
+        "allow:cache-deletes"
+    );
 }
 
 #[test]
@@ -136,15 +140,16 @@ fn an_open_connection_a_new_policy_refuses_is_audited_on_an_audited_endpoint() {
 
 #[test]
 fn policy_audit_mode_is_read_from_an_endpoint_description_and_left_out_when_off() {
-    let on: EndpointSpec = serde_json::from_str(
-        r#"{"name": "cache", "ips": ["10.0.0.3"], "policyAuditMode": true}"#,
-    )
-    .unwrap();
+    let on: EndpointSpec =
+        serde_json::from_str(r#"{"name": "cache", "ips": ["10.0.0.3"], "policyAuditMode": true}"#)
+            .unwrap();
     assert!(on.policy_audit_mode);
     let off: EndpointSpec =
         serde_json::from_str(r#"{"name": "cache", "ips": ["10.0.0.3"]}"#).unwrap();
     assert!(!off.policy_audit_mode);
-    assert!(!serde_json::to_string(&off).unwrap().contains("policyAuditMode"));
+    assert!(!serde_json::to_string(&off)
+        .unwrap()
+        .contains("policyAuditMode"));
     assert!(serde_json::to_string(&on)
         .unwrap()
         .contains("\"policyAuditMode\":true"));

@@ -21,7 +21,11 @@ pub(crate) fn suggest(requests: &BTreeMap<Fields, u64>, generalise: Generalise) 
             continue;
         };
         let table = fields.get("query_table").map_or("", String::as_str);
-        *by_action.entry(action).or_default().entry(table).or_default() += count;
+        *by_action
+            .entry(action)
+            .or_default()
+            .entry(table)
+            .or_default() += count;
     }
     for (action, tables) in by_action {
         let threshold = generalise.group_keyspaces.filter(|_| !generalise.exact);

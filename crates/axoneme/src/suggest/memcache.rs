@@ -136,7 +136,10 @@ mod tests {
         let seen = [("get", "user:1"), ("get", "user:2"), ("get", "motd")];
         assert_eq!(
             rules(&seen, false),
-            ["command=get keyExact=motd (1)", "command=get keyPrefix=user: (2)"]
+            [
+                "command=get keyExact=motd (1)",
+                "command=get keyPrefix=user: (2)"
+            ]
         );
         assert_eq!(
             rules(&seen, true),
@@ -158,14 +161,19 @@ mod tests {
 
     #[test]
     fn a_whole_group_is_written_as_the_group() {
-        let storage = ["add", "set", "replace", "append", "prepend", "cas", "incr", "decr"];
+        let storage = [
+            "add", "set", "replace", "append", "prepend", "cas", "incr", "decr",
+        ];
         let seen: Vec<(&str, &str)> = storage.iter().map(|c| (*c, "k")).collect();
         assert_eq!(rules(&seen, true), ["command=storage keyExact=k (8)"]);
         let mut all = seen.clone();
         all.extend([("delete", "k"), ("touch", "k"), ("get", "k")]);
         assert_eq!(
             rules(&all, true),
-            ["command=writeGroup keyExact=k (10)", "command=get keyExact=k (1)"]
+            [
+                "command=writeGroup keyExact=k (10)",
+                "command=get keyExact=k (1)"
+            ]
         );
         assert_eq!(
             rules(&seen[..7], true).len(),

@@ -166,25 +166,34 @@ pub fn suggest(args: &SuggestArgs) -> Result<String, SuggestError> {
         ));
         return Ok(out);
     }
-    for (index, ((endpoint, ingress), observed)) in observations.iter().enumerate() {
-        if index > 0 {
-            out.push_str("---\n");
-        }
+    let mut documents = Vec::new();
+    for ((endpoint, ingress), observed) in &observations {
         let direction = if *ingress {
             Direction::Ingress
         } else {
             Direction::Egress
         };
-        yaml::policy(
-            &mut out,
+        let mut document = String::new();
+        match yaml::policy(
+            &mut document,
             endpoint,
             direction,
             observed,
             &files,
             generalise,
             args.min_count,
-        )?;
+        )? {
+            yaml::Written::Policy => documents.push(document),
+            yaml::Written::Nothing(left_out) => {
+                let section = if *ingress { "ingress" } else { "egress" };
+                out.push_str(&format!(
+                    "# No policy for endpoint {endpoint:?} ({section}): no rule kept.\n"
+                ));
+                out.push_str(&left_out);
+            }
+        }
     }
+    out.push_str(&documents.join("---\n"));
     Ok(out)
 }
 
@@ -238,7 +247,10 @@ fn read_logs(args: &SuggestArgs) -> Result<Observations, SuggestError> {
             };
             let entry: Value = serde_json::from_str(line).map_err(|e| fail(e.to_string()))?;
             if let Some(request) = observed_request(&entry).map_err(fail)? {
-                let wanted = args.endpoint.as_ref().is_none_or(|e| *e == request.endpoint)
+                let wanted = args
+                    .endpoint
+                    .as_ref()
+                    .is_none_or(|e| *e == request.endpoint)
                     && args
                         .direction
                         .is_none_or(|d| d.direction() == request.direction);
@@ -300,7 +312,9 @@ fn observed_request(entry: &Value) -> Result<Option<ObservedRequest>, String> {
         return Ok(None);
     }
     if l7.and_then(|l7| l7.get("truncated")).is_some() {
-        return Err("a field value was truncated by the log (raise accessLog.maxFieldBytes)".into());
+        return Err(
+            "a field value was truncated by the log (raise accessLog.maxFieldBytes)".into(),
+        );
     }
     let ingress = entry
         .get("is_ingress")
@@ -313,7 +327,11 @@ fn observed_request(entry: &Value) -> Result<Option<ObservedRequest>, String> {
             .ok_or_else(|| format!("no list field {name:?}"))?;
         let mut labels: Vec<String> = list
             .iter()
-            .map(|v| v.as_str().map(str::to_owned).ok_or(format!("{name}: expected strings")))
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or(format!("{name}: expected strings"))
+            })
             .collect::<Result<_, _>>()?;
         labels.sort();
         Ok(labels)
@@ -474,3 +492,6 @@ pub(crate) fn merge_for_requests<'r>(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests;

@@ -16,7 +16,10 @@ pub(crate) fn suggest(requests: &BTreeMap<Fields, u64>, generalise: Generalise) 
         *by_cmd.entry(cmd).or_default().entry(file).or_default() += count;
     }
     for (cmd, files) in by_cmd {
-        let named = files.keys().filter(|f| !f.is_empty()).map(|f| f.to_string());
+        let named = files
+            .keys()
+            .filter(|f| !f.is_empty())
+            .map(|f| f.to_string());
         let matchers = stems(named, &['/'], generalise.exact);
         let mut covered = BTreeMap::new();
         for (file, count) in files {

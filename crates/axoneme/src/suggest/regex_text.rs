@@ -30,7 +30,10 @@ mod tests {
         ] {
             let compiled = WholeMatch::compile(0, "k", &escape(text)).expect("a valid pattern");
             assert!(compiled.is_match(text.as_bytes()), "{text:?}");
-            assert!(!compiled.is_match(other.as_bytes()), "{text:?} on {other:?}");
+            assert!(
+                !compiled.is_match(other.as_bytes()),
+                "{text:?} on {other:?}"
+            );
         }
     }
 }

@@ -1,6 +1,8 @@
 //! The suggested policy as YAML, written by hand so that every rule carries a comment with the
-//! number of requests it covers. Every string is written double-quoted with JSON's escapes,
-//! which YAML reads the same, so no value can change the document's structure.
+//! number of requests it covers. A string is written plain when YAML cannot read it as anything
+//! else (letters, digits and `_.-/`, starting with a letter, not a YAML 1.1 boolean or null);
+//! otherwise double-quoted with JSON's escapes, which YAML reads the same, so no value can
+//! change the document's structure.
 
 use std::fmt::Write as _;
 
@@ -11,6 +13,32 @@ use super::{suggest_rules, Generalise, Observed, Peer, SuggestError, NAMESPACE_L
 /// `value` as a double-quoted YAML scalar.
 fn quoted(value: &str) -> String {
     serde_json::Value::String(value.to_owned()).to_string()
+}
+
+/// Words YAML 1.1 readers take for booleans or null.
+const SPECIAL_WORDS: [&str; 11] = [
+    "true", "false", "yes", "no", "on", "off", "y", "n", "null", "none", "~",
+];
+
+/// `value` as a YAML scalar: plain when nothing else can be read into it, else quoted.
+fn scalar(value: &str) -> String {
+    let plain = value.starts_with(|c: char| c.is_ascii_alphabetic())
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-/".contains(c))
+        && !SPECIAL_WORDS.contains(&value.to_ascii_lowercase().as_str());
+    match plain {
+        true => value.to_owned(),
+        false => quoted(value),
+    }
+}
+
+/// "1 request", "2 requests".
+fn count_text(count: u64) -> String {
+    match count {
+        1 => "1 request".to_owned(),
+        n => format!("{n} requests"),
+    }
 }
 
 /// `label` (`key=value`) as a key and a value.
@@ -43,7 +71,8 @@ fn policy_name(endpoint: &str, direction: Direction) -> String {
     format!("{}-{direction}-suggested", name.trim_matches('-'))
 }
 
-/// Writes the policy of `endpoint` in `direction` for what was `observed`.
+/// Writes the policy of `endpoint` in `direction` for what was `observed`, unless no rule is
+/// kept (every one under `min_count`, or no protocol known).
 pub(super) fn policy(
     out: &mut String,
     endpoint: &str,
@@ -52,7 +81,7 @@ pub(super) fn policy(
     files: &[String],
     generalise: Generalise,
     min_count: u64,
-) -> Result<(), SuggestError> {
+) -> Result<Written, SuggestError> {
     let namespace = namespace_of(&observed.own_labels);
     let selector: Vec<(&str, &str)> = observed
         .own_labels
@@ -74,9 +103,9 @@ pub(super) fn policy(
     let _ = writeln!(
         out,
         "# Suggested by `axoneme policy suggest` for endpoint {} ({section}) from {} forwarded \
-         request(s), {} of them audited, in {}.",
+         ({} of them audited) in {}.",
         quoted(endpoint),
-        observed.requests,
+        count_text(observed.requests),
         observed.audited,
         files.join(", ")
     );
@@ -84,11 +113,11 @@ pub(super) fn policy(
         out,
         "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: {}\n  \
          namespace: {}\nspec:\n  endpointSelector:\n    matchLabels:",
-        quoted(&policy_name(endpoint, direction)),
-        quoted(namespace)
+        scalar(&policy_name(endpoint, direction)),
+        scalar(namespace)
     );
     for (key, value) in &selector {
-        let _ = writeln!(out, "      {}: {}", quoted(key), quoted(value));
+        let _ = writeln!(out, "      {}: {}", scalar(key), scalar(value));
     }
     let mut items = String::new();
     for (peer, requests) in &observed.peers {
@@ -96,8 +125,9 @@ pub(super) fn policy(
             let count: u64 = requests.values().sum();
             let _ = writeln!(
                 items,
-                "  # Left out: {count} request(s) of l7proto {} on port {}: no suggester for it.",
-                quoted(&peer.proto),
+                "  # Left out: {} of l7proto {} on port {}: no suggester for it.",
+                count_text(count),
+                scalar(&peer.proto),
                 peer.port
             );
             continue;
@@ -110,13 +140,13 @@ pub(super) fn policy(
             let keys: Vec<String> = rule
                 .keys
                 .iter()
-                .map(|(k, v)| format!("{k}: {}", quoted(v)))
+                .map(|(k, v)| format!("{k}: {}", scalar(v)))
                 .collect();
             let _ = writeln!(
                 items,
-                "  # Left out (--min-count {min_count}): {{{}}} covering {} request(s).",
+                "  # Left out (--min-count {min_count}): {{{}}} covering {}.",
                 keys.join(", "),
-                rule.count
+                count_text(rule.count)
             );
         }
         for what in &suggestion.unexpressible {
@@ -135,31 +165,33 @@ pub(super) fn policy(
         let list = if peer.proto == "kafka" {
             "kafka"
         } else {
-            let _ = writeln!(items, "            l7proto: {}", quoted(&peer.proto));
+            let _ = writeln!(items, "            l7proto: {}", scalar(&peer.proto));
             "l7"
         };
         let _ = writeln!(items, "            {list}:");
         for rule in kept {
-            let _ = writeln!(items, "              # {} request(s)", rule.count);
+            let _ = writeln!(items, "              # {}", count_text(rule.count));
             for (i, (key, value)) in rule.keys.iter().enumerate() {
                 let lead = if i == 0 { "- " } else { "  " };
-                let _ = writeln!(items, "              {lead}{key}: {}", quoted(value));
+                let _ = writeln!(items, "              {lead}{key}: {}", scalar(value));
             }
         }
     }
     if items.lines().all(|l| l.trim_start().starts_with('#')) {
-        // Without an allow item the policy would select the endpoint and allow nothing:
-        // say so rather than write a policy that denies everything it selects.
-        out.push_str(&items);
-        let _ = writeln!(
-            out,
-            "  # No rule kept: the policy would deny every request; nothing is allowed.\n  {section}: []"
-        );
-        return Ok(());
+        // An empty list would enforce nothing: no policy, and the reasons.
+        return Ok(Written::Nothing(items));
     }
     let _ = writeln!(out, "  {section}:");
     out.push_str(&items);
-    Ok(())
+    Ok(Written::Policy)
+}
+
+/// What [`policy`] wrote.
+pub(super) enum Written {
+    /// The policy.
+    Policy,
+    /// No policy, since no rule was kept; the comments saying what was left out.
+    Nothing(String),
 }
 
 /// Writes the start of one allow item: the peer's selector (or entity).
@@ -170,12 +202,8 @@ fn peer_item(
     entities_field: &str,
     namespace: &str,
 ) {
-    if let Some(entity) = peer
-        .labels
-        .iter()
-        .find_map(|l| l.strip_prefix("reserved:"))
-    {
-        let _ = writeln!(out, "    - {entities_field}: [{}]", quoted(entity));
+    if let Some(entity) = peer.labels.iter().find_map(|l| l.strip_prefix("reserved:")) {
+        let _ = writeln!(out, "    - {entities_field}: [{}]", scalar(entity));
         return;
     }
     let _ = writeln!(out, "    - {peers_field}:\n        - matchLabels:");
@@ -184,6 +212,6 @@ fn peer_item(
         if key == NAMESPACE_LABEL && value == namespace {
             continue;
         }
-        let _ = writeln!(out, "            {}: {}", quoted(key), quoted(value));
+        let _ = writeln!(out, "            {}: {}", scalar(key), scalar(value));
     }
 }
