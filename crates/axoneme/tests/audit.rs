@@ -229,20 +229,25 @@ fn cli(dir: &Path, args: &[&str]) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
-/// Waits until a new connection from luke gets `expected` for `set key`.
-async fn until_set_answers(agent: &Agent, key: &str, expected: &str) {
+/// Waits until a new connection from luke gets `expected` for a `set` of a key starting with
+/// `key` (a key of its own for each attempt, so that what an earlier attempt stored cannot be
+/// mistaken for the last one's); the key that got it.
+async fn until_set_answers(agent: &Agent, key: &str, expected: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(5);
     let proxy = format!("127.0.0.1:{}", agent.proxy).parse().unwrap();
+    let mut attempt = 0;
     loop {
+        let attempt_key = format!("{key}-{attempt}");
         let mut luke = connect_from(LUKE, proxy).await;
-        if set(&mut luke, key, "x").await == expected {
-            return;
+        if set(&mut luke, &attempt_key, "x").await == expected {
+            return attempt_key;
         }
         assert!(
             Instant::now() < deadline,
             "set {key} never got {expected:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+        attempt += 1;
     }
 }
 
@@ -298,26 +303,23 @@ async fn a_request_audit_lets_through_reaches_memcached_and_is_denied_once_audit
             "app=cache",
         ],
     );
-    until_set_answers(&agent, "enforced", DENIED).await;
-    assert_eq!(held(memcached, "enforced").await, None);
-    let denied = entry_about(&agent.dir, "Denied", "set", "enforced").await;
+    let key = until_set_answers(&agent, "enforced", DENIED).await;
+    assert_eq!(held(memcached, &key).await, None);
+    let denied = entry_about(&agent.dir, "Denied", "set", &key).await;
     assert_eq!(denied["entry_type"], "Denied");
     assert!(denied.get("verdict").is_none(), "{denied}");
 
     // Audit on for the policy, by its annotation: let through again; off again: denied.
     std::fs::write(agent.dir.join("policy.yaml"), gets_only(memcached, true)).unwrap();
     signal(&children.0[1], "HUP");
-    until_set_answers(&agent, "policy-audited", "STORED\r\n").await;
-    assert_eq!(
-        held(memcached, "policy-audited").await.as_deref(),
-        Some("x")
-    );
-    let audited = entry_about(&agent.dir, "Request", "set", "policy-audited").await;
+    let key = until_set_answers(&agent, "policy-audited", "STORED\r\n").await;
+    assert_eq!(held(memcached, &key).await.as_deref(), Some("x"));
+    let audited = entry_about(&agent.dir, "Request", "set", &key).await;
     assert_eq!(audited["verdict"], "Audit");
     std::fs::write(agent.dir.join("policy.yaml"), gets_only(memcached, false)).unwrap();
     signal(&children.0[1], "HUP");
-    until_set_answers(&agent, "policy-enforced", DENIED).await;
-    assert_eq!(held(memcached, "policy-enforced").await, None);
+    let key = until_set_answers(&agent, "policy-enforced", DENIED).await;
+    assert_eq!(held(memcached, &key).await, None);
 }
 
 /// The client of the walk from audit to enforcement: what it sends, and the answers it got.
@@ -374,10 +376,10 @@ async fn from_audit_to_enforcement_the_client_keeps_working_and_what_it_never_di
     );
     for expected in [
         "keyPrefix: \"user:\"",
-        "keyExact: \"motd\"",
-        "# 2 request(s)",
+        "keyExact: motd",
+        "# 2 requests",
         "fromEndpoints:",
-        "\"app\": \"luke\"",
+        "app: luke",
     ] {
         assert!(suggested.contains(expected), "{expected} in\n{suggested}");
     }

@@ -127,6 +127,8 @@ pub enum PolicyCommand {
     /// Write the least-privilege policy for the requests access-log files recorded (offline:
     /// no agent needed).
     Suggest(crate::suggest::SuggestArgs),
+    /// Say which requests access-log files recorded a policy would deny, grouped (offline).
+    Diff(crate::suggest::DiffArgs),
     /// Say whether a remote may reach an endpoint, and a request pass, and by which rule.
     Trace {
         /// The remote's address.
@@ -485,6 +487,10 @@ async fn policy(client: &Client, command: PolicyCommand, json_out: bool) -> anyh
         PolicyCommand::Suggest(args) => {
             let yaml = crate::suggest::suggest(&args)?;
             Ok(Value::String(yaml.trim_end().to_owned()))
+        }
+        PolicyCommand::Diff(args) => {
+            let registry = crate::builtin_protocols(&crate::config::ProtocolsConfig::default());
+            Ok(Value::String(crate::suggest::diff(&args, &registry)?))
         }
         PolicyCommand::Get { name: None } => client.call(Method::GET, "/v1/policy", None).await,
         PolicyCommand::Get { name: Some(name) } => {

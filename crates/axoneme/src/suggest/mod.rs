@@ -10,9 +10,11 @@
 //!
 //! `Denied` entries are not taken: a policy suggested from them would allow what enforcement
 //! refused. This module reads files and writes text; it must not talk to an agent or decide
-//! requests (the policy engine judges what it writes).
+//! requests (the policy engine judges what it writes). `axoneme policy diff` ([`diff`]), which
+//! judges observed requests against a policy, shares its reading of the logs.
 
 mod cassandra;
+mod diff;
 mod kafka;
 mod memcache;
 mod r2d2;
@@ -25,6 +27,8 @@ use std::path::PathBuf;
 
 use axoneme_sdk::Direction;
 use clap::{Args, ValueEnum};
+
+pub use self::diff::{diff, DiffArgs, DiffError};
 use serde_json::Value;
 
 /// The label that carries an endpoint's namespace in identity labels.
@@ -147,7 +151,11 @@ type Observations = BTreeMap<(String, bool), Observed>;
 
 /// Runs `axoneme policy suggest`: the YAML for `args`.
 pub fn suggest(args: &SuggestArgs) -> Result<String, SuggestError> {
-    let observations = read_logs(args)?;
+    let observations = read_logs(
+        &args.from_log,
+        args.endpoint.as_deref(),
+        args.direction.map(DirectionArg::direction),
+    )?;
     let generalise = Generalise {
         exact: args.exact,
         group_keyspaces: args.group_keyspaces,
@@ -227,10 +235,15 @@ fn suggest_rules(
     }
 }
 
-/// Reads every file's entries into observations, keeping those the filters of `args` take.
-fn read_logs(args: &SuggestArgs) -> Result<Observations, SuggestError> {
+/// Reads every file's entries into observations, keeping those of `endpoint` and `direction`
+/// (all when `None`).
+fn read_logs(
+    paths: &[PathBuf],
+    endpoint: Option<&str>,
+    direction: Option<Direction>,
+) -> Result<Observations, SuggestError> {
     let mut observations = Observations::new();
-    for path in &args.from_log {
+    for path in paths {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| SuggestError::Read {
             file: file.clone(),
@@ -247,13 +260,8 @@ fn read_logs(args: &SuggestArgs) -> Result<Observations, SuggestError> {
             };
             let entry: Value = serde_json::from_str(line).map_err(|e| fail(e.to_string()))?;
             if let Some(request) = observed_request(&entry).map_err(fail)? {
-                let wanted = args
-                    .endpoint
-                    .as_ref()
-                    .is_none_or(|e| *e == request.endpoint)
-                    && args
-                        .direction
-                        .is_none_or(|d| d.direction() == request.direction);
+                let wanted = endpoint.is_none_or(|e| e == request.endpoint)
+                    && direction.is_none_or(|d| d == request.direction);
                 if wanted {
                     request.record(&mut observations);
                 }

@@ -365,3 +365,111 @@ fn r2d2_files_sharing_a_directory_become_one_pattern() {
     assert!(yaml.contains("- cmd: HALT\n"), "{yaml}");
     compiles(&yaml);
 }
+
+/// `text` written as a policy file of its own.
+fn policy_file(text: &str) -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "axoneme-diff-unit-{}-{}.yaml",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn diff_of(policy: &str, lines: &[String]) -> String {
+    let args = DiffArgs {
+        files: vec![policy_file(policy)],
+        from_log: vec![file(lines)],
+        endpoint: None,
+        direction: None,
+    };
+    diff(&args, &builtin_protocols(&ProtocolsConfig::default())).unwrap()
+}
+
+const CACHE_POLICY: &str = r#"apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: cache-users, annotations: {axoneme.io/audit: "true"}}
+spec:
+  endpointSelector: {matchLabels: {app: cache}}
+  ingress:
+    - fromEndpoints: [{matchLabels: {app: luke}}]
+      toPorts:
+        - ports: [{port: "9000"}]
+          rules: {l7proto: memcache, l7: [{command: get, keyPrefix: "user:"}]}
+"#;
+
+#[test]
+fn diff_lists_what_a_policy_would_deny_grouped_by_remote_and_reason() {
+    let lines = [
+        memcache("get", "user:1"),
+        memcache("set", "user:1"),
+        memcache("set", "user:1"),
+        memcache("delete", "motd"),
+        entry(
+            "Request",
+            true,
+            &["reserved:world"],
+            "memcache",
+            &[("command", "get"), ("keys", "user:1")],
+        ),
+    ];
+    let report = diff_of(CACHE_POLICY, &lines);
+    let lines: Vec<&str> = report.lines().collect();
+    assert_eq!(
+        lines[..8],
+        [
+            "cache (ingress) from app=luke,k8s:io.kubernetes.pod.namespace=default on port 9000 (memcache): 3 of 4 requests would be denied",
+            "  no rule allows it:",
+            "         1  command=delete keys=motd",
+            "         2  command=set keys=user:1",
+            "cache (ingress) from reserved:world on port 9000 (memcache): 1 of 1 requests would be denied",
+            "  refused at L3/L4: no rule allows this remote on port 9000:",
+            "         1  command=get keys=user:1",
+            lines[7],
+        ],
+        "{report}"
+    );
+    assert!(
+        lines[7].starts_with("4 of 5 observed requests would be denied by "),
+        "{report}"
+    );
+}
+
+#[test]
+fn diff_judges_kafka_requests_by_their_api_and_topic() {
+    let kafka = |api: &str, topic: &str| {
+        entry(
+            "Request",
+            true,
+            &LUKE,
+            "kafka",
+            &[("api_key", api), ("api_version", "9"), ("topic", topic)],
+        )
+    };
+    let policy = r#"apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: orders}
+spec:
+  endpointSelector: {matchLabels: {app: cache}}
+  ingress:
+    - fromEndpoints: [{matchLabels: {app: luke}}]
+      toPorts:
+        - ports: [{port: "9000"}]
+          rules: {kafka: [{role: produce, topic: orders}]}
+"#;
+    let report = diff_of(
+        policy,
+        &[kafka("produce", "orders"), kafka("fetch", "orders")],
+    );
+    assert!(
+        report.contains("1  api_key=fetch api_version=9 topic=orders"),
+        "{report}"
+    );
+    assert!(!report.contains("api_key=produce"), "{report}");
+    assert!(
+        report.contains("1 of 2 observed requests would be denied"),
+        "{report}"
+    );
+}
