@@ -396,7 +396,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
-    use axoneme_sdk::{AccessLog, DenyReason, Verdict};
+    use axoneme_sdk::{logging_audit_as, AccessLog, DenyReason, Verdict};
     use axoneme_sdk::{ConnectionMeta, Context, EntryType, Field, InjectBuffer, RequestPolicy};
 
     use super::*;
@@ -551,6 +551,39 @@ mod tests {
             assert_eq!(lines[0]["reason"], reason.as_str());
             assert!(lines[1].get("reason").is_none(), "no check, no reason");
         }
+    }
+
+    #[test]
+    fn an_audited_request_says_so_after_its_policy_name_and_nothing_else_does() {
+        let meta = meta();
+        let fields = [Field::text("cmd", "HALT")];
+        let entry = |entry_type| LogEntry {
+            entry_type,
+            policy_name: "",
+            fields: &fields,
+            ..bare_entry(&meta)
+        };
+        let line = |entry_type, audit| {
+            let mut out = Vec::new();
+            logging_audit_as(audit, || {
+                format_entry(&mut out, &entry(entry_type), UNIX_EPOCH, 64)
+            });
+            String::from_utf8(out).unwrap()
+        };
+        let audited = line(EntryType::Request, Some(DenyReason::NoAllow));
+        assert!(
+            audited.contains(
+                r#""entry_type":"Request","policy_name":"","verdict":"Audit","reason":"no-allow","source_security_id""#
+            ),
+            "{audited}"
+        );
+        let forwarded = line(EntryType::Request, None);
+        assert!(!forwarded.contains("verdict"), "{forwarded}");
+        let response = line(EntryType::Response, Some(DenyReason::DenyRule));
+        assert!(
+            !response.contains("verdict"),
+            "only requests are audited: {response}"
+        );
     }
 
     #[test]
