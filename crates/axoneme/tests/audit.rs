@@ -279,6 +279,33 @@ async fn a_request_audit_lets_through_reaches_memcached_and_is_denied_once_audit
     assert_eq!(allowed["policy_name"], "cache-gets");
     assert!(allowed.get("verdict").is_none(), "{allowed}");
     assert_eq!(metric(agent.metrics, AUDIT_METRIC).await, 1);
+    let memcached_port = memcached.to_string();
+    let trace: Value = serde_json::from_str(&cli(
+        &agent.dir,
+        &[
+            "policy",
+            "trace",
+            "--src-labels",
+            "app=luke",
+            "--dst-endpoint",
+            "cache",
+            "--dport",
+            &memcached_port,
+            "command=set",
+            "key=audited",
+            "-o",
+            "json",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(trace["allowed"], true, "{trace}");
+    assert!(
+        trace["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("audit mode: no memcache rule of cache's ingress policy"),
+        "{trace}"
+    );
 
     let endpoints: Value =
         serde_json::from_str(&cli(&agent.dir, &["endpoint", "list", "-o", "json"])).unwrap();

@@ -877,12 +877,16 @@ async fn trace(Shared(agent): Shared<Arc<Agent>>, body: Bytes) -> Result<Json<Va
         if let Some(error) = failure {
             return Err(bad_request(format!("l7: {error}")));
         }
-        if !verdict.allowed {
+        if !verdict.allowed || verdict.audited {
             let reason = format!(
                 "no {proto} rule of {}'s {} policy allows this request",
                 end.guard.endpoint,
                 direction_name::name(end.guard.direction)
             );
+            if verdict.audited {
+                let reason = format!("audit mode: {reason}; it is forwarded and logged as Audit");
+                return Ok(answer(true, "l7", verdict.policy_name, reason));
+            }
             return Ok(answer(false, "l7", "", reason));
         }
         allowed_by = verdict.policy_name;
