@@ -95,6 +95,21 @@ fn prepare_remote(
     Ok(prepared)
 }
 
+/// The names of `policies` that only policies in audit mode carry.
+fn audited_names(policies: &[Policy]) -> HashSet<String> {
+    let mut audited: HashSet<String> = policies
+        .iter()
+        .filter(|p| p.audit())
+        .map(|p| p.name().to_owned())
+        .collect();
+    if !audited.is_empty() {
+        for policy in policies.iter().filter(|p| !p.audit()) {
+            audited.remove(policy.name());
+        }
+    }
+    audited
+}
+
 /// One endpoint with its compiled policy.
 #[derive(Debug)]
 struct Guarded {
@@ -110,6 +125,8 @@ struct Guarded {
 pub struct Snapshot {
     revision: u64,
     policies: Vec<Policy>,
+    /// The names every policy of which is in audit mode (empty when none is).
+    audited_policies: HashSet<String>,
     identities: IdentityTable,
     endpoints: HashMap<String, Guarded>,
     owners: HashMap<IpAddr, Identity>,
@@ -269,6 +286,7 @@ impl Snapshot {
         }
         Ok(Snapshot {
             revision: previous.map_or(1, |p| p.revision.saturating_add(1)),
+            audited_policies: audited_names(&policies),
             policies,
             identities,
             endpoints: guarded,
@@ -287,8 +305,7 @@ impl Snapshot {
 
     /// Whether every policy named `name` is in audit mode (and there is one).
     fn policy_audited(&self, name: &str) -> bool {
-        let mut named = self.policies.iter().filter(|p| p.name() == name).peekable();
-        named.peek().is_some() && named.all(Policy::audit)
+        !self.audited_policies.is_empty() && self.audited_policies.contains(name)
     }
 
     /// The snapshot's number: one more than the previous snapshot's, 1 for the first.
