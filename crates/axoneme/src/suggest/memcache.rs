@@ -1,5 +1,6 @@
-//! Memcached rules from observed requests: per command, its keys as `keyExact`, a shared
-//! stem as `keyPrefix` (`user:1`, `user:2` → `user:`), and `keyRegex` when one multi-key
+//! Memcached rules from observed requests: per command, its keys as `keyExact`, keys sharing
+//! their first segment as their longest shared prefix ending with a separator, `keyPrefix`
+//! (`user:1`, `user:2` → `user:`; `user:1:name`, `user:2:name` → `user:`), and `keyRegex` when one multi-key
 //! request spans several of them (a rule must match every key of a request); keyless
 //! commands as `{command: X}`. Commands used with the same key matcher are written as Cilium's
 //! groups when the whole group was: `writeGroup`, else `storage`.
@@ -8,7 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use axoneme_memcache::{Command, CommandSet};
 
-use super::{merge_for_requests, stems, Fields, Generalise, Matcher, SuggestedRule, Suggestion};
+use super::{
+    common_prefixes, merge_for_requests, Fields, Generalise, Matcher, SuggestedRule, Suggestion,
+};
 
 /// Separators that end a key's stem.
 const SEPARATORS: [char; 6] = [':', '/', '.', '-', '_', '|'];
@@ -46,7 +49,7 @@ pub(crate) fn suggest(requests: &BTreeMap<Fields, u64>, generalise: Generalise) 
     }
     for (command, uses) in keyed {
         let keys = uses.iter().flat_map(|(keys, _)| keys.iter().cloned());
-        let matchers = stems(keys, &SEPARATORS, generalise.exact);
+        let matchers = common_prefixes(keys, &SEPARATORS, generalise.exact);
         let matchers = merge_for_requests(matchers, uses.iter().map(|(keys, _)| keys.as_slice()));
         for (keys, count) in &uses {
             let matcher = matchers[&keys[0]].clone();
@@ -147,6 +150,23 @@ mod tests {
                 "command=get keyExact=motd (1)",
                 "command=get keyExact=user:1 (1)",
                 "command=get keyExact=user:2 (1)"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_prefix_is_the_longest_the_keys_share_up_to_a_separator() {
+        let seen = [
+            ("get", "sess/eu/1"),
+            ("get", "sess/eu/22"),
+            ("get", "user:1:name"),
+            ("get", "user:2:name"),
+        ];
+        assert_eq!(
+            rules(&seen, false),
+            [
+                "command=get keyPrefix=sess/eu/ (2)",
+                "command=get keyPrefix=user: (2)"
             ]
         );
     }

@@ -412,6 +412,57 @@ pub(crate) fn stems(
     matchers
 }
 
+/// Values grouped by their first segment (everything up to and including the first
+/// separator): a group of at least two distinct values becomes one prefix, the longest they all
+/// share that ends with a separator (`user:1:name`, `user:2:name` → `user:`; `a/b/1`, `a/b/2` →
+/// `a/b/`); other values stay exact. With `exact`, every value stays exact.
+pub(crate) fn common_prefixes(
+    values: impl IntoIterator<Item = String>,
+    separators: &[char],
+    exact: bool,
+) -> BTreeMap<String, Matcher> {
+    let mut by_segment: BTreeMap<Option<String>, Vec<String>> = BTreeMap::new();
+    for value in values {
+        let segment = value
+            .find(separators)
+            .map(|at| value[..=at].to_owned())
+            .filter(|_| !exact);
+        by_segment.entry(segment).or_default().push(value);
+    }
+    let mut matchers = BTreeMap::new();
+    for (segment, mut values) in by_segment {
+        values.sort();
+        values.dedup();
+        match segment {
+            Some(segment) if values.len() >= 2 => {
+                let prefix = shared_prefix(&values, separators).unwrap_or(segment);
+                for value in values {
+                    matchers.insert(value, Matcher::Prefix(prefix.clone()));
+                }
+            }
+            _ => {
+                for value in values {
+                    matchers.insert(value.clone(), Matcher::Exact(value));
+                }
+            }
+        }
+    }
+    matchers
+}
+
+/// The longest start that all of `values` (sorted) share and that ends with a separator.
+fn shared_prefix(values: &[String], separators: &[char]) -> Option<String> {
+    let (first, last) = (values.first()?, values.last()?);
+    let common: usize = first
+        .char_indices()
+        .zip(last.chars())
+        .take_while(|((_, a), b)| a == b)
+        .map(|((_, a), _)| a.len_utf8())
+        .sum();
+    let cut = first[..common].rfind(separators)?;
+    Some(first[..=cut].to_owned())
+}
+
 /// How a rule matches a value.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Matcher {
