@@ -2,7 +2,8 @@
 //! access-log|metrics|status`, shaped like Cilium's CLI, talking to a running agent's REST API.
 //!
 //! Each command is one API call (or a stream, for `monitor`) and a rendering: a table for
-//! people, or the API's JSON with `-o json`. Errors come back as one line for `main` to print.
+//! people, or the API's JSON with `-o json`; `policy suggest` and `policy diff` read files
+//! instead and need no agent. Errors come back as one line for `main` to print.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
