@@ -402,6 +402,15 @@ impl<'c> Context<'c> {
         verdict
     }
 
+    /// Makes the next `Request` entry's audit mark that of `verdict` (none for `None`: a part
+    /// not checked), instead of the mark of the checks since the last one: for a parser that
+    /// decides every part of a request (the statements of a batch) before logging each, so that
+    /// each part's entry is marked by its own verdict.
+    #[inline]
+    pub fn mark_next_request(&self, verdict: Option<&Verdict<'_>>) {
+        self.audit.set(verdict.and_then(DenyReason::of_audited));
+    }
+
     /// Places bytes in `flow`'s inject buffer and returns how many fit. Bytes for the flow being
     /// parsed must be emitted with [`crate::Op::Inject`]; bytes for the other flow are emitted by
     /// the datapath at that flow's next frame boundary, at once if it is at one.
@@ -589,5 +598,30 @@ mod tests {
             "Request lockdown - deny-rule"
         );
         assert_eq!(logging_audit(), None, "and only while logging");
+    }
+
+    #[test]
+    fn each_part_of_a_request_can_be_marked_by_its_own_verdict() {
+        let audited = Verdict {
+            allowed: true,
+            policy_name: "",
+            audited: true,
+        };
+        let allowed = Verdict {
+            audited: false,
+            policy_name: "p",
+            ..audited
+        };
+        let batch = |ctx: &Context<'_>| {
+            ctx.check::<()>(|_| false);
+            for verdict in [Some(&allowed), Some(&audited), None] {
+                ctx.mark_next_request(verdict);
+                ctx.log(EntryType::Request, "", &[]);
+            }
+        };
+        assert_eq!(
+            logged(&Auditing(""), batch),
+            ["Request  - -", "Request  - no-allow", "Request  - -"]
+        );
     }
 }
