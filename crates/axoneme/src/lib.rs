@@ -7,6 +7,7 @@
 //!   line's client side and the watch of its files;
 //! - [`telemetry`]: the access log, its live view (the monitor), metrics and loss reports;
 //! - [`redirect`]: the transparent redirection rules, kept in step with policy;
+//! - [`suggest`]: least-privilege policies written from access logs (`axoneme policy suggest`);
 //! - [`config`]: the configuration file, read and validated.
 //!
 //! Protocol logic lives in the protocol crates, policy logic in `axoneme-policy`.
@@ -15,6 +16,7 @@ pub mod config;
 pub mod control;
 pub mod proxy;
 pub mod redirect;
+pub mod suggest;
 pub mod telemetry;
 #[cfg(test)]
 mod testing;

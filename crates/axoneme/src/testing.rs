@@ -20,6 +20,7 @@ pub(crate) fn endpoint(name: &str, ip: &str) -> EndpointSpec {
         ips: vec![ip.parse().unwrap()],
         labels: [("app".to_owned(), name.to_owned())].into(),
         namespace: None,
+        policy_audit_mode: false,
     }
 }
 

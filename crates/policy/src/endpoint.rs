@@ -34,6 +34,15 @@ pub struct EndpointSpec {
     /// endpoints of their own namespace unless a selector names another.
     #[serde(default)]
     pub namespace: Option<String>,
+    /// Audit mode (`policyAuditMode`): a request its policy would deny is forwarded and logged
+    /// as audited instead.
+    #[serde(default, rename = "policyAuditMode", skip_serializing_if = "is_false")]
+    pub policy_audit_mode: bool,
+}
+
+/// For `skip_serializing_if`: audit mode off is left out, as older readers expect.
+fn is_false(value: &bool) -> bool {
+    !value
 }
 
 /// An endpoint as a snapshot knows it.
@@ -144,6 +153,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             namespace: namespace.map(str::to_owned),
+            policy_audit_mode: false,
         }
     }
 

@@ -28,6 +28,6 @@ pub use error::{L7Origin, PolicyError, PolicyWarning, Subject};
 pub use identity::Identity;
 pub use load::{load_paths, parse_policies, DEFAULT_MAX_POLICY_BYTES};
 pub use nesting::MAX_DEPTH;
-pub use policy::{Policy, PolicyKind};
+pub use policy::{Policy, PolicyKind, AUDIT_ANNOTATION};
 pub use snapshot::{ClusterInputs, L7Port, Snapshot};
 pub use verdict::{ConnectionVerdict, PortPolicy};

@@ -18,7 +18,7 @@ use crate::endpoint::DEFAULT_NAMESPACE;
 use crate::error::{FieldError, PolicyError, PolicyWarning, Subject};
 use crate::model::Document;
 use crate::nesting::{too_deep, MAX_DEPTH};
-use crate::policy::{Policy, PolicyKind};
+use crate::policy::{Policy, PolicyKind, AUDIT_ANNOTATION};
 use crate::rule::parse_rule;
 
 /// The only `apiVersion` accepted.
@@ -327,6 +327,22 @@ fn parse_document(source: &str, position: Subject, value: Value) -> Result<Polic
     if document.metadata.name.is_empty() {
         return Err(fail(FieldError::new("metadata.name", "must not be empty")));
     }
+    let audit = match document
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(AUDIT_ANNOTATION))
+        .map(String::as_str)
+    {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(fail(FieldError::new(
+                format!("metadata.annotations.{AUDIT_ANNOTATION}"),
+                format!("must be \"true\" or \"false\", not {other:?}"),
+            )))
+        }
+    };
     let namespace = match kind {
         PolicyKind::Namespaced => Some(
             document
@@ -389,5 +405,6 @@ fn parse_document(source: &str, position: Subject, value: Value) -> Result<Polic
         rules,
         document: original,
         warnings,
+        audit,
     })
 }

@@ -30,8 +30,9 @@ pub(crate) struct Document {
     pub _status: Option<IgnoredAny>,
 }
 
-/// The object metadata: `name` and `namespace` are read; `labels`, `annotations` and the fields
-/// the API server sets (as `kubectl get -o yaml` prints them) are tolerated.
+/// The object metadata: `name`, `namespace` and `annotations` are read (of the annotations,
+/// only `axoneme.io/audit` means anything); `labels` and the fields the API server sets (as
+/// `kubectl get -o yaml` prints them) are tolerated.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct Metadata {
@@ -39,8 +40,8 @@ pub(crate) struct Metadata {
     pub namespace: Option<String>,
     #[serde(rename = "labels")]
     pub _labels: Option<BTreeMap<String, String>>,
-    #[serde(rename = "annotations")]
-    pub _annotations: Option<BTreeMap<String, String>>,
+    /// Read for [`crate::AUDIT_ANNOTATION`] only.
+    pub annotations: Option<BTreeMap<String, String>>,
     #[serde(rename = "uid")]
     pub _uid: Option<IgnoredAny>,
     #[serde(rename = "resourceVersion")]

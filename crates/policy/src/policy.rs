@@ -43,7 +43,12 @@ pub struct Policy {
     pub(crate) rules: Vec<Rule>,
     pub(crate) document: serde_yaml::Value,
     pub(crate) warnings: Vec<PolicyWarning>,
+    pub(crate) audit: bool,
 }
+
+/// The annotation that puts a policy in audit mode: `axoneme.io/audit: "true"` in its
+/// `metadata.annotations`. What such a policy would deny is forwarded and logged as audited.
+pub const AUDIT_ANNOTATION: &str = "axoneme.io/audit";
 
 impl Policy {
     /// `metadata.name`: the name verdicts and access-log entries carry.
@@ -70,6 +75,11 @@ impl Policy {
     /// The document as it was read, for showing the policy back.
     pub fn document(&self) -> &serde_yaml::Value {
         &self.document
+    }
+
+    /// Whether the policy is in audit mode ([`AUDIT_ANNOTATION`]).
+    pub fn audit(&self) -> bool {
+        self.audit
     }
 
     /// What was accepted but deserves its author's attention, e.g. empty L7 rule values.

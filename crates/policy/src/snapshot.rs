@@ -95,10 +95,27 @@ fn prepare_remote(
     Ok(prepared)
 }
 
+/// The names of `policies` that only policies in audit mode carry.
+fn audited_names(policies: &[Policy]) -> HashSet<String> {
+    let mut audited: HashSet<String> = policies
+        .iter()
+        .filter(|p| p.audit())
+        .map(|p| p.name().to_owned())
+        .collect();
+    if !audited.is_empty() {
+        for policy in policies.iter().filter(|p| !p.audit()) {
+            audited.remove(policy.name());
+        }
+    }
+    audited
+}
+
 /// One endpoint with its compiled policy.
 #[derive(Debug)]
 struct Guarded {
     info: EndpointInfo,
+    /// `policyAuditMode`: every denial on the endpoint is audited.
+    audit: bool,
     /// Ingress, then egress.
     directions: [DirectionPolicy; 2],
 }
@@ -108,6 +125,8 @@ struct Guarded {
 pub struct Snapshot {
     revision: u64,
     policies: Vec<Policy>,
+    /// The names every policy of which is in audit mode (empty when none is).
+    audited_policies: HashSet<String>,
     identities: IdentityTable,
     endpoints: HashMap<String, Guarded>,
     owners: HashMap<IpAddr, Identity>,
@@ -218,11 +237,14 @@ impl Snapshot {
                 labels,
                 reserved: false,
             });
-            infos.push(EndpointInfo {
-                name: spec.name.clone(),
-                ips: spec.ips.clone(),
-                identity,
-            });
+            infos.push((
+                EndpointInfo {
+                    name: spec.name.clone(),
+                    ips: spec.ips.clone(),
+                    identity,
+                },
+                spec.policy_audit_mode,
+            ));
         }
 
         let mut owners = HashMap::new();
@@ -243,7 +265,7 @@ impl Snapshot {
         let targets: Vec<Target<'_>> = infos
             .iter()
             .zip(&label_sets)
-            .map(|(info, labels)| Target {
+            .map(|((info, _), labels)| Target {
                 name: &info.name,
                 labels,
             })
@@ -251,14 +273,20 @@ impl Snapshot {
         let compiled = compile(&policies, &targets, &views, registry)?;
 
         let mut guarded = HashMap::with_capacity(infos.len());
-        for (info, directions) in infos.into_iter().zip(compiled) {
+        for ((info, audit), directions) in infos.into_iter().zip(compiled) {
             for ip in &info.ips {
                 owners.insert(ip.to_canonical(), info.identity.clone());
             }
-            guarded.insert(info.name.clone(), Guarded { info, directions });
+            let guarded_endpoint = Guarded {
+                info,
+                audit,
+                directions,
+            };
+            guarded.insert(guarded_endpoint.info.name.clone(), guarded_endpoint);
         }
         Ok(Snapshot {
             revision: previous.map_or(1, |p| p.revision.saturating_add(1)),
+            audited_policies: audited_names(&policies),
             policies,
             identities,
             endpoints: guarded,
@@ -267,6 +295,17 @@ impl Snapshot {
             host,
             world,
         })
+    }
+
+    /// Whether the endpoint `name` is in audit mode (`policyAuditMode`); `None` for an endpoint
+    /// the snapshot does not guard.
+    pub fn audited(&self, name: &str) -> Option<bool> {
+        self.endpoints.get(name).map(|g| g.audit)
+    }
+
+    /// Whether every policy named `name` is in audit mode (and there is one).
+    fn policy_audited(&self, name: &str) -> bool {
+        !self.audited_policies.is_empty() && self.audited_policies.contains(name)
     }
 
     /// The snapshot's number: one more than the previous snapshot's, 1 for the first.
@@ -398,13 +437,14 @@ impl Snapshot {
         };
         let policy_name = first.policy.to_string();
         let l7 = policy.l7_proto(port).map(|proto| {
-            let rules = allowing
+            let rules: Vec<RequestRule> = allowing
                 .map(|entry| RequestRule {
                     policy: entry.policy.clone(),
                     rules: entry.l7.as_ref().and_then(|l7| l7.rules.clone()),
                 })
                 .collect();
-            Arc::new(PortPolicy::allowing(Some(proto.clone()), rules))
+            let audited = guarded.audit || rules.iter().all(|r| self.policy_audited(&r.policy));
+            Arc::new(PortPolicy::allowing(Some(proto.clone()), rules).in_audit_mode(audited))
         });
         ConnectionVerdict::Allowed { policy_name, l7 }
     }
@@ -427,7 +467,9 @@ impl Snapshot {
         match self.decide_connection(endpoint, direction, remote, port) {
             ConnectionVerdict::Unrestricted => Arc::new(PortPolicy::allow_all(proto)),
             ConnectionVerdict::Refused { policy_name, .. } => {
-                Arc::new(PortPolicy::deny_all(proto, &policy_name))
+                let audited = self.endpoints.get(endpoint).is_some_and(|g| g.audit)
+                    || (!policy_name.is_empty() && self.policy_audited(&policy_name));
+                Arc::new(PortPolicy::deny_all(proto, &policy_name).in_audit_mode(audited))
             }
             ConnectionVerdict::Allowed { l7: Some(l7), .. } => l7,
             ConnectionVerdict::Allowed {

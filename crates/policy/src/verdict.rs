@@ -48,6 +48,8 @@ pub struct PortPolicy {
     proto: Option<Arc<str>>,
     denied_by: Option<Arc<str>>,
     rules: Vec<RequestRule>,
+    /// Audit mode: a request that would be denied is let through, its verdict marked audited.
+    audited: bool,
 }
 
 impl PortPolicy {
@@ -69,6 +71,7 @@ impl PortPolicy {
             proto: proto.map(Arc::from),
             denied_by: Some(Arc::from(policy_name)),
             rules: Vec::new(),
+            audited: false,
         }
     }
 
@@ -78,7 +81,20 @@ impl PortPolicy {
             proto,
             denied_by: None,
             rules,
+            audited: false,
         }
+    }
+
+    /// The same policy in audit mode (`audited`) or enforcing: in audit mode, what it would
+    /// deny is allowed with [`axoneme_sdk::Verdict::audited`] set.
+    pub fn in_audit_mode(mut self, audited: bool) -> PortPolicy {
+        self.audited = audited;
+        self
+    }
+
+    /// Whether the policy is in audit mode.
+    pub fn is_audited(&self) -> bool {
+        self.audited
     }
 
     /// The L7 protocol of the port, when it has one.
@@ -91,8 +107,9 @@ impl RequestPolicy for PortPolicy {
     fn check(&self, matches: &mut dyn FnMut(&(dyn Any + Send + Sync)) -> bool) -> Verdict<'_> {
         if let Some(name) = &self.denied_by {
             return Verdict {
-                allowed: false,
+                allowed: self.audited,
                 policy_name: name,
+                audited: self.audited,
             };
         }
         for rule in &self.rules {
@@ -104,12 +121,14 @@ impl RequestPolicy for PortPolicy {
                 return Verdict {
                     allowed: true,
                     policy_name: &rule.policy,
+                    audited: false,
                 };
             }
         }
         Verdict {
-            allowed: false,
+            allowed: self.audited,
             policy_name: "",
+            audited: self.audited,
         }
     }
 }

@@ -467,6 +467,7 @@ fn common_endpoint(
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         namespace: None,
+        policy_audit_mode: false,
     }
 }
 

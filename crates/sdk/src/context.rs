@@ -88,6 +88,11 @@ pub struct Verdict<'p> {
     /// The policy that allowed it, or for a denial the policy that denied it (empty when the
     /// request was denied because nothing allowed it).
     pub policy_name: &'p str,
+    /// The request would be denied, but the policy deciding is in audit mode: `allowed` is
+    /// true, and `policy_name` names what a denial would (empty for no allowing rule). A
+    /// parser treats it as allowed; [`Context::log`] marks the request's entry (see
+    /// [`logging_audit`]).
+    pub audited: bool,
 }
 
 /// Why a request was denied: the access log's `reason` field of a `Denied` entry.
@@ -103,10 +108,27 @@ impl DenyReason {
     /// The reason of a denying verdict.
     #[inline]
     pub fn of(verdict: &Verdict<'_>) -> Option<DenyReason> {
-        match (verdict.allowed, verdict.policy_name.is_empty()) {
-            (true, _) => None,
-            (false, false) => Some(DenyReason::DenyRule),
-            (false, true) => Some(DenyReason::NoAllow),
+        match verdict.allowed {
+            true => None,
+            false => Some(DenyReason::named_by(verdict.policy_name)),
+        }
+    }
+
+    /// Why a request would be denied when an audited verdict lets it through.
+    #[inline]
+    pub fn of_audited(verdict: &Verdict<'_>) -> Option<DenyReason> {
+        match verdict.audited {
+            true => Some(DenyReason::named_by(verdict.policy_name)),
+            false => None,
+        }
+    }
+
+    /// The reason of a denial in the name of `policy_name` (empty: nothing allowed).
+    #[inline]
+    fn named_by(policy_name: &str) -> DenyReason {
+        match policy_name.is_empty() {
+            true => DenyReason::NoAllow,
+            false => DenyReason::DenyRule,
         }
     }
 
@@ -288,6 +310,9 @@ impl InjectBuffer {
 thread_local! {
     /// The reason of the `Denied` entry a [`Context`] is logging on this thread right now.
     static LOGGING_DENIAL: Cell<Option<DenyReason>> = const { Cell::new(None) };
+    /// Why the audited `Request` entry a [`Context`] is logging on this thread right now would
+    /// have been denied.
+    static LOGGING_AUDIT: Cell<Option<DenyReason>> = const { Cell::new(None) };
 }
 
 /// Why the `Denied` entry being written was denied, when a [`Context`] writes it after a
@@ -300,12 +325,33 @@ pub fn logging_denial() -> Option<DenyReason> {
     LOGGING_DENIAL.with(Cell::get)
 }
 
+/// When the `Request` entry being written is about a request an audit-mode policy let through
+/// (see [`Verdict::audited`]): why it would have been denied. Set, like [`logging_denial`], only
+/// for the duration of the [`AccessLog::log`] call a [`Context`] makes after an audited check.
+#[inline]
+pub fn logging_audit() -> Option<DenyReason> {
+    LOGGING_AUDIT.with(Cell::get)
+}
+
+/// Runs `log` with [`logging_audit`] saying `reason`, then restores what it said: for an
+/// [`AccessLog`] that writes an entry of its own for each of several checks of one request (the
+/// two guarded ends of a connection), so that each entry is marked by its own check.
+#[inline]
+pub fn logging_audit_as<R>(reason: Option<DenyReason>, log: impl FnOnce() -> R) -> R {
+    let before = LOGGING_AUDIT.with(|current| current.replace(reason));
+    let result = log();
+    LOGGING_AUDIT.with(|current| current.set(before));
+    result
+}
+
 /// The per-call handle a parser gets: metadata, policy, injection and logging.
 ///
 /// It remembers why its last [`Context::check`] denied, and the next `Denied` entry the parser
 /// writes carries that reason (`deny-rule` or `no-allow`, see [`logging_denial`]); parsers pass
 /// the verdict's `policy_name` and nothing more. A `Denied` entry without a denying check
-/// before it (an unknown prepared statement, a malformed request) has no reason.
+/// before it (an unknown prepared statement, a malformed request) has no reason. Likewise, the
+/// next `Request` entry after one or more audited checks is marked as audited (see
+/// [`logging_audit`]).
 pub struct Context<'c> {
     meta: &'c ConnectionMeta,
     proto: &'c str,
@@ -313,6 +359,7 @@ pub struct Context<'c> {
     log: &'c dyn AccessLog,
     inject: &'c mut [InjectBuffer; 2],
     denial: Cell<Option<DenyReason>>,
+    audit: Cell<Option<DenyReason>>,
 }
 
 impl<'c> Context<'c> {
@@ -332,6 +379,7 @@ impl<'c> Context<'c> {
             log,
             inject,
             denial: Cell::new(None),
+            audit: Cell::new(None),
         }
     }
 
@@ -348,7 +396,19 @@ impl<'c> Context<'c> {
     pub fn check<R: Any>(&self, matches: impl FnMut(&R) -> bool) -> Verdict<'c> {
         let verdict = self.policy.check(&mut typed(matches));
         self.denial.set(DenyReason::of(&verdict));
+        if verdict.audited && self.audit.get().is_none() {
+            self.audit.set(DenyReason::of_audited(&verdict));
+        }
         verdict
+    }
+
+    /// Makes the next `Request` entry's audit mark that of `verdict` (none for `None`: a part
+    /// not checked), instead of the mark of the checks since the last one: for a parser that
+    /// decides every part of a request (the statements of a batch) before logging each, so that
+    /// each part's entry is marked by its own verdict.
+    #[inline]
+    pub fn mark_next_request(&self, verdict: Option<&Verdict<'_>>) {
+        self.audit.set(verdict.and_then(DenyReason::of_audited));
     }
 
     /// Places bytes in `flow`'s inject buffer and returns how many fit. Bytes for the flow being
@@ -366,7 +426,8 @@ impl<'c> Context<'c> {
     }
 
     /// Writes an access-log entry about this connection. While a `Denied` entry after a
-    /// denying [`Context::check`] is written, [`logging_denial`] says why.
+    /// denying [`Context::check`] is written, [`logging_denial`] says why; while a `Request`
+    /// entry after an audited check is written, [`logging_audit`] does.
     #[inline]
     pub fn log(&self, entry_type: EntryType, policy_name: &str, fields: &[Field<'_>]) {
         let reason = self
@@ -375,6 +436,13 @@ impl<'c> Context<'c> {
             .filter(|_| entry_type == EntryType::Denied);
         if reason.is_some() {
             LOGGING_DENIAL.with(|current| current.set(reason));
+        }
+        let audit = match entry_type {
+            EntryType::Request => self.audit.take(),
+            _ => None,
+        };
+        if audit.is_some() {
+            LOGGING_AUDIT.with(|current| current.set(audit));
         }
         self.log.log(&LogEntry {
             entry_type,
@@ -385,6 +453,9 @@ impl<'c> Context<'c> {
         });
         if reason.is_some() {
             LOGGING_DENIAL.with(|current| current.set(None));
+        }
+        if audit.is_some() {
+            LOGGING_AUDIT.with(|current| current.set(None));
         }
     }
 }
@@ -404,6 +475,20 @@ mod tests {
             Verdict {
                 allowed: false,
                 policy_name: self.0,
+                audited: false,
+            }
+        }
+    }
+
+    /// Lets every request through in audit mode, as if `.0` (empty: nothing) denied it.
+    struct Auditing(&'static str);
+
+    impl RequestPolicy for Auditing {
+        fn check(&self, _: &mut dyn FnMut(&(dyn Any + Send + Sync)) -> bool) -> Verdict<'_> {
+            Verdict {
+                allowed: true,
+                policy_name: self.0,
+                audited: true,
             }
         }
     }
@@ -415,8 +500,9 @@ mod tests {
     impl AccessLog for Reasons {
         fn log(&self, entry: &LogEntry<'_>) {
             let reason = logging_denial().map_or("-", DenyReason::as_str);
+            let audit = logging_audit().map_or("-", DenyReason::as_str);
             let line = format!(
-                "{} {} {reason}",
+                "{} {} {reason} {audit}",
                 entry.entry_type.as_str(),
                 entry.policy_name
             );
@@ -474,22 +560,68 @@ mod tests {
             let verdict = ctx.check::<()>(|_| true);
             ctx.log(EntryType::Denied, verdict.policy_name, &[]);
         };
-        assert_eq!(logged(&Denying(""), denied), ["Denied  no-allow"]);
+        assert_eq!(logged(&Denying(""), denied), ["Denied  no-allow -"]);
         assert_eq!(
             logged(&Denying("lockdown"), denied),
-            ["Denied lockdown deny-rule"]
+            ["Denied lockdown deny-rule -"]
         );
         let unchecked = |ctx: &Context<'_>| ctx.log(EntryType::Denied, "", &[]);
-        assert_eq!(logged(&Denying(""), unchecked), ["Denied  -"]);
+        assert_eq!(logged(&Denying(""), unchecked), ["Denied  - -"]);
         let twice = |ctx: &Context<'_>| {
             denied(ctx);
             ctx.log(EntryType::Denied, "", &[]);
         };
         assert_eq!(
             logged(&Denying(""), twice),
-            ["Denied  no-allow", "Denied  -"],
+            ["Denied  no-allow -", "Denied  - -"],
             "a reason is used once"
         );
         assert_eq!(logging_denial(), None, "and only while logging");
+    }
+
+    #[test]
+    fn audited_requests_are_marked_on_their_request_entry_only() {
+        let allowed = |ctx: &Context<'_>| {
+            let verdict = ctx.check::<()>(|_| false);
+            assert!(verdict.allowed, "an audited request proceeds");
+            ctx.log(EntryType::Response, "", &[]);
+            ctx.log(EntryType::Request, verdict.policy_name, &[]);
+            ctx.log(EntryType::Request, verdict.policy_name, &[]);
+        };
+        assert_eq!(
+            logged(&Auditing(""), allowed),
+            ["Response  - -", "Request  - no-allow", "Request  - -"],
+            "the reason goes to the next request entry, once"
+        );
+        assert_eq!(
+            logged(&Auditing("lockdown"), allowed)[1],
+            "Request lockdown - deny-rule"
+        );
+        assert_eq!(logging_audit(), None, "and only while logging");
+    }
+
+    #[test]
+    fn each_part_of_a_request_can_be_marked_by_its_own_verdict() {
+        let audited = Verdict {
+            allowed: true,
+            policy_name: "",
+            audited: true,
+        };
+        let allowed = Verdict {
+            audited: false,
+            policy_name: "p",
+            ..audited
+        };
+        let batch = |ctx: &Context<'_>| {
+            ctx.check::<()>(|_| false);
+            for verdict in [Some(&allowed), Some(&audited), None] {
+                ctx.mark_next_request(verdict);
+                ctx.log(EntryType::Request, "", &[]);
+            }
+        };
+        assert_eq!(
+            logged(&Auditing(""), batch),
+            ["Request  - -", "Request  - no-allow", "Request  - -"]
+        );
     }
 }

@@ -20,8 +20,8 @@ mod rule_list;
 mod trim;
 
 pub use context::{
-    logging_denial, typed, AccessLog, ConnectionMeta, Context, DenyReason, Direction, EntryType,
-    Field, Flow, InjectBuffer, LogEntry, RequestPolicy, Verdict,
+    logging_audit, logging_audit_as, logging_denial, typed, AccessLog, ConnectionMeta, Context,
+    DenyReason, Direction, EntryType, Field, Flow, InjectBuffer, LogEntry, RequestPolicy, Verdict,
 };
 pub use input::Input;
 pub use op::{ErrorCode, Op, ParseError};

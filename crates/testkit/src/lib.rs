@@ -16,8 +16,8 @@ use std::fmt;
 
 use axoneme_datapath::{Connection, ConnectionError, Env, Limits, Output};
 use axoneme_sdk::{
-    AccessLog, CompiledRules, ConnectionMeta, Direction, ErrorCode, Flow, L7RuleMap, LogEntry,
-    Protocol, RequestPolicy, Verdict,
+    logging_audit, AccessLog, CompiledRules, ConnectionMeta, Direction, ErrorCode, Flow, L7RuleMap,
+    LogEntry, Protocol, RequestPolicy, Verdict,
 };
 
 /// Connection metadata for a test connection from `source` to `destination`.
@@ -64,6 +64,9 @@ impl AccessLog for RecordingLog {
                 field.key,
                 String::from_utf8_lossy(field.value)
             ));
+        }
+        if let Some(reason) = logging_audit() {
+            line.push_str(&format!(" (audit: {})", reason.as_str()));
         }
         self.0.lock().expect("log lock").push(line);
     }
@@ -272,6 +275,7 @@ pub fn rule_maps(maps: &[&[(&str, &str)]]) -> Vec<L7RuleMap> {
 pub struct RulesPolicy {
     rules: CompiledRules,
     name: &'static str,
+    audited: bool,
 }
 
 impl RulesPolicy {
@@ -284,7 +288,19 @@ impl RulesPolicy {
         let rules = protocol
             .compile_rules(&rule_maps(maps))
             .expect("test rules compile");
-        RulesPolicy { rules, name }
+        RulesPolicy {
+            rules,
+            name,
+            audited: false,
+        }
+    }
+
+    /// The same rules in audit mode: what they do not allow is let through, audited.
+    pub fn in_audit_mode(self) -> RulesPolicy {
+        RulesPolicy {
+            audited: true,
+            ..self
+        }
     }
 }
 
@@ -292,8 +308,9 @@ impl RequestPolicy for RulesPolicy {
     fn check(&self, matches: &mut dyn FnMut(&(dyn Any + Send + Sync)) -> bool) -> Verdict<'_> {
         let allowed = matches(self.rules.as_ref());
         Verdict {
-            allowed,
+            allowed: allowed || self.audited,
             policy_name: if allowed { self.name } else { "" },
+            audited: !allowed && self.audited,
         }
     }
 }

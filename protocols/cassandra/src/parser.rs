@@ -525,7 +525,10 @@ impl CassandraParser {
             ];
             let policy_name = verdict.map_or("", |v| v.policy_name);
             match (verdict.is_none_or(|v| v.allowed), denied) {
-                (true, false) => ctx.log(EntryType::Request, policy_name, &fields[..2]),
+                (true, false) => {
+                    ctx.mark_next_request(verdict.as_ref());
+                    ctx.log(EntryType::Request, policy_name, &fields[..2]);
+                }
                 (true, true) => ctx.log(EntryType::Denied, "", &fields),
                 (false, _) => ctx.log(EntryType::Denied, policy_name, &fields[..2]),
             }

@@ -49,6 +49,7 @@ fn port_policy() -> Arc<PortPolicy> {
         ips: vec![ip.parse().unwrap()],
         labels: [("app".to_string(), app.to_string())].into(),
         namespace: None,
+        policy_audit_mode: false,
     };
     let endpoints = [
         endpoint("kafka", "10.0.0.1", "kafka"),

@@ -41,6 +41,7 @@ fn port_policy() -> Arc<PortPolicy> {
         ips: vec![ip.parse().unwrap()],
         labels: [(key.to_string(), value.to_string())].into(),
         namespace: None,
+        policy_audit_mode: false,
     };
     let endpoints = [
         endpoint("memcached", "10.0.0.1", "app", "memcached"),

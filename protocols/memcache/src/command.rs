@@ -65,7 +65,7 @@ pub enum Command {
 }
 
 /// Every named command with its policy name, in declaration order.
-const NAMES: [(Command, &str); 51] = [
+pub const NAMES: [(Command, &str); 51] = [
     (Command::Add, "add"),
     (Command::Set, "set"),
     (Command::Replace, "replace"),

@@ -40,6 +40,7 @@ fn port_policy() -> Arc<PortPolicy> {
         ips: vec![ip.parse().unwrap()],
         labels: [("app".to_string(), name.to_string())].into(),
         namespace: None,
+        policy_audit_mode: false,
     };
     let endpoints = [endpoint("r2d2", "10.0.0.1"), endpoint("luke", "10.0.0.21")];
     let policies = parse_policies("bench.yaml", POLICY).unwrap();

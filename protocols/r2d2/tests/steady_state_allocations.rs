@@ -36,6 +36,7 @@ spec:
         ips: vec!["10.0.0.1".parse().unwrap()],
         labels: [("app".to_string(), "r2d2".to_string())].into(),
         namespace: None,
+        policy_audit_mode: false,
     }];
     let snapshot = Snapshot::build(policies, &endpoints, &[], &registry, None).unwrap();
     let policy = snapshot.request_policy(

@@ -489,6 +489,9 @@ struct EndpointView {
     policy_ingress_enforcement: &'static str,
     /// The same for egress.
     policy_egress_enforcement: &'static str,
+    /// Audit mode: what policy would deny is forwarded and logged as audited.
+    #[serde(rename = "policyAuditMode")]
+    policy_audit_mode: bool,
 }
 
 /// Cilium's words for enforcement.
@@ -511,6 +514,7 @@ fn endpoint_views(agent: &Agent) -> Vec<EndpointView> {
             namespace: e.namespace().to_owned(),
             policy_ingress_enforcement: enforcement(snapshot.enforced(&e.name, Direction::Ingress)),
             policy_egress_enforcement: enforcement(snapshot.enforced(&e.name, Direction::Egress)),
+            policy_audit_mode: e.policy_audit_mode,
             name: e.name,
             ips: e.ips,
             labels: e.labels,
@@ -539,6 +543,8 @@ struct EndpointBody {
     labels: BTreeMap<String, String>,
     #[serde(default)]
     namespace: Option<String>,
+    #[serde(default, rename = "policyAuditMode")]
+    policy_audit_mode: bool,
 }
 
 async fn put_endpoint(
@@ -553,6 +559,7 @@ async fn put_endpoint(
         ips: body.ips,
         labels: body.labels,
         namespace: body.namespace,
+        policy_audit_mode: body.policy_audit_mode,
     };
     let revision = change(&agent, move |state| state.put_endpoint(endpoint)).await?;
     Ok(Json(json!({ "revision": revision })))
@@ -870,12 +877,16 @@ async fn trace(Shared(agent): Shared<Arc<Agent>>, body: Bytes) -> Result<Json<Va
         if let Some(error) = failure {
             return Err(bad_request(format!("l7: {error}")));
         }
-        if !verdict.allowed {
+        if !verdict.allowed || verdict.audited {
             let reason = format!(
                 "no {proto} rule of {}'s {} policy allows this request",
                 end.guard.endpoint,
                 direction_name::name(end.guard.direction)
             );
+            if verdict.audited {
+                let reason = format!("audit mode: {reason}; it is forwarded and logged as Audit");
+                return Ok(answer(true, "l7", verdict.policy_name, reason));
+            }
             return Ok(answer(false, "l7", "", reason));
         }
         allowed_by = verdict.policy_name;

@@ -2,7 +2,8 @@
 //! access-log|metrics|status`, shaped like Cilium's CLI, talking to a running agent's REST API.
 //!
 //! Each command is one API call (or a stream, for `monitor`) and a rendering: a table for
-//! people, or the API's JSON with `-o json`. Errors come back as one line for `main` to print.
+//! people, or the API's JSON with `-o json`; `policy suggest` and `policy diff` read files
+//! instead and need no agent. Errors come back as one line for `main` to print.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -124,6 +125,11 @@ pub enum PolicyCommand {
         #[arg(long)]
         all: bool,
     },
+    /// Write the least-privilege policy for the requests access-log files recorded (offline:
+    /// no agent needed).
+    Suggest(crate::suggest::SuggestArgs),
+    /// Say which requests access-log files recorded a policy would deny, grouped (offline).
+    Diff(crate::suggest::DiffArgs),
     /// Say whether a remote may reach an endpoint, and a request pass, and by which rule.
     Trace {
         /// The remote's address.
@@ -168,6 +174,9 @@ pub enum EndpointCommand {
         /// Its namespace (default: `default`).
         #[arg(long)]
         namespace: Option<String>,
+        /// Audit mode: forward what policy would deny, and log it as audited.
+        #[arg(long)]
+        audit: bool,
     },
     /// Delete an endpoint.
     Delete {
@@ -362,8 +371,9 @@ pub async fn run(args: ApiArgs, command: ClientCommand) -> anyhow::Result<()> {
             ips,
             labels,
             namespace,
+            audit,
         }) => {
-            let mut body = json!({ "ips": ips, "labels": key_values(&labels, "label")? });
+            let mut body = json!({ "ips": ips, "labels": key_values(&labels, "label")?, "policyAuditMode": audit });
             if let Some(namespace) = namespace {
                 body["namespace"] = Value::String(namespace);
             }
@@ -475,6 +485,14 @@ async fn policy(client: &Client, command: PolicyCommand, json_out: bool) -> anyh
     match command {
         PolicyCommand::Import { files } => import(client, &files, false, json_out).await,
         PolicyCommand::Validate { files } => import(client, &files, true, json_out).await,
+        PolicyCommand::Suggest(args) => {
+            let yaml = crate::suggest::suggest(&args)?;
+            Ok(Value::String(yaml.trim_end().to_owned()))
+        }
+        PolicyCommand::Diff(args) => {
+            let registry = crate::builtin_protocols(&crate::config::ProtocolsConfig::default());
+            Ok(Value::String(crate::suggest::diff(&args, &registry)?))
+        }
         PolicyCommand::Get { name: None } => client.call(Method::GET, "/v1/policy", None).await,
         PolicyCommand::Get { name: Some(name) } => {
             client
@@ -688,6 +706,7 @@ fn render_endpoints(endpoints: &Value) -> String {
                 "namespace",
                 "policy_ingress_enforcement",
                 "policy_egress_enforcement",
+                "policyAuditMode",
                 "identity",
                 "labels",
                 "ips",
@@ -703,6 +722,7 @@ fn render_endpoints(endpoints: &Value) -> String {
             "NAMESPACE",
             "POLICY (ingress) ENFORCEMENT",
             "POLICY (egress) ENFORCEMENT",
+            "AUDIT",
             "IDENTITY",
             "LABELS",
             "IPS",

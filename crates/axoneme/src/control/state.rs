@@ -789,6 +789,7 @@ mod tests {
             ips: vec![ip.parse().unwrap()],
             labels: [("app".to_owned(), app.to_owned())].into(),
             namespace: None,
+            policy_audit_mode: false,
         }
     }
 

@@ -18,7 +18,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use axoneme_policy::{ConnectionVerdict, PortPolicy, Snapshot};
 use axoneme_sdk::{
-    AccessLog, ConnectionMeta, Direction, EntryType, LogEntry, RequestPolicy, Verdict,
+    logging_audit_as, AccessLog, ConnectionMeta, DenyReason, Direction, EntryType, LogEntry,
+    RequestPolicy, Verdict,
 };
 
 use crate::proxy::connection::{Ends, Guards, Route};
@@ -142,9 +143,10 @@ impl<'s> End<'s> {
     fn check(&self, matches: &mut dyn FnMut(&(dyn Any + Send + Sync)) -> bool) -> Verdict<'_> {
         let verdict = self.policy.check(matches);
         if let Some(counters) = self.verdicts {
-            let counter = match verdict.allowed {
-                true => &counters.allowed,
-                false => &counters.denied,
+            let counter = match (verdict.allowed, verdict.audited) {
+                (true, false) => &counters.allowed,
+                (true, true) => &counters.audited,
+                (false, _) => &counters.denied,
             };
             counter.fetch_add(1, Ordering::Relaxed);
         }
@@ -188,6 +190,8 @@ enum Decided {
 #[derive(Debug, Default)]
 struct LastCheck {
     decided: Decided,
+    /// Why each end (first, second) would have denied the request its audit mode let through.
+    audits: [Option<DenyReason>; 2],
     /// The policy that allowed the request at the first end (reused, so a request costs no
     /// allocation).
     first_policy: String,
@@ -249,6 +253,7 @@ impl RequestPolicy for RequestChecks<'_> {
         };
         let mut last = self.last();
         let verdict = first.check(matches);
+        last.audits = [DenyReason::of_audited(&verdict), None];
         if !verdict.allowed {
             last.decided = Decided::First;
             return verdict;
@@ -256,34 +261,48 @@ impl RequestPolicy for RequestChecks<'_> {
         last.first_policy.clear();
         last.first_policy.push_str(verdict.policy_name);
         last.decided = Decided::Second;
-        second.check(matches)
+        let second_verdict = second.check(matches);
+        last.audits[1] = DenyReason::of_audited(&second_verdict);
+        Verdict {
+            audited: verdict.audited || second_verdict.audited,
+            ..second_verdict
+        }
     }
 }
 
 impl AccessLog for RequestChecks<'_> {
     /// Writes the parser's entry under the end that decided; when the second end decided, the
-    /// first end's allowing entry comes before it.
+    /// first end's allowing entry comes before it. Each entry is marked audited by its own end's
+    /// verdict (see [`axoneme_sdk::logging_audit`]).
     fn log(&self, entry: &LogEntry<'_>) {
         let Some((first, second)) = self.both() else {
             return self.log.log(entry);
         };
         let mut last = self.last();
+        let audits = std::mem::take(&mut last.audits);
+        let own_audit = |end: usize| audits[end].filter(|_| entry.entry_type == EntryType::Request);
         match std::mem::take(&mut last.decided) {
             Decided::Alone => self.log.log(entry),
-            Decided::First => self.log.log(&LogEntry {
-                meta: &first.meta,
-                ..*entry
+            Decided::First => logging_audit_as(own_audit(0), || {
+                self.log.log(&LogEntry {
+                    meta: &first.meta,
+                    ..*entry
+                })
             }),
             Decided::Second => {
-                self.log.log(&LogEntry {
-                    entry_type: EntryType::Request,
-                    meta: &first.meta,
-                    policy_name: &last.first_policy,
-                    ..*entry
+                logging_audit_as(audits[0], || {
+                    self.log.log(&LogEntry {
+                        entry_type: EntryType::Request,
+                        meta: &first.meta,
+                        policy_name: &last.first_policy,
+                        ..*entry
+                    })
                 });
-                self.log.log(&LogEntry {
-                    meta: &second.meta,
-                    ..*entry
+                logging_audit_as(own_audit(1), || {
+                    self.log.log(&LogEntry {
+                        meta: &second.meta,
+                        ..*entry
+                    })
                 });
             }
         }
@@ -294,20 +313,27 @@ impl AccessLog for RequestChecks<'_> {
 mod tests {
     use super::*;
     use crate::testing::{self, endpoint, ends, snapshot as snapshot_of};
+    use axoneme_policy::EndpointSpec;
+    use axoneme_sdk::logging_audit;
 
     const LUKE: &str = "10.0.0.1:40000";
     const CACHE: &str = "10.0.0.2:11211";
     const WORLD: &str = "192.0.2.9:40000";
 
-    /// luke's egress and cache's ingress on 11211, each with the `l7` list given.
-    fn snapshot(egress_l7: &str, ingress_l7: &str) -> Snapshot {
-        let text = format!(
+    /// The policies of luke's egress and cache's ingress on 11211, each with the `l7` list
+    /// given.
+    fn policies(egress_l7: &str, ingress_l7: &str) -> String {
+        format!(
             "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {{name: luke-out}}\nspec:\n  endpointSelector: {{matchLabels: {{app: luke}}}}\n  egress: [{{toPorts: [{{ports: [{{port: '11211'}}], rules: {{l7proto: memcache, l7: {egress_l7}}}}}]}}]\n\
              ---\n\
              apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {{name: cache-in}}\nspec:\n  endpointSelector: {{matchLabels: {{app: cache}}}}\n  ingress: [{{toPorts: [{{ports: [{{port: '11211'}}], rules: {{l7proto: memcache, l7: {ingress_l7}}}}}]}}]\n"
-        );
+        )
+    }
+
+    /// luke and cache under [`policies`].
+    fn snapshot(egress_l7: &str, ingress_l7: &str) -> Snapshot {
         snapshot_of(
-            &text,
+            &policies(egress_l7, ingress_l7),
             &[endpoint("luke", "10.0.0.1"), endpoint("cache", "10.0.0.2")],
         )
     }
@@ -363,8 +389,12 @@ mod tests {
                 Direction::Ingress => "ingress",
                 Direction::Egress => "egress",
             };
+            let audit = match logging_audit() {
+                Some(reason) => format!(" audit:{}", reason.as_str()),
+                None => String::new(),
+            };
             self.0.lock().unwrap().push(format!(
-                "{} {} {direction} {}",
+                "{} {} {direction} {}{audit}",
                 entry.entry_type.as_str(),
                 entry.meta.endpoint,
                 entry.policy_name
@@ -438,6 +468,45 @@ mod tests {
                 "Request luke egress luke-out",
                 "Request cache ingress cache-in"
             ]
+        );
+    }
+
+    #[test]
+    fn each_end_marks_its_own_entry_audited() {
+        let rules = "[{command: get}]";
+        let audited = |name: &str, ip: &str| EndpointSpec {
+            policy_audit_mode: true,
+            ..endpoint(name, ip)
+        };
+        // The server's ingress is in audit mode and would deny: only its entry is marked.
+        let server_audited = snapshot_of(
+            &policies("[{}]", rules),
+            &[endpoint("luke", "10.0.0.1"), audited("cache", "10.0.0.2")],
+        );
+        assert_eq!(
+            request(&server_audited, false),
+            (
+                true,
+                vec![
+                    "Request luke egress luke-out".into(),
+                    "Request cache ingress  audit:no-allow".into()
+                ]
+            )
+        );
+        // The client's egress is in audit mode and would deny, the server's allows.
+        let client_audited = snapshot_of(
+            &policies(rules, "[{}]"),
+            &[audited("luke", "10.0.0.1"), endpoint("cache", "10.0.0.2")],
+        );
+        assert_eq!(
+            request(&client_audited, false),
+            (
+                true,
+                vec![
+                    "Request luke egress  audit:no-allow".into(),
+                    "Request cache ingress cache-in".into()
+                ]
+            )
         );
     }
 

@@ -25,6 +25,8 @@ pub struct VerdictCounters {
     pub allowed: AtomicU64,
     /// Requests denied.
     pub denied: AtomicU64,
+    /// Requests a policy in audit mode would have denied, forwarded: counted here only.
+    pub audited: AtomicU64,
 }
 
 /// A latency histogram.
@@ -394,7 +396,11 @@ impl Metrics {
         );
         for (proto, m) in &self.protocols {
             for (direction, counters) in [("ingress", &m.ingress), ("egress", &m.egress)] {
-                for (verdict, n) in [("allowed", &counters.allowed), ("denied", &counters.denied)] {
+                for (verdict, n) in [
+                    ("allowed", &counters.allowed),
+                    ("denied", &counters.denied),
+                    ("audit", &counters.audited),
+                ] {
                     let _ = writeln!(
                         out,
                         "axoneme_l7_requests_total{{protocol=\"{proto}\",verdict=\"{verdict}\",direction=\"{direction}\"}} {}",

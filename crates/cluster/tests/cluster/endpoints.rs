@@ -16,6 +16,7 @@ fn endpoint(name: &str, ip: &str, app: &str) -> EndpointSpec {
         ips: vec![ip.parse().unwrap()],
         labels: BTreeMap::from([("app".to_owned(), app.to_owned())]),
         namespace: None,
+        policy_audit_mode: false,
     }
 }
 

@@ -19,6 +19,7 @@ impl RequestPolicy for AllowAll {
         Verdict {
             allowed: true,
             policy_name: "allow-all",
+            audited: false,
         }
     }
 }

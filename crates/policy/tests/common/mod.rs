@@ -16,7 +16,7 @@ use axoneme_sdk::{
 pub(crate) struct TestRules(Vec<Option<String>>);
 
 impl TestRules {
-    fn allows(&self, cmd: &str) -> bool {
+    pub(crate) fn allows(&self, cmd: &str) -> bool {
         self.0.iter().any(|c| match c {
             None => true,
             Some(c) => c == cmd,
@@ -82,6 +82,7 @@ fn endpoint(name: &str, ips: &[&str], labels: &[(&str, &str)]) -> EndpointSpec {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect::<BTreeMap<_, _>>(),
         namespace: None,
+        policy_audit_mode: false,
     }
 }
 

@@ -317,6 +317,26 @@ fn batch(entries: &[&str]) -> Vec<u8> {
 }
 
 #[test]
+fn under_audit_a_batch_passes_and_only_the_statements_policy_would_deny_are_marked() {
+    let mut s = Session::new(&Cassandra::default(), outpost_rules().in_audit_mode());
+    let mixed = batch(&[
+        "INSERT INTO attendance.daily_records (a) VALUES (1)",
+        "DELETE FROM attendance.daily_records WHERE a = 1",
+        "SELECT * FROM system.local",
+    ]);
+    s.send(Flow::Request, &mixed).unwrap();
+    assert_eq!(s.sent.upstream, mixed, "the whole batch reaches the server");
+    assert_eq!(
+        s.log(),
+        [
+            "Request empire query_action=insert query_table=attendance.daily_records",
+            "Request  query_action=delete query_table=attendance.daily_records (audit: no-allow)",
+            "Request empire query_action=select query_table=system.local",
+        ]
+    );
+}
+
+#[test]
 fn a_batch_with_one_denied_statement_is_denied_whole() {
     let mut s = outpost();
     let allowed = batch(&["INSERT INTO attendance.daily_records (a) VALUES (1)"]);

@@ -8,12 +8,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axoneme_sdk::{logging_denial, ConnectionMeta, Direction, EntryType, LogEntry};
+use axoneme_sdk::{logging_audit, logging_denial, ConnectionMeta, Direction, EntryType, LogEntry};
 
 /// Appends `entry` to `out` as one JSON line, and returns how many of its field values were
 /// truncated. A `Denied` entry a parser wrote after a denying policy check also gets `reason`:
 /// `deny-rule` (its `policy_name` holds the deny rule) or `no-allow` (no rule allowed the
 /// request; `policy_name` is empty).
+///
+/// A `Request` entry about a request that audit mode let through (see
+/// [`axoneme_sdk::logging_audit`]) gets `"verdict":"Audit"` and the `reason` it would have been
+/// denied for, after `policy_name`: `"entry_type":"Request","policy_name":"","verdict":"Audit",
+/// "reason":"no-allow"`. No other entry has a `verdict`.
 ///
 /// A field value longer than `max_field_bytes` bytes is cut to at most that many, at a UTF-8
 /// character boundary, and only the part kept is copied. The entry then says which values were
@@ -46,6 +51,12 @@ pub fn format_entry(
     if entry.entry_type == EntryType::Denied {
         if let Some(reason) = logging_denial() {
             out.extend_from_slice(b",\"reason\":\"");
+            out.extend_from_slice(reason.as_str().as_bytes());
+            out.push(b'"');
+        }
+    } else if entry.entry_type == EntryType::Request {
+        if let Some(reason) = logging_audit() {
+            out.extend_from_slice(b",\"verdict\":\"Audit\",\"reason\":\"");
             out.extend_from_slice(reason.as_str().as_bytes());
             out.push(b'"');
         }
@@ -385,7 +396,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
-    use axoneme_sdk::{AccessLog, DenyReason, Verdict};
+    use axoneme_sdk::{logging_audit_as, AccessLog, DenyReason, Verdict};
     use axoneme_sdk::{ConnectionMeta, Context, EntryType, Field, InjectBuffer, RequestPolicy};
 
     use super::*;
@@ -506,6 +517,7 @@ mod tests {
                 Verdict {
                     allowed: false,
                     policy_name: self.0,
+                    audited: false,
                 }
             }
         }
@@ -539,6 +551,39 @@ mod tests {
             assert_eq!(lines[0]["reason"], reason.as_str());
             assert!(lines[1].get("reason").is_none(), "no check, no reason");
         }
+    }
+
+    #[test]
+    fn an_audited_request_says_so_after_its_policy_name_and_nothing_else_does() {
+        let meta = meta();
+        let fields = [Field::text("cmd", "HALT")];
+        let entry = |entry_type| LogEntry {
+            entry_type,
+            policy_name: "",
+            fields: &fields,
+            ..bare_entry(&meta)
+        };
+        let line = |entry_type, audit| {
+            let mut out = Vec::new();
+            logging_audit_as(audit, || {
+                format_entry(&mut out, &entry(entry_type), UNIX_EPOCH, 64)
+            });
+            String::from_utf8(out).unwrap()
+        };
+        let audited = line(EntryType::Request, Some(DenyReason::NoAllow));
+        assert!(
+            audited.contains(
+                r#""entry_type":"Request","policy_name":"","verdict":"Audit","reason":"no-allow","source_security_id""#
+            ),
+            "{audited}"
+        );
+        let forwarded = line(EntryType::Request, None);
+        assert!(!forwarded.contains("verdict"), "{forwarded}");
+        let response = line(EntryType::Response, Some(DenyReason::DenyRule));
+        assert!(
+            !response.contains("verdict"),
+            "only requests are audited: {response}"
+        );
     }
 
     #[test]
