@@ -371,9 +371,15 @@ async fn observe_lines_filters_and_replay() {
     let refused = all.iter().position(|e| source_ip(e) == STRANGER).unwrap();
     let refused_line = human(lines[refused]);
     let stranger = all[refused]["source_address"].as_str().unwrap();
-    assert!(
-        refused_line.starts_with(&format!("{stranger} (")) && refused_line.contains(" DENIED"),
-        "{refused_line}"
+    let reason = all[refused]["generic_l7"]["fields"]["status"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        refused_line,
+        format!(
+            "{stranger} ({}) -> default/cache ({cache}) memcache-denied DENIED (status={reason})",
+            all[refused]["source_security_id"]
+        )
     );
 
     // Local time carries the zone's offset.
