@@ -92,7 +92,7 @@ pub enum ClientCommand {
     Redirect(RedirectCommand),
     /// Watch flows as they pass (or replay recent ones): a line each, or -o json entries.
     #[command(visible_alias = "monitor")]
-    Observe(ObserveArgs),
+    Observe(Box<ObserveArgs>),
     /// Manage the access-log file.
     #[command(subcommand)]
     AccessLog(AccessLogCommand),

@@ -148,21 +148,22 @@ impl Monitor {
         last: usize,
         follow: bool,
     ) -> (Vec<Arc<[u8]>>, Option<Watch>) {
+        // The lines are taken and the watcher added under the lock, so that no entry falls
+        // between them; they are parsed and filtered after it, not holding up logging threads.
         let recent = self.lock_recent();
-        let mut replayed: Vec<Arc<[u8]>> = recent
-            .lines
-            .iter()
+        let kept: Vec<Arc<[u8]>> = recent.lines.iter().cloned().collect();
+        let watch = follow.then(|| self.watch(filter.clone()));
+        drop(recent);
+        let mut replayed: Vec<Arc<[u8]>> = kept
+            .into_iter()
             .rev()
             .filter(|line| {
                 serde_json::from_slice::<Value>(line)
                     .is_ok_and(|entry| filter.matches(&LoggedFlow(&entry)))
             })
             .take(last)
-            .cloned()
             .collect();
         replayed.reverse();
-        let watch = follow.then(|| self.watch(filter));
-        drop(recent);
         (replayed, watch)
     }
 
@@ -247,7 +248,6 @@ impl AccessLog for Monitor {
         if !keep_recent && self.watchers.count.load(Ordering::Relaxed) == 0 {
             return;
         }
-        let mut line: Option<Arc<[u8]>> = None;
         let format = || -> Arc<[u8]> {
             let mut line = Vec::new();
             format_entry(
@@ -258,9 +258,11 @@ impl AccessLog for Monitor {
             );
             line.into()
         };
+        // Formatted before the lock when the ring takes every entry; for watchers alone, only
+        // once one takes it.
+        let mut line: Option<Arc<[u8]>> = keep_recent.then(format);
         let mut recent = self.lock_recent();
-        if keep_recent {
-            let line = line.get_or_insert_with(format);
+        if let Some(line) = &line {
             if line.len() <= self.limits.recent_bytes {
                 while recent.bytes + line.len() > self.limits.recent_bytes {
                     let oldest = recent.lines.pop_front().expect("bytes are of kept lines");
