@@ -481,8 +481,16 @@ async fn observe_lines_filters_and_replay() {
     assert!(error.contains("expected field=value"), "{error}");
     let error = agent.fails(&["observe", "--from-identity", "luke"]);
     assert!(error.contains("invalid value 'luke'"), "{error}");
-    let error = agent.fails(&["observe", "--follow"]);
-    assert!(error.contains("--last"), "{error}");
+
+    // -o yaml: one document per entry.
+    let yaml = agent.ok(&["observe", "--last", "2", "-o", "yaml"]);
+    let documents: Vec<Value> = yaml
+        .split("---\n")
+        .filter(|d| !d.is_empty())
+        .map(|d| serde_yaml::from_str(d).unwrap())
+        .collect();
+    let now = agent.replay(&[]);
+    assert_eq!(documents, now[now.len() - 2..]);
 
     // `monitor` is still the same command.
     let monitor = agent.ok(&["monitor", "--last", "1", "-o", "json"]);

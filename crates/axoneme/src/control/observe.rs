@@ -94,8 +94,8 @@ pub struct ObserveArgs {
     /// go on with --follow.
     #[arg(long, value_name = "N")]
     pub last: Option<usize>,
-    /// After --last, go on showing new flows.
-    #[arg(long, short = 'f', requires = "last")]
+    /// After --last, go on showing new flows (without --last, flows are always followed).
+    #[arg(long, short = 'f')]
     pub follow: bool,
     /// Show times in UTC rather than local time.
     #[arg(long)]
@@ -502,5 +502,11 @@ mod tests {
         assert!(!args.live());
         assert!(ObserveArgs::default().live());
         assert_eq!(ObserveArgs::default().query(), "");
+        let follow = ObserveArgs {
+            follow: true,
+            ..ObserveArgs::default()
+        };
+        assert!(follow.live());
+        assert_eq!(follow.query(), "", "live is the agent's default");
     }
 }
