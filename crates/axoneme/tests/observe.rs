@@ -510,6 +510,10 @@ async fn cilium_like_commands() {
         agent.ok(&["version", "--client"]),
         format!("client: {version}\n")
     );
+    assert_eq!(
+        agent.ok(&["version"]),
+        format!("client: {version}\nagent: {version}\n")
+    );
     let output = Command::new(env!("CARGO_BIN_EXE_axoneme"))
         .args(["--api", "/nonexistent/api.sock", "version"])
         .output()

@@ -513,6 +513,11 @@ pub async fn run(args: ApiArgs, command: ClientCommand) -> anyhow::Result<()> {
                         env!("CARGO_PKG_VERSION")
                     ))
                 })?;
+            if !json_out {
+                println!("client: {}", env!("CARGO_PKG_VERSION"));
+                println!("agent: {}", cell(&agent["version"]));
+                return Ok(());
+            }
             json!({ "client": env!("CARGO_PKG_VERSION"), "agent": agent["version"] })
         }
         ClientCommand::AccessLog(AccessLogCommand::Reopen) => {
