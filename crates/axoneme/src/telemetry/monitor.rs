@@ -8,7 +8,9 @@
 //! falls behind loses its oldest entries rather than slowing the proxy or growing without
 //! bound, and is told how many it lost before the next entry it gets. Losses are counted. The
 //! recent entries are a ring bounded in bytes (`monitor.recentBytes`), oldest dropped first;
-//! while it is on, every entry is formatted for it. A watcher that asks for a replay gets the
+//! while it is on, every entry is formatted for it, into a buffer each thread reuses and then
+//! copied into the ring's own bytes, so that keeping entries allocates nothing once the ring is
+//! full. A watcher that asks for a replay gets the
 //! ring and every later entry, none twice and none missing. This module does not write the
 //! access log.
 
@@ -105,12 +107,37 @@ impl Default for Limits {
     }
 }
 
-/// The most recent entries, oldest first, bounded in bytes.
+/// The most recent entries, oldest first, bounded in bytes: their lines one after another,
+/// and the length of each.
 #[derive(Debug, Default)]
 struct Recent {
-    lines: VecDeque<Arc<[u8]>>,
-    /// Bytes of `lines`.
-    bytes: usize,
+    bytes: VecDeque<u8>,
+    lengths: VecDeque<usize>,
+}
+
+impl Recent {
+    /// Adds `line`, dropping the oldest lines to keep within `max` bytes; a line longer than
+    /// `max` is not kept.
+    fn push(&mut self, line: &[u8], max: usize) {
+        if line.len() > max {
+            return;
+        }
+        while self.bytes.len() + line.len() > max {
+            let oldest = self.lengths.pop_front().expect("bytes are of kept lines");
+            self.bytes.drain(..oldest);
+        }
+        self.bytes.extend(line);
+        self.lengths.push_back(line.len());
+    }
+}
+
+/// The most a thread's formatting buffer keeps between entries: one entry with long fields
+/// may grow it, but it does not stay that large.
+const SCRATCH_KEPT_BYTES: usize = 64 << 10;
+
+thread_local! {
+    /// The line this thread formats an entry into for the ring, kept between entries.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// The access log fanned out: to the log itself, to the ring of recent entries and to
@@ -151,10 +178,18 @@ impl Monitor {
         // The lines are taken and the watcher added under the lock, so that no entry falls
         // between them; they are parsed and filtered after it, not holding up logging threads.
         let recent = self.lock_recent();
-        let kept: Vec<Arc<[u8]>> = recent.lines.iter().cloned().collect();
+        let (front, back) = recent.bytes.as_slices();
+        let bytes = [front, back].concat();
+        let lengths: Vec<usize> = recent.lengths.iter().copied().collect();
         let watch = follow.then(|| self.watch(filter.clone()));
         drop(recent);
-        let mut replayed: Vec<Arc<[u8]>> = kept
+        let mut lines = Vec::with_capacity(lengths.len());
+        let mut start = 0;
+        for length in lengths {
+            lines.push(&bytes[start..start + length]);
+            start += length;
+        }
+        let mut replayed: Vec<Arc<[u8]>> = lines
             .into_iter()
             .rev()
             .filter(|line| {
@@ -162,6 +197,7 @@ impl Monitor {
                     .is_ok_and(|entry| filter.matches(&LoggedFlow(&entry)))
             })
             .take(last)
+            .map(Arc::from)
             .collect();
         replayed.reverse();
         (replayed, watch)
@@ -169,7 +205,7 @@ impl Monitor {
 
     /// Bytes of recent entries kept for replay now.
     pub fn recent_bytes(&self) -> usize {
-        self.lock_recent().bytes
+        self.lock_recent().bytes.len()
     }
 
     /// A new watcher's view of the entries `filter` takes, from now on.
@@ -258,31 +294,44 @@ impl AccessLog for Monitor {
             );
             line.into()
         };
-        // Formatted before the lock when the ring takes every entry; for watchers alone, only
-        // once one takes it.
-        let mut line: Option<Arc<[u8]>> = keep_recent.then(format);
-        let mut recent = self.lock_recent();
-        if let Some(line) = &line {
-            if line.len() <= self.limits.recent_bytes {
-                while recent.bytes + line.len() > self.limits.recent_bytes {
-                    let oldest = recent.lines.pop_front().expect("bytes are of kept lines");
-                    recent.bytes -= oldest.len();
-                }
-                recent.bytes += line.len();
-                recent.lines.push_back(Arc::clone(line));
-            }
+        if !keep_recent {
+            return self.offer_to_watchers(entry, &format);
         }
+        // Formatted before the lock, into this thread's own buffer, and copied into the ring
+        // under it; a watcher that takes the entry gets a copy of the same line.
+        SCRATCH.with_borrow_mut(|scratch| {
+            scratch.clear();
+            format_entry(
+                scratch,
+                entry,
+                SystemTime::now(),
+                self.limits.max_field_bytes,
+            );
+            let mut recent = self.lock_recent();
+            recent.push(scratch, self.limits.recent_bytes);
+            self.offer_to_watchers(entry, &|| Arc::from(scratch.as_slice()));
+            drop(recent);
+            if scratch.capacity() > SCRATCH_KEPT_BYTES {
+                *scratch = Vec::new();
+            }
+        });
+    }
+}
+
+impl Monitor {
+    /// Offers `entry` to the watchers whose filter takes it, as the line `format` makes (made
+    /// once, and only if one does). Called under the ring's lock.
+    fn offer_to_watchers(&self, entry: &LogEntry<'_>, format: &dyn Fn() -> Arc<[u8]>) {
         if self.watchers.count.load(Ordering::Relaxed) == 0 {
             return;
         }
+        let mut line: Option<Arc<[u8]>> = None;
         for watcher in self.watchers.list().iter() {
-            if !watcher.filter.matches(entry) {
-                continue;
+            if watcher.filter.matches(entry) {
+                let line = line.get_or_insert_with(format);
+                self.offer(watcher, line);
             }
-            let line = line.get_or_insert_with(format);
-            self.offer(watcher, line);
         }
-        drop(recent);
     }
 }
 
