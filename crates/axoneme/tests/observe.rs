@@ -327,6 +327,19 @@ async fn observe_lines_filters_and_replay() {
     assert!(agent.replay(&["--to-endpoint", "vader"]).is_empty());
     assert!(agent.replay(&["--from-identity", "99999"]).is_empty());
 
+    // The ring is bounded by monitor.recentBytes, and its size is a metric.
+    let metrics = agent.json(&["metrics", "list"]);
+    let ring = metrics
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["metric"] == "axoneme_monitor_recent_bytes")
+        .expect("the ring's metric");
+    let ring: usize = ring["value"].as_str().unwrap().parse().unwrap();
+    let lines_bytes: usize = agent.ok(&["observe", "--last", "1000", "-o", "json"]).len();
+    assert_eq!(ring, lines_bytes, "every kept line, and nothing else");
+    assert!(ring <= 65536);
+
     // --last N alone: the newest N entries, then the command ends.
     assert_eq!(agent.replay(&[]), all);
     let last_two = agent.ok(&["observe", "--last", "2", "-o", "json"]);
