@@ -1,5 +1,6 @@
-//! The access log's cost on the forwarding path: formatting one memcached request's entry, and
-//! handing it to the log (format plus append to the writer's batch).
+//! The access log's cost on the forwarding path: formatting one memcached request's entry,
+//! handing it to the log (format plus append to the writer's batch), and handing it to the
+//! monitor in front of the log, which also keeps it in its ring of recent entries.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use std::time::SystemTime;
 use axoneme::telemetry::access_log::{
     format_entry, JsonAccessLog, Limits, DEFAULT_MAX_FIELD_BYTES,
 };
+use axoneme::telemetry::monitor::{Limits as MonitorLimits, Monitor};
 use axoneme_sdk::{AccessLog, ConnectionMeta, Direction, EntryType, Field, LogEntry};
 use criterion::{criterion_group, criterion_main, Criterion};
 
@@ -62,6 +64,11 @@ fn access_log(c: &mut Criterion) {
     c.bench_function("log memcached get entry", |b| {
         b.iter(|| log.log(black_box(&entry)))
     });
+    let monitor = Monitor::new(Arc::new(log), MonitorLimits::default());
+    c.bench_function(
+        "log memcached get entry, monitor keeping recent entries",
+        |b| b.iter(|| monitor.log(black_box(&entry))),
+    );
 }
 
 criterion_group!(benches, access_log);

@@ -341,6 +341,14 @@ pub struct MonitorConfig {
     /// oldest entries (and is told how many).
     #[serde(default = "default_monitor_queue_bytes")]
     pub queue_bytes: usize,
+    /// Bytes of the most recent entries kept for `observe --last N`, oldest dropped first; 0
+    /// keeps none (and spares formatting entries nobody watches).
+    #[serde(default = "default_monitor_recent_bytes")]
+    pub recent_bytes: usize,
+}
+
+fn default_monitor_recent_bytes() -> usize {
+    crate::telemetry::monitor::DEFAULT_RECENT_BYTES
 }
 
 fn default_monitor_queue_bytes() -> usize {
@@ -351,6 +359,7 @@ impl Default for MonitorConfig {
     fn default() -> Self {
         MonitorConfig {
             queue_bytes: default_monitor_queue_bytes(),
+            recent_bytes: default_monitor_recent_bytes(),
         }
     }
 }
@@ -373,6 +382,7 @@ impl Config {
         crate::telemetry::monitor::Limits {
             queue_bytes: self.monitor.queue_bytes,
             max_field_bytes: self.access_log_limits().max_field_bytes,
+            recent_bytes: self.monitor.recent_bytes,
         }
     }
 
@@ -755,6 +765,7 @@ listeners:
             (16 << 20, None, 4096)
         );
         assert_eq!(config.monitor.queue_bytes, 4 << 20);
+        assert_eq!(config.monitor.recent_bytes, 1 << 20);
     }
 
     #[test]
@@ -763,7 +774,7 @@ listeners:
             &EXAMPLE.replace(
                 r#"accessLog: {path: "-"}"#,
                 "accessLog: {path: \"-\", queue: 100, queueBytes: 65536, maxFieldBytes: 512}\n\
-                 monitor: {queueBytes: 1024}",
+                 monitor: {queueBytes: 1024, recentBytes: 0}",
             ),
             Path::new("."),
         )
@@ -780,7 +791,8 @@ listeners:
             config.monitor_limits(),
             crate::telemetry::monitor::Limits {
                 queue_bytes: 1024,
-                max_field_bytes: 512
+                max_field_bytes: 512,
+                recent_bytes: 0
             }
         );
         let unlogged = Config::parse(

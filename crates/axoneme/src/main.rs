@@ -12,7 +12,7 @@ use axoneme::config::Config;
 use axoneme::control::cli::{self, ApiArgs, ClientCommand};
 use axoneme::control::{api, watch};
 use axoneme::{builtin_protocols, Agent};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum};
 use tokio::signal::unix::{signal, SignalKind};
 
 /// jemalloc, whose background threads give memory that stays free back to the system within
@@ -22,9 +22,18 @@ use tokio::signal::unix::{signal, SignalKind};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// Examples shown under `axoneme --help`.
+const EXAMPLES: &str = "\
+Examples:
+  axoneme run --config /etc/axoneme/config.yaml
+  axoneme policy import deathstar.yaml
+  axoneme endpoint list
+  axoneme observe --verdict DENIED
+  axoneme status";
+
 /// Axoneme: an L7 policy proxy for non-HTTP protocols, enforcing CiliumNetworkPolicy L7 rules.
 #[derive(Parser)]
-#[command(version)]
+#[command(version, after_help = EXAMPLES)]
 struct Cli {
     #[command(flatten)]
     api: ApiArgs,
@@ -44,6 +53,11 @@ enum Command {
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
     },
+    /// Prints a shell completion script, e.g. `source <(axoneme completion bash)`.
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     #[command(flatten)]
     Client(ClientCommand),
 }
@@ -57,10 +71,45 @@ enum LogFormat {
     Json,
 }
 
+/// The command line, its global options described once, under `axoneme --help`: each
+/// subcommand takes them (a hidden copy, which clap then hands down to the subcommands below
+/// it) but lists them no more, and says where they are described.
+fn command() -> clap::Command {
+    let command = Cli::command();
+    let global: Vec<clap::Arg> = command
+        .get_arguments()
+        .filter(|arg| arg.is_global_set())
+        .map(|arg| arg.clone().hide(true))
+        .collect();
+    let names: Vec<String> = command
+        .get_subcommands()
+        .map(|sub| sub.get_name().to_owned())
+        .collect();
+    let note = "Global options (--api, --token, -o/--output, --no-headers): see `axoneme --help`.";
+    names.iter().fold(command, |command, name| {
+        command.mut_subcommand(name, |sub| {
+            let after = match sub.get_after_help() {
+                Some(examples) => format!("{examples}\n\n{note}"),
+                None => note.to_owned(),
+            };
+            sub.args(global.iter().cloned()).after_help(after)
+        })
+    })
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::from_arg_matches(&command().get_matches()) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
     let result = match cli.command {
         Command::Run { config, log_format } => run(config, log_format),
+        Command::Completion { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command(), "axoneme", &mut script);
+            std::io::Write::write_all(&mut std::io::stdout(), &script)
+                .context("writing the completion script")
+        }
         Command::Client(command) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -386,7 +386,7 @@ async fn monitor_metrics_and_a_watched_policy_file() {
     let mut monitor = Command::new(env!("CARGO_BIN_EXE_axoneme"))
         .arg("--api")
         .arg(agent.dir.join("api.sock"))
-        .args(["monitor", "--type", "denied"])
+        .args(["monitor", "-o", "json", "--type", "denied"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();

@@ -135,7 +135,7 @@ async fn long_multigets_are_dropped_from_a_full_log_and_an_unread_monitor_stays_
     let mut reader = Command::new(env!("CARGO_BIN_EXE_axoneme"))
         .arg("--api")
         .arg(dir.join("api.sock"))
-        .args(["monitor", "--proto", "memcache"])
+        .args(["monitor", "-o", "json", "--proto", "memcache"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();

@@ -71,6 +71,9 @@ struct EndpointView {
     namespace: String,
     ips: Vec<IpAddr>,
     labels: BTreeMap<String, String>,
+    /// Audit mode: the filter forwards what the endpoint's policy would deny, as the agent does.
+    #[serde(default, rename = "policyAuditMode")]
+    policy_audit_mode: bool,
 }
 
 /// A running agent, reached through its API socket.
@@ -112,6 +115,7 @@ impl AgentSource {
                 ips: e.ips,
                 labels: e.labels,
                 namespace: Some(e.namespace),
+                policy_audit_mode: e.policy_audit_mode,
             })
             .collect();
         Ok(AgentState {

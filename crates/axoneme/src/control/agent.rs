@@ -264,6 +264,7 @@ impl Agent {
             monitor_dropped: self.monitor.dropped(),
             monitor_queue_bytes: self.monitor.backlog_bytes(),
             monitor_watchers: self.monitor.watchers(),
+            monitor_recent_bytes: self.monitor.recent_bytes(),
         }
     }
 

@@ -133,6 +133,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
     let limit = agent.api_max_body_bytes;
     Router::new()
         .route("/v1/health", get(health))
+        .route("/v1/version", get(version))
         .route("/v1/status", get(status))
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/cluster", get(cluster_status))
@@ -151,6 +152,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
             get(get_endpoint).put(put_endpoint).delete(delete_endpoint),
         )
         .route("/v1/identity", get(list_identities))
+        .route("/v1/identity/{id}", get(get_identity))
         .route("/v1/listener", get(list_listeners))
         .route(
             "/v1/listener/{name}",
@@ -325,6 +327,11 @@ async fn health() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
+/// The agent's version, as `axoneme version` shows it beside the client's.
+async fn version() -> Json<Value> {
+    Json(json!({ "version": env!("CARGO_PKG_VERSION") }))
+}
+
 async fn status(Shared(agent): Shared<Arc<Agent>>) -> Json<Value> {
     use std::sync::atomic::Ordering::Relaxed;
     let m = agent.metrics();
@@ -406,7 +413,9 @@ async fn get_policy(
         .iter()
         .find(|p| p.name() == name)
         .ok_or(StateError::PolicyNotFound(name))?;
-    Ok(Json(policy_json(policy)))
+    let mut answer = policy_json(policy);
+    answer["revision"] = json!(agent.state().revision());
+    Ok(Json(answer))
 }
 
 /// The name of policies imported as a bare body, in messages and as their `source`.
@@ -586,7 +595,32 @@ async fn delete_endpoint(
     Ok(Json(json!({ "revision": revision })))
 }
 
-async fn list_identities(Shared(agent): Shared<Arc<Agent>>) -> Json<Value> {
+async fn list_identities(Shared(agent): Shared<Arc<Agent>>) -> Json<Vec<Value>> {
+    Json(identities(&agent))
+}
+
+async fn get_identity(
+    Shared(agent): Shared<Arc<Agent>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<Value>> {
+    let wanted: u32 = id
+        .parse()
+        .map_err(|_| bad_request(format!("identity: {id:?} is not a numeric identity")))?;
+    identities(&agent)
+        .into_iter()
+        .find(|identity| identity["id"] == wanted)
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                format!("no identity {wanted} is known"),
+            )
+        })
+}
+
+/// Every identity known: the reserved ones and those of endpoints, with their labels and
+/// endpoints.
+fn identities(agent: &Agent) -> Vec<Value> {
     let snapshot = agent.state().snapshot();
     let mut identities: BTreeMap<u32, (Vec<String>, Vec<String>)> = BTreeMap::new();
     for reserved in snapshot.reserved_identities() {
@@ -606,7 +640,7 @@ async fn list_identities(Shared(agent): Shared<Arc<Agent>>) -> Json<Value> {
         .into_iter()
         .map(|(id, (labels, endpoints))| json!({ "id": id, "labels": labels, "endpoints": endpoints }))
         .collect();
-    Json(Value::Array(list))
+    list
 }
 
 async fn list_listeners(Shared(agent): Shared<Arc<Agent>>) -> Json<Value> {
@@ -681,44 +715,130 @@ async fn reopen_access_log(Shared(agent): Shared<Arc<Agent>>) -> Result<Json<Val
     }
 }
 
-#[derive(Deserialize)]
-struct MonitorOptions {
-    #[serde(rename = "type")]
-    entry_type: Option<String>,
-    proto: Option<String>,
-    endpoint: Option<String>,
+/// A watch asked for in `/v1/monitor`'s query: the filter, and the replay.
+struct MonitorQuery {
+    filter: Filter,
+    /// Replay this many recent entries first.
+    last: Option<usize>,
+    /// Stream later entries; without `last`, always.
+    follow: bool,
+}
+
+/// Reads `/v1/monitor`'s query (repeated keys allowed, see `openapi.json`); an unknown key,
+/// protocol, type, verdict or endpoint is an error that says which and lists the valid ones.
+fn monitor_query(agent: &Agent, pairs: Vec<(String, String)>) -> Result<MonitorQuery> {
+    use crate::telemetry::flow_filter::{self as parse, NamedEndpoint};
+    let mut query = MonitorQuery {
+        filter: Filter::default(),
+        last: None,
+        follow: false,
+    };
+    let mut follow = None;
+    let filter = &mut query.filter;
+    let endpoints = agent.state().endpoints();
+    let endpoint = |value: &str| {
+        endpoints
+            .iter()
+            .find(|e| e.name == value)
+            .map(|e| NamedEndpoint {
+                name: e.name.clone(),
+                ips: e.ips.clone(),
+            })
+            .ok_or_else(|| {
+                let known: Vec<&str> = endpoints.iter().map(|e| e.name.as_str()).collect();
+                ApiError(
+                    StatusCode::NOT_FOUND,
+                    format!(
+                        "endpoint: {value:?} is not a known endpoint (known: {})",
+                        known.join(", ")
+                    ),
+                )
+            })
+    };
+    let invalid = |error: parse::FilterError| bad_request(error.to_string());
+    for (key, value) in pairs {
+        match key.as_str() {
+            "type" => filter
+                .entry_types
+                .push(parse::parse_entry_type(&value).map_err(invalid)?),
+            "verdict" => filter
+                .verdicts
+                .push(parse::parse_verdict(&value).map_err(invalid)?),
+            "protocol" | "proto" => filter.protocols.push(
+                parse::parse_protocol(&value, &agent.state().registry().names())
+                    .map_err(invalid)?,
+            ),
+            "endpoint" => filter.endpoints.push(endpoint(&value)?.name),
+            "from_endpoint" => filter.from_endpoints.push(endpoint(&value)?),
+            "to_endpoint" => filter.to_endpoints.push(endpoint(&value)?),
+            "from_label" => filter
+                .from_labels
+                .push(parse::parse_label("from_label", &value).map_err(invalid)?),
+            "to_label" => filter
+                .to_labels
+                .push(parse::parse_label("to_label", &value).map_err(invalid)?),
+            "from_identity" => filter
+                .from_identities
+                .push(parse::parse_identity("from_identity", &value).map_err(invalid)?),
+            "to_identity" => filter
+                .to_identities
+                .push(parse::parse_identity("to_identity", &value).map_err(invalid)?),
+            "l7" => {
+                let (field, wanted) = parse::parse_l7(&value).map_err(invalid)?;
+                filter.l7.entry(field).or_default().push(wanted);
+            }
+            "last" => {
+                query.last = Some(value.parse().map_err(|_| {
+                    bad_request(format!("last: {value:?} is not a number of entries"))
+                })?)
+            }
+            "follow" => {
+                follow =
+                    Some(value.parse::<bool>().map_err(|_| {
+                        bad_request(format!("follow: {value:?} is not true or false"))
+                    })?)
+            }
+            _ => {
+                return Err(bad_request(format!(
+                    "{key:?} is not a monitor filter (type, verdict, protocol, endpoint, \
+                     from_endpoint, to_endpoint, from_label, to_label, from_identity, \
+                     to_identity, l7, last, follow)"
+                )))
+            }
+        }
+    }
+    query.follow = follow.unwrap_or(query.last.is_none());
+    Ok(query)
 }
 
 async fn monitor(
     Shared(agent): Shared<Arc<Agent>>,
-    Query(options): Query<MonitorOptions>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Response> {
-    if let Some(t) = &options.entry_type {
-        if !["request", "response", "denied"].contains(&t.to_ascii_lowercase().as_str()) {
-            return Err(bad_request(format!(
-                "type: {t:?} is not request, response or denied"
-            )));
-        }
-    }
-    let filter = Filter {
-        entry_type: options.entry_type,
-        proto: options.proto,
-        endpoint: options.endpoint,
-    };
-    let watch = agent.monitor().watch(filter);
-    let lines = stream::unfold(watch, |watch| async move {
+    let query = monitor_query(&agent, pairs)?;
+    let (replayed, watch) =
+        agent
+            .monitor()
+            .replay(query.filter, query.last.unwrap_or(0), query.follow);
+    let replayed = stream::iter(
+        replayed
+            .into_iter()
+            .map(|line| Ok::<_, Infallible>(Bytes::from_owner(line))),
+    );
+    let live = stream::unfold(watch, |watch| async move {
+        let watch = watch?;
         let line = match watch.next().await {
             monitor::Next::Entry(line) => Bytes::from_owner(line),
             monitor::Next::Missed(missed) => {
                 Bytes::from(format!("{{\"monitor_dropped\":{missed}}}\n"))
             }
         };
-        Some((Ok::<_, Infallible>(line), watch))
+        Some((Ok::<_, Infallible>(line), Some(watch)))
     });
     let content_type = HeaderValue::from_static("application/x-ndjson");
     Ok((
         [(header::CONTENT_TYPE, content_type)],
-        Body::from_stream(lines),
+        Body::from_stream(futures_util::StreamExt::chain(replayed, live)),
     )
         .into_response())
 }

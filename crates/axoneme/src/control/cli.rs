@@ -1,9 +1,11 @@
-//! The command line's client side: `axoneme policy|endpoint|identity|listener|redirect|monitor|
-//! access-log|metrics|status`, shaped like Cilium's CLI, talking to a running agent's REST API.
+//! The command line's client side: `axoneme policy|endpoint|identity|listener|redirect|observe|
+//! access-log|metrics|status|version`, shaped like Cilium's CLI, talking to a running agent's
+//! REST API.
 //!
-//! Each command is one API call (or a stream, for `monitor`) and a rendering: a table for
-//! people, or the API's JSON with `-o json`; `policy suggest` and `policy diff` read files
-//! instead and need no agent. Errors come back as one line for `main` to print.
+//! Each command is one API call (or a stream, for `observe`, in [`observe`](super::observe))
+//! and a rendering: a table for people (headers optional), or the API's JSON or YAML with
+//! `-o json|yaml`; `policy suggest` and `policy diff` read files instead and need no agent.
+//! Errors come back as one line for `main` to print.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -15,10 +17,10 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UnixStream};
 
 use crate::config::DEFAULT_API_SOCKET;
+use crate::control::observe::{self, ObserveArgs};
 
 /// How results are shown.
 #[derive(Debug, Clone, Copy, Default, ValueEnum)]
@@ -28,33 +30,59 @@ pub enum Output {
     Table,
     /// The API's JSON, for scripts.
     Json,
+    /// The API's answer as YAML.
+    Yaml,
 }
 
 /// Where the agent's API is, and how to show results.
 #[derive(Debug, Clone, Args)]
 pub struct ApiArgs {
     /// The agent's API: a Unix socket path, or http://HOST:PORT.
-    #[arg(long, global = true, env = "AXONEME_API", default_value = DEFAULT_API_SOCKET)]
+    #[arg(long, global = true, env = "AXONEME_API", default_value = DEFAULT_API_SOCKET, help_heading = GLOBAL)]
     pub api: String,
     /// Bearer token for a TCP API.
-    #[arg(long, global = true, env = "AXONEME_TOKEN", hide_env_values = true)]
+    #[arg(long, global = true, env = "AXONEME_TOKEN", hide_env_values = true, help_heading = GLOBAL)]
     pub token: Option<String>,
     /// Output format.
-    #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Output::Table)]
+    #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Output::Table, help_heading = GLOBAL)]
     pub output: Output,
+    /// Tables without their header line.
+    #[arg(long, global = true, help_heading = GLOBAL)]
+    pub no_headers: bool,
 }
+
+/// The heading that gathers the options every command takes, apart from each command's own.
+const GLOBAL: &str = "Global options";
+
+const POLICY_EXAMPLES: &str = "\
+Examples:
+  axoneme policy import deathstar.yaml
+  axoneme policy get                 # every policy, and the revision
+  axoneme policy get rule1           # one policy as YAML (-o json for JSON)
+  axoneme policy trace --src-labels app=luke --dst-endpoint cache --dport 11211 command=get";
+
+const ENDPOINT_EXAMPLES: &str = "\
+Examples:
+  axoneme endpoint list
+  axoneme endpoint get cache -o yaml
+  axoneme endpoint add luke --ip 10.0.0.21 --label app=luke";
+
+const IDENTITY_EXAMPLES: &str = "\
+Examples:
+  axoneme identity list --no-headers
+  axoneme identity get 256";
 
 /// The client commands.
 #[derive(Debug, Subcommand)]
 pub enum ClientCommand {
     /// Manage policies.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = POLICY_EXAMPLES)]
     Policy(PolicyCommand),
     /// Manage endpoints.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = ENDPOINT_EXAMPLES)]
     Endpoint(EndpointCommand),
     /// Show identities.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = IDENTITY_EXAMPLES)]
     Identity(IdentityCommand),
     /// Manage listeners.
     #[command(subcommand)]
@@ -63,18 +91,9 @@ pub enum ClientCommand {
     /// axoneme`) of an agent that manages them.
     #[command(subcommand)]
     Redirect(RedirectCommand),
-    /// Stream the access log.
-    Monitor {
-        /// Only entries of this type: request, response or denied.
-        #[arg(long = "type")]
-        entry_type: Option<String>,
-        /// Only entries of this protocol.
-        #[arg(long)]
-        proto: Option<String>,
-        /// Only entries about this endpoint.
-        #[arg(long)]
-        endpoint: Option<String>,
-    },
+    /// Watch flows as they pass (or replay recent ones): a line each, or -o json entries.
+    #[command(visible_alias = "monitor")]
+    Observe(Box<ObserveArgs>),
     /// Manage the access-log file.
     #[command(subcommand)]
     AccessLog(AccessLogCommand),
@@ -82,7 +101,14 @@ pub enum ClientCommand {
     #[command(subcommand)]
     Metrics(MetricsCommand),
     /// Show the agent's status.
+    #[command(after_help = "Examples:\n  axoneme status\n  axoneme status -o json")]
     Status,
+    /// Show the client's version and the agent's.
+    Version {
+        /// Only the client's version; the agent is not asked.
+        #[arg(long)]
+        client: bool,
+    },
     /// Show this node's view of the cluster (cluster mode).
     #[command(subcommand)]
     Cluster(ClusterCommand),
@@ -111,7 +137,7 @@ pub enum PolicyCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-    /// Show every policy, or one.
+    /// Show every policy, or one (as YAML, with the revision).
     Get {
         /// A policy name.
         name: Option<String>,
@@ -161,6 +187,11 @@ pub enum PolicyCommand {
 pub enum EndpointCommand {
     /// List endpoints.
     List,
+    /// Show one endpoint.
+    Get {
+        /// Its name.
+        name: String,
+    },
     /// Add or replace an endpoint.
     Add {
         /// Its name.
@@ -190,6 +221,11 @@ pub enum EndpointCommand {
 pub enum IdentityCommand {
     /// List identities.
     List,
+    /// Show one identity: its labels and endpoints.
+    Get {
+        /// Its number.
+        id: u32,
+    },
 }
 
 /// `axoneme listener ...`
@@ -259,13 +295,13 @@ pub enum MetricsCommand {
 }
 
 /// A connection to the agent's API.
-struct Client {
+pub(crate) struct Client {
     api: String,
     token: Option<String>,
 }
 
 impl Client {
-    async fn send(
+    pub(crate) async fn send(
         &self,
         method: Method,
         path: &str,
@@ -309,7 +345,7 @@ impl Client {
     }
 
     /// One call; the answer's JSON, or its error message.
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: Method,
         path: &str,
@@ -355,16 +391,39 @@ pub async fn run(args: ApiArgs, command: ClientCommand) -> anyhow::Result<()> {
         api: args.api,
         token: args.token,
     };
-    let json_out = matches!(args.output, Output::Json);
+    let output = args.output;
+    let headers = !args.no_headers;
+    let json_out = !matches!(output, Output::Table);
     let value = match command {
+        ClientCommand::Policy(PolicyCommand::Get { name: Some(name) }) if !json_out => {
+            let answer = client
+                .call(Method::GET, &format!("/v1/policy/{}", encode(&name)), None)
+                .await?;
+            print!("{}", policy_yaml(&answer)?);
+            return Ok(());
+        }
         ClientCommand::Policy(command) => policy(&client, command, json_out).await?,
         ClientCommand::Endpoint(EndpointCommand::List) => {
             let endpoints = client.call(Method::GET, "/v1/endpoint", None).await?;
             if !json_out {
-                println!("{}", render_endpoints(&endpoints));
+                println!("{}", render_endpoints(&endpoints, headers));
                 return Ok(());
             }
             endpoints
+        }
+        ClientCommand::Endpoint(EndpointCommand::Get { name }) => {
+            client
+                .call(
+                    Method::GET,
+                    &format!("/v1/endpoint/{}", encode(&name)),
+                    None,
+                )
+                .await?
+        }
+        ClientCommand::Identity(IdentityCommand::Get { id }) => {
+            client
+                .call(Method::GET, &format!("/v1/identity/{id}"), None)
+                .await?
         }
         ClientCommand::Endpoint(EndpointCommand::Add {
             name,
@@ -452,12 +511,24 @@ pub async fn run(args: ApiArgs, command: ClientCommand) -> anyhow::Result<()> {
             };
             client.call(method, "/v1/redirect", None).await?
         }
-        ClientCommand::Monitor {
-            entry_type,
-            proto,
-            endpoint,
-        } => {
-            return monitor(&client, entry_type, proto, endpoint).await;
+        ClientCommand::Observe(args) => return observe::observe(&client, &args, output).await,
+        ClientCommand::Version { client: true } => json!({ "client": env!("CARGO_PKG_VERSION") }),
+        ClientCommand::Version { client: false } => {
+            let agent = client
+                .call(Method::GET, "/v1/version", None)
+                .await
+                .map_err(|error| {
+                    error.context(format!(
+                        "client version {}; the agent's version is unknown",
+                        env!("CARGO_PKG_VERSION")
+                    ))
+                })?;
+            if !json_out {
+                println!("client: {}", env!("CARGO_PKG_VERSION"));
+                println!("agent: {}", cell(&agent["version"]));
+                return Ok(());
+            }
+            json!({ "client": env!("CARGO_PKG_VERSION"), "agent": agent["version"] })
         }
         ClientCommand::AccessLog(AccessLogCommand::Reopen) => {
             client
@@ -466,19 +537,35 @@ pub async fn run(args: ApiArgs, command: ClientCommand) -> anyhow::Result<()> {
         }
         ClientCommand::Metrics(MetricsCommand::List) => {
             let text = client.text("/v1/metrics").await?;
-            return print_metrics(&text, json_out);
+            return print_metrics(&text, output, headers);
         }
         ClientCommand::Status => client.call(Method::GET, "/v1/status", None).await?,
         ClientCommand::Cluster(ClusterCommand::Status) => {
             client.call(Method::GET, "/v1/cluster", None).await?
         }
     };
-    if json_out {
-        println!("{}", serde_json::to_string_pretty(&value)?);
-    } else {
-        println!("{}", render(&value));
+    print_value(&value, output, headers)
+}
+
+/// Prints an API answer in `output`'s form.
+fn print_value(value: &Value, output: Output, headers: bool) -> anyhow::Result<()> {
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(value)?),
+        Output::Yaml => print!("{}", serde_yaml::to_string(value)?),
+        Output::Table => println!("{}", render(value, headers)),
     }
     Ok(())
+}
+
+/// One policy for people: its document as YAML (importable as it is), after comments naming
+/// its revision and where it came from.
+fn policy_yaml(answer: &Value) -> anyhow::Result<String> {
+    let mut text = format!("# revision: {}\n", cell(&answer["revision"]));
+    if let Some(source) = answer["source"].as_str() {
+        text.push_str(&format!("# source: {source}\n"));
+    }
+    text.push_str(&serde_yaml::to_string(&answer["document"])?);
+    Ok(text)
 }
 
 async fn policy(client: &Client, command: PolicyCommand, json_out: bool) -> anyhow::Result<Value> {
@@ -576,47 +663,7 @@ async fn import(
     Ok(answer)
 }
 
-async fn monitor(
-    client: &Client,
-    entry_type: Option<String>,
-    proto: Option<String>,
-    endpoint: Option<String>,
-) -> anyhow::Result<()> {
-    let mut query = Vec::new();
-    for (key, value) in [
-        ("type", entry_type),
-        ("proto", proto),
-        ("endpoint", endpoint),
-    ] {
-        if let Some(value) = value {
-            query.push(format!("{key}={}", encode(&value)));
-        }
-    }
-    let path = format!("/v1/monitor?{}", query.join("&"));
-    let response = client.send(Method::GET, &path, None).await?;
-    if !response.status().is_success() {
-        let bytes = response.into_body().collect().await?.to_bytes();
-        let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        bail!(
-            "{}",
-            value
-                .get("error")
-                .and_then(Value::as_str)
-                .unwrap_or("monitor refused")
-        );
-    }
-    let mut body = response.into_body();
-    let mut stdout = tokio::io::stdout();
-    while let Some(frame) = body.frame().await {
-        if let Some(data) = frame?.data_ref() {
-            stdout.write_all(data).await?;
-            stdout.flush().await?;
-        }
-    }
-    Ok(())
-}
-
-fn print_metrics(text: &str, json_out: bool) -> anyhow::Result<()> {
+fn print_metrics(text: &str, output: Output, headers: bool) -> anyhow::Result<()> {
     let samples: Vec<(String, String)> = text
         .lines()
         .filter(|line| !line.starts_with('#') && !line.is_empty())
@@ -625,21 +672,20 @@ fn print_metrics(text: &str, json_out: bool) -> anyhow::Result<()> {
                 .map(|(name, value)| (name.to_owned(), value.to_owned()))
         })
         .collect();
-    if json_out {
-        let list: Vec<Value> = samples
-            .iter()
-            .map(|(m, v)| json!({ "metric": m, "value": v }))
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&list)?);
-    } else {
+    if let Output::Table = output {
         let rows: Vec<Vec<String>> = samples.into_iter().map(|(m, v)| vec![m, v]).collect();
-        println!("{}", table(&["METRIC", "VALUE"], &rows));
+        println!("{}", table(&["METRIC", "VALUE"], &rows, headers));
+        return Ok(());
     }
-    Ok(())
+    let list: Vec<Value> = samples
+        .iter()
+        .map(|(m, v)| json!({ "metric": m, "value": v }))
+        .collect();
+    print_value(&Value::Array(list), output, headers)
 }
 
 /// Percent-encodes a path segment or query value.
-fn encode(text: &str) -> String {
+pub(crate) fn encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
@@ -650,8 +696,9 @@ fn encode(text: &str) -> String {
         .collect()
 }
 
-/// Renders an API answer for people: arrays of objects as tables, objects as key: value lines.
-fn render(value: &Value) -> String {
+/// Renders an API answer for people: arrays of objects as tables (with a header line when
+/// `headers`), objects as key: value lines.
+fn render(value: &Value, headers: bool) -> String {
     match value {
         Value::Array(items) if items.iter().all(Value::is_object) && !items.is_empty() => {
             // Names first: they are what people look for.
@@ -675,15 +722,15 @@ fn render(value: &Value) -> String {
                         .collect()
                 })
                 .collect();
-            let headers: Vec<String> = columns.iter().map(|c| c.to_uppercase()).collect();
-            let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
-            table(&headers, &rows)
+            let names: Vec<String> = columns.iter().map(|c| c.to_uppercase()).collect();
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            table(&names, &rows, headers)
         }
         Value::Object(fields) => fields
             .iter()
             .map(|(key, value)| match value {
                 Value::Array(items) if items.iter().all(Value::is_object) && !items.is_empty() => {
-                    format!("{key}:\n{}", render(value))
+                    format!("{key}:\n{}", render(value, headers))
                 }
                 _ => format!("{key}: {}", cell(value)),
             })
@@ -695,7 +742,7 @@ fn render(value: &Value) -> String {
 }
 
 /// Renders `endpoint list` with Cilium's columns for policy enforcement.
-fn render_endpoints(endpoints: &Value) -> String {
+fn render_endpoints(endpoints: &Value, headers: bool) -> String {
     let rows: Vec<Vec<String>> = endpoints
         .as_array()
         .into_iter()
@@ -728,6 +775,7 @@ fn render_endpoints(endpoints: &Value) -> String {
             "IPS",
         ],
         &rows,
+        headers,
     )
 }
 
@@ -745,7 +793,9 @@ fn cell(value: &Value) -> String {
     }
 }
 
-fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+/// Aligns `rows` in columns under `headers`, the header line left out unless `show_headers`
+/// (the widths still count it, so output with and without it aligns alike).
+fn table(headers: &[&str], rows: &[Vec<String>], show_headers: bool) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -762,7 +812,10 @@ fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
             .trim_end()
             .to_owned()
     };
-    let mut out = vec![line(headers.to_vec())];
+    let mut out = Vec::new();
+    if show_headers {
+        out.push(line(headers.to_vec()));
+    }
     out.extend(
         rows.iter()
             .map(|row| line(row.iter().map(String::as_str).collect())),

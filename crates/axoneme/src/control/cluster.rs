@@ -694,6 +694,7 @@ fn cilium_remote(snapshot: &IdentitiesSnapshot) -> Vec<EndpointSpec> {
                 ips: vec![*ip],
                 labels: BTreeMap::new(),
                 namespace: None,
+                policy_audit_mode: false,
             };
             for label in labels {
                 if !cilium_label_is_plain(label) {

@@ -1,6 +1,6 @@
 //! The control plane of the agent: the [`agent::Agent`] that `axoneme run` starts (listeners,
 //! the access log, metrics, the redirector), its policy state ([`state`]), the REST API that
-//! changes and shows it ([`api`]), the command line's client side ([`cli`]), the watch of its
+//! changes and shows it ([`api`]), the command line's client side ([`cli`], with [`observe`]), the watch of its
 //! files ([`watch`]) and, in cluster mode, the policies, endpoints and identity numbers shared
 //! through the kvstore ([`cluster`]).
 //!
@@ -12,5 +12,8 @@ pub mod api;
 pub mod cli;
 pub mod cluster;
 mod http_server;
+#[allow(unsafe_code)]
+// gmtime_r and localtime_r, for the times of flows; each block says why it is sound
+pub mod observe;
 pub mod state;
 pub mod watch;

@@ -270,12 +270,14 @@ pub struct LogQueueGauges {
     pub monitor_queue_bytes: usize,
     /// Monitor watchers now.
     pub monitor_watchers: usize,
+    /// Bytes of recent entries the monitor keeps for replay now.
+    pub monitor_recent_bytes: usize,
 }
 
 impl LogQueueGauges {
     /// Appends the families of the access-log and monitor queues.
     fn render(&self, out: &mut String) {
-        let samples: [(&str, &str, &str, u64); 6] = [
+        let samples: [(&str, &str, &str, u64); 7] = [
             (
                 "axoneme_access_log_queue_bytes",
                 "gauge",
@@ -311,6 +313,12 @@ impl LogQueueGauges {
                 "gauge",
                 "Monitor watchers now.",
                 self.monitor_watchers as u64,
+            ),
+            (
+                "axoneme_monitor_recent_bytes",
+                "gauge",
+                "Bytes of recent entries kept for observe --last, at most monitor.recentBytes.",
+                self.monitor_recent_bytes as u64,
             ),
         ];
         for (name, kind, help, value) in samples {
@@ -613,6 +621,7 @@ mod tests {
             log_queues: LogQueueGauges {
                 access_log_queue_bytes: 4096,
                 monitor_dropped: 7,
+                monitor_recent_bytes: 512,
                 ..LogQueueGauges::default()
             },
             kvstore: Some(KvstoreGauges {
@@ -630,6 +639,7 @@ mod tests {
             "axoneme_timeouts_total{kind=\"request_progress\"} 2",
             "axoneme_timeouts_total{kind=\"api_header\"} 0",
             "axoneme_buffered_bytes 4096",
+            "axoneme_monitor_recent_bytes 512",
             "axoneme_limit_hits_total{limit=\"accept_paused\"} 1",
             "axoneme_limit_hits_total{limit=\"buffered_bytes\"} 0",
             "axoneme_socket_errors_total{kind=\"upstream_connect\"} 1",

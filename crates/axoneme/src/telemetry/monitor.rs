@@ -1,12 +1,18 @@
 //! The live view of the access log: every entry, as the JSON line the log writes (with field
-//! values truncated as the log truncates them), offered to whoever watches (`axoneme monitor`),
-//! filtered by entry type, protocol and endpoint.
+//! values truncated as the log truncates them), offered to whoever watches (`axoneme observe`),
+//! filtered as each watcher asks ([`Filter`]), and the most recent entries kept for replay
+//! (`observe --last N`).
 //!
 //! Entries are formatted for watchers only while someone watches, and only when a watcher's
 //! filter takes them. Each watcher has a backlog of its own, bounded in bytes: a watcher that
 //! falls behind loses its oldest entries rather than slowing the proxy or growing without
-//! bound, and is told how many it lost before the next entry it gets. Losses are counted. This
-//! module does not write the access log.
+//! bound, and is told how many it lost before the next entry it gets. Losses are counted. The
+//! recent entries are a ring bounded in bytes (`monitor.recentBytes`), oldest dropped first;
+//! while it is on, every entry is formatted for it, into a buffer each thread reuses and then
+//! copied into the ring's own bytes, so that keeping entries allocates nothing once the ring is
+//! full. A watcher that asks for a replay gets the
+//! ring and every later entry, none twice and none missing. This module does not write the
+//! access log.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -16,39 +22,19 @@ use std::time::SystemTime;
 use axoneme_sdk::{AccessLog, LogEntry};
 use tokio::sync::Notify;
 
+use serde_json::Value;
+
 use crate::telemetry::access_log::format_entry;
+pub use crate::telemetry::flow_filter::Filter;
+use crate::telemetry::flow_filter::LoggedFlow;
 
 /// The bytes of entries a watcher may lag behind unless configured otherwise: 4 MiB, some ten
 /// thousand entries of the usual size, or about a thousand with every field truncated.
 pub const DEFAULT_QUEUE_BYTES: usize = 4 << 20;
 
-/// What a watcher wants to see; `None` fields match everything.
-#[derive(Debug, Clone, Default)]
-pub struct Filter {
-    /// Only entries of this type (`request`, `response` or `denied`, any case).
-    pub entry_type: Option<String>,
-    /// Only entries of this protocol.
-    pub proto: Option<String>,
-    /// Only entries about this endpoint.
-    pub endpoint: Option<String>,
-}
-
-impl Filter {
-    /// Whether `entry` passes the filter.
-    pub fn matches(&self, entry: &LogEntry<'_>) -> bool {
-        self.entry_type
-            .as_ref()
-            .is_none_or(|t| t.eq_ignore_ascii_case(entry.entry_type.as_str()))
-            && self
-                .proto
-                .as_ref()
-                .is_none_or(|p| p == entry.proto.unwrap_or_default())
-            && self
-                .endpoint
-                .as_ref()
-                .is_none_or(|e| **e == *entry.meta.endpoint)
-    }
-}
+/// The bytes of recent entries kept for replay unless configured otherwise: 1 MiB, a few
+/// thousand entries of the usual size.
+pub const DEFAULT_RECENT_BYTES: usize = 1 << 20;
 
 /// What a watcher gets next.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +93,8 @@ pub struct Limits {
     pub queue_bytes: usize,
     /// Longest field value copied into an entry, as in the access log.
     pub max_field_bytes: usize,
+    /// Most bytes of recent entries kept for replay; 0 keeps none.
+    pub recent_bytes: usize,
 }
 
 impl Default for Limits {
@@ -114,14 +102,52 @@ impl Default for Limits {
         Limits {
             queue_bytes: DEFAULT_QUEUE_BYTES,
             max_field_bytes: crate::telemetry::access_log::DEFAULT_MAX_FIELD_BYTES,
+            recent_bytes: DEFAULT_RECENT_BYTES,
         }
     }
 }
 
-/// The access log fanned out: to the log itself and to watchers.
+/// The most recent entries, oldest first, bounded in bytes: their lines one after another,
+/// and the length of each.
+#[derive(Debug, Default)]
+struct Recent {
+    bytes: VecDeque<u8>,
+    lengths: VecDeque<usize>,
+}
+
+impl Recent {
+    /// Adds `line`, dropping the oldest lines to keep within `max` bytes; a line longer than
+    /// `max` is not kept.
+    fn push(&mut self, line: &[u8], max: usize) {
+        if line.len() > max {
+            return;
+        }
+        while self.bytes.len() + line.len() > max {
+            let oldest = self.lengths.pop_front().expect("bytes are of kept lines");
+            self.bytes.drain(..oldest);
+        }
+        self.bytes.extend(line);
+        self.lengths.push_back(line.len());
+    }
+}
+
+/// The most a thread's formatting buffer keeps between entries: one entry with long fields
+/// may grow it, but it does not stay that large.
+const SCRATCH_KEPT_BYTES: usize = 64 << 10;
+
+thread_local! {
+    /// The line this thread formats an entry into for the ring, kept between entries.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The access log fanned out: to the log itself, to the ring of recent entries and to
+/// watchers.
 pub struct Monitor {
     log: Arc<dyn AccessLog>,
     watchers: Arc<Watchers>,
+    /// Held while an entry is added to the ring and offered to watchers, so that a watcher
+    /// that starts with a replay gets each entry exactly once.
+    recent: Mutex<Recent>,
     limits: Limits,
 }
 
@@ -132,8 +158,54 @@ impl Monitor {
         Monitor {
             log,
             watchers: Arc::default(),
+            recent: Mutex::default(),
             limits,
         }
+    }
+
+    fn lock_recent(&self) -> MutexGuard<'_, Recent> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The last `last` recent entries `filter` takes, oldest first, and a watcher of those that
+    /// come after them (when `follow`).
+    pub fn replay(
+        &self,
+        filter: Filter,
+        last: usize,
+        follow: bool,
+    ) -> (Vec<Arc<[u8]>>, Option<Watch>) {
+        // The lines are taken and the watcher added under the lock, so that no entry falls
+        // between them; they are parsed and filtered after it, not holding up logging threads.
+        let recent = self.lock_recent();
+        let (front, back) = recent.bytes.as_slices();
+        let bytes = [front, back].concat();
+        let lengths: Vec<usize> = recent.lengths.iter().copied().collect();
+        let watch = follow.then(|| self.watch(filter.clone()));
+        drop(recent);
+        let mut lines = Vec::with_capacity(lengths.len());
+        let mut start = 0;
+        for length in lengths {
+            lines.push(&bytes[start..start + length]);
+            start += length;
+        }
+        let mut replayed: Vec<Arc<[u8]>> = lines
+            .into_iter()
+            .rev()
+            .filter(|line| {
+                serde_json::from_slice::<Value>(line)
+                    .is_ok_and(|entry| filter.matches(&LoggedFlow(&entry)))
+            })
+            .take(last)
+            .map(Arc::from)
+            .collect();
+        replayed.reverse();
+        (replayed, watch)
+    }
+
+    /// Bytes of recent entries kept for replay now.
+    pub fn recent_bytes(&self) -> usize {
+        self.lock_recent().bytes.len()
     }
 
     /// A new watcher's view of the entries `filter` takes, from now on.
@@ -208,25 +280,57 @@ impl Monitor {
 impl AccessLog for Monitor {
     fn log(&self, entry: &LogEntry<'_>) {
         self.log.log(entry);
+        let keep_recent = self.limits.recent_bytes > 0;
+        if !keep_recent && self.watchers.count.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let format = || -> Arc<[u8]> {
+            let mut line = Vec::new();
+            format_entry(
+                &mut line,
+                entry,
+                SystemTime::now(),
+                self.limits.max_field_bytes,
+            );
+            line.into()
+        };
+        if !keep_recent {
+            return self.offer_to_watchers(entry, &format);
+        }
+        // Formatted before the lock, into this thread's own buffer, and copied into the ring
+        // under it; a watcher that takes the entry gets a copy of the same line.
+        SCRATCH.with_borrow_mut(|scratch| {
+            scratch.clear();
+            format_entry(
+                scratch,
+                entry,
+                SystemTime::now(),
+                self.limits.max_field_bytes,
+            );
+            let mut recent = self.lock_recent();
+            recent.push(scratch, self.limits.recent_bytes);
+            self.offer_to_watchers(entry, &|| Arc::from(scratch.as_slice()));
+            drop(recent);
+            if scratch.capacity() > SCRATCH_KEPT_BYTES {
+                *scratch = Vec::new();
+            }
+        });
+    }
+}
+
+impl Monitor {
+    /// Offers `entry` to the watchers whose filter takes it, as the line `format` makes (made
+    /// once, and only if one does). Called under the ring's lock.
+    fn offer_to_watchers(&self, entry: &LogEntry<'_>, format: &dyn Fn() -> Arc<[u8]>) {
         if self.watchers.count.load(Ordering::Relaxed) == 0 {
             return;
         }
         let mut line: Option<Arc<[u8]>> = None;
         for watcher in self.watchers.list().iter() {
-            if !watcher.filter.matches(entry) {
-                continue;
+            if watcher.filter.matches(entry) {
+                let line = line.get_or_insert_with(format);
+                self.offer(watcher, line);
             }
-            let line = line.get_or_insert_with(|| {
-                let mut line = Vec::new();
-                format_entry(
-                    &mut line,
-                    entry,
-                    SystemTime::now(),
-                    self.limits.max_field_bytes,
-                );
-                line.into()
-            });
-            self.offer(watcher, line);
         }
     }
 }
@@ -297,6 +401,7 @@ mod tests {
             Limits {
                 queue_bytes,
                 max_field_bytes: 4096,
+                recent_bytes: 0,
             },
         )
     }
@@ -374,12 +479,12 @@ mod tests {
         let monitor = monitor(1 << 20);
         let meta = meta();
         let denied = monitor.watch(Filter {
-            entry_type: Some("DENIED".into()),
+            entry_types: vec![EntryType::Denied],
             ..Filter::default()
         });
         let cache = monitor.watch(Filter {
-            endpoint: Some("r2d2".into()),
-            proto: Some("memcache".into()),
+            endpoints: vec!["r2d2".into()],
+            protocols: vec!["memcache".into()],
             ..Filter::default()
         });
         assert_eq!(monitor.watchers(), 2);
@@ -390,6 +495,57 @@ mod tests {
         assert_eq!(monitor.watchers(), 1);
         multiget(&monitor, &meta, b"b");
         assert_eq!(monitor.backlog_bytes(), 0, "no one left takes requests");
+    }
+
+    #[test]
+    fn a_replay_gives_the_last_matching_entries_then_each_later_one_once() {
+        let monitor = Monitor::new(
+            Arc::new(NoLog),
+            Limits {
+                queue_bytes: 1 << 20,
+                max_field_bytes: 4096,
+                recent_bytes: 4096,
+            },
+        );
+        let meta = meta();
+        for i in 0..100 {
+            multiget(&monitor, &meta, format!("k{i}").as_bytes());
+        }
+        assert!(monitor.recent_bytes() <= 4096, "{}", monitor.recent_bytes());
+        let (replayed, none) = monitor.replay(Filter::default(), 3, false);
+        assert!(none.is_none());
+        let keys: Vec<_> = replayed
+            .iter()
+            .map(|line| {
+                entry(Some(Next::Entry(Arc::clone(line))))["generic_l7"]["fields"]["keys"].clone()
+            })
+            .collect();
+        assert_eq!(keys, ["k97", "k98", "k99"]);
+        let only_k5 = Filter {
+            l7: [("keys".to_owned(), vec!["k5".to_owned()])].into(),
+            ..Filter::default()
+        };
+        let (replayed, _) = monitor.replay(only_k5, 10, false);
+        assert!(replayed.is_empty(), "k5 is older than the ring holds");
+        let (replayed, watch) = monitor.replay(Filter::default(), 1000, true);
+        let kept = replayed.len();
+        assert!((5..100).contains(&kept), "{kept}");
+        let watch = watch.unwrap();
+        multiget(&monitor, &meta, b"after");
+        assert_eq!(
+            entry(watch.try_next())["generic_l7"]["fields"]["keys"],
+            "after"
+        );
+        assert_eq!(watch.try_next(), None);
+        let mut huge = Vec::new();
+        huge.resize(8192, b'h');
+        multiget(&monitor, &meta, &huge);
+        let (replayed, _) = monitor.replay(Filter::default(), 1, false);
+        assert_eq!(
+            entry(Some(Next::Entry(Arc::clone(&replayed[0]))))["generic_l7"]["fields"]["keys"],
+            "after",
+            "an entry longer than the ring is not kept"
+        );
     }
 
     #[tokio::test]

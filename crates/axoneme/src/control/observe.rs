@@ -1,0 +1,512 @@
+//! `axoneme observe` (alias `monitor`), the client side of the agent's flow stream: it turns the
+//! command line's filters into `/v1/monitor`'s query (the agent filters, so unmatched entries
+//! never cross the socket), and shows each entry as one line for people, like `hubble
+//! observe`, or as the agent's JSON (or YAML) with `-o`.
+//!
+//! A line reads `TIME: SOURCE (IDENTITY) -> DESTINATION (IDENTITY) PROTO-TYPE VERDICT (L7)`,
+//! sides named `namespace/name` when an endpoint owns the address. It only renders what the
+//! agent sends; it decides nothing and keeps no flows.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+
+use anyhow::bail;
+use clap::{Args, ValueEnum};
+use http_body_util::BodyExt;
+use hyper::Method;
+use serde_json::{Map, Value};
+use tokio::io::AsyncWriteExt;
+
+use crate::control::cli::{encode, Client, Output};
+
+/// Examples shown under `axoneme observe --help`.
+const EXAMPLES: &str = "\
+Examples:
+  # Every flow, live
+  axoneme observe
+  # Denied memcached gets from pods labelled app=luke
+  axoneme observe --verdict DENIED --protocol memcache --from-label app=luke --l7 command=get
+  # The last 20 flows to the endpoint cache, then live ones
+  axoneme observe --to-endpoint cache --last 20 --follow
+  # Full entries as JSON lines
+  axoneme observe -o json";
+
+/// An entry's verdict, as `--verdict` names it.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+#[value(rename_all = "UPPER")]
+pub enum VerdictArg {
+    /// Passed on (request and response entries).
+    Forwarded,
+    /// Stopped (denied entries).
+    Denied,
+}
+
+/// An entry's type, as `--type` names it.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum TypeArg {
+    /// An allowed request.
+    Request,
+    /// A reply.
+    Response,
+    /// A denied request or refused connection.
+    Denied,
+}
+
+/// `axoneme observe`'s filters and replay. Different filters must all match; a filter given
+/// several times matches any of its values.
+#[derive(Debug, Clone, Default, Args)]
+#[command(after_help = EXAMPLES)]
+pub struct ObserveArgs {
+    /// Only flows from endpoints with this label (key=value, or a key).
+    #[arg(long = "from-label", value_name = "LABEL")]
+    pub from_labels: Vec<String>,
+    /// Only flows to endpoints with this label.
+    #[arg(long = "to-label", value_name = "LABEL")]
+    pub to_labels: Vec<String>,
+    /// Only flows from this security identity.
+    #[arg(long = "from-identity", value_name = "ID")]
+    pub from_identities: Vec<u32>,
+    /// Only flows to this security identity.
+    #[arg(long = "to-identity", value_name = "ID")]
+    pub to_identities: Vec<u32>,
+    /// Only flows from this endpoint (by name).
+    #[arg(long = "from-endpoint", value_name = "NAME")]
+    pub from_endpoints: Vec<String>,
+    /// Only flows to this endpoint.
+    #[arg(long = "to-endpoint", value_name = "NAME")]
+    pub to_endpoints: Vec<String>,
+    /// Only flows through a listener guarding this endpoint, either way.
+    #[arg(long = "endpoint", value_name = "NAME")]
+    pub endpoints: Vec<String>,
+    /// Only flows with this verdict.
+    #[arg(long = "verdict", value_enum, ignore_case = true)]
+    pub verdicts: Vec<VerdictArg>,
+    /// Only flows of this protocol (the agent lists the valid ones when it is unknown).
+    #[arg(long = "protocol", visible_alias = "proto", value_name = "PROTOCOL")]
+    pub protocols: Vec<String>,
+    /// Only entries of this type.
+    #[arg(long = "type", value_enum, ignore_case = true)]
+    pub entry_types: Vec<TypeArg>,
+    /// Only flows whose L7 field has this value, e.g. command=get.
+    #[arg(long = "l7", value_name = "FIELD=VALUE")]
+    pub l7: Vec<String>,
+    /// Show the last N recent flows the agent kept (those the filters take), then stop, or
+    /// go on with --follow.
+    #[arg(long, value_name = "N")]
+    pub last: Option<usize>,
+    /// After --last, go on showing new flows (without --last, flows are always followed).
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Show times in UTC rather than local time.
+    #[arg(long)]
+    pub utc: bool,
+}
+
+impl ObserveArgs {
+    /// The query of `/v1/monitor` asking for what these arguments want.
+    pub fn query(&self) -> String {
+        let mut pairs: Vec<(&str, String)> = Vec::new();
+        let mut add = |key, values: &[String]| {
+            pairs.extend(values.iter().map(|v| (key, v.clone())));
+        };
+        add("from_label", &self.from_labels);
+        add("to_label", &self.to_labels);
+        add("from_endpoint", &self.from_endpoints);
+        add("to_endpoint", &self.to_endpoints);
+        add("endpoint", &self.endpoints);
+        add("protocol", &self.protocols);
+        add("l7", &self.l7);
+        for id in &self.from_identities {
+            pairs.push(("from_identity", id.to_string()));
+        }
+        for id in &self.to_identities {
+            pairs.push(("to_identity", id.to_string()));
+        }
+        for verdict in &self.verdicts {
+            let name = match verdict {
+                VerdictArg::Forwarded => "FORWARDED",
+                VerdictArg::Denied => "DENIED",
+            };
+            pairs.push(("verdict", name.into()));
+        }
+        for entry_type in &self.entry_types {
+            let name = match entry_type {
+                TypeArg::Request => "request",
+                TypeArg::Response => "response",
+                TypeArg::Denied => "denied",
+            };
+            pairs.push(("type", name.into()));
+        }
+        if let Some(last) = self.last {
+            pairs.push(("last", last.to_string()));
+            pairs.push(("follow", self.follow.to_string()));
+        }
+        pairs
+            .iter()
+            .map(|(key, value)| format!("{key}={}", encode(value)))
+            .collect::<Vec<_>>()
+            .join("&")
+    }
+
+    /// Whether the stream goes on until stopped.
+    fn live(&self) -> bool {
+        self.last.is_none() || self.follow
+    }
+}
+
+/// Streams the flows `args` ask for to standard output, in `output`'s form.
+pub(crate) async fn observe(
+    client: &Client,
+    args: &ObserveArgs,
+    output: Output,
+) -> anyhow::Result<()> {
+    let names = match output {
+        Output::Table => endpoint_names(client).await?,
+        Output::Json | Output::Yaml => EndpointNames::default(),
+    };
+    let path = format!("/v1/monitor?{}", args.query());
+    let response = client.send(Method::GET, &path, None).await?;
+    if !response.status().is_success() {
+        let bytes = response.into_body().collect().await?.to_bytes();
+        let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        bail!(
+            "{}",
+            value
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("the agent refused to stream flows")
+        );
+    }
+    if args.live() {
+        eprintln!("Listening for flows... (Ctrl-C to stop)");
+    }
+    let mut body = response.into_body();
+    let mut stdout = tokio::io::stdout();
+    let mut pending: Vec<u8> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Some(data) = frame?.data_ref().cloned() else {
+            continue;
+        };
+        pending.extend_from_slice(&data);
+        let Some(end) = pending.iter().rposition(|&b| b == b'\n') else {
+            continue;
+        };
+        let complete: Vec<u8> = pending.drain(..=end).collect();
+        let mut out = Vec::new();
+        for line in complete.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            render_line(line, output, &names, args.utc, &mut out)?;
+        }
+        stdout.write_all(&out).await?;
+        stdout.flush().await?;
+    }
+    Ok(())
+}
+
+/// Appends one streamed line to `out` in `output`'s form; news of lost entries goes to
+/// standard error for people.
+fn render_line(
+    line: &[u8],
+    output: Output,
+    names: &EndpointNames,
+    utc: bool,
+    out: &mut Vec<u8>,
+) -> anyhow::Result<()> {
+    if let Output::Json = output {
+        out.extend_from_slice(line);
+        out.push(b'\n');
+        return Ok(());
+    }
+    let entry: Value = serde_json::from_slice(line)?;
+    match output {
+        Output::Yaml => {
+            out.extend_from_slice(b"---\n");
+            out.extend_from_slice(serde_yaml::to_string(&entry)?.as_bytes());
+        }
+        _ => match entry.get("monitor_dropped") {
+            Some(missed) => eprintln!("({missed} flows lost: this watcher fell behind)"),
+            None => {
+                out.extend_from_slice(flow_line(&entry, names, utc).as_bytes());
+                out.push(b'\n');
+            }
+        },
+    }
+    Ok(())
+}
+
+/// Endpoints by address: `namespace/name`.
+#[derive(Debug, Default)]
+pub struct EndpointNames(HashMap<IpAddr, String>);
+
+impl EndpointNames {
+    /// The names of the endpoints in `GET /v1/endpoint`'s answer.
+    pub fn from_list(endpoints: &Value) -> EndpointNames {
+        let mut names = HashMap::new();
+        for endpoint in endpoints.as_array().into_iter().flatten() {
+            let name = format!(
+                "{}/{}",
+                endpoint["namespace"].as_str().unwrap_or("default"),
+                endpoint["name"].as_str().unwrap_or_default()
+            );
+            for ip in endpoint["ips"].as_array().into_iter().flatten() {
+                if let Some(ip) = ip.as_str().and_then(|ip| ip.parse().ok()) {
+                    names.insert(ip, name.clone());
+                }
+            }
+        }
+        EndpointNames(names)
+    }
+}
+
+async fn endpoint_names(client: &Client) -> anyhow::Result<EndpointNames> {
+    let endpoints = client.call(Method::GET, "/v1/endpoint", None).await?;
+    Ok(EndpointNames::from_list(&endpoints))
+}
+
+/// One entry as a line for people:
+/// `2026-12-05T20:51:30.123Z: default/luke (257) -> default/cache (256) memcache-request
+/// FORWARDED (get alliance/fleet/a)`.
+pub fn flow_line(entry: &Value, names: &EndpointNames, utc: bool) -> String {
+    let time = entry["timestamp"]
+        .as_u64()
+        .map(|nanos| format_time(nanos, utc))
+        .unwrap_or_default();
+    let side = |address_key: &str, id_key: &str| {
+        let address = entry[address_key].as_str().unwrap_or_default();
+        let name = address
+            .parse::<SocketAddr>()
+            .ok()
+            .and_then(|a| names.0.get(&a.ip()).cloned())
+            .unwrap_or_else(|| address.to_owned());
+        format!("{name} ({})", cell(&entry[id_key]))
+    };
+    let entry_type = entry["entry_type"].as_str().unwrap_or_default();
+    let verdict = if entry_type == "Denied" {
+        "DENIED"
+    } else {
+        "FORWARDED"
+    };
+    let proto = match entry["generic_l7"]["proto"].as_str() {
+        Some("") | None => "l4",
+        Some(proto) => proto,
+    };
+    let summary = entry["generic_l7"]["fields"]
+        .as_object()
+        .map(l7_summary)
+        .unwrap_or_default();
+    let mut line = format!(
+        "{time}: {} -> {} {proto}-{} {verdict}",
+        side("source_address", "source_security_id"),
+        side("destination_address", "destination_security_id"),
+        entry_type.to_ascii_lowercase(),
+    );
+    if !summary.is_empty() {
+        line.push_str(&format!(" ({summary})"));
+    }
+    line
+}
+
+fn cell(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The L7 fields that name what a request does, per protocol: memcached's `command`, R2-D2's
+/// `cmd`, CQL's `query_action`, Kafka's `api_key`.
+const ACTIONS: [&str; 4] = ["command", "cmd", "query_action", "api_key"];
+
+/// The L7 fields that name what it does it to: memcached's `keys`, R2-D2's `file`, CQL's
+/// `query_table`, Kafka's `topic`.
+const OBJECTS: [&str; 4] = ["keys", "file", "query_table", "topic"];
+
+/// What an entry's L7 fields say in a few words: the action and its object (`get
+/// alliance/fleet/a`, `select attendance.daily_records`, `produce deathstar-plans`), or every
+/// field as `key=value` when the entry has no action.
+pub fn l7_summary(fields: &Map<String, Value>) -> String {
+    let first = |keys: &[&str]| {
+        keys.iter()
+            .filter_map(|key| fields.get(*key).and_then(Value::as_str))
+            .find(|value| !value.is_empty())
+    };
+    match first(&ACTIONS) {
+        Some(action) => match first(&OBJECTS) {
+            Some(object) => format!("{action} {object}"),
+            None => action.to_owned(),
+        },
+        None => fields
+            .iter()
+            .map(|(key, value)| format!("{key}={}", cell(value)))
+            .collect::<Vec<_>>()
+            .join(" "),
+    }
+}
+
+/// `nanos` after the epoch as RFC 3339 with milliseconds: in UTC with `Z`, or in local time
+/// with its offset.
+pub fn format_time(nanos: u64, utc: bool) -> String {
+    let seconds = (nanos / 1_000_000_000) as libc::time_t;
+    let millis = (nanos / 1_000_000) % 1000;
+    // SAFETY: `tm` is plain old data (integers and a pointer), for which all zeroes is valid.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are to live locals, valid for the call; the functions write only
+    // `tm` and are the reentrant forms, safe from any thread.
+    let filled = unsafe {
+        if utc {
+            libc::gmtime_r(&seconds, &mut tm)
+        } else {
+            libc::localtime_r(&seconds, &mut tm)
+        }
+    };
+    if filled.is_null() {
+        return format!("@{nanos}");
+    }
+    let offset = if utc {
+        "Z".to_owned()
+    } else {
+        let minutes = tm.tm_gmtoff / 60;
+        let sign = if minutes < 0 { '-' } else { '+' };
+        format!("{sign}{:02}:{:02}", minutes.abs() / 60, minutes.abs() % 60)
+    };
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{millis:03}{offset}",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn names() -> EndpointNames {
+        EndpointNames::from_list(&json!([
+            {"name": "luke", "namespace": "default", "ips": ["127.0.0.21"]},
+            {"name": "cache", "namespace": "empire", "ips": ["127.0.0.1", "::1"]},
+        ]))
+    }
+
+    fn fields(value: Value) -> Map<String, Value> {
+        value.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn a_summary_is_the_action_and_its_object_per_protocol() {
+        let cases = [
+            (
+                json!({"command": "get", "keys": "alliance/fleet/a"}),
+                "get alliance/fleet/a",
+            ),
+            (
+                json!({"cmd": "READ", "file": "/public/plans"}),
+                "READ /public/plans",
+            ),
+            (
+                json!({"query_action": "select", "query_table": "attendance.daily_records", "status": "x"}),
+                "select attendance.daily_records",
+            ),
+            (
+                json!({"api_key": "produce", "api_version": "9", "correlation_id": "4", "topic": "deathstar-plans"}),
+                "produce deathstar-plans",
+            ),
+            (json!({"api_key": "metadata", "topic": ""}), "metadata"),
+            (
+                json!({"error": "bad frame", "status": "closed"}),
+                "error=bad frame status=closed",
+            ),
+            (json!({}), ""),
+        ];
+        for (fields_json, expected) in cases {
+            assert_eq!(l7_summary(&fields(fields_json)), expected);
+        }
+    }
+
+    #[test]
+    fn times_are_rfc3339_in_utc_or_with_the_local_offset() {
+        // 2026-12-05T19:05:52.123456789Z
+        let nanos = 1_796_497_552_123_456_789;
+        assert_eq!(format_time(nanos, true), "2026-12-05T19:05:52.123Z");
+        let local = format_time(nanos, false);
+        let (clock, offset) = local.split_at(23);
+        let offset_minutes = match offset {
+            "Z" => 0,
+            _ => {
+                let sign = if offset.starts_with('-') { -1 } else { 1 };
+                let hours: i64 = offset[1..3].parse().unwrap();
+                let minutes: i64 = offset[4..6].parse().unwrap();
+                sign * (hours * 60 + minutes)
+            }
+        };
+        assert!(offset.len() == 6 || offset == "Z", "{local}");
+        let hour: i64 = clock[11..13].parse().unwrap();
+        let minute: i64 = clock[14..16].parse().unwrap();
+        let local_minutes = hour * 60 + minute;
+        let expected = (19 * 60 + 5 + offset_minutes).rem_euclid(24 * 60);
+        assert_eq!(local_minutes, expected, "{local}");
+        assert!(clock.ends_with(":52.123"), "{local}");
+    }
+
+    #[test]
+    fn a_line_names_both_sides_the_protocol_the_verdict_and_the_request() {
+        let entry = json!({
+            "timestamp": 1_796_497_552_123_456_789_u64,
+            "entry_type": "Request",
+            "source_security_id": 257,
+            "destination_security_id": 256,
+            "source_address": "127.0.0.21:40000",
+            "destination_address": "127.0.0.1:11211",
+            "generic_l7": {"proto": "memcache", "fields": {"command": "get", "keys": "alliance/fleet/a"}},
+        });
+        assert_eq!(
+            flow_line(&entry, &names(), true),
+            "2026-12-05T19:05:52.123Z: default/luke (257) -> empire/cache (256) \
+             memcache-request FORWARDED (get alliance/fleet/a)"
+        );
+        let refused = json!({
+            "timestamp": 1_796_497_552_000_000_000_u64,
+            "entry_type": "Denied",
+            "source_security_id": 2,
+            "destination_security_id": 256,
+            "source_address": "10.9.9.9:5000",
+            "destination_address": "[::1]:11211",
+            "generic_l7": {"proto": "", "fields": {}},
+        });
+        assert_eq!(
+            flow_line(&refused, &names(), true),
+            "2026-12-05T19:05:52.000Z: 10.9.9.9:5000 (2) -> empire/cache (256) l4-denied DENIED"
+        );
+    }
+
+    #[test]
+    fn filters_become_the_monitor_query() {
+        let args = ObserveArgs {
+            from_labels: vec!["app=luke".into()],
+            to_identities: vec![256],
+            verdicts: vec![VerdictArg::Denied],
+            entry_types: vec![TypeArg::Request, TypeArg::Denied],
+            l7: vec!["keys=a b".into()],
+            last: Some(5),
+            ..ObserveArgs::default()
+        };
+        assert_eq!(
+            args.query(),
+            "from_label=app%3Dluke&l7=keys%3Da%20b&to_identity=256&verdict=DENIED\
+             &type=request&type=denied&last=5&follow=false"
+        );
+        assert!(!args.live());
+        assert!(ObserveArgs::default().live());
+        assert_eq!(ObserveArgs::default().query(), "");
+        let follow = ObserveArgs {
+            follow: true,
+            ..ObserveArgs::default()
+        };
+        assert!(follow.live());
+        assert_eq!(follow.query(), "", "live is the agent's default");
+    }
+}
