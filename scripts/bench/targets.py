@@ -344,7 +344,8 @@ class Envoy(Target):
 
     def version(self) -> str:
         # "<path>  version: <commit>/1.40.0/Clean/RELEASE/BoringSSL"
-        return "Envoy " + first_line([envoy_binary(), "--version"]).split("/")[1]
+        build = first_line([envoy_binary(), "--version"]).split("version:", 1)[1]
+        return "Envoy " + build.strip().split("/")[1]
 
 
 class EnvoyAxoneme(Envoy):
