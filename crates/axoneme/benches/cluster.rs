@@ -23,10 +23,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::process::Child;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axoneme_cluster::{ClusterConfig, Session};
+use axoneme_cluster::{ClusterConfig, ClusterError, Session};
 use axoneme_policy::EndpointSpec;
 use axoneme_testkit::etcd::{Etcd, EtcdOptions};
 use common::{agent_cli, connect_from, free_port, raw_api, request, spawn_agent, temp_dir};
@@ -116,7 +117,7 @@ async fn measure(scale: Scale) {
     let plain = imports.time(scale.imports).await;
     println!("{}", plain.table("3 agents, no other load"));
     let wipe = wipe_convergence(&mut etcd, &oracle, &nodes, &imports).await;
-    println!("{}", wipe.line("3 agents"));
+    println!("{}\n{}", Wipe::header(), wipe.line("3 agents"));
 
     let simulated = SimulatedCluster::start(
         &etcd,
@@ -134,12 +135,16 @@ async fn measure(scale: Scale) {
     );
     println!("{}", loaded.table(&load));
     let loaded_wipe = wipe_convergence(&mut etcd, &oracle, &nodes, &imports).await;
-    println!("{}", loaded_wipe.line(&load));
+    println!("{}\n{}", Wipe::header(), loaded_wipe.line(&load));
     simulated.close().await;
     drop(nodes);
 
     let memory = memory_per_endpoint(&etcd, &upstream, scale.memory_endpoints).await;
     println!("{memory}");
+    println!(
+        "simulated nodes' requests sent again after etcd did not answer in time: {}",
+        RETRIES.load(Ordering::Relaxed)
+    );
     println!("load average at end: {}", load_average());
     println!("total: {:.0} s", started.elapsed().as_secs_f64());
 }
@@ -637,6 +642,34 @@ fn simulated_policy(k: usize, port: u16) -> String {
     .to_string()
 }
 
+/// Requests of simulated nodes that etcd did not answer in time and that were sent again.
+static RETRIES: AtomicUsize = AtomicUsize::new(0);
+
+/// How often a simulated node sends a request again (an agent retries its publication until
+/// it succeeds).
+const ATTEMPTS: usize = 5;
+
+/// Runs a simulated node's request until it succeeds, at most [`ATTEMPTS`] times; each
+/// failure is counted in [`RETRIES`] and said on the standard error.
+async fn retried<T, F, Fut>(what: &str, mut request: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClusterError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match request().await {
+            Ok(answer) => return answer,
+            Err(error) if attempt < ATTEMPTS => {
+                eprintln!("{what}: {error}; sending it again");
+                RETRIES.fetch_add(1, Ordering::Relaxed);
+                attempt += 1;
+            }
+            Err(error) => panic!("{what}: {error} ({ATTEMPTS} attempts)"),
+        }
+    }
+}
+
 impl SimulatedCluster {
     /// Starts enough simulated nodes of `cluster` to publish `endpoints` endpoints, and has
     /// the first write `policies` policies guarding r2d2 on `port`.
@@ -667,15 +700,15 @@ impl SimulatedCluster {
                     })
                     .collect();
                 for labels in &label_sets {
-                    session
-                        .allocate_identity(labels)
-                        .await
-                        .expect("a simulated node's identity");
+                    retried("allocating a simulated node's identity", || {
+                        session.allocate_identity(labels)
+                    })
+                    .await;
                 }
-                session
-                    .publish_endpoints(&specs)
-                    .await
-                    .expect("publishing simulated endpoints");
+                retried("publishing simulated endpoints", || {
+                    session.publish_endpoints(&specs)
+                })
+                .await;
                 session
             }));
         }
@@ -684,10 +717,11 @@ impl SimulatedCluster {
             sessions.push(node.await.expect("a simulated node"));
         }
         for k in 0..policies {
-            sessions[0]
-                .put_policy(&format!("sim-{k}"), &simulated_policy(k, port))
-                .await
-                .expect("writing a simulated policy");
+            let (name, text) = (format!("sim-{k}"), simulated_policy(k, port));
+            retried("writing a simulated policy", || {
+                sessions[0].put_policy(&name, &text)
+            })
+            .await;
         }
         SimulatedCluster { sessions }
     }
@@ -702,11 +736,39 @@ impl SimulatedCluster {
 // ---------------------------------------------------------------------------------------------
 // Convergence after a wipe.
 
+/// The kinds of keys a wipe loses, in the order the table shows them.
+const KINDS: [&str; 5] = [
+    "policies",
+    "agents' endpoints",
+    "simulated endpoints",
+    "identity references",
+    "identity master keys",
+];
+
+/// The kind of a key of cluster `galaxy` (the epoch aside).
+fn kind(key: &str) -> &'static str {
+    let key = key.strip_prefix("axoneme/galaxy/").unwrap_or(key);
+    if key.starts_with("policies/") {
+        KINDS[0]
+    } else if key.starts_with("endpoints/sim-") {
+        KINDS[2]
+    } else if key.starts_with("endpoints/") {
+        KINDS[1]
+    } else if key.starts_with("identities/value/") {
+        KINDS[3]
+    } else {
+        KINDS[4]
+    }
+}
+
 /// What a wipe measured.
 struct Wipe {
     keys: usize,
     /// From the wipe's start until etcd answered again, empty.
     restarted: Duration,
+    /// From then until etcd held every key of each kind it held before (none when it held
+    /// none of that kind).
+    back: BTreeMap<&'static str, Duration>,
     /// From then until etcd held every key it held before.
     converged: Duration,
     /// Keys back with another value than before (an identity renumbered).
@@ -714,11 +776,29 @@ struct Wipe {
 }
 
 impl Wipe {
-    fn line(&self, load: &str) -> String {
+    fn header() -> String {
+        let kinds: Vec<&str> = KINDS.to_vec();
         format!(
-            "| {load} | {} | {:.2} s | **{:.2} s** | {} |",
+            "| cluster | keys | etcd back, empty | {} | **all back** | values changed |\n|---|---:|---:|{}---:|---:|",
+            kinds.join(" | "),
+            "---:|".repeat(KINDS.len())
+        )
+    }
+
+    fn line(&self, load: &str) -> String {
+        let kinds: Vec<String> = KINDS
+            .iter()
+            .map(|kind| {
+                self.back.get(kind).map_or("–".to_owned(), |back| {
+                    format!("{:.2} s", back.as_secs_f64())
+                })
+            })
+            .collect();
+        format!(
+            "| {load} | {} | {:.2} s | {} | **{:.2} s** | {} |",
             self.keys,
             self.restarted.as_secs_f64(),
+            kinds.join(" | "),
             self.converged.as_secs_f64(),
             self.changed
         )
@@ -758,19 +838,24 @@ async fn wipe_convergence(
     tokio::task::block_in_place(|| etcd.wipe());
     let restarted = started.elapsed();
     let answering = Instant::now();
+    let mut back = BTreeMap::new();
     let after = loop {
         if let Ok(now) = cluster_keys(oracle).await {
-            if before.keys().all(|key| now.contains_key(key)) {
+            let mut missing: BTreeMap<&'static str, usize> = BTreeMap::new();
+            for key in before.keys().filter(|key| !now.contains_key(*key)) {
+                *missing.entry(kind(key)).or_default() += 1;
+            }
+            for key in before.keys() {
+                if !missing.contains_key(kind(key)) {
+                    back.entry(kind(key)).or_insert_with(|| answering.elapsed());
+                }
+            }
+            if missing.is_empty() {
                 break now;
             }
             assert!(
                 answering.elapsed() < PATIENCE,
-                "not back after {PATIENCE:?}: {:?}",
-                before
-                    .keys()
-                    .filter(|key| !now.contains_key(*key))
-                    .take(10)
-                    .collect::<Vec<_>>()
+                "not back after {PATIENCE:?}: {missing:?}"
             );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -787,6 +872,7 @@ async fn wipe_convergence(
     Wipe {
         keys: before.len(),
         restarted,
+        back,
         converged,
         changed,
     }
