@@ -8,7 +8,9 @@
 //! Simulated nodes are sessions of the cluster crate in this process (`Session::connect`,
 //! `publish_endpoints`, `allocate_identity`, `put_policy`), each with its own lease and its own
 //! connection to etcd, as an agent's session would be; their policies are written as the agents
-//! write theirs (the document as JSON). What is judged is read from outside: verdicts through
+//! write theirs (the document as JSON). For the memory figure the endpoints of simulated nodes
+//! are written straight to etcd in the format the nodes publish, so that ten thousand of them
+//! cost nothing but etcd and the agent measured. What is judged is read from outside: verdicts through
 //! the agents' listeners (a recording R2-D2 upstream behind them), keys read from etcd with a
 //! client of this bench's own, resident memory from `/proc`.
 //!
@@ -32,7 +34,7 @@ use axoneme_policy::EndpointSpec;
 use axoneme_testkit::etcd::{Etcd, EtcdOptions};
 use common::{agent_cli, connect_from, free_port, raw_api, request, spawn_agent, temp_dir};
 use common::{wait_for_api, Upstream, LUKE};
-use etcd_client::{Client, GetOptions};
+use etcd_client::{Client, GetOptions, PutOptions, Txn, TxnOp};
 use serde_json::Value;
 
 /// How much each measurement does.
@@ -65,9 +67,9 @@ const SMOKE: Scale = Scale {
     simulated_policies: 5,
 };
 
-/// Endpoints published by each simulated node, and endpoints sharing one label set (as the
-/// pods of one deployment do).
-const ENDPOINTS_PER_SIMULATED_NODE: usize = 1_000;
+/// Endpoints published by each simulated node (pods on a Kubernetes node), and endpoints
+/// sharing one label set (as the pods of one deployment do).
+const ENDPOINTS_PER_SIMULATED_NODE: usize = 100;
 const ENDPOINTS_PER_LABEL_SET: usize = 10;
 
 /// The three agents.
@@ -139,7 +141,7 @@ async fn measure(scale: Scale) {
     simulated.close().await;
     drop(nodes);
 
-    let memory = memory_per_endpoint(&etcd, &upstream, scale.memory_endpoints).await;
+    let memory = memory_per_endpoint(&etcd, &oracle, &upstream, scale.memory_endpoints).await;
     println!("{memory}");
     println!(
         "simulated nodes' requests sent again after etcd did not answer in time: {}",
@@ -913,14 +915,55 @@ impl std::fmt::Display for Memory {
     }
 }
 
-/// One agent alone in cluster `memory`; simulated nodes publish `endpoints` endpoints; its
-/// resident memory before they do and once it follows them all (and has settled for 5 s).
-async fn memory_per_endpoint(etcd: &Etcd, upstream: &Upstream, endpoints: usize) -> Memory {
+/// Writes `count` endpoints of simulated nodes of `cluster` straight to etcd, as the nodes
+/// publish them (the endpoint as JSON under `endpoints/<node>/<name>`, attached to the node's
+/// lease), a hundred keys per transaction; the nodes' leases, granted for ten minutes.
+async fn write_endpoints(oracle: &Client, cluster: &str, count: usize) -> Vec<i64> {
+    let mut client = oracle.clone();
+    let mut leases = Vec::new();
+    for node in 0..count.div_ceil(ENDPOINTS_PER_SIMULATED_NODE) {
+        let lease = client
+            .lease_grant(600, None)
+            .await
+            .expect("a simulated node's lease")
+            .id();
+        leases.push(lease);
+        let endpoints =
+            (count - node * ENDPOINTS_PER_SIMULATED_NODE).min(ENDPOINTS_PER_SIMULATED_NODE);
+        let puts: Vec<TxnOp> = (0..endpoints)
+            .map(|i| {
+                let spec = simulated_endpoint(node, i);
+                TxnOp::put(
+                    format!("axoneme/{cluster}/endpoints/sim-{node}/{}", spec.name),
+                    serde_json::to_string(&spec).expect("an endpoint as JSON"),
+                    Some(PutOptions::new().with_lease(lease)),
+                )
+            })
+            .collect();
+        for batch in puts.chunks(100) {
+            client
+                .txn(Txn::new().and_then(batch.to_vec()))
+                .await
+                .expect("writing simulated endpoints");
+        }
+    }
+    leases
+}
+
+/// One agent alone in cluster `memory`; `endpoints` endpoints of simulated nodes written to
+/// etcd; its resident memory before they are and once it follows them all (and has settled
+/// for 5 s).
+async fn memory_per_endpoint(
+    etcd: &Etcd,
+    oracle: &Client,
+    upstream: &Upstream,
+    endpoints: usize,
+) -> Memory {
     let node = Node::start(0, "memory", etcd, upstream).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let (before_kib, _) = node.memory_kib();
     let started = Instant::now();
-    let simulated = SimulatedCluster::start(etcd, "memory", endpoints, 0, 0).await;
+    let leases = write_endpoints(oracle, "memory", endpoints).await;
     loop {
         let status = node.cluster_status();
         if status["remoteEndpoints"].as_u64() == Some(endpoints as u64) {
@@ -936,7 +979,13 @@ async fn memory_per_endpoint(etcd: &Etcd, upstream: &Upstream, endpoints: usize)
     let applied = started.elapsed();
     tokio::time::sleep(Duration::from_secs(5)).await;
     let (after_kib, peak_kib) = node.memory_kib();
-    simulated.close().await;
+    for lease in leases {
+        oracle
+            .lease_client()
+            .revoke(lease)
+            .await
+            .expect("revoking a simulated node's lease");
+    }
     Memory {
         endpoints,
         label_sets: endpoints.div_ceil(ENDPOINTS_PER_LABEL_SET),
