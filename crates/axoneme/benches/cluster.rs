@@ -40,6 +40,9 @@ use serde_json::Value;
 /// How much each measurement does.
 #[derive(Debug, Clone, Copy)]
 struct Scale {
+    /// Whether this is the measurement (which reports a wipe that did not converge) rather
+    /// than the check (which fails on it).
+    full: bool,
     /// Policy imports timed, for each of the two cluster loads.
     imports: usize,
     /// Label sets each node allocates in each allocation race.
@@ -52,6 +55,7 @@ struct Scale {
 }
 
 const FULL: Scale = Scale {
+    full: true,
     imports: 100,
     allocations: 500,
     memory_endpoints: 10_000,
@@ -60,6 +64,7 @@ const FULL: Scale = Scale {
 };
 
 const SMOKE: Scale = Scale {
+    full: false,
     imports: 3,
     allocations: 20,
     memory_endpoints: 200,
@@ -118,7 +123,7 @@ async fn measure(scale: Scale) {
 
     let plain = imports.time(scale.imports).await;
     println!("{}", plain.table("3 agents, no other load"));
-    let wipe = wipe_convergence(&mut etcd, &oracle, &nodes, &imports).await;
+    let wipe = wipe_convergence(&mut etcd, &oracle, &nodes, &imports, None).await;
     println!("{}\n{}", Wipe::header(), wipe.line("3 agents"));
 
     let simulated = SimulatedCluster::start(
@@ -136,7 +141,8 @@ async fn measure(scale: Scale) {
         scale.simulated_endpoints, scale.simulated_policies
     );
     println!("{}", loaded.table(&load));
-    let loaded_wipe = wipe_convergence(&mut etcd, &oracle, &nodes, &imports).await;
+    let loaded_wipe =
+        wipe_convergence(&mut etcd, &oracle, &nodes, &imports, Some(&simulated)).await;
     println!("{}\n{}", Wipe::header(), loaded_wipe.line(&load));
     simulated.close().await;
     drop(nodes);
@@ -148,6 +154,11 @@ async fn measure(scale: Scale) {
         RETRIES.load(Ordering::Relaxed)
     );
     println!("load average at end: {}", load_average());
+    if !scale.full {
+        for wipe in [&wipe, &loaded_wipe] {
+            assert_eq!(wipe.unfinished, None, "etcd wiped did not converge");
+        }
+    }
     println!("total: {:.0} s", started.elapsed().as_secs_f64());
 }
 
@@ -775,6 +786,8 @@ struct Wipe {
     converged: Duration,
     /// Keys back with another value than before (an identity renumbered).
     changed: usize,
+    /// What was still missing when the bench stopped waiting, if anything was.
+    unfinished: Option<String>,
 }
 
 impl Wipe {
@@ -796,22 +809,33 @@ impl Wipe {
                 })
             })
             .collect();
+        let converged = match &self.unfinished {
+            None => format!("**{:.2} s**", self.converged.as_secs_f64()),
+            Some(unfinished) => format!("**not converged**: {unfinished}"),
+        };
         format!(
-            "| {load} | {} | {:.2} s | {} | **{:.2} s** | {} |",
+            "| {load} | {} | {:.2} s | {} | {converged} | {} |",
             self.keys,
             self.restarted.as_secs_f64(),
             kinds.join(" | "),
-            self.converged.as_secs_f64(),
             self.changed
         )
     }
 }
 
-/// Every key of cluster `galaxy` but the epoch (which is created anew), with its value.
-async fn cluster_keys(oracle: &Client) -> Result<BTreeMap<String, Vec<u8>>, etcd_client::Error> {
+/// Every key of cluster `galaxy` but the epoch (which is created anew), with its value (empty
+/// unless `values`).
+async fn cluster_keys(
+    oracle: &Client,
+    values: bool,
+) -> Result<BTreeMap<String, Vec<u8>>, etcd_client::Error> {
+    let mut options = GetOptions::new().with_prefix();
+    if !values {
+        options = options.with_keys_only();
+    }
     let answer = oracle
         .kv_client()
-        .get("axoneme/galaxy/", Some(GetOptions::new().with_prefix()))
+        .get("axoneme/galaxy/", Some(options))
         .await?;
     Ok(answer
         .kvs()
@@ -823,17 +847,34 @@ async fn cluster_keys(oracle: &Client) -> Result<BTreeMap<String, Vec<u8>>, etcd
         .collect())
 }
 
+/// The node that owns a key: the segment after `endpoints/`, or the last segment of an
+/// identity reference; `cluster` for policies and master keys.
+fn owner(key: &str) -> &str {
+    let key = key.strip_prefix("axoneme/galaxy/").unwrap_or(key);
+    if let Some(rest) = key.strip_prefix("endpoints/") {
+        rest.split('/').next().unwrap_or(rest)
+    } else if key.starts_with("identities/value/") {
+        key.rsplit('/').next().unwrap_or(key)
+    } else {
+        "cluster"
+    }
+}
+
+/// How long a wipe may take to converge before the bench reports what is still missing.
+const WIPE_PATIENCE: Duration = Duration::from_secs(90);
+
 /// Wipes etcd (all members stopped, their data deleted, started empty) and times until it
 /// holds again every key of the cluster it held before: every node's endpoints and identity
-/// references, the identities' master keys and the policies. The policy in force must be
-/// enforced on every node afterwards.
+/// references, the identities' master keys and the policies. Etcd is polled every 100 ms
+/// (keys only). The policy in force must be enforced on every node afterwards.
 async fn wipe_convergence(
     etcd: &mut Etcd,
     oracle: &Client,
     nodes: &[Node],
     imports: &Imports<'_>,
+    simulated: Option<&SimulatedCluster>,
 ) -> Wipe {
-    let before = cluster_keys(oracle)
+    let before = cluster_keys(oracle, true)
         .await
         .expect("the keys before the wipe");
     let started = Instant::now();
@@ -841,35 +882,66 @@ async fn wipe_convergence(
     let restarted = started.elapsed();
     let answering = Instant::now();
     let mut back = BTreeMap::new();
-    let after = loop {
-        if let Ok(now) = cluster_keys(oracle).await {
-            let mut missing: BTreeMap<&'static str, usize> = BTreeMap::new();
-            for key in before.keys().filter(|key| !now.contains_key(*key)) {
-                *missing.entry(kind(key)).or_default() += 1;
-            }
+    let unfinished = loop {
+        if let Ok(now) = cluster_keys(oracle, false).await {
+            let missing: Vec<&String> = before
+                .keys()
+                .filter(|key| !now.contains_key(*key))
+                .collect();
+            let missing_kinds: BTreeSet<&str> = missing.iter().map(|key| kind(key)).collect();
             for key in before.keys() {
-                if !missing.contains_key(kind(key)) {
+                if !missing_kinds.contains(kind(key)) {
                     back.entry(kind(key)).or_insert_with(|| answering.elapsed());
                 }
             }
             if missing.is_empty() {
-                break now;
+                break None;
             }
-            assert!(
-                answering.elapsed() < PATIENCE,
-                "not back after {PATIENCE:?}: {missing:?}"
-            );
+            if answering.elapsed() > WIPE_PATIENCE {
+                let mut by_owner: BTreeMap<&str, usize> = BTreeMap::new();
+                for key in &missing {
+                    *by_owner.entry(owner(key)).or_default() += 1;
+                }
+                let by_owner: Vec<String> = by_owner
+                    .iter()
+                    .map(|(owner, count)| format!("{owner}: {count}"))
+                    .collect();
+                break Some(format!(
+                    "{} keys missing after {} s ({})",
+                    missing.len(),
+                    WIPE_PATIENCE.as_secs(),
+                    by_owner.join(", ")
+                ));
+            }
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let converged = answering.elapsed();
+    if let (Some(unfinished), Some(simulated)) = (&unfinished, simulated) {
+        println!("wipe not converged: {unfinished}");
+        for session in &simulated.sessions {
+            let health = session.health().borrow().clone();
+            println!(
+                "  {}: stale {}, data losses {}, lease losses {}, repairs {}, revision {}",
+                session.config().node,
+                health.stale_since.is_some(),
+                health.data_losses,
+                health.lease_losses,
+                health.repairs,
+                health.revision
+            );
+        }
+    }
+    let after = cluster_keys(oracle, true)
+        .await
+        .expect("the keys after the wipe");
     let changed = before
         .iter()
-        .filter(|(key, value)| after.get(*key) != Some(value))
+        .filter(|(key, value)| after.get(*key).is_some_and(|now| now != *value))
         .count();
     imports.check_in_force().await;
     for node in nodes {
-        assert_eq!(node.cluster_status()["stale"], false, "{}", node.name);
+        println!("  {}: {}", node.name, node.cluster_status());
     }
     Wipe {
         keys: before.len(),
@@ -877,6 +949,7 @@ async fn wipe_convergence(
         back,
         converged,
         changed,
+        unfinished,
     }
 }
 
