@@ -94,6 +94,11 @@ fn main() {
     } else {
         SMOKE
     };
+    // The simulated nodes' sessions say on the standard error what goes wrong with etcd.
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_writer(std::io::stderr)
+        .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
