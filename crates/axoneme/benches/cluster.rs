@@ -10,9 +10,9 @@
 //! connection to etcd, as an agent's session would be; their policies are written as the agents
 //! write theirs (the document as JSON). For the memory figure the endpoints of simulated nodes
 //! are written straight to etcd in the format the nodes publish, so that ten thousand of them
-//! cost nothing but etcd and the agent measured. What is judged is read from outside: verdicts through
-//! the agents' listeners (a recording R2-D2 upstream behind them), keys read from etcd with a
-//! client of this bench's own, resident memory from `/proc`.
+//! cost nothing but etcd and the agent measured. What is judged is read from outside: verdicts
+//! through the agents' listeners (a recording R2-D2 upstream behind them), keys read from etcd
+//! with a client of this bench's own, resident memory from `/proc`.
 //!
 //! `cargo bench -p axoneme --bench cluster` measures at full scale and prints the tables of
 //! BENCHMARKS.md's "Cluster" section; without `--bench` (as `cargo test --benches` runs it) the
@@ -419,8 +419,8 @@ async fn start_agents(etcd: &Etcd, upstream: &Upstream) -> Vec<Node> {
     nodes
 }
 
-/// Waits until every node follows `total` endpoints of the others in all, as `cluster
-/// status` counts them (each node sees all but its own).
+/// Waits until every node follows the cluster's `total` endpoints but its own, as `cluster
+/// status` counts them.
 async fn wait_remote_endpoints(nodes: &[Node], total: usize) {
     let deadline = Instant::now() + PATIENCE;
     for node in nodes {
