@@ -21,7 +21,6 @@
 //! Log fields and denials are written into buffers the parser keeps, so a warm parser does
 //! not allocate per request.
 
-use std::io::Write;
 use std::sync::Arc;
 
 use axoneme_sdk::{Context, EntryType, ErrorCode, Field, Flow, Input, Op, ParseError, Parser};
@@ -176,11 +175,7 @@ impl KafkaParser {
             Err(error) => return Err(parse_error(error)),
         };
         if !reads_body(header.api.key) {
-            let request = Request {
-                header,
-                body: Body::Unread,
-            };
-            return self.judge(ctx, &request, frame);
+            return self.judge(ctx, &Request::unread(header), frame);
         }
         if at_hand < frame {
             return Ok(Op::More(frame - at_hand));
@@ -216,8 +211,6 @@ impl KafkaParser {
         sessions: &mut FetchSessions,
     ) -> Result<Op, ParseError> {
         let header = request.header;
-        let ids = Arc::clone(&self.topic_ids);
-        let known = ids.known();
         let fetch = match &request.body {
             Body::Fetch(fetch) => Some(*fetch),
             _ => None,
@@ -227,6 +220,10 @@ impl KafkaParser {
             .iter()
             .flat_map(|fetch| sessions.topics(fetch))
             .filter(|held| !request.topics().any(|named| named == *held));
+        let is_id = |topic: TopicRef<'_>| matches!(topic, TopicRef::Id(_));
+        let by_id = request.topics().any(is_id) || held.clone().any(is_id);
+        let ids = by_id.then(|| Arc::clone(&self.topic_ids));
+        let known = Known::of(ids.as_deref());
         let topics = request
             .topics()
             .map(|topic| known.resolve(topic))
@@ -459,9 +456,9 @@ impl KafkaParser {
         policy: &str,
     ) {
         self.text.clear();
-        let _ = write!(self.text, "{}", header.api_version);
+        write_decimal(&mut self.text, header.api_version.into());
         let version_end = self.text.len();
-        let _ = write!(self.text, "{}", header.correlation_id);
+        write_decimal(&mut self.text, header.correlation_id);
         let correlation_end = self.text.len();
         for (i, topic) in topics.enumerate() {
             if i > 0 {
@@ -534,6 +531,25 @@ fn fetch_outcome(head: &[u8], version: i16) -> Option<(i16, i32)> {
 /// Whether the broker answers `request`: all but Produce with `acks` 0.
 fn expects_response(request: &Request<'_>) -> bool {
     !matches!(request.body, Body::Produce(produce) if produce.acks == 0)
+}
+
+/// Appends `value` in decimal.
+fn write_decimal(out: &mut Vec<u8>, value: i32) {
+    if value < 0 {
+        out.push(b'-');
+    }
+    let mut digits = [0u8; 10];
+    let mut rest = value.unsigned_abs();
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[start..]);
 }
 
 /// Kafka's text form of a topic id: URL-safe base64 without padding.

@@ -31,8 +31,8 @@ use crate::api::*;
 use crate::error::Error;
 use crate::header::{write_response, RequestHeader};
 use crate::topics::{
-    NamedTopics, TopicRef, CLUSTER_AUTHORIZATION_FAILED, GROUP_AUTHORIZATION_FAILED,
-    TOPIC_AUTHORIZATION_FAILED,
+    KeptTopics, NamedTopics, RequestTopics, TopicRef, CLUSTER_AUTHORIZATION_FAILED,
+    GROUP_AUTHORIZATION_FAILED, TOPIC_AUTHORIZATION_FAILED,
 };
 use crate::wire::{Reader, WireError, Writer};
 
@@ -80,6 +80,8 @@ pub struct Request<'a> {
     pub header: RequestHeader<'a>,
     /// The body.
     pub body: Body<'a>,
+    /// The topics the body names, kept as it was read.
+    kept: KeptTopics<'a>,
 }
 
 /// Reads the body of one API.
@@ -142,10 +144,7 @@ impl<'a> Request<'a> {
             _ => None,
         };
         let Some(read) = read else {
-            return Ok(Request {
-                header,
-                body: Body::Unread,
-            });
+            return Ok(Request::unread(header));
         };
         if !header.api.accepts(version) {
             return Err(Error::UnsupportedVersion {
@@ -158,14 +157,32 @@ impl<'a> Request<'a> {
         // and the broker read the same fields; librdkafka's Metadata request for all topics
         // ends in three such bytes.
         let body = read(&mut r, version)?;
-        Ok(Request { header, body })
+        let kept = KeptTopics::of(Self::read_topics(&body));
+        Ok(Request { header, body, kept })
+    }
+
+    /// A request whose body is not read: it names no topic.
+    pub fn unread(header: RequestHeader<'a>) -> Request<'a> {
+        Request {
+            header,
+            body: Body::Unread,
+            kept: KeptTopics::of(std::iter::empty()),
+        }
     }
 
     /// The topics the request names, in order, by name or id (a topic named twice comes
     /// twice). Empty for a request that names none, among them a Metadata or OffsetFetch
     /// request for all topics.
-    pub fn topics(&self) -> NamedTopics<'a> {
-        match &self.body {
+    pub fn topics(&self) -> RequestTopics<'_, 'a> {
+        match self.kept.all() {
+            Some(kept) => RequestTopics::Kept(kept.iter()),
+            None => RequestTopics::Read(Self::read_topics(&self.body)),
+        }
+    }
+
+    /// The topics `body` names, read from its bytes.
+    fn read_topics(body: &Body<'a>) -> NamedTopics<'a> {
+        match body {
             Body::Produce(r) => NamedTopics::of(Some(&r.topics)),
             Body::Fetch(r) => NamedTopics::of(Some(&r.topics)),
             Body::ListOffsets(r) => NamedTopics::of(Some(&r.topics)),
