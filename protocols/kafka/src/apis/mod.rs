@@ -170,6 +170,12 @@ impl<'a> Request<'a> {
         }
     }
 
+    /// The topics the request names, as [`Request::topics`], when they were all kept as it
+    /// was parsed; `None` when there are more than [`crate::topics::KEPT_TOPICS`].
+    pub fn kept_topics(&self) -> Option<&[TopicRef<'a>]> {
+        self.kept.all()
+    }
+
     /// The topics the request names, in order, by name or id (a topic named twice comes
     /// twice). Empty for a request that names none, among them a Metadata or OffsetFetch
     /// request for all topics.
