@@ -194,6 +194,44 @@ fn a_denied_request_is_answered_in_place() {
 }
 
 #[test]
+fn requests_naming_more_topics_than_are_kept_are_judged_and_logged_on_all() {
+    let rules: &[&[(&str, &str)]] = &[&[("role", "produce"), ("topic", "deathstar-plans")]];
+    let mut s = session(rules);
+    let kept = crate::topics::KEPT_TOPICS;
+    let allowed = produce(1, 1, &vec!["deathstar-plans"; kept + 1]);
+    assert_eq!(
+        s.deliver(Flow::Request, &[&allowed]),
+        Emitted::new(&allowed, b"")
+    );
+    let mut topics = vec!["deathstar-plans"; kept + 1];
+    topics.push("empire-announce");
+    let denied = produce(2, 1, &topics);
+    assert_eq!(
+        s.deliver(Flow::Request, &[&denied]),
+        Emitted::new(b"", b""),
+        "behind the owed response"
+    );
+    let names = |topics: &[&str]| topics.join(", ");
+    assert_eq!(
+        s.log(),
+        [
+            format!(
+                "Request empire api_key=produce api_version=9 correlation_id=1 topic={}",
+                names(&vec!["deathstar-plans"; kept + 1])
+            ),
+            format!(
+                "Denied  api_key=produce api_version=9 correlation_id=2 topic={}",
+                names(&topics)
+            ),
+        ]
+    );
+    assert_eq!(
+        s.deliver(Flow::Reply, &[&response(1)]),
+        Emitted::new(b"", &[response(1), denial(&denied)].concat())
+    );
+}
+
+#[test]
 fn denials_keep_their_place_among_pipelined_responses() {
     let mut s = session(EMPIRE);
     let first = metadata(1, Some(&["empire-announce"]));
@@ -1505,4 +1543,13 @@ fn the_session_conversation_is_judged_as_its_rules_say() {
             "Request empire api_key=fetch api_version=12 correlation_id=5 topic=empire-announce",
         ]
     );
+}
+
+#[test]
+fn log_numbers_are_written_as_rust_formats_them() {
+    for n in [0, 7, -1, 10, -10, 12_345, i32::from(i16::MIN), i32::MAX, i32::MIN] {
+        let mut out = Vec::new();
+        super::write_decimal(&mut out, n);
+        assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
+    }
 }
