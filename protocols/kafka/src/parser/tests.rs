@@ -1553,3 +1553,55 @@ fn log_numbers_are_written_as_rust_formats_them() {
         assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
     }
 }
+
+/// Every API at versions outside the table: a request whose body is read, of a removed key or
+/// of a negative version closes the connection with a logged parse error; any other is judged
+/// by its header,
+/// so it passes when a rule allows it, and a denial at a version this crate cannot answer
+/// closes the connection.
+#[test]
+fn versions_the_table_does_not_know_fail_closed_for_every_api() {
+    let kafka = Kafka::default();
+    for api in crate::Api::all() {
+        let Some((low, high)) = api.versions else {
+            let mut s = session(EMPIRE);
+            s.assert_refuses(&frame(api.key, 1, 1, false, b""), ErrorCode::Unsupported);
+            continue;
+        };
+        let request = |version: i16| {
+            frame(api.key, version, 1, api.is_flexible(version), b"\x00\x00\x00")
+        };
+        let outside = [Some(high + 1), low.checked_sub(1)];
+        for version in outside.into_iter().flatten() {
+            let what = format!("{} v{version}", api.name);
+            if crate::parser::reads_body(api.key) || version < 0 {
+                let mut s = session(&[&[]]);
+                s.assert_refuses(&request(version), ErrorCode::Unsupported);
+                assert!(
+                    s.log()[0].ends_with("API version the broker does not accept"),
+                    "{what}: {:?}",
+                    s.log()
+                );
+                continue;
+            }
+            let mut s = Session::new(&kafka, RulesPolicy::compile(&kafka, "all", &[&[]]));
+            assert_eq!(
+                s.deliver(Flow::Request, &[&request(version)]),
+                Emitted::new(&request(version), b""),
+                "{what}: allowed by a rule without keys"
+            );
+            let mut s = session(&[&[("apiKey", "produce")]]);
+            let sent = s.send(Flow::Request, &request(version));
+            match api.key {
+                // Authentication passes whatever the rules.
+                crate::api::SASL_HANDSHAKE | crate::api::SASL_AUTHENTICATE => {
+                    assert!(sent.is_ok(), "{what}")
+                }
+                _ => assert!(
+                    matches!(sent, Err(ConnectionError::Parse(e)) if e.code == ErrorCode::Unsupported),
+                    "{what}: denied, with no denial of that version to answer"
+                ),
+            }
+        }
+    }
+}
