@@ -313,6 +313,15 @@ fn topics_named_by_id_match_no_topic_rule() {
 /// A Metadata v12 response with `correlation_id` naming `topics` with their ids, each with no
 /// partition, written from Kafka's `MetadataResponse.json`.
 fn metadata_response(correlation_id: i32, topics: &[(&str, [u8; 16])]) -> Vec<u8> {
+    metadata_response_with_rack(correlation_id, topics, None)
+}
+
+/// [`metadata_response`] whose broker has `rack` (null when `None`).
+fn metadata_response_with_rack(
+    correlation_id: i32,
+    topics: &[(&str, [u8; 16])],
+    rack: Option<&[u8]>,
+) -> Vec<u8> {
     let mut message = correlation_id.to_be_bytes().to_vec();
     message.push(0);
     message.extend_from_slice(&0i32.to_be_bytes());
@@ -320,7 +329,19 @@ fn metadata_response(correlation_id: i32, topics: &[(&str, [u8; 16])]) -> Vec<u8
     message.extend_from_slice(&1i32.to_be_bytes());
     message.extend_from_slice(b"\x0a127.0.0.1");
     message.extend_from_slice(&9092i32.to_be_bytes());
-    message.extend_from_slice(b"\x00\x00\x00");
+    match rack {
+        None => message.push(0),
+        Some(rack) => {
+            let mut length = rack.len() + 1;
+            while length >= 0x80 {
+                message.push((length as u8 & 0x7f) | 0x80);
+                length >>= 7;
+            }
+            message.push(length as u8);
+            message.extend_from_slice(rack);
+        }
+    }
+    message.extend_from_slice(b"\x00\x00");
     message.extend_from_slice(&1i32.to_be_bytes());
     message.push(topics.len() as u8 + 1);
     for (name, id) in topics {
@@ -1604,4 +1625,46 @@ fn versions_the_table_does_not_know_fail_closed_for_every_api() {
             }
         }
     }
+}
+
+/// A Metadata response longer than the parser holds to learn ids (1 MiB) reaches the client
+/// untouched and teaches nothing: a request naming one of its ids is judged as naming an
+/// unknown topic, so only a rule without `topic` allows it.
+#[test]
+fn a_metadata_response_too_long_to_hold_teaches_no_ids_and_their_requests_are_denied() {
+    let rules: &[&[(&str, &str)]] = &[&[("role", "consume"), ("topic", "empire-announce")]];
+    let mut s = session(rules);
+    let ask = metadata(1, Some(&["empire-announce"]));
+    assert_eq!(s.deliver(Flow::Request, &[&ask]), Emitted::new(&ask, b""));
+    let rack = vec![b'r'; 1024 * 1024];
+    let answer = metadata_response_with_rack(1, &[("empire-announce", ANNOUNCE)], Some(&rack));
+    assert!(answer.len() > 1024 * 1024 + 4);
+    let (head, rest) = answer.split_at(64 * 1024);
+    let (first, second) = (
+        s.deliver(Flow::Reply, &[head]),
+        s.deliver(Flow::Reply, &[rest]),
+    );
+    assert_eq!(
+        Emitted::new(b"", &answer),
+        Emitted::new(
+            &[first.upstream, second.upstream].concat(),
+            &[first.client, second.client].concat()
+        ),
+        "streamed to the client"
+    );
+    let fetch = fetch_by_id(2, ANNOUNCE);
+    assert_eq!(
+        s.deliver(Flow::Request, &[&fetch]),
+        Emitted::new(b"", &denial(&fetch)),
+        "the id was not learned: an unknown topic"
+    );
+    let mut learning = session(rules);
+    let short = metadata_response(1, &[("empire-announce", ANNOUNCE)]);
+    learning.deliver(Flow::Request, &[&ask]);
+    learning.deliver(Flow::Reply, &[&short]);
+    assert_eq!(
+        learning.deliver(Flow::Request, &[&fetch]),
+        Emitted::new(&fetch, b""),
+        "the same answer within the bound teaches the id"
+    );
 }
