@@ -92,7 +92,9 @@ impl TopicIds {
 
     /// The map as it is now, to resolve the topics of one request.
     pub fn known(&self) -> Known<'_> {
-        Known(Some(self.names.read().unwrap_or_else(PoisonError::into_inner)))
+        Known(Some(
+            self.names.read().unwrap_or_else(PoisonError::into_inner),
+        ))
     }
 }
 

@@ -377,7 +377,12 @@ mod tests {
         let names: Vec<Vec<u8>> = (0..=KEPT_TOPICS).map(|i| vec![b'a' + i as u8]).collect();
         let refs = || names.iter().map(|name| TopicRef::Name(name));
         let kept = KeptTopics::of(refs().take(KEPT_TOPICS));
-        assert!(kept.all().unwrap().iter().copied().eq(refs().take(KEPT_TOPICS)));
+        assert!(kept
+            .all()
+            .unwrap()
+            .iter()
+            .copied()
+            .eq(refs().take(KEPT_TOPICS)));
         assert_eq!(KeptTopics::of(std::iter::empty()).all(), Some(&[][..]));
         assert_eq!(KeptTopics::of(refs()).all(), None);
     }

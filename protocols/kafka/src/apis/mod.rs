@@ -31,8 +31,8 @@ use crate::api::*;
 use crate::error::Error;
 use crate::header::{write_response, RequestHeader};
 use crate::topics::{
-    KeptTopics, NamedTopics, RequestTopics, TopicRef, CLUSTER_AUTHORIZATION_FAILED,
-    GROUP_AUTHORIZATION_FAILED, TOPIC_AUTHORIZATION_FAILED,
+    Entries, KeptTopics, NamedTopics, RequestTopics, TopicEntry, TopicRef, Topics,
+    CLUSTER_AUTHORIZATION_FAILED, GROUP_AUTHORIZATION_FAILED, TOPIC_AUTHORIZATION_FAILED,
 };
 use crate::wire::{Reader, WireError, Writer};
 
@@ -335,6 +335,49 @@ fn topic_ref<'a>(r: &mut Reader<'a>, by_id: bool) -> Result<TopicRef<'a>, WireEr
     match by_id {
         true => r.uuid("a topic id").map(TopicRef::Id),
         false => r.string("a topic name").map(TopicRef::Name),
+    }
+}
+
+/// A topic entry as the requests that name partitions carry it: the topic (by name, or by id
+/// from [`PartitionedTopic::IDS_FROM`]), its partitions (each an `int32` index and the API's
+/// own fields), the entry's tagged fields. Each API names its shape with a unit type.
+trait PartitionedTopic {
+    /// The first version naming topics by id; by default none does.
+    const IDS_FROM: i16 = i16::MAX;
+    /// The partitions array, as errors name it.
+    const PARTITIONS: &'static str = "the partitions";
+    /// Reads one partition entry, its tagged fields included, and returns its index.
+    fn partition(r: &mut Reader<'_>, version: i16) -> Result<i32, WireError>;
+}
+
+/// Reads one topic entry of the shape `S`.
+fn partitioned_topic<'a, S: PartitionedTopic>(
+    r: &mut Reader<'a>,
+    version: i16,
+) -> Result<TopicEntry<'a>, WireError> {
+    let topic = topic_ref(r, version >= S::IDS_FROM)?;
+    let partitions = Entries::read(r, version, S::PARTITIONS, S::partition)?;
+    r.tagged_fields()?;
+    Ok(TopicEntry { topic, partitions })
+}
+
+/// Writes the topics array of a denial: each topic of `topics` as the request named it (by id
+/// when `by_id`), each of its partitions as `partition` writes it (from its index, tagged
+/// fields included), then the entry's tagged fields.
+fn write_partitioned_denial(
+    w: &mut Writer<'_>,
+    topics: &Topics<'_>,
+    by_id: bool,
+    mut partition: impl FnMut(&mut Writer<'_>, i32),
+) {
+    w.array_len(Some(topics.len()));
+    for entry in topics.iter() {
+        write_topic_ref(w, entry.topic, by_id);
+        w.array_len(Some(entry.partitions.len()));
+        for index in entry.partitions.iter() {
+            partition(w, index);
+        }
+        w.tagged_fields();
     }
 }
 

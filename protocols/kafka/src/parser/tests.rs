@@ -1568,7 +1568,17 @@ fn the_session_conversation_is_judged_as_its_rules_say() {
 
 #[test]
 fn log_numbers_are_written_as_rust_formats_them() {
-    for n in [0, 7, -1, 10, -10, 12_345, i32::from(i16::MIN), i32::MAX, i32::MIN] {
+    for n in [
+        0,
+        7,
+        -1,
+        10,
+        -10,
+        12_345,
+        i32::from(i16::MIN),
+        i32::MAX,
+        i32::MIN,
+    ] {
         let mut out = Vec::new();
         super::write_decimal(&mut out, n);
         assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
@@ -1590,7 +1600,13 @@ fn versions_the_table_does_not_know_fail_closed_for_every_api() {
             continue;
         };
         let request = |version: i16| {
-            frame(api.key, version, 1, api.is_flexible(version), b"\x00\x00\x00")
+            frame(
+                api.key,
+                version,
+                1,
+                api.is_flexible(version),
+                b"\x00\x00\x00",
+            )
         };
         let outside = [Some(high + 1), low.checked_sub(1)];
         for version in outside.into_iter().flatten() {
