@@ -177,8 +177,10 @@ impl KafkaParser {
             let Some(message) = input.contiguous(LENGTH_LEN..frame, scratch) else {
                 return Ok(Op::More(1));
             };
-            let request = Request::parse(message).map_err(parse_error)?;
-            return self.judge(ctx, &request, frame);
+            return match Request::parse(message) {
+                Ok(request) => self.judge(ctx, &request, frame),
+                Err(error) => Err(parse_error(error)),
+            };
         }
         let head_end = at_hand.min(LENGTH_LEN + MAX_HEADER_LEN);
         let Some(head) = input.contiguous(LENGTH_LEN..head_end, scratch) else {
@@ -605,7 +607,9 @@ fn write_decimal(out: &mut Vec<u8>, value: i32) {
             break;
         }
     }
-    out.extend_from_slice(&digits[start..]);
+    for &digit in &digits[start..] {
+        out.push(digit);
+    }
 }
 
 /// Kafka's text form of a topic id: URL-safe base64 without padding.

@@ -297,20 +297,34 @@ pub struct KeptTopics<'a> {
 impl<'a> KeptTopics<'a> {
     /// Keeps the topics `named` yields, or marks that there are more than fit.
     pub fn of(named: impl Iterator<Item = TopicRef<'a>>) -> Self {
-        let mut kept = KeptTopics {
+        let mut kept = Self::none();
+        kept.keep(named);
+        kept
+    }
+
+    /// No topic.
+    pub fn none() -> Self {
+        KeptTopics {
             topics: [TopicRef::Any; KEPT_TOPICS],
             len: 0,
             all_kept: true,
-        };
+        }
+    }
+
+    /// Keeps the topics `named` yields in place of those held, or marks that there are more
+    /// than fit.
+    #[inline]
+    pub fn keep(&mut self, named: impl Iterator<Item = TopicRef<'a>>) {
+        self.len = 0;
+        self.all_kept = true;
         for topic in named {
-            if kept.len == KEPT_TOPICS {
-                kept.all_kept = false;
+            if self.len == KEPT_TOPICS {
+                self.all_kept = false;
                 break;
             }
-            kept.topics[kept.len] = topic;
-            kept.len += 1;
+            self.topics[self.len] = topic;
+            self.len += 1;
         }
-        kept
     }
 
     /// The topics, when all of them are held; `None` when there are more than

@@ -156,9 +156,13 @@ impl<'a> Request<'a> {
         // parses a request's fields and never checks that the frame ends there), so the proxy
         // and the broker read the same fields; librdkafka's Metadata request for all topics
         // ends in three such bytes.
-        let body = read(&mut r, version)?;
-        let kept = KeptTopics::of(Self::read_topics(&body));
-        Ok(Request { header, body, kept })
+        let mut request = Request {
+            header,
+            body: read(&mut r, version)?,
+            kept: KeptTopics::none(),
+        };
+        request.kept.keep(Self::read_topics(&request.body));
+        Ok(request)
     }
 
     /// A request whose body is not read: it names no topic.
@@ -166,7 +170,7 @@ impl<'a> Request<'a> {
         Request {
             header,
             body: Body::Unread,
-            kept: KeptTopics::of(std::iter::empty()),
+            kept: KeptTopics::none(),
         }
     }
 
