@@ -3,7 +3,9 @@
 //! produce to and consume `deathstar-plans`), access log off: Produce of a 1 KiB record batch,
 //! Fetch by topic name and by topic id with a 64 KiB response, Metadata, and a denied Produce.
 //! Output is counted, not copied, so the figures exclude moving the payload. Also reports heap
-//! allocations per request in steady state (the target is zero).
+//! allocations per request in steady state (the target is zero), and the time per request the
+//! thread spent on a CPU (Linux's `/proc/thread-self/schedstat`), which on a shared machine
+//! leaves out the time it waited for one.
 
 #[path = "../tests/messages/mod.rs"]
 pub mod messages;
@@ -149,6 +151,28 @@ fn allocations_per_request(env: &Env<'_>, case: &Case) -> f64 {
     (CountingAllocator::count() - before) as f64 / N as f64
 }
 
+/// Nanoseconds the calling thread has run on a CPU; `None` where Linux's schedstat is absent.
+fn thread_cpu_ns() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    stat.split_whitespace().next()?.parse().ok()
+}
+
+/// On-CPU nanoseconds per round trip over 1,000,000 after warm-up.
+fn cpu_time_per_request(env: &Env<'_>, case: &Case) -> Option<f64> {
+    let mut conn = connection(env);
+    let mut sink = Discard::default();
+    for _ in 0..10_000 {
+        round_trip(&mut conn, env, &mut sink, case);
+    }
+    const N: u32 = 1_000_000;
+    let before = thread_cpu_ns()?;
+    for _ in 0..N {
+        round_trip(&mut conn, env, &mut sink, case);
+    }
+    let after = thread_cpu_ns()?;
+    Some(after.saturating_sub(before) as f64 / f64::from(N))
+}
+
 fn bench(c: &mut Criterion) {
     let policy = port_policy();
     let env = Env {
@@ -163,6 +187,9 @@ fn bench(c: &mut Criterion) {
             "kafka/{}: {allocs:.3} heap allocations per request in steady state",
             case.name
         );
+        if let Some(ns) = cpu_time_per_request(&env, &case) {
+            println!("kafka/{}: {ns:.0} ns on a CPU per request", case.name);
+        }
         let mut conn = connection(&env);
         let mut sink = Discard::default();
         group.bench_function(case.name, |b| {

@@ -6,9 +6,15 @@
 //! 4.3.0 for the APIs whose bodies this crate reads (Produce 3-13, Fetch 4-18, ListOffsets
 //! 1-11, Metadata 0-13, OffsetCommit 2-10, OffsetFetch 1-10, CreateTopics 2-7, DeleteTopics
 //! 1-6, DeleteRecords 0-2, OffsetForLeaderEpoch 2-4, AddPartitionsToTxn 0-5, TxnOffsetCommit
-//! 0-5), those of Kafka 4.1 for the others. Only the first flexible version matters for the
-//! others (their bodies are not read), and flexible versions are open-ended, so a later
-//! version's header still reads. Policy names are Cilium's (`pkg/policy/api/kafka`,
+//! 0-5), those of Kafka 4.1 for the others. Brokers advertise Produce from version 0 in their
+//! ApiVersions responses (KAFKA-18659, for librdkafka) but refuse versions 0 to 2, removed in
+//! Kafka 4.0 as Fetch 0 to 3 were: the table holds what they accept. A request of a version
+//! outside the table closes the connection with a logged error when its body is read, its
+//! version is negative or its key removed; any other is judged by its header as at any version
+//! (its body is never read), and, denied, closes the connection when this crate has no denial
+//! of that version. Only the first flexible version matters for the others (their bodies are
+//! not read), and flexible versions are open-ended, so a later version's header still reads.
+//! Policy names are Cilium's (`pkg/policy/api/kafka`,
 //! `APIKeyMap`) for the keys 0 to 33 it named, among them `offsets` for ListOffsets; every
 //! other key is Kafka's name lower-cased without separators. Keys 4 to 7 were removed with
 //! ZooKeeper in Kafka 4.0: policies may still name them (Cilium's policies do), but no version

@@ -21,7 +21,6 @@
 //! Log fields and denials are written into buffers the parser keeps, so a warm parser does
 //! not allocate per request.
 
-use std::io::Write;
 use std::sync::Arc;
 
 use axoneme_sdk::{Context, EntryType, ErrorCode, Field, Flow, Input, Op, ParseError, Parser};
@@ -40,7 +39,8 @@ use crate::wire::{Reader, WireError};
 /// How many more bytes a request whose header has not arrived whole waits for at a time.
 const HEADER_STEP: usize = 256;
 
-/// The longest request header read (a client id may take 32 KiB; tagged fields the rest).
+/// The longest request header waited for before its request has arrived whole (a client id
+/// may take 32 KiB; tagged fields the rest).
 const MAX_HEADER_LEN: usize = 64 * 1024;
 
 /// Bytes of a response's length and correlation id.
@@ -74,6 +74,16 @@ pub struct KafkaParser {
     raw_tokens: bool,
     /// The fetch sessions this connection created.
     sessions: FetchSessions,
+}
+
+/// What [`KafkaParser::decide`] made of a request.
+enum Judged {
+    /// Allowed as it is.
+    Allowed,
+    /// A Metadata request narrowed to its allowed topics, waiting to be injected.
+    Narrowed,
+    /// Denied.
+    Denied,
 }
 
 const NO_COMPOSED_DENIAL: ParseError = ParseError::new(
@@ -161,6 +171,17 @@ impl KafkaParser {
         at_hand: usize,
         scratch: &mut Vec<u8>,
     ) -> Result<Op, ParseError> {
+        // A whole request of an API whose body is read: header and body read in one pass.
+        let key = input.peek::<2>(LENGTH_LEN).map(i16::from_be_bytes);
+        if at_hand == frame && key.is_some_and(reads_body) {
+            let Some(message) = input.contiguous(LENGTH_LEN..frame, scratch) else {
+                return Ok(Op::More(1));
+            };
+            return match Request::parse(message) {
+                Ok(request) => self.judge(ctx, &request, frame),
+                Err(error) => Err(parse_error(error)),
+            };
+        }
         let head_end = at_hand.min(LENGTH_LEN + MAX_HEADER_LEN);
         let Some(head) = input.contiguous(LENGTH_LEN..head_end, scratch) else {
             return Ok(Op::More(1));
@@ -176,11 +197,7 @@ impl KafkaParser {
             Err(error) => return Err(parse_error(error)),
         };
         if !reads_body(header.api.key) {
-            let request = Request {
-                header,
-                body: Body::Unread,
-            };
-            return self.judge(ctx, &request, frame);
+            return self.judge(ctx, &Request::unread(header), frame);
         }
         if at_hand < frame {
             return Ok(Op::More(frame - at_hand));
@@ -216,21 +233,80 @@ impl KafkaParser {
         sessions: &mut FetchSessions,
     ) -> Result<Op, ParseError> {
         let header = request.header;
-        let ids = Arc::clone(&self.topic_ids);
-        let known = ids.known();
         let fetch = match &request.body {
             Body::Fetch(fetch) => Some(*fetch),
             _ => None,
         };
-        // The session's topics that the request does not name itself.
-        let held = fetch
-            .iter()
-            .flat_map(|fetch| sessions.topics(fetch))
-            .filter(|held| !request.topics().any(|named| named == *held));
-        let topics = request
-            .topics()
-            .map(|topic| known.resolve(topic))
-            .chain(held.map(|topic| known.resolve(topic)));
+        let is_id = |topic: &TopicRef<'_>| matches!(topic, TopicRef::Id(_));
+        let incremental = fetch.is_some_and(|fetch| fetch.is_incremental());
+        let judged = match request.kept_topics() {
+            // Most requests: their topics at hand, no session's topics to add.
+            Some(kept) if !incremental => {
+                let ids = kept.iter().any(is_id).then(|| Arc::clone(&self.topic_ids));
+                let known = Known::of(ids.as_deref());
+                let topics = kept.iter().map(|topic| known.resolve(*topic));
+                self.decide(ctx, request, topics, &known)
+            }
+            _ => {
+                // The session's topics that the request does not name itself.
+                let held = fetch
+                    .iter()
+                    .flat_map(|fetch| sessions.topics(fetch))
+                    .filter(|held| !request.topics().any(|named| named == *held));
+                let by_id = request.topics().any(|topic| is_id(&topic))
+                    || held.clone().any(|topic| is_id(&topic));
+                let ids = by_id.then(|| Arc::clone(&self.topic_ids));
+                let known = Known::of(ids.as_deref());
+                let topics = request
+                    .topics()
+                    .map(|topic| known.resolve(topic))
+                    .chain(held.map(|topic| known.resolve(topic)));
+                self.decide(ctx, request, topics, &known)
+            }
+        };
+        match judged {
+            Judged::Allowed => {
+                let ticket = fetch.and_then(|fetch| sessions.forwarded(&fetch));
+                self.owe(request, ticket)?;
+                self.raw_tokens = header.api.key == SASL_HANDSHAKE && header.api_version == 0;
+                return Ok(Op::Pass(frame));
+            }
+            Judged::Narrowed => {
+                self.owe(request, None)?;
+                self.narrowed_due = true;
+                return Ok(Op::Drop(frame));
+            }
+            Judged::Denied => {}
+        }
+        if let Some(fetch) = fetch.filter(|fetch| fetch.is_incremental()) {
+            sessions.refused(fetch.session_id);
+        }
+        self.denial.clear();
+        match request.write_denial(&mut self.denial) {
+            Denial::Written => {}
+            Denial::NoResponse => return Ok(Op::Drop(frame)),
+            Denial::Unsupported => return Err(NO_COMPOSED_DENIAL),
+        }
+        if self.pending.deny(&self.denial).map_err(pending_error)? == DenyAction::InjectNow {
+            if ctx.inject_room(Flow::Reply) < self.denial.len() {
+                return Err(DENIAL_TOO_LARGE);
+            }
+            ctx.inject(Flow::Reply, &self.denial);
+        }
+        Ok(Op::Drop(frame))
+    }
+
+    /// Checks `request`, whose `topics` (by name where `known` names them) are those it
+    /// names and those its fetch session holds, and logs the verdict; a denied Metadata
+    /// request is narrowed when it can be ([`KafkaParser::narrow`]).
+    fn decide<'t>(
+        &mut self,
+        ctx: &Context<'_>,
+        request: &Request<'_>,
+        topics: impl Iterator<Item = TopicRef<'t>> + Clone,
+        known: &Known<'_>,
+    ) -> Judged {
+        let header = request.header;
         let verdict = ctx.check::<RuleSet>(|rules| rules.allows(&header, topics.clone()));
         let metadata = match &request.body {
             Body::Metadata(metadata) => Some(metadata),
@@ -246,16 +322,11 @@ impl KafkaParser {
                 EntryType::Request,
                 verdict.policy_name,
             );
-            let ticket = fetch.and_then(|fetch| sessions.forwarded(&fetch));
-            self.owe(request, ticket)?;
-            self.raw_tokens = header.api.key == SASL_HANDSHAKE && header.api_version == 0;
-            return Ok(Op::Pass(frame));
+            return Judged::Allowed;
         }
         if let Some(metadata) = metadata {
-            if self.narrow(ctx, request, metadata, &known) {
-                self.owe(request, None)?;
-                self.narrowed_due = true;
-                return Ok(Op::Drop(frame));
+            if self.narrow(ctx, request, metadata, known) {
+                return Judged::Narrowed;
             }
         }
         let verdict = match metadata {
@@ -272,23 +343,7 @@ impl KafkaParser {
             None => verdict,
         };
         self.log(ctx, &header, topics, EntryType::Denied, verdict.policy_name);
-        if let Some(fetch) = fetch.filter(|fetch| fetch.is_incremental()) {
-            sessions.refused(fetch.session_id);
-        }
-        drop(known);
-        self.denial.clear();
-        match request.write_denial(&mut self.denial) {
-            Denial::Written => {}
-            Denial::NoResponse => return Ok(Op::Drop(frame)),
-            Denial::Unsupported => return Err(NO_COMPOSED_DENIAL),
-        }
-        if self.pending.deny(&self.denial).map_err(pending_error)? == DenyAction::InjectNow {
-            if ctx.inject_room(Flow::Reply) < self.denial.len() {
-                return Err(DENIAL_TOO_LARGE);
-            }
-            ctx.inject(Flow::Reply, &self.denial);
-        }
-        Ok(Op::Drop(frame))
+        Judged::Denied
     }
 
     /// Records the response an allowed (or narrowed) request is owed, if any; `fetch_ticket`
@@ -459,9 +514,9 @@ impl KafkaParser {
         policy: &str,
     ) {
         self.text.clear();
-        let _ = write!(self.text, "{}", header.api_version);
+        write_decimal(&mut self.text, header.api_version.into());
         let version_end = self.text.len();
-        let _ = write!(self.text, "{}", header.correlation_id);
+        write_decimal(&mut self.text, header.correlation_id);
         let correlation_end = self.text.len();
         for (i, topic) in topics.enumerate() {
             if i > 0 {
@@ -534,6 +589,27 @@ fn fetch_outcome(head: &[u8], version: i16) -> Option<(i16, i32)> {
 /// Whether the broker answers `request`: all but Produce with `acks` 0.
 fn expects_response(request: &Request<'_>) -> bool {
     !matches!(request.body, Body::Produce(produce) if produce.acks == 0)
+}
+
+/// Appends `value` in decimal.
+fn write_decimal(out: &mut Vec<u8>, value: i32) {
+    if value < 0 {
+        out.push(b'-');
+    }
+    let mut digits = [0u8; 10];
+    let mut rest = value.unsigned_abs();
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    for &digit in &digits[start..] {
+        out.push(digit);
+    }
 }
 
 /// Kafka's text form of a topic id: URL-safe base64 without padding.

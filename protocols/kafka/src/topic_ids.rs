@@ -92,20 +92,30 @@ impl TopicIds {
 
     /// The map as it is now, to resolve the topics of one request.
     pub fn known(&self) -> Known<'_> {
-        Known(self.names.read().unwrap_or_else(PoisonError::into_inner))
+        Known(Some(
+            self.names.read().unwrap_or_else(PoisonError::into_inner),
+        ))
     }
 }
 
-/// A read view of the learned names.
+/// A read view of the learned names, or none (for a request that names no topic by id).
 #[derive(Debug)]
-pub struct Known<'m>(RwLockReadGuard<'m, HashMap<Uuid, Box<[u8]>>>);
+pub struct Known<'m>(Option<RwLockReadGuard<'m, HashMap<Uuid, Box<[u8]>>>>);
 
-impl Known<'_> {
-    /// `topic` by name: its own name, or the learned name of its id; an unknown id as is.
+impl<'m> Known<'m> {
+    /// The names of `ids`, or none: the map is locked only when a request names ids.
+    pub fn of(ids: Option<&'m TopicIds>) -> Known<'m> {
+        ids.map_or(Known(None), TopicIds::known)
+    }
+
+    /// `topic` by name: its own name, or the learned name of its id; an unknown id (or any id
+    /// without a view) as is.
     pub fn resolve<'t>(&'t self, topic: TopicRef<'t>) -> TopicRef<'t> {
-        match topic {
-            TopicRef::Id(id) => self.0.get(&id).map_or(topic, |name| TopicRef::Name(name)),
-            named => named,
+        match (topic, &self.0) {
+            (TopicRef::Id(id), Some(names)) => {
+                names.get(&id).map_or(topic, |name| TopicRef::Name(name))
+            }
+            (named, _) => named,
         }
     }
 }

@@ -2,8 +2,10 @@
 //!
 //! An array is read once when its request is parsed, which checks every entry, and is kept
 //! as a position in the body with the function that reads one entry; iterating reads the
-//! entries again from the borrowed bytes, so nothing is copied or allocated. This module knows
-//! the shapes shared by the messages, not any message's fields.
+//! entries again from the borrowed bytes, so nothing is copied or allocated. The topics a
+//! request names are also kept at hand as it is parsed ([`KeptTopics`]: up to
+//! [`KEPT_TOPICS`] of them, slices of the body), so judging and logging it walk no array
+//! again. This module knows the shapes shared by the messages, not any message's fields.
 
 use crate::wire::{Reader, Uuid, WireError};
 
@@ -81,6 +83,7 @@ impl<'a, T> Entries<'a, T> {
     }
 
     /// Reads an array that may not be null whose entries `read` reads, checking each.
+    #[inline]
     pub fn read(
         r: &mut Reader<'a>,
         version: i16,
@@ -92,6 +95,7 @@ impl<'a, T> Entries<'a, T> {
     }
 
     /// Reads an array that may be null (`None`).
+    #[inline]
     pub fn read_nullable(
         r: &mut Reader<'a>,
         version: i16,
@@ -104,6 +108,7 @@ impl<'a, T> Entries<'a, T> {
         }
     }
 
+    #[inline]
     fn read_count(
         r: &mut Reader<'a>,
         version: i16,
@@ -133,6 +138,7 @@ impl<'a, T> Entries<'a, T> {
     }
 
     /// The entries, in order.
+    #[inline]
     pub fn iter(&self) -> EntryIter<'a, T> {
         EntryIter {
             reader: self.reader,
@@ -160,6 +166,7 @@ impl<T> Clone for EntryIter<'_, T> {
 impl<T> Iterator for EntryIter<'_, T> {
     type Item = T;
 
+    #[inline]
     fn next(&mut self) -> Option<T> {
         if self.left == 0 {
             return None;
@@ -255,6 +262,7 @@ impl<'a> NamedTopics<'a> {
 impl<'a> Iterator for NamedTopics<'a> {
     type Item = TopicRef<'a>;
 
+    #[inline]
     fn next(&mut self) -> Option<TopicRef<'a>> {
         if let Some(topic) = self.single.take() {
             return Some(topic);
@@ -269,6 +277,80 @@ impl<'a> Iterator for NamedTopics<'a> {
             self.current = group
                 .topics
                 .map_or_else(|| Entries::empty().iter(), |topics| topics.iter());
+        }
+    }
+}
+
+/// How many of the topics a request names [`KeptTopics`] holds at hand.
+pub const KEPT_TOPICS: usize = 8;
+
+/// The topics a request names, in order, read once when it is parsed: up to [`KEPT_TOPICS`]
+/// of them held inline (names borrowed from the body), or, for a request naming more, a mark
+/// that they must be read again from the body.
+#[derive(Debug, Clone, Copy)]
+pub struct KeptTopics<'a> {
+    topics: [TopicRef<'a>; KEPT_TOPICS],
+    len: usize,
+    all_kept: bool,
+}
+
+impl<'a> KeptTopics<'a> {
+    /// Keeps the topics `named` yields, or marks that there are more than fit.
+    pub fn of(named: impl Iterator<Item = TopicRef<'a>>) -> Self {
+        let mut kept = Self::none();
+        kept.keep(named);
+        kept
+    }
+
+    /// No topic.
+    pub fn none() -> Self {
+        KeptTopics {
+            topics: [TopicRef::Any; KEPT_TOPICS],
+            len: 0,
+            all_kept: true,
+        }
+    }
+
+    /// Keeps the topics `named` yields in place of those held, or marks that there are more
+    /// than fit.
+    #[inline]
+    pub fn keep(&mut self, named: impl Iterator<Item = TopicRef<'a>>) {
+        self.len = 0;
+        self.all_kept = true;
+        for topic in named {
+            if self.len == KEPT_TOPICS {
+                self.all_kept = false;
+                break;
+            }
+            self.topics[self.len] = topic;
+            self.len += 1;
+        }
+    }
+
+    /// The topics, when all of them are held; `None` when there are more than
+    /// [`KEPT_TOPICS`].
+    pub fn all(&self) -> Option<&[TopicRef<'a>]> {
+        self.all_kept.then(|| &self.topics[..self.len])
+    }
+}
+
+/// The topics a request names, from [`KeptTopics`] or, past those, read again from the body.
+#[derive(Clone)]
+pub enum RequestTopics<'k, 'a> {
+    /// Held since the request was parsed.
+    Kept(std::slice::Iter<'k, TopicRef<'a>>),
+    /// Read again from the body.
+    Read(NamedTopics<'a>),
+}
+
+impl<'a> Iterator for RequestTopics<'_, 'a> {
+    type Item = TopicRef<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<TopicRef<'a>> {
+        match self {
+            RequestTopics::Kept(kept) => kept.next().copied(),
+            RequestTopics::Read(read) => read.next(),
         }
     }
 }
@@ -302,6 +384,21 @@ mod tests {
             unreachable!()
         };
         assert_eq!(name.as_ptr(), body[6..].as_ptr(), "borrowed, not copied");
+    }
+
+    #[test]
+    fn a_request_keeps_up_to_eight_topics_and_marks_more() {
+        let names: Vec<Vec<u8>> = (0..=KEPT_TOPICS).map(|i| vec![b'a' + i as u8]).collect();
+        let refs = || names.iter().map(|name| TopicRef::Name(name));
+        let kept = KeptTopics::of(refs().take(KEPT_TOPICS));
+        assert!(kept
+            .all()
+            .unwrap()
+            .iter()
+            .copied()
+            .eq(refs().take(KEPT_TOPICS)));
+        assert_eq!(KeptTopics::of(std::iter::empty()).all(), Some(&[][..]));
+        assert_eq!(KeptTopics::of(refs()).all(), None);
     }
 
     #[test]

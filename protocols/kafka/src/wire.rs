@@ -97,7 +97,19 @@ impl<'a> Reader<'a> {
     }
 
     /// An unsigned varint of at most 32 bits.
+    #[inline]
     pub fn uvarint(&mut self, what: &'static str) -> Result<u32, WireError> {
+        // Most varints (lengths of names, counts, the empty tagged fields) are one byte.
+        if let Some((&byte, rest)) = self.bytes.split_first() {
+            if byte & 0x80 == 0 {
+                self.bytes = rest;
+                return Ok(u32::from(byte));
+            }
+        }
+        self.uvarint_long(what)
+    }
+
+    fn uvarint_long(&mut self, what: &'static str) -> Result<u32, WireError> {
         let mut value: u32 = 0;
         for i in 0..5 {
             let byte = self.array::<1>(what)?[0];
@@ -180,10 +192,20 @@ impl<'a> Reader<'a> {
 
     /// The tagged fields that end a structure in flexible versions (nothing in classic ones),
     /// skipped: none of them names a topic.
+    #[inline]
     pub fn tagged_fields(&mut self) -> Result<(), WireError> {
         if !self.flexible {
             return Ok(());
         }
+        // Nearly always none: a single zero byte.
+        if let Some((0, rest)) = self.bytes.split_first() {
+            self.bytes = rest;
+            return Ok(());
+        }
+        self.skip_tagged_fields()
+    }
+
+    fn skip_tagged_fields(&mut self) -> Result<(), WireError> {
         let count = self.uvarint("tagged fields")?;
         for _ in 0..count {
             self.uvarint("a field tag")?;

@@ -1,7 +1,8 @@
 //! AddPartitionsToTxn (key 24), v0 to v5: the topics a transactional producer adds to its
 //! transaction; from v4 a broker sends several transactions at once.
 
-use crate::topics::{partition_index, Entries, Group, NamedTopics, TopicEntry, TopicRef};
+use super::{partitioned_topic, PartitionedTopic};
+use crate::topics::{partition_index, Entries, Group, NamedTopics};
 use crate::wire::{Reader, WireError};
 
 /// The first version carrying several transactions.
@@ -41,7 +42,7 @@ pub fn parse<'a>(r: &mut Reader<'a>, version: i16) -> Result<Request<'a>, WireEr
             let id = r.string("the transactional id")?;
             r.i64("the producer id")?;
             r.i16("the producer epoch")?;
-            let topics = Entries::read(r, version, "the topics", topic)?;
+            let topics = Entries::read(r, version, "the topics", partitioned_topic::<Topic>)?;
             Transactions::One(Group {
                 id,
                 topics: Some(topics),
@@ -57,7 +58,7 @@ fn transaction<'a>(r: &mut Reader<'a>, version: i16) -> Result<Group<'a>, WireEr
     r.i64("the producer id")?;
     r.i16("the producer epoch")?;
     r.bool("verify only")?;
-    let topics = Entries::read(r, version, "the topics", topic)?;
+    let topics = Entries::read(r, version, "the topics", partitioned_topic::<Topic>)?;
     r.tagged_fields()?;
     Ok(Group {
         id,
@@ -65,12 +66,11 @@ fn transaction<'a>(r: &mut Reader<'a>, version: i16) -> Result<Group<'a>, WireEr
     })
 }
 
-fn topic<'a>(r: &mut Reader<'a>, version: i16) -> Result<TopicEntry<'a>, WireError> {
-    let name = r.string("a topic name")?;
-    let partitions = Entries::read(r, version, "the partitions", partition_index)?;
-    r.tagged_fields()?;
-    Ok(TopicEntry {
-        topic: TopicRef::Name(name),
-        partitions,
-    })
+/// AddPartitionsToTxn's topic entries.
+struct Topic;
+
+impl PartitionedTopic for Topic {
+    fn partition(r: &mut Reader<'_>, version: i16) -> Result<i32, WireError> {
+        partition_index(r, version)
+    }
 }

@@ -1,6 +1,7 @@
 //! DeleteRecords (key 21), v0 to v2: the topics whose records an admin client deletes.
 
-use crate::topics::{Entries, TopicEntry, TopicRef, Topics};
+use super::{partitioned_topic, PartitionedTopic};
+use crate::topics::{Entries, Topics};
 use crate::wire::{Reader, WireError};
 
 /// A DeleteRecords request.
@@ -12,25 +13,20 @@ pub struct Request<'a> {
 
 /// Reads a DeleteRecords request body.
 pub fn parse<'a>(r: &mut Reader<'a>, version: i16) -> Result<Request<'a>, WireError> {
-    let topics = Entries::read(r, version, "the topics", topic)?;
+    let topics = Entries::read(r, version, "the topics", partitioned_topic::<Topic>)?;
     r.i32("the timeout")?;
     r.tagged_fields()?;
     Ok(Request { topics })
 }
 
-fn topic<'a>(r: &mut Reader<'a>, version: i16) -> Result<TopicEntry<'a>, WireError> {
-    let name = r.string("a topic name")?;
-    let partitions = Entries::read(r, version, "the partitions", partition)?;
-    r.tagged_fields()?;
-    Ok(TopicEntry {
-        topic: TopicRef::Name(name),
-        partitions,
-    })
-}
+/// DeleteRecords's topic entries.
+struct Topic;
 
-fn partition(r: &mut Reader<'_>, _version: i16) -> Result<i32, WireError> {
-    let index = r.i32("a partition index")?;
-    r.i64("the offset")?;
-    r.tagged_fields()?;
-    Ok(index)
+impl PartitionedTopic for Topic {
+    fn partition(r: &mut Reader<'_>, _version: i16) -> Result<i32, WireError> {
+        let index = r.i32("a partition index")?;
+        r.i64("the offset")?;
+        r.tagged_fields()?;
+        Ok(index)
+    }
 }

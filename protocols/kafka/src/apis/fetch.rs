@@ -9,10 +9,10 @@
 //! broker that does not know the session does: either way the client starts over with a full
 //! fetch.
 
-use crate::topics::{partition_index, Entries, TopicEntry, Topics};
+use crate::topics::{partition_index, Entries, Topics};
 use crate::wire::{Reader, WireError, Writer};
 
-use super::{topic_ref, write_topic_ref};
+use super::{partitioned_topic, write_partitioned_denial, PartitionedTopic};
 
 /// The first version naming topics by id.
 const TOPIC_IDS: i16 = 13;
@@ -70,9 +70,14 @@ pub fn parse<'a>(r: &mut Reader<'a>, version: i16) -> Result<Request<'a>, WireEr
         session_id = r.i32("the session id")?;
         epoch = r.i32("the session epoch")?;
     }
-    let topics = Entries::read(r, version, "the topics", topic)?;
+    let topics = Entries::read(r, version, "the topics", partitioned_topic::<Topic>)?;
     let forgotten = match version >= SESSIONS {
-        true => Entries::read(r, version, "the forgotten topics", forgotten)?,
+        true => Entries::read(
+            r,
+            version,
+            "the forgotten topics",
+            partitioned_topic::<Forgotten>,
+        )?,
         false => Entries::empty(),
     };
     if version >= 11 {
@@ -87,35 +92,40 @@ pub fn parse<'a>(r: &mut Reader<'a>, version: i16) -> Result<Request<'a>, WireEr
     })
 }
 
-fn topic<'a>(r: &mut Reader<'a>, version: i16) -> Result<TopicEntry<'a>, WireError> {
-    let topic = topic_ref(r, version >= TOPIC_IDS)?;
-    let partitions = Entries::read(r, version, "the partitions", partition)?;
-    r.tagged_fields()?;
-    Ok(TopicEntry { topic, partitions })
+/// Fetch's topic entries, by id from v13.
+struct Topic;
+
+impl PartitionedTopic for Topic {
+    const IDS_FROM: i16 = TOPIC_IDS;
+
+    fn partition(r: &mut Reader<'_>, version: i16) -> Result<i32, WireError> {
+        let index = r.i32("a partition index")?;
+        if version >= 9 {
+            r.i32("the current leader epoch")?;
+        }
+        r.i64("the fetch offset")?;
+        if version >= 12 {
+            r.i32("the last fetched epoch")?;
+        }
+        if version >= 5 {
+            r.i64("the log start offset")?;
+        }
+        r.i32("the partition's maximum bytes")?;
+        r.tagged_fields()?;
+        Ok(index)
+    }
 }
 
-fn partition(r: &mut Reader<'_>, version: i16) -> Result<i32, WireError> {
-    let index = r.i32("a partition index")?;
-    if version >= 9 {
-        r.i32("the current leader epoch")?;
-    }
-    r.i64("the fetch offset")?;
-    if version >= 12 {
-        r.i32("the last fetched epoch")?;
-    }
-    if version >= 5 {
-        r.i64("the log start offset")?;
-    }
-    r.i32("the partition's maximum bytes")?;
-    r.tagged_fields()?;
-    Ok(index)
-}
+/// Fetch's forgotten topic entries, by id from v13.
+struct Forgotten;
 
-fn forgotten<'a>(r: &mut Reader<'a>, version: i16) -> Result<TopicEntry<'a>, WireError> {
-    let topic = topic_ref(r, version >= TOPIC_IDS)?;
-    let partitions = Entries::read(r, version, "the forgotten partitions", partition_index)?;
-    r.tagged_fields()?;
-    Ok(TopicEntry { topic, partitions })
+impl PartitionedTopic for Forgotten {
+    const IDS_FROM: i16 = TOPIC_IDS;
+    const PARTITIONS: &'static str = "the forgotten partitions";
+
+    fn partition(r: &mut Reader<'_>, version: i16) -> Result<i32, WireError> {
+        partition_index(r, version)
+    }
 }
 
 /// Writes the response body that fails every partition of a full `request` with `error`, or
@@ -133,26 +143,20 @@ pub fn write_denial(request: &Request<'_>, version: i16, error: i16, w: &mut Wri
         w.i16(0);
         w.i32(0);
     }
-    w.array_len(Some(request.topics.len()));
-    for entry in request.topics.iter() {
-        write_topic_ref(w, entry.topic, version >= TOPIC_IDS);
-        w.array_len(Some(entry.partitions.len()));
-        for index in entry.partitions.iter() {
-            w.i32(index);
-            w.i16(error);
+    write_partitioned_denial(w, &request.topics, version >= TOPIC_IDS, |w, index| {
+        w.i32(index);
+        w.i16(error);
+        w.i64(-1);
+        w.i64(-1);
+        if version >= 5 {
             w.i64(-1);
-            w.i64(-1);
-            if version >= 5 {
-                w.i64(-1);
-            }
-            w.array_len(None);
-            if version >= 11 {
-                w.i32(-1);
-            }
-            w.null_bytes();
-            w.tagged_fields();
         }
+        w.array_len(None);
+        if version >= 11 {
+            w.i32(-1);
+        }
+        w.null_bytes();
         w.tagged_fields();
-    }
+    });
     w.tagged_fields();
 }

@@ -1,10 +1,10 @@
 //! ListOffsets (key 2, Cilium's `offsets`), v1 to v10: the topics whose offsets a client looks
 //! up, and the response that denies it.
 
-use crate::topics::{Entries, TopicEntry, Topics};
+use crate::topics::{Entries, Topics};
 use crate::wire::{Reader, WireError, Writer};
 
-use super::{topic_ref, write_topic_ref};
+use super::{partitioned_topic, write_partitioned_denial, PartitionedTopic};
 
 /// A ListOffsets request.
 #[derive(Debug, Clone, Copy)]
@@ -19,7 +19,7 @@ pub fn parse<'a>(r: &mut Reader<'a>, version: i16) -> Result<Request<'a>, WireEr
     if version >= 2 {
         r.i8("the isolation level")?;
     }
-    let topics = Entries::read(r, version, "the topics", topic)?;
+    let topics = Entries::read(r, version, "the topics", partitioned_topic::<Topic>)?;
     if version >= 10 {
         r.i32("the timeout")?;
     }
@@ -27,21 +27,19 @@ pub fn parse<'a>(r: &mut Reader<'a>, version: i16) -> Result<Request<'a>, WireEr
     Ok(Request { topics })
 }
 
-fn topic<'a>(r: &mut Reader<'a>, version: i16) -> Result<TopicEntry<'a>, WireError> {
-    let topic = topic_ref(r, false)?;
-    let partitions = Entries::read(r, version, "the partitions", partition)?;
-    r.tagged_fields()?;
-    Ok(TopicEntry { topic, partitions })
-}
+/// ListOffsets's topic entries.
+struct Topic;
 
-fn partition(r: &mut Reader<'_>, version: i16) -> Result<i32, WireError> {
-    let index = r.i32("a partition index")?;
-    if version >= 4 {
-        r.i32("the current leader epoch")?;
+impl PartitionedTopic for Topic {
+    fn partition(r: &mut Reader<'_>, version: i16) -> Result<i32, WireError> {
+        let index = r.i32("a partition index")?;
+        if version >= 4 {
+            r.i32("the current leader epoch")?;
+        }
+        r.i64("the timestamp")?;
+        r.tagged_fields()?;
+        Ok(index)
     }
-    r.i64("the timestamp")?;
-    r.tagged_fields()?;
-    Ok(index)
 }
 
 /// Writes the response body that fails every partition of `request` with `error`.
@@ -49,21 +47,15 @@ pub fn write_denial(request: &Request<'_>, version: i16, error: i16, w: &mut Wri
     if version >= 2 {
         w.i32(0);
     }
-    w.array_len(Some(request.topics.len()));
-    for entry in request.topics.iter() {
-        write_topic_ref(w, entry.topic, false);
-        w.array_len(Some(entry.partitions.len()));
-        for index in entry.partitions.iter() {
-            w.i32(index);
-            w.i16(error);
-            w.i64(-1);
-            w.i64(-1);
-            if version >= 4 {
-                w.i32(-1);
-            }
-            w.tagged_fields();
+    write_partitioned_denial(w, &request.topics, false, |w, index| {
+        w.i32(index);
+        w.i16(error);
+        w.i64(-1);
+        w.i64(-1);
+        if version >= 4 {
+            w.i32(-1);
         }
         w.tagged_fields();
-    }
+    });
     w.tagged_fields();
 }

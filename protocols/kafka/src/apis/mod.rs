@@ -31,8 +31,8 @@ use crate::api::*;
 use crate::error::Error;
 use crate::header::{write_response, RequestHeader};
 use crate::topics::{
-    NamedTopics, TopicRef, CLUSTER_AUTHORIZATION_FAILED, GROUP_AUTHORIZATION_FAILED,
-    TOPIC_AUTHORIZATION_FAILED,
+    Entries, KeptTopics, NamedTopics, RequestTopics, TopicEntry, TopicRef, Topics,
+    CLUSTER_AUTHORIZATION_FAILED, GROUP_AUTHORIZATION_FAILED, TOPIC_AUTHORIZATION_FAILED,
 };
 use crate::wire::{Reader, WireError, Writer};
 
@@ -80,6 +80,8 @@ pub struct Request<'a> {
     pub header: RequestHeader<'a>,
     /// The body.
     pub body: Body<'a>,
+    /// The topics the body names, kept as it was read.
+    kept: KeptTopics<'a>,
 }
 
 /// Reads the body of one API.
@@ -142,10 +144,7 @@ impl<'a> Request<'a> {
             _ => None,
         };
         let Some(read) = read else {
-            return Ok(Request {
-                header,
-                body: Body::Unread,
-            });
+            return Ok(Request::unread(header));
         };
         if !header.api.accepts(version) {
             return Err(Error::UnsupportedVersion {
@@ -157,15 +156,43 @@ impl<'a> Request<'a> {
         // parses a request's fields and never checks that the frame ends there), so the proxy
         // and the broker read the same fields; librdkafka's Metadata request for all topics
         // ends in three such bytes.
-        let body = read(&mut r, version)?;
-        Ok(Request { header, body })
+        let mut request = Request {
+            header,
+            body: read(&mut r, version)?,
+            kept: KeptTopics::none(),
+        };
+        request.kept.keep(Self::read_topics(&request.body));
+        Ok(request)
+    }
+
+    /// A request whose body is not read: it names no topic.
+    pub fn unread(header: RequestHeader<'a>) -> Request<'a> {
+        Request {
+            header,
+            body: Body::Unread,
+            kept: KeptTopics::none(),
+        }
+    }
+
+    /// The topics the request names, as [`Request::topics`], when they were all kept as it
+    /// was parsed; `None` when there are more than [`crate::topics::KEPT_TOPICS`].
+    pub fn kept_topics(&self) -> Option<&[TopicRef<'a>]> {
+        self.kept.all()
     }
 
     /// The topics the request names, in order, by name or id (a topic named twice comes
     /// twice). Empty for a request that names none, among them a Metadata or OffsetFetch
     /// request for all topics.
-    pub fn topics(&self) -> NamedTopics<'a> {
-        match &self.body {
+    pub fn topics(&self) -> RequestTopics<'_, 'a> {
+        match self.kept.all() {
+            Some(kept) => RequestTopics::Kept(kept.iter()),
+            None => RequestTopics::Read(Self::read_topics(&self.body)),
+        }
+    }
+
+    /// The topics `body` names, read from its bytes.
+    fn read_topics(body: &Body<'a>) -> NamedTopics<'a> {
+        match body {
             Body::Produce(r) => NamedTopics::of(Some(&r.topics)),
             Body::Fetch(r) => NamedTopics::of(Some(&r.topics)),
             Body::ListOffsets(r) => NamedTopics::of(Some(&r.topics)),
@@ -312,6 +339,49 @@ fn topic_ref<'a>(r: &mut Reader<'a>, by_id: bool) -> Result<TopicRef<'a>, WireEr
     match by_id {
         true => r.uuid("a topic id").map(TopicRef::Id),
         false => r.string("a topic name").map(TopicRef::Name),
+    }
+}
+
+/// A topic entry as the requests that name partitions carry it: the topic (by name, or by id
+/// from [`PartitionedTopic::IDS_FROM`]), its partitions (each an `int32` index and the API's
+/// own fields), the entry's tagged fields. Each API names its shape with a unit type.
+trait PartitionedTopic {
+    /// The first version naming topics by id; by default none does.
+    const IDS_FROM: i16 = i16::MAX;
+    /// The partitions array, as errors name it.
+    const PARTITIONS: &'static str = "the partitions";
+    /// Reads one partition entry, its tagged fields included, and returns its index.
+    fn partition(r: &mut Reader<'_>, version: i16) -> Result<i32, WireError>;
+}
+
+/// Reads one topic entry of the shape `S`.
+fn partitioned_topic<'a, S: PartitionedTopic>(
+    r: &mut Reader<'a>,
+    version: i16,
+) -> Result<TopicEntry<'a>, WireError> {
+    let topic = topic_ref(r, version >= S::IDS_FROM)?;
+    let partitions = Entries::read(r, version, S::PARTITIONS, S::partition)?;
+    r.tagged_fields()?;
+    Ok(TopicEntry { topic, partitions })
+}
+
+/// Writes the topics array of a denial: each topic of `topics` as the request named it (by id
+/// when `by_id`), each of its partitions as `partition` writes it (from its index, tagged
+/// fields included), then the entry's tagged fields.
+fn write_partitioned_denial(
+    w: &mut Writer<'_>,
+    topics: &Topics<'_>,
+    by_id: bool,
+    mut partition: impl FnMut(&mut Writer<'_>, i32),
+) {
+    w.array_len(Some(topics.len()));
+    for entry in topics.iter() {
+        write_topic_ref(w, entry.topic, by_id);
+        w.array_len(Some(entry.partitions.len()));
+        for index in entry.partitions.iter() {
+            partition(w, index);
+        }
+        w.tagged_fields();
     }
 }
 

@@ -1,10 +1,10 @@
 //! OffsetCommit (key 8), v2 to v10: the group and the topics whose offsets a consumer
 //! commits, and the response that denies it. v10 names topics by id.
 
-use crate::topics::{Entries, TopicEntry, Topics};
+use crate::topics::{Entries, Topics};
 use crate::wire::{Reader, WireError, Writer};
 
-use super::{topic_ref, write_topic_ref};
+use super::{partitioned_topic, write_partitioned_denial, PartitionedTopic};
 
 /// The first version naming topics by id.
 const TOPIC_IDS: i16 = 10;
@@ -29,27 +29,27 @@ pub fn parse<'a>(r: &mut Reader<'a>, version: i16) -> Result<Request<'a>, WireEr
     if version <= 4 {
         r.i64("the retention time")?;
     }
-    let topics = Entries::read(r, version, "the topics", topic)?;
+    let topics = Entries::read(r, version, "the topics", partitioned_topic::<Topic>)?;
     r.tagged_fields()?;
     Ok(Request { group_id, topics })
 }
 
-fn topic<'a>(r: &mut Reader<'a>, version: i16) -> Result<TopicEntry<'a>, WireError> {
-    let topic = topic_ref(r, version >= TOPIC_IDS)?;
-    let partitions = Entries::read(r, version, "the partitions", partition)?;
-    r.tagged_fields()?;
-    Ok(TopicEntry { topic, partitions })
-}
+/// OffsetCommit's topic entries, by id from [`TOPIC_IDS`].
+struct Topic;
 
-fn partition(r: &mut Reader<'_>, version: i16) -> Result<i32, WireError> {
-    let index = r.i32("a partition index")?;
-    r.i64("the committed offset")?;
-    if version >= 6 {
-        r.i32("the committed leader epoch")?;
+impl PartitionedTopic for Topic {
+    const IDS_FROM: i16 = TOPIC_IDS;
+
+    fn partition(r: &mut Reader<'_>, version: i16) -> Result<i32, WireError> {
+        let index = r.i32("a partition index")?;
+        r.i64("the committed offset")?;
+        if version >= 6 {
+            r.i32("the committed leader epoch")?;
+        }
+        r.nullable_string("the committed metadata")?;
+        r.tagged_fields()?;
+        Ok(index)
     }
-    r.nullable_string("the committed metadata")?;
-    r.tagged_fields()?;
-    Ok(index)
 }
 
 /// Writes the response body that fails every partition of `request` with `error`.
@@ -57,16 +57,10 @@ pub fn write_denial(request: &Request<'_>, version: i16, error: i16, w: &mut Wri
     if version >= 3 {
         w.i32(0);
     }
-    w.array_len(Some(request.topics.len()));
-    for entry in request.topics.iter() {
-        write_topic_ref(w, entry.topic, version >= TOPIC_IDS);
-        w.array_len(Some(entry.partitions.len()));
-        for index in entry.partitions.iter() {
-            w.i32(index);
-            w.i16(error);
-            w.tagged_fields();
-        }
+    write_partitioned_denial(w, &request.topics, version >= TOPIC_IDS, |w, index| {
+        w.i32(index);
+        w.i16(error);
         w.tagged_fields();
-    }
+    });
     w.tagged_fields();
 }

@@ -4,10 +4,10 @@
 //! Up to v7 a request asks about one group; from v8 about several, each with its topics. From
 //! v2 a null topic array asks for every topic the group committed. v10 names topics by id.
 
-use crate::topics::{partition_index, Entries, Group, NamedTopics, TopicEntry};
+use crate::topics::{partition_index, Entries, Group, NamedTopics};
 use crate::wire::{Reader, WireError, Writer};
 
-use super::{topic_ref, write_topic_ref};
+use super::{partitioned_topic, write_partitioned_denial, PartitionedTopic};
 
 /// The first version asking about several groups.
 const GROUPS: i16 = 8;
@@ -51,8 +51,13 @@ pub fn parse<'a>(r: &mut Reader<'a>, version: i16) -> Result<Request<'a>, WireEr
         false => {
             let id = r.string("the group id")?;
             let topics = match version {
-                1 => Some(Entries::read(r, version, "the topics", topic)?),
-                _ => Entries::read_nullable(r, version, "the topics", topic)?,
+                1 => Some(Entries::read(
+                    r,
+                    version,
+                    "the topics",
+                    partitioned_topic::<Topic>,
+                )?),
+                _ => Entries::read_nullable(r, version, "the topics", partitioned_topic::<Topic>)?,
             };
             Groups::One(Group { id, topics })
         }
@@ -70,16 +75,21 @@ fn group<'a>(r: &mut Reader<'a>, version: i16) -> Result<Group<'a>, WireError> {
         r.nullable_string("the member id")?;
         r.i32("the member epoch")?;
     }
-    let topics = Entries::read_nullable(r, version, "the topics", topic)?;
+    let topics = Entries::read_nullable(r, version, "the topics", partitioned_topic::<Topic>)?;
     r.tagged_fields()?;
     Ok(Group { id, topics })
 }
 
-fn topic<'a>(r: &mut Reader<'a>, version: i16) -> Result<TopicEntry<'a>, WireError> {
-    let topic = topic_ref(r, version >= TOPIC_IDS)?;
-    let partitions = Entries::read(r, version, "the partition indexes", partition_index)?;
-    r.tagged_fields()?;
-    Ok(TopicEntry { topic, partitions })
+/// OffsetFetch's topic entries, by id from [`TOPIC_IDS`].
+struct Topic;
+
+impl PartitionedTopic for Topic {
+    const IDS_FROM: i16 = TOPIC_IDS;
+    const PARTITIONS: &'static str = "the partition indexes";
+
+    fn partition(r: &mut Reader<'_>, version: i16) -> Result<i32, WireError> {
+        partition_index(r, version)
+    }
 }
 
 /// Writes the response body that fails every named partition with `error`, and a group that
@@ -120,20 +130,14 @@ pub fn write_denial(
 
 fn write_topics(group: &Group<'_>, version: i16, error: i16, w: &mut Writer<'_>) {
     let topics = group.topics.unwrap_or_else(Entries::empty);
-    w.array_len(Some(topics.len()));
-    for entry in topics.iter() {
-        write_topic_ref(w, entry.topic, version >= TOPIC_IDS);
-        w.array_len(Some(entry.partitions.len()));
-        for index in entry.partitions.iter() {
-            w.i32(index);
-            w.i64(-1);
-            if version >= 5 {
-                w.i32(-1);
-            }
-            w.nullable_string(Some(b""));
-            w.i16(error);
-            w.tagged_fields();
+    write_partitioned_denial(w, &topics, version >= TOPIC_IDS, |w, index| {
+        w.i32(index);
+        w.i64(-1);
+        if version >= 5 {
+            w.i32(-1);
         }
+        w.nullable_string(Some(b""));
+        w.i16(error);
         w.tagged_fields();
-    }
+    });
 }

@@ -1,7 +1,8 @@
 //! OffsetForLeaderEpoch (key 23), v2 to v4: the topics whose epoch end offsets a client or
 //! follower looks up.
 
-use crate::topics::{Entries, TopicEntry, TopicRef, Topics};
+use super::{partitioned_topic, PartitionedTopic};
+use crate::topics::{Entries, Topics};
 use crate::wire::{Reader, WireError};
 
 /// An OffsetForLeaderEpoch request.
@@ -16,25 +17,20 @@ pub fn parse<'a>(r: &mut Reader<'a>, version: i16) -> Result<Request<'a>, WireEr
     if version >= 3 {
         r.i32("the replica id")?;
     }
-    let topics = Entries::read(r, version, "the topics", topic)?;
+    let topics = Entries::read(r, version, "the topics", partitioned_topic::<Topic>)?;
     r.tagged_fields()?;
     Ok(Request { topics })
 }
 
-fn topic<'a>(r: &mut Reader<'a>, version: i16) -> Result<TopicEntry<'a>, WireError> {
-    let name = r.string("a topic name")?;
-    let partitions = Entries::read(r, version, "the partitions", partition)?;
-    r.tagged_fields()?;
-    Ok(TopicEntry {
-        topic: TopicRef::Name(name),
-        partitions,
-    })
-}
+/// OffsetForLeaderEpoch's topic entries.
+struct Topic;
 
-fn partition(r: &mut Reader<'_>, _version: i16) -> Result<i32, WireError> {
-    let index = r.i32("a partition index")?;
-    r.i32("the current leader epoch")?;
-    r.i32("the leader epoch")?;
-    r.tagged_fields()?;
-    Ok(index)
+impl PartitionedTopic for Topic {
+    fn partition(r: &mut Reader<'_>, _version: i16) -> Result<i32, WireError> {
+        let index = r.i32("a partition index")?;
+        r.i32("the current leader epoch")?;
+        r.i32("the leader epoch")?;
+        r.tagged_fields()?;
+        Ok(index)
+    }
 }

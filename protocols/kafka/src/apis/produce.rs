@@ -3,10 +3,10 @@
 //! Record batches are skipped by their length, never decoded (compressed ones included).
 //! v13 names topics by id. A request with `acks` 0 is never answered, so it gets no denial.
 
-use crate::topics::{Entries, TopicEntry, Topics};
+use crate::topics::{Entries, Topics};
 use crate::wire::{Reader, WireError, Writer};
 
-use super::{topic_ref, write_topic_ref};
+use super::{partitioned_topic, write_partitioned_denial, PartitionedTopic};
 
 /// The first version naming topics by id.
 const TOPIC_IDS: i16 = 13;
@@ -27,7 +27,7 @@ pub fn parse<'a>(r: &mut Reader<'a>, version: i16) -> Result<Request<'a>, WireEr
     let transactional_id = r.nullable_string("the transactional id")?;
     let acks = r.i16("acks")?;
     r.i32("the timeout")?;
-    let topics = Entries::read(r, version, "the topics", topic)?;
+    let topics = Entries::read(r, version, "the topics", partitioned_topic::<Topic>)?;
     r.tagged_fields()?;
     Ok(Request {
         transactional_id,
@@ -36,42 +36,36 @@ pub fn parse<'a>(r: &mut Reader<'a>, version: i16) -> Result<Request<'a>, WireEr
     })
 }
 
-fn topic<'a>(r: &mut Reader<'a>, version: i16) -> Result<TopicEntry<'a>, WireError> {
-    let topic = topic_ref(r, version >= TOPIC_IDS)?;
-    let partitions = Entries::read(r, version, "the partitions", partition)?;
-    r.tagged_fields()?;
-    Ok(TopicEntry { topic, partitions })
-}
+/// Produce's topic entries, by id from v13.
+struct Topic;
 
-fn partition(r: &mut Reader<'_>, _version: i16) -> Result<i32, WireError> {
-    let index = r.i32("a partition index")?;
-    r.skip_bytes("the records")?;
-    r.tagged_fields()?;
-    Ok(index)
+impl PartitionedTopic for Topic {
+    const IDS_FROM: i16 = TOPIC_IDS;
+
+    fn partition(r: &mut Reader<'_>, _version: i16) -> Result<i32, WireError> {
+        let index = r.i32("a partition index")?;
+        r.skip_bytes("the records")?;
+        r.tagged_fields()?;
+        Ok(index)
+    }
 }
 
 /// Writes the response body that fails every partition of `request` with `error`.
 pub fn write_denial(request: &Request<'_>, version: i16, error: i16, w: &mut Writer<'_>) {
-    w.array_len(Some(request.topics.len()));
-    for entry in request.topics.iter() {
-        write_topic_ref(w, entry.topic, version >= TOPIC_IDS);
-        w.array_len(Some(entry.partitions.len()));
-        for index in entry.partitions.iter() {
-            w.i32(index);
-            w.i16(error);
+    write_partitioned_denial(w, &request.topics, version >= TOPIC_IDS, |w, index| {
+        w.i32(index);
+        w.i16(error);
+        w.i64(-1);
+        w.i64(-1);
+        if version >= 5 {
             w.i64(-1);
-            w.i64(-1);
-            if version >= 5 {
-                w.i64(-1);
-            }
-            if version >= 8 {
-                w.array_len(Some(0));
-                w.nullable_string(None);
-            }
-            w.tagged_fields();
+        }
+        if version >= 8 {
+            w.array_len(Some(0));
+            w.nullable_string(None);
         }
         w.tagged_fields();
-    }
+    });
     w.i32(0);
     w.tagged_fields();
 }

@@ -1,7 +1,8 @@
 //! TxnOffsetCommit (key 28), v0 to v5: the group and topics whose offsets a transactional
 //! producer commits.
 
-use crate::topics::{Entries, TopicEntry, TopicRef, Topics};
+use super::{partitioned_topic, PartitionedTopic};
+use crate::topics::{Entries, Topics};
 use crate::wire::{Reader, WireError};
 
 /// A TxnOffsetCommit request.
@@ -26,7 +27,7 @@ pub fn parse<'a>(r: &mut Reader<'a>, version: i16) -> Result<Request<'a>, WireEr
         r.string("the member id")?;
         r.nullable_string("the group instance id")?;
     }
-    let topics = Entries::read(r, version, "the topics", topic)?;
+    let topics = Entries::read(r, version, "the topics", partitioned_topic::<Topic>)?;
     r.tagged_fields()?;
     Ok(Request {
         transactional_id,
@@ -35,23 +36,18 @@ pub fn parse<'a>(r: &mut Reader<'a>, version: i16) -> Result<Request<'a>, WireEr
     })
 }
 
-fn topic<'a>(r: &mut Reader<'a>, version: i16) -> Result<TopicEntry<'a>, WireError> {
-    let name = r.string("a topic name")?;
-    let partitions = Entries::read(r, version, "the partitions", partition)?;
-    r.tagged_fields()?;
-    Ok(TopicEntry {
-        topic: TopicRef::Name(name),
-        partitions,
-    })
-}
+/// TxnOffsetCommit's topic entries.
+struct Topic;
 
-fn partition(r: &mut Reader<'_>, version: i16) -> Result<i32, WireError> {
-    let index = r.i32("a partition index")?;
-    r.i64("the committed offset")?;
-    if version >= 2 {
-        r.i32("the committed leader epoch")?;
+impl PartitionedTopic for Topic {
+    fn partition(r: &mut Reader<'_>, version: i16) -> Result<i32, WireError> {
+        let index = r.i32("a partition index")?;
+        r.i64("the committed offset")?;
+        if version >= 2 {
+            r.i32("the committed leader epoch")?;
+        }
+        r.nullable_string("the committed metadata")?;
+        r.tagged_fields()?;
+        Ok(index)
     }
-    r.nullable_string("the committed metadata")?;
-    r.tagged_fields()?;
-    Ok(index)
 }

@@ -194,6 +194,44 @@ fn a_denied_request_is_answered_in_place() {
 }
 
 #[test]
+fn requests_naming_more_topics_than_are_kept_are_judged_and_logged_on_all() {
+    let rules: &[&[(&str, &str)]] = &[&[("role", "produce"), ("topic", "deathstar-plans")]];
+    let mut s = session(rules);
+    let kept = crate::topics::KEPT_TOPICS;
+    let allowed = produce(1, 1, &vec!["deathstar-plans"; kept + 1]);
+    assert_eq!(
+        s.deliver(Flow::Request, &[&allowed]),
+        Emitted::new(&allowed, b"")
+    );
+    let mut topics = vec!["deathstar-plans"; kept + 1];
+    topics.push("empire-announce");
+    let denied = produce(2, 1, &topics);
+    assert_eq!(
+        s.deliver(Flow::Request, &[&denied]),
+        Emitted::new(b"", b""),
+        "behind the owed response"
+    );
+    let names = |topics: &[&str]| topics.join(", ");
+    assert_eq!(
+        s.log(),
+        [
+            format!(
+                "Request empire api_key=produce api_version=9 correlation_id=1 topic={}",
+                names(&vec!["deathstar-plans"; kept + 1])
+            ),
+            format!(
+                "Denied  api_key=produce api_version=9 correlation_id=2 topic={}",
+                names(&topics)
+            ),
+        ]
+    );
+    assert_eq!(
+        s.deliver(Flow::Reply, &[&response(1)]),
+        Emitted::new(b"", &[response(1), denial(&denied)].concat())
+    );
+}
+
+#[test]
 fn denials_keep_their_place_among_pipelined_responses() {
     let mut s = session(EMPIRE);
     let first = metadata(1, Some(&["empire-announce"]));
@@ -275,6 +313,15 @@ fn topics_named_by_id_match_no_topic_rule() {
 /// A Metadata v12 response with `correlation_id` naming `topics` with their ids, each with no
 /// partition, written from Kafka's `MetadataResponse.json`.
 fn metadata_response(correlation_id: i32, topics: &[(&str, [u8; 16])]) -> Vec<u8> {
+    metadata_response_with_rack(correlation_id, topics, None)
+}
+
+/// [`metadata_response`] whose broker has `rack` (null when `None`).
+fn metadata_response_with_rack(
+    correlation_id: i32,
+    topics: &[(&str, [u8; 16])],
+    rack: Option<&[u8]>,
+) -> Vec<u8> {
     let mut message = correlation_id.to_be_bytes().to_vec();
     message.push(0);
     message.extend_from_slice(&0i32.to_be_bytes());
@@ -282,7 +329,19 @@ fn metadata_response(correlation_id: i32, topics: &[(&str, [u8; 16])]) -> Vec<u8
     message.extend_from_slice(&1i32.to_be_bytes());
     message.extend_from_slice(b"\x0a127.0.0.1");
     message.extend_from_slice(&9092i32.to_be_bytes());
-    message.extend_from_slice(b"\x00\x00\x00");
+    match rack {
+        None => message.push(0),
+        Some(rack) => {
+            let mut length = rack.len() + 1;
+            while length >= 0x80 {
+                message.push((length as u8 & 0x7f) | 0x80);
+                length >>= 7;
+            }
+            message.push(length as u8);
+            message.extend_from_slice(rack);
+        }
+    }
+    message.extend_from_slice(b"\x00\x00");
     message.extend_from_slice(&1i32.to_be_bytes());
     message.push(topics.len() as u8 + 1);
     for (name, id) in topics {
@@ -1504,5 +1563,124 @@ fn the_session_conversation_is_judged_as_its_rules_say() {
             "Request empire api_key=describeconfigs api_version=1 correlation_id=4 topic=empire-announce",
             "Request empire api_key=fetch api_version=12 correlation_id=5 topic=empire-announce",
         ]
+    );
+}
+
+#[test]
+fn log_numbers_are_written_as_rust_formats_them() {
+    for n in [
+        0,
+        7,
+        -1,
+        10,
+        -10,
+        12_345,
+        i32::from(i16::MIN),
+        i32::MAX,
+        i32::MIN,
+    ] {
+        let mut out = Vec::new();
+        super::write_decimal(&mut out, n);
+        assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
+    }
+}
+
+/// Every API at versions outside the table: a request whose body is read, of a removed key or
+/// of a negative version closes the connection with a logged parse error; any other is judged
+/// by its header,
+/// so it passes when a rule allows it, and a denial at a version this crate cannot answer
+/// closes the connection.
+#[test]
+fn versions_the_table_does_not_know_fail_closed_for_every_api() {
+    let kafka = Kafka::default();
+    for api in crate::Api::all() {
+        let Some((low, high)) = api.versions else {
+            let mut s = session(EMPIRE);
+            s.assert_refuses(&frame(api.key, 1, 1, false, b""), ErrorCode::Unsupported);
+            continue;
+        };
+        let request = |version: i16| {
+            frame(
+                api.key,
+                version,
+                1,
+                api.is_flexible(version),
+                b"\x00\x00\x00",
+            )
+        };
+        let outside = [Some(high + 1), low.checked_sub(1)];
+        for version in outside.into_iter().flatten() {
+            let what = format!("{} v{version}", api.name);
+            if crate::parser::reads_body(api.key) || version < 0 {
+                let mut s = session(&[&[]]);
+                s.assert_refuses(&request(version), ErrorCode::Unsupported);
+                assert!(
+                    s.log()[0].ends_with("API version the broker does not accept"),
+                    "{what}: {:?}",
+                    s.log()
+                );
+                continue;
+            }
+            let mut s = Session::new(&kafka, RulesPolicy::compile(&kafka, "all", &[&[]]));
+            assert_eq!(
+                s.deliver(Flow::Request, &[&request(version)]),
+                Emitted::new(&request(version), b""),
+                "{what}: allowed by a rule without keys"
+            );
+            let mut s = session(&[&[("apiKey", "produce")]]);
+            let sent = s.send(Flow::Request, &request(version));
+            match api.key {
+                // Authentication passes whatever the rules.
+                crate::api::SASL_HANDSHAKE | crate::api::SASL_AUTHENTICATE => {
+                    assert!(sent.is_ok(), "{what}")
+                }
+                _ => assert!(
+                    matches!(sent, Err(ConnectionError::Parse(e)) if e.code == ErrorCode::Unsupported),
+                    "{what}: denied, with no denial of that version to answer"
+                ),
+            }
+        }
+    }
+}
+
+/// A Metadata response longer than the parser holds to learn ids (1 MiB) reaches the client
+/// untouched and teaches nothing: a request naming one of its ids is judged as naming an
+/// unknown topic, so only a rule without `topic` allows it.
+#[test]
+fn a_metadata_response_too_long_to_hold_teaches_no_ids_and_their_requests_are_denied() {
+    let rules: &[&[(&str, &str)]] = &[&[("role", "consume"), ("topic", "empire-announce")]];
+    let mut s = session(rules);
+    let ask = metadata(1, Some(&["empire-announce"]));
+    assert_eq!(s.deliver(Flow::Request, &[&ask]), Emitted::new(&ask, b""));
+    let rack = vec![b'r'; 1024 * 1024];
+    let answer = metadata_response_with_rack(1, &[("empire-announce", ANNOUNCE)], Some(&rack));
+    assert!(answer.len() > 1024 * 1024 + 4);
+    let (head, rest) = answer.split_at(64 * 1024);
+    let (first, second) = (
+        s.deliver(Flow::Reply, &[head]),
+        s.deliver(Flow::Reply, &[rest]),
+    );
+    assert_eq!(
+        Emitted::new(b"", &answer),
+        Emitted::new(
+            &[first.upstream, second.upstream].concat(),
+            &[first.client, second.client].concat()
+        ),
+        "streamed to the client"
+    );
+    let fetch = fetch_by_id(2, ANNOUNCE);
+    assert_eq!(
+        s.deliver(Flow::Request, &[&fetch]),
+        Emitted::new(b"", &denial(&fetch)),
+        "the id was not learned: an unknown topic"
+    );
+    let mut learning = session(rules);
+    let short = metadata_response(1, &[("empire-announce", ANNOUNCE)]);
+    learning.deliver(Flow::Request, &[&ask]);
+    learning.deliver(Flow::Reply, &[&short]);
+    assert_eq!(
+        learning.deliver(Flow::Request, &[&fetch]),
+        Emitted::new(&fetch, b""),
+        "the same answer within the bound teaches the id"
     );
 }
