@@ -636,6 +636,7 @@ fn simulated_endpoint(node: usize, i: usize) -> EndpointSpec {
             format!("sim-{}", global / ENDPOINTS_PER_LABEL_SET),
         )]),
         namespace: None,
+        policy_audit_mode: false,
     }
 }
 
