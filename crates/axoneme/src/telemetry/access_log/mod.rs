@@ -28,7 +28,6 @@
 
 #[allow(unsafe_code)] // sync_file_range and posix_fadvise on the sink's own file
 mod file_sink;
-mod json;
 
 use std::fs::OpenOptions;
 use std::io::{self, Write};
@@ -43,7 +42,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use self::file_sink::FileSink;
 use crate::telemetry::recent::{Numbered, RecentEntries};
-pub use self::json::format_entry;
+pub use axoneme_access_log::format_entry;
 use axoneme_sdk::{AccessLog, LogEntry};
 
 /// How long the writer lets entries gather after the first one of a batch before writing them.
