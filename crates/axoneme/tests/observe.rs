@@ -598,7 +598,9 @@ async fn cilium_like_commands() {
     assert!(
         error.contains(&format!(
             "client version {version}; the agent's version is unknown"
-        )) && error.contains("cannot reach the API"),
+        )) && error.contains(
+            "no agent is listening at /nonexistent/api.sock: the socket does not exist"
+        ),
         "{error}"
     );
 
