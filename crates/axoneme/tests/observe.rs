@@ -534,7 +534,10 @@ async fn audited_requests_show_as_audit_and_filter_apart() {
     let all = entries_once(&agent, |e| command(e) == "get").await;
     let audited: Vec<&Value> = all.iter().filter(|e| e["verdict"] == "Audit").collect();
     assert_eq!(audited.len(), 1, "{all:#?}");
-    assert_eq!(audited[0]["generic_l7"]["fields"]["keys"], "alliance/fleet/b");
+    assert_eq!(
+        audited[0]["generic_l7"]["fields"]["keys"],
+        "alliance/fleet/b"
+    );
     assert_eq!(source_ip(audited[0]), VADER);
 
     // Live, filtered in the agent: only the audited set, as AUDIT.
@@ -570,7 +573,10 @@ async fn audited_requests_show_as_audit_and_filter_apart() {
     let lines = agent.ok(&["observe", "--last", "1000", "--utc"]);
     let marked: Vec<&str> = lines.lines().filter(|l| l.contains(" AUDIT ")).collect();
     assert_eq!(marked.len(), 1, "{lines}");
-    assert!(marked[0].ends_with("AUDIT (set alliance/fleet/b)"), "{lines}");
+    assert!(
+        marked[0].ends_with("AUDIT (set alliance/fleet/b)"),
+        "{lines}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -589,6 +595,10 @@ async fn cilium_like_commands() {
         agent.ok(&["version"]),
         format!("client: {version}\nagent: {version}\n")
     );
+    // status opens with its verdict; the JSON stays the API's.
+    let status = agent.ok(&["status"]);
+    assert_eq!(status.lines().next(), Some("Status: OK"), "{status}");
+    assert!(agent.json(&["status"]).get("counters").is_some());
     let output = Command::new(env!("CARGO_BIN_EXE_axoneme"))
         .args(["--api", "/nonexistent/api.sock", "version"])
         .output()
@@ -598,9 +608,8 @@ async fn cilium_like_commands() {
     assert!(
         error.contains(&format!(
             "client version {version}; the agent's version is unknown"
-        )) && error.contains(
-            "no agent is listening at /nonexistent/api.sock: the socket does not exist"
-        ),
+        )) && error
+            .contains("no agent is listening at /nonexistent/api.sock: the socket does not exist"),
         "{error}"
     );
 

@@ -564,12 +564,44 @@ pub async fn run(args: ApiArgs, command: ClientCommand) -> anyhow::Result<()> {
             let text = client.text("/v1/metrics").await?;
             return print_metrics(&text, output, headers);
         }
-        ClientCommand::Status => client.call(Method::GET, "/v1/status", None).await?,
+        ClientCommand::Status => {
+            let status = client.call(Method::GET, "/v1/status", None).await?;
+            if matches!(output, Output::Table) {
+                println!("{}", status_verdict(&status));
+            }
+            status
+        }
         ClientCommand::Cluster(ClusterCommand::Status) => {
             client.call(Method::GET, "/v1/cluster", None).await?
         }
     };
     print_value(&value, output, headers)
+}
+
+/// The first line of `status` for people, as `cilium status` opens: `Status: OK`, or
+/// `Status: Degraded (...)` naming each reason found in the agent's status: a cluster view gone
+/// stale, parser panics, policy imports that failed, access-log entries lost.
+fn status_verdict(status: &Value) -> String {
+    let counters = &status["counters"];
+    let count = |key: &str| counters[key].as_u64().unwrap_or(0);
+    let mut reasons = Vec::new();
+    if status["cluster"]["stale"] == true {
+        reasons.push("the cluster's view is stale".to_owned());
+    }
+    for (key, what) in [
+        ("parser_panics", "parser panics"),
+        ("policy_import_errors", "policy imports failed"),
+        ("access_log_dropped", "access-log entries dropped"),
+    ] {
+        if count(key) > 0 {
+            reasons.push(format!("{what}: {}", count(key)));
+        }
+    }
+    if reasons.is_empty() {
+        "Status: OK".to_owned()
+    } else {
+        format!("Status: Degraded ({})", reasons.join("; "))
+    }
 }
 
 /// Prints an API answer in `output`'s form.
@@ -851,6 +883,25 @@ fn table(headers: &[&str], rows: &[Vec<String>], show_headers: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_opens_with_ok_or_degraded_and_each_reason() {
+        let healthy = json!({
+            "cluster": null,
+            "counters": {"parser_panics": 0, "policy_import_errors": 0, "access_log_dropped": 0,
+                         "monitor_dropped": 7},
+        });
+        assert_eq!(status_verdict(&healthy), "Status: OK");
+        let troubled = json!({
+            "cluster": {"stale": true},
+            "counters": {"parser_panics": 2, "policy_import_errors": 0, "access_log_dropped": 15},
+        });
+        assert_eq!(
+            status_verdict(&troubled),
+            "Status: Degraded (the cluster's view is stale; parser panics: 2; access-log entries \
+             dropped: 15)"
+        );
+    }
 
     /// What `send` says when it cannot connect to the socket at `path`.
     async fn connect_error(path: &std::path::Path) -> String {

@@ -163,7 +163,10 @@ mod tests {
         let (bytes, entries) = batch(3, &["d\n", "e\n"]);
         recent.hand_over(&bytes, &entries, 5);
         let below_four = recent.before(4, Duration::ZERO);
-        assert_eq!((below_four.bytes.as_slice(), below_four.complete), (&b"a\nb\nd\n"[..], true));
+        assert_eq!(
+            (below_four.bytes.as_slice(), below_four.complete),
+            (&b"a\nb\nd\n"[..], true)
+        );
         let late = recent.before(7, Duration::from_millis(20));
         assert!(!late.complete, "entries 5 and 6 were never handed over");
         assert_eq!(late.bytes, b"a\nb\nd\ne\n");
