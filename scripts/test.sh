@@ -32,6 +32,9 @@ command -v ip >/dev/null || apt_install iproute2
 command -v etcd >/dev/null || apt_install etcd-server
 command -v etcdctl >/dev/null || apt_install etcd-client
 command -v protoc >/dev/null || apt_install protobuf-compiler
+# The privilege tests (crates/axoneme/tests/privileges.rs, redirect::nft) run the agent and nft as
+# an unprivileged user with setpriv.
+command -v setpriv >/dev/null || apt_install util-linux
 # The TLS test of the cluster crate makes its certificates with openssl.
 command -v openssl >/dev/null || apt_install openssl
 if [ ! -x .venv/bin/python ]; then

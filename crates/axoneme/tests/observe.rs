@@ -4,7 +4,8 @@
 //! protocol, verdict, L7 summary, UTC and local RFC 3339 times), every filter (each compared
 //! with the same selection made here from the unfiltered entries), repeats of a filter taken
 //! as alternatives, `--last` alone and with `--follow`, live filtering, errors for unknown
-//! values, and `version`, `completion`, misspelt commands, `--no-headers`, `-o yaml`, `policy
+//! values, audited requests (an endpoint in audit mode) shown as AUDIT and filtered by
+//! `--verdict AUDIT`, and `version`, `completion`, misspelt commands, `--no-headers`, `-o yaml`, `policy
 //! get NAME`, `endpoint get`, `identity get` and the help. Needs `memcached` (scripts/test.sh
 //! installs it).
 
@@ -62,6 +63,11 @@ struct Agent {
 
 impl Agent {
     fn start(name: &str) -> Agent {
+        Agent::start_with(name, false)
+    }
+
+    /// An agent whose endpoint cache is in audit mode when `audit`.
+    fn start_with(name: &str, audit: bool) -> Agent {
         let mut children = Children(Vec::new());
         let memcached = free_port();
         let mut command = Command::new("memcached");
@@ -90,7 +96,7 @@ impl Agent {
 api: {{socket: api.sock}}
 monitor: {{recentBytes: 65536}}
 endpoints:
-  - {{name: cache, ips: ["127.0.0.1"], labels: {{app: cache}}}}
+  - {{name: cache, ips: ["127.0.0.1"], labels: {{app: cache}}, policyAuditMode: {audit}}}
   - {{name: luke, ips: ["{LUKE}"], labels: {{app: luke}}}}
   - {{name: vader, ips: ["{VADER}"], labels: {{app: vader}}}}
 policies: [policy.yaml]
@@ -477,7 +483,7 @@ async fn observe_lines_filters_and_replay() {
     );
     let error = agent.fails(&["observe", "--verdict", "DROPPED"]);
     assert!(
-        error.contains("FORWARDED") && error.contains("DENIED"),
+        error.contains("FORWARDED") && error.contains("DENIED") && error.contains("AUDIT"),
         "{error}"
     );
     let error = agent.fails(&["observe", "--type", "reply"]);
@@ -512,6 +518,68 @@ async fn observe_lines_filters_and_replay() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audited_requests_show_as_audit_and_filter_apart() {
+    let agent = Agent::start_with("observe-audit", true);
+    let (vader, cache) = (agent.identity("vader"), agent.identity("cache"));
+    let (mut watching, live, _) = agent.observe(&["--verdict", "audit", "--utc"]);
+    std::thread::sleep(Duration::from_millis(300));
+    // Vader's set would be denied: audit mode lets it through; luke's set and vader's get are
+    // allowed.
+    let set = "set alliance/fleet/b 0 0 1\r\ny\r\n";
+    assert_eq!(memcached(agent.proxy, VADER, set).await, "STORED\r\n");
+    let set = "set alliance/fleet/a 0 0 1\r\nx\r\n";
+    assert_eq!(memcached(agent.proxy, LUKE, set).await, "STORED\r\n");
+    let got = memcached(agent.proxy, VADER, "get alliance/fleet/b\r\n").await;
+    assert_eq!(got, "VALUE alliance/fleet/b 0 1\r\n");
+    let all = entries_once(&agent, |e| command(e) == "get").await;
+    let audited: Vec<&Value> = all.iter().filter(|e| e["verdict"] == "Audit").collect();
+    assert_eq!(audited.len(), 1, "{all:#?}");
+    assert_eq!(
+        audited[0]["generic_l7"]["fields"]["keys"],
+        "alliance/fleet/b"
+    );
+    assert_eq!(source_ip(audited[0]), VADER);
+
+    // Live, filtered in the agent: only the audited set, as AUDIT.
+    let line = next_line(&live, "the audited set, live");
+    assert_eq!(
+        line.split_once(": ").unwrap().1,
+        format!(
+            "default/vader ({vader}) -> default/cache ({cache}) memcache-request AUDIT \
+             (set alliance/fleet/b)"
+        )
+    );
+    assert!(
+        live.recv_timeout(Duration::from_millis(300)).is_err(),
+        "luke's set and vader's get are not audited"
+    );
+    let _ = watching.kill();
+    let _ = watching.wait();
+
+    // Replayed: AUDIT takes the audited entry, FORWARDED the others, both any case.
+    assert_eq!(agent.replay(&["--verdict", "AUDIT"]), [audited[0].clone()]);
+    let forwarded: Vec<Value> = all
+        .iter()
+        .filter(|e| e["verdict"] != "Audit")
+        .cloned()
+        .collect();
+    assert_eq!(forwarded.len(), 2, "{all:#?}");
+    assert_eq!(agent.replay(&["--verdict", "Forwarded"]), forwarded);
+    assert_eq!(
+        agent.replay(&["--verdict", "audit", "--verdict", "forwarded"]),
+        all
+    );
+    assert!(agent.replay(&["--verdict", "denied"]).is_empty());
+    let lines = agent.ok(&["observe", "--last", "1000", "--utc"]);
+    let marked: Vec<&str> = lines.lines().filter(|l| l.contains(" AUDIT ")).collect();
+    assert_eq!(marked.len(), 1, "{lines}");
+    assert!(
+        marked[0].ends_with("AUDIT (set alliance/fleet/b)"),
+        "{lines}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cilium_like_commands() {
     let agent = Agent::start("observe-cli");
     let version = env!("CARGO_PKG_VERSION");
@@ -527,6 +595,10 @@ async fn cilium_like_commands() {
         agent.ok(&["version"]),
         format!("client: {version}\nagent: {version}\n")
     );
+    // status opens with its verdict; the JSON stays the API's.
+    let status = agent.ok(&["status"]);
+    assert_eq!(status.lines().next(), Some("Status: OK"), "{status}");
+    assert!(agent.json(&["status"]).get("counters").is_some());
     let output = Command::new(env!("CARGO_BIN_EXE_axoneme"))
         .args(["--api", "/nonexistent/api.sock", "version"])
         .output()
@@ -536,7 +608,8 @@ async fn cilium_like_commands() {
     assert!(
         error.contains(&format!(
             "client version {version}; the agent's version is unknown"
-        )) && error.contains("cannot reach the API"),
+        )) && error
+            .contains("no agent is listening at /nonexistent/api.sock: the socket does not exist"),
         "{error}"
     );
 

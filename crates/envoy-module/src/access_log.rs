@@ -1,5 +1,5 @@
 //! The filter's access log: every entry as one JSON line, in the agent's format (the agent's own
-//! formatter, compiled in from its source), appended to the file the configuration names. It
+//! formatter, `axoneme_access_log`), appended to the file the configuration names. It
 //! writes on the calling worker thread, one whole line per write, so lines of different
 //! connections never interleave. It must not decide anything.
 
@@ -11,12 +11,6 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 use axoneme_sdk::{AccessLog, LogEntry};
-
-/// The agent's JSON formatting of an entry. It depends only on the SDK; the agent's unit tests
-/// of it run in the agent's crate.
-#[allow(unreachable_pub, dead_code)]
-#[path = "../../axoneme/src/telemetry/access_log/json.rs"]
-mod json;
 
 /// The longest field value logged whole, as the agent's default (`accessLog.maxFieldBytes`).
 const MAX_FIELD_BYTES: usize = 4096;
@@ -42,7 +36,7 @@ impl FileLog {
 impl AccessLog for FileLog {
     fn log(&self, entry: &LogEntry<'_>) {
         let mut line = Vec::with_capacity(512);
-        json::format_entry(&mut line, entry, SystemTime::now(), MAX_FIELD_BYTES);
+        axoneme_access_log::format_entry(&mut line, entry, SystemTime::now(), MAX_FIELD_BYTES);
         let mut file = self
             .file
             .lock()

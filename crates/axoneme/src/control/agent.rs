@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use axoneme_datapath::Limits;
-use axoneme_sdk::{AccessLog, LogEntry, Registry};
+use axoneme_sdk::{AccessLog, Registry};
 use serde::Serialize;
 use tokio::sync::watch as channel;
 use tokio::task::JoinHandle;
@@ -34,13 +34,6 @@ use crate::telemetry::metrics::{Gauges, LogQueueGauges, Metrics};
 use crate::telemetry::monitor::Monitor;
 use crate::telemetry::report;
 use crate::telemetry::throttle::Throttle;
-
-/// An access log that records nothing, for configurations without `accessLog`.
-struct NoAccessLog;
-
-impl AccessLog for NoAccessLog {
-    fn log(&self, _: &LogEntry<'_>) {}
-}
 
 /// A listener change that was refused.
 #[derive(Debug, thiserror::Error)]
@@ -128,11 +121,7 @@ impl Agent {
             )),
             None => None,
         };
-        let sink: Arc<dyn AccessLog> = match &access_log {
-            Some(log) => Arc::clone(log) as Arc<dyn AccessLog>,
-            None => Arc::new(NoAccessLog),
-        };
-        let monitor = Arc::new(Monitor::new(sink, config.monitor_limits()));
+        let monitor = Arc::new(Monitor::new(access_log.clone(), config.monitor_limits()));
         let metrics = Arc::new(Metrics::new(&names));
         let max_connections = config
             .limits

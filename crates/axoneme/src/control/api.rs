@@ -816,10 +816,19 @@ async fn monitor(
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Response> {
     let query = monitor_query(&agent, pairs)?;
-    let (replayed, watch) =
+    // The replay waits for the access log's writer to hand over the latest entries.
+    let (replayed, watch) = tokio::task::spawn_blocking(move || {
         agent
             .monitor()
-            .replay(query.filter, query.last.unwrap_or(0), query.follow);
+            .replay(query.filter, query.last.unwrap_or(0), query.follow)
+    })
+    .await
+    .map_err(|error| {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("replaying recent entries failed: {error}"),
+        )
+    })?;
     let replayed = stream::iter(
         replayed
             .into_iter()

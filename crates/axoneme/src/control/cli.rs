@@ -294,6 +294,34 @@ pub enum MetricsCommand {
     List,
 }
 
+/// Why the agent's API socket at `path` could not be connected to (`error`), and what to do
+/// about it: no agent listening (no socket, or one an agent left behind) or no permission (the
+/// socket is its agent's user's only).
+fn unreachable_socket(path: &str, error: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    use std::os::unix::fs::MetadataExt;
+    match error.kind() {
+        ErrorKind::NotFound => format!(
+            "no agent is listening at {path}: the socket does not exist (start one with `axoneme \
+             run`, or give its api.socket with --api or AXONEME_API)"
+        ),
+        ErrorKind::ConnectionRefused => format!(
+            "no agent is listening at {path}: the socket is left from an agent that stopped \
+             (start one with `axoneme run`)"
+        ),
+        ErrorKind::PermissionDenied => {
+            let owner = std::fs::metadata(path)
+                .map(|m| format!(" (owner uid {}, mode {:o})", m.uid(), m.mode() & 0o777))
+                .unwrap_or_default();
+            format!(
+                "permission denied on the API socket {path}{owner}: only the agent's user may \
+                 use it; run the command as that user (e.g. with sudo)"
+            )
+        }
+        _ => format!("cannot reach the API at {path}: {error}"),
+    }
+}
+
 /// A connection to the agent's API.
 pub(crate) struct Client {
     api: String,
@@ -333,12 +361,9 @@ impl Client {
                 over!(stream)
             }
             None => {
-                let stream = UnixStream::connect(&self.api).await.with_context(|| {
-                    format!(
-                        "cannot reach the API at {} (is `axoneme run` running?)",
-                        self.api
-                    )
-                })?;
+                let stream = UnixStream::connect(&self.api)
+                    .await
+                    .map_err(|error| anyhow::anyhow!(unreachable_socket(&self.api, &error)))?;
                 over!(stream)
             }
         }
@@ -539,12 +564,44 @@ pub async fn run(args: ApiArgs, command: ClientCommand) -> anyhow::Result<()> {
             let text = client.text("/v1/metrics").await?;
             return print_metrics(&text, output, headers);
         }
-        ClientCommand::Status => client.call(Method::GET, "/v1/status", None).await?,
+        ClientCommand::Status => {
+            let status = client.call(Method::GET, "/v1/status", None).await?;
+            if matches!(output, Output::Table) {
+                println!("{}", status_verdict(&status));
+            }
+            status
+        }
         ClientCommand::Cluster(ClusterCommand::Status) => {
             client.call(Method::GET, "/v1/cluster", None).await?
         }
     };
     print_value(&value, output, headers)
+}
+
+/// The first line of `status` for people, as `cilium status` opens: `Status: OK`, or
+/// `Status: Degraded (...)` naming each reason found in the agent's status: a cluster view gone
+/// stale, parser panics, policy imports that failed, access-log entries lost.
+fn status_verdict(status: &Value) -> String {
+    let counters = &status["counters"];
+    let count = |key: &str| counters[key].as_u64().unwrap_or(0);
+    let mut reasons = Vec::new();
+    if status["cluster"]["stale"] == true {
+        reasons.push("the cluster's view is stale".to_owned());
+    }
+    for (key, what) in [
+        ("parser_panics", "parser panics"),
+        ("policy_import_errors", "policy imports failed"),
+        ("access_log_dropped", "access-log entries dropped"),
+    ] {
+        if count(key) > 0 {
+            reasons.push(format!("{what}: {}", count(key)));
+        }
+    }
+    if reasons.is_empty() {
+        "Status: OK".to_owned()
+    } else {
+        format!("Status: Degraded ({})", reasons.join("; "))
+    }
 }
 
 /// Prints an API answer in `output`'s form.
@@ -821,4 +878,89 @@ fn table(headers: &[&str], rows: &[Vec<String>], show_headers: bool) -> String {
             .map(|row| line(row.iter().map(String::as_str).collect())),
     );
     out.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_opens_with_ok_or_degraded_and_each_reason() {
+        let healthy = json!({
+            "cluster": null,
+            "counters": {"parser_panics": 0, "policy_import_errors": 0, "access_log_dropped": 0,
+                         "monitor_dropped": 7},
+        });
+        assert_eq!(status_verdict(&healthy), "Status: OK");
+        let troubled = json!({
+            "cluster": {"stale": true},
+            "counters": {"parser_panics": 2, "policy_import_errors": 0, "access_log_dropped": 15},
+        });
+        assert_eq!(
+            status_verdict(&troubled),
+            "Status: Degraded (the cluster's view is stale; parser panics: 2; access-log entries \
+             dropped: 15)"
+        );
+    }
+
+    /// What `send` says when it cannot connect to the socket at `path`.
+    async fn connect_error(path: &std::path::Path) -> String {
+        let client = Client {
+            api: path.to_str().unwrap().to_owned(),
+            token: None,
+        };
+        match client.send(Method::GET, "/v1/status", None).await {
+            Ok(_) => panic!("{} answered", path.display()),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_socket_nobody_listens_on_says_no_agent_is_listening_and_how_to_start_one() {
+        let dir = std::env::temp_dir().join(format!("axoneme-cli-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("api.sock");
+        let missing = connect_error(&path).await;
+        assert!(
+            missing.starts_with(&format!("no agent is listening at {}", path.display()))
+                && missing.contains("the socket does not exist")
+                && missing.contains("axoneme run"),
+            "{missing}"
+        );
+        // An agent that stopped leaves its socket file behind.
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let left = connect_error(&path).await;
+        assert!(
+            left.contains("the socket is left from an agent that stopped")
+                && left.contains("axoneme run"),
+            "{left}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_socket_refused_for_permission_names_its_owner_and_the_fix() {
+        let dir = std::env::temp_dir().join(format!("axoneme-cli-perm-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("api.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&path).unwrap());
+        // The kernel's refusal as a user other than the owner gets it (tests may run as root,
+        // whom no mode refuses).
+        let refused = std::io::Error::from_raw_os_error(libc::EACCES);
+        let message = unreachable_socket(path.to_str().unwrap(), &refused);
+        assert_eq!(
+            message,
+            format!(
+                "permission denied on the API socket {} (owner uid {uid}, mode 600): only the \
+                 agent's user may use it; run the command as that user (e.g. with sudo)",
+                path.display()
+            )
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

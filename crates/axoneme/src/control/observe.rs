@@ -26,6 +26,8 @@ Examples:
   axoneme observe
   # Denied memcached gets from pods labelled app=luke
   axoneme observe --verdict DENIED --protocol memcache --from-label app=luke --l7 command=get
+  # Requests an audit-mode policy would deny, let through
+  axoneme observe --verdict AUDIT
   # The last 20 flows to the endpoint cache, then live ones
   axoneme observe --to-endpoint cache --last 20 --follow
   # Full entries as JSON lines
@@ -39,6 +41,8 @@ pub enum VerdictArg {
     Forwarded,
     /// Stopped (denied entries).
     Denied,
+    /// Passed on although policy would deny it: audit mode (request entries marked so).
+    Audit,
 }
 
 /// An entry's type, as `--type` names it.
@@ -126,6 +130,7 @@ impl ObserveArgs {
             let name = match verdict {
                 VerdictArg::Forwarded => "FORWARDED",
                 VerdictArg::Denied => "DENIED",
+                VerdictArg::Audit => "AUDIT",
             };
             pairs.push(("verdict", name.into()));
         }
@@ -280,10 +285,10 @@ pub fn flow_line(entry: &Value, names: &EndpointNames, utc: bool) -> String {
         format!("{name} ({})", cell(&entry[id_key]))
     };
     let entry_type = entry["entry_type"].as_str().unwrap_or_default();
-    let verdict = if entry_type == "Denied" {
-        "DENIED"
-    } else {
-        "FORWARDED"
+    let verdict = match (entry_type, entry["verdict"].as_str()) {
+        ("Denied", _) => "DENIED",
+        (_, Some("Audit")) => "AUDIT",
+        _ => "FORWARDED",
     };
     let proto = match entry["generic_l7"]["proto"].as_str() {
         Some("") | None => "l4",
@@ -481,6 +486,22 @@ mod tests {
             flow_line(&refused, &names(), true),
             "2026-12-05T19:05:52.000Z: 10.9.9.9:5000 (2) -> empire/cache (256) l4-denied DENIED"
         );
+        let audited = json!({
+            "timestamp": 1_796_497_552_000_000_000_u64,
+            "entry_type": "Request",
+            "verdict": "Audit",
+            "reason": "no-allow",
+            "source_security_id": 257,
+            "destination_security_id": 256,
+            "source_address": "127.0.0.21:40000",
+            "destination_address": "127.0.0.1:11211",
+            "generic_l7": {"proto": "memcache", "fields": {"command": "set", "keys": "a"}},
+        });
+        assert_eq!(
+            flow_line(&audited, &names(), true),
+            "2026-12-05T19:05:52.000Z: default/luke (257) -> empire/cache (256) \
+             memcache-request AUDIT (set a)"
+        );
     }
 
     #[test]
@@ -488,7 +509,7 @@ mod tests {
         let args = ObserveArgs {
             from_labels: vec!["app=luke".into()],
             to_identities: vec![256],
-            verdicts: vec![VerdictArg::Denied],
+            verdicts: vec![VerdictArg::Denied, VerdictArg::Audit],
             entry_types: vec![TypeArg::Request, TypeArg::Denied],
             l7: vec!["keys=a b".into()],
             last: Some(5),
@@ -497,7 +518,7 @@ mod tests {
         assert_eq!(
             args.query(),
             "from_label=app%3Dluke&l7=keys%3Da%20b&to_identity=256&verdict=DENIED\
-             &type=request&type=denied&last=5&follow=false"
+             &verdict=AUDIT&type=request&type=denied&last=5&follow=false"
         );
         assert!(!args.live());
         assert!(ObserveArgs::default().live());

@@ -236,7 +236,10 @@ pub(crate) fn bind(
     sockets::listen(addr, mode == ListenerMode::Tproxy).map_err(|error| {
         std::io::Error::new(
             error.kind(),
-            format!("listener {name:?}: cannot listen on {addr}: {error}"),
+            format!(
+                "listener {name:?}: cannot listen on {addr}: {error}{}",
+                sockets::missing_privilege(&error, addr)
+            ),
         )
     })
 }

@@ -46,7 +46,31 @@ fn set_transparent(socket: &TcpSocket, v6: bool) -> io::Result<()> {
         true => set_int(socket, libc::SOL_IPV6, libc::IPV6_TRANSPARENT, 1),
         false => set_int(socket, libc::SOL_IP, libc::IP_TRANSPARENT, 1),
     };
-    result.map_err(|e| with_context(e, "cannot set IP_TRANSPARENT (needs CAP_NET_ADMIN)"))
+    result.map_err(|e| {
+        with_context(
+            e,
+            &format!("cannot set IP_TRANSPARENT (needs CAP_NET_ADMIN: {GRANT_NET_ADMIN})"),
+        )
+    })
+}
+
+/// How to give the agent CAP_NET_ADMIN, which transparent listeners, socket marks and redirect
+/// rules need.
+pub(crate) const GRANT_NET_ADMIN: &str = "run the agent as root or with that capability \
+     (AmbientCapabilities=CAP_NET_ADMIN in its systemd unit, capabilities.add: [NET_ADMIN] in a \
+     Kubernetes securityContext)";
+
+/// Why listening on `addr` failed with `error` for want of a privilege, and how to fix it; empty
+/// when that is not why.
+pub(crate) fn missing_privilege(error: &io::Error, addr: SocketAddr) -> String {
+    if error.kind() != io::ErrorKind::PermissionDenied || addr.port() >= 1024 {
+        return String::new();
+    }
+    " (ports below 1024 need CAP_NET_BIND_SERVICE: run the agent as root or with that \
+     capability, e.g. `setcap cap_net_bind_service=+ep` on its binary or \
+     AmbientCapabilities=CAP_NET_BIND_SERVICE in its systemd unit, or listen on port 1024 or \
+     above)"
+        .to_owned()
 }
 
 fn with_context(error: io::Error, what: &str) -> io::Error {
@@ -95,7 +119,12 @@ pub(crate) async fn connect(
             libc::SO_MARK,
             mark as libc::c_int,
         )
-        .map_err(|e| with_context(e, "cannot set SO_MARK (needs CAP_NET_ADMIN)"))?;
+        .map_err(|e| {
+            with_context(
+                e,
+                &format!("cannot set SO_MARK (needs CAP_NET_ADMIN: {GRANT_NET_ADMIN})"),
+            )
+        })?;
     }
     if options.keep_client_address {
         set_transparent(&socket, upstream.is_ipv6())?;

@@ -211,12 +211,27 @@ fn run(program: &str, args: &[&str], input: Option<&str>) -> Result<String, Stri
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {
+        let stderr = String::from_utf8_lossy(&output.stderr);
         Err(format!(
-            "{program} {}: {}",
+            "{program} {}: {}{}",
             args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
+            stderr.trim(),
+            missing_net_admin(&stderr)
         ))
     }
+}
+
+/// What to do when `nft` or `ip` said (`stderr`) that it lacks the privilege to change the
+/// rules; empty when it said something else.
+fn missing_net_admin(stderr: &str) -> String {
+    if !stderr.contains("Operation not permitted") && !stderr.contains("Permission denied") {
+        return String::new();
+    }
+    format!(
+        " (managing redirect rules needs CAP_NET_ADMIN: {}; or set redirect.manage: false and \
+         install the rules another way)",
+        crate::proxy::sockets::GRANT_NET_ADMIN
+    )
 }
 
 /// Installs `redirects` (replacing the table), and the TPROXY route when some redirect needs
@@ -305,6 +320,46 @@ fn remove_tproxy_route(settings: &RedirectConfig) -> Result<(), String> {
 mod tests {
     use super::*;
     use crate::redirect::plan::Target;
+
+    #[test]
+    fn nft_without_cap_net_admin_says_what_is_missing_and_how_to_fix_it() {
+        if test_uid() != 0 {
+            eprintln!("skipped: switching to an unprivileged user needs root");
+            return;
+        }
+        // nft run as an unprivileged user with no capabilities, as an agent without them runs it.
+        let error = run(
+            "setpriv",
+            &[
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+                "--bounding-set=-all",
+                "nft",
+                "list",
+                "tables",
+            ],
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            error.contains("Operation not permitted")
+                && error.contains("managing redirect rules needs CAP_NET_ADMIN")
+                && error.contains("AmbientCapabilities=CAP_NET_ADMIN")
+                && error.contains("redirect.manage: false"),
+            "{error}"
+        );
+        assert_eq!(
+            missing_net_admin("Error: syntax error, unexpected junk"),
+            ""
+        );
+    }
+
+    /// The user this test runs as, from the kernel's view of the process.
+    fn test_uid() -> u32 {
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap())
+    }
 
     fn redirect(direction: Direction, mode: ListenerMode, address: &str) -> Redirect {
         Redirect {

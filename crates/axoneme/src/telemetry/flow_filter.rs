@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
-use axoneme_sdk::{Direction, EntryType, LogEntry};
+use axoneme_sdk::{logging_audit, Direction, EntryType, LogEntry};
 use serde_json::Value;
 use thiserror::Error;
 
@@ -39,20 +39,24 @@ pub enum FilterError {
     },
 }
 
-/// Whether an entry's request went on (`Forwarded`: requests and responses) or was stopped
-/// (`Denied`), in Hubble's words.
+/// Whether an entry's request went on (`Forwarded`: requests and responses), was stopped
+/// (`Denied`), in Hubble's words, or went on only because its policy is in audit mode
+/// (`Audit`: a `Request` entry marked `"verdict":"Audit"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlowVerdict {
-    /// Passed on: a `Request` or `Response` entry.
+    /// Passed on: a `Request` or `Response` entry, not audited.
     Forwarded,
     /// Stopped: a `Denied` entry.
     Denied,
+    /// Passed on although policy would deny it: an audited `Request` entry.
+    Audit,
 }
 
 impl FlowVerdict {
-    /// The verdict of an entry of type `entry_type`.
-    pub fn of(entry_type: EntryType) -> FlowVerdict {
+    /// The verdict of an entry of type `entry_type`, `audited` or not.
+    pub fn of(entry_type: EntryType, audited: bool) -> FlowVerdict {
         match entry_type {
+            EntryType::Request if audited => FlowVerdict::Audit,
             EntryType::Request | EntryType::Response => FlowVerdict::Forwarded,
             EntryType::Denied => FlowVerdict::Denied,
         }
@@ -99,6 +103,8 @@ pub struct Filter {
 pub trait Flow {
     /// The entry's type, if known.
     fn entry_type(&self) -> Option<EntryType>;
+    /// Whether the entry is a request that audit mode let through.
+    fn audited(&self) -> bool;
     /// The protocol, empty for entries of no parser.
     fn proto(&self) -> &str;
     /// Ingress or egress, seen from the guarded endpoint.
@@ -118,6 +124,12 @@ pub trait Flow {
 impl Flow for LogEntry<'_> {
     fn entry_type(&self) -> Option<EntryType> {
         Some(self.entry_type)
+    }
+
+    /// Read, as the access log reads it, from what the logging thread says of the entry it is
+    /// logging now.
+    fn audited(&self) -> bool {
+        self.entry_type == EntryType::Request && logging_audit().is_some()
     }
 
     fn proto(&self) -> &str {
@@ -189,6 +201,10 @@ impl Flow for LoggedFlow<'_> {
             "Denied" => Some(EntryType::Denied),
             _ => None,
         }
+    }
+
+    fn audited(&self) -> bool {
+        self.text("verdict") == "Audit"
     }
 
     fn proto(&self) -> &str {
@@ -263,7 +279,7 @@ impl Filter {
         any(self.entry_types.is_empty(), &mut || {
             entry_type.is_some_and(|t| self.entry_types.contains(&t))
         }) && any(self.verdicts.is_empty(), &mut || {
-            entry_type.is_some_and(|t| self.verdicts.contains(&FlowVerdict::of(t)))
+            entry_type.is_some_and(|t| self.verdicts.contains(&FlowVerdict::of(t, flow.audited())))
         }) && any(self.protocols.is_empty(), &mut || {
             self.protocols.iter().any(|p| p == flow.proto())
         }) && any(self.endpoints.is_empty(), &mut || {
@@ -321,15 +337,16 @@ pub fn parse_entry_type(text: &str) -> Result<EntryType, FilterError> {
     }
 }
 
-/// Parses a verdict, any case: `forwarded` or `denied`.
+/// Parses a verdict, any case: `forwarded`, `denied` or `audit`.
 pub fn parse_verdict(text: &str) -> Result<FlowVerdict, FilterError> {
     match text.to_ascii_lowercase().as_str() {
         "forwarded" => Ok(FlowVerdict::Forwarded),
         "denied" => Ok(FlowVerdict::Denied),
+        "audit" => Ok(FlowVerdict::Audit),
         _ => Err(FilterError::Unknown {
             what: "verdict",
             value: text.to_owned(),
-            valid: "FORWARDED, DENIED".into(),
+            valid: "FORWARDED, DENIED, AUDIT".into(),
         }),
     }
 }
@@ -527,11 +544,47 @@ mod tests {
     }
 
     #[test]
+    fn an_audited_request_has_the_audit_verdict_live_and_logged() {
+        let meta = log_meta();
+        let fields = [Field::text("command", "set")];
+        let entry = |entry_type| LogEntry {
+            entry_type,
+            meta: &meta,
+            policy_name: "p",
+            proto: Some("memcache"),
+            fields: &fields,
+        };
+        let only = |verdict| Filter {
+            verdicts: vec![verdict],
+            ..Filter::default()
+        };
+        let (audit, forwarded) = (only(FlowVerdict::Audit), only(FlowVerdict::Forwarded));
+        axoneme_sdk::logging_audit_as(Some(axoneme_sdk::DenyReason::NoAllow), || {
+            assert!(audit.matches(&entry(EntryType::Request)));
+            assert!(!forwarded.matches(&entry(EntryType::Request)));
+            assert!(
+                forwarded.matches(&entry(EntryType::Response)),
+                "only requests are audited"
+            );
+        });
+        assert!(!audit.matches(&entry(EntryType::Request)));
+        assert!(forwarded.matches(&entry(EntryType::Request)));
+        let mut audited = logged("Request", "memcache", serde_json::json!({"command": "set"}));
+        audited["verdict"] = "Audit".into();
+        audited["reason"] = "no-allow".into();
+        assert!(audit.matches(&LoggedFlow(&audited)));
+        assert!(!forwarded.matches(&LoggedFlow(&audited)));
+        let plain = logged("Request", "memcache", serde_json::json!({"command": "set"}));
+        assert!(!audit.matches(&LoggedFlow(&plain)));
+        assert_eq!(parse_verdict("Audit"), Ok(FlowVerdict::Audit));
+    }
+
+    #[test]
     fn unknown_values_are_errors_that_list_the_valid_ones() {
         assert_eq!(parse_entry_type("DENIED"), Ok(EntryType::Denied));
         assert_eq!(
             parse_verdict("dropped").unwrap_err().to_string(),
-            "verdict: \"dropped\" is not one of FORWARDED, DENIED"
+            "verdict: \"dropped\" is not one of FORWARDED, DENIED, AUDIT"
         );
         assert_eq!(
             parse_protocol("http", &["memcache", "r2d2"])

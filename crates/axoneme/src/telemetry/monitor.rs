@@ -1,32 +1,38 @@
 //! The live view of the access log: every entry, as the JSON line the log writes (with field
 //! values truncated as the log truncates them), offered to whoever watches (`axoneme observe`),
-//! filtered as each watcher asks ([`Filter`]), and the most recent entries kept for replay
-//! (`observe --last N`).
+//! filtered as each watcher asks ([`Filter`]), and the most recent entries replayed from the
+//! ring the access log's writer feeds ([`RecentEntries`], `observe --last`).
 //!
 //! Entries are formatted for watchers only while someone watches, and only when a watcher's
 //! filter takes them. Each watcher has a backlog of its own, bounded in bytes: a watcher that
 //! falls behind loses its oldest entries rather than slowing the proxy or growing without
 //! bound, and is told how many it lost before the next entry it gets. Losses are counted. The
-//! recent entries are a ring bounded in bytes (`monitor.recentBytes`), oldest dropped first;
-//! while it is on, every entry is formatted for it, into a buffer each thread reuses and then
-//! copied into the ring's own bytes, so that keeping entries allocates nothing once the ring is
-//! full. A watcher that asks for a replay gets the
-//! ring and every later entry, none twice and none missing. This module does not write the
-//! access log.
+//! recent entries are a ring bounded in bytes (`monitor.recentBytes`), oldest dropped first,
+//! holding the lines the access log formats, which its writer thread copies there: keeping them
+//! costs the forwarding path nothing beyond the log itself (with no log file configured, the
+//! monitor keeps a log that writes nowhere, only to feed the ring). An entry the access log
+//! drops when its queue is full is missing from the ring too.
+//!
+//! A watcher that asks for a replay gets the ring and every later entry, none twice and none
+//! missing: the access log numbers its entries, the watcher is added before the number of the
+//! next entry is read, the replay holds the entries numbered below it (waiting until the
+//! writer has handed them all to the ring) and the watcher only those numbered from it on.
+//! This module does not write the access log.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use axoneme_sdk::{AccessLog, LogEntry};
 use tokio::sync::Notify;
 
 use serde_json::Value;
 
-use crate::telemetry::access_log::format_entry;
+use crate::telemetry::access_log::{self, format_entry, JsonAccessLog};
 pub use crate::telemetry::flow_filter::Filter;
 use crate::telemetry::flow_filter::LoggedFlow;
+pub use crate::telemetry::recent::RecentEntries;
 
 /// The bytes of entries a watcher may lag behind unless configured otherwise: 4 MiB, some ten
 /// thousand entries of the usual size, or about a thousand with every field truncated.
@@ -45,14 +51,22 @@ pub enum Next {
     Missed(u64),
 }
 
+/// How long a replay waits, at most, for the access log's writer to hand the entries logged
+/// before it to the ring: it does within [`access_log`]'s gathering time unless its disk holds
+/// it up; past this the replay holds what the ring has.
+const HANDOVER_WAIT: Duration = Duration::from_secs(2);
+
 /// Entries waiting for one watcher.
 #[derive(Debug, Default)]
 struct Backlog {
-    lines: VecDeque<Arc<[u8]>>,
+    /// Each entry's number in the access log and its line.
+    lines: VecDeque<(u64, Arc<[u8]>)>,
     /// Bytes of `lines`.
     bytes: usize,
     /// Entries lost since the watcher last took one.
     missed: u64,
+    /// Entries numbered below this are not for the watcher: a replay gave them.
+    from_seq: u64,
 }
 
 /// One watcher, as the monitor holds it.
@@ -107,82 +121,74 @@ impl Default for Limits {
     }
 }
 
-/// The most recent entries, oldest first, bounded in bytes: their lines one after another,
-/// and the length of each.
-#[derive(Debug, Default)]
-struct Recent {
-    bytes: VecDeque<u8>,
-    lengths: VecDeque<usize>,
-}
-
-impl Recent {
-    /// Adds `line`, dropping the oldest lines to keep within `max` bytes; a line longer than
-    /// `max` is not kept.
-    fn push(&mut self, line: &[u8], max: usize) {
-        if line.len() > max {
-            return;
-        }
-        while self.bytes.len() + line.len() > max {
-            let oldest = self.lengths.pop_front().expect("bytes are of kept lines");
-            self.bytes.drain(..oldest);
-        }
-        self.bytes.extend(line);
-        self.lengths.push_back(line.len());
-    }
-}
-
-/// The most a thread's formatting buffer keeps between entries: one entry with long fields
-/// may grow it, but it does not stay that large.
-const SCRATCH_KEPT_BYTES: usize = 64 << 10;
-
-thread_local! {
-    /// The line this thread formats an entry into for the ring, kept between entries.
-    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// The access log fanned out: to the log itself, to the ring of recent entries and to
-/// watchers.
+/// The access log fanned out: to the log itself (which feeds the ring of recent entries) and
+/// to watchers.
 pub struct Monitor {
-    log: Arc<dyn AccessLog>,
+    /// The access log; none when there is no log file and no ring.
+    log: Option<Arc<JsonAccessLog>>,
     watchers: Arc<Watchers>,
-    /// Held while an entry is added to the ring and offered to watchers, so that a watcher
-    /// that starts with a replay gets each entry exactly once.
-    recent: Mutex<Recent>,
+    /// The ring of recent entries, fed by `log`'s writer; none when `recent_bytes` is 0.
+    recent: Option<Arc<RecentEntries>>,
     limits: Limits,
 }
 
 impl Monitor {
     /// Fans entries out to `log` and to watchers, holding no more for each than `limits`
-    /// allow.
-    pub fn new(log: Arc<dyn AccessLog>, limits: Limits) -> Monitor {
+    /// allow. When `limits` keep recent entries, `log` (or, without one, a log of its own that
+    /// writes nowhere) feeds the ring.
+    pub fn new(log: Option<Arc<JsonAccessLog>>, limits: Limits) -> Monitor {
+        if limits.recent_bytes == 0 {
+            return Monitor {
+                log,
+                watchers: Arc::default(),
+                recent: None,
+                limits,
+            };
+        }
+        let log = log.unwrap_or_else(|| {
+            let limits = access_log::Limits {
+                max_field_bytes: limits.max_field_bytes,
+                ..access_log::Limits::default()
+            };
+            Arc::new(JsonAccessLog::with_sink(Box::new(std::io::sink()), limits))
+        });
+        let recent = Arc::new(RecentEntries::new(limits.recent_bytes));
+        log.keep_recent(Arc::clone(&recent));
         Monitor {
-            log,
+            log: Some(log),
             watchers: Arc::default(),
-            recent: Mutex::default(),
+            recent: Some(recent),
             limits,
         }
     }
 
-    fn lock_recent(&self) -> MutexGuard<'_, Recent> {
-        self.recent.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// The last `last` recent entries `filter` takes, oldest first, and a watcher of those that
-    /// come after them (when `follow`).
+    /// come after them (when `follow`). Waits for the access log's writer to hand the ring the
+    /// entries logged before the call (a few milliseconds): call it off the async runtime.
     pub fn replay(
         &self,
         filter: Filter,
         last: usize,
         follow: bool,
     ) -> (Vec<Arc<[u8]>>, Option<Watch>) {
-        // The lines are taken and the watcher added under the lock, so that no entry falls
-        // between them; they are parsed and filtered after it, not holding up logging threads.
-        let recent = self.lock_recent();
-        let (front, back) = recent.bytes.as_slices();
-        let bytes = [front, back].concat();
-        let lengths: Vec<usize> = recent.lengths.iter().copied().collect();
+        let (Some(recent), Some(log)) = (&self.recent, &self.log) else {
+            return (Vec::new(), follow.then(|| self.watch(filter)));
+        };
+        // The watcher is added before the number of the next entry is read, under the access
+        // log's lock: any entry numbered from there on is offered to it.
         let watch = follow.then(|| self.watch(filter.clone()));
-        drop(recent);
+        let before = log.next_seq();
+        if let Some(watch) = &watch {
+            watch.start_at(before);
+        }
+        let snapshot = recent.before(before, HANDOVER_WAIT);
+        if !snapshot.complete {
+            tracing::warn!(
+                "the access-log writer did not hand over recent entries within {HANDOVER_WAIT:?}; \
+                 the replay holds those it has"
+            );
+        }
+        let (bytes, lengths) = (snapshot.bytes, snapshot.lengths);
         let mut lines = Vec::with_capacity(lengths.len());
         let mut start = 0;
         for length in lengths {
@@ -205,7 +211,7 @@ impl Monitor {
 
     /// Bytes of recent entries kept for replay now.
     pub fn recent_bytes(&self) -> usize {
-        self.lock_recent().bytes.len()
+        self.recent.as_ref().map_or(0, |recent| recent.bytes())
     }
 
     /// A new watcher's view of the entries `filter` takes, from now on.
@@ -248,17 +254,20 @@ impl Monitor {
         self.watchers.list().iter().map(|w| w.lock().bytes).sum()
     }
 
-    /// Adds `line` to `watcher`'s backlog, making room by dropping its oldest entries; a line
-    /// longer than the whole backlog may be is dropped itself.
-    fn offer(&self, watcher: &Watcher, line: &Arc<[u8]>) {
+    /// Adds `line`, the entry numbered `seq`, to `watcher`'s backlog, making room by dropping
+    /// its oldest entries; a line longer than the whole backlog may be is dropped itself.
+    fn offer(&self, watcher: &Watcher, seq: u64, line: &Arc<[u8]>) {
         let max = self.limits.queue_bytes;
         let mut backlog = watcher.lock();
+        if seq < backlog.from_seq {
+            return;
+        }
         let mut lost = 0;
         if line.len() > max {
             lost = 1;
         } else {
             while backlog.bytes + line.len() > max {
-                let oldest = backlog
+                let (_, oldest) = backlog
                     .lines
                     .pop_front()
                     .expect("bytes are of queued lines");
@@ -266,7 +275,7 @@ impl Monitor {
                 lost += 1;
             }
             backlog.bytes += line.len();
-            backlog.lines.push_back(Arc::clone(line));
+            backlog.lines.push_back((seq, Arc::clone(line)));
         }
         backlog.missed += lost;
         drop(backlog);
@@ -279,57 +288,24 @@ impl Monitor {
 
 impl AccessLog for Monitor {
     fn log(&self, entry: &LogEntry<'_>) {
-        self.log.log(entry);
-        let keep_recent = self.limits.recent_bytes > 0;
-        if !keep_recent && self.watchers.count.load(Ordering::Relaxed) == 0 {
-            return;
-        }
-        let format = || -> Arc<[u8]> {
-            let mut line = Vec::new();
-            format_entry(
-                &mut line,
-                entry,
-                SystemTime::now(),
-                self.limits.max_field_bytes,
-            );
-            line.into()
-        };
-        if !keep_recent {
-            return self.offer_to_watchers(entry, &format);
-        }
-        // Formatted before the lock, into this thread's own buffer, and copied into the ring
-        // under it; a watcher that takes the entry gets a copy of the same line.
-        SCRATCH.with_borrow_mut(|scratch| {
-            scratch.clear();
-            format_entry(
-                scratch,
-                entry,
-                SystemTime::now(),
-                self.limits.max_field_bytes,
-            );
-            let mut recent = self.lock_recent();
-            recent.push(scratch, self.limits.recent_bytes);
-            self.offer_to_watchers(entry, &|| Arc::from(scratch.as_slice()));
-            drop(recent);
-            if scratch.capacity() > SCRATCH_KEPT_BYTES {
-                *scratch = Vec::new();
-            }
-        });
-    }
-}
-
-impl Monitor {
-    /// Offers `entry` to the watchers whose filter takes it, as the line `format` makes (made
-    /// once, and only if one does). Called under the ring's lock.
-    fn offer_to_watchers(&self, entry: &LogEntry<'_>, format: &dyn Fn() -> Arc<[u8]>) {
+        let seq = self.log.as_ref().map_or(0, |log| log.log_numbered(entry));
         if self.watchers.count.load(Ordering::Relaxed) == 0 {
             return;
         }
         let mut line: Option<Arc<[u8]>> = None;
         for watcher in self.watchers.list().iter() {
             if watcher.filter.matches(entry) {
-                let line = line.get_or_insert_with(format);
-                self.offer(watcher, line);
+                let line = line.get_or_insert_with(|| {
+                    let mut line = Vec::new();
+                    format_entry(
+                        &mut line,
+                        entry,
+                        SystemTime::now(),
+                        self.limits.max_field_bytes,
+                    );
+                    line.into()
+                });
+                self.offer(watcher, seq, line);
             }
         }
     }
@@ -358,9 +334,18 @@ impl Watch {
         if backlog.missed > 0 {
             return Some(Next::Missed(std::mem::take(&mut backlog.missed)));
         }
-        let line = backlog.lines.pop_front()?;
+        let (_, line) = backlog.lines.pop_front()?;
         backlog.bytes -= line.len();
         Some(Next::Entry(line))
+    }
+
+    /// Makes the watcher take only entries numbered `seq` and later: those before are a
+    /// replay's. Those it already holds are let go; losses already counted are still told.
+    fn start_at(&self, seq: u64) {
+        let mut backlog = self.watcher.lock();
+        backlog.from_seq = seq;
+        backlog.lines.retain(|(number, _)| *number >= seq);
+        backlog.bytes = backlog.lines.iter().map(|(_, line)| line.len()).sum();
     }
 
     /// Bytes of entries waiting for this watcher.
@@ -389,15 +374,9 @@ mod tests {
     use super::*;
     use crate::testing::log_meta as meta;
 
-    struct NoLog;
-
-    impl AccessLog for NoLog {
-        fn log(&self, _: &LogEntry<'_>) {}
-    }
-
     fn monitor(queue_bytes: usize) -> Monitor {
         Monitor::new(
-            Arc::new(NoLog),
+            None,
             Limits {
                 queue_bytes,
                 max_field_bytes: 4096,
@@ -500,7 +479,7 @@ mod tests {
     #[test]
     fn a_replay_gives_the_last_matching_entries_then_each_later_one_once() {
         let monitor = Monitor::new(
-            Arc::new(NoLog),
+            None,
             Limits {
                 queue_bytes: 1 << 20,
                 max_field_bytes: 4096,
@@ -546,6 +525,83 @@ mod tests {
             "after",
             "an entry longer than the ring is not kept"
         );
+    }
+
+    #[test]
+    fn a_replay_while_entries_pour_in_gives_each_once_between_it_and_the_watcher() {
+        let log = Arc::new(JsonAccessLog::with_sink(
+            Box::new(std::io::sink()),
+            access_log::Limits {
+                queue_bytes: 256 << 20,
+                ..access_log::Limits::default()
+            },
+        ));
+        let monitor = Arc::new(Monitor::new(
+            Some(log),
+            Limits {
+                queue_bytes: 64 << 20,
+                max_field_bytes: 4096,
+                recent_bytes: 64 << 20,
+            },
+        ));
+        const THREADS: usize = 2;
+        // Each logger logs until told to stop, or this many entries (some 20 MB in all).
+        const MOST: usize = 30_000;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let loggers: Vec<_> = (0..THREADS)
+            .map(|thread| {
+                let (monitor, stop) = (Arc::clone(&monitor), Arc::clone(&stop));
+                std::thread::spawn(move || {
+                    let meta = meta();
+                    let mut logged = 0;
+                    while logged < MOST && !stop.load(Ordering::Relaxed) {
+                        multiget(&monitor, &meta, format!("{thread}-{logged}").as_bytes());
+                        logged += 1;
+                    }
+                    logged
+                })
+            })
+            .collect();
+        // Started while the loggers log, once the ring holds some of their entries.
+        while monitor.recent_bytes() == 0 {
+            std::thread::yield_now();
+        }
+        let (replayed, watch) = monitor.replay(Filter::default(), usize::MAX, true);
+        stop.store(true, Ordering::Relaxed);
+        let logged: Vec<usize> = loggers.into_iter().map(|l| l.join().unwrap()).collect();
+        let total: usize = logged.iter().sum();
+        let watch = watch.unwrap();
+        let key = |line: &Arc<[u8]>| {
+            let entry = entry(Some(Next::Entry(Arc::clone(line))));
+            entry["generic_l7"]["fields"]["keys"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        let mut seen: Vec<String> = replayed.iter().map(key).collect();
+        let live_from = seen.len();
+        while let Some(next) = watch.try_next() {
+            match next {
+                Next::Entry(line) => seen.push(key(&line)),
+                Next::Missed(n) => panic!("{n} lost"),
+            }
+        }
+        assert!(
+            live_from > 0 && live_from < seen.len(),
+            "the replay fell amid the logging: {live_from} of {logged:?}"
+        );
+        assert_eq!(seen.len(), total, "none twice, none missing");
+        let unique: std::collections::HashSet<&String> = seen.iter().collect();
+        assert_eq!(unique.len(), total);
+        // Each thread's entries come in the order it logged them.
+        for (thread, &each) in logged.iter().enumerate() {
+            let own: Vec<usize> = seen
+                .iter()
+                .filter_map(|k| k.strip_prefix(&format!("{thread}-")))
+                .map(|i| i.parse().unwrap())
+                .collect();
+            assert_eq!(own, (0..each).collect::<Vec<_>>());
+        }
     }
 
     #[tokio::test]

@@ -20,10 +20,14 @@
 //! at most every [`CHECK_EVERY`] and only when it has a batch to write, that its file was
 //! deleted or replaced, and opens the path anew. Failed writes, and the entries they held, are
 //! counted.
+//!
+//! Entries are numbered in the order they are queued (dropped ones too). When the log keeps
+//! recent entries for `observe --last` ([`JsonAccessLog::keep_recent`]), the writer hands each
+//! batch's lines, with their numbers, to that ring before writing them: the lines are formatted
+//! once, by the connection logging them, and copied into the ring off the forwarding path.
 
 #[allow(unsafe_code)] // sync_file_range and posix_fadvise on the sink's own file
 mod file_sink;
-mod json;
 
 use std::fs::OpenOptions;
 use std::io::{self, Write};
@@ -37,7 +41,8 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use self::file_sink::FileSink;
-pub use self::json::format_entry;
+use crate::telemetry::recent::{Numbered, RecentEntries};
+pub use axoneme_access_log::format_entry;
 use axoneme_sdk::{AccessLog, LogEntry};
 
 /// How long the writer lets entries gather after the first one of a batch before writing them.
@@ -90,6 +95,14 @@ struct Batch {
     closing: bool,
     /// A file opened anew at the log's path, for the writer to write to from its next batch.
     reopened: Option<LogFile>,
+    /// Where each entry of `lines` ends, and its number.
+    numbered: Vec<Numbered>,
+    /// The number the next entry logged gets.
+    next_seq: u64,
+    /// Every entry numbered below this has been taken by the writer (or dropped).
+    taken_through: u64,
+    /// The ring the writer hands each batch to, when recent entries are kept.
+    recent: Option<Arc<RecentEntries>>,
 }
 
 impl Batch {
@@ -304,6 +317,58 @@ impl JsonAccessLog {
         self.path.as_deref()
     }
 
+    /// Keeps recent entries in `recent` from now on: the writer hands it every batch it takes,
+    /// before writing it.
+    pub fn keep_recent(&self, recent: Arc<RecentEntries>) {
+        self.queue.lock().recent = Some(recent);
+    }
+
+    /// The number the next entry logged will get. Wakes the writer, so that the entries logged
+    /// before are handed to the ring of recent entries within moments.
+    pub fn next_seq(&self) -> u64 {
+        let next = self.queue.lock().next_seq;
+        self.queue.wake.notify_one();
+        next
+    }
+
+    /// Logs `entry` (as [`AccessLog::log`] does); the number it got, whether it was queued or
+    /// dropped.
+    pub fn log_numbered(&self, entry: &LogEntry<'_>) -> u64 {
+        let now = SystemTime::now();
+        let queue = &*self.queue;
+        let mut batch = queue.lock();
+        let seq = batch.next_seq;
+        batch.next_seq += 1;
+        let (held, entries) = (batch.held(), batch.entries);
+        if entries >= queue.max_entries || held >= queue.max_bytes {
+            drop(batch);
+            queue.drop_entry(held, entries, 0);
+            return seq;
+        }
+        let start = batch.lines.len();
+        let truncated = format_entry(&mut batch.lines, entry, now, queue.max_field_bytes);
+        if batch.held() > queue.max_bytes {
+            let entry_bytes = batch.lines.len() - start;
+            batch.lines.truncate(start);
+            drop(batch);
+            queue.drop_entry(held, entries, entry_bytes);
+            return seq;
+        }
+        let end = batch.lines.len();
+        batch.whole = end;
+        batch.numbered.push(Numbered { seq, end });
+        batch.entries += 1;
+        let was_half_full = queue.half_full(start, entries);
+        if batch.entries == 1 || (!was_half_full && queue.half_full(end, batch.entries)) {
+            queue.wake.notify_one();
+        }
+        drop(batch);
+        if truncated > 0 {
+            queue.truncated.fetch_add(truncated, Ordering::Relaxed);
+        }
+        seq
+    }
+
     /// Opens the log file's path anew (creating the file if needed); the writer writes its next
     /// batches there. Entries queued before are written to whichever file the writer holds when
     /// it takes them. Does nothing for a log on standard output.
@@ -324,35 +389,7 @@ impl AccessLog for JsonAccessLog {
     /// than copying a line formatted elsewhere would, and loggers rarely meet there. An entry
     /// that would take the queue past its bytes is taken back out and dropped.
     fn log(&self, entry: &LogEntry<'_>) {
-        let now = SystemTime::now();
-        let queue = &*self.queue;
-        let mut batch = queue.lock();
-        let (held, entries) = (batch.held(), batch.entries);
-        if entries >= queue.max_entries || held >= queue.max_bytes {
-            drop(batch);
-            queue.drop_entry(held, entries, 0);
-            return;
-        }
-        let start = batch.lines.len();
-        let truncated = format_entry(&mut batch.lines, entry, now, queue.max_field_bytes);
-        if batch.held() > queue.max_bytes {
-            let entry_bytes = batch.lines.len() - start;
-            batch.lines.truncate(start);
-            drop(batch);
-            queue.drop_entry(held, entries, entry_bytes);
-            return;
-        }
-        batch.whole = batch.lines.len();
-        batch.entries += 1;
-        let waiting = batch.lines.len();
-        let was_half_full = queue.half_full(start, entries);
-        if batch.entries == 1 || (!was_half_full && queue.half_full(waiting, batch.entries)) {
-            queue.wake.notify_one();
-        }
-        drop(batch);
-        if truncated > 0 {
-            queue.truncated.fetch_add(truncated, Ordering::Relaxed);
-        }
+        self.log_numbered(entry);
     }
 }
 
@@ -432,13 +469,20 @@ impl Output {
 
 /// The writer thread: takes whole batches and writes each with one call, until the log closes.
 fn write_batches(queue: &Queue, mut out: Output) {
-    // The buffer written last, given back to the loggers as the next batch's, so that neither
+    // The buffers written last, given back to the loggers as the next batch's, so that neither
     // side allocates once both have grown to the usual batch size.
     let mut spare = Vec::new();
+    let mut spare_numbered = Vec::new();
     loop {
         let mut batch = queue.lock();
         batch.writing = 0;
-        while batch.entries == 0 && !batch.closing && batch.reopened.is_none() {
+        // Entries dropped after the last batch taken are taken too, so that the ring of recent
+        // entries learns that they will never come.
+        while batch.entries == 0
+            && batch.taken_through == batch.next_seq
+            && !batch.closing
+            && batch.reopened.is_none()
+        {
             batch = queue.wake.wait(batch).unwrap_or_else(|p| p.into_inner());
         }
         if batch.entries > 0 && !batch.closing && !queue.half_full(batch.whole, batch.entries) {
@@ -455,10 +499,19 @@ fn write_batches(queue: &Queue, mut out: Output) {
         let whole = batch.whole;
         batch.lines.truncate(whole);
         let mut lines = mem::replace(&mut batch.lines, mem::take(&mut spare));
+        let mut numbered = mem::replace(&mut batch.numbered, mem::take(&mut spare_numbered));
         let entries = mem::take(&mut batch.entries);
         batch.whole = 0;
         batch.writing = lines.len();
+        batch.taken_through = batch.next_seq;
+        let (through, recent) = (batch.taken_through, batch.recent.clone());
         drop(batch);
+        // Handed over before writing, so that a slow disk does not hold up a replay.
+        if let Some(recent) = recent {
+            recent.hand_over(&lines, &numbered, through);
+        }
+        numbered.clear();
+        spare_numbered = numbered;
         if !lines.is_empty() || reopened.is_some() {
             out.follow_path(reopened);
         }

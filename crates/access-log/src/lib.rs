@@ -1,6 +1,10 @@
 //! The access log's JSON: one entry as one line with Cilium's field names, written byte by byte
 //! on the forwarding path (no serializer, no intermediate values), with long field values cut
-//! and marked. It formats only; queueing and writing are the log's.
+//! and marked. Shared by the agent's access log and the Envoy filter's, so that both write the
+//! same lines. It formats only; queueing and writing are the logs'.
+
+#[cfg(test)]
+mod testing;
 
 use std::cell::{Cell, RefCell};
 use std::io::Write as _;
