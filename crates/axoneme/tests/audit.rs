@@ -411,6 +411,13 @@ async fn from_audit_to_enforcement_the_client_keeps_working_and_what_it_never_di
     ] {
         assert!(suggested.contains(expected), "{expected} in\n{suggested}");
     }
+    // Without log files, the same requests come from the agent's recent flows.
+    let live = cli(&agent.dir, &["policy", "suggest", "--endpoint", "cache"]);
+    assert!(live.contains("the agent's recent flows"), "{live}");
+    assert_eq!(
+        live.replace("the agent's recent flows", "access.log"),
+        suggested
+    );
     std::fs::write(agent.dir.join("suggested.yaml"), &suggested).unwrap();
     cli(&agent.dir, &["policy", "import", "suggested.yaml"]);
     // Audit off in the configuration file, which the agent follows without a restart.

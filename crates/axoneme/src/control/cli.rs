@@ -4,7 +4,8 @@
 //!
 //! Each command is one API call (or a stream, for `observe`, in [`observe`](super::observe))
 //! and a rendering: a table for people (headers optional), or the API's JSON or YAML with
-//! `-o json|yaml`; `policy suggest` and `policy diff` read files instead and need no agent.
+//! `-o json|yaml`; `policy suggest` and `policy diff` read access-log files when given them,
+//! and need no agent then.
 //! Errors come back as one line for `main` to print.
 
 use std::collections::BTreeMap;
@@ -625,17 +626,51 @@ fn policy_yaml(answer: &Value) -> anyhow::Result<String> {
     Ok(text)
 }
 
+/// The observed requests `policy suggest` and `policy diff` read: the access-log files given,
+/// or else the running agent's recent flows (every request entry its ring holds).
+async fn observed_logs(
+    client: &Client,
+    files: &[PathBuf],
+) -> anyhow::Result<Vec<crate::suggest::LogText>> {
+    if !files.is_empty() {
+        return Ok(crate::suggest::LogText::read_files(files)?);
+    }
+    let path = format!("/v1/monitor?type=request&last={}&follow=false", usize::MAX);
+    let response = client.send(Method::GET, &path, None).await?;
+    let status = response.status();
+    let bytes = response.into_body().collect().await?.to_bytes();
+    if !status.is_success() {
+        let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        bail!(
+            "the agent's recent flows: {}",
+            value
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("the agent refused to replay them")
+        );
+    }
+    let text = String::from_utf8(bytes.to_vec()).context("the agent's recent flows")?;
+    Ok(vec![crate::suggest::LogText {
+        name: "the agent's recent flows".to_owned(),
+        text,
+    }])
+}
+
 async fn policy(client: &Client, command: PolicyCommand, json_out: bool) -> anyhow::Result<Value> {
     match command {
         PolicyCommand::Import { files } => import(client, &files, false, json_out).await,
         PolicyCommand::Validate { files } => import(client, &files, true, json_out).await,
         PolicyCommand::Suggest(args) => {
-            let yaml = crate::suggest::suggest(&args)?;
+            let logs = observed_logs(client, &args.from_log).await?;
+            let yaml = crate::suggest::suggest_from(&args, &logs)?;
             Ok(Value::String(yaml.trim_end().to_owned()))
         }
         PolicyCommand::Diff(args) => {
+            let logs = observed_logs(client, &args.from_log).await?;
             let registry = crate::builtin_protocols(&crate::config::ProtocolsConfig::default());
-            Ok(Value::String(crate::suggest::diff(&args, &registry)?))
+            Ok(Value::String(crate::suggest::diff_from(
+                &args, &logs, &registry,
+            )?))
         }
         PolicyCommand::Get { name: None } => client.call(Method::GET, "/v1/policy", None).await,
         PolicyCommand::Get { name: Some(name) } => {

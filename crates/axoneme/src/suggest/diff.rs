@@ -18,7 +18,9 @@ use axoneme_policy::{load_paths, ConnectionVerdict, EndpointSpec, Snapshot};
 use axoneme_sdk::{Direction, Registry};
 use clap::Args;
 
-use super::{read_logs, DirectionArg, Fields, Observations, SuggestError, NAMESPACE_LABEL};
+use super::{
+    read_logs, DirectionArg, Fields, LogText, Observations, SuggestError, NAMESPACE_LABEL,
+};
 
 /// `axoneme policy diff`'s options.
 #[derive(Debug, Clone, Args)]
@@ -26,8 +28,9 @@ pub struct DiffArgs {
     /// The policy files to judge with (YAML or JSON; directories too).
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
-    /// Access-log files to read the observed requests from.
-    #[arg(long = "from-log", required = true, num_args = 1..)]
+    /// Access-log files to read the observed requests from. Without them, the running agent's
+    /// recent flows (the ring `observe --last` replays).
+    #[arg(long = "from-log", num_args = 1..)]
     pub from_log: Vec<PathBuf>,
     /// Only this endpoint (default: every endpoint in the logs).
     #[arg(long)]
@@ -53,10 +56,20 @@ const WORLD: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
 /// The host's address.
 const HOST: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
 
-/// Runs `axoneme policy diff`: the report, in text, of what `args.files` would deny.
+/// Runs `axoneme policy diff` on the files `args` names: the report, in text, of what
+/// `args.files` would deny.
 pub fn diff(args: &DiffArgs, registry: &Registry) -> Result<String, DiffError> {
+    diff_from(args, &LogText::read_files(&args.from_log)?, registry)
+}
+
+/// Runs `axoneme policy diff` on the entries of `logs`.
+pub fn diff_from(
+    args: &DiffArgs,
+    logs: &[LogText],
+    registry: &Registry,
+) -> Result<String, DiffError> {
     let observations = read_logs(
-        &args.from_log,
+        logs,
         args.endpoint.as_deref(),
         args.direction.map(DirectionArg::direction),
     )?;

@@ -28,7 +28,7 @@ use std::path::PathBuf;
 use axoneme_sdk::Direction;
 use clap::{Args, ValueEnum};
 
-pub use self::diff::{diff, DiffArgs, DiffError};
+pub use self::diff::{diff, diff_from, DiffArgs, DiffError};
 use serde_json::Value;
 
 /// The label that carries an endpoint's namespace in identity labels.
@@ -77,8 +77,9 @@ impl DirectionArg {
 /// `axoneme policy suggest`'s options.
 #[derive(Debug, Clone, Args)]
 pub struct SuggestArgs {
-    /// Access-log files to read (as the agent writes them; rotated files too).
-    #[arg(long = "from-log", required = true, num_args = 1..)]
+    /// Access-log files to read (as the agent writes them; rotated files too). Without them,
+    /// the running agent's recent flows (the ring `observe --last` replays).
+    #[arg(long = "from-log", num_args = 1..)]
     pub from_log: Vec<PathBuf>,
     /// Only this endpoint (default: every endpoint in the logs).
     #[arg(long)]
@@ -149,10 +150,39 @@ struct Observed {
 /// The requests of the logs, by endpoint and direction (`true` for ingress).
 type Observations = BTreeMap<(String, bool), Observed>;
 
-/// Runs `axoneme policy suggest`: the YAML for `args`.
+/// Access-log entries, one JSON object per line, and what messages call where they came from
+/// (a file's path, or the agent's recent flows).
+#[derive(Debug, Clone)]
+pub struct LogText {
+    pub name: String,
+    pub text: String,
+}
+
+impl LogText {
+    /// The text of each file at `paths`.
+    pub fn read_files(paths: &[PathBuf]) -> Result<Vec<LogText>, SuggestError> {
+        paths
+            .iter()
+            .map(|path| {
+                let name = path.display().to_string();
+                match std::fs::read_to_string(path) {
+                    Ok(text) => Ok(LogText { name, text }),
+                    Err(source) => Err(SuggestError::Read { file: name, source }),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Runs `axoneme policy suggest` on the files `args` names: the YAML for `args`.
 pub fn suggest(args: &SuggestArgs) -> Result<String, SuggestError> {
+    suggest_from(args, &LogText::read_files(&args.from_log)?)
+}
+
+/// Runs `axoneme policy suggest` on the entries of `logs`: the YAML for `args`.
+pub fn suggest_from(args: &SuggestArgs, logs: &[LogText]) -> Result<String, SuggestError> {
     let observations = read_logs(
-        &args.from_log,
+        logs,
         args.endpoint.as_deref(),
         args.direction.map(DirectionArg::direction),
     )?;
@@ -160,11 +190,7 @@ pub fn suggest(args: &SuggestArgs) -> Result<String, SuggestError> {
         exact: args.exact,
         group_keyspaces: args.group_keyspaces,
     };
-    let files: Vec<String> = args
-        .from_log
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect();
+    let files: Vec<String> = logs.iter().map(|log| log.name.clone()).collect();
     let mut out = String::new();
     if observations.is_empty() {
         out.push_str(&format!(
@@ -235,21 +261,17 @@ fn suggest_rules(
     }
 }
 
-/// Reads every file's entries into observations, keeping those of `endpoint` and `direction`
+/// Reads every log's entries into observations, keeping those of `endpoint` and `direction`
 /// (all when `None`).
 fn read_logs(
-    paths: &[PathBuf],
+    logs: &[LogText],
     endpoint: Option<&str>,
     direction: Option<Direction>,
 ) -> Result<Observations, SuggestError> {
     let mut observations = Observations::new();
-    for path in paths {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| SuggestError::Read {
-            file: file.clone(),
-            source,
-        })?;
-        for (index, line) in text.lines().enumerate() {
+    for log in logs {
+        let file = &log.name;
+        for (index, line) in log.text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
