@@ -11,9 +11,12 @@
 //! are held whole and read for their topic ids before they pass, and the answers to the
 //! Fetch requests a fetch session awaits, of which the top-level error and session id are
 //! read (never the records). A denied Metadata request
-//! that names some allowed topics is narrowed to those, as Kafka's authorizer answers per
-//! topic, so that clients asking about all their topics at once keep learning the allowed
-//! ones; and a Metadata request that would have the broker create topics the rules do not let
+//! is narrowed to the topics the rules allow (from v1, to none when it names no allowed topic
+//! and the rules allow asking about none), as Kafka's authorizer answers per topic, so that
+//! clients asking about all their topics at once keep learning the allowed ones; the broker's
+//! response to it (held whole, up to 1 MiB, or the connection closes) goes to the client with
+//! an entry failing each topic left out with TOPIC_AUTHORIZATION_FAILED, and the broker's own
+//! brokers, cluster id and controller, which clients need to go on; and a Metadata request that would have the broker create topics the rules do not let
 //! it create (`createtopics`) goes on with auto-creation turned off (v4+), or is denied (v0 to
 //! v3, which have no flag). A request that cannot be read, a denied one whose response this
 //! crate cannot compose, or anything after an allowed version 0 SaslHandshake (raw SASL tokens,

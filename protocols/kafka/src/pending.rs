@@ -393,6 +393,27 @@ mod tests {
     }
 
     #[test]
+    fn the_answer_to_a_narrowed_metadata_request_is_known_by_its_place() {
+        let mut p = Pending::default();
+        p.expect(5).unwrap();
+        p.expect_rewritten_metadata(5, 12).unwrap();
+        p.expect_rewritten_metadata(6, 3).unwrap();
+        assert_eq!(
+            p.rewrite_due(5),
+            None,
+            "the first 5 answers the other request"
+        );
+        assert_eq!(p.response(5), Ok(ResponseAction::Pass));
+        assert_eq!(p.rewrite_due(5), Some(12));
+        assert_eq!(p.metadata_due(5), Some(12), "and teaches ids");
+        assert_eq!(p.response(5), Ok(ResponseAction::Pass));
+        assert_eq!(p.rewrite_due(6), Some(3));
+        assert_eq!(p.metadata_due(6), None, "v3 carries no ids");
+        assert_eq!(p.response(6), Ok(ResponseAction::Pass));
+        assert!(p.is_empty());
+    }
+
+    #[test]
     fn the_queue_is_bounded() {
         let mut p = Pending::default();
         for id in 0..MAX_SLOTS as i32 {

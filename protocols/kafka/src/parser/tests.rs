@@ -1909,3 +1909,93 @@ fn a_metadata_response_too_long_to_hold_teaches_no_ids_and_their_requests_are_de
         "the same answer within the bound teaches the id"
     );
 }
+
+/// Requests, then responses, of a conversation with narrowed Metadata requests: one naming
+/// only denied topics, a denied Produce behind it, one naming an allowed and a denied topic,
+/// and a classic one naming only a denied topic.
+fn narrowing_conversation() -> (Vec<u8>, Vec<u8>) {
+    let requests = [
+        metadata(1, Some(&["deathstar-plans", "x"])),
+        produce(2, 1, &["deathstar-plans"]),
+        metadata(3, Some(&["empire-announce", "deathstar-plans"])),
+        metadata_v3(4, &["deathstar-plans"]),
+    ]
+    .concat();
+    let responses = [
+        answer_v12(1, &[], b"\x00\x0bcluster-id", b"\x01\x05\x02ab"),
+        answer_v12(3, &[("empire-announce", ANNOUNCE, 0)], b"\x00\x00", b"\x00"),
+        answer_v3(4, &[]),
+    ]
+    .concat();
+    (requests, responses)
+}
+
+const NARROWING_RULES: &[&[(&str, &str)]] = &[&[("role", "consume"), ("topic", "empire-announce")]];
+
+#[test]
+fn the_narrowing_conversation_tells_the_client_of_every_topic() {
+    let (requests, responses) = narrowing_conversation();
+    let mut s = session(NARROWING_RULES);
+    assert_eq!(
+        s.deliver(Flow::Request, &[&requests]),
+        Emitted::new(
+            &[
+                metadata(1, Some(&[])),
+                metadata(3, Some(&["empire-announce"])),
+                metadata_v3(4, &[]),
+            ]
+            .concat(),
+            b""
+        )
+    );
+    let produce = produce(2, 1, &["deathstar-plans"]);
+    let told = [
+        answer_v12(
+            1,
+            &[("deathstar-plans", [0; 16], 29), ("x", [0; 16], 29)],
+            b"\x00\x0bcluster-id",
+            b"\x01\x05\x02ab",
+        ),
+        denial(&produce),
+        answer_v12(
+            3,
+            &[
+                ("empire-announce", ANNOUNCE, 0),
+                ("deathstar-plans", [0; 16], 29),
+            ],
+            b"\x00\x00",
+            b"\x00",
+        ),
+        answer_v3(4, &[("deathstar-plans", 29)]),
+    ]
+    .concat();
+    assert_eq!(
+        s.deliver(Flow::Reply, &[&responses]),
+        Emitted::new(b"", &told)
+    );
+}
+
+proptest! {
+    /// However the streams of the narrowing conversation are cut into reads, the proxy sends
+    /// the same bytes and logs the same entries.
+    #[test]
+    fn chunking_does_not_change_narrowed_metadata(
+        request_cuts in prop::collection::vec(0usize..300, 0..10),
+        response_cuts in prop::collection::vec(0usize..400, 0..10),
+    ) {
+        let (requests, responses) = narrowing_conversation();
+        let mut whole = session(NARROWING_RULES);
+        let expected = (
+            whole.deliver(Flow::Request, &[&requests]),
+            whole.deliver(Flow::Reply, &[&responses]),
+            whole.log(),
+        );
+        let mut cut = session(NARROWING_RULES);
+        let got = (
+            cut.deliver(Flow::Request, &split_at_points(&requests, request_cuts)),
+            cut.deliver(Flow::Reply, &split_at_points(&responses, response_cuts)),
+            cut.log(),
+        );
+        prop_assert_eq!(got, expected);
+    }
+}
