@@ -11,9 +11,12 @@
 //! are held whole and read for their topic ids before they pass, and the answers to the
 //! Fetch requests a fetch session awaits, of which the top-level error and session id are
 //! read (never the records). A denied Metadata request
-//! that names some allowed topics is narrowed to those, as Kafka's authorizer answers per
-//! topic, so that clients asking about all their topics at once keep learning the allowed
-//! ones; and a Metadata request that would have the broker create topics the rules do not let
+//! is narrowed to the topics the rules allow (from v1, to none when it names no allowed topic
+//! and the rules allow asking about none), as Kafka's authorizer answers per topic, so that
+//! clients asking about all their topics at once keep learning the allowed ones; the broker's
+//! response to it (held whole, up to 1 MiB, or the connection closes) goes to the client with
+//! an entry failing each topic left out with TOPIC_AUTHORIZATION_FAILED, and the broker's own
+//! brokers, cluster id and controller, which clients need to go on; and a Metadata request that would have the broker create topics the rules do not let
 //! it create (`createtopics`) goes on with auto-creation turned off (v4+), or is denied (v0 to
 //! v3, which have no flag). A request that cannot be read, a denied one whose response this
 //! crate cannot compose, or anything after an allowed version 0 SaslHandshake (raw SASL tokens,
@@ -21,6 +24,7 @@
 //! Log fields and denials are written into buffers the parser keeps, so a warm parser does
 //! not allocate per request.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use axoneme_sdk::{Context, EntryType, ErrorCode, Field, Flow, Input, Op, ParseError, Parser};
@@ -33,8 +37,8 @@ use crate::header::{frame_len, write_request, RequestHeader, LENGTH_LEN};
 use crate::pending::{DenyAction, Pending, PendingError, ResponseAction};
 use crate::rules::RuleSet;
 use crate::topic_ids::{Known, TopicIds, FIRST_VERSION_WITH_IDS};
-use crate::topics::TopicRef;
-use crate::wire::{Reader, WireError};
+use crate::topics::{TopicRef, TOPIC_AUTHORIZATION_FAILED};
+use crate::wire::{Reader, WireError, Writer};
 
 /// How many more bytes a request whose header has not arrived whole waits for at a time.
 const HEADER_STEP: usize = 256;
@@ -74,14 +78,33 @@ pub struct KafkaParser {
     raw_tokens: bool,
     /// The fetch sessions this connection created.
     sessions: FetchSessions,
+    /// The topics left out of each narrowed Metadata request whose response is owed, in
+    /// response order.
+    left_out: VecDeque<LeftOut>,
+    /// A narrowed Metadata request's response with the topics left out added, being injected.
+    rewritten: Vec<u8>,
+    /// Bytes of `rewritten` injected so far.
+    rewritten_sent: usize,
+}
+
+/// The topics a narrowed Metadata request left out, as entries of its response failing each
+/// with TOPIC_AUTHORIZATION_FAILED.
+#[derive(Debug)]
+struct LeftOut {
+    /// How many entries.
+    count: usize,
+    /// The entries, in the response's encoding.
+    entries: Vec<u8>,
 }
 
 /// What [`KafkaParser::decide`] made of a request.
 enum Judged {
     /// Allowed as it is.
     Allowed,
-    /// A Metadata request narrowed to its allowed topics, waiting to be injected.
-    Narrowed,
+    /// A Metadata request narrowed to its allowed topics, waiting to be injected; `left_out`
+    /// when it names fewer topics than the original (whose entries then wait at the back of
+    /// [`KafkaParser::left_out`]).
+    Narrowed { left_out: bool },
     /// Denied.
     Denied,
 }
@@ -102,6 +125,14 @@ const DENIAL_TOO_LARGE: ParseError = ParseError::new(
     ErrorCode::StateLimit,
     "denial larger than the inject buffer",
 );
+const NARROWED_RESPONSE_TOO_LARGE: ParseError = ParseError::new(
+    ErrorCode::StateLimit,
+    "response to a narrowed Metadata request longer than 1 MiB: the topics left out cannot be added",
+);
+const UNREADABLE_NARROWED_RESPONSE: ParseError = ParseError::new(
+    ErrorCode::MalformedFrame,
+    "response to a narrowed Metadata request that does not follow its message definition",
+);
 
 impl KafkaParser {
     /// A parser refusing requests longer than `max_request` bytes (without their length),
@@ -119,6 +150,9 @@ impl KafkaParser {
             text: Vec::new(),
             raw_tokens: false,
             sessions: FetchSessions::default(),
+            left_out: VecDeque::new(),
+            rewritten: Vec::new(),
+            rewritten_sent: 0,
         }
     }
 }
@@ -271,8 +305,14 @@ impl KafkaParser {
                 self.raw_tokens = header.api.key == SASL_HANDSHAKE && header.api_version == 0;
                 return Ok(Op::Pass(frame));
             }
-            Judged::Narrowed => {
-                self.owe(request, None)?;
+            Judged::Narrowed { left_out } => {
+                match left_out {
+                    true => self
+                        .pending
+                        .expect_rewritten_metadata(header.correlation_id, header.api_version)
+                        .map_err(pending_error)?,
+                    false => self.owe(request, None)?,
+                }
                 self.narrowed_due = true;
                 return Ok(Op::Drop(frame));
             }
@@ -325,8 +365,8 @@ impl KafkaParser {
             return Judged::Allowed;
         }
         if let Some(metadata) = metadata {
-            if self.narrow(ctx, request, metadata, known) {
-                return Judged::Narrowed;
+            if let Some(left_out) = self.narrow(ctx, request, metadata, known) {
+                return Judged::Narrowed { left_out };
             }
         }
         let verdict = match metadata {
@@ -368,22 +408,27 @@ impl KafkaParser {
     }
 
     /// Rewrites a Metadata request the rules do not allow as it is: narrowed to the topics
-    /// they allow, as Kafka's authorizer answers per topic, and without leave to create them
-    /// unless the rules allow creating every one (as Kafka's authorizer asks Create of each
-    /// topic it would create). Composes that request (to be injected toward the broker in
-    /// place of the original), and logs a `Request` entry for the kept topics and, when some
-    /// are left out, a `Denied` one for those. The left-out topics are then absent from the
-    /// broker's response, and topics that do not exist are not created but reported unknown.
-    /// `false` when no topic is allowed, when the kept topics would be created without leave
-    /// (v0 to v3 have no flag to clear), or when the rewritten request would not fit the
-    /// inject buffer: the request is then denied whole.
+    /// they allow (none, from v1, where an empty topic array asks for no topic, when the rules
+    /// allow a Metadata request naming none), as Kafka's authorizer answers per topic, and
+    /// without leave to create them unless the rules allow creating every one (as Kafka's
+    /// authorizer asks Create of each topic it would create). Composes that request (to be
+    /// injected toward the broker in place of the original), and logs a `Request` entry for
+    /// the kept topics, if any, and, when some are left out, a `Denied` one for those, whose
+    /// entries failing them with TOPIC_AUTHORIZATION_FAILED are queued to be added to the
+    /// broker's response (so the client hears of every topic it asked about, with the broker's
+    /// brokers, cluster id and controller). Topics that do not exist are not created but
+    /// reported unknown. `Some(true)` when topics were left out, `Some(false)` when only
+    /// auto-creation was turned off; `None` when the request cannot be narrowed: no topic is
+    /// allowed and v0 (whose empty array asks for all) or the rules do not allow naming none,
+    /// the kept topics would be created without leave (v0 to v3 have no flag to clear), or
+    /// the rewritten request would not fit the inject buffer: the request is then denied whole.
     fn narrow(
         &mut self,
         ctx: &Context<'_>,
         request: &Request<'_>,
         metadata: &metadata::Request<'_>,
         known: &Known<'_>,
-    ) -> bool {
+    ) -> Option<bool> {
         let header = request.header;
         let allows = |topic: TopicRef<'_>| {
             ctx.check::<RuleSet>(|rules| {
@@ -391,48 +436,75 @@ impl KafkaParser {
             })
             .allowed
         };
-        if !request.topics().any(allows) {
-            return false;
-        }
         let kept = request
             .topics()
             .filter(|topic| allows(*topic))
             .map(|topic| known.resolve(topic));
+        let keeps_some = kept.clone().next().is_some();
+        if !keeps_some
+            && (header.api_version == 0
+                || !ctx
+                    .check::<RuleSet>(|rules| rules.allows(&header, std::iter::empty()))
+                    .allowed)
+        {
+            return None;
+        }
         let create = metadata.creates_topics()
             && ctx
                 .check::<RuleSet>(|rules| rules.allows_creating(&header, kept.clone()))
                 .allowed;
-        if metadata.creates_topics() && !create && header.api_version < 4 {
-            return false;
+        if keeps_some && metadata.creates_topics() && !create && header.api_version < 4 {
+            return None;
         }
         self.denial.clear();
         write_request(&mut self.denial, &header, |w| {
             metadata::write_request(metadata, header.api_version, allows, create, w);
         });
         if ctx.inject_room(Flow::Request) < self.denial.len() {
-            return false;
+            return None;
         }
-        let verdict = ctx.check::<RuleSet>(|rules| rules.allows(&header, kept.clone()));
-        self.log(ctx, &header, kept, EntryType::Request, verdict.policy_name);
+        if keeps_some {
+            let verdict = ctx.check::<RuleSet>(|rules| rules.allows(&header, kept.clone()));
+            self.log(ctx, &header, kept, EntryType::Request, verdict.policy_name);
+        }
         let mut dropped = request
             .topics()
             .filter(|topic| !allows(*topic))
             .map(|topic| known.resolve(topic))
             .peekable();
-        if dropped.peek().is_some() {
-            let verdict = ctx.check::<RuleSet>(|rules| rules.allows(&header, dropped.clone()));
-            self.log(
-                ctx,
-                &header,
-                dropped,
-                EntryType::Denied,
-                verdict.policy_name,
-            );
+        if dropped.peek().is_none() {
+            return Some(false);
         }
-        true
+        let verdict = ctx.check::<RuleSet>(|rules| rules.allows(&header, dropped.clone()));
+        self.log(
+            ctx,
+            &header,
+            dropped,
+            EntryType::Denied,
+            verdict.policy_name,
+        );
+        let mut left_out = LeftOut {
+            count: 0,
+            entries: Vec::new(),
+        };
+        let mut w = Writer::new(&mut left_out.entries, header.is_flexible());
+        for topic in request.topics().filter(|topic| !allows(*topic)) {
+            metadata::write_failed_topic(
+                topic,
+                header.api_version,
+                TOPIC_AUTHORIZATION_FAILED,
+                &mut w,
+            );
+            left_out.count += 1;
+        }
+        self.left_out.push_back(left_out);
+        Some(true)
     }
 
     fn on_reply(&mut self, ctx: &mut Context<'_>, input: Input<'_>) -> Result<Op, ParseError> {
+        if let Some(op) = self.inject_rewritten(ctx)? {
+            return Ok(op);
+        }
         if let Some(op) = self.inject_due(ctx)? {
             return Ok(op);
         }
@@ -452,6 +524,9 @@ impl KafkaParser {
         }
         let frame = LENGTH_LEN + length as usize;
         let correlation_id = i32::from_be_bytes([c0, c1, c2, c3]);
+        if let Some(version) = self.pending.rewrite_due(correlation_id) {
+            return self.rewrite(input, frame, correlation_id, version);
+        }
         if let Some(version) = self.pending.metadata_due(correlation_id) {
             if frame - LENGTH_LEN <= MAX_LEARNED_RESPONSE {
                 if input.len() < frame {
@@ -486,6 +561,75 @@ impl KafkaParser {
             ResponseAction::Pass => Ok(Op::Pass(frame)),
             ResponseAction::Discard => Ok(Op::Drop(frame)),
         }
+    }
+
+    /// Holds the response (a whole `frame` with `correlation_id`) to a narrowed Metadata
+    /// request of `version`, learns its topic ids, and drops it, to inject it with the
+    /// topics the request left out added ([`KafkaParser::inject_rewritten`]). A response
+    /// longer than the held ones may be, or one that cannot be read, closes the connection:
+    /// passing it without the topics left out would leave the client waiting on them.
+    fn rewrite(
+        &mut self,
+        input: Input<'_>,
+        frame: usize,
+        correlation_id: i32,
+        version: i16,
+    ) -> Result<Op, ParseError> {
+        if frame - LENGTH_LEN > MAX_LEARNED_RESPONSE {
+            return Err(NARROWED_RESPONSE_TOO_LARGE);
+        }
+        if input.len() < frame {
+            return Ok(Op::More(frame - input.len()));
+        }
+        let Some(left_out) = self.left_out.pop_front() else {
+            return Err(UNREADABLE_NARROWED_RESPONSE);
+        };
+        let mut scratch = std::mem::take(&mut self.reply_scratch);
+        let written = match input.contiguous(LENGTH_LEN..frame, &mut scratch) {
+            Some(message) => {
+                if self.pending.metadata_due(correlation_id).is_some() {
+                    let _ = self.topic_ids.learn(message, version);
+                }
+                self.rewritten.clear();
+                self.rewritten_sent = 0;
+                metadata::add_topics(
+                    message,
+                    version,
+                    &left_out.entries,
+                    left_out.count,
+                    &mut self.rewritten,
+                )
+                .is_ok()
+            }
+            None => false,
+        };
+        self.reply_scratch = scratch;
+        if !written {
+            return Err(UNREADABLE_NARROWED_RESPONSE);
+        }
+        self.pending
+            .response(correlation_id)
+            .map_err(pending_error)?;
+        Ok(Op::Drop(frame))
+    }
+
+    /// Injects as much of the rewritten response not yet sent as the inject buffer takes.
+    fn inject_rewritten(&mut self, ctx: &mut Context<'_>) -> Result<Option<Op>, ParseError> {
+        let rest = &self.rewritten[self.rewritten_sent..];
+        if rest.is_empty() {
+            return Ok(None);
+        }
+        let n = rest.len().min(ctx.inject_room(Flow::Reply));
+        if n == 0 {
+            return Err(DENIAL_TOO_LARGE);
+        }
+        ctx.inject(Flow::Reply, &rest[..n]);
+        self.rewritten_sent += n;
+        if self.rewritten_sent == self.rewritten.len() {
+            self.rewritten.clear();
+            self.rewritten_sent = 0;
+        }
+        Ok(Some(Op::Inject(n)))
     }
 
     /// Injects as much of the denial now due as the inject buffer takes.

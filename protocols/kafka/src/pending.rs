@@ -13,11 +13,14 @@
 //! Metadata request sent with the correlation id of an earlier request expecting no response
 //! that the broker may still answer (that answer would come first, with the same id); and, the
 //! same way, which response answers a Fetch whose session ([`crate::fetch_sessions`]) awaits
-//! it.
+//! it. It also marks the answers to Metadata requests narrowed to their allowed topics, which
+//! the parser rewrites to carry the topics left out.
 
 use std::collections::VecDeque;
 
 use axoneme_sdk::{Full, ReplyOrder, Run, Turn};
+
+use crate::topic_ids::FIRST_VERSION_WITH_IDS;
 
 /// Most entries kept per connection (a run of denials counts as one); more means a client
 /// pipelining without reading.
@@ -37,6 +40,10 @@ struct Owed {
     metadata: Option<i16>,
     /// The fetch session ticket and the version of the Fetch request it answers.
     fetch: Option<(u64, i16)>,
+    /// The version of the narrowed Metadata request it answers, whose response is to be
+    /// rewritten to carry the topics left out (whatever the ambiguity: the response that
+    /// takes this entry's place is rewritten, or the connection closes).
+    rewrite: Option<i16>,
     unanswered_before: u64,
     unambiguous: bool,
 }
@@ -123,7 +130,7 @@ impl Default for Pending {
 impl Pending {
     /// An allowed request that expects the response with `correlation_id`.
     pub fn expect(&mut self, correlation_id: i32) -> Result<(), PendingError> {
-        self.owe(correlation_id, None, None)
+        self.owe(correlation_id, None, None, None)
     }
 
     /// An allowed Fetch request of `version` that expects the response with `correlation_id`,
@@ -134,7 +141,7 @@ impl Pending {
         version: i16,
         ticket: u64,
     ) -> Result<(), PendingError> {
-        self.owe(correlation_id, None, Some((ticket, version)))
+        self.owe(correlation_id, None, Some((ticket, version)), None)
     }
 
     /// An allowed Metadata request of `version` that expects the response with
@@ -144,7 +151,19 @@ impl Pending {
         correlation_id: i32,
         version: i16,
     ) -> Result<(), PendingError> {
-        self.owe(correlation_id, Some(version), None)
+        self.owe(correlation_id, Some(version), None, None)
+    }
+
+    /// A Metadata request of `version`, narrowed to some of its topics, that expects the
+    /// response with `correlation_id`: the response is to be rewritten (and, from v10, read
+    /// for topic ids like any other Metadata response).
+    pub fn expect_rewritten_metadata(
+        &mut self,
+        correlation_id: i32,
+        version: i16,
+    ) -> Result<(), PendingError> {
+        let learns = Some(version).filter(|&version| version >= FIRST_VERSION_WITH_IDS);
+        self.owe(correlation_id, learns, None, Some(version))
     }
 
     /// An allowed request that expects no response with `correlation_id` (Produce with
@@ -163,6 +182,15 @@ impl Pending {
     pub fn metadata_due(&self, correlation_id: i32) -> Option<i16> {
         match self.order.peek() {
             Turn::Owed(owed) if owed.correlation_id == correlation_id => owed.metadata,
+            _ => None,
+        }
+    }
+
+    /// The version of the narrowed Metadata request that a response with `correlation_id`
+    /// answers, when it answers the oldest request owed and that request is one.
+    pub fn rewrite_due(&self, correlation_id: i32) -> Option<i16> {
+        match self.order.peek() {
+            Turn::Owed(owed) if owed.correlation_id == correlation_id => owed.rewrite,
             _ => None,
         }
     }
@@ -251,6 +279,7 @@ impl Pending {
         correlation_id: i32,
         metadata: Option<i16>,
         fetch: Option<(u64, i16)>,
+        rewrite: Option<i16>,
     ) -> Result<(), PendingError> {
         let unambiguous = self
             .unsettled
@@ -259,6 +288,7 @@ impl Pending {
             correlation_id,
             metadata: metadata.filter(|_| unambiguous),
             fetch: fetch.filter(|_| unambiguous),
+            rewrite,
             unanswered_before: self.unanswered,
             unambiguous,
         })?;
@@ -360,6 +390,27 @@ mod tests {
         p.expect_metadata(21, 12).unwrap();
         assert_eq!(p.response(15), Ok(ResponseAction::Pass));
         assert_eq!(p.metadata_due(21), Some(12), "clients count ids up");
+    }
+
+    #[test]
+    fn the_answer_to_a_narrowed_metadata_request_is_known_by_its_place() {
+        let mut p = Pending::default();
+        p.expect(5).unwrap();
+        p.expect_rewritten_metadata(5, 12).unwrap();
+        p.expect_rewritten_metadata(6, 3).unwrap();
+        assert_eq!(
+            p.rewrite_due(5),
+            None,
+            "the first 5 answers the other request"
+        );
+        assert_eq!(p.response(5), Ok(ResponseAction::Pass));
+        assert_eq!(p.rewrite_due(5), Some(12));
+        assert_eq!(p.metadata_due(5), Some(12), "and teaches ids");
+        assert_eq!(p.response(5), Ok(ResponseAction::Pass));
+        assert_eq!(p.rewrite_due(6), Some(3));
+        assert_eq!(p.metadata_due(6), None, "v3 carries no ids");
+        assert_eq!(p.response(6), Ok(ResponseAction::Pass));
+        assert!(p.is_empty());
     }
 
     #[test]

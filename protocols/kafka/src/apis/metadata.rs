@@ -129,6 +129,33 @@ pub fn write_request(
     w.tagged_fields();
 }
 
+/// Writes the topic entry of a response of `version` that fails `topic` with `error`: named as
+/// the request named it (a topic named by id has a null name, or an empty one before v12),
+/// not internal, without partitions, with no authorized operations reported.
+pub fn write_failed_topic(topic: TopicRef<'_>, version: i16, error: i16, w: &mut Writer<'_>) {
+    w.i16(error);
+    let (name, id) = match topic {
+        TopicRef::Name(name) => (Some(name), [0; 16]),
+        TopicRef::Id(id) => (None, id),
+        TopicRef::Any => (None, [0; 16]),
+    };
+    match version >= 12 {
+        true => w.nullable_string(name),
+        false => w.string(name.unwrap_or_default()),
+    }
+    if version >= 10 {
+        w.uuid(&id);
+    }
+    if version >= 1 {
+        w.bool(false);
+    }
+    w.array_len(Some(0));
+    if version >= 8 {
+        w.i32(i32::MIN);
+    }
+    w.tagged_fields();
+}
+
 /// Writes the response body that fails every named topic with `error`, with no brokers, no
 /// partitions and no cluster id. A request naming no topic gets no topics and, from v13, the
 /// top-level `empty_error`.
@@ -152,27 +179,7 @@ pub fn write_denial(
     let topics = request.topics.unwrap_or_else(Entries::empty);
     w.array_len(Some(topics.len()));
     for entry in topics.iter() {
-        w.i16(error);
-        let (name, id) = match entry.topic {
-            TopicRef::Name(name) => (Some(name), [0; 16]),
-            TopicRef::Id(id) => (None, id),
-            TopicRef::Any => (None, [0; 16]),
-        };
-        match version >= 12 {
-            true => w.nullable_string(name),
-            false => w.string(name.unwrap_or_default()),
-        }
-        if version >= 10 {
-            w.uuid(&id);
-        }
-        if version >= 1 {
-            w.bool(false);
-        }
-        w.array_len(Some(0));
-        if version >= 8 {
-            w.i32(i32::MIN);
-        }
-        w.tagged_fields();
+        write_failed_topic(entry.topic, version, error, w);
     }
     if (8..=10).contains(&version) {
         w.i32(i32::MIN);
@@ -181,4 +188,107 @@ pub fn write_denial(
         w.i16(if topics.is_empty() { empty_error } else { 0 });
     }
     w.tagged_fields();
+}
+
+/// Where the topics array of a Metadata response lies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TopicsSpan {
+    /// Offset of the array's length.
+    count_at: usize,
+    /// Offset of its first entry.
+    entries_at: usize,
+    /// Offset of the first byte after its last entry.
+    end: usize,
+    /// Its entries.
+    count: usize,
+}
+
+/// Finds the topics array of `response`, a Metadata response of `version` (a whole frame
+/// without its 4-byte length, header included).
+fn topics_span(response: &[u8], version: i16) -> Result<TopicsSpan, WireError> {
+    let flexible = version >= 9;
+    let mut r = Reader::new(response, flexible);
+    let at = |r: &Reader<'_>| response.len() - r.remaining();
+    r.i32("the correlation id")?;
+    r.tagged_fields()?;
+    if version >= 3 {
+        r.i32("the throttle time")?;
+    }
+    for _ in 0..r.array_len("the brokers")? {
+        r.i32("a node id")?;
+        r.string("a host")?;
+        r.i32("a port")?;
+        if version >= 1 {
+            r.nullable_string("a rack")?;
+        }
+        r.tagged_fields()?;
+    }
+    if version >= 2 {
+        r.nullable_string("the cluster id")?;
+    }
+    if version >= 1 {
+        r.i32("the controller id")?;
+    }
+    let count_at = at(&r);
+    let count = r.array_len("the topics")?;
+    let entries_at = at(&r);
+    for _ in 0..count {
+        r.i16("a topic's error code")?;
+        r.nullable_string("a topic name")?;
+        if version >= 10 {
+            r.uuid("a topic id")?;
+        }
+        if version >= 1 {
+            r.bool("is internal")?;
+        }
+        for _ in 0..r.array_len("the partitions")? {
+            r.i16("a partition's error code")?;
+            r.i32("a partition index")?;
+            r.i32("a leader id")?;
+            if version >= 7 {
+                r.i32("a leader epoch")?;
+            }
+            r.skip_array(4, "the replicas")?;
+            r.skip_array(4, "the in-sync replicas")?;
+            if version >= 5 {
+                r.skip_array(4, "the offline replicas")?;
+            }
+            r.tagged_fields()?;
+        }
+        if version >= 8 {
+            r.i32("the topic's authorized operations")?;
+        }
+        r.tagged_fields()?;
+    }
+    Ok(TopicsSpan {
+        count_at,
+        entries_at,
+        end: at(&r),
+        count,
+    })
+}
+
+/// Appends to `out` the frame (4-byte length included) of `response`, a Metadata response of
+/// `version` (a whole frame without its length, header included), with `added` more topic
+/// entries (`added_count` of them, as [`write_failed_topic`] writes them) after its own; every
+/// other byte as the broker sent it. A response that does not follow its definition up to the
+/// end of its topics is an error, and nothing is appended.
+pub fn add_topics(
+    response: &[u8],
+    version: i16,
+    added: &[u8],
+    added_count: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), WireError> {
+    let span = topics_span(response, version)?;
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&response[..span.count_at]);
+    Writer::new(out, version >= 9).array_len(Some(span.count + added_count));
+    out.extend_from_slice(&response[span.entries_at..span.end]);
+    out.extend_from_slice(added);
+    out.extend_from_slice(&response[span.end..]);
+    let length = (out.len() - start - 4) as u32;
+    out[start..start + 4].copy_from_slice(&length.to_be_bytes());
+    Ok(())
 }

@@ -1728,3 +1728,86 @@ fn find_coordinator_denials_answer_each_key() {
             find_coordinator::TRANSACTIONAL_ID_AUTHORIZATION_FAILED
         ))));
 }
+
+/// The broker's Metadata response to a narrowed request, with the topics left out added, is,
+/// decoded by the oracle, the broker's response (brokers, cluster id, controller, topics,
+/// everything else) with one more topic entry per topic left out, in order, each failed with
+/// TOPIC_AUTHORIZATION_FAILED, named as the request named it, not internal, without
+/// partitions; for every version, with unknown tagged fields where flexible.
+#[test]
+fn topics_left_out_are_added_to_the_brokers_metadata_response() {
+    let message = MESSAGES.iter().find(|m| m.key == METADATA).unwrap();
+    let mut added_topics = 0;
+    for version in message.low..=message.high {
+        let flexible = version >= message.flexible;
+        for seed in 1..40u64 {
+            let mut g = Gen(seed * 7919);
+            let request_vals = generate(message.request, version, &mut g, 0);
+            let frame = request_frame(message, version, &request_vals, Some(b"c"), 0);
+            let request = Request::parse(&frame).unwrap();
+            let response_vals = generate(METADATA_RESPONSE, version, &mut g, 0);
+            let mut e = Encoder {
+                out: 77i32.to_be_bytes().to_vec(),
+                flexible,
+                tags: (seed % 3) as u8,
+            };
+            e.tagged();
+            e.structure(METADATA_RESPONSE, version, &response_vals);
+            let mut entries = Vec::new();
+            let mut w = Writer::new(&mut entries, flexible);
+            for topic in request.topics() {
+                metadata::write_failed_topic(topic, version, TOPIC_AUTHORIZATION_FAILED, &mut w);
+            }
+            let count = request.topics().count();
+            let mut out = b"kept".to_vec();
+            metadata::add_topics(&e.out, version, &entries, count, &mut out).unwrap();
+            assert_eq!(&out[..4], b"kept");
+            let out = &out[4..];
+            assert_eq!(out[..4], ((out.len() - 4) as u32).to_be_bytes());
+            assert_eq!(out[4..8], 77i32.to_be_bytes());
+            let mut d = Decoder {
+                bytes: &out[8..],
+                flexible,
+            };
+            d.tagged().unwrap();
+            let decoded = d.structure(METADATA_RESPONSE, version).unwrap();
+            assert!(d.bytes.is_empty(), "v{version} seed {seed}");
+            let added = request.topics().map(|topic| {
+                let (name, id) = match topic {
+                    TopicRef::Name(name) => (Some(name.to_vec()), [0; 16]),
+                    TopicRef::Id(id) => (None, id),
+                    TopicRef::Any => unreachable!("a Metadata request names no such topic"),
+                };
+                let mut entry = vec![Val::Int(i64::from(TOPIC_AUTHORIZATION_FAILED))];
+                entry.push(Val::Str(match version >= 12 {
+                    true => name,
+                    false => Some(name.unwrap_or_default()),
+                }));
+                if version >= 10 {
+                    entry.push(Val::Uuid(id));
+                }
+                if version >= 1 {
+                    entry.push(Val::Int(0));
+                }
+                entry.push(Val::Array(Some(Vec::new())));
+                if version >= 8 {
+                    entry.push(Val::Int(i64::from(i32::MIN)));
+                }
+                entry
+            });
+            let topics_at = METADATA_RESPONSE
+                .iter()
+                .filter(|field| present(field, version))
+                .position(|field| matches!(field.ty, Array(inner) if inner[0].role == Fail))
+                .unwrap();
+            let mut expected = response_vals.clone();
+            let Val::Array(Some(topics)) = &mut expected[topics_at] else {
+                unreachable!("the topics array is never null")
+            };
+            topics.extend(added);
+            assert_eq!(decoded, expected, "v{version} seed {seed}");
+            added_topics += count;
+        }
+    }
+    assert!(added_topics > 300, "{added_topics}");
+}

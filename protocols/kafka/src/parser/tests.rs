@@ -457,10 +457,21 @@ fn a_metadata_request_naming_allowed_and_denied_topics_is_narrowed_to_the_allowe
             "Denied  api_key=metadata api_version=12 correlation_id=1 topic=deathstar-plans, x",
         ]
     );
-    let answer = metadata_response(1, &[("empire-announce", ANNOUNCE)]);
+    let answer = answer_v12(1, &[("empire-announce", ANNOUNCE, 0)], b"\x00\x00", b"\x00");
+    let told = answer_v12(
+        1,
+        &[
+            ("empire-announce", ANNOUNCE, 0),
+            ("deathstar-plans", [0; 16], 29),
+            ("x", [0; 16], 29),
+        ],
+        b"\x00\x00",
+        b"\x00",
+    );
     assert_eq!(
         s.deliver(Flow::Reply, &[&answer]),
-        Emitted::new(b"", &answer)
+        Emitted::new(b"", &told),
+        "the broker's answer, with the topics left out failed"
     );
     let fetch = fetch_by_id(2, ANNOUNCE);
     assert_eq!(
@@ -471,13 +482,226 @@ fn a_metadata_request_naming_allowed_and_denied_topics_is_narrowed_to_the_allowe
     let denied = metadata(3, Some(&["deathstar-plans", "x"]));
     assert_eq!(
         s.deliver(Flow::Request, &[&denied]),
-        Emitted::new(b"", b""),
-        "no topic allowed: denied whole, behind the owed Fetch response"
+        Emitted::new(&metadata(3, Some(&[])), b""),
+        "no topic allowed: narrowed to none"
     );
     assert_eq!(
-        s.deliver(Flow::Reply, &[&response(2)]),
-        Emitted::new(b"", &[response(2), denial(&denied)].concat())
+        s.deliver(
+            Flow::Reply,
+            &[&[response(2), metadata_response(3, &[])].concat()]
+        ),
+        Emitted::new(
+            b"",
+            &[
+                response(2),
+                answer_v12(
+                    3,
+                    &[("deathstar-plans", [0; 16], 29), ("x", [0; 16], 29)],
+                    b"\x00\x00",
+                    b"\x00"
+                )
+            ]
+            .concat()
+        )
     );
+}
+
+/// A Metadata v12 response written from Kafka's `MetadataResponse.json`, independently of
+/// the crate: one broker (127.0.0.1:9092, rack null), then `cluster` (the broker's tagged
+/// fields and the cluster id as encoded), controller 1, then `topics`, each with its name,
+/// id and error code: one without error has partition 0 led by broker 1 and authorized
+/// operations 0, one with an error no partition and authorized operations `i32::MIN`, as
+/// the proxy fails them; then the top-level tagged fields `tags` as encoded.
+fn answer_v12(
+    correlation_id: i32,
+    topics: &[(&str, [u8; 16], i16)],
+    cluster: &[u8],
+    tags: &[u8],
+) -> Vec<u8> {
+    let mut message = correlation_id.to_be_bytes().to_vec();
+    message.push(0);
+    message.extend_from_slice(&0i32.to_be_bytes());
+    message.push(2);
+    message.extend_from_slice(&1i32.to_be_bytes());
+    message.extend_from_slice(b"\x0a127.0.0.1");
+    message.extend_from_slice(&9092i32.to_be_bytes());
+    message.push(0);
+    message.extend_from_slice(cluster);
+    message.extend_from_slice(&1i32.to_be_bytes());
+    message.push(topics.len() as u8 + 1);
+    for (name, id, error) in topics {
+        message.extend_from_slice(&error.to_be_bytes());
+        message.push(name.len() as u8 + 1);
+        message.extend_from_slice(name.as_bytes());
+        message.extend_from_slice(id);
+        message.push(0);
+        match error {
+            0 => {
+                message.push(2);
+                message.extend_from_slice(&0i16.to_be_bytes());
+                message.extend_from_slice(&0i32.to_be_bytes());
+                message.extend_from_slice(&1i32.to_be_bytes());
+                message.extend_from_slice(&0i32.to_be_bytes());
+                message.extend_from_slice(b"\x02\x00\x00\x00\x01\x02\x00\x00\x00\x01\x01\x00");
+                message.extend_from_slice(&0i32.to_be_bytes());
+            }
+            _ => {
+                message.push(1);
+                message.extend_from_slice(&i32::MIN.to_be_bytes());
+            }
+        }
+        message.push(0);
+    }
+    message.extend_from_slice(tags);
+    let mut out = (message.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(&message);
+    out
+}
+
+/// A classic Metadata v3 response written from Kafka's `MetadataResponse.json`: throttle
+/// time 0, one broker (127.0.0.1:9092, rack "r1"), cluster id "c-1", controller 1, then
+/// `topics` with their error codes: one without error has partition 0 led by broker 1, one
+/// with an error none.
+fn answer_v3(correlation_id: i32, topics: &[(&str, i16)]) -> Vec<u8> {
+    let mut message = correlation_id.to_be_bytes().to_vec();
+    message.extend_from_slice(&0i32.to_be_bytes());
+    message.extend_from_slice(&1i32.to_be_bytes());
+    message.extend_from_slice(&1i32.to_be_bytes());
+    message.extend_from_slice(b"\x00\x09127.0.0.1");
+    message.extend_from_slice(&9092i32.to_be_bytes());
+    message.extend_from_slice(b"\x00\x02r1\x00\x03c-1");
+    message.extend_from_slice(&1i32.to_be_bytes());
+    message.extend_from_slice(&(topics.len() as i32).to_be_bytes());
+    for (name, error) in topics {
+        message.extend_from_slice(&error.to_be_bytes());
+        message.extend_from_slice(&(name.len() as i16).to_be_bytes());
+        message.extend_from_slice(name.as_bytes());
+        message.push(0);
+        match error {
+            0 => {
+                message.extend_from_slice(&1i32.to_be_bytes());
+                message.extend_from_slice(&0i16.to_be_bytes());
+                message.extend_from_slice(&0i32.to_be_bytes());
+                message.extend_from_slice(&1i32.to_be_bytes());
+                for _ in 0..2 {
+                    message.extend_from_slice(&1i32.to_be_bytes());
+                    message.extend_from_slice(&1i32.to_be_bytes());
+                }
+            }
+            _ => message.extend_from_slice(&0i32.to_be_bytes()),
+        }
+    }
+    let mut out = (message.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(&message);
+    out
+}
+
+#[test]
+fn a_metadata_request_naming_only_denied_topics_asks_the_broker_for_none() {
+    // librdkafka drops a broker whose Metadata response lists no brokers: the client must
+    // hear the broker's own brokers, cluster id and controller, and error 29 per topic.
+    let rules: &[&[(&str, &str)]] = &[&[("role", "consume"), ("topic", "empire-announce")]];
+    let mut s = session(rules);
+    let denied = metadata(1, Some(&["deathstar-plans", "x"]));
+    assert_eq!(
+        s.deliver(Flow::Request, &[&denied]),
+        Emitted::new(&metadata(1, Some(&[])), b"")
+    );
+    assert_eq!(
+        s.log(),
+        ["Denied  api_key=metadata api_version=12 correlation_id=1 topic=deathstar-plans, x"]
+    );
+    let cluster = b"\x00\x0bcluster-id";
+    let tags = b"\x01\x05\x02ab";
+    let answer = answer_v12(1, &[], cluster, tags);
+    let told = answer_v12(
+        1,
+        &[("deathstar-plans", [0; 16], 29), ("x", [0; 16], 29)],
+        cluster,
+        tags,
+    );
+    let (head, rest) = answer.split_at(20);
+    assert_eq!(s.deliver(Flow::Reply, &[head]), Emitted::nothing());
+    assert_eq!(s.deliver(Flow::Reply, &[rest]), Emitted::new(b"", &told));
+
+    let mut s = session(rules);
+    let classic = metadata_v3(2, &["deathstar-plans"]);
+    assert_eq!(
+        s.deliver(Flow::Request, &[&classic]),
+        Emitted::new(&metadata_v3(2, &[]), b"")
+    );
+    assert_eq!(
+        s.deliver(Flow::Reply, &[&answer_v3(2, &[])]),
+        Emitted::new(b"", &answer_v3(2, &[("deathstar-plans", 29)]))
+    );
+    assert_eq!(
+        s.log(),
+        ["Denied  api_key=metadata api_version=3 correlation_id=2 topic=deathstar-plans"]
+    );
+}
+
+#[test]
+fn a_metadata_request_naming_no_allowed_topic_is_denied_whole_when_it_cannot_be_narrowed() {
+    let rules: &[&[(&str, &str)]] = &[&[("role", "consume"), ("topic", "empire-announce")]];
+    // v0: an empty topic array asks for every topic.
+    let mut v0 = metadata_v3(1, &["deathstar-plans"]);
+    v0[7] = 0;
+    let mut s = session(rules);
+    assert_eq!(
+        s.deliver(Flow::Request, &[&v0]),
+        Emitted::new(b"", &denial(&v0))
+    );
+    // Rules that allow no Metadata request from this client naming none.
+    let other_client: &[&[(&str, &str)]] = &[&[
+        ("role", "consume"),
+        ("topic", "empire-announce"),
+        ("clientID", "outpost-9"),
+    ]];
+    let mut s = session(other_client);
+    let denied = metadata(2, Some(&["deathstar-plans"]));
+    assert_eq!(
+        s.deliver(Flow::Request, &[&denied]),
+        Emitted::new(b"", &denial(&denied))
+    );
+}
+
+#[test]
+fn a_partly_denied_classic_metadata_request_hears_of_every_topic() {
+    let rules: &[&[(&str, &str)]] = &[
+        &[("role", "consume"), ("topic", "empire-announce")],
+        &[("apiKey", "createtopics"), ("topic", "empire-announce")],
+    ];
+    let mut s = session(rules);
+    let both = metadata_v3(1, &["deathstar-plans", "empire-announce"]);
+    assert_eq!(
+        s.deliver(Flow::Request, &[&both]),
+        Emitted::new(&metadata_v3(1, &["empire-announce"]), b"")
+    );
+    let answer = answer_v3(1, &[("empire-announce", 0)]);
+    let told = answer_v3(1, &[("empire-announce", 0), ("deathstar-plans", 29)]);
+    assert_eq!(s.deliver(Flow::Reply, &[&answer]), Emitted::new(b"", &told));
+    assert_eq!(
+        s.log(),
+        [
+            "Request empire api_key=metadata api_version=3 correlation_id=1 topic=empire-announce",
+            "Denied  api_key=metadata api_version=3 correlation_id=1 topic=deathstar-plans",
+        ]
+    );
+}
+
+#[test]
+fn a_narrowed_metadata_response_that_cannot_be_rewritten_closes_the_connection() {
+    let rules: &[&[(&str, &str)]] = &[&[("role", "consume"), ("topic", "empire-announce")]];
+    let mut s = session(rules);
+    s.deliver(Flow::Request, &[&metadata(1, Some(&["deathstar-plans"]))]);
+    let error = s.send(Flow::Reply, &response(1)).unwrap_err();
+    assert!(matches!(error, ConnectionError::Parse(e) if e.code == ErrorCode::MalformedFrame));
+    let mut s = session(rules);
+    s.deliver(Flow::Request, &[&metadata(1, Some(&["deathstar-plans"]))]);
+    let mut huge = 0x0010_0001u32.to_be_bytes().to_vec();
+    huge.extend_from_slice(&1i32.to_be_bytes());
+    let error = s.send(Flow::Reply, &huge).unwrap_err();
+    assert!(matches!(error, ConnectionError::Parse(e) if e.code == ErrorCode::StateLimit));
 }
 
 #[test]
@@ -739,7 +963,8 @@ fn a_metadata_topic_with_an_id_is_judged_by_its_id_as_the_broker_reads_it() {
     let disguised = metadata_by_id_and_name(2, PLANS, "empire-announce");
     assert_eq!(
         s.deliver(Flow::Request, &[&disguised]),
-        Emitted::new(b"", &denial(&disguised))
+        Emitted::new(&metadata(2, Some(&[])), b""),
+        "narrowed to no topic"
     );
     assert_eq!(
         s.log()[1..],
@@ -1683,4 +1908,94 @@ fn a_metadata_response_too_long_to_hold_teaches_no_ids_and_their_requests_are_de
         Emitted::new(&fetch, b""),
         "the same answer within the bound teaches the id"
     );
+}
+
+/// Requests, then responses, of a conversation with narrowed Metadata requests: one naming
+/// only denied topics, a denied Produce behind it, one naming an allowed and a denied topic,
+/// and a classic one naming only a denied topic.
+fn narrowing_conversation() -> (Vec<u8>, Vec<u8>) {
+    let requests = [
+        metadata(1, Some(&["deathstar-plans", "x"])),
+        produce(2, 1, &["deathstar-plans"]),
+        metadata(3, Some(&["empire-announce", "deathstar-plans"])),
+        metadata_v3(4, &["deathstar-plans"]),
+    ]
+    .concat();
+    let responses = [
+        answer_v12(1, &[], b"\x00\x0bcluster-id", b"\x01\x05\x02ab"),
+        answer_v12(3, &[("empire-announce", ANNOUNCE, 0)], b"\x00\x00", b"\x00"),
+        answer_v3(4, &[]),
+    ]
+    .concat();
+    (requests, responses)
+}
+
+const NARROWING_RULES: &[&[(&str, &str)]] = &[&[("role", "consume"), ("topic", "empire-announce")]];
+
+#[test]
+fn the_narrowing_conversation_tells_the_client_of_every_topic() {
+    let (requests, responses) = narrowing_conversation();
+    let mut s = session(NARROWING_RULES);
+    assert_eq!(
+        s.deliver(Flow::Request, &[&requests]),
+        Emitted::new(
+            &[
+                metadata(1, Some(&[])),
+                metadata(3, Some(&["empire-announce"])),
+                metadata_v3(4, &[]),
+            ]
+            .concat(),
+            b""
+        )
+    );
+    let produce = produce(2, 1, &["deathstar-plans"]);
+    let told = [
+        answer_v12(
+            1,
+            &[("deathstar-plans", [0; 16], 29), ("x", [0; 16], 29)],
+            b"\x00\x0bcluster-id",
+            b"\x01\x05\x02ab",
+        ),
+        denial(&produce),
+        answer_v12(
+            3,
+            &[
+                ("empire-announce", ANNOUNCE, 0),
+                ("deathstar-plans", [0; 16], 29),
+            ],
+            b"\x00\x00",
+            b"\x00",
+        ),
+        answer_v3(4, &[("deathstar-plans", 29)]),
+    ]
+    .concat();
+    assert_eq!(
+        s.deliver(Flow::Reply, &[&responses]),
+        Emitted::new(b"", &told)
+    );
+}
+
+proptest! {
+    /// However the streams of the narrowing conversation are cut into reads, the proxy sends
+    /// the same bytes and logs the same entries.
+    #[test]
+    fn chunking_does_not_change_narrowed_metadata(
+        request_cuts in prop::collection::vec(0usize..300, 0..10),
+        response_cuts in prop::collection::vec(0usize..400, 0..10),
+    ) {
+        let (requests, responses) = narrowing_conversation();
+        let mut whole = session(NARROWING_RULES);
+        let expected = (
+            whole.deliver(Flow::Request, &[&requests]),
+            whole.deliver(Flow::Reply, &[&responses]),
+            whole.log(),
+        );
+        let mut cut = session(NARROWING_RULES);
+        let got = (
+            cut.deliver(Flow::Request, &split_at_points(&requests, request_cuts)),
+            cut.deliver(Flow::Reply, &split_at_points(&responses, response_cuts)),
+            cut.log(),
+        );
+        prop_assert_eq!(got, expected);
+    }
 }
