@@ -1,6 +1,7 @@
-"""Policy from a running agent: Envoy's filter reads the policies and endpoints of an `axoneme run`
-through its API socket and follows them, so a policy change made through the agent (here an edit
-of its policy file, which the agent watches) reaches connections already open in Envoy."""
+"""Policy from a running agent: Envoy's filter reads the policies, endpoints and identity numbers
+of an `axoneme run` through its API socket and follows them, so a policy change made through the
+agent (here an edit of its policy file, which the agent watches) reaches connections already open
+in Envoy, and both log the same identities."""
 
 import json
 import os
@@ -67,6 +68,37 @@ def test_a_policy_change_through_the_agent_reaches_open_connections(tmp_path, me
         assert memcached.get("alliance/fleet/a") == b"A"
         denials = [e for e in envoy.entries(1) if e["entry_type"] == "Denied"]
         assert denials and denials[-1]["generic_l7"]["fields"]["keys"] == "alliance/fleet/a"
+    finally:
+        envoy.stop()
+
+
+def agent_identities(api: Path) -> dict:
+    """The agent's identity numbers by label set, as `axoneme identity list` shows them."""
+    listed = subprocess.run([axoneme_bin(), "--api", str(api), "identity", "list", "-o", "json"],
+                            capture_output=True, text=True, check=True).stdout
+    return {tuple(sorted(identity["labels"])): identity["id"] for identity in json.loads(listed)}
+
+
+def test_the_filter_logs_the_agents_identity_numbers(tmp_path, memcached, module, agent):
+    # An endpoint added after the others, whose labels sort before theirs: the agent keeps the
+    # numbers it gave, so numbering the label sets afresh would give different ones.
+    subprocess.run([axoneme_bin(), "--api", str(agent), "endpoint", "add", "aaa-probe",
+                    "--ip", "127.0.0.99", "--label", "app=aaa-probe"],
+                   capture_output=True, check=True)
+    numbers = agent_identities(agent)
+    envoy_dir = tmp_path / "envoy"
+    envoy_dir.mkdir()
+    envoy = Envoy(envoy_dir, module, "memcache", memcached.port, "memcached", agent=agent)
+    try:
+        monitor = connect_from(MONITORING, envoy.addr)
+        monitor.sendall(b"get alliance/fleet/a\r\n")
+        read_get_reply(monitor)
+        entry = envoy.entries(1)[-1]
+        assert entry["source_security_id"] == numbers[tuple(sorted(entry["source_labels"]))]
+        assert entry["destination_security_id"] == \
+            numbers[tuple(sorted(entry["destination_labels"]))]
+        probe = [labels for labels in numbers if "app=aaa-probe" in labels]
+        assert probe and numbers[probe[0]] > entry["source_security_id"], numbers
     finally:
         envoy.stop()
 

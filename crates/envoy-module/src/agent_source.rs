@@ -1,8 +1,9 @@
 //! The live source of policy and identities: a running Axoneme agent's API socket. It reads the
 //! agent's policy revision (`GET /v1/status`), and when it changed, the policies
-//! (`GET /v1/policy`, each as the document the agent holds) and the endpoints
-//! (`GET /v1/endpoint`), and hands them over to be compiled. It speaks just enough HTTP/1.1 over
-//! the Unix socket for these three requests, and must not compile or decide anything.
+//! (`GET /v1/policy`, each as the document the agent holds), the endpoints
+//! (`GET /v1/endpoint`) and the identity numbers the agent gave their label sets
+//! (`GET /v1/identity`), so that the filter's verdicts and log name the agent's identities. It
+//! speaks just enough HTTP/1.1 over the Unix socket for these requests, and decides nothing.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -11,7 +12,8 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use axoneme_policy::{parse_policies, EndpointSpec, Policy, PolicyError};
+use axoneme_policy::{parse_policies, ClusterInputs, EndpointSpec, Policy, PolicyError, Snapshot};
+use axoneme_sdk::Registry;
 use serde::Deserialize;
 
 /// How long one request to the agent may take.
@@ -45,8 +47,44 @@ pub(crate) enum SourceError {
 /// What the agent holds at one revision.
 pub(crate) struct AgentState {
     pub(crate) revision: u64,
-    pub(crate) policies: Vec<Policy>,
-    pub(crate) endpoints: Vec<EndpointSpec>,
+    policies: Vec<Policy>,
+    endpoints: Vec<EndpointSpec>,
+    /// The agent's number of each label set (reserved identities left out).
+    numbers: BTreeMap<Vec<String>, u32>,
+}
+
+impl AgentState {
+    /// Compiles what the agent holds, each label set numbered as the agent numbers it; a label
+    /// set the agent gave no number (its state changed between two requests) fails the build,
+    /// and the policy in force stays.
+    pub(crate) fn compile(
+        self,
+        host_ips: &[IpAddr],
+        registry: &Registry,
+        previous: Option<&Snapshot>,
+    ) -> Result<Snapshot, PolicyError> {
+        let inputs = ClusterInputs {
+            remote: &[],
+            numbers: Some(&self.numbers),
+        };
+        Snapshot::build_in_cluster(
+            self.policies,
+            &self.endpoints,
+            inputs,
+            host_ips,
+            registry,
+            previous,
+        )
+    }
+}
+
+/// The first number that is not a reserved identity's.
+const FIRST_ENDPOINT_IDENTITY: u32 = 256;
+
+#[derive(Deserialize)]
+struct IdentityView {
+    id: u32,
+    labels: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -96,6 +134,7 @@ impl AgentSource {
     pub(crate) fn fetch(&self) -> Result<AgentState, SourceError> {
         let list: PolicyList = self.get_json("/v1/policy")?;
         let endpoints: Vec<EndpointView> = self.get_json("/v1/endpoint")?;
+        let identities: Vec<IdentityView> = self.get_json("/v1/identity")?;
         let policies = if list.policies.is_empty() {
             Vec::new()
         } else {
@@ -118,10 +157,16 @@ impl AgentSource {
                 policy_audit_mode: e.policy_audit_mode,
             })
             .collect();
+        let numbers = identities
+            .into_iter()
+            .filter(|identity| identity.id >= FIRST_ENDPOINT_IDENTITY)
+            .map(|identity| (identity.labels, identity.id))
+            .collect();
         Ok(AgentState {
             revision: list.revision,
             policies,
             endpoints,
+            numbers,
         })
     }
 

@@ -170,14 +170,9 @@ impl FilterConfig {
             (None, None, Some(socket)) => {
                 let source = AgentSource::new(socket.clone());
                 let state = source.fetch()?;
-                let snapshot = Snapshot::build(
-                    state.policies,
-                    &state.endpoints,
-                    &settings.host_ips,
-                    &registry,
-                    None,
-                )?;
-                (snapshot, Some((source, state.revision)))
+                let revision = state.revision;
+                let snapshot = state.compile(&settings.host_ips, &registry, None)?;
+                (snapshot, Some((source, revision)))
             }
             _ => return Err(ConfigError::Source),
         };

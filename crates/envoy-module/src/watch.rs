@@ -101,23 +101,16 @@ fn follow(
             Ok(None) => Ok(()),
             Ok(Some(state)) => {
                 let previous = in_force.load();
-                Snapshot::build(
-                    state.policies,
-                    &state.endpoints,
-                    host_ips,
-                    &registry,
-                    Some(&previous),
-                )
-                .map(|next| {
-                    in_force.store(Arc::new(next));
-                    revision = state.revision;
-                })
-                .map_err(|e| {
-                    format!(
-                        "the agent's policy revision {} does not compile: {e}",
-                        state.revision
-                    )
-                })
+                let next_revision = state.revision;
+                state
+                    .compile(host_ips, &registry, Some(&previous))
+                    .map(|next| {
+                        in_force.store(Arc::new(next));
+                        revision = next_revision;
+                    })
+                    .map_err(|e| {
+                        format!("the agent's policy revision {next_revision} does not compile: {e}")
+                    })
             }
             Err(error) => Err(error.to_string()),
         };
