@@ -43,5 +43,8 @@ say c1 fd71:3::2 'stats conns\r\n'
 say c2 10.71.3.2 'set alliance/plans 0 0 4\r\ndark\r\n'
 say c2 fd71:3::2 'get alliance/plans\r\n'
 say c2 10.71.3.2 'get empire/plans\r\n'
+echo "the flows, as the agent saw them:"
+"$axoneme" --api "$dir/api.sock" observe --last 20 --utc
+echo "watch new ones: $axoneme --api $dir/api.sock observe --follow"
 echo "running; the rules: ip netns exec $(ns node) nft list table inet axoneme. Ctrl-C stops."
 wait

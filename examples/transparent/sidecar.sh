@@ -27,5 +27,8 @@ YAML
 say c2 10.71.3.2 'set alliance/base 0 0 4\r\nhoth\r\n'
 say c1 10.71.3.2 'get alliance/base\r\n'
 say c1 fd71:3::2 'set alliance/base 0 0 4\r\nfarm\r\n'
+echo "the flows, as the agent saw them:"
+"$axoneme" --api "$dir/api.sock" observe --last 20 --utc
+echo "watch new ones: $axoneme --api $dir/api.sock observe --follow"
 echo "running; the rules: ip netns exec $(ns c1) nft list table inet axoneme. Ctrl-C stops."
 wait
