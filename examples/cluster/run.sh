@@ -35,6 +35,9 @@ if [ -z "${AXONEME_BIN:-}" ]; then
   cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p axoneme
   AXONEME_BIN="$root/target/release/axoneme"
 fi
+# The agents start in their own directories: a relative path must not depend on it.
+AXONEME_BIN=$(realpath "$AXONEME_BIN")
+[ -x "$AXONEME_BIN" ] || { echo "AXONEME_BIN: $AXONEME_BIN is not an executable" >&2; exit 1; }
 
 nodes=(a b c)
 declare -A node_ip=([a]=$subnet.11 [b]=$subnet.12 [c]=$subnet.13)
@@ -242,6 +245,12 @@ echo "only read them; a denied set never reaches memcached:"
 enforced
 echo "a stormtrooper on node-c ($stormtrooper_ip, app=empire): no policy lets it in"
 ask stormtrooper "get alliance/fleet/x-wing" "connection closed by the proxy"
+echo "node-a's flows (axoneme observe): the clients are named from the endpoints node-b and"
+echo "node-c published in etcd, with the identity numbers the cluster shares:"
+flows=$(axoneme a observe --last 20 --utc)
+echo "$flows" | sed 's/^/  /'
+expect "default/maintenance (" "$flows"
+expect "default/stormtrooper (" "$flows"
 
 step_one_member() {
   echo
@@ -362,6 +371,7 @@ echo
 echo "Try a client yourself:"
 echo "  ip netns exec $(ns b) python3 $root/examples/memcached/client.py --from ${node_ip[b]} --to ${node_ip[a]}:11212 'get alliance/fleet/x-wing'"
 echo "  $AXONEME_BIN --api $work/node-a/api.sock cluster status"
+echo "  $AXONEME_BIN --api $work/node-a/api.sock observe --follow"
 while true; do
   echo
   echo "Inject a fault: 1) stop one etcd member  2) lose the quorum  3) cut node-c's link"

@@ -137,6 +137,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/cluster", get(cluster_status))
+        .route("/v1/cluster/endpoints", get(cluster_endpoints))
         .route("/v1/metrics", get(metrics))
         .route(
             "/v1/policy",
@@ -366,11 +367,59 @@ async fn status(Shared(agent): Shared<Arc<Agent>>) -> Json<Value> {
 async fn cluster_status(Shared(agent): Shared<Arc<Agent>>) -> Result<Json<ClusterStatus>> {
     match agent.cluster() {
         Some(cluster) => Ok(Json(cluster.status())),
-        None => Err(ApiError(
-            StatusCode::CONFLICT,
-            "cluster mode is off: the configuration has no cluster section".into(),
-        )),
+        None => Err(cluster_mode_off()),
     }
+}
+
+/// An endpoint another node hosts, as `GET /v1/cluster/endpoints` shows it.
+#[derive(Serialize)]
+struct RemoteEndpointView {
+    /// The node that publishes it.
+    node: String,
+    /// Its name on that node.
+    name: String,
+    namespace: String,
+    /// The identity its addresses resolve to here; none when the cluster has no number for
+    /// its labels yet.
+    identity: Option<u32>,
+    ips: Vec<IpAddr>,
+    labels: BTreeMap<String, String>,
+}
+
+async fn cluster_endpoints(
+    Shared(agent): Shared<Arc<Agent>>,
+) -> Result<Json<Vec<RemoteEndpointView>>> {
+    if agent.cluster().is_none() {
+        return Err(cluster_mode_off());
+    }
+    let snapshot = agent.state().snapshot();
+    let reserved = snapshot.reserved_identities().map(|identity| identity.id);
+    let views = agent
+        .state()
+        .remote_endpoints()
+        .into_iter()
+        .map(|e| {
+            let (node, name) = e.name.split_once('/').unwrap_or(("", &e.name));
+            let identity = e.ips.first().map(|ip| snapshot.identity_of(*ip).id);
+            RemoteEndpointView {
+                node: node.to_owned(),
+                name: name.to_owned(),
+                namespace: e.namespace().to_owned(),
+                // An endpoint the cluster has not numbered yet resolves to the world.
+                identity: identity.filter(|id| !reserved.contains(id)),
+                ips: e.ips.clone(),
+                labels: e.labels.clone(),
+            }
+        })
+        .collect();
+    Ok(Json(views))
+}
+
+fn cluster_mode_off() -> ApiError {
+    ApiError(
+        StatusCode::CONFLICT,
+        "cluster mode is off: the configuration has no cluster section".into(),
+    )
 }
 
 async fn openapi() -> Response {

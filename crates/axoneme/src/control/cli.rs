@@ -121,6 +121,9 @@ pub enum ClusterCommand {
     /// The kvstore's members and health, the revision this node has seen, and whether its
     /// view is stale.
     Status,
+    /// The endpoints the other nodes publish, with the identities their addresses resolve to
+    /// here.
+    Endpoints,
 }
 
 /// `axoneme policy ...`
@@ -574,6 +577,11 @@ pub async fn run(args: ApiArgs, command: ClientCommand) -> anyhow::Result<()> {
         }
         ClientCommand::Cluster(ClusterCommand::Status) => {
             client.call(Method::GET, "/v1/cluster", None).await?
+        }
+        ClientCommand::Cluster(ClusterCommand::Endpoints) => {
+            client
+                .call(Method::GET, "/v1/cluster/endpoints", None)
+                .await?
         }
     };
     print_value(&value, output, headers)

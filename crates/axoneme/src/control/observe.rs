@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use anyhow::bail;
 use clap::{Args, ValueEnum};
 use http_body_util::BodyExt;
-use hyper::Method;
+use hyper::{Method, StatusCode};
 use serde_json::{Map, Value};
 use tokio::io::AsyncWriteExt;
 
@@ -238,33 +238,56 @@ fn render_line(
     Ok(())
 }
 
-/// Endpoints by address: `namespace/name`.
+/// Endpoints as `namespace/name`, by address (this node's and, in cluster mode, the other
+/// nodes') and by name (this node's, which its entries name as the guarded endpoint).
 #[derive(Debug, Default)]
-pub struct EndpointNames(HashMap<IpAddr, String>);
+pub struct EndpointNames {
+    by_ip: HashMap<IpAddr, String>,
+    by_name: HashMap<String, String>,
+}
 
 impl EndpointNames {
-    /// The names of the endpoints in `GET /v1/endpoint`'s answer.
-    pub fn from_list(endpoints: &Value) -> EndpointNames {
-        let mut names = HashMap::new();
-        for endpoint in endpoints.as_array().into_iter().flatten() {
-            let name = format!(
-                "{}/{}",
-                endpoint["namespace"].as_str().unwrap_or("default"),
-                endpoint["name"].as_str().unwrap_or_default()
-            );
-            for ip in endpoint["ips"].as_array().into_iter().flatten() {
-                if let Some(ip) = ip.as_str().and_then(|ip| ip.parse().ok()) {
-                    names.insert(ip, name.clone());
+    /// The names of the endpoints in the answers of `GET /v1/endpoint` (`local`) and
+    /// `GET /v1/cluster/endpoints` (`remote`).
+    pub fn from_lists(local: &Value, remote: &Value) -> EndpointNames {
+        let mut names = EndpointNames::default();
+        for (list, guarded_here) in [(remote, false), (local, true)] {
+            for endpoint in list.as_array().into_iter().flatten() {
+                let own_name = endpoint["name"].as_str().unwrap_or_default();
+                let name = format!(
+                    "{}/{own_name}",
+                    endpoint["namespace"].as_str().unwrap_or("default"),
+                );
+                for ip in endpoint["ips"].as_array().into_iter().flatten() {
+                    if let Some(ip) = ip.as_str().and_then(|ip| ip.parse().ok()) {
+                        names.by_ip.insert(ip, name.clone());
+                    }
+                }
+                if guarded_here {
+                    names.by_name.insert(own_name.to_owned(), name);
                 }
             }
         }
-        EndpointNames(names)
+        names
     }
 }
 
+/// This node's endpoints and, in cluster mode, the other nodes'.
 async fn endpoint_names(client: &Client) -> anyhow::Result<EndpointNames> {
-    let endpoints = client.call(Method::GET, "/v1/endpoint", None).await?;
-    Ok(EndpointNames::from_list(&endpoints))
+    let local = client.call(Method::GET, "/v1/endpoint", None).await?;
+    let response = client
+        .send(Method::GET, "/v1/cluster/endpoints", None)
+        .await?;
+    let remote = match response.status() {
+        // Cluster mode is off: there are no other nodes.
+        StatusCode::CONFLICT => Value::Null,
+        status if status.is_success() => {
+            let bytes = response.into_body().collect().await?.to_bytes();
+            serde_json::from_slice(&bytes)?
+        }
+        status => bail!("the agent did not list the cluster's endpoints: {status}"),
+    };
+    Ok(EndpointNames::from_lists(&local, &remote))
 }
 
 /// One entry as a line for people:
@@ -275,12 +298,21 @@ pub fn flow_line(entry: &Value, names: &EndpointNames, utc: bool) -> String {
         .as_u64()
         .map(|nanos| format_time(nanos, utc))
         .unwrap_or_default();
-    let side = |address_key: &str, id_key: &str| {
+    // The guarded endpoint is named in the entry: the destination of ingress, the source of
+    // egress. Its address may be one it does not own (a listener's upstream on loopback).
+    let guarded = entry["endpoint"]
+        .as_str()
+        .and_then(|name| names.by_name.get(name));
+    let ingress = entry["is_ingress"].as_bool().unwrap_or(true);
+    let side = |address_key: &str, id_key: &str, is_guarded: bool| {
         let address = entry[address_key].as_str().unwrap_or_default();
-        let name = address
-            .parse::<SocketAddr>()
-            .ok()
-            .and_then(|a| names.0.get(&a.ip()).cloned())
+        let name = guarded
+            .filter(|_| is_guarded)
+            .or_else(|| {
+                let ip = address.parse::<SocketAddr>().ok()?.ip();
+                names.by_ip.get(&ip)
+            })
+            .cloned()
             .unwrap_or_else(|| address.to_owned());
         format!("{name} ({})", cell(&entry[id_key]))
     };
@@ -300,8 +332,8 @@ pub fn flow_line(entry: &Value, names: &EndpointNames, utc: bool) -> String {
         .unwrap_or_default();
     let mut line = format!(
         "{time}: {} -> {} {proto}-{} {verdict}",
-        side("source_address", "source_security_id"),
-        side("destination_address", "destination_security_id"),
+        side("source_address", "source_security_id", !ingress),
+        side("destination_address", "destination_security_id", ingress),
         entry_type.to_ascii_lowercase(),
     );
     if !summary.is_empty() {
@@ -391,10 +423,13 @@ mod tests {
     use super::*;
 
     fn names() -> EndpointNames {
-        EndpointNames::from_list(&json!([
-            {"name": "luke", "namespace": "default", "ips": ["127.0.0.21"]},
-            {"name": "cache", "namespace": "empire", "ips": ["127.0.0.1", "::1"]},
-        ]))
+        EndpointNames::from_lists(
+            &json!([
+                {"name": "luke", "namespace": "default", "ips": ["127.0.0.21"]},
+                {"name": "cache", "namespace": "empire", "ips": ["127.0.0.1", "::1"]},
+            ]),
+            &Value::Null,
+        )
     }
 
     fn fields(value: Value) -> Map<String, Value> {
@@ -501,6 +536,52 @@ mod tests {
             flow_line(&audited, &names(), true),
             "2026-12-05T19:05:52.000Z: default/luke (257) -> empire/cache (256) \
              memcache-request AUDIT (set a)"
+        );
+    }
+
+    #[test]
+    fn the_guarded_endpoint_is_named_from_the_entry_and_other_nodes_by_address() {
+        // As in cluster mode: memcached is this node's endpoint, reached on the listener's
+        // upstream (loopback, which it does not own); the client lives on another node.
+        let names = EndpointNames::from_lists(
+            &json!([{"name": "memcached", "namespace": "default", "ips": ["10.99.0.11"]}]),
+            &json!([
+                {"node": "node-b", "name": "maintenance", "namespace": "fleet",
+                 "ips": ["10.99.0.12"], "identity": 257},
+            ]),
+        );
+        let ingress = json!({
+            "timestamp": 1_796_497_552_000_000_000_u64,
+            "entry_type": "Request",
+            "is_ingress": true,
+            "endpoint": "memcached",
+            "source_security_id": 257,
+            "destination_security_id": 256,
+            "source_address": "10.99.0.12:46455",
+            "destination_address": "127.0.0.1:11211",
+            "generic_l7": {"proto": "memcache", "fields": {"command": "get", "keys": "a"}},
+        });
+        assert_eq!(
+            flow_line(&ingress, &names, true),
+            "2026-12-05T19:05:52.000Z: fleet/maintenance (257) -> default/memcached (256) \
+             memcache-request FORWARDED (get a)"
+        );
+        // Egress: the guarded endpoint is the source; the destination is named by address.
+        let egress = json!({
+            "timestamp": 1_796_497_552_000_000_000_u64,
+            "entry_type": "Denied",
+            "is_ingress": false,
+            "endpoint": "memcached",
+            "source_security_id": 256,
+            "destination_security_id": 257,
+            "source_address": "127.0.0.1:40000",
+            "destination_address": "10.99.0.12:11211",
+            "generic_l7": {"proto": "memcache", "fields": {"command": "set", "keys": "a"}},
+        });
+        assert_eq!(
+            flow_line(&egress, &names, true),
+            "2026-12-05T19:05:52.000Z: default/memcached (256) -> fleet/maintenance (257) \
+             memcache-denied DENIED (set a)"
         );
     }
 

@@ -308,6 +308,11 @@ impl State {
         self.lock().endpoints()
     }
 
+    /// The endpoints other nodes host (cluster mode), named `<node>/<name>`.
+    pub fn remote_endpoints(&self) -> Vec<EndpointSpec> {
+        self.lock().remote_endpoints.clone()
+    }
+
     /// Imports the policies in `texts`, all or none, replacing imported policies of the same
     /// names. With `validate_only`, checks everything and changes nothing. The texts are parsed
     /// before the state is locked.
