@@ -517,6 +517,110 @@ async fn observe_lines_filters_and_replay() {
     assert_eq!(monitor["generic_l7"]["fields"]["keys"], "alliance/fleet/c");
 }
 
+/// `observe --input-file` over the agent's own access log: each filter takes from the file
+/// what the agent's ring gives for it, and lines name the guarded endpoint from the entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observe_reads_an_access_log_file_as_the_agent_filters_its_ring() {
+    let agent = Agent::start("observe-file");
+    traffic(&agent).await;
+    let all = entries_once(&agent, |e| source_ip(e) == STRANGER).await;
+    let log = agent.dir.join("access.log");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .count()
+        < all.len()
+    {
+        assert!(Instant::now() < deadline, "the access log lacks entries");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let log_text = log.to_str().unwrap();
+    let from_file = |filters: &[&str]| -> Vec<Value> {
+        let mut args = vec!["observe", "--input-file", log_text, "-o", "json"];
+        args.extend(filters);
+        agent
+            .ok(&args)
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    };
+    let vader = agent.identity("vader").to_string();
+    let filter_sets: [&[&str]; 7] = [
+        &[],
+        &["--from-label", "app=vader"],
+        &["--from-identity", &vader, "--type", "request"],
+        &["--verdict", "DENIED"],
+        &["--protocol", "memcache", "--l7", "command=get"],
+        &["--endpoint", "cache", "--l7", "keys=alliance/fleet/b"],
+        &["--to-endpoint", "cache", "--verdict", "forwarded"],
+    ];
+    for filters in filter_sets {
+        assert_eq!(from_file(filters), agent.replay(filters), "{filters:?}");
+    }
+    assert_eq!(from_file(&["--last", "2"]), all[all.len() - 2..]);
+    assert!(from_file(&["--from-identity", "99999"]).is_empty());
+
+    // For people: the guarded endpoint is named from the entry and its labels' namespace; the
+    // other side, with no agent to name it, by its address.
+    let lines = agent.ok(&["observe", "--input-file", log_text, "--utc"]);
+    let denied = all
+        .iter()
+        .position(|e| e["entry_type"] == "Denied" && source_ip(e) == VADER)
+        .unwrap();
+    let line = lines.lines().nth(denied).unwrap();
+    let cache = agent.identity("cache");
+    assert!(
+        line.ends_with(&format!(
+            ": {} ({vader}) -> default/cache ({cache}) memcache-denied DENIED \
+             (set alliance/fleet/b)",
+            all[denied]["source_address"].as_str().unwrap()
+        )),
+        "{line}"
+    );
+
+    // Standard input too; a bad line is an error naming where it is; unknown values and
+    // --follow are refused.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_axoneme"))
+        .args([
+            "observe",
+            "--input-file",
+            "-",
+            "-o",
+            "json",
+            "--type",
+            "denied",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        &mut child.stdin.take().unwrap(),
+        std::fs::read(&log).unwrap().as_slice(),
+    )
+    .unwrap();
+    let piped = child.wait_with_output().unwrap();
+    assert!(piped.status.success());
+    let piped: Vec<Value> = String::from_utf8(piped.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(piped, agent.replay(&["--type", "denied"]));
+    let bad = agent.dir.join("bad.log");
+    std::fs::write(&bad, format!("{}\nnot json\n", all[0])).unwrap();
+    let error = agent.fails(&["observe", "--input-file", bad.to_str().unwrap()]);
+    assert!(
+        error.contains("bad.log:2: not an access-log entry"),
+        "{error}"
+    );
+    let error = agent.fails(&["observe", "--input-file", log_text, "--protocol", "nfs"]);
+    assert!(error.contains("\"nfs\" is not one of"), "{error}");
+    let error = agent.fails(&["observe", "--input-file", log_text, "--follow"]);
+    assert!(error.contains("--follow"), "{error}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audited_requests_show_as_audit_and_filter_apart() {
     let agent = Agent::start_with("observe-audit", true);

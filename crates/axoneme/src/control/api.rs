@@ -38,7 +38,8 @@ use crate::proxy::connection::{Ends, Guards, Route};
 use crate::proxy::decision::{decide, Outcome};
 use crate::proxy::sockets::UpstreamOptions;
 use crate::redirect::RedirectError;
-use crate::telemetry::monitor::{self, Filter};
+use crate::telemetry::flow_filter::{parse_query, QueryContext, QueryError, WatchQuery};
+use crate::telemetry::monitor;
 use crate::telemetry::throttle::throttled_warn;
 use crate::{Agent, ListenerError};
 
@@ -764,100 +765,19 @@ async fn reopen_access_log(Shared(agent): Shared<Arc<Agent>>) -> Result<Json<Val
     }
 }
 
-/// A watch asked for in `/v1/monitor`'s query: the filter, and the replay.
-struct MonitorQuery {
-    filter: Filter,
-    /// Replay this many recent entries first.
-    last: Option<usize>,
-    /// Stream later entries; without `last`, always.
-    follow: bool,
-}
-
 /// Reads `/v1/monitor`'s query (repeated keys allowed, see `openapi.json`); an unknown key,
 /// protocol, type, verdict or endpoint is an error that says which and lists the valid ones.
-fn monitor_query(agent: &Agent, pairs: Vec<(String, String)>) -> Result<MonitorQuery> {
-    use crate::telemetry::flow_filter::{self as parse, NamedEndpoint};
-    let mut query = MonitorQuery {
-        filter: Filter::default(),
-        last: None,
-        follow: false,
-    };
-    let mut follow = None;
-    let filter = &mut query.filter;
+fn monitor_query(agent: &Agent, pairs: Vec<(String, String)>) -> Result<WatchQuery> {
     let endpoints = agent.state().endpoints();
-    let endpoint = |value: &str| {
-        endpoints
-            .iter()
-            .find(|e| e.name == value)
-            .map(|e| NamedEndpoint {
-                name: e.name.clone(),
-                ips: e.ips.clone(),
-            })
-            .ok_or_else(|| {
-                let known: Vec<&str> = endpoints.iter().map(|e| e.name.as_str()).collect();
-                ApiError(
-                    StatusCode::NOT_FOUND,
-                    format!(
-                        "endpoint: {value:?} is not a known endpoint (known: {})",
-                        known.join(", ")
-                    ),
-                )
-            })
+    let protocols = agent.state().registry().names();
+    let context = QueryContext {
+        endpoints: Some(&endpoints),
+        protocols: &protocols,
     };
-    let invalid = |error: parse::FilterError| bad_request(error.to_string());
-    for (key, value) in pairs {
-        match key.as_str() {
-            "type" => filter
-                .entry_types
-                .push(parse::parse_entry_type(&value).map_err(invalid)?),
-            "verdict" => filter
-                .verdicts
-                .push(parse::parse_verdict(&value).map_err(invalid)?),
-            "protocol" | "proto" => filter.protocols.push(
-                parse::parse_protocol(&value, &agent.state().registry().names())
-                    .map_err(invalid)?,
-            ),
-            "endpoint" => filter.endpoints.push(endpoint(&value)?.name),
-            "from_endpoint" => filter.from_endpoints.push(endpoint(&value)?),
-            "to_endpoint" => filter.to_endpoints.push(endpoint(&value)?),
-            "from_label" => filter
-                .from_labels
-                .push(parse::parse_label("from_label", &value).map_err(invalid)?),
-            "to_label" => filter
-                .to_labels
-                .push(parse::parse_label("to_label", &value).map_err(invalid)?),
-            "from_identity" => filter
-                .from_identities
-                .push(parse::parse_identity("from_identity", &value).map_err(invalid)?),
-            "to_identity" => filter
-                .to_identities
-                .push(parse::parse_identity("to_identity", &value).map_err(invalid)?),
-            "l7" => {
-                let (field, wanted) = parse::parse_l7(&value).map_err(invalid)?;
-                filter.l7.entry(field).or_default().push(wanted);
-            }
-            "last" => {
-                query.last = Some(value.parse().map_err(|_| {
-                    bad_request(format!("last: {value:?} is not a number of entries"))
-                })?)
-            }
-            "follow" => {
-                follow =
-                    Some(value.parse::<bool>().map_err(|_| {
-                        bad_request(format!("follow: {value:?} is not true or false"))
-                    })?)
-            }
-            _ => {
-                return Err(bad_request(format!(
-                    "{key:?} is not a monitor filter (type, verdict, protocol, endpoint, \
-                     from_endpoint, to_endpoint, from_label, to_label, from_identity, \
-                     to_identity, l7, last, follow)"
-                )))
-            }
-        }
-    }
-    query.follow = follow.unwrap_or(query.last.is_none());
-    Ok(query)
+    parse_query(pairs, &context).map_err(|error| match error {
+        QueryError::UnknownEndpoint { .. } => ApiError(StatusCode::NOT_FOUND, error.to_string()),
+        _ => bad_request(error.to_string()),
+    })
 }
 
 async fn monitor(

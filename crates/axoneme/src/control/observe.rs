@@ -3,21 +3,29 @@
 //! never cross the socket), and shows each entry as one line for people, like `hubble
 //! observe`, or as the agent's JSON (or YAML) with `-o`.
 //!
+//! With `--input-file` it reads an access-log file instead (one the agent or the Envoy filter
+//! wrote), filtered by the same code the agent filters with, and needs no agent.
+//!
 //! A line reads `TIME: SOURCE (IDENTITY) -> DESTINATION (IDENTITY) PROTO-TYPE VERDICT (L7)`,
 //! sides named `namespace/name` when an endpoint owns the address. It only renders what the
-//! agent sends; it decides nothing and keeps no flows.
+//! agent (or the file) holds; it decides nothing and keeps no flows.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use http_body_util::BodyExt;
 use hyper::{Method, StatusCode};
 use serde_json::{Map, Value};
 use tokio::io::AsyncWriteExt;
 
+use crate::config::ProtocolsConfig;
 use crate::control::cli::{encode, Client, Output};
+use crate::telemetry::flow_filter::{parse_query, LoggedFlow, QueryContext};
 
 /// Examples shown under `axoneme observe --help`.
 const EXAMPLES: &str = "\
@@ -104,11 +112,25 @@ pub struct ObserveArgs {
     /// Show times in UTC rather than local time.
     #[arg(long)]
     pub utc: bool,
+    /// Read the flows from this access-log file ("-": standard input) instead of asking the
+    /// agent, as `hubble observe --input-file` does; endpoint filters then match the endpoint
+    /// each entry names as guarded.
+    #[arg(long = "input-file", value_name = "FILE", conflicts_with = "follow")]
+    pub input_file: Option<PathBuf>,
 }
 
 impl ObserveArgs {
     /// The query of `/v1/monitor` asking for what these arguments want.
     pub fn query(&self) -> String {
+        self.pairs()
+            .iter()
+            .map(|(key, value)| format!("{key}={}", encode(value)))
+            .collect::<Vec<_>>()
+            .join("&")
+    }
+
+    /// What these arguments want, as the keys and values of `/v1/monitor`'s query.
+    fn pairs(&self) -> Vec<(String, String)> {
         let mut pairs: Vec<(&str, String)> = Vec::new();
         let mut add = |key, values: &[String]| {
             pairs.extend(values.iter().map(|v| (key, v.clone())));
@@ -147,10 +169,9 @@ impl ObserveArgs {
             pairs.push(("follow", self.follow.to_string()));
         }
         pairs
-            .iter()
-            .map(|(key, value)| format!("{key}={}", encode(value)))
-            .collect::<Vec<_>>()
-            .join("&")
+            .into_iter()
+            .map(|(key, value)| (key.to_owned(), value))
+            .collect()
     }
 
     /// Whether the stream goes on until stopped.
@@ -165,6 +186,9 @@ pub(crate) async fn observe(
     args: &ObserveArgs,
     output: Output,
 ) -> anyhow::Result<()> {
+    if let Some(path) = &args.input_file {
+        return observe_file(path, args, output);
+    }
     let names = match output {
         Output::Table => endpoint_names(client).await?,
         Output::Json | Output::Yaml => EndpointNames::default(),
@@ -205,6 +229,54 @@ pub(crate) async fn observe(
         stdout.flush().await?;
     }
     Ok(())
+}
+
+/// Shows the flows `args` ask for among the access-log entries in the file at `path`, without
+/// an agent: the filters are those the agent applies, checked the same way.
+fn observe_file(path: &Path, args: &ObserveArgs, output: Output) -> anyhow::Result<()> {
+    let registry = crate::builtin_protocols(&ProtocolsConfig::default());
+    let protocols = registry.names();
+    let context = QueryContext {
+        endpoints: None,
+        protocols: &protocols,
+    };
+    let query = parse_query(args.pairs(), &context)?;
+    let reader: Box<dyn BufRead> = if path == Path::new("-") {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        Box::new(BufReader::new(file))
+    };
+    let names = EndpointNames::default();
+    let mut stdout = std::io::stdout().lock();
+    let mut kept: VecDeque<Vec<u8>> = VecDeque::new();
+    for (index, line) in reader.lines().enumerate() {
+        let place = || format!("{}:{}", path.display(), index + 1);
+        let line = line.with_context(place)?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let entry: Value = serde_json::from_str(&line)
+            .with_context(|| format!("{}: not an access-log entry", place()))?;
+        if !query.filter.matches(&LoggedFlow(&entry)) {
+            continue;
+        }
+        let mut out = Vec::new();
+        render_line(line.as_bytes(), output, &names, args.utc, &mut out)?;
+        match query.last {
+            Some(last) => {
+                kept.push_back(out);
+                if kept.len() > last {
+                    kept.pop_front();
+                }
+            }
+            None => stdout.write_all(&out)?,
+        }
+    }
+    for out in kept {
+        stdout.write_all(&out)?;
+    }
+    Ok(stdout.flush()?)
 }
 
 /// Appends one streamed line to `out` in `output`'s form; news of lost entries goes to
@@ -300,19 +372,31 @@ pub fn flow_line(entry: &Value, names: &EndpointNames, utc: bool) -> String {
         .unwrap_or_default();
     // The guarded endpoint is named in the entry: the destination of ingress, the source of
     // egress. Its address may be one it does not own (a listener's upstream on loopback).
+    // Without the agent's list, its namespace is the one its labels carry.
+    let ingress = entry["is_ingress"].as_bool().unwrap_or(true);
     let guarded = entry["endpoint"]
         .as_str()
-        .and_then(|name| names.by_name.get(name));
-    let ingress = entry["is_ingress"].as_bool().unwrap_or(true);
+        .filter(|name| !name.is_empty())
+        .map(|name| match names.by_name.get(name) {
+            Some(named) => named.clone(),
+            None => {
+                let labels = if ingress {
+                    "destination_labels"
+                } else {
+                    "source_labels"
+                };
+                format!("{}/{name}", namespace_of(&entry[labels]))
+            }
+        });
     let side = |address_key: &str, id_key: &str, is_guarded: bool| {
         let address = entry[address_key].as_str().unwrap_or_default();
         let name = guarded
+            .clone()
             .filter(|_| is_guarded)
             .or_else(|| {
                 let ip = address.parse::<SocketAddr>().ok()?.ip();
-                names.by_ip.get(&ip)
+                names.by_ip.get(&ip).cloned()
             })
-            .cloned()
             .unwrap_or_else(|| address.to_owned());
         format!("{name} ({})", cell(&entry[id_key]))
     };
@@ -340,6 +424,18 @@ pub fn flow_line(entry: &Value, names: &EndpointNames, utc: bool) -> String {
         line.push_str(&format!(" ({summary})"));
     }
     line
+}
+
+/// The namespace named by a side's labels (`k8s:io.kubernetes.pod.namespace=...`), or
+/// `default`.
+fn namespace_of(labels: &Value) -> &str {
+    labels
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .find_map(|label| label.strip_prefix("k8s:io.kubernetes.pod.namespace="))
+        .unwrap_or("default")
 }
 
 fn cell(value: &Value) -> String {

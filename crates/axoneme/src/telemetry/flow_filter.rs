@@ -397,6 +397,123 @@ pub fn parse_label(what: &'static str, text: &str) -> Result<String, FilterError
     Ok(text.to_owned())
 }
 
+/// A watch as asked for with `/v1/monitor`'s query (or `observe`'s flags): the filter, and
+/// the replay.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WatchQuery {
+    /// Which entries.
+    pub filter: Filter,
+    /// Replay this many recent entries first.
+    pub last: Option<usize>,
+    /// Show later entries; without `last`, always.
+    pub follow: bool,
+}
+
+/// A watch query that cannot be used.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum QueryError {
+    /// A filter's value cannot be used.
+    #[error(transparent)]
+    Filter(#[from] FilterError),
+    /// An endpoint name no endpoint has.
+    #[error("endpoint: {value:?} is not a known endpoint (known: {known})")]
+    UnknownEndpoint {
+        /// The name given.
+        value: String,
+        /// The known names, comma-separated.
+        known: String,
+    },
+    /// A key that is not a filter.
+    #[error(
+        "{0:?} is not a monitor filter (type, verdict, protocol, endpoint, from_endpoint, \
+         to_endpoint, from_label, to_label, from_identity, to_identity, l7, last, follow)"
+    )]
+    NotAFilter(String),
+    /// `last` is not a number.
+    #[error("last: {0:?} is not a number of entries")]
+    Last(String),
+    /// `follow` is not a boolean.
+    #[error("follow: {0:?} is not true or false")]
+    Follow(String),
+}
+
+/// What names in a query are checked against.
+pub struct QueryContext<'a> {
+    /// The endpoints names may name, with their addresses; `None` when no agent is asked (an
+    /// access-log file is read): a name then matches the endpoint the entries themselves name
+    /// as guarded, and no address.
+    pub endpoints: Option<&'a [axoneme_policy::EndpointSpec]>,
+    /// The protocols the agent parses.
+    pub protocols: &'a [&'a str],
+}
+
+/// Reads a watch query (repeated keys allowed): an unknown key, protocol, type, verdict or
+/// endpoint is an error that says which and lists the valid ones.
+pub fn parse_query(
+    pairs: impl IntoIterator<Item = (String, String)>,
+    context: &QueryContext<'_>,
+) -> Result<WatchQuery, QueryError> {
+    let mut query = WatchQuery::default();
+    let mut follow = None;
+    let filter = &mut query.filter;
+    let endpoint = |value: &str| match context.endpoints {
+        None => Ok(NamedEndpoint {
+            name: value.to_owned(),
+            ips: Vec::new(),
+        }),
+        Some(endpoints) => endpoints
+            .iter()
+            .find(|e| e.name == value)
+            .map(|e| NamedEndpoint {
+                name: e.name.clone(),
+                ips: e.ips.clone(),
+            })
+            .ok_or_else(|| QueryError::UnknownEndpoint {
+                value: value.to_owned(),
+                known: endpoints
+                    .iter()
+                    .map(|e| e.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+    };
+    for (key, value) in pairs {
+        match key.as_str() {
+            "type" => filter.entry_types.push(parse_entry_type(&value)?),
+            "verdict" => filter.verdicts.push(parse_verdict(&value)?),
+            "protocol" | "proto" => filter
+                .protocols
+                .push(parse_protocol(&value, context.protocols)?),
+            "endpoint" => filter.endpoints.push(endpoint(&value)?.name),
+            "from_endpoint" => filter.from_endpoints.push(endpoint(&value)?),
+            "to_endpoint" => filter.to_endpoints.push(endpoint(&value)?),
+            "from_label" => filter.from_labels.push(parse_label("from_label", &value)?),
+            "to_label" => filter.to_labels.push(parse_label("to_label", &value)?),
+            "from_identity" => filter
+                .from_identities
+                .push(parse_identity("from_identity", &value)?),
+            "to_identity" => filter
+                .to_identities
+                .push(parse_identity("to_identity", &value)?),
+            "l7" => {
+                let (field, wanted) = parse_l7(&value)?;
+                filter.l7.entry(field).or_default().push(wanted);
+            }
+            "last" => query.last = Some(value.parse().map_err(|_| QueryError::Last(value))?),
+            "follow" => {
+                follow = Some(
+                    value
+                        .parse::<bool>()
+                        .map_err(|_| QueryError::Follow(value))?,
+                )
+            }
+            _ => return Err(QueryError::NotAFilter(key)),
+        }
+    }
+    query.follow = follow.unwrap_or(query.last.is_none());
+    Ok(query)
+}
+
 #[cfg(test)]
 mod tests {
     use axoneme_sdk::Field;
@@ -601,5 +718,64 @@ mod tests {
         assert!(parse_l7("command").is_err());
         assert!(parse_l7("=get").is_err());
         assert!(parse_label("from-label", "").is_err());
+    }
+
+    #[test]
+    fn a_query_names_endpoints_of_the_agent_or_of_the_entries() {
+        let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+            list.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let cache = axoneme_policy::EndpointSpec {
+            name: "cache".into(),
+            ips: vec!["127.0.0.1".parse().unwrap()],
+            labels: BTreeMap::new(),
+            namespace: None,
+            policy_audit_mode: false,
+        };
+        let endpoints = [cache];
+        let with_agent = QueryContext {
+            endpoints: Some(&endpoints),
+            protocols: &["memcache"],
+        };
+        let query = parse_query(pairs(&[("to_endpoint", "cache")]), &with_agent).unwrap();
+        assert_eq!(query.filter.to_endpoints[0].ips, endpoints[0].ips);
+        assert!(query.follow, "without last, a watch follows");
+        assert_eq!(
+            parse_query(pairs(&[("from_endpoint", "yoda")]), &with_agent),
+            Err(QueryError::UnknownEndpoint {
+                value: "yoda".into(),
+                known: "cache".into()
+            })
+        );
+        let offline = QueryContext {
+            endpoints: None,
+            protocols: &["memcache"],
+        };
+        let query = parse_query(
+            pairs(&[
+                ("from_endpoint", "yoda"),
+                ("last", "5"),
+                ("follow", "false"),
+            ]),
+            &offline,
+        )
+        .unwrap();
+        assert_eq!(query.filter.from_endpoints[0].name, "yoda");
+        assert!(query.filter.from_endpoints[0].ips.is_empty());
+        assert_eq!((query.last, query.follow), (Some(5), false));
+        assert_eq!(
+            parse_query(pairs(&[("colour", "red")]), &offline),
+            Err(QueryError::NotAFilter("colour".into()))
+        );
+        assert_eq!(
+            parse_query(pairs(&[("last", "many")]), &offline),
+            Err(QueryError::Last("many".into()))
+        );
+        assert!(matches!(
+            parse_query(pairs(&[("protocol", "nfs")]), &offline),
+            Err(QueryError::Filter(FilterError::Unknown { .. }))
+        ));
     }
 }
