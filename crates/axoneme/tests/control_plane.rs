@@ -414,6 +414,9 @@ async fn monitor_metrics_and_a_watched_policy_file() {
     for sample in [
         "axoneme_l7_requests_total{protocol=\"r2d2\",verdict=\"allowed\",direction=\"ingress\"} 1",
         "axoneme_l7_requests_total{protocol=\"r2d2\",verdict=\"denied\",direction=\"ingress\"} 1",
+        "axoneme_policy_verdicts_total{protocol=\"r2d2\",endpoint=\"r2d2\",direction=\"ingress\",policy=\"base\",verdict=\"allowed\"} 1",
+        "axoneme_policy_verdicts_total{protocol=\"r2d2\",endpoint=\"r2d2\",direction=\"ingress\",policy=\"\",verdict=\"denied\"} 1",
+        "axoneme_policy_verdicts_total{protocol=\"r2d2\",endpoint=\"r2d2\",direction=\"ingress\",policy=\"base\",verdict=\"denied\"} 0",
         "axoneme_connections_active 1",
         "axoneme_policy_revision 1",
     ] {
@@ -437,6 +440,13 @@ async fn monitor_metrics_and_a_watched_policy_file() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The open connection's RESET is now counted under the policy that allows it.
+    let sample = "axoneme_policy_verdicts_total{protocol=\"r2d2\",endpoint=\"r2d2\",direction=\"ingress\",policy=\"base\",verdict=\"allowed\"} 2";
+    let metrics = agent.metrics().await;
+    assert!(
+        metrics.lines().any(|l| l == sample),
+        "missing {sample} in\n{metrics}"
+    );
     agent.write("policy.yaml", "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: base}\nspec: [broken");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(

@@ -64,6 +64,18 @@ impl PortPolicy {
         )
     }
 
+    /// The names its verdicts can carry: the policies that may allow a request, the one that
+    /// denies every request, and the empty name of a denial because nothing allows.
+    pub fn policy_names(&self) -> impl Iterator<Item = &str> {
+        let mut names: Vec<&str> = std::iter::once("")
+            .chain(self.denied_by.as_deref())
+            .chain(self.rules.iter().map(|rule| &*rule.policy))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names.into_iter()
+    }
+
     /// A policy under which every request is denied in the name of `policy_name` (empty for a
     /// denial because nothing allows).
     pub fn deny_all(proto: Option<&str>, policy_name: &str) -> PortPolicy {

@@ -24,6 +24,7 @@ use axoneme_sdk::{
 
 use crate::proxy::connection::{Ends, Guards, Route};
 use crate::telemetry::metrics::{ProtocolMetrics, VerdictCounters};
+use crate::telemetry::policy_verdicts::EndCounters;
 
 /// One guarded end of a connection: an endpoint, and the direction its policy is read in.
 #[derive(Debug, Clone)]
@@ -121,6 +122,10 @@ struct End<'s> {
     /// enforces nothing neither decides nor doubles the access log.
     checked: bool,
     verdicts: Option<&'s VerdictCounters>,
+    /// The counters of each policy that can decide this end's requests, resolved again on
+    /// every policy change.
+    by_policy: EndCounters,
+    metrics: Option<&'s ProtocolMetrics>,
 }
 
 impl<'s> End<'s> {
@@ -132,17 +137,38 @@ impl<'s> End<'s> {
         metrics: Option<&'s ProtocolMetrics>,
     ) -> End<'s> {
         let (policy, checked) = read(&meta, snapshot, always_checked);
-        End {
+        let mut end = End {
             verdicts: metrics.map(|m| m.verdicts(meta.direction)),
             meta,
             policy,
             checked,
+            by_policy: EndCounters::default(),
+            metrics,
+        };
+        end.resolve_counters();
+        end
+    }
+
+    /// Reads the end's policy in `snapshot` again.
+    fn refresh(&mut self, snapshot: &Snapshot, always_checked: bool) {
+        (self.policy, self.checked) = read(&self.meta, snapshot, always_checked);
+        self.resolve_counters();
+    }
+
+    fn resolve_counters(&mut self) {
+        if let Some(metrics) = self.metrics {
+            self.by_policy = metrics.by_policy.resolve(
+                &self.meta.endpoint,
+                self.meta.direction,
+                self.policy.policy_names(),
+            );
         }
     }
 
     fn check(&self, matches: &mut dyn FnMut(&(dyn Any + Send + Sync)) -> bool) -> Verdict<'_> {
         let verdict = self.policy.check(matches);
-        if let Some(counters) = self.verdicts {
+        let by_policy = self.by_policy.of(verdict.policy_name);
+        for counters in self.verdicts.into_iter().chain(by_policy) {
             let counter = match (verdict.allowed, verdict.audited) {
                 (true, false) => &counters.allowed,
                 (true, true) => &counters.audited,
@@ -226,9 +252,9 @@ impl<'s> RequestChecks<'s> {
 
     /// Follows a policy change: the next request is checked against `snapshot`.
     pub(crate) fn refresh(&mut self, snapshot: &Snapshot) {
-        (self.own.policy, self.own.checked) = read(&self.own.meta, snapshot, true);
+        self.own.refresh(snapshot, true);
         if let Some(other) = &mut self.other {
-            (other.policy, other.checked) = read(&other.meta, snapshot, false);
+            other.refresh(snapshot, false);
         }
     }
 

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use axoneme_sdk::Direction;
 
+use crate::telemetry::policy_verdicts::PolicyVerdicts;
+
 /// Upper bounds of the latency histogram's buckets, in seconds.
 const LATENCY_BUCKETS: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -61,6 +63,8 @@ pub struct ProtocolMetrics {
     pub egress: VerdictCounters,
     /// Time from a request's arrival to the first byte of its answer reaching the client.
     pub latency: Histogram,
+    /// Verdicts by guarded endpoint and deciding policy.
+    pub by_policy: PolicyVerdicts,
 }
 
 impl ProtocolMetrics {
@@ -417,6 +421,26 @@ impl Metrics {
                 }
             }
         }
+        let (mut by_policy, mut overflow) = (String::new(), String::new());
+        for (proto, m) in &self.protocols {
+            m.by_policy.render(proto, &mut by_policy, &mut overflow);
+        }
+        family(
+            &mut out,
+            "axoneme_policy_verdicts_total",
+            "counter",
+            "L7 requests by protocol, guarded endpoint, direction, deciding policy (empty: none \
+             allowed it) and verdict.",
+        );
+        out.push_str(&by_policy);
+        family(
+            &mut out,
+            "axoneme_policy_verdicts_overflow_total",
+            "counter",
+            "L7 requests of endpoint and policy pairs past the bound on series, by protocol, \
+             direction and verdict.",
+        );
+        out.push_str(&overflow);
         family(
             &mut out,
             "axoneme_connections_active",
