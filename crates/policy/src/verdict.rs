@@ -101,6 +101,19 @@ impl PortPolicy {
     pub fn proto(&self) -> Option<&str> {
         self.proto.as_deref()
     }
+
+    /// The policies whose rules a request is checked against, each once, in order: those
+    /// that may allow it, or the one whose deny rule denies every request.
+    pub fn policy_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = Vec::new();
+        let all = self.denied_by.iter().chain(self.rules.iter().map(|r| &r.policy));
+        for name in all.map(|name| &**name) {
+            if !name.is_empty() && !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        names
+    }
 }
 
 impl RequestPolicy for PortPolicy {

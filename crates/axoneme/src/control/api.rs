@@ -966,12 +966,15 @@ pub(crate) async fn trace(Shared(agent): Shared<Arc<Agent>>, body: Bytes) -> Res
         },
     };
     let remote_identity = snapshot.identity_of(remote).clone();
-    let answer = |allowed: bool, stage: &str, policy: &str, reason: String| {
+    // The policies whose L7 rules the request was checked against, at the L7 stage.
+    let mut checked: Vec<String> = Vec::new();
+    let answer = |allowed: bool, stage: &str, policy: &str, reason: String, checked: &[String]| {
         Json(json!({
             "allowed": allowed,
             "stage": stage,
             "policy_name": policy,
             "reason": reason,
+            "checked_policies": checked,
             "remote_identity": remote_identity.id,
             "remote_labels": remote_identity.labels.to_vec(),
         }))
@@ -982,7 +985,7 @@ pub(crate) async fn trace(Shared(agent): Shared<Arc<Agent>>, body: Bytes) -> Res
             policy_name,
             reason,
             ..
-        } => return Ok(answer(false, "l3l4", &policy_name, reason)),
+        } => return Ok(answer(false, "l3l4", &policy_name, reason, &[])),
         Outcome::Forward => {
             let own = decision
                 .ends
@@ -994,12 +997,14 @@ pub(crate) async fn trace(Shared(agent): Shared<Arc<Agent>>, body: Bytes) -> Res
                     "l3l4",
                     policy_name,
                     "allowed at L3/L4; the port has no L7 rules".into(),
+                    &[],
                 ),
                 _ => answer(
                     true,
                     "l3l4",
                     "",
                     "no policy selects the endpoint in this direction".into(),
+                    &[],
                 ),
             });
         }
@@ -1017,6 +1022,11 @@ pub(crate) async fn trace(Shared(agent): Shared<Arc<Agent>>, body: Bytes) -> Res
         else {
             continue;
         };
+        for name in port_policy.policy_names() {
+            if !checked.iter().any(|known| known == name) {
+                checked.push(name.to_owned());
+            }
+        }
         let mut failure = None;
         let verdict = port_policy.check(&mut |rules| match protocol.trace(rules, &request.l7) {
             Ok(matched) => matched,
@@ -1036,9 +1046,9 @@ pub(crate) async fn trace(Shared(agent): Shared<Arc<Agent>>, body: Bytes) -> Res
             );
             if verdict.audited {
                 let reason = format!("audit mode: {reason}; it is forwarded and logged as Audit");
-                return Ok(answer(true, "l7", verdict.policy_name, reason));
+                return Ok(answer(true, "l7", verdict.policy_name, reason, &checked));
             }
-            return Ok(answer(false, "l7", "", reason));
+            return Ok(answer(false, "l7", "", reason, &checked));
         }
         allowed_by = verdict.policy_name;
     }
@@ -1047,6 +1057,7 @@ pub(crate) async fn trace(Shared(agent): Shared<Arc<Agent>>, body: Bytes) -> Res
         "l7",
         allowed_by,
         format!("{proto} request allowed"),
+        &checked,
     ))
 }
 

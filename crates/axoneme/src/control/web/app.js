@@ -14,6 +14,8 @@ const REPLAY = 2000;
 /** The order of parallel edges between two identities, by verdict. */
 const LANES = { forwarded: 0, audit: 1, denied: 2 };
 const SVG = "http://www.w3.org/2000/svg";
+/** The size of an identity's card on the map. */
+const NODE = { w: 132, h: 44 };
 
 const view = {
   nodes: new Map(),
@@ -206,9 +208,9 @@ function drawMap() {
     let group = nodeLayer.querySelector(`[data-id="${id}"]`);
     if (!group) {
       group = element("g", { class: "node", "data-id": id }, nodeLayer);
-      element("circle", { r: 30 }, group);
-      element("text", { class: "name", dy: 48 }, group).textContent = node.name;
-      element("text", { class: "id", dy: 4 }, group).textContent = String(id);
+      element("rect", { x: -NODE.w / 2, y: -NODE.h / 2, width: NODE.w, height: NODE.h, rx: 8 }, group);
+      element("text", { class: "name", dy: -2 }, group).textContent = node.name;
+      element("text", { class: "id", dy: 14 }, group).textContent = `identity ${id}`;
       element("title", {}, group).textContent = (node.labels || []).join("\n");
     }
     const { x, y } = placed.get(id);
@@ -245,9 +247,10 @@ function drawMap() {
 function curve(a, b, lane) {
   if (a === b || (a.x === b.x && a.y === b.y)) {
     const spread = 40 + 18 * lane;
+    const top = a.y - NODE.h / 2;
     return {
-      path: `M${a.x - 20},${a.y - 24} C${a.x - spread},${a.y - 110 - spread} ${a.x + spread},${a.y - 110 - spread} ${a.x + 20},${a.y - 24}`,
-      label: { x: a.x, y: a.y - 90 - spread * 0.75 },
+      path: `M${a.x - 30},${top} C${a.x - spread},${top - 90 - spread} ${a.x + spread},${top - 90 - spread} ${a.x + 30},${top - 4}`,
+      label: { x: a.x, y: top - 70 - spread * 0.75 },
     };
   }
   const dx = b.x - a.x;
@@ -255,14 +258,15 @@ function curve(a, b, lane) {
   const length = Math.hypot(dx, dy);
   const bend = 24 + 42 * lane;
   const control = { x: (a.x + b.x) / 2 - (dy / length) * bend, y: (a.y + b.y) / 2 + (dx / length) * bend };
-  const towards = (from, to, distance) => {
+  // Where the way from a card's centre towards `to` leaves the card, and `gap` beyond.
+  const leaving = (from, to, gap) => {
     const ux = to.x - from.x;
     const uy = to.y - from.y;
-    const norm = Math.hypot(ux, uy) || 1;
-    return { x: from.x + (ux / norm) * distance, y: from.y + (uy / norm) * distance };
+    const scale = Math.min(Math.abs((NODE.w / 2 + gap) / ux) || Infinity, Math.abs((NODE.h / 2 + gap) / uy) || Infinity);
+    return { x: from.x + ux * scale, y: from.y + uy * scale };
   };
-  const start = towards(a, control, 32);
-  const end = towards(b, control, 36);
+  const start = leaving(a, control, 2);
+  const end = leaving(b, control, 4);
   return {
     path: `M${start.x.toFixed(1)},${start.y.toFixed(1)} Q${control.x.toFixed(1)},${control.y.toFixed(1)} ${end.x.toFixed(1)},${end.y.toFixed(1)}`,
     label: { x: 0.25 * start.x + 0.5 * control.x + 0.25 * end.x, y: 0.25 * start.y + 0.5 * control.y + 0.25 * end.y - 4 },
@@ -321,20 +325,41 @@ async function select(key) {
   const l7 = Object.entries(edge.trace.l7 || {}).map(([k, v]) => `${k}=${v}`).join(" ");
   fact("traced", `${edge.trace.egress ? "egress" : "ingress"} to ${edge.trace.endpoint} port ${edge.trace.port}${l7 ? ": " + l7 : ""}`);
   fact("policy", trace.policy_name || "none");
+  const checked = trace.checked_policies || [];
+  if (checked.length) fact("checked against", checked.join(", "));
   fact("reason", trace.reason);
-  facts.lastChild.id = "reason";
-  facts.children[facts.children.length - 3].id = "policy-name";
   panel.replaceChildren(decision, facts);
-  if (trace.policy_name) {
-    const policy = await fetch(`policy/${encodeURIComponent(trace.policy_name)}`);
-    if (policy.ok && view.selected === key) {
-      const spec = (await policy.json()).document.spec || {};
-      const sides = edge.trace.egress ? ["egress", "egressDeny"] : ["ingress", "ingressDeny"];
-      const rules = Object.fromEntries(sides.filter((side) => spec[side]).map((side) => [side, spec[side]]));
-      panel.append(text("h3", `rules of ${trace.policy_name}`), text("pre", JSON.stringify(rules, null, 2)));
-      panel.lastChild.id = "rules";
+  // The rules of the policy that decided, or else of those the request was checked against.
+  const sides = edge.trace.egress ? ["egress", "egressDeny"] : ["ingress", "ingressDeny"];
+  const rules = document.createElement("div");
+  rules.id = "rules";
+  for (const name of trace.policy_name ? [trace.policy_name] : checked) {
+    const policy = await fetch(`policy/${encodeURIComponent(name)}`);
+    if (!policy.ok || view.selected !== key) return;
+    const spec = (await policy.json()).document.spec || {};
+    const shown = Object.fromEntries(sides.filter((side) => spec[side]).map((side) => [side, spec[side]]));
+    rules.append(text("h3", `rules of ${name}`), text("pre", yaml(shown, "")));
+  }
+  panel.append(rules);
+}
+
+/** `value` (JSON data) written as YAML, for reading. */
+function yaml(value, indent) {
+  const scalar = (v) => (typeof v === "string" && /^[\w./*-]+$/.test(v) ? v : JSON.stringify(v));
+  const lines = [];
+  const inner = indent + "  ";
+  if (Array.isArray(value)) {
+    for (const item of value) {
+      const written = typeof item === "object" && item !== null ? yaml(item, inner).trimStart() : scalar(item);
+      lines.push(`${indent}- ${written}`);
+    }
+  } else {
+    for (const [key, item] of Object.entries(value)) {
+      const nested = typeof item === "object" && item !== null && Object.keys(item).length > 0;
+      lines.push(nested ? `${indent}${key}:\n${yaml(item, inner)}` : `${indent}${key}: ${scalar(item)}`);
     }
   }
+  return lines.join("\n");
 }
 
 function text(tag, content) {
