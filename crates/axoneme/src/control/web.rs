@@ -231,18 +231,18 @@ pub async fn serve_local(agent: Arc<Agent>, listener: TcpListener) -> anyhow::Re
     Ok(())
 }
 
-/// Whether a `Host` header names this machine by a loopback name or address.
+/// Whether a `Host` header (`name`, `name:port`, `[v6]` or `[v6]:port`) names this machine by
+/// a loopback name or address.
 fn loopback_host(host: &str) -> bool {
-    let name = match host.parse::<SocketAddr>() {
-        Ok(address) => return address.ip().is_loopback(),
-        Err(_) => host.rsplit_once(':').map_or(host, |(name, _port)| name),
+    let name = match host.strip_prefix('[') {
+        Some(bracketed) => match bracketed.split_once(']') {
+            Some((inside, "")) => inside,
+            Some((inside, port)) if port.starts_with(':') => inside,
+            _ => return false,
+        },
+        None => host.split_once(':').map_or(host, |(name, _port)| name),
     };
-    name.eq_ignore_ascii_case("localhost")
-        || name
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+    name.eq_ignore_ascii_case("localhost") || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The live stream: `/v1/monitor`'s query (filters, `last`, `follow`) in, server-sent events
@@ -556,10 +556,10 @@ mod tests {
 
     #[test]
     fn only_loopback_hosts_are_served_without_a_token() {
-        for host in ["localhost", "localhost:9876", "127.0.0.1:9876", "127.1.2.3", "[::1]:80", "LOCALHOST"] {
+        for host in ["localhost", "localhost:9876", "127.0.0.1:9876", "127.1.2.3", "[::1]:80", "[::1]", "LOCALHOST"] {
             assert!(loopback_host(host), "{host}");
         }
-        for host in ["evil.example", "evil.example:9876", "10.0.0.1:9876", "127.0.0.1.evil.example", ""] {
+        for host in ["evil.example", "evil.example:9876", "10.0.0.1:9876", "127.0.0.1.evil.example", "[::1]x", "::1", ""] {
             assert!(!loopback_host(host), "{host}");
         }
     }
