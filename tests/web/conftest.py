@@ -23,6 +23,7 @@ _spec.loader.exec_module(suite)
 memcached = suite.memcached
 
 TOKEN = "flow-view-s3cret"
+LOADGEN_BIN = os.environ.get("AXONEME_LOADGEN_BIN", str(ROOT / "target" / "debug" / "axoneme-loadgen"))
 
 
 class FlowViewAgent(suite.Proxy):

@@ -5,12 +5,15 @@ tries a write (denied at L7), a stranger connects (refused at L3/L4).
 What the page shows is checked against the access log, read here: the edges and their request
 counts per (source identity, destination identity, verdict), the verdict colours (the values
 README gives), a filter narrowing edges and rows, a filter error, the decision and rule shown
-for a selected edge, the login on the API's TCP port and the tokenless loopback port.
+for a selected edge, the login on the API's TCP port and the tokenless loopback port, and that
+the page stays responsive (animation frames on time, a bounded table) under axoneme-loadgen's
+load.
 
 FLOW_VIEW_SCREENSHOT=path saves a screenshot of the map there (docs/flow-view.png is one)."""
 
 import json
 import os
+import subprocess
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -23,7 +26,7 @@ from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
-from conftest import TOKEN
+from conftest import LOADGEN_BIN, TOKEN
 
 # README's verdict colours, as the browser reports a computed stroke.
 COLOURS = {"forwarded": "rgb(31, 157, 85)", "denied": "rgb(214, 69, 69)",
@@ -201,3 +204,35 @@ def test_the_loopback_port_serves_the_view_without_a_token_to_loopback_hosts_onl
     with pytest.raises(urllib.error.HTTPError) as missing:
         urllib.request.urlopen(agent.web_url + "/v1/status", timeout=DEADLINE)
     assert missing.value.code == 404
+
+
+def test_the_view_stays_responsive_and_bounded_under_load(agent, browser):
+    log_in(browser, agent)
+    host, port = agent.addr
+    load = subprocess.Popen(
+        [LOADGEN_BIN, "memcache", "--target", f"{host}:{port}", "--source", MAINTENANCE,
+         "--connections", "8", "--pipeline", "32", "--warmup", "0", "--duration", "4", "--json"],
+        stdout=subprocess.PIPE, text=True)
+    # How long the page takes to draw a frame while flows pour in.
+    frame = "const done = arguments[0], asked = performance.now(); " \
+            "requestAnimationFrame(() => done(performance.now() - asked));"
+    delays = []
+    while load.poll() is None:
+        delays.append(browser.execute_async_script(frame))
+    result = json.loads(load.stdout.read())
+    assert result["errors"] == 0, result
+    logged = len(agent.entries(result["ops"]))
+
+    def accounted():
+        """Flows on the map and flows the page says it lost, once they make up the log's."""
+        shown = sum(shown_edges(browser).values())
+        lost = int(browser.find_element(By.ID, "stats").get_attribute("data-lost"))
+        return shown + lost >= logged and (shown, lost)
+    shown, lost = wait_until(accounted, f"{logged} flows shown or reported lost")
+    print(f"{result['ops_per_sec']:.0f} requests/s: {shown} flows shown, {lost} lost, "
+          f"{logged} logged; frames drawn within {max(delays):.0f} ms ({len(delays)} asked)")
+    assert result["ops_per_sec"] >= 10_000, "the load reaches 10,000 flows a second"
+    assert shown >= logged / 2, "the view keeps up with most of the load"
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#flows tbody tr")) == 100, \
+        "the table keeps 100 rows"
+    assert len(delays) > 10 and max(delays) < 250, delays

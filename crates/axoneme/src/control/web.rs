@@ -34,6 +34,8 @@ use tokio::net::TcpListener;
 
 use crate::control::api::{self, same_secret, ApiError};
 use crate::control::observe::{format_time, l7_summary};
+use axoneme_sdk::{Direction, EntryType};
+
 use crate::telemetry::flow_filter::{Flow, FlowVerdict, LoggedFlow};
 use crate::telemetry::monitor::{Next as Watched, Watch};
 use crate::Agent;
@@ -44,6 +46,9 @@ pub const BATCH_INTERVAL: Duration = Duration::from_millis(250);
 /// The most flows one event lists (the latest of its interval); every flow is counted on its
 /// edge all the same.
 pub const FLOWS_PER_BATCH: usize = 100;
+
+/// Entries taken from the monitor at once before the stream looks at its interval again.
+const DRAIN_AT_ONCE: usize = 1024;
 
 /// Intervals without flows between two keep-alive comments on the stream.
 const KEEP_ALIVE_INTERVALS: u32 = 40;
@@ -271,21 +276,30 @@ async fn events(
     let live = stream::unfold(live, |mut live| async move {
         let watch = live.watch.as_ref()?;
         loop {
-            live.interval.tick().await;
-            while let Some(next) = watch.try_next() {
-                match next {
-                    Watched::Entry(line) => live.batch.add(&line),
-                    Watched::Missed(missed) => live.batch.lost += missed,
+            tokio::select! {
+                biased;
+                _ = live.interval.tick() => {
+                    if let Some(event) = live.batch.take() {
+                        live.quiet = 0;
+                        return Some((Ok::<_, Infallible>(event), live));
+                    }
+                    live.quiet += 1;
+                    if live.quiet >= KEEP_ALIVE_INTERVALS {
+                        live.quiet = 0;
+                        return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), live));
+                    }
                 }
-            }
-            if let Some(event) = live.batch.take() {
-                live.quiet = 0;
-                return Some((Ok::<_, Infallible>(event), live));
-            }
-            live.quiet += 1;
-            if live.quiet >= KEEP_ALIVE_INTERVALS {
-                live.quiet = 0;
-                return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), live));
+                next = watch.next() => {
+                    // What else waits is taken too, a bounded number at a time so that the
+                    // interval's event is never held up.
+                    let waiting = (0..DRAIN_AT_ONCE).map_while(|_| watch.try_next());
+                    for next in std::iter::once(next).chain(waiting) {
+                        match next {
+                            Watched::Entry(line) => live.batch.add(&line),
+                            Watched::Missed(missed) => live.batch.lost += missed,
+                        }
+                    }
+                }
             }
         }
     });
@@ -323,16 +337,30 @@ fn endpoint_names(agent: &Agent) -> HashMap<IpAddr, String> {
     names
 }
 
-/// The flows of one interval, aggregated.
+/// What counting an entry on its edge reads of it; the rest of the line is skipped unread.
+#[derive(serde::Deserialize)]
+struct EdgeOf<'a> {
+    entry_type: &'a str,
+    #[serde(default)]
+    verdict: Option<&'a str>,
+    source_security_id: u64,
+    destination_security_id: u64,
+}
+
+/// An edge of the map: requests from one identity to another with one verdict.
+type EdgeKey = (u64, u64, &'static str);
+
+/// The flows of one interval, aggregated. Every entry is counted on its edge from a light
+/// reading of its line; only the lines an event shows (the latest flows, each edge's latest
+/// request, an identity first seen) are read whole, when the event is made.
 pub struct Batch {
     names: HashMap<IpAddr, String>,
-    /// Identities seen, by number: a name and labels.
-    nodes: BTreeMap<u64, Value>,
-    /// Requests per (source identity, destination identity, verdict), with the latest one's
-    /// `policy trace` question.
-    edges: HashMap<(u64, u64, &'static str), (u64, Value)>,
-    /// The latest flows.
-    flows: VecDeque<Value>,
+    /// Identities seen in the interval, each with the line that showed it first.
+    nodes: BTreeMap<u64, Arc<[u8]>>,
+    /// Requests per edge, with the line of the latest.
+    edges: HashMap<EdgeKey, (u64, Arc<[u8]>)>,
+    /// The lines of the latest flows, with their verdicts.
+    flows: VecDeque<(&'static str, Arc<[u8]>)>,
     /// Flows in the interval.
     total: u64,
     /// Flows the monitor lost because this stream fell behind.
@@ -353,67 +381,54 @@ impl Batch {
     }
 
     /// Counts the access-log entry `line`; a line that is not an entry is skipped.
-    pub fn add(&mut self, line: &[u8]) {
-        let Ok(entry) = serde_json::from_slice::<Value>(line) else {
+    pub fn add(&mut self, line: &Arc<[u8]>) {
+        let Ok(edge) = serde_json::from_slice::<EdgeOf<'_>>(line) else {
             return;
         };
-        let flow = LoggedFlow(&entry);
-        let Some(entry_type) = flow.entry_type() else {
-            return;
+        let entry_type = match edge.entry_type {
+            "Request" => EntryType::Request,
+            "Response" => EntryType::Response,
+            "Denied" => EntryType::Denied,
+            _ => return,
         };
-        let verdict = match FlowVerdict::of(entry_type, flow.audited()) {
+        let verdict = match FlowVerdict::of(entry_type, edge.verdict == Some("Audit")) {
             FlowVerdict::Forwarded => "forwarded",
             FlowVerdict::Denied => "denied",
             FlowVerdict::Audit => "audit",
         };
-        let from = self.node(&entry, "source");
-        let to = self.node(&entry, "destination");
-        let fields = entry["generic_l7"]["fields"].as_object();
-        let proto = match flow.proto() {
-            "" => "l4",
-            proto => proto,
-        };
-        let time = entry["timestamp"]
-            .as_u64()
-            .map(|nanos| format_time(nanos, true))
-            .unwrap_or_default();
-        self.flows.push_back(json!({
-            "time": time,
-            "from": from,
-            "to": to,
-            "verdict": verdict,
-            "type": entry["entry_type"],
-            "proto": proto,
-            "summary": fields.map(l7_summary).unwrap_or_default(),
-            "policy": entry["policy_name"],
-        }));
+        let (from, to) = (edge.source_security_id, edge.destination_security_id);
+        for id in [from, to] {
+            self.nodes.entry(id).or_insert_with(|| Arc::clone(line));
+        }
+        self.flows.push_back((verdict, Arc::clone(line)));
         if self.flows.len() > FLOWS_PER_BATCH {
             self.flows.pop_front();
         }
-        let edge = self
+        let counted = self
             .edges
             .entry((from, to, verdict))
-            .or_insert_with(|| (0, Value::Null));
-        edge.0 += 1;
-        edge.1 = trace_question(&entry, &flow, fields);
+            .or_insert_with(|| (0, Arc::clone(line)));
+        counted.0 += 1;
+        counted.1 = Arc::clone(line);
         self.total += 1;
     }
 
-    /// The identity of the entry's `side` ("source" or "destination"), noted as a node.
-    fn node(&mut self, entry: &Value, side: &str) -> u64 {
-        let id = entry[format!("{side}_security_id")]
-            .as_u64()
-            .unwrap_or_default();
-        self.nodes.entry(id).or_insert_with(|| {
-            let address = entry[format!("{side}_address")].as_str().unwrap_or_default();
-            let ip = address.parse::<SocketAddr>().ok().map(|a| a.ip());
-            let name = ip
-                .and_then(|ip| self.names.get(&ip).cloned())
-                .or(ip.map(|ip| ip.to_string()))
-                .unwrap_or_else(|| format!("identity {id}"));
-            json!({ "id": id, "name": name, "labels": entry[format!("{side}_labels")] })
-        });
-        id
+    /// The identity `id` as the entry `line` shows it: its endpoint's name (or its address)
+    /// and its labels.
+    fn node(&self, id: u64, line: &[u8]) -> Value {
+        let entry: Value = serde_json::from_slice(line).unwrap_or_default();
+        let side = if entry["source_security_id"].as_u64() == Some(id) {
+            "source"
+        } else {
+            "destination"
+        };
+        let address = entry[format!("{side}_address")].as_str().unwrap_or_default();
+        let ip = address.parse::<SocketAddr>().ok().map(|a| a.ip());
+        let name = ip
+            .and_then(|ip| self.names.get(&ip).cloned())
+            .or(ip.map(|ip| ip.to_string()))
+            .unwrap_or_else(|| format!("identity {id}"));
+        json!({ "id": id, "name": name, "labels": entry[format!("{side}_labels")] })
     }
 
     /// The batch as one server-sent event, emptied; none when it holds nothing. The event's
@@ -424,34 +439,72 @@ impl Batch {
         if self.total == 0 && self.lost == 0 {
             return None;
         }
+        let nodes: Vec<Value> = std::mem::take(&mut self.nodes)
+            .into_iter()
+            .map(|(id, line)| self.node(id, &line))
+            .collect();
         let edges: Vec<Value> = self
             .edges
             .drain()
-            .map(|((from, to, verdict), (count, trace))| {
-                json!({ "from": from, "to": to, "verdict": verdict, "count": count, "trace": trace })
+            .map(|((from, to, verdict), (count, line))| {
+                let entry: Value = serde_json::from_slice(&line).unwrap_or_default();
+                json!({
+                    "from": from, "to": to, "verdict": verdict, "count": count,
+                    "trace": trace_question(&entry),
+                })
             })
+            .collect();
+        let flows: Vec<Value> = self
+            .flows
+            .drain(..)
+            .map(|(verdict, line)| flow_summary(verdict, &line))
             .collect();
         let data = json!({
             "total": std::mem::take(&mut self.total),
             "lost": std::mem::take(&mut self.lost),
-            "nodes": std::mem::take(&mut self.nodes).into_values().collect::<Vec<_>>(),
+            "nodes": nodes,
             "edges": edges,
-            "flows": self.flows.drain(..).collect::<Vec<_>>(),
+            "flows": flows,
         });
         Some(Bytes::from(format!("data: {data}\n\n")))
     }
 }
 
+/// A flow as the table shows it: time, identities, verdict, entry type, protocol, the request
+/// in a few words, the policy named.
+fn flow_summary(verdict: &str, line: &[u8]) -> Value {
+    let entry: Value = serde_json::from_slice(line).unwrap_or_default();
+    let proto = match entry["generic_l7"]["proto"].as_str() {
+        Some("") | None => "l4",
+        Some(proto) => proto,
+    };
+    let time = entry["timestamp"]
+        .as_u64()
+        .map(|nanos| format_time(nanos, true))
+        .unwrap_or_default();
+    json!({
+        "time": time,
+        "from": entry["source_security_id"],
+        "to": entry["destination_security_id"],
+        "verdict": verdict,
+        "type": entry["entry_type"],
+        "proto": proto,
+        "summary": entry["generic_l7"]["fields"].as_object().map(l7_summary).unwrap_or_default(),
+        "policy": entry["policy_name"],
+    })
+}
+
 /// The `policy trace` question that asks again about the request of `entry`: the same guarded
 /// endpoint, remote address, direction, port, listener and L7 fields.
-fn trace_question(entry: &Value, flow: &LoggedFlow<'_>, fields: Option<&Map<String, Value>>) -> Value {
-    let ingress = flow.direction() == axoneme_sdk::Direction::Ingress;
-    let remote = flow.address(ingress);
+fn trace_question(entry: &Value) -> Value {
+    let flow = LoggedFlow(entry);
+    let ingress = flow.direction() == Direction::Ingress;
     let port = entry["destination_address"]
         .as_str()
         .and_then(|a| a.parse::<SocketAddr>().ok())
         .map(|a| a.port());
-    let l7: Map<String, Value> = fields
+    let l7: Map<String, Value> = entry["generic_l7"]["fields"]
+        .as_object()
         .into_iter()
         .flatten()
         .filter(|(_, value)| value.is_string())
@@ -459,7 +512,7 @@ fn trace_question(entry: &Value, flow: &LoggedFlow<'_>, fields: Option<&Map<Stri
         .collect();
     json!({
         "endpoint": flow.endpoint(),
-        "address": remote,
+        "address": flow.address(ingress),
         "egress": !ingress,
         "port": port,
         "listener": entry["listener"],
@@ -501,10 +554,11 @@ mod tests {
             entry("127.0.0.22", 301, "Request", true, "set"),
             entry("127.0.0.22", 301, "Response", false, "set"),
         ];
+        let lines = lines.map(|line| Arc::<[u8]>::from(line.as_bytes()));
         for i in 0..10_000 {
-            batch.add(lines[i % 4].as_bytes());
+            batch.add(&lines[i % 4]);
         }
-        batch.add(b"{\"monitor_dropped\":3}\n");
+        batch.add(&Arc::from(&b"{\"monitor_dropped\":3}\n"[..]));
         let event = batch.take().unwrap();
         assert!(event.len() < 64 << 10, "{} bytes", event.len());
         let data = data(&event);
@@ -542,8 +596,9 @@ mod tests {
     #[test]
     fn an_edge_carries_the_trace_question_of_its_latest_request() {
         let mut batch = Batch::new(HashMap::new());
-        batch.add(entry("127.0.0.21", 300, "Request", false, "get").as_bytes());
-        batch.add(entry("127.0.0.21", 300, "Request", false, "gets").as_bytes());
+        for command in ["get", "gets"] {
+            batch.add(&Arc::from(entry("127.0.0.21", 300, "Request", false, command).as_bytes()));
+        }
         let data = data(&batch.take().unwrap());
         assert_eq!(
             data["edges"][0]["trace"],

@@ -174,7 +174,9 @@ function draw() {
   const rate = view.recent.reduce((sum, [, n]) => sum + n, 0) / 5;
   let stats = `${view.total} flows · ${Math.round(rate)}/s`;
   if (view.lost) stats += ` · ${view.lost} lost (the view fell behind)`;
-  document.getElementById("stats").textContent = stats;
+  const shown = document.getElementById("stats");
+  shown.textContent = stats;
+  shown.dataset.lost = String(view.lost);
 }
 
 function element(name, attributes = {}, parent = null) {
