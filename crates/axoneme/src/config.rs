@@ -851,7 +851,12 @@ listeners:
 
     #[test]
     fn the_flow_view_listens_on_loopback_only() {
-        let with = |listen: &str| Config::parse(&format!("{EXAMPLE}\nweb: {{listen: \"{listen}\"}}\n"), Path::new("."));
+        let with = |listen: &str| {
+            Config::parse(
+                &format!("{EXAMPLE}\nweb: {{listen: \"{listen}\"}}\n"),
+                Path::new("."),
+            )
+        };
         assert_eq!(
             with("127.0.0.1:9876").unwrap().web.unwrap().listen,
             "127.0.0.1:9876".parse().unwrap()

@@ -173,9 +173,7 @@ impl Events {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = tokio::time::timeout(left, self.lines.next_line())
                 .await
-                .unwrap_or_else(|_| {
-                    panic!("edges {:?} within 5 s, not {:?}", expected, self.edges)
-                })
+                .unwrap_or_else(|_| panic!("edges {:?} within 5 s, not {:?}", expected, self.edges))
                 .unwrap()
                 .expect("the stream goes on");
             let Some(data) = line.strip_prefix("data: ") else {
@@ -225,9 +223,17 @@ async fn on_the_api_port_the_view_needs_the_token_and_the_login_cookie_opens_the
     assert_eq!(page.status, 401);
     assert!(page.body.contains(r#"<form id="login">"#), "{}", page.body);
     for open in ["/ui/app.js", "/ui/style.css"] {
-        assert_eq!(http(view.api, "GET", open, "Host: x\r\n", "").await.status, 200, "{open}");
+        assert_eq!(
+            http(view.api, "GET", open, "Host: x\r\n", "").await.status,
+            200,
+            "{open}"
+        );
     }
-    for (method, path) in [("GET", "/ui/events"), ("POST", "/ui/trace"), ("GET", "/ui/policy/x")] {
+    for (method, path) in [
+        ("GET", "/ui/events"),
+        ("POST", "/ui/trace"),
+        ("GET", "/ui/policy/x"),
+    ] {
         let refused = http(view.api, method, path, "Host: x\r\n", "").await;
         assert_eq!(refused.status, 401, "{path}");
         assert_eq!(refused.json()["error"], "missing or wrong bearer token");
@@ -244,7 +250,10 @@ async fn on_the_api_port_the_view_needs_the_token_and_the_login_cookie_opens_the
         async move { http(view.api, "POST", "/ui/login", "Host: x\r\n", &body).await }
     };
     let wrong = login("view-s3creT").await;
-    assert_eq!((wrong.status, wrong.json()["error"].clone()), (401, json!("wrong token")));
+    assert_eq!(
+        (wrong.status, wrong.json()["error"].clone()),
+        (401, json!("wrong token"))
+    );
     assert!(wrong.header("set-cookie").is_none());
     let right = login(TOKEN).await;
     assert_eq!(right.status, 204);
@@ -252,14 +261,29 @@ async fn on_the_api_port_the_view_needs_the_token_and_the_login_cookie_opens_the
     let attributes: Vec<&str> = cookie.split("; ").skip(1).collect();
     assert_eq!(attributes, ["Path=/ui/", "HttpOnly", "SameSite=Strict"]);
     let pair = cookie.split(';').next().unwrap();
-    assert!(!pair.contains(TOKEN), "the cookie does not hold the token as typed");
+    assert!(
+        !pair.contains(TOKEN),
+        "the cookie does not hold the token as typed"
+    );
 
     let with_cookie = format!("Host: x\r\nCookie: theme=dark; {pair}\r\n");
-    assert_eq!(http(view.api, "GET", "/ui/", &with_cookie, "").await.status, 200);
-    let policy = http(view.api, "GET", &format!("/ui/policy/{POLICY}"), &with_cookie, "").await;
+    assert_eq!(
+        http(view.api, "GET", "/ui/", &with_cookie, "").await.status,
+        200
+    );
+    let policy = http(
+        view.api,
+        "GET",
+        &format!("/ui/policy/{POLICY}"),
+        &with_cookie,
+        "",
+    )
+    .await;
     assert_eq!(policy.json()["name"], POLICY);
     assert_eq!(
-        http(view.api, "GET", "/v1/status", &with_cookie, "").await.status,
+        http(view.api, "GET", "/v1/status", &with_cookie, "")
+            .await
+            .status,
         401,
         "the cookie opens the view's routes, not the API"
     );
@@ -275,9 +299,15 @@ async fn the_stream_counts_each_edge_as_the_access_log_does_filtered_by_the_agen
     let entries = view.traffic(3, 2).await;
     let expected = edges_of(&entries, |_| true);
     assert_eq!(expected.values().sum::<u64>(), entries.len() as u64);
-    assert_eq!(expected.len(), 2, "a forwarded and a denied edge: {expected:?}");
+    assert_eq!(
+        expected.len(),
+        2,
+        "a forwarded and a denied edge: {expected:?}"
+    );
     all.until(&expected).await;
-    denied.until(&edges_of(&entries, |verdict| verdict == "denied")).await;
+    denied
+        .until(&edges_of(&entries, |verdict| verdict == "denied"))
+        .await;
 
     // A late stream replays what it is asked to, then goes on live.
     let mut replayed = Events::open(view.api, "?last=1000&follow=true", &bearer()).await;
@@ -287,7 +317,14 @@ async fn the_stream_counts_each_edge_as_the_access_log_does_filtered_by_the_agen
 
     // The trace of each edge's latest request names the policy that decided, or those checked.
     for (key, question) in &replayed.traces {
-        let answer = http(view.api, "POST", "/ui/trace", &bearer(), &question.to_string()).await;
+        let answer = http(
+            view.api,
+            "POST",
+            "/ui/trace",
+            &bearer(),
+            &question.to_string(),
+        )
+        .await;
         let answer = answer.json();
         assert_eq!(answer["allowed"], key.2 == "forwarded", "{key:?}: {answer}");
         assert_eq!(answer["stage"], "l7");
@@ -302,12 +339,27 @@ async fn a_filter_the_agent_cannot_use_is_an_error_naming_it() {
     let view = View::start("web-filters").await;
     for (query, status, message) in [
         ("verdict=MAYBE", 400, r#"verdict: "MAYBE" is not one of"#),
-        ("protocol=gopher", 400, r#"protocol: "gopher" is not one of"#),
+        (
+            "protocol=gopher",
+            400,
+            r#"protocol: "gopher" is not one of"#,
+        ),
         ("from_identity=luke", 400, r#"from_identity: "luke""#),
         ("colour=red", 400, r#""colour" is not a monitor filter"#),
-        ("from_endpoint=leia", 404, r#"endpoint: "leia" is not a known endpoint"#),
+        (
+            "from_endpoint=leia",
+            404,
+            r#"endpoint: "leia" is not a known endpoint"#,
+        ),
     ] {
-        let answer = http(view.api, "GET", &format!("/ui/events?{query}"), &bearer(), "").await;
+        let answer = http(
+            view.api,
+            "GET",
+            &format!("/ui/events?{query}"),
+            &bearer(),
+            "",
+        )
+        .await;
         assert_eq!(answer.status, status, "{query}");
         let error = answer.json()["error"].as_str().unwrap().to_owned();
         assert!(error.starts_with(message), "{query}: {error}");

@@ -106,7 +106,10 @@ impl PortPolicy {
     /// that may allow it, or the one whose deny rule denies every request.
     pub fn policy_names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = Vec::new();
-        let all = self.denied_by.iter().chain(self.rules.iter().map(|r| &r.policy));
+        let all = self
+            .denied_by
+            .iter()
+            .chain(self.rules.iter().map(|r| &r.policy));
         for name in all.map(|name| &**name) {
             if !name.is_empty() && !names.contains(&name) {
                 names.push(name);

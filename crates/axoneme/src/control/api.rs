@@ -737,10 +737,7 @@ pub(crate) struct MonitorQuery {
 
 /// Reads `/v1/monitor`'s query (repeated keys allowed, see `openapi.json`); an unknown key,
 /// protocol, type, verdict or endpoint is an error that says which and lists the valid ones.
-pub(crate) fn monitor_query(
-    agent: &Agent,
-    pairs: Vec<(String, String)>,
-) -> Result<MonitorQuery> {
+pub(crate) fn monitor_query(agent: &Agent, pairs: Vec<(String, String)>) -> Result<MonitorQuery> {
     use crate::telemetry::flow_filter::{self as parse, NamedEndpoint};
     let mut query = MonitorQuery {
         filter: Filter::default(),

@@ -74,8 +74,14 @@ pub fn routes(agent: Arc<Agent>) -> Router {
         .route("/", get(|| async { Redirect::to("/ui/") }))
         .route("/ui", get(|| async { Redirect::to("/ui/") }))
         .route("/ui/", get(|| async { page(StatusCode::OK, INDEX_HTML) }))
-        .route("/ui/app.js", get(|| async { asset("text/javascript", APP_JS) }))
-        .route("/ui/style.css", get(|| async { asset("text/css", STYLE_CSS) }))
+        .route(
+            "/ui/app.js",
+            get(|| async { asset("text/javascript", APP_JS) }),
+        )
+        .route(
+            "/ui/style.css",
+            get(|| async { asset("text/css", STYLE_CSS) }),
+        )
         .route("/ui/events", get(events))
         .route("/ui/trace", post(api::trace))
         .route("/ui/policy/{name}", get(api::get_policy))
@@ -179,11 +185,17 @@ impl Credentials {
 
     fn login(&self, body: &[u8]) -> Result<Response, ApiError> {
         let given: Value = serde_json::from_slice(body).map_err(|e| {
-            ApiError::new(StatusCode::BAD_REQUEST, format!("login: {e}; send {{\"token\": \"...\"}}"))
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("login: {e}; send {{\"token\": \"...\"}}"),
+            )
         })?;
         let given = hex(given["token"].as_str().unwrap_or_default().as_bytes());
         if !same_secret(given.as_bytes(), &self.cookie) {
-            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "wrong token".into()));
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "wrong token".into(),
+            ));
         }
         let cookie = format!("{COOKIE}={given}; Path=/ui/; HttpOnly; SameSite=Strict");
         let cookie = HeaderValue::from_str(&cookie).expect("hex digits and ASCII");
@@ -247,7 +259,8 @@ fn loopback_host(host: &str) -> bool {
         },
         None => host.split_once(':').map_or(host, |(name, _port)| name),
     };
-    name.eq_ignore_ascii_case("localhost") || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    name.eq_ignore_ascii_case("localhost")
+        || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The live stream: `/v1/monitor`'s query (filters, `last`, `follow`) in, server-sent events
@@ -422,7 +435,9 @@ impl Batch {
         } else {
             "destination"
         };
-        let address = entry[format!("{side}_address")].as_str().unwrap_or_default();
+        let address = entry[format!("{side}_address")]
+            .as_str()
+            .unwrap_or_default();
         let ip = address.parse::<SocketAddr>().ok().map(|a| a.ip());
         let name = ip
             .and_then(|ip| self.names.get(&ip).cloned())
@@ -597,7 +612,9 @@ mod tests {
     fn an_edge_carries_the_trace_question_of_its_latest_request() {
         let mut batch = Batch::new(HashMap::new());
         for command in ["get", "gets"] {
-            batch.add(&Arc::from(entry("127.0.0.21", 300, "Request", false, command).as_bytes()));
+            batch.add(&Arc::from(
+                entry("127.0.0.21", 300, "Request", false, command).as_bytes(),
+            ));
         }
         let data = data(&batch.take().unwrap());
         assert_eq!(
@@ -611,10 +628,26 @@ mod tests {
 
     #[test]
     fn only_loopback_hosts_are_served_without_a_token() {
-        for host in ["localhost", "localhost:9876", "127.0.0.1:9876", "127.1.2.3", "[::1]:80", "[::1]", "LOCALHOST"] {
+        for host in [
+            "localhost",
+            "localhost:9876",
+            "127.0.0.1:9876",
+            "127.1.2.3",
+            "[::1]:80",
+            "[::1]",
+            "LOCALHOST",
+        ] {
             assert!(loopback_host(host), "{host}");
         }
-        for host in ["evil.example", "evil.example:9876", "10.0.0.1:9876", "127.0.0.1.evil.example", "[::1]x", "::1", ""] {
+        for host in [
+            "evil.example",
+            "evil.example:9876",
+            "10.0.0.1:9876",
+            "127.0.0.1.evil.example",
+            "[::1]x",
+            "::1",
+            "",
+        ] {
             assert!(!loopback_host(host), "{host}");
         }
     }
