@@ -21,6 +21,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axoneme_sdk::{Direction, EntryType};
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Query, Request, State as Shared};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -34,8 +35,6 @@ use tokio::net::TcpListener;
 
 use crate::control::api::{self, same_secret, ApiError};
 use crate::control::observe::{format_time, l7_summary};
-use axoneme_sdk::{Direction, EntryType};
-
 use crate::telemetry::flow_filter::{Flow, FlowVerdict, LoggedFlow};
 use crate::telemetry::monitor::{Next as Watched, Watch};
 use crate::Agent;
