@@ -148,3 +148,30 @@ impl RequestPolicy for PortPolicy {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(policy: &str) -> RequestRule {
+        RequestRule {
+            policy: Arc::from(policy),
+            rules: None,
+        }
+    }
+
+    #[test]
+    fn the_policies_checked_are_named_once_each_in_order_and_never_empty() {
+        let allowing = PortPolicy::allowing(
+            None,
+            vec![rule("fleet"), rule(""), rule("jedi"), rule("fleet")],
+        );
+        assert_eq!(allowing.policy_names(), ["fleet", "jedi"]);
+        assert_eq!(
+            PortPolicy::deny_all(Some("memcache"), "lockdown").policy_names(),
+            ["lockdown"]
+        );
+        assert!(PortPolicy::deny_all(None, "").policy_names().is_empty());
+        assert!(PortPolicy::allow_all(None).policy_names().is_empty());
+    }
+}
