@@ -1,6 +1,7 @@
 """The flow view in headless Chromium, against a real agent in front of a real memcached with the
 example's Rebels policy: maintenance writes and reads the fleet's keys (forwarded), monitoring
-tries a write (denied at L7), a stranger connects (refused at L3/L4).
+tries a write (denied at L7), a stranger connects (refused at L3/L4), and once memcached's
+endpoint is put in audit mode through the API, monitoring's write goes through (audit).
 
 What the page shows is checked against the access log, read here: the edges and their request
 counts per (source identity, destination identity, verdict), the verdict colours (the values
@@ -164,8 +165,28 @@ def test_the_map_shows_each_edge_with_its_verdict_count_rule_and_filters(agent, 
     refused = select_edge(browser, stranger, memcached, "denied")
     assert refused["decision"] == "DENIED at L3/L4", refused
 
+    # With memcached's endpoint in audit mode (through the API, with the token), monitoring's
+    # write goes through, logged as Audit: an edge of its own.
+    put_endpoint = urllib.request.Request(
+        agent.api_url + "/v1/endpoint/memcached", method="PUT",
+        data=json.dumps({"ips": ["127.0.0.1"], "labels": {"app": "memcached"},
+                         "policyAuditMode": True}).encode(),
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+    urllib.request.urlopen(put_endpoint, timeout=DEADLINE).close()
+    audited = text_client(agent, MONITORING)
+    assert audited.set("alliance/fleet/xwing", b"audited")
+    audited.close()
+    entries = agent.entries(len(entries) + 1)
+    assert (monitoring, memcached, "audit") in expected_edges(entries)
+    wait_for_edges(browser, expected_edges(entries))
+    line = edge(browser, monitoring, memcached, "audit").find_element(By.CSS_SELECTOR, ".line")
+    assert line.value_of_css_property("stroke") == COLOURS["audit"]
+    # The decision shown is the one the policy makes now.
+    audit = select_edge(browser, monitoring, memcached, "audit")
+    assert audit["decision"] == "AUDIT at L7", audit
+    assert audit["reason"].startswith("audit mode: no memcache rule"), audit
+
     if os.environ.get("FLOW_VIEW_SCREENSHOT"):
-        select_edge(browser, monitoring, memcached, "denied")
         browser.find_element(By.TAG_NAME, "main").screenshot(os.environ["FLOW_VIEW_SCREENSHOT"])
 
     # A filter narrows the map and the table to denied flows.

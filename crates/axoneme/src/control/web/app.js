@@ -325,7 +325,7 @@ async function select(key) {
   fact("edge", `${nodeName(edge.from)} → ${nodeName(edge.to)}`);
   fact("requests", `${edge.count} ${edge.verdict}`);
   const l7 = Object.entries(edge.trace.l7 || {}).map(([k, v]) => `${k}=${v}`).join(" ");
-  fact("traced", `${edge.trace.egress ? "egress" : "ingress"} to ${edge.trace.endpoint} port ${edge.trace.port}${l7 ? ": " + l7 : ""}`);
+  fact("traced now", `${edge.trace.egress ? "egress" : "ingress"} to ${edge.trace.endpoint} port ${edge.trace.port}${l7 ? ": " + l7 : ""}`);
   fact("policy", trace.policy_name || "none");
   const checked = trace.checked_policies || [];
   if (checked.length) fact("checked against", checked.join(", "));
