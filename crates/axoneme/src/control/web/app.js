@@ -25,6 +25,8 @@ const view = {
   lost: 0,
   recent: [],
   source: null,
+  /** Counts connects, so that only the latest opens a stream. */
+  generation: 0,
   selected: null,
   drawing: false,
 };
@@ -84,6 +86,8 @@ function filters(form) {
 }
 
 async function connect(params) {
+  // A later connect (the filter applied again) makes this one give up.
+  const generation = ++view.generation;
   if (view.source) view.source.close();
   view.source = null;
   reset();
@@ -95,6 +99,7 @@ async function connect(params) {
   const check = new AbortController();
   try {
     const answer = await fetch(url, { signal: check.signal });
+    if (generation !== view.generation) return;
     if (!answer.ok) {
       const body = await answer.json().catch(() => ({ error: answer.statusText }));
       showError(body.error);
@@ -102,7 +107,7 @@ async function connect(params) {
       return;
     }
   } catch (error) {
-    showError(`the agent cannot be reached: ${error}`);
+    if (generation === view.generation) showError(`the agent cannot be reached: ${error}`);
     return;
   } finally {
     check.abort();
