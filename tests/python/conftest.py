@@ -181,11 +181,13 @@ spec:
 """
 
 
-def write_config(workdir: Path, memcached_port: int, policy: str, extra_config: str = "") -> Path:
+def write_config(workdir: Path, memcached_port: int, policy: str, extra_config: str = "",
+                 extra_api: str = "") -> Path:
     """Writes the proxy's configuration and `policy` into `workdir`; returns the config's path.
 
     Listener `memcached` guards the memcached endpoint; listener `unguarded` guards an endpoint
-    that no policy selects, so its traffic is forwarded unparsed.
+    that no policy selects, so its traffic is forwarded unparsed. `extra_api` adds settings to
+    the `api` section (e.g. `listen: ..., token: ...`).
     """
     (workdir / "policy.yaml").write_text(policy)
     upstream = f"127.0.0.1:{memcached_port}"
@@ -194,7 +196,7 @@ def write_config(workdir: Path, memcached_port: int, policy: str, extra_config: 
     # for the connections a test left open.
     config.write_text(f"""\
 accessLog: {{path: "{workdir / 'access.log'}"}}
-api: {{socket: "{workdir / 'api.sock'}"}}
+api: {{socket: "{workdir / 'api.sock'}"{", " + extra_api if extra_api else ""}}}
 drainTimeout: 0
 endpoints:
   - {{name: memcached, ips: ["127.0.0.1"], labels: {{app: memcached}}}}
@@ -221,10 +223,10 @@ class Proxy:
     """An `axoneme run` process in front of `memcached`, by default with the example's policy."""
 
     def __init__(self, workdir: Path, memcached: Memcached, extra_config: str = "",
-                 policy: str | None = None):
+                 policy: str | None = None, extra_api: str = ""):
         self.access_log = workdir / "access.log"
         config = write_config(workdir, memcached.port,
-                              policy or example_policy(memcached.port), extra_config)
+                              policy or example_policy(memcached.port), extra_config, extra_api)
         self.agent = Agent(axoneme_bin(), config, workdir / "axoneme.log",
                            ["memcached", "unguarded"])
         self.addr = self.agent.addresses["memcached"]

@@ -51,6 +51,9 @@ pub struct Config {
     /// The Prometheus metrics listener.
     #[serde(default)]
     pub metrics: Option<MetricsConfig>,
+    /// The flow view in the browser on a loopback port of its own, without a token.
+    #[serde(default)]
+    pub web: Option<WebConfig>,
     /// Transparent redirection.
     #[serde(default)]
     pub redirect: RedirectConfig,
@@ -226,6 +229,14 @@ impl Default for ApiConfig {
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
     /// The TCP address serving `/metrics`.
+    pub listen: SocketAddr,
+}
+
+/// Where the flow view is served without a token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebConfig {
+    /// A loopback TCP address (it needs no token, so nothing beyond this machine may reach it).
     pub listen: SocketAddr,
 }
 
@@ -679,6 +690,16 @@ impl Config {
         {
             return Err("api.listen: a TCP API needs api.token".into());
         }
+        if let Some(web) = &config.web {
+            if !web.listen.ip().is_loopback() {
+                return Err(format!(
+                    "web.listen: {} is not a loopback address; the flow view there needs no \
+                     token, so it listens on loopback only (behind api.token, it is served on \
+                     api.listen too)",
+                    web.listen
+                ));
+            }
+        }
         if let Some(cluster) = &config.cluster {
             cluster.validate().map_err(|e| e.to_string())?;
         }
@@ -826,6 +847,26 @@ listeners:
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn the_flow_view_listens_on_loopback_only() {
+        let with = |listen: &str| {
+            Config::parse(
+                &format!("{EXAMPLE}\nweb: {{listen: \"{listen}\"}}\n"),
+                Path::new("."),
+            )
+        };
+        assert_eq!(
+            with("127.0.0.1:9876").unwrap().web.unwrap().listen,
+            "127.0.0.1:9876".parse().unwrap()
+        );
+        assert!(with("[::1]:9876").is_ok());
+        let err = with("0.0.0.0:9876").unwrap_err();
+        assert!(
+            err.starts_with("web.listen: 0.0.0.0:9876 is not a loopback address"),
+            "{err}"
+        );
     }
 
     #[test]

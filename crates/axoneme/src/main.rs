@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use axoneme::config::Config;
 use axoneme::control::cli::{self, ApiArgs, ClientCommand};
-use axoneme::control::{api, watch};
+use axoneme::control::{api, watch, web};
 use axoneme::{builtin_protocols, Agent};
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum};
 use tokio::signal::unix::{signal, SignalKind};
@@ -157,6 +157,12 @@ fn run(config_path: PathBuf, log_format: LogFormat) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("metrics.listen: cannot listen on {}", metrics.listen))?;
             tasks.spawn(api::serve_metrics(Arc::clone(&agent), listener));
+        }
+        if let Some(web) = &config.web {
+            let listener = tokio::net::TcpListener::bind(web.listen)
+                .await
+                .with_context(|| format!("web.listen: cannot listen on {}", web.listen))?;
+            tasks.spawn(web::serve_local(Arc::clone(&agent), listener));
         }
         let watcher = tokio::spawn(watch::watch_files(Arc::clone(&agent), config_path.clone(), config.clone()));
         let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;

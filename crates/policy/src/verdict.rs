@@ -64,18 +64,6 @@ impl PortPolicy {
         )
     }
 
-    /// The names its verdicts can carry: the policies that may allow a request, the one that
-    /// denies every request, and the empty name of a denial because nothing allows.
-    pub fn policy_names(&self) -> impl Iterator<Item = &str> {
-        let mut names: Vec<&str> = std::iter::once("")
-            .chain(self.denied_by.as_deref())
-            .chain(self.rules.iter().map(|rule| &*rule.policy))
-            .collect();
-        names.sort_unstable();
-        names.dedup();
-        names.into_iter()
-    }
-
     /// A policy under which every request is denied in the name of `policy_name` (empty for a
     /// denial because nothing allows).
     pub fn deny_all(proto: Option<&str>, policy_name: &str) -> PortPolicy {
@@ -113,6 +101,22 @@ impl PortPolicy {
     pub fn proto(&self) -> Option<&str> {
         self.proto.as_deref()
     }
+
+    /// The policies whose rules a request is checked against, each once, in order: those
+    /// that may allow it, or the one whose deny rule denies every request.
+    pub fn policy_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = Vec::new();
+        let all = self
+            .denied_by
+            .iter()
+            .chain(self.rules.iter().map(|r| &r.policy));
+        for name in all.map(|name| &**name) {
+            if !name.is_empty() && !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        names
+    }
 }
 
 impl RequestPolicy for PortPolicy {
@@ -142,5 +146,32 @@ impl RequestPolicy for PortPolicy {
             policy_name: "",
             audited: self.audited,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(policy: &str) -> RequestRule {
+        RequestRule {
+            policy: Arc::from(policy),
+            rules: None,
+        }
+    }
+
+    #[test]
+    fn the_policies_checked_are_named_once_each_in_order_and_never_empty() {
+        let allowing = PortPolicy::allowing(
+            None,
+            vec![rule("fleet"), rule(""), rule("jedi"), rule("fleet")],
+        );
+        assert_eq!(allowing.policy_names(), ["fleet", "jedi"]);
+        assert_eq!(
+            PortPolicy::deny_all(Some("memcache"), "lockdown").policy_names(),
+            ["lockdown"]
+        );
+        assert!(PortPolicy::deny_all(None, "").policy_names().is_empty());
+        assert!(PortPolicy::allow_all(None).policy_names().is_empty());
     }
 }

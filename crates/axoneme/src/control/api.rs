@@ -34,6 +34,7 @@ use tokio::net::{TcpListener, UnixListener};
 use crate::config::{direction_name, ListenerConfig};
 use crate::control::cluster::{ClusterStatus, PolicyWriteError};
 use crate::control::state::{PolicyText, State, StateError};
+use crate::control::web::{self, Admission, Credentials};
 use crate::proxy::connection::{Ends, Guards, Route};
 use crate::proxy::decision::{decide, Outcome};
 use crate::proxy::sockets::UpstreamOptions;
@@ -49,6 +50,13 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 /// An error answer: a status and a message naming the problem.
 #[derive(Debug)]
 pub struct ApiError(StatusCode, String);
+
+impl ApiError {
+    /// An answer with `status` and `message`.
+    pub(crate) fn new(status: StatusCode, message: String) -> ApiError {
+        ApiError(status, message)
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -264,7 +272,7 @@ fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
 /// Whether `given` is `expected`, in a time that depends on their lengths only: every byte of
 /// `expected` is compared whatever differs first, and a length difference is folded into the
 /// same result, so that timing tells nothing about how much of a guess was right.
-fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+pub(crate) fn same_secret(given: &[u8], expected: &[u8]) -> bool {
     let mut difference = given.len() ^ expected.len();
     for (index, byte) in expected.iter().enumerate() {
         let other = given.get(index).copied().unwrap_or(0);
@@ -273,23 +281,32 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
     std::hint::black_box(difference) == 0
 }
 
-/// Serves the API on TCP; every request must carry `Authorization: Bearer <token>`.
+/// Serves the API and the flow view on TCP; every request must carry `Authorization: Bearer
+/// <token>`, but for the flow view's login and assets and, on its own routes, the cookie its
+/// login sets (see [`web`]).
 pub async fn serve_tcp(
     agent: Arc<Agent>,
     listener: TcpListener,
     token: String,
 ) -> anyhow::Result<()> {
-    let expected = Arc::new(format!("Bearer {token}"));
+    let credentials = Arc::new(Credentials::new(&token));
     let server = Arc::clone(&agent);
     let shared = Arc::clone(&agent.shared);
-    let app = router(agent).layer(middleware::from_fn(move |request: Request, next: Next| {
-        let (expected, shared) = (Arc::clone(&expected), Arc::clone(&shared));
-        async move {
-            let given = request
-                .headers()
-                .get(header::AUTHORIZATION)
-                .map_or(&b""[..], HeaderValue::as_bytes);
-            if !same_secret(given, expected.as_bytes()) {
+    let app = router(Arc::clone(&agent))
+        .merge(web::routes(agent))
+        .merge(Arc::clone(&credentials).login_route())
+        .layer(middleware::from_fn(move |request: Request, next: Next| {
+            let (credentials, shared) = (Arc::clone(&credentials), Arc::clone(&shared));
+            async move {
+                let refusal = match credentials.admit(&request) {
+                    Admission::Pass => return next.run(request).await,
+                    Admission::LoginForm => web::login_form(),
+                    Admission::Refuse => ApiError(
+                        StatusCode::UNAUTHORIZED,
+                        "missing or wrong bearer token".into(),
+                    )
+                    .into_response(),
+                };
                 shared
                     .metrics
                     .api_unauthorized
@@ -301,15 +318,9 @@ pub async fn serve_tcp(
                     path = request.uri().path(),
                     "API request refused: missing or wrong bearer token"
                 );
-                return ApiError(
-                    StatusCode::UNAUTHORIZED,
-                    "missing or wrong bearer token".into(),
-                )
-                .into_response();
+                refusal
             }
-            next.run(request).await
-        }
-    }));
+        }));
     tracing::info!(address = %listener.local_addr()?, "API listening on TCP");
     crate::control::http_server::serve(listener, app, &server).await;
     Ok(())
@@ -454,7 +465,7 @@ async fn list_policies(Shared(agent): Shared<Arc<Agent>>) -> Json<Value> {
     Json(json!({ "revision": agent.state().revision(), "policies": policies }))
 }
 
-async fn get_policy(
+pub(crate) async fn get_policy(
     Shared(agent): Shared<Arc<Agent>>,
     UrlPath(name): UrlPath<String>,
 ) -> Result<Json<Value>> {
@@ -767,7 +778,7 @@ async fn reopen_access_log(Shared(agent): Shared<Arc<Agent>>) -> Result<Json<Val
 
 /// Reads `/v1/monitor`'s query (repeated keys allowed, see `openapi.json`); an unknown key,
 /// protocol, type, verdict or endpoint is an error that says which and lists the valid ones.
-fn monitor_query(agent: &Agent, pairs: Vec<(String, String)>) -> Result<WatchQuery> {
+pub(crate) fn monitor_query(agent: &Agent, pairs: Vec<(String, String)>) -> Result<WatchQuery> {
     let endpoints = agent.state().endpoints();
     let protocols = agent.state().registry().names();
     let context = QueryContext {
@@ -780,13 +791,13 @@ fn monitor_query(agent: &Agent, pairs: Vec<(String, String)>) -> Result<WatchQue
     })
 }
 
-async fn monitor(
-    Shared(agent): Shared<Arc<Agent>>,
-    Query(pairs): Query<Vec<(String, String)>>,
-) -> Result<Response> {
-    let query = monitor_query(&agent, pairs)?;
+/// The recent entries `query` asks for, and a watch of later ones when it follows.
+pub(crate) async fn replay(
+    agent: Arc<Agent>,
+    query: WatchQuery,
+) -> Result<(Vec<Arc<[u8]>>, Option<monitor::Watch>)> {
     // The replay waits for the access log's writer to hand over the latest entries.
-    let (replayed, watch) = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         agent
             .monitor()
             .replay(query.filter, query.last.unwrap_or(0), query.follow)
@@ -797,7 +808,15 @@ async fn monitor(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("replaying recent entries failed: {error}"),
         )
-    })?;
+    })
+}
+
+async fn monitor(
+    Shared(agent): Shared<Arc<Agent>>,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Response> {
+    let query = monitor_query(&agent, pairs)?;
+    let (replayed, watch) = replay(agent, query).await?;
     let replayed = stream::iter(
         replayed
             .into_iter()
@@ -846,7 +865,7 @@ struct TraceRequest {
     listener: Option<String>,
 }
 
-async fn trace(Shared(agent): Shared<Arc<Agent>>, body: Bytes) -> Result<Json<Value>> {
+pub(crate) async fn trace(Shared(agent): Shared<Arc<Agent>>, body: Bytes) -> Result<Json<Value>> {
     let request: TraceRequest =
         serde_json::from_slice(&body).map_err(|e| bad_request(format!("trace: {e}")))?;
     let state = agent.state();
@@ -913,12 +932,15 @@ async fn trace(Shared(agent): Shared<Arc<Agent>>, body: Bytes) -> Result<Json<Va
         },
     };
     let remote_identity = snapshot.identity_of(remote).clone();
-    let answer = |allowed: bool, stage: &str, policy: &str, reason: String| {
+    // The policies whose L7 rules the request was checked against, at the L7 stage.
+    let mut checked: Vec<String> = Vec::new();
+    let answer = |allowed: bool, stage: &str, policy: &str, reason: String, checked: &[String]| {
         Json(json!({
             "allowed": allowed,
             "stage": stage,
             "policy_name": policy,
             "reason": reason,
+            "checked_policies": checked,
             "remote_identity": remote_identity.id,
             "remote_labels": remote_identity.labels.to_vec(),
         }))
@@ -929,7 +951,7 @@ async fn trace(Shared(agent): Shared<Arc<Agent>>, body: Bytes) -> Result<Json<Va
             policy_name,
             reason,
             ..
-        } => return Ok(answer(false, "l3l4", &policy_name, reason)),
+        } => return Ok(answer(false, "l3l4", &policy_name, reason, &[])),
         Outcome::Forward => {
             let own = decision
                 .ends
@@ -941,12 +963,14 @@ async fn trace(Shared(agent): Shared<Arc<Agent>>, body: Bytes) -> Result<Json<Va
                     "l3l4",
                     policy_name,
                     "allowed at L3/L4; the port has no L7 rules".into(),
+                    &[],
                 ),
                 _ => answer(
                     true,
                     "l3l4",
                     "",
                     "no policy selects the endpoint in this direction".into(),
+                    &[],
                 ),
             });
         }
@@ -964,6 +988,11 @@ async fn trace(Shared(agent): Shared<Arc<Agent>>, body: Bytes) -> Result<Json<Va
         else {
             continue;
         };
+        for name in port_policy.policy_names() {
+            if !checked.iter().any(|known| known == name) {
+                checked.push(name.to_owned());
+            }
+        }
         let mut failure = None;
         let verdict = port_policy.check(&mut |rules| match protocol.trace(rules, &request.l7) {
             Ok(matched) => matched,
@@ -983,9 +1012,9 @@ async fn trace(Shared(agent): Shared<Arc<Agent>>, body: Bytes) -> Result<Json<Va
             );
             if verdict.audited {
                 let reason = format!("audit mode: {reason}; it is forwarded and logged as Audit");
-                return Ok(answer(true, "l7", verdict.policy_name, reason));
+                return Ok(answer(true, "l7", verdict.policy_name, reason, &checked));
             }
-            return Ok(answer(false, "l7", "", reason));
+            return Ok(answer(false, "l7", "", reason, &checked));
         }
         allowed_by = verdict.policy_name;
     }
@@ -994,6 +1023,7 @@ async fn trace(Shared(agent): Shared<Arc<Agent>>, body: Bytes) -> Result<Json<Va
         "l7",
         allowed_by,
         format!("{proto} request allowed"),
+        &checked,
     ))
 }
 

@@ -1,7 +1,7 @@
 //! The control plane of the agent: the [`agent::Agent`] that `axoneme run` starts (listeners,
 //! the access log, metrics, the redirector), its policy state ([`state`]), the REST API that
 //! changes and shows it ([`api`]), the command line's client side ([`cli`], with [`observe`]), the watch of its
-//! files ([`watch`]) and, in cluster mode, the policies, endpoints and identity numbers shared
+//! files ([`watch`]), the flow view in the browser ([`web`]) and, in cluster mode, the policies, endpoints and identity numbers shared
 //! through the kvstore ([`cluster`]).
 //!
 //! Changes reach traffic only as a new policy snapshot swapped in by the state, or as listeners
@@ -17,3 +17,4 @@ mod http_server;
 pub mod observe;
 pub mod state;
 pub mod watch;
+pub mod web;

@@ -83,7 +83,7 @@ async fn reload_config(agent: &Agent, path: &Path) -> anyhow::Result<Config> {
     agent.reconcile_listeners(&config.listeners).await?;
     tracing::info!(
         revision,
-        "configuration reloaded (access log, API, metrics, limits, timeouts and cluster need a restart)"
+        "configuration reloaded (access log, API, metrics, web, limits, timeouts and cluster need a restart)"
     );
     Ok(config)
 }

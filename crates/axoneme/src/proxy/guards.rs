@@ -160,7 +160,8 @@ impl<'s> End<'s> {
             self.by_policy = metrics.by_policy.resolve(
                 &self.meta.endpoint,
                 self.meta.direction,
-                self.policy.policy_names(),
+                // The empty name is that of a denial because nothing allows.
+                std::iter::once("").chain(self.policy.policy_names()),
             );
         }
     }
