@@ -343,7 +343,11 @@ fn endpoint_names(agent: &Agent) -> HashMap<IpAddr, String> {
     let mut names = HashMap::new();
     // Other nodes' endpoints (cluster mode) are named `<node>/<name>`.
     let state = agent.state();
-    for endpoint in state.remote_endpoints().into_iter().chain(state.endpoints()) {
+    for endpoint in state
+        .remote_endpoints()
+        .into_iter()
+        .chain(state.endpoints())
+    {
         for ip in &endpoint.ips {
             names.insert(*ip, endpoint.name.clone());
         }
