@@ -10,21 +10,23 @@
 //! requests owed, except the answers to allowed Metadata requests (v10+, up to 1 MiB), which
 //! are held whole and read for their topic ids before they pass, and the answers to the
 //! Fetch requests a fetch session awaits, of which the top-level error and session id are
-//! read (never the records). A denied Metadata request
-//! is narrowed to the topics the rules allow (from v1, to none when it names no allowed topic
-//! and the rules allow asking about none), as Kafka's authorizer answers per topic, so that
-//! clients asking about all their topics at once keep learning the allowed ones; the broker's
-//! response to it (held whole, up to 1 MiB, or the connection closes) goes to the client with
-//! an entry failing each topic left out with TOPIC_AUTHORIZATION_FAILED, and the broker's own
-//! brokers, cluster id and controller, which clients need to go on; and a Metadata request that would have the broker create topics the rules do not let
-//! it create (`createtopics`) goes on with auto-creation turned off (v4+), or is denied (v0 to
-//! v3, which have no flag). A request that cannot be read, a denied one whose response this
+//! read (never the records). A denied Metadata request is narrowed to the topics the rules
+//! allow (from v1, to none when it names no allowed topic and the rules allow asking about
+//! none), as Kafka's authorizer answers per topic, so that clients asking about all their
+//! topics at once keep learning the allowed ones; the broker's response to it (held whole, up
+//! to 1 MiB, or the connection closes) goes to the client with an entry failing each topic
+//! left out with TOPIC_AUTHORIZATION_FAILED, every topic entry in the order the client's
+//! request named its topic, and the broker's own brokers, cluster id and controller, which
+//! clients need to go on; and a Metadata request that would have the broker create topics
+//! the rules do not let it create (`createtopics`) goes on with auto-creation turned off
+//! (v4+), or is denied (v0 to v3, which have no flag). A request that cannot be read, a denied one whose response this
 //! crate cannot compose, or anything after an allowed version 0 SaslHandshake (raw SASL tokens,
 //! which the broker does not read as requests), closes the connection.
 //! Log fields and denials are written into buffers the parser keeps, so a warm parser does
 //! not allocate per request.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::Arc;
 
 use axoneme_sdk::{Context, EntryType, ErrorCode, Field, Flow, Input, Op, ParseError, Parser};
@@ -38,7 +40,7 @@ use crate::pending::{DenyAction, Pending, PendingError, ResponseAction};
 use crate::rules::RuleSet;
 use crate::topic_ids::{Known, TopicIds, FIRST_VERSION_WITH_IDS};
 use crate::topics::{TopicRef, TOPIC_AUTHORIZATION_FAILED};
-use crate::wire::{Reader, WireError, Writer};
+use crate::wire::{Reader, Uuid, WireError, Writer};
 
 /// How many more bytes a request whose header has not arrived whole waits for at a time.
 const HEADER_STEP: usize = 256;
@@ -78,8 +80,8 @@ pub struct KafkaParser {
     raw_tokens: bool,
     /// The fetch sessions this connection created.
     sessions: FetchSessions,
-    /// The topics left out of each narrowed Metadata request whose response is owed, in
-    /// response order.
+    /// The topics, kept and left out, of each narrowed Metadata request whose response is
+    /// owed, in response order.
     left_out: VecDeque<LeftOut>,
     /// A narrowed Metadata request's response with the topics left out added, being injected.
     rewritten: Vec<u8>,
@@ -87,14 +89,38 @@ pub struct KafkaParser {
     rewritten_sent: usize,
 }
 
-/// The topics a narrowed Metadata request left out, as entries of its response failing each
-/// with TOPIC_AUTHORIZATION_FAILED.
-#[derive(Debug)]
+/// The topics a Metadata request named, in its order, when it was narrowed: those it kept, to
+/// be answered by the broker, and those it left out, to be failed with
+/// TOPIC_AUTHORIZATION_FAILED.
+#[derive(Debug, Default)]
 struct LeftOut {
-    /// How many entries.
-    count: usize,
-    /// The entries, in the response's encoding.
-    entries: Vec<u8>,
+    /// The names of the kept topics and the entries failing those left out, in the
+    /// response's encoding, one after another.
+    bytes: Vec<u8>,
+    /// The topics, in the request's order.
+    order: Vec<Slot>,
+}
+
+/// A topic of a narrowed Metadata request, by the bytes of [`LeftOut::bytes`] it owns.
+#[derive(Debug)]
+enum Slot {
+    /// Kept, named by the name at this range.
+    KeptName(Range<usize>),
+    /// Kept, named by this id.
+    KeptId(Uuid),
+    /// Left out, failed by the entry at this range.
+    Failed(Range<usize>),
+}
+
+impl LeftOut {
+    /// The topics as [`metadata::add_topics`] places them.
+    fn placed(&self) -> impl Iterator<Item = metadata::Placed<'_>> + Clone {
+        self.order.iter().map(|slot| match slot {
+            Slot::KeptName(at) => metadata::Placed::Kept(TopicRef::Name(&self.bytes[at.clone()])),
+            Slot::KeptId(id) => metadata::Placed::Kept(TopicRef::Id(*id)),
+            Slot::Failed(at) => metadata::Placed::Failed(&self.bytes[at.clone()]),
+        })
+    }
 }
 
 /// What [`KafkaParser::decide`] made of a request.
@@ -414,8 +440,8 @@ impl KafkaParser {
     /// authorizer asks Create of each topic it would create). Composes that request (to be
     /// injected toward the broker in place of the original), and logs a `Request` entry for
     /// the kept topics, if any, and, when some are left out, a `Denied` one for those, whose
-    /// entries failing them with TOPIC_AUTHORIZATION_FAILED are queued to be added to the
-    /// broker's response (so the client hears of every topic it asked about, with the broker's
+    /// entries failing them with TOPIC_AUTHORIZATION_FAILED are queued to be placed among the
+    /// broker's entries in the order of the request (so the client hears of every topic it asked about, with the broker's
     /// brokers, cluster id and controller). Topics that do not exist are not created but
     /// reported unknown. `Some(true)` when topics were left out, `Some(false)` when only
     /// auto-creation was turned off; `None` when the request cannot be narrowed: no topic is
@@ -483,19 +509,29 @@ impl KafkaParser {
             EntryType::Denied,
             verdict.policy_name,
         );
-        let mut left_out = LeftOut {
-            count: 0,
-            entries: Vec::new(),
-        };
-        let mut w = Writer::new(&mut left_out.entries, header.is_flexible());
-        for topic in request.topics().filter(|topic| !allows(*topic)) {
-            metadata::write_failed_topic(
-                topic,
-                header.api_version,
-                TOPIC_AUTHORIZATION_FAILED,
-                &mut w,
-            );
-            left_out.count += 1;
+        let mut left_out = LeftOut::default();
+        for topic in request.topics() {
+            let start = left_out.bytes.len();
+            let slot = match (allows(topic), topic) {
+                (true, TopicRef::Id(id)) => Slot::KeptId(id),
+                (true, TopicRef::Name(name)) => {
+                    left_out.bytes.extend_from_slice(name);
+                    Slot::KeptName(start..left_out.bytes.len())
+                }
+                // A Metadata request names no such topic; the broker answers for none.
+                (true, TopicRef::Any) => continue,
+                (false, _) => {
+                    let mut w = Writer::new(&mut left_out.bytes, header.is_flexible());
+                    metadata::write_failed_topic(
+                        topic,
+                        header.api_version,
+                        TOPIC_AUTHORIZATION_FAILED,
+                        &mut w,
+                    );
+                    Slot::Failed(start..left_out.bytes.len())
+                }
+            };
+            left_out.order.push(slot);
         }
         self.left_out.push_back(left_out);
         Some(true)
@@ -592,13 +628,7 @@ impl KafkaParser {
                 }
                 self.rewritten.clear();
                 self.rewritten_sent = 0;
-                metadata::add_topics(
-                    message,
-                    version,
-                    &left_out.entries,
-                    left_out.count,
-                    &mut self.rewritten,
-                )
+                metadata::add_topics(message, version, left_out.placed(), &mut self.rewritten)
                 .is_ok()
             }
             None => false,

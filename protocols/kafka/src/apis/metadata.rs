@@ -199,13 +199,36 @@ struct TopicsSpan {
     entries_at: usize,
     /// Offset of the first byte after its last entry.
     end: usize,
-    /// Its entries.
-    count: usize,
+}
+
+/// One topic entry of a Metadata response: where it lies and the topic it answers for.
+#[derive(Debug, Clone, Copy)]
+struct BrokerEntry<'a> {
+    start: usize,
+    end: usize,
+    name: Option<&'a [u8]>,
+    /// Zero before v10.
+    id: [u8; 16],
+}
+
+impl BrokerEntry<'_> {
+    /// Whether the entry answers for `topic` as a request named it.
+    fn answers(&self, topic: TopicRef<'_>) -> bool {
+        match topic {
+            TopicRef::Name(name) => self.name == Some(name),
+            TopicRef::Id(id) => id != [0; 16] && self.id == id,
+            TopicRef::Any => false,
+        }
+    }
 }
 
 /// Finds the topics array of `response`, a Metadata response of `version` (a whole frame
-/// without its 4-byte length, header included).
-fn topics_span(response: &[u8], version: i16) -> Result<TopicsSpan, WireError> {
+/// without its 4-byte length, header included), and appends its entries to `entries`.
+fn topics_span<'a>(
+    response: &'a [u8],
+    version: i16,
+    entries: &mut Vec<BrokerEntry<'a>>,
+) -> Result<TopicsSpan, WireError> {
     let flexible = version >= 9;
     let mut r = Reader::new(response, flexible);
     let at = |r: &Reader<'_>| response.len() - r.remaining();
@@ -233,10 +256,12 @@ fn topics_span(response: &[u8], version: i16) -> Result<TopicsSpan, WireError> {
     let count = r.array_len("the topics")?;
     let entries_at = at(&r);
     for _ in 0..count {
+        let start = at(&r);
         r.i16("a topic's error code")?;
-        r.nullable_string("a topic name")?;
+        let name = r.nullable_string("a topic name")?;
+        let mut id = [0; 16];
         if version >= 10 {
-            r.uuid("a topic id")?;
+            id = r.uuid("a topic id")?;
         }
         if version >= 1 {
             r.bool("is internal")?;
@@ -259,34 +284,71 @@ fn topics_span(response: &[u8], version: i16) -> Result<TopicsSpan, WireError> {
             r.i32("the topic's authorized operations")?;
         }
         r.tagged_fields()?;
+        entries.push(BrokerEntry {
+            start,
+            end: at(&r),
+            name,
+            id,
+        });
     }
     Ok(TopicsSpan {
         count_at,
         entries_at,
         end: at(&r),
-        count,
     })
 }
 
+/// A topic of a narrowed Metadata request, in the order the client's request named it.
+#[derive(Debug, Clone, Copy)]
+pub enum Placed<'a> {
+    /// A topic the narrowed request kept, as it named it: the broker's entry for it goes here.
+    Kept(TopicRef<'a>),
+    /// A topic left out: this entry, as [`write_failed_topic`] writes it, goes here.
+    Failed(&'a [u8]),
+}
+
 /// Appends to `out` the frame (4-byte length included) of `response`, a Metadata response of
-/// `version` (a whole frame without its length, header included), with `added` more topic
-/// entries (`added_count` of them, as [`write_failed_topic`] writes them) after its own; every
-/// other byte as the broker sent it. A response that does not follow its definition up to the
-/// end of its topics is an error, and nothing is appended.
-pub fn add_topics(
+/// `version` (a whole frame without its length, header included), with its topic entries in
+/// the order `placed` gives: for each kept topic the broker's first entry answering for it
+/// not yet placed, for each topic left out its failed entry; the broker's entries that answer
+/// for no kept topic follow, in the broker's order. Every other byte as the broker sent it. A
+/// response that does not follow its definition up to the end of its topics is an error, and
+/// nothing is appended.
+pub fn add_topics<'p>(
     response: &[u8],
     version: i16,
-    added: &[u8],
-    added_count: usize,
+    placed: impl Iterator<Item = Placed<'p>> + Clone,
     out: &mut Vec<u8>,
 ) -> Result<(), WireError> {
-    let span = topics_span(response, version)?;
+    let mut entries = Vec::new();
+    let span = topics_span(response, version, &mut entries)?;
+    let mut unplaced = vec![true; entries.len()];
+    let failed = placed
+        .clone()
+        .filter(|slot| matches!(slot, Placed::Failed(_)))
+        .count();
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&response[..span.count_at]);
-    Writer::new(out, version >= 9).array_len(Some(span.count + added_count));
-    out.extend_from_slice(&response[span.entries_at..span.end]);
-    out.extend_from_slice(added);
+    Writer::new(out, version >= 9).array_len(Some(entries.len() + failed));
+    for slot in placed {
+        match slot {
+            Placed::Failed(entry) => out.extend_from_slice(entry),
+            Placed::Kept(topic) => {
+                let found = entries
+                    .iter()
+                    .zip(&mut unplaced)
+                    .find(|(entry, unplaced)| **unplaced && entry.answers(topic));
+                if let Some((entry, unplaced)) = found {
+                    *unplaced = false;
+                    out.extend_from_slice(&response[entry.start..entry.end]);
+                }
+            }
+        }
+    }
+    for (entry, _) in entries.iter().zip(&unplaced).filter(|(_, unplaced)| **unplaced) {
+        out.extend_from_slice(&response[entry.start..entry.end]);
+    }
     out.extend_from_slice(&response[span.end..]);
     let length = (out.len() - start - 4) as u32;
     out[start..start + 4].copy_from_slice(&length.to_be_bytes());

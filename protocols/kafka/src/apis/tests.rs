@@ -1729,23 +1729,84 @@ fn find_coordinator_denials_answer_each_key() {
         ))));
 }
 
-/// The broker's Metadata response to a narrowed request, with the topics left out added, is,
-/// decoded by the oracle, the broker's response (brokers, cluster id, controller, topics,
-/// everything else) with one more topic entry per topic left out, in order, each failed with
+/// Whether the oracle's Metadata response topic entry `entry` (of `version`) answers for
+/// `topic` as a request named it: by its name, or by its non-zero id.
+fn answers_for(entry: &[Val], version: i16, topic: &T) -> bool {
+    match topic {
+        T::Name(name) => entry[1] == Val::Str(Some(name.clone())),
+        T::Id(id) => version >= 10 && *id != [0; 16] && entry[2] == Val::Uuid(*id),
+        T::Any => false,
+    }
+}
+
+/// The oracle's Metadata response topic entry (of `version`) failing `topic` with
+/// TOPIC_AUTHORIZATION_FAILED: named as the request named it, not internal, no partitions.
+fn failed_entry(topic: &T, version: i16) -> Vec<Val> {
+    let (name, id) = match topic {
+        T::Name(name) => (Some(name.clone()), [0; 16]),
+        T::Id(id) => (None, *id),
+        T::Any => unreachable!("a Metadata request names no such topic"),
+    };
+    let mut entry = vec![Val::Int(i64::from(TOPIC_AUTHORIZATION_FAILED))];
+    entry.push(Val::Str(match version >= 12 {
+        true => name,
+        false => Some(name.unwrap_or_default()),
+    }));
+    if version >= 10 {
+        entry.push(Val::Uuid(id));
+    }
+    if version >= 1 {
+        entry.push(Val::Int(0));
+    }
+    entry.push(Val::Array(Some(Vec::new())));
+    if version >= 8 {
+        entry.push(Val::Int(i64::from(i32::MIN)));
+    }
+    entry
+}
+
+/// The broker's Metadata response to a narrowed request, rewritten, is, decoded by the
+/// oracle, the broker's response (brokers, cluster id, controller, everything else) with its
+/// topics in the order of the client's request: for each topic the request kept the broker's
+/// first entry for it not yet placed, for each topic left out an entry failing it with
 /// TOPIC_AUTHORIZATION_FAILED, named as the request named it, not internal, without
-/// partitions; for every version, with unknown tagged fields where flexible.
+/// partitions; then the broker's entries for no kept topic, in the broker's order. For every
+/// version, with unknown tagged fields where flexible, the broker answering the kept topics
+/// in an order of its own among topics nobody asked about.
 #[test]
-fn topics_left_out_are_added_to_the_brokers_metadata_response() {
+fn topics_left_out_are_placed_in_request_order_among_the_brokers() {
     let message = MESSAGES.iter().find(|m| m.key == METADATA).unwrap();
-    let mut added_topics = 0;
+    let (mut failed_topics, mut kept_topics, mut failed_first) = (0, 0, 0);
     for version in message.low..=message.high {
         let flexible = version >= message.flexible;
-        for seed in 1..40u64 {
+        let topics_at = METADATA_RESPONSE
+            .iter()
+            .filter(|field| present(field, version))
+            .position(|field| matches!(field.ty, Array(inner) if inner[0].role == Fail))
+            .unwrap();
+        for seed in 1..60u64 {
             let mut g = Gen(seed * 7919);
             let request_vals = generate(message.request, version, &mut g, 0);
             let frame = request_frame(message, version, &request_vals, Some(b"c"), 0);
             let request = Request::parse(&frame).unwrap();
-            let response_vals = generate(METADATA_RESPONSE, version, &mut g, 0);
+            let named: Vec<(T, bool)> = request
+                .topics()
+                .map(|topic| (to_topic_ref(topic), g.below(2) == 0))
+                .collect();
+            let mut response_vals = generate(METADATA_RESPONSE, version, &mut g, 0);
+            let Val::Array(Some(broker)) = &mut response_vals[topics_at] else {
+                unreachable!("the topics array is never null")
+            };
+            for (topic, _) in named.iter().filter(|(_, kept)| *kept) {
+                let mut entry = generate(METADATA_TOPIC_RESPONSE, version, &mut g, 1);
+                match topic {
+                    T::Name(name) => entry[1] = Val::Str(Some(name.clone())),
+                    T::Id(id) => entry[2] = Val::Uuid(*id),
+                    T::Any => unreachable!("a Metadata request names no such topic"),
+                }
+                let at = g.below(broker.len() as u64 + 1) as usize;
+                broker.insert(at, entry);
+            }
             let mut e = Encoder {
                 out: 77i32.to_be_bytes().to_vec(),
                 flexible,
@@ -1753,14 +1814,23 @@ fn topics_left_out_are_added_to_the_brokers_metadata_response() {
             };
             e.tagged();
             e.structure(METADATA_RESPONSE, version, &response_vals);
-            let mut entries = Vec::new();
-            let mut w = Writer::new(&mut entries, flexible);
-            for topic in request.topics() {
-                metadata::write_failed_topic(topic, version, TOPIC_AUTHORIZATION_FAILED, &mut w);
+
+            let mut failed = Vec::new();
+            let mut spans = Vec::new();
+            for (topic, kept) in request.topics().zip(named.iter().map(|(_, kept)| *kept)) {
+                let start = failed.len();
+                if !kept {
+                    let mut w = Writer::new(&mut failed, flexible);
+                    metadata::write_failed_topic(topic, version, TOPIC_AUTHORIZATION_FAILED, &mut w);
+                }
+                spans.push((topic, kept, start..failed.len()));
             }
-            let count = request.topics().count();
+            let placed = spans.iter().map(|(topic, kept, at)| match kept {
+                true => metadata::Placed::Kept(*topic),
+                false => metadata::Placed::Failed(&failed[at.clone()]),
+            });
             let mut out = b"kept".to_vec();
-            metadata::add_topics(&e.out, version, &entries, count, &mut out).unwrap();
+            metadata::add_topics(&e.out, version, placed, &mut out).unwrap();
             assert_eq!(&out[..4], b"kept");
             let out = &out[4..];
             assert_eq!(out[..4], ((out.len() - 4) as u32).to_be_bytes());
@@ -1772,42 +1842,35 @@ fn topics_left_out_are_added_to_the_brokers_metadata_response() {
             d.tagged().unwrap();
             let decoded = d.structure(METADATA_RESPONSE, version).unwrap();
             assert!(d.bytes.is_empty(), "v{version} seed {seed}");
-            let added = request.topics().map(|topic| {
-                let (name, id) = match topic {
-                    TopicRef::Name(name) => (Some(name.to_vec()), [0; 16]),
-                    TopicRef::Id(id) => (None, id),
-                    TopicRef::Any => unreachable!("a Metadata request names no such topic"),
-                };
-                let mut entry = vec![Val::Int(i64::from(TOPIC_AUTHORIZATION_FAILED))];
-                entry.push(Val::Str(match version >= 12 {
-                    true => name,
-                    false => Some(name.unwrap_or_default()),
-                }));
-                if version >= 10 {
-                    entry.push(Val::Uuid(id));
-                }
-                if version >= 1 {
-                    entry.push(Val::Int(0));
-                }
-                entry.push(Val::Array(Some(Vec::new())));
-                if version >= 8 {
-                    entry.push(Val::Int(i64::from(i32::MIN)));
-                }
-                entry
-            });
-            let topics_at = METADATA_RESPONSE
-                .iter()
-                .filter(|field| present(field, version))
-                .position(|field| matches!(field.ty, Array(inner) if inner[0].role == Fail))
-                .unwrap();
+
             let mut expected = response_vals.clone();
             let Val::Array(Some(topics)) = &mut expected[topics_at] else {
                 unreachable!("the topics array is never null")
             };
-            topics.extend(added);
+            let mut unplaced: Vec<Option<Vec<Val>>> = topics.drain(..).map(Some).collect();
+            for (topic, kept) in &named {
+                if !kept {
+                    topics.push(failed_entry(topic, version));
+                    failed_topics += 1;
+                    continue;
+                }
+                let found = unplaced.iter_mut().find(|entry| {
+                    entry
+                        .as_ref()
+                        .is_some_and(|entry| answers_for(entry, version, topic))
+                });
+                topics.push(found.and_then(Option::take).unwrap());
+                kept_topics += 1;
+            }
+            let first_kept = named.iter().position(|(_, kept)| *kept);
+            let first_failed = named.iter().position(|(_, kept)| !*kept);
+            failed_first += usize::from(first_failed < first_kept && first_kept.is_some());
+            topics.extend(unplaced.into_iter().flatten());
             assert_eq!(decoded, expected, "v{version} seed {seed}");
-            added_topics += count;
         }
     }
-    assert!(added_topics > 300, "{added_topics}");
+    assert!(
+        failed_topics > 150 && kept_topics > 150 && failed_first > 50,
+        "{failed_topics} {kept_topics} {failed_first}"
+    );
 }

@@ -461,8 +461,8 @@ fn a_metadata_request_naming_allowed_and_denied_topics_is_narrowed_to_the_allowe
     let told = answer_v12(
         1,
         &[
-            ("empire-announce", ANNOUNCE, 0),
             ("deathstar-plans", [0; 16], 29),
+            ("empire-announce", ANNOUNCE, 0),
             ("x", [0; 16], 29),
         ],
         b"\x00\x00",
@@ -471,7 +471,7 @@ fn a_metadata_request_naming_allowed_and_denied_topics_is_narrowed_to_the_allowe
     assert_eq!(
         s.deliver(Flow::Reply, &[&answer]),
         Emitted::new(b"", &told),
-        "the broker's answer, with the topics left out failed"
+        "the broker's answer, with the topics left out failed, in the request's order"
     );
     let fetch = fetch_by_id(2, ANNOUNCE);
     assert_eq!(
@@ -678,7 +678,7 @@ fn a_partly_denied_classic_metadata_request_hears_of_every_topic() {
         Emitted::new(&metadata_v3(1, &["empire-announce"]), b"")
     );
     let answer = answer_v3(1, &[("empire-announce", 0)]);
-    let told = answer_v3(1, &[("empire-announce", 0), ("deathstar-plans", 29)]);
+    let told = answer_v3(1, &[("deathstar-plans", 29), ("empire-announce", 0)]);
     assert_eq!(s.deliver(Flow::Reply, &[&answer]), Emitted::new(b"", &told));
     assert_eq!(
         s.log(),
@@ -687,6 +687,45 @@ fn a_partly_denied_classic_metadata_request_hears_of_every_topic() {
             "Denied  api_key=metadata api_version=3 correlation_id=1 topic=deathstar-plans",
         ]
     );
+}
+
+#[test]
+fn denied_topics_take_their_place_in_request_order_among_the_brokers_answers() {
+    let rules: &[&[(&str, &str)]] = &[
+        &[("role", "consume"), ("topic", "empire-announce")],
+        &[("role", "consume"), ("topic", "empire-drills")],
+    ];
+    let mut s = session(rules);
+    let asked = ["x", "empire-drills", "deathstar-plans", "empire-announce", "y"];
+    assert_eq!(
+        s.deliver(Flow::Request, &[&metadata(1, Some(&asked))]),
+        Emitted::new(&metadata(1, Some(&["empire-drills", "empire-announce"])), b"")
+    );
+    // The broker answers in an order of its own, and of a topic nobody asked about.
+    let answer = answer_v12(
+        1,
+        &[
+            ("empire-announce", ANNOUNCE, 0),
+            ("unasked", [9; 16], 0),
+            ("empire-drills", PLANS, 3),
+        ],
+        b"\x00\x00",
+        b"\x00",
+    );
+    let told = answer_v12(
+        1,
+        &[
+            ("x", [0; 16], 29),
+            ("empire-drills", PLANS, 3),
+            ("deathstar-plans", [0; 16], 29),
+            ("empire-announce", ANNOUNCE, 0),
+            ("y", [0; 16], 29),
+            ("unasked", [9; 16], 0),
+        ],
+        b"\x00\x00",
+        b"\x00",
+    );
+    assert_eq!(s.deliver(Flow::Reply, &[&answer]), Emitted::new(b"", &told));
 }
 
 #[test]
