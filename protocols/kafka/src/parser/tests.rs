@@ -8,6 +8,11 @@ use proptest::prelude::*;
 
 use crate::{Kafka, Request};
 
+/// `message` behind its 4-byte length: a frame.
+fn framed(message: Vec<u8>) -> Vec<u8> {
+    [&(message.len() as u32).to_be_bytes()[..], &message].concat()
+}
+
 /// A request frame: header v1, or v2 when `flexible`, then `body`.
 fn frame(key: i16, version: i16, correlation_id: i32, flexible: bool, body: &[u8]) -> Vec<u8> {
     let mut message = Vec::new();
@@ -19,9 +24,7 @@ fn frame(key: i16, version: i16, correlation_id: i32, flexible: bool, body: &[u8
         message.push(0);
     }
     message.extend_from_slice(body);
-    let mut out = (message.len() as u32).to_be_bytes().to_vec();
-    out.extend_from_slice(&message);
-    out
+    framed(message)
 }
 
 /// A flexible Produce v9 request writing 5 bytes of records to partition 0 of each topic.
@@ -100,12 +103,7 @@ fn fetch_by_id(correlation_id: i32, id: [u8; 16]) -> Vec<u8> {
 
 /// A response frame with `correlation_id` and some body.
 fn response(correlation_id: i32) -> Vec<u8> {
-    let mut out = 12u32.to_be_bytes().to_vec();
-    out.extend_from_slice(&correlation_id.to_be_bytes());
-    out.extend_from_slice(b"\x00response");
-    let length = (out.len() - 4) as u32;
-    out[..4].copy_from_slice(&length.to_be_bytes());
-    out
+    framed([&correlation_id.to_be_bytes()[..], b"\x00response"].concat())
 }
 
 /// The denial the crate composes for `request`.
@@ -354,9 +352,7 @@ fn metadata_response_with_rack(
         message.push(0);
     }
     message.push(0);
-    let mut out = (message.len() as u32).to_be_bytes().to_vec();
-    out.extend_from_slice(&message);
-    out
+    framed(message)
 }
 
 const ANNOUNCE: [u8; 16] = [1; 16];
@@ -553,9 +549,7 @@ fn answer_v12(
         message.push(0);
     }
     message.extend_from_slice(tags);
-    let mut out = (message.len() as u32).to_be_bytes().to_vec();
-    out.extend_from_slice(&message);
-    out
+    framed(message)
 }
 
 /// A classic Metadata v3 response written from Kafka's `MetadataResponse.json`: throttle
@@ -591,9 +585,7 @@ fn answer_v3(correlation_id: i32, topics: &[(&str, i16)]) -> Vec<u8> {
             _ => message.extend_from_slice(&0i32.to_be_bytes()),
         }
     }
-    let mut out = (message.len() as u32).to_be_bytes().to_vec();
-    out.extend_from_slice(&message);
-    out
+    framed(message)
 }
 
 #[test]
@@ -908,6 +900,26 @@ fn out_of_order_responses_close_the_connection() {
     assert!(s.send(Flow::Reply, &response(2)).is_err());
 }
 
+/// What a session under `rules` sends both ways, round by round, and then logs, when each
+/// round's requests and then its responses are delivered cut at `cuts` (two lists per round,
+/// requests first; missing lists deliver whole).
+fn deliver_cut(
+    rules: &[&[(&str, &str)]],
+    rounds: &[(Vec<u8>, Vec<u8>)],
+    cuts: &[Vec<usize>],
+) -> (Vec<Emitted>, Vec<String>) {
+    let mut s = session(rules);
+    let mut cuts = cuts.iter().cloned();
+    let mut emitted = Vec::new();
+    for (requests, responses) in rounds {
+        let request_cuts = cuts.next().unwrap_or_default();
+        emitted.push(s.deliver(Flow::Request, &split_at_points(requests, request_cuts)));
+        let response_cuts = cuts.next().unwrap_or_default();
+        emitted.push(s.deliver(Flow::Reply, &split_at_points(responses, response_cuts)));
+    }
+    (emitted, s.log())
+}
+
 /// Requests, then responses, of a conversation mixing allowed and denied requests.
 fn conversation() -> (Vec<u8>, Vec<u8>) {
     let requests = [
@@ -932,20 +944,11 @@ proptest! {
         request_cuts in prop::collection::vec(0usize..600, 0..12),
         response_cuts in prop::collection::vec(0usize..100, 0..8),
     ) {
-        let (requests, responses) = conversation();
-        let mut whole = session(EMPIRE);
-        let expected = (
-            whole.deliver(Flow::Request, &[&requests]),
-            whole.deliver(Flow::Reply, &[&responses]),
-            whole.log(),
+        let rounds = [conversation()];
+        prop_assert_eq!(
+            deliver_cut(EMPIRE, &rounds, &[request_cuts, response_cuts]),
+            deliver_cut(EMPIRE, &rounds, &[])
         );
-        let mut cut = session(EMPIRE);
-        let got = (
-            cut.deliver(Flow::Request, &split_at_points(&requests, request_cuts)),
-            cut.deliver(Flow::Reply, &split_at_points(&responses, response_cuts)),
-            cut.log(),
-        );
-        prop_assert_eq!(got, expected);
     }
 }
 
@@ -1231,9 +1234,7 @@ fn fetch_response(correlation_id: i32, error: i16, session_id: i32) -> Vec<u8> {
     message.extend_from_slice(&error.to_be_bytes());
     message.extend_from_slice(&session_id.to_be_bytes());
     message.extend_from_slice(&[0xee; 300]);
-    let mut out = (message.len() as u32).to_be_bytes().to_vec();
-    out.extend_from_slice(&message);
-    out
+    framed(message)
 }
 
 /// The top-level error code of a flexible Fetch response.
@@ -1792,20 +1793,11 @@ proptest! {
     fn chunking_does_not_change_fetch_sessions(
         cuts in prop::collection::vec(prop::collection::vec(0usize..200, 0..8), 4),
     ) {
-        let mut whole = session(SESSION_RULES);
-        let mut cut = session(SESSION_RULES);
-        for (round, (requests, responses)) in session_conversation().iter().enumerate() {
-            let expected = (
-                whole.deliver(Flow::Request, &[requests]),
-                whole.deliver(Flow::Reply, &[responses]),
-            );
-            let got = (
-                cut.deliver(Flow::Request, &split_at_points(requests, cuts[2 * round].clone())),
-                cut.deliver(Flow::Reply, &split_at_points(responses, cuts[2 * round + 1].clone())),
-            );
-            prop_assert_eq!(got, expected);
-        }
-        prop_assert_eq!(cut.log(), whole.log());
+        let rounds = session_conversation();
+        prop_assert_eq!(
+            deliver_cut(SESSION_RULES, &rounds, &cuts),
+            deliver_cut(SESSION_RULES, &rounds, &[])
+        );
     }
 }
 
@@ -2022,19 +2014,10 @@ proptest! {
         request_cuts in prop::collection::vec(0usize..300, 0..10),
         response_cuts in prop::collection::vec(0usize..400, 0..10),
     ) {
-        let (requests, responses) = narrowing_conversation();
-        let mut whole = session(NARROWING_RULES);
-        let expected = (
-            whole.deliver(Flow::Request, &[&requests]),
-            whole.deliver(Flow::Reply, &[&responses]),
-            whole.log(),
+        let rounds = [narrowing_conversation()];
+        prop_assert_eq!(
+            deliver_cut(NARROWING_RULES, &rounds, &[request_cuts, response_cuts]),
+            deliver_cut(NARROWING_RULES, &rounds, &[])
         );
-        let mut cut = session(NARROWING_RULES);
-        let got = (
-            cut.deliver(Flow::Request, &split_at_points(&requests, request_cuts)),
-            cut.deliver(Flow::Reply, &split_at_points(&responses, response_cuts)),
-            cut.log(),
-        );
-        prop_assert_eq!(got, expected);
     }
 }
