@@ -750,7 +750,7 @@ const FETCH_OUTCOME_LEN: usize = 10;
 
 /// The top-level error code and session id of a Fetch response of `version` (v7+), from
 /// `head`, its bytes after the correlation id; `None` when they are not there.
-fn fetch_outcome(head: &[u8], version: i16) -> Option<(i16, i32)> {
+pub(crate) fn fetch_outcome(head: &[u8], version: i16) -> Option<(i16, i32)> {
     let fetch = Api::by_key(FETCH)?;
     let mut r = Reader::new(head, fetch.is_flexible(version));
     r.tagged_fields().ok()?;
