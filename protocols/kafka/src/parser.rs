@@ -629,7 +629,7 @@ impl KafkaParser {
                 self.rewritten.clear();
                 self.rewritten_sent = 0;
                 metadata::add_topics(message, version, left_out.placed(), &mut self.rewritten)
-                .is_ok()
+                    .is_ok()
             }
             None => false,
         };

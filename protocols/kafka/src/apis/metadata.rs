@@ -7,7 +7,7 @@
 //! whatever its name (the broker then answers by ids and ignores names), one with a zero id by
 //! its name.
 
-use crate::topics::{Entries, TopicEntry, TopicRef, Topics};
+use crate::topics::{Entries, KeptTopics, TopicEntry, TopicRef, Topics};
 use crate::wire::{Reader, WireError, Writer};
 
 /// A Metadata request.
@@ -41,11 +41,21 @@ impl Request<'_> {
     }
 }
 
-/// Reads a Metadata request body.
-pub fn parse<'a>(r: &mut Reader<'a>, version: i16) -> Result<Request<'a>, WireError> {
+/// Reads a Metadata request body, keeping the topics it names in `kept` as they are read.
+pub fn parse<'a>(
+    r: &mut Reader<'a>,
+    version: i16,
+    kept: &mut KeptTopics<'a>,
+) -> Result<Request<'a>, WireError> {
     let topics = match version {
-        0 => Some(Entries::read(r, version, "the topics", topic)?),
-        _ => Entries::read_nullable(r, version, "the topics", topic)?,
+        0 => Some(Entries::read_keeping(
+            r,
+            version,
+            "the topics",
+            topic,
+            kept,
+        )?),
+        _ => Entries::read_nullable_keeping(r, version, "the topics", topic, kept)?,
     };
     let mut request = Request {
         topics,
@@ -346,7 +356,11 @@ pub fn add_topics<'p>(
             }
         }
     }
-    for (entry, _) in entries.iter().zip(&unplaced).filter(|(_, unplaced)| **unplaced) {
+    for (entry, _) in entries
+        .iter()
+        .zip(&unplaced)
+        .filter(|(_, unplaced)| **unplaced)
+    {
         out.extend_from_slice(&response[entry.start..entry.end]);
     }
     out.extend_from_slice(&response[span.end..]);

@@ -1848,7 +1848,12 @@ fn topics_left_out_are_placed_in_request_order_among_the_brokers() {
                 let start = failed.len();
                 if !kept {
                     let mut w = Writer::new(&mut failed, flexible);
-                    metadata::write_failed_topic(topic, version, TOPIC_AUTHORIZATION_FAILED, &mut w);
+                    metadata::write_failed_topic(
+                        topic,
+                        version,
+                        TOPIC_AUTHORIZATION_FAILED,
+                        &mut w,
+                    );
                 }
                 spans.push((topic, kept, start..failed.len()));
             }

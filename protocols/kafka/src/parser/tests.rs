@@ -688,10 +688,19 @@ fn denied_topics_take_their_place_in_request_order_among_the_brokers_answers() {
         &[("role", "consume"), ("topic", "empire-drills")],
     ];
     let mut s = session(rules);
-    let asked = ["x", "empire-drills", "deathstar-plans", "empire-announce", "y"];
+    let asked = [
+        "x",
+        "empire-drills",
+        "deathstar-plans",
+        "empire-announce",
+        "y",
+    ];
     assert_eq!(
         s.deliver(Flow::Request, &[&metadata(1, Some(&asked))]),
-        Emitted::new(&metadata(1, Some(&["empire-drills", "empire-announce"])), b"")
+        Emitted::new(
+            &metadata(1, Some(&["empire-drills", "empire-announce"])),
+            b""
+        )
     );
     // The broker answers in an order of its own, and of a topic nobody asked about.
     let answer = answer_v12(
