@@ -237,9 +237,10 @@ impl KafkaParser {
             let Some(message) = input.contiguous(LENGTH_LEN..frame, scratch) else {
                 return Ok(Op::More(1));
             };
-            return match Request::parse(message) {
-                Ok(request) => self.judge(ctx, &request, frame),
-                Err(error) => Err(parse_error(error)),
+            // Judged where it was parsed: a request is a few hundred bytes, not worth moving.
+            return match &Request::parse(message) {
+                Ok(request) => self.judge(ctx, request, frame),
+                Err(error) => Err(parse_error(*error)),
             };
         }
         let head_end = at_hand.min(LENGTH_LEN + MAX_HEADER_LEN);
@@ -265,8 +266,10 @@ impl KafkaParser {
         let Some(message) = input.contiguous(LENGTH_LEN..frame, scratch) else {
             return Ok(Op::More(1));
         };
-        let request = Request::parse(message).map_err(parse_error)?;
-        self.judge(ctx, &request, frame)
+        match &Request::parse(message) {
+            Ok(request) => self.judge(ctx, request, frame),
+            Err(error) => Err(parse_error(*error)),
+        }
     }
 
     /// Checks a request, logs the verdict, and passes it, or drops it and answers the denial.
@@ -294,7 +297,7 @@ impl KafkaParser {
     ) -> Result<Op, ParseError> {
         let header = request.header;
         let fetch = match &request.body {
-            Body::Fetch(fetch) => Some(*fetch),
+            Body::Fetch(fetch) => Some(fetch),
             _ => None,
         };
         let is_id = |topic: &TopicRef<'_>| matches!(topic, TopicRef::Id(_));
@@ -326,7 +329,7 @@ impl KafkaParser {
         };
         match judged {
             Judged::Allowed => {
-                let ticket = fetch.and_then(|fetch| sessions.forwarded(&fetch));
+                let ticket = fetch.and_then(|fetch| sessions.forwarded(fetch));
                 self.owe(request, ticket)?;
                 self.raw_tokens = header.api.key == SASL_HANDSHAKE && header.api_version == 0;
                 return Ok(Op::Pass(frame));
@@ -416,7 +419,7 @@ impl KafkaParser {
     /// when a fetch session awaits it.
     fn owe(&mut self, request: &Request<'_>, fetch_ticket: Option<u64>) -> Result<(), ParseError> {
         let header = &request.header;
-        let owed = match (request.body, fetch_ticket) {
+        let owed = match (&request.body, fetch_ticket) {
             (_, Some(ticket)) => {
                 self.pending
                     .expect_fetch(header.correlation_id, header.api_version, ticket)

@@ -193,16 +193,16 @@ impl<'a> Request<'a> {
         // parses a request's fields and never checks that the frame ends there), so the proxy
         // and the broker read the same fields; librdkafka's Metadata request for all topics
         // ends in three such bytes.
-        let mut kept = KeptTopics::none();
-        let body = match reading {
-            Keeping(read) => read(&mut r, version, &mut kept)?,
+        let mut request = Request::unread(header);
+        request.body = match reading {
+            Keeping(read) => read(&mut r, version, &mut request.kept)?,
             Nested(read) => {
                 let body = read(&mut r, version)?;
-                kept.keep(Self::read_topics(&body));
+                request.kept.keep(Self::read_topics(&body));
                 body
             }
         };
-        Ok(Request { header, body, kept })
+        Ok(request)
     }
 
     /// A request whose body is not read: it names no topic.
