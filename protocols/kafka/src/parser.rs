@@ -16,11 +16,11 @@
 //! topics at once keep learning the allowed ones; the broker's response to it (held whole, up
 //! to 1 MiB, or the connection closes) goes to the client with an entry failing each topic
 //! left out with TOPIC_AUTHORIZATION_FAILED, every topic entry in the order the client's
-//! request named its topic, and the broker's own brokers, cluster id and controller, which
-//! clients need to go on; and a Metadata request that would have the broker create topics
-//! the rules do not let it create (`createtopics`) goes on with auto-creation turned off
-//! (v4+), or is denied (v0 to v3, which have no flag). A request that cannot be read, a denied one whose response this
-//! crate cannot compose, or anything after an allowed version 0 SaslHandshake (raw SASL tokens,
+//! request named its topic (and none for a topic it did not name), and the broker's own
+//! brokers, cluster id and controller, which clients need to go on; and a Metadata request
+//! that would have the broker create topics the rules do not let it create (`createtopics`)
+//! goes on with auto-creation turned off (v4+), or is denied (v0 to v3, which have no flag).
+//! A request that cannot be read, a denied one whose response this crate cannot compose, or anything after an allowed version 0 SaslHandshake (raw SASL tokens,
 //! which the broker does not read as requests), closes the connection.
 //! Log fields and denials are written into buffers the parser keeps, so a warm parser does
 //! not allocate per request.

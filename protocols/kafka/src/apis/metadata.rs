@@ -205,8 +205,6 @@ pub fn write_denial(
 struct TopicsSpan {
     /// Offset of the array's length.
     count_at: usize,
-    /// Offset of its first entry.
-    entries_at: usize,
     /// Offset of the first byte after its last entry.
     end: usize,
 }
@@ -263,9 +261,7 @@ fn topics_span<'a>(
         r.i32("the controller id")?;
     }
     let count_at = at(&r);
-    let count = r.array_len("the topics")?;
-    let entries_at = at(&r);
-    for _ in 0..count {
+    for _ in 0..r.array_len("the topics")? {
         let start = at(&r);
         r.i16("a topic's error code")?;
         let name = r.nullable_string("a topic name")?;
@@ -303,7 +299,6 @@ fn topics_span<'a>(
     }
     Ok(TopicsSpan {
         count_at,
-        entries_at,
         end: at(&r),
     })
 }
@@ -320,48 +315,39 @@ pub enum Placed<'a> {
 /// Appends to `out` the frame (4-byte length included) of `response`, a Metadata response of
 /// `version` (a whole frame without its length, header included), with its topic entries in
 /// the order `placed` gives: for each kept topic the broker's first entry answering for it
-/// not yet placed, for each topic left out its failed entry; the broker's entries that answer
-/// for no kept topic follow, in the broker's order. Every other byte as the broker sent it. A
-/// response that does not follow its definition up to the end of its topics is an error, and
-/// nothing is appended.
+/// not yet placed, for each topic left out its failed entry. The broker's entries that answer
+/// for no kept topic are left out: the client did not ask about them (a broker that answers a
+/// request naming no topic with every topic would otherwise tell it of those it may not see).
+/// Every other byte as the broker sent it. A response that does not follow its definition up
+/// to the end of its topics is an error, and nothing is appended.
 pub fn add_topics<'p>(
     response: &[u8],
     version: i16,
-    placed: impl Iterator<Item = Placed<'p>> + Clone,
+    placed: impl Iterator<Item = Placed<'p>>,
     out: &mut Vec<u8>,
 ) -> Result<(), WireError> {
     let mut entries = Vec::new();
     let span = topics_span(response, version, &mut entries)?;
     let mut unplaced = vec![true; entries.len()];
-    let failed = placed
-        .clone()
-        .filter(|slot| matches!(slot, Placed::Failed(_)))
-        .count();
+    let topics: Vec<&[u8]> = placed
+        .filter_map(|slot| match slot {
+            Placed::Failed(entry) => Some(entry),
+            Placed::Kept(topic) => {
+                let (entry, unplaced) = entries
+                    .iter()
+                    .zip(&mut unplaced)
+                    .find(|(entry, unplaced)| **unplaced && entry.answers(topic))?;
+                *unplaced = false;
+                Some(&response[entry.start..entry.end])
+            }
+        })
+        .collect();
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&response[..span.count_at]);
-    Writer::new(out, version >= 9).array_len(Some(entries.len() + failed));
-    for slot in placed {
-        match slot {
-            Placed::Failed(entry) => out.extend_from_slice(entry),
-            Placed::Kept(topic) => {
-                let found = entries
-                    .iter()
-                    .zip(&mut unplaced)
-                    .find(|(entry, unplaced)| **unplaced && entry.answers(topic));
-                if let Some((entry, unplaced)) = found {
-                    *unplaced = false;
-                    out.extend_from_slice(&response[entry.start..entry.end]);
-                }
-            }
-        }
-    }
-    for (entry, _) in entries
-        .iter()
-        .zip(&unplaced)
-        .filter(|(_, unplaced)| **unplaced)
-    {
-        out.extend_from_slice(&response[entry.start..entry.end]);
+    Writer::new(out, version >= 9).array_len(Some(topics.len()));
+    for topic in topics {
+        out.extend_from_slice(topic);
     }
     out.extend_from_slice(&response[span.end..]);
     let length = (out.len() - start - 4) as u32;

@@ -615,6 +615,25 @@ fn a_metadata_request_naming_only_denied_topics_asks_the_broker_for_none() {
     let (head, rest) = answer.split_at(20);
     assert_eq!(s.deliver(Flow::Reply, &[head]), Emitted::nothing());
     assert_eq!(s.deliver(Flow::Reply, &[rest]), Emitted::new(b"", &told));
+    // A broker that answers a request naming no topic with every topic (tansu does) tells the
+    // client nothing of them.
+    s.deliver(Flow::Request, &[&metadata(2, Some(&["deathstar-plans"]))]);
+    let every_topic = answer_v12(
+        2,
+        &[
+            ("deathstar-plans", PLANS, 0),
+            ("empire-announce", ANNOUNCE, 0),
+        ],
+        cluster,
+        tags,
+    );
+    assert_eq!(
+        s.deliver(Flow::Reply, &[&every_topic]),
+        Emitted::new(
+            b"",
+            &answer_v12(2, &[("deathstar-plans", [0; 16], 29)], cluster, tags)
+        )
+    );
 
     let mut s = session(rules);
     let classic = metadata_v3(2, &["deathstar-plans"]);
@@ -682,7 +701,7 @@ fn a_partly_denied_classic_metadata_request_hears_of_every_topic() {
 }
 
 #[test]
-fn denied_topics_take_their_place_in_request_order_among_the_brokers_answers() {
+fn denied_topics_take_their_place_in_request_order_and_unasked_topics_are_left_out() {
     let rules: &[&[(&str, &str)]] = &[
         &[("role", "consume"), ("topic", "empire-announce")],
         &[("role", "consume"), ("topic", "empire-drills")],
@@ -702,13 +721,15 @@ fn denied_topics_take_their_place_in_request_order_among_the_brokers_answers() {
             b""
         )
     );
-    // The broker answers in an order of its own, and of a topic nobody asked about.
+    // The broker answers in an order of its own, and of topics nobody asked about, a denied
+    // one among them: a client that may not see a topic is not told of it.
     let answer = answer_v12(
         1,
         &[
             ("empire-announce", ANNOUNCE, 0),
             ("unasked", [9; 16], 0),
-            ("empire-drills", PLANS, 3),
+            ("empire-drills", [3; 16], 0),
+            ("deathstar-plans", PLANS, 0),
         ],
         b"\x00\x00",
         b"\x00",
@@ -717,11 +738,10 @@ fn denied_topics_take_their_place_in_request_order_among_the_brokers_answers() {
         1,
         &[
             ("x", [0; 16], 29),
-            ("empire-drills", PLANS, 3),
+            ("empire-drills", [3; 16], 0),
             ("deathstar-plans", [0; 16], 29),
             ("empire-announce", ANNOUNCE, 0),
             ("y", [0; 16], 29),
-            ("unasked", [9; 16], 0),
         ],
         b"\x00\x00",
         b"\x00",
