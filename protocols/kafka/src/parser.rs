@@ -20,8 +20,9 @@
 //! brokers, cluster id and controller, which clients need to go on; and a Metadata request
 //! that would have the broker create topics the rules do not let it create (`createtopics`)
 //! goes on with auto-creation turned off (v4+), or is denied (v0 to v3, which have no flag).
-//! A request that cannot be read, a denied one whose response this crate cannot compose, or anything after an allowed version 0 SaslHandshake (raw SASL tokens,
-//! which the broker does not read as requests), closes the connection.
+//! A request that cannot be read, a denied one whose response this crate cannot compose, or
+//! anything after an allowed version 0 SaslHandshake (raw SASL tokens, which the broker does
+//! not read as requests), closes the connection.
 //! Log fields and denials are written into buffers the parser keeps, so a warm parser does
 //! not allocate per request.
 
@@ -444,8 +445,8 @@ impl KafkaParser {
     /// injected toward the broker in place of the original), and logs a `Request` entry for
     /// the kept topics, if any, and, when some are left out, a `Denied` one for those, whose
     /// entries failing them with TOPIC_AUTHORIZATION_FAILED are queued to be placed among the
-    /// broker's entries in the order of the request (so the client hears of every topic it asked about, with the broker's
-    /// brokers, cluster id and controller). Topics that do not exist are not created but
+    /// broker's entries in the order of the request (so the client hears of every topic it
+    /// asked about, with the broker's brokers, cluster id and controller). Topics that do not exist are not created but
     /// reported unknown. `Some(true)` when topics were left out, `Some(false)` when only
     /// auto-creation was turned off; `None` when the request cannot be narrowed: no topic is
     /// allowed and v0 (whose empty array asks for all) or the rules do not allow naming none,

@@ -12,7 +12,8 @@ pub struct Request<'a> {
     pub topics: Topics<'a>,
 }
 
-/// Reads an OffsetForLeaderEpoch request body, keeping the topics it names in `kept` as they are read.
+/// Reads an OffsetForLeaderEpoch request body, keeping the topics it names in `kept` as they
+/// are read.
 pub fn parse<'a>(
     r: &mut Reader<'a>,
     version: i16,

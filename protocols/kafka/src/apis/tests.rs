@@ -1979,7 +1979,8 @@ proptest! {
                 }
             }
         }
-        let response = response_frame(message, METADATA_RESPONSE, version, correlation_id, &vals, tags);
+        let response =
+            response_frame(message, METADATA_RESPONSE, version, correlation_id, &vals, tags);
         let ids = crate::TopicIds::default();
         prop_assert_eq!(ids.learn(&response, version), Ok(()));
         let known = ids.known();
@@ -2012,7 +2013,8 @@ proptest! {
             .unwrap();
         vals[error_at] = Val::Int(error.into());
         vals[error_at + 1] = Val::Int(session_id.into());
-        let response = response_frame(message, FETCH_RESPONSE, version, correlation_id, &vals, tags);
+        let response =
+            response_frame(message, FETCH_RESPONSE, version, correlation_id, &vals, tags);
         prop_assert_eq!(
             crate::parser::fetch_outcome(&response[4..], version),
             Some((error, session_id))
