@@ -115,7 +115,7 @@ enum Slot {
 
 impl LeftOut {
     /// The topics as [`metadata::add_topics`] places them.
-    fn placed(&self) -> impl Iterator<Item = metadata::Placed<'_>> + Clone {
+    fn placed(&self) -> impl Iterator<Item = metadata::Placed<'_>> {
         self.order.iter().map(|slot| match slot {
             Slot::KeptName(at) => metadata::Placed::Kept(TopicRef::Name(&self.bytes[at.clone()])),
             Slot::KeptId(id) => metadata::Placed::Kept(TopicRef::Id(*id)),
