@@ -10,21 +10,24 @@
 //! requests owed, except the answers to allowed Metadata requests (v10+, up to 1 MiB), which
 //! are held whole and read for their topic ids before they pass, and the answers to the
 //! Fetch requests a fetch session awaits, of which the top-level error and session id are
-//! read (never the records). A denied Metadata request
-//! is narrowed to the topics the rules allow (from v1, to none when it names no allowed topic
-//! and the rules allow asking about none), as Kafka's authorizer answers per topic, so that
-//! clients asking about all their topics at once keep learning the allowed ones; the broker's
-//! response to it (held whole, up to 1 MiB, or the connection closes) goes to the client with
-//! an entry failing each topic left out with TOPIC_AUTHORIZATION_FAILED, and the broker's own
-//! brokers, cluster id and controller, which clients need to go on; and a Metadata request that would have the broker create topics the rules do not let
-//! it create (`createtopics`) goes on with auto-creation turned off (v4+), or is denied (v0 to
-//! v3, which have no flag). A request that cannot be read, a denied one whose response this
-//! crate cannot compose, or anything after an allowed version 0 SaslHandshake (raw SASL tokens,
-//! which the broker does not read as requests), closes the connection.
+//! read (never the records). A denied Metadata request is narrowed to the topics the rules
+//! allow (from v1, to none when it names no allowed topic and the rules allow asking about
+//! none), as Kafka's authorizer answers per topic, so that clients asking about all their
+//! topics at once keep learning the allowed ones; the broker's response to it (held whole, up
+//! to 1 MiB, or the connection closes) goes to the client with an entry failing each topic
+//! left out with TOPIC_AUTHORIZATION_FAILED, every topic entry in the order the client's
+//! request named its topic (and none for a topic it did not name), and the broker's own
+//! brokers, cluster id and controller, which clients need to go on; and a Metadata request
+//! that would have the broker create topics the rules do not let it create (`createtopics`)
+//! goes on with auto-creation turned off (v4+), or is denied (v0 to v3, which have no flag).
+//! A request that cannot be read, a denied one whose response this crate cannot compose, or
+//! anything after an allowed version 0 SaslHandshake (raw SASL tokens, which the broker does
+//! not read as requests), closes the connection.
 //! Log fields and denials are written into buffers the parser keeps, so a warm parser does
 //! not allocate per request.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::Arc;
 
 use axoneme_sdk::{Context, EntryType, ErrorCode, Field, Flow, Input, Op, ParseError, Parser};
@@ -38,7 +41,7 @@ use crate::pending::{DenyAction, Pending, PendingError, ResponseAction};
 use crate::rules::RuleSet;
 use crate::topic_ids::{Known, TopicIds, FIRST_VERSION_WITH_IDS};
 use crate::topics::{TopicRef, TOPIC_AUTHORIZATION_FAILED};
-use crate::wire::{Reader, WireError, Writer};
+use crate::wire::{Reader, Uuid, WireError, Writer};
 
 /// How many more bytes a request whose header has not arrived whole waits for at a time.
 const HEADER_STEP: usize = 256;
@@ -78,8 +81,8 @@ pub struct KafkaParser {
     raw_tokens: bool,
     /// The fetch sessions this connection created.
     sessions: FetchSessions,
-    /// The topics left out of each narrowed Metadata request whose response is owed, in
-    /// response order.
+    /// The topics, kept and left out, of each narrowed Metadata request whose response is
+    /// owed, in response order.
     left_out: VecDeque<LeftOut>,
     /// A narrowed Metadata request's response with the topics left out added, being injected.
     rewritten: Vec<u8>,
@@ -87,14 +90,38 @@ pub struct KafkaParser {
     rewritten_sent: usize,
 }
 
-/// The topics a narrowed Metadata request left out, as entries of its response failing each
-/// with TOPIC_AUTHORIZATION_FAILED.
-#[derive(Debug)]
+/// The topics a Metadata request named, in its order, when it was narrowed: those it kept, to
+/// be answered by the broker, and those it left out, to be failed with
+/// TOPIC_AUTHORIZATION_FAILED.
+#[derive(Debug, Default)]
 struct LeftOut {
-    /// How many entries.
-    count: usize,
-    /// The entries, in the response's encoding.
-    entries: Vec<u8>,
+    /// The names of the kept topics and the entries failing those left out, in the
+    /// response's encoding, one after another.
+    bytes: Vec<u8>,
+    /// The topics, in the request's order.
+    order: Vec<Slot>,
+}
+
+/// A topic of a narrowed Metadata request, by the bytes of [`LeftOut::bytes`] it owns.
+#[derive(Debug)]
+enum Slot {
+    /// Kept, named by the name at this range.
+    KeptName(Range<usize>),
+    /// Kept, named by this id.
+    KeptId(Uuid),
+    /// Left out, failed by the entry at this range.
+    Failed(Range<usize>),
+}
+
+impl LeftOut {
+    /// The topics as [`metadata::add_topics`] places them.
+    fn placed(&self) -> impl Iterator<Item = metadata::Placed<'_>> {
+        self.order.iter().map(|slot| match slot {
+            Slot::KeptName(at) => metadata::Placed::Kept(TopicRef::Name(&self.bytes[at.clone()])),
+            Slot::KeptId(id) => metadata::Placed::Kept(TopicRef::Id(*id)),
+            Slot::Failed(at) => metadata::Placed::Failed(&self.bytes[at.clone()]),
+        })
+    }
 }
 
 /// What [`KafkaParser::decide`] made of a request.
@@ -211,9 +238,10 @@ impl KafkaParser {
             let Some(message) = input.contiguous(LENGTH_LEN..frame, scratch) else {
                 return Ok(Op::More(1));
             };
-            return match Request::parse(message) {
-                Ok(request) => self.judge(ctx, &request, frame),
-                Err(error) => Err(parse_error(error)),
+            // Judged where it was parsed: a request is a few hundred bytes, not worth moving.
+            return match &Request::parse(message) {
+                Ok(request) => self.judge(ctx, request, frame),
+                Err(error) => Err(parse_error(*error)),
             };
         }
         let head_end = at_hand.min(LENGTH_LEN + MAX_HEADER_LEN);
@@ -239,8 +267,10 @@ impl KafkaParser {
         let Some(message) = input.contiguous(LENGTH_LEN..frame, scratch) else {
             return Ok(Op::More(1));
         };
-        let request = Request::parse(message).map_err(parse_error)?;
-        self.judge(ctx, &request, frame)
+        match &Request::parse(message) {
+            Ok(request) => self.judge(ctx, request, frame),
+            Err(error) => Err(parse_error(*error)),
+        }
     }
 
     /// Checks a request, logs the verdict, and passes it, or drops it and answers the denial.
@@ -268,7 +298,7 @@ impl KafkaParser {
     ) -> Result<Op, ParseError> {
         let header = request.header;
         let fetch = match &request.body {
-            Body::Fetch(fetch) => Some(*fetch),
+            Body::Fetch(fetch) => Some(fetch),
             _ => None,
         };
         let is_id = |topic: &TopicRef<'_>| matches!(topic, TopicRef::Id(_));
@@ -300,7 +330,7 @@ impl KafkaParser {
         };
         match judged {
             Judged::Allowed => {
-                let ticket = fetch.and_then(|fetch| sessions.forwarded(&fetch));
+                let ticket = fetch.and_then(|fetch| sessions.forwarded(fetch));
                 self.owe(request, ticket)?;
                 self.raw_tokens = header.api.key == SASL_HANDSHAKE && header.api_version == 0;
                 return Ok(Op::Pass(frame));
@@ -390,7 +420,7 @@ impl KafkaParser {
     /// when a fetch session awaits it.
     fn owe(&mut self, request: &Request<'_>, fetch_ticket: Option<u64>) -> Result<(), ParseError> {
         let header = &request.header;
-        let owed = match (request.body, fetch_ticket) {
+        let owed = match (&request.body, fetch_ticket) {
             (_, Some(ticket)) => {
                 self.pending
                     .expect_fetch(header.correlation_id, header.api_version, ticket)
@@ -414,9 +444,9 @@ impl KafkaParser {
     /// authorizer asks Create of each topic it would create). Composes that request (to be
     /// injected toward the broker in place of the original), and logs a `Request` entry for
     /// the kept topics, if any, and, when some are left out, a `Denied` one for those, whose
-    /// entries failing them with TOPIC_AUTHORIZATION_FAILED are queued to be added to the
-    /// broker's response (so the client hears of every topic it asked about, with the broker's
-    /// brokers, cluster id and controller). Topics that do not exist are not created but
+    /// entries failing them with TOPIC_AUTHORIZATION_FAILED are queued to be placed among the
+    /// broker's entries in the order of the request (so the client hears of every topic it
+    /// asked about, with the broker's brokers, cluster id and controller). Topics that do not exist are not created but
     /// reported unknown. `Some(true)` when topics were left out, `Some(false)` when only
     /// auto-creation was turned off; `None` when the request cannot be narrowed: no topic is
     /// allowed and v0 (whose empty array asks for all) or the rules do not allow naming none,
@@ -483,19 +513,29 @@ impl KafkaParser {
             EntryType::Denied,
             verdict.policy_name,
         );
-        let mut left_out = LeftOut {
-            count: 0,
-            entries: Vec::new(),
-        };
-        let mut w = Writer::new(&mut left_out.entries, header.is_flexible());
-        for topic in request.topics().filter(|topic| !allows(*topic)) {
-            metadata::write_failed_topic(
-                topic,
-                header.api_version,
-                TOPIC_AUTHORIZATION_FAILED,
-                &mut w,
-            );
-            left_out.count += 1;
+        let mut left_out = LeftOut::default();
+        for topic in request.topics() {
+            let start = left_out.bytes.len();
+            let slot = match (allows(topic), topic) {
+                (true, TopicRef::Id(id)) => Slot::KeptId(id),
+                (true, TopicRef::Name(name)) => {
+                    left_out.bytes.extend_from_slice(name);
+                    Slot::KeptName(start..left_out.bytes.len())
+                }
+                // A Metadata request names no such topic; the broker answers for none.
+                (true, TopicRef::Any) => continue,
+                (false, _) => {
+                    let mut w = Writer::new(&mut left_out.bytes, header.is_flexible());
+                    metadata::write_failed_topic(
+                        topic,
+                        header.api_version,
+                        TOPIC_AUTHORIZATION_FAILED,
+                        &mut w,
+                    );
+                    Slot::Failed(start..left_out.bytes.len())
+                }
+            };
+            left_out.order.push(slot);
         }
         self.left_out.push_back(left_out);
         Some(true)
@@ -592,14 +632,8 @@ impl KafkaParser {
                 }
                 self.rewritten.clear();
                 self.rewritten_sent = 0;
-                metadata::add_topics(
-                    message,
-                    version,
-                    &left_out.entries,
-                    left_out.count,
-                    &mut self.rewritten,
-                )
-                .is_ok()
+                metadata::add_topics(message, version, left_out.placed(), &mut self.rewritten)
+                    .is_ok()
             }
             None => false,
         };
@@ -720,7 +754,7 @@ const FETCH_OUTCOME_LEN: usize = 10;
 
 /// The top-level error code and session id of a Fetch response of `version` (v7+), from
 /// `head`, its bytes after the correlation id; `None` when they are not there.
-fn fetch_outcome(head: &[u8], version: i16) -> Option<(i16, i32)> {
+pub(crate) fn fetch_outcome(head: &[u8], version: i16) -> Option<(i16, i32)> {
     let fetch = Api::by_key(FETCH)?;
     let mut r = Reader::new(head, fetch.is_flexible(version));
     r.tagged_fields().ok()?;

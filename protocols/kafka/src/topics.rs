@@ -4,8 +4,9 @@
 //! as a position in the body with the function that reads one entry; iterating reads the
 //! entries again from the borrowed bytes, so nothing is copied or allocated. The topics a
 //! request names are also kept at hand as it is parsed ([`KeptTopics`]: up to
-//! [`KEPT_TOPICS`] of them, slices of the body), so judging and logging it walk no array
-//! again. This module knows the shapes shared by the messages, not any message's fields.
+//! [`KEPT_TOPICS`] of them, slices of the body), each as its entry is checked when it lies in
+//! the body's own topic array ([`Entries::read_keeping`]), so judging and logging it walk no
+//! array again. This module knows the shapes shared by the messages, not any message's fields.
 
 use crate::wire::{Reader, Uuid, WireError};
 
@@ -115,9 +116,21 @@ impl<'a, T> Entries<'a, T> {
         count: usize,
         read: fn(&mut Reader<'a>, i16) -> Result<T, WireError>,
     ) -> Result<Self, WireError> {
+        Self::read_count_with(r, version, count, read, |_| {})
+    }
+
+    /// Reads `count` entries, handing each to `each` as it is read.
+    #[inline]
+    fn read_count_with(
+        r: &mut Reader<'a>,
+        version: i16,
+        count: usize,
+        read: fn(&mut Reader<'a>, i16) -> Result<T, WireError>,
+        mut each: impl FnMut(T),
+    ) -> Result<Self, WireError> {
         let start = *r;
         for _ in 0..count {
-            read(r, version)?;
+            each(read(r, version)?);
         }
         Ok(Entries {
             reader: start,
@@ -181,6 +194,40 @@ impl<T> Iterator for EntryIter<'_, T> {
                 self.left = 0;
                 None
             }
+        }
+    }
+}
+
+impl<'a> Entries<'a, TopicEntry<'a>> {
+    /// Reads a topic array that may not be null, as [`Entries::read`], keeping each entry's
+    /// topic in `kept` as it is read, so that no one reads the array again for its topics.
+    #[inline]
+    pub fn read_keeping(
+        r: &mut Reader<'a>,
+        version: i16,
+        what: &'static str,
+        read: fn(&mut Reader<'a>, i16) -> Result<TopicEntry<'a>, WireError>,
+        kept: &mut KeptTopics<'a>,
+    ) -> Result<Self, WireError> {
+        let count = r.array_len(what)?;
+        Self::read_count_with(r, version, count, read, |entry| kept.push(entry.topic))
+    }
+
+    /// Reads a topic array that may be null (`None`), as [`Entries::read_keeping`].
+    #[inline]
+    pub fn read_nullable_keeping(
+        r: &mut Reader<'a>,
+        version: i16,
+        what: &'static str,
+        read: fn(&mut Reader<'a>, i16) -> Result<TopicEntry<'a>, WireError>,
+        kept: &mut KeptTopics<'a>,
+    ) -> Result<Option<Self>, WireError> {
+        match r.nullable_array(what)? {
+            Some(count) => {
+                Self::read_count_with(r, version, count, read, |entry| kept.push(entry.topic))
+                    .map(Some)
+            }
+            None => Ok(None),
         }
     }
 }
@@ -318,12 +365,22 @@ impl<'a> KeptTopics<'a> {
         self.len = 0;
         self.all_kept = true;
         for topic in named {
-            if self.len == KEPT_TOPICS {
-                self.all_kept = false;
+            self.push(topic);
+            if !self.all_kept {
                 break;
             }
-            self.topics[self.len] = topic;
-            self.len += 1;
+        }
+    }
+
+    /// Keeps `topic` after those held, or marks that there are more than fit.
+    #[inline]
+    pub fn push(&mut self, topic: TopicRef<'a>) {
+        match self.topics.get_mut(self.len) {
+            Some(slot) => {
+                *slot = topic;
+                self.len += 1;
+            }
+            None => self.all_kept = false,
         }
     }
 

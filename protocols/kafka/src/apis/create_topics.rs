@@ -1,7 +1,7 @@
 //! CreateTopics (key 19), v2 to v7: the topics an admin client creates, and the response that
 //! denies it.
 
-use crate::topics::{partition_index, Entries, TopicEntry, TopicRef, Topics};
+use crate::topics::{partition_index, Entries, KeptTopics, TopicEntry, TopicRef, Topics};
 use crate::wire::{Reader, WireError, Writer};
 
 /// A CreateTopics request.
@@ -11,9 +11,13 @@ pub struct Request<'a> {
     pub topics: Topics<'a>,
 }
 
-/// Reads a CreateTopics request body.
-pub fn parse<'a>(r: &mut Reader<'a>, version: i16) -> Result<Request<'a>, WireError> {
-    let topics = Entries::read(r, version, "the topics", topic)?;
+/// Reads a CreateTopics request body, keeping the topics it names in `kept` as they are read.
+pub fn parse<'a>(
+    r: &mut Reader<'a>,
+    version: i16,
+    kept: &mut KeptTopics<'a>,
+) -> Result<Request<'a>, WireError> {
+    let topics = Entries::read_keeping(r, version, "the topics", topic, kept)?;
     r.i32("the timeout")?;
     r.bool("validate only")?;
     r.tagged_fields()?;

@@ -1,7 +1,7 @@
 //! DeleteRecords (key 21), v0 to v2: the topics whose records an admin client deletes.
 
 use super::{partitioned_topic, PartitionedTopic};
-use crate::topics::{Entries, Topics};
+use crate::topics::{Entries, KeptTopics, Topics};
 use crate::wire::{Reader, WireError};
 
 /// A DeleteRecords request.
@@ -11,9 +11,13 @@ pub struct Request<'a> {
     pub topics: Topics<'a>,
 }
 
-/// Reads a DeleteRecords request body.
-pub fn parse<'a>(r: &mut Reader<'a>, version: i16) -> Result<Request<'a>, WireError> {
-    let topics = Entries::read(r, version, "the topics", partitioned_topic::<Topic>)?;
+/// Reads a DeleteRecords request body, keeping the topics it names in `kept` as they are read.
+pub fn parse<'a>(
+    r: &mut Reader<'a>,
+    version: i16,
+    kept: &mut KeptTopics<'a>,
+) -> Result<Request<'a>, WireError> {
+    let topics = Entries::read_keeping(r, version, "the topics", partitioned_topic::<Topic>, kept)?;
     r.i32("the timeout")?;
     r.tagged_fields()?;
     Ok(Request { topics })

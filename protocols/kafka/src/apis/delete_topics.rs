@@ -1,7 +1,7 @@
 //! DeleteTopics (key 20), v1 to v6: the topics an admin client deletes, by name or (v6) by id,
 //! and the response that denies it.
 
-use crate::topics::{Entries, TopicEntry, TopicRef, Topics};
+use crate::topics::{Entries, KeptTopics, TopicEntry, TopicRef, Topics};
 use crate::wire::{Reader, WireError, Writer};
 
 /// The first version with topic entries (name or id) rather than names.
@@ -14,11 +14,15 @@ pub struct Request<'a> {
     pub topics: Topics<'a>,
 }
 
-/// Reads a DeleteTopics request body.
-pub fn parse<'a>(r: &mut Reader<'a>, version: i16) -> Result<Request<'a>, WireError> {
+/// Reads a DeleteTopics request body, keeping the topics it names in `kept` as they are read.
+pub fn parse<'a>(
+    r: &mut Reader<'a>,
+    version: i16,
+    kept: &mut KeptTopics<'a>,
+) -> Result<Request<'a>, WireError> {
     let topics = match version >= TOPIC_ENTRIES {
-        true => Entries::read(r, version, "the topics", topic)?,
-        false => Entries::read(r, version, "the topic names", name)?,
+        true => Entries::read_keeping(r, version, "the topics", topic, kept)?,
+        false => Entries::read_keeping(r, version, "the topic names", name, kept)?,
     };
     r.i32("the timeout")?;
     r.tagged_fields()?;

@@ -9,7 +9,7 @@
 //! broker that does not know the session does: either way the client starts over with a full
 //! fetch.
 
-use crate::topics::{partition_index, Entries, Topics};
+use crate::topics::{partition_index, Entries, KeptTopics, Topics};
 use crate::wire::{Reader, WireError, Writer};
 
 use super::{partitioned_topic, write_partitioned_denial, PartitionedTopic};
@@ -56,8 +56,12 @@ impl Request<'_> {
     }
 }
 
-/// Reads a Fetch request body.
-pub fn parse<'a>(r: &mut Reader<'a>, version: i16) -> Result<Request<'a>, WireError> {
+/// Reads a Fetch request body, keeping the topics it names in `kept` as they are read.
+pub fn parse<'a>(
+    r: &mut Reader<'a>,
+    version: i16,
+    kept: &mut KeptTopics<'a>,
+) -> Result<Request<'a>, WireError> {
     if version <= 14 {
         r.i32("the replica id")?;
     }
@@ -70,7 +74,7 @@ pub fn parse<'a>(r: &mut Reader<'a>, version: i16) -> Result<Request<'a>, WireEr
         session_id = r.i32("the session id")?;
         epoch = r.i32("the session epoch")?;
     }
-    let topics = Entries::read(r, version, "the topics", partitioned_topic::<Topic>)?;
+    let topics = Entries::read_keeping(r, version, "the topics", partitioned_topic::<Topic>, kept)?;
     let forgotten = match version >= SESSIONS {
         true => Entries::read(
             r,

@@ -1,7 +1,7 @@
 //! ListOffsets (key 2, Cilium's `offsets`), v1 to v10: the topics whose offsets a client looks
 //! up, and the response that denies it.
 
-use crate::topics::{Entries, Topics};
+use crate::topics::{Entries, KeptTopics, Topics};
 use crate::wire::{Reader, WireError, Writer};
 
 use super::{partitioned_topic, write_partitioned_denial, PartitionedTopic};
@@ -13,13 +13,17 @@ pub struct Request<'a> {
     pub topics: Topics<'a>,
 }
 
-/// Reads a ListOffsets request body.
-pub fn parse<'a>(r: &mut Reader<'a>, version: i16) -> Result<Request<'a>, WireError> {
+/// Reads a ListOffsets request body, keeping the topics it names in `kept` as they are read.
+pub fn parse<'a>(
+    r: &mut Reader<'a>,
+    version: i16,
+    kept: &mut KeptTopics<'a>,
+) -> Result<Request<'a>, WireError> {
     r.i32("the replica id")?;
     if version >= 2 {
         r.i8("the isolation level")?;
     }
-    let topics = Entries::read(r, version, "the topics", partitioned_topic::<Topic>)?;
+    let topics = Entries::read_keeping(r, version, "the topics", partitioned_topic::<Topic>, kept)?;
     if version >= 10 {
         r.i32("the timeout")?;
     }

@@ -7,7 +7,7 @@
 //! whatever its name (the broker then answers by ids and ignores names), one with a zero id by
 //! its name.
 
-use crate::topics::{Entries, TopicEntry, TopicRef, Topics};
+use crate::topics::{Entries, KeptTopics, TopicEntry, TopicRef, Topics};
 use crate::wire::{Reader, WireError, Writer};
 
 /// A Metadata request.
@@ -41,11 +41,21 @@ impl Request<'_> {
     }
 }
 
-/// Reads a Metadata request body.
-pub fn parse<'a>(r: &mut Reader<'a>, version: i16) -> Result<Request<'a>, WireError> {
+/// Reads a Metadata request body, keeping the topics it names in `kept` as they are read.
+pub fn parse<'a>(
+    r: &mut Reader<'a>,
+    version: i16,
+    kept: &mut KeptTopics<'a>,
+) -> Result<Request<'a>, WireError> {
     let topics = match version {
-        0 => Some(Entries::read(r, version, "the topics", topic)?),
-        _ => Entries::read_nullable(r, version, "the topics", topic)?,
+        0 => Some(Entries::read_keeping(
+            r,
+            version,
+            "the topics",
+            topic,
+            kept,
+        )?),
+        _ => Entries::read_nullable_keeping(r, version, "the topics", topic, kept)?,
     };
     let mut request = Request {
         topics,
@@ -195,17 +205,38 @@ pub fn write_denial(
 struct TopicsSpan {
     /// Offset of the array's length.
     count_at: usize,
-    /// Offset of its first entry.
-    entries_at: usize,
     /// Offset of the first byte after its last entry.
     end: usize,
-    /// Its entries.
-    count: usize,
+}
+
+/// One topic entry of a Metadata response: where it lies and the topic it answers for.
+#[derive(Debug, Clone, Copy)]
+struct BrokerEntry<'a> {
+    start: usize,
+    end: usize,
+    name: Option<&'a [u8]>,
+    /// Zero before v10.
+    id: [u8; 16],
+}
+
+impl BrokerEntry<'_> {
+    /// Whether the entry answers for `topic` as a request named it.
+    fn answers(&self, topic: TopicRef<'_>) -> bool {
+        match topic {
+            TopicRef::Name(name) => self.name == Some(name),
+            TopicRef::Id(id) => id != [0; 16] && self.id == id,
+            TopicRef::Any => false,
+        }
+    }
 }
 
 /// Finds the topics array of `response`, a Metadata response of `version` (a whole frame
-/// without its 4-byte length, header included).
-fn topics_span(response: &[u8], version: i16) -> Result<TopicsSpan, WireError> {
+/// without its 4-byte length, header included), and appends its entries to `entries`.
+fn topics_span<'a>(
+    response: &'a [u8],
+    version: i16,
+    entries: &mut Vec<BrokerEntry<'a>>,
+) -> Result<TopicsSpan, WireError> {
     let flexible = version >= 9;
     let mut r = Reader::new(response, flexible);
     let at = |r: &Reader<'_>| response.len() - r.remaining();
@@ -230,13 +261,13 @@ fn topics_span(response: &[u8], version: i16) -> Result<TopicsSpan, WireError> {
         r.i32("the controller id")?;
     }
     let count_at = at(&r);
-    let count = r.array_len("the topics")?;
-    let entries_at = at(&r);
-    for _ in 0..count {
+    for _ in 0..r.array_len("the topics")? {
+        let start = at(&r);
         r.i16("a topic's error code")?;
-        r.nullable_string("a topic name")?;
+        let name = r.nullable_string("a topic name")?;
+        let mut id = [0; 16];
         if version >= 10 {
-            r.uuid("a topic id")?;
+            id = r.uuid("a topic id")?;
         }
         if version >= 1 {
             r.bool("is internal")?;
@@ -259,34 +290,65 @@ fn topics_span(response: &[u8], version: i16) -> Result<TopicsSpan, WireError> {
             r.i32("the topic's authorized operations")?;
         }
         r.tagged_fields()?;
+        entries.push(BrokerEntry {
+            start,
+            end: at(&r),
+            name,
+            id,
+        });
     }
     Ok(TopicsSpan {
         count_at,
-        entries_at,
         end: at(&r),
-        count,
     })
 }
 
+/// A topic of a narrowed Metadata request, in the order the client's request named it.
+#[derive(Debug, Clone, Copy)]
+pub enum Placed<'a> {
+    /// A topic the narrowed request kept, as it named it: the broker's entry for it goes here.
+    Kept(TopicRef<'a>),
+    /// A topic left out: this entry, as [`write_failed_topic`] writes it, goes here.
+    Failed(&'a [u8]),
+}
+
 /// Appends to `out` the frame (4-byte length included) of `response`, a Metadata response of
-/// `version` (a whole frame without its length, header included), with `added` more topic
-/// entries (`added_count` of them, as [`write_failed_topic`] writes them) after its own; every
-/// other byte as the broker sent it. A response that does not follow its definition up to the
-/// end of its topics is an error, and nothing is appended.
-pub fn add_topics(
+/// `version` (a whole frame without its length, header included), with its topic entries in
+/// the order `placed` gives: for each kept topic the broker's first entry answering for it
+/// not yet placed, for each topic left out its failed entry. The broker's entries that answer
+/// for no kept topic are left out: the client did not ask about them (a broker that answers a
+/// request naming no topic with every topic would otherwise tell it of those it may not see).
+/// Every other byte as the broker sent it. A response that does not follow its definition up
+/// to the end of its topics is an error, and nothing is appended.
+pub fn add_topics<'p>(
     response: &[u8],
     version: i16,
-    added: &[u8],
-    added_count: usize,
+    placed: impl Iterator<Item = Placed<'p>>,
     out: &mut Vec<u8>,
 ) -> Result<(), WireError> {
-    let span = topics_span(response, version)?;
+    let mut entries = Vec::new();
+    let span = topics_span(response, version, &mut entries)?;
+    let mut unplaced = vec![true; entries.len()];
+    let topics: Vec<&[u8]> = placed
+        .filter_map(|slot| match slot {
+            Placed::Failed(entry) => Some(entry),
+            Placed::Kept(topic) => {
+                let (entry, unplaced) = entries
+                    .iter()
+                    .zip(&mut unplaced)
+                    .find(|(entry, unplaced)| **unplaced && entry.answers(topic))?;
+                *unplaced = false;
+                Some(&response[entry.start..entry.end])
+            }
+        })
+        .collect();
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&response[..span.count_at]);
-    Writer::new(out, version >= 9).array_len(Some(span.count + added_count));
-    out.extend_from_slice(&response[span.entries_at..span.end]);
-    out.extend_from_slice(added);
+    Writer::new(out, version >= 9).array_len(Some(topics.len()));
+    for topic in topics {
+        out.extend_from_slice(topic);
+    }
     out.extend_from_slice(&response[span.end..]);
     let length = (out.len() - start - 4) as u32;
     out[start..start + 4].copy_from_slice(&length.to_be_bytes());

@@ -84,8 +84,20 @@ pub struct Request<'a> {
     kept: KeptTopics<'a>,
 }
 
-/// Reads the body of one API.
-type ReadBody<'a> = fn(&mut Reader<'a>, i16) -> Result<Body<'a>, WireError>;
+/// Reads the body of one API, keeping the topics it names as they are read.
+type ReadBody<'a> = fn(&mut Reader<'a>, i16, &mut KeptTopics<'a>) -> Result<Body<'a>, WireError>;
+
+/// Reads the body of one API whose topics lie in nested arrays or resources, to be kept once
+/// it has been read.
+type ReadNested<'a> = fn(&mut Reader<'a>, i16) -> Result<Body<'a>, WireError>;
+
+/// How the body of an API is read.
+enum Reading<'a> {
+    /// Keeping its topics as it goes.
+    Keeping(ReadBody<'a>),
+    /// Then its topics, from the body read.
+    Nested(ReadNested<'a>),
+}
 
 /// Writes the denial body of an API whose request is not read, at a version, with an error
 /// code.
@@ -107,43 +119,68 @@ impl<'a> Request<'a> {
     /// the APIs listed in [`Body`] must hold every field of their version's definition; bytes
     /// after the last one are ignored, as the broker ignores them.
     pub fn parse(message: &'a [u8]) -> Result<Request<'a>, Error> {
+        use Reading::{Keeping, Nested};
         let (header, mut r) = RequestHeader::parse(message)?;
         let version = header.api_version;
-        let read: Option<ReadBody<'a>> = match header.api.key {
-            PRODUCE => Some(|r, v| produce::parse(r, v).map(Body::Produce)),
-            FETCH => Some(|r, v| fetch::parse(r, v).map(Body::Fetch)),
-            LIST_OFFSETS => Some(|r, v| list_offsets::parse(r, v).map(Body::ListOffsets)),
-            METADATA => Some(|r, v| metadata::parse(r, v).map(Body::Metadata)),
-            OFFSET_COMMIT => Some(|r, v| offset_commit::parse(r, v).map(Body::OffsetCommit)),
-            OFFSET_FETCH => Some(|r, v| offset_fetch::parse(r, v).map(Body::OffsetFetch)),
-            CREATE_TOPICS => Some(|r, v| create_topics::parse(r, v).map(Body::CreateTopics)),
-            DELETE_TOPICS => Some(|r, v| delete_topics::parse(r, v).map(Body::DeleteTopics)),
-            DELETE_RECORDS => Some(|r, v| delete_records::parse(r, v).map(Body::DeleteRecords)),
-            OFFSET_FOR_LEADER_EPOCH => {
-                Some(|r, v| offset_for_leader_epoch::parse(r, v).map(Body::OffsetForLeaderEpoch))
-            }
-            ADD_PARTITIONS_TO_TXN => {
-                Some(|r, v| add_partitions_to_txn::parse(r, v).map(Body::AddPartitionsToTxn))
-            }
-            TXN_OFFSET_COMMIT => {
-                Some(|r, v| txn_offset_commit::parse(r, v).map(Body::TxnOffsetCommit))
-            }
-            FIND_COORDINATOR => {
-                Some(|r, v| find_coordinator::parse(r, v).map(Body::FindCoordinator))
-            }
-            DESCRIBE_CONFIGS => {
-                Some(|r, v| configs::parse(r, DESCRIBE_CONFIGS, v).map(Body::Configs))
-            }
-            ALTER_CONFIGS => Some(|r, v| configs::parse(r, ALTER_CONFIGS, v).map(Body::Configs)),
-            INCREMENTAL_ALTER_CONFIGS => {
-                Some(|r, v| configs::parse(r, INCREMENTAL_ALTER_CONFIGS, v).map(Body::Configs))
-            }
-            DESCRIBE_ACLS => Some(|r, v| acls::parse(r, DESCRIBE_ACLS, v).map(Body::Acls)),
-            CREATE_ACLS => Some(|r, v| acls::parse(r, CREATE_ACLS, v).map(Body::Acls)),
-            DELETE_ACLS => Some(|r, v| acls::parse(r, DELETE_ACLS, v).map(Body::Acls)),
+        let reading: Option<Reading<'a>> = match header.api.key {
+            PRODUCE => Some(Keeping(|r, v, k| {
+                produce::parse(r, v, k).map(Body::Produce)
+            })),
+            FETCH => Some(Keeping(|r, v, k| fetch::parse(r, v, k).map(Body::Fetch))),
+            LIST_OFFSETS => Some(Keeping(|r, v, k| {
+                list_offsets::parse(r, v, k).map(Body::ListOffsets)
+            })),
+            METADATA => Some(Keeping(|r, v, k| {
+                metadata::parse(r, v, k).map(Body::Metadata)
+            })),
+            OFFSET_COMMIT => Some(Keeping(|r, v, k| {
+                offset_commit::parse(r, v, k).map(Body::OffsetCommit)
+            })),
+            CREATE_TOPICS => Some(Keeping(|r, v, k| {
+                create_topics::parse(r, v, k).map(Body::CreateTopics)
+            })),
+            DELETE_TOPICS => Some(Keeping(|r, v, k| {
+                delete_topics::parse(r, v, k).map(Body::DeleteTopics)
+            })),
+            DELETE_RECORDS => Some(Keeping(|r, v, k| {
+                delete_records::parse(r, v, k).map(Body::DeleteRecords)
+            })),
+            OFFSET_FOR_LEADER_EPOCH => Some(Keeping(|r, v, k| {
+                offset_for_leader_epoch::parse(r, v, k).map(Body::OffsetForLeaderEpoch)
+            })),
+            TXN_OFFSET_COMMIT => Some(Keeping(|r, v, k| {
+                txn_offset_commit::parse(r, v, k).map(Body::TxnOffsetCommit)
+            })),
+            OFFSET_FETCH => Some(Nested(|r, v| {
+                offset_fetch::parse(r, v).map(Body::OffsetFetch)
+            })),
+            ADD_PARTITIONS_TO_TXN => Some(Nested(|r, v| {
+                add_partitions_to_txn::parse(r, v).map(Body::AddPartitionsToTxn)
+            })),
+            FIND_COORDINATOR => Some(Nested(|r, v| {
+                find_coordinator::parse(r, v).map(Body::FindCoordinator)
+            })),
+            DESCRIBE_CONFIGS => Some(Nested(|r, v| {
+                configs::parse(r, DESCRIBE_CONFIGS, v).map(Body::Configs)
+            })),
+            ALTER_CONFIGS => Some(Nested(|r, v| {
+                configs::parse(r, ALTER_CONFIGS, v).map(Body::Configs)
+            })),
+            INCREMENTAL_ALTER_CONFIGS => Some(Nested(|r, v| {
+                configs::parse(r, INCREMENTAL_ALTER_CONFIGS, v).map(Body::Configs)
+            })),
+            DESCRIBE_ACLS => Some(Nested(|r, v| {
+                acls::parse(r, DESCRIBE_ACLS, v).map(Body::Acls)
+            })),
+            CREATE_ACLS => Some(Nested(|r, v| {
+                acls::parse(r, CREATE_ACLS, v).map(Body::Acls)
+            })),
+            DELETE_ACLS => Some(Nested(|r, v| {
+                acls::parse(r, DELETE_ACLS, v).map(Body::Acls)
+            })),
             _ => None,
         };
-        let Some(read) = read else {
+        let Some(reading) = reading else {
             return Ok(Request::unread(header));
         };
         if !header.api.accepts(version) {
@@ -156,12 +193,15 @@ impl<'a> Request<'a> {
         // parses a request's fields and never checks that the frame ends there), so the proxy
         // and the broker read the same fields; librdkafka's Metadata request for all topics
         // ends in three such bytes.
-        let mut request = Request {
-            header,
-            body: read(&mut r, version)?,
-            kept: KeptTopics::none(),
+        let mut request = Request::unread(header);
+        request.body = match reading {
+            Keeping(read) => read(&mut r, version, &mut request.kept)?,
+            Nested(read) => {
+                let body = read(&mut r, version)?;
+                request.kept.keep(Self::read_topics(&body));
+                body
+            }
         };
-        request.kept.keep(Self::read_topics(&request.body));
         Ok(request)
     }
 

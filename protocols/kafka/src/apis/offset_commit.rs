@@ -1,7 +1,7 @@
 //! OffsetCommit (key 8), v2 to v10: the group and the topics whose offsets a consumer
 //! commits, and the response that denies it. v10 names topics by id.
 
-use crate::topics::{Entries, Topics};
+use crate::topics::{Entries, KeptTopics, Topics};
 use crate::wire::{Reader, WireError, Writer};
 
 use super::{partitioned_topic, write_partitioned_denial, PartitionedTopic};
@@ -18,8 +18,12 @@ pub struct Request<'a> {
     pub topics: Topics<'a>,
 }
 
-/// Reads an OffsetCommit request body.
-pub fn parse<'a>(r: &mut Reader<'a>, version: i16) -> Result<Request<'a>, WireError> {
+/// Reads an OffsetCommit request body, keeping the topics it names in `kept` as they are read.
+pub fn parse<'a>(
+    r: &mut Reader<'a>,
+    version: i16,
+    kept: &mut KeptTopics<'a>,
+) -> Result<Request<'a>, WireError> {
     let group_id = r.string("the group id")?;
     r.i32("the generation id or member epoch")?;
     r.string("the member id")?;
@@ -29,7 +33,7 @@ pub fn parse<'a>(r: &mut Reader<'a>, version: i16) -> Result<Request<'a>, WireEr
     if version <= 4 {
         r.i64("the retention time")?;
     }
-    let topics = Entries::read(r, version, "the topics", partitioned_topic::<Topic>)?;
+    let topics = Entries::read_keeping(r, version, "the topics", partitioned_topic::<Topic>, kept)?;
     r.tagged_fields()?;
     Ok(Request { group_id, topics })
 }

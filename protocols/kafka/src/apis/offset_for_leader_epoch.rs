@@ -2,7 +2,7 @@
 //! follower looks up.
 
 use super::{partitioned_topic, PartitionedTopic};
-use crate::topics::{Entries, Topics};
+use crate::topics::{Entries, KeptTopics, Topics};
 use crate::wire::{Reader, WireError};
 
 /// An OffsetForLeaderEpoch request.
@@ -12,12 +12,17 @@ pub struct Request<'a> {
     pub topics: Topics<'a>,
 }
 
-/// Reads an OffsetForLeaderEpoch request body.
-pub fn parse<'a>(r: &mut Reader<'a>, version: i16) -> Result<Request<'a>, WireError> {
+/// Reads an OffsetForLeaderEpoch request body, keeping the topics it names in `kept` as they
+/// are read.
+pub fn parse<'a>(
+    r: &mut Reader<'a>,
+    version: i16,
+    kept: &mut KeptTopics<'a>,
+) -> Result<Request<'a>, WireError> {
     if version >= 3 {
         r.i32("the replica id")?;
     }
-    let topics = Entries::read(r, version, "the topics", partitioned_topic::<Topic>)?;
+    let topics = Entries::read_keeping(r, version, "the topics", partitioned_topic::<Topic>, kept)?;
     r.tagged_fields()?;
     Ok(Request { topics })
 }

@@ -3,7 +3,7 @@
 //! Record batches are skipped by their length, never decoded (compressed ones included).
 //! v13 names topics by id. A request with `acks` 0 is never answered, so it gets no denial.
 
-use crate::topics::{Entries, Topics};
+use crate::topics::{Entries, KeptTopics, Topics};
 use crate::wire::{Reader, WireError, Writer};
 
 use super::{partitioned_topic, write_partitioned_denial, PartitionedTopic};
@@ -22,12 +22,16 @@ pub struct Request<'a> {
     pub topics: Topics<'a>,
 }
 
-/// Reads a Produce request body.
-pub fn parse<'a>(r: &mut Reader<'a>, version: i16) -> Result<Request<'a>, WireError> {
+/// Reads a Produce request body, keeping the topics it names in `kept` as they are read.
+pub fn parse<'a>(
+    r: &mut Reader<'a>,
+    version: i16,
+    kept: &mut KeptTopics<'a>,
+) -> Result<Request<'a>, WireError> {
     let transactional_id = r.nullable_string("the transactional id")?;
     let acks = r.i16("acks")?;
     r.i32("the timeout")?;
-    let topics = Entries::read(r, version, "the topics", partitioned_topic::<Topic>)?;
+    let topics = Entries::read_keeping(r, version, "the topics", partitioned_topic::<Topic>, kept)?;
     r.tagged_fields()?;
     Ok(Request {
         transactional_id,

@@ -1248,10 +1248,23 @@ fn walk(fields: &[Field], version: i16, vals: &[Val], topic: Option<&T>, named: 
     }
 }
 
-/// A whole request frame (without its length) of `message` at `version`.
+/// A whole request frame (without its length) of `message` at `version`, correlation id 77.
 fn request_frame(
     message: &Message,
     version: i16,
+    vals: &[Val],
+    client: Option<&[u8]>,
+    tags: u8,
+) -> Vec<u8> {
+    request_frame_with(message, version, 77, vals, client, tags)
+}
+
+/// A whole request frame (without its length) of `message` at `version`: request header v1,
+/// or v2 (with `tags` unknown tagged fields) where flexible, then the body.
+fn request_frame_with(
+    message: &Message,
+    version: i16,
+    correlation_id: i32,
     vals: &[Val],
     client: Option<&[u8]>,
     tags: u8,
@@ -1264,7 +1277,7 @@ fn request_frame(
     };
     e.out.extend_from_slice(&message.key.to_be_bytes());
     e.out.extend_from_slice(&version.to_be_bytes());
-    e.out.extend_from_slice(&77i32.to_be_bytes());
+    e.out.extend_from_slice(&correlation_id.to_be_bytes());
     e.bytes(&client.map(<[u8]>::to_vec), 2);
     e.flexible = flexible;
     e.tagged();
@@ -1295,11 +1308,25 @@ fn expected_topics(message: &Message, version: i16, vals: &[Val]) -> Named {
 fn check(message: &Message, version: i16, seed: u64, tags: u8) -> Result<(), TestCaseError> {
     let mut g = Gen(seed | 1);
     let vals = generate(message.request, version, &mut g, 0);
-    let frame = request_frame(message, version, &vals, Some(b"client"), tags);
+    let correlation_id = g.next() as i32;
+    let client = match g.below(4) {
+        0 => None,
+        1 => Some(Vec::new()),
+        _ => Some((0..g.below(300)).map(|_| g.next() as u8).collect()),
+    };
+    let frame = request_frame_with(
+        message,
+        version,
+        correlation_id,
+        &vals,
+        client.as_deref(),
+        tags,
+    );
     let request = Request::parse(&frame).map_err(|e| TestCaseError::fail(format!("{e}")))?;
     prop_assert_eq!(request.header.api.key, message.key);
-    prop_assert_eq!(request.header.correlation_id, 77);
-    prop_assert_eq!(request.header.client_id, Some(&b"client"[..]));
+    prop_assert_eq!(request.header.api_version, version);
+    prop_assert_eq!(request.header.correlation_id, correlation_id);
+    prop_assert_eq!(request.header.client_id, client.as_deref());
     let expected = expected_topics(message, version, &vals);
     let topics: Vec<T> = request.topics().map(to_topic_ref).collect();
     prop_assert_eq!(&topics, &expected.topics);
@@ -1321,7 +1348,7 @@ fn check(message: &Message, version: i16, seed: u64, tags: u8) -> Result<(), Tes
         u32::from_be_bytes(out[..4].try_into().unwrap()) as usize,
         out.len() - 4
     );
-    prop_assert_eq!(&out[4..8], &77i32.to_be_bytes());
+    prop_assert_eq!(&out[4..8], &correlation_id.to_be_bytes());
     let flexible = version >= message.flexible;
     let mut d = Decoder {
         bytes: &out[8..],
@@ -1729,23 +1756,84 @@ fn find_coordinator_denials_answer_each_key() {
         ))));
 }
 
-/// The broker's Metadata response to a narrowed request, with the topics left out added, is,
-/// decoded by the oracle, the broker's response (brokers, cluster id, controller, topics,
-/// everything else) with one more topic entry per topic left out, in order, each failed with
+/// Whether the oracle's Metadata response topic entry `entry` (of `version`) answers for
+/// `topic` as a request named it: by its name, or by its non-zero id.
+fn answers_for(entry: &[Val], version: i16, topic: &T) -> bool {
+    match topic {
+        T::Name(name) => entry[1] == Val::Str(Some(name.clone())),
+        T::Id(id) => version >= 10 && *id != [0; 16] && entry[2] == Val::Uuid(*id),
+        T::Any => false,
+    }
+}
+
+/// The oracle's Metadata response topic entry (of `version`) failing `topic` with
+/// TOPIC_AUTHORIZATION_FAILED: named as the request named it, not internal, no partitions.
+fn failed_entry(topic: &T, version: i16) -> Vec<Val> {
+    let (name, id) = match topic {
+        T::Name(name) => (Some(name.clone()), [0; 16]),
+        T::Id(id) => (None, *id),
+        T::Any => unreachable!("a Metadata request names no such topic"),
+    };
+    let mut entry = vec![Val::Int(i64::from(TOPIC_AUTHORIZATION_FAILED))];
+    entry.push(Val::Str(match version >= 12 {
+        true => name,
+        false => Some(name.unwrap_or_default()),
+    }));
+    if version >= 10 {
+        entry.push(Val::Uuid(id));
+    }
+    if version >= 1 {
+        entry.push(Val::Int(0));
+    }
+    entry.push(Val::Array(Some(Vec::new())));
+    if version >= 8 {
+        entry.push(Val::Int(i64::from(i32::MIN)));
+    }
+    entry
+}
+
+/// The broker's Metadata response to a narrowed request, rewritten, is, decoded by the
+/// oracle, the broker's response (brokers, cluster id, controller, everything else) with its
+/// topics in the order of the client's request: for each topic the request kept the broker's
+/// first entry for it not yet placed, for each topic left out an entry failing it with
 /// TOPIC_AUTHORIZATION_FAILED, named as the request named it, not internal, without
-/// partitions; for every version, with unknown tagged fields where flexible.
+/// partitions; the broker's entries for no kept topic are left out. For every version, with
+/// unknown tagged fields where flexible, the broker answering the kept topics in an order of
+/// its own among topics nobody asked about.
 #[test]
-fn topics_left_out_are_added_to_the_brokers_metadata_response() {
+fn topics_left_out_are_placed_in_request_order_among_the_brokers() {
     let message = MESSAGES.iter().find(|m| m.key == METADATA).unwrap();
-    let mut added_topics = 0;
+    let (mut failed_topics, mut kept_topics, mut failed_first, mut unasked) = (0, 0, 0, 0);
     for version in message.low..=message.high {
         let flexible = version >= message.flexible;
-        for seed in 1..40u64 {
+        let topics_at = METADATA_RESPONSE
+            .iter()
+            .filter(|field| present(field, version))
+            .position(|field| matches!(field.ty, Array(inner) if inner[0].role == Fail))
+            .unwrap();
+        for seed in 1..60u64 {
             let mut g = Gen(seed * 7919);
             let request_vals = generate(message.request, version, &mut g, 0);
             let frame = request_frame(message, version, &request_vals, Some(b"c"), 0);
             let request = Request::parse(&frame).unwrap();
-            let response_vals = generate(METADATA_RESPONSE, version, &mut g, 0);
+            let named: Vec<(T, bool)> = request
+                .topics()
+                .map(|topic| (to_topic_ref(topic), g.below(2) == 0))
+                .collect();
+            let mut response_vals = generate(METADATA_RESPONSE, version, &mut g, 0);
+            let Val::Array(Some(broker)) = &mut response_vals[topics_at] else {
+                unreachable!("the topics array is never null")
+            };
+            for (topic, _) in named.iter().filter(|(_, kept)| *kept) {
+                let mut entry = generate(METADATA_TOPIC_RESPONSE, version, &mut g, 1);
+                match topic {
+                    T::Name(name) => entry[1] = Val::Str(Some(name.clone())),
+                    T::Id(id) => entry[2] = Val::Uuid(*id),
+                    T::Any => unreachable!("a Metadata request names no such topic"),
+                }
+                let at = g.below(broker.len() as u64 + 1) as usize;
+                broker.insert(at, entry);
+            }
             let mut e = Encoder {
                 out: 77i32.to_be_bytes().to_vec(),
                 flexible,
@@ -1753,14 +1841,28 @@ fn topics_left_out_are_added_to_the_brokers_metadata_response() {
             };
             e.tagged();
             e.structure(METADATA_RESPONSE, version, &response_vals);
-            let mut entries = Vec::new();
-            let mut w = Writer::new(&mut entries, flexible);
-            for topic in request.topics() {
-                metadata::write_failed_topic(topic, version, TOPIC_AUTHORIZATION_FAILED, &mut w);
+
+            let mut failed = Vec::new();
+            let mut spans = Vec::new();
+            for (topic, kept) in request.topics().zip(named.iter().map(|(_, kept)| *kept)) {
+                let start = failed.len();
+                if !kept {
+                    let mut w = Writer::new(&mut failed, flexible);
+                    metadata::write_failed_topic(
+                        topic,
+                        version,
+                        TOPIC_AUTHORIZATION_FAILED,
+                        &mut w,
+                    );
+                }
+                spans.push((topic, kept, start..failed.len()));
             }
-            let count = request.topics().count();
+            let placed = spans.iter().map(|(topic, kept, at)| match kept {
+                true => metadata::Placed::Kept(*topic),
+                false => metadata::Placed::Failed(&failed[at.clone()]),
+            });
             let mut out = b"kept".to_vec();
-            metadata::add_topics(&e.out, version, &entries, count, &mut out).unwrap();
+            metadata::add_topics(&e.out, version, placed, &mut out).unwrap();
             assert_eq!(&out[..4], b"kept");
             let out = &out[4..];
             assert_eq!(out[..4], ((out.len() - 4) as u32).to_be_bytes());
@@ -1772,42 +1874,150 @@ fn topics_left_out_are_added_to_the_brokers_metadata_response() {
             d.tagged().unwrap();
             let decoded = d.structure(METADATA_RESPONSE, version).unwrap();
             assert!(d.bytes.is_empty(), "v{version} seed {seed}");
-            let added = request.topics().map(|topic| {
-                let (name, id) = match topic {
-                    TopicRef::Name(name) => (Some(name.to_vec()), [0; 16]),
-                    TopicRef::Id(id) => (None, id),
-                    TopicRef::Any => unreachable!("a Metadata request names no such topic"),
-                };
-                let mut entry = vec![Val::Int(i64::from(TOPIC_AUTHORIZATION_FAILED))];
-                entry.push(Val::Str(match version >= 12 {
-                    true => name,
-                    false => Some(name.unwrap_or_default()),
-                }));
-                if version >= 10 {
-                    entry.push(Val::Uuid(id));
-                }
-                if version >= 1 {
-                    entry.push(Val::Int(0));
-                }
-                entry.push(Val::Array(Some(Vec::new())));
-                if version >= 8 {
-                    entry.push(Val::Int(i64::from(i32::MIN)));
-                }
-                entry
-            });
-            let topics_at = METADATA_RESPONSE
-                .iter()
-                .filter(|field| present(field, version))
-                .position(|field| matches!(field.ty, Array(inner) if inner[0].role == Fail))
-                .unwrap();
+
             let mut expected = response_vals.clone();
             let Val::Array(Some(topics)) = &mut expected[topics_at] else {
                 unreachable!("the topics array is never null")
             };
-            topics.extend(added);
+            let mut unplaced: Vec<Option<Vec<Val>>> = topics.drain(..).map(Some).collect();
+            for (topic, kept) in &named {
+                if !kept {
+                    topics.push(failed_entry(topic, version));
+                    failed_topics += 1;
+                    continue;
+                }
+                let found = unplaced.iter_mut().find(|entry| {
+                    entry
+                        .as_ref()
+                        .is_some_and(|entry| answers_for(entry, version, topic))
+                });
+                topics.push(found.and_then(Option::take).unwrap());
+                kept_topics += 1;
+            }
+            let first_kept = named.iter().position(|(_, kept)| *kept);
+            let first_failed = named.iter().position(|(_, kept)| !*kept);
+            failed_first += usize::from(first_failed < first_kept && first_kept.is_some());
+            unasked += unplaced.into_iter().flatten().count();
             assert_eq!(decoded, expected, "v{version} seed {seed}");
-            added_topics += count;
         }
     }
-    assert!(added_topics > 300, "{added_topics}");
+    assert!(
+        failed_topics > 150 && kept_topics > 150 && failed_first > 50 && unasked > 150,
+        "{failed_topics} {kept_topics} {failed_first} {unasked}"
+    );
+}
+
+/// The oracle's encoding of a response of `message` at `version`: the correlation id, the
+/// response header's tagged fields where flexible (`tags` unknown ones in every structure),
+/// then the body.
+fn response_frame(
+    message: &Message,
+    layout: &[Field],
+    version: i16,
+    correlation_id: i32,
+    vals: &[Val],
+    tags: u8,
+) -> Vec<u8> {
+    let mut e = Encoder {
+        out: correlation_id.to_be_bytes().to_vec(),
+        flexible: version >= message.flexible,
+        tags,
+    };
+    e.tagged();
+    e.structure(layout, version, vals);
+    e.out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    /// Any Metadata response, built by the oracle's encoder from the definition, teaches the
+    /// names of exactly the ids of its topics without an error, with a name and a non-zero id
+    /// (v10+; earlier versions carry no ids), a later entry for an id winning over an earlier.
+    #[test]
+    fn metadata_responses_teach_the_ids_of_their_named_topics(
+        version in 0i16..=13,
+        seed in any::<u64>(),
+        correlation_id in any::<i32>(),
+        tags in 0u8..3,
+    ) {
+        let message = MESSAGES.iter().find(|m| m.key == METADATA).unwrap();
+        let mut g = Gen(seed | 1);
+        let pool: Vec<[u8; 16]> = (0..3).map(|_| std::array::from_fn(|_| g.next() as u8)).collect();
+        let mut vals = generate(METADATA_RESPONSE, version, &mut g, 0);
+        let topics_at = METADATA_RESPONSE
+            .iter()
+            .filter(|field| present(field, version))
+            .position(|field| matches!(field.ty, Array(inner) if inner[0].role == Fail))
+            .unwrap();
+        let Val::Array(Some(topics)) = &mut vals[topics_at] else {
+            unreachable!("the topics array is never null")
+        };
+        for entry in topics.iter_mut() {
+            if g.below(2) == 0 {
+                entry[0] = Val::Int(0);
+            }
+            if version >= 10 && g.below(2) == 0 {
+                entry[2] = Val::Uuid(match g.below(4) {
+                    3 => [0; 16],
+                    i => pool[i as usize],
+                });
+            }
+        }
+        let mut expected = std::collections::HashMap::new();
+        let mut every_id = pool.clone();
+        for entry in topics.iter() {
+            let id = match (version >= 10, &entry[2]) {
+                (true, Val::Uuid(id)) => *id,
+                (true, _) => unreachable!("the third field of a topic from v10 is its id"),
+                (false, _) => [0; 16],
+            };
+            every_id.push(id);
+            if let (Val::Int(0), Val::Str(Some(name))) = (&entry[0], &entry[1]) {
+                if version >= 10 && id != [0; 16] {
+                    expected.insert(id, name.clone());
+                }
+            }
+        }
+        let response =
+            response_frame(message, METADATA_RESPONSE, version, correlation_id, &vals, tags);
+        let ids = crate::TopicIds::default();
+        prop_assert_eq!(ids.learn(&response, version), Ok(()));
+        let known = ids.known();
+        for id in every_id {
+            let want = match expected.get(&id) {
+                Some(name) => T::Name(name.clone()),
+                None => T::Id(id),
+            };
+            prop_assert_eq!(to_topic_ref(known.resolve(TopicRef::Id(id))), want);
+        }
+    }
+
+    /// Of any Fetch response with fetch sessions (v7+), built by the oracle's encoder from the
+    /// definition, the parser reads exactly its top-level error code and session id.
+    #[test]
+    fn fetch_responses_give_their_error_and_session(
+        version in 7i16..=17,
+        seed in any::<u64>(),
+        correlation_id in any::<i32>(),
+        error in any::<i16>(),
+        session_id in any::<i32>(),
+        tags in 0u8..3,
+    ) {
+        let message = MESSAGES.iter().find(|m| m.key == FETCH).unwrap();
+        let mut vals = generate(FETCH_RESPONSE, version, &mut Gen(seed | 1), 0);
+        let error_at = FETCH_RESPONSE
+            .iter()
+            .filter(|field| present(field, version))
+            .position(|field| field.role == TopError)
+            .unwrap();
+        vals[error_at] = Val::Int(error.into());
+        vals[error_at + 1] = Val::Int(session_id.into());
+        let response =
+            response_frame(message, FETCH_RESPONSE, version, correlation_id, &vals, tags);
+        prop_assert_eq!(
+            crate::parser::fetch_outcome(&response[4..], version),
+            Some((error, session_id))
+        );
+    }
 }

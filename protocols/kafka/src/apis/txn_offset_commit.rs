@@ -2,7 +2,7 @@
 //! producer commits.
 
 use super::{partitioned_topic, PartitionedTopic};
-use crate::topics::{Entries, Topics};
+use crate::topics::{Entries, KeptTopics, Topics};
 use crate::wire::{Reader, WireError};
 
 /// A TxnOffsetCommit request.
@@ -16,8 +16,12 @@ pub struct Request<'a> {
     pub topics: Topics<'a>,
 }
 
-/// Reads a TxnOffsetCommit request body.
-pub fn parse<'a>(r: &mut Reader<'a>, version: i16) -> Result<Request<'a>, WireError> {
+/// Reads a TxnOffsetCommit request body, keeping the topics it names in `kept` as they are read.
+pub fn parse<'a>(
+    r: &mut Reader<'a>,
+    version: i16,
+    kept: &mut KeptTopics<'a>,
+) -> Result<Request<'a>, WireError> {
     let transactional_id = r.string("the transactional id")?;
     let group_id = r.string("the group id")?;
     r.i64("the producer id")?;
@@ -27,7 +31,7 @@ pub fn parse<'a>(r: &mut Reader<'a>, version: i16) -> Result<Request<'a>, WireEr
         r.string("the member id")?;
         r.nullable_string("the group instance id")?;
     }
-    let topics = Entries::read(r, version, "the topics", partitioned_topic::<Topic>)?;
+    let topics = Entries::read_keeping(r, version, "the topics", partitioned_topic::<Topic>, kept)?;
     r.tagged_fields()?;
     Ok(Request {
         transactional_id,
