@@ -287,8 +287,19 @@ async fn on_the_api_port_the_view_needs_the_token_and_the_login_cookie_opens_the
         401,
         "the cookie opens the view's routes, not the API"
     );
-    let forged = "Host: x\r\nCookie: axoneme_ui=00\r\n";
-    assert_eq!(http(view.api, "GET", "/ui/", forged, "").await.status, 401);
+    // The cookie is a session secret, not the token in some encoding: one that encodes the
+    // token is refused, and a second login gets the same session.
+    let token_hex: String = TOKEN.bytes().map(|b| format!("{b:02x}")).collect();
+    assert!(!pair.contains(&token_hex), "{pair}");
+    for forged in ["00".to_owned(), token_hex, TOKEN.to_owned()] {
+        let forged = format!("Host: x\r\nCookie: axoneme_ui={forged}\r\n");
+        assert_eq!(http(view.api, "GET", "/ui/", &forged, "").await.status, 401);
+    }
+    let again = login(TOKEN).await;
+    assert_eq!(
+        again.header("set-cookie").unwrap().split(';').next(),
+        Some(pair)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

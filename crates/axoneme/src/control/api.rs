@@ -289,7 +289,9 @@ pub async fn serve_tcp(
     listener: TcpListener,
     token: String,
 ) -> anyhow::Result<()> {
-    let credentials = Arc::new(Credentials::new(&token));
+    let credentials = Arc::new(Credentials::new(&token).map_err(|error| {
+        anyhow::anyhow!("drawing the flow view's session secret failed: {error}")
+    })?);
     let server = Arc::clone(&agent);
     let shared = Arc::clone(&agent.shared);
     let app = router(Arc::clone(&agent))

@@ -3,7 +3,8 @@
 //!
 //! It owns the page's routes and how they are reached: on the API's TCP listener behind the
 //! API's token (an `Authorization: Bearer` header, or the HttpOnly cookie that `/ui/login` sets
-//! once the token is typed into the login form; the cookie is sent with `/ui/` requests only),
+//! once the token is typed into the login form: a random session secret, not the token, sent
+//! with `/ui/` requests only),
 //! and on `web.listen`, a loopback-only listener without a token that serves the page's routes
 //! alone and answers only requests naming a loopback host (so that a site rebinding its DNS
 //! name to 127.0.0.1 reads nothing). The assets are built into the binary; the page loads
@@ -17,6 +18,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::convert::Infallible;
+use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,7 +57,7 @@ const KEEP_ALIVE_INTERVALS: u32 = 40;
 /// The largest request body the page's routes take (a trace question or a login).
 const MAX_BODY_BYTES: usize = 64 << 10;
 
-/// The cookie holding the token, hex-encoded, for the page's requests.
+/// The cookie holding the login's session secret, for the page's requests.
 const COOKIE: &str = "axoneme_ui";
 
 const INDEX_HTML: &str = include_str!("web/index.html");
@@ -127,12 +129,15 @@ fn asset(content_type: &'static str, text: &'static str) -> Response {
         .into_response()
 }
 
-/// The API token in the two forms a request may carry it.
+/// What a request may carry to be let in: the API token, or the session the login gives.
 pub(crate) struct Credentials {
     /// `Bearer <token>`.
     bearer: Vec<u8>,
-    /// The token, hex-encoded, as the cookie holds it.
-    cookie: Vec<u8>,
+    /// The token itself, as the login form sends it.
+    token: Vec<u8>,
+    /// The login cookie's value: a random secret drawn when the listener starts, so that the
+    /// cookie neither holds nor reveals the token and is void once the agent restarts.
+    session: Vec<u8>,
 }
 
 /// What the API's listener does with a request.
@@ -146,11 +151,16 @@ pub(crate) enum Admission {
 }
 
 impl Credentials {
-    pub(crate) fn new(token: &str) -> Credentials {
-        Credentials {
+    /// The credentials of `token`, with a new session secret from the kernel's random
+    /// source.
+    pub(crate) fn new(token: &str) -> std::io::Result<Credentials> {
+        let mut secret = [0u8; 32];
+        std::fs::File::open("/dev/urandom")?.read_exact(&mut secret)?;
+        Ok(Credentials {
             bearer: format!("Bearer {token}").into_bytes(),
-            cookie: hex(token.as_bytes()).into_bytes(),
-        }
+            token: token.as_bytes().to_vec(),
+            session: hex(&secret).into_bytes(),
+        })
     }
 
     /// Whether `request` may go on: with the bearer token anywhere, with the cookie on the
@@ -162,7 +172,7 @@ impl Credentials {
             .get(header::AUTHORIZATION)
             .map_or(&b""[..], HeaderValue::as_bytes);
         let with_cookie = path.starts_with("/ui/")
-            && cookie(headers).is_some_and(|value| same_secret(value, &self.cookie));
+            && cookie(headers).is_some_and(|value| same_secret(value, &self.session));
         if with_cookie || same_secret(bearer, &self.bearer) || open_path(request.method(), path) {
             Admission::Pass
         } else if request.method() == Method::GET && matches!(path, "/ui" | "/ui/") {
@@ -189,14 +199,15 @@ impl Credentials {
                 format!("login: {e}; send {{\"token\": \"...\"}}"),
             )
         })?;
-        let given = hex(given["token"].as_str().unwrap_or_default().as_bytes());
-        if !same_secret(given.as_bytes(), &self.cookie) {
+        let given = given["token"].as_str().unwrap_or_default();
+        if !same_secret(given.as_bytes(), &self.token) {
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "wrong token".into(),
             ));
         }
-        let cookie = format!("{COOKIE}={given}; Path=/ui/; HttpOnly; SameSite=Strict");
+        let session = String::from_utf8_lossy(&self.session);
+        let cookie = format!("{COOKIE}={session}; Path=/ui/; HttpOnly; SameSite=Strict");
         let cookie = HeaderValue::from_str(&cookie).expect("hex digits and ASCII");
         Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie)]).into_response())
     }
