@@ -21,7 +21,7 @@
 //!
 //! | key | value | lease |
 //! | --- | --- | --- |
-//! | `epoch` | who created it; its creation revision tells a store that lost its data | none |
+//! | `epoch` | a value unique to the store's life, written by the node that found it empty; another value (or none) tells a store that lost its data | none |
 //! | `identities/id/<id>` | the labels, sorted, each ending in `;` (master key) | none |
 //! | `identities/value/<labels>/<node>` | `<id>` (that node's reference) | the node's |
 //! | `nodes/<node>` | the node's last lease renewal, milliseconds since the Unix epoch | the node's |
