@@ -183,4 +183,47 @@ mod tests {
         assert_eq!(names, ["luke", "r2d2"]);
         assert_eq!(snapshot.nodes["node-a"][0].labels["app"], "luke");
     }
+
+    #[test]
+    fn updates_one_key_at_a_time_give_the_snapshot_built_whole() {
+        let spec = |name: &str, ip: &str| EndpointSpec {
+            name: name.to_owned(),
+            ips: vec![ip.parse().unwrap()],
+            labels: BTreeMap::new(),
+            namespace: None,
+            policy_audit_mode: false,
+        };
+        let steps: [(&str, Option<EndpointSpec>); 7] = [
+            ("node-b/r2d2", Some(spec("r2d2", "10.0.0.2"))),
+            ("node-a/luke", Some(spec("luke", "10.0.0.1"))),
+            ("node-b/c3po", Some(spec("c3po", "10.0.0.3"))),
+            ("node-b/r2d2", Some(spec("r2d2", "10.0.0.9"))),
+            ("node-a/luke", None),
+            ("node-a/leia", None),
+            ("node-b/bb8", Some(spec("bb8", "10.0.0.4"))),
+        ];
+        let mut entries = Entries::new();
+        let mut snapshot = EndpointsSnapshot::default();
+        for (key, endpoint) in steps {
+            match &endpoint {
+                Some(endpoint) => entries.insert(key.to_owned(), endpoint.clone()),
+                None => entries.remove(key),
+            };
+            EndpointsView::update(&mut snapshot, key, endpoint.as_ref());
+            EndpointsView::set_revision(&mut snapshot, 3);
+            // Grouped by node, in key order, as the keys stand now.
+            let mut expected = EndpointsSnapshot {
+                revision: 3,
+                nodes: BTreeMap::new(),
+            };
+            for (key, endpoint) in &entries {
+                let node = key.split('/').next().unwrap().to_owned();
+                expected.nodes.entry(node).or_default().push(endpoint.clone());
+            }
+            assert_eq!(snapshot, expected, "after {key}");
+        }
+        assert!(!snapshot.nodes.contains_key("node-a"), "a node left empty is gone");
+        let names: Vec<_> = snapshot.nodes["node-b"].iter().map(|e| &e.name).collect();
+        assert_eq!(names, ["bb8", "c3po", "r2d2"]);
+    }
 }
