@@ -68,7 +68,9 @@ pub(crate) async fn watch(
 /// The address of an IP cache key, written as Cilium writes it (Go's `net.IP.String()`, the
 /// same text as Rust's), so that no two keys name the same address.
 fn cache_address(key: &str) -> Option<IpAddr> {
-    key.parse::<IpAddr>().ok().filter(|ip| ip.to_string() == key)
+    key.parse::<IpAddr>()
+        .ok()
+        .filter(|ip| ip.to_string() == key)
 }
 
 /// Cilium's IP cache: `<ip>` → `IPIdentityPair`. CIDR entries (`<ip>/<bits>`) and values that
@@ -90,7 +92,11 @@ impl View for IpCacheView {
         }
     }
 
-    fn update(snapshot: &mut (BTreeMap<IpAddr, u32>, i64), key: &str, pair: Option<&(IpAddr, u32)>) {
+    fn update(
+        snapshot: &mut (BTreeMap<IpAddr, u32>, i64),
+        key: &str,
+        pair: Option<&(IpAddr, u32)>,
+    ) {
         match pair {
             Some((ip, id)) => {
                 snapshot.0.insert(*ip, *id);

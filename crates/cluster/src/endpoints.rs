@@ -218,11 +218,18 @@ mod tests {
             };
             for (key, endpoint) in &entries {
                 let node = key.split('/').next().unwrap().to_owned();
-                expected.nodes.entry(node).or_default().push(endpoint.clone());
+                expected
+                    .nodes
+                    .entry(node)
+                    .or_default()
+                    .push(endpoint.clone());
             }
             assert_eq!(snapshot, expected, "after {key}");
         }
-        assert!(!snapshot.nodes.contains_key("node-a"), "a node left empty is gone");
+        assert!(
+            !snapshot.nodes.contains_key("node-a"),
+            "a node left empty is gone"
+        );
         let names: Vec<_> = snapshot.nodes["node-b"].iter().map(|e| &e.name).collect();
         assert_eq!(names, ["bb8", "c3po", "r2d2"]);
     }

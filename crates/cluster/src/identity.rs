@@ -401,12 +401,8 @@ pub(crate) async fn restore(shared: &Arc<Shared>) -> Result<(), ClusterError> {
             let txn = Txn::new()
                 .when([
                     Compare::create_revision(master.clone(), CompareOp::Equal, 0),
-                    Compare::create_revision(
-                        keys.identity_references(labels),
-                        CompareOp::Equal,
-                        0,
-                    )
-                    .with_prefix(),
+                    Compare::create_revision(keys.identity_references(labels), CompareOp::Equal, 0)
+                        .with_prefix(),
                 ])
                 .and_then([
                     TxnOp::put(master, labels.as_str(), None),
@@ -490,11 +486,7 @@ impl View for MastersView {
         decoded.map(|(id, labels)| (id, split_labels(labels)))
     }
 
-    fn update(
-        snapshot: &mut IdentitiesSnapshot,
-        id: &str,
-        identity: Option<&(u32, Vec<String>)>,
-    ) {
+    fn update(snapshot: &mut IdentitiesSnapshot, id: &str, identity: Option<&(u32, Vec<String>)>) {
         match identity {
             Some((id, labels)) => {
                 snapshot.identities.insert(*id, labels.clone());

@@ -531,7 +531,11 @@ impl Shared {
                 tokio::time::sleep(interval).await;
                 match self.keep_alive_once().await {
                     Ok(true) => {}
-                    Ok(false) => return ClusterError::LeaseLost { lease: self.lease() },
+                    Ok(false) => {
+                        return ClusterError::LeaseLost {
+                            lease: self.lease(),
+                        }
+                    }
                     // The restore's own requests fail too if etcd is gone.
                     Err(error) => tracing::debug!(%error, "renewing the lease while restoring"),
                 }
@@ -564,9 +568,7 @@ impl Shared {
             batch_bytes += bytes;
             let full = match ops.peek() {
                 None => true,
-                Some((_, next)) => {
-                    batch.len() == MAX_TXN_OPS || batch_bytes + next > MAX_TXN_BYTES
-                }
+                Some((_, next)) => batch.len() == MAX_TXN_OPS || batch_bytes + next > MAX_TXN_BYTES,
             };
             if !full {
                 continue;

@@ -457,13 +457,21 @@ async fn a_wipe_of_many_keys_is_restored_under_a_short_lease() {
     config.lease_ttl = Duration::from_secs(2);
     let a = Session::connect(config).await.unwrap();
     let endpoints: Vec<EndpointSpec> = (0..ENDPOINTS)
-        .map(|i| endpoint(&format!("pod-{i:04}"), &format!("10.1.{}.{}", i / 250, i % 250)))
+        .map(|i| {
+            endpoint(
+                &format!("pod-{i:04}"),
+                &format!("10.1.{}.{}", i / 250, i % 250),
+            )
+        })
         .collect();
     a.publish_endpoints(&endpoints).await.unwrap();
     let mut numbers = BTreeMap::new();
     for k in 0..IDENTITIES {
         let labels = [format!("app=sim-{k}")];
-        numbers.insert(labels[0].clone(), a.allocate_identity(&labels).await.unwrap());
+        numbers.insert(
+            labels[0].clone(),
+            a.allocate_identity(&labels).await.unwrap(),
+        );
     }
     for k in 0..POLICIES {
         a.put_policy(&format!("policy-{k:03}"), &format!("text {k}"))
@@ -506,7 +514,10 @@ async fn a_wipe_of_many_keys_is_restored_under_a_short_lease() {
     assert_eq!(endpoints_now, before[0]);
     let health = a.health().borrow().clone();
     assert_eq!(health.data_losses, 1, "{health:?}");
-    assert_eq!(health.lease_losses, 0, "the lease outlived the restore: {health:?}");
+    assert_eq!(
+        health.lease_losses, 0,
+        "the lease outlived the restore: {health:?}"
+    );
     assert!(!a.is_stale());
     for (labels, number) in numbers {
         assert_eq!(a.allocate_identity(&[labels]).await.unwrap(), number);

@@ -140,8 +140,9 @@ async fn views_equal_a_fresh_listing_after_random_writes() {
             if random.below(4) == 0 {
                 // Several events in one watch answer (etcd takes one write per key in a
                 // transaction: a later one of the same key replaces the earlier).
-                let ops: BTreeMap<String, TxnOp> =
-                    (0..1 + random.below(6)).map(|_| random_op(&mut random)).collect();
+                let ops: BTreeMap<String, TxnOp> = (0..1 + random.below(6))
+                    .map(|_| random_op(&mut random))
+                    .collect();
                 let ops: Vec<TxnOp> = ops.into_values().collect();
                 client.txn(Txn::new().and_then(ops)).await.unwrap();
             } else {
