@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::error::ClusterError;
 use crate::identity::{IdentitiesSnapshot, MastersView};
-use crate::mirror::{self, Entries, View};
+use crate::mirror::{self, View};
 use crate::session::Shared;
 
 /// Cilium's identity master keys.
@@ -65,6 +65,14 @@ pub(crate) async fn watch(
     Ok((rx, vec![identities_task, ips_task, combiner]))
 }
 
+/// The address of an IP cache key, written as Cilium writes it (Go's `net.IP.String()`, the
+/// same text as Rust's), so that no two keys name the same address.
+fn cache_address(key: &str) -> Option<IpAddr> {
+    key.parse::<IpAddr>()
+        .ok()
+        .filter(|ip| ip.to_string() == key)
+}
+
 /// Cilium's IP cache: `<ip>` → `IPIdentityPair`. CIDR entries (`<ip>/<bits>`) and values that
 /// do not decode are left out.
 struct IpCacheView;
@@ -74,7 +82,7 @@ impl View for IpCacheView {
     type Snapshot = (BTreeMap<IpAddr, u32>, i64);
 
     fn decode(key: &str, value: &[u8]) -> Option<(IpAddr, u32)> {
-        let ip = key.parse::<IpAddr>().ok()?;
+        let ip = cache_address(key)?;
         match serde_json::from_slice::<IpIdentityPair>(value) {
             Ok(pair) => Some((ip, pair.id)),
             Err(error) => {
@@ -84,14 +92,32 @@ impl View for IpCacheView {
         }
     }
 
-    fn build(entries: &Entries<(IpAddr, u32)>, revision: i64) -> (BTreeMap<IpAddr, u32>, i64) {
-        (entries.values().copied().collect(), revision)
+    fn update(
+        snapshot: &mut (BTreeMap<IpAddr, u32>, i64),
+        key: &str,
+        pair: Option<&(IpAddr, u32)>,
+    ) {
+        match pair {
+            Some((ip, id)) => {
+                snapshot.0.insert(*ip, *id);
+            }
+            None => {
+                if let Some(ip) = cache_address(key) {
+                    snapshot.0.remove(&ip);
+                }
+            }
+        }
+    }
+
+    fn set_revision(snapshot: &mut (BTreeMap<IpAddr, u32>, i64), revision: i64) {
+        snapshot.1 = revision;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mirror::Entries;
 
     #[test]
     fn ip_cache_entries_decode_their_identity() {

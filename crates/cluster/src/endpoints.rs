@@ -9,12 +9,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axoneme_policy::EndpointSpec;
-use etcd_client::GetOptions;
+use etcd_client::{GetOptions, PutOptions, TxnOp};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::error::ClusterError;
-use crate::mirror::{self, Entries, View};
+use crate::mirror::{self, View};
 use crate::session::{Session, Shared};
 
 /// Every node's endpoints at a revision.
@@ -49,34 +49,48 @@ impl Session {
                 Some(GetOptions::new().with_prefix().with_keys_only()),
             )
             .await?;
+        let mut ops = Vec::new();
         for kv in current.kvs() {
             let Some(name) = crate::keys::suffix(kv.key(), &prefix) else {
                 continue;
             };
             if !desired.contains_key(name) {
-                shared
-                    .delete(
-                        || format!("delete endpoint {name:?}"),
-                        &format!("{prefix}{name}"),
-                        None,
-                    )
-                    .await?;
+                ops.push((TxnOp::delete(kv.key(), None), kv.key().len()));
             }
         }
-        for (name, json) in desired {
-            shared.put_owned(format!("{prefix}{name}"), json).await?;
-        }
+        ops.extend(owned_puts(shared, &prefix, desired));
+        shared
+            .write_batched("publish this node's endpoints", ops)
+            .await?;
         Ok(())
     }
+}
+
+/// The puts of this node's endpoints under its lease.
+fn owned_puts(
+    shared: &Shared,
+    prefix: &str,
+    endpoints: BTreeMap<String, String>,
+) -> Vec<(TxnOp, usize)> {
+    let options = PutOptions::new().with_lease(shared.lease());
+    endpoints
+        .into_iter()
+        .map(|(name, json)| {
+            let key = format!("{prefix}{name}");
+            let bytes = key.len() + json.len();
+            (TxnOp::put(key, json, Some(options.clone())), bytes)
+        })
+        .collect()
 }
 
 /// Re-creates this node's endpoints under its current lease.
 pub(crate) async fn restore(shared: &Arc<Shared>) -> Result<(), ClusterError> {
     let endpoints = shared.owned().endpoints.clone();
     let prefix = shared.keys.node_endpoints(&shared.config.node);
-    for (name, json) in endpoints {
-        shared.put_owned(format!("{prefix}{name}"), json).await?;
-    }
+    let ops = owned_puts(shared, &prefix, endpoints);
+    shared
+        .write_batched("restore this node's endpoints", ops)
+        .await?;
     Ok(())
 }
 
@@ -94,10 +108,20 @@ impl View for EndpointsView {
     type Value = EndpointSpec;
     type Snapshot = EndpointsSnapshot;
 
+    /// The endpoint's name must be the key's (as a node publishes it), so that a node's
+    /// endpoints are sorted by name and no two keys stand for one endpoint.
     fn decode(key: &str, value: &[u8]) -> Option<EndpointSpec> {
+        let Some((_, name)) = key.split_once('/') else {
+            tracing::warn!(key, "endpoint in the kvstore ignored: not <node>/<name>");
+            return None;
+        };
         match serde_json::from_slice::<EndpointSpec>(value) {
-            Ok(endpoint) if key.contains('/') => Some(endpoint),
-            Ok(_) => None,
+            Ok(endpoint) if endpoint.name == name => Some(endpoint),
+            Ok(endpoint) => {
+                tracing::warn!(key, name = %endpoint.name,
+                    "endpoint in the kvstore ignored: its name is not its key's");
+                None
+            }
             Err(error) => {
                 tracing::warn!(key, %error, "endpoint in the kvstore ignored");
                 None
@@ -105,23 +129,38 @@ impl View for EndpointsView {
         }
     }
 
-    fn build(entries: &Entries<EndpointSpec>, revision: i64) -> EndpointsSnapshot {
-        let mut nodes: BTreeMap<String, Vec<EndpointSpec>> = BTreeMap::new();
-        for (key, endpoint) in entries {
-            if let Some((node, _)) = key.split_once('/') {
-                nodes
-                    .entry(node.to_owned())
-                    .or_default()
-                    .push(endpoint.clone());
+    fn update(snapshot: &mut EndpointsSnapshot, key: &str, endpoint: Option<&EndpointSpec>) {
+        let Some((node, name)) = key.split_once('/') else {
+            return;
+        };
+        let endpoints = match snapshot.nodes.get_mut(node) {
+            Some(endpoints) => endpoints,
+            None if endpoint.is_some() => snapshot.nodes.entry(node.to_owned()).or_default(),
+            None => return,
+        };
+        let position = endpoints.binary_search_by(|e| e.name.as_str().cmp(name));
+        match (endpoint, position) {
+            (Some(endpoint), Ok(at)) => endpoints[at] = endpoint.clone(),
+            (Some(endpoint), Err(at)) => endpoints.insert(at, endpoint.clone()),
+            (None, Ok(at)) => {
+                endpoints.remove(at);
             }
+            (None, Err(_)) => {}
         }
-        EndpointsSnapshot { revision, nodes }
+        if endpoints.is_empty() {
+            snapshot.nodes.remove(node);
+        }
+    }
+
+    fn set_revision(snapshot: &mut EndpointsSnapshot, revision: i64) {
+        snapshot.revision = revision;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mirror::Entries;
 
     #[test]
     fn entries_group_by_node_and_bad_values_are_left_out() {
@@ -129,6 +168,10 @@ mod tests {
         let r2d2 = br#"{"name":"r2d2","ips":["10.0.0.2"]}"#;
         assert!(EndpointsView::decode("node-b/bad", b"not json").is_none());
         assert!(EndpointsView::decode("no-node", r2d2).is_none());
+        assert!(
+            EndpointsView::decode("node-a/leia", r2d2).is_none(),
+            "a name that is not the key's"
+        );
         let mut entries = Entries::new();
         for (key, value) in [("node-a/luke", &luke[..]), ("node-a/r2d2", &r2d2[..])] {
             entries.insert(key.to_owned(), EndpointsView::decode(key, value).unwrap());
@@ -139,5 +182,55 @@ mod tests {
         let names: Vec<_> = snapshot.nodes["node-a"].iter().map(|e| &e.name).collect();
         assert_eq!(names, ["luke", "r2d2"]);
         assert_eq!(snapshot.nodes["node-a"][0].labels["app"], "luke");
+    }
+
+    #[test]
+    fn updates_one_key_at_a_time_give_the_snapshot_built_whole() {
+        let spec = |name: &str, ip: &str| EndpointSpec {
+            name: name.to_owned(),
+            ips: vec![ip.parse().unwrap()],
+            labels: BTreeMap::new(),
+            namespace: None,
+            policy_audit_mode: false,
+        };
+        let steps: [(&str, Option<EndpointSpec>); 7] = [
+            ("node-b/r2d2", Some(spec("r2d2", "10.0.0.2"))),
+            ("node-a/luke", Some(spec("luke", "10.0.0.1"))),
+            ("node-b/c3po", Some(spec("c3po", "10.0.0.3"))),
+            ("node-b/r2d2", Some(spec("r2d2", "10.0.0.9"))),
+            ("node-a/luke", None),
+            ("node-a/leia", None),
+            ("node-b/bb8", Some(spec("bb8", "10.0.0.4"))),
+        ];
+        let mut entries = Entries::new();
+        let mut snapshot = EndpointsSnapshot::default();
+        for (key, endpoint) in steps {
+            match &endpoint {
+                Some(endpoint) => entries.insert(key.to_owned(), endpoint.clone()),
+                None => entries.remove(key),
+            };
+            EndpointsView::update(&mut snapshot, key, endpoint.as_ref());
+            EndpointsView::set_revision(&mut snapshot, 3);
+            // Grouped by node, in key order, as the keys stand now.
+            let mut expected = EndpointsSnapshot {
+                revision: 3,
+                nodes: BTreeMap::new(),
+            };
+            for (key, endpoint) in &entries {
+                let node = key.split('/').next().unwrap().to_owned();
+                expected
+                    .nodes
+                    .entry(node)
+                    .or_default()
+                    .push(endpoint.clone());
+            }
+            assert_eq!(snapshot, expected, "after {key}");
+        }
+        assert!(
+            !snapshot.nodes.contains_key("node-a"),
+            "a node left empty is gone"
+        );
+        let names: Vec<_> = snapshot.nodes["node-b"].iter().map(|e| &e.name).collect();
+        assert_eq!(names, ["bb8", "c3po", "r2d2"]);
     }
 }

@@ -104,6 +104,12 @@ pub enum ClusterError {
         /// Why.
         reason: &'static str,
     },
+    /// This node's lease expired while its keys were being restored under it.
+    #[error("this node's lease {lease:x} expired before its keys were restored under it")]
+    LeaseLost {
+        /// The lease's id.
+        lease: i64,
+    },
     /// The session was closed.
     #[error("the cluster session is closed")]
     Closed,

@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
+use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use crate::config::IdentitySource;
 use crate::error::ClusterError;
 use crate::keys::{split_labels, LabelsKey, FIRST_CLUSTER_IDENTITY, LAST_CLUSTER_IDENTITY};
-use crate::mirror::{self, Entries, View};
+use crate::mirror::{self, View};
 use crate::session::{Session, Shared};
 
 /// The cluster's identities at a revision.
@@ -339,6 +339,13 @@ fn next_free(taken: &BTreeSet<u32>) -> Result<u32, ClusterError> {
 /// Re-creates this node's references under its current lease. A master key that is gone
 /// (etcd lost its data, or it was collected while this node was cut off) is created again
 /// with the number it had, if that number is still free.
+///
+/// In few requests, as a data loss makes every node restore at once: first one transaction
+/// (per 128 label sets) writes each reference whose master key still holds its labels, then
+/// one creates each missing master key with its reference where the number and the label
+/// set are both free. Each label set is judged by a nested transaction of its own, with the
+/// same conditions as [`reference`] and [`claim`]; the few left (a number taken meanwhile) go
+/// through [`claim`] one by one.
 pub(crate) async fn restore(shared: &Arc<Shared>) -> Result<(), ClusterError> {
     let held: Vec<(LabelsKey, Held)> = shared
         .owned()
@@ -346,35 +353,112 @@ pub(crate) async fn restore(shared: &Arc<Shared>) -> Result<(), ClusterError> {
         .iter()
         .map(|(labels, held)| (labels.clone(), *held))
         .collect();
-    for (labels, held) in held {
-        let (id, revision) = match reference(shared, &labels, held.id).await? {
-            Some(revision) => (held.id, revision),
-            None => claim(shared, &labels, Some(held.id)).await?,
-        };
-        {
-            let mut owned = shared.owned();
-            match owned.identities.get_mut(&labels) {
-                Some(entry) => {
-                    entry.id = id;
-                    entry.revision = revision;
-                }
-                // Released while it was written again: its pending deletion targets this
-                // write.
-                None => {
-                    owned.released.insert(labels.clone(), revision);
-                }
-            }
-        }
-        if id != held.id {
-            tracing::warn!(
-                labels = labels.as_str(),
-                old = held.id,
-                new = id,
-                "identity number taken by another label set during restore; renumbered"
-            );
+    let keys = &shared.keys;
+    let node = &shared.config.node;
+    let reference_put = |labels: &LabelsKey, id: u32| {
+        TxnOp::put(
+            keys.identity_reference(labels, node),
+            id.to_string(),
+            Some(PutOptions::new().with_lease(shared.lease())),
+        )
+    };
+    let bytes = |labels: &LabelsKey| 2 * labels.as_str().len() + keys.identity_ids().len() + 64;
+
+    let references = held
+        .iter()
+        .map(|(labels, held)| {
+            let txn = Txn::new()
+                .when([Compare::value(
+                    keys.identity_id(held.id),
+                    CompareOp::Equal,
+                    labels.as_str(),
+                )])
+                .and_then([reference_put(labels, held.id)]);
+            (TxnOp::txn(txn), bytes(labels))
+        })
+        .collect();
+    let answers = shared
+        .write_batched("restore this node's identity references", references)
+        .await?;
+    let mut unreferenced = Vec::new();
+    for ((labels, held), (answer, revision)) in held.into_iter().zip(answers) {
+        if nested_succeeded(&answer) {
+            record_restored(shared, &labels, held, held.id, revision);
+        } else {
+            unreferenced.push((labels, held));
         }
     }
+
+    // Each number once per transaction: etcd refuses two writes of one key in one request.
+    let mut numbers = BTreeSet::new();
+    let (creatable, contended): (Vec<_>, Vec<_>) = unreferenced
+        .into_iter()
+        .partition(|(_, held)| numbers.insert(held.id));
+    let creations = creatable
+        .iter()
+        .map(|(labels, held)| {
+            let master = keys.identity_id(held.id);
+            let txn = Txn::new()
+                .when([
+                    Compare::create_revision(master.clone(), CompareOp::Equal, 0),
+                    Compare::create_revision(keys.identity_references(labels), CompareOp::Equal, 0)
+                        .with_prefix(),
+                ])
+                .and_then([
+                    TxnOp::put(master, labels.as_str(), None),
+                    reference_put(labels, held.id),
+                ]);
+            (TxnOp::txn(txn), bytes(labels))
+        })
+        .collect();
+    let answers = shared
+        .write_batched("re-create this node's identities", creations)
+        .await?;
+    let mut left = contended;
+    for ((labels, held), (answer, revision)) in creatable.into_iter().zip(answers) {
+        if nested_succeeded(&answer) {
+            record_restored(shared, &labels, held, held.id, revision);
+        } else {
+            left.push((labels, held));
+        }
+    }
+
+    for (labels, held) in left {
+        let (id, revision) = claim(shared, &labels, Some(held.id)).await?;
+        record_restored(shared, &labels, held, id, revision);
+    }
     Ok(())
+}
+
+/// Whether a nested transaction of a batch took its success branch.
+fn nested_succeeded(answer: &TxnOpResponse) -> bool {
+    matches!(answer, TxnOpResponse::Txn(txn) if txn.succeeded())
+}
+
+/// Notes that this node's reference to `labels` was written again, as number `id` at
+/// `revision`.
+fn record_restored(shared: &Shared, labels: &LabelsKey, held: Held, id: u32, revision: i64) {
+    {
+        let mut owned = shared.owned();
+        match owned.identities.get_mut(labels) {
+            Some(entry) => {
+                entry.id = id;
+                entry.revision = revision;
+            }
+            // Released while it was written again: its pending deletion targets this write.
+            None => {
+                owned.released.insert(labels.clone(), revision);
+            }
+        }
+    }
+    if id != held.id {
+        tracing::warn!(
+            labels = labels.as_str(),
+            old = held.id,
+            new = id,
+            "identity number taken by another label set during restore; renumbered"
+        );
+    }
 }
 
 /// Starts watching the master keys.
@@ -392,7 +476,7 @@ impl View for MastersView {
     type Snapshot = IdentitiesSnapshot;
 
     fn decode(id: &str, labels: &[u8]) -> Option<(u32, Vec<String>)> {
-        let decoded = id.parse::<u32>().ok().zip(std::str::from_utf8(labels).ok());
+        let decoded = master_number(id).zip(std::str::from_utf8(labels).ok());
         if decoded.is_none() {
             tracing::warn!(
                 key = id,
@@ -402,13 +486,28 @@ impl View for MastersView {
         decoded.map(|(id, labels)| (id, split_labels(labels)))
     }
 
-    fn build(entries: &Entries<(u32, Vec<String>)>, revision: i64) -> IdentitiesSnapshot {
-        IdentitiesSnapshot {
-            revision,
-            identities: entries.values().cloned().collect(),
-            ips: BTreeMap::new(),
+    fn update(snapshot: &mut IdentitiesSnapshot, id: &str, identity: Option<&(u32, Vec<String>)>) {
+        match identity {
+            Some((id, labels)) => {
+                snapshot.identities.insert(*id, labels.clone());
+            }
+            None => {
+                if let Some(id) = master_number(id) {
+                    snapshot.identities.remove(&id);
+                }
+            }
         }
     }
+
+    fn set_revision(snapshot: &mut IdentitiesSnapshot, revision: i64) {
+        snapshot.revision = revision;
+    }
+}
+
+/// The number a master key names, written as Cilium and Axoneme write it (decimal, without
+/// a leading zero), so that no two keys name the same number.
+fn master_number(key: &str) -> Option<u32> {
+    key.parse::<u32>().ok().filter(|id| id.to_string() == key)
 }
 
 /// Deletes master keys that no node has referenced for the grace period. Every node runs
@@ -497,6 +596,7 @@ async fn collect_once(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mirror::Entries;
 
     #[test]
     fn new_numbers_follow_the_highest_and_wrap_to_the_lowest_free() {

@@ -23,8 +23,8 @@ impl Keys {
         }
     }
 
-    /// Created once per store with create-if-absent; a different creation revision (or none)
-    /// means the store lost its data.
+    /// Created once per store with create-if-absent, holding a value unique to the store's
+    /// life; a different value (or none) means the store lost its data.
     pub(crate) fn epoch(&self) -> String {
         format!("{}epoch", self.root)
     }

@@ -17,15 +17,16 @@
 //!
 //! # Key layout
 //!
-//! Everything lives under `axoneme/<cluster>/`, so clusters can share one etcd:
+//! Everything lives under `axoneme/<cluster>/`, so clusters can share one etcd (a key that
+//! does not follow the table, written by some other tool, is ignored with a warning):
 //!
 //! | key | value | lease |
 //! | --- | --- | --- |
-//! | `epoch` | who created it; its creation revision tells a store that lost its data | none |
-//! | `identities/id/<id>` | the labels, sorted, each ending in `;` (master key) | none |
+//! | `epoch` | a value unique to the store's life, written by the node that found it empty; another value (or none) tells a store that lost its data | none |
+//! | `identities/id/<id>` (`<id>` in decimal, no leading zero) | the labels, sorted, each ending in `;` (master key) | none |
 //! | `identities/value/<labels>/<node>` | `<id>` (that node's reference) | the node's |
 //! | `nodes/<node>` | the node's last lease renewal, milliseconds since the Unix epoch | the node's |
-//! | `endpoints/<node>/<name>` | the endpoint as JSON (the policy crate's `EndpointSpec`) | the node's |
+//! | `endpoints/<node>/<name>` | the endpoint as JSON (the policy crate's `EndpointSpec`, named `<name>`) | the node's |
 //! | `policies/<name>` | the policy text | none |
 //!
 //! Cilium's keys, read with `identitySource: cilium`, are `cilium/state/identities/v1/id/<id>`

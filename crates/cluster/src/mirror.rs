@@ -3,8 +3,10 @@
 //! store lost its data.
 //!
 //! Owns the key → value map of the prefix and when to publish it. Each value is decoded once,
-//! when it arrives, by the caller's [`View`], which also assembles the published snapshot.
-//! After a data loss the entries missing from the relist are held for two lease times, so
+//! when it arrives, by the caller's [`View`], which also says how one entry changes the
+//! published snapshot: the events of a watch answer are applied to the snapshot in place, one
+//! key at a time, so following a prefix costs the same per change however many keys it holds
+//! (a listing builds the snapshot whole). After a data loss the entries missing from the relist are held for two lease times, so
 //! that their owners can re-create them without the snapshot ever losing them in between. It
 //! must not know what the values mean.
 
@@ -28,17 +30,30 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// The keys of a prefix (relative to it) and their decoded values.
 pub(crate) type Entries<V> = BTreeMap<String, V>;
 
-/// What a mirror's values mean: how one is decoded and how the snapshot is assembled.
+/// What a mirror's values mean: how one is decoded and how it changes the snapshot.
 pub(crate) trait View: Send + Sync + 'static {
     /// One decoded value.
     type Value: Clone + Send + Sync + 'static;
-    /// The snapshot published.
-    type Snapshot: Send + Sync + 'static;
+    /// The snapshot published; the default is the snapshot of no entries.
+    type Snapshot: Default + Send + Sync + 'static;
     /// Decodes the value of a key (relative to the prefix); `None` leaves the key out (and
-    /// says why in the log), so one bad writer cannot blank the view.
+    /// says why in the log), so one bad writer cannot blank the view. Two keys decoded must
+    /// never stand for the same entry of the snapshot (a key is refused unless it is written
+    /// the one way its entry's key is), so that [`View::update`] of one never touches another.
     fn decode(key: &str, value: &[u8]) -> Option<Self::Value>;
+    /// Sets the snapshot's entry for `key` to `value`, or removes it with `None`.
+    fn update(snapshot: &mut Self::Snapshot, key: &str, value: Option<&Self::Value>);
+    /// Sets the revision the snapshot stands at.
+    fn set_revision(snapshot: &mut Self::Snapshot, revision: i64);
     /// Assembles the snapshot of all entries.
-    fn build(entries: &Entries<Self::Value>, revision: i64) -> Self::Snapshot;
+    fn build(entries: &Entries<Self::Value>, revision: i64) -> Self::Snapshot {
+        let mut snapshot = Self::Snapshot::default();
+        for (key, value) in entries {
+            Self::update(&mut snapshot, key, Some(value));
+        }
+        Self::set_revision(&mut snapshot, revision);
+        snapshot
+    }
 }
 
 /// Lists `prefix` and starts the task that keeps the published snapshot current.
@@ -229,7 +244,7 @@ impl<V: View> Mirror<V> {
                 *backoff = FIRST_BACKOFF;
                 continue;
             }
-            let mut changed = false;
+            let mut changed = Vec::new();
             for event in answer.events() {
                 let Some(kv) = event.kv() else { continue };
                 self.revision = self.revision.max(kv.mod_revision());
@@ -246,10 +261,16 @@ impl<V: View> Mirror<V> {
                     Some(value) => self.entries.insert(key.to_owned(), value),
                     None => self.entries.remove(key),
                 };
-                changed = true;
+                changed.push(key.to_owned());
             }
-            if changed {
-                tx.send_replace(V::build(&self.view(), self.revision));
+            if !changed.is_empty() {
+                // A key just watched is no longer held: the snapshot's entry is etcd's.
+                tx.send_modify(|snapshot| {
+                    for key in &changed {
+                        V::update(snapshot, key, self.entries.get(key));
+                    }
+                    V::set_revision(snapshot, self.revision);
+                });
                 self.shared.applied(self.revision);
             }
         }

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::error::ClusterError;
-use crate::mirror::{self, Entries, View};
+use crate::mirror::{self, View};
 use crate::session::Shared;
 
 /// Every node's last heartbeat at a revision.
@@ -64,17 +64,22 @@ impl View for NodesView {
         Some(UNIX_EPOCH + Duration::from_millis(millis))
     }
 
-    fn build(entries: &Entries<SystemTime>, revision: i64) -> NodesSnapshot {
-        NodesSnapshot {
-            revision,
-            heartbeats: entries.clone(),
-        }
+    fn update(snapshot: &mut NodesSnapshot, node: &str, beat: Option<&SystemTime>) {
+        match beat {
+            Some(beat) => snapshot.heartbeats.insert(node.to_owned(), *beat),
+            None => snapshot.heartbeats.remove(node),
+        };
+    }
+
+    fn set_revision(snapshot: &mut NodesSnapshot, revision: i64) {
+        snapshot.revision = revision;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mirror::Entries;
 
     #[test]
     fn heartbeats_decode_to_times_and_bad_ones_are_left_out() {

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::error::ClusterError;
-use crate::mirror::{self, Entries, View};
+use crate::mirror::{self, View};
 use crate::session::{Session, Shared};
 
 /// The cluster's policies at a revision.
@@ -87,16 +87,25 @@ fn check_name(name: &str) -> Result<&str, ClusterError> {
     }
 }
 
-/// Restores the policies last watched, each only if absent.
+/// Restores the policies last watched, each only if absent, many in one transaction.
 pub(crate) async fn restore(shared: &Arc<Shared>) -> Result<(), ClusterError> {
     let policies = shared
         .policies
         .get()
         .map(|policies| policies.borrow().policies.clone())
         .unwrap_or_default();
+    let mut ops = Vec::with_capacity(policies.len());
     for (name, text) in policies {
-        create_if_absent(shared, &name, &text).await?;
+        let key = shared.keys.policy(check_name(&name)?);
+        let bytes = key.len() + text.len();
+        let create = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key, text, None)]);
+        ops.push((TxnOp::txn(create), bytes));
     }
+    shared
+        .write_batched("restore the cluster's policies", ops)
+        .await?;
     Ok(())
 }
 
@@ -124,11 +133,15 @@ impl View for PoliciesView {
         }
     }
 
-    fn build(entries: &Entries<String>, revision: i64) -> PoliciesSnapshot {
-        PoliciesSnapshot {
-            revision,
-            policies: entries.clone(),
-        }
+    fn update(snapshot: &mut PoliciesSnapshot, name: &str, text: Option<&String>) {
+        match text {
+            Some(text) => snapshot.policies.insert(name.to_owned(), text.clone()),
+            None => snapshot.policies.remove(name),
+        };
+    }
+
+    fn set_revision(snapshot: &mut PoliciesSnapshot, revision: i64) {
+        snapshot.revision = revision;
     }
 }
 

@@ -5,15 +5,20 @@
 //! with it, and a closed session revokes it), when the node's heartbeat is written (at each
 //! renewal), the record of what this node owns (its endpoints and identity references, and the
 //! references released whose deletion is pending), the etcd members' health and names, the
-//! stale flag, and the detection that etcd lost its data: the epoch key is gone or was created
-//! anew, or the store's revision went backwards. It must not decide what the owned keys hold:
+//! stale flag, and the detection that etcd lost its data: the epoch key is gone or holds
+//! another value than the one this node knows (each recovery writes a value of its own), or
+//! the store's revision went backwards. While it re-creates what the node owns it keeps
+//! renewing the lease it has just been granted, so that a long restore cannot outlive it. It
+//! also owns the writing of many keys in few transactions. It must not decide what the owned keys hold:
 //! the identity, endpoint and policy modules do, and this module only asks them to re-create
 //! their keys.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, DeleteResponse,
@@ -39,6 +44,13 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The pause before a request that failed in transport is sent again.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// The most operations etcd takes in one transaction, by default (`--max-txn-ops`).
+const MAX_TXN_OPS: usize = 128;
+
+/// The most bytes of keys and values sent in one transaction: well under etcd's default
+/// request limit (`--max-request-bytes`, 1.5 MiB).
+const MAX_TXN_BYTES: usize = 1024 * 1024;
 
 /// Whether an error is the transport's (a member died under the request, or answered that
 /// it has no leader) rather than etcd's answer to the request.
@@ -104,8 +116,9 @@ pub(crate) struct Shared {
     /// How long one request to etcd may take before the node counts it as unavailable.
     pub(crate) request_timeout: Duration,
     lease: AtomicI64,
-    /// The creation revision of the epoch key this node knows.
-    epoch: AtomicI64,
+    /// The value of the epoch key this node knows: written by whichever node first found
+    /// the store empty, unique to that store's life.
+    epoch: Mutex<String>,
     /// The highest store revision this node has seen.
     max_revision: AtomicI64,
     health: watch::Sender<Health>,
@@ -331,36 +344,39 @@ impl Shared {
         Ok(())
     }
 
-    /// Creates the epoch key if absent and returns its creation revision and the store's
-    /// revision.
-    async fn establish_epoch(&self) -> Result<(i64, i64), ClusterError> {
+    /// Creates the epoch key if absent, with a value no other store's life has, and returns
+    /// the value it holds and the store's revision.
+    async fn establish_epoch(&self) -> Result<(String, i64), ClusterError> {
         let key = self.keys.epoch();
-        let created = format!("created by {}", self.config.node);
+        let fresh = new_epoch(&self.config.node);
         let txn = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(key.clone(), created, None)])
+            .and_then([TxnOp::put(key.clone(), fresh.clone(), None)])
             .or_else([TxnOp::get(key, None)]);
         let answer = self.txn(|| "create the epoch key".to_owned(), txn).await?;
         let revision = answer.header().map_or(0, |h| h.revision());
         if answer.succeeded() {
-            // Created by this transaction, at its revision.
-            return Ok((revision, revision));
+            return Ok((fresh, revision));
         }
         // The key exists (the comparison failed on it), so the get in the same transaction
-        // finds it; were it ever absent, 0 matches no epoch and the next check starts over.
+        // finds it; were it ever absent, an empty value matches no epoch and the next check
+        // starts over.
         let epoch = answer
             .op_responses()
             .into_iter()
             .find_map(|op| match op {
-                TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.create_revision()),
+                TxnOpResponse::Get(get) => get
+                    .kvs()
+                    .first()
+                    .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
                 _ => None,
             })
-            .unwrap_or(0);
+            .unwrap_or_default();
         Ok((epoch, revision))
     }
 
-    /// The epoch key's creation revision (`None` when it is missing) and the store's revision.
-    async fn read_epoch(&self) -> Result<Option<(i64, i64)>, ClusterError> {
+    /// The epoch key's value (`None` when it is missing) and the store's revision.
+    async fn read_epoch(&self) -> Result<Option<(String, i64)>, ClusterError> {
         let answer = self
             .get(|| "read the epoch key".to_owned(), &self.keys.epoch(), None)
             .await?;
@@ -368,22 +384,37 @@ impl Shared {
         Ok(answer
             .kvs()
             .first()
-            .map(|kv| (kv.create_revision(), revision)))
+            .map(|kv| (String::from_utf8_lossy(kv.value()).into_owned(), revision)))
     }
 
-    /// Whether etcd lost its data: the epoch key is missing or was created anew, or a
+    fn known_epoch(&self) -> String {
+        self.epoch
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    fn set_epoch(&self, epoch: String) {
+        *self
+            .epoch
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = epoch;
+    }
+
+    /// Whether etcd lost its data: the epoch key is missing or holds another value than the
+    /// one this node knows (a recovery after a wipe this node has not seen wrote it), or a
     /// linearizable read returns a revision older than one this node has already seen.
     pub(crate) async fn store_lost(&self) -> Result<bool, ClusterError> {
         // Loaded before the read: every revision seen so far must be covered by it.
         let max_revision = self.max_revision.load(Ordering::Acquire);
-        let known = self.epoch.load(Ordering::Acquire);
+        let known = self.known_epoch();
         let lost = match self.read_epoch().await? {
             None => true,
-            Some((created, revision)) => {
-                let lost = created != known || revision < max_revision;
+            Some((epoch, revision)) => {
+                let lost = epoch != known || revision < max_revision;
                 if lost {
                     tracing::warn!(
-                        epoch = created,
+                        epoch,
                         known_epoch = known,
                         revision,
                         max_revision,
@@ -411,7 +442,7 @@ impl Shared {
             tracing::warn!("this node's lease is gone; re-creating its keys under a new one");
             let _writes = self.writes.lock().await;
             self.grant_lease().await?;
-            self.restore_owned().await?;
+            self.renewing_lease(self.restore_owned()).await?;
             self.health.send_modify(|health| health.lease_losses += 1);
             Ok(())
         } else {
@@ -422,7 +453,7 @@ impl Shared {
             };
             if self.owned_keys_missing().await? {
                 tracing::warn!("keys this node owns were deleted; writing them again");
-                self.restore_owned().await?;
+                self.renewing_lease(self.restore_owned()).await?;
                 self.health.send_modify(|health| health.repairs += 1);
             }
             drop(_writes);
@@ -471,9 +502,12 @@ impl Shared {
     async fn recover_data_loss(self: &Arc<Self>) -> Result<(), ClusterError> {
         let (epoch, revision) = self.establish_epoch().await?;
         self.grant_lease().await?;
-        self.restore_owned().await?;
-        policies::restore(self).await?;
-        self.epoch.store(epoch, Ordering::Release);
+        self.renewing_lease(async {
+            self.restore_owned().await?;
+            policies::restore(self).await
+        })
+        .await?;
+        self.set_epoch(epoch);
         self.max_revision.store(revision, Ordering::Release);
         self.health.send_modify(|health| {
             health.data_losses += 1;
@@ -481,6 +515,78 @@ impl Shared {
         });
         self.losses.send_modify(|losses| *losses += 1);
         Ok(())
+    }
+
+    /// Runs `work` (a restore of this node's keys) while renewing the lease every third of
+    /// its time to live, as the health task would were it not busy with the work: a restore
+    /// that takes longer than the lease must not outlive it. Fails if etcd no longer knows
+    /// the lease, since every key written under it since is gone.
+    async fn renewing_lease<T>(
+        &self,
+        work: impl Future<Output = Result<T, ClusterError>>,
+    ) -> Result<T, ClusterError> {
+        let renew = async {
+            let interval = self.config.lease_ttl / 3;
+            loop {
+                tokio::time::sleep(interval).await;
+                match self.keep_alive_once().await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        return ClusterError::LeaseLost {
+                            lease: self.lease(),
+                        }
+                    }
+                    // The restore's own requests fail too if etcd is gone.
+                    Err(error) => tracing::debug!(%error, "renewing the lease while restoring"),
+                }
+            }
+        };
+        tokio::select! {
+            result = work => result,
+            error = renew => Err(error),
+        }
+    }
+
+    /// Writes `ops` in as few transactions as etcd takes (at most [`MAX_TXN_OPS`] operations
+    /// and about [`MAX_TXN_BYTES`] each, `bytes` being each operation's keys and values),
+    /// without conditions of their own: a create-if-absent is a nested transaction. Returns
+    /// each operation's answer, in order, with the revision of the transaction that carried
+    /// it. Every operation must be one that may be repeated (see [`Shared::call`]), and no
+    /// two may write the same key.
+    pub(crate) async fn write_batched(
+        &self,
+        what: &str,
+        ops: Vec<(TxnOp, usize)>,
+    ) -> Result<Vec<(TxnOpResponse, i64)>, ClusterError> {
+        let total = ops.len();
+        let mut answers = Vec::with_capacity(total);
+        let mut batch = Vec::new();
+        let mut batch_bytes = 0;
+        let mut ops = ops.into_iter().peekable();
+        while let Some((op, bytes)) = ops.next() {
+            batch.push(op);
+            batch_bytes += bytes;
+            let full = match ops.peek() {
+                None => true,
+                Some((_, next)) => batch.len() == MAX_TXN_OPS || batch_bytes + next > MAX_TXN_BYTES,
+            };
+            if !full {
+                continue;
+            }
+            let done = answers.len();
+            let count = batch.len();
+            let txn = Txn::new().and_then(std::mem::take(&mut batch));
+            batch_bytes = 0;
+            let answer = self
+                .txn(
+                    || format!("{what} ({} to {} of {total})", done + 1, done + count),
+                    txn,
+                )
+                .await?;
+            let revision = answer.header().map_or(0, |h| h.revision());
+            answers.extend(answer.op_responses().into_iter().map(|op| (op, revision)));
+        }
+        Ok(answers)
     }
 
     /// Re-creates this node's keys under its current lease (and the master keys of its
@@ -569,7 +675,7 @@ impl Session {
             client,
             request_timeout,
             lease: AtomicI64::new(0),
-            epoch: AtomicI64::new(0),
+            epoch: Mutex::new(String::new()),
             max_revision: AtomicI64::new(0),
             health,
             owned: Mutex::new(Owned::default()),
@@ -580,7 +686,7 @@ impl Session {
             identities: OnceLock::new(),
         });
         let (epoch, revision) = shared.establish_epoch().await?;
-        shared.epoch.store(epoch, Ordering::Release);
+        shared.set_epoch(epoch);
         shared.saw_revision(revision);
         shared.grant_lease().await?;
         nodes::beat(&shared).await?;
@@ -700,6 +806,19 @@ impl Drop for Session {
             task.abort();
         }
     }
+}
+
+/// An epoch value for a store found empty: the node, the time and a random number, so that
+/// no two recoveries (nor two nodes recovering at once) write the same one.
+fn new_epoch(node: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    // Seeded from the operating system's randomness for each process, and anew for each call.
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    format!("created by {node} at {nanos} ns, {random:016x}")
 }
 
 /// The client's options: TLS and login from the configuration; HTTP/2 keepalive so that a

@@ -444,3 +444,197 @@ async fn a_node_cut_off_longer_than_its_lease_comes_back_with_the_same_keys() {
     );
     assert_eq!(b.allocate_identity(&["app=luke"]).await.unwrap(), id);
 }
+
+/// A restore of many keys after a wipe ends within the lease it restores them under: a node
+/// with a 2 s lease, 2,000 endpoints, 100 identities and 100 policies has everything back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wipe_of_many_keys_is_restored_under_a_short_lease() {
+    const ENDPOINTS: usize = 2_000;
+    const IDENTITIES: usize = 100;
+    const POLICIES: usize = 100;
+    let mut etcd = Etcd::single();
+    let mut config = etcd.config("galaxy", "node-a");
+    config.lease_ttl = Duration::from_secs(2);
+    let a = Session::connect(config).await.unwrap();
+    let endpoints: Vec<EndpointSpec> = (0..ENDPOINTS)
+        .map(|i| {
+            endpoint(
+                &format!("pod-{i:04}"),
+                &format!("10.1.{}.{}", i / 250, i % 250),
+            )
+        })
+        .collect();
+    a.publish_endpoints(&endpoints).await.unwrap();
+    let mut numbers = BTreeMap::new();
+    for k in 0..IDENTITIES {
+        let labels = [format!("app=sim-{k}")];
+        numbers.insert(
+            labels[0].clone(),
+            a.allocate_identity(&labels).await.unwrap(),
+        );
+    }
+    for k in 0..POLICIES {
+        a.put_policy(&format!("policy-{k:03}"), &format!("text {k}"))
+            .await
+            .unwrap();
+    }
+    policies_seen(&a, POLICIES).await;
+    let mut client = etcd.client().await;
+    let before = [
+        dump(&mut client, "axoneme/galaxy/endpoints/").await,
+        dump(&mut client, "axoneme/galaxy/identities/").await,
+        dump(&mut client, "axoneme/galaxy/policies/").await,
+    ];
+    assert_eq!(before[0].len(), ENDPOINTS);
+    assert_eq!(before[1].len(), 2 * IDENTITIES);
+
+    etcd.wipe();
+    let wiped = tokio::time::Instant::now();
+    eventually(
+        "etcd holds every key again",
+        Duration::from_secs(20),
+        || {
+            let mut client = client.clone();
+            let before = before.clone();
+            async move {
+                let now = [
+                    dump(&mut client, "axoneme/galaxy/endpoints/").await,
+                    dump(&mut client, "axoneme/galaxy/identities/").await,
+                    dump(&mut client, "axoneme/galaxy/policies/").await,
+                ];
+                now == before
+            }
+        },
+    )
+    .await;
+    println!("restored {:?} after etcd came back", wiped.elapsed());
+    // Still there two lease times later: they were written under the lease the node keeps.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let endpoints_now = dump(&mut client, "axoneme/galaxy/endpoints/").await;
+    assert_eq!(endpoints_now, before[0]);
+    let health = a.health().borrow().clone();
+    assert_eq!(health.data_losses, 1, "{health:?}");
+    assert_eq!(
+        health.lease_losses, 0,
+        "the lease outlived the restore: {health:?}"
+    );
+    assert!(!a.is_stale());
+    for (labels, number) in numbers {
+        assert_eq!(a.allocate_identity(&[labels]).await.unwrap(), number);
+    }
+}
+
+/// A session on a thread of its own, which the test can freeze: while frozen none of its
+/// tasks run (its health checks and watches included), as if its host were suspended.
+struct Freezable {
+    commands: tokio::sync::mpsc::UnboundedSender<std::sync::mpsc::Receiver<()>>,
+    health: tokio::sync::watch::Receiver<axoneme_cluster::Health>,
+    policies: tokio::sync::watch::Receiver<axoneme_cluster::PoliciesSnapshot>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Freezable {
+    fn connect(config: axoneme_cluster::ClusterConfig) -> Freezable {
+        let (commands, mut frozen) = tokio::sync::mpsc::unbounded_channel();
+        let (ready, started) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let session = Session::connect(config).await.unwrap();
+                ready.send((session.health(), session.policies())).unwrap();
+                while let Some(thaw) = frozen.recv().await {
+                    // Blocks the runtime's only thread: nothing of the session runs.
+                    let thaw: std::sync::mpsc::Receiver<()> = thaw;
+                    let _ = thaw.recv();
+                }
+            });
+        });
+        let (health, policies) = started.recv().unwrap();
+        Freezable {
+            commands,
+            health,
+            policies,
+            thread: Some(thread),
+        }
+    }
+
+    /// Freezes the session until the sender returned is used or dropped.
+    fn freeze(&self) -> std::sync::mpsc::Sender<()> {
+        let (thaw, frozen) = std::sync::mpsc::channel();
+        self.commands.send(frozen).unwrap();
+        thaw
+    }
+}
+
+impl Drop for Freezable {
+    fn drop(&mut self) {
+        let (closed, _) = tokio::sync::mpsc::unbounded_channel();
+        drop(std::mem::replace(&mut self.commands, closed));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Two wipes in a row, seen by a node that checks only after the second, once the store's
+/// revision is past anything it saw: the epoch written by the second recovery differs from
+/// the one it knows, so it recovers too and sees what was written since.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_checks_only_after_two_wipes_still_finds_its_data_lost() {
+    let mut etcd = Etcd::single();
+    let a = Session::connect(etcd.config("galaxy", "node-a"))
+        .await
+        .unwrap();
+    let b = Freezable::connect(etcd.config("galaxy", "node-b"));
+    a.put_policy("before", "one").await.unwrap();
+    policies_seen(&a, 1).await;
+    let mut b_policies = b.policies.clone();
+    eventually("node b sees the policy", Duration::from_secs(10), || {
+        let seen = b_policies.borrow_and_update().policies.len();
+        async move { seen == 1 }
+    })
+    .await;
+    let b_revision = b.health.borrow().revision;
+    let thaw = b.freeze();
+
+    let mut client = etcd.client().await;
+    for wipe in 1..=2 {
+        etcd.wipe();
+        eventually("node a recovered", Duration::from_secs(15), || {
+            let losses = a.health().borrow().data_losses;
+            async move { losses >= wipe }
+        })
+        .await;
+    }
+    a.put_policy("after", "two").await.unwrap();
+    // Past every revision node b has seen, so that only the epoch can tell it.
+    let mut revision = 0;
+    while revision <= b_revision + 50 {
+        let put = client.put("elsewhere/padding", "x", None).await.unwrap();
+        revision = put.header().unwrap().revision();
+    }
+    drop(thaw);
+
+    let expected: BTreeMap<String, String> = dump(&mut client, "axoneme/galaxy/policies/")
+        .await
+        .into_iter()
+        .map(|(key, text)| (key["axoneme/galaxy/policies/".len()..].to_owned(), text))
+        .collect();
+    assert_eq!(expected.len(), 2, "{expected:?}");
+    let mut b_policies = b.policies.clone();
+    eventually(
+        "node b sees the policy written after the second wipe",
+        Duration::from_secs(15),
+        || {
+            let seen = b_policies.borrow_and_update().policies.clone();
+            let expected = expected.clone();
+            async move { seen == expected }
+        },
+    )
+    .await;
+    let health = b.health.borrow().clone();
+    assert!(health.data_losses >= 1, "{health:?}");
+}

@@ -5,6 +5,7 @@ mod cilium;
 mod endpoints;
 mod faults;
 mod identities;
+mod mirrors;
 mod policies;
 mod security;
 mod support;
