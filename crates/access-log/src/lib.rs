@@ -3,8 +3,8 @@
 //! and marked. Shared by the agent's access log and the Envoy filter's, so that both write the
 //! same lines. It formats only; queueing and writing are the logs'.
 
-#[cfg(test)]
-mod testing;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 use std::cell::{Cell, RefCell};
 use std::io::Write as _;

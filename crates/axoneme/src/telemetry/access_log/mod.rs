@@ -547,7 +547,7 @@ mod tests {
     use super::file_sink::RELEASE_STEP;
 
     use super::*;
-    use crate::testing::{bare_entry, log_meta as meta, multiget};
+    use axoneme_access_log::testing::{bare_entry, log_meta as meta, multiget};
 
     /// Whether a [`Gated`] sink's writes may go on, and the signal that they may.
     type Gate = Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>;
