@@ -408,7 +408,7 @@ async fn a_policy_imported_on_one_node_is_enforced_on_another_and_survives_etcd_
         assert!(
             table
                 .lines()
-                .any(|l| l.starts_with("cluster: ") && l.contains("stale=true")),
+                .any(|l| l.starts_with("KVStore: ") && l.contains("Stale since ")),
             "{table}"
         );
         let metrics = node.json(&["metrics", "list"]);
