@@ -1,5 +1,5 @@
 //! What the agent tells about the traffic it sees: the access log ([`access_log`], Cilium's JSON
-//! written by a thread of its own), its live view ([`monitor`]) and the ring of recent entries it replays ([`recent`]) and the filters watchers choose
+//! written by a thread of its own, shared with the Envoy filter), its live view ([`monitor`]) and the ring of recent entries it replays ([`recent`]) and the filters watchers choose
 //! from it ([`flow_filter`]), Prometheus [`metrics`] with the build's and the process's own
 //! ([`process`]), reports
 //! of what the log and the monitor lost ([`report`]) and rate limits for operational log lines
@@ -13,6 +13,6 @@ pub mod flow_filter;
 pub mod metrics;
 pub mod monitor;
 pub mod process;
-pub mod recent;
+pub use axoneme_access_log::recent;
 pub mod report;
 pub(crate) mod throttle;
