@@ -125,9 +125,9 @@ pub fn read_stats() -> Result<ProcessStats, ProcessStatsError> {
 
 /// The system setting `name` (a `_SC_` constant), as sysconf(3) tells it; -1 if unknown.
 #[allow(unsafe_code)] // sysconf, which has no safe wrapper in the standard library
-fn system_setting(name: libc::c_int) -> i64 {
+fn system_setting(name: libc::c_int) -> libc::c_long {
     // SAFETY: sysconf takes a plain integer and only reads a setting of the system.
-    i64::from(unsafe { libc::sysconf(name) })
+    unsafe { libc::sysconf(name) }
 }
 
 /// Appends `axoneme_build_info` and, when `/proc` can be read, the process families.
