@@ -570,9 +570,15 @@ async fn cilium_like_commands() {
         agent.ok(&["version"]),
         format!("client: {version}\nagent: {version}\n")
     );
-    // status opens with its verdict; the JSON stays the API's.
+    // status opens with its verdict (its value aligned with the lines after it); the JSON stays
+    // the API's.
     let status = agent.ok(&["status"]);
-    assert_eq!(status.lines().next(), Some("Status: OK"), "{status}");
+    let verdict = status.lines().next().and_then(|line| line.split_once(':'));
+    assert_eq!(
+        verdict.map(|(key, value)| (key, value.trim())),
+        Some(("Status", "OK")),
+        "{status}"
+    );
     assert!(agent.json(&["status"]).get("counters").is_some());
     let output = Command::new(env!("CARGO_BIN_EXE_axoneme"))
         .args(["--api", "/nonexistent/api.sock", "version"])
