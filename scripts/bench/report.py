@@ -170,7 +170,8 @@ def tables(section: dict) -> list:
     ]
     for name, log in section.get("other_access_logs", {}).items():
         md.append(f"{name} access log: {log['lines']:,} lines ({log['bytes'] / 2**20:,.0f} MiB), "
-                  f"{log['denied']} denied, each written as its request was decided.")
+                  f"{log['denied']} denied, written by the module's writer thread (what it "
+                  "dropped, if anything, is in the server's log).")
     md.append("")
     md += [f"- {note}" for note in section["notes"]]
     return md

@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-# Starting and stopping servers is shared with the benchmark, in scripts/bench/procs.py.
+# Starting and stopping servers is shared with the benchmark, in scripts/bench/procs.py; the
+# driver's sessions and the checks with the Envoy tests, in tests/shared.
 sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "tests" / "shared"))
 from bench.procs import Process, free_port, port_open
 
 FIXTURE_BIN = Path(os.environ.get("CQL_FIXTURE_BIN", ROOT / "target" / "debug" / "cql-fixture"))

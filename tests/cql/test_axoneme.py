@@ -13,33 +13,13 @@ from cassandra import Unauthorized
 from cassandra.cluster import Cluster
 from cassandra.query import BatchStatement, SimpleStatement
 
+import cql_checks
 from bench.procs import DEADLINE, Agent, free_port, wait_until
 from conftest import ROOT
+from cql_checks import HQ, OUTPOST, BoundSockets, count, wire  # noqa: F401
 
 AXONEME_BIN = Path(os.environ.get("AXONEME_BIN", ROOT / "target" / "debug" / "axoneme"))
 POLICY = ROOT / "examples" / "cassandra" / "policy.yaml"
-OUTPOST = "127.0.0.31"  # app: empire-outpost
-HQ = "127.0.0.32"  # app: empire-hq
-
-
-class BoundSockets:
-    """A stand-in for the socket module whose sockets are bound to one source address, so that
-    the proxy sees the driver as that identity."""
-
-    def __init__(self, source: str):
-        self.source = source
-
-    def socket(self, *args):
-        import socket
-
-        sock = socket.socket(*args)
-        sock.bind((self.source, 0))
-        return sock
-
-    def __getattr__(self, name):
-        import socket
-
-        return getattr(socket, name)
 
 
 class Proxy:
@@ -87,36 +67,13 @@ def proxy(tmp_path_factory, port):
     running.stop()
 
 
-@pytest.fixture(
-    scope="module",
-    params=[(4, False), (4, "lz4"), (5, False), (5, "lz4")],
-    ids=["v4-plain", "v4-lz4", "v5-plain", "v5-lz4"],
-)
-def wire(request):
-    """The protocol version and compression the driver uses."""
-    return request.param
-
-
 def connect(proxy, source, wire, keyspace=None):
-    version, compression = wire
-    connection_class = type("Bound", (Cluster.connection_class,), {"_socket_impl": BoundSockets(source)})
-    cluster = Cluster(
-        ["127.0.0.1"], port=proxy.port, protocol_version=version, compression=compression,
-        connect_timeout=DEADLINE, connection_class=connection_class,
-    )
-    session = cluster.connect(keyspace)
-    session.default_timeout = DEADLINE
-    return session
+    return cql_checks.connect(proxy.port, source, wire, keyspace)
 
 
 @pytest.fixture(scope="module")
 def hq(proxy, wire):
-    session = connect(proxy, HQ, wire)
-    assert session.cluster.protocol_version == wire[0]
-    session.execute("CREATE KEYSPACE IF NOT EXISTS attendance WITH replication = "
-                    "{'class': 'SimpleStrategy', 'replication_factor': 1}")
-    session.execute("CREATE TABLE IF NOT EXISTS attendance.daily_records "
-                    "(loc text, creation timeuuid, present boolean, PRIMARY KEY (loc, creation))")
+    session = cql_checks.connect_hq(proxy.port, wire)
     session.execute('CREATE TABLE IF NOT EXISTS attendance."Secret_Plans" (id int PRIMARY KEY, plan text)')
     yield session
     session.cluster.shutdown()
@@ -129,38 +86,13 @@ def outpost(proxy, wire, hq):
     session.cluster.shutdown()
 
 
-def count(hq, loc):
-    return hq.execute("SELECT COUNT(*) FROM attendance.daily_records WHERE loc = %s", [loc]).one()[0]
-
-
 def test_the_outpost_records_attendance_but_reads_nothing_else(proxy, hq, outpost):
-    loc = f"endor-{uuid.uuid4().hex[:8]}"
-    outpost.execute("INSERT INTO attendance.daily_records (loc, creation, present) VALUES (%s, now(), true)", [loc])
-    assert count(hq, loc) == 1
-    with pytest.raises(Unauthorized):
-        outpost.execute("SELECT * FROM attendance.daily_records")
-    with pytest.raises(Unauthorized):
-        outpost.execute("DELETE FROM attendance.daily_records WHERE loc = %s", [loc])
-    assert count(hq, loc) == 1, "the denied delete never reached the server"
-    assert outpost.execute("SELECT cluster_name FROM system.local").one() is not None
-    denied = wait_until(
-        lambda: [e for e in proxy.entries() if e["entry_type"] == "Denied"
-                 and e["generic_l7"]["fields"].get("query_action") == "delete"],
-        "the denied delete in the access log")
-    assert denied[-1]["generic_l7"]["fields"]["query_table"] == "attendance.daily_records"
-    assert denied[-1]["source_labels"] == [
-        "app=empire-outpost",
-        "k8s:io.kubernetes.pod.namespace=default",
-    ]
+    cql_checks.check_the_outpost_records_attendance_but_reads_nothing_else(proxy.entries, hq,
+                                                                          outpost)
 
 
 def test_prepared_statements_follow_the_policy_in_force_at_execution(proxy, hq, outpost):
-    insert = outpost.prepare("INSERT INTO attendance.daily_records (loc, creation, present) VALUES (?, now(), ?)")
-    loc = f"hoth-{uuid.uuid4().hex[:8]}"
-    outpost.execute(insert, [loc, True])
-    assert count(hq, loc) == 1
-    with pytest.raises(Unauthorized):
-        outpost.prepare("SELECT * FROM attendance.daily_records WHERE loc = ?")
+    insert, loc = cql_checks.check_prepared_statements_are_checked(hq, outpost)
     # Headquarters withdraws the outpost's insert right: the prepared insert is now refused.
     original = POLICY.read_text()
     proxy.write_policy(original.replace(
@@ -187,13 +119,7 @@ def _allowed(session, statement):
 
 
 def test_a_batch_with_one_denied_statement_is_denied_whole(hq, outpost):
-    loc = f"bespin-{uuid.uuid4().hex[:8]}"
-    batch = BatchStatement()
-    batch.add("INSERT INTO attendance.daily_records (loc, creation, present) VALUES (%s, now(), true)", [loc])
-    batch.add("DELETE FROM attendance.daily_records WHERE loc = %s", ["anything"])
-    with pytest.raises(Unauthorized):
-        outpost.execute(batch)
-    assert count(hq, loc) == 0
+    loc = cql_checks.check_a_batch_with_one_denied_statement_is_denied_whole(hq, outpost)
     allowed = BatchStatement()
     allowed.add("INSERT INTO attendance.daily_records (loc, creation, present) VALUES (%s, now(), true)", [loc])
     outpost.execute(allowed)

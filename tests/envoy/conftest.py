@@ -11,8 +11,6 @@ picks another Envoy binary than the package's."""
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -21,20 +19,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+# memcached, the identities, the helpers and the checks are shared with the standalone proxy's
+# tests, in tests/shared.
 sys.path.insert(0, str(ROOT / "scripts"))
-from bench.procs import DEADLINE, Process, free_port, memcached_command, wait_until
-
-EXAMPLE = ROOT / "examples" / "memcached"
-
-# Source addresses of the identities; the example's agent configuration gives each its labels.
-MAINTENANCE = "127.0.0.11"  # function: fleet-maintenance: writeGroup and get on alliance/fleet/*
-MONITORING = "127.0.0.12"  # function: fleet-monitoring: get on alliance/fleet/*
-JEDI = "127.0.0.13"  # role: jedi: everything
-STRANGER = "127.0.0.66"  # app: empire: no policy lets it reach memcached
-POLICY_NAME = "secure-fleet"
-
-DENIED = b"CLIENT_ERROR access denied\r\n"
-MIB = 1 << 20
+sys.path.insert(0, str(ROOT / "tests" / "shared"))
+from bench.procs import Process, free_port
+from memcached_checks import (DENIED, EXAMPLE, JEDI, MAINTENANCE, MIB, MONITORING,  # noqa: F401
+                              POLICY_NAME, STRANGER, AccessLogReader, connect_from,
+                              example_policy, expect_closed, memcached, read_exactly,
+                              read_get_reply, read_line)
 
 
 def module_dir() -> Path:
@@ -84,99 +77,6 @@ def fault_module(tmp_path_factory) -> Path:
     return directory
 
 
-def connect_from(source: str, addr: tuple[str, int]) -> socket.socket:
-    """A TCP connection to `addr` from `source`, so the filter sees that identity."""
-    sock = socket.socket()
-    sock.settimeout(DEADLINE)
-    sock.bind((source, 0))
-    sock.connect(addr)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
-
-
-def read_exactly(sock: socket.socket, n: int) -> bytes:
-    data = bytearray()
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise ConnectionError(f"closed after {len(data)} of {n} bytes: {bytes(data)!r}")
-        data += chunk
-    return bytes(data)
-
-
-def read_line(sock: socket.socket) -> bytes:
-    line = bytearray()
-    while not line.endswith(b"\r\n"):
-        line += read_exactly(sock, 1)
-    return bytes(line)
-
-
-def read_get_reply(sock: socket.socket) -> bytes:
-    """Reads the reply to a text get: VALUE blocks through END, or a single other line."""
-    reply = bytearray()
-    while True:
-        line = read_line(sock)
-        words = line.split()
-        if words[0] == b"VALUE":
-            reply += line + read_exactly(sock, int(words[3]) + 2)
-            continue
-        return bytes(reply + line)
-
-
-def expect_closed(sock: socket.socket) -> None:
-    """Asserts that the peer closes the connection (EOF or reset) within the deadline."""
-    try:
-        while sock.recv(65536):
-            pass
-    except ConnectionResetError:
-        pass
-
-
-class Memcached:
-    """A real memcached on a free loopback port; `command` talks to it directly, past Envoy."""
-
-    def __init__(self, log_dir: Path):
-        binary = shutil.which("memcached")
-        if binary is None:
-            pytest.fail("memcached is not installed (scripts/test.sh installs it)")
-        self.port = free_port()
-        self.process = Process(memcached_command(binary, self.port, "-I", "2m"),
-                               log_dir / "memcached.log")
-        self.process.ready(self._answers, f"memcached on port {self.port}")
-
-    def _answers(self) -> bool:
-        try:
-            return self.command(b"version\r\n").startswith(b"VERSION ")
-        except OSError:
-            return False
-
-    def command(self, request: bytes) -> bytes:
-        with socket.create_connection(("127.0.0.1", self.port), timeout=DEADLINE) as sock:
-            sock.sendall(request)
-            return read_get_reply(sock)
-
-    def get(self, key: str) -> bytes | None:
-        reply = self.command(b"get " + key.encode() + b"\r\n")
-        if reply == b"END\r\n":
-            return None
-        header, rest = reply.split(b"\r\n", 1)
-        return rest[: int(header.split()[3])]
-
-    def put(self, key: str, value: bytes) -> None:
-        reply = self.command(b"set %s 0 0 %d\r\n%s\r\n" % (key.encode(), len(value), value))
-        assert reply == b"STORED\r\n", reply
-
-    def stop(self) -> None:
-        self.process.stop(signal.SIGKILL)
-
-
-def example_policy(memcached_port: int) -> str:
-    """The example's policy, guarding the port the test's memcached listens on."""
-    policy = (EXAMPLE / "policy.yaml").read_text()
-    assert 'port: "11211"' in policy, "the example policy guards memcached's port 11211"
-    return policy.replace('port: "11211"', f'port: "{memcached_port}"')
-
-
 def bootstrap(listen_port: int, admin_port: int, upstream_port: int,
               filter_config: dict) -> dict:
     """An Envoy bootstrap: a static listener with [Axoneme's filter, tcp_proxy] to the server on
@@ -213,7 +113,7 @@ def bootstrap(listen_port: int, admin_port: int, upstream_port: int,
     }
 
 
-class Envoy:
+class Envoy(AccessLogReader):
     """Envoy whose listener runs the Axoneme filter (parsing `l7proto`, guarding endpoint
     `endpoint` on ingress) in front of the server on 127.0.0.1:`upstream_port`. Policy and
     identities come from `policy` (a policy's text) with the endpoints of `endpoints` (an agent
@@ -259,33 +159,8 @@ class Envoy:
 
         self.process.ready(live, "Envoy's listener")
 
-    def entries(self, n: int) -> list[dict]:
-        """The access log once it holds at least `n` entries (all of them)."""
-        def read() -> list[dict] | None:
-            if not self.access_log.exists():
-                return None
-            complete = self.access_log.read_text().split("\n")[:-1]
-            entries = [json.loads(line) for line in complete]
-            return entries if len(entries) >= n else None
-
-        if n == 0:
-            return read() or []
-        return wait_until(read, f"{n} access log entries")
-
-    def summary(self, n: int) -> list[tuple]:
-        """(entry_type, command, keys) of every entry, once there are at least `n`."""
-        return [(e["entry_type"], e["generic_l7"]["fields"].get("command"),
-                 e["generic_l7"]["fields"].get("keys", "")) for e in self.entries(n)]
-
     def stop(self) -> None:
         self.process.stop()
-
-
-@pytest.fixture
-def memcached(tmp_path):
-    server = Memcached(tmp_path)
-    yield server
-    server.stop()
 
 
 @pytest.fixture

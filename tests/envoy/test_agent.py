@@ -66,8 +66,12 @@ def test_a_policy_change_through_the_agent_reaches_open_connections(tmp_path, me
 
         wait_until(denied, "the agent's new policy in the open connection")
         assert memcached.get("alliance/fleet/a") == b"A"
-        denials = [e for e in envoy.entries(1) if e["entry_type"] == "Denied"]
-        assert denials and denials[-1]["generic_l7"]["fields"]["keys"] == "alliance/fleet/a"
+        # The filter's log is written by a thread of its own: the denial's entry follows its
+        # reply.
+        denials = wait_until(
+            lambda: [e for e in envoy.entries(0) if e["entry_type"] == "Denied"],
+            "the denial in the access log")
+        assert denials[-1]["generic_l7"]["fields"]["keys"] == "alliance/fleet/a"
     finally:
         envoy.stop()
 

@@ -4,20 +4,16 @@ from examples/cassandra: the standalone proxy's expectations (tests/cql/test_axo
 
 import os
 import subprocess
-import uuid
 from pathlib import Path
 
 import pytest
-from cassandra import Unauthorized
-from cassandra.cluster import Cluster
-from cassandra.query import BatchStatement
 
-from bench.procs import DEADLINE, Process, free_port, port_open, wait_until
+import cql_checks
+from bench.procs import Process, free_port, port_open
 from conftest import ROOT, Envoy
+from cql_checks import OUTPOST, wire  # noqa: F401
 
 EXAMPLE = ROOT / "examples" / "cassandra"
-OUTPOST = "127.0.0.31"  # app: empire-outpost
-HQ = "127.0.0.32"  # app: empire-hq
 
 
 def fixture_bin() -> Path:
@@ -44,106 +40,29 @@ def envoy(tmp_path_factory, module):
     server.stop()
 
 
-class BoundSockets:
-    """A stand-in for the socket module whose sockets are bound to one source address, so that
-    the filter sees the driver as that identity."""
-
-    def __init__(self, source: str):
-        self.source = source
-
-    def socket(self, *args):
-        import socket
-
-        sock = socket.socket(*args)
-        sock.bind((self.source, 0))
-        return sock
-
-    def __getattr__(self, name):
-        import socket
-
-        return getattr(socket, name)
-
-
-@pytest.fixture(scope="module", params=[(4, False), (4, "lz4"), (5, False), (5, "lz4")],
-                ids=["v4-plain", "v4-lz4", "v5-plain", "v5-lz4"])
-def wire(request):
-    """The protocol version and compression the driver uses."""
-    return request.param
-
-
-def connect(envoy, source, wire):
-    version, compression = wire
-    connection_class = type("Bound", (Cluster.connection_class,),
-                            {"_socket_impl": BoundSockets(source)})
-    cluster = Cluster(["127.0.0.1"], port=envoy.addr[1], protocol_version=version,
-                      compression=compression, connect_timeout=DEADLINE,
-                      connection_class=connection_class)
-    session = cluster.connect()
-    session.default_timeout = DEADLINE
-    return session
-
-
 @pytest.fixture(scope="module")
 def hq(envoy, wire):
-    session = connect(envoy, HQ, wire)
-    assert session.cluster.protocol_version == wire[0]
-    session.execute("CREATE KEYSPACE IF NOT EXISTS attendance WITH replication = "
-                    "{'class': 'SimpleStrategy', 'replication_factor': 1}")
-    session.execute("CREATE TABLE IF NOT EXISTS attendance.daily_records "
-                    "(loc text, creation timeuuid, present boolean, PRIMARY KEY (loc, creation))")
+    session = cql_checks.connect_hq(envoy.addr[1], wire)
     yield session
     session.cluster.shutdown()
 
 
 @pytest.fixture(scope="module")
 def outpost(envoy, wire, hq):
-    session = connect(envoy, OUTPOST, wire)
+    session = cql_checks.connect(envoy.addr[1], OUTPOST, wire)
     yield session
     session.cluster.shutdown()
 
 
-def count(hq, loc):
-    return hq.execute("SELECT COUNT(*) FROM attendance.daily_records WHERE loc = %s",
-                      [loc]).one()[0]
-
-
 def test_the_outpost_records_attendance_but_reads_nothing_else(envoy, hq, outpost):
-    loc = f"endor-{uuid.uuid4().hex[:8]}"
-    outpost.execute("INSERT INTO attendance.daily_records (loc, creation, present) "
-                    "VALUES (%s, now(), true)", [loc])
-    assert count(hq, loc) == 1
-    with pytest.raises(Unauthorized):
-        outpost.execute("SELECT * FROM attendance.daily_records")
-    with pytest.raises(Unauthorized):
-        outpost.execute("DELETE FROM attendance.daily_records WHERE loc = %s", [loc])
-    assert count(hq, loc) == 1, "the denied delete never reached the server"
-    assert outpost.execute("SELECT cluster_name FROM system.local").one() is not None
-    denied = wait_until(
-        lambda: [e for e in envoy.entries(0) if e["entry_type"] == "Denied"
-                 and e["generic_l7"]["fields"].get("query_action") == "delete"],
-        "the denied delete in the access log")
-    assert denied[-1]["generic_l7"]["fields"]["query_table"] == "attendance.daily_records"
-    assert denied[-1]["generic_l7"]["proto"] == "cassandra"
-    assert denied[-1]["source_labels"] == ["app=empire-outpost",
-                                           "k8s:io.kubernetes.pod.namespace=default"]
+    denied = cql_checks.check_the_outpost_records_attendance_but_reads_nothing_else(
+        lambda: envoy.entries(0), hq, outpost)
+    assert denied["generic_l7"]["proto"] == "cassandra"
 
 
 def test_prepared_statements_are_checked(hq, outpost):
-    insert = outpost.prepare("INSERT INTO attendance.daily_records (loc, creation, present) "
-                             "VALUES (?, now(), ?)")
-    loc = f"hoth-{uuid.uuid4().hex[:8]}"
-    outpost.execute(insert, [loc, True])
-    assert count(hq, loc) == 1
-    with pytest.raises(Unauthorized):
-        outpost.prepare("SELECT * FROM attendance.daily_records WHERE loc = ?")
+    cql_checks.check_prepared_statements_are_checked(hq, outpost)
 
 
 def test_a_batch_with_one_denied_statement_is_denied_whole(hq, outpost):
-    loc = f"bespin-{uuid.uuid4().hex[:8]}"
-    batch = BatchStatement()
-    batch.add("INSERT INTO attendance.daily_records (loc, creation, present) "
-              "VALUES (%s, now(), true)", [loc])
-    batch.add("DELETE FROM attendance.daily_records WHERE loc = %s", ["anything"])
-    with pytest.raises(Unauthorized):
-        outpost.execute(batch)
-    assert count(hq, loc) == 0
+    cql_checks.check_a_batch_with_one_denied_statement_is_denied_whole(hq, outpost)

@@ -2,18 +2,13 @@
 the same expectations as the standalone proxy's tests (tests/python), on raw sockets where the
 exact bytes and their order matter."""
 
-import re
 import socket
-import struct
 
-from conftest import (DENIED, JEDI, MAINTENANCE, MIB, MONITORING, POLICY_NAME, STRANGER,
+import memcached_checks
+from conftest import (DENIED, JEDI, MAINTENANCE, MONITORING, POLICY_NAME, STRANGER,
                       connect_from, expect_closed, read_exactly, read_get_reply, read_line)
+from memcached_checks import FLEET, big_value, binary_request, read_binary_response
 
-FLEET = "alliance/fleet/"
-# A value that looks like the end of a get reply and the start of another.
-TRICKY = b"END\r\nVALUE alliance/fleet/spoof 0 3\r\nEND\r\n\r\nEND\r\n"
-
-BINARY_HEADER = struct.Struct("!BBHBBHLLQ")
 GET, SET, DELETE = 0x00, 0x01, 0x04
 ACCESS_DENIED = 0x0008
 
@@ -21,25 +16,6 @@ ACCESS_DENIED = 0x0008
 def exchange(sock, request: bytes) -> bytes:
     sock.sendall(request)
     return read_get_reply(sock)
-
-
-def big_value() -> bytes:
-    """Exactly 1 MiB, with protocol terminators and every byte value inside."""
-    chunk = b"\r\nEND\r\n" + bytes(range(256))
-    return (chunk * (MIB // len(chunk) + 1))[:MIB]
-
-
-def binary_request(opcode: int, key: bytes, extras: bytes = b"", value: bytes = b"",
-                   opaque: int = 0) -> bytes:
-    body = extras + key + value
-    return BINARY_HEADER.pack(0x80, opcode, len(key), len(extras), 0, 0, len(body), opaque,
-                              0) + body
-
-
-def read_binary_response(sock) -> tuple[int, int, int, bytes]:
-    """(opcode, status, opaque, body) of one binary response."""
-    _, opcode, _, _, _, status, length, opaque, _ = BINARY_HEADER.unpack(read_exactly(sock, 24))
-    return opcode, status, opaque, read_exactly(sock, length)
 
 
 def test_maintenance_may_write_and_read_the_fleet_keys(envoy, memcached):
@@ -105,48 +81,11 @@ def test_a_stranger_is_refused_at_connect_and_logged(envoy, memcached):
 
 
 def test_pipelined_requests_get_their_replies_and_denials_in_order(envoy, memcached):
-    memcached.put(FLEET + "a", b"A")
-    memcached.put(FLEET + "b", TRICKY)
-    pipeline = (b"get alliance/fleet/a\r\n"
-                b"set alliance/fleet/a 0 0 1\r\nZ\r\n"
-                b"get alliance/fleet/b\r\n"
-                b"get alliance/fleet/a empire/plans\r\n"
-                b"set alliance/fleet/a 0 0 1 noreply\r\nZ\r\n"
-                b"delete alliance/fleet/b\r\n"
-                b"gets alliance/fleet/a alliance/fleet/b\r\n")
-    expected = (b"VALUE alliance/fleet/a 0 1\r\nA\r\nEND\r\n"
-                + DENIED
-                + b"VALUE alliance/fleet/b 0 %d\r\n%s\r\nEND\r\n" % (len(TRICKY), TRICKY)
-                + DENIED
-                + DENIED)
-    for chunk_size in (len(pipeline), 1):
-        monitor = connect_from(MONITORING, envoy.addr)
-        for start in range(0, len(pipeline), chunk_size):
-            monitor.sendall(pipeline[start:start + chunk_size])
-        assert read_exactly(monitor, len(expected)) == expected, f"sent in chunks of {chunk_size}"
-        gets_reply = read_get_reply(monitor)
-        assert re.fullmatch(b"VALUE alliance/fleet/a 0 1 [0-9]+\r\nA\r\n"
-                            b"VALUE alliance/fleet/b 0 %d [0-9]+\r\n" % len(TRICKY)
-                            + re.escape(TRICKY) + b"\r\nEND\r\n", gets_reply), gets_reply
-    assert memcached.get(FLEET + "a") == b"A"
-    assert memcached.get(FLEET + "b") == TRICKY
-    assert envoy.summary(14)[:7] == [
-        ("Request", "get", FLEET + "a"),
-        ("Denied", "set", FLEET + "a"),
-        ("Request", "get", FLEET + "b"),
-        ("Denied", "get", "alliance/fleet/a, empire/plans"),
-        ("Denied", "set", FLEET + "a"),
-        ("Denied", "delete", FLEET + "b"),
-        ("Request", "get", "alliance/fleet/a, alliance/fleet/b"),
-    ]
+    memcached_checks.check_pipelined_requests_get_their_replies_and_denials_in_order(envoy, memcached)
 
 
 def test_a_thousand_denials_pipelined_behind_an_allowed_request(envoy, memcached):
-    memcached.put(FLEET + "a", b"A")
-    monitor = connect_from(MONITORING, envoy.addr)
-    monitor.sendall(b"get alliance/fleet/a\r\n" + b"delete empire/plans\r\n" * 1000)
-    expected = b"VALUE alliance/fleet/a 0 1\r\nA\r\nEND\r\n" + DENIED * 1000
-    assert read_exactly(monitor, len(expected)) == expected
+    memcached_checks.check_a_thousand_denials_pipelined_behind_an_allowed_request(envoy, memcached)
 
 
 def test_a_mebibyte_value_passes_intact_through_envoys_chunks(envoy, memcached):
@@ -180,10 +119,10 @@ def test_binary_denials_carry_status_8_and_keep_their_place(envoy, memcached):
                     + binary_request(DELETE, b"empire/plans", opaque=3)
                     + binary_request(GET, b"alliance/fleet/a", opaque=4))
     replies = [read_binary_response(monitor) for _ in range(4)]
-    assert [(opcode, status, opaque) for opcode, status, opaque, _ in replies] == [
+    assert [(reply["opcode"], reply["status"], reply["opaque"]) for reply in replies] == [
         (GET, 0, 1), (SET, ACCESS_DENIED, 2), (DELETE, ACCESS_DENIED, 3), (GET, 0, 4)]
-    assert replies[0][3].endswith(b"A")
-    assert replies[1][3] == b"access denied"
+    assert replies[0]["body"].endswith(b"A")
+    assert replies[1]["body"] == b"access denied"
     assert memcached.get(FLEET + "a") == b"A"
 
 

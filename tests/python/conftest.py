@@ -1,12 +1,9 @@
-"""Fixtures for the memcached end-to-end tests: a real memcached, Axoneme in front of it with the
-example's Rebels policy, and connections of each client library bound to an identity's address."""
+"""Fixtures for the memcached end-to-end tests: a real memcached (tests/shared), Axoneme in front
+of it with the example's Rebels policy, and connections of each client library bound to an
+identity's address."""
 
-import json
 import os
-import shutil
-import signal
 import socket
-import struct
 import sys
 from pathlib import Path
 
@@ -17,149 +14,18 @@ from meta_memcache.base.base_serializer import EncodedValue
 from pymemcache.client.base import Client as TextClient
 
 ROOT = Path(__file__).resolve().parents[2]
-# Starting and stopping servers is shared with the benchmark, in scripts/bench/procs.py.
+# Starting and stopping servers is shared with the benchmark, in scripts/bench/procs.py; memcached,
+# the identities, the helpers and the checks with the Envoy tests, in tests/shared.
 sys.path.insert(0, str(ROOT / "scripts"))
-from bench.procs import DEADLINE, Agent, Process, free_port, memcached_command, wait_until
+sys.path.insert(0, str(ROOT / "tests" / "shared"))
+from bench.procs import DEADLINE, Agent, wait_until
+from memcached_checks import (BINARY_HEADER, DENIED, EXAMPLE, JEDI, MAINTENANCE, MIB,  # noqa: F401
+                              MONITORING, POLICY_NAME, STRANGER, AccessLogReader, Memcached,
+                              binary_request, connect_from, example_policy, expect_closed,
+                              memcached, read_binary_response, read_exactly, read_get_reply,
+                              read_line, read_text_reply)
 
-EXAMPLE = ROOT / "examples" / "memcached"
 AXONEME_BIN = Path(os.environ.get("AXONEME_BIN", ROOT / "target" / "debug" / "axoneme"))
-
-# Source addresses of the identities; the proxy's configuration gives each its labels.
-MAINTENANCE = "127.0.0.11"  # function: fleet-maintenance: writeGroup and get on alliance/fleet/*
-MONITORING = "127.0.0.12"  # function: fleet-monitoring: get on alliance/fleet/*
-JEDI = "127.0.0.13"  # role: jedi: everything
-STRANGER = "127.0.0.66"  # app: empire: no policy lets it reach memcached
-POLICY_NAME = "secure-fleet"
-
-DENIED = b"CLIENT_ERROR access denied\r\n"
-MIB = 1 << 20
-
-BINARY_HEADER = struct.Struct("!BBHBBHLLQ")
-
-
-def connect_from(source: str, addr: tuple[str, int]) -> socket.socket:
-    """A TCP connection to `addr` from `source`, so the proxy sees that identity."""
-    sock = socket.socket()
-    sock.settimeout(DEADLINE)
-    sock.bind((source, 0))
-    sock.connect(addr)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
-
-
-def read_exactly(sock: socket.socket, n: int) -> bytes:
-    data = bytearray()
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise ConnectionError(f"closed after {len(data)} of {n} bytes: {bytes(data)!r}")
-        data += chunk
-    return bytes(data)
-
-
-def read_line(sock: socket.socket) -> bytes:
-    """Reads one CRLF-terminated line, byte by byte so nothing after it is consumed."""
-    line = bytearray()
-    while not line.endswith(b"\r\n"):
-        line += read_exactly(sock, 1)
-    return bytes(line)
-
-
-def read_text_reply(sock: socket.socket) -> bytes:
-    """Reads one reply line of the text or meta protocol, with its data block for VALUE and VA."""
-    line = read_line(sock)
-    words = line.split()
-    if words[0] == b"VALUE":
-        return line + read_exactly(sock, int(words[3]) + 2)
-    if words[0] == b"VA":
-        return line + read_exactly(sock, int(words[1]) + 2)
-    return line
-
-
-def read_get_reply(sock: socket.socket) -> bytes:
-    """Reads the reply to a text get: VALUE blocks through END, or a single error line."""
-    reply = bytearray()
-    while True:
-        part = read_text_reply(sock)
-        reply += part
-        if not part.startswith(b"VALUE"):
-            return bytes(reply)
-
-
-def expect_closed(sock: socket.socket) -> None:
-    """Asserts that the peer closes the connection (EOF or reset) within the deadline."""
-    try:
-        while sock.recv(65536):
-            pass
-    except ConnectionResetError:
-        pass
-
-
-def binary_request(opcode: int, key: bytes = b"", extras: bytes = b"", value: bytes = b"",
-                   opaque: int = 0, cas: int = 0) -> bytes:
-    body = extras + key + value
-    header = BINARY_HEADER.pack(0x80, opcode, len(key), len(extras), 0, 0, len(body), opaque, cas)
-    return header + body
-
-
-def read_binary_response(sock: socket.socket) -> dict:
-    magic, opcode, keylen, extlen, datatype, status, bodylen, opaque, cas = BINARY_HEADER.unpack(
-        read_exactly(sock, BINARY_HEADER.size))
-    body = read_exactly(sock, bodylen)
-    return {
-        "magic": magic, "opcode": opcode, "datatype": datatype, "status": status,
-        "opaque": opaque, "cas": cas, "extras": body[:extlen],
-        "key": body[extlen:extlen + keylen], "value": body[extlen + keylen:],
-    }
-
-
-class Memcached:
-    """A real memcached on a free loopback port; `command` talks to it directly, past the proxy."""
-
-    def __init__(self, log_dir: Path):
-        binary = shutil.which("memcached")
-        if binary is None:
-            pytest.fail("memcached is not installed (scripts/test.sh installs it)")
-        self.port = free_port()
-        # -I 2m: items up to 2 MiB, so a 1 MiB value plus its key and header fits one item.
-        self.process = Process(memcached_command(binary, self.port, "-I", "2m"),
-                               log_dir / "memcached.log")
-        self.process.ready(self._answers, f"memcached on port {self.port}")
-
-    def _answers(self) -> bool:
-        try:
-            return self.command(b"version\r\n").startswith(b"VERSION ")
-        except OSError:
-            return False
-
-    def command(self, request: bytes) -> bytes:
-        with socket.create_connection(("127.0.0.1", self.port), timeout=DEADLINE) as sock:
-            sock.sendall(request)
-            return read_get_reply(sock)
-
-    def get(self, key: str) -> bytes | None:
-        """The value stored under `key`, read directly from memcached."""
-        reply = self.command(b"get " + key.encode() + b"\r\n")
-        if reply == b"END\r\n":
-            return None
-        header, rest = reply.split(b"\r\n", 1)
-        return rest[: int(header.split()[3])]
-
-    def put(self, key: str, value: bytes) -> None:
-        """Stores `value` directly in memcached."""
-        reply = self.command(b"set %s 0 0 %d\r\n%s\r\n" % (key.encode(), len(value), value))
-        assert reply == b"STORED\r\n", reply
-
-    def stop(self) -> None:
-        # It holds nothing worth a clean shutdown, which would take it most of a second.
-        self.process.stop(signal.SIGKILL)
-
-
-def example_policy(memcached_port: int) -> str:
-    """The example's policy, guarding the port the test's memcached listens on."""
-    policy = (EXAMPLE / "policy.yaml").read_text()
-    assert 'port: "11211"' in policy, "the example policy guards memcached's port 11211"
-    return policy.replace('port: "11211"', f'port: "{memcached_port}"')
 
 
 def allows_nothing_policy(memcached_port: int) -> str:
@@ -219,7 +85,7 @@ def axoneme_bin() -> Path:
     return AXONEME_BIN
 
 
-class Proxy:
+class Proxy(AccessLogReader):
     """An `axoneme run` process in front of `memcached`, by default with the example's policy."""
 
     def __init__(self, workdir: Path, memcached: Memcached, extra_config: str = "",
@@ -231,28 +97,6 @@ class Proxy:
                            ["memcached", "unguarded"])
         self.addr = self.agent.addresses["memcached"]
         self.unguarded_addr = self.agent.addresses["unguarded"]
-
-    def entries(self, n: int) -> list[dict]:
-        """The access log once it holds at least `n` entries (all of them, which may be more)."""
-        def read() -> list[dict] | None:
-            if not self.access_log.exists():
-                return None
-            # Only lines already ended by a newline: the last one may still be being written.
-            complete = self.access_log.read_text().split("\n")[:-1]
-            entries = [json.loads(line) for line in complete]
-            return entries if len(entries) >= n else None
-
-        if n == 0:
-            return read() or []
-        return wait_until(read, f"{n} access log entries")
-
-    def summary(self, n: int) -> list[tuple]:
-        """(entry_type, command, keys) of every entry, once there are at least `n`."""
-        return [
-            (e["entry_type"], e["generic_l7"]["fields"].get("command"),
-             e["generic_l7"]["fields"].get("keys", ""))
-            for e in self.entries(n)
-        ]
 
     def keyed_summary(self, n: int) -> list[tuple]:
         """Like `summary`, but of the entries naming keys only (leaving out e.g. noops), once
@@ -272,13 +116,6 @@ class Proxy:
 
     def stop(self) -> None:
         self.agent.stop()
-
-
-@pytest.fixture
-def memcached(tmp_path):
-    server = Memcached(tmp_path)
-    yield server
-    server.stop()
 
 
 @pytest.fixture

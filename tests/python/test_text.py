@@ -1,25 +1,16 @@
 """The text protocol through the proxy under the Rebels policy: pymemcache as applications use it,
 and raw sockets where the exact bytes and their order matter."""
 
-import re
 import subprocess
 
 import pytest
 from pymemcache.exceptions import MemcacheClientError
 
+import memcached_checks
 from conftest import (DEADLINE, DENIED, JEDI, MAINTENANCE, MIB, MONITORING, POLICY_NAME,
                       STRANGER, allows_nothing_policy, axoneme_bin, connect_from, expect_closed,
                       read_exactly, read_get_reply, read_line, text_client, write_config)
-
-FLEET = "alliance/fleet/"
-# A value that looks like the end of a get reply and the start of another.
-TRICKY = b"END\r\nVALUE alliance/fleet/spoof 0 3\r\nEND\r\n\r\nEND\r\n"
-
-
-def big_value() -> bytes:
-    """Exactly 1 MiB, with protocol terminators and every byte value inside."""
-    chunk = b"\r\nEND\r\n" + bytes(range(256))
-    return (chunk * (MIB // len(chunk) + 1))[:MIB]
+from memcached_checks import FLEET, TRICKY, big_value
 
 
 def test_maintenance_may_write_and_read_the_fleet_keys(proxy, memcached):
@@ -166,40 +157,7 @@ def test_a_denied_noreply_request_stores_nothing_and_the_connection_goes_on(prox
 
 
 def test_pipelined_requests_get_their_replies_and_denials_in_order(proxy, memcached):
-    memcached.put(FLEET + "a", b"A")
-    memcached.put(FLEET + "b", TRICKY)
-    pipeline = (b"get alliance/fleet/a\r\n"
-                b"set alliance/fleet/a 0 0 1\r\nZ\r\n"
-                b"get alliance/fleet/b\r\n"
-                b"get alliance/fleet/a empire/plans\r\n"
-                b"set alliance/fleet/a 0 0 1 noreply\r\nZ\r\n"
-                b"delete alliance/fleet/b\r\n"
-                b"gets alliance/fleet/a alliance/fleet/b\r\n")
-    expected = (b"VALUE alliance/fleet/a 0 1\r\nA\r\nEND\r\n"
-                + DENIED
-                + b"VALUE alliance/fleet/b 0 %d\r\n%s\r\nEND\r\n" % (len(TRICKY), TRICKY)
-                + DENIED
-                + DENIED)
-    for chunk_size in (len(pipeline), 1):
-        monitor = connect_from(MONITORING, proxy.addr)
-        for start in range(0, len(pipeline), chunk_size):
-            monitor.sendall(pipeline[start:start + chunk_size])
-        assert read_exactly(monitor, len(expected)) == expected, f"sent in chunks of {chunk_size}"
-        gets_reply = read_get_reply(monitor)
-        assert re.fullmatch(b"VALUE alliance/fleet/a 0 1 [0-9]+\r\nA\r\n"
-                            b"VALUE alliance/fleet/b 0 %d [0-9]+\r\n" % len(TRICKY)
-                            + re.escape(TRICKY) + b"\r\nEND\r\n", gets_reply), gets_reply
-    assert memcached.get(FLEET + "a") == b"A"
-    assert memcached.get(FLEET + "b") == TRICKY
-    assert proxy.summary(14)[:7] == [
-        ("Request", "get", FLEET + "a"),
-        ("Denied", "set", FLEET + "a"),
-        ("Request", "get", FLEET + "b"),
-        ("Denied", "get", "alliance/fleet/a, empire/plans"),
-        ("Denied", "set", FLEET + "a"),
-        ("Denied", "delete", FLEET + "b"),
-        ("Request", "get", "alliance/fleet/a, alliance/fleet/b"),
-    ]
+    memcached_checks.check_pipelined_requests_get_their_replies_and_denials_in_order(proxy, memcached)
 
 
 def test_a_denial_after_noreply_requests_adds_no_reply_of_its_own(proxy, memcached):
@@ -227,11 +185,7 @@ def test_a_command_line_longer_than_memcached_accepts_closes_the_connection(prox
 
 
 def test_a_thousand_denials_pipelined_behind_an_allowed_request(proxy, memcached):
-    memcached.put(FLEET + "a", b"A")
-    monitor = connect_from(MONITORING, proxy.addr)
-    monitor.sendall(b"get alliance/fleet/a\r\n" + b"delete empire/plans\r\n" * 1000)
-    expected = b"VALUE alliance/fleet/a 0 1\r\nA\r\nEND\r\n" + DENIED * 1000
-    assert read_exactly(monitor, len(expected)) == expected
+    memcached_checks.check_a_thousand_denials_pipelined_behind_an_allowed_request(proxy, memcached)
 
 
 def test_values_that_look_like_protocol_pass_intact(proxy, memcached):

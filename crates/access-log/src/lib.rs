@@ -1,10 +1,14 @@
-//! The access log's JSON: one entry as one line with Cilium's field names, written byte by byte
-//! on the forwarding path (no serializer, no intermediate values), with long field values cut
-//! and marked. Shared by the agent's access log and the Envoy filter's, so that both write the
-//! same lines. It formats only; queueing and writing are the logs'.
+//! The access log shared by the agent and the Envoy filter, so that both write the same lines
+//! the same way: its JSON, one entry as one line with Cilium's field names, written byte by
+//! byte on the forwarding path (no serializer, no intermediate values), with long field values
+//! cut and marked (here); the queue bounded in bytes and the thread that writes it
+//! ([`writer`]); and the ring of recent entries that writer feeds ([`recent`]). It records and
+//! counts; it decides nothing about traffic.
 
-#[cfg(test)]
-mod testing;
+pub mod recent;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+pub mod writer;
 
 use std::cell::{Cell, RefCell};
 use std::io::Write as _;

@@ -1,12 +1,13 @@
-//! What the formatter's unit tests build their entries from: one connection and two entries
-//! of it. Compiled for tests only.
+//! What tests of the access log build their entries from: one connection and two entries of it.
+//! Compiled for this crate's tests and, with the `testing` feature, for the tests of the crates
+//! that log; never part of a release build.
 
 use std::sync::Arc;
 
 use axoneme_sdk::{ConnectionMeta, Direction, EntryType, Field, LogEntry};
 
 /// The connection of the tests: luke (257) to r2d2 (256), ingress.
-pub(crate) fn log_meta() -> ConnectionMeta {
+pub fn log_meta() -> ConnectionMeta {
     ConnectionMeta {
         id: 1,
         listener: "r2d2".into(),
@@ -22,7 +23,7 @@ pub(crate) fn log_meta() -> ConnectionMeta {
 }
 
 /// A request entry of `meta` with no protocol and no fields.
-pub(crate) fn bare_entry(meta: &ConnectionMeta) -> LogEntry<'_> {
+pub fn bare_entry(meta: &ConnectionMeta) -> LogEntry<'_> {
     LogEntry {
         entry_type: EntryType::Request,
         meta,
@@ -33,7 +34,7 @@ pub(crate) fn bare_entry(meta: &ConnectionMeta) -> LogEntry<'_> {
 }
 
 /// A memcached request entry of `meta` with `fields`.
-pub(crate) fn multiget<'a>(meta: &'a ConnectionMeta, fields: &'a [Field<'a>]) -> LogEntry<'a> {
+pub fn multiget<'a>(meta: &'a ConnectionMeta, fields: &'a [Field<'a>]) -> LogEntry<'a> {
     LogEntry {
         entry_type: EntryType::Request,
         meta,

@@ -1,12 +1,10 @@
 //! What the crate's unit tests build their worlds from: endpoints, policy snapshots, routes,
-//! connection ends and access-log entries. Compiled for tests only.
+//! connection ends (access-log entries come from `axoneme_access_log::testing`). Compiled for tests only.
 
 use std::net::SocketAddr;
 
 use axoneme_policy::{parse_policies, EndpointSpec, Snapshot};
-use std::sync::Arc;
-
-use axoneme_sdk::{ConnectionMeta, Direction, EntryType, Field, LogEntry};
+use axoneme_sdk::Direction;
 
 use crate::builtin_protocols;
 use crate::config::ProtocolsConfig;
@@ -52,43 +50,5 @@ pub(crate) fn ends(client: &str, upstream: &str) -> Ends {
     Ends {
         client: client.parse::<SocketAddr>().unwrap(),
         upstream: upstream.parse::<SocketAddr>().unwrap(),
-    }
-}
-
-/// The connection of the access-log tests: luke (257) to r2d2 (256), ingress.
-pub(crate) fn log_meta() -> ConnectionMeta {
-    ConnectionMeta {
-        id: 1,
-        listener: "r2d2".into(),
-        endpoint: "r2d2".into(),
-        direction: Direction::Ingress,
-        source: "127.0.0.21:5000".parse().unwrap(),
-        destination: "127.0.0.1:4001".parse().unwrap(),
-        source_identity: 257,
-        destination_identity: 256,
-        source_labels: Arc::from(vec!["app=luke".to_string()]),
-        destination_labels: Arc::from(vec!["app=r2d2".to_string()]),
-    }
-}
-
-/// A request entry of `meta` with no protocol and no fields.
-pub(crate) fn bare_entry(meta: &ConnectionMeta) -> LogEntry<'_> {
-    LogEntry {
-        entry_type: EntryType::Request,
-        meta,
-        policy_name: "p",
-        proto: None,
-        fields: &[],
-    }
-}
-
-/// A memcached request entry of `meta` with `fields`.
-pub(crate) fn multiget<'a>(meta: &'a ConnectionMeta, fields: &'a [Field<'a>]) -> LogEntry<'a> {
-    LogEntry {
-        entry_type: EntryType::Request,
-        meta,
-        policy_name: "p",
-        proto: Some("memcache"),
-        fields,
     }
 }

@@ -9,51 +9,18 @@
 
 mod common;
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{agent_cli, connect_from, free_port, signal, spawn_agent, temp_dir, wait_for_api};
+use common::{
+    agent_cli, connect_from, free_port, signal, spawn_agent, start_memcached, temp_dir,
+    wait_for_api, Children,
+};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const LUKE: &str = "127.0.0.21";
-
-/// Child processes killed when the test ends, however it ends.
-struct Children(Vec<Child>);
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Starts memcached on a free loopback port and waits until it accepts connections.
-fn start_memcached(children: &mut Children) -> u16 {
-    let port = free_port();
-    let mut command = Command::new("memcached");
-    command.args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0"]);
-    if std::fs::metadata("/proc/self").unwrap().uid() == 0 {
-        command.args(["-u", "root"]);
-    }
-    let child = command
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("memcached is required (scripts/test.sh installs it)");
-    children.0.push(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "memcached did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    port
-}
 
 /// The agent of a test: its directory, the proxy's and the metrics' ports.
 struct Agent {

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use axoneme_testkit::etcd::Etcd;
 use common::{
     agent_cli, connect_from, free_port, r2d2_policy, raw_api, request, signal, spawn_agent,
-    temp_dir, wait_for_api, Upstream, LUKE,
+    start_memcached, temp_dir, wait_for_api, Children, Upstream, LUKE,
 };
 use serde_json::Value;
 
@@ -408,7 +408,7 @@ async fn a_policy_imported_on_one_node_is_enforced_on_another_and_survives_etcd_
         assert!(
             table
                 .lines()
-                .any(|l| l.starts_with("cluster: ") && l.contains("stale=true")),
+                .any(|l| l.starts_with("KVStore: ") && l.contains("Stale since ")),
             "{table}"
         );
         let metrics = node.json(&["metrics", "list"]);
@@ -823,41 +823,6 @@ async fn the_nodes_show_their_endpoints_and_heartbeats_and_a_stopped_node_vanish
         references.contains("app=r2d2;k8s:io.kubernetes.pod.namespace=default;/node-a"),
         "{references}"
     );
-}
-
-/// Child processes killed when the test ends, however it ends.
-struct Children(Vec<Child>);
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Starts memcached on a free loopback port and waits until it accepts connections.
-fn start_memcached(children: &mut Children) -> u16 {
-    use std::os::unix::fs::MetadataExt;
-    let port = free_port();
-    let mut command = std::process::Command::new("memcached");
-    command.args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0"]);
-    if std::fs::metadata("/proc/self").unwrap().uid() == 0 {
-        command.args(["-u", "root"]);
-    }
-    let child = command
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("memcached is required (scripts/test.sh installs it)");
-    children.0.push(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "memcached did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    port
 }
 
 /// Cilium's keys as a Cilium agent in kvstore mode writes them (the formats of

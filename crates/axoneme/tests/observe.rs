@@ -13,30 +13,17 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
-use common::{free_port, temp_dir};
+use common::{free_port, start_memcached, temp_dir, Children};
 use serde_json::Value;
 
 const LUKE: &str = "127.0.0.21";
 const VADER: &str = "127.0.0.22";
 const STRANGER: &str = "127.0.0.99";
-
-/// Child processes killed when the test ends, however it ends.
-struct Children(Vec<Child>);
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 const POLICY: &str = r#"apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
@@ -69,19 +56,7 @@ impl Agent {
     /// An agent whose endpoint cache is in audit mode when `audit`.
     fn start_with(name: &str, audit: bool) -> Agent {
         let mut children = Children(Vec::new());
-        let memcached = free_port();
-        let mut command = Command::new("memcached");
-        command.args(["-l", "127.0.0.1", "-p", &memcached.to_string(), "-U", "0"]);
-        if std::fs::metadata("/proc/self").unwrap().uid() == 0 {
-            command.args(["-u", "root"]);
-        }
-        children.0.push(
-            command
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("memcached is required (scripts/test.sh installs it)"),
-        );
+        let memcached = start_memcached(&mut children);
         let dir = temp_dir(name);
         let proxy_port = free_port();
         std::fs::write(
@@ -699,9 +674,15 @@ async fn cilium_like_commands() {
         agent.ok(&["version"]),
         format!("client: {version}\nagent: {version}\n")
     );
-    // status opens with its verdict; the JSON stays the API's.
+    // status opens with its verdict (its value aligned with the lines after it); the JSON stays
+    // the API's.
     let status = agent.ok(&["status"]);
-    assert_eq!(status.lines().next(), Some("Status: OK"), "{status}");
+    let verdict = status.lines().next().and_then(|line| line.split_once(':'));
+    assert_eq!(
+        verdict.map(|(key, value)| (key, value.trim())),
+        Some(("Status", "OK")),
+        "{status}"
+    );
     assert!(agent.json(&["status"]).get("counters").is_some());
     let output = Command::new(env!("CARGO_BIN_EXE_axoneme"))
         .args(["--api", "/nonexistent/api.sock", "version"])

@@ -24,7 +24,7 @@
 //! `fault` (a protocol whose parser panics on request, for the tests).
 
 // The library has no unit tests of its own: it is tested through a real Envoy (tests/envoy). Its
-// test build is empty, because the agent's access-log formatter it compiles in carries the
+// test build is empty, because the agent's access log it compiles in carries the
 // agent's unit tests, which build only in the agent's crate.
 #![cfg(not(test))]
 

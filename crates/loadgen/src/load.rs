@@ -1,7 +1,9 @@
 //! What every load shares, whatever the protocol: its command line ([`LoadArgs`]), the schedule
 //! and mix of requests ([`Load`]), what a connection measures ([`Outcome`]), connecting from a source address, a buffer that
-//! cuts replies off a socket ([`ReadBuffer`]), the generator that picks keys ([`Random`]), and
-//! [`drive`], which runs every connection of a load and adds up what they measured.
+//! cuts replies off a socket ([`ReadBuffer`]), the generator that picks keys ([`Random`]),
+//! [`pipeline`], which runs one connection whose replies come in the order of its requests, and
+//! [`drive`], which runs every connection of a load and adds up what they measured. It knows no
+//! protocol: each load supplies how its requests are encoded and its replies checked.
 
 use std::io::{IsTerminal, Write};
 use std::net::{IpAddr, SocketAddr};
@@ -12,9 +14,11 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Args;
 use hdrhistogram::Histogram;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::time::{timeout, Instant};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::time::{timeout, timeout_at, Instant};
 
 /// A request that waits this long for its reply counts the connection as lost.
 pub(crate) const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -118,7 +122,7 @@ pub(crate) struct Outcome {
     pub ops: u64,
     /// Wrong replies (warm-up included), plus one per connection lost.
     pub errors: u64,
-    /// Bytes of the measured requests and their replies, for the loads that count them.
+    /// Bytes of the measured requests and their replies (counted by [`pipeline`]).
     pub bytes: u64,
     /// The first things that went wrong, to show.
     pub first_errors: Vec<String>,
@@ -207,6 +211,138 @@ pub(crate) async fn connect(
         .with_context(|| format!("connecting to {target}"))?;
     stream.set_nodelay(true)?;
     Ok(stream)
+}
+
+/// A request in flight on a pipelined connection: when it was sent, its size in bytes and what
+/// its reply must be.
+struct InFlight<E> {
+    sent: Instant,
+    len: usize,
+    expected: E,
+}
+
+/// Runs the load on `stream` until `load.stop_at` and every reply is in, for a protocol whose
+/// replies come in the order of its requests. A writer task keeps up to `load.pipeline` requests
+/// in flight: `encode` appends the next request to the outgoing bytes and returns what its reply
+/// must be. A reader takes the replies: `check_next` cuts the next one off the received bytes
+/// (see [`ReadBuffer::next`]) and checks it against what its request expects; the reader records
+/// its latency and the bytes of request and reply.
+///
+/// The writer tells the reader what each request expects through a channel, before the request
+/// is written, so the reader always knows which reply comes next. A semaphore holds the pipeline
+/// depth: the writer takes a permit per request, the reader gives it back per reply.
+pub(crate) async fn pipeline<E, Encode, CheckNext, CutError>(
+    stream: TcpStream,
+    load: Arc<Load>,
+    encode: Encode,
+    check_next: CheckNext,
+) -> Outcome
+where
+    E: Send + 'static,
+    Encode: FnMut(&mut Vec<u8>) -> E + Send + 'static,
+    CheckNext: FnMut(&[u8], &E) -> Result<Option<(Checked, usize)>, CutError>,
+    anyhow::Error: From<CutError>,
+{
+    let (reader, writer) = stream.into_split();
+    let window = Arc::new(Semaphore::new(load.pipeline));
+    let (in_flight_tx, in_flight_rx) = mpsc::unbounded_channel();
+    let writing = tokio::spawn(write_requests(
+        writer,
+        load.clone(),
+        encode,
+        window.clone(),
+        in_flight_tx,
+    ));
+    let mut outcome = Outcome::new();
+    let read = read_replies(
+        reader,
+        &load,
+        check_next,
+        &window,
+        in_flight_rx,
+        &mut outcome,
+    )
+    .await;
+    let written = writing
+        .await
+        .map_err(anyhow::Error::new)
+        .and_then(|written| written);
+    if let Err(error) = read.and(written) {
+        outcome.error(format!("connection lost: {error:#}"));
+    }
+    outcome
+}
+
+/// Sends requests while the window has room, until `load.stop_at`. Requests that find the window
+/// open together go out in one write.
+async fn write_requests<E>(
+    mut writer: OwnedWriteHalf,
+    load: Arc<Load>,
+    mut encode: impl FnMut(&mut Vec<u8>) -> E,
+    window: Arc<Semaphore>,
+    in_flight: mpsc::UnboundedSender<InFlight<E>>,
+) -> anyhow::Result<()> {
+    let mut out = Vec::new();
+    // Waiting for room ends at stop_at; the reader closes the window if it fails.
+    while let Ok(Ok(permit)) = timeout_at(load.stop_at, window.acquire()).await {
+        permit.forget();
+        let mut batch = 1;
+        while let Ok(permit) = window.try_acquire() {
+            permit.forget();
+            batch += 1;
+        }
+        out.clear();
+        let now = Instant::now();
+        for _ in 0..batch {
+            let start = out.len();
+            let expected = encode(&mut out);
+            let request = InFlight {
+                sent: now,
+                len: out.len() - start,
+                expected,
+            };
+            if in_flight.send(request).is_err() {
+                return Ok(()); // the reader has stopped and says why
+            }
+        }
+        writer.write_all(&out).await?;
+    }
+    Ok(())
+}
+
+/// Takes one reply per request in flight until the writer is done and every reply is in.
+async fn read_replies<E, CutError>(
+    mut reader: OwnedReadHalf,
+    load: &Load,
+    mut check_next: impl FnMut(&[u8], &E) -> Result<Option<(Checked, usize)>, CutError>,
+    window: &Semaphore,
+    mut in_flight: mpsc::UnboundedReceiver<InFlight<E>>,
+    outcome: &mut Outcome,
+) -> anyhow::Result<()>
+where
+    anyhow::Error: From<CutError>,
+{
+    let mut replies = ReadBuffer::new();
+    let result = async {
+        while let Some(request) = in_flight.recv().await {
+            let (checked, len) = replies
+                .next(&mut reader, |buf| {
+                    Ok::<_, CutError>(
+                        check_next(buf, &request.expected)?
+                            .map(|(checked, len)| ((checked, len), len)),
+                    )
+                })
+                .await?;
+            outcome.count_bytes(load, request.sent, request.len + len);
+            outcome.record(load, request.sent, checked);
+            window.add_permits(1);
+        }
+        Ok(())
+    }
+    .await;
+    // A writer waiting for room must not wait for replies that will never come.
+    window.close();
+    result
 }
 
 /// Runs `run` on every connection, each in its own task with a distinct seed, from now until

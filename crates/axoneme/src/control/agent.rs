@@ -61,6 +61,29 @@ pub struct ListenerStatus {
     pub connections: usize,
 }
 
+/// A task of the agent that keeps something in step, as `status` shows it (Cilium's
+/// controllers).
+#[derive(Debug, Clone, Serialize)]
+pub struct ControllerStatus {
+    /// What it keeps in step.
+    pub name: &'static str,
+    /// Whether it runs and its last work succeeded.
+    pub healthy: bool,
+    /// What is wrong, when it is not healthy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+}
+
+impl ControllerStatus {
+    fn new(name: &'static str, failure: Option<String>) -> ControllerStatus {
+        ControllerStatus {
+            name,
+            healthy: failure.is_none(),
+            failure,
+        }
+    }
+}
+
 struct RunningListener {
     config: ListenerConfig,
     address: SocketAddr,
@@ -211,7 +234,7 @@ impl Agent {
 
     /// The metrics in the Prometheus text format.
     pub fn metrics_text(&self) -> String {
-        self.shared.metrics.render(Gauges {
+        let mut text = self.shared.metrics.render(Gauges {
             policy_revision: self.state.revision(),
             policy_import_errors: self.state.import_errors(),
             access_log_dropped: self.access_log_dropped(),
@@ -219,7 +242,9 @@ impl Agent {
             buffered_bytes: self.shared.overload.buffered() as u64,
             log_queues: self.log_queue_gauges(),
             kvstore: self.cluster.as_ref().map(Cluster::gauges),
-        })
+        });
+        crate::telemetry::process::render(&mut text);
+        text
     }
 
     /// The node's part in the cluster; none without cluster mode.
@@ -240,6 +265,79 @@ impl Agent {
     /// Access-log writes that failed so far.
     pub fn access_log_write_errors(&self) -> u64 {
         self.access_log.as_ref().map_or(0, |log| log.write_errors())
+    }
+
+    /// The access log as `status` shows it: where it goes, what its queue holds and what it
+    /// lost; none when no access log is configured.
+    pub fn access_log_status(&self) -> Option<serde_json::Value> {
+        let log = self.access_log.as_deref()?;
+        let counts = log.counts();
+        Some(serde_json::json!({
+            "path": log.path().map_or_else(|| "stdout".into(), |path| path.display().to_string()),
+            "queue_bytes": counts.queued_bytes,
+            "queue_limit_bytes": log.limits().queue_bytes,
+            "dropped": counts.dropped,
+            "write_errors": counts.write_errors,
+            "failed_entries": counts.failed_entries,
+            "truncated_fields": counts.truncated,
+            "last_write_error": counts.last_write_error,
+        }))
+    }
+
+    /// The monitor as `status` shows it: its watchers, what waits for them, what they lost,
+    /// and the recent entries kept for replay.
+    pub fn monitor_status(&self) -> serde_json::Value {
+        let limits = self.monitor.limits();
+        serde_json::json!({
+            "watchers": self.monitor.watchers(),
+            "queue_bytes": self.monitor.backlog_bytes(),
+            "queue_limit_bytes": limits.queue_bytes,
+            "dropped": self.monitor.dropped(),
+            "recent_bytes": self.monitor.recent_bytes(),
+            "recent_limit_bytes": limits.recent_bytes,
+        })
+    }
+
+    /// The agent's tasks that keep things in step, and whether each is healthy: the overload
+    /// shedder and the loss reporter always; the access-log writer, the redirect keeper and the
+    /// kvstore's sync when configured.
+    pub fn controllers(&self) -> Vec<ControllerStatus> {
+        let stopped = |task: Option<&JoinHandle<()>>| match task {
+            Some(task) if !task.is_finished() => None,
+            _ => Some("stopped".to_owned()),
+        };
+        let mut controllers = vec![ControllerStatus::new(
+            "overload-shedder",
+            stopped(Some(&self.shedder)),
+        )];
+        let reporter = self.reporter.lock().unwrap_or_else(|p| p.into_inner());
+        controllers.push(ControllerStatus::new(
+            "loss-reporter",
+            stopped(reporter.as_ref()),
+        ));
+        drop(reporter);
+        if let Some(log) = &self.access_log {
+            let counts = log.counts();
+            let failure = counts
+                .last_write_error
+                .map(|error| format!("{} writes failed, the last: {error}", counts.write_errors));
+            controllers.push(ControllerStatus::new("access-log-writer", failure));
+        }
+        if let Some(following) = self.redirector.following() {
+            let failure = (!following).then(|| "stopped".to_owned());
+            controllers.push(ControllerStatus::new("redirect-keeper", failure));
+        }
+        if let Some(cluster) = &self.cluster {
+            let status = cluster.status();
+            let failure = status.stale.then(|| {
+                format!(
+                    "the kvstore has not answered since {}",
+                    status.stale_since.unwrap_or_default()
+                )
+            });
+            controllers.push(ControllerStatus::new("kvstore-sync", failure));
+        }
+        controllers
     }
 
     /// What the access-log and monitor queues hold now, and what they lost or cut.

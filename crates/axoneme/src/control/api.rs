@@ -344,17 +344,31 @@ async fn health() -> Json<Value> {
 
 /// The agent's version, as `axoneme version` shows it beside the client's.
 async fn version() -> Json<Value> {
-    Json(json!({ "version": env!("CARGO_PKG_VERSION") }))
+    Json(crate::telemetry::process::build_json())
 }
 
 async fn status(Shared(agent): Shared<Arc<Agent>>) -> Json<Value> {
     use std::sync::atomic::Ordering::Relaxed;
     let m = agent.metrics();
+    let endpoints = agent.state().endpoints();
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
+        "build": crate::telemetry::process::build_json(),
         "uptime_seconds": agent.uptime().as_secs(),
         "policy_revision": agent.state().revision(),
+        "policy": {
+            "revision": agent.state().revision(),
+            "policies": agent.state().policies().len(),
+            "import_errors": agent.state().import_errors(),
+        },
+        "endpoints": {
+            "total": endpoints.len(),
+            "audit": endpoints.iter().filter(|e| e.policy_audit_mode).count(),
+        },
         "listeners": agent.listeners(),
+        "access_log": agent.access_log_status(),
+        "monitor": agent.monitor_status(),
+        "controllers": agent.controllers(),
         "cluster": agent.cluster().map(|cluster| {
             let status = cluster.status();
             json!({
@@ -362,6 +376,9 @@ async fn status(Shared(agent): Shared<Arc<Agent>>) -> Json<Value> {
                 "node": status.node,
                 "stale": status.stale,
                 "staleSince": status.stale_since,
+                "revision": status.revision,
+                "members": status.members.len(),
+                "members_healthy": status.members.iter().filter(|m| m.healthy).count(),
             })
         }),
         "counters": {

@@ -22,6 +22,7 @@ use tokio::net::{TcpStream, UnixStream};
 
 use crate::config::DEFAULT_API_SOCKET;
 use crate::control::observe::{self, ObserveArgs};
+use crate::control::status_view;
 
 /// How results are shown.
 #[derive(Debug, Clone, Copy, Default, ValueEnum)]
@@ -102,8 +103,14 @@ pub enum ClientCommand {
     #[command(subcommand)]
     Metrics(MetricsCommand),
     /// Show the agent's status.
-    #[command(after_help = "Examples:\n  axoneme status\n  axoneme status -o json")]
-    Status,
+    #[command(
+        after_help = "Examples:\n  axoneme status\n  axoneme status --verbose\n  axoneme status -o json"
+    )]
+    Status {
+        /// Also each listener and each controller, a line each.
+        #[arg(long)]
+        verbose: bool,
+    },
     /// Show the client's version and the agent's.
     Version {
         /// Only the client's version; the agent is not asked.
@@ -568,10 +575,11 @@ pub async fn run(args: ApiArgs, command: ClientCommand) -> anyhow::Result<()> {
             let text = client.text("/v1/metrics").await?;
             return print_metrics(&text, output, headers);
         }
-        ClientCommand::Status => {
+        ClientCommand::Status { verbose } => {
             let status = client.call(Method::GET, "/v1/status", None).await?;
             if matches!(output, Output::Table) {
-                println!("{}", status_verdict(&status));
+                println!("{}", status_view::render(&status, verbose));
+                return Ok(());
             }
             status
         }
@@ -585,32 +593,6 @@ pub async fn run(args: ApiArgs, command: ClientCommand) -> anyhow::Result<()> {
         }
     };
     print_value(&value, output, headers)
-}
-
-/// The first line of `status` for people, as `cilium status` opens: `Status: OK`, or
-/// `Status: Degraded (...)` naming each reason found in the agent's status: a cluster view gone
-/// stale, parser panics, policy imports that failed, access-log entries lost.
-fn status_verdict(status: &Value) -> String {
-    let counters = &status["counters"];
-    let count = |key: &str| counters[key].as_u64().unwrap_or(0);
-    let mut reasons = Vec::new();
-    if status["cluster"]["stale"] == true {
-        reasons.push("the cluster's view is stale".to_owned());
-    }
-    for (key, what) in [
-        ("parser_panics", "parser panics"),
-        ("policy_import_errors", "policy imports failed"),
-        ("access_log_dropped", "access-log entries dropped"),
-    ] {
-        if count(key) > 0 {
-            reasons.push(format!("{what}: {}", count(key)));
-        }
-    }
-    if reasons.is_empty() {
-        "Status: OK".to_owned()
-    } else {
-        format!("Status: Degraded ({})", reasons.join("; "))
-    }
 }
 
 /// Prints an API answer in `output`'s form.
@@ -926,25 +908,6 @@ fn table(headers: &[&str], rows: &[Vec<String>], show_headers: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn status_opens_with_ok_or_degraded_and_each_reason() {
-        let healthy = json!({
-            "cluster": null,
-            "counters": {"parser_panics": 0, "policy_import_errors": 0, "access_log_dropped": 0,
-                         "monitor_dropped": 7},
-        });
-        assert_eq!(status_verdict(&healthy), "Status: OK");
-        let troubled = json!({
-            "cluster": {"stale": true},
-            "counters": {"parser_panics": 2, "policy_import_errors": 0, "access_log_dropped": 15},
-        });
-        assert_eq!(
-            status_verdict(&troubled),
-            "Status: Degraded (the cluster's view is stale; parser panics: 2; access-log entries \
-             dropped: 15)"
-        );
-    }
 
     /// What `send` says when it cannot connect to the socket at `path`.
     async fn connect_error(path: &std::path::Path) -> String {

@@ -1,6 +1,6 @@
 //! The control plane of the agent: the [`agent::Agent`] that `axoneme run` starts (listeners,
 //! the access log, metrics, the redirector), its policy state ([`state`]), the REST API that
-//! changes and shows it ([`api`]), the command line's client side ([`cli`], with [`observe`]), the watch of its
+//! changes and shows it ([`api`]), the command line's client side ([`cli`], with [`observe`] and `status_view`), the watch of its
 //! files ([`watch`]), the flow view in the browser ([`web`]) and, in cluster mode, the policies, endpoints and identity numbers shared
 //! through the kvstore ([`cluster`]).
 //!
@@ -16,5 +16,6 @@ mod http_server;
 // gmtime_r and localtime_r, for the times of flows; each block says why it is sound
 pub mod observe;
 pub mod state;
+mod status_view;
 pub mod watch;
 pub mod web;

@@ -109,6 +109,16 @@ impl Redirector {
         Ok(())
     }
 
+    /// Whether the rules are kept in step with policy and the listeners now; none when this
+    /// agent does not manage them.
+    pub fn following(&self) -> Option<bool> {
+        if !self.settings.manage {
+            return None;
+        }
+        let keeper = self.keeper.lock().unwrap_or_else(|p| p.into_inner());
+        Some(keeper.as_ref().is_some_and(|keeper| !keeper.is_finished()))
+    }
+
     /// Stops following policy and listener changes, once an update under way is done (an
     /// update cut short could still be installing rules after this returns). The rules
     /// installed stay until [`Redirector::remove`].

@@ -519,7 +519,7 @@ mod tests {
     use axoneme_sdk::Field;
 
     use super::*;
-    use crate::testing::log_meta;
+    use axoneme_access_log::testing::log_meta;
 
     fn logged(entry_type: &str, proto: &str, fields: Value) -> Value {
         serde_json::json!({

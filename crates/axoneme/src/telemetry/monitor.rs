@@ -372,7 +372,7 @@ mod tests {
     use axoneme_sdk::{ConnectionMeta, EntryType, Field};
 
     use super::*;
-    use crate::testing::log_meta as meta;
+    use axoneme_access_log::testing::log_meta as meta;
 
     fn monitor(queue_bytes: usize) -> Monitor {
         Monitor::new(

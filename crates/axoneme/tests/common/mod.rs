@@ -1,6 +1,6 @@
-//! Shared pieces of the integration tests: a recording R2-D2 upstream, clients with chosen
-//! source addresses, a proxy started from YAML, the access log read back as JSON, raw API
-//! requests.
+//! Shared pieces of the integration tests: a recording R2-D2 upstream, a real memcached, clients
+//! with chosen source addresses, a proxy started from YAML, the access log read back as JSON, raw
+//! API requests.
 
 #![allow(dead_code)]
 
@@ -216,6 +216,42 @@ pub(crate) fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Child processes killed when the test ends, however it ends.
+pub(crate) struct Children(pub Vec<std::process::Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Starts memcached on a free loopback port, kept in `children`, and waits until it accepts
+/// connections; its port.
+pub(crate) fn start_memcached(children: &mut Children) -> u16 {
+    use std::os::unix::fs::MetadataExt;
+    let port = free_port();
+    let mut command = std::process::Command::new("memcached");
+    command.args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0"]);
+    if std::fs::metadata("/proc/self").unwrap().uid() == 0 {
+        command.args(["-u", "root"]);
+    }
+    let child = command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("memcached is required (scripts/test.sh installs it)");
+    children.0.push(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "memcached did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    port
 }
 
 /// A fresh directory for one test's files.

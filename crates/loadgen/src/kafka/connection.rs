@@ -1,22 +1,13 @@
-//! One connection of the Kafka load. A writer task keeps up to `pipeline` requests in flight;
-//! a reader takes the responses, which a broker sends in the order of the requests, checks
-//! each against its request (correlation id, topic, partition, error codes) and records its
-//! latency and bytes.
-//!
-//! The writer tells the reader what each request expects through a channel, before the request
-//! is written. A semaphore holds the pipeline depth: the writer takes a permit per request, the
-//! reader gives it back per response.
+//! One connection of the Kafka load: its requests (Produce, or Fetch from offsets moving through
+//! the topic) and the checks of their responses (correlation id, topic, partition, error codes),
+//! which [`load::pipeline`] sends and receives; a broker answers in the order of the requests.
 
 use std::sync::Arc;
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, Semaphore};
-use tokio::time::{timeout_at, Instant};
 
 use super::wire;
-use crate::load::{Checked, Load, Outcome, ReadBuffer};
+use crate::load::{self, Checked, Load, Outcome};
 
 /// What every request of a connection does.
 pub(super) enum Work {
@@ -31,141 +22,62 @@ pub(super) enum Work {
     },
 }
 
-/// A request in flight: when it was sent, its correlation id and size, and for a Fetch its
-/// offset.
-struct InFlight {
-    sent: Instant,
+/// What a request's response must carry: its correlation id and, for a Fetch, the offset it
+/// asked for.
+struct Expected {
     correlation_id: i32,
-    len: usize,
     offset: Option<i64>,
 }
 
-/// Runs the load on `stream` until `load.stop_at` and every response is in.
+/// Runs the load on `stream` until `load.stop_at` and every response is in, `pipeline`
+/// requests in flight (see [`load::pipeline`]).
 pub(super) async fn run(
     stream: TcpStream,
     load: Arc<Load>,
     work: Arc<Work>,
     topic: Arc<str>,
 ) -> Outcome {
-    let (reader, writer) = stream.into_split();
-    let window = Arc::new(Semaphore::new(load.pipeline));
-    let (in_flight_tx, in_flight_rx) = mpsc::unbounded_channel();
-    let writing = tokio::spawn(write_requests(
-        writer,
-        load.clone(),
-        work,
-        topic.clone(),
-        window.clone(),
-        in_flight_tx,
-    ));
-    let mut outcome = Outcome::new();
-    let read = read_responses(reader, &load, &topic, &window, in_flight_rx, &mut outcome).await;
-    let written = writing
-        .await
-        .map_err(anyhow::Error::from)
-        .and_then(|written| written);
-    if let Err(error) = read.and(written) {
-        outcome.error(format!("connection lost: {error:#}"));
-    }
-    outcome
-}
-
-/// Sends requests while the window has room, until `load.stop_at`. Requests that find the
-/// window open together go out in one write.
-async fn write_requests(
-    mut writer: OwnedWriteHalf,
-    load: Arc<Load>,
-    work: Arc<Work>,
-    topic: Arc<str>,
-    window: Arc<Semaphore>,
-    in_flight: mpsc::UnboundedSender<InFlight>,
-) -> anyhow::Result<()> {
     let mut correlation_id: i32 = 0;
     let mut next_offset: i64 = 0;
-    let mut out = Vec::new();
-    // Waiting for room ends at stop_at; the reader closes the window if it fails.
-    while let Ok(Ok(permit)) = timeout_at(load.stop_at, window.acquire()).await {
-        permit.forget();
-        let mut batch = 1;
-        while let Ok(permit) = window.try_acquire() {
-            permit.forget();
-            batch += 1;
-        }
-        out.clear();
-        let now = Instant::now();
-        for _ in 0..batch {
-            correlation_id = correlation_id.wrapping_add(1);
-            let start = out.len();
-            let offset = match &*work {
-                Work::Produce { request } => {
-                    out.extend_from_slice(request);
-                    wire::set_correlation_id(&mut out[start..], correlation_id);
-                    None
-                }
-                Work::Fetch {
-                    max_bytes,
-                    records,
-                    per_fetch,
-                } => {
-                    let offset = next_offset;
-                    next_offset += per_fetch;
-                    if next_offset >= *records {
-                        next_offset = 0;
-                    }
-                    wire::encode_fetch(&mut out, correlation_id, &topic, offset, *max_bytes);
-                    Some(offset)
-                }
-            };
-            let request = InFlight {
-                sent: now,
-                correlation_id,
-                len: out.len() - start,
-                offset,
-            };
-            if in_flight.send(request).is_err() {
-                return Ok(()); // the reader has stopped and says why
+    let requested = topic.clone();
+    let encode = move |out: &mut Vec<u8>| {
+        correlation_id = correlation_id.wrapping_add(1);
+        let start = out.len();
+        let offset = match &*work {
+            Work::Produce { request } => {
+                out.extend_from_slice(request);
+                wire::set_correlation_id(&mut out[start..], correlation_id);
+                None
             }
+            Work::Fetch {
+                max_bytes,
+                records,
+                per_fetch,
+            } => {
+                let offset = next_offset;
+                next_offset += per_fetch;
+                if next_offset >= *records {
+                    next_offset = 0;
+                }
+                wire::encode_fetch(out, correlation_id, &requested, offset, *max_bytes);
+                Some(offset)
+            }
+        };
+        Expected {
+            correlation_id,
+            offset,
         }
-        writer.write_all(&out).await?;
-    }
-    Ok(())
-}
-
-/// Takes one response per request in flight until the writer is done and every response is
-/// in.
-async fn read_responses(
-    mut reader: OwnedReadHalf,
-    load: &Load,
-    topic: &str,
-    window: &Semaphore,
-    mut in_flight: mpsc::UnboundedReceiver<InFlight>,
-    outcome: &mut Outcome,
-) -> anyhow::Result<()> {
-    let mut responses = ReadBuffer::new();
-    let result = async {
-        while let Some(request) = in_flight.recv().await {
-            let (checked, len) = responses
-                .next(&mut reader, |buf| {
-                    Ok::<_, wire::WireError>(
-                        wire::cut(buf)?
-                            .map(|(frame, len)| ((check(&request, topic, &frame), len), len)),
-                    )
-                })
-                .await?;
-            outcome.count_bytes(load, request.sent, request.len + len);
-            outcome.record(load, request.sent, checked);
-            window.add_permits(1);
-        }
-        Ok(())
-    }
-    .await;
-    // A writer waiting for room must not wait for responses that will never come.
-    window.close();
-    result
+    };
+    load::pipeline(stream, load, encode, move |buf, expected| {
+        Ok::<_, wire::WireError>(
+            wire::cut(buf)?.map(|(frame, len)| (check(expected, &topic, &frame), len)),
+        )
+    })
+    .await
 }
 
 /// Whether `frame` is the right response to `request`, and what is wrong with it if not.
-fn check(request: &InFlight, topic: &str, frame: &wire::Frame<'_>) -> Checked {
+fn check(request: &Expected, topic: &str, frame: &wire::Frame<'_>) -> Checked {
     if frame.correlation_id != request.correlation_id {
         return Err(format!(
             "a response with correlation id {} where {} was expected",
@@ -213,11 +125,9 @@ fn check(request: &InFlight, topic: &str, frame: &wire::Frame<'_>) -> Checked {
 mod tests {
     use super::*;
 
-    fn request(correlation_id: i32, offset: Option<i64>) -> InFlight {
-        InFlight {
-            sent: Instant::now(),
+    fn request(correlation_id: i32, offset: Option<i64>) -> Expected {
+        Expected {
             correlation_id,
-            len: 0,
             offset,
         }
     }

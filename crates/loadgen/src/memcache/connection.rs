@@ -1,29 +1,17 @@
-//! One connection of the memcached load. A writer task keeps up to `pipeline` requests in
-//! flight; a reader takes the replies in the order of the requests, checks each one and records
-//! its latency.
-//!
-//! The writer tells the reader what each request expects through a channel, before the request
-//! is written, so the reader always knows which reply comes next. A semaphore holds the pipeline
-//! depth: the writer takes a permit per request, the reader gives it back per reply.
+//! One connection of the memcached load: storing every key before it, and the load's requests
+//! (`set` and `get` in the load's mix) and the checks of their replies, which
+//! [`load::pipeline`] sends and receives.
 
 use std::sync::Arc;
 
 use anyhow::bail;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, Semaphore};
-use tokio::time::{timeout_at, Instant};
 
 use super::protocol::{self, Reply};
-use crate::load::{Checked, Load, Outcome, Random, ReadBuffer};
+use crate::load::{self, Checked, Load, Outcome, Random, ReadBuffer};
 
-/// A request in flight: when it was sent and what it expects.
-struct InFlight {
-    sent: Instant,
-    op: Op,
-}
-
+/// What a request asks, which its reply must answer.
 enum Op {
     Set,
     Get(u32),
@@ -54,103 +42,34 @@ pub(super) async fn preload(stream: TcpStream, keys: u32, value: &[u8]) -> anyho
     Ok(())
 }
 
-/// Runs the load on `stream` until `load.stop_at` and every reply is in. Every `set` stores
-/// `value`, and every `get` expects it.
+/// Runs the load on `stream` until `load.stop_at` and every reply is in, `pipeline` requests in
+/// flight (see [`load::pipeline`]). Every `set` stores `value`, and every `get` expects it.
 pub(super) async fn run(
     stream: TcpStream,
     load: Arc<Load>,
     value: Arc<[u8]>,
     seed: u64,
 ) -> Outcome {
-    let (reader, writer) = stream.into_split();
-    let window = Arc::new(Semaphore::new(load.pipeline));
-    let (in_flight_tx, in_flight_rx) = mpsc::unbounded_channel();
-    let writing = tokio::spawn(write_requests(
-        writer,
-        load.clone(),
-        value.clone(),
-        window.clone(),
-        in_flight_tx,
-        seed,
-    ));
-    let mut outcome = Outcome::new();
-    let read = read_replies(reader, &load, &value, &window, in_flight_rx, &mut outcome).await;
-    let written = writing
-        .await
-        .map_err(anyhow::Error::from)
-        .and_then(|written| written);
-    if let Err(error) = read.and(written) {
-        outcome.error(format!("connection lost: {error:#}"));
-    }
-    outcome
-}
-
-/// Sends requests while the window has room, until `load.stop_at`. Requests that find the window
-/// open together go out in one write.
-async fn write_requests(
-    mut writer: OwnedWriteHalf,
-    load: Arc<Load>,
-    value: Arc<[u8]>,
-    window: Arc<Semaphore>,
-    in_flight: mpsc::UnboundedSender<InFlight>,
-    seed: u64,
-) -> anyhow::Result<()> {
     let mut random = Random(seed);
     let mut sent: u64 = 0;
-    let mut out = Vec::new();
-    // Waiting for room ends at stop_at; the reader closes the window if it fails.
-    while let Ok(Ok(permit)) = timeout_at(load.stop_at, window.acquire()).await {
-        permit.forget();
-        let mut batch = 1;
-        while let Ok(permit) = window.try_acquire() {
-            permit.forget();
-            batch += 1;
-        }
-        out.clear();
-        let now = Instant::now();
-        for _ in 0..batch {
-            let key = random.below(load.keys);
-            let op = if load.is_write(sent) {
-                protocol::encode_set(&mut out, key, &value);
-                Op::Set
-            } else {
-                protocol::encode_get(&mut out, key);
-                Op::Get(key)
-            };
-            sent += 1;
-            if in_flight.send(InFlight { sent: now, op }).is_err() {
-                return Ok(()); // the reader has stopped and says why
-            }
-        }
-        writer.write_all(&out).await?;
-    }
-    Ok(())
-}
-
-/// Takes one reply per request in flight until the writer is done and every reply is in.
-async fn read_replies(
-    mut reader: OwnedReadHalf,
-    load: &Load,
-    value: &[u8],
-    window: &Semaphore,
-    mut in_flight: mpsc::UnboundedReceiver<InFlight>,
-    outcome: &mut Outcome,
-) -> anyhow::Result<()> {
-    let mut replies = ReadBuffer::new();
-    let result = async {
-        while let Some(request) = in_flight.recv().await {
-            let checked = replies
-                .next(&mut reader, |buf| check_next(buf, &request.op, value))
-                .await?;
-            outcome.record(load, request.sent, checked);
-            window.add_permits(1);
-        }
-        Ok(())
-    }
-    .await;
-    // A writer waiting for room must not wait for replies that will never come.
-    window.close();
-    result
+    let writer_load = load.clone();
+    let written = value.clone();
+    let encode = move |out: &mut Vec<u8>| {
+        let key = random.below(writer_load.keys);
+        let op = if writer_load.is_write(sent) {
+            protocol::encode_set(out, key, &written);
+            Op::Set
+        } else {
+            protocol::encode_get(out, key);
+            Op::Get(key)
+        };
+        sent += 1;
+        op
+    };
+    load::pipeline(stream, load, encode, move |buf, op| {
+        check_next(buf, op, &value)
+    })
+    .await
 }
 
 /// Cuts the next reply off `buf` and checks it against `op`; see [`crate::load::ReadBuffer`].

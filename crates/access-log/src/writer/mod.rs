@@ -1,5 +1,6 @@
-//! The access log: one JSON object per line, with Cilium's field names, written by a thread of
-//! its own so that logging never blocks forwarding.
+//! The access log's queue and writer: one JSON object per line, with Cilium's field names
+//! ([`format_entry`]), written by a thread of its own so that logging never blocks forwarding.
+//! The agent's access log and the Envoy filter's are both this one.
 //!
 //! Connections format each entry straight into a shared batch; the writer thread takes the
 //! whole batch at once and writes it with one call. The writer is woken only when a batch starts
@@ -12,8 +13,8 @@
 //! and the entry says so in `generic_l7.truncated` (see [`format_entry`]). Written parts of a
 //! log file are handed back to the kernel's page cache (see [`file_sink`]), so a busy log does
 //! not grow the cache at the cost of everything else. This module decides nothing: it records
-//! what it is given, and counts what it could not record; saying so in the operational log is
-//! the agent's job (see [`crate::telemetry::report`]).
+//! what it is given, and counts what it could not record; saying so in an operational log is
+//! the job of whoever holds the log.
 //!
 //! A log file can be rotated: [`JsonAccessLog::reopen`] opens its path anew and the writer
 //! writes the next batches there, so that "move, then signal" works. The writer also notices,
@@ -41,8 +42,8 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use self::file_sink::FileSink;
-use crate::telemetry::recent::{Numbered, RecentEntries};
-pub use axoneme_access_log::format_entry;
+use crate::format_entry;
+use crate::recent::{Numbered, RecentEntries};
 use axoneme_sdk::{AccessLog, LogEntry};
 
 /// How long the writer lets entries gather after the first one of a batch before writing them.

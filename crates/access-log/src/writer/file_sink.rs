@@ -1,6 +1,6 @@
 //! The access-log file as the writer writes it: appended to, with the pages already written
-//! handed back to the kernel's page cache. The one place of the crate, besides the socket
-//! options, that calls the C library unsafely, each call with what makes it sound.
+//! handed back to the kernel's page cache. The one place of the crate that calls the C library
+//! unsafely, each call with what makes it sound.
 
 use std::fs::File;
 use std::io::{self, Write};
