@@ -21,6 +21,7 @@ _spec.loader.exec_module(suite)
 
 # The memcached suite's fixture, used as it is.
 memcached = suite.memcached
+from bench.procs import free_port  # noqa: E402  (the suite's conftest put scripts/ on the path)
 
 TOKEN = "flow-view-s3cret"
 LOADGEN_BIN = os.environ.get("AXONEME_LOADGEN_BIN", str(ROOT / "target" / "debug" / "axoneme-loadgen"))
@@ -31,7 +32,7 @@ class FlowViewAgent(suite.Proxy):
     flow view on a loopback port of its own (`web_url`)."""
 
     def __init__(self, workdir: Path, memcached):
-        api_port, web_port = suite.free_port(), suite.free_port()
+        api_port, web_port = free_port(), free_port()
         super().__init__(workdir, memcached,
                          extra_config=f'web: {{listen: "127.0.0.1:{web_port}"}}\n',
                          extra_api=f'listen: "127.0.0.1:{api_port}", token: "{TOKEN}"')
