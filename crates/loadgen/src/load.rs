@@ -1,7 +1,12 @@
 //! What every load shares, whatever the protocol: its command line ([`LoadArgs`]), the schedule
-//! and mix of requests ([`Load`]), what a connection measures ([`Outcome`]), connecting from a source address, a buffer that
-//! cuts replies off a socket ([`ReadBuffer`]), the generator that picks keys ([`Random`]), and
-//! [`drive`], which runs every connection of a load and adds up what they measured.
+//! and mix of requests ([`Load`]), what a connection measures ([`Outcome`]), connecting from a
+//! source address, a buffer that cuts replies off a socket ([`ReadBuffer`]), the generator that picks
+//! keys ([`Random`]), and [`drive`], which runs every connection of a load and adds up what they
+//! measured.
+//!
+//! Connections are tasks on tokio's runtime (one worker thread per core), not threads: ten
+//! thousand connections cost ten thousand pairs of tasks and sockets, never a thread each
+//! (room for their sockets among the open files is [`crate::files`]').
 
 use std::io::{IsTerminal, Write};
 use std::net::{IpAddr, SocketAddr};
@@ -186,7 +191,9 @@ impl Outcome {
     }
 }
 
-/// Opens a connection to `target` from `source` (any port) with Nagle off.
+/// Opens a connection to `target` from `source` (any port) with Nagle off. A socket bound to a
+/// source address may take a port still in TIME_WAIT from an earlier run: thousands of
+/// connections a run, run after run, would otherwise use up the ephemeral ports.
 pub(crate) async fn connect(
     target: SocketAddr,
     source: Option<IpAddr>,
@@ -197,6 +204,7 @@ pub(crate) async fn connect(
         TcpSocket::new_v6()?
     };
     if let Some(source) = source {
+        socket.set_reuseaddr(true)?;
         socket
             .bind(SocketAddr::new(source, 0))
             .with_context(|| format!("binding {source}"))?;
