@@ -1,5 +1,5 @@
-"""The benchmark's parts as data: for memcached, Cassandra and Kafka, the targets on their
-ports, the load shapes, the load's identity and mix, what must be installed, built or written
+"""The benchmark's parts as data: for memcached, Cassandra, Kafka and the connection sweep, the
+targets on their ports, the load shapes, the load's identity and mix, what must be installed, built or written
 before the runs, and the words the report describes them with.
 
 Only the table: starting targets and driving load is the runner's, the figures the report's."""
@@ -31,8 +31,12 @@ CQL_ENVOY_AXONEME_ADMIN_PORT = 9149
 KAFKA_PORT = 9192
 KAFKA_AXONEME_PORT = 9193
 KAFKA_HAPROXY_PORT = 9194
+# The connection sweep's own memcached, HAProxy and Axoneme.
+SWEEP_MEMCACHED_PORT = 11321
+SWEEP_HAPROXY_PORT = 11322
+SWEEP_AXONEME_PORT = 11323
 # A second Axoneme build measured beside the first (AXONEME_BASELINE), by part.
-BASELINE_PORTS = {"memcached": 11316, "cassandra": 9145, "kafka": 9195}
+BASELINE_PORTS = {"memcached": 11316, "cassandra": 9145, "kafka": 9195, "sweep": 11324}
 
 # The Empire's identities of examples/kafka: headquarters may produce to every topic and create
 # topics, an outpost may consume empire-announce.
@@ -44,6 +48,14 @@ KAFKA_FETCH_RECORDS = 2000
 
 MEMCACHED_THREADS = 2
 
+# The connection sweep's connection counts, request/response each.
+SWEEP_CONNECTIONS = (1, 20, 200, 2_000, 10_000)
+# Room above the largest count for every target: memcached takes a proxy's upstream
+# connections and the load's key-storing connection as well as the load's own.
+SWEEP_MAX_CONNECTIONS = 16_384
+# Open files the benchmark's processes (it, the load generator and the servers, which inherit
+# its limit) may hold: a proxy holds two a connection.
+OPEN_FILES = 65_536
 
 @dataclass(frozen=True)
 class Shape:
@@ -92,6 +104,10 @@ class Part:
     prepare: tuple = ()
     # More ratios than Axoneme's: (target, the targets its figures are divided by), in order.
     other_ratios: tuple = ()
+    # Whether every round of every shape starts the targets afresh and notes each target's
+    # resident memory, idle just before the run and at its highest during it: what a proxy
+    # holds per connection, each run measured from an idle process.
+    memory_per_connection: bool = False
 
 
 # Axoneme inside Envoy over Envoy alone, HAProxy and Axoneme on its own; and Envoy alone over
@@ -169,6 +185,49 @@ KAFKA = Part(
     ),
     prepare=("kafka", "--op", "fill", "--topic", "empire-announce", "--records",
              str(KAFKA_FETCH_RECORDS), "--source", KAFKA_HQ),
+)
+
+
+# The connection sweep, named here for the tests that look into it.
+SWEEP = Part(
+    name="sweep",
+    title="Connection sweep",
+    targets=(
+        Memcached(SWEEP_MEMCACHED_PORT, MEMCACHED_THREADS, SWEEP_MAX_CONNECTIONS),
+        HAProxy(SWEEP_HAPROXY_PORT, SWEEP_MEMCACHED_PORT, SWEEP_MAX_CONNECTIONS),
+        Axoneme(SWEEP_AXONEME_PORT, SWEEP_MEMCACHED_PORT, "memcached",
+                policies.MEMCACHED_ENDPOINTS, policies.rebels(SWEEP_MEMCACHED_PORT),
+                max_connections=SWEEP_MAX_CONNECTIONS),
+    ),
+    protocol="memcache",
+    source="127.0.0.11",
+    load_args=("--ratio", "1:4", "--keys", "1000"),
+    shapes=tuple(Shape(f"{count:,} conns req/resp, 64 B", count, 1, 64)
+                 for count in SWEEP_CONNECTIONS),
+    compare_with=("HAProxy", "direct"),
+    tools=("memcached", "haproxy"),
+    crates=(),
+    load="set:get 1:4 over 1000 keys, 64 B values, request/response at "
+         + ", ".join(f"{count:,}" for count in SWEEP_CONNECTIONS) + " connections",
+    intro="Connection sweep (memcached, 64 B request/response): every target gets the same "
+          "load, one after another, from 127.0.0.11, at each connection count; the targets "
+          "start afresh for every round. memcached runs {threads} threads; HAProxy {cores} "
+          "threads; Axoneme {cores} connection workers.",
+    notes=(
+        "memcached: {threads} threads, up to "
+        f"{SWEEP_MAX_CONNECTIONS:,} connections. HAProxy: mode tcp, nbthread {{cores}}, maxconn "
+        f"{SWEEP_MAX_CONNECTIONS:,}. Axoneme: {{cores}} connection workers, memcache parser, "
+        f"Rebels' policy, JSON access log to a file, limits.maxConnections "
+        f"{SWEEP_MAX_CONNECTIONS:,}. The targets start afresh for every round of every "
+        "connection count.",
+        "Memory per connection: the proxy's resident memory (VmRSS of /proc/PID/status), "
+        "sampled every 0.1 s from 1 s after the load generator starts to its end, "
+        "its highest sample less the value just before the run (the proxy idle), divided by "
+        "the connection count; for `direct`, memcached's. The load generator opens every "
+        "connection before its warm-up, so at 10,000 connections the CPU time may include some "
+        "of their setup.",
+    ),
+    memory_per_connection=True,
 )
 
 
@@ -261,6 +320,7 @@ PARTS = (
         other_ratios=ENVOY_RATIOS,
     ),
     KAFKA,
+    SWEEP,
 )
 
 
