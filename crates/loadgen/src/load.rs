@@ -191,9 +191,8 @@ impl Outcome {
     }
 }
 
-/// Opens a connection to `target` from `source` (any port) with Nagle off. A socket bound to a
-/// source address may take a port still in TIME_WAIT from an earlier run: thousands of
-/// connections a run, run after run, would otherwise use up the ephemeral ports.
+/// Opens a connection to `target` from `source` (any port, chosen at connect: see
+/// [`crate::source_port`]) with Nagle off.
 pub(crate) async fn connect(
     target: SocketAddr,
     source: Option<IpAddr>,
@@ -204,7 +203,10 @@ pub(crate) async fn connect(
         TcpSocket::new_v6()?
     };
     if let Some(source) = source {
-        socket.set_reuseaddr(true)?;
+        if target.is_ipv4() {
+            crate::source_port::leave_port_to_connect(&socket)
+                .context("setting IP_BIND_ADDRESS_NO_PORT")?;
+        }
         socket
             .bind(SocketAddr::new(source, 0))
             .with_context(|| format!("binding {source}"))?;

@@ -26,6 +26,8 @@ mod kafka;
 mod load;
 mod memcache;
 mod soak;
+#[allow(unsafe_code)] // one setsockopt; its block says why it is sound
+mod source_port;
 
 use std::time::Duration;
 
