@@ -8,7 +8,6 @@ part ends, and on an error or a signal."""
 
 import json
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -33,24 +32,6 @@ def positive(name: str, default: int) -> int:
     return int(text)
 
 
-def raise_open_file_limit(files: int) -> int:
-    """Raises this process's open-file limit to `files`, for the servers and the load generator
-    that inherit it (a proxy holds two files a connection): the hard limit too where this user
-    may (root with CAP_SYS_RESOURCE), else the soft one up to the hard. Returns the limit it
-    got, and says so when it is below `files`."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft >= files:
-        return soft
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (files, max(hard, files)))
-        return files
-    except (ValueError, OSError) as refused:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        print(f"the open-file limit stays at {hard:,} (hard), below the {files:,} asked for: "
-              f"{refused}", flush=True)
-        return hard
-
-
 def chosen_parts() -> list:
     only = os.environ.get("BENCH_ONLY", "")
     names = [part.name for part in parts.PARTS]
@@ -59,7 +40,7 @@ def chosen_parts() -> list:
     chosen = [part for part in parts.PARTS if not only or part.name == only]
     if any(part.memory_per_connection for part in chosen):
         # The sweep's largest counts are what this machine's limit lets a proxy hold.
-        files = raise_open_file_limit(parts.OPEN_FILES)
+        files = runner.raise_open_file_limit(parts.OPEN_FILES)
         chosen = [parts.sweep(files) if part.memory_per_connection else part
                   for part in chosen]
     if os.environ.get("AXONEME_BASELINE"):

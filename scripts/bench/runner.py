@@ -2,7 +2,8 @@
 shape when the part measures memory per connection), drives every load shape at every target in
 rounds, the targets' order rotating from round to round, and notes each run's result, the
 target's CPU time and resident memory, the servers' versions, how busy the cores were before
-the runs and what the agent logged; and describes the machine.
+the runs and what the agent logged; describes the machine; and raises the open-file limit its
+servers and load generator inherit.
 
 It prints progress as it goes and computes no figures: medians, ratios and tables are the
 report's."""
@@ -11,6 +12,7 @@ import contextlib
 import json
 import os
 import platform
+import resource
 import subprocess
 import time
 
@@ -29,6 +31,24 @@ def rotation(items: tuple, round_number: int) -> list:
     that none always runs first or last while the machine drifts."""
     count = len(items)
     return [items[(i + round_number - 1) % count] for i in range(count)]
+
+
+def raise_open_file_limit(files: int) -> int:
+    """Raises this process's open-file limit to `files`, for the servers and the load generator
+    that inherit it (a proxy holds two files a connection): the hard limit too where this user
+    may (root with CAP_SYS_RESOURCE), else the soft one up to the hard. Returns the limit it
+    got, and says so when it is below `files`."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= files:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (files, max(hard, files)))
+        return files
+    except (ValueError, OSError) as refused:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        print(f"the open-file limit stays at {hard:,} (hard), below the {files:,} asked for: "
+              f"{refused}", flush=True)
+        return hard
 
 
 def cpu_times() -> tuple:

@@ -220,3 +220,12 @@ def test_the_figure_is_drawn_from_results_json_and_a_file_without_a_sweep_is_ref
     results.write_text(json.dumps({"summary": []}))
     assert plot.main([str(results), str(tmp_path / "other.png")]) == 1
     assert not (tmp_path / "other.png").exists()
+
+
+def test_the_open_file_limit_is_raised_as_far_as_allowed_and_the_limit_got_is_in_force():
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert runner.raise_open_file_limit(1) == soft, "a limit high enough is left as it is"
+    got = runner.raise_open_file_limit(parts.OPEN_FILES)
+    assert got >= min(parts.OPEN_FILES, hard)
+    assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == got

@@ -40,13 +40,20 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let plain = TcpSocket::new_v4().unwrap();
         plain.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        assert_ne!(plain.local_addr().unwrap().port(), 0, "without the option, at bind");
+        assert_ne!(
+            plain.local_addr().unwrap().port(),
+            0,
+            "without the option, at bind"
+        );
 
         let socket = TcpSocket::new_v4().unwrap();
         leave_port_to_connect(&socket).unwrap();
         socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
         assert_eq!(socket.local_addr().unwrap().port(), 0);
-        let stream = socket.connect(listener.local_addr().unwrap()).await.unwrap();
+        let stream = socket
+            .connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
         assert_ne!(stream.local_addr().unwrap().port(), 0);
     }
 }
