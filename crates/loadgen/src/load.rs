@@ -1,12 +1,12 @@
 //! What every load shares, whatever the protocol: its command line ([`LoadArgs`]), the schedule
 //! and mix of requests ([`Load`]), what a connection measures ([`Outcome`]), connecting from a
-//! source address, a buffer that cuts replies off a socket ([`ReadBuffer`]), the generator that picks
-//! keys ([`Random`]), and [`drive`], which runs every connection of a load and adds up what they
-//! measured.
+//! source address, a buffer that cuts replies off a socket ([`ReadBuffer`]), the generator that
+//! picks keys ([`Random`]), and [`drive`], which runs every connection of a load and adds up
+//! what they measured.
 //!
 //! Connections are tasks on tokio's runtime (one worker thread per core), not threads: ten
-//! thousand connections cost ten thousand pairs of tasks and sockets, never a thread each
-//! (room for their sockets among the open files is [`crate::files`]').
+//! thousand connections cost ten thousand pairs of tasks and sockets, never a thread each.
+//! Making room for their sockets among the open files is [`crate::files`]' task.
 
 use std::io::{IsTerminal, Write};
 use std::net::{IpAddr, SocketAddr};
