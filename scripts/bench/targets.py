@@ -63,15 +63,18 @@ class Target:
 
 
 class Memcached(Target):
+    """memcached with `threads` threads, taking up to `max_connections` connections."""
+
     name = "direct"
 
-    def __init__(self, port: int, threads: int):
+    def __init__(self, port: int, threads: int, max_connections: int = 1024):
         super().__init__(port)
         self.threads = threads
+        self.max_connections = max_connections
 
     def command(self, setup: Setup) -> list:
         return procs.memcached_command("memcached", self.port, "-t", str(self.threads),
-                                       "-m", "256", "-c", "1024")
+                                       "-m", "256", "-c", str(self.max_connections))
 
     def version(self) -> str:
         return first_line(["memcached", "-V"])
@@ -121,22 +124,25 @@ class Tansu(Target):
 
 
 class HAProxy(Target):
-    """HAProxy in TCP mode in front of 127.0.0.1:`upstream`, a thread per core."""
+    """HAProxy in TCP mode in front of 127.0.0.1:`upstream`, a thread per core, taking up to
+    `maxconn` client connections (it raises its own open-file limit to match)."""
 
     name = "HAProxy"
 
-    def __init__(self, port: int, upstream: int):
+    def __init__(self, port: int, upstream: int, maxconn: int = 4096):
         super().__init__(port)
         self.upstream = upstream
+        self.maxconn = maxconn
 
     def command(self, setup: Setup) -> list:
         config = setup.workdir / "haproxy.cfg"
         config.write_text(f"""\
 global
   nbthread {setup.cores}
-  maxconn 4096
+  maxconn {self.maxconn}
 defaults
   mode tcp
+  maxconn {self.maxconn}
   timeout connect 5s
   timeout client 60s
   timeout server 60s
@@ -193,12 +199,15 @@ class Axoneme(Target):
     guarding the endpoint of that name, the `endpoints` and the `policy` (a document, written
     as JSON), and an access log to a file. The binary is `binary` in the setup's bin_dir; a
     second build measured beside it (a baseline) has a name and binary of its own, and each
-    keeps its files in a directory of the workdir named after it."""
+    keeps its files in a directory of the workdir named after it. `max_connections`, when
+    given, is its configuration's limits.maxConnections; else the agent sizes it by its
+    open-file limit."""
 
     name = "Axoneme"
 
     def __init__(self, port: int, upstream: int, listener: str, endpoints: list, policy: dict,
-                 name: str = "Axoneme", binary: str = "axoneme"):
+                 name: str = "Axoneme", binary: str = "axoneme",
+                 max_connections: int | None = None):
         super().__init__(port)
         self.upstream = upstream
         self.listener = listener
@@ -206,6 +215,7 @@ class Axoneme(Target):
         self.policy = policy
         self.name = name
         self.binary = binary
+        self.max_connections = max_connections
 
     def workdir(self, setup: Setup) -> Path:
         return setup.workdir / self.binary
@@ -215,7 +225,8 @@ class Axoneme(Target):
         workdir.mkdir(exist_ok=True)
         (workdir / "policy.json").write_text(json.dumps(self.policy, indent=2))
         config = policies.agent_config(str(workdir), self.endpoints, "policy.json",
-                                       self.listener, self.port, self.upstream)
+                                       self.listener, self.port, self.upstream,
+                                       self.max_connections)
         # JSON is YAML, which the agent reads its configuration as.
         (workdir / "axoneme.yaml").write_text(json.dumps(config, indent=2))
         return procs.Agent(setup.bin_dir / self.binary, workdir / "axoneme.yaml",
@@ -224,7 +235,8 @@ class Axoneme(Target):
     def baseline(self, port: int) -> "Axoneme":
         """The same agent on `port`, run from the baseline build (`axoneme-baseline`)."""
         return Axoneme(port, self.upstream, self.listener, self.endpoints, self.policy,
-                       name="baseline", binary="axoneme-baseline")
+                       name="baseline", binary="axoneme-baseline",
+                       max_connections=self.max_connections)
 
     def access_log_stats(self, setup: Setup) -> dict:
         """What the agent wrote to its access log: lines, denied entries, bytes, and the

@@ -1,14 +1,19 @@
 //! What every load shares, whatever the protocol: its command line ([`LoadArgs`]), the schedule
-//! and mix of requests ([`Load`]), what a connection measures ([`Outcome`]), connecting from a source address, a buffer that
-//! cuts replies off a socket ([`ReadBuffer`]), the generator that picks keys ([`Random`]),
-//! [`pipeline`], which runs one connection whose replies come in the order of its requests, and
-//! [`drive`], which runs every connection of a load and adds up what they measured. It knows no
-//! protocol: each load supplies how its requests are encoded and its replies checked.
+//! and mix of requests ([`Load`]), what a connection measures ([`Outcome`]), connecting from a
+//! source address, a buffer that cuts replies off a socket ([`ReadBuffer`]), the generator that
+//! picks keys ([`Random`]), [`pipeline`], which runs one connection whose replies come in the
+//! order of its requests, and [`drive`], which runs every connection of a load and adds up what
+//! they measured. It knows no protocol: each load supplies how its requests are encoded and its
+//! replies checked.
+//!
+//! Connections are tasks on tokio's runtime (one worker thread per core), not threads: ten
+//! thousand connections cost ten thousand pairs of tasks and sockets, never a thread each.
+//! Making room for their sockets among the open files is [`crate::files`]' task.
 
 use std::io::{IsTerminal, Write};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -68,6 +73,7 @@ impl LoadArgs {
             measure_from,
             stop_at: measure_from + Duration::from_secs(self.duration),
             replies: AtomicU64::new(0),
+            latencies: Latencies::new(),
         }
     }
 }
@@ -101,6 +107,8 @@ pub(crate) struct Load {
     pub stop_at: Instant,
     /// Every reply received, measured or not, for the progress indicator.
     pub replies: AtomicU64,
+    /// The latency of every measured request, whichever connection sent it.
+    pub latencies: Latencies,
 }
 
 impl Load {
@@ -114,9 +122,60 @@ impl Load {
 /// Whether a reply was the right one, and what is wrong with it if not.
 pub(crate) type Checked = Result<(), String>;
 
+/// Latency histograms the connections of a load share, in nanoseconds: one per worker thread
+/// (up to [`Latencies::SHARDS`]; a connection records into the one of the thread it runs on),
+/// where a histogram per connection would hold its 230 KiB of counters ten thousand times over.
+pub(crate) struct Latencies {
+    shards: Vec<Mutex<Histogram<u64>>>,
+}
+
+/// The next thread's shard of [`Latencies`].
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's shard of [`Latencies`], taken on its first record.
+    static SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % Latencies::SHARDS;
+}
+
+impl Latencies {
+    /// Histograms at most: threads beyond as many share them.
+    const SHARDS: usize = 16;
+
+    fn new() -> Latencies {
+        Latencies {
+            shards: (0..Self::SHARDS).map(|_| Mutex::new(histogram())).collect(),
+        }
+    }
+
+    /// Records a request's latency of `nanos` into this thread's histogram.
+    fn record(&self, nanos: u64) {
+        let shard = SHARD.with(|shard| *shard);
+        self.shards[shard]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .saturating_record(nanos);
+    }
+
+    /// Every latency recorded, in one histogram.
+    fn merged(&self) -> anyhow::Result<Histogram<u64>> {
+        let mut merged = histogram();
+        for shard in &self.shards {
+            merged.add(&*shard.lock().unwrap_or_else(PoisonError::into_inner))?;
+        }
+        Ok(merged)
+    }
+}
+
+/// A latency histogram: three significant digits from 1 ns to 100 s; a longer latency is
+/// recorded as 100 s.
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("valid bounds")
+}
+
 /// What one connection measured, or all of them added up.
 pub(crate) struct Outcome {
-    /// Latency of each measured request, in nanoseconds.
+    /// Latency of each measured request, in nanoseconds: in the total that [`drive`] returns;
+    /// a connection's requests go to the load's [`Latencies`], and its own stays empty.
     pub latency: Histogram<u64>,
     /// Replies checked in the measured time, wrong ones included.
     pub ops: u64,
@@ -134,8 +193,8 @@ impl Outcome {
 
     pub(crate) fn new() -> Outcome {
         Outcome {
-            // Three significant digits from 1 ns to 100 s; a longer latency is recorded as 100 s.
-            latency: Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("valid bounds"),
+            // Empty, three significant digits, and sized as values come.
+            latency: Histogram::new(3).expect("valid precision"),
             ops: 0,
             errors: 0,
             bytes: 0,
@@ -151,8 +210,8 @@ impl Outcome {
         if sent >= load.measure_from {
             self.ops += 1;
             let elapsed = sent.elapsed().as_nanos();
-            self.latency
-                .saturating_record(u64::try_from(elapsed).unwrap_or(u64::MAX));
+            load.latencies
+                .record(u64::try_from(elapsed).unwrap_or(u64::MAX));
         }
         if let Err(wrong) = checked {
             self.error(wrong);
@@ -190,7 +249,8 @@ impl Outcome {
     }
 }
 
-/// Opens a connection to `target` from `source` (any port) with Nagle off.
+/// Opens a connection to `target` from `source` (any port, chosen at connect: see
+/// [`crate::source_port`]) with Nagle off.
 pub(crate) async fn connect(
     target: SocketAddr,
     source: Option<IpAddr>,
@@ -201,6 +261,10 @@ pub(crate) async fn connect(
         TcpSocket::new_v6()?
     };
     if let Some(source) = source {
+        if target.is_ipv4() {
+            crate::source_port::leave_port_to_connect(&socket)
+                .context("setting IP_BIND_ADDRESS_NO_PORT")?;
+        }
         socket
             .bind(SocketAddr::new(source, 0))
             .with_context(|| format!("binding {source}"))?;
@@ -373,6 +437,7 @@ where
     for task in tasks {
         total.add(task.await?)?;
     }
+    total.latency = load.latencies.merged()?;
     if let Some(progress) = progress {
         progress.abort();
         eprint!("\r\x1b[K");
@@ -514,12 +579,35 @@ mod tests {
             measure_from: now,
             stop_at: now,
             replies: AtomicU64::new(0),
+            latencies: Latencies::new(),
         };
         let writes: Vec<bool> = (0..10).map(|n| load.is_write(n)).collect();
         assert_eq!(
             writes,
             [true, false, false, false, false, true, false, false, false, false]
         );
+    }
+
+    #[test]
+    fn latencies_recorded_on_many_threads_all_reach_the_merged_histogram() {
+        let latencies = Arc::new(Latencies::new());
+        let threads: Vec<_> = (1..=Latencies::SHARDS as u64 + 4)
+            .map(|thread| {
+                let latencies = latencies.clone();
+                std::thread::spawn(move || {
+                    for n in 0..1000 {
+                        latencies.record(thread * 1000 + n);
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let merged = latencies.merged().unwrap();
+        assert_eq!(merged.len(), (Latencies::SHARDS as u64 + 4) * 1000);
+        assert_eq!(merged.min(), 1000);
+        assert!(merged.equivalent(merged.max(), (Latencies::SHARDS as u64 + 4) * 1000 + 999));
     }
 
     #[tokio::test]

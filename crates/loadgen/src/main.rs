@@ -20,10 +20,14 @@
 //! check, run by `scripts/soak.sh`: see [`soak`].
 
 mod cql;
+#[allow(unsafe_code)] // getrlimit and setrlimit; each block says why it is sound
+mod files;
 mod kafka;
 mod load;
 mod memcache;
 mod soak;
+#[allow(unsafe_code)] // one setsockopt; its block says why it is sound
+mod source_port;
 
 use std::time::Duration;
 
@@ -58,9 +62,24 @@ enum Command {
     Soak(SoakArgs),
 }
 
+impl Command {
+    /// The load's command line, for the commands that run a load.
+    fn load(&self) -> Option<&LoadArgs> {
+        match self {
+            Command::Memcache(args) => Some(&args.load),
+            Command::Cql(args) => Some(&args.load),
+            Command::Kafka(args) => Some(&args.load),
+            Command::Soak(_) => None,
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(load) = cli.command.load() {
+        files::raise_open_file_limit(load.connections)?;
+    }
     let (load, total, (fields, words)) = match &cli.command {
         Command::Memcache(args) => (
             &args.load,
