@@ -156,3 +156,17 @@ def test_a_client_that_half_closes_still_gets_its_replies(envoy, memcached):
     assert read_exactly(monitor, len(expected)) == expected
     expect_closed(monitor)
     assert memcached.get(FLEET + "a") == b"A"
+
+
+def test_a_stopped_envoy_writes_every_entry_still_queued(envoy):
+    """The log's writer thread gathers entries for a few milliseconds before writing them: when
+    Envoy stops (SIGTERM) right after the last reply, the queued entries are written all the
+    same, as the filter's configuration is destroyed."""
+    droid = connect_from(MAINTENANCE, envoy.addr)
+    requests = 200
+    for i in range(requests):
+        assert exchange(droid, b"get %s%d\r\n" % (FLEET.encode(), i)) == b"END\r\n"
+    envoy.stop()
+    logged = envoy.entries(0)
+    assert [entry["generic_l7"]["fields"]["keys"] for entry in logged] == \
+        [f"{FLEET}{i}" for i in range(requests)]
