@@ -328,11 +328,12 @@ async fn the_stream_counts_each_edge_as_the_access_log_does_filtered_by_the_agen
 
     // The trace of each edge's latest request names the policy that decided, or those checked.
     for (key, question) in &replayed.traces {
+        let json_headers = format!("{}Content-Type: application/json\r\n", bearer());
         let answer = http(
             view.api,
             "POST",
             "/ui/trace",
-            &bearer(),
+            &json_headers,
             &question.to_string(),
         )
         .await;
@@ -391,8 +392,31 @@ async fn the_loopback_port_serves_the_view_alone_without_a_token_to_loopback_hos
     }
     let api = http(view.local, "GET", "/v1/status", "Host: localhost\r\n", "").await;
     assert_eq!(api.status, 404, "the API is not on the view's port");
-    let login = http(view.local, "POST", "/ui/login", "Host: localhost\r\n", "{}").await;
+    let json_host = "Host: localhost\r\nContent-Type: application/json\r\n";
+    let login = http(view.local, "POST", "/ui/login", json_host, "{}").await;
     assert_eq!(login.status, 404, "nor is the login");
+
+    // Without a token here, what another site's page could make a browser send is refused: a
+    // request marked cross-site, and a POST that is not JSON (a form, a no-cors fetch).
+    let cross_site = "Host: localhost\r\nSec-Fetch-Site: cross-site\r\n";
+    for (method, path) in [
+        ("GET", "/ui/events"),
+        ("GET", "/ui/policy/x"),
+        ("GET", "/ui/"),
+    ] {
+        let refused = http(view.local, method, path, cross_site, "").await;
+        assert_eq!(refused.status, 403, "{path}");
+    }
+    let question = r#"{"src_labels": ["app=x"], "dst_endpoint": "memcached", "dport": 11211}"#;
+    for content_type in ["text/plain", "application/x-www-form-urlencoded"] {
+        let headers = format!("Host: localhost\r\nContent-Type: {content_type}\r\n");
+        let refused = http(view.local, "POST", "/ui/trace", &headers, question).await;
+        assert_eq!(refused.status, 415, "{content_type}");
+    }
+    let same_origin = "Host: localhost\r\nSec-Fetch-Site: same-origin\r\nContent-Type: application/json; charset=utf-8\r\n";
+    let traced = http(view.local, "POST", "/ui/trace", same_origin, question).await;
+    assert_ne!(traced.status, 415, "{}", traced.body);
+    assert_ne!(traced.status, 403, "{}", traced.body);
 
     let mut events = Events::open(view.local, "?verdict=FORWARDED", "Host: localhost\r\n").await;
     let entries = view.traffic(2, 1).await;

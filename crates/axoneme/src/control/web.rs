@@ -87,7 +87,44 @@ pub fn routes(agent: Arc<Agent>) -> Router {
         .route("/ui/trace", post(api::trace))
         .route("/ui/policy/{name}", get(api::get_policy))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(same_site_only))
         .with_state(agent)
+}
+
+/// Refuses what another site's page could make a browser send here: any request the browser
+/// marks cross-site (`Sec-Fetch-Site`), and a POST that is not JSON (a page of another origin
+/// cannot send JSON here without a CORS preflight, which this server never grants). Without a
+/// token on `web.listen`, this is what keeps other sites from running traces or opening streams
+/// through a visitor's browser.
+async fn same_site_only(request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    if headers
+        .get("sec-fetch-site")
+        .is_some_and(|site| site.as_bytes() == b"cross-site")
+    {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "the flow view answers its own pages only, not requests from another site".into(),
+        )
+        .into_response();
+    }
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| {
+            value
+                .split(';')
+                .next()
+                .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+        });
+    if request.method() == Method::POST && !json {
+        return ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the flow view's POST routes take application/json only".into(),
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 /// Paths served without a token on the API's listener: the login and the static assets (which

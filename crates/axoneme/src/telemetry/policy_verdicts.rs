@@ -21,16 +21,23 @@ use crate::telemetry::metrics::VerdictCounters;
 /// The most (endpoint, direction, policy) series one protocol keeps.
 pub const MAX_SERIES: usize = 4096;
 
-/// What a series is counted under: the endpoint, the direction's slot (ingress 0, egress 1)
-/// and the policy.
-type SeriesKey = (Arc<str>, usize, Arc<str>);
+/// The series of one guarded endpoint: for each direction (ingress, egress), the counters by
+/// policy.
+type EndpointSeries = [BTreeMap<Arc<str>, Arc<VerdictCounters>>; 2];
 
 /// The per-policy verdict counters of one protocol.
 #[derive(Debug, Default)]
 pub struct PolicyVerdicts {
-    series: Mutex<BTreeMap<SeriesKey, Arc<VerdictCounters>>>,
+    series: Mutex<Series>,
     /// Verdicts of triples past [`MAX_SERIES`], by direction (ingress, egress).
     overflow: [Arc<VerdictCounters>; 2],
+}
+
+/// The series kept, by endpoint, and how many there are.
+#[derive(Debug, Default)]
+struct Series {
+    by_endpoint: BTreeMap<Arc<str>, EndpointSeries>,
+    count: usize,
 }
 
 /// The counters of the policies one guarded end of a connection can be decided by, resolved
@@ -58,17 +65,28 @@ impl PolicyVerdicts {
         policies: impl Iterator<Item = &'p str>,
     ) -> EndCounters {
         let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
-        let endpoint: Arc<str> = Arc::from(endpoint);
+        let Series { by_endpoint, count } = &mut *series;
+        // Names are looked up as given; only a series seen for the first time allocates.
+        if !by_endpoint.contains_key(endpoint) {
+            by_endpoint.insert(Arc::from(endpoint), EndpointSeries::default());
+        }
+        let by_policy = &mut by_endpoint
+            .get_mut(endpoint)
+            .expect("inserted above when missing")[slot(direction)];
         let resolved = policies
-            .map(|policy| {
-                let policy: Arc<str> = Arc::from(policy);
-                let key = (Arc::clone(&endpoint), slot(direction), Arc::clone(&policy));
-                let counters = match series.get(&key) {
-                    Some(counters) => Arc::clone(counters),
-                    None if series.len() < MAX_SERIES => Arc::clone(series.entry(key).or_default()),
-                    None => Arc::clone(&self.overflow[slot(direction)]),
-                };
-                (policy, counters)
+            .map(|policy| match by_policy.get_key_value(policy) {
+                Some((name, counters)) => (Arc::clone(name), Arc::clone(counters)),
+                None if *count < MAX_SERIES => {
+                    *count += 1;
+                    let name: Arc<str> = Arc::from(policy);
+                    let counters = Arc::new(VerdictCounters::default());
+                    by_policy.insert(Arc::clone(&name), Arc::clone(&counters));
+                    (name, counters)
+                }
+                None => (
+                    Arc::from(policy),
+                    Arc::clone(&self.overflow[slot(direction)]),
+                ),
             })
             .collect();
         EndCounters(resolved)
@@ -78,8 +96,19 @@ impl PolicyVerdicts {
     /// `overflow` for those past the bound.
     pub fn render(&self, proto: &str, verdicts: &mut String, overflow: &mut String) {
         let series = self.series.lock().unwrap_or_else(|p| p.into_inner());
-        for ((endpoint, direction, policy), counters) in series.iter() {
-            let direction = [Direction::Ingress, Direction::Egress][*direction];
+        let all = series
+            .by_endpoint
+            .iter()
+            .flat_map(|(endpoint, directions)| {
+                [Direction::Ingress, Direction::Egress]
+                    .into_iter()
+                    .flat_map(move |direction| {
+                        directions[slot(direction)]
+                            .iter()
+                            .map(move |(policy, counters)| (endpoint, direction, policy, counters))
+                    })
+            });
+        for (endpoint, direction, policy, counters) in all {
             for (verdict, n) in samples(counters) {
                 let _ = writeln!(
                     verdicts,
