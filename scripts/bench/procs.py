@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 DEADLINE = 10.0  # seconds any wait for a server may take before it gives up
@@ -34,6 +35,21 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return True
     except OSError:
         return False
+
+
+def envoy_live(admin_port: int):
+    """A readiness check of the Envoy whose admin interface is on 127.0.0.1:`admin_port`: its
+    `/ready` says LIVE. (A probe of a listener would reach its filters as a client.)"""
+    ready_url = f"http://127.0.0.1:{admin_port}/ready"
+
+    def live() -> bool:
+        try:
+            with urllib.request.urlopen(ready_url, timeout=1) as response:
+                return response.read().strip() == b"LIVE"
+        except OSError:
+            return False
+
+    return live
 
 
 def wait_until(condition, what: str, deadline: float = DEADLINE, interval: float = 0.02):

