@@ -7,6 +7,7 @@ import argparse
 import socket
 import sys
 
+import kafka.errors
 import kafka.net.inet
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
@@ -38,6 +39,15 @@ def produce(bootstrap, topic, value):
 
 
 def consume(bootstrap, topic):
+    # A consumer fetches nothing, silently, from a topic whose metadata it may not see: ask for
+    # that metadata first, to show why.
+    described = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        error = described.describe_topics([topic])[0]["error_code"]
+    finally:
+        described.close()
+    if error:
+        raise kafka.errors.for_code(error)()
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest",
                              enable_auto_commit=False)
     try:

@@ -183,6 +183,17 @@ def test_metadata_of_a_forbidden_topic_is_an_authorization_error(empire):
     assert list(announce.partitions) == [0]
 
 
+def test_listing_every_topic_shows_only_the_topics_the_client_may_see(empire):
+    # As Kafka's authorizer answers Metadata for all topics: only those the principal may
+    # describe, silently. Headquarters, with a rule without `topic`, see them all.
+    everything = admin(empire.become_(HQ)).list_topics(timeout=TIMEOUT).topics
+    assert {"deathstar-plans", "empire-announce"} <= set(everything)
+    for who, seen in [(OUTPOST, "empire-announce"), (BACKUP, "deathstar-plans")]:
+        topics = admin(empire.become_(who)).list_topics(timeout=TIMEOUT).topics
+        assert set(topics) == {seen}
+        assert topics[seen].error is None and list(topics[seen].partitions) == [0]
+
+
 def test_an_outpost_may_not_create_topics(empire):
     bootstrap = empire.become_(OUTPOST)
     client = admin(bootstrap)

@@ -13,11 +13,15 @@
 //! read (never the records). A denied Metadata request is narrowed to the topics the rules
 //! allow (from v1, to none when it names no allowed topic and the rules allow asking about
 //! none), as Kafka's authorizer answers per topic, so that clients asking about all their
-//! topics at once keep learning the allowed ones; the broker's response to it (held whole, up
-//! to 1 MiB, or the connection closes) goes to the client with an entry failing each topic
+//! topics at once keep learning the allowed ones; the broker's response to it (held whole)
+//! goes to the client with an entry failing each topic
 //! left out with TOPIC_AUTHORIZATION_FAILED, every topic entry in the order the client's
 //! request named its topic (and none for a topic it did not name), and the broker's own
-//! brokers, cluster id and controller, which clients need to go on; and a Metadata request
+//! brokers, cluster id and controller, which clients need to go on; the answer to an allowed
+//! Metadata request naming no topic (which brokers answer with every topic) is held whole
+//! too, unless the rules let the client see every topic, and goes on with only the topics a
+//! request naming them would be allowed, as Kafka's authorizer lists all topics; a held
+//! answer longer than the datapath buffers closes the connection; and a Metadata request
 //! that would have the broker create topics the rules do not let it create (`createtopics`)
 //! goes on with auto-creation turned off (v4+), or is denied (v0 to v3, which have no flag).
 //! A request that cannot be read, a denied one whose response this crate cannot compose, or
@@ -32,7 +36,7 @@ use std::sync::Arc;
 
 use axoneme_sdk::{Context, EntryType, ErrorCode, Field, Flow, Input, Op, ParseError, Parser};
 
-use crate::api::{Api, FETCH, SASL_HANDSHAKE};
+use crate::api::{Api, FETCH, METADATA, SASL_HANDSHAKE};
 use crate::apis::{metadata, Body, Denial, Request};
 use crate::error::Error;
 use crate::fetch_sessions::FetchSessions;
@@ -81,13 +85,54 @@ pub struct KafkaParser {
     raw_tokens: bool,
     /// The fetch sessions this connection created.
     sessions: FetchSessions,
-    /// The topics, kept and left out, of each narrowed Metadata request whose response is
-    /// owed, in response order.
-    left_out: VecDeque<LeftOut>,
+    /// How each Metadata response owed that is to be rewritten is rewritten, in response
+    /// order.
+    rewrites: VecDeque<Rewrite>,
     /// A narrowed Metadata request's response with the topics left out added, being injected.
     rewritten: Vec<u8>,
     /// Bytes of `rewritten` injected so far.
     rewritten_sent: usize,
+}
+
+/// How the broker's answer to a Metadata request is rewritten before the client sees it.
+#[derive(Debug)]
+enum Rewrite {
+    /// A narrowed request's: the topics it named, placed in its order.
+    Narrowed(LeftOut),
+    /// An allowed request's that names no topic, under rules that do not allow every topic:
+    /// only the topics the client may ask about by name are kept.
+    Filtered(Asker),
+}
+
+/// Who sent a Metadata request naming no topic: the header its answer's topics are judged
+/// with, as if a request had named each of them.
+#[derive(Debug)]
+struct Asker {
+    api_version: i16,
+    correlation_id: i32,
+    client_id: Option<Vec<u8>>,
+}
+
+impl Asker {
+    fn of(header: &RequestHeader<'_>) -> Self {
+        Asker {
+            api_version: header.api_version,
+            correlation_id: header.correlation_id,
+            client_id: header.client_id.map(<[u8]>::to_vec),
+        }
+    }
+
+    /// Whether the rules in force let this client ask about `name` by name.
+    fn may_see(&self, ctx: &Context<'_>, name: &[u8]) -> bool {
+        let header = RequestHeader {
+            api: Api::by_key(METADATA).expect("Metadata is in the API table"),
+            api_version: self.api_version,
+            correlation_id: self.correlation_id,
+            client_id: self.client_id.as_deref(),
+        };
+        ctx.check::<RuleSet>(|rules| rules.allows(&header, std::iter::once(TopicRef::Name(name))))
+            .allowed
+    }
 }
 
 /// The topics a Metadata request named, in its order, when it was narrowed: those it kept, to
@@ -130,8 +175,12 @@ enum Judged {
     Allowed,
     /// A Metadata request narrowed to its allowed topics, waiting to be injected; `left_out`
     /// when it names fewer topics than the original (whose entries then wait at the back of
-    /// [`KafkaParser::left_out`]).
+    /// [`KafkaParser::rewrites`]).
     Narrowed { left_out: bool },
+    /// A Metadata request naming no topic, allowed, whose answer is to keep only the topics
+    /// the client may see (its [`Rewrite::Filtered`] waits at the back of
+    /// [`KafkaParser::rewrites`]).
+    Filtered,
     /// Denied.
     Denied,
 }
@@ -152,13 +201,9 @@ const DENIAL_TOO_LARGE: ParseError = ParseError::new(
     ErrorCode::StateLimit,
     "denial larger than the inject buffer",
 );
-const NARROWED_RESPONSE_TOO_LARGE: ParseError = ParseError::new(
-    ErrorCode::StateLimit,
-    "response to a narrowed Metadata request longer than 1 MiB: the topics left out cannot be added",
-);
-const UNREADABLE_NARROWED_RESPONSE: ParseError = ParseError::new(
+const UNREADABLE_REWRITTEN_RESPONSE: ParseError = ParseError::new(
     ErrorCode::MalformedFrame,
-    "response to a narrowed Metadata request that does not follow its message definition",
+    "Metadata response to rewrite that does not follow its message definition",
 );
 
 impl KafkaParser {
@@ -177,7 +222,7 @@ impl KafkaParser {
             text: Vec::new(),
             raw_tokens: false,
             sessions: FetchSessions::default(),
-            left_out: VecDeque::new(),
+            rewrites: VecDeque::new(),
             rewritten: Vec::new(),
             rewritten_sent: 0,
         }
@@ -346,6 +391,14 @@ impl KafkaParser {
                 self.narrowed_due = true;
                 return Ok(Op::Drop(frame));
             }
+            Judged::Filtered => {
+                self.pending
+                    .expect_rewritten_metadata(header.correlation_id, header.api_version)
+                    .map_err(pending_error)?;
+                self.rewrites
+                    .push_back(Rewrite::Filtered(Asker::of(&header)));
+                return Ok(Op::Pass(frame));
+            }
             Judged::Denied => {}
         }
         if let Some(fetch) = fetch.filter(|fetch| fetch.is_incremental()) {
@@ -385,6 +438,15 @@ impl KafkaParser {
         let creates = metadata.is_some_and(metadata::Request::creates_topics);
         let may_create = |rules: &RuleSet| rules.allows_creating(&header, topics.clone());
         if verdict.allowed && (!creates || ctx.check::<RuleSet>(may_create).allowed) {
+            // A Metadata request naming no topic is answered with every topic (v0 and null
+            // arrays ask for all; some brokers answer an empty array v1+ so too): unless the
+            // rules let this client see every topic, the answer keeps only those it may.
+            let filtered = metadata.is_some()
+                && request.topics().next().is_none()
+                && !ctx
+                    .check::<RuleSet>(|rules| rules.allows(&header, std::iter::once(TopicRef::Any)))
+                    .allowed;
+            ctx.mark_next_request(Some(&verdict));
             self.log(
                 ctx,
                 &header,
@@ -392,7 +454,10 @@ impl KafkaParser {
                 EntryType::Request,
                 verdict.policy_name,
             );
-            return Judged::Allowed;
+            return match filtered {
+                true => Judged::Filtered,
+                false => Judged::Allowed,
+            };
         }
         if let Some(metadata) = metadata {
             if let Some(left_out) = self.narrow(ctx, request, metadata, known) {
@@ -537,7 +602,7 @@ impl KafkaParser {
             };
             left_out.order.push(slot);
         }
-        self.left_out.push_back(left_out);
+        self.rewrites.push_back(Rewrite::Narrowed(left_out));
         Some(true)
     }
 
@@ -565,7 +630,7 @@ impl KafkaParser {
         let frame = LENGTH_LEN + length as usize;
         let correlation_id = i32::from_be_bytes([c0, c1, c2, c3]);
         if let Some(version) = self.pending.rewrite_due(correlation_id) {
-            return self.rewrite(input, frame, correlation_id, version);
+            return self.rewrite(ctx, input, frame, correlation_id, version);
         }
         if let Some(version) = self.pending.metadata_due(correlation_id) {
             if frame - LENGTH_LEN <= MAX_LEARNED_RESPONSE {
@@ -603,26 +668,26 @@ impl KafkaParser {
         }
     }
 
-    /// Holds the response (a whole `frame` with `correlation_id`) to a narrowed Metadata
-    /// request of `version`, learns its topic ids, and drops it, to inject it with the
-    /// topics the request left out added ([`KafkaParser::inject_rewritten`]). A response
-    /// longer than the held ones may be, or one that cannot be read, closes the connection:
-    /// passing it without the topics left out would leave the client waiting on them.
+    /// Holds the response (a whole `frame` with `correlation_id`, within the datapath's
+    /// `maxBuffered`) to a Metadata request of `version` whose answer is rewritten, learns its
+    /// topic ids, and drops it, to inject it rewritten ([`KafkaParser::inject_rewritten`]):
+    /// with the topics a narrowed request left out added, or with only the topics the client
+    /// may see. A response that cannot be read closes the connection: passing it as it is
+    /// would leave the client waiting on the topics left out, or tell it of topics it may not
+    /// see.
     fn rewrite(
         &mut self,
+        ctx: &Context<'_>,
         input: Input<'_>,
         frame: usize,
         correlation_id: i32,
         version: i16,
     ) -> Result<Op, ParseError> {
-        if frame - LENGTH_LEN > MAX_LEARNED_RESPONSE {
-            return Err(NARROWED_RESPONSE_TOO_LARGE);
-        }
         if input.len() < frame {
             return Ok(Op::More(frame - input.len()));
         }
-        let Some(left_out) = self.left_out.pop_front() else {
-            return Err(UNREADABLE_NARROWED_RESPONSE);
+        let Some(rewrite) = self.rewrites.pop_front() else {
+            return Err(UNREADABLE_REWRITTEN_RESPONSE);
         };
         let mut scratch = std::mem::take(&mut self.reply_scratch);
         let written = match input.contiguous(LENGTH_LEN..frame, &mut scratch) {
@@ -632,14 +697,27 @@ impl KafkaParser {
                 }
                 self.rewritten.clear();
                 self.rewritten_sent = 0;
-                metadata::add_topics(message, version, left_out.placed(), &mut self.rewritten)
-                    .is_ok()
+                let out = &mut self.rewritten;
+                let written = match &rewrite {
+                    Rewrite::Narrowed(left_out) => {
+                        metadata::add_topics(message, version, left_out.placed(), out)
+                    }
+                    Rewrite::Filtered(asker) => metadata::keep_topics(
+                        message,
+                        version,
+                        |name| asker.may_see(ctx, name),
+                        out,
+                    ),
+                };
+                // The checks of the topics answered mark no request's entry.
+                ctx.mark_next_request(None);
+                written.is_ok()
             }
             None => false,
         };
         self.reply_scratch = scratch;
         if !written {
-            return Err(UNREADABLE_NARROWED_RESPONSE);
+            return Err(UNREADABLE_REWRITTEN_RESPONSE);
         }
         self.pending
             .response(correlation_id)

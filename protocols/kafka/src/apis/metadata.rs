@@ -342,6 +342,41 @@ pub fn add_topics<'p>(
             }
         })
         .collect();
+    write_with_topics(response, span, version, &topics, out);
+    Ok(())
+}
+
+/// Appends to `out` the frame (4-byte length included) of `response`, a Metadata response of
+/// `version` (a whole frame without its length, header included), keeping only the topic
+/// entries whose name `keep` accepts, in the broker's order; entries without a name are left
+/// out. Every other byte as the broker sent it. A response that does not follow its
+/// definition up to the end of its topics is an error, and nothing is appended.
+pub fn keep_topics(
+    response: &[u8],
+    version: i16,
+    mut keep: impl FnMut(&[u8]) -> bool,
+    out: &mut Vec<u8>,
+) -> Result<(), WireError> {
+    let mut entries = Vec::new();
+    let span = topics_span(response, version, &mut entries)?;
+    let topics: Vec<&[u8]> = entries
+        .iter()
+        .filter(|entry| entry.name.is_some_and(&mut keep))
+        .map(|entry| &response[entry.start..entry.end])
+        .collect();
+    write_with_topics(response, span, version, &topics, out);
+    Ok(())
+}
+
+/// Appends to `out` the frame (4-byte length included) of `response` with `topics` (whole
+/// entries) in place of its topics array at `span`.
+fn write_with_topics(
+    response: &[u8],
+    span: TopicsSpan,
+    version: i16,
+    topics: &[&[u8]],
+    out: &mut Vec<u8>,
+) {
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&response[..span.count_at]);
@@ -352,5 +387,4 @@ pub fn add_topics<'p>(
     out.extend_from_slice(&response[span.end..]);
     let length = (out.len() - start - 4) as u32;
     out[start..start + 4].copy_from_slice(&length.to_be_bytes());
-    Ok(())
 }

@@ -652,6 +652,110 @@ fn a_metadata_request_naming_only_denied_topics_asks_the_broker_for_none() {
 }
 
 #[test]
+fn the_answer_to_a_metadata_request_naming_no_topic_keeps_only_the_topics_the_client_may_see() {
+    // As Kafka's authorizer lists for all topics only those the principal may describe.
+    let rules: &[&[(&str, &str)]] = &[
+        &[
+            ("role", "consume"),
+            ("topic", "empire-announce"),
+            ("clientID", "outpost-7"),
+        ],
+        &[
+            ("role", "consume"),
+            ("topic", "deathstar-plans"),
+            ("clientID", "outpost-9"),
+        ],
+    ];
+    let cluster = b"\x00\x0bcluster-id";
+    let tags = b"\x01\x05\x02ab";
+    let every_topic = |correlation_id| {
+        answer_v12(
+            correlation_id,
+            &[
+                ("deathstar-plans", PLANS, 0),
+                ("empire-announce", ANNOUNCE, 0),
+                ("x", [7; 16], 3),
+            ],
+            cluster,
+            tags,
+        )
+    };
+    let seen = |correlation_id| {
+        answer_v12(
+            correlation_id,
+            &[("empire-announce", ANNOUNCE, 0)],
+            cluster,
+            tags,
+        )
+    };
+    let mut s = session(rules);
+    // All topics (a null array), then none (an empty one, which some brokers answer with all).
+    for (correlation_id, topics) in [(1, None), (2, Some(&[][..]))] {
+        let asked = metadata(correlation_id, topics);
+        assert_eq!(
+            s.deliver(Flow::Request, &[&asked]),
+            Emitted::new(&asked, b"")
+        );
+        let answer = every_topic(correlation_id);
+        let (head, rest) = answer.split_at(30);
+        assert_eq!(s.deliver(Flow::Reply, &[head]), Emitted::nothing());
+        assert_eq!(
+            s.deliver(Flow::Reply, &[rest]),
+            Emitted::new(b"", &seen(correlation_id))
+        );
+    }
+    assert_eq!(
+        s.log(),
+        [
+            "Request empire api_key=metadata api_version=12 correlation_id=1",
+            "Request empire api_key=metadata api_version=12 correlation_id=2",
+        ]
+    );
+    // The ids of the topics left out are still learned, and judged by their names.
+    let by_id = fetch_by_id(3, PLANS);
+    assert_eq!(
+        s.deliver(Flow::Request, &[&by_id]),
+        Emitted::new(b"", &denial(&by_id))
+    );
+
+    let mut s = session(rules);
+    let classic = metadata_v3(1, &[]);
+    assert_eq!(
+        s.deliver(Flow::Request, &[&classic]),
+        Emitted::new(&classic, b"")
+    );
+    let answer = answer_v3(
+        1,
+        &[("deathstar-plans", 0), ("empire-announce", 0), ("x", 3)],
+    );
+    assert_eq!(
+        s.deliver(Flow::Reply, &[&answer]),
+        Emitted::new(b"", &answer_v3(1, &[("empire-announce", 0)]))
+    );
+
+    // A rule without `topic` lets the client see every topic: the answer passes as it is.
+    let every: &[&[(&str, &str)]] = &[
+        &[("role", "consume"), ("topic", "empire-announce")],
+        &[("apiKey", "metadata")],
+    ];
+    let mut s = session(every);
+    s.deliver(Flow::Request, &[&metadata(1, None)]);
+    assert_eq!(
+        s.deliver(Flow::Reply, &[&every_topic(1)]),
+        Emitted::new(b"", &every_topic(1))
+    );
+}
+
+#[test]
+fn an_answer_to_a_metadata_request_naming_no_topic_that_cannot_be_read_closes_the_connection() {
+    let rules: &[&[(&str, &str)]] = &[&[("role", "consume"), ("topic", "empire-announce")]];
+    let mut s = session(rules);
+    s.deliver(Flow::Request, &[&metadata(1, None)]);
+    let error = s.send(Flow::Reply, &response(1)).unwrap_err();
+    assert!(matches!(error, ConnectionError::Parse(e) if e.code == ErrorCode::MalformedFrame));
+}
+
+#[test]
 fn a_metadata_request_naming_no_allowed_topic_is_denied_whole_when_it_cannot_be_narrowed() {
     let rules: &[&[(&str, &str)]] = &[&[("role", "consume"), ("topic", "empire-announce")]];
     // v0: an empty topic array asks for every topic.
@@ -758,10 +862,11 @@ fn a_narrowed_metadata_response_that_cannot_be_rewritten_closes_the_connection()
     assert!(matches!(error, ConnectionError::Parse(e) if e.code == ErrorCode::MalformedFrame));
     let mut s = session(rules);
     s.deliver(Flow::Request, &[&metadata(1, Some(&["deathstar-plans"]))]);
-    let mut huge = 0x0010_0001u32.to_be_bytes().to_vec();
+    // Held whole up to the datapath's `maxBuffered` (1 MiB + 4 KiB by default), no further.
+    let mut huge = (1024 * 1024 + 4096u32).to_be_bytes().to_vec();
     huge.extend_from_slice(&1i32.to_be_bytes());
     let error = s.send(Flow::Reply, &huge).unwrap_err();
-    assert!(matches!(error, ConnectionError::Parse(e) if e.code == ErrorCode::StateLimit));
+    assert!(matches!(error, ConnectionError::BufferLimit { .. }));
 }
 
 #[test]
