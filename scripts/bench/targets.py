@@ -79,6 +79,26 @@ class Memcached(Target):
         return first_line(["memcached", "-V"])
 
 
+class ForwardProbe(Target):
+    """The workspace's plain TCP forwarder (forward-probe) over `mode`, "epoll" or "uring", a
+    thread per core, in front of 127.0.0.1:`upstream`: what the forwarding path costs on that
+    kernel interface, with no parser, policy or log."""
+
+    def __init__(self, port: int, upstream: int, mode: str):
+        super().__init__(port)
+        self.upstream = upstream
+        self.mode = mode
+        self.name = f"forward {mode}"
+
+    def command(self, setup: Setup) -> list:
+        return [setup.bin_dir / "forward-probe", "--mode", self.mode,
+                "--listen", f"127.0.0.1:{self.port}",
+                "--upstream", f"127.0.0.1:{self.upstream}", "--threads", str(setup.cores)]
+
+    def version(self) -> str:
+        return f"forward-probe --mode {self.mode} (this workspace)"
+
+
 class CqlFixture(Target):
     name = "direct"
 
