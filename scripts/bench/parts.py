@@ -52,6 +52,10 @@ KAFKA_OUTPOST = "127.0.0.31"
 KAFKA_FETCH_RECORDS = 2000
 
 MEMCACHED_THREADS = 2
+# Every memcached load: set:get 1:4 over 1000 keys, from fleet maintenance, which the Rebels'
+# policy lets set and get keys under alliance/fleet/.
+MEMCACHED_LOAD = ("--ratio", "1:4", "--keys", "1000")
+FLEET_MAINTENANCE = "127.0.0.11"
 
 # The connection sweep's connection counts, request/response each.
 SWEEP_CONNECTIONS = (1, 20, 200, 2_000, 10_000)
@@ -224,8 +228,8 @@ def sweep(open_files: int = OPEN_FILES) -> Part:
                     max_connections=proxy_limit),
         ),
         protocol="memcache",
-        source="127.0.0.11",
-        load_args=("--ratio", "1:4", "--keys", "1000"),
+        source=FLEET_MAINTENANCE,
+        load_args=MEMCACHED_LOAD,
         shapes=tuple(Shape(f"{count:,} conns req/resp, 64 B", count, 1, 64) for count in counts),
         compare_with=("HAProxy", "direct"),
         tools=("memcached", "haproxy"),
@@ -273,8 +277,8 @@ FORWARDING = Part(
                 policies.MEMCACHED_ENDPOINTS, policies.rebels(FORWARD_MEMCACHED_PORT)),
     ),
     protocol="memcache",
-    source="127.0.0.11",
-    load_args=("--ratio", "1:4", "--keys", "1000"),
+    source=FLEET_MAINTENANCE,
+    load_args=MEMCACHED_LOAD,
     shapes=(
         Shape("20 conns req/resp, 64 B", 20, 1, 64),
         Shape("200 conns req/resp, 64 B", 200, 1, 64),
@@ -318,9 +322,8 @@ PARTS = (
                          policies.rebels(MEMCACHED_PORT)),
         ),
         protocol="memcache",
-        # Fleet maintenance, which the policy lets set and get keys under alliance/fleet/.
-        source="127.0.0.11",
-        load_args=("--ratio", "1:4", "--keys", "1000"),
+        source=FLEET_MAINTENANCE,
+        load_args=MEMCACHED_LOAD,
         shapes=(
             Shape("20 conns req/resp, 64 B", 20, 1, 64),
             Shape("8 conns x 32 pipelined, 64 B", 8, 32, 64),
