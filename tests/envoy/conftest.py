@@ -77,11 +77,11 @@ def fault_module(tmp_path_factory) -> Path:
 
 
 def bootstrap(listen_port: int, admin_port: int, upstream_port: int,
-              filter_config: dict) -> dict:
+              filter_config: dict, upstream_host: str = "127.0.0.1") -> dict:
     """An Envoy bootstrap: a static listener with [Axoneme's filter, tcp_proxy] to the server on
-    127.0.0.1:`upstream_port`."""
-    def address(port: int) -> dict:
-        return {"socket_address": {"address": "127.0.0.1", "port_value": port}}
+    `upstream_host`:`upstream_port`."""
+    def address(port: int, host: str = "127.0.0.1") -> dict:
+        return {"socket_address": {"address": host, "port_value": port}}
 
     return {
         "admin": {"address": address(admin_port)},
@@ -106,27 +106,30 @@ def bootstrap(listen_port: int, admin_port: int, upstream_port: int,
             "clusters": [{
                 "name": "upstream", "type": "STATIC",
                 "load_assignment": {"cluster_name": "upstream", "endpoints": [
-                    {"lb_endpoints": [{"endpoint": {"address": address(upstream_port)}}]}]},
+                    {"lb_endpoints": [{"endpoint": {
+                        "address": address(upstream_port, upstream_host)}}]}]},
             }],
         },
     }
 
 
 class Envoy(AccessLogReader):
-    """Envoy whose listener runs the Axoneme filter (parsing `l7proto`, guarding endpoint
-    `endpoint` on ingress) in front of the server on 127.0.0.1:`upstream_port`. Policy and
-    identities come from `policy` (a policy's text) with the endpoints of `endpoints` (an agent
-    configuration file), or from the running agent whose API socket is `agent`."""
+    """Envoy whose listener (on `port`, else a free one) runs the Axoneme filter (parsing
+    `l7proto`, guarding endpoint `endpoint` on ingress) in front of the server on
+    `upstream_host`:`upstream_port`. Policy and identities come from `policy` (a policy's text)
+    with the endpoints of `endpoints` (an agent configuration file), or from the running agent
+    whose API socket is `agent`."""
 
     def __init__(self, workdir: Path, module: Path, l7proto: str, upstream_port: int,
                  endpoint: str, policy: str | None = None, endpoints: Path | None = None,
-                 agent: Path | None = None):
+                 agent: Path | None = None, upstream_host: str = "127.0.0.1",
+                 port: int | None = None):
         self.access_log = workdir / "access.log"
         filter_config = {
             "l7proto": l7proto,
             "endpoint": endpoint,
             "direction": "ingress",
-            "upstream": f"127.0.0.1:{upstream_port}",
+            "upstream": f"{upstream_host}:{upstream_port}",
             "access_log": str(self.access_log),
             "listener": endpoint,
         }
@@ -137,9 +140,10 @@ class Envoy(AccessLogReader):
         else:
             filter_config["agent"] = str(agent)
             filter_config["agent_poll_ms"] = 50
-        port, admin_port = free_port(), free_port()
+        port, admin_port = port or free_port(), free_port()
         config = workdir / "envoy.json"
-        config.write_text(json.dumps(bootstrap(port, admin_port, upstream_port, filter_config)))
+        config.write_text(json.dumps(bootstrap(port, admin_port, upstream_port, filter_config,
+                                               upstream_host)))
         self.addr = ("127.0.0.1", port)
         # `env` executes Envoy in its own place, so the process stopped is Envoy itself. A
         # --base-id of its own lets several Envoys run on one machine.
