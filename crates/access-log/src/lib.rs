@@ -429,6 +429,14 @@ fn push_rfc3339(out: &mut Vec<u8>, since_epoch: Duration) {
     out.push(b'Z');
 }
 
+/// The instant `since_epoch` after 1970-01-01T00:00:00Z as the `time` field writes it: RFC 3339
+/// in UTC with nanoseconds.
+pub fn rfc3339_time(since_epoch: Duration) -> String {
+    let mut out = Vec::with_capacity(30);
+    push_rfc3339(&mut out, since_epoch);
+    String::from_utf8(out).expect("digits and ASCII punctuation")
+}
+
 thread_local! {
     /// The second a thread last rendered as a date and time, and that rendering.
     static LAST_SECOND: Cell<(Option<u64>, [u8; 19])> = const { Cell::new((None, [0; 19])) };
