@@ -1,7 +1,8 @@
 //! `axoneme policy suggest`: the least-privilege CiliumNetworkPolicy for traffic the access
 //! log recorded.
 //!
-//! Reads access-log files (JSON lines as the agent writes them), keeps the L7 requests that were
+//! Reads access-log files (JSON lines as the agent writes them, a compact line read as Cilium's;
+//! its forwarded requests name no labels, so a policy cannot be suggested from them), keeps the L7 requests that were
 //! forwarded (`Request` entries, audited ones included), groups them by endpoint and direction,
 //! then by remote identity, port and protocol, and writes one policy per endpoint and direction
 //! whose rules allow those requests, generalised by each protocol's suggester (see
@@ -27,6 +28,8 @@ use std::path::PathBuf;
 
 use axoneme_sdk::Direction;
 use clap::{Args, ValueEnum};
+
+use crate::telemetry::log_forms::{cilium_form, is_compact};
 
 pub use self::diff::{diff, diff_from, DiffArgs, DiffError};
 use serde_json::Value;
@@ -281,7 +284,16 @@ fn read_logs(
                 message,
             };
             let entry: Value = serde_json::from_str(line).map_err(|e| fail(e.to_string()))?;
-            if let Some(request) = observed_request(&entry).map_err(fail)? {
+            let compact = is_compact(&entry);
+            let entry = cilium_form(entry);
+            let observed = observed_request(&entry).map_err(|message| match compact {
+                true => fail(format!(
+                    "{message}: a compact entry (accessLog.format: compact) names no labels, \
+                     and policies are written from labels; suggest from a log in Cilium's form"
+                )),
+                false => fail(message),
+            })?;
+            if let Some(request) = observed {
                 let wanted = endpoint.is_none_or(|e| e == request.endpoint)
                     && direction.is_none_or(|d| d == request.direction);
                 if wanted {
