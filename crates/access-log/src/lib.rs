@@ -67,12 +67,17 @@ pub fn format_entry(
         out.extend_from_slice(reason);
         out.push(b'"');
     }
-    CILIUM_CONNECTIONS.with_borrow_mut(|connections| {
-        connections.render(meta, out, render_cilium_connection)
-    });
+    CILIUM_CONNECTIONS
+        .with_borrow_mut(|connections| connections.render(meta, out, render_cilium_connection));
     out.extend_from_slice(b",\"generic_l7\":{\"proto\":");
     json_string(out, entry.proto.unwrap_or("").as_bytes());
-    let truncated = push_l7_fields(out, entry, max_field_bytes, b",\"fields\":", b",\"truncated\":");
+    let truncated = push_l7_fields(
+        out,
+        entry,
+        max_field_bytes,
+        b",\"fields\":",
+        b",\"truncated\":",
+    );
     out.extend_from_slice(b"}}\n");
     truncated
 }
@@ -155,9 +160,8 @@ pub fn format_compact_entry(
         out.extend_from_slice(reason);
         out.push(b'"');
     }
-    COMPACT_CONNECTIONS.with_borrow_mut(|connections| {
-        connections.render(meta, out, render_compact_connection)
-    });
+    COMPACT_CONNECTIONS
+        .with_borrow_mut(|connections| connections.render(meta, out, render_compact_connection));
     if let Some(proto) = entry.proto.filter(|proto| !proto.is_empty()) {
         out.extend_from_slice(b",\"pr\":");
         json_string(out, proto.as_bytes());
@@ -610,7 +614,10 @@ mod tests {
     #[test]
     fn compact_entries_have_short_keys_and_no_labels() {
         let meta = meta();
-        let fields = [Field::text("cmd", "READ"), Field::bytes("file", b"/tmp/\"x\"")];
+        let fields = [
+            Field::text("cmd", "READ"),
+            Field::bytes("file", b"/tmp/\"x\""),
+        ];
         let entry = LogEntry {
             entry_type: EntryType::Denied,
             meta: &meta,
@@ -656,7 +663,11 @@ mod tests {
         };
         assert_eq!(entry_type, c["entry_type"]);
         assert_eq!(k.get("p").unwrap_or(&json!("")), &c["policy_name"]);
-        assert_ne!(k.get("p"), Some(&json!("")), "an empty policy name is left out");
+        assert_ne!(
+            k.get("p"),
+            Some(&json!("")),
+            "an empty policy name is left out"
+        );
         assert_eq!(k.get("v"), c.get("verdict"));
         assert_eq!(k.get("rs"), c.get("reason"));
         assert_eq!(k["si"], c["source_security_id"]);
@@ -692,7 +703,10 @@ mod tests {
     struct Fixed(Verdict<'static>);
 
     impl RequestPolicy for Fixed {
-        fn check(&self, _: &mut dyn FnMut(&(dyn std::any::Any + Send + Sync)) -> bool) -> Verdict<'_> {
+        fn check(
+            &self,
+            _: &mut dyn FnMut(&(dyn std::any::Any + Send + Sync)) -> bool,
+        ) -> Verdict<'_> {
             self.0
         }
     }

@@ -630,10 +630,18 @@ fn flow_facts(entry: &Value) -> Value {
         .to_string()
         .replace(memcached_port, "PORT");
     serde_json::json!([
-        entry["entry_type"], entry["is_ingress"], entry["policy_name"], entry.get("verdict"),
-        entry.get("reason"), entry["source_security_id"], entry["destination_security_id"],
-        ip_and_port("source_address").0, ip_and_port("destination_address").0,
-        entry["listener"], entry["endpoint"], l7,
+        entry["entry_type"],
+        entry["is_ingress"],
+        entry["policy_name"],
+        entry.get("verdict"),
+        entry.get("reason"),
+        entry["source_security_id"],
+        entry["destination_security_id"],
+        ip_and_port("source_address").0,
+        ip_and_port("destination_address").0,
+        entry["listener"],
+        entry["endpoint"],
+        l7,
     ])
 }
 
@@ -665,7 +673,10 @@ async fn a_compact_access_log_reads_as_the_same_flows_as_a_cilium_one() {
         for key in entry.as_object().unwrap().keys() {
             assert!(keys.contains(&key.as_str()), "{key} in {line}");
         }
-        assert!(["q", "r", "d"].contains(&entry["t"].as_str().unwrap()), "{line}");
+        assert!(
+            ["q", "r", "d"].contains(&entry["t"].as_str().unwrap()),
+            "{line}"
+        );
         assert_eq!(entry["di"], cache, "{line}");
         assert_eq!(entry["e"], "cache");
         assert!(line.len() < cilium_line.len(), "{line} vs {cilium_line}");
@@ -681,7 +692,13 @@ async fn a_compact_access_log_reads_as_the_same_flows_as_a_cilium_one() {
 
     let from_file = |agent: &Agent, filters: &[&str]| -> Vec<Value> {
         let log = agent.dir.join("access.log");
-        let mut args = vec!["observe", "--input-file", log.to_str().unwrap(), "-o", "json"];
+        let mut args = vec![
+            "observe",
+            "--input-file",
+            log.to_str().unwrap(),
+            "-o",
+            "json",
+        ];
         args.extend(filters);
         agent
             .ok(&args)
@@ -705,7 +722,11 @@ async fn a_compact_access_log_reads_as_the_same_flows_as_a_cilium_one() {
         assert!(!expected.is_empty(), "{filters:?}");
         assert_eq!(facts(from_file(&compact, filters)), expected, "{filters:?}");
         if !filters.contains(&"--last") {
-            assert_eq!(from_file(&compact, filters), compact.replay(filters), "{filters:?}");
+            assert_eq!(
+                from_file(&compact, filters),
+                compact.replay(filters),
+                "{filters:?}"
+            );
         }
     }
 
@@ -739,7 +760,8 @@ async fn a_compact_access_log_reads_as_the_same_flows_as_a_cilium_one() {
         "app=vader",
     ]);
     assert!(
-        error.contains("access.log:1: a compact access-log entry") && error.contains("--from-identity"),
+        error.contains("access.log:1: a compact access-log entry")
+            && error.contains("--from-identity"),
         "{error}"
     );
 }

@@ -43,8 +43,8 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use self::file_sink::FileSink;
-use crate::LogFormat;
 use crate::recent::{Numbered, RecentEntries};
+use crate::LogFormat;
 use axoneme_sdk::{AccessLog, LogEntry};
 
 /// How long the writer lets entries gather after the first one of a batch before writing them.
@@ -554,8 +554,8 @@ mod tests {
 
     use axoneme_sdk::{EntryType, Field};
 
-    use crate::format_entry;
     use super::file_sink::RELEASE_STEP;
+    use crate::format_entry;
 
     use super::*;
     use crate::testing::{bare_entry, log_meta as meta, multiget};
@@ -660,7 +660,8 @@ mod tests {
 
     #[test]
     fn a_compact_log_writes_compact_lines() {
-        let path = std::env::temp_dir().join(format!("axoneme-compact-{}.json", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("axoneme-compact-{}.json", std::process::id()));
         let _ = std::fs::remove_file(&path);
         let meta = meta();
         let fields = [Field::text("cmd", "READ")];

@@ -29,7 +29,7 @@ use std::path::PathBuf;
 use axoneme_sdk::Direction;
 use clap::{Args, ValueEnum};
 
-use crate::telemetry::log_forms::{cilium_form, is_compact};
+use crate::telemetry::log_forms::cilium_form;
 
 pub use self::diff::{diff, diff_from, DiffArgs, DiffError};
 use serde_json::Value;
@@ -284,16 +284,8 @@ fn read_logs(
                 message,
             };
             let entry: Value = serde_json::from_str(line).map_err(|e| fail(e.to_string()))?;
-            let compact = is_compact(&entry);
             let entry = cilium_form(entry);
-            let observed = observed_request(&entry).map_err(|message| match compact {
-                true => fail(format!(
-                    "{message}: a compact entry (accessLog.format: compact) names no labels, \
-                     and policies are written from labels; suggest from a log in Cilium's form"
-                )),
-                false => fail(message),
-            })?;
-            if let Some(request) = observed {
+            if let Some(request) = observed_request(&entry).map_err(fail)? {
                 let wanted = endpoint.is_none_or(|e| e == request.endpoint)
                     && direction.is_none_or(|d| d == request.direction);
                 if wanted {
@@ -366,7 +358,13 @@ fn observed_request(entry: &Value) -> Result<Option<ObservedRequest>, String> {
         let list = entry
             .get(name)
             .and_then(Value::as_array)
-            .ok_or_else(|| format!("no list field {name:?}"))?;
+            .ok_or_else(|| {
+                format!(
+                    "no list field {name:?} (the entries of a compact access log, \
+                     accessLog.format: compact, name no labels, and policies are written from \
+                     labels: suggest from a log in Cilium's form)"
+                )
+            })?;
         let mut labels: Vec<String> = list
             .iter()
             .map(|v| {

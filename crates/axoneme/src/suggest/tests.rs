@@ -251,9 +251,9 @@ fn compact_lines_are_read_and_a_forwarded_request_among_them_is_refused_for_its_
     assert_eq!(
         error,
         format!(
-            "{}:2: not an access-log entry: no list field \"destination_labels\": a compact \
-             entry (accessLog.format: compact) names no labels, and policies are written from \
-             labels; suggest from a log in Cilium's form",
+            "{}:2: not an access-log entry: no list field \"destination_labels\" (the entries \
+             of a compact access log, accessLog.format: compact, name no labels, and policies \
+             are written from labels: suggest from a log in Cilium's form)",
             path.display()
         )
     );
