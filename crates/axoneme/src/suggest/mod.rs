@@ -355,16 +355,13 @@ fn observed_request(entry: &Value) -> Result<Option<ObservedRequest>, String> {
         .and_then(Value::as_bool)
         .ok_or("no boolean field \"is_ingress\"")?;
     let labels = |name: &str| -> Result<Vec<String>, String> {
-        let list = entry
-            .get(name)
-            .and_then(Value::as_array)
-            .ok_or_else(|| {
-                format!(
-                    "no list field {name:?} (the entries of a compact access log, \
-                     accessLog.format: compact, name no labels, and policies are written from \
-                     labels: suggest from a log in Cilium's form)"
-                )
-            })?;
+        let list = entry.get(name).and_then(Value::as_array).ok_or_else(|| {
+            format!(
+                "no list field {name:?} (the entries of a compact access log, \
+                 accessLog.format: compact, name no labels, and policies are written from \
+                 labels: suggest from a log in Cilium's form)"
+            )
+        })?;
         let mut labels: Vec<String> = list
             .iter()
             .map(|v| {
