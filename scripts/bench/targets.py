@@ -275,7 +275,7 @@ class Axoneme(Target):
         dropped = next((line.split()[1] for line in metrics.splitlines()
                         if line.split()[:1] == ["axoneme_access_log_dropped_total"]), "unknown")
         log = workdir / "access.log"
-        lines, denied = count_lines(log, b'"entry_type":"Denied"')
+        lines, denied = count_lines(log, DENIED_MARKS)
         return {"lines": lines, "denied": denied, "dropped": dropped, "bytes": log.stat().st_size}
 
 
@@ -408,21 +408,28 @@ class EnvoyAxoneme(Envoy):
         """What the filter wrote to its access log: lines, denied entries and bytes. It writes
         each entry as it decides, so none are dropped."""
         log = self.workdir(setup) / "access.log"
-        lines, denied = count_lines(log, b'"entry_type":"Denied"')
+        lines, denied = count_lines(log, DENIED_MARKS)
         return {"lines": lines, "denied": denied, "bytes": log.stat().st_size}
 
 
-def count_lines(path: Path, needle: bytes, chunk: int = 1 << 24) -> tuple:
-    """The lines of the file at `path` and how many times `needle` stands in it, read in pieces
-    of `chunk` bytes: a benchmark's access log runs to gigabytes."""
+# How a denied entry reads in each form of the access log (`accessLog.format`): Cilium's, and
+# the compact one, where `t` follows `in` (a field's value is a string, never `true`/`false`).
+DENIED_MARKS = (b'"entry_type":"Denied"', b'"in":true,"t":"d"', b'"in":false,"t":"d"')
+
+
+def count_lines(path: Path, needles: tuple, chunk: int = 1 << 24) -> tuple:
+    """The lines of the file at `path` and how many times any of `needles` (none of which holds
+    another) stands in it, read in pieces of `chunk` bytes: a benchmark's access log runs to
+    gigabytes."""
     lines = found = 0
-    carry = b""
+    carries = {needle: b"" for needle in needles}
     with open(path, "rb") as file:
         while piece := file.read(chunk):
             lines += piece.count(b"\n")
             # The end of the last piece, too short to hold the needle, joins this one so that
             # a needle split between pieces is counted once.
-            joined = carry + piece
-            found += joined.count(needle)
-            carry = joined[max(0, len(joined) - len(needle) + 1):]
+            for needle, carry in carries.items():
+                joined = carry + piece
+                found += joined.count(needle)
+                carries[needle] = joined[max(0, len(joined) - len(needle) + 1):]
     return lines, found

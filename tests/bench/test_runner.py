@@ -56,7 +56,17 @@ def test_lines_and_needles_are_counted_across_the_pieces_of_a_read(tmp_path, chu
     log = tmp_path / "access.log"
     log.write_bytes(b'{"entry_type":"Denied"}\n{"entry_type":"Request"}\n' * 3
                     + b'{"entry_type":"Denied"}')
-    assert targets.count_lines(log, b'"entry_type":"Denied"', chunk) == (6, 4)
+    assert targets.count_lines(log, (b'"entry_type":"Denied"',), chunk) == (6, 4)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 17, 1000])
+def test_denied_entries_are_counted_in_either_form_of_the_log(tmp_path, chunk):
+    log = tmp_path / "access.log"
+    log.write_bytes(b'{"ts":1,"in":true,"t":"d","si":2}\n'
+                    b'{"ts":2,"in":false,"t":"d","f":{"t":"d"}}\n'
+                    b'{"ts":3,"in":true,"t":"q","f":{"x":"\\"in\\":true,\\"t\\":\\"d\\""}}\n'
+                    b'{"timestamp":4,"is_ingress":true,"entry_type":"Denied"}\n')
+    assert targets.count_lines(log, targets.DENIED_MARKS, chunk) == (4, 3)
 
 
 def test_a_process_cpu_time_is_read_from_proc_and_grows_as_it_works():

@@ -1,5 +1,6 @@
 //! The access log shared by the agent and the Envoy filter, so that both write the same lines
-//! the same way: its JSON, one entry as one line with Cilium's field names, written byte by
+//! the same way: its JSON, one entry as one line with Cilium's field names (or, configured so,
+//! in a compact form with short keys and no label arrays, [`LogFormat`]), written byte by
 //! byte on the forwarding path (no serializer, no intermediate values), with long field values
 //! cut and marked (here); the queue bounded in bytes and the thread that writes it
 //! ([`writer`]); and the ring of recent entries that writer feeds ([`recent`]). It records and
@@ -56,23 +57,159 @@ pub fn format_entry(
     out.extend_from_slice(entry.entry_type.as_str().as_bytes());
     out.extend_from_slice(b"\",\"policy_name\":");
     json_string(out, entry.policy_name.as_bytes());
-    if entry.entry_type == EntryType::Denied {
-        if let Some(reason) = logging_denial() {
-            out.extend_from_slice(b",\"reason\":\"");
-            out.extend_from_slice(reason.as_str().as_bytes());
+    if let Some((verdict, reason)) = verdict_and_reason(entry.entry_type) {
+        if let Some(verdict) = verdict {
+            out.extend_from_slice(b",\"verdict\":\"");
+            out.extend_from_slice(verdict);
             out.push(b'"');
         }
-    } else if entry.entry_type == EntryType::Request {
-        if let Some(reason) = logging_audit() {
-            out.extend_from_slice(b",\"verdict\":\"Audit\",\"reason\":\"");
-            out.extend_from_slice(reason.as_str().as_bytes());
-            out.push(b'"');
-        }
+        out.extend_from_slice(b",\"reason\":\"");
+        out.extend_from_slice(reason);
+        out.push(b'"');
     }
-    CONNECTIONS.with_borrow_mut(|connections| connections.render(meta, out));
+    CILIUM_CONNECTIONS
+        .with_borrow_mut(|connections| connections.render(meta, out, render_cilium_connection));
     out.extend_from_slice(b",\"generic_l7\":{\"proto\":");
     json_string(out, entry.proto.unwrap_or("").as_bytes());
-    out.extend_from_slice(b",\"fields\":{");
+    let truncated = push_l7_fields(
+        out,
+        entry,
+        max_field_bytes,
+        b",\"fields\":",
+        b",\"truncated\":",
+    );
+    out.extend_from_slice(b"}}\n");
+    truncated
+}
+
+/// The form access-log lines take (`accessLog.format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Cilium's field names and label arrays ([`format_entry`]).
+    #[default]
+    Cilium,
+    /// Short keys, no label arrays ([`format_compact_entry`]).
+    Compact,
+}
+
+impl LogFormat {
+    /// Appends `entry` to `out` as one line of this form; how many field values were cut.
+    pub fn format(
+        self,
+        out: &mut Vec<u8>,
+        entry: &LogEntry<'_>,
+        now: SystemTime,
+        max_field_bytes: usize,
+    ) -> u64 {
+        match self {
+            LogFormat::Cilium => format_entry(out, entry, now, max_field_bytes),
+            LogFormat::Compact => format_compact_entry(out, entry, now, max_field_bytes),
+        }
+    }
+}
+
+/// Appends `entry` to `out` as one compact JSON line, and returns how many of its field values
+/// were truncated. It holds what [`format_entry`] writes under shorter keys, in the same order,
+/// but the label arrays (the identities name those label sets) and `time` (the same instant as
+/// `ts`):
+///
+/// | key   | Cilium's name                  | value                                           |
+/// |-------|--------------------------------|-------------------------------------------------|
+/// | `ts`  | `timestamp`                    | nanoseconds since the epoch                     |
+/// | `in`  | `is_ingress`                   | `true` or `false`                               |
+/// | `t`   | `entry_type`                   | `q` Request, `r` Response, `d` Denied           |
+/// | `p`   | `policy_name`                  | left out when empty                             |
+/// | `v`   | `verdict`                      | `Audit`, on audited requests only               |
+/// | `rs`  | `reason`                       | `deny-rule` or `no-allow`, as in Cilium's form  |
+/// | `si`  | `source_security_id`           | number                                          |
+/// | `di`  | `destination_security_id`      | number                                          |
+/// | `sa`  | `source_address`               | `ip:port`                                       |
+/// | `da`  | `destination_address`          | `ip:port`                                       |
+/// | `l`   | `listener`                     |                                                 |
+/// | `e`   | `endpoint`                     |                                                 |
+/// | `pr`  | `generic_l7.proto`             | left out for entries of no parser               |
+/// | `f`   | `generic_l7.fields`            | object, left out when empty                     |
+/// | `tr`  | `generic_l7.truncated`         | object, only when a value was cut               |
+pub fn format_compact_entry(
+    out: &mut Vec<u8>,
+    entry: &LogEntry<'_>,
+    now: SystemTime,
+    max_field_bytes: usize,
+) -> u64 {
+    let meta = entry.meta;
+    let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    out.extend_from_slice(b"{\"ts\":");
+    push_nanoseconds(out, since_epoch);
+    out.extend_from_slice(match meta.direction {
+        Direction::Ingress => b",\"in\":true,\"t\":\"",
+        Direction::Egress => b",\"in\":false,\"t\":\"",
+    });
+    out.push(compact_entry_type(entry.entry_type));
+    out.push(b'"');
+    if !entry.policy_name.is_empty() {
+        out.extend_from_slice(b",\"p\":");
+        json_string(out, entry.policy_name.as_bytes());
+    }
+    if let Some((verdict, reason)) = verdict_and_reason(entry.entry_type) {
+        if let Some(verdict) = verdict {
+            out.extend_from_slice(b",\"v\":\"");
+            out.extend_from_slice(verdict);
+            out.push(b'"');
+        }
+        out.extend_from_slice(b",\"rs\":\"");
+        out.extend_from_slice(reason);
+        out.push(b'"');
+    }
+    COMPACT_CONNECTIONS
+        .with_borrow_mut(|connections| connections.render(meta, out, render_compact_connection));
+    if let Some(proto) = entry.proto.filter(|proto| !proto.is_empty()) {
+        out.extend_from_slice(b",\"pr\":");
+        json_string(out, proto.as_bytes());
+    }
+    let truncated = if entry.fields.is_empty() {
+        0
+    } else {
+        push_l7_fields(out, entry, max_field_bytes, b",\"f\":", b",\"tr\":")
+    };
+    out.extend_from_slice(b"}\n");
+    truncated
+}
+
+/// The letter the compact form writes for `entry_type`.
+fn compact_entry_type(entry_type: EntryType) -> u8 {
+    match entry_type {
+        EntryType::Request => b'q',
+        EntryType::Response => b'r',
+        EntryType::Denied => b'd',
+    }
+}
+
+/// The verdict (`Audit`, when audit mode let a request through) and the reason an entry of
+/// `entry_type` states, as the logging thread says of the entry it is logging now: a `Denied`
+/// entry after a denying policy check has a reason and no verdict, an audited `Request` both;
+/// other entries neither.
+fn verdict_and_reason(entry_type: EntryType) -> Option<(Option<&'static [u8]>, &'static [u8])> {
+    match entry_type {
+        EntryType::Denied => logging_denial().map(|reason| (None, reason.as_str().as_bytes())),
+        EntryType::Request => {
+            logging_audit().map(|reason| (Some(&b"Audit"[..]), reason.as_str().as_bytes()))
+        }
+        EntryType::Response => None,
+    }
+}
+
+/// Appends `fields_key` and the entry's fields as an object, each value cut to
+/// `max_field_bytes`; then, when any was cut, `truncated_key` and an object of the cut values'
+/// whole lengths. Returns how many were cut.
+fn push_l7_fields(
+    out: &mut Vec<u8>,
+    entry: &LogEntry<'_>,
+    max_field_bytes: usize,
+    fields_key: &[u8],
+    truncated_key: &[u8],
+) -> u64 {
+    out.extend_from_slice(fields_key);
+    out.push(b'{');
     let mut truncated = 0;
     for (i, field) in entry.fields.iter().enumerate() {
         if i > 0 {
@@ -86,7 +223,8 @@ pub fn format_entry(
     }
     out.push(b'}');
     if truncated > 0 {
-        out.extend_from_slice(b",\"truncated\":{");
+        out.extend_from_slice(truncated_key);
+        out.push(b'{');
         let cut = entry
             .fields
             .iter()
@@ -101,7 +239,6 @@ pub fn format_entry(
         }
         out.push(b'}');
     }
-    out.extend_from_slice(b"}}\n");
     truncated
 }
 
@@ -124,8 +261,12 @@ fn utf8_prefix(bytes: &[u8], max: usize) -> &[u8] {
 const RENDERED_CONNECTIONS: usize = 16;
 
 thread_local! {
-    /// The connection parts this thread rendered last.
-    static CONNECTIONS: RefCell<ConnectionParts> = const { RefCell::new(ConnectionParts::new()) };
+    /// The connection parts this thread rendered last, in Cilium's form.
+    static CILIUM_CONNECTIONS: RefCell<ConnectionParts> =
+        const { RefCell::new(ConnectionParts::new()) };
+    /// The connection parts this thread rendered last, in the compact form.
+    static COMPACT_CONNECTIONS: RefCell<ConnectionParts> =
+        const { RefCell::new(ConnectionParts::new()) };
 }
 
 /// The part of an entry that every entry of a connection shares (identities, addresses, labels,
@@ -145,8 +286,13 @@ impl ConnectionParts {
         }
     }
 
-    /// Appends the shared part of `meta`'s entries to `out`.
-    fn render(&mut self, meta: &ConnectionMeta, out: &mut Vec<u8>) {
+    /// Appends the shared part of `meta`'s entries to `out`, as `render_connection` renders it.
+    fn render(
+        &mut self,
+        meta: &ConnectionMeta,
+        out: &mut Vec<u8>,
+        render_connection: fn(&ConnectionMeta, &mut Vec<u8>),
+    ) {
         if let Some((_, rendered)) = self.parts.iter().find(|(m, _)| same_connection(m, meta)) {
             out.extend_from_slice(rendered);
             return;
@@ -180,7 +326,7 @@ fn same_connection(a: &ConnectionMeta, b: &ConnectionMeta) -> bool {
 
 /// The fields of an entry that come from its connection, from `source_security_id` to
 /// `endpoint`, with the comma before them.
-fn render_connection(meta: &ConnectionMeta, out: &mut Vec<u8>) {
+fn render_cilium_connection(meta: &ConnectionMeta, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"source_security_id\":");
     push_decimal(out, meta.source_identity.into());
     out.extend_from_slice(b",\"destination_security_id\":");
@@ -196,6 +342,23 @@ fn render_connection(meta: &ConnectionMeta, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"listener\":");
     json_string(out, meta.listener.as_bytes());
     out.extend_from_slice(b",\"endpoint\":");
+    json_string(out, meta.endpoint.as_bytes());
+}
+
+/// The compact form's fields of an entry that come from its connection, from `si` to `e`, with
+/// the comma before them.
+fn render_compact_connection(meta: &ConnectionMeta, out: &mut Vec<u8>) {
+    out.extend_from_slice(b",\"si\":");
+    push_decimal(out, meta.source_identity.into());
+    out.extend_from_slice(b",\"di\":");
+    push_decimal(out, meta.destination_identity.into());
+    out.extend_from_slice(b",\"sa\":\"");
+    push_address(out, meta.source);
+    out.extend_from_slice(b"\",\"da\":\"");
+    push_address(out, meta.destination);
+    out.extend_from_slice(b"\",\"l\":");
+    json_string(out, meta.listener.as_bytes());
+    out.extend_from_slice(b",\"e\":");
     json_string(out, meta.endpoint.as_bytes());
 }
 
@@ -268,6 +431,14 @@ fn push_rfc3339(out: &mut Vec<u8>, since_epoch: Duration) {
     out.push(b'.');
     push_nine_digits(out, since_epoch.subsec_nanos());
     out.push(b'Z');
+}
+
+/// The instant `since_epoch` after 1970-01-01T00:00:00Z as the `time` field writes it: RFC 3339
+/// in UTC with nanoseconds.
+pub fn rfc3339_time(since_epoch: Duration) -> String {
+    let mut out = Vec::with_capacity(30);
+    push_rfc3339(&mut out, since_epoch);
+    String::from_utf8(out).expect("digits and ASCII punctuation")
 }
 
 thread_local! {
@@ -438,6 +609,177 @@ mod tests {
                 "\n"
             )
         );
+    }
+
+    #[test]
+    fn compact_entries_have_short_keys_and_no_labels() {
+        let meta = meta();
+        let fields = [
+            Field::text("cmd", "READ"),
+            Field::bytes("file", b"/tmp/\"x\""),
+        ];
+        let entry = LogEntry {
+            entry_type: EntryType::Denied,
+            meta: &meta,
+            policy_name: "rule1",
+            proto: Some("r2d2"),
+            fields: &fields,
+        };
+        let mut line = Vec::new();
+        format_compact_entry(&mut line, &entry, UNIX_EPOCH + Duration::from_nanos(42), 64);
+        assert_eq!(
+            String::from_utf8(line).unwrap(),
+            concat!(
+                r#"{"ts":42,"in":true,"t":"d","p":"rule1","si":257,"di":256,"#,
+                r#""sa":"127.0.0.21:5000","da":"127.0.0.1:4001","l":"r2d2","e":"r2d2","#,
+                r#""pr":"r2d2","f":{"cmd":"READ","file":"/tmp/\"x\""}}"#,
+                "\n"
+            )
+        );
+    }
+
+    /// The keys a compact line may have.
+    const COMPACT_KEYS: [&str; 15] = [
+        "ts", "in", "t", "p", "v", "rs", "si", "di", "sa", "da", "l", "e", "pr", "f", "tr",
+    ];
+
+    /// Checks, key by key, that the compact line `compact` says what the Cilium line `cilium`
+    /// says but the labels and the RFC 3339 time. Both are read with serde_json only.
+    fn assert_same_entry(compact: &[u8], cilium: &[u8]) {
+        use serde_json::{json, Value};
+        let k: Value = serde_json::from_slice(compact).unwrap();
+        let c: Value = serde_json::from_slice(cilium).unwrap();
+        let k = k.as_object().unwrap();
+        for key in k.keys() {
+            assert!(COMPACT_KEYS.contains(&key.as_str()), "unknown key {key}");
+        }
+        assert_eq!(k["ts"], c["timestamp"]);
+        assert_eq!(k["in"], c["is_ingress"]);
+        let entry_type = match k["t"].as_str().unwrap() {
+            "q" => "Request",
+            "r" => "Response",
+            "d" => "Denied",
+            other => panic!("entry type {other}"),
+        };
+        assert_eq!(entry_type, c["entry_type"]);
+        assert_eq!(k.get("p").unwrap_or(&json!("")), &c["policy_name"]);
+        assert_ne!(
+            k.get("p"),
+            Some(&json!("")),
+            "an empty policy name is left out"
+        );
+        assert_eq!(k.get("v"), c.get("verdict"));
+        assert_eq!(k.get("rs"), c.get("reason"));
+        assert_eq!(k["si"], c["source_security_id"]);
+        assert_eq!(k["di"], c["destination_security_id"]);
+        assert_eq!(k["sa"], c["source_address"]);
+        assert_eq!(k["da"], c["destination_address"]);
+        assert_eq!(k["l"], c["listener"]);
+        assert_eq!(k["e"], c["endpoint"]);
+        let l7 = &c["generic_l7"];
+        assert_eq!(k.get("pr").unwrap_or(&json!("")), &l7["proto"]);
+        assert_eq!(k.get("f").unwrap_or(&json!({})), &l7["fields"]);
+        assert_eq!(k.get("tr"), l7.get("truncated"));
+        assert!(c["source_labels"].is_array() && c["destination_labels"].is_array());
+        assert!(compact.len() < cilium.len());
+        assert_eq!(compact.last(), Some(&b'\n'));
+        assert!(!compact[..compact.len() - 1].contains(&b'\n'), "one line");
+    }
+
+    /// An access log that writes every entry in both forms, at one instant.
+    struct BothForms(Mutex<Vec<(Vec<u8>, Vec<u8>)>>);
+
+    impl AccessLog for BothForms {
+        fn log(&self, entry: &LogEntry<'_>) {
+            let now = UNIX_EPOCH + Duration::new(1_796_497_552, 7);
+            let (mut compact, mut cilium) = (Vec::new(), Vec::new());
+            let cut = format_compact_entry(&mut compact, entry, now, 100);
+            assert_eq!(cut, LogFormat::Cilium.format(&mut cilium, entry, now, 100));
+            self.0.lock().unwrap().push((compact, cilium));
+        }
+    }
+
+    /// A policy whose every check gives one verdict.
+    struct Fixed(Verdict<'static>);
+
+    impl RequestPolicy for Fixed {
+        fn check(
+            &self,
+            _: &mut dyn FnMut(&(dyn std::any::Any + Send + Sync)) -> bool,
+        ) -> Verdict<'_> {
+            self.0
+        }
+    }
+
+    #[test]
+    fn compact_lines_say_what_cilium_lines_say_but_the_labels() {
+        let ingress = meta();
+        let mut egress = meta();
+        egress.direction = Direction::Egress;
+        egress.source = "[::1]:40000".parse().unwrap();
+        egress.source_labels = Arc::from(vec!["k8s:app=\"quoted\"".to_string()]);
+        let long = vec![b'k'; 300];
+        let fields = [
+            Field::text("command", "get"),
+            Field::bytes("keys", &long),
+            Field::bytes("odd", b"tab\t\xff\"\\"),
+        ];
+        let log = BothForms(Mutex::new(Vec::new()));
+        for meta in [&ingress, &egress] {
+            // Entries written directly: with and without a protocol, no verdict or reason.
+            for entry_type in [EntryType::Request, EntryType::Response, EntryType::Denied] {
+                for (policy_name, proto, fields) in [
+                    ("", None, &fields[..0]),
+                    ("allow-gets", Some("memcache"), &fields[..]),
+                    ("p", Some(""), &fields[..1]),
+                ] {
+                    log.log(&LogEntry {
+                        entry_type,
+                        meta,
+                        policy_name,
+                        proto,
+                        fields,
+                    });
+                }
+            }
+            // Entries a parser writes after checks: denied for either reason, audited.
+            for (allowed, audited, policy_name) in [
+                (false, false, ""),
+                (false, false, "lockdown"),
+                (true, true, ""),
+                (true, true, "lockdown"),
+            ] {
+                let policy = Fixed(Verdict {
+                    allowed,
+                    policy_name,
+                    audited,
+                });
+                let mut inject = [InjectBuffer::new(0), InjectBuffer::new(0)];
+                let ctx = Context::new(meta, "memcache", &policy, &log, &mut inject);
+                for entry_type in [EntryType::Denied, EntryType::Request, EntryType::Response] {
+                    let verdict = ctx.check::<()>(|_| true);
+                    ctx.log(entry_type, verdict.policy_name, &fields);
+                }
+            }
+        }
+        let lines = log.0.into_inner().unwrap();
+        assert_eq!(lines.len(), 2 * (9 + 12));
+        let mut reasons = std::collections::BTreeSet::new();
+        for (compact, cilium) in &lines {
+            assert_same_entry(compact, cilium);
+            let value: serde_json::Value = serde_json::from_slice(compact).unwrap();
+            reasons.insert(format!("{} {} {}", value["t"], value["v"], value["rs"]));
+        }
+        // Every kind of verdict and reason was among them.
+        for kind in [
+            r#""d" null "no-allow""#,
+            r#""d" null "deny-rule""#,
+            r#""q" "Audit" "no-allow""#,
+            r#""q" "Audit" "deny-rule""#,
+            r#""r" null null"#,
+        ] {
+            assert!(reasons.contains(kind), "{kind} in {reasons:?}");
+        }
     }
 
     /// The UTC date and time of `seconds` after the epoch, counted year by year and month by

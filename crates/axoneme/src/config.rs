@@ -334,6 +334,29 @@ pub struct AccessLogConfig {
     /// Longest field value logged whole; longer ones are truncated, and marked so.
     #[serde(default = "default_max_field_bytes")]
     pub max_field_bytes: usize,
+    /// The form of each line: Cilium's field names, or short keys without label arrays.
+    #[serde(default)]
+    pub format: AccessLogFormat,
+}
+
+/// The form of the access log's lines (`accessLog.format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLogFormat {
+    /// Cilium's JSON: its field names, with both sides' labels.
+    #[default]
+    Cilium,
+    /// Short keys, no label arrays (the identities name them); one JSON object per line still.
+    Compact,
+}
+
+impl From<AccessLogFormat> for crate::telemetry::access_log::LogFormat {
+    fn from(format: AccessLogFormat) -> Self {
+        match format {
+            AccessLogFormat::Cilium => crate::telemetry::access_log::LogFormat::Cilium,
+            AccessLogFormat::Compact => crate::telemetry::access_log::LogFormat::Compact,
+        }
+    }
 }
 
 fn default_queue_bytes() -> usize {
@@ -383,6 +406,7 @@ impl Config {
                 queue_bytes: log.queue_bytes,
                 queue_entries: log.queue,
                 max_field_bytes: log.max_field_bytes,
+                format: log.format.into(),
             },
             None => crate::telemetry::access_log::Limits::default(),
         }
@@ -805,7 +829,8 @@ listeners:
             crate::telemetry::access_log::Limits {
                 queue_bytes: 65536,
                 queue_entries: Some(100),
-                max_field_bytes: 512
+                max_field_bytes: 512,
+                format: crate::telemetry::access_log::LogFormat::Cilium,
             }
         );
         assert_eq!(
@@ -844,6 +869,36 @@ listeners:
             let err = Config::parse(&text, Path::new(".")).unwrap_err();
             assert!(
                 err.starts_with(&format!("{field}: must be at least 1")),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_access_log_is_in_cilium_form_unless_compact_is_asked_for() {
+        use crate::telemetry::access_log::LogFormat;
+        let with = |setting: &str| {
+            Config::parse(
+                &EXAMPLE.replace(r#"accessLog: {path: "-"}"#, setting),
+                Path::new("."),
+            )
+        };
+        let format = |setting: &str| with(setting).unwrap().access_log_limits().format;
+        assert_eq!(format(r#"accessLog: {path: "-"}"#), LogFormat::Cilium);
+        assert_eq!(
+            format(r#"accessLog: {path: "-", format: cilium}"#),
+            LogFormat::Cilium
+        );
+        assert_eq!(
+            format(r#"accessLog: {path: "-", format: compact}"#),
+            LogFormat::Compact
+        );
+        for bad in ["Compact", "short", "1"] {
+            let err = with(&format!(r#"accessLog: {{path: "-", format: {bad}}}"#)).unwrap_err();
+            assert!(
+                err.starts_with(&format!(
+                    "accessLog.format: unknown variant `{bad}`, expected `cilium` or `compact`"
+                )),
                 "{err}"
             );
         }

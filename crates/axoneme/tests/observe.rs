@@ -5,7 +5,8 @@
 //! with the same selection made here from the unfiltered entries), repeats of a filter taken
 //! as alternatives, `--last` alone and with `--follow`, live filtering, errors for unknown
 //! values, audited requests (an endpoint in audit mode) shown as AUDIT and filtered by
-//! `--verdict AUDIT`, and `version`, `completion`, misspelt commands, `--no-headers`, `-o yaml`, `policy
+//! `--verdict AUDIT`, a compact access log (`accessLog.format: compact`) read as the same flows
+//! as Cilium's, and `version`, `completion`, misspelt commands, `--no-headers`, `-o yaml`, `policy
 //! get NAME`, `endpoint get`, `identity get` and the help. Needs `memcached` (scripts/test.sh
 //! installs it).
 
@@ -55,6 +56,12 @@ impl Agent {
 
     /// An agent whose endpoint cache is in audit mode when `audit`.
     fn start_with(name: &str, audit: bool) -> Agent {
+        Agent::start_configured(name, audit, "cilium")
+    }
+
+    /// An agent writing its access log in `format` (`accessLog.format`), its endpoint cache in
+    /// audit mode when `audit`.
+    fn start_configured(name: &str, audit: bool, format: &str) -> Agent {
         let mut children = Children(Vec::new());
         let memcached = start_memcached(&mut children);
         let dir = temp_dir(name);
@@ -67,7 +74,7 @@ impl Agent {
         std::fs::write(
             dir.join("config.yaml"),
             format!(
-                r#"accessLog: {{path: access.log}}
+                r#"accessLog: {{path: access.log, format: {format}}}
 api: {{socket: api.sock}}
 monitor: {{recentBytes: 65536}}
 endpoints:
@@ -594,6 +601,169 @@ async fn observe_reads_an_access_log_file_as_the_agent_filters_its_ring() {
     assert!(error.contains("\"nfs\" is not one of"), "{error}");
     let error = agent.fails(&["observe", "--input-file", log_text, "--follow"]);
     assert!(error.contains("--follow"), "{error}");
+}
+
+/// The lines of the agent's access-log file once it has `count` of them (within 5 s).
+async fn logged_lines(agent: &Agent, count: usize) -> Vec<String> {
+    let log = agent.dir.join("access.log");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.lines().count() >= count {
+            return text.lines().map(str::to_owned).collect();
+        }
+        assert!(Instant::now() < deadline, "the access log lacks entries");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What a flow says but when it was and the ports its connection happened to get (its own and
+/// its memcached's): compared between two agents given the same traffic.
+fn flow_facts(entry: &Value) -> Value {
+    let ip_and_port = |key: &str| {
+        let address = entry[key].as_str().unwrap();
+        address.rsplit_once(':').unwrap()
+    };
+    // A refusal's status names the memcached's port.
+    let memcached_port = ip_and_port("destination_address").1;
+    let l7 = entry["generic_l7"]
+        .to_string()
+        .replace(memcached_port, "PORT");
+    serde_json::json!([
+        entry["entry_type"],
+        entry["is_ingress"],
+        entry["policy_name"],
+        entry.get("verdict"),
+        entry.get("reason"),
+        entry["source_security_id"],
+        entry["destination_security_id"],
+        ip_and_port("source_address").0,
+        ip_and_port("destination_address").0,
+        entry["listener"],
+        entry["endpoint"],
+        l7,
+    ])
+}
+
+/// `accessLog.format: compact` against a real memcached: one JSON object per line with the
+/// compact keys only and no labels; `observe --input-file` (and the agent's replay) give the
+/// same flows as from an agent writing Cilium's form given the same traffic, filters included,
+/// and the lines for people differ in nothing but times and ports; a label filter on a compact
+/// file is refused with what to use instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compact_access_log_reads_as_the_same_flows_as_a_cilium_one() {
+    let cilium = Agent::start_configured("compact-log-cilium", false, "cilium");
+    let compact = Agent::start_configured("compact-log-compact", false, "compact");
+    for agent in [&cilium, &compact] {
+        traffic(agent).await;
+    }
+    let all = entries_once(&cilium, |e| source_ip(e) == STRANGER).await;
+    entries_once(&compact, |e| source_ip(e) == STRANGER).await;
+    let cilium_lines = logged_lines(&cilium, all.len()).await;
+    let compact_lines = logged_lines(&compact, all.len()).await;
+    assert_eq!(compact_lines.len(), cilium_lines.len());
+
+    // The file: one compact object per line, its identities the agent's.
+    let keys = [
+        "ts", "in", "t", "p", "v", "rs", "si", "di", "sa", "da", "l", "e", "pr", "f", "tr",
+    ];
+    let cache = compact.identity("cache");
+    for (line, cilium_line) in compact_lines.iter().zip(&cilium_lines) {
+        let entry: Value = serde_json::from_str(line).unwrap();
+        for key in entry.as_object().unwrap().keys() {
+            assert!(keys.contains(&key.as_str()), "{key} in {line}");
+        }
+        assert!(
+            ["q", "r", "d"].contains(&entry["t"].as_str().unwrap()),
+            "{line}"
+        );
+        assert_eq!(entry["di"], cache, "{line}");
+        assert_eq!(entry["e"], "cache");
+        assert!(line.len() < cilium_line.len(), "{line} vs {cilium_line}");
+    }
+    let luke = compact.identity("luke");
+    let from_luke = compact_lines
+        .iter()
+        .filter(|line| line.contains(&format!(r#""sa":"{LUKE}:"#)))
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .collect::<Vec<_>>();
+    assert!(!from_luke.is_empty());
+    assert!(from_luke.iter().all(|entry| entry["si"] == luke));
+
+    let from_file = |agent: &Agent, filters: &[&str]| -> Vec<Value> {
+        let log = agent.dir.join("access.log");
+        let mut args = vec![
+            "observe",
+            "--input-file",
+            log.to_str().unwrap(),
+            "-o",
+            "json",
+        ];
+        args.extend(filters);
+        agent
+            .ok(&args)
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    };
+    let facts = |entries: Vec<Value>| entries.iter().map(flow_facts).collect::<Vec<_>>();
+    let vader = compact.identity("vader").to_string();
+    assert_eq!(vader, cilium.identity("vader").to_string());
+    let filter_sets: [&[&str]; 6] = [
+        &[],
+        &["--from-identity", &vader, "--type", "request"],
+        &["--verdict", "DENIED"],
+        &["--protocol", "memcache", "--l7", "command=get"],
+        &["--to-endpoint", "cache", "--verdict", "forwarded"],
+        &["--last", "2"],
+    ];
+    for filters in filter_sets {
+        let expected = facts(from_file(&cilium, filters));
+        assert!(!expected.is_empty(), "{filters:?}");
+        assert_eq!(facts(from_file(&compact, filters)), expected, "{filters:?}");
+        if !filters.contains(&"--last") {
+            assert_eq!(
+                from_file(&compact, filters),
+                compact.replay(filters),
+                "{filters:?}"
+            );
+        }
+    }
+
+    // For people: the same lines but for times and ports.
+    let for_people = |agent: &Agent| -> Vec<String> {
+        let log = agent.dir.join("access.log");
+        agent
+            .ok(&["observe", "--input-file", log.to_str().unwrap(), "--utc"])
+            .lines()
+            .map(|line| {
+                let (_, flow) = line.split_once("Z: ").unwrap();
+                flow.split(' ')
+                    .map(|word| match word.rsplit_once(':') {
+                        Some((ip, port)) if port.parse::<u16>().is_ok() => ip.to_owned(),
+                        _ if word.trim_end_matches(')').parse::<u16>().is_ok() => "PORT".into(),
+                        _ => word.to_owned(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect()
+    };
+    assert_eq!(for_people(&compact), for_people(&cilium));
+
+    let log = compact.dir.join("access.log");
+    let error = compact.fails(&[
+        "observe",
+        "--input-file",
+        log.to_str().unwrap(),
+        "--from-label",
+        "app=vader",
+    ]);
+    assert!(
+        error.contains("access.log:1: a compact access-log entry")
+            && error.contains("--from-identity"),
+        "{error}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,6 @@
 //! The access log's queue and writer: one JSON object per line, with Cilium's field names
-//! ([`format_entry`]), written by a thread of its own so that logging never blocks forwarding.
+//! ([`format_entry`](crate::format_entry)) or, when configured so, short keys and no label arrays
+//! ([`format_compact_entry`](crate::format_compact_entry)), written by a thread of its own so that logging never blocks forwarding.
 //! The agent's access log and the Envoy filter's are both this one.
 //!
 //! Connections format each entry straight into a shared batch; the writer thread takes the
@@ -10,7 +11,7 @@
 //! [`Limits::queue_bytes`] (nor, when set, [`Limits::queue_entries`] entries); when the writer
 //! falls behind, further entries are dropped and counted. A field value longer than
 //! [`Limits::max_field_bytes`] is cut to that length as it is formatted, never copied whole,
-//! and the entry says so in `generic_l7.truncated` (see [`format_entry`]). Written parts of a
+//! and the entry says so in `generic_l7.truncated` (see [`format_entry`](crate::format_entry)). Written parts of a
 //! log file are handed back to the kernel's page cache (see [`file_sink`]), so a busy log does
 //! not grow the cache at the cost of everything else. This module decides nothing: it records
 //! what it is given, and counts what it could not record; saying so in an operational log is
@@ -42,8 +43,8 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use self::file_sink::FileSink;
-use crate::format_entry;
 use crate::recent::{Numbered, RecentEntries};
+use crate::LogFormat;
 use axoneme_sdk::{AccessLog, LogEntry};
 
 /// How long the writer lets entries gather after the first one of a batch before writing them.
@@ -62,7 +63,7 @@ pub const DEFAULT_QUEUE_BYTES: usize = 16 << 20;
 /// keys of the longest kind (250 bytes) with room to spare, or any R2-D2 file name or CQL error.
 pub const DEFAULT_MAX_FIELD_BYTES: usize = 4096;
 
-/// How much the access log holds and copies.
+/// How much the access log holds and copies, and the form of its lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Most bytes of formatted entries held in memory, waiting or being written.
@@ -71,6 +72,8 @@ pub struct Limits {
     pub queue_entries: Option<usize>,
     /// Longest field value copied into an entry; longer ones are cut.
     pub max_field_bytes: usize,
+    /// The form each entry is written in.
+    pub format: LogFormat,
 }
 
 impl Default for Limits {
@@ -79,6 +82,7 @@ impl Default for Limits {
             queue_bytes: DEFAULT_QUEUE_BYTES,
             queue_entries: None,
             max_field_bytes: DEFAULT_MAX_FIELD_BYTES,
+            format: LogFormat::Cilium,
         }
     }
 }
@@ -124,6 +128,8 @@ struct Queue {
     max_entries: usize,
     /// Longest field value copied whole.
     max_field_bytes: usize,
+    /// The form of the lines.
+    format: LogFormat,
     dropped: AtomicU64,
     /// Bytes and entries held when the last entry was dropped, and that entry's bytes (0 when
     /// the queue was full before it was formatted).
@@ -253,6 +259,7 @@ impl JsonAccessLog {
             max_bytes: limits.queue_bytes,
             max_entries: limits.queue_entries.unwrap_or(usize::MAX).max(1),
             max_field_bytes: limits.max_field_bytes,
+            format: limits.format,
             dropped: AtomicU64::new(0),
             dropped_at: (
                 AtomicUsize::new(0),
@@ -347,7 +354,9 @@ impl JsonAccessLog {
             return seq;
         }
         let start = batch.lines.len();
-        let truncated = format_entry(&mut batch.lines, entry, now, queue.max_field_bytes);
+        let truncated = queue
+            .format
+            .format(&mut batch.lines, entry, now, queue.max_field_bytes);
         if batch.held() > queue.max_bytes {
             let entry_bytes = batch.lines.len() - start;
             batch.lines.truncate(start);
@@ -546,6 +555,7 @@ mod tests {
     use axoneme_sdk::{EntryType, Field};
 
     use super::file_sink::RELEASE_STEP;
+    use crate::format_entry;
 
     use super::*;
     use crate::testing::{bare_entry, log_meta as meta, multiget};
@@ -646,6 +656,34 @@ mod tests {
             count += 1;
         }
         assert_eq!((count, rest.len()), (lines, 0));
+    }
+
+    #[test]
+    fn a_compact_log_writes_compact_lines() {
+        let path =
+            std::env::temp_dir().join(format!("axoneme-compact-{}.json", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let meta = meta();
+        let fields = [Field::text("cmd", "READ")];
+        let limits = Limits {
+            format: LogFormat::Compact,
+            ..Limits::default()
+        };
+        let log = JsonAccessLog::open(path.to_str().unwrap(), limits).unwrap();
+        log.log(&multiget(&meta, &fields));
+        log.log(&bare_entry(&meta));
+        drop(log);
+        let written = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let lines: Vec<serde_json::Value> = written
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["f"]["cmd"], "READ");
+        assert_eq!(lines[0]["pr"], "memcache");
+        assert_eq!(lines[1]["t"], "q");
+        assert!(lines[1].get("source_labels").is_none() && lines[1].get("f").is_none());
     }
 
     /// The lines of the file at `path` once it has `n` of them (what it has after 5 s).

@@ -4,7 +4,8 @@
 //! observe`, or as the agent's JSON (or YAML) with `-o`.
 //!
 //! With `--input-file` it reads an access-log file instead (one the agent or the Envoy filter
-//! wrote), filtered by the same code the agent filters with, and needs no agent.
+//! wrote, in Cilium's form or the compact one, read as Cilium's), filtered by the same code the
+//! agent filters with, and needs no agent.
 //!
 //! A line reads `TIME: SOURCE (IDENTITY) -> DESTINATION (IDENTITY) PROTO-TYPE VERDICT (L7)`,
 //! sides named `namespace/name` when an endpoint owns the address. It only renders what the
@@ -26,6 +27,7 @@ use tokio::io::AsyncWriteExt;
 use crate::config::ProtocolsConfig;
 use crate::control::cli::{encode, Client, Output};
 use crate::telemetry::flow_filter::{parse_query, LoggedFlow, QueryContext};
+use crate::telemetry::log_forms::{cilium_form, is_compact};
 
 /// Examples shown under `axoneme observe --help`.
 const EXAMPLES: &str = "\
@@ -258,11 +260,25 @@ fn observe_file(path: &Path, args: &ObserveArgs, output: Output) -> anyhow::Resu
         }
         let entry: Value = serde_json::from_str(&line)
             .with_context(|| format!("{}: not an access-log entry", place()))?;
+        let compact = is_compact(&entry);
+        if compact && !(query.filter.from_labels.is_empty() && query.filter.to_labels.is_empty()) {
+            bail!(
+                "{}: a compact access-log entry (accessLog.format: compact) names no labels, so                  --from-label and --to-label cannot match it; filter by --from-identity and                  --to-identity instead",
+                place()
+            );
+        }
+        let entry = cilium_form(entry);
         if !query.filter.matches(&LoggedFlow(&entry)) {
             continue;
         }
+        // A compact line is shown as the Cilium line it reads as.
+        let line = if compact {
+            serde_json::to_vec(&entry)?
+        } else {
+            line.into_bytes()
+        };
         let mut out = Vec::new();
-        render_line(line.as_bytes(), output, &names, args.utc, &mut out)?;
+        render_line(&line, output, &names, args.utc, &mut out)?;
         match query.last {
             Some(last) => {
                 kept.push_back(out);

@@ -1,7 +1,8 @@
 //! `axoneme policy suggest`: the least-privilege CiliumNetworkPolicy for traffic the access
 //! log recorded.
 //!
-//! Reads access-log files (JSON lines as the agent writes them), keeps the L7 requests that were
+//! Reads access-log files (JSON lines as the agent writes them, a compact line read as Cilium's;
+//! its forwarded requests name no labels, so a policy cannot be suggested from them), keeps the L7 requests that were
 //! forwarded (`Request` entries, audited ones included), groups them by endpoint and direction,
 //! then by remote identity, port and protocol, and writes one policy per endpoint and direction
 //! whose rules allow those requests, generalised by each protocol's suggester (see
@@ -27,6 +28,8 @@ use std::path::PathBuf;
 
 use axoneme_sdk::Direction;
 use clap::{Args, ValueEnum};
+
+use crate::telemetry::log_forms::cilium_form;
 
 pub use self::diff::{diff, diff_from, DiffArgs, DiffError};
 use serde_json::Value;
@@ -281,6 +284,7 @@ fn read_logs(
                 message,
             };
             let entry: Value = serde_json::from_str(line).map_err(|e| fail(e.to_string()))?;
+            let entry = cilium_form(entry);
             if let Some(request) = observed_request(&entry).map_err(fail)? {
                 let wanted = endpoint.is_none_or(|e| e == request.endpoint)
                     && direction.is_none_or(|d| d == request.direction);
@@ -351,10 +355,13 @@ fn observed_request(entry: &Value) -> Result<Option<ObservedRequest>, String> {
         .and_then(Value::as_bool)
         .ok_or("no boolean field \"is_ingress\"")?;
     let labels = |name: &str| -> Result<Vec<String>, String> {
-        let list = entry
-            .get(name)
-            .and_then(Value::as_array)
-            .ok_or_else(|| format!("no list field {name:?}"))?;
+        let list = entry.get(name).and_then(Value::as_array).ok_or_else(|| {
+            format!(
+                "no list field {name:?} (the entries of a compact access log, \
+                 accessLog.format: compact, name no labels, and policies are written from \
+                 labels: suggest from a log in Cilium's form)"
+            )
+        })?;
         let mut labels: Vec<String> = list
             .iter()
             .map(|v| {

@@ -231,6 +231,35 @@ fn filters_min_count_and_entities_shape_the_output() {
 }
 
 #[test]
+fn compact_lines_are_read_and_a_forwarded_request_among_them_is_refused_for_its_labels() {
+    let response = r#"{"ts":1,"in":true,"t":"r","si":257,"di":256,"sa":"127.0.0.21:5000","da":"127.0.0.1:11211","l":"cache","e":"cache","pr":"memcache","f":{"command":"get"}}"#;
+    let with_response = file(&[memcache("get", "a"), response.to_owned()]);
+    let alone = file(&[memcache("get", "a")]);
+    // The same policy but for the file named in its first line.
+    let policy = |path| {
+        let text = suggest(&args(path)).unwrap();
+        text.split_once('\n').unwrap().1.to_owned()
+    };
+    assert_eq!(
+        policy(with_response),
+        policy(alone),
+        "a compact response is read, and not taken"
+    );
+    let request = response.replace(r#""t":"r""#, r#""t":"q""#);
+    let path = file(&[memcache("get", "a"), request]);
+    let error = suggest(&args(path.clone())).unwrap_err().to_string();
+    assert_eq!(
+        error,
+        format!(
+            "{}:2: not an access-log entry: no list field \"destination_labels\" (the entries \
+             of a compact access log, accessLog.format: compact, name no labels, and policies \
+             are written from labels: suggest from a log in Cilium's form)",
+            path.display()
+        )
+    );
+}
+
+#[test]
 fn a_bad_line_is_reported_with_its_file_and_line() {
     let path = file(&[memcache("get", "a"), "{\"entry_type\": 3}".to_owned()]);
     let error = suggest(&args(path.clone())).unwrap_err().to_string();

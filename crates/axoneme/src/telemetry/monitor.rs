@@ -17,6 +17,8 @@
 //! missing: the access log numbers its entries, the watcher is added before the number of the
 //! next entry is read, the replay holds the entries numbered below it (waiting until the
 //! writer has handed them all to the ring) and the watcher only those numbered from it on.
+//! When the access log writes the compact form, the ring holds compact lines: a replay gives
+//! them in Cilium's form, without labels (a label filter takes none of them).
 //! This module does not write the access log.
 
 use std::collections::VecDeque;
@@ -32,6 +34,7 @@ use serde_json::Value;
 use crate::telemetry::access_log::{self, format_entry, JsonAccessLog};
 pub use crate::telemetry::flow_filter::Filter;
 use crate::telemetry::flow_filter::LoggedFlow;
+use crate::telemetry::log_forms::{cilium_form, is_compact};
 pub use crate::telemetry::recent::RecentEntries;
 
 /// The bytes of entries a watcher may lag behind unless configured otherwise: 4 MiB, some ten
@@ -198,12 +201,8 @@ impl Monitor {
         let mut replayed: Vec<Arc<[u8]>> = lines
             .into_iter()
             .rev()
-            .filter(|line| {
-                serde_json::from_slice::<Value>(line)
-                    .is_ok_and(|entry| filter.matches(&LoggedFlow(&entry)))
-            })
+            .filter_map(|line| replayed_line(line, &filter))
             .take(last)
-            .map(Arc::from)
             .collect();
         replayed.reverse();
         (replayed, watch)
@@ -309,6 +308,23 @@ impl AccessLog for Monitor {
             }
         }
     }
+}
+
+/// The recent entry `line` as a watcher gets it, if `filter` takes it: a line of the compact
+/// form in Cilium's (with no labels, so that a label filter does not take it), a Cilium line as
+/// it is.
+fn replayed_line(line: &[u8], filter: &Filter) -> Option<Arc<[u8]>> {
+    let entry = serde_json::from_slice::<Value>(line).ok()?;
+    if !is_compact(&entry) {
+        return filter.matches(&LoggedFlow(&entry)).then(|| Arc::from(line));
+    }
+    let entry = cilium_form(entry);
+    if !filter.matches(&LoggedFlow(&entry)) {
+        return None;
+    }
+    let mut cilium = serde_json::to_vec(&entry).ok()?;
+    cilium.push(b'\n');
+    Some(cilium.into())
 }
 
 /// One watcher's view of the access log; it stops watching when dropped.
@@ -525,6 +541,48 @@ mod tests {
             "after",
             "an entry longer than the ring is not kept"
         );
+    }
+
+    #[test]
+    fn a_replay_of_a_compact_log_gives_cilium_lines_that_no_label_filter_takes() {
+        let log = Arc::new(JsonAccessLog::with_sink(
+            Box::new(std::io::sink()),
+            access_log::Limits {
+                format: access_log::LogFormat::Compact,
+                ..access_log::Limits::default()
+            },
+        ));
+        let monitor = Monitor::new(
+            Some(log),
+            Limits {
+                queue_bytes: 1 << 20,
+                max_field_bytes: 4096,
+                recent_bytes: 4096,
+            },
+        );
+        let meta = meta();
+        multiget(&monitor, &meta, b"a");
+        multiget(&monitor, &meta, b"b");
+        let (replayed, _) = monitor.replay(Filter::default(), 10, false);
+        let entries: Vec<_> = replayed
+            .iter()
+            .map(|line| entry(Some(Next::Entry(Arc::clone(line)))))
+            .collect();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[1]["generic_l7"]["fields"]["keys"], "b");
+        assert_eq!(entries[1]["entry_type"], "Request");
+        assert_eq!(entries[1]["source_security_id"], 257);
+        assert!(entries[1].get("source_labels").is_none());
+        let by_identity = Filter {
+            from_identities: vec![257],
+            ..Filter::default()
+        };
+        assert_eq!(monitor.replay(by_identity, 10, false).0.len(), 2);
+        let by_label = Filter {
+            from_labels: vec!["app=luke".into()],
+            ..Filter::default()
+        };
+        assert!(monitor.replay(by_label, 10, false).0.is_empty());
     }
 
     #[test]
