@@ -92,6 +92,10 @@ pub struct KafkaParser {
     rewritten: Vec<u8>,
     /// Bytes of `rewritten` injected so far.
     rewritten_sent: usize,
+    /// What rewriting a Metadata response works in.
+    rewrite_buffers: metadata::RewriteBuffers,
+    /// The buffers of rewrites done, for the next ones.
+    spare: SpareBuffers,
 }
 
 /// How the broker's answer to a Metadata request is rewritten before the client sees it.
@@ -114,14 +118,6 @@ struct Asker {
 }
 
 impl Asker {
-    fn of(header: &RequestHeader<'_>) -> Self {
-        Asker {
-            api_version: header.api_version,
-            correlation_id: header.correlation_id,
-            client_id: header.client_id.map(<[u8]>::to_vec),
-        }
-    }
-
     /// Whether the rules in force let this client ask about `name` by name.
     fn may_see(&self, ctx: &Context<'_>, name: &[u8]) -> bool {
         let header = RequestHeader {
@@ -160,12 +156,60 @@ enum Slot {
 
 impl LeftOut {
     /// The topics as [`metadata::add_topics`] places them.
-    fn placed(&self) -> impl Iterator<Item = metadata::Placed<'_>> {
+    fn placed(&self) -> impl Iterator<Item = metadata::Placed<'_>> + Clone {
         self.order.iter().map(|slot| match slot {
             Slot::KeptName(at) => metadata::Placed::Kept(TopicRef::Name(&self.bytes[at.clone()])),
             Slot::KeptId(id) => metadata::Placed::Kept(TopicRef::Id(*id)),
             Slot::Failed(at) => metadata::Placed::Failed(&self.bytes[at.clone()]),
         })
+    }
+}
+
+/// The buffers of the rewrites done, kept for the next ones so that a warm parser does not
+/// allocate for them (as many of each as rewrites were once waiting at the same time).
+#[derive(Debug, Default)]
+struct SpareBuffers {
+    bytes: Vec<Vec<u8>>,
+    orders: Vec<Vec<Slot>>,
+}
+
+impl SpareBuffers {
+    /// An empty [`LeftOut`].
+    fn left_out(&mut self) -> LeftOut {
+        LeftOut {
+            bytes: self.bytes.pop().unwrap_or_default(),
+            order: self.orders.pop().unwrap_or_default(),
+        }
+    }
+
+    /// The [`Asker`] of the request with `header`.
+    fn asker(&mut self, header: &RequestHeader<'_>) -> Asker {
+        let client_id = header.client_id.map(|id| {
+            let mut bytes = self.bytes.pop().unwrap_or_default();
+            bytes.extend_from_slice(id);
+            bytes
+        });
+        Asker {
+            api_version: header.api_version,
+            correlation_id: header.correlation_id,
+            client_id,
+        }
+    }
+
+    /// Keeps the buffers of `rewrite`, done, emptied.
+    fn keep(&mut self, rewrite: Rewrite) {
+        let (bytes, order) = match rewrite {
+            Rewrite::Narrowed(left_out) => (Some(left_out.bytes), Some(left_out.order)),
+            Rewrite::Filtered(asker) => (asker.client_id, None),
+        };
+        if let Some(mut bytes) = bytes {
+            bytes.clear();
+            self.bytes.push(bytes);
+        }
+        if let Some(mut order) = order {
+            order.clear();
+            self.orders.push(order);
+        }
     }
 }
 
@@ -225,6 +269,8 @@ impl KafkaParser {
             rewrites: VecDeque::new(),
             rewritten: Vec::new(),
             rewritten_sent: 0,
+            rewrite_buffers: metadata::RewriteBuffers::default(),
+            spare: SpareBuffers::default(),
         }
     }
 }
@@ -395,8 +441,8 @@ impl KafkaParser {
                 self.pending
                     .expect_rewritten_metadata(header.correlation_id, header.api_version)
                     .map_err(pending_error)?;
-                self.rewrites
-                    .push_back(Rewrite::Filtered(Asker::of(&header)));
+                let asker = self.spare.asker(&header);
+                self.rewrites.push_back(Rewrite::Filtered(asker));
                 return Ok(Op::Pass(frame));
             }
             Judged::Denied => {}
@@ -578,7 +624,7 @@ impl KafkaParser {
             EntryType::Denied,
             verdict.policy_name,
         );
-        let mut left_out = LeftOut::default();
+        let mut left_out = self.spare.left_out();
         for topic in request.topics() {
             let start = left_out.bytes.len();
             let slot = match (allows(topic), topic) {
@@ -697,15 +743,16 @@ impl KafkaParser {
                 }
                 self.rewritten.clear();
                 self.rewritten_sent = 0;
-                let out = &mut self.rewritten;
+                let (out, buffers) = (&mut self.rewritten, &mut self.rewrite_buffers);
                 let written = match &rewrite {
                     Rewrite::Narrowed(left_out) => {
-                        metadata::add_topics(message, version, left_out.placed(), out)
+                        metadata::add_topics(message, version, left_out.placed(), buffers, out)
                     }
                     Rewrite::Filtered(asker) => metadata::keep_topics(
                         message,
                         version,
                         |name| asker.may_see(ctx, name),
+                        buffers,
                         out,
                     ),
                 };
@@ -716,6 +763,7 @@ impl KafkaParser {
             None => false,
         };
         self.reply_scratch = scratch;
+        self.spare.keep(rewrite);
         if !written {
             return Err(UNREADABLE_REWRITTEN_RESPONSE);
         }
