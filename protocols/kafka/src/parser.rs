@@ -329,10 +329,10 @@ impl KafkaParser {
             let Some(message) = input.contiguous(LENGTH_LEN..frame, scratch) else {
                 return Ok(Op::More(1));
             };
-            // Judged where it was parsed: a request is a few hundred bytes, not worth moving.
-            return match &Request::parse(message) {
+            // Judged where it was built: a request is a few hundred bytes, not worth moving.
+            return match Request::parse_in(message, &mut None) {
                 Ok(request) => self.judge(ctx, request, frame),
-                Err(error) => Err(parse_error(*error)),
+                Err(error) => Err(parse_error(error)),
             };
         }
         let head_end = at_hand.min(LENGTH_LEN + MAX_HEADER_LEN);
@@ -358,9 +358,9 @@ impl KafkaParser {
         let Some(message) = input.contiguous(LENGTH_LEN..frame, scratch) else {
             return Ok(Op::More(1));
         };
-        match &Request::parse(message) {
+        match Request::parse_in(message, &mut None) {
             Ok(request) => self.judge(ctx, request, frame),
-            Err(error) => Err(parse_error(*error)),
+            Err(error) => Err(parse_error(error)),
         }
     }
 
@@ -897,23 +897,25 @@ fn expects_response(request: &Request<'_>) -> bool {
 
 /// Appends `value` in decimal.
 fn write_decimal(out: &mut Vec<u8>, value: i32) {
-    if value < 0 {
-        out.push(b'-');
-    }
-    let mut digits = [0u8; 10];
+    // A sign and ten digits at most, written into a buffer of that size appended whole (a
+    // copy of a known size, done without a call), then cut to the digits written.
+    let mut text = [0u8; 11];
     let mut rest = value.unsigned_abs();
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (rest % 10) as u8;
+    let sign = usize::from(value < 0);
+    let mut len = sign + 1;
+    let mut tens = rest / 10;
+    while tens > 0 {
+        len += 1;
+        tens /= 10;
+    }
+    text[0] = b'-';
+    for at in (sign..len).rev() {
+        text[at] = b'0' + (rest % 10) as u8;
         rest /= 10;
-        if rest == 0 {
-            break;
-        }
     }
-    for &digit in &digits[start..] {
-        out.push(digit);
-    }
+    let start = out.len();
+    out.extend_from_slice(&text);
+    out.truncate(start + len);
 }
 
 /// Kafka's text form of a topic id: URL-safe base64 without padding.

@@ -80,6 +80,7 @@ pub fn parse<'a>(
     Ok(request)
 }
 
+#[inline]
 fn topic<'a>(r: &mut Reader<'a>, version: i16) -> Result<TopicEntry<'a>, WireError> {
     // The broker answers by id as soon as an entry has a non-zero one, ignoring names
     // (`KafkaApis.handleTopicMetadataRequest`), so a non-zero id is the topic, whatever name
