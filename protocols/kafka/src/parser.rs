@@ -371,13 +371,17 @@ impl KafkaParser {
         request: &Request<'_>,
         frame: usize,
     ) -> Result<Op, ParseError> {
+        // Only a Fetch reads or changes the fetch sessions.
+        let Body::Fetch(_) = request.body else {
+            return self.judge_with(ctx, request, frame, None);
+        };
         let mut sessions = std::mem::take(&mut self.sessions);
-        let op = self.judge_with(ctx, request, frame, &mut sessions);
+        let op = self.judge_with(ctx, request, frame, Some(&mut sessions));
         self.sessions = sessions;
         op
     }
 
-    /// [`KafkaParser::judge`], with the fetch sessions taken out of the parser: an
+    /// [`KafkaParser::judge`], with the fetch sessions taken out of the parser for a Fetch: an
     /// incremental Fetch is judged on the topics of its session too, and a Fetch let through
     /// updates the sessions.
     fn judge_with(
@@ -385,7 +389,7 @@ impl KafkaParser {
         ctx: &mut Context<'_>,
         request: &Request<'_>,
         frame: usize,
-        sessions: &mut FetchSessions,
+        sessions: Option<&mut FetchSessions>,
     ) -> Result<Op, ParseError> {
         let header = request.header;
         let fetch = match &request.body {
@@ -406,7 +410,8 @@ impl KafkaParser {
                 // The session's topics that the request does not name itself.
                 let held = fetch
                     .iter()
-                    .flat_map(|fetch| sessions.topics(fetch))
+                    .zip(sessions.as_deref())
+                    .flat_map(|(fetch, sessions)| sessions.topics(fetch))
                     .filter(|held| !request.topics().any(|named| named == *held));
                 let by_id = request.topics().any(|topic| is_id(&topic))
                     || held.clone().any(|topic| is_id(&topic));
@@ -421,7 +426,9 @@ impl KafkaParser {
         };
         match judged {
             Judged::Allowed => {
-                let ticket = fetch.and_then(|fetch| sessions.forwarded(fetch));
+                let ticket = fetch
+                    .zip(sessions)
+                    .and_then(|(fetch, sessions)| sessions.forwarded(fetch));
                 self.owe(request, ticket)?;
                 self.raw_tokens = header.api.key == SASL_HANDSHAKE && header.api_version == 0;
                 return Ok(Op::Pass(frame));
@@ -448,7 +455,9 @@ impl KafkaParser {
             Judged::Denied => {}
         }
         if let Some(fetch) = fetch.filter(|fetch| fetch.is_incremental()) {
-            sessions.refused(fetch.session_id);
+            if let Some(sessions) = sessions {
+                sessions.refused(fetch.session_id);
+            }
         }
         self.denial.clear();
         match request.write_denial(&mut self.denial) {
@@ -675,10 +684,11 @@ impl KafkaParser {
         }
         let frame = LENGTH_LEN + length as usize;
         let correlation_id = i32::from_be_bytes([c0, c1, c2, c3]);
-        if let Some(version) = self.pending.rewrite_due(correlation_id) {
+        let due = self.pending.due(correlation_id);
+        if let Some(version) = due.rewrite {
             return self.rewrite(ctx, input, frame, correlation_id, version);
         }
-        if let Some(version) = self.pending.metadata_due(correlation_id) {
+        if let Some(version) = due.metadata {
             if frame - LENGTH_LEN <= MAX_LEARNED_RESPONSE {
                 if input.len() < frame {
                     return Ok(Op::More(frame - input.len()));
@@ -692,7 +702,7 @@ impl KafkaParser {
                 self.reply_scratch = scratch;
             }
         }
-        if let Some((ticket, version)) = self.pending.fetch_due(correlation_id) {
+        if let Some((ticket, version)) = due.fetch {
             let head_end = frame.min(RESPONSE_HEAD + MAX_FETCH_HEAD_TAGS + FETCH_OUTCOME_LEN);
             if input.len() < head_end {
                 return Ok(Op::More(head_end - input.len()));

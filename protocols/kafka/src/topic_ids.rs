@@ -175,6 +175,7 @@ impl<'m> Known<'m> {
 
     /// `topic` by name: its own name, or the learned name of its id; an unknown id (or any id
     /// without a view) as is.
+    #[inline]
     pub fn resolve<'t>(&'t self, topic: TopicRef<'t>) -> TopicRef<'t> {
         match (topic, &self.0) {
             (TopicRef::Id(id), Some(names)) => {
