@@ -165,8 +165,12 @@ impl LeftOut {
     }
 }
 
+/// How many buffers of each kind [`SpareBuffers`] keeps: a burst of rewrites waiting at once
+/// leaves no more than these behind.
+const MAX_SPARE: usize = 8;
+
 /// The buffers of the rewrites done, kept for the next ones so that a warm parser does not
-/// allocate for them (as many of each as rewrites were once waiting at the same time).
+/// allocate for them (up to [`MAX_SPARE`] of each).
 #[derive(Debug, Default)]
 struct SpareBuffers {
     bytes: Vec<Vec<u8>>,
@@ -202,11 +206,11 @@ impl SpareBuffers {
             Rewrite::Narrowed(left_out) => (Some(left_out.bytes), Some(left_out.order)),
             Rewrite::Filtered(asker) => (asker.client_id, None),
         };
-        if let Some(mut bytes) = bytes {
+        if let Some(mut bytes) = bytes.filter(|_| self.bytes.len() < MAX_SPARE) {
             bytes.clear();
             self.bytes.push(bytes);
         }
-        if let Some(mut order) = order {
+        if let Some(mut order) = order.filter(|_| self.orders.len() < MAX_SPARE) {
             order.clear();
             self.orders.push(order);
         }
