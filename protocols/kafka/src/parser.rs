@@ -92,6 +92,10 @@ pub struct KafkaParser {
     rewritten: Vec<u8>,
     /// Bytes of `rewritten` injected so far.
     rewritten_sent: usize,
+    /// What rewriting a Metadata response works in.
+    rewrite_buffers: metadata::RewriteBuffers,
+    /// The buffers of rewrites done, for the next ones.
+    spare: SpareBuffers,
 }
 
 /// How the broker's answer to a Metadata request is rewritten before the client sees it.
@@ -114,14 +118,6 @@ struct Asker {
 }
 
 impl Asker {
-    fn of(header: &RequestHeader<'_>) -> Self {
-        Asker {
-            api_version: header.api_version,
-            correlation_id: header.correlation_id,
-            client_id: header.client_id.map(<[u8]>::to_vec),
-        }
-    }
-
     /// Whether the rules in force let this client ask about `name` by name.
     fn may_see(&self, ctx: &Context<'_>, name: &[u8]) -> bool {
         let header = RequestHeader {
@@ -160,12 +156,64 @@ enum Slot {
 
 impl LeftOut {
     /// The topics as [`metadata::add_topics`] places them.
-    fn placed(&self) -> impl Iterator<Item = metadata::Placed<'_>> {
+    fn placed(&self) -> impl Iterator<Item = metadata::Placed<'_>> + Clone {
         self.order.iter().map(|slot| match slot {
             Slot::KeptName(at) => metadata::Placed::Kept(TopicRef::Name(&self.bytes[at.clone()])),
             Slot::KeptId(id) => metadata::Placed::Kept(TopicRef::Id(*id)),
             Slot::Failed(at) => metadata::Placed::Failed(&self.bytes[at.clone()]),
         })
+    }
+}
+
+/// How many buffers of each kind [`SpareBuffers`] keeps: a burst of rewrites waiting at once
+/// leaves no more than these behind.
+const MAX_SPARE: usize = 8;
+
+/// The buffers of the rewrites done, kept for the next ones so that a warm parser does not
+/// allocate for them (up to [`MAX_SPARE`] of each).
+#[derive(Debug, Default)]
+struct SpareBuffers {
+    bytes: Vec<Vec<u8>>,
+    orders: Vec<Vec<Slot>>,
+}
+
+impl SpareBuffers {
+    /// An empty [`LeftOut`].
+    fn left_out(&mut self) -> LeftOut {
+        LeftOut {
+            bytes: self.bytes.pop().unwrap_or_default(),
+            order: self.orders.pop().unwrap_or_default(),
+        }
+    }
+
+    /// The [`Asker`] of the request with `header`.
+    fn asker(&mut self, header: &RequestHeader<'_>) -> Asker {
+        let client_id = header.client_id.map(|id| {
+            let mut bytes = self.bytes.pop().unwrap_or_default();
+            bytes.extend_from_slice(id);
+            bytes
+        });
+        Asker {
+            api_version: header.api_version,
+            correlation_id: header.correlation_id,
+            client_id,
+        }
+    }
+
+    /// Keeps the buffers of `rewrite`, done, emptied.
+    fn keep(&mut self, rewrite: Rewrite) {
+        let (bytes, order) = match rewrite {
+            Rewrite::Narrowed(left_out) => (Some(left_out.bytes), Some(left_out.order)),
+            Rewrite::Filtered(asker) => (asker.client_id, None),
+        };
+        if let Some(mut bytes) = bytes.filter(|_| self.bytes.len() < MAX_SPARE) {
+            bytes.clear();
+            self.bytes.push(bytes);
+        }
+        if let Some(mut order) = order.filter(|_| self.orders.len() < MAX_SPARE) {
+            order.clear();
+            self.orders.push(order);
+        }
     }
 }
 
@@ -225,6 +273,8 @@ impl KafkaParser {
             rewrites: VecDeque::new(),
             rewritten: Vec::new(),
             rewritten_sent: 0,
+            rewrite_buffers: metadata::RewriteBuffers::default(),
+            spare: SpareBuffers::default(),
         }
     }
 }
@@ -283,10 +333,10 @@ impl KafkaParser {
             let Some(message) = input.contiguous(LENGTH_LEN..frame, scratch) else {
                 return Ok(Op::More(1));
             };
-            // Judged where it was parsed: a request is a few hundred bytes, not worth moving.
-            return match &Request::parse(message) {
+            // Judged where it was built: a request is a few hundred bytes, not worth moving.
+            return match Request::parse_in(message, &mut None) {
                 Ok(request) => self.judge(ctx, request, frame),
-                Err(error) => Err(parse_error(*error)),
+                Err(error) => Err(parse_error(error)),
             };
         }
         let head_end = at_hand.min(LENGTH_LEN + MAX_HEADER_LEN);
@@ -312,9 +362,9 @@ impl KafkaParser {
         let Some(message) = input.contiguous(LENGTH_LEN..frame, scratch) else {
             return Ok(Op::More(1));
         };
-        match &Request::parse(message) {
+        match Request::parse_in(message, &mut None) {
             Ok(request) => self.judge(ctx, request, frame),
-            Err(error) => Err(parse_error(*error)),
+            Err(error) => Err(parse_error(error)),
         }
     }
 
@@ -325,13 +375,17 @@ impl KafkaParser {
         request: &Request<'_>,
         frame: usize,
     ) -> Result<Op, ParseError> {
+        // Only a Fetch reads or changes the fetch sessions.
+        let Body::Fetch(_) = request.body else {
+            return self.judge_with(ctx, request, frame, None);
+        };
         let mut sessions = std::mem::take(&mut self.sessions);
-        let op = self.judge_with(ctx, request, frame, &mut sessions);
+        let op = self.judge_with(ctx, request, frame, Some(&mut sessions));
         self.sessions = sessions;
         op
     }
 
-    /// [`KafkaParser::judge`], with the fetch sessions taken out of the parser: an
+    /// [`KafkaParser::judge`], with the fetch sessions taken out of the parser for a Fetch: an
     /// incremental Fetch is judged on the topics of its session too, and a Fetch let through
     /// updates the sessions.
     fn judge_with(
@@ -339,7 +393,7 @@ impl KafkaParser {
         ctx: &mut Context<'_>,
         request: &Request<'_>,
         frame: usize,
-        sessions: &mut FetchSessions,
+        sessions: Option<&mut FetchSessions>,
     ) -> Result<Op, ParseError> {
         let header = request.header;
         let fetch = match &request.body {
@@ -360,7 +414,8 @@ impl KafkaParser {
                 // The session's topics that the request does not name itself.
                 let held = fetch
                     .iter()
-                    .flat_map(|fetch| sessions.topics(fetch))
+                    .zip(sessions.as_deref())
+                    .flat_map(|(fetch, sessions)| sessions.topics(fetch))
                     .filter(|held| !request.topics().any(|named| named == *held));
                 let by_id = request.topics().any(|topic| is_id(&topic))
                     || held.clone().any(|topic| is_id(&topic));
@@ -375,7 +430,9 @@ impl KafkaParser {
         };
         match judged {
             Judged::Allowed => {
-                let ticket = fetch.and_then(|fetch| sessions.forwarded(fetch));
+                let ticket = fetch
+                    .zip(sessions)
+                    .and_then(|(fetch, sessions)| sessions.forwarded(fetch));
                 self.owe(request, ticket)?;
                 self.raw_tokens = header.api.key == SASL_HANDSHAKE && header.api_version == 0;
                 return Ok(Op::Pass(frame));
@@ -395,14 +452,16 @@ impl KafkaParser {
                 self.pending
                     .expect_rewritten_metadata(header.correlation_id, header.api_version)
                     .map_err(pending_error)?;
-                self.rewrites
-                    .push_back(Rewrite::Filtered(Asker::of(&header)));
+                let asker = self.spare.asker(&header);
+                self.rewrites.push_back(Rewrite::Filtered(asker));
                 return Ok(Op::Pass(frame));
             }
             Judged::Denied => {}
         }
         if let Some(fetch) = fetch.filter(|fetch| fetch.is_incremental()) {
-            sessions.refused(fetch.session_id);
+            if let Some(sessions) = sessions {
+                sessions.refused(fetch.session_id);
+            }
         }
         self.denial.clear();
         match request.write_denial(&mut self.denial) {
@@ -578,7 +637,7 @@ impl KafkaParser {
             EntryType::Denied,
             verdict.policy_name,
         );
-        let mut left_out = LeftOut::default();
+        let mut left_out = self.spare.left_out();
         for topic in request.topics() {
             let start = left_out.bytes.len();
             let slot = match (allows(topic), topic) {
@@ -629,10 +688,11 @@ impl KafkaParser {
         }
         let frame = LENGTH_LEN + length as usize;
         let correlation_id = i32::from_be_bytes([c0, c1, c2, c3]);
-        if let Some(version) = self.pending.rewrite_due(correlation_id) {
+        let due = self.pending.due(correlation_id);
+        if let Some(version) = due.rewrite {
             return self.rewrite(ctx, input, frame, correlation_id, version);
         }
-        if let Some(version) = self.pending.metadata_due(correlation_id) {
+        if let Some(version) = due.metadata {
             if frame - LENGTH_LEN <= MAX_LEARNED_RESPONSE {
                 if input.len() < frame {
                     return Ok(Op::More(frame - input.len()));
@@ -646,7 +706,7 @@ impl KafkaParser {
                 self.reply_scratch = scratch;
             }
         }
-        if let Some((ticket, version)) = self.pending.fetch_due(correlation_id) {
+        if let Some((ticket, version)) = due.fetch {
             let head_end = frame.min(RESPONSE_HEAD + MAX_FETCH_HEAD_TAGS + FETCH_OUTCOME_LEN);
             if input.len() < head_end {
                 return Ok(Op::More(head_end - input.len()));
@@ -697,15 +757,16 @@ impl KafkaParser {
                 }
                 self.rewritten.clear();
                 self.rewritten_sent = 0;
-                let out = &mut self.rewritten;
+                let (out, buffers) = (&mut self.rewritten, &mut self.rewrite_buffers);
                 let written = match &rewrite {
                     Rewrite::Narrowed(left_out) => {
-                        metadata::add_topics(message, version, left_out.placed(), out)
+                        metadata::add_topics(message, version, left_out.placed(), buffers, out)
                     }
                     Rewrite::Filtered(asker) => metadata::keep_topics(
                         message,
                         version,
                         |name| asker.may_see(ctx, name),
+                        buffers,
                         out,
                     ),
                 };
@@ -716,6 +777,7 @@ impl KafkaParser {
             None => false,
         };
         self.reply_scratch = scratch;
+        self.spare.keep(rewrite);
         if !written {
             return Err(UNREADABLE_REWRITTEN_RESPONSE);
         }
@@ -849,23 +911,25 @@ fn expects_response(request: &Request<'_>) -> bool {
 
 /// Appends `value` in decimal.
 fn write_decimal(out: &mut Vec<u8>, value: i32) {
-    if value < 0 {
-        out.push(b'-');
-    }
-    let mut digits = [0u8; 10];
+    // A sign and ten digits at most, written into a buffer of that size appended whole (a
+    // copy of a known size, done without a call), then cut to the digits written.
+    let mut text = [0u8; 11];
     let mut rest = value.unsigned_abs();
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (rest % 10) as u8;
+    let sign = usize::from(value < 0);
+    let mut len = sign + 1;
+    let mut tens = rest / 10;
+    while tens > 0 {
+        len += 1;
+        tens /= 10;
+    }
+    text[0] = b'-';
+    for at in (sign..len).rev() {
+        text[at] = b'0' + (rest % 10) as u8;
         rest /= 10;
-        if rest == 0 {
-            break;
-        }
     }
-    for &digit in &digits[start..] {
-        out.push(digit);
-    }
+    let start = out.len();
+    out.extend_from_slice(&text);
+    out.truncate(start + len);
 }
 
 /// Kafka's text form of a topic id: URL-safe base64 without padding.

@@ -67,6 +67,17 @@ impl Run for Denied {
 }
 
 /// What to do with a denial.
+/// What a response is to be read for ([`Pending::due`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Due {
+    /// As [`Pending::metadata_due`].
+    pub metadata: Option<i16>,
+    /// As [`Pending::rewrite_due`].
+    pub rewrite: Option<i16>,
+    /// As [`Pending::fetch_due`].
+    pub fetch: Option<(u64, i16)>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DenyAction {
     /// Nothing is owed before it: inject it toward the client now.
@@ -176,32 +187,37 @@ impl Pending {
         });
     }
 
+    /// What a response with `correlation_id` is to be read for, all at once: nothing unless
+    /// it answers the oldest request owed.
+    #[inline]
+    pub fn due(&self, correlation_id: i32) -> Due {
+        match self.order.peek() {
+            Turn::Owed(owed) if owed.correlation_id == correlation_id => Due {
+                metadata: owed.metadata,
+                rewrite: owed.rewrite,
+                fetch: owed.fetch,
+            },
+            _ => Due::default(),
+        }
+    }
+
     /// The version of the Metadata request that a response with `correlation_id` answers,
     /// when it answers the oldest request owed and that request is a Metadata request sent
     /// with a correlation id no request the broker may still answer unasked carried.
     pub fn metadata_due(&self, correlation_id: i32) -> Option<i16> {
-        match self.order.peek() {
-            Turn::Owed(owed) if owed.correlation_id == correlation_id => owed.metadata,
-            _ => None,
-        }
+        self.due(correlation_id).metadata
     }
 
     /// The version of the narrowed Metadata request that a response with `correlation_id`
     /// answers, when it answers the oldest request owed and that request is one.
     pub fn rewrite_due(&self, correlation_id: i32) -> Option<i16> {
-        match self.order.peek() {
-            Turn::Owed(owed) if owed.correlation_id == correlation_id => owed.rewrite,
-            _ => None,
-        }
+        self.due(correlation_id).rewrite
     }
 
     /// The fetch session ticket and Fetch version that a response with `correlation_id`
     /// answers, under the same conditions as [`Pending::metadata_due`].
     pub fn fetch_due(&self, correlation_id: i32) -> Option<(u64, i16)> {
-        match self.order.peek() {
-            Turn::Owed(owed) if owed.correlation_id == correlation_id => owed.fetch,
-            _ => None,
-        }
+        self.due(correlation_id).fetch
     }
 
     /// A denied request answered with `denial`: injected now when nothing is owed, else

@@ -131,17 +131,18 @@ impl RuleSet {
         if !names_topics(header.api.key) {
             return self.selectors.iter().any(selects);
         }
-        if self.topics.allows(selects, std::iter::empty()) {
-            return true;
-        }
+        // A rule without `topic` accepts any topic and none; the index asked about one name
+        // answers for those rules too, so each topic is one walk of the index.
+        let any_topic = || self.topics.allows(selects, std::iter::empty());
         let mut topics = topics.peekable();
         if topics.peek().is_none() {
-            return NO_TOPIC_BY_OTHER_KEYS.contains(&header.api.key)
-                && self.selectors.iter().any(selects);
+            return any_topic()
+                || NO_TOPIC_BY_OTHER_KEYS.contains(&header.api.key)
+                    && self.selectors.iter().any(selects);
         }
         topics.all(|topic| match topic {
             TopicRef::Name(name) => self.topics.allows(selects, std::iter::once(name)),
-            TopicRef::Id(_) | TopicRef::Any => false,
+            TopicRef::Id(_) | TopicRef::Any => any_topic(),
         })
     }
 

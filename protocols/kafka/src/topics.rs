@@ -84,7 +84,7 @@ impl<'a, T> Entries<'a, T> {
     }
 
     /// Reads an array that may not be null whose entries `read` reads, checking each.
-    #[inline]
+    #[inline(always)]
     pub fn read(
         r: &mut Reader<'a>,
         version: i16,
@@ -96,7 +96,7 @@ impl<'a, T> Entries<'a, T> {
     }
 
     /// Reads an array that may be null (`None`).
-    #[inline]
+    #[inline(always)]
     pub fn read_nullable(
         r: &mut Reader<'a>,
         version: i16,
@@ -109,7 +109,7 @@ impl<'a, T> Entries<'a, T> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn read_count(
         r: &mut Reader<'a>,
         version: i16,
@@ -120,7 +120,7 @@ impl<'a, T> Entries<'a, T> {
     }
 
     /// Reads `count` entries, handing each to `each` as it is read.
-    #[inline]
+    #[inline(always)]
     fn read_count_with(
         r: &mut Reader<'a>,
         version: i16,
@@ -201,7 +201,7 @@ impl<T> Iterator for EntryIter<'_, T> {
 impl<'a> Entries<'a, TopicEntry<'a>> {
     /// Reads a topic array that may not be null, as [`Entries::read`], keeping each entry's
     /// topic in `kept` as it is read, so that no one reads the array again for its topics.
-    #[inline]
+    #[inline(always)]
     pub fn read_keeping(
         r: &mut Reader<'a>,
         version: i16,
@@ -214,7 +214,7 @@ impl<'a> Entries<'a, TopicEntry<'a>> {
     }
 
     /// Reads a topic array that may be null (`None`), as [`Entries::read_keeping`].
-    #[inline]
+    #[inline(always)]
     pub fn read_nullable_keeping(
         r: &mut Reader<'a>,
         version: i16,

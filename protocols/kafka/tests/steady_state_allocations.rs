@@ -1,8 +1,9 @@
 //! The datapath plus the Kafka parser and a compiled policy must not allocate per request once
 //! warm: Produce, Fetch by topic name and by topic id, an incremental Fetch in a fetch session
 //! (whose response is read for its session id), Metadata (whose response is held and read for
-//! topic ids), Metadata sent on with auto-creation turned off, and a denied Produce, each with
-//! its response. Counted with a counting global allocator (a count, not a timing).
+//! topic ids), Metadata sent on with auto-creation turned off, Metadata narrowed to its allowed
+//! topic (whose answer gets the topic left out added), Metadata for every topic (whose answer
+//! keeps only the topics the client may see), and a denied Produce, each with its response. Counted with a counting global allocator (a count, not a timing).
 
 pub mod messages;
 
@@ -139,6 +140,43 @@ fn metadata_with_auto_creation_turned_off_does_not_allocate_once_warm() {
     let response = messages::metadata_response(12, &[("deathstar-plans", PLANS_ID)]);
     let steps = [(Flow::Request, &request[..]), (Flow::Reply, &response[..])];
     assert_eq!(allocations(&[], &steps, (&rewritten, &response)), 0);
+}
+
+#[test]
+fn a_narrowed_metadata_request_and_its_rewritten_answer_do_not_allocate_once_warm() {
+    let request = messages::metadata(13, &["deathstar-plans", "empire-announce"], false);
+    let narrowed = messages::metadata(13, &["deathstar-plans"], false);
+    let response = messages::metadata_response(13, &[("deathstar-plans", PLANS_ID)]);
+    let told = messages::metadata_response_failing(
+        13,
+        &[("deathstar-plans", PLANS_ID)],
+        &["empire-announce"],
+    );
+    let steps = [
+        (Flow::Request, &request[..]),
+        (Flow::Reply, &response[..30]),
+        (Flow::Reply, &response[30..]),
+    ];
+    assert_eq!(allocations(&[], &steps, (&narrowed, &told)), 0);
+}
+
+#[test]
+fn the_filtered_answer_to_metadata_for_every_topic_does_not_allocate_once_warm() {
+    let request = messages::metadata_for_all_topics(14);
+    let every = messages::metadata_response(
+        14,
+        &[
+            ("deathstar-plans", PLANS_ID),
+            ("empire-announce", *b"empire-announce!"),
+        ],
+    );
+    let seen = messages::metadata_response(14, &[("deathstar-plans", PLANS_ID)]);
+    let steps = [
+        (Flow::Request, &request[..]),
+        (Flow::Reply, &every[..30]),
+        (Flow::Reply, &every[30..]),
+    ];
+    assert_eq!(allocations(&[], &steps, (&request, &seen)), 0);
 }
 
 #[test]

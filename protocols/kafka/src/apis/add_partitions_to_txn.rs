@@ -70,6 +70,7 @@ fn transaction<'a>(r: &mut Reader<'a>, version: i16) -> Result<Group<'a>, WireEr
 struct Topic;
 
 impl PartitionedTopic for Topic {
+    #[inline]
     fn partition(r: &mut Reader<'_>, version: i16) -> Result<i32, WireError> {
         partition_index(r, version)
     }

@@ -27,6 +27,7 @@ pub fn parse<'a>(
 struct Topic;
 
 impl PartitionedTopic for Topic {
+    #[inline]
     fn partition(r: &mut Reader<'_>, _version: i16) -> Result<i32, WireError> {
         let index = r.i32("a partition index")?;
         r.i64("the offset")?;

@@ -102,6 +102,7 @@ struct Topic;
 impl PartitionedTopic for Topic {
     const IDS_FROM: i16 = TOPIC_IDS;
 
+    #[inline]
     fn partition(r: &mut Reader<'_>, version: i16) -> Result<i32, WireError> {
         let index = r.i32("a partition index")?;
         if version >= 9 {
@@ -127,6 +128,7 @@ impl PartitionedTopic for Forgotten {
     const IDS_FROM: i16 = TOPIC_IDS;
     const PARTITIONS: &'static str = "the forgotten partitions";
 
+    #[inline]
     fn partition(r: &mut Reader<'_>, version: i16) -> Result<i32, WireError> {
         partition_index(r, version)
     }

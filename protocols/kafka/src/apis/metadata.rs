@@ -7,6 +7,8 @@
 //! whatever its name (the broker then answers by ids and ignores names), one with a zero id by
 //! its name.
 
+use std::ops::Range;
+
 use crate::topics::{Entries, KeptTopics, TopicEntry, TopicRef, Topics};
 use crate::wire::{Reader, WireError, Writer};
 
@@ -78,6 +80,7 @@ pub fn parse<'a>(
     Ok(request)
 }
 
+#[inline]
 fn topic<'a>(r: &mut Reader<'a>, version: i16) -> Result<TopicEntry<'a>, WireError> {
     // The broker answers by id as soon as an entry has a non-zero one, ignoring names
     // (`KafkaApis.handleTopicMetadataRequest`), so a non-zero id is the topic, whatever name
@@ -209,33 +212,67 @@ struct TopicsSpan {
     end: usize,
 }
 
-/// One topic entry of a Metadata response: where it lies and the topic it answers for.
-#[derive(Debug, Clone, Copy)]
-struct BrokerEntry<'a> {
+/// One topic entry of a Metadata response: where it lies and the topic it answers for, as
+/// offsets into the response.
+#[derive(Debug, Clone)]
+struct BrokerEntry {
     start: usize,
     end: usize,
-    name: Option<&'a [u8]>,
+    name: Option<Range<usize>>,
     /// Zero before v10.
     id: [u8; 16],
+    /// Placed in the rewritten response.
+    chosen: bool,
 }
 
-impl BrokerEntry<'_> {
-    /// Whether the entry answers for `topic` as a request named it.
-    fn answers(&self, topic: TopicRef<'_>) -> bool {
+impl BrokerEntry {
+    /// Whether the entry, in `response`, answers for `topic` as a request named it.
+    fn answers(&self, response: &[u8], topic: TopicRef<'_>) -> bool {
         match topic {
-            TopicRef::Name(name) => self.name == Some(name),
+            TopicRef::Name(name) => self.name(response) == Some(name),
             TopicRef::Id(id) => id != [0; 16] && self.id == id,
             TopicRef::Any => false,
         }
     }
+
+    /// The topic's name, in `response`.
+    fn name<'r>(&self, response: &'r [u8]) -> Option<&'r [u8]> {
+        self.name.clone().map(|at| &response[at])
+    }
+
+    /// The whole entry, in `response`.
+    fn bytes<'r>(&self, response: &'r [u8]) -> &'r [u8] {
+        &response[self.start..self.end]
+    }
+}
+
+/// The buffers rewriting Metadata responses works in, kept between rewrites so that a warm
+/// parser does not allocate for them.
+#[derive(Debug, Default)]
+pub struct RewriteBuffers {
+    /// The broker's topic entries.
+    entries: Vec<BrokerEntry>,
+    /// For each topic placed, in order, what goes in its place.
+    chosen: Vec<Choice>,
+}
+
+/// What a placed topic puts in the rewritten response.
+#[derive(Debug, Clone, Copy)]
+enum Choice {
+    /// The broker's entry at this index of [`RewriteBuffers::entries`].
+    Broker(usize),
+    /// Its failed entry.
+    Failed,
+    /// Nothing: the broker did not answer for it.
+    Nothing,
 }
 
 /// Finds the topics array of `response`, a Metadata response of `version` (a whole frame
 /// without its 4-byte length, header included), and appends its entries to `entries`.
-fn topics_span<'a>(
-    response: &'a [u8],
+fn topics_span(
+    response: &[u8],
     version: i16,
-    entries: &mut Vec<BrokerEntry<'a>>,
+    entries: &mut Vec<BrokerEntry>,
 ) -> Result<TopicsSpan, WireError> {
     let flexible = version >= 9;
     let mut r = Reader::new(response, flexible);
@@ -264,7 +301,10 @@ fn topics_span<'a>(
     for _ in 0..r.array_len("the topics")? {
         let start = at(&r);
         r.i16("a topic's error code")?;
-        let name = r.nullable_string("a topic name")?;
+        let name = r.nullable_string("a topic name")?.map(|name| {
+            let end = at(&r);
+            end - name.len()..end
+        });
         let mut id = [0; 16];
         if version >= 10 {
             id = r.uuid("a topic id")?;
@@ -295,6 +335,7 @@ fn topics_span<'a>(
             end: at(&r),
             name,
             id,
+            chosen: false,
         });
     }
     Ok(TopicsSpan {
@@ -319,30 +360,47 @@ pub enum Placed<'a> {
 /// for no kept topic are left out: the client did not ask about them (a broker that answers a
 /// request naming no topic with every topic would otherwise tell it of those it may not see).
 /// Every other byte as the broker sent it. A response that does not follow its definition up
-/// to the end of its topics is an error, and nothing is appended.
+/// to the end of its topics is an error, and nothing is appended. Works in `buffers`.
 pub fn add_topics<'p>(
     response: &[u8],
     version: i16,
-    placed: impl Iterator<Item = Placed<'p>>,
+    placed: impl Iterator<Item = Placed<'p>> + Clone,
+    buffers: &mut RewriteBuffers,
     out: &mut Vec<u8>,
 ) -> Result<(), WireError> {
-    let mut entries = Vec::new();
-    let span = topics_span(response, version, &mut entries)?;
-    let mut unplaced = vec![true; entries.len()];
-    let topics: Vec<&[u8]> = placed
-        .filter_map(|slot| match slot {
-            Placed::Failed(entry) => Some(entry),
-            Placed::Kept(topic) => {
-                let (entry, unplaced) = entries
-                    .iter()
-                    .zip(&mut unplaced)
-                    .find(|(entry, unplaced)| **unplaced && entry.answers(topic))?;
-                *unplaced = false;
-                Some(&response[entry.start..entry.end])
+    let RewriteBuffers { entries, chosen } = buffers;
+    entries.clear();
+    chosen.clear();
+    let span = topics_span(response, version, entries)?;
+    for slot in placed.clone() {
+        let choice = match slot {
+            Placed::Failed(_) => Choice::Failed,
+            Placed::Kept(topic) => entries
+                .iter_mut()
+                .enumerate()
+                .find(|(_, entry)| !entry.chosen && entry.answers(response, topic))
+                .map_or(Choice::Nothing, |(i, entry)| {
+                    entry.chosen = true;
+                    Choice::Broker(i)
+                }),
+        };
+        chosen.push(choice);
+    }
+    let count = chosen
+        .iter()
+        .filter(|choice| !matches!(choice, Choice::Nothing))
+        .count();
+    write_with_topics(response, span, version, count, out, |out| {
+        for (slot, choice) in placed.zip(chosen.iter()) {
+            match (slot, *choice) {
+                (Placed::Failed(entry), _) => out.extend_from_slice(entry),
+                (Placed::Kept(_), Choice::Broker(i)) => {
+                    out.extend_from_slice(entries[i].bytes(response));
+                }
+                (Placed::Kept(_), _) => {}
             }
-        })
-        .collect();
-    write_with_topics(response, span, version, &topics, out);
+        }
+    });
     Ok(())
 }
 
@@ -350,40 +408,46 @@ pub fn add_topics<'p>(
 /// `version` (a whole frame without its length, header included), keeping only the topic
 /// entries whose name `keep` accepts, in the broker's order; entries without a name are left
 /// out. Every other byte as the broker sent it. A response that does not follow its
-/// definition up to the end of its topics is an error, and nothing is appended.
+/// definition up to the end of its topics is an error, and nothing is appended. Works in
+/// `buffers`.
 pub fn keep_topics(
     response: &[u8],
     version: i16,
     mut keep: impl FnMut(&[u8]) -> bool,
+    buffers: &mut RewriteBuffers,
     out: &mut Vec<u8>,
 ) -> Result<(), WireError> {
-    let mut entries = Vec::new();
-    let span = topics_span(response, version, &mut entries)?;
-    let topics: Vec<&[u8]> = entries
-        .iter()
-        .filter(|entry| entry.name.is_some_and(&mut keep))
-        .map(|entry| &response[entry.start..entry.end])
-        .collect();
-    write_with_topics(response, span, version, &topics, out);
+    let entries = &mut buffers.entries;
+    entries.clear();
+    let span = topics_span(response, version, entries)?;
+    let mut count = 0;
+    for entry in entries.iter_mut() {
+        entry.chosen = entry.name(response).is_some_and(&mut keep);
+        count += usize::from(entry.chosen);
+    }
+    write_with_topics(response, span, version, count, out, |out| {
+        for entry in entries.iter().filter(|entry| entry.chosen) {
+            out.extend_from_slice(entry.bytes(response));
+        }
+    });
     Ok(())
 }
 
-/// Appends to `out` the frame (4-byte length included) of `response` with `topics` (whole
-/// entries) in place of its topics array at `span`.
+/// Appends to `out` the frame (4-byte length included) of `response` with the `count` whole
+/// entries `write_topics` appends in place of its topics array at `span`.
 fn write_with_topics(
     response: &[u8],
     span: TopicsSpan,
     version: i16,
-    topics: &[&[u8]],
+    count: usize,
     out: &mut Vec<u8>,
+    write_topics: impl FnOnce(&mut Vec<u8>),
 ) {
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&response[..span.count_at]);
-    Writer::new(out, version >= 9).array_len(Some(topics.len()));
-    for topic in topics {
-        out.extend_from_slice(topic);
-    }
+    Writer::new(out, version >= 9).array_len(Some(count));
+    write_topics(out);
     out.extend_from_slice(&response[span.end..]);
     let length = (out.len() - start - 4) as u32;
     out[start..start + 4].copy_from_slice(&length.to_be_bytes());

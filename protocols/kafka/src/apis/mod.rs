@@ -30,6 +30,7 @@ pub mod txn_offset_commit;
 use crate::api::*;
 use crate::error::Error;
 use crate::header::{write_response, RequestHeader};
+use crate::parser::reads_body;
 use crate::topics::{
     Entries, KeptTopics, NamedTopics, RequestTopics, TopicEntry, TopicRef, Topics,
     CLUSTER_AUTHORIZATION_FAILED, GROUP_AUTHORIZATION_FAILED, TOPIC_AUTHORIZATION_FAILED,
@@ -84,21 +85,6 @@ pub struct Request<'a> {
     kept: KeptTopics<'a>,
 }
 
-/// Reads the body of one API, keeping the topics it names as they are read.
-type ReadBody<'a> = fn(&mut Reader<'a>, i16, &mut KeptTopics<'a>) -> Result<Body<'a>, WireError>;
-
-/// Reads the body of one API whose topics lie in nested arrays or resources, to be kept once
-/// it has been read.
-type ReadNested<'a> = fn(&mut Reader<'a>, i16) -> Result<Body<'a>, WireError>;
-
-/// How the body of an API is read.
-enum Reading<'a> {
-    /// Keeping its topics as it goes.
-    Keeping(ReadBody<'a>),
-    /// Then its topics, from the body read.
-    Nested(ReadNested<'a>),
-}
-
 /// Writes the denial body of an API whose request is not read, at a version, with an error
 /// code.
 pub type WriteDenial = fn(i16, i16, &mut Writer<'_>);
@@ -119,70 +105,21 @@ impl<'a> Request<'a> {
     /// the APIs listed in [`Body`] must hold every field of their version's definition; bytes
     /// after the last one are ignored, as the broker ignores them.
     pub fn parse(message: &'a [u8]) -> Result<Request<'a>, Error> {
-        use Reading::{Keeping, Nested};
+        let mut slot = None;
+        Self::parse_in(message, &mut slot).copied()
+    }
+
+    /// [`Request::parse`], building the request in `slot`, where the caller keeps it: a
+    /// request is a few hundred bytes, not worth moving.
+    pub fn parse_in<'s>(
+        message: &'a [u8],
+        slot: &'s mut Option<Request<'a>>,
+    ) -> Result<&'s Request<'a>, Error> {
         let (header, mut r) = RequestHeader::parse(message)?;
-        let version = header.api_version;
-        let reading: Option<Reading<'a>> = match header.api.key {
-            PRODUCE => Some(Keeping(|r, v, k| {
-                produce::parse(r, v, k).map(Body::Produce)
-            })),
-            FETCH => Some(Keeping(|r, v, k| fetch::parse(r, v, k).map(Body::Fetch))),
-            LIST_OFFSETS => Some(Keeping(|r, v, k| {
-                list_offsets::parse(r, v, k).map(Body::ListOffsets)
-            })),
-            METADATA => Some(Keeping(|r, v, k| {
-                metadata::parse(r, v, k).map(Body::Metadata)
-            })),
-            OFFSET_COMMIT => Some(Keeping(|r, v, k| {
-                offset_commit::parse(r, v, k).map(Body::OffsetCommit)
-            })),
-            CREATE_TOPICS => Some(Keeping(|r, v, k| {
-                create_topics::parse(r, v, k).map(Body::CreateTopics)
-            })),
-            DELETE_TOPICS => Some(Keeping(|r, v, k| {
-                delete_topics::parse(r, v, k).map(Body::DeleteTopics)
-            })),
-            DELETE_RECORDS => Some(Keeping(|r, v, k| {
-                delete_records::parse(r, v, k).map(Body::DeleteRecords)
-            })),
-            OFFSET_FOR_LEADER_EPOCH => Some(Keeping(|r, v, k| {
-                offset_for_leader_epoch::parse(r, v, k).map(Body::OffsetForLeaderEpoch)
-            })),
-            TXN_OFFSET_COMMIT => Some(Keeping(|r, v, k| {
-                txn_offset_commit::parse(r, v, k).map(Body::TxnOffsetCommit)
-            })),
-            OFFSET_FETCH => Some(Nested(|r, v| {
-                offset_fetch::parse(r, v).map(Body::OffsetFetch)
-            })),
-            ADD_PARTITIONS_TO_TXN => Some(Nested(|r, v| {
-                add_partitions_to_txn::parse(r, v).map(Body::AddPartitionsToTxn)
-            })),
-            FIND_COORDINATOR => Some(Nested(|r, v| {
-                find_coordinator::parse(r, v).map(Body::FindCoordinator)
-            })),
-            DESCRIBE_CONFIGS => Some(Nested(|r, v| {
-                configs::parse(r, DESCRIBE_CONFIGS, v).map(Body::Configs)
-            })),
-            ALTER_CONFIGS => Some(Nested(|r, v| {
-                configs::parse(r, ALTER_CONFIGS, v).map(Body::Configs)
-            })),
-            INCREMENTAL_ALTER_CONFIGS => Some(Nested(|r, v| {
-                configs::parse(r, INCREMENTAL_ALTER_CONFIGS, v).map(Body::Configs)
-            })),
-            DESCRIBE_ACLS => Some(Nested(|r, v| {
-                acls::parse(r, DESCRIBE_ACLS, v).map(Body::Acls)
-            })),
-            CREATE_ACLS => Some(Nested(|r, v| {
-                acls::parse(r, CREATE_ACLS, v).map(Body::Acls)
-            })),
-            DELETE_ACLS => Some(Nested(|r, v| {
-                acls::parse(r, DELETE_ACLS, v).map(Body::Acls)
-            })),
-            _ => None,
-        };
-        let Some(reading) = reading else {
-            return Ok(Request::unread(header));
-        };
+        let (key, version) = (header.api.key, header.api_version);
+        if !reads_body(key) {
+            return Ok(slot.insert(Request::unread(header)));
+        }
         if !header.api.accepts(version) {
             return Err(Error::UnsupportedVersion {
                 api: header.api.name,
@@ -192,16 +129,44 @@ impl<'a> Request<'a> {
         // Bytes after the last field are left unread, as Kafka's broker leaves them (it
         // parses a request's fields and never checks that the frame ends there), so the proxy
         // and the broker read the same fields; librdkafka's Metadata request for all topics
-        // ends in three such bytes.
-        let mut request = Request::unread(header);
-        request.body = match reading {
-            Keeping(read) => read(&mut r, version, &mut request.kept)?,
-            Nested(read) => {
-                let body = read(&mut r, version)?;
-                request.kept.keep(Self::read_topics(&body));
-                body
+        // ends in three such bytes. Each body is read by a direct call, so that its reading is
+        // inlined here and it is written in place.
+        let request = slot.insert(Request::unread(header));
+        let (r, v, kept) = (&mut r, version, &mut request.kept);
+        request.body = match key {
+            // Topics kept as their entries are read.
+            PRODUCE => Body::Produce(produce::parse(r, v, kept)?),
+            FETCH => Body::Fetch(fetch::parse(r, v, kept)?),
+            LIST_OFFSETS => Body::ListOffsets(list_offsets::parse(r, v, kept)?),
+            METADATA => Body::Metadata(metadata::parse(r, v, kept)?),
+            OFFSET_COMMIT => Body::OffsetCommit(offset_commit::parse(r, v, kept)?),
+            CREATE_TOPICS => Body::CreateTopics(create_topics::parse(r, v, kept)?),
+            DELETE_TOPICS => Body::DeleteTopics(delete_topics::parse(r, v, kept)?),
+            DELETE_RECORDS => Body::DeleteRecords(delete_records::parse(r, v, kept)?),
+            OFFSET_FOR_LEADER_EPOCH => {
+                Body::OffsetForLeaderEpoch(offset_for_leader_epoch::parse(r, v, kept)?)
             }
+            TXN_OFFSET_COMMIT => Body::TxnOffsetCommit(txn_offset_commit::parse(r, v, kept)?),
+            // Topics in nested arrays or resources, kept once the body is read.
+            OFFSET_FETCH => Body::OffsetFetch(offset_fetch::parse(r, v)?),
+            ADD_PARTITIONS_TO_TXN => Body::AddPartitionsToTxn(add_partitions_to_txn::parse(r, v)?),
+            FIND_COORDINATOR => Body::FindCoordinator(find_coordinator::parse(r, v)?),
+            DESCRIBE_CONFIGS | ALTER_CONFIGS | INCREMENTAL_ALTER_CONFIGS => {
+                Body::Configs(configs::parse(r, key, v)?)
+            }
+            DESCRIBE_ACLS | CREATE_ACLS | DELETE_ACLS => Body::Acls(acls::parse(r, key, v)?),
+            _ => Body::Unread,
         };
+        if matches!(
+            request.body,
+            Body::OffsetFetch(_)
+                | Body::AddPartitionsToTxn(_)
+                | Body::FindCoordinator(_)
+                | Body::Configs(_)
+                | Body::Acls(_)
+        ) {
+            request.kept.keep(Self::read_topics(&request.body));
+        }
         Ok(request)
     }
 
@@ -395,6 +360,7 @@ trait PartitionedTopic {
 }
 
 /// Reads one topic entry of the shape `S`.
+#[inline]
 fn partitioned_topic<'a, S: PartitionedTopic>(
     r: &mut Reader<'a>,
     version: i16,

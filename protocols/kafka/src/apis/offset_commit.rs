@@ -44,6 +44,7 @@ struct Topic;
 impl PartitionedTopic for Topic {
     const IDS_FROM: i16 = TOPIC_IDS;
 
+    #[inline]
     fn partition(r: &mut Reader<'_>, version: i16) -> Result<i32, WireError> {
         let index = r.i32("a partition index")?;
         r.i64("the committed offset")?;

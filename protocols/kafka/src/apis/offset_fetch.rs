@@ -87,6 +87,7 @@ impl PartitionedTopic for Topic {
     const IDS_FROM: i16 = TOPIC_IDS;
     const PARTITIONS: &'static str = "the partition indexes";
 
+    #[inline]
     fn partition(r: &mut Reader<'_>, version: i16) -> Result<i32, WireError> {
         partition_index(r, version)
     }

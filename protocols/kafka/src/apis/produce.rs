@@ -46,6 +46,7 @@ struct Topic;
 impl PartitionedTopic for Topic {
     const IDS_FROM: i16 = TOPIC_IDS;
 
+    #[inline]
     fn partition(r: &mut Reader<'_>, _version: i16) -> Result<i32, WireError> {
         let index = r.i32("a partition index")?;
         r.skip_bytes("the records")?;

@@ -1862,7 +1862,8 @@ fn topics_left_out_are_placed_in_request_order_among_the_brokers() {
                 false => metadata::Placed::Failed(&failed[at.clone()]),
             });
             let mut out = b"kept".to_vec();
-            metadata::add_topics(&e.out, version, placed, &mut out).unwrap();
+            let mut buffers = metadata::RewriteBuffers::default();
+            metadata::add_topics(&e.out, version, placed, &mut buffers, &mut out).unwrap();
             assert_eq!(&out[..4], b"kept");
             let out = &out[4..];
             assert_eq!(out[..4], ((out.len() - 4) as u32).to_be_bytes());

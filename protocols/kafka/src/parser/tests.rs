@@ -2155,3 +2155,33 @@ proptest! {
         );
     }
 }
+
+#[test]
+fn a_burst_of_rewrites_leaves_at_most_a_few_spare_buffers_behind() {
+    use super::{Rewrite, Slot, SpareBuffers, MAX_SPARE};
+    let mut spare = SpareBuffers::default();
+    let done: Vec<Rewrite> = (0..MAX_SPARE + 4)
+        .map(|_| {
+            let mut left_out = spare.left_out();
+            left_out.bytes.extend_from_slice(b"empire-announce");
+            left_out.order.push(Slot::KeptId([7; 16]));
+            Rewrite::Narrowed(left_out)
+        })
+        .collect();
+    for rewrite in done {
+        spare.keep(rewrite);
+    }
+    assert_eq!(
+        (spare.bytes.len(), spare.orders.len()),
+        (MAX_SPARE, MAX_SPARE)
+    );
+    let reused = spare.left_out();
+    assert!(
+        reused.bytes.is_empty() && reused.order.is_empty(),
+        "emptied"
+    );
+    assert!(
+        reused.bytes.capacity() >= 15,
+        "with the capacity of a rewrite done"
+    );
+}

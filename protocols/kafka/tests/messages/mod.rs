@@ -212,9 +212,27 @@ pub fn metadata(correlation_id: i32, topics: &[&str], allow_auto_topic_creation:
     })
 }
 
+/// Metadata v12 asking for every topic (a null topic array), without leave to create any.
+pub fn metadata_for_all_topics(correlation_id: i32) -> Vec<u8> {
+    request(METADATA, 12, correlation_id, |m| {
+        m.null().i8(0).i8(0).tags();
+    })
+}
+
 /// The Metadata v12 response: one broker, and `topics` by name and id, each with partition 0
 /// led by that broker.
 pub fn metadata_response(correlation_id: i32, topics: &[(&str, [u8; 16])]) -> Vec<u8> {
+    metadata_response_failing(correlation_id, topics, &[])
+}
+
+/// [`metadata_response`] with, after `topics`, an entry for each of `failed` with error
+/// TOPIC_AUTHORIZATION_FAILED (29): the name, a zero id, not internal, no partitions,
+/// authorized operations not reported.
+pub fn metadata_response_failing(
+    correlation_id: i32,
+    topics: &[(&str, [u8; 16])],
+    failed: &[&str],
+) -> Vec<u8> {
     response(correlation_id, |m| {
         m.i32(0); // throttle time
         m.array(1)
@@ -224,12 +242,16 @@ pub fn metadata_response(correlation_id: i32, topics: &[(&str, [u8; 16])]) -> Ve
             .null()
             .tags();
         m.compact(b"empire").i32(1); // cluster id, controller
-        m.array(topics.len());
+        m.array(topics.len() + failed.len());
         for (name, id) in topics {
             m.i16(0).compact(name.as_bytes()).raw(id).i8(0);
             m.array(1).i16(0).i32(0).i32(1).i32(0);
             m.array(1).i32(1).array(1).i32(1).array(0).tags(); // replicas, isr, offline
             m.i32(i32::MIN).tags(); // authorized operations
+        }
+        for name in failed {
+            m.i16(29).compact(name.as_bytes()).raw(&[0; 16]).i8(0);
+            m.array(0).i32(i32::MIN).tags();
         }
         m.tags();
     })
