@@ -105,13 +105,14 @@ pub(crate) struct Ends {
 }
 
 /// Serves one accepted connection until both sides are done, an error closes it, or `closing`
-/// says its drain time is over.
+/// says its drain time is over. What it is handed by reference stays in the caller's task
+/// instead of being stored twice in this one (as an argument and as a local).
 pub(crate) async fn serve(
     client: TcpStream,
     ends: Ends,
-    route: Arc<Route>,
-    shared: Arc<Shared>,
-    mut closing: watch::Receiver<bool>,
+    route: &Route,
+    shared: &Shared,
+    closing: &mut watch::Receiver<bool>,
 ) {
     let metrics = &shared.metrics;
     metrics.connections_total.fetch_add(1, Ordering::Relaxed);
@@ -169,9 +170,7 @@ pub(crate) async fn serve(
             let mut io = Sockets::new(client, upstream);
             let mut clock = Clock::new(&shared.timeouts, Instant::now());
             let load = shared.overload.register(id);
-            connection
-                .run(&mut io, &mut clock, &load, &mut closing)
-                .await
+            connection.run(&mut io, &mut clock, &load, closing).await
         }
         _ => {
             // A plain connection ends when a policy change would no longer let it through as
@@ -191,7 +190,7 @@ pub(crate) async fn serve(
             };
             // On the heap: held in place, it would make the task of every parsed connection
             // as large as a plain one's.
-            let plain = forward_plain(client, upstream, &shared, still_plain, &mut closing);
+            let plain = forward_plain(client, upstream, shared, still_plain, closing);
             let result = Box::pin(plain).await;
             if let Err(Closed::PolicyChanged(reason)) = &result {
                 let status = format!("closed by a policy change: {reason}");
