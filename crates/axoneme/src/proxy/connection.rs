@@ -119,7 +119,7 @@ pub(crate) async fn serve(
     let snapshot = shared.state.snapshot();
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let registry = shared.state.registry();
-    let decision = decide(&snapshot, registry, &route, ends, id);
+    let decision = decide(&snapshot, registry, route, ends, id);
     if let Outcome::Refuse {
         policy_name,
         reason,
@@ -127,15 +127,15 @@ pub(crate) async fn serve(
     } = &decision.outcome
     {
         refused(
-            &shared,
-            &route,
+            shared,
+            route,
             decision.refusing_meta(),
             policy_name,
             reason,
         );
         return;
     }
-    let Some(upstream) = connect_upstream(id, &route, ends, &shared).await else {
+    let Some(upstream) = connect_upstream(id, route, ends, shared).await else {
         return;
     };
     metrics.connections_active.fetch_add(1, Ordering::Relaxed);
@@ -163,7 +163,7 @@ pub(crate) async fn serve(
                 protocol_metrics,
             );
             let engine = Connection::new(parser, meta, protocol.name(), shared.limits);
-            let mut connection = ParsedConnection::new(engine, checks, &shared, &snapshot);
+            let mut connection = ParsedConnection::new(engine, checks, shared, &snapshot);
             // A live connection follows policy through `shared.state`; the snapshot it started
             // under is not kept.
             drop(snapshot);
@@ -180,7 +180,7 @@ pub(crate) async fn serve(
             let port = ends.upstream.port();
             let still_plain = || {
                 let snapshot = shared.state.snapshot();
-                match decide(&snapshot, registry, &route, ends, id).outcome {
+                match decide(&snapshot, registry, route, ends, id).outcome {
                     Outcome::Forward => None,
                     Outcome::Refuse { reason, .. } => Some(reason),
                     Outcome::Parse(protocol) => {
@@ -218,7 +218,7 @@ pub(crate) async fn serve(
         Err(Closed::PolicyChanged(reason)) => {
             tracing::info!(conn = id, reason, "connection closed by a policy change")
         }
-        Err(Closed::TimedOut(kind)) => timed_out(&shared, &route, ends, id, kind),
+        Err(Closed::TimedOut(kind)) => timed_out(shared, route, ends, id, kind),
         Err(Closed::Overloaded) => tracing::debug!(
             conn = id,
             "connection closed: the agent buffered more than limits.bufferedBytes"
