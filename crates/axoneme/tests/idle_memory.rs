@@ -1,7 +1,9 @@
-//! What an idle parsed connection costs in heap, whatever it did before: the proxy runs in this
-//! process under an allocator that counts live bytes; [`CONNECTIONS`] connections each make a
-//! request of about 1 MiB and then wait, and the heap they hold between them, over the count
-//! taken before they opened, must be at most [`IDLE_LIMIT`] each.
+//! What an idle parsed connection costs in heap: the proxy runs in this process under an
+//! allocator that counts live bytes; many connections each make their requests and then wait,
+//! and the heap they hold between them, over the count taken before they opened, is divided
+//! among them. After a request of about 1 MiB ([`CONNECTIONS`] connections) a connection must
+//! hold at most [`IDLE_LIMIT`]; after small requests ([`MANY_CONNECTIONS`] connections), what
+//! every connection costs whatever it carries, at most [`SMALL_IDLE_LIMIT`].
 //!
 //! memcached runs as a process of its own. The CQL server (`cql-fixture`) and the clients run
 //! on threads of this process whose allocations are not counted: each of them allocates and
@@ -27,8 +29,17 @@ use cql_fixture::store::Store;
 /// Connections held open at once.
 const CONNECTIONS: usize = 100;
 
-/// The most heap one idle connection may hold.
+/// The most heap one idle connection may hold after a large request.
 const IDLE_LIMIT: usize = 32 * 1024;
+
+/// Connections held open at once after small requests: enough that what the proxy allocates
+/// once, or per thousand connections, weighs little on each.
+const MANY_CONNECTIONS: usize = 1000;
+
+/// The most heap one idle memcached connection may hold after small requests: its task (in an
+/// unoptimised build, whose futures are larger than a release build's), its two sockets'
+/// registrations, its parser, engine and policy state.
+const SMALL_IDLE_LIMIT: usize = 4 * 1024;
 
 /// How long the count may take to settle once the clients have their answers (the proxy may
 /// still be finishing its turn on a connection when the last byte reaches the client).
@@ -103,11 +114,14 @@ impl Drop for Proxy {
     }
 }
 
-/// Runs `warm_up` once, then `work` on [`CONNECTIONS`] connections to `proxy`, each opened by
-/// `connect`; with the connections idle, returns the heap each holds beyond the count before
-/// they opened, once it is at most [`IDLE_LIMIT`] or [`SETTLE`] has passed.
+/// Runs `work` once on a first connection (numbered 0), so that what the proxy sets up on
+/// first use is there, then on `connections` connections to `proxy`, each opened by `connect`
+/// and numbered from 1; with the connections idle, returns the heap each holds beyond the
+/// count before they opened, once it is at most `limit` or [`SETTLE`] has passed.
 fn idle_bytes_per_connection(
     proxy: &Proxy,
+    connections: usize,
+    limit: usize,
     connect: impl Fn() -> TcpStream + Send + Sync + 'static,
     work: impl Fn(&mut TcpStream, usize) + Send + Sync + 'static,
 ) -> usize {
@@ -121,8 +135,8 @@ fn idle_bytes_per_connection(
             drop(first);
             turn.wait();
             turn.wait();
-            let mut connections: Vec<TcpStream> = (0..CONNECTIONS).map(|_| connect()).collect();
-            for (i, connection) in connections.iter_mut().enumerate() {
+            let mut open: Vec<TcpStream> = (0..connections).map(|_| connect()).collect();
+            for (i, connection) in open.iter_mut().enumerate() {
                 work(connection, i + 1);
             }
             turn.wait();
@@ -137,8 +151,8 @@ fn idle_bytes_per_connection(
     let deadline = Instant::now() + SETTLE;
     let per_connection = loop {
         let held = CountingAllocator::live_bytes().saturating_sub(before);
-        let per_connection = held / CONNECTIONS;
-        if per_connection <= IDLE_LIMIT || Instant::now() > deadline {
+        let per_connection = held / connections;
+        if per_connection <= limit || Instant::now() > deadline {
             break per_connection;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -172,6 +186,8 @@ impl Memcached {
                 "2m",
                 "-m",
                 "64",
+                "-c",
+                "4096",
             ])
             .args(["-p", &port.to_string()])
             .spawn()
@@ -238,12 +254,53 @@ fn an_idle_memcached_connection_holds_little_after_a_1_mib_multiget() {
     let addr = proxy.addr("memcached");
     let per_connection = idle_bytes_per_connection(
         &proxy,
+        CONNECTIONS,
+        IDLE_LIMIT,
         move || TcpStream::connect(addr).unwrap(),
         memcached_work,
     );
     eprintln!("memcached: {per_connection} bytes per idle connection after a 1 MiB multiget");
     assert!(
         per_connection <= IDLE_LIMIT,
+        "{per_connection} bytes per idle connection"
+    );
+}
+
+/// Requests of the first connection (numbered 0) before counting: enough access-log entries
+/// to fill the agent's ring of recent entries (1 MiB), which then holds no more.
+const WARM_UP_REQUESTS: usize = 5000;
+
+/// A set of a 2-byte value and a get of it; the first connection makes
+/// [`WARM_UP_REQUESTS`] gets more.
+fn small_memcached_work(stream: &mut TcpStream, connection: usize) {
+    stream.write_all(b"set small 0 0 2\r\nab\r\n").unwrap();
+    assert_eq!(read_until_end(stream, b"\r\n"), b"STORED\r\n");
+    let gets = if connection == 0 { WARM_UP_REQUESTS } else { 1 };
+    for _ in 0..gets {
+        stream.write_all(b"get small\r\n").unwrap();
+        assert_eq!(
+            read_until_end(stream, b"END\r\n"),
+            b"VALUE small 0 2\r\nab\r\nEND\r\n"
+        );
+    }
+}
+
+#[test]
+fn an_idle_memcached_connection_after_small_requests_holds_little() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let memcached = Memcached::start();
+    let proxy = Proxy::start("small", "memcache", memcached.addr);
+    let addr = proxy.addr("small");
+    let per_connection = idle_bytes_per_connection(
+        &proxy,
+        MANY_CONNECTIONS,
+        SMALL_IDLE_LIMIT,
+        move || TcpStream::connect(addr).unwrap(),
+        small_memcached_work,
+    );
+    eprintln!("memcached: {per_connection} bytes per idle connection after small requests");
+    assert!(
+        per_connection <= SMALL_IDLE_LIMIT,
         "{per_connection} bytes per idle connection"
     );
 }
@@ -348,7 +405,13 @@ fn an_idle_cql_connection_holds_little_after_a_frame_decompressing_to_1_mib() {
     let fixture = start_cql_fixture();
     let proxy = Proxy::start("cql", "cassandra", fixture);
     let addr = proxy.addr("cql");
-    let per_connection = idle_bytes_per_connection(&proxy, move || cql_connect(addr), cql_work);
+    let per_connection = idle_bytes_per_connection(
+        &proxy,
+        CONNECTIONS,
+        IDLE_LIMIT,
+        move || cql_connect(addr),
+        cql_work,
+    );
     eprintln!(
         "cql: {per_connection} bytes per idle connection after a frame decompressing to 1 MiB"
     );

@@ -9,6 +9,7 @@
 //! and receive output through [`Output`].
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
 
 use axoneme_sdk::{
     AccessLog, ConnectionMeta, Context, EntryType, Field, Flow, InjectBuffer, Input, LogEntry, Op,
@@ -96,7 +97,9 @@ enum Stop {
 /// A proxied connection as the datapath sees it: a parser and the state of both flows.
 pub struct Connection {
     parser: Box<dyn Parser>,
-    meta: ConnectionMeta,
+    /// Shared with whoever else needs the connection's metadata for as long as it lives (the
+    /// proxy's request checks), so that a connection holds one copy.
+    meta: Arc<ConnectionMeta>,
     proto: &'static str,
     flows: [FlowState; 2],
     inject: [InjectBuffer; 2],
@@ -105,16 +108,17 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// A connection parsed by `parser` of protocol `proto`.
+    /// A connection parsed by `parser` of protocol `proto`, described by `meta` (the metadata
+    /// itself or a shared copy).
     pub fn new(
         parser: Box<dyn Parser>,
-        meta: ConnectionMeta,
+        meta: impl Into<Arc<ConnectionMeta>>,
         proto: &'static str,
         limits: Limits,
     ) -> Self {
         Connection {
             parser,
-            meta,
+            meta: meta.into(),
             proto,
             flows: Default::default(),
             inject: [

@@ -105,20 +105,21 @@ pub(crate) struct Ends {
 }
 
 /// Serves one accepted connection until both sides are done, an error closes it, or `closing`
-/// says its drain time is over.
+/// says its drain time is over. What it is handed by reference stays in the caller's task
+/// instead of being stored twice in this one (as an argument and as a local).
 pub(crate) async fn serve(
     client: TcpStream,
     ends: Ends,
-    route: Arc<Route>,
-    shared: Arc<Shared>,
-    mut closing: watch::Receiver<bool>,
+    route: &Route,
+    shared: &Shared,
+    closing: &mut watch::Receiver<bool>,
 ) {
     let metrics = &shared.metrics;
     metrics.connections_total.fetch_add(1, Ordering::Relaxed);
     let snapshot = shared.state.snapshot();
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let registry = shared.state.registry();
-    let decision = decide(&snapshot, registry, &route, ends, id);
+    let decision = decide(&snapshot, registry, route, ends, id);
     if let Outcome::Refuse {
         policy_name,
         reason,
@@ -126,48 +127,60 @@ pub(crate) async fn serve(
     } = &decision.outcome
     {
         refused(
-            &shared,
-            &route,
+            shared,
+            route,
             decision.refusing_meta(),
             policy_name,
             reason,
         );
         return;
     }
-    let Some(upstream) = connect_upstream(id, &route, ends, &shared).await else {
+    let Some(upstream) = connect_upstream(id, route, ends, shared).await else {
         return;
     };
     metrics.connections_active.fetch_add(1, Ordering::Relaxed);
     let _ = client.set_nodelay(true);
     let other_meta = decision.other_meta().cloned();
-    let Decision { meta, outcome, .. } = decision;
+    // What the connection lives on is moved out; the rest of the decision is freed now rather
+    // than held for the connection's life.
+    let Decision {
+        meta,
+        outcome,
+        ends: decided,
+    } = decision;
+    drop(decided);
     let result = match outcome {
         Outcome::Parse(protocol) => {
             let parser = protocol.new_parser(&meta);
             let protocol_metrics = metrics.protocol(protocol.name());
+            // One copy of the metadata, shared by the engine and the checks.
+            let meta = Arc::new(meta);
             let checks = RequestChecks::new(
-                meta.clone(),
+                Arc::clone(&meta),
                 other_meta,
                 &snapshot,
                 shared.log.as_ref(),
                 protocol_metrics,
             );
             let engine = Connection::new(parser, meta, protocol.name(), shared.limits);
-            let connection = ParsedConnection::new(engine, checks, &shared, &snapshot);
-            let clock = Clock::new(shared.timeouts, Instant::now());
+            let mut connection = ParsedConnection::new(engine, checks, shared, &snapshot);
+            // A live connection follows policy through `shared.state`; the snapshot it started
+            // under is not kept.
+            drop(snapshot);
+            let mut io = Sockets::new(client, upstream);
+            let mut clock = Clock::new(&shared.timeouts, Instant::now());
             let load = shared.overload.register(id);
-            connection
-                .run(client, upstream, clock, &load, &mut closing)
-                .await
+            connection.run(&mut io, &mut clock, &load, closing).await
         }
         _ => {
             // A plain connection ends when a policy change would no longer let it through as
             // plain bytes (refused, or its port now has L7 rules): it cannot start parsing
             // mid-stream, and the client reconnects under the new policy.
+            drop(snapshot);
             let port = ends.upstream.port();
             let still_plain = || {
                 let snapshot = shared.state.snapshot();
-                match decide(&snapshot, registry, &route, ends, id).outcome {
+                match decide(&snapshot, registry, route, ends, id).outcome {
                     Outcome::Forward => None,
                     Outcome::Refuse { reason, .. } => Some(reason),
                     Outcome::Parse(protocol) => {
@@ -175,7 +188,10 @@ pub(crate) async fn serve(
                     }
                 }
             };
-            let result = forward_plain(client, upstream, &shared, still_plain, &mut closing).await;
+            // On the heap: held in place, it would make the task of every parsed connection
+            // as large as a plain one's.
+            let plain = forward_plain(client, upstream, shared, still_plain, closing);
+            let result = Box::pin(plain).await;
             if let Err(Closed::PolicyChanged(reason)) = &result {
                 let status = format!("closed by a policy change: {reason}");
                 shared.log.log(&LogEntry {
@@ -202,7 +218,7 @@ pub(crate) async fn serve(
         Err(Closed::PolicyChanged(reason)) => {
             tracing::info!(conn = id, reason, "connection closed by a policy change")
         }
-        Err(Closed::TimedOut(kind)) => timed_out(&shared, &route, ends, id, kind),
+        Err(Closed::TimedOut(kind)) => timed_out(shared, route, ends, id, kind),
         Err(Closed::Overloaded) => tracing::debug!(
             conn = id,
             "connection closed: the agent buffered more than limits.bufferedBytes"
@@ -529,19 +545,17 @@ impl<'s> ParsedConnection<'s> {
     /// appears; activity that pushes deadlines later only updates `clock`, and when the timer
     /// fires early it is set to the deadline `clock` gives then. So most reads cost no timer
     /// update, and the clock is read once per poll that moved something.
+    ///
+    /// Everything the connection keeps lives in the caller's frame and is lent here, so that
+    /// the task holds it once (an `async fn` stores what it takes by value twice: as its
+    /// argument and as its local).
     async fn run(
-        mut self,
-        client: TcpStream,
-        upstream: TcpStream,
-        mut clock: Clock,
+        &mut self,
+        io: &mut Sockets,
+        clock: &mut Clock<'_>,
         load: &Registered,
         closing: &mut watch::Receiver<bool>,
     ) -> Result<(), Closed> {
-        let mut io = Sockets {
-            client: Side::new(client),
-            upstream: Side::new(upstream),
-            outbox: Outbox::new(),
-        };
         let drained = drained(closing);
         tokio::pin!(drained);
         let shed = load.shed();
@@ -556,7 +570,7 @@ impl<'s> ParsedConnection<'s> {
                 return Poll::Ready(Err(Closed::Overloaded));
             }
             let mut moved = Moved::default();
-            let pumped = self.pump(cx, &mut io, &mut moved);
+            let pumped = self.pump(cx, io, &mut moved);
             load.set(self.engine.buffered_bytes() + io.outbox.len());
             if let Poll::Ready(result) = pumped {
                 return Poll::Ready(result);
@@ -703,8 +717,9 @@ impl Unfinished {
 /// sockets or timers: it is told what moved when, and says when the next timeout may expire
 /// and which one has.
 #[derive(Debug)]
-struct Clock {
-    timeouts: Timeouts,
+struct Clock<'t> {
+    /// The agent's, shared by every connection.
+    timeouts: &'t Timeouts,
     /// When a byte last arrived from either side (at first, when the connection began).
     last_byte: Instant,
     /// The client's unfinished request: the engine's count of frames decided on the request
@@ -715,8 +730,8 @@ struct Clock {
     upstream_owes: Option<Instant>,
 }
 
-impl Clock {
-    fn new(timeouts: Timeouts, now: Instant) -> Clock {
+impl<'t> Clock<'t> {
+    fn new(timeouts: &'t Timeouts, now: Instant) -> Clock<'t> {
         Clock {
             timeouts,
             last_byte: now,
@@ -783,6 +798,16 @@ struct Sockets {
     client: Side,
     upstream: Side,
     outbox: Outbox,
+}
+
+impl Sockets {
+    fn new(client: TcpStream, upstream: TcpStream) -> Sockets {
+        Sockets {
+            client: Side::new(client),
+            upstream: Side::new(upstream),
+            outbox: Outbox::new(),
+        }
+    }
 }
 
 /// One socket of a parsed connection.
@@ -882,16 +907,15 @@ mod tests {
 
     const SECOND: Duration = Duration::from_secs(1);
 
-    fn clock(start: Instant) -> Clock {
-        Clock::new(
-            Timeouts {
-                client_idle: 10 * SECOND,
-                request_progress: 3 * SECOND,
-                upstream_response: 5 * SECOND,
-                upstream_connect: SECOND,
-            },
-            start,
-        )
+    const TIMEOUTS: Timeouts = Timeouts {
+        client_idle: Duration::from_secs(10),
+        request_progress: Duration::from_secs(3),
+        upstream_response: Duration::from_secs(5),
+        upstream_connect: SECOND,
+    };
+
+    fn clock(start: Instant) -> Clock<'static> {
+        Clock::new(&TIMEOUTS, start)
     }
 
     const FROM_CLIENT: Moved = Moved {

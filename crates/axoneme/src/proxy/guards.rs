@@ -114,7 +114,7 @@ impl Guarded {
 
 /// One guarded end as requests are checked against it.
 struct End<'s> {
-    meta: ConnectionMeta,
+    meta: Arc<ConnectionMeta>,
     /// The end's request-level policy for this connection, as of the last refresh.
     policy: Arc<PortPolicy>,
     /// Whether requests are checked against this end: always for the listener's own end; for
@@ -131,7 +131,7 @@ struct End<'s> {
 impl<'s> End<'s> {
     /// The end `meta` describes, with its policy in `snapshot`.
     fn new(
-        meta: ConnectionMeta,
+        meta: Arc<ConnectionMeta>,
         snapshot: &Snapshot,
         always_checked: bool,
         metrics: Option<&'s ProtocolMetrics>,
@@ -228,8 +228,16 @@ struct LastCheck {
 /// ends: what the datapath engine is handed as its policy and its log.
 pub(crate) struct RequestChecks<'s> {
     own: End<'s>,
-    other: Option<End<'s>>,
+    /// Boxed: only connections between two endpoints of a transparent listener have one, and
+    /// every other connection would hold its room.
+    other: Option<Box<OtherEnd<'s>>>,
     log: &'s dyn AccessLog,
+}
+
+/// The guarded end other than the listener's own, and what a request checked against both ends
+/// leaves for its log entries.
+struct OtherEnd<'s> {
+    end: End<'s>,
     last: Mutex<LastCheck>,
 }
 
@@ -237,17 +245,21 @@ impl<'s> RequestChecks<'s> {
     /// The checks of a connection whose ends `own` (the listener's) and `other` describe, as
     /// of `snapshot`.
     pub(crate) fn new(
-        own: ConnectionMeta,
+        own: impl Into<Arc<ConnectionMeta>>,
         other: Option<ConnectionMeta>,
         snapshot: &Snapshot,
         log: &'s dyn AccessLog,
         metrics: Option<&'s ProtocolMetrics>,
     ) -> RequestChecks<'s> {
         RequestChecks {
-            own: End::new(own, snapshot, true, metrics),
-            other: other.map(|meta| End::new(meta, snapshot, false, metrics)),
+            own: End::new(own.into(), snapshot, true, metrics),
+            other: other.map(|meta| {
+                Box::new(OtherEnd {
+                    end: End::new(Arc::new(meta), snapshot, false, metrics),
+                    last: Mutex::new(LastCheck::default()),
+                })
+            }),
             log,
-            last: Mutex::new(LastCheck::default()),
         }
     }
 
@@ -255,30 +267,27 @@ impl<'s> RequestChecks<'s> {
     pub(crate) fn refresh(&mut self, snapshot: &Snapshot) {
         self.own.refresh(snapshot, true);
         if let Some(other) = &mut self.other {
-            other.refresh(snapshot, false);
+            other.end.refresh(snapshot, false);
         }
     }
 
-    /// Both ends in the order a request meets them, when both are checked.
-    fn both(&self) -> Option<(&End<'s>, &End<'s>)> {
-        let other = self.other.as_ref().filter(|o| o.checked)?;
+    /// Both ends in the order a request meets them, when both are checked, and the last
+    /// request's check.
+    fn both(&self) -> Option<(&End<'s>, &End<'s>, MutexGuard<'_, LastCheck>)> {
+        let other = self.other.as_deref().filter(|o| o.end.checked)?;
+        let last = other.last.lock().unwrap_or_else(|p| p.into_inner());
         Some(match self.own.meta.direction {
-            Direction::Egress => (&self.own, other),
-            Direction::Ingress => (other, &self.own),
+            Direction::Egress => (&self.own, &other.end, last),
+            Direction::Ingress => (&other.end, &self.own, last),
         })
-    }
-
-    fn last(&self) -> MutexGuard<'_, LastCheck> {
-        self.last.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 impl RequestPolicy for RequestChecks<'_> {
     fn check(&self, matches: &mut dyn FnMut(&(dyn Any + Send + Sync)) -> bool) -> Verdict<'_> {
-        let Some((first, second)) = self.both() else {
+        let Some((first, second, mut last)) = self.both() else {
             return self.own.check(matches);
         };
-        let mut last = self.last();
         let verdict = first.check(matches);
         last.audits = [DenyReason::of_audited(&verdict), None];
         if !verdict.allowed {
@@ -302,10 +311,9 @@ impl AccessLog for RequestChecks<'_> {
     /// first end's allowing entry comes before it. Each entry is marked audited by its own end's
     /// verdict (see [`axoneme_sdk::logging_audit`]).
     fn log(&self, entry: &LogEntry<'_>) {
-        let Some((first, second)) = self.both() else {
+        let Some((first, second, mut last)) = self.both() else {
             return self.log.log(entry);
         };
-        let mut last = self.last();
         let audits = std::mem::take(&mut last.audits);
         let own_audit = |end: usize| audits[end].filter(|_| entry.entry_type == EntryType::Request);
         match std::mem::take(&mut last.decided) {

@@ -188,11 +188,11 @@ pub(crate) async fn accept_loop(
                         continue;
                     }
                 };
-                let closing = tracker.close.subscribe();
+                let mut closing = tracker.close.subscribe();
                 let (route, shared) = (Arc::clone(&route), Arc::clone(&shared));
                 workers.spawn(async move {
                     match TcpStream::from_std(stream) {
-                        Ok(stream) => serve(stream, ends, route, shared, closing).await,
+                        Ok(stream) => serve(stream, ends, &route, &shared, &mut closing).await,
                         Err(error) => no_destination(&shared, &route, client, &error),
                     }
                     drop((open, admitted));
