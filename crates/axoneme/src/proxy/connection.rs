@@ -126,13 +126,7 @@ pub(crate) async fn serve(
         ..
     } = &decision.outcome
     {
-        refused(
-            shared,
-            route,
-            decision.refusing_meta(),
-            policy_name,
-            reason,
-        );
+        refused(shared, route, decision.refusing_meta(), policy_name, reason);
         return;
     }
     let Some(upstream) = connect_upstream(id, route, ends, shared).await else {
