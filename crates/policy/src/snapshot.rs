@@ -144,7 +144,10 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Compiles `policies` for `endpoints`. `host_ips` are the addresses of the local host.
-    /// `previous`, the snapshot in force, keeps identity numbers stable and sets the revision.
+    /// `previous`, the snapshot in force, keeps identity numbers stable, sets the revision and
+    /// lends its compiled policies: a policy whose document did not change is not compiled
+    /// again, only updated for the identities that changed. The result is the same as
+    /// without it, numbers aside.
     ///
     /// Fails on an unknown `l7proto`, L7 rules the protocol rejects, two L7 protocols on one
     /// port of one endpoint and direction, and inconsistent endpoints (a name or an address

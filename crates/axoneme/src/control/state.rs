@@ -1,8 +1,10 @@
 //! The agent's state: endpoints, policies (from files, from the API, and in cluster mode from
 //! the kvstore), and the compiled snapshot in force.
 //!
-//! Every change builds a new snapshot from the whole desired state and either swaps it in with
-//! a new revision or leaves everything as it was and returns the error: a bad change never
+//! Every change builds a new snapshot from the whole desired state (the snapshot in force lends
+//! it the policies it compiled, and the cluster's policy texts parsed before are not parsed
+//! again, so that a change costs what it touches) and either swaps it in with a new revision
+//! or leaves everything as it was and returns the error: a bad change never
 //! reaches traffic. A change that leaves an endpoint without policy enforcement in a direction
 //! (so allowing everything that way) is logged as a warning, and so is every policy warning.
 //! Connections read the snapshot without locks.
@@ -1066,6 +1068,67 @@ mod tests {
         assert_eq!(state.revision(), 3, "the last good state stays");
         assert_eq!(state.policies()[0].name(), "b");
         assert_eq!(state.import_errors(), 1);
+    }
+
+    /// A cluster policy letting `app=luke` reach r2d2's port `port_text` on ingress.
+    fn luke_on(port_text: &str) -> String {
+        format!(
+            "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {{name: luke}}\n\
+             spec:\n  endpointSelector: {{matchLabels: {{app: r2d2}}}}\n  ingress:\n  \
+             - fromEndpoints: [{{matchLabels: {{app: luke}}}}]\n    toPorts:\n    \
+             - ports: [{{port: '{port_text}'}}]\n"
+        )
+    }
+
+    #[test]
+    fn a_changed_cluster_text_is_applied_and_a_bad_one_leaves_the_last_good_in_force() {
+        let state = state();
+        state
+            .set_remote_endpoints(vec![endpoint("node-b/luke", "10.0.1.1", "luke")])
+            .unwrap();
+        let luke: IpAddr = "10.0.1.1".parse().unwrap();
+        let allowed = |state: &State, port| {
+            let verdict =
+                state
+                    .snapshot()
+                    .decide_connection("r2d2", Direction::Ingress, luke, port);
+            matches!(verdict, axoneme_policy::ConnectionVerdict::Allowed { .. })
+        };
+        let mut texts: BTreeMap<String, String> = [
+            ("guard".to_owned(), guard_named("guard")),
+            ("luke".to_owned(), luke_on("5001")),
+        ]
+        .into();
+        state.set_cluster_policies(&texts).unwrap();
+        assert!(allowed(&state, 5001) && !allowed(&state, 5002));
+
+        texts.insert("luke".into(), luke_on("5002"));
+        state.set_cluster_policies(&texts).unwrap();
+        assert!(!allowed(&state, 5001) && allowed(&state, 5002));
+
+        let revision = state.revision();
+        texts.insert("luke".into(), luke_on("not-a-port"));
+        let error = state.set_cluster_policies(&texts).unwrap_err().to_string();
+        assert!(error.starts_with("kvstore:luke: "), "{error}");
+        assert_eq!(state.revision(), revision, "the last good state stays");
+        assert!(allowed(&state, 5002));
+
+        texts.insert("luke".into(), luke_on("5001"));
+        state.set_cluster_policies(&texts).unwrap();
+        assert!(allowed(&state, 5001) && !allowed(&state, 5002));
+
+        state
+            .set_remote_endpoints(vec![endpoint("node-b/luke", "10.0.1.2", "luke")])
+            .unwrap();
+        assert!(!allowed(&state, 5001), "the old address is the world's now");
+        let moved: IpAddr = "10.0.1.2".parse().unwrap();
+        let verdict = state
+            .snapshot()
+            .decide_connection("r2d2", Direction::Ingress, moved, 5001);
+        assert!(matches!(
+            verdict,
+            axoneme_policy::ConnectionVerdict::Allowed { .. }
+        ));
     }
 
     #[test]
