@@ -96,11 +96,7 @@ impl View for IpCacheView {
         }
     }
 
-    fn update(
-        snapshot: &mut IpCache,
-        key: &str,
-        pair: Option<&(IpAddr, u32)>,
-    ) {
+    fn update(snapshot: &mut IpCache, key: &str, pair: Option<&(IpAddr, u32)>) {
         match pair {
             Some((ip, id)) => {
                 Arc::make_mut(&mut snapshot.0).insert(*ip, *id);

@@ -192,7 +192,9 @@ impl CompiledPolicy {
                             ranges: port_rule.ranges.clone(),
                             l7,
                         });
-                        compiled.allow.push((entry, Arc::from(port_rule.path.as_str())));
+                        compiled
+                            .allow
+                            .push((entry, Arc::from(port_rule.path.as_str())));
                     }
                 }
             }

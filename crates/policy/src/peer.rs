@@ -198,7 +198,8 @@ impl PeerSpec {
     /// that came are added when the spec selects them.
     pub(crate) fn update(&self, previous: &PeerSet, change: &IdentityChange) -> PeerSet {
         let mut set = previous.clone();
-        set.ids.retain(|id| change.removed.binary_search(id).is_err());
+        set.ids
+            .retain(|id| change.removed.binary_search(id).is_err());
         set.ids.extend(
             change
                 .added

@@ -183,7 +183,11 @@ fn endpoint(name: String, ip: Ipv4Addr, app: usize) -> EndpointSpec {
 }
 
 fn local(slot: u8, app: usize) -> EndpointSpec {
-    endpoint(format!("local-{slot}"), Ipv4Addr::new(10, 0, 0, slot + 1), app)
+    endpoint(
+        format!("local-{slot}"),
+        Ipv4Addr::new(10, 0, 0, slot + 1),
+        app,
+    )
 }
 
 fn remote(slot: u8, app: usize) -> EndpointSpec {
@@ -309,7 +313,8 @@ fn verdicts(snapshot: &Snapshot) -> Vec<String> {
             for remote in addresses() {
                 for port in [80, 81, 82] {
                     let verdict = snapshot.decide_connection(&name, direction, remote, port);
-                    let mut line = format!("{name} {direction:?} {remote}:{port} {}", short(&verdict));
+                    let mut line =
+                        format!("{name} {direction:?} {remote}:{port} {}", short(&verdict));
                     if let ConnectionVerdict::Refused { reason, .. } = &verdict {
                         line.push_str(&format!(" ({reason})"));
                     }

@@ -279,7 +279,11 @@ impl State {
             return Ok(None);
         };
         let mut sets = BTreeSet::new();
-        for endpoint in desired.endpoints().iter().chain(desired.remote_endpoints.iter()) {
+        for endpoint in desired
+            .endpoints()
+            .iter()
+            .chain(desired.remote_endpoints.iter())
+        {
             sets.insert(endpoint.identity_labels()?);
         }
         numbers.numbers(&sets).map(Some)
@@ -407,10 +411,7 @@ impl State {
         texts: &BTreeMap<String, String>,
     ) -> Result<Vec<Policy>, PolicyError> {
         let limit = self.lock().config.max_policy_bytes;
-        let mut cache = self
-            .cluster_texts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut cache = self.cluster_texts.lock().unwrap_or_else(|p| p.into_inner());
         let mut parsed = BTreeMap::new();
         let mut policies = Vec::new();
         for (name, text) in texts {
