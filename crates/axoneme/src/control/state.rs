@@ -16,7 +16,7 @@
 //! follow each other. This module does not watch files, serve the API or run listeners; it is
 //! told what changed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -395,10 +395,13 @@ impl State {
         let policies = self
             .parse_cluster_texts(texts)
             .inspect_err(|_| self.count_import_error())?;
+        let names: HashSet<&str> = policies.iter().map(Policy::name).collect();
         let revision = self.change(|base| {
-            let mut candidate = base.clone();
-            candidate.cluster_policies.clear();
-            with_imports(&candidate, &policies, ImportTarget::Cluster)
+            let mut candidate = with_imports(base, &policies, ImportTarget::Cluster)?;
+            candidate
+                .cluster_policies
+                .retain(|name, _| names.contains(name.as_str()));
+            Ok(candidate)
         })?;
         log_warnings(&warnings_of(&policies));
         Ok(revision)
@@ -415,19 +418,21 @@ impl State {
         let mut parsed = BTreeMap::new();
         let mut policies = Vec::new();
         for (name, text) in texts {
-            let text = PolicyText {
-                source: format!("{CLUSTER_SOURCE}:{name}"),
-                text: text.clone(),
-            };
             let known = cache
                 .remove(name)
-                .filter(|known| known.text == text.text && text.text.len() <= limit);
+                .filter(|known| known.text == *text && text.len() <= limit);
             let entry = match known {
                 Some(known) => known,
-                None => ParsedText {
-                    policies: parse_text(&text, limit)?,
-                    text: text.text,
-                },
+                None => {
+                    let text = PolicyText {
+                        source: format!("{CLUSTER_SOURCE}:{name}"),
+                        text: text.clone(),
+                    };
+                    ParsedText {
+                        policies: parse_text(&text, limit)?,
+                        text: text.text,
+                    }
+                }
             };
             policies.extend(entry.policies.iter().cloned());
             parsed.insert(name.clone(), entry);
