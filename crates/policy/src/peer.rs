@@ -312,6 +312,8 @@ impl PeerSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::SelectorModel;
+    use crate::selector::LabelSet;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
@@ -344,6 +346,41 @@ mod tests {
         ] {
             assert!(Cidr::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    fn view(id: u32, app: &str) -> IdentityView {
+        IdentityView {
+            id,
+            labels: LabelSet {
+                labels: [("app".to_owned(), app.to_owned())].into(),
+                reserved: false,
+            },
+        }
+    }
+
+    #[test]
+    fn an_updated_set_is_the_set_resolved_against_the_changed_identities() {
+        let model: SelectorModel = serde_yaml::from_str("{matchLabels: {app: luke}}").unwrap();
+        let spec = PeerSpec {
+            selectors: vec![Selector::parse(&model, "s").unwrap()],
+            ..PeerSpec::default()
+        };
+        let before = [view(300, "luke"), view(301, "leia"), view(302, "luke")];
+        // 300 now stands for other labels, 302 went, 303 and 304 came.
+        let after = [
+            view(300, "han"),
+            view(301, "leia"),
+            view(303, "luke"),
+            view(304, "leia"),
+        ];
+        let change = IdentityChange::between(&before, &after);
+        assert_eq!(change.removed, [300, 302]);
+        let added: Vec<u32> = change.added.iter().map(|v| v.id).collect();
+        assert_eq!(added, [300, 303, 304]);
+        let updated = spec.update(&spec.resolve(&before), &change);
+        assert_eq!(updated.ids, spec.resolve(&after).ids);
+        assert_eq!(updated.ids, [303]);
+        assert!(IdentityChange::between(&after, &after).is_empty());
     }
 
     #[test]

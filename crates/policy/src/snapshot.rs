@@ -147,7 +147,7 @@ impl Snapshot {
     /// `previous`, the snapshot in force, keeps identity numbers stable, sets the revision and
     /// lends its compiled policies: a policy whose document did not change is not compiled
     /// again, only updated for the identities that changed. The result is the same as
-    /// without it, numbers aside.
+    /// without it, numbers aside, provided `previous` was built with the same `registry`.
     ///
     /// Fails on an unknown `l7proto`, L7 rules the protocol rejects, two L7 protocols on one
     /// port of one endpoint and direction, and inconsistent endpoints (a name or an address
