@@ -40,12 +40,13 @@ pub(crate) async fn watch(
         mirror::start::<MastersView>(shared, CILIUM_IDENTITIES_PREFIX.to_owned()).await?;
     let ip_prefix = format!("{CILIUM_IP_PREFIX}{}/", shared.config.name);
     let (mut ips, ips_task) = mirror::start::<IpCacheView>(shared, ip_prefix).await?;
-    let combine =
-        |identities: &IdentitiesSnapshot, ips: &(BTreeMap<IpAddr, u32>, i64)| IdentitiesSnapshot {
-            revision: identities.revision.max(ips.1),
-            identities: identities.identities.clone(),
-            ips: ips.0.clone(),
-        };
+    // Both maps are shared with the mirrors, not copied: the mirror of the one that changes
+    // next copies it then, the other stays shared.
+    let combine = |identities: &IdentitiesSnapshot, ips: &IpCache| IdentitiesSnapshot {
+        revision: identities.revision.max(ips.1),
+        identities: Arc::clone(&identities.identities),
+        ips: Arc::clone(&ips.0),
+    };
     let (tx, rx) = watch::channel(combine(
         &identities.borrow_and_update(),
         &ips.borrow_and_update(),
@@ -73,13 +74,16 @@ fn cache_address(key: &str) -> Option<IpAddr> {
         .filter(|ip| ip.to_string() == key)
 }
 
+/// The IP cache's addresses and numbers, and the revision it stands at.
+type IpCache = (Arc<BTreeMap<IpAddr, u32>>, i64);
+
 /// Cilium's IP cache: `<ip>` → `IPIdentityPair`. CIDR entries (`<ip>/<bits>`) and values that
 /// do not decode are left out.
 struct IpCacheView;
 
 impl View for IpCacheView {
     type Value = (IpAddr, u32);
-    type Snapshot = (BTreeMap<IpAddr, u32>, i64);
+    type Snapshot = IpCache;
 
     fn decode(key: &str, value: &[u8]) -> Option<(IpAddr, u32)> {
         let ip = cache_address(key)?;
@@ -92,24 +96,20 @@ impl View for IpCacheView {
         }
     }
 
-    fn update(
-        snapshot: &mut (BTreeMap<IpAddr, u32>, i64),
-        key: &str,
-        pair: Option<&(IpAddr, u32)>,
-    ) {
+    fn update(snapshot: &mut IpCache, key: &str, pair: Option<&(IpAddr, u32)>) {
         match pair {
             Some((ip, id)) => {
-                snapshot.0.insert(*ip, *id);
+                Arc::make_mut(&mut snapshot.0).insert(*ip, *id);
             }
             None => {
                 if let Some(ip) = cache_address(key) {
-                    snapshot.0.remove(&ip);
+                    Arc::make_mut(&mut snapshot.0).remove(&ip);
                 }
             }
         }
     }
 
-    fn set_revision(snapshot: &mut (BTreeMap<IpAddr, u32>, i64), revision: i64) {
+    fn set_revision(snapshot: &mut IpCache, revision: i64) {
         snapshot.1 = revision;
     }
 }

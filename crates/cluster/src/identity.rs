@@ -34,16 +34,18 @@ use crate::keys::{split_labels, LabelsKey, FIRST_CLUSTER_IDENTITY, LAST_CLUSTER_
 use crate::mirror::{self, View};
 use crate::session::{Session, Shared};
 
-/// The cluster's identities at a revision.
+/// The cluster's identities at a revision. Its maps are shared between the snapshots that
+/// hold them: a copy costs nothing, and a mirror applying a change copies only the map it
+/// changes, when an older snapshot still holds it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IdentitiesSnapshot {
     /// The revision of the last change applied.
     pub revision: i64,
     /// Number → labels.
-    pub identities: BTreeMap<u32, Vec<String>>,
+    pub identities: Arc<BTreeMap<u32, Vec<String>>>,
     /// Address → number, as Cilium's IP cache holds it (empty with Axoneme's own identities,
     /// where addresses come from the endpoints).
-    pub ips: BTreeMap<std::net::IpAddr, u32>,
+    pub ips: Arc<BTreeMap<std::net::IpAddr, u32>>,
 }
 
 /// A label set this node references.
@@ -200,7 +202,7 @@ async fn claim(
         // first attempt looks in the watched identities; a repeat lists etcd afresh, since
         // the watch may lag behind what made the attempt fail.
         let masters: BTreeMap<u32, Vec<String>> = match shared.identities.get() {
-            Some(watched) if round == 0 => watched.borrow().identities.clone(),
+            Some(watched) if round == 0 => BTreeMap::clone(&watched.borrow().identities),
             _ => {
                 let (kvs, _) = shared.list(&keys.identity_ids()).await?;
                 kvs.iter()
@@ -489,11 +491,11 @@ impl View for MastersView {
     fn update(snapshot: &mut IdentitiesSnapshot, id: &str, identity: Option<&(u32, Vec<String>)>) {
         match identity {
             Some((id, labels)) => {
-                snapshot.identities.insert(*id, labels.clone());
+                Arc::make_mut(&mut snapshot.identities).insert(*id, labels.clone());
             }
             None => {
                 if let Some(id) = master_number(id) {
-                    snapshot.identities.remove(&id);
+                    Arc::make_mut(&mut snapshot.identities).remove(&id);
                 }
             }
         }

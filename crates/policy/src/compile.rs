@@ -1,11 +1,14 @@
-//! Compiling checked rules for the endpoints of a snapshot: which rules apply to which endpoint
-//! in which direction, with peers resolved to identities and L7 rules compiled by their
-//! protocol.
+//! Compiling checked rules for the endpoints of a snapshot, in two steps: each policy alone
+//! ([`CompiledPolicy`]: peers resolved to identities, L7 rules compiled by their protocol), then
+//! the per-endpoint tables ([`Assembly`]: which entries apply to which endpoint in which
+//! direction). A compiled policy depends only on its document and the snapshot's identities, so
+//! a snapshot takes over the previous one's for every policy that did not change
+//! ([`CompiledPolicy::for_identities`] updates only the peers a change of identities touches).
 //!
 //! Owns the one-protocol-per-port check and the per-direction tables decisions read. It must
 //! not decide connections (that is `snapshot.rs`) nor parse documents.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -13,7 +16,7 @@ use axoneme_sdk::{CompiledRules, Direction, Registry};
 
 use crate::error::{FieldError, L7Origin, PolicyError};
 use crate::identity::IdentityView;
-use crate::peer::PeerSet;
+use crate::peer::{IdentityChange, PeerSet};
 use crate::policy::Policy;
 use crate::ports::PortRange;
 use crate::rule::{L7Form, L7Spec, Section};
@@ -69,7 +72,7 @@ pub(crate) struct AllowEntry {
     /// The ports it allows.
     pub ranges: Vec<PortRange>,
     /// Its L7 protocol and rules.
-    pub l7: Option<CompiledL7>,
+    pub l7: Option<Arc<CompiledL7>>,
 }
 
 /// The L7 part of an allow entry.
@@ -118,110 +121,272 @@ fn direction_name(direction: Direction) -> &'static str {
     }
 }
 
-/// Compiles `policies` for `targets`, resolving peers against `identities`.
-pub(crate) fn compile(
-    policies: &[Policy],
-    targets: &[Target<'_>],
-    identities: &[IdentityView],
-    registry: &Registry,
-) -> Result<Compiled, PolicyError> {
-    let mut compiled: Compiled = targets.iter().map(|_| Default::default()).collect();
-    // Per target and direction: port -> where its L7 protocol was set.
-    let mut claims: Vec<[BTreeMap<u16, L7Origin>; 2]> =
-        targets.iter().map(|_| Default::default()).collect();
-    for policy in policies {
+/// One policy compiled against the identities of a snapshot: its entries, rule by rule, ready
+/// to be given to the endpoints each rule selects. Shared between snapshots while neither the
+/// policy nor the identities change.
+#[derive(Debug)]
+pub(crate) struct CompiledPolicy {
+    /// The policy it was compiled from.
+    pub policy: Policy,
+    /// One per rule of the policy, in order.
+    rules: Vec<CompiledRule>,
+}
+
+/// The entries of one rule: ingress, then egress.
+#[derive(Debug)]
+struct CompiledRule {
+    sections: [CompiledSection; 2],
+}
+
+/// The entries of one direction of one rule.
+#[derive(Debug)]
+struct CompiledSection {
+    /// Whether the rule puts the endpoints it selects in default deny this way.
+    default_deny: bool,
+    /// In rule order.
+    deny: Vec<Arc<DenyEntry>>,
+    /// In rule order, each with the path of its `toPorts` element.
+    allow: Vec<(Arc<AllowEntry>, Arc<str>)>,
+}
+
+impl CompiledPolicy {
+    /// Compiles `policy`: its peers resolved against `identities`, its L7 rules by their
+    /// protocol in `registry` (even when no endpoint is selected, so that errors always
+    /// surface).
+    pub(crate) fn compile(
+        policy: &Policy,
+        identities: &[IdentityView],
+        registry: &Registry,
+    ) -> Result<CompiledPolicy, PolicyError> {
         let name: Arc<str> = Arc::from(policy.name());
-        for rule in &policy.rules {
-            let selected: Vec<usize> = targets
+        let mut rules = Vec::with_capacity(policy.rules.len());
+        for rule in policy.rules.iter() {
+            let mut sections = [&rule.ingress, &rule.egress].map(|section| CompiledSection {
+                default_deny: section.default_deny,
+                deny: Vec::new(),
+                allow: Vec::new(),
+            });
+            for (compiled, section) in sections.iter_mut().zip([&rule.ingress, &rule.egress]) {
+                for deny in &section.deny {
+                    compiled.deny.push(Arc::new(DenyEntry {
+                        policy: name.clone(),
+                        peers: deny.peers.resolve(identities),
+                        ranges: deny.ranges.clone(),
+                    }));
+                }
+                for allow in &section.allow {
+                    let peers = Arc::new(allow.peers.resolve(identities));
+                    for port_rule in &allow.ports {
+                        let l7 = match &port_rule.l7 {
+                            Some(spec) => Some(Arc::new(compile_l7(
+                                policy,
+                                registry,
+                                spec,
+                                &port_rule.path,
+                            )?)),
+                            None => None,
+                        };
+                        let entry = Arc::new(AllowEntry {
+                            policy: name.clone(),
+                            peers: peers.clone(),
+                            ranges: port_rule.ranges.clone(),
+                            l7,
+                        });
+                        compiled
+                            .allow
+                            .push((entry, Arc::from(port_rule.path.as_str())));
+                    }
+                }
+            }
+            rules.push(CompiledRule { sections });
+        }
+        Ok(CompiledPolicy {
+            policy: policy.clone(),
+            rules,
+        })
+    }
+
+    /// The same policy for identities that differ from those it was compiled for by `change`:
+    /// itself when the change is empty, else new entries whose peers take the change in, and
+    /// whose L7 rules are shared with these.
+    pub(crate) fn for_identities(self: &Arc<Self>, change: &IdentityChange) -> Arc<Self> {
+        if change.is_empty() {
+            return Arc::clone(self);
+        }
+        let rules = self
+            .policy
+            .rules
+            .iter()
+            .zip(&self.rules)
+            .map(|(rule, compiled)| {
+                let [ingress, egress] = &compiled.sections;
+                CompiledRule {
+                    sections: [
+                        ingress.for_identities(&rule.ingress, change),
+                        egress.for_identities(&rule.egress, change),
+                    ],
+                }
+            })
+            .collect();
+        Arc::new(CompiledPolicy {
+            policy: self.policy.clone(),
+            rules,
+        })
+    }
+}
+
+impl CompiledSection {
+    /// The section compiled from `spec` for identities that differ by `change` from those it
+    /// was compiled for: its peers updated, the rest shared.
+    fn for_identities(&self, spec: &Section, change: &IdentityChange) -> CompiledSection {
+        let deny = spec
+            .deny
+            .iter()
+            .zip(&self.deny)
+            .map(|(deny, entry)| {
+                Arc::new(DenyEntry {
+                    policy: entry.policy.clone(),
+                    peers: deny.peers.update(&entry.peers, change),
+                    ranges: entry.ranges.clone(),
+                })
+            })
+            .collect();
+        let mut entries = self.allow.iter();
+        let mut allow = Vec::with_capacity(self.allow.len());
+        for rule in &spec.allow {
+            let group: Vec<_> = entries.by_ref().take(rule.ports.len()).collect();
+            let Some((first, _)) = group.first() else {
+                continue;
+            };
+            let peers = Arc::new(rule.peers.update(&first.peers, change));
+            for (entry, path) in group {
+                let updated = AllowEntry {
+                    policy: entry.policy.clone(),
+                    peers: peers.clone(),
+                    ranges: entry.ranges.clone(),
+                    l7: entry.l7.clone(),
+                };
+                allow.push((Arc::new(updated), path.clone()));
+            }
+        }
+        CompiledSection {
+            default_deny: self.default_deny,
+            deny,
+            allow,
+        }
+    }
+}
+
+/// Compiles the `rules` of the `toPorts` element at `path` of `policy` with its protocol.
+fn compile_l7(
+    policy: &Policy,
+    registry: &Registry,
+    spec: &L7Spec,
+    path: &str,
+) -> Result<CompiledL7, PolicyError> {
+    let protocol = registry.get(&spec.proto).ok_or_else(|| {
+        let names = registry.names();
+        let known = if names.is_empty() {
+            "none".to_owned()
+        } else {
+            names.join(", ")
+        };
+        let reason = match spec.form {
+            L7Form::Generic => format!("unknown l7proto {:?} (known: {known})", spec.proto),
+            L7Form::Kafka => format!("kafka rules need the kafka protocol (known: {known})"),
+        };
+        policy.error(FieldError::new(
+            format!("{path}.rules.{}", spec.form.proto_field()),
+            reason,
+        ))
+    })?;
+    let rules = if spec.rules.iter().all(|map| map.is_empty()) {
+        None
+    } else {
+        let compiled = protocol.compile_rules(&spec.rules).map_err(|e| {
+            let key = e.key.map(|k| format!(".{k}")).unwrap_or_default();
+            policy.error(FieldError::new(
+                format!("{path}.rules.{}[{}]{key}", spec.form.rules_field(), e.index),
+                e.reason,
+            ))
+        })?;
+        Some(compiled)
+    };
+    Ok(CompiledL7 {
+        proto: Arc::from(protocol.name()),
+        rules,
+    })
+}
+
+/// The per-endpoint tables of a snapshot, built policy by policy in the snapshot's order.
+pub(crate) struct Assembly<'a> {
+    targets: &'a [Target<'a>],
+    compiled: Compiled,
+    /// Per target and direction: port -> where its L7 protocol was set.
+    claims: Vec<[BTreeMap<u16, L7Origin>; 2]>,
+}
+
+impl<'a> Assembly<'a> {
+    /// Empty tables for `targets`.
+    pub(crate) fn new(targets: &'a [Target<'a>]) -> Assembly<'a> {
+        Assembly {
+            targets,
+            compiled: targets.iter().map(|_| Default::default()).collect(),
+            claims: targets.iter().map(|_| Default::default()).collect(),
+        }
+    }
+
+    /// Gives the entries of `policy` to the targets its rules select, refusing a second L7
+    /// protocol on a port of a target and direction.
+    pub(crate) fn add(&mut self, policy: &CompiledPolicy) -> Result<(), PolicyError> {
+        for (rule, compiled) in policy.policy.rules.iter().zip(&policy.rules) {
+            let selected: Vec<usize> = self
+                .targets
                 .iter()
                 .enumerate()
                 .filter(|(_, t)| rule.subject.matches(t.labels))
                 .map(|(i, _)| i)
                 .collect();
-            for (direction, section) in [
-                (Direction::Ingress, &rule.ingress),
-                (Direction::Egress, &rule.egress),
-            ] {
-                let mut context = SectionContext {
-                    policy,
-                    name: &name,
-                    identities,
-                    registry,
-                    direction,
-                    selected: &selected,
-                    targets,
-                    compiled: &mut compiled,
-                    claims: &mut claims,
-                };
-                context.add(section)?;
+            if selected.is_empty() {
+                continue;
+            }
+            for (direction, section) in [Direction::Ingress, Direction::Egress]
+                .into_iter()
+                .zip(&compiled.sections)
+            {
+                self.add_section(&policy.policy, direction, section, &selected)?;
             }
         }
+        Ok(())
     }
-    for (per_target, target_claims) in compiled.iter_mut().zip(claims) {
-        for (policy, ports) in per_target.iter_mut().zip(target_claims) {
-            policy.l7_ports = ports
-                .into_iter()
-                .map(|(port, origin)| (port, Arc::from(origin.proto)))
-                .collect();
-        }
-    }
-    Ok(compiled)
-}
 
-/// Everything needed to add one section of one rule to the targets it selects.
-struct SectionContext<'a> {
-    policy: &'a Policy,
-    name: &'a Arc<str>,
-    identities: &'a [IdentityView],
-    registry: &'a Registry,
-    direction: Direction,
-    selected: &'a [usize],
-    targets: &'a [Target<'a>],
-    compiled: &'a mut [[DirectionPolicy; 2]],
-    claims: &'a mut [[BTreeMap<u16, L7Origin>; 2]],
-}
-
-impl SectionContext<'_> {
-    fn add(&mut self, section: &Section) -> Result<(), PolicyError> {
-        let slot = slot(self.direction);
-        for rule in &section.deny {
-            let entry = Arc::new(DenyEntry {
-                policy: self.name.clone(),
-                peers: rule.peers.resolve(self.identities),
-                ranges: rule.ranges.clone(),
-            });
-            for &i in self.selected {
+    fn add_section(
+        &mut self,
+        policy: &Policy,
+        direction: Direction,
+        section: &CompiledSection,
+        selected: &[usize],
+    ) -> Result<(), PolicyError> {
+        let slot = slot(direction);
+        for entry in &section.deny {
+            for &i in selected {
                 if let Some(per_target) = self.compiled.get_mut(i) {
                     per_target[slot].deny.push(entry.clone());
                 }
             }
         }
-        for rule in &section.allow {
-            let peers = Arc::new(rule.peers.resolve(self.identities));
-            for port_rule in &rule.ports {
-                // Compiled even when no endpoint is selected, so that errors always surface.
-                let l7 = match &port_rule.l7 {
-                    Some(spec) => Some(self.compile_l7(spec, &port_rule.path)?),
-                    None => None,
-                };
-                if let Some(l7) = &l7 {
-                    self.claim(&l7.proto, &port_rule.ranges, &port_rule.path)?;
-                }
-                let entry = Arc::new(AllowEntry {
-                    policy: self.name.clone(),
-                    peers: peers.clone(),
-                    ranges: port_rule.ranges.clone(),
-                    l7,
-                });
-                for &i in self.selected {
-                    if let Some(per_target) = self.compiled.get_mut(i) {
-                        per_target[slot].allow.push(entry.clone());
-                    }
+        for (entry, path) in &section.allow {
+            if let Some(l7) = &entry.l7 {
+                self.claim(policy, direction, &l7.proto, &entry.ranges, path, selected)?;
+            }
+            for &i in selected {
+                if let Some(per_target) = self.compiled.get_mut(i) {
+                    per_target[slot].allow.push(entry.clone());
                 }
             }
         }
         if section.default_deny {
-            for &i in self.selected {
+            for &i in selected {
                 if let Some(per_target) = self.compiled.get_mut(i) {
                     per_target[slot].enforced = true;
                 }
@@ -230,53 +395,25 @@ impl SectionContext<'_> {
         Ok(())
     }
 
-    /// Compiles the `rules` of the `toPorts` element at `path` with its protocol.
-    fn compile_l7(&self, spec: &L7Spec, path: &str) -> Result<CompiledL7, PolicyError> {
-        let protocol = self.registry.get(&spec.proto).ok_or_else(|| {
-            let names = self.registry.names();
-            let known = if names.is_empty() {
-                "none".to_owned()
-            } else {
-                names.join(", ")
-            };
-            let reason = match spec.form {
-                L7Form::Generic => format!("unknown l7proto {:?} (known: {known})", spec.proto),
-                L7Form::Kafka => format!("kafka rules need the kafka protocol (known: {known})"),
-            };
-            self.policy.error(FieldError::new(
-                format!("{path}.rules.{}", spec.form.proto_field()),
-                reason,
-            ))
-        })?;
-        let rules = if spec.rules.iter().all(|map| map.is_empty()) {
-            None
-        } else {
-            let compiled = protocol.compile_rules(&spec.rules).map_err(|e| {
-                let key = e.key.map(|k| format!(".{k}")).unwrap_or_default();
-                self.policy.error(FieldError::new(
-                    format!("{path}.rules.{}[{}]{key}", spec.form.rules_field(), e.index),
-                    e.reason,
-                ))
-            })?;
-            Some(compiled)
-        };
-        Ok(CompiledL7 {
-            proto: Arc::from(protocol.name()),
-            rules,
-        })
-    }
-
-    /// Records that the selected targets parse `ranges` with `proto`, refusing a second
+    /// Records that the `selected` targets parse `ranges` with `proto`, refusing a second
     /// protocol on a port.
-    fn claim(&mut self, proto: &str, ranges: &[PortRange], path: &str) -> Result<(), PolicyError> {
-        let slot = slot(self.direction);
+    fn claim(
+        &mut self,
+        policy: &Policy,
+        direction: Direction,
+        proto: &str,
+        ranges: &[PortRange],
+        path: &str,
+        selected: &[usize],
+    ) -> Result<(), PolicyError> {
+        let slot = slot(direction);
         let origin = L7Origin {
             proto: proto.to_owned(),
-            file: self.policy.source().to_owned(),
-            policy: self.policy.name().to_owned(),
+            file: policy.source().to_owned(),
+            policy: policy.name().to_owned(),
             field: path.to_owned(),
         };
-        for &i in self.selected {
+        for &i in selected {
             let Some(claims) = self.claims.get_mut(i) else {
                 continue;
             };
@@ -285,7 +422,7 @@ impl SectionContext<'_> {
                     Some(first) if first.proto != proto => {
                         return Err(PolicyError::Conflict {
                             endpoint: self.targets.get(i).map_or("", |t| t.name).to_owned(),
-                            direction: direction_name(self.direction),
+                            direction: direction_name(direction),
                             port,
                             first: Box::new(first.clone()),
                             second: Box::new(origin),
@@ -299,5 +436,59 @@ impl SectionContext<'_> {
             }
         }
         Ok(())
+    }
+
+    /// The compiled ingress and egress policy of each target, in the targets' order.
+    pub(crate) fn finish(self) -> Compiled {
+        let mut compiled = self.compiled;
+        for (per_target, target_claims) in compiled.iter_mut().zip(self.claims) {
+            for (policy, ports) in per_target.iter_mut().zip(target_claims) {
+                policy.l7_ports = ports
+                    .into_iter()
+                    .map(|(port, origin)| (port, Arc::from(origin.proto)))
+                    .collect();
+            }
+        }
+        compiled
+    }
+}
+
+/// The compiled policies of a previous snapshot, by policy name, to be taken over by the next
+/// one for the policies that did not change.
+pub(crate) struct Reusable<'a> {
+    by_name: HashMap<&'a str, Vec<&'a Arc<CompiledPolicy>>>,
+    change: IdentityChange,
+}
+
+impl<'a> Reusable<'a> {
+    /// The compiled policies of the snapshot in force, compiled for identities that differ by
+    /// `change` from the next snapshot's.
+    pub(crate) fn new(previous: &'a [Arc<CompiledPolicy>], change: IdentityChange) -> Self {
+        let mut by_name: HashMap<&str, Vec<&Arc<CompiledPolicy>>> = HashMap::new();
+        for compiled in previous {
+            by_name
+                .entry(compiled.policy.name())
+                .or_default()
+                .push(compiled);
+        }
+        Reusable { by_name, change }
+    }
+
+    /// `policy` compiled for the next snapshot's identities, taken over when the previous
+    /// snapshot had it, else compiled.
+    pub(crate) fn compiled(
+        &self,
+        policy: &Policy,
+        identities: &[IdentityView],
+        registry: &Registry,
+    ) -> Result<Arc<CompiledPolicy>, PolicyError> {
+        let previous = self
+            .by_name
+            .get(policy.name())
+            .and_then(|list| list.iter().find(|c| c.policy.same_as(policy)));
+        match previous {
+            Some(compiled) => Ok(compiled.for_identities(&self.change)),
+            None => CompiledPolicy::compile(policy, identities, registry).map(Arc::new),
+        }
     }
 }

@@ -10,6 +10,7 @@
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_yaml::Value;
@@ -402,8 +403,8 @@ fn parse_document(source: &str, position: Subject, value: Value) -> Result<Polic
         namespace,
         kind,
         source: source.to_owned(),
-        rules,
-        document: original,
+        rules: rules.into(),
+        document: Arc::new(original),
         warnings,
         audit,
     })

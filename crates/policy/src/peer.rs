@@ -1,8 +1,10 @@
 //! The remotes a rule talks about: endpoint selectors, CIDRs and entities, first as written
 //! ([`PeerSpec`]) and then resolved against the identities of a snapshot ([`PeerSet`]).
 //!
-//! Owns CIDR and entity semantics. It must not know about ports, L7 rules or directions.
+//! Owns CIDR and entity semantics, and how a resolved set follows a change of identities
+//! ([`IdentityChange`]). It must not know about ports, L7 rules or directions.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::identity::{IdentityView, HOST_ID, WORLD_ID};
@@ -184,6 +186,32 @@ impl PeerSpec {
         self.selectors.is_empty() && self.cidrs.is_empty() && self.entities.is_empty()
     }
 
+    /// Whether the spec selects the endpoint identity `identity` by its labels: a selector
+    /// matches it, or it names the cluster entity.
+    fn selects(&self, identity: &IdentityView) -> bool {
+        self.selectors.iter().any(|s| s.matches(&identity.labels))
+            || (!identity.labels.reserved && self.entities.contains(&Entity::Cluster))
+    }
+
+    /// The set `previous`, resolved from this spec against some identities, resolved against
+    /// those identities changed by `change`: the identities that went are taken out, those
+    /// that came are added when the spec selects them.
+    pub(crate) fn update(&self, previous: &PeerSet, change: &IdentityChange) -> PeerSet {
+        let mut set = previous.clone();
+        set.ids
+            .retain(|id| change.removed.binary_search(id).is_err());
+        set.ids.extend(
+            change
+                .added
+                .iter()
+                .filter(|identity| self.selects(identity))
+                .map(|identity| identity.id),
+        );
+        set.ids.sort_unstable();
+        set.ids.dedup();
+        set
+    }
+
     /// Resolves the spec against the identities of a snapshot.
     pub(crate) fn resolve(&self, identities: &[IdentityView]) -> PeerSet {
         let mut set = PeerSet {
@@ -227,6 +255,42 @@ impl PeerSpec {
     }
 }
 
+/// How the identities of one snapshot differ from those of another. The reserved identities
+/// never change; an endpoint identity whose number now stands for other labels went and came.
+#[derive(Debug, Default)]
+pub(crate) struct IdentityChange {
+    /// The numbers of the identities that went.
+    removed: Vec<u32>,
+    /// The identities that came.
+    added: Vec<IdentityView>,
+}
+
+impl IdentityChange {
+    /// The change from the identities `before` to `after`.
+    pub(crate) fn between(before: &[IdentityView], after: &[IdentityView]) -> IdentityChange {
+        let old: HashMap<u32, &IdentityView> = before.iter().map(|v| (v.id, v)).collect();
+        let new: HashMap<u32, &IdentityView> = after.iter().map(|v| (v.id, v)).collect();
+        let same = |a: &IdentityView, b: &IdentityView| a.labels == b.labels;
+        let mut removed: Vec<u32> = before
+            .iter()
+            .filter(|v| !new.get(&v.id).is_some_and(|n| same(v, n)))
+            .map(|v| v.id)
+            .collect();
+        removed.sort_unstable();
+        let added = after
+            .iter()
+            .filter(|v| !old.get(&v.id).is_some_and(|o| same(v, o)))
+            .cloned()
+            .collect();
+        IdentityChange { removed, added }
+    }
+
+    /// Whether both sides have the same identities.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.removed.is_empty() && self.added.is_empty()
+    }
+}
+
 /// The remotes of one rule within a snapshot.
 #[derive(Debug, Clone)]
 pub(crate) struct PeerSet {
@@ -248,6 +312,8 @@ impl PeerSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::SelectorModel;
+    use crate::selector::LabelSet;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
@@ -280,6 +346,41 @@ mod tests {
         ] {
             assert!(Cidr::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    fn view(id: u32, app: &str) -> IdentityView {
+        IdentityView {
+            id,
+            labels: LabelSet {
+                labels: [("app".to_owned(), app.to_owned())].into(),
+                reserved: false,
+            },
+        }
+    }
+
+    #[test]
+    fn an_updated_set_is_the_set_resolved_against_the_changed_identities() {
+        let model: SelectorModel = serde_yaml::from_str("{matchLabels: {app: luke}}").unwrap();
+        let spec = PeerSpec {
+            selectors: vec![Selector::parse(&model, "s").unwrap()],
+            ..PeerSpec::default()
+        };
+        let before = [view(300, "luke"), view(301, "leia"), view(302, "luke")];
+        // 300 now stands for other labels, 302 went, 303 and 304 came.
+        let after = [
+            view(300, "han"),
+            view(301, "leia"),
+            view(303, "luke"),
+            view(304, "leia"),
+        ];
+        let change = IdentityChange::between(&before, &after);
+        assert_eq!(change.removed, [300, 302]);
+        let added: Vec<u32> = change.added.iter().map(|v| v.id).collect();
+        assert_eq!(added, [300, 303, 304]);
+        let updated = spec.update(&spec.resolve(&before), &change);
+        assert_eq!(updated.ids, spec.resolve(&after).ids);
+        assert_eq!(updated.ids, [303]);
+        assert!(IdentityChange::between(&after, &after).is_empty());
     }
 
     #[test]

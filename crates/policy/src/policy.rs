@@ -4,6 +4,8 @@
 //! Owns how errors and warnings about one policy are attributed to it. It must not read files or YAML, and
 //! must not compile anything against endpoints or protocols.
 
+use std::sync::Arc;
+
 use crate::error::{FieldError, PolicyError, PolicyWarning, Subject};
 use crate::rule::Rule;
 
@@ -33,15 +35,17 @@ impl PolicyKind {
     }
 }
 
-/// One parsed and checked CiliumNetworkPolicy or CiliumClusterwideNetworkPolicy.
+/// One parsed and checked CiliumNetworkPolicy or CiliumClusterwideNetworkPolicy. Its rules and
+/// document are shared between clones, so that keeping a policy in one snapshot after another
+/// copies neither.
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub(crate) name: String,
     pub(crate) namespace: Option<String>,
     pub(crate) kind: PolicyKind,
     pub(crate) source: String,
-    pub(crate) rules: Vec<Rule>,
-    pub(crate) document: serde_yaml::Value,
+    pub(crate) rules: Arc<[Rule]>,
+    pub(crate) document: Arc<serde_yaml::Value>,
     pub(crate) warnings: Vec<PolicyWarning>,
     pub(crate) audit: bool,
 }
@@ -85,6 +89,13 @@ impl Policy {
     /// What was accepted but deserves its author's attention, e.g. empty L7 rule values.
     pub fn warnings(&self) -> &[PolicyWarning] {
         &self.warnings
+    }
+
+    /// Whether `other` was read from the same document of the same source, and so has the
+    /// same rules: a policy is a function of its source's name and its document.
+    pub(crate) fn same_as(&self, other: &Policy) -> bool {
+        Arc::ptr_eq(&self.rules, &other.rules)
+            || (self.source == other.source && self.document == other.document)
     }
 
     /// Attributes a field error to this policy.

@@ -628,7 +628,7 @@ impl IdentityNumbers for CiliumNumbers {
         sets: &BTreeSet<Vec<String>>,
     ) -> Result<BTreeMap<Vec<String>, u32>, StateError> {
         let mut by_labels: BTreeMap<Vec<String>, Option<u32>> = BTreeMap::new();
-        for (id, labels) in &self.identities.borrow().identities {
+        for (id, labels) in self.identities.borrow().identities.iter() {
             if labels.iter().any(|label| !cilium_label_is_plain(label)) {
                 continue;
             }
@@ -951,7 +951,7 @@ mod tests {
         let labels = |list: &[&str]| list.iter().map(|l| (*l).to_owned()).collect::<Vec<_>>();
         let snapshot = IdentitiesSnapshot {
             revision: 5,
-            identities: BTreeMap::from([
+            identities: Arc::new(BTreeMap::from([
                 (
                     31337,
                     labels(&["k8s:app=luke", "k8s:io.kubernetes.pod.namespace=rebels"]),
@@ -966,14 +966,14 @@ mod tests {
                         "k8s:io.kubernetes.pod.namespace=d",
                     ]),
                 ),
-            ]),
-            ips: BTreeMap::from([
+            ])),
+            ips: Arc::new(BTreeMap::from([
                 (ip("10.0.0.1"), 31337),
                 (ip("10.0.0.2"), 300),
                 (ip("10.0.0.3"), 301),
                 (ip("10.0.0.4"), 302),
                 (ip("10.0.0.5"), 2),
-            ]),
+            ])),
         };
         let remote = cilium_remote(&snapshot);
         assert_eq!(remote.len(), 1, "{remote:?}");

@@ -1,8 +1,10 @@
 //! The agent's state: endpoints, policies (from files, from the API, and in cluster mode from
 //! the kvstore), and the compiled snapshot in force.
 //!
-//! Every change builds a new snapshot from the whole desired state and either swaps it in with
-//! a new revision or leaves everything as it was and returns the error: a bad change never
+//! Every change builds a new snapshot from the whole desired state (the snapshot in force lends
+//! it the policies it compiled, and the cluster's policy texts parsed before are not parsed
+//! again, so that a change costs what it touches) and either swaps it in with a new revision
+//! or leaves everything as it was and returns the error: a bad change never
 //! reaches traffic. A change that leaves an endpoint without policy enforcement in a direction
 //! (so allowing everything that way) is logged as a warning, and so is every policy warning.
 //! Connections read the snapshot without locks.
@@ -14,7 +16,7 @@
 //! follow each other. This module does not watch files, serve the API or run listeners; it is
 //! told what changed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -74,8 +76,9 @@ struct Desired {
     /// The cluster's policies from the kvstore, by name (cluster mode only).
     cluster_policies: BTreeMap<String, Policy>,
     /// The endpoints other nodes host, named `<node>/<name>` (cluster mode only): remote
-    /// identities, never guarded here.
-    remote_endpoints: Vec<EndpointSpec>,
+    /// identities, never guarded here. Shared between the states a change starts from and
+    /// makes, which copy it only when they change it.
+    remote_endpoints: Arc<Vec<EndpointSpec>>,
 }
 
 impl Desired {
@@ -214,6 +217,15 @@ pub struct State {
     /// This node's endpoints left out of the snapshot in force because their labels have no
     /// number.
     unnumbered: Mutex<BTreeSet<String>>,
+    /// The cluster's policy texts last parsed, by name, with their policies: a text that
+    /// comes back unchanged from the kvstore is not parsed again.
+    cluster_texts: Mutex<BTreeMap<String, ParsedText>>,
+}
+
+/// A policy text and what it parsed into.
+struct ParsedText {
+    text: String,
+    policies: Vec<Policy>,
 }
 
 impl State {
@@ -238,6 +250,7 @@ impl State {
             import_errors: AtomicU64::new(0),
             numbers: OnceLock::new(),
             unnumbered: Mutex::new(BTreeSet::new()),
+            cluster_texts: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -266,7 +279,11 @@ impl State {
             return Ok(None);
         };
         let mut sets = BTreeSet::new();
-        for endpoint in desired.endpoints().iter().chain(&desired.remote_endpoints) {
+        for endpoint in desired
+            .endpoints()
+            .iter()
+            .chain(desired.remote_endpoints.iter())
+        {
             sets.insert(endpoint.identity_labels()?);
         }
         numbers.numbers(&sets).map(Some)
@@ -310,7 +327,7 @@ impl State {
 
     /// The endpoints other nodes host (cluster mode), named `<node>/<name>`.
     pub fn remote_endpoints(&self) -> Vec<EndpointSpec> {
-        self.lock().remote_endpoints.clone()
+        self.lock().remote_endpoints.to_vec()
     }
 
     /// Imports the policies in `texts`, all or none, replacing imported policies of the same
@@ -375,23 +392,53 @@ impl State {
         &self,
         texts: &BTreeMap<String, String>,
     ) -> Result<u64, StateError> {
-        let texts: Vec<PolicyText> = texts
-            .iter()
-            .map(|(name, text)| PolicyText {
-                source: format!("{CLUSTER_SOURCE}:{name}"),
-                text: text.clone(),
-            })
-            .collect();
         let policies = self
-            .parse(&texts)
+            .parse_cluster_texts(texts)
             .inspect_err(|_| self.count_import_error())?;
+        let names: HashSet<&str> = policies.iter().map(Policy::name).collect();
         let revision = self.change(|base| {
-            let mut candidate = base.clone();
-            candidate.cluster_policies.clear();
-            with_imports(&candidate, &policies, ImportTarget::Cluster)
+            let mut candidate = with_imports(base, &policies, ImportTarget::Cluster)?;
+            candidate
+                .cluster_policies
+                .retain(|name, _| names.contains(name.as_str()));
+            Ok(candidate)
         })?;
         log_warnings(&warnings_of(&policies));
         Ok(revision)
+    }
+
+    /// The policies of the cluster's `texts`, policy name → text; only the texts that differ
+    /// from those parsed last time are parsed.
+    fn parse_cluster_texts(
+        &self,
+        texts: &BTreeMap<String, String>,
+    ) -> Result<Vec<Policy>, PolicyError> {
+        let limit = self.lock().config.max_policy_bytes;
+        let mut cache = self.cluster_texts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut parsed = BTreeMap::new();
+        let mut policies = Vec::new();
+        for (name, text) in texts {
+            let known = cache
+                .remove(name)
+                .filter(|known| known.text == *text && text.len() <= limit);
+            let entry = match known {
+                Some(known) => known,
+                None => {
+                    let text = PolicyText {
+                        source: format!("{CLUSTER_SOURCE}:{name}"),
+                        text: text.clone(),
+                    };
+                    ParsedText {
+                        policies: parse_text(&text, limit)?,
+                        text: text.text,
+                    }
+                }
+            };
+            policies.extend(entry.policies.iter().cloned());
+            parsed.insert(name.clone(), entry);
+        }
+        *cache = parsed;
+        Ok(policies)
     }
 
     /// The parsed policies of an import, and their warnings; an import without any is refused.
@@ -411,14 +458,7 @@ impl State {
         let limit = self.lock().config.max_policy_bytes;
         let mut policies = Vec::new();
         for text in texts {
-            if text.text.len() > limit {
-                return Err(PolicyError::TooLarge {
-                    file: text.source.clone(),
-                    size: text.text.len() as u64,
-                    limit,
-                });
-            }
-            policies.extend(parse_policies(&text.source, &text.text)?);
+            policies.extend(parse_text(text, limit)?);
         }
         Ok(policies)
     }
@@ -449,12 +489,13 @@ impl State {
     /// none: a set that does not build (two of them claiming one address) leaves the state as
     /// it was. Unchanged sets change nothing and keep the revision.
     pub fn set_remote_endpoints(&self, remote: Vec<EndpointSpec>) -> Result<u64, StateError> {
-        if self.lock().remote_endpoints == remote {
+        if *self.lock().remote_endpoints == remote {
             return Ok(self.revision());
         }
+        let remote = Arc::new(remote);
         self.change(|base| {
             let mut candidate = base.clone();
-            candidate.remote_endpoints = remote.clone();
+            candidate.remote_endpoints = Arc::clone(&remote);
             Ok(candidate)
         })
     }
@@ -463,9 +504,10 @@ impl State {
     /// unchanged: the identity numbers changed (with Cilium's identities, which the state
     /// does not see change).
     pub fn renumber(&self, remote: Vec<EndpointSpec>) -> Result<u64, StateError> {
+        let remote = Arc::new(remote);
         self.change(|base| {
             let mut candidate = base.clone();
-            candidate.remote_endpoints = remote.clone();
+            candidate.remote_endpoints = Arc::clone(&remote);
             Ok(candidate)
         })
     }
@@ -652,6 +694,18 @@ impl State {
     }
 }
 
+/// The policies of `text`, refused unparsed when it is longer than `limit`.
+fn parse_text(text: &PolicyText, limit: usize) -> Result<Vec<Policy>, PolicyError> {
+    if text.text.len() > limit {
+        return Err(PolicyError::TooLarge {
+            file: text.source.clone(),
+            size: text.text.len() as u64,
+            limit,
+        });
+    }
+    parse_policies(&text.source, &text.text)
+}
+
 /// `base` with `policies` added to `target`, replacing those of the same names; refused when
 /// one has the name of a policy from a file.
 fn with_imports(
@@ -733,15 +787,21 @@ fn build(
     numbers: Option<&BTreeMap<Vec<String>, u32>>,
 ) -> Result<Snapshot, PolicyError> {
     let mut local = desired.endpoints();
-    let mut remote = desired.remote_endpoints.clone();
+    let all_remote = desired.remote_endpoints.as_slice();
+    let numbered_remote: Vec<EndpointSpec>;
+    let mut remote = all_remote;
     if let Some(numbers) = numbers {
         local.retain(|e| is_numbered(e, numbers));
-        remote.retain(|e| is_numbered(e, numbers));
+        if !all_remote.iter().all(|e| is_numbered(e, numbers)) {
+            numbered_remote = all_remote
+                .iter()
+                .filter(|e| is_numbered(e, numbers))
+                .cloned()
+                .collect();
+            remote = &numbered_remote;
+        }
     }
-    let cluster = ClusterInputs {
-        remote: &remote,
-        numbers,
-    };
+    let cluster = ClusterInputs { remote, numbers };
     Snapshot::build_in_cluster(
         desired.policies(),
         &local,
@@ -1014,6 +1074,67 @@ mod tests {
         assert_eq!(state.revision(), 3, "the last good state stays");
         assert_eq!(state.policies()[0].name(), "b");
         assert_eq!(state.import_errors(), 1);
+    }
+
+    /// A cluster policy letting `app=luke` reach r2d2's port `port_text` on ingress.
+    fn luke_on(port_text: &str) -> String {
+        format!(
+            "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {{name: luke}}\n\
+             spec:\n  endpointSelector: {{matchLabels: {{app: r2d2}}}}\n  ingress:\n  \
+             - fromEndpoints: [{{matchLabels: {{app: luke}}}}]\n    toPorts:\n    \
+             - ports: [{{port: '{port_text}'}}]\n"
+        )
+    }
+
+    #[test]
+    fn a_changed_cluster_text_is_applied_and_a_bad_one_leaves_the_last_good_in_force() {
+        let state = state();
+        state
+            .set_remote_endpoints(vec![endpoint("node-b/luke", "10.0.1.1", "luke")])
+            .unwrap();
+        let luke: IpAddr = "10.0.1.1".parse().unwrap();
+        let allowed = |state: &State, port| {
+            let verdict =
+                state
+                    .snapshot()
+                    .decide_connection("r2d2", Direction::Ingress, luke, port);
+            matches!(verdict, axoneme_policy::ConnectionVerdict::Allowed { .. })
+        };
+        let mut texts: BTreeMap<String, String> = [
+            ("guard".to_owned(), guard_named("guard")),
+            ("luke".to_owned(), luke_on("5001")),
+        ]
+        .into();
+        state.set_cluster_policies(&texts).unwrap();
+        assert!(allowed(&state, 5001) && !allowed(&state, 5002));
+
+        texts.insert("luke".into(), luke_on("5002"));
+        state.set_cluster_policies(&texts).unwrap();
+        assert!(!allowed(&state, 5001) && allowed(&state, 5002));
+
+        let revision = state.revision();
+        texts.insert("luke".into(), luke_on("not-a-port"));
+        let error = state.set_cluster_policies(&texts).unwrap_err().to_string();
+        assert!(error.starts_with("kvstore:luke: "), "{error}");
+        assert_eq!(state.revision(), revision, "the last good state stays");
+        assert!(allowed(&state, 5002));
+
+        texts.insert("luke".into(), luke_on("5001"));
+        state.set_cluster_policies(&texts).unwrap();
+        assert!(allowed(&state, 5001) && !allowed(&state, 5002));
+
+        state
+            .set_remote_endpoints(vec![endpoint("node-b/luke", "10.0.1.2", "luke")])
+            .unwrap();
+        assert!(!allowed(&state, 5001), "the old address is the world's now");
+        let moved: IpAddr = "10.0.1.2".parse().unwrap();
+        let verdict = state
+            .snapshot()
+            .decide_connection("r2d2", Direction::Ingress, moved, 5001);
+        assert!(matches!(
+            verdict,
+            axoneme_policy::ConnectionVerdict::Allowed { .. }
+        ));
     }
 
     #[test]

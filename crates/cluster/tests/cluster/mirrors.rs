@@ -162,7 +162,7 @@ async fn views_equal_a_fresh_listing_after_random_writes() {
                 let seen = (
                     a.endpoints().borrow().nodes.clone(),
                     a.policies().borrow().policies.clone(),
-                    a.identities().borrow().identities.clone(),
+                    BTreeMap::clone(&a.identities().borrow().identities),
                 );
                 let expected = expected.clone();
                 async move { seen == expected }
