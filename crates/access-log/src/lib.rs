@@ -57,16 +57,7 @@ pub fn format_entry(
     out.extend_from_slice(entry.entry_type.as_str().as_bytes());
     out.extend_from_slice(b"\",\"policy_name\":");
     json_string(out, entry.policy_name.as_bytes());
-    if let Some((verdict, reason)) = verdict_and_reason(entry.entry_type) {
-        if let Some(verdict) = verdict {
-            out.extend_from_slice(b",\"verdict\":\"");
-            out.extend_from_slice(verdict);
-            out.push(b'"');
-        }
-        out.extend_from_slice(b",\"reason\":\"");
-        out.extend_from_slice(reason);
-        out.push(b'"');
-    }
+    push_verdict_and_reason(out, entry.entry_type, b",\"verdict\":\"", b",\"reason\":\"");
     CILIUM_CONNECTIONS
         .with_borrow_mut(|connections| connections.render(meta, out, render_cilium_connection));
     out.extend_from_slice(b",\"generic_l7\":{\"proto\":");
@@ -150,16 +141,7 @@ pub fn format_compact_entry(
         out.extend_from_slice(b",\"p\":");
         json_string(out, entry.policy_name.as_bytes());
     }
-    if let Some((verdict, reason)) = verdict_and_reason(entry.entry_type) {
-        if let Some(verdict) = verdict {
-            out.extend_from_slice(b",\"v\":\"");
-            out.extend_from_slice(verdict);
-            out.push(b'"');
-        }
-        out.extend_from_slice(b",\"rs\":\"");
-        out.extend_from_slice(reason);
-        out.push(b'"');
-    }
+    push_verdict_and_reason(out, entry.entry_type, b",\"v\":\"", b",\"rs\":\"");
     COMPACT_CONNECTIONS
         .with_borrow_mut(|connections| connections.render(meta, out, render_compact_connection));
     if let Some(proto) = entry.proto.filter(|proto| !proto.is_empty()) {
@@ -195,6 +177,28 @@ fn verdict_and_reason(entry_type: EntryType) -> Option<(Option<&'static [u8]>, &
             logging_audit().map(|reason| (Some(&b"Audit"[..]), reason.as_str().as_bytes()))
         }
         EntryType::Response => None,
+    }
+}
+
+/// Appends the verdict (an audited request's) and the reason of an entry of `entry_type`, when
+/// it has them, each as a string after its key (`verdict_key`, `reason_key`: up to the opening
+/// quote).
+#[inline]
+fn push_verdict_and_reason(
+    out: &mut Vec<u8>,
+    entry_type: EntryType,
+    verdict_key: &[u8],
+    reason_key: &[u8],
+) {
+    if let Some((verdict, reason)) = verdict_and_reason(entry_type) {
+        if let Some(verdict) = verdict {
+            out.extend_from_slice(verdict_key);
+            out.extend_from_slice(verdict);
+            out.push(b'"');
+        }
+        out.extend_from_slice(reason_key);
+        out.extend_from_slice(reason);
+        out.push(b'"');
     }
 }
 

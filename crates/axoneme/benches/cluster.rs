@@ -20,6 +20,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "shared/simulated.rs"]
+mod simulated;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
@@ -641,24 +643,9 @@ fn simulated_endpoint(node: usize, i: usize) -> EndpointSpec {
 }
 
 /// Policy `k` of the simulated ones: r2d2 takes READs under `/sim-k/` from the endpoints of
-/// label set `k`, as a JSON document (as the agents write imported policies).
+/// label set `k`.
 fn simulated_policy(k: usize, port: u16) -> String {
-    serde_json::json!({
-        "apiVersion": "cilium.io/v2",
-        "kind": "CiliumNetworkPolicy",
-        "metadata": {"name": format!("sim-{k}")},
-        "spec": {
-            "endpointSelector": {"matchLabels": {"app": "r2d2"}},
-            "ingress": [{
-                "fromEndpoints": [{"matchLabels": {"app": format!("sim-{k}")}}],
-                "toPorts": [{
-                    "ports": [{"port": port.to_string()}],
-                    "rules": {"l7proto": "r2d2", "l7": [{"cmd": "READ", "file": format!("/sim-{k}/.*")}]}
-                }]
-            }]
-        }
-    })
-    .to_string()
+    simulated::policy(k, port, &format!("/sim-{k}/.*"))
 }
 
 /// Requests of simulated nodes that etcd did not answer in time and that were sent again.

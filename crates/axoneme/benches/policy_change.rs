@@ -3,6 +3,9 @@
 //! and one remote endpoint changed among 1,000 (`State::set_remote_endpoints`). Both alternate
 //! between two versions, so every iteration is a real change with a new revision.
 
+#[path = "shared/simulated.rs"]
+mod simulated;
+
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -39,22 +42,7 @@ fn remote(i: usize, generation: usize) -> EndpointSpec {
 /// Policy `k`: r2d2 on port 9000 of the `app=r2d2` endpoints takes READs under `/sim-k-v/`
 /// from label set `k`.
 fn policy(k: usize, version: usize) -> String {
-    serde_json::json!({
-        "apiVersion": "cilium.io/v2",
-        "kind": "CiliumNetworkPolicy",
-        "metadata": {"name": format!("sim-{k}")},
-        "spec": {
-            "endpointSelector": {"matchLabels": {"app": "r2d2"}},
-            "ingress": [{
-                "fromEndpoints": [{"matchLabels": {"app": format!("sim-{k}")}}],
-                "toPorts": [{
-                    "ports": [{"port": "9000"}],
-                    "rules": {"l7proto": "r2d2", "l7": [{"cmd": "READ", "file": format!("/sim-{k}-{version}/.*")}]}
-                }]
-            }]
-        }
-    })
-    .to_string()
+    simulated::policy(k, 9000, &format!("/sim-{k}-{version}/.*"))
 }
 
 fn state(policies: usize) -> (State, BTreeMap<String, String>) {

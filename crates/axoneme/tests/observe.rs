@@ -518,15 +518,7 @@ async fn observe_reads_an_access_log_file_as_the_agent_filters_its_ring() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let log_text = log.to_str().unwrap();
-    let from_file = |filters: &[&str]| -> Vec<Value> {
-        let mut args = vec!["observe", "--input-file", log_text, "-o", "json"];
-        args.extend(filters);
-        agent
-            .ok(&args)
-            .lines()
-            .map(|line| serde_json::from_str(line).unwrap())
-            .collect()
-    };
+    let from_file = |filters: &[&str]| observed_in_file(&agent, &log, filters);
     let vader = agent.identity("vader").to_string();
     let filter_sets: [&[&str]; 7] = [
         &[],
@@ -604,6 +596,23 @@ async fn observe_reads_an_access_log_file_as_the_agent_filters_its_ring() {
 }
 
 /// The lines of the agent's access-log file once it has `count` of them (within 5 s).
+/// The flows `observe --input-file LOG -o json` with `filters` gives, run by `agent`'s CLI.
+fn observed_in_file(agent: &Agent, log: &std::path::Path, filters: &[&str]) -> Vec<Value> {
+    let mut args = vec![
+        "observe",
+        "--input-file",
+        log.to_str().unwrap(),
+        "-o",
+        "json",
+    ];
+    args.extend(filters);
+    agent
+        .ok(&args)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
 async fn logged_lines(agent: &Agent, count: usize) -> Vec<String> {
     let log = agent.dir.join("access.log");
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -690,21 +699,8 @@ async fn a_compact_access_log_reads_as_the_same_flows_as_a_cilium_one() {
     assert!(!from_luke.is_empty());
     assert!(from_luke.iter().all(|entry| entry["si"] == luke));
 
-    let from_file = |agent: &Agent, filters: &[&str]| -> Vec<Value> {
-        let log = agent.dir.join("access.log");
-        let mut args = vec![
-            "observe",
-            "--input-file",
-            log.to_str().unwrap(),
-            "-o",
-            "json",
-        ];
-        args.extend(filters);
-        agent
-            .ok(&args)
-            .lines()
-            .map(|line| serde_json::from_str(line).unwrap())
-            .collect()
+    let from_file = |agent: &Agent, filters: &[&str]| {
+        observed_in_file(agent, &agent.dir.join("access.log"), filters)
     };
     let facts = |entries: Vec<Value>| entries.iter().map(flow_facts).collect::<Vec<_>>();
     let vader = compact.identity("vader").to_string();
