@@ -7,7 +7,6 @@ tansu listens on 127.0.0.2 and advertises Envoy's listener, so clients keep goin
 Envoy after their first request. Clients connect from 127.0.0.1; Envoy is restarted on the same
 port with that address labelled as the identity a test plays."""
 
-import json
 import time
 import uuid
 
@@ -16,66 +15,30 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import TopicAuthorizationFailedError
 
-from bench.procs import Process, free_port, port_open
-from bench.targets import tansu_binary
-from conftest import ROOT, Envoy
+from conftest import Envoy
+from kafka_identities import BROKER_IP, PlayedIdentities
 
-POLICY = ROOT / "examples" / "kafka" / "policy.yaml"
-BROKER_IP = "127.0.0.2"
 TIMEOUT = 15
 RUN = uuid.uuid4().hex.encode()
 
 
-class Guarded:
+class Guarded(PlayedIdentities):
     """tansu, and Envoy in front of it playing one identity at a time."""
 
     def __init__(self, workdir, module):
-        self.workdir, self.module = workdir, module
-        self.port, self.broker_port = free_port(), free_port()
-        self.bootstrap = f"127.0.0.1:{self.port}"
-        self.broker = Process([tansu_binary(), "broker",
-                               "--listener-url", f"tcp://{BROKER_IP}:{self.broker_port}",
-                               "--advertised-listener-url", f"tcp://{self.bootstrap}",
-                               "--storage-engine", "memory://tansu/"], workdir / "tansu.log")
-        self.broker.ready(lambda: port_open(self.broker_port, BROKER_IP), "tansu")
-        policy = POLICY.read_text()
-        assert 'port: "9092"' in policy, "the example policy guards port 9092"
-        self.policy = policy.replace('port: "9092"', f'port: "{self.broker_port}"')
-        self.envoy = None
-        self.identity = None
+        super().__init__(workdir)
+        self.module = module
 
-    def become_(self, app: str) -> str:
-        """Restarts Envoy with the clients' address labelled `app: <app>`; returns the bootstrap
-        address."""
-        if self.identity != app:
-            self.stop_envoy()
-            workdir = self.workdir / app
-            workdir.mkdir(exist_ok=True)
-            endpoints = workdir / "endpoints.yaml"
-            endpoints.write_text(f"""\
-endpoints:
-  - {{name: kafka, ips: ["{BROKER_IP}"], labels: {{app: kafka}}}}
-  - {{name: client, ips: ["127.0.0.1"], labels: {{app: {app}}}}}
-""")
-            self.envoy = Envoy(workdir, self.module, "kafka", self.broker_port, "kafka",
-                               policy=self.policy, endpoints=endpoints,
-                               upstream_host=BROKER_IP, port=self.port)
-            self.identity = app
-        return self.bootstrap
-
-    def entries(self) -> list:
-        log = self.envoy.access_log
-        return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-
-    def stop_envoy(self):
-        if self.envoy is not None:
-            self.envoy.stop()
-            self.envoy = None
-            self.identity = None
-
-    def stop(self):
-        self.stop_envoy()
-        self.broker.stop()
+    def start_proxy(self, app: str):
+        workdir = self.workdir / app
+        workdir.mkdir(exist_ok=True)
+        endpoints = workdir / "endpoints.yaml"
+        endpoints.write_text(self.endpoints(app))
+        envoy = Envoy(workdir, self.module, "kafka", self.broker_port, "kafka",
+                      policy=self.policy, endpoints=endpoints, upstream_host=BROKER_IP,
+                      port=self.port)
+        self.access_log = envoy.access_log
+        return envoy
 
 
 @pytest.fixture(scope="module")
