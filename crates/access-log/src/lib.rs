@@ -261,8 +261,17 @@ fn utf8_prefix(bytes: &[u8], max: usize) -> &[u8] {
     &bytes[..cut]
 }
 
-/// How many connections' parts each logging thread keeps rendered.
-const RENDERED_CONNECTIONS: usize = 16;
+/// How many connections' parts each logging thread keeps rendered, in sets of [`WAYS`] slots
+/// chosen by connection id and direction: a worker serving fewer connections finds nearly every
+/// one's part, and one serving more renders again only those another pushed out. A power of two.
+const RENDERED_CONNECTIONS: usize = 512;
+
+/// The slots a connection's part may take: one of the set its id and direction select.
+const WAYS: usize = 4;
+
+/// Room a slot's buffer is given when first used: a connection's part with a few labels a side
+/// fits, so a slot grows once, not by doubling.
+const RENDERED_PART_CAPACITY: usize = 512;
 
 thread_local! {
     /// The connection parts this thread rendered last, in Cilium's form.
@@ -274,20 +283,18 @@ thread_local! {
 }
 
 /// The part of an entry that every entry of a connection shares (identities, addresses, labels,
-/// listener, endpoint), rendered once for the last few connections a thread logged for: a
-/// connection logs every request, usually from one thread.
+/// listener, endpoint), rendered once per connection into one of the slots its id and direction
+/// select (an entry may be logged under either guarded end of a connection), and kept there
+/// until [`WAYS`] other connections of the same set log after it. A slot taken over
+/// keeps its buffer, so that once every slot has grown to the usual size rendering allocates
+/// nothing.
 struct ConnectionParts {
-    parts: Vec<(ConnectionMeta, Vec<u8>)>,
-    /// The slot the next new connection takes once all are in use.
-    next: usize,
+    slots: Vec<Option<(ConnectionMeta, Vec<u8>)>>,
 }
 
 impl ConnectionParts {
     const fn new() -> ConnectionParts {
-        ConnectionParts {
-            parts: Vec::new(),
-            next: 0,
-        }
+        ConnectionParts { slots: Vec::new() }
     }
 
     /// Appends the shared part of `meta`'s entries to `out`, as `render_connection` renders it.
@@ -297,27 +304,49 @@ impl ConnectionParts {
         out: &mut Vec<u8>,
         render_connection: fn(&ConnectionMeta, &mut Vec<u8>),
     ) {
-        if let Some((_, rendered)) = self.parts.iter().find(|(m, _)| same_connection(m, meta)) {
-            out.extend_from_slice(rendered);
-            return;
+        if self.slots.is_empty() {
+            self.slots.resize_with(RENDERED_CONNECTIONS, || None);
         }
-        let mut rendered = Vec::new();
-        render_connection(meta, &mut rendered);
-        out.extend_from_slice(&rendered);
-        let part = (meta.clone(), rendered);
-        if self.parts.len() < RENDERED_CONNECTIONS {
-            self.parts.push(part);
-        } else {
-            self.parts[self.next] = part;
-            self.next = (self.next + 1) % RENDERED_CONNECTIONS;
+        let at = WAYS * set_of(meta);
+        let set = &mut self.slots[at..at + WAYS];
+        let found = set.iter().position(|slot| {
+            slot.as_ref()
+                .is_some_and(|(kept, _)| same_connection(kept, meta))
+        });
+        // A set is kept in the order its connections last logged, the latest first: a
+        // connection not found takes the slot of the one that logged longest ago.
+        set[..=found.unwrap_or(WAYS - 1)].rotate_right(1);
+        if found.is_none() {
+            let mut rendered = match set[0].take() {
+                Some((_, mut buffer)) => {
+                    buffer.clear();
+                    buffer
+                }
+                None => Vec::with_capacity(RENDERED_PART_CAPACITY),
+            };
+            render_connection(meta, &mut rendered);
+            set[0] = Some((meta.clone(), rendered));
+        }
+        if let Some((_, rendered)) = &set[0] {
+            out.extend_from_slice(rendered);
         }
     }
+}
+
+/// The set of [`WAYS`] slots that `meta`'s connection and direction may take: Fibonacci hashing
+/// of the two, so that the ids one worker sees (every n-th, with connections dealt to n workers
+/// in turn) spread over every set, and the two guarded ends of a connection fall apart.
+fn set_of(meta: &ConnectionMeta) -> usize {
+    const SETS: usize = RENDERED_CONNECTIONS / WAYS;
+    let key = meta.id << 1 | matches!(meta.direction, Direction::Egress) as u64;
+    (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SETS.trailing_zeros())) as usize
 }
 
 /// Whether `a` and `b` describe the same connection. The shared strings are compared by
 /// identity: a kept part holds them, so their memory cannot be reused for other values.
 fn same_connection(a: &ConnectionMeta, b: &ConnectionMeta) -> bool {
     a.id == b.id
+        && a.direction == b.direction
         && a.source == b.source
         && a.destination == b.destination
         && a.source_identity == b.source_identity
@@ -964,6 +993,49 @@ mod tests {
             .collect();
         for meta in many.iter().chain(&many) {
             assert_eq!(line(meta)["destination_labels"][0], "app=r2d2");
+        }
+    }
+
+    thread_local! {
+        static RENDERS: Cell<usize> = const { Cell::new(0) };
+    }
+
+    /// Renders nothing, counting the calls.
+    fn count_render(_: &ConnectionMeta, _: &mut Vec<u8>) {
+        RENDERS.set(RENDERS.get() + 1);
+    }
+
+    #[test]
+    fn a_worker_finds_the_parts_of_the_connections_it_serves_already_rendered() {
+        // Connections are dealt to the workers in turn, so a worker sees every n-th id; a
+        // connection guarded at both ends logs under each.
+        for workers in [1u64, 2, 3, 4, 8] {
+            let metas: Vec<ConnectionMeta> = (0..200)
+                .flat_map(|k| {
+                    let id = 1_000 + k * workers;
+                    let ingress = ConnectionMeta { id, ..meta() };
+                    let egress = (k % 10 == 0).then(|| ConnectionMeta {
+                        direction: Direction::Egress,
+                        ..ingress.clone()
+                    });
+                    std::iter::once(ingress).chain(egress)
+                })
+                .collect();
+            let mut parts = ConnectionParts::new();
+            let mut out = Vec::new();
+            for meta in &metas {
+                parts.render(meta, &mut out, count_render);
+            }
+            RENDERS.set(0);
+            for meta in metas.iter().chain(&metas) {
+                parts.render(meta, &mut out, count_render);
+            }
+            assert!(
+                RENDERS.get() == 0,
+                "{workers} workers: {} of {} parts rendered again",
+                RENDERS.get(),
+                2 * metas.len()
+            );
         }
     }
 

@@ -1,5 +1,5 @@
 //! The access log's cost on the forwarding path: formatting one memcached request's entry (in
-//! Cilium's form and the compact one), handing it to the log (format plus append to the writer's
+//! Cilium's form and the compact one; and for 200 connections in turn, as a busy worker does), handing it to the log (format plus append to the writer's
 //! batch), and handing it to the monitor in front of the log, whose writer also hands it to the
 //! ring of recent entries. Then the whole file-write path in each form: entries logged to a
 //! file and the writer done with them, per entry, for a connection with one label a side and for
@@ -128,6 +128,31 @@ fn access_log(c: &mut Criterion) {
     c.bench_function("format memcached get entry", |b| {
         b.iter(|| {
             line.clear();
+            format_entry(
+                &mut line,
+                black_box(&entry),
+                SystemTime::now(),
+                DEFAULT_MAX_FIELD_BYTES,
+            )
+        })
+    });
+    // A worker logs for many connections in turn: their shared parts must not push each other
+    // out.
+    let many: Vec<ConnectionMeta> = (0..200)
+        .map(|id| ConnectionMeta {
+            id,
+            source: format!("127.0.0.11:{}", 40_000 + id).parse().unwrap(),
+            ..meta.clone()
+        })
+        .collect();
+    let mut turn = many.iter().cycle();
+    c.bench_function("format memcached get entry, 200 connections in turn", |b| {
+        b.iter(|| {
+            line.clear();
+            let entry = LogEntry {
+                meta: turn.next().expect("a cycle never ends"),
+                ..entry
+            };
             format_entry(
                 &mut line,
                 black_box(&entry),
