@@ -333,6 +333,7 @@ pub fn names_topics(key: i16) -> bool {
 }
 
 /// Reads a topic name, or a topic id when `by_id`.
+#[inline(always)]
 fn topic_ref<'a>(r: &mut Reader<'a>, by_id: bool) -> Result<TopicRef<'a>, WireError> {
     match by_id {
         true => r.uuid("a topic id").map(TopicRef::Id),
@@ -353,7 +354,7 @@ trait PartitionedTopic {
 }
 
 /// Reads one topic entry of the shape `S`.
-#[inline]
+#[inline(always)]
 fn partitioned_topic<'a, S: PartitionedTopic>(
     r: &mut Reader<'a>,
     version: i16,
