@@ -255,41 +255,49 @@ pub struct Writer<'b> {
 
 impl<'b> Writer<'b> {
     /// A writer appending to `out`; `flexible` when the message version is flexible.
+    #[inline(always)]
     pub fn new(out: &'b mut Vec<u8>, flexible: bool) -> Self {
         Writer { out, flexible }
     }
 
     /// An `int8`.
+    #[inline(always)]
     pub fn i8(&mut self, value: i8) {
         self.out.extend_from_slice(&value.to_be_bytes());
     }
 
     /// A `bool`.
+    #[inline(always)]
     pub fn bool(&mut self, value: bool) {
         self.out.push(u8::from(value));
     }
 
     /// An `int16`.
+    #[inline(always)]
     pub fn i16(&mut self, value: i16) {
         self.out.extend_from_slice(&value.to_be_bytes());
     }
 
     /// An `int32`.
+    #[inline(always)]
     pub fn i32(&mut self, value: i32) {
         self.out.extend_from_slice(&value.to_be_bytes());
     }
 
     /// An `int64`.
+    #[inline(always)]
     pub fn i64(&mut self, value: i64) {
         self.out.extend_from_slice(&value.to_be_bytes());
     }
 
     /// A `uuid`.
+    #[inline(always)]
     pub fn uuid(&mut self, value: &Uuid) {
         self.out.extend_from_slice(value);
     }
 
     /// An unsigned varint.
+    #[inline(always)]
     pub fn uvarint(&mut self, mut value: u32) {
         while value >= 0x80 {
             self.out.push((value as u8 & 0x7f) | 0x80);
@@ -299,6 +307,7 @@ impl<'b> Writer<'b> {
     }
 
     /// A length (see [`Reader`]); `None` is null.
+    #[inline(always)]
     fn length(&mut self, wide: bool, n: Option<usize>) {
         match (self.flexible, n) {
             (true, n) => self.uvarint(n.map_or(0, |n| n as u32 + 1)),
@@ -310,6 +319,7 @@ impl<'b> Writer<'b> {
     }
 
     /// A `string`, or null.
+    #[inline(always)]
     pub fn nullable_string(&mut self, value: Option<&[u8]>) {
         self.length(false, value.map(<[u8]>::len));
         if let Some(value) = value {
@@ -318,27 +328,32 @@ impl<'b> Writer<'b> {
     }
 
     /// A `string` that is not null.
+    #[inline(always)]
     pub fn string(&mut self, value: &[u8]) {
         self.nullable_string(Some(value));
     }
 
     /// A `bytes` field.
+    #[inline(always)]
     pub fn bytes(&mut self, value: &[u8]) {
         self.length(true, Some(value.len()));
         self.out.extend_from_slice(value);
     }
 
     /// A null `bytes` or `records` field.
+    #[inline(always)]
     pub fn null_bytes(&mut self) {
         self.length(true, None);
     }
 
     /// The element count of an array (`None`: a null array); the elements follow.
+    #[inline(always)]
     pub fn array_len(&mut self, n: Option<usize>) {
         self.length(true, n);
     }
 
     /// No tagged fields (nothing in classic versions).
+    #[inline(always)]
     pub fn tagged_fields(&mut self) {
         if self.flexible {
             self.uvarint(0);
