@@ -6,8 +6,10 @@
 //! Only a response the broker sent to an allowed Metadata request teaches (the parser asks
 //! [`crate::pending`] which response that is, by its place in the response order, never by a
 //! correlation id a client chose). An id never learned stays an id, and a request naming it
-//! is judged as naming an unknown topic. This module reads a Metadata response up to its
-//! topics' ids and keeps the map; it decides nothing.
+//! is judged as naming an unknown topic. A connection passes again unread the response it
+//! last learned from while the map has not changed since ([`LastLearned`]), and the map is
+//! written only when a response names an id it does not hold with that name. This module
+//! reads a Metadata response up to its topics' ids and keeps the map; it decides nothing.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher, RandomState};
@@ -28,7 +30,6 @@ pub const MAX_UPSTREAMS: usize = 1024;
 /// The first Metadata version whose response carries topic ids.
 pub const FIRST_VERSION_WITH_IDS: i16 = 10;
 
-/// The topic names of one upstream, by id.
 /// The name of each topic id learned.
 type Names = HashMap<Uuid, Box<[u8]>, IdHashing>;
 
@@ -93,6 +94,7 @@ impl Hasher for IdHasher {
     }
 }
 
+/// The topic names of one upstream, by id.
 #[derive(Debug, Default)]
 pub struct TopicIds {
     names: RwLock<Names>,

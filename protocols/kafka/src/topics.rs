@@ -4,9 +4,11 @@
 //! as a position in the body with the function that reads one entry; iterating reads the
 //! entries again from the borrowed bytes, so nothing is copied or allocated. The topics a
 //! request names are also kept at hand as it is parsed ([`KeptTopics`]: up to
-//! [`KEPT_TOPICS`] of them, slices of the body), each as its entry is checked when it lies in
-//! the body's own topic array ([`Entries::read_keeping`]), so judging and logging it walk no
-//! array again. This module knows the shapes shared by the messages, not any message's fields.
+//! [`KEPT_TOPICS`] of them, slices of the body), each as its entry is checked: in the body's
+//! own topic array ([`Entries::read_keeping`]), in the topic arrays of its groups or
+//! transactions ([`Entries::read_checking`]) or among its resources ([`Entries::read_with`]),
+//! so judging and logging it walk no array again. This module knows the shapes shared by the
+//! messages, not any message's fields.
 
 use crate::wire::{Reader, Uuid, WireError};
 
