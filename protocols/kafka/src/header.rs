@@ -154,6 +154,19 @@ mod tests {
     }
 
     #[test]
+    fn peeked_bytes_are_the_same_in_one_chunk_or_across_several() {
+        let whole: [&[u8]; 1] = [b"abcdef"];
+        let split: [&[u8]; 4] = [b"", b"ab", b"c", b"def"];
+        for slices in [&whole[..], &split[..]] {
+            let input = Input::new(slices);
+            assert_eq!(peek::<4>(&input, 0), Some(*b"abcd"));
+            assert_eq!(peek::<2>(&input, 4), Some(*b"ef"));
+            assert_eq!(peek::<3>(&input, 4), None);
+            assert_eq!(peek::<2>(&input.skip(3), 1), Some(*b"ef"));
+        }
+    }
+
+    #[test]
     fn header_v1_and_v2() {
         let v1 = b"\x00\x03\x00\x08\x00\x00\x00\x07\x00\x02idBODY";
         let (header, body) = RequestHeader::parse(v1).unwrap();
