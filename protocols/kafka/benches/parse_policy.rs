@@ -181,7 +181,14 @@ fn bench(c: &mut Criterion) {
     };
     let mut group = c.benchmark_group("kafka");
     group.throughput(Throughput::Elements(1));
-    for case in cases() {
+    // `KAFKA_BENCH_CASE=<part of a case's name>` measures only the cases so named: to count
+    // one case's instructions per round trip under callgrind (`round_trip`'s inclusive cost
+    // over its calls).
+    let only = std::env::var("KAFKA_BENCH_CASE").ok();
+    let measured = cases()
+        .into_iter()
+        .filter(|case| only.as_deref().is_none_or(|only| case.name.contains(only)));
+    for case in measured {
         let allocs = allocations_per_request(&env, &case);
         println!(
             "kafka/{}: {allocs:.3} heap allocations per request in steady state",

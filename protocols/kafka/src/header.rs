@@ -20,7 +20,7 @@ pub const LENGTH_LEN: usize = 4;
 /// `None` when the length field itself has not arrived. A negative length, or one above `max`
 /// (the frame without its length field), is an error.
 pub fn frame_len(input: &Input<'_>, max: usize) -> Result<Option<usize>, Error> {
-    let Some(bytes) = input.peek::<LENGTH_LEN>(0) else {
+    let Some(bytes) = peek::<LENGTH_LEN>(input, 0) else {
         return Ok(None);
     };
     let length = i32::from_be_bytes(bytes);
@@ -29,6 +29,17 @@ pub fn frame_len(input: &Input<'_>, max: usize) -> Result<Option<usize>, Error> 
         return Err(Error::TooLarge { length, max });
     }
     Ok(Some(LENGTH_LEN + length))
+}
+
+/// The `N` bytes of `input` at `at`, or `None` when it is shorter: read from its first chunk
+/// when they lie there, as they nearly always do (a copy of a known size, without a call),
+/// else gathered by [`Input::peek`].
+#[inline(always)]
+pub fn peek<const N: usize>(input: &Input<'_>, at: usize) -> Option<[u8; N]> {
+    match input.first_chunk().get(at..at + N) {
+        Some(bytes) => bytes.try_into().ok(),
+        None => input.peek::<N>(at),
+    }
 }
 
 /// A request header, borrowing the client id from the frame.
@@ -140,6 +151,19 @@ mod tests {
             frame_len(&Input::new(&negative), 100),
             Err(Error::NegativeLength(-2))
         );
+    }
+
+    #[test]
+    fn peeked_bytes_are_the_same_in_one_chunk_or_across_several() {
+        let whole: [&[u8]; 1] = [b"abcdef"];
+        let split: [&[u8]; 4] = [b"", b"ab", b"c", b"def"];
+        for slices in [&whole[..], &split[..]] {
+            let input = Input::new(slices);
+            assert_eq!(peek::<4>(&input, 0), Some(*b"abcd"));
+            assert_eq!(peek::<2>(&input, 4), Some(*b"ef"));
+            assert_eq!(peek::<3>(&input, 4), None);
+            assert_eq!(peek::<2>(&input.skip(3), 1), Some(*b"ef"));
+        }
     }
 
     #[test]

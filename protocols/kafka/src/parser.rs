@@ -40,10 +40,10 @@ use crate::api::{Api, FETCH, METADATA, SASL_HANDSHAKE};
 use crate::apis::{metadata, Body, Denial, Request};
 use crate::error::Error;
 use crate::fetch_sessions::FetchSessions;
-use crate::header::{frame_len, write_request, RequestHeader, LENGTH_LEN};
+use crate::header::{frame_len, peek, write_request, RequestHeader, LENGTH_LEN};
 use crate::pending::{DenyAction, Pending, PendingError, ResponseAction};
 use crate::rules::RuleSet;
-use crate::topic_ids::{Known, TopicIds, FIRST_VERSION_WITH_IDS};
+use crate::topic_ids::{Known, LastLearned, TopicIds, FIRST_VERSION_WITH_IDS};
 use crate::topics::{TopicRef, TOPIC_AUTHORIZATION_FAILED};
 use crate::wire::{Reader, Uuid, WireError, Writer};
 
@@ -71,6 +71,8 @@ pub struct KafkaParser {
     pending: Pending,
     /// The topic ids of the upstream, shared with its other connections.
     topic_ids: Arc<TopicIds>,
+    /// The Metadata response this connection last learned topic ids from.
+    last_learned: LastLearned,
     /// A request that straddles input slices, joined.
     scratch: Vec<u8>,
     /// A Metadata response that straddles input slices, joined.
@@ -263,6 +265,7 @@ impl KafkaParser {
             max_request,
             pending: Pending::default(),
             topic_ids,
+            last_learned: LastLearned::default(),
             scratch: Vec::new(),
             reply_scratch: Vec::new(),
             narrowed_due: false,
@@ -328,7 +331,7 @@ impl KafkaParser {
         scratch: &mut Vec<u8>,
     ) -> Result<Op, ParseError> {
         // A whole request of an API whose body is read: header and body read in one pass.
-        let key = input.peek::<2>(LENGTH_LEN).map(i16::from_be_bytes);
+        let key = peek::<2>(&input, LENGTH_LEN).map(i16::from_be_bytes);
         if at_hand == frame && key.is_some_and(reads_body) {
             let Some(message) = input.contiguous(LENGTH_LEN..frame, scratch) else {
                 return Ok(Op::More(1));
@@ -675,7 +678,7 @@ impl KafkaParser {
         if input.is_empty() {
             return Ok(Op::Nop);
         }
-        let Some(head) = input.peek::<RESPONSE_HEAD>(0) else {
+        let Some(head) = peek::<RESPONSE_HEAD>(&input, 0) else {
             return Ok(Op::More(RESPONSE_HEAD - input.len()));
         };
         let [l0, l1, l2, l3, c0, c1, c2, c3] = head;
@@ -701,7 +704,9 @@ impl KafkaParser {
                 if let Some(message) = input.contiguous(LENGTH_LEN..frame, &mut scratch) {
                     // A response that does not follow its definition teaches what came before
                     // the fault and still goes to the client, whose business it is.
-                    let _ = self.topic_ids.learn(message, version);
+                    let _ = self
+                        .topic_ids
+                        .learn_new(message, version, &mut self.last_learned);
                 }
                 self.reply_scratch = scratch;
             }
@@ -753,7 +758,9 @@ impl KafkaParser {
         let written = match input.contiguous(LENGTH_LEN..frame, &mut scratch) {
             Some(message) => {
                 if self.pending.metadata_due(correlation_id).is_some() {
-                    let _ = self.topic_ids.learn(message, version);
+                    let _ = self
+                        .topic_ids
+                        .learn_new(message, version, &mut self.last_learned);
                 }
                 self.rewritten.clear();
                 self.rewritten_sent = 0;

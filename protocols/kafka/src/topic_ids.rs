@@ -6,12 +6,15 @@
 //! Only a response the broker sent to an allowed Metadata request teaches (the parser asks
 //! [`crate::pending`] which response that is, by its place in the response order, never by a
 //! correlation id a client chose). An id never learned stays an id, and a request naming it
-//! is judged as naming an unknown topic. This module reads a Metadata response up to its
-//! topics' ids and keeps the map; it decides nothing.
+//! is judged as naming an unknown topic. A connection passes again unread the response it
+//! last learned from while the map has not changed since ([`LastLearned`]), and the map is
+//! written only when a response names an id it does not hold with that name. This module
+//! reads a Metadata response up to its topics' ids and keeps the map; it decides nothing.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
 
 use crate::topics::TopicRef;
@@ -27,7 +30,6 @@ pub const MAX_UPSTREAMS: usize = 1024;
 /// The first Metadata version whose response carries topic ids.
 pub const FIRST_VERSION_WITH_IDS: i16 = 10;
 
-/// The topic names of one upstream, by id.
 /// The name of each topic id learned.
 type Names = HashMap<Uuid, Box<[u8]>, IdHashing>;
 
@@ -92,9 +94,26 @@ impl Hasher for IdHasher {
     }
 }
 
+/// The topic names of one upstream, by id.
 #[derive(Debug, Default)]
 pub struct TopicIds {
     names: RwLock<Names>,
+    /// How many times `names` changed: raised under its write lock, read under either lock.
+    changes: AtomicU64,
+}
+
+/// The longest response (after its correlation id) a connection remembers having learned
+/// from, to pass the same response again unread.
+const MAX_REMEMBERED: usize = 16 * 1024;
+
+/// The Metadata response a connection last learned from, and the map's change count right
+/// after it did: the same response (after its correlation id) at the same count teaches
+/// nothing new, as the map still holds all it taught.
+#[derive(Debug, Default)]
+pub struct LastLearned {
+    version: i16,
+    bytes: Vec<u8>,
+    changes: Option<u64>,
 }
 
 impl TopicIds {
@@ -103,56 +122,68 @@ impl TopicIds {
     /// teach nothing; topics with an error or without a name are skipped. A response that
     /// does not follow its definition teaches what was read before the fault.
     pub fn learn(&self, response: &[u8], version: i16) -> Result<(), WireError> {
-        if version < FIRST_VERSION_WITH_IDS {
+        self.learn_counting(response, version).0
+    }
+
+    /// [`TopicIds::learn`], unless `last` is the same response and the map has not changed
+    /// since it was learned; remembers `response` in `last` when it teaches, or forgets.
+    pub fn learn_new(
+        &self,
+        response: &[u8],
+        version: i16,
+        last: &mut LastLearned,
+    ) -> Result<(), WireError> {
+        let after_correlation_id = response.get(4..).unwrap_or_default();
+        if last
+            .changes
+            .is_some_and(|changes| changes == self.changes.load(Ordering::Acquire))
+            && last.version == version
+            && last.bytes == after_correlation_id
+        {
             return Ok(());
         }
-        // Every version with ids is flexible: response header v1, compact fields.
-        let mut r = Reader::new(response, true);
-        r.i32("the correlation id")?;
-        r.tagged_fields()?;
-        r.i32("the throttle time")?;
-        for _ in 0..r.array_len("the brokers")? {
-            r.i32("a node id")?;
-            r.string("a host")?;
-            r.i32("a port")?;
-            r.nullable_string("a rack")?;
-            r.tagged_fields()?;
+        let (result, changes) = self.learn_counting(response, version);
+        last.bytes.clear();
+        last.changes = None;
+        if result.is_ok() && after_correlation_id.len() <= MAX_REMEMBERED {
+            last.bytes.extend_from_slice(after_correlation_id);
+            last.version = version;
+            last.changes = Some(changes);
         }
-        r.nullable_string("the cluster id")?;
-        r.i32("the controller id")?;
-        let topics = r.array_len("the topics")?;
+        result
+    }
+
+    /// [`TopicIds::learn`], and the map's change count once it has: the names are looked up
+    /// under the read lock, and the write lock taken only when the response names a topic
+    /// the map does not hold by that id and name.
+    fn learn_counting(&self, response: &[u8], version: i16) -> (Result<(), WireError>, u64) {
+        if version < FIRST_VERSION_WITH_IDS {
+            return (Ok(()), self.changes.load(Ordering::Acquire));
+        }
+        let mut new = false;
+        let (read, changes) = {
+            let names = self.names.read().unwrap_or_else(PoisonError::into_inner);
+            let read = each_named_topic(response, |id, name| {
+                new |= names.get(&id).is_none_or(|known| **known != *name);
+            });
+            (read, self.changes.load(Ordering::Acquire))
+        };
+        if !new {
+            return (read, changes);
+        }
         let mut names = self.names.write().unwrap_or_else(PoisonError::into_inner);
-        for _ in 0..topics {
-            let error = r.i16("a topic's error code")?;
-            let name = r.nullable_string("a topic name")?;
-            let id = r.uuid("a topic id")?;
-            r.bool("is internal")?;
-            for _ in 0..r.array_len("the partitions")? {
-                r.i16("a partition's error code")?;
-                r.i32("a partition index")?;
-                r.i32("a leader id")?;
-                r.i32("a leader epoch")?;
-                r.skip_array(4, "the replicas")?;
-                r.skip_array(4, "the in-sync replicas")?;
-                r.skip_array(4, "the offline replicas")?;
-                r.tagged_fields()?;
+        // The same bytes read again, to the same fault if any.
+        let _ = each_named_topic(response, |id, name| {
+            if names.get(&id).is_some_and(|known| **known == *name) {
+                return;
             }
-            r.i32("the topic's authorized operations")?;
-            r.tagged_fields()?;
-            match name {
-                Some(name) if error == 0 && id != [0; 16] => {
-                    if names.get(&id).is_some_and(|known| **known == *name) {
-                        continue;
-                    }
-                    if names.len() >= MAX_TOPICS {
-                        names.clear();
-                    }
-                    names.insert(id, name.into());
-                }
-                _ => {}
+            if names.len() >= MAX_TOPICS {
+                names.clear();
             }
-        }
-        Ok(())
+            names.insert(id, name.into());
+        });
+        let changes = self.changes.fetch_add(1, Ordering::AcqRel) + 1;
+        (read, changes)
     }
 
     /// The map as it is now, to resolve the topics of one request.
@@ -161,6 +192,51 @@ impl TopicIds {
             self.names.read().unwrap_or_else(PoisonError::into_inner),
         ))
     }
+}
+
+/// Reads a Metadata response of a version with ids (10+, all flexible) up to its topics,
+/// and hands the id and name of each topic without an error, named and with an id, to `each`.
+fn each_named_topic<'a>(
+    response: &'a [u8],
+    mut each: impl FnMut(Uuid, &'a [u8]),
+) -> Result<(), WireError> {
+    // Every version with ids is flexible: response header v1, compact fields.
+    let mut r = Reader::new(response, true);
+    r.i32("the correlation id")?;
+    r.tagged_fields()?;
+    r.i32("the throttle time")?;
+    for _ in 0..r.array_len("the brokers")? {
+        r.i32("a node id")?;
+        r.string("a host")?;
+        r.i32("a port")?;
+        r.nullable_string("a rack")?;
+        r.tagged_fields()?;
+    }
+    r.nullable_string("the cluster id")?;
+    r.i32("the controller id")?;
+    for _ in 0..r.array_len("the topics")? {
+        let error = r.i16("a topic's error code")?;
+        let name = r.nullable_string("a topic name")?;
+        let id = r.uuid("a topic id")?;
+        r.bool("is internal")?;
+        for _ in 0..r.array_len("the partitions")? {
+            r.i16("a partition's error code")?;
+            r.i32("a partition index")?;
+            r.i32("a leader id")?;
+            r.i32("a leader epoch")?;
+            r.skip_array(4, "the replicas")?;
+            r.skip_array(4, "the in-sync replicas")?;
+            r.skip_array(4, "the offline replicas")?;
+            r.tagged_fields()?;
+        }
+        r.i32("the topic's authorized operations")?;
+        r.tagged_fields()?;
+        match name {
+            Some(name) if error == 0 && id != [0; 16] => each(id, name),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// A read view of the learned names, or none (for a request that names no topic by id).
@@ -301,6 +377,53 @@ mod tests {
         assert!(ids.learn(cut, 12).is_err());
         assert_eq!(name(&ids, [1; 16]).as_deref(), Some(&b"a"[..]));
         assert_eq!(name(&ids, [2; 16]), None);
+    }
+
+    #[test]
+    fn the_same_response_is_learned_again_only_once_the_map_changed() {
+        let ids = TopicIds::default();
+        let mut last = LastLearned::default();
+        let plans = response(12, &[(0, Some("deathstar-plans"), [4; 16])]);
+        let changes = || ids.changes.load(Ordering::Acquire);
+        ids.learn_new(&plans, 12, &mut last).unwrap();
+        assert_eq!(changes(), 1);
+        ids.learn_new(&plans, 12, &mut last).unwrap();
+        ids.learn(&plans, 12).unwrap();
+        assert_eq!(changes(), 1, "nothing new: the map is not written");
+        // Another connection's response names the id otherwise: the map changed, so the
+        // response this one learned from teaches again.
+        ids.learn(&response(12, &[(0, Some("other"), [4; 16])]), 12)
+            .unwrap();
+        assert_eq!(name(&ids, [4; 16]).as_deref(), Some(&b"other"[..]));
+        ids.learn_new(&plans, 12, &mut last).unwrap();
+        assert_eq!(
+            name(&ids, [4; 16]).as_deref(),
+            Some(&b"deathstar-plans"[..])
+        );
+        // Another response from this connection teaches.
+        let announce = response(12, &[(0, Some("empire-announce"), [1; 16])]);
+        ids.learn_new(&announce, 12, &mut last).unwrap();
+        assert_eq!(
+            name(&ids, [1; 16]).as_deref(),
+            Some(&b"empire-announce"[..])
+        );
+        // One that cannot be read teaches what comes before the fault, each time.
+        let both = response(
+            12,
+            &[
+                (0, Some("deathstar-plans"), [4; 16]),
+                (0, Some("b"), [2; 16]),
+            ],
+        );
+        let cut = &both[..both.len() - 20];
+        assert!(ids.learn_new(cut, 12, &mut last).is_err());
+        ids.learn(&response(12, &[(0, Some("other"), [4; 16])]), 12)
+            .unwrap();
+        let _ = ids.learn_new(cut, 12, &mut last);
+        assert_eq!(
+            name(&ids, [4; 16]).as_deref(),
+            Some(&b"deathstar-plans"[..])
+        );
     }
 
     #[test]

@@ -4,9 +4,11 @@
 //! as a position in the body with the function that reads one entry; iterating reads the
 //! entries again from the borrowed bytes, so nothing is copied or allocated. The topics a
 //! request names are also kept at hand as it is parsed ([`KeptTopics`]: up to
-//! [`KEPT_TOPICS`] of them, slices of the body), each as its entry is checked when it lies in
-//! the body's own topic array ([`Entries::read_keeping`]), so judging and logging it walk no
-//! array again. This module knows the shapes shared by the messages, not any message's fields.
+//! [`KEPT_TOPICS`] of them, slices of the body), each as its entry is checked: in the body's
+//! own topic array ([`Entries::read_keeping`]), in the topic arrays of its groups or
+//! transactions ([`Entries::read_checking`]) or among its resources ([`Entries::read_with`]),
+//! so judging and logging it walk no array again. This module knows the shapes shared by the
+//! messages, not any message's fields.
 
 use crate::wire::{Reader, Uuid, WireError};
 
@@ -95,18 +97,57 @@ impl<'a, T> Entries<'a, T> {
         Self::read_count(r, version, count, read)
     }
 
-    /// Reads an array that may be null (`None`).
+    /// Reads an array that may not be null, handing each entry to `each` as it is read.
     #[inline(always)]
-    pub fn read_nullable(
+    pub fn read_with(
         r: &mut Reader<'a>,
         version: i16,
         what: &'static str,
         read: fn(&mut Reader<'a>, i16) -> Result<T, WireError>,
+        each: impl FnMut(T),
+    ) -> Result<Self, WireError> {
+        let count = r.array_len(what)?;
+        Self::read_count_with(r, version, count, read, each)
+    }
+
+    /// Reads an array that may be null (`None`), handing each entry to `each` as it is read.
+    #[inline(always)]
+    pub fn read_nullable_with(
+        r: &mut Reader<'a>,
+        version: i16,
+        what: &'static str,
+        read: fn(&mut Reader<'a>, i16) -> Result<T, WireError>,
+        each: impl FnMut(T),
     ) -> Result<Option<Self>, WireError> {
         match r.nullable_array(what)? {
-            Some(count) => Self::read_count(r, version, count, read).map(Some),
+            Some(count) => Self::read_count_with(r, version, count, read, each).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// Reads an array that may not be null, checking each entry with `check`, which must
+    /// read an entry exactly as `read` does (the array is iterated with `read`) and may note
+    /// what it meets on the way: the topics of an entry's own arrays, so that no one reads the
+    /// array again for them.
+    #[inline(always)]
+    pub fn read_checking(
+        r: &mut Reader<'a>,
+        version: i16,
+        what: &'static str,
+        read: fn(&mut Reader<'a>, i16) -> Result<T, WireError>,
+        mut check: impl FnMut(&mut Reader<'a>, i16) -> Result<T, WireError>,
+    ) -> Result<Self, WireError> {
+        let count = r.array_len(what)?;
+        let start = *r;
+        for _ in 0..count {
+            check(r, version)?;
+        }
+        Ok(Entries {
+            reader: start,
+            count,
+            version,
+            read,
+        })
     }
 
     #[inline(always)]
@@ -209,8 +250,7 @@ impl<'a> Entries<'a, TopicEntry<'a>> {
         read: fn(&mut Reader<'a>, i16) -> Result<TopicEntry<'a>, WireError>,
         kept: &mut KeptTopics<'a>,
     ) -> Result<Self, WireError> {
-        let count = r.array_len(what)?;
-        Self::read_count_with(r, version, count, read, |entry| kept.push(entry.topic))
+        Self::read_with(r, version, what, read, |entry| kept.push(entry.topic))
     }
 
     /// Reads a topic array that may be null (`None`), as [`Entries::read_keeping`].
@@ -222,13 +262,7 @@ impl<'a> Entries<'a, TopicEntry<'a>> {
         read: fn(&mut Reader<'a>, i16) -> Result<TopicEntry<'a>, WireError>,
         kept: &mut KeptTopics<'a>,
     ) -> Result<Option<Self>, WireError> {
-        match r.nullable_array(what)? {
-            Some(count) => {
-                Self::read_count_with(r, version, count, read, |entry| kept.push(entry.topic))
-                    .map(Some)
-            }
-            None => Ok(None),
-        }
+        Self::read_nullable_with(r, version, what, read, |entry| kept.push(entry.topic))
     }
 }
 
@@ -342,33 +376,12 @@ pub struct KeptTopics<'a> {
 }
 
 impl<'a> KeptTopics<'a> {
-    /// Keeps the topics `named` yields, or marks that there are more than fit.
-    pub fn of(named: impl Iterator<Item = TopicRef<'a>>) -> Self {
-        let mut kept = Self::none();
-        kept.keep(named);
-        kept
-    }
-
     /// No topic.
     pub fn none() -> Self {
         KeptTopics {
             topics: [TopicRef::Any; KEPT_TOPICS],
             len: 0,
             all_kept: true,
-        }
-    }
-
-    /// Keeps the topics `named` yields in place of those held, or marks that there are more
-    /// than fit.
-    #[inline]
-    pub fn keep(&mut self, named: impl Iterator<Item = TopicRef<'a>>) {
-        self.len = 0;
-        self.all_kept = true;
-        for topic in named {
-            self.push(topic);
-            if !self.all_kept {
-                break;
-            }
         }
     }
 
@@ -381,6 +394,14 @@ impl<'a> KeptTopics<'a> {
                 self.len += 1;
             }
             None => self.all_kept = false,
+        }
+    }
+
+    /// Keeps the topic `resource` stands for, if any, as [`KeptTopics::push`].
+    #[inline]
+    pub fn push_resource(&mut self, resource: &Resource<'a>) {
+        if let Some(topic) = resource.topic {
+            self.push(topic);
         }
     }
 
@@ -447,15 +468,17 @@ mod tests {
     fn a_request_keeps_up_to_eight_topics_and_marks_more() {
         let names: Vec<Vec<u8>> = (0..=KEPT_TOPICS).map(|i| vec![b'a' + i as u8]).collect();
         let refs = || names.iter().map(|name| TopicRef::Name(name));
-        let kept = KeptTopics::of(refs().take(KEPT_TOPICS));
-        assert!(kept
-            .all()
-            .unwrap()
-            .iter()
-            .copied()
-            .eq(refs().take(KEPT_TOPICS)));
-        assert_eq!(KeptTopics::of(std::iter::empty()).all(), Some(&[][..]));
-        assert_eq!(KeptTopics::of(refs()).all(), None);
+        fn kept_of<'a>(named: &mut dyn Iterator<Item = TopicRef<'a>>) -> Option<Vec<TopicRef<'a>>> {
+            let mut kept = KeptTopics::none();
+            named.for_each(|topic| kept.push(topic));
+            kept.all().map(<[_]>::to_vec)
+        }
+        assert_eq!(
+            kept_of(&mut refs().take(KEPT_TOPICS)),
+            Some(refs().take(KEPT_TOPICS).collect())
+        );
+        assert_eq!(kept_of(&mut std::iter::empty()), Some(Vec::new()));
+        assert_eq!(kept_of(&mut refs()), None);
     }
 
     #[test]

@@ -51,6 +51,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The next `n` bytes.
+    #[inline(always)]
     pub fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], WireError> {
         if n > self.bytes.len() {
             return Err(WireError::Truncated(what));
@@ -60,6 +61,13 @@ impl<'a> Reader<'a> {
         Ok(taken)
     }
 
+    /// The next `n` bytes, skipped: fixed-size fields nobody reads, checked at once.
+    #[inline(always)]
+    pub fn skip(&mut self, n: usize, what: &'static str) -> Result<(), WireError> {
+        self.take(n, what).map(|_| ())
+    }
+
+    #[inline(always)]
     fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], WireError> {
         let mut out = [0; N];
         out.copy_from_slice(self.take(N, what)?);
@@ -67,48 +75,61 @@ impl<'a> Reader<'a> {
     }
 
     /// An `int8`.
+    #[inline(always)]
     pub fn i8(&mut self, what: &'static str) -> Result<i8, WireError> {
         Ok(i8::from_be_bytes(self.array(what)?))
     }
 
     /// A `bool` (any non-zero byte is true, as Kafka reads it).
+    #[inline(always)]
     pub fn bool(&mut self, what: &'static str) -> Result<bool, WireError> {
         Ok(self.array::<1>(what)?[0] != 0)
     }
 
     /// An `int16`.
+    #[inline(always)]
     pub fn i16(&mut self, what: &'static str) -> Result<i16, WireError> {
         Ok(i16::from_be_bytes(self.array(what)?))
     }
 
     /// An `int32`.
+    #[inline(always)]
     pub fn i32(&mut self, what: &'static str) -> Result<i32, WireError> {
         Ok(i32::from_be_bytes(self.array(what)?))
     }
 
     /// An `int64`.
+    #[inline(always)]
     pub fn i64(&mut self, what: &'static str) -> Result<i64, WireError> {
         Ok(i64::from_be_bytes(self.array(what)?))
     }
 
     /// A `uuid`.
+    #[inline(always)]
     pub fn uuid(&mut self, what: &'static str) -> Result<Uuid, WireError> {
         self.array(what)
     }
 
     /// An unsigned varint of at most 32 bits.
-    #[inline]
+    #[inline(always)]
     pub fn uvarint(&mut self, what: &'static str) -> Result<u32, WireError> {
-        // Most varints (lengths of names, counts, the empty tagged fields) are one byte.
-        if let Some((&byte, rest)) = self.bytes.split_first() {
-            if byte & 0x80 == 0 {
+        // Most varints (lengths of names, counts, the empty tagged fields) are one byte; the
+        // lengths of record batches up to 16 KiB are two.
+        match *self.bytes {
+            [byte, ref rest @ ..] if byte & 0x80 == 0 => {
                 self.bytes = rest;
-                return Ok(u32::from(byte));
+                Ok(u32::from(byte))
             }
+            [low, high, ref rest @ ..] if high & 0x80 == 0 => {
+                self.bytes = rest;
+                Ok(u32::from(low & 0x7f) | u32::from(high) << 7)
+            }
+            _ => self.uvarint_long(what),
         }
-        self.uvarint_long(what)
     }
 
+    #[cold]
+    #[inline(never)]
     fn uvarint_long(&mut self, what: &'static str) -> Result<u32, WireError> {
         let mut value: u32 = 0;
         for i in 0..5 {
@@ -127,6 +148,7 @@ impl<'a> Reader<'a> {
 
     /// A length: `int16` (strings) or `int32` (bytes, arrays) in classic versions, an unsigned
     /// varint holding length + 1 in flexible ones. `None` is null.
+    #[inline(always)]
     fn length(&mut self, wide: bool, what: &'static str) -> Result<Option<usize>, WireError> {
         if self.flexible {
             return Ok(self.uvarint(what)?.checked_sub(1).map(|n| n as usize));
@@ -143,6 +165,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A `string` that may be null.
+    #[inline(always)]
     pub fn nullable_string(&mut self, what: &'static str) -> Result<Option<&'a [u8]>, WireError> {
         match self.length(false, what)? {
             Some(n) => self.take(n, what).map(Some),
@@ -151,11 +174,13 @@ impl<'a> Reader<'a> {
     }
 
     /// A `string` that may not be null.
+    #[inline(always)]
     pub fn string(&mut self, what: &'static str) -> Result<&'a [u8], WireError> {
         self.nullable_string(what)?.ok_or(WireError::Null(what))
     }
 
     /// A `bytes` or `records` field that may be null, skipped without being looked at.
+    #[inline(always)]
     pub fn skip_bytes(&mut self, what: &'static str) -> Result<(), WireError> {
         if let Some(n) = self.length(true, what)? {
             self.take(n, what)?;
@@ -164,16 +189,19 @@ impl<'a> Reader<'a> {
     }
 
     /// The element count of an array that may be null.
+    #[inline(always)]
     pub fn nullable_array(&mut self, what: &'static str) -> Result<Option<usize>, WireError> {
         self.length(true, what)
     }
 
     /// The element count of an array that may not be null.
+    #[inline(always)]
     pub fn array_len(&mut self, what: &'static str) -> Result<usize, WireError> {
         self.nullable_array(what)?.ok_or(WireError::Null(what))
     }
 
     /// An array of fixed-size elements (`[]int32`: 4), skipped.
+    #[inline(always)]
     pub fn skip_array(&mut self, element: usize, what: &'static str) -> Result<(), WireError> {
         if let Some(n) = self.nullable_array(what)? {
             let len = n.checked_mul(element).ok_or(WireError::Truncated(what))?;
@@ -192,7 +220,7 @@ impl<'a> Reader<'a> {
 
     /// The tagged fields that end a structure in flexible versions (nothing in classic ones),
     /// skipped: none of them names a topic.
-    #[inline]
+    #[inline(always)]
     pub fn tagged_fields(&mut self) -> Result<(), WireError> {
         if !self.flexible {
             return Ok(());
@@ -205,6 +233,8 @@ impl<'a> Reader<'a> {
         self.skip_tagged_fields()
     }
 
+    #[cold]
+    #[inline(never)]
     fn skip_tagged_fields(&mut self) -> Result<(), WireError> {
         let count = self.uvarint("tagged fields")?;
         for _ in 0..count {
@@ -225,41 +255,49 @@ pub struct Writer<'b> {
 
 impl<'b> Writer<'b> {
     /// A writer appending to `out`; `flexible` when the message version is flexible.
+    #[inline(always)]
     pub fn new(out: &'b mut Vec<u8>, flexible: bool) -> Self {
         Writer { out, flexible }
     }
 
     /// An `int8`.
+    #[inline(always)]
     pub fn i8(&mut self, value: i8) {
         self.out.extend_from_slice(&value.to_be_bytes());
     }
 
     /// A `bool`.
+    #[inline(always)]
     pub fn bool(&mut self, value: bool) {
         self.out.push(u8::from(value));
     }
 
     /// An `int16`.
+    #[inline(always)]
     pub fn i16(&mut self, value: i16) {
         self.out.extend_from_slice(&value.to_be_bytes());
     }
 
     /// An `int32`.
+    #[inline(always)]
     pub fn i32(&mut self, value: i32) {
         self.out.extend_from_slice(&value.to_be_bytes());
     }
 
     /// An `int64`.
+    #[inline(always)]
     pub fn i64(&mut self, value: i64) {
         self.out.extend_from_slice(&value.to_be_bytes());
     }
 
     /// A `uuid`.
+    #[inline(always)]
     pub fn uuid(&mut self, value: &Uuid) {
         self.out.extend_from_slice(value);
     }
 
     /// An unsigned varint.
+    #[inline(always)]
     pub fn uvarint(&mut self, mut value: u32) {
         while value >= 0x80 {
             self.out.push((value as u8 & 0x7f) | 0x80);
@@ -269,6 +307,7 @@ impl<'b> Writer<'b> {
     }
 
     /// A length (see [`Reader`]); `None` is null.
+    #[inline(always)]
     fn length(&mut self, wide: bool, n: Option<usize>) {
         match (self.flexible, n) {
             (true, n) => self.uvarint(n.map_or(0, |n| n as u32 + 1)),
@@ -280,6 +319,7 @@ impl<'b> Writer<'b> {
     }
 
     /// A `string`, or null.
+    #[inline(always)]
     pub fn nullable_string(&mut self, value: Option<&[u8]>) {
         self.length(false, value.map(<[u8]>::len));
         if let Some(value) = value {
@@ -288,27 +328,32 @@ impl<'b> Writer<'b> {
     }
 
     /// A `string` that is not null.
+    #[inline(always)]
     pub fn string(&mut self, value: &[u8]) {
         self.nullable_string(Some(value));
     }
 
     /// A `bytes` field.
+    #[inline(always)]
     pub fn bytes(&mut self, value: &[u8]) {
         self.length(true, Some(value.len()));
         self.out.extend_from_slice(value);
     }
 
     /// A null `bytes` or `records` field.
+    #[inline(always)]
     pub fn null_bytes(&mut self) {
         self.length(true, None);
     }
 
     /// The element count of an array (`None`: a null array); the elements follow.
+    #[inline(always)]
     pub fn array_len(&mut self, n: Option<usize>) {
         self.length(true, n);
     }
 
     /// No tagged fields (nothing in classic versions).
+    #[inline(always)]
     pub fn tagged_fields(&mut self) {
         if self.flexible {
             self.uvarint(0);

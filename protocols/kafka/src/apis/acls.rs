@@ -11,7 +11,7 @@
 //! APIs, so a denial answers CLUSTER_AUTHORIZATION_FAILED (31).
 
 use crate::api::{CREATE_ACLS, DESCRIBE_ACLS};
-use crate::topics::{Entries, Resource, TopicRef, CLUSTER_AUTHORIZATION_FAILED};
+use crate::topics::{Entries, KeptTopics, Resource, TopicRef, CLUSTER_AUTHORIZATION_FAILED};
 use crate::wire::{Reader, WireError, Writer};
 
 /// The ACL resource type of a topic.
@@ -36,12 +36,35 @@ pub enum Request<'a> {
     Many(Entries<'a, Resource<'a>>),
 }
 
-/// Reads the body of a request of the ACL API `key`.
-pub fn parse<'a>(r: &mut Reader<'a>, key: i16, version: i16) -> Result<Request<'a>, WireError> {
+/// Reads the body of a request of the ACL API `key`, keeping the topics it names in `kept` as
+/// they are read.
+pub fn parse<'a>(
+    r: &mut Reader<'a>,
+    key: i16,
+    version: i16,
+    kept: &mut KeptTopics<'a>,
+) -> Result<Request<'a>, WireError> {
+    let mut keep = |resource: Resource<'a>| kept.push_resource(&resource);
     let request = match key {
-        DESCRIBE_ACLS => Request::Describe(filter(r, version)?),
-        CREATE_ACLS => Request::Many(Entries::read(r, version, "the creations", creation)?),
-        _ => Request::Many(Entries::read(r, version, "the filters", deletion_filter)?),
+        DESCRIBE_ACLS => {
+            let filter = filter(r, version)?;
+            keep(filter);
+            Request::Describe(filter)
+        }
+        CREATE_ACLS => Request::Many(Entries::read_with(
+            r,
+            version,
+            "the creations",
+            creation,
+            keep,
+        )?),
+        _ => Request::Many(Entries::read_with(
+            r,
+            version,
+            "the filters",
+            deletion_filter,
+            keep,
+        )?),
     };
     r.tagged_fields()?;
     Ok(request)

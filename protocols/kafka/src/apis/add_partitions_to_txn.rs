@@ -2,7 +2,7 @@
 //! transaction; from v4 a broker sends several transactions at once.
 
 use super::{partitioned_topic, PartitionedTopic};
-use crate::topics::{partition_index, Entries, Group, NamedTopics};
+use crate::topics::{partition_index, Entries, Group, KeptTopics, NamedTopics, TopicEntry};
 use crate::wire::{Reader, WireError};
 
 /// The first version carrying several transactions.
@@ -34,15 +34,27 @@ impl<'a> Request<'a> {
     }
 }
 
-/// Reads an AddPartitionsToTxn request body.
-pub fn parse<'a>(r: &mut Reader<'a>, version: i16) -> Result<Request<'a>, WireError> {
+/// Reads an AddPartitionsToTxn request body, keeping the topics it names in `kept` as they
+/// are read.
+pub fn parse<'a>(
+    r: &mut Reader<'a>,
+    version: i16,
+    kept: &mut KeptTopics<'a>,
+) -> Result<Request<'a>, WireError> {
     let transactions = match version >= TRANSACTIONS {
-        true => Transactions::Many(Entries::read(r, version, "the transactions", transaction)?),
+        true => Transactions::Many(Entries::read_checking(
+            r,
+            version,
+            "the transactions",
+            transaction,
+            |r, version| read_transaction(r, version, |entry| kept.push(entry.topic)),
+        )?),
         false => {
             let id = r.string("the transactional id")?;
             r.i64("the producer id")?;
             r.i16("the producer epoch")?;
-            let topics = Entries::read(r, version, "the topics", partitioned_topic::<Topic>)?;
+            let topic = partitioned_topic::<Topic>;
+            let topics = Entries::read_keeping(r, version, "the topics", topic, kept)?;
             Transactions::One(Group {
                 id,
                 topics: Some(topics),
@@ -53,12 +65,24 @@ pub fn parse<'a>(r: &mut Reader<'a>, version: i16) -> Result<Request<'a>, WireEr
     Ok(Request { transactions })
 }
 
+/// Reads one transaction (v4+), as iterating the transactions does.
 fn transaction<'a>(r: &mut Reader<'a>, version: i16) -> Result<Group<'a>, WireError> {
+    read_transaction(r, version, |_| {})
+}
+
+/// Reads one transaction (v4+), handing each of its topic entries to `each` as it is read.
+#[inline(always)]
+fn read_transaction<'a>(
+    r: &mut Reader<'a>,
+    version: i16,
+    each: impl FnMut(TopicEntry<'a>),
+) -> Result<Group<'a>, WireError> {
     let id = r.string("the transactional id")?;
     r.i64("the producer id")?;
     r.i16("the producer epoch")?;
     r.bool("verify only")?;
-    let topics = Entries::read(r, version, "the topics", partitioned_topic::<Topic>)?;
+    let topic = partitioned_topic::<Topic>;
+    let topics = Entries::read_with(r, version, "the topics", topic, each)?;
     r.tagged_fields()?;
     Ok(Group {
         id,

@@ -10,7 +10,8 @@
 
 use crate::api::{DESCRIBE_CONFIGS, INCREMENTAL_ALTER_CONFIGS};
 use crate::topics::{
-    Entries, Resource, TopicRef, CLUSTER_AUTHORIZATION_FAILED, TOPIC_AUTHORIZATION_FAILED,
+    Entries, KeptTopics, Resource, TopicRef, CLUSTER_AUTHORIZATION_FAILED,
+    TOPIC_AUTHORIZATION_FAILED,
 };
 use crate::wire::{Reader, WireError, Writer};
 
@@ -27,14 +28,22 @@ pub struct Request<'a> {
     pub resources: Entries<'a, Resource<'a>>,
 }
 
-/// Reads the body of a request of the config API `key`.
-pub fn parse<'a>(r: &mut Reader<'a>, key: i16, version: i16) -> Result<Request<'a>, WireError> {
+/// Reads the body of a request of the config API `key`, keeping the topics it names in `kept`
+/// as they are read.
+pub fn parse<'a>(
+    r: &mut Reader<'a>,
+    key: i16,
+    version: i16,
+    kept: &mut KeptTopics<'a>,
+) -> Result<Request<'a>, WireError> {
     let read = match key {
         DESCRIBE_CONFIGS => described,
         INCREMENTAL_ALTER_CONFIGS => altered_incrementally,
         _ => altered,
     };
-    let resources = Entries::read(r, version, "the resources", read)?;
+    let resources = Entries::read_with(r, version, "the resources", read, |resource| {
+        kept.push_resource(&resource)
+    })?;
     match key {
         DESCRIBE_CONFIGS => {
             r.bool("include synonyms")?;

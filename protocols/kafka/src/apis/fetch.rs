@@ -62,13 +62,10 @@ pub fn parse<'a>(
     version: i16,
     kept: &mut KeptTopics<'a>,
 ) -> Result<Request<'a>, WireError> {
-    if version <= 14 {
-        r.i32("the replica id")?;
-    }
-    r.i32("the maximum wait")?;
-    r.i32("the minimum bytes")?;
-    r.i32("the maximum bytes")?;
-    r.i8("the isolation level")?;
+    // The replica id (up to v14), the maximum wait, the minimum and maximum bytes, the
+    // isolation level.
+    let unread = if version <= 14 { 17 } else { 13 };
+    r.skip(unread, "the fetch's limits")?;
     let (mut session_id, mut epoch) = (0, FINAL_EPOCH);
     if version >= SESSIONS {
         session_id = r.i32("the session id")?;
@@ -105,17 +102,14 @@ impl PartitionedTopic for Topic {
     #[inline]
     fn partition(r: &mut Reader<'_>, version: i16) -> Result<i32, WireError> {
         let index = r.i32("a partition index")?;
-        if version >= 9 {
-            r.i32("the current leader epoch")?;
-        }
-        r.i64("the fetch offset")?;
-        if version >= 12 {
-            r.i32("the last fetched epoch")?;
-        }
-        if version >= 5 {
-            r.i64("the log start offset")?;
-        }
-        r.i32("the partition's maximum bytes")?;
+        // The current leader epoch (v9+), the fetch offset, the last fetched epoch (v12+),
+        // the log start offset (v5+), the partition's maximum bytes.
+        let unread = 8
+            + 4
+            + if version >= 9 { 4 } else { 0 }
+            + if version >= 12 { 4 } else { 0 }
+            + if version >= 5 { 8 } else { 0 };
+        r.skip(unread, "a fetch partition's offsets")?;
         r.tagged_fields()?;
         Ok(index)
     }

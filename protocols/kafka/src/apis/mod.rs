@@ -147,26 +147,19 @@ impl<'a> Request<'a> {
                 Body::OffsetForLeaderEpoch(offset_for_leader_epoch::parse(r, v, kept)?)
             }
             TXN_OFFSET_COMMIT => Body::TxnOffsetCommit(txn_offset_commit::parse(r, v, kept)?),
-            // Topics in nested arrays or resources, kept once the body is read.
-            OFFSET_FETCH => Body::OffsetFetch(offset_fetch::parse(r, v)?),
-            ADD_PARTITIONS_TO_TXN => Body::AddPartitionsToTxn(add_partitions_to_txn::parse(r, v)?),
-            FIND_COORDINATOR => Body::FindCoordinator(find_coordinator::parse(r, v)?),
-            DESCRIBE_CONFIGS | ALTER_CONFIGS | INCREMENTAL_ALTER_CONFIGS => {
-                Body::Configs(configs::parse(r, key, v)?)
+            // Topics in nested arrays or resources, kept as their entries are read too.
+            OFFSET_FETCH => Body::OffsetFetch(offset_fetch::parse(r, v, kept)?),
+            ADD_PARTITIONS_TO_TXN => {
+                Body::AddPartitionsToTxn(add_partitions_to_txn::parse(r, v, kept)?)
             }
-            DESCRIBE_ACLS | CREATE_ACLS | DELETE_ACLS => Body::Acls(acls::parse(r, key, v)?),
+            DESCRIBE_CONFIGS | ALTER_CONFIGS | INCREMENTAL_ALTER_CONFIGS => {
+                Body::Configs(configs::parse(r, key, v, kept)?)
+            }
+            DESCRIBE_ACLS | CREATE_ACLS | DELETE_ACLS => Body::Acls(acls::parse(r, key, v, kept)?),
+            // Names no topic.
+            FIND_COORDINATOR => Body::FindCoordinator(find_coordinator::parse(r, v)?),
             _ => Body::Unread,
         };
-        if matches!(
-            request.body,
-            Body::OffsetFetch(_)
-                | Body::AddPartitionsToTxn(_)
-                | Body::FindCoordinator(_)
-                | Body::Configs(_)
-                | Body::Acls(_)
-        ) {
-            request.kept.keep(Self::read_topics(&request.body));
-        }
         Ok(request)
     }
 
@@ -340,6 +333,7 @@ pub fn names_topics(key: i16) -> bool {
 }
 
 /// Reads a topic name, or a topic id when `by_id`.
+#[inline(always)]
 fn topic_ref<'a>(r: &mut Reader<'a>, by_id: bool) -> Result<TopicRef<'a>, WireError> {
     match by_id {
         true => r.uuid("a topic id").map(TopicRef::Id),
@@ -360,7 +354,7 @@ trait PartitionedTopic {
 }
 
 /// Reads one topic entry of the shape `S`.
-#[inline]
+#[inline(always)]
 fn partitioned_topic<'a, S: PartitionedTopic>(
     r: &mut Reader<'a>,
     version: i16,

@@ -4,7 +4,7 @@
 //! Up to v7 a request asks about one group; from v8 about several, each with its topics. From
 //! v2 a null topic array asks for every topic the group committed. v10 names topics by id.
 
-use crate::topics::{partition_index, Entries, Group, NamedTopics};
+use crate::topics::{partition_index, Entries, Group, KeptTopics, NamedTopics, TopicEntry};
 use crate::wire::{Reader, WireError, Writer};
 
 use super::{partitioned_topic, write_partitioned_denial, PartitionedTopic};
@@ -44,20 +44,38 @@ impl<'a> Request<'a> {
     }
 }
 
-/// Reads an OffsetFetch request body.
-pub fn parse<'a>(r: &mut Reader<'a>, version: i16) -> Result<Request<'a>, WireError> {
+/// Reads an OffsetFetch request body, keeping the topics it names in `kept` as they are read
+/// (none when a group asks for all its topics).
+pub fn parse<'a>(
+    r: &mut Reader<'a>,
+    version: i16,
+    kept: &mut KeptTopics<'a>,
+) -> Result<Request<'a>, WireError> {
+    let topic = partitioned_topic::<Topic>;
     let groups = match version >= GROUPS {
-        true => Groups::Many(Entries::read(r, version, "the groups", group)?),
+        true => {
+            let mut asks_all = false;
+            let groups = Entries::read_checking(r, version, "the groups", group, |r, version| {
+                let group = read_group(r, version, |entry| kept.push(entry.topic))?;
+                asks_all |= group.topics.is_none();
+                Ok(group)
+            })?;
+            if asks_all {
+                *kept = KeptTopics::none();
+            }
+            Groups::Many(groups)
+        }
         false => {
             let id = r.string("the group id")?;
             let topics = match version {
-                1 => Some(Entries::read(
+                1 => Some(Entries::read_keeping(
                     r,
                     version,
                     "the topics",
-                    partitioned_topic::<Topic>,
+                    topic,
+                    kept,
                 )?),
-                _ => Entries::read_nullable(r, version, "the topics", partitioned_topic::<Topic>)?,
+                _ => Entries::read_nullable_keeping(r, version, "the topics", topic, kept)?,
             };
             Groups::One(Group { id, topics })
         }
@@ -69,13 +87,25 @@ pub fn parse<'a>(r: &mut Reader<'a>, version: i16) -> Result<Request<'a>, WireEr
     Ok(Request { groups })
 }
 
+/// Reads one group (v8+), as iterating the groups does.
 fn group<'a>(r: &mut Reader<'a>, version: i16) -> Result<Group<'a>, WireError> {
+    read_group(r, version, |_| {})
+}
+
+/// Reads one group (v8+), handing each of its topic entries to `each` as it is read.
+#[inline(always)]
+fn read_group<'a>(
+    r: &mut Reader<'a>,
+    version: i16,
+    each: impl FnMut(TopicEntry<'a>),
+) -> Result<Group<'a>, WireError> {
     let id = r.string("the group id")?;
     if version >= 9 {
         r.nullable_string("the member id")?;
         r.i32("the member epoch")?;
     }
-    let topics = Entries::read_nullable(r, version, "the topics", partitioned_topic::<Topic>)?;
+    let topic = partitioned_topic::<Topic>;
+    let topics = Entries::read_nullable_with(r, version, "the topics", topic, each)?;
     r.tagged_fields()?;
     Ok(Group { id, topics })
 }

@@ -30,7 +30,7 @@ pub fn parse<'a>(
 ) -> Result<Request<'a>, WireError> {
     let transactional_id = r.nullable_string("the transactional id")?;
     let acks = r.i16("acks")?;
-    r.i32("the timeout")?;
+    r.skip(4, "the timeout")?;
     let topics = Entries::read_keeping(r, version, "the topics", partitioned_topic::<Topic>, kept)?;
     r.tagged_fields()?;
     Ok(Request {

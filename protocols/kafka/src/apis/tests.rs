@@ -5,6 +5,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::topics::KEPT_TOPICS;
 
 /// A field's type, as the definitions write it.
 #[derive(Clone, Copy)]
@@ -1330,6 +1331,14 @@ fn check(message: &Message, version: i16, seed: u64, tags: u8) -> Result<(), Tes
     let expected = expected_topics(message, version, &vals);
     let topics: Vec<T> = request.topics().map(to_topic_ref).collect();
     prop_assert_eq!(&topics, &expected.topics);
+    // Kept as the body was read, nested arrays and resources included, up to KEPT_TOPICS.
+    let kept: Option<Vec<T>> = request
+        .kept_topics()
+        .map(|kept| kept.iter().copied().map(to_topic_ref).collect());
+    match expected.topics.len() <= KEPT_TOPICS {
+        true => prop_assert_eq!(kept.as_ref(), Some(&expected.topics)),
+        false => prop_assert_eq!(kept, None),
+    }
 
     let mut out = Vec::new();
     let denial = request.write_denial(&mut out);
