@@ -1,6 +1,7 @@
 //! The io_uring forwarder: one ring per thread, on which a multishot accept takes clients, a
-//! multishot receive per socket fills buffers the thread has provided to the kernel, and the
-//! filled buffers are sent to the other socket of their connection and then provided again.
+//! multishot receive per socket fills buffers the thread has provided to the kernel through a
+//! buffer ring, and the filled buffers are sent to the other socket of their connection and
+//! then provided again (a store to the ring's memory, no operation).
 //! One send is in flight per direction, so bytes leave in the order they came; it gathers every
 //! buffer the direction holds (a `sendmsg` over their vector), so the messages that arrive while
 //! it is in flight leave together in the next. A send the kernel takes only in part is followed
@@ -19,6 +20,11 @@ use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
 
+use std::alloc::{alloc_zeroed, dealloc, handle_alloc_error, Layout};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use io_uring::types::BufRingEntry;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 /// Bytes of one provided buffer: what one receive completion can carry.
@@ -41,7 +47,6 @@ enum Op {
     Accept,
     Recv { slot: u32, dir: usize },
     Send { slot: u32, dir: usize },
-    Provide,
     Cancel,
 }
 
@@ -51,8 +56,7 @@ impl Op {
             Op::Accept => (0u64, 0, 0),
             Op::Recv { slot, dir } => (1, slot, dir),
             Op::Send { slot, dir } => (2, slot, dir),
-            Op::Provide => (3, 0, 0),
-            Op::Cancel => (4, 0, 0),
+            Op::Cancel => (3, 0, 0),
         };
         kind << 56 | (dir as u64) << 48 | u64::from(slot)
     }
@@ -63,7 +67,6 @@ impl Op {
             0 => Op::Accept,
             1 => Op::Recv { slot, dir },
             2 => Op::Send { slot, dir },
-            3 => Op::Provide,
             _ => Op::Cancel,
         }
     }
@@ -142,21 +145,84 @@ struct Connection {
     open: bool,
 }
 
-/// The provided buffers: one allocation the kernel fills by buffer id.
-struct Buffers(Vec<u8>);
+/// The provided buffers: one allocation the kernel fills by buffer id, and the ring of
+/// [`BUFS`] entries through which they are handed to it, page-aligned as the kernel requires.
+struct Buffers {
+    data: Vec<u8>,
+    ring: NonNull<BufRingEntry>,
+    /// Entries written to the ring; the kernel sees them once [`Buffers::publish`] stores it.
+    tail: u16,
+    /// The tail the kernel sees.
+    published: u16,
+}
 
 impl Buffers {
-    fn ptr(&mut self, bid: u16, offset: u32) -> *mut u8 {
-        let at = usize::from(bid) * BUF_SIZE + offset as usize;
-        self.0[at..].as_mut_ptr()
+    fn ring_layout() -> Layout {
+        Layout::from_size_align(usize::from(BUFS) * size_of::<BufRingEntry>(), 4096)
+            .expect("the ring's layout is valid")
     }
 
-    /// The entry that provides buffer `bid` again; only a failure completes.
-    fn provide(&mut self, bid: u16) -> squeue::Entry {
-        opcode::ProvideBuffers::new(self.ptr(bid, 0), BUF_SIZE as i32, 1, GROUP, bid)
-            .build()
-            .flags(squeue::Flags::SKIP_SUCCESS)
-            .user_data(Op::Provide.pack())
+    /// Every buffer, each in the ring, registered with `ring` as group [`GROUP`].
+    fn register(ring: &IoUring) -> io::Result<Buffers> {
+        // SAFETY: the layout has a non-zero size.
+        let entries = unsafe { alloc_zeroed(Buffers::ring_layout()) };
+        let Some(entries) = NonNull::new(entries.cast()) else {
+            handle_alloc_error(Buffers::ring_layout());
+        };
+        let mut buffers = Buffers {
+            data: vec![0; BUF_SIZE * usize::from(BUFS)],
+            ring: entries,
+            tail: 0,
+            published: 0,
+        };
+        for bid in 0..BUFS {
+            buffers.provide(bid);
+        }
+        buffers.publish();
+        // SAFETY: the ring's memory stays allocated until `buffers` is dropped, which the caller
+        // does after dropping `ring`.
+        unsafe {
+            ring.submitter().register_buf_ring_with_flags(
+                entries.as_ptr() as u64,
+                BUFS,
+                GROUP,
+                0,
+            )?;
+        }
+        Ok(buffers)
+    }
+
+    fn ptr(&mut self, bid: u16, offset: u32) -> *mut u8 {
+        let at = usize::from(bid) * BUF_SIZE + offset as usize;
+        self.data[at..].as_mut_ptr()
+    }
+
+    /// Hands buffer `bid` back to the kernel, from the next [`Buffers::publish`] on.
+    fn provide(&mut self, bid: u16) {
+        let addr = self.ptr(bid, 0) as u64;
+        // SAFETY: the index is below BUFS, the ring's length; the kernel reads only entries
+        // between its head and the published tail, which this one is not yet.
+        let entry = unsafe { &mut *self.ring.as_ptr().add(usize::from(self.tail & (BUFS - 1))) };
+        entry.set_addr(addr);
+        entry.set_len(BUF_SIZE as u32);
+        entry.set_bid(bid);
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    /// Lets the kernel take the buffers provided since the last publish; whether there were any.
+    fn publish(&mut self) -> bool {
+        // SAFETY: the tail field is the first entry's reserved u16, which the kernel reads
+        // atomically and never writes.
+        let tail = unsafe { AtomicU16::from_ptr(BufRingEntry::tail(self.ring.as_ptr()).cast_mut()) };
+        tail.store(self.tail, Ordering::Release);
+        std::mem::replace(&mut self.published, self.tail) != self.tail
+    }
+}
+
+impl Drop for Buffers {
+    fn drop(&mut self) {
+        // SAFETY: the ring was allocated with this layout, and the io_uring that read it is gone.
+        unsafe { dealloc(self.ring.as_ptr().cast(), Buffers::ring_layout()) };
     }
 }
 
@@ -243,23 +309,19 @@ fn set_int_option(fd: RawFd, level: libc::c_int, option: libc::c_int) -> io::Res
 
 /// Forwards every connection `listener` accepts to `upstream`, on an io_uring of its own.
 pub(crate) fn run(listener: TcpListener, upstream: SocketAddr) -> anyhow::Result<()> {
+    let mut buffers;
     let mut ring: IoUring = IoUring::builder()
         .setup_single_issuer()
         .setup_coop_taskrun()
         .build(RING_ENTRIES)?;
-    let mut buffers = Buffers(vec![0; BUF_SIZE * usize::from(BUFS)]);
+    // Declared before the ring, so dropped after it.
+    buffers = Buffers::register(&ring)?;
     let mut connections: Vec<Connection> = Vec::new();
-    let mut submissions = vec![
-        opcode::ProvideBuffers::new(buffers.ptr(0, 0), BUF_SIZE as i32, BUFS, GROUP, 0)
-            .build()
-            .user_data(Op::Provide.pack()),
-        accept(&listener),
-    ];
+    let mut submissions = vec![accept(&listener)];
     let mut completions = Vec::new();
     let mut starved: Vec<(u32, usize)> = Vec::new();
     // Directions that received or finished a send this turn, to send from once it is over.
     let mut to_send: Vec<(u32, usize)> = Vec::new();
-    let mut provided = false;
     loop {
         for entry in submissions.drain(..) {
             // SAFETY: every entry names buffers in `buffers`, send vectors of connections
@@ -309,18 +371,17 @@ pub(crate) fn run(listener: TcpListener, upstream: SocketAddr) -> anyhow::Result
                             to_send.push((slot, dir));
                         }
                         Some(bid) => {
-                            submissions.push(buffers.provide(bid));
-                            provided = true;
+                            buffers.provide(bid);
                         }
                         None => {}
                     }
                     if result == 0 && connection.open {
                         connection.out[dir].eof = true;
-                        finish_if_drained(connection, dir, &mut buffers, &mut submissions);
+                        finish_if_drained(connection, dir, &mut buffers);
                     } else if result == -libc::ENOBUFS {
                         starved.push((slot, dir));
                     } else if result < 0 && result != -libc::ECANCELED {
-                        close(connection, &mut buffers, &mut submissions);
+                        close(connection, &mut buffers);
                     } else if !more {
                         rearm(connection, slot, dir, &mut submissions);
                     }
@@ -329,28 +390,24 @@ pub(crate) fn run(listener: TcpListener, upstream: SocketAddr) -> anyhow::Result
                     let connection = &mut connections[slot as usize];
                     let out = &mut connection.out[dir];
                     let covered = std::mem::take(&mut out.in_flight);
-                    provided = true;
                     if !connection.open {
                         // Closing left the buffers this send covered for it to provide again.
                         for (bid, _) in out.queue.drain(..covered) {
-                            submissions.push(buffers.provide(bid));
+                            buffers.provide(bid);
                         }
                         continue;
                     }
                     if result < 0 {
-                        close(connection, &mut buffers, &mut submissions);
+                        close(connection, &mut buffers);
                         continue;
                     }
-                    out.consume(result as u32, |bid| submissions.push(buffers.provide(bid)));
+                    out.consume(result as u32, |bid| buffers.provide(bid));
                     if out.paused && out.queue.len() <= MAX_HELD / 2 {
                         out.paused = false;
                         rearm(connection, slot, dir, &mut submissions);
                     }
                     to_send.push((slot, dir));
-                    finish_if_drained(connection, dir, &mut buffers, &mut submissions);
-                }
-                Op::Provide => {
-                    anyhow::ensure!(result >= 0, "providing buffers failed: {result}");
+                    finish_if_drained(connection, dir, &mut buffers);
                 }
                 Op::Cancel => {}
             }
@@ -359,8 +416,7 @@ pub(crate) fn run(listener: TcpListener, upstream: SocketAddr) -> anyhow::Result
             send_next(&mut connections[slot as usize], slot, dir, &mut buffers, &mut submissions);
         }
         // Receives that found no buffer wait for one to be provided again.
-        if provided {
-            provided = false;
+        if buffers.publish() {
             for (slot, dir) in starved.drain(..) {
                 rearm(&mut connections[slot as usize], slot, dir, &mut submissions);
             }
@@ -449,7 +505,6 @@ fn finish_if_drained(
     connection: &mut Connection,
     dir: usize,
     buffers: &mut Buffers,
-    submissions: &mut Vec<squeue::Entry>,
 ) {
     let out = &mut connection.out[dir];
     if !connection.open || !out.eof || out.finished || out.in_flight > 0 || !out.queue.is_empty() {
@@ -459,13 +514,13 @@ fn finish_if_drained(
     // SAFETY: shutdown(2) on a socket the connection owns and has not closed.
     unsafe { libc::shutdown(connection.fds[1 - dir], libc::SHUT_WR) };
     if connection.out.iter().all(|out| out.finished) {
-        close(connection, buffers, submissions);
+        close(connection, buffers);
     }
 }
 
 /// Ends `connection`: shuts both sockets down (ending their receives), closes them, and
 /// provides again the buffers it held that no send is using.
-fn close(connection: &mut Connection, buffers: &mut Buffers, submissions: &mut Vec<squeue::Entry>) {
+fn close(connection: &mut Connection, buffers: &mut Buffers) {
     if !connection.open {
         return;
     }
@@ -480,7 +535,7 @@ fn close(connection: &mut Connection, buffers: &mut Buffers, submissions: &mut V
     for out in &mut connection.out {
         // The buffers a send in flight covers are provided again when it completes.
         for (bid, _) in out.queue.drain(out.in_flight..) {
-            submissions.push(buffers.provide(bid));
+            buffers.provide(bid);
         }
     }
 }
@@ -496,7 +551,7 @@ mod tests {
     fn user_data_round_trips() {
         for op in [
             Op::Accept,
-            Op::Provide,
+            Op::Cancel,
             Op::Recv { slot: 7, dir: 1 },
             Op::Send {
                 slot: u32::MAX,
