@@ -15,12 +15,11 @@
 //! down (which ends their multishot receives) and closed, and the buffers it held are provided
 //! again.
 
+use std::alloc::{alloc_zeroed, dealloc, handle_alloc_error, Layout};
 use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
-
-use std::alloc::{alloc_zeroed, dealloc, handle_alloc_error, Layout};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU16, Ordering};
 
@@ -213,7 +212,8 @@ impl Buffers {
     fn publish(&mut self) -> bool {
         // SAFETY: the tail field is the first entry's reserved u16, which the kernel reads
         // atomically and never writes.
-        let tail = unsafe { AtomicU16::from_ptr(BufRingEntry::tail(self.ring.as_ptr()).cast_mut()) };
+        let tail =
+            unsafe { AtomicU16::from_ptr(BufRingEntry::tail(self.ring.as_ptr()).cast_mut()) };
         tail.store(self.tail, Ordering::Release);
         std::mem::replace(&mut self.published, self.tail) != self.tail
     }
@@ -309,12 +309,12 @@ fn set_int_option(fd: RawFd, level: libc::c_int, option: libc::c_int) -> io::Res
 
 /// Forwards every connection `listener` accepts to `upstream`, on an io_uring of its own.
 pub(crate) fn run(listener: TcpListener, upstream: SocketAddr) -> anyhow::Result<()> {
+    // Declared before the ring, so dropped after it: the kernel reads the buffer ring until then.
     let mut buffers;
     let mut ring: IoUring = IoUring::builder()
         .setup_single_issuer()
         .setup_coop_taskrun()
         .build(RING_ENTRIES)?;
-    // Declared before the ring, so dropped after it.
     buffers = Buffers::register(&ring)?;
     let mut connections: Vec<Connection> = Vec::new();
     let mut submissions = vec![accept(&listener)];
@@ -413,7 +413,13 @@ pub(crate) fn run(listener: TcpListener, upstream: SocketAddr) -> anyhow::Result
             }
         }
         for (slot, dir) in to_send.drain(..) {
-            send_next(&mut connections[slot as usize], slot, dir, &mut buffers, &mut submissions);
+            send_next(
+                &mut connections[slot as usize],
+                slot,
+                dir,
+                &mut buffers,
+                &mut submissions,
+            );
         }
         // Receives that found no buffer wait for one to be provided again.
         if buffers.publish() {
@@ -501,11 +507,7 @@ fn send_next(
 
 /// Passes on the end of direction `dir`'s stream once all it received has been sent, and ends
 /// the connection once both directions have ended.
-fn finish_if_drained(
-    connection: &mut Connection,
-    dir: usize,
-    buffers: &mut Buffers,
-) {
+fn finish_if_drained(connection: &mut Connection, dir: usize, buffers: &mut Buffers) {
     let out = &mut connection.out[dir];
     if !connection.open || !out.eof || out.finished || out.in_flight > 0 || !out.queue.is_empty() {
         return;
@@ -568,12 +570,21 @@ mod tests {
         out.queue.extend([(3, 100), (9, 50), (4, 10)]);
         let mut done = Vec::new();
         out.consume(40, |bid| done.push(bid));
-        assert_eq!((done.as_slice(), out.sent, out.queue.len()), (&[][..], 40, 3));
+        assert_eq!(
+            (done.as_slice(), out.sent, out.queue.len()),
+            (&[][..], 40, 3)
+        );
         // The rest of the first, and part of the second.
         out.consume(60 + 49, |bid| done.push(bid));
-        assert_eq!((done.as_slice(), out.sent, out.queue.len()), (&[3][..], 49, 2));
+        assert_eq!(
+            (done.as_slice(), out.sent, out.queue.len()),
+            (&[3][..], 49, 2)
+        );
         out.consume(1 + 10, |bid| done.push(bid));
-        assert_eq!((done.as_slice(), out.sent, out.queue.len()), (&[3, 9, 4][..], 0, 0));
+        assert_eq!(
+            (done.as_slice(), out.sent, out.queue.len()),
+            (&[3, 9, 4][..], 0, 0)
+        );
     }
 
     /// An echo server on a free port: it writes back what each connection sends.
@@ -708,7 +719,8 @@ mod tests {
         let fd = small_receive_buffer_socket(2048);
         let (storage, len) = sockaddr(addr);
         // SAFETY: `storage` holds a socket address of `len` bytes.
-        assert_eq!(unsafe { libc::connect(fd, (&raw const storage).cast(), len) }, 0);
+        let connected = unsafe { libc::connect(fd, (&raw const storage).cast(), len) };
+        assert_eq!(connected, 0, "connect: {}", io::Error::last_os_error());
         // SAFETY: `fd` is a connected socket owned by nothing else.
         let mut client = unsafe { TcpStream::from_raw_fd(fd) };
         client.set_nodelay(true).unwrap();
