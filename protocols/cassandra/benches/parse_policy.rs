@@ -3,10 +3,11 @@
 //! off: a QUERY, an EXECUTE of a prepared statement, and a BATCH of three inserts. Also reports
 //! heap allocations per request in steady state, and the time per request the thread spent on
 //! a CPU (Linux's `/proc/thread-self/schedstat`), which on a shared machine leaves out the time
-//! it waited for one. The round trips timed that way run in `round_trips`, a function of its
-//! own, so that `valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*round_trips*'
-//! --dump-after='*round_trips*'` counts their instructions (one dump per call: the warm-up of
-//! 10,000, then the 1,000,000).
+//! it waited for one. The round trips timed that way run in a function of their own for each
+//! case (`round_trips_query`, `…_execute`, `…_batch`), so that `valgrind --tool=callgrind
+//! --collect-atstart=no --toggle-collect='*round_trips_*'` counts their instructions, each
+//! function's inclusive count being 1,010,000 round trips (the warm-up of 10,000, then the
+//! 1,000,000).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -78,6 +79,7 @@ struct Case {
     name: &'static str,
     request: Vec<u8>,
     reply: Vec<u8>,
+    round_trips: RoundTrips,
 }
 
 fn cases() -> Vec<Case> {
@@ -105,16 +107,19 @@ fn cases() -> Vec<Case> {
             name: "QUERY insert",
             request: query,
             reply: void_result(1),
+            round_trips: round_trips_query,
         },
         Case {
             name: "EXECUTE insert",
             request: execute,
             reply: void_result(2),
+            round_trips: round_trips_execute,
         },
         Case {
             name: "BATCH of 3 inserts",
             request: frame(4, 3, opcode::BATCH, &batch),
             reply: void_result(3),
+            round_trips: round_trips_batch,
         },
     ]
 }
@@ -149,13 +154,23 @@ fn round_trip(conn: &mut Connection, env: &Env<'_>, sink: &mut Discard, case: &C
         .unwrap();
 }
 
-/// `n` round trips of `case`.
-#[inline(never)]
-fn round_trips(conn: &mut Connection, env: &Env<'_>, sink: &mut Discard, case: &Case, n: u32) {
-    for _ in 0..n {
-        round_trip(conn, env, sink, case);
-    }
+/// `n` round trips of a case.
+type RoundTrips = fn(&mut Connection, &Env<'_>, &mut Discard, &Case, u32);
+
+/// Functions running `n` round trips of a case, one per case so that a profile tells them
+/// apart.
+macro_rules! round_trips {
+    ($($name:ident)*) => {$(
+        #[inline(never)]
+        fn $name(conn: &mut Connection, env: &Env<'_>, sink: &mut Discard, case: &Case, n: u32) {
+            for _ in 0..n {
+                round_trip(conn, env, sink, case);
+            }
+        }
+    )*};
 }
+
+round_trips!(round_trips_query round_trips_execute round_trips_batch);
 
 /// Nanoseconds the calling thread has run on a CPU; `None` where Linux's schedstat is absent.
 fn thread_cpu_ns() -> Option<u64> {
@@ -167,10 +182,10 @@ fn thread_cpu_ns() -> Option<u64> {
 fn cpu_time_per_request(env: &Env<'_>, case: &Case) -> Option<f64> {
     let mut conn = connection(env);
     let mut sink = Discard::default();
-    round_trips(&mut conn, env, &mut sink, case, 10_000);
+    (case.round_trips)(&mut conn, env, &mut sink, case, 10_000);
     const N: u32 = 1_000_000;
     let before = thread_cpu_ns()?;
-    round_trips(&mut conn, env, &mut sink, case, N);
+    (case.round_trips)(&mut conn, env, &mut sink, case, N);
     let after = thread_cpu_ns()?;
     Some(after.saturating_sub(before) as f64 / f64::from(N))
 }
