@@ -158,11 +158,13 @@ fn round_trip(conn: &mut Connection, env: &Env<'_>, sink: &mut Discard, case: &C
 type RoundTrips = fn(&mut Connection, &Env<'_>, &mut Discard, &Case, u32);
 
 /// Functions running `n` round trips of a case, one per case so that a profile tells them
-/// apart.
+/// apart (each passes its own tag through `black_box`, so that the build cannot fold them
+/// into one).
 macro_rules! round_trips {
-    ($($name:ident)*) => {$(
+    ($($name:ident $tag:literal)*) => {$(
         #[inline(never)]
         fn $name(conn: &mut Connection, env: &Env<'_>, sink: &mut Discard, case: &Case, n: u32) {
+            std::hint::black_box($tag);
             for _ in 0..n {
                 round_trip(conn, env, sink, case);
             }
@@ -170,7 +172,7 @@ macro_rules! round_trips {
     )*};
 }
 
-round_trips!(round_trips_query round_trips_execute round_trips_batch);
+round_trips!(round_trips_query 1u8 round_trips_execute 2u8 round_trips_batch 3u8);
 
 /// Nanoseconds the calling thread has run on a CPU; `None` where Linux's schedstat is absent.
 fn thread_cpu_ns() -> Option<u64> {
