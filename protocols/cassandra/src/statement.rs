@@ -11,7 +11,7 @@
 
 use std::fmt;
 
-use crate::lexer::{LexError, Lexer, Token};
+use crate::lexer::{LexError, Lexer, Token, WordOrEnd};
 
 /// What a statement does, with Cilium's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -441,30 +441,35 @@ fn foreign(action: Action, word: &str) -> bool {
         ))
 }
 
-/// Whether `token` is a reserved word that begins a statement, so that inside a batch it can
+/// Whether `word` (not a statement's first token), followed by what `rest` holds, ends a
+/// statement of a batch: the next statement's first word, or `APPLY BATCH`.
+fn ends_batch_statement(word: &str, rest: &Lexer<'_>) -> bool {
+    starts_statement(word)
+        || (word.eq_ignore_ascii_case("APPLY")
+            && matches!(rest.clone().next(), Some(Ok(t)) if t.is("BATCH")))
+}
+
+/// Whether `word` is a reserved word that begins a statement, so that inside a batch it can
 /// only be the start of the next one (which, unless a batch may hold it, makes the batch an
 /// error).
-fn starts_statement(token: &Token<'_>) -> bool {
-    match token {
-        Token::Word(word) => matches!(
-            keyword(word.as_bytes()),
-            kw::INSERT
-                | kw::UPDATE
-                | kw::DELETE
-                | kw::SELECT
-                | kw::USE
-                | kw::TRUNCATE
-                | kw::CREATE
-                | kw::DROP
-                | kw::ALTER
-                | kw::GRANT
-                | kw::REVOKE
-                | kw::BEGIN
-                | kw::DESCRIBE
-                | kw::DESC
-        ),
-        _ => false,
-    }
+fn starts_statement(word: &str) -> bool {
+    matches!(
+        keyword(word.as_bytes()),
+        kw::INSERT
+            | kw::UPDATE
+            | kw::DELETE
+            | kw::SELECT
+            | kw::USE
+            | kw::TRUNCATE
+            | kw::CREATE
+            | kw::DROP
+            | kw::ALTER
+            | kw::GRANT
+            | kw::REVOKE
+            | kw::BEGIN
+            | kw::DESCRIBE
+            | kw::DESC
+    )
 }
 
 /// One statement of a query, read from its first token up to its end: a `;`, the end of the
@@ -542,11 +547,7 @@ impl<'q> StatementView<'q> {
     fn ends(&self, token: &Token<'_>, rest: &Lexer<'q>) -> bool {
         match token {
             Token::Punct(';') => true,
-            t if self.in_batch && starts_statement(t) => true,
-            t if self.in_batch && t.is("APPLY") => {
-                let mut rest = rest.clone();
-                matches!(rest.next(), Some(Ok(t)) if t.is("BATCH"))
-            }
+            Token::Word(word) => self.in_batch && ends_batch_statement(word, rest),
             _ => false,
         }
     }
@@ -610,7 +611,6 @@ impl<'q> StatementView<'q> {
         lexer: &mut Lexer<'q>,
         action: Option<Action>,
     ) -> Result<(), ClassifyError> {
-        let mut first = true;
         // A full head was read without error and nothing in it ends the statement: what is
         // left to read starts after it.
         if self.head.iter().all(Option::is_some) {
@@ -624,28 +624,27 @@ impl<'q> StatementView<'q> {
                 }
             }
             *lexer = self.rest.clone();
-            first = false;
+        } else {
+            // The statement's first token neither ends it nor is foreign to it.
+            match next_token(lexer)? {
+                None | Some(Token::Punct(';')) => return Ok(()),
+                Some(_) => {}
+            }
         }
+        // Only words and the `;` matter from here on.
         loop {
-            let mut ahead = lexer.clone();
-            match next_token(&mut ahead)? {
-                None => return Ok(()),
-                Some(Token::Punct(';')) => {
-                    *lexer = ahead;
+            let word = match lexer.next_word()? {
+                WordOrEnd::End => return Ok(()),
+                WordOrEnd::Word(word) => word,
+            };
+            if self.in_batch {
+                if ends_batch_statement(word, lexer) {
+                    lexer.back_to(word);
                     return Ok(());
                 }
-                Some(token) if !first && self.in_batch && self.ends(&token, &ahead) => {
-                    return Ok(())
-                }
-                Some(Token::Word(word)) if !first && !self.in_batch => {
-                    if let Some(action) = action.filter(|&a| foreign(a, word)) {
-                        return Err(ClassifyError::Foreign(action.name(), word.to_owned()));
-                    }
-                    *lexer = ahead;
-                }
-                Some(_) => *lexer = ahead,
+            } else if let Some(action) = action.filter(|&a| foreign(a, word)) {
+                return Err(ClassifyError::Foreign(action.name(), word.to_owned()));
             }
-            first = false;
         }
     }
 
