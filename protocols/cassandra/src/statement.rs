@@ -427,7 +427,7 @@ fn foreign(action: Action, word: &str) -> bool {
         action,
         Action::Select | Action::Insert | Action::Update | Action::Delete
     );
-    match statement_keyword(word.as_bytes()) {
+    match short_keyword(word.as_bytes()) {
         INSERT | UPDATE | DELETE | USE | TRUNCATE | BEGIN | APPLY => true,
         SELECT | CREATE | DROP | ALTER | GRANT | REVOKE | DESCRIBE => data,
         _ => false,
@@ -438,38 +438,11 @@ fn foreign(action: Action, word: &str) -> bool {
 /// statement of a batch: the next statement's first word, or `APPLY BATCH`.
 fn ends_batch_statement(word: &str, rest: &Lexer<'_>) -> bool {
     use short::*;
-    match statement_keyword(word.as_bytes()) {
+    match short_keyword(word.as_bytes()) {
         INSERT | UPDATE | DELETE | SELECT | USE | TRUNCATE | CREATE | DROP | ALTER | GRANT
         | REVOKE | BEGIN | DESCRIBE | DESC => true,
         APPLY => matches!(rest.clone().next(), Some(Ok(t)) if t.is("BATCH")),
         _ => false,
-    }
-}
-
-/// The [`short_keyword`] number of `word` when it may be one of the keywords that begin
-/// statements, else 0: most words are told apart by their length and first letter alone,
-/// without building their number.
-#[inline]
-fn statement_keyword(word: &[u8]) -> u64 {
-    /// The lengths of those keywords, as bits.
-    const LENGTHS: u32 = 1 << 3 | 1 << 4 | 1 << 5 | 1 << 6 | 1 << 8;
-    /// Their first letters, as bits counted from `A`.
-    const FIRST_LETTERS: u32 = {
-        let mut letters = 0;
-        let firsts = b"IUDSTCAGRB";
-        let mut i = 0;
-        while i < firsts.len() {
-            letters |= 1 << (firsts[i] - b'A');
-            i += 1;
-        }
-        letters
-    };
-    let first = word.first().map_or(0, |&b| b & 0xDF);
-    let length_fits = word.len() < 32 && LENGTHS & 1 << word.len() != 0;
-    let letter_fits = first.is_ascii_uppercase() && FIRST_LETTERS & 1 << (first - b'A') != 0;
-    match length_fits && letter_fits {
-        true => short_keyword(word),
-        false => 0,
     }
 }
 
