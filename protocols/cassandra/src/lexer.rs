@@ -11,11 +11,6 @@
 //! string literals are `'…'` with `''` escapes and `$$…$$`. A character no CQL token starts
 //! with (anything outside ASCII, a control character, a lone `$`, …) is an error. It borrows
 //! the text and never allocates.
-//!
-//! One reading decides every token (`Lexer::next_token`); the iterator and
-//! [`Lexer::next_word`], which classifying calls for every token of a statement, read the
-//! tokens most text is made of (white space, words, single characters) by a table of first
-//! bytes, and hand every other token to it. Tests hold both to it on any text.
 
 /// One token of CQL text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -317,15 +312,6 @@ fn iso_part_end(bytes: &[u8], at: usize, letter: u8) -> usize {
     }
 }
 
-/// Whether the letter at `start` begins a literal rather than a word: a UUID (36 bytes) or,
-/// at a `P`, an ISO 8601 duration in the alternative format (20 bytes).
-#[inline]
-fn literal_at_letter(bytes: &[u8], start: usize) -> bool {
-    let first = bytes[start];
-    (is(first, HEX) && is_uuid(&bytes[start..]))
-        || (first == b'P' && iso_duration_end(bytes, start) == Some(start + 20))
-}
-
 /// Where the negative literal starting at the `-` at `start` ends, if one does there: a
 /// negative ISO duration (`-P1D`), `-NaN` or `-Infinity` (any case). Each is one token in
 /// Cassandra's grammar, so what follows it starts a new token even without a space.
@@ -520,10 +506,17 @@ impl<'q> Lexer<'q> {
             match FAST[usize::from(first)] {
                 Fast::Blank => self.at += 1,
                 Fast::Punct => self.at += 1,
-                Fast::Letter => match literal_at_letter(bytes, start) {
-                    true => self.at += if first == b'P' { 20 } else { 36 },
-                    false => return Ok(WordOrEnd::Word(self.take_while(WORD))),
-                },
+                Fast::Letter => {
+                    // A UUID or an ISO 8601 duration in the alternative format may start with
+                    // a letter; anything else is a word.
+                    if is(first, HEX) && is_uuid(&bytes[start..]) {
+                        self.at += 36;
+                    } else if first == b'P' && iso_duration_end(bytes, start) == Some(start + 20) {
+                        self.at += 20;
+                    } else {
+                        return Ok(WordOrEnd::Word(self.take_while(WORD)));
+                    }
+                }
                 Fast::Other => match self.next_token() {
                     Ok(None | Some(Token::Punct(';'))) => return Ok(WordOrEnd::End),
                     Ok(Some(Token::Word(word))) => return Ok(WordOrEnd::Word(word)),
@@ -558,33 +551,8 @@ impl<'q> Lexer<'q> {
 impl<'q> Iterator for Lexer<'q> {
     type Item = Result<Token<'q>, LexError>;
 
-    /// The next token: words and single-character tokens read here by their first byte, any
-    /// other by [`Lexer::next_token`].
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        let bytes = self.text.as_bytes();
-        while bytes
-            .get(self.at)
-            .is_some_and(|&b| FAST[usize::from(b)] == Fast::Blank)
-        {
-            self.at += 1;
-        }
-        let start = self.at;
-        let first = *bytes.get(start)?;
-        match FAST[usize::from(first)] {
-            Fast::Punct if first == b'?' => {
-                self.at += 1;
-                return Some(Ok(Token::Marker));
-            }
-            Fast::Punct => {
-                self.at += 1;
-                return Some(Ok(Token::Punct(char::from(first))));
-            }
-            Fast::Letter if !literal_at_letter(bytes, start) => {
-                return Some(Ok(Token::Word(self.take_while(WORD))));
-            }
-            _ => {}
-        }
         match self.next_token() {
             Ok(Some(token)) => Some(Ok(token)),
             Ok(None) => None,
@@ -773,38 +741,20 @@ mod tests {
         }
     }
 
-    /// Reads `text` with the iterator and with [`Lexer::next_token`] alone, asserting the
-    /// same tokens, errors and cursor after each.
-    fn assert_tokens_as_next_token(text: &str) {
-        let (mut fast, mut reference) = (Lexer::new(text), Lexer::new(text));
-        loop {
-            let (read, expected) = (fast.next(), reference.next_token().transpose());
-            assert_eq!(read, expected, "{text:?} at byte {}", reference.at);
-            match expected {
-                None | Some(Err(_)) => return,
-                Some(Ok(_)) => assert_eq!(fast.at, reference.at, "{text:?}"),
-            }
-        }
-    }
-
-    /// What [`Lexer::next_word`] must return, read from the tokens [`Lexer::next_token`]
-    /// makes (a lexing error moving the cursor to the end).
+    /// What [`Lexer::next_word`] must return, read from the tokens the iterator makes.
     fn next_word_by_tokens<'q>(lexer: &mut Lexer<'q>) -> Result<WordOrEnd<'q>, LexError> {
         loop {
-            match lexer.next_token() {
-                Ok(None | Some(Token::Punct(';'))) => return Ok(WordOrEnd::End),
-                Ok(Some(Token::Word(word))) => return Ok(WordOrEnd::Word(word)),
-                Ok(Some(_)) => {}
-                Err(error) => {
-                    lexer.at = lexer.text.len();
-                    return Err(error);
-                }
+            match lexer.next() {
+                None | Some(Ok(Token::Punct(';'))) => return Ok(WordOrEnd::End),
+                Some(Ok(Token::Word(word))) => return Ok(WordOrEnd::Word(word)),
+                Some(Ok(_)) => {}
+                Some(Err(error)) => return Err(error),
             }
         }
     }
 
-    /// Reads `text` word by word with [`Lexer::next_word`] and with [`Lexer::next_token`],
-    /// asserting the same words, `;`s, errors and cursor after each.
+    /// Reads `text` word by word with [`Lexer::next_word`] and with the tokens, asserting the
+    /// same words, `;`s, errors and cursor after each.
     fn assert_words_as_tokens(text: &str) {
         let (mut fast, mut tokens) = (Lexer::new(text), Lexer::new(text));
         loop {
@@ -837,7 +787,6 @@ mod tests {
             "SELECT a. b , c;;d",
         ] {
             assert_words_as_tokens(text);
-            assert_tokens_as_next_token(text);
         }
     }
 
@@ -911,7 +860,6 @@ mod tests {
         #[test]
         fn words_of_any_text_are_read_as_the_tokens_hold_them(text in ".{0,80}") {
             assert_words_as_tokens(&text);
-            assert_tokens_as_next_token(&text);
         }
 
         #[test]
@@ -919,7 +867,6 @@ mod tests {
             pieces in prop::collection::vec(cql_piece(), 0..40),
         ) {
             assert_words_as_tokens(&pieces.concat());
-            assert_tokens_as_next_token(&pieces.concat());
         }
     }
 }
