@@ -328,7 +328,7 @@ fn negative_literal_end(bytes: &[u8], start: usize) -> Option<usize> {
 
 /// What [`Lexer::next_word`] stops at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WordOrEnd<'q> {
+pub(crate) enum WordOrEnd<'q> {
     /// An unquoted identifier or keyword, as written (the token [`Token::Word`] holds).
     Word(&'q str),
     /// A `;` (the cursor is past it) or the end of the text.
@@ -496,7 +496,7 @@ impl<'q> Lexer<'q> {
     /// other token (literals, markers, comments, `-`, `/`) as the iterator reads it. A lexing
     /// error moves the cursor to the end of the text, as it ends the iterator.
     #[inline]
-    pub fn next_word(&mut self) -> Result<WordOrEnd<'q>, LexError> {
+    pub(crate) fn next_word(&mut self) -> Result<WordOrEnd<'q>, LexError> {
         let bytes = self.text.as_bytes();
         loop {
             let start = self.at;
@@ -531,7 +531,7 @@ impl<'q> Lexer<'q> {
     }
 
     /// Moves the cursor back to the start of `word`, a word it has just read.
-    pub fn back_to(&mut self, word: &'q str) {
+    pub(crate) fn back_to(&mut self, word: &'q str) {
         self.at -= word.len();
     }
 
