@@ -11,6 +11,11 @@
 //! string literals are `'…'` with `''` escapes and `$$…$$`. A character no CQL token starts
 //! with (anything outside ASCII, a control character, a lone `$`, …) is an error. It borrows
 //! the text and never allocates.
+//!
+//! Past a statement's first tokens, classifying needs only its words and its end:
+//! `Lexer::next_word` walks to them without making the tokens between, reading white space,
+//! words and single characters by a table of first bytes and handing every other token to the
+//! iterator's one full reading; a property test holds it to the token walk on any text.
 
 /// One token of CQL text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
