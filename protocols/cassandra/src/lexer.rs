@@ -11,6 +11,11 @@
 //! string literals are `'…'` with `''` escapes and `$$…$$`. A character no CQL token starts
 //! with (anything outside ASCII, a control character, a lone `$`, …) is an error. It borrows
 //! the text and never allocates.
+//!
+//! Past a statement's first tokens, classifying needs only its words and its end:
+//! `Lexer::next_word` walks to them without making the tokens between, reading white space,
+//! words and single characters by a table of first bytes and handing every other token to the
+//! iterator's one full reading; a property test holds it to the token walk on any text.
 
 /// One token of CQL text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +121,40 @@ static CLASSES: [u8; 256] = {
     classes
 };
 
+/// How [`Lexer::next_word`] reads a token by its first byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fast {
+    /// White space.
+    Blank,
+    /// A token of this one character that is neither a `;` nor the start of anything longer:
+    /// `.`, `,`, `(`, `?`, `=`, ….
+    Punct,
+    /// A letter or `_`: a word, a UUID or an ISO 8601 duration.
+    Letter,
+    /// Anything else: left to [`Lexer::next_token`].
+    Other,
+}
+
+/// The [`Fast`] reading of every byte.
+static FAST: [Fast; 256] = {
+    let mut fast = [Fast::Other; 256];
+    let mut b = 0;
+    while b < 256 {
+        let class = CLASSES[b];
+        fast[b] = if class & BLANK != 0 {
+            Fast::Blank
+        } else if class & WORD_START != 0 {
+            Fast::Letter
+        } else if class & PUNCT != 0 && !matches!(b as u8, b';' | b':' | b'-' | b'/') {
+            Fast::Punct
+        } else {
+            Fast::Other
+        };
+        b += 1;
+    }
+    fast
+};
+
 /// Whether `b` is of `class`.
 #[inline]
 fn is(b: u8, class: u8) -> bool {
@@ -149,7 +188,9 @@ fn duration_unit(bytes: &[u8]) -> usize {
 /// Whether a UUID (`8-4-4-4-12` hexadecimal digits) starts `bytes`.
 fn is_uuid(bytes: &[u8]) -> bool {
     const DASHES: [usize; 4] = [8, 13, 18, 23];
+    // The dash after the first group rules out nearly every word and number, read first.
     bytes.len() >= 36
+        && bytes[8] == b'-'
         && bytes[..36]
             .iter()
             .enumerate()
@@ -288,6 +329,15 @@ fn negative_literal_end(bytes: &[u8], start: usize) -> Option<usize> {
         .into_iter()
         .find(|word| rest.len() >= word.len() && rest[..word.len()].eq_ignore_ascii_case(word))
         .map(|word| start + 1 + word.len())
+}
+
+/// What [`Lexer::next_word`] stops at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WordOrEnd<'q> {
+    /// An unquoted identifier or keyword, as written (the token [`Token::Word`] holds).
+    Word(&'q str),
+    /// A `;` (the cursor is past it) or the end of the text.
+    End,
 }
 
 /// An iterator over the tokens of CQL text.
@@ -443,6 +493,51 @@ impl<'q> Lexer<'q> {
             _ => return Err(LexError::Unexpected(start)),
         };
         Ok(Some(token))
+    }
+
+    /// Moves past the tokens up to the next word, returning it, or past the next `;`: the
+    /// words the tokens hold, in the same places, without making the other tokens. Words and
+    /// the single-character tokens that statements are mostly made of are read here; every
+    /// other token (literals, markers, comments, `-`, `/`) as the iterator reads it. A lexing
+    /// error moves the cursor to the end of the text, as it ends the iterator.
+    #[inline]
+    pub(crate) fn next_word(&mut self) -> Result<WordOrEnd<'q>, LexError> {
+        let bytes = self.text.as_bytes();
+        loop {
+            let start = self.at;
+            let Some(&first) = bytes.get(start) else {
+                return Ok(WordOrEnd::End);
+            };
+            match FAST[usize::from(first)] {
+                Fast::Blank => self.at += 1,
+                Fast::Punct => self.at += 1,
+                Fast::Letter => {
+                    // A UUID or an ISO 8601 duration in the alternative format may start with
+                    // a letter; anything else is a word.
+                    if is(first, HEX) && is_uuid(&bytes[start..]) {
+                        self.at += 36;
+                    } else if first == b'P' && iso_duration_end(bytes, start) == Some(start + 20) {
+                        self.at += 20;
+                    } else {
+                        return Ok(WordOrEnd::Word(self.take_while(WORD)));
+                    }
+                }
+                Fast::Other => match self.next_token() {
+                    Ok(None | Some(Token::Punct(';'))) => return Ok(WordOrEnd::End),
+                    Ok(Some(Token::Word(word))) => return Ok(WordOrEnd::Word(word)),
+                    Ok(Some(_)) => {}
+                    Err(error) => {
+                        self.at = self.text.len();
+                        return Err(error);
+                    }
+                },
+            }
+        }
+    }
+
+    /// Moves the cursor back to the start of `word`, a word it has just read.
+    pub(crate) fn back_to(&mut self, word: &'q str) {
+        self.at -= word.len();
     }
 
     /// Moves past the bytes of class `class`, returning them.
@@ -651,12 +746,132 @@ mod tests {
         }
     }
 
+    /// What [`Lexer::next_word`] must return, read from the tokens the iterator makes.
+    fn next_word_by_tokens<'q>(lexer: &mut Lexer<'q>) -> Result<WordOrEnd<'q>, LexError> {
+        loop {
+            match lexer.next() {
+                None | Some(Ok(Token::Punct(';'))) => return Ok(WordOrEnd::End),
+                Some(Ok(Token::Word(word))) => return Ok(WordOrEnd::Word(word)),
+                Some(Ok(_)) => {}
+                Some(Err(error)) => return Err(error),
+            }
+        }
+    }
+
+    /// Reads `text` word by word with [`Lexer::next_word`] and with the tokens, asserting the
+    /// same words, `;`s, errors and cursor after each.
+    fn assert_words_as_tokens(text: &str) {
+        let (mut fast, mut tokens) = (Lexer::new(text), Lexer::new(text));
+        loop {
+            let (read, expected) = (fast.next_word(), next_word_by_tokens(&mut tokens));
+            assert_eq!(read, expected, "{text:?} at byte {}", tokens.at);
+            assert_eq!(fast.at, tokens.at, "{text:?}");
+            if expected.is_err() || (expected == Ok(WordOrEnd::End) && tokens.at == text.len()) {
+                return;
+            }
+            if let Ok(WordOrEnd::Word(word)) = read {
+                let mut back = fast.clone();
+                back.back_to(word);
+                assert_eq!(back.next().unwrap().unwrap(), Token::Word(word), "{text:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn words_are_read_as_the_tokens_hold_them() {
+        for text in [
+            "INSERT INTO attendance.daily_records (loc, creation, present) VALUES (?, now(), ?)",
+            "SELECT * FROM t WHERE a = 'x;DROP' AND b = $$;DELETE$$; DELETE FROM u",
+            "SELECT a FROM t -- DROP\nWHERE b = :name AND c = -InfinityDELETE",
+            "SELECT 01234567-89ab-cdef-0123-456789abcdef, deadbeef-dead-beef-dead-beefdeadbeef",
+            "SELECT P0001-02-03T04:05:06DELETE, P1YDELETE, -P1YDELETE, 3h30mx, 0x1fz",
+            "SELECT \"a\"\"b\" /* c; d */ FROM e // f\r; g",
+            "a-- x",
+            "SELECT é",
+            "UPDATE t SET a = 1 WHERE b = 'x",
+            "SELECT a. b , c;;d",
+        ] {
+            assert_words_as_tokens(text);
+        }
+    }
+
+    /// Pieces of CQL text that begin, end and hide tokens, glued in any order.
+    fn cql_piece() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec![
+            " ",
+            "\t",
+            "\n",
+            "\r",
+            ";",
+            ".",
+            ",",
+            "(",
+            ")",
+            "?",
+            ":",
+            ":name",
+            "=",
+            "*",
+            "-",
+            "--",
+            "/",
+            "//",
+            "/*",
+            "*/",
+            "'",
+            "''",
+            "\"",
+            "$",
+            "$$",
+            "é",
+            "\x0c",
+            "SELECT",
+            "insert",
+            "DELETE",
+            "apply",
+            "BATCH",
+            "a",
+            "abc",
+            "deadbeef",
+            "Fade",
+            "P",
+            "P1Y",
+            "PT1H",
+            "P0001-02-03T04:05:06",
+            "01234567-89ab-cdef-0123-456789abcdef",
+            "0",
+            "12",
+            "1.5e-3",
+            "0x1f",
+            "3h30m",
+            "-1",
+            "-Infinity",
+            "-nan",
+            "-P1D",
+            "_x",
+            "e",
+            "E+1",
+        ])
+    }
+
     proptest! {
         #[test]
         fn any_text_lexes_without_panicking(text in ".{0,80}") {
             for token in Lexer::new(&text) {
                 let _ = token;
             }
+        }
+
+        #[test]
+        fn words_of_any_text_are_read_as_the_tokens_hold_them(text in ".{0,80}") {
+            assert_words_as_tokens(&text);
+        }
+
+        #[test]
+        fn words_of_cql_pieces_are_read_as_the_tokens_hold_them(
+            pieces in prop::collection::vec(cql_piece(), 0..40),
+        ) {
+            assert_words_as_tokens(&pieces.concat());
         }
     }
 }

@@ -11,7 +11,7 @@
 
 use std::fmt;
 
-use crate::lexer::{LexError, Lexer, Token};
+use crate::lexer::{LexError, Lexer, Token, WordOrEnd};
 
 /// What a statement does, with Cilium's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -422,49 +422,59 @@ fn starts_batch_statement(token: &Token<'_>) -> bool {
 /// statements; the others may name permissions (`GRANT SELECT`), clauses (`ALTER TABLE t DROP
 /// c`, `ORDER BY c DESC`) or a view's query (`AS SELECT`), but never a data statement's verb.
 fn foreign(action: Action, word: &str) -> bool {
-    // Most words are no such keyword; their length says so without reading them.
-    if !matches!(word.len(), 3..=6 | 8) {
-        return false;
-    }
-    let word = keyword(word.as_bytes());
+    use short::*;
     let data = matches!(
         action,
         Action::Select | Action::Insert | Action::Update | Action::Delete
     );
-    matches!(
-        word,
-        kw::INSERT | kw::UPDATE | kw::DELETE | kw::USE | kw::TRUNCATE | kw::BEGIN | kw::APPLY
-    ) || (data
-        && matches!(
-            word,
-            kw::SELECT | kw::CREATE | kw::DROP | kw::ALTER | kw::GRANT | kw::REVOKE | kw::DESCRIBE
-        ))
-}
-
-/// Whether `token` is a reserved word that begins a statement, so that inside a batch it can
-/// only be the start of the next one (which, unless a batch may hold it, makes the batch an
-/// error).
-fn starts_statement(token: &Token<'_>) -> bool {
-    match token {
-        Token::Word(word) => matches!(
-            keyword(word.as_bytes()),
-            kw::INSERT
-                | kw::UPDATE
-                | kw::DELETE
-                | kw::SELECT
-                | kw::USE
-                | kw::TRUNCATE
-                | kw::CREATE
-                | kw::DROP
-                | kw::ALTER
-                | kw::GRANT
-                | kw::REVOKE
-                | kw::BEGIN
-                | kw::DESCRIBE
-                | kw::DESC
-        ),
+    match short_keyword(word.as_bytes()) {
+        INSERT | UPDATE | DELETE | USE | TRUNCATE | BEGIN | APPLY => true,
+        SELECT | CREATE | DROP | ALTER | GRANT | REVOKE | DESCRIBE => data,
         _ => false,
     }
+}
+
+/// Whether `word` (not a statement's first token), followed by what `rest` holds, ends a
+/// statement of a batch: the next statement's first word, or `APPLY BATCH`.
+fn ends_batch_statement(word: &str, rest: &Lexer<'_>) -> bool {
+    use short::*;
+    match short_keyword(word.as_bytes()) {
+        INSERT | UPDATE | DELETE | SELECT | USE | TRUNCATE | CREATE | DROP | ALTER | GRANT
+        | REVOKE | BEGIN | DESCRIBE | DESC => true,
+        APPLY => matches!(rest.clone().next(), Some(Ok(t)) if t.is("BATCH")),
+        _ => false,
+    }
+}
+
+/// A word of at most 8 bytes as a number to compare with keywords of letters only: its bytes,
+/// little-endian, each with the bit that tells lower from upper case cleared; 0 for a longer
+/// word. A word is letters, digits and `_`: cleared, a letter is its upper case, a digit a
+/// control character and `_` itself, so a word meets a keyword's number only when it is that
+/// keyword in any case (the length too, as no byte of a word is zero). Built by shifts, without
+/// a copy: cheaper than [`keyword`] for the words read on the way to a statement's end.
+#[inline]
+const fn short_keyword(word: &[u8]) -> u64 {
+    if word.len() > 8 {
+        return 0;
+    }
+    let mut number = 0;
+    let mut i = 0;
+    while i < word.len() {
+        number |= (word[i] as u64) << (8 * i);
+        i += 1;
+    }
+    number & 0xDFDF_DFDF_DFDF_DFDF
+}
+
+/// The [`short_keyword`] numbers of the keywords that begin statements.
+mod short {
+    macro_rules! keywords {
+        ($($name:ident)*) => {
+            $(pub(super) const $name: u64 = super::short_keyword(stringify!($name).as_bytes());)*
+        };
+    }
+
+    keywords!(INSERT UPDATE DELETE SELECT USE TRUNCATE CREATE DROP ALTER GRANT REVOKE BEGIN DESCRIBE DESC APPLY);
 }
 
 /// One statement of a query, read from its first token up to its end: a `;`, the end of the
@@ -542,11 +552,7 @@ impl<'q> StatementView<'q> {
     fn ends(&self, token: &Token<'_>, rest: &Lexer<'q>) -> bool {
         match token {
             Token::Punct(';') => true,
-            t if self.in_batch && starts_statement(t) => true,
-            t if self.in_batch && t.is("APPLY") => {
-                let mut rest = rest.clone();
-                matches!(rest.next(), Some(Ok(t)) if t.is("BATCH"))
-            }
+            Token::Word(word) => self.in_batch && ends_batch_statement(word, rest),
             _ => false,
         }
     }
@@ -610,7 +616,6 @@ impl<'q> StatementView<'q> {
         lexer: &mut Lexer<'q>,
         action: Option<Action>,
     ) -> Result<(), ClassifyError> {
-        let mut first = true;
         // A full head was read without error and nothing in it ends the statement: what is
         // left to read starts after it.
         if self.head.iter().all(Option::is_some) {
@@ -624,28 +629,27 @@ impl<'q> StatementView<'q> {
                 }
             }
             *lexer = self.rest.clone();
-            first = false;
+        } else {
+            // The statement's first token neither ends it nor is foreign to it.
+            match next_token(lexer)? {
+                None | Some(Token::Punct(';')) => return Ok(()),
+                Some(_) => {}
+            }
         }
+        // Only words and the `;` matter from here on.
         loop {
-            let mut ahead = lexer.clone();
-            match next_token(&mut ahead)? {
-                None => return Ok(()),
-                Some(Token::Punct(';')) => {
-                    *lexer = ahead;
+            let word = match lexer.next_word()? {
+                WordOrEnd::End => return Ok(()),
+                WordOrEnd::Word(word) => word,
+            };
+            if self.in_batch {
+                if ends_batch_statement(word, lexer) {
+                    lexer.back_to(word);
                     return Ok(());
                 }
-                Some(token) if !first && self.in_batch && self.ends(&token, &ahead) => {
-                    return Ok(())
-                }
-                Some(Token::Word(word)) if !first && !self.in_batch => {
-                    if let Some(action) = action.filter(|&a| foreign(a, word)) {
-                        return Err(ClassifyError::Foreign(action.name(), word.to_owned()));
-                    }
-                    *lexer = ahead;
-                }
-                Some(_) => *lexer = ahead,
+            } else if let Some(action) = action.filter(|&a| foreign(a, word)) {
+                return Err(ClassifyError::Foreign(action.name(), word.to_owned()));
             }
-            first = false;
         }
     }
 
@@ -828,7 +832,7 @@ mod kw {
     keywords!(
         BEGIN SELECT INSERT INTO UPDATE DELETE TRUNCATE TABLE COLUMNFAMILY USE CREATE ALTER DROP
         GRANT REVOKE LIST ROLES USERS SUPERUSERS KEYSPACE SCHEMA INDEX MATERIALIZED TRIGGER ROLE
-        USER FUNCTION AGGREGATE TYPE DESCRIBE DESC ADD IDENTITY APPLY
+        USER FUNCTION AGGREGATE TYPE DESCRIBE DESC ADD IDENTITY
     );
 }
 

@@ -268,3 +268,28 @@ fn words_that_begin_statements_may_stand_where_the_grammar_puts_them() {
         assert_eq!(all(query).map(|s| s[0].0), Ok(action), "{query:?}");
     }
 }
+
+proptest::proptest! {
+    #[test]
+    fn a_word_meets_a_keywords_short_number_only_when_it_is_that_keyword(
+        word in "[A-Za-z0-9_]{1,10}",
+        keyword in proptest::sample::select(vec![
+            "INSERT", "UPDATE", "DELETE", "SELECT", "USE", "TRUNCATE", "CREATE", "DROP",
+            "ALTER", "GRANT", "REVOKE", "BEGIN", "DESCRIBE", "DESC", "APPLY",
+        ]),
+        case_flips in proptest::collection::vec(proptest::bool::ANY, 8),
+    ) {
+        let written: String = keyword
+            .chars()
+            .zip(&case_flips)
+            .map(|(c, &flip)| if flip { c.to_ascii_lowercase() } else { c })
+            .collect();
+        let number = short_keyword(keyword.as_bytes());
+        proptest::prop_assert_eq!(short_keyword(written.as_bytes()), number);
+        proptest::prop_assert_eq!(
+            short_keyword(word.as_bytes()) == number,
+            word.eq_ignore_ascii_case(keyword),
+            "{}", word
+        );
+    }
+}
