@@ -295,7 +295,8 @@ FORWARDING = Part(
         "forward epoll: a tokio current-thread runtime per thread, a task per connection "
         "copying both ways (readiness, then a read and a write system call per message, as "
         "Axoneme's workers do). forward uring: an io_uring per thread, multishot accept, "
-        "multishot receive into provided buffers, one send in flight per direction, every "
+        "multishot receive into a registered ring of provided buffers, one send in flight "
+        "per direction gathering every buffer the direction holds (sendmsg), every "
         "submission of a loop turn in one io_uring_enter. Neither parses, checks or logs: "
         "their CPU time per request is what the forwarding path costs on that interface, and "
         "the difference between them what moving Axoneme's workers onto io_uring could save.",

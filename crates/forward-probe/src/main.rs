@@ -8,8 +8,9 @@
 //!   ways ([`tokio::io::copy_bidirectional`]): readiness, then a `read` and a `write` system
 //!   call per message, as Axoneme's workers do.
 //! - `uring`: an io_uring per thread ([`uring`]): multishot accept, multishot receive into
-//!   buffers provided to the kernel, one send in flight per direction, every submission of a
-//!   loop turn in one `io_uring_enter`.
+//!   buffers provided to the kernel through a buffer ring, one send in flight per direction
+//!   gathering every buffer the direction holds, every submission of a loop turn in one
+//!   `io_uring_enter`.
 //!
 //! It measures; it is not a proxy: the upstream is connected to with a blocking connect on the
 //! accepting thread, and an error ends only its connection.
