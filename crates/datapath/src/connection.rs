@@ -307,7 +307,7 @@ impl Connection {
             // so a long batch of denials never fills its inject buffer.
             self.flush_injected(flow.other(), out);
             let input = whole.skip(consumed);
-            let op = self.call_parser(flow, end_stream, input, env)?;
+            let (op, nothing_at_end) = self.call_parser(flow, end_stream, input, env)?;
             match op {
                 Op::More(0) | Op::Pass(0) | Op::Drop(0) | Op::Inject(0) => {
                     return Err(ContractViolation::ZeroLength(op).into());
@@ -342,6 +342,11 @@ impl Connection {
                         pass_on(out, flow, (kept, data, at), consumed, at_hand);
                     }
                     consumed += at_hand;
+                    if n == input.len() && nothing_at_end && !end_stream {
+                        // All at hand is decided and the parser has nothing to inject after
+                        // it: the call with no input would only answer that it waits.
+                        return Ok(Stop::Keep { consumed, need: 0 });
+                    }
                     if n > at_hand {
                         let state = &mut self.flows[flow.index()];
                         if matches!(op, Op::Pass(_)) {
@@ -377,14 +382,15 @@ impl Connection {
         }
     }
 
-    /// Runs the parser once, turning a panic into an error that closes only this connection.
+    /// Runs the parser once, turning a panic into an error that closes only this connection;
+    /// with its answer, whether it said it has nothing to inject where the answer ends the input.
     fn call_parser(
         &mut self,
         flow: Flow,
         end_stream: bool,
         input: Input<'_>,
         env: &Env<'_>,
-    ) -> Result<Op, ConnectionError> {
+    ) -> Result<(Op, bool), ConnectionError> {
         let mut ctx = Context::new(
             &self.meta,
             self.proto,
@@ -394,7 +400,8 @@ impl Connection {
         );
         let parser = &mut self.parser;
         catch_unwind(AssertUnwindSafe(|| {
-            parser.on_data(&mut ctx, flow, end_stream, input)
+            let op = parser.on_data(&mut ctx, flow, end_stream, input);
+            (op, ctx.said_nothing_at_end())
         }))
         .map_err(|payload| ConnectionError::Panic(panic_message(payload.as_ref())))
     }

@@ -360,6 +360,8 @@ pub struct Context<'c> {
     inject: &'c mut [InjectBuffer; 2],
     denial: Cell<Option<DenyReason>>,
     audit: Cell<Option<DenyReason>>,
+    /// The parser said it has nothing to inject where its answer ends the input at hand.
+    nothing_at_end: bool,
 }
 
 impl<'c> Context<'c> {
@@ -380,7 +382,24 @@ impl<'c> Context<'c> {
             inject,
             denial: Cell::new(None),
             audit: Cell::new(None),
+            nothing_at_end: false,
         }
+    }
+
+    /// Says that if this call's `Pass` or `Drop` takes the last byte at hand, the parser has
+    /// nothing to inject after it: the datapath then does not call it again with no input (see
+    /// [`crate::Op`]), and calls it next when bytes arrive, the stream ends, or the other flow
+    /// moves while this one holds input. Without it, that call is made.
+    #[inline]
+    pub fn nothing_to_inject_at_end(&mut self) {
+        self.nothing_at_end = true;
+    }
+
+    /// Whether the parser said [`Context::nothing_to_inject_at_end`] during this call; read by
+    /// the datapath after the call.
+    #[inline]
+    pub fn said_nothing_at_end(&self) -> bool {
+        self.nothing_at_end
     }
 
     /// The connection's metadata.

@@ -9,8 +9,10 @@ use std::fmt;
 ///
 /// Input always starts at a frame boundary. After `Pass`, `Drop` and `Inject` the parser is called
 /// again with the input that remains, even when none remains, so that it can inject at the end of
-/// a frame. `More`, `Nop`, `Error`, and a `Pass` or `Drop` longer than the input at hand end the
-/// call: the parser is next called when new bytes arrive (or when that pass or drop has completed).
+/// a frame; a parser with nothing to inject there says so while answering
+/// ([`crate::Context::nothing_to_inject_at_end`]) and is then spared the call with no input.
+/// `More`, `Nop`, `Error`, and a `Pass` or `Drop` longer than the input at hand end the call: the
+/// parser is next called when new bytes arrive (or when that pass or drop has completed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
     /// Keep the unconsumed input; call again once at least this many more bytes have arrived.

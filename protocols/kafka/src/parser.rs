@@ -294,6 +294,17 @@ impl Parser for KafkaParser {
             Flow::Request => self.on_request(ctx, input),
             Flow::Reply => self.on_reply(ctx, input),
         };
+        // What a call with no input after this answer would inject: a narrowed request in
+        // place of the one dropped, a rewritten response, or denials due after a response.
+        let due_at_end = match flow {
+            Flow::Request => self.narrowed_due,
+            Flow::Reply => {
+                self.rewritten_sent < self.rewritten.len() || self.pending.has_due_denial()
+            }
+        };
+        if matches!(op, Ok(Op::Pass(_) | Op::Drop(_))) && !due_at_end {
+            ctx.nothing_to_inject_at_end();
+        }
         op.unwrap_or_else(Op::Error)
     }
 }

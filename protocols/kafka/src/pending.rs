@@ -264,6 +264,11 @@ impl Pending {
         }
     }
 
+    /// Whether a denial is due now (what [`Pending::due_denial`] would give).
+    pub fn has_due_denial(&self) -> bool {
+        matches!(self.order.peek(), Turn::Denied(_))
+    }
+
     /// The rest of the denials due now (nothing owed before them), if any.
     pub fn due_denial(&mut self) -> Option<&[u8]> {
         match self.order.peek() {

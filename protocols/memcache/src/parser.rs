@@ -89,6 +89,15 @@ impl Parser for MemcacheParser {
             Flow::Request => self.on_request(ctx, input),
             Flow::Reply => self.on_reply(ctx, input),
         };
+        // What a call with no input after this answer would inject: a barrier after a denied
+        // request, denials due after a reply.
+        let due_at_end = match flow {
+            Flow::Request => self.barrier_due,
+            Flow::Reply => self.pending.due_denials().is_some(),
+        };
+        if matches!(op, Op::Pass(_) | Op::Drop(_)) && !due_at_end {
+            ctx.nothing_to_inject_at_end();
+        }
         let largest = self.line.capacity().max(self.keys.capacity());
         if largest.max(self.decoded.capacity()) > KEPT_CAPACITY {
             self.give_back_scratch();

@@ -98,6 +98,8 @@ impl R2d2Parser {
         } else {
             &fields[..1]
         };
+        // Nothing is ever injected into the request flow.
+        ctx.nothing_to_inject_at_end();
         if verdict.allowed {
             ctx.log(EntryType::Request, verdict.policy_name, fields);
             if self.pending.expect(1).is_err() {
@@ -146,6 +148,10 @@ impl R2d2Parser {
             if *count == 0 {
                 self.pending.pop_front();
             }
+        }
+        // Denials owed after this reply are injected by the call that follows it.
+        if !matches!(self.pending.front(), Turn::Denied(_)) {
+            ctx.nothing_to_inject_at_end();
         }
         Op::Pass(end + 2)
     }

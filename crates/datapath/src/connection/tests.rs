@@ -2,6 +2,7 @@
 //! sandbox, and the chunking property.
 
 use std::any::Any;
+use std::sync::Mutex;
 
 use axoneme_sdk::{
     ConnectionMeta, Context, ErrorCode, Flow, Input, Op, ParseError, Parser, RequestPolicy,
@@ -388,6 +389,64 @@ fn pass_and_drop_within_the_input_call_the_parser_again_even_when_nothing_remain
     .unwrap();
     assert_eq!(sent.to_upstream, b"abend");
     assert_eq!(sent.to_client, b"late");
+}
+
+/// Passes all the input at hand, saying it has nothing to inject after it when `quiet`; notes
+/// the length of the input of every call and whether the stream had ended.
+struct PassesAll {
+    quiet: bool,
+    calls: Arc<Mutex<Vec<(usize, bool)>>>,
+}
+
+impl Parser for PassesAll {
+    fn on_data(&mut self, ctx: &mut Context<'_>, _: Flow, end: bool, input: Input<'_>) -> Op {
+        self.calls.lock().unwrap().push((input.len(), end));
+        if input.is_empty() {
+            return Op::Nop;
+        }
+        if self.quiet {
+            ctx.nothing_to_inject_at_end();
+        }
+        Op::Pass(input.len())
+    }
+}
+
+#[test]
+fn a_parser_with_nothing_to_inject_at_the_end_is_not_called_with_no_input() {
+    for quiet in [false, true] {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let parser = PassesAll {
+            quiet,
+            calls: Arc::clone(&calls),
+        };
+        let mut conn = Connection::new(Box::new(parser), meta(), "p", Limits::default());
+        let log = RecordingLog::default();
+        let mut sent = Sent::default();
+        let env = Env {
+            policy: &AllowAll,
+            log: &log,
+        };
+        conn.on_data(Flow::Request, b"abcdef", false, &env, &mut sent)
+            .unwrap();
+        conn.on_data(Flow::Request, b"gh", false, &env, &mut sent)
+            .unwrap();
+        conn.on_data(Flow::Request, b"ij", true, &env, &mut sent)
+            .unwrap();
+        assert_eq!(sent.to_upstream, b"abcdefghij");
+        // The end of the stream is always shown to the parser.
+        let expected: &[(usize, bool)] = match quiet {
+            false => &[
+                (6, false),
+                (0, false),
+                (2, false),
+                (0, false),
+                (2, true),
+                (0, true),
+            ],
+            true => &[(6, false), (2, false), (2, true), (0, true)],
+        };
+        assert_eq!(*calls.lock().unwrap(), expected, "quiet: {quiet}");
+    }
 }
 
 fn frames_strategy() -> impl Strategy<Value = Vec<u8>> {
