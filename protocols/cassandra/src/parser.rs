@@ -224,6 +224,12 @@ impl Parser for CassandraParser {
         self.resolution.clear();
         self.resolution.trim_capacity();
         self.segments.trim_capacity();
+        // Unframed (v3, v4), nothing is injected into the flow being parsed: denials and
+        // refusals go to the other flow at once, so no call with no input is needed after a
+        // frame. Segments (v5) may have to be injected after one.
+        if self.framing.is_none() && matches!(result, Ok(Op::Pass(_) | Op::Drop(_))) {
+            ctx.nothing_to_inject_at_end();
+        }
         result.unwrap_or_else(Op::Error)
     }
 }
