@@ -258,6 +258,13 @@ unsafe impl GlobalAlloc for CountingAllocator {
     }
 }
 
+/// Nanoseconds the calling thread has run on a CPU (Linux's schedstat), for benches that report
+/// on-CPU time beside wall-clock time on a shared machine; `None` where schedstat is absent.
+pub fn thread_cpu_ns() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    stat.split_whitespace().next()?.parse().ok()
+}
+
 /// An `l7` list written as key/value pairs per map, as policies hold it.
 pub fn rule_maps(maps: &[&[(&str, &str)]]) -> Vec<L7RuleMap> {
     maps.iter()

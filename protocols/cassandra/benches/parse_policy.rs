@@ -17,7 +17,7 @@ use axoneme_cassandra::Cassandra;
 use axoneme_datapath::{Connection, Env, Limits};
 use axoneme_policy::{parse_policies, EndpointSpec, PortPolicy, Snapshot};
 use axoneme_sdk::{Direction, Flow, Protocol, Registry};
-use axoneme_testkit::{CountingAllocator, Discard, NullLog};
+use axoneme_testkit::{thread_cpu_ns, CountingAllocator, Discard, NullLog};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 #[global_allocator]
@@ -173,12 +173,6 @@ macro_rules! round_trips {
 }
 
 round_trips!(round_trips_query 1u8 round_trips_execute 2u8 round_trips_batch 3u8);
-
-/// Nanoseconds the calling thread has run on a CPU; `None` where Linux's schedstat is absent.
-fn thread_cpu_ns() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    stat.split_whitespace().next()?.parse().ok()
-}
 
 /// On-CPU nanoseconds per round trip over 1,000,000 after warm-up.
 fn cpu_time_per_request(env: &Env<'_>, case: &Case) -> Option<f64> {

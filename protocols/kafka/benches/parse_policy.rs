@@ -17,7 +17,7 @@ use axoneme_datapath::{Connection, Env, Limits};
 use axoneme_kafka::Kafka;
 use axoneme_policy::{parse_policies, EndpointSpec, PortPolicy, Snapshot};
 use axoneme_sdk::{Direction, Flow, Protocol, Registry};
-use axoneme_testkit::{CountingAllocator, Discard, NullLog};
+use axoneme_testkit::{thread_cpu_ns, CountingAllocator, Discard, NullLog};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 use messages::Topic;
@@ -149,12 +149,6 @@ fn allocations_per_request(env: &Env<'_>, case: &Case) -> f64 {
         round_trip(&mut conn, env, &mut sink, case);
     }
     (CountingAllocator::count() - before) as f64 / N as f64
-}
-
-/// Nanoseconds the calling thread has run on a CPU; `None` where Linux's schedstat is absent.
-fn thread_cpu_ns() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    stat.split_whitespace().next()?.parse().ok()
 }
 
 /// On-CPU nanoseconds per round trip over 1,000,000 after warm-up.
