@@ -258,6 +258,13 @@ unsafe impl GlobalAlloc for CountingAllocator {
     }
 }
 
+/// Whether a bench was started to measure (`cargo bench` passes `--bench`) rather than run once
+/// as a test by `cargo test --all-targets`: long measurements outside criterion's own are made
+/// only then.
+pub fn measuring() -> bool {
+    std::env::args().any(|arg| arg == "--bench")
+}
+
 /// Nanoseconds the calling thread has run on a CPU (Linux's schedstat), for benches that report
 /// on-CPU time beside wall-clock time on a shared machine; `None` where schedstat is absent.
 pub fn thread_cpu_ns() -> Option<u64> {

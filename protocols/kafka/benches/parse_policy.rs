@@ -17,7 +17,7 @@ use axoneme_datapath::{Connection, Env, Limits};
 use axoneme_kafka::Kafka;
 use axoneme_policy::{parse_policies, EndpointSpec, PortPolicy, Snapshot};
 use axoneme_sdk::{Direction, Flow, Protocol, Registry};
-use axoneme_testkit::{thread_cpu_ns, CountingAllocator, Discard, NullLog};
+use axoneme_testkit::{measuring, thread_cpu_ns, CountingAllocator, Discard, NullLog};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 use messages::Topic;
@@ -188,7 +188,8 @@ fn bench(c: &mut Criterion) {
             "kafka/{}: {allocs:.3} heap allocations per request in steady state",
             case.name
         );
-        if let Some(ns) = cpu_time_per_request(&env, &case) {
+        let on_cpu = measuring().then(|| cpu_time_per_request(&env, &case));
+        if let Some(Some(ns)) = on_cpu {
             println!("kafka/{}: {ns:.0} ns on a CPU per request", case.name);
         }
         let mut conn = connection(&env);
