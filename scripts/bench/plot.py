@@ -20,6 +20,14 @@ HEIGHT_INCHES = 4.5
 DPI = 100
 
 
+def memory_scale(rows: list, proxies: list) -> str:
+    """The scale of the memory axis. A few connections share the growth of buffers and threads
+    that many spread thin: a logarithmic axis shows both ends, where every figure drawn (the
+    proxies', not the server's) is above zero."""
+    drawn = [row[report.MEMORY].get(proxy) for row in rows for proxy in proxies]
+    return "log" if all(value > 0 for value in drawn if value is not None) else "linear"
+
+
 def draw(rows: list, path: Path) -> None:
     """Writes the figure of `rows` (one a connection count, as results.json's
     `sweep.connection_sweep` has them) to `path` as a PNG."""
@@ -49,11 +57,7 @@ def draw(rows: list, path: Path) -> None:
                     marker="o", label=proxy)
     memory.set_title("Resident memory per connection")
     memory.set_ylabel("KiB per connection")
-    # A few connections share the growth of buffers and threads that many spread thin: a
-    # logarithmic axis shows both ends, where every figure is above zero.
-    if all(value > 0 for row in rows for value in row[report.MEMORY].values()
-           if value is not None):
-        memory.set_yscale("log")
+    memory.set_yscale(memory_scale(rows, proxies))
     memory.legend()
     for axes in (throughput, memory):
         axes.set_xscale("log")

@@ -207,6 +207,16 @@ def test_the_figure_is_a_png_of_the_configured_size(tmp_path):
                                round(plot.HEIGHT_INCHES * plot.DPI))
 
 
+def test_memory_is_drawn_on_a_logarithmic_axis_unless_a_proxys_figure_is_not_above_zero():
+    proxies = ["HAProxy", "Axoneme"]
+    # The server's own growth (direct) is not drawn: its zero must not flatten the proxies'.
+    rows = [{report.MEMORY: {"direct": 0.0, "HAProxy": 24.0, "Axoneme": 3700.0}},
+            {report.MEMORY: {"direct": 0.03, "HAProxy": 3.3, "Axoneme": None}}]
+    assert plot.memory_scale(rows, proxies) == "log"
+    rows[1][report.MEMORY]["HAProxy"] = 0.0
+    assert plot.memory_scale(rows, proxies) == "linear"
+
+
 def test_the_figure_is_drawn_from_results_json_and_a_file_without_a_sweep_is_refused(tmp_path):
     import json
     runs = sweep_runs()
