@@ -26,6 +26,9 @@ use crate::session::Shared;
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// The first pause after a failed attempt.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// How long a watch must have worked for its end to be resumed at once, with no pause: a
+/// member that went away takes its watches with it, and their changes must not wait.
+const STEADY: Duration = Duration::from_secs(1);
 
 /// The keys of a prefix (relative to it) and their decoded values.
 pub(crate) type Entries<V> = BTreeMap<String, V>;
@@ -91,8 +94,9 @@ struct Mirror<V: View> {
 
 /// Why a watch ended.
 enum Ended {
-    /// The stream broke or was cancelled: resume from the last revision.
-    Resume,
+    /// The stream broke or was cancelled: resume from the last revision, at once if it had
+    /// been working for [`STEADY`] (`steady`).
+    Resume { steady: bool },
     /// The revision to resume from was compacted: list again.
     Compacted,
     /// The store lost its data: list again, holding what is missing.
@@ -178,8 +182,9 @@ impl<V: View> Mirror<V> {
                     continue;
                 }
             };
-            match self.follow(stream, &tx, &mut losses, &mut backoff).await {
-                Ended::Resume => {
+            match self.follow(stream, &tx, &mut losses).await {
+                Ended::Resume { steady: true } => backoff = FIRST_BACKOFF,
+                Ended::Resume { steady: false } => {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
@@ -195,8 +200,11 @@ impl<V: View> Mirror<V> {
         mut stream: WatchStream,
         tx: &watch::Sender<V::Snapshot>,
         losses: &mut watch::Receiver<u64>,
-        backoff: &mut Duration,
     ) -> Ended {
+        let mut created_at: Option<Instant> = None;
+        let resume = |created_at: Option<Instant>| Ended::Resume {
+            steady: created_at.is_some_and(|at| at.elapsed() >= STEADY),
+        };
         loop {
             let hold_until = self.hold_until;
             let answer = tokio::select! {
@@ -216,7 +224,7 @@ impl<V: View> Mirror<V> {
             };
             let answer = match answer {
                 Ok(Some(answer)) => answer,
-                Ok(None) | Err(_) => return Ended::Resume,
+                Ok(None) | Err(_) => return resume(created_at),
             };
             if answer.compact_revision() > 0 {
                 tracing::info!(prefix = %self.prefix, applied = self.revision,
@@ -224,7 +232,7 @@ impl<V: View> Mirror<V> {
                 return Ended::Compacted;
             }
             if answer.canceled() {
-                return Ended::Resume;
+                return resume(created_at);
             }
             if answer.created() {
                 let store_revision = answer.header().map_or(0, |h| h.revision());
@@ -238,10 +246,10 @@ impl<V: View> Mirror<V> {
                             self.shared.suspect_data_loss();
                             Ended::DataLost
                         }
-                        Ok(false) | Err(_) => Ended::Resume,
+                        Ok(false) | Err(_) => Ended::Resume { steady: false },
                     };
                 }
-                *backoff = FIRST_BACKOFF;
+                created_at = Some(Instant::now());
                 continue;
             }
             let mut changed = Vec::new();
