@@ -877,7 +877,30 @@ fn present(field: &Field, version: i16) -> bool {
     (field.low..=field.high).contains(&version)
 }
 
+/// Values for `fields` at `version`. A Metadata topic entry with a non-zero id gets an empty
+/// or null name, or keeps its name and loses its id: with both it is refused
+/// ([`check_ambiguous_entries_are_refused`]).
 fn generate(fields: &[Field], version: i16, g: &mut Gen, depth: usize) -> Vec<Val> {
+    let mut vals = generate_each(fields, version, g, depth);
+    let present = || fields.iter().filter(|field| present(field, version));
+    let ruling = present().position(|field| field.role == RulingTopicId);
+    let name = present().position(|field| field.role == Topic);
+    if let (Some(id_at), Some(at)) = (ruling, name) {
+        if let Val::Uuid(id) = vals[id_at] {
+            let named = matches!(&vals[at], Val::Str(Some(name)) if !name.is_empty());
+            if id != [0; 16] && named {
+                match g.below(3) {
+                    0 => vals[id_at] = Val::Uuid([0; 16]),
+                    1 => vals[at] = Val::Str(Some(Vec::new())),
+                    _ => vals[at] = Val::Str(None),
+                }
+            }
+        }
+    }
+    vals
+}
+
+fn generate_each(fields: &[Field], version: i16, g: &mut Gen, depth: usize) -> Vec<Val> {
     fields
         .iter()
         .filter(|field| present(field, version))
@@ -1324,6 +1347,9 @@ fn check(message: &Message, version: i16, seed: u64, tags: u8) -> Result<(), Tes
         tags,
     );
     let request = Request::parse(&frame).map_err(|e| TestCaseError::fail(format!("{e}")))?;
+    if message.key == METADATA {
+        check_ambiguous_entries_are_refused(message, version, &vals)?;
+    }
     prop_assert_eq!(request.header.api.key, message.key);
     prop_assert_eq!(request.header.api_version, version);
     prop_assert_eq!(request.header.correlation_id, correlation_id);
@@ -1421,6 +1447,37 @@ fn check(message: &Message, version: i16, seed: u64, tags: u8) -> Result<(), Tes
     for e in named.top_errors {
         prop_assert!([0, 30, 31, 53].contains(&e));
     }
+    Ok(())
+}
+
+/// The Metadata request of `vals` at `version` (v10+) with its first topic entry given a
+/// non-zero id and a non-empty name too, whatever it had: refused, as brokers read such an
+/// entry differently (Kafka's by its id, tansu's by its name).
+fn check_ambiguous_entries_are_refused(
+    message: &Message,
+    version: i16,
+    vals: &[Val],
+) -> Result<(), TestCaseError> {
+    let Val::Array(Some(entries)) = &vals[0] else {
+        return Ok(());
+    };
+    if version < 10 || entries.is_empty() {
+        return Ok(());
+    }
+    let mut both = vals.to_vec();
+    let mut entries = entries.clone();
+    entries[0][0] = Val::Uuid([9; 16]);
+    entries[0][1] = Val::Str(Some(b"x".to_vec()));
+    both[0] = Val::Array(Some(entries));
+    let frame = request_frame(message, version, &both, None, 0);
+    prop_assert!(
+        matches!(
+            Request::parse(&frame),
+            Err(Error::Wire(WireError::Ambiguous(_)))
+        ),
+        "v{} refuses an entry with both an id and a name",
+        version
+    );
     Ok(())
 }
 

@@ -1,0 +1,156 @@
+"""Requests no client library sends, written byte by byte from Kafka's message definitions
+(MetadataRequest.json and MetadataResponse.json, version 12, flexible: compact strings and
+arrays, tagged fields), through `axoneme run` to tansu under the Empire's policy: what a client
+crafting its own requests may and may not learn.
+
+A Metadata v12 topic entry carries both a topic id and a nullable name. Kafka's broker answers
+by ids as soon as one entry has a non-zero id and ignores the names; tansu answers each entry by
+its name when it has one. An entry naming one topic by its id and another by its name is read
+differently by the two, so the proxy refuses it: judged by its id, tansu would describe the
+named topic to a client that may not see it."""
+
+import socket
+import struct
+import time
+
+from conftest import HQ, OUTPOST
+
+ZERO_ID = bytes(16)
+TIMEOUT = 10
+
+
+def uvarint(n: int) -> bytes:
+    out = b""
+    while n >= 0x80:
+        out += bytes([(n & 0x7F) | 0x80])
+        n >>= 7
+    return out + bytes([n])
+
+
+def compact_string(text):
+    """A compact nullable string: its length + 1 as an unsigned varint (0: null), then it."""
+    if text is None:
+        return b"\x00"
+    data = text.encode()
+    return uvarint(len(data) + 1) + data
+
+
+def metadata_v12(correlation_id: int, entries, auto_create: bool) -> bytes:
+    """A Metadata v12 request frame: request header v2 (client id `raw`, no tagged fields),
+    then the topic entries (id, name, no tagged fields), allow_auto_topic_creation,
+    include_topic_authorized_operations false, no tagged fields."""
+    header = struct.pack(">hhih", 3, 12, correlation_id, 3) + b"raw" + b"\x00"
+    body = uvarint(len(entries) + 1)
+    for topic_id, name in entries:
+        body += topic_id + compact_string(name) + b"\x00"
+    body += bytes([auto_create, 0]) + b"\x00"
+    message = header + body
+    return struct.pack(">i", len(message)) + message
+
+
+def read_frame(sock: socket.socket):
+    """One response frame without its length, or None once the connection is closed."""
+    head = sock.recv(4, socket.MSG_WAITALL)
+    if len(head) < 4:
+        return None
+    (length,) = struct.unpack(">i", head)
+    return sock.recv(length, socket.MSG_WAITALL)
+
+
+class Cursor:
+    def __init__(self, data: bytes):
+        self.data, self.at = data, 0
+
+    def take(self, n: int) -> bytes:
+        out = self.data[self.at:self.at + n]
+        self.at += n
+        return out
+
+    def int(self, fmt: str) -> int:
+        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))[0]
+
+    def uvarint(self) -> int:
+        value, shift = 0, 0
+        while True:
+            byte = self.take(1)[0]
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                return value
+
+    def string(self):
+        n = self.uvarint() - 1
+        return None if n < 0 else self.take(n).decode()
+
+    def tagged_fields(self):
+        for _ in range(self.uvarint()):
+            self.uvarint()
+            self.take(self.uvarint())
+
+
+def metadata_topics(response: bytes) -> dict:
+    """The topics of a Metadata v12 response (response header v1), by name: (error, id)."""
+    r = Cursor(response)
+    r.int(">i")  # correlation id
+    r.tagged_fields()
+    r.int(">i")  # throttle time
+    for _ in range(r.uvarint() - 1):  # brokers
+        r.int(">i")
+        r.string()
+        r.int(">i")
+        r.string()
+        r.tagged_fields()
+    r.string()  # cluster id
+    r.int(">i")  # controller id
+    topics = {}
+    for _ in range(r.uvarint() - 1):
+        error = r.int(">h")
+        name = r.string()
+        topic_id = r.take(16)
+        r.take(1)  # is internal
+        for _ in range(r.uvarint() - 1):  # partitions
+            r.take(2 + 4 + 4 + 4)
+            for _ in range(3):  # replicas, in-sync replicas, offline replicas
+                r.take(4 * (r.uvarint() - 1))
+            r.tagged_fields()
+        r.int(">i")  # topic authorized operations
+        r.tagged_fields()
+        topics[name] = (error, topic_id)
+    return topics
+
+
+def wait_for(condition, seconds: float = 5) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def ask(bootstrap: str, request: bytes):
+    host, port = bootstrap.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=TIMEOUT) as sock:
+        sock.sendall(request)
+        return read_frame(sock)
+
+
+def test_an_outpost_naming_the_plans_behind_the_id_of_the_announcements_learns_nothing(empire):
+    # Headquarters make sure both topics exist (they may create any).
+    answer = ask(empire.become_(HQ), metadata_v12(
+        1, [(ZERO_ID, "empire-announce"), (ZERO_ID, "deathstar-plans")], True))
+    topics = metadata_topics(answer)
+    assert topics["empire-announce"][0] == 0 and topics["deathstar-plans"][0] == 0, topics
+
+    bootstrap = empire.become_(OUTPOST)
+    # The outpost may ask about the announcements, which teaches it and the proxy their id.
+    own = metadata_topics(ask(bootstrap, metadata_v12(2, [(ZERO_ID, "empire-announce")], False)))
+    error, announce_id = own["empire-announce"]
+    assert error == 0 and announce_id != ZERO_ID, own
+    # The plans named behind the announcements' id: tansu would describe the plans.
+    disguised = metadata_v12(3, [(announce_id, "deathstar-plans")], False)
+    answer = ask(bootstrap, disguised)
+    assert answer is None, f"the proxy closes the connection, not {metadata_topics(answer)}"
+    assert wait_for(lambda: any(
+        e["entry_type"] == "Denied" and "both an id and a name" in e["generic_l7"]["fields"]
+        .get("status", "") for e in empire.entries())), "the refusal is logged"
