@@ -1,13 +1,15 @@
 """Requests no client library sends, written byte by byte from Kafka's message definitions
-(MetadataRequest.json and MetadataResponse.json, version 12, flexible: compact strings and
-arrays, tagged fields), through `axoneme run` to tansu under the Empire's policy: what a client
-crafting its own requests may and may not learn.
+(MetadataRequest.json and MetadataResponse.json version 12, DeleteTopicsRequest.json and
+DeleteTopicsResponse.json version 6, all flexible: compact strings and arrays, tagged fields),
+through `axoneme run` to tansu under the Empire's policy: what a client crafting its own
+requests may and may not reach.
 
-A Metadata v12 topic entry carries both a topic id and a nullable name. Kafka's broker answers
-by ids as soon as one entry has a non-zero id and ignores the names; tansu answers each entry by
-its name when it has one. An entry naming one topic by its id and another by its name is read
-differently by the two, so the proxy refuses it: judged by its id, tansu would describe the
-named topic to a client that may not see it."""
+A Metadata v10+ or DeleteTopics v6+ topic entry carries both a topic id and a nullable name.
+Kafka's broker answers a Metadata request by ids as soon as one entry has a non-zero id and
+ignores the names, and refuses a DeleteTopics entry with both; tansu takes a Metadata entry's
+name when it has one, and a DeleteTopics entry's id when it is not zero. An entry naming one
+topic by its id and another by its name is read differently by the two, so the proxy refuses
+it: judged by one of them, tansu would act on the other."""
 
 import socket
 import struct
@@ -44,6 +46,18 @@ def metadata_v12(correlation_id: int, entries, auto_create: bool) -> bytes:
     for topic_id, name in entries:
         body += topic_id + compact_string(name) + b"\x00"
     body += bytes([auto_create, 0]) + b"\x00"
+    message = header + body
+    return struct.pack(">i", len(message)) + message
+
+
+def delete_topics_v6(correlation_id: int, entries) -> bytes:
+    """A DeleteTopics v6 request frame: request header v2 (client id `raw`, no tagged fields),
+    then the topic entries (name, id, no tagged fields), a timeout of 5 s, no tagged fields."""
+    header = struct.pack(">hhih", 20, 6, correlation_id, 3) + b"raw" + b"\x00"
+    body = uvarint(len(entries) + 1)
+    for name, topic_id in entries:
+        body += compact_string(name) + topic_id + b"\x00"
+    body += struct.pack(">i", 5000) + b"\x00"
     message = header + body
     return struct.pack(">i", len(message)) + message
 
@@ -154,3 +168,22 @@ def test_an_outpost_naming_the_plans_behind_the_id_of_the_announcements_learns_n
     assert wait_for(lambda: any(
         e["entry_type"] == "Denied" and "both an id and a name" in e["generic_l7"]["fields"]
         .get("status", "") for e in empire.entries())), "the refusal is logged"
+
+
+def test_headquarters_deleting_the_drills_cannot_name_the_plans_by_id(empire):
+    bootstrap = empire.become_(HQ)
+    answer = ask(bootstrap, metadata_v12(
+        1, [(ZERO_ID, "empire-drills"), (ZERO_ID, "deathstar-plans")], True))
+    topics = metadata_topics(answer)
+    assert topics["empire-drills"][0] == 0 and topics["deathstar-plans"][0] == 0, topics
+    plans_id = topics["deathstar-plans"][1]
+    assert plans_id != ZERO_ID
+    # Headquarters may delete the drills only: the drills' name with the plans' id, which
+    # tansu deletes.
+    answer = ask(bootstrap, delete_topics_v6(2, [("empire-drills", plans_id)]))
+    assert answer is None, "the proxy closes the connection"
+    assert wait_for(lambda: any(
+        e["entry_type"] == "Denied" and "both an id and a name" in e["generic_l7"]["fields"]
+        .get("status", "") for e in empire.entries())), "the refusal is logged"
+    still = metadata_topics(ask(bootstrap, metadata_v12(3, [(ZERO_ID, "deathstar-plans")], False)))
+    assert still["deathstar-plans"] == (0, plans_id), still

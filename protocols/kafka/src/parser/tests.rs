@@ -1171,6 +1171,53 @@ fn a_metadata_topic_named_by_both_an_id_and_a_name_closes_the_connection() {
     );
 }
 
+/// A flexible DeleteTopics v6 request with one topic entry: `name` (null for `None`) and `id`,
+/// then a timeout of 5 s.
+fn delete_topics_v6(correlation_id: i32, name: Option<&str>, id: [u8; 16]) -> Vec<u8> {
+    let mut body = vec![2];
+    match name {
+        Some(name) => {
+            body.push(name.len() as u8 + 1);
+            body.extend_from_slice(name.as_bytes());
+        }
+        None => body.push(0),
+    }
+    body.extend_from_slice(&id);
+    body.push(0);
+    body.extend_from_slice(&5000i32.to_be_bytes());
+    body.push(0);
+    frame(20, 6, correlation_id, true, &body)
+}
+
+#[test]
+fn a_topic_to_delete_named_by_both_an_id_and_a_name_closes_the_connection() {
+    // Kafka's broker refuses such an entry; tansu deletes the topic of the id. Judged by its
+    // name, a client allowed to delete the drills would delete the plans.
+    let kafka = Kafka::default();
+    let rules: &[&[(&str, &str)]] = &[&[("apiKey", "deletetopics"), ("topic", "empire-drills")]];
+    let session = || Session::new(&kafka, RulesPolicy::compile(&kafka, "hq", rules));
+    session().assert_refuses(
+        &delete_topics_v6(1, Some("empire-drills"), PLANS),
+        ErrorCode::MalformedFrame,
+    );
+    session().assert_refuses(
+        &delete_topics_v6(1, Some(""), PLANS),
+        ErrorCode::MalformedFrame,
+    );
+    let mut s = session();
+    let drills = delete_topics_v6(1, Some("empire-drills"), [0; 16]);
+    assert_eq!(
+        s.deliver(Flow::Request, &[&drills]),
+        Emitted::new(&drills, b"")
+    );
+    let by_id = delete_topics_v6(2, None, PLANS);
+    assert_eq!(s.deliver(Flow::Request, &[&by_id]).upstream, b"");
+    assert_eq!(
+        s.log()[1],
+        "Denied  api_key=deletetopics api_version=6 correlation_id=2 topic=AgICAgICAgICAgICAgICAg"
+    );
+}
+
 /// A flexible OffsetFetch v8 request: each group with its topics (each asking partition 0),
 /// or null (all the group's topics).
 fn offset_fetch_groups(correlation_id: i32, groups: &[(&str, Option<&[&str]>)]) -> Vec<u8> {
