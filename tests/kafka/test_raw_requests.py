@@ -39,11 +39,12 @@ def compact_string(text):
 
 def metadata_v12(correlation_id: int, entries, auto_create: bool) -> bytes:
     """A Metadata v12 request frame: request header v2 (client id `raw`, no tagged fields),
-    then the topic entries (id, name, no tagged fields), allow_auto_topic_creation,
+    then the topic entries (id, name, no tagged fields; `None`: a null array, which asks for
+    every topic), allow_auto_topic_creation,
     include_topic_authorized_operations false, no tagged fields."""
     header = struct.pack(">hhih", 3, 12, correlation_id, 3) + b"raw" + b"\x00"
-    body = uvarint(len(entries) + 1)
-    for topic_id, name in entries:
+    body = b"\x00" if entries is None else uvarint(len(entries) + 1)
+    for topic_id, name in entries or []:
         body += topic_id + compact_string(name) + b"\x00"
     body += bytes([auto_create, 0]) + b"\x00"
     message = header + body
@@ -187,3 +188,15 @@ def test_headquarters_deleting_the_drills_cannot_name_the_plans_by_id(empire):
         .get("status", "") for e in empire.entries())), "the refusal is logged"
     still = metadata_topics(ask(bootstrap, metadata_v12(3, [(ZERO_ID, "deathstar-plans")], False)))
     assert still["deathstar-plans"] == (0, plans_id), still
+
+
+def test_an_outpost_asking_about_no_topic_or_every_topic_hears_only_of_the_announcements(empire):
+    # tansu answers an empty topic array (which asks for none) as a null one (which asks for
+    # every topic): either way the answer keeps only the topics the outpost may ask about.
+    answer = ask(empire.become_(HQ), metadata_v12(
+        1, [(ZERO_ID, "empire-announce"), (ZERO_ID, "deathstar-plans")], True))
+    assert {"empire-announce", "deathstar-plans"} <= set(metadata_topics(answer))
+    bootstrap = empire.become_(OUTPOST)
+    for correlation_id, entries in [(2, []), (3, None)]:
+        topics = metadata_topics(ask(bootstrap, metadata_v12(correlation_id, entries, False)))
+        assert set(topics) == {"empire-announce"}, (entries, topics)
