@@ -978,6 +978,10 @@ fn parse_error(error: Error) -> ParseError {
             ErrorCode::Unsupported,
             "API version the broker does not accept",
         ),
+        Error::Wire(WireError::Ambiguous(_)) => ParseError::new(
+            ErrorCode::MalformedFrame,
+            "request naming a topic by both an id and a name, which brokers read differently",
+        ),
         Error::Wire(_) => ParseError::new(
             ErrorCode::MalformedFrame,
             "request that does not follow its message definition",

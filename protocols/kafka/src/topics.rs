@@ -25,7 +25,8 @@ pub enum TopicRef<'a> {
     /// By name, borrowed from the request.
     Name(&'a [u8]),
     /// By topic id (Fetch v13+, Produce v13+, OffsetCommit and OffsetFetch v10+, DeleteTopics
-    /// v6+ when the name is null, and Metadata v10+ when the id is not zero or the name is null).
+    /// v6+ when the name is null, and Metadata v10+ when the name is null, or empty with a
+    /// non-zero id).
     Id(Uuid),
     /// Topics beyond one literal name: an ACL or ACL filter that may match any topic (a null
     /// name, the resource type ANY, a pattern other than LITERAL, the literal wildcard `*`), or

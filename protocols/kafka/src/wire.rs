@@ -25,6 +25,10 @@ pub enum WireError {
     /// An unsigned varint longer than 5 bytes or above 32 bits.
     #[error("{0} has an overlong varint")]
     Varint(&'static str),
+    /// Fields that brokers read differently, so that judging one reading would let a client
+    /// reach what the other names.
+    #[error("{0} is read differently by different brokers")]
+    Ambiguous(&'static str),
 }
 
 /// A cursor over a message body, reading the encoding of one message version.

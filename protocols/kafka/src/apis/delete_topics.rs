@@ -1,5 +1,6 @@
 //! DeleteTopics (key 20), v1 to v6: the topics an admin client deletes, by name or (v6) by id,
-//! and the response that denies it.
+//! and the response that denies it. A v6 entry with both a name and a non-zero id is refused,
+//! as brokers read it differently.
 
 use crate::topics::{Entries, KeptTopics, TopicEntry, TopicRef, Topics};
 use crate::wire::{Reader, WireError, Writer};
@@ -40,8 +41,19 @@ fn topic<'a>(r: &mut Reader<'a>, _version: i16) -> Result<TopicEntry<'a>, WireEr
     let name = r.nullable_string("a topic name")?;
     let id = r.uuid("a topic id")?;
     r.tagged_fields()?;
+    // Kafka's broker refuses an entry with both a name and a non-zero id; tansu deletes the
+    // topic of the id. Judged by its name, it would let a client delete any topic by its id.
+    let topic = match name {
+        None => TopicRef::Id(id),
+        Some(_) if id != [0; 16] => {
+            return Err(WireError::Ambiguous(
+                "a topic named by both an id and a name",
+            ))
+        }
+        Some(name) => TopicRef::Name(name),
+    };
     Ok(TopicEntry {
-        topic: name.map_or(TopicRef::Id(id), TopicRef::Name),
+        topic,
         partitions: Entries::empty(),
     })
 }

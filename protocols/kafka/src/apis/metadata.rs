@@ -3,9 +3,9 @@
 //! of its topics or without leave to create them, and the response that denies it.
 //!
 //! From v1 a null topic array asks for every topic (v0: an empty one). From v10 a topic entry
-//! carries an id and a nullable name; an entry with a non-zero id names its topic by that id,
-//! whatever its name (the broker then answers by ids and ignores names), one with a zero id by
-//! its name.
+//! carries an id and a nullable name; an entry with a zero id names its topic by its name, one
+//! with a non-zero id and an empty or null name by that id, and one with both a non-zero id and
+//! a name is refused: Kafka's broker reads its id, tansu its name.
 
 use std::ops::Range;
 
@@ -82,14 +82,21 @@ pub fn parse<'a>(
 
 #[inline]
 fn topic<'a>(r: &mut Reader<'a>, version: i16) -> Result<TopicEntry<'a>, WireError> {
-    // The broker answers by id as soon as an entry has a non-zero one, ignoring names
-    // (`KafkaApis.handleTopicMetadataRequest`), so a non-zero id is the topic, whatever name
-    // comes with it.
+    // Kafka's broker answers by id as soon as an entry has a non-zero one, ignoring names
+    // (`KafkaApis.handleTopicMetadataRequest`); tansu answers an entry by its name whenever it
+    // has one. An entry with a non-zero id and a name names two topics, one for each broker,
+    // so it is refused; with an empty or null name (Kafka's Java client leaves the name empty
+    // when it asks by id) it names the topic of its id.
     let topic = match version >= 10 {
         true => {
             let id = r.uuid("a topic id")?;
             match r.nullable_string("a topic name")? {
                 Some(name) if id == [0; 16] => TopicRef::Name(name),
+                Some(name) if !name.is_empty() => {
+                    return Err(WireError::Ambiguous(
+                        "a topic named by both an id and a name",
+                    ))
+                }
                 _ => TopicRef::Id(id),
             }
         }

@@ -35,9 +35,13 @@ enum Role {
     Topic,
     /// A topic id.
     TopicId,
-    /// A topic id that, when not zero, names the topic whatever name comes with it (Metadata:
-    /// the broker then answers by ids and ignores names).
+    /// A topic id that, when not zero, names the topic (Metadata: Kafka's broker then answers
+    /// by ids and ignores names); with a non-empty name too, the request is refused (tansu
+    /// answers by the name).
     RulingTopicId,
+    /// A topic id that names the topic when the name is null; with a name and a non-zero id
+    /// the request is refused (DeleteTopics: Kafka's broker refuses it, tansu reads the id).
+    ExclusiveTopicId,
     /// A partition index (`[]int32` or `int32`).
     Partition,
     /// A topic's or partition's error code.
@@ -384,7 +388,10 @@ const CREATE_TOPICS_RESPONSE: &[Field] = &[
 ];
 
 // DeleteTopicsRequest.json
-const DELETE_TOPICS_TOPIC: &[Field] = &[r(n(Str, 6, ALL, 6), Topic), r(f(Uuid, 6, ALL), TopicId)];
+const DELETE_TOPICS_TOPIC: &[Field] = &[
+    r(n(Str, 6, ALL, 6), Topic),
+    r(f(Uuid, 6, ALL), ExclusiveTopicId),
+];
 const DELETE_TOPICS_REQUEST: &[Field] = &[
     f(Array(DELETE_TOPICS_TOPIC), 6, ALL),
     r(f(Strs, 0, 5), Topic),
@@ -877,7 +884,41 @@ fn present(field: &Field, version: i16) -> bool {
     (field.low..=field.high).contains(&version)
 }
 
+/// Values for `fields` at `version`. A topic entry that a non-zero id and a name would make
+/// ambiguous (see [`ambiguity`]) keeps its name and loses its id, or loses its name (for a
+/// Metadata entry, to an empty one or null): requests with such entries are refused
+/// ([`check_ambiguous_entries_are_refused`]).
 fn generate(fields: &[Field], version: i16, g: &mut Gen, depth: usize) -> Vec<Val> {
+    let mut vals = generate_each(fields, version, g, depth);
+    if let Some((id_at, name_at, ruling)) = ambiguity(fields, version) {
+        let named = match &vals[name_at] {
+            Val::Str(Some(name)) => !ruling || !name.is_empty(),
+            _ => false,
+        };
+        if vals[id_at] != Val::Uuid([0; 16]) && named {
+            match g.below(3) {
+                0 => vals[id_at] = Val::Uuid([0; 16]),
+                1 if ruling => vals[name_at] = Val::Str(Some(Vec::new())),
+                _ => vals[name_at] = Val::Str(None),
+            }
+        }
+    }
+    vals
+}
+
+/// Where a topic entry of `fields` at `version` carries both a topic id and a name that
+/// brokers read differently: the places of the id and the name among the present fields, and
+/// whether the id is a [`RulingTopicId`] (refused with a non-empty name) rather than an
+/// [`ExclusiveTopicId`] (refused with any name).
+fn ambiguity(fields: &[Field], version: i16) -> Option<(usize, usize, bool)> {
+    let present = || fields.iter().filter(|field| present(field, version));
+    let id = present().position(|f| matches!(f.role, RulingTopicId | ExclusiveTopicId))?;
+    let name = present().position(|field| field.role == Topic)?;
+    let ruling = present().nth(id).is_some_and(|f| f.role == RulingTopicId);
+    Some((id, name, ruling))
+}
+
+fn generate_each(fields: &[Field], version: i16, g: &mut Gen, depth: usize) -> Vec<Val> {
     fields
         .iter()
         .filter(|field| present(field, version))
@@ -1178,7 +1219,7 @@ fn topic_of(fields: &[Field], version: i16, vals: &[Val]) -> Option<T> {
             (Topic, Val::Str(Some(n))) if !n.is_empty() => name = Some(T::Name(n.clone())),
             (TopicId, Val::Uuid(u)) => id = Some(T::Id(*u)),
             (RulingTopicId, Val::Uuid(u)) if *u != [0; 16] => return Some(T::Id(*u)),
-            (RulingTopicId, Val::Uuid(u)) => id = Some(T::Id(*u)),
+            (RulingTopicId | ExclusiveTopicId, Val::Uuid(u)) => id = Some(T::Id(*u)),
             _ => {}
         }
     }
@@ -1324,6 +1365,7 @@ fn check(message: &Message, version: i16, seed: u64, tags: u8) -> Result<(), Tes
         tags,
     );
     let request = Request::parse(&frame).map_err(|e| TestCaseError::fail(format!("{e}")))?;
+    check_ambiguous_entries_are_refused(message, version, &vals)?;
     prop_assert_eq!(request.header.api.key, message.key);
     prop_assert_eq!(request.header.api_version, version);
     prop_assert_eq!(request.header.correlation_id, correlation_id);
@@ -1420,6 +1462,47 @@ fn check(message: &Message, version: i16, seed: u64, tags: u8) -> Result<(), Tes
     );
     for e in named.top_errors {
         prop_assert!([0, 30, 31, 53].contains(&e));
+    }
+    Ok(())
+}
+
+/// The request of `vals` at `version` with the first entry of its topic array that may be
+/// ambiguous (Metadata v10+, DeleteTopics v6+) given both a non-zero id and a non-empty name,
+/// whatever it had: refused, as brokers read such an entry differently (Metadata: Kafka's by
+/// its id, tansu's by its name; DeleteTopics: Kafka refuses it, tansu reads the id).
+fn check_ambiguous_entries_are_refused(
+    message: &Message,
+    version: i16,
+    vals: &[Val],
+) -> Result<(), TestCaseError> {
+    let present = message
+        .request
+        .iter()
+        .filter(|field| present(field, version));
+    for (at, (field, val)) in present.zip(vals).enumerate() {
+        let (Array(inner), Val::Array(Some(entries))) = (field.ty, val) else {
+            continue;
+        };
+        let Some((id_at, name_at, _)) = ambiguity(inner, version) else {
+            continue;
+        };
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut entries = entries.clone();
+        entries[0][id_at] = Val::Uuid([9; 16]);
+        entries[0][name_at] = Val::Str(Some(b"x".to_vec()));
+        let mut both = vals.to_vec();
+        both[at] = Val::Array(Some(entries));
+        let frame = request_frame(message, version, &both, None, 0);
+        prop_assert!(
+            matches!(
+                Request::parse(&frame),
+                Err(Error::Wire(WireError::Ambiguous(_)))
+            ),
+            "v{} refuses an entry with both an id and a name",
+            version
+        );
     }
     Ok(())
 }

@@ -1123,33 +1123,98 @@ fn metadata_by_id_and_name(correlation_id: i32, id: [u8; 16], name: &str) -> Vec
 }
 
 #[test]
-fn a_metadata_topic_with_an_id_is_judged_by_its_id_as_the_broker_reads_it() {
-    // Kafka's broker answers a Metadata v12+ request by its topic ids as soon as one entry
-    // has a non-zero id, and ignores the names: the proxy must judge the id.
+fn a_metadata_topic_named_by_both_an_id_and_a_name_closes_the_connection() {
+    // Kafka's broker answers a Metadata v12+ request by its topic ids as soon as one entry has
+    // a non-zero id, and ignores the names; tansu answers each entry by its name when it has
+    // one. Judged by the id, the plans named behind the announcements' id reach tansu, which
+    // describes the plans; judged by the name, the reverse reaches Kafka's broker.
     let kafka = Kafka::default();
     let rules: &[&[(&str, &str)]] = &[&[("role", "consume"), ("topic", "empire-announce")]];
-    let mut s = Session::new(&kafka, RulesPolicy::compile(&kafka, "outposts", rules));
-    let ask = metadata(1, Some(&["empire-announce"]));
-    s.deliver(Flow::Request, &[&ask]);
-    let answer = metadata_response(
-        1,
-        &[("empire-announce", ANNOUNCE), ("deathstar-plans", PLANS)],
-    );
-    s.deliver(Flow::Reply, &[&answer]);
-    let disguised = metadata_by_id_and_name(2, PLANS, "empire-announce");
+    let taught = || {
+        let mut s = Session::new(&kafka, RulesPolicy::compile(&kafka, "outposts", rules));
+        s.deliver(Flow::Request, &[&metadata(1, Some(&["empire-announce"]))]);
+        let answer = metadata_response(
+            1,
+            &[("empire-announce", ANNOUNCE), ("deathstar-plans", PLANS)],
+        );
+        s.deliver(Flow::Reply, &[&answer]);
+        s
+    };
+    for (id, name) in [
+        (ANNOUNCE, "deathstar-plans"),
+        (PLANS, "empire-announce"),
+        (ANNOUNCE, "empire-announce"),
+    ] {
+        let mut s = taught();
+        s.assert_refuses(
+            &metadata_by_id_and_name(2, id, name),
+            ErrorCode::MalformedFrame,
+        );
+    }
+    // An id with an empty name (Kafka's Java client leaves the name empty when it asks by id)
+    // names the topic of its id, for either broker.
+    let mut s = taught();
+    let announce = metadata_by_id_and_name(2, ANNOUNCE, "");
     assert_eq!(
-        s.deliver(Flow::Request, &[&disguised]),
-        Emitted::new(&metadata(2, Some(&[])), b""),
+        s.deliver(Flow::Request, &[&announce]),
+        Emitted::new(&announce, b"")
+    );
+    let plans = metadata_by_id_and_name(3, PLANS, "");
+    assert_eq!(
+        s.deliver(Flow::Request, &[&plans]),
+        Emitted::new(&metadata(3, Some(&[])), b""),
         "narrowed to no topic"
     );
     assert_eq!(
-        s.log()[1..],
-        ["Denied  api_key=metadata api_version=12 correlation_id=2 topic=deathstar-plans"]
+        s.log()[2..],
+        ["Denied  api_key=metadata api_version=12 correlation_id=3 topic=deathstar-plans"]
     );
-    let plain = metadata_by_id_and_name(3, ANNOUNCE, "deathstar-plans");
+}
+
+/// A flexible DeleteTopics v6 request with one topic entry: `name` (null for `None`) and `id`,
+/// then a timeout of 5 s.
+fn delete_topics_v6(correlation_id: i32, name: Option<&str>, id: [u8; 16]) -> Vec<u8> {
+    let mut body = vec![2];
+    match name {
+        Some(name) => {
+            body.push(name.len() as u8 + 1);
+            body.extend_from_slice(name.as_bytes());
+        }
+        None => body.push(0),
+    }
+    body.extend_from_slice(&id);
+    body.push(0);
+    body.extend_from_slice(&5000i32.to_be_bytes());
+    body.push(0);
+    frame(20, 6, correlation_id, true, &body)
+}
+
+#[test]
+fn a_topic_to_delete_named_by_both_an_id_and_a_name_closes_the_connection() {
+    // Kafka's broker refuses such an entry; tansu deletes the topic of the id. Judged by its
+    // name, a client allowed to delete the drills would delete the plans.
+    let kafka = Kafka::default();
+    let rules: &[&[(&str, &str)]] = &[&[("apiKey", "deletetopics"), ("topic", "empire-drills")]];
+    let session = || Session::new(&kafka, RulesPolicy::compile(&kafka, "hq", rules));
+    session().assert_refuses(
+        &delete_topics_v6(1, Some("empire-drills"), PLANS),
+        ErrorCode::MalformedFrame,
+    );
+    session().assert_refuses(
+        &delete_topics_v6(1, Some(""), PLANS),
+        ErrorCode::MalformedFrame,
+    );
+    let mut s = session();
+    let drills = delete_topics_v6(1, Some("empire-drills"), [0; 16]);
     assert_eq!(
-        s.deliver(Flow::Request, &[&plain]),
-        Emitted::new(&plain, b"")
+        s.deliver(Flow::Request, &[&drills]),
+        Emitted::new(&drills, b"")
+    );
+    let by_id = delete_topics_v6(2, None, PLANS);
+    assert_eq!(s.deliver(Flow::Request, &[&by_id]).upstream, b"");
+    assert_eq!(
+        s.log()[1],
+        "Denied  api_key=deletetopics api_version=6 correlation_id=2 topic=AgICAgICAgICAgICAgICAg"
     );
 }
 
