@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from bench.procs import Agent, wait_until
-from conftest import (DENIED, EXAMPLE, MONITORING, ROOT, Envoy, bootstrap, connect_from,
-                      example_policy, read_get_reply)
+from conftest import (DENIED, EXAMPLE, MONITORING, ROOT, STRANGER, Envoy, bootstrap,
+                      connect_from, example_policy, expect_closed, read_get_reply)
 from test_config import validate
 
+ALLOWED_GET = b"VALUE alliance/fleet/a 0 1\r\nA\r\nEND\r\n"
 AXONEME_BIN = Path(os.environ.get("AXONEME_BIN", ROOT / "target" / "debug" / "axoneme"))
 
 
@@ -24,10 +25,9 @@ def axoneme_bin() -> Path:
     return AXONEME_BIN
 
 
-@pytest.fixture
-def agent(tmp_path, memcached):
-    """`axoneme run` with the example's endpoints and policy; its one listener guards memcached
-    too, and tells when the agent is ready."""
+def agent_config(tmp_path, memcached) -> Path:
+    """The configuration of an `axoneme run` with the example's endpoints and policy (in
+    agent-policy.yaml, which the agent watches) and one listener that guards memcached too."""
     (tmp_path / "agent-policy.yaml").write_text(example_policy(memcached.port))
     endpoints = (EXAMPLE / "config.yaml").read_text().split("endpoints:\n", 1)[1].split("policies:")[0]
     config = tmp_path / "agent.yaml"
@@ -40,7 +40,18 @@ endpoints:
 listeners:
   - {{name: memcached, listen: "127.0.0.1:0", upstream: "127.0.0.1:{memcached.port}", endpoint: memcached, direction: ingress}}
 """)
-    running = Agent(axoneme_bin(), config, tmp_path / "axoneme.log", ["memcached"])
+    return config
+
+
+def start_agent(config: Path, log: Path) -> Agent:
+    """The agent of `config`, once its listener tells it is ready."""
+    return Agent(axoneme_bin(), config, log, ["memcached"])
+
+
+@pytest.fixture
+def agent(tmp_path, memcached):
+    """A running agent (`agent_config`); its API socket."""
+    running = start_agent(agent_config(tmp_path, memcached), tmp_path / "axoneme.log")
     yield tmp_path / "api.sock"
     running.stop()
 
@@ -115,5 +126,70 @@ def test_an_unreachable_agent_refuses_the_configuration(tmp_path, memcached, mod
     config.write_text(json.dumps(bootstrap(11212, 9901, memcached.port, filter_config)))
     result = validate(config, module, cwd=tmp_path)
     assert result.returncode != 0
-    assert (f"configuration refused: agent API {tmp_path / 'no.sock'}: /v1/policy: "
+    assert (f"configuration refused: agent API {tmp_path / 'no.sock'}: /v1/status: "
             in result.stdout + result.stderr)
+
+
+def reply_to(sock, request: bytes) -> bytes:
+    sock.sendall(request)
+    return read_get_reply(sock)
+
+
+def test_when_the_agent_stops_the_last_policy_it_gave_stays_in_force(tmp_path, memcached,
+                                                                      module):
+    """Neither allow-all nor deny-all: what the agent's policy allowed is allowed, what it
+    denied is denied, on open and new connections, and Envoy's log says the policy in force is
+    kept."""
+    running = start_agent(agent_config(tmp_path, memcached), tmp_path / "axoneme.log")
+    envoy_dir = tmp_path / "envoy"
+    envoy_dir.mkdir()
+    envoy = Envoy(envoy_dir, module, "memcache", memcached.port, "memcached",
+                  agent=tmp_path / "api.sock")
+    try:
+        memcached.put("alliance/fleet/a", b"A")
+        monitor = connect_from(MONITORING, envoy.addr)
+        assert reply_to(monitor, b"get alliance/fleet/a\r\n") == ALLOWED_GET
+        running.stop()
+        wait_until(lambda: "keeping the policy in force: agent API" in envoy.process.log_text(),
+                   "Envoy's log saying the agent is gone")
+        fresh = connect_from(MONITORING, envoy.addr)
+        for sock in (monitor, fresh):
+            assert reply_to(sock, b"get alliance/fleet/a\r\n") == ALLOWED_GET
+            assert reply_to(sock, b"delete alliance/fleet/a\r\n") == DENIED
+        assert memcached.get("alliance/fleet/a") == b"A"
+        stranger = connect_from(STRANGER, envoy.addr)
+        try:
+            stranger.sendall(b"get alliance/fleet/a\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        expect_closed(stranger)
+    finally:
+        envoy.stop()
+        running.stop()
+
+
+def test_a_restarted_agent_with_another_policy_is_followed(tmp_path, memcached, module):
+    """An agent started again numbers its policy revisions from the start: the policy it then
+    holds reaches Envoy all the same, though its revision is the one Envoy last saw."""
+    config = agent_config(tmp_path, memcached)
+    running = start_agent(config, tmp_path / "axoneme.log")
+    envoy_dir = tmp_path / "envoy"
+    envoy_dir.mkdir()
+    envoy = Envoy(envoy_dir, module, "memcache", memcached.port, "memcached",
+                  agent=tmp_path / "api.sock")
+    try:
+        memcached.put("alliance/fleet/a", b"A")
+        monitor = connect_from(MONITORING, envoy.addr)
+        assert reply_to(monitor, b"get alliance/fleet/a\r\n") == ALLOWED_GET
+        running.stop()
+        (tmp_path / "agent-policy.yaml").write_text(
+            example_policy(memcached.port).replace("keyPrefix: alliance/fleet/",
+                                                   "keyPrefix: alliance/fleet/moon/"))
+        running = start_agent(config, tmp_path / "axoneme-again.log")
+        wait_until(lambda: reply_to(monitor, b"get alliance/fleet/a\r\n") == DENIED,
+                   "the restarted agent's policy in the open connection")
+        assert reply_to(connect_from(MONITORING, envoy.addr),
+                        b"get alliance/fleet/a\r\n") == DENIED
+    finally:
+        envoy.stop()
+        running.stop()
