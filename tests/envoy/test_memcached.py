@@ -3,9 +3,10 @@ the same expectations as the standalone proxy's tests (tests/python), on raw soc
 exact bytes and their order matter."""
 
 import socket
+from pathlib import Path
 
 import memcached_checks
-from conftest import (DENIED, JEDI, MAINTENANCE, MONITORING, POLICY_NAME, STRANGER,
+from conftest import (DENIED, JEDI, MAINTENANCE, MIB, MONITORING, POLICY_NAME, STRANGER,
                       connect_from, expect_closed, read_exactly, read_get_reply, read_line)
 from memcached_checks import FLEET, big_value, binary_request, read_binary_response
 
@@ -155,6 +156,45 @@ def test_a_client_that_half_closes_still_gets_its_replies(envoy, memcached):
     expected = b"VALUE alliance/fleet/a 0 1\r\nA\r\nEND\r\n" + DENIED
     assert read_exactly(monitor, len(expected)) == expected
     expect_closed(monitor)
+    assert memcached.get(FLEET + "a") == b"A"
+
+
+def resident_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"/proc/{pid}/status has no VmRSS")
+
+
+def test_a_client_that_does_not_read_its_denials_is_held_back_and_loses_none(envoy, memcached):
+    """Denials are written by the filter itself, so Envoy's own flow control (the upstream
+    stops being read) does not hold back a client that sends denied requests without reading
+    the replies: the filter stops reading it while the replies waiting for it are over the
+    connection's buffer limit. Its sends then block long before 64 MiB, Envoy's memory stays
+    bounded, and every denial arrives, in order, once it reads."""
+    memcached.put(FLEET + "a", b"A")
+    request = b"delete alliance/fleet/a\r\n"
+    batch = request * 4096
+    pid = envoy.process.process.pid
+    before = resident_kib(pid)
+    monitor = connect_from(MONITORING, envoy.addr)
+    monitor.settimeout(3)
+    sent = 0
+    try:
+        while sent < 64 * MIB:
+            sent += monitor.send(batch[sent % len(batch):])
+    except TimeoutError:
+        pass
+    assert sent < 64 * MIB, "Envoy read 64 MiB of requests whose replies nobody read"
+    grown = resident_kib(pid) - before
+    assert grown < 48 * 1024, f"Envoy grew by {grown} KiB"
+    monitor.settimeout(30)
+    whole, part = divmod(sent, len(request))
+    assert read_exactly(monitor, whole * len(DENIED)) == DENIED * whole
+    if part:
+        assert exchange(monitor, request[part:]) == DENIED
+    assert exchange(monitor, b"get alliance/fleet/a\r\n") == (
+        b"VALUE alliance/fleet/a 0 1\r\nA\r\nEND\r\n")
     assert memcached.get(FLEET + "a") == b"A"
 
 

@@ -1,6 +1,6 @@
 //! A safe view of one Envoy connection through the network-filter callbacks of `abi.rs`: its
 //! read and write buffers (chunks, drain, append), data injected past this filter in either
-//! direction, closing, and its identity. It holds no state and makes no decisions.
+//! direction, reading from the client stopped and resumed, closing, and its identity. It holds no state and makes no decisions.
 //!
 //! Every method must be called on the Envoy worker thread that is running one of this
 //! connection's event hooks, with the pointer Envoy passed to that hook: that is the one
@@ -146,6 +146,15 @@ impl EnvoyConnection {
                     )
                 }
             }
+        }
+    }
+
+    /// Stops (`true`) or resumes (`false`) reading from the client; every stop must be
+    /// followed by one resume.
+    pub(crate) fn read_disable(&mut self, disable: bool) {
+        // SAFETY: `self.ptr` is the running hook's filter pointer.
+        unsafe {
+            abi::envoy_dynamic_module_callback_network_filter_read_disable(self.ptr, disable);
         }
     }
 

@@ -3,8 +3,11 @@
 //! buffers. Bytes that arrive are taken out of Envoy's buffer whole and handed to the engine
 //! chunk by chunk, as Envoy chunked them; what the engine passes or injects on the same flow
 //! replaces them in the buffer for the next filter, what it injects toward the other side goes
-//! past this filter in that direction. A datapath error (protocol error, parser panic, contract
-//! violation) closes this connection only; the engine has logged it.
+//! past this filter in that direction. While more than the connection's buffer limit waits to be
+//! written to the client, nothing more is read from it: the denials the engine writes itself
+//! answer requests that never reach the upstream, so Envoy's own flow control (the upstream
+//! stops being read) would not hold the client back. A datapath error (protocol error, parser
+//! panic, contract violation) closes this connection only; the engine has logged it.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -38,6 +41,8 @@ enum State {
 pub(crate) struct Filter {
     config: Arc<FilterConfig>,
     state: State,
+    /// Reading from the client is stopped until it reads what waits for it.
+    client_backlogged: bool,
 }
 
 /// The engine's output for one hook, per flow.
@@ -61,6 +66,7 @@ impl Filter {
         Filter {
             config,
             state: State::New,
+            client_backlogged: false,
         }
     }
 
@@ -191,6 +197,16 @@ impl Filter {
         }
         envoy.append(buffer, same_way);
         abi::CONTINUE
+    }
+
+    /// What waits to be written to the client went above (`true`) or back below (`false`) the
+    /// connection's buffer limit: reading from the client stops until it is below again. Each
+    /// stop is paired with one resume, as Envoy counts them.
+    pub(crate) fn on_client_backlog(&mut self, envoy: &mut EnvoyConnection, backlogged: bool) {
+        if backlogged != self.client_backlogged {
+            self.client_backlogged = backlogged;
+            envoy.read_disable(backlogged);
+        }
     }
 
     /// The connection closed (either side): nothing more is parsed.
