@@ -6,8 +6,9 @@ import socket
 from pathlib import Path
 
 import memcached_checks
-from conftest import (DENIED, JEDI, MAINTENANCE, MIB, MONITORING, POLICY_NAME, STRANGER,
-                      connect_from, expect_closed, read_exactly, read_get_reply, read_line)
+from conftest import (DENIED, EXAMPLE, JEDI, MAINTENANCE, MIB, MONITORING, POLICY_NAME,
+                      STRANGER, Envoy, connect_from, example_policy, expect_closed, read_exactly,
+                      read_get_reply, read_line)
 from memcached_checks import FLEET, big_value, binary_request, read_binary_response
 
 GET, SET, DELETE = 0x00, 0x01, 0x04
@@ -210,3 +211,27 @@ def test_a_stopped_envoy_writes_every_entry_still_queued(envoy):
     logged = envoy.entries(0)
     assert [entry["generic_l7"]["fields"]["keys"] for entry in logged] == \
         [f"{FLEET}{i}" for i in range(requests)]
+
+
+def test_a_filter_parsing_another_protocol_than_the_policy_names_refuses_connections(
+        tmp_path, memcached, module):
+    """The filter set to parse r2d2 in front of a port whose policy has memcache rules: every
+    connection is refused and logged, none is passed unchecked."""
+    proxy = Envoy(tmp_path, module, "r2d2", memcached.port, "memcached",
+                  policy=example_policy(memcached.port), endpoints=EXAMPLE / "config.yaml")
+    try:
+        for client in (JEDI, MONITORING):
+            sock = connect_from(client, proxy.addr)
+            try:
+                sock.sendall(b"set alliance/fleet/r2 0 0 1\r\nZ\r\n")
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            expect_closed(sock)
+        assert memcached.get(FLEET + "r2") is None
+        refusals = proxy.entries(2)
+        assert {entry["entry_type"] for entry in refusals} == {"Denied"}
+        assert {entry["generic_l7"]["fields"]["status"] for entry in refusals} == {
+            f'the filter parses "r2d2" but policy requires l7proto "memcache" on port '
+            f'{memcached.port}'}
+    finally:
+        proxy.stop()
