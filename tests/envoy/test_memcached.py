@@ -3,6 +3,7 @@ the same expectations as the standalone proxy's tests (tests/python), on raw soc
 exact bytes and their order matter."""
 
 import socket
+import time
 from pathlib import Path
 
 import memcached_checks
@@ -235,3 +236,52 @@ def test_a_filter_parsing_another_protocol_than_the_policy_names_refuses_connect
             f'{memcached.port}'}
     finally:
         proxy.stop()
+
+
+def test_a_pipeline_sent_one_byte_at_a_time_is_decided_as_if_sent_whole(envoy, memcached):
+    """Envoy hands the filter what each read brought: here one byte per read, so that every
+    frame, a stored value holding CRLF among them, is split at every place."""
+    memcached.put(FLEET + "a", b"A")
+    monitor = connect_from(MONITORING, envoy.addr)
+    pipeline = (b"get alliance/fleet/a\r\n"
+                b"set alliance/fleet/a 0 0 9\r\nsplit\r\nup\r\n"
+                b"delete alliance/fleet/a\r\n"
+                b"mg alliance/fleet/a v\r\n"
+                b"get empire/plans\r\n"
+                b"get alliance/fleet/a\r\n")
+    for byte in pipeline:
+        monitor.sendall(bytes([byte]))
+        time.sleep(0.002)
+    value = b"VALUE alliance/fleet/a 0 1\r\nA\r\nEND\r\n"
+    expected = value + DENIED + DENIED + b"VA 1\r\nA\r\n" + DENIED + value
+    assert read_exactly(monitor, len(expected)) == expected
+    assert memcached.get(FLEET + "a") == b"A"
+    assert envoy.summary(6) == [
+        ("Request", "get", FLEET + "a"), ("Denied", "set", FLEET + "a"),
+        ("Denied", "delete", FLEET + "a"), ("Request", "get", FLEET + "a"),
+        ("Denied", "get", "empire/plans"), ("Request", "get", FLEET + "a")]
+
+
+def test_a_64_mib_frame_closes_its_connection_without_reaching_memcached(envoy, memcached):
+    """An allowed binary set whose value is 64 MiB, over the largest value memcached takes: the
+    filter closes that connection when the header says so and logs why; the 64 MiB do not
+    pile up in Envoy, nothing reaches memcached, and another connection is served."""
+    memcached.put(FLEET + "a", b"A")
+    pid = envoy.process.process.pid
+    before = resident_kib(pid)
+    droid = connect_from(MAINTENANCE, envoy.addr)
+    value = bytes(range(256)) * (64 * MIB // 256)
+    try:
+        droid.sendall(binary_request(SET, b"alliance/fleet/a", bytes(8), value, opaque=1))
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    expect_closed(droid)
+    grown = resident_kib(pid) - before
+    assert grown < 32 * 1024, f"Envoy grew by {grown} KiB"
+    assert memcached.get(FLEET + "a") == b"A"
+    monitor = connect_from(MONITORING, envoy.addr)
+    assert exchange(monitor, b"get alliance/fleet/a\r\n") == (
+        b"VALUE alliance/fleet/a 0 1\r\nA\r\nEND\r\n")
+    closing = [e for e in envoy.entries(2) if e["source_address"].startswith(MAINTENANCE + ":")]
+    assert [e["generic_l7"]["fields"]["status"] for e in closing] == [
+        "Error: protocol error: frame_too_large: value larger than the configured maximum"]
