@@ -356,3 +356,30 @@ def test_an_agent_answering_a_broken_policy_refuses_the_configuration(tmp_path, 
     refusals = [line for line in output.splitlines()
                 if line.startswith("axoneme envoy filter: configuration refused: agent ")]
     assert len(refusals) == 1 and str(replayed.path) in refusals[0], output
+
+
+def test_an_agent_run_that_changed_between_two_polls_is_read_whole(tmp_path, memcached, module,
+                                                                   agent):
+    """An agent restarted between two of the filter's polls answers every one of them, with the
+    revision the filter last saw but another run's name (`instance`): its policy is read."""
+    replayed = ReplayedAgent(tmp_path / "replayed.sock", agent)
+    envoy_dir = tmp_path / "envoy"
+    envoy_dir.mkdir()
+    envoy = Envoy(envoy_dir, module, "memcache", memcached.port, "memcached",
+                  agent=replayed.path)
+    try:
+        memcached.put("alliance/fleet/a", b"A")
+        monitor = connect_from(MONITORING, envoy.addr)
+        assert reply_to(monitor, b"get alliance/fleet/a\r\n") == ALLOWED_GET
+        policy = json.dumps(replayed.body("/v1/policy")).replace(
+            '"keyPrefix": "alliance/fleet/"', '"keyPrefix": "alliance/fleet/moon/"')
+        assert "alliance/fleet/moon/" in policy
+        status = replayed.body("/v1/status")
+        replayed.answers["/v1/policy"] = http_response("200 OK", policy.encode())
+        replayed.answers["/v1/status"] = http_response("200 OK", json.dumps(
+            status | {"instance": status["instance"] + "-again"}).encode())
+        wait_until(lambda: reply_to(monitor, b"get alliance/fleet/a\r\n") == DENIED,
+                   "the new run's policy in the open connection")
+    finally:
+        envoy.stop()
+        replayed.close()
