@@ -215,20 +215,34 @@ impl Filter {
     }
 
     /// Closes the connection after something outside the engine failed (a panic in this
-    /// module's own code, caught at the hook), logging why.
+    /// module's own code or in making the connection's parser, caught at the hook), then logs
+    /// why: closed first, so that a failure while logging cannot leave it open.
     pub(crate) fn fail(&mut self, envoy: &mut EnvoyConnection, why: &str) {
+        let state = std::mem::replace(&mut self.state, State::Closed);
+        envoy.close(abi::CLOSE_ABORT);
         let status = format!("Panic: {why}");
-        if let State::Parsing { engine, .. } = &self.state {
+        let fields = [Field::text("status", &status)];
+        let log = |meta: &ConnectionMeta, proto: &str| {
             self.config.log.log(&LogEntry {
                 entry_type: EntryType::Denied,
-                meta: engine.meta(),
+                meta,
                 policy_name: "",
-                proto: Some(engine.proto()),
-                fields: &[Field::text("status", &status)],
+                proto: Some(proto),
+                fields: &fields,
             });
+        };
+        match &state {
+            State::Parsing { engine, .. } => log(engine.meta(), engine.proto()),
+            State::New => {
+                let snapshot = self.config.snapshot.load_full();
+                let client = envoy
+                    .remote_address()
+                    .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+                let meta = self.meta(&snapshot, envoy.id(), client);
+                log(&meta, self.config.protocol.name());
+            }
+            State::Closed => {}
         }
-        self.state = State::Closed;
-        envoy.close(abi::CLOSE_ABORT);
     }
 
     /// Logs the refusal of the connection and closes it.
