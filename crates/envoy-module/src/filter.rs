@@ -215,8 +215,8 @@ impl Filter {
     }
 
     /// Closes the connection after something outside the engine failed (a panic in this
-    /// module's own code or in making the connection's parser, caught at the hook), then logs
-    /// why: closed first, so that a failure while logging cannot leave it open.
+    /// module's own code or in making the connection's parser, caught at the hook) and logs
+    /// why; the close is asked for first, so that a failure while logging cannot leave it open.
     pub(crate) fn fail(&mut self, envoy: &mut EnvoyConnection, why: &str) {
         let state = std::mem::replace(&mut self.state, State::Closed);
         envoy.close(abi::CLOSE_ABORT);

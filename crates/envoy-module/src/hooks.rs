@@ -108,18 +108,23 @@ fn with_filter(
     // of one connection on one thread, never after `..._filter_destroy`.
     let filter = unsafe { &mut *filter.cast_mut().cast::<Filter>() };
     let mut connection = EnvoyConnection::new(envoy);
-    match catch_unwind(AssertUnwindSafe(|| hook(filter, &mut connection))) {
+    let status = match catch_unwind(AssertUnwindSafe(|| hook(filter, &mut connection))) {
         Ok(status) => status,
         Err(payload) => {
             let why = panic_text(payload.as_ref());
             eprintln!("axoneme envoy filter: panic, closing the connection: {why}");
-            let closed = catch_unwind(AssertUnwindSafe(|| filter.fail(&mut connection, &why)));
-            if closed.is_err() {
+            let failed = catch_unwind(AssertUnwindSafe(|| filter.fail(&mut connection, &why)));
+            if failed.is_err() {
                 eprintln!("axoneme envoy filter: panic while closing the connection");
+                connection.close(abi::CLOSE_ABORT);
             }
             abi::STOP_ITERATION
         }
-    }
+    };
+    // The filter is no longer borrowed: the close (and the event hook Envoy calls from it) may
+    // come.
+    connection.finish();
+    status
 }
 
 /// The connection is established: decide it.
