@@ -3,6 +3,7 @@ the same expectations as the standalone proxy's tests (tests/python), on raw soc
 exact bytes and their order matter."""
 
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -285,3 +286,39 @@ def test_a_64_mib_frame_closes_its_connection_without_reaching_memcached(envoy, 
     closing = [e for e in envoy.entries(2) if e["source_address"].startswith(MAINTENANCE + ":")]
     assert [e["generic_l7"]["fields"]["status"] for e in closing] == [
         "Error: protocol error: frame_too_large: value larger than the configured maximum"]
+
+
+def test_a_malformed_reply_closes_its_connection_and_reaches_no_client(tmp_path, module):
+    """Replies go through the parser too: an upstream answering a line longer than any
+    memcached reply line (something memcached itself never does, hence a server of the test's
+    own) has that connection closed and logged, and none of its bytes reach the client."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def answer_badly():
+        with server:
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(4096)
+                conn.sendall(b"VALUE " + b"x" * 9000 + b"\r\n")
+                conn.recv(4096)
+
+    threading.Thread(target=answer_badly, daemon=True).start()
+    proxy = Envoy(tmp_path, module, "memcache", port, "memcached", policy=example_policy(port),
+                  endpoints=EXAMPLE / "config.yaml")
+    try:
+        jedi = connect_from(JEDI, proxy.addr)
+        jedi.sendall(b"get alliance/fleet/a\r\n")
+        received = b""
+        try:
+            while chunk := jedi.recv(65536):
+                received += chunk
+        except ConnectionResetError:
+            pass
+        assert received == b""
+        entries = proxy.entries(2)
+        assert [e["generic_l7"]["fields"] for e in entries] == [
+            {"command": "get", "keys": "alliance/fleet/a"},
+            {"status": "Error: protocol error: frame_too_large: reply line longer than 8 KiB"}]
+    finally:
+        proxy.stop()
