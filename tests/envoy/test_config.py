@@ -55,6 +55,10 @@ def good_filter_config(tmp_path: Path) -> dict:
     ({"endpoints": "/nonexistent/endpoints.yaml"}, "endpoints file /nonexistent/endpoints.yaml: "),
     ({"acess_log": "typo.log"}, "filter_config: unknown field `acess_log`"),
     ({"agent": "/run/axoneme.sock"}, "name either `policies` and `endpoints`, or `agent`"),
+    ({"policies": None}, "name either `policies` and `endpoints`, or `agent`"),
+    ({"access_log": "/nonexistent/access.log"}, "access log /nonexistent/access.log: "),
+    ({"upstream": "127.0.0.1:70000"}, "filter_config: invalid socket address syntax"),
+    ({"l7proto": "Memcache"}, 'l7proto "Memcache" has no parser (known: '),
 ])
 def test_a_bad_filter_configuration_is_refused_with_its_reason(tmp_path, module, change, reason):
     filter_config = good_filter_config(tmp_path) | change
@@ -71,3 +75,43 @@ def test_the_good_configuration_of_the_refusal_tests_loads(tmp_path, module):
     config.write_text(json.dumps(bootstrap(11212, 9901, 11211, good_filter_config(tmp_path))))
     result = validate(config, module, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("", "filter_config: EOF while parsing a value"),
+    ("l7proto: memcache", "filter_config: expected value"),
+    ("{}", "filter_config: missing field `l7proto`"),
+])
+def test_a_filter_configuration_that_is_not_a_json_object_is_refused(tmp_path, module, text,
+                                                                     reason):
+    bootstrap_config = bootstrap(11212, 9901, 11211, {})
+    typed = bootstrap_config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    typed["typed_config"]["filter_config"]["value"] = text
+    config = tmp_path / "envoy.json"
+    config.write_text(json.dumps(bootstrap_config))
+    result = validate(config, module, cwd=tmp_path)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "axoneme envoy filter: configuration refused: " + reason in output, output
+
+
+@pytest.mark.parametrize("file, text, reason", [
+    ("policy.yaml", "kind: CiliumNetworkPolicy\nspec: [", "policy.yaml"),
+    ("policy.yaml", "", "policy.yaml"),
+    ("endpoints.yaml", "endpoints: {memcached: 1}", "endpoints file "),
+    ("endpoints.yaml", "- name: memcached\n  ips: [not-an-address]\n", "endpoints file "),
+])
+def test_a_policy_or_endpoints_file_that_does_not_read_is_refused(tmp_path, module, file, text,
+                                                                  reason):
+    filter_config = good_filter_config(tmp_path)
+    (tmp_path / file).write_text(text)
+    if file == "endpoints.yaml":
+        filter_config["endpoints"] = str(tmp_path / file)
+    config = tmp_path / "envoy.json"
+    config.write_text(json.dumps(bootstrap(11212, 9901, 11211, filter_config)))
+    result = validate(config, module, cwd=tmp_path)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    refusals = [line for line in output.splitlines()
+                if line.startswith("axoneme envoy filter: configuration refused: ")]
+    assert len(refusals) == 1 and reason in refusals[0], output

@@ -1,5 +1,5 @@
 //! The live source of policy and identities: a running Axoneme agent's API socket. It reads the
-//! agent's policy revision (`GET /v1/status`), and when it changed, the policies
+//! agent's run and policy revision (`GET /v1/status`), and when either changed, the policies
 //! (`GET /v1/policy`, each as the document the agent holds), the endpoints
 //! (`GET /v1/endpoint`) and the identity numbers the agent gave their label sets
 //! (`GET /v1/identity`), so that the filter's verdicts and log name the agent's identities. It
@@ -90,6 +90,17 @@ struct IdentityView {
 #[derive(Deserialize)]
 struct Status {
     policy_revision: u64,
+    #[serde(default)]
+    instance: Option<String>,
+}
+
+/// Which policy an agent holds: its revision, in the run of the agent that numbered it (an
+/// agent started again counts its revisions from the start).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AgentVersion {
+    /// The agent's name of its run (`None` from an agent that does not tell it).
+    pub(crate) instance: Option<String>,
+    pub(crate) revision: u64,
 }
 
 #[derive(Deserialize)]
@@ -124,10 +135,13 @@ impl AgentSource {
         AgentSource { socket }
     }
 
-    /// The agent's policy revision now.
-    pub(crate) fn revision(&self) -> Result<u64, SourceError> {
+    /// The agent's run and policy revision now.
+    pub(crate) fn version(&self) -> Result<AgentVersion, SourceError> {
         let status: Status = self.get_json("/v1/status")?;
-        Ok(status.policy_revision)
+        Ok(AgentVersion {
+            instance: status.instance,
+            revision: status.policy_revision,
+        })
     }
 
     /// The agent's policies and endpoints now.

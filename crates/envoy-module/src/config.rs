@@ -17,7 +17,7 @@ use axoneme_sdk::{Direction, Protocol, Registry};
 use serde::Deserialize;
 
 use crate::access_log::FileLog;
-use crate::agent_source::{AgentSource, SourceError};
+use crate::agent_source::{AgentSource, AgentVersion, SourceError};
 use crate::watch::Watcher;
 
 /// The JSON of the filter's `filter_config`.
@@ -169,10 +169,14 @@ impl FilterConfig {
             }
             (None, None, Some(socket)) => {
                 let source = AgentSource::new(socket.clone());
+                let instance = source.version()?.instance;
                 let state = source.fetch()?;
-                let revision = state.revision;
+                let version = AgentVersion {
+                    instance,
+                    revision: state.revision,
+                };
                 let snapshot = state.compile(&settings.host_ips, &registry, None)?;
-                (snapshot, Some((source, revision)))
+                (snapshot, Some((source, version)))
             }
             _ => return Err(ConfigError::Source),
         };
@@ -184,10 +188,10 @@ impl FilterConfig {
             source,
         })?;
         let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
-        let watcher = agent.map(|(source, revision)| {
+        let watcher = agent.map(|(source, version)| {
             Watcher::start(
                 source,
-                revision,
+                version,
                 Arc::downgrade(&snapshot),
                 settings.host_ips.clone(),
                 Duration::from_millis(settings.agent_poll_ms.max(1)),

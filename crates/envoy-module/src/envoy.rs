@@ -1,6 +1,6 @@
 //! A safe view of one Envoy connection through the network-filter callbacks of `abi.rs`: its
 //! read and write buffers (chunks, drain, append), data injected past this filter in either
-//! direction, closing, and its identity. It holds no state and makes no decisions.
+//! direction, reading from the client stopped and resumed, closing, and its identity. It holds no state and makes no decisions.
 //!
 //! Every method must be called on the Envoy worker thread that is running one of this
 //! connection's event hooks, with the pointer Envoy passed to that hook: that is the one
@@ -26,12 +26,17 @@ pub(crate) enum Buffer {
 /// The connection a hook was called for.
 pub(crate) struct EnvoyConnection {
     ptr: FilterEnvoyPtr,
+    /// The close asked for during the hook, done by [`EnvoyConnection::finish`].
+    pending_close: Option<CloseType>,
 }
 
 impl EnvoyConnection {
     /// The connection behind `ptr`, the filter pointer Envoy passed to the running hook.
     pub(crate) fn new(ptr: FilterEnvoyPtr) -> EnvoyConnection {
-        EnvoyConnection { ptr }
+        EnvoyConnection {
+            ptr,
+            pending_close: None,
+        }
     }
 
     /// The bytes now in `buffer`, as Envoy's own slices, valid while `self` is not changed.
@@ -149,10 +154,28 @@ impl EnvoyConnection {
         }
     }
 
-    /// Closes the connection.
-    pub(crate) fn close(&mut self, close_type: CloseType) {
+    /// Stops (`true`) or resumes (`false`) reading from the client; every stop must be
+    /// followed by one resume.
+    pub(crate) fn read_disable(&mut self, disable: bool) {
         // SAFETY: `self.ptr` is the running hook's filter pointer.
-        unsafe { abi::envoy_dynamic_module_callback_network_filter_close(self.ptr, close_type) }
+        unsafe {
+            abi::envoy_dynamic_module_callback_network_filter_read_disable(self.ptr, disable);
+        }
+    }
+
+    /// Closes the connection when the hook's own work is over ([`EnvoyConnection::finish`]):
+    /// Envoy raises the close event at once, calling this module's event hook, which must not
+    /// find the filter still borrowed by the running hook. The first close asked for is done.
+    pub(crate) fn close(&mut self, close_type: CloseType) {
+        self.pending_close.get_or_insert(close_type);
+    }
+
+    /// Does the close asked for during the hook, if any; the filter must no longer be in use.
+    pub(crate) fn finish(self) {
+        if let Some(close_type) = self.pending_close {
+            // SAFETY: `self.ptr` is the running hook's filter pointer.
+            unsafe { abi::envoy_dynamic_module_callback_network_filter_close(self.ptr, close_type) }
+        }
     }
 
     /// Envoy's number for the connection, unique within the process.

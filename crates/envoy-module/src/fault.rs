@@ -2,11 +2,17 @@
 //! panic; compiled only with the `fault-injection` feature, never into a release build.
 //!
 //! `fault-injection` passes CRLF-terminated request lines and every reply byte unchanged, and
-//! panics on the request line `panic`. It takes no L7 rules.
+//! panics on the request line `panic`, or when it makes the parser of a connection from
+//! [`PANIC_AT_CONNECT_FROM`], before any byte. It takes no L7 rules.
+
+use std::net::{IpAddr, Ipv4Addr};
 
 use axoneme_sdk::{
     ConnectionMeta, Context, Flow, Input, L7RuleMap, Op, Parser, RuleError, TypedProtocol,
 };
+
+/// The client address whose connections get no parser: making it panics.
+pub(crate) const PANIC_AT_CONNECT_FROM: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 66));
 
 /// The protocol, registered as `fault-injection`.
 pub(crate) struct FaultInjection;
@@ -19,7 +25,10 @@ impl TypedProtocol for FaultInjection {
         "fault-injection"
     }
 
-    fn parser(&self, _meta: &ConnectionMeta) -> Box<dyn Parser> {
+    fn parser(&self, meta: &ConnectionMeta) -> Box<dyn Parser> {
+        if meta.source.ip() == PANIC_AT_CONNECT_FROM {
+            panic!("fault injected: a connection from {PANIC_AT_CONNECT_FROM}");
+        }
         Box::new(PanicOnRequest)
     }
 

@@ -3,8 +3,11 @@
 //! buffers. Bytes that arrive are taken out of Envoy's buffer whole and handed to the engine
 //! chunk by chunk, as Envoy chunked them; what the engine passes or injects on the same flow
 //! replaces them in the buffer for the next filter, what it injects toward the other side goes
-//! past this filter in that direction. A datapath error (protocol error, parser panic, contract
-//! violation) closes this connection only; the engine has logged it.
+//! past this filter in that direction. While more than the connection's buffer limit waits to be
+//! written to the client, nothing more is read from it: the denials the engine writes itself
+//! answer requests that never reach the upstream, so Envoy's own flow control (the upstream
+//! stops being read) would not hold the client back. A datapath error (protocol error, parser
+//! panic, contract violation) closes this connection only; the engine has logged it.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -38,6 +41,8 @@ enum State {
 pub(crate) struct Filter {
     config: Arc<FilterConfig>,
     state: State,
+    /// Reading from the client is stopped until it reads what waits for it.
+    client_backlogged: bool,
 }
 
 /// The engine's output for one hook, per flow.
@@ -61,6 +66,7 @@ impl Filter {
         Filter {
             config,
             state: State::New,
+            client_backlogged: false,
         }
     }
 
@@ -193,26 +199,50 @@ impl Filter {
         abi::CONTINUE
     }
 
+    /// What waits to be written to the client went above (`true`) or back below (`false`) the
+    /// connection's buffer limit: reading from the client stops until it is below again. Each
+    /// stop is paired with one resume, as Envoy counts them.
+    pub(crate) fn on_client_backlog(&mut self, envoy: &mut EnvoyConnection, backlogged: bool) {
+        if backlogged != self.client_backlogged {
+            self.client_backlogged = backlogged;
+            envoy.read_disable(backlogged);
+        }
+    }
+
     /// The connection closed (either side): nothing more is parsed.
     pub(crate) fn on_close(&mut self) {
         self.state = State::Closed;
     }
 
     /// Closes the connection after something outside the engine failed (a panic in this
-    /// module's own code, caught at the hook), logging why.
+    /// module's own code or in making the connection's parser, caught at the hook) and logs
+    /// why; the close is asked for first, so that a failure while logging cannot leave it open.
     pub(crate) fn fail(&mut self, envoy: &mut EnvoyConnection, why: &str) {
+        let state = std::mem::replace(&mut self.state, State::Closed);
+        envoy.close(abi::CLOSE_ABORT);
         let status = format!("Panic: {why}");
-        if let State::Parsing { engine, .. } = &self.state {
+        let fields = [Field::text("status", &status)];
+        let log = |meta: &ConnectionMeta, proto: &str| {
             self.config.log.log(&LogEntry {
                 entry_type: EntryType::Denied,
-                meta: engine.meta(),
+                meta,
                 policy_name: "",
-                proto: Some(engine.proto()),
-                fields: &[Field::text("status", &status)],
+                proto: Some(proto),
+                fields: &fields,
             });
+        };
+        match &state {
+            State::Parsing { engine, .. } => log(engine.meta(), engine.proto()),
+            State::New => {
+                let snapshot = self.config.snapshot.load_full();
+                let client = envoy
+                    .remote_address()
+                    .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+                let meta = self.meta(&snapshot, envoy.id(), client);
+                log(&meta, self.config.protocol.name());
+            }
+            State::Closed => {}
         }
-        self.state = State::Closed;
-        envoy.close(abi::CLOSE_ABORT);
     }
 
     /// Logs the refusal of the connection and closes it.

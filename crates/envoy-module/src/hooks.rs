@@ -1,6 +1,6 @@
 //! The event hooks Envoy calls (the `envoy_dynamic_module_on_*` symbols of the ABI): module
 //! load, network filter configuration new/destroy, and per connection new, new connection, read,
-//! write, event and destroy. They own the conversion between Envoy's raw pointers and the
+//! write, event, write buffer above/below its watermarks, and destroy. They own the conversion between Envoy's raw pointers and the
 //! module's boxed values, and the rule that no panic crosses into Envoy: each hook runs under
 //! `catch_unwind`, and a panic closes only the connection it happened on (or refuses the
 //! configuration). Deciding and parsing belong to `filter.rs`.
@@ -108,18 +108,23 @@ fn with_filter(
     // of one connection on one thread, never after `..._filter_destroy`.
     let filter = unsafe { &mut *filter.cast_mut().cast::<Filter>() };
     let mut connection = EnvoyConnection::new(envoy);
-    match catch_unwind(AssertUnwindSafe(|| hook(filter, &mut connection))) {
+    let status = match catch_unwind(AssertUnwindSafe(|| hook(filter, &mut connection))) {
         Ok(status) => status,
         Err(payload) => {
             let why = panic_text(payload.as_ref());
             eprintln!("axoneme envoy filter: panic, closing the connection: {why}");
-            let closed = catch_unwind(AssertUnwindSafe(|| filter.fail(&mut connection, &why)));
-            if closed.is_err() {
+            let failed = catch_unwind(AssertUnwindSafe(|| filter.fail(&mut connection, &why)));
+            if failed.is_err() {
                 eprintln!("axoneme envoy filter: panic while closing the connection");
+                connection.close(abi::CLOSE_ABORT);
             }
             abi::STOP_ITERATION
         }
-    }
+    };
+    // The filter is no longer borrowed: the close (and the event hook Envoy calls from it) may
+    // come.
+    connection.finish();
+    status
 }
 
 /// The connection is established: decide it.
@@ -172,6 +177,32 @@ pub extern "C" fn envoy_dynamic_module_on_network_filter_event(
             abi::CONTINUE
         });
     }
+}
+
+/// The bytes waiting to be written to the client passed the connection's buffer limit: reading
+/// from the client stops, so that a client that sends requests and does not read their replies
+/// (denials this filter writes itself among them) cannot make Envoy hold more and more of them.
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_network_filter_above_write_buffer_high_watermark(
+    envoy: FilterEnvoyPtr,
+    filter: FilterModulePtr,
+) {
+    with_filter(envoy, filter, |filter, connection| {
+        filter.on_client_backlog(connection, true);
+        abi::CONTINUE
+    });
+}
+
+/// The client has read enough of what was waiting for it: reading from it resumes.
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_network_filter_below_write_buffer_low_watermark(
+    envoy: FilterEnvoyPtr,
+    filter: FilterModulePtr,
+) {
+    with_filter(envoy, filter, |filter, connection| {
+        filter.on_client_backlog(connection, false);
+        abi::CONTINUE
+    });
 }
 
 /// The connection's filter is destroyed.

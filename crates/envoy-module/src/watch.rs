@@ -1,7 +1,9 @@
-//! Following a running agent: a thread that asks the agent for its policy revision every poll
-//! interval and, when it changed, compiles the agent's policies and endpoints into a new snapshot
-//! that replaces the one in force; open connections take it up at their next bytes. A snapshot
-//! that does not build leaves the one in force and is reported on stderr. The thread stops, and
+//! Following a running agent: a thread that asks the agent for its run and policy revision every
+//! poll interval and, when either changed, compiles the agent's policies and endpoints into a new
+//! snapshot that replaces the one in force; open connections take it up at their next bytes. An
+//! agent that cannot be reached, or a snapshot that does not build, leaves the one in force and
+//! is reported on stderr; the agent's policy is then read whole again at the next poll that
+//! reaches it, whatever revision it tells (an agent started again counts from the start). The thread stops, and
 //! is waited for, when the configuration that started it goes away: Envoy may unload the module
 //! right after.
 
@@ -13,7 +15,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use axoneme_policy::Snapshot;
 
-use crate::agent_source::AgentSource;
+use crate::agent_source::{AgentSource, AgentVersion};
 use crate::config::protocols;
 
 /// The stop signal shared with the thread.
@@ -42,11 +44,11 @@ pub(crate) struct Watcher {
 }
 
 impl Watcher {
-    /// Follows `source` from `revision` on, storing new snapshots into `snapshot` while it is
+    /// Follows `source` from `version` on, storing new snapshots into `snapshot` while it is
     /// alive.
     pub(crate) fn start(
         source: AgentSource,
-        revision: u64,
+        version: AgentVersion,
         snapshot: Weak<ArcSwap<Snapshot>>,
         host_ips: Vec<IpAddr>,
         interval: Duration,
@@ -55,7 +57,7 @@ impl Watcher {
         let signal = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
             .name("axoneme-agent".to_owned())
-            .spawn(move || follow(&source, revision, &snapshot, &host_ips, interval, &signal))
+            .spawn(move || follow(&source, version, &snapshot, &host_ips, interval, &signal))
             .expect("a thread can be started");
         Watcher {
             stop,
@@ -78,7 +80,7 @@ impl Drop for Watcher {
 
 fn follow(
     source: &AgentSource,
-    mut revision: u64,
+    version: AgentVersion,
     snapshot: &Weak<ArcSwap<Snapshot>>,
     host_ips: &[IpAddr],
     interval: Duration,
@@ -87,40 +89,45 @@ fn follow(
     let registry = protocols();
     // What was last reported, so that a lasting failure is reported once.
     let mut reported = String::new();
+    // The agent's policy in force here; `None` after a failure, so that whatever the agent holds
+    // when it is reached again is read whole.
+    let mut in_force_version = Some(version);
     while !stop.wait(interval) {
         let Some(in_force) = snapshot.upgrade() else {
             return;
         };
-        let result = source.revision().and_then(|now| {
-            if now == revision {
+        let result = source.version().and_then(|now| {
+            if in_force_version.as_ref() == Some(&now) {
                 return Ok(None);
             }
-            source.fetch().map(Some)
+            source.fetch().map(|state| Some((now.instance, state)))
         });
         let outcome = match result {
             Ok(None) => Ok(()),
-            Ok(Some(state)) => {
+            Ok(Some((instance, state))) => {
                 let previous = in_force.load();
-                let next_revision = state.revision;
+                let revision = state.revision;
                 state
                     .compile(host_ips, &registry, Some(&previous))
                     .map(|next| {
                         in_force.store(Arc::new(next));
-                        revision = next_revision;
+                        in_force_version = Some(AgentVersion { instance, revision });
                     })
                     .map_err(|e| {
-                        format!("the agent's policy revision {next_revision} does not compile: {e}")
+                        format!("the agent's policy revision {revision} does not compile: {e}")
                     })
             }
             Err(error) => Err(error.to_string()),
         };
         match outcome {
             Ok(()) => reported.clear(),
-            Err(message) if message != reported => {
-                eprintln!("axoneme envoy filter: keeping the policy in force: {message}");
-                reported = message;
+            Err(message) => {
+                in_force_version = None;
+                if message != reported {
+                    eprintln!("axoneme envoy filter: keeping the policy in force: {message}");
+                    reported = message;
+                }
             }
-            Err(_) => {}
         }
     }
 }

@@ -109,6 +109,8 @@ pub struct Agent {
     /// The longest API request body accepted.
     pub(super) api_max_body_bytes: usize,
     started: Instant,
+    /// What tells this run of the agent from any other: its process id and start time.
+    instance: String,
     config_path: Option<PathBuf>,
     /// The socket mark of transparent listeners' upstream connections.
     redirect_mark: u32,
@@ -188,6 +190,7 @@ impl Agent {
             api_header_timeout: Duration::from_secs(config.timeouts.api_header),
             api_max_body_bytes: config.api.max_body_bytes,
             started: Instant::now(),
+            instance: instance_name(),
             config_path,
             redirect_mark: config.redirect.mark,
             bound,
@@ -225,6 +228,12 @@ impl Agent {
     /// How long the agent has been running.
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
+    }
+
+    /// A name of this run of the agent that no other run has: an agent started again counts
+    /// its policy revisions from the start, and this tells its revisions from the last run's.
+    pub fn instance(&self) -> &str {
+        &self.instance
     }
 
     /// The configuration file, if the agent was started from one.
@@ -644,4 +653,12 @@ pub fn config_sources(config: &Config) -> ConfigSources {
         policy_paths: config.policies.clone(),
         max_policy_bytes: config.max_policy_bytes,
     }
+}
+
+/// This process's id and the time it started the agent, in nanoseconds since the Unix epoch.
+fn instance_name() -> String {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("{}-{}", std::process::id(), since_epoch.as_nanos())
 }

@@ -355,6 +355,7 @@ async fn status(Shared(agent): Shared<Arc<Agent>>) -> Json<Value> {
         "version": env!("CARGO_PKG_VERSION"),
         "build": crate::telemetry::process::build_json(),
         "uptime_seconds": agent.uptime().as_secs(),
+        "instance": agent.instance(),
         "policy_revision": agent.state().revision(),
         "policy": {
             "revision": agent.state().revision(),
