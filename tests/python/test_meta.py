@@ -264,8 +264,8 @@ def test_me_reads_its_key_as_base64_when_b_is_followed_by_more(proxy, memcached)
 
 
 def test_a_get_that_creates_the_missing_item_needs_add_too(proxy, memcached):
-    # mg, ma (and ms in append/prepend mode) with N create a missing item: a monitor allowed
-    # only get may not create keys with it.
+    # mg (and ms in append/prepend mode) with N creates a missing item: a monitor allowed only
+    # get may not create keys with it.
     monitor = connect_from(MONITORING, proxy.addr)
     assert exchange(monitor, b"mg alliance/fleet/vivid N30 v\r\n", 1) == [DENIED]
     assert exchange(monitor, b"mg alliance/fleet/vivid T30 N30\r\n", 1) == [DENIED]

@@ -40,8 +40,9 @@ pub struct TextRequest<'l> {
     pub answer: Answer,
     /// Whether a denial is answered (false for `noreply`, whose errors the client ignores).
     pub answer_denial: bool,
-    /// Whether the request also creates the item when it is missing (the meta `N` flag of
-    /// `mg`, `ma`, and `ms` in append or prepend mode): policy must allow `add` as well.
+    /// Whether the request also creates the item when it is missing (the meta `N` flag of `mg`,
+    /// and of `ms` in append or prepend mode): policy must allow `add` as well. Not for `ma`:
+    /// binary INCR and DECR create a missing counter too, and Cilium's `incr`/`decr` cover it.
     pub creates: bool,
 }
 
@@ -364,12 +365,7 @@ fn meta<'l>(verb: &'l [u8], mut tokens: Tokens<'l>) -> Result<TextRequest<'l>, P
     request.creates = vivify
         && matches!(
             command,
-            Command::Get
-                | Command::Gat
-                | Command::Incr
-                | Command::Decr
-                | Command::Append
-                | Command::Prepend
+            Command::Get | Command::Gat | Command::Append | Command::Prepend
         )
         && verb != b"me";
     Ok(request)
@@ -541,8 +537,6 @@ mod tests {
         for line in [
             "mg foo N30 v",
             "mg foo T0 N30",
-            "ma foo N0 J5",
-            "ma foo MD N0",
             "ms foo 3 MA N0",
             "ms foo 3 MP N0",
         ] {
@@ -557,6 +551,8 @@ mod tests {
             "ms foo 3 ME N0",
             "md foo",
             "me foo",
+            "ma foo N0 J5",
+            "ma foo MD N0",
         ] {
             assert!(!parse(line).creates, "{line}");
         }
