@@ -347,3 +347,36 @@ def test_a_request_hidden_behind_an_unimplemented_opcode_never_runs(start_proxy,
     raw.sendall(binary_request(VERBOSITY, value=b"1234", opaque=1)
                 + binary_request(NOOP, opaque=9))
     assert (read_binary_response(raw)["opaque"], read_binary_response(raw)["opaque"]) == (1, 9)
+
+
+def replies_until_noop_or_close(sock, noop_opaque: int) -> list[int] | None:
+    """The opaques of the responses up to the NOOP response with `noop_opaque` (or up to the
+    deadline, when that NOOP is never answered); None if the connection closes first."""
+    opaques = []
+    while True:
+        try:
+            response = read_binary_response(sock)
+        except ConnectionError:
+            return None
+        except TimeoutError:
+            return opaques
+        opaques.append(response["opaque"])
+        if response["opcode"] == NOOP and response["opaque"] == noop_opaque:
+            return opaques
+
+
+@pytest.mark.parametrize("extras_len,key", [(0, b""), (0, b"abc"), (4, b"abc"), (8, b"abc"),
+                                            (20, b"abc")])
+def test_memcached_reads_every_forwarded_packet_as_framed(proxy, memcached, extras_len, key):
+    # Every opcode, allowed (a Jedi may do anything): a request the proxy forwards is read by
+    # memcached as exactly its header and body, or memcached closes the connection; a NOOP
+    # hidden in its value never runs.
+    hidden = binary_request(NOOP, opaque=7)
+    for opcode in range(256):
+        raw = connect_from(JEDI, proxy.addr)
+        raw.sendall(binary_request(opcode, key, bytes(extras_len), hidden, opaque=1)
+                    + binary_request(NOOP, opaque=9))
+        opaques = replies_until_noop_or_close(raw, 9)
+        raw.close()
+        assert opaques is None or (opaques[-1:] == [9] and 7 not in opaques), (
+            f"opcode {opcode:#x}: memcached answered {opaques}")
