@@ -270,3 +270,113 @@ def test_quit_and_quitq_close_the_connection_of_a_client_allowed_nothing(start_p
     assert quiet.recv(1) == b"", "QUITQ: closed without a reply"
     assert memcached.get(FLEET + "a") == b"A"
     assert proxy.summary(1) == [("Denied", "get", FLEET + "a")]
+
+
+GATK, GATKQ, VERBOSITY = 0x23, 0x24, 0x1B
+
+
+def closes(sock) -> bool:
+    """Whether the peer closes the connection within the deadline."""
+    try:
+        expect_closed(sock)
+    except TimeoutError:
+        return False
+    return True
+
+
+def admin_policy(memcached_port: int) -> str:
+    """fleet-monitoring may ask for stats, set verbosity, and touch, gat and set fleet keys."""
+    return f"""\
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {{name: monitoring-admin}}
+spec:
+  endpointSelector: {{matchLabels: {{app: memcached}}}}
+  ingress:
+    - fromEndpoints: [{{matchLabels: {{function: fleet-monitoring}}}}]
+      toPorts:
+        - ports: [{{port: "{memcached_port}", protocol: TCP}}]
+          rules:
+            l7proto: memcache
+            l7:
+              - {{command: stats}}
+              - {{command: verbosity}}
+              - {{command: touch, keyPrefix: alliance/fleet/}}
+              - {{command: gat, keyPrefix: alliance/fleet/}}
+              - {{command: set, keyPrefix: alliance/fleet/}}
+"""
+
+
+@pytest.mark.parametrize("opcode", [STAT, TOUCH, GAT, GATQ, GATK, GATKQ])
+def test_a_request_hidden_after_the_key_of_stat_touch_or_gat_never_runs(start_proxy, memcached,
+                                                                          opcode):
+    # memcached reads STAT, TOUCH and the GATs only up to the end of their key and runs what
+    # follows as the next request: a body longer than that closes the connection.
+    proxy = start_proxy(policy=admin_policy(memcached.port))
+    memcached.put("empire/plans", b"death star")
+    memcached.put(FLEET + "x-wing", b"red five")
+    hidden = binary_request(DELETE, b"empire/plans", opaque=7)
+    extras = b"" if opcode == STAT else struct.pack("!L", 0)
+    key = b"" if opcode == STAT else b"alliance/fleet/x-wing"
+    raw = connect_from(MONITORING, proxy.addr)
+    raw.sendall(binary_request(opcode, key, extras, hidden, opaque=1)
+                + binary_request(NOOP, opaque=9))
+    closed = closes(raw)
+    assert memcached.get("empire/plans") == b"death star", "the hidden DELETE ran"
+    assert closed
+
+
+def test_a_request_hidden_behind_an_unimplemented_opcode_never_runs(start_proxy, memcached):
+    # memcached answers an opcode it does not implement (here VERBOSITY) "unknown command" and
+    # skips its body counted from the end of its extras and key, so it would skip into the
+    # next request: an allowed SET whose value holds a DELETE.
+    proxy = start_proxy(policy=admin_policy(memcached.port))
+    memcached.put("empire/plans", b"death star")
+    hidden = binary_request(DELETE, b"empire/plans", opaque=7)
+    key = b"alliance/fleet/carrier"
+    carrier = binary_request(SET, key, storage_extras(), hidden, opaque=2)
+    skipped = len(carrier) - len(hidden)
+    raw = connect_from(MONITORING, proxy.addr)
+    raw.sendall(binary_request(VERBOSITY, extras=bytes(skipped), opaque=1) + carrier
+                + binary_request(NOOP, opaque=9))
+    closed = closes(raw)
+    assert memcached.get("empire/plans") == b"death star", "the hidden DELETE ran"
+    assert closed
+    # Without extras or key, memcached skips exactly the body: the request passes.
+    raw = connect_from(MONITORING, proxy.addr)
+    raw.sendall(binary_request(VERBOSITY, value=b"1234", opaque=1)
+                + binary_request(NOOP, opaque=9))
+    assert (read_binary_response(raw)["opaque"], read_binary_response(raw)["opaque"]) == (1, 9)
+
+
+def replies_until_noop_or_close(sock, noop_opaque: int) -> list[int] | None:
+    """The opaques of the responses up to the NOOP response with `noop_opaque` (or up to the
+    deadline, when that NOOP is never answered); None if the connection closes first."""
+    opaques = []
+    while True:
+        try:
+            response = read_binary_response(sock)
+        except ConnectionError:
+            return None
+        except TimeoutError:
+            return opaques
+        opaques.append(response["opaque"])
+        if response["opcode"] == NOOP and response["opaque"] == noop_opaque:
+            return opaques
+
+
+@pytest.mark.parametrize("extras_len,key", [(0, b""), (0, b"abc"), (4, b"abc"), (8, b"abc"),
+                                            (20, b"abc")])
+def test_memcached_reads_every_forwarded_packet_as_framed(proxy, memcached, extras_len, key):
+    # Every opcode, allowed (a Jedi may do anything): a request the proxy forwards is read by
+    # memcached as exactly its header and body, or memcached closes the connection; a NOOP
+    # hidden in its value never runs.
+    hidden = binary_request(NOOP, opaque=7)
+    for opcode in range(256):
+        raw = connect_from(JEDI, proxy.addr)
+        raw.sendall(binary_request(opcode, key, bytes(extras_len), hidden, opaque=1)
+                    + binary_request(NOOP, opaque=9))
+        opaques = replies_until_noop_or_close(raw, 9)
+        raw.close()
+        assert opaques is None or (opaques[-1:] == [9] and 7 not in opaques), (
+            f"opcode {opcode:#x}: memcached answered {opaques}")

@@ -244,3 +244,35 @@ def test_a_meta_data_block_over_the_limit_closes_the_connection(start_proxy, mem
     droid.sendall(b"ms alliance/fleet/s 17\r\n0123456789abcdefg\r\n")
     expect_closed(droid)
     assert memcached.get(FLEET + "s") == b"0123456789abcdef"
+
+
+def test_me_reads_its_key_as_base64_when_b_is_followed_by_more(proxy, memcached):
+    # memcached decodes `me`'s key when the token after it is `b`, even with more after it (or
+    # a trailing space): the key judged must be the decoded one. "alliance/fleet/A" is itself
+    # base64 for 12 bytes outside the fleet's keys.
+    hidden = base64.b64decode("alliance/fleet/A")
+    assert not hidden.startswith(FLEET.encode())
+    assert memcached.command(b"ms alliance/fleet/A 1 b\r\nX\r\n") == b"HD\r\n"
+    assert memcached.command(b"me alliance/fleet/A b x\r\n").startswith(b"ME ")
+    monitor = connect_from(MONITORING, proxy.addr)
+    for request in (b"me alliance/fleet/A b x\r\n", b"me alliance/fleet/A b \r\n",
+                    b"me alliance/fleet/A b\r\n"):
+        assert exchange(monitor, request, 1) == [DENIED], request
+    entries = proxy.entries(3)
+    assert [e["entry_type"] for e in entries] == ["Denied"] * 3
+    assert all(e["generic_l7"]["fields"]["keys"] != "alliance/fleet/A" for e in entries)
+
+
+def test_a_get_that_creates_the_missing_item_needs_add_too(proxy, memcached):
+    # mg (and ms in append/prepend mode) with N creates a missing item: a monitor allowed only
+    # get may not create keys with it.
+    monitor = connect_from(MONITORING, proxy.addr)
+    assert exchange(monitor, b"mg alliance/fleet/vivid N30 v\r\n", 1) == [DENIED]
+    assert exchange(monitor, b"mg alliance/fleet/vivid T30 N30\r\n", 1) == [DENIED]
+    assert memcached.command(b"mg alliance/fleet/vivid v\r\n") == b"EN\r\n"
+    assert exchange(monitor, b"mg alliance/fleet/vivid v\r\n", 1) == [b"EN\r\n"]
+    droid = connect_from(MAINTENANCE, proxy.addr)
+    assert exchange(droid, b"ma alliance/fleet/counter N0 J5 v\r\n", 1) == [b"VA 1\r\n5\r\n"]
+    assert exchange(droid, b"mg alliance/fleet/vivid N30 v\r\n", 1) == [b"VA 0 W\r\n\r\n"]
+    assert memcached.get(FLEET + "counter") == b"5"
+    assert memcached.get(FLEET + "vivid") == b""

@@ -200,7 +200,11 @@ impl MemcacheParser {
             rest: keys,
             split: !request.base64_key,
         };
-        let verdict = ctx.check::<RuleSet>(|rules| rules.allows(request.command, key_list.clone()));
+        // A request that creates a missing item (meta `N`) is also an `add`.
+        let verdict = ctx.check::<RuleSet>(|rules| {
+            rules.allows(request.command, key_list.clone())
+                && (!request.creates || rules.allows(Command::Add, key_list.clone()))
+        });
         let command: &[u8] = match request.command {
             Command::Other => request.verb,
             known => known.name().as_bytes(),

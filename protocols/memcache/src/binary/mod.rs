@@ -91,8 +91,41 @@ impl Header {
                 "value larger than the configured maximum",
             ));
         }
+        self.check_read_whole()
+    }
+
+    /// Checks that memcached reads this request as exactly `packet_len` bytes, so that the proxy
+    /// and the server agree on where the next request starts (else bytes the proxy judged as
+    /// part of one request would run as another). Memcached 1.6 reads only as far as the key of
+    /// STAT, TOUCH and the GAT opcodes, and answers any opcode it does not implement by skipping
+    /// `total_body` bytes counted from the end of the key rather than from the header.
+    fn check_read_whole(&self) -> Result<(), ParseError> {
+        let key_and_extras = usize::from(self.extras_len) + usize::from(self.key_len);
+        if !implemented(self.opcode) && key_and_extras > 0 {
+            return Err(ParseError::new(
+                ErrorCode::MalformedFrame,
+                "key or extras in an opcode memcached does not implement",
+            ));
+        }
+        if reads_no_value(self.opcode) && self.total_body as usize != key_and_extras {
+            return Err(ParseError::new(
+                ErrorCode::MalformedFrame,
+                "value in a STAT, TOUCH or GAT request, which memcached would read as a request",
+            ));
+        }
         Ok(())
     }
+}
+
+/// The opcodes memcached 1.6 implements.
+fn implemented(opcode: u8) -> bool {
+    matches!(opcode, 0x00..=0x1a | 0x1c..=0x1e | 0x20..=0x24)
+}
+
+/// The opcodes whose body memcached 1.6 reads only up to the end of the key: STAT, TOUCH, GAT,
+/// GATQ, GATK and GATKQ.
+fn reads_no_value(opcode: u8) -> bool {
+    matches!(opcode, STAT | 0x1c | 0x1d | 0x1e | 0x23 | 0x24)
 }
 
 /// What an opcode means to policy and to reply ordering.
@@ -262,5 +295,52 @@ mod tests {
             Header::parse(&bytes).check_request(100).unwrap_err().code,
             ErrorCode::InvalidFrameType
         );
+    }
+
+    /// A request header with these lengths, as the binary protocol spec lays it out.
+    fn request(opcode: u8, extras_len: u8, key_len: u16, total_body: u32) -> Header {
+        let mut bytes = [0u8; HEADER_LEN];
+        bytes[0] = REQUEST_MAGIC;
+        bytes[1] = opcode;
+        bytes[2..4].copy_from_slice(&key_len.to_be_bytes());
+        bytes[4] = extras_len;
+        bytes[8..12].copy_from_slice(&total_body.to_be_bytes());
+        Header::parse(&bytes)
+    }
+
+    #[test]
+    fn requests_memcached_would_not_read_whole_are_refused() {
+        // STAT, TOUCH, GAT, GATQ, GATK, GATKQ: memcached reads no value, so a value would run
+        // as the next request.
+        for opcode in [0x10, 0x1c, 0x1d, 0x1e, 0x23, 0x24] {
+            let extras = if opcode == 0x10 { 0 } else { 4 };
+            let exact = request(opcode, extras, 3, u32::from(extras) + 3);
+            assert_eq!(exact.check_request(1024), Ok(()), "{opcode:#x}");
+            let with_value = request(opcode, extras, 3, u32::from(extras) + 3 + 24);
+            assert_eq!(
+                with_value.check_request(1024).unwrap_err().code,
+                ErrorCode::MalformedFrame,
+                "{opcode:#x}"
+            );
+        }
+        // Opcodes memcached does not implement: it skips the body counted from the end of the
+        // key, so a key or extras would make it skip into the next request.
+        for opcode in [0x1b, 0x1f, 0x25, 0x30, 0x3d, 0x40, 0x47, 0xfe] {
+            assert_eq!(request(opcode, 0, 0, 24).check_request(1024), Ok(()));
+            for (extras, key) in [(0, 4), (4, 0)] {
+                assert_eq!(
+                    request(opcode, extras, key, 4)
+                        .check_request(1024)
+                        .unwrap_err()
+                        .code,
+                    ErrorCode::MalformedFrame,
+                    "{opcode:#x}"
+                );
+            }
+        }
+        // Opcodes that read their whole body keep their value.
+        assert_eq!(request(0x01, 8, 3, 8 + 3 + 5).check_request(1024), Ok(()));
+        assert_eq!(request(0x0e, 0, 3, 3 + 5).check_request(1024), Ok(()));
+        assert_eq!(request(0x21, 0, 5, 5 + 10).check_request(1024), Ok(()));
     }
 }

@@ -40,6 +40,10 @@ pub struct TextRequest<'l> {
     pub answer: Answer,
     /// Whether a denial is answered (false for `noreply`, whose errors the client ignores).
     pub answer_denial: bool,
+    /// Whether the request also creates the item when it is missing (the meta `N` flag of `mg`,
+    /// and of `ms` in append or prepend mode): policy must allow `add` as well. Not for `ma`:
+    /// binary INCR and DECR create a missing counter too, and Cilium's `incr`/`decr` cover it.
+    pub creates: bool,
 }
 
 /// Longest command line memcached reads before giving up on a connection, except for the
@@ -161,6 +165,7 @@ impl<'l> TextRequest<'l> {
             data_len: None,
             answer,
             answer_denial: true,
+            creates: false,
         }
     }
 
@@ -306,10 +311,12 @@ fn meta<'l>(verb: &'l [u8], mut tokens: Tokens<'l>) -> Result<TextRequest<'l>, P
         rest: tokens.rest(),
     };
     let (mut quiet, mut base64, mut touch, mut cas, mut mode) = (false, false, false, false, b'S');
+    let mut vivify = false;
     let mut count = 0;
-    // `me` reads its key as base64 only when the one token after it is exactly `b`.
+    // `me` reads its key as base64 when the first token after it is exactly `b`, whatever
+    // follows.
     if verb == b"me" {
-        base64 = flags.rest() == b"b";
+        base64 = Tokens { rest: flags.rest }.next() == Some(&b"b"[..]);
     }
     while let Some(flag) = flags.next() {
         count += 1;
@@ -324,6 +331,7 @@ fn meta<'l>(verb: &'l [u8], mut tokens: Tokens<'l>) -> Result<TextRequest<'l>, P
             b'b' => base64 = true,
             b'T' => touch = true,
             b'C' => cas = true,
+            b'N' => vivify = true,
             b'M' => mode = flag.get(1).copied().unwrap_or(b'S'),
             _ => {}
         }
@@ -354,6 +362,12 @@ fn meta<'l>(verb: &'l [u8], mut tokens: Tokens<'l>) -> Result<TextRequest<'l>, P
     let mut request = TextRequest::new(command, verb, key, answer);
     request.base64_key = base64;
     request.data_len = data_len;
+    request.creates = vivify
+        && matches!(
+            command,
+            Command::Get | Command::Gat | Command::Append | Command::Prepend
+        )
+        && verb != b"me";
     Ok(request)
 }
 
@@ -444,6 +458,13 @@ mod tests {
             !parse("me Zm9v bx").base64_key,
             "me decodes only with exactly `b`"
         );
+        for line in ["me Zm9v b x", "me Zm9v b ", "me Zm9v  b"] {
+            assert!(
+                parse(line).base64_key,
+                "{line:?}: memcached decodes the key"
+            );
+        }
+        assert!(!parse("me Zm9v x b").base64_key);
     }
 
     #[test]
@@ -513,6 +534,28 @@ mod tests {
         assert_eq!(parse("ma foo MD").command, Command::Decr);
         assert_eq!(parse("ma foo M-").command, Command::Decr);
         assert_eq!(parse("mn").answer, Answer::Noop);
+        for line in [
+            "mg foo N30 v",
+            "mg foo T0 N30",
+            "ms foo 3 MA N0",
+            "ms foo 3 MP N0",
+        ] {
+            assert!(
+                parse(line).creates,
+                "{line}: memcached creates a missing item"
+            );
+        }
+        for line in [
+            "mg foo v",
+            "ms foo 3 N0",
+            "ms foo 3 ME N0",
+            "md foo",
+            "me foo",
+            "ma foo N0 J5",
+            "ma foo MD N0",
+        ] {
+            assert!(!parse(line).creates, "{line}");
+        }
         let me = parse("me Zm9v b");
         assert_eq!(
             (me.command, me.base64_key, me.answer),
