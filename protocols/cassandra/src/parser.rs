@@ -24,6 +24,8 @@
 //! nothing). While a USE is unanswered, the requests behind it are held, unread, so that none is
 //! judged against a keyspace the server may not be using; within one v5 segment, where holding
 //! would split the segment, an unqualified name after a USE is judged against both keyspaces.
+//! A v3 or v4 QUERY or BATCH naming its own keyspace (flag 0x80, read by Cassandra in every
+//! version) is refused.
 
 mod segments;
 
@@ -444,19 +446,18 @@ impl CassandraParser {
                 Ok(())
             }
             Request::Other(_) => Ok(()),
-            Request::Query { query, keyspace } => {
-                self.resolve_query(&mut resolution, query, keyspace)
-            }
+            Request::Query { query, keyspace } => own_keyspace(header, keyspace)
+                .and_then(|own| self.resolve_query(&mut resolution, query, own)),
             Request::Prepare { query, keyspace } => self
                 .resolve_query(&mut resolution, query, keyspace)
                 .map(|()| prepared = Some(checked(&resolution))),
             Request::Execute { id, .. } => self.resolve_prepared(&mut resolution, id),
             Request::Batch { entries, keyspace } => {
-                entries.iter().try_for_each(|entry| match entry {
-                    BatchEntry::Query(query) => {
-                        self.resolve_query(&mut resolution, query, keyspace)
-                    }
-                    BatchEntry::Prepared(id) => self.resolve_prepared(&mut resolution, id),
+                own_keyspace(header, keyspace).and_then(|own| {
+                    entries.iter().try_for_each(|entry| match entry {
+                        BatchEntry::Query(query) => self.resolve_query(&mut resolution, query, own),
+                        BatchEntry::Prepared(id) => self.resolve_prepared(&mut resolution, id),
+                    })
                 })
             }
         };
@@ -745,6 +746,22 @@ fn checked(resolution: &Resolution) -> Vec<Checked> {
             },
         })
         .collect()
+}
+
+/// The keyspace a QUERY or BATCH names for itself, which its unqualified names resolve against.
+/// Only v5 defines the flag that names it, but Cassandra reads it from a v3 or v4 request's
+/// flags too, and other servers may not: such a request is refused, as no one keyspace can be
+/// known to be the one the server uses.
+fn own_keyspace<'k>(
+    header: &Header,
+    keyspace: Option<&'k str>,
+) -> Result<Option<&'k str>, Refusal<'static>> {
+    match (header.version, keyspace) {
+        (5.., _) | (_, None) => Ok(keyspace),
+        (version, Some(keyspace)) => Err(Refusal::Unclassified(format!(
+            "keyspace {keyspace:?} named by a protocol v{version} request (flag 0x80 is v5's)"
+        ))),
+    }
 }
 
 /// Whether requests with `opcode` are read before they pass.

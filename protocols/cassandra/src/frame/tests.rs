@@ -24,7 +24,7 @@ fn short_bytes(b: &[u8]) -> Vec<u8> {
     [&(b.len() as u16).to_be_bytes()[..], b].concat()
 }
 
-/// `<consistency><flags>` with two values, a page size and, in v5, a keyspace.
+/// `<consistency><flags>` with two values, a page size and, when given, a keyspace (flag 0x80).
 fn parameters(version: u8, keyspace: Option<&str>) -> Vec<u8> {
     let mut flags: u32 = 0x01 | 0x04;
     if keyspace.is_some() {
@@ -168,6 +168,54 @@ fn batches_list_their_entries() {
             BatchEntry::Prepared(b"\xaa")
         ]
     );
+}
+
+/// A BATCH body of one query entry, then `parameters`.
+fn batch_body(parameters: Vec<u8>) -> Vec<u8> {
+    let mut body = vec![0u8];
+    body.extend_from_slice(&1u16.to_be_bytes());
+    body.push(0);
+    body.extend(long_string("DELETE FROM vault WHERE k = 1"));
+    body.extend_from_slice(&0u16.to_be_bytes());
+    body.extend(parameters);
+    body
+}
+
+#[test]
+fn a_batch_keyspace_is_read_past_the_values_page_size_and_paging_state_its_flags_announce() {
+    // Cassandra reads a BATCH's parameters with the codec of a QUERY's: values, a page size and
+    // a paging state, when the flags say so, come before the keyspace. Read from where the
+    // values are, the bytes would name another keyspace ("\0\0").
+    for version in [4, 5] {
+        let body = batch_body(parameters(version, Some("system")));
+        let Request::Batch { keyspace, .. } =
+            Request::parse(&header(version, 0, opcode::BATCH, &body), &body).unwrap()
+        else {
+            panic!("not a batch");
+        };
+        assert_eq!(keyspace, Some("system"), "v{version}");
+    }
+}
+
+#[test]
+fn the_keyspace_flag_of_a_v3_or_v4_request_is_read_as_cassandra_reads_it() {
+    // Only the v5 specification defines flag 0x80, but Cassandra's codec reads the keyspace
+    // from a v3 or v4 flags byte too.
+    for version in [3, 4] {
+        let body = [
+            long_string("SELECT * FROM vault"),
+            parameters(version, Some("secret")),
+        ]
+        .concat();
+        assert_eq!(
+            Request::parse(&header(version, 0, opcode::QUERY, &body), &body).unwrap(),
+            Request::Query {
+                query: "SELECT * FROM vault",
+                keyspace: Some("secret")
+            },
+            "v{version}"
+        );
+    }
 }
 
 #[test]

@@ -205,6 +205,52 @@ fn requests_behind_an_unanswered_use_wait_for_its_answer() {
     );
 }
 
+/// A v4 QUERY whose flags byte sets 0x80 and names `keyspace`, as Cassandra's codec reads it.
+fn query_naming_keyspace(stream: i16, cql: &str, keyspace: &str) -> Vec<u8> {
+    let body = [
+        long_string(cql),
+        vec![0, 1, 0x80],
+        (keyspace.len() as u16).to_be_bytes().to_vec(),
+        keyspace.as_bytes().to_vec(),
+    ]
+    .concat();
+    frame(4, 0, stream, opcode::QUERY, &body)
+}
+
+#[test]
+fn a_v4_request_naming_its_own_keyspace_is_refused() {
+    // Cassandra reads flag 0x80 of a v4 QUERY or BATCH as the v5 keyspace flag: after `USE
+    // system`, `SELECT * FROM vault` naming `secret` reads secret.vault there.
+    let mut s = outpost();
+    s.send(Flow::Request, &query(1, "USE system")).unwrap();
+    s.send(Flow::Reply, &set_keyspace_result(1, "system"))
+        .unwrap();
+    s.send(
+        Flow::Request,
+        &query_naming_keyspace(2, "SELECT * FROM vault", "secret"),
+    )
+    .unwrap();
+    let mut batch = batch(&["DELETE FROM vault WHERE k = 1"]);
+    let flags = batch.len() - 1;
+    batch[flags] = 0x80;
+    batch.extend_from_slice(&6u16.to_be_bytes());
+    batch.extend_from_slice(b"secret");
+    let length = (batch.len() - HEADER_LEN) as u32;
+    batch[5..HEADER_LEN].copy_from_slice(&length.to_be_bytes());
+    s.send(Flow::Request, &batch).unwrap();
+    assert_eq!(s.sent.upstream, query(1, "USE system"));
+    let client = &s.sent.client[set_keyspace_result(1, "system").len()..];
+    assert_eq!(error_of(client), (2, UNAUTHORIZED));
+    assert_eq!(error_of(&client[client.len() / 2..]), (4, UNAUTHORIZED));
+    assert_eq!(
+        s.log()[1..],
+        [
+            "Denied  error=keyspace \"secret\" named by a protocol v4 request (flag 0x80 is v5's)",
+            "Denied  error=keyspace \"secret\" named by a protocol v4 request (flag 0x80 is v5's)",
+        ]
+    );
+}
+
 #[test]
 fn an_unqualified_table_without_a_keyspace_is_refused() {
     let mut s = outpost();
