@@ -20,8 +20,10 @@
 //! denied, the others are logged as denied too, dropped with it.
 //!
 //! The keyspace unqualified names resolve against follows the server, never the request: it
-//! changes when the server answers a USE with a Set_keyspace result (a USE that fails changes
-//! nothing). While a USE is unanswered, the requests behind it are held, unread, so that none is
+//! changes when the server answers a USE with a Set_keyspace result; any other answer on the
+//! USE's stream (an error, or another request's answer) leaves it unknown, so that unqualified
+//! names are refused until a USE succeeds. No request may share its stream with a USE or
+//! PREPARE whose answer has not come: the connection is closed. While a USE is unanswered, the requests behind it are held, unread, so that none is
 //! judged against a keyspace the server may not be using; within one v5 segment, where holding
 //! would split the segment, an unqualified name after a USE is judged against both keyspaces.
 //! A v3 or v4 QUERY or BATCH naming its own keyspace (flag 0x80, read by Cassandra in every
@@ -203,6 +205,10 @@ const WRONG_DIRECTION: ParseError =
 const MALFORMED: ParseError = ParseError::new(ErrorCode::MalformedFrame, "malformed frame body");
 const TOO_MANY: ParseError =
     ParseError::new(ErrorCode::StateLimit, "too many statements being prepared");
+const STREAM_IN_USE: ParseError = ParseError::new(
+    ErrorCode::MalformedFrame,
+    "request on the stream of a USE or PREPARE not yet answered",
+);
 const NO_ROOM: ParseError = ParseError::new(ErrorCode::StateLimit, "too many denials waiting");
 
 impl Parser for CassandraParser {
@@ -344,12 +350,15 @@ impl CassandraParser {
             return Ok(need_header(input, HEADER_LEN));
         };
         self.check_held(header.length as usize)?;
+        // Every request waits behind an unanswered USE, so that no answer on the USE's
+        // stream can be another request's.
+        if self.holds_requests() {
+            return Ok(Op::Nop);
+        }
+        self.check_stream_free(&header)?;
         let frame_len = HEADER_LEN + header.length as usize;
         if !inspected(header.opcode) {
             return Ok(Op::Pass(frame_len));
-        }
-        if self.holds_requests() {
-            return Ok(Op::Nop);
         }
         if input.len() < frame_len {
             return Ok(Op::More(frame_len - input.len()));
@@ -378,8 +387,19 @@ impl CassandraParser {
         }
     }
 
-    /// Whether requests that name tables must wait: a USE is unanswered, so the keyspace they
-    /// would resolve against is not known yet. Holding them costs a round trip only to
+    /// Fails when the request with `header` would share its stream with a USE or PREPARE whose
+    /// answer has not come: its answer would come on that stream too and could be taken for
+    /// theirs (an answer before the Set_keyspace would let the Set_keyspace pass unread, a
+    /// second Prepared result would give the first PREPARE's id the second's statement).
+    fn check_stream_free(&self, header: &Header) -> Result<(), ParseError> {
+        match self.awaits_answer(header.stream) {
+            true => Err(STREAM_IN_USE),
+            false => Ok(()),
+        }
+    }
+
+    /// Whether requests must wait: a USE is unanswered, so the keyspace they would resolve
+    /// against is not known yet. Holding them costs a round trip only to
     /// clients that pipeline behind a USE.
     fn holds_requests(&self) -> bool {
         !self.pending_uses.is_empty()
@@ -693,7 +713,7 @@ impl CassandraParser {
 
     /// Reads a response envelope (body uncompressed): the answer to a PREPARE gives the
     /// statement its id, the answer to a USE sets the keyspace when it is a Set_keyspace
-    /// result (an error leaves it as it was).
+    /// result, and otherwise (an error) leaves no keyspace known.
     fn on_response(&mut self, header: &Header, body: &[u8]) -> Result<(), ParseError> {
         let prepare = self.pending_prepares.remove(&header.stream);
         let position = self
@@ -701,19 +721,24 @@ impl CassandraParser {
             .iter()
             .position(|(s, _)| *s == header.stream);
         let answers_use = position.map(|at| self.pending_uses.remove(at)).is_some();
-        if header.opcode != opcode::RESULT || (prepare.is_none() && !answers_use) {
-            return Ok(());
-        }
-        match frame::result_outcome(header, body).map_err(|_| MALFORMED)? {
-            Outcome::Prepared(id) => {
-                if let Some(checked) = prepare {
-                    self.prepared.insert(id, checked);
-                }
-            }
-            Outcome::SetKeyspace(keyspace) if answers_use => {
+        let outcome = match header.opcode == opcode::RESULT && (prepare.is_some() || answers_use) {
+            true => Some(frame::result_outcome(header, body).map_err(|_| MALFORMED)?),
+            false => None,
+        };
+        match outcome {
+            Some(Outcome::SetKeyspace(keyspace)) if answers_use => {
                 self.keyspace = Some(keyspace.to_owned());
             }
-            _ => {}
+            outcome => {
+                if let (Some(Outcome::Prepared(id)), Some(checked)) = (outcome, prepare) {
+                    self.prepared.insert(id, checked);
+                }
+                // Any other answer on a USE's stream may be another request's, the USE's own
+                // Set_keyspace still to come unread: the server's keyspace is no longer known.
+                if answers_use {
+                    self.keyspace = None;
+                }
+            }
         }
         Ok(())
     }

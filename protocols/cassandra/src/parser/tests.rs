@@ -156,7 +156,8 @@ fn the_keyspace_is_the_one_the_server_sets() {
     );
     let client = &s.sent.client[set_keyspace_result(1, "attendance").len()..];
     assert_eq!(error_of(client), (3, UNAUTHORIZED));
-    // A USE the server refuses changes nothing.
+    // A USE the server refuses leaves no keyspace known: its answer cannot be told from the
+    // answer to another request on its stream.
     s.send(Flow::Request, &query(4, "USE nowhere")).unwrap();
     s.send(Flow::Reply, &invalid_error(4)).unwrap();
     s.send(
@@ -164,14 +165,23 @@ fn the_keyspace_is_the_one_the_server_sets() {
         &query(5, "INSERT INTO daily_records (a) VALUES (2)"),
     )
     .unwrap();
-    assert!(s
-        .sent
-        .upstream
-        .ends_with(&query(5, "INSERT INTO daily_records (a) VALUES (2)")));
+    s.send(
+        Flow::Request,
+        &query(6, "INSERT INTO attendance.daily_records (a) VALUES (2)"),
+    )
+    .unwrap();
+    assert!(s.sent.upstream.ends_with(
+        &[
+            query(4, "USE nowhere"),
+            query(6, "INSERT INTO attendance.daily_records (a) VALUES (2)")
+        ]
+        .concat()
+    ));
     assert_eq!(
         s.log()[3..],
         [
             "Request  query_action=use query_table=",
+            "Denied  error=insert: unqualified table daily_records and no keyspace set",
             "Request empire query_action=insert query_table=attendance.daily_records",
         ]
     );
@@ -249,6 +259,90 @@ fn a_v4_request_naming_its_own_keyspace_is_refused() {
             "Denied  error=keyspace \"secret\" named by a protocol v4 request (flag 0x80 is v5's)",
         ]
     );
+}
+
+#[test]
+fn a_use_whose_stream_carried_another_request_cannot_hide_its_answer() {
+    // SELECT and USE pipelined on stream 5: the SELECT's answer comes first on that stream, so
+    // an answer there is no sign of the USE failing, and the Set_keyspace after it may pass
+    // unread. The keyspace is unknown from then on, as Cassandra may be using `secret`.
+    let mut s = outpost();
+    s.send(Flow::Request, &query(1, "USE system")).unwrap();
+    s.send(Flow::Reply, &set_keyspace_result(1, "system"))
+        .unwrap();
+    let pipelined = [
+        query(5, "SELECT * FROM system.local"),
+        query(5, "USE secret"),
+    ];
+    s.send(Flow::Request, &pipelined.concat()).unwrap();
+    s.send(Flow::Reply, &void_result(5)).unwrap();
+    s.send(Flow::Reply, &set_keyspace_result(5, "secret"))
+        .unwrap();
+    s.send(Flow::Request, &query(6, "SELECT * FROM vault"))
+        .unwrap();
+    assert!(!s.sent.upstream.ends_with(&query(6, "SELECT * FROM vault")));
+    let answered = [
+        set_keyspace_result(1, "system"),
+        void_result(5),
+        set_keyspace_result(5, "secret"),
+    ]
+    .concat();
+    assert_eq!(
+        error_of(&s.sent.client[answered.len()..]),
+        (6, UNAUTHORIZED)
+    );
+    assert_eq!(
+        s.log()[3..],
+        ["Denied  error=select: unqualified table vault and no keyspace set"]
+    );
+}
+
+#[test]
+fn every_request_waits_behind_an_unanswered_use() {
+    // An OPTIONS on the USE's stream, answered first, would otherwise be taken for the USE's
+    // answer and let the Set_keyspace pass unread.
+    let mut s = outpost();
+    let options = frame(4, 0, 5, opcode::OPTIONS, &[]);
+    s.send(
+        Flow::Request,
+        &[query(5, "USE secret"), options.clone()].concat(),
+    )
+    .unwrap();
+    assert_eq!(s.sent.upstream, query(5, "USE secret"));
+    s.send(Flow::Reply, &set_keyspace_result(5, "secret"))
+        .unwrap();
+    assert_eq!(s.sent.upstream, [query(5, "USE secret"), options].concat());
+    s.send(Flow::Request, &query(6, "SELECT * FROM vault"))
+        .unwrap();
+    assert_eq!(
+        s.log()[1..],
+        ["Denied  query_action=select query_table=secret.vault"]
+    );
+}
+
+#[test]
+fn a_request_on_the_stream_of_an_unanswered_prepare_closes_the_connection() {
+    // Its answer would come on the same stream and could be taken for the PREPARE's: a second
+    // PREPARE's would give the first one's id its statement. (Requests behind an unanswered
+    // USE wait, whatever their stream.)
+    let options = frame(4, 0, 5, opcode::OPTIONS, &[]);
+    for (first, second) in [
+        (prepare(5, "SELECT * FROM system.local"), options),
+        (
+            prepare(5, "SELECT * FROM system.local"),
+            prepare(5, "SELECT * FROM system.peers"),
+        ),
+    ] {
+        let mut s = outpost();
+        let error = s
+            .send(Flow::Request, &[first.clone(), second].concat())
+            .unwrap_err();
+        assert!(
+            matches!(error, ConnectionError::Parse(e) if e.code == ErrorCode::MalformedFrame),
+            "{error:?}"
+        );
+        assert_eq!(s.sent.upstream, first);
+    }
 }
 
 #[test]

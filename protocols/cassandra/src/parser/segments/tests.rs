@@ -486,3 +486,25 @@ fn segments_behind_an_unanswered_use_wait_and_a_use_in_the_same_segment_counts_b
 fn answers_len(format: Format, wire: &[u8]) -> usize {
     unframe(format, wire).len()
 }
+
+#[test]
+fn a_request_in_the_segment_of_a_use_and_on_its_stream_closes_the_connection() {
+    // Its answer could be taken for the USE's and let the Set_keyspace pass unread.
+    for format in [Format::Plain, Format::Lz4] {
+        let mut s = v5(format, Limits::default());
+        let segment = segments(
+            format,
+            &[
+                query(4, "USE secret", None),
+                query(4, "SELECT * FROM system.local", None),
+            ]
+            .concat(),
+        );
+        let error = s.send(Flow::Request, &segment).unwrap_err();
+        assert!(
+            matches!(error, ConnectionError::Parse(e) if e.code == ErrorCode::MalformedFrame),
+            "{format:?}: {error:?}"
+        );
+        assert!(s.sent.upstream.is_empty(), "{format:?}");
+    }
+}
