@@ -19,6 +19,9 @@
 //! and logged, and the request passes only when all are allowed. When one of several is
 //! denied, the others are logged as denied too, dropped with it.
 //!
+//! On v5, nothing may follow the STARTUP before the server answers it: what does is refused
+//! (the connection is closed), as the server may read it as segments.
+//!
 //! The keyspace unqualified names resolve against follows the server, never the request: it
 //! changes when the server answers a USE with a Set_keyspace result; any other answer on the
 //! USE's stream (an error, or another request's answer) leaves it unknown, so that unqualified
@@ -209,6 +212,10 @@ const STREAM_IN_USE: ParseError = ParseError::new(
     ErrorCode::MalformedFrame,
     "request on the stream of a USE or PREPARE not yet answered",
 );
+const BEFORE_READY: ParseError = ParseError::new(
+    ErrorCode::MalformedFrame,
+    "request sent before the answer to a v5 STARTUP",
+);
 const NO_ROOM: ParseError = ParseError::new(ErrorCode::StateLimit, "too many denials waiting");
 
 impl Parser for CassandraParser {
@@ -345,6 +352,11 @@ impl CassandraParser {
         }
         if let Some(op) = self.refuse_newer_version(ctx, input)? {
             return Ok(op);
+        }
+        // After a v5 STARTUP, a client sends segments, and only once READY has come: bytes
+        // before it may be read by the server as a segment, here as a frame.
+        if self.startup.is_some_and(|s| s.version >= 5) && !input.is_empty() {
+            return Err(BEFORE_READY);
         }
         let Some(header) = self.frame_header(input, false)? else {
             return Ok(need_header(input, HEADER_LEN));

@@ -508,3 +508,50 @@ fn a_request_in_the_segment_of_a_use_and_on_its_stream_closes_the_connection() {
         assert!(s.sent.upstream.is_empty(), "{format:?}");
     }
 }
+
+#[test]
+fn requests_sent_before_the_answer_to_a_v5_startup_close_the_connection() {
+    // A client may send segments only once READY has come. One sent earlier reaches a server
+    // that may read it as a segment, but would be read here as a v3-v5 frame: this one, found
+    // by its length, has a header that reads as a frame of an opcode that passes unread.
+    let inspected = [
+        opcode::STARTUP,
+        opcode::QUERY,
+        opcode::PREPARE,
+        opcode::EXECUTE,
+        opcode::BATCH,
+    ];
+    // The segment header's first byte is the low byte of the payload's length: a version.
+    let cql = "DELETE FROM secret.vault WHERE k = 1";
+    let base = query(1, cql, None).len();
+    let disguised = (1..512)
+        .flat_map(|high| (3..=5).map(move |version| high * 256 + version))
+        .map(|length| {
+            let padded = format!("{cql}{}", " ".repeat(length - base));
+            segments(Format::Plain, &query(1, &padded, None))
+        })
+        .find(|wire| {
+            let header = Header::parse(wire[..HEADER_LEN].try_into().unwrap());
+            (3..=5).contains(&header.version)
+                && !header.response
+                && !inspected.contains(&header.opcode)
+                && (header.length as usize) < crate::DEFAULT_MAX_FRAME
+        })
+        .expect("a segment whose header reads as a frame that passes");
+    let mut s = Session::new(&Cassandra::default(), outpost_rules());
+    let body = [
+        1u16.to_be_bytes().to_vec(),
+        string("CQL_VERSION"),
+        string("3.0.0"),
+    ]
+    .concat();
+    let startup = envelope(5, 0, opcode::STARTUP, &body);
+    let error = s
+        .send(Flow::Request, &[startup.clone(), disguised].concat())
+        .unwrap_err();
+    assert!(
+        matches!(error, ConnectionError::Parse(e) if e.code == ErrorCode::MalformedFrame),
+        "{error:?}"
+    );
+    assert_eq!(s.sent.upstream, startup);
+}
