@@ -202,7 +202,8 @@ impl<'b> Request<'b> {
                 let mut compression = None;
                 for _ in 0..body.short()? {
                     let (key, value) = (body.string()?, body.string()?);
-                    if key.eq_ignore_ascii_case("COMPRESSION") {
+                    // Cassandra looks the option up under this exact name.
+                    if key == "COMPRESSION" {
                         compression = Some(value);
                     }
                 }

@@ -237,6 +237,32 @@ fn startup_names_its_compression() {
 }
 
 #[test]
+fn only_the_compression_option_cassandra_reads_names_the_compression() {
+    // Cassandra looks the option up as `COMPRESSION` exactly: under another case it compresses
+    // nothing, and reads a v4 frame flagged as compressed as it is.
+    for key in ["compression", "Compression"] {
+        let body = [1u16.to_be_bytes().to_vec(), string(key), string("lz4")].concat();
+        assert_eq!(
+            Request::parse(&header(4, 0, opcode::STARTUP, &body), &body).unwrap(),
+            Request::Startup { compression: None },
+            "{key}"
+        );
+    }
+    let body = [
+        1u16.to_be_bytes().to_vec(),
+        string("COMPRESSION"),
+        string("LZ4"),
+    ]
+    .concat();
+    assert_eq!(
+        Request::parse(&header(5, 0, opcode::STARTUP, &body), &body).unwrap(),
+        Request::Startup {
+            compression: Some("LZ4")
+        }
+    );
+}
+
+#[test]
 fn truncated_bodies_are_malformed_not_panics() {
     let body = [long_string("SELECT * FROM t"), parameters(4, None)].concat();
     for cut in 0..body.len() {

@@ -568,6 +568,33 @@ fn compressed_connections_are_inspected() {
 }
 
 #[test]
+fn a_compression_option_cassandra_does_not_read_compresses_nothing() {
+    // Cassandra reads `COMPRESSION` only: after `compression: lz4` it reads a frame flagged as
+    // compressed as it is, not decompressed as the flag would have it. Such a frame closes the
+    // connection.
+    let mut s = outpost();
+    let mut startup = 2u16.to_be_bytes().to_vec();
+    for (k, v) in [("CQL_VERSION", "3.0.0"), ("compression", "lz4")] {
+        startup.extend_from_slice(&(k.len() as u16).to_be_bytes());
+        startup.extend_from_slice(k.as_bytes());
+        startup.extend_from_slice(&(v.len() as u16).to_be_bytes());
+        startup.extend_from_slice(v.as_bytes());
+    }
+    s.send(Flow::Request, &frame(4, 0, 0, opcode::STARTUP, &startup))
+        .unwrap();
+    s.send(Flow::Reply, &frame(0x84, 0, 0, opcode::READY, &[]))
+        .unwrap();
+    let body = [long_string("SELECT * FROM system.peers"), vec![0, 1, 0]].concat();
+    let flagged = frame(4, 1, 3, opcode::QUERY, &Compression::Lz4.compress(&body));
+    let error = s.send(Flow::Request, &flagged).unwrap_err();
+    assert!(
+        matches!(error, ConnectionError::Parse(e) if e.code == ErrorCode::MalformedFrame),
+        "{error:?}"
+    );
+    assert!(!s.sent.upstream.ends_with(&flagged));
+}
+
+#[test]
 fn other_requests_and_results_pass_untouched() {
     let mut s = outpost();
     let options = frame(4, 0, 0, opcode::OPTIONS, &[]);
