@@ -493,6 +493,14 @@ impl CassandraParser {
                 })
             }
         };
+        // Two USEs unanswered at once (in one v5 segment) may be answered in another order
+        // than the server ran them: the keyspace it ends in would not be known.
+        let resolved = resolved.and_then(|()| match (&prepared, &resolution.use_target) {
+            (None, Some(_)) if !self.pending_uses.is_empty() => Err(Refusal::Unclassified(
+                "use: another USE is not yet answered".into(),
+            )),
+            _ => Ok(()),
+        });
         let answer = self.judge(ctx, header, &resolution, resolved, prepared);
         self.resolution = resolution;
         answer

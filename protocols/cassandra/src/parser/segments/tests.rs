@@ -555,3 +555,30 @@ fn requests_sent_before_the_answer_to_a_v5_startup_close_the_connection() {
     );
     assert_eq!(s.sent.upstream, startup);
 }
+
+#[test]
+fn a_second_use_in_the_segment_of_an_unanswered_one_is_refused() {
+    // Their answers may come in another order than the server ran them: which keyspace it
+    // ends in would not be known.
+    for format in [Format::Plain, Format::Lz4] {
+        let mut s = v5(format, Limits::default());
+        let first = query(1, "USE system", None);
+        let segment = segments(
+            format,
+            &[first.clone(), query(2, "USE secret", None)].concat(),
+        );
+        s.send(Flow::Request, &segment).unwrap();
+        assert_eq!(unframe(format, &s.sent.upstream), first, "{format:?}");
+        assert_eq!(
+            errors(&unframe(format, &s.sent.client)),
+            [(2, UNAUTHORIZED)]
+        );
+        assert_eq!(
+            s.log(),
+            [
+                "Request  query_action=use query_table=",
+                "Denied  error=use: another USE is not yet answered",
+            ]
+        );
+    }
+}
