@@ -5,6 +5,8 @@ comments; on v5 also the per-request keyspace and messages split over several se
 
 import json
 import os
+import socket
+import struct
 import uuid
 from pathlib import Path
 
@@ -203,3 +205,71 @@ def test_a_driver_that_names_no_version_settles_on_v5_through_the_proxy(proxy, h
             session.execute("SELECT * FROM attendance.daily_records")
     finally:
         cluster.shutdown()
+
+
+def _frame(stream: int, opcode: int, body: bytes) -> bytes:
+    return struct.pack(">BBhBI", 4, 0, stream, opcode, len(body)) + body
+
+
+def _query(stream: int, cql: str) -> bytes:
+    text = cql.encode()
+    return _frame(stream, 0x07, struct.pack(">i", len(text)) + text + b"\x00\x01\x00")
+
+
+def _answer(sock) -> tuple:
+    """The stream, opcode and body of the next frame `sock` receives."""
+    def exactly(n):
+        data = b""
+        while len(data) < n:
+            chunk = sock.recv(n - len(data))
+            assert chunk, "connection closed"
+            data += chunk
+        return data
+
+    _, _, stream, opcode, length = struct.unpack(">BBhBI", exactly(9))
+    return stream, opcode, exactly(length)
+
+
+def test_an_answer_on_the_stream_of_a_use_never_hides_the_keyspace_it_sets(proxy, hq):
+    # A SELECT and a USE pipelined on one stream: the SELECT's answer comes first there. Taken
+    # for the USE's, it let the Set_keyspace pass unread, and the outpost read
+    # attendance.daily_records as system.daily_records.
+    with _v4_session(proxy.port, OUTPOST) as sock:
+        sock.sendall(_query(5, "SELECT * FROM system.local") + _query(5, "USE attendance"))
+        answers = [_answer(sock), _answer(sock)]
+        # The fixture answers both, on stream 5: rows (kind 2), then Set_keyspace (kind 3).
+        assert [(stream, opcode, body[:4]) for stream, opcode, body in answers] == [
+            (5, 0x08, b"\x00\x00\x00\x02"), (5, 0x08, b"\x00\x00\x00\x03")]
+        sock.sendall(_query(6, "SELECT * FROM daily_records"))
+        stream, opcode, body = _answer(sock)
+        assert (stream, opcode, body[:4]) == (6, 0x00, b"\x00\x00\x21\x00")
+
+
+def _v4_session(port: int, source: str):
+    """A raw v4 connection from `source`, started, in keyspace `system`."""
+    sock = socket.socket()
+    sock.settimeout(DEADLINE)
+    sock.bind((source, 0))
+    sock.connect(("127.0.0.1", port))
+    startup = b"\x00\x01" + b"".join(struct.pack(">H", len(s)) + s for s in (b"CQL_VERSION", b"3.0.0"))
+    sock.sendall(_frame(0, 0x01, startup))
+    assert _answer(sock)[:2] == (0, 0x02)
+    sock.sendall(_query(1, "USE system"))
+    assert _answer(sock)[:2] == (1, 0x08)
+    return sock
+
+
+def test_a_v4_query_naming_its_own_keyspace_is_refused(port, proxy, hq):
+    # Flag 0x80 (v5's keyspace flag) in a v4 QUERY's flags byte: Cassandra reads the keyspace
+    # after it, and so does the fixture; the proxy judged the name against `system`.
+    text = b"SELECT * FROM daily_records"
+    named = _frame(6, 0x07, struct.pack(">i", len(text)) + text + b"\x00\x01\x80"
+                   + struct.pack(">H", len(b"attendance")) + b"attendance")
+    with _v4_session(port, "127.0.0.1") as direct:
+        direct.sendall(named)
+        stream, opcode, body = _answer(direct)
+        assert (stream, opcode, body[:4]) == (6, 0x08, b"\x00\x00\x00\x02")
+    with _v4_session(proxy.port, OUTPOST) as sock:
+        sock.sendall(named)
+        stream, opcode, body = _answer(sock)
+        assert (stream, opcode, body[:4]) == (6, 0x00, b"\x00\x00\x21\x00")

@@ -682,17 +682,31 @@ async fn run_case(proxy: SocketAddr, fixture: &Fixture, case: Case, client: Ipv4
             .iter()
             .find(|e| e.stream == i as i16 + 1)
             .map(|e| e.verdict.clone());
+        let forwarded_use = journaled.is_some() && begins_with_use(request);
         sent.push(Sent {
             query: request.clone(),
             answer: answer.clone(),
             keyspace: keyspace.clone(),
             journaled,
         });
-        if let Answer::SetKeyspace(name) = answer {
-            keyspace = Some(name);
+        match answer {
+            Answer::SetKeyspace(name) => keyspace = Some(name),
+            // The proxy cannot tell a USE's error from another request's answer on its
+            // stream: it forgets the keyspace, and refuses unqualified names until a USE
+            // succeeds.
+            _ if forwarded_use => keyspace = None,
+            _ => {}
         }
     }
     Ran { case, client, sent }
+}
+
+/// Whether `query`'s first token, as the fixture lexes it, is the word USE.
+fn begins_with_use(query: &str) -> bool {
+    matches!(
+        cql::lexer::tokenize(query).as_deref(),
+        Ok([first, ..]) if matches!(first.token, cql::lexer::Token::Word(w) if w.eq_ignore_ascii_case("USE"))
+    )
 }
 
 /// Reads `n` answers in stream order (they come in request order).

@@ -2,7 +2,9 @@
 //! skips) and the response bodies it writes, in protocol v4 or v5 as the envelope's version
 //! says: [short], [int], [string], [long string], [short bytes], [bytes], [string map],
 //! [string multimap]. v5 widens query flags to an [int], lets QUERY, PREPARE and BATCH name a
-//! keyspace, and identifies result metadata (Prepared results, EXECUTE, Metadata_changed).
+//! keyspace (Cassandra reads the keyspace flag of a QUERY's or BATCH's parameters in v3 and v4
+//! too, and so does the fixture), and identifies result metadata (Prepared results, EXECUTE,
+//! Metadata_changed).
 //!
 //! Bodies only: envelopes and segments are `framing`'s business.
 
@@ -48,7 +50,7 @@ pub struct Params<'b> {
     pub values: Vec<Bound>,
     /// The client knows the result metadata: Rows come without it.
     pub skip_metadata: bool,
-    /// v5: the keyspace unqualified names resolve against, for this request only.
+    /// The keyspace unqualified names resolve against, for this request only (flag 0x80).
     pub keyspace: Option<&'b str>,
 }
 
@@ -59,8 +61,8 @@ pub enum BatchItem<'b> {
     Prepared(&'b [u8]),
 }
 
-/// A BATCH: its entries with their bound values and, in v5, the keyspace its query strings
-/// resolve against.
+/// A BATCH: its entries with their bound values and the keyspace its query strings resolve
+/// against (flag 0x80).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch<'b> {
     pub entries: Vec<(BatchItem<'b>, Vec<Bound>)>,
@@ -102,7 +104,7 @@ const PAGING_STATE: u32 = 0x08;
 const SERIAL_CONSISTENCY: u32 = 0x10;
 const TIMESTAMP: u32 = 0x20;
 const NAMES: u32 = 0x40;
-/// v5 only.
+/// Defined by v5; read by Cassandra in every version.
 const KEYSPACE: u32 = 0x80;
 const NOW_IN_SECONDS: u32 = 0x100;
 
@@ -121,21 +123,19 @@ fn flags(body: &mut Body<'_>, version: u8) -> Result<u32, Malformed> {
     }
 }
 
-/// Reads what v5 puts after the timestamp: the keyspace, and the time of the request in
-/// seconds, which the fixture (without TTLs) does not use.
+/// Reads what follows the timestamp: the keyspace, whose flag only the v5 specification
+/// defines but Cassandra's codec reads from a v3 or v4 flags byte too, and (v5) the time of the
+/// request in seconds, which the fixture (without TTLs) does not use.
 fn keyspace_and_now<'b>(
     body: &mut Body<'b>,
     version: u8,
     flags: u32,
 ) -> Result<Option<&'b str>, Malformed> {
-    if version < 5 {
-        return Ok(None);
-    }
     let keyspace = match flags & KEYSPACE != 0 {
         true => Some(body.string()?),
         false => None,
     };
-    if flags & NOW_IN_SECONDS != 0 {
+    if version >= 5 && flags & NOW_IN_SECONDS != 0 {
         body.int()?;
     }
     Ok(keyspace)
@@ -180,17 +180,11 @@ fn batch<'b>(body: &mut Body<'b>, version: u8) -> Result<Batch<'b>, Malformed> {
         };
         entries.push((item, values(body)?));
     }
-    body.short()?;
-    let flags = flags(body, version)?;
-    if flags & SERIAL_CONSISTENCY != 0 {
-        body.short()?;
-    }
-    if flags & TIMESTAMP != 0 {
-        body.take(8, "timestamp")?;
-    }
+    // Cassandra reads a BATCH's parameters with a QUERY's codec.
+    let params = params(body, version)?;
     Ok(Batch {
         entries,
-        keyspace: keyspace_and_now(body, version, flags)?,
+        keyspace: params.keyspace,
     })
 }
 
@@ -208,7 +202,8 @@ impl<'b> Request<'b> {
                 let mut compression = None;
                 for _ in 0..body.short()? {
                     let (key, value) = (body.string()?, body.string()?);
-                    if key.eq_ignore_ascii_case("COMPRESSION") {
+                    // Cassandra looks the option up under this exact name.
+                    if key == "COMPRESSION" {
                         compression = Some(value);
                     }
                 }

@@ -211,7 +211,7 @@ fn batch_entry<'b>(body: &mut Body<'b>) -> Result<BatchEntry<'b>, Malformed> {
 pub enum Request<'b> {
     /// STARTUP, with the compression it asks for.
     Startup { compression: Option<&'b str> },
-    /// QUERY: the query and, in v5, the keyspace it names for itself.
+    /// QUERY: the query and the keyspace it names for itself (flag 0x80).
     Query {
         query: &'b str,
         keyspace: Option<&'b str>,
@@ -221,12 +221,12 @@ pub enum Request<'b> {
         query: &'b str,
         keyspace: Option<&'b str>,
     },
-    /// EXECUTE of a prepared statement; v5 may name a keyspace.
+    /// EXECUTE of a prepared statement, which may name a keyspace (flag 0x80).
     Execute {
         id: &'b [u8],
         keyspace: Option<&'b str>,
     },
-    /// BATCH: its entries and, in v5, its keyspace.
+    /// BATCH: its entries and the keyspace it names for itself (flag 0x80).
     Batch {
         entries: BatchEntries<'b>,
         keyspace: Option<&'b str>,
@@ -247,8 +247,18 @@ mod params {
     pub(super) const KEYSPACE: u32 = 0x80;
 }
 
-/// Reads `<consistency><flags>…` and returns the keyspace a v5 request names.
-fn query_parameters<'b>(body: &mut Body<'b>, version: u8) -> Result<Option<&'b str>, Malformed> {
+/// The query parameters policy reads: the flags, and the keyspace the request names for itself.
+struct Parameters<'b> {
+    flags: u32,
+    keyspace: Option<&'b str>,
+}
+
+/// Reads `<consistency><flags>…` of a QUERY, EXECUTE or BATCH as Cassandra's codec reads them,
+/// one codec for the three: a BATCH's flags may announce values, a page size or a paging state
+/// before its keyspace just as a QUERY's do, and the keyspace flag (0x80), which only the v5
+/// specification defines, is read in every version, as Cassandra reads it from a v3 or v4 flags
+/// byte too.
+fn query_parameters<'b>(body: &mut Body<'b>, version: u8) -> Result<Parameters<'b>, Malformed> {
     body.short()?;
     let flags = if version >= 5 {
         body.int()? as u32
@@ -275,10 +285,11 @@ fn query_parameters<'b>(body: &mut Body<'b>, version: u8) -> Result<Option<&'b s
     if flags & params::TIMESTAMP != 0 {
         body.take(8, "timestamp")?;
     }
-    match version >= 5 && flags & params::KEYSPACE != 0 {
-        true => Ok(Some(body.string()?)),
-        false => Ok(None),
-    }
+    let keyspace = match flags & params::KEYSPACE != 0 {
+        true => Some(body.string()?),
+        false => None,
+    };
+    Ok(Parameters { flags, keyspace })
 }
 
 impl<'b> Request<'b> {
@@ -294,7 +305,8 @@ impl<'b> Request<'b> {
                 let mut compression = None;
                 for _ in 0..body.short()? {
                     let (key, value) = (body.string()?, body.string()?);
-                    if key.eq_ignore_ascii_case("COMPRESSION") {
+                    // Cassandra looks the option up under this exact name.
+                    if key == "COMPRESSION" {
                         compression = Some(value);
                     }
                 }
@@ -304,7 +316,7 @@ impl<'b> Request<'b> {
                 let query = body.long_string()?;
                 Request::Query {
                     query,
-                    keyspace: query_parameters(&mut body, version)?,
+                    keyspace: query_parameters(&mut body, version)?.keyspace,
                 }
             }
             opcode::PREPARE => {
@@ -322,7 +334,7 @@ impl<'b> Request<'b> {
                 }
                 Request::Execute {
                     id,
-                    keyspace: query_parameters(&mut body, version)?,
+                    keyspace: query_parameters(&mut body, version)?.keyspace,
                 }
             }
             opcode::BATCH => {
@@ -335,27 +347,13 @@ impl<'b> Request<'b> {
                 for _ in 0..count {
                     batch_entry(&mut body)?;
                 }
-                body.short()?;
-                let flags = if version >= 5 {
-                    body.int()? as u32
-                } else {
-                    u32::from(body.byte()?)
-                };
-                if flags & params::NAMES != 0 {
+                let parameters = query_parameters(&mut body, version)?;
+                if parameters.flags & params::NAMES != 0 {
                     return Err(Malformed {
                         what: "batch with named values",
                     });
                 }
-                if flags & params::SERIAL_CONSISTENCY != 0 {
-                    body.short()?;
-                }
-                if flags & params::TIMESTAMP != 0 {
-                    body.take(8, "timestamp")?;
-                }
-                let keyspace = match version >= 5 && flags & params::KEYSPACE != 0 {
-                    true => Some(body.string()?),
-                    false => None,
-                };
+                let keyspace = parameters.keyspace;
                 Request::Batch { entries, keyspace }
             }
             other => Request::Other(other),

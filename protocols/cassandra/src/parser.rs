@@ -19,11 +19,18 @@
 //! and logged, and the request passes only when all are allowed. When one of several is
 //! denied, the others are logged as denied too, dropped with it.
 //!
+//! On v5, nothing may follow the STARTUP before the server answers it: what does is refused
+//! (the connection is closed), as the server may read it as segments.
+//!
 //! The keyspace unqualified names resolve against follows the server, never the request: it
-//! changes when the server answers a USE with a Set_keyspace result (a USE that fails changes
-//! nothing). While a USE is unanswered, the requests behind it are held, unread, so that none is
+//! changes when the server answers a USE with a Set_keyspace result; any other answer on the
+//! USE's stream (an error, or another request's answer) leaves it unknown, so that unqualified
+//! names are refused until a USE succeeds. No request may share its stream with a USE or
+//! PREPARE whose answer has not come: the connection is closed. While a USE is unanswered, the requests behind it are held, unread, so that none is
 //! judged against a keyspace the server may not be using; within one v5 segment, where holding
 //! would split the segment, an unqualified name after a USE is judged against both keyspaces.
+//! A v3 or v4 QUERY or BATCH naming its own keyspace (flag 0x80, read by Cassandra in every
+//! version) is refused.
 
 mod segments;
 
@@ -201,6 +208,14 @@ const WRONG_DIRECTION: ParseError =
 const MALFORMED: ParseError = ParseError::new(ErrorCode::MalformedFrame, "malformed frame body");
 const TOO_MANY: ParseError =
     ParseError::new(ErrorCode::StateLimit, "too many statements being prepared");
+const STREAM_IN_USE: ParseError = ParseError::new(
+    ErrorCode::MalformedFrame,
+    "request on the stream of a USE or PREPARE not yet answered",
+);
+const BEFORE_READY: ParseError = ParseError::new(
+    ErrorCode::MalformedFrame,
+    "request sent before the answer to a v5 STARTUP",
+);
 const NO_ROOM: ParseError = ParseError::new(ErrorCode::StateLimit, "too many denials waiting");
 
 impl Parser for CassandraParser {
@@ -338,16 +353,24 @@ impl CassandraParser {
         if let Some(op) = self.refuse_newer_version(ctx, input)? {
             return Ok(op);
         }
+        // After a v5 STARTUP, a client sends segments, and only once READY has come: bytes
+        // before it may be read by the server as a segment, here as a frame.
+        if self.startup.is_some_and(|s| s.version >= 5) && !input.is_empty() {
+            return Err(BEFORE_READY);
+        }
         let Some(header) = self.frame_header(input, false)? else {
             return Ok(need_header(input, HEADER_LEN));
         };
         self.check_held(header.length as usize)?;
+        // Every request waits behind an unanswered USE, so that no answer on the USE's
+        // stream can be another request's.
+        if self.holds_requests() {
+            return Ok(Op::Nop);
+        }
+        self.check_stream_free(&header)?;
         let frame_len = HEADER_LEN + header.length as usize;
         if !inspected(header.opcode) {
             return Ok(Op::Pass(frame_len));
-        }
-        if self.holds_requests() {
-            return Ok(Op::Nop);
         }
         if input.len() < frame_len {
             return Ok(Op::More(frame_len - input.len()));
@@ -376,8 +399,19 @@ impl CassandraParser {
         }
     }
 
-    /// Whether requests that name tables must wait: a USE is unanswered, so the keyspace they
-    /// would resolve against is not known yet. Holding them costs a round trip only to
+    /// Fails when the request with `header` would share its stream with a USE or PREPARE whose
+    /// answer has not come: its answer would come on that stream too and could be taken for
+    /// theirs (an answer before the Set_keyspace would let the Set_keyspace pass unread, a
+    /// second Prepared result would give the first PREPARE's id the second's statement).
+    fn check_stream_free(&self, header: &Header) -> Result<(), ParseError> {
+        match self.awaits_answer(header.stream) {
+            true => Err(STREAM_IN_USE),
+            false => Ok(()),
+        }
+    }
+
+    /// Whether requests must wait: a USE is unanswered, so the keyspace they would resolve
+    /// against is not known yet. Holding them costs a round trip only to
     /// clients that pipeline behind a USE.
     fn holds_requests(&self) -> bool {
         !self.pending_uses.is_empty()
@@ -444,22 +478,29 @@ impl CassandraParser {
                 Ok(())
             }
             Request::Other(_) => Ok(()),
-            Request::Query { query, keyspace } => {
-                self.resolve_query(&mut resolution, query, keyspace)
-            }
+            Request::Query { query, keyspace } => own_keyspace(header, keyspace)
+                .and_then(|own| self.resolve_query(&mut resolution, query, own)),
             Request::Prepare { query, keyspace } => self
                 .resolve_query(&mut resolution, query, keyspace)
                 .map(|()| prepared = Some(checked(&resolution))),
             Request::Execute { id, .. } => self.resolve_prepared(&mut resolution, id),
             Request::Batch { entries, keyspace } => {
-                entries.iter().try_for_each(|entry| match entry {
-                    BatchEntry::Query(query) => {
-                        self.resolve_query(&mut resolution, query, keyspace)
-                    }
-                    BatchEntry::Prepared(id) => self.resolve_prepared(&mut resolution, id),
+                own_keyspace(header, keyspace).and_then(|own| {
+                    entries.iter().try_for_each(|entry| match entry {
+                        BatchEntry::Query(query) => self.resolve_query(&mut resolution, query, own),
+                        BatchEntry::Prepared(id) => self.resolve_prepared(&mut resolution, id),
+                    })
                 })
             }
         };
+        // Two USEs unanswered at once (in one v5 segment) may be answered in another order
+        // than the server ran them: the keyspace it ends in would not be known.
+        let resolved = resolved.and_then(|()| match (&prepared, &resolution.use_target) {
+            (None, Some(_)) if !self.pending_uses.is_empty() => Err(Refusal::Unclassified(
+                "use: another USE is not yet answered".into(),
+            )),
+            _ => Ok(()),
+        });
         let answer = self.judge(ctx, header, &resolution, resolved, prepared);
         self.resolution = resolution;
         answer
@@ -692,7 +733,7 @@ impl CassandraParser {
 
     /// Reads a response envelope (body uncompressed): the answer to a PREPARE gives the
     /// statement its id, the answer to a USE sets the keyspace when it is a Set_keyspace
-    /// result (an error leaves it as it was).
+    /// result, and otherwise (an error) leaves no keyspace known.
     fn on_response(&mut self, header: &Header, body: &[u8]) -> Result<(), ParseError> {
         let prepare = self.pending_prepares.remove(&header.stream);
         let position = self
@@ -700,19 +741,24 @@ impl CassandraParser {
             .iter()
             .position(|(s, _)| *s == header.stream);
         let answers_use = position.map(|at| self.pending_uses.remove(at)).is_some();
-        if header.opcode != opcode::RESULT || (prepare.is_none() && !answers_use) {
-            return Ok(());
-        }
-        match frame::result_outcome(header, body).map_err(|_| MALFORMED)? {
-            Outcome::Prepared(id) => {
-                if let Some(checked) = prepare {
-                    self.prepared.insert(id, checked);
-                }
-            }
-            Outcome::SetKeyspace(keyspace) if answers_use => {
+        let outcome = match header.opcode == opcode::RESULT && (prepare.is_some() || answers_use) {
+            true => Some(frame::result_outcome(header, body).map_err(|_| MALFORMED)?),
+            false => None,
+        };
+        match outcome {
+            Some(Outcome::SetKeyspace(keyspace)) if answers_use => {
                 self.keyspace = Some(keyspace.to_owned());
             }
-            _ => {}
+            outcome => {
+                if let (Some(Outcome::Prepared(id)), Some(checked)) = (outcome, prepare) {
+                    self.prepared.insert(id, checked);
+                }
+                // Any other answer on a USE's stream may be another request's, the USE's own
+                // Set_keyspace still to come unread: the server's keyspace is no longer known.
+                if answers_use {
+                    self.keyspace = None;
+                }
+            }
         }
         Ok(())
     }
@@ -745,6 +791,22 @@ fn checked(resolution: &Resolution) -> Vec<Checked> {
             },
         })
         .collect()
+}
+
+/// The keyspace a QUERY or BATCH names for itself, which its unqualified names resolve against.
+/// Only v5 defines the flag that names it, but Cassandra reads it from a v3 or v4 request's
+/// flags too, and other servers may not: such a request is refused, as no one keyspace can be
+/// known to be the one the server uses.
+fn own_keyspace<'k>(
+    header: &Header,
+    keyspace: Option<&'k str>,
+) -> Result<Option<&'k str>, Refusal<'static>> {
+    match (header.version, keyspace) {
+        (5.., _) | (_, None) => Ok(keyspace),
+        (version, Some(keyspace)) => Err(Refusal::Unclassified(format!(
+            "keyspace {keyspace:?} named by a protocol v{version} request (flag 0x80 is v5's)"
+        ))),
+    }
 }
 
 /// Whether requests with `opcode` are read before they pass.

@@ -24,7 +24,7 @@ fn short_bytes(b: &[u8]) -> Vec<u8> {
     [&(b.len() as u16).to_be_bytes()[..], b].concat()
 }
 
-/// `<consistency><flags>` with two values, a page size and, in v5, a keyspace.
+/// `<consistency><flags>` with two values, a page size and, when given, a keyspace (flag 0x80).
 fn parameters(version: u8, keyspace: Option<&str>) -> Vec<u8> {
     let mut flags: u32 = 0x01 | 0x04;
     if keyspace.is_some() {
@@ -170,6 +170,54 @@ fn batches_list_their_entries() {
     );
 }
 
+/// A BATCH body of one query entry, then `parameters`.
+fn batch_body(parameters: Vec<u8>) -> Vec<u8> {
+    let mut body = vec![0u8];
+    body.extend_from_slice(&1u16.to_be_bytes());
+    body.push(0);
+    body.extend(long_string("DELETE FROM vault WHERE k = 1"));
+    body.extend_from_slice(&0u16.to_be_bytes());
+    body.extend(parameters);
+    body
+}
+
+#[test]
+fn a_batch_keyspace_is_read_past_the_values_page_size_and_paging_state_its_flags_announce() {
+    // Cassandra reads a BATCH's parameters with the codec of a QUERY's: values, a page size and
+    // a paging state, when the flags say so, come before the keyspace. Read from where the
+    // values are, the bytes would name another keyspace ("\0\0").
+    for version in [4, 5] {
+        let body = batch_body(parameters(version, Some("system")));
+        let Request::Batch { keyspace, .. } =
+            Request::parse(&header(version, 0, opcode::BATCH, &body), &body).unwrap()
+        else {
+            panic!("not a batch");
+        };
+        assert_eq!(keyspace, Some("system"), "v{version}");
+    }
+}
+
+#[test]
+fn the_keyspace_flag_of_a_v3_or_v4_request_is_read_as_cassandra_reads_it() {
+    // Only the v5 specification defines flag 0x80, but Cassandra's codec reads the keyspace
+    // from a v3 or v4 flags byte too.
+    for version in [3, 4] {
+        let body = [
+            long_string("SELECT * FROM vault"),
+            parameters(version, Some("secret")),
+        ]
+        .concat();
+        assert_eq!(
+            Request::parse(&header(version, 0, opcode::QUERY, &body), &body).unwrap(),
+            Request::Query {
+                query: "SELECT * FROM vault",
+                keyspace: Some("secret")
+            },
+            "v{version}"
+        );
+    }
+}
+
 #[test]
 fn startup_names_its_compression() {
     let body = [
@@ -184,6 +232,32 @@ fn startup_names_its_compression() {
         Request::parse(&header(4, 0, opcode::STARTUP, &body), &body).unwrap(),
         Request::Startup {
             compression: Some("lz4")
+        }
+    );
+}
+
+#[test]
+fn only_the_compression_option_cassandra_reads_names_the_compression() {
+    // Cassandra looks the option up as `COMPRESSION` exactly: under another case it compresses
+    // nothing, and reads a v4 frame flagged as compressed as it is.
+    for key in ["compression", "Compression"] {
+        let body = [1u16.to_be_bytes().to_vec(), string(key), string("lz4")].concat();
+        assert_eq!(
+            Request::parse(&header(4, 0, opcode::STARTUP, &body), &body).unwrap(),
+            Request::Startup { compression: None },
+            "{key}"
+        );
+    }
+    let body = [
+        1u16.to_be_bytes().to_vec(),
+        string("COMPRESSION"),
+        string("LZ4"),
+    ]
+    .concat();
+    assert_eq!(
+        Request::parse(&header(5, 0, opcode::STARTUP, &body), &body).unwrap(),
+        Request::Startup {
+            compression: Some("LZ4")
         }
     );
 }

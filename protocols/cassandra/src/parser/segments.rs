@@ -223,6 +223,7 @@ impl CassandraParser {
         let mut at = 0;
         while at < payload.len() {
             let header = self.envelope_header(envelope_bytes(&payload[at..])?, false)?;
+            self.check_stream_free(&header)?;
             let end = at + HEADER_LEN + header.length as usize;
             let body = payload.get(at + HEADER_LEN..end).ok_or(CUT_ENVELOPE)?;
             match self.inspect(ctx, &header, body)? {
@@ -296,6 +297,7 @@ impl CassandraParser {
             .join_segments(input, at, format, &mut joined)
             .and_then(|()| {
                 let header = self.envelope_header(envelope_bytes(&joined)?, false)?;
+                self.check_stream_free(&header)?;
                 self.inspect(ctx, &header, &joined[HEADER_LEN..])
             });
         joined.clear();

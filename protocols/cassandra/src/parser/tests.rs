@@ -156,7 +156,8 @@ fn the_keyspace_is_the_one_the_server_sets() {
     );
     let client = &s.sent.client[set_keyspace_result(1, "attendance").len()..];
     assert_eq!(error_of(client), (3, UNAUTHORIZED));
-    // A USE the server refuses changes nothing.
+    // A USE the server refuses leaves no keyspace known: its answer cannot be told from the
+    // answer to another request on its stream.
     s.send(Flow::Request, &query(4, "USE nowhere")).unwrap();
     s.send(Flow::Reply, &invalid_error(4)).unwrap();
     s.send(
@@ -164,14 +165,23 @@ fn the_keyspace_is_the_one_the_server_sets() {
         &query(5, "INSERT INTO daily_records (a) VALUES (2)"),
     )
     .unwrap();
-    assert!(s
-        .sent
-        .upstream
-        .ends_with(&query(5, "INSERT INTO daily_records (a) VALUES (2)")));
+    s.send(
+        Flow::Request,
+        &query(6, "INSERT INTO attendance.daily_records (a) VALUES (2)"),
+    )
+    .unwrap();
+    assert!(s.sent.upstream.ends_with(
+        &[
+            query(4, "USE nowhere"),
+            query(6, "INSERT INTO attendance.daily_records (a) VALUES (2)")
+        ]
+        .concat()
+    ));
     assert_eq!(
         s.log()[3..],
         [
             "Request  query_action=use query_table=",
+            "Denied  error=insert: unqualified table daily_records and no keyspace set",
             "Request empire query_action=insert query_table=attendance.daily_records",
         ]
     );
@@ -203,6 +213,136 @@ fn requests_behind_an_unanswered_use_wait_for_its_answer() {
             "Denied  query_action=select query_table=secret.vault",
         ]
     );
+}
+
+/// A v4 QUERY whose flags byte sets 0x80 and names `keyspace`, as Cassandra's codec reads it.
+fn query_naming_keyspace(stream: i16, cql: &str, keyspace: &str) -> Vec<u8> {
+    let body = [
+        long_string(cql),
+        vec![0, 1, 0x80],
+        (keyspace.len() as u16).to_be_bytes().to_vec(),
+        keyspace.as_bytes().to_vec(),
+    ]
+    .concat();
+    frame(4, 0, stream, opcode::QUERY, &body)
+}
+
+#[test]
+fn a_v4_request_naming_its_own_keyspace_is_refused() {
+    // Cassandra reads flag 0x80 of a v4 QUERY or BATCH as the v5 keyspace flag: after `USE
+    // system`, `SELECT * FROM vault` naming `secret` reads secret.vault there.
+    let mut s = outpost();
+    s.send(Flow::Request, &query(1, "USE system")).unwrap();
+    s.send(Flow::Reply, &set_keyspace_result(1, "system"))
+        .unwrap();
+    s.send(
+        Flow::Request,
+        &query_naming_keyspace(2, "SELECT * FROM vault", "secret"),
+    )
+    .unwrap();
+    let mut batch = batch(&["DELETE FROM vault WHERE k = 1"]);
+    let flags = batch.len() - 1;
+    batch[flags] = 0x80;
+    batch.extend_from_slice(&6u16.to_be_bytes());
+    batch.extend_from_slice(b"secret");
+    let length = (batch.len() - HEADER_LEN) as u32;
+    batch[5..HEADER_LEN].copy_from_slice(&length.to_be_bytes());
+    s.send(Flow::Request, &batch).unwrap();
+    assert_eq!(s.sent.upstream, query(1, "USE system"));
+    let client = &s.sent.client[set_keyspace_result(1, "system").len()..];
+    assert_eq!(error_of(client), (2, UNAUTHORIZED));
+    assert_eq!(error_of(&client[client.len() / 2..]), (4, UNAUTHORIZED));
+    assert_eq!(
+        s.log()[1..],
+        [
+            "Denied  error=keyspace \"secret\" named by a protocol v4 request (flag 0x80 is v5's)",
+            "Denied  error=keyspace \"secret\" named by a protocol v4 request (flag 0x80 is v5's)",
+        ]
+    );
+}
+
+#[test]
+fn a_use_whose_stream_carried_another_request_cannot_hide_its_answer() {
+    // SELECT and USE pipelined on stream 5: the SELECT's answer comes first on that stream, so
+    // an answer there is no sign of the USE failing, and the Set_keyspace after it may pass
+    // unread. The keyspace is unknown from then on, as Cassandra may be using `secret`.
+    let mut s = outpost();
+    s.send(Flow::Request, &query(1, "USE system")).unwrap();
+    s.send(Flow::Reply, &set_keyspace_result(1, "system"))
+        .unwrap();
+    let pipelined = [
+        query(5, "SELECT * FROM system.local"),
+        query(5, "USE secret"),
+    ];
+    s.send(Flow::Request, &pipelined.concat()).unwrap();
+    s.send(Flow::Reply, &void_result(5)).unwrap();
+    s.send(Flow::Reply, &set_keyspace_result(5, "secret"))
+        .unwrap();
+    s.send(Flow::Request, &query(6, "SELECT * FROM vault"))
+        .unwrap();
+    assert!(!s.sent.upstream.ends_with(&query(6, "SELECT * FROM vault")));
+    let answered = [
+        set_keyspace_result(1, "system"),
+        void_result(5),
+        set_keyspace_result(5, "secret"),
+    ]
+    .concat();
+    assert_eq!(
+        error_of(&s.sent.client[answered.len()..]),
+        (6, UNAUTHORIZED)
+    );
+    assert_eq!(
+        s.log()[3..],
+        ["Denied  error=select: unqualified table vault and no keyspace set"]
+    );
+}
+
+#[test]
+fn every_request_waits_behind_an_unanswered_use() {
+    // An OPTIONS on the USE's stream, answered first, would otherwise be taken for the USE's
+    // answer and let the Set_keyspace pass unread.
+    let mut s = outpost();
+    let options = frame(4, 0, 5, opcode::OPTIONS, &[]);
+    s.send(
+        Flow::Request,
+        &[query(5, "USE secret"), options.clone()].concat(),
+    )
+    .unwrap();
+    assert_eq!(s.sent.upstream, query(5, "USE secret"));
+    s.send(Flow::Reply, &set_keyspace_result(5, "secret"))
+        .unwrap();
+    assert_eq!(s.sent.upstream, [query(5, "USE secret"), options].concat());
+    s.send(Flow::Request, &query(6, "SELECT * FROM vault"))
+        .unwrap();
+    assert_eq!(
+        s.log()[1..],
+        ["Denied  query_action=select query_table=secret.vault"]
+    );
+}
+
+#[test]
+fn a_request_on_the_stream_of_an_unanswered_prepare_closes_the_connection() {
+    // Its answer would come on the same stream and could be taken for the PREPARE's: a second
+    // PREPARE's would give the first one's id its statement. (Requests behind an unanswered
+    // USE wait, whatever their stream.)
+    let options = frame(4, 0, 5, opcode::OPTIONS, &[]);
+    for (first, second) in [
+        (prepare(5, "SELECT * FROM system.local"), options),
+        (
+            prepare(5, "SELECT * FROM system.local"),
+            prepare(5, "SELECT * FROM system.peers"),
+        ),
+    ] {
+        let mut s = outpost();
+        let error = s
+            .send(Flow::Request, &[first.clone(), second].concat())
+            .unwrap_err();
+        assert!(
+            matches!(error, ConnectionError::Parse(e) if e.code == ErrorCode::MalformedFrame),
+            "{error:?}"
+        );
+        assert_eq!(s.sent.upstream, first);
+    }
 }
 
 #[test]
@@ -425,6 +565,33 @@ fn compressed_connections_are_inspected() {
             "{name}: the original bytes are forwarded"
         );
     }
+}
+
+#[test]
+fn a_compression_option_cassandra_does_not_read_compresses_nothing() {
+    // Cassandra reads `COMPRESSION` only: after `compression: lz4` it reads a frame flagged as
+    // compressed as it is, not decompressed as the flag would have it. Such a frame closes the
+    // connection.
+    let mut s = outpost();
+    let mut startup = 2u16.to_be_bytes().to_vec();
+    for (k, v) in [("CQL_VERSION", "3.0.0"), ("compression", "lz4")] {
+        startup.extend_from_slice(&(k.len() as u16).to_be_bytes());
+        startup.extend_from_slice(k.as_bytes());
+        startup.extend_from_slice(&(v.len() as u16).to_be_bytes());
+        startup.extend_from_slice(v.as_bytes());
+    }
+    s.send(Flow::Request, &frame(4, 0, 0, opcode::STARTUP, &startup))
+        .unwrap();
+    s.send(Flow::Reply, &frame(0x84, 0, 0, opcode::READY, &[]))
+        .unwrap();
+    let body = [long_string("SELECT * FROM system.peers"), vec![0, 1, 0]].concat();
+    let flagged = frame(4, 1, 3, opcode::QUERY, &Compression::Lz4.compress(&body));
+    let error = s.send(Flow::Request, &flagged).unwrap_err();
+    assert!(
+        matches!(error, ConnectionError::Parse(e) if e.code == ErrorCode::MalformedFrame),
+        "{error:?}"
+    );
+    assert!(!s.sent.upstream.ends_with(&flagged));
 }
 
 #[test]

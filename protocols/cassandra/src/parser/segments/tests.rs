@@ -486,3 +486,99 @@ fn segments_behind_an_unanswered_use_wait_and_a_use_in_the_same_segment_counts_b
 fn answers_len(format: Format, wire: &[u8]) -> usize {
     unframe(format, wire).len()
 }
+
+#[test]
+fn a_request_in_the_segment_of_a_use_and_on_its_stream_closes_the_connection() {
+    // Its answer could be taken for the USE's and let the Set_keyspace pass unread.
+    for format in [Format::Plain, Format::Lz4] {
+        let mut s = v5(format, Limits::default());
+        let segment = segments(
+            format,
+            &[
+                query(4, "USE secret", None),
+                query(4, "SELECT * FROM system.local", None),
+            ]
+            .concat(),
+        );
+        let error = s.send(Flow::Request, &segment).unwrap_err();
+        assert!(
+            matches!(error, ConnectionError::Parse(e) if e.code == ErrorCode::MalformedFrame),
+            "{format:?}: {error:?}"
+        );
+        assert!(s.sent.upstream.is_empty(), "{format:?}");
+    }
+}
+
+#[test]
+fn requests_sent_before_the_answer_to_a_v5_startup_close_the_connection() {
+    // A client may send segments only once READY has come. One sent earlier reaches a server
+    // that may read it as a segment, but would be read here as a v3-v5 frame: this one, found
+    // by its length, has a header that reads as a frame of an opcode that passes unread.
+    let inspected = [
+        opcode::STARTUP,
+        opcode::QUERY,
+        opcode::PREPARE,
+        opcode::EXECUTE,
+        opcode::BATCH,
+    ];
+    // The segment header's first byte is the low byte of the payload's length: a version.
+    let cql = "DELETE FROM secret.vault WHERE k = 1";
+    let base = query(1, cql, None).len();
+    let disguised = (1..512)
+        .flat_map(|high| (3..=5).map(move |version| high * 256 + version))
+        .map(|length| {
+            let padded = format!("{cql}{}", " ".repeat(length - base));
+            segments(Format::Plain, &query(1, &padded, None))
+        })
+        .find(|wire| {
+            let header = Header::parse(wire[..HEADER_LEN].try_into().unwrap());
+            (3..=5).contains(&header.version)
+                && !header.response
+                && !inspected.contains(&header.opcode)
+                && (header.length as usize) < crate::DEFAULT_MAX_FRAME
+        })
+        .expect("a segment whose header reads as a frame that passes");
+    let mut s = Session::new(&Cassandra::default(), outpost_rules());
+    let body = [
+        1u16.to_be_bytes().to_vec(),
+        string("CQL_VERSION"),
+        string("3.0.0"),
+    ]
+    .concat();
+    let startup = envelope(5, 0, opcode::STARTUP, &body);
+    let error = s
+        .send(Flow::Request, &[startup.clone(), disguised].concat())
+        .unwrap_err();
+    assert!(
+        matches!(error, ConnectionError::Parse(e) if e.code == ErrorCode::MalformedFrame),
+        "{error:?}"
+    );
+    assert_eq!(s.sent.upstream, startup);
+}
+
+#[test]
+fn a_second_use_in_the_segment_of_an_unanswered_one_is_refused() {
+    // Their answers may come in another order than the server ran them: which keyspace it
+    // ends in would not be known.
+    for format in [Format::Plain, Format::Lz4] {
+        let mut s = v5(format, Limits::default());
+        let first = query(1, "USE system", None);
+        let segment = segments(
+            format,
+            &[first.clone(), query(2, "USE secret", None)].concat(),
+        );
+        s.send(Flow::Request, &segment).unwrap();
+        assert_eq!(unframe(format, &s.sent.upstream), first, "{format:?}");
+        assert_eq!(
+            errors(&unframe(format, &s.sent.client)),
+            [(2, UNAUTHORIZED)]
+        );
+        assert_eq!(
+            s.log(),
+            [
+                "Request  query_action=use query_table=",
+                "Denied  error=use: another USE is not yet answered",
+            ]
+        );
+    }
+}
