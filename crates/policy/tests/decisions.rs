@@ -207,6 +207,81 @@ fn ports_numbers_strings_wildcards_ranges_and_protocols() {
     assert_eq!(ingress(&snap, "db", HOST, 1), "allowed:ports");
 }
 
+/// An explicitly empty peer list selects no remote: Cilium's `mergeEndpointSelectors`
+/// (cilium/cilium `pkg/policy/utils/parserules.go`: "Explicitly check for empty non-nil
+/// slices, it should not result in any identity being selected") treats
+/// `fromEndpoints: []`, `fromCIDR: []`, `fromCIDRSet: []` and `fromEntities: []` (and their
+/// egress twins) as selecting nothing, not as the wildcard that an absent field is.
+#[test]
+fn an_empty_peer_list_selects_no_remote() {
+    for field in ["fromEndpoints", "fromCIDR", "fromCIDRSet", "fromEntities"] {
+        let snap = snapshot(&policy(
+            "empty-peers",
+            &format!(
+                "endpointSelector: {{matchLabels: {{app: db}}}}\n\
+                 ingress:\n\
+                 - {field}: []\n\
+                 \x20 toPorts: [{{ports: [{{port: '5432'}}]}}]\n\
+                 - {field}: []"
+            ),
+        ));
+        for remote in [WEB, CACHE, HOST, WORLD] {
+            assert_eq!(
+                ingress(&snap, "db", remote, 5432),
+                "refused:",
+                "{field} {remote}"
+            );
+            assert_eq!(
+                ingress(&snap, "db", remote, 1),
+                "refused:",
+                "{field} {remote}"
+            );
+        }
+    }
+    for field in ["toEndpoints", "toCIDR", "toCIDRSet", "toEntities"] {
+        let snap = snapshot(&policy(
+            "empty-peers",
+            &format!(
+                "endpointSelector: {{matchLabels: {{app: web}}}}\n\
+                 egress: [{{{field}: [], toPorts: [{{ports: [{{port: '5432'}}]}}]}}]"
+            ),
+        ));
+        for remote in [DB, CACHE, HOST, WORLD] {
+            assert_eq!(
+                egress(&snap, "web", remote, 5432),
+                "refused:",
+                "{field} {remote}"
+            );
+        }
+    }
+    let snap = snapshot(&policy(
+        "empty-deny",
+        "endpointSelector: {matchLabels: {app: db}}\n\
+         ingress: [{toPorts: [{ports: [{port: '5432'}]}]}]\n\
+         ingressDeny: [{fromEndpoints: [], toPorts: [{ports: [{port: '5432'}]}]}]",
+    ));
+    assert_eq!(ingress(&snap, "db", WEB, 5432), "allowed:empty-deny");
+    let policies = parse_policies(
+        "test.yaml",
+        &policy(
+            "warned",
+            "endpointSelector: {}\ningress: [{fromEntities: [], toPorts: [{ports: [{port: '1'}]}]}]",
+        ),
+    )
+    .unwrap();
+    let warnings: Vec<String> = policies[0]
+        .warnings()
+        .iter()
+        .map(|w| w.to_string())
+        .collect();
+    assert_eq!(
+        warnings,
+        ["test.yaml: policy \"warned\": spec.ingress[0].fromEntities: the empty list selects no \
+          remote, so this rule allows (or denies) nothing (as in Cilium; leave the field out to \
+          mean every remote)"]
+    );
+}
+
 #[test]
 fn l4_only_rules_need_no_parsing() {
     let snap = snapshot(&policy(
