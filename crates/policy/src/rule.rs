@@ -494,13 +494,11 @@ fn parse_port_rule(
         }
     }
     if ports.is_empty() {
-        if l7.is_some() {
-            return Err(FieldError::new(
-                format!("{at}.ports"),
-                "L7 rules need a single port",
-            ));
-        }
-        ranges.push(PortRange::ALL);
+        return Err(FieldError::new(
+            format!("{at}.ports"),
+            "a toPorts element without ports matches no port (as in Cilium); list the ports, \
+             or write ports: [{port: \"0\"}] for every port",
+        ));
     }
     Ok(PortRule {
         path: at.to_owned(),
