@@ -672,6 +672,53 @@ fn a_peer_selector_naming_the_namespace_reaches_across() {
     assert_eq!(ingress(&snap, "db", WEB, 5432), "allowed:any");
 }
 
+/// Cilium leaves a peer selector unscoped only when it names the namespace through the `k8s:`
+/// or `any:` source (cilium/cilium `pkg/k8s/apis/cilium.io/utils/utils.go`,
+/// `getEndpointSelector`: `HasKey(podPrefixLbl)`, `HasKey(podAnyPrefixLbl)` and the namespace
+/// labels prefix with the same two sources). Through another source (`container:`, `unspec:`)
+/// the selector is scoped to the policy's namespace and also asks for a label of that source
+/// that no pod has, so it admits nobody; reading it as naming the namespace would reach across
+/// namespaces. Such a key is refused.
+#[test]
+fn a_namespace_key_of_another_source_is_refused() {
+    for key in [
+        "container:io.kubernetes.pod.namespace",
+        "unspec:io.kubernetes.pod.namespace",
+        "container:io.cilium.k8s.namespace.labels.team",
+    ] {
+        for (kind, select) in [
+            ("matchLabels", format!("matchLabels: {{'{key}': default}}")),
+            (
+                "matchExpressions[0]",
+                format!("matchExpressions: [{{key: '{key}', operator: Exists}}]"),
+            ),
+        ] {
+            let spec = format!(
+                "endpointSelector: {{matchLabels: {{app: db}}}}\ningress: [{{fromEndpoints: [{{{select}}}]}}]"
+            );
+            let yaml =
+                policy("cross", &spec).replace("name: cross", "name: cross\n  namespace: prod");
+            let error = match parse_policies("ns.yaml", &yaml) {
+                Err(e) => e.to_string(),
+                Ok(_) => panic!("{key} in {kind} was accepted"),
+            };
+            let field = if kind == "matchLabels" {
+                format!("matchLabels.{key}")
+            } else {
+                format!("{kind}.key")
+            };
+            assert_eq!(
+                error,
+                format!(
+                    "ns.yaml: policy \"cross\": spec.ingress[0].fromEndpoints[0].{field}: the \
+                     namespace label can only be named with the k8s: or any: source (or none), \
+                     as Cilium scopes selectors by these"
+                ),
+            );
+        }
+    }
+}
+
 #[test]
 fn a_clusterwide_policy_spans_namespaces() {
     let spec = "endpointSelector: {matchLabels: {app: db}}\ningress: [{fromEndpoints: [{matchLabels: {'k8s:app': web}}]}]";
