@@ -723,12 +723,41 @@ fn with_imports(
             file: clash.source().into(),
         });
     }
+    for (index, policy) in policies.iter().enumerate() {
+        if let Some(twin) = policies[..index].iter().find(|p| p.name() == policy.name()) {
+            return Err(StateError::Invalid(format!(
+                "the import names two policies {:?} ({} and {}); imported policies are told \
+                 apart by name",
+                policy.name(),
+                scope_of(twin),
+                scope_of(policy)
+            )));
+        }
+    }
     let mut candidate = base.clone();
     let store = target.policies(&mut candidate);
     for policy in policies {
+        if let Some(held) = store.get(policy.name()) {
+            if held.kind() != policy.kind() || held.namespace() != policy.namespace() {
+                return Err(StateError::Invalid(format!(
+                    "{} cannot be imported: the imported {} has that name (imported policies \
+                     are told apart by name; delete it first)",
+                    scope_of(policy),
+                    scope_of(held)
+                )));
+            }
+        }
         store.insert(policy.name().to_owned(), policy.clone());
     }
     Ok(candidate)
+}
+
+/// A policy as Cilium tells it apart: its kind, namespace and name.
+fn scope_of(policy: &Policy) -> String {
+    match policy.namespace() {
+        Some(namespace) => format!("{} {namespace}/{}", policy.kind().as_str(), policy.name()),
+        None => format!("{} {}", policy.kind().as_str(), policy.name()),
+    }
 }
 
 /// What `policies` contain that their authors should know about.
@@ -895,6 +924,65 @@ mod tests {
     /// `GUARD` under another name.
     fn guard_named(name: &str) -> String {
         GUARD.replace("{name: guard}", &format!("{{name: {name}}}"))
+    }
+
+    /// Cilium tells policies apart by kind, namespace and name, so `default/guard` and
+    /// `prod/guard` are two policies there. Imported policies are stored by name: a policy of
+    /// another namespace or kind must not replace one of the same name (the endpoints the
+    /// first selected would silently lose its rules, and with them their enforcement), and two
+    /// policies of one import must not share a name (one would be dropped).
+    #[test]
+    fn an_import_never_replaces_a_policy_of_another_namespace_or_kind() {
+        let state = state();
+        state.import(&text("guard.yaml", GUARD), false).unwrap();
+        let enforced = |state: &State| state.snapshot().enforced("r2d2", Direction::Ingress);
+        assert_eq!(enforced(&state), Some(true));
+        let in_prod = GUARD.replace("{name: guard}", "{name: guard, namespace: prod}");
+        let clusterwide = GUARD.replace(
+            "kind: CiliumNetworkPolicy",
+            "kind: CiliumClusterwideNetworkPolicy",
+        );
+        for (other, scope) in [
+            (&in_prod, "CiliumNetworkPolicy prod/guard"),
+            (&clusterwide, "CiliumClusterwideNetworkPolicy guard"),
+        ] {
+            for validate_only in [true, false] {
+                let error = state
+                    .import(&text("other.yaml", other), validate_only)
+                    .unwrap_err()
+                    .to_string();
+                assert_eq!(
+                    error,
+                    format!(
+                        "{scope} cannot be imported: the imported CiliumNetworkPolicy \
+                         default/guard has that name (imported policies are told apart by \
+                         name; delete it first)"
+                    )
+                );
+            }
+            assert_eq!(enforced(&state), Some(true));
+        }
+        let both = format!("{GUARD}---\n{in_prod}");
+        let error = state.import(&text("both.yaml", &both), false).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "the import names two policies \"guard\" (CiliumNetworkPolicy default/guard and \
+             CiliumNetworkPolicy prod/guard); imported policies are told apart by name"
+        );
+        let twice = format!("{}---\n{}", guard_named("twin"), guard_named("twin"));
+        assert_eq!(
+            state
+                .import(&text("twice.yaml", &twice), false)
+                .unwrap_err()
+                .to_string(),
+            "the import names two policies \"twin\" (CiliumNetworkPolicy default/twin and \
+             CiliumNetworkPolicy default/twin); imported policies are told apart by name"
+        );
+        assert_eq!(state.policies().len(), 1);
+        let replaced = GUARD.replace("cmd: READ", "cmd: HALT");
+        state.import(&text("guard.yaml", &replaced), false).unwrap();
+        assert_eq!(state.policies().len(), 1);
+        assert_eq!(enforced(&state), Some(true));
     }
 
     #[test]
