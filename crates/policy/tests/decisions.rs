@@ -362,6 +362,39 @@ fn l7_port_with_an_l4_rule_for_another_remote() {
     assert_eq!(ingress(&snap, "db", CACHE, 7001), "allowed:loose");
 }
 
+/// Cilium's layer 7 documentation (Documentation/security/policy/layer7.rst): "If a layer 4
+/// rule is specified in the policy, and a similar layer 4 rule with layer 7 rules is also
+/// specified, then the layer 7 portions of the latter rule will have no effect." The same
+/// remote, allowed on the L7 port by a rule without L7 rules (all ports, or a range holding the
+/// port), may send any request there; a remote allowed only with L7 rules may not.
+#[test]
+fn an_l4_allow_for_the_same_remote_opens_its_l7_port() {
+    for loose in [
+        "ingress: [{fromEndpoints: [{matchLabels: {app: web}}]}]",
+        "ingress: [{fromEndpoints: [{matchLabels: {app: web}}], toPorts: [{ports: [{port: '6000', endPort: 8000}]}]}]",
+    ] {
+        let snap = snapshot(&format!(
+            "{}---\n{}",
+            policy(
+                "strict",
+                "endpointSelector: {matchLabels: {app: db}}\n\
+                 ingress: [{fromEndpoints: [{matchLabels: {app: web}}, {matchLabels: {app: cache}}], toPorts: [{ports: [{port: 7000}], rules: {l7proto: test, l7: [{cmd: get}]}}]}]"
+            ),
+            policy(
+                "loose",
+                &format!("endpointSelector: {{matchLabels: {{app: db}}}}\n{loose}"),
+            ),
+        ));
+        let web = l7_policy(&snap, "db", Direction::Ingress, WEB, 7000);
+        assert_eq!(web.proto(), Some("test"), "{loose}");
+        assert_eq!(request(&web, "put"), "allow:loose", "{loose}");
+        assert_eq!(request(&web, "get"), "allow:strict", "{loose}");
+        let cache = l7_policy(&snap, "db", Direction::Ingress, CACHE, 7000);
+        assert_eq!(request(&cache, "get"), "allow:strict", "{loose}");
+        assert_eq!(request(&cache, "put"), "deny:", "{loose}");
+    }
+}
+
 #[test]
 fn rules_add_up_across_policies() {
     let rule = |name: &str, cmd: &str| {
@@ -406,6 +439,30 @@ fn enable_default_deny_false() {
     assert_eq!(ingress(&snap, "web", WORLD, 1), "unrestricted");
     assert_eq!(ingress(&snap, "db", HOST, 1), "allowed:soft");
     assert_eq!(ingress(&snap, "db", CACHE, 1), "refused:");
+}
+
+/// With only default-allow rules, Cilium synthesizes a wildcard allow-all rule after them
+/// (cilium/cilium `pkg/policy/repository.go`, `computePolicyEnforcementAndRules`: "we must
+/// insert an additional allow-all rule [...] because rules may have additional effects such as
+/// enabling L7 proxy"): the L7 port is still parsed, and every request of every remote passes.
+#[test]
+fn l7_rules_without_default_deny_parse_but_allow_everything() {
+    let snap = snapshot(&policy(
+        "soft-l7",
+        "endpointSelector: {matchLabels: {app: db}}\n\
+         enableDefaultDeny: {ingress: false}\n\
+         ingress: [{fromEndpoints: [{matchLabels: {app: web}}], toPorts: [{ports: [{port: 7000}], rules: {l7proto: test, l7: [{cmd: get}]}}]}]",
+    ));
+    assert_eq!(snap.enforced("db", Direction::Ingress), Some(false));
+    assert!(snap
+        .l7_ports()
+        .iter()
+        .any(|p| p.endpoint == "db" && p.port == 7000 && &*p.proto == "test"));
+    for remote in [WEB, CACHE, WORLD] {
+        let open = snap.request_policy("db", Direction::Ingress, ip(remote), 7000);
+        assert_eq!(open.proto(), Some("test"), "{remote}");
+        assert_eq!(request(&open, "put"), "allow:", "{remote}");
+    }
 }
 
 #[test]
