@@ -824,6 +824,10 @@ fn remote_endpoints_are_identities_that_no_listener_guards() {
         common_endpoint("node-a/other", "10.1.0.2", &[("app", "other")]),
         // Claims an address of a local endpoint: the local one keeps it.
         common_endpoint("node-c/db", DB, &[("app", "api")]),
+        // Claims an address of this host: it stays the host's, as a local endpoint's address
+        // stays the local endpoint's (in Cilium the host's own entries in the ipcache win
+        // over those from the kvstore).
+        common_endpoint("node-c/host", HOST, &[("app", "api")]),
     ];
     let registry = registry();
     let cluster = ClusterInputs {
@@ -834,7 +838,7 @@ fn remote_endpoints_are_identities_that_no_listener_guards() {
         policies.clone(),
         &endpoints(),
         cluster,
-        &[],
+        &[ip(HOST)],
         &registry,
         None,
     )
@@ -842,6 +846,11 @@ fn remote_endpoints_are_identities_that_no_listener_guards() {
     assert_eq!(
         ingress(&snap, "db", "10.1.0.1", 5432),
         "allowed:db-from-api"
+    );
+    assert_eq!(ingress(&snap, "db", HOST, 5432), "refused:");
+    assert_eq!(
+        snap.identity_of(ip(HOST)).id,
+        snap.reserved_identities()[0].id
     );
     assert_eq!(ingress(&snap, "db", "10.1.0.2", 5432), "refused:");
     assert_eq!(ingress(&snap, "db", WORLD, 5432), "refused:");
