@@ -340,7 +340,8 @@ impl State {
     ) -> Result<Imported, StateError> {
         let (policies, warnings) = self.parse_import(texts)?;
         let names: Vec<String> = policies.iter().map(|p| p.name().to_owned()).collect();
-        let with_imports = |base: &Desired| with_imports(base, &policies, ImportTarget::Api);
+        let with_imports =
+            |base: &Desired| with_imports(base, &policies, ImportTarget::Api, Replacing::SameScope);
         let revision = if validate_only {
             let (base, previous) = self.base();
             let candidate = with_imports(&base)?;
@@ -373,7 +374,12 @@ impl State {
     pub fn check_cluster_import(&self, texts: &[PolicyText]) -> Result<CheckedImport, StateError> {
         let (policies, warnings) = self.parse_import(texts)?;
         let (base, previous) = self.base();
-        let candidate = with_imports(&base, &policies, ImportTarget::Cluster)?;
+        let candidate = with_imports(
+            &base,
+            &policies,
+            ImportTarget::Cluster,
+            Replacing::SameScope,
+        )?;
         let numbers = self.numbers_for(&candidate)?;
         build(
             &self.registry,
@@ -397,7 +403,9 @@ impl State {
             .inspect_err(|_| self.count_import_error())?;
         let names: HashSet<&str> = policies.iter().map(Policy::name).collect();
         let revision = self.change(|base| {
-            let mut candidate = with_imports(base, &policies, ImportTarget::Cluster)?;
+            // The kvstore holds the cluster's policies by name: its set replaces ours whole.
+            let mut candidate =
+                with_imports(base, &policies, ImportTarget::Cluster, Replacing::Any)?;
             candidate
                 .cluster_policies
                 .retain(|name, _| names.contains(name.as_str()));
@@ -706,12 +714,23 @@ fn parse_text(text: &PolicyText, limit: usize) -> Result<Vec<Policy>, PolicyErro
     parse_policies(&text.source, &text.text)
 }
 
-/// `base` with `policies` added to `target`, replacing those of the same names; refused when
-/// one has the name of a policy from a file.
+/// Which held policies an imported one of the same name may replace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Replacing {
+    /// Only one of the same kind and namespace: another is a different policy to Cilium.
+    SameScope,
+    /// Any: the import is the authoritative set of those names.
+    Any,
+}
+
+/// `base` with `policies` added to `target`, replacing those of the same names as `replacing`
+/// allows; refused when one has the name of a policy from a file, or when two of `policies`
+/// share a name.
 fn with_imports(
     base: &Desired,
     policies: &[Policy],
     target: ImportTarget,
+    replacing: Replacing,
 ) -> Result<Desired, StateError> {
     if let Some(clash) = base
         .file_policies
@@ -737,7 +756,10 @@ fn with_imports(
     let mut candidate = base.clone();
     let store = target.policies(&mut candidate);
     for policy in policies {
-        if let Some(held) = store.get(policy.name()) {
+        if let Some(held) = store
+            .get(policy.name())
+            .filter(|_| replacing == Replacing::SameScope)
+        {
             if held.kind() != policy.kind() || held.namespace() != policy.namespace() {
                 return Err(StateError::Invalid(format!(
                     "{} cannot be imported: the imported {} has that name (imported policies \
@@ -1162,6 +1184,14 @@ mod tests {
         assert_eq!(state.revision(), 3, "the last good state stays");
         assert_eq!(state.policies()[0].name(), "b");
         assert_eq!(state.import_errors(), 1);
+
+        let moved = guard_named("b").replace("{name: b}", "{name: b, namespace: prod}");
+        state
+            .set_cluster_policies(&[("b".to_owned(), moved)].into())
+            .unwrap();
+        let policies = state.policies();
+        assert_eq!(policies.len(), 1, "the kvstore's set replaces ours whole");
+        assert_eq!(policies[0].namespace(), Some("prod"));
     }
 
     /// A cluster policy letting `app=luke` reach r2d2's port `port_text` on ingress.
