@@ -86,6 +86,47 @@ fn a_to_ports_element_without_ports_is_refused() {
     );
 }
 
+/// A misspelt key never drops the constraint it was meant to carry: each of these, read
+/// leniently, would widen the policy (a selector or L7 list without its content selects or
+/// allows more), so each is refused at its path.
+#[test]
+fn misspelt_keys_that_would_widen_are_refused() {
+    for (spec, field) in [
+        (
+            "endpointSelector: {}\ningress: [{fromEndpoints: [{matchLabel: {app: web}}]}]",
+            "spec.ingress[0].fromEndpoints[0].matchLabel",
+        ),
+        (
+            "endpointSelector: {}\ningress: [{fromEndpoints: [{matchExpressions: [{key: app, operator: NotIn, value: [web]}]}]}]",
+            "spec.ingress[0].fromEndpoints[0].matchExpressions[0].value",
+        ),
+        (
+            "endpointSelector: {}\ningress: [{toPorts: [{ports: [{port: '80'}], rules: {memcache: [{command: get}]}}]}]",
+            "spec.ingress[0].toPorts[0].rules.memcache",
+        ),
+        (
+            "endpointSelector: {}\ningress: [{toPorts: [{ports: [{port: '80'}], rules: {l7proto: test, l7Rules: [{cmd: get}]}}]}]",
+            "spec.ingress[0].toPorts[0].rules.l7Rules",
+        ),
+        (
+            "endpointSelector: {}\ningress: [{toPorts: [{ports: [{port: '80', endport: 90}]}]}]",
+            "spec.ingress[0].toPorts[0].ports[0].endport",
+        ),
+        (
+            "endpointSelector: {}\ningress: [{toPort: [{ports: [{port: '80'}]}]}]",
+            "spec.ingress[0].toPort",
+        ),
+        (
+            "endpointSelector: {}\nIngressDeny: [{fromEntities: [world]}]",
+            "spec.IngressDeny",
+        ),
+    ] {
+        let error = build_error(&with_spec(spec));
+        let prefix = format!("test.yaml: policy \"rule1\": {field}: unknown field");
+        assert!(error.starts_with(&prefix), "{error}");
+    }
+}
+
 #[test]
 fn l7_errors() {
     assert_eq!(
