@@ -169,9 +169,13 @@ impl Entity {
     }
 }
 
-/// The remotes of one rule as written. No peer field at all means every remote.
+/// The remotes of one rule as written. No peer field at all means every remote; a peer field
+/// written as an empty list means no remote at all (as in Cilium).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct PeerSpec {
+    /// A peer field was written as an empty list (`fromEndpoints: []`): the spec selects no
+    /// remote, whatever the other fields say.
+    pub names_empty_list: bool,
     /// `fromEndpoints` / `toEndpoints`.
     pub selectors: Vec<Selector>,
     /// `fromCIDR`, `fromCIDRSet` and their egress twins.
@@ -183,12 +187,18 @@ pub(crate) struct PeerSpec {
 impl PeerSpec {
     /// True when the rule names no remote, and so applies to every remote.
     pub(crate) fn is_wildcard(&self) -> bool {
-        self.selectors.is_empty() && self.cidrs.is_empty() && self.entities.is_empty()
+        !self.names_empty_list
+            && self.selectors.is_empty()
+            && self.cidrs.is_empty()
+            && self.entities.is_empty()
     }
 
     /// Whether the spec selects the endpoint identity `identity` by its labels: a selector
     /// matches it, or it names the cluster entity.
     fn selects(&self, identity: &IdentityView) -> bool {
+        if self.names_empty_list {
+            return false;
+        }
         self.selectors.iter().any(|s| s.matches(&identity.labels))
             || (!identity.labels.reserved && self.entities.contains(&Entity::Cluster))
     }
@@ -214,6 +224,13 @@ impl PeerSpec {
 
     /// Resolves the spec against the identities of a snapshot.
     pub(crate) fn resolve(&self, identities: &[IdentityView]) -> PeerSet {
+        if self.names_empty_list {
+            return PeerSet {
+                any: false,
+                ids: Vec::new(),
+                cidrs: Vec::new(),
+            };
+        }
         let mut set = PeerSet {
             any: self.is_wildcard(),
             ids: Vec::new(),

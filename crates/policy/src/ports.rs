@@ -45,6 +45,15 @@ pub(crate) fn parse_port(model: &PortModel, path: &str) -> Result<PortEntry, Fie
     let port = match &model.port {
         None => 0,
         Some(PortValue::Number(n)) => port_number(*n, &format!("{path}.port"))?,
+        Some(PortValue::Text(text)) if is_octal_looking(text) => {
+            return Err(FieldError::new(
+                format!("{path}.port"),
+                format!(
+                    "port {text:?} has a leading zero, which Cilium reads as an octal number \
+                     (\"010\" is port 8); write the port in decimal without leading zeros"
+                ),
+            ))
+        }
         Some(PortValue::Text(text)) => match text.parse::<u64>() {
             Ok(n) => port_number(n, &format!("{path}.port"))?,
             Err(_) if text.is_empty() => 0,
@@ -100,6 +109,12 @@ pub(crate) fn parse_port(model: &PortModel, path: &str) -> Result<PortEntry, Fie
     Ok(PortEntry { range, tcp })
 }
 
+/// Whether a port string is digits with a leading zero (`"010"`): Cilium parses port strings
+/// with Go's `strconv.ParseUint(port, 0, 16)`, which reads them as octal.
+fn is_octal_looking(text: &str) -> bool {
+    text.len() > 1 && text.starts_with('0') && text.bytes().all(|b| b.is_ascii_digit())
+}
+
 fn port_number(n: u64, field: &str) -> Result<u16, FieldError> {
     u16::try_from(n)
         .map_err(|_| FieldError::new(field, format!("port {n} is out of range 0-65535")))
@@ -142,6 +157,24 @@ mod tests {
         }
         assert!(!entry("{port: 53, protocol: UDP}").unwrap().tcp);
         assert!(!entry("{port: 53, protocol: SCTP}").unwrap().tcp);
+    }
+
+    /// Cilium reads a port string with Go's `strconv.ParseUint(port, 0, 16)`
+    /// (cilium/cilium `pkg/policy/api/rule_validation.go`, `PortProtocol.sanitize`): base 0, so
+    /// `"010"` is port 8 there and `"08"` is refused. Read as decimal, `"010"` would open port 10,
+    /// which the same policy keeps closed in Cilium; such a port is refused.
+    #[test]
+    fn a_port_string_with_a_leading_zero_is_refused() {
+        for text in ["010", "0080", "08", "00"] {
+            let error = entry(&format!("{{port: '{text}'}}")).unwrap_err();
+            assert!(
+                error.starts_with(&format!("p.port: port \"{text}\" has a leading zero")),
+                "{error}"
+            );
+        }
+        assert_eq!(entry("{port: '0'}").unwrap().range, PortRange::ALL);
+        assert_eq!(entry("{port: '10'}").unwrap().range.single(), Some(10));
+        assert!(entry("{port: '010', endPort: 20}").is_err());
     }
 
     #[test]

@@ -204,7 +204,7 @@ fn parse_section(
     };
     for (index, model) in allow.iter().enumerate() {
         let at = format!("{path}.{allow_name}[{index}]");
-        let peers = parse_peers(model, &at, way)?;
+        let peers = parse_peers(model, &at, way, warnings)?;
         let ports = match &model.to_ports {
             Some(list) if !list.is_empty() => list
                 .iter()
@@ -223,7 +223,7 @@ fn parse_section(
     }
     for (index, model) in deny.iter().enumerate() {
         let at = format!("{path}.{deny_name}[{index}]");
-        let peers = parse_peers(model, &at, way)?;
+        let peers = parse_peers(model, &at, way, warnings)?;
         let mut ranges = Vec::new();
         match &model.to_ports {
             Some(list) if !list.is_empty() => {
@@ -250,7 +250,12 @@ fn unsupported(field: &str, name: &str) -> FieldError {
     FieldError::new(field, format!("{name} is not supported by axoneme"))
 }
 
-fn parse_peers(model: &PeerRuleModel, at: &str, way: Way) -> Result<PeerSpec, FieldError> {
+fn parse_peers(
+    model: &PeerRuleModel,
+    at: &str,
+    way: Way,
+    warnings: &mut Vec<FieldError>,
+) -> Result<PeerSpec, FieldError> {
     let unsupported_fields = [
         ("fromRequires", model.from_requires.is_some()),
         ("toRequires", model.to_requires.is_some()),
@@ -280,8 +285,16 @@ fn parse_peers(model: &PeerRuleModel, at: &str, way: Way) -> Result<PeerSpec, Fi
     let [endpoints_name, cidr_name, cidr_set_name, entities_name] = used.names;
     let mut spec = PeerSpec {
         selectors: parse_selectors(used.endpoints, &format!("{at}.{endpoints_name}"))?,
+        names_empty_list: used.first_empty().is_some(),
         ..PeerSpec::default()
     };
+    if let Some(name) = used.first_empty() {
+        warnings.push(FieldError::new(
+            format!("{at}.{name}"),
+            "the empty list selects no remote, so this rule allows (or denies) nothing \
+             (as in Cilium; leave the field out to mean every remote)",
+        ));
+    }
     for (i, text) in used.cidr.unwrap_or_default().iter().enumerate() {
         let field = format!("{at}.{cidr_name}[{i}]");
         let cidr = Cidr::parse(text).map_err(|m| FieldError::new(field, m))?;
@@ -329,6 +342,21 @@ impl<'a> PeerFields<'a> {
                 entities: model.to_entities.as_deref(),
             },
         }
+    }
+
+    /// The name of the first field written as an empty list.
+    fn first_empty(&self) -> Option<&'static str> {
+        let empty = [
+            self.endpoints.is_some_and(|l| l.is_empty()),
+            self.cidr.is_some_and(|l| l.is_empty()),
+            self.cidr_set.is_some_and(|l| l.is_empty()),
+            self.entities.is_some_and(|l| l.is_empty()),
+        ];
+        self.names
+            .iter()
+            .zip(empty)
+            .find(|(_, e)| *e)
+            .map(|(name, _)| *name)
     }
 
     /// The name of the first field that is written.
@@ -466,13 +494,11 @@ fn parse_port_rule(
         }
     }
     if ports.is_empty() {
-        if l7.is_some() {
-            return Err(FieldError::new(
-                format!("{at}.ports"),
-                "L7 rules need a single port",
-            ));
-        }
-        ranges.push(PortRange::ALL);
+        return Err(FieldError::new(
+            format!("{at}.ports"),
+            "a toPorts element without ports matches no port (as in Cilium); list the ports, \
+             or write ports: [{port: \"0\"}] for every port",
+        ));
     }
     Ok(PortRule {
         path: at.to_owned(),

@@ -54,6 +54,23 @@ pub(crate) fn parse_label_key(key: &str) -> Result<LabelKey, String> {
     }
 }
 
+/// Whether a label key without its source is the namespace label or a namespace's label.
+fn names_namespace(plain: &str) -> bool {
+    plain == NAMESPACE_LABEL || plain.starts_with(NAMESPACE_LABELS_PREFIX)
+}
+
+/// Whether `key` names its label through a source Cilium reads the namespace from: `k8s:`,
+/// `any:`, or none (which Cilium takes as `any:`).
+fn namespace_source(key: &str) -> bool {
+    match key.split_once(':') {
+        None => true,
+        Some((source, _)) => NAMESPACE_SOURCES.contains(&source),
+    }
+}
+
+/// The label sources through which a selector names the namespace.
+const NAMESPACE_SOURCES: [&str; 2] = ["k8s", "any"];
+
 /// The labels of one identity as selectors see them: plain keys for endpoints, the single key
 /// `reserved:<name>` for a reserved identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +109,13 @@ impl Selector {
         let mut requirements = Vec::new();
         let mut names_reserved = false;
         let mut resolve = |key: &str, field: String| match parse_label_key(key) {
+            Ok(LabelKey::Plain(k)) if names_namespace(&k) && !namespace_source(key) => {
+                Err(FieldError::new(
+                    field,
+                    "the namespace label can only be named with the k8s: or any: source (or \
+                     none), as Cilium scopes selectors by these",
+                ))
+            }
             Ok(LabelKey::Plain(k)) => Ok(k),
             Ok(LabelKey::Reserved(k)) => {
                 names_reserved = true;
@@ -164,10 +188,7 @@ impl Selector {
     /// `namespace`, unless it names the namespace label (or a namespace's labels) itself, or
     /// names a reserved label (reserved identities have no namespace).
     pub(crate) fn peer_in_namespace(&mut self, namespace: &str) {
-        let names_namespace = self
-            .requirements
-            .iter()
-            .any(|r| r.key == NAMESPACE_LABEL || r.key.starts_with(NAMESPACE_LABELS_PREFIX));
+        let names_namespace = self.requirements.iter().any(|r| names_namespace(&r.key));
         if !names_namespace && !self.names_reserved {
             self.requirements.push(Requirement {
                 key: NAMESPACE_LABEL.to_owned(),

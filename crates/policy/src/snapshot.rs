@@ -57,10 +57,12 @@ struct RemoteOwner {
     strings: Vec<String>,
 }
 
-/// Checks the remote endpoints against each other and against the local addresses `local`.
+/// Checks the remote endpoints against each other, leaving out the addresses this node knows
+/// as its own: those of its endpoints (`local`) and of the host (`host`).
 fn prepare_remote(
     remote: &[EndpointSpec],
     local: &HashMap<IpAddr, &str>,
+    host: &HashSet<IpAddr>,
 ) -> Result<Vec<RemoteOwner>, PolicyError> {
     let mut names = HashSet::new();
     let mut claimed: HashMap<IpAddr, &str> = HashMap::new();
@@ -75,7 +77,7 @@ fn prepare_remote(
         let mut ips = Vec::with_capacity(spec.ips.len());
         for ip in &spec.ips {
             let ip = ip.to_canonical();
-            if local.contains_key(&ip) {
+            if local.contains_key(&ip) || host.contains(&ip) {
                 continue;
             }
             if let Some(other) = claimed.insert(ip, &spec.name) {
@@ -168,8 +170,8 @@ impl Snapshot {
     /// identity, which selectors match, but no listener of this node guards it, so it gets no
     /// policy of its own and [`Snapshot::endpoint`] does not know it.
     ///
-    /// An address of a local endpoint stays the local endpoint's: this node knows what it
-    /// hosts, and a remote claim on it is ignored. Remote names must be unique among remote
+    /// An address of a local endpoint stays the local endpoint's, and one of `host_ips` the
+    /// host's: this node knows what it hosts, and a remote claim on it is ignored. Remote names must be unique among remote
     /// endpoints (the agent names them `<node>/<name>`), and so must their other addresses: an
     /// address two remote endpoints claim fails the build, as two local ones do.
     ///
@@ -206,7 +208,8 @@ impl Snapshot {
             let strings = identity_text(&labels);
             prepared.push((spec, labels, strings));
         }
-        let remote = prepare_remote(cluster.remote, &owner_names)?;
+        let host_ips: HashSet<IpAddr> = host_ips.iter().map(|ip| ip.to_canonical()).collect();
+        let remote = prepare_remote(cluster.remote, &owner_names, &host_ips)?;
 
         let sets: BTreeSet<Vec<String>> = prepared
             .iter()
@@ -318,7 +321,7 @@ impl Snapshot {
             identities,
             endpoints: guarded,
             owners,
-            host_ips: host_ips.iter().map(|ip| ip.to_canonical()).collect(),
+            host_ips,
             host,
             world,
         })

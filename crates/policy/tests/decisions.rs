@@ -207,6 +207,81 @@ fn ports_numbers_strings_wildcards_ranges_and_protocols() {
     assert_eq!(ingress(&snap, "db", HOST, 1), "allowed:ports");
 }
 
+/// An explicitly empty peer list selects no remote: Cilium's `mergeEndpointSelectors`
+/// (cilium/cilium `pkg/policy/utils/parserules.go`: "Explicitly check for empty non-nil
+/// slices, it should not result in any identity being selected") treats
+/// `fromEndpoints: []`, `fromCIDR: []`, `fromCIDRSet: []` and `fromEntities: []` (and their
+/// egress twins) as selecting nothing, not as the wildcard that an absent field is.
+#[test]
+fn an_empty_peer_list_selects_no_remote() {
+    for field in ["fromEndpoints", "fromCIDR", "fromCIDRSet", "fromEntities"] {
+        let snap = snapshot(&policy(
+            "empty-peers",
+            &format!(
+                "endpointSelector: {{matchLabels: {{app: db}}}}\n\
+                 ingress:\n\
+                 - {field}: []\n\
+                 \x20 toPorts: [{{ports: [{{port: '5432'}}]}}]\n\
+                 - {field}: []"
+            ),
+        ));
+        for remote in [WEB, CACHE, HOST, WORLD] {
+            assert_eq!(
+                ingress(&snap, "db", remote, 5432),
+                "refused:",
+                "{field} {remote}"
+            );
+            assert_eq!(
+                ingress(&snap, "db", remote, 1),
+                "refused:",
+                "{field} {remote}"
+            );
+        }
+    }
+    for field in ["toEndpoints", "toCIDR", "toCIDRSet", "toEntities"] {
+        let snap = snapshot(&policy(
+            "empty-peers",
+            &format!(
+                "endpointSelector: {{matchLabels: {{app: web}}}}\n\
+                 egress: [{{{field}: [], toPorts: [{{ports: [{{port: '5432'}}]}}]}}]"
+            ),
+        ));
+        for remote in [DB, CACHE, HOST, WORLD] {
+            assert_eq!(
+                egress(&snap, "web", remote, 5432),
+                "refused:",
+                "{field} {remote}"
+            );
+        }
+    }
+    let snap = snapshot(&policy(
+        "empty-deny",
+        "endpointSelector: {matchLabels: {app: db}}\n\
+         ingress: [{toPorts: [{ports: [{port: '5432'}]}]}]\n\
+         ingressDeny: [{fromEndpoints: [], toPorts: [{ports: [{port: '5432'}]}]}]",
+    ));
+    assert_eq!(ingress(&snap, "db", WEB, 5432), "allowed:empty-deny");
+    let policies = parse_policies(
+        "test.yaml",
+        &policy(
+            "warned",
+            "endpointSelector: {}\ningress: [{fromEntities: [], toPorts: [{ports: [{port: '1'}]}]}]",
+        ),
+    )
+    .unwrap();
+    let warnings: Vec<String> = policies[0]
+        .warnings()
+        .iter()
+        .map(|w| w.to_string())
+        .collect();
+    assert_eq!(
+        warnings,
+        ["test.yaml: policy \"warned\": spec.ingress[0].fromEntities: the empty list selects no \
+          remote, so this rule allows (or denies) nothing (as in Cilium; leave the field out to \
+          mean every remote)"]
+    );
+}
+
 #[test]
 fn l4_only_rules_need_no_parsing() {
     let snap = snapshot(&policy(
@@ -287,6 +362,39 @@ fn l7_port_with_an_l4_rule_for_another_remote() {
     assert_eq!(ingress(&snap, "db", CACHE, 7001), "allowed:loose");
 }
 
+/// Cilium's layer 7 documentation (Documentation/security/policy/layer7.rst): "If a layer 4
+/// rule is specified in the policy, and a similar layer 4 rule with layer 7 rules is also
+/// specified, then the layer 7 portions of the latter rule will have no effect." The same
+/// remote, allowed on the L7 port by a rule without L7 rules (all ports, or a range holding the
+/// port), may send any request there; a remote allowed only with L7 rules may not.
+#[test]
+fn an_l4_allow_for_the_same_remote_opens_its_l7_port() {
+    for loose in [
+        "ingress: [{fromEndpoints: [{matchLabels: {app: web}}]}]",
+        "ingress: [{fromEndpoints: [{matchLabels: {app: web}}], toPorts: [{ports: [{port: '6000', endPort: 8000}]}]}]",
+    ] {
+        let snap = snapshot(&format!(
+            "{}---\n{}",
+            policy(
+                "strict",
+                "endpointSelector: {matchLabels: {app: db}}\n\
+                 ingress: [{fromEndpoints: [{matchLabels: {app: web}}, {matchLabels: {app: cache}}], toPorts: [{ports: [{port: 7000}], rules: {l7proto: test, l7: [{cmd: get}]}}]}]"
+            ),
+            policy(
+                "loose",
+                &format!("endpointSelector: {{matchLabels: {{app: db}}}}\n{loose}"),
+            ),
+        ));
+        let web = l7_policy(&snap, "db", Direction::Ingress, WEB, 7000);
+        assert_eq!(web.proto(), Some("test"), "{loose}");
+        assert_eq!(request(&web, "put"), "allow:loose", "{loose}");
+        assert_eq!(request(&web, "get"), "allow:strict", "{loose}");
+        let cache = l7_policy(&snap, "db", Direction::Ingress, CACHE, 7000);
+        assert_eq!(request(&cache, "get"), "allow:strict", "{loose}");
+        assert_eq!(request(&cache, "put"), "deny:", "{loose}");
+    }
+}
+
 #[test]
 fn rules_add_up_across_policies() {
     let rule = |name: &str, cmd: &str| {
@@ -331,6 +439,30 @@ fn enable_default_deny_false() {
     assert_eq!(ingress(&snap, "web", WORLD, 1), "unrestricted");
     assert_eq!(ingress(&snap, "db", HOST, 1), "allowed:soft");
     assert_eq!(ingress(&snap, "db", CACHE, 1), "refused:");
+}
+
+/// With only default-allow rules, Cilium synthesizes a wildcard allow-all rule after them
+/// (cilium/cilium `pkg/policy/repository.go`, `computePolicyEnforcementAndRules`: "we must
+/// insert an additional allow-all rule [...] because rules may have additional effects such as
+/// enabling L7 proxy"): the L7 port is still parsed, and every request of every remote passes.
+#[test]
+fn l7_rules_without_default_deny_parse_but_allow_everything() {
+    let snap = snapshot(&policy(
+        "soft-l7",
+        "endpointSelector: {matchLabels: {app: db}}\n\
+         enableDefaultDeny: {ingress: false}\n\
+         ingress: [{fromEndpoints: [{matchLabels: {app: web}}], toPorts: [{ports: [{port: 7000}], rules: {l7proto: test, l7: [{cmd: get}]}}]}]",
+    ));
+    assert_eq!(snap.enforced("db", Direction::Ingress), Some(false));
+    assert!(snap
+        .l7_ports()
+        .iter()
+        .any(|p| p.endpoint == "db" && p.port == 7000 && &*p.proto == "test"));
+    for remote in [WEB, CACHE, WORLD] {
+        let open = snap.request_policy("db", Direction::Ingress, ip(remote), 7000);
+        assert_eq!(open.proto(), Some("test"), "{remote}");
+        assert_eq!(request(&open, "put"), "allow:", "{remote}");
+    }
 }
 
 #[test]
@@ -597,6 +729,53 @@ fn a_peer_selector_naming_the_namespace_reaches_across() {
     assert_eq!(ingress(&snap, "db", WEB, 5432), "allowed:any");
 }
 
+/// Cilium leaves a peer selector unscoped only when it names the namespace through the `k8s:`
+/// or `any:` source (cilium/cilium `pkg/k8s/apis/cilium.io/utils/utils.go`,
+/// `getEndpointSelector`: `HasKey(podPrefixLbl)`, `HasKey(podAnyPrefixLbl)` and the namespace
+/// labels prefix with the same two sources). Through another source (`container:`, `unspec:`)
+/// the selector is scoped to the policy's namespace and also asks for a label of that source
+/// that no pod has, so it admits nobody; reading it as naming the namespace would reach across
+/// namespaces. Such a key is refused.
+#[test]
+fn a_namespace_key_of_another_source_is_refused() {
+    for key in [
+        "container:io.kubernetes.pod.namespace",
+        "unspec:io.kubernetes.pod.namespace",
+        "container:io.cilium.k8s.namespace.labels.team",
+    ] {
+        for (kind, select) in [
+            ("matchLabels", format!("matchLabels: {{'{key}': default}}")),
+            (
+                "matchExpressions[0]",
+                format!("matchExpressions: [{{key: '{key}', operator: Exists}}]"),
+            ),
+        ] {
+            let spec = format!(
+                "endpointSelector: {{matchLabels: {{app: db}}}}\ningress: [{{fromEndpoints: [{{{select}}}]}}]"
+            );
+            let yaml =
+                policy("cross", &spec).replace("name: cross", "name: cross\n  namespace: prod");
+            let error = match parse_policies("ns.yaml", &yaml) {
+                Err(e) => e.to_string(),
+                Ok(_) => panic!("{key} in {kind} was accepted"),
+            };
+            let field = if kind == "matchLabels" {
+                format!("matchLabels.{key}")
+            } else {
+                format!("{kind}.key")
+            };
+            assert_eq!(
+                error,
+                format!(
+                    "ns.yaml: policy \"cross\": spec.ingress[0].fromEndpoints[0].{field}: the \
+                     namespace label can only be named with the k8s: or any: source (or none), \
+                     as Cilium scopes selectors by these"
+                ),
+            );
+        }
+    }
+}
+
 #[test]
 fn a_clusterwide_policy_spans_namespaces() {
     let spec = "endpointSelector: {matchLabels: {app: db}}\ningress: [{fromEndpoints: [{matchLabels: {'k8s:app': web}}]}]";
@@ -645,6 +824,10 @@ fn remote_endpoints_are_identities_that_no_listener_guards() {
         common_endpoint("node-a/other", "10.1.0.2", &[("app", "other")]),
         // Claims an address of a local endpoint: the local one keeps it.
         common_endpoint("node-c/db", DB, &[("app", "api")]),
+        // Claims an address of this host: it stays the host's, as a local endpoint's address
+        // stays the local endpoint's (in Cilium the host's own entries in the ipcache win
+        // over those from the kvstore).
+        common_endpoint("node-c/host", HOST, &[("app", "api")]),
     ];
     let registry = registry();
     let cluster = ClusterInputs {
@@ -655,7 +838,7 @@ fn remote_endpoints_are_identities_that_no_listener_guards() {
         policies.clone(),
         &endpoints(),
         cluster,
-        &[],
+        &[ip(HOST)],
         &registry,
         None,
     )
@@ -663,6 +846,11 @@ fn remote_endpoints_are_identities_that_no_listener_guards() {
     assert_eq!(
         ingress(&snap, "db", "10.1.0.1", 5432),
         "allowed:db-from-api"
+    );
+    assert_eq!(ingress(&snap, "db", HOST, 5432), "refused:");
+    assert_eq!(
+        snap.identity_of(ip(HOST)).id,
+        snap.reserved_identities()[0].id
     );
     assert_eq!(ingress(&snap, "db", "10.1.0.2", 5432), "refused:");
     assert_eq!(ingress(&snap, "db", WORLD, 5432), "refused:");

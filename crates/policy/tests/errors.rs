@@ -55,6 +55,78 @@ fn unknown_fields_name_their_path() {
     );
 }
 
+/// In Cilium a `toPorts` element without ports contributes no port at all (cilium/cilium
+/// `pkg/policy/rule.go`: only a rule with no `toPorts` element is L3-only; each element merges
+/// the ports of `GetPortProtocols()`, none here), while reading it as "every port" would open
+/// them all. Such an element is refused, in allow and deny rules alike.
+#[test]
+fn a_to_ports_element_without_ports_is_refused() {
+    let message = "a toPorts element without ports matches no port (as in Cilium); list the \
+                   ports, or write ports: [{port: \"0\"}] for every port";
+    let cases = [
+        ("ingress", "{}"),
+        ("ingress", "{ports: []}"),
+        ("ingress", "{rules: {}}"),
+        ("ingressDeny", "{}"),
+        ("ingressDeny", "{ports: []}"),
+    ];
+    for (section, element) in cases {
+        let error = build_error(&with_spec(&format!(
+            "endpointSelector: {{}}\n{section}: [{{fromEntities: [world], toPorts: [{{ports: [{{port: '80'}}]}}, {element}]}}]"
+        )));
+        assert_eq!(
+            error,
+            format!("test.yaml: policy \"rule1\": spec.{section}[0].toPorts[1].ports: {message}"),
+            "{section} {element}"
+        );
+    }
+    assert_eq!(
+        field_error("{toPorts: [{rules: {l7proto: test}}]}"),
+        format!("spec.ingress[0].toPorts[0].ports: {message}")
+    );
+}
+
+/// A misspelt key never drops the constraint it was meant to carry: each of these, read
+/// leniently, would widen the policy (a selector or L7 list without its content selects or
+/// allows more), so each is refused at its path.
+#[test]
+fn misspelt_keys_that_would_widen_are_refused() {
+    for (spec, field) in [
+        (
+            "endpointSelector: {}\ningress: [{fromEndpoints: [{matchLabel: {app: web}}]}]",
+            "spec.ingress[0].fromEndpoints[0].matchLabel",
+        ),
+        (
+            "endpointSelector: {}\ningress: [{fromEndpoints: [{matchExpressions: [{key: app, operator: NotIn, value: [web]}]}]}]",
+            "spec.ingress[0].fromEndpoints[0].matchExpressions[0].value",
+        ),
+        (
+            "endpointSelector: {}\ningress: [{toPorts: [{ports: [{port: '80'}], rules: {memcache: [{command: get}]}}]}]",
+            "spec.ingress[0].toPorts[0].rules.memcache",
+        ),
+        (
+            "endpointSelector: {}\ningress: [{toPorts: [{ports: [{port: '80'}], rules: {l7proto: test, l7Rules: [{cmd: get}]}}]}]",
+            "spec.ingress[0].toPorts[0].rules.l7Rules",
+        ),
+        (
+            "endpointSelector: {}\ningress: [{toPorts: [{ports: [{port: '80', endport: 90}]}]}]",
+            "spec.ingress[0].toPorts[0].ports[0].endport",
+        ),
+        (
+            "endpointSelector: {}\ningress: [{toPort: [{ports: [{port: '80'}]}]}]",
+            "spec.ingress[0].toPort",
+        ),
+        (
+            "endpointSelector: {}\nIngressDeny: [{fromEntities: [world]}]",
+            "spec.IngressDeny",
+        ),
+    ] {
+        let error = build_error(&with_spec(spec));
+        let prefix = format!("test.yaml: policy \"rule1\": {field}: unknown field");
+        assert!(error.starts_with(&prefix), "{error}");
+    }
+}
+
 #[test]
 fn l7_errors() {
     assert_eq!(
@@ -76,10 +148,6 @@ fn l7_errors() {
     assert_eq!(
         field_error("{toPorts: [{ports: [{port: 0}], rules: {l7proto: test}}]}"),
         "spec.ingress[0].toPorts[0].ports[0]: L7 rules need a single port"
-    );
-    assert_eq!(
-        field_error("{toPorts: [{rules: {l7proto: test}}]}"),
-        "spec.ingress[0].toPorts[0].ports: L7 rules need a single port"
     );
     assert_eq!(
         field_error("{toPorts: [{ports: [{port: 80}], rules: {http: [{}]}}]}"),

@@ -305,3 +305,30 @@ fn files_longer_than_the_limit_are_refused_unread() {
     assert_eq!(load_paths(&[file], limit + 1).unwrap()[0].name(), "large");
     fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A key given twice is refused in JSON as in YAML. serde_json, like Go's encoding/json, keeps
+/// the last value, so `"ingress": [{}], "ingress": []` would load as no ingress rule at all (the
+/// endpoint unrestricted) while the document reads as locking it down; the API server refuses
+/// duplicate fields under kubectl's default strict field validation.
+#[test]
+fn a_key_given_twice_in_json_is_refused() {
+    let json = "{\"apiVersion\": \"cilium.io/v2\", \"kind\": \"CiliumNetworkPolicy\",\n\
+                \"metadata\": {\"name\": \"d\"},\n\
+                \"spec\": {\"endpointSelector\": {}, \"ingress\": [{}], \"ingress\": []}}\n";
+    for source in ["d.json", "api"] {
+        let error = parse_policies(source, json).unwrap_err().to_string();
+        assert!(
+            error.starts_with(&format!("{source}: line 3 column ")),
+            "{error}"
+        );
+        assert!(error.contains("duplicate key \"ingress\""), "{error}");
+        assert!(error.contains("ingress"), "{error}");
+    }
+    let labels = r#"{"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy", "metadata": {"name": "d"},
+        "spec": {"endpointSelector": {"matchLabels": {"app": "db", "app": "web"}}}}"#;
+    let error = parse_policies("l.json", labels).unwrap_err().to_string();
+    assert!(
+        error.contains("duplicate") && error.contains("app"),
+        "{error}"
+    );
+}

@@ -340,7 +340,8 @@ impl State {
     ) -> Result<Imported, StateError> {
         let (policies, warnings) = self.parse_import(texts)?;
         let names: Vec<String> = policies.iter().map(|p| p.name().to_owned()).collect();
-        let with_imports = |base: &Desired| with_imports(base, &policies, ImportTarget::Api);
+        let with_imports =
+            |base: &Desired| with_imports(base, &policies, ImportTarget::Api, Replacing::SameScope);
         let revision = if validate_only {
             let (base, previous) = self.base();
             let candidate = with_imports(&base)?;
@@ -373,7 +374,12 @@ impl State {
     pub fn check_cluster_import(&self, texts: &[PolicyText]) -> Result<CheckedImport, StateError> {
         let (policies, warnings) = self.parse_import(texts)?;
         let (base, previous) = self.base();
-        let candidate = with_imports(&base, &policies, ImportTarget::Cluster)?;
+        let candidate = with_imports(
+            &base,
+            &policies,
+            ImportTarget::Cluster,
+            Replacing::SameScope,
+        )?;
         let numbers = self.numbers_for(&candidate)?;
         build(
             &self.registry,
@@ -397,7 +403,9 @@ impl State {
             .inspect_err(|_| self.count_import_error())?;
         let names: HashSet<&str> = policies.iter().map(Policy::name).collect();
         let revision = self.change(|base| {
-            let mut candidate = with_imports(base, &policies, ImportTarget::Cluster)?;
+            // The kvstore holds the cluster's policies by name: its set replaces ours whole.
+            let mut candidate =
+                with_imports(base, &policies, ImportTarget::Cluster, Replacing::Any)?;
             candidate
                 .cluster_policies
                 .retain(|name, _| names.contains(name.as_str()));
@@ -706,12 +714,23 @@ fn parse_text(text: &PolicyText, limit: usize) -> Result<Vec<Policy>, PolicyErro
     parse_policies(&text.source, &text.text)
 }
 
-/// `base` with `policies` added to `target`, replacing those of the same names; refused when
-/// one has the name of a policy from a file.
+/// Which held policies an imported one of the same name may replace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Replacing {
+    /// Only one of the same kind and namespace: another is a different policy to Cilium.
+    SameScope,
+    /// Any: the import is the authoritative set of those names.
+    Any,
+}
+
+/// `base` with `policies` added to `target`, replacing those of the same names as `replacing`
+/// allows; refused when one has the name of a policy from a file, or when two of `policies`
+/// share a name.
 fn with_imports(
     base: &Desired,
     policies: &[Policy],
     target: ImportTarget,
+    replacing: Replacing,
 ) -> Result<Desired, StateError> {
     if let Some(clash) = base
         .file_policies
@@ -723,12 +742,44 @@ fn with_imports(
             file: clash.source().into(),
         });
     }
+    for (index, policy) in policies.iter().enumerate() {
+        if let Some(twin) = policies[..index].iter().find(|p| p.name() == policy.name()) {
+            return Err(StateError::Invalid(format!(
+                "the import names two policies {:?} ({} and {}); imported policies are told \
+                 apart by name",
+                policy.name(),
+                scope_of(twin),
+                scope_of(policy)
+            )));
+        }
+    }
     let mut candidate = base.clone();
     let store = target.policies(&mut candidate);
     for policy in policies {
+        if let Some(held) = store
+            .get(policy.name())
+            .filter(|_| replacing == Replacing::SameScope)
+        {
+            if held.kind() != policy.kind() || held.namespace() != policy.namespace() {
+                return Err(StateError::Invalid(format!(
+                    "{} cannot be imported: the imported {} has that name (imported policies \
+                     are told apart by name; delete it first)",
+                    scope_of(policy),
+                    scope_of(held)
+                )));
+            }
+        }
         store.insert(policy.name().to_owned(), policy.clone());
     }
     Ok(candidate)
+}
+
+/// A policy as Cilium tells it apart: its kind, namespace and name.
+fn scope_of(policy: &Policy) -> String {
+    match policy.namespace() {
+        Some(namespace) => format!("{} {namespace}/{}", policy.kind().as_str(), policy.name()),
+        None => format!("{} {}", policy.kind().as_str(), policy.name()),
+    }
 }
 
 /// What `policies` contain that their authors should know about.
@@ -895,6 +946,65 @@ mod tests {
     /// `GUARD` under another name.
     fn guard_named(name: &str) -> String {
         GUARD.replace("{name: guard}", &format!("{{name: {name}}}"))
+    }
+
+    /// Cilium tells policies apart by kind, namespace and name, so `default/guard` and
+    /// `prod/guard` are two policies there. Imported policies are stored by name: a policy of
+    /// another namespace or kind must not replace one of the same name (the endpoints the
+    /// first selected would silently lose its rules, and with them their enforcement), and two
+    /// policies of one import must not share a name (one would be dropped).
+    #[test]
+    fn an_import_never_replaces_a_policy_of_another_namespace_or_kind() {
+        let state = state();
+        state.import(&text("guard.yaml", GUARD), false).unwrap();
+        let enforced = |state: &State| state.snapshot().enforced("r2d2", Direction::Ingress);
+        assert_eq!(enforced(&state), Some(true));
+        let in_prod = GUARD.replace("{name: guard}", "{name: guard, namespace: prod}");
+        let clusterwide = GUARD.replace(
+            "kind: CiliumNetworkPolicy",
+            "kind: CiliumClusterwideNetworkPolicy",
+        );
+        for (other, scope) in [
+            (&in_prod, "CiliumNetworkPolicy prod/guard"),
+            (&clusterwide, "CiliumClusterwideNetworkPolicy guard"),
+        ] {
+            for validate_only in [true, false] {
+                let error = state
+                    .import(&text("other.yaml", other), validate_only)
+                    .unwrap_err()
+                    .to_string();
+                assert_eq!(
+                    error,
+                    format!(
+                        "{scope} cannot be imported: the imported CiliumNetworkPolicy \
+                         default/guard has that name (imported policies are told apart by \
+                         name; delete it first)"
+                    )
+                );
+            }
+            assert_eq!(enforced(&state), Some(true));
+        }
+        let both = format!("{GUARD}---\n{in_prod}");
+        let error = state.import(&text("both.yaml", &both), false).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "the import names two policies \"guard\" (CiliumNetworkPolicy default/guard and \
+             CiliumNetworkPolicy prod/guard); imported policies are told apart by name"
+        );
+        let twice = format!("{}---\n{}", guard_named("twin"), guard_named("twin"));
+        assert_eq!(
+            state
+                .import(&text("twice.yaml", &twice), false)
+                .unwrap_err()
+                .to_string(),
+            "the import names two policies \"twin\" (CiliumNetworkPolicy default/twin and \
+             CiliumNetworkPolicy default/twin); imported policies are told apart by name"
+        );
+        assert_eq!(state.policies().len(), 1);
+        let replaced = GUARD.replace("cmd: READ", "cmd: HALT");
+        state.import(&text("guard.yaml", &replaced), false).unwrap();
+        assert_eq!(state.policies().len(), 1);
+        assert_eq!(enforced(&state), Some(true));
     }
 
     #[test]
@@ -1074,6 +1184,14 @@ mod tests {
         assert_eq!(state.revision(), 3, "the last good state stays");
         assert_eq!(state.policies()[0].name(), "b");
         assert_eq!(state.import_errors(), 1);
+
+        let moved = guard_named("b").replace("{name: b}", "{name: b, namespace: prod}");
+        state
+            .set_cluster_policies(&[("b".to_owned(), moved)].into())
+            .unwrap();
+        let policies = state.policies();
+        assert_eq!(policies.len(), 1, "the kvstore's set replaces ours whole");
+        assert_eq!(policies[0].namespace(), Some("prod"));
     }
 
     /// A cluster policy letting `app=luke` reach r2d2's port `port_text` on ingress.
