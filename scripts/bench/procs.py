@@ -7,6 +7,7 @@ It knows nothing of pytest, of load or of results: a wait that gives up raises `
 a test reports as its failure and the benchmark as its reason to stop."""
 
 import os
+import random
 import re
 import signal
 import socket
@@ -22,7 +23,34 @@ class GaveUp(Exception):
     """A wait ran out of time, or the process waited for exited first."""
 
 
+# Where free ports are looked for when the kernel's ephemeral range leaves no room below it.
+LOWEST_PORT = 10000
+
+
+def ephemeral_ports() -> tuple:
+    """The kernel's range of ports for outgoing connections (ip_local_port_range)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
+    """A port of 127.0.0.1 nothing is bound to, below the kernel's ephemeral range: a server is
+    often started well after its port is chosen (a benchmark part starts each target when its
+    turn comes), and a port of that range could meanwhile become the local port of one of the
+    many connections the runs before it open."""
+    low, _ = ephemeral_ports()
+    candidates = list(range(LOWEST_PORT, low)) if low > LOWEST_PORT + 1000 else []
+    random.shuffle(candidates)
+    for port in candidates[:200]:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]

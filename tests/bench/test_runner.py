@@ -2,10 +2,11 @@
 shapes' arguments, and counting an access log read in pieces."""
 
 import os
+import socket
 
 import pytest
 
-from bench import parts, runner, targets
+from bench import parts, procs, runner, targets
 
 
 def test_the_order_rotates_by_one_place_a_round_and_comes_back():
@@ -94,3 +95,14 @@ def test_a_baseline_runs_the_same_agent_from_its_own_binary_and_directory(tmp_pa
     setup = targets.Setup(tmp_path, tmp_path, 2)
     assert agent.workdir(setup) != baseline.workdir(setup)
     assert part.compare_with[0] == "baseline"
+
+
+def test_a_free_port_lies_below_the_ephemeral_range_and_can_be_bound():
+    low, high = procs.ephemeral_ports()
+    assert 0 < low <= high
+    ports = {procs.free_port() for _ in range(20)}
+    for port in ports:
+        if low > procs.LOWEST_PORT + 1000:
+            assert procs.LOWEST_PORT <= port < low, port
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))
