@@ -58,11 +58,16 @@ def agent(tmp_path, memcached):
     running.stop()
 
 
-def test_a_policy_change_through_the_agent_reaches_open_connections(tmp_path, memcached, module,
-                                                                   agent):
+def envoy_on_agent(tmp_path, module, memcached, api: Path) -> Envoy:
+    """Envoy in front of memcached, its filter taking policy from the agent API at `api`."""
     envoy_dir = tmp_path / "envoy"
     envoy_dir.mkdir()
-    envoy = Envoy(envoy_dir, module, "memcache", memcached.port, "memcached", agent=agent)
+    return Envoy(envoy_dir, module, "memcache", memcached.port, "memcached", agent=api)
+
+
+def test_a_policy_change_through_the_agent_reaches_open_connections(tmp_path, memcached, module,
+                                                                   agent):
+    envoy = envoy_on_agent(tmp_path, module, memcached, agent)
     try:
         memcached.put("alliance/fleet/a", b"A")
         monitor = connect_from(MONITORING, envoy.addr)
@@ -103,9 +108,7 @@ def test_the_filter_logs_the_agents_identity_numbers(tmp_path, memcached, module
                     "--ip", "127.0.0.99", "--label", "app=aaa-probe"],
                    capture_output=True, check=True)
     numbers = agent_identities(agent)
-    envoy_dir = tmp_path / "envoy"
-    envoy_dir.mkdir()
-    envoy = Envoy(envoy_dir, module, "memcache", memcached.port, "memcached", agent=agent)
+    envoy = envoy_on_agent(tmp_path, module, memcached, agent)
     try:
         monitor = connect_from(MONITORING, envoy.addr)
         monitor.sendall(b"get alliance/fleet/a\r\n")
@@ -143,10 +146,7 @@ def test_when_the_agent_stops_the_last_policy_it_gave_stays_in_force(tmp_path, m
     denied is denied, on open and new connections, and Envoy's log says the policy in force is
     kept."""
     running = start_agent(agent_config(tmp_path, memcached), tmp_path / "axoneme.log")
-    envoy_dir = tmp_path / "envoy"
-    envoy_dir.mkdir()
-    envoy = Envoy(envoy_dir, module, "memcache", memcached.port, "memcached",
-                  agent=tmp_path / "api.sock")
+    envoy = envoy_on_agent(tmp_path, module, memcached, tmp_path / "api.sock")
     try:
         memcached.put("alliance/fleet/a", b"A")
         monitor = connect_from(MONITORING, envoy.addr)
@@ -175,10 +175,7 @@ def test_a_restarted_agent_with_another_policy_is_followed(tmp_path, memcached, 
     holds reaches Envoy all the same, though its revision is the one Envoy last saw."""
     config = agent_config(tmp_path, memcached)
     running = start_agent(config, tmp_path / "axoneme.log")
-    envoy_dir = tmp_path / "envoy"
-    envoy_dir.mkdir()
-    envoy = Envoy(envoy_dir, module, "memcache", memcached.port, "memcached",
-                  agent=tmp_path / "api.sock")
+    envoy = envoy_on_agent(tmp_path, module, memcached, tmp_path / "api.sock")
     try:
         memcached.put("alliance/fleet/a", b"A")
         monitor = connect_from(MONITORING, envoy.addr)
@@ -201,9 +198,7 @@ def test_an_endpoint_the_agent_no_longer_has_is_refused_not_allowed(tmp_path, me
                                                                     agent):
     """The guarded endpoint deleted from the agent: Envoy refuses new connections and denies the
     requests of open ones, rather than falling back to allowing them."""
-    envoy_dir = tmp_path / "envoy"
-    envoy_dir.mkdir()
-    envoy = Envoy(envoy_dir, module, "memcache", memcached.port, "memcached", agent=agent)
+    envoy = envoy_on_agent(tmp_path, module, memcached, agent)
     try:
         memcached.put("alliance/fleet/a", b"A")
         jedi = connect_from(JEDI, envoy.addr)
@@ -315,10 +310,7 @@ BROKEN_ANSWERS = {
 def test_an_agent_answering_a_broken_policy_leaves_the_last_good_one_in_force(
         tmp_path, memcached, module, agent, broken):
     replayed = ReplayedAgent(tmp_path / "replayed.sock", agent)
-    envoy_dir = tmp_path / "envoy"
-    envoy_dir.mkdir()
-    envoy = Envoy(envoy_dir, module, "memcache", memcached.port, "memcached",
-                  agent=replayed.path)
+    envoy = envoy_on_agent(tmp_path, module, memcached, replayed.path)
     try:
         memcached.put("alliance/fleet/a", b"A")
         monitor = connect_from(MONITORING, envoy.addr)
@@ -363,10 +355,7 @@ def test_an_agent_run_that_changed_between_two_polls_is_read_whole(tmp_path, mem
     """An agent restarted between two of the filter's polls answers every one of them, with the
     revision the filter last saw but another run's name (`instance`): its policy is read."""
     replayed = ReplayedAgent(tmp_path / "replayed.sock", agent)
-    envoy_dir = tmp_path / "envoy"
-    envoy_dir.mkdir()
-    envoy = Envoy(envoy_dir, module, "memcache", memcached.port, "memcached",
-                  agent=replayed.path)
+    envoy = envoy_on_agent(tmp_path, module, memcached, replayed.path)
     try:
         memcached.put("alliance/fleet/a", b"A")
         monitor = connect_from(MONITORING, envoy.addr)
