@@ -28,13 +28,14 @@ from memcached_checks import (BINARY_HEADER, DENIED, EXAMPLE, JEDI, MAINTENANCE,
 AXONEME_BIN = Path(os.environ.get("AXONEME_BIN", ROOT / "target" / "debug" / "axoneme"))
 
 
-def allows_nothing_policy(memcached_port: int) -> str:
-    """A policy that lets fleet-monitoring connect to memcached but allows it no request: its
-    only rule names a key nothing stores or asks for."""
+def monitoring_policy(name: str, memcached_port: int, rules: list) -> str:
+    """A policy named `name` that lets fleet-monitoring reach memcached with the memcache L7
+    `rules` (each a YAML flow map, e.g. `{command: stats}`)."""
+    l7 = "".join(f"              - {rule}\n" for rule in rules)
     return f"""\
 apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
-metadata: {{name: monitoring-allowed-nothing}}
+metadata: {{name: {name}}}
 spec:
   endpointSelector: {{matchLabels: {{app: memcached}}}}
   ingress:
@@ -43,8 +44,15 @@ spec:
         - ports: [{{port: "{memcached_port}", protocol: TCP}}]
           rules:
             l7proto: memcache
-            l7: [{{command: get, keyExact: never/asked}}]
-"""
+            l7:
+{l7}"""
+
+
+def allows_nothing_policy(memcached_port: int) -> str:
+    """A policy that lets fleet-monitoring connect to memcached but allows it no request: its
+    only rule names a key nothing stores or asks for."""
+    return monitoring_policy("monitoring-allowed-nothing", memcached_port,
+                             ["{command: get, keyExact: never/asked}"])
 
 
 def write_config(workdir: Path, memcached_port: int, policy: str, extra_config: str = "",

@@ -8,7 +8,7 @@ from bmemcached.exceptions import MemcachedException
 
 from conftest import (BINARY_HEADER, JEDI, MAINTENANCE, MIB, MONITORING, POLICY_NAME, STRANGER,
                       allows_nothing_policy, binary_client, binary_request, connect_from,
-                      expect_closed, read_exactly, read_binary_response)
+                      expect_closed, monitoring_policy, read_exactly, read_binary_response)
 
 FLEET = "alliance/fleet/"
 GET, SET, DELETE, INCREMENT = 0x00, 0x01, 0x04, 0x05
@@ -286,25 +286,13 @@ def closes(sock) -> bool:
 
 def admin_policy(memcached_port: int) -> str:
     """fleet-monitoring may ask for stats, set verbosity, and touch, gat and set fleet keys."""
-    return f"""\
-apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: {{name: monitoring-admin}}
-spec:
-  endpointSelector: {{matchLabels: {{app: memcached}}}}
-  ingress:
-    - fromEndpoints: [{{matchLabels: {{function: fleet-monitoring}}}}]
-      toPorts:
-        - ports: [{{port: "{memcached_port}", protocol: TCP}}]
-          rules:
-            l7proto: memcache
-            l7:
-              - {{command: stats}}
-              - {{command: verbosity}}
-              - {{command: touch, keyPrefix: alliance/fleet/}}
-              - {{command: gat, keyPrefix: alliance/fleet/}}
-              - {{command: set, keyPrefix: alliance/fleet/}}
-"""
+    return monitoring_policy("monitoring-admin", memcached_port, [
+        "{command: stats}",
+        "{command: verbosity}",
+        "{command: touch, keyPrefix: alliance/fleet/}",
+        "{command: gat, keyPrefix: alliance/fleet/}",
+        "{command: set, keyPrefix: alliance/fleet/}",
+    ])
 
 
 @pytest.mark.parametrize("opcode", [STAT, TOUCH, GAT, GATQ, GATK, GATKQ])

@@ -9,7 +9,8 @@ from pymemcache.exceptions import MemcacheClientError
 import memcached_checks
 from conftest import (DEADLINE, DENIED, JEDI, MAINTENANCE, MIB, MONITORING, POLICY_NAME,
                       STRANGER, allows_nothing_policy, axoneme_bin, connect_from, expect_closed,
-                      read_exactly, read_get_reply, read_line, text_client, write_config)
+                      monitoring_policy, read_exactly, read_get_reply, read_line, text_client,
+                      write_config)
 from memcached_checks import FLEET, TRICKY, big_value
 
 
@@ -266,22 +267,10 @@ def test_an_endpoint_no_policy_selects_passes_memcached_unparsed(proxy, memcache
 
 
 def test_exact_and_regex_key_rules(start_proxy, memcached):
-    proxy = start_proxy(policy=f"""\
-apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: {{name: exact-and-regex}}
-spec:
-  endpointSelector: {{matchLabels: {{app: memcached}}}}
-  ingress:
-    - fromEndpoints: [{{matchLabels: {{function: fleet-monitoring}}}}]
-      toPorts:
-        - ports: [{{port: "{memcached.port}", protocol: TCP}}]
-          rules:
-            l7proto: memcache
-            l7:
-              - {{command: get, keyExact: alliance/fleet/x-wing}}
-              - {{command: set, keyRegex: "alliance/fleet/[a-z]+-wing"}}
-""")
+    proxy = start_proxy(policy=monitoring_policy("exact-and-regex", memcached.port, [
+        '{command: get, keyExact: alliance/fleet/x-wing}',
+        '{command: set, keyRegex: "alliance/fleet/[a-z]+-wing"}',
+    ]))
     monitor = connect_from(MONITORING, proxy.addr)
     for request, reply in [
         (b"get alliance/fleet/x-wing\r\n", b"END\r\n"),
@@ -300,23 +289,11 @@ spec:
 
 def test_rules_for_commands_without_keys_and_multi_line_replies(start_proxy, memcached):
     memcached.put(FLEET + "a", b"A")
-    proxy = start_proxy(policy=f"""\
-apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: {{name: monitoring-with-stats}}
-spec:
-  endpointSelector: {{matchLabels: {{app: memcached}}}}
-  ingress:
-    - fromEndpoints: [{{matchLabels: {{function: fleet-monitoring}}}}]
-      toPorts:
-        - ports: [{{port: "{memcached.port}", protocol: TCP}}]
-          rules:
-            l7proto: memcache
-            l7:
-              - {{command: stats}}
-              - {{command: version}}
-              - {{command: get, keyPrefix: alliance/fleet/}}
-""")
+    proxy = start_proxy(policy=monitoring_policy("monitoring-with-stats", memcached.port, [
+        '{command: stats}',
+        '{command: version}',
+        '{command: get, keyPrefix: alliance/fleet/}',
+    ]))
     monitor = connect_from(MONITORING, proxy.addr)
     monitor.sendall(b"stats\r\nstats slabs\r\nset alliance/fleet/a 0 0 1\r\nZ\r\nversion\r\n"
                     b"flush_all\r\nget alliance/fleet/a\r\n")

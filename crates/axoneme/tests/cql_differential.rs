@@ -703,10 +703,11 @@ async fn run_case(proxy: SocketAddr, fixture: &Fixture, case: Case, client: Ipv4
 
 /// Whether `query`'s first token, as the fixture lexes it, is the word USE.
 fn begins_with_use(query: &str) -> bool {
-    matches!(
-        cql::lexer::tokenize(query).as_deref(),
-        Ok([first, ..]) if matches!(first.token, cql::lexer::Token::Word(w) if w.eq_ignore_ascii_case("USE"))
-    )
+    let Ok(tokens) = cql::lexer::tokenize(query) else {
+        return false;
+    };
+    matches!(tokens.first().map(|t| &t.token),
+        Some(cql::lexer::Token::Word(word)) if word.eq_ignore_ascii_case("USE"))
 }
 
 /// Reads `n` answers in stream order (they come in request order).

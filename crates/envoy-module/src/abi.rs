@@ -121,7 +121,8 @@ extern "C" {
         port: *mut u32,
     ) -> bool;
     /// Stops (`true`) or resumes (`false`) reading from the client; Envoy counts the calls, so
-    /// each stop needs its resume. Returns an `envoy_dynamic_module_type_network_read_disable_status`.
+    /// each stop needs its resume. Returns an
+    /// `envoy_dynamic_module_type_network_read_disable_status`.
     pub fn envoy_dynamic_module_callback_network_filter_read_disable(
         filter: FilterEnvoyPtr,
         disable: bool,

@@ -1,6 +1,7 @@
-//! A safe view of one Envoy connection through the network-filter callbacks of `abi.rs`: its
-//! read and write buffers (chunks, drain, append), data injected past this filter in either
-//! direction, reading from the client stopped and resumed, closing, and its identity. It holds no state and makes no decisions.
+//! A safe view of one Envoy connection through the network-filter callbacks of `abi.rs`: its read
+//! and write buffers (chunks, drain, append), data injected past this filter in either direction,
+//! reading from the client stopped and resumed, closing, and its identity. It holds no state and
+//! makes no decisions.
 //!
 //! Every method must be called on the Envoy worker thread that is running one of this
 //! connection's event hooks, with the pointer Envoy passed to that hook: that is the one

@@ -1,9 +1,9 @@
-//! The event hooks Envoy calls (the `envoy_dynamic_module_on_*` symbols of the ABI): module
-//! load, network filter configuration new/destroy, and per connection new, new connection, read,
-//! write, event, write buffer above/below its watermarks, and destroy. They own the conversion between Envoy's raw pointers and the
-//! module's boxed values, and the rule that no panic crosses into Envoy: each hook runs under
-//! `catch_unwind`, and a panic closes only the connection it happened on (or refuses the
-//! configuration). Deciding and parsing belong to `filter.rs`.
+//! The event hooks Envoy calls (the `envoy_dynamic_module_on_*` symbols of the ABI): module load,
+//! network filter configuration new/destroy, and per connection new, new connection, read, write,
+//! event, write buffer above/below its watermarks, and destroy. They own the conversion between
+//! Envoy's raw pointers and the module's boxed values, and the rule that no panic crosses into
+//! Envoy: each hook runs under `catch_unwind`, and a panic closes only the connection it happened
+//! on (or refuses the configuration). Deciding and parsing belong to `filter.rs`.
 
 #![allow(unsafe_code)]
 

@@ -1,10 +1,10 @@
 //! Following a running agent: a thread that asks the agent for its run and policy revision every
 //! poll interval and, when either changed, compiles the agent's policies and endpoints into a new
 //! snapshot that replaces the one in force; open connections take it up at their next bytes. An
-//! agent that cannot be reached, or a snapshot that does not build, leaves the one in force and
-//! is reported on stderr; the agent's policy is then read whole again at the next poll that
-//! reaches it, whatever revision it tells (an agent started again counts from the start). The thread stops, and
-//! is waited for, when the configuration that started it goes away: Envoy may unload the module
+//! agent that cannot be reached, or a snapshot that does not build, leaves the one in force and is
+//! reported on stderr; the agent's policy is then read whole again at the next poll that reaches
+//! it, whatever revision it tells (an agent started again counts from the start). The thread stops,
+//! and is waited for, when the configuration that started it goes away: Envoy may unload the module
 //! right after.
 
 use std::net::IpAddr;

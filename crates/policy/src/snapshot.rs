@@ -171,9 +171,10 @@ impl Snapshot {
     /// policy of its own and [`Snapshot::endpoint`] does not know it.
     ///
     /// An address of a local endpoint stays the local endpoint's, and one of `host_ips` the
-    /// host's: this node knows what it hosts, and a remote claim on it is ignored. Remote names must be unique among remote
-    /// endpoints (the agent names them `<node>/<name>`), and so must their other addresses: an
-    /// address two remote endpoints claim fails the build, as two local ones do.
+    /// host's: this node knows what it hosts, and a remote claim on it is ignored. Remote names
+    /// must be unique among remote endpoints (the agent names them `<node>/<name>`), and so must
+    /// their other addresses: an address two remote endpoints claim fails the build, as two local
+    /// ones do.
     ///
     /// With numbers given, a label set they leave out, or a number below 256 or given to two
     /// label sets, fails the build: an endpoint must not be numbered differently from the

@@ -22,13 +22,14 @@
 //! On v5, nothing may follow the STARTUP before the server answers it: what does is refused
 //! (the connection is closed), as the server may read it as segments.
 //!
-//! The keyspace unqualified names resolve against follows the server, never the request: it
-//! changes when the server answers a USE with a Set_keyspace result; any other answer on the
-//! USE's stream (an error, or another request's answer) leaves it unknown, so that unqualified
-//! names are refused until a USE succeeds. No request may share its stream with a USE or
-//! PREPARE whose answer has not come: the connection is closed. While a USE is unanswered, the requests behind it are held, unread, so that none is
-//! judged against a keyspace the server may not be using; within one v5 segment, where holding
-//! would split the segment, an unqualified name after a USE is judged against both keyspaces.
+//! The keyspace unqualified names resolve against follows the server, never the request: it changes
+//! when the server answers a USE with a Set_keyspace result; any other answer on the USE's stream
+//! (an error, or another request's answer) leaves it unknown, so that unqualified names are refused
+//! until a USE succeeds. No request may share its stream with a USE or PREPARE whose answer has not
+//! come: the connection is closed. While a USE is unanswered, the requests behind it are held,
+//! unread, so that none is judged against a keyspace the server may not be using; within one v5
+//! segment, where holding would split the segment, an unqualified name after a USE is judged
+//! against both keyspaces.
 //! A v3 or v4 QUERY or BATCH naming its own keyspace (flag 0x80, read by Cassandra in every
 //! version) is refused.
 

@@ -311,7 +311,7 @@ fn meta<'l>(verb: &'l [u8], mut tokens: Tokens<'l>) -> Result<TextRequest<'l>, P
         rest: tokens.rest(),
     };
     let (mut quiet, mut base64, mut touch, mut cas, mut mode) = (false, false, false, false, b'S');
-    let mut vivify = false;
+    let mut creates = false;
     let mut count = 0;
     // `me` reads its key as base64 when the first token after it is exactly `b`, whatever
     // follows.
@@ -331,7 +331,7 @@ fn meta<'l>(verb: &'l [u8], mut tokens: Tokens<'l>) -> Result<TextRequest<'l>, P
             b'b' => base64 = true,
             b'T' => touch = true,
             b'C' => cas = true,
-            b'N' => vivify = true,
+            b'N' => creates = true,
             b'M' => mode = flag.get(1).copied().unwrap_or(b'S'),
             _ => {}
         }
@@ -362,7 +362,7 @@ fn meta<'l>(verb: &'l [u8], mut tokens: Tokens<'l>) -> Result<TextRequest<'l>, P
     let mut request = TextRequest::new(command, verb, key, answer);
     request.base64_key = base64;
     request.data_len = data_len;
-    request.creates = vivify
+    request.creates = creates
         && matches!(
             command,
             Command::Get | Command::Gat | Command::Append | Command::Prepend
